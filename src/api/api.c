@@ -1,0 +1,309 @@
+/* api.c - route table, dispatch, leader forwarding and the propose helper.
+ *
+ * Adding an endpoint is one row in `routes` and one handler. */
+#include "api/api.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "fetch.h"
+#include "log.h"
+
+#define FORWARDED_HEADER "X-Jinn-Forwarded-By"
+#define FORWARD_GRACE_MS 1000 /* beyond the leader's own request timeout */
+
+static const struct jinn_route routes[] = {
+    {"GET", "/v1/status", jinn_api_status, 0},
+    {"GET", "/healthz", jinn_api_healthz, 0},
+    {"GET", "/readyz", jinn_api_readyz, 0},
+    {"GET", "/metrics", jinn_api_metrics, 0},
+    {"POST", "/v1/internal/nodes", jinn_api_node_set, JINN_ROUTE_LEADER},
+};
+
+void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
+                   struct jinn_node *node)
+{
+    memset(api, 0, sizeof *api);
+    api->loop = loop;
+    api->cfg = cfg;
+    api->node = node;
+}
+
+/* Matches path against pattern, capturing {} segments into args. Returns 1
+ * on a match, 0 on none, -1 when a captured segment is malformed. */
+static int match(const char *pattern, const char *path, size_t path_len,
+                 struct jinn_route_args *args)
+{
+    const char *p = pattern, *s = path, *end = path + path_len;
+
+    args->n = 0;
+    while (*p != '\0') {
+        if (p[0] == '{' && p[1] == '}') {
+            const char *seg_end = memchr(s, '/', (size_t)(end - s));
+            long n;
+            if (seg_end == NULL) {
+                seg_end = end;
+            }
+            if (seg_end == s || args->n == JINN_ROUTE_MAX_ARGS) {
+                return 0;
+            }
+            n = jinn_http_unescape(s, (size_t)(seg_end - s), args->arg[args->n],
+                                   JINN_ROUTE_ARG_MAX, false);
+            if (n < 0) {
+                return -1;
+            }
+            args->len[args->n++] = (size_t)n;
+            s = seg_end;
+            p += 2;
+            continue;
+        }
+        if (s == end || *p != *s) {
+            return 0;
+        }
+        p++;
+        s++;
+    }
+    return s == end ? 1 : 0;
+}
+
+/* ---- forwarding to the leader ------------------------------------------- */
+
+static bool hop_by_hop(const struct jinn_http_header *h)
+{
+    static const char *const names[] = {"connection", "keep-alive", "transfer-encoding",
+                                        "content-length", "host", "te", "upgrade",
+                                        "proxy-connection", "expect"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void forwarded(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                      size_t body_len)
+{
+    struct jinn_http_request *req = data;
+    struct jinn_api *api = req->user;
+    const char *ctype = "application/octet-stream";
+    char name[128], value[512];
+
+    if (code != JINN_OK) {
+        api->forwards_failed++;
+        jinn_http_reply_error(req, code, NULL);
+        return;
+    }
+    for (unsigned i = 0; i < head->n_headers; i++) {
+        const struct jinn_http_header *h = &head->headers[i];
+        if (hop_by_hop(h) || h->name_len >= sizeof name || h->value_len >= sizeof value) {
+            continue;
+        }
+        memcpy(name, h->name, h->name_len);
+        name[h->name_len] = '\0';
+        memcpy(value, h->value, h->value_len);
+        value[h->value_len] = '\0';
+        if (strcasecmp(name, "content-type") == 0) {
+            continue;
+        }
+        jinn_http_add_header(req, name, value);
+    }
+    const struct jinn_http_header *ct = jinn_http_header_find(head, "content-type");
+    if (ct != NULL && ct->value_len < sizeof value) {
+        memcpy(value, ct->value, ct->value_len);
+        value[ct->value_len] = '\0';
+        ctype = value;
+    }
+    jinn_http_reply(req, head->status, ctype, body, body_len);
+}
+
+/* Either forwards req to the leader or has replied with the reason why not. */
+static void forward_or_reply(struct jinn_api *api, struct jinn_http_request *req)
+{
+    struct jinn_node_status st;
+    struct jinn_wbuf headers;
+    int rv;
+
+    if (jinn_http_header_find(&req->msg, FORWARDED_HEADER) != NULL) {
+        /* Leadership moved while the request was in flight: one hop only. */
+        jinn_http_reply_error(req, JINN_ENOTLEADER, NULL);
+        return;
+    }
+    jinn_node_status(api->node, &st);
+    if (st.leader_id == 0 || !st.quorum) {
+        jinn_http_reply_error(req, JINN_ENOLEADER, NULL);
+        return;
+    }
+    if (st.leader_api == NULL) {
+        jinn_http_reply_error(req, JINN_ENOLEADER, "the leader has not announced its API yet");
+        return;
+    }
+    jinn_wbuf_init(&headers);
+    for (unsigned i = 0; i < req->msg.n_headers; i++) {
+        const struct jinn_http_header *h = &req->msg.headers[i];
+        if (!hop_by_hop(h)) {
+            jinn_wbuf_printf(&headers, "%.*s: %.*s\r\n", (int)h->name_len, h->name,
+                             (int)h->value_len, h->value);
+        }
+    }
+    jinn_wbuf_printf(&headers, "%s: %s\r\n", FORWARDED_HEADER, api->cfg->server_name);
+    jinn_wbuf_put_u8(&headers, 0);
+    if (headers.failed) {
+        jinn_wbuf_free(&headers);
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    req->user = api;
+    api->forwards_total++;
+    rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
+                    req->msg.target_len, (const char *)headers.data, req->body, req->body_len,
+                    api->cfg->request_timeout_ms + FORWARD_GRACE_MS, forwarded, req);
+    jinn_wbuf_free(&headers);
+    if (rv != 0) {
+        api->forwards_failed++;
+        jinn_http_reply_error(req, rv, NULL);
+    }
+}
+
+void jinn_api_handle(void *data, struct jinn_http_request *req)
+{
+    struct jinn_api *api = data;
+    struct jinn_route_args args;
+    bool path_known = false;
+
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const struct jinn_route *r = &routes[i];
+        int m = match(r->pattern, req->path, req->path_len, &args);
+        if (m < 0) {
+            jinn_http_reply_error(req, JINN_EINVAL, "bad percent-encoding in path");
+            return;
+        }
+        if (m == 0) {
+            continue;
+        }
+        path_known = true;
+        if (strcmp(r->method, req->msg.method) != 0) {
+            continue;
+        }
+        if ((r->flags & JINN_ROUTE_LEADER) && !jinn_node_is_leader(api->node)) {
+            forward_or_reply(api, req);
+            return;
+        }
+        r->fn(api, req, &args);
+        return;
+    }
+    jinn_http_reply_error(req, path_known ? JINN_EMETHOD : JINN_ENOTFOUND, NULL);
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+json_t *jinn_api_body_json_or_reply(struct jinn_http_request *req)
+{
+    json_error_t jerr;
+    char msg[256];
+    json_t *obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (obj == NULL) {
+        snprintf(msg, sizeof msg, "invalid JSON body: %s", jerr.text);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        jinn_http_reply_error(req, JINN_EINVAL, "the JSON body must be an object");
+        return NULL;
+    }
+    return obj;
+}
+
+struct pending_commit {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    jinn_api_commit_fn reply;
+};
+
+static void committed(void *data, int code, const struct jinn_result *res)
+{
+    struct pending_commit *pc = data;
+    if (code != JINN_OK) {
+        jinn_http_reply_error(pc->req, code == JINN_ETIMEOUT ? JINN_EUNKNOWN : code,
+                              code == JINN_ETIMEOUT
+                                  ? "not committed within the request timeout; the write "
+                                    "may still be applied"
+                                  : NULL);
+    } else if (res->code != JINN_OK) {
+        jinn_http_reply_error(pc->req, res->code, NULL);
+    } else {
+        pc->reply(pc->api, pc->req, res);
+    }
+    jinn_free(pc);
+}
+
+void jinn_api_propose_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                               struct jinn_cmd *c, jinn_api_commit_fn reply)
+{
+    struct pending_commit *pc = jinn_malloc(sizeof *pc);
+    int rv;
+
+    if (pc == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    pc->api = api;
+    pc->req = req;
+    pc->reply = reply;
+    rv = jinn_node_propose(api->node, c, api->cfg->request_timeout_ms, committed, pc);
+    if (rv != JINN_OK) {
+        jinn_free(pc);
+        jinn_http_reply_error(req, rv, NULL);
+    }
+}
+
+/* ---- self-announcement --------------------------------------------------- */
+
+static void announced(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                      size_t body_len)
+{
+    struct jinn_api *api = data;
+    (void)body;
+    (void)body_len;
+    api->announcing = false;
+    if (code != JINN_OK || head->status != 200) {
+        jinn_debug("announce to leader failed (%s, status %d)", jinn_error_name(code),
+                   head ? head->status : 0);
+    }
+}
+
+void jinn_api_announce(void *data, const char *leader_api)
+{
+    struct jinn_api *api = data;
+    struct jinn_node_status st;
+    char url[320];
+    char *body;
+    json_t *obj;
+    int rv;
+
+    if (api->announcing) {
+        return;
+    }
+    jinn_node_status(api->node, &st);
+    if (api->cfg->http_advertise != NULL) {
+        snprintf(url, sizeof url, "%s", api->cfg->http_advertise);
+    } else {
+        snprintf(url, sizeof url, "http://%s", api->cfg->http_listen);
+    }
+    obj = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)st.id, "name", st.name, "api", url);
+    body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (body == NULL) {
+        return;
+    }
+    rv = jinn_fetch(api->loop, leader_api, "POST", "/v1/internal/nodes", 18,
+                    "Content-Type: application/json\r\n", body, strlen(body),
+                    api->cfg->request_timeout_ms, announced, api);
+    jinn_free(body);
+    api->announcing = rv == 0;
+}

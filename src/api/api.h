@@ -1,0 +1,83 @@
+/* api.h - the HTTP API: one route table, one dispatcher.
+ *
+ * Every request takes the same path: http.c parses it, jinn_api_handle()
+ * finds its route, forwards it to the leader when the route must run there
+ * and this node is not the leader, then calls the route's handler. A handler
+ * answers with jinn_http_reply*, directly or after its command commits. */
+#ifndef JINN_API_H
+#define JINN_API_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "http.h"
+#include "node.h"
+
+#define JINN_ROUTE_MAX_ARGS 4
+#define JINN_ROUTE_ARG_MAX 1100 /* a decoded path segment (keys: 1024 bytes) */
+
+struct jinn_api {
+    uv_loop_t *loop;
+    const struct jinn_config *cfg; /* borrowed */
+    struct jinn_node *node;        /* borrowed */
+    struct jinn_http_server *http; /* borrowed; NULL until listening */
+    bool announcing;               /* one self-announcement in flight at most */
+    uint64_t forwards_total, forwards_failed;
+};
+
+struct jinn_route_args {
+    char arg[JINN_ROUTE_MAX_ARGS][JINN_ROUTE_ARG_MAX]; /* percent-decoded */
+    size_t len[JINN_ROUTE_MAX_ARGS];
+    unsigned n;
+};
+
+typedef void (*jinn_route_fn)(struct jinn_api *api, struct jinn_http_request *req,
+                              const struct jinn_route_args *args);
+
+enum {
+    JINN_ROUTE_LEADER = 1 << 0, /* runs on the leader; followers forward it */
+};
+
+struct jinn_route {
+    const char *method;
+    const char *pattern; /* "/v1/x/{}" - {} captures one path segment */
+    jinn_route_fn fn;
+    unsigned flags;
+};
+
+void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
+                   struct jinn_node *node);
+
+/* The jinn_http_handler for the server; data is the struct jinn_api. */
+void jinn_api_handle(void *data, struct jinn_http_request *req);
+
+/* The node's announcer: tells the leader our API URL over HTTP. */
+void jinn_api_announce(void *data, const char *leader_api);
+
+/* Handlers (api/status.c). */
+void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args);
+void jinn_api_healthz(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
+void jinn_api_readyz(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args);
+void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
+void jinn_api_node_set(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+
+/* Shared helpers for handlers. */
+
+/* Parses the body as a JSON object. Returns it (caller decrefs) or NULL
+ * with a 400 already sent. */
+json_t *jinn_api_body_json_or_reply(struct jinn_http_request *req);
+
+/* Proposes c and answers req when it commits: reply(api, req, res) on
+ * success, the matching error otherwise. Either succeeds or has replied. */
+typedef void (*jinn_api_commit_fn)(struct jinn_api *api, struct jinn_http_request *req,
+                                   const struct jinn_result *res);
+void jinn_api_propose_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                               struct jinn_cmd *c, jinn_api_commit_fn reply);
+
+#endif

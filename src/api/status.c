@@ -1,0 +1,201 @@
+/* status.c - node status, health, readiness, metrics, and the internal
+ * endpoint through which nodes announce their API URL. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "api/api.h"
+#include "codec.h"
+#include "error.h"
+#include "version.h"
+
+static json_t *members_json(const struct jinn_node_status *st, int want_voter)
+{
+    json_t *list = json_array();
+    for (unsigned i = 0; list != NULL && i < st->n_members; i++) {
+        const struct jinn_member *m = &st->members[i];
+        if (want_voter >= 0 && (int)m->voter != want_voter) {
+            continue;
+        }
+        if (want_voter >= 0) {
+            json_array_append_new(list, json_string(m->name));
+        } else {
+            json_array_append_new(
+                list, json_pack("{s:s, s:I, s:s, s:s?, s:s}", "name", m->name, "id",
+                                (json_int_t)m->id, "address", m->address, "api",
+                                m->api[0] ? m->api : NULL, "role", m->voter ? "voter" : "standby"));
+        }
+    }
+    return list;
+}
+
+static bool is_ready(const struct jinn_node_status *st)
+{
+    return st->quorum && st->role != JINN_ROLE_UNAVAILABLE && st->role != JINN_ROLE_CANDIDATE &&
+           st->applied_index >= st->commit_index;
+}
+
+void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args)
+{
+    struct jinn_node_status st;
+    json_t *obj, *leader = NULL;
+    (void)args;
+
+    jinn_node_status(api->node, &st);
+    if (st.leader_id != 0) {
+        leader = json_pack("{s:s, s:I, s:s?}", "name", st.leader_name, "id",
+                           (json_int_t)st.leader_id, "api", st.leader_api);
+    }
+    obj = json_pack("{s:s, s:I, s:s, s:s, s:I, s:o?, s:I, s:I, s:I, s:o, s:o, s:o, s:b, s:o,"
+                    " s:I, s:b, s:s}",
+                    "name", st.name, "id", (json_int_t)st.id, "cluster", api->cfg->cluster_name,
+                    "role", jinn_role_name(st.role), "term", (json_int_t)st.term, "leader",
+                    leader ? leader : json_null(), "commit_index", (json_int_t)st.commit_index,
+                    "applied_index", (json_int_t)st.applied_index, "last_index",
+                    (json_int_t)st.last_index, "voters", members_json(&st, 1), "standbys",
+                    members_json(&st, 0), "members", members_json(&st, -1), "quorum",
+                    st.quorum, "leader_contact_ms",
+                    st.leader_contact_ms >= 0 ? json_integer(st.leader_contact_ms) : json_null(),
+                    "cluster_time_ms", (json_int_t)st.cluster_time_ms, "ready", is_ready(&st),
+                    "version", jinn_revision());
+    if (obj == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    jinn_http_reply_json(req, 200, obj);
+}
+
+void jinn_api_healthz(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args)
+{
+    (void)api;
+    (void)args;
+    jinn_http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void jinn_api_readyz(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args)
+{
+    struct jinn_node_status st;
+    (void)args;
+    jinn_node_status(api->node, &st);
+    if (!is_ready(&st)) {
+        const char *why = st.leader_id == 0 || !st.quorum ? "no leader with a quorum is known"
+                                                          : "catching up with the log";
+        jinn_http_reply_json(req, 503,
+                             json_pack("{s:s, s:s, s:s}", "status", "not_ready", "error",
+                                       jinn_error_name(JINN_ENOLEADER), "message", why));
+        return;
+    }
+    jinn_http_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args)
+{
+    static const char *const classes[] = {"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    struct jinn_node_status st;
+    struct jinn_http_stats hs;
+    struct jinn_wbuf w;
+    unsigned voters = 0;
+    (void)args;
+
+    jinn_node_status(api->node, &st);
+    memset(&hs, 0, sizeof hs);
+    if (api->http != NULL) {
+        jinn_http_stats(api->http, &hs);
+    }
+    for (unsigned i = 0; i < st.n_members; i++) {
+        voters += st.members[i].voter;
+    }
+    jinn_wbuf_init(&w);
+#define GAUGE(name, help, fmt, value)                                                       \
+    jinn_wbuf_printf(&w, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " " fmt "\n", \
+                     value)
+#define COUNTER(name, help, fmt, value)                                                        \
+    jinn_wbuf_printf(&w, "# HELP " name " " help "\n# TYPE " name " counter\n" name " " fmt "\n", \
+                     value)
+    jinn_wbuf_printf(&w, "# HELP jinn_build_info Build revision.\n# TYPE jinn_build_info gauge\n"
+                         "jinn_build_info{revision=\"%s\"} 1\n", jinn_revision());
+    GAUGE("jinn_raft_term", "Current raft term.", "%" PRIu64, st.term);
+    GAUGE("jinn_raft_is_leader", "1 when this node is the leader.", "%d",
+          st.role == JINN_ROLE_LEADER);
+    GAUGE("jinn_raft_quorum", "1 when a leader with a quorum is known.", "%d", st.quorum);
+    GAUGE("jinn_raft_commit_index", "Highest committed log index known.", "%" PRIu64,
+          st.commit_index);
+    GAUGE("jinn_raft_applied_index", "Highest log index applied here.", "%" PRIu64,
+          st.applied_index);
+    GAUGE("jinn_raft_last_index", "Last log index stored here.", "%" PRIu64, st.last_index);
+    GAUGE("jinn_raft_leader_contact_ms", "Milliseconds since a leader was heard from (-1: never).",
+          "%" PRId64, st.leader_contact_ms);
+    GAUGE("jinn_cluster_voters", "Voting members.", "%u", voters);
+    GAUGE("jinn_cluster_standbys", "Standby members.", "%u", st.n_members - voters);
+    COUNTER("jinn_proposals_committed_total", "Proposals committed and applied.", "%" PRIu64,
+            st.proposals_ok);
+    COUNTER("jinn_proposals_failed_total", "Proposals that failed or timed out.", "%" PRIu64,
+            st.proposals_failed);
+    COUNTER("jinn_forwards_total", "Requests forwarded to the leader.", "%" PRIu64,
+            api->forwards_total);
+    COUNTER("jinn_forwards_failed_total", "Forwarded requests that failed.", "%" PRIu64,
+            api->forwards_failed);
+    GAUGE("jinn_http_connections_open", "Open client connections.", "%" PRIu64,
+          hs.connections_open);
+    COUNTER("jinn_http_requests_total", "HTTP requests received.", "%" PRIu64,
+            hs.requests_total);
+    jinn_wbuf_printf(&w, "# HELP jinn_http_responses_total HTTP responses by status class.\n"
+                         "# TYPE jinn_http_responses_total counter\n");
+    for (int c = 2; c <= 5; c++) {
+        jinn_wbuf_printf(&w, "jinn_http_responses_total{class=\"%s\"} %" PRIu64 "\n",
+                         classes[c], hs.responses[c]);
+    }
+#undef GAUGE
+#undef COUNTER
+    if (w.failed) {
+        jinn_wbuf_free(&w);
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    jinn_http_reply(req, 200, "text/plain; version=0.0.4", w.data, w.len);
+    jinn_wbuf_free(&w);
+}
+
+static void node_set_committed(struct jinn_api *api, struct jinn_http_request *req,
+                               const struct jinn_result *res)
+{
+    (void)api;
+    jinn_http_reply_json(req, 200, json_pack("{s:I}", "index", (json_int_t)res->index));
+}
+
+void jinn_api_node_set(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args)
+{
+    json_t *obj = jinn_api_body_json_or_reply(req);
+    json_int_t id;
+    const char *name, *url;
+    json_error_t jerr;
+    struct jinn_cmd c;
+    (void)args;
+
+    if (obj == NULL) {
+        return;
+    }
+    if (json_unpack_ex(obj, &jerr, JSON_STRICT, "{s:I, s:s, s:s}", "id", &id, "name", &name,
+                       "api", &url) != 0 ||
+        id <= 0 || strlen(name) == 0 || strlen(name) > JINN_NODE_NAME_MAX ||
+        strlen(url) > JINN_NODE_API_MAX || strncmp(url, "http://", 7) != 0) {
+        json_decref(obj);
+        jinn_http_reply_error(req, JINN_EINVAL, "expected {\"id\": N, \"name\": S, \"api\": URL}");
+        return;
+    }
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_NODE_SET;
+    c.node.id = (uint64_t)id;
+    c.node.name.p = (const uint8_t *)name;
+    c.node.name.len = strlen(name);
+    c.node.api.p = (const uint8_t *)url;
+    c.node.api.len = strlen(url);
+    jinn_api_propose_or_reply(api, req, &c, node_set_committed);
+    json_decref(obj); /* the command was encoded (copied) by the proposal */
+}

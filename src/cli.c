@@ -1,0 +1,323 @@
+/* cli.c - see cli.h. Blocking sockets are fine here: the CLI has no event
+ * loop to stall. */
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "codec.h"
+#include "error.h"
+#include "fetch.h"
+#include "httpmsg.h"
+#include "version.h"
+
+struct cli_opts {
+    const char *addr;
+    int json;
+};
+
+static int parse_opts(int argc, char **argv, struct cli_opts *o, const char *usage)
+{
+    const char *env = getenv("JINN_ADDR");
+    o->addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
+    o->json = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            o->json = 1;
+        } else if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
+            o->addr = argv[++i];
+        } else if (strncmp(argv[i], "--addr=", 7) == 0) {
+            o->addr = argv[i] + 7;
+        } else {
+            fprintf(stderr, "jinn: unexpected argument '%s'\nusage: %s\n", argv[i], usage);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for fd to be ready for events before the deadline. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    struct pollfd p = {fd, events, 0};
+    int64_t left = deadline - mono_ms();
+    int rv;
+    if (left <= 0) {
+        return -1;
+    }
+    do {
+        rv = poll(&p, 1, (int)left);
+    } while (rv < 0 && errno == EINTR);
+    return rv == 1 ? 0 : -1;
+}
+
+int jinn_cli_request(const char *addr, const char *method, const char *target,
+                     const char *body, size_t body_len, int *status, char **resp,
+                     size_t *resp_len, char *err, size_t err_len)
+{
+    struct sockaddr_in sa;
+    struct jinn_wbuf req, in;
+    struct jinn_http_limits limits = {64u * 1024, 0, JINN_CLI_MAX_RESPONSE};
+    struct jinn_http_msg head;
+    int64_t deadline = mono_ms() + JINN_CLI_TIMEOUT_MS;
+    int fd = -1, rv = -1;
+    size_t sent = 0;
+
+    jinn_wbuf_init(&req);
+    jinn_wbuf_init(&in);
+    if (jinn_fetch_parse_url(addr, &sa) != 0) {
+        snprintf(err, err_len, "bad address '%s' (want http://ip:port)", addr);
+        goto out;
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, err_len, "socket: %s", strerror(errno));
+        goto out;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
+        snprintf(err, err_len, "cannot reach %s: %s", addr, strerror(errno));
+        goto out;
+    }
+    if (wait_fd(fd, POLLOUT, deadline) != 0) {
+        snprintf(err, err_len, "cannot reach %s: timed out", addr);
+        goto out;
+    }
+    {
+        int soerr = 0;
+        socklen_t l = sizeof soerr;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
+        if (soerr != 0) {
+            snprintf(err, err_len, "cannot reach %s: %s", addr, strerror(soerr));
+            goto out;
+        }
+    }
+    jinn_wbuf_printf(&req,
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     method, target, addr + 7, body_len);
+    jinn_wbuf_put_raw(&req, body, body_len);
+    if (req.failed) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+    while (sent < req.len) {
+        ssize_t n = send(fd, req.data + sent, req.len - sent, MSG_NOSIGNAL);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (wait_fd(fd, POLLOUT, deadline) != 0) {
+                snprintf(err, err_len, "%s: timed out sending", addr);
+                goto out;
+            }
+            continue;
+        }
+        if (n < 0) {
+            snprintf(err, err_len, "%s: %s", addr, strerror(errno));
+            goto out;
+        }
+        sent += (size_t)n;
+    }
+    for (;;) {
+        ssize_t n;
+        if (!jinn_wbuf_reserve(&in, 65536)) {
+            snprintf(err, err_len, "out of memory");
+            goto out;
+        }
+        n = recv(fd, in.data + in.len, in.cap - in.len, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (wait_fd(fd, POLLIN, deadline) != 0) {
+                snprintf(err, err_len, "%s: timed out waiting for a reply", addr);
+                goto out;
+            }
+            continue;
+        }
+        if (n < 0) {
+            snprintf(err, err_len, "%s: %s", addr, strerror(errno));
+            goto out;
+        }
+        if (n == 0) {
+            break;
+        }
+        in.len += (size_t)n;
+        if (in.len > JINN_CLI_MAX_RESPONSE) {
+            snprintf(err, err_len, "%s: reply too large", addr);
+            goto out;
+        }
+    }
+    if (jinn_http_parse_head((const char *)in.data, in.len, true, &limits, &head) != 0) {
+        snprintf(err, err_len, "%s: malformed reply", addr);
+        goto out;
+    }
+    {
+        const char *b;
+        size_t blen, total;
+        bool owned;
+        int prv = jinn_http_parse_body((const char *)in.data, in.len, &head,
+                                       JINN_CLI_MAX_RESPONSE, &b, &blen, &owned, &total);
+        if (prv != 0 && !(prv == JINN_HTTP_NEED_MORE && head.body_until_close)) {
+            snprintf(err, err_len, "%s: truncated reply", addr);
+            goto out;
+        }
+        *resp = jinn_strndup(b, blen);
+        if (owned) {
+            jinn_free((void *)b);
+        }
+        if (*resp == NULL) {
+            snprintf(err, err_len, "out of memory");
+            goto out;
+        }
+        *resp_len = blen;
+    }
+    *status = head.status;
+    rv = 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    jinn_wbuf_free(&req);
+    jinn_wbuf_free(&in);
+    return rv;
+}
+
+/* GETs target as JSON; prints the error and returns NULL on failure. */
+static json_t *get_json(const char *addr, const char *target, int *status)
+{
+    char err[512];
+    char *body = NULL;
+    size_t len;
+    json_error_t jerr;
+    json_t *obj;
+
+    if (jinn_cli_request(addr, "GET", target, "", 0, status, &body, &len, err, sizeof err) != 0) {
+        fprintf(stderr, "jinn: %s\n", err);
+        return NULL;
+    }
+    obj = json_loadb(body, len, 0, &jerr);
+    jinn_free(body);
+    if (obj == NULL) {
+        fprintf(stderr, "jinn: %s%s: reply is not JSON\n", addr, target);
+    }
+    return obj;
+}
+
+static const char *str_or(json_t *obj, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : dflt;
+}
+
+static void print_status(json_t *st)
+{
+    json_t *leader = json_object_get(st, "leader");
+    json_t *contact = json_object_get(st, "leader_contact_ms");
+    json_t *members = json_object_get(st, "members");
+    size_t i;
+    json_t *m;
+
+    printf("node     %s (id %" JSON_INTEGER_FORMAT ") %s, term %" JSON_INTEGER_FORMAT "\n",
+           str_or(st, "name", "?"), json_integer_value(json_object_get(st, "id")),
+           str_or(st, "role", "?"), json_integer_value(json_object_get(st, "term")));
+    if (json_is_object(leader)) {
+        printf("leader   %s %s\n", str_or(leader, "name", "?"), str_or(leader, "api", ""));
+    } else {
+        printf("leader   none known\n");
+    }
+    printf("quorum   %s", json_is_true(json_object_get(st, "quorum")) ? "yes" : "NO");
+    if (json_is_integer(contact)) {
+        printf(" (leader heard %" JSON_INTEGER_FORMAT " ms ago)", json_integer_value(contact));
+    }
+    printf("\nlog      commit %" JSON_INTEGER_FORMAT "  applied %" JSON_INTEGER_FORMAT
+           "  last %" JSON_INTEGER_FORMAT "\n",
+           json_integer_value(json_object_get(st, "commit_index")),
+           json_integer_value(json_object_get(st, "applied_index")),
+           json_integer_value(json_object_get(st, "last_index")));
+    json_array_foreach(members, i, m)
+    {
+        printf("%s %-12s %-8s %-22s %s\n", i == 0 ? "members " : "        ",
+               str_or(m, "name", "?"), str_or(m, "role", "?"), str_or(m, "address", ""),
+               str_or(m, "api", "-"));
+    }
+}
+
+int jinn_cli_status(int argc, char **argv)
+{
+    struct cli_opts o;
+    int status;
+    json_t *st;
+    int rv = parse_opts(argc, argv, &o, "jinn status [--addr URL] [--json]");
+
+    if (rv != 0) {
+        return rv;
+    }
+    st = get_json(o.addr, "/v1/status", &status);
+    if (st == NULL) {
+        return 1;
+    }
+    if (status != 200) {
+        fprintf(stderr, "jinn: %s: HTTP %d: %s\n", o.addr, status, str_or(st, "message", ""));
+        json_decref(st);
+        return 1;
+    }
+    if (o.json) {
+        json_dumpf(st, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else {
+        print_status(st);
+    }
+    json_decref(st);
+    return 0;
+}
+
+int jinn_cli_version(int argc, char **argv)
+{
+    struct cli_opts o;
+    int status;
+    json_t *st;
+    bool ask_server = getenv("JINN_ADDR") != NULL;
+    int rv;
+
+    for (int i = 0; i < argc; i++) {
+        ask_server = ask_server || strncmp(argv[i], "--addr", 6) == 0;
+    }
+    rv = parse_opts(argc, argv, &o, "jinn version [--addr URL] [--json]");
+    if (rv != 0) {
+        return rv;
+    }
+    if (!ask_server) {
+        if (o.json) {
+            printf("{\"version\": \"%s\", \"revision\": \"%s\"}\n", JINN_VERSION, jinn_revision());
+        } else {
+            printf("jinn %s (%s)\n", JINN_VERSION, jinn_revision());
+        }
+        return 0;
+    }
+    st = get_json(o.addr, "/v1/status", &status);
+    if (st == NULL) {
+        return 1;
+    }
+    if (o.json) {
+        printf("{\"version\": \"%s\", \"revision\": \"%s\", \"server_revision\": \"%s\"}\n",
+               JINN_VERSION, jinn_revision(), str_or(st, "version", "?"));
+    } else {
+        printf("jinn %s (%s)\nserver %s at %s\n", JINN_VERSION, jinn_revision(),
+               str_or(st, "version", "?"), o.addr);
+    }
+    json_decref(st);
+    return 0;
+}

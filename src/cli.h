@@ -1,0 +1,25 @@
+/* cli.h - the client commands: `jinn status`, `jinn version`.
+ *
+ * They talk to a node's HTTP API (--addr, else $JINN_ADDR, else
+ * http://127.0.0.1:8080), print for humans by default and JSON with
+ * --json, and exit non-zero with a clear message when the node cannot be
+ * reached. */
+#ifndef JINN_CLI_H
+#define JINN_CLI_H
+
+#include <stddef.h>
+
+#define JINN_CLI_DEFAULT_ADDR "http://127.0.0.1:8080"
+#define JINN_CLI_TIMEOUT_MS 5000
+#define JINN_CLI_MAX_RESPONSE (64u << 20)
+
+int jinn_cli_status(int argc, char **argv);
+int jinn_cli_version(int argc, char **argv);
+
+/* One blocking HTTP request. Returns 0 and fills *status and *body (caller
+ * frees, NUL-terminated), or -1 with a message in err. */
+int jinn_cli_request(const char *addr, const char *method, const char *target,
+                     const char *body, size_t body_len, int *status, char **resp,
+                     size_t *resp_len, char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,93 @@
+/* config.h - node configuration: defaults and the Caddyfile-syntax parser.
+ *
+ * A config file holds one global options block (Caddy's syntax: tokens,
+ * quoted strings, { } blocks, # comments, {env.VAR} placeholders). Every
+ * directive is known and checked; a mistake is reported with file, line and
+ * column and the node does not start. */
+#ifndef JINN_CONFIG_H
+#define JINN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JINN_CONFIG_MAX_FILE (1u << 20) /* config files above 1 MiB are refused */
+#define JINN_CONFIG_MAX_PEERS 16
+#define JINN_CONFIG_MAX_POLICIES 256
+#define JINN_NAME_MAX 64 /* server, cluster and namespace names */
+
+enum jinn_mode { JINN_MODE_CP, JINN_MODE_AP };
+
+struct jinn_peer {
+    char *name;
+    char *address; /* "ip:port" other nodes dial for raft */
+};
+
+struct jinn_policy {
+    char *ns;
+    enum jinn_mode mode;
+    bool stale_reads;
+    uint64_t max_staleness_ms; /* 0 = unbounded */
+};
+
+struct jinn_config {
+    char *server_name;
+    char *data_dir;
+    char *http_listen;    /* "ip:port" */
+    char *http_advertise; /* URL other nodes use to reach our API */
+    char *cluster_name;
+    char *cluster_listen; /* "ip:port" raft binds to */
+    struct jinn_peer peers[JINN_CONFIG_MAX_PEERS];
+    unsigned n_peers;
+    unsigned replicas; /* voters */
+    struct jinn_policy *policies;
+    unsigned n_policies;
+    unsigned election_timeout_ms;
+    unsigned heartbeat_timeout_ms;
+    unsigned snapshot_threshold;
+    unsigned snapshot_trailing;
+    uint64_t request_timeout_ms;
+    uint64_t standby_promote_after_ms;
+    uint64_t max_body_bytes;
+    uint64_t idle_timeout_ms;
+    unsigned max_connections;
+    bool debug_log;
+};
+
+struct jinn_config_error {
+    char file[256];
+    int line; /* 1-based; 0 when the error is not tied to a position */
+    int column;
+    char message[256];
+};
+
+/* Fills cfg with the single-node defaults (strings owned by cfg). Returns
+ * 0 or JINN_ENOMEM. */
+int jinn_config_defaults(struct jinn_config *cfg);
+
+/* Parses text (len bytes, need not be NUL-terminated) over the defaults
+ * already in cfg. file names the source in errors (copied). On error returns
+ * JINN_ECONFIG (or JINN_ENOMEM) with err filled; cfg must still be freed. */
+int jinn_config_parse(struct jinn_config *cfg, const char *file, const char *text,
+                      size_t len, struct jinn_config_error *err);
+
+/* Reads and parses path over the defaults. */
+int jinn_config_load(struct jinn_config *cfg, const char *path,
+                     struct jinn_config_error *err);
+
+void jinn_config_free(struct jinn_config *cfg);
+
+/* The policy for namespace ns: the configured one, or the CP default. */
+struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char *ns);
+
+/* Index of this node in peers (the parser guarantees it is there). */
+unsigned jinn_config_self(const struct jinn_config *cfg);
+
+/* Parses "500ms", "30s", "2m", "1h" into milliseconds. 0 on success. */
+int jinn_parse_duration(const char *s, uint64_t *ms);
+/* Parses "1048576", "64KiB", "1MiB", "1MB" ... into bytes. 0 on success. */
+int jinn_parse_size(const char *s, uint64_t *bytes);
+/* Parses an "a.b.c.d:port" address. 0 on success. */
+int jinn_parse_hostport(const char *s);
+
+#endif

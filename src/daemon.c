@@ -1,0 +1,164 @@
+/* daemon.c - see daemon.h.
+ *
+ * Shutdown order: the first SIGTERM/SIGINT stops the HTTP listener and the
+ * node (which hands leadership over first when it is the leader); pending
+ * requests are answered or dropped; the loop then runs dry. A second signal
+ * exits at once. */
+#include "daemon.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "alloc.h"
+#include "api/api.h"
+#include "config.h"
+#include "error.h"
+#include "http.h"
+#include "log.h"
+#include "node.h"
+#include "version.h"
+
+struct daemon {
+    uv_loop_t loop;
+    struct jinn_config cfg;
+    struct jinn_node *node;
+    struct jinn_api api;
+    uv_signal_t sigterm, sigint;
+    bool stopping;
+    int pending_stops;
+};
+
+static void stopped_one(void *data)
+{
+    struct daemon *d = data;
+    d->pending_stops--;
+    if (d->pending_stops == 0) {
+        uv_close((uv_handle_t *)&d->sigterm, NULL);
+        uv_close((uv_handle_t *)&d->sigint, NULL);
+        jinn_info("stopped");
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    if (d->stopping) {
+        jinn_warn("second signal: exiting now");
+        _exit(1);
+    }
+    d->stopping = true;
+    jinn_info("%s: shutting down", strsignal(signum));
+    d->pending_stops = 2;
+    jinn_node_set_announcer(d->node, NULL, NULL);
+    if (d->api.http != NULL) {
+        jinn_http_stop(d->api.http, stopped_one, d);
+        d->api.http = NULL;
+    } else {
+        d->pending_stops--;
+    }
+    jinn_node_stop(d->node, stopped_one, d);
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+static int load_config(struct jinn_config *cfg, const char *path)
+{
+    struct jinn_config_error err;
+    int rv = jinn_config_defaults(cfg);
+    if (rv != 0) {
+        fprintf(stderr, "jinn: out of memory\n");
+        return 1;
+    }
+    if (path == NULL) {
+        rv = jinn_config_parse(cfg, "(defaults)", "", 0, &err);
+    } else {
+        rv = jinn_config_load(cfg, path, &err);
+    }
+    if (rv != 0) {
+        if (err.line > 0) {
+            fprintf(stderr, "jinn: %s:%d:%d: %s\n", err.file, err.line, err.column, err.message);
+        } else {
+            fprintf(stderr, "jinn: %s: %s\n", err.file, err.message);
+        }
+        return 2;
+    }
+    return 0;
+}
+
+int jinn_daemon_run(const char *config_path)
+{
+    struct daemon *d = jinn_calloc(1, sizeof *d);
+    struct jinn_http_config http_cfg;
+    int exit_code = 1;
+    int rv;
+
+    if (d == NULL) {
+        fprintf(stderr, "jinn: out of memory\n");
+        return 1;
+    }
+    rv = load_config(&d->cfg, config_path);
+    if (rv != 0) {
+        jinn_config_free(&d->cfg);
+        jinn_free(d);
+        return rv;
+    }
+    jinn_log_set_name(d->cfg.server_name);
+    jinn_log_set_level(d->cfg.debug_log ? JINN_LOG_DEBUG : JINN_LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&d->loop);
+
+    rv = jinn_node_create(&d->loop, &d->cfg, &d->node);
+    if (rv == 0) {
+        rv = jinn_node_start(d->node);
+    }
+    if (rv != 0) {
+        goto out_close_loop;
+    }
+    jinn_api_init(&d->api, &d->loop, &d->cfg, d->node);
+    jinn_node_set_announcer(d->node, jinn_api_announce, &d->api);
+    http_cfg.listen = d->cfg.http_listen;
+    http_cfg.max_body = d->cfg.max_body_bytes;
+    http_cfg.idle_timeout_ms = d->cfg.idle_timeout_ms;
+    http_cfg.max_connections = d->cfg.max_connections;
+    rv = jinn_http_start(&d->loop, &http_cfg, jinn_api_handle, &d->api, &d->api.http);
+    if (rv != 0) {
+        /* Stop raft cleanly so the data dir is left consistent. */
+        d->pending_stops = 1;
+        d->stopping = true;
+        jinn_node_stop(d->node, stopped_one, d);
+        uv_signal_init(&d->loop, &d->sigterm);
+        uv_signal_init(&d->loop, &d->sigint);
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        goto out_close_loop;
+    }
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    d->sigterm.data = d;
+    d->sigint.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    jinn_info("jinn %s (%s) serving http://%s, raft %s, data %s", JINN_VERSION, jinn_revision(),
+              d->cfg.http_listen, d->cfg.cluster_listen, d->cfg.data_dir);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    exit_code = 0;
+
+out_close_loop:
+    uv_walk(&d->loop, close_any, NULL);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&d->loop) != 0) {
+        jinn_warn("event loop closed with handles still open");
+    }
+    jinn_node_destroy(d->node);
+    jinn_config_free(&d->cfg);
+    jinn_free(d);
+    return exit_code;
+}

@@ -1,0 +1,10 @@
+/* daemon.h - `jinn run`: wires config, node, HTTP API and signals onto one
+ * event loop and runs it until SIGTERM/SIGINT. */
+#ifndef JINN_DAEMON_H
+#define JINN_DAEMON_H
+
+/* config_path may be NULL (single-node defaults). Returns the process exit
+ * code: 0 after a clean shutdown, 2 for a bad config, 1 otherwise. */
+int jinn_daemon_run(const char *config_path);
+
+#endif

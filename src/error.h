@@ -1,0 +1,48 @@
+/* error.h - the one table of jinn error codes.
+ *
+ * Every failure inside jinn is an int from this enum. The table gives each
+ * code its stable machine name (the "error" field of JSON replies), a human
+ * message and the HTTP status a client sees, so handlers never invent their
+ * own mapping. */
+#ifndef JINN_ERROR_H
+#define JINN_ERROR_H
+
+/*      code                name                 http  message */
+#define JINN_ERRORS(X)                                                              \
+    X(JINN_OK, "ok", 200, "success")                                                \
+    X(JINN_ENOMEM, "out_of_memory", 503, "out of memory")                           \
+    X(JINN_EINVAL, "bad_request", 400, "malformed request")                         \
+    X(JINN_ENOTFOUND, "not_found", 404, "no such resource")                         \
+    X(JINN_EMETHOD, "method_not_allowed", 405, "method not allowed here")           \
+    X(JINN_ETIMEOUT_IDLE, "request_timeout", 408, "request not received in time")   \
+    X(JINN_ELENGTH, "length_required", 411, "a body needs a Content-Length")        \
+    X(JINN_ETOOBIG, "body_too_large", 413, "request body too large")                \
+    X(JINN_EURI, "uri_too_long", 414, "request target too long")                    \
+    X(JINN_EHEADERS, "headers_too_large", 431, "request headers too large")         \
+    X(JINN_ENOLEADER, "no_leader", 503, "no leader with a quorum is known")         \
+    X(JINN_ENOTLEADER, "not_leader", 503, "this node is not the leader")            \
+    X(JINN_ETIMEOUT, "timeout", 503, "not committed within the request timeout")   \
+    X(JINN_EUNKNOWN, "outcome_unknown", 503,                                        \
+      "proposed, but the outcome is unknown: it may still be applied")              \
+    X(JINN_ESHUTDOWN, "shutting_down", 503, "the node is shutting down")            \
+    X(JINN_EBUSY, "busy", 503, "too many requests in flight")                       \
+    X(JINN_EFORWARD, "forward_failed", 503, "could not reach the leader; not applied")           \
+    X(JINN_ECORRUPT, "corrupt", 500, "malformed or corrupt data")                   \
+    X(JINN_EVERSION, "unsupported_version", 500, "unsupported format version")      \
+    X(JINN_EIO, "io_error", 500, "input/output error")                              \
+    X(JINN_ERAFT, "raft_error", 500, "consensus error")                             \
+    X(JINN_ECONFIG, "bad_config", 400, "invalid configuration")                     \
+    X(JINN_EINTERNAL, "internal", 500, "internal error")
+
+#define JINN_ERROR_ENUM(code, name, http, msg) code,
+enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };
+#undef JINN_ERROR_ENUM
+
+/* Stable machine name, e.g. "no_leader". Never NULL. */
+const char *jinn_error_name(int code);
+/* Human message. Never NULL. */
+const char *jinn_error_message(int code);
+/* HTTP status for the code (500 for out-of-range codes). */
+int jinn_error_http_status(int code);
+
+#endif

@@ -1,0 +1,219 @@
+/* fetch.c - see fetch.h. */
+#include "fetch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "codec.h"
+#include "error.h"
+
+struct fetch {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect;
+    uv_write_t write;
+    int open_handles;
+    struct jinn_wbuf request;
+    char *buf;
+    size_t len, cap;
+    bool sent;
+    bool done;
+    jinn_fetch_cb cb;
+    void *data;
+};
+
+int jinn_fetch_parse_url(const char *url, struct sockaddr_in *addr)
+{
+    char host[64];
+    const char *p, *colon, *end;
+    long port;
+    char *port_end;
+
+    if (strncmp(url, "http://", 7) != 0) {
+        return -1;
+    }
+    p = url + 7;
+    end = strchr(p, '/');
+    if (end == NULL) {
+        end = p + strlen(p);
+    }
+    colon = memchr(p, ':', (size_t)(end - p));
+    if (colon == NULL || (size_t)(colon - p) >= sizeof host || colon == p) {
+        return -1;
+    }
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    port = strtol(colon + 1, &port_end, 10);
+    if (port_end != end || port <= 0 || port > 65535) {
+        return -1;
+    }
+    return uv_ip4_addr(host, (int)port, addr) == 0 ? 0 : -1;
+}
+
+static void closed(uv_handle_t *h)
+{
+    struct fetch *f = h->data;
+    if (--f->open_handles == 0) {
+        jinn_wbuf_free(&f->request);
+        jinn_free(f->buf);
+        jinn_free(f);
+    }
+}
+
+static void finish(struct fetch *f, int code, const struct jinn_http_msg *head,
+                   const char *body, size_t body_len)
+{
+    if (f->done) {
+        return;
+    }
+    f->done = true;
+    f->cb(f->data, code, head, body, body_len);
+    uv_close((uv_handle_t *)&f->timer, closed);
+    uv_close((uv_handle_t *)&f->tcp, closed);
+}
+
+static void fail(struct fetch *f) { finish(f, f->sent ? JINN_EUNKNOWN : JINN_EFORWARD, NULL, NULL, 0); }
+
+static void on_timeout(uv_timer_t *t) { fail(t->data); }
+
+/* Returns true when a whole response was found and delivered. */
+static bool try_complete(struct fetch *f, bool eof)
+{
+    struct jinn_http_limits limits = {64u * 1024, 0, JINN_FETCH_MAX_RESPONSE};
+    struct jinn_http_msg head;
+    const char *body;
+    size_t body_len, total;
+    bool owned;
+    int rv = jinn_http_parse_head(f->buf, f->len, true, &limits, &head);
+
+    if (rv == JINN_HTTP_NEED_MORE) {
+        return false;
+    }
+    if (rv != 0) {
+        fail(f);
+        return true;
+    }
+    rv = jinn_http_parse_body(f->buf, f->len, &head, JINN_FETCH_MAX_RESPONSE, &body,
+                              &body_len, &owned, &total);
+    if (rv == JINN_HTTP_NEED_MORE && !(eof && head.body_until_close)) {
+        return false;
+    }
+    if (rv != 0 && rv != JINN_HTTP_NEED_MORE) {
+        fail(f);
+        return true;
+    }
+    finish(f, JINN_OK, &head, body, body_len);
+    if (owned) {
+        jinn_free((void *)body);
+    }
+    return true;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct fetch *f = h->data;
+    (void)suggested;
+    if (f->cap - f->len < 4096 && f->cap < JINN_FETCH_MAX_RESPONSE + 65536) {
+        size_t cap = f->cap ? f->cap * 2 : 16384;
+        char *grown = jinn_realloc(f->buf, cap);
+        if (grown != NULL) {
+            f->buf = grown;
+            f->cap = cap;
+        }
+    }
+    buf->base = f->buf + f->len;
+    buf->len = f->cap - f->len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct fetch *f = s->data;
+    (void)buf;
+    if (f->done) {
+        return;
+    }
+    if (nread < 0) {
+        if (nread != UV_EOF || !try_complete(f, true)) {
+            fail(f);
+        }
+        return;
+    }
+    f->len += (size_t)nread;
+    try_complete(f, false);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    struct fetch *f = w->data;
+    if (status != 0) {
+        fail(f);
+    }
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct fetch *f = req->data;
+    uv_buf_t b;
+    if (f->done) {
+        return;
+    }
+    if (status != 0) {
+        fail(f);
+        return;
+    }
+    b = uv_buf_init((char *)f->request.data, (unsigned)f->request.len);
+    f->write.data = f;
+    if (uv_write(&f->write, (uv_stream_t *)&f->tcp, &b, 1, on_written) != 0 ||
+        uv_read_start((uv_stream_t *)&f->tcp, alloc_cb, on_read) != 0) {
+        fail(f);
+        return;
+    }
+    /* From here on the server may act on the request. */
+    f->sent = true;
+}
+
+int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const char *target,
+               size_t target_len, const char *extra_headers, const void *body, size_t body_len,
+               uint64_t timeout_ms, jinn_fetch_cb cb, void *data)
+{
+    struct sockaddr_in addr;
+    struct fetch *f;
+    const char *host = base_url + 7;
+
+    if (jinn_fetch_parse_url(base_url, &addr) != 0) {
+        return JINN_EINVAL;
+    }
+    f = jinn_calloc(1, sizeof *f);
+    if (f == NULL) {
+        return JINN_ENOMEM;
+    }
+    jinn_wbuf_init(&f->request);
+    jinn_wbuf_printf(&f->request, "%s %.*s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n",
+                     method, (int)target_len, target, host);
+    jinn_wbuf_printf(&f->request, "Content-Length: %zu\r\n%s\r\n", body_len,
+                     extra_headers ? extra_headers : "");
+    jinn_wbuf_put_raw(&f->request, body, body_len);
+    if (f->request.failed) {
+        jinn_wbuf_free(&f->request);
+        jinn_free(f);
+        return JINN_ENOMEM;
+    }
+    f->cb = cb;
+    f->data = data;
+    uv_tcp_init(loop, &f->tcp);
+    uv_timer_init(loop, &f->timer);
+    f->tcp.data = f;
+    f->timer.data = f;
+    f->open_handles = 2;
+    f->connect.data = f;
+    uv_timer_start(&f->timer, on_timeout, timeout_ms, 0);
+    if (uv_tcp_connect(&f->connect, &f->tcp, (const struct sockaddr *)&addr, on_connect) != 0) {
+        f->done = true;
+        uv_close((uv_handle_t *)&f->timer, closed);
+        uv_close((uv_handle_t *)&f->tcp, closed);
+        return JINN_EFORWARD;
+    }
+    return 0;
+}

@@ -1,0 +1,97 @@
+/* cmd.c - encoding and decoding of replicated commands (see cmd.h). */
+#include "fsm/cmd.h"
+
+#include <string.h>
+
+#include "error.h"
+
+const char *jinn_cmd_type_name(int type)
+{
+    switch (type) {
+    case JINN_CMD_NOOP:
+        return "noop";
+    case JINN_CMD_NODE_SET:
+        return "node_set";
+    default:
+        return "unknown";
+    }
+}
+
+static void put_slice(struct jinn_wbuf *w, struct jinn_slice s)
+{
+    jinn_wbuf_put_bytes(w, s.p, s.len);
+}
+
+static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
+{
+    struct jinn_slice s;
+    s.len = jinn_rbuf_get_bytes(r, &s.p, max);
+    return s;
+}
+
+int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
+{
+    jinn_wbuf_put_u8(w, JINN_CMD_MAGIC);
+    jinn_wbuf_put_u8(w, JINN_CMD_VERSION);
+    jinn_wbuf_put_u8(w, c->type);
+    jinn_wbuf_put_u8(w, 0);
+    jinn_wbuf_put_u64(w, c->time_ms);
+    switch (c->type) {
+    case JINN_CMD_NOOP:
+        break;
+    case JINN_CMD_NODE_SET:
+        if (c->node.name.len == 0 || c->node.name.len > JINN_NODE_NAME_MAX ||
+            c->node.api.len > JINN_NODE_API_MAX) {
+            return JINN_EINVAL;
+        }
+        jinn_wbuf_put_u64(w, c->node.id);
+        put_slice(w, c->node.name);
+        put_slice(w, c->node.api);
+        break;
+    default:
+        return JINN_EINVAL;
+    }
+    if (w->len > JINN_CMD_MAX_SIZE) {
+        return JINN_ETOOBIG;
+    }
+    return w->failed ? JINN_ENOMEM : 0;
+}
+
+int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
+{
+    struct jinn_rbuf r;
+    uint8_t magic, version, flags;
+
+    memset(c, 0, sizeof *c);
+    jinn_rbuf_init(&r, buf, len);
+    magic = jinn_rbuf_get_u8(&r);
+    version = jinn_rbuf_get_u8(&r);
+    c->type = jinn_rbuf_get_u8(&r);
+    flags = jinn_rbuf_get_u8(&r);
+    c->time_ms = jinn_rbuf_get_u64(&r);
+    if (r.failed || magic != JINN_CMD_MAGIC || flags != 0) {
+        return JINN_ECORRUPT;
+    }
+    if (version != JINN_CMD_VERSION) {
+        return JINN_EVERSION;
+    }
+    switch (c->type) {
+    case JINN_CMD_NOOP:
+        break;
+    case JINN_CMD_NODE_SET:
+        c->node.id = jinn_rbuf_get_u64(&r);
+        c->node.name = get_slice(&r, JINN_NODE_NAME_MAX);
+        c->node.api = get_slice(&r, JINN_NODE_API_MAX);
+        if (c->node.name.len == 0) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    default:
+        return JINN_ECORRUPT;
+    }
+    /* Trailing bytes mean a writer and reader disagree on the format. */
+    if (r.failed || r.left != 0) {
+        return JINN_ECORRUPT;
+    }
+    return 0;
+}

@@ -1,0 +1,61 @@
+/* cmd.h - the replicated command format: what goes into a raft log entry.
+ *
+ * Every change to jinn's state is one command. Its encoding is versioned and
+ * length-checked:
+ *
+ *   u8  magic 'J'    u8 format version (1)    u8 type    u8 flags (0)
+ *   u64 time_ms      cluster time stamped by the proposing leader
+ *   ... type-specific body (see cmd.c) ...
+ *
+ * Decoding never trusts a length: a truncated, oversized or trailing-garbage
+ * command is rejected with JINN_ECORRUPT, identically on every replica. */
+#ifndef JINN_CMD_H
+#define JINN_CMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+
+#define JINN_CMD_MAGIC 'J'
+#define JINN_CMD_VERSION 1
+#define JINN_CMD_HEADER_SIZE 12
+#define JINN_CMD_MAX_SIZE (64u << 20) /* no entry is larger than 64 MiB */
+#define JINN_NODE_NAME_MAX 64
+#define JINN_NODE_API_MAX 256
+
+enum jinn_cmd_type {
+    JINN_CMD_NOOP = 1,     /* advances cluster time; nothing else */
+    JINN_CMD_NODE_SET = 2, /* a node announces its name and API URL */
+    JINN_CMD_TYPE_MAX
+};
+
+/* A byte string pointing into a buffer it borrows from. */
+struct jinn_slice {
+    const uint8_t *p;
+    size_t len;
+};
+
+struct jinn_cmd {
+    uint8_t type;
+    uint64_t time_ms;
+    union {
+        struct {
+            uint64_t id;
+            struct jinn_slice name;
+            struct jinn_slice api;
+        } node;
+    };
+};
+
+/* Encodes c into out (appended; caller owns out). Returns 0, JINN_ENOMEM or
+ * JINN_EINVAL for a field over its limit. */
+int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *out);
+
+/* Decodes buf into c; slices in c borrow from buf. Returns 0, JINN_ECORRUPT
+ * or JINN_EVERSION. */
+int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c);
+
+const char *jinn_cmd_type_name(int type);
+
+#endif

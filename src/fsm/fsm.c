@@ -1,0 +1,191 @@
+/* fsm.c - apply, snapshot and restore for the replicated state machine.
+ *
+ * Snapshot format, version 1 (all integers little-endian):
+ *
+ *   "JINNSNAP"  u32 version  u64 cluster_time_ms
+ *   nodes section (nodes.c)
+ *   u32 crc32 of every byte before it
+ *
+ * A restore decodes into a fresh state and swaps it in only when the whole
+ * snapshot, checksum included, is valid. */
+#include "fsm/fsm.h"
+
+#include <assert.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "fsm/cmd.h"
+#include "log.h"
+
+static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
+                                          const void *buf, size_t len)
+{
+    struct jinn_cmd c;
+    int rv;
+
+    fsm->result.code = JINN_OK;
+    fsm->result.index = index;
+    fsm->result.value = 0;
+    rv = jinn_cmd_decode(buf, len, &c);
+    if (rv != 0) {
+        /* Every replica rejects the same bytes the same way. */
+        jinn_warn("entry %llu: undecodable command (%s), skipped",
+                  (unsigned long long)index, jinn_error_name(rv));
+        fsm->result.code = rv;
+        return &fsm->result;
+    }
+    if (c.time_ms > fsm->time_ms) {
+        fsm->time_ms = c.time_ms;
+    }
+    switch (c.type) {
+    case JINN_CMD_NOOP:
+        break;
+    case JINN_CMD_NODE_SET:
+        rv = jinn_nodes_apply(&fsm->nodes, &c);
+        break;
+    default:
+        assert(!"decode accepted an unknown type");
+        rv = JINN_ECORRUPT;
+    }
+    fsm->applied++;
+    fsm->result.code = rv;
+    return &fsm->result;
+}
+
+const struct jinn_result *jinn_fsm_apply_buf(struct jinn_fsm *fsm, uint64_t index,
+                                             const void *buf, size_t len)
+{
+    return apply_at(fsm, index, buf, len);
+}
+
+static int fsm_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void **result)
+{
+    struct jinn_fsm *fsm = iface->data;
+    /* libraft 0.15 advances last_applied only after apply returns. */
+    uint64_t index = fsm->raft->last_applied + 1;
+    *result = (void *)apply_at(fsm, index, buf->base, buf->len);
+    return 0;
+}
+
+int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
+{
+    size_t start = w->len;
+    jinn_wbuf_put_raw(w, JINN_SNAPSHOT_MAGIC, 8);
+    jinn_wbuf_put_u32(w, JINN_SNAPSHOT_VERSION);
+    jinn_wbuf_put_u64(w, fsm->time_ms);
+    jinn_nodes_encode(&fsm->nodes, w);
+    if (w->failed) {
+        return JINN_ENOMEM;
+    }
+    jinn_wbuf_put_u32(w, jinn_crc32(0, w->data + start, w->len - start));
+    return w->failed ? JINN_ENOMEM : 0;
+}
+
+int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
+{
+    struct jinn_rbuf r;
+    struct jinn_nodes *nodes;
+    uint32_t version, crc;
+    uint64_t time_ms;
+    int rv;
+
+    if (len < 8 + 4 + 8 + 4 || memcmp(buf, JINN_SNAPSHOT_MAGIC, 8) != 0) {
+        return JINN_ECORRUPT;
+    }
+    jinn_rbuf_init(&r, (const uint8_t *)buf + len - 4, 4);
+    crc = jinn_rbuf_get_u32(&r);
+    if (crc != jinn_crc32(0, buf, len - 4)) {
+        return JINN_ECORRUPT;
+    }
+    jinn_rbuf_init(&r, (const uint8_t *)buf + 8, len - 8 - 4);
+    version = jinn_rbuf_get_u32(&r);
+    if (version != JINN_SNAPSHOT_VERSION) {
+        return JINN_EVERSION;
+    }
+    time_ms = jinn_rbuf_get_u64(&r);
+    nodes = jinn_malloc(sizeof *nodes);
+    if (nodes == NULL) {
+        return JINN_ENOMEM;
+    }
+    jinn_nodes_init(nodes);
+    rv = jinn_nodes_decode(nodes, &r);
+    if (rv == 0 && (r.failed || r.left != 0)) {
+        rv = JINN_ECORRUPT;
+    }
+    if (rv != 0) {
+        jinn_nodes_clear(nodes);
+        jinn_free(nodes);
+        return rv;
+    }
+    jinn_nodes_clear(&fsm->nodes);
+    fsm->nodes = *nodes;
+    jinn_free(nodes);
+    fsm->time_ms = time_ms;
+    return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct jinn_fsm *fsm = iface->data;
+    struct jinn_wbuf w;
+    int rv;
+
+    jinn_wbuf_init(&w);
+    rv = jinn_fsm_encode(fsm, &w);
+    if (rv != 0) {
+        jinn_wbuf_free(&w);
+        return RAFT_NOMEM;
+    }
+    *bufs = raft_malloc(sizeof **bufs);
+    if (*bufs == NULL) {
+        jinn_wbuf_free(&w);
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].base = w.data; /* transferred; freed in fsm_snapshot_finalize */
+    (*bufs)[0].len = w.len;
+    *n_bufs = 1;
+    return 0;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *iface, struct raft_buffer *bufs[],
+                                 unsigned *n_bufs)
+{
+    (void)iface;
+    if (*bufs != NULL) {
+        for (unsigned i = 0; i < *n_bufs; i++) {
+            jinn_free((*bufs)[i].base);
+        }
+        raft_free(*bufs);
+    }
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *iface, struct raft_buffer *buf)
+{
+    struct jinn_fsm *fsm = iface->data;
+    int rv = jinn_fsm_decode(fsm, buf->base, buf->len);
+    if (rv != 0) {
+        jinn_error("snapshot restore failed: %s", jinn_error_message(rv));
+        return rv == JINN_ENOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
+    }
+    /* On success the FSM owns the buffer (libraft's contract). */
+    raft_free(buf->base);
+    return 0;
+}
+
+void jinn_fsm_init(struct jinn_fsm *fsm)
+{
+    memset(fsm, 0, sizeof *fsm);
+    fsm->iface.version = 2;
+    fsm->iface.data = fsm;
+    fsm->iface.apply = fsm_apply;
+    fsm->iface.snapshot = fsm_snapshot;
+    fsm->iface.snapshot_finalize = fsm_snapshot_finalize;
+    fsm->iface.restore = fsm_restore;
+    jinn_nodes_init(&fsm->nodes);
+}
+
+void jinn_fsm_close(struct jinn_fsm *fsm) { jinn_nodes_clear(&fsm->nodes); }

@@ -1,0 +1,57 @@
+/* fsm.h - jinn's replicated state machine.
+ *
+ * The FSM owns all replicated state (today: cluster time and the node
+ * directory; each feature adds its own section) and is driven only by
+ * committed log entries, so every replica reaches the same state:
+ *
+ *   - no local clock: time is the leader's stamp inside each command, kept
+ *     monotonic (cluster time never goes backwards across leaders);
+ *   - no randomness, no iteration over unordered memory;
+ *   - a command that cannot be decoded changes nothing, on every replica.
+ *
+ * apply() always returns 0 to raft (a non-zero return would wedge libraft's
+ * apply loop); the outcome goes to the proposer through jinn_result. */
+#ifndef JINN_FSM_H
+#define JINN_FSM_H
+
+#include <raft.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "fsm/nodes.h"
+
+#define JINN_SNAPSHOT_MAGIC "JINNSNAP"
+#define JINN_SNAPSHOT_VERSION 1
+
+/* What applying one command produced. Lives inside the FSM and is valid
+ * only during the apply callback, which copies what it needs. */
+struct jinn_result {
+    int code;       /* JINN_OK or an error from error.h */
+    uint64_t index; /* raft index the command was applied at */
+    uint64_t value; /* command-specific (e.g. a revision) */
+};
+
+struct jinn_fsm {
+    struct raft_fsm iface; /* handed to raft_init; iface.data == this */
+    struct raft *raft;     /* read-only: the index being applied */
+    uint64_t time_ms;      /* cluster time */
+    uint64_t applied;      /* commands applied since start or restore */
+    struct jinn_nodes nodes;
+    struct jinn_result result;
+};
+
+void jinn_fsm_init(struct jinn_fsm *fsm);
+void jinn_fsm_close(struct jinn_fsm *fsm);
+
+/* Serialises the whole state (the snapshot format) into w. */
+int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w);
+
+/* Replaces the state with a decoded snapshot. On any error the FSM is left
+ * exactly as it was. buf is borrowed. */
+int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len);
+
+/* Applies one encoded command outside raft (tests, tools). */
+const struct jinn_result *jinn_fsm_apply_buf(struct jinn_fsm *fsm, uint64_t index,
+                                             const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,510 @@
+/* http.c - see http.h.
+ *
+ * A connection moves READING -> HANDLING -> WRITING -> READING ... and ends
+ * in CLOSING. Its memory is freed only when both libuv handles are closed
+ * and no handler still holds its request, whichever happens last. */
+#include "http.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+
+#define INITIAL_BUFFER 4096
+#define CHUNK_OVERHEAD (64u * 1024) /* chunk framing allowed beyond max_body */
+
+enum conn_state { READING, HANDLING, WRITING, CLOSING };
+
+struct conn {
+    struct jinn_http_server *server;
+    struct conn *prev, *next;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    int open_handles;
+    enum conn_state state;
+    bool handler_pending; /* a handler holds req */
+    bool head_parsed;
+    bool sent_continue;
+    bool keep_alive;
+    bool reading;
+    char *buf;
+    size_t len, cap;
+    size_t request_size; /* bytes of buf the current request spans */
+    char *owned_body;    /* decoded chunked body */
+    struct jinn_http_request req;
+    char reply_headers[JINN_HTTP_MAX_REPLY_HEADERS];
+    size_t reply_headers_len;
+    uv_write_t write;
+    uv_buf_t out;
+};
+
+struct jinn_http_server {
+    uv_loop_t *loop;
+    struct jinn_http_config cfg;
+    jinn_http_handler handler;
+    void *data;
+    uv_tcp_t listener;
+    struct conn *conns;
+    unsigned n_conns;
+    bool stopping;
+    bool listener_closed;
+    void (*stop_cb)(void *data);
+    void *stop_data;
+    struct jinn_http_stats stats;
+};
+
+static void conn_close(struct conn *c);
+static void process(struct conn *c);
+static void on_timer(uv_timer_t *t);
+
+static struct conn *conn_of(const struct jinn_http_request *req)
+{
+    return (struct conn *)(void *)req->conn;
+}
+
+static size_t buffer_limit(const struct jinn_http_server *s)
+{
+    return JINN_HTTP_MAX_HEAD + (size_t)s->cfg.max_body + CHUNK_OVERHEAD;
+}
+
+static void maybe_finish_stop(struct jinn_http_server *s)
+{
+    if (s->stopping && s->listener_closed && s->n_conns == 0) {
+        void (*cb)(void *) = s->stop_cb;
+        void *data = s->stop_data;
+        jinn_free(s);
+        if (cb != NULL) {
+            cb(data);
+        }
+    }
+}
+
+static void conn_free_if_done(struct conn *c)
+{
+    struct jinn_http_server *s = c->server;
+    if (c->open_handles > 0 || c->handler_pending) {
+        return;
+    }
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        s->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    s->n_conns--;
+    s->stats.connections_open = s->n_conns;
+    jinn_free(c->owned_body);
+    jinn_free(c->out.base);
+    jinn_free(c->buf);
+    jinn_free(c);
+    maybe_finish_stop(s);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    c->open_handles--;
+    conn_free_if_done(c);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->state == CLOSING) {
+        return;
+    }
+    c->state = CLOSING;
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+void jinn_http_add_header(struct jinn_http_request *req, const char *name, const char *value)
+{
+    struct conn *c = conn_of(req);
+    size_t room = sizeof c->reply_headers - c->reply_headers_len;
+    int n = snprintf(c->reply_headers + c->reply_headers_len, room, "%s: %s\r\n", name, value);
+    if (n < 0 || (size_t)n >= room) {
+        c->reply_headers[c->reply_headers_len] = '\0';
+        jinn_warn("reply header %s dropped: headers too long", name);
+        return;
+    }
+    c->reply_headers_len += (size_t)n;
+}
+
+static void written(uv_write_t *w, int status)
+{
+    struct conn *c = w->data;
+    jinn_free(c->out.base);
+    c->out.base = NULL;
+    if (c->state == CLOSING) {
+        return;
+    }
+    if (status != 0 || !c->keep_alive || c->server->stopping) {
+        conn_close(c);
+        return;
+    }
+    /* Drop the finished request and go on with anything pipelined after it. */
+    assert(c->request_size <= c->len);
+    memmove(c->buf, c->buf + c->request_size, c->len - c->request_size);
+    c->len -= c->request_size;
+    c->request_size = 0;
+    c->head_parsed = false;
+    c->sent_continue = false;
+    jinn_free(c->owned_body);
+    c->owned_body = NULL;
+    c->state = READING;
+    process(c);
+}
+
+void jinn_http_reply(struct jinn_http_request *req, int status, const char *content_type,
+                     const void *body, size_t len)
+{
+    struct conn *c = conn_of(req);
+    struct jinn_http_server *s = c->server;
+    char head[512 + JINN_HTTP_MAX_REPLY_HEADERS];
+    int head_len;
+    uv_buf_t out;
+    int rv;
+
+    assert(c->handler_pending);
+    c->handler_pending = false;
+    s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
+    if (c->state == CLOSING) {
+        conn_free_if_done(c); /* the client left; nobody to answer */
+        return;
+    }
+    assert(c->state == HANDLING);
+    if (status >= 400 && status != 404 && status != 409 && status != 412 && status < 500 &&
+        !c->head_parsed) {
+        c->keep_alive = false; /* we could not frame the request: resync is impossible */
+    }
+    head_len = snprintf(head, sizeof head,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "Connection: %s\r\n%s\r\n",
+                        status, jinn_http_reason(status), content_type, len,
+                        c->keep_alive ? "keep-alive" : "close", c->reply_headers);
+    c->reply_headers_len = 0;
+    c->reply_headers[0] = '\0';
+    assert(head_len > 0 && (size_t)head_len < sizeof head);
+    c->out.base = jinn_malloc((size_t)head_len + len);
+    if (c->out.base == NULL) {
+        conn_close(c);
+        return;
+    }
+    memcpy(c->out.base, head, (size_t)head_len);
+    if (len > 0) {
+        memcpy(c->out.base + head_len, body, len);
+    }
+    c->out.len = (size_t)head_len + len;
+    c->state = WRITING;
+    c->write.data = c;
+    out = c->out; /* libuv copies the buffer array */
+    rv = uv_write(&c->write, (uv_stream_t *)&c->tcp, &out, 1, written);
+    if (rv != 0) {
+        jinn_free(c->out.base);
+        c->out.base = NULL;
+        conn_close(c);
+        return;
+    }
+    /* A client that never reads its reply is dropped after the idle timeout. */
+    uv_timer_start(&c->timer, on_timer, s->cfg.idle_timeout_ms, 0);
+}
+
+void jinn_http_reply_json(struct jinn_http_request *req, int status, json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (text == NULL) {
+        static const char oom[] = "{\"error\":\"out_of_memory\",\"message\":\"out of memory\"}";
+        jinn_http_reply(req, 503, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    jinn_http_reply(req, status, "application/json", text, strlen(text));
+    jinn_free(text);
+}
+
+void jinn_http_reply_error(struct jinn_http_request *req, int code, const char *detail)
+{
+    int status = jinn_error_http_status(code);
+    json_t *obj = json_pack("{s:s, s:s}", "error", jinn_error_name(code), "message",
+                            detail ? detail : jinn_error_message(code));
+    if (status == 503) {
+        jinn_http_add_header(req, "Retry-After", "1");
+    }
+    jinn_http_reply_json(req, status, obj);
+}
+
+bool jinn_http_client_alive(const struct jinn_http_request *req)
+{
+    return conn_of(req)->state != CLOSING;
+}
+
+/* ---- reading and parsing -------------------------------------------------- */
+
+/* Answers an error the parser found, then closes: after a framing error the
+ * rest of the stream cannot be trusted. */
+static void fail_request(struct conn *c, int code)
+{
+    c->keep_alive = false;
+    c->state = HANDLING;
+    c->handler_pending = true;
+    c->request_size = c->len;
+    jinn_http_reply_error(&c->req, code, NULL);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->state == READING && c->len > 0) {
+        fail_request(c, JINN_ETIMEOUT_IDLE);
+        return;
+    }
+    conn_close(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    size_t limit = buffer_limit(c->server);
+    (void)suggested;
+    /* Never move the buffer while a handler borrows the request from it. */
+    if (c->state == READING && c->cap - c->len < 1024 && c->cap < limit) {
+        size_t cap = c->cap ? c->cap * 2 : INITIAL_BUFFER;
+        char *grown;
+        if (cap > limit) {
+            cap = limit;
+        }
+        grown = jinn_realloc(c->buf, cap);
+        if (grown != NULL) {
+            c->buf = grown;
+            c->cap = cap;
+        }
+    }
+    buf->base = c->buf + c->len;
+    buf->len = c->cap - c->len; /* 0 makes libuv report UV_ENOBUFS */
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    (void)buf;
+    if (nread == UV_ENOBUFS && c->state != READING && c->state != CLOSING) {
+        uv_read_stop(stream); /* resumed when the current request is done */
+        c->reading = false;
+        return;
+    }
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->state == CLOSING) {
+        return;
+    }
+    c->len += (size_t)nread;
+    if (c->state == READING) {
+        process(c);
+    } else if (c->len == c->cap) {
+        uv_read_stop(stream);
+        c->reading = false;
+    }
+}
+
+static void dispatch(struct conn *c)
+{
+    struct jinn_http_server *s = c->server;
+    struct jinn_http_request *req = &c->req;
+
+    uv_timer_stop(&c->timer);
+    c->state = HANDLING;
+    c->handler_pending = true;
+    c->keep_alive = req->msg.keep_alive && !s->stopping;
+    jinn_http_split_target(req->msg.target, req->msg.target_len, &req->path, &req->path_len,
+                           &req->query, &req->query_len);
+    req->received_ms = uv_now(s->loop);
+    req->user = NULL;
+    s->stats.requests_total++;
+    s->handler(s->data, req);
+}
+
+static void process(struct conn *c)
+{
+    struct jinn_http_server *s = c->server;
+    struct jinn_http_limits limits = {JINN_HTTP_MAX_HEAD, JINN_HTTP_MAX_TARGET, s->cfg.max_body};
+    struct jinn_http_request *req = &c->req;
+    bool owned;
+    int rv;
+
+    if (c->state != READING) {
+        return;
+    }
+    if (!c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) != 0) {
+            conn_close(c);
+            return;
+        }
+        c->reading = true;
+    }
+    if (!c->head_parsed) {
+        memset(req, 0, sizeof *req);
+        req->server = s;
+        req->conn = (struct jinn_http_conn *)(void *)c;
+        rv = jinn_http_parse_head(c->buf, c->len, false, &limits, &req->msg);
+        if (rv == JINN_HTTP_NEED_MORE) {
+            uint64_t ms = c->len > 0 ? JINN_HTTP_READ_TIMEOUT_MS : s->cfg.idle_timeout_ms;
+            if (c->len == 0 || !uv_is_active((uv_handle_t *)&c->timer) ||
+                uv_timer_get_repeat(&c->timer) == 0) {
+                uv_timer_start(&c->timer, on_timer, ms, c->len > 0 ? 1 : 0);
+            }
+            return;
+        }
+        if (rv != 0) {
+            fail_request(c, rv);
+            return;
+        }
+        c->head_parsed = true;
+    }
+    rv = jinn_http_parse_body(c->buf, c->len, &req->msg, s->cfg.max_body, &req->body,
+                              &req->body_len, &owned, &c->request_size);
+    if (rv == JINN_HTTP_NEED_MORE) {
+        const struct jinn_http_header *expect = jinn_http_header_find(&req->msg, "expect");
+        if (expect != NULL && !c->sent_continue && expect->value_len == 12 &&
+            strncasecmp(expect->value, "100-continue", 12) == 0) {
+            static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
+            c->sent_continue = uv_try_write((uv_stream_t *)&c->tcp, &b, 1) == (int)b.len;
+        }
+        if (c->len == c->cap && c->cap == buffer_limit(s)) {
+            fail_request(c, JINN_ETOOBIG);
+        } else if (!uv_is_active((uv_handle_t *)&c->timer)) {
+            uv_timer_start(&c->timer, on_timer, JINN_HTTP_READ_TIMEOUT_MS, 0);
+        }
+        return;
+    }
+    if (rv != 0) {
+        fail_request(c, rv);
+        return;
+    }
+    if (owned) {
+        c->owned_body = (char *)req->body;
+    }
+    dispatch(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct jinn_http_server *s = listener->data;
+    struct conn *c;
+
+    if (status != 0) {
+        jinn_warn("http accept: %s", uv_strerror(status));
+        return;
+    }
+    c = jinn_calloc(1, sizeof *c);
+    if (c == NULL) {
+        return;
+    }
+    c->server = s;
+    c->req.server = s;
+    c->req.conn = (struct jinn_http_conn *)(void *)c;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
+    c->next = s->conns;
+    if (s->conns) {
+        s->conns->prev = c;
+    }
+    s->conns = c;
+    s->n_conns++;
+    s->stats.connections_total++;
+    s->stats.connections_open = s->n_conns;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->n_conns > s->cfg.max_connections) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->state = READING;
+    process(c);
+}
+
+static void free_unstarted(uv_handle_t *h) { jinn_free(h->data); }
+
+int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
+                    jinn_http_handler handler, void *data, struct jinn_http_server **out)
+{
+    struct jinn_http_server *s = jinn_calloc(1, sizeof *s);
+    struct sockaddr_in addr;
+    char host[64];
+    const char *colon = strrchr(cfg->listen, ':');
+    int rv;
+
+    if (s == NULL) {
+        return JINN_ENOMEM;
+    }
+    if (colon == NULL || (size_t)(colon - cfg->listen) >= sizeof host) {
+        jinn_free(s);
+        return JINN_ECONFIG;
+    }
+    memcpy(host, cfg->listen, (size_t)(colon - cfg->listen));
+    host[colon - cfg->listen] = '\0';
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->handler = handler;
+    s->data = data;
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    rv = uv_ip4_addr(host, atoi(colon + 1), &addr);
+    if (rv == 0) {
+        rv = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    }
+    if (rv == 0) {
+        rv = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    }
+    if (rv != 0) {
+        jinn_error("http_listen %s: %s", cfg->listen, uv_strerror(rv));
+        uv_close((uv_handle_t *)&s->listener, free_unstarted);
+        *out = NULL;
+        return JINN_EIO;
+    }
+    *out = s;
+    return 0;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    struct jinn_http_server *s = h->data;
+    s->listener_closed = true;
+    maybe_finish_stop(s);
+}
+
+void jinn_http_stop(struct jinn_http_server *s, void (*cb)(void *data), void *data)
+{
+    s->stopping = true;
+    s->stop_cb = cb;
+    s->stop_data = data;
+    if (!uv_is_closing((uv_handle_t *)&s->listener)) {
+        uv_close((uv_handle_t *)&s->listener, listener_closed);
+    } else {
+        s->listener_closed = true;
+    }
+    for (struct conn *c = s->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+    maybe_finish_stop(s);
+}
+
+void jinn_http_stats(const struct jinn_http_server *s, struct jinn_http_stats *out)
+{
+    *out = s->stats;
+}

@@ -1,0 +1,88 @@
+/* http.h - the HTTP/1.1 server on the node's event loop.
+ *
+ * Accepts connections, reads and parses requests within fixed limits
+ * (431/413/414 past them, 400 for malformed input, 408 for a client too
+ * slow to send a request), hands each complete request to one callback and
+ * writes the reply. Keep-alive and pipelining are supported; a connection
+ * handles one request at a time, so replies keep their order. A request may
+ * be answered later (after a raft commit): if the client disconnects
+ * meanwhile the reply is dropped, never written to freed memory. */
+#ifndef JINN_HTTP_H
+#define JINN_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "httpmsg.h"
+
+#define JINN_HTTP_MAX_HEAD (16u * 1024)  /* request line + headers */
+#define JINN_HTTP_MAX_TARGET (8u * 1024) /* request target */
+#define JINN_HTTP_MAX_REPLY_HEADERS 1024 /* bytes of extra reply headers */
+#define JINN_HTTP_READ_TIMEOUT_MS 10000  /* a started request must arrive in time */
+
+struct jinn_http_server;
+
+struct jinn_http_conn;
+
+struct jinn_http_request {
+    struct jinn_http_server *server;
+    struct jinn_http_conn *conn; /* private to http.c */
+    struct jinn_http_msg msg; /* head; borrowed from the connection's buffer */
+    const char *path;         /* raw (still percent-encoded), borrowed */
+    size_t path_len;
+    const char *query;
+    size_t query_len;
+    const char *body; /* borrowed until the reply is sent */
+    size_t body_len;
+    uint64_t received_ms; /* loop time */
+    void *user;           /* free for the handler */
+};
+
+struct jinn_http_config {
+    const char *listen; /* "ip:port" */
+    uint64_t max_body;
+    uint64_t idle_timeout_ms;
+    unsigned max_connections;
+};
+
+/* Called for every complete request. The handler must eventually answer
+ * with exactly one jinn_http_reply* call, now or later. */
+typedef void (*jinn_http_handler)(void *data, struct jinn_http_request *req);
+
+/* Binds and listens. Returns 0 or an error (logged). cfg is copied. */
+int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
+                    jinn_http_handler handler, void *data, struct jinn_http_server **out);
+
+/* Stops accepting, closes idle connections, drops pending replies; cb runs
+ * when every handle is closed and the server is freed. */
+void jinn_http_stop(struct jinn_http_server *server, void (*cb)(void *data), void *data);
+
+/* Adds a header to the coming reply ("Name", "value"); both copied. Ignored
+ * (logged) beyond JINN_HTTP_MAX_REPLY_HEADERS. */
+void jinn_http_add_header(struct jinn_http_request *req, const char *name, const char *value);
+
+/* Sends the reply. body is copied. After this call req must not be used. */
+void jinn_http_reply(struct jinn_http_request *req, int status, const char *content_type,
+                     const void *body, size_t len);
+
+/* Sends obj (reference stolen) as JSON. */
+void jinn_http_reply_json(struct jinn_http_request *req, int status, json_t *obj);
+
+/* Sends {"error": name, "message": ...} with the code's HTTP status. detail,
+ * when non-NULL, replaces the table's message. 503s carry Retry-After. */
+void jinn_http_reply_error(struct jinn_http_request *req, int code, const char *detail);
+
+/* True while the client that sent req is still connected. */
+bool jinn_http_client_alive(const struct jinn_http_request *req);
+
+struct jinn_http_stats {
+    uint64_t connections_open;
+    uint64_t connections_total;
+    uint64_t requests_total;
+    uint64_t responses[6]; /* by class: [2] = 2xx ... [5] = 5xx */
+};
+void jinn_http_stats(const struct jinn_http_server *server, struct jinn_http_stats *out);
+
+#endif

@@ -1,0 +1,64 @@
+/* main.c - command-line entry: dispatches `jinn <command>`. */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "cli.h"
+#include "daemon.h"
+#include "version.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "jinn %s - one binary for consistent keys, locks, queues and SQL\n"
+            "\n"
+            "usage:\n"
+            "  jinn run [-c FILE]                  start a node (no file: one-node cluster)\n"
+            "  jinn status [--addr URL] [--json]   show a node's view of the cluster\n"
+            "  jinn version [--addr URL] [--json]  show the build (and a node's)\n"
+            "\n"
+            "--addr defaults to $JINN_ADDR, else %s\n",
+            JINN_VERSION, JINN_CLI_DEFAULT_ADDR);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *config = NULL;
+    for (int i = 0; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            config = argv[++i];
+        } else {
+            fprintf(stderr, "jinn: run: unexpected argument '%s'\nusage: jinn run [-c FILE]\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    return jinn_daemon_run(config);
+}
+
+int main(int argc, char **argv)
+{
+    json_set_alloc_funcs(jinn_malloc, jinn_free);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "run") == 0) {
+        return cmd_run(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "status") == 0) {
+        return jinn_cli_status(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        return jinn_cli_version(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "jinn: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,706 @@
+/* node.c - see node.h.
+ *
+ * Everything here runs on the event loop thread. libraft's uv backend does
+ * its disk I/O on libuv's thread pool, so no call below blocks the loop. */
+#include "node.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <raft/uv.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+
+/* How often the node looks after its membership duties. */
+#define TICK_MS 100u
+/* A member seen within this many election timeouts counts as healthy. */
+#define HEALTHY_TIMEOUTS 2u
+
+struct proposal {
+    struct raft_apply req; /* req.data == this */
+    struct jinn_node *node;
+    jinn_propose_cb cb; /* NULL once the caller has been answered */
+    void *data;
+    uv_timer_t timer;
+};
+
+struct jinn_node {
+    uv_loop_t *loop;
+    const struct jinn_config *cfg;
+    uint64_t id;
+    const char *address; /* our advertised raft address (cfg-owned) */
+    char api_url[300];   /* what we announce to the cluster */
+
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft raft;
+    struct jinn_fsm fsm;
+    bool transport_ready, io_ready, raft_ready;
+    int lock_fd;
+
+    uv_timer_t tick;
+    uint64_t last_stamp_ms;        /* last cluster time we proposed */
+    uint64_t last_leader_contact;  /* loop ms; 0 = never */
+    uint64_t last_seen[JINN_CONFIG_MAX_PEERS]; /* loop ms, by cfg peer index */
+    bool was_leader;
+
+    uint64_t announce_next;   /* loop ms before which we do not re-announce */
+    jinn_announce_fn announcer;
+    void *announcer_data;
+
+    bool change_inflight;
+    struct raft_change change;
+    struct raft_transfer transfer;
+
+    bool stopping;
+    void (*stop_cb)(void *data);
+    void *stop_data;
+    uint64_t proposals_ok, proposals_failed;
+};
+
+/* ---- allocation: raft allocates through jinn's wrapper too -------------- */
+
+static void *heap_malloc(void *d, size_t n)
+{
+    (void)d;
+    return jinn_malloc(n);
+}
+static void heap_free(void *d, void *p)
+{
+    (void)d;
+    jinn_free(p);
+}
+static void *heap_calloc(void *d, size_t n, size_t size)
+{
+    (void)d;
+    return jinn_calloc(n, size);
+}
+static void *heap_realloc(void *d, void *p, size_t n)
+{
+    (void)d;
+    return jinn_realloc(p, n);
+}
+static void *heap_aligned_alloc(void *d, size_t alignment, size_t n)
+{
+    (void)d;
+    return aligned_alloc(alignment, (n + alignment - 1) / alignment * alignment);
+}
+static void heap_aligned_free(void *d, size_t alignment, void *p)
+{
+    (void)d;
+    (void)alignment;
+    free(p);
+}
+
+static struct raft_heap jinn_raft_heap = {NULL,        heap_malloc,        heap_free,
+                                          heap_calloc, heap_realloc,       heap_aligned_alloc,
+                                          heap_aligned_free};
+
+uint64_t jinn_node_id_for(const char *name)
+{
+    /* 53 bits: ids stay exact as JSON numbers in every client language. */
+    uint64_t id = raft_digest(name, 0) & ((UINT64_C(1) << 53) - 1);
+    return id == 0 ? 1 : id;
+}
+
+const char *jinn_role_name(enum jinn_role role)
+{
+    static const char *const names[] = {"unavailable", "follower", "candidate", "leader",
+                                        "standby"};
+    return names[role];
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int peer_index(const struct jinn_node *node, uint64_t id)
+{
+    for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+        if (jinn_node_id_for(node->cfg->peers[i].name) == id) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static const struct raft_server *self_server(const struct jinn_node *node)
+{
+    for (unsigned i = 0; i < node->raft.configuration.n; i++) {
+        if (node->raft.configuration.servers[i].id == node->id) {
+            return &node->raft.configuration.servers[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- creation and start -------------------------------------------------- */
+
+static int make_dirs(const char *path)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof buf) {
+        return -1;
+    }
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char saved = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                return -1;
+            }
+            buf[i] = saved;
+        }
+    }
+    return 0;
+}
+
+int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn_node **out)
+{
+    struct jinn_node *node = jinn_calloc(1, sizeof *node);
+    unsigned self = jinn_config_self(cfg);
+
+    if (node == NULL) {
+        return JINN_ENOMEM;
+    }
+    raft_heap_set(&jinn_raft_heap);
+    node->loop = loop;
+    node->cfg = cfg;
+    node->id = jinn_node_id_for(cfg->server_name);
+    node->address = cfg->peers[self].address;
+    node->lock_fd = -1;
+    if (cfg->http_advertise != NULL) {
+        snprintf(node->api_url, sizeof node->api_url, "%s", cfg->http_advertise);
+    } else {
+        snprintf(node->api_url, sizeof node->api_url, "http://%s", cfg->http_listen);
+    }
+    jinn_fsm_init(&node->fsm);
+    *out = node;
+    return 0;
+}
+
+/* One jinn per data_dir: a second one would corrupt the log. */
+static int lock_data_dir(struct jinn_node *node)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/LOCK", node->cfg->data_dir);
+    node->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (node->lock_fd < 0) {
+        jinn_error("cannot open %s: %s", path, strerror(errno));
+        return JINN_EIO;
+    }
+    if (flock(node->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        jinn_error("data_dir %s is in use by another jinn process", node->cfg->data_dir);
+        return JINN_EIO;
+    }
+    return 0;
+}
+
+static int bootstrap(struct jinn_node *node)
+{
+    struct raft_configuration conf;
+    int rv;
+
+    raft_configuration_init(&conf);
+    for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+        const struct jinn_peer *p = &node->cfg->peers[i];
+        int role = i < node->cfg->replicas ? RAFT_VOTER : RAFT_STANDBY;
+        rv = raft_configuration_add(&conf, jinn_node_id_for(p->name), p->address, role);
+        if (rv != 0) {
+            jinn_error("cluster_peers: %s: %s", p->name, raft_strerror(rv));
+            raft_configuration_close(&conf);
+            return JINN_ECONFIG;
+        }
+    }
+    rv = raft_bootstrap(&node->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rv == RAFT_CANTBOOTSTRAP) {
+        return 0; /* existing state on disk: recover it instead */
+    }
+    if (rv != 0) {
+        jinn_error("bootstrap: %s", raft_errmsg(&node->raft));
+        return JINN_ERAFT;
+    }
+    jinn_info("bootstrapped a new cluster of %u peers (%u voters)", node->cfg->n_peers,
+              node->cfg->replicas);
+    return 0;
+}
+
+static void tick_cb(uv_timer_t *timer);
+
+int jinn_node_start(struct jinn_node *node)
+{
+    const struct jinn_config *cfg = node->cfg;
+    int rv;
+
+    if (make_dirs(cfg->data_dir) != 0) {
+        jinn_error("cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
+        return JINN_EIO;
+    }
+    rv = lock_data_dir(node);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = raft_uv_tcp_init(&node->transport, node->loop);
+    if (rv != 0) {
+        jinn_error("raft transport: %s", raft_strerror(rv));
+        return JINN_ERAFT;
+    }
+    node->transport_ready = true;
+    rv = raft_uv_tcp_set_bind_address(&node->transport, cfg->cluster_listen);
+    if (rv != 0) {
+        jinn_error("cluster_listen %s: %s", cfg->cluster_listen, raft_strerror(rv));
+        return JINN_ECONFIG;
+    }
+    rv = raft_uv_init(&node->io, node->loop, cfg->data_dir, &node->transport);
+    if (rv != 0) {
+        jinn_error("raft storage in %s: %s", cfg->data_dir, node->io.errmsg);
+        return JINN_EIO;
+    }
+    node->io_ready = true;
+    /* Reconnect quickly after a partition heals or a peer restarts. */
+    raft_uv_set_connect_retry_delay(&node->io, 200);
+    rv = raft_init(&node->raft, &node->io, &node->fsm.iface, node->id, node->address);
+    if (rv != 0) {
+        jinn_error("raft init: %s", raft_errmsg(&node->raft));
+        return JINN_ERAFT;
+    }
+    node->raft_ready = true;
+    node->raft.data = node;
+    node->fsm.raft = &node->raft;
+    raft_set_election_timeout(&node->raft, cfg->election_timeout_ms);
+    raft_set_heartbeat_timeout(&node->raft, cfg->heartbeat_timeout_ms);
+    raft_set_snapshot_threshold(&node->raft, cfg->snapshot_threshold);
+    raft_set_snapshot_trailing(&node->raft, cfg->snapshot_trailing);
+    raft_set_pre_vote(&node->raft, true);
+    rv = bootstrap(node);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = raft_start(&node->raft);
+    if (rv != 0) {
+        jinn_error("raft start: %s", raft_errmsg(&node->raft));
+        return JINN_ERAFT;
+    }
+    uv_timer_init(node->loop, &node->tick);
+    node->tick.data = node;
+    uv_timer_start(&node->tick, tick_cb, TICK_MS, TICK_MS);
+    jinn_info("raft started: id %llu, address %s, %u entries in log, applied %llu",
+              (unsigned long long)node->id, node->address,
+              (unsigned)(raft_last_index(&node->raft)),
+              (unsigned long long)raft_last_applied(&node->raft));
+    return 0;
+}
+
+/* ---- proposals --------------------------------------------------------- */
+
+static void proposal_closed(uv_handle_t *h)
+{
+    jinn_free(h->data);
+}
+
+static void proposal_answer(struct proposal *p, int code, const struct jinn_result *res)
+{
+    jinn_propose_cb cb = p->cb;
+    if (cb == NULL) {
+        return;
+    }
+    p->cb = NULL;
+    if (code == JINN_OK) {
+        p->node->proposals_ok++;
+    } else {
+        p->node->proposals_failed++;
+    }
+    cb(p->data, code, res);
+}
+
+static void proposal_timeout(uv_timer_t *t)
+{
+    struct proposal *p = t->data;
+    proposal_answer(p, JINN_ETIMEOUT, NULL);
+}
+
+static void proposal_applied(struct raft_apply *req, int status, void *result)
+{
+    struct proposal *p = req->data;
+    const struct jinn_result *res = result;
+
+    uv_timer_stop(&p->timer);
+    if (status == 0) {
+        assert(res != NULL && res->index == req->index);
+        proposal_answer(p, JINN_OK, res);
+    } else {
+        /* Leadership lost or shutting down: the entry may still commit. */
+        proposal_answer(p, status == RAFT_SHUTDOWN ? JINN_ESHUTDOWN : JINN_EUNKNOWN, NULL);
+    }
+    uv_close((uv_handle_t *)&p->timer, proposal_closed);
+}
+
+int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeout_ms,
+                      jinn_propose_cb cb, void *data)
+{
+    struct jinn_wbuf w;
+    struct raft_buffer buf;
+    struct proposal *p;
+    uint64_t now = wall_ms();
+    int rv;
+
+    if (node->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (raft_state(&node->raft) != RAFT_LEADER) {
+        return JINN_ENOTLEADER;
+    }
+    /* Cluster time never goes backwards, whatever this leader's clock says. */
+    if (now < node->last_stamp_ms) {
+        now = node->last_stamp_ms;
+    }
+    if (now < node->fsm.time_ms) {
+        now = node->fsm.time_ms;
+    }
+    c->time_ms = now;
+    jinn_wbuf_init(&w);
+    rv = jinn_cmd_encode(c, &w);
+    if (rv != 0) {
+        jinn_wbuf_free(&w);
+        return rv;
+    }
+    p = jinn_calloc(1, sizeof *p);
+    if (p == NULL) {
+        jinn_wbuf_free(&w);
+        return JINN_ENOMEM;
+    }
+    p->node = node;
+    p->cb = cb;
+    p->data = data;
+    p->req.data = p;
+    buf.base = w.data; /* transferred to raft on success */
+    buf.len = w.len;
+    rv = raft_apply(&node->raft, &p->req, &buf, 1, proposal_applied);
+    if (rv != 0) {
+        jinn_wbuf_free(&w);
+        jinn_free(p);
+        return rv == RAFT_NOTLEADER ? JINN_ENOTLEADER : JINN_ERAFT;
+    }
+    node->last_stamp_ms = now;
+    uv_timer_init(node->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, proposal_timeout, timeout_ms, 0);
+    return JINN_OK;
+}
+
+/* ---- periodic duties ---------------------------------------------------- */
+
+static bool member_healthy(const struct jinn_node *node, int idx, uint64_t now)
+{
+    uint64_t window = (uint64_t)node->cfg->election_timeout_ms * HEALTHY_TIMEOUTS;
+    return idx >= 0 && node->last_seen[idx] != 0 && now - node->last_seen[idx] <= window;
+}
+
+static void change_done(struct raft_change *req, int status)
+{
+    struct jinn_node *node = req->data;
+    node->change_inflight = false;
+    if (status != 0) {
+        jinn_warn("membership change failed: %s", raft_strerror(status));
+    }
+}
+
+static void assign(struct jinn_node *node, const struct raft_server *s, int role)
+{
+    int rv;
+    node->change.data = node;
+    rv = raft_assign(&node->raft, &node->change, s->id, role, change_done);
+    if (rv == 0) {
+        node->change_inflight = true;
+        jinn_info("membership: %s %s", role == RAFT_VOTER ? "promoting" : "demoting",
+                  s->address);
+    }
+}
+
+/* Keeps `replicas` healthy voters: a standby replaces a voter unseen for
+ * standby_promote_after, and a surplus unhealthy voter becomes a standby. */
+static void manage_membership(struct jinn_node *node, uint64_t now)
+{
+    const struct raft_configuration *conf = &node->raft.configuration;
+    const struct raft_server *stale_voter = NULL, *healthy_standby = NULL;
+    unsigned voters = 0, healthy_voters = 0;
+    uint64_t oldest = UINT64_MAX;
+
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *s = &conf->servers[i];
+        int idx = peer_index(node, s->id);
+        if (idx < 0) {
+            continue;
+        }
+        if (s->id == node->id || node->raft.leader_state.progress[i].recent_recv) {
+            node->last_seen[idx] = now;
+        }
+        if (s->role == RAFT_VOTER) {
+            voters++;
+            if (member_healthy(node, idx, now)) {
+                healthy_voters++;
+            }
+            if (now - node->last_seen[idx] >= node->cfg->standby_promote_after_ms &&
+                node->last_seen[idx] < oldest) {
+                oldest = node->last_seen[idx];
+                stale_voter = s;
+            }
+        } else if (s->role == RAFT_STANDBY && member_healthy(node, idx, now)) {
+            healthy_standby = healthy_standby ? healthy_standby : s;
+        }
+    }
+    if (node->change_inflight || node->stopping ||
+        node->raft.configuration_uncommitted_index != 0) {
+        return;
+    }
+    if (voters > node->cfg->replicas && stale_voter != NULL) {
+        assign(node, stale_voter, RAFT_STANDBY);
+    } else if (healthy_standby != NULL &&
+               (voters < node->cfg->replicas ||
+                (stale_voter != NULL && healthy_voters < node->cfg->replicas))) {
+        assign(node, healthy_standby, RAFT_VOTER);
+    }
+}
+
+static void announce(struct jinn_node *node, uint64_t now)
+{
+    const struct jinn_node_info *me = jinn_nodes_find(&node->fsm.nodes, node->id);
+    raft_id leader_id;
+    const char *leader_address;
+    const struct jinn_node_info *leader;
+
+    if (me != NULL && strcmp(me->api, node->api_url) == 0 &&
+        strcmp(me->name, node->cfg->server_name) == 0) {
+        return;
+    }
+    if (now < node->announce_next) {
+        return;
+    }
+    node->announce_next = now + 1000;
+    if (raft_state(&node->raft) == RAFT_LEADER) {
+        struct jinn_cmd c;
+        memset(&c, 0, sizeof c);
+        c.type = JINN_CMD_NODE_SET;
+        c.node.id = node->id;
+        c.node.name.p = (const uint8_t *)node->cfg->server_name;
+        c.node.name.len = strlen(node->cfg->server_name);
+        c.node.api.p = (const uint8_t *)node->api_url;
+        c.node.api.len = strlen(node->api_url);
+        if (jinn_node_propose(node, &c, node->cfg->request_timeout_ms, NULL, NULL) != 0) {
+            jinn_debug("announce: propose failed");
+        }
+        return;
+    }
+    raft_leader(&node->raft, &leader_id, &leader_address);
+    leader = leader_id ? jinn_nodes_find(&node->fsm.nodes, leader_id) : NULL;
+    if (leader != NULL && leader->api[0] != '\0' && node->announcer != NULL) {
+        node->announcer(node->announcer_data, leader->api);
+    }
+}
+
+static void tick_cb(uv_timer_t *timer)
+{
+    struct jinn_node *node = timer->data;
+    uint64_t now = uv_now(node->loop);
+    int state = raft_state(&node->raft);
+    raft_id leader_id;
+    const char *leader_address;
+
+    raft_leader(&node->raft, &leader_id, &leader_address);
+    if (state == RAFT_LEADER) {
+        if (!node->was_leader) {
+            /* Fresh leadership: give every member a full grace period. */
+            for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+                node->last_seen[i] = now;
+            }
+            node->was_leader = true;
+            jinn_info("became leader in term %llu",
+                      (unsigned long long)node->raft.current_term);
+        }
+        node->last_leader_contact = now;
+        manage_membership(node, now);
+    } else {
+        if (node->was_leader) {
+            jinn_info("lost leadership");
+        }
+        node->was_leader = false;
+        if (state == RAFT_FOLLOWER && leader_id != 0) {
+            node->last_leader_contact = node->raft.election_timer_start;
+        }
+    }
+    if (leader_id != 0 && !node->stopping) {
+        announce(node, now);
+    }
+}
+
+void jinn_node_set_announcer(struct jinn_node *node, jinn_announce_fn fn, void *data)
+{
+    node->announcer = fn;
+    node->announcer_data = data;
+}
+
+/* ---- status ---------------------------------------------------------- */
+
+void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
+{
+    uint64_t now = uv_now(node->loop);
+    const struct raft_server *me = self_server(node);
+    int state = raft_state(&node->raft);
+    raft_id leader_id;
+    const char *leader_address;
+    const struct jinn_node_info *info;
+
+    memset(st, 0, sizeof *st);
+    st->name = node->cfg->server_name;
+    st->id = node->id;
+    switch (state) {
+    case RAFT_LEADER:
+        st->role = JINN_ROLE_LEADER;
+        break;
+    case RAFT_CANDIDATE:
+        st->role = JINN_ROLE_CANDIDATE;
+        break;
+    case RAFT_FOLLOWER:
+        st->role = me != NULL && me->role != RAFT_VOTER ? JINN_ROLE_STANDBY : JINN_ROLE_FOLLOWER;
+        break;
+    default:
+        st->role = JINN_ROLE_UNAVAILABLE;
+    }
+    st->term = node->raft.current_term;
+    raft_leader(&node->raft, &leader_id, &leader_address);
+    st->leader_id = leader_id;
+    if (leader_id != 0) {
+        int idx = peer_index(node, leader_id);
+        info = jinn_nodes_find(&node->fsm.nodes, leader_id);
+        st->leader_name = idx >= 0 ? node->cfg->peers[idx].name : (info ? info->name : "?");
+        st->leader_api = info != NULL && info->api[0] != '\0' ? info->api : NULL;
+    }
+    st->commit_index = node->raft.commit_index;
+    st->applied_index = raft_last_applied(&node->raft);
+    st->last_index = raft_last_index(&node->raft);
+    st->cluster_time_ms = node->fsm.time_ms;
+    if (state == RAFT_LEADER) {
+        st->leader_contact_ms = 0;
+    } else if (state == RAFT_FOLLOWER && leader_id != 0) {
+        st->leader_contact_ms = (int64_t)(now - node->raft.election_timer_start);
+    } else if (node->last_leader_contact != 0) {
+        st->leader_contact_ms = (int64_t)(now - node->last_leader_contact);
+    } else {
+        st->leader_contact_ms = -1;
+    }
+    st->quorum = state == RAFT_LEADER ||
+                 (leader_id != 0 && st->leader_contact_ms >= 0 &&
+                  st->leader_contact_ms < (int64_t)node->cfg->election_timeout_ms);
+    for (unsigned i = 0; i < node->raft.configuration.n && i < JINN_CONFIG_MAX_PEERS; i++) {
+        const struct raft_server *s = &node->raft.configuration.servers[i];
+        struct jinn_member *m = &st->members[st->n_members++];
+        int idx = peer_index(node, s->id);
+        info = jinn_nodes_find(&node->fsm.nodes, s->id);
+        m->id = s->id;
+        m->address = s->address;
+        m->name = idx >= 0 ? node->cfg->peers[idx].name : (info ? info->name : "?");
+        m->api = info != NULL ? info->api : "";
+        m->voter = s->role == RAFT_VOTER;
+    }
+    st->proposals_ok = node->proposals_ok;
+    st->proposals_failed = node->proposals_failed;
+}
+
+const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }
+
+bool jinn_node_is_leader(struct jinn_node *node)
+{
+    return raft_state(&node->raft) == RAFT_LEADER;
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+static void tick_closed(uv_handle_t *h)
+{
+    struct jinn_node *node = h->data;
+    if (node->stop_cb != NULL) {
+        node->stop_cb(node->stop_data);
+    }
+}
+
+static void raft_closed(struct raft *raft)
+{
+    struct jinn_node *node = raft->data;
+    raft_uv_close(&node->io);
+    raft_uv_tcp_close(&node->transport);
+    node->io_ready = false;
+    node->transport_ready = false;
+    node->raft_ready = false;
+    uv_close((uv_handle_t *)&node->tick, tick_closed);
+}
+
+static void close_raft(struct jinn_node *node)
+{
+    raft_close(&node->raft, raft_closed);
+}
+
+static void transfer_done(struct raft_transfer *req)
+{
+    struct jinn_node *node = req->data;
+    raft_id leader_id;
+    const char *address;
+    raft_leader(&node->raft, &leader_id, &address);
+    jinn_info("leadership transfer %s", leader_id != node->id ? "done" : "did not finish");
+    close_raft(node);
+}
+
+void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
+{
+    unsigned voters = 0;
+
+    assert(!node->stopping);
+    node->stopping = true;
+    node->stop_cb = cb;
+    node->stop_data = data;
+    uv_timer_stop(&node->tick);
+    for (unsigned i = 0; i < node->raft.configuration.n; i++) {
+        voters += node->raft.configuration.servers[i].role == RAFT_VOTER;
+    }
+    if (raft_state(&node->raft) == RAFT_LEADER && voters > 1) {
+        node->transfer.data = node;
+        if (raft_transfer(&node->raft, &node->transfer, 0, transfer_done) == 0) {
+            jinn_info("handing leadership over before shutdown");
+            return;
+        }
+    }
+    close_raft(node);
+}
+
+void jinn_node_destroy(struct jinn_node *node)
+{
+    if (node == NULL) {
+        return;
+    }
+    /* A node that failed to start never ran raft: release what was set up. */
+    if (node->io_ready) {
+        raft_uv_close(&node->io);
+    }
+    if (node->transport_ready) {
+        raft_uv_tcp_close(&node->transport);
+    }
+    jinn_fsm_close(&node->fsm);
+    if (node->lock_fd >= 0) {
+        close(node->lock_fd);
+    }
+    jinn_free(node);
+}

@@ -1,0 +1,101 @@
+/* node.h - the Raft node: libraft on the libuv event loop.
+ *
+ * Owns the raft instance, its disk (raft_uv) and TCP transport, the FSM, and
+ * the node's duties as a cluster member: bootstrapping a fresh cluster from
+ * cluster_peers, announcing its API URL in the replicated node directory,
+ * promoting standbys when a voter is lost, handing leadership over on
+ * shutdown. Proposals enter the log only through jinn_node_propose(). */
+#ifndef JINN_NODE_H
+#define JINN_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "fsm/cmd.h"
+#include "fsm/fsm.h"
+
+struct jinn_node;
+
+/* Called once per proposal: code is JINN_OK with res set (res->code holds
+ * the command's own outcome), or an error (JINN_ENOTLEADER: not applied;
+ * JINN_EUNKNOWN / JINN_ETIMEOUT: may or may not be applied). res is valid
+ * only during the call. */
+typedef void (*jinn_propose_cb)(void *data, int code, const struct jinn_result *res);
+
+/* Creates the node (nothing runs until jinn_node_start). cfg is borrowed
+ * and must outlive the node. Returns 0 or an error code; *out set on 0. */
+int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn_node **out);
+
+/* Loads the log and snapshot (bootstrapping a fresh data_dir), starts raft.
+ * On failure an explanation has been logged. */
+int jinn_node_start(struct jinn_node *node);
+
+/* Proposes c (its time_ms is stamped here). Returns JINN_OK when queued (cb
+ * will be called exactly once, possibly after timeout_ms with
+ * JINN_ETIMEOUT), or an error with cb never called. c is copied. */
+int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeout_ms,
+                      jinn_propose_cb cb, void *data);
+
+/* Gracefully stops: hands leadership over if leader, closes raft. cb runs
+ * once everything is closed; then jinn_node_destroy may be called. */
+void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data);
+void jinn_node_destroy(struct jinn_node *node);
+
+enum jinn_role {
+    JINN_ROLE_UNAVAILABLE,
+    JINN_ROLE_FOLLOWER,
+    JINN_ROLE_CANDIDATE,
+    JINN_ROLE_LEADER,
+    JINN_ROLE_STANDBY
+};
+
+struct jinn_member {
+    uint64_t id;
+    const char *name; /* borrowed from config or the node directory */
+    const char *address;
+    const char *api; /* "" when not yet announced */
+    bool voter;
+};
+
+/* A consistent snapshot of the node's state. Pointers are borrowed and
+ * valid until the event loop runs again. */
+struct jinn_node_status {
+    const char *name;
+    uint64_t id;
+    enum jinn_role role;
+    uint64_t term;
+    uint64_t leader_id; /* 0 when none is known */
+    const char *leader_name;
+    const char *leader_api; /* NULL when unknown */
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    uint64_t cluster_time_ms;
+    bool quorum;               /* a leader with a quorum is known */
+    int64_t leader_contact_ms; /* -1: never heard from a leader */
+    struct jinn_member members[JINN_CONFIG_MAX_PEERS];
+    unsigned n_members;
+    uint64_t proposals_ok, proposals_failed;
+};
+
+void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st);
+const char *jinn_role_name(enum jinn_role role);
+
+/* Read-only access to replicated state, for handlers on the loop thread. */
+const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node);
+
+/* Whether this node is the raft leader right now. */
+bool jinn_node_is_leader(struct jinn_node *node);
+
+/* Fires after the loop's periodic tick when this node (not the leader)
+ * must announce itself to the leader: implemented by the API layer, which
+ * owns the HTTP client. */
+typedef void (*jinn_announce_fn)(void *data, const char *leader_api);
+void jinn_node_set_announcer(struct jinn_node *node, jinn_announce_fn fn, void *data);
+
+/* The raft id jinn derives from a server name. */
+uint64_t jinn_node_id_for(const char *name);
+
+#endif
