@@ -11,7 +11,7 @@ WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wstrict-prototypes \
 ifeq ($(CI),true)
 WARN     += -Werror
 endif
-BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g $(WARN) -Isrc -DJINN_REVISION='"$(REV)"' \
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g $(WARN) -Isrc \
               $(shell pkg-config --cflags $(PKGS))
 LIBS        = $(shell pkg-config --libs $(PKGS)) -lpthread
 
@@ -62,8 +62,10 @@ build/vg/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O1 -Itests/unit -MMD -MP -c -o $@ $<
 
-# The revision is baked into version.o; rebuild it when HEAD moves.
-build/rel/src/version.o build/test/src/version.o: .git/HEAD $(wildcard .git/refs/heads/*)
+# The revision is baked into version.o only; rebuild it when HEAD moves.
+VERSION_OBJ := build/rel/src/version.o build/test/src/version.o
+$(VERSION_OBJ): BASE_CFLAGS += -DJINN_REVISION='"$(REV)"'
+$(VERSION_OBJ): $(wildcard .git/HEAD .git/refs/heads/* .git/index)
 
 run: deps build/jinn
 	./build/jinn run $(if $(CONFIG),-c $(CONFIG))

@@ -2,7 +2,7 @@
 #ifndef JINN_LOG_H
 #define JINN_LOG_H
 
-enum jinn_log_level { JINN_LOG_DEBUG, JINN_LOG_INFO, JINN_LOG_WARN, JINN_LOG_ERROR };
+enum jinn_log_level { JINN_LOG_DEBUG, JINN_LOG_INFO, JINN_LOG_WARN, JINN_LOG_ERROR, JINN_LOG_SILENT };
 
 /* name is copied (truncated to 63 bytes). */
 void jinn_log_set_name(const char *name);

@@ -17,6 +17,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "ioguard.h"
 #include "log.h"
 
 /* How often the node looks after its membership duties. */
@@ -40,7 +41,8 @@ struct jinn_node {
     char api_url[300];   /* what we announce to the cluster */
 
     struct raft_uv_transport transport;
-    struct raft_io io;
+    struct raft_io io;          /* raft_uv: disk and network */
+    struct jinn_ioguard guard;  /* what raft talks to; wraps io */
     struct raft raft;
     struct jinn_fsm fsm;
     bool transport_ready, io_ready, raft_ready;
@@ -274,7 +276,8 @@ int jinn_node_start(struct jinn_node *node)
     node->io_ready = true;
     /* Reconnect quickly after a partition heals or a peer restarts. */
     raft_uv_set_connect_retry_delay(&node->io, 200);
-    rv = raft_init(&node->raft, &node->io, &node->fsm.iface, node->id, node->address);
+    jinn_ioguard_init(&node->guard, &node->io);
+    rv = raft_init(&node->raft, &node->guard.io, &node->fsm.iface, node->id, node->address);
     if (rv != 0) {
         jinn_error("raft init: %s", raft_errmsg(&node->raft));
         return JINN_ERAFT;

@@ -1,0 +1,216 @@
+/* ioguard.c - see ioguard.h. Every raft_io call is passed through; only
+ * recv (to learn what the leader vouched for) and send (to cap the answer)
+ * look at the traffic. libraft keeps its own pointer in io->data, so the
+ * inner io's data points back at the guard. */
+#include "ioguard.h"
+
+#include <string.h>
+
+static struct jinn_ioguard *guard_of(struct raft_io *io) { return io->data; }
+
+static void copy_errmsg(struct jinn_ioguard *g, int rv)
+{
+    if (rv != 0) {
+        memcpy(g->io.errmsg, g->inner->errmsg, sizeof g->io.errmsg);
+    }
+}
+
+static int g_init(struct raft_io *io, raft_id id, const char *address)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->init(g->inner, id, address);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static void g_closed(struct raft_io *inner)
+{
+    struct jinn_ioguard *g = guard_of(inner);
+    if (g->close_cb != NULL) {
+        g->close_cb(&g->io);
+    }
+}
+
+static void g_close(struct raft_io *io, raft_io_close_cb cb)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    g->close_cb = cb;
+    g->inner->close(g->inner, g_closed);
+}
+
+static int g_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                  struct raft_snapshot **snapshot, raft_index *start_index,
+                  struct raft_entry *entries[], size_t *n_entries)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->load(g->inner, term, voted_for, snapshot, start_index, entries, n_entries);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static void g_tick(struct raft_io *inner)
+{
+    struct jinn_ioguard *g = guard_of(inner);
+    g->tick(&g->io);
+}
+
+static void g_recv(struct raft_io *inner, struct raft_message *msg)
+{
+    struct jinn_ioguard *g = guard_of(inner);
+    if (msg->type == RAFT_IO_APPEND_ENTRIES) {
+        /* libraft answers entry-less appends synchronously, from inside this
+         * call; those are the answers that need the cap. */
+        g->cap = msg->append_entries.prev_log_index + msg->append_entries.n_entries;
+        g->in_append = 1;
+        g->recv(&g->io, msg);
+        g->in_append = 0;
+        return;
+    }
+    g->recv(&g->io, msg);
+}
+
+static int g_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                   raft_io_recv_cb recv)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv;
+    g->tick = tick;
+    g->recv = recv;
+    rv = g->inner->start(g->inner, msecs, g_tick, g_recv);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_bootstrap(struct raft_io *io, const struct raft_configuration *conf)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->bootstrap(g->inner, conf);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_recover(struct raft_io *io, const struct raft_configuration *conf)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->recover(g->inner, conf);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_set_term(struct raft_io *io, raft_term term)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->set_term(g->inner, term);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_set_vote(struct raft_io *io, raft_id server_id)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->set_vote(g->inner, server_id);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_send(struct raft_io *io, struct raft_io_send *req,
+                  const struct raft_message *message, raft_io_send_cb cb)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv;
+    if (g->in_append && message->type == RAFT_IO_APPEND_ENTRIES_RESULT &&
+        message->append_entries_result.rejected == 0 &&
+        message->append_entries_result.last_log_index > g->cap) {
+        /* The transport encodes the message before send returns. */
+        struct raft_message capped = *message;
+        capped.append_entries_result.last_log_index = g->cap;
+        g->capped++;
+        rv = g->inner->send(g->inner, req, &capped, cb);
+    } else {
+        rv = g->inner->send(g->inner, req, message, cb);
+    }
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_append(struct raft_io *io, struct raft_io_append *req,
+                    const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->append(g->inner, req, entries, n, cb);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_truncate(struct raft_io *io, raft_index index)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->truncate(g->inner, index);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_snapshot_put(struct raft_io *io, unsigned trailing,
+                          struct raft_io_snapshot_put *req, const struct raft_snapshot *snapshot,
+                          raft_io_snapshot_put_cb cb)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->snapshot_put(g->inner, trailing, req, snapshot, cb);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static int g_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                          raft_io_snapshot_get_cb cb)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->snapshot_get(g->inner, req, cb);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+static raft_time g_time(struct raft_io *io)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    return g->inner->time(g->inner);
+}
+
+static int g_random(struct raft_io *io, int min, int max)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    return g->inner->random(g->inner, min, max);
+}
+
+static int g_async_work(struct raft_io *io, struct raft_io_async_work *req,
+                        raft_io_async_work_cb cb)
+{
+    struct jinn_ioguard *g = (struct jinn_ioguard *)io;
+    int rv = g->inner->async_work(g->inner, req, cb);
+    copy_errmsg(g, rv);
+    return rv;
+}
+
+void jinn_ioguard_init(struct jinn_ioguard *g, struct raft_io *inner)
+{
+    memset(g, 0, sizeof *g);
+    g->inner = inner;
+    inner->data = g;
+    g->io.version = inner->version;
+    g->io.impl = inner->impl;
+    g->io.init = g_init;
+    g->io.close = g_close;
+    g->io.load = g_load;
+    g->io.start = g_start;
+    g->io.bootstrap = g_bootstrap;
+    g->io.recover = g_recover;
+    g->io.set_term = g_set_term;
+    g->io.set_vote = g_set_vote;
+    g->io.send = g_send;
+    g->io.append = g_append;
+    g->io.truncate = g_truncate;
+    g->io.snapshot_put = g_snapshot_put;
+    g->io.snapshot_get = g_snapshot_get;
+    g->io.time = g_time;
+    g->io.random = g_random;
+    g->io.async_work = inner->version >= 2 && inner->async_work ? g_async_work : NULL;
+}

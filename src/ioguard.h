@@ -1,0 +1,32 @@
+/* ioguard.h - a raft_io shim that closes a replication hole in libraft 0.15.
+ *
+ * libraft 0.15 answers an AppendEntries that brings no new entries (a
+ * heartbeat, or a resend of entries it already has) with its whole log
+ * length as last_log_index. When the follower still holds an uncommitted
+ * tail from an older term beyond the leader's prev_log_index, the leader
+ * takes that length as its match index and may count the follower towards a
+ * quorum for entries it does not have: an acknowledged write can then be
+ * lost, and the follower never repairs its log (seen in tests/unit/test_fsm.c
+ * under libraft's fixture). The guard sits between libraft and its real I/O
+ * and caps such an answer at prev_log_index + n_entries, the most the leader
+ * has vouched for. It does not otherwise touch the protocol. */
+#ifndef JINN_IOGUARD_H
+#define JINN_IOGUARD_H
+
+#include <raft.h>
+
+struct jinn_ioguard {
+    struct raft_io io;     /* hand this to raft_init */
+    struct raft_io *inner; /* the real I/O (raft_uv or the test fixture's) */
+    raft_io_tick_cb tick;
+    raft_io_recv_cb recv;
+    raft_io_close_cb close_cb;
+    raft_index cap; /* while a received AppendEntries is being handled */
+    int in_append;
+    unsigned long long capped; /* answers corrected, for metrics and tests */
+};
+
+/* Wraps inner. inner must stay alive as long as the guard. */
+void jinn_ioguard_init(struct jinn_ioguard *g, struct raft_io *inner);
+
+#endif

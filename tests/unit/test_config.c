@@ -1,0 +1,240 @@
+/* test_config.c - the config parser: good files, and every kind of bad one
+ * reported with the right line and column. */
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "error.h"
+#include "unit.h"
+
+static const char example[] =
+    "# a three-node cluster\n"
+    "{\n"
+    "    server_name      n1\n"
+    "    data_dir         ./data/n1\n"
+    "    http_listen      127.0.0.1:8081\n"
+    "    cluster_name     demo\n"
+    "    cluster_listen   127.0.0.1:7001\n"
+    "    cluster_peers    n1=127.0.0.1:7001 n2=127.0.0.1:7002 n3=127.0.0.1:7003\n"
+    "    cluster_replicas 3\n"
+    "    consensus {\n"
+    "        payments { mode cp  stale_reads false }\n"
+    "        sessions { mode ap  stale_reads true }\n"
+    "    }\n"
+    "}\n";
+
+TEST(config_example_parses)
+{
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    struct jinn_policy p;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", example, sizeof example - 1, &err), 0);
+    CHECK_STR(cfg.server_name, "n1");
+    CHECK_STR(cfg.data_dir, "./data/n1");
+    CHECK_STR(cfg.http_listen, "127.0.0.1:8081");
+    CHECK_STR(cfg.cluster_name, "demo");
+    CHECK_INT(cfg.n_peers, 3);
+    CHECK_STR(cfg.peers[2].name, "n3");
+    CHECK_STR(cfg.peers[2].address, "127.0.0.1:7003");
+    CHECK_INT(cfg.replicas, 3);
+    CHECK_INT(cfg.n_policies, 2);
+    p = jinn_config_policy(&cfg, "sessions");
+    CHECK_INT(p.mode, JINN_MODE_AP);
+    CHECK(p.stale_reads);
+    p = jinn_config_policy(&cfg, "payments");
+    CHECK_INT(p.mode, JINN_MODE_CP);
+    CHECK(!p.stale_reads);
+    p = jinn_config_policy(&cfg, "unlisted");
+    CHECK_INT(p.mode, JINN_MODE_CP); /* the safe default */
+    CHECK_INT(jinn_config_self(&cfg), 0);
+    jinn_config_free(&cfg);
+}
+
+TEST(config_defaults_single_node)
+{
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", "", 0, &err), 0);
+    CHECK_INT(cfg.n_peers, 1);
+    CHECK_STR(cfg.peers[0].name, "jinn");
+    CHECK_STR(cfg.http_listen, "127.0.0.1:8080");
+    CHECK_STR(cfg.data_dir, "./jinn-data");
+    CHECK_INT(cfg.replicas, 1);
+    jinn_config_free(&cfg);
+}
+
+TEST(config_env_quotes_durations)
+{
+    static const char text[] = "{\n server_name {env.JINN_TEST_NAME}\n"
+                               " data_dir \"/tmp/with space/{env.JINN_TEST_NAME}\"\n"
+                               " election_timeout 1s\n heartbeat_timeout 100ms\n"
+                               " request_timeout 2m\n max_body 64KiB\n"
+                               " consensus {\n  cache {\n   mode ap\n   max_staleness 10s\n  }\n }\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    setenv("JINN_TEST_NAME", "edge-7", 1);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, sizeof text - 1, &err), 0);
+    CHECK_STR(cfg.server_name, "edge-7");
+    CHECK_STR(cfg.data_dir, "/tmp/with space/edge-7");
+    CHECK_INT(cfg.election_timeout_ms, 1000);
+    CHECK_INT(cfg.heartbeat_timeout_ms, 100);
+    CHECK_INT(cfg.request_timeout_ms, 120000);
+    CHECK_INT(cfg.max_body_bytes, 65536);
+    CHECK_INT(cfg.policies[0].max_staleness_ms, 10000);
+    CHECK(cfg.policies[0].stale_reads); /* ap defaults to stale reads */
+    jinn_config_free(&cfg);
+}
+
+struct bad_case {
+    const char *text;
+    int line, column;
+    const char *needle;
+};
+
+static const struct bad_case bad_cases[] = {
+    {"{\n  servr_name n1\n}\n", 2, 3, "unknown directive 'servr_name'"},
+    {"{\n  server_name\n}\n", 2, 3, "missing argument"},
+    {"{\n  server_name a b\n}\n", 2, 17, "unexpected argument 'b'"},
+    {"{\n  cluster_replicas three\n}\n", 2, 20, "bad number"},
+    {"{\n  cluster_replicas 0\n}\n", 2, 20, "out of range"},
+    {"{\n  election_timeout 5sec\n}\n", 2, 20, "bad duration"},
+    {"{\n  election_timeout 5 s\n}\n", 2, 22, "unexpected argument 's'"},
+    {"{\n  election_timeout 10ms\n}\n", 2, 20, "out of range"},
+    {"{\n  request_timeout -1s\n}\n", 2, 19, "bad duration"},
+    {"{\n  server_name n9\n  cluster_peers n1=127.0.0.1:7001 n2=127.0.0.1:7002\n}\n", 3, 3,
+     "does not contain this node"},
+    {"{\n  cluster_peers n1=127.0.0.1:99999\n}\n", 2, 17, "bad address"},
+    {"{\n  cluster_peers n1:127.0.0.1:7001\n}\n", 2, 17, "expected name=ip:port"},
+    {"{\n  server_name n1\n  cluster_peers n1=127.0.0.1:1 n1=127.0.0.1:2\n}\n", 3, 32,
+     "duplicate peer"},
+    {"{\n  http_listen localhost:80\n}\n", 2, 15, "bad address"},
+    {"{\n  server_name \"unterminated\n}\n", 2, 15, "unterminated quoted string"},
+    {"{\n  server_name n1\n", 1, 1, "unclosed '{'"},
+    {"{\n  consensus {\n    pay { mode xp }\n  }\n}\n", 3, 16, "expected cp or ap"},
+    {"{\n  consensus {\n    pay { mode cp  stale_reads true }\n  }\n}\n", 3, 32,
+     "contradicts mode cp"},
+    {"{\n  consensus {\n    pay { mode ap  colour blue }\n  }\n}\n", 3, 20,
+     "unknown namespace option 'colour'"},
+    {"{\n  consensus {\n    pay { stale_reads true }\n  }\n}\n", 3, 5, "needs a mode"},
+    {"{\n  consensus {\n    pay { mode ap }\n    pay { mode cp }\n  }\n}\n", 4, 5,
+     "configured twice"},
+    {"{\n  server_name {env.JINN_SURELY_UNSET_VAR}\n}\n", 2, 15, "is not set"},
+    {"{\n  server_name a\n  server_name b\n}\n", 3, 3, "given twice"},
+    {"example.com {\n  respond hi\n}\n", 1, 1, "global options block"},
+    {"{\n}\nexample.com\n", 3, 1, "after the global options block"},
+    {"{\n  server_name bad/name\n}\n", 2, 15, "bad name"},
+    {"{\n  cluster_peers n1=127.0.0.1:1\n  cluster_replicas 2\n  server_name n1\n}\n", 3, 3,
+     "more than the 1 peers"},
+    {"{\n  max_body 12XB\n}\n", 2, 12, "bad size"},
+    {"{\n  debug maybe\n}\n", 2, 9, "expected true or false"},
+    {"{\n  data_dir x {\n  }\n}\n", 2, 14, "takes no block"},
+};
+
+TEST(config_bad_inputs_name_line_and_column)
+{
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+        const struct bad_case *bc = &bad_cases[i];
+        struct jinn_config cfg;
+        struct jinn_config_error err;
+        int rv;
+        CHECK_INT(jinn_config_defaults(&cfg), 0);
+        rv = jinn_config_parse(&cfg, "bad.conf", bc->text, strlen(bc->text), &err);
+        jinn_config_free(&cfg);
+        if (rv != JINN_ECONFIG || err.line != bc->line || err.column != bc->column ||
+            strstr(err.message, bc->needle) == NULL) {
+            fprintf(stderr, "  case %zu: rv %d at %d:%d: %s\n", i, rv, err.line, err.column,
+                    err.message);
+        }
+        CHECK_INT(rv, JINN_ECONFIG);
+        CHECK_STR(err.file, "bad.conf");
+        CHECK_INT(err.line, bc->line);
+        CHECK_INT(err.column, bc->column);
+        CHECK(strstr(err.message, bc->needle) != NULL);
+    }
+}
+
+TEST(config_nul_and_oversized)
+{
+    static const char with_nul[] = "{\n  server_name a\0b\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    char *big;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", with_nul, sizeof with_nul - 1, &err), JINN_ECONFIG);
+    CHECK(strstr(err.message, "NUL") != NULL);
+    jinn_config_free(&cfg);
+
+    big = malloc(JINN_CONFIG_MAX_FILE + 2);
+    CHECK(big != NULL);
+    memset(big, ' ', JINN_CONFIG_MAX_FILE + 1);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", big, JINN_CONFIG_MAX_FILE + 1, &err), JINN_ECONFIG);
+    CHECK(strstr(err.message, "larger than") != NULL);
+    jinn_config_free(&cfg);
+    free(big);
+}
+
+TEST(config_truncated_prefixes_never_crash)
+{
+    /* Every prefix of a valid file either parses or fails cleanly. */
+    for (size_t n = 0; n < sizeof example - 1; n++) {
+        struct jinn_config cfg;
+        struct jinn_config_error err;
+        int rv;
+        CHECK_INT(jinn_config_defaults(&cfg), 0);
+        rv = jinn_config_parse(&cfg, "t", example, n, &err);
+        CHECK(rv == 0 || rv == JINN_ECONFIG);
+        jinn_config_free(&cfg);
+    }
+}
+
+TEST(config_out_of_memory_is_clean)
+{
+    /* Fail each allocation in turn: never a crash or leak, always ENOMEM
+     * or success. */
+    for (long n = 0; n < 400; n++) {
+        struct jinn_config cfg;
+        struct jinn_config_error err;
+        int rv;
+        jinn_alloc_fail_reset();
+        if (jinn_config_defaults(&cfg) != 0) {
+            jinn_config_free(&cfg);
+            continue;
+        }
+        jinn_alloc_fail_after(n);
+        rv = jinn_config_parse(&cfg, "t", example, sizeof example - 1, &err);
+        jinn_alloc_fail_reset();
+        jinn_config_free(&cfg);
+        CHECK(rv == 0 || rv == JINN_ENOMEM);
+        if (rv == 0) {
+            return; /* n was past the last allocation */
+        }
+    }
+    CHECK(!"parse never succeeded");
+}
+
+TEST(config_value_parsers)
+{
+    uint64_t v;
+    CHECK_INT(jinn_parse_duration("500ms", &v), 0);
+    CHECK_INT(v, 500);
+    CHECK_INT(jinn_parse_duration("2h", &v), 0);
+    CHECK_INT(v, 7200000);
+    CHECK(jinn_parse_duration("", &v) != 0);
+    CHECK(jinn_parse_duration("ms", &v) != 0);
+    CHECK(jinn_parse_duration("1.5s", &v) != 0);
+    CHECK(jinn_parse_duration("99999999999999999999s", &v) != 0);
+    CHECK_INT(jinn_parse_size("1MiB", &v), 0);
+    CHECK_INT(v, 1048576);
+    CHECK_INT(jinn_parse_size("100", &v), 0);
+    CHECK_INT(v, 100);
+    CHECK(jinn_parse_size("1TB", &v) != 0);
+    CHECK_INT(jinn_parse_hostport("127.0.0.1:1"), 0);
+    CHECK(jinn_parse_hostport("127.0.0.1:0") != 0);
+    CHECK(jinn_parse_hostport("127.0.0.1") != 0);
+    CHECK(jinn_parse_hostport(":80") != 0);
+    CHECK(jinn_parse_hostport("1.2.3.4:80x") != 0);
+}
