@@ -50,6 +50,7 @@ struct jinn_config {
     uint64_t standby_promote_after_ms;
     uint64_t max_body_bytes;
     uint64_t idle_timeout_ms;
+    uint64_t read_timeout_ms; /* a started request must be complete by then */
     unsigned max_connections;
     bool debug_log;
 };

@@ -128,6 +128,7 @@ int jinn_daemon_run(const char *config_path)
     http_cfg.listen = d->cfg.http_listen;
     http_cfg.max_body = d->cfg.max_body_bytes;
     http_cfg.idle_timeout_ms = d->cfg.idle_timeout_ms;
+    http_cfg.read_timeout_ms = d->cfg.read_timeout_ms;
     http_cfg.max_connections = d->cfg.max_connections;
     rv = jinn_http_start(&d->loop, &http_cfg, jinn_api_handle, &d->api, &d->api.http);
     if (rv != 0) {

@@ -33,6 +33,7 @@ struct conn {
     bool sent_continue;
     bool keep_alive;
     bool reading;
+    bool request_started; /* the read deadline runs from a request's first byte */
     char *buf;
     size_t len, cap;
     size_t request_size; /* bytes of buf the current request spans */
@@ -318,12 +319,26 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* Idle connections get idle_timeout; a request, once started, must be
+ * complete within read_timeout however slowly its bytes trickle in. */
+static void arm_timer(struct conn *c)
+{
+    if (c->len == 0) {
+        c->request_started = false;
+        uv_timer_start(&c->timer, on_timer, c->server->cfg.idle_timeout_ms, 0);
+    } else if (!c->request_started) {
+        c->request_started = true;
+        uv_timer_start(&c->timer, on_timer, c->server->cfg.read_timeout_ms, 0);
+    }
+}
+
 static void dispatch(struct conn *c)
 {
     struct jinn_http_server *s = c->server;
     struct jinn_http_request *req = &c->req;
 
     uv_timer_stop(&c->timer);
+    c->request_started = false;
     c->state = HANDLING;
     c->handler_pending = true;
     c->keep_alive = req->msg.keep_alive && !s->stopping;
@@ -359,11 +374,7 @@ static void process(struct conn *c)
         req->conn = (struct jinn_http_conn *)(void *)c;
         rv = jinn_http_parse_head(c->buf, c->len, false, &limits, &req->msg);
         if (rv == JINN_HTTP_NEED_MORE) {
-            uint64_t ms = c->len > 0 ? JINN_HTTP_READ_TIMEOUT_MS : s->cfg.idle_timeout_ms;
-            if (c->len == 0 || !uv_is_active((uv_handle_t *)&c->timer) ||
-                uv_timer_get_repeat(&c->timer) == 0) {
-                uv_timer_start(&c->timer, on_timer, ms, c->len > 0 ? 1 : 0);
-            }
+            arm_timer(c);
             return;
         }
         if (rv != 0) {
@@ -384,8 +395,8 @@ static void process(struct conn *c)
         }
         if (c->len == c->cap && c->cap == buffer_limit(s)) {
             fail_request(c, JINN_ETOOBIG);
-        } else if (!uv_is_active((uv_handle_t *)&c->timer)) {
-            uv_timer_start(&c->timer, on_timer, JINN_HTTP_READ_TIMEOUT_MS, 0);
+        } else {
+            arm_timer(c);
         }
         return;
     }

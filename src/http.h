@@ -20,7 +20,6 @@
 #define JINN_HTTP_MAX_HEAD (16u * 1024)  /* request line + headers */
 #define JINN_HTTP_MAX_TARGET (8u * 1024) /* request target */
 #define JINN_HTTP_MAX_REPLY_HEADERS 1024 /* bytes of extra reply headers */
-#define JINN_HTTP_READ_TIMEOUT_MS 10000  /* a started request must arrive in time */
 
 struct jinn_http_server;
 
@@ -44,6 +43,7 @@ struct jinn_http_config {
     const char *listen; /* "ip:port" */
     uint64_t max_body;
     uint64_t idle_timeout_ms;
+    uint64_t read_timeout_ms; /* a started request must arrive within it */
     unsigned max_connections;
 };
 

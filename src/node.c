@@ -60,6 +60,9 @@ struct jinn_node {
 
     bool change_inflight;
     struct raft_change change;
+    struct raft_barrier barrier; /* commits the start of each leader term */
+    bool barrier_inflight;
+    uint64_t ready_term; /* term whose barrier has been applied */
     struct raft_transfer transfer;
 
     bool stopping;
@@ -516,6 +519,28 @@ static void announce(struct jinn_node *node, uint64_t now)
     }
 }
 
+static void barrier_done(struct raft_barrier *req, int status)
+{
+    struct jinn_node *node = req->data;
+    node->barrier_inflight = false;
+    if (status == 0) {
+        node->ready_term = node->raft.current_term;
+    }
+}
+
+/* A new leader knows what is committed only once an entry of its own term
+ * commits (Raft §5.4.2); until then it is not ready to serve. */
+static void commit_term_start(struct jinn_node *node)
+{
+    if (node->barrier_inflight || node->ready_term == node->raft.current_term) {
+        return;
+    }
+    node->barrier.data = node;
+    if (raft_barrier(&node->raft, &node->barrier, barrier_done) == 0) {
+        node->barrier_inflight = true;
+    }
+}
+
 static void tick_cb(uv_timer_t *timer)
 {
     struct jinn_node *node = timer->data;
@@ -536,6 +561,7 @@ static void tick_cb(uv_timer_t *timer)
                       (unsigned long long)node->raft.current_term);
         }
         node->last_leader_contact = now;
+        commit_term_start(node);
         manage_membership(node, now);
     } else {
         if (node->was_leader) {
@@ -594,6 +620,7 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
         st->leader_api = info != NULL && info->api[0] != '\0' ? info->api : NULL;
     }
     st->commit_index = node->raft.commit_index;
+    st->leader_ready = state == RAFT_LEADER && node->ready_term == node->raft.current_term;
     st->applied_index = raft_last_applied(&node->raft);
     st->last_index = raft_last_index(&node->raft);
     st->cluster_time_ms = node->fsm.time_ms;

@@ -32,6 +32,9 @@ static json_t *members_json(const struct jinn_node_status *st, int want_voter)
 
 static bool is_ready(const struct jinn_node_status *st)
 {
+    if (st->role == JINN_ROLE_LEADER) {
+        return st->leader_ready && st->applied_index >= st->commit_index;
+    }
     return st->quorum && st->role != JINN_ROLE_UNAVAILABLE && st->role != JINN_ROLE_CANDIDATE &&
            st->applied_index >= st->commit_index;
 }

@@ -51,6 +51,11 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
     default:
         return JINN_EINVAL;
     }
+    /* libraft's disk and wire formats lay entries out in 8-byte words and
+     * misread a buffer whose length is not a multiple of 8. */
+    while (w->len % 8 != 0) {
+        jinn_wbuf_put_u8(w, 0);
+    }
     if (w->len > JINN_CMD_MAX_SIZE) {
         return JINN_ETOOBIG;
     }
@@ -89,9 +94,15 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     default:
         return JINN_ECORRUPT;
     }
-    /* Trailing bytes mean a writer and reader disagree on the format. */
-    if (r.failed || r.left != 0) {
+    /* Only zero padding to the 8-byte boundary may follow: anything else
+     * means a writer and reader disagree on the format. */
+    if (r.failed || len % 8 != 0 || r.left >= 8) {
         return JINN_ECORRUPT;
+    }
+    for (size_t i = 0; i < r.left; i++) {
+        if (r.p[i] != 0) {
+            return JINN_ECORRUPT;
+        }
     }
     return 0;
 }

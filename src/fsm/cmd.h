@@ -6,6 +6,7 @@
  *   u8  magic 'J'    u8 format version (1)    u8 type    u8 flags (0)
  *   u64 time_ms      cluster time stamped by the proposing leader
  *   ... type-specific body (see cmd.c) ...
+ *   zero padding to a multiple of 8 bytes (libraft's entry alignment)
  *
  * Decoding never trusts a length: a truncated, oversized or trailing-garbage
  * command is rejected with JINN_ECORRUPT, identically on every replica. */

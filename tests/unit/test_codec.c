@@ -122,7 +122,7 @@ TEST(cmd_round_trip)
     c.time_ms = 9;
     jinn_wbuf_init(&w);
     CHECK_INT(jinn_cmd_encode(&c, &w), 0);
-    CHECK_INT(w.len, JINN_CMD_HEADER_SIZE);
+    CHECK_INT(w.len, 16); /* 12-byte header padded to 8-byte words */
     CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), 0);
     CHECK_INT(d.type, JINN_CMD_NOOP);
     jinn_wbuf_free(&w);
@@ -137,9 +137,18 @@ TEST(cmd_rejects_truncated_padded_and_foreign)
     for (size_t n = 0; n < w.len; n++) {
         CHECK_INT(jinn_cmd_decode(w.data, n, &d), JINN_ECORRUPT);
     }
-    jinn_wbuf_put_u8(&w, 0); /* trailing garbage */
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), 0);
+    CHECK_INT(w.len % 8, 0);
+    for (int k = 0; k < 8; k++) {
+        jinn_wbuf_put_u8(&w, 0); /* a whole extra word of padding */
+    }
     CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), JINN_ECORRUPT);
-    w.len--;
+    w.len -= 8;
+    if (w.data[w.len - 1] == 0) {
+        w.data[w.len - 1] = 7; /* non-zero padding */
+        CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), JINN_ECORRUPT);
+        w.data[w.len - 1] = 0;
+    }
     w.data[0] = 'X';
     CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), JINN_ECORRUPT);
     w.data[0] = JINN_CMD_MAGIC;
