@@ -19,7 +19,12 @@
 #define INITIAL_BUFFER 4096
 #define CHUNK_OVERHEAD (64u * 1024) /* chunk framing allowed beyond max_body */
 
-enum conn_state { READING, HANDLING, WRITING, CLOSING };
+/* LINGERING: the reply is sent and our side shut down; unread input is
+ * drained for a moment so that closing does not reset the connection and
+ * destroy the reply before the client reads it. */
+enum conn_state { READING, HANDLING, WRITING, LINGERING, CLOSING };
+
+#define LINGER_MS 1000
 
 struct conn {
     struct jinn_http_server *server;
@@ -42,6 +47,7 @@ struct conn {
     char reply_headers[JINN_HTTP_MAX_REPLY_HEADERS];
     size_t reply_headers_len;
     uv_write_t write;
+    uv_shutdown_t shutdown;
     uv_buf_t out;
 };
 
@@ -141,6 +147,23 @@ void jinn_http_add_header(struct jinn_http_request *req, const char *name, const
     c->reply_headers_len += (size_t)n;
 }
 
+static void shut_down(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status; /* the linger timer or the peer's EOF ends the connection */
+}
+
+static void linger(struct conn *c)
+{
+    c->state = LINGERING;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shut_down) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+}
+
 static void written(uv_write_t *w, int status)
 {
     struct conn *c = w->data;
@@ -149,8 +172,12 @@ static void written(uv_write_t *w, int status)
     if (c->state == CLOSING) {
         return;
     }
-    if (status != 0 || !c->keep_alive || c->server->stopping) {
+    if (status != 0 || c->server->stopping) {
         conn_close(c);
+        return;
+    }
+    if (!c->keep_alive) {
+        linger(c);
         return;
     }
     /* Drop the finished request and go on with anything pipelined after it. */
@@ -277,6 +304,9 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct conn *c = h->data;
     size_t limit = buffer_limit(c->server);
     (void)suggested;
+    if (c->state == LINGERING) {
+        c->len = 0; /* drained input is discarded */
+    }
     /* Never move the buffer while a handler borrows the request from it. */
     if (c->state == READING && c->cap - c->len < 1024 && c->cap < limit) {
         size_t cap = c->cap ? c->cap * 2 : INITIAL_BUFFER;
@@ -307,7 +337,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (c->state == CLOSING) {
+    if (c->state == CLOSING || c->state == LINGERING) {
         return;
     }
     c->len += (size_t)nread;

@@ -66,6 +66,9 @@ struct jinn_node {
     struct raft_transfer transfer;
 
     bool stopping;
+    unsigned inflight;  /* proposals raft has not answered yet */
+    uint64_t drain_deadline;
+    uv_timer_t drain;
     void (*stop_cb)(void *data);
     void *stop_data;
     uint64_t proposals_ok, proposals_failed;
@@ -345,6 +348,8 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
     struct proposal *p = req->data;
     const struct jinn_result *res = result;
 
+    assert(p->node->inflight > 0);
+    p->node->inflight--;
     uv_timer_stop(&p->timer);
     if (status == 0) {
         assert(res != NULL && res->index == req->index);
@@ -403,6 +408,7 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
         return rv == RAFT_NOTLEADER ? JINN_ENOTLEADER : JINN_ERAFT;
     }
     node->last_stamp_ms = now;
+    node->inflight++;
     uv_timer_init(node->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, proposal_timeout, timeout_ms, 0);
@@ -694,15 +700,41 @@ static void transfer_done(struct raft_transfer *req)
     close_raft(node);
 }
 
+static void hand_over_and_close(struct jinn_node *node);
+
+static void drain_closed(uv_handle_t *h)
+{
+    hand_over_and_close(h->data);
+}
+
+/* Proposals in flight finish (or the deadline passes) before raft closes:
+ * libraft 0.15 can crash when closed under in-flight appends. */
+static void drain_check(uv_timer_t *t)
+{
+    struct jinn_node *node = t->data;
+    if (node->inflight == 0 || uv_now(node->loop) >= node->drain_deadline) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, drain_closed);
+    }
+}
+
 void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
 {
-    unsigned voters = 0;
-
     assert(!node->stopping);
     node->stopping = true;
     node->stop_cb = cb;
     node->stop_data = data;
     uv_timer_stop(&node->tick);
+    node->drain_deadline = uv_now(node->loop) + 2u * node->cfg->election_timeout_ms;
+    uv_timer_init(node->loop, &node->drain);
+    node->drain.data = node;
+    uv_timer_start(&node->drain, drain_check, 0, 10);
+}
+
+static void hand_over_and_close(struct jinn_node *node)
+{
+    unsigned voters = 0;
+
     for (unsigned i = 0; i < node->raft.configuration.n; i++) {
         voters += node->raft.configuration.servers[i].role == RAFT_VOTER;
     }
