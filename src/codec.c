@@ -223,3 +223,69 @@ uint32_t jinn_crc32(uint32_t crc, const void *data, size_t len)
     }
     return ~crc;
 }
+
+bool jinn_utf8_valid(const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+            cp = c & 0x1Fu;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            cp = c & 0x0Fu;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            cp = c & 0x07u;
+        } else {
+            return false;
+        }
+        if (n - i < len) {
+            return false;
+        }
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (p[i + k] & 0x3Fu);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
+void jinn_wbuf_put_base64(struct jinn_wbuf *w, const void *data, size_t n)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const uint8_t *p = data;
+    if (!jinn_wbuf_reserve(w, (n + 2) / 3 * 4)) {
+        return;
+    }
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        size_t left = n - i;
+        if (left > 1) {
+            v |= (uint32_t)p[i + 1] << 8;
+        }
+        if (left > 2) {
+            v |= p[i + 2];
+        }
+        w->data[w->len++] = (uint8_t)alphabet[(v >> 18) & 63];
+        w->data[w->len++] = (uint8_t)alphabet[(v >> 12) & 63];
+        w->data[w->len++] = (uint8_t)(left > 1 ? alphabet[(v >> 6) & 63] : '=');
+        w->data[w->len++] = (uint8_t)(left > 2 ? alphabet[v & 63] : '=');
+    }
+}

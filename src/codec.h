@@ -53,6 +53,12 @@ size_t jinn_rbuf_get_bytes(struct jinn_rbuf *r, const uint8_t **out, size_t max)
 char *jinn_rbuf_get_str(struct jinn_rbuf *r, size_t max);
 const uint8_t *jinn_rbuf_get_raw(struct jinn_rbuf *r, size_t n);
 
+/* True when p[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */
+bool jinn_utf8_valid(const void *p, size_t n);
+
+/* Appends the standard base64 encoding of p[0..n) to w (no NUL). */
+void jinn_wbuf_put_base64(struct jinn_wbuf *w, const void *p, size_t n);
+
 /* CRC-32 (IEEE), continuing from crc (start with 0). */
 uint32_t jinn_crc32(uint32_t crc, const void *data, size_t len);
 

@@ -53,6 +53,7 @@ static void on_signal(uv_signal_t *h, int signum)
     jinn_info("%s: shutting down", strsignal(signum));
     d->pending_stops = 2;
     jinn_node_set_announcer(d->node, NULL, NULL);
+    jinn_api_stop(&d->api);
     if (d->api.http != NULL) {
         jinn_http_stop(d->api.http, stopped_one, d);
         d->api.http = NULL;
@@ -125,6 +126,7 @@ int jinn_daemon_run(const char *config_path)
     }
     jinn_api_init(&d->api, &d->loop, &d->cfg, d->node);
     jinn_node_set_announcer(d->node, jinn_api_announce, &d->api);
+    jinn_node_set_apply_hook(d->node, jinn_api_kv_applied, &d->api);
     http_cfg.listen = d->cfg.http_listen;
     http_cfg.max_body = d->cfg.max_body_bytes;
     http_cfg.idle_timeout_ms = d->cfg.idle_timeout_ms;

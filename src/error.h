@@ -14,6 +14,13 @@
     X(JINN_EINVAL, "bad_request", 400, "malformed request")                         \
     X(JINN_ENOTFOUND, "not_found", 404, "no such resource")                         \
     X(JINN_EMETHOD, "method_not_allowed", 405, "method not allowed here")           \
+    X(JINN_ECONFLICT, "conflict", 409, "conflicts with the current state")          \
+    X(JINN_ECOMPACTED, "compacted", 410,                                            \
+      "that revision is older than the history this node keeps; list again")        \
+    X(JINN_EPRECONDITION, "precondition_failed", 412, "the condition does not hold") \
+    X(JINN_EFULL, "store_full", 507, "the store is full")                           \
+    X(JINN_ESTALE, "too_stale", 503,                                                \
+      "this node has not heard from a leader within max_staleness")                 \
     X(JINN_ETIMEOUT_IDLE, "request_timeout", 408, "request not received in time")   \
     X(JINN_ELENGTH, "length_required", 411, "a body needs a Content-Length")        \
     X(JINN_ETOOBIG, "body_too_large", 413, "request body too large")                \

@@ -33,6 +33,12 @@ struct proposal {
     uv_timer_t timer;
 };
 
+struct read_waiter {
+    jinn_read_cb cb;
+    void *data;
+    struct read_waiter *next;
+};
+
 struct jinn_node {
     uv_loop_t *loop;
     const struct jinn_config *cfg;
@@ -64,6 +70,14 @@ struct jinn_node {
     bool barrier_inflight;
     uint64_t ready_term; /* term whose barrier has been applied */
     struct raft_transfer transfer;
+
+    /* Linearizable reads: `reading` wait on the barrier in flight, `queued`
+     * arrived after it started and wait for the next one. */
+    struct raft_barrier read_barrier;
+    bool read_barrier_inflight;
+    struct read_waiter *reading, *queued, **queued_tail;
+    uint64_t read_barriers, reads_linearized;
+    bool time_tick_inflight; /* a NOOP proposed to advance cluster time */
 
     bool stopping;
     unsigned inflight;  /* proposals raft has not answered yet */
@@ -191,6 +205,7 @@ int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn
     node->id = jinn_node_id_for(cfg->server_name);
     node->address = cfg->peers[self].address;
     node->lock_fd = -1;
+    node->queued_tail = &node->queued;
     if (cfg->http_advertise != NULL) {
         snprintf(node->api_url, sizeof node->api_url, "%s", cfg->http_advertise);
     } else {
@@ -415,7 +430,117 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     return JINN_OK;
 }
 
+/* ---- linearizable reads ------------------------------------------------- */
+
+static void start_read_barrier(struct jinn_node *node);
+
+static void read_barrier_done(struct raft_barrier *req, int status)
+{
+    struct jinn_node *node = req->data;
+    struct read_waiter *w = node->reading;
+
+    node->read_barrier_inflight = false;
+    node->reading = NULL;
+    while (w != NULL) {
+        struct read_waiter *next = w->next;
+        node->reads_linearized += status == 0;
+        w->cb(w->data, status == 0 ? JINN_OK : JINN_EUNKNOWN);
+        jinn_free(w);
+        w = next;
+    }
+    if (node->queued != NULL) {
+        start_read_barrier(node);
+    }
+}
+
+static void fail_waiters(struct read_waiter *w, int code)
+{
+    while (w != NULL) {
+        struct read_waiter *next = w->next;
+        w->cb(w->data, code);
+        jinn_free(w);
+        w = next;
+    }
+}
+
+static void start_read_barrier(struct jinn_node *node)
+{
+    int rv;
+    assert(!node->read_barrier_inflight && node->queued != NULL);
+    node->reading = node->queued;
+    node->queued = NULL;
+    node->queued_tail = &node->queued;
+    node->read_barrier.data = node;
+    rv = raft_barrier(&node->raft, &node->read_barrier, read_barrier_done);
+    if (rv != 0) {
+        struct read_waiter *w = node->reading;
+        node->reading = NULL;
+        fail_waiters(w, rv == RAFT_NOTLEADER ? JINN_ENOTLEADER : JINN_ERAFT);
+        return;
+    }
+    node->read_barrier_inflight = true;
+    node->read_barriers++;
+}
+
+int jinn_node_linearize(struct jinn_node *node, jinn_read_cb cb, void *data)
+{
+    struct read_waiter *w;
+    if (node->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (raft_state(&node->raft) != RAFT_LEADER) {
+        return JINN_ENOTLEADER;
+    }
+    w = jinn_malloc(sizeof *w);
+    if (w == NULL) {
+        return JINN_ENOMEM;
+    }
+    w->cb = cb;
+    w->data = data;
+    w->next = NULL;
+    *node->queued_tail = w;
+    node->queued_tail = &w->next;
+    if (!node->read_barrier_inflight) {
+        start_read_barrier(node);
+    }
+    return JINN_OK;
+}
+
+void jinn_node_set_apply_hook(struct jinn_node *node, void (*fn)(void *data, uint64_t index),
+                              void *data)
+{
+    node->fsm.on_apply = fn;
+    node->fsm.on_apply_data = data;
+}
+
 /* ---- periodic duties ---------------------------------------------------- */
+
+static void time_ticked(void *data, int code, const struct jinn_result *res)
+{
+    struct jinn_node *node = data;
+    (void)code;
+    (void)res;
+    node->time_tick_inflight = false;
+}
+
+/* Keys expire when an applied entry carries a cluster time past their
+ * deadline. With no writes flowing, the leader proposes a NOOP so expiry
+ * still happens on time. */
+static void advance_cluster_time(struct jinn_node *node)
+{
+    uint64_t due = jinn_kv_next_expiry(&node->fsm.kv);
+    struct jinn_cmd c;
+    if (due == 0 || node->time_tick_inflight || wall_ms() < due) {
+        return;
+    }
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_NOOP;
+    if (jinn_node_propose(node, &c, node->cfg->request_timeout_ms, time_ticked, node) == 0) {
+        node->time_tick_inflight = true;
+    }
+}
+
+/* ---- periodic duties (membership) ---------------------------------------- */
 
 static bool member_healthy(const struct jinn_node *node, int idx, uint64_t now)
 {
@@ -568,6 +693,7 @@ static void tick_cb(uv_timer_t *timer)
         }
         node->last_leader_contact = now;
         commit_term_start(node);
+        advance_cluster_time(node);
         manage_membership(node, now);
     } else {
         if (node->was_leader) {
@@ -655,6 +781,8 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     }
     st->proposals_ok = node->proposals_ok;
     st->proposals_failed = node->proposals_failed;
+    st->read_barriers = node->read_barriers;
+    st->reads_linearized = node->reads_linearized;
 }
 
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }

@@ -38,6 +38,18 @@ int jinn_node_start(struct jinn_node *node);
 int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeout_ms,
                       jinn_propose_cb cb, void *data);
 
+/* Linearizable reads: calls cb(data, JINN_OK) once this node has proven it
+ * is still the leader and has applied everything committed before the
+ * call; then local state may be read. All reads waiting at one moment
+ * share one raft barrier. Returns JINN_ENOTLEADER (cb never called) on a
+ * follower; later failures reach cb as JINN_EUNKNOWN. */
+typedef void (*jinn_read_cb)(void *data, int code);
+int jinn_node_linearize(struct jinn_node *node, jinn_read_cb cb, void *data);
+
+/* Called after every applied command (not part of replicated state). */
+void jinn_node_set_apply_hook(struct jinn_node *node, void (*fn)(void *data, uint64_t index),
+                              void *data);
+
 /* Gracefully stops: hands leadership over if leader, closes raft. cb runs
  * once everything is closed; then jinn_node_destroy may be called. */
 void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data);
@@ -79,6 +91,7 @@ struct jinn_node_status {
     struct jinn_member members[JINN_CONFIG_MAX_PEERS];
     unsigned n_members;
     uint64_t proposals_ok, proposals_failed;
+    uint64_t read_barriers, reads_linearized;
 };
 
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st);

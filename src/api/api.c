@@ -21,6 +21,10 @@ static const struct jinn_route routes[] = {
     {"GET", "/readyz", jinn_api_readyz, 0},
     {"GET", "/metrics", jinn_api_metrics, 0},
     {"POST", "/v1/internal/nodes", jinn_api_node_set, JINN_ROUTE_LEADER},
+    {"PUT", "/v1/kv/{}/{+}", jinn_api_kv_put, JINN_ROUTE_LEADER},
+    {"DELETE", "/v1/kv/{}/{+}", jinn_api_kv_delete, JINN_ROUTE_LEADER},
+    {"GET", "/v1/kv/{}/{+}", jinn_api_kv_get, 0},
+    {"GET", "/v1/kv/{}", jinn_api_kv_list, 0},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -41,8 +45,9 @@ static int match(const char *pattern, const char *path, size_t path_len,
 
     args->n = 0;
     while (*p != '\0') {
-        if (p[0] == '{' && p[1] == '}') {
-            const char *seg_end = memchr(s, '/', (size_t)(end - s));
+        bool rest = strncmp(p, "{+}", 3) == 0;
+        if ((p[0] == '{' && p[1] == '}') || rest) {
+            const char *seg_end = rest ? end : memchr(s, '/', (size_t)(end - s));
             long n;
             if (seg_end == NULL) {
                 seg_end = end;
@@ -57,7 +62,7 @@ static int match(const char *pattern, const char *path, size_t path_len,
             }
             args->len[args->n++] = (size_t)n;
             s = seg_end;
-            p += 2;
+            p += rest ? 3 : 2;
             continue;
         }
         if (s == end || *p != *s) {
@@ -120,8 +125,7 @@ static void forwarded(void *data, int code, const struct jinn_http_msg *head, co
     jinn_http_reply(req, head->status, ctype, body, body_len);
 }
 
-/* Either forwards req to the leader or has replied with the reason why not. */
-static void forward_or_reply(struct jinn_api *api, struct jinn_http_request *req)
+void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *req)
 {
     struct jinn_node_status st;
     struct jinn_wbuf headers;
@@ -189,7 +193,7 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
             continue;
         }
         if ((r->flags & JINN_ROUTE_LEADER) && !jinn_node_is_leader(api->node)) {
-            forward_or_reply(api, req);
+            jinn_api_forward_or_reply(api, req);
             return;
         }
         r->fn(api, req, &args);
@@ -234,10 +238,8 @@ static void committed(void *data, int code, const struct jinn_result *res)
                                   ? "not committed within the request timeout; the write "
                                     "may still be applied"
                                   : NULL);
-    } else if (res->code != JINN_OK) {
-        jinn_http_reply_error(pc->req, res->code, NULL);
     } else {
-        pc->reply(pc->api, pc->req, res);
+        pc->reply(pc->api, pc->req, res); /* it answers res->code too */
     }
     jinn_free(pc);
 }

@@ -24,6 +24,9 @@ struct jinn_api {
     struct jinn_http_server *http; /* borrowed; NULL until listening */
     bool announcing;               /* one self-announcement in flight at most */
     uint64_t forwards_total, forwards_failed;
+    struct jinn_watcher *watchers; /* long-polling KV watches */
+    unsigned n_watchers;
+    bool stopping;
 };
 
 struct jinn_route_args {
@@ -41,7 +44,7 @@ enum {
 
 struct jinn_route {
     const char *method;
-    const char *pattern; /* "/v1/x/{}" - {} captures one path segment */
+    const char *pattern; /* "/v1/x/{}/{+}": {} captures one segment, {+} the rest */
     jinn_route_fn fn;
     unsigned flags;
 };
@@ -67,14 +70,31 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
 void jinn_api_node_set(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
 
+void jinn_api_kv_put(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args);
+void jinn_api_kv_delete(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+void jinn_api_kv_get(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args);
+void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
+/* Wakes watchers after an applied command (the node's apply hook). */
+void jinn_api_kv_applied(void *data, uint64_t index);
+/* Answers every pending watch (shutdown). */
+void jinn_api_stop(struct jinn_api *api);
+
 /* Shared helpers for handlers. */
+
+/* Relays req to the leader, or has replied with why it could not. */
+void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *req);
 
 /* Parses the body as a JSON object. Returns it (caller decrefs) or NULL
  * with a 400 already sent. */
 json_t *jinn_api_body_json_or_reply(struct jinn_http_request *req);
 
-/* Proposes c and answers req when it commits: reply(api, req, res) on
- * success, the matching error otherwise. Either succeeds or has replied. */
+/* Proposes c and answers req when it commits: reply(api, req, res) once
+ * applied (res->code is the command's own outcome, which reply answers),
+ * the matching error if it never commits. Either succeeds or has replied. */
 typedef void (*jinn_api_commit_fn)(struct jinn_api *api, struct jinn_http_request *req,
                                    const struct jinn_result *res);
 void jinn_api_propose_or_reply(struct jinn_api *api, struct jinn_http_request *req,

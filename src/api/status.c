@@ -168,6 +168,10 @@ static void node_set_committed(struct jinn_api *api, struct jinn_http_request *r
                                const struct jinn_result *res)
 {
     (void)api;
+    if (res->code != JINN_OK) {
+        jinn_http_reply_error(req, res->code, NULL);
+        return;
+    }
     jinn_http_reply_json(req, 200, json_pack("{s:I}", "index", (json_int_t)res->index));
 }
 

@@ -12,6 +12,10 @@ const char *jinn_cmd_type_name(int type)
         return "noop";
     case JINN_CMD_NODE_SET:
         return "node_set";
+    case JINN_CMD_KV_PUT:
+        return "kv_put";
+    case JINN_CMD_KV_DEL:
+        return "kv_del";
     default:
         return "unknown";
     }
@@ -47,6 +51,22 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->node.id);
         put_slice(w, c->node.name);
         put_slice(w, c->node.api);
+        break;
+    case JINN_CMD_KV_PUT:
+    case JINN_CMD_KV_DEL:
+        if (c->kv.ns.len == 0 || c->kv.ns.len > JINN_KV_NS_MAX || c->kv.key.len == 0 ||
+            c->kv.key.len > JINN_KV_KEY_MAX || c->kv.value.len > JINN_KV_VALUE_MAX ||
+            (c->kv.flags & ~(uint32_t)JINN_KV_CREATE_ONLY) != 0) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->kv.ns);
+        put_slice(w, c->kv.key);
+        jinn_wbuf_put_u64(w, c->kv.expect_revision);
+        if (c->type == JINN_CMD_KV_PUT) {
+            jinn_wbuf_put_u32(w, c->kv.flags);
+            jinn_wbuf_put_u64(w, c->kv.ttl_ms);
+            put_slice(w, c->kv.value);
+        }
         break;
     default:
         return JINN_EINVAL;
@@ -88,6 +108,21 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->node.name = get_slice(&r, JINN_NODE_NAME_MAX);
         c->node.api = get_slice(&r, JINN_NODE_API_MAX);
         if (c->node.name.len == 0) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_KV_PUT:
+    case JINN_CMD_KV_DEL:
+        c->kv.ns = get_slice(&r, JINN_KV_NS_MAX);
+        c->kv.key = get_slice(&r, JINN_KV_KEY_MAX);
+        c->kv.expect_revision = jinn_rbuf_get_u64(&r);
+        if (c->type == JINN_CMD_KV_PUT) {
+            c->kv.flags = jinn_rbuf_get_u32(&r);
+            c->kv.ttl_ms = jinn_rbuf_get_u64(&r);
+            c->kv.value = get_slice(&r, JINN_KV_VALUE_MAX);
+        }
+        if (c->kv.ns.len == 0 || c->kv.key.len == 0 ||
+            (c->kv.flags & ~(uint32_t)JINN_KV_CREATE_ONLY) != 0) {
             return JINN_ECORRUPT;
         }
         break;

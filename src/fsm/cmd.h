@@ -24,10 +24,18 @@
 #define JINN_CMD_MAX_SIZE (64u << 20) /* no entry is larger than 64 MiB */
 #define JINN_NODE_NAME_MAX 64
 #define JINN_NODE_API_MAX 256
+#define JINN_KV_NS_MAX 64
+#define JINN_KV_KEY_MAX 1024
+#define JINN_KV_VALUE_MAX (32u << 20) /* format cap; the configured limit is lower */
+
+/* KV_PUT flags */
+#define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * */
 
 enum jinn_cmd_type {
     JINN_CMD_NOOP = 1,     /* advances cluster time; nothing else */
     JINN_CMD_NODE_SET = 2, /* a node announces its name and API URL */
+    JINN_CMD_KV_PUT = 3,   /* set a key, optionally conditional and with a TTL */
+    JINN_CMD_KV_DEL = 4,   /* delete a key, optionally conditional */
     JINN_CMD_TYPE_MAX
 };
 
@@ -46,6 +54,14 @@ struct jinn_cmd {
             struct jinn_slice name;
             struct jinn_slice api;
         } node;
+        struct {
+            struct jinn_slice ns;
+            struct jinn_slice key;
+            struct jinn_slice value;  /* PUT only */
+            uint32_t flags;           /* PUT only: JINN_KV_CREATE_ONLY */
+            uint64_t expect_revision; /* 0: unconditional */
+            uint64_t ttl_ms;          /* PUT only; 0: never expires */
+        } kv;
     };
 };
 

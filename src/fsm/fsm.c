@@ -4,6 +4,7 @@
  *
  *   "JINNSNAP"  u32 version  u64 cluster_time_ms
  *   nodes section (nodes.c)
+ *   kv section (kv.c)
  *   u32 crc32 of every byte before it
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
@@ -11,6 +12,7 @@
 #include "fsm/fsm.h"
 
 #include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -38,15 +40,31 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     if (c.time_ms > fsm->time_ms) {
         fsm->time_ms = c.time_ms;
     }
+    /* Expiry first: a key whose TTL passed is gone before this command
+     * looks at it, on every replica alike. */
+    jinn_kv_expire(&fsm->kv, index, fsm->time_ms);
     switch (c.type) {
     case JINN_CMD_NOOP:
         break;
     case JINN_CMD_NODE_SET:
         rv = jinn_nodes_apply(&fsm->nodes, &c);
         break;
+    case JINN_CMD_KV_PUT:
+        rv = jinn_kv_put(&fsm->kv, index, fsm->time_ms, &c, &fsm->result.value);
+        break;
+    case JINN_CMD_KV_DEL:
+        rv = jinn_kv_del(&fsm->kv, index, &c, &fsm->result.value);
+        break;
     default:
         assert(!"decode accepted an unknown type");
         rv = JINN_ECORRUPT;
+    }
+    if (rv == JINN_ENOMEM) {
+        /* Failing here while other replicas succeed would fork the state:
+         * stop instead, and let the log replay after restart. */
+        jinn_error("entry %llu: out of memory while applying; stopping",
+                   (unsigned long long)index);
+        abort();
     }
     fsm->applied++;
     fsm->result.code = rv;
@@ -65,6 +83,9 @@ static int fsm_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void
     /* libraft 0.15 advances last_applied only after apply returns. */
     uint64_t index = fsm->raft->last_applied + 1;
     *result = (void *)apply_at(fsm, index, buf->base, buf->len);
+    if (fsm->on_apply != NULL) {
+        fsm->on_apply(fsm->on_apply_data, index);
+    }
     return 0;
 }
 
@@ -75,6 +96,7 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_wbuf_put_u32(w, JINN_SNAPSHOT_VERSION);
     jinn_wbuf_put_u64(w, fsm->time_ms);
     jinn_nodes_encode(&fsm->nodes, w);
+    jinn_kv_encode(&fsm->kv, w);
     if (w->failed) {
         return JINN_ENOMEM;
     }
@@ -86,6 +108,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
 {
     struct jinn_rbuf r;
     struct jinn_nodes *nodes;
+    struct jinn_kv *kv;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -105,22 +128,36 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     }
     time_ms = jinn_rbuf_get_u64(&r);
     nodes = jinn_malloc(sizeof *nodes);
-    if (nodes == NULL) {
+    kv = jinn_malloc(sizeof *kv);
+    if (nodes == NULL || kv == NULL) {
+        jinn_free(nodes);
+        jinn_free(kv);
         return JINN_ENOMEM;
     }
     jinn_nodes_init(nodes);
+    jinn_kv_init(kv);
     rv = jinn_nodes_decode(nodes, &r);
+    if (rv == 0) {
+        rv = jinn_kv_decode(kv, &r);
+    }
     if (rv == 0 && (r.failed || r.left != 0)) {
         rv = JINN_ECORRUPT;
     }
     if (rv != 0) {
         jinn_nodes_clear(nodes);
+        jinn_kv_clear(kv);
         jinn_free(nodes);
+        jinn_free(kv);
         return rv;
     }
     jinn_nodes_clear(&fsm->nodes);
     fsm->nodes = *nodes;
+    jinn_kv_clear(&fsm->kv);
+    /* The trees hold pointers into their own nodes only; moving the
+     * struct is safe. */
+    fsm->kv = *kv;
     jinn_free(nodes);
+    jinn_free(kv);
     fsm->time_ms = time_ms;
     return 0;
 }
@@ -186,6 +223,11 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     fsm->iface.snapshot_finalize = fsm_snapshot_finalize;
     fsm->iface.restore = fsm_restore;
     jinn_nodes_init(&fsm->nodes);
+    jinn_kv_init(&fsm->kv);
 }
 
-void jinn_fsm_close(struct jinn_fsm *fsm) { jinn_nodes_clear(&fsm->nodes); }
+void jinn_fsm_close(struct jinn_fsm *fsm)
+{
+    jinn_nodes_clear(&fsm->nodes);
+    jinn_kv_clear(&fsm->kv);
+}

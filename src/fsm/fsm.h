@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "fsm/kv.h"
 #include "fsm/nodes.h"
 
 #define JINN_SNAPSHOT_MAGIC "JINNSNAP"
@@ -37,7 +38,11 @@ struct jinn_fsm {
     uint64_t time_ms;      /* cluster time */
     uint64_t applied;      /* commands applied since start or restore */
     struct jinn_nodes nodes;
+    struct jinn_kv kv;
     struct jinn_result result;
+    /* Told after every applied command (watchers wake up here). Not state. */
+    void (*on_apply)(void *data, uint64_t index);
+    void *on_apply_data;
 };
 
 void jinn_fsm_init(struct jinn_fsm *fsm);

@@ -1,0 +1,689 @@
+/* kv.c - the key-value API: writes through the log, reads by policy.
+ *
+ * Writes (PUT, DELETE) run on the leader. Reads follow the namespace's
+ * consensus policy: linearizable reads are served by the leader after a
+ * shared barrier (followers relay them); stale reads are served from this
+ * node's state, with headers saying how fresh it is, and refused past
+ * max_staleness. Watches long-poll the node's history of changes. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "api/api.h"
+#include "codec.h"
+#include "error.h"
+#include "log.h"
+
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 1000
+#define WATCH_MAX_EVENTS 1000
+#define WATCH_DEFAULT_MS 30000
+#define WATCH_MAX_MS 300000
+#define WATCHERS_MAX 4096
+#define TTL_MAX_MS (UINT64_C(10) * 365 * 24 * 3600 * 1000)
+
+struct jinn_watcher {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    struct jinn_watcher *prev, *next;
+    uv_timer_t timer;
+    char ns[JINN_KV_NS_MAX + 1];
+    uint8_t prefix[JINN_KV_KEY_MAX];
+    size_t prefix_len;
+    uint64_t after;
+};
+
+/* ---- argument checks (each either succeeds or has replied) --------------- */
+
+static bool valid_ns(const char *ns, size_t len)
+{
+    if (len == 0 || len > JINN_KV_NS_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = ns[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool ns_key_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args,
+                            bool with_key)
+{
+    if (!valid_ns(args->arg[0], args->len[0])) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "namespace must be 1-64 of A-Z a-z 0-9 _ - .");
+        return false;
+    }
+    if (with_key && (args->len[1] == 0 || args->len[1] > JINN_KV_KEY_MAX ||
+                     !jinn_utf8_valid(args->arg[1], args->len[1]))) {
+        jinn_http_reply_error(req, JINN_EINVAL, "key must be 1-1024 bytes of UTF-8");
+        return false;
+    }
+    return true;
+}
+
+/* Reads a query parameter into buf; false (replied) if malformed. *present
+ * tells whether it was given. */
+static bool query_or_reply(struct jinn_http_request *req, const char *name, char *buf,
+                           size_t cap, bool *present)
+{
+    long n = jinn_http_query_get(req->query, req->query_len, name, buf, cap);
+    char msg[96];
+    *present = n >= 0;
+    if (n == -2) {
+        snprintf(msg, sizeof msg, "bad or too long query parameter '%s'", name);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    if (n < 0) {
+        buf[0] = '\0';
+    }
+    return true;
+}
+
+static bool uint_or_reply(struct jinn_http_request *req, const char *name, uint64_t dflt,
+                          uint64_t max, uint64_t *out)
+{
+    char buf[32], msg[96], *end;
+    bool present;
+    if (!query_or_reply(req, name, buf, sizeof buf, &present)) {
+        return false;
+    }
+    if (!present) {
+        *out = dflt;
+        return true;
+    }
+    *out = strtoull(buf, &end, 10);
+    if (buf[0] < '0' || buf[0] > '9' || *end != '\0' || *out > max) {
+        snprintf(msg, sizeof msg, "%s must be a number up to %llu", name,
+                 (unsigned long long)max);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    return true;
+}
+
+/* Parses If-Match / If-None-Match into the command. */
+static bool conditions_or_reply(struct jinn_http_request *req, struct jinn_cmd *c, bool put)
+{
+    const struct jinn_http_header *im = jinn_http_header_find(&req->msg, "if-match");
+    const struct jinn_http_header *inm = jinn_http_header_find(&req->msg, "if-none-match");
+    if (inm != NULL) {
+        if (!put || inm->value_len != 1 || inm->value[0] != '*' || im != NULL) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "If-None-Match takes only \"*\" (create if absent), "
+                                  "on PUT, without If-Match");
+            return false;
+        }
+        c->kv.flags |= JINN_KV_CREATE_ONLY;
+    }
+    if (im != NULL) {
+        const char *v = im->value;
+        size_t n = im->value_len;
+        uint64_t rev = 0;
+        if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+            v++;
+            n -= 2;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (v[i] < '0' || v[i] > '9' || rev > (UINT64_MAX - 9) / 10) {
+                n = 0;
+                break;
+            }
+            rev = rev * 10 + (uint64_t)(v[i] - '0');
+        }
+        if (n == 0 || rev == 0) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "If-Match must be a revision like \"42\" (from an ETag)");
+            return false;
+        }
+        c->kv.expect_revision = rev;
+    }
+    return true;
+}
+
+static void set_etag(struct jinn_http_request *req, uint64_t revision)
+{
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%" PRIu64 "\"", revision);
+    jinn_http_add_header(req, "ETag", etag);
+}
+
+static void reply_revision(struct jinn_http_request *req, int code, uint64_t revision)
+{
+    json_t *obj;
+    if (code == JINN_OK) {
+        set_etag(req, revision);
+        jinn_http_reply_json(req, 200, json_pack("{s:I}", "revision", (json_int_t)revision));
+        return;
+    }
+    if (code == JINN_EPRECONDITION || code == JINN_ENOTFOUND) {
+        /* The current revision lets the client retry its compare-and-set. */
+        obj = json_pack("{s:s, s:s, s:I}", "error", jinn_error_name(code), "message",
+                        jinn_error_message(code), "revision", (json_int_t)revision);
+        jinn_http_reply_json(req, jinn_error_http_status(code), obj);
+        return;
+    }
+    jinn_http_reply_error(req, code, NULL);
+}
+
+static void write_committed(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_result *res)
+{
+    (void)api;
+    reply_revision(req, res->code, res->value);
+}
+
+static void fill_ns_key(struct jinn_cmd *c, const struct jinn_route_args *args)
+{
+    c->kv.ns.p = (const uint8_t *)args->arg[0];
+    c->kv.ns.len = args->len[0];
+    c->kv.key.p = (const uint8_t *)args->arg[1];
+    c->kv.key.len = args->len[1];
+}
+
+void jinn_api_kv_put(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args)
+{
+    struct jinn_cmd c;
+    char ttl[32];
+    bool has_ttl;
+
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_KV_PUT;
+    if (!ns_key_or_reply(req, args, true) || !conditions_or_reply(req, &c, true) ||
+        !query_or_reply(req, "ttl", ttl, sizeof ttl, &has_ttl)) {
+        return;
+    }
+    if (has_ttl && (jinn_parse_duration(ttl, &c.kv.ttl_ms) != 0 || c.kv.ttl_ms == 0 ||
+                    c.kv.ttl_ms > TTL_MAX_MS)) {
+        jinn_http_reply_error(req, JINN_EINVAL, "ttl must be a duration like 30s, 1ms..10y");
+        return;
+    }
+    if (req->body_len > api->cfg->max_body_bytes || req->body_len > JINN_KV_VALUE_MAX) {
+        jinn_http_reply_error(req, JINN_ETOOBIG, NULL);
+        return;
+    }
+    fill_ns_key(&c, args);
+    c.kv.value.p = (const uint8_t *)req->body;
+    c.kv.value.len = req->body_len;
+    jinn_api_propose_or_reply(api, req, &c, write_committed);
+}
+
+void jinn_api_kv_delete(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args)
+{
+    struct jinn_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_KV_DEL;
+    if (!ns_key_or_reply(req, args, true) || !conditions_or_reply(req, &c, false)) {
+        return;
+    }
+    fill_ns_key(&c, args);
+    jinn_api_propose_or_reply(api, req, &c, write_committed);
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+enum read_mode { READ_LINEARIZABLE, READ_STALE };
+
+/* Decides how to serve a read in ns; false when it has replied (bad
+ * request, too stale). */
+static bool read_mode_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                               const char *ns, enum read_mode *mode)
+{
+    struct jinn_policy pol = jinn_config_policy(api->cfg, ns);
+    struct jinn_node_status st;
+    char want[32];
+    bool present;
+
+    if (!query_or_reply(req, "consistency", want, sizeof want, &present)) {
+        return false;
+    }
+    if (!present) {
+        *mode = pol.stale_reads ? READ_STALE : READ_LINEARIZABLE;
+    } else if (strcmp(want, "linearizable") == 0) {
+        *mode = READ_LINEARIZABLE;
+    } else if (strcmp(want, "stale") == 0) {
+        if (!pol.stale_reads) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "stale reads are not allowed in this namespace (mode cp)");
+            return false;
+        }
+        *mode = READ_STALE;
+    } else {
+        jinn_http_reply_error(req, JINN_EINVAL, "consistency must be linearizable or stale");
+        return false;
+    }
+    if (*mode == READ_STALE) {
+        jinn_node_status(api->node, &st);
+        if (st.role != JINN_ROLE_LEADER && pol.max_staleness_ms != 0 &&
+            (st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
+            jinn_http_reply_error(req, JINN_ESTALE, NULL);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Freshness headers on every read. */
+static void freshness(struct jinn_api *api, struct jinn_http_request *req, enum read_mode mode)
+{
+    struct jinn_node_status st;
+    char buf[32];
+    jinn_node_status(api->node, &st);
+    snprintf(buf, sizeof buf, "%" PRIu64, st.applied_index);
+    jinn_http_add_header(req, "X-Jinn-Applied-Index", buf);
+    snprintf(buf, sizeof buf, "%" PRId64, st.leader_contact_ms);
+    jinn_http_add_header(req, "X-Jinn-Leader-Contact-Ms", buf);
+    jinn_http_add_header(req, "X-Jinn-Consistency",
+                         mode == READ_LINEARIZABLE ? "linearizable" : "stale");
+}
+
+/* A read that may need the leader: runs fn now (stale), after a barrier
+ * (linearizable, on the leader) or relays the request to the leader. */
+typedef void (*read_fn)(struct jinn_api *api, struct jinn_http_request *req);
+
+struct pending_read {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    read_fn fn;
+};
+
+static void linearized(void *data, int code)
+{
+    struct pending_read *pr = data;
+    if (code != JINN_OK) {
+        jinn_http_reply_error(pr->req, code == JINN_EUNKNOWN ? JINN_ENOLEADER : code,
+                              "leadership could not be confirmed; retry");
+    } else {
+        freshness(pr->api, pr->req, READ_LINEARIZABLE);
+        pr->fn(pr->api, pr->req);
+    }
+    jinn_free(pr);
+}
+
+static void run_read(struct jinn_api *api, struct jinn_http_request *req, enum read_mode mode,
+                     read_fn fn)
+{
+    struct pending_read *pr;
+    int rv;
+    if (mode == READ_STALE) {
+        freshness(api, req, mode);
+        fn(api, req);
+        return;
+    }
+    if (!jinn_node_is_leader(api->node)) {
+        jinn_api_forward_or_reply(api, req);
+        return;
+    }
+    pr = jinn_malloc(sizeof *pr);
+    if (pr == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    pr->api = api;
+    pr->req = req;
+    pr->fn = fn;
+    rv = jinn_node_linearize(api->node, linearized, pr);
+    if (rv != JINN_OK) {
+        jinn_free(pr);
+        if (rv == JINN_ENOTLEADER) {
+            jinn_api_forward_or_reply(api, req);
+        } else {
+            jinn_http_reply_error(req, rv, NULL);
+        }
+    }
+}
+
+/* The route args do not outlive the handler: reads that wait re-derive
+ * them from the request path. */
+static bool args_of(struct jinn_http_request *req, struct jinn_route_args *args, bool with_key)
+{
+    const char *p = req->path + strlen("/v1/kv/");
+    const char *end = req->path + req->path_len;
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    long n;
+    if (slash == NULL) {
+        slash = end;
+    }
+    n = jinn_http_unescape(p, (size_t)(slash - p), args->arg[0], JINN_ROUTE_ARG_MAX, false);
+    if (n < 0) {
+        return false;
+    }
+    args->len[0] = (size_t)n;
+    if (with_key) {
+        n = jinn_http_unescape(slash + 1, (size_t)(end - slash - 1), args->arg[1],
+                               JINN_ROUTE_ARG_MAX, false);
+        if (n < 0) {
+            return false;
+        }
+        args->len[1] = (size_t)n;
+    }
+    return true;
+}
+
+static void get_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    struct jinn_route_args *args = jinn_malloc(sizeof *args);
+    const struct jinn_kv_entry *e;
+    if (args == NULL || !args_of(req, args, true)) {
+        jinn_free(args);
+        jinn_http_reply_error(req, args ? JINN_EINVAL : JINN_ENOMEM, NULL);
+        return;
+    }
+    e = jinn_kv_get(&jinn_node_fsm(api->node)->kv, args->arg[0], (const uint8_t *)args->arg[1],
+                    args->len[1]);
+    jinn_free(args);
+    if (e == NULL) {
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such key");
+        return;
+    }
+    set_etag(req, e->revision);
+    jinn_http_reply(req, 200, "application/octet-stream", e->value, e->value_len);
+}
+
+void jinn_api_kv_get(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args)
+{
+    enum read_mode mode;
+    if (!ns_key_or_reply(req, args, true) || !read_mode_or_reply(api, req, args->arg[0], &mode)) {
+        return;
+    }
+    run_read(api, req, mode, get_now);
+}
+
+/* ---- listing ------------------------------------------------------------ */
+
+static void put_json_value(json_t *obj, const uint8_t *value, size_t len)
+{
+    if (jinn_utf8_valid(value, len) && memchr(value, '\0', len) == NULL) {
+        json_object_set_new(obj, "value", json_stringn((const char *)value, len));
+    } else {
+        struct jinn_wbuf w;
+        jinn_wbuf_init(&w);
+        jinn_wbuf_put_base64(&w, value, len);
+        if (!w.failed) {
+            json_object_set_new(obj, "value_base64",
+                                json_stringn(w.data ? (const char *)w.data : "", w.len));
+        }
+        jinn_wbuf_free(&w);
+    }
+}
+
+struct list_state {
+    json_t *keys;
+    uint64_t limit;
+    uint64_t now;
+    bool values;
+    bool more;
+    size_t count;
+};
+
+static bool list_one(void *data, const struct jinn_kv_entry *e)
+{
+    struct list_state *ls = data;
+    json_t *item;
+    if (ls->count == ls->limit) {
+        ls->more = true;
+        return false;
+    }
+    item = json_pack("{s:s%, s:I, s:I}", "key", (const char *)e->key, e->key_len, "revision",
+                     (json_int_t)e->revision, "create_revision", (json_int_t)e->create_revision);
+    if (item == NULL) {
+        return false;
+    }
+    if (e->expires_at != 0) {
+        json_object_set_new(item, "expires_in_ms",
+                            json_integer(e->expires_at > ls->now
+                                             ? (json_int_t)(e->expires_at - ls->now)
+                                             : 0));
+    }
+    if (ls->values) {
+        put_json_value(item, e->value, e->value_len);
+    }
+    json_array_append_new(ls->keys, item);
+    ls->count++;
+    return true;
+}
+
+static void list_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    struct jinn_route_args *args = jinn_malloc(sizeof *args);
+    char *prefix = jinn_malloc(JINN_KV_KEY_MAX + 1), *after = jinn_malloc(JINN_KV_KEY_MAX + 1);
+    struct list_state ls;
+    uint64_t values;
+    bool has_prefix, has_after;
+    json_t *obj;
+
+    memset(&ls, 0, sizeof ls);
+    if (args == NULL || prefix == NULL || after == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        goto out;
+    }
+    if (!args_of(req, args, false) ||
+        !query_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &has_prefix) ||
+        !query_or_reply(req, "start_after", after, JINN_KV_KEY_MAX + 1, &has_after) ||
+        !uint_or_reply(req, "limit", LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, &ls.limit) ||
+        !uint_or_reply(req, "values", 0, 1, &values)) {
+        goto out;
+    }
+    ls.values = values == 1;
+    ls.now = fsm->time_ms;
+    ls.keys = json_array();
+    if (ls.keys == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        goto out;
+    }
+    jinn_kv_scan(&fsm->kv, args->arg[0], (const uint8_t *)prefix, strlen(prefix),
+                 has_after ? (const uint8_t *)after : NULL, strlen(after), list_one, &ls);
+    obj = json_pack("{s:o, s:b, s:I}", "keys", ls.keys, "more", ls.more, "revision",
+                    (json_int_t)fsm->kv.last_revision);
+    jinn_http_reply_json(req, 200, obj);
+out:
+    jinn_free(args);
+    jinn_free(prefix);
+    jinn_free(after);
+}
+
+/* ---- watch ---------------------------------------------------------------- */
+
+static json_t *event_json(const struct jinn_kv_event *ev)
+{
+    static const char *const types[] = {"", "put", "delete", "expire"};
+    json_t *obj = json_pack("{s:s, s:s%, s:I}", "type", types[ev->type], "key",
+                            (const char *)ev->key, ev->key_len, "revision",
+                            (json_int_t)ev->revision);
+    if (obj != NULL && ev->type == JINN_KV_EVENT_PUT) {
+        put_json_value(obj, ev->value ? ev->value : (const uint8_t *)"", ev->value_len);
+    }
+    return obj;
+}
+
+/* Collects the events after w->after matching the watch. Never splits a
+ * revision across replies. Returns NULL when there are none. */
+static json_t *collect(const struct jinn_kv *kv, const struct jinn_watcher *w,
+                       uint64_t *last)
+{
+    json_t *events = NULL;
+    size_t n = jinn_kv_history_len(kv), count = 0;
+    size_t lo = 0, hi = n;
+
+    /* Binary search for the first event after w->after (revisions ascend). */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (jinn_kv_history_at(kv, mid)->revision <= w->after) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    for (size_t i = lo; i < n; i++) {
+        const struct jinn_kv_event *ev = jinn_kv_history_at(kv, i);
+        if (count >= WATCH_MAX_EVENTS && ev->revision != *last) {
+            break;
+        }
+        if (strcmp(ev->ns, w->ns) != 0 || ev->key_len < w->prefix_len ||
+            memcmp(ev->key, w->prefix, w->prefix_len) != 0) {
+            continue;
+        }
+        if (events == NULL && (events = json_array()) == NULL) {
+            return NULL;
+        }
+        json_array_append_new(events, event_json(ev));
+        *last = ev->revision;
+        count++;
+    }
+    return events;
+}
+
+static void watcher_closed(uv_handle_t *h) { jinn_free(h->data); }
+
+static void watcher_finish(struct jinn_watcher *w, json_t *events, uint64_t revision)
+{
+    struct jinn_api *api = w->api;
+    if (w->prev) {
+        w->prev->next = w->next;
+    } else {
+        api->watchers = w->next;
+    }
+    if (w->next) {
+        w->next->prev = w->prev;
+    }
+    api->n_watchers--;
+    jinn_http_reply_json(w->req, 200,
+                         json_pack("{s:o, s:I}", "events", events ? events : json_array(),
+                                   "revision", (json_int_t)revision));
+    uv_close((uv_handle_t *)&w->timer, watcher_closed);
+}
+
+static void watch_timeout(uv_timer_t *t)
+{
+    struct jinn_watcher *w = t->data;
+    const struct jinn_fsm *fsm = jinn_node_fsm(w->api->node);
+    uint64_t last = fsm->kv.last_revision > w->after ? fsm->kv.last_revision : w->after;
+    watcher_finish(w, NULL, last);
+}
+
+void jinn_api_kv_applied(void *data, uint64_t index)
+{
+    struct jinn_api *api = data;
+    const struct jinn_kv *kv = &jinn_node_fsm(api->node)->kv;
+    (void)index;
+    for (struct jinn_watcher *w = api->watchers, *next; w != NULL; w = next) {
+        uint64_t last = 0;
+        json_t *events;
+        next = w->next;
+        if (kv->last_revision <= w->after) {
+            continue;
+        }
+        events = collect(kv, w, &last);
+        if (events != NULL) {
+            uv_timer_stop(&w->timer);
+            watcher_finish(w, events, last);
+        }
+    }
+}
+
+void jinn_api_stop(struct jinn_api *api)
+{
+    api->stopping = true;
+    while (api->watchers != NULL) {
+        struct jinn_watcher *w = api->watchers;
+        uv_timer_stop(&w->timer);
+        watcher_finish(w, NULL, w->after);
+    }
+}
+
+static void watch(struct jinn_api *api, struct jinn_http_request *req,
+                  const struct jinn_route_args *args, const char *prefix)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    struct jinn_policy pol = jinn_config_policy(api->cfg, args->arg[0]);
+    struct jinn_node_status st;
+    struct jinn_watcher *w;
+    uint64_t after, timeout_ms, last = 0;
+    char tbuf[32];
+    bool has_timeout;
+    json_t *events;
+
+    if (!uint_or_reply(req, "after", fsm->kv.last_revision, UINT64_MAX, &after) ||
+        !query_or_reply(req, "timeout", tbuf, sizeof tbuf, &has_timeout)) {
+        return;
+    }
+    timeout_ms = WATCH_DEFAULT_MS;
+    if (has_timeout && (jinn_parse_duration(tbuf, &timeout_ms) != 0 || timeout_ms == 0 ||
+                        timeout_ms > WATCH_MAX_MS)) {
+        jinn_http_reply_error(req, JINN_EINVAL, "timeout must be a duration up to 5m");
+        return;
+    }
+    jinn_node_status(api->node, &st);
+    if (!pol.stale_reads && !st.quorum) {
+        /* A CP watch must not feed a client from a cut-off replica. */
+        jinn_http_reply_error(req, JINN_ENOLEADER, NULL);
+        return;
+    }
+    if (after < fsm->kv.history_floor) {
+        json_t *obj = json_pack("{s:s, s:s, s:I}", "error", jinn_error_name(JINN_ECOMPACTED),
+                                "message", jinn_error_message(JINN_ECOMPACTED), "revision",
+                                (json_int_t)fsm->kv.history_floor);
+        jinn_http_reply_json(req, 410, obj);
+        return;
+    }
+    w = jinn_calloc(1, sizeof *w);
+    if (w == NULL || api->n_watchers >= WATCHERS_MAX || api->stopping) {
+        jinn_free(w);
+        jinn_http_reply_error(req, w ? JINN_EBUSY : JINN_ENOMEM, NULL);
+        return;
+    }
+    w->api = api;
+    w->req = req;
+    memcpy(w->ns, args->arg[0], args->len[0] + 1);
+    w->prefix_len = strlen(prefix);
+    memcpy(w->prefix, prefix, w->prefix_len);
+    w->after = after;
+    freshness(api, req, READ_STALE);
+    events = collect(&fsm->kv, w, &last);
+    uv_timer_init(api->loop, &w->timer);
+    w->timer.data = w;
+    w->next = api->watchers;
+    if (api->watchers) {
+        api->watchers->prev = w;
+    }
+    api->watchers = w;
+    api->n_watchers++;
+    if (events != NULL) {
+        watcher_finish(w, events, last);
+        return;
+    }
+    uv_timer_start(&w->timer, watch_timeout, timeout_ms, 0);
+}
+
+void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args)
+{
+    enum read_mode mode;
+    uint64_t is_watch;
+    char prefix[JINN_KV_KEY_MAX + 1];
+    bool has_prefix;
+
+    if (!ns_key_or_reply(req, args, false) || !uint_or_reply(req, "watch", 0, 1, &is_watch) ||
+        !query_or_reply(req, "prefix", prefix, sizeof prefix, &has_prefix)) {
+        return;
+    }
+    if (is_watch) {
+        watch(api, req, args, prefix);
+        return;
+    }
+    if (!read_mode_or_reply(api, req, args->arg[0], &mode)) {
+        return;
+    }
+    run_read(api, req, mode, list_now);
+}
