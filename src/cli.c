@@ -22,6 +22,8 @@
 #include "httpmsg.h"
 #include "version.h"
 
+int64_t jinn_cli_timeout_ms = JINN_CLI_TIMEOUT_MS;
+
 struct cli_opts {
     const char *addr;
     int json;
@@ -69,15 +71,31 @@ static int wait_fd(int fd, short events, int64_t deadline)
     return rv == 1 ? 0 : -1;
 }
 
+void jinn_cli_escape(struct jinn_wbuf *w, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            jinn_wbuf_put_u8(w, c);
+        } else {
+            jinn_wbuf_put_u8(w, '%');
+            jinn_wbuf_put_u8(w, (uint8_t)hex[c >> 4]);
+            jinn_wbuf_put_u8(w, (uint8_t)hex[c & 15]);
+        }
+    }
+}
+
 int jinn_cli_request(const char *addr, const char *method, const char *target,
-                     const char *body, size_t body_len, int *status, char **resp,
-                     size_t *resp_len, char *err, size_t err_len)
+                     const char *headers, const char *body, size_t body_len, int *status,
+                     char **resp, size_t *resp_len, char *err, size_t err_len)
 {
     struct sockaddr_in sa;
     struct jinn_wbuf req, in;
     struct jinn_http_limits limits = {64u * 1024, 0, JINN_CLI_MAX_RESPONSE};
     struct jinn_http_msg head;
-    int64_t deadline = mono_ms() + JINN_CLI_TIMEOUT_MS;
+    int64_t deadline = mono_ms() + jinn_cli_timeout_ms;
     int fd = -1, rv = -1;
     size_t sent = 0;
 
@@ -111,8 +129,8 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
     }
     jinn_wbuf_printf(&req,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
-                     "Content-Length: %zu\r\n\r\n",
-                     method, target, addr + 7, body_len);
+                     "Content-Length: %zu\r\n%s\r\n",
+                     method, target, addr + 7, body_len, headers ? headers : "");
     jinn_wbuf_put_raw(&req, body, body_len);
     if (req.failed) {
         snprintf(err, err_len, "out of memory");
@@ -204,7 +222,8 @@ static json_t *get_json(const char *addr, const char *target, int *status)
     json_error_t jerr;
     json_t *obj;
 
-    if (jinn_cli_request(addr, "GET", target, "", 0, status, &body, &len, err, sizeof err) != 0) {
+    if (jinn_cli_request(addr, "GET", target, NULL, "", 0, status, &body, &len, err,
+                         sizeof err) != 0) {
         fprintf(stderr, "jinn: %s\n", err);
         return NULL;
     }

@@ -8,18 +8,28 @@
 #define JINN_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define JINN_CLI_DEFAULT_ADDR "http://127.0.0.1:8080"
 #define JINN_CLI_TIMEOUT_MS 5000
 #define JINN_CLI_MAX_RESPONSE (64u << 20)
 
+/* How long one request may take (the watch command raises it). */
+extern int64_t jinn_cli_timeout_ms;
+
 int jinn_cli_status(int argc, char **argv);
 int jinn_cli_version(int argc, char **argv);
+/* jinn kv put|get|create|cas|del|ls|watch ... (cli_kv.c) */
+int jinn_cli_kv(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */
 int jinn_cli_request(const char *addr, const char *method, const char *target,
-                     const char *body, size_t body_len, int *status, char **resp,
-                     size_t *resp_len, char *err, size_t err_len);
+                     const char *headers, const char *body, size_t body_len, int *status,
+                     char **resp, size_t *resp_len, char *err, size_t err_len);
+
+/* Percent-encodes s for a path segment into w. */
+struct jinn_wbuf;
+void jinn_cli_escape(struct jinn_wbuf *w, const char *s, size_t n);
 
 #endif
