@@ -84,7 +84,12 @@ cluster: build/test/jinn
 valgrind: build/vg/unit
 	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite ./build/vg/unit
 
-bench: build/jinn
+build/bench/load: bench/load.c build/rel/src/httpmsg.o build/rel/src/fetch.o \
+                  build/rel/src/alloc.o build/rel/src/codec.o build/rel/src/error.o
+	@mkdir -p build/bench
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
+
+bench: deps build/jinn build/bench/load
 	bench/run
 
 format:

@@ -139,6 +139,10 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
             st.proposals_ok);
     COUNTER("jinn_proposals_failed_total", "Proposals that failed or timed out.", "%" PRIu64,
             st.proposals_failed);
+    COUNTER("jinn_read_barriers_total", "Raft barriers run for linearizable reads.",
+            "%" PRIu64, st.read_barriers);
+    COUNTER("jinn_reads_linearized_total", "Linearizable reads served after a barrier.",
+            "%" PRIu64, st.reads_linearized);
     COUNTER("jinn_forwards_total", "Requests forwarded to the leader.", "%" PRIu64,
             api->forwards_total);
     COUNTER("jinn_forwards_failed_total", "Forwarded requests that failed.", "%" PRIu64,

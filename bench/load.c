@@ -1,0 +1,320 @@
+/* load.c - the HTTP load generator used by bench/run.
+ *
+ * Keeps --conns keep-alive connections busy against one or more jinn nodes
+ * (connections are spread round-robin over the --url list), each issuing
+ * one request at a time for --duration seconds after --warmup seconds, and
+ * prints one JSON line: ops/s, latency percentiles, errors. Workloads:
+ *   put       PUT  /v1/kv/NS/k<i>        (--value-size bytes)
+ *   get       GET  /v1/kv/NS/k<i>        (the namespace's default consistency)
+ *   get-lin   GET  ...?consistency=linearizable
+ *   get-stale GET  ...?consistency=stale
+ *   cas       PUT  with If-Match on a few hot keys (412s count as done)
+ * Keys k0..k<keys-1> are chosen round-robin per connection.
+ *
+ *   build/bench/load --url http://127.0.0.1:8081 --workload put --conns 64
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fetch.h"
+#include "httpmsg.h"
+
+#define MAX_URLS 8
+#define MAX_CONNS 4096
+#define BUF_SIZE 65536
+#define MAX_SAMPLES (1u << 24)
+
+struct options {
+    const char *urls[MAX_URLS];
+    int n_urls;
+    const char *workload;
+    const char *ns;
+    int conns, threads, keys, value_size;
+    double duration, warmup;
+};
+
+struct conn {
+    int fd;
+    int url;
+    char out[2048 + 65536];
+    size_t out_len, out_sent;
+    char in[BUF_SIZE];
+    size_t in_len;
+    double started;
+    unsigned seq;
+    unsigned long long revision; /* for cas: the last revision seen */
+};
+
+struct worker {
+    const struct options *o;
+    int first, count; /* connection ids */
+    struct conn *conns;
+    double *lat;
+    size_t n_lat, cap_lat;
+    unsigned long long ok, errors, precondition;
+    double t_start, t_measure, t_end;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int connect_to(const char *url)
+{
+    struct sockaddr_in sa;
+    int fd, one = 1;
+    if (jinn_fetch_parse_url(url, &sa) != 0) {
+        fprintf(stderr, "load: bad url %s\n", url);
+        exit(2);
+    }
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fprintf(stderr, "load: connect %s: %s\n", url, strerror(errno));
+        exit(1);
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static void build_request(const struct options *o, struct conn *c, int id)
+{
+    static char value[65536];
+    unsigned key = (unsigned)(id * 7919 + (int)c->seq) % (unsigned)o->keys;
+    const char *w = o->workload;
+    int n;
+    c->seq++;
+    if (value[0] == 0) {
+        memset(value, 'v', sizeof value);
+    }
+    if (strcmp(w, "put") == 0) {
+        n = snprintf(c->out, 2048, "PUT /v1/kv/%s/k%u HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n",
+                     o->ns, key, o->value_size);
+        memcpy(c->out + n, value, (size_t)o->value_size);
+        c->out_len = (size_t)n + (size_t)o->value_size;
+    } else if (strcmp(w, "cas") == 0) {
+        key %= 8; /* hot keys */
+        n = snprintf(c->out, 2048,
+                     "PUT /v1/kv/%s/hot%u HTTP/1.1\r\nHost: b\r\nIf-Match: \"%llu\"\r\n"
+                     "Content-Length: %d\r\n\r\n",
+                     o->ns, key, c->revision ? c->revision : 1, o->value_size);
+        memcpy(c->out + n, value, (size_t)o->value_size);
+        c->out_len = (size_t)n + (size_t)o->value_size;
+    } else {
+        const char *q = strcmp(w, "get-lin") == 0     ? "?consistency=linearizable"
+                        : strcmp(w, "get-stale") == 0 ? "?consistency=stale"
+                                                      : "";
+        n = snprintf(c->out, 2048, "GET /v1/kv/%s/k%u%s HTTP/1.1\r\nHost: b\r\n\r\n", o->ns,
+                     key, q);
+        c->out_len = (size_t)n;
+    }
+    c->out_sent = 0;
+}
+
+static void record(struct worker *w, double latency)
+{
+    if (w->n_lat == w->cap_lat && w->cap_lat < MAX_SAMPLES) {
+        w->cap_lat = w->cap_lat ? w->cap_lat * 2 : 65536;
+        w->lat = realloc(w->lat, w->cap_lat * sizeof *w->lat);
+        if (w->lat == NULL) {
+            exit(1);
+        }
+    }
+    if (w->n_lat < w->cap_lat) {
+        w->lat[w->n_lat++] = latency;
+    }
+}
+
+/* Returns 1 when a whole response was consumed. */
+static int consume(struct worker *w, struct conn *c, double t)
+{
+    struct jinn_http_limits limits = {BUF_SIZE, 0, BUF_SIZE};
+    struct jinn_http_msg m;
+    const char *body;
+    size_t body_len, total;
+    bool owned;
+    if (jinn_http_parse_head(c->in, c->in_len, true, &limits, &m) != 0 ||
+        jinn_http_parse_body(c->in, c->in_len, &m, BUF_SIZE, &body, &body_len, &owned,
+                             &total) != 0) {
+        return 0;
+    }
+    if (t >= w->t_measure && t < w->t_end) {
+        if (m.status == 200 || m.status == 404) {
+            w->ok++;
+            record(w, t - c->started);
+        } else if (m.status == 412) {
+            w->precondition++;
+            w->ok++;
+            record(w, t - c->started);
+        } else {
+            w->errors++;
+        }
+    }
+    if (strcmp(w->o->workload, "cas") == 0) {
+        const struct jinn_http_header *etag = jinn_http_header_find(&m, "etag");
+        const char *rev = body ? strstr(body, "\"revision\":") : NULL;
+        if (etag != NULL) {
+            c->revision = strtoull(etag->value + 1, NULL, 10);
+        } else if (rev != NULL && (size_t)(rev - body) < body_len) {
+            c->revision = strtoull(rev + 11, NULL, 10);
+        }
+    }
+    memmove(c->in, c->in + total, c->in_len - total);
+    c->in_len -= total;
+    return 1;
+}
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    const struct options *o = w->o;
+    int ep = epoll_create1(0);
+    struct epoll_event events[256];
+
+    for (int i = 0; i < w->count; i++) {
+        struct conn *c = &w->conns[i];
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        c->url = (w->first + i) % o->n_urls;
+        c->fd = connect_to(o->urls[c->url]);
+        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+        build_request(o, c, w->first + i);
+        c->started = now_s();
+        if (write(c->fd, c->out, c->out_len) != (ssize_t)c->out_len) {
+            fprintf(stderr, "load: short write\n");
+            exit(1);
+        }
+    }
+    for (;;) {
+        double t = now_s();
+        int n;
+        if (t >= w->t_end) {
+            break;
+        }
+        n = epoll_wait(ep, events, 256, 100);
+        for (int k = 0; k < n; k++) {
+            struct conn *c = events[k].data.ptr;
+            ssize_t r = read(c->fd, c->in + c->in_len, BUF_SIZE - c->in_len);
+            if (r <= 0) {
+                fprintf(stderr, "load: connection closed by server\n");
+                exit(1);
+            }
+            c->in_len += (size_t)r;
+            t = now_s();
+            while (consume(w, c, t)) {
+                build_request(o, c, w->first + (int)(c - w->conns));
+                c->started = t;
+                if (write(c->fd, c->out, c->out_len) != (ssize_t)c->out_len) {
+                    fprintf(stderr, "load: short write\n");
+                    exit(1);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < w->count; i++) {
+        close(w->conns[i].fd);
+    }
+    close(ep);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.workload = "put", .ns = "bench", .conns = 64, .threads = 2,
+                        .keys = 1000, .value_size = 64, .duration = 5, .warmup = 1};
+    struct worker workers[16];
+    pthread_t tids[16];
+    double *all;
+    size_t total = 0;
+    unsigned long long ok = 0, errors = 0, pre = 0;
+    double t0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (v == NULL) {
+            fprintf(stderr, "load: %s needs a value\n", a);
+            return 2;
+        }
+        if (strcmp(a, "--url") == 0 && o.n_urls < MAX_URLS) {
+            o.urls[o.n_urls++] = v;
+        } else if (strcmp(a, "--workload") == 0) {
+            o.workload = v;
+        } else if (strcmp(a, "--ns") == 0) {
+            o.ns = v;
+        } else if (strcmp(a, "--conns") == 0) {
+            o.conns = atoi(v);
+        } else if (strcmp(a, "--threads") == 0) {
+            o.threads = atoi(v);
+        } else if (strcmp(a, "--keys") == 0) {
+            o.keys = atoi(v);
+        } else if (strcmp(a, "--value-size") == 0) {
+            o.value_size = atoi(v);
+        } else if (strcmp(a, "--duration") == 0) {
+            o.duration = atof(v);
+        } else if (strcmp(a, "--warmup") == 0) {
+            o.warmup = atof(v);
+        } else {
+            fprintf(stderr, "load: unknown option %s\n", a);
+            return 2;
+        }
+        i++;
+    }
+    if (o.n_urls == 0 || o.conns < 1 || o.conns > MAX_CONNS || o.threads < 1 ||
+        o.threads > 16 || o.keys < 1 || o.value_size < 0 || o.value_size > 65536) {
+        fprintf(stderr, "load: need --url and sane limits\n");
+        return 2;
+    }
+    t0 = now_s();
+    for (int i = 0; i < o.threads; i++) {
+        struct worker *w = &workers[i];
+        memset(w, 0, sizeof *w);
+        w->o = &o;
+        w->first = o.conns * i / o.threads;
+        w->count = o.conns * (i + 1) / o.threads - w->first;
+        w->conns = calloc((size_t)w->count + 1, sizeof *w->conns);
+        w->t_start = t0;
+        w->t_measure = t0 + o.warmup;
+        w->t_end = t0 + o.warmup + o.duration;
+        pthread_create(&tids[i], NULL, run, w);
+    }
+    for (int i = 0; i < o.threads; i++) {
+        pthread_join(tids[i], NULL);
+        total += workers[i].n_lat;
+        ok += workers[i].ok;
+        errors += workers[i].errors;
+        pre += workers[i].precondition;
+    }
+    all = malloc((total + 1) * sizeof *all);
+    total = 0;
+    for (int i = 0; i < o.threads; i++) {
+        memcpy(all + total, workers[i].lat, workers[i].n_lat * sizeof *all);
+        total += workers[i].n_lat;
+        free(workers[i].lat);
+        free(workers[i].conns);
+    }
+    qsort(all, total, sizeof *all, cmp_double);
+#define PCT(p) (total ? all[(size_t)((double)(total - 1) * (p))] * 1000.0 : 0.0)
+    printf("{\"workload\":\"%s\",\"conns\":%d,\"duration_s\":%.1f,\"ops\":%llu,"
+           "\"ops_per_s\":%.0f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
+           "\"max_ms\":%.3f,\"errors\":%llu,\"precondition_failed\":%llu}\n",
+           o.workload, o.conns, o.duration, ok, (double)ok / o.duration, PCT(0.50), PCT(0.90),
+           PCT(0.99), PCT(1.0), errors, pre);
+    free(all);
+    return errors > ok / 100 ? 1 : 0;
+}
