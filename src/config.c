@@ -77,6 +77,7 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->max_body_bytes = 1u << 20;
     cfg->idle_timeout_ms = 60000;
     cfg->read_timeout_ms = 10000;
+    cfg->lock_max_ttl_ms = 3600000;
     cfg->max_connections = 1024;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
         set_str(&cfg->http_listen, "127.0.0.1:8080") ||
@@ -721,6 +722,7 @@ static const struct directive directives[] = {
     {"max_body", K_SIZE, FIELD(max_body_bytes), 1024, 1u << 30},
     {"idle_timeout", K_DURATION, FIELD(idle_timeout_ms), 1000, 3600000},
     {"read_timeout", K_DURATION, FIELD(read_timeout_ms), 100, 600000},
+    {"lock_max_ttl", K_DURATION, FIELD(lock_max_ttl_ms), 1000, 604800000},
     {"max_connections", K_UINT, FIELD(max_connections), 1, 100000},
     {"debug", K_BOOL, FIELD(debug_log), 0, 0},
     {"consensus", K_BLOCK, 0, 0, 0},
@@ -730,7 +732,7 @@ static bool is_u64_field(size_t offset)
 {
     return offset == FIELD(request_timeout_ms) || offset == FIELD(standby_promote_after_ms) ||
            offset == FIELD(max_body_bytes) || offset == FIELD(idle_timeout_ms) ||
-           offset == FIELD(read_timeout_ms);
+           offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)

@@ -51,6 +51,7 @@ struct jinn_config {
     uint64_t max_body_bytes;
     uint64_t idle_timeout_ms;
     uint64_t read_timeout_ms; /* a started request must be complete by then */
+    uint64_t lock_max_ttl_ms;
     unsigned max_connections;
     bool debug_log;
 };

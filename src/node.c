@@ -529,7 +529,11 @@ static void time_ticked(void *data, int code, const struct jinn_result *res)
 static void advance_cluster_time(struct jinn_node *node)
 {
     uint64_t due = jinn_kv_next_expiry(&node->fsm.kv);
+    uint64_t lock_due = jinn_locks_next_expiry(&node->fsm.locks);
     struct jinn_cmd c;
+    if (lock_due != 0 && (due == 0 || lock_due < due)) {
+        due = lock_due;
+    }
     if (due == 0 || node->time_tick_inflight || wall_ms() < due) {
         return;
     }

@@ -3,6 +3,7 @@
  * Adding an endpoint is one row in `routes` and one handler. */
 #include "api/api.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -25,6 +26,11 @@ static const struct jinn_route routes[] = {
     {"DELETE", "/v1/kv/{}/{+}", jinn_api_kv_delete, JINN_ROUTE_LEADER},
     {"GET", "/v1/kv/{}/{+}", jinn_api_kv_get, 0},
     {"GET", "/v1/kv/{}", jinn_api_kv_list, 0},
+    {"GET", "/v1/locks", jinn_api_lock_list, 0},
+    {"POST", "/v1/locks/{}/refresh", jinn_api_lock_refresh, JINN_ROUTE_LEADER},
+    {"POST", "/v1/locks/{}", jinn_api_lock_acquire, JINN_ROUTE_LEADER},
+    {"DELETE", "/v1/locks/{}", jinn_api_lock_release, JINN_ROUTE_LEADER},
+    {"GET", "/v1/locks/{}", jinn_api_lock_show, 0},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -308,4 +314,121 @@ void jinn_api_announce(void *data, const char *leader_api)
                     api->cfg->request_timeout_ms, announced, api);
     jinn_free(body);
     api->announcing = rv == 0;
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+void jinn_api_freshness(struct jinn_api *api, struct jinn_http_request *req, bool linearizable)
+{
+    struct jinn_node_status st;
+    char buf[32];
+    jinn_node_status(api->node, &st);
+    snprintf(buf, sizeof buf, "%" PRIu64, st.applied_index);
+    jinn_http_add_header(req, "X-Jinn-Applied-Index", buf);
+    snprintf(buf, sizeof buf, "%" PRId64, st.leader_contact_ms);
+    jinn_http_add_header(req, "X-Jinn-Leader-Contact-Ms", buf);
+    jinn_http_add_header(req, "X-Jinn-Consistency", linearizable ? "linearizable" : "stale");
+}
+
+struct pending_read {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    jinn_api_read_fn fn;
+};
+
+static void linearized(void *data, int code)
+{
+    struct pending_read *pr = data;
+    if (code != JINN_OK) {
+        jinn_http_reply_error(pr->req, code == JINN_EUNKNOWN ? JINN_ENOLEADER : code,
+                              "leadership could not be confirmed; retry");
+    } else {
+        jinn_api_freshness(pr->api, pr->req, true);
+        pr->fn(pr->api, pr->req);
+    }
+    jinn_free(pr);
+}
+
+void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                            bool linearizable, jinn_api_read_fn fn)
+{
+    struct pending_read *pr;
+    int rv;
+    if (!linearizable) {
+        jinn_api_freshness(api, req, false);
+        fn(api, req);
+        return;
+    }
+    if (!jinn_node_is_leader(api->node)) {
+        jinn_api_forward_or_reply(api, req);
+        return;
+    }
+    pr = jinn_malloc(sizeof *pr);
+    if (pr == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    pr->api = api;
+    pr->req = req;
+    pr->fn = fn;
+    rv = jinn_node_linearize(api->node, linearized, pr);
+    if (rv != JINN_OK) {
+        jinn_free(pr);
+        if (rv == JINN_ENOTLEADER) {
+            jinn_api_forward_or_reply(api, req);
+        } else {
+            jinn_http_reply_error(req, rv, NULL);
+        }
+    }
+}
+
+/* ---- parameters ----------------------------------------------------------- */
+
+bool jinn_api_param_or_reply(struct jinn_http_request *req, json_t *body, const char *name,
+                             char *buf, size_t cap, bool *present)
+{
+    long n = jinn_http_query_get(req->query, req->query_len, name, buf, cap);
+    char msg[128];
+    *present = false;
+    if (n == -2) {
+        snprintf(msg, sizeof msg, "bad or too long parameter '%s'", name);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    if (n >= 0) {
+        *present = true;
+        return true;
+    }
+    if (body != NULL) {
+        json_t *v = json_object_get(body, name);
+        if (v == NULL) {
+            buf[0] = '\0';
+            return true;
+        }
+        if (json_is_string(v) && json_string_length(v) < cap &&
+            strlen(json_string_value(v)) == json_string_length(v)) {
+            memcpy(buf, json_string_value(v), json_string_length(v) + 1);
+        } else if (json_is_integer(v)) {
+            snprintf(buf, cap, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        } else {
+            snprintf(msg, sizeof msg, "parameter '%s' must be a string or a number", name);
+            jinn_http_reply_error(req, JINN_EINVAL, msg);
+            return false;
+        }
+        *present = true;
+        return true;
+    }
+    buf[0] = '\0';
+    return true;
+}
+
+json_t *jinn_api_optional_body_or_reply(struct jinn_http_request *req, bool *failed)
+{
+    *failed = false;
+    if (req->body_len == 0) {
+        return NULL;
+    }
+    json_t *obj = jinn_api_body_json_or_reply(req);
+    *failed = obj == NULL;
+    return obj;
 }

@@ -78,12 +78,39 @@ void jinn_api_kv_get(struct jinn_api *api, struct jinn_http_request *req,
                      const struct jinn_route_args *args);
 void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args);
+void jinn_api_lock_acquire(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_lock_refresh(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_lock_release(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_lock_show(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+void jinn_api_lock_list(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+
 /* Wakes watchers after an applied command (the node's apply hook). */
 void jinn_api_kv_applied(void *data, uint64_t index);
 /* Answers every pending watch (shutdown). */
 void jinn_api_stop(struct jinn_api *api);
 
 /* Shared helpers for handlers. */
+
+/* Reads: fn serves req from local state. Stale: now. Linearizable: on the
+ * leader after a shared barrier, relayed from followers. Freshness headers
+ * are added either way. Either succeeds or has replied. */
+typedef void (*jinn_api_read_fn)(struct jinn_api *api, struct jinn_http_request *req);
+void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                            bool linearizable, jinn_api_read_fn fn);
+void jinn_api_freshness(struct jinn_api *api, struct jinn_http_request *req, bool linearizable);
+
+/* A parameter from the query string, else from the JSON body object (may be
+ * NULL): copied into buf as text. False when it has replied (malformed). */
+bool jinn_api_param_or_reply(struct jinn_http_request *req, json_t *body, const char *name,
+                             char *buf, size_t cap, bool *present);
+/* The body as a JSON object when there is one (caller decrefs), NULL when
+ * empty; *failed (a 400 sent) when it is not a JSON object. */
+json_t *jinn_api_optional_body_or_reply(struct jinn_http_request *req, bool *failed);
 
 /* Relays req to the leader, or has replied with why it could not. */
 void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *req);

@@ -73,18 +73,7 @@ static bool ns_key_or_reply(struct jinn_http_request *req, const struct jinn_rou
 static bool query_or_reply(struct jinn_http_request *req, const char *name, char *buf,
                            size_t cap, bool *present)
 {
-    long n = jinn_http_query_get(req->query, req->query_len, name, buf, cap);
-    char msg[96];
-    *present = n >= 0;
-    if (n == -2) {
-        snprintf(msg, sizeof msg, "bad or too long query parameter '%s'", name);
-        jinn_http_reply_error(req, JINN_EINVAL, msg);
-        return false;
-    }
-    if (n < 0) {
-        buf[0] = '\0';
-    }
-    return true;
+    return jinn_api_param_or_reply(req, NULL, name, buf, cap, present);
 }
 
 static bool uint_or_reply(struct jinn_http_request *req, const char *name, uint64_t dflt,
@@ -106,6 +95,42 @@ static bool uint_or_reply(struct jinn_http_request *req, const char *name, uint6
         jinn_http_reply_error(req, JINN_EINVAL, msg);
         return false;
     }
+    return true;
+}
+
+/* X-Jinn-Fence: LOCK:TOKEN makes the write conditional on holding LOCK
+ * with TOKEN, checked atomically by the state machine. */
+static bool fence_or_reply(struct jinn_http_request *req, struct jinn_cmd *c)
+{
+    const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "x-jinn-fence");
+    const char *colon;
+    uint64_t token = 0;
+    size_t name_len;
+    if (h == NULL) {
+        return true;
+    }
+    colon = h->value_len ? memrchr(h->value, ':', h->value_len) : NULL;
+    name_len = colon ? (size_t)(colon - h->value) : 0;
+    if (colon != NULL) {
+        size_t digits = h->value_len - name_len - 1;
+        for (size_t i = 0; i < digits; i++) {
+            char d = colon[1 + i];
+            if (d < '0' || d > '9' || token > (UINT64_MAX - 9) / 10) {
+                token = 0;
+                break;
+            }
+            token = token * 10 + (uint64_t)(d - '0');
+        }
+    }
+    if (colon == NULL || name_len == 0 || name_len > JINN_LOCK_NAME_MAX || token == 0) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "X-Jinn-Fence must be LOCK:TOKEN, e.g. orders:42");
+        return false;
+    }
+    c->kv.flags |= JINN_KV_FENCED;
+    c->kv.fence.p = (const uint8_t *)h->value;
+    c->kv.fence.len = name_len;
+    c->kv.fence_token = token;
     return true;
 }
 
@@ -163,6 +188,11 @@ static void reply_revision(struct jinn_http_request *req, int code, uint64_t rev
         jinn_http_reply_json(req, 200, json_pack("{s:I}", "revision", (json_int_t)revision));
         return;
     }
+    if (code == JINN_ECONFLICT) {
+        jinn_http_reply_error(req, code,
+                              "fence: the lock is not held with that token; nothing written");
+        return;
+    }
     if (code == JINN_EPRECONDITION || code == JINN_ENOTFOUND) {
         /* The current revision lets the client retry its compare-and-set. */
         obj = json_pack("{s:s, s:s, s:I}", "error", jinn_error_name(code), "message",
@@ -198,7 +228,7 @@ void jinn_api_kv_put(struct jinn_api *api, struct jinn_http_request *req,
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_KV_PUT;
     if (!ns_key_or_reply(req, args, true) || !conditions_or_reply(req, &c, true) ||
-        !query_or_reply(req, "ttl", ttl, sizeof ttl, &has_ttl)) {
+        !fence_or_reply(req, &c) || !query_or_reply(req, "ttl", ttl, sizeof ttl, &has_ttl)) {
         return;
     }
     if (has_ttl && (jinn_parse_duration(ttl, &c.kv.ttl_ms) != 0 || c.kv.ttl_ms == 0 ||
@@ -222,7 +252,8 @@ void jinn_api_kv_delete(struct jinn_api *api, struct jinn_http_request *req,
     struct jinn_cmd c;
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_KV_DEL;
-    if (!ns_key_or_reply(req, args, true) || !conditions_or_reply(req, &c, false)) {
+    if (!ns_key_or_reply(req, args, true) || !conditions_or_reply(req, &c, false) ||
+        !fence_or_reply(req, &c)) {
         return;
     }
     fill_ns_key(&c, args);
@@ -270,76 +301,6 @@ static bool read_mode_or_reply(struct jinn_api *api, struct jinn_http_request *r
         }
     }
     return true;
-}
-
-/* Freshness headers on every read. */
-static void freshness(struct jinn_api *api, struct jinn_http_request *req, enum read_mode mode)
-{
-    struct jinn_node_status st;
-    char buf[32];
-    jinn_node_status(api->node, &st);
-    snprintf(buf, sizeof buf, "%" PRIu64, st.applied_index);
-    jinn_http_add_header(req, "X-Jinn-Applied-Index", buf);
-    snprintf(buf, sizeof buf, "%" PRId64, st.leader_contact_ms);
-    jinn_http_add_header(req, "X-Jinn-Leader-Contact-Ms", buf);
-    jinn_http_add_header(req, "X-Jinn-Consistency",
-                         mode == READ_LINEARIZABLE ? "linearizable" : "stale");
-}
-
-/* A read that may need the leader: runs fn now (stale), after a barrier
- * (linearizable, on the leader) or relays the request to the leader. */
-typedef void (*read_fn)(struct jinn_api *api, struct jinn_http_request *req);
-
-struct pending_read {
-    struct jinn_api *api;
-    struct jinn_http_request *req;
-    read_fn fn;
-};
-
-static void linearized(void *data, int code)
-{
-    struct pending_read *pr = data;
-    if (code != JINN_OK) {
-        jinn_http_reply_error(pr->req, code == JINN_EUNKNOWN ? JINN_ENOLEADER : code,
-                              "leadership could not be confirmed; retry");
-    } else {
-        freshness(pr->api, pr->req, READ_LINEARIZABLE);
-        pr->fn(pr->api, pr->req);
-    }
-    jinn_free(pr);
-}
-
-static void run_read(struct jinn_api *api, struct jinn_http_request *req, enum read_mode mode,
-                     read_fn fn)
-{
-    struct pending_read *pr;
-    int rv;
-    if (mode == READ_STALE) {
-        freshness(api, req, mode);
-        fn(api, req);
-        return;
-    }
-    if (!jinn_node_is_leader(api->node)) {
-        jinn_api_forward_or_reply(api, req);
-        return;
-    }
-    pr = jinn_malloc(sizeof *pr);
-    if (pr == NULL) {
-        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
-        return;
-    }
-    pr->api = api;
-    pr->req = req;
-    pr->fn = fn;
-    rv = jinn_node_linearize(api->node, linearized, pr);
-    if (rv != JINN_OK) {
-        jinn_free(pr);
-        if (rv == JINN_ENOTLEADER) {
-            jinn_api_forward_or_reply(api, req);
-        } else {
-            jinn_http_reply_error(req, rv, NULL);
-        }
-    }
 }
 
 /* The route args do not outlive the handler: reads that wait re-derive
@@ -396,7 +357,7 @@ void jinn_api_kv_get(struct jinn_api *api, struct jinn_http_request *req,
     if (!ns_key_or_reply(req, args, true) || !read_mode_or_reply(api, req, args->arg[0], &mode)) {
         return;
     }
-    run_read(api, req, mode, get_now);
+    jinn_api_read_or_reply(api, req, mode == READ_LINEARIZABLE, get_now);
 }
 
 /* ---- listing ------------------------------------------------------------ */
@@ -649,7 +610,7 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     w->prefix_len = strlen(prefix);
     memcpy(w->prefix, prefix, w->prefix_len);
     w->after = after;
-    freshness(api, req, READ_STALE);
+    jinn_api_freshness(api, req, false);
     events = collect(&fsm->kv, w, &last);
     uv_timer_init(api->loop, &w->timer);
     w->timer.data = w;
@@ -685,5 +646,5 @@ void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
     if (!read_mode_or_reply(api, req, args->arg[0], &mode)) {
         return;
     }
-    run_read(api, req, mode, list_now);
+    jinn_api_read_or_reply(api, req, mode == READ_LINEARIZABLE, list_now);
 }

@@ -16,6 +16,12 @@ const char *jinn_cmd_type_name(int type)
         return "kv_put";
     case JINN_CMD_KV_DEL:
         return "kv_del";
+    case JINN_CMD_LOCK_ACQUIRE:
+        return "lock_acquire";
+    case JINN_CMD_LOCK_REFRESH:
+        return "lock_refresh";
+    case JINN_CMD_LOCK_RELEASE:
+        return "lock_release";
     default:
         return "unknown";
     }
@@ -56,16 +62,41 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
     case JINN_CMD_KV_DEL:
         if (c->kv.ns.len == 0 || c->kv.ns.len > JINN_KV_NS_MAX || c->kv.key.len == 0 ||
             c->kv.key.len > JINN_KV_KEY_MAX || c->kv.value.len > JINN_KV_VALUE_MAX ||
-            (c->kv.flags & ~(uint32_t)JINN_KV_CREATE_ONLY) != 0) {
+            (c->kv.flags & ~(uint32_t)JINN_KV_FLAGS) != 0 ||
+            (c->type == JINN_CMD_KV_DEL && (c->kv.flags & JINN_KV_CREATE_ONLY)) ||
+            ((c->kv.flags & JINN_KV_FENCED) &&
+             (c->kv.fence.len == 0 || c->kv.fence.len > JINN_LOCK_NAME_MAX))) {
             return JINN_EINVAL;
         }
         put_slice(w, c->kv.ns);
         put_slice(w, c->kv.key);
         jinn_wbuf_put_u64(w, c->kv.expect_revision);
+        jinn_wbuf_put_u32(w, c->kv.flags);
         if (c->type == JINN_CMD_KV_PUT) {
-            jinn_wbuf_put_u32(w, c->kv.flags);
             jinn_wbuf_put_u64(w, c->kv.ttl_ms);
             put_slice(w, c->kv.value);
+        }
+        if (c->kv.flags & JINN_KV_FENCED) {
+            put_slice(w, c->kv.fence);
+            jinn_wbuf_put_u64(w, c->kv.fence_token);
+        }
+        break;
+    case JINN_CMD_LOCK_ACQUIRE:
+    case JINN_CMD_LOCK_REFRESH:
+    case JINN_CMD_LOCK_RELEASE:
+        if (c->lock.name.len == 0 || c->lock.name.len > JINN_LOCK_NAME_MAX ||
+            c->lock.owner.len > JINN_LOCK_OWNER_MAX ||
+            (c->type == JINN_CMD_LOCK_ACQUIRE && c->lock.owner.len == 0)) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->lock.name);
+        if (c->type == JINN_CMD_LOCK_ACQUIRE) {
+            put_slice(w, c->lock.owner);
+        } else {
+            jinn_wbuf_put_u64(w, c->lock.token);
+        }
+        if (c->type != JINN_CMD_LOCK_RELEASE) {
+            jinn_wbuf_put_u64(w, c->lock.ttl_ms);
         }
         break;
     default:
@@ -116,13 +147,40 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->kv.ns = get_slice(&r, JINN_KV_NS_MAX);
         c->kv.key = get_slice(&r, JINN_KV_KEY_MAX);
         c->kv.expect_revision = jinn_rbuf_get_u64(&r);
+        c->kv.flags = jinn_rbuf_get_u32(&r);
         if (c->type == JINN_CMD_KV_PUT) {
-            c->kv.flags = jinn_rbuf_get_u32(&r);
             c->kv.ttl_ms = jinn_rbuf_get_u64(&r);
             c->kv.value = get_slice(&r, JINN_KV_VALUE_MAX);
         }
+        if (c->kv.flags & JINN_KV_FENCED) {
+            c->kv.fence = get_slice(&r, JINN_LOCK_NAME_MAX);
+            c->kv.fence_token = jinn_rbuf_get_u64(&r);
+            if (c->kv.fence.len == 0) {
+                return JINN_ECORRUPT;
+            }
+        }
         if (c->kv.ns.len == 0 || c->kv.key.len == 0 ||
-            (c->kv.flags & ~(uint32_t)JINN_KV_CREATE_ONLY) != 0) {
+            (c->kv.flags & ~(uint32_t)JINN_KV_FLAGS) != 0 ||
+            (c->type == JINN_CMD_KV_DEL && (c->kv.flags & JINN_KV_CREATE_ONLY))) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_LOCK_ACQUIRE:
+    case JINN_CMD_LOCK_REFRESH:
+    case JINN_CMD_LOCK_RELEASE:
+        c->lock.name = get_slice(&r, JINN_LOCK_NAME_MAX);
+        if (c->type == JINN_CMD_LOCK_ACQUIRE) {
+            c->lock.owner = get_slice(&r, JINN_LOCK_OWNER_MAX);
+            if (c->lock.owner.len == 0) {
+                return JINN_ECORRUPT;
+            }
+        } else {
+            c->lock.token = jinn_rbuf_get_u64(&r);
+        }
+        if (c->type != JINN_CMD_LOCK_RELEASE) {
+            c->lock.ttl_ms = jinn_rbuf_get_u64(&r);
+        }
+        if (c->lock.name.len == 0) {
             return JINN_ECORRUPT;
         }
         break;

@@ -28,14 +28,22 @@
 #define JINN_KV_KEY_MAX 1024
 #define JINN_KV_VALUE_MAX (32u << 20) /* format cap; the configured limit is lower */
 
-/* KV_PUT flags */
-#define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * */
+#define JINN_LOCK_NAME_MAX 256
+#define JINN_LOCK_OWNER_MAX 256
+
+/* KV_PUT / KV_DEL flags */
+#define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
+#define JINN_KV_FENCED 0x2      /* apply only if fence lock is held with fence token */
+#define JINN_KV_FLAGS (JINN_KV_CREATE_ONLY | JINN_KV_FENCED)
 
 enum jinn_cmd_type {
     JINN_CMD_NOOP = 1,     /* advances cluster time; nothing else */
     JINN_CMD_NODE_SET = 2, /* a node announces its name and API URL */
     JINN_CMD_KV_PUT = 3,   /* set a key, optionally conditional and with a TTL */
     JINN_CMD_KV_DEL = 4,   /* delete a key, optionally conditional */
+    JINN_CMD_LOCK_ACQUIRE = 5,
+    JINN_CMD_LOCK_REFRESH = 6,
+    JINN_CMD_LOCK_RELEASE = 7,
     JINN_CMD_TYPE_MAX
 };
 
@@ -58,10 +66,18 @@ struct jinn_cmd {
             struct jinn_slice ns;
             struct jinn_slice key;
             struct jinn_slice value;  /* PUT only */
-            uint32_t flags;           /* PUT only: JINN_KV_CREATE_ONLY */
+            uint32_t flags;           /* JINN_KV_* */
             uint64_t expect_revision; /* 0: unconditional */
             uint64_t ttl_ms;          /* PUT only; 0: never expires */
+            struct jinn_slice fence;  /* with JINN_KV_FENCED: lock name */
+            uint64_t fence_token;
         } kv;
+        struct {
+            struct jinn_slice name;
+            struct jinn_slice owner; /* ACQUIRE only */
+            uint64_t token;          /* REFRESH, RELEASE */
+            uint64_t ttl_ms;         /* ACQUIRE, REFRESH */
+        } lock;
     };
 };
 

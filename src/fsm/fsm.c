@@ -5,6 +5,7 @@
  *   "JINNSNAP"  u32 version  u64 cluster_time_ms
  *   nodes section (nodes.c)
  *   kv section (kv.c)
+ *   locks section (lock.c)
  *   u32 crc32 of every byte before it
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
@@ -43,6 +44,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     /* Expiry first: a key whose TTL passed is gone before this command
      * looks at it, on every replica alike. */
     jinn_kv_expire(&fsm->kv, index, fsm->time_ms);
+    jinn_locks_expire(&fsm->locks, fsm->time_ms);
     switch (c.type) {
     case JINN_CMD_NOOP:
         break;
@@ -50,10 +52,26 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         rv = jinn_nodes_apply(&fsm->nodes, &c);
         break;
     case JINN_CMD_KV_PUT:
-        rv = jinn_kv_put(&fsm->kv, index, fsm->time_ms, &c, &fsm->result.value);
-        break;
     case JINN_CMD_KV_DEL:
-        rv = jinn_kv_del(&fsm->kv, index, &c, &fsm->result.value);
+        /* A fenced write applies only while its lock is held with that
+         * token: checked here, atomically with the write. */
+        if ((c.kv.flags & JINN_KV_FENCED) &&
+            !jinn_locks_fence_ok(&fsm->locks, c.kv.fence.p, c.kv.fence.len, c.kv.fence_token)) {
+            rv = JINN_ECONFLICT;
+        } else if (c.type == JINN_CMD_KV_PUT) {
+            rv = jinn_kv_put(&fsm->kv, index, fsm->time_ms, &c, &fsm->result.value);
+        } else {
+            rv = jinn_kv_del(&fsm->kv, index, &c, &fsm->result.value);
+        }
+        break;
+    case JINN_CMD_LOCK_ACQUIRE:
+        rv = jinn_locks_acquire(&fsm->locks, index, fsm->time_ms, &c, &fsm->result.value);
+        break;
+    case JINN_CMD_LOCK_REFRESH:
+        rv = jinn_locks_refresh(&fsm->locks, fsm->time_ms, &c);
+        break;
+    case JINN_CMD_LOCK_RELEASE:
+        rv = jinn_locks_release(&fsm->locks, &c);
         break;
     default:
         assert(!"decode accepted an unknown type");
@@ -97,6 +115,7 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_wbuf_put_u64(w, fsm->time_ms);
     jinn_nodes_encode(&fsm->nodes, w);
     jinn_kv_encode(&fsm->kv, w);
+    jinn_locks_encode(&fsm->locks, w);
     if (w->failed) {
         return JINN_ENOMEM;
     }
@@ -109,6 +128,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     struct jinn_rbuf r;
     struct jinn_nodes *nodes;
     struct jinn_kv *kv;
+    struct jinn_locks locks;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -136,9 +156,13 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     }
     jinn_nodes_init(nodes);
     jinn_kv_init(kv);
+    jinn_locks_init(&locks);
     rv = jinn_nodes_decode(nodes, &r);
     if (rv == 0) {
         rv = jinn_kv_decode(kv, &r);
+    }
+    if (rv == 0) {
+        rv = jinn_locks_decode(&locks, &r);
     }
     if (rv == 0 && (r.failed || r.left != 0)) {
         rv = JINN_ECORRUPT;
@@ -146,10 +170,13 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     if (rv != 0) {
         jinn_nodes_clear(nodes);
         jinn_kv_clear(kv);
+        jinn_locks_clear(&locks);
         jinn_free(nodes);
         jinn_free(kv);
         return rv;
     }
+    jinn_locks_clear(&fsm->locks);
+    fsm->locks = locks;
     jinn_nodes_clear(&fsm->nodes);
     fsm->nodes = *nodes;
     jinn_kv_clear(&fsm->kv);
@@ -224,10 +251,12 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     fsm->iface.restore = fsm_restore;
     jinn_nodes_init(&fsm->nodes);
     jinn_kv_init(&fsm->kv);
+    jinn_locks_init(&fsm->locks);
 }
 
 void jinn_fsm_close(struct jinn_fsm *fsm)
 {
     jinn_nodes_clear(&fsm->nodes);
     jinn_kv_clear(&fsm->kv);
+    jinn_locks_clear(&fsm->locks);
 }

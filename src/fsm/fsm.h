@@ -19,6 +19,7 @@
 
 #include "codec.h"
 #include "fsm/kv.h"
+#include "fsm/lock.h"
 #include "fsm/nodes.h"
 
 #define JINN_SNAPSHOT_MAGIC "JINNSNAP"
@@ -39,6 +40,7 @@ struct jinn_fsm {
     uint64_t applied;      /* commands applied since start or restore */
     struct jinn_nodes nodes;
     struct jinn_kv kv;
+    struct jinn_locks locks;
     struct jinn_result result;
     /* Told after every applied command (watchers wake up here). Not state. */
     void (*on_apply)(void *data, uint64_t index);

@@ -1,0 +1,237 @@
+/* lock.c - the distributed mutex API (seed §3: LEADER / FOLLOWER).
+ *
+ * Acquire, refresh and release are single commands through the log, so the
+ * decision is atomic and the same on every replica; locks are CP whatever
+ * the namespace policies say. Reads of lock state are linearizable. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "api/api.h"
+#include "codec.h"
+#include "error.h"
+
+#define LOCK_DEFAULT_TTL_MS 30000
+#define LOCK_LIST_MAX 1000
+
+static bool name_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args)
+{
+    if (args->len[0] == 0 || args->len[0] > JINN_LOCK_NAME_MAX ||
+        !jinn_utf8_valid(args->arg[0], args->len[0])) {
+        jinn_http_reply_error(req, JINN_EINVAL, "lock name must be 1-256 bytes of UTF-8");
+        return false;
+    }
+    return true;
+}
+
+static bool ttl_or_reply(struct jinn_api *api, struct jinn_http_request *req, json_t *body,
+                         uint64_t dflt, uint64_t *ttl)
+{
+    char buf[32], msg[128];
+    bool present;
+    if (!jinn_api_param_or_reply(req, body, "ttl", buf, sizeof buf, &present)) {
+        return false;
+    }
+    *ttl = dflt;
+    if (present && (jinn_parse_duration(buf, ttl) != 0 || *ttl == 0 ||
+                    *ttl > api->cfg->lock_max_ttl_ms)) {
+        snprintf(msg, sizeof msg, "ttl must be a duration from 1ms to %llums (lock_max_ttl)",
+                 (unsigned long long)api->cfg->lock_max_ttl_ms);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    return true;
+}
+
+static bool token_or_reply(struct jinn_http_request *req, json_t *body, uint64_t *token)
+{
+    char buf[32], *end;
+    bool present;
+    if (!jinn_api_param_or_reply(req, body, "token", buf, sizeof buf, &present)) {
+        return false;
+    }
+    *token = present ? strtoull(buf, &end, 10) : 0;
+    if (!present || buf[0] < '0' || buf[0] > '9' || *end != '\0' || *token == 0) {
+        jinn_http_reply_error(req, JINN_EINVAL, "token must be the fencing token (a number)");
+        return false;
+    }
+    return true;
+}
+
+static json_t *lock_json(const struct jinn_lock *k, uint64_t now, bool with_token)
+{
+    json_t *obj = json_pack("{s:s%, s:s%, s:I}", "name", k->name, k->name_len, "owner",
+                            k->owner, k->owner_len, "expires_in_ms",
+                            (json_int_t)(k->expires_at > now ? k->expires_at - now : 0));
+    if (obj != NULL && with_token) {
+        json_object_set_new(obj, "token", json_integer((json_int_t)k->token));
+    }
+    return obj;
+}
+
+/* After the command applied: answer from the state it left. */
+static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_result *res)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    struct jinn_route_args args;
+    const struct jinn_lock *k;
+    json_t *obj;
+    const char *p = req->path + strlen("/v1/locks/");
+    const char *end = memchr(p, '/', req->path_len - strlen("/v1/locks/"));
+    size_t raw = end ? (size_t)(end - p) : req->path_len - strlen("/v1/locks/");
+    long n = jinn_http_unescape(p, raw, args.arg[0], JINN_ROUTE_ARG_MAX, false);
+
+    bool acquire = strcmp(req->msg.method, "POST") == 0 &&
+                   !(req->path_len >= 8 && memcmp(req->path + req->path_len - 8, "/refresh", 8) == 0);
+
+    k = n > 0 ? jinn_locks_get(&fsm->locks, args.arg[0], (size_t)n) : NULL;
+    if (res->code == JINN_OK && strcmp(req->msg.method, "DELETE") == 0) {
+        jinn_http_reply_json(req, 200, json_pack("{s:b}", "released", 1));
+        return;
+    }
+    if (res->code == JINN_OK && k != NULL) {
+        obj = lock_json(k, fsm->time_ms, true);
+        json_object_set_new(obj, "state", json_string("leader"));
+        jinn_http_reply_json(req, 200, obj);
+        return;
+    }
+    if (res->code == JINN_ECONFLICT) {
+        if (k != NULL) {
+            obj = lock_json(k, fsm->time_ms, false);
+        } else {
+            obj = json_object();
+        }
+        json_object_set_new(obj, "state", json_string("follower"));
+        json_object_set_new(obj, "error", json_string(jinn_error_name(JINN_ECONFLICT)));
+        json_object_set_new(obj, "message",
+                            json_string(acquire ? "held by another owner"
+                                                : "not the current token: the lock expired "
+                                                  "or was taken over"));
+        jinn_http_reply_json(req, 409, obj);
+        return;
+    }
+    jinn_http_reply_error(req, res->code == JINN_OK ? JINN_EINTERNAL : res->code, NULL);
+}
+
+void jinn_api_lock_acquire(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args)
+{
+    char owner[JINN_LOCK_OWNER_MAX + 1];
+    bool present, failed;
+    json_t *body;
+    struct jinn_cmd c;
+
+    memset(&c, 0, sizeof c);
+    if (!name_or_reply(req, args)) {
+        return;
+    }
+    body = jinn_api_optional_body_or_reply(req, &failed);
+    if (failed) {
+        return;
+    }
+    if (!jinn_api_param_or_reply(req, body, "owner", owner, sizeof owner, &present) ||
+        !ttl_or_reply(api, req, body, LOCK_DEFAULT_TTL_MS, &c.lock.ttl_ms)) {
+        json_decref(body);
+        return;
+    }
+    json_decref(body);
+    if (!present || owner[0] == '\0' || !jinn_utf8_valid(owner, strlen(owner))) {
+        jinn_http_reply_error(req, JINN_EINVAL, "owner is required (1-256 bytes of UTF-8)");
+        return;
+    }
+    c.type = JINN_CMD_LOCK_ACQUIRE;
+    c.lock.name.p = (const uint8_t *)args->arg[0];
+    c.lock.name.len = args->len[0];
+    c.lock.owner.p = (const uint8_t *)owner;
+    c.lock.owner.len = strlen(owner);
+    jinn_api_propose_or_reply(api, req, &c, lock_committed);
+}
+
+static void token_command(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args, uint8_t type)
+{
+    bool failed;
+    json_t *body;
+    struct jinn_cmd c;
+
+    memset(&c, 0, sizeof c);
+    if (!name_or_reply(req, args)) {
+        return;
+    }
+    body = jinn_api_optional_body_or_reply(req, &failed);
+    if (failed) {
+        return;
+    }
+    if (!token_or_reply(req, body, &c.lock.token) ||
+        (type == JINN_CMD_LOCK_REFRESH && !ttl_or_reply(api, req, body, 0, &c.lock.ttl_ms))) {
+        json_decref(body);
+        return;
+    }
+    json_decref(body);
+    c.type = type;
+    c.lock.name.p = (const uint8_t *)args->arg[0];
+    c.lock.name.len = args->len[0];
+    jinn_api_propose_or_reply(api, req, &c, lock_committed);
+}
+
+void jinn_api_lock_refresh(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args)
+{
+    token_command(api, req, args, JINN_CMD_LOCK_REFRESH);
+}
+
+void jinn_api_lock_release(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args)
+{
+    token_command(api, req, args, JINN_CMD_LOCK_RELEASE);
+}
+
+static void show_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    char name[JINN_ROUTE_ARG_MAX];
+    const char *p = req->path + strlen("/v1/locks/");
+    long n = jinn_http_unescape(p, req->path_len - strlen("/v1/locks/"), name, sizeof name,
+                                false);
+    const struct jinn_lock *k = n > 0 ? jinn_locks_get(&fsm->locks, name, (size_t)n) : NULL;
+    if (k == NULL) {
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "the lock is not held");
+        return;
+    }
+    jinn_http_reply_json(req, 200, lock_json(k, fsm->time_ms, true));
+}
+
+void jinn_api_lock_show(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args)
+{
+    if (name_or_reply(req, args)) {
+        jinn_api_read_or_reply(api, req, true, show_now);
+    }
+}
+
+static void list_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    json_t *locks = json_array();
+    unsigned n = 0;
+    bool more = false;
+    for (const struct jinn_lock *k = jinn_locks_next(&fsm->locks, NULL); k && locks;
+         k = jinn_locks_next(&fsm->locks, k)) {
+        if (n++ == LOCK_LIST_MAX) {
+            more = true;
+            break;
+        }
+        json_array_append_new(locks, lock_json(k, fsm->time_ms, true));
+    }
+    jinn_http_reply_json(req, 200, json_pack("{s:o, s:b}", "locks", locks, "more", more));
+}
+
+void jinn_api_lock_list(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args)
+{
+    (void)args;
+    jinn_api_read_or_reply(api, req, true, list_now);
+}
