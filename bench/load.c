@@ -9,6 +9,9 @@
  *   get-lin   GET  ...?consistency=linearizable
  *   get-stale GET  ...?consistency=stale
  *   cas       PUT  with If-Match on a few hot keys (412s count as done)
+ *   lock      acquire + release of a lock per connection (one op = the pair)
+ *   lock-hot  every connection contends for one lock; one op = one grant
+ *             (acquire + release); refused attempts are retried
  * Keys k0..k<keys-1> are chosen round-robin per connection.
  *
  *   build/bench/load --url http://127.0.0.1:8081 --workload put --conns 64
@@ -52,6 +55,8 @@ struct conn {
     double started;
     unsigned seq;
     unsigned long long revision; /* for cas: the last revision seen */
+    unsigned long long token;    /* for lock: held token, 0 = acquiring */
+    double pair_started;
 };
 
 struct worker {
@@ -98,7 +103,25 @@ static void build_request(const struct options *o, struct conn *c, int id)
     if (value[0] == 0) {
         memset(value, 'v', sizeof value);
     }
-    if (strcmp(w, "put") == 0) {
+    if (strncmp(w, "lock", 4) == 0) {
+        char name[32];
+        if (strcmp(w, "lock-hot") == 0) {
+            snprintf(name, sizeof name, "hot");
+        } else {
+            snprintf(name, sizeof name, "L%d", id);
+        }
+        if (c->token == 0) {
+            n = snprintf(c->out, 2048,
+                         "POST /v1/locks/%s?owner=c%d&ttl=10s HTTP/1.1\r\nHost: b\r\n"
+                         "Content-Length: 0\r\n\r\n",
+                         name, id);
+        } else {
+            n = snprintf(c->out, 2048,
+                         "DELETE /v1/locks/%s?token=%llu HTTP/1.1\r\nHost: b\r\n\r\n", name,
+                         c->token);
+        }
+        c->out_len = (size_t)n;
+    } else if (strcmp(w, "put") == 0) {
         n = snprintf(c->out, 2048, "PUT /v1/kv/%s/k%u HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n",
                      o->ns, key, o->value_size);
         memcpy(c->out + n, value, (size_t)o->value_size);
@@ -149,6 +172,32 @@ static int consume(struct worker *w, struct conn *c, double t)
                              &total) != 0) {
         return 0;
     }
+    if (strncmp(w->o->workload, "lock", 4) == 0) {
+        const char *tok = strstr(body, "\"token\":");
+        bool measuring = t >= w->t_measure && t < w->t_end;
+        if (c->token == 0 && m.status == 200 && tok != NULL && (size_t)(tok - body) < body_len) {
+            c->token = strtoull(tok + 8, NULL, 10); /* granted: release next */
+        } else if (c->token != 0 && m.status == 200) {
+            c->token = 0; /* released: one whole op */
+            if (measuring) {
+                w->ok++;
+                record(w, t - c->pair_started);
+            }
+        } else if (m.status == 409) {
+            if (measuring) {
+                w->precondition++; /* refused: the lock is busy; try again */
+            }
+        } else if (measuring) {
+            w->errors++;
+            c->token = 0;
+        }
+        if (c->token == 0) {
+            c->pair_started = t;
+        }
+        memmove(c->in, c->in + total, c->in_len - total);
+        c->in_len -= total;
+        return 1;
+    }
     if (t >= w->t_measure && t < w->t_end) {
         if (m.status == 200 || m.status == 404) {
             w->ok++;
@@ -190,6 +239,7 @@ static void *run(void *arg)
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
         build_request(o, c, w->first + i);
         c->started = now_s();
+        c->pair_started = c->started;
         if (write(c->fd, c->out, c->out_len) != (ssize_t)c->out_len) {
             fprintf(stderr, "load: short write\n");
             exit(1);
@@ -312,7 +362,7 @@ int main(int argc, char **argv)
 #define PCT(p) (total ? all[(size_t)((double)(total - 1) * (p))] * 1000.0 : 0.0)
     printf("{\"workload\":\"%s\",\"conns\":%d,\"duration_s\":%.1f,\"ops\":%llu,"
            "\"ops_per_s\":%.0f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
-           "\"max_ms\":%.3f,\"errors\":%llu,\"precondition_failed\":%llu}\n",
+           "\"max_ms\":%.3f,\"errors\":%llu,\"refused\":%llu}\n",
            o.workload, o.conns, o.duration, ok, (double)ok / o.duration, PCT(0.50), PCT(0.90),
            PCT(0.99), PCT(1.0), errors, pre);
     free(all);

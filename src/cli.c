@@ -340,3 +340,47 @@ int jinn_cli_version(int argc, char **argv)
     json_decref(st);
     return 0;
 }
+
+void jinn_cli_query(struct jinn_wbuf *w, bool *first, const char *name, const char *value)
+{
+    if (value == NULL) {
+        return;
+    }
+    jinn_wbuf_printf(w, "%s%s=", *first ? "?" : "&", name);
+    jinn_cli_escape(w, value, strlen(value));
+    *first = false;
+}
+
+int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target,
+                  const char *headers, const char *body, size_t body_len, char **resp,
+                  size_t *resp_len, int *status)
+{
+    char err[512];
+    jinn_wbuf_put_u8(target, 0);
+    if (target->failed) {
+        fprintf(stderr, "jinn: out of memory\n");
+        return 1;
+    }
+    if (jinn_cli_request(addr, method, (const char *)target->data, headers, body, body_len,
+                         status, resp, resp_len, err, sizeof err) != 0) {
+        fprintf(stderr, "jinn: %s\n", err);
+        return 1;
+    }
+    if (*status < 200 || *status > 299) {
+        json_t *e = json_loadb(*resp, *resp_len, 0, NULL);
+        const char *msg = e ? json_string_value(json_object_get(e, "message")) : NULL;
+        json_t *rev = e ? json_object_get(e, "revision") : NULL;
+        fprintf(stderr, "jinn: %d %s", *status, msg ? msg : *resp);
+        if (json_is_integer(rev)) {
+            fprintf(stderr, " (current revision %" JSON_INTEGER_FORMAT ")",
+                    json_integer_value(rev));
+        }
+        fputc('\n', stderr);
+        json_decref(e);
+        jinn_free(*resp);
+        *resp = NULL;
+        return 1;
+    }
+    return 0;
+}
+

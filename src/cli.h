@@ -7,6 +7,7 @@
 #ifndef JINN_CLI_H
 #define JINN_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,8 @@ int jinn_cli_status(int argc, char **argv);
 int jinn_cli_version(int argc, char **argv);
 /* jinn kv put|get|create|cas|del|ls|watch ... (cli_kv.c) */
 int jinn_cli_kv(int argc, char **argv);
+/* jinn lock acquire|refresh|release|show|ls ... (cli_lock.c) */
+int jinn_cli_lock(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */
@@ -31,5 +34,15 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
 /* Percent-encodes s for a path segment into w. */
 struct jinn_wbuf;
 void jinn_cli_escape(struct jinn_wbuf *w, const char *s, size_t n);
+
+/* Appends ?name=value or &name=value (escaped) when value is not NULL. */
+void jinn_cli_query(struct jinn_wbuf *w, bool *first, const char *name, const char *value);
+
+/* Sends method target (a wbuf, NUL appended here) to addr. Returns 0 on a
+ * 2xx with *resp (caller frees); otherwise prints the node's error (with the
+ * current revision when it has one) and returns 1. */
+int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target,
+                  const char *headers, const char *body, size_t body_len, char **resp,
+                  size_t *resp_len, int *status);
 
 #endif

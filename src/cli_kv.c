@@ -119,50 +119,6 @@ static void path(struct jinn_wbuf *w, const char *ns, const char *key)
     }
 }
 
-static void query(struct jinn_wbuf *w, bool *first, const char *name, const char *value)
-{
-    if (value == NULL) {
-        return;
-    }
-    jinn_wbuf_printf(w, "%s%s=", *first ? "?" : "&", name);
-    jinn_cli_escape(w, value, strlen(value));
-    *first = false;
-}
-
-/* Sends the request; prints the node's error and returns 1 unless 2xx. */
-static int call(const struct kv_args *a, const char *method, struct jinn_wbuf *target,
-                const char *headers, const char *body, size_t body_len, char **resp,
-                size_t *resp_len, int *status)
-{
-    char err[512];
-    jinn_wbuf_put_u8(target, 0);
-    if (target->failed) {
-        fprintf(stderr, "jinn: out of memory\n");
-        return 1;
-    }
-    if (jinn_cli_request(a->addr, method, (const char *)target->data, headers, body, body_len,
-                         status, resp, resp_len, err, sizeof err) != 0) {
-        fprintf(stderr, "jinn: %s\n", err);
-        return 1;
-    }
-    if (*status < 200 || *status > 299) {
-        json_t *e = json_loadb(*resp, *resp_len, 0, NULL);
-        const char *msg = e ? json_string_value(json_object_get(e, "message")) : NULL;
-        json_t *rev = e ? json_object_get(e, "revision") : NULL;
-        fprintf(stderr, "jinn: %d %s", *status, msg ? msg : *resp);
-        if (json_is_integer(rev)) {
-            fprintf(stderr, " (current revision %" JSON_INTEGER_FORMAT ")",
-                    json_integer_value(rev));
-        }
-        fputc('\n', stderr);
-        json_decref(e);
-        jinn_free(*resp);
-        *resp = NULL;
-        return 1;
-    }
-    return 0;
-}
-
 static int cmd_write(const struct kv_args *a, const char *verb)
 {
     bool is_cas = strcmp(verb, "cas") == 0;
@@ -182,7 +138,7 @@ static int cmd_write(const struct kv_args *a, const char *verb)
     jinn_wbuf_init(&value);
     jinn_wbuf_init(&headers);
     path(&target, a->pos[0], a->pos[1]);
-    query(&target, &first, "ttl", a->ttl);
+    jinn_cli_query(&target, &first, "ttl", a->ttl);
     if (strcmp(verb, "create") == 0) {
         jinn_wbuf_printf(&headers, "If-None-Match: *\r\n");
     } else if (is_cas) {
@@ -197,7 +153,7 @@ static int cmd_write(const struct kv_args *a, const char *verb)
     } else {
         jinn_wbuf_put_raw(&value, v, strlen(v));
     }
-    rv = call(a, "PUT", &target, (const char *)headers.data,
+    rv = jinn_cli_call(a->addr, "PUT", &target, (const char *)headers.data,
               value.data ? (const char *)value.data : "", value.len, &resp, &resp_len,
               &status);
     if (rv == 0) {
@@ -231,8 +187,8 @@ static int cmd_get(const struct kv_args *a)
     }
     jinn_wbuf_init(&target);
     path(&target, a->pos[0], a->pos[1]);
-    query(&target, &first, "consistency", a->consistency);
-    rv = call(a, "GET", &target, NULL, "", 0, &resp, &len, &status);
+    jinn_cli_query(&target, &first, "consistency", a->consistency);
+    rv = jinn_cli_call(a->addr, "GET", &target, NULL, "", 0, &resp, &len, &status);
     if (rv == 0) {
         fwrite(resp, 1, len, stdout);
         if (len > 0 && resp[len - 1] != '\n' && isatty(1)) {
@@ -261,7 +217,7 @@ static int cmd_del(const struct kv_args *a)
         jinn_wbuf_printf(&headers, "If-Match: \"%s\"\r\n", a->rev);
     }
     jinn_wbuf_put_u8(&headers, 0);
-    rv = call(a, "DELETE", &target, (const char *)headers.data, "", 0, &resp, &len, &status);
+    rv = jinn_cli_call(a->addr, "DELETE", &target, (const char *)headers.data, "", 0, &resp, &len, &status);
     if (rv == 0) {
         printf("%s\n", a->json ? resp : "deleted");
     }
@@ -301,11 +257,11 @@ static int cmd_ls(const struct kv_args *a)
     }
     jinn_wbuf_init(&target);
     path(&target, a->pos[0], NULL);
-    query(&target, &first, "prefix", a->prefix);
-    query(&target, &first, "limit", a->limit);
-    query(&target, &first, "values", a->values ? "1" : NULL);
-    query(&target, &first, "consistency", a->consistency);
-    rv = call(a, "GET", &target, NULL, "", 0, &resp, &len, &status);
+    jinn_cli_query(&target, &first, "prefix", a->prefix);
+    jinn_cli_query(&target, &first, "limit", a->limit);
+    jinn_cli_query(&target, &first, "values", a->values ? "1" : NULL);
+    jinn_cli_query(&target, &first, "consistency", a->consistency);
+    rv = jinn_cli_call(a->addr, "GET", &target, NULL, "", 0, &resp, &len, &status);
     if (rv == 0 && a->json) {
         printf("%.*s\n", (int)len, resp);
     } else if (rv == 0) {
@@ -344,11 +300,11 @@ static int cmd_watch(const struct kv_args *a)
         json_t *o, *ev;
         jinn_wbuf_init(&target);
         path(&target, a->pos[0], NULL);
-        query(&target, &first, "watch", "1");
-        query(&target, &first, "prefix", a->prefix);
-        query(&target, &first, "after", after[0] ? after : NULL);
-        query(&target, &first, "timeout", "30s");
-        rv = call(a, "GET", &target, NULL, "", 0, &resp, &len, &status);
+        jinn_cli_query(&target, &first, "watch", "1");
+        jinn_cli_query(&target, &first, "prefix", a->prefix);
+        jinn_cli_query(&target, &first, "after", after[0] ? after : NULL);
+        jinn_cli_query(&target, &first, "timeout", "30s");
+        rv = jinn_cli_call(a->addr, "GET", &target, NULL, "", 0, &resp, &len, &status);
         jinn_wbuf_free(&target);
         if (rv != 0) {
             return rv;

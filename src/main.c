@@ -18,6 +18,7 @@ static void usage(FILE *out)
             "  jinn status [--addr URL] [--json]   show a node's view of the cluster\n"
             "  jinn version [--addr URL] [--json]  show the build (and a node's)\n"
             "  jinn kv put|create|cas|get|del|ls|watch ...   the key-value store\n"
+            "  jinn lock acquire|refresh|release|show|ls ... distributed locks\n"
             "\n"
             "--addr defaults to $JINN_ADDR, else %s\n",
             JINN_VERSION, JINN_CLI_DEFAULT_ADDR);
@@ -50,6 +51,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "status") == 0) {
         return jinn_cli_status(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "lock") == 0) {
+        return jinn_cli_lock(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "kv") == 0) {
         return jinn_cli_kv(argc - 2, argv + 2);

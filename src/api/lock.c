@@ -116,6 +116,67 @@ static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
     jinn_http_reply_error(req, res->code == JINN_OK ? JINN_EINTERNAL : res->code, NULL);
 }
 
+/* A refused acquire need not cost a log entry: when the leader's state
+ * shows the lock held, a shared read barrier confirms that state is current
+ * and the refusal is answered from it. Only attempts that may succeed go
+ * through the log, so a crowd contending for one lock does not drown it. */
+struct pending_acquire {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    struct jinn_cmd cmd;
+    char name[JINN_LOCK_NAME_MAX];
+    char owner[JINN_LOCK_OWNER_MAX + 1];
+};
+
+static const struct jinn_lock *held(struct jinn_api *api, const struct jinn_cmd *c)
+{
+    return jinn_locks_get(&jinn_node_fsm(api->node)->locks, (const char *)c->lock.name.p,
+                          c->lock.name.len);
+}
+
+static void acquire_confirmed(void *data, int code)
+{
+    struct pending_acquire *pa = data;
+    if (code != JINN_OK) {
+        jinn_http_reply_error(pa->req, code == JINN_EUNKNOWN ? JINN_ENOLEADER : code,
+                              "leadership could not be confirmed; retry");
+    } else if (held(pa->api, &pa->cmd) != NULL) {
+        struct jinn_result refused = {JINN_ECONFLICT, 0, 0};
+        lock_committed(pa->api, pa->req, &refused);
+    } else {
+        jinn_api_propose_or_reply(pa->api, pa->req, &pa->cmd, lock_committed);
+    }
+    jinn_free(pa);
+}
+
+static void acquire_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                             const struct jinn_cmd *c)
+{
+    struct pending_acquire *pa;
+    int rv;
+    if (held(api, c) == NULL) {
+        jinn_api_propose_or_reply(api, req, (struct jinn_cmd *)c, lock_committed);
+        return;
+    }
+    pa = jinn_malloc(sizeof *pa);
+    if (pa == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    pa->api = api;
+    pa->req = req;
+    pa->cmd = *c;
+    memcpy(pa->name, c->lock.name.p, c->lock.name.len);
+    memcpy(pa->owner, c->lock.owner.p, c->lock.owner.len);
+    pa->cmd.lock.name.p = (const uint8_t *)pa->name;
+    pa->cmd.lock.owner.p = (const uint8_t *)pa->owner;
+    rv = jinn_node_linearize(api->node, acquire_confirmed, pa);
+    if (rv != JINN_OK) {
+        jinn_free(pa);
+        jinn_http_reply_error(req, rv, NULL);
+    }
+}
+
 void jinn_api_lock_acquire(struct jinn_api *api, struct jinn_http_request *req,
                            const struct jinn_route_args *args)
 {
@@ -147,7 +208,7 @@ void jinn_api_lock_acquire(struct jinn_api *api, struct jinn_http_request *req,
     c.lock.name.len = args->len[0];
     c.lock.owner.p = (const uint8_t *)owner;
     c.lock.owner.len = strlen(owner);
-    jinn_api_propose_or_reply(api, req, &c, lock_committed);
+    acquire_or_reply(api, req, &c);
 }
 
 static void token_command(struct jinn_api *api, struct jinn_http_request *req,

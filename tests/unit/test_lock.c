@@ -1,0 +1,146 @@
+/* test_lock.c - locks in the state machine: grants, expiry, tokens,
+ * fencing and snapshots. */
+#include "alloc.h"
+#include "error.h"
+#include "fsm/cmd.h"
+#include "fsm/fsm.h"
+#include "unit.h"
+
+static struct jinn_cmd lock_cmd(uint8_t type, const char *name, const char *owner,
+                                uint64_t token, uint64_t ttl)
+{
+    struct jinn_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = type;
+    c.lock.name.p = (const uint8_t *)name;
+    c.lock.name.len = strlen(name);
+    c.lock.owner.p = (const uint8_t *)owner;
+    c.lock.owner.len = strlen(owner);
+    c.lock.token = token;
+    c.lock.ttl_ms = ttl;
+    return c;
+}
+
+static int apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time, struct jinn_cmd c)
+{
+    struct jinn_wbuf w;
+    int code;
+    c.time_ms = time;
+    jinn_wbuf_init(&w);
+    if (jinn_cmd_encode(&c, &w) != 0) {
+        jinn_wbuf_free(&w);
+        return -1;
+    }
+    code = jinn_fsm_apply_buf(fsm, index, w.data, w.len)->code;
+    jinn_wbuf_free(&w);
+    return code;
+}
+
+TEST(lock_grant_conflict_expiry_and_token_order)
+{
+    struct jinn_fsm fsm;
+    const struct jinn_lock *k;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 5, 1000, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "m", "w1", 0, 500)), 0);
+    CHECK_INT(fsm.result.value, 5); /* the token is the grant's index */
+    CHECK_INT(apply(&fsm, 6, 1200, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "m", "w2", 0, 500)),
+              JINN_ECONFLICT);
+    CHECK_INT(fsm.result.value, 5);
+    /* Not a millisecond early: at 1499 it is still held. */
+    CHECK_INT(apply(&fsm, 7, 1499, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "m", "w2", 0, 500)),
+              JINN_ECONFLICT);
+    CHECK_INT(apply(&fsm, 8, 1500, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "m", "w2", 0, 500)), 0);
+    CHECK_INT(fsm.result.value, 8);
+    k = jinn_locks_get(&fsm.locks, "m", 1);
+    CHECK(k != NULL && k->token == 8 && k->expires_at == 2000);
+    CHECK(k->owner_len == 2 && memcmp(k->owner, "w2", 2) == 0);
+    /* The old holder can neither refresh nor release. */
+    CHECK_INT(apply(&fsm, 9, 1600, lock_cmd(JINN_CMD_LOCK_REFRESH, "m", "", 5, 0)),
+              JINN_ECONFLICT);
+    CHECK_INT(apply(&fsm, 10, 1600, lock_cmd(JINN_CMD_LOCK_RELEASE, "m", "", 5, 0)),
+              JINN_ECONFLICT);
+    /* The holder refreshes (same TTL when none is given) and releases. */
+    CHECK_INT(apply(&fsm, 11, 1900, lock_cmd(JINN_CMD_LOCK_REFRESH, "m", "", 8, 0)), 0);
+    CHECK_INT(jinn_locks_get(&fsm.locks, "m", 1)->expires_at, 2400);
+    CHECK_INT(jinn_locks_next_expiry(&fsm.locks), 2400);
+    CHECK_INT(apply(&fsm, 12, 1950, lock_cmd(JINN_CMD_LOCK_RELEASE, "m", "", 8, 0)), 0);
+    CHECK(jinn_locks_get(&fsm.locks, "m", 1) == NULL);
+    CHECK_INT(jinn_locks_next_expiry(&fsm.locks), 0);
+    jinn_fsm_close(&fsm);
+}
+
+TEST(lock_fenced_kv_writes)
+{
+    struct jinn_fsm fsm;
+    struct jinn_cmd put;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 3, 100, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "res", "w", 0, 1000)), 0);
+    memset(&put, 0, sizeof put);
+    put.type = JINN_CMD_KV_PUT;
+    put.kv.ns.p = (const uint8_t *)"ns";
+    put.kv.ns.len = 2;
+    put.kv.key.p = (const uint8_t *)"counter";
+    put.kv.key.len = 7;
+    put.kv.value.p = (const uint8_t *)"1";
+    put.kv.value.len = 1;
+    put.kv.flags = JINN_KV_FENCED;
+    put.kv.fence.p = (const uint8_t *)"res";
+    put.kv.fence.len = 3;
+    put.kv.fence_token = 3;
+    CHECK_INT(apply(&fsm, 4, 200, put), 0);
+    put.kv.fence_token = 2; /* a stale holder */
+    CHECK_INT(apply(&fsm, 5, 300, put), JINN_ECONFLICT);
+    put.kv.fence_token = 3; /* the lock expired at 1100 */
+    CHECK_INT(apply(&fsm, 6, 1100, put), JINN_ECONFLICT);
+    CHECK_INT(jinn_kv_get(&fsm.kv, "ns", (const uint8_t *)"counter", 7)->revision, 4);
+    put.type = JINN_CMD_KV_DEL;
+    CHECK_INT(apply(&fsm, 7, 1100, put), JINN_ECONFLICT);
+    CHECK(jinn_kv_get(&fsm.kv, "ns", (const uint8_t *)"counter", 7) != NULL);
+    jinn_fsm_close(&fsm);
+}
+
+TEST(lock_snapshot_round_trip_and_bad_commands)
+{
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w1, w2;
+    struct jinn_cmd c, d;
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    for (uint64_t i = 1; i <= 20; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "L%llu", (unsigned long long)(i * 7 % 20));
+        CHECK_INT(apply(&a, i, 10, lock_cmd(JINN_CMD_LOCK_ACQUIRE, name, "o", 0, 100 + i)), 0);
+    }
+    jinn_wbuf_init(&w1);
+    CHECK_INT(jinn_fsm_encode(&a, &w1), 0);
+    CHECK_INT(jinn_fsm_decode(&b, w1.data, w1.len), 0);
+    jinn_wbuf_init(&w2);
+    CHECK_INT(jinn_fsm_encode(&b, &w2), 0);
+    CHECK(w1.len == w2.len && memcmp(w1.data, w2.data, w1.len) == 0);
+    for (size_t n = 0; n < w1.len; n += 5) {
+        CHECK(jinn_fsm_decode(&b, w1.data, n) != 0);
+    }
+    jinn_wbuf_free(&w1);
+    jinn_wbuf_free(&w2);
+    /* Commands: no owner on acquire, empty name, oversized name. */
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "x", "", 0, 10);
+    jinn_wbuf_init(&w1);
+    CHECK_INT(jinn_cmd_encode(&c, &w1), JINN_EINVAL);
+    jinn_wbuf_free(&w1);
+    c = lock_cmd(JINN_CMD_LOCK_RELEASE, "", "", 1, 0);
+    jinn_wbuf_init(&w1);
+    CHECK_INT(jinn_cmd_encode(&c, &w1), JINN_EINVAL);
+    jinn_wbuf_free(&w1);
+    c = lock_cmd(JINN_CMD_LOCK_REFRESH, "name", "", 42, 99);
+    jinn_wbuf_init(&w1);
+    CHECK_INT(jinn_cmd_encode(&c, &w1), 0);
+    CHECK_INT(jinn_cmd_decode(w1.data, w1.len, &d), 0);
+    CHECK_INT(d.lock.token, 42);
+    CHECK_INT(d.lock.ttl_ms, 99);
+    for (size_t n = 0; n < w1.len; n++) {
+        CHECK(jinn_cmd_decode(w1.data, n, &d) != 0);
+    }
+    jinn_wbuf_free(&w1);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
+}
