@@ -76,6 +76,9 @@ struct jinn_node {
     struct raft_barrier read_barrier;
     bool read_barrier_inflight;
     struct read_waiter *reading, *queued, **queued_tail;
+    struct read_waiter *finished; /* answered from `kick`, outside raft's stack */
+    int finished_code;
+    uv_timer_t kick;
     uint64_t read_barriers, reads_linearized;
     bool time_tick_inflight; /* a NOOP proposed to advance cluster time */
 
@@ -317,12 +320,14 @@ int jinn_node_start(struct jinn_node *node)
     }
     rv = raft_start(&node->raft);
     if (rv != 0) {
-        jinn_error("raft start: %s", raft_errmsg(&node->raft));
+        jinn_error("raft start: %s (%s)", raft_strerror(rv), raft_errmsg(&node->raft));
         return JINN_ERAFT;
     }
     uv_timer_init(node->loop, &node->tick);
     node->tick.data = node;
     uv_timer_start(&node->tick, tick_cb, TICK_MS, TICK_MS);
+    uv_timer_init(node->loop, &node->kick);
+    node->kick.data = node;
     jinn_info("raft started: id %llu, address %s, %u entries in log, applied %llu",
               (unsigned long long)node->id, node->address,
               (unsigned)(raft_last_index(&node->raft)),
@@ -434,25 +439,6 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
 
 static void start_read_barrier(struct jinn_node *node);
 
-static void read_barrier_done(struct raft_barrier *req, int status)
-{
-    struct jinn_node *node = req->data;
-    struct read_waiter *w = node->reading;
-
-    node->read_barrier_inflight = false;
-    node->reading = NULL;
-    while (w != NULL) {
-        struct read_waiter *next = w->next;
-        node->reads_linearized += status == 0;
-        w->cb(w->data, status == 0 ? JINN_OK : JINN_EUNKNOWN);
-        jinn_free(w);
-        w = next;
-    }
-    if (node->queued != NULL) {
-        start_read_barrier(node);
-    }
-}
-
 static void fail_waiters(struct read_waiter *w, int code)
 {
     while (w != NULL) {
@@ -461,6 +447,39 @@ static void fail_waiters(struct read_waiter *w, int code)
         jinn_free(w);
         w = next;
     }
+}
+
+/* libraft calls read_barrier_done from deep inside its own state changes
+ * (applying, or stepping down); answering readers there could re-enter raft
+ * (a reader may propose). So the answers, and the next barrier, run from a
+ * zero-delay timer on the next loop turn. */
+static void kick_cb(uv_timer_t *t)
+{
+    struct jinn_node *node = t->data;
+    struct read_waiter *w = node->finished;
+    int code = node->finished_code;
+
+    node->finished = NULL;
+    if (code == JINN_OK) {
+        for (struct read_waiter *x = w; x != NULL; x = x->next) {
+            node->reads_linearized++;
+        }
+    }
+    fail_waiters(w, code);
+    if (node->queued != NULL && !node->read_barrier_inflight && !node->stopping) {
+        start_read_barrier(node);
+    }
+}
+
+static void read_barrier_done(struct raft_barrier *req, int status)
+{
+    struct jinn_node *node = req->data;
+    assert(node->finished == NULL);
+    node->read_barrier_inflight = false;
+    node->finished = node->reading;
+    node->finished_code = status == 0 ? JINN_OK : JINN_EUNKNOWN;
+    node->reading = NULL;
+    uv_timer_start(&node->kick, kick_cb, 0, 0);
 }
 
 static void start_read_barrier(struct jinn_node *node)
@@ -500,7 +519,7 @@ int jinn_node_linearize(struct jinn_node *node, jinn_read_cb cb, void *data)
     w->next = NULL;
     *node->queued_tail = w;
     node->queued_tail = &w->next;
-    if (!node->read_barrier_inflight) {
+    if (!node->read_barrier_inflight && node->finished == NULL) {
         start_read_barrier(node);
     }
     return JINN_OK;
@@ -798,12 +817,26 @@ bool jinn_node_is_leader(struct jinn_node *node)
 
 /* ---- shutdown ---------------------------------------------------------- */
 
-static void tick_closed(uv_handle_t *h)
+static void kick_closed(uv_handle_t *h)
 {
     struct jinn_node *node = h->data;
     if (node->stop_cb != NULL) {
         node->stop_cb(node->stop_data);
     }
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    struct jinn_node *node = h->data;
+    /* Readers still waiting are answered before the node goes away. */
+    if (node->finished != NULL) {
+        fail_waiters(node->finished, node->finished_code);
+        node->finished = NULL;
+    }
+    fail_waiters(node->queued, JINN_ESHUTDOWN);
+    node->queued = NULL;
+    node->queued_tail = &node->queued;
+    uv_close((uv_handle_t *)&node->kick, kick_closed);
 }
 
 static void raft_closed(struct raft *raft)

@@ -7,6 +7,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Cluster  # noqa: E402
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 @pytest.fixture
 def cluster_factory(tmp_path, request):
     made = []
@@ -18,11 +21,18 @@ def cluster_factory(tmp_path, request):
 
     yield make
     failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    crashed = []
     for c in made:
-        if failed:
-            for node in c.nodes:
-                sys.stderr.write(f"\n----- {node.name} log -----\n{node.log()[-6000:]}")
         c.close()
+        for node in c.nodes:
+            log = node.log()
+            # A node that crashed or tripped a sanitizer fails the test even
+            # when the test's own checks passed.
+            if any(s in log for s in SANITIZER_MARKS):
+                crashed.append(node.name)
+            if failed or crashed:
+                sys.stderr.write(f"\n----- {node.name} log -----\n{log[-6000:]}")
+    assert not crashed, f"sanitizer report in the log of {crashed}"
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

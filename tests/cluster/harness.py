@@ -23,10 +23,27 @@ JINN = os.environ.get("JINN_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "test", "jinn")
 
 
+_used_ports = set()
+_port_lock = threading.Lock()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768+), so that outgoing
+    connections can never take a port a node is about to listen on."""
+    with _port_lock:
+        base = 20000 + (os.getpid() * 7919) % 10000
+        for i in range(12000):
+            port = 20000 + (base - 20000 + i * 13) % 12000
+            if port in _used_ports:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free port")
 
 
 def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):

@@ -238,7 +238,16 @@ def test_history_is_linearizable_under_faults(cluster):
             with lock:
                 counter[0] += 1
                 value = f"c{cid}-{counter[0]}"
-            op = {"invoke": now()}
+            # The kind is known before the request: a write that dies with the
+            # connection must still count as "may have happened".
+            if r < 0.45:
+                op = {"invoke": now()}
+            elif r < 0.75 or key not in known:
+                op = {"invoke": now(), "kind": "write", "value": value}
+            else:
+                rev, expect = known[key]
+                op = {"invoke": now(), "kind": "cas", "expect": expect, "value": value,
+                      "ok": True}
             try:
                 if r < 0.45:
                     code, h, out = kv(node, "GET", "pay", key, timeout=3)
@@ -249,19 +258,17 @@ def test_history_is_linearizable_under_faults(cluster):
                         op.update(kind="read", result=None)
                     else:
                         continue  # a refused read is no observation
-                elif r < 0.75 or key not in known:
+                elif op["kind"] == "write":
                     code, _, out = put(node, "pay", key, value, timeout=3)
-                    op.update(kind="write", value=value)
                     if code != 200:
                         err = json.loads(out)["error"] if out else ""
                         if err in ("no_leader", "not_leader", "forward_failed"):
                             continue  # definitely not applied
                         op["complete"] = None
                 else:
-                    rev, expect = known[key]
                     code, _, out = put(node, "pay", key, value, timeout=3,
                                        headers={"If-Match": f'"{rev}"'})
-                    op.update(kind="cas", expect=expect, value=value, ok=code == 200)
+                    op["ok"] = code == 200
                     if code not in (200, 412):
                         err = json.loads(out)["error"] if out else ""
                         if err in ("no_leader", "not_leader", "forward_failed"):
@@ -272,6 +279,7 @@ def test_history_is_linearizable_under_faults(cluster):
                 # Timed out on our side: a write may or may not have happened.
                 if op.get("kind") in ("write", "cas"):
                     op["complete"] = None
+                    op["ok"] = True
                 else:
                     continue
             if "kind" not in op:
