@@ -192,3 +192,20 @@ struct jinn_tree_node *jinn_tree_next(struct jinn_tree_iter *it)
     }
     return it->depth ? it->stack[it->depth - 1] : NULL;
 }
+
+static void release_subtree(struct jinn_tree_node *n, void (*release)(struct jinn_tree_node *))
+{
+    while (n != NULL) {
+        struct jinn_tree_node *left = n->left, *right = n->right;
+        release_subtree(left, release);
+        release(n);
+        n = right;
+    }
+}
+
+void jinn_tree_release_all(struct jinn_tree *t, void (*release)(struct jinn_tree_node *))
+{
+    release_subtree(t->root, release);
+    t->root = NULL;
+    t->count = 0;
+}

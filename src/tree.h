@@ -37,6 +37,10 @@ struct jinn_tree_node *jinn_tree_insert(struct jinn_tree *t, struct jinn_tree_no
 /* Removes the node equal to key; returns it or NULL. */
 struct jinn_tree_node *jinn_tree_remove(struct jinn_tree *t, const struct jinn_tree_node *key);
 struct jinn_tree_node *jinn_tree_find(const struct jinn_tree *t, const struct jinn_tree_node *key);
+/* Calls release on every node (in no particular order) and empties the
+ * tree; release may free the node. */
+void jinn_tree_release_all(struct jinn_tree *t, void (*release)(struct jinn_tree_node *));
+
 /* The smallest node, or NULL. */
 struct jinn_tree_node *jinn_tree_first(const struct jinn_tree *t);
 

@@ -177,65 +177,68 @@ static void acquire_or_reply(struct jinn_api *api, struct jinn_http_request *req
     }
 }
 
+/* Builds the command for an acquire, refresh or release from the path,
+ * query and optional JSON body. Either succeeds or has replied. owner must
+ * hold JINN_LOCK_OWNER_MAX + 1 bytes; c borrows from it and from args. */
+static bool command_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                             const struct jinn_route_args *args, uint8_t type,
+                             struct jinn_cmd *c, char *owner)
+{
+    bool present = false, failed, ok;
+    json_t *body;
+
+    memset(c, 0, sizeof *c);
+    c->type = type;
+    if (!name_or_reply(req, args)) {
+        return false;
+    }
+    body = jinn_api_optional_body_or_reply(req, &failed);
+    if (failed) {
+        return false;
+    }
+    if (type == JINN_CMD_LOCK_ACQUIRE) {
+        ok = jinn_api_param_or_reply(req, body, "owner", owner, JINN_LOCK_OWNER_MAX + 1,
+                                     &present) &&
+             ttl_or_reply(api, req, body, LOCK_DEFAULT_TTL_MS, &c->lock.ttl_ms);
+    } else {
+        ok = token_or_reply(req, body, &c->lock.token) &&
+             (type != JINN_CMD_LOCK_REFRESH || ttl_or_reply(api, req, body, 0, &c->lock.ttl_ms));
+    }
+    json_decref(body);
+    if (!ok) {
+        return false;
+    }
+    if (type == JINN_CMD_LOCK_ACQUIRE) {
+        if (!present || owner[0] == '\0' || !jinn_utf8_valid(owner, strlen(owner))) {
+            jinn_http_reply_error(req, JINN_EINVAL, "owner is required (1-256 bytes of UTF-8)");
+            return false;
+        }
+        c->lock.owner.p = (const uint8_t *)owner;
+        c->lock.owner.len = strlen(owner);
+    }
+    c->lock.name.p = (const uint8_t *)args->arg[0];
+    c->lock.name.len = args->len[0];
+    return true;
+}
+
 void jinn_api_lock_acquire(struct jinn_api *api, struct jinn_http_request *req,
                            const struct jinn_route_args *args)
 {
     char owner[JINN_LOCK_OWNER_MAX + 1];
-    bool present, failed;
-    json_t *body;
     struct jinn_cmd c;
-
-    memset(&c, 0, sizeof c);
-    if (!name_or_reply(req, args)) {
-        return;
+    if (command_or_reply(api, req, args, JINN_CMD_LOCK_ACQUIRE, &c, owner)) {
+        acquire_or_reply(api, req, &c);
     }
-    body = jinn_api_optional_body_or_reply(req, &failed);
-    if (failed) {
-        return;
-    }
-    if (!jinn_api_param_or_reply(req, body, "owner", owner, sizeof owner, &present) ||
-        !ttl_or_reply(api, req, body, LOCK_DEFAULT_TTL_MS, &c.lock.ttl_ms)) {
-        json_decref(body);
-        return;
-    }
-    json_decref(body);
-    if (!present || owner[0] == '\0' || !jinn_utf8_valid(owner, strlen(owner))) {
-        jinn_http_reply_error(req, JINN_EINVAL, "owner is required (1-256 bytes of UTF-8)");
-        return;
-    }
-    c.type = JINN_CMD_LOCK_ACQUIRE;
-    c.lock.name.p = (const uint8_t *)args->arg[0];
-    c.lock.name.len = args->len[0];
-    c.lock.owner.p = (const uint8_t *)owner;
-    c.lock.owner.len = strlen(owner);
-    acquire_or_reply(api, req, &c);
 }
 
 static void token_command(struct jinn_api *api, struct jinn_http_request *req,
                           const struct jinn_route_args *args, uint8_t type)
 {
-    bool failed;
-    json_t *body;
+    char owner[JINN_LOCK_OWNER_MAX + 1];
     struct jinn_cmd c;
-
-    memset(&c, 0, sizeof c);
-    if (!name_or_reply(req, args)) {
-        return;
+    if (command_or_reply(api, req, args, type, &c, owner)) {
+        jinn_api_propose_or_reply(api, req, &c, lock_committed);
     }
-    body = jinn_api_optional_body_or_reply(req, &failed);
-    if (failed) {
-        return;
-    }
-    if (!token_or_reply(req, body, &c.lock.token) ||
-        (type == JINN_CMD_LOCK_REFRESH && !ttl_or_reply(api, req, body, 0, &c.lock.ttl_ms))) {
-        json_decref(body);
-        return;
-    }
-    json_decref(body);
-    c.type = type;
-    c.lock.name.p = (const uint8_t *)args->arg[0];
-    c.lock.name.len = args->len[0];
-    jinn_api_propose_or_reply(api, req, &c, lock_committed);
 }
 
 void jinn_api_lock_refresh(struct jinn_api *api, struct jinn_http_request *req,

@@ -55,19 +55,14 @@ static void event_free(struct jinn_kv_event *ev)
     memset(ev, 0, sizeof *ev);
 }
 
-static void free_subtree(struct jinn_tree_node *n)
+static void free_by_key(struct jinn_tree_node *n)
 {
-    while (n != NULL) {
-        struct jinn_tree_node *right = n->right;
-        free_subtree(n->left);
-        jinn_free(jinn_tree_entry(n, struct jinn_kv_entry, by_key));
-        n = right;
-    }
+    jinn_free(jinn_tree_entry(n, struct jinn_kv_entry, by_key));
 }
 
 void jinn_kv_clear(struct jinn_kv *kv)
 {
-    free_subtree(kv->by_key.root);
+    jinn_tree_release_all(&kv->by_key, free_by_key);
     for (size_t i = 0; i < kv->ring_len; i++) {
         event_free(&kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
     }

@@ -33,19 +33,14 @@ void jinn_locks_init(struct jinn_locks *l)
     jinn_tree_init(&l->by_expiry, expiry_cmp);
 }
 
-static void free_subtree(struct jinn_tree_node *n)
+static void free_by_key(struct jinn_tree_node *n)
 {
-    while (n != NULL) {
-        struct jinn_tree_node *right = n->right;
-        free_subtree(n->left);
-        jinn_free(jinn_tree_entry(n, struct jinn_lock, by_name));
-        n = right;
-    }
+    jinn_free(jinn_tree_entry(n, struct jinn_lock, by_name));
 }
 
 void jinn_locks_clear(struct jinn_locks *l)
 {
-    free_subtree(l->by_name.root);
+    jinn_tree_release_all(&l->by_name, free_by_key);
     jinn_locks_init(l);
 }
 
