@@ -24,6 +24,9 @@ int jinn_cli_version(int argc, char **argv);
 int jinn_cli_kv(int argc, char **argv);
 /* jinn lock acquire|refresh|release|show|ls ... (cli_lock.c) */
 int jinn_cli_lock(int argc, char **argv);
+/* jinn queue ... and jinn worker ... (cli_queue.c) */
+int jinn_cli_queue(int argc, char **argv);
+int jinn_cli_worker(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */

@@ -104,6 +104,10 @@ void jinn_config_free(struct jinn_config *cfg)
         jinn_free(cfg->policies[i].ns);
     }
     jinn_free(cfg->policies);
+    for (unsigned i = 0; i < cfg->n_queue_policies; i++) {
+        jinn_free(cfg->queue_policies[i].name);
+    }
+    jinn_free(cfg->queue_policies);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -116,6 +120,23 @@ struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char 
         }
     }
     return cp;
+}
+
+static struct jinn_queue_policy queue_defaults(void)
+{
+    struct jinn_queue_policy p = {NULL, 30000, 5, {1000, 5000, 30000}, 3, 1000000,
+                                  UINT64_C(1) << 30, 120000};
+    return p;
+}
+
+struct jinn_queue_policy jinn_config_queue(const struct jinn_config *cfg, const char *name)
+{
+    for (unsigned i = 0; i < cfg->n_queue_policies; i++) {
+        if (strcmp(cfg->queue_policies[i].name, name) == 0) {
+            return cfg->queue_policies[i];
+        }
+    }
+    return queue_defaults();
 }
 
 unsigned jinn_config_self(const struct jinn_config *cfg)
@@ -672,26 +693,135 @@ static int parse_policy(struct parser *p, struct jinn_config *cfg)
     return 0;
 }
 
-static int parse_consensus(struct parser *p, struct jinn_config *cfg, const struct token *d)
+/* NAME { ack_wait D  max_deliver N  backoff D D ...  max_length N
+ *        max_bytes SIZE  idempotency_window D } */
+static int parse_queue(struct parser *p, struct jinn_config *cfg)
+{
+    const struct token *name = &p->tokens[p->pos];
+    struct jinn_queue_policy pol = queue_defaults();
+    struct jinn_queue_policy *grown;
+
+    if (arg_name(p, name, name) != 0) {
+        return JINN_ECONFIG;
+    }
+    for (unsigned i = 0; i < cfg->n_queue_policies; i++) {
+        if (strcmp(cfg->queue_policies[i].name, name->text) == 0) {
+            return fail_at(p->err, name->line, name->column,
+                           "queues: queue '%s' configured twice", name->text);
+        }
+    }
+    if (cfg->n_queue_policies == JINN_CONFIG_MAX_POLICIES) {
+        return fail_at(p->err, name->line, name->column, "queues: too many queues");
+    }
+    if (p->pos + 1 >= p->n || !is_open(&p->tokens[p->pos + 1])) {
+        return fail_at(p->err, name->line, name->column, "queues: expected '{' after '%s'",
+                       name->text);
+    }
+    p->pos += 2;
+    for (;;) {
+        const struct token *key;
+        size_t n_vals = 0;
+        if (p->pos >= p->n) {
+            return fail_at(p->err, name->line, name->column, "queues: unclosed block for '%s'",
+                           name->text);
+        }
+        key = &p->tokens[p->pos];
+        if (is_close(key)) {
+            p->pos++;
+            break;
+        }
+        /* Values run until the next option name or the closing brace. */
+        while (p->pos + 1 + n_vals < p->n) {
+            const struct token *v = &p->tokens[p->pos + 1 + n_vals];
+            if (is_close(v) || is_open(v) || (v->text[0] >= 'a' && v->text[0] <= 'z')) {
+                break;
+            }
+            n_vals++;
+        }
+        if (n_vals == 0) {
+            return fail_at(p->err, key->line, key->column, "%s: missing argument", key->text);
+        }
+        if (strcmp(key->text, "backoff") == 0) {
+            if (n_vals > JINN_BACKOFF_MAX) {
+                return fail_at(p->err, key->line, key->column, "backoff: at most %d delays",
+                               JINN_BACKOFF_MAX);
+            }
+            for (size_t i = 0; i < n_vals; i++) {
+                if (arg_duration(p, key, key + 1 + i, 0, 86400000, &pol.backoff_ms[i]) != 0) {
+                    return JINN_ECONFIG;
+                }
+            }
+            pol.n_backoff = (unsigned)n_vals;
+        } else if (n_vals != 1) {
+            const struct token *extra = key + 2;
+            return fail_at(p->err, extra->line, extra->column, "%s: unexpected argument '%s'",
+                           key->text, extra->text);
+        } else if (strcmp(key->text, "ack_wait") == 0) {
+            if (arg_duration(p, key, key + 1, 100, 43200000, &pol.ack_wait_ms) != 0) {
+                return JINN_ECONFIG;
+            }
+        } else if (strcmp(key->text, "idempotency_window") == 0) {
+            if (arg_duration(p, key, key + 1, 1000, 86400000, &pol.idempotency_window_ms) != 0) {
+                return JINN_ECONFIG;
+            }
+        } else if (strcmp(key->text, "max_deliver") == 0) {
+            if (arg_uint(p, key, key + 1, 1, 1000000, &pol.max_deliver) != 0) {
+                return JINN_ECONFIG;
+            }
+        } else if (strcmp(key->text, "max_length") == 0) {
+            if (arg_uint(p, key, key + 1, 1, 100000000, &pol.max_length) != 0) {
+                return JINN_ECONFIG;
+            }
+        } else if (strcmp(key->text, "max_bytes") == 0) {
+            const struct token *a = key + 1;
+            if (jinn_parse_size(a->text, &pol.max_bytes) != 0 || pol.max_bytes == 0) {
+                return fail_at(p->err, a->line, a->column, "max_bytes: bad size '%s'", a->text);
+            }
+        } else {
+            return fail_at(p->err, key->line, key->column, "queues: unknown queue option '%s'",
+                           key->text);
+        }
+        p->pos += 1 + n_vals;
+    }
+    grown = jinn_realloc(cfg->queue_policies, (cfg->n_queue_policies + 1) * sizeof *grown);
+    if (grown == NULL) {
+        return JINN_ENOMEM;
+    }
+    cfg->queue_policies = grown;
+    pol.name = jinn_strdup(name->text);
+    if (pol.name == NULL) {
+        return JINN_ENOMEM;
+    }
+    cfg->queue_policies[cfg->n_queue_policies++] = pol;
+    return 0;
+}
+
+static int parse_block(struct parser *p, struct jinn_config *cfg, const struct token *d,
+                       int (*entry)(struct parser *, struct jinn_config *))
 {
     int rv;
     if (p->pos + 1 >= p->n || !is_open(&p->tokens[p->pos + 1])) {
-        return fail_at(p->err, d->line, d->column, "consensus: expected '{'");
+        return fail_at(p->err, d->line, d->column, "%s: expected '{'", d->text);
     }
     p->pos += 2;
     for (;;) {
         if (p->pos >= p->n) {
-            return fail_at(p->err, d->line, d->column, "consensus: unclosed block");
+            return fail_at(p->err, d->line, d->column, "%s: unclosed block", d->text);
         }
         if (is_close(&p->tokens[p->pos])) {
             p->pos++;
             return 0;
         }
-        rv = parse_policy(p, cfg);
+        rv = entry(p, cfg);
         if (rv != 0) {
             return rv;
         }
     }
+}
+
+static int parse_consensus(struct parser *p, struct jinn_config *cfg, const struct token *d)
+{
+    return parse_block(p, cfg, d, parse_policy);
 }
 
 enum kind { K_NAME, K_STR, K_HOSTPORT, K_URL, K_DURATION, K_UINT, K_SIZE, K_BOOL, K_PEERS, K_BLOCK };
@@ -726,6 +856,7 @@ static const struct directive directives[] = {
     {"max_connections", K_UINT, FIELD(max_connections), 1, 100000},
     {"debug", K_BOOL, FIELD(debug_log), 0, 0},
     {"consensus", K_BLOCK, 0, 0, 0},
+    {"queues", K_BLOCK, 0, 0, 0},
 };
 
 static bool is_u64_field(size_t offset)
@@ -772,7 +903,8 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     }
     seen[idx] = true;
     if (dir->kind == K_BLOCK) {
-        return parse_consensus(p, cfg, d);
+        return strcmp(dir->name, "queues") == 0 ? parse_block(p, cfg, d, parse_queue)
+                                                : parse_consensus(p, cfg, d);
     }
     n_args = count_args(p, p->pos);
     if (p->pos + n_args + 1 < p->n && is_open(&p->tokens[p->pos + n_args + 1])) {

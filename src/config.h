@@ -30,6 +30,19 @@ struct jinn_policy {
     uint64_t max_staleness_ms; /* 0 = unbounded */
 };
 
+#define JINN_BACKOFF_MAX 8
+
+struct jinn_queue_policy {
+    char *name; /* NULL for the defaults */
+    uint64_t ack_wait_ms;
+    uint64_t max_deliver;
+    uint64_t backoff_ms[JINN_BACKOFF_MAX]; /* delay before the nth retry */
+    unsigned n_backoff;
+    uint64_t max_length;
+    uint64_t max_bytes;
+    uint64_t idempotency_window_ms;
+};
+
 struct jinn_config {
     char *server_name;
     char *data_dir;
@@ -42,6 +55,8 @@ struct jinn_config {
     unsigned replicas; /* voters */
     struct jinn_policy *policies;
     unsigned n_policies;
+    struct jinn_queue_policy *queue_policies;
+    unsigned n_queue_policies;
     unsigned election_timeout_ms;
     unsigned heartbeat_timeout_ms;
     unsigned snapshot_threshold;
@@ -81,6 +96,9 @@ void jinn_config_free(struct jinn_config *cfg);
 
 /* The policy for namespace ns: the configured one, or the CP default. */
 struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char *ns);
+
+/* The settings for queue name: the configured ones, or the defaults. */
+struct jinn_queue_policy jinn_config_queue(const struct jinn_config *cfg, const char *name);
 
 /* Index of this node in peers (the parser guarantees it is there). */
 unsigned jinn_config_self(const struct jinn_config *cfg);

@@ -19,6 +19,8 @@ static void usage(FILE *out)
             "  jinn version [--addr URL] [--json]  show the build (and a node's)\n"
             "  jinn kv put|create|cas|get|del|ls|watch ...   the key-value store\n"
             "  jinn lock acquire|refresh|release|show|ls ... distributed locks\n"
+            "  jinn queue pub|fetch|ack|nak|progress|term|stats|dead ...  work queues\n"
+            "  jinn worker --queue Q --exec CMD    run CMD for every job of queue Q\n"
             "\n"
             "--addr defaults to $JINN_ADDR, else %s\n",
             JINN_VERSION, JINN_CLI_DEFAULT_ADDR);
@@ -51,6 +53,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "status") == 0) {
         return jinn_cli_status(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "queue") == 0) {
+        return jinn_cli_queue(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "worker") == 0) {
+        return jinn_cli_worker(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "lock") == 0) {
         return jinn_cli_lock(argc - 2, argv + 2);

@@ -549,9 +549,13 @@ static void advance_cluster_time(struct jinn_node *node)
 {
     uint64_t due = jinn_kv_next_expiry(&node->fsm.kv);
     uint64_t lock_due = jinn_locks_next_expiry(&node->fsm.locks);
+    uint64_t queue_due = jinn_queues_next_due(&node->fsm.queues);
     struct jinn_cmd c;
     if (lock_due != 0 && (due == 0 || lock_due < due)) {
         due = lock_due;
+    }
+    if (queue_due != 0 && (due == 0 || queue_due < due)) {
+        due = queue_due;
     }
     if (due == 0 || node->time_tick_inflight || wall_ms() < due) {
         return;

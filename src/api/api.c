@@ -15,6 +15,7 @@
 
 #define FORWARDED_HEADER "X-Jinn-Forwarded-By"
 #define FORWARD_GRACE_MS 1000 /* beyond the leader's own request timeout */
+#define FORWARD_LONG_POLL_MS 300000
 
 static const struct jinn_route routes[] = {
     {"GET", "/v1/status", jinn_api_status, 0},
@@ -31,6 +32,17 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/locks/{}", jinn_api_lock_acquire, JINN_ROUTE_LEADER},
     {"DELETE", "/v1/locks/{}", jinn_api_lock_release, JINN_ROUTE_LEADER},
     {"GET", "/v1/locks/{}", jinn_api_lock_show, 0},
+    {"GET", "/v1/queues", jinn_api_queue_list, 0},
+    {"POST", "/v1/queues/{}", jinn_api_queue_publish, JINN_ROUTE_LEADER},
+    {"GET", "/v1/queues/{}", jinn_api_queue_stats, 0},
+    {"POST", "/v1/queues/{}/fetch", jinn_api_queue_fetch, JINN_ROUTE_LEADER},
+    {"GET", "/v1/queues/{}/dead", jinn_api_queue_dead, 0},
+    {"POST", "/v1/queues/{}/dead/{}/requeue", jinn_api_queue_requeue, JINN_ROUTE_LEADER},
+    {"DELETE", "/v1/queues/{}/dead/{}", jinn_api_queue_drop, JINN_ROUTE_LEADER},
+    {"POST", "/v1/queues/{}/{}/ack", jinn_api_queue_ack, JINN_ROUTE_LEADER},
+    {"POST", "/v1/queues/{}/{}/nak", jinn_api_queue_nak, JINN_ROUTE_LEADER},
+    {"POST", "/v1/queues/{}/{}/progress", jinn_api_queue_progress, JINN_ROUTE_LEADER},
+    {"POST", "/v1/queues/{}/{}/term", jinn_api_queue_term, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -40,6 +52,8 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     api->loop = loop;
     api->cfg = cfg;
     api->node = node;
+    uv_timer_init(loop, &api->queue_kick);
+    api->queue_kick.data = api;
 }
 
 /* Matches path against pattern, capturing {} segments into args. Returns 1
@@ -135,6 +149,7 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
 {
     struct jinn_node_status st;
     struct jinn_wbuf headers;
+    uint64_t timeout;
     int rv;
 
     if (jinn_http_header_find(&req->msg, FORWARDED_HEADER) != NULL) {
@@ -168,9 +183,14 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
     }
     req->user = api;
     api->forwards_total++;
+    /* A queue fetch may long-poll at the leader for up to 5 minutes. */
+    timeout = api->cfg->request_timeout_ms + FORWARD_GRACE_MS;
+    if (req->path_len > 6 && memcmp(req->path + req->path_len - 6, "/fetch", 6) == 0) {
+        timeout += FORWARD_LONG_POLL_MS;
+    }
     rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
                     req->msg.target_len, (const char *)headers.data, req->body, req->body_len,
-                    api->cfg->request_timeout_ms + FORWARD_GRACE_MS, forwarded, req);
+                    timeout, forwarded, req);
     jinn_wbuf_free(&headers);
     if (rv != 0) {
         api->forwards_failed++;

@@ -26,8 +26,13 @@ struct jinn_api {
     uint64_t forwards_total, forwards_failed;
     struct jinn_watcher *watchers; /* long-polling KV watches */
     unsigned n_watchers;
+    struct jinn_fetcher *fetchers; /* long-polling queue fetches */
+    unsigned n_fetchers;
+    uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
     bool stopping;
 };
+
+#define JINN_API_FETCHERS_MAX 4096
 
 struct jinn_route_args {
     char arg[JINN_ROUTE_MAX_ARGS][JINN_ROUTE_ARG_MAX]; /* percent-decoded */
@@ -88,6 +93,36 @@ void jinn_api_lock_show(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_lock_list(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
+
+void jinn_api_queue_publish(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args);
+void jinn_api_queue_fetch(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args);
+void jinn_api_queue_ack(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+void jinn_api_queue_nak(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+void jinn_api_queue_progress(struct jinn_api *api, struct jinn_http_request *req,
+                             const struct jinn_route_args *args);
+void jinn_api_queue_term(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_queue_requeue(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args);
+void jinn_api_queue_drop(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_queue_stats(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args);
+void jinn_api_queue_list(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_queue_dead(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+/* Stats object for one queue (metrics and GET /v1/queues). */
+struct jinn_queue;
+json_t *jinn_api_queue_stats_json(const struct jinn_queue *q);
+/* After every applied command: parked fetches may now lease something. */
+void jinn_api_queue_applied(struct jinn_api *api);
+/* Answers parked fetches and closes the kick timer (shutdown). */
+void jinn_api_queue_stop(struct jinn_api *api);
 
 /* Wakes watchers after an applied command (the node's apply hook). */
 void jinn_api_kv_applied(void *data, uint64_t index);

@@ -538,6 +538,7 @@ void jinn_api_kv_applied(void *data, uint64_t index)
     struct jinn_api *api = data;
     const struct jinn_kv *kv = &jinn_node_fsm(api->node)->kv;
     (void)index;
+    jinn_api_queue_applied(api);
     for (struct jinn_watcher *w = api->watchers, *next; w != NULL; w = next) {
         uint64_t last = 0;
         json_t *events;
@@ -556,6 +557,7 @@ void jinn_api_kv_applied(void *data, uint64_t index)
 void jinn_api_stop(struct jinn_api *api)
 {
     api->stopping = true;
+    jinn_api_queue_stop(api);
     while (api->watchers != NULL) {
         struct jinn_watcher *w = api->watchers;
         uv_timer_stop(&w->timer);

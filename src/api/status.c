@@ -157,6 +157,32 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
         jinn_wbuf_printf(&w, "jinn_http_responses_total{class=\"%s\"} %" PRIu64 "\n",
                          classes[c], hs.responses[c]);
     }
+    {
+        const struct jinn_queues *qs = &jinn_node_fsm(api->node)->queues;
+        static const char *const kinds[] = {"ready", "leased", "delayed", "dead"};
+        jinn_wbuf_printf(&w, "# HELP jinn_queue_messages Messages by queue and state.\n"
+                             "# TYPE jinn_queue_messages gauge\n");
+        for (const struct jinn_queue *q = jinn_queues_next(qs, NULL); q;
+             q = jinn_queues_next(qs, q)) {
+            const size_t counts[] = {q->ready.count, q->leased.count, q->delayed.count,
+                                     q->dead.count};
+            for (int k = 0; k < 4; k++) {
+                jinn_wbuf_printf(&w, "jinn_queue_messages{queue=\"%s\",state=\"%s\"} %zu\n",
+                                 q->name, kinds[k], counts[k]);
+            }
+        }
+        jinn_wbuf_printf(&w, "# HELP jinn_queue_events_total Publishes, deliveries, acks.\n"
+                             "# TYPE jinn_queue_events_total counter\n");
+        for (const struct jinn_queue *q = jinn_queues_next(qs, NULL); q;
+             q = jinn_queues_next(qs, q)) {
+            jinn_wbuf_printf(&w,
+                             "jinn_queue_events_total{queue=\"%s\",event=\"published\"} %" PRIu64
+                             "\njinn_queue_events_total{queue=\"%s\",event=\"delivered\"} %" PRIu64
+                             "\njinn_queue_events_total{queue=\"%s\",event=\"acked\"} %" PRIu64
+                             "\n",
+                             q->name, q->published, q->name, q->delivered, q->name, q->acked);
+        }
+    }
 #undef GAUGE
 #undef COUNTER
     if (w.failed) {

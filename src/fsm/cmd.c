@@ -22,6 +22,22 @@ const char *jinn_cmd_type_name(int type)
         return "lock_refresh";
     case JINN_CMD_LOCK_RELEASE:
         return "lock_release";
+    case JINN_CMD_Q_PUBLISH:
+        return "queue_publish";
+    case JINN_CMD_Q_FETCH:
+        return "queue_fetch";
+    case JINN_CMD_Q_ACK:
+        return "queue_ack";
+    case JINN_CMD_Q_NAK:
+        return "queue_nak";
+    case JINN_CMD_Q_PROGRESS:
+        return "queue_progress";
+    case JINN_CMD_Q_TERM:
+        return "queue_term";
+    case JINN_CMD_Q_REQUEUE:
+        return "queue_requeue";
+    case JINN_CMD_Q_DROP:
+        return "queue_drop";
     default:
         return "unknown";
     }
@@ -98,6 +114,32 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         if (c->type != JINN_CMD_LOCK_RELEASE) {
             jinn_wbuf_put_u64(w, c->lock.ttl_ms);
         }
+        break;
+    case JINN_CMD_Q_PUBLISH:
+    case JINN_CMD_Q_FETCH:
+    case JINN_CMD_Q_ACK:
+    case JINN_CMD_Q_NAK:
+    case JINN_CMD_Q_PROGRESS:
+    case JINN_CMD_Q_TERM:
+    case JINN_CMD_Q_REQUEUE:
+    case JINN_CMD_Q_DROP:
+        if (c->q.queue.len == 0 || c->q.queue.len > JINN_QUEUE_NAME_MAX ||
+            c->q.worker.len > JINN_QUEUE_WORKER_MAX || c->q.idem.len > JINN_QUEUE_IDEM_MAX ||
+            c->q.reason.len > JINN_QUEUE_REASON_MAX ||
+            c->q.payload.len > JINN_QUEUE_PAYLOAD_MAX) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->q.queue);
+        put_slice(w, c->q.worker);
+        put_slice(w, c->q.payload);
+        put_slice(w, c->q.idem);
+        put_slice(w, c->q.reason);
+        jinn_wbuf_put_u64(w, c->q.seq);
+        jinn_wbuf_put_u64(w, c->q.delivery);
+        jinn_wbuf_put_u64(w, c->q.count);
+        jinn_wbuf_put_u64(w, c->q.bytes);
+        jinn_wbuf_put_u64(w, c->q.ms);
+        jinn_wbuf_put_u64(w, c->q.max_deliver);
         break;
     default:
         return JINN_EINVAL;
@@ -181,6 +223,29 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             c->lock.ttl_ms = jinn_rbuf_get_u64(&r);
         }
         if (c->lock.name.len == 0) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_Q_PUBLISH:
+    case JINN_CMD_Q_FETCH:
+    case JINN_CMD_Q_ACK:
+    case JINN_CMD_Q_NAK:
+    case JINN_CMD_Q_PROGRESS:
+    case JINN_CMD_Q_TERM:
+    case JINN_CMD_Q_REQUEUE:
+    case JINN_CMD_Q_DROP:
+        c->q.queue = get_slice(&r, JINN_QUEUE_NAME_MAX);
+        c->q.worker = get_slice(&r, JINN_QUEUE_WORKER_MAX);
+        c->q.payload = get_slice(&r, JINN_QUEUE_PAYLOAD_MAX);
+        c->q.idem = get_slice(&r, JINN_QUEUE_IDEM_MAX);
+        c->q.reason = get_slice(&r, JINN_QUEUE_REASON_MAX);
+        c->q.seq = jinn_rbuf_get_u64(&r);
+        c->q.delivery = jinn_rbuf_get_u64(&r);
+        c->q.count = jinn_rbuf_get_u64(&r);
+        c->q.bytes = jinn_rbuf_get_u64(&r);
+        c->q.ms = jinn_rbuf_get_u64(&r);
+        c->q.max_deliver = jinn_rbuf_get_u64(&r);
+        if (c->q.queue.len == 0) {
             return JINN_ECORRUPT;
         }
         break;

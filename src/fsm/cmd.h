@@ -30,6 +30,12 @@
 
 #define JINN_LOCK_NAME_MAX 256
 #define JINN_LOCK_OWNER_MAX 256
+#define JINN_QUEUE_NAME_MAX 64
+#define JINN_QUEUE_WORKER_MAX 128
+#define JINN_QUEUE_IDEM_MAX 256
+#define JINN_QUEUE_REASON_MAX 1024
+#define JINN_QUEUE_PAYLOAD_MAX (32u << 20)
+#define JINN_QUEUE_FETCH_MAX 256 /* messages one fetch may lease */
 
 /* KV_PUT / KV_DEL flags */
 #define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
@@ -44,6 +50,14 @@ enum jinn_cmd_type {
     JINN_CMD_LOCK_ACQUIRE = 5,
     JINN_CMD_LOCK_REFRESH = 6,
     JINN_CMD_LOCK_RELEASE = 7,
+    JINN_CMD_Q_PUBLISH = 8,
+    JINN_CMD_Q_FETCH = 9,    /* lease ready messages to a worker */
+    JINN_CMD_Q_ACK = 10,
+    JINN_CMD_Q_NAK = 11,     /* retry after delay_ms, or dead letter */
+    JINN_CMD_Q_PROGRESS = 12, /* extend the lease */
+    JINN_CMD_Q_TERM = 13,    /* straight to dead letters */
+    JINN_CMD_Q_REQUEUE = 14, /* dead letter back to ready */
+    JINN_CMD_Q_DROP = 15,    /* forget a dead letter */
     JINN_CMD_TYPE_MAX
 };
 
@@ -78,6 +92,22 @@ struct jinn_cmd {
             uint64_t token;          /* REFRESH, RELEASE */
             uint64_t ttl_ms;         /* ACQUIRE, REFRESH */
         } lock;
+        /* Queue commands carry the leader's policy values (limits, ack_wait,
+         * max_deliver), so replicas with different configs still agree. */
+        struct {
+            struct jinn_slice queue;
+            struct jinn_slice worker;  /* FETCH, ACK, NAK, PROGRESS, TERM */
+            struct jinn_slice payload; /* PUBLISH */
+            struct jinn_slice idem;    /* PUBLISH: Idempotency-Key, may be empty */
+            struct jinn_slice reason;  /* NAK, TERM */
+            uint64_t seq;              /* ACK ... DROP */
+            uint64_t delivery;         /* ACK, NAK, PROGRESS, TERM: 0 = any */
+            uint64_t count;            /* PUBLISH: max_length; FETCH: batch size */
+            uint64_t bytes;            /* PUBLISH: max_bytes */
+            uint64_t ms;               /* PUBLISH: idempotency window; FETCH, PROGRESS:
+                                          ack_wait; NAK: delay */
+            uint64_t max_deliver;      /* PUBLISH */
+        } q;
     };
 };
 

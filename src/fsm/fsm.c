@@ -6,6 +6,7 @@
  *   nodes section (nodes.c)
  *   kv section (kv.c)
  *   locks section (lock.c)
+ *   queues section (queue.c)
  *   u32 crc32 of every byte before it
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
@@ -45,6 +46,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
      * looks at it, on every replica alike. */
     jinn_kv_expire(&fsm->kv, index, fsm->time_ms);
     jinn_locks_expire(&fsm->locks, fsm->time_ms);
+    jinn_queues_expire(&fsm->queues, fsm->time_ms);
     switch (c.type) {
     case JINN_CMD_NOOP:
         break;
@@ -72,6 +74,16 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         break;
     case JINN_CMD_LOCK_RELEASE:
         rv = jinn_locks_release(&fsm->locks, &c);
+        break;
+    case JINN_CMD_Q_PUBLISH:
+    case JINN_CMD_Q_FETCH:
+    case JINN_CMD_Q_ACK:
+    case JINN_CMD_Q_NAK:
+    case JINN_CMD_Q_PROGRESS:
+    case JINN_CMD_Q_TERM:
+    case JINN_CMD_Q_REQUEUE:
+    case JINN_CMD_Q_DROP:
+        rv = jinn_queues_apply(&fsm->queues, index, fsm->time_ms, &c, &fsm->result.value);
         break;
     default:
         assert(!"decode accepted an unknown type");
@@ -116,6 +128,7 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_nodes_encode(&fsm->nodes, w);
     jinn_kv_encode(&fsm->kv, w);
     jinn_locks_encode(&fsm->locks, w);
+    jinn_queues_encode(&fsm->queues, w);
     if (w->failed) {
         return JINN_ENOMEM;
     }
@@ -129,6 +142,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     struct jinn_nodes *nodes;
     struct jinn_kv *kv;
     struct jinn_locks locks;
+    struct jinn_queues *queues;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -149,11 +163,14 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     time_ms = jinn_rbuf_get_u64(&r);
     nodes = jinn_malloc(sizeof *nodes);
     kv = jinn_malloc(sizeof *kv);
-    if (nodes == NULL || kv == NULL) {
+    queues = jinn_malloc(sizeof *queues);
+    if (nodes == NULL || kv == NULL || queues == NULL) {
         jinn_free(nodes);
         jinn_free(kv);
+        jinn_free(queues);
         return JINN_ENOMEM;
     }
+    jinn_queues_init(queues);
     jinn_nodes_init(nodes);
     jinn_kv_init(kv);
     jinn_locks_init(&locks);
@@ -164,6 +181,9 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     if (rv == 0) {
         rv = jinn_locks_decode(&locks, &r);
     }
+    if (rv == 0) {
+        rv = jinn_queues_decode(queues, &r);
+    }
     if (rv == 0 && (r.failed || r.left != 0)) {
         rv = JINN_ECORRUPT;
     }
@@ -171,12 +191,17 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         jinn_nodes_clear(nodes);
         jinn_kv_clear(kv);
         jinn_locks_clear(&locks);
+        jinn_queues_clear(queues);
         jinn_free(nodes);
         jinn_free(kv);
+        jinn_free(queues);
         return rv;
     }
     jinn_locks_clear(&fsm->locks);
     fsm->locks = locks;
+    jinn_queues_clear(&fsm->queues);
+    fsm->queues = *queues;
+    jinn_free(queues);
     jinn_nodes_clear(&fsm->nodes);
     fsm->nodes = *nodes;
     jinn_kv_clear(&fsm->kv);
@@ -252,6 +277,7 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_nodes_init(&fsm->nodes);
     jinn_kv_init(&fsm->kv);
     jinn_locks_init(&fsm->locks);
+    jinn_queues_init(&fsm->queues);
 }
 
 void jinn_fsm_close(struct jinn_fsm *fsm)
@@ -259,4 +285,5 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_nodes_clear(&fsm->nodes);
     jinn_kv_clear(&fsm->kv);
     jinn_locks_clear(&fsm->locks);
+    jinn_queues_clear(&fsm->queues);
 }

@@ -20,6 +20,7 @@
 #include "codec.h"
 #include "fsm/kv.h"
 #include "fsm/lock.h"
+#include "fsm/queue.h"
 #include "fsm/nodes.h"
 
 #define JINN_SNAPSHOT_MAGIC "JINNSNAP"
@@ -41,6 +42,7 @@ struct jinn_fsm {
     struct jinn_nodes nodes;
     struct jinn_kv kv;
     struct jinn_locks locks;
+    struct jinn_queues queues;
     struct jinn_result result;
     /* Told after every applied command (watchers wake up here). Not state. */
     void (*on_apply)(void *data, uint64_t index);
