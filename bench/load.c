@@ -12,11 +12,14 @@
  *   lock      acquire + release of a lock per connection (one op = the pair)
  *   lock-hot  every connection contends for one lock; one op = one grant
  *             (acquire + release); refused attempts are retried
+ *   publish   POST /v1/queues/NS (--value-size bytes)
+ *   consume   fetch up to 8 jobs of queue NS, ack each; one op = one ack
  * Keys k0..k<keys-1> are chosen round-robin per connection.
  *
  *   build/bench/load --url http://127.0.0.1:8081 --workload put --conns 64
  */
 #include <errno.h>
+#include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -57,6 +60,8 @@ struct conn {
     unsigned long long revision; /* for cas: the last revision seen */
     unsigned long long token;    /* for lock: held token, 0 = acquiring */
     double pair_started;
+    unsigned long long jobs[16]; /* for consume: fetched, not yet acked */
+    int n_jobs;
 };
 
 struct worker {
@@ -103,7 +108,25 @@ static void build_request(const struct options *o, struct conn *c, int id)
     if (value[0] == 0) {
         memset(value, 'v', sizeof value);
     }
-    if (strncmp(w, "lock", 4) == 0) {
+    if (strcmp(w, "publish") == 0) {
+        n = snprintf(c->out, 2048, "POST /v1/queues/%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n",
+                     o->ns, o->value_size);
+        memcpy(c->out + n, value, (size_t)o->value_size);
+        c->out_len = (size_t)n + (size_t)o->value_size;
+    } else if (strcmp(w, "consume") == 0) {
+        if (c->n_jobs == 0) {
+            n = snprintf(c->out, 2048,
+                         "POST /v1/queues/%s/fetch?worker=c%d&max=8&wait=200ms HTTP/1.1\r\n"
+                         "Host: b\r\nContent-Length: 0\r\n\r\n",
+                         o->ns, id);
+        } else {
+            n = snprintf(c->out, 2048,
+                         "POST /v1/queues/%s/%llu/ack?worker=c%d HTTP/1.1\r\nHost: b\r\n"
+                         "Content-Length: 0\r\n\r\n",
+                         o->ns, c->jobs[c->n_jobs - 1], id);
+        }
+        c->out_len = (size_t)n;
+    } else if (strncmp(w, "lock", 4) == 0) {
         char name[32];
         if (strcmp(w, "lock-hot") == 0) {
             snprintf(name, sizeof name, "hot");
@@ -172,6 +195,29 @@ static int consume(struct worker *w, struct conn *c, double t)
                              &total) != 0) {
         return 0;
     }
+    if (strcmp(w->o->workload, "consume") == 0) {
+        bool measuring = t >= w->t_measure && t < w->t_end;
+        if (c->n_jobs == 0 && m.status == 200) {
+            const char *p = body, *end = body + body_len;
+            while (c->n_jobs < 16 && (p = memmem(p, (size_t)(end - p), "\"seq\":", 6)) != NULL) {
+                c->jobs[c->n_jobs++] = strtoull(p + 6, NULL, 10);
+                p += 6;
+            }
+        } else if (c->n_jobs > 0) {
+            c->n_jobs--;
+            if (measuring && m.status == 200) {
+                w->ok++;
+                record(w, t - c->started);
+            } else if (measuring) {
+                w->errors++;
+            }
+        } else if (measuring) {
+            w->errors++;
+        }
+        memmove(c->in, c->in + total, c->in_len - total);
+        c->in_len -= total;
+        return 1;
+    }
     if (strncmp(w->o->workload, "lock", 4) == 0) {
         const char *tok = strstr(body, "\"token\":");
         bool measuring = t >= w->t_measure && t < w->t_end;
@@ -199,7 +245,7 @@ static int consume(struct worker *w, struct conn *c, double t)
         return 1;
     }
     if (t >= w->t_measure && t < w->t_end) {
-        if (m.status == 200 || m.status == 404) {
+        if (m.status == 200 || m.status == 201 || m.status == 404) {
             w->ok++;
             record(w, t - c->started);
         } else if (m.status == 412) {

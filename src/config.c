@@ -730,6 +730,12 @@ static int parse_queue(struct parser *p, struct jinn_config *cfg)
             p->pos++;
             break;
         }
+        if (strcmp(key->text, "ack_wait") != 0 && strcmp(key->text, "max_deliver") != 0 &&
+            strcmp(key->text, "backoff") != 0 && strcmp(key->text, "max_length") != 0 &&
+            strcmp(key->text, "max_bytes") != 0 && strcmp(key->text, "idempotency_window") != 0) {
+            return fail_at(p->err, key->line, key->column, "queues: unknown queue option '%s'",
+                           key->text);
+        }
         /* Values run until the next option name or the closing brace. */
         while (p->pos + 1 + n_vals < p->n) {
             const struct token *v = &p->tokens[p->pos + 1 + n_vals];
@@ -778,8 +784,7 @@ static int parse_queue(struct parser *p, struct jinn_config *cfg)
                 return fail_at(p->err, a->line, a->column, "max_bytes: bad size '%s'", a->text);
             }
         } else {
-            return fail_at(p->err, key->line, key->column, "queues: unknown queue option '%s'",
-                           key->text);
+            assert(!"option names are checked above");
         }
         p->pos += 1 + n_vals;
     }

@@ -51,6 +51,32 @@ TEST(config_example_parses)
     jinn_config_free(&cfg);
 }
 
+TEST(config_queues)
+{
+    static const char text[] = "{\n  queues {\n    jobs { ack_wait 10s  max_deliver 3\n"
+                               "      backoff 100ms 1s 10s  max_length 50  max_bytes 1MiB\n"
+                               "      idempotency_window 5m }\n    other { }\n  }\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    struct jinn_queue_policy q;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, sizeof text - 1, &err), 0);
+    q = jinn_config_queue(&cfg, "jobs");
+    CHECK_INT(q.ack_wait_ms, 10000);
+    CHECK_INT(q.max_deliver, 3);
+    CHECK_INT(q.n_backoff, 3);
+    CHECK_INT(q.backoff_ms[2], 10000);
+    CHECK_INT(q.max_length, 50);
+    CHECK_INT(q.max_bytes, 1048576);
+    CHECK_INT(q.idempotency_window_ms, 300000);
+    q = jinn_config_queue(&cfg, "other"); /* listed without options: defaults */
+    CHECK_INT(q.ack_wait_ms, 30000);
+    CHECK_INT(q.max_deliver, 5);
+    q = jinn_config_queue(&cfg, "unlisted");
+    CHECK_INT(q.n_backoff, 3);
+    jinn_config_free(&cfg);
+}
+
 TEST(config_defaults_single_node)
 {
     struct jinn_config cfg;
@@ -131,6 +157,13 @@ static const struct bad_case bad_cases[] = {
     {"{\n  max_body 12XB\n}\n", 2, 12, "bad size"},
     {"{\n  debug maybe\n}\n", 2, 9, "expected true or false"},
     {"{\n  data_dir x {\n  }\n}\n", 2, 14, "takes no block"},
+    {"{\n  queues {\n    jobs { color red }\n  }\n}\n", 3, 12, "unknown queue option"},
+    {"{\n  queues {\n    jobs { backoff 1s soon }\n  }\n}\n", 3, 23, "unknown queue option 'soon'"},
+    {"{\n  queues {\n    jobs { backoff 1s 5x }\n  }\n}\n", 3, 23, "bad duration"},
+    {"{\n  queues {\n    jobs { max_deliver }\n  }\n}\n", 3, 12, "missing argument"},
+    {"{\n  queues {\n    jobs { ack_wait 1s 2s }\n  }\n}\n", 3, 24, "unexpected argument"},
+    {"{\n  queues {\n    a { }\n    a { }\n  }\n}\n", 4, 5, "configured twice"},
+    {"{\n  queues {\n    jobs { max_deliver 0 }\n  }\n}\n", 3, 24, "out of range"},
 };
 
 TEST(config_bad_inputs_name_line_and_column)
