@@ -19,6 +19,9 @@
       "that revision is older than the history this node keeps; list again")        \
     X(JINN_EPRECONDITION, "precondition_failed", 412, "the condition does not hold") \
     X(JINN_EFULL, "store_full", 507, "the store is full")                           \
+    X(JINN_ESQL, "sql_error", 400, "the statement failed; nothing was changed")      \
+    X(JINN_EREADONLY, "read_only", 503,                                             \
+      "no live leader: SQL is read-only until one is back")                        \
     X(JINN_ESTALE, "too_stale", 503,                                                \
       "this node has not heard from a leader within max_staleness")                 \
     X(JINN_ETIMEOUT_IDLE, "request_timeout", 408, "request not received in time")   \

@@ -281,6 +281,11 @@ int jinn_node_start(struct jinn_node *node)
     if (rv != 0) {
         return rv;
     }
+    rv = jinn_sql_set_dir(&node->fsm.sql, cfg->data_dir);
+    if (rv != 0) {
+        jinn_error("cannot prepare %s/sql for databases", cfg->data_dir);
+        return rv;
+    }
     rv = raft_uv_tcp_init(&node->transport, node->loop);
     if (rv != 0) {
         jinn_error("raft transport: %s", raft_strerror(rv));

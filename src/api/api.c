@@ -43,6 +43,9 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/queues/{}/{}/nak", jinn_api_queue_nak, JINN_ROUTE_LEADER},
     {"POST", "/v1/queues/{}/{}/progress", jinn_api_queue_progress, JINN_ROUTE_LEADER},
     {"POST", "/v1/queues/{}/{}/term", jinn_api_queue_term, JINN_ROUTE_LEADER},
+    {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0}, /* read-only check, then leader */
+    {"POST", "/v1/sql/{}/query", jinn_api_sql_query, 0},
+    {"GET", "/v1/sql/{}", jinn_api_sql_info, 0},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

@@ -116,6 +116,12 @@ void jinn_api_queue_list(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
 void jinn_api_queue_dead(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
+void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
 /* Stats object for one queue (metrics and GET /v1/queues). */
 struct jinn_queue;
 json_t *jinn_api_queue_stats_json(const struct jinn_queue *q);

@@ -52,7 +52,7 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
                            (json_int_t)st.leader_id, "api", st.leader_api);
     }
     obj = json_pack("{s:s, s:I, s:s, s:s, s:I, s:o?, s:I, s:I, s:I, s:o, s:o, s:o, s:b, s:o,"
-                    " s:I, s:b, s:s}",
+                    " s:I, s:b, s:s, s:s}",
                     "name", st.name, "id", (json_int_t)st.id, "cluster", api->cfg->cluster_name,
                     "role", jinn_role_name(st.role), "term", (json_int_t)st.term, "leader",
                     leader ? leader : json_null(), "commit_index", (json_int_t)st.commit_index,
@@ -62,7 +62,7 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
                     st.quorum, "leader_contact_ms",
                     st.leader_contact_ms >= 0 ? json_integer(st.leader_contact_ms) : json_null(),
                     "cluster_time_ms", (json_int_t)st.cluster_time_ms, "ready", is_ready(&st),
-                    "version", jinn_revision());
+                    "version", jinn_revision(), "sql", st.quorum ? "read_write" : "read_only");
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;

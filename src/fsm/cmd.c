@@ -38,6 +38,8 @@ const char *jinn_cmd_type_name(int type)
         return "queue_requeue";
     case JINN_CMD_Q_DROP:
         return "queue_drop";
+    case JINN_CMD_SQL_EXEC:
+        return "sql_exec";
     default:
         return "unknown";
     }
@@ -140,6 +142,15 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->q.bytes);
         jinn_wbuf_put_u64(w, c->q.ms);
         jinn_wbuf_put_u64(w, c->q.max_deliver);
+        break;
+    case JINN_CMD_SQL_EXEC:
+        if (c->sql.db.len == 0 || c->sql.db.len > JINN_SQL_DB_MAX ||
+            c->sql.statements.len == 0 || c->sql.statements.len > JINN_SQL_TEXT_MAX) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->sql.db);
+        put_slice(w, c->sql.statements);
+        jinn_wbuf_put_u64(w, c->sql.step_budget);
         break;
     default:
         return JINN_EINVAL;
@@ -246,6 +257,14 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->q.ms = jinn_rbuf_get_u64(&r);
         c->q.max_deliver = jinn_rbuf_get_u64(&r);
         if (c->q.queue.len == 0) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_SQL_EXEC:
+        c->sql.db = get_slice(&r, JINN_SQL_DB_MAX);
+        c->sql.statements = get_slice(&r, JINN_SQL_TEXT_MAX);
+        c->sql.step_budget = jinn_rbuf_get_u64(&r);
+        if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
             return JINN_ECORRUPT;
         }
         break;

@@ -36,6 +36,8 @@
 #define JINN_QUEUE_REASON_MAX 1024
 #define JINN_QUEUE_PAYLOAD_MAX (32u << 20)
 #define JINN_QUEUE_FETCH_MAX 256 /* messages one fetch may lease */
+#define JINN_SQL_DB_MAX 64
+#define JINN_SQL_TEXT_MAX (16u << 20) /* the statements of one exec, as JSON */
 
 /* KV_PUT / KV_DEL flags */
 #define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
@@ -58,6 +60,7 @@ enum jinn_cmd_type {
     JINN_CMD_Q_TERM = 13,    /* straight to dead letters */
     JINN_CMD_Q_REQUEUE = 14, /* dead letter back to ready */
     JINN_CMD_Q_DROP = 15,    /* forget a dead letter */
+    JINN_CMD_SQL_EXEC = 16,  /* statements run in one transaction */
     JINN_CMD_TYPE_MAX
 };
 
@@ -108,6 +111,11 @@ struct jinn_cmd {
                                           ack_wait; NAK: delay */
             uint64_t max_deliver;      /* PUBLISH */
         } q;
+        struct {
+            struct jinn_slice db;
+            struct jinn_slice statements; /* {"statements":[{"sql","params"}]} */
+            uint64_t step_budget;         /* SQLite VM steps allowed (deterministic) */
+        } sql;
     };
 };
 

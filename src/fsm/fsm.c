@@ -7,6 +7,7 @@
  *   kv section (kv.c)
  *   locks section (lock.c)
  *   queues section (queue.c)
+ *   sql section (sql.c): every database image
  *   u32 crc32 of every byte before it
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
@@ -85,6 +86,16 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     case JINN_CMD_Q_DROP:
         rv = jinn_queues_apply(&fsm->queues, index, fsm->time_ms, &c, &fsm->result.value);
         break;
+    case JINN_CMD_SQL_EXEC:
+        rv = jinn_sql_exec(&fsm->sql, index, fsm->time_ms, &c);
+        if (rv == JINN_EIO) {
+            /* The database file could not be written: this replica cannot
+             * follow the others. Stop; the log replays after restart. */
+            jinn_error("entry %llu: sql database unavailable; stopping",
+                       (unsigned long long)index);
+            abort();
+        }
+        break;
     default:
         assert(!"decode accepted an unknown type");
         rv = JINN_ECORRUPT;
@@ -129,6 +140,7 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_kv_encode(&fsm->kv, w);
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
+    jinn_sql_encode(&fsm->sql, w);
     if (w->failed) {
         return JINN_ENOMEM;
     }
@@ -183,6 +195,10 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     }
     if (rv == 0) {
         rv = jinn_queues_decode(queues, &r);
+    }
+    if (rv == 0) {
+        /* Last, after every other section validated: it rewrites files. */
+        rv = jinn_sql_decode(&fsm->sql, &r);
     }
     if (rv == 0 && (r.failed || r.left != 0)) {
         rv = JINN_ECORRUPT;
@@ -278,6 +294,7 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_kv_init(&fsm->kv);
     jinn_locks_init(&fsm->locks);
     jinn_queues_init(&fsm->queues);
+    jinn_sql_init(&fsm->sql);
 }
 
 void jinn_fsm_close(struct jinn_fsm *fsm)
@@ -286,4 +303,5 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_kv_clear(&fsm->kv);
     jinn_locks_clear(&fsm->locks);
     jinn_queues_clear(&fsm->queues);
+    jinn_sql_clear(&fsm->sql);
 }

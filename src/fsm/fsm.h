@@ -21,6 +21,7 @@
 #include "fsm/kv.h"
 #include "fsm/lock.h"
 #include "fsm/queue.h"
+#include "fsm/sql.h"
 #include "fsm/nodes.h"
 
 #define JINN_SNAPSHOT_MAGIC "JINNSNAP"
@@ -43,6 +44,7 @@ struct jinn_fsm {
     struct jinn_kv kv;
     struct jinn_locks locks;
     struct jinn_queues queues;
+    struct jinn_sql sql;
     struct jinn_result result;
     /* Told after every applied command (watchers wake up here). Not state. */
     void (*on_apply)(void *data, uint64_t index);

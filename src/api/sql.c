@@ -1,0 +1,397 @@
+/* sql.c - the SQL API: exec through the log, queries off the event loop.
+ *
+ * exec runs on the leader as one SQL_EXEC command (all statements, one
+ * transaction, every replica). While this node has no live leader, SQL is
+ * read-only: exec is refused at once with 503 read_only. A query is
+ * checked read-only by SQLite itself, follows the consistency policy of the
+ * namespace named like the database, and runs on libuv's thread pool with
+ * its own read-only connection (WAL lets it read while apply writes), under
+ * a row, byte and time limit. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "api/api.h"
+#include "codec.h"
+#include "error.h"
+
+#define QUERY_ROWS_MAX 100000
+#define QUERY_BYTES_MAX (16u << 20)
+#define QUERY_TIMEOUT_MS 5000
+#define QUERIES_MAX 8 /* in flight at once; more get 503 busy */
+
+static bool db_name_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args)
+{
+    bool ok = args->len[0] > 0 && args->len[0] <= JINN_SQL_DB_MAX;
+    for (size_t i = 0; ok && i < args->len[0]; i++) {
+        char c = args->arg[0][i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == '-';
+    }
+    if (!ok) {
+        jinn_http_reply_error(req, JINN_EINVAL, "database name must be 1-64 of A-Z a-z 0-9 _ -");
+    }
+    return ok;
+}
+
+/* A statement object: {"sql": "...", "params": [...] | {...}}. */
+static bool statement_ok(json_t *st, char *msg, size_t cap, size_t i)
+{
+    json_t *sql = json_object_get(st, "sql"), *params = json_object_get(st, "params");
+    const char *key;
+    json_t *v;
+    if (!json_is_object(st) || !json_is_string(sql) || json_string_length(sql) == 0) {
+        snprintf(msg, cap, "statement %zu: expected {\"sql\": \"...\", \"params\": [...]}", i + 1);
+        return false;
+    }
+    json_object_foreach(st, key, v)
+    {
+        if (strcmp(key, "sql") != 0 && strcmp(key, "params") != 0) {
+            snprintf(msg, cap, "statement %zu: unknown field '%s'", i + 1, key);
+            return false;
+        }
+    }
+    if (params != NULL && !json_is_array(params) && !json_is_object(params) &&
+        !json_is_null(params)) {
+        snprintf(msg, cap, "statement %zu: params must be an array or an object", i + 1);
+        return false;
+    }
+    return true;
+}
+
+static void exec_committed(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_result *res)
+{
+    const struct jinn_sql *sql = &jinn_node_fsm(api->node)->sql;
+    char *text;
+    if (res->code == JINN_ESQL) {
+        jinn_http_reply_error(req, JINN_ESQL, sql->error);
+        return;
+    }
+    if (res->code != JINN_OK || sql->reply == NULL) {
+        jinn_http_reply_error(req, res->code == JINN_OK ? JINN_EINTERNAL : res->code, NULL);
+        return;
+    }
+    /* {"results": <the array apply produced>} */
+    text = jinn_malloc(strlen(sql->reply) + 16);
+    if (text == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    sprintf(text, "{\"results\":%s}", sql->reply);
+    jinn_http_reply(req, 200, "application/json", text, strlen(text));
+    jinn_free(text);
+}
+
+void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args)
+{
+    struct jinn_node_status st;
+    json_t *body, *list, *stmt;
+    char msg[256], *text;
+    struct jinn_cmd c;
+    size_t i;
+
+    if (!db_name_or_reply(req, args)) {
+        return;
+    }
+    jinn_node_status(api->node, &st);
+    if (!st.quorum) {
+        jinn_http_reply_error(req, JINN_EREADONLY, NULL);
+        return;
+    }
+    if (!jinn_node_is_leader(api->node)) {
+        jinn_api_forward_or_reply(api, req);
+        return;
+    }
+    body = jinn_api_body_json_or_reply(req);
+    if (body == NULL) {
+        return;
+    }
+    list = json_object_get(body, "statements");
+    if (!json_is_array(list) || json_array_size(list) == 0 ||
+        json_array_size(list) > JINN_SQL_STATEMENTS_MAX || json_object_size(body) != 1) {
+        json_decref(body);
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "expected {\"statements\": [{\"sql\": ..., \"params\": ...}]}, "
+                              "1 to 100 statements");
+        return;
+    }
+    json_array_foreach(list, i, stmt)
+    {
+        if (!statement_ok(stmt, msg, sizeof msg, i)) {
+            json_decref(body);
+            jinn_http_reply_error(req, JINN_EINVAL, msg);
+            return;
+        }
+    }
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (text == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_SQL_EXEC;
+    c.sql.db.p = (const uint8_t *)args->arg[0];
+    c.sql.db.len = args->len[0];
+    c.sql.statements.p = (const uint8_t *)text;
+    c.sql.statements.len = strlen(text);
+    c.sql.step_budget = JINN_SQL_DEFAULT_STEPS;
+    jinn_api_propose_or_reply(api, req, &c, exec_committed);
+    jinn_free(text);
+}
+
+/* ---- queries ------------------------------------------------------------- */
+
+struct query {
+    uv_work_t work;
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    sqlite3 *conn;  /* opened on the loop thread, used on the worker */
+    char *sql;      /* owned */
+    json_t *params; /* owned; touched by the worker only */
+    char *out;      /* the JSON reply, built on the worker */
+    int code;
+    char error[512];
+    struct timespec deadline;
+};
+
+static unsigned queries_in_flight;
+
+static int past_deadline(void *data)
+{
+    struct query *q = data;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > q->deadline.tv_sec ||
+           (now.tv_sec == q->deadline.tv_sec && now.tv_nsec > q->deadline.tv_nsec);
+}
+
+static void run_query(uv_work_t *work)
+{
+    struct query *q = work->data;
+    sqlite3_stmt *stmt = NULL;
+    const char *tail = NULL;
+    json_t *columns = json_array(), *types = json_array(), *rows = json_array();
+    size_t bytes = 0;
+    int step, n;
+
+    q->code = JINN_ESQL;
+    sqlite3_progress_handler(q->conn, 1000, past_deadline, q);
+    if (sqlite3_prepare_v2(q->conn, q->sql, -1, &stmt, &tail) != SQLITE_OK || stmt == NULL) {
+        snprintf(q->error, sizeof q->error, "%s",
+                 stmt == NULL && sqlite3_errcode(q->conn) == 0 ? "empty statement"
+                                                                : sqlite3_errmsg(q->conn));
+        goto out;
+    }
+    while (tail && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == ';')) {
+        tail++;
+    }
+    if (tail && *tail != '\0') {
+        snprintf(q->error, sizeof q->error, "one SQL statement per query");
+        goto out;
+    }
+    if (!sqlite3_stmt_readonly(stmt)) {
+        q->code = JINN_EINVAL;
+        snprintf(q->error, sizeof q->error,
+                 "query runs read-only statements only; send writes to /exec");
+        goto out;
+    }
+    if (jinn_sql_bind(stmt, q->params, q->error, sizeof q->error) != 0) {
+        goto out;
+    }
+    n = sqlite3_column_count(stmt);
+    for (int i = 0; i < n; i++) {
+        const char *decl = sqlite3_column_decltype(stmt, i);
+        json_array_append_new(columns, json_string(sqlite3_column_name(stmt, i)));
+        json_array_append_new(types, decl ? json_string(decl) : json_null());
+    }
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        json_t *row = json_array();
+        if (json_array_size(rows) == QUERY_ROWS_MAX || bytes > QUERY_BYTES_MAX) {
+            json_decref(row);
+            snprintf(q->error, sizeof q->error, "result larger than %d rows or %u bytes",
+                     QUERY_ROWS_MAX, QUERY_BYTES_MAX);
+            goto out;
+        }
+        for (int i = 0; i < n; i++) {
+            bytes += (size_t)sqlite3_column_bytes(stmt, i) + 8;
+            json_array_append_new(row, jinn_sql_column_json(stmt, i));
+        }
+        json_array_append_new(rows, row);
+    }
+    if (step != SQLITE_DONE) {
+        snprintf(q->error, sizeof q->error, "%s",
+                 step == SQLITE_INTERRUPT ? "interrupted: the query ran past its time limit"
+                                          : sqlite3_errmsg(q->conn));
+        goto out;
+    }
+    {
+        json_t *obj = json_pack("{s:O, s:O, s:O}", "columns", columns, "types", types, "rows",
+                                rows);
+        q->out = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+        json_decref(obj);
+        q->code = q->out ? JINN_OK : JINN_ENOMEM;
+    }
+out:
+    sqlite3_finalize(stmt);
+    sqlite3_close_v2(q->conn);
+    q->conn = NULL;
+    json_decref(columns);
+    json_decref(types);
+    json_decref(rows);
+    json_decref(q->params);
+    q->params = NULL;
+}
+
+static void query_done(uv_work_t *work, int status)
+{
+    struct query *q = work->data;
+    queries_in_flight--;
+    if (status != 0) {
+        jinn_http_reply_error(q->req, JINN_EINTERNAL, NULL);
+    } else if (q->code == JINN_OK) {
+        jinn_http_reply(q->req, 200, "application/json", q->out, strlen(q->out));
+    } else {
+        jinn_http_reply_error(q->req, q->code, q->code == JINN_ENOMEM ? NULL : q->error);
+    }
+    jinn_free(q->out);
+    jinn_free(q->sql);
+    jinn_free(q);
+}
+
+/* Runs on the loop after the consistency decision; req's body holds the
+ * query, parsed again here because the handler's parse did not outlive it. */
+static void query_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_sql *sql = &jinn_node_fsm(api->node)->sql;
+    char name[JINN_SQL_DB_MAX + 1];
+    const char *p = req->path + strlen("/v1/sql/");
+    const char *slash = memchr(p, '/', req->path_len - strlen("/v1/sql/"));
+    long n = jinn_http_unescape(p, (size_t)(slash - p), name, sizeof name, false);
+    json_t *body = json_loadb(req->body, req->body_len, 0, NULL);
+    struct query *q;
+
+    if (n <= 0 || body == NULL) {
+        json_decref(body);
+        jinn_http_reply_error(req, JINN_EINTERNAL, NULL);
+        return;
+    }
+    if (queries_in_flight >= QUERIES_MAX) {
+        json_decref(body);
+        jinn_http_reply_error(req, JINN_EBUSY, "too many queries running; retry");
+        return;
+    }
+    q = jinn_calloc(1, sizeof *q);
+    if (q == NULL) {
+        json_decref(body);
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    q->conn = jinn_sql_open_reader(sql, name);
+    if (q->conn == NULL) {
+        json_decref(body);
+        jinn_free(q);
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
+        return;
+    }
+    q->api = api;
+    q->req = req;
+    q->sql = jinn_strdup(json_string_value(json_object_get(body, "sql")));
+    q->params = json_deep_copy(json_object_get(body, "params"));
+    json_decref(body);
+    clock_gettime(CLOCK_MONOTONIC, &q->deadline);
+    q->deadline.tv_sec += QUERY_TIMEOUT_MS / 1000;
+    q->work.data = q;
+    if (q->sql == NULL ||
+        uv_queue_work(api->loop, &q->work, run_query, query_done) != 0) {
+        sqlite3_close_v2(q->conn);
+        jinn_free(q->sql);
+        json_decref(q->params);
+        jinn_free(q);
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    queries_in_flight++;
+}
+
+void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args)
+{
+    struct jinn_policy pol;
+    json_t *body;
+    char msg[160], want[32];
+    bool present, linearizable;
+
+    if (!db_name_or_reply(req, args)) {
+        return;
+    }
+    body = jinn_api_body_json_or_reply(req);
+    if (body == NULL) {
+        return;
+    }
+    if (!statement_ok(body, msg, sizeof msg, 0)) {
+        json_decref(body);
+        jinn_http_reply_error(req, JINN_EINVAL, msg + strlen("statement 1: "));
+        return;
+    }
+    json_decref(body);
+    pol = jinn_config_policy(api->cfg, args->arg[0]);
+    if (!jinn_api_param_or_reply(req, NULL, "consistency", want, sizeof want, &present)) {
+        return;
+    }
+    linearizable = !pol.stale_reads;
+    if (present && strcmp(want, "linearizable") == 0) {
+        linearizable = true;
+    } else if (present && strcmp(want, "stale") == 0) {
+        if (!pol.stale_reads) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "stale reads are not allowed in this namespace (mode cp)");
+            return;
+        }
+        linearizable = false;
+    } else if (present) {
+        jinn_http_reply_error(req, JINN_EINVAL, "consistency must be linearizable or stale");
+        return;
+    }
+    if (!linearizable && pol.max_staleness_ms != 0) {
+        struct jinn_node_status st;
+        jinn_node_status(api->node, &st);
+        if (st.role != JINN_ROLE_LEADER &&
+            (st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
+            jinn_http_reply_error(req, JINN_ESTALE, NULL);
+            return;
+        }
+    }
+    jinn_api_read_or_reply(api, req, linearizable, query_now);
+}
+
+static void info_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_sql *sql = &jinn_node_fsm(api->node)->sql;
+    char name[JINN_SQL_DB_MAX + 1];
+    const char *p = req->path + strlen("/v1/sql/");
+    long n = jinn_http_unescape(p, req->path_len - strlen("/v1/sql/"), name, sizeof name, false);
+    const struct jinn_sql_db *db = n > 0 ? jinn_sql_get(sql, name) : NULL;
+    uint64_t size;
+    uint32_t crc;
+    if (db == NULL) {
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
+        return;
+    }
+    crc = jinn_sql_checksum(db, &size);
+    jinn_http_reply_json(req, 200, json_pack("{s:s, s:I, s:I}", "name", db->name, "checksum",
+                                             (json_int_t)crc, "size", (json_int_t)size));
+}
+
+void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args)
+{
+    if (db_name_or_reply(req, args)) {
+        jinn_api_read_or_reply(api, req, false, info_now);
+    }
+}

@@ -1,0 +1,76 @@
+/* sql.h - replicated SQLite databases.
+ *
+ * Each database is a SQLite file under data_dir/sql/, fed only by SQL_EXEC
+ * commands from the log: every replica runs the same statements in the same
+ * order in one transaction each. The files are derived state: they are
+ * rebuilt from the snapshot and the log at every start.
+ *
+ * Determinism: the statements see cluster time (date('now'),
+ * CURRENT_TIMESTAMP, ...) through a VFS whose clock is the entry's time,
+ * random() and randomblob() are replaced by generators seeded with the raft
+ * index, and runaway statements are stopped after a fixed number of VM
+ * steps (the same count on every replica), never by a wall clock.
+ *
+ * Databases use WAL with synchronous=OFF: durability comes from the raft log,
+ * and readers on other threads (jinn_sql_open_reader) never block apply. */
+#ifndef JINN_SQL_H
+#define JINN_SQL_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "fsm/cmd.h"
+#include "tree.h"
+
+#define JINN_SQL_DBS_MAX 256
+#define JINN_SQL_STATEMENTS_MAX 100
+#define JINN_SQL_DEFAULT_STEPS 100000000u
+
+struct jinn_sql_db {
+    struct jinn_tree_node by_name;
+    char name[JINN_SQL_DB_MAX + 1];
+    sqlite3 *conn; /* the apply connection; loop thread only */
+};
+
+struct jinn_sql {
+    char *dir; /* owned; NULL until jinn_sql_set_dir */
+    struct jinn_tree by_name;
+    /* The outcome of the last exec, for its proposer (valid during apply):
+     * a JSON array of per-statement results, or the SQLite error message. */
+    char *reply;
+    char error[512];
+};
+
+void jinn_sql_init(struct jinn_sql *s);
+void jinn_sql_clear(struct jinn_sql *s);
+/* Sets the directory for database files (copied) and removes stale files
+ * from an earlier run. Returns 0 or JINN_EIO. */
+int jinn_sql_set_dir(struct jinn_sql *s, const char *data_dir);
+
+/* Applies SQL_EXEC. JINN_OK (s->reply set), JINN_ESQL (s->error set; the
+ * database is unchanged), JINN_EFULL, JINN_ECORRUPT, JINN_EIO. */
+int jinn_sql_exec(struct jinn_sql *s, uint64_t index, uint64_t now, const struct jinn_cmd *c);
+
+const struct jinn_sql_db *jinn_sql_get(const struct jinn_sql *s, const char *name);
+const struct jinn_sql_db *jinn_sql_next(const struct jinn_sql *s, const struct jinn_sql_db *after);
+
+/* Opens a read-only connection to db for another thread (caller closes).
+ * NULL if the database does not exist. */
+sqlite3 *jinn_sql_open_reader(const struct jinn_sql *s, const char *name);
+
+/* CRC-32 of the database image: replicas that applied the same log agree. */
+uint32_t jinn_sql_checksum(const struct jinn_sql_db *db, uint64_t *size);
+
+void jinn_sql_encode(const struct jinn_sql *s, struct jinn_wbuf *w);
+int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r);
+
+/* Binds JSON params (array: positional; object: named) to stmt. Returns 0
+ * or writes a message into err. Shared with the query path. */
+struct json_t;
+int jinn_sql_bind(sqlite3_stmt *stmt, struct json_t *params, char *err, size_t err_len);
+/* The JSON form of column i of the current row (blobs as {"base64": ...}). */
+struct json_t *jinn_sql_column_json(sqlite3_stmt *stmt, int i);
+
+#endif
