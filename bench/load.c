@@ -12,6 +12,8 @@
  *   lock      acquire + release of a lock per connection (one op = the pair)
  *   lock-hot  every connection contends for one lock; one op = one grant
  *             (acquire + release); refused attempts are retried
+ *   sql-insert  POST /v1/sql/NS/exec: one single-row INSERT into t(v) per op
+ *   sql-read    POST /v1/sql/NS/query?consistency=stale: SELECT by primary key
  *   publish   POST /v1/queues/NS (--value-size bytes)
  *   consume   fetch up to 8 jobs of queue NS, ack each; one op = one ack
  * Keys k0..k<keys-1> are chosen round-robin per connection.
@@ -108,7 +110,22 @@ static void build_request(const struct options *o, struct conn *c, int id)
     if (value[0] == 0) {
         memset(value, 'v', sizeof value);
     }
-    if (strcmp(w, "publish") == 0) {
+    if (strcmp(w, "sql-insert") == 0 || strcmp(w, "sql-read") == 0) {
+        char body[512];
+        int blen = strcmp(w, "sql-insert") == 0
+                       ? snprintf(body, sizeof body,
+                                  "{\"statements\":[{\"sql\":\"INSERT INTO t(v) VALUES(?)\","
+                                  "\"params\":[\"%.*s\"]}]}",
+                                  o->value_size > 200 ? 200 : o->value_size, value)
+                       : snprintf(body, sizeof body,
+                                  "{\"sql\":\"SELECT v FROM t WHERE id = ?\",\"params\":[%u]}",
+                                  key + 1);
+        n = snprintf(c->out, 2048,
+                     "POST /v1/sql/%s/%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s",
+                     o->ns, strcmp(w, "sql-insert") == 0 ? "exec" : "query?consistency=stale",
+                     blen, body);
+        c->out_len = (size_t)n;
+    } else if (strcmp(w, "publish") == 0) {
         n = snprintf(c->out, 2048, "POST /v1/queues/%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n",
                      o->ns, o->value_size);
         memcpy(c->out + n, value, (size_t)o->value_size);

@@ -122,6 +122,8 @@ void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
+/* Answers queued queries and closes idle reader connections (shutdown). */
+void jinn_api_sql_stop(struct jinn_api *api);
 /* Stats object for one queue (metrics and GET /v1/queues). */
 struct jinn_queue;
 json_t *jinn_api_queue_stats_json(const struct jinn_queue *q);

@@ -558,6 +558,7 @@ void jinn_api_stop(struct jinn_api *api)
 {
     api->stopping = true;
     jinn_api_queue_stop(api);
+    jinn_api_sql_stop(api);
     while (api->watchers != NULL) {
         struct jinn_watcher *w = api->watchers;
         uv_timer_stop(&w->timer);

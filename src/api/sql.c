@@ -21,7 +21,9 @@
 #define QUERY_ROWS_MAX 100000
 #define QUERY_BYTES_MAX (16u << 20)
 #define QUERY_TIMEOUT_MS 5000
-#define QUERIES_MAX 8 /* in flight at once; more get 503 busy */
+#define QUERIES_MAX 8        /* running at once on the thread pool */
+#define QUERIES_QUEUED_MAX 4096 /* waiting for a slot; beyond, 503 busy */
+#define READERS_IDLE_MAX 32  /* reader connections kept open for reuse */
 
 static bool db_name_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args)
 {
@@ -149,6 +151,9 @@ void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
 
 struct query {
     uv_work_t work;
+    struct query *next; /* in the wait queue */
+    char db[JINN_SQL_DB_MAX + 1];
+    uint64_t generation;
     struct jinn_api *api;
     struct jinn_http_request *req;
     sqlite3 *conn;  /* opened on the loop thread, used on the worker */
@@ -160,7 +165,47 @@ struct query {
     struct timespec deadline;
 };
 
-static unsigned queries_in_flight;
+/* All of this is touched on the loop thread only. */
+static unsigned queries_in_flight, queries_queued;
+static struct query *queue_head, **queue_tail = &queue_head;
+
+struct reader {
+    char db[JINN_SQL_DB_MAX + 1];
+    uint64_t generation;
+    sqlite3 *conn;
+};
+static struct reader idle[READERS_IDLE_MAX];
+static unsigned n_idle;
+
+/* A reader connection for db: an idle one, or a new one. */
+static sqlite3 *take_reader(const struct jinn_sql *sql, const char *db)
+{
+    for (unsigned i = n_idle; i-- > 0;) {
+        if (strcmp(idle[i].db, db) == 0 && idle[i].generation == sql->generation) {
+            sqlite3 *conn = idle[i].conn;
+            idle[i] = idle[--n_idle];
+            return conn;
+        }
+    }
+    return jinn_sql_open_reader(sql, db);
+}
+
+static void give_back(const struct jinn_sql *sql, struct query *q)
+{
+    /* Readers of replaced files (a restore) or beyond the cap are closed. */
+    if (q->conn == NULL) {
+        return;
+    }
+    if (q->generation != sql->generation || n_idle == READERS_IDLE_MAX) {
+        sqlite3_close_v2(q->conn);
+    } else {
+        snprintf(idle[n_idle].db, sizeof idle[n_idle].db, "%s", q->db);
+        idle[n_idle].generation = q->generation;
+        idle[n_idle].conn = q->conn;
+        n_idle++;
+    }
+    q->conn = NULL;
+}
 
 static int past_deadline(void *data)
 {
@@ -239,8 +284,7 @@ static void run_query(uv_work_t *work)
     }
 out:
     sqlite3_finalize(stmt);
-    sqlite3_close_v2(q->conn);
-    q->conn = NULL;
+    sqlite3_progress_handler(q->conn, 0, NULL, NULL);
     json_decref(columns);
     json_decref(types);
     json_decref(rows);
@@ -248,10 +292,22 @@ out:
     q->params = NULL;
 }
 
+static void start_query(struct query *q);
+
 static void query_done(uv_work_t *work, int status)
 {
     struct query *q = work->data;
     queries_in_flight--;
+    give_back(&jinn_node_fsm(q->api->node)->sql, q);
+    if (queue_head != NULL) {
+        struct query *next = queue_head;
+        queue_head = next->next;
+        if (queue_head == NULL) {
+            queue_tail = &queue_head;
+        }
+        queries_queued--;
+        start_query(next);
+    }
     if (status != 0) {
         jinn_http_reply_error(q->req, JINN_EINTERNAL, NULL);
     } else if (q->code == JINN_OK) {
@@ -281,9 +337,14 @@ static void query_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_EINTERNAL, NULL);
         return;
     }
-    if (queries_in_flight >= QUERIES_MAX) {
+    if (queries_queued >= QUERIES_QUEUED_MAX) {
         json_decref(body);
-        jinn_http_reply_error(req, JINN_EBUSY, "too many queries running; retry");
+        jinn_http_reply_error(req, JINN_EBUSY, "too many queries waiting; retry");
+        return;
+    }
+    if (jinn_sql_get(sql, name) == NULL) {
+        json_decref(body);
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
         return;
     }
     q = jinn_calloc(1, sizeof *q);
@@ -292,28 +353,43 @@ static void query_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;
     }
-    q->conn = jinn_sql_open_reader(sql, name);
-    if (q->conn == NULL) {
-        json_decref(body);
-        jinn_free(q);
-        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
-        return;
-    }
     q->api = api;
     q->req = req;
+    snprintf(q->db, sizeof q->db, "%s", name);
     q->sql = jinn_strdup(json_string_value(json_object_get(body, "sql")));
     q->params = json_deep_copy(json_object_get(body, "params"));
     json_decref(body);
-    clock_gettime(CLOCK_MONOTONIC, &q->deadline);
-    q->deadline.tv_sec += QUERY_TIMEOUT_MS / 1000;
-    q->work.data = q;
-    if (q->sql == NULL ||
-        uv_queue_work(api->loop, &q->work, run_query, query_done) != 0) {
-        sqlite3_close_v2(q->conn);
-        jinn_free(q->sql);
+    if (q->sql == NULL) {
         json_decref(q->params);
         jinn_free(q);
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    if (queries_in_flight >= QUERIES_MAX) {
+        *queue_tail = q; /* FIFO: started by query_done */
+        queue_tail = &q->next;
+        queries_queued++;
+        return;
+    }
+    start_query(q);
+}
+
+static void start_query(struct query *q)
+{
+    const struct jinn_sql *sql = &jinn_node_fsm(q->api->node)->sql;
+    q->generation = sql->generation;
+    q->conn = take_reader(sql, q->db);
+    clock_gettime(CLOCK_MONOTONIC, &q->deadline);
+    q->deadline.tv_sec += QUERY_TIMEOUT_MS / 1000;
+    q->work.data = q;
+    if (q->conn == NULL || uv_queue_work(q->api->loop, &q->work, run_query, query_done) != 0) {
+        jinn_http_reply_error(q->req, q->conn ? JINN_ENOMEM : JINN_ENOTFOUND, NULL);
+        if (q->conn) {
+            sqlite3_close_v2(q->conn);
+        }
+        jinn_free(q->sql);
+        json_decref(q->params);
+        jinn_free(q);
         return;
     }
     queries_in_flight++;
@@ -393,5 +469,23 @@ void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,
 {
     if (db_name_or_reply(req, args)) {
         jinn_api_read_or_reply(api, req, false, info_now);
+    }
+}
+
+void jinn_api_sql_stop(struct jinn_api *api)
+{
+    (void)api;
+    while (queue_head != NULL) {
+        struct query *q = queue_head;
+        queue_head = q->next;
+        jinn_http_reply_error(q->req, JINN_ESHUTDOWN, NULL);
+        jinn_free(q->sql);
+        json_decref(q->params);
+        jinn_free(q);
+    }
+    queue_tail = &queue_head;
+    queries_queued = 0;
+    while (n_idle > 0) {
+        sqlite3_close_v2(idle[--n_idle].conn);
     }
 }

@@ -651,6 +651,7 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
         return count == 0 ? (*r = check, 0) : JINN_EIO;
     }
     close_all(s);
+    s->generation++;
     if (wipe_dir(s) != 0) {
         return JINN_EIO;
     }

@@ -36,6 +36,7 @@ struct jinn_sql_db {
 
 struct jinn_sql {
     char *dir; /* owned; NULL until jinn_sql_set_dir */
+    uint64_t generation; /* bumped when files are replaced (restore): stale readers */
     struct jinn_tree by_name;
     /* The outcome of the last exec, for its proposer (valid during apply):
      * a JSON array of per-statement results, or the SQLite error message. */
