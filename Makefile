@@ -89,8 +89,16 @@ build/bench/load: bench/load.c build/rel/src/httpmsg.o build/rel/src/fetch.o \
 	@mkdir -p build/bench
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 
+build/bench/nats_load: bench/nats_load.c
+	@mkdir -p build/bench
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $< $(shell pkg-config --cflags --libs libnats) -lpthread
+
+# jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare).
 bench: deps build/jinn build/bench/load
+	@scripts/install-deps.sh --bench
+	$(MAKE) build/bench/nats_load
 	bench/run
+	bench/compare
 
 format:
 	clang-format -i src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h

@@ -18,6 +18,10 @@
  *   consume   fetch up to 8 jobs of queue NS, ack each; one op = one ack
  * Keys k0..k<keys-1> are chosen round-robin per connection.
  *
+ * --target etcd speaks etcd's v3 HTTP/JSON gateway instead (put, get-lin,
+ * get-stale, cas, lock: the lock service with one lease per connection),
+ * so bench/compare drives every system with the same generator.
+ *
  *   build/bench/load --url http://127.0.0.1:8081 --workload put --conns 64
  */
 #include <errno.h>
@@ -33,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "fetch.h"
 #include "httpmsg.h"
 
@@ -42,6 +47,7 @@
 #define MAX_SAMPLES (1u << 24)
 
 struct options {
+    bool etcd;
     const char *urls[MAX_URLS];
     int n_urls;
     const char *workload;
@@ -64,7 +70,84 @@ struct conn {
     double pair_started;
     unsigned long long jobs[16]; /* for consume: fetched, not yet acked */
     int n_jobs;
+    char lease[32];    /* etcd lock: this connection's lease id */
+    char lock_key[256]; /* etcd lock: the key the lock service gave us */
 };
+
+static void b64(char *out, size_t cap, const char *in, size_t n)
+{
+    struct jinn_wbuf w;
+    jinn_wbuf_init(&w);
+    jinn_wbuf_put_base64(&w, in, n);
+    snprintf(out, cap, "%.*s", (int)w.len, w.data ? (const char *)w.data : "");
+    jinn_wbuf_free(&w);
+}
+
+/* etcd's gateway: every call is a POST of JSON. */
+static void etcd_request(const struct options *o, struct conn *c, int id, unsigned key,
+                         const char *value)
+{
+    char k[64], kb[128], vb[512], body[1400];
+    const char *path = "/v3/kv/put";
+    const char *w = o->workload;
+    int blen, n;
+    snprintf(k, sizeof k, strcmp(w, "cas") == 0 ? "hot%u" : "k%u",
+             strcmp(w, "cas") == 0 ? key % 8 : key);
+    b64(kb, sizeof kb, k, strlen(k));
+    b64(vb, sizeof vb, value, (size_t)(o->value_size > 300 ? 300 : o->value_size));
+    if (strcmp(w, "put") == 0) {
+        blen = snprintf(body, sizeof body, "{\"key\":\"%s\",\"value\":\"%s\"}", kb, vb);
+    } else if (strcmp(w, "get-lin") == 0 || strcmp(w, "get-stale") == 0) {
+        path = "/v3/kv/range";
+        blen = snprintf(body, sizeof body, "{\"key\":\"%s\"%s}", kb,
+                        strcmp(w, "get-stale") == 0 ? ",\"serializable\":true" : "");
+    } else if (strcmp(w, "cas") == 0) {
+        path = "/v3/kv/txn";
+        blen = snprintf(body, sizeof body,
+                        "{\"compare\":[{\"key\":\"%s\",\"target\":\"MOD\",\"mod_revision\":"
+                        "\"%llu\"}],\"success\":[{\"request_put\":{\"key\":\"%s\",\"value\":"
+                        "\"%s\"}}],\"failure\":[{\"request_range\":{\"key\":\"%s\"}}]}",
+                        kb, c->revision, kb, vb, kb);
+    } else if (c->lease[0] == '\0') {
+        path = "/v3/lease/grant";
+        blen = snprintf(body, sizeof body, "{\"TTL\":60}");
+    } else if (c->lock_key[0] == '\0') {
+        char name[32], nb[64];
+        snprintf(name, sizeof name, "L%d", id);
+        b64(nb, sizeof nb, name, strlen(name));
+        path = "/v3/lock/lock";
+        blen = snprintf(body, sizeof body, "{\"name\":\"%s\",\"lease\":\"%s\"}", nb,
+                        c->lease);
+    } else {
+        path = "/v3/lock/unlock";
+        blen = snprintf(body, sizeof body, "{\"key\":\"%s\"}", c->lock_key);
+    }
+    n = snprintf(c->out, sizeof c->out,
+                 "POST %s HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %d\r\n\r\n%s",
+                 path, blen, body);
+    c->out_len = (size_t)n;
+}
+
+/* Copies the JSON string value of name from body into out. */
+static bool json_field(const char *body, size_t len, const char *name, char *out, size_t cap)
+{
+    char pat[64];
+    const char *p, *q;
+    snprintf(pat, sizeof pat, "\"%s\":\"", name);
+    p = memmem(body, len, pat, strlen(pat));
+    if (p == NULL) {
+        return false;
+    }
+    p += strlen(pat);
+    q = memchr(p, '"', (size_t)(body + len - p));
+    if (q == NULL || (size_t)(q - p) >= cap) {
+        return false;
+    }
+    memcpy(out, p, (size_t)(q - p));
+    out[q - p] = '\0';
+    return true;
+}
 
 struct worker {
     const struct options *o;
@@ -109,6 +192,11 @@ static void build_request(const struct options *o, struct conn *c, int id)
     c->seq++;
     if (value[0] == 0) {
         memset(value, 'v', sizeof value);
+    }
+    if (o->etcd) {
+        etcd_request(o, c, id, key, value);
+        c->out_sent = 0;
+        return;
     }
     if (strcmp(w, "sql-insert") == 0 || strcmp(w, "sql-read") == 0) {
         char body[512];
@@ -211,6 +299,42 @@ static int consume(struct worker *w, struct conn *c, double t)
         jinn_http_parse_body(c->in, c->in_len, &m, BUF_SIZE, &body, &body_len, &owned,
                              &total) != 0) {
         return 0;
+    }
+    if (w->o->etcd) {
+        bool measuring = t >= w->t_measure && t < w->t_end;
+        char field[256];
+        bool op_done = m.status == 200;
+        if (strcmp(w->o->workload, "cas") == 0 && m.status == 200) {
+            if (memmem(body, body_len, "\"succeeded\":true", 16) != NULL) {
+                if (json_field(body, body_len, "revision", field, sizeof field)) {
+                    c->revision = strtoull(field, NULL, 10);
+                }
+            } else if (json_field(body, body_len, "mod_revision", field, sizeof field)) {
+                c->revision = strtoull(field, NULL, 10); /* refused: retry from here */
+            }
+        } else if (strcmp(w->o->workload, "lock") == 0 && m.status == 200) {
+            op_done = false;
+            if (c->lease[0] == '\0') {
+                json_field(body, body_len, "ID", c->lease, sizeof c->lease);
+            } else if (c->lock_key[0] == '\0') {
+                json_field(body, body_len, "key", c->lock_key, sizeof c->lock_key);
+            } else {
+                c->lock_key[0] = '\0';
+                op_done = true; /* acquire + release */
+            }
+        }
+        if (measuring && m.status != 200) {
+            w->errors++;
+        } else if (measuring && op_done) {
+            w->ok++;
+            record(w, t - c->pair_started);
+        }
+        if (op_done || m.status != 200) {
+            c->pair_started = t;
+        }
+        memmove(c->in, c->in + total, c->in_len - total);
+        c->in_len -= total;
+        return 1;
     }
     if (strcmp(w->o->workload, "consume") == 0) {
         bool measuring = t >= w->t_measure && t < w->t_end;
@@ -366,6 +490,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--url") == 0 && o.n_urls < MAX_URLS) {
             o.urls[o.n_urls++] = v;
+        } else if (strcmp(a, "--target") == 0) {
+            o.etcd = strcmp(v, "etcd") == 0;
         } else if (strcmp(a, "--workload") == 0) {
             o.workload = v;
         } else if (strcmp(a, "--ns") == 0) {

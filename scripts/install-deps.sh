@@ -5,6 +5,10 @@ set -eu
 
 PACKAGES="build-essential pkg-config libraft-dev libuv1-dev libjansson-dev \
 libsqlite3-dev python3 python3-pytest"
+# --bench: what bench/compare runs jinn against.
+if [ "${1:-}" = "--bench" ]; then
+    PACKAGES="$PACKAGES etcd-server etcd-client nats-server libnats-dev e2fsprogs"
+fi
 
 missing=""
 for p in $PACKAGES; do

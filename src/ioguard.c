@@ -138,6 +138,10 @@ static int g_append(struct raft_io *io, struct raft_io_append *req,
 {
     struct jinn_ioguard *g = (struct jinn_ioguard *)io;
     int rv = g->inner->append(g->inner, req, entries, n, cb);
+    if (rv == 0) {
+        g->appends++;
+        g->entries_appended += n;
+    }
     copy_errmsg(g, rv);
     return rv;
 }

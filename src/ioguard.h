@@ -24,6 +24,7 @@ struct jinn_ioguard {
     raft_index cap; /* while a received AppendEntries is being handled */
     int in_append;
     unsigned long long capped; /* answers corrected, for metrics and tests */
+    unsigned long long appends, entries_appended; /* disk writes, entries they carried */
 };
 
 /* Wraps inner. inner must stay alive as long as the guard. */

@@ -814,6 +814,9 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     st->proposals_ok = node->proposals_ok;
     st->proposals_failed = node->proposals_failed;
     st->read_barriers = node->read_barriers;
+    st->appends = node->guard.appends;
+    st->entries_appended = node->guard.entries_appended;
+    st->acks_capped = node->guard.capped;
     st->reads_linearized = node->reads_linearized;
 }
 

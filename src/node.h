@@ -92,6 +92,7 @@ struct jinn_node_status {
     unsigned n_members;
     uint64_t proposals_ok, proposals_failed;
     uint64_t read_barriers, reads_linearized;
+    uint64_t appends, entries_appended, acks_capped; /* from the ioguard */
 };
 
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st);

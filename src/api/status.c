@@ -139,6 +139,13 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
             st.proposals_ok);
     COUNTER("jinn_proposals_failed_total", "Proposals that failed or timed out.", "%" PRIu64,
             st.proposals_failed);
+    COUNTER("jinn_raft_appends_total", "Log writes (each ends with a sync).", "%" PRIu64,
+            st.appends);
+    COUNTER("jinn_raft_entries_appended_total", "Entries those writes carried.", "%" PRIu64,
+            st.entries_appended);
+    COUNTER("jinn_raft_acks_capped_total",
+            "Append answers the ioguard corrected (libraft 0.15 stale-tail hole).", "%" PRIu64,
+            st.acks_capped);
     COUNTER("jinn_read_barriers_total", "Raft barriers run for linearizable reads.",
             "%" PRIu64, st.read_barriers);
     COUNTER("jinn_reads_linearized_total", "Linearizable reads served after a barrier.",
