@@ -24,6 +24,7 @@
 
 static const char *urls = "nats://127.0.0.1:4222";
 static const char *workload = "put";
+static const char *subject = "wq.jobs"; /* publish / consume on this subject */
 static int threads = 32, value_size = 64;
 static double duration = 5, warmup = 1;
 static double t_measure, t_end;
@@ -80,7 +81,9 @@ static void *run(void *arg)
         exit(1);
     }
     if (strcmp(workload, "consume") == 0) {
-        if (js_PullSubscribe(&sub, js, "wq.jobs", "workers", NULL, NULL, NULL) != NATS_OK) {
+        char durable[64];
+        snprintf(durable, sizeof durable, "workers-%s", subject + 3);
+        if (js_PullSubscribe(&sub, js, subject, durable, NULL, NULL, NULL) != NATS_OK) {
             fprintf(stderr, "nats_load: pull subscribe failed\n");
             exit(1);
         }
@@ -131,7 +134,7 @@ static void *run(void *arg)
             record(w, started, s, false);
         } else if (strcmp(workload, "publish") == 0) {
             jsPubAck *ack = NULL;
-            s = js_Publish(&ack, js, "wq.jobs", value, value_size, NULL, NULL);
+            s = js_Publish(&ack, js, subject, value, value_size, NULL, NULL);
             jsPubAck_Destroy(ack);
             record(w, started, s, false);
         } else if (strcmp(workload, "consume") == 0) {
@@ -214,6 +217,8 @@ int main(int argc, char **argv)
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--urls") == 0) {
             urls = argv[i + 1];
+        } else if (strcmp(argv[i], "--subject") == 0) {
+            subject = argv[i + 1];
         } else if (strcmp(argv[i], "--workload") == 0) {
             workload = argv[i + 1];
         } else if (strcmp(argv[i], "--threads") == 0) {
