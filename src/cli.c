@@ -384,3 +384,23 @@ int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target
     return 0;
 }
 
+
+int jinn_cli_read_stdin(struct jinn_wbuf *w, size_t max)
+{
+    for (;;) {
+        size_t n;
+        if (!jinn_wbuf_reserve(w, 65536)) {
+            fprintf(stderr, "jinn: out of memory\n");
+            return -1;
+        }
+        n = fread(w->data + w->len, 1, 65536, stdin);
+        w->len += n;
+        if (w->len > max) {
+            fprintf(stderr, "jinn: input on stdin larger than %zu bytes\n", max);
+            return -1;
+        }
+        if (n < 65536) {
+            return ferror(stdin) ? -1 : 0;
+        }
+    }
+}

@@ -40,6 +40,9 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
 struct jinn_wbuf;
 void jinn_cli_escape(struct jinn_wbuf *w, const char *s, size_t n);
 
+/* Appends all of stdin to w (at most max bytes). 0, or -1 with a message. */
+int jinn_cli_read_stdin(struct jinn_wbuf *w, size_t max);
+
 /* Appends ?name=value or &name=value (escaped) when value is not NULL. */
 void jinn_cli_query(struct jinn_wbuf *w, bool *first, const char *name, const char *value);
 

@@ -89,25 +89,6 @@ static int parse(int argc, char **argv, struct kv_args *a)
     return 0;
 }
 
-static int read_stdin(struct jinn_wbuf *w)
-{
-    for (;;) {
-        size_t n;
-        if (!jinn_wbuf_reserve(w, 65536)) {
-            return -1;
-        }
-        n = fread(w->data + w->len, 1, 65536, stdin);
-        w->len += n;
-        if (w->len > STDIN_MAX) {
-            fprintf(stderr, "jinn: value on stdin larger than %u bytes\n", STDIN_MAX);
-            return -1;
-        }
-        if (n < 65536) {
-            return ferror(stdin) ? -1 : 0;
-        }
-    }
-}
-
 /* Builds /v1/kv/NS[/KEY][?query...] */
 static void path(struct jinn_wbuf *w, const char *ns, const char *key)
 {
@@ -147,7 +128,7 @@ static int cmd_write(const struct kv_args *a, const char *verb)
     jinn_wbuf_put_u8(&headers, 0);
     v = a->n_pos > need ? a->pos[need] : "-";
     if (strcmp(v, "-") == 0) {
-        if (read_stdin(&value) != 0) {
+        if (jinn_cli_read_stdin(&value, STDIN_MAX) != 0) {
             goto out;
         }
     } else {

@@ -24,6 +24,7 @@
 #include "alloc.h"
 #include "cli.h"
 #include "codec.h"
+#include "fsm/cmd.h"
 
 static const char usage[] =
     "usage: jinn queue pub QUEUE [PAYLOAD|-] [--key IDEMPOTENCY-KEY]\n"
@@ -131,16 +132,11 @@ static int cmd_pub(const struct qargs *a)
     }
     jinn_wbuf_put_u8(&headers, 0);
     if (strcmp(v, "-") == 0) {
-        for (;;) {
-            size_t n;
-            if (!jinn_wbuf_reserve(&body, 65536)) {
-                break;
-            }
-            n = fread(body.data + body.len, 1, 65536, stdin);
-            body.len += n;
-            if (n < 65536) {
-                break;
-            }
+        if (jinn_cli_read_stdin(&body, JINN_QUEUE_PAYLOAD_MAX) != 0) {
+            jinn_wbuf_free(&t);
+            jinn_wbuf_free(&body);
+            jinn_wbuf_free(&headers);
+            return 1;
         }
     } else {
         jinn_wbuf_put_raw(&body, v, strlen(v));

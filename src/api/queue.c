@@ -363,6 +363,17 @@ void jinn_api_queue_fetch(struct jinn_api *api, struct jinn_http_request *req,
 
 /* ---- ack / nak / progress / term ---------------------------------------- */
 
+static bool seq_or_reply(struct jinn_http_request *req, const char *text, uint64_t *seq)
+{
+    char *end;
+    *seq = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end != '\0' || *seq == 0) {
+        jinn_http_reply_error(req, JINN_EINVAL, "the message seq must be a number");
+        return false;
+    }
+    return true;
+}
+
 static void settled(struct jinn_api *api, struct jinn_http_request *req,
                     const struct jinn_result *res)
 {
@@ -379,18 +390,13 @@ static void lease_command(struct jinn_api *api, struct jinn_http_request *req,
 {
     const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
     struct jinn_queue_policy pol;
-    char worker[JINN_QUEUE_WORKER_MAX + 1], reason[JINN_QUEUE_REASON_MAX + 1], *end;
+    char worker[JINN_QUEUE_WORKER_MAX + 1], reason[JINN_QUEUE_REASON_MAX + 1];
     uint64_t seq, delivery;
     bool failed, has_reason = false;
     json_t *body;
     struct jinn_cmd c;
 
-    if (!queue_name_or_reply(req, args)) {
-        return;
-    }
-    seq = strtoull(args->arg[1], &end, 10);
-    if (args->arg[1][0] < '0' || args->arg[1][0] > '9' || *end != '\0' || seq == 0) {
-        jinn_http_reply_error(req, JINN_EINVAL, "the message seq must be a number");
+    if (!queue_name_or_reply(req, args) || !seq_or_reply(req, args->arg[1], &seq)) {
         return;
     }
     pol = jinn_config_queue(api->cfg, args->arg[0]);
@@ -465,15 +471,9 @@ static void dead_command(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args, uint8_t type)
 {
     struct jinn_cmd c;
-    char *end;
-    if (!queue_name_or_reply(req, args)) {
-        return;
-    }
     memset(&c, 0, sizeof c);
     c.type = type;
-    c.q.seq = strtoull(args->arg[1], &end, 10);
-    if (args->arg[1][0] < '0' || args->arg[1][0] > '9' || *end != '\0' || c.q.seq == 0) {
-        jinn_http_reply_error(req, JINN_EINVAL, "the message seq must be a number");
+    if (!queue_name_or_reply(req, args) || !seq_or_reply(req, args->arg[1], &c.q.seq)) {
         return;
     }
     c.q.queue.p = (const uint8_t *)args->arg[0];

@@ -7,6 +7,7 @@
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
 #include "fsm/kv.h"
+#include "fsm_apply.h"
 #include "unit.h"
 
 static struct jinn_cmd put_cmd(const char *ns, const char *key, const char *value)
@@ -26,17 +27,7 @@ static struct jinn_cmd put_cmd(const char *ns, const char *key, const char *valu
 static const struct jinn_result *apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time,
                                        struct jinn_cmd c)
 {
-    struct jinn_wbuf w;
-    const struct jinn_result *res;
-    c.time_ms = time;
-    jinn_wbuf_init(&w);
-    if (jinn_cmd_encode(&c, &w) != 0) {
-        jinn_wbuf_free(&w);
-        return NULL;
-    }
-    res = jinn_fsm_apply_buf(fsm, index, w.data, w.len);
-    jinn_wbuf_free(&w);
-    return res;
+    return unit_apply(fsm, index, time, c);
 }
 
 TEST(kv_put_get_conditions)

@@ -4,6 +4,7 @@
 #include "error.h"
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
+#include "fsm_apply.h"
 #include "unit.h"
 
 static struct jinn_cmd lock_cmd(uint8_t type, const char *name, const char *owner,
@@ -23,17 +24,8 @@ static struct jinn_cmd lock_cmd(uint8_t type, const char *name, const char *owne
 
 static int apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time, struct jinn_cmd c)
 {
-    struct jinn_wbuf w;
-    int code;
-    c.time_ms = time;
-    jinn_wbuf_init(&w);
-    if (jinn_cmd_encode(&c, &w) != 0) {
-        jinn_wbuf_free(&w);
-        return -1;
-    }
-    code = jinn_fsm_apply_buf(fsm, index, w.data, w.len)->code;
-    jinn_wbuf_free(&w);
-    return code;
+    const struct jinn_result *res = unit_apply(fsm, index, time, c);
+    return res ? res->code : -1;
 }
 
 TEST(lock_grant_conflict_expiry_and_token_order)

@@ -4,6 +4,7 @@
 #include "error.h"
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
+#include "fsm_apply.h"
 #include "unit.h"
 
 static struct jinn_cmd qcmd(uint8_t type, const char *worker, uint64_t seq)
@@ -44,17 +45,7 @@ static struct jinn_cmd fetch(const char *worker, uint64_t max, uint64_t ack_wait
 static const struct jinn_result *apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time,
                                        struct jinn_cmd c)
 {
-    struct jinn_wbuf w;
-    const struct jinn_result *res;
-    c.time_ms = time;
-    jinn_wbuf_init(&w);
-    if (jinn_cmd_encode(&c, &w) != 0) {
-        jinn_wbuf_free(&w);
-        return NULL;
-    }
-    res = jinn_fsm_apply_buf(fsm, index, w.data, w.len);
-    jinn_wbuf_free(&w);
-    return res;
+    return unit_apply(fsm, index, time, c);
 }
 
 static const struct jinn_queue *jobs(const struct jinn_fsm *fsm)

@@ -8,30 +8,21 @@
 #include "error.h"
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
+#include "fsm_apply.h"
 #include "unit.h"
 
 static const struct jinn_result *exec(struct jinn_fsm *fsm, uint64_t index, uint64_t time,
                                       const char *json, uint64_t budget)
 {
     struct jinn_cmd c;
-    struct jinn_wbuf w;
-    const struct jinn_result *res;
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_SQL_EXEC;
-    c.time_ms = time;
     c.sql.db.p = (const uint8_t *)"app";
     c.sql.db.len = 3;
     c.sql.statements.p = (const uint8_t *)json;
     c.sql.statements.len = strlen(json);
     c.sql.step_budget = budget;
-    jinn_wbuf_init(&w);
-    if (jinn_cmd_encode(&c, &w) != 0) {
-        jinn_wbuf_free(&w);
-        return NULL;
-    }
-    res = jinn_fsm_apply_buf(fsm, index, w.data, w.len);
-    jinn_wbuf_free(&w);
-    return res;
+    return unit_apply(fsm, index, time, c);
 }
 
 static int make_fsm(struct jinn_fsm *fsm, char *dir)

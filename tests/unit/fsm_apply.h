@@ -1,0 +1,16 @@
+/* fsm_apply.h - test helper: encode a command and apply it, as the log would. */
+#ifndef JINN_TEST_FSM_APPLY_H
+#define JINN_TEST_FSM_APPLY_H
+
+#include <stdint.h>
+
+#include "fsm/cmd.h"
+#include "fsm/fsm.h"
+
+/* Stamps c with time, encodes it and applies it at index. NULL when the
+ * command does not encode. The result is the FSM's (valid until the next
+ * apply). */
+const struct jinn_result *unit_apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time,
+                                     struct jinn_cmd c);
+
+#endif
