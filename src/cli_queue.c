@@ -376,7 +376,7 @@ int jinn_cli_worker(int argc, char **argv)
         queue_path(&t, a.queue);
         jinn_wbuf_printf(&t, "/fetch");
         jinn_cli_query(&t, &first, "worker", worker);
-        jinn_cli_query(&t, &first, "wait", "30s");
+        jinn_cli_query(&t, &first, "wait", "5s"); /* a SIGTERM waits at most this long */
         jinn_cli_query(&t, &first, "ack_wait", a.ack_wait);
         if (simple(&a, "POST", &t, NULL, "", 0, &jobs) != 0) {
             sleep(1); /* the cluster may be electing; try again */
