@@ -1,4 +1,6 @@
-/* fetch.c - see fetch.h. */
+/* fetch.c - see fetch.h. Finished connections whose reply allowed keep-alive
+ * wait in a small pool for the next request to the same URL; an idle one
+ * that the server closes (or that idles too long) is dropped. */
 #include "fetch.h"
 
 #include <stdio.h>
@@ -9,7 +11,16 @@
 #include "codec.h"
 #include "error.h"
 
+#define POOL_MAX 64
+#define POOL_IDLE_MS 20000 /* below the servers' idle timeout */
+
 struct fetch {
+    char url[80];
+    uv_loop_t *loop;
+    struct fetch *pool_next;
+    bool idle;
+    bool write_pending;
+    uint64_t idle_since;
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_connect_t connect;
@@ -23,6 +34,9 @@ struct fetch {
     jinn_fetch_cb cb;
     void *data;
 };
+
+static struct fetch *pool;
+static unsigned pool_len;
 
 int jinn_fetch_parse_url(const char *url, struct sockaddr_in *addr)
 {
@@ -62,19 +76,49 @@ static void closed(uv_handle_t *h)
     }
 }
 
+static void close_conn(struct fetch *f)
+{
+    uv_close((uv_handle_t *)&f->timer, closed);
+    uv_close((uv_handle_t *)&f->tcp, closed);
+}
+
+static void unpool(struct fetch *f)
+{
+    for (struct fetch **p = &pool; *p != NULL; p = &(*p)->pool_next) {
+        if (*p == f) {
+            *p = f->pool_next;
+            pool_len--;
+            break;
+        }
+    }
+    f->idle = false;
+}
+
 static void finish(struct fetch *f, int code, const struct jinn_http_msg *head,
-                   const char *body, size_t body_len)
+                   const char *body, size_t body_len, bool reusable)
 {
     if (f->done) {
         return;
     }
     f->done = true;
     f->cb(f->data, code, head, body, body_len);
-    uv_close((uv_handle_t *)&f->timer, closed);
-    uv_close((uv_handle_t *)&f->tcp, closed);
+    if (reusable && !f->write_pending && pool_len < POOL_MAX) {
+        uv_timer_stop(&f->timer);
+        f->len = 0;
+        f->idle = true;
+        f->idle_since = uv_now(f->loop);
+        f->pool_next = pool;
+        pool = f;
+        pool_len++;
+        return;
+    }
+    close_conn(f);
 }
 
-static void fail(struct fetch *f) { finish(f, f->sent ? JINN_EUNKNOWN : JINN_EFORWARD, NULL, NULL, 0); }
+static void fail(struct fetch *f)
+{
+    finish(f, f->sent ? JINN_EUNKNOWN : JINN_EFORWARD, NULL, NULL, 0, false);
+}
 
 static void on_timeout(uv_timer_t *t) { fail(t->data); }
 
@@ -104,7 +148,8 @@ static bool try_complete(struct fetch *f, bool eof)
         fail(f);
         return true;
     }
-    finish(f, JINN_OK, &head, body, body_len);
+    finish(f, JINN_OK, &head, body, body_len,
+           rv == 0 && head.keep_alive && !head.body_until_close && total == f->len);
     if (owned) {
         jinn_free((void *)body);
     }
@@ -131,6 +176,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct fetch *f = s->data;
     (void)buf;
+    if (f->idle) {
+        /* The server closed (or spoke on) a connection we were keeping. */
+        unpool(f);
+        close_conn(f);
+        return;
+    }
     if (f->done) {
         return;
     }
@@ -147,15 +198,53 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_written(uv_write_t *w, int status)
 {
     struct fetch *f = w->data;
+    f->write_pending = false;
     if (status != 0) {
         fail(f);
+    }
+}
+
+static void send_request(struct fetch *f)
+{
+    uv_buf_t b = uv_buf_init((char *)f->request.data, (unsigned)f->request.len);
+    f->write.data = f;
+    if (uv_write(&f->write, (uv_stream_t *)&f->tcp, &b, 1, on_written) != 0) {
+        fail(f);
+        return;
+    }
+    f->write_pending = true;
+    /* From here on the server may act on the request. */
+    f->sent = true;
+}
+
+/* An idle pooled connection to url, or NULL. Stale ones are closed. */
+static struct fetch *from_pool(uv_loop_t *loop, const char *url)
+{
+    for (struct fetch *f = pool, *next; f != NULL; f = next) {
+        next = f->pool_next;
+        if (uv_now(loop) - f->idle_since > POOL_IDLE_MS) {
+            unpool(f);
+            close_conn(f);
+        } else if (strcmp(f->url, url) == 0) {
+            unpool(f);
+            return f;
+        }
+    }
+    return NULL;
+}
+
+void jinn_fetch_close_idle(void)
+{
+    while (pool != NULL) {
+        struct fetch *f = pool;
+        unpool(f);
+        close_conn(f);
     }
 }
 
 static void on_connect(uv_connect_t *req, int status)
 {
     struct fetch *f = req->data;
-    uv_buf_t b;
     if (f->done) {
         return;
     }
@@ -163,15 +252,11 @@ static void on_connect(uv_connect_t *req, int status)
         fail(f);
         return;
     }
-    b = uv_buf_init((char *)f->request.data, (unsigned)f->request.len);
-    f->write.data = f;
-    if (uv_write(&f->write, (uv_stream_t *)&f->tcp, &b, 1, on_written) != 0 ||
-        uv_read_start((uv_stream_t *)&f->tcp, alloc_cb, on_read) != 0) {
+    if (uv_read_start((uv_stream_t *)&f->tcp, alloc_cb, on_read) != 0) {
         fail(f);
         return;
     }
-    /* From here on the server may act on the request. */
-    f->sent = true;
+    send_request(f);
 }
 
 int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const char *target,
@@ -182,24 +267,41 @@ int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const 
     struct fetch *f;
     const char *host = base_url + 7;
 
-    if (jinn_fetch_parse_url(base_url, &addr) != 0) {
+    struct jinn_wbuf request;
+
+    if (jinn_fetch_parse_url(base_url, &addr) != 0 || strlen(base_url) >= sizeof f->url) {
         return JINN_EINVAL;
+    }
+    jinn_wbuf_init(&request);
+    jinn_wbuf_printf(&request, "%s %.*s HTTP/1.1\r\nHost: %s\r\nConnection: keep-alive\r\n",
+                     method, (int)target_len, target, host);
+    jinn_wbuf_printf(&request, "Content-Length: %zu\r\n%s\r\n", body_len,
+                     extra_headers ? extra_headers : "");
+    jinn_wbuf_put_raw(&request, body, body_len);
+    if (request.failed) {
+        jinn_wbuf_free(&request);
+        return JINN_ENOMEM;
+    }
+    f = from_pool(loop, base_url);
+    if (f != NULL) {
+        jinn_wbuf_free(&f->request);
+        f->request = request;
+        f->cb = cb;
+        f->data = data;
+        f->done = false;
+        f->sent = false;
+        uv_timer_start(&f->timer, on_timeout, timeout_ms, 0);
+        send_request(f);
+        return 0;
     }
     f = jinn_calloc(1, sizeof *f);
     if (f == NULL) {
+        jinn_wbuf_free(&request);
         return JINN_ENOMEM;
     }
-    jinn_wbuf_init(&f->request);
-    jinn_wbuf_printf(&f->request, "%s %.*s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n",
-                     method, (int)target_len, target, host);
-    jinn_wbuf_printf(&f->request, "Content-Length: %zu\r\n%s\r\n", body_len,
-                     extra_headers ? extra_headers : "");
-    jinn_wbuf_put_raw(&f->request, body, body_len);
-    if (f->request.failed) {
-        jinn_wbuf_free(&f->request);
-        jinn_free(f);
-        return JINN_ENOMEM;
-    }
+    f->request = request;
+    f->loop = loop;
+    snprintf(f->url, sizeof f->url, "%s", base_url);
     f->cb = cb;
     f->data = data;
     uv_tcp_init(loop, &f->tcp);

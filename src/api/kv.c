@@ -14,6 +14,7 @@
 #include "api/api.h"
 #include "codec.h"
 #include "error.h"
+#include "fetch.h"
 #include "log.h"
 
 #define LIST_DEFAULT_LIMIT 100
@@ -557,6 +558,7 @@ void jinn_api_kv_applied(void *data, uint64_t index)
 void jinn_api_stop(struct jinn_api *api)
 {
     api->stopping = true;
+    jinn_fetch_close_idle();
     jinn_api_queue_stop(api);
     jinn_api_sql_stop(api);
     while (api->watchers != NULL) {
