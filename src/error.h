@@ -15,6 +15,7 @@
     X(JINN_ENOTFOUND, "not_found", 404, "no such resource")                         \
     X(JINN_EMETHOD, "method_not_allowed", 405, "method not allowed here")           \
     X(JINN_ECONFLICT, "conflict", 409, "conflicts with the current state")          \
+    X(JINN_EQUEUED, "queued", 202, "waiting in line for the lock")                   \
     X(JINN_ECOMPACTED, "compacted", 410,                                            \
       "that revision is older than the history this node keeps; list again")        \
     X(JINN_EPRECONDITION, "precondition_failed", 412, "the condition does not hold") \

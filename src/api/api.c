@@ -186,10 +186,16 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
     }
     req->user = api;
     api->forwards_total++;
-    /* A queue fetch may long-poll at the leader for up to 5 minutes. */
+    /* A queue fetch or a waiting lock acquire may long-poll at the leader
+     * for up to 5 minutes. */
     timeout = api->cfg->request_timeout_ms + FORWARD_GRACE_MS;
-    if (req->path_len > 6 && memcmp(req->path + req->path_len - 6, "/fetch", 6) == 0) {
-        timeout += FORWARD_LONG_POLL_MS;
+    {
+        char wait[16];
+        if ((req->path_len > 6 && memcmp(req->path + req->path_len - 6, "/fetch", 6) == 0) ||
+            jinn_http_query_get(req->query, req->query_len, "wait", wait, sizeof wait) >= 0 ||
+            (req->body_len > 0 && memmem(req->body, req->body_len, "\"wait\"", 6) != NULL)) {
+            timeout += FORWARD_LONG_POLL_MS;
+        }
     }
     rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
                     req->msg.target_len, (const char *)headers.data, req->body, req->body_len,

@@ -27,6 +27,8 @@ struct jinn_api {
     struct jinn_watcher *watchers; /* long-polling KV watches */
     unsigned n_watchers;
     struct jinn_fetcher *fetchers; /* long-polling queue fetches */
+    struct jinn_lock_wait *lock_waits; /* acquires waiting in a lock's line */
+    unsigned n_lock_waits;
     unsigned n_fetchers;
     uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
     bool stopping;
@@ -127,6 +129,10 @@ void jinn_api_sql_stop(struct jinn_api *api);
 /* Stats object for one queue (metrics and GET /v1/queues). */
 struct jinn_queue;
 json_t *jinn_api_queue_stats_json(const struct jinn_queue *q);
+/* After every applied command: waiting acquires may have been granted. */
+void jinn_api_lock_applied(struct jinn_api *api);
+/* Answers every waiting acquire (shutdown). */
+void jinn_api_lock_stop(struct jinn_api *api);
 /* After every applied command: parked fetches may now lease something. */
 void jinn_api_queue_applied(struct jinn_api *api);
 /* Answers parked fetches and closes the kick timer (shutdown). */

@@ -540,6 +540,7 @@ void jinn_api_kv_applied(void *data, uint64_t index)
     const struct jinn_kv *kv = &jinn_node_fsm(api->node)->kv;
     (void)index;
     jinn_api_queue_applied(api);
+    jinn_api_lock_applied(api);
     for (struct jinn_watcher *w = api->watchers, *next; w != NULL; w = next) {
         uint64_t last = 0;
         json_t *events;
@@ -560,6 +561,7 @@ void jinn_api_stop(struct jinn_api *api)
     api->stopping = true;
     jinn_fetch_close_idle();
     jinn_api_queue_stop(api);
+    jinn_api_lock_stop(api);
     jinn_api_sql_stop(api);
     while (api->watchers != NULL) {
         struct jinn_watcher *w = api->watchers;

@@ -15,6 +15,19 @@
 
 #define LOCK_DEFAULT_TTL_MS 30000
 #define LOCK_LIST_MAX 1000
+#define LOCK_WAIT_MAX_MS 300000
+#define LOCK_WAITS_MAX 4096
+
+/* An acquire waiting in a lock's line (the line itself is replicated). */
+struct jinn_lock_wait {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    struct jinn_lock_wait *prev, *next;
+    uv_timer_t timer;
+    char name[JINN_LOCK_NAME_MAX + 1];
+    size_t name_len;
+    uint64_t id; /* raft index of the acquire */
+};
 
 static bool name_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args)
 {
@@ -72,6 +85,32 @@ static json_t *lock_json(const struct jinn_lock *k, uint64_t now, bool with_toke
 }
 
 /* After the command applied: answer from the state it left. */
+static void park(struct jinn_api *api, struct jinn_http_request *req, const char *name,
+                 size_t len, uint64_t id, uint64_t wait_ms);
+
+static uint64_t wait_of(struct jinn_http_request *req)
+{
+    /* The wait was validated by the handler; re-read it from the request. */
+    char buf[32];
+    uint64_t ms = 0;
+    json_t *body = req->body_len ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+    bool present;
+    if (jinn_http_query_get(req->query, req->query_len, "wait", buf, sizeof buf) >= 0) {
+        present = true;
+    } else {
+        json_t *v = json_object_get(body, "wait");
+        present = json_is_string(v) && json_string_length(v) < sizeof buf;
+        if (present) {
+            memcpy(buf, json_string_value(v), json_string_length(v) + 1);
+        }
+    }
+    json_decref(body);
+    if (!present || jinn_parse_duration(buf, &ms) != 0) {
+        ms = 0;
+    }
+    return ms;
+}
+
 static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
                            const struct jinn_result *res)
 {
@@ -88,6 +127,10 @@ static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
                    !(req->path_len >= 8 && memcmp(req->path + req->path_len - 8, "/refresh", 8) == 0);
 
     k = n > 0 ? jinn_locks_get(&fsm->locks, args.arg[0], (size_t)n) : NULL;
+    if (res->code == JINN_EQUEUED && n > 0) {
+        park(api, req, args.arg[0], (size_t)n, res->index, wait_of(req));
+        return;
+    }
     if (res->code == JINN_OK && strcmp(req->msg.method, "DELETE") == 0) {
         jinn_http_reply_json(req, 200, json_pack("{s:b}", "released", 1));
         return;
@@ -154,7 +197,8 @@ static void acquire_or_reply(struct jinn_api *api, struct jinn_http_request *req
 {
     struct pending_acquire *pa;
     int rv;
-    if (held(api, c) == NULL) {
+    /* A waiting acquire must join the line in the log, held or not. */
+    if (held(api, c) == NULL || c->lock.wait_ms > 0) {
         jinn_api_propose_or_reply(api, req, (struct jinn_cmd *)c, lock_committed);
         return;
     }
@@ -197,9 +241,18 @@ static bool command_or_reply(struct jinn_api *api, struct jinn_http_request *req
         return false;
     }
     if (type == JINN_CMD_LOCK_ACQUIRE) {
+        char wait[32];
+        bool has_wait;
         ok = jinn_api_param_or_reply(req, body, "owner", owner, JINN_LOCK_OWNER_MAX + 1,
                                      &present) &&
-             ttl_or_reply(api, req, body, LOCK_DEFAULT_TTL_MS, &c->lock.ttl_ms);
+             ttl_or_reply(api, req, body, LOCK_DEFAULT_TTL_MS, &c->lock.ttl_ms) &&
+             jinn_api_param_or_reply(req, body, "wait", wait, sizeof wait, &has_wait);
+        if (ok && has_wait &&
+            (jinn_parse_duration(wait, &c->lock.wait_ms) != 0 ||
+             c->lock.wait_ms > LOCK_WAIT_MAX_MS)) {
+            jinn_http_reply_error(req, JINN_EINVAL, "wait must be a duration up to 5m");
+            ok = false;
+        }
     } else {
         ok = token_or_reply(req, body, &c->lock.token) &&
              (type != JINN_CMD_LOCK_REFRESH || ttl_or_reply(api, req, body, 0, &c->lock.ttl_ms));
@@ -261,11 +314,16 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
     long n = jinn_http_unescape(p, req->path_len - strlen("/v1/locks/"), name, sizeof name,
                                 false);
     const struct jinn_lock *k = n > 0 ? jinn_locks_get(&fsm->locks, name, (size_t)n) : NULL;
+    json_t *obj;
     if (k == NULL) {
         jinn_http_reply_error(req, JINN_ENOTFOUND, "the lock is not held");
         return;
     }
-    jinn_http_reply_json(req, 200, lock_json(k, fsm->time_ms, true));
+    obj = lock_json(k, fsm->time_ms, true);
+    json_object_set_new(obj, "waiting",
+                        json_integer((json_int_t)jinn_locks_line_length(&fsm->locks, name,
+                                                                        (size_t)n)));
+    jinn_http_reply_json(req, 200, obj);
 }
 
 void jinn_api_lock_show(struct jinn_api *api, struct jinn_http_request *req,
@@ -298,4 +356,92 @@ void jinn_api_lock_list(struct jinn_api *api, struct jinn_http_request *req,
 {
     (void)args;
     jinn_api_read_or_reply(api, req, true, list_now);
+}
+
+/* ---- waiting acquires ------------------------------------------------------- */
+
+static void wait_closed(uv_handle_t *h) { jinn_free(h->data); }
+
+static void unpark(struct jinn_lock_wait *w)
+{
+    struct jinn_api *api = w->api;
+    if (w->prev) {
+        w->prev->next = w->next;
+    } else {
+        api->lock_waits = w->next;
+    }
+    if (w->next) {
+        w->next->prev = w->prev;
+    }
+    api->n_lock_waits--;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, wait_closed);
+}
+
+static void refuse(struct jinn_lock_wait *w, const char *why)
+{
+    json_t *obj = json_pack("{s:s, s:s, s:s}", "state", "follower", "error",
+                            jinn_error_name(JINN_ECONFLICT), "message", why);
+    jinn_http_reply_json(w->req, 409, obj);
+    unpark(w);
+}
+
+static void wait_timeout(uv_timer_t *t)
+{
+    refuse(t->data, "gave up waiting for the lock");
+}
+
+static void park(struct jinn_api *api, struct jinn_http_request *req, const char *name,
+                 size_t len, uint64_t id, uint64_t wait_ms)
+{
+    struct jinn_lock_wait *w;
+    if (api->n_lock_waits >= LOCK_WAITS_MAX) {
+        /* Still in the replicated line: it may be granted and then expire. */
+        jinn_http_reply_error(req, JINN_EBUSY, "too many acquires waiting on this node");
+        return;
+    }
+    w = jinn_calloc(1, sizeof *w);
+    if (w == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    api->n_lock_waits++;
+    w->api = api;
+    w->req = req;
+    memcpy(w->name, name, len);
+    w->name_len = len;
+    w->id = id;
+    uv_timer_init(api->loop, &w->timer);
+    w->timer.data = w;
+    w->next = api->lock_waits;
+    if (api->lock_waits) {
+        api->lock_waits->prev = w;
+    }
+    api->lock_waits = w;
+    /* The replicated line decides; the timer only bounds a lost cause. */
+    uv_timer_start(&w->timer, wait_timeout, wait_ms + api->cfg->request_timeout_ms, 0);
+}
+
+void jinn_api_lock_applied(struct jinn_api *api)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    for (struct jinn_lock_wait *w = api->lock_waits, *next; w != NULL; w = next) {
+        const struct jinn_lock *k = jinn_locks_get(&fsm->locks, w->name, w->name_len);
+        next = w->next;
+        if (k != NULL && k->request == w->id) {
+            json_t *obj = lock_json(k, fsm->time_ms, true);
+            json_object_set_new(obj, "state", json_string("leader"));
+            jinn_http_reply_json(w->req, 200, obj);
+            unpark(w);
+        } else if (!jinn_locks_waiting(&fsm->locks, w->name, w->name_len, w->id)) {
+            refuse(w, "the wait ended before the lock was free");
+        }
+    }
+}
+
+void jinn_api_lock_stop(struct jinn_api *api)
+{
+    while (api->lock_waits != NULL) {
+        refuse(api->lock_waits, "the node is shutting down");
+    }
 }

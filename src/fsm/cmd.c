@@ -116,6 +116,9 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         if (c->type != JINN_CMD_LOCK_RELEASE) {
             jinn_wbuf_put_u64(w, c->lock.ttl_ms);
         }
+        if (c->type == JINN_CMD_LOCK_ACQUIRE) {
+            jinn_wbuf_put_u64(w, c->lock.wait_ms);
+        }
         break;
     case JINN_CMD_Q_PUBLISH:
     case JINN_CMD_Q_FETCH:
@@ -232,6 +235,9 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         }
         if (c->type != JINN_CMD_LOCK_RELEASE) {
             c->lock.ttl_ms = jinn_rbuf_get_u64(&r);
+        }
+        if (c->type == JINN_CMD_LOCK_ACQUIRE) {
+            c->lock.wait_ms = jinn_rbuf_get_u64(&r);
         }
         if (c->lock.name.len == 0) {
             return JINN_ECORRUPT;

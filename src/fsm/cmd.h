@@ -94,6 +94,7 @@ struct jinn_cmd {
             struct jinn_slice owner; /* ACQUIRE only */
             uint64_t token;          /* REFRESH, RELEASE */
             uint64_t ttl_ms;         /* ACQUIRE, REFRESH */
+            uint64_t wait_ms;        /* ACQUIRE: queue this long if held; 0 = no */
         } lock;
         /* Queue commands carry the leader's policy values (limits, ack_wait,
          * max_deliver), so replicas with different configs still agree. */

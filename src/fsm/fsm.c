@@ -46,7 +46,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     /* Expiry first: a key whose TTL passed is gone before this command
      * looks at it, on every replica alike. */
     jinn_kv_expire(&fsm->kv, index, fsm->time_ms);
-    jinn_locks_expire(&fsm->locks, fsm->time_ms);
+    jinn_locks_expire(&fsm->locks, index, fsm->time_ms);
     jinn_queues_expire(&fsm->queues, fsm->time_ms);
     switch (c.type) {
     case JINN_CMD_NOOP:
@@ -74,7 +74,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         rv = jinn_locks_refresh(&fsm->locks, fsm->time_ms, &c);
         break;
     case JINN_CMD_LOCK_RELEASE:
-        rv = jinn_locks_release(&fsm->locks, &c);
+        rv = jinn_locks_release(&fsm->locks, index, fsm->time_ms, &c);
         break;
     case JINN_CMD_Q_PUBLISH:
     case JINN_CMD_Q_FETCH:

@@ -198,3 +198,37 @@ def test_bad_input(cluster):
     code, body = lock(n, "POST", "viajson", "/refresh", body=json.dumps(
         {"token": body["token"]}).encode())
     assert code == 200
+
+
+def test_waiting_acquires_are_granted_in_arrival_order(cluster):
+    holder = cluster.nodes[0]
+    code, first = acquire(holder, "line", "first", "30s")
+    assert code == 200
+    results, threads = {}, []
+
+    def waiter(i):
+        node = cluster.nodes[i % 3]
+        results[i] = lock(node, "POST", "line", query=f"owner=w{i}&ttl=30s&wait=20s",
+                          timeout=40)
+
+    for i in range(3):
+        t = threading.Thread(target=waiter, args=(i,))
+        t.start()
+        threads.append(t)
+        # Each must be in line before the next arrives, so the order is known.
+        wait_for(lambda: lock(holder, "GET", "line")[1]["waiting"] == i + 1,
+                 what=f"waiter {i} in line")
+    token = first["token"]
+    for i in range(3):
+        assert lock(holder, "DELETE", "line", query=f"token={token}")[0] == 200
+        threads[i].join(timeout=20)
+        code, body = results[i]
+        assert code == 200 and body["owner"] == f"w{i}" and body["token"] > token
+        token = body["token"]
+    assert lock(holder, "DELETE", "line", query=f"token={token}")[0] == 200
+    # A wait that ends first is refused, and never granted later.
+    acquire(holder, "line", "blocker", "30s")
+    code, body = lock(holder, "POST", "line", query="owner=late&wait=300ms", timeout=20)
+    assert code == 409 and body["state"] == "follower"
+    assert lock(holder, "POST", "line", query="owner=x&wait=10m")[0] == 400
+

@@ -136,3 +136,57 @@ TEST(lock_snapshot_round_trip_and_bad_commands)
     jinn_fsm_close(&a);
     jinn_fsm_close(&b);
 }
+
+TEST(lock_waiters_get_it_in_order_on_release_and_expiry)
+{
+    struct jinn_fsm fsm;
+    struct jinn_cmd c, noop;
+    const struct jinn_lock *k;
+    struct jinn_wbuf w1, w2;
+    struct jinn_fsm copy;
+    memset(&noop, 0, sizeof noop);
+    noop.type = JINN_CMD_NOOP;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "q", "first", 0, 1000)), 0);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "q", "second", 0, 500);
+    c.lock.wait_ms = 5000;
+    CHECK_INT(apply(&fsm, 2, 10, c), JINN_EQUEUED);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "q", "third", 0, 500);
+    c.lock.wait_ms = 1200;
+    CHECK_INT(apply(&fsm, 3, 20, c), JINN_EQUEUED);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "q", "impatient", 0, 500);
+    CHECK_INT(apply(&fsm, 4, 30, c), JINN_ECONFLICT); /* no wait: refused at once */
+    CHECK(jinn_locks_waiting(&fsm.locks, "q", 1, 2));
+    CHECK(jinn_locks_waiting(&fsm.locks, "q", 1, 3));
+    CHECK_INT(jinn_locks_next_expiry(&fsm.locks), 1000);
+    /* The snapshot carries the line. */
+    jinn_wbuf_init(&w1);
+    CHECK_INT(jinn_fsm_encode(&fsm, &w1), 0);
+    jinn_fsm_init(&copy);
+    CHECK_INT(jinn_fsm_decode(&copy, w1.data, w1.len), 0);
+    jinn_wbuf_init(&w2);
+    CHECK_INT(jinn_fsm_encode(&copy, &w2), 0);
+    CHECK(w1.len == w2.len && memcmp(w1.data, w2.data, w1.len) == 0);
+    jinn_wbuf_free(&w1);
+    jinn_wbuf_free(&w2);
+    jinn_fsm_close(&copy);
+    /* Release at index 5: the first in line gets it with token 5. */
+    CHECK_INT(apply(&fsm, 5, 100, lock_cmd(JINN_CMD_LOCK_RELEASE, "q", "", 1, 0)), 0);
+    k = jinn_locks_get(&fsm.locks, "q", 1);
+    CHECK(k != NULL && k->token == 5 && k->request == 2 && k->expires_at == 600);
+    CHECK(k->owner_len == 6 && memcmp(k->owner, "second", 6) == 0);
+    CHECK(!jinn_locks_waiting(&fsm.locks, "q", 1, 2));
+    /* It expires at 600; the third waits until 1220: it gets it next. */
+    apply(&fsm, 6, 600, noop);
+    k = jinn_locks_get(&fsm.locks, "q", 1);
+    CHECK(k != NULL && k->token == 6 && k->request == 3);
+    /* A waiter whose wait ended leaves the line and never gets the lock. */
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "q", "late", 0, 500);
+    c.lock.wait_ms = 100;
+    CHECK_INT(apply(&fsm, 7, 700, c), JINN_EQUEUED);
+    apply(&fsm, 8, 800, noop);
+    CHECK(!jinn_locks_waiting(&fsm.locks, "q", 1, 7));
+    apply(&fsm, 9, 1100, noop); /* the third's lease ends; nobody waits */
+    CHECK(jinn_locks_get(&fsm.locks, "q", 1) == NULL);
+    jinn_fsm_close(&fsm);
+}
