@@ -1,6 +1,6 @@
 /* cli_lock.c - `jinn lock ...`: the distributed mutex from the shell.
  *
- *   jinn lock acquire NAME --owner WHO [--ttl D]   prints the fencing token
+ *   jinn lock acquire NAME --owner WHO [--ttl D] [--wait D]   prints the token
  *   jinn lock refresh NAME TOKEN [--ttl D]
  *   jinn lock release NAME TOKEN
  *   jinn lock show NAME
@@ -18,7 +18,7 @@
 #include "codec.h"
 
 static const char usage[] =
-    "usage: jinn lock acquire NAME --owner WHO [--ttl D]\n"
+    "usage: jinn lock acquire NAME --owner WHO [--ttl D] [--wait D]\n"
     "       jinn lock refresh NAME TOKEN [--ttl D]\n"
     "       jinn lock release NAME TOKEN\n"
     "       jinn lock show NAME | jinn lock ls\n"
@@ -28,7 +28,7 @@ int jinn_cli_lock(int argc, char **argv)
 {
     const char *env = getenv("JINN_ADDR");
     const char *addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
-    const char *owner = NULL, *ttl = NULL, *pos[3] = {NULL, NULL, NULL};
+    const char *owner = NULL, *ttl = NULL, *wait = NULL, *pos[3] = {NULL, NULL, NULL};
     int n_pos = 0, json = 0, status, rv, want;
     const char *verb, *method = "POST", *suffix = "";
     struct jinn_wbuf target;
@@ -49,6 +49,8 @@ int jinn_cli_lock(int argc, char **argv)
             owner = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--ttl") == 0) {
             ttl = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--wait") == 0) {
+            wait = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--addr") == 0) {
             addr = argv[++i];
         } else if (argv[i][0] != '-' && n_pos < 3) {
@@ -89,6 +91,10 @@ int jinn_cli_lock(int argc, char **argv)
     }
     jinn_cli_query(&target, &first, "owner", owner);
     jinn_cli_query(&target, &first, "ttl", ttl);
+    jinn_cli_query(&target, &first, "wait", wait);
+    if (wait != NULL) {
+        jinn_cli_timeout_ms = 310000;
+    }
     jinn_cli_query(&target, &first, "token", want == 2 ? pos[1] : NULL);
     rv = jinn_cli_call(addr, method, &target, NULL, "", 0, &resp, &len, &status);
     jinn_wbuf_free(&target);

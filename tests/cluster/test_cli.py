@@ -50,6 +50,10 @@ def test_lock_commands(node):
     assert jinn(node, "lock", "refresh", "jobs", token).returncode == 0
     assert jinn(node, "lock", "release", "jobs", token).returncode == 0
     assert jinn(node, "lock", "release", "jobs", token).returncode == 1
+    out = jinn(node, "lock", "acquire", "busy", "--owner", "a")
+    out = jinn(node, "lock", "acquire", "busy", "--owner", "b", "--wait", "200ms")
+    assert out.returncode == 1
+    assert "wait ended" in out.stderr or "gave up" in out.stderr
     assert jinn(node, "lock", "acquire", "jobs").returncode == 2  # no --owner
 
 
