@@ -461,3 +461,37 @@ json_t *jinn_api_optional_body_or_reply(struct jinn_http_request *req, bool *fai
     *failed = obj == NULL;
     return obj;
 }
+
+bool jinn_api_fence_or_reply(struct jinn_http_request *req, struct jinn_slice *fence,
+                             uint64_t *token, bool *present)
+{
+    const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "x-jinn-fence");
+    const char *colon;
+    size_t name_len;
+    *present = false;
+    *token = 0;
+    if (h == NULL) {
+        return true;
+    }
+    colon = h->value_len ? memrchr(h->value, ':', h->value_len) : NULL;
+    name_len = colon ? (size_t)(colon - h->value) : 0;
+    if (colon != NULL) {
+        size_t digits = h->value_len - name_len - 1;
+        for (size_t i = 0; i < digits; i++) {
+            char d = colon[1 + i];
+            if (d < '0' || d > '9' || *token > (UINT64_MAX - 9) / 10) {
+                *token = 0;
+                break;
+            }
+            *token = *token * 10 + (uint64_t)(d - '0');
+        }
+    }
+    if (colon == NULL || name_len == 0 || name_len > JINN_LOCK_NAME_MAX || *token == 0) {
+        jinn_http_reply_error(req, JINN_EINVAL, "X-Jinn-Fence must be LOCK:TOKEN, e.g. orders:42");
+        return false;
+    }
+    fence->p = (const uint8_t *)h->value;
+    fence->len = name_len;
+    *present = true;
+    return true;
+}

@@ -161,6 +161,12 @@ bool jinn_api_param_or_reply(struct jinn_http_request *req, json_t *body, const 
  * empty; *failed (a 400 sent) when it is not a JSON object. */
 json_t *jinn_api_optional_body_or_reply(struct jinn_http_request *req, bool *failed);
 
+/* X-Jinn-Fence: LOCK:TOKEN, for writes that must apply only while LOCK is
+ * held with TOKEN (checked by the state machine, atomically with the
+ * write). fence borrows from the header. False when it has replied (400). */
+bool jinn_api_fence_or_reply(struct jinn_http_request *req, struct jinn_slice *fence,
+                             uint64_t *token, bool *present);
+
 /* Relays req to the leader, or has replied with why it could not. */
 void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *req);
 

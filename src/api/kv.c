@@ -99,39 +99,15 @@ static bool uint_or_reply(struct jinn_http_request *req, const char *name, uint6
     return true;
 }
 
-/* X-Jinn-Fence: LOCK:TOKEN makes the write conditional on holding LOCK
- * with TOKEN, checked atomically by the state machine. */
 static bool fence_or_reply(struct jinn_http_request *req, struct jinn_cmd *c)
 {
-    const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "x-jinn-fence");
-    const char *colon;
-    uint64_t token = 0;
-    size_t name_len;
-    if (h == NULL) {
-        return true;
-    }
-    colon = h->value_len ? memrchr(h->value, ':', h->value_len) : NULL;
-    name_len = colon ? (size_t)(colon - h->value) : 0;
-    if (colon != NULL) {
-        size_t digits = h->value_len - name_len - 1;
-        for (size_t i = 0; i < digits; i++) {
-            char d = colon[1 + i];
-            if (d < '0' || d > '9' || token > (UINT64_MAX - 9) / 10) {
-                token = 0;
-                break;
-            }
-            token = token * 10 + (uint64_t)(d - '0');
-        }
-    }
-    if (colon == NULL || name_len == 0 || name_len > JINN_LOCK_NAME_MAX || token == 0) {
-        jinn_http_reply_error(req, JINN_EINVAL,
-                              "X-Jinn-Fence must be LOCK:TOKEN, e.g. orders:42");
+    bool present;
+    if (!jinn_api_fence_or_reply(req, &c->kv.fence, &c->kv.fence_token, &present)) {
         return false;
     }
-    c->kv.flags |= JINN_KV_FENCED;
-    c->kv.fence.p = (const uint8_t *)h->value;
-    c->kv.fence.len = name_len;
-    c->kv.fence_token = token;
+    if (present) {
+        c->kv.flags |= JINN_KV_FENCED;
+    }
     return true;
 }
 

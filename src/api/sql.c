@@ -73,6 +73,11 @@ static void exec_committed(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_ESQL, sql->error);
         return;
     }
+    if (res->code == JINN_ECONFLICT) {
+        jinn_http_reply_error(req, JINN_ECONFLICT,
+                              "fence: the lock is not held with that token; nothing ran");
+        return;
+    }
     if (res->code != JINN_OK || sql->reply == NULL) {
         jinn_http_reply_error(req, res->code == JINN_OK ? JINN_EINTERNAL : res->code, NULL);
         return;
@@ -95,6 +100,7 @@ void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
     json_t *body, *list, *stmt;
     char msg[256], *text;
     struct jinn_cmd c;
+    bool fenced;
     size_t i;
 
     if (!db_name_or_reply(req, args)) {
@@ -107,6 +113,10 @@ void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
     }
     if (!jinn_node_is_leader(api->node)) {
         jinn_api_forward_or_reply(api, req);
+        return;
+    }
+    memset(&c, 0, sizeof c);
+    if (!jinn_api_fence_or_reply(req, &c.sql.fence, &c.sql.fence_token, &fenced)) {
         return;
     }
     body = jinn_api_body_json_or_reply(req);
@@ -136,7 +146,6 @@ void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;
     }
-    memset(&c, 0, sizeof c);
     c.type = JINN_CMD_SQL_EXEC;
     c.sql.db.p = (const uint8_t *)args->arg[0];
     c.sql.db.len = args->len[0];

@@ -151,9 +151,14 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
             c->sql.statements.len == 0 || c->sql.statements.len > JINN_SQL_TEXT_MAX) {
             return JINN_EINVAL;
         }
+        if (c->sql.fence.len > JINN_LOCK_NAME_MAX) {
+            return JINN_EINVAL;
+        }
         put_slice(w, c->sql.db);
         put_slice(w, c->sql.statements);
         jinn_wbuf_put_u64(w, c->sql.step_budget);
+        put_slice(w, c->sql.fence);
+        jinn_wbuf_put_u64(w, c->sql.fence_token);
         break;
     default:
         return JINN_EINVAL;
@@ -270,6 +275,8 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->sql.db = get_slice(&r, JINN_SQL_DB_MAX);
         c->sql.statements = get_slice(&r, JINN_SQL_TEXT_MAX);
         c->sql.step_budget = jinn_rbuf_get_u64(&r);
+        c->sql.fence = get_slice(&r, JINN_LOCK_NAME_MAX);
+        c->sql.fence_token = jinn_rbuf_get_u64(&r);
         if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
             return JINN_ECORRUPT;
         }

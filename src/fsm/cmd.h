@@ -116,6 +116,8 @@ struct jinn_cmd {
             struct jinn_slice db;
             struct jinn_slice statements; /* {"statements":[{"sql","params"}]} */
             uint64_t step_budget;         /* SQLite VM steps allowed (deterministic) */
+            struct jinn_slice fence;      /* lock name, empty when not fenced */
+            uint64_t fence_token;
         } sql;
     };
 };

@@ -87,6 +87,12 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         rv = jinn_queues_apply(&fsm->queues, index, fsm->time_ms, &c, &fsm->result.value);
         break;
     case JINN_CMD_SQL_EXEC:
+        if (c.sql.fence.len > 0 &&
+            !jinn_locks_fence_ok(&fsm->locks, c.sql.fence.p, c.sql.fence.len,
+                                 c.sql.fence_token)) {
+            rv = JINN_ECONFLICT; /* fenced out: nothing runs */
+            break;
+        }
         rv = jinn_sql_exec(&fsm->sql, index, fsm->time_ms, &c);
         if (rv == JINN_EIO) {
             /* The database file could not be written: this replica cannot

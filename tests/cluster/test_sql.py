@@ -159,3 +159,20 @@ def test_clean_shutdown_after_queries(cluster):
                      what="a query")
     for m in cluster.nodes:
         assert m.stop() == 0  # no leaked reader connections, no sanitizer report
+
+
+def test_fenced_exec(cluster):
+    n = cluster.nodes[1]
+    assert exec_(n, "app", "CREATE TABLE t(a INT)")[0] == 200
+    code, _, out = n.request("/v1/locks/db-writer?owner=me&ttl=30s", "POST")
+    token = json.loads(out)["token"]
+
+    def fenced(fence):
+        body = json.dumps({"statements": [{"sql": "INSERT INTO t VALUES(1)"}]}).encode()
+        code, _, out = n.request("/v1/sql/app/exec", "POST", body, {"X-Jinn-Fence": fence})
+        return code, json.loads(out)
+    assert fenced(f"db-writer:{token}")[0] == 200
+    code, body = fenced(f"db-writer:{token - 1}")
+    assert code == 409 and body["error"] == "conflict"
+    assert fenced("db-writer")[0] == 400
+    assert query(n, "app", "SELECT count(*) FROM t")[1]["rows"] == [[1]]

@@ -152,3 +152,38 @@ TEST(sql_snapshot_restores_databases)
     done(&a, d1);
     done(&b, d2);
 }
+
+TEST(sql_fenced_exec_runs_only_under_the_lock)
+{
+    char d[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm fsm;
+    struct jinn_cmd c;
+    uint32_t before;
+    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(exec(&fsm, 1, 1, workload[0], 1000000)->code, JINN_OK);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_LOCK_ACQUIRE;
+    c.lock.name.p = (const uint8_t *)"db-writer";
+    c.lock.name.len = 9;
+    c.lock.owner.p = (const uint8_t *)"w";
+    c.lock.owner.len = 1;
+    c.lock.ttl_ms = 1000;
+    CHECK_INT(unit_apply(&fsm, 2, 10, c)->code, JINN_OK); /* token 2 */
+    before = checksum(&fsm);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_SQL_EXEC;
+    c.sql.db.p = (const uint8_t *)"app";
+    c.sql.db.len = 3;
+    c.sql.statements.p = (const uint8_t *)workload[1];
+    c.sql.statements.len = strlen(workload[1]);
+    c.sql.step_budget = 1000000;
+    c.sql.fence.p = (const uint8_t *)"db-writer";
+    c.sql.fence.len = 9;
+    c.sql.fence_token = 1; /* stale */
+    CHECK_INT(unit_apply(&fsm, 3, 20, c)->code, JINN_ECONFLICT);
+    CHECK_INT(checksum(&fsm), before);
+    c.sql.fence_token = 2;
+    CHECK_INT(unit_apply(&fsm, 4, 20, c)->code, JINN_OK);
+    CHECK(checksum(&fsm) != before);
+    done(&fsm, d);
+}
