@@ -120,14 +120,24 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, c->lock.wait_ms);
         }
         break;
-    case JINN_CMD_Q_PUBLISH:
-    case JINN_CMD_Q_FETCH:
-    case JINN_CMD_Q_ACK:
-    case JINN_CMD_Q_NAK:
-    case JINN_CMD_Q_PROGRESS:
-    case JINN_CMD_Q_TERM:
-    case JINN_CMD_Q_REQUEUE:
-    case JINN_CMD_Q_DROP:
+    case JINN_CMD_SQL_EXEC:
+        if (c->sql.db.len == 0 || c->sql.db.len > JINN_SQL_DB_MAX ||
+            c->sql.statements.len == 0 || c->sql.statements.len > JINN_SQL_TEXT_MAX) {
+            return JINN_EINVAL;
+        }
+        if (c->sql.fence.len > JINN_LOCK_NAME_MAX) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->sql.db);
+        put_slice(w, c->sql.statements);
+        jinn_wbuf_put_u64(w, c->sql.step_budget);
+        put_slice(w, c->sql.fence);
+        jinn_wbuf_put_u64(w, c->sql.fence_token);
+        break;
+    default:
+        if (!jinn_cmd_is_queue(c->type)) {
+            return JINN_EINVAL;
+        }
         if (c->q.queue.len == 0 || c->q.queue.len > JINN_QUEUE_NAME_MAX ||
             c->q.worker.len > JINN_QUEUE_WORKER_MAX || c->q.idem.len > JINN_QUEUE_IDEM_MAX ||
             c->q.reason.len > JINN_QUEUE_REASON_MAX ||
@@ -146,22 +156,6 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->q.ms);
         jinn_wbuf_put_u64(w, c->q.max_deliver);
         break;
-    case JINN_CMD_SQL_EXEC:
-        if (c->sql.db.len == 0 || c->sql.db.len > JINN_SQL_DB_MAX ||
-            c->sql.statements.len == 0 || c->sql.statements.len > JINN_SQL_TEXT_MAX) {
-            return JINN_EINVAL;
-        }
-        if (c->sql.fence.len > JINN_LOCK_NAME_MAX) {
-            return JINN_EINVAL;
-        }
-        put_slice(w, c->sql.db);
-        put_slice(w, c->sql.statements);
-        jinn_wbuf_put_u64(w, c->sql.step_budget);
-        put_slice(w, c->sql.fence);
-        jinn_wbuf_put_u64(w, c->sql.fence_token);
-        break;
-    default:
-        return JINN_EINVAL;
     }
     /* libraft's disk and wire formats lay entries out in 8-byte words and
      * misread a buffer whose length is not a multiple of 8. */
@@ -248,14 +242,20 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             return JINN_ECORRUPT;
         }
         break;
-    case JINN_CMD_Q_PUBLISH:
-    case JINN_CMD_Q_FETCH:
-    case JINN_CMD_Q_ACK:
-    case JINN_CMD_Q_NAK:
-    case JINN_CMD_Q_PROGRESS:
-    case JINN_CMD_Q_TERM:
-    case JINN_CMD_Q_REQUEUE:
-    case JINN_CMD_Q_DROP:
+    case JINN_CMD_SQL_EXEC:
+        c->sql.db = get_slice(&r, JINN_SQL_DB_MAX);
+        c->sql.statements = get_slice(&r, JINN_SQL_TEXT_MAX);
+        c->sql.step_budget = jinn_rbuf_get_u64(&r);
+        c->sql.fence = get_slice(&r, JINN_LOCK_NAME_MAX);
+        c->sql.fence_token = jinn_rbuf_get_u64(&r);
+        if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    default:
+        if (!jinn_cmd_is_queue(c->type)) {
+            return JINN_ECORRUPT;
+        }
         c->q.queue = get_slice(&r, JINN_QUEUE_NAME_MAX);
         c->q.worker = get_slice(&r, JINN_QUEUE_WORKER_MAX);
         c->q.payload = get_slice(&r, JINN_QUEUE_PAYLOAD_MAX);
@@ -271,18 +271,6 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             return JINN_ECORRUPT;
         }
         break;
-    case JINN_CMD_SQL_EXEC:
-        c->sql.db = get_slice(&r, JINN_SQL_DB_MAX);
-        c->sql.statements = get_slice(&r, JINN_SQL_TEXT_MAX);
-        c->sql.step_budget = jinn_rbuf_get_u64(&r);
-        c->sql.fence = get_slice(&r, JINN_LOCK_NAME_MAX);
-        c->sql.fence_token = jinn_rbuf_get_u64(&r);
-        if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
-            return JINN_ECORRUPT;
-        }
-        break;
-    default:
-        return JINN_ECORRUPT;
     }
     /* Only zero padding to the 8-byte boundary may follow: anything else
      * means a writer and reader disagree on the format. */

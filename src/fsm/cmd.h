@@ -13,6 +13,7 @@
 #ifndef JINN_CMD_H
 #define JINN_CMD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -121,6 +122,12 @@ struct jinn_cmd {
         } sql;
     };
 };
+
+/* The queue commands form one contiguous range of types. */
+static inline bool jinn_cmd_is_queue(int type)
+{
+    return type >= JINN_CMD_Q_PUBLISH && type <= JINN_CMD_Q_DROP;
+}
 
 /* Encodes c into out (appended; caller owns out). Returns 0, JINN_ENOMEM or
  * JINN_EINVAL for a field over its limit. */
