@@ -10,14 +10,17 @@
 #include "alloc.h"
 #include "codec.h"
 #include "error.h"
+#include "fsm/nodes.h"
 
 #define POOL_MAX 64
+#define METHOD_MAX 16
 #define POOL_IDLE_MS 20000 /* below the servers' idle timeout */
 
 struct fetch {
-    char url[80];
+    char url[JINN_NODE_API_MAX + 1];
     uv_loop_t *loop;
     struct fetch *pool_next;
+    struct fetch *live_prev, *live_next; /* every fetch whose handles are open */
     bool idle;
     bool write_pending;
     uint64_t idle_since;
@@ -37,6 +40,8 @@ struct fetch {
 
 static struct fetch *pool;
 static unsigned pool_len;
+static struct fetch *live; /* all of them, idle or busy, until their handles close */
+static bool stopping;       /* jinn_fetch_stop_all ran: no new requests */
 
 int jinn_fetch_parse_url(const char *url, struct sockaddr_in *addr)
 {
@@ -70,6 +75,14 @@ static void closed(uv_handle_t *h)
 {
     struct fetch *f = h->data;
     if (--f->open_handles == 0) {
+        if (f->live_prev != NULL) {
+            f->live_prev->live_next = f->live_next;
+        } else {
+            live = f->live_next;
+        }
+        if (f->live_next != NULL) {
+            f->live_next->live_prev = f->live_prev;
+        }
         jinn_wbuf_free(&f->request);
         jinn_free(f->buf);
         jinn_free(f);
@@ -78,6 +91,9 @@ static void closed(uv_handle_t *h)
 
 static void close_conn(struct fetch *f)
 {
+    if (uv_is_closing((uv_handle_t *)&f->tcp)) {
+        return;
+    }
     uv_close((uv_handle_t *)&f->timer, closed);
     uv_close((uv_handle_t *)&f->tcp, closed);
 }
@@ -259,28 +275,118 @@ static void on_connect(uv_connect_t *req, int status)
     send_request(f);
 }
 
+/* RFC 9110 token characters: header names and methods. */
+static bool is_tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Visible bytes only: no space, no control byte (CR, LF, NUL...). Bytes
+ * from 0x80 up pass: they cannot end a line. */
+static bool target_ok(const char *t, size_t len)
+{
+    if (len == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (c <= 0x20 || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A block of "Name: value\r\n" lines: names are tokens, values hold no
+ * control byte but HTAB, and every line ends with exactly one CRLF. */
+static bool headers_ok(const char *h)
+{
+    while (*h != '\0') {
+        const char *p = h;
+        while (is_tchar((unsigned char)*p)) {
+            p++;
+        }
+        if (p == h || *p != ':') {
+            return false;
+        }
+        for (p++; *p != '\r'; p++) {
+            unsigned char c = (unsigned char)*p;
+            if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                return false; /* includes NUL (end of block) and a bare LF */
+            }
+        }
+        if (p[1] != '\n') {
+            return false;
+        }
+        h = p + 2;
+    }
+    return true;
+}
+
+int jinn_fetch_build_request(struct jinn_wbuf *out, const char *base_url, const char *method,
+                             const char *target, size_t target_len, const char *extra_headers,
+                             const void *body, size_t body_len)
+{
+    size_t url_len = base_url != NULL ? strlen(base_url) : 0;
+    size_t method_len = method != NULL ? strlen(method) : 0;
+    int host_len;
+
+    /* Everything that goes into the head is checked here, whoever gave it:
+     * a client (target, headers), the node directory (the URL) or code. */
+    if (!jinn_nodes_url_valid(base_url, url_len) || method_len == 0 ||
+        method_len > METHOD_MAX || target == NULL || !target_ok(target, target_len) ||
+        (extra_headers != NULL && !headers_ok(extra_headers))) {
+        return JINN_EINVAL;
+    }
+    for (size_t i = 0; i < method_len; i++) {
+        if (!is_tchar((unsigned char)method[i])) {
+            return JINN_EINVAL;
+        }
+    }
+    host_len = (int)(url_len - 7 - (base_url[url_len - 1] == '/'));
+    jinn_wbuf_printf(out, "%s %.*s HTTP/1.1\r\nHost: %.*s\r\nConnection: keep-alive\r\n",
+                     method, (int)target_len, target, host_len, base_url + 7);
+    jinn_wbuf_printf(out, "Content-Length: %zu\r\n%s\r\n", body_len,
+                     extra_headers ? extra_headers : "");
+    jinn_wbuf_put_raw(out, body, body_len);
+    return out->failed ? JINN_ENOMEM : 0;
+}
+
+void jinn_fetch_stop_all(void)
+{
+    stopping = true;
+    jinn_fetch_close_idle();
+    for (struct fetch *f = live; f != NULL; f = f->live_next) {
+        /* fail() runs the callback once and closes; close_conn skips what
+         * is already closing. */
+        fail(f);
+        close_conn(f);
+    }
+}
+
 int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const char *target,
                size_t target_len, const char *extra_headers, const void *body, size_t body_len,
                uint64_t timeout_ms, jinn_fetch_cb cb, void *data)
 {
     struct sockaddr_in addr;
     struct fetch *f;
-    const char *host = base_url + 7;
-
     struct jinn_wbuf request;
+    int rv;
 
-    if (jinn_fetch_parse_url(base_url, &addr) != 0 || strlen(base_url) >= sizeof f->url) {
+    if (stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (base_url == NULL || jinn_fetch_parse_url(base_url, &addr) != 0 ||
+        strlen(base_url) >= sizeof f->url) {
         return JINN_EINVAL;
     }
     jinn_wbuf_init(&request);
-    jinn_wbuf_printf(&request, "%s %.*s HTTP/1.1\r\nHost: %s\r\nConnection: keep-alive\r\n",
-                     method, (int)target_len, target, host);
-    jinn_wbuf_printf(&request, "Content-Length: %zu\r\n%s\r\n", body_len,
-                     extra_headers ? extra_headers : "");
-    jinn_wbuf_put_raw(&request, body, body_len);
-    if (request.failed) {
+    rv = jinn_fetch_build_request(&request, base_url, method, target, target_len,
+                                  extra_headers, body, body_len);
+    if (rv != 0) {
         jinn_wbuf_free(&request);
-        return JINN_ENOMEM;
+        return rv;
     }
     f = from_pool(loop, base_url);
     if (f != NULL) {
@@ -301,6 +407,11 @@ int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const 
     }
     f->request = request;
     f->loop = loop;
+    f->live_next = live;
+    if (live != NULL) {
+        live->live_prev = f;
+    }
+    live = f;
     snprintf(f->url, sizeof f->url, "%s", base_url);
     f->cb = cb;
     f->data = data;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "codec.h"
 #include "httpmsg.h"
 
 #define JINN_FETCH_MAX_RESPONSE (80u << 20)
@@ -24,13 +25,30 @@ typedef void (*jinn_fetch_cb)(void *data, int code, const struct jinn_http_msg *
 
 /* base_url is "http://ip:port". extra_headers is a block of "Name: value\r\n"
  * lines (may be NULL). Everything is copied. Returns 0 (cb will run exactly
- * once) or an error (cb never runs). */
+ * once) or an error (cb never runs): JINN_EINVAL when anything bound for the
+ * request head fails jinn_fetch_build_request's checks, JINN_ESHUTDOWN after
+ * jinn_fetch_stop_all. */
 int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const char *target,
                size_t target_len, const char *extra_headers, const void *body, size_t body_len,
                uint64_t timeout_ms, jinn_fetch_cb cb, void *data);
 
-/* Closes the idle keep-alive connections (at shutdown). */
+/* Closes the idle keep-alive connections. */
 void jinn_fetch_close_idle(void);
+
+/* At shutdown: every request in flight fails now (its callback runs with
+ * JINN_EFORWARD or JINN_EUNKNOWN), every connection closes, and later
+ * jinn_fetch calls are refused, so no handle of ours keeps the loop alive. */
+void jinn_fetch_stop_all(void);
+
+/* Appends the request to out after checking everything that goes into its
+ * head: base_url must pass jinn_nodes_url_valid (the Host header is its
+ * host:port), method is a token of at most 16 bytes, target is 1+ bytes
+ * with no space or control byte, extra_headers lines have token names and
+ * values without control bytes (HTAB allowed), each ending in one CRLF.
+ * Returns 0, JINN_EINVAL (nothing safe to send) or JINN_ENOMEM. */
+int jinn_fetch_build_request(struct jinn_wbuf *out, const char *base_url, const char *method,
+                             const char *target, size_t target_len, const char *extra_headers,
+                             const void *body, size_t body_len);
 
 /* Splits "http://ip:port[/...]" into a socket address. 0 on success. */
 int jinn_fetch_parse_url(const char *url, struct sockaddr_in *addr);

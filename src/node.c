@@ -61,6 +61,8 @@ struct jinn_node {
     bool was_leader;
 
     uint64_t announce_next;   /* loop ms before which we do not re-announce */
+    uint64_t forget_next;     /* loop ms before which we propose no removal */
+    bool bad_url_logged;
     jinn_announce_fn announcer;
     void *announcer_data;
 
@@ -646,6 +648,40 @@ static void manage_membership(struct jinn_node *node, uint64_t now)
     }
 }
 
+/* The leader drops directory entries of ids that left the raft
+ * configuration (one removal a second), so the bounded table holds members
+ * only. The state machine cannot see raft's configuration, so the leader
+ * decides and the command carries the decision: an empty API URL. */
+static void forget_departed(struct jinn_node *node, uint64_t now)
+{
+    const struct jinn_nodes *nodes = &node->fsm.nodes;
+    if (now < node->forget_next || node->raft.configuration_uncommitted_index != 0 ||
+        node->ready_term != node->raft.current_term) {
+        return;
+    }
+    for (unsigned i = 0; i < nodes->n; i++) {
+        const struct jinn_node_info *n = &nodes->items[i];
+        bool member = false;
+        struct jinn_cmd c;
+        for (unsigned j = 0; j < node->raft.configuration.n && !member; j++) {
+            member = node->raft.configuration.servers[j].id == n->id;
+        }
+        if (member) {
+            continue;
+        }
+        memset(&c, 0, sizeof c);
+        c.type = JINN_CMD_NODE_SET;
+        c.node.id = n->id;
+        c.node.name.p = (const uint8_t *)n->name;
+        c.node.name.len = strlen(n->name);
+        node->forget_next = now + 1000;
+        if (jinn_node_propose(node, &c, node->cfg->request_timeout_ms, NULL, NULL) != 0) {
+            jinn_debug("forget node %llu: propose failed", (unsigned long long)n->id);
+        }
+        return;
+    }
+}
+
 static void announce(struct jinn_node *node, uint64_t now)
 {
     const struct jinn_node_info *me = jinn_nodes_find(&node->fsm.nodes, node->id);
@@ -653,6 +689,16 @@ static void announce(struct jinn_node *node, uint64_t now)
     const char *leader_address;
     const struct jinn_node_info *leader;
 
+    if (raft_state(&node->raft) == RAFT_LEADER) {
+        forget_departed(node, now);
+    }
+    if (!jinn_nodes_url_valid(node->api_url, strlen(node->api_url))) {
+        if (!node->bad_url_logged) {
+            jinn_warn("not announcing API URL %s: it must be http://HOST:PORT", node->api_url);
+            node->bad_url_logged = true;
+        }
+        return;
+    }
     if (me != NULL && strcmp(me->api, node->api_url) == 0 &&
         strcmp(me->name, node->cfg->server_name) == 0) {
         return;

@@ -535,7 +535,7 @@ void jinn_api_kv_applied(void *data, uint64_t index)
 void jinn_api_stop(struct jinn_api *api)
 {
     api->stopping = true;
-    jinn_fetch_close_idle();
+    jinn_fetch_stop_all();
     jinn_api_queue_stop(api);
     jinn_api_lock_stop(api);
     jinn_api_sql_stop(api);

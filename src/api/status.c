@@ -212,12 +212,41 @@ static void node_set_committed(struct jinn_api *api, struct jinn_http_request *r
     jinn_http_reply_json(req, 200, json_pack("{s:I}", "index", (json_int_t)res->index));
 }
 
+/* Why an announcement is refused, or NULL. The leader runs this (the route
+ * is leader-only): the id must be a member of the raft configuration under
+ * the name the configuration gives it, and not the leader itself (the
+ * leader proposes its own entry and never posts it). This is validation,
+ * not authentication: until peers authenticate each other, a client that
+ * knows a follower's id and name can still announce a (valid) URL for it. */
+static const char *announcement_refused(struct jinn_api *api, uint64_t id, const char *name,
+                                        const char *url)
+{
+    struct jinn_node_status st;
+    if (!jinn_nodes_url_valid(url, strlen(url))) {
+        return "api must be http://HOST:PORT (IPv4, [IPv6] or DNS name; port 1-65535; "
+               "an optional trailing /; nothing else)";
+    }
+    jinn_node_status(api->node, &st);
+    if (id == st.id) {
+        return "a node announces only itself; the leader's entry is its own to propose";
+    }
+    for (unsigned i = 0; i < st.n_members; i++) {
+        if (st.members[i].id == id) {
+            return strcmp(st.members[i].name, name) == 0
+                       ? NULL
+                       : "name does not match that member's name in the configuration";
+        }
+    }
+    return "id is not a member of the raft configuration";
+}
+
 void jinn_api_node_set(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args)
 {
     json_t *obj = jinn_api_body_json_or_reply(req);
     json_int_t id;
-    const char *name, *url;
+    const char *name, *url, *why;
+    size_t name_len, url_len;
     json_error_t jerr;
     struct jinn_cmd c;
     (void)args;
@@ -225,21 +254,27 @@ void jinn_api_node_set(struct jinn_api *api, struct jinn_http_request *req,
     if (obj == NULL) {
         return;
     }
-    if (json_unpack_ex(obj, &jerr, JSON_STRICT, "{s:I, s:s, s:s}", "id", &id, "name", &name,
-                       "api", &url) != 0 ||
-        id <= 0 || strlen(name) == 0 || strlen(name) > JINN_NODE_NAME_MAX ||
-        strlen(url) > JINN_NODE_API_MAX || strncmp(url, "http://", 7) != 0) {
+    if (json_unpack_ex(obj, &jerr, JSON_STRICT, "{s:I, s:s%, s:s%}", "id", &id, "name", &name,
+                       &name_len, "api", &url, &url_len) != 0 ||
+        id <= 0 || name_len == 0 || name_len > JINN_NODE_NAME_MAX ||
+        strlen(name) != name_len || strlen(url) != url_len) {
         json_decref(obj);
         jinn_http_reply_error(req, JINN_EINVAL, "expected {\"id\": N, \"name\": S, \"api\": URL}");
+        return;
+    }
+    why = announcement_refused(api, (uint64_t)id, name, url);
+    if (why != NULL) {
+        json_decref(obj);
+        jinn_http_reply_error(req, JINN_EINVAL, why);
         return;
     }
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_NODE_SET;
     c.node.id = (uint64_t)id;
     c.node.name.p = (const uint8_t *)name;
-    c.node.name.len = strlen(name);
+    c.node.name.len = name_len;
     c.node.api.p = (const uint8_t *)url;
-    c.node.api.len = strlen(url);
+    c.node.api.len = url_len;
     jinn_api_propose_or_reply(api, req, &c, node_set_committed);
     json_decref(obj); /* the command was encoded (copied) by the proposal */
 }

@@ -1,10 +1,15 @@
 /* nodes.c - see nodes.h. */
 #include "fsm/nodes.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "error.h"
+
+#define DNS_NAME_MAX 253
+#define DNS_LABEL_MAX 63
+#define IPV6_TEXT_MAX 45 /* "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255" */
 
 void jinn_nodes_init(struct jinn_nodes *nodes) { memset(nodes, 0, sizeof *nodes); }
 
@@ -36,6 +41,144 @@ const struct jinn_node_info *jinn_nodes_find(const struct jinn_nodes *nodes, uin
 {
     unsigned at = position(nodes, id);
     return at < nodes->n && nodes->items[at].id == id ? &nodes->items[at] : NULL;
+}
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static bool is_alnum(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* "a.b.c.d", each 0-255 without leading zeros. */
+static bool ipv4_valid(const char *p, size_t len)
+{
+    unsigned parts = 0;
+    size_t i = 0;
+    while (i < len) {
+        unsigned v = 0;
+        size_t start = i;
+        while (i < len && is_digit(p[i]) && i - start < 3) {
+            v = v * 10 + (unsigned)(p[i] - '0');
+            i++;
+        }
+        if (i == start || v > 255 || (i - start > 1 && p[start] == '0')) {
+            return false;
+        }
+        parts++;
+        if (i == len) {
+            break;
+        }
+        if (p[i] != '.' || parts == 4) {
+            return false;
+        }
+        i++;
+        if (i == len) {
+            return false; /* trailing dot */
+        }
+    }
+    return parts == 4;
+}
+
+/* Labels of [A-Za-z0-9-], 1-63 bytes, not starting or ending with '-'. A
+ * name made only of digits and dots must be a valid IPv4 address instead
+ * (so "999.1.1.1" or "1.2.3" are not taken as names). */
+static bool dns_name_valid(const char *p, size_t len)
+{
+    bool all_numeric = true;
+    size_t label = 0;
+    if (len == 0 || len > DNS_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = p[i];
+        if (c == '.') {
+            if (label == 0 || p[i - 1] == '-') {
+                return false;
+            }
+            label = 0;
+            continue;
+        }
+        if (!is_alnum(c) && c != '-') {
+            return false;
+        }
+        if ((c == '-' && label == 0) || ++label > DNS_LABEL_MAX) {
+            return false;
+        }
+        all_numeric = all_numeric && is_digit(c);
+    }
+    if (label == 0 || p[len - 1] == '-') {
+        return false;
+    }
+    return !all_numeric || ipv4_valid(p, len);
+}
+
+/* "[...]" holding an IPv6 address as inet_pton reads it (no zone id). */
+static bool ipv6_valid(const char *p, size_t len)
+{
+    char text[IPV6_TEXT_MAX + 1];
+    struct in6_addr addr;
+    if (len < 4 || p[0] != '[' || p[len - 1] != ']' || len - 2 > IPV6_TEXT_MAX) {
+        return false;
+    }
+    for (size_t i = 1; i + 1 < len; i++) {
+        char c = p[i];
+        if (!(is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
+              c == '.')) {
+            return false;
+        }
+    }
+    memcpy(text, p + 1, len - 2);
+    text[len - 2] = '\0';
+    return inet_pton(AF_INET6, text, &addr) == 1;
+}
+
+bool jinn_nodes_url_valid(const char *url, size_t len)
+{
+    static const char scheme[] = "http://";
+    const size_t scheme_len = sizeof scheme - 1;
+    const char *host, *end, *colon;
+    size_t host_len, port_len;
+    unsigned long port = 0;
+
+    if (url == NULL || len <= scheme_len || len > JINN_NODE_API_MAX ||
+        memcmp(url, scheme, scheme_len) != 0) {
+        return false;
+    }
+    end = url + len;
+    if (end[-1] == '/') {
+        end--; /* one optional trailing slash */
+    }
+    host = url + scheme_len;
+    /* The port follows the last ':' (an IPv6 host has its own inside []). */
+    colon = NULL;
+    for (const char *p = end; p > host; p--) {
+        if (p[-1] == ':') {
+            colon = p - 1;
+            break;
+        }
+        if (!is_digit(p[-1])) {
+            return false;
+        }
+    }
+    if (colon == NULL) {
+        return false;
+    }
+    port_len = (size_t)(end - colon - 1);
+    if (port_len == 0 || port_len > 5 || colon[1] == '0') {
+        return false;
+    }
+    for (size_t i = 0; i < port_len; i++) {
+        port = port * 10 + (unsigned long)(colon[1 + i] - '0');
+    }
+    if (port == 0 || port > 65535) {
+        return false;
+    }
+    host_len = (size_t)(colon - host);
+    if (host_len > 0 && host[0] == '[') {
+        return ipv6_valid(host, host_len);
+    }
+    return dns_name_valid(host, host_len);
 }
 
 static int put(struct jinn_nodes *nodes, uint64_t id, struct jinn_slice name,
@@ -75,8 +218,29 @@ err_free_copies:
     return JINN_ENOMEM;
 }
 
+static void forget(struct jinn_nodes *nodes, uint64_t id)
+{
+    unsigned at = position(nodes, id);
+    if (at < nodes->n && nodes->items[at].id == id) {
+        jinn_free(nodes->items[at].name);
+        jinn_free(nodes->items[at].api);
+        memmove(&nodes->items[at], &nodes->items[at + 1],
+                (nodes->n - at - 1) * sizeof nodes->items[0]);
+        nodes->n--;
+    }
+}
+
 int jinn_nodes_apply(struct jinn_nodes *nodes, const struct jinn_cmd *c)
 {
+    /* The same bytes give the same answer on every replica: a bad URL in a
+     * committed entry is refused everywhere and changes nothing. */
+    if (c->node.api.len == 0) {
+        forget(nodes, c->node.id);
+        return 0;
+    }
+    if (!jinn_nodes_url_valid((const char *)c->node.api.p, c->node.api.len)) {
+        return JINN_EINVAL;
+    }
     return put(nodes, c->node.id, c->node.name, c->node.api);
 }
 

@@ -7,6 +7,8 @@
 #ifndef JINN_NODES_H
 #define JINN_NODES_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "codec.h"
@@ -30,7 +32,19 @@ void jinn_nodes_clear(struct jinn_nodes *nodes);
 /* Borrowed pointer, or NULL. */
 const struct jinn_node_info *jinn_nodes_find(const struct jinn_nodes *nodes, uint64_t id);
 
-/* Applies a NODE_SET command. Returns 0, JINN_ENOMEM or JINN_EBUSY (full). */
+/* Whether url (len bytes, not NUL-terminated) is an API URL a node may
+ * announce: "http://" HOST ":" PORT, optionally followed by one "/", and
+ * nothing else. HOST is a dotted-quad IPv4 address, a bracketed IPv6
+ * address or a DNS name (labels of [A-Za-z0-9-], 1-253 bytes); PORT is
+ * 1-65535 without leading zeros. No userinfo, path, query, fragment,
+ * whitespace or control bytes. A pure function of the bytes: the state
+ * machine uses it during apply, so every replica decides alike. */
+bool jinn_nodes_url_valid(const char *url, size_t len);
+
+/* Applies a NODE_SET command: an empty API URL removes the id from the
+ * directory (the leader proposes that for ids that left the raft
+ * configuration); any other URL must pass jinn_nodes_url_valid. Returns 0,
+ * JINN_EINVAL (bad URL, nothing changed), JINN_ENOMEM or JINN_EBUSY (full). */
 int jinn_nodes_apply(struct jinn_nodes *nodes, const struct jinn_cmd *c);
 
 void jinn_nodes_encode(const struct jinn_nodes *nodes, struct jinn_wbuf *w);
