@@ -2,7 +2,10 @@
 forwarding and clean shutdown, on real processes."""
 import json
 import os
+import signal
+import socket
 import subprocess
+import threading
 import time
 
 from harness import JINN, free_port, http, wait_for
@@ -59,12 +62,10 @@ def test_restarted_follower_catches_up_from_disk_and_leader(cluster_factory):
     c.wait_ready()
     follower = next(n for n in c.nodes if n is not leader)
     follower.kill()
-    # Drive the log forward while the follower is down: each announcement
-    # is a committed write (more than a snapshot's worth).
+    # Drive the log forward while the follower is down: each PUT is a
+    # committed write (more than a snapshot's worth).
     for i in range(40):
-        body = json.dumps({"id": 1000 + i, "name": f"ghost{i}", "api": "http://127.0.0.1:1"})
-        code, _, out = leader.request("/v1/internal/nodes", "POST", body.encode(),
-                                      {"Content-Type": "application/json"})
+        code, _, out = leader.request(f"/v1/kv/ns/ghost{i}", "PUT", b"x")
         assert code == 200, out
     target = leader.status()["commit_index"]
     follower.start()
@@ -89,8 +90,7 @@ def test_minority_side_has_no_leader_and_says_so(cluster_factory):
     wait_for(lonely_knows, what="the isolated node to report no quorum")
     assert lonely.request("/readyz")[0] == 503
     # A write on the minority side is refused with 503 and Retry-After.
-    body = json.dumps({"id": 7, "name": "x", "api": "http://127.0.0.1:1"}).encode()
-    code, headers, out = lonely.request("/v1/internal/nodes", "POST", body)
+    code, headers, out = lonely.request("/v1/kv/ns/minority", "PUT", b"x")
     assert code == 503, out
     assert headers.get("Retry-After") == "1"
     assert json.loads(out)["error"] in ("no_leader", "not_leader")
@@ -146,7 +146,9 @@ def test_follower_forwards_writes_to_the_leader(cluster_factory):
     follower = next(n for n in c.nodes if n is not leader)
     wait_for(lambda: follower.status()["leader"]["api"] == leader.url,
              what="the follower to learn the leader's API URL")
-    body = json.dumps({"id": 4242, "name": "via-follower", "api": "http://127.0.0.1:9"}).encode()
+    # A node announcing itself through a follower: relayed and committed.
+    body = json.dumps({"id": follower.status()["id"], "name": follower.name,
+                       "api": follower.url}).encode()
     code, _, out = follower.request("/v1/internal/nodes", "POST", body,
                                     {"Content-Type": "application/json"})
     assert code == 200, out
@@ -176,10 +178,9 @@ def test_restart_whole_cluster_keeps_state(cluster_factory):
     c = cluster_factory(3).start()
     leader = c.wait_leader()
     c.wait_ready()
-    body = json.dumps({"id": 77, "name": "durable", "api": "http://127.0.0.1:7"}).encode()
-    code, _, out = leader.request("/v1/internal/nodes", "POST", body)
+    code, _, out = leader.request("/v1/kv/ns/durable", "PUT", b"x")
     assert code == 200
-    index = json.loads(out)["index"]
+    index = json.loads(out)["revision"]
     for n in c.nodes:
         n.kill()
     c.start()
@@ -219,3 +220,115 @@ def test_second_process_on_same_data_dir_is_refused(cluster_factory):
                          timeout=20)
     assert out.returncode != 0
     assert "in use by another jinn" in out.stderr
+
+
+class Impostor:
+    """A TCP server that records whatever reaches it and answers 200."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", free_port()))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(1)
+            try:
+                self.received.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_node_directory_cannot_be_hijacked(cluster_factory):
+    c = cluster_factory(3).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    follower = next(n for n in c.nodes if n is not leader)
+    other = next(n for n in c.nodes if n is not leader and n is not follower)
+    wait_for(lambda: follower.status()["leader"]["api"] == leader.url,
+             what="the follower to learn the leader's API URL")
+    leader_id = leader.status()["id"]
+    other_id = other.status()["id"]
+    impostor = Impostor()
+    try:
+        evil = f"http://127.0.0.1:{impostor.port}"
+        attempts = [
+            # The report's attack: the leader's id, CR/LF in the URL.
+            {"id": leader_id, "name": leader.name, "api": evil + "/\r\nX-Injected: yes"},
+            # A clean URL for the leader's id: only the leader proposes its own.
+            {"id": leader_id, "name": leader.name, "api": evil},
+            # Another member under a wrong name.
+            {"id": other_id, "name": "mallory", "api": evil},
+            # URL shapes outside the allow-list.
+            {"id": other_id, "name": other.name, "api": f"http://u@127.0.0.1:{impostor.port}"},
+            {"id": other_id, "name": other.name, "api": evil + "/x"},
+            {"id": other_id, "name": other.name, "api": evil + "#f"},
+            {"id": other_id, "name": other.name, "api": "http://127.0.0.1:99999999999999999999"},
+            {"id": other_id, "name": other.name, "api": "http://127.0.0.1 :1"},
+            {"id": other_id, "name": other.name, "api": "http://127.0.0.1:1\u0000"},
+        ]
+        for body in attempts:
+            for via in (follower, leader):
+                code, _, out = via.request("/v1/internal/nodes", "POST",
+                                           json.dumps(body).encode(),
+                                           {"Content-Type": "application/json"})
+                assert code == 400, (body, out)
+                assert json.loads(out)["error"] == "bad_request"
+        # Forwarding is unaffected: a write via the follower reaches the
+        # real leader and is applied; the impostor saw nothing.
+        code, _, out = follower.request("/v1/kv/ns/after-hijack", "PUT", b"real",
+                                        {"Authorization": "Bearer secret"})
+        assert code == 200, out
+        rev = json.loads(out)["revision"]
+        code, _, out = leader.request("/v1/kv/ns/after-hijack")
+        assert code == 200 and out == b"real"
+        wait_for(lambda: follower.status()["applied_index"] >= rev, what="write applied")
+        # Every node still learns every real API URL (nothing of the
+        # impostor's is in the directory).
+        for n in c.nodes:
+            wait_for(lambda: {m["name"]: m["api"] for m in n.status()["members"]}
+                     == {m.name: m.url for m in c.nodes}, what=f"{n.name}'s directory")
+        assert impostor.received == []
+    finally:
+        impostor.close()
+
+
+def test_node_directory_cannot_be_filled_with_junk(cluster_factory):
+    c = cluster_factory(3).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    follower = next(n for n in c.nodes if n is not leader)
+    wait_for(lambda: follower.status()["leader"]["api"] == leader.url,
+             what="the follower to learn the leader's API URL")
+    before = leader.status()["commit_index"]
+    # More junk ids than the 64-entry table holds: none is a member.
+    for i in range(80):
+        body = json.dumps({"id": 5000 + i, "name": f"junk{i}",
+                           "api": f"http://127.0.0.1:{1000 + i}"}).encode()
+        code, _, out = leader.request("/v1/internal/nodes", "POST", body)
+        assert code == 400, out
+        assert b"not a member" in out
+    # Nothing was proposed for them...
+    assert leader.status()["commit_index"] - before < 40
+    # ...and a member's own announcement still goes in: a restarted node
+    # re-announces (a new URL here is the same URL: it must get a 200).
+    body = json.dumps({"id": follower.status()["id"], "name": follower.name,
+                       "api": follower.url + "/"}).encode()
+    code, _, out = follower.request("/v1/internal/nodes", "POST", body)
+    assert code == 200, out
+    # The node puts its own canonical URL back by itself.
+    wait_for(lambda: {m["name"]: m["api"] for m in leader.status()["members"]}
+             == {m.name: m.url for m in c.nodes}, what="the follower to re-announce itself")

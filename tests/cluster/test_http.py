@@ -78,7 +78,7 @@ def test_body_limit_is_413(node):
 
 def test_chunked_body_is_accepted(node):
     body = json.dumps({"id": 5, "name": "chunky", "api": "http://127.0.0.1:5"}).encode()
-    raw = (b"POST /v1/internal/nodes HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+    raw = (b"PUT /v1/kv/ns/chunky HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
            b"Connection: close\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
     assert status_of(exchange(node, raw)) == 200
 
@@ -127,7 +127,7 @@ def test_client_gone_before_reply_does_not_crash(node):
     for _ in range(20):
         s = socket.create_connection(("127.0.0.1", node.http_port))
         body = json.dumps({"id": 9, "name": "gone", "api": "http://127.0.0.1:9"}).encode()
-        s.sendall(b"POST /v1/internal/nodes HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+        s.sendall(b"PUT /v1/kv/ns/gone HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
                   + body)
         s.close()
     wait_for(lambda: node.request("/healthz")[0] == 200, what="node still healthy")
