@@ -3,13 +3,19 @@
  * Shutdown order: the first SIGTERM/SIGINT stops the HTTP listener and the
  * node (which hands leadership over first when it is the leader); pending
  * requests are answered or dropped; the loop then runs dry. A second signal
- * exits at once. */
+ * exits at once. Whatever happens, the process is gone within the shutdown
+ * deadline: a watchdog thread exits with a message if the loop has not
+ * finished by then (a stuck peer or handle must not keep the data_dir
+ * locked forever). */
 #include "daemon.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "alloc.h"
@@ -42,6 +48,39 @@ static void stopped_one(void *data)
     }
 }
 
+/* The drain (two election timeouts), a leadership transfer, proposals that
+ * may run to their timeout, then a margin. */
+static uint64_t shutdown_deadline_ms(const struct jinn_config *cfg)
+{
+    return 4 * cfg->election_timeout_ms + cfg->request_timeout_ms + 5000;
+}
+
+static void *watchdog(void *arg)
+{
+    uint64_t ms = (uint64_t)(uintptr_t)arg;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    jinn_error("shutdown did not finish within %llu ms; exiting anyway",
+               (unsigned long long)ms);
+    _exit(1);
+    return NULL;
+}
+
+static void start_watchdog(uint64_t ms)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    if (pthread_attr_init(&attr) != 0) {
+        return;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, watchdog, (void *)(uintptr_t)ms) != 0) {
+        jinn_warn("no shutdown watchdog: thread creation failed");
+    }
+    pthread_attr_destroy(&attr);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
@@ -51,6 +90,7 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     d->stopping = true;
     jinn_info("%s: shutting down", strsignal(signum));
+    start_watchdog(shutdown_deadline_ms(&d->cfg));
     d->pending_stops = 2;
     jinn_node_set_announcer(d->node, NULL, NULL);
     jinn_api_stop(&d->api);

@@ -233,7 +233,8 @@ static void fetcher_committed(void *data, int code, const struct jinn_result *re
         fetcher_unlink(f);
         return;
     }
-    if (res->code != JINN_OK || res->value > 0 || !uv_is_active((uv_handle_t *)&f->timer)) {
+    if (res->code != JINN_OK || res->value > 0 || !uv_is_active((uv_handle_t *)&f->timer) ||
+        f->api->stopping) {
         if (res->code != JINN_OK) {
             reply_code(f->req, res->code);
         } else {
@@ -241,7 +242,8 @@ static void fetcher_committed(void *data, int code, const struct jinn_result *re
         }
         fetcher_unlink(f);
     }
-    /* Leased nothing (another worker won the race): keep waiting. */
+    /* Leased nothing (another worker won the race): keep waiting, unless the
+     * node is stopping (nothing would wake it again). */
 }
 
 static void wake_fetchers(struct jinn_api *api)
@@ -272,17 +274,24 @@ static void queue_kick(uv_timer_t *t) { wake_fetchers(t->data); }
 void jinn_api_queue_applied(struct jinn_api *api)
 {
     /* Called from inside raft's apply: propose on the next loop turn. */
-    if (api->fetchers != NULL && !uv_is_active((uv_handle_t *)&api->queue_kick)) {
+    if (api->fetchers != NULL && !api->stopping &&
+        !uv_is_active((uv_handle_t *)&api->queue_kick)) {
         uv_timer_start(&api->queue_kick, queue_kick, 0, 0);
     }
 }
 
 void jinn_api_queue_stop(struct jinn_api *api)
 {
-    while (api->fetchers != NULL) {
-        struct jinn_fetcher *f = api->fetchers;
+    /* Parked fetchers are answered now. One whose FETCH is in the log stays
+     * alive: its proposal callback still runs (applied, timed out, or failed
+     * when raft closes) and is the one that answers and frees it; freeing it
+     * here left that callback writing into freed memory. */
+    for (struct jinn_fetcher *f = api->fetchers, *next; f != NULL; f = next) {
+        next = f->next;
+        if (f->proposing) {
+            continue;
+        }
         jinn_http_reply_json(f->req, 200, json_array());
-        f->proposing = false;
         fetcher_unlink(f);
     }
     uv_close((uv_handle_t *)&api->queue_kick, NULL);
