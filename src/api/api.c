@@ -413,6 +413,48 @@ void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
 
 /* ---- parameters ----------------------------------------------------------- */
 
+bool jinn_api_parse_uint(const char *text, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    if (text == NULL || text[0] == '\0') {
+        return false;
+    }
+    for (; text[i] != '\0'; i++) {
+        unsigned d = (unsigned)(unsigned char)text[i] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10) {
+            return false;
+        }
+        v = v * 10 + d;
+    }
+    if (v > max) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool jinn_api_uint_or_reply(struct jinn_http_request *req, json_t *body, const char *name,
+                            uint64_t dflt, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char buf[32], msg[128];
+    bool present;
+    if (!jinn_api_param_or_reply(req, body, name, buf, sizeof buf, &present)) {
+        return false;
+    }
+    if (!present) {
+        *out = dflt;
+        return true;
+    }
+    if (!jinn_api_parse_uint(buf, max, out) || *out < min) {
+        snprintf(msg, sizeof msg, "%s must be a number from %llu to %llu", name,
+                 (unsigned long long)min, (unsigned long long)max);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    return true;
+}
+
 bool jinn_api_param_or_reply(struct jinn_http_request *req, json_t *body, const char *name,
                              char *buf, size_t cap, bool *present)
 {

@@ -157,6 +157,14 @@ void jinn_api_freshness(struct jinn_api *api, struct jinn_http_request *req, boo
  * NULL): copied into buf as text. False when it has replied (malformed). */
 bool jinn_api_param_or_reply(struct jinn_http_request *req, json_t *body, const char *name,
                              char *buf, size_t cap, bool *present);
+/* The one strict parser for numeric parameters: 1-20 ASCII digits, no sign,
+ * no space, no suffix, no overflow, and at most max. True when valid. */
+bool jinn_api_parse_uint(const char *text, uint64_t max, uint64_t *out);
+/* A numeric parameter (query, else JSON body; body may be NULL) through
+ * jinn_api_parse_uint: dflt when absent; a 400 naming the range [min, max]
+ * when malformed, out of range or empty. False when it has replied. */
+bool jinn_api_uint_or_reply(struct jinn_http_request *req, json_t *body, const char *name,
+                            uint64_t dflt, uint64_t min, uint64_t max, uint64_t *out);
 /* The body as a JSON object when there is one (caller decrefs), NULL when
  * empty; *failed (a 400 sent) when it is not a JSON object. */
 json_t *jinn_api_optional_body_or_reply(struct jinn_http_request *req, bool *failed);

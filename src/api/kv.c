@@ -77,26 +77,12 @@ static bool query_or_reply(struct jinn_http_request *req, const char *name, char
     return jinn_api_param_or_reply(req, NULL, name, buf, cap, present);
 }
 
+/* A numeric query parameter in [min, max] (the shared strict parser: an
+ * overflowing, signed or empty number is a 400, never a wrapped value). */
 static bool uint_or_reply(struct jinn_http_request *req, const char *name, uint64_t dflt,
-                          uint64_t max, uint64_t *out)
+                          uint64_t min, uint64_t max, uint64_t *out)
 {
-    char buf[32], msg[96], *end;
-    bool present;
-    if (!query_or_reply(req, name, buf, sizeof buf, &present)) {
-        return false;
-    }
-    if (!present) {
-        *out = dflt;
-        return true;
-    }
-    *out = strtoull(buf, &end, 10);
-    if (buf[0] < '0' || buf[0] > '9' || *end != '\0' || *out > max) {
-        snprintf(msg, sizeof msg, "%s must be a number up to %llu", name,
-                 (unsigned long long)max);
-        jinn_http_reply_error(req, JINN_EINVAL, msg);
-        return false;
-    }
-    return true;
+    return jinn_api_uint_or_reply(req, NULL, name, dflt, min, max, out);
 }
 
 static bool fence_or_reply(struct jinn_http_request *req, struct jinn_cmd *c)
@@ -409,8 +395,8 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
     if (!args_of(req, args, false) ||
         !query_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &has_prefix) ||
         !query_or_reply(req, "start_after", after, JINN_KV_KEY_MAX + 1, &has_after) ||
-        !uint_or_reply(req, "limit", LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, &ls.limit) ||
-        !uint_or_reply(req, "values", 0, 1, &values)) {
+        !uint_or_reply(req, "limit", LIST_DEFAULT_LIMIT, 1, LIST_MAX_LIMIT, &ls.limit) ||
+        !uint_or_reply(req, "values", 0, 0, 1, &values)) {
         goto out;
     }
     ls.values = values == 1;
@@ -558,7 +544,7 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     bool has_timeout;
     json_t *events;
 
-    if (!uint_or_reply(req, "after", fsm->kv.last_revision, UINT64_MAX, &after) ||
+    if (!uint_or_reply(req, "after", fsm->kv.last_revision, 0, INT64_MAX, &after) ||
         !query_or_reply(req, "timeout", tbuf, sizeof tbuf, &has_timeout)) {
         return;
     }
@@ -618,7 +604,7 @@ void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
     char prefix[JINN_KV_KEY_MAX + 1];
     bool has_prefix;
 
-    if (!ns_key_or_reply(req, args, false) || !uint_or_reply(req, "watch", 0, 1, &is_watch) ||
+    if (!ns_key_or_reply(req, args, false) || !uint_or_reply(req, "watch", 0, 0, 1, &is_watch) ||
         !query_or_reply(req, "prefix", prefix, sizeof prefix, &has_prefix)) {
         return;
     }

@@ -60,13 +60,13 @@ static bool ttl_or_reply(struct jinn_api *api, struct jinn_http_request *req, js
 
 static bool token_or_reply(struct jinn_http_request *req, json_t *body, uint64_t *token)
 {
-    char buf[32], *end;
+    char buf[32];
     bool present;
     if (!jinn_api_param_or_reply(req, body, "token", buf, sizeof buf, &present)) {
         return false;
     }
-    *token = present ? strtoull(buf, &end, 10) : 0;
-    if (!present || buf[0] < '0' || buf[0] > '9' || *end != '\0' || *token == 0) {
+    *token = 0;
+    if (!present || !jinn_api_parse_uint(buf, INT64_MAX, token) || *token == 0) {
         jinn_http_reply_error(req, JINN_EINVAL, "token must be the fencing token (a number)");
         return false;
     }

@@ -69,19 +69,7 @@ static bool duration_or_reply(struct jinn_http_request *req, json_t *body, const
 static bool number_or_reply(struct jinn_http_request *req, json_t *body, const char *name,
                             uint64_t dflt, uint64_t min, uint64_t max, uint64_t *out)
 {
-    char buf[32], msg[128], *end;
-    bool present;
-    if (!jinn_api_param_or_reply(req, body, name, buf, sizeof buf, &present)) {
-        return false;
-    }
-    *out = present ? strtoull(buf, &end, 10) : dflt;
-    if (present && (buf[0] < '0' || buf[0] > '9' || *end != '\0' || *out < min || *out > max)) {
-        snprintf(msg, sizeof msg, "%s must be a number from %llu to %llu", name,
-                 (unsigned long long)min, (unsigned long long)max);
-        jinn_http_reply_error(req, JINN_EINVAL, msg);
-        return false;
-    }
-    return true;
+    return jinn_api_uint_or_reply(req, body, name, dflt, min, max, out);
 }
 
 static bool worker_or_reply(struct jinn_http_request *req, json_t *body, char *worker)
@@ -374,9 +362,7 @@ void jinn_api_queue_fetch(struct jinn_api *api, struct jinn_http_request *req,
 
 static bool seq_or_reply(struct jinn_http_request *req, const char *text, uint64_t *seq)
 {
-    char *end;
-    *seq = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end != '\0' || *seq == 0) {
+    if (!jinn_api_parse_uint(text, INT64_MAX, seq) || *seq == 0) {
         jinn_http_reply_error(req, JINN_EINVAL, "the message seq must be a number");
         return false;
     }

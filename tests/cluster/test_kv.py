@@ -312,3 +312,41 @@ def test_history_is_linearizable_under_faults(cluster):
     for key in keys:
         ok = check(history[key])
         assert ok, f"history of {key} is not linearizable ({len(history[key])} ops)"
+
+
+def test_numeric_query_parameters_are_strict(cluster):
+    n = cluster.nodes[0]
+    assert put(n, "pay", "num", "v")[0] == 200
+    huge = "99999999999999999999"  # > 2^64: wrapped to -1 before
+    cases = [
+        ("GET", f"watch=1&after={huge}", "after"),
+        ("GET", "watch=1&after=9223372036854775808", "after"),  # > 2^63-1
+        ("GET", "watch=1&after=-1", "after"),
+        ("GET", "watch=1&after=", "after"),
+        ("GET", "watch=1&after=+1", "after"),
+        ("GET", "watch=1&after=1%20", "after"),
+        ("GET", "watch=1&after=0x10", "after"),
+        ("GET", f"watch={huge}", "watch"),
+        ("GET", "watch=2", "watch"),
+        ("GET", "watch=-0", "watch"),
+        ("GET", "limit=0", "limit"),
+        ("GET", "limit=", "limit"),
+        ("GET", "limit=-5", "limit"),
+        ("GET", f"limit={huge}", "limit"),
+        ("GET", "limit=1001", "limit"),
+        ("GET", "limit=1e2", "limit"),
+        ("GET", "values=2", "values"),
+        ("GET", f"values={huge}", "values"),
+    ]
+    for method, query, name in cases:
+        code, _, out = kv(n, method, "pay", query=query, timeout=5)
+        assert code == 400, (query, out)
+        assert name in json.loads(out)["message"], (query, out)
+    # The bounds themselves are fine.
+    code, _, out = kv(n, "GET", "pay", query="limit=1")
+    assert code == 200 and len(json.loads(out)["keys"]) == 1, out
+    code, _, out = kv(n, "GET", "pay", query="limit=1000")
+    assert code == 200, out
+    code, _, out = kv(n, "GET", "pay", query="watch=1&after=9223372036854775807&timeout=100ms")
+    assert code == 200, out
+    assert json.loads(out)["revision"] >= 0, out

@@ -180,6 +180,8 @@ def test_bad_input(cluster):
         (lock(n, "POST", "x", query="owner=a&ttl=fast"), "ttl"),
         (lock(n, "POST", "x", "/refresh", "token=abc"), "token"),
         (lock(n, "DELETE", "x", query="token=-1"), "token"),
+        (lock(n, "DELETE", "x", query="token=99999999999999999999"), "token"),
+        (lock(n, "POST", "x", "/refresh", "token=18446744073709551615"), "token"),
         (lock(n, "DELETE", "x"), "token"),
         (lock(n, "POST", "x", body=b"{owner"), "JSON"),
         (lock(n, "POST", "x", body=b'{"owner": ["a"]}'), "string"),

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "api/api.h"
 #include "codec.h"
 #include "error.h"
 #include "fetch.h"
@@ -258,4 +259,29 @@ TEST(nodes_apply_refuses_bad_urls_and_forgets)
         CHECK(nodes.items[i - 1].id < nodes.items[i].id);
     }
     jinn_nodes_clear(&nodes);
+}
+
+TEST(api_parse_uint_is_strict)
+{
+    uint64_t v = 7;
+    CHECK(jinn_api_parse_uint("0", 10, &v) && v == 0);
+    CHECK(jinn_api_parse_uint("10", 10, &v) && v == 10);
+    CHECK(jinn_api_parse_uint("007", 10, &v) && v == 7);
+    CHECK(jinn_api_parse_uint("18446744073709551615", UINT64_MAX, &v) && v == UINT64_MAX);
+    v = 5;
+    CHECK(!jinn_api_parse_uint("18446744073709551616", UINT64_MAX, &v));
+    CHECK(!jinn_api_parse_uint("99999999999999999999", UINT64_MAX, &v));
+    CHECK(!jinn_api_parse_uint("999999999999999999999999999999", UINT64_MAX, &v));
+    CHECK(!jinn_api_parse_uint("9223372036854775808", INT64_MAX, &v));
+    CHECK(!jinn_api_parse_uint("11", 10, &v));
+    CHECK(!jinn_api_parse_uint("", 10, &v));
+    CHECK(!jinn_api_parse_uint(NULL, 10, &v));
+    CHECK(!jinn_api_parse_uint("-1", 10, &v));
+    CHECK(!jinn_api_parse_uint("+1", 10, &v));
+    CHECK(!jinn_api_parse_uint(" 1", 10, &v));
+    CHECK(!jinn_api_parse_uint("1 ", 10, &v));
+    CHECK(!jinn_api_parse_uint("1x", 10, &v));
+    CHECK(!jinn_api_parse_uint("0x1", 10, &v));
+    CHECK(!jinn_api_parse_uint("1e1", 100, &v));
+    CHECK_INT(v, 5); /* untouched on failure */
 }
