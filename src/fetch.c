@@ -41,7 +41,7 @@ struct fetch {
 static struct fetch *pool;
 static unsigned pool_len;
 static struct fetch *live; /* all of them, idle or busy, until their handles close */
-static bool stopping;       /* jinn_fetch_stop_all ran: no new requests */
+static bool stopping;      /* jinn_fetch_stop_all ran: no new requests */
 
 int jinn_fetch_parse_url(const char *url, struct sockaddr_in *addr)
 {
@@ -382,8 +382,8 @@ int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const 
         return JINN_EINVAL;
     }
     jinn_wbuf_init(&request);
-    rv = jinn_fetch_build_request(&request, base_url, method, target, target_len,
-                                  extra_headers, body, body_len);
+    rv = jinn_fetch_build_request(&request, base_url, method, target, target_len, extra_headers,
+                                  body, body_len);
     if (rv != 0) {
         jinn_wbuf_free(&request);
         return rv;

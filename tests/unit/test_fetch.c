@@ -12,7 +12,10 @@
 #include "fsm/nodes.h"
 #include "unit.h"
 
-static bool valid(const char *url) { return jinn_nodes_url_valid(url, strlen(url)); }
+static bool valid(const char *url)
+{
+    return jinn_nodes_url_valid(url, strlen(url));
+}
 
 TEST(url_valid_accepts_allowed_forms)
 {
