@@ -2,10 +2,10 @@
  *
  * The leader proposes a CHECK command every check_interval and on demand
  * (POST /v1/cluster/check). Every replica, when it applies CHECK at index i,
- * digests its state as of i (fsm/digest.h): the in-memory sections at once
- * on the loop, each SQL database on the thread pool through a reader
- * connection whose read transaction was opened at i (WAL keeps that
- * snapshot while apply goes on). It keeps the last few digests and serves
+ * digests its state as of i (fsm/digest.h): on the loop it only copies the
+ * in-memory sections (their snapshot encoding) and opens, per SQL database,
+ * a reader whose read transaction starts at i (WAL keeps that snapshot
+ * while apply goes on); the hashing runs on the thread pool. It keeps the last few digests and serves
  * them on GET /v1/internal/digest?index=i.
  *
  * The leader collects every member's digest for i and compares them: the
@@ -47,8 +47,10 @@ enum report_state { REPORT_PENDING, REPORT_READY, REPORT_FAILED };
 /* This node's digest at one CHECK. */
 struct report {
     struct jinn_digest d;
+    struct jinn_digest_capture cap; /* in-memory state at the index, hashed on the pool */
     enum report_state state;
     char error[256];
+    uint64_t loop_us, pool_us; /* time spent on the loop, on the pool */
     bool busy;    /* SQL digest running on the pool */
     bool evicted; /* dropped from the list while busy: the work frees it */
     /* The leader's verdict about this node, fetched after the digest. */
@@ -165,6 +167,7 @@ static void report_free(struct report *r)
     for (unsigned i = 0; i < r->n_sql; i++) {
         sqlite3_close_v2(r->conns[i]);
     }
+    jinn_digest_capture_free(&r->cap);
     jinn_free(r->conns);
     jinn_free(r->names);
     jinn_free(r->hashes);
@@ -198,13 +201,16 @@ static void report_keep(struct jinn_check *ck, struct report *r)
 static void sql_work(uv_work_t *work)
 {
     struct report *r = work->data;
+    uint64_t start = uv_hrtime();
+    jinn_digest_from_capture(&r->cap, r->d.index, &r->d);
     for (unsigned i = 0; i < r->n_sql; i++) {
         char err[200];
         if (jinn_digest_sql(r->conns[i], &r->hashes[i], err, sizeof err) != 0) {
             snprintf(r->error, sizeof r->error, "sql:%s: %s", r->names[i], err);
-            return;
+            break;
         }
     }
+    r->pool_us = (uv_hrtime() - start) / 1000;
 }
 
 static void report_ready(struct jinn_check *ck, struct report *r)
@@ -225,12 +231,13 @@ static void sql_work_done(uv_work_t *work, int status)
     r->busy = false;
     ck->inflight--;
     if (status != 0 && r->error[0] == '\0') {
-        snprintf(r->error, sizeof r->error, "sql digest cancelled");
+        snprintf(r->error, sizeof r->error, "digest cancelled");
     }
     for (unsigned i = 0; i < r->n_sql; i++) {
         sqlite3_close_v2(r->conns[i]);
         r->conns[i] = NULL;
     }
+    jinn_digest_capture_free(&r->cap);
     if (r->evicted || ck->stopping) {
         bool listed = report_find(ck, r->d.index) == r;
         if (!listed) {
@@ -299,6 +306,7 @@ void jinn_api_check_applied(struct jinn_api *api, uint64_t index)
     struct jinn_check *ck = api->check;
     const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
     struct report *r;
+    uint64_t start = uv_hrtime();
 
     if (ck == NULL || ck->stopping || fsm->check_index != index || index == 0) {
         return;
@@ -310,22 +318,27 @@ void jinn_api_check_applied(struct jinn_api *api, uint64_t index)
     }
     r->check = ck;
     r->state = REPORT_PENDING;
-    if (jinn_digest_memory(fsm, index, &r->d) != 0) {
+    r->d.index = index;
+    /* Copy what the digest covers as of this index; hash it off the loop. */
+    if (jinn_digest_capture(fsm, &r->cap) != 0) {
         snprintf(r->error, sizeof r->error, "out of memory");
     } else {
         pin_sql(r, &fsm->sql);
+    }
+    r->loop_us = (uv_hrtime() - start) / 1000;
+    if (r->loop_us > 20000) {
+        jinn_warn("check %" PRIu64 ": digesting the in-memory state held the loop %" PRIu64
+                  " ms", index, r->loop_us / 1000);
     }
     report_keep(ck, r);
     if (r->error[0] != '\0') {
         r->state = REPORT_FAILED;
         jinn_error("check %" PRIu64 ": cannot digest: %s", index, r->error);
-    } else if (r->n_sql == 0) {
-        report_ready(ck, r);
     } else {
         r->work.data = r;
         if (uv_queue_work(api->loop, &r->work, sql_work, sql_work_done) != 0) {
             r->state = REPORT_FAILED;
-            snprintf(r->error, sizeof r->error, "cannot queue the sql digest");
+            snprintf(r->error, sizeof r->error, "cannot queue the digest");
         } else {
             r->busy = true;
             ck->inflight++;
@@ -899,8 +912,10 @@ void jinn_api_check_digest(struct jinn_api *api, struct jinn_http_request *req,
                         "state", "failed", "error", r->error);
     } else {
         hex64(hex, r->d.total);
-        obj = json_pack("{s:I, s:s, s:s, s:s, s:o}", "index", (json_int_t)index, "node",
-                        st.name, "state", "ready", "digest", hex, "sections", digest_json(&r->d));
+        obj = json_pack("{s:I, s:s, s:s, s:s, s:o, s:I, s:I}", "index", (json_int_t)index,
+                        "node", st.name, "state", "ready", "digest", hex, "sections",
+                        digest_json(&r->d), "loop_us", (json_int_t)r->loop_us, "pool_us",
+                        (json_int_t)r->pool_us);
     }
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);

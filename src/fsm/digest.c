@@ -68,45 +68,55 @@ const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d, 
     return NULL;
 }
 
-/* Hashes what encode() appends to a scratch buffer (reused, so one
- * allocation serves every section). */
-static int add_encoded(struct jinn_digest *d, const char *name, struct jinn_wbuf *w,
-                       void (*encode)(const void *state, struct jinn_wbuf *w), const void *state)
+static const char *const captured_names[JINN_DIGEST_CAPTURED] = {"nodes", "kv", "locks",
+                                                                 "queues"};
+
+int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *cap)
 {
-    w->len = 0;
-    encode(state, w);
-    if (w->failed) {
-        return JINN_ENOMEM;
+    cap->time_ms = fsm->time_ms;
+    for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
+        jinn_wbuf_init(&cap->sections[i]);
     }
-    return jinn_digest_add(d, name, jinn_fnv1a64(JINN_FNV_OFFSET, w->data, w->len));
+    jinn_nodes_encode(&fsm->nodes, &cap->sections[0]);
+    jinn_kv_encode(&fsm->kv, &cap->sections[1]);
+    jinn_locks_encode(&fsm->locks, &cap->sections[2]);
+    jinn_queues_encode(&fsm->queues, &cap->sections[3]);
+    for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
+        if (cap->sections[i].failed) {
+            return JINN_ENOMEM;
+        }
+    }
+    return 0;
 }
 
-static void enc_nodes(const void *s, struct jinn_wbuf *w) { jinn_nodes_encode(s, w); }
-static void enc_kv(const void *s, struct jinn_wbuf *w) { jinn_kv_encode(s, w); }
-static void enc_locks(const void *s, struct jinn_wbuf *w) { jinn_locks_encode(s, w); }
-static void enc_queues(const void *s, struct jinn_wbuf *w) { jinn_queues_encode(s, w); }
-
-int jinn_digest_memory(const struct jinn_fsm *fsm, uint64_t index, struct jinn_digest *d)
+void jinn_digest_capture_free(struct jinn_digest_capture *cap)
 {
-    struct jinn_wbuf w;
-    int rv;
+    for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
+        jinn_wbuf_free(&cap->sections[i]);
+    }
+}
 
+void jinn_digest_from_capture(const struct jinn_digest_capture *cap, uint64_t index,
+                              struct jinn_digest *d)
+{
     d->index = index;
     d->n = 0;
     d->total = 0;
-    jinn_digest_add(d, "meta", hash_u64(JINN_FNV_OFFSET, fsm->time_ms));
-    jinn_wbuf_init(&w);
-    rv = add_encoded(d, "nodes", &w, enc_nodes, &fsm->nodes);
-    if (rv == 0) {
-        rv = add_encoded(d, "kv", &w, enc_kv, &fsm->kv);
+    jinn_digest_add(d, "meta", hash_u64(JINN_FNV_OFFSET, cap->time_ms));
+    for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
+        const struct jinn_wbuf *w = &cap->sections[i];
+        jinn_digest_add(d, captured_names[i], jinn_fnv1a64(JINN_FNV_OFFSET, w->data, w->len));
     }
+}
+
+int jinn_digest_memory(const struct jinn_fsm *fsm, uint64_t index, struct jinn_digest *d)
+{
+    struct jinn_digest_capture cap;
+    int rv = jinn_digest_capture(fsm, &cap);
     if (rv == 0) {
-        rv = add_encoded(d, "locks", &w, enc_locks, &fsm->locks);
+        jinn_digest_from_capture(&cap, index, d);
     }
-    if (rv == 0) {
-        rv = add_encoded(d, "queues", &w, enc_queues, &fsm->queues);
-    }
-    jinn_wbuf_free(&w);
+    jinn_digest_capture_free(&cap);
     return rv;
 }
 

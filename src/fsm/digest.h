@@ -52,9 +52,23 @@ struct jinn_digest {
 /* FNV-1a 64 of p[0..n) continuing from h (start with JINN_FNV_OFFSET). */
 uint64_t jinn_fnv1a64(uint64_t h, const void *p, size_t n);
 
-/* Resets d and fills the in-memory sections (meta, nodes, kv, locks,
- * queues) from fsm. Costs one encoding of those sections (as a snapshot
- * does): ~1 ms per few MB. 0 or JINN_ENOMEM. */
+/* The in-memory state, encoded as a snapshot encodes it. Taking it is a
+ * copy (fast, on the loop); hashing it (~5 ns a byte) can then run on any
+ * thread while apply goes on. */
+#define JINN_DIGEST_CAPTURED 4 /* nodes, kv, locks, queues */
+struct jinn_digest_capture {
+    uint64_t time_ms;
+    struct jinn_wbuf sections[JINN_DIGEST_CAPTURED];
+};
+
+/* 0 or JINN_ENOMEM; free with jinn_digest_capture_free either way. */
+int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *cap);
+void jinn_digest_capture_free(struct jinn_digest_capture *cap);
+/* Resets d to the in-memory sections (meta, nodes, kv, locks, queues). */
+void jinn_digest_from_capture(const struct jinn_digest_capture *cap, uint64_t index,
+                              struct jinn_digest *d);
+
+/* Both at once: 0 or JINN_ENOMEM. */
 int jinn_digest_memory(const struct jinn_fsm *fsm, uint64_t index, struct jinn_digest *d);
 
 /* Content hash of the database open on conn (see above). Runs inside the
