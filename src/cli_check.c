@@ -98,13 +98,42 @@ int jinn_cli_check(int argc, char **argv)
             return 2;
         }
     }
-    started = call_json(addr, "POST", "/v1/cluster/check");
-    if (started == NULL) {
-        return 1;
+    deadline = mono_ms() + CHECK_WAIT_MS;
+    /* The leader refuses a second check within a second of the last one
+     * (503 busy): wait for it rather than fail. */
+    for (;;) {
+        char err[256], *resp = NULL;
+        size_t len = 0;
+        int status = 0;
+        bool busy;
+        if (jinn_cli_request(addr, "POST", "/v1/cluster/check", NULL, NULL, 0, &status, &resp,
+                             &len, err, sizeof err) != 0) {
+            fprintf(stderr, "jinn: %s\n", err);
+            return 1;
+        }
+        started = json_loadb(resp, len, 0, NULL);
+        jinn_free(resp);
+        {
+            const char *error = json_string_value(json_object_get(started, "error"));
+            busy = status == 503 && error != NULL && strcmp(error, "busy") == 0;
+        }
+        if (status == 200 && json_is_integer(json_object_get(started, "index"))) {
+            break;
+        }
+        if (!busy || mono_ms() >= deadline) {
+            const char *msg = json_string_value(json_object_get(started, "message"));
+            fprintf(stderr, "jinn: %d %s\n", status, msg ? msg : "no check started");
+            json_decref(started);
+            return 1;
+        }
+        json_decref(started);
+        {
+            struct timespec ts = {0, CHECK_POLL_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
     }
     index = json_integer_value(json_object_get(started, "index"));
     json_decref(started);
-    deadline = mono_ms() + CHECK_WAIT_MS;
     for (;;) {
         json_t *done;
         round = call_json(addr, "GET", "/v1/cluster/check");

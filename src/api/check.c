@@ -684,8 +684,14 @@ static void verdict_answered(void *data, int code, const struct jinn_http_msg *h
     {
         const char *name = json_string_value(json_object_get(n, "name"));
         const char *state = json_string_value(json_object_get(n, "state"));
-        if (name != NULL && state != NULL && strcmp(name, st.name) == 0 &&
-            strcmp(state, "diverged") == 0) {
+        const char *judged = json_string_value(json_object_get(n, "digest"));
+        char mine[17];
+        hex64(mine, r->d.total);
+        /* Only a verdict on the digest this node holds now counts: after a
+         * restart rebuilt the state, replaying the same CHECK gives another
+         * digest, and the old verdict no longer applies. */
+        if (name != NULL && state != NULL && judged != NULL && strcmp(name, st.name) == 0 &&
+            strcmp(state, "diverged") == 0 && strcmp(judged, mine) == 0) {
             const char *sections = json_string_value(json_object_get(n, "sections_differing"));
             mark_diverged(ck, a->index, sections ? sections : "?");
         }
@@ -912,10 +918,10 @@ void jinn_api_check_digest(struct jinn_api *api, struct jinn_http_request *req,
                         "state", "failed", "error", r->error);
     } else {
         hex64(hex, r->d.total);
-        obj = json_pack("{s:I, s:s, s:s, s:s, s:o, s:I, s:I}", "index", (json_int_t)index,
+        obj = json_pack("{s:I, s:s, s:s, s:s, s:o, s:I, s:I, s:b}", "index", (json_int_t)index,
                         "node", st.name, "state", "ready", "digest", hex, "sections",
                         digest_json(&r->d), "loop_us", (json_int_t)r->loop_us, "pool_us",
-                        (json_int_t)r->pool_us);
+                        (json_int_t)r->pool_us, "verdict_checked", r->verdict_known);
     }
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);

@@ -129,10 +129,18 @@ def test_check_agrees_then_finds_an_outside_write_and_a_restart_heals(cluster):
     assert query(other, "app", "SELECT count(*) FROM t")[0] == 200
 
     # A restart rebuilds the database files from the snapshot and the log.
+    bad_index, bad_digest = out["index"], by_name[follower.name]["digest"]
     assert follower.stop() == 0
     follower.start()
     cluster.wait_ready([follower])
     caught_up(cluster)
+    # Replaying that CHECK now gives the healthy digest, and the leader's old
+    # verdict (on the tampered digest) does not mark the node again.
+    def replayed():
+        d = json.loads(follower.request(f"/v1/internal/digest?index={bad_index}")[2])
+        return d if d["state"] == "ready" and d["verdict_checked"] else None
+    again = wait_for(replayed, timeout=30, what="replayed check's verdict looked up")
+    assert again["digest"] == out["majority"] != bad_digest
     assert follower.status()["diverged"] is False
     code, out, err = check(other)
     assert code == 0, (out, err)
