@@ -64,8 +64,16 @@ static void print_round(json_t *round)
         const char *state = json_string_value(json_object_get(n, "state"));
         const char *digest = json_string_value(json_object_get(n, "digest"));
         const char *diff = json_string_value(json_object_get(n, "sections_differing"));
+        char upper[32] = "?";
+        for (size_t k = 0; state != NULL && k + 1 < sizeof upper; k++) {
+            upper[k] = (char)(state[k] >= 'a' && state[k] <= 'z' ? state[k] - 32 : state[k]);
+            upper[k + 1] = '\0';
+            if (state[k] == '\0') {
+                break;
+            }
+        }
         printf("  %-16s %-16s %s", json_string_value(json_object_get(n, "name")),
-               digest ? digest : "-", state && strcmp(state, "ok") == 0 ? "OK" : state);
+               digest ? digest : "-", upper);
         if (diff != NULL) {
             printf(" (differs in: %s)", diff);
         }

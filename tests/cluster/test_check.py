@@ -191,3 +191,30 @@ def test_periodic_checks_run_on_the_leader(cluster_factory):
     # A clean stop with checks in flight: no hang, no leak (ASan at exit).
     for n in c.nodes:
         assert n.stop() == 0
+
+
+def test_a_diverged_leader_says_so_and_refuses_its_reads(cluster):
+    leader = cluster.leader()
+    assert sql(leader, "app", "CREATE TABLE t(x)", "INSERT INTO t VALUES (1)")[0] == 200
+    caught_up(cluster)
+    db = sqlite3.connect(os.path.join(leader.data_dir, "sql", "app.db"), timeout=10)
+    db.execute("DELETE FROM t")
+    db.commit()
+    db.close()
+    code, out, err = check(leader)
+    assert code == 1, (out, err)
+    by_name = {n["name"]: n for n in out["nodes"]}
+    assert by_name[leader.name]["state"] == "diverged"
+    assert by_name[leader.name]["sections_differing"] == "sql:app"
+    assert "THIS NODE, the leader" in leader.log()
+    st = leader.status()
+    assert st["diverged"] is True and st["divergence"]["index"] == out["index"]
+    # Linearizable reads all go through the leader: refused too.
+    code, _, body = query(leader, "app", "SELECT count(*) FROM t", "linearizable")
+    assert code == 503 and json.loads(body)["error"] == "diverged"
+    follower = next(n for n in cluster.nodes if n is not leader)
+    code, _, body = query(follower, "app", "SELECT count(*) FROM t", "linearizable")
+    assert code == 503 and json.loads(body)["error"] == "diverged"
+    # Its followers still serve their own (healthy) state.
+    code, _, body = query(follower, "app", "SELECT count(*) FROM t")
+    assert code == 200 and json.loads(body)["rows"] == [[1]]

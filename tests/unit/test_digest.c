@@ -6,6 +6,7 @@
 
 #include "alloc.h"
 #include "codec.h"
+#include "config.h"
 #include "error.h"
 #include "fsm/cmd.h"
 #include "fsm/digest.h"
@@ -378,4 +379,20 @@ TEST(digest_check_command_changes_nothing)
     jinn_wbuf_free(&before);
     jinn_wbuf_free(&after);
     done(&a, d1);
+}
+
+TEST(digest_check_interval_config)
+{
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    const char *off = "{\n check_interval 0s\n}\n", *bad = "{\n check_interval 10\n}\n";
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(cfg.check_interval_ms, 600000);
+    CHECK_INT(jinn_config_parse(&cfg, "t", off, strlen(off), &err), 0);
+    CHECK_INT(cfg.check_interval_ms, 0);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", bad, strlen(bad), &err), JINN_ECONFIG);
+    CHECK_INT(err.line, 2);
+    jinn_config_free(&cfg);
 }
