@@ -150,7 +150,8 @@ int jinn_cli_check(int argc, char **argv)
         }
         done = json_object_get(round, "done");
         if (json_integer_value(json_object_get(round, "index")) > index ||
-            (json_integer_value(json_object_get(round, "index")) == index && json_is_true(done))) {
+            (json_integer_value(json_object_get(round, "index")) == index &&
+             json_is_true(done))) {
             break;
         }
         if (mono_ms() >= deadline) {
@@ -174,14 +175,15 @@ int jinn_cli_check(int argc, char **argv)
     {
         const char *state = json_string_value(json_object_get(round, "state"));
         if (json_integer_value(json_object_get(round, "index")) != index) {
-            fprintf(stderr, "jinn: a newer check (%" JSON_INTEGER_FORMAT ") replaced %"
-                    JSON_INTEGER_FORMAT "\n", json_integer_value(json_object_get(round, "index")),
-                    index);
+            fprintf(stderr,
+                    "jinn: a newer check (%" JSON_INTEGER_FORMAT
+                    ") replaced %" JSON_INTEGER_FORMAT "\n",
+                    json_integer_value(json_object_get(round, "index")), index);
             rv = 2;
         } else {
-            rv = state && strcmp(state, "agreed") == 0 ? 0
+            rv = state && strcmp(state, "agreed") == 0     ? 0
                  : state && strcmp(state, "diverged") == 0 ? 1
-                                                          : 2;
+                                                           : 2;
         }
     }
     json_decref(round);

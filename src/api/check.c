@@ -5,8 +5,8 @@
  * digests its state as of i (fsm/digest.h): on the loop it only copies the
  * in-memory sections (their snapshot encoding) and opens, per SQL database,
  * a reader whose read transaction starts at i (WAL keeps that snapshot
- * while apply goes on); the hashing runs on the thread pool. It keeps the last few digests and serves
- * them on GET /v1/internal/digest?index=i.
+ * while apply goes on); the hashing runs on the thread pool. It keeps the last few digests and
+ * serves them on GET /v1/internal/digest?index=i.
  *
  * The leader collects every member's digest for i and compares them: the
  * digest most replicas share wins, each other replica has diverged. That
@@ -33,12 +33,12 @@
 #include "fsm/digest.h"
 #include "log.h"
 
-#define CHECK_REPORTS 4       /* digests a node keeps */
-#define CHECK_TICK_MS 250     /* drives rounds, verdicts and the schedule */
-#define CHECK_ROUND_MS 30000  /* members silent this long count as unreachable */
-#define CHECK_FETCH_MS 2000   /* one digest or verdict request */
+#define CHECK_REPORTS 4      /* digests a node keeps */
+#define CHECK_TICK_MS 250    /* drives rounds, verdicts and the schedule */
+#define CHECK_ROUND_MS 30000 /* members silent this long count as unreachable */
+#define CHECK_FETCH_MS 2000  /* one digest or verdict request */
 #define CHECK_ASK_EVERY_MS 500
-#define CHECK_MIN_GAP_MS 1000  /* between two checks started over HTTP */
+#define CHECK_MIN_GAP_MS 1000 /* between two checks started over HTTP */
 #define CHECK_DIFF_MAX 512    /* the list of differing sections, as text */
 #define CHECK_RESPONSE_MAX (JINN_DIGEST_SECTIONS_MAX * (JINN_DIGEST_NAME_MAX + 24) + 4096)
 
@@ -51,8 +51,8 @@ struct report {
     enum report_state state;
     char error[256];
     uint64_t loop_us, pool_us; /* time spent on the loop, on the pool */
-    bool busy;    /* SQL digest running on the pool */
-    bool evicted; /* dropped from the list while busy: the work frees it */
+    bool busy;                 /* SQL digest running on the pool */
+    bool evicted;              /* dropped from the list while busy: the work frees it */
     /* The leader's verdict about this node, fetched after the digest. */
     bool verdict_known, asking;
     uint64_t ask_after, ask_until;
@@ -75,8 +75,8 @@ enum member_state {
     M_UNREACHABLE
 };
 
-static const char *const member_state_names[] = {"pending",  "ok",     "diverged",   "disagree",
-                                                 "missing",  "failed", "unreachable"};
+static const char *const member_state_names[] = {"pending", "ok",     "diverged",   "disagree",
+                                                 "missing", "failed", "unreachable"};
 
 struct member {
     uint64_t id;
@@ -105,7 +105,7 @@ struct jinn_check {
     struct jinn_api *api;
     uv_timer_t tick;
     bool stopping, timer_closed;
-    unsigned inflight; /* fetches and pool work that point at us */
+    unsigned inflight;                     /* fetches and pool work that point at us */
     struct report *reports[CHECK_REPORTS]; /* oldest first */
     struct round *round;                   /* latest, on the leader */
     bool was_leader;
@@ -268,7 +268,8 @@ static void sql_work_done(uv_work_t *work, int status)
 static int pin_sql(struct report *r, const struct jinn_sql *sql)
 {
     unsigned n = 0;
-    for (const struct jinn_sql_db *db = jinn_sql_next(sql, NULL); db; db = jinn_sql_next(sql, db)) {
+    for (const struct jinn_sql_db *db = jinn_sql_next(sql, NULL); db;
+         db = jinn_sql_next(sql, db)) {
         n++;
     }
     if (n == 0) {
@@ -281,7 +282,8 @@ static int pin_sql(struct report *r, const struct jinn_sql *sql)
         snprintf(r->error, sizeof r->error, "out of memory");
         return JINN_ENOMEM;
     }
-    for (const struct jinn_sql_db *db = jinn_sql_next(sql, NULL); db; db = jinn_sql_next(sql, db)) {
+    for (const struct jinn_sql_db *db = jinn_sql_next(sql, NULL); db;
+         db = jinn_sql_next(sql, db)) {
         sqlite3 *conn = jinn_sql_open_reader(sql, db->name);
         snprintf(r->names[r->n_sql], sizeof r->names[0], "%s", db->name);
         if (conn == NULL) {
@@ -290,8 +292,8 @@ static int pin_sql(struct report *r, const struct jinn_sql *sql)
         }
         r->conns[r->n_sql++] = conn;
         /* A WAL read transaction begins at its first read. */
-        if (sqlite3_exec(conn, "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL, NULL, NULL) !=
-            SQLITE_OK) {
+        if (sqlite3_exec(conn, "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL, NULL,
+                         NULL) != SQLITE_OK) {
             snprintf(r->error, sizeof r->error, "sql:%s: %s", db->name, sqlite3_errmsg(conn));
             return JINN_EIO;
         }
@@ -328,7 +330,8 @@ void jinn_api_check_applied(struct jinn_api *api, uint64_t index)
     r->loop_us = (uv_hrtime() - start) / 1000;
     if (r->loop_us > 20000) {
         jinn_warn("check %" PRIu64 ": digesting the in-memory state held the loop %" PRIu64
-                  " ms", index, r->loop_us / 1000);
+                  " ms",
+                  index, r->loop_us / 1000);
     }
     report_keep(ck, r);
     if (r->error[0] != '\0') {
@@ -399,8 +402,8 @@ static void diff_sections(const struct jinn_digest *a, const struct jinn_digest 
                 continue; /* compared in the first pass */
             }
             if (s == NULL || s->hash != x->sections[i].hash) {
-                int n = snprintf(out + len, cap - len, "%s%s", len ? "," : "",
-                                 x->sections[i].name);
+                int n =
+                    snprintf(out + len, cap - len, "%s%s", len ? "," : "", x->sections[i].name);
                 if (n < 0 || (size_t)n >= cap - len) {
                     return;
                 }
@@ -475,7 +478,8 @@ static void finish_round(struct jinn_check *ck, struct round *rd)
     ck->rounds_total++;
     if (diverged == 0 && missing == 0) {
         hex64(hex, rd->majority);
-        jinn_info("check %" PRIu64 ": all %u replicas agree (digest %s)", rd->index, rd->n, hex);
+        jinn_info("check %" PRIu64 ": all %u replicas agree (digest %s)", rd->index, rd->n,
+                  hex);
     } else if (diverged == 0) {
         jinn_warn("check %" PRIu64 ": %u of %u replicas agree, %u did not report", rd->index,
                   ready, rd->n, missing);
@@ -527,7 +531,8 @@ static void digest_answered(void *data, int code, const struct jinn_http_msg *he
     }
     obj = json_loadb(body, body_len, 0, NULL);
     state = json_string_value(json_object_get(obj, "state"));
-    if (state == NULL || json_integer_value(json_object_get(obj, "index")) != (json_int_t)a->index) {
+    if (state == NULL ||
+        json_integer_value(json_object_get(obj, "index")) != (json_int_t)a->index) {
         goto out;
     }
     if (strcmp(state, "missing") == 0) {
@@ -637,7 +642,8 @@ static void round_tick(struct jinn_check *ck, struct round *rd)
 static void mark_diverged(struct jinn_check *ck, uint64_t index, const char *sections)
 {
     if (!ck->diverged) {
-        jinn_error("REPLICA DIVERGENCE at index %" PRIu64 ": the leader found this node's state "
+        jinn_error("REPLICA DIVERGENCE at index %" PRIu64
+                   ": the leader found this node's state "
                    "differs from the majority in: %s. Reads are refused here until this node "
                    "is restarted (it then rebuilds its state from the snapshot and log).",
                    index, sections);
@@ -673,8 +679,7 @@ static void verdict_answered(void *data, int code, const struct jinn_http_msg *h
         r->verdict_known = true; /* a newer check replaced it */
         goto out;
     }
-    if (index != (json_int_t)a->index ||
-        !json_is_true(json_object_get(obj, "done"))) {
+    if (index != (json_int_t)a->index || !json_is_true(json_object_get(obj, "done"))) {
         goto out;
     }
     r->verdict_known = true;
@@ -854,21 +859,21 @@ void jinn_api_check_status(const struct jinn_api *api, json_t *status)
 void jinn_api_check_metrics(const struct jinn_api *api, struct jinn_wbuf *w)
 {
     const struct jinn_check *ck = api->check;
-    jinn_wbuf_printf(w,
-                     "# HELP jinn_replica_divergence_total Replicas this node, as leader, found "
-                     "diverged from the majority digest.\n"
-                     "# TYPE jinn_replica_divergence_total counter\n"
-                     "jinn_replica_divergence_total %" PRIu64 "\n"
-                     "# HELP jinn_replica_diverged 1 when this node was found diverged (reads "
-                     "refused until restart).\n"
-                     "# TYPE jinn_replica_diverged gauge\n"
-                     "jinn_replica_diverged %d\n"
-                     "# HELP jinn_replica_checks_total Replica checks this node compared as "
-                     "leader.\n"
-                     "# TYPE jinn_replica_checks_total counter\n"
-                     "jinn_replica_checks_total %" PRIu64 "\n",
-                     ck ? ck->divergences_total : 0, ck ? (int)ck->diverged : 0,
-                     ck ? ck->rounds_total : 0);
+    jinn_wbuf_printf(
+        w,
+        "# HELP jinn_replica_divergence_total Replicas this node, as leader, found "
+        "diverged from the majority digest.\n"
+        "# TYPE jinn_replica_divergence_total counter\n"
+        "jinn_replica_divergence_total %" PRIu64 "\n"
+        "# HELP jinn_replica_diverged 1 when this node was found diverged (reads "
+        "refused until restart).\n"
+        "# TYPE jinn_replica_diverged gauge\n"
+        "jinn_replica_diverged %d\n"
+        "# HELP jinn_replica_checks_total Replica checks this node compared as "
+        "leader.\n"
+        "# TYPE jinn_replica_checks_total counter\n"
+        "jinn_replica_checks_total %" PRIu64 "\n",
+        ck ? ck->divergences_total : 0, ck ? (int)ck->diverged : 0, ck ? ck->rounds_total : 0);
 }
 
 static json_t *digest_json(const struct jinn_digest *d)
@@ -877,8 +882,8 @@ static json_t *digest_json(const struct jinn_digest *d)
     char hex[17];
     for (unsigned i = 0; list != NULL && i < d->n; i++) {
         hex64(hex, d->sections[i].hash);
-        json_array_append_new(list, json_pack("{s:s, s:s}", "name", d->sections[i].name,
-                                              "digest", hex));
+        json_array_append_new(
+            list, json_pack("{s:s, s:s}", "name", d->sections[i].name, "digest", hex));
     }
     return list;
 }
@@ -960,9 +965,8 @@ void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
     }
     hex64(hex, rd->majority);
     obj = json_pack("{s:I, s:s, s:b, s:s?, s:I, s:o}", "index", (json_int_t)rd->index, "state",
-                    rd->outcome, "done", rd->done, "majority",
-                    rd->has_majority ? hex : NULL, "age_ms",
-                    (json_int_t)(uv_now(api->loop) - rd->started), "nodes",
+                    rd->outcome, "done", rd->done, "majority", rd->has_majority ? hex : NULL,
+                    "age_ms", (json_int_t)(uv_now(api->loop) - rd->started), "nodes",
                     nodes ? nodes : json_array());
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
@@ -979,8 +983,8 @@ static void check_committed(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, res->code, NULL);
         return;
     }
-    jinn_http_reply_json(req, 200, json_pack("{s:I, s:b}", "index", (json_int_t)res->index,
-                                             "started", 1));
+    jinn_http_reply_json(
+        req, 200, json_pack("{s:I, s:b}", "index", (json_int_t)res->index, "started", 1));
 }
 
 /* POST /v1/cluster/check (leader): starts a check, answers its index. While
@@ -998,8 +1002,9 @@ void jinn_api_check_start(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     if (ck->round != NULL && !ck->round->done) {
-        jinn_http_reply_json(req, 200, json_pack("{s:I, s:b}", "index",
-                                                 (json_int_t)ck->round->index, "started", 0));
+        jinn_http_reply_json(
+            req, 200,
+            json_pack("{s:I, s:b}", "index", (json_int_t)ck->round->index, "started", 0));
         return;
     }
     if (ck->last_manual != 0 && now_ms(ck) - ck->last_manual < CHECK_MIN_GAP_MS) {

@@ -58,7 +58,8 @@ void jinn_digest_finish(struct jinn_digest *d)
     d->total = h;
 }
 
-const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d, const char *name)
+const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d,
+                                                   const char *name)
 {
     for (unsigned i = 0; i < d->n; i++) {
         if (strcmp(d->sections[i].name, name) == 0) {
@@ -218,7 +219,8 @@ static int table_select(sqlite3 *conn, const char *name, struct jinn_wbuf *q, ch
     q->len = 0;
     jinn_wbuf_printf(q, "SELECT * FROM ");
     quote_ident(q, name);
-    if (sqlite3_prepare_v2(conn, "SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk",
+    if (sqlite3_prepare_v2(conn,
+                           "SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk",
                            -1, &stmt, NULL) != SQLITE_OK) {
         snprintf(err, err_len, "%s", sqlite3_errmsg(conn));
         sqlite3_finalize(stmt);
@@ -253,8 +255,8 @@ int jinn_digest_sql(sqlite3 *conn, uint64_t *out, char *err, size_t err_len)
         return JINN_EIO;
     }
     /* The schema, without rootpage: page numbers are layout, not content. */
-    rv = hash_rows(conn, "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name", &h,
-                   err, err_len);
+    rv = hash_rows(conn, "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name",
+                   &h, err, err_len);
     if (rv == 0 &&
         sqlite3_prepare_v2(conn,
                            "SELECT name FROM sqlite_schema WHERE type = 'table' AND "

@@ -262,10 +262,12 @@ TEST(digest_sql_content_not_history_or_layout)
         sqlite3_free(ib);
     }
     /* A typed difference is a difference: 1 vs '1' vs 1.0. */
-    CHECK_INT(sqlite3_exec(b, "UPDATE w SET v = '1' WHERE k = 'a'", NULL, NULL, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_exec(b, "UPDATE w SET v = '1' WHERE k = 'a'", NULL, NULL, NULL),
+              SQLITE_OK);
     CHECK_INT(jinn_digest_sql(b, &hb, err, sizeof err), 0);
     CHECK(ha != hb);
-    CHECK_INT(sqlite3_exec(b, "UPDATE w SET v = 1.0 WHERE k = 'a'", NULL, NULL, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_exec(b, "UPDATE w SET v = 1.0 WHERE k = 'a'", NULL, NULL, NULL),
+              SQLITE_OK);
     CHECK_INT(jinn_digest_sql(b, &hb, err, sizeof err), 0);
     CHECK(ha != hb);
     CHECK_INT(sqlite3_exec(b, "UPDATE w SET v = 1 WHERE k = 'a'", NULL, NULL, NULL), SQLITE_OK);
