@@ -5,8 +5,8 @@
  * digests its state as of i (fsm/digest.h): on the loop it only copies the
  * in-memory sections (their snapshot encoding) and opens, per SQL database,
  * a reader whose read transaction starts at i (WAL keeps that snapshot
- * while apply goes on); the hashing runs on the thread pool. It keeps the last few digests and
- * serves them on GET /v1/internal/digest?index=i.
+ * while apply goes on); the hashing runs on the thread pool. It keeps the
+ * last few digests and serves them on GET /v1/internal/digest?index=i.
  *
  * The leader collects every member's digest for i and compares them: the
  * digest most replicas share wins, each other replica has diverged. That
