@@ -117,6 +117,9 @@ def test_check_agrees_then_finds_an_outside_write_and_a_restart_heals(cluster):
     st = follower.status()
     assert st["divergence"]["sections"] == "sql:app"
     assert metric(follower, "jinn_replica_diverged") == 1
+    shown = jinn("status", "--addr", follower.url)
+    assert shown.returncode == 0 and "DIVERGED at check" in shown.stdout, shown
+    assert "sql:app" in shown.stdout
     code, _, body = query(follower, "app", "SELECT count(*) FROM t")
     assert code == 503 and json.loads(body)["error"] == "diverged"
     code, _, body = follower.request("/v1/kv/app/k1?consistency=stale")
