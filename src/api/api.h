@@ -32,6 +32,7 @@ struct jinn_api {
     unsigned n_fetchers;
     uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
     bool stopping;
+    struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -142,6 +143,23 @@ void jinn_api_queue_stop(struct jinn_api *api);
 void jinn_api_kv_applied(void *data, uint64_t index);
 /* Answers every pending watch (shutdown). */
 void jinn_api_stop(struct jinn_api *api);
+
+/* Replica checks (api/check.c). */
+void jinn_api_check_init(struct jinn_api *api);
+void jinn_api_check_stop(struct jinn_api *api);
+/* After every applied command: digests the state when it was a CHECK. */
+void jinn_api_check_applied(struct jinn_api *api, uint64_t index);
+/* True once the leader found this node diverged: local reads are refused. */
+bool jinn_api_check_diverged(const struct jinn_api *api);
+void jinn_api_check_status(const struct jinn_api *api, json_t *status);
+struct jinn_wbuf;
+void jinn_api_check_metrics(const struct jinn_api *api, struct jinn_wbuf *w);
+void jinn_api_check_digest(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_check_start(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args);
 
 /* Shared helpers for handlers. */
 
