@@ -2,7 +2,14 @@
  *
  * A connection moves READING -> HANDLING -> WRITING -> READING ... and ends
  * in CLOSING. Its memory is freed only when both libuv handles are closed
- * and no handler still holds its request, whichever happens last. */
+ * and no handler still holds its request, whichever happens last.
+ *
+ * Buffer ownership: a request is read into one growing buffer. While it
+ * arrives (READING) the buffer may move, so nothing may keep a pointer into
+ * it: only the framing (head length, body length, chunked, Expect) is kept
+ * between reads. Once the whole request is in, its head is parsed again
+ * into req and the buffer stops moving (alloc_cb grows it only in
+ * READING) until the reply has been written. */
 #include "http.h"
 
 #include <assert.h>
@@ -17,6 +24,7 @@
 #include "log.h"
 
 #define INITIAL_BUFFER 4096
+#define SHRINK_ABOVE (64u * 1024) /* a buffer this big is shrunk after its request */
 #define CHUNK_OVERHEAD (64u * 1024) /* chunk framing allowed beyond max_body */
 
 /* LINGERING: the reply is sent and our side shut down; unread input is
@@ -39,6 +47,7 @@ struct conn {
     bool keep_alive;
     bool reading;
     bool request_started; /* the read deadline runs from a request's first byte */
+    bool expect_continue; /* the parsed head asked for "100 Continue" */
     char *buf;
     size_t len, cap;
     size_t request_size; /* bytes of buf the current request spans */
@@ -47,6 +56,7 @@ struct conn {
     char reply_headers[JINN_HTTP_MAX_REPLY_HEADERS];
     size_t reply_headers_len;
     uv_write_t write;
+    uv_write_t cont_write; /* "100 Continue", queued before any reply */
     uv_shutdown_t shutdown;
     uv_buf_t out;
 };
@@ -64,6 +74,7 @@ struct jinn_http_server {
     void (*stop_cb)(void *data);
     void *stop_data;
     struct jinn_http_stats stats;
+    uint64_t last_accept_warn_ms;
 };
 
 static void conn_close(struct conn *c);
@@ -78,6 +89,20 @@ static struct conn *conn_of(const struct jinn_http_request *req)
 static size_t buffer_limit(const struct jinn_http_server *s)
 {
     return JINN_HTTP_MAX_HEAD + (size_t)s->cfg.max_body + CHUNK_OVERHEAD;
+}
+
+/* The most one reply may queue: the largest value, JSON-escaped or base64,
+ * fits. */
+static uint64_t output_limit(const struct jinn_http_server *s)
+{
+    uint64_t by_body = 2 * s->cfg.max_body + 64 * 1024;
+    return by_body > JINN_HTTP_MAX_OUTPUT ? by_body : JINN_HTTP_MAX_OUTPUT;
+}
+
+static uint64_t output_total_limit(const struct jinn_http_server *s)
+{
+    uint64_t four = 4 * output_limit(s);
+    return four > JINN_HTTP_MAX_OUTPUT_TOTAL ? four : JINN_HTTP_MAX_OUTPUT_TOTAL;
 }
 
 static void maybe_finish_stop(struct jinn_http_server *s)
@@ -167,8 +192,10 @@ static void linger(struct conn *c)
 static void written(uv_write_t *w, int status)
 {
     struct conn *c = w->data;
+    c->server->stats.output_queued_bytes -= c->out.len;
     jinn_free(c->out.base);
     c->out.base = NULL;
+    c->out.len = 0;
     if (c->state == CLOSING) {
         return;
     }
@@ -185,8 +212,18 @@ static void written(uv_write_t *w, int status)
     memmove(c->buf, c->buf + c->request_size, c->len - c->request_size);
     c->len -= c->request_size;
     c->request_size = 0;
+    if (c->cap > SHRINK_ABOVE && c->len <= INITIAL_BUFFER) {
+        /* One large request must not pin its buffer for the connection's
+         * life. Nothing points into the buffer between requests. */
+        char *small = jinn_realloc(c->buf, INITIAL_BUFFER);
+        if (small != NULL) {
+            c->buf = small;
+            c->cap = INITIAL_BUFFER;
+        }
+    }
     c->head_parsed = false;
     c->sent_continue = false;
+    c->expect_continue = false;
     jinn_free(c->owned_body);
     c->owned_body = NULL;
     c->state = READING;
@@ -215,6 +252,24 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
         !c->head_parsed) {
         c->keep_alive = false; /* we could not frame the request: resync is impossible */
     }
+    if ((uint64_t)len + sizeof head > output_limit(s)) {
+        /* A reply this large would pin memory for as long as the client
+         * takes to read it: refuse it rather than queue it. */
+        s->stats.replies_refused++;
+        jinn_warn("reply of %zu bytes refused: over the %llu-byte output limit", len,
+                  (unsigned long long)output_limit(s));
+        c->handler_pending = true;
+        jinn_http_reply_error(req, JINN_EINTERNAL,
+                              "the reply is larger than the server's output limit; "
+                              "ask for less (limit, prefix)");
+        return;
+    }
+    if (s->stats.output_queued_bytes + len + sizeof head > output_total_limit(s)) {
+        s->stats.replies_refused++;
+        c->handler_pending = true;
+        jinn_http_reply_error(req, JINN_EBUSY, "too many replies queued to slow clients");
+        return;
+    }
     head_len = snprintf(head, sizeof head,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                         "Connection: %s\r\n%s\r\n",
@@ -233,17 +288,22 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
         memcpy(c->out.base + head_len, body, len);
     }
     c->out.len = (size_t)head_len + len;
+    s->stats.output_queued_bytes += c->out.len;
     c->state = WRITING;
     c->write.data = c;
     out = c->out; /* libuv copies the buffer array */
     rv = uv_write(&c->write, (uv_stream_t *)&c->tcp, &out, 1, written);
     if (rv != 0) {
+        s->stats.output_queued_bytes -= c->out.len;
         jinn_free(c->out.base);
         c->out.base = NULL;
+        c->out.len = 0;
         conn_close(c);
         return;
     }
-    /* A client that never reads its reply is dropped after the idle timeout. */
+    /* A client that never reads its reply is cut off after the idle timeout:
+     * its reply is the only output it can hold (requests are answered one
+     * at a time), and this bounds how long. */
     uv_timer_start(&c->timer, on_timer, s->cfg.idle_timeout_ms, 0);
 }
 
@@ -295,6 +355,9 @@ static void on_timer(uv_timer_t *t)
     if (c->state == READING && c->len > 0) {
         fail_request(c, JINN_ETIMEOUT_IDLE);
         return;
+    }
+    if (c->state == WRITING) {
+        c->server->stats.slow_readers_cut++;
     }
     conn_close(c);
 }
@@ -380,6 +443,18 @@ static void dispatch(struct conn *c)
     s->handler(s->data, req);
 }
 
+static void continue_written(uv_write_t *w, int status)
+{
+    (void)w;
+    (void)status; /* a failed write also fails the reply; nothing to free */
+}
+
+static bool is_body_method(const char *method)
+{
+    return strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0 ||
+           strcmp(method, "PATCH") == 0;
+}
+
 static void process(struct conn *c)
 {
     struct jinn_http_server *s = c->server;
@@ -399,6 +474,7 @@ static void process(struct conn *c)
         c->reading = true;
     }
     if (!c->head_parsed) {
+        const struct jinn_http_header *expect;
         memset(req, 0, sizeof *req);
         req->server = s;
         req->conn = (struct jinn_http_conn *)(void *)c;
@@ -411,17 +487,30 @@ static void process(struct conn *c)
             fail_request(c, rv);
             return;
         }
+        if (!req->msg.has_length && !req->msg.chunked && is_body_method(req->msg.method)) {
+            /* Without a length an empty value and a lost body look the
+             * same: ask for one (RFC 9110, 411). */
+            fail_request(c, JINN_ELENGTH);
+            return;
+        }
+        expect = jinn_http_header_find(&req->msg, "expect");
+        c->expect_continue = expect != NULL && expect->value_len == 12 &&
+                             strncasecmp(expect->value, "100-continue", 12) == 0;
         c->head_parsed = true;
+        /* Until the request is complete the buffer may move: the head's
+         * pointers are stale after the next read. Below, only the framing
+         * fields of req->msg (lengths, flags) are used. */
     }
     rv = jinn_http_parse_body(c->buf, c->len, &req->msg, s->cfg.max_body, &req->body,
                               &req->body_len, &owned, &c->request_size);
     if (rv == JINN_HTTP_NEED_MORE) {
-        const struct jinn_http_header *expect = jinn_http_header_find(&req->msg, "expect");
-        if (expect != NULL && !c->sent_continue && expect->value_len == 12 &&
-            strncasecmp(expect->value, "100-continue", 12) == 0) {
+        if (c->expect_continue && !c->sent_continue) {
             static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
-            c->sent_continue = uv_try_write((uv_stream_t *)&c->tcp, &b, 1) == (int)b.len;
+            /* Queued like any write, so it always precedes the reply. */
+            c->cont_write.data = c;
+            c->sent_continue =
+                uv_write(&c->cont_write, (uv_stream_t *)&c->tcp, &b, 1, continue_written) == 0;
         }
         if (c->len == c->cap && c->cap == buffer_limit(s)) {
             fail_request(c, JINN_ETOOBIG);
@@ -437,6 +526,13 @@ static void process(struct conn *c)
     if (owned) {
         c->owned_body = (char *)req->body;
     }
+    /* The whole request is in and the buffer will not move until the reply
+     * is written: point the head into it now. Same bytes, same result. */
+    rv = jinn_http_parse_head(c->buf, c->len, false, &limits, &req->msg);
+    if (rv != 0) {
+        fail_request(c, rv == JINN_HTTP_NEED_MORE ? JINN_EINTERNAL : rv);
+        return;
+    }
     dispatch(c);
 }
 
@@ -446,7 +542,17 @@ static void on_connection(uv_stream_t *listener, int status)
     struct conn *c;
 
     if (status != 0) {
-        jinn_warn("http accept: %s", uv_strerror(status));
+        /* Never fatal. On EMFILE/ENFILE libuv sheds the waiting connections
+         * with its reserve descriptor, so the loop does not spin; we only
+         * count and log (once a second at most). */
+        uint64_t now = uv_now(s->loop);
+        s->stats.accept_errors++;
+        if (s->last_accept_warn_ms == 0 || now - s->last_accept_warn_ms >= 1000) {
+            s->last_accept_warn_ms = now;
+            jinn_warn("http accept: %s (%llu so far); connections are refused until "
+                      "descriptors free up",
+                      uv_strerror(status), (unsigned long long)s->stats.accept_errors);
+        }
         return;
     }
     c = jinn_calloc(1, sizeof *c);
