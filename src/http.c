@@ -654,4 +654,5 @@ void jinn_http_stop(struct jinn_http_server *s, void (*cb)(void *data), void *da
 void jinn_http_stats(const struct jinn_http_server *s, struct jinn_http_stats *out)
 {
     *out = s->stats;
+    out->connections_max = s->cfg.max_connections;
 }

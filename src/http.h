@@ -94,6 +94,7 @@ struct jinn_http_stats {
     uint64_t replies_refused;     /* over the output limits */
     uint64_t slow_readers_cut;    /* did not read a reply within idle_timeout */
     uint64_t accept_errors;       /* EMFILE and the like; never fatal */
+    uint64_t connections_max;
 };
 void jinn_http_stats(const struct jinn_http_server *server, struct jinn_http_stats *out);
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import wait_for
+from harness import loop_budget, wait_for
 
 
 @pytest.fixture
@@ -302,3 +302,120 @@ def test_key_up_to_the_limit_percent_encoded(big):
         code, _, body = big.request("/v1/kv/ns/" + "%41" * n, "PUT", b"v")
         assert code == 400
         assert "percent" not in json.loads(body)["message"], body
+
+
+# ---- bounded watch replies, slow readers, the loop budget (item 4) ----------
+
+def metric(node, name):
+    body = node.request("/metrics")[2].decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ")[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+WATCH_MAX_REPLY = 1 << 20
+
+
+def test_watch_far_behind_gets_bounded_replies(big):
+    value = os.urandom(512 * 1024)  # not UTF-8: base64 in the events, ~700 KB each
+    revs = []
+    for i in range(40):
+        code, _, body = big.request("/v1/kv/w/k%02d" % i, "PUT", value)
+        assert code == 200, body
+        revs.append(json.loads(body)["revision"])
+    seen = []
+    after = revs[0] - 1
+    with loop_budget(big, 100):
+        while True:
+            code, _, body = big.request(f"/v1/kv/w?watch=1&after={after}&timeout=1s",
+                                        timeout=30)
+            assert code == 200, body
+            # one reply: the byte limit plus at most one event past it
+            assert len(body) < WATCH_MAX_REPLY + 2 * len(value), len(body)
+            reply = json.loads(body)
+            seen += [e["revision"] for e in reply["events"]]
+            after = reply["revision"]
+            if not reply["more"]:
+                break
+    assert seen == revs
+    assert after == revs[-1]
+
+
+def test_watch_after_beyond_any_revision_is_400(node):
+    code, _, body = node.request("/v1/kv/ns?watch=1&after=99999999999999999999")
+    assert code == 400, body
+    code, _, body = node.request("/v1/kv/ns?watch=1&after=9223372036854775808")
+    assert code == 400, body
+
+
+def test_watchers_that_never_read_stay_bounded(big):
+    value = os.urandom(900 * 1024)
+    for i in range(30):
+        assert big.request("/v1/kv/s/k%02d" % i, "PUT", value)[0] == 200
+    socks = []
+    try:
+        with loop_budget(big, 100):
+            for _ in range(10):
+                s = socket.create_connection(("127.0.0.1", big.http_port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.sendall(b"GET /v1/kv/s?watch=1&after=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+                socks.append(s)
+            wait_for(lambda: metric(big, "jinn_http_output_queued_bytes") > 0,
+                     what="replies queued to the non-reading watchers")
+            t0 = time.monotonic()
+            assert big.request("/healthz", timeout=2)[0] == 200
+            assert time.monotonic() - t0 < 1.0
+        queued = metric(big, "jinn_http_output_queued_bytes")
+        assert queued < 10 * (WATCH_MAX_REPLY + 4 * len(value)), queued
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: metric(big, "jinn_http_output_queued_bytes") == 0,
+             what="queued output released when the clients left")
+
+
+# ---- file descriptors (item 5) ----------------------------------------------
+
+def test_descriptor_limit_bounds_connections_and_node_survives(cluster_factory):
+    c = cluster_factory(1, extra_config=["idle_timeout 30s"])
+    c.nodes[0].rlimit_nofile = (128, 128)
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    assert metric(n, "jinn_http_connections_max") == 64  # 128 minus a reserve of 64
+    exec_body = json.dumps({"statements": [{"sql": "CREATE TABLE t(x)"}]}).encode()
+    socks = []
+    try:
+        # Nearly every client slot taken by idle connections: raft and SQL
+        # still have their reserve.
+        for _ in range(60):
+            socks.append(socket.create_connection(("127.0.0.1", n.http_port), timeout=2))
+        code, _, body = n.request("/v1/sql/fdtest/exec", "POST", exec_body,
+                                  {"Content-Type": "application/json"})
+        assert code == 200, body
+        assert n.request("/v1/kv/ns/during", "PUT", b"v")[0] == 200
+        # Far more clients than slots: the extra ones are turned away.
+        for _ in range(200):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", n.http_port), timeout=2))
+            except OSError:
+                break
+        assert n.alive()
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: n.request("/healthz", timeout=1)[0] == 200, what="serving again")
+    assert n.request("/v1/kv/ns/after", "PUT", b"v")[0] == 200
+    assert n.alive()
+
+
+def test_explicit_max_connections_over_the_limit_is_clamped(cluster_factory):
+    c = cluster_factory(1, extra_config=["max_connections 5000"])
+    c.nodes[0].rlimit_nofile = (256, 256)
+    c.start()
+    c.wait_leader()
+    n = c.nodes[0]
+    assert metric(n, "jinn_http_connections_max") == 192
+    assert "max_connections 5000 clamped to 192" in n.log()
