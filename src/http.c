@@ -78,6 +78,8 @@ struct jinn_http_server {
 };
 
 static void conn_close(struct conn *c);
+static struct conn *conn_new(struct jinn_http_server *s);
+static void conn_start(struct conn *c);
 static void process(struct conn *c);
 static void on_timer(uv_timer_t *t);
 
@@ -178,6 +180,9 @@ static void shut_down(uv_shutdown_t *req, int status)
     (void)status; /* the linger timer or the peer's EOF ends the connection */
 }
 
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
 static void linger(struct conn *c)
 {
     c->state = LINGERING;
@@ -185,6 +190,15 @@ static void linger(struct conn *c)
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shut_down) != 0) {
         conn_close(c);
         return;
+    }
+    /* Reading may have stopped on a full buffer: resume it, or the input is
+     * not drained and the peer's close is not seen until the timer. */
+    if (!c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) != 0) {
+            conn_close(c);
+            return;
+        }
+        c->reading = true;
     }
     uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
 }
@@ -555,9 +569,36 @@ static void on_connection(uv_stream_t *listener, int status)
         }
         return;
     }
-    c = jinn_calloc(1, sizeof *c);
+    c = conn_new(s);
     if (c == NULL) {
         return;
+    }
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->n_conns > s->cfg.max_connections) {
+        conn_close(c);
+        return;
+    }
+    conn_start(c);
+}
+
+int jinn_http_adopt(struct jinn_http_server *s, int fd)
+{
+    struct conn *c = conn_new(s);
+    if (c == NULL) {
+        return JINN_ENOMEM;
+    }
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        conn_close(c);
+        return JINN_EIO;
+    }
+    conn_start(c);
+    return 0;
+}
+
+static struct conn *conn_new(struct jinn_http_server *s)
+{
+    struct conn *c = jinn_calloc(1, sizeof *c);
+    if (c == NULL) {
+        return NULL;
     }
     c->server = s;
     c->req.server = s;
@@ -575,11 +616,12 @@ static void on_connection(uv_stream_t *listener, int status)
     s->n_conns++;
     s->stats.connections_total++;
     s->stats.connections_open = s->n_conns;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->n_conns > s->cfg.max_connections) {
-        conn_close(c);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
+    return c;
+}
+
+static void conn_start(struct conn *c)
+{
+    uv_tcp_nodelay(&c->tcp, 1); /* fails harmlessly on an adopted non-TCP socket */
     c->state = READING;
     process(c);
 }

@@ -63,6 +63,11 @@ typedef void (*jinn_http_handler)(void *data, struct jinn_http_request *req);
 int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
                     jinn_http_handler handler, void *data, struct jinn_http_server **out);
 
+/* Serves an already connected stream socket as if it had been accepted
+ * (tests and the fuzzer feed the server through a socketpair). Returns 0,
+ * the server then owning fd, or an error with fd left open. */
+int jinn_http_adopt(struct jinn_http_server *server, int fd);
+
 /* Stops accepting, closes idle connections, drops pending replies; cb runs
  * when every handle is closed and the server is freed. */
 void jinn_http_stop(struct jinn_http_server *server, void (*cb)(void *data), void *data);

@@ -210,11 +210,14 @@ static int apply_headers(struct jinn_http_msg *msg, bool is_response,
 int jinn_http_parse_head(const char *buf, size_t len, bool is_response,
                          const struct jinn_http_limits *limits, struct jinn_http_msg *msg)
 {
-    const char *end = buf + (len < limits->max_head ? len : limits->max_head);
-    const char *p = buf, *eol;
+    const char *end, *p = buf, *eol;
     int rv;
 
     memset(msg, 0, sizeof *msg);
+    if (len == 0) {
+        return JINN_HTTP_NEED_MORE; /* buf may be NULL: no arithmetic on it */
+    }
+    end = buf + (len < limits->max_head ? len : limits->max_head);
     /* Tolerate the empty lines some clients send between requests. */
     while (p + 1 < end && p[0] == '\r' && p[1] == '\n') {
         p += 2;
