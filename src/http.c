@@ -256,8 +256,8 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
 
     assert(c->handler_pending);
     c->handler_pending = false;
-    s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
     if (c->state == CLOSING) {
+        s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
         conn_free_if_done(c); /* the client left; nobody to answer */
         return;
     }
@@ -284,6 +284,7 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
         jinn_http_reply_error(req, JINN_EBUSY, "too many replies queued to slow clients");
         return;
     }
+    s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
     head_len = snprintf(head, sizeof head,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                         "Connection: %s\r\n%s\r\n",

@@ -432,3 +432,18 @@ def test_explicit_max_connections_over_the_limit_is_clamped(cluster_factory):
     n = c.nodes[0]
     assert metric(n, "jinn_http_connections_max") == 192
     assert "max_connections 5000 clamped to 192" in n.log()
+
+
+def test_reply_over_the_output_limit_is_refused_not_queued(big):
+    # 20 values of 1 MiB listed with values=1: ~28 MB of JSON, over the
+    # 16 MiB (or 2 x max_body) a single reply may queue.
+    value = os.urandom(BIG_BODY)
+    for i in range(20):
+        assert big.request("/v1/kv/lim/k%02d" % i, "PUT", value)[0] == 200
+    code, _, body = big.request("/v1/kv/lim?values=1&limit=100", timeout=30)
+    assert code == 500, body[:200]
+    assert "output limit" in json.loads(body)["message"]
+    assert metric(big, "jinn_http_replies_refused_total") == 1
+    # The connection and the node go on; smaller pages work.
+    code, _, body = big.request("/v1/kv/lim?values=1&limit=5", timeout=30)
+    assert code == 200 and len(json.loads(body)["keys"]) == 5
