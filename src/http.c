@@ -33,6 +33,7 @@
 enum conn_state { READING, HANDLING, WRITING, LINGERING, CLOSING };
 
 #define LINGER_MS 1000
+#define ACCEPT_RETRY_MS 100
 
 struct conn {
     struct jinn_http_server *server;
@@ -71,10 +72,13 @@ struct jinn_http_server {
     unsigned n_conns;
     bool stopping;
     bool listener_closed;
+    uv_timer_t accept_retry; /* accepting again after a connection could not be allocated */
+    bool accept_retry_closed;
     void (*stop_cb)(void *data);
     void *stop_data;
     struct jinn_http_stats stats;
     uint64_t last_accept_warn_ms;
+    int unstarted_closed;
 };
 
 static void conn_close(struct conn *c);
@@ -109,7 +113,7 @@ static uint64_t output_total_limit(const struct jinn_http_server *s)
 
 static void maybe_finish_stop(struct jinn_http_server *s)
 {
-    if (s->stopping && s->listener_closed && s->n_conns == 0) {
+    if (s->stopping && s->listener_closed && s->accept_retry_closed && s->n_conns == 0) {
         void (*cb)(void *) = s->stop_cb;
         void *data = s->stop_data;
         jinn_free(s);
@@ -551,6 +555,16 @@ static void process(struct conn *c)
     dispatch(c);
 }
 
+static void on_connection(uv_stream_t *listener, int status);
+
+static void retry_accept(uv_timer_t *t)
+{
+    struct jinn_http_server *s = t->data;
+    if (!s->stopping) {
+        on_connection((uv_stream_t *)&s->listener, 0);
+    }
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct jinn_http_server *s = listener->data;
@@ -572,6 +586,11 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     c = conn_new(s);
     if (c == NULL) {
+        /* libuv stops polling the listener until we accept: try again
+         * shortly instead of never. */
+        if (!s->stopping) {
+            uv_timer_start(&s->accept_retry, retry_accept, ACCEPT_RETRY_MS, 0);
+        }
         return;
     }
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->n_conns > s->cfg.max_connections) {
@@ -627,7 +646,14 @@ static void conn_start(struct conn *c)
     process(c);
 }
 
-static void free_unstarted(uv_handle_t *h) { jinn_free(h->data); }
+/* Frees a server that never started, once its two handles are closed. */
+static void free_unstarted(uv_handle_t *h)
+{
+    struct jinn_http_server *s = h->data;
+    if (++s->unstarted_closed == 2) {
+        jinn_free(s);
+    }
+}
 
 int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
                     jinn_http_handler handler, void *data, struct jinn_http_server **out)
@@ -653,6 +679,8 @@ int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
     s->data = data;
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
+    uv_timer_init(loop, &s->accept_retry);
+    s->accept_retry.data = s;
     rv = uv_ip4_addr(host, atoi(colon + 1), &addr);
     if (rv == 0) {
         rv = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
@@ -663,6 +691,7 @@ int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
     if (rv != 0) {
         jinn_error("http_listen %s: %s", cfg->listen, uv_strerror(rv));
         uv_close((uv_handle_t *)&s->listener, free_unstarted);
+        uv_close((uv_handle_t *)&s->accept_retry, free_unstarted);
         *out = NULL;
         return JINN_EIO;
     }
@@ -677,6 +706,13 @@ static void listener_closed(uv_handle_t *h)
     maybe_finish_stop(s);
 }
 
+static void accept_retry_closed(uv_handle_t *h)
+{
+    struct jinn_http_server *s = h->data;
+    s->accept_retry_closed = true;
+    maybe_finish_stop(s);
+}
+
 void jinn_http_stop(struct jinn_http_server *s, void (*cb)(void *data), void *data)
 {
     s->stopping = true;
@@ -686,6 +722,11 @@ void jinn_http_stop(struct jinn_http_server *s, void (*cb)(void *data), void *da
         uv_close((uv_handle_t *)&s->listener, listener_closed);
     } else {
         s->listener_closed = true;
+    }
+    if (!uv_is_closing((uv_handle_t *)&s->accept_retry)) {
+        uv_close((uv_handle_t *)&s->accept_retry, accept_retry_closed);
+    } else {
+        s->accept_retry_closed = true;
     }
     for (struct conn *c = s->conns, *next; c != NULL; c = next) {
         next = c->next;

@@ -3,7 +3,12 @@
  * The loop budget (docs/design.md): no request, entry or timer may hold the
  * loop longer than JINN_LOOP_BUDGET_MS. A repeating timer every
  * JINN_LOOPMON_TICK_MS compares when it fired with when it was due; the
- * difference is how long the loop was busy elsewhere (to ~1 ms). */
+ * difference is how long the loop was busy elsewhere (to ~1 ms): a stall,
+ * as clients see it. It also counts the loop thread's CPU time over the
+ * same interval: "busy" is the part of a stall spent computing on the loop,
+ * which a loaded machine (the process not scheduled) does not inflate, and
+ * which blocking calls on the loop do not show. Tests assert on busy time,
+ * operators watch stalls. */
 #ifndef JINN_LOOPMON_H
 #define JINN_LOOPMON_H
 
@@ -25,6 +30,10 @@ struct jinn_loopmon {
     uint64_t buckets[JINN_LOOPMON_BUCKETS]; /* ticks by lateness, not cumulative */
     uint64_t ticks;
     uint64_t sum_ms;
+    uint64_t busy_max_ms;
+    uint64_t busy_buckets[JINN_LOOPMON_BUCKETS]; /* ticks by busy time, not cumulative */
+    uint64_t busy_sum_ms;
+    uint64_t cpu_ns; /* the loop thread's CPU time at the last tick */
 };
 
 /* Starts measuring on loop. The timer does not keep the loop alive. */

@@ -194,6 +194,23 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
         }
         jinn_wbuf_printf(&w, "jinn_loop_lateness_ms_sum %" PRIu64 "\njinn_loop_lateness_ms_count %"
                              PRIu64 "\n", lm->sum_ms, lm->ticks);
+        GAUGE("jinn_loop_busy_max_ms", "Longest loop stall spent computing (CPU), since start.",
+              "%" PRIu64, lm->busy_max_ms);
+        jinn_wbuf_printf(&w, "# HELP jinn_loop_busy_ms The part of each tick's lateness the "
+                             "loop thread spent on the CPU.\n"
+                             "# TYPE jinn_loop_busy_ms histogram\n");
+        cum = 0;
+        for (unsigned b = 0; b < JINN_LOOPMON_BUCKETS; b++) {
+            cum += lm->busy_buckets[b];
+            if (b < JINN_LOOPMON_BUCKETS - 1) {
+                jinn_wbuf_printf(&w, "jinn_loop_busy_ms_bucket{le=\"%" PRIu64 "\"} %" PRIu64 "\n",
+                                 jinn_loopmon_bounds[b], cum);
+            } else {
+                jinn_wbuf_printf(&w, "jinn_loop_busy_ms_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+            }
+        }
+        jinn_wbuf_printf(&w, "jinn_loop_busy_ms_sum %" PRIu64 "\njinn_loop_busy_ms_count %" PRIu64
+                             "\n", lm->busy_sum_ms, lm->ticks);
     }
     COUNTER("jinn_http_requests_total", "HTTP requests received.", "%" PRIu64,
             hs.requests_total);

@@ -365,17 +365,18 @@ class Cluster:
 
 # ---- the loop budget ------------------------------------------------------
 
-def loop_lateness_buckets(node):
-    """The loop monitor's histogram from /metrics: {bound_ms: cumulative
-    count} (bound float('inf') for +Inf)."""
+def loop_lateness_buckets(node, name="jinn_loop_lateness_ms"):
+    """A loop monitor histogram from /metrics: {bound_ms: cumulative count}
+    (bound float('inf') for +Inf). jinn_loop_lateness_ms: stalls as clients
+    see them; jinn_loop_busy_ms: the part spent computing on the loop."""
     code, _, body = http(node.url + "/metrics", timeout=10)
     assert code == 200
     out = {}
     for line in body.decode().splitlines():
-        if line.startswith("jinn_loop_lateness_ms_bucket{le=\""):
+        if line.startswith(name + "_bucket{le=\""):
             le = line.split('"')[1]
             out[float("inf") if le == "+Inf" else float(le)] = int(line.split(" ")[1])
-    assert out, "no jinn_loop_lateness_ms histogram in /metrics"
+    assert out, f"no {name} histogram in /metrics"
     return out
 
 
@@ -386,16 +387,20 @@ def loop_stall_max_ms(node):
 
 class loop_budget:
     """with loop_budget(node, 100): ...  fails if, during the block, the
-    node's event loop stalled longer than max_ms (rounded up to the next
-    histogram bound: 5, 10, 20, 50, 100, 250, 1000, 5000). The documented
-    budget is 20 ms; tests on the sanitizer build assert 100 ms."""
+    node's event loop was kept busy longer than max_ms at a stretch (rounded
+    up to the next histogram bound: 5, 10, 20, 50, 100, 250, 1000, 5000).
+    It counts the loop thread's CPU time (jinn_loop_busy_ms), so a loaded
+    test machine that does not schedule the node does not fail it;
+    wall=True counts wall-clock stalls instead. The documented budget is
+    20 ms; tests on the sanitizer build assert 100 ms."""
 
-    def __init__(self, node, max_ms=100):
+    def __init__(self, node, max_ms=100, wall=False):
         self.node = node
         self.max_ms = max_ms
+        self.name = "jinn_loop_lateness_ms" if wall else "jinn_loop_busy_ms"
 
     def _over(self):
-        b = loop_lateness_buckets(self.node)
+        b = loop_lateness_buckets(self.node, self.name)
         bound = min(k for k in b if k >= self.max_ms)
         return b[float("inf")] - b[bound]
 
