@@ -57,6 +57,8 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     api->node = node;
     uv_timer_init(loop, &api->queue_kick);
     api->queue_kick.data = api;
+    uv_timer_init(loop, &api->watch_kick);
+    api->watch_kick.data = api;
 }
 
 /* Matches path against pattern, capturing {} segments into args. Returns 1

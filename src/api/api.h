@@ -33,6 +33,7 @@ struct jinn_api {
     unsigned n_lock_waits;
     unsigned n_fetchers;
     uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
+    uv_timer_t watch_kick; /* answers woken watchers left over from a loop turn */
     bool stopping;
     const struct jinn_loopmon *loopmon; /* borrowed; NULL in tests without a daemon */
 };

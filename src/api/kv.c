@@ -24,6 +24,10 @@
  * always holds at least one event) and says "more": a client far behind
  * catches up in steps instead of making the loop build one huge reply. */
 #define WATCH_MAX_REPLY_BYTES (1u << 20)
+/* One change can wake every watcher at once: past this many bytes of
+ * replies built in one loop turn, the rest are answered on the next turns,
+ * so the loop stays within its budget however many watch. */
+#define WATCH_FANOUT_BYTES (2u << 20)
 #define WATCH_DEFAULT_MS 30000
 #define WATCH_MAX_MS 300000
 #define WATCHERS_MAX 4096
@@ -572,17 +576,30 @@ static void watch_timeout(uv_timer_t *t)
 {
     struct jinn_watcher *w = t->data;
     const struct jinn_fsm *fsm = jinn_node_fsm(w->api->node);
-    uint64_t last = fsm->kv.last_revision > w->after ? fsm->kv.last_revision : w->after;
-    watcher_finish_empty(w, last);
+    uint64_t last = 0;
+    bool more = false;
+    struct jinn_wbuf out;
+
+    /* Events may be waiting for a later loop turn (WATCH_FANOUT_BYTES):
+     * deliver them rather than report a revision past them. */
+    reply_start(&out);
+    if (collect(&fsm->kv, w, &out, &last, &more) > 0 || out.failed) {
+        watcher_finish(w, &out, last, more);
+    } else {
+        last = fsm->kv.last_revision > w->after ? fsm->kv.last_revision : w->after;
+        watcher_finish(w, &out, last, false);
+    }
+    jinn_wbuf_free(&out);
 }
 
-void jinn_api_kv_applied(void *data, uint64_t index)
+static void watch_kick(uv_timer_t *t);
+
+/* Answers the watchers that have new events, up to WATCH_FANOUT_BYTES of
+ * replies; the rest on the next loop turn. */
+static void wake_watchers(struct jinn_api *api)
 {
-    struct jinn_api *api = data;
     const struct jinn_kv *kv = &jinn_node_fsm(api->node)->kv;
-    (void)index;
-    jinn_api_queue_applied(api);
-    jinn_api_lock_applied(api);
+    size_t built = 0;
     for (struct jinn_watcher *w = api->watchers, *next; w != NULL; w = next) {
         uint64_t last = 0;
         bool more = false;
@@ -591,13 +608,33 @@ void jinn_api_kv_applied(void *data, uint64_t index)
         if (kv->last_revision <= w->after) {
             continue;
         }
+        if (built >= WATCH_FANOUT_BYTES) {
+            /* 1 ms, not 0: libuv runs a 0 ms timer started from a timer
+             * callback in the same loop turn. */
+            if (!api->stopping) {
+                uv_timer_start(&api->watch_kick, watch_kick, 1, 0);
+            }
+            return;
+        }
         reply_start(&out);
         if (collect(kv, w, &out, &last, &more) > 0 || out.failed) {
             uv_timer_stop(&w->timer);
+            built += out.len;
             watcher_finish(w, &out, last, more);
         }
         jinn_wbuf_free(&out);
     }
+}
+
+static void watch_kick(uv_timer_t *t) { wake_watchers(t->data); }
+
+void jinn_api_kv_applied(void *data, uint64_t index)
+{
+    struct jinn_api *api = data;
+    (void)index;
+    jinn_api_queue_applied(api);
+    jinn_api_lock_applied(api);
+    wake_watchers(api);
 }
 
 void jinn_api_stop(struct jinn_api *api)
@@ -612,6 +649,7 @@ void jinn_api_stop(struct jinn_api *api)
         uv_timer_stop(&w->timer);
         watcher_finish_empty(w, w->after);
     }
+    uv_close((uv_handle_t *)&api->watch_kick, NULL);
 }
 
 static void watch(struct jinn_api *api, struct jinn_http_request *req,

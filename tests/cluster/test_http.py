@@ -447,3 +447,32 @@ def test_reply_over_the_output_limit_is_refused_not_queued(big):
     # The connection and the node go on; smaller pages work.
     code, _, body = big.request("/v1/kv/lim?values=1&limit=5", timeout=30)
     assert code == 200 and len(json.loads(body)["keys"]) == 5
+
+
+def test_one_change_waking_many_watchers_stays_within_the_loop_budget(big):
+    # 40 watchers parked; one 1 MiB change wakes them all: ~56 MB of replies,
+    # built over several loop turns instead of one.
+    code, _, body = big.request("/v1/kv/fan/seed", "PUT", b"x")
+    rev = json.loads(body)["revision"]
+    socks = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", big.http_port), timeout=30)
+            s.sendall(b"GET /v1/kv/fan?watch=1&after=%d&timeout=60s HTTP/1.1\r\nHost: x\r\n\r\n"
+                      % rev)
+            socks.append(s)
+        wait_for(lambda: metric(big, "jinn_kv_watchers") == 40, what="40 parked watchers")
+        value = os.urandom(BIG_BODY)
+        with loop_budget(big, 100):
+            code, _, body = big.request("/v1/kv/fan/big", "PUT", value, timeout=30)
+            assert code == 200, body
+            new_rev = json.loads(body)["revision"]
+            for s in socks:
+                code, _, body = Responses(s).next()
+                assert code == 200
+                reply = json.loads(body)
+                assert [e["revision"] for e in reply["events"]] == [new_rev]
+                assert reply["revision"] == new_rev
+    finally:
+        for s in socks:
+            s.close()
