@@ -61,10 +61,13 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     uv_timer_init(loop, &api->queue_kick);
     api->queue_kick.data = api;
     jinn_api_check_init(api);
+    uv_timer_init(loop, &api->watch_kick);
+    api->watch_kick.data = api;
 }
 
 /* Matches path against pattern, capturing {} segments into args. Returns 1
- * on a match, 0 on none, -1 when a captured segment is malformed. */
+ * on a match, 0 on none, -1 when a captured segment is malformed, -2 when
+ * it is too long. */
 static int match(const char *pattern, const char *path, size_t path_len,
                  struct jinn_route_args *args)
 {
@@ -85,7 +88,7 @@ static int match(const char *pattern, const char *path, size_t path_len,
             n = jinn_http_unescape(s, (size_t)(seg_end - s), args->arg[args->n],
                                    JINN_ROUTE_ARG_MAX, false);
             if (n < 0) {
-                return -1;
+                return n == -2 ? -2 : -1;
             }
             args->len[args->n++] = (size_t)n;
             s = seg_end;
@@ -221,7 +224,9 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
         const struct jinn_route *r = &routes[i];
         int m = match(r->pattern, req->path, req->path_len, &args);
         if (m < 0) {
-            jinn_http_reply_error(req, JINN_EINVAL, "bad percent-encoding in path");
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  m == -2 ? "a path segment is too long (keys: 1-1024 bytes)"
+                                          : "bad percent-encoding in path");
             return;
         }
         if (m == 0) {

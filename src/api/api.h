@@ -17,6 +17,8 @@
 #define JINN_ROUTE_MAX_ARGS 4
 #define JINN_ROUTE_ARG_MAX 1100 /* a decoded path segment (keys: 1024 bytes) */
 
+struct jinn_loopmon;
+
 struct jinn_api {
     uv_loop_t *loop;
     const struct jinn_config *cfg; /* borrowed */
@@ -31,8 +33,10 @@ struct jinn_api {
     unsigned n_lock_waits;
     unsigned n_fetchers;
     uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
+    uv_timer_t watch_kick; /* answers woken watchers left over from a loop turn */
     bool stopping;
     struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
+    const struct jinn_loopmon *loopmon; /* borrowed; NULL in tests without a daemon */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
