@@ -69,6 +69,9 @@ struct jinn_config {
     uint64_t lock_max_ttl_ms;
     unsigned max_connections;
     bool debug_log;
+    /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
+     * data_dir is empty (never from a config file: see docs/operations.md). */
+    bool bootstrap;
 };
 
 struct jinn_config_error {

@@ -24,7 +24,8 @@ static json_t *members_json(const struct jinn_node_status *st, int want_voter)
             json_array_append_new(
                 list, json_pack("{s:s, s:I, s:s, s:s?, s:s}", "name", m->name, "id",
                                 (json_int_t)m->id, "address", m->address, "api",
-                                m->api[0] ? m->api : NULL, "role", m->voter ? "voter" : "standby"));
+                                m->api[0] ? m->api : NULL, "role",
+                                m->voter ? "voter" : m->spare ? "spare" : "standby"));
         }
     }
     return list;
@@ -66,6 +67,14 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;
+    }
+    {
+        char cid[20];
+        snprintf(cid, sizeof cid, "%016llx", (unsigned long long)st.cluster_id);
+        json_object_set_new(obj, "cluster_id", st.cluster_id ? json_string(cid) : json_null());
+        if (st.note != NULL) {
+            json_object_set_new(obj, "note", json_string(st.note));
+        }
     }
     jinn_http_reply_json(req, 200, obj);
 }

@@ -10,6 +10,7 @@ deadline (wait_for).
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -192,6 +193,7 @@ class Node:
         self.log_path = os.path.join(cluster.dir, name, "jinn.log")
         self.proc = None
         self.paused = False
+        self.started_once = False
 
     @property
     def url(self):
@@ -218,15 +220,25 @@ class Node:
                     f"{extra}"
                     "}\n")
 
-    def start(self):
+    def start(self, bootstrap=None):
+        """Starts jinn. bootstrap (default: only on the node's first start)
+        passes --bootstrap, which founds a new cluster from cluster_peers."""
         assert self.proc is None or self.proc.poll() is not None
+        if bootstrap is None:
+            bootstrap = not self.started_once
+        self.started_once = True
         self.write_config()
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([JINN, "run", "-c", self.config_path],
-                                     stdout=log, stderr=subprocess.STDOUT,
+        args = [JINN, "run", "-c", self.config_path] + (["--bootstrap"] if bootstrap else [])
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         log.close()
         self.paused = False
+
+    def wipe(self):
+        """Deletes the data_dir (the node must be stopped)."""
+        assert not self.alive()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
