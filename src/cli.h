@@ -29,6 +29,8 @@ int jinn_cli_queue(int argc, char **argv);
 int jinn_cli_worker(int argc, char **argv);
 /* jinn sql exec|query DB SQL [PARAM...], jinn sql DB (cli_sql.c) */
 int jinn_cli_sql(int argc, char **argv);
+/* jinn members [list|add|remove|promote|demote] ... (cli_members.c) */
+int jinn_cli_members(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */

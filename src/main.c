@@ -77,6 +77,9 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "lock") == 0) {
         return jinn_cli_lock(argc - 2, argv + 2);
     }
+    if (strcmp(argv[1], "members") == 0) {
+        return jinn_cli_members(argc - 2, argv + 2);
+    }
     if (strcmp(argv[1], "kv") == 0) {
         return jinn_cli_kv(argc - 2, argv + 2);
     }

@@ -1678,6 +1678,9 @@ void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
 {
     assert(!node->stopping);
     node->stopping = true;
+    if (node->op.step != OP_NONE) {
+        op_finish(node, JINN_ESHUTDOWN, "the leader is shutting down");
+    }
     node->stop_cb = cb;
     node->stop_data = data;
     uv_timer_stop(&node->tick);

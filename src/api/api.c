@@ -46,6 +46,11 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0}, /* read-only check, then leader */
     {"POST", "/v1/sql/{}/query", jinn_api_sql_query, 0},
     {"GET", "/v1/sql/{}", jinn_api_sql_info, 0},
+    {"GET", "/v1/cluster/members", jinn_api_members_list, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/members", jinn_api_members_add, JINN_ROUTE_LEADER},
+    {"DELETE", "/v1/cluster/members/{}", jinn_api_members_remove, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
