@@ -2,7 +2,8 @@
  *
  * Wire format (all integers little endian):
  *   preamble (dialler -> acceptor): "JNPG", u8 version, u8 flags (1 =
- *     probe), u16 zero, u64 cluster id (0 = none), u64 sender id
+ *     probe), u16 zero, u64 cluster id (0 = none), u64 sender id, u64 the
+ *     id the dialler expects to reach (0 = anyone: probes)
  *   answer (acceptor -> dialler): "JNPA", u8 version, u8 status, u8 flags
  *     (1 = holds raft state), u8 zero, u64 acceptor id, u64 cluster id
  * Streams are read with a buffer exactly as large as what is still missing,
@@ -26,6 +27,7 @@ enum pg_status {
     PG_NO_CLUSTER = 2,
     PG_BAD = 3,
     PG_PROBED = 4,
+    PG_WRONG_NODE = 5, /* the dialler expected another id at our address */
 };
 
 struct jinn_pg_conn {
@@ -40,8 +42,9 @@ struct jinn_pg_conn {
     struct raft_uv_connect inner_req;
     struct raft_uv_connect *req; /* outbound: libraft's request */
     raft_uv_connect_cb cb;
-    uint8_t out[JINN_PG_SIZE];
-    uint8_t in[JINN_PG_SIZE];
+    uint8_t out[JINN_PG_PREAMBLE];
+    uint8_t in[JINN_PG_PREAMBLE];
+    size_t want; /* bytes to read: the preamble or the answer */
     size_t got;
     uv_write_t wreq;
     uv_timer_t timer;
@@ -155,9 +158,9 @@ static void write_done(uv_write_t *w, int status)
 
 /* Writes c->out on the stream; close_after: the stream is closed once the
  * bytes are out (a refusal or probe answer). */
-static int conn_write(struct jinn_pg_conn *c, bool close_after)
+static int conn_write(struct jinn_pg_conn *c, bool close_after, unsigned len)
 {
-    uv_buf_t b = uv_buf_init((char *)c->out, JINN_PG_SIZE);
+    uv_buf_t b = uv_buf_init((char *)c->out, len);
     int rv;
     c->wreq.data = c;
     c->close_after_write = close_after;
@@ -173,7 +176,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct jinn_pg_conn *c = h->data;
     (void)suggested;
     buf->base = (char *)c->in + c->got;
-    buf->len = JINN_PG_SIZE - c->got;
+    buf->len = c->want - c->got;
 }
 
 static void timeout_cb(uv_timer_t *t)
@@ -221,7 +224,7 @@ static void refuse(struct jinn_pg_conn *c, struct jinn_peerguard *pg, enum pg_st
 {
     uv_stream_t *s = c->stream;
     answer(c, pg, status);
-    if (conn_write(c, true) != 0) {
+    if (conn_write(c, true, JINN_PG_SIZE) != 0) {
         uv_close((uv_handle_t *)s, stream_closed);
     }
     c->stream = NULL;
@@ -233,6 +236,7 @@ static void inbound_ready(struct jinn_pg_conn *c)
     struct jinn_peerguard *pg = c->pg;
     uint64_t their_cluster = get_u64(c->in + 8);
     uint64_t sender = get_u64(c->in + 16);
+    uint64_t target = get_u64(c->in + 24);
     uv_stream_t *s = c->stream;
 
     if (memcmp(c->in, "JNPG", 4) != 0 || c->in[4] != PG_VERSION) {
@@ -243,6 +247,12 @@ static void inbound_ready(struct jinn_pg_conn *c)
     if (c->in[5] & PG_FLAG_PROBE) {
         jinn_debug("probed by %s", c->address);
         refuse(c, pg, PG_PROBED);
+        return;
+    }
+    if (target != 0 && target != pg->self_id) {
+        /* Dialled as a member we are not (our data_dir was wiped and we
+         * got a new id): refused before anything is learned from it. */
+        refuse(c, pg, PG_WRONG_NODE);
         return;
     }
     if (sender != c->id) {
@@ -269,7 +279,7 @@ static void inbound_ready(struct jinn_pg_conn *c)
         }
     }
     answer(c, pg, PG_OK);
-    if (conn_write(c, false) != 0) {
+    if (conn_write(c, false, JINN_PG_SIZE) != 0) {
         conn_fail(c, RAFT_NOCONNECTION);
         return;
     }
@@ -299,7 +309,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->got += (size_t)nread;
-    if (c->got < JINN_PG_SIZE) {
+    if (c->got < c->want) {
         return;
     }
     uv_read_stop(s);
@@ -320,6 +330,7 @@ static void inner_accepted(struct raft_uv_transport *inner, raft_id id, const ch
         return;
     }
     c->stream = stream;
+    c->want = JINN_PG_PREAMBLE;
     stream->data = c;
     uv_timer_start(&c->timer, timeout_cb, JINN_PG_HANDSHAKE_MS, 0);
     if (uv_read_start(stream, alloc_cb, read_cb) != 0) {
@@ -345,19 +356,19 @@ static void outbound_ready(struct jinn_pg_conn *c)
         conn_fail(c, RAFT_NOCONNECTION);
         return;
     }
+    if (status == PG_WRONG_NODE || (status == PG_OK && c->id != 0 && their_id != c->id)) {
+        pg_refuse_log(pg,
+                      "%s is now node %llu, not member %llu (wiped and restarted? "
+                      "jinn members remove the old one, then jinn members add the new one)",
+                      c->address, (unsigned long long)their_id, (unsigned long long)c->id);
+        conn_fail(c, RAFT_NOCONNECTION);
+        return;
+    }
     if (status != PG_OK) {
         pg_refuse_log(pg,
                       "%s refused us: its cluster is %016llx, ours %016llx",
                       c->address, (unsigned long long)their_cluster,
                       (unsigned long long)pg->cluster_id);
-        conn_fail(c, RAFT_NOCONNECTION);
-        return;
-    }
-    if (c->id != 0 && their_id != c->id) {
-        pg_refuse_log(pg,
-                      "%s is now node %llu, not member %llu (wiped and restarted? "
-                      "jinn members remove the old one, then jinn members add the new one)",
-                      c->address, (unsigned long long)their_id, (unsigned long long)c->id);
         conn_fail(c, RAFT_NOCONNECTION);
         return;
     }
@@ -381,6 +392,7 @@ static void inner_connected(struct raft_uv_connect *inner_req, struct uv_stream_
         return;
     }
     c->stream = stream;
+    c->want = JINN_PG_SIZE;
     stream->data = c;
     memcpy(c->out, "JNPG", 4);
     c->out[4] = PG_VERSION;
@@ -389,8 +401,9 @@ static void inner_connected(struct raft_uv_connect *inner_req, struct uv_stream_
     c->out[7] = 0;
     put_u64(c->out + 8, pg->cluster_id);
     put_u64(c->out + 16, pg->self_id);
+    put_u64(c->out + 24, c->id);
     uv_timer_start(&c->timer, timeout_cb, JINN_PG_HANDSHAKE_MS, 0);
-    if (conn_write(c, false) != 0 || uv_read_start(stream, alloc_cb, read_cb) != 0) {
+    if (conn_write(c, false, JINN_PG_PREAMBLE) != 0 || uv_read_start(stream, alloc_cb, read_cb) != 0) {
         conn_fail(c, RAFT_NOCONNECTION);
     }
 }
@@ -478,7 +491,7 @@ struct probe {
     uv_connect_t creq;
     uv_write_t wreq;
     uv_timer_t timer;
-    uint8_t out[64];
+    uint8_t out[72];
     size_t out_len;
     uint8_t in[JINN_PG_SIZE];
     size_t got;
@@ -610,7 +623,8 @@ int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
     o[7] = 0;
     put_u64(o + 8, 0);
     put_u64(o + 16, self_id);
-    p->out_len = 24 + sizeof who + JINN_PG_SIZE;
+    put_u64(o + 24, 0);
+    p->out_len = 24 + sizeof who + JINN_PG_PREAMBLE;
     uv_tcp_init(loop, &p->tcp);
     uv_timer_init(loop, &p->timer);
     p->open = 2;

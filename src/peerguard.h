@@ -2,7 +2,8 @@
  *
  * A raft_uv_transport that wraps libraft's TCP transport. After libraft's
  * own handshake (protocol, server id, address) the dialling side sends a
- * 24-byte jinn preamble (magic, version, flags, cluster id, sender id) and
+ * 32-byte jinn preamble (magic, version, flags, cluster id, sender id,
+ * the id it expects to reach) and
  * waits for a 24-byte answer (magic, version, status, flags, node id,
  * cluster id) before libraft may use the stream. The accepting side reads
  * exactly the preamble (the dialler sends nothing else until answered, so
@@ -26,7 +27,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define JINN_PG_SIZE 24 /* preamble and answer */
+#define JINN_PG_PREAMBLE 32 /* dialler -> acceptor */
+#define JINN_PG_SIZE 24     /* the answer */
 #define JINN_PG_HANDSHAKE_MS 3000u
 #define JINN_PG_HAS_STATE 1u
 #define JINN_PG_KNOWS_SENDER 2u
