@@ -299,6 +299,14 @@ class Cluster:
     def __getitem__(self, name):
         return next(n for n in self.nodes if n.name == name)
 
+    def add_node(self, name=None):
+        """A node that is not in the bootstrap configuration (start it with
+        bootstrap=False and add it with `jinn members add`)."""
+        n = Node(self, name or f"n{len(self.nodes) + 1}", len(self.nodes))
+        self.nodes.append(n)
+        self.proxies[n.name] = FaultProxy(self, n.name, n.proxy_port, n.raft_port)
+        return n
+
     def name_for_raft_address(self, address):
         for n in self.nodes:
             if n.advertised == address:

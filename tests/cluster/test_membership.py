@@ -1,0 +1,213 @@
+"""Cluster identity and membership: wiped voters never come back as the
+voter they were, a node of another cluster cannot join or vote, members
+are added, promoted and removed at runtime (`jinn members`)."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+from harness import JINN, wait_for
+
+
+def put(node, key, value, timeout=10):
+    return node.request(f"/v1/kv/app/{key}", "PUT", value.encode(), timeout=timeout)
+
+
+def get(node, key):
+    code, _, body = node.request(f"/v1/kv/app/{key}")
+    return code, body
+
+
+def members(node, *args, check=True, timeout=150):
+    out = subprocess.run([JINN, "members", *args, "--addr", node.url], capture_output=True,
+                         text=True, timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def member_list(node):
+    code, _, body = node.request("/v1/cluster/members")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def write_keys(cluster, prefix, n):
+    acked = {}
+    for i in range(n):
+        leader = cluster.wait_leader()
+        code, _, body = put(leader, f"{prefix}{i}", f"v{i}")
+        assert code == 200, body
+        acked[f"{prefix}{i}"] = f"v{i}"
+    return acked
+
+
+def check_keys(node, acked):
+    for k, v in acked.items():
+        code, body = get(node, k)
+        assert (code, body) == (200, v.encode()), (k, code, body)
+
+
+def joining(node):
+    st = node.status()
+    return st if st["role"] == "joining" else None
+
+
+def test_wiped_voter_restarts_as_new_member_and_is_added_back(cluster_factory):
+    c = cluster_factory(3).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    acked = write_keys(c, "a", 20)
+    victim = next(n for n in c.nodes if n is not leader)
+    old_id = victim.status()["id"]
+    victim.kill()
+    victim.wipe()
+    victim.start()  # no --bootstrap on a restart
+    st = wait_for(lambda: joining(victim), what="wiped node waits as a non-member")
+    assert st["id"] != old_id
+    assert "jinn members add" in st["note"]
+    assert "not a member yet" in victim.log()
+    # The old voter is still in the configuration, dead; the cluster serves.
+    acked.update(write_keys(c, "b", 10))
+    leader = c.wait_leader()
+    ids = {m["id"] for m in member_list(leader)["members"]}
+    assert old_id in ids and st["id"] not in ids
+    # Replace it: remove the old member, add the new node under its name.
+    members(leader, "remove", victim.name)
+    wait_for(lambda: old_id not in {m["id"] for m in member_list(c.wait_leader())["members"]},
+             what="old member removed")
+    out = members(c.wait_leader(), "add", f"{victim.name}={victim.advertised}")
+    assert "voter" in out.stdout
+    ms = {m["id"]: m for m in member_list(c.wait_leader())["members"]}
+    assert ms[st["id"]]["role"] == "voter" and ms[st["id"]]["name"] == victim.name
+    wait_for(lambda: victim.status()["role"] == "follower", what="new member follows")
+    # The rejoined node is a working voter with all the data: with the other
+    # original follower down, the leader needs its acks to commit.
+    other = next(n for n in c.nodes if n is not victim and n.status()["role"] != "leader")
+    other.kill()
+    acked.update(write_keys(c, "c", 5))
+    leader = c.wait_leader()
+    check_keys(leader, acked)
+    wait_for(lambda: victim.status()["applied_index"] >= leader.status()["commit_index"],
+             what="rejoined node applied everything")
+    out = members(leader, "list")
+    assert victim.name in out.stdout and "voter" in out.stdout
+
+
+def test_two_wiped_voters_never_elect_a_leader_and_lose_nothing(cluster_factory):
+    c = cluster_factory(3).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    write_keys(c, "k", 20)
+    keeper = c.nodes[0]
+    wait_for(lambda: keeper.status()["commit_index"] == c.wait_leader().status()["commit_index"],
+             what="keeper caught up")
+    before = keeper.status()
+    wiped = c.nodes[1:]
+    old_ids = {n.name: n.status()["id"] for n in wiped}
+    for n in wiped:
+        n.kill()
+        n.wipe()
+    for n in wiped:
+        n.start()  # as an operator would, without --bootstrap
+    for n in wiped:
+        st = wait_for(lambda: joining(n), what=f"{n.name} non-member")
+        assert st["id"] != old_ids[n.name]
+    # Over many election timeouts nobody leads, nobody's term log is
+    # rewritten: the wiped nodes neither vote nor campaign.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for n in c.nodes:
+            st = n.status()
+            assert st["role"] != "leader", f"{n.name} became leader with {st}"
+            if n is not keeper:
+                assert st["last_index"] == 0 and st["role"] == "joining"
+        time.sleep(0.1)
+    after = keeper.status()
+    assert after["last_index"] >= before["last_index"]
+    assert after["commit_index"] >= before["commit_index"]
+    assert "is now node" in keeper.log()  # it refused to talk to them as the old voters
+    # --bootstrap is refused: the intact peer knows them as former members.
+    for n in wiped:
+        n.kill()
+        n.wipe()
+        out = subprocess.run([JINN, "run", "-c", n.config_path, "--bootstrap"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2, out.stderr
+        assert "refusing to bootstrap" in out.stderr
+        assert keeper.name in out.stderr
+    # The keeper still holds every committed entry, on disk too.
+    keeper.kill()
+    keeper.start()
+    wait_for(lambda: keeper.status()["last_index"] >= before["last_index"],
+             what="keeper recovered its log")
+
+
+def test_node_of_another_cluster_cannot_connect_or_join(cluster_factory):
+    c = cluster_factory(3).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    target = c.nodes[1]
+    # A stray process speaking libraft's handshake with another cluster id.
+    with socket.create_connection(("127.0.0.1", target.raft_port), timeout=5) as s:
+        addr = b"127.0.0.1:1\0".ljust(16, b"\0")
+        s.sendall(struct.pack("<QQQ", 1, 4242, len(addr)) + addr)
+        s.sendall(b"JNPG" + bytes([1, 0, 0, 0]) + struct.pack("<QQQ", 0xdeadbeef, 4242, 0))
+        answer = b""
+        while len(answer) < 24:
+            chunk = s.recv(24 - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+        assert answer[:4] == b"JNPA" and answer[5] == 1  # wrong cluster
+        assert s.recv(1) == b""  # and closed
+    # A raw libraft peer with no jinn preamble is refused too.
+    with socket.create_connection(("127.0.0.1", target.raft_port), timeout=5) as s:
+        s.sendall(struct.pack("<QQQ", 1, 4243, len(addr)) + addr + b"\0" * 32)
+        s.settimeout(5)
+        data = s.recv(64)
+        assert data[:4] == b"JNPA" and data[5] == 3  # not a jinn peer
+    wait_for(lambda: "raft connection refused" in target.log(), what="refusal logged")
+    # A node of another cluster cannot be added either.
+    other = cluster_factory(1)
+    other.start()
+    other.wait_leader()
+    out = members(leader, "add", f"stranger={other.nodes[0].advertised}", check=False)
+    assert out.returncode == 1 and "another cluster" in out.stderr
+    # Nothing changed.
+    assert len(member_list(c.wait_leader())["members"]) == 3
+    write_keys(c, "ok", 3)
+
+
+def test_add_standby_then_promote(cluster_factory):
+    c = cluster_factory(3).start()
+    c.wait_leader()
+    c.wait_ready()
+    acked = write_keys(c, "s", 10)
+    n4 = c.add_node()
+    n4.start(bootstrap=False)
+    st = wait_for(lambda: joining(n4), what="n4 waits to be added")
+    leader = c.wait_leader()
+    out = members(leader, "add", f"n4={n4.advertised}", "--standby")
+    assert "standby" in out.stdout
+    wait_for(lambda: n4.status()["role"] == "standby", what="n4 replicates as a standby")
+    wait_for(lambda: n4.status()["applied_index"] >= leader.status()["commit_index"],
+             what="n4 caught up")
+    m = {x["name"]: x for x in member_list(c.wait_leader())["members"]}
+    assert m["n4"]["role"] == "standby" and m["n4"]["id"] == st["id"]
+    # A follower forwards the change to the leader.
+    follower = next(n for n in c.nodes[:3] if n.status()["role"] == "follower")
+    members(follower, "promote", "n4")
+    m = {x["name"]: x for x in member_list(c.wait_leader())["members"]}
+    assert m["n4"]["role"] == "voter"
+    assert len([x for x in m.values() if x["role"] == "voter"]) == 4
+    wait_for(lambda: n4.status()["role"] == "follower", what="n4 votes")
+    # Its name and API URL reach the directory once it announces.
+    wait_for(lambda: {x["name"]: x for x in member_list(c.wait_leader())["members"]}["n4"]["api"],
+             what="n4 announced its API")
+    check_keys(c.wait_leader(), acked)
+    members(c.wait_leader(), "demote", "n4")
+    m = {x["name"]: x for x in member_list(c.wait_leader())["members"]}
+    assert m["n4"]["role"] == "standby"
