@@ -1601,6 +1601,8 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
 
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }
 
+uint64_t jinn_node_cluster_id(const struct jinn_node *node) { return node->cluster_id; }
+
 bool jinn_node_is_leader(struct jinn_node *node)
 {
     return raft_state(&node->raft) == RAFT_LEADER;

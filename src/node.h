@@ -108,6 +108,9 @@ const char *jinn_role_name(enum jinn_role role);
 /* Read-only access to replicated state, for handlers on the loop thread. */
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node);
 
+/* The cluster id (0 while a new member has not been contacted yet). */
+uint64_t jinn_node_cluster_id(const struct jinn_node *node);
+
 /* Whether this node is the raft leader right now. */
 bool jinn_node_is_leader(struct jinn_node *node);
 

@@ -11,8 +11,9 @@ import time
 from harness import JINN, wait_for
 
 
-def put(node, key, value, timeout=10):
-    return node.request(f"/v1/kv/app/{key}", "PUT", value.encode(), timeout=timeout)
+def put(node, key, value, timeout=10, headers=None):
+    return node.request(f"/v1/kv/app/{key}", "PUT", value.encode(), headers=headers,
+                        timeout=timeout)
 
 
 def get(node, key):
@@ -176,6 +177,17 @@ def test_node_of_another_cluster_cannot_connect_or_join(cluster_factory):
     other.wait_leader()
     out = members(leader, "add", f"stranger={other.nodes[0].advertised}", check=False)
     assert out.returncode == 1 and "another cluster" in out.stderr
+    # Forwarded requests name their cluster: another cluster's are refused.
+    leader = c.wait_leader()
+    cid = leader.status()["cluster_id"]
+    code, _, body = put(leader, "fwd", "x", headers={"X-Jinn-Forwarded-By": "stranger",
+                                                     "X-Jinn-Cluster": "00000000deadbeef"})
+    assert code == 409 and b"another cluster" in body
+    code, _, body = put(leader, "fwd", "x", headers={"X-Jinn-Forwarded-By": "n2"})
+    assert code == 409
+    code, _, body = put(leader, "fwd", "x", headers={"X-Jinn-Forwarded-By": "n2",
+                                                     "X-Jinn-Cluster": cid})
+    assert code == 200, body
     # Nothing changed.
     assert len(member_list(c.wait_leader())["members"]) == 3
     write_keys(c, "ok", 3)
