@@ -368,7 +368,8 @@ static int write_identity(const char *dir, const struct identity *ident)
     return 0;
 }
 
-/* 0: read; 1: no file; JINN_EIO: unreadable or corrupt (logged). */
+/* 0: read; JINN_ENOTFOUND: no file; JINN_EIO: unreadable or corrupt
+ * (logged). */
 static int read_identity(const char *dir, struct identity *ident)
 {
     char path[4200], text[ID_FILE_MAX + 1];
@@ -382,7 +383,7 @@ static int read_identity(const char *dir, struct identity *ident)
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
-            return 1;
+            return JINN_ENOTFOUND;
         }
         jinn_error("cannot read %s: %s", path, strerror(errno));
         return JINN_EIO;
@@ -495,9 +496,17 @@ static void bootstrap_probed(void *data, const struct jinn_probe_result *res)
                  "add %s=%s",
                  p->name, p->address, node->cfg->server_name, node->cfg->server_name,
                  node->cfg->server_name, node->address);
-    } else if (res->has_state && res->cluster_id == 0) {
+    } else if (res->has_state) {
+        /* A running cluster: this node may be one of its voters whose
+         * data_dir was wiped before it announced itself, and a voter must
+         * never come back with its vote and log forgotten. */
         snprintf(node->refuse_msg, sizeof node->refuse_msg,
-                 "%s (%s) already holds raft state of another cluster", p->name, p->address);
+                 "%s (%s) already belongs to a running cluster. A new node, or a member "
+                 "whose data_dir was lost, joins without --bootstrap: start it without "
+                 "--bootstrap, then from a member run: jinn members remove %s; jinn members "
+                 "add %s=%s",
+                 p->name, p->address, node->cfg->server_name, node->cfg->server_name,
+                 node->address);
     }
     jinn_free(bp);
 }
@@ -545,11 +554,11 @@ static int setup_identity(struct jinn_node *node)
     bool state = has_raft_state(cfg->data_dir);
     int rv = read_identity(cfg->data_dir, &ident);
 
-    if (rv < 0) {
+    if (rv != 0 && rv != JINN_ENOTFOUND) {
         return rv;
     }
     if (rv == 0 && ident.cluster_id == 0 && !state && cfg->bootstrap) {
-        rv = 1; /* a new node never contacted by a cluster may still found one */
+        rv = JINN_ENOTFOUND; /* a new node never contacted may still found a cluster */
     }
     if (rv == 0) {
         node->id = ident.id;
@@ -612,7 +621,9 @@ static uint8_t probe_flags(void *data, uint64_t sender)
 {
     struct jinn_node *node = data;
     uint8_t flags = 0;
-    if (node->raft_ready && raft_last_index(&node->raft) > 0) {
+    /* More than the bootstrap configuration entry: the cluster has been
+     * running (a leader committed at least its barrier). */
+    if (node->raft_ready && raft_last_index(&node->raft) > 1) {
         flags |= JINN_PG_HAS_STATE;
     }
     /* A node that has ever seen a leader announced itself in the directory:
@@ -1295,9 +1306,9 @@ static void add_probed(void *data, const struct jinn_probe_result *res)
         op_finish(node, JINN_ECONFLICT, msg);
         return;
     }
-    if (res->has_state && res->cluster_id == 0) {
+    if (res->has_state) {
         snprintf(msg, sizeof msg,
-                 "the jinn at %s holds raft state but no cluster id; wipe its data_dir first",
+                 "the jinn at %s holds a raft log already; wipe its data_dir first",
                  op->address);
         op_finish(node, JINN_ECONFLICT, msg);
         return;

@@ -43,7 +43,7 @@ struct jinn_peerguard {
     uint64_t self_id;
     uint64_t cluster_id; /* 0: none yet */
     /* What a probe answer says about us: JINN_PG_HAS_STATE when this node
-     * holds raft state, JINN_PG_KNOWS_SENDER when the prober's id is in
+     * holds more log than a bootstrap entry, JINN_PG_KNOWS_SENDER when the prober's id is in
      * our node directory (it has been a member before). */
     uint8_t (*probe_flags)(void *data, uint64_t sender);
     /* Called once when a node without cluster id adopts one. */
@@ -69,7 +69,7 @@ struct jinn_probe_result {
     enum jinn_probe_state state;
     uint64_t id;
     uint64_t cluster_id;
-    bool has_state;    /* it holds raft state */
+    bool has_state;    /* its log holds more than a bootstrap entry */
     bool knows_sender; /* our id is in its node directory */
 };
 
