@@ -26,7 +26,8 @@ start)
     }
 }
 CONF
-        if [ -f "$DIR/n$i.pid" ] && kill -0 "$(cat "$DIR/n$i.pid")" 2>/dev/null; then
+        if [ -f "$DIR/n$i.pid" ] && kill -0 "$(cat "$DIR/n$i.pid")" 2>/dev/null &&
+            [ "$(ps -o stat= -p "$(cat "$DIR/n$i.pid")" | cut -c1)" != Z ]; then
             echo "n$i is already running (pid $(cat "$DIR/n$i.pid"))"
             continue
         fi

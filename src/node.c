@@ -100,6 +100,7 @@ struct jinn_node {
     struct member_op op;
     bool probing;  /* --bootstrap probes in flight */
     unsigned probes_left;
+    bool probe_ok[JINN_CONFIG_MAX_PEERS]; /* peer answered: no cluster state */
     char refuse_msg[512];
     char note[300];
     bool was_leader;
@@ -471,35 +472,29 @@ uint64_t jinn_node_cluster_id_for(const struct jinn_config *cfg)
 
 struct bootstrap_probe {
     struct jinn_node *node;
-    const struct jinn_peer *peer;
+    unsigned peer; /* index in cfg->peers */
 };
 
 static void bootstrap_probed(void *data, const struct jinn_probe_result *res)
 {
     struct bootstrap_probe *bp = data;
     struct jinn_node *node = bp->node;
-    const struct jinn_peer *p = bp->peer;
+    const struct jinn_peer *p = &node->cfg->peers[bp->peer];
 
     node->probes_left--;
     if (res->state != JINN_PROBE_OK) {
-        jinn_info("bootstrap: %s (%s) does not answer yet", p->name, p->address);
-    } else if (res->cluster_id != 0 && res->cluster_id != node->cluster_id) {
+        jinn_free(bp);
+        return; /* asked again next round */
+    }
+    if (res->cluster_id != 0 && res->cluster_id != node->cluster_id) {
         snprintf(node->refuse_msg, sizeof node->refuse_msg,
                  "%s (%s) belongs to another cluster (%016llx): check cluster_name and "
                  "cluster_peers",
                  p->name, p->address, (unsigned long long)res->cluster_id);
-    } else if (res->knows_sender) {
-        snprintf(node->refuse_msg, sizeof node->refuse_msg,
-                 "%s (%s) belongs to a running cluster in which %s was a member before: its "
-                 "data_dir was wiped, so it must not come back as that member. Start it "
-                 "without --bootstrap and add it with: jinn members remove %s; jinn members "
-                 "add %s=%s",
-                 p->name, p->address, node->cfg->server_name, node->cfg->server_name,
-                 node->cfg->server_name, node->address);
-    } else if (res->has_state) {
+    } else if (res->has_state || res->knows_sender) {
         /* A running cluster: this node may be one of its voters whose
-         * data_dir was wiped before it announced itself, and a voter must
-         * never come back with its vote and log forgotten. */
+         * data_dir was wiped (maybe before it announced itself), and a
+         * voter must never come back with its vote and log forgotten. */
         snprintf(node->refuse_msg, sizeof node->refuse_msg,
                  "%s (%s) already belongs to a running cluster. A new node, or a member "
                  "whose data_dir was lost, joins without --bootstrap: start it without "
@@ -507,41 +502,82 @@ static void bootstrap_probed(void *data, const struct jinn_probe_result *res)
                  "add %s=%s",
                  p->name, p->address, node->cfg->server_name, node->cfg->server_name,
                  node->address);
+    } else {
+        node->probe_ok[bp->peer] = true;
     }
     jinn_free(bp);
 }
 
-/* Before bootstrapping, asks every peer whether a cluster already exists
- * there (runs the loop: nothing else is on it yet). */
+static void probe_round_wait(uv_timer_t *t)
+{
+    struct jinn_node *node = t->data;
+    node->probes_left--;
+}
+
+/* Before founding a cluster, every peer in cluster_peers must answer that
+ * it holds no cluster state: a peer that is down might be a running
+ * cluster's member, and this node one of its wiped voters. Peers started
+ * together with --bootstrap answer each other (jinn_probe_server) while
+ * they wait. The first disqualifying answer refuses at once. */
 static int probe_before_bootstrap(struct jinn_node *node)
 {
     const struct jinn_config *cfg = node->cfg;
-    for (unsigned i = 0; i < cfg->n_peers; i++) {
-        struct bootstrap_probe *bp;
-        if (strcmp(cfg->peers[i].name, cfg->server_name) == 0) {
-            continue;
-        }
-        bp = jinn_malloc(sizeof *bp);
-        if (bp == NULL) {
-            return JINN_ENOMEM;
-        }
-        bp->node = node;
-        bp->peer = &cfg->peers[i];
-        if (jinn_peerguard_probe(node->loop, cfg->peers[i].address, node->id,
-                                 BOOTSTRAP_PROBE_MS, bootstrap_probed, bp) != 0) {
-            jinn_free(bp);
-            continue;
-        }
-        node->probes_left++;
-    }
-    while (node->probes_left > 0) {
-        uv_run(node->loop, UV_RUN_ONCE);
-    }
-    if (node->refuse_msg[0] != '\0') {
-        jinn_error("refusing to bootstrap: %s", node->refuse_msg);
+    struct jinn_probe_server srv;
+    uint64_t next_log = 0;
+    uv_timer_t wait;
+    int rv = 0;
+
+    if (jinn_probe_server_start(&srv, node->loop, cfg->cluster_listen, node->id) != 0) {
+        jinn_error("cannot listen on cluster_listen %s (in use?)", cfg->cluster_listen);
         return JINN_ECONFIG;
     }
-    return 0;
+    uv_timer_init(node->loop, &wait);
+    wait.data = node;
+    for (;;) {
+        bool all = true;
+        char missing[512] = "";
+        for (unsigned i = 0; i < cfg->n_peers; i++) {
+            struct bootstrap_probe *bp;
+            if (node->probe_ok[i] || strcmp(cfg->peers[i].name, cfg->server_name) == 0) {
+                continue;
+            }
+            all = false;
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %s (%s)",
+                     cfg->peers[i].name, cfg->peers[i].address);
+            bp = jinn_malloc(sizeof *bp);
+            if (bp == NULL) {
+                continue;
+            }
+            bp->node = node;
+            bp->peer = i;
+            if (jinn_peerguard_probe(node->loop, cfg->peers[i].address, node->id,
+                                     BOOTSTRAP_PROBE_MS, bootstrap_probed, bp) != 0) {
+                jinn_free(bp);
+                continue;
+            }
+            node->probes_left++;
+        }
+        if (all) {
+            break;
+        }
+        if (uv_now(node->loop) >= next_log) {
+            jinn_info("bootstrap: waiting for every peer to answer; not yet:%s", missing);
+            next_log = uv_now(node->loop) + 5000;
+        }
+        node->probes_left++; /* the pause between rounds */
+        uv_timer_start(&wait, probe_round_wait, 250, 0);
+        while (node->probes_left > 0) {
+            uv_run(node->loop, UV_RUN_ONCE);
+        }
+        if (node->refuse_msg[0] != '\0') {
+            jinn_error("refusing to bootstrap: %s", node->refuse_msg);
+            rv = JINN_ECONFIG;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *)&wait, NULL);
+    jinn_probe_server_stop(&srv); /* runs the loop until closed */
+    return rv;
 }
 
 /* Decides who this node is and how it starts: recover what data_dir holds,

@@ -637,3 +637,175 @@ int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
     }
     return 0;
 }
+
+/* ---- answering probes before raft runs (--bootstrap) ------------------ */
+
+#define PS_ADDR_MAX 4096 /* libraft's address field, bounded */
+
+struct ps_conn {
+    uv_tcp_t tcp;
+    struct jinn_probe_server *srv;
+    struct ps_conn *next, **pprev; /* srv->conns */
+    uint8_t head[24 + PS_ADDR_MAX + JINN_PG_PREAMBLE];
+    size_t want, got;
+    bool head_done;
+    uint8_t out[JINN_PG_SIZE];
+    uv_write_t wreq;
+};
+
+static void ps_conn_closed(uv_handle_t *h)
+{
+    struct ps_conn *c = h->data;
+    c->srv->open--;
+    jinn_free(c);
+}
+
+static void ps_unlink(struct ps_conn *c)
+{
+    if (c->pprev != NULL) {
+        *c->pprev = c->next;
+        if (c->next != NULL) {
+            c->next->pprev = c->pprev;
+        }
+        c->pprev = NULL;
+    }
+}
+
+static void ps_close(struct ps_conn *c)
+{
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+        ps_unlink(c);
+        uv_close((uv_handle_t *)&c->tcp, ps_conn_closed);
+    }
+}
+
+static void ps_written(uv_write_t *w, int status)
+{
+    (void)status;
+    ps_close(w->data);
+}
+
+static void ps_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct ps_conn *c = h->data;
+    (void)suggested;
+    buf->base = (char *)c->head + c->got;
+    buf->len = c->want - c->got;
+}
+
+static void ps_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct ps_conn *c = s->data;
+    uv_buf_t b;
+    (void)buf;
+    if (nread == 0) {
+        return;
+    }
+    if (nread < 0) {
+        ps_close(c);
+        return;
+    }
+    c->got += (size_t)nread;
+    if (c->got < c->want) {
+        return;
+    }
+    if (!c->head_done) {
+        uint64_t addr_len = get_u64(c->head + 16);
+        if (addr_len > PS_ADDR_MAX) {
+            ps_close(c);
+            return;
+        }
+        c->head_done = true;
+        c->want = 24 + (size_t)addr_len + JINN_PG_PREAMBLE;
+        return;
+    }
+    uv_read_stop(s);
+    /* Whatever was asked (a probe, or raft from a peer already running):
+     * "a node about to bootstrap: no cluster, no state". */
+    memcpy(c->out, "JNPA", 4);
+    c->out[4] = PG_VERSION;
+    c->out[5] = PG_PROBED;
+    c->out[6] = 0;
+    c->out[7] = 0;
+    put_u64(c->out + 8, c->srv->self_id);
+    put_u64(c->out + 16, 0);
+    b = uv_buf_init((char *)c->out, JINN_PG_SIZE);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, s, &b, 1, ps_written) != 0) {
+        ps_close(c);
+    }
+}
+
+static void ps_accept(uv_stream_t *server, int status)
+{
+    struct jinn_probe_server *srv = server->data;
+    struct ps_conn *c;
+    if (status != 0 || (c = jinn_calloc(1, sizeof *c)) == NULL) {
+        return;
+    }
+    c->srv = srv;
+    c->want = 24;
+    uv_tcp_init(srv->loop, &c->tcp);
+    c->tcp.data = c;
+    srv->open++;
+    c->next = srv->conns;
+    if (c->next != NULL) {
+        c->next->pprev = &c->next;
+    }
+    c->pprev = &srv->conns;
+    srv->conns = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, ps_alloc, ps_read) != 0) {
+        ps_close(c);
+    }
+}
+
+int jinn_probe_server_start(struct jinn_probe_server *srv, uv_loop_t *loop,
+                            const char *listen_address, uint64_t self_id)
+{
+    struct sockaddr_in sa;
+    char host[64];
+    const char *colon = strrchr(listen_address, ':');
+    size_t hlen = colon != NULL ? (size_t)(colon - listen_address) : 0;
+
+    memset(srv, 0, sizeof *srv);
+    srv->loop = loop;
+    srv->self_id = self_id;
+    if (colon == NULL || hlen == 0 || hlen >= sizeof host) {
+        return -1;
+    }
+    memcpy(host, listen_address, hlen);
+    host[hlen] = '\0';
+    if (uv_ip4_addr(host, atoi(colon + 1), &sa) != 0) {
+        return -1;
+    }
+    uv_tcp_init(loop, &srv->tcp);
+    srv->tcp.data = srv;
+    srv->open = 1;
+    if (uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&sa, 0) != 0 ||
+        uv_listen((uv_stream_t *)&srv->tcp, 16, ps_accept) != 0) {
+        jinn_probe_server_stop(srv);
+        return -1;
+    }
+    return 0;
+}
+
+static void ps_server_closed(uv_handle_t *h)
+{
+    struct jinn_probe_server *srv = h->data;
+    srv->open--;
+}
+
+void jinn_probe_server_stop(struct jinn_probe_server *srv)
+{
+    if (srv->loop == NULL || uv_is_closing((uv_handle_t *)&srv->tcp)) {
+        return;
+    }
+    uv_close((uv_handle_t *)&srv->tcp, ps_server_closed);
+    while (srv->conns != NULL) {
+        ps_close(srv->conns);
+    }
+    while (srv->open > 0) {
+        uv_run(srv->loop, UV_RUN_ONCE);
+    }
+}

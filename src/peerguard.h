@@ -81,4 +81,20 @@ typedef void (*jinn_probe_cb)(void *data, const struct jinn_probe_result *res);
 int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
                          uint64_t timeout_ms, jinn_probe_cb cb, void *data);
 
+/* While a --bootstrap node probes its peers, it answers their probes too
+ * ("no cluster, no state yet") on its raft address, so nodes started
+ * together see each other. Stop it before raft starts (runs the loop until
+ * everything is closed). */
+struct ps_conn;
+struct jinn_probe_server {
+    uv_loop_t *loop;
+    struct ps_conn *conns;
+    uv_tcp_t tcp;
+    uint64_t self_id;
+    unsigned open; /* handles not yet closed */
+};
+int jinn_probe_server_start(struct jinn_probe_server *srv, uv_loop_t *loop,
+                            const char *listen_address, uint64_t self_id);
+void jinn_probe_server_stop(struct jinn_probe_server *srv);
+
 #endif

@@ -254,3 +254,30 @@ def test_identity_file_corrupt_refused_and_legacy_data_dir_adopted(cluster_facto
     assert (st["id"], st["cluster_id"]) == (old["id"], old["cluster_id"])
     assert open(id_path).read() == text
     check_keys(c.wait_leader(), acked)
+
+
+def test_bootstrap_waits_for_every_peer_and_refuses_a_wiped_member(cluster_factory):
+    c = cluster_factory(3)
+    n1, n2, n3 = c.nodes
+    n1.start()  # --bootstrap: it waits until every peer answers its probe
+    wait_for(lambda: "waiting for every peer" in n1.log(), what="n1 waits for its peers")
+    assert "bootstrapped" not in n1.log()
+    n2.start()
+    n3.start()
+    c.wait_leader()
+    c.wait_ready()
+    acked = write_keys(c, "w", 10)
+    # Everything stops; n2's disk is wiped; everything starts again, n2 with
+    # --bootstrap while its peers are still down (a script restarting all).
+    for n in c.nodes:
+        n.kill()
+    n2.wipe()
+    n2.start(bootstrap=True)
+    wait_for(lambda: "waiting for every peer" in n2.log().split("bootstrapped")[-1],
+             what="n2 waits for its peers")
+    n1.start()
+    n3.start()
+    assert n2.proc.wait(timeout=30) == 2
+    assert "refusing to bootstrap" in n2.log()
+    leader = c.wait_leader(among=[n1, n3])
+    check_keys(leader, acked)
