@@ -272,6 +272,10 @@ static void print_status(json_t *st)
                str_or(m, "name", "?"), str_or(m, "role", "?"), str_or(m, "address", ""),
                str_or(m, "api", "-"));
     }
+    printf("cluster  %s\n", str_or(st, "cluster_id", "none yet"));
+    if (json_is_string(json_object_get(st, "note"))) {
+        printf("note     %s\n", str_or(st, "note", ""));
+    }
 }
 
 int jinn_cli_status(int argc, char **argv)

@@ -102,7 +102,7 @@ struct jinn_node {
     unsigned probes_left;
     bool probe_ok[JINN_CONFIG_MAX_PEERS]; /* peer answered: no cluster state */
     char refuse_msg[512];
-    char note[300];
+    char note[600];
     bool was_leader;
 
     uint64_t announce_next;   /* loop ms before which we do not re-announce */
@@ -1573,6 +1573,14 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
                  "not a member yet; add it with: jinn members add %s=%s",
                  node->cfg->server_name, node->address);
         st->note = node->note;
+    } else if (me != NULL && strcmp(me->address, node->address) != 0) {
+        /* The configuration, not cluster_peers, is what peers dial. */
+        snprintf(node->note, sizeof node->note,
+                 "cluster_peers gives this node the raft address %s but the cluster dials "
+                 "%s; to move it: jinn members remove %s, then jinn members add %s=%s",
+                 node->address, me->address, node->cfg->server_name, node->cfg->server_name,
+                 node->address);
+        st->note = node->note;
     }
     switch (state) {
     case RAFT_LEADER:
@@ -1643,6 +1651,7 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     st->appends = node->guard.appends;
     st->entries_appended = node->guard.entries_appended;
     st->acks_capped = node->guard.capped;
+    st->raft_refused = node->pg.refused;
     st->reads_linearized = node->reads_linearized;
 }
 

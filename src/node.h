@@ -100,6 +100,7 @@ struct jinn_node_status {
     uint64_t proposals_ok, proposals_failed;
     uint64_t read_barriers, reads_linearized;
     uint64_t appends, entries_appended, acks_capped; /* from the ioguard */
+    uint64_t raft_refused; /* raft connections the peerguard refused */
 };
 
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st);

@@ -144,6 +144,9 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
           "%" PRId64, st.leader_contact_ms);
     GAUGE("jinn_cluster_voters", "Voting members.", "%u", voters);
     GAUGE("jinn_cluster_standbys", "Standby members.", "%u", st.n_members - voters);
+    COUNTER("jinn_raft_connections_refused_total",
+            "Raft connections refused: another cluster, a stray, a wiped node.", "%" PRIu64,
+            st.raft_refused);
     COUNTER("jinn_proposals_committed_total", "Proposals committed and applied.", "%" PRIu64,
             st.proposals_ok);
     COUNTER("jinn_proposals_failed_total", "Proposals that failed or timed out.", "%" PRIu64,

@@ -173,6 +173,10 @@ def test_node_of_another_cluster_cannot_connect_or_join(cluster_factory):
         data = s.recv(64)
         assert data[:4] == b"JNPA" and data[5] == 3  # not a jinn peer
     wait_for(lambda: "raft connection refused" in target.log(), what="refusal logged")
+    metrics = target.request("/metrics")[2].decode()
+    refused = [l for l in metrics.splitlines()
+               if l.startswith("jinn_raft_connections_refused_total ")]
+    assert refused and int(refused[0].split()[1]) >= 2
     # A node of another cluster cannot be added either.
     other = cluster_factory(1)
     other.start()
