@@ -5,6 +5,7 @@
  *   jinn members remove NAME|ID
  *   jinn members promote NAME|ID
  *   jinn members demote NAME|ID
+ *   jinn leader transfer [NAME|ID]
  *
  * HOST:PORT is the new node's raft address (its cluster_listen, or what
  * peers dial). The leader probes it for the node's id, so nobody types ids.
@@ -147,6 +148,63 @@ int jinn_cli_members(int argc, char **argv)
         printf("%.*s\n", (int)len, resp);
     } else if (strcmp(method, "GET") == 0) {
         print_list(o);
+    } else {
+        const char *msg = json_string_value(json_object_get(o, "message"));
+        printf("%s\n", msg != NULL ? msg : "done");
+    }
+    json_decref(o);
+    jinn_free(resp);
+    return 0;
+}
+
+int jinn_cli_leader(int argc, char **argv)
+{
+    const char *env = getenv("JINN_ADDR");
+    const char *addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
+    const char *to = NULL;
+    int json = 0, status, rv, n_pos = 0;
+    struct jinn_wbuf target;
+    bool first = true;
+    char *resp = NULL;
+    size_t len;
+    json_t *o;
+    static const char leader_usage[] =
+        "usage: jinn leader transfer [NAME|ID]   hand leadership over (default: the most\n"
+        "                                       up-to-date voter)\n"
+        "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (i + 1 < argc && strcmp(argv[i], "--addr") == 0) {
+            addr = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(leader_usage, stdout);
+            return 0;
+        } else if (argv[i][0] != '-' && n_pos == 0 && strcmp(argv[i], "transfer") == 0) {
+            n_pos++;
+        } else if (argv[i][0] != '-' && n_pos == 1 && to == NULL) {
+            to = argv[i];
+        } else {
+            fprintf(stderr, "jinn: unexpected argument '%s'\n%s", argv[i], leader_usage);
+            return 2;
+        }
+    }
+    if (n_pos != 1) {
+        fputs(leader_usage, stderr);
+        return 2;
+    }
+    jinn_wbuf_init(&target);
+    jinn_wbuf_printf(&target, "/v1/cluster/leader/transfer");
+    jinn_cli_query(&target, &first, "to", to);
+    rv = jinn_cli_call(addr, "POST", &target, NULL, "", 0, &resp, &len, &status);
+    jinn_wbuf_free(&target);
+    if (rv != 0) {
+        return rv;
+    }
+    o = json_loadb(resp, len, 0, NULL);
+    if (json || o == NULL) {
+        printf("%.*s\n", (int)len, resp);
     } else {
         const char *msg = json_string_value(json_object_get(o, "message"));
         printf("%s\n", msg != NULL ? msg : "done");

@@ -18,6 +18,7 @@ static void usage(FILE *out)
             "  jinn run [-c FILE] [--bootstrap]    start a node (no file: one-node cluster;\n"
             "                                      --bootstrap: first start of a new cluster)\n"
             "  jinn members [list|add|remove|promote|demote] ...  cluster membership\n"
+            "  jinn leader transfer [NAME]         hand leadership to another voter\n"
             "  jinn status [--addr URL] [--json]   show a node's view of the cluster\n"
             "  jinn version [--addr URL] [--json]  show the build (and a node's)\n"
             "  jinn kv put|create|cas|get|del|ls|watch ...   the key-value store\n"
@@ -76,6 +77,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "lock") == 0) {
         return jinn_cli_lock(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "leader") == 0) {
+        return jinn_cli_leader(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "members") == 0) {
         return jinn_cli_members(argc - 2, argv + 2);

@@ -98,6 +98,9 @@ struct jinn_node {
     enum start_mode mode;
     struct jinn_peerguard pg; /* checks cluster identity on raft streams */
     struct member_op op;
+    struct raft_transfer op_transfer; /* jinn leader transfer */
+    jinn_member_cb transfer_cb;
+    void *transfer_data;
     bool probing;  /* --bootstrap probes in flight */
     unsigned probes_left;
     bool probe_ok[JINN_CONFIG_MAX_PEERS]; /* peer answered: no cluster state */
@@ -1437,6 +1440,55 @@ int jinn_node_member_assign(struct jinn_node *node, uint64_t id, bool voter, jin
         node->op.step = OP_STANDBY; /* replicate first, then catch up */
         op_step(node);
     }
+    return 0;
+}
+
+static void op_transfer_done(struct raft_transfer *req)
+{
+    struct jinn_node *node = req->data;
+    jinn_member_cb cb = node->transfer_cb;
+    raft_id leader_id;
+    const char *address;
+    char msg[200];
+
+    node->transfer_cb = NULL;
+    raft_leader(&node->raft, &leader_id, &address);
+    if (leader_id != 0 && leader_id != node->id) {
+        snprintf(msg, sizeof msg, "leadership handed to %s (id %llu)",
+                 jinn_node_member_name(node, leader_id), (unsigned long long)leader_id);
+        jinn_info("%s", msg);
+        cb(node->transfer_data, 0, msg);
+    } else {
+        cb(node->transfer_data, JINN_ETIMEOUT, "the transfer did not finish; still the leader");
+    }
+}
+
+int jinn_node_leader_transfer(struct jinn_node *node, uint64_t id, jinn_member_cb cb, void *data)
+{
+    const struct raft_server *s = id != 0 ? config_server(node, id, NULL) : NULL;
+    int rv;
+    if (node->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (raft_state(&node->raft) != RAFT_LEADER) {
+        return JINN_ENOTLEADER;
+    }
+    if (id != 0 && (s == NULL || s->role != RAFT_VOTER)) {
+        return JINN_ENOTFOUND;
+    }
+    if (id == node->id) {
+        return JINN_ECONFLICT;
+    }
+    if (node->transfer_cb != NULL || node->op.step != OP_NONE) {
+        return JINN_EBUSY;
+    }
+    node->op_transfer.data = node;
+    rv = raft_transfer(&node->raft, &node->op_transfer, id, op_transfer_done);
+    if (rv != 0) {
+        return rv == RAFT_NOTFOUND ? JINN_ENOTFOUND : JINN_ECONFLICT;
+    }
+    node->transfer_cb = cb;
+    node->transfer_data = data;
     return 0;
 }
 

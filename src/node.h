@@ -144,6 +144,9 @@ int jinn_node_member_remove(struct jinn_node *node, uint64_t id, jinn_member_cb 
 /* Promote (voter: after catching up) or demote. */
 int jinn_node_member_assign(struct jinn_node *node, uint64_t id, bool voter, jinn_member_cb cb,
                             void *data);
+/* Hands leadership to voter id (0: the most up-to-date one). cb as above. */
+int jinn_node_leader_transfer(struct jinn_node *node, uint64_t id, jinn_member_cb cb,
+                              void *data);
 /* A member's name from the node directory or cluster_peers; "?" if none. */
 const char *jinn_node_member_name(const struct jinn_node *node, uint64_t id);
 

@@ -53,6 +53,7 @@ static const struct jinn_route routes[] = {
     {"DELETE", "/v1/cluster/members/{}", jinn_api_members_remove, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

@@ -135,6 +135,8 @@ void jinn_api_members_promote(struct jinn_api *api, struct jinn_http_request *re
                               const struct jinn_route_args *args);
 void jinn_api_members_demote(struct jinn_api *api, struct jinn_http_request *req,
                              const struct jinn_route_args *args);
+void jinn_api_leader_transfer(struct jinn_api *api, struct jinn_http_request *req,
+                              const struct jinn_route_args *args);
 /* Answers queued queries and closes idle reader connections (shutdown). */
 void jinn_api_sql_stop(struct jinn_api *api);
 /* Stats object for one queue (metrics and GET /v1/queues). */

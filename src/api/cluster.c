@@ -198,6 +198,31 @@ static void assign(struct jinn_api *api, struct jinn_http_request *req,
     }
 }
 
+void jinn_api_leader_transfer(struct jinn_api *api, struct jinn_http_request *req,
+                              const struct jinn_route_args *args)
+{
+    char to[JINN_NAME_MAX + 32] = "";
+    bool present = false;
+    uint64_t id = 0;
+    int rv;
+    (void)args;
+
+    if (!jinn_api_param_or_reply(req, NULL, "to", to, sizeof to, &present)) {
+        return;
+    }
+    if (present && to[0] != '\0' && find_member(api, req, to, &id) != 0) {
+        return;
+    }
+    rv = jinn_node_leader_transfer(api->node, id, change_answered, req);
+    if (rv == JINN_ECONFLICT) {
+        jinn_http_reply_error(req, rv, "that node is already the leader");
+    } else if (rv == JINN_ENOTFOUND) {
+        jinn_http_reply_error(req, rv, "no voter by that name or id");
+    } else if (rv != 0) {
+        reply_start_error(req, rv);
+    }
+}
+
 void jinn_api_members_promote(struct jinn_api *api, struct jinn_http_request *req,
                               const struct jinn_route_args *args)
 {

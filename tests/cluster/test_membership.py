@@ -285,3 +285,20 @@ def test_bootstrap_waits_for_every_peer_and_refuses_a_wiped_member(cluster_facto
     assert "refusing to bootstrap" in n2.log()
     leader = c.wait_leader(among=[n1, n3])
     check_keys(leader, acked)
+
+
+def test_leader_transfer(cluster_factory):
+    c = cluster_factory(3).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    target = next(n for n in c.nodes if n is not leader)
+    # From a follower: forwarded to the leader, which hands over.
+    via = next(n for n in c.nodes if n is not leader and n is not target)
+    out = subprocess.run([JINN, "leader", "transfer", target.name, "--addr", via.url],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert target.name in out.stdout
+    assert c.wait_leader() is target
+    out = subprocess.run([JINN, "leader", "transfer", "nosuch", "--addr", target.url],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "404" in out.stderr
