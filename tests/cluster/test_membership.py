@@ -21,9 +21,20 @@ def get(node, key):
     return code, body
 
 
+NOT_APPLIED = ("has not announced its API", "no leader with a quorum", "not the leader")
+
+
 def members(node, *args, check=True, timeout=150):
-    out = subprocess.run([JINN, "members", *args, "--addr", node.url], capture_output=True,
-                         text=True, timeout=timeout)
+    """`jinn members ...`; retried (with a deadline) only on answers that say
+    nothing was done (no leader known yet)."""
+    deadline = time.monotonic() + 15
+    while True:
+        out = subprocess.run([JINN, "members", *args, "--addr", node.url], capture_output=True,
+                             text=True, timeout=timeout)
+        if not (out.returncode == 1 and any(m in out.stderr for m in NOT_APPLIED)
+                and time.monotonic() < deadline):
+            break
+        time.sleep(0.1)
     if check:
         assert out.returncode == 0, out.stderr
     return out
@@ -217,6 +228,7 @@ def test_add_standby_then_promote(cluster_factory):
     assert m["n4"]["role"] == "standby" and m["n4"]["id"] == st["id"]
     # A follower forwards the change to the leader.
     follower = next(n for n in c.nodes[:3] if n.status()["role"] == "follower")
+    wait_for(lambda: follower.status()["leader"]["api"], what="follower knows the leader's API")
     members(follower, "promote", "n4")
     m = {x["name"]: x for x in member_list(c.wait_leader())["members"]}
     assert m["n4"]["role"] == "voter"
@@ -294,6 +306,7 @@ def test_leader_transfer(cluster_factory):
     target = next(n for n in c.nodes if n is not leader)
     # From a follower: forwarded to the leader, which hands over.
     via = next(n for n in c.nodes if n is not leader and n is not target)
+    wait_for(lambda: via.status()["leader"]["api"], what="via knows the leader's API")
     out = subprocess.run([JINN, "leader", "transfer", target.name, "--addr", via.url],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
