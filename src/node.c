@@ -105,6 +105,7 @@ struct jinn_node {
     unsigned probes_left;
     bool probe_ok[JINN_CONFIG_MAX_PEERS]; /* peer answered: no cluster state */
     char refuse_msg[512];
+    raft_index checked_config; /* configuration compared with cluster_peers */
     char note[600];
     bool was_leader;
 
@@ -1451,6 +1452,9 @@ static void op_transfer_done(struct raft_transfer *req)
     const char *address;
     char msg[200];
 
+    if (cb == NULL) {
+        return; /* answered already (the node is stopping) */
+    }
     node->transfer_cb = NULL;
     raft_leader(&node->raft, &leader_id, &address);
     if (leader_id != 0 && leader_id != node->id) {
@@ -1560,6 +1564,58 @@ static void commit_term_start(struct jinn_node *node)
     }
 }
 
+/* cluster_peers only bootstraps; once the replicated configuration is
+ * known, say (once per configuration) where the two disagree and which
+ * command makes them agree. */
+static void check_config_agrees(struct jinn_node *node)
+{
+    const struct raft_configuration *conf = &node->raft.configuration;
+    const struct raft_server *me = self_server(node);
+    char only_cfg[400] = "", only_conf[400] = "";
+
+    if (conf->n == 0 || node->raft.configuration_index == node->checked_config) {
+        return;
+    }
+    node->checked_config = node->raft.configuration_index;
+    if (me != NULL && strcmp(me->address, node->address) != 0) {
+        jinn_warn("cluster_peers gives this node the raft address %s but the cluster dials %s; "
+                  "to move it: jinn members remove %s, then jinn members add %s=%s",
+                  node->address, me->address, node->cfg->server_name, node->cfg->server_name,
+                  node->address);
+    }
+    if (node->cfg->n_peers <= 1) {
+        return; /* no cluster_peers given: nothing to compare */
+    }
+    for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+        const struct jinn_peer *p = &node->cfg->peers[i];
+        bool found = false;
+        for (unsigned k = 0; k < conf->n; k++) {
+            found |= strcmp(conf->servers[k].address, p->address) == 0;
+        }
+        if (!found) {
+            snprintf(only_cfg + strlen(only_cfg), sizeof only_cfg - strlen(only_cfg), " %s=%s",
+                     p->name, p->address);
+        }
+    }
+    for (unsigned k = 0; k < conf->n; k++) {
+        bool found = false;
+        for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+            found |= strcmp(conf->servers[k].address, node->cfg->peers[i].address) == 0;
+        }
+        if (!found) {
+            snprintf(only_conf + strlen(only_conf), sizeof only_conf - strlen(only_conf),
+                     " %s=%s", jinn_node_member_name(node, conf->servers[k].id),
+                     conf->servers[k].address);
+        }
+    }
+    if (only_cfg[0] != '\0' || only_conf[0] != '\0') {
+        jinn_info("membership differs from cluster_peers (which only bootstraps; `jinn "
+                  "members` shows and changes membership): in cluster_peers only:%s; "
+                  "members only:%s",
+                  only_cfg[0] ? only_cfg : " -", only_conf[0] ? only_conf : " -");
+    }
+}
+
 static void tick_cb(uv_timer_t *timer)
 {
     struct jinn_node *node = timer->data;
@@ -1594,6 +1650,7 @@ static void tick_cb(uv_timer_t *timer)
         }
     }
     op_tick(node, now);
+    check_config_agrees(node);
     if (leader_id != 0 && !node->stopping) {
         announce(node, now);
     }
@@ -1790,6 +1847,11 @@ void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
     node->stopping = true;
     if (node->op.step != OP_NONE) {
         op_finish(node, JINN_ESHUTDOWN, "the leader is shutting down");
+    }
+    if (node->transfer_cb != NULL) {
+        jinn_member_cb answer = node->transfer_cb;
+        node->transfer_cb = NULL;
+        answer(node->transfer_data, JINN_ESHUTDOWN, "the leader is shutting down");
     }
     node->stop_cb = cb;
     node->stop_data = data;
