@@ -47,7 +47,8 @@ static void print_list(json_t *o)
                      json_integer_value(contact));
         }
         if (json_is_integer(match)) {
-            snprintf(match_s, sizeof match_s, "%" JSON_INTEGER_FORMAT, json_integer_value(match));
+            snprintf(match_s, sizeof match_s, "%" JSON_INTEGER_FORMAT,
+                     json_integer_value(match));
         }
         printf("%-12s %-17" JSON_INTEGER_FORMAT " %-8s %-9s %-8s %-11s %-22s %s\n",
                json_string_value(json_object_get(m, "name")),
@@ -57,7 +58,9 @@ static void print_list(json_t *o)
                match_s, json_string_value(json_object_get(m, "address")), api ? api : "-");
     }
     printf("leader %s, last index %" JSON_INTEGER_FORMAT ", cluster %s\n",
-           json_string_value(json_object_get(o, "leader")) ? json_string_value(json_object_get(o, "leader")) : "none",
+           json_string_value(json_object_get(o, "leader"))
+               ? json_string_value(json_object_get(o, "leader"))
+               : "none",
            json_integer_value(json_object_get(o, "last_index")),
            json_string_value(json_object_get(o, "cluster_id")));
 }
@@ -136,8 +139,9 @@ int jinn_cli_members(int argc, char **argv)
         jinn_wbuf_free(&target);
         return 2;
     }
-    rv = jinn_cli_call(addr, method, &target, body ? "Content-Type: application/json\r\n" : NULL,
-                       body ? body : "", body ? strlen(body) : 0, &resp, &len, &status);
+    rv =
+        jinn_cli_call(addr, method, &target, body ? "Content-Type: application/json\r\n" : NULL,
+                      body ? body : "", body ? strlen(body) : 0, &resp, &len, &status);
     jinn_wbuf_free(&target);
     jinn_free(body); /* json_dumps allocates through jinn_malloc (see main.c) */
     if (rv != 0) {

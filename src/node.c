@@ -101,7 +101,6 @@ struct jinn_node {
     struct raft_transfer op_transfer; /* jinn leader transfer */
     jinn_member_cb transfer_cb;
     void *transfer_data;
-    bool probing;  /* --bootstrap probes in flight */
     unsigned probes_left;
     bool probe_ok[JINN_CONFIG_MAX_PEERS]; /* peer answered: no cluster state */
     char refuse_msg[512];

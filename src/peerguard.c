@@ -31,7 +31,7 @@ enum pg_status {
 };
 
 struct jinn_pg_conn {
-    struct jinn_peerguard *pg;  /* NULL once finished */
+    struct jinn_peerguard *pg; /* NULL once finished */
     struct jinn_pg_conn *next;
     uv_stream_t *stream; /* ours until handed to libraft or closed */
     bool inbound;
@@ -209,7 +209,8 @@ static struct jinn_pg_conn *conn_new(struct jinn_peerguard *pg, bool inbound, ra
 
 static void answer(struct jinn_pg_conn *c, struct jinn_peerguard *pg, enum pg_status status)
 {
-    uint8_t flags = pg->probe_flags != NULL ? pg->probe_flags(pg->data, get_u64(c->in + 16)) : 0;
+    uint8_t flags =
+        pg->probe_flags != NULL ? pg->probe_flags(pg->data, get_u64(c->in + 16)) : 0;
     memcpy(c->out, "JNPA", 4);
     c->out[4] = PG_VERSION;
     c->out[5] = (uint8_t)status;
@@ -263,10 +264,10 @@ static void inbound_ready(struct jinn_pg_conn *c)
     }
     if (their_cluster == 0 || (pg->cluster_id != 0 && their_cluster != pg->cluster_id)) {
         pg_refuse_log(pg,
-                      their_cluster == 0
-                          ? "%s: node %llu belongs to no cluster yet%.0llu"
-                          : "%s: node %llu belongs to cluster %016llx, not ours",
-                      c->address, (unsigned long long)sender, (unsigned long long)their_cluster);
+                      their_cluster == 0 ? "%s: node %llu belongs to no cluster yet%.0llu"
+                                         : "%s: node %llu belongs to cluster %016llx, not ours",
+                      c->address, (unsigned long long)sender,
+                      (unsigned long long)their_cluster);
         refuse(c, pg, their_cluster == 0 ? PG_NO_CLUSTER : PG_WRONG_CLUSTER);
         return;
     }
@@ -365,10 +366,8 @@ static void outbound_ready(struct jinn_pg_conn *c)
         return;
     }
     if (status != PG_OK) {
-        pg_refuse_log(pg,
-                      "%s refused us: its cluster is %016llx, ours %016llx",
-                      c->address, (unsigned long long)their_cluster,
-                      (unsigned long long)pg->cluster_id);
+        pg_refuse_log(pg, "%s refused us: its cluster is %016llx, ours %016llx", c->address,
+                      (unsigned long long)their_cluster, (unsigned long long)pg->cluster_id);
         conn_fail(c, RAFT_NOCONNECTION);
         return;
     }
@@ -403,7 +402,8 @@ static void inner_connected(struct raft_uv_connect *inner_req, struct uv_stream_
     put_u64(c->out + 16, pg->self_id);
     put_u64(c->out + 24, c->id);
     uv_timer_start(&c->timer, timeout_cb, JINN_PG_HANDSHAKE_MS, 0);
-    if (conn_write(c, false, JINN_PG_PREAMBLE) != 0 || uv_read_start(stream, alloc_cb, read_cb) != 0) {
+    if (conn_write(c, false, JINN_PG_PREAMBLE) != 0 ||
+        uv_read_start(stream, alloc_cb, read_cb) != 0) {
         conn_fail(c, RAFT_NOCONNECTION);
     }
 }

@@ -57,7 +57,8 @@ struct jinn_peerguard {
 
 /* inner must be initialised (raft_uv_tcp_init) and outlive the guard. */
 void jinn_peerguard_init(struct jinn_peerguard *pg, uv_loop_t *loop,
-                         struct raft_uv_transport *inner, uint64_t self_id, uint64_t cluster_id);
+                         struct raft_uv_transport *inner, uint64_t self_id,
+                         uint64_t cluster_id);
 
 /* Probe answer states. */
 enum jinn_probe_state {

@@ -17,15 +17,17 @@
 
 static json_t *member_json(const struct jinn_member *m, bool leader)
 {
-    json_t *o = json_pack("{s:s, s:I, s:s, s:s?, s:s}", "name", m->name, "id",
-                          (json_int_t)m->id, "address", m->address, "api",
-                          m->api[0] ? m->api : NULL, "role",
-                          m->voter ? "voter" : m->spare ? "spare" : "standby");
+    json_t *o =
+        json_pack("{s:s, s:I, s:s, s:s?, s:s}", "name", m->name, "id", (json_int_t)m->id,
+                  "address", m->address, "api", m->api[0] ? m->api : NULL, "role",
+                  m->voter   ? "voter"
+                  : m->spare ? "spare"
+                             : "standby");
     if (o != NULL && leader) {
         json_object_set_new(o, "reachable", json_boolean(m->reachable));
-        json_object_set_new(o, "last_contact_ms", m->last_contact_ms >= 0
-                                                      ? json_integer(m->last_contact_ms)
-                                                      : json_null());
+        json_object_set_new(o, "last_contact_ms",
+                            m->last_contact_ms >= 0 ? json_integer(m->last_contact_ms)
+                                                    : json_null());
         json_object_set_new(o, "match_index", json_integer((json_int_t)m->match_index));
     }
     return o;
