@@ -634,7 +634,8 @@ static int setup_identity(struct jinn_node *node)
         node->mode = MODE_BOOTSTRAP;
     } else if (cfg->bootstrap) {
         node->id = jinn_node_id_for(cfg->server_name);
-        node->cluster_id = jinn_node_cluster_id_for(cfg);
+        /* Alone, nobody has to agree with us: a fresh random cluster id. */
+        node->cluster_id = cfg->n_peers == 1 ? random_id() : jinn_node_cluster_id_for(cfg);
         node->mode = MODE_BOOTSTRAP;
         rv = probe_before_bootstrap(node);
         if (rv != 0) {
