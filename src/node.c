@@ -98,6 +98,7 @@ struct jinn_node {
     enum start_mode mode;
     struct jinn_peerguard pg; /* checks cluster identity on raft streams */
     struct member_op op;
+    uint64_t auto_pause_until; /* loop ms: no automatic promotion before */
     struct raft_transfer op_transfer; /* jinn leader transfer */
     jinn_member_cb transfer_cb;
     void *transfer_data;
@@ -1069,6 +1070,9 @@ static void op_finish(struct jinn_node *node, int code, const char *msg)
     void *data = node->op.data;
     node->op.step = OP_NONE;
     node->op.cb = NULL;
+    /* The operator decided: automatic standby promotion waits a full
+     * standby_promote_after before it may act on the new configuration. */
+    node->auto_pause_until = uv_now(node->loop) + node->cfg->standby_promote_after_ms;
     if (code == 0) {
         jinn_info("membership: %s", msg);
     } else {
@@ -1182,7 +1186,7 @@ static void manage_membership(struct jinn_node *node, uint64_t now)
         }
     }
     if (node->change_inflight || node->stopping || node->op.step != OP_NONE ||
-        node->raft.configuration_uncommitted_index != 0) {
+        node->raft.configuration_uncommitted_index != 0 || now < node->auto_pause_until) {
         return;
     }
     if (voters > node->cfg->replicas && stale_voter != NULL) {

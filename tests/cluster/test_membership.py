@@ -315,3 +315,22 @@ def test_leader_transfer(cluster_factory):
     out = subprocess.run([JINN, "leader", "transfer", "nosuch", "--addr", target.url],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "404" in out.stderr
+
+
+def test_automatic_promotion_does_not_undo_a_demote_at_once(cluster_factory):
+    c = cluster_factory(4, replicas=3, extra_config=["standby_promote_after 3s"]).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    victim = next(n for n in c.nodes[:3] if n is not leader)
+    members(leader, "demote", victim.name)
+    # Two voters of replicas 3 and a healthy standby (n4): the automatic
+    # promotion stays out of the way for standby_promote_after.
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        roles = {m["name"]: m["role"] for m in member_list(c.wait_leader())["members"]}
+        assert roles[victim.name] == "standby" and roles["n4"] == "standby", roles
+        time.sleep(0.1)
+    # Then it keeps cluster_replicas voters again.
+    wait_for(lambda: sum(m["role"] == "voter"
+                         for m in member_list(c.wait_leader())["members"]) == 3,
+             timeout=15, what="back to three voters")
