@@ -196,7 +196,7 @@ static int load_config(struct jinn_config *cfg, const char *path)
     return 0;
 }
 
-int jinn_daemon_run(const char *config_path)
+int jinn_daemon_run(const char *config_path, bool bootstrap)
 {
     struct daemon *d = jinn_calloc(1, sizeof *d);
     struct jinn_http_config http_cfg;
@@ -213,6 +213,7 @@ int jinn_daemon_run(const char *config_path)
         jinn_free(d);
         return rv;
     }
+    d->cfg.bootstrap = bootstrap;
     jinn_log_set_name(d->cfg.server_name);
     jinn_log_set_level(d->cfg.debug_log ? JINN_LOG_DEBUG : JINN_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
@@ -229,6 +230,7 @@ int jinn_daemon_run(const char *config_path)
         rv = jinn_node_start(d->node);
     }
     if (rv != 0) {
+        exit_code = rv == JINN_ECONFIG ? 2 : 1; /* 2: fix the configuration or command */
         goto out_close_loop;
     }
     jinn_api_init(&d->api, &d->loop, &d->cfg, d->node);

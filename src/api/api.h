@@ -129,6 +129,19 @@ void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
+/* Membership (api/cluster.c). */
+void jinn_api_members_list(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_members_add(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args);
+void jinn_api_members_remove(struct jinn_api *api, struct jinn_http_request *req,
+                             const struct jinn_route_args *args);
+void jinn_api_members_promote(struct jinn_api *api, struct jinn_http_request *req,
+                              const struct jinn_route_args *args);
+void jinn_api_members_demote(struct jinn_api *api, struct jinn_http_request *req,
+                             const struct jinn_route_args *args);
+void jinn_api_leader_transfer(struct jinn_api *api, struct jinn_http_request *req,
+                              const struct jinn_route_args *args);
 /* Answers queued queries and closes idle reader connections (shutdown). */
 void jinn_api_sql_stop(struct jinn_api *api);
 /* Stats object for one queue (metrics and GET /v1/queues). */

@@ -25,7 +25,8 @@ static json_t *members_json(const struct jinn_node_status *st, int want_voter)
             json_array_append_new(
                 list, json_pack("{s:s, s:I, s:s, s:s?, s:s}", "name", m->name, "id",
                                 (json_int_t)m->id, "address", m->address, "api",
-                                m->api[0] ? m->api : NULL, "role", m->voter ? "voter" : "standby"));
+                                m->api[0] ? m->api : NULL, "role",
+                                m->voter ? "voter" : m->spare ? "spare" : "standby"));
         }
     }
     return list;
@@ -72,6 +73,14 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
     if (api->loopmon != NULL) {
         json_object_set_new(obj, "loop_stall_max_ms",
                             json_integer((json_int_t)api->loopmon->max_ms));
+    }
+    {
+        char cid[20];
+        snprintf(cid, sizeof cid, "%016llx", (unsigned long long)st.cluster_id);
+        json_object_set_new(obj, "cluster_id", st.cluster_id ? json_string(cid) : json_null());
+        if (st.note != NULL) {
+            json_object_set_new(obj, "note", json_string(st.note));
+        }
     }
     jinn_http_reply_json(req, 200, obj);
 }
@@ -141,6 +150,9 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
           "%" PRId64, st.leader_contact_ms);
     GAUGE("jinn_cluster_voters", "Voting members.", "%u", voters);
     GAUGE("jinn_cluster_standbys", "Standby members.", "%u", st.n_members - voters);
+    COUNTER("jinn_raft_connections_refused_total",
+            "Raft connections refused: another cluster, a stray, a wiped node.", "%" PRIu64,
+            st.raft_refused);
     COUNTER("jinn_proposals_committed_total", "Proposals committed and applied.", "%" PRIu64,
             st.proposals_ok);
     COUNTER("jinn_proposals_failed_total", "Proposals that failed or timed out.", "%" PRIu64,

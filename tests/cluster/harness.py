@@ -10,6 +10,7 @@ deadline (wait_for).
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -193,6 +194,7 @@ class Node:
         self.proc = None
         self.paused = False
         self.rlimit_nofile = None  # (soft, hard) for the process, or None
+        self.started_once = False
 
     @property
     def url(self):
@@ -219,8 +221,13 @@ class Node:
                     f"{extra}"
                     "}\n")
 
-    def start(self):
+    def start(self, bootstrap=None):
+        """Starts jinn. bootstrap (default: only on the node's first start)
+        passes --bootstrap, which founds a new cluster from cluster_peers."""
         assert self.proc is None or self.proc.poll() is not None
+        if bootstrap is None:
+            bootstrap = not self.started_once
+        self.started_once = True
         self.write_config()
         log = open(self.log_path, "a")
         limit = self.rlimit_nofile
@@ -230,12 +237,17 @@ class Node:
                 import resource
                 resource.setrlimit(resource.RLIMIT_NOFILE, limit)
 
-        self.proc = subprocess.Popen([JINN, "run", "-c", self.config_path],
-                                     stdout=log, stderr=subprocess.STDOUT,
+        args = [JINN, "run", "-c", self.config_path] + (["--bootstrap"] if bootstrap else [])
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL,
                                      preexec_fn=preexec if limit is not None else None)
         log.close()
         self.paused = False
+
+    def wipe(self):
+        """Deletes the data_dir (the node must be stopped)."""
+        assert not self.alive()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -295,6 +307,14 @@ class Cluster:
 
     def __getitem__(self, name):
         return next(n for n in self.nodes if n.name == name)
+
+    def add_node(self, name=None):
+        """A node that is not in the bootstrap configuration (start it with
+        bootstrap=False and add it with `jinn members add`)."""
+        n = Node(self, name or f"n{len(self.nodes) + 1}", len(self.nodes))
+        self.nodes.append(n)
+        self.proxies[n.name] = FaultProxy(self, n.name, n.proxy_port, n.raft_port)
+        return n
 
     def name_for_raft_address(self, address):
         for n in self.nodes:
