@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fsm/fatal.h"
 
 static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
@@ -184,24 +185,18 @@ const struct jinn_kv_event *jinn_kv_history_at(const struct jinn_kv *kv, size_t 
 
 static void unlink_entry(struct jinn_kv *kv, struct jinn_kv_entry *e)
 {
-    struct jinn_tree_node *gone = jinn_tree_remove(&kv->by_key, &e->by_key);
-    assert(gone == &e->by_key);
-    (void)gone;
+    jinn_fsm_unlink(&kv->by_key, &e->by_key, "kv by key");
     if (e->expires_at != 0) {
-        gone = jinn_tree_remove(&kv->by_expiry, &e->by_expiry);
-        assert(gone == &e->by_expiry);
+        jinn_fsm_unlink(&kv->by_expiry, &e->by_expiry, "kv by expiry");
     }
     kv->bytes -= e->key_len + e->value_len;
 }
 
 static void link_entry(struct jinn_kv *kv, struct jinn_kv_entry *e)
 {
-    struct jinn_tree_node *dup = jinn_tree_insert(&kv->by_key, &e->by_key);
-    assert(dup == NULL);
-    (void)dup;
+    jinn_fsm_link(&kv->by_key, &e->by_key, "kv by key");
     if (e->expires_at != 0) {
-        dup = jinn_tree_insert(&kv->by_expiry, &e->by_expiry);
-        assert(dup == NULL);
+        jinn_fsm_link(&kv->by_expiry, &e->by_expiry, "kv by expiry");
     }
     kv->bytes += e->key_len + e->value_len;
 }
@@ -245,7 +240,7 @@ int jinn_kv_put(struct jinn_kv *kv, uint64_t index, uint64_t now, const struct j
     }
     e->revision = index;
     e->create_revision = old ? old->create_revision : index;
-    e->expires_at = c->kv.ttl_ms ? now + c->kv.ttl_ms : 0;
+    e->expires_at = c->kv.ttl_ms ? jinn_fsm_deadline(now, c->kv.ttl_ms) : 0;
     if (old != NULL) {
         unlink_entry(kv, old);
         jinn_free(old);
