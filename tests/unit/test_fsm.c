@@ -11,8 +11,10 @@
 #include "codec.h"
 #include "error.h"
 #include "fsm/cmd.h"
+#include "fsm/fatal.h"
 #include "fsm/fsm.h"
 #include "ioguard.h"
+#include "log.h"
 #include "unit.h"
 
 static void encode_node(struct jinn_wbuf *w, uint64_t time_ms, uint64_t id, const char *name,
@@ -77,6 +79,137 @@ TEST(fsm_bad_command_changes_nothing)
     jinn_fsm_close(&fsm);
 }
 
+/* Runs fn(fsm) in a child with logging on and stderr captured into out;
+ * returns the child's wait status. The fatal-apply path exits the process,
+ * so it can only be observed from outside. */
+static int run_child(void (*fn)(struct jinn_fsm *), char *out, size_t cap)
+{
+    int fds[2], status = 0;
+    size_t got = 0;
+    ssize_t n;
+    pid_t pid;
+    if (pipe(fds) != 0) {
+        return -1;
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        return -1;
+    }
+    if (pid == 0) {
+        struct jinn_fsm fsm;
+        close(fds[0]);
+        dup2(fds[1], 2);
+        jinn_log_set_level(JINN_LOG_ERROR);
+        jinn_fsm_init(&fsm);
+        fn(&fsm);
+        _exit(0); /* fn returned: the node would have carried on */
+    }
+    close(fds[1]);
+    while (got + 1 < cap && (n = read(fds[0], out + got, cap - 1 - got)) > 0) {
+        got += (size_t)n;
+    }
+    out[got] = '\0';
+    close(fds[0]);
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+static void apply_raw(struct jinn_fsm *fsm, uint64_t index, uint8_t version, uint8_t type,
+                      uint8_t flags)
+{
+    uint8_t buf[16];
+    memset(buf, 0, sizeof buf);
+    buf[0] = JINN_CMD_MAGIC;
+    buf[1] = version;
+    buf[2] = type;
+    buf[3] = flags;
+    jinn_fsm_apply_buf(fsm, index, buf, sizeof buf);
+}
+
+static void apply_unknown_type(struct jinn_fsm *fsm) { apply_raw(fsm, 42, 1, 200, 0); }
+static void apply_unknown_version(struct jinn_fsm *fsm) { apply_raw(fsm, 43, 2, 1, 0); }
+static void apply_unknown_flags(struct jinn_fsm *fsm) { apply_raw(fsm, 44, 1, 1, 0x80); }
+
+/* Issue 10 item 7: an old replica skipped a command it did not know while
+ * new ones applied it - a fork during every rolling upgrade. It must stop,
+ * saying which entry and what to do. */
+TEST(fsm_unknown_command_version_or_type_stops_the_node)
+{
+    char out[2048];
+    int st = run_child(apply_unknown_type, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == JINN_EXIT_FATAL_APPLY);
+    CHECK(strstr(out, "entry 42 has command version 1 / type 200") != NULL);
+    CHECK(strstr(out, "upgrade this node") != NULL);
+    st = run_child(apply_unknown_version, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == JINN_EXIT_FATAL_APPLY);
+    CHECK(strstr(out, "entry 43 has command version 2 / type 1") != NULL);
+    st = run_child(apply_unknown_flags, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == JINN_EXIT_FATAL_APPLY);
+    CHECK(strstr(out, "entry 44") != NULL && strstr(out, "flags 128") != NULL);
+}
+
+static void apply_put_out_of_memory(struct jinn_fsm *fsm)
+{
+    struct jinn_cmd c;
+    struct jinn_wbuf w;
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_KV_PUT;
+    c.time_ms = 5;
+    c.kv.ns.p = (const uint8_t *)"ns";
+    c.kv.ns.len = 2;
+    c.kv.key.p = (const uint8_t *)"k";
+    c.kv.key.len = 1;
+    c.kv.value.p = (const uint8_t *)"v";
+    c.kv.value.len = 1;
+    jinn_wbuf_init(&w);
+    jinn_cmd_encode(&c, &w);
+    jinn_alloc_fail_after(0);
+    jinn_fsm_apply_buf(fsm, 7, w.data, w.len);
+}
+
+/* Issue 10 item 4: an allocation failure in apply stopped every replica
+ * with abort(). Now: one clear line naming the entry, exit code 3, and
+ * nothing of the entry applied (a restart replays it). */
+TEST(fsm_out_of_memory_in_apply_stops_cleanly)
+{
+    char out[2048];
+    int st = run_child(apply_put_out_of_memory, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == JINN_EXIT_FATAL_APPLY);
+    CHECK(strstr(out, "fatal apply: entry 7 (kv_put, type 3): out of memory") != NULL);
+}
+
+/* A known type with a malformed body changes nothing, identically on every
+ * replica: it is the same bytes everywhere. Applying it twice to two FSMs
+ * leaves both byte-identical to before. */
+TEST(fsm_malformed_known_command_is_deterministic_no_op)
+{
+    struct jinn_fsm a, b;
+    struct jinn_wbuf sa, sb;
+    uint8_t bad[24];
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    CHECK_INT(apply_node(&a, 1, 1000, 5, "a"), 0);
+    CHECK_INT(apply_node(&b, 1, 1000, 5, "a"), 0);
+    memset(bad, 0, sizeof bad);
+    bad[0] = JINN_CMD_MAGIC;
+    bad[1] = JINN_CMD_VERSION;
+    bad[2] = JINN_CMD_KV_PUT; /* a PUT with no body */
+    bad[4] = 0xff; /* a time far ahead: must not move cluster time */
+    CHECK_INT(jinn_fsm_apply_buf(&a, 2, bad, sizeof bad)->code, JINN_ECORRUPT);
+    CHECK_INT(jinn_fsm_apply_buf(&b, 2, bad, sizeof bad)->code, JINN_ECORRUPT);
+    jinn_wbuf_init(&sa);
+    jinn_wbuf_init(&sb);
+    CHECK_INT(jinn_fsm_encode(&a, &sa), 0);
+    CHECK_INT(jinn_fsm_encode(&b, &sb), 0);
+    CHECK(sa.len == sb.len && memcmp(sa.data, sb.data, sa.len) == 0);
+    CHECK_INT(a.time_ms, 1000);
+    jinn_wbuf_free(&sa);
+    jinn_wbuf_free(&sb);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
+}
+
 TEST(fsm_snapshot_round_trip_and_corruption)
 {
     struct jinn_fsm a, b;
@@ -125,6 +258,9 @@ TEST(fsm_snapshot_future_version_rejected)
     jinn_wbuf_init(&w);
     CHECK_INT(jinn_fsm_encode(&a, &w), 0);
     w.data[8] = JINN_SNAPSHOT_VERSION + 1;
+    /* Refused as "newer" even before its checksum is looked at: a newer
+     * format may checksum differently. */
+    CHECK_INT(jinn_fsm_decode(&a, w.data, w.len), JINN_EVERSION);
     crc = jinn_crc32(0, w.data, w.len - 4);
     jinn_wbuf_patch_u32(&w, w.len - 4, crc);
     CHECK_INT(jinn_fsm_decode(&a, w.data, w.len), JINN_EVERSION);
