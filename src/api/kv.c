@@ -439,7 +439,10 @@ static json_t *event_json(const struct jinn_kv_event *ev)
     json_t *obj = json_pack("{s:s, s:s%, s:I}", "type", types[ev->type], "key",
                             (const char *)ev->key, ev->key_len, "revision",
                             (json_int_t)ev->revision);
-    if (obj != NULL && ev->type == JINN_KV_EVENT_PUT) {
+    if (obj != NULL && ev->type == JINN_KV_EVENT_PUT && ev->value_dropped) {
+        /* Over the history's byte budget: the watcher re-reads the key. */
+        json_object_set_new(obj, "value_dropped", json_true());
+    } else if (obj != NULL && ev->type == JINN_KV_EVENT_PUT) {
         put_json_value(obj, ev->value ? ev->value : (const uint8_t *)"", ev->value_len);
     }
     return obj;

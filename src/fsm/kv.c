@@ -56,6 +56,38 @@ static void event_free(struct jinn_kv_event *ev)
     memset(ev, 0, sizeof *ev);
 }
 
+static uint64_t event_bytes(const struct jinn_kv_event *ev)
+{
+    return (ev->ns ? strlen(ev->ns) : 0) + ev->key_len + (ev->value ? ev->value_len : 0);
+}
+
+/* Frees a ring event, keeping the byte counters. */
+static void history_forget(struct jinn_kv *kv, struct jinn_kv_event *ev)
+{
+    kv->history_bytes -= event_bytes(ev);
+    if (ev->value != NULL) {
+        kv->history_value_bytes -= ev->value_len;
+    }
+    event_free(ev);
+}
+
+/* Drops values, oldest first, until the ring is within its byte budget. */
+static void history_trim_values(struct jinn_kv *kv)
+{
+    while (kv->history_value_bytes > JINN_KV_HISTORY_VALUE_BYTES &&
+           kv->ring_values < kv->ring_len) {
+        struct jinn_kv_event *ev = &kv->ring[(kv->ring_start + kv->ring_values) % JINN_KV_HISTORY];
+        if (ev->value != NULL) {
+            jinn_free(ev->value);
+            ev->value = NULL;
+            ev->value_dropped = true;
+            kv->history_value_bytes -= ev->value_len;
+            kv->history_bytes -= ev->value_len;
+        }
+        kv->ring_values++;
+    }
+}
+
 static void free_by_key(struct jinn_tree_node *n)
 {
     jinn_free(jinn_tree_entry(n, struct jinn_kv_entry, by_key));
@@ -65,7 +97,7 @@ void jinn_kv_clear(struct jinn_kv *kv)
 {
     jinn_tree_release_all(&kv->by_key, free_by_key);
     for (size_t i = 0; i < kv->ring_len; i++) {
-        event_free(&kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
+        history_forget(kv, &kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
     }
     jinn_free(kv->ring);
     jinn_kv_init(kv);
@@ -142,22 +174,29 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
     ev.key = jinn_malloc(e->key_len);
     ev.key_len = e->key_len;
     if (type == JINN_KV_EVENT_PUT && e->value_len > 0) {
-        ev.value = jinn_malloc(e->value_len);
         ev.value_len = e->value_len;
+        if (e->value_len <= JINN_KV_HISTORY_VALUE_BYTES) {
+            ev.value = jinn_malloc(e->value_len);
+        } else {
+            ev.value_dropped = true; /* larger than the whole budget */
+        }
     }
     if (kv->ring == NULL || ev.ns == NULL || ev.key == NULL ||
-        (ev.value_len > 0 && ev.value == NULL)) {
-        /* Lose the history rather than the change: watchers must re-list. */
+        (ev.value_len > 0 && !ev.value_dropped && ev.value == NULL)) {
+        /* Lose the history rather than the change: the history is this
+         * node's cache for watchers, not replicated state. Watchers must
+         * re-list (410 compacted). */
         event_free(&ev);
         for (size_t i = 0; kv->ring && i < kv->ring_len; i++) {
-            event_free(&kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
+            history_forget(kv, &kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
         }
         kv->ring_len = 0;
+        kv->ring_values = 0;
         kv->history_floor = revision;
         return;
     }
     memcpy(ev.key, e->key, e->key_len);
-    if (ev.value_len) {
+    if (ev.value != NULL) {
         memcpy(ev.value, e->value, ev.value_len);
     }
     if (kv->ring_len == JINN_KV_HISTORY) {
@@ -165,15 +204,25 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
         /* Keep whole revisions: drop every event of the oldest revision. */
         uint64_t drop = oldest->revision;
         while (kv->ring_len > 0 && kv->ring[kv->ring_start].revision == drop) {
-            event_free(&kv->ring[kv->ring_start]);
+            history_forget(kv, &kv->ring[kv->ring_start]);
             kv->ring_start = (kv->ring_start + 1) % JINN_KV_HISTORY;
             kv->ring_len--;
+            if (kv->ring_values > 0) {
+                kv->ring_values--;
+            }
         }
         kv->history_floor = drop;
     }
     kv->ring[(kv->ring_start + kv->ring_len) % JINN_KV_HISTORY] = ev;
     kv->ring_len++;
+    kv->history_bytes += event_bytes(&ev);
+    if (ev.value != NULL) {
+        kv->history_value_bytes += ev.value_len;
+    }
+    history_trim_values(kv);
 }
+
+uint64_t jinn_kv_history_bytes(const struct jinn_kv *kv) { return kv->history_bytes; }
 
 size_t jinn_kv_history_len(const struct jinn_kv *kv) { return kv->ring_len; }
 
