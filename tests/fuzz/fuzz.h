@@ -55,7 +55,9 @@ const char *fuzz_tmpdir(void)
         abort();
     }
     d = fuzz_dirs[fuzz_ndirs];
-    snprintf(d, sizeof fuzz_dirs[0], "/tmp/jinn-fuzz-XXXXXX");
+    /* tmpfs when there is one: the SQL files are rewritten at every input. */
+    snprintf(d, sizeof fuzz_dirs[0], "%s/jinn-fuzz-XXXXXX",
+             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     if (mkdtemp(d) == NULL) {
         perror("mkdtemp");
         abort();
