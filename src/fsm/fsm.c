@@ -341,6 +341,8 @@ static int fsm_restore(struct raft_fsm *iface, struct raft_buffer *buf)
         jinn_error("snapshot restore failed: %s", jinn_error_message(rv));
         return rv == JINN_ENOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
     }
+    jinn_info("snapshot restored (%zu bytes, cluster time %llu)", buf->len,
+              (unsigned long long)fsm->time_ms);
     /* On success the FSM owns the buffer (libraft's contract). */
     raft_free(buf->base);
     return 0;
