@@ -64,3 +64,41 @@ def test_equal_ttl_locks_with_waiters_do_not_crash_the_cluster(cluster):
     assert victim.alive(), victim.log()[-3000:]
     for n in cluster.nodes:
         assert "Assertion" not in n.log() and "fatal apply" not in n.log()
+
+
+def test_watch_history_drops_old_values_past_its_byte_budget(cluster_factory):
+    """1 MiB PUTs to one key used to keep every value in the watch history
+    (3 GB RSS after 1 500). Past 64 MiB the oldest events keep revision and
+    key but say value_dropped; the newest keep their values. (Needs the
+    HTTP fix for bodies over ~3 KB, issue 10 item 1.)"""
+    c = cluster_factory(1, extra_config=["max_body 2MiB"]).start()
+    c.wait_leader()
+    c.wait_ready()
+    node = c.nodes[0]
+    value = b"x" * (1 << 20)
+    revisions = {"old": [], "new": []}
+    for i in range(70):
+        key = "old" if i < 6 else "new"
+        code, _, out = node.request(f"/v1/kv/big/{key}", "PUT", value, {}, timeout=30)
+        assert code == 200, (i, code, out)
+        revisions[key].append(json.loads(out)["revision"])
+
+    def watch(prefix, after):
+        code, _, out = node.request(f"/v1/kv/big?watch=1&prefix={prefix}&after={after}"
+                                    "&timeout=1s", timeout=60)
+        assert code == 200, out
+        return json.loads(out)["events"]
+
+    # The oldest 6 MiB are over the budget: every change is there, without
+    # its value.
+    old = watch("old", revisions["old"][0] - 1)
+    assert [e["revision"] for e in old] == revisions["old"]
+    assert all(e.get("value_dropped") is True and "value" not in e for e in old), old
+    # The newest 64 MiB are kept (watched in pieces under the reply limit).
+    new = watch("new", revisions["new"][-8] - 1)
+    assert [e["revision"] for e in new] == revisions["new"][-8:]
+    assert all(e["value"] == value.decode() and "value_dropped" not in e for e in new)
+    code, _, metrics = node.request("/metrics")
+    line = next(l for l in metrics.decode().splitlines()
+                if l.startswith("jinn_watch_history_bytes "))
+    assert 64 << 20 <= int(line.split()[1]) <= (64 << 20) + 4096
