@@ -306,6 +306,30 @@ static void check_same(const struct jinn_fsm *a, const struct jinn_fsm *b, bool 
 
 /* ---- the run ------------------------------------------------------------- */
 
+/* With JINN_FUZZ_DUMP_SNAPSHOTS=DIR, each input's final state is written
+ * there as a snapshot_decode input (a 0 byte, then the snapshot): how that
+ * target's seed corpus is made. */
+static void dump_snapshot(const struct jinn_fsm *fsm, const uint8_t *data, size_t size)
+{
+    const char *dir = getenv("JINN_FUZZ_DUMP_SNAPSHOTS");
+    struct jinn_wbuf w;
+    char path[512];
+    FILE *f;
+    if (dir == NULL) {
+        return;
+    }
+    jinn_wbuf_init(&w);
+    jinn_wbuf_put_u8(&w, 0);
+    FUZZ_CHECK(jinn_fsm_encode(fsm, &w) == 0);
+    snprintf(path, sizeof path, "%s/seed-%08x", dir, jinn_crc32(0, data, size));
+    f = fopen(path, "wb");
+    if (f != NULL) {
+        fwrite(w.data, 1, w.len, f);
+        fclose(f);
+    }
+    jinn_wbuf_free(&w);
+}
+
 static void fresh(struct jinn_fsm *fsm, const char *dir)
 {
     jinn_fsm_init(fsm);
@@ -384,6 +408,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     check_same(a, b, sql_used);
+    dump_snapshot(a, data, size);
     jinn_fsm_close(a);
     jinn_fsm_close(b);
     return 0;

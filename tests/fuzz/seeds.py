@@ -4,7 +4,13 @@
 Run from the repository root after a format change; libFuzzer adds what it
 finds next to these (make fuzz). Commands follow src/fsm/cmd.c: 12-byte
 header, little-endian integers, byte strings as u32 length + bytes, zero
-padding to a multiple of 8."""
+padding to a multiple of 8.
+
+The snapshot_decode seeds (seed-XXXXXXXX) are real snapshots written by the
+differential fuzzer: build it (make fuzz-build) and run
+    mkdir -p /tmp/snaps && JINN_FUZZ_DUMP_SNAPSHOTS=/tmp/snaps \
+        build/fuzz/fsm_diff tests/fuzz/corpus/fsm_diff/*
+then copy a few of /tmp/snaps/* into tests/fuzz/corpus/snapshot_decode/."""
 import os
 import struct
 
