@@ -71,12 +71,35 @@ static void history_forget(struct jinn_kv *kv, struct jinn_kv_event *ev)
     event_free(ev);
 }
 
+/* Doubles the ring (up to JINN_KV_HISTORY slots), oldest event first: a
+ * node with little traffic does not hold 65 536 empty slots. On failure the
+ * ring is unchanged. */
+static void history_grow(struct jinn_kv *kv)
+{
+    size_t cap = kv->ring_cap ? kv->ring_cap * 2 : 64;
+    struct jinn_kv_event *ring;
+    if (cap > JINN_KV_HISTORY) {
+        cap = JINN_KV_HISTORY;
+    }
+    ring = jinn_calloc(cap, sizeof *ring);
+    if (ring == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < kv->ring_len; i++) {
+        ring[i] = kv->ring[(kv->ring_start + i) % kv->ring_cap];
+    }
+    jinn_free(kv->ring);
+    kv->ring = ring;
+    kv->ring_cap = cap;
+    kv->ring_start = 0;
+}
+
 /* Drops values, oldest first, until the ring is within its byte budget. */
 static void history_trim_values(struct jinn_kv *kv)
 {
     while (kv->history_value_bytes > JINN_KV_HISTORY_VALUE_BYTES &&
            kv->ring_values < kv->ring_len) {
-        struct jinn_kv_event *ev = &kv->ring[(kv->ring_start + kv->ring_values) % JINN_KV_HISTORY];
+        struct jinn_kv_event *ev = &kv->ring[(kv->ring_start + kv->ring_values) % kv->ring_cap];
         if (ev->value != NULL) {
             jinn_free(ev->value);
             ev->value = NULL;
@@ -97,7 +120,7 @@ void jinn_kv_clear(struct jinn_kv *kv)
 {
     jinn_tree_release_all(&kv->by_key, free_by_key);
     for (size_t i = 0; i < kv->ring_len; i++) {
-        history_forget(kv, &kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
+        history_forget(kv, &kv->ring[(kv->ring_start + i) % kv->ring_cap]);
     }
     jinn_free(kv->ring);
     jinn_kv_init(kv);
@@ -165,8 +188,8 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
 {
     struct jinn_kv_event ev;
     memset(&ev, 0, sizeof ev);
-    if (kv->ring == NULL) {
-        kv->ring = jinn_calloc(JINN_KV_HISTORY, sizeof *kv->ring);
+    if (kv->ring_len == kv->ring_cap && kv->ring_cap < JINN_KV_HISTORY) {
+        history_grow(kv);
     }
     ev.revision = revision;
     ev.type = type;
@@ -181,14 +204,15 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
             ev.value_dropped = true; /* larger than the whole budget */
         }
     }
-    if (kv->ring == NULL || ev.ns == NULL || ev.key == NULL ||
+    if (kv->ring == NULL || (kv->ring_len == kv->ring_cap && kv->ring_cap < JINN_KV_HISTORY) ||
+        ev.ns == NULL || ev.key == NULL ||
         (ev.value_len > 0 && !ev.value_dropped && ev.value == NULL)) {
         /* Lose the history rather than the change: the history is this
          * node's cache for watchers, not replicated state. Watchers must
          * re-list (410 compacted). */
         event_free(&ev);
         for (size_t i = 0; kv->ring && i < kv->ring_len; i++) {
-            history_forget(kv, &kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
+            history_forget(kv, &kv->ring[(kv->ring_start + i) % kv->ring_cap]);
         }
         kv->ring_len = 0;
         kv->ring_values = 0;
@@ -205,7 +229,7 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
         uint64_t drop = oldest->revision;
         while (kv->ring_len > 0 && kv->ring[kv->ring_start].revision == drop) {
             history_forget(kv, &kv->ring[kv->ring_start]);
-            kv->ring_start = (kv->ring_start + 1) % JINN_KV_HISTORY;
+            kv->ring_start = (kv->ring_start + 1) % kv->ring_cap;
             kv->ring_len--;
             if (kv->ring_values > 0) {
                 kv->ring_values--;
@@ -213,7 +237,7 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
         }
         kv->history_floor = drop;
     }
-    kv->ring[(kv->ring_start + kv->ring_len) % JINN_KV_HISTORY] = ev;
+    kv->ring[(kv->ring_start + kv->ring_len) % kv->ring_cap] = ev;
     kv->ring_len++;
     kv->history_bytes += event_bytes(&ev);
     if (ev.value != NULL) {
@@ -229,7 +253,7 @@ size_t jinn_kv_history_len(const struct jinn_kv *kv) { return kv->ring_len; }
 const struct jinn_kv_event *jinn_kv_history_at(const struct jinn_kv *kv, size_t i)
 {
     assert(i < kv->ring_len);
-    return &kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY];
+    return &kv->ring[(kv->ring_start + i) % kv->ring_cap];
 }
 
 static void unlink_entry(struct jinn_kv *kv, struct jinn_kv_entry *e)

@@ -63,7 +63,7 @@ struct jinn_kv {
     uint64_t last_revision; /* of the last change */
     /* history ring for watchers */
     struct jinn_kv_event *ring;
-    size_t ring_start, ring_len;
+    size_t ring_start, ring_len, ring_cap; /* ring_cap grows to JINN_KV_HISTORY */
     size_t ring_values; /* ring offset of the oldest event that may hold a value */
     uint64_t history_floor; /* changes after this revision are all in the ring */
     uint64_t history_value_bytes; /* value bytes held by the ring */

@@ -265,3 +265,29 @@ TEST(kv_watch_history_values_are_bounded_in_bytes)
     jinn_fsm_close(&fsm);
     jinn_free(big);
 }
+
+/* The ring grows from 64 slots as changes come (a quiet node does not hold
+ * 65 536 empty slots) and, once full, drops the oldest revisions in order. */
+TEST(kv_watch_history_grows_then_wraps_in_order)
+{
+    struct jinn_fsm fsm;
+    const size_t n = JINN_KV_HISTORY + 100;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 10, put_cmd("ns", "k", "v"))->code, 0);
+    CHECK_INT(fsm.kv.ring_cap, 64);
+    for (size_t i = 2; i <= n; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%zu", i % 7);
+        CHECK_INT(apply(&fsm, i, 10, put_cmd("ns", key, "v"))->code, 0);
+    }
+    CHECK_INT(fsm.kv.ring_cap, JINN_KV_HISTORY);
+    CHECK_INT(jinn_kv_history_len(&fsm.kv), JINN_KV_HISTORY);
+    CHECK_INT(fsm.kv.history_floor, 100);
+    for (size_t i = 0; i < JINN_KV_HISTORY; i += 997) {
+        CHECK_INT(jinn_kv_history_at(&fsm.kv, i)->revision, 101 + i);
+    }
+    CHECK_INT(jinn_kv_history_at(&fsm.kv, JINN_KV_HISTORY - 1)->revision, n);
+    /* "ns" + "kN" + "v" per event: the counters follow the drops. */
+    CHECK_INT(jinn_kv_history_bytes(&fsm.kv), (uint64_t)JINN_KV_HISTORY * 5);
+    jinn_fsm_close(&fsm);
+}
