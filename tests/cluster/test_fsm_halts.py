@@ -83,19 +83,27 @@ def test_watch_history_drops_old_values_past_its_byte_budget(cluster_factory):
         assert code == 200, (i, code, out)
         revisions[key].append(json.loads(out)["revision"])
 
-    def watch(prefix, after):
-        code, _, out = node.request(f"/v1/kv/big?watch=1&prefix={prefix}&after={after}"
-                                    "&timeout=1s", timeout=60)
-        assert code == 200, out
-        return json.loads(out)["events"]
+    def watch(prefix, after, count):
+        """The first `count` events after `after`, over as many replies as
+        the node's reply limits make it take."""
+        events = []
+        while len(events) < count:
+            code, _, out = node.request(f"/v1/kv/big?watch=1&prefix={prefix}&after={after}"
+                                        "&timeout=1s", timeout=60)
+            assert code == 200, out
+            body = json.loads(out)
+            assert body["events"], body
+            events += body["events"]
+            after = body["revision"]
+        return events
 
     # The oldest 6 MiB are over the budget: every change is there, without
     # its value.
-    old = watch("old", revisions["old"][0] - 1)
+    old = watch("old", revisions["old"][0] - 1, 6)
     assert [e["revision"] for e in old] == revisions["old"]
     assert all(e.get("value_dropped") is True and "value" not in e for e in old), old
     # The newest 64 MiB are kept (watched in pieces under the reply limit).
-    new = watch("new", revisions["new"][-8] - 1)
+    new = watch("new", revisions["new"][-8] - 1, 8)
     assert [e["revision"] for e in new] == revisions["new"][-8:]
     assert all(e["value"] == value.decode() and "value_dropped" not in e for e in new)
     code, _, metrics = node.request("/metrics")
