@@ -43,7 +43,9 @@
     X(JINN_EIO, "io_error", 500, "input/output error")                              \
     X(JINN_ERAFT, "raft_error", 500, "consensus error")                             \
     X(JINN_ECONFIG, "bad_config", 400, "invalid configuration")                     \
-    X(JINN_EINTERNAL, "internal", 500, "internal error")
+    X(JINN_EINTERNAL, "internal", 500, "internal error")                         \
+    X(JINN_ESQLVERSION, "sql_version_mismatch", 503,                               \
+      "this database was written by another SQLite version than this node's")
 
 #define JINN_ERROR_ENUM(code, name, http, msg) code,
 enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };

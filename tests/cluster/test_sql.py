@@ -119,7 +119,7 @@ def test_nondeterministic_sql_keeps_replicas_identical(cluster):
         code, body = exec_(cluster.nodes[i % 3], "app",
                            "INSERT INTO t(r, b, at, d, j) VALUES(random(), randomblob(8), "
                            "CURRENT_TIMESTAMP, date('now'), julianday('now'))",
-                           "UPDATE t SET r = r + abs(random() % 10) WHERE id = last_insert_rowid()")
+                           "UPDATE t SET r = r + abs(random() % 10) WHERE id = (SELECT max(id) FROM t)")
         assert code == 200, body
     wait_for(lambda: converged(cluster, cluster.nodes, "app"), what="identical replicas")
     rows = [query(m, "app", "SELECT * FROM t ORDER BY id", consistency="stale")[1]["rows"]

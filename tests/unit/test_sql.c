@@ -59,7 +59,7 @@ static const char *workload[] = {
     "datetime('now'), julianday('now'))\"},{\"sql\":\"INSERT INTO t(r) SELECT abs(random()) % "
     "1000 FROM t\"}]}",
     "{\"statements\":[{\"sql\":\"UPDATE t SET at = CURRENT_TIMESTAMP, r = r + ? WHERE id = "
-    "last_insert_rowid()\",\"params\":[7]},{\"sql\":\"INSERT INTO t(b) VALUES(?)\",\"params\":"
+    "(SELECT max(id) FROM t)\",\"params\":[7]},{\"sql\":\"INSERT INTO t(b) VALUES(?)\",\"params\":"
     "[{\"base64\":\"AAEC\"}]}]}",
 };
 
