@@ -297,6 +297,229 @@ static void fn_randomblob(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_blob(ctx, p, (int)n, sqlite3_free);
 }
 
+/* printf()/format(): SQLite's own, conversion by conversion, except that
+ * widths and precisions above JINN_SQL_VALUE_MAX are "string or blob too
+ * big" and %c repeats are built here. Debian's 3.40 repeats '%.*c' one
+ * character at a time even after the length limit tripped: 900 million
+ * failed appends, 12 s on the loop. Missing arguments are 0 / NULL, like
+ * SQLite's; an unknown conversion ends the output, like SQLite's. */
+static long long arg_int(int argc, sqlite3_value **argv, int *next)
+{
+    return *next < argc ? (long long)sqlite3_value_int64(argv[(*next)++]) : 0;
+}
+
+static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const char *f = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL;
+    sqlite3_str *out;
+    int next = 1, rc;
+    if (f == NULL) {
+        return;
+    }
+    out = sqlite3_str_new(sqlite3_context_db_handle(ctx));
+    while (*f != '\0' && sqlite3_str_errcode(out) == SQLITE_OK) {
+        const char *pct = strchr(f, '%');
+        char spec[64], flags[8];
+        size_t nflags = 0;
+        long long width = -1, prec = -1;
+        bool left = false;
+        char conv;
+        if (pct == NULL) {
+            sqlite3_str_appendall(out, f);
+            break;
+        }
+        sqlite3_str_append(out, f, (int)(pct - f));
+        f = pct + 1;
+        for (; *f != '\0' && strchr("-+ #!0,", *f) != NULL; f++) {
+            left |= *f == '-';
+            if (memchr(flags, *f, nflags) == NULL && nflags < sizeof flags - 1) {
+                flags[nflags++] = *f;
+            }
+        }
+        if (*f == '*') {
+            width = arg_int(argc, argv, &next);
+            f++;
+            if (width < 0) {
+                width = -width;
+                if (!left && nflags < sizeof flags - 1) {
+                    flags[nflags++] = '-';
+                }
+                left = true;
+            }
+        } else if (*f >= '0' && *f <= '9') {
+            for (width = 0; *f >= '0' && *f <= '9'; f++) {
+                width = width > JINN_SQL_VALUE_MAX ? width : width * 10 + (*f - '0');
+            }
+        }
+        if (*f == '.') {
+            f++;
+            if (*f == '*') {
+                prec = arg_int(argc, argv, &next);
+                prec = prec < 0 ? -prec : prec;
+                f++;
+            } else {
+                for (prec = 0; *f >= '0' && *f <= '9'; f++) {
+                    prec = prec > JINN_SQL_VALUE_MAX ? prec : prec * 10 + (*f - '0');
+                }
+            }
+        }
+        while (*f == 'l') {
+            f++;
+        }
+        conv = *f;
+        if (conv == '\0') {
+            break;
+        }
+        f++;
+        if (width > JINN_SQL_VALUE_MAX || prec > JINN_SQL_VALUE_MAX) {
+            sqlite3_free(sqlite3_str_finish(out));
+            sqlite3_result_error_toobig(ctx);
+            return;
+        }
+        flags[nflags] = '\0';
+        snprintf(spec, sizeof spec, "%%%s", flags);
+        if (width >= 0) {
+            snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%lld", width);
+        }
+        if (prec >= 0 && conv != 'c') {
+            snprintf(spec + strlen(spec), sizeof spec - strlen(spec), ".%lld", prec);
+        }
+        switch (conv) {
+        case '%':
+            sqlite3_str_appendchar(out, 1, '%');
+            break;
+        case 'd':
+        case 'i':
+        case 'u':
+        case 'o':
+        case 'x':
+        case 'X':
+        case 'r':
+        case 'p':
+            snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "ll%c",
+                     conv == 'p' ? 'x' : conv);
+            sqlite3_str_appendf(out, spec, arg_int(argc, argv, &next));
+            break;
+        case 'f':
+        case 'e':
+        case 'E':
+        case 'g':
+        case 'G':
+            snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%c", conv);
+            sqlite3_str_appendf(out, spec,
+                                next < argc ? sqlite3_value_double(argv[next++]) : 0.0);
+            break;
+        case 's':
+        case 'z':
+        case 'q':
+        case 'Q':
+        case 'w': {
+            const char *t = next < argc ? (const char *)sqlite3_value_text(argv[next++]) : NULL;
+            snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%c",
+                     conv == 'z' ? 's' : conv);
+            sqlite3_str_appendf(out, spec, (conv == 's' || conv == 'z') && t == NULL ? "" : t);
+            break;
+        }
+        case 'c': {
+            /* the first character of the text, precision times, padded */
+            const unsigned char *t =
+                next < argc ? sqlite3_value_text(argv[next++]) : NULL;
+            char ch[4] = {0};
+            int len = 1;
+            long long copies = prec > 1 ? prec : 1;
+            long long pad = width > copies ? width - copies : 0;
+            if (t != NULL && t[0] != '\0') {
+                ch[0] = (char)t[0];
+                if ((t[0] & 0xc0) == 0xc0) {
+                    while (len < 4 && (t[len] & 0xc0) == 0x80) {
+                        ch[len] = (char)t[len];
+                        len++;
+                    }
+                }
+            }
+            if (!left && pad > 0) {
+                sqlite3_str_appendchar(out, (int)pad, ' ');
+            }
+            if (len == 1) {
+                sqlite3_str_appendchar(out, (int)copies, ch[0]);
+            }
+            for (long long k = 0; len > 1 && k < copies && sqlite3_str_errcode(out) == SQLITE_OK;
+                 k++) {
+                sqlite3_str_append(out, ch, len);
+            }
+            if (left && pad > 0) {
+                sqlite3_str_appendchar(out, (int)pad, ' ');
+            }
+            break;
+        }
+        case 'n':
+            break;
+        default:
+            /* %T, %S and unknown conversions: SQLite stops here */
+            f = "";
+            break;
+        }
+    }
+    rc = sqlite3_str_errcode(out);
+    if (rc == SQLITE_TOOBIG) {
+        sqlite3_free(sqlite3_str_finish(out));
+        sqlite3_result_error_toobig(ctx);
+    } else if (rc != SQLITE_OK) {
+        sqlite3_free(sqlite3_str_finish(out));
+        sqlite3_result_error_nomem(ctx);
+    } else {
+        int n = sqlite3_str_length(out);
+        char *text = sqlite3_str_finish(out);
+        sqlite3_result_text(ctx, text ? text : "", n, text ? sqlite3_free : SQLITE_STATIC);
+    }
+}
+
+/* instr(): SQLite's compares at every offset (needle x haystack: a
+ * megabyte each is hours); memmem is linear. Same results: 1-based
+ * position in characters (bytes for two blobs), 0 if absent, NULL if
+ * either is NULL. */
+static void fn_instr(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const unsigned char *h, *n, *at;
+    int hl, nl;
+    bool blobs;
+    (void)argc;
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL || sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+        return;
+    }
+    blobs = sqlite3_value_type(argv[0]) == SQLITE_BLOB &&
+            sqlite3_value_type(argv[1]) == SQLITE_BLOB;
+    if (blobs) {
+        h = sqlite3_value_blob(argv[0]);
+        n = sqlite3_value_blob(argv[1]);
+    } else {
+        h = sqlite3_value_text(argv[0]);
+        n = sqlite3_value_text(argv[1]);
+    }
+    hl = sqlite3_value_bytes(argv[0]);
+    nl = sqlite3_value_bytes(argv[1]);
+    if ((h == NULL && hl > 0) || (n == NULL && nl > 0)) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    if (nl == 0) {
+        sqlite3_result_int(ctx, 1);
+        return;
+    }
+    at = h ? memmem(h, (size_t)hl, n, (size_t)nl) : NULL;
+    if (at == NULL) {
+        sqlite3_result_int(ctx, 0);
+    } else if (blobs) {
+        sqlite3_result_int64(ctx, (sqlite3_int64)(at - h) + 1);
+    } else {
+        sqlite3_int64 chars = 1;
+        for (const unsigned char *p = h; p < at; p++) {
+            chars += (*p & 0xc0) != 0x80;
+        }
+        sqlite3_result_int64(ctx, chars);
+    }
+}
+
 /* ---- what SQL may do: allow-lists ----------------------------------------- */
 
 /* Functions a statement may call (by lower-case name; SQLite passes the
@@ -399,11 +622,12 @@ static int authorize_exec(void *data, int action, const char *a, const char *b,
     case SQLITE_DROP_TRIGGER:
     case SQLITE_DROP_VIEW:
     case SQLITE_DROP_VTABLE:
-    case SQLITE_ALTER_TABLE:
     case SQLITE_REINDEX:
     case SQLITE_ANALYZE:
         /* main only: the snapshot carries main, nothing else */
         return schema != NULL && strcasecmp(schema, "main") == 0 ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_ALTER_TABLE: /* a: the schema, b: the table */
+        return a != NULL && strcasecmp(a, "main") == 0 ? SQLITE_OK : SQLITE_DENY;
     default:
         /* TEMP objects, transaction control, savepoints, ATTACH, DETACH,
          * and whatever a later SQLite adds. */
@@ -427,6 +651,10 @@ static int authorize_query(void *data, int action, const char *a, const char *b,
         return IN_LIST(functions_allowed, b) ? SQLITE_OK : SQLITE_DENY;
     case SQLITE_PRAGMA:
         return pragma_allowed(a, b) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_UPDATE:
+        /* Only the parse of a virtual table's declaration (json_each's
+         * constructor) asks this; the connection is read-only anyway. */
+        return a != NULL && strcmp(a, "sqlite_master") == 0 ? SQLITE_OK : SQLITE_DENY;
     default:
         return SQLITE_DENY;
     }
@@ -444,7 +672,7 @@ static const struct {
     {SQLITE_LIMIT_VDBE_OP, 25000},
     {SQLITE_LIMIT_FUNCTION_ARG, 32},
     {SQLITE_LIMIT_ATTACHED, 0},
-    {SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 1000},
+    {SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 100},
     {SQLITE_LIMIT_VARIABLE_NUMBER, 1000},
     {SQLITE_LIMIT_TRIGGER_DEPTH, 10},
     {SQLITE_LIMIT_WORKER_THREADS, 0},
@@ -474,6 +702,16 @@ static int harden(sqlite3 *conn)
     if (rv == SQLITE_OK) {
         rv = sqlite3_create_function(conn, "randomblob", 1, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL,
                                      fn_randomblob, NULL, NULL);
+    }
+    for (int i = 0; rv == SQLITE_OK && i < 2; i++) {
+        rv = sqlite3_create_function(conn, i ? "format" : "printf", -1,
+                                     SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+                                     fn_printf, NULL, NULL);
+    }
+    if (rv == SQLITE_OK) {
+        rv = sqlite3_create_function(conn, "instr", 2,
+                                     SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+                                     fn_instr, NULL, NULL);
     }
     return rv;
 }

@@ -29,7 +29,7 @@
 /* VM steps one exec may run: measured ~20 ms on the loop (see
  * docs/design.md); carried in the entry, so every replica stops at the
  * same step. */
-#define JINN_SQL_DEFAULT_STEPS 1000000u
+#define JINN_SQL_DEFAULT_STEPS 400000u
 /* The largest string, blob or row (SQLITE_LIMIT_LENGTH) and the longest
  * statement text: single-step functions (printf, replace, zeroblob) fail
  * fast with "string or blob too big" instead of running for seconds. */
