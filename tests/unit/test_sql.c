@@ -3,6 +3,7 @@
  * whole databases. */
 #include <jansson.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -594,4 +595,182 @@ TEST(sql_printf_and_instr_match_sqlite)
     CHECK(strstr(fsm.sql.error, "too big") != NULL);
     CHECK_INT(exec1(&fsm, 3, "INSERT INTO t VALUES(printf('%.*c', 2000000, 'a'))"), JINN_ESQL);
     done(&fsm, d);
+}
+
+static void exec_cmd(struct jinn_fsm *fsm, uint64_t index, const char *sql, uint32_t version,
+                     int *code)
+{
+    static char text[512];
+    struct jinn_cmd c;
+    memset(&c, 0, sizeof c);
+    snprintf(text, sizeof text, "{\"statements\":[{\"sql\":\"%s\"}]}", sql);
+    c.type = JINN_CMD_SQL_EXEC;
+    c.sql.db.p = (const uint8_t *)"app";
+    c.sql.db.len = 3;
+    c.sql.statements.p = (const uint8_t *)text;
+    c.sql.statements.len = strlen(text);
+    c.sql.step_budget = 1000000;
+    c.sql.sqlite_version = version;
+    *code = jinn_sql_exec(&fsm->sql, index, 1000 + index, &c);
+}
+
+static int64_t count_rows(struct jinn_fsm *fsm)
+{
+    sqlite3 *conn = jinn_sql_open_reader(&fsm->sql, "app");
+    sqlite3_stmt *stmt = NULL;
+    int64_t v = -1;
+    if (conn && sqlite3_prepare_v2(conn, "SELECT count(*) FROM t", -1, &stmt, NULL) == 0 &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+        v = sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close_v2(conn);
+    return v;
+}
+
+/* A lock held by an outside process, a failing disk, a file that cannot be
+ * opened: retried, then the node stops (JINN_EIO: fsm.c stops the node),
+ * never a "sql_error" result that the other replicas did not get. */
+TEST(sql_environmental_failures_stop_instead_of_diverging)
+{
+    char d[] = "/tmp/jinn-sql-XXXXXX", path[128];
+    struct jinn_fsm fsm;
+    sqlite3 *outside = NULL;
+    int code;
+    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
+    /* An operator's sqlite3 shell holds the write lock. */
+    snprintf(path, sizeof path, "%s/sql/app.db", d);
+    CHECK_INT(sqlite3_open(path, &outside), SQLITE_OK);
+    CHECK_INT(sqlite3_exec(outside, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    exec_cmd(&fsm, 2, "INSERT INTO t VALUES(1)", 0, &code);
+    CHECK_INT(code, JINN_EIO);
+    CHECK_INT(sqlite3_exec(outside, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(outside);
+    /* Replayed after the restart (here: the lock is gone), it applies. */
+    exec_cmd(&fsm, 2, "INSERT INTO t VALUES(1)", 0, &code);
+    CHECK_INT(code, JINN_OK);
+    CHECK_INT(count_rows(&fsm), 1);
+    /* One failed write is retried and the entry applies once. */
+    jinn_sql_test_fault(SQLITE_IOERR_WRITE, 1, 0);
+    exec_cmd(&fsm, 3, "INSERT INTO t VALUES(2)", 0, &code);
+    CHECK_INT(code, JINN_OK);
+    CHECK_INT(count_rows(&fsm), 2);
+    /* A disk that stays full (SQLITE_FULL from a write, not from
+     * max_page_count) stops the node; nothing is applied. */
+    jinn_sql_test_fault(SQLITE_FULL, 1000, 0);
+    exec_cmd(&fsm, 4, "INSERT INTO t VALUES(3)", 0, &code);
+    CHECK_INT(code, JINN_EIO);
+    jinn_sql_test_fault(0, 0, 0);
+    CHECK_INT(count_rows(&fsm), 2);
+    /* Opening a new database fails (no file descriptors): retried, then
+     * stop, no abort(). */
+    {
+        struct jinn_cmd c;
+        static const char stmts[] = "{\"statements\":[{\"sql\":\"CREATE TABLE x(a)\"}]}";
+        memset(&c, 0, sizeof c);
+        c.type = JINN_CMD_SQL_EXEC;
+        c.sql.db.p = (const uint8_t *)"other";
+        c.sql.db.len = 5;
+        c.sql.statements.p = (const uint8_t *)stmts;
+        c.sql.statements.len = strlen(stmts);
+        c.sql.step_budget = 1000000;
+        jinn_sql_test_fault(0, 0, 1);
+        CHECK_INT(jinn_sql_exec(&fsm.sql, 5, 1005, &c), JINN_OK); /* one failure: retried */
+        jinn_sql_test_fault(0, 0, 1000);
+        c.sql.db.p = (const uint8_t *)"third";
+        CHECK_INT(jinn_sql_exec(&fsm.sql, 6, 1006, &c), JINN_EIO);
+        jinn_sql_test_fault(0, 0, 0);
+        CHECK(jinn_sql_get(&fsm.sql, "third") == NULL);
+    }
+    done(&fsm, d);
+}
+
+/* The SQLite version is part of the replicated state: an entry written by
+ * a leader with another library stops this node; a database records the
+ * version that created it. */
+TEST(sql_version_recorded_and_checked)
+{
+    char d[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm fsm;
+    uint32_t local = (uint32_t)sqlite3_libversion_number(), recorded = 0;
+    struct jinn_wbuf w;
+    struct jinn_cmd c, back;
+    int code;
+    CHECK_INT(make_fsm(&fsm, d), 0);
+    exec_cmd(&fsm, 1, "CREATE TABLE t(a)", local, &code);
+    CHECK_INT(code, JINN_OK);
+    CHECK(jinn_sql_version_ok(&fsm.sql, "app", &recorded));
+    CHECK_INT(recorded, local);
+    CHECK_INT(jinn_sql_get(&fsm.sql, "app")->version, local);
+    exec_cmd(&fsm, 2, "INSERT INTO t VALUES(1)", local + 1, &code);
+    CHECK_INT(code, JINN_EIO);
+    CHECK_INT(count_rows(&fsm), 0);
+    /* The field survives encoding; entries without it decode as 0. */
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_SQL_EXEC;
+    c.sql.db.p = (const uint8_t *)"app";
+    c.sql.db.len = 3;
+    c.sql.statements.p = (const uint8_t *)"{}";
+    c.sql.statements.len = 2;
+    c.sql.sqlite_version = local;
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_cmd_encode(&c, &w), 0);
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &back), 0);
+    CHECK_INT(back.sql.sqlite_version, local);
+    jinn_wbuf_free(&w);
+    c.sql.sqlite_version = 0;
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_cmd_encode(&c, &w), 0);
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &back), 0);
+    CHECK_INT(back.sql.sqlite_version, 0);
+    jinn_wbuf_free(&w);
+    done(&fsm, d);
+}
+
+/* A restore that cannot write its images leaves the old databases as they
+ * were (it used to wipe them first). */
+TEST(sql_failed_restore_keeps_the_old_databases)
+{
+    char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX", path[160];
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    struct jinn_cmd c;
+    uint32_t before;
+    CHECK_INT(make_fsm(&a, d1), 0);
+    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(exec1(&a, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&a, 2, "INSERT INTO t VALUES('new')"), JINN_OK);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_SQL_EXEC;
+    c.sql.db.p = (const uint8_t *)"zzz";
+    c.sql.db.len = 3;
+    c.sql.statements.p = (const uint8_t *)workload[0];
+    c.sql.statements.len = strlen(workload[0]);
+    c.sql.step_budget = 1000000;
+    CHECK_INT(unit_apply(&a, 3, 3, c)->code, JINN_OK);
+    CHECK_INT(exec1(&b, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&b, 2, "INSERT INTO t VALUES('old')"), JINN_OK);
+    before = checksum(&b);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    /* zzz's image cannot be written (a directory is in the way). */
+    snprintf(path, sizeof path, "%s/sql/zzz.db", d2);
+    CHECK_INT(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/sql/zzz.db.restore", d2);
+    CHECK_INT(mkdir(path, 0755), 0);
+    CHECK(jinn_fsm_decode(&b, w.data, w.len) != 0);
+    CHECK_INT(checksum(&b), before);
+    CHECK_INT(count_rows(&b), 1);
+    CHECK_INT(exec1(&b, 3, "INSERT INTO t VALUES('still works')"), JINN_OK);
+    /* Without the obstacle the restore swaps everything in. */
+    CHECK_INT(rmdir(path), 0);
+    snprintf(path, sizeof path, "%s/sql/zzz.db", d2);
+    CHECK_INT(rmdir(path), 0);
+    CHECK_INT(jinn_fsm_decode(&b, w.data, w.len), 0);
+    CHECK_INT(checksum(&b), checksum(&a));
+    CHECK(jinn_sql_get(&b.sql, "zzz") != NULL);
+    jinn_wbuf_free(&w);
+    done(&a, d1);
+    done(&b, d2);
 }
