@@ -635,6 +635,20 @@ static int authorize_exec(void *data, int action, const char *a, const char *b,
     }
 }
 
+static bool shadow_table(const char *name)
+{
+    static const char *const suffixes[] = {"_node", "_rowid", "_parent", "_data",
+                                           "_idx", "_content", "_docsize", "_config"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n > k && strcmp(name + n - k, suffixes[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The authorizer of query connections: reads only. */
 static int authorize_query(void *data, int action, const char *a, const char *b,
                            const char *schema, const char *trigger)
@@ -651,10 +665,15 @@ static int authorize_query(void *data, int action, const char *a, const char *b,
         return IN_LIST(functions_allowed, b) ? SQLITE_OK : SQLITE_DENY;
     case SQLITE_PRAGMA:
         return pragma_allowed(a, b) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_INSERT:
     case SQLITE_UPDATE:
-        /* Only the parse of a virtual table's declaration (json_each's
-         * constructor) asks this; the connection is read-only anyway. */
-        return a != NULL && strcmp(a, "sqlite_master") == 0 ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_DELETE:
+        /* Asked only by the parse of a virtual table's declaration
+         * (json_each) and by rtree's constructor, which prepares its
+         * shadow-table writes; nothing here can write anyway (read-only
+         * file, query_only, and the user's statement must be read-only). */
+        return a != NULL && (strcmp(a, "sqlite_master") == 0 || shadow_table(a)) ? SQLITE_OK
+                                                                                  : SQLITE_DENY;
     default:
         return SQLITE_DENY;
     }
