@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -238,8 +239,119 @@ static int localtime_is_utc(const void *t, void *tm)
     return gmtime_r((const time_t *)t, (struct tm *)tm) == NULL;
 }
 
+/* ---- metered allocation ------------------------------------------------- */
+
+/* A VM step can be expensive: replace(), printf(), || and friends touch
+ * up to JINN_SQL_VALUE_MAX bytes in one step, and a loop of them runs for
+ * seconds within the step budget. So, while a user statement runs on the
+ * apply thread, every allocation of at least METER_MIN bytes is charged
+ * to the budget (one step per METER_BYTES_PER_STEP bytes). Such
+ * allocations hold values, records and sorter memory: the same on every
+ * replica. What depends on a connection's history stays below METER_MIN:
+ * page-cache pages (~4.3 KiB), the page hash (at most 4 KiB with the
+ * default cache), lookaside and the page cache's first bulk allocation
+ * (made when the connection opens, before anything is metered). */
+#define METER_MIN (16 << 10)
+#define METER_BYTES_PER_STEP 16
+
+static _Thread_local int metering;
+static _Thread_local uint64_t metered_bytes;
+/* While metering: the statement's budget and connection. A loop of few,
+ * heavy steps may not reach the next progress callback for a long time,
+ * so the allocator interrupts the statement itself once over budget (at
+ * the same allocation on every replica). */
+static _Thread_local struct budget *metered_budget;
+static _Thread_local sqlite3 *metered_conn;
+
+struct budget {
+    uint64_t limit; /* steps */
+    uint64_t calls;
+};
+
+static bool budget_spent(const struct budget *b)
+{
+    return b->calls * 1000 + metered_bytes / METER_BYTES_PER_STEP > b->limit;
+}
+
+static void meter(int n)
+{
+    if (metering && n >= METER_MIN) {
+        metered_bytes += (uint64_t)n;
+        if (budget_spent(metered_budget)) {
+            sqlite3_interrupt(metered_conn);
+        }
+    }
+}
+
+/* Sizes are kept in a header (not malloc_usable_size) so that SQLite sees
+ * exactly what it asked for on every host and build. */
+static void *m_malloc(int n)
+{
+    sqlite3_int64 *p = malloc((size_t)n + sizeof *p);
+    if (p == NULL) {
+        return NULL;
+    }
+    p[0] = n;
+    meter(n);
+    return p + 1;
+}
+
+static void m_free(void *ptr)
+{
+    if (ptr != NULL) {
+        free((sqlite3_int64 *)ptr - 1);
+    }
+}
+
+static void *m_realloc(void *ptr, int n)
+{
+    sqlite3_int64 *p = realloc((sqlite3_int64 *)ptr - 1, (size_t)n + sizeof *p);
+    if (p == NULL) {
+        return NULL;
+    }
+    p[0] = n;
+    meter(n);
+    return p + 1;
+}
+
+static int m_size(void *ptr)
+{
+    return ptr ? (int)((sqlite3_int64 *)ptr)[-1] : 0;
+}
+
+static int m_roundup(int n)
+{
+    return (n + 7) & ~7;
+}
+
+static int m_init(void *data)
+{
+    (void)data;
+    return SQLITE_OK;
+}
+
+static void m_shutdown(void *data)
+{
+    (void)data;
+}
+
+static const sqlite3_mem_methods metered_malloc = {
+    m_malloc, m_free, m_realloc, m_size, m_roundup, m_init, m_shutdown, NULL,
+};
+
 static void vfs_register(void)
 {
+    /* Must come before SQLite initializes: jinn_sql_set_dir is the first
+     * SQLite call of the process. */
+    if (sqlite3_config(SQLITE_CONFIG_MALLOC, &metered_malloc) != SQLITE_OK &&
+        (sqlite3_shutdown() != SQLITE_OK ||
+         sqlite3_config(SQLITE_CONFIG_MALLOC, &metered_malloc) != SQLITE_OK)) {
+        /* Someone initialized SQLite first and it cannot be shut down: the
+         * budget would differ from other replicas'. Refuse to run. */
+        jinn_error("sql: SQLite was initialized before jinn could configure it");
+        vfs_status = SQLITE_MISUSE;
+        return;
+    }
     base_vfs = sqlite3_vfs_find(NULL);
     if (base_vfs == NULL || base_vfs->iVersion < 2) {
         vfs_status = SQLITE_ERROR;
@@ -735,19 +847,13 @@ static int harden(sqlite3 *conn)
     return rv;
 }
 
-/* Deterministic runaway guard: SQLite calls this every 1000 VM steps. */
-struct budget {
-    uint64_t left;
-};
-
+/* Deterministic runaway guard: SQLite calls this every 1000 VM steps of
+ * each statement (its own and nested ones alike); metered bytes count too. */
 static int over_budget(void *data)
 {
     struct budget *b = data;
-    if (b->left == 0) {
-        return 1;
-    }
-    b->left--;
-    return 0;
+    b->calls++;
+    return budget_spent(b);
 }
 
 /* ---- databases ---------------------------------------------------------- */
@@ -1209,7 +1315,9 @@ static int attempt(struct run *r, uint64_t index, const struct jinn_cmd *c, json
             return fail(r, 0, rc, sqlite3_errmsg(conn));
         }
     }
-    budget.left = c->sql.step_budget / 1000 + 1;
+    budget.limit = c->sql.step_budget;
+    budget.calls = 0;
+    metered_bytes = 0;
     sqlite3_progress_handler(conn, 1000, over_budget, &budget);
     json_array_foreach(list, i, st)
     {
@@ -1243,8 +1351,12 @@ static int attempt(struct run *r, uint64_t index, const struct jinn_cmd *c, json
         }
         total_before = sqlite3_total_changes64(conn);
         sqlite3_set_last_insert_rowid(conn, 0);
+        metered_budget = &budget;
+        metered_conn = conn;
+        metering = 1;
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         }
+        metering = 0;
         if (rc != SQLITE_DONE) {
             snprintf(err, sizeof err, "%s",
                      rc == SQLITE_INTERRUPT ? "too much work (the step budget ran out)"
