@@ -16,7 +16,9 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -85,11 +87,13 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         }
         rv = jinn_sql_exec(&fsm->sql, index, fsm->time_ms, &c);
         if (rv == JINN_EIO) {
-            /* The database file could not be written: this replica cannot
-             * follow the others. Stop; the log replays after restart. */
+            /* The database could not be written after retries (sql.c
+             * logged why): this replica cannot follow the others. Stop,
+             * cleanly (no core, no abort); the log replays after restart. */
             jinn_error("entry %llu: sql database unavailable; stopping",
                        (unsigned long long)index);
-            abort();
+            fflush(NULL);
+            _exit(EXIT_FAILURE);
         }
         break;
     default:
