@@ -327,3 +327,43 @@ def test_outside_lock_stops_the_replica_instead_of_forking(cluster):
                                               consistency="stale")[1]["rows"] == [[2]],
              timeout=30, what="the restarted replica catches up")
     wait_for(lambda: converged(cluster, survivors + [victim], "app"), what="identical replicas")
+
+
+def test_snapshot_restore_swaps_files_and_drops_idle_readers(cluster_factory):
+    c = cluster_factory(3, extra_config=POLICIES + ["snapshot_threshold 16",
+                                                    "snapshot_trailing 4"]).start()
+    c.wait_leader()
+    c.wait_ready()
+    leader = c.leader()
+    assert exec_(leader, "app", "CREATE TABLE t(a)")[0] == 200
+    f = next(n for n in c.nodes if n is not leader)
+    wait_for(lambda: query(f, "app", "SELECT count(*) FROM t", consistency="stale")[0] == 200,
+             what="the follower has the database")
+    for _ in range(3):  # leaves an idle reader in the pool
+        assert query(f, "app", "SELECT count(*) FROM t", consistency="stale")[0] == 200
+    path = os.path.join(f.data_dir, "sql", "app.db")
+    inode = os.stat(path).st_ino
+    c.isolate(f.name)
+    for i in range(60):
+        assert exec_(leader, "app", {"sql": "INSERT INTO t VALUES(?)", "params": [i]})[0] == 200
+    c.heal()
+    wait_for(lambda: query(f, "app", "SELECT count(*) FROM t",
+                           consistency="stale")[1]["rows"] == [[60]],
+             timeout=30, what="the follower catches up from a snapshot")
+    assert os.stat(path).st_ino != inode, "no snapshot was installed"
+    assert not os.path.exists(path + ".restore")
+
+    def stale_fds():
+        out = []
+        for fd in os.listdir(f"/proc/{f.proc.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{f.proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if "/sql/app.db" in target and target.endswith("(deleted)"):
+                out.append(target)
+        return out
+
+    # Before: idle readers of the replaced files stayed open for good.
+    assert query(f, "app", "SELECT count(*) FROM t", consistency="stale")[1]["rows"] == [[60]]
+    assert stale_fds() == []
