@@ -178,7 +178,8 @@ def test_fenced_exec(cluster):
     code, body = fenced(f"db-writer:{token - 1}")
     assert code == 409 and body["error"] == "conflict"
     assert fenced("db-writer")[0] == 400
-    assert query(n, "app", "SELECT count(*) FROM t")[1]["rows"] == [[1]]
+    assert query(n, "app", "SELECT count(*) FROM t",
+                 consistency="linearizable")[1]["rows"] == [[1]]
 
 
 # ---- sandbox, determinism, bounds (issue 11) ---------------------------------
