@@ -706,6 +706,11 @@ static bool pragma_allowed(const char *name, const char *value)
  * the apply thread. */
 static _Thread_local int trusted;
 
+/* A CREATE TABLE or ALTER TABLE was authorized: its column defaults must
+ * be checked (SQLite evaluates DEFAULT expressions without asking the
+ * authorizer). */
+static _Thread_local int ddl_seen;
+
 /* The authorizer of the apply connection: an allow-list. */
 static int authorize_exec(void *data, int action, const char *a, const char *b,
                           const char *schema, const char *trigger)
@@ -714,6 +719,9 @@ static int authorize_exec(void *data, int action, const char *a, const char *b,
     (void)trigger;
     if (trusted) {
         return SQLITE_OK;
+    }
+    if (action == SQLITE_CREATE_TABLE || action == SQLITE_ALTER_TABLE) {
+        ddl_seen = 1;
     }
     switch (action) {
     case SQLITE_SELECT:
@@ -1266,6 +1274,45 @@ static bool environmental(int rc)
     }
 }
 
+/* Column defaults are expressions SQLite evaluates at INSERT time without
+ * the authorizer: `DEFAULT (total_changes())` would differ per replica.
+ * After DDL, every default is prepared as `SELECT <default>` under the
+ * authorizer; one that is not allowed fails the statement. 0 or a SQLite
+ * code with err set. */
+static int check_defaults(sqlite3 *conn, char *err, size_t cap)
+{
+    sqlite3_stmt *q = NULL;
+    int rc;
+    trusted = 1;
+    rc = sqlite3_prepare_v2(conn,
+                            "SELECT m.name, p.dflt_value FROM main.sqlite_schema AS m, "
+                            "pragma_table_xinfo(m.name, 'main') AS p WHERE m.type = 'table' "
+                            "AND p.dflt_value IS NOT NULL ORDER BY m.name, p.cid",
+                            -1, &q, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *table = (const char *)sqlite3_column_text(q, 0);
+        char *probe_sql = sqlite3_mprintf("SELECT %s", (const char *)sqlite3_column_text(q, 1));
+        sqlite3_stmt *probe = NULL;
+        trusted = 0;
+        rc = probe_sql ? sqlite3_prepare_v2(conn, probe_sql, -1, &probe, NULL) : SQLITE_NOMEM;
+        trusted = 1;
+        sqlite3_finalize(probe);
+        sqlite3_free(probe_sql);
+        if (rc != SQLITE_OK) {
+            snprintf(err, cap, "a column default of %s: %s", table ? table : "?",
+                     sqlite3_errmsg(conn));
+        }
+    }
+    trusted = 0;
+    if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    } else if (rc != SQLITE_OK && err[0] == '\0') {
+        snprintf(err, cap, "%s", sqlite3_errmsg(conn));
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
 struct run {
     struct jinn_sql *s;
     struct jinn_sql_db *db;
@@ -1336,6 +1383,7 @@ static int attempt(struct run *r, uint64_t index, const struct jinn_cmd *c, json
             sqlite3_progress_handler(conn, 0, NULL, NULL);
             return fail(r, n, SQLITE_ERROR, "missing sql");
         }
+        ddl_seen = 0;
         rc = sqlite3_prepare_v2(conn, sql, -1, &stmt, &tail);
         if (rc != SQLITE_OK || stmt == NULL) {
             snprintf(err, sizeof err, "%s",
@@ -1371,6 +1419,11 @@ static int attempt(struct run *r, uint64_t index, const struct jinn_cmd *c, json
             return fail(r, n, rc, err);
         }
         sqlite3_finalize(stmt);
+        err[0] = '\0';
+        if (ddl_seen && (rc = check_defaults(conn, err, sizeof err)) != SQLITE_OK) {
+            sqlite3_progress_handler(conn, 0, NULL, NULL);
+            return fail(r, n, rc, err);
+        }
         /* sqlite3_changes64 keeps the last DML's count through SELECTs and
          * DDL: report it only when this statement changed rows. */
         json_array_append_new(

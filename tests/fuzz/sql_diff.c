@@ -113,6 +113,9 @@ static const char *const exprs[] = {
 static const char *const stmts[] = {
     "CREATE TABLE IF NOT EXISTS t%u(a, b, c)",
     "CREATE TABLE IF NOT EXISTS t%u(id INTEGER PRIMARY KEY, a, b, c)",
+    "CREATE TABLE IF NOT EXISTS t%u(a DEFAULT ($E), b DEFAULT CURRENT_TIMESTAMP, c)",
+    "CREATE TABLE IF NOT EXISTS t%u(a DEFAULT (total_changes()), b, c)",
+    "INSERT INTO t%u DEFAULT VALUES",
     "CREATE INDEX IF NOT EXISTS i%u ON t%u(b)",
     "CREATE VIEW IF NOT EXISTS v%u AS SELECT a, $E FROM t%u",
     "CREATE TRIGGER IF NOT EXISTS tr%u AFTER INSERT ON t%u BEGIN INSERT INTO t%u(a, b) "

@@ -269,6 +269,8 @@ TEST(sql_allow_list)
         "UPDATE t SET a = a || '!' WHERE id = 1",
         "DELETE FROM log WHERE x IS NULL",
         "ALTER TABLE log ADD COLUMN y INT",
+        "CREATE TABLE d2(a DEFAULT (random()), b DEFAULT CURRENT_TIMESTAMP, c DEFAULT 'x')",
+        "INSERT INTO d2 DEFAULT VALUES",
         "ANALYZE",
         "REINDEX ta",
         "SELECT * FROM tv",
@@ -284,6 +286,10 @@ TEST(sql_allow_list)
         "CREATE TABLE temp.tt(a)",
         "CREATE TEMP VIEW v AS SELECT 1",
         "CREATE TEMP TRIGGER tr AFTER INSERT ON main.t BEGIN SELECT 1; END",
+        /* column defaults run without the authorizer: checked after DDL */
+        "CREATE TABLE d1(a DEFAULT (total_changes()))",
+        "ALTER TABLE log ADD COLUMN z DEFAULT (sqlite_version())",
+        "CREATE TABLE d3(a DEFAULT (exp(1)))",
         /* connection history */
         "INSERT INTO log SELECT changes()",
         "INSERT INTO log SELECT total_changes()",
