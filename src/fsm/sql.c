@@ -664,6 +664,9 @@ static const char *const functions_allowed[] = {
     "json_quote", "json_group_array", "json_group_object", "->", "->>",
     /* FTS5: the MATCH operator and the auxiliary functions */
     "match", "bm25", "highlight", "snippet",
+    /* ALTER TABLE's own (SQLite refuses them in user statements) */
+    "sqlite_rename_column", "sqlite_rename_table", "sqlite_rename_test", "sqlite_drop_column",
+    "sqlite_rename_quotefix",
 };
 
 /* Virtual table modules CREATE VIRTUAL TABLE may use. fts3/fts4 are out
@@ -685,12 +688,21 @@ static bool in_list(const char *const *list, size_t n, const char *name)
 
 /* Tables no statement may read: eponymous virtual tables that expose
  * pages, pragmas or prepared statements, and the temp schema. */
+static bool temp_schema_table(const char *table, const char *schema)
+{
+    /* ALTER TABLE rewrites the (always empty) temp schema too */
+    return table != NULL && schema != NULL && strcasecmp(schema, "temp") == 0 &&
+           (strcasecmp(table, "sqlite_temp_master") == 0 ||
+            strcasecmp(table, "sqlite_temp_schema") == 0);
+}
+
 static bool table_refused(const char *table, const char *schema)
 {
     return table == NULL || strncasecmp(table, "pragma_", 7) == 0 ||
            strcasecmp(table, "dbstat") == 0 || strcasecmp(table, "sqlite_dbpage") == 0 ||
            strcasecmp(table, "sqlite_stmt") == 0 || strcasecmp(table, "fts3tokenize") == 0 ||
-           (schema != NULL && strcasecmp(schema, "main") != 0);
+           (schema != NULL && strcasecmp(schema, "main") != 0 &&
+            !temp_schema_table(table, schema));
 }
 
 /* PRAGMAs fts5 and rtree run inside their own methods, read-only (no
@@ -752,7 +764,10 @@ static int authorize_exec(void *data, int action, const char *a, const char *b,
     case SQLITE_REINDEX:
     case SQLITE_ANALYZE:
         /* main only: the snapshot carries main, nothing else */
-        return schema != NULL && strcasecmp(schema, "main") == 0 ? SQLITE_OK : SQLITE_DENY;
+        return (schema != NULL && strcasecmp(schema, "main") == 0) ||
+                       (action == SQLITE_UPDATE && temp_schema_table(a, schema))
+                   ? SQLITE_OK
+                   : SQLITE_DENY;
     case SQLITE_ALTER_TABLE: /* a: the schema, b: the table */
         return a != NULL && strcasecmp(a, "main") == 0 ? SQLITE_OK : SQLITE_DENY;
     default:

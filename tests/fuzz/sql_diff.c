@@ -138,6 +138,8 @@ static const char *const stmts[] = {
     "DROP VIEW IF EXISTS v%u",
     "DROP TRIGGER IF EXISTS tr%u",
     "ALTER TABLE t%u ADD COLUMN d%u DEFAULT 7",
+    "ALTER TABLE t%u RENAME TO t%u",
+    "ALTER TABLE t%u RENAME COLUMN b TO b%u",
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %u * 500) "
     "INSERT INTO t%u(a) SELECT x FROM c",
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
