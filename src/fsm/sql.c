@@ -970,12 +970,17 @@ int jinn_sql_set_dir(struct jinn_sql *s, const char *data_dir)
 
 static int open_conn(const struct jinn_sql *s, const char *name, sqlite3 **out)
 {
-    char path[4400], pragmas[160];
+    char path[4400], pragmas[192];
     sqlite3 *conn = NULL;
     int rv;
     path_of(s, name, "", path, sizeof path);
+    /* cache_spill=OFF: WAL frames are written at COMMIT only, never in the
+     * middle of a statement; a WAL restart there would draw from SQLite's
+     * PRNG (new salts) at a point that depends on this replica's readers,
+     * and shift the random rowids that follow. */
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA max_page_count=%u;",
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_spill=OFF; "
+             "PRAGMA max_page_count=%u;",
              JINN_SQL_DB_PAGES_MAX);
     rv = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, VFS_NAME);
     if (rv == SQLITE_OK) {
