@@ -320,7 +320,7 @@ def test_outside_lock_stops_the_replica_instead_of_forking(cluster):
     finally:
         outside.rollback()
         outside.close()
-    assert victim.proc.returncode == 1  # a clean stop, not abort()
+    assert victim.proc.returncode > 0  # a clean exit with a code, not a signal (abort)
     assert "cannot apply what the others did; stopping" in victim.log()
     victim.start()
     survivors = [n for n in cluster.nodes if n is not victim]
