@@ -544,8 +544,6 @@ static void info_run(uv_work_t *work)
     struct info *in = work->data;
     sqlite3_int64 n = 0;
     unsigned char *image;
-    /* sqlite3_serialize runs PRAGMA page_count itself: jinn's statement. */
-    sqlite3_set_authorizer(in->conn, NULL, NULL);
     image = sqlite3_serialize(in->conn, "main", &n, 0);
     in->code = image ? JINN_OK : JINN_EIO;
     in->crc = image ? jinn_crc32(0, image, (size_t)n) : 0;
@@ -587,7 +585,7 @@ static void info_now(struct jinn_api *api, struct jinn_http_request *req)
     }
     in->req = req;
     snprintf(in->name, sizeof in->name, "%s", db->name);
-    in->conn = jinn_sql_open_reader(sql, name);
+    in->conn = jinn_sql_open_internal_reader(sql, name);
     in->work.data = in;
     if (in->conn == NULL || uv_queue_work(api->loop, &in->work, info_run, info_done) != 0) {
         sqlite3_close_v2(in->conn);

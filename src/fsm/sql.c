@@ -1093,6 +1093,17 @@ sqlite3 *jinn_sql_open_reader(const struct jinn_sql *s, const char *name)
     return conn;
 }
 
+sqlite3 *jinn_sql_open_internal_reader(const struct jinn_sql *s, const char *name)
+{
+    sqlite3 *conn = jinn_sql_open_reader(s, name);
+    if (conn != NULL) {
+        /* jinn's own statements (digest: BEGIN, pragma_table_info; image:
+         * PRAGMA page_count) on a connection no client ever sees */
+        sqlite3_set_authorizer(conn, NULL, NULL);
+    }
+    return conn;
+}
+
 bool jinn_sql_tail_blank(const char *tail)
 {
     while (tail != NULL && *tail != '\0') {

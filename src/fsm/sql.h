@@ -78,6 +78,10 @@ const struct jinn_sql_db *jinn_sql_next(const struct jinn_sql *s, const struct j
  * exist. */
 sqlite3 *jinn_sql_open_reader(const struct jinn_sql *s, const char *name);
 
+/* The same, for jinn's own reads (content digest, image checksum): no
+ * authorizer. Never hand it to client SQL. */
+sqlite3 *jinn_sql_open_internal_reader(const struct jinn_sql *s, const char *name);
+
 /* False if database name was written by another SQLite version than this
  * node's library (*recorded says which); such a node refuses SQL on it. */
 bool jinn_sql_version_ok(const struct jinn_sql *s, const char *name, uint32_t *recorded);
