@@ -284,6 +284,13 @@ TEST(sql_allow_list)
         "DROP INDEX ta",
         "DROP TABLE docs",
         "PRAGMA data_version",
+        /* JSON in triggers and views (trusted_schema must stay on for it) */
+        "CREATE TABLE jt(a)",
+        "CREATE TRIGGER jtr AFTER INSERT ON jt BEGIN INSERT INTO log(x) VALUES(json_object('a', "
+        "new.a) -> '$.a'); END",
+        "CREATE VIEW jv AS SELECT json_extract(json_array(a), '$[0]') AS j FROM jt",
+        "INSERT INTO jt VALUES(1)",
+        "INSERT INTO log(x) SELECT j FROM jv",
     };
     static const char *const refused[] = {
         /* TEMP schema: not in the snapshot */
@@ -353,6 +360,13 @@ TEST(sql_allow_list)
         CHECK_INT(code, JINN_ESQL);
     }
     CHECK(access("/tmp/jinn-vacuum-into.db", F_OK) != 0);
+    /* A trigger body is checked when it fires (it is compiled into the
+     * statement that fires it): a refused function fails that statement. */
+    exec1(&fsm, index++,
+          "CREATE TRIGGER bad AFTER INSERT ON jt BEGIN INSERT INTO log(x) "
+          "VALUES(total_changes()); END");
+    CHECK_INT(exec1(&fsm, index++, "INSERT INTO jt VALUES(2)"), JINN_ESQL);
+    CHECK(strstr(fsm.sql.error, "not authorized") != NULL);
     done(&fsm, d);
 }
 
