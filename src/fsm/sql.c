@@ -247,14 +247,20 @@ static int localtime_is_utc(const void *t, void *tm)
  * apply thread, every allocation of at least METER_MIN bytes is charged
  * to the budget (one step per METER_BYTES_PER_STEP bytes). Such
  * allocations hold values, records and sorter memory: the same on every
- * replica. What depends on a connection's history stays below METER_MIN:
- * page-cache pages (~4.3 KiB), the page hash (at most 4 KiB with the
- * default cache), lookaside and the page cache's first bulk allocation
- * (made when the connection opens, before anything is metered). */
-#define METER_MIN (16 << 10)
+ * replica. What depends on a connection's history is left out: the page
+ * cache (pages, its hash, its bulk blocks: a restored replica starts cold,
+ * so they differ) is wrapped to mark its allocations, and lookaside
+ * fallbacks are at most 1200 bytes, below METER_MIN. */
+#define METER_MIN 2048
+/* Page-size buffers outside the cache (a b-tree's scratch page, allocated
+ * once per connection at its first write) are not metered either. */
+#define METER_PAGE 4096
 #define METER_BYTES_PER_STEP 16
 
 static _Thread_local int metering;
+/* Inside the page cache: pages, their hash and bulk blocks depend on the
+ * connection's history (a restored replica starts cold), never metered. */
+static _Thread_local int in_pcache;
 static _Thread_local uint64_t metered_bytes;
 /* While metering: the statement's budget and connection. A loop of few,
  * heavy steps may not reach the next progress callback for a long time,
@@ -275,7 +281,7 @@ static bool budget_spent(const struct budget *b)
 
 static void meter(int n)
 {
-    if (metering && n >= METER_MIN) {
+    if (metering && !in_pcache && n >= METER_MIN && n != METER_PAGE) {
         metered_bytes += (uint64_t)n;
         if (budget_spent(metered_budget)) {
             sqlite3_interrupt(metered_conn);
@@ -339,6 +345,91 @@ static const sqlite3_mem_methods metered_malloc = {
     m_malloc, m_free, m_realloc, m_size, m_roundup, m_init, m_shutdown, NULL,
 };
 
+/* SQLite's own page cache, wrapped only to mark its allocations. */
+static sqlite3_pcache_methods2 pcache_orig;
+
+static int pc_init(void *arg)
+{
+    (void)arg;
+    return pcache_orig.xInit(pcache_orig.pArg);
+}
+
+static void pc_shutdown(void *arg)
+{
+    (void)arg;
+    pcache_orig.xShutdown(pcache_orig.pArg);
+}
+
+static sqlite3_pcache *pc_create(int sz_page, int sz_extra, int purgeable)
+{
+    sqlite3_pcache *p;
+    in_pcache++;
+    p = pcache_orig.xCreate(sz_page, sz_extra, purgeable);
+    in_pcache--;
+    return p;
+}
+
+static void pc_cachesize(sqlite3_pcache *p, int n)
+{
+    in_pcache++;
+    pcache_orig.xCachesize(p, n);
+    in_pcache--;
+}
+
+static int pc_pagecount(sqlite3_pcache *p)
+{
+    return pcache_orig.xPagecount(p);
+}
+
+static sqlite3_pcache_page *pc_fetch(sqlite3_pcache *p, unsigned key, int create)
+{
+    sqlite3_pcache_page *pg;
+    in_pcache++;
+    pg = pcache_orig.xFetch(p, key, create);
+    in_pcache--;
+    return pg;
+}
+
+static void pc_unpin(sqlite3_pcache *p, sqlite3_pcache_page *pg, int discard)
+{
+    in_pcache++;
+    pcache_orig.xUnpin(p, pg, discard);
+    in_pcache--;
+}
+
+static void pc_rekey(sqlite3_pcache *p, sqlite3_pcache_page *pg, unsigned from, unsigned to)
+{
+    in_pcache++;
+    pcache_orig.xRekey(p, pg, from, to);
+    in_pcache--;
+}
+
+static void pc_truncate(sqlite3_pcache *p, unsigned limit)
+{
+    in_pcache++;
+    pcache_orig.xTruncate(p, limit);
+    in_pcache--;
+}
+
+static void pc_destroy(sqlite3_pcache *p)
+{
+    in_pcache++;
+    pcache_orig.xDestroy(p);
+    in_pcache--;
+}
+
+static void pc_shrink(sqlite3_pcache *p)
+{
+    in_pcache++;
+    pcache_orig.xShrink(p);
+    in_pcache--;
+}
+
+static const sqlite3_pcache_methods2 pcache_marked = {
+    1, NULL, pc_init, pc_shutdown, pc_create, pc_cachesize, pc_pagecount, pc_fetch, pc_unpin,
+    pc_rekey, pc_truncate, pc_destroy, pc_shrink,
+};
+
 static void vfs_register(void)
 {
     /* Must come before SQLite initializes: jinn_sql_set_dir is the first
@@ -349,6 +440,12 @@ static void vfs_register(void)
         /* Someone initialized SQLite first and it cannot be shut down: the
          * budget would differ from other replicas'. Refuse to run. */
         jinn_error("sql: SQLite was initialized before jinn could configure it");
+        vfs_status = SQLITE_MISUSE;
+        return;
+    }
+    if (sqlite3_config(SQLITE_CONFIG_GETPCACHE2, &pcache_orig) != SQLITE_OK ||
+        pcache_orig.iVersion < 1 || sqlite3_config(SQLITE_CONFIG_PCACHE2, &pcache_marked) != SQLITE_OK) {
+        jinn_error("sql: cannot wrap SQLite's page cache");
         vfs_status = SQLITE_MISUSE;
         return;
     }
@@ -370,6 +467,11 @@ static void vfs_register(void)
         sqlite3_test_control(SQLITE_TESTCTRL_LOCALTIME_FAULT, 2, localtime_is_utc) != 0) {
         vfs_status = SQLITE_ERROR;
     }
+}
+
+uint64_t jinn_sql_test_metered(void)
+{
+    return metered_bytes;
 }
 
 void jinn_sql_test_fault(int write_code, int writes, int opens)

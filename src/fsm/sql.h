@@ -92,6 +92,8 @@ bool jinn_sql_tail_blank(const char *tail);
 /* Test hook: the next `writes` file writes during apply fail with
  * write_code, the next `opens` file opens with SQLITE_CANTOPEN. */
 void jinn_sql_test_fault(int write_code, int writes, int opens);
+/* Test hook: bytes charged to the step budget by the last exec. */
+uint64_t jinn_sql_test_metered(void);
 
 /* CRC-32 of the database image: replicas that applied the same log agree. */
 uint32_t jinn_sql_checksum(const struct jinn_sql_db *db, uint64_t *size);

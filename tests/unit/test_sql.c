@@ -818,3 +818,54 @@ TEST(sql_failed_restore_keeps_the_old_databases)
     done(&a, d1);
     done(&b, d2);
 }
+
+/* The metered bytes (part of the step budget) are the same on a replica
+ * restored from a snapshot (cold page cache, fresh connection) as on one
+ * that applied everything itself: the page cache's own allocations (its
+ * hash grows with the pages a big transaction keeps) are not metered. */
+TEST(sql_metered_work_is_the_same_on_a_restored_replica)
+{
+    static const char *const work[] = {
+        "UPDATE t SET v = upper(v) WHERE w < 50",
+        "INSERT INTO t(v, w) SELECT v || 'x', w + 1 FROM t WHERE id % 7 = 0",
+        "DELETE FROM t WHERE id % 5 = 0",
+        "INSERT INTO t(v, w) SELECT group_concat(v), w FROM t GROUP BY w ORDER BY w LIMIT 20",
+    };
+    char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    CHECK_INT(make_fsm(&a, d1), 0);
+    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(exec1(&a, 1, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, w INT)"), JINN_OK);
+    CHECK_INT(exec1(&a, 2, "CREATE INDEX tw ON t(w)"), JINN_OK);
+    {
+        static const char fill[] =
+            "{\"statements\":[{\"sql\":\"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+            "FROM c WHERE x < 20000) INSERT INTO t(v, w) SELECT printf('%0500d', x), x % 97 FROM "
+            "c\"}]}";
+        int code = exec(&a, 3, 3, fill, 100000000)->code;
+        CHECK_INT(code, JINN_OK);
+    }
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    CHECK_INT(jinn_fsm_decode(&b, w.data, w.len), 0);
+    jinn_wbuf_free(&w);
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof work / sizeof work[0]; i++) {
+        uint64_t on_a, on_b;
+        json_t *doc = json_pack("{s:[{s:s}]}", "statements", "sql", work[i]);
+        char *text = json_dumps(doc, JSON_COMPACT);
+        CHECK_INT(exec(&a, 10 + i, 10, text, 100000000)->code, JINN_OK);
+        on_a = jinn_sql_test_metered();
+        CHECK_INT(exec(&b, 10 + i, 10, text, 100000000)->code, JINN_OK);
+        on_b = jinn_sql_test_metered();
+        total += on_a;
+        CHECK_INT(on_a, on_b);
+        jinn_free(text);
+        json_decref(doc);
+    }
+    CHECK(total > 0);
+    CHECK_INT(count_rows(&a), count_rows(&b));
+    done(&a, d1);
+    done(&b, d2);
+}
