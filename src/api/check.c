@@ -284,7 +284,7 @@ static int pin_sql(struct report *r, const struct jinn_sql *sql)
     }
     for (const struct jinn_sql_db *db = jinn_sql_next(sql, NULL); db;
          db = jinn_sql_next(sql, db)) {
-        sqlite3 *conn = jinn_sql_open_reader(sql, db->name);
+        sqlite3 *conn = jinn_sql_open_internal_reader(sql, db->name);
         snprintf(r->names[r->n_sql], sizeof r->names[0], "%s", db->name);
         if (conn == NULL) {
             snprintf(r->error, sizeof r->error, "sql:%s: cannot open a reader", db->name);

@@ -141,6 +141,9 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->sql.step_budget);
         put_slice(w, c->sql.fence);
         jinn_wbuf_put_u64(w, c->sql.fence_token);
+        if (c->sql.sqlite_version != 0) {
+            jinn_wbuf_put_u64(w, c->sql.sqlite_version);
+        }
         break;
     default:
         if (!jinn_cmd_is_queue(c->type)) {
@@ -261,6 +264,9 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->sql.step_budget = jinn_rbuf_get_u64(&r);
         c->sql.fence = get_slice(&r, JINN_LOCK_NAME_MAX);
         c->sql.fence_token = jinn_rbuf_get_u64(&r);
+        /* Optional trailing field: older entries end here (padding is
+         * shorter than 8 bytes). */
+        c->sql.sqlite_version = r.left >= 8 ? (uint32_t)jinn_rbuf_get_u64(&r) : 0;
         if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
             return JINN_ECORRUPT;
         }
