@@ -54,6 +54,11 @@ static void put_slice(struct jinn_wbuf *w, struct jinn_slice s)
     jinn_wbuf_put_bytes(w, s.p, s.len);
 }
 
+static bool has_nul(struct jinn_slice s)
+{
+    return s.len > 0 && memchr(s.p, '\0', s.len) != NULL;
+}
+
 static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
 {
     struct jinn_slice s;
@@ -150,6 +155,7 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
             return JINN_EINVAL;
         }
         if (c->q.queue.len == 0 || c->q.queue.len > JINN_QUEUE_NAME_MAX ||
+            has_nul(c->q.queue) || has_nul(c->q.worker) ||
             c->q.worker.len > JINN_QUEUE_WORKER_MAX || c->q.idem.len > JINN_QUEUE_IDEM_MAX ||
             c->q.reason.len > JINN_QUEUE_REASON_MAX ||
             c->q.payload.len > JINN_QUEUE_PAYLOAD_MAX) {
@@ -287,7 +293,9 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->q.bytes = jinn_rbuf_get_u64(&r);
         c->q.ms = jinn_rbuf_get_u64(&r);
         c->q.max_deliver = jinn_rbuf_get_u64(&r);
-        if (c->q.queue.len == 0) {
+        /* The queue state keeps names and workers as C strings: an
+         * embedded NUL would alias two names. */
+        if (c->q.queue.len == 0 || has_nul(c->q.queue) || has_nul(c->q.worker)) {
             return JINN_ECORRUPT;
         }
         break;
