@@ -272,7 +272,14 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->sql.fence_token = jinn_rbuf_get_u64(&r);
         /* Optional trailing field: older entries end here (padding is
          * shorter than 8 bytes). */
-        c->sql.sqlite_version = r.left >= 8 ? (uint32_t)jinn_rbuf_get_u64(&r) : 0;
+        if (r.left >= 8) {
+            /* Present means non-zero and 32-bit: one encoding per command. */
+            uint64_t v = jinn_rbuf_get_u64(&r);
+            if (v == 0 || v > UINT32_MAX) {
+                return JINN_ECORRUPT;
+            }
+            c->sql.sqlite_version = (uint32_t)v;
+        }
         if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
             return JINN_ECORRUPT;
         }
