@@ -506,6 +506,12 @@ bool jinn_api_param_or_reply(struct jinn_http_request *req, json_t *body, const 
         jinn_http_reply_error(req, JINN_EINVAL, msg);
         return false;
     }
+    if (n >= 0 && strlen(buf) != (size_t)n) {
+        /* %00 would silently cut the value short ("n3%00x" naming n3). */
+        snprintf(msg, sizeof msg, "parameter '%s' must not contain NUL", name);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
     if (n >= 0) {
         *present = true;
         return true;

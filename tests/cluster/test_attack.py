@@ -1,0 +1,43 @@
+"""Hostile-client regressions (attacker A1): inputs that used to be cut
+short, wrapped or misread instead of refused."""
+import json
+
+
+def test_nul_in_names_and_parameters_is_refused(cluster_factory):
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    follower = next(n for n in c.nodes if n is not leader)
+
+    # A decoded %00 used to cut a member name short: "n2%00zzz" removed n2.
+    for path, method in ((f"/v1/cluster/members/{follower.name}%00zzz", "DELETE"),
+                         (f"/v1/cluster/members/{follower.name}%00zzz/demote", "POST")):
+        code, _, body = leader.request(path, method, b"" if method == "POST" else None)
+        assert code == 400, (path, code, body)
+    code, _, body = leader.request(f"/v1/cluster/leader/transfer?to={follower.name}%00x",
+                                   "POST", b"")
+    assert code == 400, body
+    code, _, body = leader.request("/v1/cluster/members")
+    roles = {m["name"]: m["role"] for m in json.loads(body)["members"]}
+    assert roles == {n.name: "voter" for n in c.nodes}, roles
+    assert json.loads(leader.request("/v1/status")[2])["role"] == "leader"
+
+    # Query parameters: "m%00e" was stored as owner "m", "5%00junk" read as 5.
+    code, _, body = leader.request("/v1/locks/l1?owner=m%00e", "POST", b"")
+    assert code == 400, body
+    code, _, body = leader.request("/v1/kv/app?limit=5%00junk")
+    assert code == 400, body
+    # A JSON body with the same NUL was already refused; both paths agree.
+    code, _, body = leader.request("/v1/locks/l1", "POST", b'{"owner":"m\\u0000e"}')
+    assert code == 400, body
+
+
+def test_digest_index_past_int64_is_refused(cluster_factory):
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    # Used to answer 200 {"index": -2, "state": "pending"}.
+    for q in ("18446744073709551614", "9223372036854775808", "5%00"):
+        code, _, body = n.request(f"/v1/internal/digest?index={q}")
+        assert code == 400, (q, code, body)
+    code, _, body = n.request("/v1/internal/digest?index=9223372036854775807")
+    assert code == 200 and json.loads(body)["index"] == 9223372036854775807, body
