@@ -17,15 +17,25 @@ static int name_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node 
     return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
 }
 
-/* Tokens are unique, so (expires_at, token) orders every lock. */
+/* Tokens are NOT unique across locks: waiters granted by one command (two
+ * locks expiring at once) all get that command's index. Names are unique,
+ * so (expires_at, token, name) orders every lock; without the name two such
+ * grants tied and link_lock aborted on every replica. */
 static int expiry_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
     const struct jinn_lock *x = jinn_tree_entry(a, struct jinn_lock, by_expiry);
     const struct jinn_lock *y = jinn_tree_entry(b, struct jinn_lock, by_expiry);
+    size_t n;
+    int c;
     if (x->expires_at != y->expires_at) {
         return x->expires_at < y->expires_at ? -1 : 1;
     }
-    return (x->token > y->token) - (x->token < y->token);
+    if (x->token != y->token) {
+        return x->token < y->token ? -1 : 1;
+    }
+    n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    c = memcmp(x->name, y->name, n);
+    return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
 }
 
 #define WAITER(n, member) jinn_tree_entry(n, struct jinn_lock_waiter, member)

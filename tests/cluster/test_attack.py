@@ -1,6 +1,9 @@
 """Hostile-client regressions (attacker A1): inputs that used to be cut
 short, wrapped or misread instead of refused."""
 import json
+import threading
+
+from harness import wait_for
 
 
 def test_nul_in_names_and_parameters_is_refused(cluster_factory):
@@ -41,3 +44,38 @@ def test_digest_index_past_int64_is_refused(cluster_factory):
         assert code == 400, (q, code, body)
     code, _, body = n.request("/v1/internal/digest?index=9223372036854775807")
     assert code == 200 and json.loads(body)["index"] == 9223372036854775807, body
+
+
+def test_waiters_on_locks_with_equal_ttls_do_not_stop_the_cluster(cluster_factory):
+    """Locks expiring at the same tick, each with a waiter of the same TTL:
+    one command granted them all with one token, and every replica aborted
+    in link_lock (then again on every restart)."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    names = [f"L{i}" for i in range(4)]
+    for name in names:
+        code, _, body = leader.request(f"/v1/locks/{name}?owner=a&ttl=1s", "POST", b"")
+        assert code == 200, body
+    results = []
+
+    def wait_for_lock(node, name):
+        results.append(node.request(f"/v1/locks/{name}?owner=w&ttl=1s&wait=10s", "POST", b"",
+                                    timeout=30)[0])
+
+    threads = [threading.Thread(target=wait_for_lock, args=(c.nodes[i % 3], name))
+               for i, name in enumerate(names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * len(names), results
+    for n in c.nodes:
+        assert n.alive(), n.log()[-2000:]
+    # And they all expire again, on every replica, without a stop.
+    c.wait_ready(timeout=30)
+    for n in c.nodes:
+        def all_free(n=n):
+            return all(n.request(f"/v1/locks/{name}")[0] == 404 for name in names)
+        wait_for(all_free, 15, what=f"locks free on {n.name}")
+        assert n.alive()

@@ -190,3 +190,49 @@ TEST(lock_waiters_get_it_in_order_on_release_and_expiry)
     CHECK(jinn_locks_get(&fsm.locks, "q", 1) == NULL);
     jinn_fsm_close(&fsm);
 }
+
+/* Two locks with equal TTLs expire in one command and both go to waiters
+ * with equal TTLs: both grants have that command's index as token and the
+ * same expiry. The expiry index used to tie on (expires_at, token) and
+ * every replica aborted in link_lock, again on every restart (A1). */
+TEST(lock_waiters_granted_by_one_command_with_equal_ttls)
+{
+    struct jinn_fsm fsm, copy;
+    struct jinn_cmd c, noop;
+    struct jinn_wbuf w1, w2;
+    const struct jinn_lock *a, *b;
+    memset(&noop, 0, sizeof noop);
+    noop.type = JINN_CMD_NOOP;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "a", 0, 1000)), 0);
+    CHECK_INT(apply(&fsm, 2, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "a", 0, 1000)), 0);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "w", 0, 1000);
+    c.lock.wait_ms = 5000;
+    CHECK_INT(apply(&fsm, 3, 10, c), JINN_EQUEUED);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "w", 0, 1000);
+    c.lock.wait_ms = 5000;
+    CHECK_INT(apply(&fsm, 4, 10, c), JINN_EQUEUED);
+    apply(&fsm, 5, 1000, noop); /* both expire here; both waiters get token 5 */
+    a = jinn_locks_get(&fsm.locks, "A", 1);
+    b = jinn_locks_get(&fsm.locks, "B", 1);
+    CHECK(a != NULL && a->token == 5 && a->expires_at == 2000);
+    CHECK(b != NULL && b->token == 5 && b->expires_at == 2000);
+    /* The snapshot holds both and restores them. */
+    jinn_wbuf_init(&w1);
+    CHECK_INT(jinn_fsm_encode(&fsm, &w1), 0);
+    jinn_fsm_init(&copy);
+    CHECK_INT(jinn_fsm_decode(&copy, w1.data, w1.len), 0);
+    jinn_wbuf_init(&w2);
+    CHECK_INT(jinn_fsm_encode(&copy, &w2), 0);
+    CHECK(w1.len == w2.len && memcmp(w1.data, w2.data, w1.len) == 0);
+    jinn_wbuf_free(&w1);
+    jinn_wbuf_free(&w2);
+    /* Both expire, in the original and in the restored copy. */
+    apply(&fsm, 6, 2000, noop);
+    apply(&copy, 6, 2000, noop);
+    CHECK(jinn_locks_get(&fsm.locks, "A", 1) == NULL && jinn_locks_get(&fsm.locks, "B", 1) == NULL);
+    CHECK(jinn_locks_get(&copy.locks, "A", 1) == NULL && jinn_locks_get(&copy.locks, "B", 1) == NULL);
+    CHECK_INT(jinn_locks_next_expiry(&fsm.locks), 0);
+    jinn_fsm_close(&copy);
+    jinn_fsm_close(&fsm);
+}
