@@ -411,11 +411,15 @@ static int read_identity(const char *dir, struct identity *ident)
                    path);
         return JINN_EIO;
     }
+    version = 0;
+    /* %llu takes "-5" and saturates past 2^64: ids are 53 bits (see
+     * jinn_node_id_for), anything else is not an id this node was given. */
     if (sscanf(text, "jinn-identity %d\nnode_id %llu\ncluster_id %llx\nname %64s\n%n", &version,
                &id, &cid, ident->name, &consumed) != 4 ||
-        version != ID_FILE_VERSION || id == 0) {
-        jinn_error("%s: unknown format (version %d); this jinn reads version %d", path,
-                   version, ID_FILE_VERSION);
+        version != ID_FILE_VERSION || id == 0 || id >= (UINT64_C(1) << 53)) {
+        jinn_error("%s: not a valid identity (format version %d; this jinn reads version %d, "
+                   "node_id 1 to 2^53-1)",
+                   path, version, ID_FILE_VERSION);
         return JINN_EIO;
     }
     ident->id = id;

@@ -1,9 +1,11 @@
 """Hostile-client regressions (attacker A1): inputs that used to be cut
 short, wrapped or misread instead of refused."""
 import json
+import os
+import subprocess
 import threading
 
-from harness import wait_for
+from harness import JINN, wait_for
 
 
 def test_nul_in_names_and_parameters_is_refused(cluster_factory):
@@ -79,3 +81,28 @@ def test_waiters_on_locks_with_equal_ttls_do_not_stop_the_cluster(cluster_factor
             return all(n.request(f"/v1/locks/{name}")[0] == 404 for name in names)
         wait_for(all_free, 15, what=f"locks free on {n.name}")
         assert n.alive()
+
+
+def test_identity_with_an_out_of_range_id_is_refused(cluster_factory):
+    """jinn.id with a correct checksum but node_id -5 (or past 2^64) used to
+    start as raft id 2^64-5 over another id's raft state, silently."""
+    import zlib
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    assert n.stop() == 0
+    path = os.path.join(n.data_dir, "jinn.id")
+    text = open(path, "rb").read()
+    body = text.split(b"crc32 ")[0]
+    good_id = [l for l in body.split(b"\n") if l.startswith(b"node_id ")][0]
+    for bad in (b"node_id -5", b"node_id 99999999999999999999999", b"node_id 9007199254740992"):
+        forged = body.replace(good_id, bad)
+        with open(path, "wb") as f:
+            f.write(forged + b"crc32 %08x\n" % zlib.crc32(forged))
+        out = subprocess.run([JINN, "run", "-c", n.config_path], capture_output=True,
+                             timeout=30)
+        assert out.returncode != 0, (bad, out.stderr[-2000:])
+        assert b"not a valid identity" in out.stdout + out.stderr, bad
+    with open(path, "wb") as f:
+        f.write(text)
+    n.start()
+    c.wait_leader(timeout=30)
