@@ -144,10 +144,16 @@ struct jinn_node {
 
 /* ---- allocation: raft allocates through jinn's wrapper too -------------- */
 
+/* libraft allocates what a peer's message declares before reading it. No
+ * real message comes near 1 TiB: such a length is hostile, and refused the
+ * way malloc refuses it in a release build (the sanitizer build would abort
+ * instead, so a client could stop a test node with 40 bytes). */
+#define RAFT_ALLOC_MAX (UINT64_C(1) << 40)
+
 static void *heap_malloc(void *d, size_t n)
 {
     (void)d;
-    return jinn_malloc(n);
+    return n > RAFT_ALLOC_MAX ? NULL : jinn_malloc(n);
 }
 static void heap_free(void *d, void *p)
 {
@@ -157,16 +163,19 @@ static void heap_free(void *d, void *p)
 static void *heap_calloc(void *d, size_t n, size_t size)
 {
     (void)d;
-    return jinn_calloc(n, size);
+    return size != 0 && n > RAFT_ALLOC_MAX / size ? NULL : jinn_calloc(n, size);
 }
 static void *heap_realloc(void *d, void *p, size_t n)
 {
     (void)d;
-    return jinn_realloc(p, n);
+    return n > RAFT_ALLOC_MAX ? NULL : jinn_realloc(p, n);
 }
 static void *heap_aligned_alloc(void *d, size_t alignment, size_t n)
 {
     (void)d;
+    if (n > RAFT_ALLOC_MAX) {
+        return NULL;
+    }
     return aligned_alloc(alignment, (n + alignment - 1) / alignment * alignment);
 }
 static void heap_aligned_free(void *d, size_t alignment, void *p)

@@ -2,6 +2,8 @@
 short, wrapped or misread instead of refused."""
 import json
 import os
+import socket
+import struct
 import subprocess
 import threading
 
@@ -106,3 +108,36 @@ def test_identity_with_an_out_of_range_id_is_refused(cluster_factory):
         f.write(text)
     n.start()
     c.wait_leader(timeout=30)
+
+
+def raft_handshake(server_id, address):
+    a = address.encode() + b"\0"
+    a += b"\0" * ((8 - len(a) % 8) % 8)
+    return struct.pack("<QQQ", 1, server_id, len(a)) + a
+
+
+def test_member_impersonation_with_public_ids_cannot_crash_a_node(cluster_factory):
+    """peerguard checks the cluster id and the sender id, but both are public
+    (GET /v1/cluster/members, /v1/status, and any probe's answer). With them,
+    any client passes the guard and its bytes reach libraft's decoder, which
+    allocates the length a message declares: 128 TiB aborted the sanitizer
+    build. jinn's raft allocator now refuses lengths past 1 TiB, as malloc
+    does in a release build. (libraft's other decoding bugs: security issue.)"""
+
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    info = json.loads(leader.request("/v1/cluster/members")[2])
+    cluster_id = int(info["cluster_id"], 16)
+    target = next(n for n in c.nodes if n is not leader)
+    member = next(m["id"] for m in info["members"] if m["name"] == leader.name)
+    preamble = b"JNPG" + bytes([1, 0, 0, 0]) + struct.pack("<QQQ", cluster_id, member, 0)
+    junk = struct.pack("<QQ", 1, 0x7FFFFFFFFFFF) + b"\xff" * 4000
+    with socket.create_connection(("127.0.0.1", target.raft_port), timeout=5) as s:
+        s.sendall(raft_handshake(member, leader.advertised) + preamble + junk)
+        try:
+            s.recv(64)
+        except OSError:
+            pass
+    wait_for(lambda: target.request("/healthz", timeout=1)[0] == 200, 10, what="it serves")
+    assert target.alive(), target.log()[-3000:]
