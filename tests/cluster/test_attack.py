@@ -141,3 +141,29 @@ def test_member_impersonation_with_public_ids_cannot_crash_a_node(cluster_factor
             pass
     wait_for(lambda: target.request("/healthz", timeout=1)[0] == 200, 10, what="it serves")
     assert target.alive(), target.log()[-3000:]
+
+
+def test_waiting_acquire_answered_at_shutdown_is_not_a_refusal(cluster_factory):
+    """SIGTERM to the leader while an acquire waits in a lock's line: it was
+    answered 409 conflict ("you did not get it"), yet its place in the
+    replicated line stays and the next leader grants it the lock."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    code, _, body = leader.request("/v1/locks/big?owner=a&ttl=2s", "POST", b"")
+    assert code == 200, body
+    answer = []
+    t = threading.Thread(target=lambda: answer.append(leader.request(
+        "/v1/locks/big?owner=b&ttl=30s&wait=60s", "POST", b"", timeout=60)))
+    t.start()
+    wait_for(lambda: json.loads(leader.request("/v1/locks/big")[2]).get("waiting") == 1, 10,
+             what="b waits in line")
+    assert leader.stop() == 0
+    t.join()
+    code, _, body = answer[0]
+    assert code == 503 and json.loads(body)["error"] == "outcome_unknown", (code, body)
+    # And indeed: the line outlived the leader, b gets the lock.
+    others = [n for n in c.nodes if n is not leader]
+    new = c.wait_leader(among=others, timeout=30)
+    wait_for(lambda: json.loads(new.request("/v1/locks/big")[2]).get("owner") == "b", 20,
+             what="the next leader grants b the lock")
