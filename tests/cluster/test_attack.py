@@ -167,3 +167,22 @@ def test_waiting_acquire_answered_at_shutdown_is_not_a_refusal(cluster_factory):
     new = c.wait_leader(among=others, timeout=30)
     wait_for(lambda: json.loads(new.request("/v1/locks/big")[2]).get("owner") == "b", 20,
              what="the next leader grants b the lock")
+
+
+def test_kv_prefix_and_start_after_keep_nul_bytes(cluster_factory):
+    """Keys may hold %00, but prefix and start_after were cut at it: prefix
+    "k%00" listed every key starting with "k", and paging after "k\\0a"
+    restarted at "k" (the same page again, forever)."""
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    for key in ("k%00a", "k%00b", "kz"):
+        code, _, body = n.request(f"/v1/kv/app/{key}", "PUT", b"v")
+        assert code == 200, body
+    code, _, body = n.request("/v1/kv/app?prefix=k%00")
+    assert code == 200, body
+    assert [k["key"] for k in json.loads(body)["keys"]] == ["k\0a", "k\0b"], body
+    code, _, body = n.request("/v1/kv/app?limit=1&start_after=k%00a")
+    assert [k["key"] for k in json.loads(body)["keys"]] == ["k\0b"], body
+    code, _, body = n.request("/v1/kv/app?watch=1&after=0&prefix=k%00&timeout=1s")
+    assert code == 200, body
+    assert [e["key"] for e in json.loads(body)["events"]] == ["k\0a", "k\0b"], body
