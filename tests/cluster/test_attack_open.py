@@ -36,3 +36,53 @@ def test_one_packet_does_not_bind_a_joining_node_to_a_foreign_cluster(cluster_fa
                          capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stderr
 
+
+
+def test_a_client_cannot_make_the_leader_refuse_reads_through_the_directory(cluster_factory):
+    """POST /v1/internal/nodes takes any well-formed URL for a follower (the
+    directory is validated, not authenticated), and the leader then asks
+    that URL for the follower's check digest. Two announcements pointing at
+    a server that answers the same made-up digest outvote the leader: it
+    declares ITSELF diverged and refuses reads until restarted. (With a
+    leader transfer to a hijacked follower the same works against any
+    replica: followers take the verdict from the leader's URL.)"""
+    import http.server
+    import json
+    import threading
+
+    class Fake(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            index = int(self.path.split("index=")[1])
+            body = json.dumps({"index": index, "state": "ready", "digest": "00000000000000aa",
+                               "sections": [{"name": "kv", "digest": "00000000000000aa"}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *a):
+            pass
+
+    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fake)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    try:
+        c = cluster_factory(3).start()
+        leader = c.wait_leader(timeout=30)
+        c.wait_ready(timeout=30)
+        st = leader.status()
+        for m in st["members"]:
+            if m["name"] == leader.name:
+                continue
+            body = json.dumps({"id": m["id"], "name": m["name"],
+                               "api": f"http://127.0.0.1:{fake.server_address[1]}"}).encode()
+            code, _, out = leader.request("/v1/internal/nodes", "POST", body)
+            assert code == 200, out
+        code, _, out = leader.request("/v1/cluster/check", "POST", b"")
+        assert code == 200, out
+        wait_for(lambda: json.loads(leader.request("/v1/cluster/check")[2]).get("done"), 40,
+                 what="the check is decided")
+        code, _, out = leader.request("/v1/kv/app?limit=1")
+        assert code == 200, out
+    finally:
+        fake.shutdown()
