@@ -186,3 +186,30 @@ def test_kv_prefix_and_start_after_keep_nul_bytes(cluster_factory):
     code, _, body = n.request("/v1/kv/app?watch=1&after=0&prefix=k%00&timeout=1s")
     assert code == 200, body
     assert [e["key"] for e in json.loads(body)["events"]] == ["k\0a", "k\0b"], body
+
+
+def test_a_repeated_fence_or_condition_header_is_refused(cluster_factory):
+    """Only the first X-Jinn-Fence / If-Match was read: a write carrying a
+    valid fence and a second, failing one was applied (200)."""
+    import http.client
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    code, _, body = n.request("/v1/locks/fa?owner=me&ttl=60s", "POST", b"")
+    token = json.loads(body)["token"]
+    code, _, body = n.request("/v1/kv/app/fz", "PUT", b"v0")
+    rev = json.loads(body)["revision"]
+    for headers in ([("X-Jinn-Fence", f"fa:{token}"), ("X-Jinn-Fence", "nolock:1")],
+                    [("If-Match", f'"{rev}"'), ("If-Match", '"1"')],
+                    [("Idempotency-Key", "a"), ("Idempotency-Key", "b")]):
+        conn = http.client.HTTPConnection("127.0.0.1", n.http_port, timeout=10)
+        conn.putrequest("PUT", "/v1/kv/app/fz")
+        for k, v in headers:
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", "2")
+        conn.endheaders(b"v1")
+        r = conn.getresponse()
+        out = r.read()
+        conn.close()
+        assert r.status == 400, (headers, r.status, out)
+    code, _, body = n.request("/v1/kv/app/fz")
+    assert body == b"v0", body
