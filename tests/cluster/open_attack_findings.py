@@ -1,7 +1,10 @@
 """Hostile-client findings (attacker A1) that are NOT fixed yet: each test
 fails on the current code and says what it needs. They belong with the
-peer-authentication work (security issue); kept apart from test_attack.py
-so the lead can run or exclude them on purpose."""
+peer-authentication work (security issue). The file name does not match
+test_*.py, so `make cluster` leaves them out; run them on purpose with
+  JINN_BIN=$PWD/build/test/jinn python3 -m pytest -q -p no:cacheprovider \
+      tests/cluster/open_attack_findings.py
+and rename the file to test_*.py once they pass."""
 import socket
 import struct
 import subprocess
