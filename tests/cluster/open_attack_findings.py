@@ -73,18 +73,32 @@ def test_a_client_cannot_make_the_leader_refuse_reads_through_the_directory(clus
         c = cluster_factory(3).start()
         leader = c.wait_leader(timeout=30)
         c.wait_ready(timeout=30)
+        fake_url = f"http://127.0.0.1:{fake.server_address[1]}"
+
+        def apis():
+            return {m["name"]: m["api"] for m in leader.status()["members"]}
+        # The followers' own announcements first, so that none lands after ours.
+        wait_for(lambda: all(apis().values()), 20, what="every node announced its API")
         st = leader.status()
         for m in st["members"]:
             if m["name"] == leader.name:
                 continue
             body = json.dumps({"id": m["id"], "name": m["name"],
-                               "api": f"http://127.0.0.1:{fake.server_address[1]}"}).encode()
+                               "api": fake_url}).encode()
             code, _, out = leader.request("/v1/internal/nodes", "POST", body)
             assert code == 200, out
-        code, _, out = leader.request("/v1/cluster/check", "POST", b"")
-        assert code == 200, out
-        wait_for(lambda: json.loads(leader.request("/v1/cluster/check")[2]).get("done"), 40,
-                 what="the check is decided")
+        wait_for(lambda: sorted(apis().values()) == sorted([leader.url, fake_url, fake_url]),
+                 10, what="the directory points the followers at the fake")
+        def start_check():
+            # A check already running (periodic) answers started: false.
+            code, _, out = leader.request("/v1/cluster/check", "POST", b"")
+            return code == 200 and json.loads(out)["started"] and json.loads(out)["index"]
+        index = wait_for(start_check, 60, interval=0.5, what="a check of ours started")
+
+        def decided():
+            out = json.loads(leader.request("/v1/cluster/check")[2])
+            return out.get("index") == index and out.get("done")
+        wait_for(decided, 40, what="our check is decided")
         code, _, out = leader.request("/v1/kv/app?limit=1")
         assert code == 200, out
     finally:
