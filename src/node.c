@@ -754,6 +754,9 @@ int jinn_node_start(struct jinn_node *node)
     /* Reconnect quickly after a partition heals or a peer restarts. */
     raft_uv_set_connect_retry_delay(&node->io, 200);
     jinn_ioguard_init(&node->guard, &node->io);
+    if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
+        jinn_fsm_async_snapshots(&node->fsm); /* SQL images off the loop */
+    }
     rv = raft_init(&node->raft, &node->guard.io, &node->fsm.iface, node->id, node->address);
     if (rv != 0) {
         jinn_error("raft init: %s", raft_errmsg(&node->raft));

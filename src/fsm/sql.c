@@ -1705,6 +1705,84 @@ void jinn_sql_encode(const struct jinn_sql *s, struct jinn_wbuf *w)
     }
 }
 
+struct jinn_sql_pin {
+    unsigned n;
+    struct pinned {
+        char name[JINN_SQL_DB_MAX + 1];
+        sqlite3 *conn;          /* a reader inside its read transaction, or */
+        unsigned char *image;   /* the image, when the database has no file */
+        sqlite3_int64 len;
+    } dbs[];
+};
+
+int jinn_sql_pin(const struct jinn_sql *s, struct jinn_sql_pin **out)
+{
+    struct jinn_sql_pin *p;
+    unsigned i = 0;
+
+    p = jinn_calloc(1, sizeof *p + s->by_name.count * sizeof p->dbs[0]);
+    if (p == NULL) {
+        return JINN_ENOMEM;
+    }
+    for (const struct jinn_sql_db *db = jinn_sql_next(s, NULL); db; db = jinn_sql_next(s, db)) {
+        struct pinned *d = &p->dbs[i++];
+        p->n = i;
+        snprintf(d->name, sizeof d->name, "%s", db->name);
+        d->conn = s->dir != NULL ? jinn_sql_open_internal_reader(s, db->name) : NULL;
+        /* A WAL read transaction begins at its first read. */
+        if (d->conn != NULL &&
+            sqlite3_exec(d->conn, "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL, NULL,
+                         NULL) != SQLITE_OK) {
+            sqlite3_close_v2(d->conn);
+            d->conn = NULL;
+        }
+        if (d->conn == NULL) {
+            /* No file to read beside apply (tests, or no descriptor left):
+             * serialise now, on this thread, as the synchronous path does. */
+            d->image = serialize(db->conn, &d->len);
+            if (d->image == NULL) {
+                jinn_sql_pin_free(p);
+                return JINN_ENOMEM;
+            }
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void jinn_sql_pin_encode(struct jinn_sql_pin *p, struct jinn_wbuf *w)
+{
+    jinn_wbuf_put_u32(w, p->n);
+    for (unsigned i = 0; i < p->n && !w->failed; i++) {
+        struct pinned *d = &p->dbs[i];
+        if (d->image == NULL) {
+            d->image = serialize(d->conn, &d->len);
+            if (d->image == NULL) {
+                w->failed = true;
+                return;
+            }
+        }
+        jinn_wbuf_put_str(w, d->name);
+        jinn_wbuf_put_bytes(w, d->image, (size_t)d->len);
+        sqlite3_free(d->image);
+        d->image = NULL;
+        sqlite3_close_v2(d->conn); /* ends the read transaction */
+        d->conn = NULL;
+    }
+}
+
+void jinn_sql_pin_free(struct jinn_sql_pin *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        sqlite3_free(p->dbs[i].image);
+        sqlite3_close_v2(p->dbs[i].conn);
+    }
+    jinn_free(p);
+}
+
 static int write_file(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
