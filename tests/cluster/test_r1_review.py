@@ -1,4 +1,5 @@
 """Reviewer R1's regression tests for today's change."""
+import base64
 import json
 import os
 
@@ -40,3 +41,21 @@ def test_list_with_values_is_paged_by_bytes_not_refused(one):
             break
         after = page["keys"][-1]["key"]
     assert seen == [f"k{i:02d}" for i in range(14)]
+
+
+def test_listed_control_character_value_fits_one_reply(cluster_factory):
+    """A text value of control characters escapes to 6 bytes a byte in JSON:
+    with max_body 8 MiB one such value listed was 48 MiB, over the reply
+    limit (2 x max_body + 64 KiB), so it could never be listed. It is sent
+    as value_base64 instead (4/3)."""
+    c = cluster_factory(1, extra_config=["max_body 8MiB"]).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    value = b"\x01" * (8 << 20)
+    code, _, out = put(n, "ctl", "k", value)
+    assert code == 200, out
+    code, _, out = kv(n, "GET", "ctl", query="values=1", timeout=60)
+    assert code == 200, out[:300]
+    (item,) = json.loads(out)["keys"]
+    assert base64.b64decode(item["value_base64"]) == value
