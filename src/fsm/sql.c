@@ -15,6 +15,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fsm/fatal.h"
 #include "log.h"
 
 #define VFS_NAME "jinn"
@@ -1808,6 +1809,30 @@ static void remove_db_files(const struct jinn_sql *s, const char *name, const ch
     }
 }
 
+/* Whether the image written at path opens as a database and its schema
+ * parses: the framing checks (magic, length) pass for a broken header or
+ * schema, which would otherwise show up only after the swap. */
+static bool image_readable(const struct jinn_sql *s, const char *name)
+{
+    char path[4400];
+    sqlite3 *conn = NULL;
+    sqlite3_stmt *stmt = NULL;
+    bool ok;
+    path_of(s, name, ".restore", path, sizeof path);
+    ok = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(conn, "SELECT count(*) FROM main.sqlite_schema", -1, &stmt, NULL) ==
+             SQLITE_OK &&
+         sqlite3_step(stmt) == SQLITE_ROW;
+    sqlite3_finalize(stmt);
+    sqlite3_close(conn);
+    /* A WAL image made its -wal and -shm files beside it: not to be kept. */
+    path_of(s, name, ".restore-wal", path, sizeof path);
+    unlink(path);
+    path_of(s, name, ".restore-shm", path, sizeof path);
+    unlink(path);
+    return ok;
+}
+
 /* The restore writes every image beside the live files first
  * (NAME.db.restore); only when all are on disk does it close the live
  * databases and rename the new images over them. A failure before that
@@ -1853,6 +1878,14 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
                 rv = JINN_EIO;
                 break;
             }
+            if (!image_readable(s, name)) {
+                /* Checked before the swap, so the old databases stay. */
+                jinn_error("sql: the snapshot's image of %s is not a readable database; "
+                           "the old databases stay",
+                           name);
+                rv = JINN_ECORRUPT;
+                break;
+            }
         }
     }
     if (rv != 0) {
@@ -1869,10 +1902,14 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
         return rv;
     }
     /* Point of no return: swap. */
+    /* From here a failure would leave the FSM's old in-memory state over
+     * half-swapped files (and the next exec on a missing database would
+     * create it empty): stop instead; a restart rebuilds from the
+     * snapshot and log. */
     close_all(s);
     s->generation++;
     if (wipe_dir(s, true) != 0) {
-        return JINN_EIO;
+        jinn_fsm_fatal("sql: cannot clear %s to restore a snapshot", s->dir);
     }
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *name_p, *image;
@@ -1884,8 +1921,8 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
         path_of(s, name, ".restore", from, sizeof from);
         path_of(s, name, "", to, sizeof to);
         if (rename(from, to) != 0 || open_db(s, name) == NULL) {
-            jinn_error("sql: cannot restore database %s", name);
-            return JINN_EIO;
+            jinn_fsm_fatal("sql: cannot restore database %s (%s) after swapping images in",
+                           name, strerror(errno));
         }
     }
     return 0;

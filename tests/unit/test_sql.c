@@ -819,6 +819,64 @@ TEST(sql_failed_restore_keeps_the_old_databases)
     done(&b, d2);
 }
 
+/* A snapshot whose second database image passes the framing checks
+ * ("SQLite format 3", length) but is not a database: the restore must fail
+ * with the old state whole. It used to validate only the framing, swap the
+ * first image in, then fail on the second after wiping the live files: the
+ * FSM kept its old in-memory state over half-new SQL files (reviewer R1). */
+TEST(sql_restore_of_a_bad_image_keeps_every_old_database)
+{
+    char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    struct jinn_cmd c;
+    uint8_t *second = NULL;
+    uint32_t before, crc;
+    CHECK_INT(make_fsm(&a, d1), 0);
+    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(exec1(&a, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&a, 2, "INSERT INTO t VALUES('new')"), JINN_OK);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_SQL_EXEC;
+    c.sql.db.p = (const uint8_t *)"zzz";
+    c.sql.db.len = 3;
+    c.sql.statements.p = (const uint8_t *)workload[0];
+    c.sql.statements.len = strlen(workload[0]);
+    c.sql.step_budget = 1000000;
+    CHECK_INT(unit_apply(&a, 3, 3, c)->code, JINN_OK);
+    CHECK_INT(exec1(&b, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&b, 2, "INSERT INTO t VALUES('old')"), JINN_OK);
+    before = checksum(&b);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    /* The images are in name order: app's, then zzz's. Break zzz's page
+     * size (header bytes 16-17) and re-seal the snapshot's checksum. */
+    for (size_t i = 0, seen = 0; i + 16 <= w.len; i++) {
+        if (memcmp(w.data + i, "SQLite format 3", 16) == 0 && ++seen == 2) {
+            second = w.data + i;
+            break;
+        }
+    }
+    CHECK(second != NULL);
+    if (second != NULL) {
+        second[16] = 0x00;
+        second[17] = 0x03;
+        crc = jinn_crc32(0, w.data, w.len - 4);
+        for (int i = 0; i < 4; i++) {
+            w.data[w.len - 4 + (size_t)i] = (uint8_t)(crc >> (8 * i));
+        }
+        CHECK(jinn_fsm_decode(&b, w.data, w.len) != 0);
+        /* Every old database as it was, and still writable. */
+        CHECK_INT(checksum(&b), before);
+        CHECK_INT(count_rows(&b), 1);
+        CHECK(jinn_sql_get(&b.sql, "zzz") == NULL);
+        CHECK_INT(exec1(&b, 3, "INSERT INTO t VALUES('still works')"), JINN_OK);
+    }
+    jinn_wbuf_free(&w);
+    done(&a, d1);
+    done(&b, d2);
+}
+
 /* The metered bytes (part of the step budget) are the same on a replica
  * restored from a snapshot (cold page cache, fresh connection) as on one
  * that applied everything itself: the page cache's own allocations (its
