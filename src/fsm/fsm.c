@@ -88,9 +88,10 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         const uint8_t *b = buf;
         jinn_fsm_fatal_context(0, 0);
         jinn_fsm_fatal("entry %llu has command version %u / type %u / flags %u this build "
-                       "does not know (it knows version %u, types 1-%u, flags 0); upgrade this "
-                       "node",
-                       (unsigned long long)index, b[1], b[2], b[3], JINN_CMD_VERSION,
+                       "does not know (it knows versions %u-%u, types 1-%u, flags 0); upgrade "
+                       "this node",
+                       (unsigned long long)index, b[1], b[2], b[3], JINN_CMD_VERSION_MIN,
+                       JINN_CMD_VERSION,
                        JINN_CMD_TYPE_MAX - 1);
     }
     if (rv != 0) {
