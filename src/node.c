@@ -795,6 +795,22 @@ void jinn_node_set_announcer(struct jinn_node *node, jinn_announce_fn fn, void *
 
 /* ---- status ---------------------------------------------------------- */
 
+/* The term of the entry at index in raft's in-memory log (0 when not held).
+ * libraft 0.15 exports no lookup; struct raft_log is public. */
+static uint64_t term_of(const struct raft *r, uint64_t index)
+{
+    const struct raft_log *l = &r->log;
+    size_t n = l->back >= l->front ? l->back - l->front : l->size - l->front + l->back;
+
+    if (index != 0 && index == l->snapshot.last_index) {
+        return l->snapshot.last_term;
+    }
+    if (index <= l->offset || index > l->offset + n || l->size == 0) {
+        return 0;
+    }
+    return l->entries[(l->front + (index - l->offset - 1)) % l->size].term;
+}
+
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
 {
     uint64_t now = uv_now(node->loop);
@@ -831,6 +847,11 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     }
     st->commit_index = node->raft.commit_index;
     st->leader_ready = state == RAFT_LEADER && node->ready_term == node->raft.current_term;
+    /* After a restart every node's commit index is the bootstrap entry's,
+     * and a new leader's first heartbeats carry that stale value: a follower
+     * knows it has caught up only once the commit index it learnt is an
+     * entry of the current term (the leader's term-start barrier at least). */
+    st->commit_current = term_of(&node->raft, node->raft.commit_index) == node->raft.current_term;
     st->applied_index = raft_last_applied(&node->raft);
     st->last_index = raft_last_index(&node->raft);
     st->cluster_time_ms = node->fsm.time_ms;

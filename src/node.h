@@ -87,6 +87,7 @@ struct jinn_node_status {
     uint64_t cluster_time_ms;
     bool quorum;               /* a leader with a quorum is known */
     bool leader_ready;         /* leader whose own term has a committed entry */
+    bool commit_current;       /* the commit index we know is an entry of the current term */
     int64_t leader_contact_ms; /* -1: never heard from a leader */
     struct jinn_member members[JINN_CONFIG_MAX_PEERS];
     unsigned n_members;

@@ -36,7 +36,7 @@ static bool is_ready(const struct jinn_node_status *st)
         return st->leader_ready && st->applied_index >= st->commit_index;
     }
     return st->quorum && st->role != JINN_ROLE_UNAVAILABLE && st->role != JINN_ROLE_CANDIDATE &&
-           st->applied_index >= st->commit_index;
+           st->commit_current && st->applied_index >= st->commit_index;
 }
 
 void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
