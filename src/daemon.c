@@ -162,6 +162,9 @@ int jinn_daemon_run(const char *config_path)
         rv = jinn_node_start(d->node);
     }
     if (rv != 0) {
+        /* A disk that cannot hold the log is the operator's to fix: exit 2
+         * (like a bad config), not 1. */
+        exit_code = rv == JINN_ENOSPACE ? 2 : 1;
         goto out_close_loop;
     }
     jinn_api_init(&d->api, &d->loop, &d->cfg, d->node);

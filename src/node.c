@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "disk.h"
 #include "error.h"
 #include "ioguard.h"
 #include "log.h"
@@ -91,6 +92,12 @@ struct jinn_node {
     void (*stop_cb)(void *data);
     void *stop_data;
     uint64_t proposals_ok, proposals_failed;
+
+    struct jinn_disk disk;             /* free space on data_dir */
+    struct raft_transfer disk_transfer; /* a full leader hands over */
+    bool disk_transfer_inflight;
+    uint64_t disk_transfer_next; /* loop ms before which we do not try again */
+    uint64_t io_error_next;      /* loop ms before which raft I/O errors are not logged */
 };
 
 /* ---- allocation: raft allocates through jinn's wrapper too -------------- */
@@ -283,6 +290,12 @@ int jinn_node_start(struct jinn_node *node)
     if (rv != 0) {
         return rv;
     }
+    /* libraft crashes when it cannot preallocate a log segment: never let
+     * it start on a disk that cannot hold them. */
+    rv = jinn_disk_check_start(cfg->data_dir);
+    if (rv != 0) {
+        return rv;
+    }
     rv = jinn_sql_set_dir(&node->fsm.sql, cfg->data_dir);
     if (rv != 0) {
         jinn_error("cannot prepare %s/sql for databases", cfg->data_dir);
@@ -333,6 +346,7 @@ int jinn_node_start(struct jinn_node *node)
     uv_timer_init(node->loop, &node->tick);
     node->tick.data = node;
     uv_timer_start(&node->tick, tick_cb, TICK_MS, TICK_MS);
+    jinn_disk_start(&node->disk, node->loop, cfg->data_dir, cfg->min_free_space);
     uv_timer_init(node->loop, &node->kick);
     node->kick.data = node;
     jinn_info("raft started: id %llu, address %s, %u entries in log, applied %llu",
@@ -382,6 +396,14 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
         assert(res != NULL && res->index == req->index);
         proposal_answer(p, JINN_OK, res);
     } else {
+        uint64_t now = uv_now(p->node->loop);
+        if ((status == RAFT_IOERR || status == RAFT_NOSPACE || status == RAFT_CORRUPT) &&
+            now >= p->node->io_error_next) {
+            /* libraft says nothing itself; at most one line a second. */
+            jinn_error("raft could not store a log entry: %s (%s)", raft_strerror(status),
+                       raft_errmsg(&p->node->raft));
+            p->node->io_error_next = now + 1000;
+        }
         /* Leadership lost or shutting down: the entry may still commit. */
         proposal_answer(p, status == RAFT_SHUTDOWN ? JINN_ESHUTDOWN : JINN_EUNKNOWN, NULL);
     }
@@ -402,6 +424,11 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     }
     if (raft_state(&node->raft) != RAFT_LEADER) {
         return JINN_ENOTLEADER;
+    }
+    /* Below min_free_space nothing new enters the log: what is left is
+     * raft's own reserve (barriers, snapshots, segments being closed). */
+    if (node->disk.full) {
+        return JINN_ENOSPACE;
     }
     /* Cluster time never goes backwards, whatever this leader's clock says. */
     if (now < node->last_stamp_ms) {
@@ -750,6 +777,42 @@ static void commit_term_start(struct jinn_node *node)
     }
 }
 
+static void disk_transfer_done(struct raft_transfer *req)
+{
+    struct jinn_node *node = req->data;
+    raft_id leader_id;
+    const char *address;
+    node->disk_transfer_inflight = false;
+    raft_leader(&node->raft, &leader_id, &address);
+    if (leader_id != node->id && leader_id != 0) {
+        jinn_info("disk full: handed leadership to %s", address);
+    }
+}
+
+/* A leader whose disk is full refuses every write; another voter may have
+ * room. libraft picks the most up-to-date voter; if its disk is full too it
+ * hands back, so a try is made at most every 10 s. */
+static void disk_hand_over(struct jinn_node *node, uint64_t now)
+{
+    unsigned voters = 0;
+    if (!node->disk.full || node->disk_transfer_inflight || node->stopping ||
+        now < node->disk_transfer_next) {
+        return;
+    }
+    for (unsigned i = 0; i < node->raft.configuration.n; i++) {
+        voters += node->raft.configuration.servers[i].role == RAFT_VOTER;
+    }
+    if (voters < 2) {
+        return;
+    }
+    node->disk_transfer_next = now + 10000;
+    node->disk_transfer.data = node;
+    if (raft_transfer(&node->raft, &node->disk_transfer, 0, disk_transfer_done) == 0) {
+        node->disk_transfer_inflight = true;
+        jinn_warn("disk full: handing leadership to another voter");
+    }
+}
+
 static void tick_cb(uv_timer_t *timer)
 {
     struct jinn_node *node = timer->data;
@@ -773,6 +836,7 @@ static void tick_cb(uv_timer_t *timer)
         commit_term_start(node);
         advance_cluster_time(node);
         manage_membership(node, now);
+        disk_hand_over(node, now);
     } else {
         if (node->was_leader) {
             jinn_info("lost leadership");
@@ -885,6 +949,9 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     st->entries_appended = node->guard.entries_appended;
     st->acks_capped = node->guard.capped;
     st->reads_linearized = node->reads_linearized;
+    st->disk_full = node->disk.full;
+    st->disk_free_bytes = node->disk.free_bytes;
+    st->disk_min_free_bytes = node->disk.reserve;
 }
 
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }
@@ -969,6 +1036,7 @@ void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
     node->stop_cb = cb;
     node->stop_data = data;
     uv_timer_stop(&node->tick);
+    jinn_disk_stop(&node->disk);
     node->drain_deadline = uv_now(node->loop) + 2u * node->cfg->election_timeout_ms;
     uv_timer_init(node->loop, &node->drain);
     node->drain.data = node;

@@ -94,6 +94,8 @@ struct jinn_node_status {
     uint64_t proposals_ok, proposals_failed;
     uint64_t read_barriers, reads_linearized;
     uint64_t appends, entries_appended, acks_capped; /* from the ioguard */
+    bool disk_full; /* free space below min_free_space: writes refused */
+    uint64_t disk_free_bytes, disk_min_free_bytes;
 };
 
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st);
