@@ -2,6 +2,7 @@
 #include "disk.h"
 
 #include <dirent.h>
+#include <stdlib.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -131,4 +132,93 @@ void jinn_disk_stop(struct jinn_disk *d)
         uv_timer_stop(&d->timer);
         uv_close((uv_handle_t *)&d->timer, NULL);
     }
+}
+
+/* "snapshot-TERM-INDEX-TIME" (no ".meta"): 0 and the numbers, or -1. */
+static int parse_snapshot_name(const char *name, unsigned long long v[3])
+{
+    int n = 0;
+    if (strlen(name) > 100 || strstr(name, ".meta") != NULL ||
+        sscanf(name, "snapshot-%llu-%llu-%llu%n", &v[0], &v[1], &v[2], &n) != 3 ||
+        name[n] != '\0') {
+        return -1;
+    }
+    return 0;
+}
+
+void jinn_disk_newest_snapshot(const char *dir, char *out, size_t size)
+{
+    unsigned long long best[3] = {0, 0, 0}, v[3];
+    DIR *dp = opendir(dir);
+    struct dirent *e;
+
+    out[0] = '\0';
+    if (dp == NULL) {
+        return;
+    }
+    while ((e = readdir(dp)) != NULL) {
+        if (parse_snapshot_name(e->d_name, v) != 0) {
+            continue;
+        }
+        if (out[0] == '\0' || v[0] > best[0] || (v[0] == best[0] && v[1] > best[1]) ||
+            (v[0] == best[0] && v[1] == best[1] && v[2] > best[2])) {
+            memcpy(best, v, sizeof best);
+            snprintf(out, size, "%s", e->d_name);
+        }
+    }
+    closedir(dp);
+}
+
+/* LZ4 frame magic, little-endian, as libraft writes it (with a content
+ * checksum, so a whole frame ends with a zero end mark and 4 bytes). */
+static const unsigned char lz4_magic[4] = {0x04, 0x22, 0x4d, 0x18};
+
+static int check_snapshot_file(const char *path)
+{
+    unsigned char head[4], tail[8];
+    struct stat st;
+    int rv = 0;
+    FILE *f = fopen(path, "rb");
+
+    if (f == NULL) {
+        return 0; /* gone or unreadable: libraft reports it */
+    }
+    if (fstat(fileno(f), &st) != 0 || fread(head, 1, 4, f) != 4 ||
+        memcmp(head, lz4_magic, 4) != 0) {
+        goto out; /* not compressed: jinn's own CRC checks it at restore */
+    }
+    if (st.st_size < 15 || fseeko(f, st.st_size - 8, SEEK_SET) != 0 ||
+        fread(tail, 1, 8, f) != 8 || memcmp(tail, "\0\0\0\0", 4) != 0) {
+        rv = -1;
+    }
+out:
+    fclose(f);
+    return rv;
+}
+
+int jinn_disk_check_snapshots(const char *dir)
+{
+    unsigned long long v[3];
+    char path[4200];
+    struct dirent *e;
+    int rv = 0;
+    DIR *dp = opendir(dir);
+
+    if (dp == NULL) {
+        return 0;
+    }
+    while (rv == 0 && (e = readdir(dp)) != NULL) {
+        if (parse_snapshot_name(e->d_name, v) != 0) {
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (check_snapshot_file(path) != 0) {
+            jinn_error("snapshot %s is truncated (its LZ4 frame has no end mark): the data_dir "
+                       "is damaged and the node will not start; see \"Full and failing "
+                       "disks\" in docs/operations.md", path);
+            rv = JINN_ECORRUPT;
+        }
+    }
+    closedir(dp);
+    return rv;
 }

@@ -64,3 +64,13 @@ void jinn_disk_start(struct jinn_disk *d, uv_loop_t *loop, const char *dir, uint
 void jinn_disk_stop(struct jinn_disk *d);
 
 #endif
+
+/* Checks what libraft 0.15 cannot check safely before it loads data_dir: a
+ * truncated LZ4-compressed snapshot makes its decompressor loop forever,
+ * so every compressed snapshot-* must end with the LZ4 end mark and its
+ * content checksum. Logs the file and returns JINN_ECORRUPT, or 0. */
+int jinn_disk_check_snapshots(const char *dir);
+
+/* The snapshot file libraft loads first (newest by term, index, time), in
+ * out; "" when there is none. */
+void jinn_disk_newest_snapshot(const char *dir, char *out, size_t size);

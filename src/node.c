@@ -277,6 +277,41 @@ static int bootstrap(struct jinn_node *node)
 
 static void tick_cb(uv_timer_t *timer);
 
+static void start_failed_closed(struct raft *raft)
+{
+    struct jinn_node *node = raft->data;
+    raft_uv_close(&node->io);
+    raft_uv_tcp_close(&node->transport);
+    node->io_ready = false;
+    node->transport_ready = false;
+    node->raft_ready = false;
+}
+
+/* raft_start failed: say which file is damaged, release raft (the daemon
+ * runs the loop once more before it exits). libraft names a damaged
+ * segment itself; for a snapshot it may not, and it loads the newest. */
+static int start_failed(struct jinn_node *node, int rv)
+{
+    const char *msg = raft_errmsg(&node->raft);
+    char snap[256];
+    int code = JINN_ERAFT;
+
+    if (rv == RAFT_CORRUPT || rv == RAFT_IOERR) {
+        jinn_disk_newest_snapshot(node->cfg->data_dir, snap, sizeof snap);
+        jinn_error("data_dir %s: a raft log or snapshot file is damaged: %s (%s)%s%s; the node "
+                   "will not start on it; see \"Full and failing disks\" in docs/operations.md",
+                   node->cfg->data_dir, msg, raft_strerror(rv),
+                   strstr(msg, "segment") == NULL && snap[0] ? "; newest snapshot: " : "",
+                   strstr(msg, "segment") == NULL && snap[0] ? snap : "");
+        code = JINN_ECORRUPT;
+    } else {
+        jinn_error("raft start: %s (%s)", raft_strerror(rv), msg);
+    }
+    node->raft.data = node;
+    raft_close(&node->raft, start_failed_closed);
+    return code;
+}
+
 int jinn_node_start(struct jinn_node *node)
 {
     const struct jinn_config *cfg = node->cfg;
@@ -293,6 +328,10 @@ int jinn_node_start(struct jinn_node *node)
     /* libraft crashes when it cannot preallocate a log segment: never let
      * it start on a disk that cannot hold them. */
     rv = jinn_disk_check_start(cfg->data_dir);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = jinn_disk_check_snapshots(cfg->data_dir);
     if (rv != 0) {
         return rv;
     }
@@ -320,6 +359,10 @@ int jinn_node_start(struct jinn_node *node)
     node->io_ready = true;
     /* Reconnect quickly after a partition heals or a peer restarts. */
     raft_uv_set_connect_retry_delay(&node->io, 200);
+    /* libraft's auto-recovery silently deletes a closed segment that fails
+     * its checksum, with every committed entry in it: a voter would forget
+     * entries it acknowledged. A damaged file must stop the node instead. */
+    raft_uv_set_auto_recovery(&node->io, false);
     jinn_ioguard_init(&node->guard, &node->io);
     rv = raft_init(&node->raft, &node->guard.io, &node->fsm.iface, node->id, node->address);
     if (rv != 0) {
@@ -340,8 +383,7 @@ int jinn_node_start(struct jinn_node *node)
     }
     rv = raft_start(&node->raft);
     if (rv != 0) {
-        jinn_error("raft start: %s (%s)", raft_strerror(rv), raft_errmsg(&node->raft));
-        return JINN_ERAFT;
+        return start_failed(node, rv);
     }
     uv_timer_init(node->loop, &node->tick);
     node->tick.data = node;

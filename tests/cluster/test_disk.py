@@ -139,10 +139,21 @@ def test_full_disk_on_one_of_three_nodes(cluster_factory, tmpfs):
     n3 = c["n3"]
     disk = tmpfs("d3", 64)
     put_on_disk(n3, disk)
+    # Make the node whose disk will fill the leader: a shorter election
+    # timeout makes n3 the first candidate once the leader is paused.
+    write_config = n3.write_config
+
+    def n3_config():
+        write_config()
+        with open(n3.config_path) as f:
+            text = f.read()
+        head, _, _ = text.rpartition("}")
+        with open(n3.config_path, "w") as f:
+            f.write(head + "    election_timeout 200ms\n}\n")
+
+    n3.write_config = n3_config
     c.start()
     leader = c.wait_leader()
-    # Make the node whose disk will fill the leader: pause whoever leads
-    # until n3 wins an election.
     for _ in range(20):
         if leader is n3:
             break
@@ -166,7 +177,9 @@ def test_full_disk_on_one_of_three_nodes(cluster_factory, tmpfs):
                  what=f"a write through {n.name}")
     for n in c.nodes[:2]:
         assert n.status()["disk"] == "ok"
-        assert n.request("/readyz")[0] == 200
+        # A follower learns the new term's commit index with the next
+        # heartbeat: poll.
+        wait_for(lambda: n.request("/readyz")[0] == 200, what=f"{n.name} ready")
 
     os.unlink(filler)
     wait_for(lambda: n3.status()["disk"] == "ok", what="n3 disk ok again")
@@ -174,3 +187,57 @@ def test_full_disk_on_one_of_three_nodes(cluster_factory, tmpfs):
     log = n3.log()
     assert log.count("disk full: data_dir") == 1, log
     assert "disk full: handing leadership to another voter" in log, log
+
+
+def flip_byte(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def closed_segments(data_dir):
+    return sorted(f for f in os.listdir(data_dir) if f[:1].isdigit() and "-" in f)
+
+
+def newest_snapshot(data_dir):
+    snaps = [f for f in os.listdir(data_dir)
+             if f.startswith("snapshot-") and not f.endswith(".meta")]
+    return max(snaps, key=lambda f: tuple(int(x) for x in f.split("-")[1:]))
+
+
+@pytest.mark.parametrize("damage", ["segment_flip", "segment_truncate", "snapshot_flip",
+                                    "snapshot_truncate"])
+def test_corrupt_log_or_snapshot_refuses_to_start_naming_the_file(cluster_factory, damage):
+    """A damaged closed segment or snapshot stops the node at start (exit 2)
+    with a message naming the file. libraft's auto-recovery would have
+    deleted a damaged last segment, committed entries and all; a truncated
+    compressed snapshot would have hung libraft's decompressor."""
+    c = cluster_factory(1, extra_config=["snapshot_threshold 16", "snapshot_trailing 4"])
+    n = c.nodes[0]
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    for i in range(40):
+        assert n.request(f"/v1/kv/ns/k{i}", "PUT", b"v" * 40)[0] == 200
+    assert n.stop() == 0  # a clean stop closes the open segment
+    segs = closed_segments(n.data_dir)
+    snap = newest_snapshot(n.data_dir)
+    assert segs and snap
+    if damage.startswith("segment"):
+        name = segs[-1]
+    else:
+        name = snap
+    path = os.path.join(n.data_dir, name)
+    size = os.path.getsize(path)
+    if damage.endswith("flip"):
+        flip_byte(path, size // 2)
+    else:
+        os.truncate(path, size // 2)
+    before = len(n.log())
+    n.start()
+    assert n.proc.wait(timeout=30) == 2
+    log = n.log()[before:]
+    assert name in log, log
+    assert "damaged" in log or "truncated" in log, log
