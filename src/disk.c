@@ -104,7 +104,8 @@ static void sample(struct jinn_disk *d)
                    d->dir, free_bytes, d->reserve);
     } else if (!full && d->full) {
         jinn_info("disk space recovered: data_dir %s has %" PRIu64 " bytes free; writes "
-                  "accepted again", d->dir, free_bytes);
+                  "accepted again",
+                  d->dir, free_bytes);
     }
     d->full = full;
 }
@@ -215,7 +216,8 @@ int jinn_disk_check_snapshots(const char *dir)
         if (check_snapshot_file(path) != 0) {
             jinn_error("snapshot %s is truncated (its LZ4 frame has no end mark): the data_dir "
                        "is damaged and the node will not start; see \"Full and failing "
-                       "disks\" in docs/operations.md", path);
+                       "disks\" in docs/operations.md",
+                       path);
             rv = JINN_ECORRUPT;
         }
     }

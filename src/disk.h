@@ -28,8 +28,8 @@
 #define JINN_DISK_CHECK_MS 250u
 
 struct jinn_disk {
-    const char *dir;   /* borrowed: the data_dir */
-    uint64_t reserve;  /* min_free_space; 0 disables the write reserve */
+    const char *dir;  /* borrowed: the data_dir */
+    uint64_t reserve; /* min_free_space; 0 disables the write reserve */
     uint64_t free_bytes;
     uint64_t total_bytes;
     bool full;         /* free_bytes below the reserve: writes refused */
