@@ -96,6 +96,7 @@ def test_single_node_full_disk_refuses_writes_serves_reads_and_resumes(cluster_f
     c.wait_leader()
     c.wait_ready()
     assert n.request("/v1/kv/ns/k", "PUT", b"before")[0] == 200
+    assert n.request("/v1/queues/jobs", "POST", b"job")[0] == 201
     st = n.status()
     assert st["disk"] == "ok" and st["disk_free_bytes"] > 16 * MIB
     assert metric(n, "jinn_disk_full") == 0
@@ -109,6 +110,9 @@ def test_single_node_full_disk_refuses_writes_serves_reads_and_resumes(cluster_f
         code, _, body = n.request(path, "POST", body)
         assert code == 507 and json.loads(body)["error"] == "no_space", (path, body)
     # Reads still work and see the last committed value.
+    # A fetch leases by a command: refused too, and says why.
+    code, _, body = n.request("/v1/queues/jobs/fetch?worker=w", "POST")
+    assert code == 507 and json.loads(body)["error"] == "no_space", body
     code, _, body = n.request("/v1/kv/ns/k")
     assert code == 200 and b"before" in body, body
     code, _, body = n.request("/readyz")
