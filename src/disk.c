@@ -170,15 +170,23 @@ void jinn_disk_newest_snapshot(const char *dir, char *out, size_t size)
     closedir(dp);
 }
 
-/* LZ4 frame magic, little-endian, as libraft writes it (with a content
- * checksum, so a whole frame ends with a zero end mark and 4 bytes). */
+/* LZ4 frame magic, little-endian. libraft writes one frame per snapshot. */
 static const unsigned char lz4_magic[4] = {0x04, 0x22, 0x4d, 0x18};
 
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Walks an LZ4 frame's block headers (a few reads: blocks are up to 4 MiB)
+ * and checks that the end mark and content checksum end the file exactly.
+ * 0 when complete or not LZ4 (jinn's own CRC checks that at restore). */
 static int check_snapshot_file(const char *path)
 {
-    unsigned char head[4], tail[8];
+    unsigned char head[7], word[4];
     struct stat st;
-    int rv = 0;
+    uint64_t pos, size;
+    int rv = -1;
     FILE *f = fopen(path, "rb");
 
     if (f == NULL) {
@@ -186,11 +194,28 @@ static int check_snapshot_file(const char *path)
     }
     if (fstat(fileno(f), &st) != 0 || fread(head, 1, 4, f) != 4 ||
         memcmp(head, lz4_magic, 4) != 0) {
-        goto out; /* not compressed: jinn's own CRC checks it at restore */
+        rv = 0;
+        goto out;
     }
-    if (st.st_size < 15 || fseeko(f, st.st_size - 8, SEEK_SET) != 0 ||
-        fread(tail, 1, 8, f) != 8 || memcmp(tail, "\0\0\0\0", 4) != 0) {
-        rv = -1;
+    if (fread(head + 4, 1, 2, f) != 2) {
+        goto out; /* the frame header itself is cut */
+    }
+    size = (uint64_t)st.st_size;
+    /* magic, FLG, BD, [content size 8], [dict id 4], HC */
+    pos = 6 + ((head[4] & 0x08) ? 8 : 0) + ((head[4] & 0x01) ? 4 : 0) + 1;
+    for (;;) {
+        uint32_t n;
+        if (pos + 4 > size || fseeko(f, (off_t)pos, SEEK_SET) != 0 ||
+            fread(word, 1, 4, f) != 4) {
+            goto out;
+        }
+        n = le32(word);
+        pos += 4;
+        if (n == 0) {
+            rv = pos + ((head[4] & 0x04) ? 4 : 0) == size ? 0 : -1;
+            goto out;
+        }
+        pos += (n & 0x7fffffffu) + ((head[4] & 0x10) ? 4 : 0);
     }
 out:
     fclose(f);
@@ -214,7 +239,7 @@ int jinn_disk_check_snapshots(const char *dir)
         }
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         if (check_snapshot_file(path) != 0) {
-            jinn_error("snapshot %s is truncated (its LZ4 frame has no end mark): the data_dir "
+            jinn_error("snapshot %s is truncated (its LZ4 frame ends early): the data_dir "
                        "is damaged and the node will not start; see \"Full and failing "
                        "disks\" in docs/operations.md",
                        path);

@@ -67,8 +67,9 @@ void jinn_disk_stop(struct jinn_disk *d);
 
 /* Checks what libraft 0.15 cannot check safely before it loads data_dir: a
  * truncated LZ4-compressed snapshot makes its decompressor loop forever,
- * so every compressed snapshot-* must end with the LZ4 end mark and its
- * content checksum. Logs the file and returns JINN_ECORRUPT, or 0. */
+ * so every compressed snapshot-* must hold a whole LZ4 frame (block
+ * headers walked up to the end mark and content checksum). Logs the file and returns
+ * JINN_ECORRUPT, or 0. */
 int jinn_disk_check_snapshots(const char *dir);
 
 /* The snapshot file libraft loads first (newest by term, index, time), in

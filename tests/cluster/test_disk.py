@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness import wait_for
+from harness import JINN, wait_for
 
 MIB = 1 << 20
 
@@ -119,6 +119,9 @@ def test_single_node_full_disk_refuses_writes_serves_reads_and_resumes(cluster_f
     assert code == 503 and json.loads(body)["error"] == "no_space", body
     assert metric(n, "jinn_disk_full") == 1
     assert metric(n, "jinn_disk_free_bytes") < 16 * MIB
+    out = subprocess.run([JINN, "status", "--addr", n.url], capture_output=True, text=True,
+                         timeout=10)
+    assert "DISK FULL" in out.stdout, out.stdout
     before = n.status()["commit_index"]
     assert n.request("/v1/kv/ns/k2", "PUT", b"x")[0] == 507
     assert n.status()["commit_index"] == before  # nothing entered the log

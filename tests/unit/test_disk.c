@@ -80,3 +80,60 @@ TEST(config_min_free_space)
     CHECK_INT(err.line, 2);
     jinn_config_free(&cfg);
 }
+
+static int write_file(const char *path, const unsigned char *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        return -1;
+    }
+    if (fwrite(data, 1, n, f) != n) {
+        fclose(f);
+        return -1;
+    }
+    return fclose(f);
+}
+
+/* A truncated compressed snapshot hangs libraft 0.15 at start: the check
+ * must catch every truncation of a whole frame and pass the whole one. */
+TEST(disk_snapshot_check_catches_every_truncation)
+{
+    /* magic, FLG (v01, independent blocks, content size, content checksum),
+     * BD, content size 10, HC, an uncompressed 5-byte block, a compressed
+     * 3-byte block, end mark, content checksum. */
+    static const unsigned char frame[] = {0x04, 0x22, 0x4d, 0x18, 0x6c, 0x70, 10, 0, 0,    0,
+                                          0,    0,    0,    0,    0xaa, 5,    0,  0, 0x80, 'h',
+                                          'e',  'l',  'l',  'o',  3,    0,    0,  0, 0x50, 'w',
+                                          'o',  0,    0,    0,    0,    1,    2,  3, 4};
+    static const unsigned char plain[] = "JINNSNAP not compressed";
+    char dir[] = "/tmp/jinn-unit-snap-XXXXXX";
+    char path[128], name[128];
+
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/snapshot-1-48-1621295", dir);
+    CHECK_INT(write_file(path, frame, sizeof frame), 0);
+    CHECK_INT(jinn_disk_check_snapshots(dir), 0);
+    for (size_t n = 0; n < sizeof frame; n++) {
+        CHECK_INT(write_file(path, frame, n), 0);
+        CHECK_INT(jinn_disk_check_snapshots(dir), n < 4 ? 0 : JINN_ECORRUPT);
+    }
+    /* Not LZ4 (jinn's own CRC checks those), and .meta files: left alone. */
+    CHECK_INT(write_file(path, plain, sizeof plain), 0);
+    CHECK_INT(jinn_disk_check_snapshots(dir), 0);
+    snprintf(name, sizeof name, "%s/snapshot-1-48-1621295.meta", dir);
+    CHECK_INT(write_file(name, frame, 9), 0);
+    CHECK_INT(jinn_disk_check_snapshots(dir), 0);
+    /* The newest snapshot is the one libraft loads first. */
+    jinn_disk_newest_snapshot(dir, name, sizeof name);
+    CHECK_STR(name, "snapshot-1-48-1621295");
+    snprintf(name, sizeof name, "%s/snapshot-2-10-5", dir);
+    CHECK_INT(write_file(name, plain, sizeof plain), 0);
+    jinn_disk_newest_snapshot(dir, name, sizeof name);
+    CHECK_STR(name, "snapshot-2-10-5");
+    unlink(path);
+    snprintf(path, sizeof path, "%s/snapshot-1-48-1621295.meta", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/snapshot-2-10-5", dir);
+    unlink(path);
+    rmdir(dir);
+}
