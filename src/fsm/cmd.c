@@ -42,6 +42,8 @@ const char *jinn_cmd_type_name(int type)
         return "sql_exec";
     case JINN_CMD_CHECK:
         return "check";
+    case JINN_CMD_NODE_DEL:
+        return "node_del";
     default:
         return "unknown";
     }
@@ -69,6 +71,9 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
     switch (c->type) {
     case JINN_CMD_NOOP:
     case JINN_CMD_CHECK:
+        break;
+    case JINN_CMD_NODE_DEL:
+        jinn_wbuf_put_u64(w, c->node.id);
         break;
     case JINN_CMD_NODE_SET:
         if (c->node.name.len == 0 || c->node.name.len > JINN_NODE_NAME_MAX ||
@@ -192,6 +197,9 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     switch (c->type) {
     case JINN_CMD_NOOP:
     case JINN_CMD_CHECK:
+        break;
+    case JINN_CMD_NODE_DEL:
+        c->node.id = jinn_rbuf_get_u64(&r);
         break;
     case JINN_CMD_NODE_SET:
         c->node.id = jinn_rbuf_get_u64(&r);

@@ -63,6 +63,7 @@ enum jinn_cmd_type {
     JINN_CMD_Q_DROP = 15,    /* forget a dead letter */
     JINN_CMD_SQL_EXEC = 16,  /* statements run in one transaction */
     JINN_CMD_CHECK = 17,     /* replicas digest their state here; changes nothing */
+    JINN_CMD_NODE_DEL = 18,  /* the leader drops a node that left the configuration */
     JINN_CMD_TYPE_MAX
 };
 

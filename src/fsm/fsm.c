@@ -57,6 +57,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         fsm->check_index = index;
         break;
     case JINN_CMD_NODE_SET:
+    case JINN_CMD_NODE_DEL:
         rv = jinn_nodes_apply(&fsm->nodes, &c);
         break;
     case JINN_CMD_KV_PUT:
