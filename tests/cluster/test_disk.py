@@ -248,3 +248,25 @@ def test_corrupt_log_or_snapshot_refuses_to_start_naming_the_file(cluster_factor
     log = n.log()[before:]
     assert name in log, log
     assert "damaged" in log or "truncated" in log, log
+
+
+def test_forty_mib_disk_with_default_reserve(cluster_factory, tmpfs):
+    """The issue's case: on a 40 MiB disk writes got outcome_unknown while
+    status said leader with quorum and /readyz 200. With the default 64 MiB
+    reserve such a disk is full from the start: said so, writes 507."""
+    c = cluster_factory(1)
+    n = c.nodes[0]
+    disk = tmpfs("d40", 40)
+    put_on_disk(n, disk)
+    c.start()
+    c.wait_leader()
+    wait_for(lambda: n.status()["disk"] == "full", what="disk full")
+    # The leader's term-start barrier still commits (the reserve is for
+    # raft's own writes): caught up, but not ready for writes.
+    wait_for(lambda: n.status()["ready"], what="leader caught up")
+    code, _, body = n.request("/v1/kv/ns/k", "PUT", b"v")
+    assert code == 507 and json.loads(body)["error"] == "no_space", body
+    code, _, body = n.request("/readyz")
+    assert code == 503 and json.loads(body)["error"] == "no_space", body
+    assert n.status()["role"] == "leader" and n.alive()
+    assert "min_free_space 67108864" in n.log()
