@@ -20,10 +20,12 @@
 /* libraft's default open segment size (raft_uv_set_segment_size). */
 #define JINN_DISK_SEGMENT_BYTES (UINT64_C(8) << 20)
 /* What a node needs to start: three preallocated open segments (one in
- * use plus libraft's pool of two) and 8 MiB for metadata, a first
- * snapshot and the SQL files. Measured: a fresh node holds 24 MiB of
- * segments after its first write. */
-#define JINN_DISK_MIN_BYTES (4 * JINN_DISK_SEGMENT_BYTES)
+ * use plus libraft's pool of two) and 1 MiB for the metadata files and
+ * the first closed segments. Measured: a fresh node holds 24 MiB of
+ * segments after its first write. Not more: a node that stopped with a
+ * full disk gets its 24 MiB of open segments back and must be able to
+ * start again (below min_free_space, serving reads). */
+#define JINN_DISK_MIN_BYTES (3 * JINN_DISK_SEGMENT_BYTES + (UINT64_C(1) << 20))
 /* How often free space is looked at (one statvfs, a few microseconds). */
 #define JINN_DISK_CHECK_MS 250u
 

@@ -49,7 +49,7 @@ TEST(disk_start_check_and_open_segments)
     /* Only open segments count (libraft gives their space back at start). */
     CHECK(jinn_disk_open_segment_bytes(dir) >= MIB);
     CHECK(jinn_disk_open_segment_bytes(dir) < 2 * MIB);
-    /* The test machine's /tmp has room for 32 MiB. */
+    /* The test machine's /tmp has room for 25 MiB. */
     CHECK_INT(jinn_disk_check_start(dir), 0);
     CHECK_INT(jinn_disk_check_start("/nonexistent/jinn/dir"), JINN_EIO);
     unlink(path);
