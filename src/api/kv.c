@@ -463,7 +463,10 @@ static void put_event(struct jinn_wbuf *w, const struct jinn_kv_event *ev)
     jinn_wbuf_printf(w, "{\"type\":\"%s\",\"key\":", types[ev->type]);
     put_json_string(w, ev->key, ev->key_len);
     jinn_wbuf_printf(w, ",\"revision\":%" PRIu64, ev->revision);
-    if (ev->type == JINN_KV_EVENT_PUT) {
+    if (ev->type == JINN_KV_EVENT_PUT && ev->value_dropped) {
+        /* Over the history's byte budget: the watcher re-reads the key. */
+        jinn_wbuf_put_raw(w, ",\"value_dropped\":true", 21);
+    } else if (ev->type == JINN_KV_EVENT_PUT) {
         const uint8_t *v = ev->value ? ev->value : (const uint8_t *)"";
         if (jinn_utf8_valid(v, ev->value_len) && memchr(v, '\0', ev->value_len) == NULL) {
             jinn_wbuf_put_raw(w, ",\"value\":", 9);

@@ -238,6 +238,12 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
     }
     COUNTER("jinn_http_requests_total", "HTTP requests received.", "%" PRIu64,
             hs.requests_total);
+    GAUGE("jinn_watch_history_bytes",
+          "Bytes held by the KV watch history (keys, and values within its budget).",
+          "%" PRIu64, jinn_kv_history_bytes(&jinn_node_fsm(api->node)->kv));
+    GAUGE("jinn_watch_history_value_budget_bytes",
+          "Value bytes the watch history may hold before dropping the oldest values.", "%u",
+          JINN_KV_HISTORY_VALUE_BYTES);
     jinn_wbuf_printf(&w, "# HELP jinn_http_responses_total HTTP responses by status class.\n"
                          "# TYPE jinn_http_responses_total counter\n");
     for (int c = 2; c <= 5; c++) {

@@ -188,10 +188,11 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     c->type = jinn_rbuf_get_u8(&r);
     flags = jinn_rbuf_get_u8(&r);
     c->time_ms = jinn_rbuf_get_u64(&r);
-    if (r.failed || magic != JINN_CMD_MAGIC || flags != 0) {
+    if (r.failed || magic != JINN_CMD_MAGIC) {
         return JINN_ECORRUPT;
     }
-    if (version != JINN_CMD_VERSION) {
+    if (version != JINN_CMD_VERSION || flags != 0) {
+        /* A newer format or a flag this build does not know. */
         return JINN_EVERSION;
     }
     switch (c->type) {
@@ -266,7 +267,8 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         break;
     default:
         if (!jinn_cmd_is_queue(c->type)) {
-            return JINN_ECORRUPT;
+            /* A type from a newer build: the FSM must stop, not skip it. */
+            return JINN_EVERSION;
         }
         c->q.queue = get_slice(&r, JINN_QUEUE_NAME_MAX);
         c->q.worker = get_slice(&r, JINN_QUEUE_WORKER_MAX);

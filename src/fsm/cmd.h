@@ -136,7 +136,9 @@ static inline bool jinn_cmd_is_queue(int type)
 int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *out);
 
 /* Decodes buf into c; slices in c borrow from buf. Returns 0, JINN_ECORRUPT
- * or JINN_EVERSION. */
+ * (not a command, or a known version and type with a malformed body) or
+ * JINN_EVERSION (a format version or command type this build does not
+ * know: the FSM stops rather than skip it). */
 int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c);
 
 const char *jinn_cmd_type_name(int type);
