@@ -48,8 +48,18 @@ def put_on_disk(node, disk):
     node.data_dir = os.path.join(disk, "data")
 
 
+def segments_ready(disk):
+    """libraft preallocates its open segments (one in use, two ready) in the
+    background: wait for them before measuring free space."""
+    data = os.path.join(disk, "data")
+    wait_for(lambda: len([f for f in os.listdir(data) if f.startswith("open-")
+                          and os.stat(os.path.join(data, f)).st_blocks * 512 >= 8 * MIB]) >= 3,
+             what="libraft's three open segments")
+
+
 def fill(disk, leave_mib):
     """Fills the file system holding disk until leave_mib MiB are free."""
+    segments_ready(disk)
     vfs = os.statvfs(disk)
     free = vfs.f_bavail * vfs.f_frsize
     size = free - leave_mib * MIB
