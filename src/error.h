@@ -46,6 +46,8 @@
     X(JINN_EINTERNAL, "internal", 500, "internal error")                            \
     X(JINN_EDIVERGED, "diverged", 503,                                              \
       "this replica's state differs from the majority's; it serves no reads until restarted") \
+    X(JINN_ESQLVERSION, "sql_version_mismatch", 503,                                \
+      "this database was written by another SQLite version than this node's") \
     X(JINN_ENOSPACE, "no_space", 507,                                               \
       "free space on the leader's data_dir is below min_free_space; nothing was applied")
 

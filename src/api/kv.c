@@ -19,6 +19,8 @@
 
 #define LIST_DEFAULT_LIMIT 100
 #define LIST_MAX_LIMIT 1000
+/* A values=1 page stops before this many bytes (always >= 1 key). */
+#define LIST_MAX_REPLY_BYTES (4u << 20)
 #define WATCH_MAX_EVENTS 1000
 /* One watch reply stops adding events past this many bytes of JSON (it
  * always holds at least one event) and says "more": a client far behind
@@ -83,6 +85,26 @@ static bool query_or_reply(struct jinn_http_request *req, const char *name, char
                            size_t cap, bool *present)
 {
     return jinn_api_param_or_reply(req, NULL, name, buf, cap, present);
+}
+
+/* A key-like query parameter (prefix, start_after): raw bytes, so a %00 in
+ * it counts, as it does in keys. *len is 0 when absent. */
+static bool key_param_or_reply(struct jinn_http_request *req, const char *name, char *buf,
+                               size_t cap, size_t *len, bool *present)
+{
+    long n = jinn_http_query_get(req->query, req->query_len, name, buf, cap);
+    char msg[128];
+    *present = n >= 0;
+    *len = n >= 0 ? (size_t)n : 0;
+    if (n == -2) {
+        snprintf(msg, sizeof msg, "bad or too long parameter '%s'", name);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    if (n < 0) {
+        buf[0] = '\0';
+    }
+    return true;
 }
 
 /* A numeric query parameter in [min, max] (the shared strict parser: an
@@ -333,10 +355,29 @@ void jinn_api_kv_get(struct jinn_api *api, struct jinn_http_request *req,
 
 /* ---- listing ------------------------------------------------------------ */
 
-static void put_json_value(json_t *obj, const uint8_t *value, size_t len)
+/* Bytes of value as a JSON string: control characters take 6 (\u00XX),
+ * quote and backslash 2. */
+static size_t json_text_bytes(const uint8_t *value, size_t len)
 {
-    if (jinn_utf8_valid(value, len) && memchr(value, '\0', len) == NULL) {
+    size_t n = len + 2;
+    for (size_t i = 0; i < len; i++) {
+        n += value[i] < 0x20 ? 5 : (value[i] == '"' || value[i] == '\\') ? 1 : 0;
+    }
+    return n;
+}
+
+static size_t base64_bytes(size_t len) { return (len + 2) / 3 * 4 + 2; }
+
+/* The value as "value" when it is text that escapes no larger than its
+ * base64, else as "value_base64": either way at most ~4/3 of its length,
+ * so one listed value always fits one reply (the output limit is twice
+ * max_body). Returns the bytes it adds. */
+static size_t put_json_value(json_t *obj, const uint8_t *value, size_t len)
+{
+    if (jinn_utf8_valid(value, len) && memchr(value, '\0', len) == NULL &&
+        json_text_bytes(value, len) <= base64_bytes(len)) {
         json_object_set_new(obj, "value", json_stringn((const char *)value, len));
+        return json_text_bytes(value, len);
     } else {
         struct jinn_wbuf w;
         jinn_wbuf_init(&w);
@@ -346,6 +387,7 @@ static void put_json_value(json_t *obj, const uint8_t *value, size_t len)
                                 json_stringn(w.data ? (const char *)w.data : "", w.len));
         }
         jinn_wbuf_free(&w);
+        return base64_bytes(len);
     }
 }
 
@@ -356,16 +398,22 @@ struct list_state {
     bool values;
     bool more;
     size_t count;
+    size_t bytes; /* of the reply so far, about */
 };
 
 static bool list_one(void *data, const struct jinn_kv_entry *e)
 {
     struct list_state *ls = data;
     json_t *item;
-    if (ls->count == ls->limit) {
+    if (ls->count == ls->limit ||
+        (ls->count > 0 && ls->values &&
+         ls->bytes + base64_bytes(e->value_len) + 6 * e->key_len > LIST_MAX_REPLY_BYTES)) {
+        /* Paged by bytes too: a page of large values is built within the
+         * loop budget and fits a reply; the first item always goes in. */
         ls->more = true;
         return false;
     }
+    ls->bytes += 6 * e->key_len + 96;
     item = json_pack("{s:s%, s:I, s:I}", "key", (const char *)e->key, e->key_len, "revision",
                      (json_int_t)e->revision, "create_revision", (json_int_t)e->create_revision);
     if (item == NULL) {
@@ -378,7 +426,7 @@ static bool list_one(void *data, const struct jinn_kv_entry *e)
                                              : 0));
     }
     if (ls->values) {
-        put_json_value(item, e->value, e->value_len);
+        ls->bytes += put_json_value(item, e->value, e->value_len);
     }
     json_array_append_new(ls->keys, item);
     ls->count++;
@@ -393,6 +441,7 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
     struct list_state ls;
     uint64_t values;
     bool has_prefix, has_after;
+    size_t prefix_len = 0, after_len = 0;
     json_t *obj;
 
     memset(&ls, 0, sizeof ls);
@@ -401,8 +450,10 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
         goto out;
     }
     if (!args_of(req, args, false) ||
-        !query_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &has_prefix) ||
-        !query_or_reply(req, "start_after", after, JINN_KV_KEY_MAX + 1, &has_after) ||
+        !key_param_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &prefix_len,
+                            &has_prefix) ||
+        !key_param_or_reply(req, "start_after", after, JINN_KV_KEY_MAX + 1, &after_len,
+                            &has_after) ||
         !uint_or_reply(req, "limit", LIST_DEFAULT_LIMIT, 1, LIST_MAX_LIMIT, &ls.limit) ||
         !uint_or_reply(req, "values", 0, 0, 1, &values)) {
         goto out;
@@ -414,8 +465,8 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         goto out;
     }
-    jinn_kv_scan(&fsm->kv, args->arg[0], (const uint8_t *)prefix, strlen(prefix),
-                 has_after ? (const uint8_t *)after : NULL, strlen(after), list_one, &ls);
+    jinn_kv_scan(&fsm->kv, args->arg[0], (const uint8_t *)prefix, prefix_len,
+                 has_after ? (const uint8_t *)after : NULL, after_len, list_one, &ls);
     obj = json_pack("{s:o, s:b, s:I}", "keys", ls.keys, "more", ls.more, "revision",
                     (json_int_t)fsm->kv.last_revision);
     jinn_http_reply_json(req, 200, obj);
@@ -643,7 +694,7 @@ void jinn_api_stop(struct jinn_api *api)
 }
 
 static void watch(struct jinn_api *api, struct jinn_http_request *req,
-                  const struct jinn_route_args *args, const char *prefix)
+                  const struct jinn_route_args *args, const char *prefix, size_t prefix_len)
 {
     const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
     struct jinn_policy pol = jinn_config_policy(api->cfg, args->arg[0]);
@@ -688,7 +739,7 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     w->api = api;
     w->req = req;
     memcpy(w->ns, args->arg[0], args->len[0] + 1);
-    w->prefix_len = strlen(prefix);
+    w->prefix_len = prefix_len;
     memcpy(w->prefix, prefix, w->prefix_len);
     w->after = after;
     jinn_api_freshness(api, req, false);
@@ -717,14 +768,15 @@ void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
     enum read_mode mode;
     uint64_t is_watch;
     char prefix[JINN_KV_KEY_MAX + 1];
+    size_t prefix_len;
     bool has_prefix;
 
     if (!ns_key_or_reply(req, args, false) || !uint_or_reply(req, "watch", 0, 0, 1, &is_watch) ||
-        !query_or_reply(req, "prefix", prefix, sizeof prefix, &has_prefix)) {
+        !key_param_or_reply(req, "prefix", prefix, sizeof prefix, &prefix_len, &has_prefix)) {
         return;
     }
     if (is_watch) {
-        watch(api, req, args, prefix);
+        watch(api, req, args, prefix, prefix_len);
         return;
     }
     if (!read_mode_or_reply(api, req, args->arg[0], &mode)) {

@@ -439,9 +439,16 @@ void jinn_api_lock_applied(struct jinn_api *api)
     }
 }
 
+/* The waiter is still in the replicated line: another leader may grant it
+ * the lock later. A 409 would tell the client it did not get it (and the
+ * lock would sit with a holder that does not know it), so: unknown. */
 void jinn_api_lock_stop(struct jinn_api *api)
 {
     while (api->lock_waits != NULL) {
-        refuse(api->lock_waits, "the node is shutting down");
+        struct jinn_lock_wait *w = api->lock_waits;
+        jinn_http_reply_error(w->req, JINN_EUNKNOWN,
+                              "the node is shutting down while this acquire waits in the "
+                              "lock's line: it may still be granted (it expires after its ttl)");
+        unpark(w);
     }
 }

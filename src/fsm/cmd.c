@@ -54,6 +54,11 @@ static void put_slice(struct jinn_wbuf *w, struct jinn_slice s)
     jinn_wbuf_put_bytes(w, s.p, s.len);
 }
 
+static bool has_nul(struct jinn_slice s)
+{
+    return s.len > 0 && memchr(s.p, '\0', s.len) != NULL;
+}
+
 static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
 {
     struct jinn_slice s;
@@ -64,7 +69,7 @@ static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
 int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
 {
     jinn_wbuf_put_u8(w, JINN_CMD_MAGIC);
-    jinn_wbuf_put_u8(w, JINN_CMD_VERSION);
+    jinn_wbuf_put_u8(w, c->version != 0 ? c->version : JINN_CMD_VERSION);
     jinn_wbuf_put_u8(w, c->type);
     jinn_wbuf_put_u8(w, 0);
     jinn_wbuf_put_u64(w, c->time_ms);
@@ -141,12 +146,16 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->sql.step_budget);
         put_slice(w, c->sql.fence);
         jinn_wbuf_put_u64(w, c->sql.fence_token);
+        if (c->sql.sqlite_version != 0) {
+            jinn_wbuf_put_u64(w, c->sql.sqlite_version);
+        }
         break;
     default:
         if (!jinn_cmd_is_queue(c->type)) {
             return JINN_EINVAL;
         }
         if (c->q.queue.len == 0 || c->q.queue.len > JINN_QUEUE_NAME_MAX ||
+            has_nul(c->q.queue) || has_nul(c->q.worker) ||
             c->q.worker.len > JINN_QUEUE_WORKER_MAX || c->q.idem.len > JINN_QUEUE_IDEM_MAX ||
             c->q.reason.len > JINN_QUEUE_REASON_MAX ||
             c->q.payload.len > JINN_QUEUE_PAYLOAD_MAX) {
@@ -191,7 +200,8 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     if (r.failed || magic != JINN_CMD_MAGIC) {
         return JINN_ECORRUPT;
     }
-    if (version != JINN_CMD_VERSION || flags != 0) {
+    c->version = version;
+    if (version < JINN_CMD_VERSION_MIN || version > JINN_CMD_VERSION || flags != 0) {
         /* A newer format or a flag this build does not know. */
         return JINN_EVERSION;
     }
@@ -261,6 +271,16 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->sql.step_budget = jinn_rbuf_get_u64(&r);
         c->sql.fence = get_slice(&r, JINN_LOCK_NAME_MAX);
         c->sql.fence_token = jinn_rbuf_get_u64(&r);
+        /* Optional trailing field: older entries end here (padding is
+         * shorter than 8 bytes). */
+        if (version >= 2 && r.left >= 8) {
+            /* Present means non-zero and 32-bit: one encoding per command. */
+            uint64_t v = jinn_rbuf_get_u64(&r);
+            if (v == 0 || v > UINT32_MAX) {
+                return JINN_ECORRUPT;
+            }
+            c->sql.sqlite_version = (uint32_t)v;
+        }
         if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
             return JINN_ECORRUPT;
         }
@@ -281,7 +301,10 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->q.bytes = jinn_rbuf_get_u64(&r);
         c->q.ms = jinn_rbuf_get_u64(&r);
         c->q.max_deliver = jinn_rbuf_get_u64(&r);
-        if (c->q.queue.len == 0) {
+        /* The queue state keeps names and workers as C strings: an
+         * embedded NUL would alias two names. */
+        if (c->q.queue.len == 0 ||
+            (version >= 2 && (has_nul(c->q.queue) || has_nul(c->q.worker)))) {
             return JINN_ECORRUPT;
         }
         break;
