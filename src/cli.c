@@ -272,6 +272,11 @@ static void print_status(json_t *st)
                str_or(m, "name", "?"), str_or(m, "role", "?"), str_or(m, "address", ""),
                str_or(m, "api", "-"));
     }
+    if (strcmp(str_or(st, "disk", "ok"), "full") == 0) {
+        printf("DISK FULL: %" JSON_INTEGER_FORMAT " bytes free, below min_free_space: writes "
+               "refused (507 no_space) until space is freed\n",
+               json_integer_value(json_object_get(st, "disk_free_bytes")));
+    }
     if (json_is_true(json_object_get(st, "diverged"))) {
         json_t *d = json_object_get(st, "divergence");
         printf("DIVERGED at check %" JSON_INTEGER_FORMAT " in %s: reads refused; restart this "

@@ -80,6 +80,7 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->lock_max_ttl_ms = 3600000;
     cfg->max_connections = 0; /* derived from the descriptor limit at start (daemon.c) */
     cfg->check_interval_ms = 600000;
+    cfg->min_free_space = UINT64_C(64) << 20;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
         set_str(&cfg->http_listen, "127.0.0.1:8080") ||
         set_str(&cfg->cluster_name, "jinn") ||
@@ -862,6 +863,7 @@ static const struct directive directives[] = {
     {"max_connections", K_UINT, FIELD(max_connections), 1, 100000},
     {"debug", K_BOOL, FIELD(debug_log), 0, 0},
     {"check_interval", K_DURATION, FIELD(check_interval_ms), 0, 604800000},
+    {"min_free_space", K_SIZE, FIELD(min_free_space), 0, UINT64_C(1) << 50},
     {"consensus", K_BLOCK, 0, 0, 0},
     {"queues", K_BLOCK, 0, 0, 0},
 };
@@ -870,7 +872,8 @@ static bool is_u64_field(size_t offset)
 {
     return offset == FIELD(request_timeout_ms) || offset == FIELD(standby_promote_after_ms) ||
            offset == FIELD(max_body_bytes) || offset == FIELD(idle_timeout_ms) ||
-           offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms);
+           offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
+           offset == FIELD(min_free_space);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)

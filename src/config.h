@@ -69,6 +69,7 @@ struct jinn_config {
     uint64_t lock_max_ttl_ms;
     unsigned max_connections;
     unsigned check_interval_ms; /* leader proposes a replica check; 0 = never */
+    uint64_t min_free_space;    /* bytes; below it writes answer 507 (0 = off) */
     bool debug_log;
     /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
      * data_dir is empty (never from a config file: see docs/operations.md). */

@@ -47,7 +47,9 @@
     X(JINN_EDIVERGED, "diverged", 503,                                              \
       "this replica's state differs from the majority's; it serves no reads until restarted") \
     X(JINN_ESQLVERSION, "sql_version_mismatch", 503,                                \
-      "this database was written by another SQLite version than this node's")
+      "this database was written by another SQLite version than this node's") \
+    X(JINN_ENOSPACE, "no_space", 507,                                               \
+      "free space on the leader's data_dir is below min_free_space; nothing was applied")
 
 #define JINN_ERROR_ENUM(code, name, http, msg) code,
 enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };

@@ -19,6 +19,7 @@
 
 #include "alloc.h"
 #include "codec.h"
+#include "disk.h"
 #include "error.h"
 #include "ioguard.h"
 #include "log.h"
@@ -140,6 +141,12 @@ struct jinn_node {
     void (*stop_cb)(void *data);
     void *stop_data;
     uint64_t proposals_ok, proposals_failed;
+
+    struct jinn_disk disk;             /* free space on data_dir */
+    struct raft_transfer disk_transfer; /* a full leader hands over */
+    bool disk_transfer_inflight;
+    uint64_t disk_transfer_next; /* loop ms before which we do not try again */
+    uint64_t io_error_next;      /* loop ms before which raft I/O errors are not logged */
 };
 
 /* ---- allocation: raft allocates through jinn's wrapper too -------------- */
@@ -708,6 +715,41 @@ static void cluster_learned(void *data, uint64_t cluster_id)
 
 static void tick_cb(uv_timer_t *timer);
 
+static void start_failed_closed(struct raft *raft)
+{
+    struct jinn_node *node = raft->data;
+    raft_uv_close(&node->io);
+    raft_uv_tcp_close(&node->transport);
+    node->io_ready = false;
+    node->transport_ready = false;
+    node->raft_ready = false;
+}
+
+/* raft_start failed: say which file is damaged, release raft (the daemon
+ * runs the loop once more before it exits). libraft names a damaged
+ * segment itself; for a snapshot it may not, and it loads the newest. */
+static int start_failed(struct jinn_node *node, int rv)
+{
+    const char *msg = raft_errmsg(&node->raft);
+    char snap[256];
+    int code = JINN_ERAFT;
+
+    if (rv == RAFT_CORRUPT || rv == RAFT_IOERR) {
+        jinn_disk_newest_snapshot(node->cfg->data_dir, snap, sizeof snap);
+        jinn_error("data_dir %s: a raft log or snapshot file is damaged: %s (%s)%s%s; the node "
+                   "will not start on it; see \"Full and failing disks\" in docs/operations.md",
+                   node->cfg->data_dir, msg, raft_strerror(rv),
+                   strstr(msg, "segment") == NULL && snap[0] ? "; newest snapshot: " : "",
+                   strstr(msg, "segment") == NULL && snap[0] ? snap : "");
+        code = JINN_ECORRUPT;
+    } else {
+        jinn_error("raft start: %s (%s)", raft_strerror(rv), msg);
+    }
+    node->raft.data = node;
+    raft_close(&node->raft, start_failed_closed);
+    return code;
+}
+
 int jinn_node_start(struct jinn_node *node)
 {
     const struct jinn_config *cfg = node->cfg;
@@ -718,6 +760,16 @@ int jinn_node_start(struct jinn_node *node)
         return JINN_EIO;
     }
     rv = lock_data_dir(node);
+    if (rv != 0) {
+        return rv;
+    }
+    /* libraft crashes when it cannot preallocate a log segment: never let
+     * it start on a disk that cannot hold them. */
+    rv = jinn_disk_check_start(cfg->data_dir);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = jinn_disk_check_snapshots(cfg->data_dir);
     if (rv != 0) {
         return rv;
     }
@@ -753,6 +805,10 @@ int jinn_node_start(struct jinn_node *node)
     node->io_ready = true;
     /* Reconnect quickly after a partition heals or a peer restarts. */
     raft_uv_set_connect_retry_delay(&node->io, 200);
+    /* libraft's auto-recovery silently deletes a closed segment that fails
+     * its checksum, with every committed entry in it: a voter would forget
+     * entries it acknowledged. A damaged file must stop the node instead. */
+    raft_uv_set_auto_recovery(&node->io, false);
     jinn_ioguard_init(&node->guard, &node->io);
     if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
         jinn_fsm_async_snapshots(&node->fsm); /* SQL images off the loop */
@@ -789,12 +845,12 @@ int jinn_node_start(struct jinn_node *node)
     }
     rv = raft_start(&node->raft);
     if (rv != 0) {
-        jinn_error("raft start: %s (%s)", raft_strerror(rv), raft_errmsg(&node->raft));
-        return JINN_ERAFT;
+        return start_failed(node, rv);
     }
     uv_timer_init(node->loop, &node->tick);
     node->tick.data = node;
     uv_timer_start(&node->tick, tick_cb, TICK_MS, TICK_MS);
+    jinn_disk_start(&node->disk, node->loop, cfg->data_dir, cfg->min_free_space);
     uv_timer_init(node->loop, &node->kick);
     node->kick.data = node;
     jinn_info("raft started: id %llu, cluster %016llx, address %s, %u entries in log, "
@@ -845,6 +901,14 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
         assert(res != NULL && res->index == req->index);
         proposal_answer(p, JINN_OK, res);
     } else {
+        uint64_t now = uv_now(p->node->loop);
+        if ((status == RAFT_IOERR || status == RAFT_NOSPACE || status == RAFT_CORRUPT) &&
+            now >= p->node->io_error_next) {
+            /* libraft says nothing itself; at most one line a second. */
+            jinn_error("raft could not store a log entry: %s (%s)", raft_strerror(status),
+                       raft_errmsg(&p->node->raft));
+            p->node->io_error_next = now + 1000;
+        }
         /* Leadership lost or shutting down: the entry may still commit. */
         proposal_answer(p, status == RAFT_SHUTDOWN ? JINN_ESHUTDOWN : JINN_EUNKNOWN, NULL);
     }
@@ -865,6 +929,11 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     }
     if (raft_state(&node->raft) != RAFT_LEADER) {
         return JINN_ENOTLEADER;
+    }
+    /* Below min_free_space nothing new enters the log: what is left is
+     * raft's own reserve (barriers, snapshots, segments being closed). */
+    if (node->disk.full) {
+        return JINN_ENOSPACE;
     }
     /* Cluster time never goes backwards, whatever this leader's clock says. */
     if (now < node->last_stamp_ms) {
@@ -1628,6 +1697,42 @@ static void commit_term_start(struct jinn_node *node)
     }
 }
 
+static void disk_transfer_done(struct raft_transfer *req)
+{
+    struct jinn_node *node = req->data;
+    raft_id leader_id;
+    const char *address;
+    node->disk_transfer_inflight = false;
+    raft_leader(&node->raft, &leader_id, &address);
+    if (leader_id != node->id && leader_id != 0) {
+        jinn_info("disk full: handed leadership to %s", address);
+    }
+}
+
+/* A leader whose disk is full refuses every write; another voter may have
+ * room. libraft picks the most up-to-date voter; if its disk is full too it
+ * hands back, so a try is made at most every 10 s. */
+static void disk_hand_over(struct jinn_node *node, uint64_t now)
+{
+    unsigned voters = 0;
+    if (!node->disk.full || node->disk_transfer_inflight || node->stopping ||
+        now < node->disk_transfer_next) {
+        return;
+    }
+    for (unsigned i = 0; i < node->raft.configuration.n; i++) {
+        voters += node->raft.configuration.servers[i].role == RAFT_VOTER;
+    }
+    if (voters < 2) {
+        return;
+    }
+    node->disk_transfer_next = now + 10000;
+    node->disk_transfer.data = node;
+    if (raft_transfer(&node->raft, &node->disk_transfer, 0, disk_transfer_done) == 0) {
+        node->disk_transfer_inflight = true;
+        jinn_warn("disk full: handing leadership to another voter");
+    }
+}
+
 /* cluster_peers only bootstraps; once the replicated configuration is
  * known, say (once per configuration) where the two disagree and which
  * command makes them agree. */
@@ -1703,6 +1808,7 @@ static void tick_cb(uv_timer_t *timer)
         commit_term_start(node);
         advance_cluster_time(node);
         manage_membership(node, now);
+        disk_hand_over(node, now);
     } else {
         /* (op_tick below fails an operator change that lost leadership) */
         if (node->was_leader) {
@@ -1727,6 +1833,22 @@ void jinn_node_set_announcer(struct jinn_node *node, jinn_announce_fn fn, void *
 }
 
 /* ---- status ---------------------------------------------------------- */
+
+/* The term of the entry at index in raft's in-memory log (0 when not held).
+ * libraft 0.15 exports no lookup; struct raft_log is public. */
+static uint64_t term_of(const struct raft *r, uint64_t index)
+{
+    const struct raft_log *l = &r->log;
+    size_t n = l->back >= l->front ? l->back - l->front : l->size - l->front + l->back;
+
+    if (index != 0 && index == l->snapshot.last_index) {
+        return l->snapshot.last_term;
+    }
+    if (index <= l->offset || index > l->offset + n || l->size == 0) {
+        return 0;
+    }
+    return l->entries[(l->front + (index - l->offset - 1)) % l->size].term;
+}
 
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
 {
@@ -1781,6 +1903,11 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     }
     st->commit_index = node->raft.commit_index;
     st->leader_ready = state == RAFT_LEADER && node->ready_term == node->raft.current_term;
+    /* After a restart every node's commit index is the bootstrap entry's,
+     * and a new leader's first heartbeats carry that stale value: a follower
+     * knows it has caught up only once the commit index it learnt is an
+     * entry of the current term (the leader's term-start barrier at least). */
+    st->commit_current = term_of(&node->raft, node->raft.commit_index) == node->raft.current_term;
     st->applied_index = raft_last_applied(&node->raft);
     st->last_index = raft_last_index(&node->raft);
     st->cluster_time_ms = node->fsm.time_ms;
@@ -1826,6 +1953,9 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     st->acks_capped = node->guard.capped;
     st->raft_refused = node->pg.refused;
     st->reads_linearized = node->reads_linearized;
+    st->disk_full = node->disk.full;
+    st->disk_free_bytes = node->disk.free_bytes;
+    st->disk_min_free_bytes = node->disk.reserve;
 }
 
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }
@@ -1920,6 +2050,7 @@ void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
     node->stop_cb = cb;
     node->stop_data = data;
     uv_timer_stop(&node->tick);
+    jinn_disk_stop(&node->disk);
     node->drain_deadline = uv_now(node->loop) + 2u * node->cfg->election_timeout_ms;
     uv_timer_init(node->loop, &node->drain);
     node->drain.data = node;

@@ -94,6 +94,7 @@ struct jinn_node_status {
     uint64_t cluster_time_ms;
     bool quorum;               /* a leader with a quorum is known */
     bool leader_ready;         /* leader whose own term has a committed entry */
+    bool commit_current;       /* the commit index we know is an entry of the current term */
     int64_t leader_contact_ms; /* -1: never heard from a leader */
     struct jinn_member members[JINN_CONFIG_MAX_PEERS];
     unsigned n_members;
@@ -101,6 +102,8 @@ struct jinn_node_status {
     uint64_t read_barriers, reads_linearized;
     uint64_t appends, entries_appended, acks_capped; /* from the ioguard */
     uint64_t raft_refused; /* raft connections the peerguard refused */
+    bool disk_full; /* free space below min_free_space: writes refused */
+    uint64_t disk_free_bytes, disk_min_free_bytes;
 };
 
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st);

@@ -248,10 +248,12 @@ static void wake_fetchers(struct jinn_api *api)
             continue;
         }
         f->proposing = true;
-        if (jinn_node_propose(api->node, &f->cmd, api->cfg->request_timeout_ms,
-                              fetcher_committed, f) != 0) {
+        int rv = jinn_node_propose(api->node, &f->cmd, api->cfg->request_timeout_ms,
+                                   fetcher_committed, f);
+        if (rv != 0) {
             f->proposing = false;
-            jinn_http_reply_error(f->req, JINN_ENOTLEADER, NULL);
+            /* no_space says why; anything else: not applied, ask again */
+            jinn_http_reply_error(f->req, rv == JINN_ENOSPACE ? rv : JINN_ENOTLEADER, NULL);
             fetcher_unlink(f);
         }
     }
@@ -342,10 +344,11 @@ void jinn_api_queue_fetch(struct jinn_api *api, struct jinn_http_request *req,
     q = jinn_queues_get(&fsm->queues, f->queue, strlen(f->queue));
     if (q != NULL && jinn_queue_has_ready_for(q, f->worker, fsm->time_ms, ack_wait)) {
         f->proposing = true;
-        if (jinn_node_propose(api->node, &f->cmd, api->cfg->request_timeout_ms,
-                              fetcher_committed, f) != 0) {
+        int rv = jinn_node_propose(api->node, &f->cmd, api->cfg->request_timeout_ms,
+                                   fetcher_committed, f);
+        if (rv != 0) {
             f->proposing = false;
-            jinn_http_reply_error(req, JINN_ENOTLEADER, NULL);
+            jinn_http_reply_error(req, rv == JINN_ENOSPACE ? rv : JINN_ENOTLEADER, NULL);
             fetcher_unlink(f);
         }
         return;

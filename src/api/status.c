@@ -38,7 +38,7 @@ static bool is_ready(const struct jinn_node_status *st)
         return st->leader_ready && st->applied_index >= st->commit_index;
     }
     return st->quorum && st->role != JINN_ROLE_UNAVAILABLE && st->role != JINN_ROLE_CANDIDATE &&
-           st->applied_index >= st->commit_index;
+           st->commit_current && st->applied_index >= st->commit_index;
 }
 
 void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
@@ -69,6 +69,8 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;
     }
+    json_object_set_new(obj, "disk", json_string(st.disk_full ? "full" : "ok"));
+    json_object_set_new(obj, "disk_free_bytes", json_integer((json_int_t)st.disk_free_bytes));
     jinn_api_check_status(api, obj);
     if (api->loopmon != NULL) {
         json_object_set_new(obj, "loop_stall_max_ms",
@@ -105,6 +107,14 @@ void jinn_api_readyz(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_json(req, 503,
                              json_pack("{s:s, s:s, s:s}", "status", "not_ready", "error",
                                        jinn_error_name(JINN_ENOLEADER), "message", why));
+        return;
+    }
+    /* Ready means this node can take writes; a full disk cannot. */
+    if (st.disk_full) {
+        jinn_http_reply_json(req, 503,
+                             json_pack("{s:s, s:s, s:s}", "status", "not_ready", "error",
+                                       jinn_error_name(JINN_ENOSPACE), "message",
+                                       "free space on data_dir is below min_free_space"));
         return;
     }
     jinn_http_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
@@ -266,6 +276,12 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
                              q->name, q->published, q->name, q->delivered, q->name, q->acked);
         }
     }
+    GAUGE("jinn_disk_free_bytes", "Bytes free on the data_dir file system.", "%" PRIu64,
+          st.disk_free_bytes);
+    GAUGE("jinn_disk_min_free_bytes", "min_free_space: the write reserve.", "%" PRIu64,
+          st.disk_min_free_bytes);
+    GAUGE("jinn_disk_full", "1 while free space is below min_free_space (writes refused).",
+          "%d", st.disk_full);
     jinn_api_check_metrics(api, &w);
 #undef GAUGE
 #undef COUNTER

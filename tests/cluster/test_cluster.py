@@ -194,6 +194,45 @@ def test_restart_whole_cluster_keeps_state(cluster_factory):
         assert n.status()["applied_index"] >= index
 
 
+def test_ready_after_whole_cluster_restart_means_caught_up(cluster_factory):
+    """After a whole-cluster restart every node's commit index is the
+    bootstrap entry's and a new leader's first heartbeats carry that stale
+    value: a follower must not say ready until the commit index it learnt
+    belongs to the current term. Every status that says ready must already
+    show the pre-restart write applied."""
+    c = cluster_factory(3).start()
+    c.wait_leader()
+    c.wait_ready()
+    for i in range(3):
+        code, _, out = c.leader().request(f"/v1/kv/ns/k{i}", "PUT", b"x")
+        assert code == 200
+    index = json.loads(out)["revision"]
+    for n in c.nodes:
+        n.kill()
+    c.start()
+    seen = {}
+
+    def watch(n):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                st = n.status(timeout=1.0)
+            except Exception:
+                continue
+            if st["ready"]:
+                seen[n.name] = st
+                return
+
+    threads = [threading.Thread(target=watch, args=(n,)) for n in c.nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen) == ["n1", "n2", "n3"]
+    for name, st in seen.items():
+        assert st["applied_index"] >= index, (name, st["applied_index"], st["commit_index"])
+
+
 def test_single_node_with_no_config(tmp_path):
     """`jinn run` with no file: one-node leader on 127.0.0.1:8080."""
     proc = subprocess.Popen([JINN, "run"], cwd=tmp_path, stdout=subprocess.DEVNULL,
