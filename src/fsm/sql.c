@@ -522,6 +522,14 @@ static long long arg_int(int argc, sqlite3_value **argv, int *next)
     return *next < argc ? (long long)sqlite3_value_int64(argv[(*next)++]) : 0;
 }
 
+/* The magnitude of a '*' width or precision. Anything past
+ * JINN_SQL_VALUE_MAX is "too big" anyway, and negating INT64_MIN is
+ * undefined behaviour (an abort on every replica in the sanitizer build). */
+static long long arg_magnitude(long long v)
+{
+    return v >= 0 ? v : v < -(long long)JINN_SQL_VALUE_MAX ? JINN_SQL_VALUE_MAX + 1LL : -v;
+}
+
 static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     const char *f = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL;
@@ -554,7 +562,7 @@ static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
             width = arg_int(argc, argv, &next);
             f++;
             if (width < 0) {
-                width = -width;
+                width = arg_magnitude(width);
                 if (!left && nflags < sizeof flags - 1) {
                     flags[nflags++] = '-';
                 }
@@ -569,7 +577,7 @@ static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
             f++;
             if (*f == '*') {
                 prec = arg_int(argc, argv, &next);
-                prec = prec < 0 ? -prec : prec;
+                prec = arg_magnitude(prec);
                 f++;
             } else {
                 for (prec = 0; *f >= '0' && *f <= '9'; f++) {
