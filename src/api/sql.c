@@ -286,6 +286,7 @@ static void run_query(uv_work_t *work)
     int step, n;
 
     q->code = JINN_ESQL;
+    jinn_sql_query_memory_begin();
     sqlite3_progress_handler(q->conn, 1000, past_deadline, q);
     if (sqlite3_prepare_v2(q->conn, q->sql, -1, &stmt, &tail) != SQLITE_OK || stmt == NULL) {
         if ((sqlite3_errcode(q->conn) & 0xff) == SQLITE_AUTH) {
@@ -343,7 +344,10 @@ static void run_query(uv_work_t *work)
     if (step != SQLITE_DONE) {
         snprintf(q->error, sizeof q->error, "%s",
                  step == SQLITE_INTERRUPT ? "interrupted: the query ran past its time limit"
-                                          : sqlite3_errmsg(q->conn));
+                 : step == SQLITE_NOMEM  ? "out of memory: the query needed more than its "
+                                           "256 MiB (sorts, DISTINCT and subqueries are held "
+                                           "in memory)"
+                                         : sqlite3_errmsg(q->conn));
         goto out;
     }
     {
@@ -356,6 +360,7 @@ static void run_query(uv_work_t *work)
 out:
     sqlite3_finalize(stmt);
     sqlite3_progress_handler(q->conn, 0, NULL, NULL);
+    jinn_sql_query_memory_end();
     json_decref(columns);
     json_decref(types);
     json_decref(rows);
