@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from harness import wait_for
+from harness import loop_budget
 
 POLICIES = ["consensus {", "    app { mode ap  stale_reads true }", "}"]
 
@@ -73,3 +73,25 @@ def test_one_query_cannot_hold_gigabytes(one):
     assert exec_(n, "app", "INSERT INTO t VALUES(1)")[0] == 200
     code, out = query(n, "app", "SELECT count(*) FROM (SELECT a FROM t ORDER BY a)")
     assert code == 200 and out["rows"] == [[2]], (code, out)
+
+
+# Not fixed yet (see the a2 report): sorts and DISTINCT compare records
+# inside one VM step (OP_SorterSort, OP_IdxInsert), and records under
+# METER_MIN (2 KiB) are not metered, so 30 000 rows of 2 000 bytes that
+# differ only at the end cost ~15 NOCASE comparisons of 2 000 bytes each:
+# 120-270 ms on the loop of every replica per exec on the release build
+# (1.6 s on the sanitizer build); 16 such execs at once stalled every loop
+# for ~1 s. A fix: charge comparisons to the budget (jinn's own BINARY,
+# NOCASE and RTRIM collations that meter the bytes they compare and stop
+# comparing once the budget is spent), or meter sorter records.
+@pytest.mark.xfail(strict=True, reason="sort/DISTINCT comparisons are not charged to the "
+                   "step budget: a loop stall far over 20 ms per exec")
+def test_sort_of_long_keys_stays_within_the_loop_budget(one):
+    n = one.nodes[0]
+    assert exec_(n, "app", "CREATE TABLE t(a)")[0] == 200
+    sql = ("INSERT INTO t(a) SELECT count(*) FROM (SELECT DISTINCT v COLLATE NOCASE FROM "
+           "(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000) "
+           "SELECT printf('%.*c', 2000, 'a') || x AS v FROM c))")
+    with loop_budget(n, 100):
+        code, out = exec_(n, "app", sql, timeout=30)
+    assert code in (200, 400), (code, out)

@@ -905,3 +905,38 @@ TEST(sql_printf_star_int64_min_is_too_big)
     sqlite3_close_v2(reader);
     done(&fsm, d);
 }
+
+TEST(sql_zz_probe)
+{
+    static const char *const stmts[] = {
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)",
+        "INSERT INTO t(a) SELECT max(r) FROM (SELECT row_number() OVER (ORDER BY v COLLATE NOCASE) r FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 30000) SELECT printf('%.*c', 2000, 'a') || x AS v FROM c))",
+        "INSERT INTO t(a) SELECT count(*) FROM (SELECT DISTINCT v COLLATE NOCASE FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 30000) SELECT printf('%.*c', 2000, 'a') || x AS v FROM c))",
+        "INSERT INTO t(a) SELECT printf('%.*c', 1000000, 'a') LIKE '%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%b'",
+        "INSERT INTO t(a) SELECT printf('%.*c', 1000000, 'a') GLOB '*a*a*a*a*a*a*a*a*a*a*a*b'",
+        "INSERT INTO t(a) SELECT printf('%.*c', 1000000, 'a') LIKE '%a_%a_%a_%_a%_a%b'",
+        "INSERT INTO t(a) SELECT printf('%.*c', 1000000, 'a') GLOB '*[a-z]*[a-z]*[a-z]*[a-z]*[!a]'",
+        "INSERT INTO t(a) SELECT json_extract(json_group_array(x), '$[#-1]') FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 30000) SELECT x FROM c)",
+        "INSERT INTO t(a) SELECT length(group_concat(x, printf('%.*c', 30, 'y'))) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 30000) SELECT x FROM c)",
+        "INSERT INTO t(a) SELECT count(*) FROM json_each(printf('[%s1]', replace(printf('%.*c', 300000, 'x'), 'x', '1,')))",
+        "INSERT INTO t(a) SELECT count(*) FROM json_tree(printf('[%s1]', replace(printf('%.*c', 300000, 'x'), 'x', '1,')))",
+        "INSERT INTO t(a) SELECT json_valid(printf('%.*c', 900000, '['))",
+        "INSERT INTO t(a) SELECT length(replace(printf('%.*c', 1000000, 'a'), 'a', 'b'))",
+        "INSERT INTO t(a) SELECT json_extract(printf('[%s1]', replace(printf('%.*c', 300000, 'x'), 'x', '1,')), '$[299999]')",
+        "INSERT INTO t(a) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 30000) SELECT x FROM c) ORDER BY x DESC LIMIT 1",
+        "INSERT INTO t(a) SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 300) SELECT 1 FROM c c1, c c2 WHERE c1.x + c2.x = -1)",
+    };
+    char d1[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm x;
+    CHECK_INT(make_fsm(&x, d1), 0);
+    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int c1 = exec1(&x, 10 + i, stmts[i]);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        fprintf(stderr, "%3zu %4.0fms code=%d %s :: %.100s\n", i,
+                (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+                c1, c1 ? x.sql.error : "", stmts[i]);
+    }
+    done(&x, d1);
+}
