@@ -1,10 +1,11 @@
 """A hostile client against /v1/sql: what one request may cost a node."""
 import json
+import os
 import threading
 
 import pytest
 
-from harness import loop_budget
+from harness import loop_budget, wait_for
 
 POLICIES = ["consensus {", "    app { mode ap  stale_reads true }", "}"]
 
@@ -16,10 +17,10 @@ def exec_(node, db, *statements, timeout=10):
     return code, json.loads(out) if out else None
 
 
-def query(node, db, sql, params=None, timeout=30):
+def query(node, db, sql, params=None, consistency=None, timeout=30):
+    path = f"/v1/sql/{db}/query" + (f"?consistency={consistency}" if consistency else "")
     body = {"sql": sql} | ({"params": params} if params is not None else {})
-    code, _, out = node.request(f"/v1/sql/{db}/query", "POST", json.dumps(body).encode(), {},
-                                timeout=timeout)
+    code, _, out = node.request(path, "POST", json.dumps(body).encode(), {}, timeout=timeout)
     return code, json.loads(out) if out else None
 
 
@@ -95,3 +96,94 @@ def test_sort_of_long_keys_stays_within_the_loop_budget(one):
     with loop_budget(n, 100):
         code, out = exec_(n, "app", sql, timeout=30)
     assert code in (200, 400), (code, out)
+
+
+
+HOSTILE_WORKLOAD = [
+    "CREATE TABLE t(id INTEGER PRIMARY KEY, a, b DEFAULT (random()), "
+    "c DEFAULT CURRENT_TIMESTAMP, d AS (printf('%08x|%s', b & 255, a)))",
+    "CREATE TABLE auto(id INTEGER PRIMARY KEY AUTOINCREMENT, v)",
+    "CREATE VIRTUAL TABLE ft USING fts5(a, b, tokenize = 'porter unicode61 remove_diacritics 2',"
+    " prefix = '2 3')",
+    "CREATE VIRTUAL TABLE tri USING fts5(a, tokenize = 'trigram', detail = 'column')",
+    "CREATE VIRTUAL TABLE ext USING fts5(a, content = 't', content_rowid = 'id')",
+    "CREATE VIRTUAL TABLE rt USING rtree(id, x0, x1, y0, y1, +label)",
+    "CREATE TABLE log(x, at DEFAULT (julianday('now', 'localtime')))",
+    "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log(x) VALUES(new.a || randomblob(2));"
+    " INSERT INTO ft VALUES(new.a, hex(randomblob(3))); END",
+    "CREATE VIEW v AS SELECT a, count(*) OVER (PARTITION BY length(a)) AS n FROM t",
+    "INSERT INTO t(a) VALUES('Crème brûlée'), ('naïve café'), ('ÆSIR ß'), ('x' || char(0) || 'y')",
+    "REPLACE INTO t(id, a) VALUES(9223372036854775807, 'max')",
+    "INSERT INTO t(a) SELECT a || random() FROM t",
+    "INSERT INTO t(a) SELECT a FROM t WHERE id > 3 LIMIT 5",
+    "INSERT INTO auto(v) SELECT group_concat(a, ',') FROM t",
+    "DELETE FROM auto",
+    "INSERT INTO auto(v) VALUES(round(2.675, 2)), (0.1 + 0.2), (1e308 * 10), (-0.0), (1.0 / 3)",
+    "INSERT INTO ext(ext) VALUES('rebuild')",
+    "INSERT INTO ft(ft, rank) VALUES('rank', 'bm25(10.0, 5.0)')",
+    "INSERT INTO ft(ft) VALUES('optimize')",
+    "INSERT INTO tri SELECT a FROM t",
+    "INSERT INTO rt SELECT id % 1000, abs(random() % 100), 100 + abs(random() % 100), 1.1, 2.2, a FROM t "
+    "WHERE id < 1000",
+    "ANALYZE",
+    "INSERT INTO log(x) SELECT json_group_array(json_object('a', a, 'n', n)) FROM v",
+    "UPDATE t SET a = upper(a) WHERE rowid IN (SELECT rowid FROM t ORDER BY b LIMIT 3)",
+    "INSERT INTO log(x) SELECT rowid FROM ft WHERE ft MATCH 'cr*' ORDER BY rank",
+]
+
+CHECK_QUERIES = [
+    "SELECT * FROM t",
+    "SELECT * FROM auto",
+    "SELECT * FROM log",
+    "SELECT rowid, a, b, bm25(ft), highlight(ft, 0, '[', ']') FROM ft WHERE ft MATCH 'caf*' "
+    "ORDER BY rank",
+    "SELECT rowid FROM tri WHERE tri MATCH 'rèm'",
+    "SELECT * FROM rt WHERE x0 < 50",
+    "SELECT * FROM sqlite_schema",
+    "SELECT * FROM sqlite_stat1",
+    "SELECT * FROM v",
+]
+
+
+def test_hostile_workload_keeps_replicas_identical_through_snapshots(cluster_factory):
+    c = cluster_factory(3, extra_config=POLICIES + ["snapshot_threshold 16",
+                                                    "snapshot_trailing 4"]).start()
+    c.wait_leader()
+    c.wait_ready()
+    leader = c.leader()
+    f = next(n for n in c.nodes if n is not leader)
+    assert exec_(leader, "app", "CREATE TABLE warm(x)")[0] == 200
+    wait_for(lambda: query(f, "app", "SELECT 1 FROM warm", consistency="stale")[0] == 200,
+             what="the follower has the database")
+    path = os.path.join(f.data_dir, "sql", "app.db")
+    inode = os.stat(path).st_ino
+    c.isolate(f.name)
+    for sql in HOSTILE_WORKLOAD:
+        code, out = exec_(leader, "app", sql)
+        assert code == 200, (sql, out)
+    for i in range(20):  # past the snapshot threshold
+        assert exec_(leader, "app", "INSERT INTO t(a) VALUES(random())")[0] == 200
+    c.heal()
+
+    def answers(node):
+        out = []
+        for q in CHECK_QUERIES:
+            code, body = query(node, "app", q, consistency="stale")
+            out.append((code, body))
+        return out
+
+    target = leader.status()["commit_index"]
+    for n in c.nodes:
+        wait_for(lambda: n.status()["applied_index"] >= target, timeout=30,
+                 what=f"{n.name} caught up")
+    assert os.stat(path).st_ino != inode, "no snapshot was installed"
+    first = answers(leader)
+    assert all(code == 200 for code, _ in first), first
+    for n in c.nodes:
+        assert answers(n) == first, n.name
+    # and after a kill -9 and restart of the follower that took the snapshot
+    f.kill()
+    f.start()
+    wait_for(lambda: f.status()["applied_index"] >= target, timeout=30,
+             what="the restarted follower caught up")
+    assert answers(f) == first
