@@ -322,7 +322,7 @@ static void run_query(uv_work_t *work)
         json_array_append_new(types, decl ? json_string(decl) : json_null());
     }
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        json_t *row;
+        json_t *row, *value;
         if (json_array_size(rows) == QUERY_ROWS_MAX) {
             snprintf(q->error, sizeof q->error, "result larger than %d rows", QUERY_ROWS_MAX);
             goto out;
@@ -338,7 +338,13 @@ static void run_query(uv_work_t *work)
                          QUERY_BYTES_MAX);
                 goto out;
             }
-            json_array_append_new(row, jinn_sql_column_json(stmt, i));
+            value = jinn_sql_column_json(stmt, i);
+            if (value == NULL) {
+                snprintf(q->error, sizeof q->error, "out of memory: the query needed more "
+                                                     "than its 256 MiB");
+                goto out;
+            }
+            json_array_append_new(row, value);
         }
     }
     if (step != SQLITE_DONE) {

@@ -1420,11 +1420,17 @@ json_t *jinn_sql_column_json(sqlite3_stmt *stmt, int i)
         return json_stringn((const char *)sqlite3_column_text(stmt, i),
                             (size_t)sqlite3_column_bytes(stmt, i));
     case SQLITE_BLOB: {
+        /* A zeroblob is expanded here: NULL when that allocation fails
+         * (a query at its memory cap), never read. */
+        const void *blob = sqlite3_column_blob(stmt, i);
+        size_t n = (size_t)sqlite3_column_bytes(stmt, i);
         struct jinn_wbuf w;
         json_t *obj;
+        if (blob == NULL && n > 0) {
+            return NULL;
+        }
         jinn_wbuf_init(&w);
-        jinn_wbuf_put_base64(&w, sqlite3_column_blob(stmt, i),
-                             (size_t)sqlite3_column_bytes(stmt, i));
+        jinn_wbuf_put_base64(&w, blob, n);
         obj = json_pack("{s:s%}", "base64", w.data ? (const char *)w.data : "", w.len);
         jinn_wbuf_free(&w);
         return obj;
