@@ -340,8 +340,16 @@ static void run_query(uv_work_t *work)
             }
             value = jinn_sql_column_json(stmt, i);
             if (value == NULL) {
-                snprintf(q->error, sizeof q->error, "out of memory: the query needed more "
-                                                     "than its 256 MiB");
+                /* was appended as nothing: a row one value short */
+                snprintf(q->error, sizeof q->error,
+                         sqlite3_column_type(stmt, i) == SQLITE_TEXT
+                             ? "column %d: text that is not valid UTF-8 (select it as "
+                               "CAST(... AS BLOB))"
+                         : sqlite3_column_type(stmt, i) == SQLITE_FLOAT
+                             ? "column %d: an infinite real (JSON has none; select it "
+                               "as quote(...))"
+                             : "column %d: out of memory",
+                         i + 1);
                 goto out;
             }
             json_array_append_new(row, value);
