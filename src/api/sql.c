@@ -286,6 +286,7 @@ static void run_query(uv_work_t *work)
     int step, n;
 
     q->code = JINN_ESQL;
+    jinn_sql_query_memory_begin();
     sqlite3_progress_handler(q->conn, 1000, past_deadline, q);
     if (sqlite3_prepare_v2(q->conn, q->sql, -1, &stmt, &tail) != SQLITE_OK || stmt == NULL) {
         if ((sqlite3_errcode(q->conn) & 0xff) == SQLITE_AUTH) {
@@ -321,7 +322,7 @@ static void run_query(uv_work_t *work)
         json_array_append_new(types, decl ? json_string(decl) : json_null());
     }
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        json_t *row;
+        json_t *row, *value;
         if (json_array_size(rows) == QUERY_ROWS_MAX) {
             snprintf(q->error, sizeof q->error, "result larger than %d rows", QUERY_ROWS_MAX);
             goto out;
@@ -337,13 +338,30 @@ static void run_query(uv_work_t *work)
                          QUERY_BYTES_MAX);
                 goto out;
             }
-            json_array_append_new(row, jinn_sql_column_json(stmt, i));
+            value = jinn_sql_column_json(stmt, i);
+            if (value == NULL) {
+                /* was appended as nothing: a row one value short */
+                snprintf(q->error, sizeof q->error,
+                         sqlite3_column_type(stmt, i) == SQLITE_TEXT
+                             ? "column %d: text that is not valid UTF-8 (select it as "
+                               "CAST(... AS BLOB))"
+                         : sqlite3_column_type(stmt, i) == SQLITE_FLOAT
+                             ? "column %d: an infinite real (JSON has none; select it "
+                               "as quote(...))"
+                             : "column %d: out of memory",
+                         i + 1);
+                goto out;
+            }
+            json_array_append_new(row, value);
         }
     }
     if (step != SQLITE_DONE) {
         snprintf(q->error, sizeof q->error, "%s",
                  step == SQLITE_INTERRUPT ? "interrupted: the query ran past its time limit"
-                                          : sqlite3_errmsg(q->conn));
+                 : step == SQLITE_NOMEM  ? "out of memory: the query needed more than its "
+                                           "256 MiB (sorts, DISTINCT and subqueries are held "
+                                           "in memory)"
+                                         : sqlite3_errmsg(q->conn));
         goto out;
     }
     {
@@ -356,6 +374,7 @@ static void run_query(uv_work_t *work)
 out:
     sqlite3_finalize(stmt);
     sqlite3_progress_handler(q->conn, 0, NULL, NULL);
+    jinn_sql_query_memory_end();
     json_decref(columns);
     json_decref(types);
     json_decref(rows);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,15 +291,62 @@ static void meter(int n)
     }
 }
 
+/* ---- query memory -------------------------------------------------------- */
+
+/* A query runs on a thread-pool worker, bounded in time only: with
+ * temp_store=MEMORY a sort, DISTINCT or materialized subquery keeps every
+ * row in memory (one 150-byte query held 2.5 GB after 5 s; eight at once
+ * exhaust the host). So what a query thread allocates, net of what is
+ * freed (from any thread), is held in a per-thread slot and capped at
+ * JINN_SQL_QUERY_MEMORY_MAX: past it an allocation fails and the query
+ * ends with "out of memory". Apply is never capped here (its work is
+ * bounded by the step budget, the same on every replica). */
+#define QUERY_SLOTS 64
+static _Atomic int64_t query_held[QUERY_SLOTS + 1]; /* [0]: unused */
+static _Atomic int query_slots_taken;
+static _Thread_local int query_slot; /* 1..QUERY_SLOTS while a query runs */
+static _Thread_local int query_slot_owned;
+
+void jinn_sql_query_memory_begin(void)
+{
+    if (query_slot_owned == 0) {
+        int k = atomic_fetch_add(&query_slots_taken, 1) + 1;
+        query_slot_owned = k <= QUERY_SLOTS ? k : QUERY_SLOTS; /* the last is shared */
+    }
+    query_slot = query_slot_owned;
+}
+
+void jinn_sql_query_memory_end(void)
+{
+    query_slot = 0;
+}
+
 /* Sizes are kept in a header (not malloc_usable_size) so that SQLite sees
- * exactly what it asked for on every host and build. */
+ * exactly what it asked for on every host and build. Low 32 bits: the
+ * size; the next byte: the query slot charged, 0 for none. */
+#define HDR_SIZE(h) ((int)((h)&0x7fffffff))
+#define HDR_SLOT(h) ((int)(((h) >> 32) & 0xff))
+
+static bool query_over(int64_t more)
+{
+    return query_slot != 0 && more > 0 &&
+           atomic_load(&query_held[query_slot]) + more > (int64_t)JINN_SQL_QUERY_MEMORY_MAX;
+}
+
 static void *m_malloc(int n)
 {
-    sqlite3_int64 *p = malloc((size_t)n + sizeof *p);
+    sqlite3_int64 *p;
+    if (query_over(n)) {
+        return NULL;
+    }
+    p = malloc((size_t)n + sizeof *p);
     if (p == NULL) {
         return NULL;
     }
-    p[0] = n;
+    p[0] = (sqlite3_int64)n | ((sqlite3_int64)query_slot << 32);
+    if (query_slot != 0) {
+        atomic_fetch_add(&query_held[query_slot], n);
+    }
     meter(n);
     return p + 1;
 }
@@ -306,24 +354,39 @@ static void *m_malloc(int n)
 static void m_free(void *ptr)
 {
     if (ptr != NULL) {
-        free((sqlite3_int64 *)ptr - 1);
+        sqlite3_int64 *p = (sqlite3_int64 *)ptr - 1;
+        if (HDR_SLOT(p[0]) != 0) {
+            atomic_fetch_sub(&query_held[HDR_SLOT(p[0])], HDR_SIZE(p[0]));
+        }
+        free(p);
     }
 }
 
 static void *m_realloc(void *ptr, int n)
 {
-    sqlite3_int64 *p = realloc((sqlite3_int64 *)ptr - 1, (size_t)n + sizeof *p);
+    sqlite3_int64 *p = (sqlite3_int64 *)ptr - 1;
+    sqlite3_int64 old = p[0];
+    if (query_over(HDR_SLOT(old) == query_slot ? (int64_t)n - HDR_SIZE(old) : n)) {
+        return NULL;
+    }
+    p = realloc(p, (size_t)n + sizeof *p);
     if (p == NULL) {
         return NULL;
     }
-    p[0] = n;
+    if (HDR_SLOT(old) != 0) {
+        atomic_fetch_sub(&query_held[HDR_SLOT(old)], HDR_SIZE(old));
+    }
+    if (query_slot != 0) {
+        atomic_fetch_add(&query_held[query_slot], n);
+    }
+    p[0] = (sqlite3_int64)n | ((sqlite3_int64)query_slot << 32);
     meter(n);
     return p + 1;
 }
 
 static int m_size(void *ptr)
 {
-    return ptr ? (int)((sqlite3_int64 *)ptr)[-1] : 0;
+    return ptr ? HDR_SIZE(((sqlite3_int64 *)ptr)[-1]) : 0;
 }
 
 static int m_roundup(int n)
@@ -523,6 +586,14 @@ static long long arg_int(int argc, sqlite3_value **argv, int *next)
     return *next < argc ? (long long)sqlite3_value_int64(argv[(*next)++]) : 0;
 }
 
+/* The magnitude of a '*' width or precision. Anything past
+ * JINN_SQL_VALUE_MAX is "too big" anyway, and negating INT64_MIN is
+ * undefined behaviour (an abort on every replica in the sanitizer build). */
+static long long arg_magnitude(long long v)
+{
+    return v >= 0 ? v : v < -(long long)JINN_SQL_VALUE_MAX ? JINN_SQL_VALUE_MAX + 1LL : -v;
+}
+
 static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     const char *f = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL;
@@ -555,7 +626,7 @@ static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
             width = arg_int(argc, argv, &next);
             f++;
             if (width < 0) {
-                width = -width;
+                width = arg_magnitude(width);
                 if (!left && nflags < sizeof flags - 1) {
                     flags[nflags++] = '-';
                 }
@@ -570,7 +641,7 @@ static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
             f++;
             if (*f == '*') {
                 prec = arg_int(argc, argv, &next);
-                prec = prec < 0 ? -prec : prec;
+                prec = arg_magnitude(prec);
                 f++;
             } else {
                 for (prec = 0; *f >= '0' && *f <= '9'; f++) {
@@ -1350,11 +1421,17 @@ json_t *jinn_sql_column_json(sqlite3_stmt *stmt, int i)
         return json_stringn((const char *)sqlite3_column_text(stmt, i),
                             (size_t)sqlite3_column_bytes(stmt, i));
     case SQLITE_BLOB: {
+        /* A zeroblob is expanded here: NULL when that allocation fails
+         * (a query at its memory cap), never read. */
+        const void *blob = sqlite3_column_blob(stmt, i);
+        size_t n = (size_t)sqlite3_column_bytes(stmt, i);
         struct jinn_wbuf w;
         json_t *obj;
+        if (blob == NULL && n > 0) {
+            return NULL;
+        }
         jinn_wbuf_init(&w);
-        jinn_wbuf_put_base64(&w, sqlite3_column_blob(stmt, i),
-                             (size_t)sqlite3_column_bytes(stmt, i));
+        jinn_wbuf_put_base64(&w, blob, n);
         obj = json_pack("{s:s%}", "base64", w.data ? (const char *)w.data : "", w.len);
         jinn_wbuf_free(&w);
         return obj;

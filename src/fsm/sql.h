@@ -35,6 +35,10 @@
  * fast with "string or blob too big" instead of running for seconds. */
 #define JINN_SQL_VALUE_MAX (1 << 20)
 #define JINN_SQL_STATEMENT_MAX (256 << 10)
+/* What one running query may hold in SQLite's memory (sorts, DISTINCT,
+ * materialized subqueries: temp_store is MEMORY); past it, "out of
+ * memory" for that query only. */
+#define JINN_SQL_QUERY_MEMORY_MAX (256u << 20)
 /* max_page_count of every database (4 KiB pages: 1 GiB). Reaching it is a
  * deterministic SQLITE_FULL, the same result on every replica. */
 #define JINN_SQL_DB_PAGES_MAX 262144u
@@ -77,6 +81,10 @@ const struct jinn_sql_db *jinn_sql_next(const struct jinn_sql *s, const struct j
  * with the query authorizer and limits. NULL if the database does not
  * exist. */
 sqlite3 *jinn_sql_open_reader(const struct jinn_sql *s, const char *name);
+/* Around a query on a worker thread: what SQLite allocates on this thread
+ * in between is capped at JINN_SQL_QUERY_MEMORY_MAX. */
+void jinn_sql_query_memory_begin(void);
+void jinn_sql_query_memory_end(void);
 
 /* The same, for jinn's own reads (content digest, image checksum): no
  * authorizer. Never hand it to client SQL. */

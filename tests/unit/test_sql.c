@@ -968,5 +968,81 @@ TEST(sql_async_snapshot_is_the_state_at_the_pin)
     raft_free(bufs);
     done(&copy, d2);
     jinn_wbuf_free(&at_pin);
+/* A '*' width or precision of INT64_MIN: negating it was undefined
+ * behaviour in fn_printf, an abort on every replica (and at every replay)
+ * in the sanitizer build. Now "too big", like any width past the limit. */
+TEST(sql_printf_star_int64_min_is_too_big)
+{
+    static const char *const stmts[] = {
+        "INSERT INTO t VALUES(printf('%*d', -9223372036854775808, 1))",
+        "INSERT INTO t VALUES(printf('%.*d', -9223372036854775808, 1))",
+        "INSERT INTO t VALUES(printf('%.*c', -9223372036854775808, 'a'))",
+        "INSERT INTO t VALUES(format('%*.*s', -9223372036854775808, -9223372036854775808, 'a'))",
+        "INSERT INTO t VALUES(printf('%*c', -1048577, 'a'))",
+    };
+    char d[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm fsm;
+    sqlite3 *reader;
+    sqlite3_stmt *stmt = NULL;
+    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
+    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
+        CHECK_INT(exec1(&fsm, 2 + i, stmts[i]), JINN_ESQL);
+        CHECK(strstr(fsm.sql.error, "too big") != NULL);
+    }
+    CHECK_INT(exec1(&fsm, 10, "INSERT INTO t VALUES(printf('%*d|%-*d', -3, 1, 3, 2))"), JINN_OK);
+    CHECK_INT(count_rows(&fsm), 1);
+    /* the same function on a query connection */
+    reader = jinn_sql_open_reader(&fsm.sql, "app");
+    CHECK(reader != NULL);
+    CHECK_INT(sqlite3_prepare_v2(reader, "SELECT printf('%*d', -9223372036854775808, 1)", -1, &stmt,
+                                 NULL),
+              SQLITE_OK);
+    CHECK_INT(sqlite3_step(stmt), SQLITE_TOOBIG);
+    sqlite3_finalize(stmt);
+    sqlite3_close_v2(reader);
+    done(&fsm, d);
+}
+
+/* What a query thread allocates is capped: past the cap SQLite's
+ * allocations fail (that query ends "out of memory"); what is freed, from
+ * any thread, counts again; apply (outside a query) is not capped. */
+TEST(sql_query_memory_is_capped_per_thread)
+{
+    char d[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm fsm;
+    sqlite3 *reader;
+    sqlite3_stmt *stmt = NULL;
+    void *hold, *more;
+    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
+    reader = jinn_sql_open_reader(&fsm.sql, "app");
+    CHECK(reader != NULL);
+    jinn_sql_query_memory_begin();
+    more = sqlite3_malloc64(JINN_SQL_QUERY_MEMORY_MAX + 1ull);
+    CHECK(more == NULL);
+    hold = sqlite3_malloc64(JINN_SQL_QUERY_MEMORY_MAX - 500000ull);
+    CHECK(hold != NULL);
+    more = sqlite3_malloc(1000000);
+    CHECK(more == NULL);
+    /* a statement that needs memory fails cleanly */
+    if (sqlite3_prepare_v2(reader, "SELECT length(printf('%.*c', 900000, 'x'))", -1, &stmt,
+                           NULL) == SQLITE_OK) {
+        CHECK_INT(sqlite3_step(stmt), SQLITE_NOMEM);
+    }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    sqlite3_free(hold);
+    CHECK_INT(sqlite3_prepare_v2(reader, "SELECT length(printf('%.*c', 900000, 'x'))", -1, &stmt,
+                                 NULL),
+              SQLITE_OK);
+    CHECK_INT(sqlite3_step(stmt), SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(stmt, 0), 900000);
+    sqlite3_finalize(stmt);
+    jinn_sql_query_memory_end();
+    more = sqlite3_malloc64(JINN_SQL_QUERY_MEMORY_MAX + 1ull);
+    CHECK(more != NULL);
+    sqlite3_free(more);
+    sqlite3_close_v2(reader);
     done(&fsm, d);
 }
