@@ -968,6 +968,9 @@ TEST(sql_async_snapshot_is_the_state_at_the_pin)
     raft_free(bufs);
     done(&copy, d2);
     jinn_wbuf_free(&at_pin);
+    done(&fsm, d);
+}
+
 /* A '*' width or precision of INT64_MIN: negating it was undefined
  * behaviour in fn_printf, an abort on every replica (and at every replay)
  * in the sanitizer build. Now "too big", like any width past the limit. */
