@@ -11,6 +11,8 @@
 #include "loopmon.h"
 #include "version.h"
 
+#define METRICS_QUEUES_MAX 256u /* queues with per-queue series in /metrics */
+
 static json_t *members_json(const struct jinn_node_status *st, int want_voter)
 {
     json_t *list = json_array();
@@ -253,10 +255,18 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
     {
         const struct jinn_queues *qs = &jinn_node_fsm(api->node)->queues;
         static const char *const kinds[] = {"ready", "leased", "delayed", "dead"};
+        unsigned listed = 0;
+        /* Per-queue series for the first METRICS_QUEUES_MAX queues (name
+         * order) only: a scrape stays small and cheap on the loop however
+         * many queues clients create (10 000 made a 7.5 MB reply). */
+        GAUGE("jinn_queues", "Queues that exist.", "%zu", (size_t)qs->by_name.count);
+        GAUGE("jinn_queue_metrics_queues_max",
+              "Queues given per-queue series here (the first, in name order).", "%u",
+              METRICS_QUEUES_MAX);
         jinn_wbuf_printf(&w, "# HELP jinn_queue_messages Messages by queue and state.\n"
                              "# TYPE jinn_queue_messages gauge\n");
-        for (const struct jinn_queue *q = jinn_queues_next(qs, NULL); q;
-             q = jinn_queues_next(qs, q)) {
+        for (const struct jinn_queue *q = jinn_queues_next(qs, NULL);
+             q && listed < METRICS_QUEUES_MAX; q = jinn_queues_next(qs, q), listed++) {
             const size_t counts[] = {q->ready.count, q->leased.count, q->delayed.count,
                                      q->dead.count};
             for (int k = 0; k < 4; k++) {
@@ -266,8 +276,9 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
         }
         jinn_wbuf_printf(&w, "# HELP jinn_queue_events_total Publishes, deliveries, acks.\n"
                              "# TYPE jinn_queue_events_total counter\n");
-        for (const struct jinn_queue *q = jinn_queues_next(qs, NULL); q;
-             q = jinn_queues_next(qs, q)) {
+        listed = 0;
+        for (const struct jinn_queue *q = jinn_queues_next(qs, NULL);
+             q && listed < METRICS_QUEUES_MAX; q = jinn_queues_next(qs, q), listed++) {
             jinn_wbuf_printf(&w,
                              "jinn_queue_events_total{queue=\"%s\",event=\"published\"} %" PRIu64
                              "\njinn_queue_events_total{queue=\"%s\",event=\"delivered\"} %" PRIu64
