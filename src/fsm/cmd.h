@@ -62,6 +62,8 @@ enum jinn_cmd_type {
     JINN_CMD_Q_REQUEUE = 14, /* dead letter back to ready */
     JINN_CMD_Q_DROP = 15,    /* forget a dead letter */
     JINN_CMD_SQL_EXEC = 16,  /* statements run in one transaction */
+    /* a waiting acquire (lock.token = its raft index) leaves the line */
+    JINN_CMD_LOCK_WITHDRAW = 21,
     JINN_CMD_TYPE_MAX
 };
 
@@ -93,7 +95,7 @@ struct jinn_cmd {
         struct {
             struct jinn_slice name;
             struct jinn_slice owner; /* ACQUIRE only */
-            uint64_t token;          /* REFRESH, RELEASE */
+            uint64_t token;          /* REFRESH, RELEASE; WITHDRAW: the acquire's index */
             uint64_t ttl_ms;         /* ACQUIRE, REFRESH */
             uint64_t wait_ms;        /* ACQUIRE: queue this long if held; 0 = no */
         } lock;

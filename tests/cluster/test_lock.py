@@ -234,3 +234,60 @@ def test_waiting_acquires_are_granted_in_arrival_order(cluster):
     assert code == 409 and body["state"] == "follower"
     assert lock(holder, "POST", "line", query="owner=x&wait=10m")[0] == 400
 
+
+
+def _raw_waiting_acquire(node, name, owner):
+    """Sends a waiting acquire on a raw socket and returns the socket."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", node.http_port), timeout=10)
+    path = "/v1/locks/" + urllib.parse.quote(name, safe="")
+    s.sendall((f"POST {path}?owner={owner}&ttl=30s&wait=20s HTTP/1.1\r\n"
+               "Host: x\r\nContent-Length: 0\r\n\r\n").encode())
+    return s
+
+
+def test_a_waiter_whose_client_went_away_leaves_the_line(cluster):
+    """Issue 12 item 3: a gone waiter must not be granted (ghost holder)."""
+    leader = cluster.wait_leader()
+    code, first = acquire(leader, "ghost", "holder", "30s")
+    assert code == 200
+    s = _raw_waiting_acquire(leader, "ghost", "gone")
+    wait_for(lambda: lock(leader, "GET", "ghost")[1]["waiting"] == 1, what="waiter in line")
+    s.close()
+    # Withdrawn from the replicated line by a command, well before its wait.
+    wait_for(lambda: lock(leader, "GET", "ghost")[1]["waiting"] == 0, timeout=5,
+             what="the gone waiter leaves the line")
+    assert lock(leader, "DELETE", "ghost", query=f"token={first['token']}")[0] == 200
+    code, body = lock(leader, "GET", "ghost")
+    assert code == 404, body  # nobody holds it: no ghost
+
+
+def test_a_waiter_on_a_stopping_leader_is_withdrawn_and_told(cluster):
+    """Issue 12 item 3: shutdown refuses a waiter only after it left the line."""
+    leader = cluster.wait_leader()
+    code, first = acquire(leader, "bye", "holder", "30s")
+    assert code == 200
+    result = {}
+
+    def waiter():
+        try:
+            result["r"] = lock(leader, "POST", "bye", query="owner=waiter&ttl=30s&wait=20s",
+                               timeout=30)
+        except OSError:
+            pass  # the stopping node may close the connection unanswered
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    wait_for(lambda: lock(leader, "GET", "bye")[1]["waiting"] == 1, what="waiter in line")
+    assert leader.stop() == 0
+    t.join(timeout=30)
+    others = [n for n in cluster.nodes if n is not leader]
+    new = cluster.wait_leader(among=others)
+    cluster.wait_ready([new])
+    assert lock(new, "GET", "bye")[1]["waiting"] == 0
+    assert lock(new, "DELETE", "bye", query=f"token={first['token']}")[0] == 200
+    code, body = lock(new, "GET", "bye")
+    assert code == 404, body
+    # Whatever reached the client did not claim a grant it does not have.
+    r = result.get("r")
+    assert r is None or r[0] != 200 or (r[1] and r[1].get("granted") is True)
