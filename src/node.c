@@ -17,6 +17,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fresh.h"
 #include "ioguard.h"
 #include "log.h"
 
@@ -49,6 +50,7 @@ struct jinn_node {
     struct raft_uv_transport transport;
     struct raft_io io;          /* raft_uv: disk and network */
     struct jinn_ioguard guard;  /* what raft talks to; wraps io */
+    struct jinn_fresh fresh;    /* honest staleness (fresh.h) */
     struct raft raft;
     struct jinn_fsm fsm;
     bool transport_ready, io_ready, raft_ready;
@@ -270,6 +272,58 @@ static int bootstrap(struct jinn_node *node)
 
 static void tick_cb(uv_timer_t *timer);
 
+/* Freshness: what the leader vouched for, and who answered the leader. */
+static void heard(void *data, const struct raft_message *m)
+{
+    struct jinn_node *node = data;
+    uint64_t now = uv_now(node->loop);
+    if (m->type == RAFT_IO_APPEND_ENTRIES && m->append_entries.term >= node->raft.current_term) {
+        jinn_fresh_heard_leader(&node->fresh, now, m->append_entries.leader_commit);
+    } else if (m->type == RAFT_IO_APPEND_ENTRIES_RESULT &&
+               m->append_entries_result.term == node->raft.current_term &&
+               raft_state(&node->raft) == RAFT_LEADER) {
+        jinn_fresh_heard_peer(&node->fresh, m->server_id, now);
+    }
+}
+
+/* TEST ONLY: JINN_TEST_APPEND_DELAY_MS makes this node's log writes report
+ * completion that much later (a slow disk), read once at start. */
+static unsigned test_append_delay(void)
+{
+    const char *v = getenv("JINN_TEST_APPEND_DELAY_MS");
+    unsigned long ms;
+    char *end;
+    if (v == NULL || *v == '\0') {
+        return 0;
+    }
+    ms = strtoul(v, &end, 10);
+    if (*end != '\0' || ms > 60000) {
+        jinn_warn("ignoring JINN_TEST_APPEND_DELAY_MS=%s (0-60000)", v);
+        return 0;
+    }
+    jinn_warn("TEST ONLY: log writes are reported %lu ms late (JINN_TEST_APPEND_DELAY_MS)", ms);
+    return (unsigned)ms;
+}
+
+/* Staleness in ms (fresh.h): -1 when this node was never known fresh. */
+static int64_t staleness(struct jinn_node *node, uint64_t now)
+{
+    uint64_t at;
+    if (raft_state(&node->raft) == RAFT_LEADER) {
+        uint64_t voters[JINN_FRESH_PEERS];
+        unsigned n = 0;
+        for (unsigned i = 0; i < node->raft.configuration.n && n < JINN_FRESH_PEERS; i++) {
+            if (node->raft.configuration.servers[i].role == RAFT_VOTER) {
+                voters[n++] = node->raft.configuration.servers[i].id;
+            }
+        }
+        at = jinn_fresh_leader(&node->fresh, now, node->id, voters, n);
+    } else {
+        at = jinn_fresh_follower(&node->fresh, raft_last_applied(&node->raft));
+    }
+    return at == 0 ? -1 : (int64_t)(now - at);
+}
+
 int jinn_node_start(struct jinn_node *node)
 {
     const struct jinn_config *cfg = node->cfg;
@@ -308,6 +362,11 @@ int jinn_node_start(struct jinn_node *node)
     /* Reconnect quickly after a partition heals or a peer restarts. */
     raft_uv_set_connect_retry_delay(&node->io, 200);
     jinn_ioguard_init(&node->guard, &node->io);
+    jinn_fresh_init(&node->fresh);
+    node->guard.on_recv = heard;
+    node->guard.on_recv_data = node;
+    node->guard.loop = node->loop;
+    node->guard.append_delay_ms = test_append_delay();
     rv = raft_init(&node->raft, &node->guard.io, &node->fsm.iface, node->id, node->address);
     if (rv != 0) {
         jinn_error("raft init: %s", raft_errmsg(&node->raft));
@@ -834,18 +893,24 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     st->applied_index = raft_last_applied(&node->raft);
     st->last_index = raft_last_index(&node->raft);
     st->cluster_time_ms = node->fsm.time_ms;
+    /* Honest staleness (fresh.h), not libraft's election timer: that one
+     * is reset by every heartbeat, even while this node lags far behind. */
+    st->leader_contact_ms = staleness(node, now);
     if (state == RAFT_LEADER) {
-        st->leader_contact_ms = 0;
-    } else if (state == RAFT_FOLLOWER && leader_id != 0) {
-        st->leader_contact_ms = (int64_t)(now - node->raft.election_timer_start);
-    } else if (node->last_leader_contact != 0) {
-        st->leader_contact_ms = (int64_t)(now - node->last_leader_contact);
+        /* A leader no quorum answered within an election timeout may have
+         * been deposed already: it says so. */
+        st->quorum = st->leader_contact_ms >= 0 &&
+                     st->leader_contact_ms < (int64_t)node->cfg->election_timeout_ms;
     } else {
-        st->leader_contact_ms = -1;
+        int64_t heard_ms = -1;
+        if (state == RAFT_FOLLOWER && leader_id != 0) {
+            heard_ms = (int64_t)(now - node->raft.election_timer_start);
+        } else if (node->last_leader_contact != 0) {
+            heard_ms = (int64_t)(now - node->last_leader_contact);
+        }
+        st->quorum = leader_id != 0 && heard_ms >= 0 &&
+                     heard_ms < (int64_t)node->cfg->election_timeout_ms;
     }
-    st->quorum = state == RAFT_LEADER ||
-                 (leader_id != 0 && st->leader_contact_ms >= 0 &&
-                  st->leader_contact_ms < (int64_t)node->cfg->election_timeout_ms);
     for (unsigned i = 0; i < node->raft.configuration.n && i < JINN_CONFIG_MAX_PEERS; i++) {
         const struct raft_server *s = &node->raft.configuration.servers[i];
         struct jinn_member *m = &st->members[st->n_members++];

@@ -257,7 +257,8 @@ static bool read_mode_or_reply(struct jinn_api *api, struct jinn_http_request *r
     }
     if (*mode == READ_STALE) {
         jinn_node_status(api->node, &st);
-        if (st.role != JINN_ROLE_LEADER && pol.max_staleness_ms != 0 &&
+        /* The leader too: one cut off from its quorum may be deposed. */
+        if (pol.max_staleness_ms != 0 &&
             (st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
             jinn_http_reply_error(req, JINN_ESTALE, NULL);
             return false;

@@ -446,8 +446,7 @@ void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
     if (!linearizable && pol.max_staleness_ms != 0) {
         struct jinn_node_status st;
         jinn_node_status(api->node, &st);
-        if (st.role != JINN_ROLE_LEADER &&
-            (st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
+        if ((st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
             jinn_http_reply_error(req, JINN_ESTALE, NULL);
             return;
         }

@@ -192,6 +192,7 @@ class Node:
         self.log_path = os.path.join(cluster.dir, name, "jinn.log")
         self.proc = None
         self.paused = False
+        self.env = {}  # extra environment (test-only hooks), applied at start
 
     @property
     def url(self):
@@ -224,7 +225,8 @@ class Node:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen([JINN, "run", "-c", self.config_path],
                                      stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env})
         log.close()
         self.paused = False
 
