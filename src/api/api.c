@@ -274,6 +274,11 @@ static void committed(void *data, int code, const struct jinn_result *res)
                                     "may still be applied"
                                   : NULL);
     } else {
+        /* Read-your-writes: the index this write was committed at; a read
+         * with min_index set to it sees the write, on any node. */
+        char buf[24];
+        snprintf(buf, sizeof buf, "%" PRIu64, res->index);
+        jinn_http_add_header(pc->req, "X-Jinn-Index", buf);
         pc->reply(pc->api, pc->req, res); /* it answers res->code too */
     }
     jinn_free(pc);
@@ -365,6 +370,9 @@ struct pending_read {
     jinn_api_read_fn fn;
 };
 
+static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
+                           bool linearizable, jinn_api_read_fn fn);
+
 static void linearized(void *data, int code)
 {
     struct pending_read *pr = data;
@@ -372,10 +380,154 @@ static void linearized(void *data, int code)
         jinn_http_reply_error(pr->req, code == JINN_EUNKNOWN ? JINN_ENOLEADER : code,
                               "leadership could not be confirmed; retry");
     } else {
-        jinn_api_freshness(pr->api, pr->req, true);
-        pr->fn(pr->api, pr->req);
+        serve_at_index(pr->api, pr->req, true, pr->fn);
     }
     jinn_free(pr);
+}
+
+/* ---- min_index: reads that wait until this node applied an index ------- */
+
+#define INDEX_WAITS_MAX 4096
+
+struct jinn_index_wait {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    jinn_api_read_fn fn;
+    bool linearizable;
+    uint64_t min;
+    uv_timer_t timer;
+    struct jinn_index_wait *prev, *next;
+};
+
+static void index_wait_closed(uv_handle_t *h) { jinn_free(h->data); }
+
+static void index_unpark(struct jinn_index_wait *w)
+{
+    struct jinn_api *api = w->api;
+    if (w->prev) {
+        w->prev->next = w->next;
+    } else {
+        api->index_waits = w->next;
+    }
+    if (w->next) {
+        w->next->prev = w->prev;
+    }
+    api->n_index_waits--;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, index_wait_closed);
+}
+
+static void index_wait_timeout(uv_timer_t *t)
+{
+    struct jinn_index_wait *w = t->data;
+    char msg[128];
+    snprintf(msg, sizeof msg,
+             "this node has not applied index %" PRIu64 " within the request timeout",
+             w->min);
+    jinn_http_reply_error(w->req, JINN_ESTALE, msg);
+    index_unpark(w);
+}
+
+static uint64_t applied_index(struct jinn_api *api)
+{
+    struct jinn_node_status st;
+    jinn_node_status(api->node, &st);
+    return st.applied_index;
+}
+
+static void serve(struct jinn_api *api, struct jinn_http_request *req, bool linearizable,
+                  jinn_api_read_fn fn)
+{
+    jinn_api_freshness(api, req, linearizable);
+    fn(api, req);
+}
+
+void jinn_api_index_applied(struct jinn_api *api, uint64_t index)
+{
+    for (struct jinn_index_wait *w = api->index_waits, *next; w != NULL; w = next) {
+        next = w->next;
+        if (index >= w->min) {
+            struct jinn_http_request *req = w->req;
+            jinn_api_read_fn fn = w->fn;
+            bool lin = w->linearizable;
+            index_unpark(w);
+            serve(api, req, lin, fn);
+        }
+    }
+}
+
+void jinn_api_index_stop(struct jinn_api *api)
+{
+    while (api->index_waits != NULL) {
+        jinn_http_reply_error(api->index_waits->req, JINN_ESHUTDOWN, NULL);
+        index_unpark(api->index_waits);
+    }
+}
+
+bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min)
+{
+    char buf[32];
+    const struct jinn_http_header *h;
+    *min = 0;
+    if (jinn_http_query_get(req->query, req->query_len, "min_index", buf, sizeof buf) >= 0) {
+        if (!jinn_api_parse_uint(buf, INT64_MAX, min)) {
+            jinn_http_reply_error(req, JINN_EINVAL, "min_index must be a raft index (a number)");
+            return false;
+        }
+        return true;
+    }
+    h = jinn_http_header_find(&req->msg, "X-Jinn-Min-Index");
+    if (h != NULL) {
+        if (h->value_len >= sizeof buf) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "X-Jinn-Min-Index must be a raft index (a number)");
+            return false;
+        }
+        memcpy(buf, h->value, h->value_len);
+        buf[h->value_len] = '\0';
+        if (!jinn_api_parse_uint(buf, INT64_MAX, min)) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "X-Jinn-Min-Index must be a raft index (a number)");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Serves the read now when this node applied min_index (from the request),
+ * else parks it until it has (bounded by the request timeout: 503
+ * too_stale). Never blocks the loop. */
+static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
+                           bool linearizable, jinn_api_read_fn fn)
+{
+    uint64_t min;
+    struct jinn_index_wait *w;
+    if (!jinn_api_min_index_or_reply(req, &min)) {
+        return;
+    }
+    if (min <= applied_index(api)) {
+        serve(api, req, linearizable, fn);
+        return;
+    }
+    if (api->n_index_waits >= INDEX_WAITS_MAX || api->stopping ||
+        (w = jinn_calloc(1, sizeof *w)) == NULL) {
+        jinn_http_reply_error(req, JINN_EBUSY, "too many reads waiting for min_index");
+        return;
+    }
+    api->n_index_waits++;
+    w->api = api;
+    w->req = req;
+    w->fn = fn;
+    w->linearizable = linearizable;
+    w->min = min;
+    uv_timer_init(api->loop, &w->timer);
+    w->timer.data = w;
+    w->next = api->index_waits;
+    if (api->index_waits) {
+        api->index_waits->prev = w;
+    }
+    api->index_waits = w;
+    uv_timer_start(&w->timer, index_wait_timeout, api->cfg->request_timeout_ms, 0);
 }
 
 void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
@@ -384,8 +536,7 @@ void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
     struct pending_read *pr;
     int rv;
     if (!linearizable) {
-        jinn_api_freshness(api, req, false);
-        fn(api, req);
+        serve_at_index(api, req, false, fn);
         return;
     }
     if (!jinn_node_is_leader(api->node)) {

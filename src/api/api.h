@@ -32,6 +32,8 @@ struct jinn_api {
     unsigned n_fetchers;
     uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
     bool stopping;
+    struct jinn_index_wait *index_waits; /* reads waiting for min_index */
+    unsigned n_index_waits;
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -142,6 +144,15 @@ void jinn_api_queue_stop(struct jinn_api *api);
 void jinn_api_kv_applied(void *data, uint64_t index);
 /* Answers every pending watch (shutdown). */
 void jinn_api_stop(struct jinn_api *api);
+
+/* min_index (read-your-writes): parked reads are served once this node
+ * applied their index (called after every applied command), answered 503
+ * at shutdown. */
+void jinn_api_index_applied(struct jinn_api *api, uint64_t index);
+void jinn_api_index_stop(struct jinn_api *api);
+/* min_index from the query, else the X-Jinn-Min-Index header; 0 when
+ * absent. False when it has replied (400). */
+bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min);
 
 /* Shared helpers for handlers. */
 

@@ -148,7 +148,8 @@ static void reply_revision(struct jinn_http_request *req, int code, uint64_t rev
     json_t *obj;
     if (code == JINN_OK) {
         set_etag(req, revision);
-        jinn_http_reply_json(req, 200, json_pack("{s:I}", "revision", (json_int_t)revision));
+        jinn_http_reply_json(req, 200, json_pack("{s:I, s:I}", "revision", (json_int_t)revision,
+                                                 "index", (json_int_t)revision));
         return;
     }
     if (code == JINN_ECONFLICT) {
@@ -501,7 +502,7 @@ void jinn_api_kv_applied(void *data, uint64_t index)
 {
     struct jinn_api *api = data;
     const struct jinn_kv *kv = &jinn_node_fsm(api->node)->kv;
-    (void)index;
+    jinn_api_index_applied(api, index);
     jinn_api_queue_applied(api);
     jinn_api_lock_applied(api);
     for (struct jinn_watcher *w = api->watchers, *next; w != NULL; w = next) {
@@ -525,6 +526,7 @@ void jinn_api_stop(struct jinn_api *api)
     jinn_fetch_stop_all();
     jinn_api_queue_stop(api);
     jinn_api_lock_stop(api);
+    jinn_api_index_stop(api);
     jinn_api_sql_stop(api);
     while (api->watchers != NULL) {
         struct jinn_watcher *w = api->watchers;
