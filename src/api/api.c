@@ -357,7 +357,8 @@ void jinn_api_freshness(struct jinn_api *api, struct jinn_http_request *req, boo
     struct jinn_node_status st;
     char buf[32];
     jinn_node_status(api->node, &st);
-    snprintf(buf, sizeof buf, "%" PRIu64, st.applied_index);
+    snprintf(buf, sizeof buf, "%" PRIu64,
+             st.applied_index > api->applied_seen ? st.applied_index : api->applied_seen);
     jinn_http_add_header(req, "X-Jinn-Applied-Index", buf);
     snprintf(buf, sizeof buf, "%" PRId64, st.leader_contact_ms);
     jinn_http_add_header(req, "X-Jinn-Leader-Contact-Ms", buf);
@@ -432,7 +433,7 @@ static uint64_t applied_index(struct jinn_api *api)
 {
     struct jinn_node_status st;
     jinn_node_status(api->node, &st);
-    return st.applied_index;
+    return st.applied_index > api->applied_seen ? st.applied_index : api->applied_seen;
 }
 
 static void serve(struct jinn_api *api, struct jinn_http_request *req, bool linearizable,
@@ -444,6 +445,7 @@ static void serve(struct jinn_api *api, struct jinn_http_request *req, bool line
 
 void jinn_api_index_applied(struct jinn_api *api, uint64_t index)
 {
+    api->applied_seen = index; /* this hook runs with index applied */
     for (struct jinn_index_wait *w = api->index_waits, *next; w != NULL; w = next) {
         next = w->next;
         if (index >= w->min) {

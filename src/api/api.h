@@ -34,6 +34,7 @@ struct jinn_api {
     bool stopping;
     struct jinn_index_wait *index_waits; /* reads waiting for min_index */
     unsigned n_index_waits;
+    uint64_t applied_seen; /* the apply hook's index: libraft counts it only after */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
