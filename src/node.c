@@ -17,6 +17,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "clock.h"
 #include "fresh.h"
 #include "ioguard.h"
 #include "log.h"
@@ -58,6 +59,9 @@ struct jinn_node {
 
     uv_timer_t tick;
     uint64_t last_stamp_ms;        /* last cluster time we proposed */
+    struct jinn_clock clock;       /* cluster time (clock.h) */
+    int64_t test_clock_offset_ms;  /* TEST ONLY: JINN_TEST_CLOCK_OFFSET_MS */
+    uint64_t seen_time, seen_mono; /* applied cluster time, and when (mono ms) seen */
     uint64_t last_leader_contact;  /* loop ms; 0 = never */
     uint64_t last_seen[JINN_CONFIG_MAX_PEERS]; /* loop ms, by cfg peer index */
     bool was_leader;
@@ -152,6 +156,38 @@ static uint64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* TEST ONLY: JINN_TEST_CLOCK_OFFSET_MS (signed) shifts this node's wall
+ * clock, read once at start, to test clock steps and skewed leaders. */
+static int64_t test_clock_offset(void)
+{
+    const char *v = getenv("JINN_TEST_CLOCK_OFFSET_MS");
+    long long ms;
+    char *end;
+    if (v == NULL || *v == '\0') {
+        return 0;
+    }
+    ms = strtoll(v, &end, 10);
+    if (*end != '\0' || ms > 100000000000LL || ms < -100000000000LL) {
+        jinn_warn("ignoring JINN_TEST_CLOCK_OFFSET_MS=%s", v);
+        return 0;
+    }
+    jinn_warn("TEST ONLY: wall clock shifted by %lld ms (JINN_TEST_CLOCK_OFFSET_MS)", ms);
+    return (int64_t)ms;
+}
+
+/* The cluster time a command proposed now gets (clock.h). */
+static uint64_t cluster_now(struct jinn_node *node, bool commit)
+{
+    uint64_t wall = wall_ms() + (uint64_t)node->test_clock_offset_ms; /* wraps as signed */
+    uint64_t mono = uv_hrtime() / 1000000u;
+    uint64_t resume = 0;
+    if (node->seen_time != 0 && node->seen_time == node->fsm.time_ms) {
+        resume = node->seen_time + (mono - node->seen_mono);
+    }
+    return jinn_clock_stamp(&node->clock, node->raft.current_term, mono, wall,
+                            node->fsm.time_ms, resume, commit);
 }
 
 static int peer_index(const struct jinn_node *node, uint64_t id)
@@ -367,6 +403,7 @@ int jinn_node_start(struct jinn_node *node)
     node->guard.on_recv_data = node;
     node->guard.loop = node->loop;
     node->guard.append_delay_ms = test_append_delay();
+    node->test_clock_offset_ms = test_clock_offset();
     rv = raft_init(&node->raft, &node->guard.io, &node->fsm.iface, node->id, node->address);
     if (rv != 0) {
         jinn_error("raft init: %s", raft_errmsg(&node->raft));
@@ -453,7 +490,7 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     struct jinn_wbuf w;
     struct raft_buffer buf;
     struct proposal *p;
-    uint64_t now = wall_ms();
+    uint64_t now;
     int rv;
 
     if (node->stopping) {
@@ -462,12 +499,11 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     if (raft_state(&node->raft) != RAFT_LEADER) {
         return JINN_ENOTLEADER;
     }
-    /* Cluster time never goes backwards, whatever this leader's clock says. */
+    /* Monotonic from the log's last cluster time, steered by the wall clock
+     * at most 1 %: a clock step on any node cannot end a TTL early. */
+    now = cluster_now(node, true);
     if (now < node->last_stamp_ms) {
         now = node->last_stamp_ms;
-    }
-    if (now < node->fsm.time_ms) {
-        now = node->fsm.time_ms;
     }
     c->time_ms = now;
     jinn_wbuf_init(&w);
@@ -623,7 +659,7 @@ static void advance_cluster_time(struct jinn_node *node)
     if (queue_due != 0 && (due == 0 || queue_due < due)) {
         due = queue_due;
     }
-    if (due == 0 || node->time_tick_inflight || wall_ms() < due) {
+    if (due == 0 || node->time_tick_inflight || cluster_now(node, false) < due) {
         return;
     }
     memset(&c, 0, sizeof c);
@@ -818,6 +854,11 @@ static void tick_cb(uv_timer_t *timer)
     const char *leader_address;
 
     raft_leader(&node->raft, &leader_id, &leader_address);
+    if (node->fsm.time_ms != node->seen_time) {
+        /* Noted at most a tick late: the time since is underestimated. */
+        node->seen_time = node->fsm.time_ms;
+        node->seen_mono = uv_hrtime() / 1000000u;
+    }
     if (state == RAFT_LEADER) {
         if (!node->was_leader) {
             /* Fresh leadership: give every member a full grace period. */
