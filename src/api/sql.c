@@ -83,12 +83,12 @@ static void exec_committed(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     /* {"results": <the array apply produced>} */
-    text = jinn_malloc(strlen(sql->reply) + 16);
+    text = jinn_malloc(strlen(sql->reply) + 48);
     if (text == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;
     }
-    sprintf(text, "{\"results\":%s}", sql->reply);
+    sprintf(text, "{\"results\":%s,\"index\":%" PRIu64 "}", sql->reply, res->index);
     jinn_http_reply(req, 200, "application/json", text, strlen(text));
     jinn_free(text);
 }
