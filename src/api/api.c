@@ -395,6 +395,7 @@ struct jinn_index_wait {
     struct jinn_http_request *req;
     jinn_api_read_fn fn;
     bool linearizable;
+    bool raw; /* fn adds its own freshness headers */
     uint64_t min;
     uv_timer_t timer;
     struct jinn_index_wait *prev, *next;
@@ -451,9 +452,13 @@ void jinn_api_index_applied(struct jinn_api *api, uint64_t index)
         if (index >= w->min) {
             struct jinn_http_request *req = w->req;
             jinn_api_read_fn fn = w->fn;
-            bool lin = w->linearizable;
+            bool lin = w->linearizable, raw = w->raw;
             index_unpark(w);
-            serve(api, req, lin, fn);
+            if (raw) {
+                fn(api, req);
+            } else {
+                serve(api, req, lin, fn);
+            }
         }
     }
 }
@@ -499,8 +504,8 @@ bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min)
 /* Serves the read now when this node applied min_index (from the request),
  * else parks it until it has (bounded by the request timeout: 503
  * too_stale). Never blocks the loop. */
-static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
-                           bool linearizable, jinn_api_read_fn fn)
+static void park_at_index(struct jinn_api *api, struct jinn_http_request *req,
+                          bool linearizable, bool raw, jinn_api_read_fn fn)
 {
     uint64_t min;
     struct jinn_index_wait *w;
@@ -508,7 +513,11 @@ static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     if (min <= applied_index(api)) {
-        serve(api, req, linearizable, fn);
+        if (raw) {
+            fn(api, req);
+        } else {
+            serve(api, req, linearizable, fn);
+        }
         return;
     }
     if (api->n_index_waits >= INDEX_WAITS_MAX || api->stopping ||
@@ -521,6 +530,7 @@ static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
     w->req = req;
     w->fn = fn;
     w->linearizable = linearizable;
+    w->raw = raw;
     w->min = min;
     uv_timer_init(api->loop, &w->timer);
     w->timer.data = w;
@@ -530,6 +540,18 @@ static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
     }
     api->index_waits = w;
     uv_timer_start(&w->timer, index_wait_timeout, api->cfg->request_timeout_ms, 0);
+}
+
+static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
+                           bool linearizable, jinn_api_read_fn fn)
+{
+    park_at_index(api, req, linearizable, false, fn);
+}
+
+void jinn_api_at_index_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                                jinn_api_read_fn fn)
+{
+    park_at_index(api, req, false, true, fn);
 }
 
 void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,

@@ -164,6 +164,10 @@ typedef void (*jinn_api_read_fn)(struct jinn_api *api, struct jinn_http_request 
 void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
                             bool linearizable, jinn_api_read_fn fn);
 void jinn_api_freshness(struct jinn_api *api, struct jinn_http_request *req, bool linearizable);
+/* fn(api, req) once this node applied the request's min_index (now when
+ * absent); fn adds its own freshness headers. Either runs fn or replies. */
+void jinn_api_at_index_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                                jinn_api_read_fn fn);
 
 /* A parameter from the query string, else from the JSON body object (may be
  * NULL): copied into buf as text. False when it has replied (malformed). */

@@ -599,6 +599,26 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     uv_timer_start(&w->timer, watch_timeout, timeout_ms, 0);
 }
 
+/* A watch whose min_index was applied: its args are re-derived from the
+ * request (the route args do not outlive the handler). */
+static void watch_at_index(struct jinn_api *api, struct jinn_http_request *req)
+{
+    struct jinn_route_args *args = jinn_malloc(sizeof *args);
+    char *prefix = jinn_malloc(JINN_KV_KEY_MAX + 1);
+    bool has_prefix;
+    if (args == NULL || prefix == NULL || !args_of(req, args, false)) {
+        jinn_http_reply_error(req, args && prefix ? JINN_EINVAL : JINN_ENOMEM, NULL);
+    } else if (query_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &has_prefix)) {
+        if (!has_prefix) {
+            prefix[0] = '\0';
+        }
+        args->arg[0][args->len[0]] = '\0';
+        watch(api, req, args, prefix);
+    }
+    jinn_free(args);
+    jinn_free(prefix);
+}
+
 void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args)
 {
@@ -612,7 +632,8 @@ void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     if (is_watch) {
-        watch(api, req, args, prefix);
+        /* min_index: the watch starts once this node applied it. */
+        jinn_api_at_index_or_reply(api, req, watch_at_index);
         return;
     }
     if (!read_mode_or_reply(api, req, args->arg[0], &mode)) {
