@@ -97,6 +97,16 @@ def test_a_write_is_seen_by_a_read_with_its_index_on_a_lagging_node(cluster_fact
                                         headers={"X-Jinn-Min-Index": str(index)})
         assert code == 200, body
         assert f"user{round_}" in body.decode()
+    # A watch from a revision, with min_index: it starts only once this node
+    # applied the write, so it reports it rather than waiting past it.
+    code, hdr, _ = lagging.request("/v1/kv/sessions/watched", "PUT", b"w")
+    assert code == 200
+    index = int(hdr["X-Jinn-Index"])
+    code, _, body = lagging.request(
+        f"/v1/kv/sessions?watch=1&after={index - 1}&timeout=3s&min_index={index}")
+    assert code == 200, body
+    events = json.loads(body)["events"]
+    assert any(e["key"] == "watched" and e["revision"] == index for e in events), events
     # Bad and unreachable indexes.
     assert lagging.request("/v1/kv/sessions/user0?consistency=stale&min_index=x")[0] == 400
     assert lagging.request("/v1/kv/sessions/user0?consistency=stale&min_index=-1")[0] == 400
