@@ -296,6 +296,12 @@ static void print_status(json_t *st)
                str_or(m, "name", "?"), str_or(m, "role", "?"), str_or(m, "address", ""),
                str_or(m, "api", "-"));
     }
+    if (json_is_true(json_object_get(st, "diverged"))) {
+        json_t *d = json_object_get(st, "divergence");
+        printf("DIVERGED at check %" JSON_INTEGER_FORMAT " in %s: reads refused; restart this "
+               "node\n",
+               json_integer_value(json_object_get(d, "index")), str_or(d, "sections", "?"));
+    }
 }
 
 int jinn_cli_status(int argc, char **argv)

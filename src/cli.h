@@ -34,6 +34,8 @@ int jinn_cli_queue(int argc, char **argv);
 int jinn_cli_worker(int argc, char **argv);
 /* jinn sql exec|query DB SQL [PARAM...], jinn sql DB (cli_sql.c) */
 int jinn_cli_sql(int argc, char **argv);
+/* jinn check: a replica check; exit 0 agree, 1 diverged, 2 incomplete (cli_check.c) */
+int jinn_cli_check(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */

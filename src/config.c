@@ -79,6 +79,7 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->read_timeout_ms = 10000;
     cfg->lock_max_ttl_ms = 3600000;
     cfg->max_connections = 1024;
+    cfg->check_interval_ms = 600000;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
         set_str(&cfg->http_listen, "127.0.0.1:8080") ||
         set_str(&cfg->cluster_name, "jinn") ||
@@ -860,6 +861,7 @@ static const struct directive directives[] = {
     {"lock_max_ttl", K_DURATION, FIELD(lock_max_ttl_ms), 1000, 604800000},
     {"max_connections", K_UINT, FIELD(max_connections), 1, 100000},
     {"debug", K_BOOL, FIELD(debug_log), 0, 0},
+    {"check_interval", K_DURATION, FIELD(check_interval_ms), 0, 604800000},
     {"consensus", K_BLOCK, 0, 0, 0},
     {"queues", K_BLOCK, 0, 0, 0},
 };

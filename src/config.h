@@ -72,6 +72,7 @@ struct jinn_config {
     uint64_t read_timeout_ms; /* a started request must be complete by then */
     uint64_t lock_max_ttl_ms;
     unsigned max_connections;
+    unsigned check_interval_ms; /* leader proposes a replica check; 0 = never */
     bool debug_log;
 };
 

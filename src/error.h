@@ -43,7 +43,9 @@
     X(JINN_EIO, "io_error", 500, "input/output error")                              \
     X(JINN_ERAFT, "raft_error", 500, "consensus error")                             \
     X(JINN_ECONFIG, "bad_config", 400, "invalid configuration")                     \
-    X(JINN_EINTERNAL, "internal", 500, "internal error")
+    X(JINN_EINTERNAL, "internal", 500, "internal error")                            \
+    X(JINN_EDIVERGED, "diverged", 503,                                              \
+      "this replica's state differs from the majority's; it serves no reads until restarted")
 
 #define JINN_ERROR_ENUM(code, name, http, msg) code,
 enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };

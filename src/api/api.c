@@ -46,6 +46,9 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0}, /* read-only check, then leader */
     {"POST", "/v1/sql/{}/query", jinn_api_sql_query, 0},
     {"GET", "/v1/sql/{}", jinn_api_sql_info, 0},
+    {"POST", "/v1/cluster/check", jinn_api_check_start, JINN_ROUTE_LEADER},
+    {"GET", "/v1/cluster/check", jinn_api_check_show, JINN_ROUTE_LEADER},
+    {"GET", "/v1/internal/digest", jinn_api_check_digest, 0},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -57,6 +60,7 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     api->node = node;
     uv_timer_init(loop, &api->queue_kick);
     api->queue_kick.data = api;
+    jinn_api_check_init(api);
 }
 
 /* Matches path against pattern, capturing {} segments into args. Returns 1
@@ -559,6 +563,11 @@ void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
 {
     struct pending_read *pr;
     int rv;
+    /* A replica found diverged serves nothing from its own state. */
+    if (jinn_api_check_diverged(api) && (!linearizable || jinn_node_is_leader(api->node))) {
+        jinn_http_reply_error(req, JINN_EDIVERGED, NULL);
+        return;
+    }
     if (!linearizable) {
         serve_at_index(api, req, false, fn);
         return;

@@ -35,6 +35,7 @@ struct jinn_api {
     struct jinn_index_wait *index_waits; /* reads waiting for min_index */
     unsigned n_index_waits;
     uint64_t applied_seen; /* the apply hook's index: libraft counts it only after */
+    struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -154,6 +155,22 @@ void jinn_api_index_stop(struct jinn_api *api);
 /* min_index from the query, else the X-Jinn-Min-Index header; 0 when
  * absent. False when it has replied (400). */
 bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min);
+/* Replica checks (api/check.c). */
+void jinn_api_check_init(struct jinn_api *api);
+void jinn_api_check_stop(struct jinn_api *api);
+/* After every applied command: digests the state when it was a CHECK. */
+void jinn_api_check_applied(struct jinn_api *api, uint64_t index);
+/* True once the leader found this node diverged: local reads are refused. */
+bool jinn_api_check_diverged(const struct jinn_api *api);
+void jinn_api_check_status(const struct jinn_api *api, json_t *status);
+struct jinn_wbuf;
+void jinn_api_check_metrics(const struct jinn_api *api, struct jinn_wbuf *w);
+void jinn_api_check_digest(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_check_start(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args);
 
 /* Shared helpers for handlers. */
 

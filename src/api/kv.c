@@ -505,6 +505,7 @@ void jinn_api_kv_applied(void *data, uint64_t index)
     jinn_api_index_applied(api, index);
     jinn_api_queue_applied(api);
     jinn_api_lock_applied(api);
+    jinn_api_check_applied(api, index);
     for (struct jinn_watcher *w = api->watchers, *next; w != NULL; w = next) {
         uint64_t last = 0;
         json_t *events;
@@ -528,6 +529,7 @@ void jinn_api_stop(struct jinn_api *api)
     jinn_api_lock_stop(api);
     jinn_api_index_stop(api);
     jinn_api_sql_stop(api);
+    jinn_api_check_stop(api);
     while (api->watchers != NULL) {
         struct jinn_watcher *w = api->watchers;
         uv_timer_stop(&w->timer);

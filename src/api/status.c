@@ -67,6 +67,7 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;
     }
+    jinn_api_check_status(api, obj);
     jinn_http_reply_json(req, 200, obj);
 }
 
@@ -190,6 +191,7 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
                              q->name, q->published, q->name, q->delivered, q->name, q->acked);
         }
     }
+    jinn_api_check_metrics(api, &w);
 #undef GAUGE
 #undef COUNTER
     if (w.failed) {

@@ -42,6 +42,8 @@ const char *jinn_cmd_type_name(int type)
         return "sql_exec";
     case JINN_CMD_LOCK_WITHDRAW:
         return "lock_withdraw";
+    case JINN_CMD_CHECK:
+        return "check";
     default:
         return "unknown";
     }
@@ -68,6 +70,7 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
     jinn_wbuf_put_u64(w, c->time_ms);
     switch (c->type) {
     case JINN_CMD_NOOP:
+    case JINN_CMD_CHECK:
         break;
     case JINN_CMD_NODE_SET:
         if (c->node.name.len == 0 || c->node.name.len > JINN_NODE_NAME_MAX ||
@@ -191,6 +194,7 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     }
     switch (c->type) {
     case JINN_CMD_NOOP:
+    case JINN_CMD_CHECK:
         break;
     case JINN_CMD_NODE_SET:
         c->node.id = jinn_rbuf_get_u64(&r);

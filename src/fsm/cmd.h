@@ -62,6 +62,7 @@ enum jinn_cmd_type {
     JINN_CMD_Q_REQUEUE = 14, /* dead letter back to ready */
     JINN_CMD_Q_DROP = 15,    /* forget a dead letter */
     JINN_CMD_SQL_EXEC = 16,  /* statements run in one transaction */
+    JINN_CMD_CHECK = 17,     /* replicas digest their state here; changes nothing */
     /* a waiting acquire (lock.token = its raft index) leaves the line */
     JINN_CMD_LOCK_WITHDRAW = 21,
     JINN_CMD_TYPE_MAX

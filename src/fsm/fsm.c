@@ -51,6 +51,11 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     switch (c.type) {
     case JINN_CMD_NOOP:
         break;
+    case JINN_CMD_CHECK:
+        /* Changes nothing: the apply hook digests the state as of this
+         * index on every replica (api/check.c). */
+        fsm->check_index = index;
+        break;
     case JINN_CMD_NODE_SET:
         rv = jinn_nodes_apply(&fsm->nodes, &c);
         break;

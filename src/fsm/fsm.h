@@ -49,6 +49,8 @@ struct jinn_fsm {
     /* Told after every applied command (watchers wake up here). Not state. */
     void (*on_apply)(void *data, uint64_t index);
     void *on_apply_data;
+    /* Index of the last CHECK applied here, for the apply hook. Not state. */
+    uint64_t check_index;
 };
 
 void jinn_fsm_init(struct jinn_fsm *fsm);
