@@ -152,8 +152,40 @@ static void forwarded(void *data, int code, const struct jinn_http_msg *head, co
     jinn_http_reply(req, head->status, ctype, body, body_len);
 }
 
+/* A relayed long poll (a waiting lock acquire, a parked queue fetch)
+ * watches its client: when the client goes, the relay to the leader is
+ * dropped too, so the leader sees its client go (and withdraws a waiting
+ * acquire) instead of holding a place for nobody. */
+#define RELAY_POLL_MS 100
+
+struct long_relay {
+    uv_timer_t timer;
+    struct jinn_http_request *req;
+};
+
+static void long_relay_closed(uv_handle_t *h) { jinn_free(h->data); }
+
+static void long_relay_tick(uv_timer_t *t)
+{
+    struct long_relay *lr = t->data;
+    if (!jinn_http_client_alive(lr->req)) {
+        jinn_fetch_cancel(lr); /* runs long_forwarded now */
+    }
+}
+
+static void long_forwarded(void *data, int code, const struct jinn_http_msg *head,
+                           const char *body, size_t body_len)
+{
+    struct long_relay *lr = data;
+    struct jinn_http_request *req = lr->req;
+    uv_timer_stop(&lr->timer);
+    uv_close((uv_handle_t *)&lr->timer, long_relay_closed);
+    forwarded(req, code, head, body, body_len);
+}
+
 void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *req)
 {
+    struct long_relay *lr = NULL;
     struct jinn_node_status st;
     struct jinn_wbuf headers;
     uint64_t timeout;
@@ -199,11 +231,25 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
             jinn_http_query_get(req->query, req->query_len, "wait", wait, sizeof wait) >= 0 ||
             (req->body_len > 0 && memmem(req->body, req->body_len, "\"wait\"", 6) != NULL)) {
             timeout += FORWARD_LONG_POLL_MS;
+            lr = jinn_malloc(sizeof *lr);
         }
     }
-    rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
-                    req->msg.target_len, (const char *)headers.data, req->body, req->body_len,
-                    timeout, forwarded, req);
+    if (lr != NULL) {
+        lr->req = req;
+        uv_timer_init(api->loop, &lr->timer);
+        lr->timer.data = lr;
+        uv_timer_start(&lr->timer, long_relay_tick, RELAY_POLL_MS, RELAY_POLL_MS);
+        rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
+                        req->msg.target_len, (const char *)headers.data, req->body,
+                        req->body_len, timeout, long_forwarded, lr);
+        if (rv != 0) {
+            uv_close((uv_handle_t *)&lr->timer, long_relay_closed);
+        }
+    } else {
+        rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
+                        req->msg.target_len, (const char *)headers.data, req->body,
+                        req->body_len, timeout, forwarded, req);
+    }
     jinn_wbuf_free(&headers);
     if (rv != 0) {
         api->forwards_failed++;

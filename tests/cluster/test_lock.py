@@ -246,12 +246,15 @@ def _raw_waiting_acquire(node, name, owner):
     return s
 
 
-def test_a_waiter_whose_client_went_away_leaves_the_line(cluster):
-    """Issue 12 item 3: a gone waiter must not be granted (ghost holder)."""
+@pytest.mark.parametrize("via", ["leader", "follower"])
+def test_a_waiter_whose_client_went_away_leaves_the_line(cluster, via):
+    """Issue 12 item 3: a gone waiter must not be granted (ghost holder),
+    also when its acquire was relayed by a follower."""
     leader = cluster.wait_leader()
     code, first = acquire(leader, "ghost", "holder", "30s")
     assert code == 200
-    s = _raw_waiting_acquire(leader, "ghost", "gone")
+    entry = leader if via == "leader" else next(n for n in cluster.nodes if n is not leader)
+    s = _raw_waiting_acquire(entry, "ghost", "gone")
     wait_for(lambda: lock(leader, "GET", "ghost")[1]["waiting"] == 1, what="waiter in line")
     s.close()
     # Withdrawn from the replicated line by a command, well before its wait.
