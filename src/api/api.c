@@ -562,7 +562,7 @@ static void park_at_index(struct jinn_api *api, struct jinn_http_request *req,
     if (!jinn_api_min_index_or_reply(req, &min)) {
         return;
     }
-    if (min <= applied_index(api)) {
+    if (min == 0 || min <= applied_index(api)) {
         if (raw) {
             fn(api, req);
         } else {
