@@ -24,6 +24,10 @@
 
 /* How often the node looks after its membership duties. */
 #define TICK_MS 100u
+/* A tick this late means the loop stalled; messages read in the next
+ * STALL_DISTRUST_MS may be old and do not count for freshness. */
+#define STALL_MS (3u * TICK_MS)
+#define STALL_DISTRUST_MS (2u * TICK_MS)
 /* A member seen within this many election timeouts counts as healthy. */
 #define HEALTHY_TIMEOUTS 2u
 
@@ -62,6 +66,8 @@ struct jinn_node {
     struct jinn_clock clock;       /* cluster time (clock.h) */
     int64_t test_clock_offset_ms;  /* TEST ONLY: JINN_TEST_CLOCK_OFFSET_MS */
     uint64_t seen_time, seen_mono; /* applied cluster time, and when (mono ms) seen */
+    uint64_t last_tick;            /* loop ms of the last tick */
+    uint64_t distrust_until;       /* loop ms: messages may be stale in transit */
     uint64_t last_leader_contact;  /* loop ms; 0 = never */
     uint64_t last_seen[JINN_CONFIG_MAX_PEERS]; /* loop ms, by cfg peer index */
     bool was_leader;
@@ -313,6 +319,11 @@ static void heard(void *data, const struct raft_message *m)
 {
     struct jinn_node *node = data;
     uint64_t now = uv_now(node->loop);
+    if (now < node->distrust_until) {
+        /* Just back from a stall: what arrives now may have waited in the
+         * socket all along, and says nothing about the present. */
+        return;
+    }
     if (m->type == RAFT_IO_APPEND_ENTRIES && m->append_entries.term >= node->raft.current_term) {
         jinn_fresh_heard_leader(&node->fresh, now, m->append_entries.leader_commit);
     } else if (m->type == RAFT_IO_APPEND_ENTRIES_RESULT &&
@@ -854,6 +865,15 @@ static void tick_cb(uv_timer_t *timer)
     const char *leader_address;
 
     raft_leader(&node->raft, &leader_id, &leader_address);
+    /* libuv runs timers before I/O in a loop turn, so after a stall (the
+     * process was stopped, starved or swapped) this runs before the
+     * messages that queued up meanwhile are read: those are not taken as
+     * news from the present (freshness, fresh.h). */
+    if (node->last_tick != 0 && now - node->last_tick > STALL_MS) {
+        node->distrust_until = now + STALL_DISTRUST_MS;
+        jinn_debug("event loop stalled for %llu ms", (unsigned long long)(now - node->last_tick));
+    }
+    node->last_tick = now;
     if (node->fsm.time_ms != node->seen_time) {
         /* Noted at most a tick late: the time since is underestimated. */
         node->seen_time = node->fsm.time_ms;

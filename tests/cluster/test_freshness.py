@@ -114,3 +114,30 @@ def test_a_cut_off_leader_reports_itself_stale(cluster_factory):
     assert st["role"] != "leader" or not st["quorum"]
     code, _, _ = stale_get(leader, "k")
     assert checked > 0 or st["role"] != "leader"
+
+
+def test_a_paused_follower_does_not_claim_freshness_it_lost(cluster_factory):
+    import threading
+    c = cluster_factory(3, extra_config=AP).start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    follower = next(n for n in c.nodes if n is not leader)
+    put(leader, "k", "before")
+    wait_for(lambda: value_of(stale_get(follower, "k")[2]) == "before", what="follower has it")
+    follower.pause()
+    try:
+        put(leader, "k", "after")
+        acked = time.time()
+        result = {}
+        # Asked while paused: answered first thing after SIGCONT.
+        t = threading.Thread(target=lambda: result.update(r=stale_get(follower, "k")))
+        t.start()
+        wait_for(lambda: time.time() - acked > 1.0, what="a second passes")
+    finally:
+        follower.resume()
+    t.join(timeout=10)
+    code, hdr, body = result["r"]
+    assert code == 200, body
+    if value_of(body) != "after":
+        contact = int(hdr["X-Jinn-Leader-Contact-Ms"])
+        assert contact < 0 or contact >= 1000 - 60, contact
