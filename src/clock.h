@@ -14,8 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define JINN_CLOCK_SLEW_PPM 10000u  /* 1 %: how fast the wall clock may steer */
-#define JINN_CLOCK_ANCHOR_MS 1000u  /* a new anchor at most this often */
+#define JINN_CLOCK_SLEW_PPM 10000u /* 1 %: how fast the wall clock may steer */
+#define JINN_CLOCK_ANCHOR_MS 1000u /* a new anchor at most this often */
 
 struct jinn_clock {
     bool set;

@@ -3,7 +3,10 @@
 
 #include <string.h>
 
-void jinn_fresh_init(struct jinn_fresh *f) { memset(f, 0, sizeof *f); }
+void jinn_fresh_init(struct jinn_fresh *f)
+{
+    memset(f, 0, sizeof *f);
+}
 
 void jinn_fresh_heard_leader(struct jinn_fresh *f, uint64_t now, uint64_t leader_commit)
 {

@@ -19,8 +19,8 @@
 
 #include <stdint.h>
 
-#define JINN_FRESH_RING 64   /* (time, leader commit) pairs kept */
-#define JINN_FRESH_PEERS 64  /* voters whose last answer is tracked */
+#define JINN_FRESH_RING 64  /* (time, leader commit) pairs kept */
+#define JINN_FRESH_PEERS 64 /* voters whose last answer is tracked */
 
 struct jinn_fresh {
     struct {

@@ -107,6 +107,13 @@ def test_a_write_is_seen_by_a_read_with_its_index_on_a_lagging_node(cluster_fact
     assert code == 200, body
     events = json.loads(body)["events"]
     assert any(e["key"] == "watched" and e["revision"] == index for e in events), events
+    # Queue stats with min_index (and the write's X-Jinn-Index).
+    code, hdr, _ = lagging.request("/v1/queues/ryw", "POST", b"job")
+    assert code in (200, 201), code
+    index = int(hdr["X-Jinn-Index"])
+    code, _, body = lagging.request(f"/v1/queues/ryw?min_index={index}")
+    assert code == 200, body
+    assert b"min_index" not in body
     # Bad and unreachable indexes.
     assert lagging.request("/v1/kv/sessions/user0?consistency=stale&min_index=x")[0] == 400
     assert lagging.request("/v1/kv/sessions/user0?consistency=stale&min_index=-1")[0] == 400
