@@ -142,6 +142,9 @@ static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
     if (res->code == JINN_OK && k != NULL) {
         obj = lock_json(k, fsm->time_ms, true);
         json_object_set_new(obj, "state", json_string("leader"));
+        if (acquire) {
+            json_object_set_new(obj, "granted", json_true());
+        }
         jinn_http_reply_json(req, 200, obj);
         return;
     }
@@ -152,6 +155,9 @@ static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
             obj = json_object();
         }
         json_object_set_new(obj, "state", json_string("follower"));
+        if (acquire) {
+            json_object_set_new(obj, "granted", json_false());
+        }
         json_object_set_new(obj, "error", json_string(jinn_error_name(JINN_ECONFLICT)));
         json_object_set_new(obj, "message",
                             json_string(acquire ? "held by another owner"
