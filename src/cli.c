@@ -283,7 +283,7 @@ static void print_status(json_t *st)
     }
     printf("quorum   %s", json_is_true(json_object_get(st, "quorum")) ? "yes" : "NO");
     if (json_is_integer(contact)) {
-        printf(" (leader heard %" JSON_INTEGER_FORMAT " ms ago)", json_integer_value(contact));
+        printf(" (up to date as of %" JSON_INTEGER_FORMAT " ms ago)", json_integer_value(contact));
     }
     printf("\nlog      commit %" JSON_INTEGER_FORMAT "  applied %" JSON_INTEGER_FORMAT
            "  last %" JSON_INTEGER_FORMAT "\n",
