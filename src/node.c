@@ -192,6 +192,12 @@ static uint64_t cluster_now(struct jinn_node *node, bool commit)
     if (node->seen_time != 0 && node->seen_time == node->fsm.time_ms) {
         resume = node->seen_time + (mono - node->seen_mono);
     }
+    if (node->ready_term != node->raft.current_term) {
+        /* A new leader that has not applied its log yet does not know the
+         * cluster time: no anchor (and no wall clock) until it has. */
+        uint64_t t = node->fsm.time_ms > node->clock.last ? node->fsm.time_ms : node->clock.last;
+        return resume > t ? resume : t;
+    }
     return jinn_clock_stamp(&node->clock, node->raft.current_term, mono, wall,
                             node->fsm.time_ms, resume, commit);
 }
