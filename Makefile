@@ -30,7 +30,7 @@ TEST_LIB  := $(LIB_SRC:%.c=build/test/%.o)
 UNIT_OBJ  := $(UNIT_SRC:%.c=build/test/%.o)
 VG_OBJ    := $(LIB_SRC:%.c=build/vg/%.o) $(UNIT_SRC:%.c=build/vg/%.o)
 
-.PHONY: all deps run test unit cluster valgrind bench clean format
+.PHONY: all deps run test unit cluster valgrind bench clean format fuzz fuzz-check fuzz-build
 
 all: build/jinn
 
@@ -74,6 +74,7 @@ test: deps
 	@scripts/install-deps.sh
 	$(MAKE) build/test/jinn build/test/unit
 	$(MAKE) unit cluster
+	$(MAKE) fuzz-check
 
 unit: build/test/unit
 	ASAN_OPTIONS=detect_leaks=1 ./build/test/unit
@@ -101,6 +102,64 @@ bench: deps build/jinn build/bench/load
 	bench/run
 	bench/compare
 
+# Fuzzing (clang-14 + libFuzzer). Every tests/fuzz/NAME.c is one libFuzzer
+# target, linked against the library objects built with clang into
+# build/fuzz/obj/. Its committed corpus is tests/fuzz/corpus/NAME/.
+#   make fuzz        each target for FUZZ_SECONDS, new finds merged into the
+#                    corpus; a crash lands there too, as a regression input
+#   make fuzz-check  (part of make test) every corpus input once, then
+#                    FUZZ_CHECK_SECONDS of fuzzing; the corpus is not touched
+FUZZ_CC      := clang-14
+FUZZ_SECONDS ?= 150
+FUZZ_CHECK_SECONDS ?= 10
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS   = $(BASE_CFLAGS) -O1 -fno-omit-frame-pointer -Itests/fuzz -Itests/unit \
+                -Wno-string-conversion $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DJINN_FUZZ=1
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/*.c))
+FUZZ_NAMES   := $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_BIN     := $(FUZZ_NAMES:%=build/fuzz/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+# libFuzzer options for both modes: a slow input or a big allocation is a bug.
+FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+
+fuzz-build: $(FUZZ_BIN)
+
+build/fuzz/obj/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+build/fuzz/libjinn.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BIN): build/fuzz/%: tests/fuzz/%.c build/fuzz/libjinn.a $(wildcard tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< build/fuzz/libjinn.a $(LIBS)
+
+fuzz: $(FUZZ_BIN)
+	@set -e; for n in $(FUZZ_NAMES); do \
+	    mkdir -p tests/fuzz/corpus/$$n build/fuzz/new/$$n; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+	    ./build/fuzz/$$n $(FUZZ_OPTS) -max_total_time=$(FUZZ_SECONDS) \
+	        -artifact_prefix=tests/fuzz/corpus/$$n/crash- \
+	        build/fuzz/new/$$n tests/fuzz/corpus/$$n 2>&1 | tee build/fuzz/$$n.log | \
+	        grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::|==[0-9]+==ERROR|SUMMARY)' || true; \
+	    grep -q -E '==[0-9]+==ERROR|^SUMMARY|deadly signal|Test unit written' build/fuzz/$$n.log && \
+	        { echo "fuzz: $$n FAILED, see build/fuzz/$$n.log" >&2; exit 1; }; \
+	    ./build/fuzz/$$n -merge=1 tests/fuzz/corpus/$$n build/fuzz/new/$$n >build/fuzz/$$n.merge.log 2>&1; \
+	done
+
+fuzz-check: $(FUZZ_BIN)
+	@set -e; for n in $(FUZZ_NAMES); do \
+	    rm -rf build/fuzz/scratch/$$n; mkdir -p build/fuzz/scratch/$$n tests/fuzz/corpus/$$n; \
+	    echo "fuzz-check: $$n ($(FUZZ_CHECK_SECONDS) s)"; \
+	    ./build/fuzz/$$n $(FUZZ_OPTS) -max_total_time=$(FUZZ_CHECK_SECONDS) \
+	        -artifact_prefix=build/fuzz/scratch/$$n- \
+	        build/fuzz/scratch/$$n tests/fuzz/corpus/$$n >build/fuzz/$$n.check.log 2>&1 || \
+	        { tail -n 40 build/fuzz/$$n.check.log >&2; echo "fuzz-check: $$n FAILED" >&2; exit 1; }; \
+	    grep -E '^#[0-9]+[[:space:]]+DONE' build/fuzz/$$n.check.log || true; \
+	done
+
 format:
 	clang-format -i src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h
 
@@ -108,3 +167,4 @@ clean:
 	rm -rf build
 
 -include $(REL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(VG_OBJ:.o=.d)
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)

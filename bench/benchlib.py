@@ -52,8 +52,9 @@ class Cluster:
                         "    cache { mode ap  stale_reads true }\n"
                         "    bsql { mode ap }\n  }\n}\n")
             log = open(os.path.join(workdir, f"n{i + 1}.log"), "w")
-            self.procs.append(subprocess.Popen([JINN, "run", "-c", conf], stdout=log,
-                                               stderr=subprocess.STDOUT))
+            # A fresh cluster: the first start founds it (--bootstrap).
+            self.procs.append(subprocess.Popen([JINN, "run", "-c", conf, "--bootstrap"],
+                                               stdout=log, stderr=subprocess.STDOUT))
         self.urls = [f"http://127.0.0.1:{p}" for p in self.http]
 
     def leader(self, timeout=20):

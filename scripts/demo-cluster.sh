@@ -26,7 +26,17 @@ start)
     }
 }
 CONF
-        "$JINN" run -c "$DIR/n$i.conf" > "$DIR/n$i.log" 2>&1 &
+        if [ -f "$DIR/n$i.pid" ] && kill -0 "$(cat "$DIR/n$i.pid")" 2>/dev/null &&
+            [ "$(ps -o stat= -p "$(cat "$DIR/n$i.pid")" | cut -c1)" != Z ]; then
+            echo "n$i is already running (pid $(cat "$DIR/n$i.pid"))"
+            continue
+        fi
+        # --bootstrap only on the very first start: it founds the cluster.
+        # A restart (data_dir exists) recovers; a node whose data_dir was
+        # wiped comes back as a new node to add with `jinn members add`.
+        flag=""
+        [ -d "$DIR/data/n$i" ] || flag="--bootstrap"
+        "$JINN" run -c "$DIR/n$i.conf" $flag >> "$DIR/n$i.log" 2>&1 &
         echo $! > "$DIR/n$i.pid"
     done
     echo "started n1..n3; try: $JINN status --addr http://127.0.0.1:8082"

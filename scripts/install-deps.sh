@@ -1,10 +1,11 @@
 #!/bin/sh
 # Installs the Debian packages jinn builds, tests and benchmarks with.
+# clang-14 and libfuzzer-14-dev build the fuzzers (make fuzz, make test).
 # Called by make when pkg-config cannot find a library; safe to run again.
 set -eu
 
 PACKAGES="build-essential pkg-config libraft-dev libuv1-dev libjansson-dev \
-libsqlite3-dev python3 python3-pytest"
+libsqlite3-dev python3 python3-pytest clang-14 libfuzzer-14-dev"
 # --bench: what bench/compare runs jinn against.
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES="$PACKAGES etcd-server etcd-client nats-server libnats-dev e2fsprogs"

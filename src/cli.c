@@ -302,6 +302,10 @@ static void print_status(json_t *st)
                "node\n",
                json_integer_value(json_object_get(d, "index")), str_or(d, "sections", "?"));
     }
+    printf("cluster  %s\n", str_or(st, "cluster_id", "none yet"));
+    if (json_is_string(json_object_get(st, "note"))) {
+        printf("note     %s\n", str_or(st, "note", ""));
+    }
 }
 
 int jinn_cli_status(int argc, char **argv)

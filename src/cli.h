@@ -36,6 +36,10 @@ int jinn_cli_worker(int argc, char **argv);
 int jinn_cli_sql(int argc, char **argv);
 /* jinn check: a replica check; exit 0 agree, 1 diverged, 2 incomplete (cli_check.c) */
 int jinn_cli_check(int argc, char **argv);
+/* jinn members [list|add|remove|promote|demote] ... (cli_members.c) */
+int jinn_cli_members(int argc, char **argv);
+/* jinn leader transfer [NAME|ID] (cli_members.c) */
+int jinn_cli_leader(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */

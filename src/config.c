@@ -78,7 +78,7 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->read_timeout_ms = 10000;
     cfg->lock_max_ttl_ms = 3600000;
-    cfg->max_connections = 1024;
+    cfg->max_connections = 0; /* derived from the descriptor limit at start (daemon.c) */
     cfg->check_interval_ms = 600000;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
         set_str(&cfg->http_listen, "127.0.0.1:8080") ||

@@ -74,6 +74,9 @@ struct jinn_config {
     unsigned max_connections;
     unsigned check_interval_ms; /* leader proposes a replica check; 0 = never */
     bool debug_log;
+    /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
+     * data_dir is empty (never from a config file: see docs/operations.md). */
+    bool bootstrap;
 };
 
 struct jinn_config_error {

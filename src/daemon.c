@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "alloc.h"
@@ -24,6 +25,7 @@
 #include "error.h"
 #include "http.h"
 #include "log.h"
+#include "loopmon.h"
 #include "node.h"
 #include "version.h"
 
@@ -33,6 +35,7 @@ struct daemon {
     struct jinn_node *node;
     struct jinn_api api;
     uv_signal_t sigterm, sigint;
+    struct jinn_loopmon loopmon;
     bool stopping;
     int pending_stops;
 };
@@ -111,6 +114,64 @@ static void close_any(uv_handle_t *h, void *arg)
     }
 }
 
+/* Descriptors HTTP clients may not take: raft's connections and segments,
+ * SQL files and their WAL, relays to the leader, logs. The larger of these
+ * two is kept back from the soft limit. */
+#define FD_RESERVE_MIN 64
+#define FD_RESERVE_PERCENT 25
+/* A derived max_connections is capped here (each costs ~8 KiB idle). */
+#define MAX_CONNECTIONS_AUTO_CAP 16384
+#define MAX_CONNECTIONS_MIN 8
+
+/* Raises the descriptor soft limit to the hard one and decides how many
+ * HTTP connections fit under it. An explicit max_connections above that is
+ * clamped with a warning. Returns 0, or -1 when the limit leaves no room. */
+static int connection_budget(const struct jinn_config *cfg, unsigned *out)
+{
+    struct rlimit rl;
+    uint64_t soft, reserve, allowed;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        jinn_warn("getrlimit(RLIMIT_NOFILE) failed; assuming 1024 descriptors");
+        rl.rlim_cur = rl.rlim_max = 1024;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+            rl.rlim_cur = rl.rlim_max;
+        } else {
+            jinn_warn("could not raise the descriptor limit from %llu to %llu",
+                      (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+        }
+    }
+    soft = rl.rlim_cur == RLIM_INFINITY ? UINT64_C(1) << 20 : (uint64_t)rl.rlim_cur;
+    reserve = soft * FD_RESERVE_PERCENT / 100;
+    if (reserve < FD_RESERVE_MIN) {
+        reserve = FD_RESERVE_MIN;
+    }
+    allowed = soft > reserve ? soft - reserve : 0;
+    if (allowed < MAX_CONNECTIONS_MIN) {
+        jinn_error("descriptor limit %llu is too low: jinn keeps %llu for raft and SQL and "
+                   "needs %d more for clients (raise ulimit -n)",
+                   (unsigned long long)soft, (unsigned long long)reserve, MAX_CONNECTIONS_MIN);
+        return -1;
+    }
+    if (cfg->max_connections == 0) {
+        *out = allowed > MAX_CONNECTIONS_AUTO_CAP ? MAX_CONNECTIONS_AUTO_CAP : (unsigned)allowed;
+    } else if (cfg->max_connections > allowed) {
+        jinn_warn("max_connections %u clamped to %llu: the descriptor limit is %llu and %llu "
+                  "are kept for raft, SQL and forwarding",
+                  cfg->max_connections, (unsigned long long)allowed, (unsigned long long)soft,
+                  (unsigned long long)reserve);
+        *out = (unsigned)allowed;
+    } else {
+        *out = cfg->max_connections;
+    }
+    jinn_info("descriptor limit %llu: up to %u HTTP connections", (unsigned long long)soft,
+              *out);
+    return 0;
+}
+
 static int load_config(struct jinn_config *cfg, const char *path)
 {
     struct jinn_config_error err;
@@ -135,7 +196,7 @@ static int load_config(struct jinn_config *cfg, const char *path)
     return 0;
 }
 
-int jinn_daemon_run(const char *config_path)
+int jinn_daemon_run(const char *config_path, bool bootstrap)
 {
     struct daemon *d = jinn_calloc(1, sizeof *d);
     struct jinn_http_config http_cfg;
@@ -152,26 +213,34 @@ int jinn_daemon_run(const char *config_path)
         jinn_free(d);
         return rv;
     }
+    d->cfg.bootstrap = bootstrap;
     jinn_log_set_name(d->cfg.server_name);
     jinn_log_set_level(d->cfg.debug_log ? JINN_LOG_DEBUG : JINN_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
+    if (connection_budget(&d->cfg, &http_cfg.max_connections) != 0) {
+        jinn_config_free(&d->cfg);
+        jinn_free(d);
+        return 1;
+    }
     uv_loop_init(&d->loop);
+    jinn_loopmon_start(&d->loop, &d->loopmon);
 
     rv = jinn_node_create(&d->loop, &d->cfg, &d->node);
     if (rv == 0) {
         rv = jinn_node_start(d->node);
     }
     if (rv != 0) {
+        exit_code = rv == JINN_ECONFIG ? 2 : 1; /* 2: fix the configuration or command */
         goto out_close_loop;
     }
     jinn_api_init(&d->api, &d->loop, &d->cfg, d->node);
+    d->api.loopmon = &d->loopmon;
     jinn_node_set_announcer(d->node, jinn_api_announce, &d->api);
     jinn_node_set_apply_hook(d->node, jinn_api_kv_applied, &d->api);
     http_cfg.listen = d->cfg.http_listen;
     http_cfg.max_body = d->cfg.max_body_bytes;
     http_cfg.idle_timeout_ms = d->cfg.idle_timeout_ms;
     http_cfg.read_timeout_ms = d->cfg.read_timeout_ms;
-    http_cfg.max_connections = d->cfg.max_connections;
     rv = jinn_http_start(&d->loop, &http_cfg, jinn_api_handle, &d->api, &d->api.http);
     if (rv != 0) {
         /* Stop raft cleanly so the data dir is left consistent. */

@@ -5,6 +5,9 @@
 
 /* config_path may be NULL (single-node defaults). Returns the process exit
  * code: 0 after a clean shutdown, 2 for a bad config, 1 otherwise. */
-int jinn_daemon_run(const char *config_path);
+/* bootstrap: --bootstrap was given (found a new cluster). */
+#include <stdbool.h>
+
+int jinn_daemon_run(const char *config_path, bool bootstrap);
 
 #endif

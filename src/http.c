@@ -2,7 +2,14 @@
  *
  * A connection moves READING -> HANDLING -> WRITING -> READING ... and ends
  * in CLOSING. Its memory is freed only when both libuv handles are closed
- * and no handler still holds its request, whichever happens last. */
+ * and no handler still holds its request, whichever happens last.
+ *
+ * Buffer ownership: a request is read into one growing buffer. While it
+ * arrives (READING) the buffer may move, so nothing may keep a pointer into
+ * it: only the framing (head length, body length, chunked, Expect) is kept
+ * between reads. Once the whole request is in, its head is parsed again
+ * into req and the buffer stops moving (alloc_cb grows it only in
+ * READING) until the reply has been written. */
 #include "http.h"
 
 #include <assert.h>
@@ -17,6 +24,7 @@
 #include "log.h"
 
 #define INITIAL_BUFFER 4096
+#define SHRINK_ABOVE (64u * 1024) /* a buffer this big is shrunk after its request */
 #define CHUNK_OVERHEAD (64u * 1024) /* chunk framing allowed beyond max_body */
 
 /* LINGERING: the reply is sent and our side shut down; unread input is
@@ -25,6 +33,7 @@
 enum conn_state { READING, HANDLING, WRITING, LINGERING, CLOSING };
 
 #define LINGER_MS 1000
+#define ACCEPT_RETRY_MS 100
 
 struct conn {
     struct jinn_http_server *server;
@@ -39,6 +48,7 @@ struct conn {
     bool keep_alive;
     bool reading;
     bool request_started; /* the read deadline runs from a request's first byte */
+    bool expect_continue; /* the parsed head asked for "100 Continue" */
     char *buf;
     size_t len, cap;
     size_t request_size; /* bytes of buf the current request spans */
@@ -47,6 +57,7 @@ struct conn {
     char reply_headers[JINN_HTTP_MAX_REPLY_HEADERS];
     size_t reply_headers_len;
     uv_write_t write;
+    uv_write_t cont_write; /* "100 Continue", queued before any reply */
     uv_shutdown_t shutdown;
     uv_buf_t out;
 };
@@ -61,12 +72,18 @@ struct jinn_http_server {
     unsigned n_conns;
     bool stopping;
     bool listener_closed;
+    uv_timer_t accept_retry; /* accepting again after a connection could not be allocated */
+    bool accept_retry_closed;
     void (*stop_cb)(void *data);
     void *stop_data;
     struct jinn_http_stats stats;
+    uint64_t last_accept_warn_ms;
+    int unstarted_closed;
 };
 
 static void conn_close(struct conn *c);
+static struct conn *conn_new(struct jinn_http_server *s);
+static void conn_start(struct conn *c);
 static void process(struct conn *c);
 static void on_timer(uv_timer_t *t);
 
@@ -80,9 +97,23 @@ static size_t buffer_limit(const struct jinn_http_server *s)
     return JINN_HTTP_MAX_HEAD + (size_t)s->cfg.max_body + CHUNK_OVERHEAD;
 }
 
+/* The most one reply may queue: the largest value, JSON-escaped or base64,
+ * fits. */
+static uint64_t output_limit(const struct jinn_http_server *s)
+{
+    uint64_t by_body = 2 * s->cfg.max_body + 64 * 1024;
+    return by_body > JINN_HTTP_MAX_OUTPUT ? by_body : JINN_HTTP_MAX_OUTPUT;
+}
+
+static uint64_t output_total_limit(const struct jinn_http_server *s)
+{
+    uint64_t four = 4 * output_limit(s);
+    return four > JINN_HTTP_MAX_OUTPUT_TOTAL ? four : JINN_HTTP_MAX_OUTPUT_TOTAL;
+}
+
 static void maybe_finish_stop(struct jinn_http_server *s)
 {
-    if (s->stopping && s->listener_closed && s->n_conns == 0) {
+    if (s->stopping && s->listener_closed && s->accept_retry_closed && s->n_conns == 0) {
         void (*cb)(void *) = s->stop_cb;
         void *data = s->stop_data;
         jinn_free(s);
@@ -153,6 +184,9 @@ static void shut_down(uv_shutdown_t *req, int status)
     (void)status; /* the linger timer or the peer's EOF ends the connection */
 }
 
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
 static void linger(struct conn *c)
 {
     c->state = LINGERING;
@@ -161,14 +195,25 @@ static void linger(struct conn *c)
         conn_close(c);
         return;
     }
+    /* Reading may have stopped on a full buffer: resume it, or the input is
+     * not drained and the peer's close is not seen until the timer. */
+    if (!c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) != 0) {
+            conn_close(c);
+            return;
+        }
+        c->reading = true;
+    }
     uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
 }
 
 static void written(uv_write_t *w, int status)
 {
     struct conn *c = w->data;
+    c->server->stats.output_queued_bytes -= c->out.len;
     jinn_free(c->out.base);
     c->out.base = NULL;
+    c->out.len = 0;
     if (c->state == CLOSING) {
         return;
     }
@@ -185,8 +230,18 @@ static void written(uv_write_t *w, int status)
     memmove(c->buf, c->buf + c->request_size, c->len - c->request_size);
     c->len -= c->request_size;
     c->request_size = 0;
+    if (c->cap > SHRINK_ABOVE && c->len <= INITIAL_BUFFER) {
+        /* One large request must not pin its buffer for the connection's
+         * life. Nothing points into the buffer between requests. */
+        char *small = jinn_realloc(c->buf, INITIAL_BUFFER);
+        if (small != NULL) {
+            c->buf = small;
+            c->cap = INITIAL_BUFFER;
+        }
+    }
     c->head_parsed = false;
     c->sent_continue = false;
+    c->expect_continue = false;
     jinn_free(c->owned_body);
     c->owned_body = NULL;
     c->state = READING;
@@ -205,8 +260,8 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
 
     assert(c->handler_pending);
     c->handler_pending = false;
-    s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
     if (c->state == CLOSING) {
+        s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
         conn_free_if_done(c); /* the client left; nobody to answer */
         return;
     }
@@ -215,6 +270,25 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
         !c->head_parsed) {
         c->keep_alive = false; /* we could not frame the request: resync is impossible */
     }
+    if ((uint64_t)len + sizeof head > output_limit(s)) {
+        /* A reply this large would pin memory for as long as the client
+         * takes to read it: refuse it rather than queue it. */
+        s->stats.replies_refused++;
+        jinn_warn("reply of %zu bytes refused: over the %llu-byte output limit", len,
+                  (unsigned long long)output_limit(s));
+        c->handler_pending = true;
+        jinn_http_reply_error(req, JINN_EINTERNAL,
+                              "the reply is larger than the server's output limit; "
+                              "ask for less (limit, prefix)");
+        return;
+    }
+    if (s->stats.output_queued_bytes + len + sizeof head > output_total_limit(s)) {
+        s->stats.replies_refused++;
+        c->handler_pending = true;
+        jinn_http_reply_error(req, JINN_EBUSY, "too many replies queued to slow clients");
+        return;
+    }
+    s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
     head_len = snprintf(head, sizeof head,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                         "Connection: %s\r\n%s\r\n",
@@ -233,17 +307,22 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
         memcpy(c->out.base + head_len, body, len);
     }
     c->out.len = (size_t)head_len + len;
+    s->stats.output_queued_bytes += c->out.len;
     c->state = WRITING;
     c->write.data = c;
     out = c->out; /* libuv copies the buffer array */
     rv = uv_write(&c->write, (uv_stream_t *)&c->tcp, &out, 1, written);
     if (rv != 0) {
+        s->stats.output_queued_bytes -= c->out.len;
         jinn_free(c->out.base);
         c->out.base = NULL;
+        c->out.len = 0;
         conn_close(c);
         return;
     }
-    /* A client that never reads its reply is dropped after the idle timeout. */
+    /* A client that never reads its reply is cut off after the idle timeout:
+     * its reply is the only output it can hold (requests are answered one
+     * at a time), and this bounds how long. */
     uv_timer_start(&c->timer, on_timer, s->cfg.idle_timeout_ms, 0);
 }
 
@@ -295,6 +374,9 @@ static void on_timer(uv_timer_t *t)
     if (c->state == READING && c->len > 0) {
         fail_request(c, JINN_ETIMEOUT_IDLE);
         return;
+    }
+    if (c->state == WRITING) {
+        c->server->stats.slow_readers_cut++;
     }
     conn_close(c);
 }
@@ -380,6 +462,18 @@ static void dispatch(struct conn *c)
     s->handler(s->data, req);
 }
 
+static void continue_written(uv_write_t *w, int status)
+{
+    (void)w;
+    (void)status; /* a failed write also fails the reply; nothing to free */
+}
+
+static bool is_body_method(const char *method)
+{
+    return strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0 ||
+           strcmp(method, "PATCH") == 0;
+}
+
 static void process(struct conn *c)
 {
     struct jinn_http_server *s = c->server;
@@ -399,6 +493,7 @@ static void process(struct conn *c)
         c->reading = true;
     }
     if (!c->head_parsed) {
+        const struct jinn_http_header *expect;
         memset(req, 0, sizeof *req);
         req->server = s;
         req->conn = (struct jinn_http_conn *)(void *)c;
@@ -411,17 +506,30 @@ static void process(struct conn *c)
             fail_request(c, rv);
             return;
         }
+        if (!req->msg.has_length && !req->msg.chunked && is_body_method(req->msg.method)) {
+            /* Without a length an empty value and a lost body look the
+             * same: ask for one (RFC 9110, 411). */
+            fail_request(c, JINN_ELENGTH);
+            return;
+        }
+        expect = jinn_http_header_find(&req->msg, "expect");
+        c->expect_continue = expect != NULL && expect->value_len == 12 &&
+                             strncasecmp(expect->value, "100-continue", 12) == 0;
         c->head_parsed = true;
+        /* Until the request is complete the buffer may move: the head's
+         * pointers are stale after the next read. Below, only the framing
+         * fields of req->msg (lengths, flags) are used. */
     }
     rv = jinn_http_parse_body(c->buf, c->len, &req->msg, s->cfg.max_body, &req->body,
                               &req->body_len, &owned, &c->request_size);
     if (rv == JINN_HTTP_NEED_MORE) {
-        const struct jinn_http_header *expect = jinn_http_header_find(&req->msg, "expect");
-        if (expect != NULL && !c->sent_continue && expect->value_len == 12 &&
-            strncasecmp(expect->value, "100-continue", 12) == 0) {
+        if (c->expect_continue && !c->sent_continue) {
             static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
-            c->sent_continue = uv_try_write((uv_stream_t *)&c->tcp, &b, 1) == (int)b.len;
+            /* Queued like any write, so it always precedes the reply. */
+            c->cont_write.data = c;
+            c->sent_continue =
+                uv_write(&c->cont_write, (uv_stream_t *)&c->tcp, &b, 1, continue_written) == 0;
         }
         if (c->len == c->cap && c->cap == buffer_limit(s)) {
             fail_request(c, JINN_ETOOBIG);
@@ -437,7 +545,24 @@ static void process(struct conn *c)
     if (owned) {
         c->owned_body = (char *)req->body;
     }
+    /* The whole request is in and the buffer will not move until the reply
+     * is written: point the head into it now. Same bytes, same result. */
+    rv = jinn_http_parse_head(c->buf, c->len, false, &limits, &req->msg);
+    if (rv != 0) {
+        fail_request(c, rv == JINN_HTTP_NEED_MORE ? JINN_EINTERNAL : rv);
+        return;
+    }
     dispatch(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status);
+
+static void retry_accept(uv_timer_t *t)
+{
+    struct jinn_http_server *s = t->data;
+    if (!s->stopping) {
+        on_connection((uv_stream_t *)&s->listener, 0);
+    }
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -446,12 +571,54 @@ static void on_connection(uv_stream_t *listener, int status)
     struct conn *c;
 
     if (status != 0) {
-        jinn_warn("http accept: %s", uv_strerror(status));
+        /* Never fatal. On EMFILE/ENFILE libuv sheds the waiting connections
+         * with its reserve descriptor, so the loop does not spin; we only
+         * count and log (once a second at most). */
+        uint64_t now = uv_now(s->loop);
+        s->stats.accept_errors++;
+        if (s->last_accept_warn_ms == 0 || now - s->last_accept_warn_ms >= 1000) {
+            s->last_accept_warn_ms = now;
+            jinn_warn("http accept: %s (%llu so far); connections are refused until "
+                      "descriptors free up",
+                      uv_strerror(status), (unsigned long long)s->stats.accept_errors);
+        }
         return;
     }
-    c = jinn_calloc(1, sizeof *c);
+    c = conn_new(s);
     if (c == NULL) {
+        /* libuv stops polling the listener until we accept: try again
+         * shortly instead of never. */
+        if (!s->stopping) {
+            uv_timer_start(&s->accept_retry, retry_accept, ACCEPT_RETRY_MS, 0);
+        }
         return;
+    }
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->n_conns > s->cfg.max_connections) {
+        conn_close(c);
+        return;
+    }
+    conn_start(c);
+}
+
+int jinn_http_adopt(struct jinn_http_server *s, int fd)
+{
+    struct conn *c = conn_new(s);
+    if (c == NULL) {
+        return JINN_ENOMEM;
+    }
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        conn_close(c);
+        return JINN_EIO;
+    }
+    conn_start(c);
+    return 0;
+}
+
+static struct conn *conn_new(struct jinn_http_server *s)
+{
+    struct conn *c = jinn_calloc(1, sizeof *c);
+    if (c == NULL) {
+        return NULL;
     }
     c->server = s;
     c->req.server = s;
@@ -469,16 +636,24 @@ static void on_connection(uv_stream_t *listener, int status)
     s->n_conns++;
     s->stats.connections_total++;
     s->stats.connections_open = s->n_conns;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->n_conns > s->cfg.max_connections) {
-        conn_close(c);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
+    return c;
+}
+
+static void conn_start(struct conn *c)
+{
+    uv_tcp_nodelay(&c->tcp, 1); /* fails harmlessly on an adopted non-TCP socket */
     c->state = READING;
     process(c);
 }
 
-static void free_unstarted(uv_handle_t *h) { jinn_free(h->data); }
+/* Frees a server that never started, once its two handles are closed. */
+static void free_unstarted(uv_handle_t *h)
+{
+    struct jinn_http_server *s = h->data;
+    if (++s->unstarted_closed == 2) {
+        jinn_free(s);
+    }
+}
 
 int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
                     jinn_http_handler handler, void *data, struct jinn_http_server **out)
@@ -504,6 +679,8 @@ int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
     s->data = data;
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
+    uv_timer_init(loop, &s->accept_retry);
+    s->accept_retry.data = s;
     rv = uv_ip4_addr(host, atoi(colon + 1), &addr);
     if (rv == 0) {
         rv = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
@@ -514,6 +691,7 @@ int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
     if (rv != 0) {
         jinn_error("http_listen %s: %s", cfg->listen, uv_strerror(rv));
         uv_close((uv_handle_t *)&s->listener, free_unstarted);
+        uv_close((uv_handle_t *)&s->accept_retry, free_unstarted);
         *out = NULL;
         return JINN_EIO;
     }
@@ -528,6 +706,13 @@ static void listener_closed(uv_handle_t *h)
     maybe_finish_stop(s);
 }
 
+static void accept_retry_closed(uv_handle_t *h)
+{
+    struct jinn_http_server *s = h->data;
+    s->accept_retry_closed = true;
+    maybe_finish_stop(s);
+}
+
 void jinn_http_stop(struct jinn_http_server *s, void (*cb)(void *data), void *data)
 {
     s->stopping = true;
@@ -537,6 +722,11 @@ void jinn_http_stop(struct jinn_http_server *s, void (*cb)(void *data), void *da
         uv_close((uv_handle_t *)&s->listener, listener_closed);
     } else {
         s->listener_closed = true;
+    }
+    if (!uv_is_closing((uv_handle_t *)&s->accept_retry)) {
+        uv_close((uv_handle_t *)&s->accept_retry, accept_retry_closed);
+    } else {
+        s->accept_retry_closed = true;
     }
     for (struct conn *c = s->conns, *next; c != NULL; c = next) {
         next = c->next;
@@ -548,4 +738,5 @@ void jinn_http_stop(struct jinn_http_server *s, void (*cb)(void *data), void *da
 void jinn_http_stats(const struct jinn_http_server *s, struct jinn_http_stats *out)
 {
     *out = s->stats;
+    out->connections_max = s->cfg.max_connections;
 }

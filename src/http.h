@@ -20,6 +20,14 @@
 #define JINN_HTTP_MAX_HEAD (16u * 1024)  /* request line + headers */
 #define JINN_HTTP_MAX_TARGET (8u * 1024) /* request target */
 #define JINN_HTTP_MAX_REPLY_HEADERS 1024 /* bytes of extra reply headers */
+/* Output bounds. A connection holds at most one reply (requests are answered
+ * one at a time); one reply may be at most max(JINN_HTTP_MAX_OUTPUT,
+ * 2 * max_body + 64 KiB) bytes (larger ones are refused with a 500), all
+ * connections together queue at most max(JINN_HTTP_MAX_OUTPUT_TOTAL, 4 x
+ * that) (503 beyond), and a client that does not read its reply within
+ * idle_timeout is cut off. */
+#define JINN_HTTP_MAX_OUTPUT (16u << 20)
+#define JINN_HTTP_MAX_OUTPUT_TOTAL (256u << 20)
 
 struct jinn_http_server;
 
@@ -55,6 +63,11 @@ typedef void (*jinn_http_handler)(void *data, struct jinn_http_request *req);
 int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
                     jinn_http_handler handler, void *data, struct jinn_http_server **out);
 
+/* Serves an already connected stream socket as if it had been accepted
+ * (tests and the fuzzer feed the server through a socketpair). Returns 0,
+ * the server then owning fd, or an error with fd left open. */
+int jinn_http_adopt(struct jinn_http_server *server, int fd);
+
 /* Stops accepting, closes idle connections, drops pending replies; cb runs
  * when every handle is closed and the server is freed. */
 void jinn_http_stop(struct jinn_http_server *server, void (*cb)(void *data), void *data);
@@ -82,6 +95,11 @@ struct jinn_http_stats {
     uint64_t connections_total;
     uint64_t requests_total;
     uint64_t responses[6]; /* by class: [2] = 2xx ... [5] = 5xx */
+    uint64_t output_queued_bytes; /* reply bytes written but not yet taken by the kernel */
+    uint64_t replies_refused;     /* over the output limits */
+    uint64_t slow_readers_cut;    /* did not read a reply within idle_timeout */
+    uint64_t accept_errors;       /* EMFILE and the like; never fatal */
+    uint64_t connections_max;
 };
 void jinn_http_stats(const struct jinn_http_server *server, struct jinn_http_stats *out);
 

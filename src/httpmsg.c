@@ -1,6 +1,6 @@
 /* httpmsg.c - see httpmsg.h. The grammar is RFC 9112's, minus what a JSON
- * API never needs (obs-fold, trailers we keep, CR-less line endings). The
- * smuggling-relevant cases are errors: both Content-Length and
+ * API never needs (obs-fold, CR-less line endings; trailers are checked,
+ * then dropped). The smuggling-relevant cases are errors: both Content-Length and
  * Transfer-Encoding, conflicting lengths, unknown transfer codings. */
 #include "httpmsg.h"
 
@@ -107,11 +107,12 @@ static int parse_start_line(const char *p, const char *eol, bool is_response,
     return 0;
 }
 
-static int parse_header_line(const char *p, const char *eol, struct jinn_http_msg *msg)
+/* Checks one "name: value" line (without its CRLF) and returns its parts.
+ * Shared by headers and chunked trailers, which have the same grammar. */
+static int split_header_line(const char *p, const char *eol, struct jinn_http_header *out)
 {
     const char *colon = memchr(p, ':', (size_t)(eol - p));
     const char *v, *ve;
-    struct jinn_http_header *h;
 
     if (colon == NULL || colon == p) {
         return JINN_EINVAL;
@@ -120,9 +121,6 @@ static int parse_header_line(const char *p, const char *eol, struct jinn_http_ms
         if (!is_tchar((unsigned char)*c)) {
             return JINN_EINVAL; /* also rejects obs-fold and "Name :" */
         }
-    }
-    if (msg->n_headers == JINN_HTTP_MAX_HEADERS) {
-        return JINN_EHEADERS;
     }
     v = colon + 1;
     ve = eol;
@@ -138,11 +136,27 @@ static int parse_header_line(const char *p, const char *eol, struct jinn_http_ms
             return JINN_EINVAL;
         }
     }
+    out->name = p;
+    out->name_len = (size_t)(colon - p);
+    out->value = v;
+    out->value_len = (size_t)(ve - v);
+    return 0;
+}
+
+static int parse_header_line(const char *p, const char *eol, struct jinn_http_msg *msg)
+{
+    struct jinn_http_header line;
+    struct jinn_http_header *h;
+    int rv = split_header_line(p, eol, &line);
+
+    if (rv != 0) {
+        return rv;
+    }
+    if (msg->n_headers == JINN_HTTP_MAX_HEADERS) {
+        return JINN_EHEADERS;
+    }
     h = &msg->headers[msg->n_headers++];
-    h->name = p;
-    h->name_len = (size_t)(colon - p);
-    h->value = v;
-    h->value_len = (size_t)(ve - v);
+    *h = line;
     return 0;
 }
 
@@ -196,11 +210,14 @@ static int apply_headers(struct jinn_http_msg *msg, bool is_response,
 int jinn_http_parse_head(const char *buf, size_t len, bool is_response,
                          const struct jinn_http_limits *limits, struct jinn_http_msg *msg)
 {
-    const char *end = buf + (len < limits->max_head ? len : limits->max_head);
-    const char *p = buf, *eol;
+    const char *end, *p = buf, *eol;
     int rv;
 
     memset(msg, 0, sizeof *msg);
+    if (len == 0) {
+        return JINN_HTTP_NEED_MORE; /* buf may be NULL: no arithmetic on it */
+    }
+    end = buf + (len < limits->max_head ? len : limits->max_head);
     /* Tolerate the empty lines some clients send between requests. */
     while (p + 1 < end && p[0] == '\r' && p[1] == '\n') {
         p += 2;
@@ -262,18 +279,33 @@ static int walk_chunks(const char *p, const char *end, uint64_t max_body, char *
         }
         p = eol + 2;
         if (size == 0) {
-            /* Trailer section: header lines until an empty one. */
+            /* Trailer section: well-formed header lines until an empty
+             * one, JINN_HTTP_MAX_TRAILERS bytes and JINN_HTTP_MAX_HEADERS
+             * lines at most. Their content is ignored. */
+            const char *trailers = p;
+            unsigned lines = 0;
             for (;;) {
-                bool empty;
-                eol = find_crlf(p, end);
+                struct jinn_http_header line;
+                const char *limit = end - trailers > JINN_HTTP_MAX_TRAILERS
+                                        ? trailers + JINN_HTTP_MAX_TRAILERS
+                                        : end;
+                eol = find_crlf(p, limit);
                 if (eol == NULL) {
-                    return end - p > 4096 ? JINN_EINVAL : JINN_HTTP_NEED_MORE;
+                    return limit < end || end - trailers >= JINN_HTTP_MAX_TRAILERS
+                               ? JINN_EHEADERS
+                               : JINN_HTTP_NEED_MORE;
                 }
-                empty = eol == p;
-                p = eol + 2;
-                if (empty) {
+                if (eol == p) {
+                    p = eol + 2;
                     break;
                 }
+                if (++lines > JINN_HTTP_MAX_HEADERS) {
+                    return JINN_EHEADERS;
+                }
+                if (split_header_line(p, eol, &line) != 0) {
+                    return JINN_EINVAL;
+                }
+                p = eol + 2;
             }
             *data_len = n;
             *total = (size_t)(p - start);
@@ -402,12 +434,12 @@ long jinn_http_unescape(const char *src, size_t len, char *dst, size_t cap, bool
             c = ' ';
         }
         if (n + 1 >= cap) {
-            return -1;
+            return -2;
         }
         dst[n++] = (char)c;
     }
     if (cap == 0) {
-        return -1;
+        return -2;
     }
     dst[n] = '\0';
     return (long)n;

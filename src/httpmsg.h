@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #define JINN_HTTP_MAX_HEADERS 64
+#define JINN_HTTP_MAX_TRAILERS 4096u /* bytes of a chunked body's trailer section */
 #define JINN_HTTP_NEED_MORE (-1)
 
 struct jinn_http_header {
@@ -73,8 +74,8 @@ void jinn_http_split_target(const char *target, size_t len, const char **path,
                             size_t *path_len, const char **query, size_t *query_len);
 
 /* Percent-decodes src into dst (cap bytes, NUL-terminated). plus_is_space
- * for query strings. Returns the decoded length, or -1 on bad escapes or
- * overflow. */
+ * for query strings. Returns the decoded length, -1 on a bad escape, -2
+ * when the decoded text does not fit. */
 long jinn_http_unescape(const char *src, size_t len, char *dst, size_t cap, bool plus_is_space);
 
 /* Finds name in a query string and decodes its value into dst. Returns the

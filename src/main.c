@@ -15,7 +15,10 @@ static void usage(FILE *out)
             "jinn %s - one binary for consistent keys, locks, queues and SQL\n"
             "\n"
             "usage:\n"
-            "  jinn run [-c FILE]                  start a node (no file: one-node cluster)\n"
+            "  jinn run [-c FILE] [--bootstrap]    start a node (no file: one-node cluster;\n"
+            "                                      --bootstrap: first start of a new cluster)\n"
+            "  jinn members [list|add|remove|promote|demote] ...  cluster membership\n"
+            "  jinn leader transfer [NAME]         hand leadership to another voter\n"
             "  jinn status [--addr URL] [--json]   show a node's view of the cluster\n"
             "  jinn version [--addr URL] [--json]  show the build (and a node's)\n"
             "  jinn kv put|create|cas|get|del|ls|watch ...   the key-value store\n"
@@ -32,16 +35,21 @@ static void usage(FILE *out)
 static int cmd_run(int argc, char **argv)
 {
     const char *config = NULL;
+    bool bootstrap = false;
     for (int i = 0; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
             config = argv[++i];
+        } else if (strcmp(argv[i], "--bootstrap") == 0) {
+            bootstrap = true;
         } else {
-            fprintf(stderr, "jinn: run: unexpected argument '%s'\nusage: jinn run [-c FILE]\n",
+            fprintf(stderr,
+                    "jinn: run: unexpected argument '%s'\nusage: jinn run [-c FILE] "
+                    "[--bootstrap]\n",
                     argv[i]);
             return 2;
         }
     }
-    return jinn_daemon_run(config);
+    return jinn_daemon_run(config, bootstrap);
 }
 
 int main(int argc, char **argv)
@@ -70,6 +78,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "lock") == 0) {
         return jinn_cli_lock(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "leader") == 0) {
+        return jinn_cli_leader(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "members") == 0) {
+        return jinn_cli_members(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "kv") == 0) {
         return jinn_cli_kv(argc - 2, argv + 2);

@@ -8,19 +8,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <raft/uv.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
+#include "codec.h"
 #include "error.h"
 #include "clock.h"
 #include "fresh.h"
 #include "ioguard.h"
 #include "log.h"
+#include "peerguard.h"
 
 /* How often the node looks after its membership duties. */
 #define TICK_MS 100u
@@ -30,6 +34,36 @@
 #define STALL_DISTRUST_MS (2u * TICK_MS)
 /* A member seen within this many election timeouts counts as healthy. */
 #define HEALTHY_TIMEOUTS 2u
+/* Last contact is tracked for this many raft ids at most. */
+#define SEEN_MAX (2u * JINN_CONFIG_MAX_PEERS)
+/* The identity file in data_dir (see write_identity). */
+#define ID_FILE "jinn.id"
+#define ID_FILE_VERSION 1
+#define ID_FILE_MAX 1024
+/* How long a --bootstrap node waits for each peer's probe answer. */
+#define BOOTSTRAP_PROBE_MS 1000u
+/* A new voter is promoted once its log is at most this far behind. */
+#define CATCHUP_SLACK 64u
+/* How long `members add` waits for a new voter to catch up. */
+#define CATCHUP_MAX_MS 120000u
+
+enum start_mode { MODE_RECOVER, MODE_BOOTSTRAP, MODE_JOIN };
+
+enum op_step { OP_NONE, OP_PROBE, OP_ADD, OP_STANDBY, OP_CATCHUP, OP_VOTER, OP_REMOVE,
+               OP_ASSIGN };
+
+/* The one operator membership change in flight (members add/remove/...). */
+struct member_op {
+    enum op_step step;
+    uint64_t id;
+    char name[JINN_NAME_MAX + 1];
+    char address[256];
+    bool standby; /* add: stop once it replicates as a standby */
+    int role;     /* assign: the target role */
+    uint64_t deadline;
+    jinn_member_cb cb;
+    void *data;
+};
 
 struct proposal {
     struct raft_apply req; /* req.data == this */
@@ -69,7 +103,22 @@ struct jinn_node {
     uint64_t last_tick;            /* loop ms of the last tick */
     uint64_t distrust_until;       /* loop ms: messages may be stale in transit */
     uint64_t last_leader_contact;  /* loop ms; 0 = never */
-    uint64_t last_seen[JINN_CONFIG_MAX_PEERS]; /* loop ms, by cfg peer index */
+    struct {
+        uint64_t id, at; /* loop ms a message from id was last seen */
+    } seen[SEEN_MAX];
+    uint64_t cluster_id;  /* 0 while a new member has not been contacted */
+    enum start_mode mode;
+    struct jinn_peerguard pg; /* checks cluster identity on raft streams */
+    struct member_op op;
+    uint64_t auto_pause_until; /* loop ms: no automatic promotion before */
+    struct raft_transfer op_transfer; /* jinn leader transfer */
+    jinn_member_cb transfer_cb;
+    void *transfer_data;
+    unsigned probes_left;
+    bool probe_ok[JINN_CONFIG_MAX_PEERS]; /* peer answered: no cluster state */
+    char refuse_msg[512];
+    raft_index checked_config; /* configuration compared with cluster_peers */
+    char note[600];
     bool was_leader;
 
     uint64_t announce_next;   /* loop ms before which we do not re-announce */
@@ -153,7 +202,7 @@ uint64_t jinn_node_id_for(const char *name)
 const char *jinn_role_name(enum jinn_role role)
 {
     static const char *const names[] = {"unavailable", "follower", "candidate", "leader",
-                                        "standby"};
+                                        "standby",     "joining"};
     return names[role];
 }
 
@@ -306,9 +355,6 @@ static int bootstrap(struct jinn_node *node)
     }
     rv = raft_bootstrap(&node->raft, &conf);
     raft_configuration_close(&conf);
-    if (rv == RAFT_CANTBOOTSTRAP) {
-        return 0; /* existing state on disk: recover it instead */
-    }
     if (rv != 0) {
         jinn_error("bootstrap: %s", raft_errmsg(&node->raft));
         return JINN_ERAFT;
@@ -316,6 +362,385 @@ static int bootstrap(struct jinn_node *node)
     jinn_info("bootstrapped a new cluster of %u peers (%u voters)", node->cfg->n_peers,
               node->cfg->replicas);
     return 0;
+}
+
+/* ---- identity: jinn.id ----------------------------------------------------
+ *
+ * data_dir/jinn.id holds who this node is: format version, raft id, cluster
+ * id, server name, then a CRC-32 of the lines before it. It is written
+ * once (and again when a new member learns its cluster id), atomically:
+ * tmp file, fsync, rename, fsync of the directory. A node whose data_dir
+ * was wiped gets a fresh random id, so it can never come back as the voter
+ * it used to be: that voter's votes and log are gone with the data. */
+
+struct identity {
+    uint64_t id;
+    uint64_t cluster_id;
+    char name[JINN_NAME_MAX + 1];
+};
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rv;
+    if (fd < 0) {
+        return -1;
+    }
+    rv = fsync(fd);
+    close(fd);
+    return rv;
+}
+
+static int write_identity(const char *dir, const struct identity *ident)
+{
+    char path[4200], tmp[4210], text[ID_FILE_MAX];
+    int n, fd;
+    uint32_t crc;
+
+    n = snprintf(text, sizeof text, "jinn-identity %d\nnode_id %llu\ncluster_id %016llx\nname %s\n",
+                 ID_FILE_VERSION, (unsigned long long)ident->id,
+                 (unsigned long long)ident->cluster_id, ident->name);
+    if (n < 0 || (size_t)n + 32 > sizeof text) {
+        return JINN_EINVAL;
+    }
+    crc = jinn_crc32(0, text, (size_t)n);
+    n += snprintf(text + n, sizeof text - (size_t)n, "crc32 %08x\n", crc);
+    snprintf(path, sizeof path, "%s/%s", dir, ID_FILE);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        jinn_error("cannot write %s: %s", tmp, strerror(errno));
+        return JINN_EIO;
+    }
+    if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
+        jinn_error("cannot write %s: %s", tmp, strerror(errno));
+        close(fd);
+        return JINN_EIO;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0 || fsync_dir(dir) != 0) {
+        jinn_error("cannot write %s: %s", path, strerror(errno));
+        return JINN_EIO;
+    }
+    return 0;
+}
+
+/* 0: read; JINN_ENOTFOUND: no file; JINN_EIO: unreadable or corrupt
+ * (logged). */
+static int read_identity(const char *dir, struct identity *ident)
+{
+    char path[4200], text[ID_FILE_MAX + 1];
+    unsigned long long id, cid;
+    unsigned crc;
+    int version, fd, consumed = 0;
+    ssize_t n;
+    const char *crc_line;
+
+    snprintf(path, sizeof path, "%s/%s", dir, ID_FILE);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return JINN_ENOTFOUND;
+        }
+        jinn_error("cannot read %s: %s", path, strerror(errno));
+        return JINN_EIO;
+    }
+    n = read(fd, text, ID_FILE_MAX);
+    close(fd);
+    if (n < 0) {
+        jinn_error("cannot read %s: %s", path, strerror(errno));
+        return JINN_EIO;
+    }
+    text[n] = '\0';
+    crc_line = strstr(text, "crc32 ");
+    memset(ident, 0, sizeof *ident);
+    if (crc_line == NULL || sscanf(crc_line, "crc32 %8x", &crc) != 1 ||
+        jinn_crc32(0, text, (size_t)(crc_line - text)) != crc) {
+        jinn_error("%s is corrupt (checksum): refusing to guess this node's identity; "
+                   "restore the file or wipe the data_dir and add the node again",
+                   path);
+        return JINN_EIO;
+    }
+    if (sscanf(text, "jinn-identity %d\nnode_id %llu\ncluster_id %llx\nname %64s\n%n", &version,
+               &id, &cid, ident->name, &consumed) != 4 ||
+        version != ID_FILE_VERSION || id == 0) {
+        jinn_error("%s: unknown format (version %d); this jinn reads version %d", path,
+                   version, ID_FILE_VERSION);
+        return JINN_EIO;
+    }
+    ident->id = id;
+    ident->cluster_id = cid;
+    return 0;
+}
+
+/* Whether data_dir holds raft state (libraft writes metadata1/2 first). */
+static bool has_raft_state(const char *dir)
+{
+    char path[4200];
+    struct stat st;
+    for (int i = 1; i <= 2; i++) {
+        snprintf(path, sizeof path, "%s/metadata%d", dir, i);
+        if (stat(path, &st) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static uint64_t random_id(void)
+{
+    uint64_t v = 0;
+    while (v == 0) {
+        if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) {
+            v = wall_ms() ^ ((uint64_t)getpid() << 32); /* getrandom cannot fail here */
+        }
+        v &= (UINT64_C(1) << 53) - 1;
+    }
+    return v;
+}
+
+static int cmp_peer(const void *a, const void *b)
+{
+    const struct jinn_peer *x = a, *y = b;
+    return strcmp(x->name, y->name);
+}
+
+uint64_t jinn_node_cluster_id_for(const struct jinn_config *cfg)
+{
+    /* Every node bootstrapping the same configuration computes the same id,
+     * without talking to the others. */
+    struct jinn_peer sorted[JINN_CONFIG_MAX_PEERS];
+    struct jinn_wbuf w;
+    uint64_t id;
+
+    memcpy(sorted, cfg->peers, cfg->n_peers * sizeof sorted[0]);
+    qsort(sorted, cfg->n_peers, sizeof sorted[0], cmp_peer);
+    jinn_wbuf_init(&w);
+    jinn_wbuf_printf(&w, "jinn cluster %s replicas %u", cfg->cluster_name, cfg->replicas);
+    for (unsigned i = 0; i < cfg->n_peers; i++) {
+        jinn_wbuf_printf(&w, "\n%s=%s", sorted[i].name, sorted[i].address);
+    }
+    jinn_wbuf_put_u8(&w, 0);
+    id = w.failed ? 0 : raft_digest((const char *)w.data, cfg->n_peers);
+    jinn_wbuf_free(&w);
+    return id == 0 ? 1 : id;
+}
+
+struct bootstrap_probe {
+    struct jinn_node *node;
+    unsigned peer; /* index in cfg->peers */
+};
+
+static void bootstrap_probed(void *data, const struct jinn_probe_result *res)
+{
+    struct bootstrap_probe *bp = data;
+    struct jinn_node *node = bp->node;
+    const struct jinn_peer *p = &node->cfg->peers[bp->peer];
+
+    node->probes_left--;
+    if (res->state != JINN_PROBE_OK) {
+        jinn_free(bp);
+        return; /* asked again next round */
+    }
+    if (res->cluster_id != 0 && res->cluster_id != node->cluster_id) {
+        snprintf(node->refuse_msg, sizeof node->refuse_msg,
+                 "%s (%s) belongs to another cluster (%016llx): check cluster_name and "
+                 "cluster_peers",
+                 p->name, p->address, (unsigned long long)res->cluster_id);
+    } else if (res->has_state || res->knows_sender) {
+        /* A running cluster: this node may be one of its voters whose
+         * data_dir was wiped (maybe before it announced itself), and a
+         * voter must never come back with its vote and log forgotten. */
+        snprintf(node->refuse_msg, sizeof node->refuse_msg,
+                 "%s (%s) already belongs to a running cluster. A new node, or a member "
+                 "whose data_dir was lost, joins without --bootstrap: start it without "
+                 "--bootstrap, then from a member run: jinn members remove %s; jinn members "
+                 "add %s=%s",
+                 p->name, p->address, node->cfg->server_name, node->cfg->server_name,
+                 node->address);
+    } else {
+        node->probe_ok[bp->peer] = true;
+    }
+    jinn_free(bp);
+}
+
+static void probe_round_wait(uv_timer_t *t)
+{
+    struct jinn_node *node = t->data;
+    node->probes_left--;
+}
+
+/* Before founding a cluster, every peer in cluster_peers must answer that
+ * it holds no cluster state: a peer that is down might be a running
+ * cluster's member, and this node one of its wiped voters. Peers started
+ * together with --bootstrap answer each other (jinn_probe_server) while
+ * they wait. The first disqualifying answer refuses at once. */
+static int probe_before_bootstrap(struct jinn_node *node)
+{
+    const struct jinn_config *cfg = node->cfg;
+    struct jinn_probe_server srv;
+    uint64_t next_log = 0;
+    uv_timer_t wait;
+    int rv = 0;
+
+    if (jinn_probe_server_start(&srv, node->loop, cfg->cluster_listen, node->id) != 0) {
+        jinn_error("cannot listen on cluster_listen %s (in use?)", cfg->cluster_listen);
+        return JINN_ECONFIG;
+    }
+    uv_timer_init(node->loop, &wait);
+    wait.data = node;
+    for (;;) {
+        bool all = true;
+        char missing[512] = "";
+        for (unsigned i = 0; i < cfg->n_peers; i++) {
+            struct bootstrap_probe *bp;
+            if (node->probe_ok[i] || strcmp(cfg->peers[i].name, cfg->server_name) == 0) {
+                continue;
+            }
+            all = false;
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %s (%s)",
+                     cfg->peers[i].name, cfg->peers[i].address);
+            bp = jinn_malloc(sizeof *bp);
+            if (bp == NULL) {
+                continue;
+            }
+            bp->node = node;
+            bp->peer = i;
+            if (jinn_peerguard_probe(node->loop, cfg->peers[i].address, node->id,
+                                     BOOTSTRAP_PROBE_MS, bootstrap_probed, bp) != 0) {
+                jinn_free(bp);
+                continue;
+            }
+            node->probes_left++;
+        }
+        if (all) {
+            break;
+        }
+        if (uv_now(node->loop) >= next_log) {
+            jinn_info("bootstrap: waiting for every peer to answer; not yet:%s", missing);
+            next_log = uv_now(node->loop) + 5000;
+        }
+        node->probes_left++; /* the pause between rounds */
+        uv_timer_start(&wait, probe_round_wait, 250, 0);
+        while (node->probes_left > 0) {
+            uv_run(node->loop, UV_RUN_ONCE);
+        }
+        if (node->refuse_msg[0] != '\0') {
+            jinn_error("refusing to bootstrap: %s", node->refuse_msg);
+            rv = JINN_ECONFIG;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *)&wait, NULL);
+    jinn_probe_server_stop(&srv); /* runs the loop until closed */
+    return rv;
+}
+
+/* Decides who this node is and how it starts: recover what data_dir holds,
+ * bootstrap a new cluster (told to, or a one-node cluster), or wait as a
+ * new member with a fresh id until `jinn members add` adds it. */
+static int setup_identity(struct jinn_node *node)
+{
+    const struct jinn_config *cfg = node->cfg;
+    struct identity ident;
+    bool state = has_raft_state(cfg->data_dir);
+    int rv = read_identity(cfg->data_dir, &ident);
+
+    if (rv != 0 && rv != JINN_ENOTFOUND) {
+        return rv;
+    }
+    if (rv == 0 && ident.cluster_id == 0 && !state && cfg->bootstrap) {
+        rv = JINN_ENOTFOUND; /* a new node never contacted may still found a cluster */
+    }
+    if (rv == 0) {
+        node->id = ident.id;
+        node->cluster_id = ident.cluster_id;
+        node->mode = MODE_RECOVER;
+        if (strcmp(ident.name, cfg->server_name) != 0) {
+            jinn_warn("%s/%s says this data_dir is node %s's; server_name is %s (the raft "
+                      "id %llu is kept)",
+                      cfg->data_dir, ID_FILE, ident.name, cfg->server_name,
+                      (unsigned long long)ident.id);
+        }
+        if (cfg->bootstrap) {
+            jinn_warn("--bootstrap ignored: %s already holds node %llu's state",
+                      cfg->data_dir, (unsigned long long)ident.id);
+        }
+        return 0;
+    }
+    memset(&ident, 0, sizeof ident);
+    snprintf(ident.name, sizeof ident.name, "%s", cfg->server_name);
+    if (state) {
+        /* A data_dir from before jinn.id existed: it was bootstrapped from
+         * cluster_peers, with the id derived from the name. */
+        node->id = jinn_node_id_for(cfg->server_name);
+        node->cluster_id = jinn_node_cluster_id_for(cfg);
+        node->mode = MODE_RECOVER;
+        if (cfg->bootstrap) {
+            jinn_warn("--bootstrap ignored: %s already holds raft state", cfg->data_dir);
+        }
+    } else if (cfg->n_peers == 1 && !cfg->bootstrap) {
+        /* One-node cluster (no cluster_peers): it bootstraps itself. Its
+         * cluster id is random: a wiped one-node cluster is a new cluster. */
+        node->id = jinn_node_id_for(cfg->server_name);
+        node->cluster_id = random_id();
+        node->mode = MODE_BOOTSTRAP;
+    } else if (cfg->bootstrap) {
+        node->id = jinn_node_id_for(cfg->server_name);
+        /* Alone, nobody has to agree with us: a fresh random cluster id. */
+        node->cluster_id = cfg->n_peers == 1 ? random_id() : jinn_node_cluster_id_for(cfg);
+        node->mode = MODE_BOOTSTRAP;
+        rv = probe_before_bootstrap(node);
+        if (rv != 0) {
+            return rv;
+        }
+        /* jinn.id is written after raft_bootstrap (see jinn_node_start). */
+        return 0;
+    } else {
+        node->id = random_id();
+        node->cluster_id = 0;
+        node->mode = MODE_JOIN;
+        jinn_warn("%s is empty and --bootstrap was not given: starting as a new node (id "
+                  "%llu) that is not a member yet; add it from any member with: jinn members "
+                  "add %s=%s",
+                  cfg->data_dir, (unsigned long long)node->id, cfg->server_name, node->address);
+    }
+    ident.id = node->id;
+    ident.cluster_id = node->cluster_id;
+    return node->mode == MODE_BOOTSTRAP ? 0 : write_identity(cfg->data_dir, &ident);
+}
+
+static uint8_t probe_flags(void *data, uint64_t sender)
+{
+    struct jinn_node *node = data;
+    uint8_t flags = 0;
+    /* More than the bootstrap configuration entry: the cluster has been
+     * running (a leader committed at least its barrier). */
+    if (node->raft_ready && raft_last_index(&node->raft) > 1) {
+        flags |= JINN_PG_HAS_STATE;
+    }
+    /* A node that has ever seen a leader announced itself in the directory:
+     * if the prober's id is there, it ran before (and may have voted). */
+    if (jinn_nodes_find(&node->fsm.nodes, sender) != NULL) {
+        flags |= JINN_PG_KNOWS_SENDER;
+    }
+    return flags;
+}
+
+static void cluster_learned(void *data, uint64_t cluster_id)
+{
+    struct jinn_node *node = data;
+    struct identity ident;
+    memset(&ident, 0, sizeof ident);
+    node->cluster_id = cluster_id;
+    ident.id = node->id;
+    ident.cluster_id = cluster_id;
+    snprintf(ident.name, sizeof ident.name, "%s", node->cfg->server_name);
+    /* A few ms of fsync on the loop, once in the node's life. */
+    if (write_identity(node->cfg->data_dir, &ident) != 0) {
+        jinn_warn("cluster id %016llx not saved; it is learned again after a restart",
+                  (unsigned long long)cluster_id);
+    }
 }
 
 static void tick_cb(uv_timer_t *timer);
@@ -395,6 +820,10 @@ int jinn_node_start(struct jinn_node *node)
         jinn_error("cannot prepare %s/sql for databases", cfg->data_dir);
         return rv;
     }
+    rv = setup_identity(node);
+    if (rv != 0) {
+        return rv;
+    }
     rv = raft_uv_tcp_init(&node->transport, node->loop);
     if (rv != 0) {
         jinn_error("raft transport: %s", raft_strerror(rv));
@@ -406,7 +835,11 @@ int jinn_node_start(struct jinn_node *node)
         jinn_error("cluster_listen %s: %s", cfg->cluster_listen, raft_strerror(rv));
         return JINN_ECONFIG;
     }
-    rv = raft_uv_init(&node->io, node->loop, cfg->data_dir, &node->transport);
+    jinn_peerguard_init(&node->pg, node->loop, &node->transport, node->id, node->cluster_id);
+    node->pg.probe_flags = probe_flags;
+    node->pg.learned = cluster_learned;
+    node->pg.data = node;
+    rv = raft_uv_init(&node->io, node->loop, cfg->data_dir, &node->pg.transport);
     if (rv != 0) {
         jinn_error("raft storage in %s: %s", cfg->data_dir, node->io.errmsg);
         return JINN_EIO;
@@ -434,9 +867,22 @@ int jinn_node_start(struct jinn_node *node)
     raft_set_snapshot_threshold(&node->raft, cfg->snapshot_threshold);
     raft_set_snapshot_trailing(&node->raft, cfg->snapshot_trailing);
     raft_set_pre_vote(&node->raft, true);
-    rv = bootstrap(node);
-    if (rv != 0) {
-        return rv;
+    if (node->mode == MODE_BOOTSTRAP) {
+        struct identity ident;
+        rv = bootstrap(node);
+        if (rv != 0) {
+            return rv;
+        }
+        /* Only now: a crash before this leaves state without jinn.id, which
+         * recovers as a bootstrapped node (see setup_identity). */
+        memset(&ident, 0, sizeof ident);
+        ident.id = node->id;
+        ident.cluster_id = node->cluster_id;
+        snprintf(ident.name, sizeof ident.name, "%s", cfg->server_name);
+        rv = write_identity(cfg->data_dir, &ident);
+        if (rv != 0) {
+            return rv;
+        }
     }
     rv = raft_start(&node->raft);
     if (rv != 0) {
@@ -448,8 +894,9 @@ int jinn_node_start(struct jinn_node *node)
     uv_timer_start(&node->tick, tick_cb, TICK_MS, TICK_MS);
     uv_timer_init(node->loop, &node->kick);
     node->kick.data = node;
-    jinn_info("raft started: id %llu, address %s, %u entries in log, applied %llu",
-              (unsigned long long)node->id, node->address,
+    jinn_info("raft started: id %llu, cluster %016llx, address %s, %u entries in log, "
+              "applied %llu",
+              (unsigned long long)node->id, (unsigned long long)node->cluster_id, node->address,
               (unsigned)(raft_last_index(&node->raft)),
               (unsigned long long)raft_last_applied(&node->raft));
     return 0;
@@ -688,18 +1135,122 @@ static void advance_cluster_time(struct jinn_node *node)
 
 /* ---- periodic duties (membership) ---------------------------------------- */
 
-static bool member_healthy(const struct jinn_node *node, int idx, uint64_t now)
+static bool configuration_has(const struct jinn_node *node, uint64_t id);
+
+/* Last contact, by raft id (ids of operator-added members are random, so
+ * this is not indexed by cluster_peers). */
+static uint64_t *seen_slot(struct jinn_node *node, uint64_t id)
+{
+    unsigned free_slot = SEEN_MAX;
+    for (unsigned i = 0; i < SEEN_MAX; i++) {
+        if (node->seen[i].id == id) {
+            return &node->seen[i].at;
+        }
+        if (free_slot == SEEN_MAX &&
+            (node->seen[i].id == 0 || !configuration_has(node, node->seen[i].id))) {
+            free_slot = i;
+        }
+    }
+    if (free_slot == SEEN_MAX) {
+        return NULL;
+    }
+    node->seen[free_slot].id = id;
+    node->seen[free_slot].at = uv_now(node->loop); /* a grace period to start with */
+    return &node->seen[free_slot].at;
+}
+
+static uint64_t seen_at(const struct jinn_node *node, uint64_t id)
+{
+    for (unsigned i = 0; i < SEEN_MAX; i++) {
+        if (node->seen[i].id == id) {
+            return node->seen[i].at;
+        }
+    }
+    return 0;
+}
+
+static bool member_healthy(const struct jinn_node *node, uint64_t id, uint64_t now)
 {
     uint64_t window = (uint64_t)node->cfg->election_timeout_ms * HEALTHY_TIMEOUTS;
-    return idx >= 0 && node->last_seen[idx] != 0 && now - node->last_seen[idx] <= window;
+    uint64_t at = seen_at(node, id);
+    return at != 0 && now - at <= window;
+}
+
+static void op_step(struct jinn_node *node);
+
+static void op_finish(struct jinn_node *node, int code, const char *msg)
+{
+    jinn_member_cb cb = node->op.cb;
+    void *data = node->op.data;
+    node->op.step = OP_NONE;
+    node->op.cb = NULL;
+    /* The operator decided: automatic standby promotion waits a full
+     * standby_promote_after before it may act on the new configuration. */
+    node->auto_pause_until = uv_now(node->loop) + node->cfg->standby_promote_after_ms;
+    if (code == 0) {
+        jinn_info("membership: %s", msg);
+    } else {
+        jinn_warn("membership change failed: %s", msg);
+    }
+    if (cb != NULL) {
+        cb(data, code, msg);
+    }
 }
 
 static void change_done(struct raft_change *req, int status)
 {
     struct jinn_node *node = req->data;
+    char msg[600];
     node->change_inflight = false;
+    if (node->op.step == OP_NONE) {
+        if (status != 0) {
+            jinn_warn("membership change failed: %s", raft_strerror(status));
+        }
+        return;
+    }
     if (status != 0) {
-        jinn_warn("membership change failed: %s", raft_strerror(status));
+        snprintf(msg, sizeof msg, "%s: %s", node->op.name, raft_strerror(status));
+        op_finish(node, status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST
+                            ? JINN_ENOTLEADER
+                            : JINN_ERAFT,
+                  msg);
+        return;
+    }
+    switch (node->op.step) {
+    case OP_ADD:
+        node->op.step = OP_STANDBY;
+        op_step(node);
+        break;
+    case OP_STANDBY:
+        if (node->op.standby) {
+            snprintf(msg, sizeof msg, "added %s (id %llu, %s) as a standby", node->op.name,
+                     (unsigned long long)node->op.id, node->op.address);
+            op_finish(node, 0, msg);
+        } else {
+            jinn_info("membership: %s (id %llu) replicates as a standby; promoting it once "
+                      "it has caught up",
+                      node->op.name, (unsigned long long)node->op.id);
+            node->op.step = OP_CATCHUP; /* the tick promotes it */
+        }
+        break;
+    case OP_VOTER:
+        snprintf(msg, sizeof msg, "%s (id %llu, %s) is now a voter", node->op.name,
+                 (unsigned long long)node->op.id, node->op.address);
+        op_finish(node, 0, msg);
+        break;
+    case OP_REMOVE:
+        snprintf(msg, sizeof msg, "removed %s (id %llu)", node->op.name,
+                 (unsigned long long)node->op.id);
+        op_finish(node, 0, msg);
+        break;
+    case OP_ASSIGN:
+        snprintf(msg, sizeof msg, "%s (id %llu) is now a %s", node->op.name,
+                 (unsigned long long)node->op.id,
+                 node->op.role == RAFT_VOTER ? "voter" : "standby");
+        op_finish(node, 0, msg);
+        break;
+    default:
+        break;
     }
 }
 
@@ -716,7 +1267,8 @@ static void assign(struct jinn_node *node, const struct raft_server *s, int role
 }
 
 /* Keeps `replicas` healthy voters: a standby replaces a voter unseen for
- * standby_promote_after, and a surplus unhealthy voter becomes a standby. */
+ * standby_promote_after, and a surplus unhealthy voter becomes a standby.
+ * It stays out of the way while an operator's change is in progress. */
 static void manage_membership(struct jinn_node *node, uint64_t now)
 {
     const struct raft_configuration *conf = &node->raft.configuration;
@@ -726,29 +1278,29 @@ static void manage_membership(struct jinn_node *node, uint64_t now)
 
     for (unsigned i = 0; i < conf->n; i++) {
         const struct raft_server *s = &conf->servers[i];
-        int idx = peer_index(node, s->id);
-        if (idx < 0) {
+        uint64_t *at = seen_slot(node, s->id);
+        if (at == NULL) {
             continue;
         }
         if (s->id == node->id || node->raft.leader_state.progress[i].recent_recv) {
-            node->last_seen[idx] = now;
+            *at = now;
         }
         if (s->role == RAFT_VOTER) {
             voters++;
-            if (member_healthy(node, idx, now)) {
+            if (member_healthy(node, s->id, now)) {
                 healthy_voters++;
             }
-            if (now - node->last_seen[idx] >= node->cfg->standby_promote_after_ms &&
-                node->last_seen[idx] < oldest) {
-                oldest = node->last_seen[idx];
+            if (now - *at >= node->cfg->standby_promote_after_ms && *at < oldest) {
+                oldest = *at;
                 stale_voter = s;
             }
-        } else if (s->role == RAFT_STANDBY && member_healthy(node, idx, now)) {
+        } else if (s->role == RAFT_STANDBY && member_healthy(node, s->id, now) &&
+                   !(node->op.step != OP_NONE && s->id == node->op.id)) {
             healthy_standby = healthy_standby ? healthy_standby : s;
         }
     }
-    if (node->change_inflight || node->stopping ||
-        node->raft.configuration_uncommitted_index != 0) {
+    if (node->change_inflight || node->stopping || node->op.step != OP_NONE ||
+        node->raft.configuration_uncommitted_index != 0 || now < node->auto_pause_until) {
         return;
     }
     if (voters > node->cfg->replicas && stale_voter != NULL) {
@@ -763,7 +1315,7 @@ static void manage_membership(struct jinn_node *node, uint64_t now)
 /* The leader drops directory entries of ids that left the raft
  * configuration (one removal a second), so the bounded table holds members
  * only. The state machine cannot see raft's configuration, so the leader
- * decides and the command carries the decision: an empty API URL. */
+ * decides and the command carries the decision (NODE_DEL). */
 static void forget_departed(struct jinn_node *node, uint64_t now)
 {
     const struct jinn_nodes *nodes = &node->fsm.nodes;
@@ -782,16 +1334,326 @@ static void forget_departed(struct jinn_node *node, uint64_t now)
             continue;
         }
         memset(&c, 0, sizeof c);
-        c.type = JINN_CMD_NODE_SET;
+        c.type = JINN_CMD_NODE_DEL;
         c.node.id = n->id;
-        c.node.name.p = (const uint8_t *)n->name;
-        c.node.name.len = strlen(n->name);
         node->forget_next = now + 1000;
         if (jinn_node_propose(node, &c, node->cfg->request_timeout_ms, NULL, NULL) != 0) {
             jinn_debug("forget node %llu: propose failed", (unsigned long long)n->id);
         }
         return;
     }
+}
+
+static const struct raft_server *config_server(const struct jinn_node *node, uint64_t id,
+                                               unsigned *index)
+{
+    for (unsigned i = 0; i < node->raft.configuration.n; i++) {
+        if (node->raft.configuration.servers[i].id == id) {
+            if (index != NULL) {
+                *index = i;
+            }
+            return &node->raft.configuration.servers[i];
+        }
+    }
+    return NULL;
+}
+
+static bool configuration_has(const struct jinn_node *node, uint64_t id)
+{
+    return config_server(node, id, NULL) != NULL;
+}
+
+/* Runs the current step of node->op (called when the previous one ends). */
+static void op_step(struct jinn_node *node)
+{
+    struct member_op *op = &node->op;
+    char msg[600];
+    int rv = 0;
+
+    node->change.data = node;
+    switch (op->step) {
+    case OP_ADD:
+        rv = raft_add(&node->raft, &node->change, op->id, op->address, change_done);
+        break;
+    case OP_STANDBY:
+        rv = raft_assign(&node->raft, &node->change, op->id, RAFT_STANDBY, change_done);
+        break;
+    case OP_VOTER:
+        rv = raft_assign(&node->raft, &node->change, op->id, RAFT_VOTER, change_done);
+        break;
+    case OP_REMOVE:
+        rv = raft_remove(&node->raft, &node->change, op->id, change_done);
+        break;
+    case OP_ASSIGN:
+        rv = raft_assign(&node->raft, &node->change, op->id, op->role, change_done);
+        break;
+    default:
+        return;
+    }
+    if (rv != 0) {
+        snprintf(msg, sizeof msg, "%s: %s", op->name, raft_errmsg(&node->raft));
+        op_finish(node, rv == RAFT_NOTLEADER ? JINN_ENOTLEADER : JINN_ECONFLICT, msg);
+        return;
+    }
+    node->change_inflight = true;
+}
+
+/* From the tick: promotes a caught-up new voter, enforces deadlines. */
+static void op_tick(struct jinn_node *node, uint64_t now)
+{
+    struct member_op *op = &node->op;
+    unsigned idx;
+    char msg[600];
+
+    if (op->step == OP_NONE) {
+        return;
+    }
+    if (op->step != OP_PROBE && raft_state(&node->raft) != RAFT_LEADER && !node->change_inflight) {
+        op_finish(node, JINN_ENOTLEADER, "leadership lost during the change");
+        return;
+    }
+    if (op->step != OP_CATCHUP) {
+        return;
+    }
+    if (config_server(node, op->id, &idx) == NULL) {
+        op_finish(node, JINN_ECONFLICT, "the new member left the configuration");
+        return;
+    }
+    if (node->raft.leader_state.progress[idx].match_index + CATCHUP_SLACK >=
+            raft_last_index(&node->raft) &&
+        !node->change_inflight && node->raft.configuration_uncommitted_index == 0) {
+        op->step = OP_VOTER;
+        op_step(node);
+        return;
+    }
+    if (now >= op->deadline) {
+        snprintf(msg, sizeof msg,
+                 "%s was added as a standby but has not caught up yet (match index %llu of "
+                 "%llu); promote it later with: jinn members promote %s",
+                 op->name,
+                 (unsigned long long)node->raft.leader_state.progress[idx].match_index,
+                 (unsigned long long)raft_last_index(&node->raft), op->name);
+        op_finish(node, JINN_ETIMEOUT, msg);
+    }
+}
+
+static int op_begin(struct jinn_node *node, enum op_step step, uint64_t id, const char *name,
+                    const char *address, jinn_member_cb cb, void *data)
+{
+    if (node->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (raft_state(&node->raft) != RAFT_LEADER) {
+        return JINN_ENOTLEADER;
+    }
+    if (node->op.step != OP_NONE || node->change_inflight ||
+        node->raft.configuration_uncommitted_index != 0) {
+        return JINN_EBUSY;
+    }
+    memset(&node->op, 0, sizeof node->op);
+    node->op.step = step;
+    node->op.id = id;
+    snprintf(node->op.name, sizeof node->op.name, "%s", name);
+    snprintf(node->op.address, sizeof node->op.address, "%s", address ? address : "");
+    node->op.cb = cb;
+    node->op.data = data;
+    node->op.deadline = uv_now(node->loop) + CATCHUP_MAX_MS;
+    return 0;
+}
+
+static void add_probed(void *data, const struct jinn_probe_result *res)
+{
+    struct jinn_node *node = data;
+    struct member_op *op = &node->op;
+    char msg[400];
+    struct jinn_cmd c;
+
+    if (op->step != OP_PROBE) {
+        return; /* the node is stopping */
+    }
+    if (raft_state(&node->raft) != RAFT_LEADER) {
+        op_finish(node, JINN_ENOTLEADER, "leadership lost while probing the new node");
+        return;
+    }
+    if (res->state != JINN_PROBE_OK) {
+        snprintf(msg, sizeof msg,
+                 "no jinn answers at %s: start it first (jinn run, without --bootstrap)",
+                 op->address);
+        op_finish(node, JINN_EINVAL, msg);
+        return;
+    }
+    if (res->cluster_id != 0 && res->cluster_id != node->cluster_id) {
+        snprintf(msg, sizeof msg,
+                 "the jinn at %s belongs to another cluster (%016llx); ours is %016llx",
+                 op->address, (unsigned long long)res->cluster_id,
+                 (unsigned long long)node->cluster_id);
+        op_finish(node, JINN_ECONFLICT, msg);
+        return;
+    }
+    if (configuration_has(node, res->id)) {
+        snprintf(msg, sizeof msg, "the jinn at %s (id %llu) is already a member", op->address,
+                 (unsigned long long)res->id);
+        op_finish(node, JINN_ECONFLICT, msg);
+        return;
+    }
+    if (res->has_state) {
+        snprintf(msg, sizeof msg,
+                 "the jinn at %s holds a raft log already; wipe its data_dir first",
+                 op->address);
+        op_finish(node, JINN_ECONFLICT, msg);
+        return;
+    }
+    op->id = res->id;
+    /* The directory learns its name now; its API URL when it announces. */
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_NODE_SET;
+    c.node.id = op->id;
+    c.node.name.p = (const uint8_t *)op->name;
+    c.node.name.len = strlen(op->name);
+    c.node.api.p = (const uint8_t *)"";
+    c.node.api.len = 0;
+    (void)jinn_node_propose(node, &c, node->cfg->request_timeout_ms, NULL, NULL);
+    op->step = OP_ADD;
+    op_step(node);
+}
+
+int jinn_node_member_add(struct jinn_node *node, const char *name, const char *address,
+                         bool standby, jinn_member_cb cb, void *data)
+{
+    int rv;
+    for (unsigned i = 0; i < node->raft.configuration.n; i++) {
+        const struct raft_server *s = &node->raft.configuration.servers[i];
+        if (strcmp(s->address, address) == 0) {
+            return JINN_ECONFLICT; /* remove the old member at that address first */
+        }
+    }
+    rv = op_begin(node, OP_PROBE, 0, name, address, cb, data);
+    if (rv != 0) {
+        return rv;
+    }
+    node->op.standby = standby;
+    rv = jinn_peerguard_probe(node->loop, address, node->id, BOOTSTRAP_PROBE_MS * 2, add_probed,
+                              node);
+    if (rv != 0) {
+        node->op.step = OP_NONE;
+        return JINN_EINVAL;
+    }
+    return 0;
+}
+
+int jinn_node_member_remove(struct jinn_node *node, uint64_t id, jinn_member_cb cb, void *data)
+{
+    const struct raft_server *s = config_server(node, id, NULL);
+    unsigned voters = 0;
+    int rv;
+    if (s == NULL) {
+        return JINN_ENOTFOUND;
+    }
+    if (id == node->id) {
+        return JINN_EINVAL; /* hand leadership over first */
+    }
+    for (unsigned i = 0; i < node->raft.configuration.n; i++) {
+        voters += node->raft.configuration.servers[i].role == RAFT_VOTER;
+    }
+    if (s->role == RAFT_VOTER && voters <= 1) {
+        return JINN_EINVAL;
+    }
+    rv = op_begin(node, OP_REMOVE, id, jinn_node_member_name(node, id), s->address, cb, data);
+    if (rv == 0) {
+        op_step(node);
+    }
+    return rv;
+}
+
+int jinn_node_member_assign(struct jinn_node *node, uint64_t id, bool voter, jinn_member_cb cb,
+                            void *data)
+{
+    const struct raft_server *s = config_server(node, id, NULL);
+    int rv;
+    if (s == NULL) {
+        return JINN_ENOTFOUND;
+    }
+    if (!voter && id == node->id) {
+        return JINN_EINVAL; /* hand leadership over first */
+    }
+    if ((s->role == RAFT_VOTER) == voter) {
+        return JINN_ECONFLICT;
+    }
+    rv = op_begin(node, voter ? OP_CATCHUP : OP_ASSIGN, id, jinn_node_member_name(node, id),
+                  s->address, cb, data);
+    if (rv != 0) {
+        return rv;
+    }
+    node->op.role = voter ? RAFT_VOTER : RAFT_STANDBY;
+    if (!voter) {
+        op_step(node);
+    } else if (s->role == RAFT_SPARE) {
+        node->op.step = OP_STANDBY; /* replicate first, then catch up */
+        op_step(node);
+    }
+    return 0;
+}
+
+static void op_transfer_done(struct raft_transfer *req)
+{
+    struct jinn_node *node = req->data;
+    jinn_member_cb cb = node->transfer_cb;
+    raft_id leader_id;
+    const char *address;
+    char msg[200];
+
+    if (cb == NULL) {
+        return; /* answered already (the node is stopping) */
+    }
+    node->transfer_cb = NULL;
+    raft_leader(&node->raft, &leader_id, &address);
+    if (leader_id != 0 && leader_id != node->id) {
+        snprintf(msg, sizeof msg, "leadership handed to %s (id %llu)",
+                 jinn_node_member_name(node, leader_id), (unsigned long long)leader_id);
+        jinn_info("%s", msg);
+        cb(node->transfer_data, 0, msg);
+    } else {
+        cb(node->transfer_data, JINN_ETIMEOUT, "the transfer did not finish; still the leader");
+    }
+}
+
+int jinn_node_leader_transfer(struct jinn_node *node, uint64_t id, jinn_member_cb cb, void *data)
+{
+    const struct raft_server *s = id != 0 ? config_server(node, id, NULL) : NULL;
+    int rv;
+    if (node->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (raft_state(&node->raft) != RAFT_LEADER) {
+        return JINN_ENOTLEADER;
+    }
+    if (id != 0 && (s == NULL || s->role != RAFT_VOTER)) {
+        return JINN_ENOTFOUND;
+    }
+    if (id == node->id) {
+        return JINN_ECONFLICT;
+    }
+    if (node->transfer_cb != NULL || node->op.step != OP_NONE) {
+        return JINN_EBUSY;
+    }
+    node->op_transfer.data = node;
+    rv = raft_transfer(&node->raft, &node->op_transfer, id, op_transfer_done);
+    if (rv != 0) {
+        return rv == RAFT_NOTFOUND ? JINN_ENOTFOUND : JINN_ECONFLICT;
+    }
+    node->transfer_cb = cb;
+    node->transfer_data = data;
+    return 0;
+}
+
+const char *jinn_node_member_name(const struct jinn_node *node, uint64_t id)
+{
+    const struct jinn_node_info *info = jinn_nodes_find(&node->fsm.nodes, id);
+    int idx = peer_index(node, id);
+    if (info != NULL && info->name[0] != '\0') {
+        return info->name;
+    }
+    return idx >= 0 ? node->cfg->peers[idx].name : "?";
 }
 
 static void announce(struct jinn_node *node, uint64_t now)
@@ -862,6 +1724,58 @@ static void commit_term_start(struct jinn_node *node)
     }
 }
 
+/* cluster_peers only bootstraps; once the replicated configuration is
+ * known, say (once per configuration) where the two disagree and which
+ * command makes them agree. */
+static void check_config_agrees(struct jinn_node *node)
+{
+    const struct raft_configuration *conf = &node->raft.configuration;
+    const struct raft_server *me = self_server(node);
+    char only_cfg[400] = "", only_conf[400] = "";
+
+    if (conf->n == 0 || node->raft.configuration_index == node->checked_config) {
+        return;
+    }
+    node->checked_config = node->raft.configuration_index;
+    if (me != NULL && strcmp(me->address, node->address) != 0) {
+        jinn_warn("cluster_peers gives this node the raft address %s but the cluster dials %s; "
+                  "to move it: jinn members remove %s, then jinn members add %s=%s",
+                  node->address, me->address, node->cfg->server_name, node->cfg->server_name,
+                  node->address);
+    }
+    if (node->cfg->n_peers <= 1) {
+        return; /* no cluster_peers given: nothing to compare */
+    }
+    for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+        const struct jinn_peer *p = &node->cfg->peers[i];
+        bool found = false;
+        for (unsigned k = 0; k < conf->n; k++) {
+            found |= strcmp(conf->servers[k].address, p->address) == 0;
+        }
+        if (!found) {
+            snprintf(only_cfg + strlen(only_cfg), sizeof only_cfg - strlen(only_cfg), " %s=%s",
+                     p->name, p->address);
+        }
+    }
+    for (unsigned k = 0; k < conf->n; k++) {
+        bool found = false;
+        for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+            found |= strcmp(conf->servers[k].address, node->cfg->peers[i].address) == 0;
+        }
+        if (!found) {
+            snprintf(only_conf + strlen(only_conf), sizeof only_conf - strlen(only_conf),
+                     " %s=%s", jinn_node_member_name(node, conf->servers[k].id),
+                     conf->servers[k].address);
+        }
+    }
+    if (only_cfg[0] != '\0' || only_conf[0] != '\0') {
+        jinn_info("membership differs from cluster_peers (which only bootstraps; `jinn "
+                  "members` shows and changes membership): in cluster_peers only:%s; "
+                  "members only:%s",
+                  only_cfg[0] ? only_cfg : " -", only_conf[0] ? only_conf : " -");
+    }
+}
+
 static void tick_cb(uv_timer_t *timer)
 {
     struct jinn_node *node = timer->data;
@@ -888,8 +1802,8 @@ static void tick_cb(uv_timer_t *timer)
     if (state == RAFT_LEADER) {
         if (!node->was_leader) {
             /* Fresh leadership: give every member a full grace period. */
-            for (unsigned i = 0; i < node->cfg->n_peers; i++) {
-                node->last_seen[i] = now;
+            for (unsigned i = 0; i < SEEN_MAX; i++) {
+                node->seen[i].at = now;
             }
             node->was_leader = true;
             jinn_info("became leader in term %llu",
@@ -900,6 +1814,7 @@ static void tick_cb(uv_timer_t *timer)
         advance_cluster_time(node);
         manage_membership(node, now);
     } else {
+        /* (op_tick below fails an operator change that lost leadership) */
         if (node->was_leader) {
             jinn_info("lost leadership");
         }
@@ -908,6 +1823,8 @@ static void tick_cb(uv_timer_t *timer)
             node->last_leader_contact = node->raft.election_timer_start;
         }
     }
+    op_tick(node, now);
+    check_config_agrees(node);
     if (leader_id != 0 && !node->stopping) {
         announce(node, now);
     }
@@ -933,6 +1850,21 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     memset(st, 0, sizeof *st);
     st->name = node->cfg->server_name;
     st->id = node->id;
+    st->cluster_id = node->cluster_id;
+    if (state == RAFT_FOLLOWER && me == NULL) {
+        snprintf(node->note, sizeof node->note,
+                 "not a member yet; add it with: jinn members add %s=%s",
+                 node->cfg->server_name, node->address);
+        st->note = node->note;
+    } else if (me != NULL && strcmp(me->address, node->address) != 0) {
+        /* The configuration, not cluster_peers, is what peers dial. */
+        snprintf(node->note, sizeof node->note,
+                 "cluster_peers gives this node the raft address %s but the cluster dials "
+                 "%s; to move it: jinn members remove %s, then jinn members add %s=%s",
+                 node->address, me->address, node->cfg->server_name, node->cfg->server_name,
+                 node->address);
+        st->note = node->note;
+    }
     switch (state) {
     case RAFT_LEADER:
         st->role = JINN_ROLE_LEADER;
@@ -941,7 +1873,9 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
         st->role = JINN_ROLE_CANDIDATE;
         break;
     case RAFT_FOLLOWER:
-        st->role = me != NULL && me->role != RAFT_VOTER ? JINN_ROLE_STANDBY : JINN_ROLE_FOLLOWER;
+        st->role = me == NULL                ? JINN_ROLE_JOINING
+                   : me->role != RAFT_VOTER ? JINN_ROLE_STANDBY
+                                            : JINN_ROLE_FOLLOWER;
         break;
     default:
         st->role = JINN_ROLE_UNAVAILABLE;
@@ -985,9 +1919,20 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
         info = jinn_nodes_find(&node->fsm.nodes, s->id);
         m->id = s->id;
         m->address = s->address;
-        m->name = idx >= 0 ? node->cfg->peers[idx].name : (info ? info->name : "?");
+        m->name = info != NULL && info->name[0] ? info->name
+                  : idx >= 0                   ? node->cfg->peers[idx].name
+                                               : "?";
         m->api = info != NULL ? info->api : "";
         m->voter = s->role == RAFT_VOTER;
+        m->spare = s->role == RAFT_SPARE;
+        m->last_contact_ms = -1;
+        if (state == RAFT_LEADER) {
+            uint64_t at = s->id == node->id ? now : seen_at(node, s->id);
+            m->match_index = s->id == node->id ? raft_last_index(&node->raft)
+                                               : node->raft.leader_state.progress[i].match_index;
+            m->last_contact_ms = at != 0 ? (int64_t)(now - at) : -1;
+            m->reachable = s->id == node->id || member_healthy(node, s->id, now);
+        }
     }
     st->proposals_ok = node->proposals_ok;
     st->proposals_failed = node->proposals_failed;
@@ -995,10 +1940,13 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     st->appends = node->guard.appends;
     st->entries_appended = node->guard.entries_appended;
     st->acks_capped = node->guard.capped;
+    st->raft_refused = node->pg.refused;
     st->reads_linearized = node->reads_linearized;
 }
 
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }
+
+uint64_t jinn_node_cluster_id(const struct jinn_node *node) { return node->cluster_id; }
 
 bool jinn_node_is_leader(struct jinn_node *node)
 {
@@ -1077,6 +2025,14 @@ void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
 {
     assert(!node->stopping);
     node->stopping = true;
+    if (node->op.step != OP_NONE) {
+        op_finish(node, JINN_ESHUTDOWN, "the leader is shutting down");
+    }
+    if (node->transfer_cb != NULL) {
+        jinn_member_cb answer = node->transfer_cb;
+        node->transfer_cb = NULL;
+        answer(node->transfer_data, JINN_ESHUTDOWN, "the leader is shutting down");
+    }
     node->stop_cb = cb;
     node->stop_data = data;
     uv_timer_stop(&node->tick);

@@ -60,7 +60,8 @@ enum jinn_role {
     JINN_ROLE_FOLLOWER,
     JINN_ROLE_CANDIDATE,
     JINN_ROLE_LEADER,
-    JINN_ROLE_STANDBY
+    JINN_ROLE_STANDBY,
+    JINN_ROLE_JOINING /* not in the configuration: waiting for members add */
 };
 
 struct jinn_member {
@@ -69,6 +70,10 @@ struct jinn_member {
     const char *address;
     const char *api; /* "" when not yet announced */
     bool voter;
+    bool spare;               /* added, not replicating yet */
+    int64_t last_contact_ms;  /* leader only: since its last message; -1 unknown */
+    uint64_t match_index;     /* leader only */
+    bool reachable;           /* leader only: heard from recently */
 };
 
 /* A consistent snapshot of the node's state. Pointers are borrowed and
@@ -76,6 +81,8 @@ struct jinn_member {
 struct jinn_node_status {
     const char *name;
     uint64_t id;
+    uint64_t cluster_id; /* 0: not contacted by a cluster yet */
+    const char *note;    /* NULL, or what the operator should know */
     enum jinn_role role;
     uint64_t term;
     uint64_t leader_id; /* 0 when none is known */
@@ -93,6 +100,7 @@ struct jinn_node_status {
     uint64_t proposals_ok, proposals_failed;
     uint64_t read_barriers, reads_linearized;
     uint64_t appends, entries_appended, acks_capped; /* from the ioguard */
+    uint64_t raft_refused; /* raft connections the peerguard refused */
 };
 
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st);
@@ -100,6 +108,9 @@ const char *jinn_role_name(enum jinn_role role);
 
 /* Read-only access to replicated state, for handlers on the loop thread. */
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node);
+
+/* The cluster id (0 while a new member has not been contacted yet). */
+uint64_t jinn_node_cluster_id(const struct jinn_node *node);
 
 /* Whether this node is the raft leader right now. */
 bool jinn_node_is_leader(struct jinn_node *node);
@@ -110,7 +121,33 @@ bool jinn_node_is_leader(struct jinn_node *node);
 typedef void (*jinn_announce_fn)(void *data, const char *leader_api);
 void jinn_node_set_announcer(struct jinn_node *node, jinn_announce_fn fn, void *data);
 
-/* The raft id jinn derives from a server name. */
+/* The raft id jinn derives from a server name (members that bootstrapped
+ * the cluster; members added later have random ids). */
 uint64_t jinn_node_id_for(const char *name);
+
+/* The cluster id every node bootstrapping cfg's cluster_peers computes. */
+uint64_t jinn_node_cluster_id_for(const struct jinn_config *cfg);
+
+/* ---- membership changes (operator), on the leader only ----------------
+ * One change at a time. cb(data, code, msg) runs exactly once when the
+ * change is committed (code 0) or has failed; msg says what happened. The
+ * functions return 0 (cb will run) or an error (cb never runs):
+ * JINN_ENOTLEADER, JINN_EBUSY (another change in progress),
+ * JINN_ENOTFOUND (no such member), JINN_ECONFLICT, JINN_EINVAL. */
+typedef void (*jinn_member_cb)(void *data, int code, const char *msg);
+
+/* Probes address for the new node's id and cluster, adds it as a standby
+ * and, unless standby, promotes it to voter once it has caught up. */
+int jinn_node_member_add(struct jinn_node *node, const char *name, const char *address,
+                         bool standby, jinn_member_cb cb, void *data);
+int jinn_node_member_remove(struct jinn_node *node, uint64_t id, jinn_member_cb cb, void *data);
+/* Promote (voter: after catching up) or demote. */
+int jinn_node_member_assign(struct jinn_node *node, uint64_t id, bool voter, jinn_member_cb cb,
+                            void *data);
+/* Hands leadership to voter id (0: the most up-to-date one). cb as above. */
+int jinn_node_leader_transfer(struct jinn_node *node, uint64_t id, jinn_member_cb cb,
+                              void *data);
+/* A member's name from the node directory or cluster_peers; "?" if none. */
+const char *jinn_node_member_name(const struct jinn_node *node, uint64_t id);
 
 #endif

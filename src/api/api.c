@@ -14,6 +14,8 @@
 #include "log.h"
 
 #define FORWARDED_HEADER "X-Jinn-Forwarded-By"
+/* Node-to-node requests name their cluster; another cluster's are refused. */
+#define CLUSTER_HEADER "X-Jinn-Cluster"
 #define FORWARD_GRACE_MS 1000 /* beyond the leader's own request timeout */
 #define FORWARD_LONG_POLL_MS 300000
 
@@ -49,6 +51,12 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/cluster/check", jinn_api_check_start, JINN_ROUTE_LEADER},
     {"GET", "/v1/cluster/check", jinn_api_check_show, JINN_ROUTE_LEADER},
     {"GET", "/v1/internal/digest", jinn_api_check_digest, 0},
+    {"GET", "/v1/cluster/members", jinn_api_members_list, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/members", jinn_api_members_add, JINN_ROUTE_LEADER},
+    {"DELETE", "/v1/cluster/members/{}", jinn_api_members_remove, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
+    {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -61,10 +69,13 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     uv_timer_init(loop, &api->queue_kick);
     api->queue_kick.data = api;
     jinn_api_check_init(api);
+    uv_timer_init(loop, &api->watch_kick);
+    api->watch_kick.data = api;
 }
 
 /* Matches path against pattern, capturing {} segments into args. Returns 1
- * on a match, 0 on none, -1 when a captured segment is malformed. */
+ * on a match, 0 on none, -1 when a captured segment is malformed, -2 when
+ * it is too long. */
 static int match(const char *pattern, const char *path, size_t path_len,
                  struct jinn_route_args *args)
 {
@@ -85,7 +96,7 @@ static int match(const char *pattern, const char *path, size_t path_len,
             n = jinn_http_unescape(s, (size_t)(seg_end - s), args->arg[args->n],
                                    JINN_ROUTE_ARG_MAX, false);
             if (n < 0) {
-                return -1;
+                return n == -2 ? -2 : -1;
             }
             args->len[args->n++] = (size_t)n;
             s = seg_end;
@@ -213,7 +224,8 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
                              (int)h->value_len, h->value);
         }
     }
-    jinn_wbuf_printf(&headers, "%s: %s\r\n", FORWARDED_HEADER, api->cfg->server_name);
+    jinn_wbuf_printf(&headers, "%s: %s\r\n%s: %016" PRIx64 "\r\n", FORWARDED_HEADER,
+                     api->cfg->server_name, CLUSTER_HEADER, st.cluster_id);
     jinn_wbuf_put_u8(&headers, 0);
     if (headers.failed) {
         jinn_wbuf_free(&headers);
@@ -262,12 +274,28 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
     struct jinn_api *api = data;
     struct jinn_route_args args;
     bool path_known = false;
+    const struct jinn_http_header *cluster = jinn_http_header_find(&req->msg, CLUSTER_HEADER);
+
+    /* A forward or announcement from a node of another cluster (or one that
+     * does not say) never reaches a handler. */
+    if (cluster != NULL || jinn_http_header_find(&req->msg, FORWARDED_HEADER) != NULL) {
+        char ours[20];
+        snprintf(ours, sizeof ours, "%016" PRIx64, jinn_node_cluster_id(api->node));
+        if (cluster == NULL || cluster->value_len != 16 ||
+            memcmp(cluster->value, ours, 16) != 0) {
+            jinn_http_reply_error(req, JINN_ECONFLICT,
+                                  "forwarded from a node of another cluster (X-Jinn-Cluster)");
+            return;
+        }
+    }
 
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const struct jinn_route *r = &routes[i];
         int m = match(r->pattern, req->path, req->path_len, &args);
         if (m < 0) {
-            jinn_http_reply_error(req, JINN_EINVAL, "bad percent-encoding in path");
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  m == -2 ? "a path segment is too long (keys: 1-1024 bytes)"
+                                          : "bad percent-encoding in path");
             return;
         }
         if (m == 0) {
@@ -373,7 +401,7 @@ void jinn_api_announce(void *data, const char *leader_api)
 {
     struct jinn_api *api = data;
     struct jinn_node_status st;
-    char url[320];
+    char url[320], headers[128];
     char *body;
     json_t *obj;
     int rv;
@@ -393,8 +421,11 @@ void jinn_api_announce(void *data, const char *leader_api)
     if (body == NULL) {
         return;
     }
-    rv = jinn_fetch(api->loop, leader_api, "POST", "/v1/internal/nodes", 18,
-                    "Content-Type: application/json\r\n", body, strlen(body),
+    snprintf(headers, sizeof headers,
+             "Content-Type: application/json\r\n" CLUSTER_HEADER ": %016" PRIx64 "\r\n",
+             st.cluster_id);
+    rv = jinn_fetch(api->loop, leader_api, "POST", "/v1/internal/nodes", 18, headers, body,
+                    strlen(body),
                     api->cfg->request_timeout_ms, announced, api);
     jinn_free(body);
     api->announcing = rv == 0;

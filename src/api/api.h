@@ -17,6 +17,8 @@
 #define JINN_ROUTE_MAX_ARGS 4
 #define JINN_ROUTE_ARG_MAX 1100 /* a decoded path segment (keys: 1024 bytes) */
 
+struct jinn_loopmon;
+
 struct jinn_api {
     uv_loop_t *loop;
     const struct jinn_config *cfg; /* borrowed */
@@ -31,11 +33,13 @@ struct jinn_api {
     unsigned n_lock_waits;
     unsigned n_fetchers;
     uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
+    uv_timer_t watch_kick; /* answers woken watchers left over from a loop turn */
     bool stopping;
     struct jinn_index_wait *index_waits; /* reads waiting for min_index */
     unsigned n_index_waits;
     uint64_t applied_seen; /* the apply hook's index: libraft counts it only after */
     struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
+    const struct jinn_loopmon *loopmon; /* borrowed; NULL in tests without a daemon */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -128,6 +132,19 @@ void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
+/* Membership (api/cluster.c). */
+void jinn_api_members_list(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_members_add(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args);
+void jinn_api_members_remove(struct jinn_api *api, struct jinn_http_request *req,
+                             const struct jinn_route_args *args);
+void jinn_api_members_promote(struct jinn_api *api, struct jinn_http_request *req,
+                              const struct jinn_route_args *args);
+void jinn_api_members_demote(struct jinn_api *api, struct jinn_http_request *req,
+                             const struct jinn_route_args *args);
+void jinn_api_leader_transfer(struct jinn_api *api, struct jinn_http_request *req,
+                              const struct jinn_route_args *args);
 /* Answers queued queries and closes idle reader connections (shutdown). */
 void jinn_api_sql_stop(struct jinn_api *api);
 /* Stats object for one queue (metrics and GET /v1/queues). */

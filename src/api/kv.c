@@ -20,6 +20,14 @@
 #define LIST_DEFAULT_LIMIT 100
 #define LIST_MAX_LIMIT 1000
 #define WATCH_MAX_EVENTS 1000
+/* One watch reply stops adding events past this many bytes of JSON (it
+ * always holds at least one event) and says "more": a client far behind
+ * catches up in steps instead of making the loop build one huge reply. */
+#define WATCH_MAX_REPLY_BYTES (1u << 20)
+/* One change can wake every watcher at once: past this many bytes of
+ * replies built in one loop turn, the rest are answered on the next turns,
+ * so the loop stays within its budget however many watch. */
+#define WATCH_FANOUT_BYTES (2u << 20)
 #define WATCH_DEFAULT_MS 30000
 #define WATCH_MAX_MS 300000
 #define WATCHERS_MAX 4096
@@ -421,104 +429,204 @@ out:
 
 /* ---- watch ---------------------------------------------------------------- */
 
-static json_t *event_json(const struct jinn_kv_event *ev)
+/* Watch replies are written as JSON text directly: a reply holds values of
+ * up to max_body, and building them as jansson trees, then dumping them,
+ * costs several times the loop time of one pass over the bytes. */
+static void put_json_string(struct jinn_wbuf *w, const uint8_t *p, size_t n)
 {
-    static const char *const types[] = {"", "put", "delete", "expire"};
-    json_t *obj = json_pack("{s:s, s:s%, s:I}", "type", types[ev->type], "key",
-                            (const char *)ev->key, ev->key_len, "revision",
-                            (json_int_t)ev->revision);
-    if (obj != NULL && ev->type == JINN_KV_EVENT_PUT) {
-        put_json_value(obj, ev->value ? ev->value : (const uint8_t *)"", ev->value_len);
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0;
+
+    jinn_wbuf_put_raw(w, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        jinn_wbuf_put_raw(w, p + run, i - run);
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            jinn_wbuf_put_raw(w, esc, sizeof esc);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            jinn_wbuf_put_raw(w, esc, sizeof esc);
+        }
+        run = i + 1;
     }
-    return obj;
+    jinn_wbuf_put_raw(w, p + run, n - run);
+    jinn_wbuf_put_raw(w, "\"", 1);
 }
 
-/* Collects the events after w->after matching the watch. Never splits a
- * revision across replies. Returns NULL when there are none. */
-static json_t *collect(const struct jinn_kv *kv, const struct jinn_watcher *w,
-                       uint64_t *last)
+/* One event, as event objects always were: type, key, revision, and for a
+ * put "value" (UTF-8 without NUL) or "value_base64". */
+static void put_event(struct jinn_wbuf *w, const struct jinn_kv_event *ev)
 {
-    json_t *events = NULL;
-    size_t n = jinn_kv_history_len(kv), count = 0;
+    static const char *const types[] = {"", "put", "delete", "expire"};
+    jinn_wbuf_printf(w, "{\"type\":\"%s\",\"key\":", types[ev->type]);
+    put_json_string(w, ev->key, ev->key_len);
+    jinn_wbuf_printf(w, ",\"revision\":%" PRIu64, ev->revision);
+    if (ev->type == JINN_KV_EVENT_PUT && ev->value_dropped) {
+        /* Over the history's byte budget: the watcher re-reads the key. */
+        jinn_wbuf_put_raw(w, ",\"value_dropped\":true", 21);
+    } else if (ev->type == JINN_KV_EVENT_PUT) {
+        const uint8_t *v = ev->value ? ev->value : (const uint8_t *)"";
+        if (jinn_utf8_valid(v, ev->value_len) && memchr(v, '\0', ev->value_len) == NULL) {
+            jinn_wbuf_put_raw(w, ",\"value\":", 9);
+            put_json_string(w, v, ev->value_len);
+        } else {
+            jinn_wbuf_put_raw(w, ",\"value_base64\":\"", 17);
+            jinn_wbuf_put_base64(w, v, ev->value_len);
+            jinn_wbuf_put_raw(w, "\"", 1);
+        }
+    }
+    jinn_wbuf_put_raw(w, "}", 1);
+}
+
+/* Appends to w (as "ev,ev,...") the events after w->after matching the
+ * watch, at most WATCH_MAX_EVENTS and WATCH_MAX_REPLY_BYTES once the event
+ * that crosses it is in (*more tells that it stopped there). Never splits a
+ * revision across replies. Returns how many it wrote. */
+static size_t collect(const struct jinn_kv *kv, const struct jinn_watcher *wt,
+                      struct jinn_wbuf *w, uint64_t *last, bool *more)
+{
+    size_t n = jinn_kv_history_len(kv), count = 0, start = w->len;
     size_t lo = 0, hi = n;
 
-    /* Binary search for the first event after w->after (revisions ascend). */
+    /* Binary search for the first event after wt->after (revisions ascend). */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (jinn_kv_history_at(kv, mid)->revision <= w->after) {
+        if (jinn_kv_history_at(kv, mid)->revision <= wt->after) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    for (size_t i = lo; i < n; i++) {
+    for (size_t i = lo; i < n && !w->failed; i++) {
         const struct jinn_kv_event *ev = jinn_kv_history_at(kv, i);
-        if (count >= WATCH_MAX_EVENTS && ev->revision != *last) {
-            break;
-        }
-        if (strcmp(ev->ns, w->ns) != 0 || ev->key_len < w->prefix_len ||
-            memcmp(ev->key, w->prefix, w->prefix_len) != 0) {
+        if (strcmp(ev->ns, wt->ns) != 0 || ev->key_len < wt->prefix_len ||
+            memcmp(ev->key, wt->prefix, wt->prefix_len) != 0) {
             continue;
         }
-        if (events == NULL && (events = json_array()) == NULL) {
-            return NULL;
+        if ((count >= WATCH_MAX_EVENTS || w->len - start >= WATCH_MAX_REPLY_BYTES) &&
+            ev->revision != *last) {
+            *more = true;
+            break;
         }
-        json_array_append_new(events, event_json(ev));
+        if (count > 0) {
+            jinn_wbuf_put_raw(w, ",", 1);
+        }
+        put_event(w, ev);
         *last = ev->revision;
         count++;
     }
-    return events;
+    return count;
 }
 
 static void watcher_closed(uv_handle_t *h) { jinn_free(h->data); }
 
-static void watcher_finish(struct jinn_watcher *w, json_t *events, uint64_t revision)
+/* Answers the watch with the events already in w (may be empty) and frees
+ * the watcher. */
+static void watcher_finish(struct jinn_watcher *wt, struct jinn_wbuf *w, uint64_t revision,
+                           bool more)
 {
-    struct jinn_api *api = w->api;
-    if (w->prev) {
-        w->prev->next = w->next;
+    struct jinn_api *api = wt->api;
+    if (wt->prev) {
+        wt->prev->next = wt->next;
     } else {
-        api->watchers = w->next;
+        api->watchers = wt->next;
     }
-    if (w->next) {
-        w->next->prev = w->prev;
+    if (wt->next) {
+        wt->next->prev = wt->prev;
     }
     api->n_watchers--;
-    jinn_http_reply_json(w->req, 200,
-                         json_pack("{s:o, s:I}", "events", events ? events : json_array(),
-                                   "revision", (json_int_t)revision));
-    uv_close((uv_handle_t *)&w->timer, watcher_closed);
+    jinn_wbuf_printf(w, "],\"revision\":%" PRIu64 ",\"more\":%s}", revision,
+                     more ? "true" : "false");
+    if (w->failed) {
+        jinn_http_reply_error(wt->req, JINN_ENOMEM, NULL);
+    } else {
+        jinn_http_reply(wt->req, 200, "application/json", w->data, w->len);
+    }
+    uv_close((uv_handle_t *)&wt->timer, watcher_closed);
+}
+
+static void reply_start(struct jinn_wbuf *w)
+{
+    jinn_wbuf_init(w);
+    jinn_wbuf_put_raw(w, "{\"events\":[", 11);
+}
+
+static void watcher_finish_empty(struct jinn_watcher *wt, uint64_t revision)
+{
+    struct jinn_wbuf w;
+    reply_start(&w);
+    watcher_finish(wt, &w, revision, false);
+    jinn_wbuf_free(&w);
 }
 
 static void watch_timeout(uv_timer_t *t)
 {
     struct jinn_watcher *w = t->data;
     const struct jinn_fsm *fsm = jinn_node_fsm(w->api->node);
-    uint64_t last = fsm->kv.last_revision > w->after ? fsm->kv.last_revision : w->after;
-    watcher_finish(w, NULL, last);
+    uint64_t last = 0;
+    bool more = false;
+    struct jinn_wbuf out;
+
+    /* Events may be waiting for a later loop turn (WATCH_FANOUT_BYTES):
+     * deliver them rather than report a revision past them. */
+    reply_start(&out);
+    if (collect(&fsm->kv, w, &out, &last, &more) > 0 || out.failed) {
+        watcher_finish(w, &out, last, more);
+    } else {
+        last = fsm->kv.last_revision > w->after ? fsm->kv.last_revision : w->after;
+        watcher_finish(w, &out, last, false);
+    }
+    jinn_wbuf_free(&out);
 }
 
-void jinn_api_kv_applied(void *data, uint64_t index)
+static void watch_kick(uv_timer_t *t);
+
+/* Answers the watchers that have new events, up to WATCH_FANOUT_BYTES of
+ * replies; the rest on the next loop turn. */
+static void wake_watchers(struct jinn_api *api)
 {
-    struct jinn_api *api = data;
     const struct jinn_kv *kv = &jinn_node_fsm(api->node)->kv;
-    jinn_api_index_applied(api, index);
-    jinn_api_queue_applied(api);
-    jinn_api_lock_applied(api);
-    jinn_api_check_applied(api, index);
+    size_t built = 0;
     for (struct jinn_watcher *w = api->watchers, *next; w != NULL; w = next) {
         uint64_t last = 0;
-        json_t *events;
+        bool more = false;
+        struct jinn_wbuf out;
         next = w->next;
         if (kv->last_revision <= w->after) {
             continue;
         }
-        events = collect(kv, w, &last);
-        if (events != NULL) {
-            uv_timer_stop(&w->timer);
-            watcher_finish(w, events, last);
+        if (built >= WATCH_FANOUT_BYTES) {
+            /* 1 ms, not 0: libuv runs a 0 ms timer started from a timer
+             * callback in the same loop turn. */
+            if (!api->stopping) {
+                uv_timer_start(&api->watch_kick, watch_kick, 1, 0);
+            }
+            return;
         }
+        reply_start(&out);
+        if (collect(kv, w, &out, &last, &more) > 0 || out.failed) {
+            uv_timer_stop(&w->timer);
+            built += out.len;
+            watcher_finish(w, &out, last, more);
+        }
+        jinn_wbuf_free(&out);
     }
+}
+
+static void watch_kick(uv_timer_t *t) { wake_watchers(t->data); }
+
+void jinn_api_kv_applied(void *data, uint64_t index)
+{
+    struct jinn_api *api = data;
+    jinn_api_index_applied(api, index);
+    jinn_api_queue_applied(api);
+    jinn_api_lock_applied(api);
+    jinn_api_check_applied(api, index);
+    wake_watchers(api);
 }
 
 void jinn_api_stop(struct jinn_api *api)
@@ -533,8 +641,9 @@ void jinn_api_stop(struct jinn_api *api)
     while (api->watchers != NULL) {
         struct jinn_watcher *w = api->watchers;
         uv_timer_stop(&w->timer);
-        watcher_finish(w, NULL, w->after);
+        watcher_finish_empty(w, w->after);
     }
+    uv_close((uv_handle_t *)&api->watch_kick, NULL);
 }
 
 static void watch(struct jinn_api *api, struct jinn_http_request *req,
@@ -546,9 +655,11 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     struct jinn_watcher *w;
     uint64_t after, timeout_ms, last = 0;
     char tbuf[32];
-    bool has_timeout;
-    json_t *events;
+    bool has_timeout, more = false;
+    struct jinn_wbuf out;
+    size_t found;
 
+    /* Revisions are JSON integers: nothing past INT64_MAX can exist. */
     if (!uint_or_reply(req, "after", fsm->kv.last_revision, 0, INT64_MAX, &after) ||
         !query_or_reply(req, "timeout", tbuf, sizeof tbuf, &has_timeout)) {
         return;
@@ -585,7 +696,8 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     memcpy(w->prefix, prefix, w->prefix_len);
     w->after = after;
     jinn_api_freshness(api, req, false);
-    events = collect(&fsm->kv, w, &last);
+    reply_start(&out);
+    found = collect(&fsm->kv, w, &out, &last, &more);
     uv_timer_init(api->loop, &w->timer);
     w->timer.data = w;
     w->next = api->watchers;
@@ -594,10 +706,12 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     }
     api->watchers = w;
     api->n_watchers++;
-    if (events != NULL) {
-        watcher_finish(w, events, last);
+    if (found > 0 || out.failed) {
+        watcher_finish(w, &out, last, more);
+        jinn_wbuf_free(&out);
         return;
     }
+    jinn_wbuf_free(&out);
     uv_timer_start(&w->timer, watch_timeout, timeout_ms, 0);
 }
 

@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "codec.h"
 #include "error.h"
+#include "loopmon.h"
 #include "version.h"
 
 static json_t *members_json(const struct jinn_node_status *st, int want_voter)
@@ -24,7 +25,8 @@ static json_t *members_json(const struct jinn_node_status *st, int want_voter)
             json_array_append_new(
                 list, json_pack("{s:s, s:I, s:s, s:s?, s:s}", "name", m->name, "id",
                                 (json_int_t)m->id, "address", m->address, "api",
-                                m->api[0] ? m->api : NULL, "role", m->voter ? "voter" : "standby"));
+                                m->api[0] ? m->api : NULL, "role",
+                                m->voter ? "voter" : m->spare ? "spare" : "standby"));
         }
     }
     return list;
@@ -68,6 +70,18 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     jinn_api_check_status(api, obj);
+    if (api->loopmon != NULL) {
+        json_object_set_new(obj, "loop_stall_max_ms",
+                            json_integer((json_int_t)api->loopmon->max_ms));
+    }
+    {
+        char cid[20];
+        snprintf(cid, sizeof cid, "%016llx", (unsigned long long)st.cluster_id);
+        json_object_set_new(obj, "cluster_id", st.cluster_id ? json_string(cid) : json_null());
+        if (st.note != NULL) {
+            json_object_set_new(obj, "note", json_string(st.note));
+        }
+    }
     jinn_http_reply_json(req, 200, obj);
 }
 
@@ -138,6 +152,9 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
           "%" PRId64, st.leader_contact_ms);
     GAUGE("jinn_cluster_voters", "Voting members.", "%u", voters);
     GAUGE("jinn_cluster_standbys", "Standby members.", "%u", st.n_members - voters);
+    COUNTER("jinn_raft_connections_refused_total",
+            "Raft connections refused: another cluster, a stray, a wiped node.", "%" PRIu64,
+            st.raft_refused);
     COUNTER("jinn_proposals_committed_total", "Proposals committed and applied.", "%" PRIu64,
             st.proposals_ok);
     COUNTER("jinn_proposals_failed_total", "Proposals that failed or timed out.", "%" PRIu64,
@@ -159,8 +176,66 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
             api->forwards_failed);
     GAUGE("jinn_http_connections_open", "Open client connections.", "%" PRIu64,
           hs.connections_open);
+    GAUGE("jinn_http_connections_max", "Connection limit (from max_connections and ulimit -n).",
+          "%" PRIu64, hs.connections_max);
+    GAUGE("jinn_http_output_queued_bytes", "Reply bytes queued to clients, not yet sent.",
+          "%" PRIu64, hs.output_queued_bytes);
+    COUNTER("jinn_http_replies_refused_total", "Replies over the output limits.", "%" PRIu64,
+            hs.replies_refused);
+    COUNTER("jinn_http_slow_readers_cut_total", "Clients cut off for not reading a reply.",
+            "%" PRIu64, hs.slow_readers_cut);
+    COUNTER("jinn_http_accept_errors_total", "Failed accepts (EMFILE...); never fatal.",
+            "%" PRIu64, hs.accept_errors);
+    GAUGE("jinn_kv_watchers", "Watches waiting for changes.", "%u", api->n_watchers);
+    if (api->loopmon != NULL) {
+        const struct jinn_loopmon *lm = api->loopmon;
+        uint64_t cum = 0;
+        GAUGE("jinn_loop_stall_max_ms", "Longest event-loop stall since start.", "%" PRIu64,
+              lm->max_ms);
+        COUNTER("jinn_loop_stalls_over_budget_total", "Loop stalls over the 20 ms budget.",
+                "%" PRIu64, lm->over_budget);
+        jinn_wbuf_printf(&w, "# HELP jinn_loop_lateness_ms How late the loop monitor's 10 ms "
+                             "tick ran (time the loop was busy).\n"
+                             "# TYPE jinn_loop_lateness_ms histogram\n");
+        for (unsigned b = 0; b < JINN_LOOPMON_BUCKETS; b++) {
+            cum += lm->buckets[b];
+            if (b < JINN_LOOPMON_BUCKETS - 1) {
+                jinn_wbuf_printf(&w, "jinn_loop_lateness_ms_bucket{le=\"%" PRIu64 "\"} %" PRIu64
+                                     "\n",
+                                 jinn_loopmon_bounds[b], cum);
+            } else {
+                jinn_wbuf_printf(&w, "jinn_loop_lateness_ms_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+                                 cum);
+            }
+        }
+        jinn_wbuf_printf(&w, "jinn_loop_lateness_ms_sum %" PRIu64 "\njinn_loop_lateness_ms_count %"
+                             PRIu64 "\n", lm->sum_ms, lm->ticks);
+        GAUGE("jinn_loop_busy_max_ms", "Longest loop stall spent computing (CPU), since start.",
+              "%" PRIu64, lm->busy_max_ms);
+        jinn_wbuf_printf(&w, "# HELP jinn_loop_busy_ms The part of each tick's lateness the "
+                             "loop thread spent on the CPU.\n"
+                             "# TYPE jinn_loop_busy_ms histogram\n");
+        cum = 0;
+        for (unsigned b = 0; b < JINN_LOOPMON_BUCKETS; b++) {
+            cum += lm->busy_buckets[b];
+            if (b < JINN_LOOPMON_BUCKETS - 1) {
+                jinn_wbuf_printf(&w, "jinn_loop_busy_ms_bucket{le=\"%" PRIu64 "\"} %" PRIu64 "\n",
+                                 jinn_loopmon_bounds[b], cum);
+            } else {
+                jinn_wbuf_printf(&w, "jinn_loop_busy_ms_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+            }
+        }
+        jinn_wbuf_printf(&w, "jinn_loop_busy_ms_sum %" PRIu64 "\njinn_loop_busy_ms_count %" PRIu64
+                             "\n", lm->busy_sum_ms, lm->ticks);
+    }
     COUNTER("jinn_http_requests_total", "HTTP requests received.", "%" PRIu64,
             hs.requests_total);
+    GAUGE("jinn_watch_history_bytes",
+          "Bytes held by the KV watch history (keys, and values within its budget).",
+          "%" PRIu64, jinn_kv_history_bytes(&jinn_node_fsm(api->node)->kv));
+    GAUGE("jinn_watch_history_value_budget_bytes",
+          "Value bytes the watch history may hold before dropping the oldest values.", "%u",
+          JINN_KV_HISTORY_VALUE_BYTES);
     jinn_wbuf_printf(&w, "# HELP jinn_http_responses_total HTTP responses by status class.\n"
                          "# TYPE jinn_http_responses_total counter\n");
     for (int c = 2; c <= 5; c++) {

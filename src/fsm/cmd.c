@@ -44,6 +44,8 @@ const char *jinn_cmd_type_name(int type)
         return "lock_withdraw";
     case JINN_CMD_CHECK:
         return "check";
+    case JINN_CMD_NODE_DEL:
+        return "node_del";
     default:
         return "unknown";
     }
@@ -71,6 +73,9 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
     switch (c->type) {
     case JINN_CMD_NOOP:
     case JINN_CMD_CHECK:
+        break;
+    case JINN_CMD_NODE_DEL:
+        jinn_wbuf_put_u64(w, c->node.id);
         break;
     case JINN_CMD_NODE_SET:
         if (c->node.name.len == 0 || c->node.name.len > JINN_NODE_NAME_MAX ||
@@ -186,15 +191,19 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     c->type = jinn_rbuf_get_u8(&r);
     flags = jinn_rbuf_get_u8(&r);
     c->time_ms = jinn_rbuf_get_u64(&r);
-    if (r.failed || magic != JINN_CMD_MAGIC || flags != 0) {
+    if (r.failed || magic != JINN_CMD_MAGIC) {
         return JINN_ECORRUPT;
     }
-    if (version != JINN_CMD_VERSION) {
+    if (version != JINN_CMD_VERSION || flags != 0) {
+        /* A newer format or a flag this build does not know. */
         return JINN_EVERSION;
     }
     switch (c->type) {
     case JINN_CMD_NOOP:
     case JINN_CMD_CHECK:
+        break;
+    case JINN_CMD_NODE_DEL:
+        c->node.id = jinn_rbuf_get_u64(&r);
         break;
     case JINN_CMD_NODE_SET:
         c->node.id = jinn_rbuf_get_u64(&r);
@@ -262,7 +271,8 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         break;
     default:
         if (!jinn_cmd_is_queue(c->type)) {
-            return JINN_ECORRUPT;
+            /* A type from a newer build: the FSM must stop, not skip it. */
+            return JINN_EVERSION;
         }
         c->q.queue = get_slice(&r, JINN_QUEUE_NAME_MAX);
         c->q.worker = get_slice(&r, JINN_QUEUE_WORKER_MAX);

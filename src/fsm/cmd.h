@@ -63,6 +63,7 @@ enum jinn_cmd_type {
     JINN_CMD_Q_DROP = 15,    /* forget a dead letter */
     JINN_CMD_SQL_EXEC = 16,  /* statements run in one transaction */
     JINN_CMD_CHECK = 17,     /* replicas digest their state here; changes nothing */
+    JINN_CMD_NODE_DEL = 18,  /* the leader drops a node that left the configuration */
     /* a waiting acquire (lock.token = its raft index) leaves the line */
     JINN_CMD_LOCK_WITHDRAW = 21,
     JINN_CMD_TYPE_MAX
@@ -137,7 +138,9 @@ static inline bool jinn_cmd_is_queue(int type)
 int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *out);
 
 /* Decodes buf into c; slices in c borrow from buf. Returns 0, JINN_ECORRUPT
- * or JINN_EVERSION. */
+ * (not a command, or a known version and type with a malformed body) or
+ * JINN_EVERSION (a format version or command type this build does not
+ * know: the FSM stops rather than skip it). */
 int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c);
 
 const char *jinn_cmd_type_name(int type);

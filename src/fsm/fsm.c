@@ -14,14 +14,62 @@
  * snapshot, checksum included, is valid. */
 #include "fsm/fsm.h"
 
-#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "error.h"
 #include "fsm/cmd.h"
+#include "fsm/fatal.h"
 #include "log.h"
+
+/* ---- the fatal-apply path (fatal.h) -------------------------------------- */
+
+static uint64_t fatal_index;
+static int fatal_type;
+
+void jinn_fsm_fatal_context(uint64_t index, int type)
+{
+    fatal_index = index;
+    fatal_type = type;
+}
+
+void jinn_fsm_fatal(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (fatal_type != 0) {
+        jinn_error("fatal apply: entry %llu (%s, type %d): %s; stopping this node without "
+                   "applying it (a restart replays the log)",
+                   (unsigned long long)fatal_index, jinn_cmd_type_name(fatal_type), fatal_type,
+                   msg);
+    } else {
+        jinn_error("fatal apply: %s; stopping this node", msg);
+    }
+    _exit(JINN_EXIT_FATAL_APPLY);
+}
+
+void jinn_fsm_link(struct jinn_tree *t, struct jinn_tree_node *n, const char *what)
+{
+    if (jinn_tree_insert(t, n) != NULL) {
+        jinn_fsm_fatal("%s: an equal entry is already indexed (the order is not total)", what);
+    }
+}
+
+void jinn_fsm_unlink(struct jinn_tree *t, struct jinn_tree_node *n, const char *what)
+{
+    if (jinn_tree_remove(t, n) != n) {
+        jinn_fsm_fatal("%s: the entry to remove is not indexed", what);
+    }
+}
+
+/* ---- apply ----------------------------------------------------------------- */
 
 static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
                                           const void *buf, size_t len)
@@ -33,13 +81,27 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     fsm->result.index = index;
     fsm->result.value = 0;
     rv = jinn_cmd_decode(buf, len, &c);
+    if (rv == JINN_EVERSION) {
+        /* Written by a newer build: applying it is impossible and skipping
+         * it would fork the state from the replicas that can. */
+        const uint8_t *b = buf;
+        jinn_fsm_fatal_context(0, 0);
+        jinn_fsm_fatal("entry %llu has command version %u / type %u / flags %u this build "
+                       "does not know (it knows version %u, types 1-%u, flags 0); upgrade this "
+                       "node",
+                       (unsigned long long)index, b[1], b[2], b[3], JINN_CMD_VERSION,
+                       JINN_CMD_TYPE_MAX - 1);
+    }
     if (rv != 0) {
-        /* Every replica rejects the same bytes the same way. */
-        jinn_warn("entry %llu: undecodable command (%s), skipped",
+        /* A known version and type with a malformed body: the same bytes
+         * are refused identically on every replica, so changing nothing is
+         * deterministic (not even cluster time moves). */
+        jinn_warn("entry %llu: undecodable command (%s), no change",
                   (unsigned long long)index, jinn_error_name(rv));
         fsm->result.code = rv;
         return &fsm->result;
     }
+    jinn_fsm_fatal_context(index, c.type);
     if (c.time_ms > fsm->time_ms) {
         fsm->time_ms = c.time_ms;
     }
@@ -57,6 +119,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         fsm->check_index = index;
         break;
     case JINN_CMD_NODE_SET:
+    case JINN_CMD_NODE_DEL:
         rv = jinn_nodes_apply(&fsm->nodes, &c);
         break;
     case JINN_CMD_KV_PUT:
@@ -94,25 +157,24 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         rv = jinn_sql_exec(&fsm->sql, index, fsm->time_ms, &c);
         if (rv == JINN_EIO) {
             /* The database file could not be written: this replica cannot
-             * follow the others. Stop; the log replays after restart. */
-            jinn_error("entry %llu: sql database unavailable; stopping",
-                       (unsigned long long)index);
-            abort();
+             * follow the others. */
+            jinn_fsm_fatal("sql database unavailable");
         }
         break;
     default:
-        /* decode accepts only known types; the rest are queue commands */
-        assert(jinn_cmd_is_queue(c.type));
+        if (!jinn_cmd_is_queue(c.type)) {
+            /* decode accepted a type this switch does not handle */
+            jinn_fsm_fatal("command type %d decodes but has no apply", c.type);
+        }
         rv = jinn_queues_apply(&fsm->queues, index, fsm->time_ms, &c, &fsm->result.value);
         break;
     }
     if (rv == JINN_ENOMEM) {
         /* Failing here while other replicas succeed would fork the state:
          * stop instead, and let the log replay after restart. */
-        jinn_error("entry %llu: out of memory while applying; stopping",
-                   (unsigned long long)index);
-        abort();
+        jinn_fsm_fatal("out of memory");
     }
+    jinn_fsm_fatal_context(0, 0);
     fsm->applied++;
     fsm->result.code = rv;
     return &fsm->result;
@@ -168,16 +230,22 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     if (len < 8 + 4 + 8 + 4 || memcmp(buf, JINN_SNAPSHOT_MAGIC, 8) != 0) {
         return JINN_ECORRUPT;
     }
+    /* The version before the checksum: a newer format may checksum
+     * differently, and must be refused as "newer", not as "corrupt". */
+    jinn_rbuf_init(&r, (const uint8_t *)buf + 8, 4);
+    version = jinn_rbuf_get_u32(&r);
+    if (version != JINN_SNAPSHOT_VERSION) {
+        jinn_error("snapshot has format version %u; this build reads version %u only; "
+                   "upgrade this node",
+                   version, JINN_SNAPSHOT_VERSION);
+        return JINN_EVERSION;
+    }
     jinn_rbuf_init(&r, (const uint8_t *)buf + len - 4, 4);
     crc = jinn_rbuf_get_u32(&r);
     if (crc != jinn_crc32(0, buf, len - 4)) {
         return JINN_ECORRUPT;
     }
-    jinn_rbuf_init(&r, (const uint8_t *)buf + 8, len - 8 - 4);
-    version = jinn_rbuf_get_u32(&r);
-    if (version != JINN_SNAPSHOT_VERSION) {
-        return JINN_EVERSION;
-    }
+    jinn_rbuf_init(&r, (const uint8_t *)buf + 12, len - 8 - 4 - 4);
     time_ms = jinn_rbuf_get_u64(&r);
     nodes = jinn_malloc(sizeof *nodes);
     kv = jinn_malloc(sizeof *kv);
@@ -282,6 +350,8 @@ static int fsm_restore(struct raft_fsm *iface, struct raft_buffer *buf)
         jinn_error("snapshot restore failed: %s", jinn_error_message(rv));
         return rv == JINN_ENOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
     }
+    jinn_info("snapshot restored (%zu bytes, cluster time %llu)", buf->len,
+              (unsigned long long)fsm->time_ms);
     /* On success the FSM owns the buffer (libraft's contract). */
     raft_free(buf->base);
     return 0;

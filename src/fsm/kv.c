@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fsm/fatal.h"
 
 static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
@@ -55,6 +56,61 @@ static void event_free(struct jinn_kv_event *ev)
     memset(ev, 0, sizeof *ev);
 }
 
+static uint64_t event_bytes(const struct jinn_kv_event *ev)
+{
+    return (ev->ns ? strlen(ev->ns) : 0) + ev->key_len + (ev->value ? ev->value_len : 0);
+}
+
+/* Frees a ring event, keeping the byte counters. */
+static void history_forget(struct jinn_kv *kv, struct jinn_kv_event *ev)
+{
+    kv->history_bytes -= event_bytes(ev);
+    if (ev->value != NULL) {
+        kv->history_value_bytes -= ev->value_len;
+    }
+    event_free(ev);
+}
+
+/* Doubles the ring (up to JINN_KV_HISTORY slots), oldest event first: a
+ * node with little traffic does not hold 65 536 empty slots. On failure the
+ * ring is unchanged. */
+static void history_grow(struct jinn_kv *kv)
+{
+    size_t cap = kv->ring_cap ? kv->ring_cap * 2 : 64;
+    struct jinn_kv_event *ring;
+    if (cap > JINN_KV_HISTORY) {
+        cap = JINN_KV_HISTORY;
+    }
+    ring = jinn_calloc(cap, sizeof *ring);
+    if (ring == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < kv->ring_len; i++) {
+        ring[i] = kv->ring[(kv->ring_start + i) % kv->ring_cap];
+    }
+    jinn_free(kv->ring);
+    kv->ring = ring;
+    kv->ring_cap = cap;
+    kv->ring_start = 0;
+}
+
+/* Drops values, oldest first, until the ring is within its byte budget. */
+static void history_trim_values(struct jinn_kv *kv)
+{
+    while (kv->history_value_bytes > JINN_KV_HISTORY_VALUE_BYTES &&
+           kv->ring_values < kv->ring_len) {
+        struct jinn_kv_event *ev = &kv->ring[(kv->ring_start + kv->ring_values) % kv->ring_cap];
+        if (ev->value != NULL) {
+            jinn_free(ev->value);
+            ev->value = NULL;
+            ev->value_dropped = true;
+            kv->history_value_bytes -= ev->value_len;
+            kv->history_bytes -= ev->value_len;
+        }
+        kv->ring_values++;
+    }
+}
+
 static void free_by_key(struct jinn_tree_node *n)
 {
     jinn_free(jinn_tree_entry(n, struct jinn_kv_entry, by_key));
@@ -64,7 +120,7 @@ void jinn_kv_clear(struct jinn_kv *kv)
 {
     jinn_tree_release_all(&kv->by_key, free_by_key);
     for (size_t i = 0; i < kv->ring_len; i++) {
-        event_free(&kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
+        history_forget(kv, &kv->ring[(kv->ring_start + i) % kv->ring_cap]);
     }
     jinn_free(kv->ring);
     jinn_kv_init(kv);
@@ -132,8 +188,8 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
 {
     struct jinn_kv_event ev;
     memset(&ev, 0, sizeof ev);
-    if (kv->ring == NULL) {
-        kv->ring = jinn_calloc(JINN_KV_HISTORY, sizeof *kv->ring);
+    if (kv->ring_len == kv->ring_cap && kv->ring_cap < JINN_KV_HISTORY) {
+        history_grow(kv);
     }
     ev.revision = revision;
     ev.type = type;
@@ -141,22 +197,30 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
     ev.key = jinn_malloc(e->key_len);
     ev.key_len = e->key_len;
     if (type == JINN_KV_EVENT_PUT && e->value_len > 0) {
-        ev.value = jinn_malloc(e->value_len);
         ev.value_len = e->value_len;
+        if (e->value_len <= JINN_KV_HISTORY_VALUE_BYTES) {
+            ev.value = jinn_malloc(e->value_len);
+        } else {
+            ev.value_dropped = true; /* larger than the whole budget */
+        }
     }
-    if (kv->ring == NULL || ev.ns == NULL || ev.key == NULL ||
-        (ev.value_len > 0 && ev.value == NULL)) {
-        /* Lose the history rather than the change: watchers must re-list. */
+    if (kv->ring == NULL || (kv->ring_len == kv->ring_cap && kv->ring_cap < JINN_KV_HISTORY) ||
+        ev.ns == NULL || ev.key == NULL ||
+        (ev.value_len > 0 && !ev.value_dropped && ev.value == NULL)) {
+        /* Lose the history rather than the change: the history is this
+         * node's cache for watchers, not replicated state. Watchers must
+         * re-list (410 compacted). */
         event_free(&ev);
         for (size_t i = 0; kv->ring && i < kv->ring_len; i++) {
-            event_free(&kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY]);
+            history_forget(kv, &kv->ring[(kv->ring_start + i) % kv->ring_cap]);
         }
         kv->ring_len = 0;
+        kv->ring_values = 0;
         kv->history_floor = revision;
         return;
     }
     memcpy(ev.key, e->key, e->key_len);
-    if (ev.value_len) {
+    if (ev.value != NULL) {
         memcpy(ev.value, e->value, ev.value_len);
     }
     if (kv->ring_len == JINN_KV_HISTORY) {
@@ -164,44 +228,48 @@ static void record(struct jinn_kv *kv, uint8_t type, const struct jinn_kv_entry 
         /* Keep whole revisions: drop every event of the oldest revision. */
         uint64_t drop = oldest->revision;
         while (kv->ring_len > 0 && kv->ring[kv->ring_start].revision == drop) {
-            event_free(&kv->ring[kv->ring_start]);
-            kv->ring_start = (kv->ring_start + 1) % JINN_KV_HISTORY;
+            history_forget(kv, &kv->ring[kv->ring_start]);
+            kv->ring_start = (kv->ring_start + 1) % kv->ring_cap;
             kv->ring_len--;
+            if (kv->ring_values > 0) {
+                kv->ring_values--;
+            }
         }
         kv->history_floor = drop;
     }
-    kv->ring[(kv->ring_start + kv->ring_len) % JINN_KV_HISTORY] = ev;
+    kv->ring[(kv->ring_start + kv->ring_len) % kv->ring_cap] = ev;
     kv->ring_len++;
+    kv->history_bytes += event_bytes(&ev);
+    if (ev.value != NULL) {
+        kv->history_value_bytes += ev.value_len;
+    }
+    history_trim_values(kv);
 }
+
+uint64_t jinn_kv_history_bytes(const struct jinn_kv *kv) { return kv->history_bytes; }
 
 size_t jinn_kv_history_len(const struct jinn_kv *kv) { return kv->ring_len; }
 
 const struct jinn_kv_event *jinn_kv_history_at(const struct jinn_kv *kv, size_t i)
 {
     assert(i < kv->ring_len);
-    return &kv->ring[(kv->ring_start + i) % JINN_KV_HISTORY];
+    return &kv->ring[(kv->ring_start + i) % kv->ring_cap];
 }
 
 static void unlink_entry(struct jinn_kv *kv, struct jinn_kv_entry *e)
 {
-    struct jinn_tree_node *gone = jinn_tree_remove(&kv->by_key, &e->by_key);
-    assert(gone == &e->by_key);
-    (void)gone;
+    jinn_fsm_unlink(&kv->by_key, &e->by_key, "kv by key");
     if (e->expires_at != 0) {
-        gone = jinn_tree_remove(&kv->by_expiry, &e->by_expiry);
-        assert(gone == &e->by_expiry);
+        jinn_fsm_unlink(&kv->by_expiry, &e->by_expiry, "kv by expiry");
     }
     kv->bytes -= e->key_len + e->value_len;
 }
 
 static void link_entry(struct jinn_kv *kv, struct jinn_kv_entry *e)
 {
-    struct jinn_tree_node *dup = jinn_tree_insert(&kv->by_key, &e->by_key);
-    assert(dup == NULL);
-    (void)dup;
+    jinn_fsm_link(&kv->by_key, &e->by_key, "kv by key");
     if (e->expires_at != 0) {
-        dup = jinn_tree_insert(&kv->by_expiry, &e->by_expiry);
-        assert(dup == NULL);
+        jinn_fsm_link(&kv->by_expiry, &e->by_expiry, "kv by expiry");
     }
     kv->bytes += e->key_len + e->value_len;
 }
@@ -245,7 +313,7 @@ int jinn_kv_put(struct jinn_kv *kv, uint64_t index, uint64_t now, const struct j
     }
     e->revision = index;
     e->create_revision = old ? old->create_revision : index;
-    e->expires_at = c->kv.ttl_ms ? now + c->kv.ttl_ms : 0;
+    e->expires_at = c->kv.ttl_ms ? jinn_fsm_deadline(now, c->kv.ttl_ms) : 0;
     if (old != NULL) {
         unlink_entry(kv, old);
         jinn_free(old);

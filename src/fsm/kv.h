@@ -8,7 +8,11 @@
  *
  * The store also keeps a bounded history of changes for watchers. It is
  * derived from the log (not part of the snapshot): after a restore, changes
- * at or below the restored revision are "compacted". */
+ * at or below the restored revision are "compacted". It is bounded twice:
+ * by count (JINN_KV_HISTORY changes, revision, type, namespace and key each)
+ * and in value bytes (JINN_KV_HISTORY_VALUE_BYTES): past that budget the
+ * oldest events lose their value (value_dropped; the watcher re-reads the
+ * key) but keep their place, so a watch never misses a change. */
 #ifndef JINN_KV_H
 #define JINN_KV_H
 
@@ -21,6 +25,9 @@
 
 #define JINN_KV_MAX_KEYS 10000000u     /* across all namespaces */
 #define JINN_KV_HISTORY 65536u         /* changes kept for watchers */
+/* Values kept in the history, in bytes. Keys are bounded by the count:
+ * 65 536 x (64 + 1024) bytes at most. */
+#define JINN_KV_HISTORY_VALUE_BYTES (64u << 20)
 
 struct jinn_kv_entry {
     struct jinn_tree_node by_key;
@@ -44,8 +51,9 @@ struct jinn_kv_event {
     char *ns; /* owned; NUL-terminated */
     uint8_t *key; /* owned */
     size_t key_len;
-    uint8_t *value; /* owned; PUT only */
-    size_t value_len;
+    uint8_t *value; /* owned; PUT only; NULL when dropped */
+    size_t value_len; /* the value's length, also when dropped */
+    bool value_dropped; /* over the history's byte budget: re-read the key */
 };
 
 struct jinn_kv {
@@ -55,8 +63,11 @@ struct jinn_kv {
     uint64_t last_revision; /* of the last change */
     /* history ring for watchers */
     struct jinn_kv_event *ring;
-    size_t ring_start, ring_len;
+    size_t ring_start, ring_len, ring_cap; /* ring_cap grows to JINN_KV_HISTORY */
+    size_t ring_values; /* ring offset of the oldest event that may hold a value */
     uint64_t history_floor; /* changes after this revision are all in the ring */
+    uint64_t history_value_bytes; /* value bytes held by the ring */
+    uint64_t history_bytes;       /* ns + key + value bytes held by the ring */
 };
 
 void jinn_kv_init(struct jinn_kv *kv);
@@ -91,6 +102,8 @@ size_t jinn_kv_count(const struct jinn_kv *kv);
 /* History: the i-th change after the floor, oldest first. */
 size_t jinn_kv_history_len(const struct jinn_kv *kv);
 const struct jinn_kv_event *jinn_kv_history_at(const struct jinn_kv *kv, size_t i);
+/* Bytes the history holds (namespaces, keys and the values it still has). */
+uint64_t jinn_kv_history_bytes(const struct jinn_kv *kv);
 
 void jinn_kv_encode(const struct jinn_kv *kv, struct jinn_wbuf *w);
 /* Decodes into an empty kv; on failure kv is left empty. */

@@ -1,12 +1,12 @@
 /* lock.c - see lock.h. */
 #include "fsm/lock.h"
 
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "error.h"
+#include "fsm/fatal.h"
 
 static int name_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
@@ -17,7 +17,9 @@ static int name_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node 
     return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
 }
 
-/* Tokens are unique, so (expires_at, token) orders every lock. */
+/* Tokens are NOT unique: every grant made by one command (an expiry or
+ * release passing several locks to their lines) carries that command's
+ * index. The name is, so (expires_at, token, name) is a total order. */
 static int expiry_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
     const struct jinn_lock *x = jinn_tree_entry(a, struct jinn_lock, by_expiry);
@@ -25,7 +27,10 @@ static int expiry_cmp(const struct jinn_tree_node *a, const struct jinn_tree_nod
     if (x->expires_at != y->expires_at) {
         return x->expires_at < y->expires_at ? -1 : 1;
     }
-    return (x->token > y->token) - (x->token < y->token);
+    if (x->token != y->token) {
+        return x->token < y->token ? -1 : 1;
+    }
+    return name_cmp(&x->by_name, &y->by_name);
 }
 
 #define WAITER(n, member) jinn_tree_entry(n, struct jinn_lock_waiter, member)
@@ -45,13 +50,18 @@ static int line_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node 
     return c ? c : (x->id > y->id) - (x->id < y->id);
 }
 
+/* (deadline, id, name): one acquire makes one waiter, but the name keeps
+ * the order total whatever a snapshot holds. */
 static int line_exp_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
     const struct jinn_lock_waiter *x = WAITER(a, by_deadline), *y = WAITER(b, by_deadline);
     if (x->deadline != y->deadline) {
         return x->deadline < y->deadline ? -1 : 1;
     }
-    return (x->id > y->id) - (x->id < y->id);
+    if (x->id != y->id) {
+        return x->id < y->id ? -1 : 1;
+    }
+    return bytes_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
 void jinn_locks_init(struct jinn_locks *l)
@@ -103,28 +113,22 @@ const struct jinn_lock *jinn_locks_next(const struct jinn_locks *l, const struct
 
 static void unlink_lock(struct jinn_locks *l, struct jinn_lock *k)
 {
-    struct jinn_tree_node *gone = jinn_tree_remove(&l->by_name, &k->by_name);
-    assert(gone == &k->by_name);
-    gone = jinn_tree_remove(&l->by_expiry, &k->by_expiry);
-    assert(gone == &k->by_expiry);
-    (void)gone;
+    jinn_fsm_unlink(&l->by_name, &k->by_name, "locks by name");
+    jinn_fsm_unlink(&l->by_expiry, &k->by_expiry, "locks by expiry");
 }
 
 static void link_lock(struct jinn_locks *l, struct jinn_lock *k)
 {
-    struct jinn_tree_node *dup = jinn_tree_insert(&l->by_name, &k->by_name);
-    assert(dup == NULL);
-    dup = jinn_tree_insert(&l->by_expiry, &k->by_expiry);
-    assert(dup == NULL);
-    (void)dup;
+    jinn_fsm_link(&l->by_name, &k->by_name, "locks by name");
+    jinn_fsm_link(&l->by_expiry, &k->by_expiry, "locks by expiry");
 }
 
 static struct jinn_lock *lock_new(struct jinn_slice name, struct jinn_slice owner);
 
 static void unlink_waiter(struct jinn_locks *l, struct jinn_lock_waiter *w)
 {
-    jinn_tree_remove(&l->line, &w->in_line);
-    jinn_tree_remove(&l->line_exp, &w->by_deadline);
+    jinn_fsm_unlink(&l->line, &w->in_line, "lock line");
+    jinn_fsm_unlink(&l->line_exp, &w->by_deadline, "lock line by deadline");
 }
 
 /* The lock `name` was just freed by the command at index: the first in
@@ -163,7 +167,7 @@ static int grant_next(struct jinn_locks *l, const char *name, size_t len, uint64
     k->request = w->id;
     k->granted_at = now;
     k->ttl_ms = w->ttl_ms;
-    k->expires_at = now + w->ttl_ms;
+    k->expires_at = jinn_fsm_deadline(now, w->ttl_ms);
     unlink_waiter(l, w);
     jinn_free(w);
     link_lock(l, k);
@@ -190,7 +194,7 @@ void jinn_locks_expire(struct jinn_locks *l, uint64_t index, uint64_t now)
         unlink_lock(l, k);
         jinn_free(k);
         if (grant_next(l, name, len, index, now) != JINN_OK) {
-            abort(); /* see grant_next */
+            jinn_fsm_fatal("out of memory granting expired lock to its line");
         }
     }
 }
@@ -225,16 +229,14 @@ static struct jinn_lock *lock_new(struct jinn_slice name, struct jinn_slice owne
     return k;
 }
 
-static int enqueue(struct jinn_locks *l, uint64_t index, uint64_t now, const struct jinn_cmd *c)
+/* A waiter for c at index (not yet in the line), or NULL. */
+static struct jinn_lock_waiter *waiter_new(uint64_t index, uint64_t now, const struct jinn_cmd *c)
 {
     struct jinn_lock_waiter *w;
     char *p;
-    if (l->line.count >= JINN_LOCKS_MAX) {
-        return JINN_EFULL;
-    }
     w = jinn_malloc(sizeof *w + c->lock.name.len + c->lock.owner.len + 2);
     if (w == NULL) {
-        return JINN_ENOMEM;
+        return NULL;
     }
     memset(w, 0, sizeof *w);
     p = (char *)(w + 1);
@@ -249,9 +251,22 @@ static int enqueue(struct jinn_locks *l, uint64_t index, uint64_t now, const str
     w->owner_len = c->lock.owner.len;
     w->id = index;
     w->ttl_ms = c->lock.ttl_ms;
-    w->deadline = now + c->lock.wait_ms;
-    jinn_tree_insert(&l->line, &w->in_line);
-    jinn_tree_insert(&l->line_exp, &w->by_deadline);
+    w->deadline = jinn_fsm_deadline(now, c->lock.wait_ms);
+    return w;
+}
+
+static int enqueue(struct jinn_locks *l, uint64_t index, uint64_t now, const struct jinn_cmd *c)
+{
+    struct jinn_lock_waiter *w;
+    if (l->line.count >= JINN_LOCKS_MAX) {
+        return JINN_EFULL;
+    }
+    w = waiter_new(index, now, c);
+    if (w == NULL) {
+        return JINN_ENOMEM;
+    }
+    jinn_fsm_link(&l->line, &w->in_line, "lock line");
+    jinn_fsm_link(&l->line_exp, &w->by_deadline, "lock line by deadline");
     return JINN_EQUEUED;
 }
 
@@ -279,7 +294,7 @@ int jinn_locks_acquire(struct jinn_locks *l, uint64_t index, uint64_t now,
     k->request = index;
     k->granted_at = now;
     k->ttl_ms = c->lock.ttl_ms;
-    k->expires_at = now + c->lock.ttl_ms;
+    k->expires_at = jinn_fsm_deadline(now, c->lock.ttl_ms);
     link_lock(l, k);
     *token = index;
     return JINN_OK;
@@ -291,12 +306,12 @@ int jinn_locks_refresh(struct jinn_locks *l, uint64_t now, const struct jinn_cmd
     if (k == NULL || k->token != c->lock.token) {
         return JINN_ECONFLICT;
     }
-    jinn_tree_remove(&l->by_expiry, &k->by_expiry);
+    jinn_fsm_unlink(&l->by_expiry, &k->by_expiry, "locks by expiry");
     if (c->lock.ttl_ms != 0) {
         k->ttl_ms = c->lock.ttl_ms;
     }
-    k->expires_at = now + k->ttl_ms;
-    jinn_tree_insert(&l->by_expiry, &k->by_expiry);
+    k->expires_at = jinn_fsm_deadline(now, k->ttl_ms);
+    jinn_fsm_link(&l->by_expiry, &k->by_expiry, "locks by expiry");
     return JINN_OK;
 }
 
@@ -384,13 +399,20 @@ int jinn_locks_decode(struct jinn_locks *l, struct jinn_rbuf *r)
         k->expires_at = jinn_rbuf_get_u64(r);
         k->ttl_ms = jinn_rbuf_get_u64(r);
         k->request = jinn_rbuf_get_u64(r);
+        /* Names strictly increasing; with the name in the expiry order,
+         * neither insert can then find a duplicate. */
         if (r->failed || k->token == 0 || (prev && name_cmp(&prev->by_name, &k->by_name) >= 0) ||
-            jinn_tree_find(&l->by_expiry, &k->by_expiry) != NULL) {
+            jinn_tree_insert(&l->by_name, &k->by_name) != NULL) {
             jinn_free(k);
             jinn_locks_clear(l);
             return JINN_ECORRUPT;
         }
-        link_lock(l, k);
+        if (jinn_tree_insert(&l->by_expiry, &k->by_expiry) != NULL) {
+            jinn_tree_remove(&l->by_name, &k->by_name);
+            jinn_free(k);
+            jinn_locks_clear(l);
+            return JINN_ECORRUPT;
+        }
         prev = k;
     }
     count = jinn_rbuf_get_u64(r);
@@ -400,8 +422,8 @@ int jinn_locks_decode(struct jinn_locks *l, struct jinn_rbuf *r)
     }
     for (uint64_t i = 0; i < count; i++) {
         struct jinn_cmd c;
+        struct jinn_lock_waiter *w;
         uint64_t id, deadline;
-        int rv;
         memset(&c, 0, sizeof c);
         c.lock.name.len = jinn_rbuf_get_bytes(r, &c.lock.name.p, JINN_LOCK_NAME_MAX);
         c.lock.owner.len = jinn_rbuf_get_bytes(r, &c.lock.owner.p, JINN_LOCK_OWNER_MAX);
@@ -413,12 +435,23 @@ int jinn_locks_decode(struct jinn_locks *l, struct jinn_rbuf *r)
             jinn_locks_clear(l);
             return JINN_ECORRUPT;
         }
-        /* enqueue computes the deadline from a wait; give it the stored one. */
+        /* waiter_new computes the deadline from a wait; give it the stored one. */
         c.lock.wait_ms = deadline;
-        rv = enqueue(l, id, 0, &c);
-        if (rv != JINN_EQUEUED) {
+        w = waiter_new(id, 0, &c);
+        if (w == NULL) {
             jinn_locks_clear(l);
-            return rv;
+            return JINN_ENOMEM;
+        }
+        if (jinn_tree_insert(&l->line, &w->in_line) != NULL) {
+            jinn_free(w);
+            jinn_locks_clear(l);
+            return JINN_ECORRUPT;
+        }
+        if (jinn_tree_insert(&l->line_exp, &w->by_deadline) != NULL) {
+            jinn_tree_remove(&l->line, &w->in_line);
+            jinn_free(w);
+            jinn_locks_clear(l);
+            return JINN_ECORRUPT;
         }
     }
     return 0;

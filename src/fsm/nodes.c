@@ -234,11 +234,11 @@ int jinn_nodes_apply(struct jinn_nodes *nodes, const struct jinn_cmd *c)
 {
     /* The same bytes give the same answer on every replica: a bad URL in a
      * committed entry is refused everywhere and changes nothing. */
-    if (c->node.api.len == 0) {
-        forget(nodes, c->node.id);
+    if (c->type == JINN_CMD_NODE_DEL) {
+        forget(nodes, c->node.id); /* the leader saw it leave the configuration */
         return 0;
     }
-    if (!jinn_nodes_url_valid((const char *)c->node.api.p, c->node.api.len)) {
+    if (c->node.api.len != 0 && !jinn_nodes_url_valid((const char *)c->node.api.p, c->node.api.len)) {
         return JINN_EINVAL;
     }
     return put(nodes, c->node.id, c->node.name, c->node.api);

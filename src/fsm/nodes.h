@@ -41,9 +41,10 @@ const struct jinn_node_info *jinn_nodes_find(const struct jinn_nodes *nodes, uin
  * machine uses it during apply, so every replica decides alike. */
 bool jinn_nodes_url_valid(const char *url, size_t len);
 
-/* Applies a NODE_SET command: an empty API URL removes the id from the
- * directory (the leader proposes that for ids that left the raft
- * configuration); any other URL must pass jinn_nodes_url_valid. Returns 0,
+/* Applies NODE_SET or NODE_DEL. NODE_DEL removes the id from the directory
+ * (the leader proposes it for ids that left the raft configuration); a
+ * NODE_SET with an empty API URL records a member's name before it has
+ * announced itself; any other URL must pass jinn_nodes_url_valid. Returns 0,
  * JINN_EINVAL (bad URL, nothing changed), JINN_ENOMEM or JINN_EBUSY (full). */
 int jinn_nodes_apply(struct jinn_nodes *nodes, const struct jinn_cmd *c);
 

@@ -2,12 +2,12 @@
  * one state tree; moving between states is unlink + relink of by_state. */
 #include "fsm/queue.h"
 
-#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "error.h"
+#include "fsm/fatal.h"
 
 struct idem_entry {
     struct jinn_tree_node by_key;
@@ -48,11 +48,16 @@ static int idem_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node 
     return c ? c : u64_cmp(x->len, y->len);
 }
 
+/* (expires_at, seq, key): the key (unique in `idem`) keeps the order total
+ * even if two keys ever named the same message. */
 static int idem_exp_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
     const struct idem_entry *x = IDEM(a, by_exp), *y = IDEM(b, by_exp);
     int c = u64_cmp(x->expires_at, y->expires_at);
-    return c ? c : u64_cmp(x->seq, y->seq);
+    if (c == 0) {
+        c = u64_cmp(x->seq, y->seq);
+    }
+    return c ? c : idem_cmp(&x->by_key, &y->by_key);
 }
 
 static int name_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
@@ -146,26 +151,22 @@ static struct jinn_tree *state_tree(struct jinn_queue *q, uint8_t state)
         return &q->leased;
     case JINN_QM_DELAYED:
         return &q->delayed;
-    default:
-        assert(state == JINN_QM_DEAD);
+    case JINN_QM_DEAD:
         return &q->dead;
+    default:
+        jinn_fsm_fatal("queue %s: message in unknown state %u", q->name, state);
     }
 }
 
 /* Moves m to state (due matters for LEASED and DELAYED). */
 static void move(struct jinn_queue *q, struct jinn_qmsg *m, uint8_t state, uint64_t due)
 {
-    struct jinn_tree_node *dup;
     if (m->state != 0) {
-        struct jinn_tree_node *gone = jinn_tree_remove(state_tree(q, m->state), &m->by_state);
-        assert(gone == &m->by_state);
-        (void)gone;
+        jinn_fsm_unlink(state_tree(q, m->state), &m->by_state, "queue messages by state");
     }
     m->state = state;
     m->due = due;
-    dup = jinn_tree_insert(state_tree(q, state), &m->by_state);
-    assert(dup == NULL);
-    (void)dup;
+    jinn_fsm_link(state_tree(q, state), &m->by_state, "queue messages by state");
 }
 
 static struct jinn_qmsg *find_msg(const struct jinn_queue *q, uint64_t seq)
@@ -184,8 +185,8 @@ const struct jinn_qmsg *jinn_queue_msg(const struct jinn_queue *q, uint64_t seq)
 
 static void remove_msg(struct jinn_queue *q, struct jinn_qmsg *m)
 {
-    jinn_tree_remove(state_tree(q, m->state), &m->by_state);
-    jinn_tree_remove(&q->all, &m->by_seq);
+    jinn_fsm_unlink(state_tree(q, m->state), &m->by_state, "queue messages by state");
+    jinn_fsm_unlink(&q->all, &m->by_seq, "queue messages by seq");
     q->bytes -= m->len;
     msg_free(&m->by_seq);
 }
@@ -194,7 +195,8 @@ static void set_reason(struct jinn_qmsg *m, const char *text, size_t len)
 {
     char *copy = jinn_strndup(text, len);
     if (copy == NULL) {
-        return; /* the reason is advice; losing it changes no decision */
+        /* The reason is part of the replicated state (and the snapshot). */
+        jinn_fsm_fatal("out of memory recording a failure reason");
     }
     jinn_free(m->reason);
     m->reason = copy;
@@ -219,7 +221,7 @@ static void fail_delivery(struct jinn_queue *q, struct jinn_qmsg *m, uint64_t no
     } else if (delay == 0) {
         move(q, m, JINN_QM_READY, 0);
     } else {
-        move(q, m, JINN_QM_DELAYED, now + delay);
+        move(q, m, JINN_QM_DELAYED, jinn_fsm_deadline(now, delay));
     }
 }
 
@@ -239,8 +241,8 @@ void jinn_queues_expire(struct jinn_queues *qs, uint64_t now)
         while ((n = jinn_tree_first(&q->idem_exp)) != NULL &&
                IDEM(n, by_exp)->expires_at <= now) {
             struct idem_entry *e = IDEM(n, by_exp);
-            jinn_tree_remove(&q->idem_exp, &e->by_exp);
-            jinn_tree_remove(&q->idem, &e->by_key);
+            jinn_fsm_unlink(&q->idem_exp, &e->by_exp, "queue idempotency keys by expiry");
+            jinn_fsm_unlink(&q->idem, &e->by_key, "queue idempotency keys");
             jinn_free(e);
         }
     }
@@ -364,7 +366,7 @@ static int publish(struct jinn_queues *qs, uint64_t index, uint64_t now, const s
         return JINN_ENOMEM;
     }
     if (created) {
-        jinn_tree_insert(&qs->by_name, &q->by_name);
+        jinn_fsm_link(&qs->by_name, &q->by_name, "queues by name");
     }
     m->seq = index;
     m->max_deliver = c->q.max_deliver;
@@ -372,17 +374,17 @@ static int publish(struct jinn_queues *qs, uint64_t index, uint64_t now, const s
     if (m->len) {
         memcpy(m->payload, c->q.payload.p, m->len);
     }
-    jinn_tree_insert(&q->all, &m->by_seq);
+    jinn_fsm_link(&q->all, &m->by_seq, "queue messages by seq");
     move(q, m, JINN_QM_READY, 0);
     q->bytes += m->len;
     q->published++;
     if (e != NULL) {
         e->seq = index;
-        e->expires_at = now + c->q.ms;
+        e->expires_at = jinn_fsm_deadline(now, c->q.ms);
         e->len = c->q.idem.len;
         memcpy(e->key, c->q.idem.p, e->len);
-        jinn_tree_insert(&q->idem, &e->by_key);
-        jinn_tree_insert(&q->idem_exp, &e->by_exp);
+        jinn_fsm_link(&q->idem, &e->by_key, "queue idempotency keys");
+        jinn_fsm_link(&q->idem_exp, &e->by_exp, "queue idempotency keys by expiry");
     }
     *value = index;
     return JINN_OK;
@@ -415,7 +417,7 @@ static int fetch(struct jinn_queues *qs, uint64_t now, const struct jinn_cmd *c,
         struct jinn_qmsg *m = find_msg(q, qs->fetched[i]);
         m->delivery++;
         memcpy(m->worker, worker, c->q.worker.len + 1);
-        move(q, m, JINN_QM_LEASED, now + c->q.ms);
+        move(q, m, JINN_QM_LEASED, jinn_fsm_deadline(now, c->q.ms));
         q->delivered++;
     }
     saw(q, worker, now);
@@ -489,7 +491,7 @@ int jinn_queues_apply(struct jinn_queues *qs, uint64_t index, uint64_t now,
         fail_delivery(q, m, now, c->q.ms, (const char *)c->q.reason.p, c->q.reason.len);
         break;
     case JINN_CMD_Q_PROGRESS:
-        move(q, m, JINN_QM_LEASED, now + c->q.ms);
+        move(q, m, JINN_QM_LEASED, jinn_fsm_deadline(now, c->q.ms));
         break;
     case JINN_CMD_Q_TERM:
         set_reason(m, c->q.reason.len ? (const char *)c->q.reason.p : "terminated",
@@ -497,8 +499,7 @@ int jinn_queues_apply(struct jinn_queues *qs, uint64_t index, uint64_t now,
         move(q, m, JINN_QM_DEAD, 0);
         break;
     default:
-        assert(!"not a queue command");
-        return JINN_EINVAL;
+        jinn_fsm_fatal("command type %d is not a queue command", c->type);
     }
     *value = c->q.seq;
     return JINN_OK;
@@ -592,10 +593,11 @@ static int decode_queue(struct jinn_queue *q, struct jinn_rbuf *r)
         m->len = len;
         memcpy(m->payload, payload, len);
         memcpy(m->worker, worker, worker_len);
-        if (reason_len > 0) {
-            m->reason = jinn_strndup((const char *)reason, reason_len);
+        if (reason_len > 0 && (m->reason = jinn_strndup((const char *)reason, reason_len)) == NULL) {
+            jinn_free(m);
+            return JINN_ENOMEM;
         }
-        jinn_tree_insert(&q->all, &m->by_seq);
+        jinn_tree_insert(&q->all, &m->by_seq); /* seq checked unique above */
         move(q, m, state, due);
         q->bytes += len;
     }

@@ -10,6 +10,7 @@ deadline (wait_for).
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -193,6 +194,8 @@ class Node:
         self.proc = None
         self.paused = False
         self.env = {}  # extra environment (test-only hooks), applied at start
+        self.rlimit_nofile = None  # (soft, hard) for the process, or None
+        self.started_once = False
 
     @property
     def url(self):
@@ -219,16 +222,34 @@ class Node:
                     f"{extra}"
                     "}\n")
 
-    def start(self):
+    def start(self, bootstrap=None):
+        """Starts jinn. bootstrap (default: only on the node's first start)
+        passes --bootstrap, which founds a new cluster from cluster_peers."""
         assert self.proc is None or self.proc.poll() is not None
+        if bootstrap is None:
+            bootstrap = not self.started_once
+        self.started_once = True
         self.write_config()
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([JINN, "run", "-c", self.config_path],
-                                     stdout=log, stderr=subprocess.STDOUT,
+        limit = self.rlimit_nofile
+
+        def preexec():
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+
+        args = [JINN, "run", "-c", self.config_path] + (["--bootstrap"] if bootstrap else [])
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL,
+                                     preexec_fn=preexec if limit is not None else None,
                                      env={**os.environ, **self.env})
         log.close()
         self.paused = False
+
+    def wipe(self):
+        """Deletes the data_dir (the node must be stopped)."""
+        assert not self.alive()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -288,6 +309,14 @@ class Cluster:
 
     def __getitem__(self, name):
         return next(n for n in self.nodes if n.name == name)
+
+    def add_node(self, name=None):
+        """A node that is not in the bootstrap configuration (start it with
+        bootstrap=False and add it with `jinn members add`)."""
+        n = Node(self, name or f"n{len(self.nodes) + 1}", len(self.nodes))
+        self.nodes.append(n)
+        self.proxies[n.name] = FaultProxy(self, n.name, n.proxy_port, n.raft_port)
+        return n
 
     def name_for_raft_address(self, address):
         for n in self.nodes:
@@ -354,3 +383,57 @@ class Cluster:
         for n in nodes or self.live():
             wait_for(lambda: n.request("/readyz", timeout=1.0)[0] == 200, timeout,
                      what=f"{n.name} ready")
+
+
+# ---- the loop budget ------------------------------------------------------
+
+def loop_lateness_buckets(node, name="jinn_loop_lateness_ms"):
+    """A loop monitor histogram from /metrics: {bound_ms: cumulative count}
+    (bound float('inf') for +Inf). jinn_loop_lateness_ms: stalls as clients
+    see them; jinn_loop_busy_ms: the part spent computing on the loop."""
+    code, _, body = http(node.url + "/metrics", timeout=10)
+    assert code == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line.startswith(name + "_bucket{le=\""):
+            le = line.split('"')[1]
+            out[float("inf") if le == "+Inf" else float(le)] = int(line.split(" ")[1])
+    assert out, f"no {name} histogram in /metrics"
+    return out
+
+
+def loop_stall_max_ms(node):
+    """Longest loop stall since the node started (from /v1/status)."""
+    return node.status(timeout=10)["loop_stall_max_ms"]
+
+
+class loop_budget:
+    """with loop_budget(node, 100): ...  fails if, during the block, the
+    node's event loop was kept busy longer than max_ms at a stretch (rounded
+    up to the next histogram bound: 5, 10, 20, 50, 100, 250, 1000, 5000).
+    It counts the loop thread's CPU time (jinn_loop_busy_ms), so a loaded
+    test machine that does not schedule the node does not fail it;
+    wall=True counts wall-clock stalls instead. The documented budget is
+    20 ms; tests on the sanitizer build assert 100 ms."""
+
+    def __init__(self, node, max_ms=100, wall=False):
+        self.node = node
+        self.max_ms = max_ms
+        self.name = "jinn_loop_lateness_ms" if wall else "jinn_loop_busy_ms"
+
+    def _over(self):
+        b = loop_lateness_buckets(self.node, self.name)
+        bound = min(k for k in b if k >= self.max_ms)
+        return b[float("inf")] - b[bound]
+
+    def __enter__(self):
+        self.before = self._over()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            after = self._over()
+            assert after == self.before, (
+                f"{after - self.before} loop stalls over {self.max_ms} ms "
+                f"(max since start: {loop_stall_max_ms(self.node)} ms)")
+        return False

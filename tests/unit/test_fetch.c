@@ -221,6 +221,13 @@ static void node_cmd(struct jinn_cmd *c, uint64_t id, const char *name, const ch
     c->node.api.len = strlen(api);
 }
 
+static void del_cmd(struct jinn_cmd *c, uint64_t id)
+{
+    memset(c, 0, sizeof *c);
+    c->type = JINN_CMD_NODE_DEL;
+    c->node.id = id;
+}
+
 TEST(nodes_apply_refuses_bad_urls_and_forgets)
 {
     struct jinn_nodes nodes;
@@ -236,15 +243,22 @@ TEST(nodes_apply_refuses_bad_urls_and_forgets)
     CHECK_INT(jinn_nodes_apply(&nodes, &c), JINN_EINVAL);
     CHECK(jinn_nodes_find(&nodes, 8) == NULL);
     CHECK_INT(nodes.n, 1);
-    /* An empty URL forgets the id; forgetting an unknown id is a no-op. */
+    /* NODE_DEL forgets the id; forgetting an unknown id is a no-op. A
+     * NODE_SET without a URL records a member added but not announced. */
     node_cmd(&c, 9, "n9", "http://[::1]:9");
     CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
-    node_cmd(&c, 7, "n7", "");
+    del_cmd(&c, 7);
     CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
     CHECK(jinn_nodes_find(&nodes, 7) == NULL);
     CHECK_INT(nodes.n, 1);
     CHECK(jinn_nodes_find(&nodes, 9) != NULL);
+    del_cmd(&c, 7);
+    CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
+    CHECK_INT(nodes.n, 1);
     node_cmd(&c, 7, "n7", "");
+    CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
+    CHECK(jinn_nodes_find(&nodes, 7) != NULL && jinn_nodes_find(&nodes, 7)->api[0] == '\0');
+    del_cmd(&c, 7);
     CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
     CHECK_INT(nodes.n, 1);
     /* Forgetting frees a slot of a full table. */
@@ -254,7 +268,7 @@ TEST(nodes_apply_refuses_bad_urls_and_forgets)
     }
     node_cmd(&c, 5, "n5", "http://10.0.0.5:1");
     CHECK_INT(jinn_nodes_apply(&nodes, &c), JINN_EBUSY);
-    node_cmd(&c, 100, "x", "");
+    del_cmd(&c, 100);
     CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
     node_cmd(&c, 5, "n5", "http://10.0.0.5:1");
     CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);

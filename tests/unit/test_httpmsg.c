@@ -1,6 +1,8 @@
 /* test_httpmsg.c - the HTTP parser against good, malformed, truncated and
  * oversized messages. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -50,7 +52,7 @@ TEST(http_parses_request)
     CHECK_STR(v, "k ey");
     CHECK_INT(jinn_http_unescape("bad%2", 5, v, sizeof v, false), -1);
     CHECK_INT(jinn_http_unescape("bad%zz", 6, v, sizeof v, false), -1);
-    CHECK_INT(jinn_http_unescape("toolong", 7, v, 4, false), -1);
+    CHECK_INT(jinn_http_unescape("toolong", 7, v, 4, false), -2); /* does not fit */
 }
 
 TEST(http_needs_more_for_every_prefix)
@@ -232,11 +234,87 @@ TEST(http_random_bytes_never_crash)
             bool o;
             rv = jinn_http_parse_body(buf, n, &m, 100, &b, &bl, &o, &t);
             CHECK(rv == 0 || rv == JINN_HTTP_NEED_MORE || rv == JINN_EINVAL ||
-                  rv == JINN_ETOOBIG);
+                  rv == JINN_ETOOBIG || rv == JINN_EHEADERS);
             CHECK(rv != 0 || t <= n);
             if (rv == 0 && o) {
                 jinn_free((void *)b);
             }
         }
     }
+}
+
+/* Trailers are header lines (the same grammar), bounded in bytes and
+ * count; anything else is an error, never silently skipped. */
+TEST(http_chunked_trailers_checked)
+{
+    struct {
+        const char *trailers;
+        int want;
+    } cases[] = {
+        {"\r\n", 0},
+        {"X-Sum: 1\r\nX-Other:\r\n\r\n", 0},
+        {"no colon\r\n\r\n", JINN_EINVAL},
+        {": no name\r\n\r\n", JINN_EINVAL},
+        {"Bad Name: x\r\n\r\n", JINN_EINVAL},
+        {"X-Ctl: a\001b\r\n\r\n", JINN_EINVAL},
+        {" folded: x\r\n\r\n", JINN_EINVAL},
+        {"X-Sum: 1\r\n", JINN_HTTP_NEED_MORE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char req[256];
+        struct jinn_http_msg m;
+        const char *b = NULL;
+        size_t bl, total;
+        bool owned = false;
+        int n = snprintf(req, sizeof req,
+                         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "3\r\nabc\r\n0\r\n%s",
+                         cases[i].trailers);
+        CHECK_INT(jinn_http_parse_head(req, (size_t)n, false, &limits, &m), 0);
+        CHECK_INT(jinn_http_parse_body(req, (size_t)n, &m, 100, &b, &bl, &owned, &total),
+                  cases[i].want);
+        if (cases[i].want == 0) {
+            CHECK_INT(total, (size_t)n);
+            CHECK_INT(bl, 3);
+            jinn_free((void *)b);
+        }
+    }
+}
+
+TEST(http_chunked_trailers_bounded)
+{
+    size_t cap = 64 + 2 * JINN_HTTP_MAX_TRAILERS;
+    char *req = malloc(cap);
+    struct jinn_http_msg m;
+    const char *b;
+    size_t bl, total, n;
+    bool owned;
+    CHECK(req != NULL);
+    /* One endless trailer line. */
+    n = (size_t)snprintf(req, cap, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ");
+    memset(req + n, 'a', cap - n);
+    CHECK_INT(jinn_http_parse_head(req, n, false, &limits, &m), 0);
+    CHECK_INT(jinn_http_parse_body(req, cap, &m, 100, &b, &bl, &owned, &total), JINN_EHEADERS);
+    /* Too many short lines. */
+    n = (size_t)snprintf(req, cap, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+    for (int i = 0; i <= JINN_HTTP_MAX_HEADERS; i++) {
+        n += (size_t)snprintf(req + n, cap - n, "X: y\r\n");
+    }
+    n += (size_t)snprintf(req + n, cap - n, "\r\n");
+    CHECK_INT(jinn_http_parse_body(req, n, &m, 100, &b, &bl, &owned, &total), JINN_EHEADERS);
+    free(req);
+}
+
+/* A decoded segment that does not fit is "too long" (-2), not "bad
+ * escape" (-1): callers report it as such. */
+TEST(http_unescape_overflow_is_not_bad_escape)
+{
+    char dst[8];
+    CHECK_INT(jinn_http_unescape("%41%42%43", 9, dst, sizeof dst, false), 3);
+    CHECK_STR(dst, "ABC");
+    CHECK_INT(jinn_http_unescape("%4", 2, dst, sizeof dst, false), -1);
+    CHECK_INT(jinn_http_unescape("%zz", 3, dst, sizeof dst, false), -1);
+    CHECK_INT(jinn_http_unescape("%41%41%41%41%41%41%41%41", 24, dst, sizeof dst, false), -2);
+    CHECK_INT(jinn_http_unescape("abcdefgh", 8, dst, sizeof dst, false), -2);
+    CHECK_INT(jinn_http_unescape("abcdefg", 7, dst, sizeof dst, false), 7);
 }

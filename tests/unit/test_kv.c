@@ -225,3 +225,69 @@ TEST(kv_utf8_and_base64)
     CHECK_STR((const char *)w.data, "Zm9vYmFyZm8=");
     jinn_wbuf_free(&w);
 }
+
+/* Issue 10 item 4: the watch history kept every value whole (1 500 PUTs of
+ * 1 MiB: 3 GB RSS). Values now live in the history only within
+ * JINN_KV_HISTORY_VALUE_BYTES; older events keep revision, type and key and
+ * say value_dropped, and no change is lost. */
+TEST(kv_watch_history_values_are_bounded_in_bytes)
+{
+    struct jinn_fsm fsm;
+    const size_t mib = 1u << 20, n = (JINN_KV_HISTORY_VALUE_BYTES / (1u << 20)) + 8;
+    char *big = jinn_malloc(mib + 1);
+    size_t kept = 0;
+    CHECK(big != NULL);
+    memset(big, 'v', mib);
+    big[mib] = '\0';
+    jinn_fsm_init(&fsm);
+    for (size_t i = 1; i <= n; i++) {
+        big[0] = (char)('a' + i % 26);
+        CHECK_INT(apply(&fsm, i, 10, put_cmd("ns", "k", big))->code, 0);
+        CHECK(fsm.kv.history_value_bytes <= JINN_KV_HISTORY_VALUE_BYTES);
+    }
+    CHECK_INT(jinn_kv_history_len(&fsm.kv), n); /* every change is still there */
+    for (size_t i = 0; i < n; i++) {
+        const struct jinn_kv_event *ev = jinn_kv_history_at(&fsm.kv, i);
+        CHECK_INT(ev->revision, i + 1);
+        CHECK_INT(ev->value_len, mib);
+        CHECK(ev->value_dropped == (ev->value == NULL));
+        if (ev->value != NULL) {
+            CHECK_INT(ev->value[0], 'a' + (i + 1) % 26);
+            kept++;
+        } else {
+            CHECK(kept == 0); /* only the oldest lose their values */
+        }
+    }
+    CHECK_INT(kept, JINN_KV_HISTORY_VALUE_BYTES / mib);
+    CHECK_INT(jinn_kv_history_bytes(&fsm.kv), n * 3 + kept * mib); /* "ns" + "k" each */
+    /* The newest value is the state's, whatever the history dropped. */
+    CHECK_INT(jinn_kv_get(&fsm.kv, "ns", (const uint8_t *)"k", 1)->value_len, mib);
+    jinn_fsm_close(&fsm);
+    jinn_free(big);
+}
+
+/* The ring grows from 64 slots as changes come (a quiet node does not hold
+ * 65 536 empty slots) and, once full, drops the oldest revisions in order. */
+TEST(kv_watch_history_grows_then_wraps_in_order)
+{
+    struct jinn_fsm fsm;
+    const size_t n = JINN_KV_HISTORY + 100;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 10, put_cmd("ns", "k", "v"))->code, 0);
+    CHECK_INT(fsm.kv.ring_cap, 64);
+    for (size_t i = 2; i <= n; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%zu", i % 7);
+        CHECK_INT(apply(&fsm, i, 10, put_cmd("ns", key, "v"))->code, 0);
+    }
+    CHECK_INT(fsm.kv.ring_cap, JINN_KV_HISTORY);
+    CHECK_INT(jinn_kv_history_len(&fsm.kv), JINN_KV_HISTORY);
+    CHECK_INT(fsm.kv.history_floor, 100);
+    for (size_t i = 0; i < JINN_KV_HISTORY; i += 997) {
+        CHECK_INT(jinn_kv_history_at(&fsm.kv, i)->revision, 101 + i);
+    }
+    CHECK_INT(jinn_kv_history_at(&fsm.kv, JINN_KV_HISTORY - 1)->revision, n);
+    /* "ns" + "kN" + "v" per event: the counters follow the drops. */
+    CHECK_INT(jinn_kv_history_bytes(&fsm.kv), (uint64_t)JINN_KV_HISTORY * 5);
+    jinn_fsm_close(&fsm);
+}

@@ -236,3 +236,98 @@ TEST(lock_withdraw_leaves_the_line_or_reports_the_grant)
               JINN_ENOTFOUND);
     jinn_fsm_close(&fsm);
 }
+
+/* Issue 10 item 2: locks A and B with equal TTLs, one waiter on each. Both
+ * expire in the same command, which grants both with that command's index
+ * as token: two entries with equal (expires_at, token) in the expiry index.
+ * The old order had no tie-breaker and every replica aborted in link_lock,
+ * again on every restart. */
+TEST(lock_equal_ttl_grants_by_one_command_do_not_tie)
+{
+    struct jinn_fsm fsm, copy;
+    struct jinn_cmd c, noop;
+    const struct jinn_lock *a, *b;
+    struct jinn_wbuf w1, w2;
+    memset(&noop, 0, sizeof noop);
+    noop.type = JINN_CMD_NOOP;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "x", 0, 1000)), 0);
+    CHECK_INT(apply(&fsm, 2, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "x", 0, 1000)), 0);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "y", 0, 1000);
+    c.lock.wait_ms = 10000;
+    CHECK_INT(apply(&fsm, 3, 0, c), JINN_EQUEUED);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "y", 0, 1000);
+    c.lock.wait_ms = 10000;
+    CHECK_INT(apply(&fsm, 4, 0, c), JINN_EQUEUED);
+    /* One command expires both and grants both: same token, same expiry. */
+    apply(&fsm, 5, 1000, noop);
+    a = jinn_locks_get(&fsm.locks, "A", 1);
+    b = jinn_locks_get(&fsm.locks, "B", 1);
+    CHECK(a != NULL && b != NULL);
+    CHECK(a->token == 5 && b->token == 5 && a->expires_at == 2000 && b->expires_at == 2000);
+    CHECK_INT(fsm.locks.by_expiry.count, 2);
+    CHECK_INT(jinn_locks_line_length(&fsm.locks, "A", 1), 0);
+    /* Both are in the expiry index: both expire (the old insert failed
+     * silently and that lock never expired). */
+    jinn_wbuf_init(&w1);
+    CHECK_INT(jinn_fsm_encode(&fsm, &w1), 0);
+    jinn_fsm_init(&copy);
+    CHECK_INT(jinn_fsm_decode(&copy, w1.data, w1.len), 0); /* not "corrupt" */
+    jinn_wbuf_init(&w2);
+    CHECK_INT(jinn_fsm_encode(&copy, &w2), 0);
+    CHECK(w1.len == w2.len && memcmp(w1.data, w2.data, w1.len) == 0);
+    jinn_wbuf_free(&w1);
+    jinn_wbuf_free(&w2);
+    apply(&fsm, 6, 2000, noop);
+    apply(&copy, 6, 2000, noop);
+    CHECK(jinn_locks_get(&fsm.locks, "A", 1) == NULL && jinn_locks_get(&fsm.locks, "B", 1) == NULL);
+    CHECK(jinn_locks_get(&copy.locks, "A", 1) == NULL && jinn_locks_get(&copy.locks, "B", 1) == NULL);
+    CHECK_INT(fsm.locks.by_expiry.count, 0);
+    jinn_fsm_close(&copy);
+    jinn_fsm_close(&fsm);
+}
+
+/* The other way to a tie: unequal TTLs, then refreshes that land two locks
+ * granted by one command on the same expiry. */
+TEST(lock_refresh_onto_an_equal_expiry_keeps_both)
+{
+    struct jinn_fsm fsm;
+    struct jinn_cmd c, noop;
+    memset(&noop, 0, sizeof noop);
+    noop.type = JINN_CMD_NOOP;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "x", 0, 1000)), 0);
+    CHECK_INT(apply(&fsm, 2, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "x", 0, 1000)), 0);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "y", 0, 1000);
+    c.lock.wait_ms = 10000;
+    CHECK_INT(apply(&fsm, 3, 0, c), JINN_EQUEUED);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "y", 0, 3000);
+    c.lock.wait_ms = 10000;
+    CHECK_INT(apply(&fsm, 4, 0, c), JINN_EQUEUED);
+    apply(&fsm, 5, 1000, noop); /* both granted with token 5; A to 2000, B to 4000 */
+    CHECK_INT(jinn_locks_get(&fsm.locks, "B", 1)->expires_at, 4000);
+    /* Refresh A to 4000 at 1500 + 2500: now equal to B. */
+    CHECK_INT(apply(&fsm, 6, 1500, lock_cmd(JINN_CMD_LOCK_REFRESH, "A", "", 5, 2500)), 0);
+    CHECK_INT(jinn_locks_get(&fsm.locks, "A", 1)->expires_at, 4000);
+    CHECK_INT(fsm.locks.by_expiry.count, 2);
+    apply(&fsm, 7, 4000, noop);
+    CHECK(jinn_locks_get(&fsm.locks, "A", 1) == NULL);
+    CHECK(jinn_locks_get(&fsm.locks, "B", 1) == NULL);
+    jinn_fsm_close(&fsm);
+}
+
+/* A TTL or wait near UINT64_MAX saturates ("never") instead of wrapping
+ * into the past and expiring at once. */
+TEST(lock_huge_ttl_saturates)
+{
+    struct jinn_fsm fsm;
+    struct jinn_cmd noop;
+    memset(&noop, 0, sizeof noop);
+    noop.type = JINN_CMD_NOOP;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 1000, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "x", 0, UINT64_MAX)), 0);
+    CHECK(jinn_locks_get(&fsm.locks, "A", 1)->expires_at == UINT64_MAX);
+    apply(&fsm, 2, 5000, noop);
+    CHECK(jinn_locks_get(&fsm.locks, "A", 1) != NULL);
+    jinn_fsm_close(&fsm);
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""Writes the seed inputs of the fuzz corpora (tests/fuzz/corpus/NAME/seed-*).
+
+Run from the repository root after a format change; libFuzzer adds what it
+finds next to these (make fuzz). Commands follow src/fsm/cmd.c: 12-byte
+header, little-endian integers, byte strings as u32 length + bytes, zero
+padding to a multiple of 8.
+
+The snapshot_decode seeds (seed-XXXXXXXX) are real snapshots written by the
+differential fuzzer: build it (make fuzz-build) and run
+    mkdir -p /tmp/snaps && JINN_FUZZ_DUMP_SNAPSHOTS=/tmp/snaps \
+        build/fuzz/fsm_diff tests/fuzz/corpus/fsm_diff/*
+then copy a few of /tmp/snaps/* into tests/fuzz/corpus/snapshot_decode/."""
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def u8(v):
+    return struct.pack("<B", v)
+
+
+def u32(v):
+    return struct.pack("<I", v)
+
+
+def u64(v):
+    return struct.pack("<Q", v)
+
+
+def bs(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return u32(len(b)) + b
+
+
+def cmd(t, body, time_ms=1000):
+    b = b"J" + u8(1) + u8(t) + u8(0) + u64(time_ms) + body
+    return b + b"\0" * (-len(b) % 8)
+
+
+def q(t, queue="jobs", worker="", payload=b"", idem="", reason="", seq=0, delivery=0,
+      count=0, nbytes=0, ms=0, max_deliver=0):
+    return cmd(t, bs(queue) + bs(worker) + bs(payload) + bs(idem) + bs(reason) + u64(seq) +
+               u64(delivery) + u64(count) + u64(nbytes) + u64(ms) + u64(max_deliver))
+
+
+COMMANDS = {
+    "noop": cmd(1, b""),
+    "node_set": cmd(2, u64(1) + bs("n1") + bs("http://127.0.0.1:8080")),
+    "kv_put": cmd(3, bs("ns") + bs("k") + u64(0) + u32(0) + u64(0) + bs("v")),
+    "kv_put_ttl_fenced": cmd(3, bs("ns") + bs("k") + u64(0) + u32(3) + u64(1000) + bs("v") +
+                             bs("L") + u64(5)),
+    "kv_del": cmd(4, bs("ns") + bs("k") + u64(2) + u32(0)),
+    "lock_acquire": cmd(5, bs("A") + bs("me") + u64(1000) + u64(10000)),
+    "lock_refresh": cmd(6, bs("A") + u64(1) + u64(1000)),
+    "lock_release": cmd(7, bs("A") + u64(1)),
+    "q_publish": q(8, payload=b"hello", idem="i1", count=100, nbytes=1 << 20, ms=120000,
+                   max_deliver=5),
+    "q_fetch": q(9, worker="w", count=10, ms=30000),
+    "q_ack": q(10, worker="w", seq=1, delivery=1),
+    "q_nak": q(11, worker="w", seq=1, delivery=1, reason="later", ms=1000),
+    "q_progress": q(12, worker="w", seq=1, ms=30000),
+    "q_term": q(13, worker="w", seq=1, reason="bad"),
+    "q_requeue": q(14, seq=1),
+    "q_drop": q(15, seq=1),
+    "sql_exec": cmd(16, bs("db") + bs('{"statements":[{"sql":"CREATE TABLE t(x)"}]}') +
+                    u64(100000) + bs("") + u64(0)),
+}
+
+CONFIGS = {
+    "default": "",
+    "cluster": """{
+    server_name n1
+    data_dir /tmp/jinn-n1
+    http_listen 127.0.0.1:8080
+    http_advertise http://127.0.0.1:8080
+    cluster_name prod
+    cluster_listen 127.0.0.1:7000
+    cluster_peers n1=127.0.0.1:7000 n2=127.0.0.1:7001 n3=127.0.0.1:7002
+    cluster_replicas 3
+    election_timeout 500ms
+    heartbeat_timeout 50ms
+    snapshot_threshold 8192
+    snapshot_trailing 2048
+    request_timeout 5s
+    standby_promote_after 10s
+    max_body 1MiB
+    read_timeout 10s
+    idle_timeout 60s
+    max_connections 1024
+    lock_max_ttl 1h
+    debug false
+}
+""",
+    "consensus_queues": """{
+    # comment
+    server_name "n1"
+    consensus {
+        payments { mode cp  stale_reads false }
+        sessions { mode ap  stale_reads true  max_staleness 10s }
+    }
+    queues {
+        emails { ack_wait 30s  max_deliver 5  backoff 1s 5s 30s  max_length 100000
+                 max_bytes 1GiB  idempotency_window 2m }
+    }
+}
+""",
+    "env": '{\n    server_name {env.HOME}\n    data_dir "a \\"b\\" \\\\c"\n}\n',
+}
+
+
+def write(name, seeds):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    for k, v in seeds.items():
+        with open(os.path.join(d, "seed-" + k), "wb") as f:
+            f.write(v if isinstance(v, bytes) else v.encode())
+
+
+def main():
+    write("cmd_decode", COMMANDS)
+    write("config", CONFIGS)
+
+
+if __name__ == "__main__":
+    main()
