@@ -25,6 +25,21 @@ def value_of(body):
     return body.decode(errors="replace") if body is not None else None
 
 
+def start_with_a_slow_follower(c, slow):
+    """Starts the cluster (bootstrap needs every peer) so that `slow` ends up
+    a follower: if it won the election, it hands leadership over."""
+    c.start()
+    leader = c.wait_leader()
+    if leader is slow:
+        assert slow.stop() == 0  # SIGTERM hands leadership to another voter
+        slow.start()
+        leader = c.wait_leader(among=[n for n in c.nodes if n is not slow])
+    c.wait_ready([leader])
+    wait_for(lambda: slow.alive() and slow.request("/healthz", timeout=1)[0] == 200,
+             what="the slow node serves")
+    return leader
+
+
 def assert_honest_while_lagging(node, key, new, acked_at, seconds):
     """Every read that does not show `new` (acked at acked_at) must report a
     staleness at least as old as that write. Returns how long it lagged."""
@@ -50,11 +65,7 @@ def test_a_follower_with_a_slow_disk_reports_its_real_staleness(cluster_factory)
     c = cluster_factory(3, extra_config=AP)
     slow = c.nodes[2]
     slow.env["JINN_TEST_APPEND_DELAY_MS"] = "1500"
-    c.nodes[0].start()
-    c.nodes[1].start()
-    leader = c.wait_leader(among=c.nodes[:2])
-    slow.start()
-    c.wait_ready([leader])
+    leader = start_with_a_slow_follower(c, slow)
     put(leader, "k", "v1")
     wait_for(lambda: value_of(stale_get(slow, "k")[2]) == "v1", timeout=20, what="slow has v1")
     put(leader, "k", "v2")

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from harness import JINN, wait_for
+from test_freshness import start_with_a_slow_follower
 
 CONFIG = ["request_timeout 2s", "consensus {",
           "    sessions { mode ap  max_staleness 1h }",
@@ -19,11 +20,7 @@ def lagging_cluster(cluster_factory):
     """A 3-node cluster whose n3 has a slow disk: it lags the leader."""
     c = cluster_factory(3, extra_config=CONFIG)
     c.nodes[2].env["JINN_TEST_APPEND_DELAY_MS"] = "800"
-    c.nodes[0].start()
-    c.nodes[1].start()
-    leader = c.wait_leader(among=c.nodes[:2])
-    c.nodes[2].start()
-    c.wait_ready([leader])
+    start_with_a_slow_follower(c, c.nodes[2])
     wait_for(lambda: c.nodes[2].status()["leader"]["api"], what="n3 knows the leader")
     return c
 
@@ -74,11 +71,7 @@ def test_a_write_is_seen_by_a_read_with_its_index_on_a_lagging_node(cluster_fact
     c = cluster_factory(3, extra_config=CONFIG)
     lagging = c.nodes[2]
     lagging.env["JINN_TEST_APPEND_DELAY_MS"] = "800"  # a slow disk: it lags
-    c.nodes[0].start()
-    c.nodes[1].start()
-    leader = c.wait_leader(among=c.nodes[:2])
-    lagging.start()
-    c.wait_ready([leader])
+    start_with_a_slow_follower(c, lagging)
     wait_for(lambda: lagging.status()["leader"]["api"], what="lagging knows the leader")
     for round_ in range(3):
         # Written through the lagging node (forwarded to the leader).
