@@ -45,7 +45,9 @@
     X(JINN_ECONFIG, "bad_config", 400, "invalid configuration")                     \
     X(JINN_EINTERNAL, "internal", 500, "internal error")                            \
     X(JINN_EDIVERGED, "diverged", 503,                                              \
-      "this replica's state differs from the majority's; it serves no reads until restarted")
+      "this replica's state differs from the majority's; it serves no reads until restarted") \
+    X(JINN_ESQLVERSION, "sql_version_mismatch", 503,                                \
+      "this database was written by another SQLite version than this node's")
 
 #define JINN_ERROR_ENUM(code, name, http, msg) code,
 enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };

@@ -156,10 +156,16 @@ struct jinn_node {
 
 /* ---- allocation: raft allocates through jinn's wrapper too -------------- */
 
+/* libraft allocates what a peer's message declares before reading it. No
+ * real message comes near 1 TiB: such a length is hostile, and refused the
+ * way malloc refuses it in a release build (the sanitizer build would abort
+ * instead, so a client could stop a test node with 40 bytes). */
+#define RAFT_ALLOC_MAX (UINT64_C(1) << 40)
+
 static void *heap_malloc(void *d, size_t n)
 {
     (void)d;
-    return jinn_malloc(n);
+    return n > RAFT_ALLOC_MAX ? NULL : jinn_malloc(n);
 }
 static void heap_free(void *d, void *p)
 {
@@ -169,16 +175,19 @@ static void heap_free(void *d, void *p)
 static void *heap_calloc(void *d, size_t n, size_t size)
 {
     (void)d;
-    return jinn_calloc(n, size);
+    return size != 0 && n > RAFT_ALLOC_MAX / size ? NULL : jinn_calloc(n, size);
 }
 static void *heap_realloc(void *d, void *p, size_t n)
 {
     (void)d;
-    return jinn_realloc(p, n);
+    return n > RAFT_ALLOC_MAX ? NULL : jinn_realloc(p, n);
 }
 static void *heap_aligned_alloc(void *d, size_t alignment, size_t n)
 {
     (void)d;
+    if (n > RAFT_ALLOC_MAX) {
+        return NULL;
+    }
     return aligned_alloc(alignment, (n + alignment - 1) / alignment * alignment);
 }
 static void heap_aligned_free(void *d, size_t alignment, void *p)
@@ -461,11 +470,15 @@ static int read_identity(const char *dir, struct identity *ident)
                    path);
         return JINN_EIO;
     }
+    version = 0;
+    /* %llu takes "-5" and saturates past 2^64: ids are 53 bits (see
+     * jinn_node_id_for), anything else is not an id this node was given. */
     if (sscanf(text, "jinn-identity %d\nnode_id %llu\ncluster_id %llx\nname %64s\n%n", &version,
                &id, &cid, ident->name, &consumed) != 4 ||
-        version != ID_FILE_VERSION || id == 0) {
-        jinn_error("%s: unknown format (version %d); this jinn reads version %d", path,
-                   version, ID_FILE_VERSION);
+        version != ID_FILE_VERSION || id == 0 || id >= (UINT64_C(1) << 53)) {
+        jinn_error("%s: not a valid identity (format version %d; this jinn reads version %d, "
+                   "node_id 1 to 2^53-1)",
+                   path, version, ID_FILE_VERSION);
         return JINN_EIO;
     }
     ident->id = id;

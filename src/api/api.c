@@ -269,12 +269,41 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
     }
 }
 
+/* Headers read as one value: the handlers look at the first only, so a
+ * second one (a second fence, a second If-Match) would be silently ignored
+ * and a write the client meant to guard would be applied. Returns the name
+ * of one that is repeated, or NULL. */
+static const char *repeated_header(const struct jinn_http_msg *msg)
+{
+    static const char *const single[] = {"x-jinn-fence", "if-match", "if-none-match",
+                                         "idempotency-key", "content-type"};
+    for (size_t k = 0; k < sizeof single / sizeof single[0]; k++) {
+        size_t len = strlen(single[k]);
+        unsigned seen = 0;
+        for (unsigned i = 0; i < msg->n_headers; i++) {
+            if (msg->headers[i].name_len == len &&
+                strncasecmp(msg->headers[i].name, single[k], len) == 0 && ++seen > 1) {
+                return single[k];
+            }
+        }
+    }
+    return NULL;
+}
+
 void jinn_api_handle(void *data, struct jinn_http_request *req)
 {
     struct jinn_api *api = data;
     struct jinn_route_args args;
     bool path_known = false;
     const struct jinn_http_header *cluster = jinn_http_header_find(&req->msg, CLUSTER_HEADER);
+    const char *repeated = repeated_header(&req->msg);
+
+    if (repeated != NULL) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "header '%s' given more than once", repeated);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return;
+    }
 
     /* A forward or announcement from a node of another cluster (or one that
      * does not say) never reaches a handler. */
@@ -724,6 +753,12 @@ bool jinn_api_param_or_reply(struct jinn_http_request *req, json_t *body, const 
     *present = false;
     if (n == -2) {
         snprintf(msg, sizeof msg, "bad or too long parameter '%s'", name);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    if (n >= 0 && strlen(buf) != (size_t)n) {
+        /* %00 would silently cut the value short ("n3%00x" naming n3). */
+        snprintf(msg, sizeof msg, "parameter '%s' must not contain NUL", name);
         jinn_http_reply_error(req, JINN_EINVAL, msg);
         return false;
     }

@@ -284,7 +284,7 @@ static int pin_sql(struct report *r, const struct jinn_sql *sql)
     }
     for (const struct jinn_sql_db *db = jinn_sql_next(sql, NULL); db;
          db = jinn_sql_next(sql, db)) {
-        sqlite3 *conn = jinn_sql_open_reader(sql, db->name);
+        sqlite3 *conn = jinn_sql_open_internal_reader(sql, db->name);
         snprintf(r->names[r->n_sql], sizeof r->names[0], "%s", db->name);
         if (conn == NULL) {
             snprintf(r->error, sizeof r->error, "sql:%s: cannot open a reader", db->name);
@@ -900,9 +900,12 @@ void jinn_api_check_digest(struct jinn_api *api, struct jinn_http_request *req,
     json_t *obj;
     (void)args;
 
-    if (jinn_http_query_get(req->query, req->query_len, "index", buf, sizeof buf) <= 0 ||
-        buf[0] < '0' || buf[0] > '9' || (index = strtoull(buf, &end, 10), *end != '\0') ||
-        index == 0 || index == ULLONG_MAX) {
+    long n = jinn_http_query_get(req->query, req->query_len, "index", buf, sizeof buf);
+    /* The index is echoed as a JSON integer: past 2^63-1 it would come back
+     * negative; a decoded %00 must not cut the digits short either. */
+    if (n <= 0 || strlen(buf) != (size_t)n || buf[0] < '0' || buf[0] > '9' ||
+        (index = strtoull(buf, &end, 10), *end != '\0') || index == 0 ||
+        index > (unsigned long long)INT64_MAX) {
         jinn_http_reply_error(req, JINN_EINVAL, "index must be a log index");
         return;
     }

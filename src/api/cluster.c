@@ -80,7 +80,7 @@ static void reply_start_error(struct jinn_http_request *req, int rv)
 /* Resolves a member by name (node directory or cluster_peers) or by id.
  * Returns 0 and sets *id, or has replied. */
 static int find_member(struct jinn_api *api, struct jinn_http_request *req, const char *arg,
-                       uint64_t *id)
+                       size_t arg_len, uint64_t *id)
 {
     struct jinn_node_status st;
     char *end;
@@ -88,6 +88,11 @@ static int find_member(struct jinn_api *api, struct jinn_http_request *req, cons
     unsigned found = 0;
     char msg[200];
 
+    if (strlen(arg) != arg_len) {
+        /* A decoded %00 would cut the name short: "n3%00x" must not be n3. */
+        jinn_http_reply_error(req, JINN_EINVAL, "a member name or id must not contain NUL");
+        return -1;
+    }
     jinn_node_status(api->node, &st);
     for (unsigned i = 0; i < st.n_members; i++) {
         if ((*end == '\0' && end != arg && st.members[i].id == n) ||
@@ -169,7 +174,7 @@ void jinn_api_members_remove(struct jinn_api *api, struct jinn_http_request *req
 {
     uint64_t id;
     int rv;
-    if (find_member(api, req, args->arg[0], &id) != 0) {
+    if (find_member(api, req, args->arg[0], args->len[0], &id) != 0) {
         return;
     }
     rv = jinn_node_member_remove(api->node, id, change_answered, req);
@@ -187,7 +192,7 @@ static void assign(struct jinn_api *api, struct jinn_http_request *req,
 {
     uint64_t id;
     int rv;
-    if (find_member(api, req, args->arg[0], &id) != 0) {
+    if (find_member(api, req, args->arg[0], args->len[0], &id) != 0) {
         return;
     }
     rv = jinn_node_member_assign(api->node, id, voter, change_answered, req);
@@ -212,7 +217,7 @@ void jinn_api_leader_transfer(struct jinn_api *api, struct jinn_http_request *re
     if (!jinn_api_param_or_reply(req, NULL, "to", to, sizeof to, &present)) {
         return;
     }
-    if (present && to[0] != '\0' && find_member(api, req, to, &id) != 0) {
+    if (present && to[0] != '\0' && find_member(api, req, to, strlen(to), &id) != 0) {
         return;
     }
     rv = jinn_node_leader_transfer(api->node, id, change_answered, req);

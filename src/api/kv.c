@@ -85,6 +85,26 @@ static bool query_or_reply(struct jinn_http_request *req, const char *name, char
     return jinn_api_param_or_reply(req, NULL, name, buf, cap, present);
 }
 
+/* A key-like query parameter (prefix, start_after): raw bytes, so a %00 in
+ * it counts, as it does in keys. *len is 0 when absent. */
+static bool key_param_or_reply(struct jinn_http_request *req, const char *name, char *buf,
+                               size_t cap, size_t *len, bool *present)
+{
+    long n = jinn_http_query_get(req->query, req->query_len, name, buf, cap);
+    char msg[128];
+    *present = n >= 0;
+    *len = n >= 0 ? (size_t)n : 0;
+    if (n == -2) {
+        snprintf(msg, sizeof msg, "bad or too long parameter '%s'", name);
+        jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return false;
+    }
+    if (n < 0) {
+        buf[0] = '\0';
+    }
+    return true;
+}
+
 /* A numeric query parameter in [min, max] (the shared strict parser: an
  * overflowing, signed or empty number is a 400, never a wrapped value). */
 static bool uint_or_reply(struct jinn_http_request *req, const char *name, uint64_t dflt,
@@ -395,6 +415,7 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
     struct list_state ls;
     uint64_t values;
     bool has_prefix, has_after;
+    size_t prefix_len = 0, after_len = 0;
     json_t *obj;
 
     memset(&ls, 0, sizeof ls);
@@ -403,8 +424,10 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
         goto out;
     }
     if (!args_of(req, args, false) ||
-        !query_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &has_prefix) ||
-        !query_or_reply(req, "start_after", after, JINN_KV_KEY_MAX + 1, &has_after) ||
+        !key_param_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &prefix_len,
+                            &has_prefix) ||
+        !key_param_or_reply(req, "start_after", after, JINN_KV_KEY_MAX + 1, &after_len,
+                            &has_after) ||
         !uint_or_reply(req, "limit", LIST_DEFAULT_LIMIT, 1, LIST_MAX_LIMIT, &ls.limit) ||
         !uint_or_reply(req, "values", 0, 0, 1, &values)) {
         goto out;
@@ -416,8 +439,8 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         goto out;
     }
-    jinn_kv_scan(&fsm->kv, args->arg[0], (const uint8_t *)prefix, strlen(prefix),
-                 has_after ? (const uint8_t *)after : NULL, strlen(after), list_one, &ls);
+    jinn_kv_scan(&fsm->kv, args->arg[0], (const uint8_t *)prefix, prefix_len,
+                 has_after ? (const uint8_t *)after : NULL, after_len, list_one, &ls);
     obj = json_pack("{s:o, s:b, s:I}", "keys", ls.keys, "more", ls.more, "revision",
                     (json_int_t)fsm->kv.last_revision);
     jinn_http_reply_json(req, 200, obj);
@@ -647,7 +670,7 @@ void jinn_api_stop(struct jinn_api *api)
 }
 
 static void watch(struct jinn_api *api, struct jinn_http_request *req,
-                  const struct jinn_route_args *args, const char *prefix)
+                  const struct jinn_route_args *args, const char *prefix, size_t prefix_len)
 {
     const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
     struct jinn_policy pol = jinn_config_policy(api->cfg, args->arg[0]);
@@ -692,7 +715,7 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     w->api = api;
     w->req = req;
     memcpy(w->ns, args->arg[0], args->len[0] + 1);
-    w->prefix_len = strlen(prefix);
+    w->prefix_len = prefix_len;
     memcpy(w->prefix, prefix, w->prefix_len);
     w->after = after;
     jinn_api_freshness(api, req, false);
@@ -721,15 +744,18 @@ static void watch_at_index(struct jinn_api *api, struct jinn_http_request *req)
 {
     struct jinn_route_args *args = jinn_malloc(sizeof *args);
     char *prefix = jinn_malloc(JINN_KV_KEY_MAX + 1);
+    size_t prefix_len = 0;
     bool has_prefix;
     if (args == NULL || prefix == NULL || !args_of(req, args, false)) {
         jinn_http_reply_error(req, args && prefix ? JINN_EINVAL : JINN_ENOMEM, NULL);
-    } else if (query_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &has_prefix)) {
+    } else if (key_param_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &prefix_len,
+                                  &has_prefix)) {
         if (!has_prefix) {
             prefix[0] = '\0';
+            prefix_len = 0;
         }
         args->arg[0][args->len[0]] = '\0';
-        watch(api, req, args, prefix);
+        watch(api, req, args, prefix, prefix_len);
     }
     jinn_free(args);
     jinn_free(prefix);
@@ -741,10 +767,11 @@ void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
     enum read_mode mode;
     uint64_t is_watch;
     char prefix[JINN_KV_KEY_MAX + 1];
+    size_t prefix_len;
     bool has_prefix;
 
     if (!ns_key_or_reply(req, args, false) || !uint_or_reply(req, "watch", 0, 0, 1, &is_watch) ||
-        !query_or_reply(req, "prefix", prefix, sizeof prefix, &has_prefix)) {
+        !key_param_or_reply(req, "prefix", prefix, sizeof prefix, &prefix_len, &has_prefix)) {
         return;
     }
     if (is_watch) {

@@ -548,6 +548,8 @@ void jinn_api_lock_applied(struct jinn_api *api)
     }
 }
 
+/* Shutdown: each waiter leaves the line by a command and is answered from
+ * its outcome (withdrawn, or granted), never with a guess. */
 void jinn_api_lock_stop(struct jinn_api *api)
 {
     for (struct jinn_lock_wait *w = api->lock_waits, *next; w != NULL; w = next) {

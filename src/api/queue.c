@@ -520,15 +520,43 @@ static void stats_now(struct jinn_api *api, struct jinn_http_request *req)
     jinn_http_reply_json(req, 200, jinn_api_queue_stats_json(q));
 }
 
+/* GET /v1/queues: a page of at most QUEUE_LIST_MAX (up to 10 000 queues
+ * can exist; all of them in one reply kept the loop busy for 250+ ms). */
+#define QUEUE_LIST_MAX 1000
+
 static void list_now(struct jinn_api *api, struct jinn_http_request *req)
 {
     const struct jinn_queues *qs = &jinn_node_fsm(api->node)->queues;
-    json_t *list = json_array();
-    for (const struct jinn_queue *q = jinn_queues_next(qs, NULL); q && list;
-         q = jinn_queues_next(qs, q)) {
+    struct jinn_queue *probe = NULL;
+    const struct jinn_queue *q;
+    uint64_t limit;
+    char after[JINN_QUEUE_NAME_MAX + 1];
+    bool present, more = false;
+    json_t *list;
+    unsigned n = 0;
+
+    if (!jinn_api_uint_or_reply(req, NULL, "limit", QUEUE_LIST_MAX, 1, QUEUE_LIST_MAX, &limit) ||
+        !jinn_api_param_or_reply(req, NULL, "start_after", after, sizeof after, &present)) {
+        return;
+    }
+    if (present) {
+        probe = jinn_calloc(1, sizeof *probe);
+        if (probe == NULL) {
+            jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+            return;
+        }
+        memcpy(probe->name, after, strlen(after) + 1);
+    }
+    list = json_array();
+    for (q = jinn_queues_next(qs, probe); q && list; q = jinn_queues_next(qs, q)) {
+        if (n++ == limit) {
+            more = true;
+            break;
+        }
         json_array_append_new(list, jinn_api_queue_stats_json(q));
     }
-    jinn_http_reply_json(req, 200, json_pack("{s:o}", "queues", list));
+    jinn_free(probe);
+    jinn_http_reply_json(req, 200, json_pack("{s:o, s:b}", "queues", list, "more", more));
 }
 
 static void dead_now(struct jinn_api *api, struct jinn_http_request *req)

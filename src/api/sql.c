@@ -39,6 +39,24 @@ static bool db_name_or_reply(struct jinn_http_request *req, const struct jinn_ro
     return ok;
 }
 
+/* A database written by another SQLite than ours is refused here: this
+ * node cannot promise the same results (and, as leader, must not propose
+ * entries the others would apply differently). */
+static bool version_ok_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                                const struct jinn_route_args *args)
+{
+    char name[JINN_SQL_DB_MAX + 1], msg[160];
+    uint32_t recorded;
+    snprintf(name, sizeof name, "%.*s", (int)args->len[0], args->arg[0]);
+    if (jinn_sql_version_ok(&jinn_node_fsm(api->node)->sql, name, &recorded)) {
+        return true;
+    }
+    snprintf(msg, sizeof msg, "database %s was written by SQLite %u, this node has %d", name,
+             recorded, sqlite3_libversion_number());
+    jinn_http_reply_error(req, JINN_ESQLVERSION, msg);
+    return false;
+}
+
 /* A statement object: {"sql": "...", "params": [...] | {...}}. */
 static bool statement_ok(json_t *st, char *msg, size_t cap, size_t i)
 {
@@ -115,6 +133,9 @@ void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
         jinn_api_forward_or_reply(api, req);
         return;
     }
+    if (!version_ok_or_reply(api, req, args)) {
+        return;
+    }
     memset(&c, 0, sizeof c);
     if (!jinn_api_fence_or_reply(req, &c.sql.fence, &c.sql.fence_token, &fenced)) {
         return;
@@ -152,6 +173,7 @@ void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
     c.sql.statements.p = (const uint8_t *)text;
     c.sql.statements.len = strlen(text);
     c.sql.step_budget = JINN_SQL_DEFAULT_STEPS;
+    c.sql.sqlite_version = (uint32_t)sqlite3_libversion_number();
     jinn_api_propose_or_reply(api, req, &c, exec_committed);
     jinn_free(text);
 }
@@ -186,11 +208,18 @@ struct reader {
 static struct reader idle[READERS_IDLE_MAX];
 static unsigned n_idle;
 
-/* A reader connection for db: an idle one, or a new one. */
+/* A reader connection for db: an idle one, or a new one. Idle readers of
+ * replaced files (opened before a restore) are closed on the way. */
 static sqlite3 *take_reader(const struct jinn_sql *sql, const char *db)
 {
     for (unsigned i = n_idle; i-- > 0;) {
-        if (strcmp(idle[i].db, db) == 0 && idle[i].generation == sql->generation) {
+        if (idle[i].generation != sql->generation) {
+            sqlite3_close_v2(idle[i].conn);
+            idle[i] = idle[--n_idle];
+        }
+    }
+    for (unsigned i = n_idle; i-- > 0;) {
+        if (strcmp(idle[i].db, db) == 0) {
             sqlite3 *conn = idle[i].conn;
             idle[i] = idle[--n_idle];
             return conn;
@@ -201,11 +230,14 @@ static sqlite3 *take_reader(const struct jinn_sql *sql, const char *db)
 
 static void give_back(const struct jinn_sql *sql, struct query *q)
 {
-    /* Readers of replaced files (a restore) or beyond the cap are closed. */
+    /* Readers of replaced files (a restore), beyond the cap, or left inside
+     * a transaction (never reusable: they would pin an old snapshot) are
+     * closed. */
     if (q->conn == NULL) {
         return;
     }
-    if (q->generation != sql->generation || n_idle == READERS_IDLE_MAX) {
+    if (q->generation != sql->generation || n_idle == READERS_IDLE_MAX ||
+        !sqlite3_get_autocommit(q->conn)) {
         sqlite3_close_v2(q->conn);
     } else {
         snprintf(idle[n_idle].db, sizeof idle[n_idle].db, "%s", q->db);
@@ -214,6 +246,25 @@ static void give_back(const struct jinn_sql *sql, struct query *q)
         n_idle++;
     }
     q->conn = NULL;
+}
+
+/* Bytes a value adds to the JSON reply, counted before it is built. */
+static size_t json_cost(sqlite3_stmt *stmt, int i)
+{
+    size_t n = (size_t)sqlite3_column_bytes(stmt, i), cost = 0;
+    switch (sqlite3_column_type(stmt, i)) {
+    case SQLITE_TEXT: {
+        const unsigned char *p = sqlite3_column_text(stmt, i);
+        for (size_t k = 0; p != NULL && k < n; k++) {
+            cost += p[k] < 0x20 ? 6 : (p[k] == '"' || p[k] == '\\') ? 2 : 1;
+        }
+        return cost + 16;
+    }
+    case SQLITE_BLOB:
+        return (n + 2) / 3 * 4 + 32;
+    default:
+        return 32;
+    }
 }
 
 static int past_deadline(void *data)
@@ -237,15 +288,20 @@ static void run_query(uv_work_t *work)
     q->code = JINN_ESQL;
     sqlite3_progress_handler(q->conn, 1000, past_deadline, q);
     if (sqlite3_prepare_v2(q->conn, q->sql, -1, &stmt, &tail) != SQLITE_OK || stmt == NULL) {
-        snprintf(q->error, sizeof q->error, "%s",
-                 stmt == NULL && sqlite3_errcode(q->conn) == 0 ? "empty statement"
-                                                                : sqlite3_errmsg(q->conn));
+        if ((sqlite3_errcode(q->conn) & 0xff) == SQLITE_AUTH) {
+            q->code = JINN_EINVAL;
+            snprintf(q->error, sizeof q->error,
+                     "%s: a query is one read-only SELECT over the allowed functions "
+                     "(no PRAGMA, ATTACH or BEGIN); send writes to /exec",
+                     sqlite3_errmsg(q->conn));
+        } else {
+            snprintf(q->error, sizeof q->error, "%s",
+                     stmt == NULL && sqlite3_errcode(q->conn) == 0 ? "empty statement"
+                                                                    : sqlite3_errmsg(q->conn));
+        }
         goto out;
     }
-    while (tail && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == ';')) {
-        tail++;
-    }
-    if (tail && *tail != '\0') {
+    if (!jinn_sql_tail_blank(tail)) {
         snprintf(q->error, sizeof q->error, "one SQL statement per query");
         goto out;
     }
@@ -265,18 +321,24 @@ static void run_query(uv_work_t *work)
         json_array_append_new(types, decl ? json_string(decl) : json_null());
     }
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        json_t *row = json_array();
-        if (json_array_size(rows) == QUERY_ROWS_MAX || bytes > QUERY_BYTES_MAX) {
-            json_decref(row);
-            snprintf(q->error, sizeof q->error, "result larger than %d rows or %u bytes",
-                     QUERY_ROWS_MAX, QUERY_BYTES_MAX);
+        json_t *row;
+        if (json_array_size(rows) == QUERY_ROWS_MAX) {
+            snprintf(q->error, sizeof q->error, "result larger than %d rows", QUERY_ROWS_MAX);
             goto out;
         }
+        row = json_array();
+        json_array_append_new(rows, row);
         for (int i = 0; i < n; i++) {
-            bytes += (size_t)sqlite3_column_bytes(stmt, i) + 8;
+            /* Checked per value, before it is copied: one value can be as
+             * large as the whole budget. */
+            bytes += json_cost(stmt, i);
+            if (bytes > QUERY_BYTES_MAX) {
+                snprintf(q->error, sizeof q->error, "result larger than %u bytes",
+                         QUERY_BYTES_MAX);
+                goto out;
+            }
             json_array_append_new(row, jinn_sql_column_json(stmt, i));
         }
-        json_array_append_new(rows, row);
     }
     if (step != SQLITE_DONE) {
         snprintf(q->error, sizeof q->error, "%s",
@@ -340,6 +402,7 @@ static void query_now(struct jinn_api *api, struct jinn_http_request *req)
     long n = jinn_http_unescape(p, (size_t)(slash - p), name, sizeof name, false);
     json_t *body = json_loadb(req->body, req->body_len, 0, NULL);
     struct query *q;
+    uint32_t recorded;
 
     if (n <= 0 || body == NULL) {
         json_decref(body);
@@ -354,6 +417,14 @@ static void query_now(struct jinn_api *api, struct jinn_http_request *req)
     if (jinn_sql_get(sql, name) == NULL) {
         json_decref(body);
         jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
+        return;
+    }
+    if (!jinn_sql_version_ok(sql, name, &recorded)) {
+        char msg[160];
+        json_decref(body);
+        snprintf(msg, sizeof msg, "database %s was written by SQLite %u, this node has %d",
+                 name, recorded, sqlite3_libversion_number());
+        jinn_http_reply_error(req, JINN_ESQLVERSION, msg);
         return;
     }
     q = jinn_calloc(1, sizeof *q);
@@ -454,6 +525,46 @@ void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
     jinn_api_read_or_reply(api, req, linearizable, query_now);
 }
 
+/* GET /v1/sql/{db}: the image checksum is computed on the thread pool
+ * from a reader connection of its own (a 300 MB database takes a second:
+ * never on the loop). */
+struct info {
+    uv_work_t work;
+    struct jinn_http_request *req;
+    sqlite3 *conn;
+    char name[JINN_SQL_DB_MAX + 1];
+    uint32_t crc;
+    uint64_t size;
+    int code;
+};
+
+static void info_run(uv_work_t *work)
+{
+    struct info *in = work->data;
+    sqlite3_int64 n = 0;
+    unsigned char *image;
+    image = sqlite3_serialize(in->conn, "main", &n, 0);
+    in->code = image ? JINN_OK : JINN_EIO;
+    in->crc = image ? jinn_crc32(0, image, (size_t)n) : 0;
+    in->size = (uint64_t)n;
+    sqlite3_free(image);
+    sqlite3_close_v2(in->conn);
+    in->conn = NULL;
+}
+
+static void info_done(uv_work_t *work, int status)
+{
+    struct info *in = work->data;
+    if (status != 0 || in->code != JINN_OK) {
+        jinn_http_reply_error(in->req, status != 0 ? JINN_EINTERNAL : in->code, NULL);
+    } else {
+        jinn_http_reply_json(in->req, 200,
+                             json_pack("{s:s, s:I, s:I}", "name", in->name, "checksum",
+                                       (json_int_t)in->crc, "size", (json_int_t)in->size));
+    }
+    jinn_free(in);
+}
+
 static void info_now(struct jinn_api *api, struct jinn_http_request *req)
 {
     const struct jinn_sql *sql = &jinn_node_fsm(api->node)->sql;
@@ -461,15 +572,25 @@ static void info_now(struct jinn_api *api, struct jinn_http_request *req)
     const char *p = req->path + strlen("/v1/sql/");
     long n = jinn_http_unescape(p, req->path_len - strlen("/v1/sql/"), name, sizeof name, false);
     const struct jinn_sql_db *db = n > 0 ? jinn_sql_get(sql, name) : NULL;
-    uint64_t size;
-    uint32_t crc;
+    struct info *in;
     if (db == NULL) {
         jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
         return;
     }
-    crc = jinn_sql_checksum(db, &size);
-    jinn_http_reply_json(req, 200, json_pack("{s:s, s:I, s:I}", "name", db->name, "checksum",
-                                             (json_int_t)crc, "size", (json_int_t)size));
+    in = jinn_calloc(1, sizeof *in);
+    if (in == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    in->req = req;
+    snprintf(in->name, sizeof in->name, "%s", db->name);
+    in->conn = jinn_sql_open_internal_reader(sql, name);
+    in->work.data = in;
+    if (in->conn == NULL || uv_queue_work(api->loop, &in->work, info_run, info_done) != 0) {
+        sqlite3_close_v2(in->conn);
+        jinn_free(in);
+        jinn_http_reply_error(req, JINN_EIO, NULL);
+    }
 }
 
 void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,

@@ -56,6 +56,11 @@ static void put_slice(struct jinn_wbuf *w, struct jinn_slice s)
     jinn_wbuf_put_bytes(w, s.p, s.len);
 }
 
+static bool has_nul(struct jinn_slice s)
+{
+    return s.len > 0 && memchr(s.p, '\0', s.len) != NULL;
+}
+
 static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
 {
     struct jinn_slice s;
@@ -144,12 +149,16 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->sql.step_budget);
         put_slice(w, c->sql.fence);
         jinn_wbuf_put_u64(w, c->sql.fence_token);
+        if (c->sql.sqlite_version != 0) {
+            jinn_wbuf_put_u64(w, c->sql.sqlite_version);
+        }
         break;
     default:
         if (!jinn_cmd_is_queue(c->type)) {
             return JINN_EINVAL;
         }
         if (c->q.queue.len == 0 || c->q.queue.len > JINN_QUEUE_NAME_MAX ||
+            has_nul(c->q.queue) || has_nul(c->q.worker) ||
             c->q.worker.len > JINN_QUEUE_WORKER_MAX || c->q.idem.len > JINN_QUEUE_IDEM_MAX ||
             c->q.reason.len > JINN_QUEUE_REASON_MAX ||
             c->q.payload.len > JINN_QUEUE_PAYLOAD_MAX) {
@@ -265,6 +274,16 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->sql.step_budget = jinn_rbuf_get_u64(&r);
         c->sql.fence = get_slice(&r, JINN_LOCK_NAME_MAX);
         c->sql.fence_token = jinn_rbuf_get_u64(&r);
+        /* Optional trailing field: older entries end here (padding is
+         * shorter than 8 bytes). */
+        if (r.left >= 8) {
+            /* Present means non-zero and 32-bit: one encoding per command. */
+            uint64_t v = jinn_rbuf_get_u64(&r);
+            if (v == 0 || v > UINT32_MAX) {
+                return JINN_ECORRUPT;
+            }
+            c->sql.sqlite_version = (uint32_t)v;
+        }
         if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
             return JINN_ECORRUPT;
         }
@@ -285,7 +304,9 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->q.bytes = jinn_rbuf_get_u64(&r);
         c->q.ms = jinn_rbuf_get_u64(&r);
         c->q.max_deliver = jinn_rbuf_get_u64(&r);
-        if (c->q.queue.len == 0) {
+        /* The queue state keeps names and workers as C strings: an
+         * embedded NUL would alias two names. */
+        if (c->q.queue.len == 0 || has_nul(c->q.queue) || has_nul(c->q.worker)) {
             return JINN_ECORRUPT;
         }
         break;

@@ -123,6 +123,9 @@ struct jinn_cmd {
             uint64_t step_budget;         /* SQLite VM steps allowed (deterministic) */
             struct jinn_slice fence;      /* lock name, empty when not fenced */
             uint64_t fence_token;
+            /* The leader's sqlite3_libversion_number(); 0 in entries from
+             * before this field (decoded from their absence). */
+            uint32_t sqlite_version;
         } sql;
     };
 };

@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -156,8 +157,8 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         }
         rv = jinn_sql_exec(&fsm->sql, index, fsm->time_ms, &c);
         if (rv == JINN_EIO) {
-            /* The database file could not be written: this replica cannot
-             * follow the others. */
+            /* The database could not be written after retries (sql.c
+             * logged why): this replica cannot follow the others. */
             jinn_fsm_fatal("sql database unavailable");
         }
         break;

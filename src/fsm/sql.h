@@ -26,12 +26,28 @@
 
 #define JINN_SQL_DBS_MAX 256
 #define JINN_SQL_STATEMENTS_MAX 100
-#define JINN_SQL_DEFAULT_STEPS 100000000u
+/* VM steps one exec may run: measured ~20 ms on the loop (see
+ * docs/design.md); carried in the entry, so every replica stops at the
+ * same step. */
+#define JINN_SQL_DEFAULT_STEPS 400000u
+/* The largest string, blob or row (SQLITE_LIMIT_LENGTH) and the longest
+ * statement text: single-step functions (printf, replace, zeroblob) fail
+ * fast with "string or blob too big" instead of running for seconds. */
+#define JINN_SQL_VALUE_MAX (1 << 20)
+#define JINN_SQL_STATEMENT_MAX (256 << 10)
+/* max_page_count of every database (4 KiB pages: 1 GiB). Reaching it is a
+ * deterministic SQLITE_FULL, the same result on every replica. */
+#define JINN_SQL_DB_PAGES_MAX 262144u
+/* Environmental failures during apply: busy wait per attempt, attempts
+ * before the node stops. */
+#define JINN_SQL_BUSY_WAIT_MS 100
+#define JINN_SQL_APPLY_ATTEMPTS 3
 
 struct jinn_sql_db {
     struct jinn_tree_node by_name;
     char name[JINN_SQL_DB_MAX + 1];
     sqlite3 *conn; /* the apply connection; loop thread only */
+    uint32_t version; /* SQLite that wrote it (PRAGMA user_version); 0: new */
 };
 
 struct jinn_sql {
@@ -57,9 +73,27 @@ int jinn_sql_exec(struct jinn_sql *s, uint64_t index, uint64_t now, const struct
 const struct jinn_sql_db *jinn_sql_get(const struct jinn_sql *s, const char *name);
 const struct jinn_sql_db *jinn_sql_next(const struct jinn_sql *s, const struct jinn_sql_db *after);
 
-/* Opens a read-only connection to db for another thread (caller closes).
- * NULL if the database does not exist. */
+/* Opens a read-only connection to db for another thread (caller closes),
+ * with the query authorizer and limits. NULL if the database does not
+ * exist. */
 sqlite3 *jinn_sql_open_reader(const struct jinn_sql *s, const char *name);
+
+/* The same, for jinn's own reads (content digest, image checksum): no
+ * authorizer. Never hand it to client SQL. */
+sqlite3 *jinn_sql_open_internal_reader(const struct jinn_sql *s, const char *name);
+
+/* False if database name was written by another SQLite version than this
+ * node's library (*recorded says which); such a node refuses SQL on it. */
+bool jinn_sql_version_ok(const struct jinn_sql *s, const char *name, uint32_t *recorded);
+
+/* True if nothing but blanks, ';' and comments follow a statement. */
+bool jinn_sql_tail_blank(const char *tail);
+
+/* Test hook: the next `writes` file writes during apply fail with
+ * write_code, the next `opens` file opens with SQLITE_CANTOPEN. */
+void jinn_sql_test_fault(int write_code, int writes, int opens);
+/* Test hook: bytes charged to the step budget by the last exec. */
+uint64_t jinn_sql_test_metered(void);
 
 /* CRC-32 of the database image: replicas that applied the same log agree. */
 uint32_t jinn_sql_checksum(const struct jinn_sql_db *db, uint64_t *size);

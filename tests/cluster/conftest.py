@@ -20,7 +20,9 @@ def cluster_factory(tmp_path, request):
         return c
 
     yield make
-    failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    # A failure in setup (a node that never became ready) shows the logs too.
+    failed = any(getattr(request.node, "rep_" + when).failed
+                 for when in ("setup", "call") if hasattr(request.node, "rep_" + when))
     crashed = []
     for c in made:
         c.close()

@@ -95,7 +95,7 @@ static int digest(const struct jinn_fsm *fsm, uint64_t index, struct jinn_digest
     int rv = jinn_digest_memory(fsm, index, d);
     for (const struct jinn_sql_db *db = jinn_sql_next(&fsm->sql, NULL); rv == 0 && db;
          db = jinn_sql_next(&fsm->sql, db)) {
-        sqlite3 *conn = jinn_sql_open_reader(&fsm->sql, db->name);
+        sqlite3 *conn = jinn_sql_open_internal_reader(&fsm->sql, db->name);
         uint64_t h = 0;
         char name[JINN_DIGEST_NAME_MAX];
         if (conn == NULL) {

@@ -200,3 +200,32 @@ TEST(queue_commands_reject_bad_fields)
     }
     jinn_wbuf_free(&w);
 }
+
+/* Queue names and workers are kept as C strings: "jobs\0x" would alias
+ * "jobs". Such a command is refused by the encoder and, if one came from
+ * elsewhere, decoded as malformed (a no-op on every replica). */
+TEST(queue_names_and_workers_with_nul_are_refused)
+{
+    struct jinn_cmd c = pub("x", ""), d;
+    struct jinn_wbuf w;
+    size_t at;
+    c.q.queue.p = (const uint8_t *)"jobs\0x";
+    c.q.queue.len = 6;
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_cmd_encode(&c, &w), JINN_EINVAL);
+    jinn_wbuf_free(&w);
+    c = fetch("w\0x", 1, 100);
+    c.q.worker.len = 3;
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_cmd_encode(&c, &w), JINN_EINVAL);
+    jinn_wbuf_free(&w);
+    /* The same bytes forged past the encoder: "jobX" -> "job\0". */
+    c = fetch("w", 1, 100);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_cmd_encode(&c, &w), 0);
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), 0);
+    at = (size_t)(d.q.queue.p - w.data) + 3;
+    w.data[at] = '\0';
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), JINN_ECORRUPT);
+    jinn_wbuf_free(&w);
+}
