@@ -867,6 +867,9 @@ int jinn_node_start(struct jinn_node *node)
     node->guard.loop = node->loop;
     node->guard.append_delay_ms = test_append_delay();
     node->test_clock_offset_ms = test_clock_offset();
+    if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
+        jinn_fsm_async_snapshots(&node->fsm); /* SQL images off the loop */
+    }
     rv = raft_init(&node->raft, &node->guard.io, &node->fsm.iface, node->id, node->address);
     if (rv != 0) {
         jinn_error("raft init: %s", raft_errmsg(&node->raft));

@@ -436,7 +436,9 @@ static void finish_round(struct jinn_check *ck, struct round *rd)
             best = i;
         }
     }
-    rd->has_majority = ready > 0 && best_count * 2 > ready;
+    /* A majority of the members asked, not of those that answered: two
+     * agreeing replicas of five must not outvote a third. */
+    rd->has_majority = ready > 0 && best_count * 2 > rd->n;
     if (rd->has_majority) {
         rd->majority = rd->m[best].d->total;
     }
@@ -446,6 +448,9 @@ static void finish_round(struct jinn_check *ck, struct round *rd)
             continue;
         }
         if (!rd->has_majority) {
+            if (best_count == ready) {
+                continue; /* all that answered agree; too few to judge the rest */
+            }
             m->state = M_DISAGREE;
             diverged++;
             continue;
@@ -468,7 +473,7 @@ static void finish_round(struct jinn_check *ck, struct round *rd)
                        rd->index, m->name, m->diff);
         }
     }
-    if (ready > 0 && !rd->has_majority) {
+    if (ready > 0 && !rd->has_majority && best_count != ready) {
         jinn_error("replica divergence at index %" PRIu64
                    ": no digest is shared by a majority of the %u replicas that reported",
                    rd->index, ready);

@@ -19,6 +19,8 @@
 
 #define LIST_DEFAULT_LIMIT 100
 #define LIST_MAX_LIMIT 1000
+/* A values=1 page stops before this many bytes (always >= 1 key). */
+#define LIST_MAX_REPLY_BYTES (4u << 20)
 #define WATCH_MAX_EVENTS 1000
 /* One watch reply stops adding events past this many bytes of JSON (it
  * always holds at least one event) and says "more": a client far behind
@@ -355,10 +357,29 @@ void jinn_api_kv_get(struct jinn_api *api, struct jinn_http_request *req,
 
 /* ---- listing ------------------------------------------------------------ */
 
-static void put_json_value(json_t *obj, const uint8_t *value, size_t len)
+/* Bytes of value as a JSON string: control characters take 6 (\u00XX),
+ * quote and backslash 2. */
+static size_t json_text_bytes(const uint8_t *value, size_t len)
 {
-    if (jinn_utf8_valid(value, len) && memchr(value, '\0', len) == NULL) {
+    size_t n = len + 2;
+    for (size_t i = 0; i < len; i++) {
+        n += value[i] < 0x20 ? 5 : (value[i] == '"' || value[i] == '\\') ? 1 : 0;
+    }
+    return n;
+}
+
+static size_t base64_bytes(size_t len) { return (len + 2) / 3 * 4 + 2; }
+
+/* The value as "value" when it is text that escapes no larger than its
+ * base64, else as "value_base64": either way at most ~4/3 of its length,
+ * so one listed value always fits one reply (the output limit is twice
+ * max_body). Returns the bytes it adds. */
+static size_t put_json_value(json_t *obj, const uint8_t *value, size_t len)
+{
+    if (jinn_utf8_valid(value, len) && memchr(value, '\0', len) == NULL &&
+        json_text_bytes(value, len) <= base64_bytes(len)) {
         json_object_set_new(obj, "value", json_stringn((const char *)value, len));
+        return json_text_bytes(value, len);
     } else {
         struct jinn_wbuf w;
         jinn_wbuf_init(&w);
@@ -368,6 +389,7 @@ static void put_json_value(json_t *obj, const uint8_t *value, size_t len)
                                 json_stringn(w.data ? (const char *)w.data : "", w.len));
         }
         jinn_wbuf_free(&w);
+        return base64_bytes(len);
     }
 }
 
@@ -378,16 +400,22 @@ struct list_state {
     bool values;
     bool more;
     size_t count;
+    size_t bytes; /* of the reply so far, about */
 };
 
 static bool list_one(void *data, const struct jinn_kv_entry *e)
 {
     struct list_state *ls = data;
     json_t *item;
-    if (ls->count == ls->limit) {
+    if (ls->count == ls->limit ||
+        (ls->count > 0 && ls->values &&
+         ls->bytes + base64_bytes(e->value_len) + 6 * e->key_len > LIST_MAX_REPLY_BYTES)) {
+        /* Paged by bytes too: a page of large values is built within the
+         * loop budget and fits a reply; the first item always goes in. */
         ls->more = true;
         return false;
     }
+    ls->bytes += 6 * e->key_len + 96;
     item = json_pack("{s:s%, s:I, s:I}", "key", (const char *)e->key, e->key_len, "revision",
                      (json_int_t)e->revision, "create_revision", (json_int_t)e->create_revision);
     if (item == NULL) {
@@ -400,7 +428,7 @@ static bool list_one(void *data, const struct jinn_kv_entry *e)
                                              : 0));
     }
     if (ls->values) {
-        put_json_value(item, e->value, e->value_len);
+        ls->bytes += put_json_value(item, e->value, e->value_len);
     }
     json_array_append_new(ls->keys, item);
     ls->count++;

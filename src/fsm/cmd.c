@@ -71,7 +71,7 @@ static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
 int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
 {
     jinn_wbuf_put_u8(w, JINN_CMD_MAGIC);
-    jinn_wbuf_put_u8(w, JINN_CMD_VERSION);
+    jinn_wbuf_put_u8(w, c->version != 0 ? c->version : JINN_CMD_VERSION);
     jinn_wbuf_put_u8(w, c->type);
     jinn_wbuf_put_u8(w, 0);
     jinn_wbuf_put_u64(w, c->time_ms);
@@ -203,7 +203,8 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     if (r.failed || magic != JINN_CMD_MAGIC) {
         return JINN_ECORRUPT;
     }
-    if (version != JINN_CMD_VERSION || flags != 0) {
+    c->version = version;
+    if (version < JINN_CMD_VERSION_MIN || version > JINN_CMD_VERSION || flags != 0) {
         /* A newer format or a flag this build does not know. */
         return JINN_EVERSION;
     }
@@ -276,7 +277,7 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->sql.fence_token = jinn_rbuf_get_u64(&r);
         /* Optional trailing field: older entries end here (padding is
          * shorter than 8 bytes). */
-        if (r.left >= 8) {
+        if (version >= 2 && r.left >= 8) {
             /* Present means non-zero and 32-bit: one encoding per command. */
             uint64_t v = jinn_rbuf_get_u64(&r);
             if (v == 0 || v > UINT32_MAX) {
@@ -306,7 +307,8 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->q.max_deliver = jinn_rbuf_get_u64(&r);
         /* The queue state keeps names and workers as C strings: an
          * embedded NUL would alias two names. */
-        if (c->q.queue.len == 0 || has_nul(c->q.queue) || has_nul(c->q.worker)) {
+        if (c->q.queue.len == 0 ||
+            (version >= 2 && (has_nul(c->q.queue) || has_nul(c->q.worker)))) {
             return JINN_ECORRUPT;
         }
         break;

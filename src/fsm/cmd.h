@@ -3,13 +3,19 @@
  * Every change to jinn's state is one command. Its encoding is versioned and
  * length-checked:
  *
- *   u8  magic 'J'    u8 format version (1)    u8 type    u8 flags (0)
+ *   u8  magic 'J'    u8 format version (2)    u8 type    u8 flags (0)
  *   u64 time_ms      cluster time stamped by the proposing leader
  *   ... type-specific body (see cmd.c) ...
  *   zero padding to a multiple of 8 bytes (libraft's entry alignment)
  *
  * Decoding never trusts a length: a truncated, oversized or trailing-garbage
- * command is rejected with JINN_ECORRUPT, identically on every replica. */
+ * command is rejected with JINN_ECORRUPT, identically on every replica.
+ *
+ * Format 2 (this build writes it) added CHECK, NODE_DEL and LOCK_WITHDRAW,
+ * SQL_EXEC's sqlite_version, and refuses what format 1 let through (a NUL
+ * in a queue name or worker, an invalid node URL). Entries of format 1 in a
+ * log keep format 1's meaning on every replica, so a log written before the
+ * upgrade replays as it applied. */
 #ifndef JINN_CMD_H
 #define JINN_CMD_H
 
@@ -20,7 +26,8 @@
 #include "codec.h"
 
 #define JINN_CMD_MAGIC 'J'
-#define JINN_CMD_VERSION 1
+#define JINN_CMD_VERSION 2     /* written */
+#define JINN_CMD_VERSION_MIN 1 /* still read */
 #define JINN_CMD_HEADER_SIZE 12
 #define JINN_CMD_MAX_SIZE (64u << 20) /* no entry is larger than 64 MiB */
 #define JINN_NODE_NAME_MAX 64
@@ -77,6 +84,7 @@ struct jinn_slice {
 
 struct jinn_cmd {
     uint8_t type;
+    uint8_t version; /* decode: the entry's format; encode: 0 = JINN_CMD_VERSION */
     uint64_t time_ms;
     union {
         struct {

@@ -17,7 +17,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -88,9 +87,10 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         const uint8_t *b = buf;
         jinn_fsm_fatal_context(0, 0);
         jinn_fsm_fatal("entry %llu has command version %u / type %u / flags %u this build "
-                       "does not know (it knows version %u, types 1-%u, flags 0); upgrade this "
-                       "node",
-                       (unsigned long long)index, b[1], b[2], b[3], JINN_CMD_VERSION,
+                       "does not know (it knows versions %u-%u, types 1-%u, flags 0); upgrade "
+                       "this node",
+                       (unsigned long long)index, b[1], b[2], b[3], JINN_CMD_VERSION_MIN,
+                       JINN_CMD_VERSION,
                        JINN_CMD_TYPE_MAX - 1);
     }
     if (rv != 0) {
@@ -199,9 +199,10 @@ static int fsm_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void
     return 0;
 }
 
-int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
+/* Everything in memory, in snapshot order; the SQL section and the CRC
+ * follow. */
+static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
 {
-    size_t start = w->len;
     jinn_wbuf_put_raw(w, JINN_SNAPSHOT_MAGIC, 8);
     jinn_wbuf_put_u32(w, JINN_SNAPSHOT_VERSION);
     jinn_wbuf_put_u64(w, fsm->time_ms);
@@ -209,12 +210,23 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_kv_encode(&fsm->kv, w);
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
-    jinn_sql_encode(&fsm->sql, w);
+}
+
+static int encode_crc(struct jinn_wbuf *w, size_t start)
+{
     if (w->failed) {
         return JINN_ENOMEM;
     }
     jinn_wbuf_put_u32(w, jinn_crc32(0, w->data + start, w->len - start));
     return w->failed ? JINN_ENOMEM : 0;
+}
+
+int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
+{
+    size_t start = w->len;
+    encode_memory(fsm, w);
+    jinn_sql_encode(&fsm->sql, w);
+    return encode_crc(w, start);
 }
 
 int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
@@ -305,33 +317,94 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     return 0;
 }
 
+/* A snapshot is taken in two steps so that SQL images, the bulk of it, are
+ * never copied on the event loop. On the loop (fsm_snapshot, between two
+ * applies) the in-memory sections are encoded and every database is pinned
+ * by a WAL read transaction; on libraft's worker (fsm_snapshot_async) the
+ * pinned images are appended and the CRC closes it. The bytes are exactly
+ * those jinn_fsm_encode would have produced at that index. libraft takes
+ * one snapshot at a time, so one pending job suffices. */
+struct jinn_snap_job {
+    struct jinn_wbuf w;
+    struct jinn_sql_pin *pin;
+};
+
 static int fsm_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct jinn_fsm *fsm = iface->data;
-    struct jinn_wbuf w;
+    struct jinn_snap_job *job;
+
+    if (fsm->snap != NULL) {
+        return RAFT_BUSY; /* libraft retries later */
+    }
+    job = jinn_calloc(1, sizeof *job);
+    *bufs = raft_malloc(sizeof **bufs);
+    if (job == NULL || *bufs == NULL) {
+        goto nomem;
+    }
+    jinn_wbuf_init(&job->w);
+    *n_bufs = 1;
+    if (iface->snapshot_async == NULL) {
+        /* Synchronous (an io without async_work): all of it, here. */
+        if (jinn_fsm_encode(fsm, &job->w) != 0) {
+            goto nomem;
+        }
+        (*bufs)[0].base = job->w.data; /* transferred; freed in fsm_snapshot_finalize */
+        (*bufs)[0].len = job->w.len;
+        jinn_free(job);
+        return 0;
+    }
+    encode_memory(fsm, &job->w);
+    if (job->w.failed || jinn_sql_pin(&fsm->sql, &job->pin) != 0) {
+        goto nomem;
+    }
+    (*bufs)[0].base = NULL; /* filled by fsm_snapshot_async */
+    (*bufs)[0].len = 0;
+    fsm->snap = job;
+    return 0;
+
+nomem:
+    if (job != NULL) {
+        jinn_wbuf_free(&job->w);
+    }
+    jinn_free(job);
+    raft_free(*bufs);
+    *bufs = NULL;
+    return RAFT_NOMEM;
+}
+
+/* On libraft's worker thread: touches only the job, never the FSM. */
+static int fsm_snapshot_async(struct raft_fsm *iface, struct raft_buffer *bufs[],
+                              unsigned *n_bufs)
+{
+    struct jinn_snap_job *job = ((struct jinn_fsm *)iface->data)->snap;
     int rv;
 
-    jinn_wbuf_init(&w);
-    rv = jinn_fsm_encode(fsm, &w);
+    (void)n_bufs;
+    jinn_sql_pin_encode(job->pin, &job->w);
+    jinn_sql_pin_free(job->pin);
+    job->pin = NULL;
+    rv = encode_crc(&job->w, 0);
     if (rv != 0) {
-        jinn_wbuf_free(&w);
         return RAFT_NOMEM;
     }
-    *bufs = raft_malloc(sizeof **bufs);
-    if (*bufs == NULL) {
-        jinn_wbuf_free(&w);
-        return RAFT_NOMEM;
-    }
-    (*bufs)[0].base = w.data; /* transferred; freed in fsm_snapshot_finalize */
-    (*bufs)[0].len = w.len;
-    *n_bufs = 1;
+    (*bufs)[0].base = job->w.data; /* transferred; freed in fsm_snapshot_finalize */
+    (*bufs)[0].len = job->w.len;
+    job->w.data = NULL;
+    job->w.len = 0;
     return 0;
 }
 
 static int fsm_snapshot_finalize(struct raft_fsm *iface, struct raft_buffer *bufs[],
                                  unsigned *n_bufs)
 {
-    (void)iface;
+    struct jinn_fsm *fsm = iface->data;
+    if (fsm->snap != NULL) {
+        jinn_sql_pin_free(fsm->snap->pin);
+        jinn_wbuf_free(&fsm->snap->w);
+        jinn_free(fsm->snap);
+        fsm->snap = NULL;
+    }
     if (*bufs != NULL) {
         for (unsigned i = 0; i < *n_bufs; i++) {
             jinn_free((*bufs)[i].base);
@@ -374,8 +447,17 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_sql_init(&fsm->sql);
 }
 
+void jinn_fsm_async_snapshots(struct jinn_fsm *fsm)
+{
+    fsm->iface.version = 3;
+    fsm->iface.snapshot_async = fsm_snapshot_async;
+}
+
 void jinn_fsm_close(struct jinn_fsm *fsm)
 {
+    unsigned n = 0;
+    struct raft_buffer *none = NULL;
+    fsm_snapshot_finalize(&fsm->iface, &none, &n); /* a snapshot never finished */
     jinn_nodes_clear(&fsm->nodes);
     jinn_kv_clear(&fsm->kv);
     jinn_locks_clear(&fsm->locks);

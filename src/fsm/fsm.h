@@ -35,6 +35,8 @@ struct jinn_result {
     uint64_t value; /* command-specific (e.g. a revision) */
 };
 
+struct jinn_snap_job;
+
 struct jinn_fsm {
     struct raft_fsm iface; /* handed to raft_init; iface.data == this */
     struct raft *raft;     /* read-only: the index being applied */
@@ -46,6 +48,7 @@ struct jinn_fsm {
     struct jinn_queues queues;
     struct jinn_sql sql;
     struct jinn_result result;
+    struct jinn_snap_job *snap; /* a snapshot being taken (fsm.c); not state */
     /* Told after every applied command (watchers wake up here). Not state. */
     void (*on_apply)(void *data, uint64_t index);
     void *on_apply_data;
@@ -55,6 +58,11 @@ struct jinn_fsm {
 
 void jinn_fsm_init(struct jinn_fsm *fsm);
 void jinn_fsm_close(struct jinn_fsm *fsm);
+
+/* Takes snapshots in two steps, SQL images on libraft's worker thread (the
+ * raft_io must have async_work: libuv's does, the test fixture's does not).
+ * Without this call snapshots are taken synchronously on the loop. */
+void jinn_fsm_async_snapshots(struct jinn_fsm *fsm);
 
 /* Serialises the whole state (the snapshot format) into w. */
 int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w);

@@ -233,12 +233,15 @@ static void forget(struct jinn_nodes *nodes, uint64_t id)
 int jinn_nodes_apply(struct jinn_nodes *nodes, const struct jinn_cmd *c)
 {
     /* The same bytes give the same answer on every replica: a bad URL in a
-     * committed entry is refused everywhere and changes nothing. */
+     * committed entry is refused everywhere and changes nothing (format 1
+     * entries, from before the check, apply as they did; fetch.c still
+     * refuses to dial a bad URL). */
     if (c->type == JINN_CMD_NODE_DEL) {
         forget(nodes, c->node.id); /* the leader saw it leave the configuration */
         return 0;
     }
-    if (c->node.api.len != 0 && !jinn_nodes_url_valid((const char *)c->node.api.p, c->node.api.len)) {
+    if (c->version != 1 && c->node.api.len != 0 &&
+        !jinn_nodes_url_valid((const char *)c->node.api.p, c->node.api.len)) {
         return JINN_EINVAL;
     }
     return put(nodes, c->node.id, c->node.name, c->node.api);

@@ -15,6 +15,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "fsm/fatal.h"
 #include "log.h"
 
 #define VFS_NAME "jinn"
@@ -1705,6 +1706,84 @@ void jinn_sql_encode(const struct jinn_sql *s, struct jinn_wbuf *w)
     }
 }
 
+struct jinn_sql_pin {
+    unsigned n;
+    struct pinned {
+        char name[JINN_SQL_DB_MAX + 1];
+        sqlite3 *conn;          /* a reader inside its read transaction, or */
+        unsigned char *image;   /* the image, when the database has no file */
+        sqlite3_int64 len;
+    } dbs[];
+};
+
+int jinn_sql_pin(const struct jinn_sql *s, struct jinn_sql_pin **out)
+{
+    struct jinn_sql_pin *p;
+    unsigned i = 0;
+
+    p = jinn_calloc(1, sizeof *p + s->by_name.count * sizeof p->dbs[0]);
+    if (p == NULL) {
+        return JINN_ENOMEM;
+    }
+    for (const struct jinn_sql_db *db = jinn_sql_next(s, NULL); db; db = jinn_sql_next(s, db)) {
+        struct pinned *d = &p->dbs[i++];
+        p->n = i;
+        snprintf(d->name, sizeof d->name, "%s", db->name);
+        d->conn = s->dir != NULL ? jinn_sql_open_internal_reader(s, db->name) : NULL;
+        /* A WAL read transaction begins at its first read. */
+        if (d->conn != NULL &&
+            sqlite3_exec(d->conn, "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL, NULL,
+                         NULL) != SQLITE_OK) {
+            sqlite3_close_v2(d->conn);
+            d->conn = NULL;
+        }
+        if (d->conn == NULL) {
+            /* No file to read beside apply (tests, or no descriptor left):
+             * serialise now, on this thread, as the synchronous path does. */
+            d->image = serialize(db->conn, &d->len);
+            if (d->image == NULL) {
+                jinn_sql_pin_free(p);
+                return JINN_ENOMEM;
+            }
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void jinn_sql_pin_encode(struct jinn_sql_pin *p, struct jinn_wbuf *w)
+{
+    jinn_wbuf_put_u32(w, p->n);
+    for (unsigned i = 0; i < p->n && !w->failed; i++) {
+        struct pinned *d = &p->dbs[i];
+        if (d->image == NULL) {
+            d->image = serialize(d->conn, &d->len);
+            if (d->image == NULL) {
+                w->failed = true;
+                return;
+            }
+        }
+        jinn_wbuf_put_str(w, d->name);
+        jinn_wbuf_put_bytes(w, d->image, (size_t)d->len);
+        sqlite3_free(d->image);
+        d->image = NULL;
+        sqlite3_close_v2(d->conn); /* ends the read transaction */
+        d->conn = NULL;
+    }
+}
+
+void jinn_sql_pin_free(struct jinn_sql_pin *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        sqlite3_free(p->dbs[i].image);
+        sqlite3_close_v2(p->dbs[i].conn);
+    }
+    jinn_free(p);
+}
+
 static int write_file(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -1728,6 +1807,30 @@ static void remove_db_files(const struct jinn_sql *s, const char *name, const ch
         path_of(s, name, part, path, sizeof path);
         unlink(path);
     }
+}
+
+/* Whether the image written at path opens as a database and its schema
+ * parses: the framing checks (magic, length) pass for a broken header or
+ * schema, which would otherwise show up only after the swap. */
+static bool image_readable(const struct jinn_sql *s, const char *name)
+{
+    char path[4400];
+    sqlite3 *conn = NULL;
+    sqlite3_stmt *stmt = NULL;
+    bool ok;
+    path_of(s, name, ".restore", path, sizeof path);
+    ok = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(conn, "SELECT count(*) FROM main.sqlite_schema", -1, &stmt, NULL) ==
+             SQLITE_OK &&
+         sqlite3_step(stmt) == SQLITE_ROW;
+    sqlite3_finalize(stmt);
+    sqlite3_close(conn);
+    /* A WAL image made its -wal and -shm files beside it: not to be kept. */
+    path_of(s, name, ".restore-wal", path, sizeof path);
+    unlink(path);
+    path_of(s, name, ".restore-shm", path, sizeof path);
+    unlink(path);
+    return ok;
 }
 
 /* The restore writes every image beside the live files first
@@ -1775,6 +1878,14 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
                 rv = JINN_EIO;
                 break;
             }
+            if (!image_readable(s, name)) {
+                /* Checked before the swap, so the old databases stay. */
+                jinn_error("sql: the snapshot's image of %s is not a readable database; "
+                           "the old databases stay",
+                           name);
+                rv = JINN_ECORRUPT;
+                break;
+            }
         }
     }
     if (rv != 0) {
@@ -1791,10 +1902,14 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
         return rv;
     }
     /* Point of no return: swap. */
+    /* From here a failure would leave the FSM's old in-memory state over
+     * half-swapped files (and the next exec on a missing database would
+     * create it empty): stop instead; a restart rebuilds from the
+     * snapshot and log. */
     close_all(s);
     s->generation++;
     if (wipe_dir(s, true) != 0) {
-        return JINN_EIO;
+        jinn_fsm_fatal("sql: cannot clear %s to restore a snapshot", s->dir);
     }
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *name_p, *image;
@@ -1806,8 +1921,8 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
         path_of(s, name, ".restore", from, sizeof from);
         path_of(s, name, "", to, sizeof to);
         if (rename(from, to) != 0 || open_db(s, name) == NULL) {
-            jinn_error("sql: cannot restore database %s", name);
-            return JINN_EIO;
+            jinn_fsm_fatal("sql: cannot restore database %s (%s) after swapping images in",
+                           name, strerror(errno));
         }
     }
     return 0;

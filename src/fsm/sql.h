@@ -99,6 +99,17 @@ uint64_t jinn_sql_test_metered(void);
 uint32_t jinn_sql_checksum(const struct jinn_sql_db *db, uint64_t *size);
 
 void jinn_sql_encode(const struct jinn_sql *s, struct jinn_wbuf *w);
+
+/* The SQL section of a snapshot taken off the loop, in two steps. On the
+ * loop, jinn_sql_pin opens a reader per database whose WAL read
+ * transaction pins the state as of now (databases without files are
+ * serialised at once); on any thread, jinn_sql_pin_encode appends exactly
+ * what jinn_sql_encode would have appended at pin time. Free with
+ * jinn_sql_pin_free (any thread). */
+struct jinn_sql_pin;
+int jinn_sql_pin(const struct jinn_sql *s, struct jinn_sql_pin **out);
+void jinn_sql_pin_encode(struct jinn_sql_pin *p, struct jinn_wbuf *w);
+void jinn_sql_pin_free(struct jinn_sql_pin *p);
 int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r);
 
 /* Binds JSON params (array: positional; object: named) to stmt. Returns 0

@@ -221,3 +221,42 @@ def test_a_diverged_leader_says_so_and_refuses_its_reads(cluster):
     # Its followers still serve their own (healthy) state.
     code, _, body = query(follower, "app", "SELECT count(*) FROM t")
     assert code == 200 and json.loads(body)["rows"] == [[1]]
+
+
+def test_two_agreeing_replicas_of_five_do_not_outvote_a_third(cluster_factory):
+    """R1 review: the verdict needs a majority of the members, not of those
+    that answered. With two of five voters down, two agreeing replicas must
+    not mark the third diverged (it may be the right one)."""
+    c = cluster_factory(5, extra_config=POLICIES + ["check_interval 0s"]).start()
+    c.wait_leader()
+    c.wait_ready()
+    leader = c.leader()
+    for n in c.nodes:
+        wait_for(lambda: n.status()["leader"]["api"], what=f"{n.name} knows the leader's API")
+    assert sql(leader, "app", "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+               "INSERT INTO t(v) VALUES ('a'), ('b')")[0] == 200
+    caught_up(c)
+    down = [n for n in c.nodes if n is not leader][:2]
+    for n in down:
+        n.stop()
+    odd = next(n for n in c.nodes if n is not leader and n not in down)
+    db = sqlite3.connect(os.path.join(odd.data_dir, "sql", "app.db"), timeout=10)
+    db.execute("UPDATE t SET v = 'tampered' WHERE id = 2")
+    db.commit()
+    db.close()
+
+    code, out, err = check(leader)
+    assert code != 0, (out, err)
+    by_name = {n["name"]: n for n in out["nodes"]}
+    assert out["majority"] is None
+    assert by_name[odd.name]["state"] == "disagree"
+    assert all(by_name[n.name]["state"] != "diverged" for n in c.nodes)
+    assert metric(leader, "jinn_replica_diverged") == 0
+    assert odd.status()["diverged"] is False
+    # All five back: now a majority exists and names the odd one.
+    for n in down:
+        n.start()
+    caught_up(c)
+    code, out, err = check(leader)
+    assert code == 1, (out, err)
+    assert {n["name"]: n for n in out["nodes"]}[odd.name]["state"] == "diverged"

@@ -243,6 +243,15 @@ TEST(nodes_apply_refuses_bad_urls_and_forgets)
     CHECK_INT(jinn_nodes_apply(&nodes, &c), JINN_EINVAL);
     CHECK(jinn_nodes_find(&nodes, 8) == NULL);
     CHECK_INT(nodes.n, 1);
+    /* An entry of format 1 (written before the check) replays as it
+     * applied then, on every replica; fetch.c still never dials it. */
+    node_cmd(&c, 8, "n8", "http://evil@127.0.0.1:1");
+    c.version = 1;
+    CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
+    CHECK(jinn_nodes_find(&nodes, 8) != NULL);
+    del_cmd(&c, 8);
+    CHECK_INT(jinn_nodes_apply(&nodes, &c), 0);
+    CHECK_INT(nodes.n, 1);
     /* NODE_DEL forgets the id; forgetting an unknown id is a no-op. A
      * NODE_SET without a URL records a member added but not announced. */
     node_cmd(&c, 9, "n9", "http://[::1]:9");

@@ -128,7 +128,10 @@ static void apply_raw(struct jinn_fsm *fsm, uint64_t index, uint8_t version, uin
 }
 
 static void apply_unknown_type(struct jinn_fsm *fsm) { apply_raw(fsm, 42, 1, 200, 0); }
-static void apply_unknown_version(struct jinn_fsm *fsm) { apply_raw(fsm, 43, 2, 1, 0); }
+static void apply_unknown_version(struct jinn_fsm *fsm)
+{
+    apply_raw(fsm, 43, JINN_CMD_VERSION + 1, 1, 0);
+}
 static void apply_unknown_flags(struct jinn_fsm *fsm) { apply_raw(fsm, 44, 1, 1, 0x80); }
 
 /* Issue 10 item 7: an old replica skipped a command it did not know while
@@ -143,7 +146,7 @@ TEST(fsm_unknown_command_version_or_type_stops_the_node)
     CHECK(strstr(out, "upgrade this node") != NULL);
     st = run_child(apply_unknown_version, out, sizeof out);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == JINN_EXIT_FATAL_APPLY);
-    CHECK(strstr(out, "entry 43 has command version 2 / type 1") != NULL);
+    CHECK(strstr(out, "entry 43 has command version 3 / type 1") != NULL);
     st = run_child(apply_unknown_flags, out, sizeof out);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == JINN_EXIT_FATAL_APPLY);
     CHECK(strstr(out, "entry 44") != NULL && strstr(out, "flags 128") != NULL);

@@ -227,5 +227,10 @@ TEST(queue_names_and_workers_with_nul_are_refused)
     at = (size_t)(d.q.queue.p - w.data) + 3;
     w.data[at] = '\0';
     CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), JINN_ECORRUPT);
+    /* A format-1 entry (written before the check) keeps format 1's
+     * meaning, so an old log replays as it applied. */
+    w.data[1] = 1;
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), 0);
+    CHECK_INT(d.version, 1);
     jinn_wbuf_free(&w);
 }

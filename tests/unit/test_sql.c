@@ -819,6 +819,64 @@ TEST(sql_failed_restore_keeps_the_old_databases)
     done(&b, d2);
 }
 
+/* A snapshot whose second database image passes the framing checks
+ * ("SQLite format 3", length) but is not a database: the restore must fail
+ * with the old state whole. It used to validate only the framing, swap the
+ * first image in, then fail on the second after wiping the live files: the
+ * FSM kept its old in-memory state over half-new SQL files (reviewer R1). */
+TEST(sql_restore_of_a_bad_image_keeps_every_old_database)
+{
+    char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    struct jinn_cmd c;
+    uint8_t *second = NULL;
+    uint32_t before, crc;
+    CHECK_INT(make_fsm(&a, d1), 0);
+    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(exec1(&a, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&a, 2, "INSERT INTO t VALUES('new')"), JINN_OK);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_SQL_EXEC;
+    c.sql.db.p = (const uint8_t *)"zzz";
+    c.sql.db.len = 3;
+    c.sql.statements.p = (const uint8_t *)workload[0];
+    c.sql.statements.len = strlen(workload[0]);
+    c.sql.step_budget = 1000000;
+    CHECK_INT(unit_apply(&a, 3, 3, c)->code, JINN_OK);
+    CHECK_INT(exec1(&b, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&b, 2, "INSERT INTO t VALUES('old')"), JINN_OK);
+    before = checksum(&b);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    /* The images are in name order: app's, then zzz's. Break zzz's page
+     * size (header bytes 16-17) and re-seal the snapshot's checksum. */
+    for (size_t i = 0, seen = 0; i + 16 <= w.len; i++) {
+        if (memcmp(w.data + i, "SQLite format 3", 16) == 0 && ++seen == 2) {
+            second = w.data + i;
+            break;
+        }
+    }
+    CHECK(second != NULL);
+    if (second != NULL) {
+        second[16] = 0x00;
+        second[17] = 0x03;
+        crc = jinn_crc32(0, w.data, w.len - 4);
+        for (int i = 0; i < 4; i++) {
+            w.data[w.len - 4 + (size_t)i] = (uint8_t)(crc >> (8 * i));
+        }
+        CHECK(jinn_fsm_decode(&b, w.data, w.len) != 0);
+        /* Every old database as it was, and still writable. */
+        CHECK_INT(checksum(&b), before);
+        CHECK_INT(count_rows(&b), 1);
+        CHECK(jinn_sql_get(&b.sql, "zzz") == NULL);
+        CHECK_INT(exec1(&b, 3, "INSERT INTO t VALUES('still works')"), JINN_OK);
+    }
+    jinn_wbuf_free(&w);
+    done(&a, d1);
+    done(&b, d2);
+}
+
 /* The metered bytes (part of the step budget) are the same on a replica
  * restored from a snapshot (cold page cache, fresh connection) as on one
  * that applied everything itself: the page cache's own allocations (its
@@ -868,4 +926,47 @@ TEST(sql_metered_work_is_the_same_on_a_restored_replica)
     CHECK_INT(count_rows(&a), count_rows(&b));
     done(&a, d1);
     done(&b, d2);
+}
+
+/* Snapshots with SQL images taken off the loop (fsm.c, issue 10: no dump on
+ * the event loop): the loop step pins every database, apply goes on, and the
+ * worker step produces exactly the bytes jinn_fsm_encode gave at the pin. */
+TEST(sql_async_snapshot_is_the_state_at_the_pin)
+{
+    char d[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm fsm, copy;
+    struct jinn_wbuf at_pin;
+    struct raft_buffer *bufs = NULL;
+    unsigned n = 0;
+    CHECK_INT(make_fsm(&fsm, d), 0);
+    jinn_fsm_async_snapshots(&fsm);
+    CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"), JINN_OK);
+    CHECK_INT(exec1(&fsm, 2, "INSERT INTO t(v) VALUES ('before')"), JINN_OK);
+    jinn_wbuf_init(&at_pin);
+    CHECK_INT(jinn_fsm_encode(&fsm, &at_pin), 0);
+    CHECK_INT(fsm.iface.snapshot(&fsm.iface, &bufs, &n), 0);
+    CHECK(n == 1 && bufs != NULL && bufs[0].base == NULL); /* no image copied yet */
+    /* One at a time: libraft retries a second request later. */
+    {
+        struct raft_buffer *b2 = NULL;
+        unsigned n2 = 0;
+        CHECK_INT(fsm.iface.snapshot(&fsm.iface, &b2, &n2), RAFT_BUSY);
+    }
+    /* Apply goes on while the worker has not run yet. */
+    CHECK_INT(exec1(&fsm, 3, "INSERT INTO t(v) VALUES ('after')"), JINN_OK);
+    CHECK_INT(exec1(&fsm, 4, "CREATE TABLE u(x)"), JINN_OK);
+    CHECK_INT(fsm.iface.snapshot_async(&fsm.iface, &bufs, &n), 0);
+    CHECK(bufs[0].len == at_pin.len && memcmp(bufs[0].base, at_pin.data, at_pin.len) == 0);
+    /* It restores, to the state at the pin. */
+    CHECK_INT(make_fsm(&copy, d2), 0);
+    CHECK_INT(jinn_fsm_decode(&copy, bufs[0].base, bufs[0].len), 0);
+    CHECK(jinn_sql_get(&copy.sql, "app") != NULL);
+    CHECK_INT(fsm.iface.snapshot_finalize(&fsm.iface, &bufs, &n), 0);
+    CHECK(bufs == NULL && fsm.snap == NULL);
+    /* A snapshot never finished (raft closed first) is released at close. */
+    CHECK_INT(fsm.iface.snapshot(&fsm.iface, &bufs, &n), 0);
+    raft_free(bufs);
+    done(&copy, d2);
+    jinn_wbuf_free(&at_pin);
+    done(&fsm, d);
 }
