@@ -86,7 +86,8 @@ valgrind: build/vg/unit
 	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite ./build/vg/unit
 
 build/bench/load: bench/load.c build/rel/src/httpmsg.o build/rel/src/fetch.o \
-                  build/rel/src/alloc.o build/rel/src/codec.o build/rel/src/error.o
+                  build/rel/src/alloc.o build/rel/src/codec.o build/rel/src/error.o \
+                  build/rel/src/fsm/nodes.o build/rel/src/tree.o
 	@mkdir -p build/bench
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 

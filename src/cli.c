@@ -23,6 +23,23 @@
 #include "version.h"
 
 int64_t jinn_cli_timeout_ms = JINN_CLI_TIMEOUT_MS;
+uint64_t jinn_cli_min_index;
+uint64_t jinn_cli_last_index;
+
+static void note_index(const struct jinn_http_msg *head, const char *name)
+{
+    const struct jinn_http_header *h = jinn_http_header_find(head, name);
+    char buf[24];
+    unsigned long long v;
+    if (h == NULL || h->value_len == 0 || h->value_len >= sizeof buf) {
+        return;
+    }
+    memcpy(buf, h->value, h->value_len);
+    buf[h->value_len] = '\0';
+    if (sscanf(buf, "%llu", &v) == 1 && v > jinn_cli_last_index) {
+        jinn_cli_last_index = v;
+    }
+}
 
 struct cli_opts {
     const char *addr;
@@ -129,8 +146,13 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
     }
     jinn_wbuf_printf(&req,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
-                     "Content-Length: %zu\r\n%s\r\n",
+                     "Content-Length: %zu\r\n%s",
                      method, target, addr + 7, body_len, headers ? headers : "");
+    if (jinn_cli_min_index != 0) {
+        jinn_wbuf_printf(&req, "X-Jinn-Min-Index: %llu\r\n",
+                         (unsigned long long)jinn_cli_min_index);
+    }
+    jinn_wbuf_printf(&req, "\r\n");
     jinn_wbuf_put_raw(&req, body, body_len);
     if (req.failed) {
         snprintf(err, err_len, "out of memory");
@@ -203,6 +225,8 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
         *resp_len = blen;
     }
     *status = head.status;
+    note_index(&head, "X-Jinn-Index");
+    note_index(&head, "X-Jinn-Applied-Index");
     rv = 0;
 out:
     if (fd >= 0) {
@@ -259,7 +283,7 @@ static void print_status(json_t *st)
     }
     printf("quorum   %s", json_is_true(json_object_get(st, "quorum")) ? "yes" : "NO");
     if (json_is_integer(contact)) {
-        printf(" (leader heard %" JSON_INTEGER_FORMAT " ms ago)", json_integer_value(contact));
+        printf(" (up to date as of %" JSON_INTEGER_FORMAT " ms ago)", json_integer_value(contact));
     }
     printf("\nlog      commit %" JSON_INTEGER_FORMAT "  applied %" JSON_INTEGER_FORMAT
            "  last %" JSON_INTEGER_FORMAT "\n",

@@ -17,6 +17,11 @@
 
 /* How long one request may take (the watch command raises it). */
 extern int64_t jinn_cli_timeout_ms;
+/* Read-your-writes: when non-zero, every request carries X-Jinn-Min-Index
+ * with it (--min-index, or the SQL shell's last index). */
+extern uint64_t jinn_cli_min_index;
+/* The highest X-Jinn-Index / X-Jinn-Applied-Index any reply carried. */
+extern uint64_t jinn_cli_last_index;
 
 int jinn_cli_status(int argc, char **argv);
 int jinn_cli_version(int argc, char **argv);

@@ -26,9 +26,9 @@
 static const char usage[] =
     "usage: jinn kv put|create NS KEY [VALUE|-] [--ttl D]\n"
     "       jinn kv cas NS KEY REV [VALUE|-] [--ttl D]\n"
-    "       jinn kv get NS KEY [--stale|--linearizable]\n"
+    "       jinn kv get NS KEY [--stale|--linearizable] [--min-index N]\n"
     "       jinn kv del NS KEY [--rev REV]\n"
-    "       jinn kv ls NS [--prefix P] [--limit N] [--values] [--stale]\n"
+    "       jinn kv ls NS [--prefix P] [--limit N] [--values] [--stale] [--min-index N]\n"
     "       jinn kv watch NS [--prefix P] [--after REV]\n"
     "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
 
@@ -36,7 +36,7 @@ struct kv_args {
     const char *addr;
     const char *pos[4];
     int n_pos;
-    const char *ttl, *rev, *prefix, *limit, *after, *consistency;
+    const char *ttl, *rev, *prefix, *limit, *after, *consistency, *min_index;
     int values, json;
 };
 
@@ -60,6 +60,8 @@ static int parse(int argc, char **argv, struct kv_args *a)
             slot = &a->limit;
         } else if (strcmp(o, "--after") == 0) {
             slot = &a->after;
+        } else if (strcmp(o, "--min-index") == 0) {
+            slot = &a->min_index;
         } else if (strcmp(o, "--values") == 0) {
             a->values = 1;
             continue;
@@ -317,6 +319,14 @@ int jinn_cli_kv(int argc, char **argv)
         return 2;
     }
     rv = parse(argc - 1, argv + 1, &a);
+    if (rv == 0 && a.min_index != NULL) {
+        char *end;
+        jinn_cli_min_index = strtoull(a.min_index, &end, 10);
+        if (*a.min_index < '0' || *a.min_index > '9' || *end != '\0') {
+            fprintf(stderr, "jinn: --min-index needs a raft index (a number)\n%s", usage);
+            return 2;
+        }
+    }
     if (rv != 0) {
         return rv;
     }

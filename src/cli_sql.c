@@ -21,7 +21,9 @@ static const char usage[] =
     "usage: jinn sql exec DB \"SQL\" [PARAM...]\n"
     "       jinn sql query DB \"SQL\" [PARAM...]\n"
     "       jinn sql DB            (interactive; end statements with ';', .quit to leave)\n"
-    "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
+    "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json,\n"
+    "         --min-index N (read at least what index N wrote; the shell passes\n"
+    "         the last index it saw, so you always see your own writes)\n";
 
 static json_t *params_of(int argc, char **argv)
 {
@@ -171,6 +173,8 @@ static int shell(const char *addr, const char *db, int as_json)
         *semi = '\0';
         {
             json_t *none = json_array();
+            /* Read-your-writes: never read older than what was last seen. */
+            jinn_cli_min_index = jinn_cli_last_index;
             failures += send_sql(addr, db, reads_only((const char *)stmt.data),
                                  (const char *)stmt.data, none, as_json) != 0;
             json_decref(none);
@@ -194,6 +198,15 @@ int jinn_cli_sql(int argc, char **argv)
             addr = argv[++i];
         } else if (strcmp(argv[i], "--json") == 0) {
             as_json = 1;
+        } else if (strcmp(argv[i], "--min-index") == 0 && i + 1 < argc) {
+            char *end;
+            const char *v = argv[++i];
+            jinn_cli_min_index = strtoull(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end != '\0') {
+                fprintf(stderr, "jinn: --min-index needs a raft index (a number)\n");
+                return 2;
+            }
+            jinn_cli_last_index = jinn_cli_min_index;
         } else if (n < 64) {
             pos[n++] = argv[i];
         }

@@ -115,7 +115,7 @@ void jinn_config_free(struct jinn_config *cfg)
 
 struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char *ns)
 {
-    struct jinn_policy cp = {NULL, JINN_MODE_CP, false, 0};
+    struct jinn_policy cp = {NULL, JINN_MODE_CP, false, JINN_DEFAULT_MAX_STALENESS_MS};
     for (unsigned i = 0; i < cfg->n_policies; i++) {
         if (strcmp(cfg->policies[i].ns, ns) == 0) {
             return cfg->policies[i];
@@ -606,7 +606,7 @@ static int parse_peers(struct parser *p, struct jinn_config *cfg, const struct t
 static int parse_policy(struct parser *p, struct jinn_config *cfg)
 {
     const struct token *name = &p->tokens[p->pos];
-    struct jinn_policy pol = {NULL, JINN_MODE_CP, false, 0};
+    struct jinn_policy pol = {NULL, JINN_MODE_CP, false, JINN_DEFAULT_MAX_STALENESS_MS};
     bool have_mode = false, have_stale = false;
     const struct token *stale_tok = NULL;
     struct jinn_policy *grown;

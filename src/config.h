@@ -27,8 +27,12 @@ struct jinn_policy {
     char *ns;
     enum jinn_mode mode;
     bool stale_reads;
-    uint64_t max_staleness_ms; /* 0 = unbounded */
+    uint64_t max_staleness_ms; /* default JINN_DEFAULT_MAX_STALENESS_MS */
 };
+
+/* A stale read is refused (503 too_stale) when this node was last known to
+ * hold everything the leader had committed longer ago than this. */
+#define JINN_DEFAULT_MAX_STALENESS_MS 5000
 
 #define JINN_BACKOFF_MAX 8
 

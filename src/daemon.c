@@ -38,6 +38,8 @@ struct daemon {
     struct jinn_loopmon loopmon;
     bool stopping;
     int pending_stops;
+    uv_timer_t http_linger;  /* keeps HTTP up while waiters are withdrawn */
+    uint64_t http_linger_until;
 };
 
 static void stopped_one(void *data)
@@ -84,6 +86,22 @@ static void start_watchdog(uint64_t ms)
     pthread_attr_destroy(&attr);
 }
 
+static void http_linger_check(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    if (d->api.n_lock_waits > 0 && uv_now(&d->loop) < d->http_linger_until) {
+        return;
+    }
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    if (d->api.http != NULL) {
+        jinn_http_stop(d->api.http, stopped_one, d);
+        d->api.http = NULL;
+    } else {
+        stopped_one(d); /* no server: that part is done */
+    }
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
@@ -97,12 +115,13 @@ static void on_signal(uv_signal_t *h, int signum)
     d->pending_stops = 2;
     jinn_node_set_announcer(d->node, NULL, NULL);
     jinn_api_stop(&d->api);
-    if (d->api.http != NULL) {
-        jinn_http_stop(d->api.http, stopped_one, d);
-        d->api.http = NULL;
-    } else {
-        d->pending_stops--;
-    }
+    /* Waiting lock acquires leave their line by a command (api/lock.c) and
+     * are answered when it applies: HTTP stays up for that, at most
+     * request_timeout. */
+    d->http_linger_until = uv_now(&d->loop) + d->cfg.request_timeout_ms + 100;
+    uv_timer_init(&d->loop, &d->http_linger);
+    d->http_linger.data = d;
+    uv_timer_start(&d->http_linger, http_linger_check, 0, 10);
     jinn_node_stop(d->node, stopped_one, d);
 }
 

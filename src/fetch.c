@@ -353,6 +353,16 @@ int jinn_fetch_build_request(struct jinn_wbuf *out, const char *base_url, const 
     return out->failed ? JINN_ENOMEM : 0;
 }
 
+void jinn_fetch_cancel(void *data)
+{
+    for (struct fetch *f = live; f != NULL; f = f->live_next) {
+        if (!f->done && !f->idle && f->data == data) {
+            fail(f); /* not reusable: closes the connection */
+            return;
+        }
+    }
+}
+
 void jinn_fetch_stop_all(void)
 {
     stopping = true;

@@ -32,6 +32,11 @@ int jinn_fetch(uv_loop_t *loop, const char *base_url, const char *method, const 
                size_t target_len, const char *extra_headers, const void *body, size_t body_len,
                uint64_t timeout_ms, jinn_fetch_cb cb, void *data);
 
+/* Abandons the request in flight whose callback data is `data` (if any):
+ * its connection closes, so the server sees its client go, and its
+ * callback runs now (JINN_EFORWARD or JINN_EUNKNOWN). */
+void jinn_fetch_cancel(void *data);
+
 /* Closes the idle keep-alive connections. */
 void jinn_fetch_close_idle(void);
 

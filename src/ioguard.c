@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "alloc.h"
+
 static struct jinn_ioguard *guard_of(struct raft_io *io) { return io->data; }
 
 static void copy_errmsg(struct jinn_ioguard *g, int rv)
@@ -57,6 +59,9 @@ static void g_tick(struct raft_io *inner)
 static void g_recv(struct raft_io *inner, struct raft_message *msg)
 {
     struct jinn_ioguard *g = guard_of(inner);
+    if (g->on_recv != NULL) {
+        g->on_recv(g->on_recv_data, msg);
+    }
     if (msg->type == RAFT_IO_APPEND_ENTRIES) {
         /* libraft answers entry-less appends synchronously, from inside this
          * call; those are the answers that need the cap. */
@@ -133,11 +138,74 @@ static int g_send(struct raft_io *io, struct raft_io_send *req,
     return rv;
 }
 
+/* ---- TEST ONLY: a slow disk ------------------------------------------------ */
+
+struct jinn_slow_append {
+    uv_timer_t timer;
+    struct jinn_ioguard *g;
+    struct raft_io_append *req;
+    raft_io_append_cb cb;
+    int status;
+    struct jinn_slow_append *next;
+};
+
+/* The one guard with a slow disk in this process (req->data is libraft's,
+ * so a completion finds its guard here). */
+static struct jinn_ioguard *slow_owner;
+
+static void slow_closed(uv_handle_t *h) { jinn_free(h->data); }
+
+static void slow_fire(uv_timer_t *t)
+{
+    struct jinn_slow_append *s = t->data;
+    s->cb(s->req, s->status);
+    uv_close((uv_handle_t *)&s->timer, slow_closed);
+}
+
+static void slow_written(struct raft_io_append *req, int status)
+{
+    struct jinn_ioguard *g = slow_owner;
+    struct jinn_slow_append **pp, *s = NULL;
+    for (pp = &g->slow; *pp != NULL; pp = &(*pp)->next) {
+        if ((*pp)->req == req) {
+            s = *pp;
+            *pp = s->next;
+            break;
+        }
+    }
+    if (s == NULL) {
+        return;
+    }
+    s->status = status;
+    uv_timer_start(&s->timer, slow_fire, g->append_delay_ms, 0);
+}
+
 static int g_append(struct raft_io *io, struct raft_io_append *req,
                     const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
 {
     struct jinn_ioguard *g = (struct jinn_ioguard *)io;
-    int rv = g->inner->append(g->inner, req, entries, n, cb);
+    struct jinn_slow_append *s = NULL;
+    int rv;
+    if (g->append_delay_ms > 0 && g->loop != NULL) {
+        s = jinn_calloc(1, sizeof *s);
+    }
+    if (s != NULL) {
+        s->g = g;
+        s->req = req;
+        s->cb = cb;
+        uv_timer_init(g->loop, &s->timer);
+        s->timer.data = s;
+        s->next = g->slow;
+        g->slow = s;
+        slow_owner = g;
+        rv = g->inner->append(g->inner, req, entries, n, slow_written);
+        if (rv != 0) {
+            g->slow = s->next;
+            uv_close((uv_handle_t *)&s->timer, slow_closed);
+        }
+    } else {
+        rv = g->inner->append(g->inner, req, entries, n, cb);
+    }
     if (rv == 0) {
         g->appends++;
         g->entries_appended += n;

@@ -14,6 +14,7 @@
 #define JINN_IOGUARD_H
 
 #include <raft.h>
+#include <uv.h>
 
 struct jinn_ioguard {
     struct raft_io io;     /* hand this to raft_init */
@@ -25,6 +26,14 @@ struct jinn_ioguard {
     int in_append;
     unsigned long long capped; /* answers corrected, for metrics and tests */
     unsigned long long appends, entries_appended; /* disk writes, entries they carried */
+    /* Told about every received message before libraft sees it (freshness). */
+    void (*on_recv)(void *data, const struct raft_message *msg);
+    void *on_recv_data;
+    /* TEST ONLY (JINN_TEST_APPEND_DELAY_MS): completions of log writes are
+     * reported this much later, as a slow disk would. 0 = off. */
+    uv_loop_t *loop;
+    unsigned append_delay_ms;
+    struct jinn_slow_append *slow; /* completions waiting to be reported */
 };
 
 /* Wraps inner. inner must stay alive as long as the guard. */

@@ -21,12 +21,18 @@
 #include "codec.h"
 #include "disk.h"
 #include "error.h"
+#include "clock.h"
+#include "fresh.h"
 #include "ioguard.h"
 #include "log.h"
 #include "peerguard.h"
 
 /* How often the node looks after its membership duties. */
 #define TICK_MS 100u
+/* A tick this late means the loop stalled; messages read in the next
+ * STALL_DISTRUST_MS may be old and do not count for freshness. */
+#define STALL_MS (3u * TICK_MS)
+#define STALL_DISTRUST_MS (2u * TICK_MS)
 /* A member seen within this many election timeouts counts as healthy. */
 #define HEALTHY_TIMEOUTS 2u
 /* Last contact is tracked for this many raft ids at most. */
@@ -84,6 +90,7 @@ struct jinn_node {
     struct raft_uv_transport transport;
     struct raft_io io;          /* raft_uv: disk and network */
     struct jinn_ioguard guard;  /* what raft talks to; wraps io */
+    struct jinn_fresh fresh;    /* honest staleness (fresh.h) */
     struct raft raft;
     struct jinn_fsm fsm;
     bool transport_ready, io_ready, raft_ready;
@@ -91,6 +98,11 @@ struct jinn_node {
 
     uv_timer_t tick;
     uint64_t last_stamp_ms;        /* last cluster time we proposed */
+    struct jinn_clock clock;       /* cluster time (clock.h) */
+    int64_t test_clock_offset_ms;  /* TEST ONLY: JINN_TEST_CLOCK_OFFSET_MS */
+    uint64_t seen_time, seen_mono; /* applied cluster time, and when (mono ms) seen */
+    uint64_t last_tick;            /* loop ms of the last tick */
+    uint64_t distrust_until;       /* loop ms: messages may be stale in transit */
     uint64_t last_leader_contact;  /* loop ms; 0 = never */
     struct {
         uint64_t id, at; /* loop ms a message from id was last seen */
@@ -215,6 +227,44 @@ static uint64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* TEST ONLY: JINN_TEST_CLOCK_OFFSET_MS (signed) shifts this node's wall
+ * clock, read once at start, to test clock steps and skewed leaders. */
+static int64_t test_clock_offset(void)
+{
+    const char *v = getenv("JINN_TEST_CLOCK_OFFSET_MS");
+    long long ms;
+    char *end;
+    if (v == NULL || *v == '\0') {
+        return 0;
+    }
+    ms = strtoll(v, &end, 10);
+    if (*end != '\0' || ms > 100000000000LL || ms < -100000000000LL) {
+        jinn_warn("ignoring JINN_TEST_CLOCK_OFFSET_MS=%s", v);
+        return 0;
+    }
+    jinn_warn("TEST ONLY: wall clock shifted by %lld ms (JINN_TEST_CLOCK_OFFSET_MS)", ms);
+    return (int64_t)ms;
+}
+
+/* The cluster time a command proposed now gets (clock.h). */
+static uint64_t cluster_now(struct jinn_node *node, bool commit)
+{
+    uint64_t wall = wall_ms() + (uint64_t)node->test_clock_offset_ms; /* wraps as signed */
+    uint64_t mono = uv_hrtime() / 1000000u;
+    uint64_t resume = 0;
+    if (node->seen_time != 0 && node->seen_time == node->fsm.time_ms) {
+        resume = node->seen_time + (mono - node->seen_mono);
+    }
+    if (node->ready_term != node->raft.current_term) {
+        /* A new leader that has not applied its log yet does not know the
+         * cluster time: no anchor (and no wall clock) until it has. */
+        uint64_t t = node->fsm.time_ms > node->clock.last ? node->fsm.time_ms : node->clock.last;
+        return resume > t ? resume : t;
+    }
+    return jinn_clock_stamp(&node->clock, node->raft.current_term, mono, wall,
+                            node->fsm.time_ms, resume, commit);
 }
 
 static int peer_index(const struct jinn_node *node, uint64_t id)
@@ -750,6 +800,63 @@ static int start_failed(struct jinn_node *node, int rv)
     return code;
 }
 
+/* Freshness: what the leader vouched for, and who answered the leader. */
+static void heard(void *data, const struct raft_message *m)
+{
+    struct jinn_node *node = data;
+    uint64_t now = uv_now(node->loop);
+    if (now < node->distrust_until) {
+        /* Just back from a stall: what arrives now may have waited in the
+         * socket all along, and says nothing about the present. */
+        return;
+    }
+    if (m->type == RAFT_IO_APPEND_ENTRIES && m->append_entries.term >= node->raft.current_term) {
+        jinn_fresh_heard_leader(&node->fresh, now, m->append_entries.leader_commit);
+    } else if (m->type == RAFT_IO_APPEND_ENTRIES_RESULT &&
+               m->append_entries_result.term == node->raft.current_term &&
+               raft_state(&node->raft) == RAFT_LEADER) {
+        jinn_fresh_heard_peer(&node->fresh, m->server_id, now);
+    }
+}
+
+/* TEST ONLY: JINN_TEST_APPEND_DELAY_MS makes this node's log writes report
+ * completion that much later (a slow disk), read once at start. */
+static unsigned test_append_delay(void)
+{
+    const char *v = getenv("JINN_TEST_APPEND_DELAY_MS");
+    unsigned long ms;
+    char *end;
+    if (v == NULL || *v == '\0') {
+        return 0;
+    }
+    ms = strtoul(v, &end, 10);
+    if (*end != '\0' || ms > 60000) {
+        jinn_warn("ignoring JINN_TEST_APPEND_DELAY_MS=%s (0-60000)", v);
+        return 0;
+    }
+    jinn_warn("TEST ONLY: log writes are reported %lu ms late (JINN_TEST_APPEND_DELAY_MS)", ms);
+    return (unsigned)ms;
+}
+
+/* Staleness in ms (fresh.h): -1 when this node was never known fresh. */
+static int64_t staleness(struct jinn_node *node, uint64_t now)
+{
+    uint64_t at;
+    if (raft_state(&node->raft) == RAFT_LEADER) {
+        uint64_t voters[JINN_FRESH_PEERS];
+        unsigned n = 0;
+        for (unsigned i = 0; i < node->raft.configuration.n && n < JINN_FRESH_PEERS; i++) {
+            if (node->raft.configuration.servers[i].role == RAFT_VOTER) {
+                voters[n++] = node->raft.configuration.servers[i].id;
+            }
+        }
+        at = jinn_fresh_leader(&node->fresh, now, node->id, voters, n);
+    } else {
+        at = jinn_fresh_follower(&node->fresh, raft_last_applied(&node->raft));
+    }
+    return at == 0 ? -1 : (int64_t)(now - at);
+}
+
 int jinn_node_start(struct jinn_node *node)
 {
     const struct jinn_config *cfg = node->cfg;
@@ -810,6 +917,12 @@ int jinn_node_start(struct jinn_node *node)
      * entries it acknowledged. A damaged file must stop the node instead. */
     raft_uv_set_auto_recovery(&node->io, false);
     jinn_ioguard_init(&node->guard, &node->io);
+    jinn_fresh_init(&node->fresh);
+    node->guard.on_recv = heard;
+    node->guard.on_recv_data = node;
+    node->guard.loop = node->loop;
+    node->guard.append_delay_ms = test_append_delay();
+    node->test_clock_offset_ms = test_clock_offset();
     if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
         jinn_fsm_async_snapshots(&node->fsm); /* SQL images off the loop */
     }
@@ -921,7 +1034,7 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     struct jinn_wbuf w;
     struct raft_buffer buf;
     struct proposal *p;
-    uint64_t now = wall_ms();
+    uint64_t now;
     int rv;
 
     if (node->stopping) {
@@ -935,12 +1048,11 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     if (node->disk.full) {
         return JINN_ENOSPACE;
     }
-    /* Cluster time never goes backwards, whatever this leader's clock says. */
+    /* Monotonic from the log's last cluster time, steered by the wall clock
+     * at most 1 %: a clock step on any node cannot end a TTL early. */
+    now = cluster_now(node, true);
     if (now < node->last_stamp_ms) {
         now = node->last_stamp_ms;
-    }
-    if (now < node->fsm.time_ms) {
-        now = node->fsm.time_ms;
     }
     c->time_ms = now;
     jinn_wbuf_init(&w);
@@ -1096,7 +1208,7 @@ static void advance_cluster_time(struct jinn_node *node)
     if (queue_due != 0 && (due == 0 || queue_due < due)) {
         due = queue_due;
     }
-    if (due == 0 || node->time_tick_inflight || wall_ms() < due) {
+    if (due == 0 || node->time_tick_inflight || cluster_now(node, false) < due) {
         return;
     }
     memset(&c, 0, sizeof c);
@@ -1794,6 +1906,20 @@ static void tick_cb(uv_timer_t *timer)
     const char *leader_address;
 
     raft_leader(&node->raft, &leader_id, &leader_address);
+    /* libuv runs timers before I/O in a loop turn, so after a stall (the
+     * process was stopped, starved or swapped) this runs before the
+     * messages that queued up meanwhile are read: those are not taken as
+     * news from the present (freshness, fresh.h). */
+    if (node->last_tick != 0 && now - node->last_tick > STALL_MS) {
+        node->distrust_until = now + STALL_DISTRUST_MS;
+        jinn_debug("event loop stalled for %llu ms", (unsigned long long)(now - node->last_tick));
+    }
+    node->last_tick = now;
+    if (node->fsm.time_ms != node->seen_time) {
+        /* Noted at most a tick late: the time since is underestimated. */
+        node->seen_time = node->fsm.time_ms;
+        node->seen_mono = uv_hrtime() / 1000000u;
+    }
     if (state == RAFT_LEADER) {
         if (!node->was_leader) {
             /* Fresh leadership: give every member a full grace period. */
@@ -1911,18 +2037,24 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
     st->applied_index = raft_last_applied(&node->raft);
     st->last_index = raft_last_index(&node->raft);
     st->cluster_time_ms = node->fsm.time_ms;
+    /* Honest staleness (fresh.h), not libraft's election timer: that one
+     * is reset by every heartbeat, even while this node lags far behind. */
+    st->leader_contact_ms = staleness(node, now);
     if (state == RAFT_LEADER) {
-        st->leader_contact_ms = 0;
-    } else if (state == RAFT_FOLLOWER && leader_id != 0) {
-        st->leader_contact_ms = (int64_t)(now - node->raft.election_timer_start);
-    } else if (node->last_leader_contact != 0) {
-        st->leader_contact_ms = (int64_t)(now - node->last_leader_contact);
+        /* A leader no quorum answered within an election timeout may have
+         * been deposed already: it says so. */
+        st->quorum = st->leader_contact_ms >= 0 &&
+                     st->leader_contact_ms < (int64_t)node->cfg->election_timeout_ms;
     } else {
-        st->leader_contact_ms = -1;
+        int64_t heard_ms = -1;
+        if (state == RAFT_FOLLOWER && leader_id != 0) {
+            heard_ms = (int64_t)(now - node->raft.election_timer_start);
+        } else if (node->last_leader_contact != 0) {
+            heard_ms = (int64_t)(now - node->last_leader_contact);
+        }
+        st->quorum = leader_id != 0 && heard_ms >= 0 &&
+                     heard_ms < (int64_t)node->cfg->election_timeout_ms;
     }
-    st->quorum = state == RAFT_LEADER ||
-                 (leader_id != 0 && st->leader_contact_ms >= 0 &&
-                  st->leader_contact_ms < (int64_t)node->cfg->election_timeout_ms);
     for (unsigned i = 0; i < node->raft.configuration.n && i < JINN_CONFIG_MAX_PEERS; i++) {
         const struct raft_server *s = &node->raft.configuration.servers[i];
         struct jinn_member *m = &st->members[st->n_members++];

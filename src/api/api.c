@@ -163,8 +163,40 @@ static void forwarded(void *data, int code, const struct jinn_http_msg *head, co
     jinn_http_reply(req, head->status, ctype, body, body_len);
 }
 
+/* A relayed long poll (a waiting lock acquire, a parked queue fetch)
+ * watches its client: when the client goes, the relay to the leader is
+ * dropped too, so the leader sees its client go (and withdraws a waiting
+ * acquire) instead of holding a place for nobody. */
+#define RELAY_POLL_MS 100
+
+struct long_relay {
+    uv_timer_t timer;
+    struct jinn_http_request *req;
+};
+
+static void long_relay_closed(uv_handle_t *h) { jinn_free(h->data); }
+
+static void long_relay_tick(uv_timer_t *t)
+{
+    struct long_relay *lr = t->data;
+    if (!jinn_http_client_alive(lr->req)) {
+        jinn_fetch_cancel(lr); /* runs long_forwarded now */
+    }
+}
+
+static void long_forwarded(void *data, int code, const struct jinn_http_msg *head,
+                           const char *body, size_t body_len)
+{
+    struct long_relay *lr = data;
+    struct jinn_http_request *req = lr->req;
+    uv_timer_stop(&lr->timer);
+    uv_close((uv_handle_t *)&lr->timer, long_relay_closed);
+    forwarded(req, code, head, body, body_len);
+}
+
 void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *req)
 {
+    struct long_relay *lr = NULL;
     struct jinn_node_status st;
     struct jinn_wbuf headers;
     uint64_t timeout;
@@ -211,11 +243,25 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
             jinn_http_query_get(req->query, req->query_len, "wait", wait, sizeof wait) >= 0 ||
             (req->body_len > 0 && memmem(req->body, req->body_len, "\"wait\"", 6) != NULL)) {
             timeout += FORWARD_LONG_POLL_MS;
+            lr = jinn_malloc(sizeof *lr);
         }
     }
-    rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
-                    req->msg.target_len, (const char *)headers.data, req->body, req->body_len,
-                    timeout, forwarded, req);
+    if (lr != NULL) {
+        lr->req = req;
+        uv_timer_init(api->loop, &lr->timer);
+        lr->timer.data = lr;
+        uv_timer_start(&lr->timer, long_relay_tick, RELAY_POLL_MS, RELAY_POLL_MS);
+        rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
+                        req->msg.target_len, (const char *)headers.data, req->body,
+                        req->body_len, timeout, long_forwarded, lr);
+        if (rv != 0) {
+            uv_close((uv_handle_t *)&lr->timer, long_relay_closed);
+        }
+    } else {
+        rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
+                        req->msg.target_len, (const char *)headers.data, req->body,
+                        req->body_len, timeout, forwarded, req);
+    }
     jinn_wbuf_free(&headers);
     if (rv != 0) {
         api->forwards_failed++;
@@ -335,6 +381,11 @@ static void committed(void *data, int code, const struct jinn_result *res)
                                     "may still be applied"
                                   : NULL);
     } else {
+        /* Read-your-writes: the index this write was committed at; a read
+         * with min_index set to it sees the write, on any node. */
+        char buf[24];
+        snprintf(buf, sizeof buf, "%" PRIu64, res->index);
+        jinn_http_add_header(pc->req, "X-Jinn-Index", buf);
         pc->reply(pc->api, pc->req, res); /* it answers res->code too */
     }
     jinn_free(pc);
@@ -416,7 +467,8 @@ void jinn_api_freshness(struct jinn_api *api, struct jinn_http_request *req, boo
     struct jinn_node_status st;
     char buf[32];
     jinn_node_status(api->node, &st);
-    snprintf(buf, sizeof buf, "%" PRIu64, st.applied_index);
+    snprintf(buf, sizeof buf, "%" PRIu64,
+             st.applied_index > api->applied_seen ? st.applied_index : api->applied_seen);
     jinn_http_add_header(req, "X-Jinn-Applied-Index", buf);
     snprintf(buf, sizeof buf, "%" PRId64, st.leader_contact_ms);
     jinn_http_add_header(req, "X-Jinn-Leader-Contact-Ms", buf);
@@ -429,6 +481,9 @@ struct pending_read {
     jinn_api_read_fn fn;
 };
 
+static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
+                           bool linearizable, jinn_api_read_fn fn);
+
 static void linearized(void *data, int code)
 {
     struct pending_read *pr = data;
@@ -436,10 +491,177 @@ static void linearized(void *data, int code)
         jinn_http_reply_error(pr->req, code == JINN_EUNKNOWN ? JINN_ENOLEADER : code,
                               "leadership could not be confirmed; retry");
     } else {
-        jinn_api_freshness(pr->api, pr->req, true);
-        pr->fn(pr->api, pr->req);
+        serve_at_index(pr->api, pr->req, true, pr->fn);
     }
     jinn_free(pr);
+}
+
+/* ---- min_index: reads that wait until this node applied an index ------- */
+
+#define INDEX_WAITS_MAX 4096
+
+struct jinn_index_wait {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    jinn_api_read_fn fn;
+    bool linearizable;
+    bool raw; /* fn adds its own freshness headers */
+    uint64_t min;
+    uv_timer_t timer;
+    struct jinn_index_wait *prev, *next;
+};
+
+static void index_wait_closed(uv_handle_t *h) { jinn_free(h->data); }
+
+static void index_unpark(struct jinn_index_wait *w)
+{
+    struct jinn_api *api = w->api;
+    if (w->prev) {
+        w->prev->next = w->next;
+    } else {
+        api->index_waits = w->next;
+    }
+    if (w->next) {
+        w->next->prev = w->prev;
+    }
+    api->n_index_waits--;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, index_wait_closed);
+}
+
+static void index_wait_timeout(uv_timer_t *t)
+{
+    struct jinn_index_wait *w = t->data;
+    char msg[128];
+    snprintf(msg, sizeof msg,
+             "this node has not applied index %" PRIu64 " within the request timeout",
+             w->min);
+    jinn_http_reply_error(w->req, JINN_ESTALE, msg);
+    index_unpark(w);
+}
+
+static uint64_t applied_index(struct jinn_api *api)
+{
+    struct jinn_node_status st;
+    jinn_node_status(api->node, &st);
+    return st.applied_index > api->applied_seen ? st.applied_index : api->applied_seen;
+}
+
+static void serve(struct jinn_api *api, struct jinn_http_request *req, bool linearizable,
+                  jinn_api_read_fn fn)
+{
+    jinn_api_freshness(api, req, linearizable);
+    fn(api, req);
+}
+
+void jinn_api_index_applied(struct jinn_api *api, uint64_t index)
+{
+    api->applied_seen = index; /* this hook runs with index applied */
+    for (struct jinn_index_wait *w = api->index_waits, *next; w != NULL; w = next) {
+        next = w->next;
+        if (index >= w->min) {
+            struct jinn_http_request *req = w->req;
+            jinn_api_read_fn fn = w->fn;
+            bool lin = w->linearizable, raw = w->raw;
+            index_unpark(w);
+            if (raw) {
+                fn(api, req);
+            } else {
+                serve(api, req, lin, fn);
+            }
+        }
+    }
+}
+
+void jinn_api_index_stop(struct jinn_api *api)
+{
+    while (api->index_waits != NULL) {
+        jinn_http_reply_error(api->index_waits->req, JINN_ESHUTDOWN, NULL);
+        index_unpark(api->index_waits);
+    }
+}
+
+bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min)
+{
+    char buf[32];
+    const struct jinn_http_header *h;
+    *min = 0;
+    if (jinn_http_query_get(req->query, req->query_len, "min_index", buf, sizeof buf) >= 0) {
+        if (!jinn_api_parse_uint(buf, INT64_MAX, min)) {
+            jinn_http_reply_error(req, JINN_EINVAL, "min_index must be a raft index (a number)");
+            return false;
+        }
+        return true;
+    }
+    h = jinn_http_header_find(&req->msg, "X-Jinn-Min-Index");
+    if (h != NULL) {
+        if (h->value_len >= sizeof buf) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "X-Jinn-Min-Index must be a raft index (a number)");
+            return false;
+        }
+        memcpy(buf, h->value, h->value_len);
+        buf[h->value_len] = '\0';
+        if (!jinn_api_parse_uint(buf, INT64_MAX, min)) {
+            jinn_http_reply_error(req, JINN_EINVAL,
+                                  "X-Jinn-Min-Index must be a raft index (a number)");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Serves the read now when this node applied min_index (from the request),
+ * else parks it until it has (bounded by the request timeout: 503
+ * too_stale). Never blocks the loop. */
+static void park_at_index(struct jinn_api *api, struct jinn_http_request *req,
+                          bool linearizable, bool raw, jinn_api_read_fn fn)
+{
+    uint64_t min;
+    struct jinn_index_wait *w;
+    if (!jinn_api_min_index_or_reply(req, &min)) {
+        return;
+    }
+    if (min == 0 || min <= applied_index(api)) {
+        if (raw) {
+            fn(api, req);
+        } else {
+            serve(api, req, linearizable, fn);
+        }
+        return;
+    }
+    if (api->n_index_waits >= INDEX_WAITS_MAX || api->stopping ||
+        (w = jinn_calloc(1, sizeof *w)) == NULL) {
+        jinn_http_reply_error(req, JINN_EBUSY, "too many reads waiting for min_index");
+        return;
+    }
+    api->n_index_waits++;
+    w->api = api;
+    w->req = req;
+    w->fn = fn;
+    w->linearizable = linearizable;
+    w->raw = raw;
+    w->min = min;
+    uv_timer_init(api->loop, &w->timer);
+    w->timer.data = w;
+    w->next = api->index_waits;
+    if (api->index_waits) {
+        api->index_waits->prev = w;
+    }
+    api->index_waits = w;
+    uv_timer_start(&w->timer, index_wait_timeout, api->cfg->request_timeout_ms, 0);
+}
+
+static void serve_at_index(struct jinn_api *api, struct jinn_http_request *req,
+                           bool linearizable, jinn_api_read_fn fn)
+{
+    park_at_index(api, req, linearizable, false, fn);
+}
+
+void jinn_api_at_index_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                                jinn_api_read_fn fn)
+{
+    park_at_index(api, req, false, true, fn);
 }
 
 void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
@@ -453,8 +675,7 @@ void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     if (!linearizable) {
-        jinn_api_freshness(api, req, false);
-        fn(api, req);
+        serve_at_index(api, req, false, fn);
         return;
     }
     if (!jinn_node_is_leader(api->node)) {

@@ -35,6 +35,9 @@ struct jinn_api {
     uv_timer_t queue_kick; /* wakes fetchers outside raft's apply */
     uv_timer_t watch_kick; /* answers woken watchers left over from a loop turn */
     bool stopping;
+    struct jinn_index_wait *index_waits; /* reads waiting for min_index */
+    unsigned n_index_waits;
+    uint64_t applied_seen; /* the apply hook's index: libraft counts it only after */
     struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
     const struct jinn_loopmon *loopmon; /* borrowed; NULL in tests without a daemon */
 };
@@ -161,6 +164,14 @@ void jinn_api_kv_applied(void *data, uint64_t index);
 /* Answers every pending watch (shutdown). */
 void jinn_api_stop(struct jinn_api *api);
 
+/* min_index (read-your-writes): parked reads are served once this node
+ * applied their index (called after every applied command), answered 503
+ * at shutdown. */
+void jinn_api_index_applied(struct jinn_api *api, uint64_t index);
+void jinn_api_index_stop(struct jinn_api *api);
+/* min_index from the query, else the X-Jinn-Min-Index header; 0 when
+ * absent. False when it has replied (400). */
+bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min);
 /* Replica checks (api/check.c). */
 void jinn_api_check_init(struct jinn_api *api);
 void jinn_api_check_stop(struct jinn_api *api);
@@ -187,6 +198,10 @@ typedef void (*jinn_api_read_fn)(struct jinn_api *api, struct jinn_http_request 
 void jinn_api_read_or_reply(struct jinn_api *api, struct jinn_http_request *req,
                             bool linearizable, jinn_api_read_fn fn);
 void jinn_api_freshness(struct jinn_api *api, struct jinn_http_request *req, bool linearizable);
+/* fn(api, req) once this node applied the request's min_index (now when
+ * absent); fn adds its own freshness headers. Either runs fn or replies. */
+void jinn_api_at_index_or_reply(struct jinn_api *api, struct jinn_http_request *req,
+                                jinn_api_read_fn fn);
 
 /* A parameter from the query string, else from the JSON body object (may be
  * NULL): copied into buf as text. False when it has replied (malformed). */

@@ -178,7 +178,8 @@ static void reply_revision(struct jinn_http_request *req, int code, uint64_t rev
     json_t *obj;
     if (code == JINN_OK) {
         set_etag(req, revision);
-        jinn_http_reply_json(req, 200, json_pack("{s:I}", "revision", (json_int_t)revision));
+        jinn_http_reply_json(req, 200, json_pack("{s:I, s:I}", "revision", (json_int_t)revision,
+                                                 "index", (json_int_t)revision));
         return;
     }
     if (code == JINN_ECONFLICT) {
@@ -287,7 +288,8 @@ static bool read_mode_or_reply(struct jinn_api *api, struct jinn_http_request *r
     }
     if (*mode == READ_STALE) {
         jinn_node_status(api->node, &st);
-        if (st.role != JINN_ROLE_LEADER && pol.max_staleness_ms != 0 &&
+        /* The leader too: one cut off from its quorum may be deposed. */
+        if (pol.max_staleness_ms != 0 &&
             (st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
             jinn_http_reply_error(req, JINN_ESTALE, NULL);
             return false;
@@ -671,6 +673,7 @@ static void watch_kick(uv_timer_t *t) { wake_watchers(t->data); }
 void jinn_api_kv_applied(void *data, uint64_t index)
 {
     struct jinn_api *api = data;
+    jinn_api_index_applied(api, index);
     jinn_api_queue_applied(api);
     jinn_api_lock_applied(api);
     jinn_api_check_applied(api, index);
@@ -683,6 +686,7 @@ void jinn_api_stop(struct jinn_api *api)
     jinn_fetch_stop_all();
     jinn_api_queue_stop(api);
     jinn_api_lock_stop(api);
+    jinn_api_index_stop(api);
     jinn_api_sql_stop(api);
     jinn_api_check_stop(api);
     while (api->watchers != NULL) {
@@ -762,6 +766,29 @@ static void watch(struct jinn_api *api, struct jinn_http_request *req,
     uv_timer_start(&w->timer, watch_timeout, timeout_ms, 0);
 }
 
+/* A watch whose min_index was applied: its args are re-derived from the
+ * request (the route args do not outlive the handler). */
+static void watch_at_index(struct jinn_api *api, struct jinn_http_request *req)
+{
+    struct jinn_route_args *args = jinn_malloc(sizeof *args);
+    char *prefix = jinn_malloc(JINN_KV_KEY_MAX + 1);
+    size_t prefix_len = 0;
+    bool has_prefix;
+    if (args == NULL || prefix == NULL || !args_of(req, args, false)) {
+        jinn_http_reply_error(req, args && prefix ? JINN_EINVAL : JINN_ENOMEM, NULL);
+    } else if (key_param_or_reply(req, "prefix", prefix, JINN_KV_KEY_MAX + 1, &prefix_len,
+                                  &has_prefix)) {
+        if (!has_prefix) {
+            prefix[0] = '\0';
+            prefix_len = 0;
+        }
+        args->arg[0][args->len[0]] = '\0';
+        watch(api, req, args, prefix, prefix_len);
+    }
+    jinn_free(args);
+    jinn_free(prefix);
+}
+
 void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args)
 {
@@ -776,7 +803,8 @@ void jinn_api_kv_list(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     if (is_watch) {
-        watch(api, req, args, prefix, prefix_len);
+        /* min_index: the watch starts once this node applied it. */
+        jinn_api_at_index_or_reply(api, req, watch_at_index);
         return;
     }
     if (!read_mode_or_reply(api, req, args->arg[0], &mode)) {

@@ -27,6 +27,10 @@ struct jinn_lock_wait {
     char name[JINN_LOCK_NAME_MAX + 1];
     size_t name_len;
     uint64_t id; /* raft index of the acquire */
+    uint64_t deadline; /* loop ms: gives up then */
+    uint64_t granted;  /* token of a grant seen while withdrawing */
+    bool withdrawing;  /* its WITHDRAW is in flight; answered by it */
+    const char *why;   /* static text: why it gave up */
 };
 
 static bool name_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args)
@@ -138,6 +142,9 @@ static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
     if (res->code == JINN_OK && k != NULL) {
         obj = lock_json(k, fsm->time_ms, true);
         json_object_set_new(obj, "state", json_string("leader"));
+        if (acquire) {
+            json_object_set_new(obj, "granted", json_true());
+        }
         jinn_http_reply_json(req, 200, obj);
         return;
     }
@@ -148,6 +155,9 @@ static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
             obj = json_object();
         }
         json_object_set_new(obj, "state", json_string("follower"));
+        if (acquire) {
+            json_object_set_new(obj, "granted", json_false());
+        }
         json_object_set_new(obj, "error", json_string(jinn_error_name(JINN_ECONFLICT)));
         json_object_set_new(obj, "message",
                             json_string(acquire ? "held by another owner"
@@ -360,6 +370,9 @@ void jinn_api_lock_list(struct jinn_api *api, struct jinn_http_request *req,
 
 /* ---- waiting acquires ------------------------------------------------------- */
 
+/* How often a parked acquire checks that its client is still there. */
+#define LOCK_WAIT_POLL_MS 100
+
 static void wait_closed(uv_handle_t *h) { jinn_free(h->data); }
 
 static void unpark(struct jinn_lock_wait *w)
@@ -378,31 +391,122 @@ static void unpark(struct jinn_lock_wait *w)
     uv_close((uv_handle_t *)&w->timer, wait_closed);
 }
 
-static void refuse(struct jinn_lock_wait *w, const char *why)
+static void refuse(struct jinn_http_request *req, const char *why)
 {
-    json_t *obj = json_pack("{s:s, s:s, s:s}", "state", "follower", "error",
+    json_t *obj = json_pack("{s:s, s:b, s:s, s:s}", "state", "follower", "granted", 0, "error",
                             jinn_error_name(JINN_ECONFLICT), "message", why);
-    jinn_http_reply_json(w->req, 409, obj);
+    jinn_http_reply_json(req, 409, obj);
+}
+
+static void grant(struct jinn_api *api, struct jinn_http_request *req, const char *name,
+                  size_t len, uint64_t token)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    const struct jinn_lock *k = jinn_locks_get(&fsm->locks, name, len);
+    json_t *obj;
+    if (k == NULL || k->token != token) {
+        refuse(req, "the lock was granted, but its ttl ran out before the answer");
+        return;
+    }
+    obj = lock_json(k, fsm->time_ms, true);
+    json_object_set_new(obj, "state", json_string("leader"));
+    json_object_set_new(obj, "granted", json_true());
+    jinn_http_reply_json(req, 200, obj);
+}
+
+/* The answer to an acquire that gave up, from the outcome of its WITHDRAW:
+ * the command decided, atomically with every grant, whether it was still
+ * in line (removed: not granted) or already holding (granted: says so). */
+static void answer_withdrawal(struct jinn_api *api, struct jinn_http_request *req,
+                              const char *name, size_t len, uint64_t seen_grant,
+                              const char *why, int code, const struct jinn_result *res)
+{
+    char msg[160];
+    if (code != JINN_OK) {
+        snprintf(msg, sizeof msg,
+                 "%s; leaving the line was not confirmed (%s): the acquire may still be "
+                 "granted before its wait ends",
+                 why, jinn_error_name(code));
+        jinn_http_reply_error(req, JINN_EUNKNOWN, msg);
+    } else if (res->code == JINN_OK && res->value != 0) {
+        grant(api, req, name, len, res->value);
+    } else if (seen_grant != 0) {
+        grant(api, req, name, len, seen_grant);
+    } else {
+        refuse(req, why);
+    }
+}
+
+static void withdrawn(void *data, int code, const struct jinn_result *res)
+{
+    struct jinn_lock_wait *w = data;
+    answer_withdrawal(w->api, w->req, w->name, w->name_len, w->granted, w->why, code, res);
     unpark(w);
 }
 
-static void wait_timeout(uv_timer_t *t)
+static void withdraw_cmd(struct jinn_cmd *c, const char *name, size_t len, uint64_t id)
 {
-    refuse(t->data, "gave up waiting for the lock");
+    memset(c, 0, sizeof *c);
+    c->type = JINN_CMD_LOCK_WITHDRAW;
+    c->lock.name.p = (const uint8_t *)name;
+    c->lock.name.len = len;
+    c->lock.token = id;
+}
+
+/* The waiter stops waiting: it leaves the replicated line by a command and
+ * is answered when that command applies, never before. */
+static void give_up(struct jinn_lock_wait *w, const char *why)
+{
+    struct jinn_cmd c;
+    int rv;
+    if (w->withdrawing) {
+        return;
+    }
+    w->withdrawing = true;
+    w->why = why;
+    uv_timer_stop(&w->timer);
+    withdraw_cmd(&c, w->name, w->name_len, w->id);
+    rv = jinn_node_propose(w->api->node, &c, w->api->cfg->request_timeout_ms, withdrawn, w);
+    if (rv != JINN_OK) {
+        withdrawn(w, rv, NULL);
+    }
+}
+
+static void wait_tick(uv_timer_t *t)
+{
+    struct jinn_lock_wait *w = t->data;
+    if (!jinn_http_client_alive(w->req)) {
+        give_up(w, "the client went away");
+    } else if (uv_now(w->api->loop) >= w->deadline) {
+        give_up(w, "gave up waiting for the lock");
+    }
+}
+
+/* A waiter that could not be parked still leaves the line by a command. */
+static void withdraw_committed(struct jinn_api *api, struct jinn_http_request *req,
+                               const struct jinn_result *res)
+{
+    char name[JINN_ROUTE_ARG_MAX];
+    const char *p = req->path + strlen("/v1/locks/");
+    size_t left = req->path_len - strlen("/v1/locks/");
+    const char *end = memchr(p, '/', left);
+    long n = jinn_http_unescape(p, end ? (size_t)(end - p) : left, name, sizeof name, false);
+    answer_withdrawal(api, req, name, n > 0 ? (size_t)n : 0, 0,
+                      "too many acquires waiting on this node", JINN_OK, res);
 }
 
 static void park(struct jinn_api *api, struct jinn_http_request *req, const char *name,
                  size_t len, uint64_t id, uint64_t wait_ms)
 {
-    struct jinn_lock_wait *w;
-    if (api->n_lock_waits >= LOCK_WAITS_MAX) {
-        /* Still in the replicated line: it may be granted and then expire. */
-        jinn_http_reply_error(req, JINN_EBUSY, "too many acquires waiting on this node");
-        return;
+    struct jinn_lock_wait *w = NULL;
+    if (api->n_lock_waits < LOCK_WAITS_MAX && !api->stopping) {
+        w = jinn_calloc(1, sizeof *w);
     }
-    w = jinn_calloc(1, sizeof *w);
     if (w == NULL) {
-        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        /* Not parked: withdraw at once (propose copies the command). */
+        struct jinn_cmd c;
+        withdraw_cmd(&c, name, len, id);
+        jinn_api_propose_or_reply(api, req, &c, withdraw_committed);
         return;
     }
     api->n_lock_waits++;
@@ -411,6 +515,8 @@ static void park(struct jinn_api *api, struct jinn_http_request *req, const char
     memcpy(w->name, name, len);
     w->name_len = len;
     w->id = id;
+    /* The replicated line decides; this only bounds a lost cause. */
+    w->deadline = uv_now(api->loop) + wait_ms + api->cfg->request_timeout_ms;
     uv_timer_init(api->loop, &w->timer);
     w->timer.data = w;
     w->next = api->lock_waits;
@@ -418,8 +524,7 @@ static void park(struct jinn_api *api, struct jinn_http_request *req, const char
         api->lock_waits->prev = w;
     }
     api->lock_waits = w;
-    /* The replicated line decides; the timer only bounds a lost cause. */
-    uv_timer_start(&w->timer, wait_timeout, wait_ms + api->cfg->request_timeout_ms, 0);
+    uv_timer_start(&w->timer, wait_tick, LOCK_WAIT_POLL_MS, LOCK_WAIT_POLL_MS);
 }
 
 void jinn_api_lock_applied(struct jinn_api *api)
@@ -429,26 +534,26 @@ void jinn_api_lock_applied(struct jinn_api *api)
         const struct jinn_lock *k = jinn_locks_get(&fsm->locks, w->name, w->name_len);
         next = w->next;
         if (k != NULL && k->request == w->id) {
-            json_t *obj = lock_json(k, fsm->time_ms, true);
-            json_object_set_new(obj, "state", json_string("leader"));
-            jinn_http_reply_json(w->req, 200, obj);
+            if (w->withdrawing) {
+                w->granted = k->token; /* its WITHDRAW will say so */
+                continue;
+            }
+            grant(api, w->req, w->name, w->name_len, k->token);
             unpark(w);
-        } else if (!jinn_locks_waiting(&fsm->locks, w->name, w->name_len, w->id)) {
-            refuse(w, "the wait ended before the lock was free");
+        } else if (!w->withdrawing &&
+                   !jinn_locks_waiting(&fsm->locks, w->name, w->name_len, w->id)) {
+            refuse(w->req, "the wait ended before the lock was free");
+            unpark(w);
         }
     }
 }
 
-/* The waiter is still in the replicated line: another leader may grant it
- * the lock later. A 409 would tell the client it did not get it (and the
- * lock would sit with a holder that does not know it), so: unknown. */
+/* Shutdown: each waiter leaves the line by a command and is answered from
+ * its outcome (withdrawn, or granted), never with a guess. */
 void jinn_api_lock_stop(struct jinn_api *api)
 {
-    while (api->lock_waits != NULL) {
-        struct jinn_lock_wait *w = api->lock_waits;
-        jinn_http_reply_error(w->req, JINN_EUNKNOWN,
-                              "the node is shutting down while this acquire waits in the "
-                              "lock's line: it may still be granted (it expires after its ttl)");
-        unpark(w);
+    for (struct jinn_lock_wait *w = api->lock_waits, *next; w != NULL; w = next) {
+        next = w->next;
+        give_up(w, "the node is shutting down");
     }
 }

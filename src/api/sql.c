@@ -101,12 +101,12 @@ static void exec_committed(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     /* {"results": <the array apply produced>} */
-    text = jinn_malloc(strlen(sql->reply) + 16);
+    text = jinn_malloc(strlen(sql->reply) + 48);
     if (text == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;
     }
-    sprintf(text, "{\"results\":%s}", sql->reply);
+    sprintf(text, "{\"results\":%s,\"index\":%" PRIu64 "}", sql->reply, res->index);
     jinn_http_reply(req, 200, "application/json", text, strlen(text));
     jinn_free(text);
 }
@@ -536,8 +536,7 @@ void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
     if (!linearizable && pol.max_staleness_ms != 0) {
         struct jinn_node_status st;
         jinn_node_status(api->node, &st);
-        if (st.role != JINN_ROLE_LEADER &&
-            (st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
+        if ((st.leader_contact_ms < 0 || (uint64_t)st.leader_contact_ms > pol.max_staleness_ms)) {
             jinn_http_reply_error(req, JINN_ESTALE, NULL);
             return;
         }

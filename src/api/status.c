@@ -158,7 +158,9 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
     GAUGE("jinn_raft_applied_index", "Highest log index applied here.", "%" PRIu64,
           st.applied_index);
     GAUGE("jinn_raft_last_index", "Last log index stored here.", "%" PRIu64, st.last_index);
-    GAUGE("jinn_raft_leader_contact_ms", "Milliseconds since a leader was heard from (-1: never).",
+    GAUGE("jinn_raft_leader_contact_ms",
+          "Staleness: ms since this node was known to hold all the leader had committed "
+          "(-1: never).",
           "%" PRId64, st.leader_contact_ms);
     GAUGE("jinn_cluster_voters", "Voting members.", "%u", voters);
     GAUGE("jinn_cluster_standbys", "Standby members.", "%u", st.n_members - voters);

@@ -40,6 +40,8 @@ const char *jinn_cmd_type_name(int type)
         return "queue_drop";
     case JINN_CMD_SQL_EXEC:
         return "sql_exec";
+    case JINN_CMD_LOCK_WITHDRAW:
+        return "lock_withdraw";
     case JINN_CMD_CHECK:
         return "check";
     case JINN_CMD_NODE_DEL:
@@ -115,6 +117,7 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
     case JINN_CMD_LOCK_ACQUIRE:
     case JINN_CMD_LOCK_REFRESH:
     case JINN_CMD_LOCK_RELEASE:
+    case JINN_CMD_LOCK_WITHDRAW:
         if (c->lock.name.len == 0 || c->lock.name.len > JINN_LOCK_NAME_MAX ||
             c->lock.owner.len > JINN_LOCK_OWNER_MAX ||
             (c->type == JINN_CMD_LOCK_ACQUIRE && c->lock.owner.len == 0)) {
@@ -126,7 +129,7 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         } else {
             jinn_wbuf_put_u64(w, c->lock.token);
         }
-        if (c->type != JINN_CMD_LOCK_RELEASE) {
+        if (c->type != JINN_CMD_LOCK_RELEASE && c->type != JINN_CMD_LOCK_WITHDRAW) {
             jinn_wbuf_put_u64(w, c->lock.ttl_ms);
         }
         if (c->type == JINN_CMD_LOCK_ACQUIRE) {
@@ -246,6 +249,7 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     case JINN_CMD_LOCK_ACQUIRE:
     case JINN_CMD_LOCK_REFRESH:
     case JINN_CMD_LOCK_RELEASE:
+    case JINN_CMD_LOCK_WITHDRAW:
         c->lock.name = get_slice(&r, JINN_LOCK_NAME_MAX);
         if (c->type == JINN_CMD_LOCK_ACQUIRE) {
             c->lock.owner = get_slice(&r, JINN_LOCK_OWNER_MAX);
@@ -255,7 +259,7 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         } else {
             c->lock.token = jinn_rbuf_get_u64(&r);
         }
-        if (c->type != JINN_CMD_LOCK_RELEASE) {
+        if (c->type != JINN_CMD_LOCK_RELEASE && c->type != JINN_CMD_LOCK_WITHDRAW) {
             c->lock.ttl_ms = jinn_rbuf_get_u64(&r);
         }
         if (c->type == JINN_CMD_LOCK_ACQUIRE) {

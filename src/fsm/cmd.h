@@ -71,6 +71,8 @@ enum jinn_cmd_type {
     JINN_CMD_SQL_EXEC = 16,  /* statements run in one transaction */
     JINN_CMD_CHECK = 17,     /* replicas digest their state here; changes nothing */
     JINN_CMD_NODE_DEL = 18,  /* the leader drops a node that left the configuration */
+    /* a waiting acquire (lock.token = its raft index) leaves the line */
+    JINN_CMD_LOCK_WITHDRAW = 21,
     JINN_CMD_TYPE_MAX
 };
 
@@ -103,7 +105,7 @@ struct jinn_cmd {
         struct {
             struct jinn_slice name;
             struct jinn_slice owner; /* ACQUIRE only */
-            uint64_t token;          /* REFRESH, RELEASE */
+            uint64_t token;          /* REFRESH, RELEASE; WITHDRAW: the acquire's index */
             uint64_t ttl_ms;         /* ACQUIRE, REFRESH */
             uint64_t wait_ms;        /* ACQUIRE: queue this long if held; 0 = no */
         } lock;

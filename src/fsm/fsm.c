@@ -145,6 +145,9 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     case JINN_CMD_LOCK_RELEASE:
         rv = jinn_locks_release(&fsm->locks, index, fsm->time_ms, &c);
         break;
+    case JINN_CMD_LOCK_WITHDRAW:
+        rv = jinn_locks_withdraw(&fsm->locks, &c, &fsm->result.value);
+        break;
     case JINN_CMD_SQL_EXEC:
         if (c.sql.fence.len > 0 &&
             !jinn_locks_fence_ok(&fsm->locks, c.sql.fence.p, c.sql.fence.len,

@@ -475,3 +475,30 @@ size_t jinn_locks_line_length(const struct jinn_locks *l, const char *name, size
     }
     return n;
 }
+
+int jinn_locks_withdraw(struct jinn_locks *l, const struct jinn_cmd *c, uint64_t *token)
+{
+    struct jinn_lock_waiter probe;
+    struct jinn_tree_node *n;
+    const struct jinn_lock *k;
+
+    *token = 0;
+    probe.name = (const char *)c->lock.name.p;
+    probe.name_len = c->lock.name.len;
+    probe.id = c->lock.token;
+    n = jinn_tree_find(&l->line, &probe.in_line);
+    if (n != NULL) {
+        struct jinn_lock_waiter *w = WAITER(n, in_line);
+        unlink_waiter(l, w);
+        jinn_free(w);
+        return JINN_OK;
+    }
+    /* Granted before the withdrawal got here: the grant stands and the
+     * acquirer is told so (it holds the lock and its token). */
+    k = find(l, (const char *)c->lock.name.p, c->lock.name.len);
+    if (k != NULL && k->request == c->lock.token) {
+        *token = k->token;
+        return JINN_OK;
+    }
+    return JINN_ENOTFOUND;
+}

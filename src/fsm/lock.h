@@ -71,6 +71,13 @@ int jinn_locks_refresh(struct jinn_locks *l, uint64_t now, const struct jinn_cmd
 int jinn_locks_release(struct jinn_locks *l, uint64_t index, uint64_t now,
                        const struct jinn_cmd *c);
 
+/* A waiting acquire gives up: c->lock.token is the raft index of the
+ * acquire. JINN_OK with *token 0 when it was still in line (now removed);
+ * JINN_OK with *token the lock's token when it had been granted and still
+ * holds the lock (the grant stands); JINN_ENOTFOUND when it is neither in
+ * line nor holding (its wait ended, or its grant already ended). */
+int jinn_locks_withdraw(struct jinn_locks *l, const struct jinn_cmd *c, uint64_t *token);
+
 /* How many acquires wait in line for name. */
 size_t jinn_locks_line_length(const struct jinn_locks *l, const char *name, size_t len);
 

@@ -193,6 +193,7 @@ class Node:
         self.log_path = os.path.join(cluster.dir, name, "jinn.log")
         self.proc = None
         self.paused = False
+        self.env = {}  # extra environment (test-only hooks), applied at start
         self.rlimit_nofile = None  # (soft, hard) for the process, or None
         self.started_once = False
 
@@ -240,7 +241,8 @@ class Node:
         args = [JINN, "run", "-c", self.config_path] + (["--bootstrap"] if bootstrap else [])
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL,
-                                     preexec_fn=preexec if limit is not None else None)
+                                     preexec_fn=preexec if limit is not None else None,
+                                     env={**os.environ, **self.env})
         log.close()
         self.paused = False
 

@@ -234,3 +234,64 @@ def test_waiting_acquires_are_granted_in_arrival_order(cluster):
     assert code == 409 and body["state"] == "follower"
     assert lock(holder, "POST", "line", query="owner=x&wait=10m")[0] == 400
 
+
+
+def _raw_waiting_acquire(node, name, owner):
+    """Sends a waiting acquire on a raw socket and returns the socket."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", node.http_port), timeout=10)
+    path = "/v1/locks/" + urllib.parse.quote(name, safe="")
+    s.sendall((f"POST {path}?owner={owner}&ttl=30s&wait=20s HTTP/1.1\r\n"
+               "Host: x\r\nContent-Length: 0\r\n\r\n").encode())
+    return s
+
+
+@pytest.mark.parametrize("via", ["leader", "follower"])
+def test_a_waiter_whose_client_went_away_leaves_the_line(cluster, via):
+    """Issue 12 item 3: a gone waiter must not be granted (ghost holder),
+    also when its acquire was relayed by a follower."""
+    leader = cluster.wait_leader()
+    code, first = acquire(leader, "ghost", "holder", "30s")
+    assert code == 200
+    entry = leader if via == "leader" else next(n for n in cluster.nodes if n is not leader)
+    s = _raw_waiting_acquire(entry, "ghost", "gone")
+    wait_for(lambda: lock(leader, "GET", "ghost")[1]["waiting"] == 1, what="waiter in line")
+    s.close()
+    # Withdrawn from the replicated line by a command, well before its wait.
+    wait_for(lambda: lock(leader, "GET", "ghost")[1]["waiting"] == 0, timeout=5,
+             what="the gone waiter leaves the line")
+    assert lock(leader, "DELETE", "ghost", query=f"token={first['token']}")[0] == 200
+    code, body = lock(leader, "GET", "ghost")
+    assert code == 404, body  # nobody holds it: no ghost
+
+
+def test_a_waiter_on_a_stopping_leader_is_withdrawn_and_told(cluster):
+    """Issue 12 item 3: shutdown refuses a waiter only after it left the line."""
+    leader = cluster.wait_leader()
+    code, first = acquire(leader, "bye", "holder", "30s")
+    assert code == 200
+    result = {}
+
+    def waiter():
+        try:
+            result["r"] = lock(leader, "POST", "bye", query="owner=waiter&ttl=30s&wait=20s",
+                               timeout=30)
+        except OSError as e:
+            result["error"] = e
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    wait_for(lambda: lock(leader, "GET", "bye")[1]["waiting"] == 1, what="waiter in line")
+    assert leader.stop() == 0
+    t.join(timeout=30)
+    others = [n for n in cluster.nodes if n is not leader]
+    new = cluster.wait_leader(among=others)
+    cluster.wait_ready([new])
+    assert lock(new, "GET", "bye")[1]["waiting"] == 0
+    assert lock(new, "DELETE", "bye", query=f"token={first['token']}")[0] == 200
+    code, body = lock(new, "GET", "bye")
+    assert code == 404, body
+    # The client was told, after the withdrawal applied: not granted.
+    r = result.get("r")
+    assert r is not None, "the stopping leader answered nothing"
+    assert r[0] == 409 and r[1]["granted"] is False, r

@@ -174,7 +174,8 @@ static void make_cmd(struct prog *g, struct memory *mem, struct jinn_cmd *c, boo
         c->lock.ttl_ms = PICK(g, ttls) % 5000;
         break;
     case 10:
-        c->type = JINN_CMD_LOCK_RELEASE;
+        /* odd multiples: a waiter withdrawing (token = its acquire's index) */
+        c->type = (op / 20) % 2 ? JINN_CMD_LOCK_WITHDRAW : JINN_CMD_LOCK_RELEASE;
         c->lock.name = S(PICK(g, lock_names));
         c->lock.token = recall(mem->tokens, mem->nt, g);
         break;

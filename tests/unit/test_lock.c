@@ -191,6 +191,52 @@ TEST(lock_waiters_get_it_in_order_on_release_and_expiry)
     jinn_fsm_close(&fsm);
 }
 
+/* Issue 12 item 3: a waiter that gives up leaves the line by a command, and
+ * that command says whether it had been granted. */
+TEST(lock_withdraw_leaves_the_line_or_reports_the_grant)
+{
+    struct jinn_fsm fsm;
+    struct jinn_cmd c;
+    struct jinn_wbuf w;
+    const struct jinn_lock *k;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "w", "holder", 0, 1000)), 0);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "w", "gone", 0, 30000);
+    c.lock.wait_ms = 20000;
+    CHECK_INT(apply(&fsm, 2, 10, c), JINN_EQUEUED);
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "w", "patient", 0, 500);
+    c.lock.wait_ms = 20000;
+    CHECK_INT(apply(&fsm, 3, 20, c), JINN_EQUEUED);
+    /* The encoding round-trips. */
+    c = lock_cmd(JINN_CMD_LOCK_WITHDRAW, "w", "", 2, 0);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_cmd_encode(&c, &w), 0);
+    {
+        struct jinn_cmd d;
+        CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), 0);
+        CHECK_INT(d.type, JINN_CMD_LOCK_WITHDRAW);
+        CHECK_INT(d.lock.token, 2);
+        CHECK(d.lock.name.len == 1 && d.lock.name.p[0] == 'w');
+    }
+    jinn_wbuf_free(&w);
+    /* "gone" withdraws while in line: removed, not granted. */
+    CHECK_INT(apply(&fsm, 4, 30, c), 0);
+    CHECK_INT(fsm.result.value, 0);
+    CHECK(!jinn_locks_waiting(&fsm.locks, "w", 1, 2));
+    /* The release passes the lock to "patient", never to "gone". */
+    CHECK_INT(apply(&fsm, 5, 40, lock_cmd(JINN_CMD_LOCK_RELEASE, "w", "", 1, 0)), 0);
+    k = jinn_locks_get(&fsm.locks, "w", 1);
+    CHECK(k != NULL && k->request == 3 && k->token == 5);
+    /* "patient" gives up too late: it was granted, and is told its token. */
+    CHECK_INT(apply(&fsm, 6, 50, lock_cmd(JINN_CMD_LOCK_WITHDRAW, "w", "", 3, 0)), 0);
+    CHECK_INT(fsm.result.value, 5);
+    CHECK(jinn_locks_get(&fsm.locks, "w", 1) != NULL);
+    /* Withdrawing twice, or an unknown acquire: neither waiting nor holding. */
+    CHECK_INT(apply(&fsm, 7, 60, lock_cmd(JINN_CMD_LOCK_WITHDRAW, "w", "", 2, 0)),
+              JINN_ENOTFOUND);
+    jinn_fsm_close(&fsm);
+}
+
 /* Issue 10 item 2: locks A and B with equal TTLs, one waiter on each. Both
  * expire in the same command, which grants both with that command's index
  * as token: two entries with equal (expires_at, token) in the expiry index.
