@@ -128,9 +128,11 @@ build/fuzz/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
 
+# q, not r: objects share basenames (api/kv.o, cli/kv.o, fsm/kv.o) and r
+# would keep only the last of each.
 build/fuzz/libjinn.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	ar qcs $@ $^
 
 $(FUZZ_BIN): build/fuzz/%: tests/fuzz/%.c build/fuzz/libjinn.a $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)

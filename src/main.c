@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "daemon.h"
 #include "version.h"
 

@@ -25,20 +25,20 @@ extern uint64_t jinn_cli_last_index;
 
 int jinn_cli_status(int argc, char **argv);
 int jinn_cli_version(int argc, char **argv);
-/* jinn kv put|get|create|cas|del|ls|watch ... (cli_kv.c) */
+/* jinn kv put|get|create|cas|del|ls|watch ... (cli/kv.c) */
 int jinn_cli_kv(int argc, char **argv);
-/* jinn lock acquire|refresh|release|show|ls ... (cli_lock.c) */
+/* jinn lock acquire|refresh|release|show|ls ... (cli/lock.c) */
 int jinn_cli_lock(int argc, char **argv);
-/* jinn queue ... and jinn worker ... (cli_queue.c) */
+/* jinn queue ... and jinn worker ... (cli/queue.c) */
 int jinn_cli_queue(int argc, char **argv);
 int jinn_cli_worker(int argc, char **argv);
-/* jinn sql exec|query DB SQL [PARAM...], jinn sql DB (cli_sql.c) */
+/* jinn sql exec|query DB SQL [PARAM...], jinn sql DB (cli/sql.c) */
 int jinn_cli_sql(int argc, char **argv);
-/* jinn check: a replica check; exit 0 agree, 1 diverged, 2 incomplete (cli_check.c) */
+/* jinn check: a replica check; exit 0 agree, 1 diverged, 2 incomplete (cli/check.c) */
 int jinn_cli_check(int argc, char **argv);
-/* jinn members [list|add|remove|promote|demote] ... (cli_members.c) */
+/* jinn members [list|add|remove|promote|demote] ... (cli/members.c) */
 int jinn_cli_members(int argc, char **argv);
-/* jinn leader transfer [NAME|ID] (cli_members.c) */
+/* jinn leader transfer [NAME|ID] (cli/members.c) */
 int jinn_cli_leader(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller

@@ -1,6 +1,6 @@
 /* cli.c - see cli.h. Blocking sockets are fine here: the CLI has no event
  * loop to stall. */
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <inttypes.h>

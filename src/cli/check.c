@@ -1,4 +1,4 @@
-/* cli_check.c - `jinn check`: runs a replica check and shows its outcome.
+/* cli/check.c - `jinn check`: runs a replica check and shows its outcome.
  *
  * POST /v1/cluster/check starts one (or joins the one running) and answers
  * its index; GET /v1/cluster/check is then polled until the leader has
@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "alloc.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "codec.h"
 
 #define CHECK_WAIT_MS 45000 /* beyond the leader's own 30 s per check */

@@ -1,4 +1,4 @@
-/* cli_sql.c - `jinn sql ...`: statements from the shell, and a small shell.
+/* cli/sql.c - `jinn sql ...`: statements from the shell, and a small shell.
  *
  *   jinn sql exec  DB "SQL" [PARAM...]   one statement through the log
  *   jinn sql query DB "SQL" [PARAM...]   one read-only statement
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "codec.h"
 
 static const char usage[] =

@@ -1,4 +1,4 @@
-/* cli_queue.c - `jinn queue ...` and `jinn worker`.
+/* cli/queue.c - `jinn queue ...` and `jinn worker`.
  *
  *   jinn queue pub   QUEUE [PAYLOAD|-] [--key IDEMPOTENCY-KEY]
  *   jinn queue fetch QUEUE --worker W [--max N] [--wait D] [--ack-wait D]
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "codec.h"
 #include "fsm/cmd.h"
 

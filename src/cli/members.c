@@ -1,4 +1,4 @@
-/* cli_members.c - `jinn members ...`: cluster membership from the shell.
+/* cli/members.c - `jinn members ...`: cluster membership from the shell.
  *
  *   jinn members [list]                      every member, as the leader sees it
  *   jinn members add NAME=HOST:PORT [--standby]
@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "codec.h"
 
 /* A voter's catch-up may take a while: the leader answers when it is done. */

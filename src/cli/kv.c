@@ -1,4 +1,4 @@
-/* cli_kv.c - `jinn kv ...`: the key-value API from the shell.
+/* cli/kv.c - `jinn kv ...`: the key-value API from the shell.
  *
  *   jinn kv put    NS KEY [VALUE|-] [--ttl D]
  *   jinn kv create NS KEY [VALUE|-] [--ttl D]     only if absent
@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "codec.h"
 
 #define STDIN_MAX (64u << 20)

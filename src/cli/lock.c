@@ -1,4 +1,4 @@
-/* cli_lock.c - `jinn lock ...`: the distributed mutex from the shell.
+/* cli/lock.c - `jinn lock ...`: the distributed mutex from the shell.
  *
  *   jinn lock acquire NAME --owner WHO [--ttl D] [--wait D]   prints the token
  *   jinn lock refresh NAME TOKEN [--ttl D]
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "codec.h"
 
 static const char usage[] =
