@@ -178,6 +178,8 @@ def test_hostile_workload_keeps_replicas_identical_through_snapshots(cluster_fac
         # after libraft's install_snapshot_timeout (30 s)
         wait_for(lambda: n.status()["applied_index"] >= target, timeout=45,
                  what=f"{n.name} caught up")
+        wait_for(lambda: query(n, "app", CHECK_QUERIES[0], consistency="stale")[0] == 200,
+                 timeout=30, what=f"{n.name} is fresh")
     assert os.stat(path).st_ino != inode, "no snapshot was installed"
     first = answers(leader)
     assert all(code == 200 for code, _ in first), [(q, b) for q, (code, b) in zip(CHECK_QUERIES, first) if code != 200]
@@ -188,6 +190,10 @@ def test_hostile_workload_keeps_replicas_identical_through_snapshots(cluster_fac
     f.start()
     wait_for(lambda: f.status()["applied_index"] >= target, timeout=30,
              what="the restarted follower caught up")
+    # Stale reads need a fresh node: one that has heard from the leader
+    # since its restart (docs/api.md, freshness), not only replayed its log.
+    wait_for(lambda: query(f, "app", CHECK_QUERIES[0], consistency="stale")[0] == 200,
+             timeout=30, what="the restarted follower is fresh")
     assert answers(f) == first
 
 
