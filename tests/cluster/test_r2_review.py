@@ -1,6 +1,7 @@
 """Reviewer R2's regression tests (h7/h8 merges: withdrawn lock waiters,
 shutdown, full disks)."""
 import json
+import time
 import re
 import threading
 import urllib.parse
@@ -68,3 +69,26 @@ def test_an_acquire_that_commits_during_shutdown_is_not_answered_as_refused(clus
         # Still in line (it may be granted later): the answer must not say
         # it was refused or not applied.
         assert r[1]["error"] == "outcome_unknown", (r, in_line)
+
+
+def test_a_new_leaders_stale_commit_index_does_not_vouch_for_freshness(cluster_factory):
+    """After a failover, the new leader does not know the commit index until
+    an entry of its own term commits (Raft 5.4.2): the commit index its
+    AppendEntries carry can be below writes the old leader acknowledged.
+    A node that has applied that stale index is not fresh: here the slow
+    node must not serve data without the acknowledged write while
+    claiming a leader contact younger than that write."""
+    from test_freshness import AP, assert_honest_while_lagging, put, stale_get, \
+        start_with_a_slow_follower, value_of
+    c = cluster_factory(3, extra_config=AP)
+    slow = c.nodes[2]
+    slow.env["JINN_TEST_APPEND_DELAY_MS"] = "1500"
+    leader = start_with_a_slow_follower(c, slow)
+    put(leader, "k", "v1")
+    wait_for(lambda: value_of(stale_get(slow, "k")[2]) == "v1", timeout=20, what="slow has v1")
+    put(leader, "k", "v2")  # committed by the leader and the fast follower
+    acked = time.time()
+    leader.kill()  # before a heartbeat tells the others that v2 committed
+    others = [n for n in c.nodes if n is not leader]
+    c.wait_leader(among=others, timeout=20)
+    assert_honest_while_lagging(slow, "k", "v2", acked, 10)
