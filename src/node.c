@@ -864,11 +864,7 @@ static int64_t staleness(struct jinn_node *node, uint64_t now)
                 voters[n++] = node->raft.configuration.servers[i].id;
             }
         }
-        /* Until its barrier applied, a new leader may not have applied
-         * what its predecessor acknowledged: not fresh (Raft 5.4.2). */
-        at = node->ready_term != node->raft.current_term
-                 ? 0
-                 : jinn_fresh_leader(&node->fresh, now, node->id, voters, n);
+        at = jinn_fresh_leader(&node->fresh, now, node->id, voters, n);
     } else {
         at = jinn_fresh_follower(&node->fresh, raft_last_applied(&node->raft));
     }
@@ -2063,6 +2059,12 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
          * been deposed already: it says so. */
         st->quorum = st->leader_contact_ms >= 0 &&
                      st->leader_contact_ms < (int64_t)node->cfg->election_timeout_ms;
+        /* Until its term-start barrier applied, a new leader may not have
+         * applied what its predecessor acknowledged (Raft 5.4.2): it is in
+         * contact with a quorum, but not known fresh. */
+        if (node->ready_term != node->raft.current_term) {
+            st->leader_contact_ms = -1;
+        }
     } else {
         int64_t heard_ms = -1;
         if (state == RAFT_FOLLOWER && leader_id != 0) {
