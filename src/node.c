@@ -800,6 +800,8 @@ static int start_failed(struct jinn_node *node, int rv)
     return code;
 }
 
+static uint64_t term_of(const struct raft *r, uint64_t index);
+
 /* Freshness: what the leader vouched for, and who answered the leader. */
 static void heard(void *data, const struct raft_message *m)
 {
@@ -811,7 +813,19 @@ static void heard(void *data, const struct raft_message *m)
         return;
     }
     if (m->type == RAFT_IO_APPEND_ENTRIES && m->append_entries.term >= node->raft.current_term) {
-        jinn_fresh_heard_leader(&node->fresh, now, m->append_entries.leader_commit);
+        /* A leader knows the commit index only once an entry of its own
+         * term has committed (Raft 5.4.2): before that, the index it sends
+         * can be below writes its predecessor acknowledged, and vouches for
+         * nothing. (An entry not in our log yet: we lag anyway.) */
+        const struct raft_append_entries *ae = &m->append_entries;
+        uint64_t term = term_of(&node->raft, ae->leader_commit);
+        if (ae->leader_commit > ae->prev_log_index &&
+            ae->leader_commit - ae->prev_log_index <= ae->n_entries) {
+            term = ae->entries[ae->leader_commit - ae->prev_log_index - 1].term;
+        }
+        if (term == ae->term) {
+            jinn_fresh_heard_leader(&node->fresh, now, ae->leader_commit);
+        }
     } else if (m->type == RAFT_IO_APPEND_ENTRIES_RESULT &&
                m->append_entries_result.term == node->raft.current_term &&
                raft_state(&node->raft) == RAFT_LEADER) {
@@ -2045,6 +2059,12 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
          * been deposed already: it says so. */
         st->quorum = st->leader_contact_ms >= 0 &&
                      st->leader_contact_ms < (int64_t)node->cfg->election_timeout_ms;
+        /* Until its term-start barrier applied, a new leader may not have
+         * applied what its predecessor acknowledged (Raft 5.4.2): it is in
+         * contact with a quorum, but not known fresh. */
+        if (node->ready_term != node->raft.current_term) {
+            st->leader_contact_ms = -1;
+        }
     } else {
         int64_t heard_ms = -1;
         if (state == RAFT_FOLLOWER && leader_id != 0) {

@@ -482,17 +482,50 @@ static void wait_tick(uv_timer_t *t)
     }
 }
 
-/* A waiter that could not be parked still leaves the line by a command. */
-static void withdraw_committed(struct jinn_api *api, struct jinn_http_request *req,
-                               const struct jinn_result *res)
+/* A waiter that could not be parked still leaves the line by a command.
+ * Its acquire is in the replicated line already: if the withdrawal cannot
+ * even be proposed (shutting down, full disk, leadership gone) the answer
+ * is outcome_unknown, never the proposal's own error, which says "not
+ * applied" (no_space, not_leader) and invites a retry beside a ghost. */
+struct lone_withdrawal {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+    const char *why; /* static text */
+    size_t name_len;
+    char name[JINN_LOCK_NAME_MAX + 1];
+};
+
+static void lone_withdrawn(void *data, int code, const struct jinn_result *res)
 {
-    char name[JINN_ROUTE_ARG_MAX];
-    const char *p = req->path + strlen("/v1/locks/");
-    size_t left = req->path_len - strlen("/v1/locks/");
-    const char *end = memchr(p, '/', left);
-    long n = jinn_http_unescape(p, end ? (size_t)(end - p) : left, name, sizeof name, false);
-    answer_withdrawal(api, req, name, n > 0 ? (size_t)n : 0, 0,
-                      "too many acquires waiting on this node", JINN_OK, res);
+    struct lone_withdrawal *l = data;
+    answer_withdrawal(l->api, l->req, l->name, l->name_len, 0, l->why, code, res);
+    jinn_free(l);
+}
+
+static void withdraw_unparked(struct jinn_api *api, struct jinn_http_request *req,
+                              const char *name, size_t len, uint64_t id)
+{
+    const char *why =
+        api->stopping ? "the node is shutting down" : "too many acquires waiting on this node";
+    struct lone_withdrawal *l = jinn_calloc(1, sizeof *l);
+    struct jinn_cmd c;
+    int rv;
+
+    if (l == NULL) {
+        answer_withdrawal(api, req, name, len, 0, why, JINN_ENOMEM, NULL);
+        return;
+    }
+    l->api = api;
+    l->req = req;
+    l->why = why;
+    memcpy(l->name, name, len);
+    l->name_len = len;
+    withdraw_cmd(&c, name, len, id);
+    rv = jinn_node_propose(api->node, &c, api->cfg->request_timeout_ms, lone_withdrawn, l);
+    if (rv != JINN_OK) {
+        jinn_free(l);
+        answer_withdrawal(api, req, name, len, 0, why, rv, NULL);
+    }
 }
 
 static void park(struct jinn_api *api, struct jinn_http_request *req, const char *name,
@@ -504,9 +537,7 @@ static void park(struct jinn_api *api, struct jinn_http_request *req, const char
     }
     if (w == NULL) {
         /* Not parked: withdraw at once (propose copies the command). */
-        struct jinn_cmd c;
-        withdraw_cmd(&c, name, len, id);
-        jinn_api_propose_or_reply(api, req, &c, withdraw_committed);
+        withdraw_unparked(api, req, name, len, id);
         return;
     }
     api->n_lock_waits++;
