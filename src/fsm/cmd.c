@@ -157,8 +157,10 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         if (!jinn_cmd_is_queue(c->type)) {
             return JINN_EINVAL;
         }
+        /* Format 1 let a NUL through; re-encoding such an entry (tools,
+         * the fuzzer's round trip) keeps it as it was. */
         if (c->q.queue.len == 0 || c->q.queue.len > JINN_QUEUE_NAME_MAX ||
-            has_nul(c->q.queue) || has_nul(c->q.worker) ||
+            (c->version != 1 && (has_nul(c->q.queue) || has_nul(c->q.worker))) ||
             c->q.worker.len > JINN_QUEUE_WORKER_MAX || c->q.idem.len > JINN_QUEUE_IDEM_MAX ||
             c->q.reason.len > JINN_QUEUE_REASON_MAX ||
             c->q.payload.len > JINN_QUEUE_PAYLOAD_MAX) {
