@@ -585,9 +585,12 @@ bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min)
 {
     char buf[32];
     const struct jinn_http_header *h;
+    long n = jinn_http_query_get(req->query, req->query_len, "min_index", buf, sizeof buf);
     *min = 0;
-    if (jinn_http_query_get(req->query, req->query_len, "min_index", buf, sizeof buf) >= 0) {
-        if (!jinn_api_parse_uint(buf, INT64_MAX, min)) {
+    /* A value too long or badly escaped (-2) is refused, never read as
+     * absent: that served the read at once, before the index asked for. */
+    if (n != -1) {
+        if (n == -2 || strlen(buf) != (size_t)n || !jinn_api_parse_uint(buf, INT64_MAX, min)) {
             jinn_http_reply_error(req, JINN_EINVAL, "min_index must be a raft index (a number)");
             return false;
         }
