@@ -64,3 +64,28 @@ def test_a_waiter_whose_leader_died_is_not_granted_the_lock(cluster_factory):
     code, _, body = new.request("/v1/locks/L")
     # The old code: 200 {"owner":"b","expires_in_ms":60000,...}, nobody to use it.
     assert code == 404 or json.loads(body)["owner"] != "b", body
+
+
+def test_a_fresh_clusters_first_locks_and_ttls_last_their_ttl(cluster_factory):
+    """A new leader stamps commands with the cluster time it knows before it
+    is ready; a fresh cluster knows none, so writes accepted in the first
+    moments after the first election were stamped 0. A lock or key granted
+    for 60s then expired at the first stamped entry (the next tick): 0 + 60s
+    is long past the wall clock. Every client that locks right after
+    `jinn run --bootstrap` lost its lock within 100 ms."""
+    c = cluster_factory(1).start()
+    n = c.nodes[0]
+    wait_for(lambda: n.status()["role"] == "leader", 30, interval=0.005, what="leader")
+    code, _, body = n.request("/v1/locks/L?owner=a&ttl=60s", "POST", b"")
+    assert code == 200, body
+    code, _, body = n.request("/v1/kv/app/k?ttl=60s", "PUT", b"v")
+    assert code == 200, body
+    c.wait_ready(timeout=30)
+    code, _, body = n.request("/v1/kv/app/other", "PUT", b"x")  # a stamped entry
+    assert code == 200, body
+    code, _, body = n.request("/v1/locks/L")
+    assert code == 200 and json.loads(body)["owner"] == "a", body  # the old code: 404
+    code, _, body = n.request("/v1/kv/app/k")
+    assert code == 200 and body == b"v", body
+    st = json.loads(n.request("/v1/status")[2])
+    assert abs(st["cluster_time_ms"] - time.time() * 1000) < 60000, st
