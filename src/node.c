@@ -2112,6 +2112,15 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
 
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }
 
+uint64_t jinn_node_time_now(const struct jinn_node *node)
+{
+    uint64_t mono = uv_hrtime() / 1000000u;
+    if (node->seen_time != 0 && node->seen_time == node->fsm.time_ms && mono > node->seen_mono) {
+        return node->fsm.time_ms + (mono - node->seen_mono);
+    }
+    return node->fsm.time_ms;
+}
+
 uint64_t jinn_node_cluster_id(const struct jinn_node *node) { return node->cluster_id; }
 
 bool jinn_node_is_leader(struct jinn_node *node)

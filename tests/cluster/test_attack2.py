@@ -66,6 +66,32 @@ def test_a_waiter_whose_leader_died_is_not_granted_the_lock(cluster_factory):
     assert code == 404 or json.loads(body)["owner"] != "b", body
 
 
+def test_time_left_counts_down_between_entries(cluster_factory):
+    """Cluster time only moves when an entry applies, and with nothing due
+    no entry is written: a lock granted for 60s was shown with
+    "expires_in_ms": 60000 (GET, list, a refused acquire) and a key with a
+    60s ttl with 60000 in a listing, for the whole minute."""
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)  # past the fresh-cluster window (the test below)
+    code, _, body = n.request("/v1/locks/L?owner=a&ttl=60s", "POST", b"")
+    assert code == 200, body
+    code, _, body = n.request("/v1/kv/app/k?ttl=60s", "PUT", b"v")
+    assert code == 200, body
+    time.sleep(1.5)  # the subject: real time passes with no entry written
+    code, _, body = n.request("/v1/locks/L")
+    assert code == 200 and json.loads(body)["expires_in_ms"] <= 59000, body
+    code, _, body = n.request("/v1/locks")
+    assert code == 200 and json.loads(body)["locks"][0]["expires_in_ms"] <= 59000, body
+    code, _, body = n.request("/v1/locks/L?owner=b", "POST", b"")
+    assert code == 409 and json.loads(body)["expires_in_ms"] <= 59000, body
+    code, _, body = n.request("/v1/kv/app?values=1")
+    assert code == 200, body
+    assert json.loads(body)["keys"][0]["expires_in_ms"] <= 59000, body
+    # Never more than was granted, never negative.
+    assert json.loads(n.request("/v1/locks/L")[2])["expires_in_ms"] >= 50000
+
+
 def test_a_fresh_clusters_first_locks_and_ttls_last_their_ttl(cluster_factory):
     """A new leader stamps commands with the cluster time it knows before it
     is ready; a fresh cluster knows none, so writes accepted in the first
