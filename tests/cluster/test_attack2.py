@@ -23,9 +23,33 @@ def test_min_index_that_cannot_be_read_is_refused_not_ignored(cluster_factory):
     # The same value through the header was already refused.
     code, _, body = n.request("/v1/kv/app/k", headers={"X-Jinn-Min-Index": "9" * 38})
     assert code == 400, body
+    # Given twice, the first alone was read: min_index=1&min_index=999999
+    # answered at once.
+    for path, hdr in (("/v1/kv/app/k?min_index=1&min_index=999999", {}),
+                      ("/v1/kv/app/k?min_index=1", {"X-Jinn-Min-Index": "999999"})):
+        code, _, body = n.request(path, headers=hdr)
+        assert code == 400, (path, hdr, code, body)
+    code, _, body = raw_exchange(n, "GET /v1/kv/app/k HTTP/1.1\r\nHost: x\r\n"
+                                    "X-Jinn-Min-Index: 1\r\nX-Jinn-Min-Index: 999999\r\n"
+                                    "Connection: close\r\n\r\n")
+    assert code == 400, body
     # A well-formed value still works.
     code, _, body = n.request("/v1/kv/app/k?min_index=" + "0" * 20 + "1")
     assert code == 200 and body == b"v", body
+
+
+def raw_exchange(node, text):
+    port = int(node.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(text.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head, body
 
 
 def _raw_request(node, text):
