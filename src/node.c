@@ -248,6 +248,19 @@ static int64_t test_clock_offset(void)
     return (int64_t)ms;
 }
 
+static uint64_t term_of(const struct raft *r, uint64_t index);
+
+/* True when no leader before this one committed anything: every entry past
+ * the bootstrap configuration (index 1) is of the current term (terms never
+ * decrease along the log), and nothing was compacted. No entry in such a
+ * log carries a cluster time this leader did not stamp itself. */
+static bool fresh_log(struct raft *r)
+{
+    uint64_t last = raft_last_index(r);
+    return r->log.snapshot.last_index == 0 &&
+           (last < 2 || term_of(r, 2) == r->current_term);
+}
+
 /* The cluster time a command proposed now gets (clock.h). */
 static uint64_t cluster_now(struct jinn_node *node, bool commit)
 {
@@ -261,7 +274,14 @@ static uint64_t cluster_now(struct jinn_node *node, bool commit)
         /* A new leader that has not applied its log yet does not know the
          * cluster time: no anchor (and no wall clock) until it has. */
         uint64_t t = node->fsm.time_ms > node->clock.last ? node->fsm.time_ms : node->clock.last;
-        return resume > t ? resume : t;
+        t = resume > t ? resume : t;
+        if (t == 0 && fresh_log(&node->raft)) {
+            /* A fresh cluster has no time to continue from: stamped 0, a
+             * lock or TTL granted now ran out at the first stamped entry
+             * (0 + ttl is long past the wall clock). */
+            return wall;
+        }
+        return t;
     }
     return jinn_clock_stamp(&node->clock, node->raft.current_term, mono, wall,
                             node->fsm.time_ms, resume, commit);
@@ -2111,6 +2131,15 @@ void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
 }
 
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node) { return &node->fsm; }
+
+uint64_t jinn_node_time_now(const struct jinn_node *node)
+{
+    uint64_t mono = uv_hrtime() / 1000000u;
+    if (node->seen_time != 0 && node->seen_time == node->fsm.time_ms && mono > node->seen_mono) {
+        return node->fsm.time_ms + (mono - node->seen_mono);
+    }
+    return node->fsm.time_ms;
+}
 
 uint64_t jinn_node_cluster_id(const struct jinn_node *node) { return node->cluster_id; }
 

@@ -112,6 +112,13 @@ const char *jinn_role_name(enum jinn_role role);
 /* Read-only access to replicated state, for handlers on the loop thread. */
 const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node);
 
+/* The cluster time now, as this node estimates it: the applied state's time
+ * plus the monotonic time since this node applied it. Only for "time left"
+ * figures in replies (the applied state's time stands still between
+ * entries: a lock granted for 60s read "60000 ms left" for a minute); never
+ * for apply. */
+uint64_t jinn_node_time_now(const struct jinn_node *node);
+
 /* The cluster id (0 while a new member has not been contacted yet). */
 uint64_t jinn_node_cluster_id(const struct jinn_node *node);
 

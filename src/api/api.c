@@ -276,7 +276,7 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
 static const char *repeated_header(const struct jinn_http_msg *msg)
 {
     static const char *const single[] = {"x-jinn-fence", "if-match", "if-none-match",
-                                         "idempotency-key", "content-type"};
+                                         "idempotency-key", "content-type", "x-jinn-min-index"};
     for (size_t k = 0; k < sizeof single / sizeof single[0]; k++) {
         size_t len = strlen(single[k]);
         unsigned seen = 0;
@@ -581,13 +581,42 @@ void jinn_api_index_stop(struct jinn_api *api)
     }
 }
 
+/* How many query parameters are named name (a repeat is refused, never
+ * silently read as its first). */
+static unsigned query_count(const char *query, size_t query_len, const char *name)
+{
+    size_t name_len = strlen(name);
+    unsigned n = 0;
+    for (const char *p = query, *end = query + query_len; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        const char *ke = eq ? eq : pe;
+        if ((size_t)(ke - p) == name_len && strncmp(p, name, name_len) == 0) {
+            n++;
+        }
+        p = pe + 1;
+    }
+    return n;
+}
+
 bool jinn_api_min_index_or_reply(struct jinn_http_request *req, uint64_t *min)
 {
     char buf[32];
     const struct jinn_http_header *h;
+    long n = jinn_http_query_get(req->query, req->query_len, "min_index", buf, sizeof buf);
     *min = 0;
-    if (jinn_http_query_get(req->query, req->query_len, "min_index", buf, sizeof buf) >= 0) {
-        if (!jinn_api_parse_uint(buf, INT64_MAX, min)) {
+    /* Two of them (twice in the query, or query and header): which one the
+     * client meant is unknown; the first alone may be served too early. */
+    if (query_count(req->query, req->query_len, "min_index") > 1 ||
+        (n != -1 && jinn_http_header_find(&req->msg, "X-Jinn-Min-Index") != NULL)) {
+        jinn_http_reply_error(req, JINN_EINVAL, "min_index given more than once");
+        return false;
+    }
+    /* A value too long or badly escaped (-2) is refused, never read as
+     * absent: that served the read at once, before the index asked for. */
+    if (n != -1) {
+        if (n == -2 || strlen(buf) != (size_t)n || !jinn_api_parse_uint(buf, INT64_MAX, min)) {
             jinn_http_reply_error(req, JINN_EINVAL, "min_index must be a raft index (a number)");
             return false;
         }

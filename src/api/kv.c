@@ -461,7 +461,7 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
         goto out;
     }
     ls.values = values == 1;
-    ls.now = fsm->time_ms;
+    ls.now = jinn_node_time_now(api->node); /* "time left" as of now */
     ls.keys = json_array();
     if (ls.keys == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);

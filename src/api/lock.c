@@ -150,7 +150,7 @@ static void lock_committed(struct jinn_api *api, struct jinn_http_request *req,
     }
     if (res->code == JINN_ECONFLICT) {
         if (k != NULL) {
-            obj = lock_json(k, fsm->time_ms, false);
+            obj = lock_json(k, jinn_node_time_now(api->node), false);
         } else {
             obj = json_object();
         }
@@ -329,7 +329,7 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_ENOTFOUND, "the lock is not held");
         return;
     }
-    obj = lock_json(k, fsm->time_ms, true);
+    obj = lock_json(k, jinn_node_time_now(api->node), true);
     json_object_set_new(obj, "waiting",
                         json_integer((json_int_t)jinn_locks_line_length(&fsm->locks, name,
                                                                         (size_t)n)));
@@ -356,7 +356,7 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
             more = true;
             break;
         }
-        json_array_append_new(locks, lock_json(k, fsm->time_ms, true));
+        json_array_append_new(locks, lock_json(k, jinn_node_time_now(api->node), true));
     }
     jinn_http_reply_json(req, 200, json_pack("{s:o, s:b}", "locks", locks, "more", more));
 }
