@@ -133,6 +133,7 @@ struct jinn_node {
     struct raft_barrier barrier; /* commits the start of each leader term */
     bool barrier_inflight;
     uint64_t ready_term; /* term whose barrier has been applied */
+    uint64_t orphans_term; /* term whose first command was LOCK_ORPHANS */
     struct raft_transfer transfer;
 
     /* Linearizable reads: `reading` wait on the barrier in flight, `queued`
@@ -1081,6 +1082,19 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
      * raft's own reserve (barriers, snapshots, segments being closed). */
     if (node->disk.full) {
         return JINN_ENOSPACE;
+    }
+    /* The first command of every term: waiters queued under earlier
+     * leaders have no client listening here (fsm/lock.h). First, so that
+     * no expiry sweep in this term can grant one of them a lock. */
+    if (node->orphans_term != node->raft.current_term && c->type != JINN_CMD_LOCK_ORPHANS) {
+        struct jinn_cmd orphans;
+        memset(&orphans, 0, sizeof orphans);
+        orphans.type = JINN_CMD_LOCK_ORPHANS;
+        rv = jinn_node_propose(node, &orphans, node->cfg->request_timeout_ms, NULL, NULL);
+        if (rv != 0) {
+            return rv;
+        }
+        node->orphans_term = node->raft.current_term;
     }
     /* Monotonic from the log's last cluster time, steered by the wall clock
      * at most 1 %: a clock step on any node cannot end a TTL early. */

@@ -42,6 +42,8 @@ const char *jinn_cmd_type_name(int type)
         return "sql_exec";
     case JINN_CMD_LOCK_WITHDRAW:
         return "lock_withdraw";
+    case JINN_CMD_LOCK_ORPHANS:
+        return "lock_orphans";
     case JINN_CMD_CHECK:
         return "check";
     case JINN_CMD_NODE_DEL:
@@ -78,6 +80,7 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
     switch (c->type) {
     case JINN_CMD_NOOP:
     case JINN_CMD_CHECK:
+    case JINN_CMD_LOCK_ORPHANS:
         break;
     case JINN_CMD_NODE_DEL:
         jinn_wbuf_put_u64(w, c->node.id);
@@ -213,6 +216,7 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
     switch (c->type) {
     case JINN_CMD_NOOP:
     case JINN_CMD_CHECK:
+    case JINN_CMD_LOCK_ORPHANS:
         break;
     case JINN_CMD_NODE_DEL:
         c->node.id = jinn_rbuf_get_u64(&r);

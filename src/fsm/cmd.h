@@ -11,7 +11,8 @@
  * Decoding never trusts a length: a truncated, oversized or trailing-garbage
  * command is rejected with JINN_ECORRUPT, identically on every replica.
  *
- * Format 2 (this build writes it) added CHECK, NODE_DEL and LOCK_WITHDRAW,
+ * Format 2 (this build writes it) added CHECK, NODE_DEL, LOCK_WITHDRAW and
+ * LOCK_ORPHANS,
  * SQL_EXEC's sqlite_version, and refuses what format 1 let through (a NUL
  * in a queue name or worker, an invalid node URL). Entries of format 1 in a
  * log keep format 1's meaning on every replica, so a log written before the
@@ -73,6 +74,8 @@ enum jinn_cmd_type {
     JINN_CMD_NODE_DEL = 18,  /* the leader drops a node that left the configuration */
     /* a waiting acquire (lock.token = its raft index) leaves the line */
     JINN_CMD_LOCK_WITHDRAW = 21,
+    JINN_CMD_LOCK_ORPHANS = 22, /* a new leader's first command: waiters queued
+                                   under earlier leaders leave every line */
     JINN_CMD_TYPE_MAX
 };
 

@@ -106,6 +106,11 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     if (c.time_ms > fsm->time_ms) {
         fsm->time_ms = c.time_ms;
     }
+    /* A new leader's orphans leave before the sweep, which could otherwise
+     * grant one of them a lock that expired meanwhile. */
+    if (c.type == JINN_CMD_LOCK_ORPHANS) {
+        fsm->result.value = jinn_locks_drop_waiters_before(&fsm->locks, index);
+    }
     /* Expiry first: a key whose TTL passed is gone before this command
      * looks at it, on every replica alike. */
     jinn_kv_expire(&fsm->kv, index, fsm->time_ms);
@@ -113,6 +118,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     jinn_queues_expire(&fsm->queues, fsm->time_ms);
     switch (c.type) {
     case JINN_CMD_NOOP:
+    case JINN_CMD_LOCK_ORPHANS:
         break;
     case JINN_CMD_CHECK:
         /* Changes nothing: the apply hook digests the state as of this

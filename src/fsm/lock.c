@@ -476,6 +476,32 @@ size_t jinn_locks_line_length(const struct jinn_locks *l, const char *name, size
     return n;
 }
 
+size_t jinn_locks_drop_waiters_before(struct jinn_locks *l, uint64_t index)
+{
+    size_t dropped = 0;
+    struct jinn_tree_iter it;
+    struct jinn_tree_node *n = jinn_tree_seek(&l->line, NULL, &it);
+    while (n != NULL) {
+        struct jinn_lock_waiter *w = WAITER(n, in_line), probe;
+        char name[JINN_LOCK_NAME_MAX];
+        if (w->id >= index) {
+            n = jinn_tree_next(&it);
+            continue;
+        }
+        /* The tree must not change under an iterator: remove, then seek
+         * again just past where the removed waiter stood. */
+        memcpy(name, w->name, w->name_len);
+        probe.name = name;
+        probe.name_len = w->name_len;
+        probe.id = w->id;
+        unlink_waiter(l, w);
+        jinn_free(w);
+        dropped++;
+        n = jinn_tree_seek(&l->line, &probe.in_line, &it);
+    }
+    return dropped;
+}
+
 int jinn_locks_withdraw(struct jinn_locks *l, const struct jinn_cmd *c, uint64_t *token)
 {
     struct jinn_lock_waiter probe;

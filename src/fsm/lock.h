@@ -78,6 +78,12 @@ int jinn_locks_release(struct jinn_locks *l, uint64_t index, uint64_t now,
  * line nor holding (its wait ended, or its grant already ended). */
 int jinn_locks_withdraw(struct jinn_locks *l, const struct jinn_cmd *c, uint64_t *token);
 
+/* LOCK_ORPHANS at index: every waiter queued before it leaves its line.
+ * Waiters are parked on the leader that queued them; once leadership has
+ * moved, nobody is listening for them, and granting one would make a
+ * holder nobody knows about for a whole TTL. Returns how many left. */
+size_t jinn_locks_drop_waiters_before(struct jinn_locks *l, uint64_t index);
+
 /* How many acquires wait in line for name. */
 size_t jinn_locks_line_length(const struct jinn_locks *l, const char *name, size_t len);
 

@@ -59,9 +59,6 @@ def _raw_request(node, text):
     return s
 
 
-@pytest.mark.xfail(strict=True, reason="open (A3): a waiter parked on a leader that dies stays "
-                   "in the replicated line; nothing withdraws it, and the lock later passes "
-                   "to a client that is gone, for its whole ttl (up to lock_max_ttl)")
 def test_a_waiter_whose_leader_died_is_not_granted_the_lock(cluster_factory):
     """docs/api.md: "A disconnected client's place in line is withdrawn ...
     so no lock passes to a holder nobody is listening for". A kill -9 of the

@@ -331,3 +331,38 @@ TEST(lock_huge_ttl_saturates)
     CHECK(jinn_locks_get(&fsm.locks, "A", 1) != NULL);
     jinn_fsm_close(&fsm);
 }
+
+/* A3: a waiter parked on a leader that died was granted the lock when its
+ * holder expired, though nobody listened for it. A new leader's first
+ * command (LOCK_ORPHANS) drops every waiter queued before it, before the
+ * expiry sweep of that same command can grant one. */
+TEST(lock_orphans_leave_every_line_before_the_sweep)
+{
+    struct jinn_fsm fsm;
+    struct jinn_cmd c, orphans;
+    memset(&orphans, 0, sizeof orphans);
+    orphans.type = JINN_CMD_LOCK_ORPHANS;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(apply(&fsm, 1, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "A", "a", 0, 1000)), 0);
+    CHECK_INT(apply(&fsm, 2, 0, lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "a", 0, 60000)), 0);
+    for (uint64_t i = 3; i <= 5; i++) {
+        c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, i == 5 ? "B" : "A", i == 3 ? "b" : "c", 0, 60000);
+        c.lock.wait_ms = 120000;
+        CHECK_INT(apply(&fsm, i, 10, c), JINN_EQUEUED);
+    }
+    CHECK_INT(jinn_locks_line_length(&fsm.locks, "A", 1), 2);
+    /* A's holder expired at 1000; the new leader's first command is at 2000. */
+    CHECK_INT(apply(&fsm, 7, 2000, orphans), 0);
+    CHECK_INT(fsm.result.value, 3);
+    CHECK(jinn_locks_get(&fsm.locks, "A", 1) == NULL); /* free, not granted to b */
+    CHECK_INT(jinn_locks_line_length(&fsm.locks, "A", 1), 0);
+    CHECK_INT(jinn_locks_line_length(&fsm.locks, "B", 1), 0);
+    CHECK(jinn_locks_get(&fsm.locks, "B", 1) != NULL); /* holders stay */
+    /* Waiters queued in the new term are kept. */
+    c = lock_cmd(JINN_CMD_LOCK_ACQUIRE, "B", "d", 0, 60000);
+    c.lock.wait_ms = 120000;
+    CHECK_INT(apply(&fsm, 8, 2000, c), JINN_EQUEUED);
+    CHECK_INT(apply(&fsm, 9, 2000, orphans), 0);
+    CHECK_INT(fsm.result.value, 1); /* index 8 < 9: a later leader drops it too */
+    jinn_fsm_close(&fsm);
+}
