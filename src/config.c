@@ -69,6 +69,7 @@ int jinn_config_defaults(struct jinn_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->replicas = 0; /* resolved after parsing: all peers */
     cfg->election_timeout_ms = 500;
+    cfg->install_snapshot_timeout_ms = 5000;
     cfg->heartbeat_timeout_ms = 50;
     cfg->snapshot_threshold = 8192;
     cfg->snapshot_trailing = 2048;
@@ -851,6 +852,7 @@ static const struct directive directives[] = {
     {"cluster_peers", K_PEERS, 0, 0, 0},
     {"cluster_replicas", K_UINT, FIELD(replicas), 1, JINN_CONFIG_MAX_PEERS},
     {"election_timeout", K_DURATION, FIELD(election_timeout_ms), 50, 60000},
+    {"install_snapshot_timeout", K_DURATION, FIELD(install_snapshot_timeout_ms), 100, 600000},
     {"heartbeat_timeout", K_DURATION, FIELD(heartbeat_timeout_ms), 10, 10000},
     {"snapshot_threshold", K_UINT, FIELD(snapshot_threshold), 16, 100000000},
     {"snapshot_trailing", K_UINT, FIELD(snapshot_trailing), 0, 100000000},

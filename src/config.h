@@ -62,6 +62,7 @@ struct jinn_config {
     struct jinn_queue_policy *queue_policies;
     unsigned n_queue_policies;
     unsigned election_timeout_ms;
+    unsigned install_snapshot_timeout_ms; /* leader resends a snapshot after this */
     unsigned heartbeat_timeout_ms;
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;

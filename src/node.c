@@ -973,6 +973,11 @@ int jinn_node_start(struct jinn_node *node)
     raft_set_heartbeat_timeout(&node->raft, cfg->heartbeat_timeout_ms);
     raft_set_snapshot_threshold(&node->raft, cfg->snapshot_threshold);
     raft_set_snapshot_trailing(&node->raft, cfg->snapshot_trailing);
+    /* libraft 0.15 may send a follower an older snapshot than the index it
+     * then waits for (its sendSnapshot TODO): the follower answers, the
+     * leader keeps waiting, and only this timeout resends. Its default (30 s)
+     * left a restarted follower that far behind. */
+    raft_set_install_snapshot_timeout(&node->raft, cfg->install_snapshot_timeout_ms);
     raft_set_pre_vote(&node->raft, true);
     if (node->mode == MODE_BOOTSTRAP) {
         struct identity ident;
