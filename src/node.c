@@ -230,23 +230,25 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* TEST ONLY: JINN_TEST_CLOCK_OFFSET_MS (signed) shifts this node's wall
- * clock, read once at start, to test clock steps and skewed leaders. */
-static int64_t test_clock_offset(void)
+/* TEST ONLY hooks, read once at start and logged loudly when set:
+ * JINN_TEST_CLOCK_OFFSET_MS (signed) shifts this node's wall clock, to test
+ * clock steps and skewed leaders; JINN_TEST_APPEND_DELAY_MS makes its log
+ * writes report completion that much later (a slow disk). */
+static long long test_env_ms(const char *name, long long min, long long max, const char *what)
 {
-    const char *v = getenv("JINN_TEST_CLOCK_OFFSET_MS");
+    const char *v = getenv(name);
     long long ms;
     char *end;
     if (v == NULL || *v == '\0') {
         return 0;
     }
     ms = strtoll(v, &end, 10);
-    if (*end != '\0' || ms > 100000000000LL || ms < -100000000000LL) {
-        jinn_warn("ignoring JINN_TEST_CLOCK_OFFSET_MS=%s", v);
+    if (*end != '\0' || ms < min || ms > max) {
+        jinn_warn("ignoring %s=%s (%lld to %lld)", name, v, min, max);
         return 0;
     }
-    jinn_warn("TEST ONLY: wall clock shifted by %lld ms (JINN_TEST_CLOCK_OFFSET_MS)", ms);
-    return (int64_t)ms;
+    jinn_warn("TEST ONLY: %s by %lld ms (%s)", what, ms, name);
+    return ms;
 }
 
 static uint64_t term_of(const struct raft *r, uint64_t index);
@@ -854,25 +856,6 @@ static void heard(void *data, const struct raft_message *m)
     }
 }
 
-/* TEST ONLY: JINN_TEST_APPEND_DELAY_MS makes this node's log writes report
- * completion that much later (a slow disk), read once at start. */
-static unsigned test_append_delay(void)
-{
-    const char *v = getenv("JINN_TEST_APPEND_DELAY_MS");
-    unsigned long ms;
-    char *end;
-    if (v == NULL || *v == '\0') {
-        return 0;
-    }
-    ms = strtoul(v, &end, 10);
-    if (*end != '\0' || ms > 60000) {
-        jinn_warn("ignoring JINN_TEST_APPEND_DELAY_MS=%s (0-60000)", v);
-        return 0;
-    }
-    jinn_warn("TEST ONLY: log writes are reported %lu ms late (JINN_TEST_APPEND_DELAY_MS)", ms);
-    return (unsigned)ms;
-}
-
 /* Staleness in ms (fresh.h): -1 when this node was never known fresh. */
 static int64_t staleness(struct jinn_node *node, uint64_t now)
 {
@@ -956,8 +939,10 @@ int jinn_node_start(struct jinn_node *node)
     node->guard.on_recv = heard;
     node->guard.on_recv_data = node;
     node->guard.loop = node->loop;
-    node->guard.append_delay_ms = test_append_delay();
-    node->test_clock_offset_ms = test_clock_offset();
+    node->guard.append_delay_ms =
+        (unsigned)test_env_ms("JINN_TEST_APPEND_DELAY_MS", 0, 60000, "log writes reported late");
+    node->test_clock_offset_ms = (int64_t)test_env_ms(
+        "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
     if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
         jinn_fsm_async_snapshots(&node->fsm); /* SQL images off the loop */
     }
