@@ -52,6 +52,9 @@ void jinn_fsm_fatal(const char *fmt, ...)
     } else {
         jinn_error("fatal apply: %s; stopping this node", msg);
     }
+#ifdef JINN_FUZZ
+    abort(); /* a fuzzer keeps the input that got here (it ignores _exit) */
+#endif
     _exit(JINN_EXIT_FATAL_APPLY);
 }
 
@@ -335,6 +338,16 @@ struct jinn_snap_job {
     struct jinn_sql_pin *pin;
 };
 
+static void snap_job_free(struct jinn_fsm *fsm)
+{
+    if (fsm->snap != NULL) {
+        jinn_sql_pin_free(fsm->snap->pin);
+        jinn_wbuf_free(&fsm->snap->w);
+        jinn_free(fsm->snap);
+        fsm->snap = NULL;
+    }
+}
+
 static int fsm_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct jinn_fsm *fsm = iface->data;
@@ -404,13 +417,7 @@ static int fsm_snapshot_async(struct raft_fsm *iface, struct raft_buffer *bufs[]
 static int fsm_snapshot_finalize(struct raft_fsm *iface, struct raft_buffer *bufs[],
                                  unsigned *n_bufs)
 {
-    struct jinn_fsm *fsm = iface->data;
-    if (fsm->snap != NULL) {
-        jinn_sql_pin_free(fsm->snap->pin);
-        jinn_wbuf_free(&fsm->snap->w);
-        jinn_free(fsm->snap);
-        fsm->snap = NULL;
-    }
+    snap_job_free(iface->data);
     if (*bufs != NULL) {
         for (unsigned i = 0; i < *n_bufs; i++) {
             jinn_free((*bufs)[i].base);
@@ -461,9 +468,7 @@ void jinn_fsm_async_snapshots(struct jinn_fsm *fsm)
 
 void jinn_fsm_close(struct jinn_fsm *fsm)
 {
-    unsigned n = 0;
-    struct raft_buffer *none = NULL;
-    fsm_snapshot_finalize(&fsm->iface, &none, &n); /* a snapshot never finished */
+    snap_job_free(fsm); /* a snapshot raft never finished */
     jinn_nodes_clear(&fsm->nodes);
     jinn_kv_clear(&fsm->kv);
     jinn_locks_clear(&fsm->locks);

@@ -1925,14 +1925,25 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
     if (check.failed || count > JINN_SQL_DBS_MAX) {
         return JINN_ECORRUPT;
     }
+    char prev[JINN_SQL_DB_MAX + 1] = "";
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *name, *image;
+        char cur[JINN_SQL_DB_MAX + 1];
         size_t name_len = jinn_rbuf_get_bytes(&check, &name, JINN_SQL_DB_MAX);
         size_t len = jinn_rbuf_get_bytes(&check, &image, UINT32_MAX);
         if (check.failed || name_len == 0 || memchr(name, '/', name_len) ||
             memchr(name, '\0', name_len) || len < 100 || memcmp(image, "SQLite format 3", 16) != 0) {
             return JINN_ECORRUPT;
         }
+        /* Names in strictly increasing order, as jinn_sql_encode writes
+         * them: a duplicate would overwrite its twin's image beside the
+         * live files and fail only after the swap. */
+        memcpy(cur, name, name_len);
+        cur[name_len] = '\0';
+        if (i > 0 && strcmp(prev, cur) >= 0) {
+            return JINN_ECORRUPT;
+        }
+        memcpy(prev, cur, name_len + 1);
     }
     if (s->dir == NULL) {
         return count == 0 ? (*r = check, 0) : JINN_EIO;

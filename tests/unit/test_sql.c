@@ -1049,3 +1049,35 @@ TEST(sql_query_memory_is_capped_per_thread)
     sqlite3_close_v2(reader);
     done(&fsm, d);
 }
+
+/* make fuzz (snapshot_decode): a snapshot naming one database twice passed
+ * validation, wrote the twin's image over the first beside the live files,
+ * and failed only after the swap (a fatal stop). Names must be strictly
+ * increasing, as the encoder writes them: refused before any file moves. */
+TEST(sql_restore_refuses_a_database_named_twice)
+{
+    char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm a, b;
+    struct jinn_wbuf one, two;
+    struct jinn_rbuf r;
+    uint32_t before;
+    CHECK_INT(make_fsm(&a, d1), 0);
+    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(exec1(&a, 1, "CREATE TABLE t(x)"), JINN_OK);
+    CHECK_INT(exec1(&b, 1, "CREATE TABLE u(y)"), JINN_OK);
+    before = checksum(&b);
+    jinn_wbuf_init(&one);
+    jinn_sql_encode(&a.sql, &one); /* u32 1, then "app" and its image */
+    jinn_wbuf_init(&two);
+    jinn_wbuf_put_u32(&two, 2);
+    jinn_wbuf_put_raw(&two, one.data + 4, one.len - 4);
+    jinn_wbuf_put_raw(&two, one.data + 4, one.len - 4);
+    CHECK(!one.failed && !two.failed);
+    jinn_rbuf_init(&r, two.data, two.len);
+    CHECK_INT(jinn_sql_decode(&b.sql, &r), JINN_ECORRUPT);
+    CHECK_INT(checksum(&b), before); /* the old database stays */
+    jinn_wbuf_free(&one);
+    jinn_wbuf_free(&two);
+    done(&a, d1);
+    done(&b, d2);
+}
