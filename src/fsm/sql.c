@@ -897,6 +897,25 @@ static _Thread_local int trusted;
  * authorizer). */
 static _Thread_local int ddl_seen;
 
+/* What exec and query connections both allow when a statement reads:
+ * SQLITE_OK or SQLITE_DENY, or -1 for an action that is not a read. */
+static int authorize_read(int action, const char *a, const char *b, const char *schema)
+{
+    switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_RECURSIVE:
+        return SQLITE_OK;
+    case SQLITE_READ:
+        return table_refused(a, schema) ? SQLITE_DENY : SQLITE_OK;
+    case SQLITE_FUNCTION:
+        return IN_LIST(functions_allowed, b) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_PRAGMA:
+        return pragma_allowed(a, b) ? SQLITE_OK : SQLITE_DENY;
+    default:
+        return -1;
+    }
+}
+
 /* The authorizer of the apply connection: an allow-list. */
 static int authorize_exec(void *data, int action, const char *a, const char *b,
                           const char *schema, const char *trigger)
@@ -909,16 +928,11 @@ static int authorize_exec(void *data, int action, const char *a, const char *b,
     if (action == SQLITE_CREATE_TABLE || action == SQLITE_ALTER_TABLE) {
         ddl_seen = 1;
     }
+    int read = authorize_read(action, a, b, schema);
+    if (read >= 0) {
+        return read;
+    }
     switch (action) {
-    case SQLITE_SELECT:
-    case SQLITE_RECURSIVE:
-        return SQLITE_OK;
-    case SQLITE_READ:
-        return table_refused(a, schema) ? SQLITE_DENY : SQLITE_OK;
-    case SQLITE_FUNCTION:
-        return IN_LIST(functions_allowed, b) ? SQLITE_OK : SQLITE_DENY;
-    case SQLITE_PRAGMA:
-        return pragma_allowed(a, b) ? SQLITE_OK : SQLITE_DENY;
     case SQLITE_CREATE_VTABLE:
         return IN_LIST(modules_allowed, b) && schema && strcasecmp(schema, "main") == 0
                    ? SQLITE_OK
@@ -971,16 +985,11 @@ static int authorize_query(void *data, int action, const char *a, const char *b,
 {
     (void)data;
     (void)trigger;
+    int read = authorize_read(action, a, b, schema);
+    if (read >= 0) {
+        return read;
+    }
     switch (action) {
-    case SQLITE_SELECT:
-    case SQLITE_RECURSIVE:
-        return SQLITE_OK;
-    case SQLITE_READ:
-        return table_refused(a, schema) ? SQLITE_DENY : SQLITE_OK;
-    case SQLITE_FUNCTION:
-        return IN_LIST(functions_allowed, b) ? SQLITE_OK : SQLITE_DENY;
-    case SQLITE_PRAGMA:
-        return pragma_allowed(a, b) ? SQLITE_OK : SQLITE_DENY;
     case SQLITE_INSERT:
     case SQLITE_UPDATE:
     case SQLITE_DELETE:

@@ -1,7 +1,30 @@
 /* fsm_apply.c - see fsm_apply.h. */
 #include "fsm_apply.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "codec.h"
+
+int unit_sql_fsm(struct jinn_fsm *fsm, char *dir)
+{
+    jinn_fsm_init(fsm);
+    if (mkdtemp(dir) == NULL) {
+        return -1;
+    }
+    return jinn_sql_set_dir(&fsm->sql, dir);
+}
+
+void unit_sql_fsm_done(struct jinn_fsm *fsm, const char *dir)
+{
+    char cmd[128];
+    jinn_fsm_close(fsm);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "  could not remove %s\n", dir);
+    }
+}
 
 const struct jinn_result *unit_apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time,
                                      struct jinn_cmd c)

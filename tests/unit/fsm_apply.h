@@ -13,4 +13,11 @@
 const struct jinn_result *unit_apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time,
                                      struct jinn_cmd c);
 
+/* An FSM whose SQL databases live in a fresh directory made from the
+ * mkdtemp template dir (modified in place). 0 on success. */
+int unit_sql_fsm(struct jinn_fsm *fsm, char *dir);
+
+/* Closes the FSM and removes its directory. */
+void unit_sql_fsm_done(struct jinn_fsm *fsm, const char *dir);
+
 #endif

@@ -69,24 +69,6 @@ static struct jinn_cmd sql_exec(const char *db, const char *json)
     return c;
 }
 
-static int make_fsm(struct jinn_fsm *fsm, char *dir)
-{
-    jinn_fsm_init(fsm);
-    if (mkdtemp(dir) == NULL) {
-        return -1;
-    }
-    return jinn_sql_set_dir(&fsm->sql, dir);
-}
-
-static void done(struct jinn_fsm *fsm, const char *dir)
-{
-    char cmd[128];
-    jinn_fsm_close(fsm);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "  could not remove %s\n", dir);
-    }
-}
 
 /* The full digest, SQL included, as the CHECK apply hook computes it. */
 static int digest(const struct jinn_fsm *fsm, uint64_t index, struct jinn_digest *d)
@@ -143,8 +125,8 @@ TEST(digest_same_log_same_digest_and_sections)
     struct jinn_digest *da = jinn_malloc(sizeof *da), *db = jinn_malloc(sizeof *db);
     uint64_t ia = 0, ib = 0;
     CHECK(da != NULL && db != NULL);
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     apply_all(&a, &ia);
     apply_all(&b, &ib);
     CHECK_INT(digest(&a, ia, da), 0);
@@ -158,8 +140,8 @@ TEST(digest_same_log_same_digest_and_sections)
     }
     jinn_free(da);
     jinn_free(db);
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 TEST(digest_one_changed_key_or_row_changes_only_its_section)
@@ -171,8 +153,8 @@ TEST(digest_one_changed_key_or_row_changes_only_its_section)
     char err[200];
     sqlite3 *conn;
     CHECK(da != NULL && db != NULL);
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     apply_all(&a, &ia);
     apply_all(&b, &ib);
     /* b's copy of one key differs (same revision, same index: only the value). */
@@ -207,8 +189,8 @@ TEST(digest_one_changed_key_or_row_changes_only_its_section)
     (void)err;
     jinn_free(da);
     jinn_free(db);
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 static const char *const SQL_A =
@@ -334,8 +316,8 @@ TEST(digest_survives_snapshot_restore)
     struct jinn_wbuf w;
     uint64_t ia = 0;
     CHECK(da != NULL && db != NULL);
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     apply_all(&a, &ia);
     jinn_wbuf_init(&w);
     CHECK_INT(jinn_fsm_encode(&a, &w), 0);
@@ -346,8 +328,8 @@ TEST(digest_survives_snapshot_restore)
     CHECK(da->total == db->total);
     jinn_free(da);
     jinn_free(db);
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 /* CHECK round-trips and changes no state (only marks where it applied). */
@@ -358,7 +340,7 @@ TEST(digest_check_command_changes_nothing)
     struct jinn_wbuf before, after, enc;
     struct jinn_cmd c, out;
     uint64_t ia = 0;
-    CHECK_INT(make_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
     apply_all(&a, &ia);
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_CHECK;
@@ -380,7 +362,7 @@ TEST(digest_check_command_changes_nothing)
     CHECK(memcmp(before.data, after.data, before.len) == 0);
     jinn_wbuf_free(&before);
     jinn_wbuf_free(&after);
-    done(&a, d1);
+    unit_sql_fsm_done(&a, d1);
 }
 
 TEST(digest_check_interval_config)

@@ -28,25 +28,6 @@ static const struct jinn_result *exec(struct jinn_fsm *fsm, uint64_t index, uint
     return unit_apply(fsm, index, time, c);
 }
 
-static int make_fsm(struct jinn_fsm *fsm, char *dir)
-{
-    jinn_fsm_init(fsm);
-    if (mkdtemp(dir) == NULL) {
-        return -1;
-    }
-    return jinn_sql_set_dir(&fsm->sql, dir);
-}
-
-/* Closes the FSM and removes its scratch directory. */
-static void done(struct jinn_fsm *fsm, const char *dir)
-{
-    char cmd[128];
-    jinn_fsm_close(fsm);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "  could not remove %s\n", dir);
-    }
-}
 
 static uint32_t checksum(const struct jinn_fsm *fsm)
 {
@@ -70,8 +51,8 @@ TEST(sql_replicas_byte_identical_with_random_and_time)
 {
     char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm a, b;
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     for (uint64_t i = 0; i < 3; i++) {
         CHECK_INT(exec(&a, 10 + i, 1000000 + i, workload[i], 1000000)->code, JINN_OK);
         CHECK_INT(exec(&b, 10 + i, 1000000 + i, workload[i], 1000000)->code, JINN_OK);
@@ -79,15 +60,15 @@ TEST(sql_replicas_byte_identical_with_random_and_time)
     CHECK(checksum(&a) != 0);
     CHECK_INT(checksum(&a), checksum(&b));
     /* A different index (another log) gives other random values. */
-    done(&b, d2);
+    unit_sql_fsm_done(&b, d2);
     char d3[] = "/tmp/jinn-sql-XXXXXX";
-    CHECK_INT(make_fsm(&b, d3), 0);
+    CHECK_INT(unit_sql_fsm(&b, d3), 0);
     CHECK_INT(exec(&b, 10, 1000000, workload[0], 1000000)->code, JINN_OK);
     CHECK_INT(exec(&b, 99, 1000001, workload[1], 1000000)->code, JINN_OK);
     CHECK_INT(exec(&b, 12, 1000002, workload[2], 1000000)->code, JINN_OK);
     CHECK(checksum(&a) != checksum(&b));
-    done(&a, d1);
-    done(&b, d3);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d3);
 }
 
 TEST(sql_failed_transaction_changes_nothing)
@@ -96,7 +77,7 @@ TEST(sql_failed_transaction_changes_nothing)
     struct jinn_fsm fsm;
     const struct jinn_result *res;
     uint32_t before;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec(&fsm, 1, 1, workload[0], 1000000)->code, JINN_OK);
     before = checksum(&fsm);
     res = exec(&fsm, 2, 2,
@@ -126,7 +107,7 @@ TEST(sql_failed_transaction_changes_nothing)
     CHECK_INT(checksum(&fsm), before);
     /* Bytes that are not a statements document are rejected as corrupt. */
     CHECK_INT(exec(&fsm, 8, 8, "{\"nope\":1}", 1000000)->code, JINN_ECORRUPT);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 TEST(sql_snapshot_restores_databases)
@@ -134,8 +115,8 @@ TEST(sql_snapshot_restores_databases)
     char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm a, b;
     struct jinn_wbuf w;
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     for (uint64_t i = 0; i < 3; i++) {
         CHECK_INT(exec(&a, 10 + i, 5000 + i, workload[i], 1000000)->code, JINN_OK);
     }
@@ -152,8 +133,8 @@ TEST(sql_snapshot_restores_databases)
     CHECK(jinn_fsm_decode(&b, w.data, w.len) != 0);
     CHECK_INT(checksum(&b), checksum(&a));
     jinn_wbuf_free(&w);
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 TEST(sql_fenced_exec_runs_only_under_the_lock)
@@ -162,7 +143,7 @@ TEST(sql_fenced_exec_runs_only_under_the_lock)
     struct jinn_fsm fsm;
     struct jinn_cmd c;
     uint32_t before;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec(&fsm, 1, 1, workload[0], 1000000)->code, JINN_OK);
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_LOCK_ACQUIRE;
@@ -188,7 +169,7 @@ TEST(sql_fenced_exec_runs_only_under_the_lock)
     c.sql.fence_token = 2;
     CHECK_INT(unit_apply(&fsm, 4, 20, c)->code, JINN_OK);
     CHECK(checksum(&fsm) != before);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* ---- sandbox, determinism, limits, environmental failures ------------------ */
@@ -208,7 +189,7 @@ TEST(sql_fts3_tokenizer_cannot_crash_a_replica)
 {
     char d[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm fsm;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     /* Before: the first registered a pointer, the second jumped to it
      * (SIGSEGV on every replica, again at every replay). */
     CHECK_INT(exec1(&fsm, 1, "SELECT fts3_tokenizer('evil', X'4141414141414141')"), JINN_ESQL);
@@ -217,7 +198,7 @@ TEST(sql_fts3_tokenizer_cannot_crash_a_replica)
     CHECK_INT(exec1(&fsm, 3, "SELECT fts3_tokenizer('simple')"), JINN_ESQL);
     CHECK_INT(exec1(&fsm, 4, "CREATE VIRTUAL TABLE v USING fts4(a)"), JINN_ESQL);
     CHECK_INT(exec1(&fsm, 5, "CREATE VIRTUAL TABLE v USING fts3tokenize(simple)"), JINN_ESQL);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* Every entry of the allow-list, allowed and refused, on the apply path. */
@@ -343,7 +324,7 @@ TEST(sql_allow_list)
     char d[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm fsm;
     uint64_t index = 1;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) {
         int code = exec1(&fsm, index++, allowed[i]);
         if (code != JINN_OK) {
@@ -367,7 +348,7 @@ TEST(sql_allow_list)
           "VALUES(total_changes()); END");
     CHECK_INT(exec1(&fsm, index++, "INSERT INTO jt VALUES(2)"), JINN_ESQL);
     CHECK(strstr(fsm.sql.error, "not authorized") != NULL);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* The query connections have their own, read-only allow-list. */
@@ -398,7 +379,7 @@ TEST(sql_query_connections_are_read_only)
     char d[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm fsm;
     sqlite3 *conn;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
     CHECK_INT(exec1(&fsm, 2, "CREATE VIRTUAL TABLE docs USING fts5(body)"), JINN_OK);
     CHECK_INT(exec1(&fsm, 3, "INSERT INTO docs VALUES('hello world')"), JINN_OK);
@@ -436,14 +417,14 @@ TEST(sql_query_connections_are_read_only)
     CHECK(jinn_sql_tail_blank(" ; -- done\n/* c */ "));
     CHECK(!jinn_sql_tail_blank("; SELECT 2"));
     CHECK_INT(exec1(&fsm, 6, "INSERT INTO t VALUES(1);\r\n"), JINN_OK);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 TEST(sql_rows_affected_counts_this_statement_only)
 {
     char d[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm fsm;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
     CHECK_INT(exec1(&fsm, 2, "INSERT INTO t VALUES(1)"), JINN_OK);
     {
@@ -458,7 +439,7 @@ TEST(sql_rows_affected_counts_this_statement_only)
               "[{\"rows_affected\":1,\"last_insert_id\":0},{\"rows_affected\":0,\"last_insert_"
               "id\":0},{\"rows_affected\":0,\"last_insert_id\":0},{\"rows_affected\":2,\"last_"
               "insert_id\":2},{\"rows_affected\":0,\"last_insert_id\":0}]");
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 static int64_t max_rowid(struct jinn_fsm *fsm)
@@ -481,8 +462,8 @@ TEST(sql_random_rowids_match_across_replicas)
 {
     char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm a, b;
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     CHECK_INT(exec1(&a, 1, "CREATE TABLE t(id INTEGER PRIMARY KEY, a INT)"), JINN_OK);
     CHECK_INT(exec1(&b, 1, "CREATE TABLE t(id INTEGER PRIMARY KEY, a INT)"), JINN_OK);
     CHECK_INT(exec1(&a, 2, "INSERT INTO t VALUES(9223372036854775807, 1)"), JINN_OK);
@@ -492,8 +473,8 @@ TEST(sql_random_rowids_match_across_replicas)
     CHECK(max_rowid(&a) > 0);
     CHECK(max_rowid(&a) == max_rowid(&b));
     CHECK_INT(checksum(&a), checksum(&b));
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 /* 'localtime' and 'utc' ignore the host's time zone. */
@@ -503,7 +484,7 @@ TEST(sql_localtime_is_utc_on_every_host)
     struct jinn_fsm fsm;
     const char *old = getenv("TZ");
     char *saved = old ? jinn_strdup(old) : NULL;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     setenv("TZ", "America/New_York", 1);
     tzset();
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a, b)"), JINN_OK);
@@ -525,7 +506,7 @@ TEST(sql_localtime_is_utc_on_every_host)
     }
     tzset();
     jinn_free(saved);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 static double ms_since(const struct timespec *t0)
@@ -556,7 +537,7 @@ TEST(sql_limits_stop_hostile_statements_fast)
     struct jinn_fsm fsm;
     sqlite3 *conn;
     sqlite3_stmt *stmt = NULL;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
     for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
         struct timespec t0;
@@ -584,7 +565,7 @@ TEST(sql_limits_stop_hostile_statements_fast)
     CHECK(sqlite3_column_int64(stmt, 0) <= JINN_SQL_VALUE_MAX);
     sqlite3_finalize(stmt);
     sqlite3_close_v2(conn);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* jinn's printf()/format() and instr() give SQLite's results. */
@@ -612,7 +593,7 @@ TEST(sql_printf_and_instr_match_sqlite)
     sqlite3 *plain = NULL, *ours;
     char d[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm fsm;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
     ours = jinn_sql_open_reader(&fsm.sql, "app");
     CHECK_INT(sqlite3_open(":memory:", &plain), SQLITE_OK);
@@ -638,7 +619,7 @@ TEST(sql_printf_and_instr_match_sqlite)
     CHECK_INT(exec1(&fsm, 2, "INSERT INTO t VALUES(printf('%2000000d', 1))"), JINN_ESQL);
     CHECK(strstr(fsm.sql.error, "too big") != NULL);
     CHECK_INT(exec1(&fsm, 3, "INSERT INTO t VALUES(printf('%.*c', 2000000, 'a'))"), JINN_ESQL);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 static void exec_cmd(struct jinn_fsm *fsm, uint64_t index, const char *sql, uint32_t version,
@@ -681,7 +662,7 @@ TEST(sql_environmental_failures_stop_instead_of_diverging)
     struct jinn_fsm fsm;
     sqlite3 *outside = NULL;
     int code;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
     /* An operator's sqlite3 shell holds the write lock. */
     snprintf(path, sizeof path, "%s/sql/app.db", d);
@@ -727,7 +708,7 @@ TEST(sql_environmental_failures_stop_instead_of_diverging)
         jinn_sql_test_fault(0, 0, 0);
         CHECK(jinn_sql_get(&fsm.sql, "third") == NULL);
     }
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* The SQLite version is part of the replicated state: an entry written by
@@ -741,7 +722,7 @@ TEST(sql_version_recorded_and_checked)
     struct jinn_wbuf w;
     struct jinn_cmd c, back;
     int code;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     exec_cmd(&fsm, 1, "CREATE TABLE t(a)", local, &code);
     CHECK_INT(code, JINN_OK);
     CHECK(jinn_sql_version_ok(&fsm.sql, "app", &recorded));
@@ -769,7 +750,7 @@ TEST(sql_version_recorded_and_checked)
     CHECK_INT(jinn_cmd_decode(w.data, w.len, &back), 0);
     CHECK_INT(back.sql.sqlite_version, 0);
     jinn_wbuf_free(&w);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* A restore that cannot write its images leaves the old databases as they
@@ -781,8 +762,8 @@ TEST(sql_failed_restore_keeps_the_old_databases)
     struct jinn_wbuf w;
     struct jinn_cmd c;
     uint32_t before;
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     CHECK_INT(exec1(&a, 1, "CREATE TABLE t(a)"), JINN_OK);
     CHECK_INT(exec1(&a, 2, "INSERT INTO t VALUES('new')"), JINN_OK);
     memset(&c, 0, sizeof c);
@@ -815,8 +796,8 @@ TEST(sql_failed_restore_keeps_the_old_databases)
     CHECK_INT(checksum(&b), checksum(&a));
     CHECK(jinn_sql_get(&b.sql, "zzz") != NULL);
     jinn_wbuf_free(&w);
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 /* A snapshot whose second database image passes the framing checks
@@ -832,8 +813,8 @@ TEST(sql_restore_of_a_bad_image_keeps_every_old_database)
     struct jinn_cmd c;
     uint8_t *second = NULL;
     uint32_t before, crc;
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     CHECK_INT(exec1(&a, 1, "CREATE TABLE t(a)"), JINN_OK);
     CHECK_INT(exec1(&a, 2, "INSERT INTO t VALUES('new')"), JINN_OK);
     memset(&c, 0, sizeof c);
@@ -873,8 +854,8 @@ TEST(sql_restore_of_a_bad_image_keeps_every_old_database)
         CHECK_INT(exec1(&b, 3, "INSERT INTO t VALUES('still works')"), JINN_OK);
     }
     jinn_wbuf_free(&w);
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 /* The metered bytes (part of the step budget) are the same on a replica
@@ -892,8 +873,8 @@ TEST(sql_metered_work_is_the_same_on_a_restored_replica)
     char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
     struct jinn_fsm a, b;
     struct jinn_wbuf w;
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     CHECK_INT(exec1(&a, 1, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, w INT)"), JINN_OK);
     CHECK_INT(exec1(&a, 2, "CREATE INDEX tw ON t(w)"), JINN_OK);
     {
@@ -924,8 +905,8 @@ TEST(sql_metered_work_is_the_same_on_a_restored_replica)
     }
     CHECK(total > 0);
     CHECK_INT(count_rows(&a), count_rows(&b));
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
 
 /* Snapshots with SQL images taken off the loop (fsm.c, issue 10: no dump on
@@ -938,7 +919,7 @@ TEST(sql_async_snapshot_is_the_state_at_the_pin)
     struct jinn_wbuf at_pin;
     struct raft_buffer *bufs = NULL;
     unsigned n = 0;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     jinn_fsm_async_snapshots(&fsm);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"), JINN_OK);
     CHECK_INT(exec1(&fsm, 2, "INSERT INTO t(v) VALUES ('before')"), JINN_OK);
@@ -958,7 +939,7 @@ TEST(sql_async_snapshot_is_the_state_at_the_pin)
     CHECK_INT(fsm.iface.snapshot_async(&fsm.iface, &bufs, &n), 0);
     CHECK(bufs[0].len == at_pin.len && memcmp(bufs[0].base, at_pin.data, at_pin.len) == 0);
     /* It restores, to the state at the pin. */
-    CHECK_INT(make_fsm(&copy, d2), 0);
+    CHECK_INT(unit_sql_fsm(&copy, d2), 0);
     CHECK_INT(jinn_fsm_decode(&copy, bufs[0].base, bufs[0].len), 0);
     CHECK(jinn_sql_get(&copy.sql, "app") != NULL);
     CHECK_INT(fsm.iface.snapshot_finalize(&fsm.iface, &bufs, &n), 0);
@@ -966,9 +947,9 @@ TEST(sql_async_snapshot_is_the_state_at_the_pin)
     /* A snapshot never finished (raft closed first) is released at close. */
     CHECK_INT(fsm.iface.snapshot(&fsm.iface, &bufs, &n), 0);
     raft_free(bufs);
-    done(&copy, d2);
+    unit_sql_fsm_done(&copy, d2);
     jinn_wbuf_free(&at_pin);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* A '*' width or precision of INT64_MIN: negating it was undefined
@@ -987,7 +968,7 @@ TEST(sql_printf_star_int64_min_is_too_big)
     struct jinn_fsm fsm;
     sqlite3 *reader;
     sqlite3_stmt *stmt = NULL;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
         CHECK_INT(exec1(&fsm, 2 + i, stmts[i]), JINN_ESQL);
@@ -1004,7 +985,7 @@ TEST(sql_printf_star_int64_min_is_too_big)
     CHECK_INT(sqlite3_step(stmt), SQLITE_TOOBIG);
     sqlite3_finalize(stmt);
     sqlite3_close_v2(reader);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* What a query thread allocates is capped: past the cap SQLite's
@@ -1017,7 +998,7 @@ TEST(sql_query_memory_is_capped_per_thread)
     sqlite3 *reader;
     sqlite3_stmt *stmt = NULL;
     void *hold, *more;
-    CHECK_INT(make_fsm(&fsm, d), 0);
+    CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(exec1(&fsm, 1, "CREATE TABLE t(a)"), JINN_OK);
     reader = jinn_sql_open_reader(&fsm.sql, "app");
     CHECK(reader != NULL);
@@ -1047,7 +1028,7 @@ TEST(sql_query_memory_is_capped_per_thread)
     CHECK(more != NULL);
     sqlite3_free(more);
     sqlite3_close_v2(reader);
-    done(&fsm, d);
+    unit_sql_fsm_done(&fsm, d);
 }
 
 /* make fuzz (snapshot_decode): a snapshot naming one database twice passed
@@ -1061,8 +1042,8 @@ TEST(sql_restore_refuses_a_database_named_twice)
     struct jinn_wbuf one, two;
     struct jinn_rbuf r;
     uint32_t before;
-    CHECK_INT(make_fsm(&a, d1), 0);
-    CHECK_INT(make_fsm(&b, d2), 0);
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
     CHECK_INT(exec1(&a, 1, "CREATE TABLE t(x)"), JINN_OK);
     CHECK_INT(exec1(&b, 1, "CREATE TABLE u(y)"), JINN_OK);
     before = checksum(&b);
@@ -1078,6 +1059,6 @@ TEST(sql_restore_refuses_a_database_named_twice)
     CHECK_INT(checksum(&b), before); /* the old database stays */
     jinn_wbuf_free(&one);
     jinn_wbuf_free(&two);
-    done(&a, d1);
-    done(&b, d2);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
 }
