@@ -1,0 +1,45 @@
+/* runner.h - functions on this node: compile, pools, invocations.
+ *
+ * The runner follows the replicated registry (fsm/fn.h): for every active
+ * version it gets a compiled module (wasm/compile.h) and keeps a warm pool
+ * of pool_size sandbox processes. Invocations are queued (bounded) until a
+ * sandbox is idle, killed at their timeout, and answered with the module's
+ * response, or 500 (trap, with its kind), 504 (timeout), 502 (output that
+ * is not the response JSON). Per function it keeps counters, a duration
+ * histogram and the last log lines. */
+#ifndef JINN_WASM_RUNNER_H
+#define JINN_WASM_RUNNER_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "codec.h"
+
+struct jinn_api;
+struct jinn_wasm_runner;
+
+enum jinn_fn_state {
+    JINN_FN_UNKNOWN = 0, /* not seen by this node yet */
+    JINN_FN_COMPILING,
+    JINN_FN_READY,
+    JINN_FN_FAILED,
+};
+
+struct jinn_wasm_runner *jinn_wasm_runner_create(struct jinn_api *api);
+/* Kills the sandboxes; pending invocations are answered 503. */
+void jinn_wasm_runner_destroy(struct jinn_wasm_runner *r);
+
+/* This node's state for the module with this hash; *message (may be NULL)
+ * is the compiler's output for FAILED. */
+enum jinn_fn_state jinn_wasm_runner_state(const struct jinn_wasm_runner *r,
+                                          const uint8_t sha[32], const char **message);
+
+/* Adds this node's view of function `name` to obj under "local": state,
+ * message, compile_ms, pool (size, busy, queued), invocations, errors by
+ * kind, duration quantiles. */
+void jinn_wasm_runner_describe(const struct jinn_wasm_runner *r, const char *name, json_t *obj);
+
+/* Appends the runner's Prometheus series to out. */
+void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf *out);
+
+#endif
