@@ -41,6 +41,13 @@ static int cmd_run(int argc, char **argv)
             config = argv[++i];
         } else if (strcmp(argv[i], "--bootstrap") == 0) {
             bootstrap = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: jinn run [-c FILE] [--bootstrap]\n"
+                   "  starts a node; without -c a one-node cluster in ./jinn-data\n"
+                   "  --bootstrap: the first start of a brand-new cluster (every node of\n"
+                   "  cluster_peers); later starts and new members go without it\n"
+                   "  configuration: docs/config.md\n");
+            return 0;
         } else {
             fprintf(stderr,
                     "jinn: run: unexpected argument '%s'\nusage: jinn run [-c FILE] "

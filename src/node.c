@@ -121,6 +121,10 @@ struct jinn_node {
     raft_index checked_config; /* configuration compared with cluster_peers */
     char note[600];
     bool was_leader;
+    /* What the log last said, so changes are logged once (not per tick). */
+    uint64_t logged_leader;                    /* leader id last logged; 0 none */
+    bool logged_leader_set;                    /* a leader state was logged */
+    uint64_t logged_down[JINN_CONFIG_MAX_PEERS]; /* leader: peers logged unreachable */
 
     uint64_t announce_next;   /* loop ms before which we do not re-announce */
     uint64_t forget_next;     /* loop ms before which we propose no removal */
@@ -1855,7 +1859,8 @@ static void disk_transfer_done(struct raft_transfer *req)
     node->disk_transfer_inflight = false;
     raft_leader(&node->raft, &leader_id, &address);
     if (leader_id != node->id && leader_id != 0) {
-        jinn_info("disk full: handed leadership to %s", address);
+        jinn_info("disk full: handed leadership to %s (%s)",
+                  jinn_node_member_name(node, leader_id), address);
     }
 }
 
@@ -1935,6 +1940,78 @@ static void check_config_agrees(struct jinn_node *node)
     }
 }
 
+
+/* Logs leader changes once each (followers too): who leads now, by name. */
+static void log_leader_change(struct jinn_node *node, raft_id leader_id)
+{
+    if (node->logged_leader_set && leader_id == node->logged_leader) {
+        return;
+    }
+    if (leader_id == 0) {
+        if (node->logged_leader_set && node->logged_leader != node->id) {
+            jinn_warn("leader %s lost: no leader known (term %llu)",
+                      jinn_node_member_name(node, node->logged_leader),
+                      (unsigned long long)node->raft.current_term);
+        }
+    } else if (leader_id != node->id) {
+        jinn_info("leader is %s (id %llu) in term %llu", jinn_node_member_name(node, leader_id),
+                  (unsigned long long)leader_id, (unsigned long long)node->raft.current_term);
+    }
+    node->logged_leader = leader_id;
+    node->logged_leader_set = leader_id != 0 || node->logged_leader_set;
+}
+
+static bool logged_down_has(const struct jinn_node *node, uint64_t id, unsigned *slot)
+{
+    *slot = JINN_CONFIG_MAX_PEERS;
+    for (unsigned i = 0; i < JINN_CONFIG_MAX_PEERS; i++) {
+        if (node->logged_down[i] == id) {
+            *slot = i;
+            return true;
+        }
+        if (*slot == JINN_CONFIG_MAX_PEERS && node->logged_down[i] == 0) {
+            *slot = i;
+        }
+    }
+    return false;
+}
+
+/* Leader: logs a member that stops answering, and again when it answers,
+ * once per change (the health window is HEALTHY_TIMEOUTS election
+ * timeouts, so a dropped heartbeat or two says nothing). */
+static void log_peer_health(struct jinn_node *node, uint64_t now)
+{
+    const struct raft_configuration *conf = &node->raft.configuration;
+    for (unsigned i = 0; i < JINN_CONFIG_MAX_PEERS; i++) {
+        if (node->logged_down[i] != 0 && !configuration_has(node, node->logged_down[i])) {
+            node->logged_down[i] = 0; /* removed: forget it */
+        }
+    }
+    for (unsigned k = 0; k < conf->n; k++) {
+        const struct raft_server *s = &conf->servers[k];
+        unsigned slot;
+        bool down_logged;
+        if (s->id == node->id || s->role == RAFT_SPARE) {
+            continue;
+        }
+        down_logged = logged_down_has(node, s->id, &slot);
+        if (member_healthy(node, s->id, now)) {
+            if (down_logged) {
+                node->logged_down[slot] = 0;
+                jinn_info("peer %s (%s) answers again", jinn_node_member_name(node, s->id),
+                          s->address);
+            }
+        } else if (!down_logged && slot < JINN_CONFIG_MAX_PEERS) {
+            uint64_t at = seen_at(node, s->id);
+            node->logged_down[slot] = s->id;
+            jinn_warn("peer %s (%s, %s) unreachable: no answer for %llu ms",
+                      jinn_node_member_name(node, s->id), s->address,
+                      s->role == RAFT_VOTER ? "voter" : "standby",
+                      (unsigned long long)(at != 0 ? now - at : 0));
+        }
+    }
+}
+
 static void tick_cb(uv_timer_t *timer)
 {
     struct jinn_node *node = timer->data;
@@ -1967,7 +2044,9 @@ static void tick_cb(uv_timer_t *timer)
             node->was_leader = true;
             jinn_info("became leader in term %llu",
                       (unsigned long long)node->raft.current_term);
+            memset(node->logged_down, 0, sizeof node->logged_down);
         }
+        log_peer_health(node, now);
         node->last_leader_contact = now;
         commit_term_start(node);
         advance_cluster_time(node);
@@ -1983,6 +2062,7 @@ static void tick_cb(uv_timer_t *timer)
             node->last_leader_contact = node->raft.election_timer_start;
         }
     }
+    log_leader_change(node, leader_id);
     op_tick(node, now);
     check_config_agrees(node);
     if (leader_id != 0 && !node->stopping) {

@@ -29,6 +29,15 @@ static json_t *members_json(const struct jinn_node_status *st, int want_voter)
                                 (json_int_t)m->id, "address", m->address, "api",
                                 m->api[0] ? m->api : NULL, "role",
                                 m->voter ? "voter" : m->spare ? "spare" : "standby"));
+            if (st->role == JINN_ROLE_LEADER) {
+                /* Only the leader hears from every member. */
+                json_t *o = json_array_get(list, json_array_size(list) - 1);
+                json_object_set_new(o, "reachable", json_boolean(m->reachable));
+                json_object_set_new(o, "last_contact_ms", m->last_contact_ms >= 0
+                                                              ? json_integer(m->last_contact_ms)
+                                                              : json_null());
+                json_object_set_new(o, "match_index", json_integer((json_int_t)m->match_index));
+            }
         }
     }
     return list;
@@ -295,6 +304,32 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
           st.disk_min_free_bytes);
     GAUGE("jinn_disk_full", "1 while free space is below min_free_space (writes refused).",
           "%d", st.disk_full);
+    if (st.role == JINN_ROLE_LEADER) {
+        /* Per-peer series: only the leader knows contact and match index. */
+        jinn_wbuf_printf(&w, "# HELP jinn_raft_peer_last_contact_ms Leader: ms since each member "
+                             "last answered (-1: never).\n"
+                             "# TYPE jinn_raft_peer_last_contact_ms gauge\n");
+        for (unsigned i = 0; i < st.n_members; i++) {
+            jinn_wbuf_printf(&w, "jinn_raft_peer_last_contact_ms{peer=\"%s\",id=\"%" PRIu64
+                                 "\"} %" PRId64 "\n",
+                             st.members[i].name, st.members[i].id, st.members[i].last_contact_ms);
+        }
+        jinn_wbuf_printf(&w, "# HELP jinn_raft_peer_match_index Leader: highest log index known "
+                             "stored on each member.\n"
+                             "# TYPE jinn_raft_peer_match_index gauge\n");
+        for (unsigned i = 0; i < st.n_members; i++) {
+            jinn_wbuf_printf(&w, "jinn_raft_peer_match_index{peer=\"%s\",id=\"%" PRIu64
+                                 "\"} %" PRIu64 "\n",
+                             st.members[i].name, st.members[i].id, st.members[i].match_index);
+        }
+        jinn_wbuf_printf(&w, "# HELP jinn_raft_peer_reachable Leader: 1 when the member answered "
+                             "within two election timeouts.\n"
+                             "# TYPE jinn_raft_peer_reachable gauge\n");
+        for (unsigned i = 0; i < st.n_members; i++) {
+            jinn_wbuf_printf(&w, "jinn_raft_peer_reachable{peer=\"%s\",id=\"%" PRIu64 "\"} %d\n",
+                             st.members[i].name, st.members[i].id, st.members[i].reachable);
+        }
+    }
     jinn_api_check_metrics(api, &w);
 #undef GAUGE
 #undef COUNTER

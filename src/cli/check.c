@@ -94,6 +94,12 @@ int jinn_cli_check(int argc, char **argv)
     int64_t deadline;
     int rv;
 
+    if (jinn_cli_help(argc, argv,
+                      "usage: jinn check [--addr URL] [--json]\n"
+                      "  asks the leader to compare every replica's state\n"
+                      "exit status: 0 all agree, 1 diverged, 2 incomplete or bad usage\n")) {
+        return 0;
+    }
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = true;

@@ -41,6 +41,23 @@ static void note_index(const struct jinn_http_msg *head, const char *name)
     }
 }
 
+bool jinn_cli_help(int argc, char **argv, const char *usage)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            return false;
+        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            if (usage[0] != '\0' && usage[strlen(usage) - 1] != '\n') {
+                putchar('\n');
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
 struct cli_opts {
     const char *addr;
     int json;
@@ -265,11 +282,37 @@ static const char *str_or(json_t *obj, const char *key, const char *dflt)
     return s ? s : dflt;
 }
 
-static void print_status(json_t *st)
+static const char status_usage[] =
+    "usage: jinn status [--addr URL] [--json]\n"
+    "  a node's view of the cluster: its role, the leader, quorum, log indexes\n"
+    "  and every member, with reachability as the leader sees it.\n"
+    "exit status: 0 a leader with a quorum is known, 3 no quorum (writes and\n"
+    "  linearizable reads fail), 1 the node cannot be reached, 2 bad usage\n"
+    "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
+
+/* The leader's view of member m (from /v1/cluster/members), or NULL. */
+static json_t *leader_view(json_t *view, json_t *m)
+{
+    size_t i;
+    json_t *v;
+    json_int_t id = json_integer_value(json_object_get(m, "id"));
+    json_array_foreach(json_object_get(view, "members"), i, v)
+    {
+        if (json_integer_value(json_object_get(v, "id")) == id) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* view: the leader's member list with reachability (NULL when unknown). */
+static void print_status(json_t *st, json_t *view)
 {
     json_t *leader = json_object_get(st, "leader");
     json_t *contact = json_object_get(st, "leader_contact_ms");
     json_t *members = json_object_get(st, "members");
+    bool quorum = json_is_true(json_object_get(st, "quorum"));
+    unsigned unreachable = 0;
     size_t i;
     json_t *m;
 
@@ -281,7 +324,7 @@ static void print_status(json_t *st)
     } else {
         printf("leader   none known\n");
     }
-    printf("quorum   %s", json_is_true(json_object_get(st, "quorum")) ? "yes" : "NO");
+    printf("quorum   %s", quorum ? "yes" : "NO");
     if (json_is_integer(contact)) {
         printf(" (up to date as of %" JSON_INTEGER_FORMAT " ms ago)", json_integer_value(contact));
     }
@@ -292,9 +335,31 @@ static void print_status(json_t *st)
            json_integer_value(json_object_get(st, "last_index")));
     json_array_foreach(members, i, m)
     {
-        printf("%s %-12s %-8s %-22s %s\n", i == 0 ? "members " : "        ",
+        json_t *v = json_object_get(m, "reachable") ? m : leader_view(view, m);
+        json_t *reach = v ? json_object_get(v, "reachable") : NULL;
+        json_t *last = v ? json_object_get(v, "last_contact_ms") : NULL;
+        char health[48] = "";
+        if (json_is_false(reach)) {
+            if (json_is_integer(last)) {
+                snprintf(health, sizeof health, "UNREACHABLE (%" JSON_INTEGER_FORMAT " ms)",
+                         json_integer_value(last));
+            } else {
+                snprintf(health, sizeof health, "UNREACHABLE (never answered)");
+            }
+            unreachable += strcmp(str_or(m, "role", ""), "voter") == 0;
+        } else if (json_is_true(reach)) {
+            snprintf(health, sizeof health, "ok");
+        }
+        printf("%s %-12s %-8s %-22s %-26s %s\n", i == 0 ? "members " : "        ",
                str_or(m, "name", "?"), str_or(m, "role", "?"), str_or(m, "address", ""),
-               str_or(m, "api", "-"));
+               str_or(m, "api", "-"), health);
+    }
+    if (!quorum) {
+        printf("NO QUORUM: no leader with a majority of voters is known; writes and "
+               "linearizable reads fail (see `jinn members` on the other nodes)\n");
+    } else if (unreachable > 0) {
+        printf("DEGRADED: %u voter%s unreachable from the leader\n", unreachable,
+               unreachable == 1 ? "" : "s");
     }
     if (strcmp(str_or(st, "disk", "ok"), "full") == 0) {
         printf("DISK FULL: %" JSON_INTEGER_FORMAT " bytes free, below min_free_space: writes "
@@ -317,9 +382,14 @@ int jinn_cli_status(int argc, char **argv)
 {
     struct cli_opts o;
     int status;
-    json_t *st;
-    int rv = parse_opts(argc, argv, &o, "jinn status [--addr URL] [--json]");
+    json_t *st, *view = NULL;
+    bool quorum;
+    int rv;
 
+    if (jinn_cli_help(argc, argv, status_usage)) {
+        return 0;
+    }
+    rv = parse_opts(argc, argv, &o, "jinn status [--addr URL] [--json]");
     if (rv != 0) {
         return rv;
     }
@@ -332,14 +402,42 @@ int jinn_cli_status(int argc, char **argv)
         json_decref(st);
         return 1;
     }
+    quorum = json_is_true(json_object_get(st, "quorum"));
+    if (quorum && strcmp(str_or(st, "role", ""), "leader") != 0) {
+        /* Only the leader knows who answers: ask it through this node. A
+         * failure here only leaves reachability unknown. */
+        char err[256];
+        char *body = NULL;
+        size_t len;
+        int vstatus;
+        if (jinn_cli_request(o.addr, "GET", "/v1/cluster/members", NULL, "", 0, &vstatus, &body,
+                             &len, err, sizeof err) == 0) {
+            if (vstatus == 200) {
+                view = json_loadb(body, len, 0, NULL);
+            }
+            jinn_free(body);
+        }
+    }
     if (o.json) {
+        json_t *m;
+        size_t i;
+        json_array_foreach(json_object_get(st, "members"), i, m)
+        {
+            json_t *v = leader_view(view, m);
+            if (v != NULL && json_object_get(m, "reachable") == NULL) {
+                json_object_set(m, "reachable", json_object_get(v, "reachable"));
+                json_object_set(m, "last_contact_ms", json_object_get(v, "last_contact_ms"));
+                json_object_set(m, "match_index", json_object_get(v, "match_index"));
+            }
+        }
         json_dumpf(st, stdout, JSON_INDENT(2));
         putchar('\n');
     } else {
-        print_status(st);
+        print_status(st, view);
     }
+    json_decref(view);
     json_decref(st);
-    return 0;
+    return quorum ? 0 : 3;
 }
 
 int jinn_cli_version(int argc, char **argv)
@@ -350,6 +448,12 @@ int jinn_cli_version(int argc, char **argv)
     bool ask_server = getenv("JINN_ADDR") != NULL;
     int rv;
 
+    if (jinn_cli_help(argc, argv,
+                      "usage: jinn version [--addr URL] [--json]\n"
+                      "  prints this build's version; with --addr (or $JINN_ADDR) also the "
+                      "node's\n")) {
+        return 0;
+    }
     for (int i = 0; i < argc; i++) {
         ask_server = ask_server || strncmp(argv[i], "--addr", 6) == 0;
     }
@@ -390,20 +494,58 @@ void jinn_cli_query(struct jinn_wbuf *w, bool *first, const char *name, const ch
     *first = false;
 }
 
+/* 503s that mean "nothing was applied, a leader is being elected". */
+static bool leaderless(const char *resp, size_t len)
+{
+    json_t *e = json_loadb(resp, len, 0, NULL);
+    const char *code = json_string_value(json_object_get(e, "error"));
+    bool yes = code != NULL && (strcmp(code, "no_leader") == 0 ||
+                                strcmp(code, "not_leader") == 0 ||
+                                strcmp(code, "forward_failed") == 0);
+    json_decref(e);
+    return yes;
+}
+
 int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target,
                   const char *headers, const char *body, size_t body_len, char **resp,
                   size_t *resp_len, int *status)
 {
     char err[512];
+    bool idempotent = strcmp(method, "GET") == 0 || strcmp(method, "PUT") == 0 ||
+                      strcmp(method, "DELETE") == 0;
+    int64_t give_up = mono_ms() + JINN_CLI_LEADER_WAIT_MS;
+    int64_t pause = 100;
+    bool said = false;
     jinn_wbuf_put_u8(target, 0);
     if (target->failed) {
         fprintf(stderr, "jinn: out of memory\n");
         return 1;
     }
-    if (jinn_cli_request(addr, method, (const char *)target->data, headers, body, body_len,
-                         status, resp, resp_len, err, sizeof err) != 0) {
-        fprintf(stderr, "jinn: %s\n", err);
-        return 1;
+    for (;;) {
+        if (jinn_cli_request(addr, method, (const char *)target->data, headers, body, body_len,
+                             status, resp, resp_len, err, sizeof err) != 0) {
+            fprintf(stderr, "jinn: %s\n", err);
+            return 1;
+        }
+        if (!idempotent || *status != 503 || mono_ms() + pause > give_up ||
+            !leaderless(*resp, *resp_len)) {
+            break;
+        }
+        if (!said) {
+            fprintf(stderr, "jinn: waiting for a leader...\n");
+            said = true;
+        }
+        jinn_free(*resp);
+        *resp = NULL;
+        {
+            struct timespec ts = {pause / 1000, (pause % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
+        }
+        pause = pause * 2 > 1000 ? 1000 : pause * 2;
+    }
+    if (said && *status >= 200 && *status <= 299) {
+        fprintf(stderr, "jinn: a leader answered\n");
     }
     if (*status < 200 || *status > 299) {
         json_t *e = json_loadb(*resp, *resp_len, 0, NULL);
@@ -413,6 +555,10 @@ int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target
         if (json_is_integer(rev)) {
             fprintf(stderr, " (current revision %" JSON_INTEGER_FORMAT ")",
                     json_integer_value(rev));
+        }
+        if (said && *status == 503 && leaderless(*resp, *resp_len)) {
+            fprintf(stderr, " (gave up waiting for a leader after %d s)",
+                    JINN_CLI_LEADER_WAIT_MS / 1000);
         }
         fputc('\n', stderr);
         json_decref(e);

@@ -41,6 +41,15 @@ int jinn_cli_members(int argc, char **argv);
 /* jinn leader transfer [NAME|ID] (cli/members.c) */
 int jinn_cli_leader(int argc, char **argv);
 
+/* True when argv asks for help (--help or -h before any "--"): then the
+ * usage text went to stdout and the command should exit 0. */
+bool jinn_cli_help(int argc, char **argv, const char *usage);
+
+/* How long an idempotent call (GET, PUT, DELETE) keeps retrying while the
+ * cluster has no leader (503 no_leader/not_leader/forward_failed: nothing
+ * was applied), saying so on stderr. */
+#define JINN_CLI_LEADER_WAIT_MS 10000
+
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */
 int jinn_cli_request(const char *addr, const char *method, const char *target,

@@ -314,6 +314,9 @@ int jinn_cli_kv(int argc, char **argv)
 {
     struct kv_args a;
     int rv;
+    if (jinn_cli_help(argc, argv, usage)) {
+        return 0;
+    }
     if (argc < 1) {
         fputs(usage, stderr);
         return 2;

@@ -37,6 +37,9 @@ int jinn_cli_lock(int argc, char **argv)
     bool first = true;
     json_t *o;
 
+    if (jinn_cli_help(argc, argv, usage)) {
+        return 0;
+    }
     if (argc < 1) {
         fputs(usage, stderr);
         return 2;

@@ -218,6 +218,9 @@ int jinn_cli_queue(int argc, char **argv)
 {
     struct qargs a;
     int rv;
+    if (jinn_cli_help(argc, argv, usage)) {
+        return 0;
+    }
     if (argc < 1) {
         fputs(usage, stderr);
         return 2;
@@ -348,7 +351,12 @@ int jinn_cli_worker(int argc, char **argv)
 {
     struct qargs a;
     char worker[128];
-    int rv = parse(argc, argv, &a);
+    bool announced = false;
+    int rv;
+    if (jinn_cli_help(argc, argv, usage)) {
+        return 0;
+    }
+    rv = parse(argc, argv, &a);
     if (rv != 0) {
         return rv;
     }
@@ -367,6 +375,13 @@ int jinn_cli_worker(int argc, char **argv)
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
     jinn_cli_timeout_ms = 40000;
+    /* Say what it does: a silent worker looks hung. */
+    fprintf(stderr,
+            "jinn worker: %s takes jobs from queue '%s' at %s and runs: /bin/sh -c '%s'\n"
+            "jinn worker: the payload goes to its stdin (JINN_SEQ, JINN_DELIVERY in its "
+            "environment); exit 0 acks, anything else naks; lease %s, extended while it runs; "
+            "Ctrl-C or SIGTERM stops after the current job\n",
+            worker, a.queue, a.addr, a.exec, a.ack_wait ? a.ack_wait : "the queue's ack_wait");
     while (!worker_stop) {
         struct jinn_wbuf t;
         bool first = true;
@@ -381,6 +396,10 @@ int jinn_cli_worker(int argc, char **argv)
         if (simple(&a, "POST", &t, NULL, "", 0, &jobs) != 0) {
             sleep(1); /* the cluster may be electing; try again */
             continue;
+        }
+        if (json_array_size(jobs) > 0 && !announced) {
+            fprintf(stderr, "jinn worker: working (a line per job follows)\n");
+            announced = true;
         }
         json_array_foreach(jobs, i, job)
         {

@@ -193,6 +193,9 @@ int jinn_cli_sql(int argc, char **argv)
     int n = 0, as_json = 0, rv;
     json_t *params;
 
+    if (jinn_cli_help(argc, argv, usage)) {
+        return 0;
+    }
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
             addr = argv[++i];
