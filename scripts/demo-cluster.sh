@@ -1,24 +1,60 @@
 #!/bin/sh
-# Starts (or stops) a three-node jinn cluster on loopback for trying things:
-#   scripts/demo-cluster.sh start   # nodes n1..n3, API on :8081..:8083
-#   scripts/demo-cluster.sh stop
-# Data and logs go to ./demo/.
+# A three-node jinn cluster on loopback for trying things:
+#   scripts/demo-cluster.sh start            # nodes n1..n3, API on :8081..:8083
+#   scripts/demo-cluster.sh status           # which nodes run, and the cluster's health
+#   scripts/demo-cluster.sh stop [NODE]      # all nodes, or one (n1, n2 or n3)
+#   scripts/demo-cluster.sh restart [NODE]
+# Every command is safe to run twice: start leaves running nodes (their
+# logs, pid files and configuration) alone and starts only the stopped
+# ones; stop signals only the processes its own pid files name, and only
+# when that process is still a `jinn run` of this demo's configuration.
+#
+# Environment: JINN (the binary, default build/jinn), DIR (data, logs,
+# pid files; default ./demo), HTTP_BASE and RAFT_BASE (node i listens on
+# HTTP_BASE+i and RAFT_BASE+i; default 8080 and 7000).
 set -eu
 JINN=${JINN:-build/jinn}
 DIR=${DIR:-demo}
+HTTP_BASE=${HTTP_BASE:-8080}
+RAFT_BASE=${RAFT_BASE:-7000}
+NODES="n1 n2 n3"
 
-case "${1:-}" in
-start)
-    mkdir -p "$DIR"
-    for i in 1 2 3; do
-        cat > "$DIR/n$i.conf" <<CONF
+usage() {
+    echo "usage: $0 start|stop|restart [NODE]|status   (NODE: n1, n2 or n3)" >&2
+    exit 2
+}
+
+# The pid of NODE when it runs (a live, non-zombie `jinn run` of our
+# config), else nothing: a stale pid file never gets someone else killed.
+node_pid() {
+    pf="$DIR/$1.pid"
+    [ -f "$pf" ] || return 0
+    pid=$(cat "$pf" 2>/dev/null || true)
+    case "$pid" in '' | *[!0-9]*) return 0 ;; esac
+    kill -0 "$pid" 2>/dev/null || return 0
+    [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ] || return 0
+    if [ -r "/proc/$pid/cmdline" ]; then
+        tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "run -c $DIR/$1.conf" || return 0
+    fi
+    echo "$pid"
+}
+
+write_conf() {
+    n=${1#n}
+    peers=""
+    for p in $NODES; do
+        peers="$peers $p=127.0.0.1:$((RAFT_BASE + ${p#n}))"
+    done
+    # Written to a temporary file and renamed: a running node's file is
+    # replaced whole, never seen half-written.
+    cat > "$DIR/$1.conf.tmp" <<CONF
 {
-    server_name      n$i
-    data_dir         $DIR/data/n$i
-    http_listen      127.0.0.1:808$i
+    server_name      $1
+    data_dir         $DIR/data/$1
+    http_listen      127.0.0.1:$((HTTP_BASE + n))
     cluster_name     demo
-    cluster_listen   127.0.0.1:700$i
-    cluster_peers    n1=127.0.0.1:7001 n2=127.0.0.1:7002 n3=127.0.0.1:7003
+    cluster_listen   127.0.0.1:$((RAFT_BASE + n))
+    cluster_peers   $peers
     cluster_replicas 3
     consensus {
         payments { mode cp  stale_reads false }
@@ -26,29 +62,90 @@ start)
     }
 }
 CONF
-        if [ -f "$DIR/n$i.pid" ] && kill -0 "$(cat "$DIR/n$i.pid")" 2>/dev/null &&
-            [ "$(ps -o stat= -p "$(cat "$DIR/n$i.pid")" | cut -c1)" != Z ]; then
-            echo "n$i is already running (pid $(cat "$DIR/n$i.pid"))"
-            continue
+    mv "$DIR/$1.conf.tmp" "$DIR/$1.conf"
+}
+
+start_node() {
+    pid=$(node_pid "$1")
+    if [ -n "$pid" ]; then
+        echo "$1 is already running (pid $pid)"
+        return 0
+    fi
+    write_conf "$1"
+    # --bootstrap only on the very first start: it founds the cluster.
+    # A restart (data_dir exists) recovers; a node whose data_dir was
+    # wiped comes back as a new node to add with `jinn members add`.
+    flag=""
+    [ -d "$DIR/data/$1" ] || flag="--bootstrap"
+    # Appends: a log is never truncated by a start.
+    "$JINN" run -c "$DIR/$1.conf" $flag >> "$DIR/$1.log" 2>&1 &
+    echo $! > "$DIR/$1.pid"
+    echo "$1 started (pid $!, API http://127.0.0.1:$((HTTP_BASE + ${1#n})), log $DIR/$1.log)"
+}
+
+stop_node() {
+    pid=$(node_pid "$1")
+    if [ -z "$pid" ]; then
+        echo "$1 is not running"
+        rm -f "$DIR/$1.pid"
+        return 0
+    fi
+    kill "$pid" 2>/dev/null || true
+    # Wait (up to 15 s) so a restart does not find the ports still taken.
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" | cut -c1)" != Z ]; do
+        i=$((i + 1))
+        if [ $i -gt 150 ]; then
+            echo "$1 (pid $pid) did not stop within 15 s" >&2
+            return 1
         fi
-        # --bootstrap only on the very first start: it founds the cluster.
-        # A restart (data_dir exists) recovers; a node whose data_dir was
-        # wiped comes back as a new node to add with `jinn members add`.
-        flag=""
-        [ -d "$DIR/data/n$i" ] || flag="--bootstrap"
-        "$JINN" run -c "$DIR/n$i.conf" $flag >> "$DIR/n$i.log" 2>&1 &
-        echo $! > "$DIR/n$i.pid"
+        sleep 0.1
     done
-    echo "started n1..n3; try: $JINN status --addr http://127.0.0.1:8082"
+    rm -f "$DIR/$1.pid"
+    echo "$1 stopped"
+}
+
+# The nodes a command applies to: all, or the one named.
+targets() {
+    if [ -z "${1:-}" ]; then
+        echo "$NODES"
+        return 0
+    fi
+    case " $NODES " in *" $1 "*) echo "$1" ;; *) usage ;; esac
+}
+
+cmd=${1:-}
+node=${2:-}
+[ $# -le 2 ] || usage
+case "$cmd" in
+start)
+    mkdir -p "$DIR"
+    for n in $(targets "$node"); do start_node "$n"; done
+    echo "try: $JINN status --addr http://127.0.0.1:$((HTTP_BASE + 2))"
     ;;
 stop)
-    for i in 1 2 3; do
-        [ -f "$DIR/n$i.pid" ] && kill "$(cat "$DIR/n$i.pid")" 2>/dev/null || true
-        rm -f "$DIR/n$i.pid"
+    for n in $(targets "$node"); do stop_node "$n"; done
+    ;;
+restart)
+    mkdir -p "$DIR"
+    for n in $(targets "$node"); do stop_node "$n" && start_node "$n"; done
+    ;;
+status)
+    [ -z "$node" ] || usage
+    addr=""
+    for n in $NODES; do
+        pid=$(node_pid "$n")
+        if [ -n "$pid" ]; then
+            echo "$n running (pid $pid) http://127.0.0.1:$((HTTP_BASE + ${n#n}))"
+            addr=${addr:-http://127.0.0.1:$((HTTP_BASE + ${n#n}))}
+        else
+            echo "$n stopped"
+        fi
     done
+    [ -n "$addr" ] || exit 1
+    "$JINN" status --addr "$addr"
     ;;
 *)
-    echo "usage: $0 start|stop" >&2
-    exit 2
+    usage
     ;;
 esac

@@ -125,6 +125,7 @@ struct jinn_node {
     uint64_t logged_leader;                    /* leader id last logged; 0 none */
     bool logged_leader_set;                    /* a leader state was logged */
     uint64_t logged_down[JINN_CONFIG_MAX_PEERS]; /* leader: peers logged unreachable */
+    uint64_t leader_since;                     /* loop ms this node became leader */
 
     uint64_t announce_next;   /* loop ms before which we do not re-announce */
     uint64_t forget_next;     /* loop ms before which we propose no removal */
@@ -1995,7 +1996,11 @@ static void log_peer_health(struct jinn_node *node, uint64_t now)
             continue;
         }
         down_logged = logged_down_has(node, s->id, &slot);
-        if (member_healthy(node, s->id, now)) {
+        /* Not heard from since this leadership began: a grace period first. */
+        if (member_healthy(node, s->id, now) ||
+            (seen_at(node, s->id) == 0 &&
+             now - node->leader_since <=
+                 (uint64_t)node->cfg->election_timeout_ms * HEALTHY_TIMEOUTS)) {
             if (down_logged) {
                 node->logged_down[slot] = 0;
                 jinn_info("peer %s (%s) answers again", jinn_node_member_name(node, s->id),
@@ -2007,7 +2012,7 @@ static void log_peer_health(struct jinn_node *node, uint64_t now)
             jinn_warn("peer %s (%s, %s) unreachable: no answer for %llu ms",
                       jinn_node_member_name(node, s->id), s->address,
                       s->role == RAFT_VOTER ? "voter" : "standby",
-                      (unsigned long long)(at != 0 ? now - at : 0));
+                      (unsigned long long)(now - (at != 0 ? at : node->leader_since)));
         }
     }
 }
@@ -2045,6 +2050,7 @@ static void tick_cb(uv_timer_t *timer)
             jinn_info("became leader in term %llu",
                       (unsigned long long)node->raft.current_term);
             memset(node->logged_down, 0, sizeof node->logged_down);
+            node->leader_since = now;
         }
         log_peer_health(node, now);
         node->last_leader_contact = now;
