@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -529,6 +530,102 @@ static int arg_bool(struct parser *p, const struct token *d, const struct token 
     return 0;
 }
 
+/* http://HOST:PORT[/] with HOST an IPv4 address or a DNS name (letters,
+ * digits, '-', '.'; at most 253). Copies HOST into host (when given) and
+ * the port into *port. */
+static bool url_shape_ok(const char *url, char *host, size_t host_len, unsigned *port)
+{
+    const char *h, *colon, *end;
+    unsigned long v = 0;
+    size_t n;
+    if (strncmp(url, "http://", 7) != 0) {
+        return false;
+    }
+    h = url + 7;
+    colon = strrchr(h, ':');
+    if (colon == NULL || colon == h) {
+        return false;
+    }
+    n = (size_t)(colon - h);
+    if (n > 253) {
+        return false;
+    }
+    for (const char *c = h; c < colon; c++) {
+        if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.') {
+            return false;
+        }
+    }
+    end = colon + 1;
+    if (!isdigit((unsigned char)*end)) {
+        return false;
+    }
+    while (isdigit((unsigned char)*end) && v <= 65535) {
+        v = v * 10 + (unsigned long)(*end++ - '0');
+    }
+    if (v == 0 || v > 65535 || (*end != '\0' && strcmp(end, "/") != 0)) {
+        return false;
+    }
+    if (host != NULL) {
+        if (n >= host_len) {
+            return false;
+        }
+        memcpy(host, h, n);
+        host[n] = '\0';
+    }
+    if (port != NULL) {
+        *port = (unsigned)v;
+    }
+    return true;
+}
+
+int jinn_config_resolve(struct jinn_config *cfg, struct jinn_config_error *err)
+{
+    char host[256], ip[INET_ADDRSTRLEN], url[300];
+    struct in_addr a4;
+    struct addrinfo hints, *res = NULL;
+    unsigned port;
+    int rc;
+
+    if (cfg->http_advertise == NULL) {
+        return 0;
+    }
+    if (!url_shape_ok(cfg->http_advertise, host, sizeof host, &port)) {
+        return fail_at(err, cfg->http_advertise_line, cfg->http_advertise_column,
+                       "http_advertise: expected http://HOST:PORT, got '%s'",
+                       cfg->http_advertise);
+    }
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        return 0; /* an address already */
+    }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET; /* forwarding speaks IPv4 */
+    hints.ai_socktype = SOCK_STREAM;
+    rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        int rv = fail_at(err, cfg->http_advertise_line, cfg->http_advertise_column,
+                         "http_advertise: host '%s' does not resolve to an IPv4 address (%s); "
+                         "give an address or a name this machine resolves",
+                         host, rc != 0 ? gai_strerror(rc) : "no address");
+        if (res != NULL) {
+            freeaddrinfo(res);
+        }
+        return rv;
+    }
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)res->ai_addr)->sin_addr, ip,
+              sizeof ip);
+    freeaddrinfo(res);
+    snprintf(url, sizeof url, "http://%s:%u", ip, port);
+    {
+        char *copy = jinn_strdup(url);
+        if (copy == NULL) {
+            return JINN_ENOMEM;
+        }
+        jinn_free(cfg->http_advertise);
+        cfg->http_advertise = copy;
+    }
+    return 0;
+}
+
 static int arg_hostport(struct parser *p, const struct token *d, const struct token *a)
 {
     if (jinn_parse_hostport(a->text) != 0) {
@@ -941,9 +1038,14 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
         rv = arg_hostport(p, d, a);
         break;
     case K_URL:
-        if (strncmp(a->text, "http://", 7) != 0 || a->text[7] == '\0') {
-            rv = fail_at(p->err, a->line, a->column, "%s: expected an http:// URL", d->text);
+        if (!url_shape_ok(a->text, NULL, 0, NULL)) {
+            rv = fail_at(p->err, a->line, a->column,
+                         "%s: expected http://HOST:PORT (HOST an IPv4 address or a DNS name, "
+                         "PORT 1-65535), got '%s'",
+                         d->text, a->text);
         }
+        cfg->http_advertise_line = a->line;
+        cfg->http_advertise_column = a->column;
         break;
     case K_STR:
         if (a->text[0] == '\0') {

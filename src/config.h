@@ -52,6 +52,7 @@ struct jinn_config {
     char *data_dir;
     char *http_listen;    /* "ip:port" */
     char *http_advertise; /* URL other nodes use to reach our API */
+    int http_advertise_line, http_advertise_column; /* where it was given (0: not) */
     char *cluster_name;
     char *cluster_listen; /* "ip:port" raft binds to */
     struct jinn_peer peers[JINN_CONFIG_MAX_PEERS];
@@ -101,6 +102,13 @@ int jinn_config_parse(struct jinn_config *cfg, const char *file, const char *tex
 /* Reads and parses path over the defaults. */
 int jinn_config_load(struct jinn_config *cfg, const char *path,
                      struct jinn_config_error *err);
+
+/* Resolves a host name in http_advertise to an IPv4 address (getaddrinfo,
+ * once, at startup: peers forward to an address, and a name that does not
+ * resolve is refused here with the directive's file:line:column rather than
+ * breaking forwarding later). 0, or JINN_ECONFIG/JINN_ENOMEM with err set.
+ * Not part of jinn_config_parse, which does no I/O. */
+int jinn_config_resolve(struct jinn_config *cfg, struct jinn_config_error *err);
 
 void jinn_config_free(struct jinn_config *cfg);
 

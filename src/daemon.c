@@ -9,6 +9,8 @@
  * locked forever). */
 #include "daemon.h"
 
+#include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,12 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "alloc.h"
 #include "api/api.h"
 #include "config.h"
 #include "error.h"
+#include "fetch.h"
 #include "http.h"
 #include "log.h"
 #include "loopmon.h"
@@ -215,6 +219,74 @@ static int load_config(struct jinn_config *cfg, const char *path)
     return 0;
 }
 
+/* A host name in http_advertise becomes an address once, here. */
+static int resolve_advertise(struct jinn_config *cfg, const char *path)
+{
+    struct jinn_config_error err;
+    char *before = cfg->http_advertise ? jinn_strdup(cfg->http_advertise) : NULL;
+    int rv;
+    memset(&err, 0, sizeof err);
+    snprintf(err.file, sizeof err.file, "%s", path ? path : "(defaults)");
+    rv = jinn_config_resolve(cfg, &err);
+    if (rv != 0) {
+        if (err.line > 0) {
+            fprintf(stderr, "jinn: %s:%d:%d: %s\n", err.file, err.line, err.column, err.message);
+        } else {
+            fprintf(stderr, "jinn: %s: %s\n", err.file, err.message[0] ? err.message
+                                                                      : "out of memory");
+        }
+        jinn_free(before);
+        return 2;
+    }
+    if (before != NULL && strcmp(before, cfg->http_advertise) != 0) {
+        jinn_info("http_advertise %s resolved to %s (once, at startup)", before,
+                  cfg->http_advertise);
+    }
+    jinn_free(before);
+    return 0;
+}
+
+/* Whether ip:port can be bound now. The probe binds as libuv does
+ * (SO_REUSEADDR), so a port in TIME_WAIT is not reported as taken. */
+static int port_free(const char *directive, const char *hostport)
+{
+    char url[96];
+    struct sockaddr_in sa;
+    int fd, one = 1, rv = 0;
+    snprintf(url, sizeof url, "http://%s", hostport);
+    if (jinn_fetch_parse_url(url, &sa) != 0) {
+        return 0; /* the parser checked it; let the real bind report */
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 1) != 0) {
+        fprintf(stderr,
+                "jinn: %s %s: %s%s; nothing was started and nothing written to data_dir\n",
+                directive, hostport, strerror(errno),
+                errno == EADDRINUSE ? " (another process, or another jinn node, listens there)"
+                                    : "");
+        rv = 2;
+    }
+    close(fd);
+    return rv;
+}
+
+/* Both listening ports are checked before data_dir is touched: a second
+ * node started by mistake on the same ports must not create or lock
+ * anything (its data_dir may be new, or another node's). */
+static int ports_free(const struct jinn_config *cfg)
+{
+    int rv = port_free("http_listen", cfg->http_listen);
+    if (rv == 0 && strcmp(cfg->cluster_listen, cfg->http_listen) == 0) {
+        fprintf(stderr, "jinn: http_listen and cluster_listen are both %s\n", cfg->http_listen);
+        return 2;
+    }
+    return rv != 0 ? rv : port_free("cluster_listen", cfg->cluster_listen);
+}
+
 int jinn_daemon_run(const char *config_path, bool bootstrap)
 {
     struct daemon *d = jinn_calloc(1, sizeof *d);
@@ -235,6 +307,15 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     d->cfg.bootstrap = bootstrap;
     jinn_log_set_name(d->cfg.server_name);
     jinn_log_set_level(d->cfg.debug_log ? JINN_LOG_DEBUG : JINN_LOG_INFO);
+    rv = resolve_advertise(&d->cfg, config_path);
+    if (rv == 0) {
+        rv = ports_free(&d->cfg);
+    }
+    if (rv != 0) {
+        jinn_config_free(&d->cfg);
+        jinn_free(d);
+        return rv;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (connection_budget(&d->cfg, &http_cfg.max_connections) != 0) {
         jinn_config_free(&d->cfg);
