@@ -1,6 +1,8 @@
 /* test_config.c - the config parser: good files, and every kind of bad one
  * reported with the right line and column. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "config.h"
@@ -270,4 +272,50 @@ TEST(config_value_parsers)
     CHECK(jinn_parse_hostport("127.0.0.1") != 0);
     CHECK(jinn_parse_hostport(":80") != 0);
     CHECK(jinn_parse_hostport("1.2.3.4:80x") != 0);
+}
+
+/* http_advertise: the URL's shape is checked at parse (with position); a
+ * host name is resolved by jinn_config_resolve (startup), not the parser. */
+TEST(config_http_advertise)
+{
+    static const char *const bad[] = {"http://", "http://:8080", "http://h", "http://h:0",
+                                      "http://h:65536", "http://h:80/x", "https://h:80",
+                                      "http://a b:80", "http://[::1]:80"};
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    char text[128];
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int n = snprintf(text, sizeof text, "{\n    http_advertise \"%s\"\n}\n", bad[i]);
+        CHECK_INT(jinn_config_defaults(&cfg), 0);
+        CHECK_INT(jinn_config_parse(&cfg, "t", text, (size_t)n, &err), JINN_ECONFIG);
+        CHECK_INT(err.line, 2);
+        CHECK_INT(err.column, 20);
+        jinn_config_free(&cfg);
+    }
+
+    /* A name is kept as given by the parser, and resolved once. */
+    snprintf(text, sizeof text, "{\n    http_advertise http://localhost:8080/\n}\n");
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, strlen(text), &err), 0);
+    CHECK_STR(cfg.http_advertise, "http://localhost:8080/");
+    CHECK_INT(jinn_config_resolve(&cfg, &err), 0);
+    CHECK_STR(cfg.http_advertise, "http://127.0.0.1:8080");
+    jinn_config_free(&cfg);
+
+    /* An address is left alone; a name that does not resolve is refused
+     * at the directive's position (.invalid never resolves: RFC 6761). */
+    snprintf(text, sizeof text, "{\n  http_advertise http://10.1.2.3:80\n}\n");
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, strlen(text), &err), 0);
+    CHECK_INT(jinn_config_resolve(&cfg, &err), 0);
+    CHECK_STR(cfg.http_advertise, "http://10.1.2.3:80");
+    jinn_config_free(&cfg);
+    snprintf(text, sizeof text, "{\n  http_advertise http://jinn-test.invalid:80\n}\n");
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, strlen(text), &err), 0);
+    CHECK_INT(jinn_config_resolve(&cfg, &err), JINN_ECONFIG);
+    CHECK_INT(err.line, 2);
+    CHECK_INT(err.column, 18);
+    jinn_config_free(&cfg);
 }
