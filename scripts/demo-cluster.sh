@@ -105,6 +105,25 @@ stop_node() {
     echo "$1 stopped"
 }
 
+# Waits (up to 30 s) until some node answers `jinn status` with a leader
+# and a quorum, so the next command pasted after `start` just works.
+wait_leader() {
+    i=0
+    while [ $i -lt 300 ]; do
+        for n in $NODES; do
+            if [ -n "$(node_pid "$n")" ] &&
+                "$JINN" status --addr "http://127.0.0.1:$((HTTP_BASE + ${n#n}))" >/dev/null 2>&1; then
+                echo "leader elected; try: $JINN status --addr http://127.0.0.1:$((HTTP_BASE + ${n#n}))"
+                return 0
+            fi
+        done
+        i=$((i + 1))
+        sleep 0.1
+    done
+    echo "no leader with a quorum after 30 s (fewer than two nodes running?); see $DIR/n*.log" >&2
+    return 1
+}
+
 # The nodes a command applies to: all, or the one named.
 targets() {
     if [ -z "${1:-}" ]; then
@@ -121,7 +140,7 @@ case "$cmd" in
 start)
     mkdir -p "$DIR"
     for n in $(targets "$node"); do start_node "$n"; done
-    echo "try: $JINN status --addr http://127.0.0.1:$((HTTP_BASE + 2))"
+    wait_leader
     ;;
 stop)
     for n in $(targets "$node"); do stop_node "$n"; done
@@ -129,6 +148,7 @@ stop)
 restart)
     mkdir -p "$DIR"
     for n in $(targets "$node"); do stop_node "$n" && start_node "$n"; done
+    wait_leader
     ;;
 status)
     [ -z "$node" ] || usage
