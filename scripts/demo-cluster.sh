@@ -124,18 +124,17 @@ wait_leader() {
     return 1
 }
 
-# The nodes a command applies to: all, or the one named.
+# The nodes a command applies to: all, or the one named (checked below).
 targets() {
-    if [ -z "${1:-}" ]; then
-        echo "$NODES"
-        return 0
-    fi
-    case " $NODES " in *" $1 "*) echo "$1" ;; *) usage ;; esac
+    echo "${1:-$NODES}"
 }
 
 cmd=${1:-}
 node=${2:-}
 [ $# -le 2 ] || usage
+if [ -n "$node" ]; then
+    case " $NODES " in *" $node "*) ;; *) usage ;; esac
+fi
 case "$cmd" in
 start)
     mkdir -p "$DIR"

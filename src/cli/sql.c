@@ -161,10 +161,11 @@ static void print_rows(json_t *res, enum out_mode mode)
             putchar('\n');
         }
         for (j = 0; j < nc; j++) {
-            char *text = cell_text(json_array_get(row, j));
+            json_t *cell = json_array_get(row, j);
+            char *text = cell_text(cell);
             if (mode == MODE_CSV) {
                 fputs(j ? "," : "", stdout);
-                put_csv(text ? text : "");
+                put_csv(text && !json_is_null(cell) ? text : ""); /* NULL: empty, as sqlite3 */
             } else {
                 printf("%*s = %s\n", (int)wide, json_string_value(json_array_get(cols, j)),
                        text ? text : "?");
@@ -269,6 +270,7 @@ static void history_path(struct shell *sh)
     if (state != NULL && state[0] == '/') {
         char dir[sizeof sh->history - 16];
         int n = snprintf(dir, sizeof dir, "%s/jinn", state);
+        (void)mkdir(state, 0700); /* XDG: created when missing */
         if (n > 0 && (size_t)n < sizeof dir && (mkdir(dir, 0700) == 0 || errno == EEXIST)) {
             snprintf(sh->history, sizeof sh->history, "%s/sql_history", dir);
         }
