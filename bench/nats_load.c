@@ -10,10 +10,16 @@
  *   lock      kvStore_Create + kvStore_Delete on a per-client key (the original
  *             system's mutex)
  *   publish   js_Publish to the work-queue stream
+ *   consumer  create the durable pull consumer for --subject (before any load:
+ *             created under a publish storm, JetStream's API calls time out)
  *   consume   pull 8 messages, AckSync each; one op = one acked message
- */
+ *
+ * A client that cannot connect or subscribe retries for up to SETUP_RETRY_S
+ * and then drops out (reported as failed_clients); only when every client
+ * failed does the run fail, with the reason in the JSON line's "error". */
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +27,8 @@
 
 #define MAX_THREADS 256
 #define MAX_SAMPLES (1u << 22)
+#define SETUP_RETRY_S 30.0  /* connecting, subscribing: how long to keep trying */
+#define API_WAIT_MS 20000   /* JetStream API requests (default 5 s) */
 
 static const char *urls = "nats://127.0.0.1:4222";
 static const char *workload = "put";
@@ -31,6 +39,8 @@ static double t_measure, t_end;
 
 struct worker {
     int id;
+    bool failed;
+    char why[160];
     double *lat;
     size_t n;
     unsigned long long ok, errors, refused;
@@ -63,6 +73,43 @@ static void record(struct worker *w, double started, natsStatus s, bool refused)
     }
 }
 
+static void pause_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Connects with a JetStream context whose API calls wait API_WAIT_MS;
+ * retries for SETUP_RETRY_S. */
+static natsStatus connect_js(natsConnection **nc, jsCtx **js)
+{
+    double give_up = now_s() + SETUP_RETRY_S;
+    natsStatus s;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = API_WAIT_MS;
+    for (;;) {
+        s = natsConnection_ConnectTo(nc, urls);
+        if (s == NATS_OK) {
+            s = natsConnection_JetStream(js, *nc, &jo);
+            if (s == NATS_OK) {
+                return s;
+            }
+            natsConnection_Destroy(*nc);
+            *nc = NULL;
+        }
+        if (now_s() > give_up) {
+            return s;
+        }
+        pause_ms(250);
+    }
+}
+
+static void durable_name(char *out, size_t len)
+{
+    snprintf(out, len, "workers-%s", strncmp(subject, "wq.", 3) == 0 ? subject + 3 : subject);
+}
+
 static void *run(void *arg)
 {
     struct worker *w = arg;
@@ -75,21 +122,32 @@ static void *run(void *arg)
     unsigned seq = 0;
 
     memset(value, 'v', sizeof value);
-    if (natsConnection_ConnectTo(&nc, urls) != NATS_OK ||
-        natsConnection_JetStream(&js, nc, NULL) != NATS_OK) {
-        fprintf(stderr, "nats_load: cannot connect to %s\n", urls);
-        exit(1);
+    if (connect_js(&nc, &js) != NATS_OK) {
+        snprintf(w->why, sizeof w->why, "cannot connect to %s", urls);
+        goto failed;
     }
     if (strcmp(workload, "consume") == 0) {
         char durable[64];
-        snprintf(durable, sizeof durable, "workers-%s", subject + 3);
-        if (js_PullSubscribe(&sub, js, subject, durable, NULL, NULL, NULL) != NATS_OK) {
-            fprintf(stderr, "nats_load: pull subscribe failed\n");
-            exit(1);
+        double give_up = now_s() + SETUP_RETRY_S;
+        jsSubOptions so;
+        natsStatus s;
+        jsErrCode err = 0;
+        durable_name(durable, sizeof durable);
+        jsSubOptions_Init(&so);
+        so.Stream = "WQ";
+        so.Consumer = durable; /* bind to the one `consumer` made: no creation race */
+        while ((s = js_PullSubscribe(&sub, js, subject, durable, NULL, &so, &err)) != NATS_OK &&
+               now_s() < give_up) {
+            pause_ms(250);
+        }
+        if (s != NATS_OK) {
+            snprintf(w->why, sizeof w->why, "pull subscribe to %s (%s) failed: %s (%d)",
+                     subject, durable, natsStatus_GetText(s), (int)err);
+            goto failed;
         }
     } else if (strcmp(workload, "publish") != 0 && js_KeyValue(&kv, js, "bench") != NATS_OK) {
-        fprintf(stderr, "nats_load: no bucket (run setup)\n");
-        exit(1);
+        snprintf(w->why, sizeof w->why, "no bucket (run setup)");
+        goto failed;
     }
     while (now_s() < t_end) {
         double started = now_s();
@@ -153,6 +211,50 @@ static void *run(void *arg)
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     return NULL;
+failed:
+    w->failed = true;
+    fprintf(stderr, "nats_load: client %d: %s; it drops out\n", w->id, w->why);
+    natsSubscription_Destroy(sub);
+    kvStore_Destroy(kv);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return NULL;
+}
+
+/* Creates the durable pull consumer for subject on stream WQ (retrying:
+ * JetStream may still be electing the stream's leader). */
+static int make_consumer(void)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsConsumerInfo *ci = NULL;
+    jsConsumerConfig cc;
+    jsErrCode err = 0;
+    char durable[64];
+    double give_up = now_s() + SETUP_RETRY_S;
+    natsStatus s;
+
+    if (connect_js(&nc, &js) != NATS_OK) {
+        fprintf(stderr, "nats_load: cannot connect to %s\n", urls);
+        return 1;
+    }
+    durable_name(durable, sizeof durable);
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = durable;
+    cc.AckPolicy = js_AckExplicit;
+    cc.FilterSubject = subject;
+    while ((s = js_AddConsumer(&ci, js, "WQ", &cc, NULL, &err)) != NATS_OK &&
+           now_s() < give_up) {
+        pause_ms(500);
+    }
+    if (s != NATS_OK) {
+        fprintf(stderr, "nats_load: create consumer %s: %s (%d)\n", durable,
+                natsStatus_GetText(s), (int)err);
+    }
+    jsConsumerInfo_Destroy(ci);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return s == NATS_OK ? 0 : 1;
 }
 
 static int setup(void)
@@ -211,6 +313,8 @@ int main(int argc, char **argv)
     static struct worker workers[MAX_THREADS];
     pthread_t tids[MAX_THREADS];
     unsigned long long ok = 0, errors = 0;
+    int failed = 0;
+    const char *why = "";
     size_t total = 0;
     double *all, t0;
 
@@ -237,6 +341,9 @@ int main(int argc, char **argv)
     if (strcmp(workload, "setup") == 0) {
         return setup();
     }
+    if (strcmp(workload, "consumer") == 0) {
+        return make_consumer();
+    }
     if (threads < 1 || threads > MAX_THREADS || value_size < 0 || value_size > 65536) {
         fprintf(stderr, "nats_load: bad limits\n");
         return 2;
@@ -253,6 +360,10 @@ int main(int argc, char **argv)
         pthread_join(tids[i], NULL);
         ok += workers[i].ok;
         errors += workers[i].errors;
+        if (workers[i].failed) {
+            failed++;
+            why = workers[i].why;
+        }
         total += workers[i].n;
     }
     all = malloc((total + 1) * sizeof *all);
@@ -266,9 +377,17 @@ int main(int argc, char **argv)
 #define PCT(p) (total ? all[(size_t)((double)(total - 1) * (p))] * 1000.0 : 0.0)
     printf("{\"workload\":\"%s\",\"conns\":%d,\"duration_s\":%.1f,\"ops\":%llu,"
            "\"ops_per_s\":%.0f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
-           "\"max_ms\":%.3f,\"errors\":%llu}\n",
+           "\"max_ms\":%.3f,\"errors\":%llu,\"failed_clients\":%d",
            workload, threads, duration, ok, (double)ok / duration, PCT(0.5), PCT(0.9),
-           PCT(0.99), PCT(1.0), errors);
+           PCT(0.99), PCT(1.0), errors, failed);
+    if (failed == threads) {
+        printf(",\"error\":\"every client failed: ");
+        for (const char *c = why; *c; c++) {
+            putchar(*c == '"' || *c == '\\' || (unsigned char)*c < 0x20 ? '\'' : *c);
+        }
+        printf("\"");
+    }
+    printf("}\n");
     free(all);
-    return 0;
+    return failed == threads ? 1 : 0;
 }
