@@ -2295,7 +2295,11 @@ static void transfer_done(struct raft_transfer *req)
     raft_id leader_id;
     const char *address;
     raft_leader(&node->raft, &leader_id, &address);
-    jinn_info("leadership transfer %s", leader_id != node->id ? "done" : "did not finish");
+    if (leader_id != node->id && leader_id != 0) {
+        jinn_info("leadership transfer done: %s leads", jinn_node_member_name(node, leader_id));
+    } else {
+        jinn_info("leadership transfer %s", leader_id != node->id ? "done" : "did not finish");
+    }
     close_raft(node);
 }
 

@@ -255,7 +255,17 @@ def test_second_process_on_same_data_dir_is_refused(cluster_factory):
     c = cluster_factory(1).start()
     c.wait_leader()
     n = c.nodes[0]
-    out = subprocess.run([JINN, "run", "-c", n.config_path], capture_output=True, text=True,
+    # Other ports (the same ones are refused before data_dir is looked at:
+    # test_health.py), the same data_dir: the lock refuses it.
+    with open(n.config_path) as f:
+        text = f.read()
+    text = text.replace(f"127.0.0.1:{n.http_port}", f"127.0.0.1:{free_port()}")
+    text = text.replace(f"cluster_listen   127.0.0.1:{n.raft_port}",
+                        f"cluster_listen   127.0.0.1:{free_port()}")
+    other = os.path.join(os.path.dirname(n.config_path), "other.conf")
+    with open(other, "w") as f:
+        f.write(text)
+    out = subprocess.run([JINN, "run", "-c", other], capture_output=True, text=True,
                          timeout=20)
     assert out.returncode != 0
     assert "in use by another jinn" in out.stderr
