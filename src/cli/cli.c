@@ -521,6 +521,11 @@ int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target
         fprintf(stderr, "jinn: out of memory\n");
         return 1;
     }
+    if (strcmp(method, "POST") == 0 && strncmp((const char *)target->data, "/v1/sql/", 8) == 0) {
+        /* A SQL query is a POST for its body, but only reads. */
+        size_t len = strlen((const char *)target->data);
+        idempotent = len > 6 && strcmp((const char *)target->data + len - 6, "/query") == 0;
+    }
     for (;;) {
         if (jinn_cli_request(addr, method, (const char *)target->data, headers, body, body_len,
                              status, resp, resp_len, err, sizeof err) != 0) {

@@ -45,8 +45,8 @@ int jinn_cli_leader(int argc, char **argv);
  * usage text went to stdout and the command should exit 0. */
 bool jinn_cli_help(int argc, char **argv, const char *usage);
 
-/* How long an idempotent call (GET, PUT, DELETE) keeps retrying while the
- * cluster has no leader (503 no_leader/not_leader/forward_failed: nothing
+/* How long an idempotent call (GET, PUT, DELETE, a SQL query) keeps
+ * retrying while the cluster has no leader (503 no_leader/not_leader/forward_failed: nothing
  * was applied), saying so on stderr. */
 #define JINN_CLI_LEADER_WAIT_MS 10000
 
