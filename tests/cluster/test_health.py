@@ -171,15 +171,27 @@ def test_http_advertise_that_does_not_resolve_is_refused_with_position(tmp_path)
 def test_port_in_use_is_refused_before_data_dir_is_touched(tmp_path, taken):
     data = tmp_path / "data"
     ports = {"http_listen": free_port(), "cluster_listen": free_port()}
+    lines = ["server_name a", f"data_dir {data}",
+             f"http_listen 127.0.0.1:{ports['http_listen']}",
+             f"cluster_listen 127.0.0.1:{ports['cluster_listen']}"]
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", ports[taken]))
         s.listen(1)
-        out, _ = run_node(tmp_path, [
-            "server_name a", f"data_dir {data}",
-            f"http_listen 127.0.0.1:{ports['http_listen']}",
-            f"cluster_listen 127.0.0.1:{ports['cluster_listen']}"])
-    assert out.returncode == 2, out.stderr
-    assert (f"{taken} 127.0.0.1:{ports[taken]}: Address already in use" in out.stderr)
-    assert "nothing written to data_dir" in out.stderr
-    assert not data.exists()          # not created, not locked, nothing written
+        out, _ = run_node(tmp_path, lines)
+        assert out.returncode == 2, out.stderr
+        assert (f"{taken} 127.0.0.1:{ports[taken]}: Address already in use" in out.stderr)
+        assert "nothing written to data_dir" in out.stderr
+        assert not data.exists()          # not created, not locked, nothing written
+        data.mkdir()                      # an empty data_dir stays empty
+        out, _ = run_node(tmp_path, lines)
+        assert out.returncode == 2 and os.listdir(data) == []
+    # The port free again: the same configuration starts.
+    p = subprocess.Popen([JINN, "run", "-c", str(tmp_path / "n.conf")],
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: http(f"http://127.0.0.1:{ports['http_listen']}/readyz",
+                              timeout=1)[0] == 200, timeout=20, what="the node ready")
+    finally:
+        p.terminate()
+        assert p.wait(timeout=20) == 0
