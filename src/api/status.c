@@ -131,6 +131,22 @@ void jinn_api_readyz(struct jinn_api *api, struct jinn_http_request *req,
     jinn_http_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
 }
 
+/* A Prometheus label value: backslash, quote and newline escaped; cut to
+ * fit out. */
+static void label_value(char *out, size_t len, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 3 < len; s++) {
+        if (*s == '\\' || *s == '"' || *s == '\n') {
+            out[n++] = '\\';
+            out[n++] = *s == '\n' ? 'n' : *s;
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+}
+
 void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args)
 {
@@ -305,14 +321,19 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
     GAUGE("jinn_disk_full", "1 while free space is below min_free_space (writes refused).",
           "%d", st.disk_full);
     if (st.role == JINN_ROLE_LEADER) {
-        /* Per-peer series: only the leader knows contact and match index. */
+        /* Per-peer series: only the leader knows contact and match index.
+         * Names are allow-listed where they are set; escaped anyway. */
+        char names[JINN_CONFIG_MAX_PEERS][2 * JINN_NODE_NAME_MAX + 1];
+        for (unsigned i = 0; i < st.n_members; i++) {
+            label_value(names[i], sizeof names[i], st.members[i].name);
+        }
         jinn_wbuf_printf(&w, "# HELP jinn_raft_peer_last_contact_ms Leader: ms since each member "
                              "last answered (-1: never).\n"
                              "# TYPE jinn_raft_peer_last_contact_ms gauge\n");
         for (unsigned i = 0; i < st.n_members; i++) {
             jinn_wbuf_printf(&w, "jinn_raft_peer_last_contact_ms{peer=\"%s\",id=\"%" PRIu64
                                  "\"} %" PRId64 "\n",
-                             st.members[i].name, st.members[i].id, st.members[i].last_contact_ms);
+                             names[i], st.members[i].id, st.members[i].last_contact_ms);
         }
         jinn_wbuf_printf(&w, "# HELP jinn_raft_peer_match_index Leader: highest log index known "
                              "stored on each member.\n"
@@ -320,14 +341,14 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
         for (unsigned i = 0; i < st.n_members; i++) {
             jinn_wbuf_printf(&w, "jinn_raft_peer_match_index{peer=\"%s\",id=\"%" PRIu64
                                  "\"} %" PRIu64 "\n",
-                             st.members[i].name, st.members[i].id, st.members[i].match_index);
+                             names[i], st.members[i].id, st.members[i].match_index);
         }
         jinn_wbuf_printf(&w, "# HELP jinn_raft_peer_reachable Leader: 1 when the member answered "
                              "within two election timeouts.\n"
                              "# TYPE jinn_raft_peer_reachable gauge\n");
         for (unsigned i = 0; i < st.n_members; i++) {
             jinn_wbuf_printf(&w, "jinn_raft_peer_reachable{peer=\"%s\",id=\"%" PRIu64 "\"} %d\n",
-                             st.members[i].name, st.members[i].id, st.members[i].reachable);
+                             names[i], st.members[i].id, st.members[i].reachable);
         }
     }
     jinn_api_check_metrics(api, &w);
