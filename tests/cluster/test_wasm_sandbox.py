@@ -1,5 +1,5 @@
 """`jinn sandbox` on its own: a module compiled by hand (wat2wasm, wasm2c,
-jinn's glue via tests/wasm/sandbox/gen_glue.c, cc) and driven over a
+jinn's glue via tests/wasmtool/gen_glue.c, cc) and driven over a
 socketpair with proto.h's frames, the way wasm/pool.c drives it.
 
 The fixture module is tests/wasm/sandbox/edge.wat: the first byte of stdin
@@ -48,7 +48,7 @@ def build(tmp_path_factory):
     d = tmp_path_factory.mktemp("wasm")
     gen = d / "gen_glue"
     subprocess.run([tool("cc"), "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(ROOT, "src"),
-                    os.path.join(FIXTURES, "gen_glue.c"),
+                    os.path.join(ROOT, "tests", "wasmtool", "gen_glue.c"),
                     *(os.path.join(ROOT, "src", f) for f in
                       ("wasm/glue.c", "codec.c", "alloc.c", "error.c")),
                     "-o", str(gen)], check=True)
