@@ -380,6 +380,14 @@ def test_protocol_errors_end_the_sandbox(sandbox):
 def test_bad_arguments_and_missing_module(tmp_path):
     r = subprocess.run([JINN, "sandbox", str(tmp_path / "none.so"), "1048576", "0"],
                        capture_output=True, timeout=30)
+    assert r.returncode != 0 and b"fd 3 is not open" in r.stderr
+    a, b = socket.socketpair()
+    fd = b.fileno()
+    r = subprocess.run([JINN, "sandbox", str(tmp_path / "none.so"), "1048576", "0"],
+                       capture_output=True, timeout=30, close_fds=False,
+                       preexec_fn=lambda: os.dup2(fd, 3))
+    a.close()
+    b.close()
     assert r.returncode != 0 and b"none.so" in r.stderr
     r = subprocess.run([JINN, "sandbox", "x.so", "12MB", "0"], capture_output=True, timeout=30)
     assert r.returncode == 2 and b"usage" in r.stderr
