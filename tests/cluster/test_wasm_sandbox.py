@@ -404,3 +404,22 @@ def test_warm_round_trip_latency(sandbox):
     us = (time.perf_counter() - t0) / n * 1e6
     print(f"\nwarm hello round trip over the socketpair (python client): {us:.1f} us")
     assert us < 5000
+
+
+def test_kv_get_declared_as_i64(sandbox, build):
+    s = sandbox(so=build(os.path.join(FIXTURES, "kv64.wat")))
+    out = s.invoke(host=lambda *c: (FAIL, b""))[2]
+    assert struct.unpack("<Q", out[:8])[0] == 0xFFFFFFFF  # zero-extended, as abi.h says
+    outcome, detail, out, _, calls = s.invoke(host=lambda *c: (5, b"value"))
+    assert struct.unpack("<Q", out[:8])[0] == 5 and out[8:13] == b"value"
+    assert calls == [(KV_GET, 0, 16, b"key", b"")]
+
+
+def test_modules_without_wasi_or_without_imports(sandbox, build):
+    s = sandbox(so=build(os.path.join(FIXTURES, "gojinn_only.wat")))
+    for _ in range(2):
+        outcome, detail, out, err, calls = s.invoke(host=lambda *c: (FAIL, b""))
+        assert (outcome, detail, out) == (EXITED, 0, b"")
+        assert calls == [(LOG, 1, 0, b"k=v", b""), (KV_SET, 0, 0, b"k", b"v")]
+    s = sandbox(so=build(os.path.join(FIXTURES, "noimports.wat")))
+    assert s.invoke(b"ignored")[:3] == (EXITED, 0, b"")
