@@ -11,7 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -569,6 +575,83 @@ static int lock_down(pid_t parent)
     return 0;
 }
 
+/* The system calls a running sandbox makes: frames (read, write, writev),
+ * memory (malloc, rt.c's madvise), clocks and sleeps (vDSO fallbacks),
+ * getrandom, sched_yield, exit, and abort()'s signal to itself. Anything
+ * else kills the process (the node reports a crash). mmap and mprotect
+ * may not ask for executable memory; tgkill only at this process. Under
+ * ASan its runtime's own calls (reports, the leak check at exit) are
+ * allowed too. Only where the filter's numbers are known (x86-64, arm64). */
+#if defined(__x86_64__)
+#define SECCOMP_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+#ifdef SECCOMP_ARCH
+static const long allowed_syscalls[] = {
+    SYS_read, SYS_write, SYS_writev, SYS_close, SYS_munmap, SYS_mremap, SYS_brk, SYS_madvise,
+    SYS_clock_gettime, SYS_clock_getres, SYS_clock_nanosleep, SYS_nanosleep, SYS_gettimeofday,
+    SYS_getrandom, SYS_sched_yield, SYS_exit, SYS_exit_group, SYS_rt_sigreturn,
+    SYS_rt_sigprocmask, SYS_rt_sigaction, SYS_getpid, SYS_gettid, SYS_futex, SYS_fstat,
+    SYS_newfstatat,
+#ifdef __SANITIZE_ADDRESS__
+    SYS_openat, SYS_readlinkat, SYS_getdents64, SYS_lseek, SYS_pread64, SYS_sigaltstack,
+    SYS_prctl, SYS_sched_getaffinity, SYS_clone, SYS_wait4, SYS_ptrace, SYS_getppid,
+    SYS_pipe2, SYS_dup3, SYS_execve, SYS_set_robust_list, SYS_rseq, SYS_uname,
+    SYS_process_vm_readv, SYS_getrlimit, SYS_prlimit64, SYS_mincore,
+#ifdef SYS_open
+    SYS_open, SYS_readlink, SYS_stat, SYS_lstat, SYS_access, SYS_pipe, SYS_dup2, SYS_fork,
+    SYS_getdents,
+    SYS_vfork, SYS_arch_prctl,
+#endif
+#endif
+};
+
+static int install_seccomp(void)
+{
+    struct sock_filter f[6 + 2 * (sizeof allowed_syscalls / sizeof allowed_syscalls[0]) + 11];
+    struct sock_fprog prog;
+    unsigned n = 0;
+    uint32_t pid = (uint32_t)getpid();
+
+#define EMIT(code, jt, jf, k) (f[n++] = (struct sock_filter)BPF_JUMP(code, k, jt, jf))
+#define LOAD(off) EMIT(BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(off))
+#define RET(v) EMIT(BPF_RET | BPF_K, 0, 0, (uint32_t)(v))
+    LOAD(offsetof(struct seccomp_data, arch));
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, SECCOMP_ARCH);
+    RET(SECCOMP_RET_KILL_PROCESS);
+    LOAD(offsetof(struct seccomp_data, nr));
+#ifdef __x86_64__
+    EMIT(BPF_JMP | BPF_JGE | BPF_K, 0, 1, 0x40000000u); /* the x32 ABI */
+    RET(SECCOMP_RET_KILL_PROCESS);
+#endif
+    for (size_t i = 0; i < sizeof allowed_syscalls / sizeof allowed_syscalls[0]; i++) {
+        EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, (uint32_t)allowed_syscalls[i]);
+        RET(SECCOMP_RET_ALLOW);
+    }
+    /* mmap and mprotect without PROT_EXEC (args[2], low word); then
+     * tgkill at this process (args[0]); anything else is refused. */
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, (uint32_t)SYS_mmap);
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 4, (uint32_t)SYS_mprotect);
+    LOAD(offsetof(struct seccomp_data, args[2]));
+    EMIT(BPF_JMP | BPF_JSET | BPF_K, 0, 1, PROT_EXEC);
+    RET(SECCOMP_RET_KILL_PROCESS);
+    RET(SECCOMP_RET_ALLOW);
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, (uint32_t)SYS_tgkill);
+    LOAD(offsetof(struct seccomp_data, args[0]));
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, pid);
+    RET(SECCOMP_RET_ALLOW);
+    RET(SECCOMP_RET_KILL_PROCESS);
+#undef EMIT
+#undef LOAD
+#undef RET
+    prog.len = (unsigned short)n;
+    prog.filter = f;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+}
+#endif
+
 static bool parse_u64(const char *s, uint64_t *out)
 {
     char *end;
@@ -629,6 +712,12 @@ int jinn_sandbox_main(int argc, char **argv)
     init_failure = jinn_rt_run(call_init, NULL, 0);
     inst_failure = init_failure ? init_failure
                                 : jinn_rt_run(call_instantiate, inst, mod.depth_base);
+#ifdef SECCOMP_ARCH
+    if (install_seccomp() != 0) {
+        fprintf(stderr, "jinn sandbox: seccomp: %s\n", strerror(errno));
+        goto cleanup;
+    }
+#endif
     if (!send_simple(JINN_SBX_READY, NULL, 0, false)) {
         goto cleanup;
     }
