@@ -114,12 +114,13 @@ static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len)
 {
     uint8_t hdr[5];
     uint32_t n;
-    if (!read_all(hdr, 4)) {
+    /* Length and type in one read: every frame has a type byte. */
+    if (!read_all(hdr, 5)) {
         return false;
     }
     n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
         (uint32_t)hdr[3] << 24;
-    if (n < 1 || n > JINN_SBX_FRAME_MAX || !read_all(hdr + 4, 1)) {
+    if (n < 1 || n > JINN_SBX_FRAME_MAX) {
         return false;
     }
     *type = hdr[4];
