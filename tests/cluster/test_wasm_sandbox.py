@@ -463,3 +463,80 @@ def test_lock_down(sandbox, build, tmp_path):
         del os.environ["EVIL"]
     assert s.invoke(b"")[:3] == (EXITED, 0, b"")
     assert s.close()[0] == 0
+
+
+def abi_imports():
+    """(module, name, params, results) of every line of src/wasm/abi.h, one
+    signature per name (the first)."""
+    import re
+    seen, out = set(), []
+    with open(os.path.join(ROOT, "src", "wasm", "abi.h")) as f:
+        for m in re.finditer(r'X\((JINN_WASI|"gojinn"), "(\w+)", \w+, "(\w*)", "(\w*)"',
+                             f.read()):
+            mod = "wasi_snapshot_preview1" if m.group(1) == "JINN_WASI" else "gojinn"
+            if (mod, m.group(2)) not in seen:
+                seen.add((mod, m.group(2)))
+                out.append((mod, m.group(2), m.group(3), m.group(4)))
+    return out
+
+
+def test_every_import_with_hostile_arguments(sandbox, build, tmp_path):
+    """A module importing every function abi.h lists (so the jinn binary must
+    export every host symbol: dlopen is RTLD_NOW) calls each twice: all
+    arguments hostile, then a valid fd/level first and hostile pointers and
+    lengths. Each answers an error, none reaches the node, the sandbox lives."""
+    imports = abi_imports()
+    assert len(imports) == 46 + 7  # all of WASI preview 1, the gojinn functions
+    wt = lambda c: {"i": "i32", "I": "i64"}[c]
+    lines = ["(module"]
+    for mod, name, params, results in imports:
+        sig = "".join(f" (param {wt(p)})" for p in params)
+        sig += "".join(f" (result {wt(r)})" for r in results)
+        lines.append(f'  (import "{mod}" "{name}" (func ${name}{sig}))')
+    lines.append('  (memory (export "memory") 1)')
+    lines.append("  (func (export \"_start\")")
+    slot = 0
+    calls = []
+    for first in (None, 1):
+        for mod, name, params, results in imports:
+            if name == "proc_exit":
+                continue
+            args = []
+            for i, p in enumerate(params):
+                if i == 0 and first is not None:
+                    args.append(f"({wt(p)}.const {first})")
+                else:
+                    args.append(f"({wt(p)}.const -16)")
+            call = f"(call ${name} {' '.join(args)})"
+            if results:
+                if results == "I":
+                    call = f"(i32.wrap_i64 {call})"
+                lines.append(f"    (i32.store (i32.const {1024 + 4 * slot}) {call})")
+                calls.append((mod, name, slot))
+                slot += 1
+            else:
+                lines.append(f"    {call}")
+    lines.append(f"    (i32.store (i32.const 0) (i32.const 1024))")
+    lines.append(f"    (i32.store (i32.const 4) (i32.const {4 * slot}))")
+    lines.append("    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))")
+    lines.append("    (call $proc_exit (i32.const 7))))")
+    wat = tmp_path / "all_imports.wat"
+    wat.write_text("\n".join(lines))
+
+    def host(*c):
+        raise AssertionError(f"host call {c[0]} with hostile arguments was sent")
+
+    s = sandbox(so=build(str(wat)))
+    outcome, detail, out, err, sent = s.invoke(b"", host=host)
+    assert (outcome, detail) == (EXITED, 7)
+    assert sent == []
+    results = ints(out, slot)
+    errnos = {EBADF, EFAULT, EINVAL, ENOTCAPABLE, 52, 58, 70}  # + ENOSYS ENOTSUP ESPIPE
+    for mod, name, i in calls:
+        if mod == "gojinn":
+            assert results[i] == FAIL, name
+        elif name == "sched_yield":
+            assert results[i] == 0
+        else:
+            assert results[i] in errnos, (name, results[i])
+    assert s.invoke(b"")[:2] == (EXITED, 7)  # and again on the next instance
