@@ -1,10 +1,13 @@
 /* rt.c - see rt.h. */
 #include "wasm/rt.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <ucontext.h>
 
 #include "alloc.h"
 
@@ -99,6 +102,69 @@ void jinn_rt_exit(uint32_t code)
 }
 
 uint32_t jinn_rt_exit_code(void) { return exit_code; }
+
+static uintptr_t guard_top, guard_span, guard_code_lo, guard_code_hi;
+static uint8_t guard_altstack[64 << 10];
+
+static uintptr_t fault_pc(void *ctx)
+{
+#if defined(__x86_64__)
+    return (uintptr_t)((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)((ucontext_t *)ctx)->uc_mcontext.pc;
+#else
+    (void)ctx;
+    return 0;
+#endif
+}
+
+static void on_segv(int sig, siginfo_t *si, void *ctx)
+{
+    uintptr_t a = (uintptr_t)si->si_addr, pc = fault_pc(ctx);
+    if (armed && a < guard_top && guard_top - a <= guard_span && pc >= guard_code_lo &&
+        pc < guard_code_hi) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+        jinn_rt_jump(WASM_RT_TRAP_EXHAUSTION);
+    }
+    /* Not ours: the default action when the instruction faults again. */
+    signal(sig, SIG_DFL);
+}
+
+int jinn_rt_guard_stack(const void *stack_top, uintptr_t code_lo, uintptr_t code_hi)
+{
+    struct rlimit rl;
+    stack_t ss;
+    struct sigaction sa;
+#if !defined(__x86_64__) && !defined(__aarch64__)
+    return -1;
+#endif
+    if (getrlimit(RLIMIT_STACK, &rl) != 0) {
+        return -1;
+    }
+    /* The stack can reach its limit below the top, and the kernel keeps a
+     * guard gap (1 MiB by default) under that. */
+    guard_span = (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1ull << 32)
+                      ? (uintptr_t)1 << 32
+                      : (uintptr_t)rl.rlim_cur) +
+                 ((uintptr_t)4 << 20);
+    guard_top = (uintptr_t)stack_top;
+    guard_code_lo = code_lo;
+    guard_code_hi = code_hi;
+    ss.ss_sp = guard_altstack;
+    ss.ss_size = sizeof guard_altstack;
+    ss.ss_flags = 0;
+    if (sigaltstack(&ss, NULL) != 0) {
+        return -1;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGSEGV, &sa, NULL);
+}
 
 wasm_rt_memory_t *jinn_rt_memory(void) { return mem_owner; }
 

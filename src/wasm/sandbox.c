@@ -4,6 +4,7 @@
 #include "wasm/sandbox.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -373,6 +374,46 @@ static int load(const char *path, uint32_t stack_depth)
     return 0;
 }
 
+/* The executable segments of the module's shared object, for the stack
+ * guard (rt.h): found by the load address dladdr reports. */
+struct code_range {
+    uintptr_t base, lo, hi;
+};
+
+static int find_code(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct code_range *r = data;
+    (void)size;
+    if (info->dlpi_addr != r->base) {
+        return 0;
+    }
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+            r->lo = r->lo == 0 || lo < r->lo ? lo : r->lo;
+            r->hi = hi > r->hi ? hi : r->hi;
+        }
+    }
+    return 1;
+}
+
+static int guard_stack(const void *stack_top)
+{
+    Dl_info di;
+    struct code_range r = {0, 0, 0};
+    void *start;
+    memcpy(&start, &mod.start, sizeof start);
+    if (dladdr(start, &di) == 0 || di.dli_fbase == NULL) {
+        return -1;
+    }
+    r.base = (uintptr_t)di.dli_fbase;
+    if (dl_iterate_phdr(find_code, &r) != 1 || r.lo == 0) {
+        return -1;
+    }
+    return jinn_rt_guard_stack(stack_top, r.lo, r.hi);
+}
+
 static void call_init(void *arg)
 {
     (void)arg;
@@ -704,6 +745,10 @@ int jinn_sandbox_main(int argc, char **argv)
     }
     if (lock_down(parent) != 0) {
         goto cleanup;
+    }
+    if (guard_stack(&parent) != 0) {
+        fprintf(stderr, "jinn sandbox: no stack guard: a native stack overflow will be a "
+                        "crash, not a trap\n");
     }
     inst = jinn_calloc(1, mod.instance_size ? mod.instance_size : 1);
     if (inst == NULL) {

@@ -5,6 +5,7 @@ socketpair with proto.h's frames, the way wasm/pool.c drives it.
 The fixture module is tests/wasm/sandbox/edge.wat: the first byte of stdin
 picks what its _start does."""
 import os
+import resource
 import shutil
 import socket
 import struct
@@ -78,15 +79,20 @@ def bytes_field(b):
 
 
 class Sandbox:
-    def __init__(self, so, memory=MEMORY, stack=0):
+    def __init__(self, so, memory=MEMORY, stack=0, rlimit_stack=None):
         self.sock, child = socket.socketpair()
         fd = child.fileno()
+
+        def preexec():
+            os.dup2(fd, 3)
+            if rlimit_stack is not None:
+                resource.setrlimit(resource.RLIMIT_STACK, (rlimit_stack, rlimit_stack))
         self.proc = subprocess.Popen(
             [JINN, "sandbox", so, str(memory), str(stack)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             # dup2 after Popen's own fd closing would be too late for
             # pass_fds; Python's fds are close-on-exec anyway.
-            close_fds=False, preexec_fn=lambda: os.dup2(fd, 3))
+            close_fds=False, preexec_fn=preexec)
         child.close()
         self.sock.settimeout(30)
         t, p = self.read_frame()
@@ -540,3 +546,32 @@ def test_every_import_with_hostile_arguments(sandbox, build, tmp_path):
         else:
             assert results[i] in errnos, (name, results[i])
     assert s.invoke(b"")[:2] == (EXITED, 7)  # and again on the next instance
+
+
+def test_native_stack_overflow_is_a_trap(sandbox, build, tmp_path):
+    """A function whose C translation needs a big native frame overflows the
+    sandbox's stack (1 MiB here) before wasm2c's depth count (500) stops it:
+    the SIGSEGV in the module's code becomes a stack_exhausted trap, not a
+    crash, and the next call works."""
+    n = 600  # i64 locals live across the recursive call: ~5 KB per frame
+    lines = ["(module", '  (memory (export "memory") 1)',
+             "  (func $big (param $p i64) (result i64)",
+             "    " + " ".join(f"(local $l{i} i64)" for i in range(n))]
+    lines += [f"    (local.set $l{i} (i64.load (i32.const {i * 8})))" for i in range(n)]
+    # a store the caller cannot see through, so every local must be saved
+    lines.append("    (i64.store (i32.wrap_i64 (i64.and (local.get $p) (i64.const 0x3ff8)))"
+                 " (local.get $p))")
+    lines.append("    (if (i64.eqz (local.get $p)) (then (return (i64.const 0))))")
+    lines.append("    (local.set $p (call $big (i64.sub (local.get $p) (i64.const 1))))")
+    lines += [f"    (local.set $p (i64.rotl (local.get $p) (local.get $l{i})))" for i in range(n)]
+    lines.append("    (local.get $p))")
+    # stdin empty: recurse (practically) forever; else 10 levels
+    lines.append('  (func (export "_start") (i64.store (i32.const 0) (call $big'
+                 " (select (i64.const 10) (i64.const 1000000000) (i32.load8_u (i32.const 65535))))))")
+    lines.append('  (data (i32.const 65535) "\\00"))')
+    wat = tmp_path / "bigframe.wat"
+    wat.write_text("\n".join(lines))
+    so = build(str(wat))
+    s = sandbox(so=so, rlimit_stack=1 << 20)
+    for _ in range(2):
+        assert s.invoke(b"")[:3] == (TRAPPED, TRAPS["stack_exhausted"], b"")
