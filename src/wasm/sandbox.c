@@ -196,7 +196,10 @@ static void send_log_bytes(const uint8_t *p, size_t n, bool is_hostlog, uint32_t
     }
 }
 
-static void guest_stderr(const uint8_t *p, size_t n) { send_log_bytes(p, n, false, 0); }
+static void guest_stderr(const uint8_t *p, size_t n)
+{
+    send_log_bytes(p, n, false, 0);
+}
 
 /* The sandbox's own word about a host call the guest got wrong. */
 static void host_complain(const char *fn, const char *what)
@@ -311,7 +314,8 @@ uint32_t jinn_host_db_query(void *ctx, uint32_t qptr, uint32_t qlen, uint32_t ou
                     outmax);
 }
 
-uint32_t jinn_host_enqueue(void *ctx, uint32_t fptr, uint32_t flen, uint32_t pptr, uint32_t plen)
+uint32_t jinn_host_enqueue(void *ctx, uint32_t fptr, uint32_t flen, uint32_t pptr,
+                           uint32_t plen)
 {
     (void)ctx;
     return hostcall("host_enqueue", JINN_SBX_ENQUEUE, 0, fptr, flen, pptr, plen, false, 0, 0);
@@ -355,8 +359,7 @@ static int load(const char *path, uint32_t stack_depth)
     version = sym("jinn_mod_glue_version");
     size = sym("jinn_mod_instance_size");
     max_depth = sym("jinn_mod_max_call_depth");
-    if (!version || !size || !max_depth ||
-        !fsym("jinn_mod_init", &mod.init, sizeof mod.init) ||
+    if (!version || !size || !max_depth || !fsym("jinn_mod_init", &mod.init, sizeof mod.init) ||
         !fsym("jinn_mod_instantiate", &mod.instantiate, sizeof mod.instantiate) ||
         !fsym("jinn_mod_free", &mod.free, sizeof mod.free) ||
         !fsym("jinn_mod_start", &mod.start, sizeof mod.start)) {
@@ -420,11 +423,20 @@ static void call_init(void *arg)
     mod.init();
 }
 
-static void call_instantiate(void *arg) { mod.instantiate(arg, &gojinn_ctx, &wasi_ctx); }
+static void call_instantiate(void *arg)
+{
+    mod.instantiate(arg, &gojinn_ctx, &wasi_ctx);
+}
 
-static void call_start(void *arg) { mod.start(arg); }
+static void call_start(void *arg)
+{
+    mod.start(arg);
+}
 
-static void call_free(void *arg) { mod.free(arg); }
+static void call_free(void *arg)
+{
+    mod.free(arg);
+}
 
 /* A fresh instance for the next invocation: the last one's memory zeroed
  * (rt.c), data segments and tables written again. */
@@ -631,6 +643,7 @@ static int lock_down(pid_t parent)
 #endif
 
 #ifdef SECCOMP_ARCH
+/* clang-format off */
 static const long allowed_syscalls[] = {
     SYS_read, SYS_write, SYS_writev, SYS_close, SYS_munmap, SYS_mremap, SYS_brk, SYS_madvise,
     SYS_clock_gettime, SYS_clock_getres, SYS_clock_nanosleep, SYS_nanosleep, SYS_gettimeofday,
@@ -649,6 +662,7 @@ static const long allowed_syscalls[] = {
 #endif
 #endif
 };
+/* clang-format on */
 
 static int install_seccomp(void)
 {
@@ -739,8 +753,7 @@ int jinn_sandbox_main(int argc, char **argv)
         goto cleanup;
     }
     if (jinn_rt_setup(memory_limit) != 0) {
-        fprintf(stderr, "jinn sandbox: cannot map %" PRIu64 " bytes of memory\n",
-                memory_limit);
+        fprintf(stderr, "jinn sandbox: cannot map %" PRIu64 " bytes of memory\n", memory_limit);
         goto cleanup;
     }
     if (lock_down(parent) != 0) {
@@ -756,8 +769,8 @@ int jinn_sandbox_main(int argc, char **argv)
     }
     wasm_rt_init();
     init_failure = jinn_rt_run(call_init, NULL, 0);
-    inst_failure = init_failure ? init_failure
-                                : jinn_rt_run(call_instantiate, inst, mod.depth_base);
+    inst_failure =
+        init_failure ? init_failure : jinn_rt_run(call_instantiate, inst, mod.depth_base);
 #ifdef SECCOMP_ARCH
     if (install_seccomp() != 0) {
         fprintf(stderr, "jinn sandbox: seccomp: %s\n", strerror(errno));
