@@ -371,6 +371,13 @@ def test_protocol_errors_end_the_sandbox(sandbox):
     s = sandbox()
     s.send(INVOKE, b"\1" * 5)  # truncated
     assert s.proc.wait(timeout=20) != 0
+    for raw in (struct.pack("<I", 0),                        # a frame without a type
+                struct.pack("<IB", (32 << 20) + 4097 + 1, INVOKE),  # over the frame limit
+                struct.pack("<IB", 100, INVOKE) + b"x"):     # cut short
+        s = sandbox()
+        s.sock.sendall(raw)
+        s.sock.shutdown(socket.SHUT_WR)
+        assert s.proc.wait(timeout=20) == 1, raw
     # A host call answered with something else than HOSTREPLY.
     s = sandbox()
     p = struct.pack("<QI", 1, 1) + bytes_field(b"fn") + struct.pack("<I", 0) + bytes_field(b"k")
