@@ -301,7 +301,7 @@ static int read_types(struct parser *ps, struct cursor *c)
     }
     for (uint32_t i = 0; i < n; i++) {
         struct functype *ft = &ps->types[i];
-        uint8_t form;
+        uint8_t form = 0;
         if ((rv = get_u8(ps, c, &form)) != 0) {
             return rv;
         }
@@ -321,7 +321,7 @@ static int read_types(struct parser *ps, struct cursor *c)
 static int read_limits(struct parser *ps, struct cursor *c, uint32_t *min, uint32_t *max,
                        bool *has_max)
 {
-    uint8_t flags;
+    uint8_t flags = 0;
     int rv = get_u8(ps, c, &flags);
     if (rv != 0) {
         return rv;
@@ -479,7 +479,7 @@ static int read_imports(struct parser *ps, struct cursor *c)
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *mod, *name;
         uint32_t modlen, namelen, idx;
-        uint8_t kind;
+        uint8_t kind = 0;
         char pm[48], pn[80];
         if ((rv = get_name(ps, c, &mod, &modlen)) != 0 ||
             (rv = get_name(ps, c, &name, &namelen)) != 0 || (rv = get_u8(ps, c, &kind)) != 0) {
@@ -555,8 +555,8 @@ static int read_functions(struct parser *ps, struct cursor *c)
 
 static int read_memories(struct parser *ps, struct cursor *c)
 {
-    uint32_t n, min, max;
-    bool has_max;
+    uint32_t n = 0, min = 0, max = 0;
+    bool has_max = false;
     int rv = get_count(ps, c, &n, 2, "the memory count");
     if (rv != 0) {
         return rv;
@@ -595,7 +595,7 @@ static int read_exports(struct parser *ps, struct cursor *c)
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *name;
         uint32_t namelen, idx;
-        uint8_t kind;
+        uint8_t kind = 0;
         char pn[80];
         if ((rv = get_name(ps, c, &name, &namelen)) != 0 || (rv = get_u8(ps, c, &kind)) != 0 ||
             (rv = get_u32(ps, c, &idx, "an export index")) != 0) {
