@@ -3,6 +3,7 @@
  * rebuild, a corrupted or foreign cache entry rebuilt, the tool's message on
  * failure, a missing tool named, and shutdown in the middle of a build
  * neither hanging nor leaking nor calling back. */
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -385,6 +386,38 @@ static char *big_wat(unsigned n_funcs)
     return (char *)w.data;
 }
 
+/* Processes (not zombies) whose command line mentions s. */
+static int processes_mentioning(const char *s)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int found = 0;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char path[300], buf[8192];
+        size_t n;
+        FILE *fp;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') {
+            continue;
+        }
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        fp = fopen(path, "rb");
+        if (fp == NULL) {
+            continue;
+        }
+        n = fread(buf, 1, sizeof buf - 1, fp);
+        fclose(fp);
+        for (size_t i = 0; i < n; i++) {
+            buf[i] = buf[i] ? buf[i] : ' ';
+        }
+        buf[n] = '\0';
+        found += strstr(buf, s) != NULL;
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return found;
+}
+
 static int exists_in(const char *so, const char *name)
 {
     char path[4300];
@@ -417,11 +450,26 @@ TEST(wasm_compile_shutdown_while_compiling)
         waited += 0.01;
     }
     CHECK(exists_in(f.so, "glue.c"));
+    /* cc (the driver, then cc1) on m.c in that directory. */
+    waited = 0;
+    while (processes_mentioning(f.dir) == 0 && waited < 10) {
+        nanosleep(&pause, NULL);
+        waited += 0.01;
+    }
+    CHECK(processes_mentioning(f.dir) > 0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     jinn_wasm_compile_shutdown();
     clock_gettime(CLOCK_MONOTONIC, &t1);
     took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     CHECK(took < 2.0);
+    /* Nothing of the build survives it (killed processes may take a moment
+     * to be reaped by init). */
+    waited = 0;
+    while (processes_mentioning(f.dir) > 0 && waited < 5) {
+        nanosleep(&pause, NULL);
+        waited += 0.01;
+    }
+    CHECK_INT(processes_mentioning(f.dir), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_INT(uv_loop_close(&loop), 0);
     CHECK_INT(r1.calls, 0);
