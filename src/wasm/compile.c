@@ -328,15 +328,22 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
             out[outlen] = '\0';
         }
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
     /* The group may outlive its leader (a compiler driver's children):
-     * nothing of a finished tool may keep running. */
-    kill(-pid, SIGKILL);
+     * nothing of a finished tool may keep running. The leader is killed
+     * with its group while it is an unreaped zombie at most, so its pid,
+     * which names the group, cannot have been reused. */
+    {
+        siginfo_t si;
+        while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+        }
+    }
     pthread_mutex_lock(&C.mu);
     C.child = 0;
     killed_stop = killed_stop || C.stop;
     pthread_mutex_unlock(&C.mu);
+    kill(-pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     sanitize(out);
     if (killed_stop) {
         rv = JINN_ESHUTDOWN;
