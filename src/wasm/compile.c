@@ -627,11 +627,12 @@ static void run_job(struct job *j)
     }
     snprintf(j->so_path, sizeof j->so_path, "%s", so);
 cleanup:
-    /* The intermediate C (megabytes for a large module) is kept only when
-     * a build failed, for whoever looks into it. */
+    /* The translation (12 MB of C for a 1 MB module) is never kept: a
+     * failed build is reproduced from module.wasm, and glue.c (small) is
+     * kept for that. */
+    unlink(mc);
+    unlink(mh);
     if (built) {
-        unlink(mc);
-        unlink(mh);
         unlink(glue);
     }
     if (j->code != 0) {
