@@ -4,6 +4,7 @@
  * failure, a missing tool named, and shutdown in the middle of a build
  * neither hanging nor leaking nor calling back. */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "error.h"
 #include "sha256.h"
 #include "unit.h"
+#include "wasm/abi.h"
 #include "wasm/compile.h"
 #include "wat.h"
 
@@ -189,6 +191,21 @@ TEST(wasm_compile_build_then_cache_hit_after_restart)
              f.so);
     CHECK(access(path, F_OK) == 0);
     CHECK_INT(stat(f.so, &st1), 0);
+    /* It loads: every symbol it needs is one jinn defines (this binary
+     * links the same objects, with -rdynamic), and it carries the glue's
+     * entry points. */
+    {
+        void *h = dlopen(f.so, RTLD_NOW | RTLD_LOCAL);
+        const unsigned *version;
+        if (h == NULL) {
+            fprintf(stderr, "  dlopen: %s\n", dlerror());
+        }
+        CHECK(h != NULL);
+        version = dlsym(h, "jinn_mod_glue_version");
+        CHECK(version != NULL && *version == JINN_WASM_GLUE_VERSION);
+        CHECK(dlsym(h, "jinn_mod_start") != NULL && dlsym(h, "jinn_mod_instantiate") != NULL);
+        dlclose(h);
+    }
     CHECK_INT(finish_loop(&loop), 0);
 
     /* A restart: a new compile thread, the same data_dir. */
