@@ -91,6 +91,8 @@ struct job {
     char message[COMPILE_MESSAGE_MAX + 256];
     uint64_t compile_ms;
     bool cancelled; /* loop thread only */
+    bool checked;   /* its cache was checked while queued (a miss); under C.mu */
+    bool busy;      /* the compile thread holds it (cancel leaves it queued) */
     struct job *next;              /* in the queue */
     struct job *all_prev, *all_next; /* every undelivered job */
 };
@@ -427,9 +429,9 @@ static int fsync_path(const char *path, int flags)
 
 /* The cache entry's checksum file: the object's SHA-256 in hex, then the
  * build key, one per line. */
-static bool cache_valid(struct job *j, const char *so, const char *sum)
+static bool cache_valid(struct job *j, const char *so, const char *sum, bool quiet)
 {
-    char text[512], hex[JINN_SHA256_HEX_LEN + 1], want[sizeof text];
+    char text[512], hex[JINN_SHA256_HEX_LEN + 1], want[sizeof text], why[160];
     uint8_t actual[JINN_SHA256_LEN];
     int fd;
     ssize_t n;
@@ -445,28 +447,29 @@ static bool cache_valid(struct job *j, const char *so, const char *sum)
     if (fd >= 0) {
         close(fd);
     }
+    why[0] = '\0';
     if (!have_so || n <= 0) {
-        jinn_warn("fn cache %s is incomplete (%s missing); rebuilding", j->dir,
-                  have_so ? "module.so.sha256" : "module.so");
-        return false;
+        snprintf(why, sizeof why, "is incomplete (%s missing)",
+                 have_so ? "module.so.sha256" : "module.so");
+    } else {
+        text[n] = '\0';
+        snprintf(want, sizeof want, "%.64s\n%s\n", text, BUILD_KEY);
+        if (n < JINN_SHA256_HEX_LEN + 1 || strcmp(text, want) != 0) {
+            snprintf(why, sizeof why, "was built by another jinn (build key differs)");
+        } else if (jinn_sha256_file(so, actual) != 0) {
+            snprintf(why, sizeof why, "cannot be read (%s)", strerror(errno));
+        } else {
+            jinn_sha256_hex(actual, hex);
+            if (memcmp(hex, text, JINN_SHA256_HEX_LEN) != 0) {
+                snprintf(why, sizeof why, "fails its checksum (module.so: %lld bytes)",
+                         (long long)st.st_size);
+            }
+        }
     }
-    text[n] = '\0';
-    snprintf(want, sizeof want, "%.64s\n%s\n", text, BUILD_KEY);
-    if (n < JINN_SHA256_HEX_LEN + 1 || strcmp(text, want) != 0) {
-        jinn_warn("fn cache %s was built by another jinn (build key differs); rebuilding", j->dir);
-        return false;
+    if (why[0] != '\0' && !quiet) {
+        jinn_warn("fn cache %s %s; rebuilding", j->dir, why);
     }
-    if (jinn_sha256_file(so, actual) != 0) {
-        jinn_warn("fn cache %s: cannot read module.so (%s); rebuilding", j->dir, strerror(errno));
-        return false;
-    }
-    jinn_sha256_hex(actual, hex);
-    if (memcmp(hex, text, JINN_SHA256_HEX_LEN) != 0) {
-        jinn_warn("fn cache %s: module.so fails its checksum (%zu bytes); rebuilding", j->dir,
-                  (size_t)st.st_size);
-        return false;
-    }
-    return true;
+    return why[0] == '\0';
 }
 
 static int mkdir_one(const char *path)
@@ -534,7 +537,7 @@ static void run_job(struct job *j)
     if (mkdir_one(fn_dir) != 0 || mkdir_one(j->dir) != 0) {
         FAIL(JINN_EIO, "cannot create %s: %s", j->dir, strerror(errno));
     }
-    if (cache_valid(j, so, sum)) {
+    if (cache_valid(j, so, sum, false)) {
         j->code = 0;
         j->compile_ms = 0;
         snprintf(j->so_path, sizeof j->so_path, "%s", so);
@@ -643,22 +646,80 @@ cleanup:
     sanitize(j->message);
 }
 
+static void queue_remove(struct job *j)
+{
+    struct job *prev = NULL;
+    for (struct job *q = C.head; q != NULL; prev = q, q = q->next) {
+        if (q != j) {
+            continue;
+        }
+        if (prev != NULL) {
+            prev->next = j->next;
+        } else {
+            C.head = j->next;
+        }
+        if (C.tail == j) {
+            C.tail = prev;
+        }
+        j->next = NULL;
+        C.queued--;
+        C.queued_bytes -= j->len;
+        return;
+    }
+}
+
+/* A cache check only, for a job still queued: true (and the result set)
+ * on a hit. Quiet: a bad entry is logged when its build starts. */
+static bool precheck(struct job *j)
+{
+    char so[COMPILE_PATH_MAX], sum[COMPILE_PATH_MAX];
+    if (path_in(so, j->dir, "module.so") != 0 || path_in(sum, j->dir, "module.so.sha256") != 0 ||
+        !cache_valid(j, so, sum, true)) {
+        return false;
+    }
+    j->code = 0;
+    j->compile_ms = 0;
+    j->message[0] = '\0';
+    snprintf(j->so_path, sizeof j->so_path, "%s", so);
+    return true;
+}
+
+/* Every queued job's cache is checked before the next build starts, so
+ * modules already built (a restart) are ready at once instead of waiting,
+ * possibly minutes, behind a build queued before them. */
 static void *compile_thread(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&C.mu);
     while (!C.stop) {
         struct job *j = C.head;
+        bool hit;
         if (j == NULL) {
             pthread_cond_wait(&C.cond, &C.mu);
             continue;
         }
-        C.head = j->next;
-        if (C.head == NULL) {
-            C.tail = NULL;
+        while (j != NULL && j->checked) {
+            j = j->next;
         }
-        C.queued--;
-        C.queued_bytes -= j->len;
+        if (j != NULL) {
+            j->busy = true;
+            pthread_mutex_unlock(&C.mu);
+            hit = precheck(j);
+            pthread_mutex_lock(&C.mu);
+            j->busy = false;
+            if (C.stop) {
+                break;
+            }
+            if (hit) {
+                queue_remove(j);
+                uv_async_send(&j->async);
+            } else {
+                j->checked = true;
+            }
+            continue;
+        }
+        j = C.head;
+        queue_remove(j);
         pthread_mutex_unlock(&C.mu);
 
         run_job(j);
@@ -814,7 +875,7 @@ void jinn_wasm_compile_cancel(void *data)
     /* Queued ones are not built at all. */
     for (j = C.head; j != NULL; j = next) {
         next = j->next;
-        if (!j->cancelled) {
+        if (!j->cancelled || j->busy) {
             prev = j;
             continue;
         }

@@ -435,6 +435,16 @@ static int processes_mentioning(const char *s)
     return found;
 }
 
+/* A file in data_dir/fn/<sha hex>/. */
+static int exists_in_dir(const char *data_dir, const uint8_t sha[JINN_SHA256_LEN],
+                         const char *name)
+{
+    char hex[JINN_SHA256_HEX_LEN + 1], path[4300];
+    jinn_sha256_hex(sha, hex);
+    snprintf(path, sizeof path, "%s/fn/%s/%s", data_dir, hex, name);
+    return access(path, F_OK) == 0;
+}
+
 static int exists_in(const char *so, const char *name)
 {
     char path[4300];
@@ -571,4 +581,50 @@ TEST(wasm_compile_cancel)
     CHECK_INT(finish_loop(&loop), 0);
     CHECK_INT(ra.calls, 0);
     fixture_free(&f);
+}
+
+/* Modules already built are ready without waiting behind a build queued
+ * before them: every queued job's cache is checked before the next build
+ * starts (a restart with one uncached module among many). */
+TEST(wasm_compile_cache_hits_pass_queued_builds)
+{
+    static struct fixture good, x, y;
+    static struct result rg, rx, ry, rz;
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    uv_loop_t loop;
+    char *tx = big_wat(300), *ty = big_wat(3000);
+
+    CHECK(tx != NULL && ty != NULL);
+    CHECK_INT(fixture_init(&good, good_wat), 0);
+    CHECK_INT(fixture_init(&x, tx), 0);
+    CHECK_INT(fixture_init(&y, ty), 0);
+    jinn_free(tx);
+    jinn_free(ty);
+    CHECK_INT(uv_loop_init(&loop), 0);
+    CHECK_INT(compile(&loop, &good, &rg), 0);
+    CHECK_INT(rg.code, 0);
+
+    /* x builds; y (uncached) and z (good again: cached) queue behind it. */
+    memset(&rx, 0, sizeof rx);
+    memset(&ry, 0, sizeof ry);
+    memset(&rz, 0, sizeof rz);
+    CHECK_INT(jinn_wasm_compile(&loop, good.dir, x.sha, x.mod.data, x.mod.len, on_compiled, &rx),
+              0);
+    for (int i = 0; i < 12000 && !exists_in_dir(good.dir, x.sha, "glue.c"); i++) {
+        nanosleep(&pause, NULL);
+    }
+    CHECK(exists_in_dir(good.dir, x.sha, "glue.c"));
+    CHECK_INT(jinn_wasm_compile(&loop, good.dir, y.sha, y.mod.data, y.mod.len, on_compiled, &ry),
+              0);
+    CHECK_INT(jinn_wasm_compile(&loop, good.dir, good.sha, good.mod.data, good.mod.len,
+                                on_compiled, &rz),
+              0);
+    CHECK_INT(wait_result(&loop, &rz, 120000), 0);
+    CHECK_INT(rz.code, 0);
+    CHECK_INT(rz.ms, 0);
+    CHECK_INT(ry.calls, 0); /* y's build had not even started */
+    CHECK_INT(finish_loop(&loop), 0);
+    fixture_free(&good);
+    fixture_free(&x);
+    fixture_free(&y);
 }
