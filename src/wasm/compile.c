@@ -90,7 +90,7 @@ struct job {
     char so_path[COMPILE_PATH_MAX];
     char message[COMPILE_MESSAGE_MAX + 256];
     uint64_t compile_ms;
-    bool cancelled; /* loop thread only */
+    bool cancelled; /* set by the loop thread under C.mu */
     bool checked;   /* its cache was checked while queued (a miss); under C.mu */
     bool busy;      /* the compile thread holds it (cancel leaves it queued) */
     struct job *next;              /* in the queue */
@@ -710,7 +710,8 @@ static void *compile_thread(void *arg)
             if (C.stop) {
                 break;
             }
-            if (hit) {
+            if (hit || j->cancelled) {
+                /* A cancelled job goes to the loop to be closed, unbuilt. */
                 queue_remove(j);
                 uv_async_send(&j->async);
             } else {
@@ -720,6 +721,10 @@ static void *compile_thread(void *arg)
         }
         j = C.head;
         queue_remove(j);
+        if (j->cancelled) {
+            uv_async_send(&j->async);
+            continue;
+        }
         pthread_mutex_unlock(&C.mu);
 
         run_job(j);
