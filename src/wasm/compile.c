@@ -107,6 +107,7 @@ static struct {
     size_t queued_bytes;
     struct job *all;
     pid_t child; /* the running tool (and its process group), 0 when none */
+    uint64_t test_timeout_ms, test_memory; /* jinn_wasm_compile_set_limits */
 } C = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static uint64_t now_ms(void)
@@ -200,7 +201,8 @@ static bool find_in_path(const char *name, char *out, size_t outlen)
  * Returns 0 when it exited 0; JINN_ENOTFOUND when the tool is not in PATH;
  * JINN_ESHUTDOWN when shutdown killed it; JINN_ETIMEOUT when it ran past
  * the time limit (killed); JINN_EINTERNAL when it failed (out says why). */
-static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t outmax)
+static int run_tool(char *const argv[], uint64_t timeout_ms, uint64_t memory, char *out,
+                    size_t outmax)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -223,7 +225,7 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
     }
     if (find_in_path("prlimit", prlimit, sizeof prlimit)) {
         size_t n = 0;
-        snprintf(as, sizeof as, "--as=%llu", (unsigned long long)COMPILE_TOOL_MEMORY);
+        snprintf(as, sizeof as, "--as=%llu", (unsigned long long)memory);
         full[n++] = prlimit;
         full[n++] = as;
         full[n++] = "--core=0";
@@ -351,8 +353,8 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
     if (killed_stop) {
         rv = JINN_ESHUTDOWN;
     } else if (killed_time) {
-        snprintf(out, outmax, "%s ran longer than %llu s and was killed", argv[0],
-                 (unsigned long long)(timeout_ms / 1000));
+        snprintf(out, outmax, "%s ran longer than %.1f s and was killed", argv[0],
+                 (double)timeout_ms / 1000.0);
         rv = JINN_ETIMEOUT;
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         rv = 0;
@@ -519,9 +521,19 @@ static void run_job(struct job *j)
     int rv;
     bool built = false;
 
+    uint64_t memory = COMPILE_TOOL_MEMORY;
+
     if (timeout_ms > COMPILE_TOOL_TIMEOUT_MAX_MS) {
         timeout_ms = COMPILE_TOOL_TIMEOUT_MAX_MS;
     }
+    pthread_mutex_lock(&C.mu);
+    if (C.test_timeout_ms > 0) {
+        timeout_ms = C.test_timeout_ms;
+    }
+    if (C.test_memory > 0) {
+        memory = C.test_memory;
+    }
+    pthread_mutex_unlock(&C.mu);
     jinn_wbuf_init(&g);
     j->code = JINN_EINTERNAL;
     j->message[0] = '\0';
@@ -565,7 +577,7 @@ static void run_job(struct job *j)
 
     {
         char *argv[] = {"wasm2c", "-n", "m", wasm, "-o", mc, NULL};
-        rv = run_tool(argv, timeout_ms, out, sizeof out);
+        rv = run_tool(argv, timeout_ms, memory, out, sizeof out);
     }
     if (rv == JINN_ENOTFOUND) {
         FAIL(JINN_EINTERNAL, "wasm2c is not installed (not found in PATH): install Debian's "
@@ -577,7 +589,10 @@ static void run_job(struct job *j)
     if (rv != 0) {
         /* The translator refusing is the module's problem. */
         strip_dir(out, j->dir);
-        FAIL(rv == JINN_ETIMEOUT ? rv : JINN_EINVAL, "wasm2c: %s", out);
+        if (rv == JINN_ETIMEOUT) {
+            FAIL(rv, "%s", out);
+        }
+        FAIL(JINN_EINVAL, "wasm2c: %s", out);
     }
 
     rv = jinn_wasm_glue_write(&g, &info);
@@ -590,7 +605,7 @@ static void run_job(struct job *j)
 
     {
         char *argv[] = {"cc", CC_FLAGS, mc, glue, "-o", so_tmp, NULL};
-        rv = run_tool(argv, timeout_ms, out, sizeof out);
+        rv = run_tool(argv, timeout_ms, memory, out, sizeof out);
     }
     if (rv == JINN_ENOTFOUND) {
         FAIL(JINN_EINTERNAL, "cc is not installed (not found in PATH): install Debian's gcc "
@@ -601,7 +616,10 @@ static void run_job(struct job *j)
     }
     if (rv != 0) {
         strip_dir(out, j->dir);
-        FAIL(rv == JINN_ETIMEOUT ? rv : JINN_EINTERNAL, "cc: %s", out);
+        if (rv == JINN_ETIMEOUT) {
+            FAIL(rv, "%s", out);
+        }
+        FAIL(JINN_EINTERNAL, "cc: %s", out);
     }
 
     /* Durable before it is named: the .so, then its checksum, then the
@@ -866,6 +884,14 @@ int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[3
         uv_close((uv_handle_t *)&j->async, job_free);
     }
     return rv;
+}
+
+void jinn_wasm_compile_set_limits(uint64_t timeout_ms, uint64_t memory)
+{
+    pthread_mutex_lock(&C.mu);
+    C.test_timeout_ms = timeout_ms;
+    C.test_memory = memory;
+    pthread_mutex_unlock(&C.mu);
 }
 
 void jinn_wasm_compile_cancel(void *data)

@@ -628,3 +628,44 @@ TEST(wasm_compile_cache_hits_pass_queued_builds)
     fixture_free(&x);
     fixture_free(&y);
 }
+
+/* A tool past its time limit is killed with its process group and the
+ * compile fails saying so; one past its memory limit fails with the
+ * compiler's own message. Neither touches the caller. */
+TEST(wasm_compile_tool_limits)
+{
+    static struct fixture f;
+    static struct result r;
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    uv_loop_t loop;
+    char *text = big_wat(3000);
+    double waited = 0;
+
+    CHECK(text != NULL);
+    CHECK_INT(fixture_init(&f, text), 0);
+    jinn_free(text);
+    CHECK_INT(uv_loop_init(&loop), 0);
+
+    jinn_wasm_compile_set_limits(300, 0);
+    CHECK_INT(compile(&loop, &f, &r), 0);
+    CHECK_INT(r.code, JINN_ETIMEOUT);
+    CHECK(strstr(r.message, "ran longer than 0.3 s and was killed") != NULL);
+    CHECK(strncmp(r.message, "wasm2c ", 7) == 0 || strncmp(r.message, "cc ", 3) == 0);
+    CHECK(!exists_in(f.so, "module.so"));
+    while (processes_mentioning(f.dir) > 0 && waited < 5) {
+        nanosleep(&pause, NULL);
+        waited += 0.01;
+    }
+    CHECK_INT(processes_mentioning(f.dir), 0);
+
+    jinn_wasm_compile_set_limits(0, 64u << 20);
+    CHECK_INT(compile(&loop, &f, &r), 0);
+    jinn_wasm_compile_set_limits(0, 0);
+    CHECK(r.code != 0);
+    CHECK(strstr(r.message, "memory") != NULL);
+    CHECK(strncmp(r.message, "wasm2c: ", 8) == 0 || strncmp(r.message, "cc: ", 4) == 0);
+    CHECK(!exists_in(f.so, "module.so"));
+
+    CHECK_INT(finish_loop(&loop), 0);
+    fixture_free(&f);
+}
