@@ -348,6 +348,24 @@ TEST(wasm_compile_refusals)
     CHECK_INT(r.code, JINN_EINVAL);
     CHECK(strstr(r.message, "do not match its sha256") != NULL);
 
+    /* A data_dir where nothing can be created. */
+    f.sha[0] ^= 1;
+    {
+        char notdir[128];
+        FILE *fp;
+        snprintf(notdir, sizeof notdir, "%s/file", f.dir);
+        fp = fopen(notdir, "w");
+        CHECK(fp != NULL);
+        fclose(fp);
+        memset(&r, 0, sizeof r);
+        CHECK_INT(jinn_wasm_compile(&loop, notdir, f.sha, f.mod.data, f.mod.len, on_compiled, &r),
+                  0);
+        CHECK_INT(wait_result(&loop, &r, 60000), 0);
+        CHECK_INT(r.code, JINN_EIO);
+        CHECK(strstr(r.message, "cannot create data_dir/fn/") != NULL);
+        CHECK(strstr(r.message, f.dir) == NULL);
+    }
+
     CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, NULL, 1, on_compiled, &r), JINN_EINVAL);
     CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, f.mod.data, f.mod.len, NULL, &r),
               JINN_EINVAL);
