@@ -576,6 +576,8 @@ static void run_job(struct job *j)
     j->module = NULL;
 
     {
+        /* (wabt 1.0.32's wasm2c refuses every feature flag, --disable-simd
+         * included, with "only supports a limited set of features".) */
         char *argv[] = {"wasm2c", "-n", "m", wasm, "-o", mc, NULL};
         rv = run_tool(argv, timeout_ms, memory, out, sizeof out);
     }
@@ -592,7 +594,24 @@ static void run_job(struct job *j)
         if (rv == JINN_ETIMEOUT) {
             FAIL(rv, "%s", out);
         }
-        FAIL(JINN_EINVAL, "wasm2c: %s", out);
+        /* wasm2c accepts SIMD modules (wasm-validate does too) and then
+         * aborts without a word: wasm-validate without SIMD says where and
+         * what, for that and any other refusal. */
+        {
+            char vout[COMPILE_MESSAGE_MAX / 2 + 1];
+            char *vargv[] = {"wasm-validate", "--disable-simd", wasm, NULL};
+            size_t used = strlen(out);
+            if (used + 2 < sizeof out &&
+                run_tool(vargv, timeout_ms, memory, vout, sizeof vout) == JINN_EINTERNAL) {
+                strip_dir(vout, j->dir);
+                snprintf(out + used, sizeof out - used, "%s%s", used > 0 && out[used - 1] != '\n' ? "\n" : "", vout);
+            }
+        }
+        FAIL(JINN_EINVAL, "wasm2c: %s%s", out,
+             strstr(out, "opcode: 0xfd") != NULL
+                 ? " (0xfd opcodes are SIMD, which Debian 12's wasm2c cannot translate: build "
+                   "the module without simd128)"
+                 : "");
     }
 
     rv = jinn_wasm_glue_write(&g, &info);

@@ -329,6 +329,27 @@ TEST(wasm_compile_wasm2c_message)
     fixture_free(&f);
 }
 
+/* SIMD: wasm-validate accepts it, Debian 12's wasm2c cannot translate it
+ * (by default it aborts without a word); the message says so. */
+TEST(wasm_compile_simd_named)
+{
+    static struct fixture f;
+    static struct result r;
+    uv_loop_t loop;
+
+    CHECK_INT(fixture_init(&f, "(module (memory (export \"memory\") 1)\n"
+                               "  (func (export \"_start\") (drop (i32x4.add "
+                               "(v128.const i32x4 1 2 3 4) (v128.const i32x4 5 6 7 8)))))\n"),
+              0);
+    CHECK_INT(uv_loop_init(&loop), 0);
+    CHECK_INT(compile(&loop, &f, &r), 0);
+    CHECK_INT(r.code, JINN_EINVAL);
+    CHECK(strncmp(r.message, "wasm2c: ", 8) == 0);
+    CHECK(strstr(r.message, "SIMD") != NULL);
+    CHECK_INT(finish_loop(&loop), 0);
+    fixture_free(&f);
+}
+
 TEST(wasm_compile_refusals)
 {
     static struct fixture f;
