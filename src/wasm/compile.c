@@ -607,6 +607,9 @@ static void run_job(struct job *j)
                 snprintf(out + used, sizeof out - used, "%s%s", used > 0 && out[used - 1] != '\n' ? "\n" : "", vout);
             }
         }
+        for (size_t n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '); n--) {
+            out[n - 1] = '\0';
+        }
         FAIL(JINN_EINVAL, "wasm2c: %s%s", out,
              strstr(out, "opcode: 0xfd") != NULL
                  ? " (0xfd opcodes are SIMD, which Debian 12's wasm2c cannot translate: build "
