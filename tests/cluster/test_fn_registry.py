@@ -291,15 +291,17 @@ def test_snapshot_carries_functions_to_a_wiped_node(cluster_factory, tmp_path):
     victim = next(n for n in c.nodes if n is not leader)
     victim.stop()
     victim.wipe()
-    code, _, _ = leader.request(f"/v1/cluster/members/{victim.name}", "DELETE", None, {})
-    assert code == 200
+    victim.start()  # no --bootstrap: waits as a non-member
+    wait_for(lambda: victim.status().get("role") is not None, what="wiped node up")
+    code, _, body = leader.request(f"/v1/cluster/members/{victim.name}", "DELETE", None, {})
+    assert code == 200, body
     code, _, body = leader.request("/v1/cluster/members", "POST",
                                    json.dumps({"name": victim.name,
                                                "address": victim.advertised}).encode(), {})
     assert code in (200, 201), body
-    victim.start(bootstrap=False)
-    wait_for(lambda: victim.alive() and (fn(victim, "GET", "/snap")[1] or {}).get("version") == 1,
+    wait_for(lambda: (fn(victim, "GET", "/snap")[1] or {}).get("version") == 1,
              timeout=30, what="the wiped node learns the function from a snapshot")
+    assert "snapshot restored" in victim.log()
 
 
 def test_wasm_validate_missing_names_wabt(cluster_factory, tmp_path):
