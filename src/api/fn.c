@@ -23,6 +23,7 @@
 
 #include "alloc.h"
 #include "api/api.h"
+#include "config.h"
 #include "error.h"
 #include "fsm/fn.h"
 #include "log.h"
@@ -104,61 +105,6 @@ static bool name_from_path(struct jinn_http_request *req, char name[JINN_FN_NAME
 static void hex(const uint8_t sha[32], char out[65]) { jinn_sha256_hex(sha, out); }
 
 /* ---- settings from the query string ---------------------------------------- */
-
-/* "500ms", "2s", "1m"; plain digits are milliseconds. */
-static bool parse_duration_ms(const char *s, uint64_t *out)
-{
-    char digits[24];
-    size_t n = strspn(s, "0123456789");
-    uint64_t v, mul;
-    if (n == 0 || n >= sizeof digits) {
-        return false;
-    }
-    memcpy(digits, s, n);
-    digits[n] = '\0';
-    if (!jinn_api_parse_uint(digits, UINT64_MAX / 60000, &v)) {
-        return false;
-    }
-    if (s[n] == '\0' || strcmp(s + n, "ms") == 0) {
-        mul = 1;
-    } else if (strcmp(s + n, "s") == 0) {
-        mul = 1000;
-    } else if (strcmp(s + n, "m") == 0) {
-        mul = 60000;
-    } else {
-        return false;
-    }
-    *out = v * mul;
-    return true;
-}
-
-/* "65536", "64KiB", "64MiB", "1GiB" (K, M, G are the same binary units). */
-static bool parse_bytes(const char *s, uint64_t *out)
-{
-    static const struct {
-        const char *unit;
-        uint64_t mul;
-    } units[] = {{"", 1},           {"B", 1},          {"KiB", 1u << 10}, {"K", 1u << 10},
-                 {"MiB", 1u << 20}, {"M", 1u << 20},   {"GiB", 1u << 30}, {"G", 1u << 30}};
-    char digits[24];
-    size_t n = strspn(s, "0123456789");
-    uint64_t v;
-    if (n == 0 || n >= sizeof digits) {
-        return false;
-    }
-    memcpy(digits, s, n);
-    digits[n] = '\0';
-    if (!jinn_api_parse_uint(digits, UINT64_MAX >> 31, &v)) {
-        return false;
-    }
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strcmp(s + n, units[i].unit) == 0) {
-            *out = v * units[i].mul;
-            return true;
-        }
-    }
-    return false;
-}
 
 static int list_add(char ***list, unsigned *n, const char *value)
 {
@@ -247,12 +193,12 @@ static int settings_from_query(const char *q, size_t qlen, struct jinn_fn_settin
                 snprintf(s->route, sizeof s->route, "%s", val);
             }
         } else if (strcmp(key, "timeout") == 0) {
-            if (!parse_duration_ms(val, &s->timeout_ms)) {
+            if (jinn_parse_duration(val, &s->timeout_ms) != 0) {
                 snprintf(msg, msglen, "timeout: a duration like 500ms, 2s or 1m");
                 rv = JINN_EINVAL;
             }
         } else if (strcmp(key, "memory") == 0) {
-            if (!parse_bytes(val, &s->memory_limit)) {
+            if (jinn_parse_size(val, &s->memory_limit) != 0) {
                 snprintf(msg, msglen, "memory: a size like 65536, 640KiB or 64MiB");
                 rv = JINN_EINVAL;
             }
