@@ -1059,9 +1059,12 @@ int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r)
     for (uint32_t i = 0; i < n_modules && rv == 0; i++) {
         const uint8_t *sha = jinn_rbuf_get_raw(r, 32);
         uint64_t len = jinn_rbuf_get_u64(r);
+        /* The bytes follow later in the same buffer: what is left bounds
+         * them before anything is allocated. */
         if (r->failed || len == 0 || len > JINN_FN_MODULE_MAX ||
             (i > 0 && memcmp(prev_sha, sha, 32) >= 0) ||
-            fns->module_bytes + len > JINN_FN_MODULES_TOTAL_MAX) {
+            fns->module_bytes + len > JINN_FN_MODULES_TOTAL_MAX ||
+            fns->module_bytes + len > r->left) {
             rv = JINN_ECORRUPT;
             break;
         }
