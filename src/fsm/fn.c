@@ -473,8 +473,8 @@ const struct jinn_fn *jinn_fns_by_route(const struct jinn_fns *fns, const char *
         return NULL;
     }
     len = strcspn(path, "?#");
-    for (size_t l = len; l > 1; l--) {
-        if ((l == len || path[l] == '/') && l <= JINN_FN_ROUTE_MAX) {
+    for (size_t l = len < JINN_FN_ROUTE_MAX ? len : JINN_FN_ROUTE_MAX; l > 1; l--) {
+        if (l == len || path[l] == '/') {
             struct fn_entry *e = find_route(fns, path, l);
             if (e != NULL) {
                 return &e->pub;
