@@ -30,7 +30,7 @@ static const char usage[] =
     "       jinn fn show NAME                       versions, settings, this node's state\n"
     "       jinn fn rm NAME [--purge]               deactivate (kept for rollback) or forget\n"
     "       jinn fn rollback NAME [--version N]     to N, else the version before the active\n"
-    "       jinn fn call NAME [--data BODY|@FILE] [--method M] [--path /x]\n"
+    "       jinn fn call NAME [--data BODY|@FILE] [--method M] [--path /x]   (POST by default)\n"
     "       jinn fn logs NAME                       the function's last log lines on the node\n"
     "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
 
@@ -105,7 +105,7 @@ static int call_fn(const char *addr, const char *name, const char *data, const c
         jinn_wbuf_put_raw(&body, data, strlen(data));
     }
     if (method == NULL) {
-        method = data != NULL ? "POST" : "GET";
+        method = "POST";
     }
     jinn_wbuf_printf(&target, "/fn/");
     jinn_cli_escape(&target, name, strlen(name));
