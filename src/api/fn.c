@@ -904,7 +904,11 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
             more = true;
             break;
         }
-        json_array_append_new(list, summary_json(f));
+        json_t *obj = summary_json(f);
+        if (obj != NULL && api->wasm != NULL && jinn_wasm_runner_describe != NULL) {
+            jinn_wasm_runner_describe(api->wasm, f->name, obj);
+        }
+        json_array_append_new(list, obj);
     }
     jinn_http_reply_json(req, 200,
                          json_pack("{s:o, s:b, s:I, s:I}", "functions", list, "more", more,
