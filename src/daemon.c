@@ -341,6 +341,7 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     jinn_node_set_apply_hook(d->node, jinn_api_kv_applied, &d->api);
     http_cfg.listen = d->cfg.http_listen;
     http_cfg.max_body = d->cfg.max_body_bytes;
+    http_cfg.body_limit = jinn_api_body_limit;
     http_cfg.idle_timeout_ms = d->cfg.idle_timeout_ms;
     http_cfg.read_timeout_ms = d->cfg.read_timeout_ms;
     rv = jinn_http_start(&d->loop, &http_cfg, jinn_api_handle, &d->api, &d->api.http);

@@ -57,6 +57,12 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions", jinn_api_fn_list, 0},
+    {"PUT", "/v1/functions/{}", jinn_api_fn_deploy, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}", jinn_api_fn_show, 0},
+    {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
+    {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}/module", jinn_api_fn_module, 0},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -69,6 +75,7 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     uv_timer_init(loop, &api->queue_kick);
     api->queue_kick.data = api;
     jinn_api_check_init(api);
+    jinn_api_fn_init(api);
     uv_timer_init(loop, &api->watch_kick);
     api->watch_kick.data = api;
 }

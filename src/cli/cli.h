@@ -40,6 +40,8 @@ int jinn_cli_check(int argc, char **argv);
 int jinn_cli_members(int argc, char **argv);
 /* jinn leader transfer [NAME|ID] (cli/members.c) */
 int jinn_cli_leader(int argc, char **argv);
+/* jinn fn deploy|ls|show|rm|rollback|call|logs ... (cli/fn.c) */
+int jinn_cli_fn(int argc, char **argv);
 
 /* True when argv asks for help (--help or -h before any "--"): then the
  * usage text went to stdout and the command should exit 0. */
