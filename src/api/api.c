@@ -57,6 +57,8 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
+    {"GET", "/v1/snapshot", jinn_api_snapshot, 0},
+    {"GET", "/v1/sql/{}/backup", jinn_api_sql_backup, 0},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

@@ -240,4 +240,10 @@ typedef void (*jinn_api_commit_fn)(struct jinn_api *api, struct jinn_http_reques
 void jinn_api_propose_or_reply(struct jinn_api *api, struct jinn_http_request *req,
                                struct jinn_cmd *c, jinn_api_commit_fn reply);
 
+/* Online backups (api/backup.c): GET /v1/snapshot, GET /v1/sql/{db}/backup. */
+void jinn_api_snapshot(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+void jinn_api_sql_backup(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+
 #endif
