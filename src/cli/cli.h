@@ -41,6 +41,9 @@ int jinn_cli_members(int argc, char **argv);
 /* jinn leader transfer [NAME|ID] (cli/members.c) */
 int jinn_cli_leader(int argc, char **argv);
 
+/* jinn snapshot save|inspect|restore ... (cli/snapshot.c) */
+int jinn_cli_snapshot(int argc, char **argv);
+
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */
 int jinn_cli_request(const char *addr, const char *method, const char *target,
