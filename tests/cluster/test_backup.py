@@ -234,3 +234,29 @@ def test_sql_backup_is_a_plain_sqlite_file(cluster, tmp_path):
         assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 200
         con.close()
     assert leader.request("/v1/sql/nope/backup")[0] == 404
+
+
+def test_abandoned_stream_frees_the_node_and_followers_name_the_leader(cluster, tmp_path):
+    import socket
+    leader = cluster.leader()
+    follower = next(n for n in cluster.nodes if n is not leader)
+    value = b"z" * 100_000
+    for i in range(250):  # 25 MB: far more than loopback socket buffers hold
+        assert leader.request(f"/v1/kv/big/k{i}", "PUT", value)[0] in (200, 201)
+    code, _, out = follower.request("/v1/snapshot")
+    assert code == 503 and leader.url in json.loads(out)["message"], out
+    # A client that reads the head and a few bytes, then stops reading...
+    s = socket.create_connection(("127.0.0.1", leader.http_port))
+    s.sendall(b"GET /v1/snapshot HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    # ...holds the node's one backup slot while the stream is pending.
+    code, _, out = leader.request("/v1/snapshot")
+    assert code == 503 and b"busy" in out, out
+    s.close()  # gone mid-stream: the slot is freed, the node serves on
+    backup = str(tmp_path / "after.jinn")
+    wait_for(lambda: jinn("snapshot", "save", backup, "--addr", leader.url).returncode == 0, 30,
+             what="a save after the abandoned stream")
+    r = jinn("snapshot", "inspect", backup, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["namespaces"]["big"] == 250, r.stderr
+    assert leader.request("/v1/kv/big/after", "PUT", b"ok")[0] in (200, 201)
