@@ -852,8 +852,26 @@ out:
     return rv;
 }
 
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage:\n"
+            "  jinn snapshot save FILE [--addr URL]     stream a consistent backup from the "
+            "leader\n"
+            "  jinn snapshot inspect FILE [--json]      verify a backup and show what it holds\n"
+            "  jinn snapshot restore FILE --data-dir DIR --name NAME=HOST:PORT [--name ...]\n"
+            "                [--node NAME] [--replicas N] [--cluster-id HEX]\n"
+            "                                           seed the data dirs of a new cluster\n");
+}
+
 int jinn_cli_snapshot(int argc, char **argv)
 {
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
     if (argc >= 1 && strcmp(argv[0], "save") == 0) {
         return cmd_save(argc - 1, argv + 1);
     }
@@ -863,13 +881,6 @@ int jinn_cli_snapshot(int argc, char **argv)
     if (argc >= 1 && strcmp(argv[0], "restore") == 0) {
         return cmd_restore(argc - 1, argv + 1);
     }
-    fprintf(argc >= 1 && strcmp(argv[0], "--help") == 0 ? stdout : stderr,
-            "usage:\n"
-            "  jinn snapshot save FILE [--addr URL]     stream a consistent backup from the "
-            "leader\n"
-            "  jinn snapshot inspect FILE [--json]      verify a backup and show what it holds\n"
-            "  jinn snapshot restore FILE --data-dir DIR --name NAME=HOST:PORT [--name ...]\n"
-            "                [--node NAME] [--replicas N] [--cluster-id HEX]\n"
-            "                                           seed the data dirs of a new cluster\n");
-    return argc >= 1 && strcmp(argv[0], "--help") == 0 ? 0 : 2;
+    usage(stderr);
+    return 2;
 }

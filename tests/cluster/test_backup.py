@@ -260,3 +260,14 @@ def test_abandoned_stream_frees_the_node_and_followers_name_the_leader(cluster, 
     r = jinn("snapshot", "inspect", backup, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["namespaces"]["big"] == 250, r.stderr
     assert leader.request("/v1/kv/big/after", "PUT", b"ok")[0] in (200, 201)
+
+
+def test_snapshot_help():
+    for args in (["snapshot", "--help"], ["snapshot", "save", "--help"],
+                 ["snapshot", "restore", "-h"]):
+        r = jinn(*args)
+        assert r.returncode == 0 and "jinn snapshot restore FILE --data-dir" in r.stdout, r
+    r = jinn("snapshot")
+    assert r.returncode == 2 and "usage" in r.stderr
+    r = jinn("snapshot", "save", "f", "--bogus")
+    assert r.returncode == 2 and "unexpected argument '--bogus'" in r.stderr
