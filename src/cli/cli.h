@@ -34,15 +34,14 @@ int jinn_cli_queue(int argc, char **argv);
 int jinn_cli_worker(int argc, char **argv);
 /* jinn sql exec|query DB SQL [PARAM...], jinn sql DB (cli/sql.c) */
 int jinn_cli_sql(int argc, char **argv);
+/* jinn snapshot save|inspect|restore ... (cli/snapshot.c) */
+int jinn_cli_snapshot(int argc, char **argv);
 /* jinn check: a replica check; exit 0 agree, 1 diverged, 2 incomplete (cli/check.c) */
 int jinn_cli_check(int argc, char **argv);
 /* jinn members [list|add|remove|promote|demote] ... (cli/members.c) */
 int jinn_cli_members(int argc, char **argv);
 /* jinn leader transfer [NAME|ID] (cli/members.c) */
 int jinn_cli_leader(int argc, char **argv);
-
-/* jinn snapshot save|inspect|restore ... (cli/snapshot.c) */
-int jinn_cli_snapshot(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */
