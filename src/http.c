@@ -440,6 +440,7 @@ int jinn_http_stream_write(struct jinn_http_request *req, const uv_buf_t *bufs, 
 {
     struct conn *c = conn_of(req);
     size_t len = 0;
+    int rv;
     assert(c->handler_pending && c->stream_cb == NULL);
     if (c->state != WRITING) {
         return JINN_EIO;
@@ -452,7 +453,8 @@ int jinn_http_stream_write(struct jinn_http_request *req, const uv_buf_t *bufs, 
     c->stream_piece = len;
     c->server->stats.output_queued_bytes += len;
     c->stream_write.data = c;
-    if (uv_write(&c->stream_write, (uv_stream_t *)&c->tcp, bufs, n, stream_piece_written) != 0) {
+    rv = uv_write(&c->stream_write, (uv_stream_t *)&c->tcp, bufs, n, stream_piece_written);
+    if (rv != 0) {
         c->server->stats.output_queued_bytes -= len;
         c->stream_piece = 0;
         c->stream_cb = NULL;

@@ -293,9 +293,8 @@ static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
     /* The read transaction begins now, on the loop: the image is the
      * state as of this index whatever apply does meanwhile. */
     b->conn = jinn_sql_open_internal_reader(sql, b->name);
-    if (b->conn == NULL ||
-        sqlite3_exec(b->conn, "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL, NULL, NULL) !=
-            SQLITE_OK) {
+    if (b->conn == NULL || sqlite3_exec(b->conn, "BEGIN; SELECT count(*) FROM sqlite_schema;",
+                                        NULL, NULL, NULL) != SQLITE_OK) {
         backup_free(b);
         jinn_http_reply_error(req, JINN_EIO, NULL);
         return;

@@ -91,7 +91,8 @@ static void find_leader(const char *addr, char *out, size_t cap)
         const char *role = json_string_value(json_object_get(st, "role"));
         const char *leader =
             json_string_value(json_object_get(json_object_get(st, "leader"), "api"));
-        if (role != NULL && strcmp(role, "leader") != 0 && leader != NULL && leader[0] != '\0') {
+        if (role != NULL && strcmp(role, "leader") != 0 && leader != NULL &&
+            leader[0] != '\0') {
             snprintf(out, cap, "%s", leader);
             /* Trailing slash allowed in directory URLs. */
             if (strlen(out) > 0 && out[strlen(out) - 1] == '/') {
@@ -160,7 +161,8 @@ static int download(const char *addr, const char *target, int out_fd, const char
     for (;;) {
         ssize_t r;
         if (wait_fd(fd, POLLIN, SAVE_IDLE_MS) != 0) {
-            fprintf(stderr, "\njinn: %s: no data for %d s; giving up\n", addr, SAVE_IDLE_MS / 1000);
+            fprintf(stderr, "\njinn: %s: no data for %d s; giving up\n", addr,
+                    SAVE_IDLE_MS / 1000);
             goto out;
         }
         r = recv(fd, buf + len, cap - len, 0);
@@ -239,8 +241,9 @@ static int download(const char *addr, const char *target, int out_fd, const char
         progress(got, total, started, true);
     }
     if (got != total) {
-        fprintf(stderr, "jinn: %s: the stream ended after %" PRIu64 " of %" PRIu64
-                        " bytes (leader changed or node stopped?); retry\n",
+        fprintf(stderr,
+                "jinn: %s: the stream ended after %" PRIu64 " of %" PRIu64
+                " bytes (leader changed or node stopped?); retry\n",
                 addr, got, total);
         goto out;
     }
@@ -446,13 +449,12 @@ static int cmd_inspect(int argc, char **argv)
     for (struct jinn_tree_node *n = jinn_tree_seek(&l.fsm.queues.by_name, NULL, &it); n;
          n = jinn_tree_next(&it)) {
         const struct jinn_queue *q = jinn_tree_entry(n, struct jinn_queue, by_name);
-        json_object_set_new(queues, q->name,
-                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages",
-                                      (json_int_t)q->all.count, "ready",
-                                      (json_int_t)q->ready.count, "leased",
-                                      (json_int_t)q->leased.count, "delayed",
-                                      (json_int_t)q->delayed.count, "dead",
-                                      (json_int_t)q->dead.count));
+        json_object_set_new(
+            queues, q->name,
+            json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)q->all.count,
+                      "ready", (json_int_t)q->ready.count, "leased",
+                      (json_int_t)q->leased.count, "delayed", (json_int_t)q->delayed.count,
+                      "dead", (json_int_t)q->dead.count));
         msgs += q->all.count;
     }
     dbs = json_object();
@@ -460,9 +462,9 @@ static int cmd_inspect(int argc, char **argv)
          db = jinn_sql_next(&l.fsm.sql, db)) {
         uint64_t size = 0;
         uint32_t crc = jinn_sql_checksum(db, &size);
-        json_object_set_new(dbs, db->name,
-                            json_pack("{s:I, s:I}", "size", (json_int_t)size, "checksum",
-                                      (json_int_t)crc));
+        json_object_set_new(
+            dbs, db->name,
+            json_pack("{s:I, s:I}", "size", (json_int_t)size, "checksum", (json_int_t)crc));
     }
     locks = l.fsm.locks.by_name.count;
     snprintf(cid, sizeof cid, "%016" PRIx64, l.h.cluster_id);
@@ -475,8 +477,8 @@ static int cmd_inspect(int argc, char **argv)
                     (json_int_t)l.h.time_ms, "payload_bytes", (json_int_t)l.h.payload_len,
                     "keys", (json_int_t)keys, "namespaces", ns, "locks", (json_int_t)locks,
                     "lock_waiters", (json_int_t)l.fsm.locks.line.count, "queues", queues,
-                    "messages", (json_int_t)msgs, "nodes", (json_int_t)l.fsm.nodes.n,
-                    "sql", dbs, "kv_revision", (json_int_t)l.fsm.kv.last_revision);
+                    "messages", (json_int_t)msgs, "nodes", (json_int_t)l.fsm.nodes.n, "sql",
+                    dbs, "kv_revision", (json_int_t)l.fsm.kv.last_revision);
     if (as_json) {
         char *text = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
         printf("%s\n", text ? text : "{}");
@@ -495,19 +497,23 @@ static int cmd_inspect(int argc, char **argv)
         printf("size:      %" PRIu64 " bytes of state\n", l.h.payload_len);
         printf("kv:        %" PRIu64 " keys (revision %" PRIu64 ")\n", keys,
                l.fsm.kv.last_revision);
-        json_object_foreach(ns, k, v) {
-            printf("             %s: %" JSON_INTEGER_FORMAT " keys\n", k, json_integer_value(v));
+        json_object_foreach(ns, k, v)
+        {
+            printf("             %s: %" JSON_INTEGER_FORMAT " keys\n", k,
+                   json_integer_value(v));
         }
         printf("locks:     %" PRIu64 " held, %zu waiting\n", locks, l.fsm.locks.line.count);
         printf("queues:    %zu, %" PRIu64 " messages\n", json_object_size(queues), msgs);
-        json_object_foreach(queues, k, v) {
+        json_object_foreach(queues, k, v)
+        {
             printf("             %s: %" JSON_INTEGER_FORMAT " messages (%" JSON_INTEGER_FORMAT
                    " dead)\n",
                    k, json_integer_value(json_object_get(v, "messages")),
                    json_integer_value(json_object_get(v, "dead")));
         }
         printf("sql:       %zu databases\n", json_object_size(dbs));
-        json_object_foreach(dbs, k, v) {
+        json_object_foreach(dbs, k, v)
+        {
             printf("             %s: %" JSON_INTEGER_FORMAT " bytes\n", k,
                    json_integer_value(json_object_get(v, "size")));
         }
@@ -699,8 +705,9 @@ static int cmd_restore(int argc, char **argv)
             const char *v = argv[++i], *eq = strchr(v, '=');
             if (eq == NULL || eq == v || (size_t)(eq - v) > JINN_NAME_MAX || eq[1] == '\0' ||
                 strlen(eq + 1) >= sizeof peers[0].address || n_peers == JINN_CONFIG_MAX_PEERS) {
-                fprintf(stderr, "jinn: snapshot restore: --name wants NAME=HOST:PORT (the "
-                                "node's cluster_listen address), at most %d\n",
+                fprintf(stderr,
+                        "jinn: snapshot restore: --name wants NAME=HOST:PORT (the "
+                        "node's cluster_listen address), at most %d\n",
                         JINN_CONFIG_MAX_PEERS);
                 return 2;
             }
@@ -721,8 +728,9 @@ static int cmd_restore(int argc, char **argv)
         }
     }
     if (file == NULL || data_dir == NULL || n_peers == 0) {
-        fprintf(stderr, "usage: jinn snapshot restore FILE --data-dir DIR --name NAME=HOST:PORT "
-                        "[--name ...] [--node NAME] [--replicas N] [--cluster-id HEX]\n");
+        fprintf(stderr,
+                "usage: jinn snapshot restore FILE --data-dir DIR --name NAME=HOST:PORT "
+                "[--name ...] [--node NAME] [--replicas N] [--cluster-id HEX]\n");
         return 2;
     }
     if (replicas == 0 || replicas > n_peers) {
@@ -734,8 +742,8 @@ static int cmd_restore(int argc, char **argv)
             found = found || strcmp(peers[i].name, only) == 0;
         }
         if (!found) {
-            fprintf(stderr, "jinn: snapshot restore: --node %s is not one of the --name nodes\n",
-                    only);
+            fprintf(stderr,
+                    "jinn: snapshot restore: --node %s is not one of the --name nodes\n", only);
             return 2;
         }
     }
@@ -763,8 +771,9 @@ static int cmd_restore(int argc, char **argv)
             snprintf(dir, sizeof dir, "%.4000s/%.64s", data_dir, peers[i].name);
         }
         if (dir_in_use(dir)) {
-            fprintf(stderr, "jinn: %s already holds a node's state; restore seeds empty data "
-                            "dirs only\n",
+            fprintf(stderr,
+                    "jinn: %s already holds a node's state; restore seeds empty data "
+                    "dirs only\n",
                     dir);
             return 1;
         }
@@ -854,14 +863,15 @@ out:
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage:\n"
-            "  jinn snapshot save FILE [--addr URL]     stream a consistent backup from the "
-            "leader\n"
-            "  jinn snapshot inspect FILE [--json]      verify a backup and show what it holds\n"
-            "  jinn snapshot restore FILE --data-dir DIR --name NAME=HOST:PORT [--name ...]\n"
-            "                [--node NAME] [--replicas N] [--cluster-id HEX]\n"
-            "                                           seed the data dirs of a new cluster\n");
+    fprintf(
+        out,
+        "usage:\n"
+        "  jinn snapshot save FILE [--addr URL]     stream a consistent backup from the "
+        "leader\n"
+        "  jinn snapshot inspect FILE [--json]      verify a backup and show what it holds\n"
+        "  jinn snapshot restore FILE --data-dir DIR --name NAME=HOST:PORT [--name ...]\n"
+        "                [--node NAME] [--replicas N] [--cluster-id HEX]\n"
+        "                                           seed the data dirs of a new cluster\n");
 }
 
 int jinn_cli_snapshot(int argc, char **argv)

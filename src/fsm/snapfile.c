@@ -58,9 +58,10 @@ int jinn_backup_header_decode(const uint8_t *in, size_t len, struct jinn_backup_
     /* The version before the checksum: a newer layout may differ. */
     h->version = get32(in + 8);
     if (h->version != JINN_BACKUP_VERSION) {
-        snprintf(err, err_len,
-                 "snapshot file version %u; this build reads version %u only (use a newer jinn)",
-                 h->version, JINN_BACKUP_VERSION);
+        snprintf(
+            err, err_len,
+            "snapshot file version %u; this build reads version %u only (use a newer jinn)",
+            h->version, JINN_BACKUP_VERSION);
         return JINN_EVERSION;
     }
     if (len < JINN_BACKUP_HEADER_LEN) {
@@ -117,8 +118,8 @@ void jinn_backup_trailer_encode(uint64_t payload_len, uint32_t crc,
 }
 
 /* Reads exactly n bytes; a short read is a truncated file. */
-static int read_exact(FILE *f, void *buf, size_t n, const char *what, uint64_t offset, char *err,
-                      size_t err_len)
+static int read_exact(FILE *f, void *buf, size_t n, const char *what, uint64_t offset,
+                      char *err, size_t err_len)
 {
     size_t got = fread(buf, 1, n, f);
     if (got == n) {
@@ -174,8 +175,9 @@ int jinn_backup_read_file(FILE *f, struct jinn_backup_header *h, struct jinn_wbu
             goto out;
         }
         if (get32(crcb) != jinn_crc32(0, chunk, n)) {
-            snprintf(err, err_len, "checksum mismatch in %s (bytes %llu-%llu): the file is damaged",
-                     what, (unsigned long long)offset, (unsigned long long)(offset + n - 1));
+            snprintf(err, err_len,
+                     "checksum mismatch in %s (bytes %llu-%llu): the file is damaged", what,
+                     (unsigned long long)offset, (unsigned long long)(offset + n - 1));
             rv = JINN_ECORRUPT;
             goto out;
         }
@@ -195,8 +197,8 @@ int jinn_backup_read_file(FILE *f, struct jinn_backup_header *h, struct jinn_wbu
     if (rv != 0) {
         goto out;
     }
-    if (memcmp(tail, JINN_BACKUP_END_MAGIC, 8) != 0 || get32(tail + 20) != jinn_crc32(0, tail, 20) ||
-        get64(tail + 8) != h->payload_len) {
+    if (memcmp(tail, JINN_BACKUP_END_MAGIC, 8) != 0 ||
+        get32(tail + 20) != jinn_crc32(0, tail, 20) || get64(tail + 8) != h->payload_len) {
         snprintf(err, err_len, "damaged trailer at byte %llu", (unsigned long long)offset);
         rv = JINN_ECORRUPT;
         goto out;

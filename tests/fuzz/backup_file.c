@@ -31,8 +31,8 @@ static void wrap(const uint8_t *data, size_t size, struct jinn_wbuf *out)
     uint32_t chunk = size > 1 ? (uint32_t)(data[1] % 64) + 1 : 1;
     const uint8_t *p = size > 2 ? data + 2 : data;
     size_t len = size > 2 ? size - 2 : 0;
-    struct jinn_backup_header h = {JINN_BACKUP_VERSION, JINN_SNAPSHOT_VERSION, 2, chunk, 1, 2,
-                                   3, 4, len};
+    struct jinn_backup_header h = {
+        JINN_BACKUP_VERSION, JINN_SNAPSHOT_VERSION, 2, chunk, 1, 2, 3, 4, len};
     uint8_t head[JINN_BACKUP_HEADER_LEN], tail[JINN_BACKUP_TRAILER_LEN];
     uint32_t total = 0;
     jinn_backup_header_encode(&h, head);

@@ -13,8 +13,8 @@
  * streams it. */
 static void build(struct jinn_wbuf *out, const uint8_t *payload, size_t len, uint32_t chunk)
 {
-    struct jinn_backup_header h = {JINN_BACKUP_VERSION, JINN_SNAPSHOT_VERSION, 2, chunk, 0xabc,
-                                   42, 3, 1234, len};
+    struct jinn_backup_header h = {
+        JINN_BACKUP_VERSION, JINN_SNAPSHOT_VERSION, 2, chunk, 0xabc, 42, 3, 1234, len};
     uint8_t head[JINN_BACKUP_HEADER_LEN], tail[JINN_BACKUP_TRAILER_LEN];
     uint32_t total = 0;
     jinn_backup_header_encode(&h, head);
@@ -88,8 +88,8 @@ TEST(snapfile_round_trip_and_every_damage_refused)
 
 TEST(snapfile_newer_versions_are_refused_as_newer)
 {
-    struct jinn_backup_header h = {JINN_BACKUP_VERSION + 1, JINN_SNAPSHOT_VERSION, 2, 16, 1, 1,
-                                   1, 1, 0};
+    struct jinn_backup_header h = {
+        JINN_BACKUP_VERSION + 1, JINN_SNAPSHOT_VERSION, 2, 16, 1, 1, 1, 1, 0};
     uint8_t head[JINN_BACKUP_HEADER_LEN];
     struct jinn_backup_header out;
     char err[256];
