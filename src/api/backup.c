@@ -160,8 +160,8 @@ static void backup_done(uv_work_t *work, int status)
         return;
     }
     if (b->sql) {
-        snprintf(value, sizeof value, "%llu", (unsigned long long)b->h.index);
-        jinn_http_add_header(b->req, "X-Jinn-Applied-Index", value);
+        /* X-Jinn-Applied-Index and the other freshness headers are set
+         * already (api.c serves reads with them). */
         if (jinn_http_stream_start(b->req, 200, "application/vnd.sqlite3",
                                    (uint64_t)b->image_len) != 0) {
             stream_finish(b, false);
@@ -268,7 +268,6 @@ static void sql_backup_run(uv_work_t *work)
 static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
 {
     const struct jinn_sql *sql = &jinn_node_fsm(api->node)->sql;
-    struct jinn_node_status st;
     char name[JINN_SQL_DB_MAX + 1];
     const char *p = req->path + strlen("/v1/sql/");
     size_t plen = req->path_len - strlen("/v1/sql/") - strlen("/backup");
@@ -288,10 +287,9 @@ static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
     b->sql = true;
     b->req = req;
     snprintf(b->name, sizeof b->name, "%s", name);
-    jinn_node_status(api->node, &st);
-    b->h.index = api->applied_seen > st.applied_index ? api->applied_seen : st.applied_index;
     /* The read transaction begins now, on the loop: the image is the
-     * state as of this index whatever apply does meanwhile. */
+     * state as of the applied index (X-Jinn-Applied-Index) whatever apply
+     * does meanwhile. */
     b->conn = jinn_sql_open_internal_reader(sql, b->name);
     if (b->conn == NULL || sqlite3_exec(b->conn, "BEGIN; SELECT count(*) FROM sqlite_schema;",
                                         NULL, NULL, NULL) != SQLITE_OK) {

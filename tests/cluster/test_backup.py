@@ -220,12 +220,16 @@ def test_sql_backup_is_a_plain_sqlite_file(cluster, tmp_path):
     code, _, out = exec_sql(leader, "shop", "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     assert code == 200, out
     for i in range(200):
-        code, _, _ = exec_sql(leader, "shop", f"INSERT INTO t(v) VALUES ('{'y' * 100}{i}')")
+        code, h, _ = exec_sql(leader, "shop", f"INSERT INTO t(v) VALUES ('{'y' * 100}{i}')")
         assert code == 200
+    last = index_of(h)
     for node in cluster.nodes:  # the leader and the followers serve it
-        wait_for(lambda: query(node, "shop", "SELECT count(*) FROM t")["rows"][0][0] == 200, 20)
-        code, h, body = node.request("/v1/sql/shop/backup", timeout=30)
+        # A follower serves what it has applied: min_index waits there for
+        # the last insert.
+        code, h, body = node.request("/v1/sql/shop/backup",
+                                     headers={"X-Jinn-Min-Index": str(last)}, timeout=30)
         assert code == 200, body
+        assert int(h["X-Jinn-Applied-Index"]) >= last, h
         path = str(tmp_path / f"shop-{node.name}.db")
         with open(path, "wb") as f:
             f.write(body)
