@@ -127,8 +127,9 @@ def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
     before = [k for k, ix in writer.kv if ix <= index]
     after = [k for k, ix in writer.kv if ix > index]
     assert before and after, "the save must fall inside the write load"
-    assert info["namespaces"]["app"] == len(before)
-    assert info["queues"]["jobs"]["messages"] == len([m for m, ix in writer.msgs if ix <= index])
+    # At least the acknowledged ones (a write whose reply was lost may be in too).
+    assert info["namespaces"]["app"] >= len(before)
+    assert info["queues"]["jobs"]["messages"] >= len([m for m, ix in writer.msgs if ix <= index])
     r2 = jinn("snapshot", "inspect", backup)
     assert r2.returncode == 0 and "shop" in r2.stdout and "cluster:" in r2.stdout, r2.stdout
 
@@ -150,17 +151,21 @@ def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
             code, _, out = nl.request(f"/v1/kv/app/w{k}")
             assert code == (200 if ix <= index else 404), (k, ix, index, out)
         rows = {r[0] for r in query(nl, "shop", "SELECT id FROM t")["rows"]}
-        assert rows == {k for k, ix in writer.rows if ix <= index}
-        # The queue holds exactly the messages published by the index, in order.
+        assert rows >= {k for k, ix in writer.rows if ix <= index}
+        assert not rows & {k for k, ix in writer.rows if ix > index}
+        # The queue holds the messages published by the index, in order, and
+        # none acknowledged after it.
         want = [m for m, ix in writer.msgs if ix <= index]
+        later = {m for m, ix in writer.msgs if ix > index}
         got = []
-        while len(got) < len(want):
+        while len(got) < info["queues"]["jobs"]["messages"]:
             code, _, out = nl.request("/v1/queues/jobs/fetch?worker=check&max=256", "POST")
             assert code == 200, out
             msgs = json.loads(out)
             assert msgs, (len(got), len(want))
             got += [m["payload"] for m in msgs]
-        assert got == want
+        assert [m for m in got if m in set(want)] == want
+        assert not later & set(got)
         # The lock is still held by alice with the same token: a fenced
         # write with it passes, a stale token is refused.
         code, _, out = nl.request("/v1/locks/db-owner")
