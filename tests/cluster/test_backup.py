@@ -93,7 +93,7 @@ def seed_cluster(tmp_path, name, backup, n=3):
 
 
 def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
-    leader = cluster.leader()
+    leader = cluster.wait_leader()
     follower = next(n for n in cluster.nodes if n is not leader)
     code, _, out = exec_sql(leader, "shop", "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     assert code == 200, out
@@ -137,9 +137,8 @@ def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
     try:
         for n in new.nodes:
             n.start(bootstrap=False)
-        new.wait_leader(timeout=30)
         new.wait_ready(timeout=60)
-        nl = new.leader()
+        nl = new.wait_leader(timeout=30)
         st = nl.status()
         # A new cluster: a new id, its own members.
         assert st["cluster_id"] != cluster.nodes[0].status()["cluster_id"]
@@ -183,7 +182,7 @@ def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
 
 
 def test_damaged_or_foreign_files_are_refused(cluster, tmp_path):
-    leader = cluster.leader()
+    leader = cluster.wait_leader()
     for i in range(50):
         assert leader.request(f"/v1/kv/app/k{i}", "PUT", b"x" * 1000)[0] in (200, 201)
     good = str(tmp_path / "good.jinn")
@@ -221,7 +220,7 @@ def test_damaged_or_foreign_files_are_refused(cluster, tmp_path):
 
 
 def test_sql_backup_is_a_plain_sqlite_file(cluster, tmp_path):
-    leader = cluster.leader()
+    leader = cluster.wait_leader()
     code, _, out = exec_sql(leader, "shop", "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     assert code == 200, out
     for i in range(200):
@@ -247,7 +246,7 @@ def test_sql_backup_is_a_plain_sqlite_file(cluster, tmp_path):
 
 def test_abandoned_stream_frees_the_node_and_followers_name_the_leader(cluster, tmp_path):
     import socket
-    leader = cluster.leader()
+    leader = cluster.wait_leader()
     follower = next(n for n in cluster.nodes if n is not leader)
     value = b"z" * 100_000
     for i in range(250):  # 25 MB: far more than loopback socket buffers hold

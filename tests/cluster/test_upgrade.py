@@ -128,7 +128,7 @@ def check_seeded(node):
 
 def test_rolling_upgrade_from_previous_release_keeps_serving(old_cluster):
     c = old_cluster
-    seed(c.leader())
+    seed(c.wait_leader())
     writer = Writer(c)
     writer.start()
     try:
@@ -136,7 +136,7 @@ def test_rolling_upgrade_from_previous_release_keeps_serving(old_cluster):
         # Followers first, the leader last: a leader of this build writes
         # command type 22 at the start of its term, which the old build
         # cannot apply (see test_old_node_stops_at_an_unknown_command).
-        leader = c.leader()
+        leader = c.wait_leader()
         order = [n for n in c.nodes if n is not leader] + [leader]
         for n in order:
             before = len(writer.acked)
@@ -150,9 +150,8 @@ def test_rolling_upgrade_from_previous_release_keeps_serving(old_cluster):
     finally:
         writer.stop.set()
         writer.join(30)
-    c.wait_leader()
     c.wait_ready()
-    leader = c.leader()
+    leader = c.wait_leader()
     for i in writer.acked:
         code, _, out = leader.request(f"/v1/kv/up/k{i}")
         assert code == 200 and out == f"v{i}".encode(), (i, code, out)
@@ -166,8 +165,8 @@ def test_rolling_upgrade_from_previous_release_keeps_serving(old_cluster):
 
 def test_old_node_stops_at_an_unknown_command_and_catches_up_once_upgraded(old_cluster):
     c = old_cluster
-    seed(c.leader())
-    leader = c.leader()
+    leader = c.wait_leader()
+    seed(leader)
     new_node = next(n for n in c.nodes if n is not leader)
     old_nodes = [n for n in c.nodes if n is not new_node]
     assert new_node.stop() == 0
@@ -185,9 +184,8 @@ def test_old_node_stops_at_an_unknown_command_and_catches_up_once_upgraded(old_c
     # Upgraded, they replay the entry and the cluster serves everything.
     for n in old_nodes:
         start(n, JINN, bootstrap=False)
-    c.wait_leader(timeout=30)
     c.wait_ready(timeout=60)
-    leader = c.leader()
+    leader = c.wait_leader(timeout=30)
     check_seeded(leader)
     assert leader.request("/v1/kv/up/after", "PUT", b"x")[0] in (200, 201)
     r = subprocess.run([JINN, "check", "--addr", leader.url], capture_output=True, text=True,
