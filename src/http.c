@@ -62,6 +62,11 @@ struct conn {
     uv_write_t cont_write; /* "100 Continue", queued before any reply */
     uv_shutdown_t shutdown;
     uv_buf_t out;
+    /* A streamed reply (jinn_http_stream_*): one piece in flight at most. */
+    uv_write_t stream_write;
+    void (*stream_cb)(void *data, int status);
+    void *stream_data;
+    size_t stream_piece;
 };
 
 struct jinn_http_server {
@@ -368,6 +373,124 @@ void jinn_http_reply_error(struct jinn_http_request *req, int code, const char *
 bool jinn_http_client_alive(const struct jinn_http_request *req)
 {
     return conn_of(req)->state != CLOSING;
+}
+
+/* ---- streamed replies ------------------------------------------------------ */
+
+static void stream_head_written(uv_write_t *w, int status)
+{
+    struct conn *c = w->data;
+    (void)status; /* a failed write fails the next piece too */
+    c->server->stats.output_queued_bytes -= c->out.len;
+    jinn_free(c->out.base);
+    c->out.base = NULL;
+    c->out.len = 0;
+}
+
+int jinn_http_stream_start(struct jinn_http_request *req, int status, const char *content_type,
+                           uint64_t len)
+{
+    struct conn *c = conn_of(req);
+    struct jinn_http_server *s = c->server;
+    char head[512 + JINN_HTTP_MAX_REPLY_HEADERS];
+    int head_len;
+    uv_buf_t out;
+
+    assert(c->handler_pending);
+    if (c->state != HANDLING) {
+        return JINN_ESHUTDOWN; /* the client left: jinn_http_stream_end still frees */
+    }
+    s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
+    c->keep_alive = false; /* the connection ends with the body */
+    head_len = snprintf(head, sizeof head,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %llu\r\n"
+                        "Connection: close\r\n%s\r\n",
+                        status, jinn_http_reason(status), content_type, (unsigned long long)len,
+                        c->reply_headers);
+    c->reply_headers_len = 0;
+    c->reply_headers[0] = '\0';
+    assert(head_len > 0 && (size_t)head_len < sizeof head);
+    c->out.base = jinn_malloc((size_t)head_len);
+    if (c->out.base == NULL) {
+        conn_close(c);
+        return JINN_ENOMEM;
+    }
+    memcpy(c->out.base, head, (size_t)head_len);
+    c->out.len = (size_t)head_len;
+    s->stats.output_queued_bytes += c->out.len;
+    c->state = WRITING;
+    c->write.data = c;
+    out = c->out;
+    if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &out, 1, stream_head_written) != 0) {
+        s->stats.output_queued_bytes -= c->out.len;
+        jinn_free(c->out.base);
+        c->out.base = NULL;
+        c->out.len = 0;
+        conn_close(c);
+        return JINN_EIO;
+    }
+    uv_timer_start(&c->timer, on_timer, s->cfg.idle_timeout_ms, 0);
+    return 0;
+}
+
+static void stream_piece_written(uv_write_t *w, int status)
+{
+    struct conn *c = w->data;
+    void (*cb)(void *, int) = c->stream_cb;
+    c->server->stats.output_queued_bytes -= c->stream_piece;
+    c->stream_piece = 0;
+    c->stream_cb = NULL;
+    if (status != 0 || c->state == CLOSING || c->server->stopping) {
+        conn_close(c);
+        status = JINN_EIO;
+    } else {
+        /* The client took this piece: its idle allowance starts again. */
+        uv_timer_start(&c->timer, on_timer, c->server->cfg.idle_timeout_ms, 0);
+    }
+    cb(c->stream_data, status);
+}
+
+int jinn_http_stream_write(struct jinn_http_request *req, const uv_buf_t *bufs, unsigned n,
+                           void (*cb)(void *data, int status), void *data)
+{
+    struct conn *c = conn_of(req);
+    size_t len = 0;
+    int rv;
+    assert(c->handler_pending && c->stream_cb == NULL);
+    if (c->state != WRITING) {
+        return JINN_EIO;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        len += bufs[i].len;
+    }
+    c->stream_cb = cb;
+    c->stream_data = data;
+    c->stream_piece = len;
+    c->server->stats.output_queued_bytes += len;
+    c->stream_write.data = c;
+    rv = uv_write(&c->stream_write, (uv_stream_t *)&c->tcp, bufs, n, stream_piece_written);
+    if (rv != 0) {
+        c->server->stats.output_queued_bytes -= len;
+        c->stream_piece = 0;
+        c->stream_cb = NULL;
+        conn_close(c);
+        return JINN_EIO;
+    }
+    return 0;
+}
+
+void jinn_http_stream_end(struct jinn_http_request *req, bool complete)
+{
+    struct conn *c = conn_of(req);
+    assert(c->handler_pending && c->stream_cb == NULL);
+    c->handler_pending = false;
+    if (c->state == CLOSING) {
+        conn_free_if_done(c);
+    } else if (!complete || c->state != WRITING) {
+        conn_close(c); /* a short body: the client sees the connection end early */
+    } else {
+        linger(c);
+    }
 }
 
 /* ---- reading and parsing -------------------------------------------------- */

@@ -95,6 +95,21 @@ void jinn_http_reply_json(struct jinn_http_request *req, int status, json_t *obj
  * when non-NULL, replaces the table's message. 503s carry Retry-After. */
 void jinn_http_reply_error(struct jinn_http_request *req, int code, const char *detail);
 
+/* A streamed reply of len bytes (Content-Length: len, then the connection
+ * closes), for bodies too large to copy: a snapshot. start sends the head;
+ * each write queues one piece (bufs' memory borrowed until cb; one piece
+ * in flight)
+ * and cb(data, 0) runs once the kernel took it, so the producer goes at
+ * the client's pace; cb(data, error) when the client is gone. The same
+ * idle_timeout cuts off a client that stops reading. end must be called
+ * exactly once after start (also after a failed start or write), with
+ * complete false when fewer than len bytes were sent. */
+int jinn_http_stream_start(struct jinn_http_request *req, int status, const char *content_type,
+                           uint64_t len);
+int jinn_http_stream_write(struct jinn_http_request *req, const uv_buf_t *bufs, unsigned n,
+                           void (*cb)(void *data, int status), void *data);
+void jinn_http_stream_end(struct jinn_http_request *req, bool complete);
+
 /* True while the client that sent req is still connected. */
 bool jinn_http_client_alive(const struct jinn_http_request *req);
 

@@ -26,6 +26,7 @@ static void usage(FILE *out)
             "  jinn lock acquire|refresh|release|show|ls ... distributed locks\n"
             "  jinn queue pub|fetch|ack|nak|progress|term|stats|dead ...  work queues\n"
             "  jinn worker --queue Q --exec CMD    run CMD for every job of queue Q\n"
+            "  jinn snapshot save|inspect|restore ...  online backup and restore\n"
             "  jinn sql exec|query DB SQL [P...] | jinn sql DB   replicated SQLite\n"
             "  jinn check [--addr URL] [--json]    do all replicas hold the same state?\n"
             "  jinn fn deploy|ls|show|rm|rollback|call|logs ...  WebAssembly functions\n"
@@ -87,6 +88,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "worker") == 0) {
         return jinn_cli_worker(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "snapshot") == 0) {
+        return jinn_cli_snapshot(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "lock") == 0) {
         return jinn_cli_lock(argc - 2, argv + 2);

@@ -2378,3 +2378,14 @@ void jinn_node_destroy(struct jinn_node *node)
     }
     jinn_free(node);
 }
+
+int jinn_node_write_identity(const char *data_dir, uint64_t id, uint64_t cluster_id,
+                             const char *name)
+{
+    struct identity ident;
+    memset(&ident, 0, sizeof ident);
+    ident.id = id;
+    ident.cluster_id = cluster_id;
+    snprintf(ident.name, sizeof ident.name, "%s", name);
+    return write_identity(data_dir, &ident);
+}

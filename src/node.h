@@ -160,4 +160,9 @@ int jinn_node_leader_transfer(struct jinn_node *node, uint64_t id, jinn_member_c
 /* A member's name from the node directory or cluster_peers; "?" if none. */
 const char *jinn_node_member_name(const struct jinn_node *node, uint64_t id);
 
+/* Writes data_dir/jinn.id (atomically, fsynced) for a data_dir seeded
+ * outside a running node (`jinn snapshot restore`). 0 or JINN_EIO. */
+int jinn_node_write_identity(const char *data_dir, uint64_t id, uint64_t cluster_id,
+                             const char *name);
+
 #endif

@@ -48,6 +48,8 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0}, /* read-only check, then leader */
     {"POST", "/v1/sql/{}/query", jinn_api_sql_query, 0},
     {"GET", "/v1/sql/{}", jinn_api_sql_info, 0},
+    {"GET", "/v1/sql/{}/backup", jinn_api_sql_backup, 0}, /* api/backup.c */
+    {"GET", "/v1/snapshot", jinn_api_snapshot, 0},
     {"POST", "/v1/cluster/check", jinn_api_check_start, JINN_ROUTE_LEADER},
     {"GET", "/v1/cluster/check", jinn_api_check_show, JINN_ROUTE_LEADER},
     {"GET", "/v1/internal/digest", jinn_api_check_digest, 0},

@@ -134,6 +134,11 @@ void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_sql_info(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
+/* Online backups (api/backup.c): GET /v1/snapshot, GET /v1/sql/{db}/backup. */
+void jinn_api_snapshot(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+void jinn_api_sql_backup(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
 /* Membership (api/cluster.c). */
 void jinn_api_members_list(struct jinn_api *api, struct jinn_http_request *req,
                            const struct jinn_route_args *args);

@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "error.h"
 #include "loopmon.h"
+#include "fsm/snapfile.h"
 #include "version.h"
 
 #define METRICS_QUEUES_MAX 256u /* queues with per-queue series in /metrics */
@@ -81,6 +82,11 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     json_object_set_new(obj, "disk", json_string(st.disk_full ? "full" : "ok"));
+    /* The highest formats this node speaks (operations.md, "Upgrades"). */
+    json_object_set_new(obj, "formats",
+                        json_pack("{s:i, s:i, s:i, s:i}", "command", JINN_CMD_VERSION,
+                                  "command_min", JINN_CMD_VERSION_MIN, "snapshot",
+                                  JINN_SNAPSHOT_VERSION, "backup", JINN_BACKUP_VERSION));
     json_object_set_new(obj, "disk_free_bytes", json_integer((json_int_t)st.disk_free_bytes));
     jinn_api_check_status(api, obj);
     if (api->loopmon != NULL) {

@@ -19,6 +19,9 @@
 #include "codec.h"
 #include "error.h"
 #include "fetch.h"
+#include "fsm/cmd.h"
+#include "fsm/fsm.h"
+#include "fsm/snapfile.h"
 #include "httpmsg.h"
 #include "version.h"
 
@@ -457,15 +460,26 @@ int jinn_cli_version(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         ask_server = ask_server || strncmp(argv[i], "--addr", 6) == 0;
     }
+    char formats[160], formats_text[160];
     rv = parse_opts(argc, argv, &o, "jinn version [--addr URL] [--json]");
     if (rv != 0) {
         return rv;
     }
+    /* The highest formats this build writes and reads (docs/operations.md,
+     * "Upgrades"): a node meeting a newer one stops instead of skipping. */
+    snprintf(formats, sizeof formats,
+             "\"formats\": {\"command\": %d, \"command_min\": %d, \"snapshot\": %d, "
+             "\"backup\": %d}",
+             JINN_CMD_VERSION, JINN_CMD_VERSION_MIN, JINN_SNAPSHOT_VERSION, JINN_BACKUP_VERSION);
+    snprintf(formats_text, sizeof formats_text,
+             "formats: command %d-%d, snapshot %d, backup file %d", JINN_CMD_VERSION_MIN,
+             JINN_CMD_VERSION, JINN_SNAPSHOT_VERSION, JINN_BACKUP_VERSION);
     if (!ask_server) {
         if (o.json) {
-            printf("{\"version\": \"%s\", \"revision\": \"%s\"}\n", JINN_VERSION, jinn_revision());
+            printf("{\"version\": \"%s\", \"revision\": \"%s\", %s}\n", JINN_VERSION,
+                   jinn_revision(), formats);
         } else {
-            printf("jinn %s (%s)\n", JINN_VERSION, jinn_revision());
+            printf("jinn %s (%s)\n%s\n", JINN_VERSION, jinn_revision(), formats_text);
         }
         return 0;
     }
@@ -473,12 +487,26 @@ int jinn_cli_version(int argc, char **argv)
     if (st == NULL) {
         return 1;
     }
-    if (o.json) {
-        printf("{\"version\": \"%s\", \"revision\": \"%s\", \"server_revision\": \"%s\"}\n",
-               JINN_VERSION, jinn_revision(), str_or(st, "version", "?"));
-    } else {
-        printf("jinn %s (%s)\nserver %s at %s\n", JINN_VERSION, jinn_revision(),
-               str_or(st, "version", "?"), o.addr);
+    {
+        json_t *f = json_object_get(st, "formats");
+        char *server_formats = f ? json_dumps(f, JSON_COMPACT) : NULL;
+        if (o.json) {
+            printf("{\"version\": \"%s\", \"revision\": \"%s\", \"server_revision\": \"%s\", "
+                   "%s, \"server_formats\": %s}\n",
+                   JINN_VERSION, jinn_revision(), str_or(st, "version", "?"), formats,
+                   server_formats ? server_formats : "null");
+        } else {
+            printf("jinn %s (%s)\n%s\nserver %s at %s\n", JINN_VERSION, jinn_revision(),
+                   formats_text, str_or(st, "version", "?"), o.addr);
+            if (f != NULL) {
+                printf("server formats: command %lld-%lld, snapshot %lld, backup file %lld\n",
+                       (long long)json_integer_value(json_object_get(f, "command_min")),
+                       (long long)json_integer_value(json_object_get(f, "command")),
+                       (long long)json_integer_value(json_object_get(f, "snapshot")),
+                       (long long)json_integer_value(json_object_get(f, "backup")));
+            }
+        }
+        jinn_free(server_formats);
     }
     json_decref(st);
     return 0;

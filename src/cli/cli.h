@@ -34,6 +34,8 @@ int jinn_cli_queue(int argc, char **argv);
 int jinn_cli_worker(int argc, char **argv);
 /* jinn sql exec|query DB SQL [PARAM...], jinn sql DB (cli/sql.c) */
 int jinn_cli_sql(int argc, char **argv);
+/* jinn snapshot save|inspect|restore ... (cli/snapshot.c) */
+int jinn_cli_snapshot(int argc, char **argv);
 /* jinn check: a replica check; exit 0 agree, 1 diverged, 2 incomplete (cli/check.c) */
 int jinn_cli_check(int argc, char **argv);
 /* jinn members [list|add|remove|promote|demote] ... (cli/members.c) */

@@ -524,3 +524,21 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_sql_clear(&fsm->sql);
     jinn_fns_clear(&fsm->fns);
 }
+
+/* ---- backups (api/backup.c): the same two steps, outside libraft ---------- */
+
+int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
+                          struct jinn_sql_pin **pin)
+{
+    encode_memory(fsm, w);
+    if (w->failed) {
+        return JINN_ENOMEM;
+    }
+    return jinn_sql_pin(&fsm->sql, pin);
+}
+
+int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, struct jinn_wbuf *w)
+{
+    jinn_sql_pin_encode(pin, w);
+    return encode_crc(w, 0);
+}

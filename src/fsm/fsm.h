@@ -78,4 +78,13 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len);
 const struct jinn_result *jinn_fsm_apply_buf(struct jinn_fsm *fsm, uint64_t index,
                                              const void *buf, size_t len);
 
+/* A snapshot in two steps, as libraft's async snapshots take them (for
+ * backups): begin on the loop between two applies (in-memory sections into
+ * the empty w, SQL databases pinned at this index), finish on any thread
+ * (the pinned images and the CRC; the pin is consumed, free it after).
+ * The bytes equal jinn_fsm_encode's at the time of begin. */
+int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
+                          struct jinn_sql_pin **pin);
+int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, struct jinn_wbuf *w);
+
 #endif
