@@ -353,6 +353,11 @@ static void tool_message(struct jinn_fn_validation *v, char *msg, size_t cap)
         p++;
     }
     msg[o < cap ? o : cap - 1] = '\0';
+    /* 0xfd prefixes every SIMD opcode: say what it is. */
+    if (strstr(msg, "unexpected opcode: 0xfd") != NULL && o + 1 < cap) {
+        snprintf(msg + o, cap - o, " (SIMD, which Debian 12's wasm2c cannot compile: build "
+                                   "the module without -msimd128)");
+    }
 }
 
 static void validation_unlist(struct jinn_fn_validation *v)
@@ -502,7 +507,7 @@ static void spawn_validator(struct jinn_fn_validation *v)
     struct jinn_api *api = v->api;
     uv_process_options_t opts;
     uv_stdio_container_t stdio[3];
-    char *args[3];
+    char *args[4];
     int rv;
 
     /* Every handle is v's: v is freed once the last one is closed. */
@@ -515,9 +520,13 @@ static void spawn_validator(struct jinn_fn_validation *v)
     v->proc.data = v;
     v->open_handles = 4;
     memset(&opts, 0, sizeof opts);
+    /* Debian 12's wasm2c aborts on SIMD, which wasm-validate accepts by
+     * default: a SIMD module must be refused here, not committed and then
+     * fail to compile on every node. */
     args[0] = "wasm-validate";
-    args[1] = v->path;
-    args[2] = NULL;
+    args[1] = "--disable-simd";
+    args[2] = v->path;
+    args[3] = NULL;
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[1].data.stream = (uv_stream_t *)&v->out;

@@ -51,6 +51,14 @@ BAD_BODY = """
   (func (export "_start") (i32.const 1)))
 """
 
+# Valid wasm, but SIMD: Debian 12's wasm2c aborts on it, so deploy refuses it
+# (wasm-validate --disable-simd) instead of committing what no node compiles.
+SIMD = """
+(module
+  (memory (export "memory") 1)
+  (func (export "_start") (drop (v128.const i64x2 0 0))))
+"""
+
 BIG_MEMORY = """
 (module
   (memory (export "memory") 100)
@@ -133,6 +141,9 @@ def test_hostile_deploys_are_refused_with_the_reason(one, tmp_path):
     code, out = deploy(node, "f", wat(tmp_path, BAD_BODY, "badbody"))
     assert code == 400 and out["message"].startswith("wasm-validate:"), out
     assert "fn-validate" not in out["message"] and "module.wasm" in out["message"], out
+    code, out = deploy(node, "f", wat(tmp_path, SIMD, "simd"))
+    assert code == 400 and out["message"].startswith("wasm-validate:"), out
+    assert "simd" in out["message"].lower(), out
     # The module's own memory is larger than the limit.
     code, out = deploy(node, "f", wat(tmp_path, BIG_MEMORY, "bigmem"), memory="1MiB")
     assert code == 400 and "memory" in out["message"], out
