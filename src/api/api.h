@@ -40,6 +40,7 @@ struct jinn_api {
     uint64_t applied_seen; /* the apply hook's index: libraft counts it only after */
     struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
     const struct jinn_loopmon *loopmon; /* borrowed; NULL in tests without a daemon */
+    struct jinn_wasm_runner *runner;    /* functions (wasm/runner.h); NULL: none */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -188,6 +189,12 @@ void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
 void jinn_api_check_start(struct jinn_api *api, struct jinn_http_request *req,
                           const struct jinn_route_args *args);
+
+/* Functions (api/invoke.c): true when req was a function invocation
+ * (/fn/NAME/... or a function's route) and has been answered. */
+bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req);
+void jinn_api_fn_logs(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
 
 /* Shared helpers for handlers. */
 
