@@ -1,14 +1,18 @@
 /* fsm.c - apply, snapshot and restore for the replicated state machine.
  *
- * Snapshot format, version 1 (all integers little-endian):
+ * Snapshot format, version 2 (all integers little-endian):
  *
  *   "JINNSNAP"  u32 version  u64 cluster_time_ms
  *   nodes section (nodes.c)
  *   kv section (kv.c)
  *   locks section (lock.c)
  *   queues section (queue.c)
+ *   functions section (fn.c): versions, settings and module bytes (v2 only)
  *   sql section (sql.c): every database image
  *   u32 crc32 of every byte before it
+ *
+ * Version 1 is version 2 without the functions section; it is still read
+ * (as no functions).
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
  * snapshot, checksum included, is valid. */
@@ -157,6 +161,11 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     case JINN_CMD_LOCK_WITHDRAW:
         rv = jinn_locks_withdraw(&fsm->locks, &c, &fsm->result.value);
         break;
+    case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DELETE:
+    case JINN_CMD_FN_ROLLBACK:
+        rv = jinn_fns_apply(&fsm->fns, index, fsm->time_ms, &c, &fsm->result.value);
+        break;
     case JINN_CMD_SQL_EXEC:
         if (c.sql.fence.len > 0 &&
             !jinn_locks_fence_ok(&fsm->locks, c.sql.fence.p, c.sql.fence.len,
@@ -219,6 +228,7 @@ static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_kv_encode(&fsm->kv, w);
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
+    jinn_fns_encode(&fsm->fns, w, true);
 }
 
 static int encode_crc(struct jinn_wbuf *w, size_t start)
@@ -245,6 +255,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     struct jinn_kv *kv;
     struct jinn_locks locks;
     struct jinn_queues *queues;
+    struct jinn_fns *fns;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -256,10 +267,10 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
      * differently, and must be refused as "newer", not as "corrupt". */
     jinn_rbuf_init(&r, (const uint8_t *)buf + 8, 4);
     version = jinn_rbuf_get_u32(&r);
-    if (version != JINN_SNAPSHOT_VERSION) {
-        jinn_error("snapshot has format version %u; this build reads version %u only; "
+    if (version < JINN_SNAPSHOT_VERSION_MIN || version > JINN_SNAPSHOT_VERSION) {
+        jinn_error("snapshot has format version %u; this build reads versions %u-%u only; "
                    "upgrade this node",
-                   version, JINN_SNAPSHOT_VERSION);
+                   version, JINN_SNAPSHOT_VERSION_MIN, JINN_SNAPSHOT_VERSION);
         return JINN_EVERSION;
     }
     jinn_rbuf_init(&r, (const uint8_t *)buf + len - 4, 4);
@@ -272,12 +283,15 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     nodes = jinn_malloc(sizeof *nodes);
     kv = jinn_malloc(sizeof *kv);
     queues = jinn_malloc(sizeof *queues);
-    if (nodes == NULL || kv == NULL || queues == NULL) {
+    fns = jinn_malloc(sizeof *fns);
+    if (nodes == NULL || kv == NULL || queues == NULL || fns == NULL) {
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
+        jinn_free(fns);
         return JINN_ENOMEM;
     }
+    jinn_fns_init(fns);
     jinn_queues_init(queues);
     jinn_nodes_init(nodes);
     jinn_kv_init(kv);
@@ -292,6 +306,9 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     if (rv == 0) {
         rv = jinn_queues_decode(queues, &r);
     }
+    if (rv == 0 && version >= 2) {
+        rv = jinn_fns_decode(fns, &r);
+    }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */
         rv = jinn_sql_decode(&fsm->sql, &r);
@@ -304,10 +321,21 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         jinn_kv_clear(kv);
         jinn_locks_clear(&locks);
         jinn_queues_clear(queues);
+        jinn_fns_clear(fns);
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
+        jinn_free(fns);
         return rv;
+    }
+    {
+        /* The trees point into their own entries only: moving is safe. The
+         * generation goes on from the old state's (the runner compares). */
+        uint64_t generation = fsm->fns.generation;
+        jinn_fns_clear(&fsm->fns);
+        *&fsm->fns = *fns;
+        fsm->fns.generation = generation + 1;
+        jinn_free(fns);
     }
     jinn_locks_clear(&fsm->locks);
     fsm->locks = locks;
@@ -458,6 +486,7 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_locks_init(&fsm->locks);
     jinn_queues_init(&fsm->queues);
     jinn_sql_init(&fsm->sql);
+    jinn_fns_init(&fsm->fns);
 }
 
 void jinn_fsm_async_snapshots(struct jinn_fsm *fsm)
@@ -474,4 +503,5 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_locks_clear(&fsm->locks);
     jinn_queues_clear(&fsm->queues);
     jinn_sql_clear(&fsm->sql);
+    jinn_fns_clear(&fsm->fns);
 }
