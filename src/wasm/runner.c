@@ -76,13 +76,10 @@ enum kind { KINDS(KIND_ENUM) KIND_COUNT };
 static const char *const kind_names[] = {KINDS(KIND_NAME)};
 #undef KIND_NAME
 
-/* The host functions (D2's wasm/host.c). Weak until that lands, so the
- * runner links without it; every call then answers 0xFFFFFFFF. */
-#pragma weak jinn_wasm_host_create
-#pragma weak jinn_wasm_host_destroy
-#pragma weak jinn_wasm_inv_begin
-#pragma weak jinn_wasm_inv_call
-#pragma weak jinn_wasm_inv_end
+/* TEMPORARY until B's compile.c is merged: weak, so the runner links
+ * without it (every compile then fails). */
+#pragma weak jinn_wasm_compile
+#pragma weak jinn_wasm_compile_shutdown
 
 struct logline {
     struct logline *next;
@@ -603,7 +600,9 @@ static void sync_now(struct jinn_wasm_runner *r)
         }
         c->started = true;
         c->in_flight = true;
-        int rv = jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
+        int rv = jinn_wasm_compile == NULL
+                     ? JINN_EINTERNAL
+                     : jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
                                    fn->active->module_len, compiled_done, c);
         if (rv != 0) {
             c->in_flight = false;
@@ -815,7 +814,7 @@ bad:
 static void inv_free(struct inv *inv)
 {
     struct version *v = inv->v;
-    if (inv->hinv != NULL && jinn_wasm_inv_end != NULL) {
+    if (inv->hinv != NULL) {
         jinn_wasm_inv_end(inv->hinv);
     }
     jinn_wbuf_free(&inv->payload);
@@ -911,7 +910,7 @@ static void inv_hostcall(void *data, int call, uint32_t a, uint32_t outmax, cons
                          void *rdata)
 {
     struct inv *inv = data;
-    if (inv->hinv == NULL || jinn_wasm_inv_call == NULL) {
+    if (inv->hinv == NULL) {
         reply(rdata, 0xFFFFFFFFu, NULL, 0);
         return;
     }
@@ -1096,7 +1095,7 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     inv->job.id = ++r->next_id;
     inv->job.invoke = inv->payload.data;
     inv->job.invoke_len = inv->payload.len;
-    if (r->host != NULL && jinn_wasm_inv_begin != NULL) {
+    if (r->host != NULL) {
         inv->hinv = jinn_wasm_inv_begin(r->host, v->fs->name, &v->settings, inv->job.id,
                                         inv->trace);
     }
@@ -1315,6 +1314,17 @@ void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_reques
 
 /* ---- the rest of the interface -------------------------------------------------------- */
 
+/* host.c's lines about an invocation (denials, fenced-out writes) join
+ * the function's log. */
+static void host_log(void *data, const char *fn_name, const char *trace, const char *line)
+{
+    struct jinn_wasm_runner *r = data;
+    struct fnstat *fs = fnstat_find(r, fn_name);
+    if (fs != NULL) {
+        fn_log(r, fs, trace, 1, line, strlen(line));
+    }
+}
+
 struct jinn_wasm_runner *jinn_wasm_runner_create(struct jinn_api *api)
 {
     struct jinn_wasm_runner *r = jinn_calloc(1, sizeof *r);
@@ -1339,8 +1349,9 @@ struct jinn_wasm_runner *jinn_wasm_runner_create(struct jinn_api *api)
                       "(JINN_TEST_COMPILE_DELAY_MS)", ms);
         }
     }
-    if (jinn_wasm_host_create != NULL) {
-        r->host = jinn_wasm_host_create(api);
+    r->host = jinn_wasm_host_create(api);
+    if (r->host != NULL) {
+        jinn_wasm_host_set_log(r->host, host_log, r);
     }
     uv_timer_init(r->loop, &r->tick);
     uv_timer_init(r->loop, &r->soon);
@@ -1374,11 +1385,13 @@ void jinn_wasm_runner_stop(struct jinn_wasm_runner *r, void (*cb)(void *data), v
     r->stopping = true;
     r->stopped = cb;
     r->stopped_data = data;
-    if (r->host != NULL && jinn_wasm_host_destroy != NULL) {
+    if (r->host != NULL) {
         jinn_wasm_host_destroy(r->host);
         r->host = NULL;
     }
-    jinn_wasm_compile_shutdown();
+    if (jinn_wasm_compile_shutdown != NULL) {
+        jinn_wasm_compile_shutdown();
+    }
     for (struct compiled *c = r->compiled; c != NULL; c = c->next) {
         c->in_flight = false; /* its callback never runs now */
     }
@@ -1633,5 +1646,8 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_log_lines_suppressed_total{function=\"%s\"} %" PRIu64 "\n",
                          fs->name, fs->log_suppressed);
+    }
+    if (r->host != NULL) {
+        jinn_wasm_host_metrics(r->host, w);
     }
 }
