@@ -58,6 +58,11 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
     {"GET", "/v1/functions/{}/logs", jinn_api_fn_logs, 0},
+    {"GET", "/v1/functions", jinn_api_fn_list, 0},
+    {"PUT", "/v1/functions/{}", jinn_api_fn_deploy, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}", jinn_api_fn_show, 0},
+    {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
+    {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

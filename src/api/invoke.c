@@ -45,7 +45,7 @@ bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req)
     char name[JINN_FN_NAME_MAX + 1];
     size_t plen = strlen(FN_PREFIX);
 
-    if (api->runner == NULL) {
+    if (api->wasm == NULL) {
         return false;
     }
     if (req->path_len > plen && memcmp(req->path, FN_PREFIX, plen) == 0) {
@@ -81,7 +81,7 @@ bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_ETOOBIG, "a function's request body is at most 16 MiB");
         return true;
     }
-    jinn_wasm_runner_invoke(api->runner, req, fn);
+    jinn_wasm_runner_invoke(api->wasm, req, fn);
     return true;
 }
 
@@ -94,7 +94,7 @@ void jinn_api_fn_logs(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_ENOTFOUND, "no such function");
         return;
     }
-    lines = api->runner != NULL ? jinn_wasm_runner_logs(api->runner, args->arg[0]) : NULL;
+    lines = api->wasm != NULL ? jinn_wasm_runner_logs(api->wasm, args->arg[0]) : NULL;
     jinn_http_reply_json(req, 200,
                          json_pack("{s:s, s:s, s:o}", "function", args->arg[0], "node",
                                    api->cfg->server_name, "lines",
