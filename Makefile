@@ -14,6 +14,10 @@ endif
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g $(WARN) -Isrc \
               $(shell pkg-config --cflags $(PKGS))
 LIBS        = $(shell pkg-config --libs $(PKGS)) -lpthread
+# WASM sandboxes: the runtime headers of Debian's wabt, and dlopen of compiled
+# modules whose wasm_rt_*/jinn_* symbols resolve against the jinn binary.
+BASE_CFLAGS += -I/usr/src/wasm2c
+LIBS        += -rdynamic -ldl
 
 REL_CFLAGS  = $(BASE_CFLAGS) -O2
 TEST_CFLAGS = $(BASE_CFLAGS) -O1 -Werror -fno-omit-frame-pointer \

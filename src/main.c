@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "daemon.h"
 #include "version.h"
+#include "wasm/sandbox.h"
 
 static void usage(FILE *out)
 {
@@ -60,6 +61,9 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return 2;
+    }
+    if (strcmp(argv[1], "sandbox") == 0) { /* internal: started by a node (wasm/pool.c) */
+        return jinn_sandbox_main(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "run") == 0) {
         return cmd_run(argc - 2, argv + 2);
