@@ -145,6 +145,7 @@ struct jinn_wasm_runner {
     uv_timer_t tick, soon;
     uint64_t generation;
     bool synced_once;
+    bool dirty; /* compiles, pools or frees may be due: the next sync walks */
     uint64_t next_id;
     uint64_t rng;
     unsigned relay_rr;
@@ -400,6 +401,7 @@ static void compiled_done(void *data, int code, const char *so_path, const char 
     }
     /* Start the pools on the next loop turn (a compile nobody wants any
      * more is freed there too). */
+    r->dirty = true;
     uv_timer_start(&r->soon, tick_cb, 0, 0);
 }
 
@@ -433,6 +435,7 @@ static void pool_gone(void *data)
     struct version *v = data;
     struct jinn_wasm_runner *r = v->r;
     v->pool = NULL;
+    r->dirty = true;
     if (r->stopping) {
         r->pools_stopping--;
     }
@@ -530,6 +533,7 @@ static void sync_now(struct jinn_wasm_runner *r)
     fns = registry(r);
     if (!r->synced_once || jinn_fns_generation(fns) != r->generation) {
         r->synced_once = true;
+        r->dirty = true;
         r->generation = jinn_fns_generation(fns);
         for (struct version *v = r->versions; v != NULL; v = v->next) {
             v->wanted = false;
@@ -587,11 +591,19 @@ static void sync_now(struct jinn_wasm_runner *r)
             }
         }
     }
+    if (!r->dirty) {
+        return;
+    }
+    r->dirty = false;
     /* Compiles to start (with the module bytes of the registry, which has
      * them as long as a version of that hash is active). */
     for (struct version *v = r->versions; v != NULL; v = v->next) {
         struct compiled *c = v->c;
-        if (!v->wanted || c->started || now < c->start_at) {
+        if (!v->wanted || c->started) {
+            continue;
+        }
+        if (now < c->start_at) {
+            r->dirty = true; /* the tick looks again */
             continue;
         }
         const struct jinn_fn *fn = jinn_fns_get(fns, v->fs->name);
@@ -613,6 +625,7 @@ static void sync_now(struct jinn_wasm_runner *r)
     for (struct version *v = r->versions; v != NULL; v = v->next) {
         if (v->wanted && v->pool == NULL && v->c->state == JINN_FN_READY) {
             start_pool(r, v);
+            r->dirty |= v->pool == NULL;
         }
     }
     /* Compiled modules no version uses any more. */
@@ -1293,7 +1306,9 @@ void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_reques
         reply_error(req, 503, "shutting_down", jinn_error_message(JINN_ESHUTDOWN), trace, NULL);
         return;
     }
-    sync_now(r); /* a deploy applied this loop turn is seen at once */
+    if (jinn_fns_generation(registry(r)) != r->generation) {
+        sync_now(r); /* a deploy applied this loop turn is seen at once */
+    }
     fs = fnstat_find(r, fn->name);
     v = fs != NULL ? fs->active : NULL;
     if (v != NULL && v->version == fn->active->version && v->pool != NULL) {
