@@ -76,10 +76,6 @@ enum kind { KINDS(KIND_ENUM) KIND_COUNT };
 static const char *const kind_names[] = {KINDS(KIND_NAME)};
 #undef KIND_NAME
 
-/* TEMPORARY until B's compile.c is merged: weak, so the runner links
- * without it (every compile then fails). */
-#pragma weak jinn_wasm_compile
-#pragma weak jinn_wasm_compile_shutdown
 
 struct logline {
     struct logline *next;
@@ -612,9 +608,7 @@ static void sync_now(struct jinn_wasm_runner *r)
         }
         c->started = true;
         c->in_flight = true;
-        int rv = jinn_wasm_compile == NULL
-                     ? JINN_EINTERNAL
-                     : jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
+        int rv = jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
                                    fn->active->module_len, compiled_done, c);
         if (rv != 0) {
             c->in_flight = false;
@@ -1404,9 +1398,7 @@ void jinn_wasm_runner_stop(struct jinn_wasm_runner *r, void (*cb)(void *data), v
         jinn_wasm_host_destroy(r->host);
         r->host = NULL;
     }
-    if (jinn_wasm_compile_shutdown != NULL) {
-        jinn_wasm_compile_shutdown();
-    }
+    jinn_wasm_compile_shutdown();
     for (struct compiled *c = r->compiled; c != NULL; c = c->next) {
         c->in_flight = false; /* its callback never runs now */
     }
