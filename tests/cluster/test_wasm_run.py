@@ -133,10 +133,10 @@ def test_request_json_is_the_original_contract(one):
     # a traceparent's trace id is used when there is no X-Request-Id
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     code, _, out = call(n, "/fn/behave/echo", headers={"traceparent": tp})
-    assert json.loads(json.loads(out)["body"])["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert json.loads(out)["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     # without either, one is made up and returned
     code, h, out = call(n, "/fn/behave/echo")
-    tid = json.loads(json.loads(out)["body"])["trace_id"]
+    tid = json.loads(out)["trace_id"]
     assert len(tid) == 32 and h["X-Request-Id"] == tid
 
 

@@ -70,6 +70,12 @@ int main(void)
         }
         uri[i] = '\0';
     }
+    {
+        char *q = strchr(uri, '?');
+        if (q != NULL) {
+            *q = '\0'; /* the query stays in `in` */
+        }
+    }
     act = strrchr(uri, '/');
     act = act != NULL ? act + 1 : "";
     if (version == NULL) {
@@ -92,7 +98,11 @@ int main(void)
         }
     } else if (strcmp(act, "grow") == 0) {
         unsigned mib = 0;
-        while (malloc(1 << 20) != NULL) {
+        char *volatile p;
+        /* each block is written to, so the allocation cannot be elided */
+        while ((p = malloc(1 << 20)) != NULL) {
+            p[0] = 1;
+            p[(1 << 20) - 1] = 1;
             mib++;
         }
         snprintf(body, sizeof body, "grew %u MiB", mib);
@@ -113,8 +123,8 @@ int main(void)
                "\"Set-Cookie\":\"a=1\",\"Content-Length\":[\"999\"],"
                "\"Bad\\r\\nInjected\":[\"x\"],\"X-Split\":[\"a\\r\\nInjected: y\"],"
                "\"X-Jinn-Fn-Node\":[\"forged\"]},\"body\":\"teapot\"}");
-    } else if (strncmp(act, "sleep", 5) == 0) {
-        const char *ms = strstr(act, "ms=");
+    } else if (strcmp(act, "sleep") == 0) {
+        const char *ms = strstr(in, "ms=");
         long v = ms != NULL ? atol(ms + 3) : 100;
         struct timespec ts = {v / 1000, (v % 1000) * 1000000L};
         nanosleep(&ts, NULL);
