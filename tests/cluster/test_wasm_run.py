@@ -176,6 +176,7 @@ def test_memory_is_bounded_by_the_setting(one):
     code, _, out = call(n, "/fn/behave/grow")
     assert code == 200, out
     mib = int(out.split()[1])
+    print("grew", mib, "MiB")
     assert 0 <= mib < 4, out  # memory=4MiB, the module's own data included
     code, _, out = call(n, "/fn/behave/")
     assert code == 200 and out == b"hello v1"
