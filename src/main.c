@@ -28,6 +28,7 @@ static void usage(FILE *out)
             "  jinn worker --queue Q --exec CMD    run CMD for every job of queue Q\n"
             "  jinn sql exec|query DB SQL [P...] | jinn sql DB   replicated SQLite\n"
             "  jinn check [--addr URL] [--json]    do all replicas hold the same state?\n"
+            "  jinn fn deploy|ls|show|rm|rollback|call|logs ...  WebAssembly functions\n"
             "\n"
             "--addr defaults to $JINN_ADDR, else %s\n",
             JINN_VERSION, JINN_CLI_DEFAULT_ADDR);
@@ -91,6 +92,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "kv") == 0) {
         return jinn_cli_kv(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "fn") == 0) {
+        return jinn_cli_fn(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "check") == 0) {
         return jinn_cli_check(argc - 2, argv + 2);

@@ -375,6 +375,7 @@ int jinn_fn_settings_parse(const void *json, size_t len, struct jinn_fn_settings
     json_error_t jerr;
     struct jinn_wbuf w;
     json_t *root;
+    unsigned long failures;
     int rv;
 
     memset(s, 0, sizeof *s);
@@ -382,8 +383,15 @@ int jinn_fn_settings_parse(const void *json, size_t len, struct jinn_fn_settings
         snprintf(err, errlen, "settings: 1-%u bytes of JSON", JINN_FN_SETTINGS_MAX);
         return JINN_EINVAL;
     }
+    failures = jinn_alloc_failures();
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
+        /* An allocation failure is this replica's, not the entry's: apply
+         * must stop rather than refuse what the others accept. jansson
+         * reports some as syntax errors, so count them. */
+        if (jinn_alloc_failures() != failures) {
+            return JINN_ENOMEM;
+        }
         snprintf(err, errlen, "settings: not JSON (%s)", jerr.text);
         return JINN_EINVAL;
     }

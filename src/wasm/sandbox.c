@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -599,6 +600,15 @@ int jinn_sandbox_main(int argc, char **argv)
         fprintf(stderr, "usage: jinn sandbox SO_PATH MEMORY_LIMIT_BYTES STACK_DEPTH\n"
                         "(started by a node, with its protocol socket as fd 3)\n");
         return 2;
+    }
+    /* The socket may come non-blocking (whoever made the pair); this
+     * process waits on it and does nothing else. */
+    {
+        int fl = fcntl(JINN_SBX_FD, F_GETFL);
+        if (fl < 0 || fcntl(JINN_SBX_FD, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+            fprintf(stderr, "jinn sandbox: fd %d is not open\n", JINN_SBX_FD);
+            goto cleanup;
+        }
     }
     if (load(argv[0], (uint32_t)stack_depth) != 0) {
         goto cleanup;

@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from harness import wait_for
+from harness import JINN, wait_for
 
 FN_MODULE_MAX = 16 << 20
 
@@ -314,3 +314,60 @@ def test_wasm_validate_missing_names_wabt(cluster_factory, tmp_path):
     assert code == 500 and "wabt" in out["message"], out
     code, out = fn(c.nodes[0], "GET", "")
     assert out["functions"] == []
+
+
+def cli(node, *args):
+    return subprocess.run([JINN, "fn", *args, "--addr", node.url], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_cli_deploy_ls_show_rollback_rm_call(one, tmp_path):
+    node = one.nodes[0]
+    wat(tmp_path, HELLO, "hello")
+    wat(tmp_path, HELLO2, "hello2")
+    r = cli(node, "deploy", "hello", str(tmp_path / "hello.wasm"), "--route", "/hi",
+            "--timeout", "2s", "--memory", "64MiB", "--pool", "3", "--env", "A=1",
+            "--env", "B=2", "--arg", "x", "--kv-read", "p/", "--kv-write", "q/", "--db", "app",
+            "--ns", "fns")
+    assert r.returncode == 0 and r.stdout.startswith("hello v1 "), (r.stdout, r.stderr)
+    r = cli(node, "deploy", "hello", str(tmp_path / "hello.wasm"), "--route", "/hi",
+            "--timeout", "2s", "--memory", "64MiB", "--pool", "3", "--env", "A=1",
+            "--env", "B=2", "--arg", "x", "--kv-read", "p/", "--kv-write", "q/", "--db", "app",
+            "--ns", "fns")
+    assert r.returncode == 0 and "(unchanged)" in r.stdout, (r.stdout, r.stderr)
+    r = cli(node, "deploy", "hello", str(tmp_path / "hello2.wasm"), "--route", "/hi")
+    assert r.returncode == 0 and r.stdout.startswith("hello v2 "), (r.stdout, r.stderr)
+    r = cli(node, "show", "hello", "--json")
+    out = json.loads(r.stdout)
+    assert out["version"] == 2 and out["versions_kept"][0]["settings"]["env"] == ["A=1", "B=2"]
+    assert out["versions_kept"][0]["settings"]["pool_size"] == 3
+    r = cli(node, "ls")
+    assert r.returncode == 0 and r.stdout.startswith("hello\tv2\t") and "/hi" in r.stdout, r
+    r = cli(node, "rollback", "hello")
+    assert r.returncode == 0 and "v1 active" in r.stdout, (r.stdout, r.stderr)
+    r = cli(node, "rollback", "hello", "--version", "2")
+    assert r.returncode == 0 and "v2 active" in r.stdout, (r.stdout, r.stderr)
+    r = cli(node, "rm", "hello")
+    assert r.returncode == 0, r.stderr
+    r = cli(node, "ls")
+    assert "deleted" in r.stdout, r.stdout
+    r = cli(node, "rm", "hello", "--purge")
+    assert r.returncode == 0, r.stderr
+    # Refusals: the node's message, exit 1; bad usage, exit 2.
+    (tmp_path / "junk.wasm").write_bytes(b"junk")
+    r = cli(node, "deploy", "bad", str(tmp_path / "junk.wasm"))
+    assert r.returncode == 1 and "400" in r.stderr, r.stderr
+    r = cli(node, "deploy", "bad", str(tmp_path / "missing.wasm"))
+    assert r.returncode == 1 and "cannot open" in r.stderr, r.stderr
+    r = cli(node, "show", "nosuch")
+    assert r.returncode == 1 and "404" in r.stderr, r.stderr
+    r = cli(node, "deploy", "x")
+    assert r.returncode == 2, r.stderr
+    r = cli(node, "ls", "--route", "/x")
+    assert r.returncode == 2, r.stderr
+    for verb in ["deploy", "ls", "show", "rm", "rollback", "call", "logs"]:
+        r = cli(node, verb, "--help")
+        assert r.returncode == 0 and "usage: jinn fn" in r.stdout, (verb, r)
+    # A call that is not answered 2xx exits non-zero and prints the body.
+    r = cli(node, "call", "nosuch", "--data", "{}")
+    assert r.returncode == 1 and r.stdout.strip(), (r.stdout, r.stderr)

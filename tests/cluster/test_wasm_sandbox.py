@@ -1,5 +1,5 @@
 """`jinn sandbox` on its own: a module compiled by hand (wat2wasm, wasm2c,
-jinn's glue via tests/wasm/sandbox/gen_glue.c, cc) and driven over a
+jinn's glue via tests/wasmtool/gen_glue.c, cc) and driven over a
 socketpair with proto.h's frames, the way wasm/pool.c drives it.
 
 The fixture module is tests/wasm/sandbox/edge.wat: the first byte of stdin
@@ -48,7 +48,7 @@ def build(tmp_path_factory):
     d = tmp_path_factory.mktemp("wasm")
     gen = d / "gen_glue"
     subprocess.run([tool("cc"), "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(ROOT, "src"),
-                    os.path.join(FIXTURES, "gen_glue.c"),
+                    os.path.join(ROOT, "tests", "wasmtool", "gen_glue.c"),
                     *(os.path.join(ROOT, "src", f) for f in
                       ("wasm/glue.c", "codec.c", "alloc.c", "error.c")),
                     "-o", str(gen)], check=True)
@@ -380,6 +380,14 @@ def test_protocol_errors_end_the_sandbox(sandbox):
 def test_bad_arguments_and_missing_module(tmp_path):
     r = subprocess.run([JINN, "sandbox", str(tmp_path / "none.so"), "1048576", "0"],
                        capture_output=True, timeout=30)
+    assert r.returncode != 0 and b"fd 3 is not open" in r.stderr
+    a, b = socket.socketpair()
+    fd = b.fileno()
+    r = subprocess.run([JINN, "sandbox", str(tmp_path / "none.so"), "1048576", "0"],
+                       capture_output=True, timeout=30, close_fds=False,
+                       preexec_fn=lambda: os.dup2(fd, 3))
+    a.close()
+    b.close()
     assert r.returncode != 0 and b"none.so" in r.stderr
     r = subprocess.run([JINN, "sandbox", "x.so", "12MB", "0"], capture_output=True, timeout=30)
     assert r.returncode == 2 and b"usage" in r.stderr
@@ -396,3 +404,22 @@ def test_warm_round_trip_latency(sandbox):
     us = (time.perf_counter() - t0) / n * 1e6
     print(f"\nwarm hello round trip over the socketpair (python client): {us:.1f} us")
     assert us < 5000
+
+
+def test_kv_get_declared_as_i64(sandbox, build):
+    s = sandbox(so=build(os.path.join(FIXTURES, "kv64.wat")))
+    out = s.invoke(host=lambda *c: (FAIL, b""))[2]
+    assert struct.unpack("<Q", out[:8])[0] == 0xFFFFFFFF  # zero-extended, as abi.h says
+    outcome, detail, out, _, calls = s.invoke(host=lambda *c: (5, b"value"))
+    assert struct.unpack("<Q", out[:8])[0] == 5 and out[8:13] == b"value"
+    assert calls == [(KV_GET, 0, 16, b"key", b"")]
+
+
+def test_modules_without_wasi_or_without_imports(sandbox, build):
+    s = sandbox(so=build(os.path.join(FIXTURES, "gojinn_only.wat")))
+    for _ in range(2):
+        outcome, detail, out, err, calls = s.invoke(host=lambda *c: (FAIL, b""))
+        assert (outcome, detail, out) == (EXITED, 0, b"")
+        assert calls == [(LOG, 1, 0, b"k=v", b""), (KV_SET, 0, 0, b"k", b"v")]
+    s = sandbox(so=build(os.path.join(FIXTURES, "noimports.wat")))
+    assert s.invoke(b"ignored")[:3] == (EXITED, 0, b"")
