@@ -1394,10 +1394,6 @@ void jinn_wasm_runner_stop(struct jinn_wasm_runner *r, void (*cb)(void *data), v
     r->stopping = true;
     r->stopped = cb;
     r->stopped_data = data;
-    if (r->host != NULL) {
-        jinn_wasm_host_destroy(r->host);
-        r->host = NULL;
-    }
     jinn_wasm_compile_shutdown();
     for (struct compiled *c = r->compiled; c != NULL; c = c->next) {
         c->in_flight = false; /* its callback never runs now */
@@ -1417,6 +1413,12 @@ void jinn_wasm_runner_stop(struct jinn_wasm_runner *r, void (*cb)(void *data), v
         } else {
             version_maybe_free(v);
         }
+    }
+    /* After the pools: destroying them ended every invocation (each called
+     * jinn_wasm_inv_end), so the host has none left to end. */
+    if (r->host != NULL) {
+        jinn_wasm_host_destroy(r->host);
+        r->host = NULL;
     }
 }
 

@@ -207,6 +207,7 @@ def test_sandbox_killed_mid_call_is_500_crash_and_the_pool_recovers(one):
     wait_ready_here(n, "behave")
     code, _, out = call(n, "/fn/behave/")
     assert code == 200 and out == b"hello v1"
+    assert zombies(n) == []  # the killed ones were reaped
 
 
 def test_output_that_is_not_json_is_502_and_logged(one):
@@ -419,3 +420,57 @@ def test_metrics_and_status_show_the_function(one):
     assert st["state"] == "ready" and st["pool"]["size"] == 2
     assert st["invocations"] >= 2 and st["errors"]["trap:unreachable"] >= 1
     assert st["duration_ms"]["p50"] > 0
+
+
+def zombies(node):
+    out = subprocess.run(["ps", "-o", "stat=", "--ppid", str(node.proc.pid)],
+                         capture_output=True, text=True).stdout
+    return [s for s in out.split() if s.startswith("Z")]
+
+
+def test_sigterm_with_calls_in_flight_kills_and_reaps_the_sandboxes(cluster_factory):
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    deploy(c, "slow", module("run/behave"), pool=2, timeout="20s")
+    wait_ready_here(n, "slow")
+    pids = sandbox_pids(n)
+    assert len(pids) == 2 and zombies(n) == []
+    result = {}
+
+    def slow():
+        try:
+            result["r"] = call(n, "/fn/slow/sleep?ms=15000", timeout=30)
+        except Exception as e:  # the node may close the connection first
+            result["r"] = e
+
+    t = threading.Thread(target=slow)
+    t.start()
+    wait_for(lambda: n.status()["functions"]["slow"]["pool"]["busy"] == 1,
+             what="the slow call running")
+    t0 = time.monotonic()
+    assert n.stop(timeout=30) == 0
+    assert time.monotonic() - t0 < 10  # not held up by the 15 s call
+    t.join(30)
+    r = result["r"]
+    assert isinstance(r, Exception) or r[0] == 503, r
+    for pid in pids:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, what=f"sandbox {pid} gone")
+
+
+def test_restart_uses_the_compile_cache(cluster_factory):
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    deploy(c, "hello", module("hello"), pool=1)
+    wait_ready_here(n, "hello")
+    assert n.status()["functions"]["hello"]["compile_ms"] > 0
+    assert n.stop() == 0
+    n.start()
+    c.wait_ready()
+    wait_ready_here(n, "hello")
+    assert n.status()["functions"]["hello"]["compile_ms"] == 0  # a cache hit
+    code, _, out = call(n, "/fn/hello")
+    assert code == 200 and out == b"hello"
