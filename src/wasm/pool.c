@@ -26,6 +26,7 @@
 #define BACKOFF_MAX_MS 5000
 #define FAILURES_UNAVAILABLE 3         /* failed starts in a row: queued jobs are failed */
 #define TICK_MS 100                    /* queue deadlines, respawns */
+#define SPAWNS_PER_TURN 4              /* forks per call: a pool of 64 must not stall the loop */
 
 enum slot_state { SLOT_STARTING, SLOT_IDLE, SLOT_BUSY, SLOT_DEAD };
 
@@ -593,7 +594,9 @@ static void pool_maintain(struct jinn_wasm_pool *p)
             }
         }
     }
-    while (p->alive < p->size && now >= p->next_spawn_ms && !(p->draining && p->queued == 0)) {
+    for (unsigned n = 0; n < SPAWNS_PER_TURN && p->alive < p->size && now >= p->next_spawn_ms &&
+                         !(p->draining && p->queued == 0);
+         n++) {
         if (slot_spawn(p) != 0) {
             start_failed(p);
             break;
