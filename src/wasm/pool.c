@@ -628,7 +628,15 @@ static void dispatch(struct jinn_wasm_pool *p)
         if (s->state != SLOT_IDLE) {
             continue;
         }
-        job = queue_pop(p);
+        /* Under overload callers give up while queued: their jobs are not
+         * worth a sandbox. */
+        while ((job = queue_pop(p)) != NULL && job->ops->wanted != NULL &&
+               !job->ops->wanted(job->data)) {
+            job_done(job, JINN_WASM_ABANDONED, 0, NULL, 0);
+        }
+        if (job == NULL) {
+            break;
+        }
         jinn_wbuf_init(&w);
         jinn_wbuf_reserve(&w, 13 + job->invoke_len);
         jinn_wbuf_put_u32(&w, 0);

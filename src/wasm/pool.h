@@ -12,6 +12,7 @@
 #ifndef JINN_WASM_POOL_H
 #define JINN_WASM_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -33,6 +34,7 @@ enum jinn_wasm_outcome {
     JINN_WASM_UNAVAILABLE,  /* no sandbox could be started (detail: consecutive failures) */
     JINN_WASM_QUEUE_TIMEOUT,/* waited its whole timeout for an idle sandbox */
     JINN_WASM_STOPPED,      /* the pool was destroyed (shutdown) */
+    JINN_WASM_ABANDONED,    /* its caller left while it waited: never run */
 };
 
 struct jinn_wasm_result {
@@ -57,6 +59,9 @@ struct jinn_wasm_job_ops {
     /* A LOG host call (level as the guest gave it) or, level < 0, bytes the
      * guest wrote to stderr. */
     void (*log)(void *data, int level, const void *msg, size_t len);
+    /* Optional: false when nobody waits for the answer any more (the
+     * client hung up); a queued job is then dropped instead of run. */
+    bool (*wanted)(void *data);
 };
 
 struct jinn_wasm_job {

@@ -68,7 +68,8 @@ static const uint64_t bounds_ms[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2
     X(K_BUSY, "busy")                                                              \
     X(K_UNAVAILABLE, "unavailable")                                                \
     X(K_NOT_READY, "not_ready")                                                    \
-    X(K_BAD_REQUEST, "bad_request")
+    X(K_BAD_REQUEST, "bad_request")                                                \
+    X(K_ABANDONED, "abandoned")
 #define KIND_ENUM(k, s) k,
 enum kind { KINDS(KIND_ENUM) KIND_COUNT };
 #undef KIND_ENUM
@@ -907,6 +908,11 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
                     NULL);
         kind = K_UNAVAILABLE;
         break;
+    case JINN_WASM_ABANDONED:
+        reply_error(req, 503, "busy", "the client left while the call waited", inv->trace,
+                    NULL); /* dropped by http.c: the connection is gone */
+        kind = K_ABANDONED;
+        break;
     }
     record(fs, kind, res->run_us + res->queued_us);
     inv_free(inv);
@@ -943,7 +949,13 @@ static void inv_log(void *data, int level, const void *msg, size_t len)
     }
 }
 
-static const struct jinn_wasm_job_ops inv_ops = {inv_done, inv_hostcall, inv_log};
+static bool inv_wanted(void *data)
+{
+    struct inv *inv = data;
+    return jinn_http_client_alive(inv->req);
+}
+
+static const struct jinn_wasm_job_ops inv_ops = {inv_done, inv_hostcall, inv_log, inv_wanted};
 
 /* Go's canonical header key ("content-type" -> "Content-Type"): what
  * modules written for the original system look up. */

@@ -23,6 +23,7 @@ struct probe {
     char out[128];
     int hostcalls, logs, stderr_lines;
     bool defer; /* keep host calls unanswered */
+    bool abandoned; /* its caller left */
 };
 
 static void p_done(void *data, const struct jinn_wasm_result *res)
@@ -66,7 +67,13 @@ static void p_log(void *data, int level, const void *msg, size_t len)
     }
 }
 
-static const struct jinn_wasm_job_ops ops = {p_done, p_hostcall, p_log};
+static bool p_wanted(void *data)
+{
+    struct probe *p = data;
+    return !p->abandoned;
+}
+
+static const struct jinn_wasm_job_ops ops = {p_done, p_hostcall, p_log, p_wanted};
 
 /* INVOKE after the id: no args, no env, stdin "the request" */
 static const uint8_t invoke[] = {0, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0, 't', 'h', 'e', ' ',
@@ -118,22 +125,27 @@ static bool finish(uv_loop_t *loop, struct jinn_wasm_pool *p)
     return uv_loop_close(loop) == 0;
 }
 
-TEST(pool_runs_a_job_with_host_calls_and_logs)
+TEST(pool_runs_jobs_with_host_calls_and_logs_and_skips_abandoned_ones)
 {
     uv_loop_t loop;
-    struct probe a, b;
+    struct probe a, b, c;
     struct jinn_wasm_pool_stats st;
     uv_loop_init(&loop);
     struct jinn_wasm_pool *p = make(&loop, "ok", 1, 10000);
     CHECK(p != NULL);
     probe_init(&a);
     probe_init(&b);
+    probe_init(&c);
+    c.abandoned = true;
     CHECK_INT(jinn_wasm_pool_submit(p, &a.job), 0);
+    CHECK_INT(jinn_wasm_pool_submit(p, &c.job), 0);
     CHECK_INT(jinn_wasm_pool_submit(p, &b.job), 0); /* queued behind a: one sandbox */
     jinn_wasm_pool_stats(p, &st);
-    CHECK_INT(st.queued, 2); /* the sandbox is not ready yet */
+    CHECK_INT(st.queued, 3); /* the sandbox is not ready yet */
     CHECK(run_until(&loop, &b.done, 20000));
-    CHECK(a.done);
+    CHECK(a.done && c.done);
+    CHECK_INT(c.outcome, JINN_WASM_ABANDONED); /* its caller left: never run */
+    CHECK_INT(c.hostcalls, 0);
     CHECK_INT(a.outcome, JINN_WASM_EXITED);
     CHECK_STR(a.out, "result=42 stdin=11");
     CHECK_INT(a.hostcalls, 1);
