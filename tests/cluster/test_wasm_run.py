@@ -15,7 +15,7 @@ import urllib.parse
 
 import pytest
 
-from harness import Cluster, http, wait_for
+from harness import Cluster, http, loop_budget, wait_for
 from conftest import SANITIZER_MARKS
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -474,3 +474,20 @@ def test_restart_uses_the_compile_cache(cluster_factory):
     assert n.status()["functions"]["hello"]["compile_ms"] == 0  # a cache hit
     code, _, out = call(n, "/fn/hello")
     assert code == 200 and out == b"hello"
+
+
+def test_invocations_and_failures_stay_within_the_loop_budget(one):
+    """Spawning sandboxes, killing them, big request JSON: the loop never
+    holds one stretch over the (sanitizer build's) 100 ms budget."""
+    n = one.nodes[0]
+    body = ("x" * 900000).encode()  # near max_body (1 MiB)
+    with loop_budget(n, 100):
+        for what in ("", "trap", "echo", "notjson", "stack", ""):
+            code, _, out = call(n, "/fn/behave/" + what, "POST",
+                                body if what == "echo" else None)
+            if what == "echo":
+                assert code == 201 and json.loads(out)["body"] == body.decode()
+        for pid in sandbox_pids(n):
+            os.kill(pid, 9)
+        wait_ready_here(n, "behave")
+        assert call(n, "/fn/behave/")[0] == 200
