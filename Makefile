@@ -99,6 +99,11 @@ build/bench/nats_load: bench/nats_load.c
 	@mkdir -p build/bench
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $< $(shell pkg-config --cflags --libs libnats) -lpthread
 
+# Compile time of a ~100 KB and a ~1 MB module (wasm2c + cc -O2, then a cache hit).
+build/bench/compile_time: tests/wasm/module/compile_time.c $(filter-out build/rel/src/main.o,$(REL_OBJ))
+	@mkdir -p build/bench
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
+
 # jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare).
 bench: deps build/jinn build/bench/load
 	@scripts/install-deps.sh --bench

@@ -48,8 +48,12 @@ extern char **environ;
 #define COMPILE_QUEUE_BYTES (256u << 20)
 /* A tool still running after this long is killed: a module whose
  * translation the compiler cannot finish is a failed compile, not a stuck
- * compile thread. */
-#define COMPILE_TOOL_TIMEOUT_MS (300 * 1000)
+ * compile thread. cc -O2 needs ~100 s of CPU per MB of dense module code
+ * (measured: 8 s for 100 KB), and the cores are shared with the node: 300 s
+ * plus 300 s per MiB, at most an hour. */
+#define COMPILE_TOOL_TIMEOUT_BASE_MS (300u * 1000u)
+#define COMPILE_TOOL_TIMEOUT_PER_MIB_MS (300u * 1000u)
+#define COMPILE_TOOL_TIMEOUT_MAX_MS (3600u * 1000u)
 /* The tool output kept for the status message. */
 #define COMPILE_MESSAGE_MAX 2048
 #define COMPILE_PATH_MAX 4096
@@ -80,6 +84,7 @@ struct job {
     char so_path[COMPILE_PATH_MAX];
     char message[COMPILE_MESSAGE_MAX + 256];
     uint64_t compile_ms;
+    bool cancelled; /* loop thread only */
     struct job *next;              /* in the queue */
     struct job *all_prev, *all_next; /* every undelivered job */
 };
@@ -165,7 +170,7 @@ static char **tool_env(void)
  * Returns 0 when it exited 0; JINN_ENOTFOUND when the tool is not in PATH;
  * JINN_ESHUTDOWN when shutdown killed it; JINN_ETIMEOUT when it ran past
  * the time limit (killed); JINN_EINTERNAL when it failed (out says why). */
-static int run_tool(char *const argv[], char *out, size_t outmax)
+static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t outmax)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -174,7 +179,7 @@ static int run_tool(char *const argv[], char *out, size_t outmax)
     int pipefd[2] = {-1, -1}, rv = JINN_EINTERNAL, status = 0, err;
     size_t outlen = 0;
     pid_t pid = 0;
-    uint64_t deadline = now_ms() + COMPILE_TOOL_TIMEOUT_MS;
+    uint64_t deadline = now_ms() + timeout_ms;
     bool killed_stop = false, killed_time = false, fa_ok = false, attr_ok = false;
 
     out[0] = '\0';
@@ -281,8 +286,8 @@ static int run_tool(char *const argv[], char *out, size_t outmax)
     if (killed_stop) {
         rv = JINN_ESHUTDOWN;
     } else if (killed_time) {
-        snprintf(out, outmax, "%s ran longer than %d s and was killed", argv[0],
-                 COMPILE_TOOL_TIMEOUT_MS / 1000);
+        snprintf(out, outmax, "%s ran longer than %llu s and was killed", argv[0],
+                 (unsigned long long)(timeout_ms / 1000));
         rv = JINN_ETIMEOUT;
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         rv = 0;
@@ -443,9 +448,14 @@ static void run_job(struct job *j)
     uint8_t sha[JINN_SHA256_LEN];
     struct jinn_wbuf g;
     uint64_t t0 = now_ms();
+    uint64_t timeout_ms = COMPILE_TOOL_TIMEOUT_BASE_MS +
+                          (uint64_t)j->len * COMPILE_TOOL_TIMEOUT_PER_MIB_MS / (1u << 20);
     int rv;
     bool built = false;
 
+    if (timeout_ms > COMPILE_TOOL_TIMEOUT_MAX_MS) {
+        timeout_ms = COMPILE_TOOL_TIMEOUT_MAX_MS;
+    }
     jinn_wbuf_init(&g);
     j->code = JINN_EINTERNAL;
     j->message[0] = '\0';
@@ -489,7 +499,7 @@ static void run_job(struct job *j)
 
     {
         char *argv[] = {"wasm2c", "-n", "m", wasm, "-o", mc, NULL};
-        rv = run_tool(argv, out, sizeof out);
+        rv = run_tool(argv, timeout_ms, out, sizeof out);
     }
     if (rv == JINN_ENOTFOUND) {
         FAIL(JINN_EINTERNAL, "wasm2c is not installed (not found in PATH): install Debian's "
@@ -514,7 +524,7 @@ static void run_job(struct job *j)
 
     {
         char *argv[] = {"cc", CC_FLAGS, mc, glue, "-o", so_tmp, NULL};
-        rv = run_tool(argv, out, sizeof out);
+        rv = run_tool(argv, timeout_ms, out, sizeof out);
     }
     if (rv == JINN_ENOTFOUND) {
         FAIL(JINN_EINTERNAL, "cc is not installed (not found in PATH): install Debian's gcc "
@@ -626,7 +636,9 @@ static void job_done(uv_async_t *a)
     pthread_mutex_lock(&C.mu);
     all_remove(j);
     pthread_mutex_unlock(&C.mu);
-    if (j->code == 0) {
+    if (j->cancelled) {
+        /* Not reported; the cache keeps what was built. */
+    } else if (j->code == 0) {
         if (j->compile_ms > 0) {
             jinn_info("fn %.12s compiled in %llu ms", strrchr(j->dir, '/') + 1,
                       (unsigned long long)j->compile_ms);
@@ -724,6 +736,38 @@ int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[3
         uv_close((uv_handle_t *)&j->async, job_free);
     }
     return rv;
+}
+
+void jinn_wasm_compile_cancel(void *data)
+{
+    struct job *j, *next, *prev = NULL;
+    pthread_mutex_lock(&C.mu);
+    for (j = C.all; j != NULL; j = j->all_next) {
+        if (j->data == data) {
+            j->cancelled = true;
+        }
+    }
+    /* Queued ones are not built at all. */
+    for (j = C.head; j != NULL; j = next) {
+        next = j->next;
+        if (!j->cancelled) {
+            prev = j;
+            continue;
+        }
+        if (prev != NULL) {
+            prev->next = next;
+        } else {
+            C.head = next;
+        }
+        if (C.tail == j) {
+            C.tail = prev;
+        }
+        C.queued--;
+        C.queued_bytes -= j->len;
+        all_remove(j);
+        uv_close((uv_handle_t *)&j->async, job_free);
+    }
+    pthread_mutex_unlock(&C.mu);
 }
 
 void jinn_wasm_compile_shutdown(void)

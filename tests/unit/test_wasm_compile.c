@@ -513,3 +513,45 @@ TEST(wasm_compile_queue_bounded)
     }
     fixture_free(&f);
 }
+
+/* A cancelled compile never calls back: queued, it is dropped; running,
+ * it finishes (the cache keeps the result) unreported. */
+TEST(wasm_compile_cancel)
+{
+    static struct fixture f;
+    static struct result ra, rb, rc;
+    uv_loop_t loop;
+    uint8_t other[JINN_SHA256_LEN];
+
+    CHECK_INT(fixture_init(&f, good_wat), 0);
+    CHECK_INT(uv_loop_init(&loop), 0);
+    memset(&ra, 0, sizeof ra);
+    memset(&rb, 0, sizeof rb);
+    memset(&rc, 0, sizeof rc);
+    memcpy(other, f.sha, sizeof other);
+    other[0] ^= 1;
+    CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, f.mod.data, f.mod.len, on_compiled, &ra), 0);
+    CHECK_INT(jinn_wasm_compile(&loop, f.dir, other, "x", 1, on_compiled, &rb), 0);
+    CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, f.mod.data, f.mod.len, on_compiled, &rc), 0);
+    jinn_wasm_compile_cancel(&rb);
+    /* ra is running once it wrote module.wasm. */
+    {
+        struct timespec pause = {0, 5 * 1000 * 1000};
+        for (int i = 0; i < 12000 && !exists_in(f.so, "module.wasm"); i++) {
+            nanosleep(&pause, NULL);
+        }
+    }
+    CHECK(exists_in(f.so, "module.wasm"));
+    jinn_wasm_compile_cancel(&ra);
+    /* rc runs after ra (one at a time, in order): when rc is reported,
+     * ra's result has reached the loop too. */
+    CHECK_INT(wait_result(&loop, &rc, 120000), 0);
+    CHECK_INT(rc.code, 0);
+    CHECK_INT(rc.ms, 0); /* a cache hit: ra built it */
+    CHECK_INT(ra.calls, 0);
+    CHECK_INT(rb.calls, 0);
+    CHECK(sum_matches(&f));
+    CHECK_INT(finish_loop(&loop), 0);
+    CHECK_INT(ra.calls, 0);
+    fixture_free(&f);
+}
