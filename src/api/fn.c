@@ -23,6 +23,7 @@
 
 #include "alloc.h"
 #include "api/api.h"
+#include "config.h"
 #include "error.h"
 #include "fsm/fn.h"
 #include "log.h"
@@ -48,8 +49,11 @@ struct jinn_fn_validation {
     uv_process_t proc;
     uv_pipe_t out, err;
     uv_timer_t timer;
+    uv_work_t work;    /* the module's sha256 and temporary file, off the loop */
+    uint8_t sha[32];
+    int work_rv, work_errno;
     int open_handles;
-    bool exited, timed_out;
+    bool spawned, exited, timed_out;
     int64_t exit_status;
     int term_signal;
     char name[JINN_FN_NAME_MAX + 1];
@@ -104,61 +108,6 @@ static bool name_from_path(struct jinn_http_request *req, char name[JINN_FN_NAME
 static void hex(const uint8_t sha[32], char out[65]) { jinn_sha256_hex(sha, out); }
 
 /* ---- settings from the query string ---------------------------------------- */
-
-/* "500ms", "2s", "1m"; plain digits are milliseconds. */
-static bool parse_duration_ms(const char *s, uint64_t *out)
-{
-    char digits[24];
-    size_t n = strspn(s, "0123456789");
-    uint64_t v, mul;
-    if (n == 0 || n >= sizeof digits) {
-        return false;
-    }
-    memcpy(digits, s, n);
-    digits[n] = '\0';
-    if (!jinn_api_parse_uint(digits, UINT64_MAX / 60000, &v)) {
-        return false;
-    }
-    if (s[n] == '\0' || strcmp(s + n, "ms") == 0) {
-        mul = 1;
-    } else if (strcmp(s + n, "s") == 0) {
-        mul = 1000;
-    } else if (strcmp(s + n, "m") == 0) {
-        mul = 60000;
-    } else {
-        return false;
-    }
-    *out = v * mul;
-    return true;
-}
-
-/* "65536", "64KiB", "64MiB", "1GiB" (K, M, G are the same binary units). */
-static bool parse_bytes(const char *s, uint64_t *out)
-{
-    static const struct {
-        const char *unit;
-        uint64_t mul;
-    } units[] = {{"", 1},           {"B", 1},          {"KiB", 1u << 10}, {"K", 1u << 10},
-                 {"MiB", 1u << 20}, {"M", 1u << 20},   {"GiB", 1u << 30}, {"G", 1u << 30}};
-    char digits[24];
-    size_t n = strspn(s, "0123456789");
-    uint64_t v;
-    if (n == 0 || n >= sizeof digits) {
-        return false;
-    }
-    memcpy(digits, s, n);
-    digits[n] = '\0';
-    if (!jinn_api_parse_uint(digits, UINT64_MAX >> 31, &v)) {
-        return false;
-    }
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strcmp(s + n, units[i].unit) == 0) {
-            *out = v * units[i].mul;
-            return true;
-        }
-    }
-    return false;
-}
 
 static int list_add(char ***list, unsigned *n, const char *value)
 {
@@ -247,12 +196,12 @@ static int settings_from_query(const char *q, size_t qlen, struct jinn_fn_settin
                 snprintf(s->route, sizeof s->route, "%s", val);
             }
         } else if (strcmp(key, "timeout") == 0) {
-            if (!parse_duration_ms(val, &s->timeout_ms)) {
+            if (jinn_parse_duration(val, &s->timeout_ms) != 0) {
                 snprintf(msg, msglen, "timeout: a duration like 500ms, 2s or 1m");
                 rv = JINN_EINVAL;
             }
         } else if (strcmp(key, "memory") == 0) {
-            if (!parse_bytes(val, &s->memory_limit)) {
+            if (jinn_parse_size(val, &s->memory_limit) != 0) {
                 snprintf(msg, msglen, "memory: a size like 65536, 640KiB or 64MiB");
                 rv = JINN_EINVAL;
             }
@@ -400,21 +349,26 @@ static void tool_message(struct jinn_fn_validation *v, char *msg, size_t cap)
     msg[o < cap ? o : cap - 1] = '\0';
 }
 
+static void validation_unlist(struct jinn_fn_validation *v)
+{
+    unlink(v->path);
+    if (v->prev) {
+        v->prev->next = v->next;
+    } else {
+        v->api->fn_validations = v->next;
+    }
+    if (v->next) {
+        v->next->prev = v->prev;
+    }
+}
+
 static void validation_done(struct jinn_fn_validation *v)
 {
     struct jinn_api *api = v->api;
     struct jinn_http_request *req = v->req;
     char msg[VALIDATE_OUTPUT_MAX + 64];
 
-    unlink(v->path);
-    if (v->prev) {
-        v->prev->next = v->next;
-    } else {
-        api->fn_validations = v->next;
-    }
-    if (v->next) {
-        v->next->prev = v->prev;
-    }
+    validation_unlist(v);
     if (req == NULL) {
         validation_free(v);
         return;
@@ -504,15 +458,10 @@ static void on_timeout(uv_timer_t *t)
     uv_process_kill(&v->proc, SIGKILL);
 }
 
-/* Writes the module to a new file under data_dir. */
-static int write_module(struct jinn_api *api, struct jinn_fn_validation *v, const char *bytes,
-                        size_t len)
+/* Writes the module to v->path (a new file). On the thread pool. */
+static int write_module(struct jinn_fn_validation *v, const char *bytes, size_t len)
 {
-    static uint64_t counter;
-    int fd;
-    snprintf(v->path, sizeof v->path, "%s/fn-validate-%d-%llu.wasm", api->cfg->data_dir,
-             (int)getpid(), (unsigned long long)++counter);
-    fd = open(v->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = open(v->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         return JINN_EIO;
     }
@@ -542,42 +491,14 @@ static unsigned count_validations(const struct jinn_api *api)
     return n;
 }
 
-/* Runs wasm-validate on the body; proposes the deploy when it passes. */
-static void validate_then_propose(struct jinn_api *api, struct jinn_http_request *req,
-                                  const char *name, const struct jinn_fn_settings *s)
+static void spawn_validator(struct jinn_fn_validation *v)
 {
-    struct jinn_fn_validation *v;
+    struct jinn_api *api = v->api;
     uv_process_options_t opts;
     uv_stdio_container_t stdio[3];
     char *args[3];
     int rv;
 
-    if (count_validations(api) >= VALIDATIONS_MAX) {
-        jinn_http_reply_error(req, JINN_EBUSY, "too many deploys being validated; retry");
-        return;
-    }
-    v = jinn_calloc(1, sizeof *v);
-    if (v == NULL) {
-        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
-        return;
-    }
-    v->api = api;
-    v->req = req;
-    snprintf(v->name, sizeof v->name, "%s", name);
-    jinn_wbuf_init(&v->settings);
-    jinn_wbuf_init(&v->output);
-    jinn_fn_settings_canonical(s, &v->settings);
-    if (v->settings.failed) {
-        validation_free(v);
-        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
-        return;
-    }
-    if (write_module(api, v, req->body, req->body_len) != 0) {
-        jinn_warn("fn deploy %s: cannot write %s: %s", name, v->path, strerror(errno));
-        validation_free(v);
-        jinn_http_reply_error(req, JINN_EIO, "cannot write the module to data_dir");
-        return;
-    }
     /* Every handle is v's: v is freed once the last one is closed. */
     uv_pipe_init(api->loop, &v->out, 0);
     uv_pipe_init(api->loop, &v->err, 0);
@@ -587,11 +508,6 @@ static void validate_then_propose(struct jinn_api *api, struct jinn_http_request
     v->timer.data = v;
     v->proc.data = v;
     v->open_handles = 4;
-    v->next = api->fn_validations;
-    if (v->next) {
-        v->next->prev = v;
-    }
-    api->fn_validations = v;
     memset(&opts, 0, sizeof opts);
     args[0] = "wasm-validate";
     args[1] = v->path;
@@ -614,22 +530,117 @@ static void validate_then_propose(struct jinn_api *api, struct jinn_http_request
                                    "on every node (%s)"
                                  : "cannot run wasm-validate: %s",
                  uv_strerror(rv));
-        jinn_http_reply_error(req, JINN_EINTERNAL, msg);
+        jinn_http_reply_error(v->req, JINN_EINTERNAL, msg);
         /* uv_spawn initialised the process handle even so: close it all. */
         v->req = NULL;
         v->exited = true;
         validation_close_all(v);
         return;
     }
+    v->spawned = true;
     uv_timer_start(&v->timer, on_timeout, VALIDATE_TIMEOUT_MS, 0);
     uv_read_start((uv_stream_t *)&v->out, alloc_cb, on_read);
     uv_read_start((uv_stream_t *)&v->err, alloc_cb, on_read);
 }
 
+/* On the thread pool: the body does not move while its request waits. */
+static void hash_and_write(uv_work_t *w)
+{
+    struct jinn_fn_validation *v = w->data;
+    v->work_rv = jinn_sha256(v->req->body, v->req->body_len, v->sha);
+    if (v->work_rv == 0) {
+        v->work_rv = write_module(v, v->req->body, v->req->body_len);
+        v->work_errno = errno;
+    }
+}
+
+static void hashed(uv_work_t *w, int status)
+{
+    struct jinn_fn_validation *v = w->data;
+    struct jinn_api *api = v->api;
+    struct jinn_http_request *req = v->req;
+    const struct jinn_fn *f;
+
+    if (status != 0 || api->stopping || v->work_rv != 0) {
+        if (v->work_rv == JINN_EIO) {
+            jinn_warn("fn deploy %s: cannot write %s: %s", v->name, v->path,
+                      strerror(v->work_errno));
+        }
+        jinn_http_reply_error(req,
+                              api->stopping         ? JINN_ESHUTDOWN
+                              : v->work_rv == JINN_EIO ? JINN_EIO
+                                                       : JINN_ENOMEM,
+                              v->work_rv == JINN_EIO ? "cannot write the module to data_dir"
+                                                     : NULL);
+        validation_unlist(v);
+        validation_free(v);
+        return;
+    }
+    f = jinn_fns_get(&jinn_node_fsm(api->node)->fns, v->name);
+    if (f != NULL && f->active != NULL && memcmp(f->active->sha256, v->sha, 32) == 0 &&
+        strlen(f->active->settings_json) == v->settings.len &&
+        memcmp(f->active->settings_json, v->settings.data, v->settings.len) == 0) {
+        /* Already what runs: no new version, nothing through the log. */
+        char shahex[65];
+        hex(v->sha, shahex);
+        jinn_http_reply_json(req, 200,
+                             json_pack("{s:s, s:I, s:s, s:I, s:b}", "name", v->name, "version",
+                                       (json_int_t)f->active->version, "sha256", shahex,
+                                       "index", (json_int_t)f->active->index, "unchanged", 1));
+        validation_unlist(v);
+        validation_free(v);
+        return;
+    }
+    spawn_validator(v);
+}
+
+/* Hashes the body and writes it to a temporary file (thread pool), then
+ * runs wasm-validate on it; proposes the deploy when it passes. */
+static void validate_then_propose(struct jinn_api *api, struct jinn_http_request *req,
+                                  const char *name, const struct jinn_fn_settings *s)
+{
+    static uint64_t counter;
+    struct jinn_fn_validation *v;
+
+    if (count_validations(api) >= VALIDATIONS_MAX) {
+        jinn_http_reply_error(req, JINN_EBUSY, "too many deploys being validated; retry");
+        return;
+    }
+    v = jinn_calloc(1, sizeof *v);
+    if (v == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    v->api = api;
+    v->req = req;
+    snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->path, sizeof v->path, "%s/fn-validate-%d-%llu.wasm", api->cfg->data_dir,
+             (int)getpid(), (unsigned long long)++counter);
+    jinn_wbuf_init(&v->settings);
+    jinn_wbuf_init(&v->output);
+    jinn_fn_settings_canonical(s, &v->settings);
+    if (v->settings.failed) {
+        validation_free(v);
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    v->work.data = v;
+    if (uv_queue_work(api->loop, &v->work, hash_and_write, hashed) != 0) {
+        validation_free(v);
+        jinn_http_reply_error(req, JINN_EINTERNAL, "cannot queue the module's checks");
+        return;
+    }
+    v->next = api->fn_validations;
+    if (v->next) {
+        v->next->prev = v;
+    }
+    api->fn_validations = v;
+}
+
 void jinn_api_fn_stop(struct jinn_api *api)
 {
     for (struct jinn_fn_validation *v = api->fn_validations; v != NULL; v = v->next) {
-        if (!v->exited) {
+        if (v->spawned && !v->exited) {
             uv_process_kill(&v->proc, SIGKILL);
         }
     }
@@ -643,8 +654,7 @@ void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
     struct jinn_wasm_info *info = NULL;
     struct jinn_wbuf json;
     char msg[512], name[JINN_FN_NAME_MAX + 1];
-    const struct jinn_fn *f, *holder;
-    uint8_t sha[32];
+    const struct jinn_fn *holder;
     int rv;
 
     (void)args;
@@ -689,23 +699,6 @@ void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_EINVAL, msg);
         goto out;
     }
-    if (jinn_sha256(req->body, req->body_len, sha) != 0) {
-        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
-        goto out;
-    }
-    f = jinn_fns_get(&fsm->fns, name);
-    if (f != NULL && f->active != NULL && memcmp(f->active->sha256, sha, 32) == 0 &&
-        strlen(f->active->settings_json) == json.len &&
-        memcmp(f->active->settings_json, json.data, json.len) == 0) {
-        /* Already what runs: no new version, nothing through the log. */
-        char shahex[65];
-        hex(sha, shahex);
-        jinn_http_reply_json(req, 200,
-                             json_pack("{s:s, s:I, s:s, s:I, s:b}", "name", name, "version",
-                                       (json_int_t)f->active->version, "sha256", shahex,
-                                       "index", (json_int_t)f->active->index, "unchanged", 1));
-        goto out;
-    }
     holder = s.route[0] != '\0' ? jinn_fns_by_route(&fsm->fns, s.route) : NULL;
     if (holder != NULL && strcmp(holder->name, name) != 0 && holder->active != NULL &&
         strcmp(holder->active->settings.route, s.route) == 0) {
@@ -713,7 +706,7 @@ void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_ECONFLICT, msg);
         goto out;
     }
-    if (f == NULL && jinn_fns_count(&fsm->fns) >= JINN_FN_MAX) {
+    if (jinn_fns_get(&fsm->fns, name) == NULL && jinn_fns_count(&fsm->fns) >= JINN_FN_MAX) {
         jinn_http_reply_error(req, JINN_EFULL, "the registry holds 1024 functions already");
         goto out;
     }

@@ -82,9 +82,9 @@ int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *
     jinn_kv_encode(&fsm->kv, &cap->sections[1]);
     jinn_locks_encode(&fsm->locks, &cap->sections[2]);
     jinn_queues_encode(&fsm->queues, &cap->sections[3]);
-    /* Module bytes by their sha256 (checked against the bytes at apply):
-     * a check copies this on the loop, and modules are the bulk of it. */
-    jinn_fns_encode(&fsm->fns, &cap->sections[4], false);
+    /* Module bytes by their sha256 (computed from the bytes at apply): a
+     * check copies this on the loop, and modules would be the bulk of it. */
+    jinn_fns_encode(&fsm->fns, &cap->sections[4]);
     for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
         if (cap->sections[i].failed) {
             return JINN_ENOMEM;

@@ -32,6 +32,21 @@ struct fn_module {
     uint8_t *bytes;
     size_t len;
     uint64_t refs; /* versions (of any function) using it */
+    /* Snapshots being written from it (jinn_fns_pin). A module no version
+     * uses any more leaves the index at once, but its bytes live until the
+     * last pin is released. */
+    unsigned pins;
+};
+
+struct pinned {
+    struct fn_module *m;
+    const uint8_t *bytes;
+    size_t len;
+};
+
+struct jinn_fns_pin {
+    size_t n;
+    struct pinned items[];
 };
 
 struct fn_entry {
@@ -458,8 +473,8 @@ const struct jinn_fn *jinn_fns_by_route(const struct jinn_fns *fns, const char *
         return NULL;
     }
     len = strcspn(path, "?#");
-    for (size_t l = len; l > 1; l--) {
-        if ((l == len || path[l] == '/') && l <= JINN_FN_ROUTE_MAX) {
+    for (size_t l = len < JINN_FN_ROUTE_MAX ? len : JINN_FN_ROUTE_MAX; l > 1; l--) {
+        if (l == len || path[l] == '/') {
             struct fn_entry *e = find_route(fns, path, l);
             if (e != NULL) {
                 return &e->pub;
@@ -515,7 +530,8 @@ static struct fn_module *module_find(const struct jinn_fns *fns, const uint8_t s
     return n != NULL ? MODULE(n) : NULL;
 }
 
-/* The module with these bytes, created (refs 0) when new: NULL on ENOMEM. */
+/* The module with these bytes (NULL: len bytes to be filled in), created
+ * (refs 0) when new: NULL on ENOMEM. */
 static struct fn_module *module_get(struct jinn_fns *fns, const uint8_t sha[32],
                                     const uint8_t *bytes, size_t len)
 {
@@ -532,7 +548,9 @@ static struct fn_module *module_get(struct jinn_fns *fns, const uint8_t sha[32],
         jinn_free(m);
         return NULL;
     }
-    memcpy(m->bytes, bytes, len);
+    if (bytes != NULL) {
+        memcpy(m->bytes, bytes, len);
+    }
     memcpy(m->sha, sha, 32);
     m->len = len;
     jinn_fsm_link(&fns->modules, &m->node, "fn modules");
@@ -549,8 +567,10 @@ static void module_put(struct jinn_fns *fns, const uint8_t sha[32])
     if (--m->refs == 0) {
         jinn_fsm_unlink(&fns->modules, &m->node, "fn modules");
         fns->module_bytes -= m->len;
-        jinn_free(m->bytes);
-        jinn_free(m);
+        if (m->pins == 0) {
+            jinn_free(m->bytes);
+            jinn_free(m);
+        }
     }
 }
 
@@ -844,14 +864,15 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
 
 /* ---- snapshot ----------------------------------------------------------------
  *
- *   u32 modules, each: sha256[32], bytes (u32 length + bytes; with_modules
- *       false: u64 length only), in sha order
+ * The section (also what the digest hashes):
+ *   u32 modules, each in sha order: sha256[32], u64 length
  *   u32 functions, each in name order: str name, u64 last_version,
  *       u64 active version (0: deleted), u32 versions, each oldest first:
  *       u64 version, sha256[32], str settings_json, u64 deployed_ms, u64 index
- */
+ * The module bytes follow elsewhere (fsm.c puts them after the SQL images,
+ * so they are copied off the loop): each module's bytes, in sha order. */
 
-void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w, bool with_modules)
+void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w)
 {
     struct jinn_tree_iter it;
     jinn_wbuf_put_u32(w, (uint32_t)fns->modules.count);
@@ -859,11 +880,7 @@ void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w, bool with_
          n = jinn_tree_next(&it)) {
         const struct fn_module *m = MODULE(n);
         jinn_wbuf_put_raw(w, m->sha, 32);
-        if (with_modules) {
-            jinn_wbuf_put_bytes(w, m->bytes, m->len);
-        } else {
-            jinn_wbuf_put_u64(w, m->len);
-        }
+        jinn_wbuf_put_u64(w, m->len);
     }
     jinn_wbuf_put_u32(w, (uint32_t)fns->by_name.count);
     for (struct jinn_tree_node *n = jinn_tree_seek(&fns->by_name, NULL, &it); n != NULL;
@@ -882,6 +899,75 @@ void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w, bool with_
             jinn_wbuf_put_u64(w, v->index);
         }
     }
+}
+
+void jinn_fns_encode_modules(const struct jinn_fns *fns, struct jinn_wbuf *w)
+{
+    struct jinn_tree_iter it;
+    for (struct jinn_tree_node *n = jinn_tree_seek(&fns->modules, NULL, &it); n != NULL;
+         n = jinn_tree_next(&it)) {
+        jinn_wbuf_put_raw(w, MODULE(n)->bytes, MODULE(n)->len);
+    }
+}
+
+int jinn_fns_pin(struct jinn_fns *fns, struct jinn_fns_pin **out)
+{
+    struct jinn_tree_iter it;
+    struct jinn_fns_pin *pin =
+        jinn_malloc(sizeof *pin + fns->modules.count * sizeof pin->items[0]);
+    size_t i = 0;
+    if (pin == NULL) {
+        return JINN_ENOMEM;
+    }
+    for (struct jinn_tree_node *n = jinn_tree_seek(&fns->modules, NULL, &it); n != NULL;
+         n = jinn_tree_next(&it)) {
+        struct fn_module *m = MODULE(n);
+        m->pins++;
+        pin->items[i].m = m;
+        pin->items[i].bytes = m->bytes;
+        pin->items[i].len = m->len;
+        i++;
+    }
+    pin->n = i;
+    *out = pin;
+    return 0;
+}
+
+void jinn_fns_pin_encode(const struct jinn_fns_pin *pin, struct jinn_wbuf *w)
+{
+    for (size_t i = 0; i < pin->n; i++) {
+        jinn_wbuf_put_raw(w, pin->items[i].bytes, pin->items[i].len);
+    }
+}
+
+void jinn_fns_pin_free(struct jinn_fns_pin *pin)
+{
+    if (pin == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < pin->n; i++) {
+        struct fn_module *m = pin->items[i].m;
+        if (--m->pins == 0 && m->refs == 0) {
+            jinn_free(m->bytes); /* left the index when its last version went */
+            jinn_free(m);
+        }
+    }
+    jinn_free(pin);
+}
+
+int jinn_fns_decode_modules(struct jinn_fns *fns, const uint8_t *p, size_t len)
+{
+    struct jinn_tree_iter it;
+    if (len != fns->module_bytes) {
+        return JINN_ECORRUPT;
+    }
+    for (struct jinn_tree_node *n = jinn_tree_seek(&fns->modules, NULL, &it); n != NULL;
+         n = jinn_tree_next(&it)) {
+        struct fn_module *m = MODULE(n);
+        memcpy(m->bytes, p, m->len);
+        p += m->len;
+    }
+    return 0;
 }
 
 static int decode_entry(struct jinn_fns *fns, struct jinn_rbuf *r, char *prev_name)
@@ -971,15 +1057,20 @@ int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r)
         return JINN_ECORRUPT;
     }
     for (uint32_t i = 0; i < n_modules && rv == 0; i++) {
-        const uint8_t *sha = jinn_rbuf_get_raw(r, 32), *bytes;
-        size_t len = jinn_rbuf_get_bytes(r, &bytes, JINN_FN_MODULE_MAX);
-        if (r->failed || len == 0 || (i > 0 && memcmp(prev_sha, sha, 32) >= 0) ||
-            fns->module_bytes + len > JINN_FN_MODULES_TOTAL_MAX) {
+        const uint8_t *sha = jinn_rbuf_get_raw(r, 32);
+        uint64_t len = jinn_rbuf_get_u64(r);
+        /* The bytes follow later in the same buffer: what is left bounds
+         * them before anything is allocated. */
+        if (r->failed || len == 0 || len > JINN_FN_MODULE_MAX ||
+            (i > 0 && memcmp(prev_sha, sha, 32) >= 0) ||
+            fns->module_bytes + len > JINN_FN_MODULES_TOTAL_MAX ||
+            fns->module_bytes + len > r->left) {
             rv = JINN_ECORRUPT;
             break;
         }
         memcpy(prev_sha, sha, 32);
-        if (module_get(fns, sha, bytes, len) == NULL) {
+        /* The bytes come later (jinn_fns_decode_modules). */
+        if (module_get(fns, sha, NULL, (size_t)len) == NULL) {
             rv = JINN_ENOMEM;
         }
     }

@@ -32,9 +32,9 @@
 #define JINN_FN_POOL_DEFAULT 2
 #define JINN_FN_POOL_MAX 64
 /* Module bytes the whole cluster keeps (every kept version, each distinct
- * module counted once). A snapshot copies them on the event loop (about
- * 10 ms for 64 MiB here), which is what bounds it; beyond, a deploy is
- * refused with store_full (507). */
+ * module counted once); beyond, a deploy is refused with store_full (507).
+ * Every node holds them in memory and in every snapshot (written off the
+ * loop; a restore copies them on it, ~45 ms for 64 MiB here). */
 #define JINN_FN_MODULES_TOTAL_MAX (64u << 20)
 #define JINN_FN_ENTRY_MAX 4096 /* one env "K=V", arg or key prefix, bytes */
 #define JINN_FN_MEMORY_MIN (64u << 10) /* one wasm page */
@@ -117,12 +117,24 @@ void jinn_fns_clear(struct jinn_fns *fns);
 int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
                    const struct jinn_cmd *c, uint64_t *value);
 
-/* The snapshot section. with_modules false: module bytes replaced by their
- * length (the digest: the sha256 already names the bytes, and a copy of up
- * to JINN_FN_MODULES_TOTAL_MAX on the loop per check is not worth it). */
-void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w, bool with_modules);
-/* Decodes into an empty fns (left empty on failure). */
+/* The snapshot section: everything but the module bytes (each module's
+ * sha256 and length stand for them). The digest hashes exactly this. */
+void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w);
+/* The module bytes, in the section's order (fsm.c writes them after the SQL
+ * images). */
+void jinn_fns_encode_modules(const struct jinn_fns *fns, struct jinn_wbuf *w);
+/* The same for a snapshot written off the loop: pin (on the loop) keeps
+ * every module's bytes alive, whatever apply does meanwhile; pin_encode runs
+ * on any thread; pin_free on the loop again. */
+struct jinn_fns_pin;
+int jinn_fns_pin(struct jinn_fns *fns, struct jinn_fns_pin **out);
+void jinn_fns_pin_encode(const struct jinn_fns_pin *pin, struct jinn_wbuf *w);
+void jinn_fns_pin_free(struct jinn_fns_pin *pin);
+/* Decodes the section into an empty fns (left empty on failure); the
+ * modules' bytes are then read by jinn_fns_decode_modules from p[0..len),
+ * which must be exactly jinn_fns_module_bytes(fns) long. */
 int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r);
+int jinn_fns_decode_modules(struct jinn_fns *fns, const uint8_t *p, size_t len);
 
 /* ---- shared by the handler, the CLI and apply ----------------------------- */
 

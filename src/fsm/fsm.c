@@ -7,8 +7,9 @@
  *   kv section (kv.c)
  *   locks section (lock.c)
  *   queues section (queue.c)
- *   functions section (fn.c): versions, settings and module bytes (v2 only)
+ *   functions section (fn.c): versions, settings, module hashes (v2 only)
  *   sql section (sql.c): every database image
+ *   module bytes (fn.c), in the functions section's order (v2 only)
  *   u32 crc32 of every byte before it
  *
  * Version 1 is version 2 without the functions section; it is still read
@@ -228,7 +229,7 @@ static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_kv_encode(&fsm->kv, w);
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
-    jinn_fns_encode(&fsm->fns, w, true);
+    jinn_fns_encode(&fsm->fns, w);
 }
 
 static int encode_crc(struct jinn_wbuf *w, size_t start)
@@ -245,6 +246,7 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     size_t start = w->len;
     encode_memory(fsm, w);
     jinn_sql_encode(&fsm->sql, w);
+    jinn_fns_encode_modules(&fsm->fns, w);
     return encode_crc(w, start);
 }
 
@@ -308,6 +310,16 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     }
     if (rv == 0 && version >= 2) {
         rv = jinn_fns_decode(fns, &r);
+        /* The module bytes end the snapshot (after the SQL images): their
+         * length is known now, so they are read before SQL rewrites files. */
+        if (rv == 0 && jinn_fns_module_bytes(fns) > r.left) {
+            rv = JINN_ECORRUPT;
+        }
+        if (rv == 0) {
+            size_t n = (size_t)jinn_fns_module_bytes(fns);
+            r.left -= n;
+            rv = jinn_fns_decode_modules(fns, r.p + r.left, n);
+        }
     }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */
@@ -364,12 +376,14 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
 struct jinn_snap_job {
     struct jinn_wbuf w;
     struct jinn_sql_pin *pin;
+    struct jinn_fns_pin *fns_pin; /* released on the loop (finalize) */
 };
 
 static void snap_job_free(struct jinn_fsm *fsm)
 {
     if (fsm->snap != NULL) {
         jinn_sql_pin_free(fsm->snap->pin);
+        jinn_fns_pin_free(fsm->snap->fns_pin);
         jinn_wbuf_free(&fsm->snap->w);
         jinn_free(fsm->snap);
         fsm->snap = NULL;
@@ -405,6 +419,10 @@ static int fsm_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[], unsi
     if (job->w.failed || jinn_sql_pin(&fsm->sql, &job->pin) != 0) {
         goto nomem;
     }
+    if (jinn_fns_pin(&fsm->fns, &job->fns_pin) != 0) {
+        jinn_sql_pin_free(job->pin);
+        goto nomem;
+    }
     (*bufs)[0].base = NULL; /* filled by fsm_snapshot_async */
     (*bufs)[0].len = 0;
     fsm->snap = job;
@@ -431,6 +449,7 @@ static int fsm_snapshot_async(struct raft_fsm *iface, struct raft_buffer *bufs[]
     jinn_sql_pin_encode(job->pin, &job->w);
     jinn_sql_pin_free(job->pin);
     job->pin = NULL;
+    jinn_fns_pin_encode(job->fns_pin, &job->w);
     rv = encode_crc(&job->w, 0);
     if (rv != 0) {
         return RAFT_NOMEM;

@@ -4,12 +4,13 @@ forwarding from followers, every node agreeing, restarts and snapshots.
 Modules are built at test time with wat2wasm."""
 import json
 import os
+import socket
 import subprocess
 import urllib.parse
 
 import pytest
 
-from harness import JINN, wait_for
+from harness import JINN, loop_budget, wait_for
 
 FN_MODULE_MAX = 16 << 20
 
@@ -371,3 +372,44 @@ def test_cli_deploy_ls_show_rollback_rm_call(one, tmp_path):
     # A call that is not answered 2xx exits non-zero and prints the body.
     r = cli(node, "call", "nosuch", "--data", "{}")
     assert r.returncode == 1 and r.stdout.strip(), (r.stdout, r.stderr)
+
+
+def test_big_module_bodies_are_bounded_and_keep_the_loop_free(one, tmp_path):
+    node = one.nodes[0]
+    hello = wat(tmp_path, HELLO, "hello")
+    # Bodies over max_body are taken on this route only...
+    code, _, _ = node.request("/v1/kv/default/k", "PUT", b"x" * (2 << 20), {})
+    assert code == 413
+    # ...and at most 4 at once: a fifth waits for none of them (503 busy).
+    socks = []
+    try:
+        for i in range(4):
+            s = socket.create_connection(("127.0.0.1", node.http_port))
+            s.sendall(f"PUT /v1/functions/slow{i} HTTP/1.1\r\nHost: x\r\n"
+                      f"Content-Length: {8 << 20}\r\n\r\n".encode() + b"\0" * 1024)
+            socks.append(s)
+
+        def fifth_refused():
+            s = socket.create_connection(("127.0.0.1", node.http_port))
+            try:
+                s.settimeout(0.5)
+                s.sendall(f"PUT /v1/functions/fifth HTTP/1.1\r\nHost: x\r\n"
+                          f"Content-Length: {8 << 20}\r\n\r\n".encode())
+                try:
+                    return s.recv(4096)  # nothing while a slot waits for our body
+                except socket.timeout:
+                    return None
+            finally:
+                s.close()
+        reply = wait_for(fifth_refused, what="a fifth big body refused")
+        assert reply.startswith(b"HTTP/1.1 503") and b"busy" in reply, reply
+    finally:
+        for s in socks:
+            s.close()
+    # Once they are gone, a big deploy goes through, without stalling the
+    # loop (hashing and the temporary file are on the thread pool).
+    big = with_custom_section(hello, 15 << 20)
+    with loop_budget(node, 100):
+        code, out = wait_for(lambda: (lambda r: r if r[0] != 503 else None)(
+            deploy(node, "big", big)), timeout=20, what="deploy once the slots are free")
+    assert code == 201, out
