@@ -85,7 +85,7 @@ def one(tmp_path_factory):
         c.wait_leader()
         c.wait_ready()
         deploy(c, "behave", module("run/behave"), timeout="2s", memory="4MiB", pool=2,
-               env="VERSION=v1")
+               env="VERSION=v1", arg=["--flag", "two words"])
         wait_ready_here(c.nodes[0], "behave")
         yield c
     finally:
@@ -138,6 +138,12 @@ def test_request_json_is_the_original_contract(one):
     code, h, out = call(n, "/fn/behave/echo")
     tid = json.loads(out)["trace_id"]
     assert len(tid) == 32 and h["X-Request-Id"] == tid
+
+
+def test_args_and_env_reach_the_module(one):
+    code, _, out = call(one.nodes[0], "/fn/behave/args")
+    assert code == 200 and out == b"behave|--flag|two words", out
+    assert call(one.nodes[0], "/fn/behave/")[2] == b"hello v1"
 
 
 def test_body_that_is_not_utf8_is_refused_with_the_reason(one):

@@ -10,7 +10,8 @@
  *   exit3      exits with code 3 without writing anything
  *   stderr     writes two lines to stderr, then answers
  *   headers    answers with allowed and refused response headers
- *   sleep?ms=N sleeps N ms (poll_oneoff), then answers like the default */
+ *   sleep?ms=N sleeps N ms (poll_oneoff), then answers like the default
+ *   args       200 with argv joined by '|' */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +52,7 @@ static int deeper(int n)
     return next(n + 1) * 3 + n;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     size_t len = 0;
     ssize_t n;
@@ -123,6 +124,13 @@ int main(void)
                "\"Set-Cookie\":\"a=1\",\"Content-Length\":[\"999\"],"
                "\"Bad\\r\\nInjected\":[\"x\"],\"X-Split\":[\"a\\r\\nInjected: y\"],"
                "\"X-Jinn-Fn-Node\":[\"forged\"]},\"body\":\"teapot\"}");
+    } else if (strcmp(act, "args") == 0) {
+        char joined[256] = "";
+        for (int i = 0; i < argc; i++) {
+            snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
+                     i ? "|" : "", argv[i]);
+        }
+        reply(200, joined);
     } else if (strcmp(act, "sleep") == 0) {
         const char *ms = strstr(in, "ms=");
         long v = ms != NULL ? atol(ms + 3) : 100;
