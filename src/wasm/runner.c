@@ -43,6 +43,9 @@
 #define NOT_READY_HEADER "X-Jinn-Fn-Not-Ready"
 #define CLUSTER_HEADER "X-Jinn-Cluster"
 #define RELAY_GRACE_MS 5000
+/* Request JSON held by invocations queued or running on this node, all
+ * functions together (each is up to 16 MiB); beyond it calls get 503 busy. */
+#define INFLIGHT_BYTES_MAX (256u << 20)
 
 /* Duration histogram bounds, ms. */
 static const uint64_t bounds_ms[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -147,6 +150,7 @@ struct jinn_wasm_runner {
     uint64_t rng;
     unsigned relay_rr;
     uint64_t compile_delay_ms; /* TEST ONLY: JINN_TEST_COMPILE_DELAY_MS */
+    uint64_t inflight_bytes; /* request JSON of invocations not finished */
     bool stopping;
     unsigned pools_stopping;
     unsigned timers_open;
@@ -822,6 +826,7 @@ bad:
 static void inv_free(struct inv *inv)
 {
     struct version *v = inv->v;
+    inv->r->inflight_bytes -= inv->payload.len;
     if (inv->hinv != NULL) {
         jinn_wasm_inv_end(inv->hinv);
     }
@@ -1109,6 +1114,17 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
         v->inflight--;
         return;
     }
+    if (r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX) {
+        record(v->fs, K_BUSY, 0);
+        reply_error(req, 503, "busy",
+                    "too many request bytes are waiting for functions on this node",
+                    inv->trace, NULL);
+        jinn_wbuf_free(&inv->payload);
+        jinn_free(inv);
+        v->inflight--;
+        return;
+    }
+    r->inflight_bytes += inv->payload.len;
     inv->job.ops = &inv_ops;
     inv->job.data = inv;
     inv->job.id = ++r->next_id;
@@ -1588,6 +1604,10 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     if (r == NULL) {
         return;
     }
+    jinn_wbuf_printf(w, "# HELP jinn_fn_inflight_bytes Request JSON held by invocations "
+                        "queued or running here.\n# TYPE jinn_fn_inflight_bytes gauge\n"
+                        "jinn_fn_inflight_bytes %" PRIu64 "\n",
+                     r->inflight_bytes);
     jinn_wbuf_printf(w, "# HELP jinn_fn_invocations_total Function invocations run or "
                         "refused on this node.\n# TYPE jinn_fn_invocations_total counter\n");
     for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
