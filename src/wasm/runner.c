@@ -480,6 +480,15 @@ static struct version *version_new(struct jinn_wasm_runner *r, struct fnstat *fs
         return NULL;
     }
     v->c = compiled_find(r, v->sha);
+    if (v->c != NULL && v->c->state == JINN_FN_FAILED && !v->c->in_flight) {
+        /* A deploy of a module that failed here compiles it again: the
+         * failure may have been this node's (a full disk, a killed cc). */
+        v->c->state = JINN_FN_COMPILING;
+        v->c->started = false;
+        jinn_free(v->c->message);
+        v->c->message = NULL;
+        v->c->start_at = uv_now(r->loop) + r->compile_delay_ms;
+    }
     if (v->c == NULL) {
         v->c = jinn_calloc(1, sizeof *v->c);
         if (v->c == NULL) {
