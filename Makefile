@@ -100,7 +100,7 @@ build/bench/nats_load: bench/nats_load.c
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $< $(shell pkg-config --cflags --libs libnats) -lpthread
 
 # Compile time of a ~100 KB and a ~1 MB module (wasm2c + cc -O2, then a cache hit).
-build/bench/compile_time: tests/wasm/module/compile_time.c $(filter-out build/rel/src/main.o,$(REL_OBJ))
+build/bench/compile_time: tests/wasmtool/compile_time.c $(filter-out build/rel/src/main.o,$(REL_OBJ))
 	@mkdir -p build/bench
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 

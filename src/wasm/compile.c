@@ -26,6 +26,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -54,6 +55,10 @@ extern char **environ;
 #define COMPILE_TOOL_TIMEOUT_BASE_MS (300u * 1000u)
 #define COMPILE_TOOL_TIMEOUT_PER_MIB_MS (300u * 1000u)
 #define COMPILE_TOOL_TIMEOUT_MAX_MS (3600u * 1000u)
+/* Address space for each tool (prlimit --as): a module the compiler
+ * cannot build within it fails to compile instead of pushing the node out
+ * of memory. cc -O2 on a 1 MB module peaks at ~1.5 GB (measured). */
+#define COMPILE_TOOL_MEMORY (6ull << 30)
 /* The tool output kept for the status message. */
 #define COMPILE_MESSAGE_MAX 2048
 #define COMPILE_PATH_MAX 4096
@@ -165,6 +170,28 @@ static char **tool_env(void)
     return env;
 }
 
+/* Finds name in PATH like execvp would; false when it is not there. */
+static bool find_in_path(const char *name, char *out, size_t outlen)
+{
+    const char *p = getenv("PATH");
+    if (p == NULL) {
+        p = "/usr/local/bin:/usr/bin:/bin";
+    }
+    for (;;) {
+        const char *end = strchr(p, ':');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        int n = len == 0 ? snprintf(out, outlen, "./%s", name)
+                         : snprintf(out, outlen, "%.*s/%s", (int)len, p, name);
+        if (n > 0 && (size_t)n < outlen && access(out, X_OK) == 0) {
+            return true;
+        }
+        if (end == NULL) {
+            return false;
+        }
+        p = end + 1;
+    }
+}
+
 /* Runs argv (looked up in PATH) to completion, its stdout and stderr
  * captured (the first outmax-1 bytes kept in out, NUL-terminated).
  * Returns 0 when it exited 0; JINN_ENOTFOUND when the tool is not in PATH;
@@ -176,6 +203,7 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
     posix_spawnattr_t attr;
     sigset_t none, all;
     char **env = NULL;
+    char tool[COMPILE_PATH_MAX], prlimit[COMPILE_PATH_MAX], as[48], *full[24];
     int pipefd[2] = {-1, -1}, rv = JINN_EINTERNAL, status = 0, err;
     size_t outlen = 0;
     pid_t pid = 0;
@@ -183,6 +211,33 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
     bool killed_stop = false, killed_time = false, fa_ok = false, attr_ok = false;
 
     out[0] = '\0';
+    /* The tool runs under prlimit (util-linux, essential in Debian) for
+     * its memory limit; prlimit execs it by full path, so a missing tool is
+     * found missing here. */
+    if (!find_in_path(argv[0], tool, sizeof tool)) {
+        snprintf(out, outmax, "cannot run %s: not found in PATH", argv[0]);
+        return JINN_ENOTFOUND;
+    }
+    if (find_in_path("prlimit", prlimit, sizeof prlimit)) {
+        size_t n = 0;
+        snprintf(as, sizeof as, "--as=%llu", (unsigned long long)COMPILE_TOOL_MEMORY);
+        full[n++] = prlimit;
+        full[n++] = as;
+        full[n++] = "--core=0";
+        full[n++] = "--";
+        full[n++] = tool;
+        for (size_t i = 1; argv[i] != NULL && n + 1 < sizeof full / sizeof full[0]; i++) {
+            full[n++] = argv[i];
+        }
+        full[n] = NULL;
+    } else {
+        size_t n = 0;
+        full[n++] = tool;
+        for (size_t i = 1; argv[i] != NULL && n + 1 < sizeof full / sizeof full[0]; i++) {
+            full[n++] = argv[i];
+        }
+        full[n] = NULL;
+    }
     env = tool_env();
     if (env == NULL) {
         snprintf(out, outmax, "out of memory");
@@ -223,7 +278,7 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
         rv = JINN_ESHUTDOWN;
         goto cleanup;
     }
-    err = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+    err = posix_spawn(&pid, full[0], &fa, &attr, full, env);
     if (err == 0) {
         C.child = pid;
     }
@@ -273,15 +328,22 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
             out[outlen] = '\0';
         }
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
     /* The group may outlive its leader (a compiler driver's children):
-     * nothing of a finished tool may keep running. */
-    kill(-pid, SIGKILL);
+     * nothing of a finished tool may keep running. The leader is killed
+     * with its group while it is an unreaped zombie at most, so its pid,
+     * which names the group, cannot have been reused. */
+    {
+        siginfo_t si;
+        while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+        }
+    }
     pthread_mutex_lock(&C.mu);
     C.child = 0;
     killed_stop = killed_stop || C.stop;
     pthread_mutex_unlock(&C.mu);
+    kill(-pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     sanitize(out);
     if (killed_stop) {
         rv = JINN_ESHUTDOWN;

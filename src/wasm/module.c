@@ -530,6 +530,9 @@ static int read_functions(struct parser *ps, struct cursor *c)
     if (rv != 0) {
         return rv;
     }
+    if (n > UINT32_MAX - JINN_WASM_IMPORTS_MAX - 1) {
+        return fail(ps, "section 3 (function): %u functions is too many", n);
+    }
     ps->n_defined = n;
     ps->n_funcs = ps->n_func_imports + n;
     grown = jinn_realloc(ps->func_types, ((size_t)ps->n_funcs + 1) * sizeof *grown);
