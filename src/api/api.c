@@ -75,6 +75,7 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     uv_timer_init(loop, &api->queue_kick);
     api->queue_kick.data = api;
     jinn_api_check_init(api);
+    jinn_api_fn_init(api);
     uv_timer_init(loop, &api->watch_kick);
     api->watch_kick.data = api;
 }

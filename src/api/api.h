@@ -207,6 +207,8 @@ void jinn_api_fn_delete(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_fn_rollback(struct jinn_api *api, struct jinn_http_request *req,
                           const struct jinn_route_args *args);
+/* Removes temporary modules a crash left in data_dir (start). */
+void jinn_api_fn_init(struct jinn_api *api);
 /* Kills deploy validations in flight (shutdown); their requests get 503. */
 void jinn_api_fn_stop(struct jinn_api *api);
 /* The http server's body_limit: PUT /v1/functions/{name} takes a module of

@@ -14,6 +14,7 @@
  * data_dir, bounded in time and output. Apply checks again, deterministically,
  * what does not need the tool. Module bodies may be larger than max_body:
  * this route alone takes up to JINN_FN_MODULE_MAX (jinn_api_body_limit). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -637,6 +638,25 @@ static void validate_then_propose(struct jinn_api *api, struct jinn_http_request
     api->fn_validations = v;
 }
 
+void jinn_api_fn_init(struct jinn_api *api)
+{
+    /* Temporary modules of validations a crash interrupted. */
+    DIR *d = api->cfg != NULL && api->cfg->data_dir != NULL ? opendir(api->cfg->data_dir) : NULL;
+    struct dirent *e;
+    char path[4096];
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, "fn-validate-", 12) == 0 && n > 5 &&
+            strcmp(e->d_name + n - 5, ".wasm") == 0) {
+            snprintf(path, sizeof path, "%s/%s", api->cfg->data_dir, e->d_name);
+            unlink(path);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+}
+
 void jinn_api_fn_stop(struct jinn_api *api)
 {
     for (struct jinn_fn_validation *v = api->fn_validations; v != NULL; v = v->next) {
@@ -884,7 +904,11 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
             more = true;
             break;
         }
-        json_array_append_new(list, summary_json(f));
+        json_t *obj = summary_json(f);
+        if (obj != NULL && api->wasm != NULL && jinn_wasm_runner_describe != NULL) {
+            jinn_wasm_runner_describe(api->wasm, f->name, obj);
+        }
+        json_array_append_new(list, obj);
     }
     jinn_http_reply_json(req, 200,
                          json_pack("{s:o, s:b, s:I, s:I}", "functions", list, "more", more,

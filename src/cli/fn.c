@@ -30,7 +30,7 @@ static const char usage[] =
     "       jinn fn show NAME                       versions, settings, this node's state\n"
     "       jinn fn rm NAME [--purge]               deactivate (kept for rollback) or forget\n"
     "       jinn fn rollback NAME [--version N]     to N, else the version before the active\n"
-    "       jinn fn call NAME [--data BODY|@FILE] [--method M] [--path /x]\n"
+    "       jinn fn call NAME [--data BODY|@FILE] [--method M] [--path /x]   (POST by default)\n"
     "       jinn fn logs NAME                       the function's last log lines on the node\n"
     "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
 
@@ -75,15 +75,31 @@ static void print_summary(json_t *f)
     json_t *v = json_object_get(f, "version");
     const char *route = json_string_value(json_object_get(f, "route"));
     const char *sha = json_string_value(json_object_get(f, "sha256"));
+    json_t *local = json_object_get(f, "local");
     if (json_is_true(json_object_get(f, "deleted"))) {
         printf("%s\tdeleted\t%" JSON_INTEGER_FORMAT " versions kept\n",
                json_string_value(json_object_get(f, "name")),
                json_integer_value(json_object_get(f, "versions")));
         return;
     }
-    printf("%s\tv%" JSON_INTEGER_FORMAT "\t%.12s\t%s\n",
+    printf("%s\tv%" JSON_INTEGER_FORMAT "\t%.12s\t%s",
            json_string_value(json_object_get(f, "name")), json_integer_value(v),
            sha ? sha : "", route && *route ? route : "-");
+    if (json_is_object(local)) {
+        /* This node's view (when it runs functions). */
+        json_t *errors = json_object_get(local, "errors"), *n;
+        const char *k;
+        json_int_t errs = 0;
+        json_object_foreach(errors, k, n)
+        {
+            errs += json_integer_value(n);
+        }
+        const char *state = json_string_value(json_object_get(local, "state"));
+        printf("\t%s\t%" JSON_INTEGER_FORMAT " calls\t%" JSON_INTEGER_FORMAT " errors",
+               state != NULL ? state : "-",
+               json_integer_value(json_object_get(local, "invocations")), errs);
+    }
+    putchar('\n');
 }
 
 static int call_fn(const char *addr, const char *name, const char *data, const char *method,
@@ -105,7 +121,7 @@ static int call_fn(const char *addr, const char *name, const char *data, const c
         jinn_wbuf_put_raw(&body, data, strlen(data));
     }
     if (method == NULL) {
-        method = data != NULL ? "POST" : "GET";
+        method = "POST";
     }
     jinn_wbuf_printf(&target, "/fn/");
     jinn_cli_escape(&target, name, strlen(name));
@@ -152,8 +168,13 @@ static void print_logs(const char *resp, size_t len)
     }
     json_array_foreach(lines, i, l)
     {
+        const char *line = json_string_value(json_object_get(l, "line"));
         if (json_is_string(l)) {
             printf("%s\n", json_string_value(l));
+        } else if (line != NULL) {
+            const char *level = json_string_value(json_object_get(l, "level"));
+            const char *trace = json_string_value(json_object_get(l, "trace_id"));
+            printf("%s\t%s\t%s\n", level ? level : "-", trace ? trace : "-", line);
         } else {
             char *s = json_dumps(l, JSON_COMPACT);
             printf("%s\n", s ? s : "");

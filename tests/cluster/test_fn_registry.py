@@ -268,6 +268,10 @@ def test_follower_deploy_forwarded_every_node_agrees_restart_keeps(three, tmp_pa
 
     for n in three.nodes:
         n.stop()
+    # A validation's temporary module left by a crash is removed at start.
+    stray = os.path.join(leader.data_dir, "fn-validate-1-1.wasm")
+    with open(stray, "wb") as f:
+        f.write(hello)
     for n in three.nodes:
         n.start()
     three.wait_leader()
@@ -275,6 +279,7 @@ def test_follower_deploy_forwarded_every_node_agrees_restart_keeps(three, tmp_pa
     for n in three.nodes:
         wait_for(lambda: (fn(n, "GET", "/hello")[1] or {}).get("version") == 2,
                  timeout=20, what=f"{n.name} keeps version 2 after restart")
+    assert not os.path.exists(stray)
 
 
 def test_snapshot_carries_functions_to_a_wiped_node(cluster_factory, tmp_path):
