@@ -1,7 +1,7 @@
 # jinn - build, test, run. `make` builds build/jinn; `make test` builds the
 # sanitizer variant and runs every test; `make run` starts a one-node jinn.
 
-PKGS     := raft libuv jansson sqlite3
+PKGS     := raft libuv jansson sqlite3 libcrypto
 CC       := gcc
 PYTHON   := /usr/bin/python3
 REV      := $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
@@ -14,6 +14,10 @@ endif
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g $(WARN) -Isrc \
               $(shell pkg-config --cflags $(PKGS))
 LIBS        = $(shell pkg-config --libs $(PKGS)) -lpthread
+# WASM sandboxes: the runtime headers of Debian's wabt, and dlopen of compiled
+# modules whose wasm_rt_*/jinn_* symbols resolve against the jinn binary.
+BASE_CFLAGS += -I/usr/src/wasm2c
+LIBS        += -rdynamic -ldl
 
 REL_CFLAGS  = $(BASE_CFLAGS) -O2
 TEST_CFLAGS = $(BASE_CFLAGS) -O1 -Werror -fno-omit-frame-pointer \
@@ -94,6 +98,11 @@ build/bench/load: bench/load.c build/rel/src/httpmsg.o build/rel/src/fetch.o \
 build/bench/nats_load: bench/nats_load.c
 	@mkdir -p build/bench
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $< $(shell pkg-config --cflags --libs libnats) -lpthread
+
+# Compile time of a ~100 KB and a ~1 MB module (wasm2c + cc -O2, then a cache hit).
+build/bench/compile_time: tests/wasmtool/compile_time.c $(filter-out build/rel/src/main.o,$(REL_OBJ))
+	@mkdir -p build/bench
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 
 # jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare).
 bench: deps build/jinn build/bench/load

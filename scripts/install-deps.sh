@@ -1,11 +1,14 @@
 #!/bin/sh
 # Installs the Debian packages jinn builds, tests and benchmarks with.
 # clang-14 and libfuzzer-14-dev build the fuzzers (make fuzz, make test).
+# libssl-dev: libcrypto (SHA-256). wabt: wasm2c, run by every node to compile
+# functions; the rest builds the test guests (C, Rust) and the bench peer (node).
 # Called by make when pkg-config cannot find a library; safe to run again.
 set -eu
 
 PACKAGES="build-essential pkg-config libraft-dev libuv1-dev libjansson-dev \
-libsqlite3-dev python3 python3-pytest clang-14 libfuzzer-14-dev"
+libsqlite3-dev libssl-dev python3 python3-pytest clang-14 libfuzzer-14-dev
+wabt wasi-libc lld-14 libclang-rt-14-dev-wasm32 libstd-rust-dev-wasm32 rustc nodejs"
 # --bench: what bench/compare runs jinn against.
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES="$PACKAGES etcd-server etcd-client nats-server libnats-dev e2fsprogs"

@@ -19,31 +19,44 @@ static int should_fail(void)
     return 0;
 }
 
+/* Failed allocations of this thread (jinn_alloc_failures). */
+static _Thread_local unsigned long failures;
+
+static void *counted(void *p)
+{
+    if (p == NULL) {
+        failures++;
+    }
+    return p;
+}
+
+unsigned long jinn_alloc_failures(void) { return failures; }
+
 void jinn_alloc_fail_after(long n) { fail_countdown = n; }
 void jinn_alloc_fail_reset(void) { fail_countdown = -1; }
 
 void *jinn_malloc(size_t size)
 {
     if (should_fail()) {
-        return NULL;
+        return counted(NULL);
     }
-    return malloc(size == 0 ? 1 : size);
+    return counted(malloc(size == 0 ? 1 : size));
 }
 
 void *jinn_calloc(size_t n, size_t size)
 {
     if (should_fail()) {
-        return NULL;
+        return counted(NULL);
     }
-    return calloc(n == 0 ? 1 : n, size == 0 ? 1 : size);
+    return counted(calloc(n == 0 ? 1 : n, size == 0 ? 1 : size));
 }
 
 void *jinn_realloc(void *ptr, size_t size)
 {
     if (should_fail()) {
-        return NULL;
+        return counted(NULL);
     }
-    return realloc(ptr, size == 0 ? 1 : size);
+    return counted(realloc(ptr, size == 0 ? 1 : size));
 }
 
 void jinn_free(void *ptr) { free(ptr); }

@@ -18,6 +18,12 @@ char *jinn_strdup(const char *s);
 /* Returns a NUL-terminated copy of the first n bytes of s. */
 char *jinn_strndup(const char *s, size_t n);
 
+/* How many allocations of the calling thread have failed so far. A
+ * library that reports an allocation failure as something else (jansson's
+ * parser says "invalid token") is told apart by comparing this before and
+ * after the call. */
+unsigned long jinn_alloc_failures(void);
+
 /* Test hook: the next n allocations succeed, then every later one fails
  * until jinn_alloc_fail_reset() is called (n = 0: the very next fails). */
 void jinn_alloc_fail_after(long n);

@@ -53,6 +53,8 @@ struct conn {
     size_t len, cap;
     size_t request_size; /* bytes of buf the current request spans */
     char *owned_body;    /* decoded chunked body */
+    uint64_t max_body;   /* the current request's body limit */
+    bool big;            /* counted in big_bodies (over cfg.max_body) */
     struct jinn_http_request req;
     char reply_headers[JINN_HTTP_MAX_REPLY_HEADERS];
     size_t reply_headers_len;
@@ -79,6 +81,7 @@ struct jinn_http_server {
     struct jinn_http_stats stats;
     uint64_t last_accept_warn_ms;
     int unstarted_closed;
+    unsigned big_bodies; /* connections reading or holding a body over max_body */
 };
 
 static void conn_close(struct conn *c);
@@ -92,9 +95,19 @@ static struct conn *conn_of(const struct jinn_http_request *req)
     return (struct conn *)(void *)req->conn;
 }
 
-static size_t buffer_limit(const struct jinn_http_server *s)
+static size_t buffer_limit(const struct conn *c)
 {
-    return JINN_HTTP_MAX_HEAD + (size_t)s->cfg.max_body + CHUNK_OVERHEAD;
+    return JINN_HTTP_MAX_HEAD + (size_t)c->max_body + CHUNK_OVERHEAD;
+}
+
+/* The request is over: its body limit goes back to the default. */
+static void big_release(struct conn *c)
+{
+    if (c->big) {
+        c->big = false;
+        c->server->big_bodies--;
+    }
+    c->max_body = c->server->cfg.max_body;
 }
 
 /* The most one reply may queue: the largest value, JSON-escaped or base64,
@@ -139,6 +152,7 @@ static void conn_free_if_done(struct conn *c)
     }
     s->n_conns--;
     s->stats.connections_open = s->n_conns;
+    big_release(c);
     jinn_free(c->owned_body);
     jinn_free(c->out.base);
     jinn_free(c->buf);
@@ -242,6 +256,7 @@ static void written(uv_write_t *w, int status)
     c->head_parsed = false;
     c->sent_continue = false;
     c->expect_continue = false;
+    big_release(c);
     jinn_free(c->owned_body);
     c->owned_body = NULL;
     c->state = READING;
@@ -384,7 +399,7 @@ static void on_timer(uv_timer_t *t)
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = h->data;
-    size_t limit = buffer_limit(c->server);
+    size_t limit = buffer_limit(c);
     (void)suggested;
     if (c->state == LINGERING) {
         c->len = 0; /* drained input is discarded */
@@ -477,7 +492,9 @@ static bool is_body_method(const char *method)
 static void process(struct conn *c)
 {
     struct jinn_http_server *s = c->server;
-    struct jinn_http_limits limits = {JINN_HTTP_MAX_HEAD, JINN_HTTP_MAX_TARGET, s->cfg.max_body};
+    /* The body limit depends on the route: the head is read first with
+     * none, then checked against the request's own (c->max_body). */
+    struct jinn_http_limits limits = {JINN_HTTP_MAX_HEAD, JINN_HTTP_MAX_TARGET, UINT64_MAX};
     struct jinn_http_request *req = &c->req;
     bool owned;
     int rv;
@@ -512,6 +529,23 @@ static void process(struct conn *c)
             fail_request(c, JINN_ELENGTH);
             return;
         }
+        if (s->cfg.body_limit != NULL) {
+            uint64_t limit = s->cfg.body_limit(&req->msg);
+            if (limit > s->cfg.max_body &&
+                (req->msg.chunked || req->msg.content_length > s->cfg.max_body)) {
+                if (s->big_bodies >= JINN_HTTP_BIG_BODIES_MAX) {
+                    fail_request(c, JINN_EBUSY);
+                    return;
+                }
+                s->big_bodies++;
+                c->big = true;
+                c->max_body = limit;
+            }
+        }
+        if (req->msg.has_length && req->msg.content_length > c->max_body) {
+            fail_request(c, JINN_ETOOBIG);
+            return;
+        }
         expect = jinn_http_header_find(&req->msg, "expect");
         c->expect_continue = expect != NULL && expect->value_len == 12 &&
                              strncasecmp(expect->value, "100-continue", 12) == 0;
@@ -520,7 +554,7 @@ static void process(struct conn *c)
          * pointers are stale after the next read. Below, only the framing
          * fields of req->msg (lengths, flags) are used. */
     }
-    rv = jinn_http_parse_body(c->buf, c->len, &req->msg, s->cfg.max_body, &req->body,
+    rv = jinn_http_parse_body(c->buf, c->len, &req->msg, c->max_body, &req->body,
                               &req->body_len, &owned, &c->request_size);
     if (rv == JINN_HTTP_NEED_MORE) {
         if (c->expect_continue && !c->sent_continue) {
@@ -531,7 +565,7 @@ static void process(struct conn *c)
             c->sent_continue =
                 uv_write(&c->cont_write, (uv_stream_t *)&c->tcp, &b, 1, continue_written) == 0;
         }
-        if (c->len == c->cap && c->cap == buffer_limit(s)) {
+        if (c->len == c->cap && c->cap == buffer_limit(c)) {
             fail_request(c, JINN_ETOOBIG);
         } else {
             arm_timer(c);
@@ -547,6 +581,7 @@ static void process(struct conn *c)
     }
     /* The whole request is in and the buffer will not move until the reply
      * is written: point the head into it now. Same bytes, same result. */
+    limits.max_body = c->max_body;
     rv = jinn_http_parse_head(c->buf, c->len, false, &limits, &req->msg);
     if (rv != 0) {
         fail_request(c, rv == JINN_HTTP_NEED_MORE ? JINN_EINTERNAL : rv);
@@ -621,6 +656,7 @@ static struct conn *conn_new(struct jinn_http_server *s)
         return NULL;
     }
     c->server = s;
+    c->max_body = s->cfg.max_body;
     c->req.server = s;
     c->req.conn = (struct jinn_http_conn *)(void *)c;
     uv_tcp_init(s->loop, &c->tcp);

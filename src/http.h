@@ -47,9 +47,17 @@ struct jinn_http_request {
     void *user;           /* free for the handler */
 };
 
+/* Requests whose route allows a body over max_body (function modules) that
+ * may be buffered at once; more are answered 503 busy. */
+#define JINN_HTTP_BIG_BODIES_MAX 4
+
 struct jinn_http_config {
     const char *listen; /* "ip:port" */
     uint64_t max_body;
+    /* NULL, or the body limit for one request, chosen from its head: a
+     * value over max_body lets that route take more (at most
+     * JINN_HTTP_BIG_BODIES_MAX such requests at once). */
+    uint64_t (*body_limit)(const struct jinn_http_msg *msg);
     uint64_t idle_timeout_ms;
     uint64_t read_timeout_ms; /* a started request must arrive within it */
     unsigned max_connections;

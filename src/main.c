@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "daemon.h"
 #include "version.h"
+#include "wasm/sandbox.h"
 
 static void usage(FILE *out)
 {
@@ -27,6 +28,7 @@ static void usage(FILE *out)
             "  jinn worker --queue Q --exec CMD    run CMD for every job of queue Q\n"
             "  jinn sql exec|query DB SQL [P...] | jinn sql DB   replicated SQLite\n"
             "  jinn check [--addr URL] [--json]    do all replicas hold the same state?\n"
+            "  jinn fn deploy|ls|show|rm|rollback|call|logs ...  WebAssembly functions\n"
             "\n"
             "--addr defaults to $JINN_ADDR, else %s\n",
             JINN_VERSION, JINN_CLI_DEFAULT_ADDR);
@@ -61,6 +63,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[1], "sandbox") == 0) { /* internal: started by a node (wasm/pool.c) */
+        return jinn_sandbox_main(argc - 2, argv + 2);
+    }
     if (strcmp(argv[1], "run") == 0) {
         return cmd_run(argc - 2, argv + 2);
     }
@@ -87,6 +92,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "kv") == 0) {
         return jinn_cli_kv(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "fn") == 0) {
+        return jinn_cli_fn(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "check") == 0) {
         return jinn_cli_check(argc - 2, argv + 2);

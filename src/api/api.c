@@ -57,6 +57,12 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}/logs", jinn_api_fn_logs, 0},
+    {"GET", "/v1/functions", jinn_api_fn_list, 0},
+    {"PUT", "/v1/functions/{}", jinn_api_fn_deploy, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}", jinn_api_fn_show, 0},
+    {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
+    {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -69,6 +75,7 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     uv_timer_init(loop, &api->queue_kick);
     api->queue_kick.data = api;
     jinn_api_check_init(api);
+    jinn_api_fn_init(api);
     uv_timer_init(loop, &api->watch_kick);
     api->watch_kick.data = api;
 }
@@ -316,6 +323,11 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
                                   "forwarded from a node of another cluster (X-Jinn-Cluster)");
             return;
         }
+    }
+
+    /* Functions take any method, before the route table. */
+    if (jinn_api_invoke_maybe(api, req)) {
+        return;
     }
 
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

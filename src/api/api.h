@@ -40,6 +40,8 @@ struct jinn_api {
     uint64_t applied_seen; /* the apply hook's index: libraft counts it only after */
     struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
     const struct jinn_loopmon *loopmon; /* borrowed; NULL in tests without a daemon */
+    struct jinn_fn_validation *fn_validations; /* deploys being checked (api/fn.c) */
+    struct jinn_wasm_runner *wasm; /* this node's functions; NULL until wired */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -188,6 +190,30 @@ void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
 void jinn_api_check_start(struct jinn_api *api, struct jinn_http_request *req,
                           const struct jinn_route_args *args);
+
+/* Functions (api/invoke.c): true when req was a function invocation
+ * (/fn/NAME/... or a function's route) and has been answered. */
+bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req);
+void jinn_api_fn_logs(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
+/* Functions (api/fn.c). */
+void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+void jinn_api_fn_list(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
+void jinn_api_fn_show(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
+void jinn_api_fn_delete(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
+void jinn_api_fn_rollback(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route_args *args);
+/* Removes temporary modules a crash left in data_dir (start). */
+void jinn_api_fn_init(struct jinn_api *api);
+/* Kills deploy validations in flight (shutdown); their requests get 503. */
+void jinn_api_fn_stop(struct jinn_api *api);
+/* The http server's body_limit: PUT /v1/functions/{name} takes a module of
+ * up to JINN_FN_MODULE_MAX, more than max_body. */
+uint64_t jinn_api_body_limit(const struct jinn_http_msg *msg);
 
 /* Shared helpers for handlers. */
 

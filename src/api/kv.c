@@ -689,6 +689,7 @@ void jinn_api_stop(struct jinn_api *api)
     jinn_api_index_stop(api);
     jinn_api_sql_stop(api);
     jinn_api_check_stop(api);
+    jinn_api_fn_stop(api);
     while (api->watchers != NULL) {
         struct jinn_watcher *w = api->watchers;
         uv_timer_stop(&w->timer);

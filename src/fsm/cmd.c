@@ -48,6 +48,12 @@ const char *jinn_cmd_type_name(int type)
         return "check";
     case JINN_CMD_NODE_DEL:
         return "node_del";
+    case JINN_CMD_FN_DEPLOY:
+        return "fn_deploy";
+    case JINN_CMD_FN_DELETE:
+        return "fn_delete";
+    case JINN_CMD_FN_ROLLBACK:
+        return "fn_rollback";
     default:
         return "unknown";
     }
@@ -61,6 +67,24 @@ static void put_slice(struct jinn_wbuf *w, struct jinn_slice s)
 static bool has_nul(struct jinn_slice s)
 {
     return s.len > 0 && memchr(s.p, '\0', s.len) != NULL;
+}
+
+/* [a-z0-9][a-z0-9_-]*, 1-64 bytes (fn.h's names, checked here too so a
+ * malformed entry never reaches the registry). */
+static bool fn_name_ok(struct jinn_slice s)
+{
+    if (s.len == 0 || s.len > JINN_CMD_FN_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < s.len; i++) {
+        uint8_t c = s.p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  (i > 0 && (c == '_' || c == '-'));
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
@@ -154,6 +178,26 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->sql.fence_token);
         if (c->sql.sqlite_version != 0) {
             jinn_wbuf_put_u64(w, c->sql.sqlite_version);
+        }
+        break;
+    case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DELETE:
+    case JINN_CMD_FN_ROLLBACK:
+        if (!fn_name_ok(c->fn.name) ||
+            (c->type == JINN_CMD_FN_DEPLOY &&
+             (c->fn.settings.len == 0 || c->fn.settings.len > JINN_CMD_FN_SETTINGS_MAX ||
+              c->fn.module.len == 0 || c->fn.module.len > JINN_CMD_FN_MODULE_MAX)) ||
+            (c->type == JINN_CMD_FN_DELETE && (c->fn.flags & ~(uint64_t)JINN_CMD_FN_PURGE))) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->fn.name);
+        if (c->type == JINN_CMD_FN_DEPLOY) {
+            put_slice(w, c->fn.settings);
+            put_slice(w, c->fn.module);
+        } else if (c->type == JINN_CMD_FN_DELETE) {
+            jinn_wbuf_put_u64(w, c->fn.flags);
+        } else {
+            jinn_wbuf_put_u64(w, c->fn.version);
         }
         break;
     default:
@@ -292,6 +336,31 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             c->sql.sqlite_version = (uint32_t)v;
         }
         if (c->sql.db.len == 0 || c->sql.statements.len == 0) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DELETE:
+    case JINN_CMD_FN_ROLLBACK:
+        if (version < 2) {
+            return JINN_ECORRUPT; /* format 1 never had them */
+        }
+        c->fn.name = get_slice(&r, JINN_CMD_FN_NAME_MAX);
+        if (c->type == JINN_CMD_FN_DEPLOY) {
+            c->fn.settings = get_slice(&r, JINN_CMD_FN_SETTINGS_MAX);
+            c->fn.module = get_slice(&r, JINN_CMD_FN_MODULE_MAX);
+            if (c->fn.settings.len == 0 || c->fn.module.len == 0) {
+                return JINN_ECORRUPT;
+            }
+        } else if (c->type == JINN_CMD_FN_DELETE) {
+            c->fn.flags = jinn_rbuf_get_u64(&r);
+            if (c->fn.flags & ~(uint64_t)JINN_CMD_FN_PURGE) {
+                return JINN_ECORRUPT;
+            }
+        } else {
+            c->fn.version = jinn_rbuf_get_u64(&r);
+        }
+        if (r.failed || !fn_name_ok(c->fn.name)) {
             return JINN_ECORRUPT;
         }
         break;

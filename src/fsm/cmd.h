@@ -11,6 +11,10 @@
  * Decoding never trusts a length: a truncated, oversized or trailing-garbage
  * command is rejected with JINN_ECORRUPT, identically on every replica.
  *
+ * Types FN_DEPLOY, FN_DELETE, FN_ROLLBACK (23-25) came later within format 2:
+ * a build that does not know them stops at them (JINN_EVERSION), as for
+ * any unknown type.
+ *
  * Format 2 (this build writes it) added CHECK, NODE_DEL, LOCK_WITHDRAW and
  * LOCK_ORPHANS,
  * SQL_EXEC's sqlite_version, and refuses what format 1 let through (a NUL
@@ -47,6 +51,10 @@
 #define JINN_QUEUE_FETCH_MAX 256 /* messages one fetch may lease */
 #define JINN_SQL_DB_MAX 64
 #define JINN_SQL_TEXT_MAX (16u << 20) /* the statements of one exec, as JSON */
+#define JINN_CMD_FN_NAME_MAX 64         /* = JINN_FN_NAME_MAX */
+#define JINN_CMD_FN_SETTINGS_MAX (64u << 10) /* = JINN_FN_SETTINGS_MAX */
+#define JINN_CMD_FN_MODULE_MAX (16u << 20)   /* = JINN_FN_MODULE_MAX */
+#define JINN_CMD_FN_PURGE 0x1                /* = JINN_FN_PURGE */
 
 /* KV_PUT / KV_DEL flags */
 #define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
@@ -76,6 +84,11 @@ enum jinn_cmd_type {
     JINN_CMD_LOCK_WITHDRAW = 21,
     JINN_CMD_LOCK_ORPHANS = 22, /* a new leader's first command: waiters queued
                                    under earlier leaders leave every line */
+    /* Functions (fsm/fn.h): types a build without them stops at (format 2
+     * is kept: an unknown type already stops a replica, see cmd.c). */
+    JINN_CMD_FN_DEPLOY = 23,   /* a new version: module bytes + settings */
+    JINN_CMD_FN_DELETE = 24,   /* no active version (kept for rollback), or purge */
+    JINN_CMD_FN_ROLLBACK = 25, /* a kept version becomes active again */
     JINN_CMD_TYPE_MAX
 };
 
@@ -138,6 +151,13 @@ struct jinn_cmd {
              * before this field (decoded from their absence). */
             uint32_t sqlite_version;
         } sql;
+        struct {
+            struct jinn_slice name;     /* [a-z0-9][a-z0-9_-]{0,63} */
+            struct jinn_slice settings; /* DEPLOY: canonical settings JSON */
+            struct jinn_slice module;   /* DEPLOY: the WebAssembly binary */
+            uint64_t version;           /* ROLLBACK: 0 = the one before the active */
+            uint64_t flags;             /* DELETE: JINN_FN_PURGE */
+        } fn;
     };
 };
 
@@ -145,6 +165,11 @@ struct jinn_cmd {
 static inline bool jinn_cmd_is_queue(int type)
 {
     return type >= JINN_CMD_Q_PUBLISH && type <= JINN_CMD_Q_DROP;
+}
+
+static inline bool jinn_cmd_is_fn(int type)
+{
+    return type >= JINN_CMD_FN_DEPLOY && type <= JINN_CMD_FN_ROLLBACK;
 }
 
 /* Encodes c into out (appended; caller owns out). Returns 0, JINN_ENOMEM or

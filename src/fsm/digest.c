@@ -70,7 +70,7 @@ const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d,
 }
 
 static const char *const captured_names[JINN_DIGEST_CAPTURED] = {"nodes", "kv", "locks",
-                                                                 "queues"};
+                                                                 "queues", "functions"};
 
 int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *cap)
 {
@@ -82,6 +82,9 @@ int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *
     jinn_kv_encode(&fsm->kv, &cap->sections[1]);
     jinn_locks_encode(&fsm->locks, &cap->sections[2]);
     jinn_queues_encode(&fsm->queues, &cap->sections[3]);
+    /* Module bytes by their sha256 (computed from the bytes at apply): a
+     * check copies this on the loop, and modules would be the bulk of it. */
+    jinn_fns_encode(&fsm->fns, &cap->sections[4]);
     for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
         if (cap->sections[i].failed) {
             return JINN_ENOMEM;

@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
+#include "tree.h"
+
 #define JINN_FN_NAME_MAX 64            /* [a-z0-9][a-z0-9_-]* */
 #define JINN_FN_MODULE_MAX (16u << 20) /* module bytes */
 #define JINN_FN_SETTINGS_MAX (64u << 10) /* canonical settings JSON */
@@ -28,6 +31,18 @@
 #define JINN_FN_MEMORY_MAX (4ull << 30)
 #define JINN_FN_POOL_DEFAULT 2
 #define JINN_FN_POOL_MAX 64
+/* Module bytes the whole cluster keeps (every kept version, each distinct
+ * module counted once); beyond, a deploy is refused with store_full (507).
+ * Every node holds them in memory and in every snapshot (written off the
+ * loop; a restore copies them on it, ~45 ms for 64 MiB here). */
+#define JINN_FN_MODULES_TOTAL_MAX (64u << 20)
+#define JINN_FN_ENTRY_MAX 4096 /* one env "K=V", arg or key prefix, bytes */
+#define JINN_FN_MEMORY_MIN (64u << 10) /* one wasm page */
+/* jinn_result.value of an FN_DEPLOY identical to the active version (same
+ * module, same settings): no new version; the low bits are the active one. */
+#define JINN_FN_UNCHANGED (UINT64_C(1) << 63)
+/* FN_DELETE flags */
+#define JINN_FN_PURGE 0x1 /* forget the function and its versions entirely */
 
 struct jinn_fn_settings {
     char route[JINN_FN_ROUTE_MAX + 1]; /* "" or "/prefix" (also served at /fn/NAME) */
@@ -64,7 +79,14 @@ struct jinn_fn {
     unsigned n_versions;
 };
 
-struct jinn_fns; /* lives inside struct jinn_fsm (fsm.h) */
+/* Lives inside struct jinn_fsm (fsm.h); the fields are fn.c's. */
+struct jinn_fns {
+    struct jinn_tree by_name;  /* every function, deleted ones included */
+    struct jinn_tree by_route; /* active functions with a route */
+    struct jinn_tree modules;  /* module bytes by sha256, refcounted */
+    uint64_t module_bytes;     /* sum over modules */
+    uint64_t generation;       /* not state: local change counter */
+};
 
 /* Lookups for handlers on the loop thread; results are valid until the
  * loop runs again (an apply may free them). */
@@ -77,5 +99,67 @@ const struct jinn_fn *jinn_fns_next(const struct jinn_fns *fns, const char *afte
 /* Changes with every applied FN_* command and every restore, so the node's
  * runner knows when to look again. */
 uint64_t jinn_fns_generation(const struct jinn_fns *fns);
+
+/* ---- the state machine's side (fsm.c) ------------------------------------ */
+
+struct jinn_cmd;
+
+void jinn_fns_init(struct jinn_fns *fns);
+void jinn_fns_clear(struct jinn_fns *fns);
+
+/* Applies FN_DEPLOY, FN_DELETE or FN_ROLLBACK at index with cluster time
+ * time_ms. Deterministic: the same entry gives the same result everywhere.
+ * Returns 0 (*value = the version now active, | JINN_FN_UNCHANGED for a
+ * deploy identical to the active version), JINN_EINVAL (name, settings or
+ * module refused: nothing changes), JINN_ENOTFOUND, JINN_ECONFLICT (the
+ * route is another active function's), JINN_EFULL (JINN_FN_MAX functions
+ * or JINN_FN_MODULES_TOTAL_MAX bytes), JINN_ENOMEM (the FSM stops). */
+int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
+                   const struct jinn_cmd *c, uint64_t *value);
+
+/* The snapshot section: everything but the module bytes (each module's
+ * sha256 and length stand for them). The digest hashes exactly this. */
+void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w);
+/* The module bytes, in the section's order (fsm.c writes them after the SQL
+ * images). */
+void jinn_fns_encode_modules(const struct jinn_fns *fns, struct jinn_wbuf *w);
+/* The same for a snapshot written off the loop: pin (on the loop) keeps
+ * every module's bytes alive, whatever apply does meanwhile; pin_encode runs
+ * on any thread; pin_free on the loop again. */
+struct jinn_fns_pin;
+int jinn_fns_pin(struct jinn_fns *fns, struct jinn_fns_pin **out);
+void jinn_fns_pin_encode(const struct jinn_fns_pin *pin, struct jinn_wbuf *w);
+void jinn_fns_pin_free(struct jinn_fns_pin *pin);
+/* Decodes the section into an empty fns (left empty on failure); the
+ * modules' bytes are then read by jinn_fns_decode_modules from p[0..len),
+ * which must be exactly jinn_fns_module_bytes(fns) long. */
+int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r);
+int jinn_fns_decode_modules(struct jinn_fns *fns, const uint8_t *p, size_t len);
+
+/* ---- shared by the handler, the CLI and apply ----------------------------- */
+
+/* [a-z0-9][a-z0-9_-]{0,63} */
+bool jinn_fn_name_valid(const char *name, size_t len);
+/* "" or "/" followed by segments of [A-Za-z0-9._~-] separated by single
+ * "/", no trailing "/", at most JINN_FN_ROUTE_MAX bytes, and not under a
+ * path jinn serves itself (/v1, /fn, /healthz, /readyz, /metrics). */
+bool jinn_fn_route_valid(const char *route, size_t len);
+
+/* Parses settings JSON (the canonical form only: every key, in order, as
+ * jinn_fn_settings_canonical writes it) into s (free with
+ * jinn_fn_settings_free). 0, JINN_EINVAL with one line in err, or
+ * JINN_ENOMEM. A pure function of the bytes. */
+int jinn_fn_settings_parse(const void *json, size_t len, struct jinn_fn_settings *s, char *err,
+                           size_t errlen);
+/* Writes the canonical JSON of s (no NUL). */
+void jinn_fn_settings_canonical(const struct jinn_fn_settings *s, struct jinn_wbuf *w);
+void jinn_fn_settings_defaults(struct jinn_fn_settings *s);
+void jinn_fn_settings_free(struct jinn_fn_settings *s);
+
+/* The version of f numbered version, or NULL. */
+const struct jinn_fn_version *jinn_fn_version_find(const struct jinn_fn *f, uint64_t version);
+/* Number of functions (deleted included), and module bytes kept. */
+size_t jinn_fns_count(const struct jinn_fns *fns);
+uint64_t jinn_fns_module_bytes(const struct jinn_fns *fns);
 
 #endif

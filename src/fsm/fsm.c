@@ -1,14 +1,19 @@
 /* fsm.c - apply, snapshot and restore for the replicated state machine.
  *
- * Snapshot format, version 1 (all integers little-endian):
+ * Snapshot format, version 2 (all integers little-endian):
  *
  *   "JINNSNAP"  u32 version  u64 cluster_time_ms
  *   nodes section (nodes.c)
  *   kv section (kv.c)
  *   locks section (lock.c)
  *   queues section (queue.c)
+ *   functions section (fn.c): versions, settings, module hashes (v2 only)
  *   sql section (sql.c): every database image
+ *   module bytes (fn.c), in the functions section's order (v2 only)
  *   u32 crc32 of every byte before it
+ *
+ * Version 1 is version 2 without the functions section; it is still read
+ * (as no functions).
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
  * snapshot, checksum included, is valid. */
@@ -157,6 +162,11 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     case JINN_CMD_LOCK_WITHDRAW:
         rv = jinn_locks_withdraw(&fsm->locks, &c, &fsm->result.value);
         break;
+    case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DELETE:
+    case JINN_CMD_FN_ROLLBACK:
+        rv = jinn_fns_apply(&fsm->fns, index, fsm->time_ms, &c, &fsm->result.value);
+        break;
     case JINN_CMD_SQL_EXEC:
         if (c.sql.fence.len > 0 &&
             !jinn_locks_fence_ok(&fsm->locks, c.sql.fence.p, c.sql.fence.len,
@@ -219,6 +229,7 @@ static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_kv_encode(&fsm->kv, w);
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
+    jinn_fns_encode(&fsm->fns, w);
 }
 
 static int encode_crc(struct jinn_wbuf *w, size_t start)
@@ -235,6 +246,7 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     size_t start = w->len;
     encode_memory(fsm, w);
     jinn_sql_encode(&fsm->sql, w);
+    jinn_fns_encode_modules(&fsm->fns, w);
     return encode_crc(w, start);
 }
 
@@ -245,6 +257,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     struct jinn_kv *kv;
     struct jinn_locks locks;
     struct jinn_queues *queues;
+    struct jinn_fns *fns;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -256,10 +269,10 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
      * differently, and must be refused as "newer", not as "corrupt". */
     jinn_rbuf_init(&r, (const uint8_t *)buf + 8, 4);
     version = jinn_rbuf_get_u32(&r);
-    if (version != JINN_SNAPSHOT_VERSION) {
-        jinn_error("snapshot has format version %u; this build reads version %u only; "
+    if (version < JINN_SNAPSHOT_VERSION_MIN || version > JINN_SNAPSHOT_VERSION) {
+        jinn_error("snapshot has format version %u; this build reads versions %u-%u only; "
                    "upgrade this node",
-                   version, JINN_SNAPSHOT_VERSION);
+                   version, JINN_SNAPSHOT_VERSION_MIN, JINN_SNAPSHOT_VERSION);
         return JINN_EVERSION;
     }
     jinn_rbuf_init(&r, (const uint8_t *)buf + len - 4, 4);
@@ -272,12 +285,15 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     nodes = jinn_malloc(sizeof *nodes);
     kv = jinn_malloc(sizeof *kv);
     queues = jinn_malloc(sizeof *queues);
-    if (nodes == NULL || kv == NULL || queues == NULL) {
+    fns = jinn_malloc(sizeof *fns);
+    if (nodes == NULL || kv == NULL || queues == NULL || fns == NULL) {
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
+        jinn_free(fns);
         return JINN_ENOMEM;
     }
+    jinn_fns_init(fns);
     jinn_queues_init(queues);
     jinn_nodes_init(nodes);
     jinn_kv_init(kv);
@@ -292,6 +308,19 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     if (rv == 0) {
         rv = jinn_queues_decode(queues, &r);
     }
+    if (rv == 0 && version >= 2) {
+        rv = jinn_fns_decode(fns, &r);
+        /* The module bytes end the snapshot (after the SQL images): their
+         * length is known now, so they are read before SQL rewrites files. */
+        if (rv == 0 && jinn_fns_module_bytes(fns) > r.left) {
+            rv = JINN_ECORRUPT;
+        }
+        if (rv == 0) {
+            size_t n = (size_t)jinn_fns_module_bytes(fns);
+            r.left -= n;
+            rv = jinn_fns_decode_modules(fns, r.p + r.left, n);
+        }
+    }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */
         rv = jinn_sql_decode(&fsm->sql, &r);
@@ -304,10 +333,21 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         jinn_kv_clear(kv);
         jinn_locks_clear(&locks);
         jinn_queues_clear(queues);
+        jinn_fns_clear(fns);
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
+        jinn_free(fns);
         return rv;
+    }
+    {
+        /* The trees point into their own entries only: moving is safe. The
+         * generation goes on from the old state's (the runner compares). */
+        uint64_t generation = fsm->fns.generation;
+        jinn_fns_clear(&fsm->fns);
+        *&fsm->fns = *fns;
+        fsm->fns.generation = generation + 1;
+        jinn_free(fns);
     }
     jinn_locks_clear(&fsm->locks);
     fsm->locks = locks;
@@ -336,12 +376,14 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
 struct jinn_snap_job {
     struct jinn_wbuf w;
     struct jinn_sql_pin *pin;
+    struct jinn_fns_pin *fns_pin; /* released on the loop (finalize) */
 };
 
 static void snap_job_free(struct jinn_fsm *fsm)
 {
     if (fsm->snap != NULL) {
         jinn_sql_pin_free(fsm->snap->pin);
+        jinn_fns_pin_free(fsm->snap->fns_pin);
         jinn_wbuf_free(&fsm->snap->w);
         jinn_free(fsm->snap);
         fsm->snap = NULL;
@@ -377,6 +419,10 @@ static int fsm_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[], unsi
     if (job->w.failed || jinn_sql_pin(&fsm->sql, &job->pin) != 0) {
         goto nomem;
     }
+    if (jinn_fns_pin(&fsm->fns, &job->fns_pin) != 0) {
+        jinn_sql_pin_free(job->pin);
+        goto nomem;
+    }
     (*bufs)[0].base = NULL; /* filled by fsm_snapshot_async */
     (*bufs)[0].len = 0;
     fsm->snap = job;
@@ -403,6 +449,7 @@ static int fsm_snapshot_async(struct raft_fsm *iface, struct raft_buffer *bufs[]
     jinn_sql_pin_encode(job->pin, &job->w);
     jinn_sql_pin_free(job->pin);
     job->pin = NULL;
+    jinn_fns_pin_encode(job->fns_pin, &job->w);
     rv = encode_crc(&job->w, 0);
     if (rv != 0) {
         return RAFT_NOMEM;
@@ -458,6 +505,7 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_locks_init(&fsm->locks);
     jinn_queues_init(&fsm->queues);
     jinn_sql_init(&fsm->sql);
+    jinn_fns_init(&fsm->fns);
 }
 
 void jinn_fsm_async_snapshots(struct jinn_fsm *fsm)
@@ -474,4 +522,5 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_locks_clear(&fsm->locks);
     jinn_queues_clear(&fsm->queues);
     jinn_sql_clear(&fsm->sql);
+    jinn_fns_clear(&fsm->fns);
 }

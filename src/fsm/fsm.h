@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "fsm/fn.h"
 #include "fsm/kv.h"
 #include "fsm/lock.h"
 #include "fsm/queue.h"
@@ -25,7 +26,8 @@
 #include "fsm/nodes.h"
 
 #define JINN_SNAPSHOT_MAGIC "JINNSNAP"
-#define JINN_SNAPSHOT_VERSION 1
+#define JINN_SNAPSHOT_VERSION 2     /* written: v1 + the functions section */
+#define JINN_SNAPSHOT_VERSION_MIN 1 /* still read (no functions) */
 
 /* What applying one command produced. Lives inside the FSM and is valid
  * only during the apply callback, which copies what it needs. */
@@ -47,6 +49,7 @@ struct jinn_fsm {
     struct jinn_locks locks;
     struct jinn_queues queues;
     struct jinn_sql sql;
+    struct jinn_fns fns;
     struct jinn_result result;
     struct jinn_snap_job *snap; /* a snapshot being taken (fsm.c); not state */
     /* Told after every applied command (watchers wake up here). Not state. */

@@ -25,6 +25,12 @@ typedef void (*jinn_wasm_compile_cb)(void *data, int code, const char *so_path,
 int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[32],
                       const void *module, size_t len, jinn_wasm_compile_cb cb, void *data);
 
+/* On the loop thread: the callbacks of every unfinished compile started
+ * with this data pointer will not run (a queued one is dropped, a running
+ * one finishes and fills the cache, unreported). For a caller about to free
+ * what data points to. */
+void jinn_wasm_compile_cancel(void *data);
+
 /* Stops the compile thread (waiting for a running tool to be killed);
  * callbacks of unfinished compiles never run. */
 void jinn_wasm_compile_shutdown(void);

@@ -40,7 +40,9 @@ struct jinn_wasm_info {
  * listed in abi.h with exactly a listed signature; it has more than
  * JINN_WASM_IMPORTS_MAX imports; it does not export `_start` as a function
  * of type [] -> [] or does not export its memory as "memory"; or it has a
- * start section (code that would run at instantiation). */
+ * start section (code that would run at instantiation).
+ * It may also return JINN_ENOMEM (err says so): it allocates a few words per
+ * declared type and function while reading. */
 int jinn_wasm_inspect(const void *bytes, size_t len, struct jinn_wasm_info *info, char *err,
                       size_t errlen);
 

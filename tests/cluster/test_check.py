@@ -87,7 +87,8 @@ def test_check_agrees_then_finds_an_outside_write_and_a_restart_heals(cluster):
     assert {n["state"] for n in out["nodes"]} == {"ok"}
     assert len({n["digest"] for n in out["nodes"]}) == 1
     sections = [s["name"] for s in out["nodes"][0]["sections"]]
-    assert sections == ["meta", "nodes", "kv", "locks", "queues", "sql:app", "sql:other"]
+    assert sections == ["meta", "nodes", "kv", "locks", "queues", "functions", "sql:app",
+                        "sql:other"]
     assert metric(leader, "jinn_replica_divergence_total") == 0
     assert follower.status()["diverged"] is False
 

@@ -35,9 +35,18 @@ def bs(b):
     return u32(len(b)) + b
 
 
-def cmd(t, body, time_ms=1000):
-    b = b"J" + u8(1) + u8(t) + u8(0) + u64(time_ms) + body
+def cmd(t, body, time_ms=1000, version=1):
+    b = b"J" + u8(version) + u8(t) + u8(0) + u64(time_ms) + body
     return b + b"\0" * (-len(b) % 8)
+
+
+# (module (import "gojinn" "host_log" (func (param i32 i32 i32)))
+#         (memory (export "memory") 1) (func (export "_start")))
+HELLO_WASM = bytes.fromhex(
+    "0061736d01000000010a0260037f7f7f0060000002130106676f6a696e6e08686f73745f6c6f6700"
+    "00030201010503010001071302066d656d6f72790200065f737461727400010a040102000b")
+FN_SETTINGS = ('{"route":"/hi","timeout_ms":5000,"memory_limit":67108864,"pool_size":2,'
+               '"env":[],"args":[],"kv_read":[],"kv_write":[],"db":"","ns":"default"}')
 
 
 def q(t, queue="jobs", worker="", payload=b"", idem="", reason="", seq=0, delivery=0,
@@ -67,6 +76,9 @@ COMMANDS = {
     "q_drop": q(15, seq=1),
     "sql_exec": cmd(16, bs("db") + bs('{"statements":[{"sql":"CREATE TABLE t(x)"}]}') +
                     u64(100000) + bs("") + u64(0)),
+    "fn_deploy": cmd(23, bs("hello") + bs(FN_SETTINGS) + bs(HELLO_WASM), version=2),
+    "fn_delete": cmd(24, bs("hello") + u64(1), version=2),
+    "fn_rollback": cmd(25, bs("hello") + u64(0), version=2),
 }
 
 CONFIGS = {

@@ -1,0 +1,340 @@
+/* cli/fn.c - `jinn fn ...`: WebAssembly functions from the shell.
+ *
+ *   jinn fn deploy NAME module.wasm [--route /path] [--timeout 2s] [--memory 64MiB]
+ *                  [--pool 4] [--env K=V]... [--arg A]... [--kv-read P]...
+ *                  [--kv-write P]... [--db DB] [--ns NS]
+ *   jinn fn ls
+ *   jinn fn show NAME
+ *   jinn fn rm NAME [--purge]
+ *   jinn fn rollback NAME [--version N]
+ *   jinn fn call NAME [--data BODY|@file] [--method M] [--path /x]
+ *   jinn fn logs NAME
+ *
+ * Exit 0 on success, 1 when the node refuses or cannot be reached (for
+ * call: when the function answers other than 2xx), 2 on bad usage. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "cli/cli.h"
+#include "codec.h"
+#include "fsm/fn.h"
+
+static const char usage[] =
+    "usage: jinn fn deploy NAME module.wasm [--route /path] [--timeout 2s] [--memory 64MiB]\n"
+    "                      [--pool 4] [--env K=V]... [--arg A]... [--kv-read PREFIX]...\n"
+    "                      [--kv-write PREFIX]... [--db DB] [--ns NAMESPACE]\n"
+    "       jinn fn ls                              functions and their active versions\n"
+    "       jinn fn show NAME                       versions, settings, this node's state\n"
+    "       jinn fn rm NAME [--purge]               deactivate (kept for rollback) or forget\n"
+    "       jinn fn rollback NAME [--version N]     to N, else the version before the active\n"
+    "       jinn fn call NAME [--data BODY|@FILE] [--method M] [--path /x]   (POST by default)\n"
+    "       jinn fn logs NAME                       the function's last log lines on the node\n"
+    "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
+
+/* Reads path (at most max bytes) into w. 0, or -1 with a message printed. */
+static int read_file(const char *path, struct jinn_wbuf *w, size_t max)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "jinn: cannot open %s: ", path);
+        perror(NULL);
+        return -1;
+    }
+    for (;;) {
+        size_t n;
+        if (!jinn_wbuf_reserve(w, 65536)) {
+            fprintf(stderr, "jinn: out of memory\n");
+            fclose(f);
+            return -1;
+        }
+        n = fread(w->data + w->len, 1, 65536, f);
+        w->len += n;
+        if (w->len > max) {
+            fprintf(stderr, "jinn: %s is larger than %zu bytes\n", path, max);
+            fclose(f);
+            return -1;
+        }
+        if (n < 65536) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "jinn: cannot read %s\n", path);
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+static void print_summary(json_t *f)
+{
+    json_t *v = json_object_get(f, "version");
+    const char *route = json_string_value(json_object_get(f, "route"));
+    const char *sha = json_string_value(json_object_get(f, "sha256"));
+    json_t *local = json_object_get(f, "local");
+    if (json_is_true(json_object_get(f, "deleted"))) {
+        printf("%s\tdeleted\t%" JSON_INTEGER_FORMAT " versions kept\n",
+               json_string_value(json_object_get(f, "name")),
+               json_integer_value(json_object_get(f, "versions")));
+        return;
+    }
+    printf("%s\tv%" JSON_INTEGER_FORMAT "\t%.12s\t%s",
+           json_string_value(json_object_get(f, "name")), json_integer_value(v),
+           sha ? sha : "", route && *route ? route : "-");
+    if (json_is_object(local)) {
+        /* This node's view (when it runs functions). */
+        json_t *errors = json_object_get(local, "errors"), *n;
+        const char *k;
+        json_int_t errs = 0;
+        json_object_foreach(errors, k, n)
+        {
+            errs += json_integer_value(n);
+        }
+        const char *state = json_string_value(json_object_get(local, "state"));
+        printf("\t%s\t%" JSON_INTEGER_FORMAT " calls\t%" JSON_INTEGER_FORMAT " errors",
+               state != NULL ? state : "-",
+               json_integer_value(json_object_get(local, "invocations")), errs);
+    }
+    putchar('\n');
+}
+
+static int call_fn(const char *addr, const char *name, const char *data, const char *method,
+                   const char *path)
+{
+    struct jinn_wbuf target, body;
+    char err[512], *resp = NULL;
+    size_t len = 0;
+    int status = 0, rv = 0;
+
+    jinn_wbuf_init(&target);
+    jinn_wbuf_init(&body);
+    if (data != NULL && data[0] == '@') {
+        if (read_file(data + 1, &body, JINN_CLI_MAX_RESPONSE) != 0) {
+            rv = 1;
+            goto out;
+        }
+    } else if (data != NULL) {
+        jinn_wbuf_put_raw(&body, data, strlen(data));
+    }
+    if (method == NULL) {
+        method = "POST";
+    }
+    jinn_wbuf_printf(&target, "/fn/");
+    jinn_cli_escape(&target, name, strlen(name));
+    if (path != NULL && *path != '\0') {
+        jinn_wbuf_printf(&target, "%s%s", path[0] == '/' ? "" : "/", path);
+    }
+    jinn_wbuf_put_u8(&target, 0);
+    if (target.failed || body.failed) {
+        fprintf(stderr, "jinn: out of memory\n");
+        rv = 1;
+        goto out;
+    }
+    if (jinn_cli_request(addr, method, (const char *)target.data, NULL,
+                         body.len ? (const char *)body.data : "", body.len, &status, &resp, &len,
+                         err, sizeof err) != 0) {
+        fprintf(stderr, "jinn: %s\n", err);
+        rv = 1;
+        goto out;
+    }
+    fwrite(resp, 1, len, stdout);
+    if (len > 0 && resp[len - 1] != '\n') {
+        putchar('\n');
+    }
+    if (status < 200 || status > 299) {
+        fprintf(stderr, "jinn: the function answered %d\n", status);
+        rv = 1;
+    }
+
+out:
+    jinn_free(resp);
+    jinn_wbuf_free(&target);
+    jinn_wbuf_free(&body);
+    return rv;
+}
+
+static void print_logs(const char *resp, size_t len)
+{
+    json_t *o = json_loadb(resp, len, 0, NULL), *lines = json_object_get(o, "lines"), *l;
+    size_t i;
+    if (!json_is_array(lines)) {
+        printf("%.*s\n", (int)len, resp);
+        json_decref(o);
+        return;
+    }
+    json_array_foreach(lines, i, l)
+    {
+        const char *line = json_string_value(json_object_get(l, "line"));
+        if (json_is_string(l)) {
+            printf("%s\n", json_string_value(l));
+        } else if (line != NULL) {
+            const char *level = json_string_value(json_object_get(l, "level"));
+            const char *trace = json_string_value(json_object_get(l, "trace_id"));
+            printf("%s\t%s\t%s\n", level ? level : "-", trace ? trace : "-", line);
+        } else {
+            char *s = json_dumps(l, JSON_COMPACT);
+            printf("%s\n", s ? s : "");
+            jinn_free(s);
+        }
+    }
+    json_decref(o);
+}
+
+int jinn_cli_fn(int argc, char **argv)
+{
+    static const struct {
+        const char *flag, *param;
+    } settings[] = {{"--route", "route"},   {"--timeout", "timeout"}, {"--memory", "memory"},
+                    {"--pool", "pool"},     {"--env", "env"},         {"--arg", "arg"},
+                    {"--kv-read", "kv_read"}, {"--kv-write", "kv_write"}, {"--db", "db"},
+                    {"--ns", "ns"}};
+    const char *env = getenv("JINN_ADDR");
+    const char *addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
+    const char *pos[2] = {NULL, NULL}, *version = NULL, *data = NULL, *method = NULL,
+               *path = NULL, *verb;
+    int n_pos = 0, json = 0, purge = 0, status, rv, want;
+    struct jinn_wbuf target, query, module;
+    char *resp = NULL;
+    size_t len;
+    bool first = true;
+    json_t *o;
+
+    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        fputs(usage, argc < 1 ? stderr : stdout);
+        return argc < 1 ? 2 : 0;
+    }
+    verb = argv[0];
+    jinn_wbuf_init(&query);
+    for (int i = 1; i < argc; i++) {
+        bool matched = false;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            jinn_wbuf_free(&query);
+            return 0;
+        }
+        for (size_t k = 0; k < sizeof settings / sizeof settings[0] && !matched; k++) {
+            if (i + 1 < argc && strcmp(argv[i], settings[k].flag) == 0) {
+                jinn_cli_query(&query, &first, settings[k].param, argv[++i]);
+                matched = true;
+            }
+        }
+        if (matched) {
+            continue;
+        }
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (strcmp(argv[i], "--purge") == 0) {
+            purge = 1;
+        } else if (i + 1 < argc && strcmp(argv[i], "--addr") == 0) {
+            addr = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--version") == 0) {
+            version = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--data") == 0) {
+            data = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--method") == 0) {
+            method = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--path") == 0) {
+            path = argv[++i];
+        } else if (argv[i][0] != '-' && n_pos < 2) {
+            pos[n_pos++] = argv[i];
+        } else {
+            fprintf(stderr, "jinn: unexpected argument '%s'\n%s", argv[i], usage);
+            jinn_wbuf_free(&query);
+            return 2;
+        }
+    }
+    want = strcmp(verb, "deploy") == 0 ? 2 : strcmp(verb, "ls") == 0 ? 0 : 1;
+    if ((strcmp(verb, "deploy") != 0 && query.len > 0) ||
+        (strcmp(verb, "deploy") != 0 && strcmp(verb, "ls") != 0 && strcmp(verb, "show") != 0 &&
+         strcmp(verb, "rm") != 0 && strcmp(verb, "rollback") != 0 &&
+         strcmp(verb, "call") != 0 && strcmp(verb, "logs") != 0)) {
+        fprintf(stderr, "jinn: fn %s: unknown command or option\n%s", verb, usage);
+        jinn_wbuf_free(&query);
+        return 2;
+    }
+    if (n_pos != want) {
+        fprintf(stderr, "jinn: fn %s: wrong arguments\n%s", verb, usage);
+        jinn_wbuf_free(&query);
+        return 2;
+    }
+    if (strcmp(verb, "call") == 0) {
+        jinn_wbuf_free(&query);
+        jinn_cli_timeout_ms = 330000; /* up to the longest function timeout */
+        return call_fn(addr, pos[0], data, method, path);
+    }
+
+    jinn_wbuf_init(&target);
+    jinn_wbuf_init(&module);
+    jinn_wbuf_printf(&target, "/v1/functions");
+    if (want > 0) {
+        jinn_wbuf_put_u8(&target, '/');
+        jinn_cli_escape(&target, pos[0], strlen(pos[0]));
+    }
+    if (strcmp(verb, "deploy") == 0) {
+        if (read_file(pos[1], &module, JINN_FN_MODULE_MAX) != 0) {
+            rv = 1;
+            goto out;
+        }
+        jinn_wbuf_put_raw(&target, query.data, query.len);
+        jinn_cli_timeout_ms = 60000; /* validation and a 16 MiB upload */
+        rv = jinn_cli_call(addr, "PUT", &target, NULL, module.len ? (const char *)module.data : "",
+                           module.len, &resp, &len, &status);
+    } else if (strcmp(verb, "rm") == 0) {
+        jinn_cli_query(&target, &first, "purge", purge ? "1" : NULL);
+        rv = jinn_cli_call(addr, "DELETE", &target, NULL, "", 0, &resp, &len, &status);
+    } else if (strcmp(verb, "rollback") == 0) {
+        jinn_wbuf_printf(&target, "/rollback");
+        jinn_cli_query(&target, &first, "version", version);
+        rv = jinn_cli_call(addr, "POST", &target, NULL, "", 0, &resp, &len, &status);
+    } else if (strcmp(verb, "logs") == 0) {
+        jinn_wbuf_printf(&target, "/logs");
+        rv = jinn_cli_call(addr, "GET", &target, NULL, "", 0, &resp, &len, &status);
+    } else {
+        rv = jinn_cli_call(addr, "GET", &target, NULL, "", 0, &resp, &len, &status);
+    }
+    if (rv != 0) {
+        goto out;
+    }
+    o = json_loadb(resp, len, 0, NULL);
+    if (json || o == NULL) {
+        printf("%.*s\n", (int)len, resp);
+    } else if (strcmp(verb, "deploy") == 0) {
+        printf("%s v%" JSON_INTEGER_FORMAT " %s%s\n", json_string_value(json_object_get(o, "name")),
+               json_integer_value(json_object_get(o, "version")),
+               json_string_value(json_object_get(o, "sha256")),
+               json_is_true(json_object_get(o, "unchanged")) ? " (unchanged)" : "");
+    } else if (strcmp(verb, "ls") == 0) {
+        size_t i;
+        json_t *f;
+        json_array_foreach(json_object_get(o, "functions"), i, f)
+        {
+            print_summary(f);
+        }
+        if (json_is_true(json_object_get(o, "more"))) {
+            printf("(more: GET /v1/functions?after=NAME)\n");
+        }
+    } else if (strcmp(verb, "rm") == 0) {
+        printf("%s %s\n", pos[0], purge ? "forgotten" : "deleted (kept for rollback)");
+    } else if (strcmp(verb, "rollback") == 0) {
+        printf("%s v%" JSON_INTEGER_FORMAT " active\n", pos[0],
+               json_integer_value(json_object_get(o, "version")));
+    } else if (strcmp(verb, "logs") == 0) {
+        print_logs(resp, len);
+    } else {
+        char *s = json_dumps(o, JSON_INDENT(2));
+        printf("%s\n", s ? s : "");
+        jinn_free(s);
+    }
+    json_decref(o);
+
+out:
+    jinn_free(resp);
+    jinn_wbuf_free(&target);
+    jinn_wbuf_free(&module);
+    jinn_wbuf_free(&query);
+    return rv;
+}
