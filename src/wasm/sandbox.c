@@ -4,6 +4,7 @@
 #include "wasm/sandbox.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -114,12 +115,13 @@ static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len)
 {
     uint8_t hdr[5];
     uint32_t n;
-    if (!read_all(hdr, 4)) {
+    /* Length and type in one read: every frame has a type byte. */
+    if (!read_all(hdr, 5)) {
         return false;
     }
     n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
         (uint32_t)hdr[3] << 24;
-    if (n < 1 || n > JINN_SBX_FRAME_MAX || !read_all(hdr + 4, 1)) {
+    if (n < 1 || n > JINN_SBX_FRAME_MAX) {
         return false;
     }
     *type = hdr[4];
@@ -194,7 +196,10 @@ static void send_log_bytes(const uint8_t *p, size_t n, bool is_hostlog, uint32_t
     }
 }
 
-static void guest_stderr(const uint8_t *p, size_t n) { send_log_bytes(p, n, false, 0); }
+static void guest_stderr(const uint8_t *p, size_t n)
+{
+    send_log_bytes(p, n, false, 0);
+}
 
 /* The sandbox's own word about a host call the guest got wrong. */
 static void host_complain(const char *fn, const char *what)
@@ -309,7 +314,8 @@ uint32_t jinn_host_db_query(void *ctx, uint32_t qptr, uint32_t qlen, uint32_t ou
                     outmax);
 }
 
-uint32_t jinn_host_enqueue(void *ctx, uint32_t fptr, uint32_t flen, uint32_t pptr, uint32_t plen)
+uint32_t jinn_host_enqueue(void *ctx, uint32_t fptr, uint32_t flen, uint32_t pptr,
+                           uint32_t plen)
 {
     (void)ctx;
     return hostcall("host_enqueue", JINN_SBX_ENQUEUE, 0, fptr, flen, pptr, plen, false, 0, 0);
@@ -353,8 +359,7 @@ static int load(const char *path, uint32_t stack_depth)
     version = sym("jinn_mod_glue_version");
     size = sym("jinn_mod_instance_size");
     max_depth = sym("jinn_mod_max_call_depth");
-    if (!version || !size || !max_depth ||
-        !fsym("jinn_mod_init", &mod.init, sizeof mod.init) ||
+    if (!version || !size || !max_depth || !fsym("jinn_mod_init", &mod.init, sizeof mod.init) ||
         !fsym("jinn_mod_instantiate", &mod.instantiate, sizeof mod.instantiate) ||
         !fsym("jinn_mod_free", &mod.free, sizeof mod.free) ||
         !fsym("jinn_mod_start", &mod.start, sizeof mod.start)) {
@@ -372,17 +377,66 @@ static int load(const char *path, uint32_t stack_depth)
     return 0;
 }
 
+/* The executable segments of the module's shared object, for the stack
+ * guard (rt.h): found by the load address dladdr reports. */
+struct code_range {
+    uintptr_t base, lo, hi;
+};
+
+static int find_code(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct code_range *r = data;
+    (void)size;
+    if (info->dlpi_addr != r->base) {
+        return 0;
+    }
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+            r->lo = r->lo == 0 || lo < r->lo ? lo : r->lo;
+            r->hi = hi > r->hi ? hi : r->hi;
+        }
+    }
+    return 1;
+}
+
+static int guard_stack(const void *stack_top)
+{
+    Dl_info di;
+    struct code_range r = {0, 0, 0};
+    void *start;
+    memcpy(&start, &mod.start, sizeof start);
+    if (dladdr(start, &di) == 0 || di.dli_fbase == NULL) {
+        return -1;
+    }
+    r.base = (uintptr_t)di.dli_fbase;
+    if (dl_iterate_phdr(find_code, &r) != 1 || r.lo == 0) {
+        return -1;
+    }
+    return jinn_rt_guard_stack(stack_top, r.lo, r.hi);
+}
+
 static void call_init(void *arg)
 {
     (void)arg;
     mod.init();
 }
 
-static void call_instantiate(void *arg) { mod.instantiate(arg, &gojinn_ctx, &wasi_ctx); }
+static void call_instantiate(void *arg)
+{
+    mod.instantiate(arg, &gojinn_ctx, &wasi_ctx);
+}
 
-static void call_start(void *arg) { mod.start(arg); }
+static void call_start(void *arg)
+{
+    mod.start(arg);
+}
 
-static void call_free(void *arg) { mod.free(arg); }
+static void call_free(void *arg)
+{
+    mod.free(arg);
+}
 
 /* A fresh instance for the next invocation: the last one's memory zeroed
  * (rt.c), data segments and tables written again. */
@@ -589,6 +643,7 @@ static int lock_down(pid_t parent)
 #endif
 
 #ifdef SECCOMP_ARCH
+/* clang-format off */
 static const long allowed_syscalls[] = {
     SYS_read, SYS_write, SYS_writev, SYS_close, SYS_munmap, SYS_mremap, SYS_brk, SYS_madvise,
     SYS_clock_gettime, SYS_clock_getres, SYS_clock_nanosleep, SYS_nanosleep, SYS_gettimeofday,
@@ -607,6 +662,7 @@ static const long allowed_syscalls[] = {
 #endif
 #endif
 };
+/* clang-format on */
 
 static int install_seccomp(void)
 {
@@ -697,12 +753,15 @@ int jinn_sandbox_main(int argc, char **argv)
         goto cleanup;
     }
     if (jinn_rt_setup(memory_limit) != 0) {
-        fprintf(stderr, "jinn sandbox: cannot map %" PRIu64 " bytes of memory\n",
-                memory_limit);
+        fprintf(stderr, "jinn sandbox: cannot map %" PRIu64 " bytes of memory\n", memory_limit);
         goto cleanup;
     }
     if (lock_down(parent) != 0) {
         goto cleanup;
+    }
+    if (guard_stack(&parent) != 0) {
+        fprintf(stderr, "jinn sandbox: no stack guard: a native stack overflow will be a "
+                        "crash, not a trap\n");
     }
     inst = jinn_calloc(1, mod.instance_size ? mod.instance_size : 1);
     if (inst == NULL) {
@@ -710,8 +769,8 @@ int jinn_sandbox_main(int argc, char **argv)
     }
     wasm_rt_init();
     init_failure = jinn_rt_run(call_init, NULL, 0);
-    inst_failure = init_failure ? init_failure
-                                : jinn_rt_run(call_instantiate, inst, mod.depth_base);
+    inst_failure =
+        init_failure ? init_failure : jinn_rt_run(call_instantiate, inst, mod.depth_base);
 #ifdef SECCOMP_ARCH
     if (install_seccomp() != 0) {
         fprintf(stderr, "jinn sandbox: seccomp: %s\n", strerror(errno));
