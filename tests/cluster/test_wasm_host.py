@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 
 import pytest
@@ -246,10 +245,7 @@ def test_fencing_refuses_writes_after_the_lock_was_lost(one):
     code, _, out = one.request("/v1/locks/fence-k?owner=intruder&ttl=30s&wait=20s", "POST",
                                b"", timeout=30)
     assert code == 200, out
-    granted_at = time.monotonic()
     t.join()
-    done_at = time.monotonic()
-    assert done_at > granted_at  # the guest's writes came after the takeover
     r = result["r"]
     assert r[0] == ("lock", 1, None)
     assert r[2] == ("set", FAIL, None)
