@@ -332,7 +332,8 @@ TEST(wasm_host_locks_fence_writes_and_are_released_at_the_end)
     script(200, "{\"state\":\"leader\",\"granted\":true,\"token\":21}", "21");
     CHECK_INT(call(&e, inv, JINN_SBX_MUTEX_LOCK, 2, 0, "Key_C", 5, NULL, 0).result, 1);
     /* The most recently acquired one fences; SQL writes go to exec. */
-    script(200, "{\"results\":[{\"rows_affected\":1,\"last_insert_id\":1}],\"index\":22}", "22");
+    script(200, "{\"results\":[{\"rows_affected\":1,\"last_insert_id\":1}],\"index\":22}",
+           "22");
     a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "INSERT INTO t VALUES(1)", 23, NULL, 0);
     CHECK_SAME(a.bytes, "[{\"rows_affected\":1,\"last_insert_id\":1}]");
     CHECK_SAME(fake.seen[4].target, "/v1/sql/appdb/exec");
@@ -387,9 +388,12 @@ TEST(wasm_host_db_query_reads_answer_row_objects)
     inv = jinn_wasm_inv_begin(e.host, "f4", &e.settings, 1, "t");
     CHECK(inv != NULL);
 
-    script(200, "{\"columns\":[\"id\",\"name\"],\"types\":[\"INTEGER\",\"TEXT\"],"
-                "\"rows\":[[1,\"ada\"],[2,null]]}", NULL);
-    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, " -- c\n select id, name from t", 29, NULL, 0);
+    script(200,
+           "{\"columns\":[\"id\",\"name\"],\"types\":[\"INTEGER\",\"TEXT\"],"
+           "\"rows\":[[1,\"ada\"],[2,null]]}",
+           NULL);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, " -- c\n select id, name from t", 29, NULL,
+             0);
     CHECK_SAME(a.bytes, "[{\"id\":1,\"name\":\"ada\"},{\"id\":2,\"name\":null}]");
     CHECK_INT(a.result, a.len);
     CHECK_SAME(fake.seen[0].target, "/v1/sql/appdb/query");
@@ -403,8 +407,8 @@ TEST(wasm_host_db_query_reads_answer_row_objects)
      * as an exec. */
     script(400, "{\"error\":\"sql_error\",\"message\":\"not authorized\"}", NULL);
     script(200, "{\"results\":[{\"rows_affected\":1,\"last_insert_id\":5}]}", "9");
-    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
-             50, NULL, 0);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096,
+             "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", 50, NULL, 0);
     CHECK_SAME(a.bytes, "[{\"rows_affected\":1,\"last_insert_id\":5}]");
     CHECK_SAME(fake.seen[3].target, "/v1/sql/appdb/exec");
 
@@ -464,7 +468,8 @@ TEST(wasm_host_metrics_name_every_series)
     jinn_wasm_host_metrics(e.host, &w);
     jinn_wbuf_put_u8(&w, 0);
     CHECK(!w.failed);
-    CHECK(strstr((char *)w.data, "jinn_fn_host_calls_total{function=\"fm\",call=\"host_kv_get\"} 1\n"));
+    CHECK(strstr((char *)w.data,
+                 "jinn_fn_host_calls_total{function=\"fm\",call=\"host_kv_get\"} 1\n"));
     CHECK(strstr((char *)w.data, "jinn_fn_host_denied_total{function=\"fm\"} 1\n"));
     CHECK(strstr((char *)w.data, "jinn_fn_host_fenced_out_total{function=\"fm\"} 0\n"));
     jinn_wbuf_free(&w);
