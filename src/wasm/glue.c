@@ -106,7 +106,8 @@ int jinn_wasm_glue_write(struct jinn_wbuf *out, const struct jinn_wasm_info *inf
             return JINN_EINVAL;
         }
         for (unsigned j = 0; j < n_used; j++) {
-            if (strcmp(used[j]->module, e->module) == 0 && strcmp(used[j]->name, e->name) == 0) {
+            if (strcmp(used[j]->module, e->module) == 0 &&
+                strcmp(used[j]->name, e->name) == 0) {
                 if (used[j] != e) {
                     return JINN_EINVAL;
                 }
@@ -186,14 +187,14 @@ int jinn_wasm_glue_write(struct jinn_wbuf *out, const struct jinn_wasm_info *inf
     if (uses_wasi) {
         jinn_wbuf_printf(out, ", (struct Z_%s_instance_t *)wasi_ctx", JINN_WASI);
     }
-    jinn_wbuf_printf(out,
-                     ");\n"
-                     "}\n"
-                     "void jinn_mod_free(void *inst) { Z_m_free((Z_m_instance_t *)inst); }\n"
-                     "void jinn_mod_start(void *inst) { Z_mZ__start((Z_m_instance_t *)inst); }\n"
-                     "wasm_rt_memory_t *jinn_mod_memory(void *inst)\n"
-                     "{\n"
-                     "    return Z_mZ_memory((Z_m_instance_t *)inst);\n"
-                     "}\n");
+    jinn_wbuf_printf(
+        out, ");\n"
+             "}\n"
+             "void jinn_mod_free(void *inst) { Z_m_free((Z_m_instance_t *)inst); }\n"
+             "void jinn_mod_start(void *inst) { Z_mZ__start((Z_m_instance_t *)inst); }\n"
+             "wasm_rt_memory_t *jinn_mod_memory(void *inst)\n"
+             "{\n"
+             "    return Z_mZ_memory((Z_m_instance_t *)inst);\n"
+             "}\n");
     return out->failed ? JINN_ENOMEM : 0;
 }

@@ -1,10 +1,13 @@
 /* rt.c - see rt.h. */
 #include "wasm/rt.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <ucontext.h>
 
 #include "alloc.h"
 
@@ -22,7 +25,7 @@ static volatile bool armed;
 static volatile int jump_value;
 static uint32_t exit_code;
 
-static uint8_t *mem_base;           /* the one mapping */
+static uint8_t *mem_base; /* the one mapping */
 static size_t mem_map_len;
 static uint32_t mem_limit_pages;
 static wasm_rt_memory_t *mem_owner; /* the instance's memory using the mapping */
@@ -62,7 +65,10 @@ int jinn_rt_setup(uint64_t memory_limit)
     return 0;
 }
 
-uint32_t jinn_rt_limit_pages(void) { return mem_limit_pages; }
+uint32_t jinn_rt_limit_pages(void)
+{
+    return mem_limit_pages;
+}
 
 int jinn_rt_run(void (*fn)(void *), void *arg, uint32_t depth_base)
 {
@@ -98,9 +104,78 @@ void jinn_rt_exit(uint32_t code)
     jinn_rt_jump(JINN_RT_JMP_EXIT);
 }
 
-uint32_t jinn_rt_exit_code(void) { return exit_code; }
+uint32_t jinn_rt_exit_code(void)
+{
+    return exit_code;
+}
 
-wasm_rt_memory_t *jinn_rt_memory(void) { return mem_owner; }
+static uintptr_t guard_top, guard_span, guard_code_lo, guard_code_hi;
+static uint8_t guard_altstack[64 << 10];
+
+static uintptr_t fault_pc(void *ctx)
+{
+#if defined(__x86_64__)
+    return (uintptr_t)((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)((ucontext_t *)ctx)->uc_mcontext.pc;
+#else
+    (void)ctx;
+    return 0;
+#endif
+}
+
+static void on_segv(int sig, siginfo_t *si, void *ctx)
+{
+    uintptr_t a = (uintptr_t)si->si_addr, pc = fault_pc(ctx);
+    if (armed && a < guard_top && guard_top - a <= guard_span && pc >= guard_code_lo &&
+        pc < guard_code_hi) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+        jinn_rt_jump(WASM_RT_TRAP_EXHAUSTION);
+    }
+    /* Not ours: the default action when the instruction faults again. */
+    signal(sig, SIG_DFL);
+}
+
+int jinn_rt_guard_stack(const void *stack_top, uintptr_t code_lo, uintptr_t code_hi)
+{
+    struct rlimit rl;
+    stack_t ss;
+    struct sigaction sa;
+#if !defined(__x86_64__) && !defined(__aarch64__)
+    return -1;
+#endif
+    if (getrlimit(RLIMIT_STACK, &rl) != 0) {
+        return -1;
+    }
+    /* The stack can reach its limit below the top, and the kernel keeps a
+     * guard gap (1 MiB by default) under that. */
+    guard_span =
+        (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1ull << 32) ? (uintptr_t)1 << 32
+                                                                    : (uintptr_t)rl.rlim_cur) +
+        ((uintptr_t)4 << 20);
+    guard_top = (uintptr_t)stack_top;
+    guard_code_lo = code_lo;
+    guard_code_hi = code_hi;
+    ss.ss_sp = guard_altstack;
+    ss.ss_size = sizeof guard_altstack;
+    ss.ss_flags = 0;
+    if (sigaltstack(&ss, NULL) != 0) {
+        return -1;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGSEGV, &sa, NULL);
+}
+
+wasm_rt_memory_t *jinn_rt_memory(void)
+{
+    return mem_owner;
+}
 
 uint8_t *jinn_rt_guest(uint32_t ptr, uint64_t len)
 {
@@ -112,9 +187,15 @@ uint8_t *jinn_rt_guest(uint32_t ptr, uint64_t len)
 
 /* ---- the wasm-rt.h API ---- */
 
-void wasm_rt_init(void) { initialized = true; }
+void wasm_rt_init(void)
+{
+    initialized = true;
+}
 
-bool wasm_rt_is_initialized(void) { return initialized; }
+bool wasm_rt_is_initialized(void)
+{
+    return initialized;
+}
 
 void wasm_rt_free(void)
 {
@@ -224,15 +305,30 @@ void wasm_rt_throw(void)
     longjmp(*unwind_target, WASM_RT_TRAP_UNCAUGHT_EXCEPTION);
 }
 
-WASM_RT_UNWIND_TARGET *wasm_rt_get_unwind_target(void) { return unwind_target; }
+WASM_RT_UNWIND_TARGET *wasm_rt_get_unwind_target(void)
+{
+    return unwind_target;
+}
 
-void wasm_rt_set_unwind_target(WASM_RT_UNWIND_TARGET *target) { unwind_target = target; }
+void wasm_rt_set_unwind_target(WASM_RT_UNWIND_TARGET *target)
+{
+    unwind_target = target;
+}
 
-uint32_t wasm_rt_exception_tag(void) { return exception_tag; }
+uint32_t wasm_rt_exception_tag(void)
+{
+    return exception_tag;
+}
 
-uint32_t wasm_rt_exception_size(void) { return exception_size; }
+uint32_t wasm_rt_exception_size(void)
+{
+    return exception_size;
+}
 
-void *wasm_rt_exception(void) { return exception_data; }
+void *wasm_rt_exception(void)
+{
+    return exception_data;
+}
 
 void wasm_rt_allocate_memory(wasm_rt_memory_t *memory, uint32_t initial_pages,
                              uint32_t max_pages)
@@ -281,8 +377,8 @@ void wasm_rt_free_memory(wasm_rt_memory_t *memory)
 }
 
 #define DEFINE_TABLE_OPS(type)                                                                 \
-    void wasm_rt_allocate_##type##_table(wasm_rt_##type##_table_t *table, uint32_t elements, \
-                                         uint32_t max_elements)                              \
+    void wasm_rt_allocate_##type##_table(wasm_rt_##type##_table_t *table, uint32_t elements,   \
+                                         uint32_t max_elements)                                \
     {                                                                                          \
         table->size = 0;                                                                       \
         table->max_size = max_elements;                                                        \
@@ -302,8 +398,8 @@ void wasm_rt_free_memory(wasm_rt_memory_t *memory)
         table->data = NULL;                                                                    \
         table->size = 0;                                                                       \
     }                                                                                          \
-    uint32_t wasm_rt_grow_##type##_table(wasm_rt_##type##_table_t *table, uint32_t delta,    \
-                                         wasm_rt_##type##_t init)                            \
+    uint32_t wasm_rt_grow_##type##_table(wasm_rt_##type##_table_t *table, uint32_t delta,      \
+                                         wasm_rt_##type##_t init)                              \
     {                                                                                          \
         uint32_t old = table->size;                                                            \
         uint64_t want = (uint64_t)old + delta;                                                 \
@@ -314,7 +410,7 @@ void wasm_rt_free_memory(wasm_rt_memory_t *memory)
         if (delta == 0) {                                                                      \
             return old;                                                                        \
         }                                                                                      \
-        grown = jinn_realloc(table->data, (size_t)want * sizeof(wasm_rt_##type##_t));         \
+        grown = jinn_realloc(table->data, (size_t)want * sizeof(wasm_rt_##type##_t));          \
         if (grown == NULL) {                                                                   \
             return UINT32_MAX;                                                                 \
         }                                                                                      \

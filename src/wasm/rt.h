@@ -59,6 +59,16 @@ uint32_t jinn_rt_exit_code(void);
  * WASM_RT_MAX_CALL_STACK_DEPTH). */
 int jinn_rt_run(void (*fn)(void *), void *arg, uint32_t depth_base);
 
+/* Native stack overflow while the module's own code runs becomes a
+ * stack_exhausted trap instead of a crash: a SIGSEGV handler on an
+ * alternate stack checks that the faulting address lies in the main
+ * thread's stack region (stack_top = an address near its top) and that the
+ * faulting instruction is in the module's code [code_lo, code_hi) — never
+ * in jinn's or libc's, where jumping out could leave their state half
+ * updated; anything else stays a crash. Returns 0, or -1 when it cannot be
+ * set up (x86-64 and arm64 only). */
+int jinn_rt_guard_stack(const void *stack_top, uintptr_t code_lo, uintptr_t code_hi);
+
 /* The linear memory of the live instance, or NULL between instances. */
 wasm_rt_memory_t *jinn_rt_memory(void);
 

@@ -4,6 +4,7 @@
 #include "wasm/sandbox.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -11,7 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -79,16 +86,22 @@ static bool write_all(struct iovec *iov, int n)
     return true;
 }
 
-static bool read_all(uint8_t *p, size_t n)
+/* at_eof: set when the peer closed the socket before the first byte. */
+static bool read_all(uint8_t *p, size_t n, bool *at_eof)
 {
+    bool first = true;
     while (n > 0) {
         ssize_t r = read(JINN_SBX_FD, p, n);
         if (r < 0 && errno == EINTR) {
             continue;
         }
         if (r <= 0) {
+            if (r == 0 && first && at_eof != NULL) {
+                *at_eof = true;
+            }
             return false;
         }
+        first = false;
         p += r;
         n -= (size_t)r;
     }
@@ -103,17 +116,19 @@ static void put32(uint8_t *p, uint32_t v)
 }
 
 /* Reads one frame into fb: *type and the payload (*len bytes at fb->data).
- * False on EOF, an error or a malformed length. */
-static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len)
+ * False on EOF (*at_eof set when it came between frames), an error or a
+ * malformed length. */
+static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len, bool *at_eof)
 {
     uint8_t hdr[5];
     uint32_t n;
-    if (!read_all(hdr, 4)) {
+    /* Length and type in one read: every frame has a type byte. */
+    if (!read_all(hdr, 5, at_eof)) {
         return false;
     }
     n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
         (uint32_t)hdr[3] << 24;
-    if (n < 1 || n > JINN_SBX_FRAME_MAX || !read_all(hdr + 4, 1)) {
+    if (n < 1 || n > JINN_SBX_FRAME_MAX) {
         return false;
     }
     *type = hdr[4];
@@ -126,7 +141,7 @@ static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len)
         fb->data = grown;
         fb->cap = *len;
     }
-    return read_all(fb->data, *len);
+    return read_all(fb->data, *len, NULL);
 }
 
 static void shrink(struct frame_buf *fb)
@@ -188,7 +203,10 @@ static void send_log_bytes(const uint8_t *p, size_t n, bool is_hostlog, uint32_t
     }
 }
 
-static void guest_stderr(const uint8_t *p, size_t n) { send_log_bytes(p, n, false, 0); }
+static void guest_stderr(const uint8_t *p, size_t n)
+{
+    send_log_bytes(p, n, false, 0);
+}
 
 /* The sandbox's own word about a host call the guest got wrong. */
 static void host_complain(const char *fn, const char *what)
@@ -236,7 +254,7 @@ static uint32_t hostcall(const char *fn, uint8_t call, uint32_t a, uint32_t p1, 
     iov[1] = (struct iovec){(void *)b1, n1};
     iov[2] = (struct iovec){len2, 4};
     iov[3] = (struct iovec){(void *)b2, n2};
-    if (!write_all(iov, 4) || !read_frame(&reply_buf, &type, &len) ||
+    if (!write_all(iov, 4) || !read_frame(&reply_buf, &type, &len, NULL) ||
         type != JINN_SBX_HOSTREPLY) {
         jinn_rt_jump(JINN_RT_JMP_PROTO);
     }
@@ -303,7 +321,8 @@ uint32_t jinn_host_db_query(void *ctx, uint32_t qptr, uint32_t qlen, uint32_t ou
                     outmax);
 }
 
-uint32_t jinn_host_enqueue(void *ctx, uint32_t fptr, uint32_t flen, uint32_t pptr, uint32_t plen)
+uint32_t jinn_host_enqueue(void *ctx, uint32_t fptr, uint32_t flen, uint32_t pptr,
+                           uint32_t plen)
 {
     (void)ctx;
     return hostcall("host_enqueue", JINN_SBX_ENQUEUE, 0, fptr, flen, pptr, plen, false, 0, 0);
@@ -347,8 +366,7 @@ static int load(const char *path, uint32_t stack_depth)
     version = sym("jinn_mod_glue_version");
     size = sym("jinn_mod_instance_size");
     max_depth = sym("jinn_mod_max_call_depth");
-    if (!version || !size || !max_depth ||
-        !fsym("jinn_mod_init", &mod.init, sizeof mod.init) ||
+    if (!version || !size || !max_depth || !fsym("jinn_mod_init", &mod.init, sizeof mod.init) ||
         !fsym("jinn_mod_instantiate", &mod.instantiate, sizeof mod.instantiate) ||
         !fsym("jinn_mod_free", &mod.free, sizeof mod.free) ||
         !fsym("jinn_mod_start", &mod.start, sizeof mod.start)) {
@@ -366,17 +384,66 @@ static int load(const char *path, uint32_t stack_depth)
     return 0;
 }
 
+/* The executable segments of the module's shared object, for the stack
+ * guard (rt.h): found by the load address dladdr reports. */
+struct code_range {
+    uintptr_t base, lo, hi;
+};
+
+static int find_code(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct code_range *r = data;
+    (void)size;
+    if (info->dlpi_addr != r->base) {
+        return 0;
+    }
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+            r->lo = r->lo == 0 || lo < r->lo ? lo : r->lo;
+            r->hi = hi > r->hi ? hi : r->hi;
+        }
+    }
+    return 1;
+}
+
+static int guard_stack(const void *stack_top)
+{
+    Dl_info di;
+    struct code_range r = {0, 0, 0};
+    void *start;
+    memcpy(&start, &mod.start, sizeof start);
+    if (dladdr(start, &di) == 0 || di.dli_fbase == NULL) {
+        return -1;
+    }
+    r.base = (uintptr_t)di.dli_fbase;
+    if (dl_iterate_phdr(find_code, &r) != 1 || r.lo == 0) {
+        return -1;
+    }
+    return jinn_rt_guard_stack(stack_top, r.lo, r.hi);
+}
+
 static void call_init(void *arg)
 {
     (void)arg;
     mod.init();
 }
 
-static void call_instantiate(void *arg) { mod.instantiate(arg, &gojinn_ctx, &wasi_ctx); }
+static void call_instantiate(void *arg)
+{
+    mod.instantiate(arg, &gojinn_ctx, &wasi_ctx);
+}
 
-static void call_start(void *arg) { mod.start(arg); }
+static void call_start(void *arg)
+{
+    mod.start(arg);
+}
 
-static void call_free(void *arg) { mod.free(arg); }
+static void call_free(void *arg)
+{
+    mod.free(arg);
+}
 
 /* A fresh instance for the next invocation: the last one's memory zeroed
  * (rt.c), data segments and tables written again. */
@@ -569,6 +636,85 @@ static int lock_down(pid_t parent)
     return 0;
 }
 
+/* The system calls a running sandbox makes: frames (read, write, writev),
+ * memory (malloc, rt.c's madvise), clocks and sleeps (vDSO fallbacks),
+ * getrandom, sched_yield, exit, and abort()'s signal to itself. Anything
+ * else kills the process (the node reports a crash). mmap and mprotect
+ * may not ask for executable memory; tgkill only at this process. Under
+ * ASan its runtime's own calls (reports, the leak check at exit) are
+ * allowed too. Only where the filter's numbers are known (x86-64, arm64). */
+#if defined(__x86_64__)
+#define SECCOMP_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+#ifdef SECCOMP_ARCH
+/* clang-format off */
+static const long allowed_syscalls[] = {
+    SYS_read, SYS_write, SYS_writev, SYS_close, SYS_munmap, SYS_mremap, SYS_brk, SYS_madvise,
+    SYS_clock_gettime, SYS_clock_getres, SYS_clock_nanosleep, SYS_nanosleep, SYS_gettimeofday,
+    SYS_getrandom, SYS_sched_yield, SYS_exit, SYS_exit_group, SYS_rt_sigreturn,
+    SYS_rt_sigprocmask, SYS_rt_sigaction, SYS_getpid, SYS_gettid, SYS_futex, SYS_fstat,
+    SYS_newfstatat,
+#ifdef __SANITIZE_ADDRESS__
+    SYS_openat, SYS_readlinkat, SYS_getdents64, SYS_lseek, SYS_pread64, SYS_sigaltstack,
+    SYS_prctl, SYS_sched_getaffinity, SYS_clone, SYS_wait4, SYS_ptrace, SYS_getppid,
+    SYS_pipe2, SYS_dup3, SYS_execve, SYS_set_robust_list, SYS_rseq, SYS_uname,
+    SYS_process_vm_readv, SYS_getrlimit, SYS_prlimit64, SYS_mincore,
+#ifdef SYS_open
+    SYS_open, SYS_readlink, SYS_stat, SYS_lstat, SYS_access, SYS_pipe, SYS_dup2, SYS_fork,
+    SYS_getdents,
+    SYS_vfork, SYS_arch_prctl,
+#endif
+#endif
+};
+/* clang-format on */
+
+static int install_seccomp(void)
+{
+    struct sock_filter f[6 + 2 * (sizeof allowed_syscalls / sizeof allowed_syscalls[0]) + 11];
+    struct sock_fprog prog;
+    unsigned n = 0;
+    uint32_t pid = (uint32_t)getpid();
+
+#define EMIT(code, jt, jf, k) (f[n++] = (struct sock_filter)BPF_JUMP(code, k, jt, jf))
+#define LOAD(off) EMIT(BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(off))
+#define RET(v) EMIT(BPF_RET | BPF_K, 0, 0, (uint32_t)(v))
+    LOAD(offsetof(struct seccomp_data, arch));
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, SECCOMP_ARCH);
+    RET(SECCOMP_RET_KILL_PROCESS);
+    LOAD(offsetof(struct seccomp_data, nr));
+#ifdef __x86_64__
+    EMIT(BPF_JMP | BPF_JGE | BPF_K, 0, 1, 0x40000000u); /* the x32 ABI */
+    RET(SECCOMP_RET_KILL_PROCESS);
+#endif
+    for (size_t i = 0; i < sizeof allowed_syscalls / sizeof allowed_syscalls[0]; i++) {
+        EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, (uint32_t)allowed_syscalls[i]);
+        RET(SECCOMP_RET_ALLOW);
+    }
+    /* mmap and mprotect without PROT_EXEC (args[2], low word); then
+     * tgkill at this process (args[0]); anything else is refused. */
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, (uint32_t)SYS_mmap);
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 4, (uint32_t)SYS_mprotect);
+    LOAD(offsetof(struct seccomp_data, args[2]));
+    EMIT(BPF_JMP | BPF_JSET | BPF_K, 0, 1, PROT_EXEC);
+    RET(SECCOMP_RET_KILL_PROCESS);
+    RET(SECCOMP_RET_ALLOW);
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, (uint32_t)SYS_tgkill);
+    LOAD(offsetof(struct seccomp_data, args[0]));
+    EMIT(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, pid);
+    RET(SECCOMP_RET_ALLOW);
+    RET(SECCOMP_RET_KILL_PROCESS);
+#undef EMIT
+#undef LOAD
+#undef RET
+    prog.len = (unsigned short)n;
+    prog.filter = f;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+}
+#endif
+
 static bool parse_u64(const char *s, uint64_t *out)
 {
     char *end;
@@ -614,12 +760,15 @@ int jinn_sandbox_main(int argc, char **argv)
         goto cleanup;
     }
     if (jinn_rt_setup(memory_limit) != 0) {
-        fprintf(stderr, "jinn sandbox: cannot map %" PRIu64 " bytes of memory\n",
-                memory_limit);
+        fprintf(stderr, "jinn sandbox: cannot map %" PRIu64 " bytes of memory\n", memory_limit);
         goto cleanup;
     }
     if (lock_down(parent) != 0) {
         goto cleanup;
+    }
+    if (guard_stack(&parent) != 0) {
+        fprintf(stderr, "jinn sandbox: no stack guard: a native stack overflow will be a "
+                        "crash, not a trap\n");
     }
     inst = jinn_calloc(1, mod.instance_size ? mod.instance_size : 1);
     if (inst == NULL) {
@@ -627,14 +776,25 @@ int jinn_sandbox_main(int argc, char **argv)
     }
     wasm_rt_init();
     init_failure = jinn_rt_run(call_init, NULL, 0);
-    inst_failure = init_failure ? init_failure
-                                : jinn_rt_run(call_instantiate, inst, mod.depth_base);
+    inst_failure =
+        init_failure ? init_failure : jinn_rt_run(call_instantiate, inst, mod.depth_base);
+#ifdef SECCOMP_ARCH
+    if (install_seccomp() != 0) {
+        fprintf(stderr, "jinn sandbox: seccomp: %s\n", strerror(errno));
+        goto cleanup;
+    }
+#endif
     if (!send_simple(JINN_SBX_READY, NULL, 0, false)) {
         goto cleanup;
     }
     for (;;) {
-        if (!read_frame(&invoke_buf, &type, &len)) {
-            rc = 0; /* EOF: the node is done with us */
+        bool at_eof = false;
+        if (!read_frame(&invoke_buf, &type, &len, &at_eof)) {
+            if (at_eof) {
+                rc = 0; /* the node is done with us */
+            } else {
+                fprintf(stderr, "jinn sandbox: malformed frame or read error\n");
+            }
             break;
         }
         if (type != JINN_SBX_INVOKE) {

@@ -53,9 +53,15 @@ static uint64_t get_u64(const uint8_t *p)
     return v;
 }
 
-static void set_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
+static void set_u32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
 
-static void set_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof v); }
+static void set_u64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
 
 static uint32_t store_u32(uint32_t ptr, uint32_t v)
 {
@@ -282,7 +288,10 @@ uint32_t jinn_wasi_fd_fdstat_get(void *ctx, uint32_t fd, uint32_t out)
  * exists. No preopened directories (fd_prestat_get says EBADF for fd 3,
  * which is how libc learns the list is empty). ---- */
 
-static uint32_t no_fd_op(uint32_t fd) { return fd <= 2 ? JINN_WASI_ENOTCAPABLE : JINN_WASI_EBADF; }
+static uint32_t no_fd_op(uint32_t fd)
+{
+    return fd <= 2 ? JINN_WASI_ENOTCAPABLE : JINN_WASI_EBADF;
+}
 
 uint32_t jinn_wasi_fd_advise(void *ctx, uint32_t fd, uint64_t off, uint64_t len,
                              uint32_t advice)
@@ -425,8 +434,7 @@ uint32_t jinn_wasi_path_filestat_set_times(void *ctx, uint32_t fd, uint32_t flag
 uint32_t jinn_wasi_path_link(void *ctx, uint32_t fd, uint32_t flags, uint32_t path,
                              uint32_t len, uint32_t fd2, uint32_t path2, uint32_t len2)
 {
-    (void)ctx, (void)fd, (void)flags, (void)path, (void)len, (void)fd2, (void)path2,
-        (void)len2;
+    (void)ctx, (void)fd, (void)flags, (void)path, (void)len, (void)fd2, (void)path2, (void)len2;
     return JINN_WASI_ENOTCAPABLE;
 }
 

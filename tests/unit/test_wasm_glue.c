@@ -51,9 +51,10 @@ TEST(wasm_glue_signatures_and_conversions)
     t = glue_text(&info, &rc);
     CHECK_INT(rc, 0);
     CHECK(strstr(t, "#include \"m.h\"") != NULL);
-    CHECK(strstr(t, "u32 Z_wasi_snapshot_preview1Z_fd_write(struct "
-                    "Z_wasi_snapshot_preview1_instance_t *ctx, u32 a0, u32 a1, u32 a2, "
-                    "u32 a3)\n{\n    return jinn_wasi_fd_write(ctx, a0, a1, a2, a3);\n}") != NULL);
+    CHECK(strstr(t,
+                 "u32 Z_wasi_snapshot_preview1Z_fd_write(struct "
+                 "Z_wasi_snapshot_preview1_instance_t *ctx, u32 a0, u32 a1, u32 a2, "
+                 "u32 a3)\n{\n    return jinn_wasi_fd_write(ctx, a0, a1, a2, a3);\n}") != NULL);
     /* Imported twice, defined once. */
     CHECK(strstr(strstr(t, "Z_wasi_snapshot_preview1Z_fd_write(") + 1,
                  "Z_wasi_snapshot_preview1Z_fd_write(") == NULL);
@@ -61,11 +62,13 @@ TEST(wasm_glue_signatures_and_conversions)
                     "Z_wasi_snapshot_preview1_instance_t *ctx, u32 a0)\n{\n    "
                     "jinn_wasi_proc_exit(ctx, a0);\n}") != NULL);
     CHECK(strstr(t, "u32 a0, u64 a1, u32 a2)") != NULL);
-    CHECK(strstr(t, "u64 Z_gojinnZ_host_kv_get(struct Z_gojinn_instance_t *ctx, u32 a0, u32 a1, "
-                    "u32 a2, u32 a3)\n{\n    return (u64)jinn_host_kv_get(ctx, a0, a1, a2, "
-                    "a3);") != NULL);
-    CHECK(strstr(t, "u32 Z_gojinnZ_host_log(struct Z_gojinn_instance_t *ctx, u32 a0, u32 a1, "
-                    "u32 a2)\n{\n    jinn_host_log(ctx, a0, a1, a2);\n    return 0;\n}") != NULL);
+    CHECK(strstr(t,
+                 "u64 Z_gojinnZ_host_kv_get(struct Z_gojinn_instance_t *ctx, u32 a0, u32 a1, "
+                 "u32 a2, u32 a3)\n{\n    return (u64)jinn_host_kv_get(ctx, a0, a1, a2, "
+                 "a3);") != NULL);
+    CHECK(strstr(t,
+                 "u32 Z_gojinnZ_host_log(struct Z_gojinn_instance_t *ctx, u32 a0, u32 a1, "
+                 "u32 a2)\n{\n    jinn_host_log(ctx, a0, a1, a2);\n    return 0;\n}") != NULL);
     CHECK(strstr(t, "void Z_gojinnZ_host_kv_set(struct Z_gojinn_instance_t *ctx, u32 a0, u32 "
                     "a1, u32 a2, u32 a3)\n{\n    (void)jinn_host_kv_set(") != NULL);
     CHECK(strstr(t, "extern uint32_t") == NULL); /* c_type spells u32 */

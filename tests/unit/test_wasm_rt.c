@@ -124,7 +124,10 @@ static void do_exit(void *arg)
     jinn_rt_exit(7);
 }
 
-static void do_nothing(void *arg) { (void)arg; }
+static void do_nothing(void *arg)
+{
+    (void)arg;
+}
 
 TEST(wasm_rt_traps_and_exits)
 {
