@@ -57,7 +57,8 @@ extern char **environ;
 #define COMPILE_TOOL_TIMEOUT_MAX_MS (3600u * 1000u)
 /* Address space for each tool (prlimit --as): a module the compiler
  * cannot build within it fails to compile instead of pushing the node out
- * of memory. cc -O2 on a 1 MB module peaks at ~1.5 GB (measured). */
+ * of memory. cc -O2 on a 1 MB module peaks at 0.8 GB RSS (measured), so
+ * this allows modules of several MB of code. */
 #define COMPILE_TOOL_MEMORY (6ull << 30)
 /* The tool output kept for the status message. */
 #define COMPILE_MESSAGE_MAX 2048
@@ -89,7 +90,9 @@ struct job {
     char so_path[COMPILE_PATH_MAX];
     char message[COMPILE_MESSAGE_MAX + 256];
     uint64_t compile_ms;
-    bool cancelled; /* loop thread only */
+    bool cancelled; /* set by the loop thread under C.mu */
+    bool checked;   /* its cache was checked while queued (a miss); under C.mu */
+    bool busy;      /* the compile thread holds it (cancel leaves it queued) */
     struct job *next;              /* in the queue */
     struct job *all_prev, *all_next; /* every undelivered job */
 };
@@ -104,6 +107,7 @@ static struct {
     size_t queued_bytes;
     struct job *all;
     pid_t child; /* the running tool (and its process group), 0 when none */
+    uint64_t test_timeout_ms, test_memory; /* jinn_wasm_compile_set_limits */
 } C = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static uint64_t now_ms(void)
@@ -197,7 +201,8 @@ static bool find_in_path(const char *name, char *out, size_t outlen)
  * Returns 0 when it exited 0; JINN_ENOTFOUND when the tool is not in PATH;
  * JINN_ESHUTDOWN when shutdown killed it; JINN_ETIMEOUT when it ran past
  * the time limit (killed); JINN_EINTERNAL when it failed (out says why). */
-static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t outmax)
+static int run_tool(char *const argv[], uint64_t timeout_ms, uint64_t memory, char *out,
+                    size_t outmax)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -220,7 +225,7 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
     }
     if (find_in_path("prlimit", prlimit, sizeof prlimit)) {
         size_t n = 0;
-        snprintf(as, sizeof as, "--as=%llu", (unsigned long long)COMPILE_TOOL_MEMORY);
+        snprintf(as, sizeof as, "--as=%llu", (unsigned long long)memory);
         full[n++] = prlimit;
         full[n++] = as;
         full[n++] = "--core=0";
@@ -348,8 +353,8 @@ static int run_tool(char *const argv[], uint64_t timeout_ms, char *out, size_t o
     if (killed_stop) {
         rv = JINN_ESHUTDOWN;
     } else if (killed_time) {
-        snprintf(out, outmax, "%s ran longer than %llu s and was killed", argv[0],
-                 (unsigned long long)(timeout_ms / 1000));
+        snprintf(out, outmax, "%s ran longer than %.1f s and was killed", argv[0],
+                 (double)timeout_ms / 1000.0);
         rv = JINN_ETIMEOUT;
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         rv = 0;
@@ -426,9 +431,9 @@ static int fsync_path(const char *path, int flags)
 
 /* The cache entry's checksum file: the object's SHA-256 in hex, then the
  * build key, one per line. */
-static bool cache_valid(struct job *j, const char *so, const char *sum)
+static bool cache_valid(struct job *j, const char *so, const char *sum, bool quiet)
 {
-    char text[512], hex[JINN_SHA256_HEX_LEN + 1], want[sizeof text];
+    char text[512], hex[JINN_SHA256_HEX_LEN + 1], want[sizeof text], why[160];
     uint8_t actual[JINN_SHA256_LEN];
     int fd;
     ssize_t n;
@@ -444,28 +449,29 @@ static bool cache_valid(struct job *j, const char *so, const char *sum)
     if (fd >= 0) {
         close(fd);
     }
+    why[0] = '\0';
     if (!have_so || n <= 0) {
-        jinn_warn("fn cache %s is incomplete (%s missing); rebuilding", j->dir,
-                  have_so ? "module.so.sha256" : "module.so");
-        return false;
+        snprintf(why, sizeof why, "is incomplete (%s missing)",
+                 have_so ? "module.so.sha256" : "module.so");
+    } else {
+        text[n] = '\0';
+        snprintf(want, sizeof want, "%.64s\n%s\n", text, BUILD_KEY);
+        if (n < JINN_SHA256_HEX_LEN + 1 || strcmp(text, want) != 0) {
+            snprintf(why, sizeof why, "was built by another jinn (build key differs)");
+        } else if (jinn_sha256_file(so, actual) != 0) {
+            snprintf(why, sizeof why, "cannot be read (%s)", strerror(errno));
+        } else {
+            jinn_sha256_hex(actual, hex);
+            if (memcmp(hex, text, JINN_SHA256_HEX_LEN) != 0) {
+                snprintf(why, sizeof why, "fails its checksum (module.so: %lld bytes)",
+                         (long long)st.st_size);
+            }
+        }
     }
-    text[n] = '\0';
-    snprintf(want, sizeof want, "%.64s\n%s\n", text, BUILD_KEY);
-    if (n < JINN_SHA256_HEX_LEN + 1 || strcmp(text, want) != 0) {
-        jinn_warn("fn cache %s was built by another jinn (build key differs); rebuilding", j->dir);
-        return false;
+    if (why[0] != '\0' && !quiet) {
+        jinn_warn("fn cache %s %s; rebuilding", j->dir, why);
     }
-    if (jinn_sha256_file(so, actual) != 0) {
-        jinn_warn("fn cache %s: cannot read module.so (%s); rebuilding", j->dir, strerror(errno));
-        return false;
-    }
-    jinn_sha256_hex(actual, hex);
-    if (memcmp(hex, text, JINN_SHA256_HEX_LEN) != 0) {
-        jinn_warn("fn cache %s: module.so fails its checksum (%zu bytes); rebuilding", j->dir,
-                  (size_t)st.st_size);
-        return false;
-    }
-    return true;
+    return why[0] == '\0';
 }
 
 static int mkdir_one(const char *path)
@@ -512,12 +518,21 @@ static void run_job(struct job *j)
     uint64_t t0 = now_ms();
     uint64_t timeout_ms = COMPILE_TOOL_TIMEOUT_BASE_MS +
                           (uint64_t)j->len * COMPILE_TOOL_TIMEOUT_PER_MIB_MS / (1u << 20);
+    uint64_t memory = COMPILE_TOOL_MEMORY;
     int rv;
     bool built = false;
 
     if (timeout_ms > COMPILE_TOOL_TIMEOUT_MAX_MS) {
         timeout_ms = COMPILE_TOOL_TIMEOUT_MAX_MS;
     }
+    pthread_mutex_lock(&C.mu);
+    if (C.test_timeout_ms > 0) {
+        timeout_ms = C.test_timeout_ms;
+    }
+    if (C.test_memory > 0) {
+        memory = C.test_memory;
+    }
+    pthread_mutex_unlock(&C.mu);
     jinn_wbuf_init(&g);
     j->code = JINN_EINTERNAL;
     j->message[0] = '\0';
@@ -531,9 +546,10 @@ static void run_job(struct job *j)
     snprintf(fn_dir, sizeof fn_dir, "%s", j->dir);
     *strrchr(fn_dir, '/') = '\0';
     if (mkdir_one(fn_dir) != 0 || mkdir_one(j->dir) != 0) {
-        FAIL(JINN_EIO, "cannot create %s: %s", j->dir, strerror(errno));
+        FAIL(JINN_EIO, "cannot create data_dir/fn/%s: %s", strrchr(j->dir, '/') + 1,
+             strerror(errno));
     }
-    if (cache_valid(j, so, sum)) {
+    if (cache_valid(j, so, sum, false)) {
         j->code = 0;
         j->compile_ms = 0;
         snprintf(j->so_path, sizeof j->so_path, "%s", so);
@@ -553,15 +569,17 @@ static void run_job(struct job *j)
         FAIL(rv, "%s", err);
     }
     if (write_file(wasm, j->module, j->len, false) != 0) {
-        FAIL(JINN_EIO, "cannot write %s: %s", wasm, strerror(errno));
+        FAIL(JINN_EIO, "cannot write module.wasm: %s", strerror(errno));
     }
     /* The bytes are on disk; the copy is not needed any more. */
     jinn_free(j->module);
     j->module = NULL;
 
     {
+        /* (wabt 1.0.32's wasm2c refuses every feature flag, --disable-simd
+         * included, with "only supports a limited set of features".) */
         char *argv[] = {"wasm2c", "-n", "m", wasm, "-o", mc, NULL};
-        rv = run_tool(argv, timeout_ms, out, sizeof out);
+        rv = run_tool(argv, timeout_ms, memory, out, sizeof out);
     }
     if (rv == JINN_ENOTFOUND) {
         FAIL(JINN_EINTERNAL, "wasm2c is not installed (not found in PATH): install Debian's "
@@ -573,7 +591,30 @@ static void run_job(struct job *j)
     if (rv != 0) {
         /* The translator refusing is the module's problem. */
         strip_dir(out, j->dir);
-        FAIL(rv == JINN_ETIMEOUT ? rv : JINN_EINVAL, "wasm2c: %s", out);
+        if (rv == JINN_ETIMEOUT) {
+            FAIL(rv, "%s", out);
+        }
+        /* wasm2c accepts SIMD modules (wasm-validate does too) and then
+         * aborts without a word: wasm-validate without SIMD says where and
+         * what, for that and any other refusal. */
+        {
+            char vout[COMPILE_MESSAGE_MAX / 2 + 1];
+            char *vargv[] = {"wasm-validate", "--disable-simd", wasm, NULL};
+            size_t used = strlen(out);
+            if (used + 2 < sizeof out &&
+                run_tool(vargv, timeout_ms, memory, vout, sizeof vout) == JINN_EINTERNAL) {
+                strip_dir(vout, j->dir);
+                snprintf(out + used, sizeof out - used, "%s%s", used > 0 && out[used - 1] != '\n' ? "\n" : "", vout);
+            }
+        }
+        for (size_t n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '); n--) {
+            out[n - 1] = '\0';
+        }
+        FAIL(JINN_EINVAL, "wasm2c: %s%s", out,
+             strstr(out, "opcode: 0xfd") != NULL
+                 ? " (0xfd opcodes are SIMD, which Debian 12's wasm2c cannot translate: build "
+                   "the module without simd128)"
+                 : "");
     }
 
     rv = jinn_wasm_glue_write(&g, &info);
@@ -581,12 +622,12 @@ static void run_job(struct job *j)
         FAIL(rv != 0 ? rv : JINN_ENOMEM, "cannot generate the glue (error %d)", rv);
     }
     if (write_file(glue, g.data, g.len, false) != 0) {
-        FAIL(JINN_EIO, "cannot write %s: %s", glue, strerror(errno));
+        FAIL(JINN_EIO, "cannot write glue.c: %s", strerror(errno));
     }
 
     {
         char *argv[] = {"cc", CC_FLAGS, mc, glue, "-o", so_tmp, NULL};
-        rv = run_tool(argv, timeout_ms, out, sizeof out);
+        rv = run_tool(argv, timeout_ms, memory, out, sizeof out);
     }
     if (rv == JINN_ENOTFOUND) {
         FAIL(JINN_EINTERNAL, "cc is not installed (not found in PATH): install Debian's gcc "
@@ -597,26 +638,29 @@ static void run_job(struct job *j)
     }
     if (rv != 0) {
         strip_dir(out, j->dir);
-        FAIL(rv == JINN_ETIMEOUT ? rv : JINN_EINTERNAL, "cc: %s", out);
+        if (rv == JINN_ETIMEOUT) {
+            FAIL(rv, "%s", out);
+        }
+        FAIL(JINN_EINTERNAL, "cc: %s", out);
     }
 
     /* Durable before it is named: the .so, then its checksum, then the
      * directory holding both names. */
     if (fsync_path(so_tmp, O_RDONLY) != 0) {
-        FAIL(JINN_EIO, "cannot fsync %s: %s", so_tmp, strerror(errno));
+        FAIL(JINN_EIO, "cannot fsync module.so.tmp: %s", strerror(errno));
     }
     rv = jinn_sha256_file(so_tmp, sha);
     if (rv != 0) {
-        FAIL(rv, "cannot read %s: %s", so_tmp, strerror(errno));
+        FAIL(rv, "cannot read module.so.tmp: %s", strerror(errno));
     }
     jinn_sha256_hex(sha, hex);
     snprintf(sumtext, sizeof sumtext, "%s\n%s\n", hex, BUILD_KEY);
     if (write_file(sum_tmp, sumtext, strlen(sumtext), true) != 0) {
-        FAIL(JINN_EIO, "cannot write %s: %s", sum_tmp, strerror(errno));
+        FAIL(JINN_EIO, "cannot write module.so.sha256.tmp: %s", strerror(errno));
     }
     if (rename(so_tmp, so) != 0 || rename(sum_tmp, sum) != 0 ||
         fsync_path(j->dir, O_RDONLY | O_DIRECTORY) != 0) {
-        FAIL(JINN_EIO, "cannot install %s: %s", so, strerror(errno));
+        FAIL(JINN_EIO, "cannot install module.so: %s", strerror(errno));
     }
     built = true;
     j->code = 0;
@@ -626,11 +670,12 @@ static void run_job(struct job *j)
     }
     snprintf(j->so_path, sizeof j->so_path, "%s", so);
 cleanup:
-    /* The intermediate C (megabytes for a large module) is kept only when
-     * a build failed, for whoever looks into it. */
+    /* The translation (12 MB of C for a 1 MB module) is never kept: a
+     * failed build is reproduced from module.wasm, and glue.c (small) is
+     * kept for that. */
+    unlink(mc);
+    unlink(mh);
     if (built) {
-        unlink(mc);
-        unlink(mh);
         unlink(glue);
     }
     if (j->code != 0) {
@@ -641,22 +686,85 @@ cleanup:
     sanitize(j->message);
 }
 
+static void queue_remove(struct job *j)
+{
+    struct job *prev = NULL;
+    for (struct job *q = C.head; q != NULL; prev = q, q = q->next) {
+        if (q != j) {
+            continue;
+        }
+        if (prev != NULL) {
+            prev->next = j->next;
+        } else {
+            C.head = j->next;
+        }
+        if (C.tail == j) {
+            C.tail = prev;
+        }
+        j->next = NULL;
+        C.queued--;
+        C.queued_bytes -= j->len;
+        return;
+    }
+}
+
+/* A cache check only, for a job still queued: true (and the result set)
+ * on a hit. Quiet: a bad entry is logged when its build starts. */
+static bool precheck(struct job *j)
+{
+    char so[COMPILE_PATH_MAX], sum[COMPILE_PATH_MAX];
+    if (path_in(so, j->dir, "module.so") != 0 || path_in(sum, j->dir, "module.so.sha256") != 0 ||
+        !cache_valid(j, so, sum, true)) {
+        return false;
+    }
+    j->code = 0;
+    j->compile_ms = 0;
+    j->message[0] = '\0';
+    snprintf(j->so_path, sizeof j->so_path, "%s", so);
+    return true;
+}
+
+/* Every queued job's cache is checked before the next build starts, so
+ * modules already built (a restart) are ready at once instead of waiting,
+ * possibly minutes, behind a build queued before them. */
 static void *compile_thread(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&C.mu);
     while (!C.stop) {
         struct job *j = C.head;
+        bool hit;
         if (j == NULL) {
             pthread_cond_wait(&C.cond, &C.mu);
             continue;
         }
-        C.head = j->next;
-        if (C.head == NULL) {
-            C.tail = NULL;
+        while (j != NULL && j->checked) {
+            j = j->next;
         }
-        C.queued--;
-        C.queued_bytes -= j->len;
+        if (j != NULL) {
+            j->busy = true;
+            pthread_mutex_unlock(&C.mu);
+            hit = precheck(j);
+            pthread_mutex_lock(&C.mu);
+            j->busy = false;
+            if (C.stop) {
+                break;
+            }
+            if (hit || j->cancelled) {
+                /* A cancelled job goes to the loop to be closed, unbuilt. */
+                queue_remove(j);
+                uv_async_send(&j->async);
+            } else {
+                j->checked = true;
+            }
+            continue;
+        }
+        j = C.head;
+        queue_remove(j);
+        if (j->cancelled) {
+            uv_async_send(&j->async);
+            continue;
+        }
         pthread_mutex_unlock(&C.mu);
 
         run_job(j);
@@ -800,6 +908,14 @@ int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[3
     return rv;
 }
 
+void jinn_wasm_compile_set_limits(uint64_t timeout_ms, uint64_t memory)
+{
+    pthread_mutex_lock(&C.mu);
+    C.test_timeout_ms = timeout_ms;
+    C.test_memory = memory;
+    pthread_mutex_unlock(&C.mu);
+}
+
 void jinn_wasm_compile_cancel(void *data)
 {
     struct job *j, *next, *prev = NULL;
@@ -812,7 +928,7 @@ void jinn_wasm_compile_cancel(void *data)
     /* Queued ones are not built at all. */
     for (j = C.head; j != NULL; j = next) {
         next = j->next;
-        if (!j->cancelled) {
+        if (!j->cancelled || j->busy) {
             prev = j;
             continue;
         }

@@ -31,6 +31,11 @@ int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[3
  * what data points to. */
 void jinn_wasm_compile_cancel(void *data);
 
+/* Tests: each tool's time limit and address-space limit for the compiles
+ * that start from now on (0 = the defaults: 300 s + 300 s per MiB of
+ * module, 6 GiB). */
+void jinn_wasm_compile_set_limits(uint64_t timeout_ms, uint64_t memory);
+
 /* Stops the compile thread (waiting for a running tool to be killed);
  * callbacks of unfinished compiles never run. */
 void jinn_wasm_compile_shutdown(void);

@@ -8,21 +8,28 @@
  *
  * Every length comes from the input, so every read goes through one cursor
  * that never moves past its end; vector counts are checked against the bytes
- * left before anything is allocated for them. The first problem found ends
- * the parse with one line naming it. */
+ * left before they are used. Nothing is allocated (the state machine's apply
+ * calls this, where an out-of-memory would be a local failure): what later
+ * sections need from earlier ones is found again in the module's bytes. The
+ * first problem found ends the parse with one line naming it. */
 #include "wasm/module.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
 #include "codec.h"
 #include "error.h"
 #include "wasm/abi.h"
 
 /* wasm limits a memory to 65536 pages of 64 KiB (4 GiB) in wasm32. */
 #define PAGES_MAX 65536u
+/* The limits web engines apply (V8's, also in the JS API spec): a module
+ * past them runs nowhere, and they bound the time a hostile module costs
+ * here (a 16 MiB type section would otherwise be 5.6 million types). */
+#define TYPES_MAX 1000000u
+#define FUNCTIONS_MAX 1000000u
+#define EXPORTS_MAX 100000u
 
 enum {
     SEC_CUSTOM = 0,
@@ -58,6 +65,10 @@ struct cursor {
     const uint8_t *p, *end;
 };
 
+/* Positions kept to find a type by index: a lookup skips at most
+ * n_types / TYPE_MARKS types (a few LEB128 reads each). */
+#define TYPE_MARKS 1024
+
 /* One function type: where its parameter and result vectors start in the
  * module (they were checked when the type section was read). */
 struct functype {
@@ -71,9 +82,14 @@ struct parser {
     size_t errlen;
     int section; /* the section being read, for messages; -1 = header */
 
-    struct functype *types;
-    uint32_t n_types;
-    uint32_t *func_types; /* type index of every function, imports first */
+    /* No allocation (apply calls this; an out-of-memory there would be a
+     * local failure): types are found again in the type section, from
+     * every type_stride-th type's position kept in type_mark. */
+    uint32_t n_types, type_stride;
+    const uint8_t *type_mark[TYPE_MARKS];
+    const uint8_t *types_end;
+    uint32_t import_type[JINN_WASM_IMPORTS_MAX]; /* type index of each function import */
+    struct cursor funcs;                         /* the function section's entries */
     uint32_t n_funcs, n_func_imports, n_defined;
     uint32_t n_memories;
     bool have_code, have_datacount, have_data;
@@ -159,7 +175,7 @@ static int get_u32(struct parser *ps, struct cursor *c, uint32_t *out, const cha
 }
 
 /* A vector count: every element takes at least min_size bytes, so a count
- * the remaining bytes cannot hold is refused before anything is allocated. */
+ * the remaining bytes cannot hold is refused before it is used. */
 static int get_count(struct parser *ps, struct cursor *c, uint32_t *out, size_t min_size,
                      const char *what)
 {
@@ -292,16 +308,17 @@ static int read_types(struct parser *ps, struct cursor *c)
     if (rv != 0) {
         return rv;
     }
-    if (n > 0) {
-        ps->types = jinn_calloc(n, sizeof *ps->types);
-        if (ps->types == NULL) {
-            fail(ps, "out of memory reading the type section");
-            return JINN_ENOMEM;
-        }
+    if (n > TYPES_MAX) {
+        return fail(ps, "section 1 (type): %u types, more than the %u engines allow", n,
+                    TYPES_MAX);
     }
+    ps->type_stride = n / TYPE_MARKS + 1;
     for (uint32_t i = 0; i < n; i++) {
-        struct functype *ft = &ps->types[i];
+        struct functype ft;
         uint8_t form = 0;
+        if (i % ps->type_stride == 0) {
+            ps->type_mark[i / ps->type_stride] = c->p;
+        }
         if ((rv = get_u8(ps, c, &form)) != 0) {
             return rv;
         }
@@ -309,13 +326,39 @@ static int read_types(struct parser *ps, struct cursor *c)
             return fail(ps, "section 1 (type): type %u is not a function type (0x%02x)", i,
                         form);
         }
-        if ((rv = read_valtypes(ps, c, &ft->params, &ft->n_params)) != 0 ||
-            (rv = read_valtypes(ps, c, &ft->results, &ft->n_results)) != 0) {
+        if ((rv = read_valtypes(ps, c, &ft.params, &ft.n_params)) != 0 ||
+            (rv = read_valtypes(ps, c, &ft.results, &ft.n_results)) != 0) {
             return rv;
         }
-        ps->n_types = i + 1;
     }
+    ps->n_types = n;
+    ps->types_end = c->p;
     return 0;
+}
+
+/* Type idx (< n_types) of the type section read above, which is well-formed
+ * up to types_end. */
+static int type_at(struct parser *ps, uint32_t idx, struct functype *ft)
+{
+    struct cursor c = {ps->type_mark[idx / ps->type_stride], ps->types_end};
+    uint8_t form = 0;
+    int rv = 0;
+    for (uint32_t i = idx - idx % ps->type_stride;; i++) {
+        if ((rv = get_u8(ps, &c, &form)) != 0 ||
+            (rv = get_u32(ps, &c, &ft->n_params, "a value type count")) != 0) {
+            return rv;
+        }
+        ft->params = c.p;
+        c.p += ft->n_params;
+        if ((rv = get_u32(ps, &c, &ft->n_results, "a value type count")) != 0) {
+            return rv;
+        }
+        ft->results = c.p;
+        c.p += ft->n_results;
+        if (i == idx) {
+            return 0;
+        }
+    }
 }
 
 static int read_limits(struct parser *ps, struct cursor *c, uint32_t *min, uint32_t *max,
@@ -466,20 +509,11 @@ static int read_imports(struct parser *ps, struct cursor *c)
     if (rv != 0) {
         return rv;
     }
-    if (n > 0) {
-        /* At most n of them are functions; JINN_WASM_IMPORTS_MAX bounds
-         * what is kept. */
-        ps->func_types = jinn_calloc(n < JINN_WASM_IMPORTS_MAX + 1 ? n : JINN_WASM_IMPORTS_MAX + 1,
-                                     sizeof *ps->func_types);
-        if (ps->func_types == NULL) {
-            fail(ps, "out of memory reading the import section");
-            return JINN_ENOMEM;
-        }
-    }
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *mod, *name;
         uint32_t modlen, namelen, idx;
         uint8_t kind = 0;
+        struct functype ft;
         char pm[48], pn[80];
         if ((rv = get_name(ps, c, &mod, &modlen)) != 0 ||
             (rv = get_name(ps, c, &name, &namelen)) != 0 || (rv = get_u8(ps, c, &kind)) != 0) {
@@ -514,10 +548,11 @@ static int read_imports(struct parser *ps, struct cursor *c)
             return fail(ps, "import %s.%s uses type %u, but the module has %u types", pm, pn,
                         idx, ps->n_types);
         }
-        if ((rv = check_import(ps, mod, modlen, name, namelen, &ps->types[idx])) != 0) {
+        if ((rv = type_at(ps, idx, &ft)) != 0 ||
+            (rv = check_import(ps, mod, modlen, name, namelen, &ft)) != 0) {
             return rv;
         }
-        ps->func_types[ps->n_func_imports++] = idx;
+        ps->import_type[ps->n_func_imports++] = idx;
         ps->n_funcs = ps->n_func_imports;
     }
     return 0;
@@ -525,22 +560,18 @@ static int read_imports(struct parser *ps, struct cursor *c)
 
 static int read_functions(struct parser *ps, struct cursor *c)
 {
-    uint32_t n, *grown;
+    uint32_t n;
     int rv = get_count(ps, c, &n, 1, "the function count");
     if (rv != 0) {
         return rv;
     }
-    if (n > UINT32_MAX - JINN_WASM_IMPORTS_MAX - 1) {
-        return fail(ps, "section 3 (function): %u functions is too many", n);
+    if (n > FUNCTIONS_MAX) {
+        return fail(ps, "section 3 (function): %u functions, more than the %u engines allow",
+                    n, FUNCTIONS_MAX);
     }
     ps->n_defined = n;
     ps->n_funcs = ps->n_func_imports + n;
-    grown = jinn_realloc(ps->func_types, ((size_t)ps->n_funcs + 1) * sizeof *grown);
-    if (grown == NULL) {
-        fail(ps, "out of memory reading the function section");
-        return JINN_ENOMEM;
-    }
-    ps->func_types = grown;
+    ps->funcs.p = c->p;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t idx;
         if ((rv = get_u32(ps, c, &idx, "a type index")) != 0) {
@@ -551,8 +582,8 @@ static int read_functions(struct parser *ps, struct cursor *c)
                             "has %u types",
                         ps->n_func_imports + i, idx, ps->n_types);
         }
-        ps->func_types[ps->n_func_imports + i] = idx;
     }
+    ps->funcs.end = c->p;
     return 0;
 }
 
@@ -592,6 +623,10 @@ static int read_exports(struct parser *ps, struct cursor *c)
     int rv = get_count(ps, c, &n, 3, "the export count");
     if (rv != 0) {
         return rv;
+    }
+    if (n > EXPORTS_MAX) {
+        return fail(ps, "section 7 (export): %u exports, more than the %u engines allow", n,
+                    EXPORTS_MAX);
     }
     /* Export names are unique by the spec; wasm-validate checks that for
      * all of them, this only for the two jinn reads. */
@@ -715,7 +750,10 @@ static int read_section(struct parser *ps, int id, struct cursor *c)
 static int finish(struct parser *ps)
 {
     const struct functype *ft;
+    struct functype ftype;
+    uint32_t idx = 0;
     char sig[64];
+    int rv;
 
     if (ps->n_defined > 0 && !ps->have_code) {
         return fail(ps, "the module declares %u functions but has no code section",
@@ -735,7 +773,21 @@ static int finish(struct parser *ps)
     if (!ps->memory_found) {
         return fail(ps, "no exported memory named \"memory\"");
     }
-    ft = &ps->types[ps->func_types[ps->start_func]];
+    if (ps->start_func < ps->n_func_imports) {
+        idx = ps->import_type[ps->start_func];
+    } else {
+        /* The function section was read whole: find _start's entry. */
+        struct cursor c = ps->funcs;
+        for (uint32_t i = ps->n_func_imports; i <= ps->start_func; i++) {
+            if ((rv = get_u32(ps, &c, &idx, "a type index")) != 0) {
+                return rv;
+            }
+        }
+    }
+    if ((rv = type_at(ps, idx, &ftype)) != 0) {
+        return rv;
+    }
+    ft = &ftype;
     if (ft->n_params != 0 || ft->n_results != 0) {
         describe_type(sig, sizeof sig, ft);
         return fail(ps, "_start has type %s; it must take and return nothing", sig);
@@ -828,14 +880,12 @@ int jinn_wasm_inspect(const void *bytes, size_t len, struct jinn_wasm_info *info
     ps.section = -1;
     rv = finish(&ps);
 cleanup:
-    jinn_free(ps.types);
-    jinn_free(ps.func_types);
     if (rv != 0) {
         memset(info, 0, sizeof *info);
         if (err != NULL && errlen > 0 && err[0] == '\0') {
             snprintf(err, errlen, "malformed module");
         }
-        return rv == JINN_ENOMEM ? JINN_ENOMEM : JINN_EINVAL;
+        return JINN_EINVAL;
     }
     return 0;
 }

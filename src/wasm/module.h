@@ -41,8 +41,8 @@ struct jinn_wasm_info {
  * JINN_WASM_IMPORTS_MAX imports; it does not export `_start` as a function
  * of type [] -> [] or does not export its memory as "memory"; or it has a
  * start section (code that would run at instantiation).
- * It may also return JINN_ENOMEM (err says so): it allocates a few words per
- * declared type and function while reading. */
+ * It allocates nothing, so it cannot fail for a local reason: the answer
+ * depends on the bytes alone. */
 int jinn_wasm_inspect(const void *bytes, size_t len, struct jinn_wasm_info *info, char *err,
                       size_t errlen);
 

@@ -4,6 +4,7 @@
  * failure, a missing tool named, and shutdown in the middle of a build
  * neither hanging nor leaking nor calling back. */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "error.h"
 #include "sha256.h"
 #include "unit.h"
+#include "wasm/abi.h"
 #include "wasm/compile.h"
 #include "wat.h"
 
@@ -189,6 +191,21 @@ TEST(wasm_compile_build_then_cache_hit_after_restart)
              f.so);
     CHECK(access(path, F_OK) == 0);
     CHECK_INT(stat(f.so, &st1), 0);
+    /* It loads: every symbol it needs is one jinn defines (this binary
+     * links the same objects, with -rdynamic), and it carries the glue's
+     * entry points. */
+    {
+        void *h = dlopen(f.so, RTLD_NOW | RTLD_LOCAL);
+        const unsigned *version;
+        if (h == NULL) {
+            fprintf(stderr, "  dlopen: %s\n", dlerror());
+        }
+        CHECK(h != NULL);
+        version = dlsym(h, "jinn_mod_glue_version");
+        CHECK(version != NULL && *version == JINN_WASM_GLUE_VERSION);
+        CHECK(dlsym(h, "jinn_mod_start") != NULL && dlsym(h, "jinn_mod_instantiate") != NULL);
+        dlclose(h);
+    }
     CHECK_INT(finish_loop(&loop), 0);
 
     /* A restart: a new compile thread, the same data_dir. */
@@ -312,6 +329,27 @@ TEST(wasm_compile_wasm2c_message)
     fixture_free(&f);
 }
 
+/* SIMD: wasm-validate accepts it, Debian 12's wasm2c cannot translate it
+ * (by default it aborts without a word); the message says so. */
+TEST(wasm_compile_simd_named)
+{
+    static struct fixture f;
+    static struct result r;
+    uv_loop_t loop;
+
+    CHECK_INT(fixture_init(&f, "(module (memory (export \"memory\") 1)\n"
+                               "  (func (export \"_start\") (drop (i32x4.add "
+                               "(v128.const i32x4 1 2 3 4) (v128.const i32x4 5 6 7 8)))))\n"),
+              0);
+    CHECK_INT(uv_loop_init(&loop), 0);
+    CHECK_INT(compile(&loop, &f, &r), 0);
+    CHECK_INT(r.code, JINN_EINVAL);
+    CHECK(strncmp(r.message, "wasm2c: ", 8) == 0);
+    CHECK(strstr(r.message, "SIMD") != NULL);
+    CHECK_INT(finish_loop(&loop), 0);
+    fixture_free(&f);
+}
+
 TEST(wasm_compile_refusals)
 {
     static struct fixture f;
@@ -330,6 +368,24 @@ TEST(wasm_compile_refusals)
     CHECK_INT(compile(&loop, &f, &r), 0);
     CHECK_INT(r.code, JINN_EINVAL);
     CHECK(strstr(r.message, "do not match its sha256") != NULL);
+
+    /* A data_dir where nothing can be created. */
+    f.sha[0] ^= 1;
+    {
+        char notdir[128];
+        FILE *fp;
+        snprintf(notdir, sizeof notdir, "%s/file", f.dir);
+        fp = fopen(notdir, "w");
+        CHECK(fp != NULL);
+        fclose(fp);
+        memset(&r, 0, sizeof r);
+        CHECK_INT(jinn_wasm_compile(&loop, notdir, f.sha, f.mod.data, f.mod.len, on_compiled, &r),
+                  0);
+        CHECK_INT(wait_result(&loop, &r, 60000), 0);
+        CHECK_INT(r.code, JINN_EIO);
+        CHECK(strstr(r.message, "cannot create data_dir/fn/") != NULL);
+        CHECK(strstr(r.message, f.dir) == NULL);
+    }
 
     CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, NULL, 1, on_compiled, &r), JINN_EINVAL);
     CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, f.mod.data, f.mod.len, NULL, &r),
@@ -416,6 +472,16 @@ static int processes_mentioning(const char *s)
         closedir(d);
     }
     return found;
+}
+
+/* A file in data_dir/fn/<sha hex>/. */
+static int exists_in_dir(const char *data_dir, const uint8_t sha[JINN_SHA256_LEN],
+                         const char *name)
+{
+    char hex[JINN_SHA256_HEX_LEN + 1], path[4300];
+    jinn_sha256_hex(sha, hex);
+    snprintf(path, sizeof path, "%s/fn/%s/%s", data_dir, hex, name);
+    return access(path, F_OK) == 0;
 }
 
 static int exists_in(const char *so, const char *name)
@@ -553,5 +619,92 @@ TEST(wasm_compile_cancel)
     CHECK(sum_matches(&f));
     CHECK_INT(finish_loop(&loop), 0);
     CHECK_INT(ra.calls, 0);
+    fixture_free(&f);
+}
+
+/* Modules already built are ready without waiting behind a build queued
+ * before them: every queued job's cache is checked before the next build
+ * starts (a restart with one uncached module among many). */
+TEST(wasm_compile_cache_hits_pass_queued_builds)
+{
+    static struct fixture good, x, y;
+    static struct result rg, rx, ry, rz;
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    uv_loop_t loop;
+    char *tx = big_wat(300), *ty = big_wat(3000);
+
+    CHECK(tx != NULL && ty != NULL);
+    CHECK_INT(fixture_init(&good, good_wat), 0);
+    CHECK_INT(fixture_init(&x, tx), 0);
+    CHECK_INT(fixture_init(&y, ty), 0);
+    jinn_free(tx);
+    jinn_free(ty);
+    CHECK_INT(uv_loop_init(&loop), 0);
+    CHECK_INT(compile(&loop, &good, &rg), 0);
+    CHECK_INT(rg.code, 0);
+
+    /* x builds; y (uncached) and z (good again: cached) queue behind it. */
+    memset(&rx, 0, sizeof rx);
+    memset(&ry, 0, sizeof ry);
+    memset(&rz, 0, sizeof rz);
+    CHECK_INT(jinn_wasm_compile(&loop, good.dir, x.sha, x.mod.data, x.mod.len, on_compiled, &rx),
+              0);
+    for (int i = 0; i < 12000 && !exists_in_dir(good.dir, x.sha, "glue.c"); i++) {
+        nanosleep(&pause, NULL);
+    }
+    CHECK(exists_in_dir(good.dir, x.sha, "glue.c"));
+    CHECK_INT(jinn_wasm_compile(&loop, good.dir, y.sha, y.mod.data, y.mod.len, on_compiled, &ry),
+              0);
+    CHECK_INT(jinn_wasm_compile(&loop, good.dir, good.sha, good.mod.data, good.mod.len,
+                                on_compiled, &rz),
+              0);
+    CHECK_INT(wait_result(&loop, &rz, 120000), 0);
+    CHECK_INT(rz.code, 0);
+    CHECK_INT(rz.ms, 0);
+    CHECK_INT(ry.calls, 0); /* y's build had not even started */
+    CHECK_INT(finish_loop(&loop), 0);
+    fixture_free(&good);
+    fixture_free(&x);
+    fixture_free(&y);
+}
+
+/* A tool past its time limit is killed with its process group and the
+ * compile fails saying so; one past its memory limit fails with the
+ * compiler's own message. Neither touches the caller. */
+TEST(wasm_compile_tool_limits)
+{
+    static struct fixture f;
+    static struct result r;
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    uv_loop_t loop;
+    char *text = big_wat(3000);
+    double waited = 0;
+
+    CHECK(text != NULL);
+    CHECK_INT(fixture_init(&f, text), 0);
+    jinn_free(text);
+    CHECK_INT(uv_loop_init(&loop), 0);
+
+    jinn_wasm_compile_set_limits(300, 0);
+    CHECK_INT(compile(&loop, &f, &r), 0);
+    CHECK_INT(r.code, JINN_ETIMEOUT);
+    CHECK(strstr(r.message, "ran longer than 0.3 s and was killed") != NULL);
+    CHECK(strncmp(r.message, "wasm2c ", 7) == 0 || strncmp(r.message, "cc ", 3) == 0);
+    CHECK(!exists_in(f.so, "module.so"));
+    while (processes_mentioning(f.dir) > 0 && waited < 5) {
+        nanosleep(&pause, NULL);
+        waited += 0.01;
+    }
+    CHECK_INT(processes_mentioning(f.dir), 0);
+
+    jinn_wasm_compile_set_limits(0, 64u << 20);
+    CHECK_INT(compile(&loop, &f, &r), 0);
+    jinn_wasm_compile_set_limits(0, 0);
+    CHECK(r.code != 0);
+    CHECK(strstr(r.message, "memory") != NULL);
+    CHECK(strncmp(r.message, "wasm2c: ", 8) == 0 || strncmp(r.message, "cc: ", 4) == 0);
+    CHECK(!exists_in(f.so, "module.so"));
+
+    CHECK_INT(finish_loop(&loop), 0);
     fixture_free(&f);
 }
