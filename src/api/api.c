@@ -63,6 +63,7 @@ static const struct jinn_route routes[] = {
     {"GET", "/v1/functions/{}", jinn_api_fn_show, 0},
     {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
     {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}/module", jinn_api_fn_module, 0},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

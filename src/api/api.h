@@ -205,6 +205,8 @@ void jinn_api_fn_show(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args);
 void jinn_api_fn_delete(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
+void jinn_api_fn_module(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args);
 void jinn_api_fn_rollback(struct jinn_api *api, struct jinn_http_request *req,
                           const struct jinn_route_args *args);
 /* Removes temporary modules a crash left in data_dir (start). */

@@ -171,6 +171,11 @@ static int settings_from_query(const char *q, size_t qlen, struct jinn_fn_settin
             val[0] = '\0';
         }
         i = end + 1;
+        if (vn >= 0 && !jinn_utf8_valid(val, (size_t)vn)) {
+            snprintf(msg, msglen, "query parameter %s: not UTF-8", key);
+            jinn_free(val);
+            return JINN_EINVAL;
+        }
         if (vn < 0 || strlen(val) != (size_t)vn) {
             snprintf(msg, msglen, "query parameter %s: malformed, too long (over %u bytes) or "
                                   "holding a NUL",
@@ -866,6 +871,47 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_wasm_runner_describe(api->wasm, name, obj);
     }
     jinn_http_reply_json(req, 200, obj);
+}
+
+static void module_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    char name[JINN_FN_NAME_MAX + 1], sha[65], num[24];
+    const struct jinn_fn *f;
+    const struct jinn_fn_version *v;
+    uint64_t version;
+    if (!name_from_path(req, name, true) ||
+        !jinn_api_uint_or_reply(req, NULL, "version", 0, 0, UINT64_MAX >> 1, &version)) {
+        return;
+    }
+    f = jinn_fns_get(&fsm->fns, name);
+    if (f == NULL) {
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such function");
+        return;
+    }
+    v = version != 0     ? jinn_fn_version_find(f, version)
+        : f->active      ? f->active
+        : f->n_versions ? &f->versions[f->n_versions - 1]
+                         : NULL;
+    if (v == NULL) {
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such version kept");
+        return;
+    }
+    hex(v->sha256, sha);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)v->version);
+    jinn_http_add_header(req, "X-Jinn-Fn-Version", num);
+    jinn_http_add_header(req, "X-Jinn-Fn-Sha256", sha);
+    jinn_http_reply(req, 200, "application/wasm", v->module, v->module_len);
+}
+
+void jinn_api_fn_module(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_route_args *args)
+{
+    char name[JINN_FN_NAME_MAX + 1];
+    (void)args;
+    if (name_from_path(req, name, true)) {
+        jinn_api_read_or_reply(api, req, false, module_now);
+    }
 }
 
 void jinn_api_fn_show(struct jinn_api *api, struct jinn_http_request *req,

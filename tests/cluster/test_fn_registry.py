@@ -149,7 +149,8 @@ def test_hostile_deploys_are_refused_with_the_reason(one, tmp_path):
                          ({"env": "1X=y"}, "env"), ({"env": "novalue"}, "env"),
                          ({"db": "bad db"}, "db"), ({"ns": ""}, "ns"),
                          ({"kv_read": ""}, "kv_read"), ({"colour": "blue"}, "colour"),
-                         ({"route": ["/a", "/b"]}, "twice")]:
+                         ({"route": ["/a", "/b"]}, "twice"),
+                         ({"kv_read": b"\xff"}, "UTF-8")]:
         code, out = deploy(node, "f", hello, **params)
         assert code == 400 and word in out["message"], (params, out)
     code, out = deploy(node, "f", hello, env=[f"K{i}=v" for i in range(65)])
@@ -231,6 +232,14 @@ def test_versions_rollback_delete_purge(one, tmp_path):
     code, out = fn(node, "GET", "/greet")
     assert [v["version"] for v in out["versions_kept"]] == [5, 6, 7, 8, 9], out
     assert out["version"] == 9
+
+    # The bytes of a kept version, and of the active one.
+    code, h, body = node.request("/v1/functions/greet/module?version=5")
+    assert code == 200 and body == hello2 and h.get("X-Jinn-Fn-Version") == "5", (code, h)
+    code, h, body = node.request("/v1/functions/greet/module")
+    assert code == 200 and body == hello2 and h.get("X-Jinn-Fn-Version") == "9", (code, h)
+    code, _, body = node.request("/v1/functions/greet/module?version=1")
+    assert code == 404, body
 
     code, out = fn(node, "GET", "?limit=1")
     assert code == 200 and [f["name"] for f in out["functions"]] == ["greet"] and out["more"]
