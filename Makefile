@@ -104,12 +104,15 @@ build/bench/compile_time: tests/wasmtool/compile_time.c $(filter-out build/rel/s
 	@mkdir -p build/bench
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 
-# jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare).
+# jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare),
+# then functions (bench/fn: hello warm and cold, node:wasi as the peer, compile time).
 bench: deps build/jinn build/bench/load
 	@scripts/install-deps.sh --bench
 	$(MAKE) build/bench/nats_load
 	bench/run
 	bench/compare
+	$(MAKE) build/wasm/hello.wasm build/bench/compile_time
+	bench/fn
 
 # WebAssembly guests for the function tests and the benchmark: every
 # tests/wasm/[DIR/]NAME.c, NAME.rs and NAME.wat becomes build/wasm/[DIR/]NAME.wasm

@@ -37,20 +37,20 @@
 #include "wasm/proto.h"
 
 #define HOST_FAIL UINT32_C(0xFFFFFFFF)
-#define HOST_NS_MAX 64              /* namespaces and database names */
-#define HOST_LOCKS_MAX 64           /* locks one invocation may hold at once */
-#define HOST_SQL_MAX (256u << 10)   /* statement text (the API's own limit) */
+#define HOST_NS_MAX 64                /* namespaces and database names */
+#define HOST_LOCKS_MAX 64             /* locks one invocation may hold at once */
+#define HOST_SQL_MAX (256u << 10)     /* statement text (the API's own limit) */
 #define HOST_DB_RESULT_MAX (8u << 20) /* JSON a host_db_query answer may be */
 #define HOST_QUEUE_PREFIX "WORKERS_"
 #define HOST_QUEUE_PREFIX_LEN 8
 #define HOST_ENQUEUE_NAME_MAX (JINN_QUEUE_NAME_MAX - HOST_QUEUE_PREFIX_LEN)
-#define HOST_RELEASE_TRIES 4        /* background releases at the end */
-#define HOST_RELEASE_DELAY_MS 250   /* doubled after every failed try */
-#define HOST_LOG_PER_SEC 50         /* log lines per second, all functions together */
+#define HOST_RELEASE_TRIES 4      /* background releases at the end */
+#define HOST_RELEASE_DELAY_MS 250 /* doubled after every failed try */
+#define HOST_LOG_PER_SEC 50       /* log lines per second, all functions together */
 #define HOST_LOG_LINE_MAX 512
 #define HOST_TRACE_MAX 64
-#define HOST_STATS_MAX JINN_FN_MAX  /* functions with their own counters */
-#define HOST_FETCH_MARGIN_MS 1000   /* past request_timeout: the API answers first */
+#define HOST_STATS_MAX JINN_FN_MAX /* functions with their own counters */
+#define HOST_FETCH_MARGIN_MS 1000  /* past request_timeout: the API answers first */
 
 struct held {
     struct held *next;
@@ -124,10 +124,10 @@ struct call {
     jinn_wasm_reply_fn reply;
     void *data;
     uint64_t ttl_ms;
-    uint64_t token;  /* REFRESH / UNLOCK: the token held */
+    uint64_t token;                     /* REFRESH / UNLOCK: the token held */
     char fence[JINN_LOCK_NAME_MAX + 1]; /* the fencing lock of a write, "" = none */
-    bool with;       /* a WITH statement: may be retried as an exec */
-    size_t text_len; /* key, lock name or SQL */
+    bool with;                          /* a WITH statement: may be retried as an exec */
+    size_t text_len;                    /* key, lock name or SQL */
     char text[];
 };
 
@@ -253,28 +253,42 @@ static bool has_prefix(char **prefixes, const size_t *lens, unsigned n, const ch
 static const char *call_name(int call)
 {
     switch (call) {
-    case JINN_SBX_LOG: return "host_log";
-    case JINN_SBX_KV_SET: return "host_kv_set";
-    case JINN_SBX_KV_GET: return "host_kv_get";
-    case JINN_SBX_MUTEX_LOCK: return "host_mutex_lock";
-    case JINN_SBX_MUTEX_UNLOCK: return "host_mutex_unlock";
-    case JINN_SBX_DB_QUERY: return "host_db_query";
-    case JINN_SBX_ENQUEUE: return "host_enqueue";
-    default: return "unknown";
+    case JINN_SBX_LOG:
+        return "host_log";
+    case JINN_SBX_KV_SET:
+        return "host_kv_set";
+    case JINN_SBX_KV_GET:
+        return "host_kv_get";
+    case JINN_SBX_MUTEX_LOCK:
+        return "host_mutex_lock";
+    case JINN_SBX_MUTEX_UNLOCK:
+        return "host_mutex_unlock";
+    case JINN_SBX_DB_QUERY:
+        return "host_db_query";
+    case JINN_SBX_ENQUEUE:
+        return "host_enqueue";
+    default:
+        return "unknown";
     }
 }
 
 static int step_call(enum step s)
 {
     switch (s) {
-    case STEP_KV_GET: return JINN_SBX_KV_GET;
-    case STEP_KV_SET: return JINN_SBX_KV_SET;
+    case STEP_KV_GET:
+        return JINN_SBX_KV_GET;
+    case STEP_KV_SET:
+        return JINN_SBX_KV_SET;
     case STEP_LOCK:
-    case STEP_REFRESH: return JINN_SBX_MUTEX_LOCK;
-    case STEP_UNLOCK: return JINN_SBX_MUTEX_UNLOCK;
+    case STEP_REFRESH:
+        return JINN_SBX_MUTEX_LOCK;
+    case STEP_UNLOCK:
+        return JINN_SBX_MUTEX_UNLOCK;
     case STEP_QUERY:
-    case STEP_EXEC: return JINN_SBX_DB_QUERY;
-    case STEP_ENQUEUE: return JINN_SBX_ENQUEUE;
+    case STEP_EXEC:
+        return JINN_SBX_DB_QUERY;
+    case STEP_ENQUEUE:
+        return JINN_SBX_ENQUEUE;
     }
     return 0;
 }
@@ -429,8 +443,8 @@ struct jinn_wasm_inv *jinn_wasm_inv_begin(struct jinn_wasm_host *h, const char *
     /* Trace ids come from clients: keep a safe subset for log lines. */
     for (size_t i = 0; trace_id != NULL && trace_id[i] != '\0' && i < HOST_TRACE_MAX; i++) {
         char ch = trace_id[i];
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                  ch == '-' || ch == '_' || ch == '.' || ch == ':';
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == ':';
         inv->trace[i] = ok ? ch : '?';
     }
     snprintf(inv->owner, sizeof inv->owner, "fn/%s/%s/%" PRIu64, inv->fn,
@@ -499,7 +513,8 @@ static void release_done(void *data, int code, const struct jinn_http_msg *head,
     (void)body;
     (void)body_len;
     /* 200 released; 409 not ours any more (expired, taken over); 404 gone. */
-    if (code == JINN_OK && (head->status == 200 || head->status == 409 || head->status == 404)) {
+    if (code == JINN_OK &&
+        (head->status == 200 || head->status == 409 || head->status == 404)) {
         if (h != NULL && head->status == 200) {
             stats_of(h, r->fn)->c.locks_released_at_end++;
         }
@@ -509,8 +524,10 @@ static void release_done(void *data, int code, const struct jinn_http_msg *head,
     if (h == NULL || r->tries >= HOST_RELEASE_TRIES || !r->timer_open) {
         if (h != NULL) {
             stats_of(h, r->fn)->c.lock_release_failures++;
-            host_log(h, r->fn, "", "could not release lock \"%.64s\" (token %" PRIu64
-                     ") after %u tries; its TTL frees it", r->name, r->token, r->tries);
+            host_log(h, r->fn, "",
+                     "could not release lock \"%.64s\" (token %" PRIu64
+                     ") after %u tries; its TTL frees it",
+                     r->name, r->token, r->tries);
         }
         release_free(r);
         return;
@@ -584,7 +601,7 @@ static void call_finish(struct call *c, uint32_t result, const void *bytes, size
 {
     struct jinn_wasm_inv *inv = c->inv;
     struct stats *st = stats_of(c->h, inv->fn);
-    if (result == HOST_FAIL || (c->step >= STEP_QUERY && c->step <= STEP_EXEC && len > 2 &&
+    if (result == HOST_FAIL || (c->step >= STEP_QUERY && c->step <= STEP_EXEC && len >= 9 &&
                                 memcmp(bytes, "[{\"error\"", 9) == 0)) {
         st->c.failed++;
     }
@@ -608,16 +625,17 @@ static void call_send(struct call *c, const char *method, struct jinn_wbuf *targ
                                          body_len, c->h->fetch_timeout_ms, on_response, c);
     jinn_wbuf_free(target);
     if (rv != 0) {
-        INV_LOG(c->inv, "%s: could not reach this node's API: %s", call_name(step_call(c->step)),
-                jinn_error_name(rv));
+        INV_LOG(c->inv, "%s: could not reach this node's API: %s",
+                call_name(step_call(c->step)), jinn_error_name(rv));
         if (c->step == STEP_QUERY || c->step == STEP_EXEC) {
             static const char err[] = "[{\"error\":\"could not reach this node's API\"}]";
             call_finish(c, sizeof err - 1, err, sizeof err - 1);
         } else {
-            call_finish(c, c->step == STEP_LOCK || c->step == STEP_REFRESH ||
-                                   c->step == STEP_UNLOCK
-                               ? 0
-                               : HOST_FAIL,
+            call_finish(c,
+                        c->step == STEP_LOCK || c->step == STEP_REFRESH ||
+                                c->step == STEP_UNLOCK
+                            ? 0
+                            : HOST_FAIL,
                         NULL, 0);
         }
         return;
@@ -683,9 +701,10 @@ static void error_text(int code, const struct jinn_http_msg *head, const char *b
 {
     json_t *j;
     if (code != JINN_OK) {
-        snprintf(out, cap, "%s", code == JINN_EUNKNOWN ? "no answer from this node's API "
-                                                         "(outcome unknown)"
-                                                       : "could not reach this node's API");
+        snprintf(out, cap, "%s",
+                 code == JINN_EUNKNOWN ? "no answer from this node's API "
+                                         "(outcome unknown)"
+                                       : "could not reach this node's API");
         return;
     }
     j = body_len > 0 && body_len < 65536 ? json_loadb(body, body_len, 0, NULL) : NULL;
@@ -764,9 +783,8 @@ static uint64_t token_of(const char *body, size_t body_len)
 {
     json_t *j = json_loadb(body, body_len, 0, NULL);
     json_t *t = json_object_get(j, "token");
-    uint64_t token = json_is_integer(t) && json_integer_value(t) > 0
-                         ? (uint64_t)json_integer_value(t)
-                         : 0;
+    uint64_t token =
+        json_is_integer(t) && json_integer_value(t) > 0 ? (uint64_t)json_integer_value(t) : 0;
     json_decref(j);
     return token;
 }
@@ -825,8 +843,9 @@ static void answer_rows(struct call *c, const char *body, size_t body_len)
      * an answer far past outmax cannot fit: do not even parse it. */
     if (body_len > HOST_DB_RESULT_MAX || body_len > 2 * (size_t)c->outmax + 65536) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the result (about %zu bytes) does not fit the %" PRIu32
-                 "-byte buffer", body_len, c->outmax);
+        snprintf(msg, sizeof msg,
+                 "the result (about %zu bytes) does not fit the %" PRIu32 "-byte buffer",
+                 body_len, c->outmax);
         INV_LOG(c->inv, "host_db_query: %s", msg);
         finish_error_row(c, msg);
         return;
@@ -862,8 +881,9 @@ static void answer_rows(struct call *c, const char *body, size_t body_len)
     }
     if (strlen(text) > c->outmax) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the result (%zu bytes) does not fit the %" PRIu32
-                 "-byte buffer", strlen(text), c->outmax);
+        snprintf(msg, sizeof msg,
+                 "the result (%zu bytes) does not fit the %" PRIu32 "-byte buffer",
+                 strlen(text), c->outmax);
         INV_LOG(c->inv, "host_db_query: %s", msg);
         finish_error_row(c, msg);
     } else {
@@ -893,7 +913,8 @@ static void answer_exec(struct call *c, const char *body, size_t body_len)
 static void fenced_out(struct call *c, const char *what)
 {
     stats_of(c->h, c->inv->fn)->c.fenced_out++;
-    INV_LOG(c->inv, "%s refused: lock \"%.64s\" (token %" PRIu64 ") was lost before the write "
+    INV_LOG(c->inv,
+            "%s refused: lock \"%.64s\" (token %" PRIu64 ") was lost before the write "
             "(its TTL ran out and someone else may hold it); nothing was written",
             what, c->fence, c->token);
 }
@@ -916,8 +937,10 @@ static void on_response(void *data, int code, const struct jinn_http_msg *head,
     case STEP_KV_GET:
         if (status == 200) {
             if (body_len > c->outmax) {
-                INV_LOG(inv, "host_kv_get \"%s\": the value (%zu bytes) does not fit the "
-                        "%" PRIu32 "-byte buffer", key, body_len, c->outmax);
+                INV_LOG(inv,
+                        "host_kv_get \"%s\": the value (%zu bytes) does not fit the "
+                        "%" PRIu32 "-byte buffer",
+                        key, body_len, c->outmax);
                 call_finish(c, HOST_FAIL, NULL, 0);
             } else {
                 call_finish(c, (uint32_t)body_len, body, body_len);
@@ -1003,8 +1026,10 @@ static void on_response(void *data, int code, const struct jinn_http_msg *head,
         }
         if (status == 409 || status == 404) {
             held_remove(inv, c->text, c->text_len);
-            INV_LOG(inv, "host_mutex_unlock \"%s\": the lock was lost before the unlock (its "
-                    "TTL ran out)", key);
+            INV_LOG(inv,
+                    "host_mutex_unlock \"%s\": the lock was lost before the unlock (its "
+                    "TTL ran out)",
+                    key);
             call_finish(c, 0, NULL, 0);
             return;
         }
@@ -1034,8 +1059,8 @@ static void on_response(void *data, int code, const struct jinn_http_msg *head,
         }
         if (status == 409 && c->fence[0] != '\0') {
             fenced_out(c, "host_db_query (a write)");
-            snprintf(err, sizeof err, "fenced out: lock \"%.64s\" was lost; nothing was written",
-                     c->fence);
+            snprintf(err, sizeof err,
+                     "fenced out: lock \"%.64s\" was lost; nothing was written", c->fence);
         } else {
             error_text(code, head, body, body_len, err, sizeof err);
         }
@@ -1076,9 +1101,9 @@ static bool first_keyword_is(const char *s, size_t n, const char *kw)
     if (n - i < k || strncasecmp(s + i, kw, k) != 0) {
         return false;
     }
-    return i + k == n || !((s[i + k] >= 'a' && s[i + k] <= 'z') ||
-                           (s[i + k] >= 'A' && s[i + k] <= 'Z') ||
-                           (s[i + k] >= '0' && s[i + k] <= '9') || s[i + k] == '_');
+    return i + k == n ||
+           !((s[i + k] >= 'a' && s[i + k] <= 'z') || (s[i + k] >= 'A' && s[i + k] <= 'Z') ||
+             (s[i + k] >= '0' && s[i + k] <= '9') || s[i + k] == '_');
 }
 
 static void reply_now(struct jinn_wasm_inv *inv, jinn_wasm_reply_fn reply, void *data,
@@ -1170,8 +1195,10 @@ void jinn_wasm_inv_call(struct jinn_wasm_inv *inv, int call, uint32_t a, uint32_
     case JINN_SBX_KV_SET: {
         bool set = call == JINN_SBX_KV_SET;
         if (!key_valid(s1, n1)) {
-            deny(inv, call, reply, data, HOST_FAIL, "key \"%s\" (%zu bytes): keys are 1-%d "
-                 "bytes of UTF-8 without NUL", key, n1, JINN_KV_KEY_MAX);
+            deny(inv, call, reply, data, HOST_FAIL,
+                 "key \"%s\" (%zu bytes): keys are 1-%d "
+                 "bytes of UTF-8 without NUL",
+                 key, n1, JINN_KV_KEY_MAX);
             return;
         }
         if (!ns_valid(inv->ns, true)) {
@@ -1180,13 +1207,17 @@ void jinn_wasm_inv_call(struct jinn_wasm_inv *inv, int call, uint32_t a, uint32_
         }
         if (set ? !has_prefix(inv->kv_write, inv->kv_write_len, inv->n_kv_write, s1, n1)
                 : !has_prefix(inv->kv_read, inv->kv_read_len, inv->n_kv_read, s1, n1)) {
-            deny(inv, call, reply, data, HOST_FAIL, "key \"%s\" is outside the function's "
-                 "%s prefixes", key, set ? "kv_write" : "kv_read");
+            deny(inv, call, reply, data, HOST_FAIL,
+                 "key \"%s\" is outside the function's "
+                 "%s prefixes",
+                 key, set ? "kv_write" : "kv_read");
             return;
         }
         if (set && n2 > cfg->max_body_bytes) {
-            deny(inv, call, reply, data, HOST_FAIL, "key \"%s\": a value of %zu bytes is over "
-                 "max_body (%" PRIu64 ")", key, n2, cfg->max_body_bytes);
+            deny(inv, call, reply, data, HOST_FAIL,
+                 "key \"%s\": a value of %zu bytes is over "
+                 "max_body (%" PRIu64 ")",
+                 key, n2, cfg->max_body_bytes);
             return;
         }
         c = call_new(inv, set ? STEP_KV_SET : STEP_KV_GET, s1, n1, outmax, reply, data);
@@ -1217,14 +1248,17 @@ void jinn_wasm_inv_call(struct jinn_wasm_inv *inv, int call, uint32_t a, uint32_
         uint64_t ttl_ms = a == 0 ? inv->timeout_ms + 1000 : (uint64_t)a * 1000;
         const struct held *x;
         if (!lock_name_valid(s1, n1)) {
-            deny(inv, call, reply, data, 0, "lock name \"%s\" (%zu bytes): names are 1-%d bytes "
-                 "of UTF-8 without control bytes or blanks at either end", key, n1,
-                 JINN_LOCK_NAME_MAX);
+            deny(inv, call, reply, data, 0,
+                 "lock name \"%s\" (%zu bytes): names are 1-%d bytes "
+                 "of UTF-8 without control bytes or blanks at either end",
+                 key, n1, JINN_LOCK_NAME_MAX);
             return;
         }
         if (ttl_ms > cfg->lock_max_ttl_ms) {
-            deny(inv, call, reply, data, 0, "lock \"%s\": a TTL of %" PRIu32 " s is over "
-                 "lock_max_ttl (%" PRIu64 " ms)", key, a, cfg->lock_max_ttl_ms);
+            deny(inv, call, reply, data, 0,
+                 "lock \"%s\": a TTL of %" PRIu32 " s is over "
+                 "lock_max_ttl (%" PRIu64 " ms)",
+                 key, a, cfg->lock_max_ttl_ms);
             return;
         }
         x = held_find(inv, s1, n1);
@@ -1254,7 +1288,8 @@ void jinn_wasm_inv_call(struct jinn_wasm_inv *inv, int call, uint32_t a, uint32_
         return;
     }
     case JINN_SBX_MUTEX_UNLOCK: {
-        const struct held *x = n1 > 0 && n1 <= JINN_LOCK_NAME_MAX ? held_find(inv, s1, n1) : NULL;
+        const struct held *x =
+            n1 > 0 && n1 <= JINN_LOCK_NAME_MAX ? held_find(inv, s1, n1) : NULL;
         if (x == NULL) {
             reply_now(inv, reply, data, 0, NULL, 0); /* not held by this invocation */
             return;
@@ -1291,7 +1326,8 @@ void jinn_wasm_inv_call(struct jinn_wasm_inv *inv, int call, uint32_t a, uint32_
             return;
         }
         c->with = first_keyword_is(s1, n1, "with");
-        read = c->with || first_keyword_is(s1, n1, "select") || first_keyword_is(s1, n1, "values");
+        read =
+            c->with || first_keyword_is(s1, n1, "select") || first_keyword_is(s1, n1, "values");
         if (!read) {
             send_exec(c);
             return;
@@ -1314,14 +1350,17 @@ void jinn_wasm_inv_call(struct jinn_wasm_inv *inv, int call, uint32_t a, uint32_
     }
     case JINN_SBX_ENQUEUE:
         if (!fn_name_valid(s1, n1, HOST_ENQUEUE_NAME_MAX)) {
-            deny(inv, call, reply, data, HOST_FAIL, "function name \"%s\": [a-z0-9][a-z0-9_-]* "
-                 "of at most %d bytes (the queue is " HOST_QUEUE_PREFIX "<name>)", key,
-                 HOST_ENQUEUE_NAME_MAX);
+            deny(inv, call, reply, data, HOST_FAIL,
+                 "function name \"%s\": [a-z0-9][a-z0-9_-]* "
+                 "of at most %d bytes (the queue is " HOST_QUEUE_PREFIX "<name>)",
+                 key, HOST_ENQUEUE_NAME_MAX);
             return;
         }
         if (n2 > cfg->max_body_bytes) {
-            deny(inv, call, reply, data, HOST_FAIL, "a payload of %zu bytes is over max_body "
-                 "(%" PRIu64 ")", n2, cfg->max_body_bytes);
+            deny(inv, call, reply, data, HOST_FAIL,
+                 "a payload of %zu bytes is over max_body "
+                 "(%" PRIu64 ")",
+                 n2, cfg->max_body_bytes);
             return;
         }
         c = call_new(inv, STEP_ENQUEUE, s1, n1, 0, reply, data);
@@ -1441,17 +1480,18 @@ void jinn_wasm_host_metrics(const struct jinn_wasm_host *h, struct jinn_wbuf *ou
     static const int calls[] = {JINN_SBX_KV_SET,       JINN_SBX_KV_GET,   JINN_SBX_MUTEX_LOCK,
                                 JINN_SBX_MUTEX_UNLOCK, JINN_SBX_DB_QUERY, JINN_SBX_ENQUEUE};
     unsigned n = h->n_stats;
-#define HOST_SERIES(name, help, field)                                                          \
-    do {                                                                                        \
-        jinn_wbuf_printf(out, "# HELP " name " " help "\n# TYPE " name " counter\n");           \
-        for (unsigned i = 0; i <= n; i++) {                                                     \
-            const struct stats *s = i < n ? &h->stats[i] : &h->other;                           \
-            if (i < n || s->c.calls[JINN_SBX_KV_GET] + s->c.calls[JINN_SBX_KV_SET] +            \
-                                 s->c.calls[JINN_SBX_MUTEX_LOCK] > 0) {                         \
+#define HOST_SERIES(name, help, field)                                                         \
+    do {                                                                                       \
+        jinn_wbuf_printf(out, "# HELP " name " " help "\n# TYPE " name " counter\n");          \
+        for (unsigned i = 0; i <= n; i++) {                                                    \
+            const struct stats *s = i < n ? &h->stats[i] : &h->other;                          \
+            if (i < n || s->c.calls[JINN_SBX_KV_GET] + s->c.calls[JINN_SBX_KV_SET] +           \
+                                 s->c.calls[JINN_SBX_MUTEX_LOCK] >                             \
+                             0) {                                                              \
                 jinn_wbuf_printf(out, name "{function=\"%s\"} %" PRIu64 "\n", s->fn,           \
-                                 s->c.field);                                                   \
-            }                                                                                   \
-        }                                                                                       \
+                                 s->c.field);                                                  \
+            }                                                                                  \
+        }                                                                                      \
     } while (0)
 
     jinn_wbuf_printf(out, "# HELP jinn_fn_host_calls_total Host calls made by functions.\n"
@@ -1460,10 +1500,9 @@ void jinn_wasm_host_metrics(const struct jinn_wasm_host *h, struct jinn_wbuf *ou
         const struct stats *s = i < n ? &h->stats[i] : &h->other;
         for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++) {
             if (i < n || s->c.calls[calls[k]] > 0) {
-                jinn_wbuf_printf(out,
-                                 "jinn_fn_host_calls_total{function=\"%s\",call=\"%s\"} %" PRIu64
-                                 "\n",
-                                 s->fn, call_name(calls[k]), s->c.calls[calls[k]]);
+                jinn_wbuf_printf(
+                    out, "jinn_fn_host_calls_total{function=\"%s\",call=\"%s\"} %" PRIu64 "\n",
+                    s->fn, call_name(calls[k]), s->c.calls[calls[k]]);
             }
         }
     }
