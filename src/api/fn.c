@@ -171,6 +171,11 @@ static int settings_from_query(const char *q, size_t qlen, struct jinn_fn_settin
             val[0] = '\0';
         }
         i = end + 1;
+        if (vn >= 0 && !jinn_utf8_valid(val, (size_t)vn)) {
+            snprintf(msg, msglen, "query parameter %s: not UTF-8", key);
+            jinn_free(val);
+            return JINN_EINVAL;
+        }
         if (vn < 0 || strlen(val) != (size_t)vn) {
             snprintf(msg, msglen, "query parameter %s: malformed, too long (over %u bytes) or "
                                   "holding a NUL",

@@ -518,10 +518,9 @@ static void run_job(struct job *j)
     uint64_t t0 = now_ms();
     uint64_t timeout_ms = COMPILE_TOOL_TIMEOUT_BASE_MS +
                           (uint64_t)j->len * COMPILE_TOOL_TIMEOUT_PER_MIB_MS / (1u << 20);
+    uint64_t memory = COMPILE_TOOL_MEMORY;
     int rv;
     bool built = false;
-
-    uint64_t memory = COMPILE_TOOL_MEMORY;
 
     if (timeout_ms > COMPILE_TOOL_TIMEOUT_MAX_MS) {
         timeout_ms = COMPILE_TOOL_TIMEOUT_MAX_MS;
@@ -547,7 +546,8 @@ static void run_job(struct job *j)
     snprintf(fn_dir, sizeof fn_dir, "%s", j->dir);
     *strrchr(fn_dir, '/') = '\0';
     if (mkdir_one(fn_dir) != 0 || mkdir_one(j->dir) != 0) {
-        FAIL(JINN_EIO, "cannot create %s: %s", j->dir, strerror(errno));
+        FAIL(JINN_EIO, "cannot create data_dir/fn/%s: %s", strrchr(j->dir, '/') + 1,
+             strerror(errno));
     }
     if (cache_valid(j, so, sum, false)) {
         j->code = 0;
@@ -569,13 +569,15 @@ static void run_job(struct job *j)
         FAIL(rv, "%s", err);
     }
     if (write_file(wasm, j->module, j->len, false) != 0) {
-        FAIL(JINN_EIO, "cannot write %s: %s", wasm, strerror(errno));
+        FAIL(JINN_EIO, "cannot write module.wasm: %s", strerror(errno));
     }
     /* The bytes are on disk; the copy is not needed any more. */
     jinn_free(j->module);
     j->module = NULL;
 
     {
+        /* (wabt 1.0.32's wasm2c refuses every feature flag, --disable-simd
+         * included, with "only supports a limited set of features".) */
         char *argv[] = {"wasm2c", "-n", "m", wasm, "-o", mc, NULL};
         rv = run_tool(argv, timeout_ms, memory, out, sizeof out);
     }
@@ -592,7 +594,27 @@ static void run_job(struct job *j)
         if (rv == JINN_ETIMEOUT) {
             FAIL(rv, "%s", out);
         }
-        FAIL(JINN_EINVAL, "wasm2c: %s", out);
+        /* wasm2c accepts SIMD modules (wasm-validate does too) and then
+         * aborts without a word: wasm-validate without SIMD says where and
+         * what, for that and any other refusal. */
+        {
+            char vout[COMPILE_MESSAGE_MAX / 2 + 1];
+            char *vargv[] = {"wasm-validate", "--disable-simd", wasm, NULL};
+            size_t used = strlen(out);
+            if (used + 2 < sizeof out &&
+                run_tool(vargv, timeout_ms, memory, vout, sizeof vout) == JINN_EINTERNAL) {
+                strip_dir(vout, j->dir);
+                snprintf(out + used, sizeof out - used, "%s%s", used > 0 && out[used - 1] != '\n' ? "\n" : "", vout);
+            }
+        }
+        for (size_t n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '); n--) {
+            out[n - 1] = '\0';
+        }
+        FAIL(JINN_EINVAL, "wasm2c: %s%s", out,
+             strstr(out, "opcode: 0xfd") != NULL
+                 ? " (0xfd opcodes are SIMD, which Debian 12's wasm2c cannot translate: build "
+                   "the module without simd128)"
+                 : "");
     }
 
     rv = jinn_wasm_glue_write(&g, &info);
@@ -600,7 +622,7 @@ static void run_job(struct job *j)
         FAIL(rv != 0 ? rv : JINN_ENOMEM, "cannot generate the glue (error %d)", rv);
     }
     if (write_file(glue, g.data, g.len, false) != 0) {
-        FAIL(JINN_EIO, "cannot write %s: %s", glue, strerror(errno));
+        FAIL(JINN_EIO, "cannot write glue.c: %s", strerror(errno));
     }
 
     {
@@ -625,20 +647,20 @@ static void run_job(struct job *j)
     /* Durable before it is named: the .so, then its checksum, then the
      * directory holding both names. */
     if (fsync_path(so_tmp, O_RDONLY) != 0) {
-        FAIL(JINN_EIO, "cannot fsync %s: %s", so_tmp, strerror(errno));
+        FAIL(JINN_EIO, "cannot fsync module.so.tmp: %s", strerror(errno));
     }
     rv = jinn_sha256_file(so_tmp, sha);
     if (rv != 0) {
-        FAIL(rv, "cannot read %s: %s", so_tmp, strerror(errno));
+        FAIL(rv, "cannot read module.so.tmp: %s", strerror(errno));
     }
     jinn_sha256_hex(sha, hex);
     snprintf(sumtext, sizeof sumtext, "%s\n%s\n", hex, BUILD_KEY);
     if (write_file(sum_tmp, sumtext, strlen(sumtext), true) != 0) {
-        FAIL(JINN_EIO, "cannot write %s: %s", sum_tmp, strerror(errno));
+        FAIL(JINN_EIO, "cannot write module.so.sha256.tmp: %s", strerror(errno));
     }
     if (rename(so_tmp, so) != 0 || rename(sum_tmp, sum) != 0 ||
         fsync_path(j->dir, O_RDONLY | O_DIRECTORY) != 0) {
-        FAIL(JINN_EIO, "cannot install %s: %s", so, strerror(errno));
+        FAIL(JINN_EIO, "cannot install module.so: %s", strerror(errno));
     }
     built = true;
     j->code = 0;

@@ -24,6 +24,12 @@
 
 /* wasm limits a memory to 65536 pages of 64 KiB (4 GiB) in wasm32. */
 #define PAGES_MAX 65536u
+/* The limits web engines apply (V8's, also in the JS API spec): a module
+ * past them runs nowhere, and they bound the time a hostile module costs
+ * here (a 16 MiB type section would otherwise be 5.6 million types). */
+#define TYPES_MAX 1000000u
+#define FUNCTIONS_MAX 1000000u
+#define EXPORTS_MAX 100000u
 
 enum {
     SEC_CUSTOM = 0,
@@ -302,6 +308,10 @@ static int read_types(struct parser *ps, struct cursor *c)
     if (rv != 0) {
         return rv;
     }
+    if (n > TYPES_MAX) {
+        return fail(ps, "section 1 (type): %u types, more than the %u engines allow", n,
+                    TYPES_MAX);
+    }
     ps->type_stride = n / TYPE_MARKS + 1;
     for (uint32_t i = 0; i < n; i++) {
         struct functype ft;
@@ -555,8 +565,9 @@ static int read_functions(struct parser *ps, struct cursor *c)
     if (rv != 0) {
         return rv;
     }
-    if (n > UINT32_MAX - JINN_WASM_IMPORTS_MAX - 1) {
-        return fail(ps, "section 3 (function): %u functions is too many", n);
+    if (n > FUNCTIONS_MAX) {
+        return fail(ps, "section 3 (function): %u functions, more than the %u engines allow",
+                    n, FUNCTIONS_MAX);
     }
     ps->n_defined = n;
     ps->n_funcs = ps->n_func_imports + n;
@@ -612,6 +623,10 @@ static int read_exports(struct parser *ps, struct cursor *c)
     int rv = get_count(ps, c, &n, 3, "the export count");
     if (rv != 0) {
         return rv;
+    }
+    if (n > EXPORTS_MAX) {
+        return fail(ps, "section 7 (export): %u exports, more than the %u engines allow", n,
+                    EXPORTS_MAX);
     }
     /* Export names are unique by the spec; wasm-validate checks that for
      * all of them, this only for the two jinn reads. */

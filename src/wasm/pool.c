@@ -73,6 +73,7 @@ struct wreq {
 static void slot_kill(struct slot *s);
 static void pool_maintain(struct jinn_wasm_pool *p);
 static void dispatch(struct jinn_wasm_pool *p);
+static void tick_update(struct jinn_wasm_pool *p);
 
 static uint64_t now_ms(const struct jinn_wasm_pool *p) { return uv_now(p->loop); }
 
@@ -612,9 +613,26 @@ static void pool_maintain(struct jinn_wasm_pool *p)
         struct jinn_wasm_job *job = queue_pop(p);
         job_done(job, JINN_WASM_QUEUE_TIMEOUT, 0, NULL, 0);
     }
+    tick_update(p);
 }
 
 static void pool_tick(uv_timer_t *t) { pool_maintain(t->data); }
+
+/* The tick runs only while there is something to watch: queued jobs
+ * (deadlines) or missing sandboxes (respawns). An idle full pool costs no
+ * wakeups, however many functions a node has. */
+static void tick_update(struct jinn_wasm_pool *p)
+{
+    bool needed = p->qhead != NULL || p->alive < p->size;
+    if (!p->tick_open || uv_is_closing((uv_handle_t *)&p->tick)) {
+        return;
+    }
+    if (needed && !uv_is_active((uv_handle_t *)&p->tick)) {
+        uv_timer_start(&p->tick, pool_tick, TICK_MS, TICK_MS);
+    } else if (!needed && uv_is_active((uv_handle_t *)&p->tick)) {
+        uv_timer_stop(&p->tick);
+    }
+}
 
 /* Starts queued jobs on idle sandboxes. */
 static void dispatch(struct jinn_wasm_pool *p)
@@ -710,6 +728,7 @@ int jinn_wasm_pool_submit(struct jinn_wasm_pool *p, struct jinn_wasm_job *job)
     p->qtail = job;
     p->queued++;
     dispatch(p);
+    tick_update(p);
     return 0;
 }
 

@@ -86,16 +86,22 @@ static bool write_all(struct iovec *iov, int n)
     return true;
 }
 
-static bool read_all(uint8_t *p, size_t n)
+/* at_eof: set when the peer closed the socket before the first byte. */
+static bool read_all(uint8_t *p, size_t n, bool *at_eof)
 {
+    bool first = true;
     while (n > 0) {
         ssize_t r = read(JINN_SBX_FD, p, n);
         if (r < 0 && errno == EINTR) {
             continue;
         }
         if (r <= 0) {
+            if (r == 0 && first && at_eof != NULL) {
+                *at_eof = true;
+            }
             return false;
         }
+        first = false;
         p += r;
         n -= (size_t)r;
     }
@@ -110,13 +116,14 @@ static void put32(uint8_t *p, uint32_t v)
 }
 
 /* Reads one frame into fb: *type and the payload (*len bytes at fb->data).
- * False on EOF, an error or a malformed length. */
-static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len)
+ * False on EOF (*at_eof set when it came between frames), an error or a
+ * malformed length. */
+static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len, bool *at_eof)
 {
     uint8_t hdr[5];
     uint32_t n;
     /* Length and type in one read: every frame has a type byte. */
-    if (!read_all(hdr, 5)) {
+    if (!read_all(hdr, 5, at_eof)) {
         return false;
     }
     n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
@@ -134,7 +141,7 @@ static bool read_frame(struct frame_buf *fb, uint8_t *type, size_t *len)
         fb->data = grown;
         fb->cap = *len;
     }
-    return read_all(fb->data, *len);
+    return read_all(fb->data, *len, NULL);
 }
 
 static void shrink(struct frame_buf *fb)
@@ -247,7 +254,7 @@ static uint32_t hostcall(const char *fn, uint8_t call, uint32_t a, uint32_t p1, 
     iov[1] = (struct iovec){(void *)b1, n1};
     iov[2] = (struct iovec){len2, 4};
     iov[3] = (struct iovec){(void *)b2, n2};
-    if (!write_all(iov, 4) || !read_frame(&reply_buf, &type, &len) ||
+    if (!write_all(iov, 4) || !read_frame(&reply_buf, &type, &len, NULL) ||
         type != JINN_SBX_HOSTREPLY) {
         jinn_rt_jump(JINN_RT_JMP_PROTO);
     }
@@ -781,8 +788,13 @@ int jinn_sandbox_main(int argc, char **argv)
         goto cleanup;
     }
     for (;;) {
-        if (!read_frame(&invoke_buf, &type, &len)) {
-            rc = 0; /* EOF: the node is done with us */
+        bool at_eof = false;
+        if (!read_frame(&invoke_buf, &type, &len, &at_eof)) {
+            if (at_eof) {
+                rc = 0; /* the node is done with us */
+            } else {
+                fprintf(stderr, "jinn sandbox: malformed frame or read error\n");
+            }
             break;
         }
         if (type != JINN_SBX_INVOKE) {

@@ -149,7 +149,8 @@ def test_hostile_deploys_are_refused_with_the_reason(one, tmp_path):
                          ({"env": "1X=y"}, "env"), ({"env": "novalue"}, "env"),
                          ({"db": "bad db"}, "db"), ({"ns": ""}, "ns"),
                          ({"kv_read": ""}, "kv_read"), ({"colour": "blue"}, "colour"),
-                         ({"route": ["/a", "/b"]}, "twice")]:
+                         ({"route": ["/a", "/b"]}, "twice"),
+                         ({"kv_read": b"\xff"}, "UTF-8")]:
         code, out = deploy(node, "f", hello, **params)
         assert code == 400 and word in out["message"], (params, out)
     code, out = deploy(node, "f", hello, env=[f"K{i}=v" for i in range(65)])

@@ -371,6 +371,13 @@ def test_protocol_errors_end_the_sandbox(sandbox):
     s = sandbox()
     s.send(INVOKE, b"\1" * 5)  # truncated
     assert s.proc.wait(timeout=20) != 0
+    for raw in (struct.pack("<I", 0),                        # a frame without a type
+                struct.pack("<IB", (32 << 20) + 4097 + 1, INVOKE),  # over the frame limit
+                struct.pack("<IB", 100, INVOKE) + b"x"):     # cut short
+        s = sandbox()
+        s.sock.sendall(raw)
+        s.sock.shutdown(socket.SHUT_WR)
+        assert s.proc.wait(timeout=20) == 1, raw
     # A host call answered with something else than HOSTREPLY.
     s = sandbox()
     p = struct.pack("<QI", 1, 1) + bytes_field(b"fn") + struct.pack("<I", 0) + bytes_field(b"k")
@@ -410,6 +417,15 @@ def test_warm_round_trip_latency(sandbox):
     us = (time.perf_counter() - t0) / n * 1e6
     print(f"\nwarm hello round trip over the socketpair (python client): {us:.1f} us")
     assert us < 5000
+    # The same from C (tests/wasmtool/bench_sandbox.c): what the pool pays.
+    bench = os.path.join(os.path.dirname(s.proc.args[2]), "bench_sandbox")
+    subprocess.run([tool("cc"), "-O2", "-o", bench,
+                    os.path.join(ROOT, "tests", "wasmtool", "bench_sandbox.c")], check=True)
+    r = subprocess.run([bench, JINN, s.proc.args[2], "5000", "+warm"], capture_output=True,
+                       text=True, timeout=120, check=True)
+    print(f"warm hello round trip (C client): {r.stdout.strip()}")
+    p50 = float(r.stdout.split("p50 ")[1].split(" us")[0])
+    assert p50 < 2000
 
 
 def test_kv_get_declared_as_i64(sandbox, build):

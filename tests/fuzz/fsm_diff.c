@@ -3,12 +3,12 @@
  * The input is a program: each step advances cluster time and applies one
  * command (many locks with equal TTLs, waiters and refreshes, queue
  * publish/fetch/ack/nak/progress/term with leases, KV puts with TTLs and
- * fences, deletes, a little SQL, node announcements, malformed known
- * commands) to two state machines at the same index. Between steps, the
+ * fences, deletes, a little SQL, node announcements, function deploys,
+ * deletes and rollbacks, malformed known commands) to two state machines at the same index. Between steps, the
  * second one may be snapshotted (jinn_fsm_encode) and restored into a
  * fresh state machine. After every step both must have given the same
- * result and hold the same state: the snapshot sections of nodes, KV, locks
- * and queues byte for byte, the cluster time, and each SQL database's
+ * result and hold the same state: the snapshot sections of nodes, KV, locks,
+ * queues and functions (module bytes included) byte for byte, the cluster time, and each SQL database's
  * schema and rows (SQL images are compared by content: their page layout
  * may legitimately differ after a restore). No crash, no leak, no fatal
  * apply (which exits and is reported as a crash). */
@@ -91,6 +91,35 @@ static const char *const sqls[] = {
     "{\"statements\":[{\"sql\":\"CREATE INDEX IF NOT EXISTS tv ON t(v)\"}]}",
     "not json",
 };
+
+/* Functions: two small valid modules (the second = the first + a custom
+ * section), one the inspection refuses (imports gojinn.host_nope), and a
+ * few settings, canonical or not. */
+static const uint8_t fn_hello[] = {
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x03, 0x7f,
+    0x7f, 0x7f, 0x00, 0x60, 0x00, 0x00, 0x02, 0x13, 0x01, 0x06, 0x67, 0x6f, 0x6a, 0x69,
+    0x6e, 0x6e, 0x08, 0x68, 0x6f, 0x73, 0x74, 0x5f, 0x6c, 0x6f, 0x67, 0x00, 0x00, 0x03,
+    0x02, 0x01, 0x01, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x13, 0x02, 0x06, 0x6d, 0x65,
+    0x6d, 0x6f, 0x72, 0x79, 0x02, 0x00, 0x06, 0x5f, 0x73, 0x74, 0x61, 0x72, 0x74, 0x00,
+    0x01, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
+    /* custom section "pad" */
+    0x00, 0x05, 0x03, 0x70, 0x61, 0x64, 0x2a};
+#define FN_HELLO_LEN 77
+static const uint8_t fn_nope[] = {
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x60, 0x01, 0x7f,
+    0x00, 0x60, 0x00, 0x00, 0x02, 0x14, 0x01, 0x06, 0x67, 0x6f, 0x6a, 0x69, 0x6e, 0x6e,
+    0x09, 0x68, 0x6f, 0x73, 0x74, 0x5f, 0x6e, 0x6f, 0x70, 0x65, 0x00, 0x00, 0x03, 0x02,
+    0x01, 0x01, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x13, 0x02, 0x06, 0x6d, 0x65, 0x6d,
+    0x6f, 0x72, 0x79, 0x02, 0x00, 0x06, 0x5f, 0x73, 0x74, 0x61, 0x72, 0x74, 0x00, 0x01,
+    0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b};
+static const char *const fn_names[] = {"f0", "f1", "f2"};
+#define FN_SETTINGS(route, args)                                                           \
+    "{\"route\":\"" route "\",\"timeout_ms\":5000,\"memory_limit\":67108864,"               \
+    "\"pool_size\":2,\"env\":[],\"args\":[" args "],\"kv_read\":[],\"kv_write\":[],"      \
+    "\"db\":\"\",\"ns\":\"default\"}"
+static const char *const fn_settings[] = {
+    FN_SETTINGS("", ""), FN_SETTINGS("/r", ""), FN_SETTINGS("/r", "\"x\""),
+    FN_SETTINGS("/s", ""), "{\"route\": \"\"}", FN_SETTINGS("/v1", "")};
 
 /* Recent tokens and seqs, so refresh/release/ack/nak often hit real ones. */
 struct memory {
@@ -227,6 +256,25 @@ static void make_cmd(struct prog *g, struct memory *mem, struct jinn_cmd *c, boo
         }
         break;
     default:
+        if (op % 40 == 39) { /* functions: deploy, delete (or purge), rollback */
+            uint8_t k = next(g);
+            c->fn.name = S(PICK(g, fn_names));
+            if (k % 3 == 0) {
+                c->type = JINN_CMD_FN_DEPLOY;
+                c->fn.settings = S(PICK(g, fn_settings));
+                c->fn.module.p = (k / 3) % 4 == 3 ? fn_nope : fn_hello;
+                c->fn.module.len = (k / 3) % 4 == 3   ? sizeof fn_nope
+                                   : (k / 3) % 4 == 2 ? sizeof fn_hello
+                                                      : FN_HELLO_LEN;
+            } else if (k % 3 == 1) {
+                c->type = JINN_CMD_FN_DELETE;
+                c->fn.flags = (k / 3) % 4 == 0 ? 1 : 0;
+            } else {
+                c->type = JINN_CMD_FN_ROLLBACK;
+                c->fn.version = (k / 3) % 4;
+            }
+            break;
+        }
         c->type = JINN_CMD_KV_PUT;
         c->kv.ns = S("a");
         c->kv.key = S(PICK(g, keys));
@@ -245,6 +293,8 @@ static void encode_core(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_kv_encode(&fsm->kv, w);
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
+    jinn_fns_encode(&fsm->fns, w);
+    jinn_fns_encode_modules(&fsm->fns, w);
     FUZZ_CHECK(!w->failed);
 }
 

@@ -89,13 +89,22 @@ static void probe_init(struct probe *p)
     p->job.invoke_len = sizeof invoke;
 }
 
+static void deadline_cb(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop until *flag or ms passed. Its own timer bounds each wait:
+ * an idle pool keeps no timer running. */
 static bool run_until(uv_loop_t *loop, const bool *flag, uint64_t ms)
 {
+    uv_timer_t deadline;
     uint64_t end = uv_now(loop) + ms;
+    uv_timer_init(loop, &deadline);
+    uv_timer_start(&deadline, deadline_cb, ms, 0);
     while (!*flag && uv_now(loop) < end) {
         uv_run(loop, UV_RUN_ONCE);
         uv_update_time(loop);
     }
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
     return *flag;
 }
 

@@ -329,6 +329,27 @@ TEST(wasm_compile_wasm2c_message)
     fixture_free(&f);
 }
 
+/* SIMD: wasm-validate accepts it, Debian 12's wasm2c cannot translate it
+ * (by default it aborts without a word); the message says so. */
+TEST(wasm_compile_simd_named)
+{
+    static struct fixture f;
+    static struct result r;
+    uv_loop_t loop;
+
+    CHECK_INT(fixture_init(&f, "(module (memory (export \"memory\") 1)\n"
+                               "  (func (export \"_start\") (drop (i32x4.add "
+                               "(v128.const i32x4 1 2 3 4) (v128.const i32x4 5 6 7 8)))))\n"),
+              0);
+    CHECK_INT(uv_loop_init(&loop), 0);
+    CHECK_INT(compile(&loop, &f, &r), 0);
+    CHECK_INT(r.code, JINN_EINVAL);
+    CHECK(strncmp(r.message, "wasm2c: ", 8) == 0);
+    CHECK(strstr(r.message, "SIMD") != NULL);
+    CHECK_INT(finish_loop(&loop), 0);
+    fixture_free(&f);
+}
+
 TEST(wasm_compile_refusals)
 {
     static struct fixture f;
@@ -347,6 +368,24 @@ TEST(wasm_compile_refusals)
     CHECK_INT(compile(&loop, &f, &r), 0);
     CHECK_INT(r.code, JINN_EINVAL);
     CHECK(strstr(r.message, "do not match its sha256") != NULL);
+
+    /* A data_dir where nothing can be created. */
+    f.sha[0] ^= 1;
+    {
+        char notdir[128];
+        FILE *fp;
+        snprintf(notdir, sizeof notdir, "%s/file", f.dir);
+        fp = fopen(notdir, "w");
+        CHECK(fp != NULL);
+        fclose(fp);
+        memset(&r, 0, sizeof r);
+        CHECK_INT(jinn_wasm_compile(&loop, notdir, f.sha, f.mod.data, f.mod.len, on_compiled, &r),
+                  0);
+        CHECK_INT(wait_result(&loop, &r, 60000), 0);
+        CHECK_INT(r.code, JINN_EIO);
+        CHECK(strstr(r.message, "cannot create data_dir/fn/") != NULL);
+        CHECK(strstr(r.message, f.dir) == NULL);
+    }
 
     CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, NULL, 1, on_compiled, &r), JINN_EINVAL);
     CHECK_INT(jinn_wasm_compile(&loop, f.dir, f.sha, f.mod.data, f.mod.len, NULL, &r),

@@ -877,3 +877,37 @@ TEST(wasm_module_many_types)
     many_types(&w, 3000, 2998, 2989, 3000);
     CHECK_REFUSED(w, "function 4 uses type 3000, but the module has 3000 types");
 }
+
+/* Counts past what engines allow are refused before they cost time. */
+TEST(wasm_module_count_limits)
+{
+    struct jinn_wbuf w;
+    struct jinn_wbuf body;
+
+    jinn_wbuf_init(&body);
+    put_leb(&body, 1000001);
+    for (int i = 0; i < 1000001; i++) {
+        put_hex(&body, "60 00 00");
+    }
+    jinn_wbuf_init(&w);
+    put_header(&w);
+    jinn_wbuf_put_u8(&w, 1);
+    put_leb(&w, (uint32_t)body.len);
+    jinn_wbuf_put_raw(&w, body.data, body.len);
+    jinn_wbuf_free(&body);
+    CHECK_REFUSED(w, "section 1 (type): 1000001 types, more than the 1000000 engines allow");
+
+    jinn_wbuf_init(&body);
+    put_leb(&body, 1000001);
+    for (int i = 0; i < 1000001; i++) {
+        jinn_wbuf_put_u8(&body, 0);
+    }
+    jinn_wbuf_init(&w);
+    put_header(&w);
+    put_sec(&w, 1, SEC_TYPE_VOID);
+    jinn_wbuf_put_u8(&w, 3);
+    put_leb(&w, (uint32_t)body.len);
+    jinn_wbuf_put_raw(&w, body.data, body.len);
+    jinn_wbuf_free(&body);
+    CHECK_REFUSED(w, "1000001 functions, more than the 1000000 engines allow");
+}
