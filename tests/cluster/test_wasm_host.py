@@ -365,3 +365,30 @@ def test_hostile_pointers_never_reach_the_node(one, name):
     assert kv(one, "app", "wat-k") == b"abc"
     r = run(one, "hf", cmd("get", "wat-k"))
     assert r[0] == ("get", 3, b"abc")
+
+
+def test_reads_see_the_invocations_own_writes_on_an_ap_follower(cluster_factory):
+    """In an AP namespace a get is a local, possibly stale read. An
+    invocation on a follower that sets a key and gets it back must still
+    see its own write: the host passes the index of the invocation's last
+    write as min_index. Also: host calls from followers are relayed to the
+    leader like any client's, fenced writes included."""
+    c = cluster_factory(3, extra_config=["consensus {", "    cache { mode ap  stale_reads true }",
+                                         "}"]).start()
+    c.wait_leader()
+    c.wait_ready()
+    for n in c.nodes:
+        wait_for(lambda: n.status()["leader"]["api"], what=f"{n.name} knows the leader's API")
+    leader = c.wait_leader()
+    deploy(leader, "aprw", module("hostfns"), ns="cache", pool=1)
+    followers = [n for n in c.nodes if n is not leader]
+    for n in followers:
+        wait_ready(n, "aprw")
+    for i in range(30):
+        n = followers[i % 2]
+        r = run(n, "aprw", cmd("set", "k", str(i)), cmd("get", "k"),
+                cmd("lock", "ap-lock", "5"), cmd("set", "k2", str(i)), cmd("get", "k2"),
+                cmd("unlock", "ap-lock"))
+        assert r[0] == ("set", 0, None) and r[1][2] == str(i).encode(), (i, r)
+        assert r[2][1] == 1 and r[3] == ("set", 0, None), (i, r)
+        assert r[4][2] == str(i).encode() and r[5][1] == 1, (i, r)
