@@ -44,7 +44,7 @@
 #define HOST_QUEUE_PREFIX "WORKERS_"
 #define HOST_QUEUE_PREFIX_LEN 8
 #define HOST_ENQUEUE_NAME_MAX (JINN_QUEUE_NAME_MAX - HOST_QUEUE_PREFIX_LEN)
-#define HOST_RELEASE_TRIES 4      /* background releases at the end */
+#define HOST_RELEASE_TRIES 6      /* background releases at the end: ~8 s, past an election */
 #define HOST_RELEASE_DELAY_MS 250 /* doubled after every failed try */
 #define HOST_LOG_PER_SEC 50       /* log lines per second, all functions together */
 #define HOST_LOG_LINE_MAX 512
@@ -390,10 +390,10 @@ static void inv_unref(struct jinn_wasm_inv *inv)
     if (--inv->refs > 0) {
         return;
     }
-    for (unsigned i = 0; i < inv->n_kv_read; i++) {
+    for (unsigned i = 0; inv->kv_read != NULL && i < inv->n_kv_read; i++) {
         jinn_free(inv->kv_read[i]);
     }
-    for (unsigned i = 0; i < inv->n_kv_write; i++) {
+    for (unsigned i = 0; inv->kv_write != NULL && i < inv->n_kv_write; i++) {
         jinn_free(inv->kv_write[i]);
     }
     jinn_free(inv->kv_read);
