@@ -930,12 +930,14 @@ static int rows_to_objects(struct jinn_wbuf *out, const char *p, const char *end
 {
     size_t n_cols = json_array_size(cols);
     char **names = jinn_calloc(n_cols + 1, sizeof *names);
-    bool *skip = jinn_calloc(n_cols + 1, sizeof *skip);
     size_t *name_len = jinn_calloc(n_cols + 1, sizeof *name_len);
+    size_t *next_same = jinn_calloc(n_cols + 1, sizeof *next_same);
+    const char **vs = jinn_calloc(n_cols + 1, sizeof *vs),
+               **ve = jinn_calloc(n_cols + 1, sizeof *ve);
     int rv = -1;
     bool first_row = true;
 
-    if (names == NULL || skip == NULL || name_len == NULL) {
+    if (names == NULL || name_len == NULL || next_same == NULL || vs == NULL || ve == NULL) {
         goto cleanup;
     }
     for (size_t k = 0; k < n_cols; k++) {
@@ -947,10 +949,15 @@ static int rows_to_objects(struct jinn_wbuf *out, const char *p, const char *end
         }
         name_len[k] = strlen(names[k]);
     }
-    /* Duplicate column names: the last one wins, as in an object. */
+    /* Duplicate column names: as in an object, the last value a row has
+     * for a name wins. */
     for (size_t k = 0; k < n_cols; k++) {
-        for (size_t m = k + 1; m < n_cols && !skip[k]; m++) {
-            skip[k] = strcmp(names[k], names[m]) == 0;
+        next_same[k] = SIZE_MAX;
+        for (size_t m = k + 1; m < n_cols; m++) {
+            if (strcmp(names[k], names[m]) == 0) {
+                next_same[k] = m;
+                break;
+            }
         }
     }
     p = scan_ws(p, end);
@@ -960,6 +967,7 @@ static int rows_to_objects(struct jinn_wbuf *out, const char *p, const char *end
     jinn_wbuf_put_u8(out, '[');
     for (p = scan_ws(p + 1, end); p < end && *p != ']';) {
         bool first = true;
+        size_t n = 0;
         if (!first_row) {
             if (*p != ',') {
                 goto cleanup;
@@ -970,34 +978,37 @@ static int rows_to_objects(struct jinn_wbuf *out, const char *p, const char *end
         if (p >= end || *p != '[') {
             goto cleanup;
         }
-        jinn_wbuf_put_u8(out, '{');
-        p = scan_ws(p + 1, end);
-        for (size_t k = 0; p < end && *p != ']'; k++) {
-            const char *v;
-            if (k > 0) {
+        /* The row's values, then the object. */
+        for (p = scan_ws(p + 1, end); p < end && *p != ']'; n++) {
+            if (n > 0) {
                 if (*p != ',') {
                     goto cleanup;
                 }
                 p = scan_ws(p + 1, end);
             }
-            v = p;
+            vs[n] = p;
             p = scan_value(p, end);
-            if (p == NULL || k >= n_cols) {
+            if (p == NULL || n >= n_cols) {
                 goto cleanup;
             }
-            if (!skip[k]) {
-                if (!first) {
-                    jinn_wbuf_put_u8(out, ',');
-                }
-                first = false;
-                jinn_wbuf_put_raw(out, names[k], name_len[k]);
-                jinn_wbuf_put_u8(out, ':');
-                jinn_wbuf_put_raw(out, v, (size_t)(p - v));
-            }
+            ve[n] = p;
             p = scan_ws(p, end);
         }
         if (p >= end) {
             goto cleanup;
+        }
+        jinn_wbuf_put_u8(out, '{');
+        for (size_t k = 0; k < n; k++) {
+            if (next_same[k] < n) {
+                continue;
+            }
+            if (!first) {
+                jinn_wbuf_put_u8(out, ',');
+            }
+            first = false;
+            jinn_wbuf_put_raw(out, names[k], name_len[k]);
+            jinn_wbuf_put_u8(out, ':');
+            jinn_wbuf_put_raw(out, vs[k], (size_t)(ve[k] - vs[k]));
         }
         jinn_wbuf_put_u8(out, '}');
         p = scan_ws(p + 1, end);
@@ -1019,19 +1030,83 @@ cleanup:
         jinn_free(names[k]);
     }
     jinn_free(names);
-    jinn_free(skip);
     jinn_free(name_len);
+    jinn_free(next_same);
+    jinn_free(vs);
+    jinn_free(ve);
+    return rv;
+}
+
+/* True when the JSON string key[0..len) (quotes included) is name. */
+static bool key_is(const char *key, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    json_t *j;
+    bool same;
+    if (memchr(key, '\\', len) == NULL) {
+        return len == n + 2 && memcmp(key + 1, name, n) == 0;
+    }
+    j = json_loadb(key, len, JSON_DECODE_ANY, NULL); /* escapes: decode */
+    same = json_is_string(j) && strcmp(json_string_value(j), name) == 0;
+    json_decref(j);
+    return same;
+}
+
+int jinn_wasm_host_rows(const char *body, size_t len, size_t limit, struct jinn_wbuf *out)
+{
+    const char *p = body, *end = body + len, *rows = NULL;
+    json_t *cols = NULL;
+    int rv = -1;
+
+    /* The top-level object: "columns" parsed (small), "rows" found; as in
+     * a JSON object, a key given twice means its last value. */
+    p = scan_ws(p, end);
+    if (p >= end || *p != '{') {
+        return -1;
+    }
+    p = scan_ws(p + 1, end);
+    while (p < end && *p == '"') {
+        const char *key = p, *key_end, *v;
+        key_end = scan_string(p, end);
+        p = key_end ? scan_ws(key_end, end) : NULL;
+        if (p == NULL || p >= end || *p != ':') {
+            goto cleanup;
+        }
+        v = scan_ws(p + 1, end);
+        p = scan_value(v, end);
+        if (p == NULL) {
+            goto cleanup;
+        }
+        if (key_is(key, (size_t)(key_end - key), "columns")) {
+            json_decref(cols);
+            cols = json_loadb(v, (size_t)(p - v), 0, NULL);
+        } else if (key_is(key, (size_t)(key_end - key), "rows")) {
+            rows = v;
+        }
+        p = scan_ws(p, end);
+        if (p < end && *p == ',') {
+            p = scan_ws(p + 1, end);
+        } else {
+            break;
+        }
+    }
+    if (p >= end || *p != '}' || scan_ws(p + 1, end) != end) {
+        goto cleanup;
+    }
+    if (json_is_array(cols) && rows != NULL) {
+        rv = rows_to_objects(out, rows, end, cols, limit);
+    }
+cleanup:
+    json_decref(cols);
     return rv;
 }
 
 /* {"columns":[...],"types":[...],"rows":[[...]]} -> [{"col":value,...},...] */
 static void answer_rows(struct call *c, const char *body, size_t body_len)
 {
-    const char *p = body, *end = body + body_len, *rows = NULL;
-    json_t *cols = NULL;
     struct jinn_wbuf out;
     char msg[160];
-    int rv = -1;
+    int rv;
 
     /* A row object is never shorter than the row array it comes from, so
      * an answer far past outmax cannot fit: do not even read it. */
@@ -1043,44 +1118,13 @@ static void answer_rows(struct call *c, const char *body, size_t body_len)
         finish_error_row(c, msg);
         return;
     }
-    /* The top-level object: "columns" parsed (small), "rows" found. */
-    p = scan_ws(p, end);
-    if (p < end && *p == '{') {
-        p = scan_ws(p + 1, end);
-        while (p < end && *p == '"') {
-            const char *key = p, *v;
-            p = scan_string(p, end);
-            p = p ? scan_ws(p, end) : NULL;
-            if (p == NULL || p >= end || *p != ':') {
-                break;
-            }
-            v = scan_ws(p + 1, end);
-            p = scan_value(v, end);
-            if (p == NULL) {
-                break;
-            }
-            if (v - key == 10 && memcmp(key, "\"columns\"", 9) == 0 && cols == NULL) {
-                cols = json_loadb(v, (size_t)(p - v), 0, NULL);
-            } else if (v - key >= 7 && memcmp(key, "\"rows\"", 6) == 0) {
-                rows = v;
-            }
-            p = scan_ws(p, end);
-            if (p < end && *p == ',') {
-                p = scan_ws(p + 1, end);
-            }
-        }
-    }
     jinn_wbuf_init(&out);
-    if (json_is_array(cols) && rows != NULL) {
-        rv = rows_to_objects(&out, rows, end, cols, c->outmax);
-    }
-    if (rv < 0) {
-        json_decref(cols);
+    rv = jinn_wasm_host_rows(body, body_len, c->outmax, &out);
+    if (rv < 0 || out.failed) {
         jinn_wbuf_free(&out);
-        finish_error_row(c, "malformed query answer");
+        finish_error_row(c, rv < 0 ? "malformed query answer" : "out of memory");
         return;
     }
-    json_decref(cols);
     if (out.len > c->outmax) {
         snprintf(msg, sizeof msg,
                  "the result (%s%zu bytes) does not fit the %" PRIu32 "-byte buffer",

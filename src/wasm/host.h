@@ -74,4 +74,10 @@ void jinn_wasm_host_counters(const struct jinn_wasm_host *h, const char *fn_name
 struct jinn_wbuf;
 void jinn_wasm_host_metrics(const struct jinn_wasm_host *h, struct jinn_wbuf *out);
 
+/* For tests and the fuzzer: rewrites the body of a /v1/sql/{db}/query
+ * answer ({"columns":[...],"rows":[[...]],...}) into host_db_query's array
+ * of row objects, appended to out. 0; 1 when it stopped once out passed
+ * limit bytes; -1 when the answer is malformed. */
+int jinn_wasm_host_rows(const char *body, size_t len, size_t limit, struct jinn_wbuf *out);
+
 #endif

@@ -461,6 +461,11 @@ TEST(wasm_host_db_query_rows_of_every_shape)
                "[{\"b\\\"q\":\"x]\\\"},[\",\"a\":{\"base64\":\"AAE=\"},\"\xc3\xa9\":null},"
                "{\"b\\\"q\":true,\"a\":\"\",\"\xc3\xa9\":false}]");
 
+    /* A later duplicate the row has no value for does not hide the earlier. */
+    script(200, "{\"columns\":[\"a\",\"b\",\"a\"],\"rows\":[[1,2],[3,4,5]]}", NULL);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "SELECT 1", 8, NULL, 0);
+    CHECK_SAME(a.bytes, "[{\"a\":1,\"b\":2},{\"b\":4,\"a\":5}]");
+
     script(200, "{\"rows\":[],\"columns\":[\"x\"]}", NULL);
     a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "SELECT 1", 8, NULL, 0);
     CHECK_SAME(a.bytes, "[]");
