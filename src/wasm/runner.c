@@ -789,6 +789,10 @@ static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
     if (json_is_object(hd)) {
         const char *name;
         json_t *vals;
+        /* http.c keeps JINN_HTTP_MAX_REPLY_HEADERS bytes of extra headers;
+         * room is left for the two of ours, the rest is dropped here (one
+         * log line, not one per header). */
+        size_t room = JINN_HTTP_MAX_REPLY_HEADERS - 200, dropped = 0;
         json_object_foreach(hd, name, vals)
         {
             size_t nvals = json_is_array(vals) ? json_array_size(vals) : 1;
@@ -798,18 +802,29 @@ static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
                 if (text == NULL) {
                     continue;
                 }
+                size_t need = strlen(name) + strlen(text) + 4;
                 if (strcasecmp(name, "content-type") == 0 && i == 0 &&
                     header_allowed("x", text)) {
                     ctype = text;
-                } else if (header_allowed(name, text)) {
+                } else if (header_allowed(name, text) && need <= room) {
                     jinn_http_add_header(req, name, text);
-                } else {
+                    room -= need;
+                } else if (header_allowed(name, text)) {
+                    dropped++;
+                } else if (dropped++ < 4) {
                     char msg[160];
                     int n = snprintf(msg, sizeof msg, "response header '%.64s' dropped "
                                                       "(not allowed)", name);
                     fn_log(r, fs, inv->trace, 1, msg, (size_t)n);
                 }
             }
+        }
+        if (dropped > 0) {
+            char msg[160];
+            int n = snprintf(msg, sizeof msg, "%zu response header(s) dropped (not allowed, "
+                                              "or past %u bytes of headers)",
+                             dropped, JINN_HTTP_MAX_REPLY_HEADERS - 200);
+            fn_log(r, fs, inv->trace, 1, msg, (size_t)n);
         }
     }
     jinn_http_add_header(req, "X-Request-Id", inv->trace);

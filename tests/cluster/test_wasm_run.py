@@ -269,6 +269,18 @@ def test_response_headers_are_allow_listed(one):
     assert b"forged" not in head
 
 
+def test_too_many_response_headers_are_cut_without_losing_ours(one):
+    n = one.nodes[0]
+    code, h, out = call(n, "/fn/behave/manyheaders", headers={"X-Request-Id": "mh-1"})
+    assert code == 200 and out == b"many", out
+    assert h["X-Request-Id"] == "mh-1" and h["X-Jinn-Fn-Node"] == n.name
+    assert "X-H-0" in h and "X-H-299" not in h
+    lines = [l["line"] for l in json.loads(n.request("/v1/functions/behave/logs")[2])["lines"]
+             if l["trace_id"] == "mh-1"]
+    assert any("response header(s) dropped" in l for l in lines), lines
+    assert "headers too long" not in n.log()  # not one node log line per header
+
+
 def test_function_route_prefix_and_unknown_names(cluster_factory):
     c = cluster_factory(1).start()
     c.wait_leader()
