@@ -46,6 +46,9 @@
 /* Request JSON held by invocations queued or running on this node, all
  * functions together (each is up to 16 MiB); beyond it calls get 503 busy. */
 #define INFLIGHT_BYTES_MAX (256u << 20)
+/* Functions given series in /metrics and entries in /v1/status (a scrape
+ * stays small and cheap on the loop however many functions exist). */
+#define METRICS_FNS_MAX 256u
 
 /* Duration histogram bounds, ms. */
 static const uint64_t bounds_ms[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
@@ -1537,7 +1540,8 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat *fs)
+static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat *fs,
+                          bool quantiles)
 {
     struct jinn_wasm_pool_stats ps;
     const struct version *v = fs->active;
@@ -1555,7 +1559,7 @@ static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat 
             json_object_set_new(errors, kind_names[k], json_integer((json_int_t)fs->errors[k]));
         }
     }
-    if (fs->recent_n > 0) {
+    if (quantiles && fs->recent_n > 0) {
         memcpy(sorted, fs->recent, fs->recent_n * sizeof sorted[0]);
         qsort(sorted, fs->recent_n, sizeof sorted[0], cmp_u32);
         p50 = sorted[(fs->recent_n - 1) / 2] / 1000.0;
@@ -1582,7 +1586,7 @@ void jinn_wasm_runner_describe(const struct jinn_wasm_runner *r, const char *nam
     if (fs == NULL) {
         local = json_pack("{s:s}", "state", "unknown");
     } else {
-        local = local_json(r, fs);
+        local = local_json(r, fs, true);
     }
     if (local != NULL) {
         json_object_set_new(obj, "local", local);
@@ -1595,9 +1599,14 @@ void jinn_wasm_runner_status(const struct jinn_wasm_runner *r, json_t *obj)
     if (fns == NULL) {
         return;
     }
-    for (const struct fnstat *fs = r != NULL ? r->stats : NULL; fs != NULL; fs = fs->next) {
-        json_t *l = local_json(r, fs);
+    unsigned listed = 0;
+    /* Bounded work on the loop: no quantiles here (GET /v1/functions/NAME
+     * has them), and at most METRICS_FNS_MAX functions. */
+    for (const struct fnstat *fs = r != NULL ? r->stats : NULL;
+         fs != NULL && listed < METRICS_FNS_MAX; fs = fs->next, listed++) {
+        json_t *l = local_json(r, fs, false);
         if (l != NULL) {
+            json_object_del(l, "duration_ms");
             json_object_set_new(fns, fs->name, l);
         }
     }
@@ -1625,22 +1634,31 @@ json_t *jinn_wasm_runner_logs(const struct jinn_wasm_runner *r, const char *name
 
 void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf *w)
 {
+    const struct fnstat *end = NULL; /* series for the first METRICS_FNS_MAX only */
+    unsigned n = 0;
     if (r == NULL) {
         return;
     }
+    for (end = r->stats; end != NULL && n < METRICS_FNS_MAX; end = end->next) {
+        n++;
+    }
+    jinn_wbuf_printf(w, "# HELP jinn_fn_metrics_functions_max Functions given per-function "
+                        "series here.\n# TYPE jinn_fn_metrics_functions_max gauge\n"
+                        "jinn_fn_metrics_functions_max %u\n",
+                     METRICS_FNS_MAX);
     jinn_wbuf_printf(w, "# HELP jinn_fn_inflight_bytes Request JSON held by invocations "
                         "queued or running here.\n# TYPE jinn_fn_inflight_bytes gauge\n"
                         "jinn_fn_inflight_bytes %" PRIu64 "\n",
                      r->inflight_bytes);
     jinn_wbuf_printf(w, "# HELP jinn_fn_invocations_total Function invocations run or "
                         "refused on this node.\n# TYPE jinn_fn_invocations_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_invocations_total{function=\"%s\"} %" PRIu64 "\n",
                          fs->name, fs->invocations);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_errors_total Failed invocations by kind.\n"
                         "# TYPE jinn_fn_errors_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         for (int k = 0; k < KIND_COUNT; k++) {
             if (fs->errors[k] > 0) {
                 jinn_wbuf_printf(w, "jinn_fn_errors_total{function=\"%s\",kind=\"%s\"} %" PRIu64
@@ -1652,13 +1670,13 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     jinn_wbuf_printf(w, "# HELP jinn_fn_relayed_total Invocations relayed to another node "
                         "(this node's copy was not ready).\n"
                         "# TYPE jinn_fn_relayed_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_relayed_total{function=\"%s\"} %" PRIu64 "\n", fs->name,
                          fs->relayed);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_duration_ms Invocation time (queue + run).\n"
                         "# TYPE jinn_fn_duration_ms histogram\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         uint64_t cum = 0;
         for (unsigned b = 0; b <= NBOUNDS; b++) {
             cum += fs->buckets[b];
@@ -1678,7 +1696,7 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_pool Sandboxes of the active version by state.\n"
                         "# TYPE jinn_fn_pool gauge\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         struct jinn_wasm_pool_stats ps;
         memset(&ps, 0, sizeof ps);
         if (fs->active != NULL && fs->active->pool != NULL) {
@@ -1695,20 +1713,20 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     jinn_wbuf_printf(w, "# HELP jinn_fn_compile_ms Time this node took to compile the active "
                         "version (0: cache hit or not done).\n"
                         "# TYPE jinn_fn_compile_ms gauge\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_compile_ms{function=\"%s\"} %" PRIu64 "\n", fs->name,
                          fs->active != NULL ? fs->active->c->compile_ms : 0);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_ready 1 when the active version is compiled and "
                         "served here.\n# TYPE jinn_fn_ready gauge\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_ready{function=\"%s\"} %d\n", fs->name,
                          fs->active != NULL && fs->active->c->state == JINN_FN_READY);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_log_lines_suppressed_total Function log lines kept "
                         "out of the node's log by the rate limit.\n"
                         "# TYPE jinn_fn_log_lines_suppressed_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_log_lines_suppressed_total{function=\"%s\"} %" PRIu64 "\n",
                          fs->name, fs->log_suppressed);
     }
