@@ -31,14 +31,14 @@
 #include "wasm/pool.h"
 #include "wasm/proto.h"
 
-#define TICK_MS 250                  /* looks at the registry generation (restores) */
-#define LOG_RING_BYTES (64u << 10)   /* last log lines kept per function */
-#define LOG_LINE_MAX 1024            /* bytes of one line (longer ones are cut) */
-#define LOG_RATE_PER_S 20            /* lines per function and second to the node's log */
+#define TICK_MS 250                /* looks at the registry generation (restores) */
+#define LOG_RING_BYTES (64u << 10) /* last log lines kept per function */
+#define LOG_LINE_MAX 1024          /* bytes of one line (longer ones are cut) */
+#define LOG_RATE_PER_S 20          /* lines per function and second to the node's log */
 #define LOG_BURST 100
-#define RECENT_MAX 1024              /* durations kept for quantiles */
+#define RECENT_MAX 1024 /* durations kept for quantiles */
 #define TRACE_MAX 128
-#define BAD_OUTPUT_LOGGED 200        /* first bytes of a bad output that are logged */
+#define BAD_OUTPUT_LOGGED 200 /* first bytes of a bad output that are logged */
 #define RELAY_HEADER "X-Jinn-Fn-Relay"
 #define NOT_READY_HEADER "X-Jinn-Fn-Not-Ready"
 #define CLUSTER_HEADER "X-Jinn-Cluster"
@@ -51,30 +51,31 @@
 #define METRICS_FNS_MAX 256u
 
 /* Duration histogram bounds, ms. */
-static const uint64_t bounds_ms[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+static const uint64_t bounds_ms[] = {1,   2,   5,    10,   25,   50,   100,
+                                     250, 500, 1000, 2500, 5000, 10000};
 #define NBOUNDS (sizeof bounds_ms / sizeof bounds_ms[0])
 
 /* Error kinds, counted per function. */
-#define KINDS(X)                                                                   \
-    X(K_UNREACHABLE, "trap:unreachable")                                           \
-    X(K_OOB, "trap:out_of_bounds")                                                 \
-    X(K_INT_OVERFLOW, "trap:integer_overflow")                                     \
-    X(K_DIV_ZERO, "trap:division_by_zero")                                         \
-    X(K_CONVERSION, "trap:invalid_conversion")                                     \
-    X(K_CALL_INDIRECT, "trap:call_indirect")                                       \
-    X(K_STACK, "trap:stack_exhausted")                                             \
-    X(K_OOM, "trap:out_of_memory")                                                 \
-    X(K_TRAP_OTHER, "trap:other")                                                  \
-    X(K_TIMEOUT, "timeout")                                                        \
-    X(K_CRASH, "crash")                                                            \
-    X(K_PROTOCOL, "protocol")                                                      \
-    X(K_BAD_OUTPUT, "bad_output")                                                  \
-    X(K_TOO_LARGE, "output_too_large")                                             \
-    X(K_EXIT, "exit")                                                              \
-    X(K_BUSY, "busy")                                                              \
-    X(K_UNAVAILABLE, "unavailable")                                                \
-    X(K_NOT_READY, "not_ready")                                                    \
-    X(K_BAD_REQUEST, "bad_request")                                                \
+#define KINDS(X)                                                                               \
+    X(K_UNREACHABLE, "trap:unreachable")                                                       \
+    X(K_OOB, "trap:out_of_bounds")                                                             \
+    X(K_INT_OVERFLOW, "trap:integer_overflow")                                                 \
+    X(K_DIV_ZERO, "trap:division_by_zero")                                                     \
+    X(K_CONVERSION, "trap:invalid_conversion")                                                 \
+    X(K_CALL_INDIRECT, "trap:call_indirect")                                                   \
+    X(K_STACK, "trap:stack_exhausted")                                                         \
+    X(K_OOM, "trap:out_of_memory")                                                             \
+    X(K_TRAP_OTHER, "trap:other")                                                              \
+    X(K_TIMEOUT, "timeout")                                                                    \
+    X(K_CRASH, "crash")                                                                        \
+    X(K_PROTOCOL, "protocol")                                                                  \
+    X(K_BAD_OUTPUT, "bad_output")                                                              \
+    X(K_TOO_LARGE, "output_too_large")                                                         \
+    X(K_EXIT, "exit")                                                                          \
+    X(K_BUSY, "busy")                                                                          \
+    X(K_UNAVAILABLE, "unavailable")                                                            \
+    X(K_NOT_READY, "not_ready")                                                                \
+    X(K_BAD_REQUEST, "bad_request")                                                            \
     X(K_ABANDONED, "abandoned")
 #define KIND_ENUM(k, s) k,
 enum kind { KINDS(KIND_ENUM) KIND_COUNT };
@@ -82,7 +83,6 @@ enum kind { KINDS(KIND_ENUM) KIND_COUNT };
 #define KIND_NAME(k, s) s,
 static const char *const kind_names[] = {KINDS(KIND_NAME)};
 #undef KIND_NAME
-
 
 struct logline {
     struct logline *next;
@@ -115,10 +115,10 @@ struct compiled {
     struct jinn_wasm_runner *r;
     uint8_t sha[32];
     enum jinn_fn_state state;
-    bool started;     /* jinn_wasm_compile called */
-    bool in_flight;   /* its callback has not run yet */
+    bool started;      /* jinn_wasm_compile called */
+    bool in_flight;    /* its callback has not run yet */
     uint64_t start_at; /* loop ms (the compile-delay test hook) */
-    char *message;    /* FAILED: the compiler's output */
+    char *message;     /* FAILED: the compiler's output */
     char *so_path;
     uint64_t compile_ms;
 };
@@ -153,7 +153,7 @@ struct jinn_wasm_runner {
     uint64_t rng;
     unsigned relay_rr;
     uint64_t compile_delay_ms; /* TEST ONLY: JINN_TEST_COMPILE_DELAY_MS */
-    uint64_t inflight_bytes; /* request JSON of invocations not finished */
+    uint64_t inflight_bytes;   /* request JSON of invocations not finished */
     bool stopping;
     unsigned pools_stopping;
     unsigned timers_open;
@@ -371,7 +371,8 @@ static void fn_log(struct jinn_wasm_runner *r, struct fnstat *fs, const char *tr
     if (level == 3) {
         jinn_error("fn %s trace %s: %s", fs->name, trace, l->line);
     } else {
-        jinn_info("fn %s trace %s: %s%s", fs->name, trace, level < 0 ? "stderr: " : "", l->line);
+        jinn_info("fn %s trace %s: %s%s", fs->name, trace, level < 0 ? "stderr: " : "",
+                  l->line);
     }
 }
 
@@ -657,7 +658,10 @@ static void sync_now(struct jinn_wasm_runner *r)
     }
 }
 
-static void tick_cb(uv_timer_t *t) { sync_now(t->data); }
+static void tick_cb(uv_timer_t *t)
+{
+    sync_now(t->data);
+}
 
 static void timer_closed(uv_handle_t *h)
 {
@@ -668,17 +672,22 @@ static void timer_closed(uv_handle_t *h)
 
 /* ---- invocations ------------------------------------------------------------------- */
 
-static const char *const trap_names[] = {"other",           "unreachable",
-                                         "out_of_bounds",   "integer_overflow",
-                                         "division_by_zero", "invalid_conversion",
-                                         "call_indirect",   "stack_exhausted",
-                                         "out_of_memory",   "other"};
+static const char *const trap_names[] = {"other",
+                                         "unreachable",
+                                         "out_of_bounds",
+                                         "integer_overflow",
+                                         "division_by_zero",
+                                         "invalid_conversion",
+                                         "call_indirect",
+                                         "stack_exhausted",
+                                         "out_of_memory",
+                                         "other"};
 
 static void reply_error(struct jinn_http_request *req, int status, const char *error,
                         const char *message, const char *trace, json_t *extra)
 {
-    json_t *obj = json_pack("{s:s, s:s, s:s}", "error", error, "message", message, "trace_id",
-                            trace);
+    json_t *obj =
+        json_pack("{s:s, s:s, s:s}", "error", error, "message", message, "trace_id", trace);
     if (obj != NULL && extra != NULL) {
         json_object_update(obj, extra);
     }
@@ -707,10 +716,9 @@ static bool tchar(unsigned char c)
 static bool header_allowed(const char *name, const char *value)
 {
     static const char *const refused[] = {
-        "connection", "keep-alive",     "transfer-encoding", "content-length",
-        "te",         "trailer",        "upgrade",           "proxy-connection",
-        "host",       "content-type",   "date",              "server",
-        "retry-after-internal"};
+        "connection", "keep-alive", "transfer-encoding",   "content-length", "te",
+        "trailer",    "upgrade",    "proxy-connection",    "host",           "content-type",
+        "date",       "server",     "retry-after-internal"};
     size_t n = strlen(name);
     if (n == 0 || n > 64 || strlen(value) > 1024) {
         return false;
@@ -816,16 +824,19 @@ static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
                     dropped++;
                 } else if (dropped++ < 4) {
                     char msg[160];
-                    int n = snprintf(msg, sizeof msg, "response header '%.64s' dropped "
-                                                      "(not allowed)", name);
+                    int n = snprintf(msg, sizeof msg,
+                                     "response header '%.64s' dropped "
+                                     "(not allowed)",
+                                     name);
                     fn_log(r, fs, inv->trace, 1, msg, (size_t)n);
                 }
             }
         }
         if (dropped > 0) {
             char msg[160];
-            int n = snprintf(msg, sizeof msg, "%zu response header(s) dropped (not allowed, "
-                                              "or past %u bytes of headers)",
+            int n = snprintf(msg, sizeof msg,
+                             "%zu response header(s) dropped (not allowed, "
+                             "or past %u bytes of headers)",
                              dropped, JINN_HTTP_MAX_REPLY_HEADERS - 200);
             fn_log(r, fs, inv->trace, 1, msg, (size_t)n);
         }
@@ -894,7 +905,8 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         unsigned t = res->detail < 10 ? res->detail : 9;
         snprintf(msg, sizeof msg, "the function trapped: %s", trap_names[t]);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
-        reply_error(req, 500, "trap", msg, inv->trace, json_pack("{s:s}", "kind", trap_names[t]));
+        reply_error(req, 500, "trap", msg, inv->trace,
+                    json_pack("{s:s}", "kind", trap_names[t]));
         kind = t == 9 || t == 0 ? K_TRAP_OTHER : K_UNREACHABLE + (int)t - 1;
         break;
     }
@@ -906,8 +918,10 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         kind = K_TOO_LARGE;
         break;
     case JINN_WASM_TIMEOUT:
-        snprintf(msg, sizeof msg, "the function ran past its timeout (%" PRIu64 " ms) and "
-                                  "was killed", inv->v->settings.timeout_ms);
+        snprintf(msg, sizeof msg,
+                 "the function ran past its timeout (%" PRIu64 " ms) and "
+                 "was killed",
+                 inv->v->settings.timeout_ms);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
         reply_error(req, 504, "timeout", msg, inv->trace, NULL);
         kind = K_TIMEOUT;
@@ -920,19 +934,24 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         kind = K_CRASH;
         break;
     case JINN_WASM_PROTOCOL:
-        reply_error(req, 500, "crash", "the function's sandbox broke the protocol and was "
-                                       "killed", inv->trace, NULL);
+        reply_error(req, 500, "crash",
+                    "the function's sandbox broke the protocol and was "
+                    "killed",
+                    inv->trace, NULL);
         kind = K_PROTOCOL;
         break;
     case JINN_WASM_UNAVAILABLE:
-        reply_error(req, 503, "unavailable", "no sandbox for this function could be started "
-                                             "on this node (see the node's log)",
+        reply_error(req, 503, "unavailable",
+                    "no sandbox for this function could be started "
+                    "on this node (see the node's log)",
                     inv->trace, NULL);
         kind = K_UNAVAILABLE;
         break;
     case JINN_WASM_QUEUE_TIMEOUT:
-        reply_error(req, 503, "busy", "every sandbox of this function stayed busy for its "
-                                      "whole timeout", inv->trace, NULL);
+        reply_error(req, 503, "busy",
+                    "every sandbox of this function stayed busy for its "
+                    "whole timeout",
+                    inv->trace, NULL);
         kind = K_BUSY;
         break;
     case JINN_WASM_STOPPED:
@@ -1144,8 +1163,8 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     if (r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX) {
         record(v->fs, K_BUSY, 0);
         reply_error(req, 503, "busy",
-                    "too many request bytes are waiting for functions on this node",
-                    inv->trace, NULL);
+                    "too many request bytes are waiting for functions on this node", inv->trace,
+                    NULL);
         jinn_wbuf_free(&inv->payload);
         jinn_free(inv);
         v->inflight--;
@@ -1158,8 +1177,8 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     inv->job.invoke = inv->payload.data;
     inv->job.invoke_len = inv->payload.len;
     if (r->host != NULL) {
-        inv->hinv = jinn_wasm_inv_begin(r->host, v->fs->name, &v->settings, inv->job.id,
-                                        inv->trace);
+        inv->hinv =
+            jinn_wasm_inv_begin(r->host, v->fs->name, &v->settings, inv->job.id, inv->trace);
     }
     rv = jinn_wasm_pool_submit(v->pool, &inv->job);
     if (rv != 0) {
@@ -1191,9 +1210,9 @@ struct relay {
 
 static bool hop_by_hop(const char *name, size_t len)
 {
-    static const char *const names[] = {"connection", "keep-alive", "transfer-encoding",
-                                        "content-length", "host", "te", "upgrade",
-                                        "proxy-connection", "expect", "content-type"};
+    static const char *const names[] = {
+        "connection", "keep-alive", "transfer-encoding", "content-length", "host",
+        "te",         "upgrade",    "proxy-connection",  "expect",         "content-type"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (len == strlen(names[i]) && strncasecmp(name, names[i], len) == 0) {
             return true;
@@ -1207,8 +1226,8 @@ static void relay_next(struct relay *rl);
 static void relay_finish_not_ready(struct relay *rl)
 {
     jinn_http_add_header(rl->req, NOT_READY_HEADER, "1");
-    reply_error(rl->req, rl->local_status, rl->local_status == 503 ? "function_not_ready"
-                                                                    : "compile_failed",
+    reply_error(rl->req, rl->local_status,
+                rl->local_status == 503 ? "function_not_ready" : "compile_failed",
                 rl->local_why, rl->trace, NULL);
     if (rl->fs != NULL) {
         record(rl->fs, K_NOT_READY, 0);
@@ -1365,14 +1384,16 @@ void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_reques
         return;
     }
     if (v != NULL && v->c->state == JINN_FN_FAILED) {
-        snprintf(why, sizeof why, "compiling the module failed on this node and no other "
-                                  "node could run it: %.180s",
+        snprintf(why, sizeof why,
+                 "compiling the module failed on this node and no other "
+                 "node could run it: %.180s",
                  v->c->message != NULL ? v->c->message : "?");
         relay(r, req, fn, fs, trace, 500, why);
         return;
     }
-    snprintf(why, sizeof why, "the function is still compiling on this node and no other "
-                              "node has it ready; retry shortly");
+    snprintf(why, sizeof why,
+             "the function is still compiling on this node and no other "
+             "node has it ready; retry shortly");
     relay(r, req, fn, fs, trace, 503, why);
 }
 
@@ -1410,7 +1431,8 @@ struct jinn_wasm_runner *jinn_wasm_runner_create(struct jinn_api *api)
         if (*end == '\0' && ms <= 600000) {
             r->compile_delay_ms = ms;
             jinn_warn("TEST ONLY: function compiles start %llu ms late "
-                      "(JINN_TEST_COMPILE_DELAY_MS)", ms);
+                      "(JINN_TEST_COMPILE_DELAY_MS)",
+                      ms);
         }
     }
     r->host = jinn_wasm_host_create(api);
@@ -1565,17 +1587,16 @@ static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat 
         p50 = sorted[(fs->recent_n - 1) / 2] / 1000.0;
         p99 = sorted[(fs->recent_n - 1) * 99 / 100] / 1000.0;
     }
-    obj = json_pack("{s:s, s:s?, s:I, s:I, s:{s:i, s:i, s:i, s:i}, s:I, s:o, s:{s:f, s:f},"
-                    " s:I, s:I}",
-                    "state", v != NULL ? state_name(v->c->state) : "none", "message",
-                    v != NULL ? v->c->message : NULL, "version",
-                    (json_int_t)(v != NULL ? v->version : 0), "compile_ms",
-                    (json_int_t)(v != NULL ? v->c->compile_ms : 0), "pool", "size", ps.size,
-                    "ready", ps.ready, "busy", ps.busy, "queued", ps.queued, "invocations",
-                    (json_int_t)fs->invocations, "errors",
-                    errors != NULL ? errors : json_object(), "duration_ms", "p50", p50, "p99",
-                    p99, "relayed", (json_int_t)fs->relayed, "log_lines_suppressed",
-                    (json_int_t)fs->log_suppressed);
+    obj = json_pack(
+        "{s:s, s:s?, s:I, s:I, s:{s:i, s:i, s:i, s:i}, s:I, s:o, s:{s:f, s:f},"
+        " s:I, s:I}",
+        "state", v != NULL ? state_name(v->c->state) : "none", "message",
+        v != NULL ? v->c->message : NULL, "version", (json_int_t)(v != NULL ? v->version : 0),
+        "compile_ms", (json_int_t)(v != NULL ? v->c->compile_ms : 0), "pool", "size", ps.size,
+        "ready", ps.ready, "busy", ps.busy, "queued", ps.queued, "invocations",
+        (json_int_t)fs->invocations, "errors", errors != NULL ? errors : json_object(),
+        "duration_ms", "p50", p50, "p99", p99, "relayed", (json_int_t)fs->relayed,
+        "log_lines_suppressed", (json_int_t)fs->log_suppressed);
     return obj;
 }
 
@@ -1621,13 +1642,13 @@ json_t *jinn_wasm_runner_logs(const struct jinn_wasm_runner *r, const char *name
         return NULL;
     }
     for (const struct logline *l = fs->log_head; l != NULL; l = l->next) {
-        json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s}", "time_ms",
-                                             (json_int_t)l->time_ms, "trace_id", l->trace,
-                                             "level",
-                                             l->level < 0    ? "stderr"
-                                             : l->level == 3 ? "error"
-                                                             : "info",
-                                             "line", l->line));
+        json_array_append_new(arr,
+                              json_pack("{s:I, s:s, s:s, s:s}", "time_ms",
+                                        (json_int_t)l->time_ms, "trace_id", l->trace, "level",
+                                        l->level < 0    ? "stderr"
+                                        : l->level == 3 ? "error"
+                                                        : "info",
+                                        "line", l->line));
     }
     return arr;
 }
@@ -1642,13 +1663,15 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     for (end = r->stats; end != NULL && n < METRICS_FNS_MAX; end = end->next) {
         n++;
     }
-    jinn_wbuf_printf(w, "# HELP jinn_fn_metrics_functions_max Functions given per-function "
-                        "series here.\n# TYPE jinn_fn_metrics_functions_max gauge\n"
-                        "jinn_fn_metrics_functions_max %u\n",
+    jinn_wbuf_printf(w,
+                     "# HELP jinn_fn_metrics_functions_max Functions given per-function "
+                     "series here.\n# TYPE jinn_fn_metrics_functions_max gauge\n"
+                     "jinn_fn_metrics_functions_max %u\n",
                      METRICS_FNS_MAX);
-    jinn_wbuf_printf(w, "# HELP jinn_fn_inflight_bytes Request JSON held by invocations "
-                        "queued or running here.\n# TYPE jinn_fn_inflight_bytes gauge\n"
-                        "jinn_fn_inflight_bytes %" PRIu64 "\n",
+    jinn_wbuf_printf(w,
+                     "# HELP jinn_fn_inflight_bytes Request JSON held by invocations "
+                     "queued or running here.\n# TYPE jinn_fn_inflight_bytes gauge\n"
+                     "jinn_fn_inflight_bytes %" PRIu64 "\n",
                      r->inflight_bytes);
     jinn_wbuf_printf(w, "# HELP jinn_fn_invocations_total Function invocations run or "
                         "refused on this node.\n# TYPE jinn_fn_invocations_total counter\n");
@@ -1661,9 +1684,9 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         for (int k = 0; k < KIND_COUNT; k++) {
             if (fs->errors[k] > 0) {
-                jinn_wbuf_printf(w, "jinn_fn_errors_total{function=\"%s\",kind=\"%s\"} %" PRIu64
-                                    "\n",
-                                 fs->name, kind_names[k], fs->errors[k]);
+                jinn_wbuf_printf(
+                    w, "jinn_fn_errors_total{function=\"%s\",kind=\"%s\"} %" PRIu64 "\n",
+                    fs->name, kind_names[k], fs->errors[k]);
             }
         }
     }
@@ -1681,17 +1704,19 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
         for (unsigned b = 0; b <= NBOUNDS; b++) {
             cum += fs->buckets[b];
             if (b < NBOUNDS) {
-                jinn_wbuf_printf(w, "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"%" PRIu64
-                                    "\"} %" PRIu64 "\n",
+                jinn_wbuf_printf(w,
+                                 "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"%" PRIu64
+                                 "\"} %" PRIu64 "\n",
                                  fs->name, bounds_ms[b], cum);
             } else {
-                jinn_wbuf_printf(w, "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"+Inf\"} %"
-                                    PRIu64 "\n",
-                                 fs->name, cum);
+                jinn_wbuf_printf(
+                    w, "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                    fs->name, cum);
             }
         }
-        jinn_wbuf_printf(w, "jinn_fn_duration_ms_sum{function=\"%s\"} %.3f\n"
-                            "jinn_fn_duration_ms_count{function=\"%s\"} %" PRIu64 "\n",
+        jinn_wbuf_printf(w,
+                         "jinn_fn_duration_ms_sum{function=\"%s\"} %.3f\n"
+                         "jinn_fn_duration_ms_count{function=\"%s\"} %" PRIu64 "\n",
                          fs->name, (double)fs->sum_us / 1000.0, fs->name, cum);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_pool Sandboxes of the active version by state.\n"
