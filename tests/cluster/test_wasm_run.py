@@ -508,7 +508,10 @@ def test_invocations_and_failures_stay_within_the_loop_budget(one):
                                 body if what == "echo" else None)
             if what == "echo":
                 assert code == 201 and json.loads(out)["body"] == body.decode()
-        for pid in sandbox_pids(n):
+        killed = sandbox_pids(n)
+        for pid in killed:
             os.kill(pid, 9)
+        wait_for(lambda: len(set(sandbox_pids(n)) - set(killed)) == 2, 30,
+                 what="two new sandboxes")
         wait_ready_here(n, "behave")
         assert call(n, "/fn/behave/")[0] == 200
