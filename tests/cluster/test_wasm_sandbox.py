@@ -417,6 +417,15 @@ def test_warm_round_trip_latency(sandbox):
     us = (time.perf_counter() - t0) / n * 1e6
     print(f"\nwarm hello round trip over the socketpair (python client): {us:.1f} us")
     assert us < 5000
+    # The same from C (tests/wasmtool/bench_sandbox.c): what the pool pays.
+    bench = os.path.join(os.path.dirname(s.proc.args[2]), "bench_sandbox")
+    subprocess.run([tool("cc"), "-O2", "-o", bench,
+                    os.path.join(ROOT, "tests", "wasmtool", "bench_sandbox.c")], check=True)
+    r = subprocess.run([bench, JINN, s.proc.args[2], "5000", "+warm"], capture_output=True,
+                       text=True, timeout=120, check=True)
+    print(f"warm hello round trip (C client): {r.stdout.strip()}")
+    p50 = float(r.stdout.split("p50 ")[1].split(" us")[0])
+    assert p50 < 2000
 
 
 def test_kv_get_declared_as_i64(sandbox, build):
@@ -469,6 +478,18 @@ def test_lock_down(sandbox, build, tmp_path):
         assert s.proc.wait(timeout=20) == -31, evil  # SIGSYS
         s.sock.close()
         s.proc.stderr.close()
+    # A wild pointer in native code is a crash (not turned into a trap by
+    # the stack guard): the process dies, the node reports it.
+    os.environ["EVIL"] = "segv"
+    try:
+        s = Sandbox(str(so))
+    finally:
+        del os.environ["EVIL"]
+    with pytest.raises((EOFError, ConnectionResetError)):
+        s.invoke(b"")
+    assert s.proc.wait(timeout=20) != 0
+    s.sock.close()
+    s.proc.stderr.close()
     os.environ["EVIL"] = "ok"
     try:
         s = Sandbox(str(so))
