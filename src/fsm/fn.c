@@ -53,7 +53,9 @@ struct fn_entry {
     struct jinn_tree_node by_name;
     struct jinn_tree_node by_route; /* linked while routed */
     bool routed;
-    const char *route; /* the key of by_route: the active version's route */
+    /* The key of by_route: a copy of the active version's route, so that it
+     * never changes under the tree while versions move (entry_push). */
+    char route[JINN_FN_ROUTE_MAX + 1];
     char name[JINN_FN_NAME_MAX + 1];
     uint64_t last_version; /* the highest version ever deployed */
     int active;            /* index into versions, -1: deleted */
@@ -456,12 +458,13 @@ const struct jinn_fn *jinn_fns_get(const struct jinn_fns *fns, const char *name)
 
 static struct fn_entry *find_route(const struct jinn_fns *fns, const char *route, size_t len)
 {
-    char buf[JINN_FN_ROUTE_MAX + 1];
-    struct fn_entry k;
+    struct fn_entry k; /* route_cmp reads the route only */
     struct jinn_tree_node *n;
-    memcpy(buf, route, len);
-    buf[len] = '\0';
-    k.route = buf;
+    if (len > JINN_FN_ROUTE_MAX) {
+        return NULL;
+    }
+    memcpy(k.route, route, len);
+    k.route[len] = '\0';
     n = jinn_tree_find(&fns->by_route, &k.by_route);
     return n != NULL ? ENTRY(n, by_route) : NULL;
 }
@@ -595,8 +598,8 @@ static void entry_sync(struct jinn_fns *fns, struct fn_entry *e)
     e->pub.name = e->name;
     e->pub.versions = e->versions;
     e->pub.active = a;
-    e->route = a != NULL ? a->settings.route : "";
-    if (a != NULL && a->settings.route[0] != '\0') {
+    snprintf(e->route, sizeof e->route, "%s", a != NULL ? a->settings.route : "");
+    if (e->route[0] != '\0') {
         jinn_fsm_link(&fns->by_route, &e->by_route, "fn routes");
         e->routed = true;
     }
@@ -668,7 +671,6 @@ static struct fn_entry *entry_new(struct jinn_fns *fns, const char *name, size_t
     e->active = -1;
     e->pub.name = e->name;
     e->pub.versions = e->versions;
-    e->route = "";
     jinn_fsm_link(&fns->by_name, &e->by_name, "fn names");
     return e;
 }
@@ -856,8 +858,8 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
         rv = JINN_EINVAL;
         break;
     }
-    if (rv == 0) {
-        fns->generation++;
+    if (rv == 0 && !(*value & JINN_FN_UNCHANGED)) {
+        fns->generation++; /* the runner looks again */
     }
     return rv;
 }

@@ -599,3 +599,42 @@ TEST(fn_pinned_modules_outlive_their_versions)
     jinn_wbuf_free(&before);
     jinn_wbuf_free(&pinned);
 }
+
+/* Regression: the route index's key lived inside the versions array, which
+ * a sixth deploy shifts: the active version's route changed under the tree
+ * and the unlink found nothing (a fatal apply on every replica). */
+TEST(fn_route_survives_versions_moving)
+{
+    struct jinn_fsm fsm;
+    char *a = settings("/a", NULL), *b = settings("/b", NULL), *bb = settings("/bb", NULL);
+    jinn_fsm_init(&fsm);
+    /* Another routed function, so that a search by the wrong key misses. */
+    CHECK_INT(deploy(&fsm, 100, "g", hello, sizeof hello, bb, NULL), 0);
+    for (int i = 0; i < JINN_FN_VERSIONS_KEPT; i++) {
+        char arg[12], *s;
+        snprintf(arg, sizeof arg, "%d", i);
+        s = settings(i % 2 ? "/a" : "/c", arg);
+        CHECK_INT(deploy(&fsm, 1 + (uint64_t)i, "f", hello, sizeof hello, s, NULL), 0);
+        jinn_free(s);
+    }
+    CHECK_STR(jinn_fns_by_route(&fsm.fns, "/c/x")->name, "f");
+    CHECK_INT(deploy(&fsm, 10, "f", hello, sizeof hello, b, NULL), 0);
+    CHECK_STR(jinn_fns_by_route(&fsm.fns, "/b")->name, "f");
+    CHECK(jinn_fns_by_route(&fsm.fns, "/c") == NULL);
+    /* Back to the oldest kept, then a deploy drops exactly that slot. */
+    CHECK_INT(unit_apply(&fsm, 11, 2000,
+                         name_cmd(JINN_CMD_FN_ROLLBACK, "f",
+                                  jinn_fns_get(&fsm.fns, "f")->versions[0].version))
+                  ->code,
+              0);
+    CHECK_STR(jinn_fns_by_route(&fsm.fns, "/a")->name, "f");
+    CHECK_INT(deploy(&fsm, 12, "f", hello, sizeof hello, b, NULL), 0);
+    CHECK(jinn_fns_by_route(&fsm.fns, "/a") == NULL);
+    CHECK_STR(jinn_fns_by_route(&fsm.fns, "/b")->name, "f");
+    CHECK_INT(jinn_fns_get(&fsm.fns, "f")->n_versions, JINN_FN_VERSIONS_KEPT);
+    CHECK_STR(jinn_fns_by_route(&fsm.fns, "/bb")->name, "g");
+    jinn_fsm_close(&fsm);
+    jinn_free(a);
+    jinn_free(b);
+    jinn_free(bb);
+}
