@@ -44,7 +44,8 @@ struct answer {
     bool got;
     uint32_t result;
     char bytes[4096];
-    size_t len;
+    size_t len;  /* of bytes (the start of the answer) */
+    size_t full; /* of the whole answer */
 };
 
 static void fake_handle(void *data, struct jinn_http_request *req)
@@ -159,6 +160,7 @@ static void on_reply(void *data, uint32_t result, const void *bytes, size_t len)
     struct answer *a = data;
     a->got = true;
     a->result = result;
+    a->full = len;
     a->len = len < sizeof a->bytes ? len : sizeof a->bytes - 1;
     if (len > 0) {
         memcpy(a->bytes, bytes, a->len);
@@ -430,6 +432,81 @@ TEST(wasm_host_db_query_reads_answer_row_objects)
     CHECK_INT(call(&e, inv, JINN_SBX_ENQUEUE, 0, 0, "job-1", 5, "payload", 7).result, 0);
     CHECK_SAME(fake.seen[6].target, "/v1/queues/WORKERS_job-1");
     CHECK_SAME(fake.seen[6].body, "payload");
+    jinn_wasm_inv_end(inv);
+    env_stop(&e);
+}
+
+/* Query answers are rewritten by a scanner, not a JSON tree: values of
+ * every shape are copied exactly, duplicate names keep the last, anything
+ * malformed is an error row, and a result past outmax stops early. */
+TEST(wasm_host_db_query_rows_of_every_shape)
+{
+    struct env e;
+    struct jinn_wasm_inv *inv;
+    struct answer a;
+    static char big[300000];
+    size_t n = 0;
+    CHECK(env_start(&e));
+    snprintf(e.settings.db, sizeof e.settings.db, "appdb");
+    inv = jinn_wasm_inv_begin(e.host, "f6", &e.settings, 1, "t");
+    CHECK(inv != NULL);
+
+    script(200,
+           "{\"columns\":[\"a\",\"b\\\"q\",\"a\",\"\\u00e9\"],\"types\":[],\"rows\":"
+           "[[1.5e3,\"x]\\\"},[\",{\"base64\":\"AAE=\"},null], [ -2 , true , \"\" , false ]]}",
+           NULL);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "SELECT 1", 8, NULL, 0);
+    /* (the names are re-encoded: \u00e9 comes out as UTF-8) */
+    CHECK_SAME(a.bytes,
+               "[{\"b\\\"q\":\"x]\\\"},[\",\"a\":{\"base64\":\"AAE=\"},\"\xc3\xa9\":null},"
+               "{\"b\\\"q\":true,\"a\":\"\",\"\xc3\xa9\":false}]");
+
+    script(200, "{\"rows\":[],\"columns\":[\"x\"]}", NULL);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "SELECT 1", 8, NULL, 0);
+    CHECK_SAME(a.bytes, "[]");
+
+    static const char *const bad[] = {
+        "{\"columns\":[\"x\"],\"rows\":[[1,2]]}", /* more values than columns */
+        "{\"columns\":[\"x\"],\"rows\":[[\"unterminated]]}",
+        "{\"columns\":[\"x\"],\"rows\":[[1]",
+        "{\"columns\":[\"x\"],\"rows\":[[1][2]]}",
+        "{\"columns\":[\"x\"]}",
+        "{\"columns\":\"x\",\"rows\":[]}",
+        "[]",
+        "",
+        "{\"columns\":[\"x\"],\"rows\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+        "]]]"
+        "]]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        script(200, bad[i], NULL);
+        a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "SELECT 1", 8, NULL, 0);
+        if (strstr(a.bytes, "malformed query answer") == NULL) {
+            fprintf(stderr, "  accepted: %s -> %s\n", bad[i], a.bytes);
+        }
+        CHECK(strstr(a.bytes, "malformed query answer") != NULL);
+        fake.n_script = fake.next = 0;
+    }
+
+    /* Many rows: converted, and stopped early once past outmax. */
+    n += (size_t)snprintf(big + n, sizeof big - n, "{\"columns\":[\"id\"],\"rows\":[");
+    for (int i = 0; n < sizeof big - 64; i++) {
+        n += (size_t)snprintf(big + n, sizeof big - n, "%s[%d]", i ? "," : "", i);
+    }
+    snprintf(big + n, sizeof big - n, "]}");
+    script(200, big, NULL);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 200000, "SELECT id", 9, NULL, 0);
+    CHECK(strstr(a.bytes, "(over 2000") != NULL);
+    CHECK(strstr(a.bytes, "does not fit the 200000-byte buffer") != NULL);
+    script(200, big, NULL);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 1000, "SELECT id", 9, NULL, 0);
+    CHECK(strstr(a.bytes, "(about ") != NULL);
+    CHECK(strstr(a.bytes, "does not fit the 1000-byte buffer") != NULL);
+    script(200, big, NULL);
+    a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 600000, "SELECT id", 9, NULL, 0);
+    CHECK(a.result == a.full && a.full > 300000 && a.full < 600000);
+    CHECK(memcmp(a.bytes, "[{\"id\":0},{\"id\":1},", 19) == 0);
     jinn_wasm_inv_end(inv);
     env_stop(&e);
 }
