@@ -610,11 +610,19 @@ static void sync_now(struct jinn_wasm_runner *r)
     }
     r->dirty = false;
     /* Compiles to start (with the module bytes of the registry, which has
-     * them as long as a version of that hash is active). */
+     * them as long as a version of that hash is active). One per loop turn:
+     * starting one copies the module (up to 16 MiB), and the compile
+     * thread builds one at a time anyway. */
+    bool compile_started = false;
     for (struct version *v = r->versions; v != NULL; v = v->next) {
         struct compiled *c = v->c;
         if (!v->wanted || c->started) {
             continue;
+        }
+        if (compile_started) {
+            r->dirty = true;
+            uv_timer_start(&r->soon, tick_cb, 0, 0); /* the next one next turn */
+            break;
         }
         if (now < c->start_at) {
             r->dirty = true; /* the tick looks again */
@@ -626,6 +634,7 @@ static void sync_now(struct jinn_wasm_runner *r)
         }
         c->started = true;
         c->in_flight = true;
+        compile_started = true;
         int rv = jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
                                    fn->active->module_len, compiled_done, c);
         if (rv != 0) {
