@@ -692,6 +692,13 @@ static const char *const trap_names[] = {"other",
                                          "out_of_memory",
                                          "other"};
 
+/* A reply to HEAD carries no body (http.c writes what it is given; body
+ * bytes after a HEAD answer would be read as the next response). */
+static bool is_head(const struct jinn_http_request *req)
+{
+    return strcmp(req->msg.method, "HEAD") == 0;
+}
+
 static void reply_error(struct jinn_http_request *req, int status, const char *error,
                         const char *message, const char *trace, json_t *extra)
 {
@@ -709,6 +716,11 @@ static void reply_error(struct jinn_http_request *req, int status, const char *e
     }
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    if (is_head(req)) {
+        json_decref(obj);
+        jinn_http_reply(req, status, "application/json", "", 0);
         return;
     }
     jinn_http_reply_json(req, status, obj);
@@ -852,7 +864,7 @@ static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
     }
     jinn_http_add_header(req, "X-Request-Id", inv->trace);
     jinn_http_add_header(req, "X-Jinn-Fn-Node", r->api->cfg->server_name);
-    if (status == 204 || status == 304 || !json_is_string(bd)) {
+    if (status == 204 || status == 304 || !json_is_string(bd) || is_head(req)) {
         jinn_http_reply(req, (int)status, ctype, "", 0);
     } else {
         jinn_http_reply(req, (int)status, ctype, json_string_value(bd), json_string_length(bd));
@@ -1291,7 +1303,7 @@ static void relayed(void *data, int code, const struct jinn_http_msg *head, cons
     if (rl->fs != NULL) {
         rl->fs->relayed++;
     }
-    jinn_http_reply(req, head->status, ctype, body, body_len);
+    jinn_http_reply(req, head->status, ctype, body, is_head(req) ? 0 : body_len);
     jinn_free(rl->headers);
     jinn_free(rl);
 }

@@ -269,6 +269,28 @@ def test_response_headers_are_allow_listed(one):
     assert b"forged" not in head
 
 
+def test_head_gets_no_body_and_the_connection_stays_usable(one):
+    n = one.nodes[0]
+    s = socket.create_connection(("127.0.0.1", n.http_port), timeout=10)
+    s.sendall(b"HEAD /fn/behave/ HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"HEAD /fn/behave/trap HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET /fn/behave/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    s.close()
+    parts = raw.split(b"HTTP/1.1 ")
+    assert len(parts) == 4 and parts[0] == b"", raw
+    first, second, third = parts[1:]
+    # each HEAD answer ends with its head: no body bytes before the next
+    assert first.startswith(b"200") and first.endswith(b"\r\n\r\n"), raw
+    assert second.startswith(b"500") and second.endswith(b"\r\n\r\n"), raw
+    assert third.startswith(b"200") and third.endswith(b"\r\n\r\nhello v1"), raw
+
+
 def test_too_many_response_headers_are_cut_without_losing_ours(one):
     n = one.nodes[0]
     code, h, out = call(n, "/fn/behave/manyheaders", headers={"X-Request-Id": "mh-1"})
