@@ -858,8 +858,8 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
         rv = JINN_EINVAL;
         break;
     }
-    if (rv == 0) {
-        fns->generation++;
+    if (rv == 0 && !(*value & JINN_FN_UNCHANGED)) {
+        fns->generation++; /* the runner looks again */
     }
     return rv;
 }

@@ -19,14 +19,14 @@
 #include "log.h"
 #include "wasm/proto.h"
 
-#define READ_CHUNK (64u << 10)         /* the read buffer between frames */
-#define READ_SHRINK_ABOVE (1u << 20)   /* a buffer grown past this shrinks after its frame */
-#define READY_TIMEOUT_MS 10000         /* a sandbox not ready by then is killed */
+#define READ_CHUNK (64u << 10)       /* the read buffer between frames */
+#define READ_SHRINK_ABOVE (1u << 20) /* a buffer grown past this shrinks after its frame */
+#define READY_TIMEOUT_MS 10000       /* a sandbox not ready by then is killed */
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 5000
-#define FAILURES_UNAVAILABLE 3         /* failed starts in a row: queued jobs are failed */
-#define TICK_MS 100                    /* queue deadlines, respawns */
-#define SPAWNS_PER_TURN 4              /* forks per call: a pool of 64 must not stall the loop */
+#define FAILURES_UNAVAILABLE 3 /* failed starts in a row: queued jobs are failed */
+#define TICK_MS 100            /* queue deadlines, respawns */
+#define SPAWNS_PER_TURN 4      /* forks per call: a pool of 64 must not stall the loop */
 
 enum slot_state { SLOT_STARTING, SLOT_IDLE, SLOT_BUSY, SLOT_DEAD };
 
@@ -75,7 +75,10 @@ static void pool_maintain(struct jinn_wasm_pool *p);
 static void dispatch(struct jinn_wasm_pool *p);
 static void tick_update(struct jinn_wasm_pool *p);
 
-static uint64_t now_ms(const struct jinn_wasm_pool *p) { return uv_now(p->loop); }
+static uint64_t now_ms(const struct jinn_wasm_pool *p)
+{
+    return uv_now(p->loop);
+}
 
 /* A sandbox died or was killed before it was ready: the next start waits,
  * longer after every failure in a row (a module that cannot load must not
@@ -208,8 +211,8 @@ static void written(uv_write_t *req, int status)
     jinn_free(w->data);
     jinn_free(w);
     if (status < 0 && status != UV_ECANCELED && s->state != SLOT_DEAD) {
-        jinn_warn("fn %s: sandbox %d: write failed (%s); killing it", s->pool->name, s->proc.pid,
-                  uv_strerror(status));
+        jinn_warn("fn %s: sandbox %d: write failed (%s); killing it", s->pool->name,
+                  s->proc.pid, uv_strerror(status));
         slot_kill(s); /* the exit callback ends its job as a crash */
     }
 }
@@ -404,8 +407,8 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     s->len += (size_t)nread;
     while (s->state != SLOT_DEAD && s->len - off >= 4) {
         const uint8_t *q = s->buf + off;
-        uint32_t flen = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
-                        (uint32_t)q[3] << 24;
+        uint32_t flen =
+            (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
         if (flen < 1 || flen > JINN_SBX_FRAME_MAX) {
             protocol_error(s, "frame length");
             return;
@@ -425,9 +428,11 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (s->len >= 4) {
         const uint8_t *q = s->buf;
-        size_t flen = (size_t)q[0] | (size_t)q[1] << 8 | (size_t)q[2] << 16 | (size_t)q[3] << 24;
+        size_t flen =
+            (size_t)q[0] | (size_t)q[1] << 8 | (size_t)q[2] << 16 | (size_t)q[3] << 24;
         if (!buf_fit(s, 4 + flen)) {
-            jinn_warn("fn %s: out of memory reading a frame; killing the sandbox", s->pool->name);
+            jinn_warn("fn %s: out of memory reading a frame; killing the sandbox",
+                      s->pool->name);
             slot_kill(s);
             return;
         }
@@ -608,15 +613,17 @@ static void pool_maintain(struct jinn_wasm_pool *p)
     }
     /* Jobs that waited their whole timeout for a sandbox. The queue is in
      * arrival order and every job has the same timeout. */
-    while (p->qhead != NULL &&
-           (uv_hrtime() - p->qhead->queued_at) / 1000000 >= p->timeout_ms) {
+    while (p->qhead != NULL && (uv_hrtime() - p->qhead->queued_at) / 1000000 >= p->timeout_ms) {
         struct jinn_wasm_job *job = queue_pop(p);
         job_done(job, JINN_WASM_QUEUE_TIMEOUT, 0, NULL, 0);
     }
     tick_update(p);
 }
 
-static void pool_tick(uv_timer_t *t) { pool_maintain(t->data); }
+static void pool_tick(uv_timer_t *t)
+{
+    pool_maintain(t->data);
+}
 
 /* The tick runs only while there is something to watch: queued jobs
  * (deadlines) or missing sandboxes (respawns). An idle full pool costs no

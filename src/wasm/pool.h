@@ -25,16 +25,16 @@
 #define JINN_WASM_STACK_DEPTH 10000
 
 enum jinn_wasm_outcome {
-    JINN_WASM_EXITED = 0,   /* _start returned or proc_exit: detail = exit code */
-    JINN_WASM_TRAPPED,      /* detail = enum jinn_sbx_trap */
-    JINN_WASM_TOO_LARGE,    /* stdout over JINN_SBX_STDOUT_MAX */
-    JINN_WASM_TIMEOUT,      /* killed at the timeout */
-    JINN_WASM_CRASH,        /* the sandbox died mid-call: detail = signal (0: exit/EOF) */
-    JINN_WASM_PROTOCOL,     /* the sandbox broke the protocol and was killed */
-    JINN_WASM_UNAVAILABLE,  /* no sandbox could be started (detail: consecutive failures) */
-    JINN_WASM_QUEUE_TIMEOUT,/* waited its whole timeout for an idle sandbox */
-    JINN_WASM_STOPPED,      /* the pool was destroyed (shutdown) */
-    JINN_WASM_ABANDONED,    /* its caller left while it waited: never run */
+    JINN_WASM_EXITED = 0,    /* _start returned or proc_exit: detail = exit code */
+    JINN_WASM_TRAPPED,       /* detail = enum jinn_sbx_trap */
+    JINN_WASM_TOO_LARGE,     /* stdout over JINN_SBX_STDOUT_MAX */
+    JINN_WASM_TIMEOUT,       /* killed at the timeout */
+    JINN_WASM_CRASH,         /* the sandbox died mid-call: detail = signal (0: exit/EOF) */
+    JINN_WASM_PROTOCOL,      /* the sandbox broke the protocol and was killed */
+    JINN_WASM_UNAVAILABLE,   /* no sandbox could be started (detail: consecutive failures) */
+    JINN_WASM_QUEUE_TIMEOUT, /* waited its whole timeout for an idle sandbox */
+    JINN_WASM_STOPPED,       /* the pool was destroyed (shutdown) */
+    JINN_WASM_ABANDONED,     /* its caller left while it waited: never run */
 };
 
 struct jinn_wasm_result {
@@ -89,8 +89,8 @@ struct jinn_wasm_pool_config {
 struct jinn_wasm_pool;
 
 struct jinn_wasm_pool_stats {
-    unsigned size;    /* sandboxes alive (starting, idle or busy) */
-    unsigned ready;   /* idle */
+    unsigned size;  /* sandboxes alive (starting, idle or busy) */
+    unsigned ready; /* idle */
     unsigned busy;
     unsigned queued;
     uint64_t spawned; /* sandboxes started since the pool was made */

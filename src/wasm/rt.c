@@ -111,6 +111,7 @@ uint32_t jinn_rt_exit_code(void)
 
 static uintptr_t guard_top, guard_span, guard_code_lo, guard_code_hi;
 static uint8_t guard_altstack[64 << 10];
+static struct sigaction guard_previous;
 
 static uintptr_t fault_pc(void *ctx)
 {
@@ -135,8 +136,9 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
         sigprocmask(SIG_UNBLOCK, &set, NULL);
         jinn_rt_jump(WASM_RT_TRAP_EXHAUSTION);
     }
-    /* Not ours: the default action when the instruction faults again. */
-    signal(sig, SIG_DFL);
+    /* Not ours: the previous handler (the default action, or ASan's
+     * report) when the instruction faults again. */
+    sigaction(sig, &guard_previous, NULL);
 }
 
 int jinn_rt_guard_stack(const void *stack_top, uintptr_t code_lo, uintptr_t code_hi)
@@ -169,7 +171,7 @@ int jinn_rt_guard_stack(const void *stack_top, uintptr_t code_lo, uintptr_t code
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    return sigaction(SIGSEGV, &sa, NULL);
+    return sigaction(SIGSEGV, &sa, &guard_previous);
 }
 
 wasm_rt_memory_t *jinn_rt_memory(void)

@@ -31,14 +31,14 @@
 #include "wasm/pool.h"
 #include "wasm/proto.h"
 
-#define TICK_MS 250                  /* looks at the registry generation (restores) */
-#define LOG_RING_BYTES (64u << 10)   /* last log lines kept per function */
-#define LOG_LINE_MAX 1024            /* bytes of one line (longer ones are cut) */
-#define LOG_RATE_PER_S 20            /* lines per function and second to the node's log */
+#define TICK_MS 250                /* looks at the registry generation (restores) */
+#define LOG_RING_BYTES (64u << 10) /* last log lines kept per function */
+#define LOG_LINE_MAX 1024          /* bytes of one line (longer ones are cut) */
+#define LOG_RATE_PER_S 20          /* lines per function and second to the node's log */
 #define LOG_BURST 100
-#define RECENT_MAX 1024              /* durations kept for quantiles */
+#define RECENT_MAX 1024 /* durations kept for quantiles */
 #define TRACE_MAX 128
-#define BAD_OUTPUT_LOGGED 200        /* first bytes of a bad output that are logged */
+#define BAD_OUTPUT_LOGGED 200 /* first bytes of a bad output that are logged */
 #define RELAY_HEADER "X-Jinn-Fn-Relay"
 #define NOT_READY_HEADER "X-Jinn-Fn-Not-Ready"
 #define CLUSTER_HEADER "X-Jinn-Cluster"
@@ -46,32 +46,36 @@
 /* Request JSON held by invocations queued or running on this node, all
  * functions together (each is up to 16 MiB); beyond it calls get 503 busy. */
 #define INFLIGHT_BYTES_MAX (256u << 20)
+/* Functions given series in /metrics and entries in /v1/status (a scrape
+ * stays small and cheap on the loop however many functions exist). */
+#define METRICS_FNS_MAX 256u
 
 /* Duration histogram bounds, ms. */
-static const uint64_t bounds_ms[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+static const uint64_t bounds_ms[] = {1,   2,   5,    10,   25,   50,   100,
+                                     250, 500, 1000, 2500, 5000, 10000};
 #define NBOUNDS (sizeof bounds_ms / sizeof bounds_ms[0])
 
 /* Error kinds, counted per function. */
-#define KINDS(X)                                                                   \
-    X(K_UNREACHABLE, "trap:unreachable")                                           \
-    X(K_OOB, "trap:out_of_bounds")                                                 \
-    X(K_INT_OVERFLOW, "trap:integer_overflow")                                     \
-    X(K_DIV_ZERO, "trap:division_by_zero")                                         \
-    X(K_CONVERSION, "trap:invalid_conversion")                                     \
-    X(K_CALL_INDIRECT, "trap:call_indirect")                                       \
-    X(K_STACK, "trap:stack_exhausted")                                             \
-    X(K_OOM, "trap:out_of_memory")                                                 \
-    X(K_TRAP_OTHER, "trap:other")                                                  \
-    X(K_TIMEOUT, "timeout")                                                        \
-    X(K_CRASH, "crash")                                                            \
-    X(K_PROTOCOL, "protocol")                                                      \
-    X(K_BAD_OUTPUT, "bad_output")                                                  \
-    X(K_TOO_LARGE, "output_too_large")                                             \
-    X(K_EXIT, "exit")                                                              \
-    X(K_BUSY, "busy")                                                              \
-    X(K_UNAVAILABLE, "unavailable")                                                \
-    X(K_NOT_READY, "not_ready")                                                    \
-    X(K_BAD_REQUEST, "bad_request")                                                \
+#define KINDS(X)                                                                               \
+    X(K_UNREACHABLE, "trap:unreachable")                                                       \
+    X(K_OOB, "trap:out_of_bounds")                                                             \
+    X(K_INT_OVERFLOW, "trap:integer_overflow")                                                 \
+    X(K_DIV_ZERO, "trap:division_by_zero")                                                     \
+    X(K_CONVERSION, "trap:invalid_conversion")                                                 \
+    X(K_CALL_INDIRECT, "trap:call_indirect")                                                   \
+    X(K_STACK, "trap:stack_exhausted")                                                         \
+    X(K_OOM, "trap:out_of_memory")                                                             \
+    X(K_TRAP_OTHER, "trap:other")                                                              \
+    X(K_TIMEOUT, "timeout")                                                                    \
+    X(K_CRASH, "crash")                                                                        \
+    X(K_PROTOCOL, "protocol")                                                                  \
+    X(K_BAD_OUTPUT, "bad_output")                                                              \
+    X(K_TOO_LARGE, "output_too_large")                                                         \
+    X(K_EXIT, "exit")                                                                          \
+    X(K_BUSY, "busy")                                                                          \
+    X(K_UNAVAILABLE, "unavailable")                                                            \
+    X(K_NOT_READY, "not_ready")                                                                \
+    X(K_BAD_REQUEST, "bad_request")                                                            \
     X(K_ABANDONED, "abandoned")
 #define KIND_ENUM(k, s) k,
 enum kind { KINDS(KIND_ENUM) KIND_COUNT };
@@ -79,7 +83,6 @@ enum kind { KINDS(KIND_ENUM) KIND_COUNT };
 #define KIND_NAME(k, s) s,
 static const char *const kind_names[] = {KINDS(KIND_NAME)};
 #undef KIND_NAME
-
 
 struct logline {
     struct logline *next;
@@ -112,10 +115,10 @@ struct compiled {
     struct jinn_wasm_runner *r;
     uint8_t sha[32];
     enum jinn_fn_state state;
-    bool started;     /* jinn_wasm_compile called */
-    bool in_flight;   /* its callback has not run yet */
+    bool started;      /* jinn_wasm_compile called */
+    bool in_flight;    /* its callback has not run yet */
     uint64_t start_at; /* loop ms (the compile-delay test hook) */
-    char *message;    /* FAILED: the compiler's output */
+    char *message;     /* FAILED: the compiler's output */
     char *so_path;
     uint64_t compile_ms;
 };
@@ -150,7 +153,7 @@ struct jinn_wasm_runner {
     uint64_t rng;
     unsigned relay_rr;
     uint64_t compile_delay_ms; /* TEST ONLY: JINN_TEST_COMPILE_DELAY_MS */
-    uint64_t inflight_bytes; /* request JSON of invocations not finished */
+    uint64_t inflight_bytes;   /* request JSON of invocations not finished */
     bool stopping;
     unsigned pools_stopping;
     unsigned timers_open;
@@ -368,7 +371,8 @@ static void fn_log(struct jinn_wasm_runner *r, struct fnstat *fs, const char *tr
     if (level == 3) {
         jinn_error("fn %s trace %s: %s", fs->name, trace, l->line);
     } else {
-        jinn_info("fn %s trace %s: %s%s", fs->name, trace, level < 0 ? "stderr: " : "", l->line);
+        jinn_info("fn %s trace %s: %s%s", fs->name, trace, level < 0 ? "stderr: " : "",
+                  l->line);
     }
 }
 
@@ -606,11 +610,19 @@ static void sync_now(struct jinn_wasm_runner *r)
     }
     r->dirty = false;
     /* Compiles to start (with the module bytes of the registry, which has
-     * them as long as a version of that hash is active). */
+     * them as long as a version of that hash is active). One per loop turn:
+     * starting one copies the module (up to 16 MiB), and the compile
+     * thread builds one at a time anyway. */
+    bool compile_started = false;
     for (struct version *v = r->versions; v != NULL; v = v->next) {
         struct compiled *c = v->c;
         if (!v->wanted || c->started) {
             continue;
+        }
+        if (compile_started) {
+            r->dirty = true;
+            uv_timer_start(&r->soon, tick_cb, 0, 0); /* the next one next turn */
+            break;
         }
         if (now < c->start_at) {
             r->dirty = true; /* the tick looks again */
@@ -622,6 +634,7 @@ static void sync_now(struct jinn_wasm_runner *r)
         }
         c->started = true;
         c->in_flight = true;
+        compile_started = true;
         int rv = jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
                                    fn->active->module_len, compiled_done, c);
         if (rv != 0) {
@@ -654,7 +667,10 @@ static void sync_now(struct jinn_wasm_runner *r)
     }
 }
 
-static void tick_cb(uv_timer_t *t) { sync_now(t->data); }
+static void tick_cb(uv_timer_t *t)
+{
+    sync_now(t->data);
+}
 
 static void timer_closed(uv_handle_t *h)
 {
@@ -665,17 +681,29 @@ static void timer_closed(uv_handle_t *h)
 
 /* ---- invocations ------------------------------------------------------------------- */
 
-static const char *const trap_names[] = {"other",           "unreachable",
-                                         "out_of_bounds",   "integer_overflow",
-                                         "division_by_zero", "invalid_conversion",
-                                         "call_indirect",   "stack_exhausted",
-                                         "out_of_memory",   "other"};
+static const char *const trap_names[] = {"other",
+                                         "unreachable",
+                                         "out_of_bounds",
+                                         "integer_overflow",
+                                         "division_by_zero",
+                                         "invalid_conversion",
+                                         "call_indirect",
+                                         "stack_exhausted",
+                                         "out_of_memory",
+                                         "other"};
+
+/* A reply to HEAD carries no body (http.c writes what it is given; body
+ * bytes after a HEAD answer would be read as the next response). */
+static bool is_head(const struct jinn_http_request *req)
+{
+    return strcmp(req->msg.method, "HEAD") == 0;
+}
 
 static void reply_error(struct jinn_http_request *req, int status, const char *error,
                         const char *message, const char *trace, json_t *extra)
 {
-    json_t *obj = json_pack("{s:s, s:s, s:s}", "error", error, "message", message, "trace_id",
-                            trace);
+    json_t *obj =
+        json_pack("{s:s, s:s, s:s}", "error", error, "message", message, "trace_id", trace);
     if (obj != NULL && extra != NULL) {
         json_object_update(obj, extra);
     }
@@ -688,6 +716,11 @@ static void reply_error(struct jinn_http_request *req, int status, const char *e
     }
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    if (is_head(req)) {
+        json_decref(obj);
+        jinn_http_reply(req, status, "application/json", "", 0);
         return;
     }
     jinn_http_reply_json(req, status, obj);
@@ -704,10 +737,9 @@ static bool tchar(unsigned char c)
 static bool header_allowed(const char *name, const char *value)
 {
     static const char *const refused[] = {
-        "connection", "keep-alive",     "transfer-encoding", "content-length",
-        "te",         "trailer",        "upgrade",           "proxy-connection",
-        "host",       "content-type",   "date",              "server",
-        "retry-after-internal"};
+        "connection", "keep-alive", "transfer-encoding",   "content-length", "te",
+        "trailer",    "upgrade",    "proxy-connection",    "host",           "content-type",
+        "date",       "server",     "retry-after-internal"};
     size_t n = strlen(name);
     if (n == 0 || n > 64 || strlen(value) > 1024) {
         return false;
@@ -789,6 +821,10 @@ static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
     if (json_is_object(hd)) {
         const char *name;
         json_t *vals;
+        /* http.c keeps JINN_HTTP_MAX_REPLY_HEADERS bytes of extra headers;
+         * room is left for the two of ours, the rest is dropped here (one
+         * log line, not one per header). */
+        size_t room = JINN_HTTP_MAX_REPLY_HEADERS - 200, dropped = 0;
         json_object_foreach(hd, name, vals)
         {
             size_t nvals = json_is_array(vals) ? json_array_size(vals) : 1;
@@ -798,23 +834,37 @@ static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
                 if (text == NULL) {
                     continue;
                 }
+                size_t need = strlen(name) + strlen(text) + 4;
                 if (strcasecmp(name, "content-type") == 0 && i == 0 &&
                     header_allowed("x", text)) {
                     ctype = text;
-                } else if (header_allowed(name, text)) {
+                } else if (header_allowed(name, text) && need <= room) {
                     jinn_http_add_header(req, name, text);
-                } else {
+                    room -= need;
+                } else if (header_allowed(name, text)) {
+                    dropped++;
+                } else if (dropped++ < 4) {
                     char msg[160];
-                    int n = snprintf(msg, sizeof msg, "response header '%.64s' dropped "
-                                                      "(not allowed)", name);
+                    int n = snprintf(msg, sizeof msg,
+                                     "response header '%.64s' dropped "
+                                     "(not allowed)",
+                                     name);
                     fn_log(r, fs, inv->trace, 1, msg, (size_t)n);
                 }
             }
         }
+        if (dropped > 0) {
+            char msg[160];
+            int n = snprintf(msg, sizeof msg,
+                             "%zu response header(s) dropped (not allowed, "
+                             "or past %u bytes of headers)",
+                             dropped, JINN_HTTP_MAX_REPLY_HEADERS - 200);
+            fn_log(r, fs, inv->trace, 1, msg, (size_t)n);
+        }
     }
     jinn_http_add_header(req, "X-Request-Id", inv->trace);
     jinn_http_add_header(req, "X-Jinn-Fn-Node", r->api->cfg->server_name);
-    if (status == 204 || status == 304 || !json_is_string(bd)) {
+    if (status == 204 || status == 304 || !json_is_string(bd) || is_head(req)) {
         jinn_http_reply(req, (int)status, ctype, "", 0);
     } else {
         jinn_http_reply(req, (int)status, ctype, json_string_value(bd), json_string_length(bd));
@@ -876,7 +926,8 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         unsigned t = res->detail < 10 ? res->detail : 9;
         snprintf(msg, sizeof msg, "the function trapped: %s", trap_names[t]);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
-        reply_error(req, 500, "trap", msg, inv->trace, json_pack("{s:s}", "kind", trap_names[t]));
+        reply_error(req, 500, "trap", msg, inv->trace,
+                    json_pack("{s:s}", "kind", trap_names[t]));
         kind = t == 9 || t == 0 ? K_TRAP_OTHER : K_UNREACHABLE + (int)t - 1;
         break;
     }
@@ -888,8 +939,10 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         kind = K_TOO_LARGE;
         break;
     case JINN_WASM_TIMEOUT:
-        snprintf(msg, sizeof msg, "the function ran past its timeout (%" PRIu64 " ms) and "
-                                  "was killed", inv->v->settings.timeout_ms);
+        snprintf(msg, sizeof msg,
+                 "the function ran past its timeout (%" PRIu64 " ms) and "
+                 "was killed",
+                 inv->v->settings.timeout_ms);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
         reply_error(req, 504, "timeout", msg, inv->trace, NULL);
         kind = K_TIMEOUT;
@@ -902,19 +955,24 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         kind = K_CRASH;
         break;
     case JINN_WASM_PROTOCOL:
-        reply_error(req, 500, "crash", "the function's sandbox broke the protocol and was "
-                                       "killed", inv->trace, NULL);
+        reply_error(req, 500, "crash",
+                    "the function's sandbox broke the protocol and was "
+                    "killed",
+                    inv->trace, NULL);
         kind = K_PROTOCOL;
         break;
     case JINN_WASM_UNAVAILABLE:
-        reply_error(req, 503, "unavailable", "no sandbox for this function could be started "
-                                             "on this node (see the node's log)",
+        reply_error(req, 503, "unavailable",
+                    "no sandbox for this function could be started "
+                    "on this node (see the node's log)",
                     inv->trace, NULL);
         kind = K_UNAVAILABLE;
         break;
     case JINN_WASM_QUEUE_TIMEOUT:
-        reply_error(req, 503, "busy", "every sandbox of this function stayed busy for its "
-                                      "whole timeout", inv->trace, NULL);
+        reply_error(req, 503, "busy",
+                    "every sandbox of this function stayed busy for its "
+                    "whole timeout",
+                    inv->trace, NULL);
         kind = K_BUSY;
         break;
     case JINN_WASM_STOPPED:
@@ -1126,8 +1184,8 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     if (r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX) {
         record(v->fs, K_BUSY, 0);
         reply_error(req, 503, "busy",
-                    "too many request bytes are waiting for functions on this node",
-                    inv->trace, NULL);
+                    "too many request bytes are waiting for functions on this node", inv->trace,
+                    NULL);
         jinn_wbuf_free(&inv->payload);
         jinn_free(inv);
         v->inflight--;
@@ -1140,8 +1198,8 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     inv->job.invoke = inv->payload.data;
     inv->job.invoke_len = inv->payload.len;
     if (r->host != NULL) {
-        inv->hinv = jinn_wasm_inv_begin(r->host, v->fs->name, &v->settings, inv->job.id,
-                                        inv->trace);
+        inv->hinv =
+            jinn_wasm_inv_begin(r->host, v->fs->name, &v->settings, inv->job.id, inv->trace);
     }
     rv = jinn_wasm_pool_submit(v->pool, &inv->job);
     if (rv != 0) {
@@ -1173,9 +1231,9 @@ struct relay {
 
 static bool hop_by_hop(const char *name, size_t len)
 {
-    static const char *const names[] = {"connection", "keep-alive", "transfer-encoding",
-                                        "content-length", "host", "te", "upgrade",
-                                        "proxy-connection", "expect", "content-type"};
+    static const char *const names[] = {
+        "connection", "keep-alive", "transfer-encoding", "content-length", "host",
+        "te",         "upgrade",    "proxy-connection",  "expect",         "content-type"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (len == strlen(names[i]) && strncasecmp(name, names[i], len) == 0) {
             return true;
@@ -1189,8 +1247,8 @@ static void relay_next(struct relay *rl);
 static void relay_finish_not_ready(struct relay *rl)
 {
     jinn_http_add_header(rl->req, NOT_READY_HEADER, "1");
-    reply_error(rl->req, rl->local_status, rl->local_status == 503 ? "function_not_ready"
-                                                                    : "compile_failed",
+    reply_error(rl->req, rl->local_status,
+                rl->local_status == 503 ? "function_not_ready" : "compile_failed",
                 rl->local_why, rl->trace, NULL);
     if (rl->fs != NULL) {
         record(rl->fs, K_NOT_READY, 0);
@@ -1245,7 +1303,7 @@ static void relayed(void *data, int code, const struct jinn_http_msg *head, cons
     if (rl->fs != NULL) {
         rl->fs->relayed++;
     }
-    jinn_http_reply(req, head->status, ctype, body, body_len);
+    jinn_http_reply(req, head->status, ctype, body, is_head(req) ? 0 : body_len);
     jinn_free(rl->headers);
     jinn_free(rl);
 }
@@ -1347,14 +1405,16 @@ void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_reques
         return;
     }
     if (v != NULL && v->c->state == JINN_FN_FAILED) {
-        snprintf(why, sizeof why, "compiling the module failed on this node and no other "
-                                  "node could run it: %.180s",
+        snprintf(why, sizeof why,
+                 "compiling the module failed on this node and no other "
+                 "node could run it: %.180s",
                  v->c->message != NULL ? v->c->message : "?");
         relay(r, req, fn, fs, trace, 500, why);
         return;
     }
-    snprintf(why, sizeof why, "the function is still compiling on this node and no other "
-                              "node has it ready; retry shortly");
+    snprintf(why, sizeof why,
+             "the function is still compiling on this node and no other "
+             "node has it ready; retry shortly");
     relay(r, req, fn, fs, trace, 503, why);
 }
 
@@ -1392,7 +1452,8 @@ struct jinn_wasm_runner *jinn_wasm_runner_create(struct jinn_api *api)
         if (*end == '\0' && ms <= 600000) {
             r->compile_delay_ms = ms;
             jinn_warn("TEST ONLY: function compiles start %llu ms late "
-                      "(JINN_TEST_COMPILE_DELAY_MS)", ms);
+                      "(JINN_TEST_COMPILE_DELAY_MS)",
+                      ms);
         }
     }
     r->host = jinn_wasm_host_create(api);
@@ -1522,7 +1583,8 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat *fs)
+static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat *fs,
+                          bool quantiles)
 {
     struct jinn_wasm_pool_stats ps;
     const struct version *v = fs->active;
@@ -1540,23 +1602,22 @@ static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat 
             json_object_set_new(errors, kind_names[k], json_integer((json_int_t)fs->errors[k]));
         }
     }
-    if (fs->recent_n > 0) {
+    if (quantiles && fs->recent_n > 0) {
         memcpy(sorted, fs->recent, fs->recent_n * sizeof sorted[0]);
         qsort(sorted, fs->recent_n, sizeof sorted[0], cmp_u32);
         p50 = sorted[(fs->recent_n - 1) / 2] / 1000.0;
         p99 = sorted[(fs->recent_n - 1) * 99 / 100] / 1000.0;
     }
-    obj = json_pack("{s:s, s:s?, s:I, s:I, s:{s:i, s:i, s:i, s:i}, s:I, s:o, s:{s:f, s:f},"
-                    " s:I, s:I}",
-                    "state", v != NULL ? state_name(v->c->state) : "none", "message",
-                    v != NULL ? v->c->message : NULL, "version",
-                    (json_int_t)(v != NULL ? v->version : 0), "compile_ms",
-                    (json_int_t)(v != NULL ? v->c->compile_ms : 0), "pool", "size", ps.size,
-                    "ready", ps.ready, "busy", ps.busy, "queued", ps.queued, "invocations",
-                    (json_int_t)fs->invocations, "errors",
-                    errors != NULL ? errors : json_object(), "duration_ms", "p50", p50, "p99",
-                    p99, "relayed", (json_int_t)fs->relayed, "log_lines_suppressed",
-                    (json_int_t)fs->log_suppressed);
+    obj = json_pack(
+        "{s:s, s:s?, s:I, s:I, s:{s:i, s:i, s:i, s:i}, s:I, s:o, s:{s:f, s:f},"
+        " s:I, s:I}",
+        "state", v != NULL ? state_name(v->c->state) : "none", "message",
+        v != NULL ? v->c->message : NULL, "version", (json_int_t)(v != NULL ? v->version : 0),
+        "compile_ms", (json_int_t)(v != NULL ? v->c->compile_ms : 0), "pool", "size", ps.size,
+        "ready", ps.ready, "busy", ps.busy, "queued", ps.queued, "invocations",
+        (json_int_t)fs->invocations, "errors", errors != NULL ? errors : json_object(),
+        "duration_ms", "p50", p50, "p99", p99, "relayed", (json_int_t)fs->relayed,
+        "log_lines_suppressed", (json_int_t)fs->log_suppressed);
     return obj;
 }
 
@@ -1567,7 +1628,7 @@ void jinn_wasm_runner_describe(const struct jinn_wasm_runner *r, const char *nam
     if (fs == NULL) {
         local = json_pack("{s:s}", "state", "unknown");
     } else {
-        local = local_json(r, fs);
+        local = local_json(r, fs, true);
     }
     if (local != NULL) {
         json_object_set_new(obj, "local", local);
@@ -1580,9 +1641,14 @@ void jinn_wasm_runner_status(const struct jinn_wasm_runner *r, json_t *obj)
     if (fns == NULL) {
         return;
     }
-    for (const struct fnstat *fs = r != NULL ? r->stats : NULL; fs != NULL; fs = fs->next) {
-        json_t *l = local_json(r, fs);
+    unsigned listed = 0;
+    /* Bounded work on the loop: no quantiles here (GET /v1/functions/NAME
+     * has them), and at most METRICS_FNS_MAX functions. */
+    for (const struct fnstat *fs = r != NULL ? r->stats : NULL;
+         fs != NULL && listed < METRICS_FNS_MAX; fs = fs->next, listed++) {
+        json_t *l = local_json(r, fs, false);
         if (l != NULL) {
+            json_object_del(l, "duration_ms");
             json_object_set_new(fns, fs->name, l);
         }
     }
@@ -1597,73 +1663,86 @@ json_t *jinn_wasm_runner_logs(const struct jinn_wasm_runner *r, const char *name
         return NULL;
     }
     for (const struct logline *l = fs->log_head; l != NULL; l = l->next) {
-        json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s}", "time_ms",
-                                             (json_int_t)l->time_ms, "trace_id", l->trace,
-                                             "level",
-                                             l->level < 0    ? "stderr"
-                                             : l->level == 3 ? "error"
-                                                             : "info",
-                                             "line", l->line));
+        json_array_append_new(arr,
+                              json_pack("{s:I, s:s, s:s, s:s}", "time_ms",
+                                        (json_int_t)l->time_ms, "trace_id", l->trace, "level",
+                                        l->level < 0    ? "stderr"
+                                        : l->level == 3 ? "error"
+                                                        : "info",
+                                        "line", l->line));
     }
     return arr;
 }
 
 void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf *w)
 {
+    const struct fnstat *end = NULL; /* series for the first METRICS_FNS_MAX only */
+    unsigned n = 0;
     if (r == NULL) {
         return;
     }
-    jinn_wbuf_printf(w, "# HELP jinn_fn_inflight_bytes Request JSON held by invocations "
-                        "queued or running here.\n# TYPE jinn_fn_inflight_bytes gauge\n"
-                        "jinn_fn_inflight_bytes %" PRIu64 "\n",
+    for (end = r->stats; end != NULL && n < METRICS_FNS_MAX; end = end->next) {
+        n++;
+    }
+    jinn_wbuf_printf(w,
+                     "# HELP jinn_fn_metrics_functions_max Functions given per-function "
+                     "series here.\n# TYPE jinn_fn_metrics_functions_max gauge\n"
+                     "jinn_fn_metrics_functions_max %u\n",
+                     METRICS_FNS_MAX);
+    jinn_wbuf_printf(w,
+                     "# HELP jinn_fn_inflight_bytes Request JSON held by invocations "
+                     "queued or running here.\n# TYPE jinn_fn_inflight_bytes gauge\n"
+                     "jinn_fn_inflight_bytes %" PRIu64 "\n",
                      r->inflight_bytes);
     jinn_wbuf_printf(w, "# HELP jinn_fn_invocations_total Function invocations run or "
                         "refused on this node.\n# TYPE jinn_fn_invocations_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_invocations_total{function=\"%s\"} %" PRIu64 "\n",
                          fs->name, fs->invocations);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_errors_total Failed invocations by kind.\n"
                         "# TYPE jinn_fn_errors_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         for (int k = 0; k < KIND_COUNT; k++) {
             if (fs->errors[k] > 0) {
-                jinn_wbuf_printf(w, "jinn_fn_errors_total{function=\"%s\",kind=\"%s\"} %" PRIu64
-                                    "\n",
-                                 fs->name, kind_names[k], fs->errors[k]);
+                jinn_wbuf_printf(
+                    w, "jinn_fn_errors_total{function=\"%s\",kind=\"%s\"} %" PRIu64 "\n",
+                    fs->name, kind_names[k], fs->errors[k]);
             }
         }
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_relayed_total Invocations relayed to another node "
                         "(this node's copy was not ready).\n"
                         "# TYPE jinn_fn_relayed_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_relayed_total{function=\"%s\"} %" PRIu64 "\n", fs->name,
                          fs->relayed);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_duration_ms Invocation time (queue + run).\n"
                         "# TYPE jinn_fn_duration_ms histogram\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         uint64_t cum = 0;
         for (unsigned b = 0; b <= NBOUNDS; b++) {
             cum += fs->buckets[b];
             if (b < NBOUNDS) {
-                jinn_wbuf_printf(w, "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"%" PRIu64
-                                    "\"} %" PRIu64 "\n",
+                jinn_wbuf_printf(w,
+                                 "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"%" PRIu64
+                                 "\"} %" PRIu64 "\n",
                                  fs->name, bounds_ms[b], cum);
             } else {
-                jinn_wbuf_printf(w, "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"+Inf\"} %"
-                                    PRIu64 "\n",
-                                 fs->name, cum);
+                jinn_wbuf_printf(
+                    w, "jinn_fn_duration_ms_bucket{function=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                    fs->name, cum);
             }
         }
-        jinn_wbuf_printf(w, "jinn_fn_duration_ms_sum{function=\"%s\"} %.3f\n"
-                            "jinn_fn_duration_ms_count{function=\"%s\"} %" PRIu64 "\n",
+        jinn_wbuf_printf(w,
+                         "jinn_fn_duration_ms_sum{function=\"%s\"} %.3f\n"
+                         "jinn_fn_duration_ms_count{function=\"%s\"} %" PRIu64 "\n",
                          fs->name, (double)fs->sum_us / 1000.0, fs->name, cum);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_pool Sandboxes of the active version by state.\n"
                         "# TYPE jinn_fn_pool gauge\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         struct jinn_wasm_pool_stats ps;
         memset(&ps, 0, sizeof ps);
         if (fs->active != NULL && fs->active->pool != NULL) {
@@ -1680,20 +1759,20 @@ void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf
     jinn_wbuf_printf(w, "# HELP jinn_fn_compile_ms Time this node took to compile the active "
                         "version (0: cache hit or not done).\n"
                         "# TYPE jinn_fn_compile_ms gauge\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_compile_ms{function=\"%s\"} %" PRIu64 "\n", fs->name,
                          fs->active != NULL ? fs->active->c->compile_ms : 0);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_ready 1 when the active version is compiled and "
                         "served here.\n# TYPE jinn_fn_ready gauge\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_ready{function=\"%s\"} %d\n", fs->name,
                          fs->active != NULL && fs->active->c->state == JINN_FN_READY);
     }
     jinn_wbuf_printf(w, "# HELP jinn_fn_log_lines_suppressed_total Function log lines kept "
                         "out of the node's log by the rate limit.\n"
                         "# TYPE jinn_fn_log_lines_suppressed_total counter\n");
-    for (const struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
+    for (const struct fnstat *fs = r->stats; fs != end; fs = fs->next) {
         jinn_wbuf_printf(w, "jinn_fn_log_lines_suppressed_total{function=\"%s\"} %" PRIu64 "\n",
                          fs->name, fs->log_suppressed);
     }

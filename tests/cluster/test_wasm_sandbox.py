@@ -478,6 +478,18 @@ def test_lock_down(sandbox, build, tmp_path):
         assert s.proc.wait(timeout=20) == -31, evil  # SIGSYS
         s.sock.close()
         s.proc.stderr.close()
+    # A wild pointer in native code is a crash (not turned into a trap by
+    # the stack guard): the process dies, the node reports it.
+    os.environ["EVIL"] = "segv"
+    try:
+        s = Sandbox(str(so))
+    finally:
+        del os.environ["EVIL"]
+    with pytest.raises((EOFError, ConnectionResetError)):
+        s.invoke(b"")
+    assert s.proc.wait(timeout=20) != 0
+    s.sock.close()
+    s.proc.stderr.close()
     os.environ["EVIL"] = "ok"
     try:
         s = Sandbox(str(so))

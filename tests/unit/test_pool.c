@@ -22,7 +22,7 @@ struct probe {
     uint32_t detail;
     char out[128];
     int hostcalls, logs, stderr_lines;
-    bool defer; /* keep host calls unanswered */
+    bool defer;     /* keep host calls unanswered */
     bool abandoned; /* its caller left */
 };
 
@@ -76,8 +76,8 @@ static bool p_wanted(void *data)
 static const struct jinn_wasm_job_ops ops = {p_done, p_hostcall, p_log, p_wanted};
 
 /* INVOKE after the id: no args, no env, stdin "the request" */
-static const uint8_t invoke[] = {0, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0, 't', 'h', 'e', ' ',
-                                 'r', 'e', 'q', 'u', 'e', 's', 't'};
+static const uint8_t invoke[] = {0,   0,   0,   0,   0,   0,   0,   0,   11,  0,   0,  0,
+                                 't', 'h', 'e', ' ', 'r', 'e', 'q', 'u', 'e', 's', 't'};
 
 static void probe_init(struct probe *p)
 {
@@ -89,7 +89,10 @@ static void probe_init(struct probe *p)
     p->job.invoke_len = sizeof invoke;
 }
 
-static void deadline_cb(uv_timer_t *t) { (void)t; }
+static void deadline_cb(uv_timer_t *t)
+{
+    (void)t;
+}
 
 /* Runs the loop until *flag or ms passed. Its own timer bounds each wait:
  * an idle pool keeps no timer running. */
@@ -108,13 +111,20 @@ static bool run_until(uv_loop_t *loop, const bool *flag, uint64_t ms)
     return *flag;
 }
 
-static void set_flag(void *data) { *(bool *)data = true; }
+static void set_flag(void *data)
+{
+    *(bool *)data = true;
+}
 
 static struct jinn_wasm_pool *make(uv_loop_t *loop, const char *mode, unsigned size,
                                    uint64_t timeout_ms)
 {
-    struct jinn_wasm_pool_config cfg = {.name = "t", .so_path = mode, .memory_limit = 1 << 20,
-                                        .size = size, .timeout_ms = timeout_ms, .exe = FAKE};
+    struct jinn_wasm_pool_config cfg = {.name = "t",
+                                        .so_path = mode,
+                                        .memory_limit = 1 << 20,
+                                        .size = size,
+                                        .timeout_ms = timeout_ms,
+                                        .exe = FAKE};
     struct jinn_wasm_pool *p = NULL;
     if (jinn_wasm_pool_create(loop, &cfg, &p) != 0) {
         return NULL;

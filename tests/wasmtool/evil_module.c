@@ -1,7 +1,7 @@
 /* evil_module.c - a hand-made "compiled module" for the sandbox's
  * lock-down test: native code as if wasm2c had a bug, doing what the
  * seccomp filter must stop. EVIL (read at init, before the filter) picks
- * what jinn_mod_start does: socket, open, mmap_exec, kill_parent, ok. */
+ * what jinn_mod_start does: socket, open, mmap_exec, kill_parent, segv, ok. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -42,6 +42,8 @@ void jinn_mod_start(void *inst)
         mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     } else if (strcmp(mode, "kill_parent") == 0) {
         kill(getppid(), SIGTERM);
+    } else if (strcmp(mode, "segv") == 0) {
+        *(volatile int *)(uintptr_t)16 = 1; /* not a stack overflow: a crash */
     }
 }
 

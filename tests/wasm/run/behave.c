@@ -11,7 +11,8 @@
  *   stderr     writes two lines to stderr, then answers
  *   headers    answers with allowed and refused response headers
  *   sleep?ms=N sleeps N ms (poll_oneoff), then answers like the default
- *   args       200 with argv joined by '|' */
+ *   args       200 with argv joined by '|'
+ *   manyheaders 200 with 300 response headers (more than a reply may carry) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,12 @@ int main(int argc, char **argv)
                "\"Set-Cookie\":\"a=1\",\"Content-Length\":[\"999\"],"
                "\"Bad\\r\\nInjected\":[\"x\"],\"X-Split\":[\"a\\r\\nInjected: y\"],"
                "\"X-Jinn-Fn-Node\":[\"forged\"]},\"body\":\"teapot\"}");
+    } else if (strcmp(act, "manyheaders") == 0) {
+        printf("{\"status\":200,\"headers\":{");
+        for (int i = 0; i < 300; i++) {
+            printf("%s\"X-H-%d\":[\"value-%d\"]", i ? "," : "", i, i);
+        }
+        printf("},\"body\":\"many\"}");
     } else if (strcmp(act, "args") == 0) {
         char joined[256] = "";
         for (int i = 0; i < argc; i++) {
