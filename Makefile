@@ -83,7 +83,7 @@ test: deps
 unit: build/test/unit
 	ASAN_OPTIONS=detect_leaks=1 ./build/test/unit
 
-cluster: build/test/jinn
+cluster: build/test/jinn wasm
 	JINN_BIN=$(CURDIR)/build/test/jinn $(PYTHON) -m pytest -q -p no:cacheprovider tests/cluster
 
 valgrind: build/vg/unit
@@ -104,7 +104,8 @@ build/bench/compile_time: tests/wasmtool/compile_time.c $(filter-out build/rel/s
 	@mkdir -p build/bench
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 
-# jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare).
+# jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare),
+# then functions (bench/fn: hello warm and cold, node:wasi as the peer, compile time).
 # A peer's tools that cannot be installed or built skip that peer (compare
 # says so); they never stop the run.
 bench: deps build/jinn build/bench/load
@@ -112,6 +113,32 @@ bench: deps build/jinn build/bench/load
 	-$(MAKE) build/bench/nats_load
 	bench/run
 	bench/compare
+	$(MAKE) build/wasm/hello.wasm build/bench/compile_time
+	bench/fn
+
+# WebAssembly guests for the function tests and the benchmark: every
+# tests/wasm/[DIR/]NAME.c, NAME.rs and NAME.wat becomes build/wasm/[DIR/]NAME.wasm
+# (C: Debian's wasi-libc + lld; Rust: Debian's rustc and libstd-rust-dev-wasm32).
+WASM_CC    := clang-14 --target=wasm32-wasi --sysroot=/usr
+WASM_RUSTC := /usr/bin/rustc --target wasm32-wasi -O -C strip=debuginfo
+WASM_SRC   := $(wildcard tests/wasm/*.c tests/wasm/*/*.c tests/wasm/*.rs tests/wasm/*/*.rs \
+                         tests/wasm/*.wat tests/wasm/*/*.wat)
+WASM_OUT   := $(sort $(patsubst tests/wasm/%,build/wasm/%.wasm,$(basename $(WASM_SRC))))
+
+.PHONY: wasm
+wasm: $(WASM_OUT)
+
+build/wasm/%.wasm: tests/wasm/%.c $(wildcard tests/wasm/*.h)
+	@mkdir -p $(dir $@)
+	$(WASM_CC) -O2 -Itests/wasm -o $@ $<
+
+build/wasm/%.wasm: tests/wasm/%.rs
+	@mkdir -p $(dir $@)
+	$(WASM_RUSTC) -o $@ $<
+
+build/wasm/%.wasm: tests/wasm/%.wat
+	@mkdir -p $(dir $@)
+	wat2wasm -o $@ $<
 
 # Fuzzing (clang-14 + libFuzzer). Every tests/fuzz/NAME.c is one libFuzzer
 # target, linked against the library objects built with clang into

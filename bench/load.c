@@ -16,6 +16,7 @@
  *   sql-read    POST /v1/sql/NS/query?consistency=stale: SELECT by primary key
  *   publish   POST /v1/queues/NS (--value-size bytes)
  *   consume   fetch up to 8 jobs of queue NS, ack each; one op = one ack
+ *   fn        GET --path (a function, e.g. /fn/hello) on keep-alive connections
  * Keys k0..k<keys-1> are chosen round-robin per connection.
  *
  * --target etcd speaks etcd's v3 HTTP/JSON gateway instead (put, get-lin,
@@ -52,6 +53,7 @@ struct options {
     int n_urls;
     const char *workload;
     const char *ns;
+    const char *path; /* workload fn */
     int conns, threads, keys, value_size;
     double duration, warmup;
 };
@@ -198,7 +200,10 @@ static void build_request(const struct options *o, struct conn *c, int id)
         c->out_sent = 0;
         return;
     }
-    if (strcmp(w, "sql-insert") == 0 || strcmp(w, "sql-read") == 0) {
+    if (strcmp(w, "fn") == 0) {
+        n = snprintf(c->out, 2048, "GET %s HTTP/1.1\r\nHost: b\r\n\r\n", o->path);
+        c->out_len = (size_t)n;
+    } else if (strcmp(w, "sql-insert") == 0 || strcmp(w, "sql-read") == 0) {
         char body[512];
         int blen = strcmp(w, "sql-insert") == 0
                        ? snprintf(body, sizeof body,
@@ -473,7 +478,8 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.workload = "put", .ns = "bench", .conns = 64, .threads = 2,
+    struct options o = {.workload = "put", .ns = "bench", .path = "/fn/hello", .conns = 64,
+                        .threads = 2,
                         .keys = 1000, .value_size = 64, .duration = 5, .warmup = 1};
     struct worker workers[16];
     pthread_t tids[16];
@@ -496,6 +502,8 @@ int main(int argc, char **argv)
             o.workload = v;
         } else if (strcmp(a, "--ns") == 0) {
             o.ns = v;
+        } else if (strcmp(a, "--path") == 0) {
+            o.path = v;
         } else if (strcmp(a, "--conns") == 0) {
             o.conns = atoi(v);
         } else if (strcmp(a, "--threads") == 0) {

@@ -32,6 +32,7 @@
 #include "loopmon.h"
 #include "node.h"
 #include "version.h"
+#include "wasm/runner.h"
 
 struct daemon {
     uv_loop_t loop;
@@ -119,6 +120,11 @@ static void on_signal(uv_signal_t *h, int signum)
     d->pending_stops = 2;
     jinn_node_set_announcer(d->node, NULL, NULL);
     jinn_api_stop(&d->api);
+    if (d->api.wasm != NULL) {
+        /* Sandboxes are killed and reaped before the loop may end. */
+        d->pending_stops++;
+        jinn_wasm_runner_stop(d->api.wasm, stopped_one, d);
+    }
     /* Waiting lock acquires leave their line by a command (api/lock.c) and
      * are answered when it applies: HTTP stays up for that, at most
      * request_timeout. */
@@ -127,6 +133,15 @@ static void on_signal(uv_signal_t *h, int signum)
     d->http_linger.data = d;
     uv_timer_start(&d->http_linger, http_linger_check, 0, 10);
     jinn_node_stop(d->node, stopped_one, d);
+}
+
+/* After every applied command: the API's waiters, then the functions
+ * runner (a deploy, delete or rollback changes what this node runs). */
+static void applied(void *data, uint64_t index)
+{
+    struct daemon *d = data;
+    jinn_api_kv_applied(&d->api, index);
+    jinn_wasm_runner_applied(d->api.wasm);
 }
 
 static void close_any(uv_handle_t *h, void *arg)
@@ -338,7 +353,7 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     jinn_api_init(&d->api, &d->loop, &d->cfg, d->node);
     d->api.loopmon = &d->loopmon;
     jinn_node_set_announcer(d->node, jinn_api_announce, &d->api);
-    jinn_node_set_apply_hook(d->node, jinn_api_kv_applied, &d->api);
+    jinn_node_set_apply_hook(d->node, applied, d);
     http_cfg.listen = d->cfg.http_listen;
     http_cfg.max_body = d->cfg.max_body_bytes;
     http_cfg.body_limit = jinn_api_body_limit;
@@ -354,6 +369,10 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
         uv_signal_init(&d->loop, &d->sigint);
         uv_run(&d->loop, UV_RUN_DEFAULT);
         goto out_close_loop;
+    }
+    d->api.wasm = jinn_wasm_runner_create(&d->api);
+    if (d->api.wasm == NULL) {
+        jinn_warn("out of memory: functions are not served on this node");
     }
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
@@ -372,6 +391,7 @@ out_close_loop:
     if (uv_loop_close(&d->loop) != 0) {
         jinn_warn("event loop closed with handles still open");
     }
+    jinn_wasm_runner_destroy(d->api.wasm);
     jinn_node_destroy(d->node);
     jinn_config_free(&d->cfg);
     jinn_free(d);

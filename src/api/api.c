@@ -59,6 +59,7 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
     {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}/logs", jinn_api_fn_logs, 0},
     {"GET", "/v1/functions", jinn_api_fn_list, 0},
     {"PUT", "/v1/functions/{}", jinn_api_fn_deploy, JINN_ROUTE_LEADER},
     {"GET", "/v1/functions/{}", jinn_api_fn_show, 0},
@@ -325,6 +326,11 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
                                   "forwarded from a node of another cluster (X-Jinn-Cluster)");
             return;
         }
+    }
+
+    /* Functions take any method, before the route table. */
+    if (jinn_api_invoke_maybe(api, req)) {
+        return;
     }
 
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

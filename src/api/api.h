@@ -196,6 +196,11 @@ void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
 void jinn_api_check_start(struct jinn_api *api, struct jinn_http_request *req,
                           const struct jinn_route_args *args);
 
+/* Functions (api/invoke.c): true when req was a function invocation
+ * (/fn/NAME/... or a function's route) and has been answered. */
+bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req);
+void jinn_api_fn_logs(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
 /* Functions (api/fn.c). */
 void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);

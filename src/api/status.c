@@ -11,6 +11,7 @@
 #include "loopmon.h"
 #include "fsm/snapfile.h"
 #include "version.h"
+#include "wasm/runner.h"
 
 #define METRICS_QUEUES_MAX 256u /* queues with per-queue series in /metrics */
 
@@ -89,6 +90,9 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
                                   JINN_SNAPSHOT_VERSION, "backup", JINN_BACKUP_VERSION));
     json_object_set_new(obj, "disk_free_bytes", json_integer((json_int_t)st.disk_free_bytes));
     jinn_api_check_status(api, obj);
+    if (api->wasm != NULL) {
+        jinn_wasm_runner_status(api->wasm, obj);
+    }
     if (api->loopmon != NULL) {
         json_object_set_new(obj, "loop_stall_max_ms",
                             json_integer((json_int_t)api->loopmon->max_ms));
@@ -358,6 +362,7 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
         }
     }
     jinn_api_check_metrics(api, &w);
+    jinn_wasm_runner_metrics(api->wasm, &w);
 #undef GAUGE
 #undef COUNTER
     if (w.failed) {

@@ -42,4 +42,31 @@ void jinn_wasm_runner_describe(const struct jinn_wasm_runner *r, const char *nam
 /* Appends the runner's Prometheus series to out. */
 void jinn_wasm_runner_metrics(const struct jinn_wasm_runner *r, struct jinn_wbuf *out);
 
+/* ---- added by D1 (invocations, wiring) ---------------------------------- */
+
+struct jinn_fn;
+struct jinn_http_request;
+
+/* The apply hook: the registry may have changed (cheap; the runner looks
+ * again on the next loop turn, never inside raft's apply). */
+void jinn_wasm_runner_applied(struct jinn_wasm_runner *r);
+
+/* Answers req by running fn's active version on this node, or, while this
+ * node's copy is not ready, by relaying it to a node where it is (one hop:
+ * a relayed request is never relayed again). */
+void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_request *req,
+                             const struct jinn_fn *fn);
+
+/* The last log lines of function `name` on this node (oldest first), as a
+ * JSON array of {"time_ms","trace_id","level","line"}; NULL when unknown. */
+json_t *jinn_wasm_runner_logs(const struct jinn_wasm_runner *r, const char *name);
+
+/* Adds the "functions" section of /v1/status to obj. */
+void jinn_wasm_runner_status(const struct jinn_wasm_runner *r, json_t *obj);
+
+/* Shutdown: pending invocations are answered 503, sandboxes are killed;
+ * cb(data) runs once all of them are reaped. jinn_wasm_runner_destroy()
+ * then frees the runner. */
+void jinn_wasm_runner_stop(struct jinn_wasm_runner *r, void (*cb)(void *data), void *data);
+
 #endif
