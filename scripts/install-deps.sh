@@ -5,7 +5,7 @@
 set -eu
 
 PACKAGES="build-essential pkg-config libraft-dev libuv1-dev libjansson-dev \
-libsqlite3-dev python3 python3-pytest clang-14 libfuzzer-14-dev"
+libsqlite3-dev libssl-dev python3 python3-pytest clang-14 libfuzzer-14-dev"
 # --bench: what bench/compare runs jinn against.
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES="$PACKAGES etcd-server etcd-client nats-server libnats-dev e2fsprogs"

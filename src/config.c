@@ -99,6 +99,9 @@ void jinn_config_free(struct jinn_config *cfg)
     jinn_free(cfg->http_advertise);
     jinn_free(cfg->cluster_name);
     jinn_free(cfg->cluster_listen);
+    jinn_free(cfg->cluster_tls_cert);
+    jinn_free(cfg->cluster_tls_key);
+    jinn_free(cfg->cluster_tls_ca);
     for (unsigned i = 0; i < cfg->n_peers; i++) {
         jinn_free(cfg->peers[i].name);
         jinn_free(cfg->peers[i].address);
@@ -827,6 +830,51 @@ static int parse_block(struct parser *p, struct jinn_config *cfg, const struct t
     }
 }
 
+/* One line of cluster_tls { cert FILE  key FILE  ca FILE }. */
+static int parse_tls_entry(struct parser *p, struct jinn_config *cfg)
+{
+    const struct token *key = &p->tokens[p->pos];
+    char **field = NULL;
+    size_t n_args;
+    int rv;
+
+    if (strcmp(key->text, "cert") == 0) {
+        field = &cfg->cluster_tls_cert;
+    } else if (strcmp(key->text, "key") == 0) {
+        field = &cfg->cluster_tls_key;
+    } else if (strcmp(key->text, "ca") == 0) {
+        field = &cfg->cluster_tls_ca;
+    } else {
+        return fail_at(p->err, key->line, key->column,
+                       "cluster_tls: unknown setting '%s' (cert, key, ca)", key->text);
+    }
+    if (*field != NULL) {
+        return fail_at(p->err, key->line, key->column, "cluster_tls: '%s' given twice",
+                       key->text);
+    }
+    n_args = count_args(p, p->pos);
+    rv = want_args(p, key, n_args, 1);
+    if (rv != 0) {
+        return rv;
+    }
+    if (p->tokens[p->pos + 1].text[0] == '\0') {
+        return fail_at(p->err, key->line, key->column, "cluster_tls: empty %s", key->text);
+    }
+    rv = set_str(field, p->tokens[p->pos + 1].text);
+    p->pos += 2;
+    return rv;
+}
+
+static int parse_cluster_tls(struct parser *p, struct jinn_config *cfg, const struct token *d)
+{
+    int rv = parse_block(p, cfg, d, parse_tls_entry);
+    if (rv == 0 && (cfg->cluster_tls_cert == NULL || cfg->cluster_tls_key == NULL ||
+                    cfg->cluster_tls_ca == NULL)) {
+        return fail_at(p->err, d->line, d->column, "cluster_tls: needs cert, key and ca");
+    }
+    return rv;
+}
+
 static int parse_consensus(struct parser *p, struct jinn_config *cfg, const struct token *d)
 {
     return parse_block(p, cfg, d, parse_policy);
@@ -868,6 +916,7 @@ static const struct directive directives[] = {
     {"min_free_space", K_SIZE, FIELD(min_free_space), 0, UINT64_C(1) << 50},
     {"consensus", K_BLOCK, 0, 0, 0},
     {"queues", K_BLOCK, 0, 0, 0},
+    {"cluster_tls", K_BLOCK, 0, 0, 0},
 };
 
 static bool is_u64_field(size_t offset)
@@ -915,6 +964,9 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     }
     seen[idx] = true;
     if (dir->kind == K_BLOCK) {
+        if (strcmp(dir->name, "cluster_tls") == 0) {
+            return parse_cluster_tls(p, cfg, d);
+        }
         return strcmp(dir->name, "queues") == 0 ? parse_block(p, cfg, d, parse_queue)
                                                 : parse_consensus(p, cfg, d);
     }

@@ -76,6 +76,11 @@ struct jinn_config {
     unsigned check_interval_ms; /* leader proposes a replica check; 0 = never */
     uint64_t min_free_space;    /* bytes; below it writes answer 507 (0 = off) */
     bool debug_log;
+    /* cluster_tls { cert FILE key FILE ca FILE }: mutual TLS on every raft
+     * connection (all three, or none: plaintext with jinn's preamble). */
+    char *cluster_tls_cert;
+    char *cluster_tls_key;
+    char *cluster_tls_ca;
     /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
      * data_dir is empty (never from a config file: see docs/operations.md). */
     bool bootstrap;
