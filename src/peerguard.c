@@ -46,7 +46,7 @@
 /* libraft 0.15's message types and header sizes (src/uv_encoding.c). */
 #define RAFT_PREAMBLE 16
 #define AE_FIXED 48 /* term, (unused), prev index, prev term, commit, n */
-#define IS_FIXED 48 /* term, last index, last term, conf index, conf len, data len */
+#define IS_FIXED 56 /* term, last index, last term, conf index, conf len, data len, unused */
 #define IS_HDR_MAX (IS_FIXED + 9 + JINN_RAFT_MAX_SERVERS * (8 + JINN_RAFT_ADDRESS_MAX + 1) + 8)
 
 enum pg_status {
@@ -232,7 +232,7 @@ static void refuse_log(struct pg_conn *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    jinn_warn("raft connection %s %s refused: %s (logged once a minute per address)",
+    jinn_warn("raft connection refused (%s %s): %s (logged once a minute per address)",
               c->kind == K_IN ? "from" : "to", c->ip, msg);
 }
 

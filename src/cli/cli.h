@@ -40,6 +40,8 @@ int jinn_cli_check(int argc, char **argv);
 int jinn_cli_members(int argc, char **argv);
 /* jinn leader transfer [NAME|ID] (cli/members.c) */
 int jinn_cli_leader(int argc, char **argv);
+/* jinn certs init DIR | add DIR NODE [--ip IP]... (cli/certs.c) */
+int jinn_cli_certs(int argc, char **argv);
 
 /* One blocking HTTP request. Returns 0 and fills *status and *body (caller
  * frees, NUL-terminated), or -1 with a message in err. */
