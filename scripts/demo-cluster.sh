@@ -2,10 +2,13 @@
 # Starts (or stops) a three-node jinn cluster on loopback for trying things:
 #   scripts/demo-cluster.sh start   # nodes n1..n3, API on :8081..:8083
 #   scripts/demo-cluster.sh stop
+#   TLS=pki scripts/demo-cluster.sh start   # raft over mutual TLS with the
+#       certificates `jinn certs init pki; jinn certs add pki nN` made
 # Data and logs go to ./demo/.
 set -eu
 JINN=${JINN:-build/jinn}
 DIR=${DIR:-demo}
+TLS=${TLS:-}
 
 case "${1:-}" in
 start)
@@ -20,6 +23,7 @@ start)
     cluster_listen   127.0.0.1:700$i
     cluster_peers    n1=127.0.0.1:7001 n2=127.0.0.1:7002 n3=127.0.0.1:7003
     cluster_replicas 3
+$(if [ -n "$TLS" ]; then printf '    cluster_tls {\n        cert %s/n%s.crt\n        key  %s/n%s.key\n        ca   %s/ca.crt\n    }' "$TLS" $i "$TLS" $i "$TLS"; fi)
     consensus {
         payments { mode cp  stale_reads false }
         sessions { mode ap  stale_reads true }
