@@ -635,6 +635,16 @@ static const char *check_header(uint64_t type, const uint8_t *h, size_t len, uin
     return NULL;
 }
 
+const char *jinn_peerguard_check(uint64_t type, const uint8_t *hdr, uint64_t len,
+                                 uint64_t *payload)
+{
+    *payload = 0;
+    if (!header_len_ok(type, len)) {
+        return "message type and header length not allowed";
+    }
+    return check_header(type, hdr, (size_t)len, payload);
+}
+
 static void reject(struct pg_conn *c, const char *why, uint64_t a, uint64_t b)
 {
     refuse_log(c, "node %llu: %s (%llu, %llu)", (unsigned long long)c->id, why,

@@ -112,6 +112,13 @@ void jinn_peerguard_init(struct jinn_peerguard *pg, uv_loop_t *loop, const char 
  * adopts its leader's this way when TLS does not authenticate peers. */
 uint64_t jinn_peerguard_cluster_of(const struct jinn_peerguard *pg, uint64_t id);
 
+/* The check every inbound raft message header passes before libraft
+ * reads it (exposed for tests): NULL when a header of len bytes for
+ * message type may reach libraft 0.15's decoder (*payload: the payload
+ * bytes it declares), else why not. */
+const char *jinn_peerguard_check(uint64_t type, const uint8_t *hdr, uint64_t len,
+                                 uint64_t *payload);
+
 /* Probe answer states. */
 enum jinn_probe_state {
     JINN_PROBE_UNREACHABLE, /* no answer (down, refused, not a jinn) */

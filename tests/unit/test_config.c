@@ -271,3 +271,28 @@ TEST(config_value_parsers)
     CHECK(jinn_parse_hostport(":80") != 0);
     CHECK(jinn_parse_hostport("1.2.3.4:80x") != 0);
 }
+
+TEST(config_cluster_tls)
+{
+    static const char text[] = "{\n  cluster_tls {\n    cert a.crt\n    key a.key\n"
+                               "    ca ca.crt\n  }\n}\n";
+    static const char partial[] = "{\n  cluster_tls {\n    cert a.crt\n  }\n}\n";
+    static const char unknown[] = "{\n  cluster_tls {\n    cert a.crt\n    pin x\n  }\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK(cfg.cluster_tls_cert == NULL);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, sizeof text - 1, &err), 0);
+    CHECK_STR(cfg.cluster_tls_cert, "a.crt");
+    CHECK_STR(cfg.cluster_tls_key, "a.key");
+    CHECK_STR(cfg.cluster_tls_ca, "ca.crt");
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", partial, sizeof partial - 1, &err), JINN_ECONFIG);
+    CHECK(strstr(err.message, "needs cert, key and ca") != NULL);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", unknown, sizeof unknown - 1, &err), JINN_ECONFIG);
+    CHECK_INT(err.line, 4);
+    jinn_config_free(&cfg);
+}
