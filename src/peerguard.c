@@ -538,12 +538,12 @@ static void local_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- checking libraft's messages ------------------------------------------ */
 
-static bool header_len_ok(uint64_t type, uint64_t len)
+static bool header_len_ok(uint64_t type, uint64_t len, uint64_t max_entries)
 {
     switch (type) {
     case RAFT_IO_APPEND_ENTRIES:
         return len >= AE_FIXED && (len - AE_FIXED) % 16 == 0 &&
-               (len - AE_FIXED) / 16 <= JINN_RAFT_MAX_ENTRIES;
+               (len - AE_FIXED) / 16 <= max_entries;
     case RAFT_IO_APPEND_ENTRIES_RESULT:
     case RAFT_IO_TIMEOUT_NOW:
         return len == 24;
@@ -639,7 +639,7 @@ const char *jinn_peerguard_check(uint64_t type, const uint8_t *hdr, uint64_t len
                                  uint64_t *payload)
 {
     *payload = 0;
-    if (!header_len_ok(type, len)) {
+    if (!header_len_ok(type, len, JINN_RAFT_MAX_ENTRIES)) {
         return "message type and header length not allowed";
     }
     return check_header(type, hdr, (size_t)len, payload);
@@ -684,7 +684,7 @@ static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
             }
             type = get_u64(c->pre);
             hlen = get_u64(c->pre + 8);
-            if (!header_len_ok(type, hlen)) {
+            if (!header_len_ok(type, hlen, pg->max_entries)) {
                 reject(c, "message type and header length not allowed", type, hlen);
                 return;
             }
@@ -1348,6 +1348,7 @@ void jinn_peerguard_init(struct jinn_peerguard *pg, uv_loop_t *loop, const char 
     snprintf(pg->bind, sizeof pg->bind, "%s", bind);
     pg->self_id = self_id;
     pg->cluster_id = cluster_id;
+    pg->max_entries = JINN_RAFT_MAX_ENTRIES;
     pg->transport.impl = pg;
     pg->transport.init = t_init;
     pg->transport.listen = t_listen;

@@ -86,6 +86,10 @@ struct jinn_peerguard {
     void *data;
     struct pg_conn *conns;
     unsigned inbound; /* inbound connections open */
+    /* Entries one AppendEntries may carry (JINN_RAFT_MAX_ENTRIES; more
+     * when the log kept in memory between snapshots can be longer:
+     * libraft 0.15 sends a lagging follower everything it holds at once). */
+    uint64_t max_entries;
     uint64_t reserved; /* payload bytes libraft was told of, not yet delivered */
     struct {
         char ip[64];
