@@ -100,6 +100,8 @@ struct pg_conn {
     uint8_t *hdr;
     size_t hdr_len, hdr_cap, hdr_got;
     uint64_t payload_left;
+    uint8_t *stage; /* checked bytes for libraft, written once per read */
+    size_t stage_len, stage_cap;
     /* flow control */
     size_t net_queued, local_queued;
     bool net_paused, local_paused;
@@ -246,6 +248,7 @@ static void conn_free(struct pg_conn *c)
     }
     SSL_free(c->ssl); /* frees the BIOs too */
     jinn_free(c->hdr);
+    jinn_free(c->stage);
     jinn_free(c);
     if (pg != NULL) {
         pg->open--;
@@ -388,6 +391,22 @@ static int wr(struct pg_conn *c, bool to_net, const void *p, size_t n)
     if (n == 0) {
         return 0;
     }
+    {
+        /* Most writes go out at once: only what the kernel does not take
+         * is copied and queued. */
+        uv_buf_t direct = uv_buf_init((char *)(uintptr_t)p, (unsigned)n);
+        int k = uv_try_write(to_net ? (uv_stream_t *)&c->net : (uv_stream_t *)&c->local,
+                             &direct, 1);
+        if (k > 0) {
+            p = (const char *)p + k;
+            n -= (size_t)k;
+            if (n == 0) {
+                return 0;
+            }
+        } else if (k != UV_EAGAIN) {
+            return -1;
+        }
+    }
     r = jinn_malloc(sizeof *r + n);
     if (r == NULL) {
         return -1;
@@ -416,6 +435,42 @@ static int wr(struct pg_conn *c, bool to_net, const void *p, size_t n)
         }
     }
     return 0;
+}
+
+/* Appends checked bytes for libraft; flush_stage writes them in one go. */
+static int stage(struct pg_conn *c, const void *p, size_t n)
+{
+    if (c->stage_len + n > c->stage_cap) {
+        size_t cap = c->stage_cap < 4096 ? 4096 : c->stage_cap;
+        uint8_t *grown;
+        while (cap < c->stage_len + n) {
+            cap *= 2;
+        }
+        grown = jinn_realloc(c->stage, cap);
+        if (grown == NULL) {
+            return -1;
+        }
+        c->stage = grown;
+        c->stage_cap = cap;
+    }
+    memcpy(c->stage + c->stage_len, p, n);
+    c->stage_len += n;
+    return 0;
+}
+
+static int flush_stage(struct pg_conn *c)
+{
+    int rv = 0;
+    if (c->stage_len > 0 && c->state == C_BRIDGE) {
+        rv = wr(c, false, c->stage, c->stage_len);
+    }
+    c->stage_len = 0;
+    if (c->stage_cap > PG_READ_BUF * 2) { /* a big header passed: give it back */
+        jinn_free(c->stage);
+        c->stage = NULL;
+        c->stage_cap = 0;
+    }
+    return rv;
 }
 
 static int flush_tls(struct pg_conn *c)
@@ -661,7 +716,7 @@ static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
         size_t take;
         if (c->payload_left > 0) {
             take = n < c->payload_left ? n : (size_t)c->payload_left;
-            if (wr(c, false, p, take) != 0) {
+            if (stage(c, p, take) != 0) {
                 conn_close(c, RAFT_NOCONNECTION);
                 return;
             }
@@ -726,8 +781,7 @@ static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
                        JINN_RAFT_RESERVE_MAX - pg->reserved);
                 return;
             }
-            if (wr(c, false, c->pre, RAFT_PREAMBLE) != 0 ||
-                wr(c, false, c->hdr, c->hdr_len) != 0) {
+            if (stage(c, c->pre, RAFT_PREAMBLE) != 0 || stage(c, c->hdr, c->hdr_len) != 0) {
                 conn_close(c, RAFT_NOCONNECTION);
                 return;
             }
@@ -1093,6 +1147,9 @@ static void net_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->ssl == NULL) {
         on_plain(c, (const uint8_t *)buf->base, (size_t)nread);
+        if (flush_stage(c) != 0) {
+            conn_close(c, RAFT_NOCONNECTION);
+        }
         return;
     }
     if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
@@ -1123,7 +1180,7 @@ static void net_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c, RAFT_NOCONNECTION);
         return;
     }
-    if (c->state != C_DEAD && flush_tls(c) != 0) {
+    if (c->state != C_DEAD && (flush_stage(c) != 0 || flush_tls(c) != 0)) {
         conn_close(c, RAFT_NOCONNECTION);
     }
 }
@@ -1171,6 +1228,7 @@ static void on_accept(uv_stream_t *server, int status)
         return;
     }
     peer_ip(c);
+    uv_tcp_nodelay(&c->net, 1);
     if (pg->inbound >= JINN_RAFT_MAX_INBOUND) {
         refuse_log(c, "%u raft connections open already", pg->inbound);
         conn_close(c, RAFT_NOCONNECTION);
@@ -1206,6 +1264,9 @@ static void on_connected(uv_connect_t *req, int status)
         conn_close(c, RAFT_NOCONNECTION);
         return;
     }
+    /* Raft's small messages (results, heartbeats) are not held back for
+     * Nagle; the bridge writes whole reads at once anyway. */
+    uv_tcp_nodelay(&c->net, 1);
     if (uv_read_start((uv_stream_t *)&c->net, any_alloc, net_read) != 0) {
         conn_close(c, RAFT_NOCONNECTION);
         return;
