@@ -473,16 +473,17 @@ static int flush_stage(struct pg_conn *c)
     return rv;
 }
 
+/* Sends what OpenSSL wrote to the memory BIO, in one write. */
 static int flush_tls(struct pg_conn *c)
 {
-    char buf[16384];
-    int k;
-    while ((k = BIO_read(c->wbio, buf, sizeof buf)) > 0) {
-        if (wr(c, true, buf, (size_t)k) != 0) {
-            return -1;
-        }
+    char *p;
+    long n = BIO_get_mem_data(c->wbio, &p);
+    int rv = 0;
+    if (n > 0) {
+        rv = wr(c, true, p, (size_t)n);
+        (void)BIO_reset(c->wbio);
     }
-    return 0;
+    return rv;
 }
 
 static int send_net(struct pg_conn *c, const void *p, size_t n)
