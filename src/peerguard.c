@@ -117,6 +117,11 @@ struct pg_wr {
 };
 
 static SSL_CTX *g_tls;
+/* Refusal log lines of probes (they belong to no guard). */
+static struct {
+    char ip[64];
+    uint64_t until;
+} g_probe_quiet[8];
 
 static void put_u64(uint8_t *p, uint64_t v)
 {
@@ -208,28 +213,39 @@ bool jinn_peerguard_tls_on(void)
 static void refuse_log(struct pg_conn *c, const char *fmt, ...)
 {
     struct jinn_peerguard *pg = c->pg;
+    uint64_t now = uv_now(c->loop);
+    unsigned slot = 0, oldest = 0, n;
     char msg[512];
     va_list ap;
     if (pg != NULL) {
-        uint64_t now = uv_now(pg->loop);
-        unsigned slot = 0, oldest = 0;
         pg->refused++;
-        for (unsigned i = 0; i < sizeof pg->quiet / sizeof pg->quiet[0]; i++) {
-            if (strcmp(pg->quiet[i].ip, c->ip) == 0) {
-                if (now < pg->quiet[i].until) {
-                    return;
-                }
-                slot = i;
-                goto log;
+    }
+    n = pg != NULL ? sizeof pg->quiet / sizeof pg->quiet[0]
+                   : sizeof g_probe_quiet / sizeof g_probe_quiet[0];
+    for (unsigned i = 0; i < n; i++) {
+        char *ip = pg != NULL ? pg->quiet[i].ip : g_probe_quiet[i].ip;
+        uint64_t until = pg != NULL ? pg->quiet[i].until : g_probe_quiet[i].until;
+        uint64_t oldest_until =
+            pg != NULL ? pg->quiet[oldest].until : g_probe_quiet[oldest].until;
+        if (strcmp(ip, c->ip) == 0) {
+            if (now < until) {
+                return;
             }
-            if (pg->quiet[i].until < pg->quiet[oldest].until) {
-                oldest = i;
-            }
+            slot = i;
+            goto log;
         }
-        slot = oldest;
-    log:
+        if (until < oldest_until) {
+            oldest = i;
+        }
+    }
+    slot = oldest;
+log:
+    if (pg != NULL) {
         snprintf(pg->quiet[slot].ip, sizeof pg->quiet[slot].ip, "%s", c->ip);
         pg->quiet[slot].until = now + PG_QUIET_MS;
+    } else {
+        snprintf(g_probe_quiet[slot].ip, sizeof g_probe_quiet[slot].ip, "%s", c->ip);
+        g_probe_quiet[slot].until = now + PG_QUIET_MS;
     }
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);

@@ -207,3 +207,32 @@ def test_members_add_over_tls(cluster_factory, tmp_path):
              what="n4 catches up over TLS")
     assert n4.status()["cluster_id"] == leader.status()["cluster_id"]
     assert "authenticated" in n4.log()
+
+
+def test_a_node_with_a_foreign_certificate_cannot_be_added(cluster_factory, tmp_path):
+    c = tls_cluster(cluster_factory, tmp_path).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    other = str(tmp_path / "other")
+    certs(other, "n4")
+    c.swap["n4"] = (f"{other}/n4.crt", f"{other}/n4.key")
+    n4 = c.add_node()
+    n4.start(bootstrap=False)
+    wait_for(lambda: n4.status()["role"] == "joining", 20, what="n4 waits to be added")
+    out = subprocess.run([JINN, "members", "add", f"n4={n4.advertised}", "--addr", leader.url],
+                         capture_output=True, text=True, timeout=150)
+    assert out.returncode != 0
+    assert "no jinn answers" in out.stderr
+    wait_for(lambda: "unable to get local issuer certificate" in leader.log(), 10,
+             what="the leader logs why")
+    assert all(s["name"] != "n4" for s in json_members(leader))
+    code, _, body = leader.request("/v1/kv/ns/still", "PUT", b"x")
+    assert code == 200, body
+
+
+def json_members(node):
+    import json
+    code, _, body = node.request("/v1/cluster/members")
+    assert code == 200, body
+    doc = json.loads(body)
+    return doc["members"] if isinstance(doc, dict) else doc
