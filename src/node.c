@@ -950,8 +950,11 @@ int jinn_node_start(struct jinn_node *node)
     node->pg.probe_flags = probe_flags;
     node->pg.learned = cluster_learned;
     node->pg.name_of = peer_name;
-    if ((uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing + 1024 > node->pg.max_entries) {
-        node->pg.max_entries = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing + 1024;
+    {
+        uint64_t in_memory = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing + 1024;
+        if (in_memory > node->pg.max_entries) {
+            node->pg.max_entries = in_memory;
+        }
     }
     node->pg.data = node;
     rv = raft_uv_init(&node->io, node->loop, cfg->data_dir, &node->pg.transport);

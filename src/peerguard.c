@@ -822,7 +822,8 @@ static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
 static bool expected_name(struct pg_conn *c, char *out, size_t n)
 {
     struct jinn_peerguard *pg = c->pg;
-    return pg != NULL && pg->name_of != NULL && pg->name_of(pg->data, c->id, c->address, out, n);
+    return pg != NULL && pg->name_of != NULL &&
+           pg->name_of(pg->data, c->id, c->address, out, n);
 }
 
 /* With TLS: the certificate (already checked against the CA) must name the
@@ -1040,8 +1041,9 @@ static void on_plain(struct pg_conn *c, const uint8_t *p, size_t n)
                 c->id = get_u64(c->hello + 8);
                 if (get_u64(c->hello) != 1 || c->id == 0 || alen == 0 ||
                     alen > JINN_RAFT_ADDRESS_MAX) {
-                    refuse_log(c, "bad libraft handshake (protocol %llu, id %llu, address "
-                                  "length %llu)",
+                    refuse_log(c,
+                               "bad libraft handshake (protocol %llu, id %llu, address "
+                               "length %llu)",
                                (unsigned long long)get_u64(c->hello), (unsigned long long)c->id,
                                (unsigned long long)alen);
                     conn_close(c, RAFT_NOCONNECTION);
@@ -1223,8 +1225,7 @@ static void peer_ip(struct pg_conn *c)
     int len = sizeof sa;
     char ip[48];
     if (uv_tcp_getpeername(&c->net, (struct sockaddr *)&sa, &len) == 0 &&
-        sa.ss_family == AF_INET &&
-        uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip) == 0) {
+        sa.ss_family == AF_INET && uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip) == 0) {
         snprintf(c->ip, sizeof c->ip, "%s", ip);
     }
 }

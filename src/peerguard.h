@@ -51,12 +51,12 @@
 
 /* Bounds on what a peer may declare (libraft allocates declared lengths
  * before reading them). */
-#define JINN_RAFT_ADDRESS_MAX 256              /* libraft handshake address */
-#define JINN_RAFT_MAX_ENTRIES (1u << 20)       /* entries in one AppendEntries */
+#define JINN_RAFT_ADDRESS_MAX 256                 /* libraft handshake address */
+#define JINN_RAFT_MAX_ENTRIES (1u << 20)          /* entries in one AppendEntries */
 #define JINN_RAFT_MAX_MESSAGE (UINT64_C(2) << 30) /* payload of one message */
 #define JINN_RAFT_RESERVE_MAX (UINT64_C(2) << 30) /* declared, not yet sent */
-#define JINN_RAFT_MAX_SERVERS 64               /* in a snapshot's configuration */
-#define JINN_RAFT_MAX_INBOUND 64               /* raft connections accepted at once */
+#define JINN_RAFT_MAX_SERVERS 64                  /* in a snapshot's configuration */
+#define JINN_RAFT_MAX_INBOUND 64                  /* raft connections accepted at once */
 #define JINN_RAFT_STALL_MS 30000u /* a message stopping halfway is closed after */
 
 struct pg_conn;
@@ -94,7 +94,7 @@ struct jinn_peerguard {
     struct {
         char ip[64];
         uint64_t until;
-    } quiet[32]; /* refusal log lines: once per address per minute */
+    } quiet[32];      /* refusal log lines: once per address per minute */
     uint64_t refused; /* connections refused, for metrics */
     raft_uv_transport_close_cb close_cb;
 };

@@ -31,9 +31,8 @@
 #define CERTS_MAX_IPS 8
 #define CERTS_PATH_MAX 4096
 
-static const char certs_usage[] =
-    "jinn certs init DIR\n"
-    "       jinn certs add DIR NODE [--ip IP]... [--days N]";
+static const char certs_usage[] = "jinn certs init DIR\n"
+                                  "       jinn certs add DIR NODE [--ip IP]... [--days N]";
 
 static void ossl_fail(const char *what)
 {
@@ -88,7 +87,8 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, long days, X509 *issuer, E
     }
     BN_free(bn);
     bn = NULL;
-    if (X509_set_version(cert, 2) != 1 || X509_gmtime_adj(X509_getm_notBefore(cert), -300) == NULL ||
+    if (X509_set_version(cert, 2) != 1 ||
+        X509_gmtime_adj(X509_getm_notBefore(cert), -300) == NULL ||
         X509_time_adj_ex(X509_getm_notAfter(cert), (int)days, 0, NULL) == NULL ||
         X509_set_pubkey(cert, key) != 1) {
         goto fail;
@@ -96,10 +96,12 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, long days, X509 *issuer, E
     name = X509_get_subject_name(cert);
     if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
                                    0) != 1 ||
-        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name) != 1) {
+        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name) !=
+            1) {
         goto fail;
     }
-    if (add_ext(cert, issuer != NULL ? issuer : cert, NID_subject_key_identifier, "hash") != 0) {
+    if (add_ext(cert, issuer != NULL ? issuer : cert, NID_subject_key_identifier, "hash") !=
+        0) {
         goto fail_quiet;
     }
     if (issuer == NULL) {
@@ -190,7 +192,8 @@ static int certs_init(const char *dir)
         return 1;
     }
     key = new_key();
-    if (key == NULL || (cert = make_cert(key, "jinn cluster CA", CERTS_CA_DAYS, NULL, NULL)) == NULL ||
+    if (key == NULL ||
+        (cert = make_cert(key, "jinn cluster CA", CERTS_CA_DAYS, NULL, NULL)) == NULL ||
         sign(cert, key) != 0) {
         goto done;
     }

@@ -25,7 +25,7 @@ static size_t append_entries(uint8_t *h, unsigned n, const uint32_t *lens, uint8
 {
     size_t len = 48 + 16 * (size_t)n;
     memset(h, 0, len);
-    put64(h, 7);     /* term */
+    put64(h, 7);      /* term */
     put64(h + 32, n); /* entry count */
     for (unsigned i = 0; i < n; i++) {
         uint8_t *e = h + 40 + 16 * i;
@@ -79,7 +79,8 @@ TEST(peerguard_refuses_the_known_crashes)
     CHECK(jinn_peerguard_check(7, h, 24, &payload) != NULL);
     /* more entries than JINN_RAFT_MAX_ENTRIES */
     CHECK(jinn_peerguard_check(RAFT_IO_APPEND_ENTRIES, h,
-                               48 + 16 * ((uint64_t)JINN_RAFT_MAX_ENTRIES + 1), &payload) != NULL);
+                               48 + 16 * ((uint64_t)JINN_RAFT_MAX_ENTRIES + 1),
+                               &payload) != NULL);
 }
 
 /* An InstallSnapshot header around conf (conf_len bytes), declaring data. */
