@@ -911,6 +911,13 @@ static void inbound_hello(struct pg_conn *c)
             pg->learned(pg->data, their_cluster);
         }
     }
+    if (pg->inbound >= JINN_RAFT_MAX_INBOUND) {
+        refuse_log(c, "%u raft connections open already", pg->inbound);
+        conn_close(c, RAFT_NOCONNECTION);
+        return;
+    }
+    pg->inbound++;
+    c->counted = true;
     answer(c, PG_OK, false);
     if (c->state == C_DEAD) {
         return;
@@ -1247,13 +1254,25 @@ static void on_accept(uv_stream_t *server, int status)
     }
     peer_ip(c);
     uv_tcp_nodelay(&c->net, 1);
-    if (pg->inbound >= JINN_RAFT_MAX_INBOUND) {
-        refuse_log(c, "%u raft connections open already", pg->inbound);
-        conn_close(c, RAFT_NOCONNECTION);
-        return;
+    {
+        /* Connections still in their hello are unauthenticated: they get
+         * their own slots, a few per address, so a flood of idle dials
+         * cannot take the slots of peers (admitted ones are counted apart,
+         * in bridge_start). */
+        unsigned pending = 0, same_ip = 0;
+        for (const struct pg_conn *o = pg->conns; o != NULL; o = o->next) {
+            if (o != c && o->kind == K_IN && o->state != C_BRIDGE) {
+                pending++;
+                same_ip += strcmp(o->ip, c->ip) == 0;
+            }
+        }
+        if (pending >= JINN_RAFT_MAX_PENDING || same_ip >= JINN_RAFT_MAX_PENDING_PER_IP) {
+            refuse_log(c, "%u raft connections in their hello already (%u from this address)",
+                       pending, same_ip);
+            conn_close(c, RAFT_NOCONNECTION);
+            return;
+        }
     }
-    pg->inbound++;
-    c->counted = true;
     uv_timer_start(&c->timer, timer_fired, JINN_PG_HANDSHAKE_MS, 0);
     if (g_tls != NULL) {
         if (tls_start(c) != 0) {

@@ -56,7 +56,9 @@
 #define JINN_RAFT_MAX_MESSAGE (UINT64_C(2) << 30) /* payload of one message */
 #define JINN_RAFT_RESERVE_MAX (UINT64_C(2) << 30) /* declared, not yet sent */
 #define JINN_RAFT_MAX_SERVERS 64                  /* in a snapshot's configuration */
-#define JINN_RAFT_MAX_INBOUND 64                  /* raft connections accepted at once */
+#define JINN_RAFT_MAX_INBOUND 64 /* admitted (past the hello) inbound connections */
+#define JINN_RAFT_MAX_PENDING 64 /* inbound connections still in their hello */
+#define JINN_RAFT_MAX_PENDING_PER_IP 16 /* of those, from one address */
 #define JINN_RAFT_STALL_MS 30000u /* a message stopping halfway is closed after */
 
 struct pg_conn;
