@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -100,6 +101,10 @@ struct pg_conn {
     uint8_t *hdr;
     size_t hdr_len, hdr_cap, hdr_got;
     uint64_t payload_left;
+    /* outbound: libraft's backlog (messages it queued while we dialled) */
+    uint64_t backlog;  /* bytes of it not read from libraft's end yet */
+    uint64_t out_left; /* of the message being passed on or dropped */
+    bool out_drop;
     uint8_t *stage; /* checked bytes for libraft, written once per read */
     size_t stage_len, stage_cap;
     /* flow control */
@@ -592,6 +597,85 @@ static int bridge_start(struct pg_conn *c)
     return 0;
 }
 
+static uint64_t declared_payload(uint64_t type, const uint8_t *h, size_t len)
+{
+    uint64_t payload = 0;
+    if (type == RAFT_IO_APPEND_ENTRIES && len >= AE_FIXED) {
+        uint64_t n = (len - AE_FIXED) / 16;
+        for (uint64_t i = 0; i < n; i++) {
+            payload += get_u32(h + 40 + 16 * i + 12);
+        }
+    } else if (type == RAFT_IO_INSTALL_SNAPSHOT && len >= IS_FIXED) {
+        payload = get_u64(h + 40 + (len - IS_FIXED));
+    }
+    return payload;
+}
+
+/* The first bytes libraft writes on a new outbound connection are the
+ * messages it queued while there was none (libraft 0.15 flushes them from
+ * the connect callback), some created long before. AppendEntries among
+ * them are dropped, as a network may drop them (raft resends): a leader
+ * commit index delivered late would make the follower believe itself fresh
+ * as of the delivery (fresh.h). Other messages (votes) pass. Returns how
+ * many bytes of p it consumed. */
+static size_t backlog_filter(struct pg_conn *c, const uint8_t *p, size_t n)
+{
+    size_t used = 0;
+    while (used < n && c->state == C_BRIDGE &&
+           (c->backlog > 0 || c->out_left > 0 || c->pre_got > 0)) {
+        size_t take;
+        if (c->out_left > 0) {
+            take = n - used < c->out_left ? n - used : (size_t)c->out_left;
+            if (!c->out_drop && send_net(c, p + used, take) != 0) {
+                conn_close(c, RAFT_NOCONNECTION);
+                return n;
+            }
+            c->out_left -= take;
+        } else if (c->pre_got < RAFT_PREAMBLE) {
+            take = RAFT_PREAMBLE - c->pre_got;
+            take = n - used < take ? n - used : take;
+            memcpy(c->pre + c->pre_got, p + used, take);
+            c->pre_got += take;
+            if (c->pre_got == RAFT_PREAMBLE) {
+                c->hdr_len = (size_t)get_u64(c->pre + 8);
+                c->hdr_got = 0;
+                if (c->hdr_len > 64u << 20) { /* our own libraft: cannot be */
+                    conn_close(c, RAFT_NOCONNECTION);
+                    return n;
+                }
+            }
+        } else {
+            take = c->hdr_len - c->hdr_got;
+            take = n - used < take ? n - used : take;
+            if (c->hdr_got + take > c->hdr_cap) {
+                uint8_t *grown = jinn_realloc(c->hdr, c->hdr_len);
+                if (grown == NULL) {
+                    conn_close(c, RAFT_NOCONNECTION);
+                    return n;
+                }
+                c->hdr = grown;
+                c->hdr_cap = c->hdr_len;
+            }
+            memcpy(c->hdr + c->hdr_got, p + used, take);
+            c->hdr_got += take;
+            if (c->hdr_got == c->hdr_len) {
+                uint64_t type = get_u64(c->pre);
+                c->out_drop = type == RAFT_IO_APPEND_ENTRIES;
+                c->out_left = declared_payload(type, c->hdr, c->hdr_len);
+                if (!c->out_drop && (send_net(c, c->pre, RAFT_PREAMBLE) != 0 ||
+                                     send_net(c, c->hdr, c->hdr_len) != 0)) {
+                    conn_close(c, RAFT_NOCONNECTION);
+                    return n;
+                }
+                c->pre_got = 0;
+            }
+        }
+        used += take;
+        c->backlog -= take < c->backlog ? take : c->backlog;
+    }
+    return used;
+}
+
 static void local_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct pg_conn *c = s->data;
@@ -602,8 +686,12 @@ static void local_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c, RAFT_NOCONNECTION); /* libraft closed its end */
         return;
     }
-    if (c->kind == K_OUT && send_net(c, buf->base, (size_t)nread) != 0) {
-        conn_close(c, RAFT_NOCONNECTION);
+    if (c->kind == K_OUT) {
+        size_t used = backlog_filter(c, (const uint8_t *)buf->base, (size_t)nread);
+        if (c->state == C_BRIDGE && used < (size_t)nread &&
+            send_net(c, buf->base + used, (size_t)nread - used) != 0) {
+            conn_close(c, RAFT_NOCONNECTION);
+        }
     }
     /* Inbound: libraft never writes on a connection it receives on. */
 }
@@ -972,6 +1060,16 @@ static void outbound_answer(struct pg_conn *c)
     c->raft_end = NULL;
     c->cb = NULL;
     cb(c->req, (uv_stream_t *)r, 0);
+    /* What libraft wrote from inside the callback is its backlog: in our
+     * end's receive queue, or still queued on its end. */
+    if (c->state == C_BRIDGE) {
+        int fd, avail = 0;
+        if (uv_fileno((uv_handle_t *)&c->local, &fd) == 0 && ioctl(fd, FIONREAD, &avail) == 0 &&
+            avail > 0) {
+            c->backlog = (uint64_t)avail;
+        }
+        c->backlog += uv_stream_get_write_queue_size((uv_stream_t *)r);
+    }
 }
 
 static void probe_answer(struct pg_conn *c)
