@@ -256,3 +256,32 @@ def test_a_restarted_follower_catches_up_by_snapshot_over_tls(cluster_factory, t
              what="the follower catches up over TLS")
     code, _, body = follower.request("/v1/kv/ns/big59")  # relayed to the leader (cp)
     assert code == 200 and len(body) >= 20000, (code, body[:200])
+
+
+def test_certs_cli_never_overwrites_and_checks_names(tmp_path):
+    d = str(tmp_path / "pki")
+    certs(d, "n1")
+    again = subprocess.run([JINN, "certs", "init", d], capture_output=True, text=True)
+    assert again.returncode == 1 and "not replaced" in again.stderr
+    twice = subprocess.run([JINN, "certs", "add", d, "n1"], capture_output=True, text=True)
+    assert twice.returncode == 1 and "File exists" in twice.stderr
+    bad = subprocess.run([JINN, "certs", "add", d, "../n2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a node name" in bad.stderr
+    badip = subprocess.run([JINN, "certs", "add", d, "n2", "--ip", "nope"],
+                           capture_output=True, text=True)
+    assert badip.returncode == 2
+    assert oct(os.stat(f"{d}/n1.key").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(f"{d}/ca.key").st_mode & 0o777) == "0o600"
+    # the node certificate verifies against the CA, names the node, both usages
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(f"{d}/ca.crt")
+    ctx.load_cert_chain(f"{d}/n1.crt", f"{d}/n1.key")
+    from cryptography import x509
+    with open(f"{d}/n1.crt", "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["n1"]
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
