@@ -1635,8 +1635,11 @@ static void add_probed(void *data, const struct jinn_probe_result *res)
     }
     if (res->state != JINN_PROBE_OK) {
         snprintf(msg, sizeof msg,
-                 "no jinn answers at %s: start it first (jinn run, without --bootstrap)",
-                 op->address);
+                 "no jinn answers at %s: start it first (jinn run, without --bootstrap)%s",
+                 op->address,
+                 jinn_peerguard_tls_on()
+                     ? "; with cluster_tls, also check its certificate (the log says why)"
+                     : "");
         op_finish(node, JINN_EINVAL, msg);
         return;
     }
