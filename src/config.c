@@ -830,7 +830,54 @@ static int parse_block(struct parser *p, struct jinn_config *cfg, const struct t
     }
 }
 
-/* One line of cluster_tls { cert FILE  key FILE  ca FILE }. */
+/* pin NAME SHA256 (64 hex digits, colons allowed). */
+static int parse_tls_pin(struct parser *p, struct jinn_config *cfg, const struct token *key)
+{
+    size_t n_args = count_args(p, p->pos);
+    const struct token *name, *hex;
+    unsigned got = 0, i;
+    int rv = want_args(p, key, n_args, 2);
+    if (rv != 0) {
+        return rv;
+    }
+    name = key + 1;
+    hex = key + 2;
+    if (arg_name(p, key, name) != 0) {
+        return JINN_ECONFIG;
+    }
+    if (cfg->n_cluster_tls_pins == JINN_CONFIG_MAX_PEERS) {
+        return fail_at(p->err, key->line, key->column, "cluster_tls: more than %d pins",
+                       JINN_CONFIG_MAX_PEERS);
+    }
+    i = cfg->n_cluster_tls_pins;
+    for (const char *c = hex->text; *c != '\0'; c++) {
+        int v = isdigit((unsigned char)*c) ? *c - '0'
+                : (*c >= 'a' && *c <= 'f') ? *c - 'a' + 10
+                : (*c >= 'A' && *c <= 'F') ? *c - 'A' + 10
+                                           : -1;
+        if (*c == ':') {
+            continue;
+        }
+        if (v < 0 || got == 64) {
+            got = 0;
+            break;
+        }
+        cfg->cluster_tls_pins[i].sha256[got / 2] =
+            (uint8_t)(got % 2 == 0 ? v << 4 : cfg->cluster_tls_pins[i].sha256[got / 2] | v);
+        got++;
+    }
+    if (got != 64) {
+        return fail_at(p->err, hex->line, hex->column,
+                       "cluster_tls: pin needs a SHA-256 fingerprint (64 hex digits)");
+    }
+    snprintf(cfg->cluster_tls_pins[i].name, sizeof cfg->cluster_tls_pins[i].name, "%s",
+             name->text);
+    cfg->n_cluster_tls_pins++;
+    p->pos += 3;
+    return 0;
+}
+
+/* One line of cluster_tls { cert FILE  key FILE  ca FILE  [pin NAME SHA256]... }. */
 static int parse_tls_entry(struct parser *p, struct jinn_config *cfg)
 {
     const struct token *key = &p->tokens[p->pos];
@@ -838,6 +885,9 @@ static int parse_tls_entry(struct parser *p, struct jinn_config *cfg)
     size_t n_args;
     int rv;
 
+    if (strcmp(key->text, "pin") == 0) {
+        return parse_tls_pin(p, cfg, key);
+    }
     if (strcmp(key->text, "cert") == 0) {
         field = &cfg->cluster_tls_cert;
     } else if (strcmp(key->text, "key") == 0) {

@@ -81,6 +81,13 @@ struct jinn_config {
     char *cluster_tls_cert;
     char *cluster_tls_key;
     char *cluster_tls_ca;
+    /* pin NAME SHA256: node NAME must present exactly this certificate
+     * (its SHA-256 fingerprint) instead of one naming it. */
+    struct {
+        char name[JINN_NAME_MAX + 1];
+        uint8_t sha256[32];
+    } cluster_tls_pins[JINN_CONFIG_MAX_PEERS];
+    unsigned n_cluster_tls_pins;
     /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
      * data_dir is empty (never from a config file: see docs/operations.md). */
     bool bootstrap;

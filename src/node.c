@@ -914,6 +914,10 @@ int jinn_node_start(struct jinn_node *node)
             jinn_error("%s", err);
             return JINN_ECONFIG;
         }
+        for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
+            (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
+                                         cfg->cluster_tls_pins[i].sha256);
+        }
         jinn_info("cluster_tls: mutual TLS 1.3 on every raft connection");
     }
     /* libraft crashes when it cannot preallocate a log segment: never let

@@ -122,6 +122,12 @@ struct pg_wr {
 };
 
 static SSL_CTX *g_tls;
+#define PG_PINS 16
+static struct {
+    char name[JINN_RAFT_ADDRESS_MAX];
+    uint8_t sha256[32];
+} g_pins[PG_PINS];
+static unsigned g_n_pins;
 /* Refusal log lines of probes (they belong to no guard). */
 static struct {
     char ip[64];
@@ -201,10 +207,22 @@ fail:
     return -1;
 }
 
+int jinn_peerguard_tls_pin(const char *name, const uint8_t sha256[32])
+{
+    if (g_n_pins == PG_PINS) {
+        return -1;
+    }
+    snprintf(g_pins[g_n_pins].name, sizeof g_pins[g_n_pins].name, "%s", name);
+    memcpy(g_pins[g_n_pins].sha256, sha256, 32);
+    g_n_pins++;
+    return 0;
+}
+
 void jinn_peerguard_tls_free(void)
 {
     SSL_CTX_free(g_tls);
     g_tls = NULL;
+    g_n_pins = 0;
 }
 
 bool jinn_peerguard_tls_on(void)
@@ -924,6 +942,20 @@ static bool cert_matches(struct pg_conn *c)
         return true;
     }
     cert = SSL_get0_peer_certificate(c->ssl);
+    for (unsigned i = 0; i < g_n_pins; i++) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        if (strcmp(g_pins[i].name, want) != 0) {
+            continue;
+        }
+        if (cert != NULL && X509_digest(cert, EVP_sha256(), md, &len) == 1 && len == 32 &&
+            memcmp(md, g_pins[i].sha256, 32) == 0) {
+            return true;
+        }
+        refuse_log(c, "node %llu ('%s') must present the certificate pinned for it",
+                   (unsigned long long)c->id, want);
+        return false;
+    }
     if (cert != NULL && X509_check_host(cert, want, strlen(want),
                                         X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1) {
         return true;

@@ -56,10 +56,10 @@
 #define JINN_RAFT_MAX_MESSAGE (UINT64_C(2) << 30) /* payload of one message */
 #define JINN_RAFT_RESERVE_MAX (UINT64_C(2) << 30) /* declared, not yet sent */
 #define JINN_RAFT_MAX_SERVERS 64                  /* in a snapshot's configuration */
-#define JINN_RAFT_MAX_INBOUND 64 /* admitted (past the hello) inbound connections */
-#define JINN_RAFT_MAX_PENDING 64 /* inbound connections still in their hello */
+#define JINN_RAFT_MAX_INBOUND 64        /* admitted (past the hello) inbound connections */
+#define JINN_RAFT_MAX_PENDING 64        /* inbound connections still in their hello */
 #define JINN_RAFT_MAX_PENDING_PER_IP 16 /* of those, from one address */
-#define JINN_RAFT_STALL_MS 30000u /* a message stopping halfway is closed after */
+#define JINN_RAFT_STALL_MS 30000u       /* a message stopping halfway is closed after */
 
 struct pg_conn;
 
@@ -106,6 +106,10 @@ struct jinn_peerguard {
  * chain to. Call once before starting; errors are written to err. */
 int jinn_peerguard_tls_load(const char *cert, const char *key, const char *ca, char *err,
                             size_t n);
+/* Pins node name to the certificate with this SHA-256 fingerprint: that
+ * node is then checked by fingerprint, not by the name in its certificate
+ * (which must still chain to the CA). 0, or -1 when the table is full. */
+int jinn_peerguard_tls_pin(const char *name, const uint8_t sha256[32]);
 void jinn_peerguard_tls_free(void);
 bool jinn_peerguard_tls_on(void);
 

@@ -299,6 +299,16 @@ static int certs_add(const char *dir, const char *node, const char **ips, unsign
     }
     printf("node certificate written: %s/%s.crt and %s/%s.key (%s, %ld days)\n", dir, node, dir,
            node, san, days);
+    {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        if (X509_digest(cert, EVP_sha256(), md, &len) == 1) {
+            printf("sha256 fingerprint (for cluster_tls pin %s ...): ", node);
+            for (unsigned i = 0; i < len; i++) {
+                printf("%02X%s", md[i], i + 1 < len ? ":" : "\n");
+            }
+        }
+    }
     rv = 0;
 done:
     X509_free(ca);

@@ -285,3 +285,35 @@ def test_certs_cli_never_overwrites_and_checks_names(tmp_path):
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     from cryptography.x509.oid import ExtendedKeyUsageOID
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def fingerprint(path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read()).fingerprint(hashes.SHA256()).hex()
+
+
+def test_a_pinned_fingerprint_stands_in_for_the_name(cluster_factory, tmp_path):
+    """n3 presents a certificate (from the CA) that names n4, pinned for n3
+    on every node: it takes part. Pinning another certificate for n2 (on n1
+    and n3) keeps n2 out although its certificate names it."""
+    c = tls_cluster(cluster_factory, tmp_path)
+    d = c.pki
+    c.swap["n3"] = (f"{d}/n4.crt", f"{d}/n4.key")
+    pins = [f"    pin n3 {fingerprint(d + '/n4.crt')}"]
+    wrong = [f"    pin n2 {fingerprint(d + '/n1.crt')}"]
+    base = c.node_config
+    c.node_config = lambda n: base(n)[:-1] + pins + (wrong if n.name != "n2" else []) + ["}"]
+    c.start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready([leader], timeout=30)  # n1 and n2 cannot talk
+    code, _, out = leader.request("/v1/kv/ns/pinned", "PUT", b"x")
+    assert code == 200, out
+    target = leader.status()["commit_index"]
+    wait_for(lambda: c["n3"].status()["applied_index"] >= target, 20,
+             what="n3, pinned, replicates")
+    wait_for(lambda: "must present the certificate pinned for it" in leader.log(), 20,
+             what="the leader refuses n2's certificate: another one is pinned for n2")
+    assert leader is not c["n2"]
+    assert c["n2"].status()["applied_index"] < target
