@@ -1,7 +1,7 @@
 # jinn - build, test, run. `make` builds build/jinn; `make test` builds the
 # sanitizer variant and runs every test; `make run` starts a one-node jinn.
 
-PKGS     := raft libuv jansson sqlite3 libcrypto
+PKGS     := raft libuv jansson sqlite3 openssl
 CC       := gcc
 PYTHON   := /usr/bin/python3
 REV      := $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)

@@ -33,7 +33,7 @@ def metrics(url):
 
 
 class Cluster:
-    def __init__(self, workdir, n=3):
+    def __init__(self, workdir, n=3, node_extra=None):
         self.dir = workdir
         self.http = [free_port() for _ in range(n)]
         raft = [free_port() for _ in range(n)]
@@ -50,7 +50,8 @@ class Cluster:
                         f"  cluster_peers {peers}\n"
                         "  consensus {\n    bench { mode cp }\n"
                         "    cache { mode ap  stale_reads true }\n"
-                        "    bsql { mode ap }\n  }\n}\n")
+                        "    bsql { mode ap }\n  }\n"
+                        + (node_extra(f"n{i + 1}") if node_extra else "") + "}\n")
             log = open(os.path.join(workdir, f"n{i + 1}.log"), "w")
             # A fresh cluster: the first start founds it (--bootstrap).
             self.procs.append(subprocess.Popen([JINN, "run", "-c", conf, "--bootstrap"],

@@ -4,6 +4,8 @@
 #   scripts/demo-cluster.sh status           # which nodes run, and the cluster's health
 #   scripts/demo-cluster.sh stop [NODE]      # all nodes, or one (n1, n2 or n3)
 #   scripts/demo-cluster.sh restart [NODE]
+#   TLS=pki scripts/demo-cluster.sh start    # raft over mutual TLS with the
+#       certificates `jinn certs init pki; jinn certs add pki nN` made
 # Every command is safe to run twice: start leaves running nodes (their
 # logs, pid files and configuration) alone and starts only the stopped
 # ones; stop signals only the processes its own pid files name, and only
@@ -18,6 +20,7 @@ DIR=${DIR:-demo}
 HTTP_BASE=${HTTP_BASE:-8080}
 RAFT_BASE=${RAFT_BASE:-7000}
 NODES="n1 n2 n3"
+TLS=${TLS:-}
 
 usage() {
     echo "usage: $0 start|stop|restart [NODE]|status   (NODE: n1, n2 or n3)" >&2
@@ -56,6 +59,7 @@ write_conf() {
     cluster_listen   127.0.0.1:$((RAFT_BASE + n))
     cluster_peers   $peers
     cluster_replicas 3
+$(if [ -n "$TLS" ]; then printf '    cluster_tls {\n        cert %s/%s.crt\n        key  %s/%s.key\n        ca   %s/ca.crt\n    }' "$TLS" "$1" "$TLS" "$1" "$TLS"; fi)
     consensus {
         payments { mode cp  stale_reads false }
         sessions { mode ap  stale_reads true }

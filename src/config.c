@@ -100,6 +100,9 @@ void jinn_config_free(struct jinn_config *cfg)
     jinn_free(cfg->http_advertise);
     jinn_free(cfg->cluster_name);
     jinn_free(cfg->cluster_listen);
+    jinn_free(cfg->cluster_tls_cert);
+    jinn_free(cfg->cluster_tls_key);
+    jinn_free(cfg->cluster_tls_ca);
     for (unsigned i = 0; i < cfg->n_peers; i++) {
         jinn_free(cfg->peers[i].name);
         jinn_free(cfg->peers[i].address);
@@ -924,6 +927,101 @@ static int parse_block(struct parser *p, struct jinn_config *cfg, const struct t
     }
 }
 
+/* pin NAME SHA256 (64 hex digits, colons allowed). */
+static int parse_tls_pin(struct parser *p, struct jinn_config *cfg, const struct token *key)
+{
+    size_t n_args = count_args(p, p->pos);
+    const struct token *name, *hex;
+    unsigned got = 0, i;
+    int rv = want_args(p, key, n_args, 2);
+    if (rv != 0) {
+        return rv;
+    }
+    name = key + 1;
+    hex = key + 2;
+    if (arg_name(p, key, name) != 0) {
+        return JINN_ECONFIG;
+    }
+    if (cfg->n_cluster_tls_pins == JINN_CONFIG_MAX_PEERS) {
+        return fail_at(p->err, key->line, key->column, "cluster_tls: more than %d pins",
+                       JINN_CONFIG_MAX_PEERS);
+    }
+    i = cfg->n_cluster_tls_pins;
+    for (const char *c = hex->text; *c != '\0'; c++) {
+        int v = isdigit((unsigned char)*c) ? *c - '0'
+                : (*c >= 'a' && *c <= 'f') ? *c - 'a' + 10
+                : (*c >= 'A' && *c <= 'F') ? *c - 'A' + 10
+                                           : -1;
+        if (*c == ':') {
+            continue;
+        }
+        if (v < 0 || got == 64) {
+            got = 0;
+            break;
+        }
+        cfg->cluster_tls_pins[i].sha256[got / 2] =
+            (uint8_t)(got % 2 == 0 ? v << 4 : cfg->cluster_tls_pins[i].sha256[got / 2] | v);
+        got++;
+    }
+    if (got != 64) {
+        return fail_at(p->err, hex->line, hex->column,
+                       "cluster_tls: pin needs a SHA-256 fingerprint (64 hex digits)");
+    }
+    snprintf(cfg->cluster_tls_pins[i].name, sizeof cfg->cluster_tls_pins[i].name, "%s",
+             name->text);
+    cfg->n_cluster_tls_pins++;
+    p->pos += 3;
+    return 0;
+}
+
+/* One line of cluster_tls { cert FILE  key FILE  ca FILE  [pin NAME SHA256]... }. */
+static int parse_tls_entry(struct parser *p, struct jinn_config *cfg)
+{
+    const struct token *key = &p->tokens[p->pos];
+    char **field = NULL;
+    size_t n_args;
+    int rv;
+
+    if (strcmp(key->text, "pin") == 0) {
+        return parse_tls_pin(p, cfg, key);
+    }
+    if (strcmp(key->text, "cert") == 0) {
+        field = &cfg->cluster_tls_cert;
+    } else if (strcmp(key->text, "key") == 0) {
+        field = &cfg->cluster_tls_key;
+    } else if (strcmp(key->text, "ca") == 0) {
+        field = &cfg->cluster_tls_ca;
+    } else {
+        return fail_at(p->err, key->line, key->column,
+                       "cluster_tls: unknown setting '%s' (cert, key, ca)", key->text);
+    }
+    if (*field != NULL) {
+        return fail_at(p->err, key->line, key->column, "cluster_tls: '%s' given twice",
+                       key->text);
+    }
+    n_args = count_args(p, p->pos);
+    rv = want_args(p, key, n_args, 1);
+    if (rv != 0) {
+        return rv;
+    }
+    if (p->tokens[p->pos + 1].text[0] == '\0') {
+        return fail_at(p->err, key->line, key->column, "cluster_tls: empty %s", key->text);
+    }
+    rv = set_str(field, p->tokens[p->pos + 1].text);
+    p->pos += 2;
+    return rv;
+}
+
+static int parse_cluster_tls(struct parser *p, struct jinn_config *cfg, const struct token *d)
+{
+    int rv = parse_block(p, cfg, d, parse_tls_entry);
+    if (rv == 0 && (cfg->cluster_tls_cert == NULL || cfg->cluster_tls_key == NULL ||
+                    cfg->cluster_tls_ca == NULL)) {
+        return fail_at(p->err, d->line, d->column, "cluster_tls: needs cert, key and ca");
+    }
+    return rv;
+}
+
 static int parse_consensus(struct parser *p, struct jinn_config *cfg, const struct token *d)
 {
     return parse_block(p, cfg, d, parse_policy);
@@ -965,6 +1063,7 @@ static const struct directive directives[] = {
     {"min_free_space", K_SIZE, FIELD(min_free_space), 0, UINT64_C(1) << 50},
     {"consensus", K_BLOCK, 0, 0, 0},
     {"queues", K_BLOCK, 0, 0, 0},
+    {"cluster_tls", K_BLOCK, 0, 0, 0},
 };
 
 static bool is_u64_field(size_t offset)
@@ -1012,6 +1111,9 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     }
     seen[idx] = true;
     if (dir->kind == K_BLOCK) {
+        if (strcmp(dir->name, "cluster_tls") == 0) {
+            return parse_cluster_tls(p, cfg, d);
+        }
         return strcmp(dir->name, "queues") == 0 ? parse_block(p, cfg, d, parse_queue)
                                                 : parse_consensus(p, cfg, d);
     }

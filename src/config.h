@@ -77,6 +77,18 @@ struct jinn_config {
     unsigned check_interval_ms; /* leader proposes a replica check; 0 = never */
     uint64_t min_free_space;    /* bytes; below it writes answer 507 (0 = off) */
     bool debug_log;
+    /* cluster_tls { cert FILE key FILE ca FILE }: mutual TLS on every raft
+     * connection (all three, or none: plaintext with jinn's preamble). */
+    char *cluster_tls_cert;
+    char *cluster_tls_key;
+    char *cluster_tls_ca;
+    /* pin NAME SHA256: node NAME must present exactly this certificate
+     * (its SHA-256 fingerprint) instead of one naming it. */
+    struct {
+        char name[JINN_NAME_MAX + 1];
+        uint8_t sha256[32];
+    } cluster_tls_pins[JINN_CONFIG_MAX_PEERS];
+    unsigned n_cluster_tls_pins;
     /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
      * data_dir is empty (never from a config file: see docs/operations.md). */
     bool bootstrap;

@@ -20,6 +20,7 @@ static void usage(FILE *out)
             "                                      --bootstrap: first start of a new cluster)\n"
             "  jinn members [list|add|remove|promote|demote] ...  cluster membership\n"
             "  jinn leader transfer [NAME]         hand leadership to another voter\n"
+            "  jinn certs init DIR | add DIR NODE  a CA and node certificates (cluster_tls)\n"
             "  jinn status [--addr URL] [--json]   show a node's view of the cluster\n"
             "  jinn version [--addr URL] [--json]  show the build (and a node's)\n"
             "  jinn kv put|create|cas|get|del|ls|watch ...   the key-value store\n"
@@ -109,6 +110,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "check") == 0) {
         return jinn_cli_check(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "certs") == 0) {
+        return jinn_cli_certs(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         return jinn_cli_version(argc - 2, argv + 2);

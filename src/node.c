@@ -775,6 +775,25 @@ static uint8_t probe_flags(void *data, uint64_t sender)
     return flags;
 }
 
+/* The name a peer's certificate must carry for server id: the directory's
+ * name for it, else the configured peer at address. */
+static bool peer_name(void *data, uint64_t id, const char *address, char *out, size_t n)
+{
+    struct jinn_node *node = data;
+    const char *name = jinn_node_member_name(node, id);
+    if (strcmp(name, "?") != 0) {
+        snprintf(out, n, "%s", name);
+        return true;
+    }
+    for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+        if (strcmp(node->cfg->peers[i].address, address) == 0) {
+            snprintf(out, n, "%s", node->cfg->peers[i].name);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void cluster_learned(void *data, uint64_t cluster_id)
 {
     struct jinn_node *node = data;
@@ -893,6 +912,19 @@ int jinn_node_start(struct jinn_node *node)
     if (rv != 0) {
         return rv;
     }
+    if (cfg->cluster_tls_cert != NULL) {
+        char err[512];
+        if (jinn_peerguard_tls_load(cfg->cluster_tls_cert, cfg->cluster_tls_key,
+                                    cfg->cluster_tls_ca, err, sizeof err) != 0) {
+            jinn_error("%s", err);
+            return JINN_ECONFIG;
+        }
+        for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
+            (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
+                                         cfg->cluster_tls_pins[i].sha256);
+        }
+        jinn_info("cluster_tls: mutual TLS 1.3 on every raft connection");
+    }
     /* libraft crashes when it cannot preallocate a log segment: never let
      * it start on a disk that cannot hold them. */
     rv = jinn_disk_check_start(cfg->data_dir);
@@ -923,9 +955,16 @@ int jinn_node_start(struct jinn_node *node)
         jinn_error("cluster_listen %s: %s", cfg->cluster_listen, raft_strerror(rv));
         return JINN_ECONFIG;
     }
-    jinn_peerguard_init(&node->pg, node->loop, &node->transport, node->id, node->cluster_id);
+    jinn_peerguard_init(&node->pg, node->loop, cfg->cluster_listen, node->id, node->cluster_id);
     node->pg.probe_flags = probe_flags;
     node->pg.learned = cluster_learned;
+    node->pg.name_of = peer_name;
+    {
+        uint64_t in_memory = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing + 1024;
+        if (in_memory > node->pg.max_entries) {
+            node->pg.max_entries = in_memory;
+        }
+    }
     node->pg.data = node;
     rv = raft_uv_init(&node->io, node->loop, cfg->data_dir, &node->pg.transport);
     if (rv != 0) {
@@ -1605,8 +1644,11 @@ static void add_probed(void *data, const struct jinn_probe_result *res)
     }
     if (res->state != JINN_PROBE_OK) {
         snprintf(msg, sizeof msg,
-                 "no jinn answers at %s: start it first (jinn run, without --bootstrap)",
-                 op->address);
+                 "no jinn answers at %s: start it first (jinn run, without --bootstrap)%s",
+                 op->address,
+                 jinn_peerguard_tls_on()
+                     ? "; with cluster_tls, also check its certificate (the log says why)"
+                     : "");
         op_finish(node, JINN_EINVAL, msg);
         return;
     }
@@ -2026,6 +2068,17 @@ static void tick_cb(uv_timer_t *timer)
     const char *leader_address;
 
     raft_leader(&node->raft, &leader_id, &leader_address);
+    if (node->cluster_id == 0 && leader_id != 0 && leader_id != node->id) {
+        /* Without TLS a new node takes the cluster id of the leader raft
+         * follows, never the first dialler's (peerguard.h). */
+        uint64_t cid = jinn_peerguard_cluster_of(&node->pg, leader_id);
+        if (cid != 0) {
+            node->pg.cluster_id = cid;
+            jinn_info("joined cluster %016llx (leader %llu)", (unsigned long long)cid,
+                      (unsigned long long)leader_id);
+            cluster_learned(node, cid);
+        }
+    }
     /* libuv runs timers before I/O in a loop turn, so after a stall (the
      * process was stopped, starved or swapped) this runs before the
      * messages that queued up meanwhile are read: those are not taken as
@@ -2373,6 +2426,7 @@ void jinn_node_destroy(struct jinn_node *node)
         raft_uv_tcp_close(&node->transport);
     }
     jinn_fsm_close(&node->fsm);
+    jinn_peerguard_tls_free();
     if (node->lock_fd >= 0) {
         close(node->lock_fd);
     }

@@ -1,20 +1,35 @@
-/* peerguard.h - cluster identity on every raft connection.
+/* peerguard.h - jinn's raft transport: no unchecked byte reaches libraft.
  *
- * A raft_uv_transport that wraps libraft's TCP transport. After libraft's
- * own handshake (protocol, server id, address) the dialling side sends a
- * 32-byte jinn preamble (magic, version, flags, cluster id, sender id,
- * the id it expects to reach) and
- * waits for a 24-byte answer (magic, version, status, flags, node id,
- * cluster id) before libraft may use the stream. The accepting side reads
- * exactly the preamble (the dialler sends nothing else until answered, so
- * nothing of libraft's traffic is consumed), checks it, answers, and only
- * then hands the stream to libraft. So:
+ * A raft_uv_transport of its own (libraft's TCP transport is not used for
+ * the network): jinn listens and dials, and every raft connection is
+ * terminated by jinn. Each one is bridged to libraft through a socketpair:
+ * libraft gets one end (a uv_pipe_t), jinn keeps the other and copies bytes
+ * between it and the network (through TLS when cluster_tls is configured).
+ *
+ * On the wire, in this order (inside TLS 1.3 with cluster_tls):
+ *   1. libraft's handshake: u64 protocol (1), u64 server id, u64 address
+ *      length, the address (NUL-terminated, padded to 8 bytes);
+ *   2. jinn's 32-byte preamble (magic, version, flags, cluster id, sender
+ *      id, the id the dialler expects to reach);
+ *   3. the acceptor's 24-byte answer (magic, version, status, flags, its
+ *      id, its cluster id); then raft messages flow dialler -> acceptor.
+ * The accepting side parses all of it itself and checks every raft message
+ * header against libraft 0.15's encoding (allow-listed types, exact header
+ * sizes, bounded counts and lengths, entry types, the configuration inside
+ * an InstallSnapshot) before writing a byte of it to libraft's end. A
+ * connection breaking a rule is closed, counted (raft_refused) and logged
+ * once per address per minute.
+ *
  *   - a node of another cluster (or a stray process) never reaches raft;
  *   - a dialler that expected server id X at an address now held by a node
- *     with another id (a wiped and restarted voter) is refused, so a new
- *     node is never mistaken for the voter it replaced;
+ *     with another id (a wiped and restarted voter) is refused;
  *   - a node with no cluster id yet (a new member waiting to be added)
- *     adopts the cluster id of the first node that dials it.
+ *     adopts one only from an authenticated peer (TLS), or, without TLS,
+ *     the cluster id of the leader libraft follows (jinn_peerguard_cluster_of)
+ *     - never from the first dialler;
+ *   - with cluster_tls, both sides present certificates signed by the
+ *     configured CA, and the certificate must name (SAN DNS) the node the
+ *     server id belongs to.
  * A probe (flag in the preamble) is answered with the node's id, cluster id
  * and whether it holds raft state, then closed: `members add` and
  * `--bootstrap` use it. */
@@ -24,6 +39,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -33,12 +49,29 @@
 #define JINN_PG_HAS_STATE 1u
 #define JINN_PG_KNOWS_SENDER 2u
 
-struct jinn_pg_conn;
+/* Bounds on what a peer may declare (libraft allocates declared lengths
+ * before reading them). */
+#define JINN_RAFT_ADDRESS_MAX 256                 /* libraft handshake address */
+#define JINN_RAFT_MAX_ENTRIES (1u << 20)          /* entries in one AppendEntries */
+#define JINN_RAFT_MAX_MESSAGE (UINT64_C(2) << 30) /* payload of one message */
+#define JINN_RAFT_RESERVE_MAX (UINT64_C(2) << 30) /* declared, not yet sent */
+#define JINN_RAFT_MAX_SERVERS 64                  /* in a snapshot's configuration */
+#define JINN_RAFT_MAX_INBOUND 64        /* admitted (past the hello) inbound connections */
+#define JINN_RAFT_MAX_PENDING 64        /* inbound connections still in their hello */
+#define JINN_RAFT_MAX_PENDING_PER_IP 16 /* of those, from one address */
+#define JINN_RAFT_STALL_MS 30000u       /* a message stopping halfway is closed after */
+
+struct pg_conn;
 
 struct jinn_peerguard {
     struct raft_uv_transport transport; /* what raft_uv uses (impl == this) */
-    struct raft_uv_transport *inner;    /* libraft's TCP transport */
     uv_loop_t *loop;
+    char bind[64]; /* cluster_listen */
+    uv_tcp_t listener;
+    bool listening, closing, probe_only;
+    unsigned open; /* our handles (listener, connections) not yet closed */
+    raft_id raft_self;
+    char raft_address[JINN_RAFT_ADDRESS_MAX];
     raft_uv_accept_cb accept_cb;
     uint64_t self_id;
     uint64_t cluster_id; /* 0: none yet */
@@ -46,19 +79,55 @@ struct jinn_peerguard {
      * holds more log than a bootstrap entry, JINN_PG_KNOWS_SENDER when the prober's id is in
      * our node directory (it has been a member before). */
     uint8_t (*probe_flags)(void *data, uint64_t sender);
-    /* Called once when a node without cluster id adopts one. */
+    /* Called once when a node without cluster id adopts one (TLS). */
     void (*learned)(void *data, uint64_t cluster_id);
+    /* The node name a certificate must carry for server id (or, when the
+     * id is unknown, for address); false when neither is known (any
+     * certificate from the CA is then accepted). */
+    bool (*name_of)(void *data, uint64_t id, const char *address, char *out, size_t n);
     void *data;
-    struct jinn_pg_conn *conns; /* handshakes in progress */
-    uint64_t next_log_ms;       /* rate limit for refusal log lines */
-    uint64_t refused;           /* connections refused, for metrics */
+    struct pg_conn *conns;
+    unsigned inbound; /* inbound connections open */
+    /* Entries one AppendEntries may carry (JINN_RAFT_MAX_ENTRIES; more
+     * when the log kept in memory between snapshots can be longer:
+     * libraft 0.15 sends a lagging follower everything it holds at once). */
+    uint64_t max_entries;
+    uint64_t reserved; /* payload bytes libraft was told of, not yet delivered */
+    struct {
+        char ip[64];
+        uint64_t until;
+    } quiet[32];      /* refusal log lines: once per address per minute */
+    uint64_t refused; /* connections refused, for metrics */
     raft_uv_transport_close_cb close_cb;
 };
 
-/* inner must be initialised (raft_uv_tcp_init) and outlive the guard. */
-void jinn_peerguard_init(struct jinn_peerguard *pg, uv_loop_t *loop,
-                         struct raft_uv_transport *inner, uint64_t self_id,
-                         uint64_t cluster_id);
+/* Loads the TLS identity used on every raft connection (both ways) and by
+ * probes: our certificate and key, and the CA peers' certificates must
+ * chain to. Call once before starting; errors are written to err. */
+int jinn_peerguard_tls_load(const char *cert, const char *key, const char *ca, char *err,
+                            size_t n);
+/* Pins node name to the certificate with this SHA-256 fingerprint: that
+ * node is then checked by fingerprint, not by the name in its certificate
+ * (which must still chain to the CA). 0, or -1 when the table is full. */
+int jinn_peerguard_tls_pin(const char *name, const uint8_t sha256[32]);
+void jinn_peerguard_tls_free(void);
+bool jinn_peerguard_tls_on(void);
+
+/* bind: "ip:port" to listen on (cluster_listen). */
+void jinn_peerguard_init(struct jinn_peerguard *pg, uv_loop_t *loop, const char *bind,
+                         uint64_t self_id, uint64_t cluster_id);
+
+/* The cluster id a live inbound connection from server id claimed (the
+ * most recently active one), 0 when none. A node without a cluster id
+ * adopts its leader's this way when TLS does not authenticate peers. */
+uint64_t jinn_peerguard_cluster_of(const struct jinn_peerguard *pg, uint64_t id);
+
+/* The check every inbound raft message header passes before libraft
+ * reads it (exposed for tests): NULL when a header of len bytes for
+ * message type may reach libraft 0.15's decoder (*payload: the payload
+ * bytes it declares), else why not. */
+const char *jinn_peerguard_check(uint64_t type, const uint8_t *hdr, uint64_t len,
+                                 uint64_t *payload);
 
 /* Probe answer states. */
 enum jinn_probe_state {
@@ -76,9 +145,11 @@ struct jinn_probe_result {
 
 typedef void (*jinn_probe_cb)(void *data, const struct jinn_probe_result *res);
 
-/* Dials address ("ip:port") and probes the jinn there. cb is called exactly
- * once, from the loop (never from inside this call). self_id is sent in
- * libraft's handshake. Returns 0, or an error code (cb never called). */
+/* Dials address ("ip:port") and probes the jinn there (through TLS when it
+ * is loaded: the peer's certificate must chain to the CA). cb is called
+ * exactly once, from the loop (never from inside this call). self_id is
+ * sent in libraft's handshake. Returns 0, or an error code (cb never
+ * called). */
 int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
                          uint64_t timeout_ms, jinn_probe_cb cb, void *data);
 
@@ -86,13 +157,9 @@ int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
  * ("no cluster, no state yet") on its raft address, so nodes started
  * together see each other. Stop it before raft starts (runs the loop until
  * everything is closed). */
-struct ps_conn;
 struct jinn_probe_server {
-    uv_loop_t *loop;
-    struct ps_conn *conns;
-    uv_tcp_t tcp;
-    uint64_t self_id;
-    unsigned open; /* handles not yet closed */
+    struct jinn_peerguard pg; /* probe_only */
+    bool started;
 };
 int jinn_probe_server_start(struct jinn_probe_server *srv, uv_loop_t *loop,
                             const char *listen_address, uint64_t self_id);

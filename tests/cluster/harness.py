@@ -116,12 +116,15 @@ class FaultProxy:
             client.settimeout(5)
             # libraft's handshake: u64 protocol, u64 server id, u64 address
             # length, then the dialling server's address, NUL-padded.
-            head = self._read_exact(client, 24)
-            _, _, addr_len = struct.unpack("<QQQ", head)
-            if addr_len > 4096:
-                raise ConnectionError("bad handshake")
-            addr = self._read_exact(client, addr_len)
-            source = self.cluster.name_for_raft_address(addr.split(b"\0")[0].decode())
+            if self.cluster.opaque_raft:  # TLS: relayed unread, never cut
+                head, addr, source = b"", b"", None
+            else:
+                head = self._read_exact(client, 24)
+                _, _, addr_len = struct.unpack("<QQQ", head)
+                if addr_len > 4096:
+                    raise ConnectionError("bad handshake")
+                addr = self._read_exact(client, addr_len)
+                source = self.cluster.name_for_raft_address(addr.split(b"\0")[0].decode())
             if self.cluster.is_cut(source, self.name):
                 client.close()
                 return
@@ -209,6 +212,8 @@ class Node:
         c = self.cluster
         peers = " ".join(f"{n.name}={n.advertised}" for n in c.nodes)
         extra = "".join(f"    {line}\n" for line in c.extra_config)
+        if c.node_config is not None:  # per-node lines (certificates)
+            extra += "".join(f"    {line}\n" for line in c.node_config(self))
         os.makedirs(os.path.dirname(self.config_path), exist_ok=True)
         with open(self.config_path, "w") as f:
             f.write("{\n"
@@ -301,6 +306,8 @@ class Cluster:
         self.dir = str(tmpdir)
         self.replicas = replicas or n
         self.extra_config = list(extra_config)
+        self.node_config = None  # node -> extra config lines for it
+        self.opaque_raft = False  # raft is TLS: proxies relay without reading
         self.nodes = [Node(self, f"n{i + 1}", i) for i in range(n)]
         self.cuts = set()  # (from, to): traffic from `from` to `to` is dropped
         self.cut_lock = threading.Lock()

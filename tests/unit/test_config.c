@@ -319,3 +319,52 @@ TEST(config_http_advertise)
     CHECK_INT(err.column, 18);
     jinn_config_free(&cfg);
 }
+
+TEST(config_cluster_tls)
+{
+    static const char text[] = "{\n  cluster_tls {\n    cert a.crt\n    key a.key\n"
+                               "    ca ca.crt\n  }\n}\n";
+    static const char partial[] = "{\n  cluster_tls {\n    cert a.crt\n  }\n}\n";
+    static const char unknown[] = "{\n  cluster_tls {\n    cert a.crt\n    pin x\n  }\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK(cfg.cluster_tls_cert == NULL);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, sizeof text - 1, &err), 0);
+    CHECK_STR(cfg.cluster_tls_cert, "a.crt");
+    CHECK_STR(cfg.cluster_tls_key, "a.key");
+    CHECK_STR(cfg.cluster_tls_ca, "ca.crt");
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", partial, sizeof partial - 1, &err), JINN_ECONFIG);
+    CHECK(strstr(err.message, "needs cert, key and ca") != NULL);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", unknown, sizeof unknown - 1, &err), JINN_ECONFIG);
+    CHECK_INT(err.line, 4);
+    jinn_config_free(&cfg);
+}
+
+TEST(config_cluster_tls_pins)
+{
+    static const char text[] =
+        "{\n  cluster_tls {\n    cert a.crt\n    key a.key\n    ca ca.crt\n"
+        "    pin n3 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:"
+        "00112233445566778899aabbccddeeff\n  }\n}\n";
+    static const char bad[] = "{\n  cluster_tls {\n    cert a.crt\n    key a.key\n"
+                              "    ca ca.crt\n    pin n3 0011\n  }\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, sizeof text - 1, &err), 0);
+    CHECK_INT(cfg.n_cluster_tls_pins, 1);
+    CHECK_STR(cfg.cluster_tls_pins[0].name, "n3");
+    CHECK_INT(cfg.cluster_tls_pins[0].sha256[0], 0x00);
+    CHECK_INT(cfg.cluster_tls_pins[0].sha256[10], 0xaa);
+    CHECK_INT(cfg.cluster_tls_pins[0].sha256[31], 0xff);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", bad, sizeof bad - 1, &err), JINN_ECONFIG);
+    CHECK(strstr(err.message, "64 hex digits") != NULL);
+    jinn_config_free(&cfg);
+}

@@ -1,0 +1,273 @@
+"""The raft port takes hostile bytes (issue 15): libraft 0.15 trusts what
+a peer declares, so jinn parses the handshake, its own preamble and every
+message header before libraft sees a byte. Each single packet here used to
+kill a node inside libraft's decoding (or reserve what it declared); now the
+connection is refused, counted and logged, and the node keeps serving with
+its term unchanged."""
+import os
+import random
+import socket
+import struct
+import subprocess
+import time
+
+from harness import JINN, wait_for
+
+
+def handshake(server_id, address=b"127.0.0.1:9\0", declared=None):
+    pad = address + b"\0" * ((8 - len(address) % 8) % 8)
+    return struct.pack("<QQQ", 1, server_id, len(pad) if declared is None else declared) + pad
+
+
+def preamble(cluster, sender, target=0, flags=0):
+    return b"JNPG" + bytes([1, flags, 0, 0]) + struct.pack("<QQQ", cluster, sender, target)
+
+
+def probe(node):
+    """The node's id and cluster id, as anyone can ask them."""
+    with socket.create_connection(("127.0.0.1", node.raft_port), timeout=5) as s:
+        s.sendall(handshake(99, b"probe\0\0\0") + preamble(0, 99, 0, flags=1))
+        data = b""
+        while len(data) < 24:
+            chunk = s.recv(24 - len(data))
+            assert chunk, "no probe answer"
+            data += chunk
+    assert data[:4] == b"JNPA"
+    return struct.unpack("<QQ", data[8:24])
+
+
+def metric(node, name):
+    code, _, body = node.request("/metrics")
+    assert code == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def send(node, data, linger=0.3):
+    """Sends data on the raft port; returns what the node answered before
+    closing (or within linger seconds)."""
+    got = b""
+    with socket.create_connection(("127.0.0.1", node.raft_port), timeout=5) as s:
+        s.sendall(data)
+        s.settimeout(linger)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return got
+
+
+def admitted(node, sender=77):
+    """A handshake and preamble the node accepts without TLS (the cluster id
+    is public: a probe answers it)."""
+    _, cluster = probe(node)
+    assert cluster != 0
+    return handshake(sender) + preamble(cluster, sender)
+
+
+def assert_serving(c, node, term, refused_before):
+    """The node is alive, the cluster still writes, the term did not move
+    and the connection was counted as refused."""
+    assert node.proc.poll() is None, "node died"
+    wait_for(lambda: metric(node, "jinn_raft_connections_refused_total") > refused_before, 10,
+             what="the connection counted as refused")
+    leader = c.wait_leader()
+    code, _, out = leader.request("/v1/kv/ns/after", "PUT", b"ok")
+    assert code == 200, out
+    assert node.status()["term"] == term
+
+
+def message(mtype, header, payload=b""):
+    return struct.pack("<QQ", mtype, len(header)) + header + payload
+
+
+# libraft 0.15 message types
+APPEND_ENTRIES, REQUEST_VOTE, INSTALL_SNAPSHOT = 1, 3, 5
+
+
+def known_crashes(target):
+    """(name, bytes) of each single packet the issue lists, after a valid
+    hello (admitted) where the crash is in message decoding."""
+    ok = admitted(target)
+    return [
+        ("header length 7", ok + struct.pack("<QQ", REQUEST_VOTE, 7) + b"\0" * 7),
+        ("AppendEntries 64-byte header of 0xff", ok + struct.pack("<QQ", APPEND_ENTRIES, 64)
+         + b"\xff" * 64),
+        ("address length 7 without NUL", struct.pack("<QQQ", 1, 77, 7) + b"1234567"
+         + preamble(0, 77)),
+        ("address length 16 without NUL", struct.pack("<QQQ", 1, 77, 16) + b"x" * 16
+         + preamble(0, 77)),
+        ("type 0", ok + struct.pack("<QQ", 0, 24) + b"\0" * 24),
+        ("AppendEntries with entries past the payload", ok + message(
+            APPEND_ENTRIES, struct.pack("<QQQQQ", 1, 0, 0, 0, 2)
+            + struct.pack("<QB3xI", 1, 1, 1) + struct.pack("<QB3xI", 1, 1, 1) + b"\0" * 8,
+            b"\0" * 2)),
+        ("InstallSnapshot with an unterminated address", ok + message(
+            INSTALL_SNAPSHOT, struct.pack("<QQQQQ", 1, 1, 1, 1, 9 + 8 + 4)
+            + b"\x01" + struct.pack("<Q", 1) + struct.pack("<Q", 5) + b"abcd"
+            + struct.pack("<Q", 8) + b"\0" * 8, b"\0" * 8)),
+    ]
+
+
+def test_each_known_crash_is_refused_and_the_node_keeps_serving(cluster_factory):
+    c = cluster_factory(3).start()
+    c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    for target in c.nodes:
+        for name, data in known_crashes(target):
+            term = target.status()["term"]
+            before = metric(target, "jinn_raft_connections_refused_total")
+            send(target, data)
+            try:
+                assert_serving(c, target, term, before)
+            except AssertionError as e:
+                raise AssertionError(f"{target.name}, {name}: {e}") from e
+    assert "refused" in c.nodes[0].log()
+
+
+def test_declared_lengths_reserve_nothing(cluster_factory):
+    """64 handshakes declaring a 1 GiB address took VmSize from 760 MB to
+    66 GB; now an address over JINN_RAFT_ADDRESS_MAX is refused at once, and
+    a header declaring 16 MiB of entries is only held as it arrives."""
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+
+    def vmsize():
+        with open(f"/proc/{n.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+
+    ok = admitted(n)
+    before = vmsize()
+    socks = []
+    try:
+        # (a dial may be refused outright: at most 16 hellos per address
+        # are pending at once)
+        for _ in range(64):
+            try:
+                s = socket.create_connection(("127.0.0.1", n.raft_port), timeout=5)
+                socks.append(s)
+                s.sendall(struct.pack("<QQQ", 1, 77, 1 << 30))
+            except OSError:
+                pass
+        for _ in range(30):
+            try:
+                s = socket.create_connection(("127.0.0.1", n.raft_port), timeout=5)
+                socks.append(s)
+                # an AppendEntries header declaring 2^20 entries, never sent
+                s.sendall(ok + struct.pack("<QQ", APPEND_ENTRIES, 48 + 16 * (1 << 20)))
+            except OSError:
+                pass
+        time.sleep(0.5)  # give the node the time to allocate, if it did
+        grown = vmsize() - before
+        assert grown < 512 << 20, f"VmSize grew by {grown >> 20} MiB"
+        code, _, out = n.request("/v1/kv/ns/k", "PUT", b"v")
+        assert code == 200, out
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_random_bytes_and_truncated_handshakes(cluster_factory):
+    c = cluster_factory(3).start()
+    c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = c.nodes[1]
+    term = target.status()["term"]
+    before = metric(target, "jinn_raft_connections_refused_total")
+    rng = random.Random(15)
+    ok = admitted(target)
+    for i in range(40):
+        blob = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 600)))
+        send(target, blob, linger=0.05)
+        # truncated: a valid prefix, then the connection ends
+        send(target, ok[:rng.randint(1, len(ok) - 1)], linger=0.05)
+        # a valid hello, then random message bytes
+        send(target, ok + blob, linger=0.05)
+    assert_serving(c, target, term, before)
+
+
+def test_a_hello_that_never_ends_is_closed(cluster_factory):
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    before = metric(n, "jinn_raft_connections_refused_total")
+    with socket.create_connection(("127.0.0.1", n.raft_port), timeout=10) as s:
+        s.sendall(handshake(77)[:20])
+        start = time.monotonic()
+        assert s.recv(10) == b""  # closed by the node
+        assert time.monotonic() - start < 8
+    assert metric(n, "jinn_raft_connections_refused_total") > before
+
+
+def test_one_packet_does_not_bind_a_joining_node_to_a_foreign_cluster(cluster_factory):
+    """(open_attack_findings.py) A node started without --bootstrap used to
+    learn its cluster id from the first dialler: one 64-byte packet claiming
+    cluster 0xdead bound it for good. Now, without TLS, it takes its
+    leader's cluster id once raft follows one."""
+    c = cluster_factory(3).start()
+    c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    n4 = c.add_node()
+    n4.start(bootstrap=False)
+    wait_for(lambda: n4.status()["role"] == "joining", 20, what="n4 waits to be added")
+    with socket.create_connection(("127.0.0.1", n4.raft_port), timeout=5) as s:
+        s.sendall(handshake(77) + preamble(0xDEAD, 77))
+        s.recv(64)
+    leader = c.wait_leader()
+    out = subprocess.run([JINN, "members", "add", f"n4={n4.advertised}", "--addr", leader.url],
+                         capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: n4.status()["applied_index"] >= leader.status()["commit_index"], 30,
+             what="n4 catches up")
+    _, cluster = probe(n4)
+    assert cluster == probe(leader)[1]
+
+
+def test_idle_dials_do_not_take_the_places_of_peers(cluster_factory):
+    """A flood of dials that never finish their hello (from another
+    address) gets at most 16 places; a restarted peer still reconnects."""
+    import threading
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    stop = threading.Event()
+    held = []
+
+    def flood():
+        while not stop.is_set():
+            try:
+                s = socket.socket()
+                s.bind(("127.0.0.2", 0))
+                s.settimeout(1)
+                s.connect(("127.0.0.1", leader.raft_port))
+                held.append(s)
+            except OSError:
+                pass
+            while len(held) > 200:
+                held.pop(0).close()
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    try:
+        follower = next(n for n in c.nodes if n is not leader)
+        follower.kill()
+        for i in range(20):
+            code, _, out = leader.request(f"/v1/kv/ns/f{i}", "PUT", b"x")
+            assert code == 200, out
+        target = leader.status()["commit_index"]
+        follower.start()
+        wait_for(lambda: follower.status()["applied_index"] >= target, 30,
+                 what="the restarted follower reconnects and catches up")
+        assert "from this address" in leader.log()
+    finally:
+        stop.set()
+        t.join()
+        for s in held:
+            s.close()
