@@ -32,10 +32,6 @@
 #include "wasm/module.h"
 #include "wasm/runner.h"
 
-/* Weak while the runner (wasm/runner.c) is built on another branch: this
- * file links without it, and api->wasm is NULL until it is wired. */
-#pragma weak jinn_wasm_runner_describe
-
 #define VALIDATE_TIMEOUT_MS 10000
 #define VALIDATE_OUTPUT_MAX 2048 /* bytes of the tool's output kept for the reply */
 #define VALIDATIONS_MAX JINN_HTTP_BIG_BODIES_MAX
@@ -876,7 +872,7 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
         json_array_append_new(versions, version_json(&f->versions[i], &f->versions[i] == f->active));
     }
     json_object_set_new(obj, "versions_kept", versions);
-    if (api->wasm != NULL && jinn_wasm_runner_describe != NULL) {
+    if (api->wasm != NULL) {
         jinn_wasm_runner_describe(api->wasm, name, obj);
     }
     jinn_http_reply_json(req, 200, obj);
@@ -960,7 +956,7 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
             break;
         }
         json_t *obj = summary_json(f);
-        if (obj != NULL && api->wasm != NULL && jinn_wasm_runner_describe != NULL) {
+        if (obj != NULL && api->wasm != NULL) {
             jinn_wasm_runner_describe(api->wasm, f->name, obj);
         }
         json_array_append_new(list, obj);
