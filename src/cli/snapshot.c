@@ -33,6 +33,7 @@
 #include "config.h"
 #include "error.h"
 #include "fetch.h"
+#include "fsm/fn.h"
 #include "fsm/fsm.h"
 #include "fsm/snapfile.h"
 #include "httpmsg.h"
@@ -409,7 +410,7 @@ static int cmd_inspect(int argc, char **argv)
     const char *file = NULL;
     bool as_json = false;
     struct loaded l;
-    json_t *out, *ns, *queues, *dbs;
+    json_t *out, *ns, *queues, *dbs, *fns;
     const char *tmp = getenv("TMPDIR");
     struct jinn_tree_iter it;
     uint64_t keys = 0, msgs = 0, locks;
@@ -466,10 +467,18 @@ static int cmd_inspect(int argc, char **argv)
             dbs, db->name,
             json_pack("{s:I, s:I}", "size", (json_int_t)size, "checksum", (json_int_t)crc));
     }
+    fns = json_object();
+    for (const struct jinn_fn *f = jinn_fns_next(&l.fsm.fns, NULL); f;
+         f = jinn_fns_next(&l.fsm.fns, f->name)) {
+        json_object_set_new(fns, f->name,
+                            json_pack("{s:I, s:I}", "active",
+                                      (json_int_t)(f->active ? f->active->version : 0),
+                                      "versions", (json_int_t)f->n_versions));
+    }
     locks = l.fsm.locks.by_name.count;
     snprintf(cid, sizeof cid, "%016" PRIx64, l.h.cluster_id);
     out = json_pack("{s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:o, s:I, "
-                    "s:I, s:o, s:I}",
+                    "s:I, s:o, s:I, s:o, s:I}",
                     "file_version", (json_int_t)l.h.version, "snapshot_version",
                     (json_int_t)l.h.snapshot_version, "command_version",
                     (json_int_t)l.h.cmd_version, "cluster_id", cid, "index",
@@ -478,7 +487,8 @@ static int cmd_inspect(int argc, char **argv)
                     "keys", (json_int_t)keys, "namespaces", ns, "locks", (json_int_t)locks,
                     "lock_waiters", (json_int_t)l.fsm.locks.line.count, "queues", queues,
                     "messages", (json_int_t)msgs, "nodes", (json_int_t)l.fsm.nodes.n, "sql",
-                    dbs, "kv_revision", (json_int_t)l.fsm.kv.last_revision);
+                    dbs, "kv_revision", (json_int_t)l.fsm.kv.last_revision, "functions", fns,
+                    "module_bytes", (json_int_t)l.fsm.fns.module_bytes);
     if (as_json) {
         char *text = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
         printf("%s\n", text ? text : "{}");
@@ -516,6 +526,15 @@ static int cmd_inspect(int argc, char **argv)
         {
             printf("             %s: %" JSON_INTEGER_FORMAT " bytes\n", k,
                    json_integer_value(json_object_get(v, "size")));
+        }
+        printf("functions: %zu, %" PRIu64 " bytes of modules\n", json_object_size(fns),
+               l.fsm.fns.module_bytes);
+        json_object_foreach(fns, k, v)
+        {
+            printf("             %s: version %" JSON_INTEGER_FORMAT " active (%" JSON_INTEGER_FORMAT
+                   " kept)\n",
+                   k, json_integer_value(json_object_get(v, "active")),
+                   json_integer_value(json_object_get(v, "versions")));
         }
         printf("nodes:     %u in the directory (not restored)\n", l.fsm.nodes.n);
     }

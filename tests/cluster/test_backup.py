@@ -14,6 +14,8 @@ import pytest
 from harness import JINN, Cluster, wait_for
 
 QUEUES = ["queues {", "    jobs { ack_wait 60s }", "}"]
+# Built by `make wasm` (make cluster depends on it).
+HELLO_WASM = os.path.join(os.path.dirname(__file__), "..", "..", "build", "wasm", "hello.wasm")
 
 
 def jinn(*args, timeout=120):
@@ -104,6 +106,10 @@ def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
     for i in range(20):
         code, _, _ = leader.request(f"/v1/kv/cfg/k{i}", "PUT", f"c{i}".encode())
         assert code in (200, 201)
+    # A deployed function is state too (module bytes and settings).
+    with open(HELLO_WASM, "rb") as f:
+        code, _, out = leader.request("/v1/functions/hello?timeout=5s", "PUT", f.read())
+    assert code == 201, out
     writer = Writer(follower)
     writer.start()
     wait_for(lambda: len(writer.rows) >= 10, 60, what="writes under way")
@@ -124,6 +130,7 @@ def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
     assert info["locks"] == 1
     assert info["namespaces"]["cfg"] == 20
     assert "shop" in info["sql"]
+    assert info["functions"] == {"hello": {"active": 1, "versions": 1}}, info
     before = [k for k, ix in writer.kv if ix <= index]
     after = [k for k, ix in writer.kv if ix > index]
     assert before and after, "the save must fall inside the write load"
@@ -172,6 +179,10 @@ def test_save_under_load_restore_into_new_cluster(cluster, tmp_path):
         code, _, _ = nl.request("/v1/kv/app/fenced", "PUT", b"x",
                                 {"X-Jinn-Fence": f"db-owner:{token}"})
         assert code in (200, 201)
+        # The function came along: every node compiles and runs it.
+        for n in new.nodes:
+            wait_for(lambda: n.request("/fn/hello", "POST", b"x")[0] == 200, 60,
+                     what=f"hello runs on restored {n.name}")
         # The restored cluster takes writes and its replicas agree.
         code, _, _ = nl.request("/v1/kv/app/after-restore", "PUT", b"yes")
         assert code in (200, 201)
