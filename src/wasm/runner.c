@@ -737,9 +737,9 @@ static bool tchar(unsigned char c)
 static bool header_allowed(const char *name, const char *value)
 {
     static const char *const refused[] = {
-        "connection", "keep-alive", "transfer-encoding",   "content-length", "te",
-        "trailer",    "upgrade",    "proxy-connection",    "host",           "content-type",
-        "date",       "server",     "retry-after-internal"};
+        "connection", "keep-alive", "transfer-encoding", "content-length", "te",
+        "trailer",    "upgrade",    "proxy-connection",  "host",           "content-type",
+        "date",       "server"};
     size_t n = strlen(name);
     if (n == 0 || n > 64 || strlen(value) > 1024) {
         return false;
