@@ -614,6 +614,7 @@ static void call_finish(struct call *c, uint32_t result, const void *bytes, size
 
 static void on_response(void *data, int code, const struct jinn_http_msg *head,
                         const char *body, size_t body_len);
+static void finish_error_row(struct call *c, const char *msg);
 
 /* Sends the request for c; on failure answers the guest (fail) and frees c. */
 static void call_send(struct call *c, const char *method, struct jinn_wbuf *target,
@@ -628,8 +629,7 @@ static void call_send(struct call *c, const char *method, struct jinn_wbuf *targ
         INV_LOG(c->inv, "%s: could not reach this node's API: %s",
                 call_name(step_call(c->step)), jinn_error_name(rv));
         if (c->step == STEP_QUERY || c->step == STEP_EXEC) {
-            static const char err[] = "[{\"error\":\"could not reach this node's API\"}]";
-            call_finish(c, sizeof err - 1, err, sizeof err - 1);
+            finish_error_row(c, "could not reach this node's API");
         } else {
             call_finish(c,
                         c->step == STEP_LOCK || c->step == STEP_REFRESH ||
@@ -720,8 +720,15 @@ static void error_text(int code, const struct jinn_http_msg *head, const char *b
 
 static void finish_error_row(struct call *c, const char *msg)
 {
-    json_t *row = json_pack("[{s:s}]", "error", msg);
-    char *text = row ? json_dumps(row, JSON_COMPACT) : NULL;
+    /* msg may end in a UTF-8 sequence cut by a bounded snprintf: drop it. */
+    size_t n = strlen(msg);
+    json_t *row;
+    char *text;
+    while (n > 0 && !jinn_utf8_valid(msg, n)) {
+        n--;
+    }
+    row = json_pack("[{s:s%}]", "error", msg, n);
+    text = row ? json_dumps(row, JSON_COMPACT) : NULL;
     json_decref(row);
     if (text == NULL) {
         call_finish(c, HOST_FAIL, NULL, 0);

@@ -405,6 +405,23 @@ TEST(wasm_host_db_query_reads_answer_row_objects)
     a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "SELECT * FROM t", 15, NULL, 0);
     CHECK_SAME(a.bytes, "[{\"error\":\"400 sql_error: no such table: t\"}]");
 
+    /* A long message cut inside a UTF-8 sequence is still an error row. */
+    {
+        static char msg[1024];
+        size_t m = (size_t)snprintf(msg, sizeof msg, "{\"error\":\"sql_error\",\"message\":\"x");
+        for (int i = 0; i < 300; i++) {
+            m += (size_t)snprintf(msg + m, sizeof msg - m, "\xc3\xa9");
+        }
+        snprintf(msg + m, sizeof msg - m, "\"}");
+        script(400, msg, NULL);
+        a = call(&e, inv, JINN_SBX_DB_QUERY, 0, 4096, "SELECT 1", 8, NULL, 0);
+        CHECK(a.result != FAIL32 && a.result == a.full);
+        static const char want[] = "[{\"error\":\"400 sql_error: x\xc3\xa9";
+        CHECK(strncmp(a.bytes, want, sizeof want - 1) == 0);
+        fake.seen[fake.n_seen - 1].target[0] = '\0';
+        fake.n_seen--; /* keep the request numbering below */
+    }
+
     /* WITH ... INSERT is refused by the read-only connection: it is retried
      * as an exec. */
     script(400, "{\"error\":\"sql_error\",\"message\":\"not authorized\"}", NULL);
