@@ -76,15 +76,58 @@ start_node() {
         return 0
     fi
     write_conf "$1"
-    # --bootstrap only on the very first start: it founds the cluster.
-    # A restart (data_dir exists) recovers; a node whose data_dir was
-    # wiped comes back as a new node to add with `jinn members add`.
-    flag=""
-    [ -d "$DIR/data/$1" ] || flag="--bootstrap"
+    # --bootstrap only while the demo cluster has never had a leader (no
+    # $DIR/founded yet, written once one is elected): it founds the
+    # cluster. A restart (data_dir exists) recovers; a node whose data_dir
+    # was wiped later comes back as a new node to add with `jinn members
+    # add`, never as the voter it was.
+    flag="" fresh=""
+    [ -d "$DIR/data/$1" ] || fresh=1
+    if [ -n "$fresh" ] && [ ! -f "$DIR/founded" ]; then
+        flag="--bootstrap"
+    fi
     # Appends: a log is never truncated by a start.
     "$JINN" run -c "$DIR/$1.conf" $flag >> "$DIR/$1.log" 2>&1 &
-    echo $! > "$DIR/$1.pid"
-    echo "$1 started (pid $!, API http://127.0.0.1:$((HTTP_BASE + ${1#n})), log $DIR/$1.log)"
+    pid=$!
+    echo $pid > "$DIR/$1.pid"
+    # A node that refuses to start (a port taken, a data_dir of another
+    # cluster) exits at once: wait (up to 10 s) until it serves HTTP
+    # (`jinn status` exits 0, or 3 while there is no quorum yet) or is gone.
+    # A node founding the cluster serves HTTP only once every peer answers:
+    # for it, half a second alive is enough (wait_leader does the rest).
+    i=0
+    while :; do
+        rc=0
+        if [ -n "$flag" ]; then
+            [ $i -lt 5 ] || break
+        else
+            "$JINN" status --addr "http://127.0.0.1:$((HTTP_BASE + ${1#n}))" >/dev/null 2>&1 ||
+                rc=$?
+            if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
+                break
+            fi
+        fi
+        if ! kill -0 "$pid" 2>/dev/null || [ "$(ps -o stat= -p "$pid" | cut -c1)" = Z ]; then
+            wait "$pid" 2>/dev/null || true
+            rm -f "$DIR/$1.pid"
+            echo "$1 did not start; the end of $DIR/$1.log says:" >&2
+            tail -n 5 "$DIR/$1.log" >&2
+            return 1
+        fi
+        i=$((i + 1))
+        if [ $i -gt 100 ]; then
+            break
+        fi
+        sleep 0.1
+    done
+    echo "$1 started (pid $pid, API http://127.0.0.1:$((HTTP_BASE + ${1#n})), log $DIR/$1.log)"
+    if [ -n "$fresh" ] && [ -z "$flag" ]; then
+        a=http://127.0.0.1:$((HTTP_BASE + 1))
+        [ "$1" != n1 ] || a=http://127.0.0.1:$((HTTP_BASE + 2))
+        echo "$1 has an empty data_dir: it joins as a new node once the old one is replaced:"
+        echo "    $JINN members remove $1 --addr $a     # the old, dead voter"
+        echo "    $JINN members add $1=127.0.0.1:$((RAFT_BASE + ${1#n})) --addr $a"
+    fi
 }
 
 stop_node() {
@@ -144,6 +187,7 @@ start)
     mkdir -p "$DIR"
     for n in $(targets "$node"); do start_node "$n"; done
     wait_leader
+    : > "$DIR/founded"
     ;;
 stop)
     for n in $(targets "$node"); do stop_node "$n"; done
@@ -152,6 +196,7 @@ restart)
     mkdir -p "$DIR"
     for n in $(targets "$node"); do stop_node "$n" && start_node "$n"; done
     wait_leader
+    : > "$DIR/founded"
     ;;
 status)
     [ -z "$node" ] || usage

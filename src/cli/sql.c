@@ -188,6 +188,10 @@ static int send_sql(const char *addr, const char *db, bool query, const char *sq
     size_t len;
     int status, rv;
 
+    if (!jinn_utf8_valid(sql, strlen(sql))) {
+        fprintf(stderr, "jinn: the statement is not UTF-8 text; not sent\n");
+        return 1;
+    }
     if (query) {
         body = json_pack("{s:s, s:O}", "sql", sql, "params", params);
     } else {
@@ -259,6 +263,7 @@ struct shell {
     int failures;
     int depth; /* .read nesting */
     bool quit;
+    bool dropping; /* skipping the rest of a statement too long to send */
     char history[1024]; /* "" when there is no place for one */
 };
 
@@ -426,6 +431,14 @@ static void dot_command(struct shell *sh, char *line)
 static void feed(struct shell *sh, char *line)
 {
     char *semi;
+    if (sh->dropping) {
+        /* The rest of a dropped statement is never sent on its own. */
+        semi = strrchr(line, ';');
+        if (semi != NULL && strspn(semi + 1, " \t\r\n") == strlen(semi + 1)) {
+            sh->dropping = false;
+        }
+        return;
+    }
     if (sh->stmt.len == 0) {
         char *p = line + strspn(line, " \t");
         if (*p == '.') {
@@ -440,6 +453,8 @@ static void feed(struct shell *sh, char *line)
         fprintf(stderr, "jinn: statement longer than %u bytes; dropped\n", SQL_STATEMENT_MAX);
         sh->stmt.len = 0;
         sh->failures++;
+        semi = strrchr(line, ';');
+        sh->dropping = semi == NULL || strspn(semi + 1, " \t\r\n") != strlen(semi + 1);
         return;
     }
     jinn_wbuf_put_raw(&sh->stmt, line, strlen(line));
@@ -466,22 +481,73 @@ static void feed(struct shell *sh, char *line)
     sh->stmt.len = 0;
 }
 
+/* Reads one whole line into w (NUL-terminated), however it is cut by
+ * fgets: a line cut in two would run its tail as a line of its own (a
+ * dot-command hidden after a long one). A line over SQL_STATEMENT_MAX is
+ * not kept: *too_long is set and *ends_statement says whether it ended
+ * with ';'. Returns false at the end of input. */
+static bool read_line(FILE *in, struct jinn_wbuf *w, bool *too_long, bool *ends_statement)
+{
+    char chunk[65536];
+    bool any = false;
+    w->len = 0;
+    *too_long = false;
+    *ends_statement = false;
+    while (fgets(chunk, sizeof chunk, in) != NULL) {
+        size_t k = strlen(chunk);
+        char *semi = strrchr(chunk, ';');
+        any = true;
+        if (semi != NULL) {
+            *ends_statement = strspn(semi + 1, " \t\r\n") == strlen(semi + 1);
+        } else if (strspn(chunk, " \t\r\n") != k) {
+            *ends_statement = false;
+        }
+        if (!*too_long && w->len + k > SQL_STATEMENT_MAX) {
+            *too_long = true;
+        }
+        if (!*too_long) {
+            jinn_wbuf_put_raw(w, chunk, k);
+        }
+        if (k > 0 && chunk[k - 1] == '\n') {
+            break;
+        }
+    }
+    jinn_wbuf_put_u8(w, 0);
+    w->len--;
+    return any;
+}
+
 static void run_lines(struct shell *sh, FILE *in, bool tty)
 {
-    char line[65536];
+    struct jinn_wbuf line;
+    bool too_long, ends;
+    jinn_wbuf_init(&line);
     while (!sh->quit) {
         if (tty) {
             printf(sh->stmt.len ? "   ...> " : "jinn> ");
             fflush(stdout);
         }
-        if (fgets(line, sizeof line, in) == NULL) {
+        if (!read_line(in, &line, &too_long, &ends)) {
             break;
         }
-        if (tty) {
-            history_add(sh, line);
+        if (line.failed) {
+            fprintf(stderr, "jinn: out of memory\n");
+            break;
         }
-        feed(sh, line);
+        if (too_long) {
+            fprintf(stderr, "jinn: a line longer than %u bytes; dropped with its statement\n",
+                    SQL_STATEMENT_MAX);
+            sh->failures++;
+            sh->stmt.len = 0;
+            sh->dropping = !ends;
+            continue;
+        }
+        if (tty) {
+            history_add(sh, (char *)line.data);
+        }
+        feed(sh, (char *)line.data);
     }
+    jinn_wbuf_free(&line);
 }
 
 static void run_file(struct shell *sh, const char *path)

@@ -4,6 +4,7 @@ SQL shell's dot-commands and history, the CLI waiting out an election,
 run twice."""
 import json
 import os
+import shutil
 import pty
 import stat
 import subprocess
@@ -90,6 +91,29 @@ def test_sql_shell_dot_commands(node, tmp_path):
     bad.write_text("SELECT 1\n")
     out = jinn(node, "sql", "db", stdin=f".read {bad}\n")
     assert out.returncode == 1 and "ends inside a statement" in out.stderr
+
+
+def test_sql_shell_long_lines_and_bytes(node, tmp_path):
+    """Found by an attacker: a line over the old 64 KiB buffer ran its tail
+    as a line of its own; the rest of a dropped statement was sent on its
+    own; bytes that are not UTF-8 were reported as "out of memory"."""
+    out = jinn(node, "sql", "db", stdin="CREATE TABLE hidden_t(x);\n.tables\n")
+    assert out.returncode == 0 and "hidden_t" in out.stdout, out.stdout + out.stderr
+    hidden = tmp_path / "hidden.sql"
+    hidden.write_text("SELECT 1" + " " * 70000 + ";.tables\n")
+    out = jinn(node, "sql", "db", stdin=f".read {hidden}\n")
+    assert "hidden_t" not in out.stdout, out.stdout   # .tables did not run
+    long = tmp_path / "long.sql"
+    long.write_text("SELECT '" + "a" * (1 << 20) + "\n" + "b' AS x;\nSELECT 42 AS y;\n")
+    out = jinn(node, "sql", "db", stdin=f".read {long}\n")
+    assert out.returncode == 1 and "dropped" in out.stderr, out.stderr
+    assert "near" not in out.stderr, out.stderr   # the tail "b' AS x;" was not sent
+    assert "42" in out.stdout, out.stdout        # the next statement runs
+    raw = tmp_path / "raw.sql"
+    raw.write_bytes(b"SELECT '\xff\xfe' AS z;\nSELECT 43 AS w;\n")
+    out = jinn(node, "sql", "db", stdin=f".read {raw}\n")
+    assert out.returncode == 1 and "not UTF-8" in out.stderr, out.stderr
+    assert "out of memory" not in out.stderr and "43" in out.stdout
 
 
 def shell_on_a_terminal(node, lines, env):
@@ -239,6 +263,16 @@ def test_demo_cluster_script_is_safe_to_run_twice(tmp_path):
         assert "n3 stopped" in out.stdout
         assert demo(tmp_path, env, "start", "n3").returncode == 0
         assert stray.poll() is None
+        # n3's data_dir wiped: it comes back as a new node to add (never
+        # --bootstrap, which jinn refuses for a founded cluster), and the
+        # script says so instead of claiming a plain start.
+        assert demo(tmp_path, env, "stop", "n3").returncode == 0
+        shutil.rmtree(d / "data" / "n3")
+        out = demo(tmp_path, env, "start", "n3")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "members remove n3" in out.stdout and "members add n3=" in out.stdout, out.stdout
+        pid = int((d / "n3.pid").read_text())
+        os.kill(pid, 0)  # running, as a member-to-be
         assert demo(tmp_path, env, "bogus").returncode == 2
         assert demo(tmp_path, env, "stop", "n9").returncode == 2
     finally:
