@@ -34,6 +34,7 @@ struct backup {
     struct jinn_http_request *req;
     struct jinn_wbuf w; /* the snapshot (payload) */
     struct jinn_sql_pin *pin;
+    struct jinn_fns_pin *fns_pin; /* the module bytes; released on the loop */
     struct jinn_backup_header h;
     uint8_t head[JINN_BACKUP_HEADER_LEN];
     uint8_t tail[JINN_BACKUP_TRAILER_LEN];
@@ -58,6 +59,7 @@ static void put32(uint8_t *p, uint32_t v)
 static void backup_free(struct backup *b)
 {
     jinn_sql_pin_free(b->pin);
+    jinn_fns_pin_free(b->fns_pin); /* always on the loop: pin counts are the loop's */
     jinn_wbuf_free(&b->w);
     jinn_free(b->crcs);
     sqlite3_free(b->image);
@@ -73,7 +75,7 @@ static void snapshot_run(uv_work_t *work)
 {
     struct backup *b = work->data;
     uint32_t total = 0;
-    b->code = jinn_fsm_encode_finish(b->pin, &b->w);
+    b->code = jinn_fsm_encode_finish(b->pin, b->fns_pin, &b->w);
     jinn_sql_pin_free(b->pin);
     b->pin = NULL;
     if (b->code != 0) {
@@ -214,7 +216,7 @@ static void snapshot_now(struct jinn_api *api, struct jinn_http_request *req)
     b->h.term = st.term;
     b->h.time_ms = fsm->time_ms;
     backup_running = true;
-    rv = jinn_fsm_encode_begin(fsm, &b->w, &b->pin);
+    rv = jinn_fsm_encode_begin(fsm, &b->w, &b->pin, &b->fns_pin);
     b->work.data = b;
     if (rv == 0 && uv_queue_work(api->loop, &b->work, snapshot_run, backup_done) != 0) {
         rv = JINN_EINTERNAL;
