@@ -14,7 +14,9 @@
  *
  * GET /v1/sql/{db}/backup serialises one database on the thread pool from
  * a reader whose WAL read transaction pins one state, and streams it as a
- * plain SQLite file. */
+ * plain SQLite file, in 1 MiB pieces with the same back-pressure. Limits:
+ * SQL_BACKUPS_MAX at once per node (503 busy otherwise); each holds its
+ * database's image in memory while it streams. */
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +30,14 @@
 
 /* One backup streams at a time: each holds a whole snapshot in memory. */
 static bool backup_running;
+
+/* SQL backups at once per node: each holds a whole database image
+* in memory until the client has read it (up to 1 GiB: sql.h). */
+#define SQL_BACKUPS_MAX 2
+/* Each piece of an SQL image goes out only once the kernel took the
+ * previous one, so a slow client queues at most this much output. */
+#define SQL_BACKUP_PIECE (1u << 20)
+static unsigned sql_backups_running;
 
 struct backup {
     uv_work_t work;
@@ -66,6 +76,8 @@ static void backup_free(struct backup *b)
     sqlite3_close_v2(b->conn);
     if (!b->sql) {
         backup_running = false;
+    } else {
+        sql_backups_running--;
     }
     jinn_free(b);
 }
@@ -122,12 +134,16 @@ static void stream_next(void *data, int status)
         return;
     }
     if (b->sql) {
-        if (b->next > 0) {
+        /* b->next is the offset of the next piece (rev1 C3: the whole
+         * image went out as one write, past every output limit). */
+        uint64_t left = (uint64_t)b->image_len - b->next;
+        size_t len = left < SQL_BACKUP_PIECE ? (size_t)left : SQL_BACKUP_PIECE;
+        if (len == 0) {
             stream_finish(b, true);
             return;
         }
-        bufs[n++] = uv_buf_init((char *)b->image, (unsigned)b->image_len);
-        b->next = 1;
+        bufs[n++] = uv_buf_init((char *)b->image + b->next, (unsigned)len);
+        b->next += len;
     } else if (b->next < b->n_chunks) {
         size_t off = (size_t)(b->next * b->h.chunk_size);
         size_t len = b->w.len - off < b->h.chunk_size ? b->w.len - off : b->h.chunk_size;
@@ -280,6 +296,10 @@ static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
         return;
     }
+    if (sql_backups_running >= SQL_BACKUPS_MAX) {
+        jinn_http_reply_error(req, JINN_EBUSY, "too many SQL backups running on this node; retry");
+        return;
+    }
     b = jinn_calloc(1, sizeof *b);
     if (b == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
@@ -287,6 +307,7 @@ static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
     }
     jinn_wbuf_init(&b->w);
     b->sql = true;
+    sql_backups_running++; /* backup_free gives it back */
     b->req = req;
     snprintf(b->name, sizeof b->name, "%s", name);
     /* The read transaction begins now, on the loop: the image is the
