@@ -31,8 +31,8 @@
 /* One backup streams at a time: each holds a whole snapshot in memory. */
 static bool backup_running;
 
-/* SQL backups at once per node: each holds a whole database image
-* in memory until the client has read it (up to 1 GiB: sql.h). */
+/* SQL backups at once per node: each holds a whole database image in
+ * memory until the client has read it (up to 1 GiB: sql.h). */
 #define SQL_BACKUPS_MAX 2
 /* Each piece of an SQL image goes out only once the kernel took the
  * previous one, so a slow client queues at most this much output. */
@@ -297,7 +297,8 @@ static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
         return;
     }
     if (sql_backups_running >= SQL_BACKUPS_MAX) {
-        jinn_http_reply_error(req, JINN_EBUSY, "too many SQL backups running on this node; retry");
+        jinn_http_reply_error(req, JINN_EBUSY,
+                              "too many SQL backups running on this node; retry");
         return;
     }
     b = jinn_calloc(1, sizeof *b);

@@ -6,9 +6,10 @@
  * the same way and decode the snapshot into a scratch state machine (its
  * SQL databases in a temporary directory), so a file that does not decode
  * is refused before anything is written. restore seeds the data_dir of
- * each node of a NEW cluster: a raft snapshot at the backup's index (term
- * 1) whose configuration is the given nodes (sorted by name), and a jinn.id naming each node with a
- * new cluster id, so the copy can never talk to the cluster it came from. */
+ * each node of a NEW cluster: a jinn.id naming each node with a new
+ * cluster id, so the copy can never talk to the cluster it came from, and a
+ * raft snapshot at the backup's index (term 1) whose configuration is the
+ * given nodes (sorted by name). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -881,6 +882,7 @@ static int cmd_restore(int argc, char **argv)
     for (unsigned i = 0; i < n_peers; i++) {
         char dir[4200];
         uint64_t id = jinn_node_id_for(peers[i].name);
+        uint64_t at = l.h.index > 0 ? l.h.index : 1;
         if (only != NULL && strcmp(peers[i].name, only) != 0) {
             continue;
         }
@@ -899,8 +901,7 @@ static int cmd_restore(int argc, char **argv)
          * raft state without jinn.id (which jinn run would give an id
          * derived from its config, possibly the old cluster's; rev1 m2). */
         if (jinn_node_write_identity(dir, id, cid, peers[i].name) != 0 ||
-            seed_dir(dir, id, peers[i].address, &conf, l.h.index > 0 ? l.h.index : 1,
-                     &state) != 0) {
+            seed_dir(dir, id, peers[i].address, &conf, at, &state) != 0) {
             raft_configuration_close(&conf);
             goto out;
         }
