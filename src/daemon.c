@@ -305,7 +305,7 @@ static int ports_free(const struct jinn_config *cfg)
 int jinn_daemon_run(const char *config_path, bool bootstrap)
 {
     struct daemon *d = jinn_calloc(1, sizeof *d);
-    struct jinn_http_config http_cfg;
+    struct jinn_http_config http_cfg = {0};
     int exit_code = 1;
     int rv;
 
@@ -359,6 +359,15 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     http_cfg.body_limit = jinn_api_body_limit;
     http_cfg.idle_timeout_ms = d->cfg.idle_timeout_ms;
     http_cfg.read_timeout_ms = d->cfg.read_timeout_ms;
+    {
+        /* TEST ONLY: a small total output limit (http.h). */
+        const char *t = getenv("JINN_TEST_OUTPUT_TOTAL_LIMIT");
+        if (t != NULL && *t != '\0') {
+            http_cfg.test_output_total = strtoull(t, NULL, 10);
+            jinn_warn("TEST ONLY: total HTTP output limit %llu bytes",
+                      (unsigned long long)http_cfg.test_output_total);
+        }
+    }
     rv = jinn_http_start(&d->loop, &http_cfg, jinn_api_handle, &d->api, &d->api.http);
     if (rv != 0) {
         /* Stop raft cleanly so the data dir is left consistent. */

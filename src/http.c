@@ -126,6 +126,9 @@ static uint64_t output_limit(const struct jinn_http_server *s)
 static uint64_t output_total_limit(const struct jinn_http_server *s)
 {
     uint64_t four = 4 * output_limit(s);
+    if (s->cfg.test_output_total != 0) {
+        return s->cfg.test_output_total;
+    }
     return four > JINN_HTTP_MAX_OUTPUT_TOTAL ? four : JINN_HTTP_MAX_OUTPUT_TOTAL;
 }
 
@@ -303,9 +306,17 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
         return;
     }
     if (s->stats.output_queued_bytes + len + sizeof head > output_total_limit(s)) {
+        /* Any reply, a 503 included, would queue more: close instead.
+         * (Answering with an error here went through this same check
+         * again, recursing until the stack overflowed: rev1 C3.) */
         s->stats.replies_refused++;
-        c->handler_pending = true;
-        jinn_http_reply_error(req, JINN_EBUSY, "too many replies queued to slow clients");
+        jinn_warn("reply of %zu bytes refused and connection closed: %llu bytes already "
+                  "queued to slow clients (limit %llu)",
+                  len, (unsigned long long)s->stats.output_queued_bytes,
+                  (unsigned long long)output_total_limit(s));
+        c->reply_headers_len = 0;
+        c->reply_headers[0] = '\0';
+        conn_close(c);
         return;
     }
     s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;

@@ -61,6 +61,10 @@ struct jinn_http_config {
     uint64_t idle_timeout_ms;
     uint64_t read_timeout_ms; /* a started request must arrive within it */
     unsigned max_connections;
+    /* 0, or TEST ONLY a smaller total output limit than the default
+     * (JINN_TEST_OUTPUT_TOTAL_LIMIT), to test the refusal path without
+     * queueing 256 MiB. */
+    uint64_t test_output_total;
 };
 
 /* Called for every complete request. The handler must eventually answer

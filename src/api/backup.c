@@ -14,7 +14,9 @@
  *
  * GET /v1/sql/{db}/backup serialises one database on the thread pool from
  * a reader whose WAL read transaction pins one state, and streams it as a
- * plain SQLite file. */
+ * plain SQLite file, in 1 MiB pieces with the same back-pressure. Limits:
+ * SQL_BACKUPS_MAX at once per node (503 busy otherwise); each holds its
+ * database's image in memory while it streams. */
 #include <stdio.h>
 #include <string.h>
 
@@ -29,11 +31,20 @@
 /* One backup streams at a time: each holds a whole snapshot in memory. */
 static bool backup_running;
 
+/* SQL backups at once per node: each holds a whole database image in
+ * memory until the client has read it (up to 1 GiB: sql.h). */
+#define SQL_BACKUPS_MAX 2
+/* Each piece of an SQL image goes out only once the kernel took the
+ * previous one, so a slow client queues at most this much output. */
+#define SQL_BACKUP_PIECE (1u << 20)
+static unsigned sql_backups_running;
+
 struct backup {
     uv_work_t work;
     struct jinn_http_request *req;
     struct jinn_wbuf w; /* the snapshot (payload) */
     struct jinn_sql_pin *pin;
+    struct jinn_fns_pin *fns_pin; /* the module bytes; released on the loop */
     struct jinn_backup_header h;
     uint8_t head[JINN_BACKUP_HEADER_LEN];
     uint8_t tail[JINN_BACKUP_TRAILER_LEN];
@@ -58,12 +69,15 @@ static void put32(uint8_t *p, uint32_t v)
 static void backup_free(struct backup *b)
 {
     jinn_sql_pin_free(b->pin);
+    jinn_fns_pin_free(b->fns_pin); /* always on the loop: pin counts are the loop's */
     jinn_wbuf_free(&b->w);
     jinn_free(b->crcs);
     sqlite3_free(b->image);
     sqlite3_close_v2(b->conn);
     if (!b->sql) {
         backup_running = false;
+    } else {
+        sql_backups_running--;
     }
     jinn_free(b);
 }
@@ -73,7 +87,7 @@ static void snapshot_run(uv_work_t *work)
 {
     struct backup *b = work->data;
     uint32_t total = 0;
-    b->code = jinn_fsm_encode_finish(b->pin, &b->w);
+    b->code = jinn_fsm_encode_finish(b->pin, b->fns_pin, &b->w);
     jinn_sql_pin_free(b->pin);
     b->pin = NULL;
     if (b->code != 0) {
@@ -120,12 +134,16 @@ static void stream_next(void *data, int status)
         return;
     }
     if (b->sql) {
-        if (b->next > 0) {
+        /* b->next is the offset of the next piece (rev1 C3: the whole
+         * image went out as one write, past every output limit). */
+        uint64_t left = (uint64_t)b->image_len - b->next;
+        size_t len = left < SQL_BACKUP_PIECE ? (size_t)left : SQL_BACKUP_PIECE;
+        if (len == 0) {
             stream_finish(b, true);
             return;
         }
-        bufs[n++] = uv_buf_init((char *)b->image, (unsigned)b->image_len);
-        b->next = 1;
+        bufs[n++] = uv_buf_init((char *)b->image + b->next, (unsigned)len);
+        b->next += len;
     } else if (b->next < b->n_chunks) {
         size_t off = (size_t)(b->next * b->h.chunk_size);
         size_t len = b->w.len - off < b->h.chunk_size ? b->w.len - off : b->h.chunk_size;
@@ -214,7 +232,7 @@ static void snapshot_now(struct jinn_api *api, struct jinn_http_request *req)
     b->h.term = st.term;
     b->h.time_ms = fsm->time_ms;
     backup_running = true;
-    rv = jinn_fsm_encode_begin(fsm, &b->w, &b->pin);
+    rv = jinn_fsm_encode_begin(fsm, &b->w, &b->pin, &b->fns_pin);
     b->work.data = b;
     if (rv == 0 && uv_queue_work(api->loop, &b->work, snapshot_run, backup_done) != 0) {
         rv = JINN_EINTERNAL;
@@ -278,6 +296,11 @@ static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_ENOTFOUND, "no such database");
         return;
     }
+    if (sql_backups_running >= SQL_BACKUPS_MAX) {
+        jinn_http_reply_error(req, JINN_EBUSY,
+                              "too many SQL backups running on this node; retry");
+        return;
+    }
     b = jinn_calloc(1, sizeof *b);
     if (b == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
@@ -285,6 +308,7 @@ static void sql_backup_now(struct jinn_api *api, struct jinn_http_request *req)
     }
     jinn_wbuf_init(&b->w);
     b->sql = true;
+    sql_backups_running++; /* backup_free gives it back */
     b->req = req;
     snprintf(b->name, sizeof b->name, "%s", name);
     /* The read transaction begins now, on the loop: the image is the

@@ -6,9 +6,10 @@
  * the same way and decode the snapshot into a scratch state machine (its
  * SQL databases in a temporary directory), so a file that does not decode
  * is refused before anything is written. restore seeds the data_dir of
- * each node of a NEW cluster: a raft snapshot at index 1 (term 1) whose
- * configuration is the given nodes, and a jinn.id naming each node with a
- * new cluster id, so the copy can never talk to the cluster it came from. */
+ * each node of a NEW cluster: a jinn.id naming each node with a new
+ * cluster id, so the copy can never talk to the cluster it came from, and a
+ * raft snapshot at the backup's index (term 1) whose configuration is the
+ * given nodes (sorted by name). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -258,77 +259,6 @@ out:
     return rv;
 }
 
-static int cmd_save(int argc, char **argv)
-{
-    const char *addr = addr_default(), *file = NULL;
-    char leader[512], tmp[4200], err[512];
-    struct jinn_backup_header h;
-    uint64_t got = 0;
-    int64_t started = now_ms();
-    FILE *f;
-    int fd, rv;
-
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
-            addr = argv[++i];
-        } else if (strncmp(argv[i], "--addr=", 7) == 0) {
-            addr = argv[i] + 7;
-        } else if (file == NULL && argv[i][0] != '-') {
-            file = argv[i];
-        } else {
-            fprintf(stderr, "jinn: snapshot save: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    if (file == NULL) {
-        fprintf(stderr, "usage: jinn snapshot save FILE [--addr URL]\n");
-        return 2;
-    }
-    find_leader(addr, leader, sizeof leader);
-    snprintf(tmp, sizeof tmp, "%s.tmp", file);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, "jinn: cannot create %s: %s\n", tmp, strerror(errno));
-        return 1;
-    }
-    rv = download(leader, "/v1/snapshot", fd, tmp, &got);
-    if (rv == 0 && fsync(fd) != 0) {
-        fprintf(stderr, "jinn: cannot fsync %s: %s\n", tmp, strerror(errno));
-        rv = 1;
-    }
-    close(fd);
-    if (rv != 0) {
-        unlink(tmp);
-        return rv;
-    }
-    /* Read back what is on disk: the checksums vouch for the file, not
-     * for what went through the socket. */
-    f = fopen(tmp, "rb");
-    rv = f ? jinn_backup_read_file(f, &h, NULL, err, sizeof err) : JINN_EIO;
-    if (f == NULL) {
-        snprintf(err, sizeof err, "%s", strerror(errno));
-    } else {
-        fclose(f);
-    }
-    if (rv != 0) {
-        fprintf(stderr, "jinn: %s failed verification: %s\n", tmp, err);
-        unlink(tmp);
-        return 1;
-    }
-    if (rename(tmp, file) != 0 || fsync_dir_of(file) != 0) {
-        fprintf(stderr, "jinn: cannot rename %s to %s: %s\n", tmp, file, strerror(errno));
-        return 1;
-    }
-    {
-        double secs = (double)(now_ms() - started) / 1000.0;
-        printf("saved %s: %" PRIu64 " bytes, cluster %016" PRIx64 ", index %" PRIu64
-               ", %.2f s, %.1f MB/s\n",
-               file, got, h.cluster_id, h.index, secs,
-               secs > 0 ? (double)got / 1e6 / secs : 0.0);
-    }
-    return 0;
-}
-
 /* ---- reading a file into a scratch state machine ------------------------- */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -401,6 +331,85 @@ static int load(const char *file, const char *parent, struct loaded *l)
         fprintf(stderr, "jinn: %s: the snapshot inside does not decode: %s\n", file,
                 jinn_error_message(rv));
         return 1;
+    }
+    return 0;
+}
+
+static int cmd_save(int argc, char **argv)
+{
+    const char *addr = addr_default(), *file = NULL;
+    char leader[512], tmp[4200];
+    struct jinn_backup_header h;
+    uint64_t got = 0;
+    int64_t started = now_ms();
+    int fd, rv;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
+            addr = argv[++i];
+        } else if (strncmp(argv[i], "--addr=", 7) == 0) {
+            addr = argv[i] + 7;
+        } else if (file == NULL && argv[i][0] != '-') {
+            file = argv[i];
+        } else {
+            fprintf(stderr, "jinn: snapshot save: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (file == NULL) {
+        fprintf(stderr, "usage: jinn snapshot save FILE [--addr URL]\n");
+        return 2;
+    }
+    find_leader(addr, leader, sizeof leader);
+    snprintf(tmp, sizeof tmp, "%s.tmp", file);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "jinn: cannot create %s: %s\n", tmp, strerror(errno));
+        return 1;
+    }
+    rv = download(leader, "/v1/snapshot", fd, tmp, &got);
+    if (rv == 0 && fsync(fd) != 0) {
+        fprintf(stderr, "jinn: cannot fsync %s: %s\n", tmp, strerror(errno));
+        rv = 1;
+    }
+    close(fd);
+    if (rv != 0) {
+        unlink(tmp);
+        return rv;
+    }
+    /* Read back what is on disk, and decode it whole into a scratch state
+     * machine as restore will: the checksums vouch for the file, not for
+     * what went through the socket, and only a decoding snapshot is a
+     * backup (rev1 C1: one without module bytes passed the checksums). */
+    {
+        char parent[4200];
+        const char *slash = strrchr(file, '/');
+        struct loaded l;
+        if (slash == NULL) {
+            snprintf(parent, sizeof parent, ".");
+        } else {
+            snprintf(parent, sizeof parent, "%.*s", (int)(slash - file) + (slash == file),
+                     file);
+        }
+        rv = load(tmp, parent, &l);
+        h = l.h;
+        loaded_free(&l);
+        if (rv != 0) {
+            fprintf(stderr, "jinn: %s failed verification; not saved\n", tmp);
+            unlink(tmp);
+            return 1;
+        }
+    }
+    if (rename(tmp, file) != 0 || fsync_dir_of(file) != 0) {
+        fprintf(stderr, "jinn: cannot rename %s to %s: %s\n", tmp, file, strerror(errno));
+        return 1;
+    }
+    {
+        double secs = (double)(now_ms() - started) / 1000.0;
+        printf("saved %s: %" PRIu64 " bytes, cluster %016" PRIx64 ", index %" PRIu64
+               ", %.2f s, %.1f MB/s\n",
+               file, got, h.cluster_id, h.index, secs,
+               secs > 0 ? (double)got / 1e6 / secs : 0.0);
     }
     return 0;
 }
@@ -562,10 +571,16 @@ static void seed_closed(struct raft_io *io)
     (void)io;
 }
 
-/* Writes a raft snapshot at index 1, term 1, with configuration conf and
- * the state bytes into dir (empty), as node id at address. */
+/* Writes a raft snapshot at index (the backup's), term 1, with
+ * configuration conf and the state bytes into dir (empty), as node id at
+ * address; the log after it is empty and the current term 1. The index
+ * must be the backup's: queue seqs, KV revisions, lock tokens and waiter
+ * ids in the state are raft indexes, and new entries must come after them
+ * (rev1 C2: seeded at 1, a publish collided with a restored seq and
+ * stopped every replica, and lock tokens went backwards). */
 static int seed_dir(const char *dir, uint64_t id, const char *address,
-                    const struct raft_configuration *conf, const struct jinn_wbuf *state)
+                    const struct raft_configuration *conf, uint64_t index,
+                    const struct jinn_wbuf *state)
 {
     uv_loop_t loop;
     struct raft_uv_transport transport;
@@ -604,15 +619,16 @@ static int seed_dir(const char *dir, uint64_t id, const char *address,
                 dir);
         goto close_io;
     }
-    if (io.bootstrap(&io, conf) != 0) {
-        fprintf(stderr, "jinn: bootstrap in %s: %s\n", dir, io.errmsg);
+    /* No bootstrap entry: libraft starts from a snapshot at any index. */
+    if (io.set_term(&io, 1) != 0) {
+        fprintf(stderr, "jinn: writing the term in %s: %s\n", dir, io.errmsg);
         goto close_io;
     }
     memset(&snap, 0, sizeof snap);
-    snap.index = 1;
+    snap.index = index;
     snap.term = 1;
     snap.configuration = *conf;
-    snap.configuration_index = 1;
+    snap.configuration_index = index;
     buf.base = state->data;
     buf.len = state->len;
     snap.bufs = &buf;
@@ -705,6 +721,11 @@ struct peer {
     char address[256];
 };
 
+static int peer_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct peer *)a)->name, ((const struct peer *)b)->name);
+}
+
 static int cmd_restore(int argc, char **argv)
 {
     const char *file = NULL, *data_dir = NULL, *only = NULL, *cid_text = NULL;
@@ -755,6 +776,11 @@ static int cmd_restore(int argc, char **argv)
     if (replicas == 0 || replicas > n_peers) {
         replicas = n_peers;
     }
+    /* By name: the derived cluster id and the voters (the first
+     * --replicas) must not depend on the order the names were given in,
+     * or machines restoring with --node could seed different clusters
+     * (rev1 m4). */
+    qsort(peers, n_peers, sizeof peers[0], peer_cmp);
     if (only != NULL) {
         bool found = false;
         for (unsigned i = 0; i < n_peers; i++) {
@@ -817,6 +843,14 @@ static int cmd_restore(int argc, char **argv)
             fprintf(stderr, "jinn: --cluster-id wants a non-zero hex number\n");
             goto out;
         }
+        if (cid == l.h.cluster_id) {
+            /* The copy must never be able to talk to its original. */
+            fprintf(stderr,
+                    "jinn: --cluster-id %016" PRIx64 " is the backed-up cluster's own id; "
+                    "a restore makes a new cluster, give another id\n",
+                    cid);
+            goto out;
+        }
     } else {
         /* Derived, so that restoring the same file with the same nodes on
          * every machine (--node) agrees without talking; never the old
@@ -848,6 +882,7 @@ static int cmd_restore(int argc, char **argv)
     for (unsigned i = 0; i < n_peers; i++) {
         char dir[4200];
         uint64_t id = jinn_node_id_for(peers[i].name);
+        uint64_t at = l.h.index > 0 ? l.h.index : 1;
         if (only != NULL && strcmp(peers[i].name, only) != 0) {
             continue;
         }
@@ -861,8 +896,12 @@ static int cmd_restore(int argc, char **argv)
             raft_configuration_close(&conf);
             goto out;
         }
-        if (seed_dir(dir, id, peers[i].address, &conf, &state) != 0 ||
-            jinn_node_write_identity(dir, id, cid, peers[i].name) != 0) {
+        /* The identity first: a dir whose seeding was interrupted then has
+         * the new cluster id and is refused by a second restore, never a
+         * raft state without jinn.id (which jinn run would give an id
+         * derived from its config, possibly the old cluster's; rev1 m2). */
+        if (jinn_node_write_identity(dir, id, cid, peers[i].name) != 0 ||
+            seed_dir(dir, id, peers[i].address, &conf, at, &state) != 0) {
             raft_configuration_close(&conf);
             goto out;
         }

@@ -528,17 +528,35 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
 /* ---- backups (api/backup.c): the same two steps, outside libraft ---------- */
 
 int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
-                          struct jinn_sql_pin **pin)
+                          struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin)
 {
+    int rv;
+    *pin = NULL;
+    *fns_pin = NULL;
     encode_memory(fsm, w);
     if (w->failed) {
         return JINN_ENOMEM;
     }
-    return jinn_sql_pin(&fsm->sql, pin);
+    rv = jinn_sql_pin(&fsm->sql, pin);
+    if (rv != 0) {
+        return rv;
+    }
+    /* The pin counts are bookkeeping on the loop, not replicated state:
+     * the state itself is unchanged, hence the cast. */
+    rv = jinn_fns_pin((struct jinn_fns *)&fsm->fns, fns_pin);
+    if (rv != 0) {
+        jinn_sql_pin_free(*pin);
+        *pin = NULL;
+    }
+    return rv;
 }
 
-int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, struct jinn_wbuf *w)
+int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, const struct jinn_fns_pin *fns_pin,
+                           struct jinn_wbuf *w)
 {
+    /* The same order as jinn_fsm_encode and fsm_snapshot_async: images,
+     * then module bytes, then the CRC. */
     jinn_sql_pin_encode(pin, w);
+    jinn_fns_pin_encode(fns_pin, w);
     return encode_crc(w, 0);
 }

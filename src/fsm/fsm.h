@@ -80,11 +80,15 @@ const struct jinn_result *jinn_fsm_apply_buf(struct jinn_fsm *fsm, uint64_t inde
 
 /* A snapshot in two steps, as libraft's async snapshots take them (for
  * backups): begin on the loop between two applies (in-memory sections into
- * the empty w, SQL databases pinned at this index), finish on any thread
- * (the pinned images and the CRC; the pin is consumed, free it after).
- * The bytes equal jinn_fsm_encode's at the time of begin. */
+ * the empty w, SQL databases and function modules pinned at this index),
+ * finish on any thread (the pinned images, the module bytes and the CRC).
+ * Free the SQL pin after finish (any thread); free fns_pin with
+ * jinn_fns_pin_free on the loop only (its counts are the loop's). The
+ * bytes equal jinn_fsm_encode's at the time of begin. On error begin holds
+ * no pin. */
 int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
-                          struct jinn_sql_pin **pin);
-int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, struct jinn_wbuf *w);
+                          struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin);
+int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, const struct jinn_fns_pin *fns_pin,
+                           struct jinn_wbuf *w);
 
 #endif

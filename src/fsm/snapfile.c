@@ -81,11 +81,13 @@ int jinn_backup_header_decode(const uint8_t *in, size_t len, struct jinn_backup_
     h->term = get64(in + 40);
     h->time_ms = get64(in + 48);
     h->payload_len = get64(in + 56);
-    if (h->snapshot_version != JINN_SNAPSHOT_VERSION) {
+    /* Every snapshot format jinn_fsm_decode still reads (rev1 m1). */
+    if (h->snapshot_version < JINN_SNAPSHOT_VERSION_MIN ||
+        h->snapshot_version > JINN_SNAPSHOT_VERSION) {
         snprintf(err, err_len,
-                 "the snapshot inside has format version %u; this build reads version %u only "
+                 "the snapshot inside has format version %u; this build reads versions %u-%u "
                  "(use a newer jinn)",
-                 h->snapshot_version, JINN_SNAPSHOT_VERSION);
+                 h->snapshot_version, JINN_SNAPSHOT_VERSION_MIN, JINN_SNAPSHOT_VERSION);
         return JINN_EVERSION;
     }
     if (h->chunk_size == 0 || h->chunk_size > JINN_BACKUP_CHUNK_MAX ||

@@ -1,9 +1,13 @@
 /* test_snapfile.c - the backup file container (fsm/snapfile.c) and the
  * two-step encode backups use (jinn_fsm_encode_begin/finish). */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "error.h"
+#include "fsm/cmd.h"
+#include "fsm/fn.h"
 #include "fsm/fsm.h"
 #include "fsm/snapfile.h"
 #include "fsm_apply.h"
@@ -105,6 +109,16 @@ TEST(snapfile_newer_versions_are_refused_as_newer)
     jinn_backup_header_encode(&h, head);
     CHECK_INT(jinn_backup_header_decode(head, sizeof head, &out, err, sizeof err),
               JINN_EVERSION);
+    /* Every older format the decoder still reads is accepted (rev1 m1). */
+    for (uint32_t v = JINN_SNAPSHOT_VERSION_MIN; v <= JINN_SNAPSHOT_VERSION; v++) {
+        h.snapshot_version = v;
+        jinn_backup_header_encode(&h, head);
+        CHECK_INT(jinn_backup_header_decode(head, sizeof head, &out, err, sizeof err), 0);
+        CHECK_INT(out.snapshot_version, v);
+    }
+    h.snapshot_version = JINN_SNAPSHOT_VERSION_MIN - 1;
+    jinn_backup_header_encode(&h, head);
+    CHECK(jinn_backup_header_decode(head, sizeof head, &out, err, sizeof err) != 0);
     /* A hostile chunk size is refused before anything is allocated. */
     h.snapshot_version = JINN_SNAPSHOT_VERSION;
     h.chunk_size = 0;
@@ -133,23 +147,76 @@ static int put(struct jinn_fsm *fsm, uint64_t index, const char *key)
     return res != NULL ? res->code : -1;
 }
 
-/* A backup is the state at begin, whatever is applied before finish. */
+/* (module (import "gojinn" "host_log" (func (param i32 i32 i32)))
+ *         (memory (export "memory") 1) (func (export "_start"))), as in
+ * test_fn.c. */
+static const uint8_t hello[] = {
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x03, 0x7f,
+    0x7f, 0x7f, 0x00, 0x60, 0x00, 0x00, 0x02, 0x13, 0x01, 0x06, 0x67, 0x6f, 0x6a, 0x69,
+    0x6e, 0x6e, 0x08, 0x68, 0x6f, 0x73, 0x74, 0x5f, 0x6c, 0x6f, 0x67, 0x00, 0x00, 0x03,
+    0x02, 0x01, 0x01, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x13, 0x02, 0x06, 0x6d, 0x65,
+    0x6d, 0x6f, 0x72, 0x79, 0x02, 0x00, 0x06, 0x5f, 0x73, 0x74, 0x61, 0x72, 0x74, 0x00,
+    0x01, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b};
+
+static int fn_cmd(struct jinn_fsm *fsm, uint64_t index, int type, const char *name)
+{
+    struct jinn_fn_settings st;
+    struct jinn_wbuf json;
+    struct jinn_cmd c;
+    const struct jinn_result *res;
+    memset(&c, 0, sizeof c);
+    jinn_wbuf_init(&json);
+    jinn_fn_settings_defaults(&st);
+    snprintf(st.route, sizeof st.route, "/%s", name);
+    jinn_fn_settings_canonical(&st, &json);
+    c.type = (uint8_t)type;
+    c.fn.name.p = (const uint8_t *)name;
+    c.fn.name.len = strlen(name);
+    if (type == JINN_CMD_FN_DEPLOY) {
+        c.fn.module.p = hello;
+        c.fn.module.len = sizeof hello;
+        c.fn.settings.p = json.data;
+        c.fn.settings.len = json.len;
+    } else {
+        c.fn.flags = JINN_FN_PURGE;
+    }
+    res = unit_apply(fsm, index, 1000 + index, c);
+    jinn_wbuf_free(&json);
+    return res != NULL ? res->code : -1;
+}
+
+/* A backup is the state at begin, whatever is applied before finish; with
+ * a function deployed, it carries the module bytes exactly as
+ * jinn_fsm_encode does (rev1 C1: they were missing, so no backup of a
+ * cluster with functions decoded), even if the function is purged between
+ * begin and finish. */
 TEST(snapfile_backup_encode_is_the_state_at_begin)
 {
-    char d[] = "/tmp/jinn-snapfile-XXXXXX";
-    struct jinn_fsm fsm;
+    char d[] = "/tmp/jinn-snapfile-XXXXXX", d2[] = "/tmp/jinn-snapfile-XXXXXX";
+    struct jinn_fsm fsm, back;
     struct jinn_wbuf at_begin, w;
     struct jinn_sql_pin *pin = NULL;
+    struct jinn_fns_pin *fns_pin = NULL;
     CHECK_INT(unit_sql_fsm(&fsm, d), 0);
     CHECK_INT(put(&fsm, 1, "a"), JINN_OK);
+    CHECK_INT(fn_cmd(&fsm, 2, JINN_CMD_FN_DEPLOY, "greet"), JINN_OK);
+    CHECK(jinn_fns_module_bytes(&fsm.fns) == sizeof hello);
     jinn_wbuf_init(&at_begin);
     jinn_wbuf_init(&w);
     CHECK_INT(jinn_fsm_encode(&fsm, &at_begin), 0);
-    CHECK_INT(jinn_fsm_encode_begin(&fsm, &w, &pin), 0);
-    CHECK_INT(put(&fsm, 2, "b"), JINN_OK);
-    CHECK_INT(jinn_fsm_encode_finish(pin, &w), 0);
+    CHECK_INT(jinn_fsm_encode_begin(&fsm, &w, &pin, &fns_pin), 0);
+    CHECK_INT(put(&fsm, 3, "b"), JINN_OK);
+    CHECK_INT(fn_cmd(&fsm, 4, JINN_CMD_FN_DELETE, "greet"), JINN_OK);
+    CHECK_INT(jinn_fns_module_bytes(&fsm.fns), 0);
+    CHECK_INT(jinn_fsm_encode_finish(pin, fns_pin, &w), 0);
     jinn_sql_pin_free(pin);
+    jinn_fns_pin_free(fns_pin);
     CHECK(w.len == at_begin.len && memcmp(w.data, at_begin.data, w.len) == 0);
+    /* And it decodes, function included. */
+    CHECK_INT(unit_sql_fsm(&back, d2), 0);
+    CHECK_INT(jinn_fsm_decode(&back, w.data, w.len), 0);
+    CHECK(jinn_fns_module_bytes(&back.fns) == sizeof hello);
+    unit_sql_fsm_done(&back, d2);
     jinn_wbuf_free(&w);
     jinn_wbuf_free(&at_begin);
     unit_sql_fsm_done(&fsm, d);
