@@ -1218,7 +1218,8 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
 struct relay {
     struct jinn_wasm_runner *r;
     struct jinn_http_request *req;
-    struct fnstat *fs; /* may be NULL */
+    /* No fnstat pointer: a purge applied while the relay is in flight frees
+     * it; the stats are looked up by name when the relay ends. */
     char name[JINN_FN_NAME_MAX + 1];
     char urls[JINN_CONFIG_MAX_PEERS][320];
     unsigned n_urls, next;
@@ -1250,8 +1251,9 @@ static void relay_finish_not_ready(struct relay *rl)
     reply_error(rl->req, rl->local_status,
                 rl->local_status == 503 ? "function_not_ready" : "compile_failed",
                 rl->local_why, rl->trace, NULL);
-    if (rl->fs != NULL) {
-        record(rl->fs, K_NOT_READY, 0);
+    struct fnstat *fs = fnstat_find(rl->r, rl->name);
+    if (fs != NULL) {
+        record(fs, K_NOT_READY, 0);
     }
     jinn_free(rl->headers);
     jinn_free(rl);
@@ -1300,8 +1302,9 @@ static void relayed(void *data, int code, const struct jinn_http_msg *head, cons
         value[h->value_len] = '\0';
         jinn_http_add_header(req, name, value);
     }
-    if (rl->fs != NULL) {
-        rl->fs->relayed++;
+    struct fnstat *fs = fnstat_find(rl->r, rl->name);
+    if (fs != NULL) {
+        fs->relayed++;
     }
     jinn_http_reply(req, head->status, ctype, body, is_head(req) ? 0 : body_len);
     jinn_free(rl->headers);
@@ -1323,7 +1326,7 @@ static void relay_next(struct relay *rl)
 }
 
 static void relay(struct jinn_wasm_runner *r, struct jinn_http_request *req,
-                  const struct jinn_fn *fn, struct fnstat *fs, const char *trace, int status,
+                  const struct jinn_fn *fn, const char *trace, int status,
                   const char *why)
 {
     struct jinn_node_status st;
@@ -1337,7 +1340,6 @@ static void relay(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     }
     rl->r = r;
     rl->req = req;
-    rl->fs = fs;
     rl->local_status = status;
     snprintf(rl->name, sizeof rl->name, "%s", fn->name);
     snprintf(rl->trace, sizeof rl->trace, "%s", trace);
@@ -1409,13 +1411,13 @@ void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_reques
                  "compiling the module failed on this node and no other "
                  "node could run it: %.180s",
                  v->c->message != NULL ? v->c->message : "?");
-        relay(r, req, fn, fs, trace, 500, why);
+        relay(r, req, fn, trace, 500, why);
         return;
     }
     snprintf(why, sizeof why,
              "the function is still compiling on this node and no other "
              "node has it ready; retry shortly");
-    relay(r, req, fn, fs, trace, 503, why);
+    relay(r, req, fn, trace, 503, why);
 }
 
 /* ---- the rest of the interface -------------------------------------------------------- */

@@ -537,3 +537,43 @@ def test_invocations_and_failures_stay_within_the_loop_budget(one):
                  what="two new sandboxes")
         wait_ready_here(n, "behave")
         assert call(n, "/fn/behave/")[0] == 200
+
+
+def test_purge_while_a_relay_is_in_flight_leaves_the_relaying_node_sound(cluster_factory):
+    """rev2 C1: a relay kept a bare pointer to the function's stats, which a
+    purge applied meanwhile freed (heap use-after-free when the relay
+    answered). The relaying node must stay up and sanitizer-clean."""
+    c = cluster_factory(2)
+    slow = c.nodes[1]
+    slow.env = {"JINN_TEST_COMPILE_DELAY_MS": "600000"}
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    for n in c.nodes:
+        wait_for(lambda: all(m.get("api") for m in n.status()["members"]),
+                 what=f"{n.name} knows every API")
+    deploy(c, "sleepy", module("run/behave"), pool=1, timeout="20s")
+    wait_ready_here(c.nodes[0], "sleepy")
+    result = {}
+
+    def relayed_call():
+        try:
+            result["r"] = call(slow, "/fn/sleepy/sleep?ms=2000", timeout=30)
+        except Exception as e:
+            result["r"] = e
+
+    t = threading.Thread(target=relayed_call)
+    t.start()
+    wait_for(lambda: c.nodes[0].status()["functions"]["sleepy"]["pool"]["busy"] == 1,
+             what="the relayed call running on the ready node")
+    code, _, out = c.nodes[0].request("/v1/functions/sleepy?purge=1", "DELETE")
+    assert code in (200, 204), out
+    wait_for(lambda: slow.request("/v1/functions/sleepy")[0] == 404, 10,
+             what="the purge applied on the relaying node")
+    t.join(30)
+    assert not t.is_alive()
+    r = result["r"]
+    assert not isinstance(r, Exception), r  # the relaying node answered
+    assert slow.alive()
+    assert slow.request("/healthz")[0] == 200
+
