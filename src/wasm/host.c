@@ -472,6 +472,15 @@ struct jinn_wasm_inv *jinn_wasm_inv_begin(struct jinn_wasm_host *h, const char *
 
 /* ---- background releases ---- */
 
+/* Releases not finished, hosts destroyed or not: the daemon waits (briefly)
+ * for them at shutdown before it stops jinn_fetch. Loop thread only. */
+static unsigned releases_open;
+
+unsigned jinn_wasm_host_releases_open(void)
+{
+    return releases_open;
+}
+
 static void release_closed(uv_handle_t *hd)
 {
     jinn_free(hd->data);
@@ -480,6 +489,7 @@ static void release_closed(uv_handle_t *hd)
 static void release_free(struct release *r)
 {
     struct jinn_wasm_host *h = r->h;
+    releases_open--;
     if (h != NULL) {
         if (r->prev != NULL) {
             r->prev->next = r->next;
@@ -566,6 +576,7 @@ static void release_start(struct jinn_wasm_host *h, const char *fn, const char *
         stats_of(h, fn)->c.lock_release_failures++;
         return; /* the TTL frees it */
     }
+    releases_open++;
     r->h = h;
     r->token = token;
     snprintf(r->fn, sizeof r->fn, "%s", fn);
