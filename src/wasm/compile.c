@@ -821,6 +821,20 @@ static void job_done(uv_async_t *a)
     uv_close((uv_handle_t *)&j->async, job_free);
 }
 
+/* COMPILE_QUEUE_MAX, or lower for tests: JINN_TEST_COMPILE_QUEUE_MAX (read
+ * once, loop thread) makes a full queue easy to reach. */
+static unsigned queue_max(void)
+{
+    static unsigned max;
+    if (max == 0) {
+        const char *e = getenv("JINN_TEST_COMPILE_QUEUE_MAX");
+        char *end;
+        unsigned long v = e != NULL && *e != '\0' ? strtoul(e, &end, 10) : 0;
+        max = v >= 1 && v < COMPILE_QUEUE_MAX && *end == '\0' ? (unsigned)v : COMPILE_QUEUE_MAX;
+    }
+    return max;
+}
+
 int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[32],
                       const void *module, size_t len, jinn_wasm_compile_cb cb, void *data)
 {
@@ -865,7 +879,7 @@ int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[3
     pthread_mutex_lock(&C.mu);
     if (C.stop) {
         rv = JINN_ESHUTDOWN;
-    } else if (C.queued >= COMPILE_QUEUE_MAX || C.queued_bytes + len > COMPILE_QUEUE_BYTES) {
+    } else if (C.queued >= queue_max() || C.queued_bytes + len > COMPILE_QUEUE_BYTES) {
         rv = JINN_EBUSY;
     } else if (!C.running) {
         sigset_t all, old;

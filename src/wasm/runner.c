@@ -43,6 +43,7 @@
 #define NOT_READY_HEADER "X-Jinn-Fn-Not-Ready"
 #define CLUSTER_HEADER "X-Jinn-Cluster"
 #define RELAY_GRACE_MS 5000
+#define COMPILE_RETRY_MS 250 /* a compile refused by a full queue is offered again */
 /* Request JSON held by invocations queued or running on this node, all
  * functions together (each is up to 16 MiB); beyond it calls get 503 busy. */
 #define INFLIGHT_BYTES_MAX (256u << 20)
@@ -637,6 +638,16 @@ static void sync_now(struct jinn_wasm_runner *r)
         compile_started = true;
         int rv = jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
                                    fn->active->module_len, compiled_done, c);
+        if (rv == JINN_EBUSY) {
+            /* The compile queue is full (a deploy burst, a restart with no
+             * cache): not a failure; it stays compiling and is offered
+             * again later, when the queue has room. */
+            c->started = false;
+            c->in_flight = false;
+            c->start_at = now + COMPILE_RETRY_MS;
+            r->dirty = true;
+            break;
+        }
         if (rv != 0) {
             c->in_flight = false;
             c->state = JINN_FN_FAILED;

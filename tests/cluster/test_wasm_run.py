@@ -6,6 +6,7 @@ last segment of the request path picks (trap, loop, grow, notjson, ...).
 `make cluster` builds them (the `wasm` target)."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -577,3 +578,40 @@ def test_purge_while_a_relay_is_in_flight_leaves_the_relaying_node_sound(cluster
     assert slow.alive()
     assert slow.request("/healthz")[0] == 200
 
+
+def distinct(wasm, i):
+    """wasm plus a custom section naming i: same behaviour, another sha256."""
+    payload = bytes([1]) + b"p" + i.to_bytes(4, "little")
+    return wasm + b"\x00" + bytes([len(payload)]) + payload
+
+
+def test_a_full_compile_queue_is_retried_not_failed(cluster_factory):
+    """rev2 M2: compiles refused by a full compile queue were marked failed
+    for good on that node. With the queue cut to one job (test hook), a
+    restart without the compile cache offers all of them at once."""
+    c = cluster_factory(1)
+    n = c.nodes[0]
+    n.env = {"JINN_TEST_COMPILE_QUEUE_MAX": "1"}
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    hello = module("hello")
+    names = [f"q{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        deploy(c, name, distinct(hello, i), pool=1)
+
+    def all_ready():
+        fns = n.status().get("functions", {})
+        states = [fns.get(name, {}).get("state") for name in names]
+        assert "failed" not in states, fns
+        return states == ["ready"] * len(names)
+
+    wait_for(all_ready, 120, interval=0.2, what="every function compiled")
+    assert n.stop() == 0
+    shutil.rmtree(os.path.join(n.data_dir, "fn"))
+    n.start()
+    c.wait_ready()
+    wait_for(all_ready, 120, interval=0.2, what="every function compiled again")
+    for name in names:
+        code, _, out = call(n, "/fn/" + name)
+        assert code == 200 and out == b"hello", (code, out)
