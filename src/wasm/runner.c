@@ -99,6 +99,10 @@ struct fnstat {
     char name[JINN_FN_NAME_MAX + 1];
     unsigned refs;          /* versions that point here */
     struct version *active; /* NULL: none (deleted, or not seen yet) */
+    /* The previous version's warm pool, serving new calls while the active
+     * version has no pool here yet (compiling, or failed to compile): a
+     * redeploy is no outage. Drained once the active version's pool starts. */
+    struct version *fallback;
     uint64_t invocations, errors[KIND_COUNT];
     uint64_t buckets[NBOUNDS + 1], sum_us;
     uint32_t recent[RECENT_MAX]; /* durations, µs (saturating) */
@@ -424,6 +428,9 @@ static void version_free(struct version *v)
     if (v->fs->active == v) {
         v->fs->active = NULL;
     }
+    if (v->fs->fallback == v) {
+        v->fs->fallback = NULL;
+    }
     settings_free(&v->settings);
     jinn_wbuf_free(&v->prefix);
     jinn_free(v);
@@ -515,6 +522,26 @@ static struct version *version_new(struct jinn_wasm_runner *r, struct fnstat *fs
     return v;
 }
 
+static void drain(struct version *v)
+{
+    if (v->fs->fallback == v) {
+        v->fs->fallback = NULL;
+    }
+    if (v->pool != NULL && !v->draining) {
+        v->draining = true;
+        jinn_wasm_pool_drain(v->pool, pool_gone, v);
+    }
+}
+
+/* A version no longer active keeps serving (as its function's fallback)
+ * while the new active version has no pool here. */
+static bool keep_as_fallback(const struct version *v)
+{
+    const struct fnstat *fs = v->fs;
+    return v->pool != NULL && !v->draining && fs->active != NULL && fs->active != v &&
+           fs->active->pool == NULL && (fs->fallback == NULL || fs->fallback == v);
+}
+
 static void start_pool(struct jinn_wasm_runner *r, struct version *v)
 {
     struct jinn_wasm_pool_config pc;
@@ -580,18 +607,24 @@ static void sync_now(struct jinn_wasm_runner *r)
             v->wanted = true;
             fs->active = v;
         }
+        for (struct version *v = r->versions; v != NULL; v = v->next) {
+            if (!v->wanted && v->fs->active == v) {
+                v->fs->active = NULL; /* deleted */
+            }
+        }
         for (struct version *v = r->versions, *next; v != NULL; v = next) {
             next = v->next;
             if (v->wanted) {
+                if (v->fs->fallback == v) {
+                    v->fs->fallback = NULL; /* a rollback to it */
+                }
                 continue;
             }
-            if (v->fs->active == v) {
-                v->fs->active = NULL;
+            if (keep_as_fallback(v)) {
+                v->fs->fallback = v;
+                continue;
             }
-            if (v->pool != NULL && !v->draining) {
-                v->draining = true;
-                jinn_wasm_pool_drain(v->pool, pool_gone, v);
-            }
+            drain(v);
             version_maybe_free(v);
         }
         /* Forget what the registry no longer has (bounded by it). */
@@ -658,6 +691,9 @@ static void sync_now(struct jinn_wasm_runner *r)
         if (v->wanted && v->pool == NULL && v->c->state == JINN_FN_READY) {
             start_pool(r, v);
             r->dirty |= v->pool == NULL;
+            if (v->pool != NULL && v->fs->fallback != NULL) {
+                drain(v->fs->fallback); /* new calls go to this one now */
+            }
         }
     }
     /* Compiled modules no version uses any more. */
@@ -1417,6 +1453,11 @@ void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_reques
         run_here(r, req, v, trace);
         return;
     }
+    if (fs != NULL && fs->fallback != NULL && fs->fallback->pool != NULL &&
+        !fs->fallback->draining) {
+        run_here(r, req, fs->fallback, trace); /* the new version is not ready here yet */
+        return;
+    }
     if (v != NULL && v->c->state == JINN_FN_FAILED) {
         snprintf(why, sizeof why,
                  "compiling the module failed on this node and no other "
@@ -1631,6 +1672,10 @@ static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat 
         (json_int_t)fs->invocations, "errors", errors != NULL ? errors : json_object(),
         "duration_ms", "p50", p50, "p99", p99, "relayed", (json_int_t)fs->relayed,
         "log_lines_suppressed", (json_int_t)fs->log_suppressed);
+    if (obj != NULL && fs->fallback != NULL) {
+        /* the active version is not ready (or failed) here: this one serves */
+        json_object_set_new(obj, "serving_version", json_integer((json_int_t)fs->fallback->version));
+    }
     return obj;
 }
 

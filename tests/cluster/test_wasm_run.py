@@ -615,3 +615,36 @@ def test_a_full_compile_queue_is_retried_not_failed(cluster_factory):
     for name in names:
         code, _, out = call(n, "/fn/" + name)
         assert code == 200 and out == b"hello", (code, out)
+
+
+def test_redeploy_keeps_the_old_version_serving_until_the_new_one_is_ready(cluster_factory):
+    """rev2 M4: a redeploy with new module bytes answered 503
+    function_not_ready on every node for the compile time (the old warm pool
+    was drained at once). Compiles start 3 s late here (test hook)."""
+    c = cluster_factory(1)
+    n = c.nodes[0]
+    n.env = {"JINN_TEST_COMPILE_DELAY_MS": "3000"}
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    behave = module("run/behave")
+    v1 = deploy(c, "rd", behave, pool=1, env="VERSION=v1")
+    wait_ready_here(n, "rd")
+    v2 = deploy(c, "rd", distinct(behave, 2), pool=1, env="VERSION=v2")
+    code, _, out = call(n, "/fn/rd/")
+    assert (code, out) == (200, b"hello v1"), (code, out)
+    st = n.status()["functions"]["rd"]
+    assert st["state"] == "compiling" and st["version"] == v2["version"], st
+    assert st["serving_version"] == v1["version"], st
+    answers = []
+
+    def switched():
+        code, _, out = call(n, "/fn/rd/")
+        answers.append((code, out))
+        return out == b"hello v2"
+
+    wait_for(switched, 60, interval=0.05, what="v2 served")
+    assert answers[0] == (200, b"hello v1"), answers[:3]
+    assert set(answers) <= {(200, b"hello v1"), (200, b"hello v2")}, set(answers)
+    assert "serving_version" not in n.status()["functions"]["rd"]
+    wait_for(lambda: len(sandbox_pids(n)) == 1, 30, what="v1's pool drained")
