@@ -43,6 +43,12 @@
 #define NOT_READY_HEADER "X-Jinn-Fn-Not-Ready"
 #define CLUSTER_HEADER "X-Jinn-Cluster"
 #define RELAY_GRACE_MS 5000
+/* stdout above this is parsed on the thread pool, not on the loop; of such
+ * an output the reply keeps this many headers and values per header (the
+ * reply's header bytes are bounded anyway). */
+#define PARSE_ON_LOOP_MAX (64u << 10)
+#define OUTPUT_HEADERS_KEPT 256u
+#define OUTPUT_HEADER_VALUES_KEPT 16u
 #define COMPILE_RETRY_MS 250 /* a compile refused by a full queue is offered again */
 /* Request JSON held by invocations queued or running on this node, all
  * functions together (each is up to 16 MiB); beyond it calls get 503 busy. */
@@ -161,6 +167,7 @@ struct jinn_wasm_runner {
     uint64_t inflight_bytes;   /* request JSON of invocations not finished */
     bool stopping;
     unsigned pools_stopping;
+    unsigned parsing; /* outputs being parsed on the thread pool */
     unsigned timers_open;
     void (*stopped)(void *data);
     void *stopped_data;
@@ -564,7 +571,8 @@ static void sync_now(struct jinn_wasm_runner *r)
     uint64_t now = uv_now(r->loop);
 
     if (r->stopping) {
-        if (!r->stop_done && r->pools_stopping == 0 && r->timers_open == 0) {
+        if (!r->stop_done && r->pools_stopping == 0 && r->timers_open == 0 &&
+            r->parsing == 0) {
             r->stop_done = true;
             if (r->stopped != NULL) {
                 r->stopped(r->stopped_data);
@@ -828,21 +836,23 @@ static void log_bad_output(struct jinn_wasm_runner *r, struct fnstat *fs, const 
     fn_log(r, fs, trace, 3, msg, n);
 }
 
-/* Replies with the module's response JSON. Returns the error kind, or -1. */
-static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
+/* Replies with the module's response JSON, parsed into obj (NULL: it did
+ * not parse, parse_error says why); obj is consumed. out/len: the raw
+ * output, for the log of a bad one. Returns the error kind, or -1. */
+static int reply_output(struct inv *inv, json_t *obj, const char *parse_error,
+                        const uint8_t *out, size_t len)
 {
     struct jinn_wasm_runner *r = inv->r;
     struct fnstat *fs = inv->v->fs;
     struct jinn_http_request *req = inv->req;
-    json_error_t jerr;
-    json_t *obj = json_loadb((const char *)out, len, 0, &jerr);
     json_t *st, *hd, *bd;
     const char *ctype = "text/plain; charset=utf-8";
     json_int_t status = 200;
     char why[200];
 
     if (obj == NULL || !json_is_object(obj)) {
-        snprintf(why, sizeof why, "%s", obj == NULL ? jerr.text : "not a JSON object");
+        snprintf(why, sizeof why, "%s",
+                 obj == NULL ? (parse_error != NULL ? parse_error : "?") : "not a JSON object");
         goto bad;
     }
     st = json_object_get(obj, "status");
@@ -942,6 +952,137 @@ static void inv_free(struct inv *inv)
     version_maybe_free(v);
 }
 
+/* The answer to an invocation that exited with code, its stdout parsed
+ * into obj (consumed; NULL: parse_error). */
+static int output_done(struct inv *inv, uint32_t code, json_t *obj, const char *parse_error,
+                       const uint8_t *out, size_t len)
+{
+    char msg[160];
+    if (code != 0 && !json_is_object(obj)) {
+        /* A module may exit non-zero after writing its response (Go's
+         * os.Exit); only without one is the exit code the answer. */
+        json_decref(obj);
+        snprintf(msg, sizeof msg, "the function exited with code %u and no response", code);
+        reply_error(inv->req, 500, "exit", msg, inv->trace,
+                    json_pack("{s:I}", "code", (json_int_t)code));
+        return K_EXIT;
+    }
+    return reply_output(inv, obj, parse_error, out, len);
+}
+
+/* A big output is parsed on the thread pool: a tree of millions of values
+ * takes seconds to build and to free (measured 2-4 s for 16 MiB), which
+ * must not stall the loop. The worker keeps only what the reply needs
+ * (status, body, a bounded part of headers) and frees the rest there. */
+struct parse_work {
+    uv_work_t work;
+    struct inv *inv;
+    uint32_t code;
+    uint64_t us;
+    uint8_t *out;
+    size_t len;
+    json_t *obj;
+    char error[160];
+};
+
+static json_t *output_essentials(json_t *obj)
+{
+    json_t *small = json_object(), *hd = json_object_get(obj, "headers");
+    const char *keys[] = {"status", "body"};
+    if (small == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        json_t *x = json_object_get(obj, keys[i]);
+        if (x != NULL) {
+            json_object_set(small, keys[i], x);
+        }
+    }
+    if (json_is_object(hd)) {
+        json_t *keep = json_object();
+        const char *name;
+        json_t *vals;
+        size_t n = 0;
+        json_object_foreach(hd, name, vals)
+        {
+            if (keep == NULL || n++ >= OUTPUT_HEADERS_KEPT) {
+                break;
+            }
+            if (json_is_array(vals) && json_array_size(vals) > OUTPUT_HEADER_VALUES_KEPT) {
+                json_t *a = json_array();
+                for (size_t i = 0; a != NULL && i < OUTPUT_HEADER_VALUES_KEPT; i++) {
+                    json_array_append(a, json_array_get(vals, i));
+                }
+                json_object_set_new(keep, name, a != NULL ? a : json_null());
+            } else {
+                json_object_set(keep, name, vals);
+            }
+        }
+        json_object_set_new(small, "headers", keep != NULL ? keep : json_null());
+    } else if (hd != NULL) {
+        json_object_set(small, "headers", hd);
+    }
+    return small;
+}
+
+static void parse_work(uv_work_t *w)
+{
+    struct parse_work *pw = w->data;
+    json_error_t jerr;
+    json_t *obj = json_loadb((const char *)pw->out, pw->len, 0, &jerr);
+    if (obj == NULL) {
+        snprintf(pw->error, sizeof pw->error, "%s", jerr.text);
+    } else if (json_is_object(obj)) {
+        pw->obj = output_essentials(obj);
+        if (pw->obj == NULL) {
+            snprintf(pw->error, sizeof pw->error, "out of memory");
+        }
+    } else {
+        snprintf(pw->error, sizeof pw->error, "not a JSON object");
+    }
+    json_decref(obj);
+}
+
+static void parse_done(uv_work_t *w, int status)
+{
+    struct parse_work *pw = w->data;
+    struct inv *inv = pw->inv;
+    struct jinn_wasm_runner *r = inv->r;
+    int kind;
+    (void)status; /* never cancelled */
+    kind = output_done(inv, pw->code, pw->obj, pw->error, pw->out, pw->len);
+    record(inv->v->fs, kind, pw->us);
+    inv_free(inv);
+    jinn_free(pw->out);
+    jinn_free(pw);
+    r->parsing--;
+    if (r->stopping) {
+        sync_now(r); /* the stop waits for these */
+    }
+}
+
+static bool parse_off_loop(struct inv *inv, const struct jinn_wasm_result *res)
+{
+    struct parse_work *pw = jinn_calloc(1, sizeof *pw);
+    if (pw == NULL || (pw->out = jinn_malloc(res->out_len)) == NULL) {
+        jinn_free(pw);
+        return false;
+    }
+    memcpy(pw->out, res->out, res->out_len); /* res->out lives for the callback only */
+    pw->len = res->out_len;
+    pw->inv = inv;
+    pw->code = res->detail;
+    pw->us = res->run_us + res->queued_us;
+    pw->work.data = pw;
+    if (uv_queue_work(inv->r->loop, &pw->work, parse_work, parse_done) != 0) {
+        jinn_free(pw->out);
+        jinn_free(pw);
+        return false;
+    }
+    inv->r->parsing++;
+    return true;
+}
+
 static void inv_done(void *data, const struct jinn_wasm_result *res)
 {
     struct inv *inv = data;
@@ -951,24 +1092,16 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
     char msg[160];
 
     switch (res->outcome) {
-    case JINN_WASM_EXITED:
-        if (res->detail != 0) {
-            /* A module may exit non-zero after writing its response (Go's
-             * os.Exit); only without one is the exit code the answer. */
-            json_t *probe = json_loadb((const char *)res->out, res->out_len, 0, NULL);
-            bool ok = json_is_object(probe);
-            json_decref(probe);
-            if (!ok) {
-                snprintf(msg, sizeof msg, "the function exited with code %u and no response",
-                         res->detail);
-                reply_error(req, 500, "exit", msg, inv->trace,
-                            json_pack("{s:I}", "code", (json_int_t)res->detail));
-                kind = K_EXIT;
-                break;
-            }
+    case JINN_WASM_EXITED: {
+        json_error_t jerr;
+        json_t *obj;
+        if (res->out_len > PARSE_ON_LOOP_MAX && parse_off_loop(inv, res)) {
+            return; /* answered and recorded when the parse is done */
         }
-        kind = reply_output(inv, res->out, res->out_len);
+        obj = json_loadb((const char *)res->out, res->out_len, 0, &jerr);
+        kind = output_done(inv, res->detail, obj, jerr.text, res->out, res->out_len);
         break;
+    }
     case JINN_WASM_TRAPPED: {
         unsigned t = res->detail < 10 ? res->detail : 9;
         snprintf(msg, sizeof msg, "the function trapped: %s", trap_names[t]);

@@ -648,3 +648,62 @@ def test_redeploy_keeps_the_old_version_serving_until_the_new_one_is_ready(clust
     assert set(answers) <= {(200, b"hello v1"), (200, b"hello v2")}, set(answers)
     assert "serving_version" not in n.status()["functions"]["rd"]
     wait_for(lambda: len(sandbox_pids(n)) == 1, 30, what="v1's pool drained")
+
+
+BIG_OUTPUT_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 80)
+  (data (i32.const 64) "PREFIX")
+  (func (export "_start")
+    (local $p i32)
+    (local.set $p (i32.const START))
+    (block $done (loop $fill
+      (br_if $done (i32.ge_u (local.get $p) (i32.const END)))
+      (i32.store16 (local.get $p) (i32.const 0x2c30)) ;; "0,"
+      (local.set $p (i32.add (local.get $p) (i32.const 2)))
+      (br $fill)))
+    (i32.store8 (i32.const END) (i32.const 0x30))
+    (i32.store8 (i32.const END1) (i32.const 0x5d))
+    (i32.store8 (i32.const END2) (i32.const 0x7d))
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const LEN))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $exit (i32.const CODE))))
+"""
+
+
+def big_output_module(tmp_path, size, code):
+    """A module writing {"status":200,"body":"ok","x":[0,0,...]} of about
+    size bytes (one JSON value per two bytes), then exiting with code."""
+    prefix = b'{"status":200,"body":"ok","x":['
+    pairs = (size - len(prefix) - 3) // 2
+    end = len(prefix) + 2 * pairs
+    wat = (BIG_OUTPUT_WAT.replace("PREFIX", prefix.decode().replace('"', '\\"'))
+           .replace("START", str(64 + len(prefix))).replace("END2", str(64 + end + 2))
+           .replace("END1", str(64 + end + 1)).replace("END", str(64 + end))
+           .replace("LEN", str(end + 3)).replace("CODE", str(code)))
+    src = tmp_path / f"big{code}.wat"
+    out = tmp_path / f"big{code}.wasm"
+    src.write_text(wat)
+    subprocess.run(["wat2wasm", str(src), "-o", str(out)], check=True)
+    return out.read_bytes()
+
+
+def test_a_big_output_is_parsed_off_the_loop(cluster_factory, tmp_path):
+    """rev2 M1: a module's stdout was parsed into a JSON tree on the loop
+    (twice when it exited non-zero): 4 MiB of small values held the loop for
+    seconds."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    deploy(c, "big", big_output_module(tmp_path, 4 << 20, 0), pool=1, timeout="60s")
+    deploy(c, "bigexit", big_output_module(tmp_path, 4 << 20, 3), pool=1, timeout="60s")
+    wait_ready_here(n, "big")
+    wait_ready_here(n, "bigexit")
+    with loop_budget(n, 100):
+        for name in ("big", "bigexit"):
+            code, h, out = call(n, "/fn/" + name, timeout=120)
+            assert (code, out) == (200, b"ok"), (name, code, out[:200])
+            assert h["X-Request-Id"]
