@@ -707,3 +707,40 @@ def test_a_big_output_is_parsed_off_the_loop(cluster_factory, tmp_path):
             code, h, out = call(n, "/fn/" + name, timeout=120)
             assert (code, out) == (200, b"ok"), (name, code, out[:200])
             assert h["X-Request-Id"]
+
+
+FD_READ_OVERLAP_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 300) "{\"status\":200,\"body\":\"ok\"}")
+  (func (export "_start")
+    ;; iov[0] = {0, 16} covers the iovec array itself, iov[1] = {100, 10}
+    (i32.store (i32.const 0) (i32.const 0))
+    (i32.store (i32.const 4) (i32.const 16))
+    (i32.store (i32.const 8) (i32.const 100))
+    (i32.store (i32.const 12) (i32.const 10))
+    (drop (call $r (i32.const 0) (i32.const 0) (i32.const 2) (i32.const 200)))
+    (i32.store (i32.const 16) (i32.const 300))
+    (i32.store (i32.const 20) (i32.const 26))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def test_fd_read_into_its_own_iovec_array_does_not_crash_the_sandbox(cluster_factory,
+                                                                     tmp_path):
+    """rev2 m1: fd_read re-read the iovec array while copying; a buffer
+    overlapping it rewrote the next iovec and the sandbox died (SIGSEGV)."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    src = tmp_path / "overlap.wat"
+    src.write_text(FD_READ_OVERLAP_WAT)
+    subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / "overlap.wasm")], check=True)
+    deploy(c, "overlap", (tmp_path / "overlap.wasm").read_bytes(), pool=1)
+    wait_ready_here(n, "overlap")
+    for _ in range(2):
+        code, _, out = call(n, "/fn/overlap", "POST", b"A" * 64)
+        assert (code, out) == (200, b"ok"), (code, out)
+    assert "crash" not in n.status()["functions"]["overlap"]["errors"]
