@@ -36,6 +36,7 @@
 #define LOG_LINE_MAX 1024          /* bytes of one line (longer ones are cut) */
 #define LOG_RATE_PER_S 20          /* lines per function and second to the node's log */
 #define LOG_BURST 100
+#define LOG_LINES_PER_INV 2000u /* more lines of one invocation are counted, not kept */
 #define RECENT_MAX 1024 /* durations kept for quantiles */
 #define TRACE_MAX 128
 #define BAD_OUTPUT_LOGGED 200 /* first bytes of a bad output that are logged */
@@ -181,6 +182,7 @@ struct inv {
     struct jinn_wasm_job job;
     struct jinn_wbuf payload;
     struct jinn_wasm_inv *hinv;
+    unsigned log_lines; /* lines of this invocation, LOG_LINES_PER_INV at most */
     char trace[TRACE_MAX + 1];
 };
 
@@ -1187,15 +1189,21 @@ static void inv_log(void *data, int level, const void *msg, size_t len)
     struct inv *inv = data;
     const uint8_t *p = msg, *end = p + len;
     if (level >= 0) {
-        fn_log(inv->r, inv->v->fs, inv->trace, level, msg, len);
+        if (inv->log_lines++ < LOG_LINES_PER_INV) {
+            fn_log(inv->r, inv->v->fs, inv->trace, level, msg, len);
+        } else {
+            inv->v->fs->log_suppressed++;
+        }
         return;
     }
     /* stderr: one log line per line written */
     while (p < end) {
         const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
         const uint8_t *stop = nl != NULL ? nl : end;
-        if (stop > p) {
+        if (stop > p && inv->log_lines++ < LOG_LINES_PER_INV) {
             fn_log(inv->r, inv->v->fs, inv->trace, -1, p, (size_t)(stop - p));
+        } else if (stop > p) {
+            inv->v->fs->log_suppressed++;
         }
         p = stop + (nl != NULL);
     }

@@ -744,3 +744,43 @@ def test_fd_read_into_its_own_iovec_array_does_not_crash_the_sandbox(cluster_fac
         code, _, out = call(n, "/fn/overlap", "POST", b"A" * 64)
         assert (code, out) == (200, b"ok"), (code, out)
     assert "crash" not in n.status()["functions"]["overlap"]["errors"]
+
+
+LOG_SPAM_WAT = r"""(module
+  (import "gojinn" "host_log" (func $log (param i32 i32 i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x")
+  (data (i32.const 100) "{\"status\":200,\"body\":\"ok\"}")
+  (func (export "_start")
+    (local $i i32)
+    (loop $l
+      (call $log (i32.const 1) (i32.const 0) (i32.const 1))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 70000))))
+    (i32.store (i32.const 16) (i32.const 100))
+    (i32.store (i32.const 20) (i32.const 26))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def test_a_flood_of_one_byte_log_calls_is_bounded_by_count(cluster_factory, tmp_path):
+    """rev2 m2: the per-invocation log budget was bytes only: 70000 one-byte
+    host_log calls were 65536 LOG frames, each a ring line on the loop."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    src = tmp_path / "spam.wat"
+    src.write_text(LOG_SPAM_WAT)
+    subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / "spam.wasm")], check=True)
+    deploy(c, "spam", (tmp_path / "spam.wasm").read_bytes(), pool=1, timeout="30s")
+    wait_ready_here(n, "spam")
+    before = n.status()["functions"]["spam"]["log_lines_suppressed"]
+    code, _, out = call(n, "/fn/spam")
+    assert (code, out) == (200, b"ok"), (code, out)
+    logs = json.loads(n.request("/v1/functions/spam/logs")[2])["lines"]
+    assert any("over the per-invocation limit" in e["line"] for e in logs), logs[-3:]
+    # 1000 LOG frames reach the node (the sandbox drops the rest), not 65536
+    st = n.status()["functions"]["spam"]
+    assert st["log_lines_suppressed"] - before < 1100, st
