@@ -796,7 +796,7 @@ static bool header_allowed(const char *name, const char *value)
     static const char *const refused[] = {
         "connection", "keep-alive", "transfer-encoding", "content-length", "te",
         "trailer",    "upgrade",    "proxy-connection",  "host",           "content-type",
-        "date",       "server"};
+        "date",       "server",     "x-request-id"}; /* jinn sets the trace id */
     size_t n = strlen(name);
     if (n == 0 || n > 64 || strlen(value) > 1024) {
         return false;
@@ -1265,6 +1265,11 @@ static void trace_id(struct jinn_wasm_runner *r, const struct jinn_http_request 
 
 /* The request JSON of the original system's contract. Returns NULL after
  * replying (400/413/503). */
+static bool header_is(const struct jinn_http_header *h, const char *name)
+{
+    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
 static bool build_request(struct jinn_wasm_runner *r, struct inv *inv)
 {
     struct jinn_http_request *req = inv->req;
@@ -1281,8 +1286,10 @@ static bool build_request(struct jinn_wasm_runner *r, struct inv *inv)
     for (unsigned i = 0; i < req->msg.n_headers; i++) {
         const struct jinn_http_header *h = &req->msg.headers[i];
         json_t *vals, *val;
-        if (h->name_len >= sizeof key || strncasecmp(h->name, RELAY_HEADER, h->name_len) == 0 ||
-            strncasecmp(h->name, CLUSTER_HEADER, h->name_len) == 0) {
+        /* jinn's own relay headers only, by their exact names (a prefix
+         * test dropped "X", "X-Jinn", ...). Longer names are dropped too. */
+        if (h->name_len >= sizeof key || header_is(h, RELAY_HEADER) ||
+            header_is(h, CLUSTER_HEADER)) {
             continue;
         }
         canonical_key(key, h->name, h->name_len);

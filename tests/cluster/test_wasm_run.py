@@ -784,3 +784,58 @@ def test_a_flood_of_one_byte_log_calls_is_bounded_by_count(cluster_factory, tmp_
     # 1000 LOG frames reach the node (the sandbox drops the rest), not 65536
     st = n.status()["functions"]["spam"]
     assert st["log_lines_suppressed"] - before < 1100, st
+
+
+FORGED_ID_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "{\"status\":200,\"headers\":{\"X-Request-Id\":[\"forged\"]},\"body\":\"ok\"}")
+  (func (export "_start")
+    (i32.store (i32.const 16) (i32.const 100))
+    (i32.store (i32.const 20) (i32.const 64))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def raw_get(node, path, extra=b""):
+    s = socket.create_connection(("127.0.0.1", node.http_port), timeout=10)
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+              extra + b"\r\n")
+    raw = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    s.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head.split(b"\r\n"), body
+
+
+def test_request_headers_named_like_a_prefix_of_ours_reach_the_module(one):
+    """rev2 m4: request headers were dropped when their name was a prefix of
+    X-Jinn-Fn-Relay or X-Jinn-Cluster ("X", "X-", "X-Jinn", ...)."""
+    n = one.nodes[0]
+    code, _, out = call(n, "/fn/behave/echo", "POST", b"{}",
+                        headers={"X": "1", "X-Jinn": "2", "X-Jinn-Fn": "3", "X-Other": "4"})
+    assert code == 201, out
+    headers = json.loads(out)["headers"]
+    for name, value in (("X", "1"), ("X-Jinn", "2"), ("X-Jinn-Fn", "3"), ("X-Other", "4")):
+        assert headers.get(name) == [value], (name, headers)
+
+
+def test_a_module_cannot_add_a_second_x_request_id(cluster_factory, tmp_path):
+    """rev2 m5: a module's X-Request-Id was sent besides jinn's own."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    src = tmp_path / "forged.wat"
+    src.write_text(FORGED_ID_WAT)
+    subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / "forged.wasm")], check=True)
+    deploy(c, "forged", (tmp_path / "forged.wasm").read_bytes(), pool=1)
+    wait_ready_here(n, "forged")
+    lines, body = raw_get(n, "/fn/forged", b"X-Request-Id: mine-1\r\n")
+    assert lines[0].startswith(b"HTTP/1.1 200") and body == b"ok", (lines, body)
+    ids = [l for l in lines if l.lower().startswith(b"x-request-id:")]
+    assert ids == [b"X-Request-Id: mine-1"], lines
