@@ -308,18 +308,21 @@ uint32_t jinn_host_kv_get(void *ctx, uint32_t kptr, uint32_t klen, uint32_t outp
     return hostcall("host_kv_get", JINN_SBX_KV_GET, 0, kptr, klen, 0, 0, true, outptr, outmax);
 }
 
+/* The mutex calls answer 1 or 0, never anything else: a bad pointer or a
+ * key too large is 0 (FOLLOWER / not released), as docs/api.md promises,
+ * so a guest testing the result for non-zero stays safe. */
 uint32_t jinn_host_mutex_lock(void *ctx, uint32_t kptr, uint32_t klen, uint32_t ttl_s)
 {
     (void)ctx;
     return hostcall("host_mutex_lock", JINN_SBX_MUTEX_LOCK, ttl_s, kptr, klen, 0, 0, false, 0,
-                    0);
+                    0) == 1;
 }
 
 uint32_t jinn_host_mutex_unlock(void *ctx, uint32_t kptr, uint32_t klen)
 {
     (void)ctx;
     return hostcall("host_mutex_unlock", JINN_SBX_MUTEX_UNLOCK, 0, kptr, klen, 0, 0, false, 0,
-                    0);
+                    0) == 1;
 }
 
 uint32_t jinn_host_db_query(void *ctx, uint32_t qptr, uint32_t qlen, uint32_t outptr,

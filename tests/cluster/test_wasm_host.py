@@ -429,3 +429,13 @@ def test_sigterm_releases_the_locks_of_running_invocations(cluster_factory):
     c.wait_leader()
     c.wait_ready()
     assert lock_state(n, "Key_A") is None  # released at shutdown, not after 120 s
+
+
+def test_mutex_calls_with_bad_pointers_answer_0(one):
+    """rev2 m7: host_mutex_lock/unlock answered 0xFFFFFFFF for a pointer
+    outside the module's memory (a guest testing for non-zero took it as
+    LEADER); the docs promise 0."""
+    r = run(one, "hf", cmd("raw", "lock", "4294967000", "100", "5", "0"),
+            cmd("raw", "unlock", "4294967000", "100", "0", "0"),
+            cmd("raw", "lock", "0", "4294967295", "5", "0"))
+    assert [x[1] for x in r] == [0, 0, 0], r
