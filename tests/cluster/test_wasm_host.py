@@ -429,6 +429,17 @@ def test_sigterm_releases_the_locks_of_running_invocations(cluster_factory):
     c.wait_leader()
     c.wait_ready()
     assert lock_state(n, "Key_A") is None  # released at shutdown, not after 120 s
+    # rev2 m8: the first invocation after the restart has id 1 again, yet
+    # its owner name differs from the one before the restart.
+    wait_ready(n, "holder")
+    t = threading.Thread(target=lambda: n.request(
+        "/fn/holder", "POST", "\n".join([cmd("lock", "Key_A", "60"),
+                                         cmd("sleep", "1500")]).encode(), {}, timeout=40))
+    t.start()
+    again = wait_for(lambda: lock_state(n, "Key_A"), 10, what="the lock after the restart")
+    t.join(30)
+    assert again["owner"].startswith("fn/holder/n1/") and again["owner"] != st["owner"], \
+        (st, again)
 
 
 def test_mutex_calls_with_bad_pointers_answer_0(one):
