@@ -839,3 +839,39 @@ def test_a_module_cannot_add_a_second_x_request_id(cluster_factory, tmp_path):
     assert lines[0].startswith(b"HTTP/1.1 200") and body == b"ok", (lines, body)
     ids = [l for l in lines if l.lower().startswith(b"x-request-id:")]
     assert ids == [b"X-Request-Id: mine-1"], lines
+
+
+RECURSE_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "{\"status\":200,\"body\":\"ok\"}")
+  (func $f (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0))
+      (then (i32.const 0))
+      (else (i32.add (call $f (i32.sub (local.get 0) (i32.const 1))) (i32.const 1)))))
+  (func (export "_start")
+    (drop (call $f (i32.const DEPTH)))
+    (i32.store (i32.const 16) (i32.const 100))
+    (i32.store (i32.const 20) (i32.const 26))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def test_the_wasm_call_depth_is_the_documented_500(cluster_factory, tmp_path):
+    """rev2 m3: pool.h said 10000 but modules are compiled with wasm2c's
+    default of 500, which the sandbox can only lower; the docs say 500."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    for depth in (480, 520):
+        src = tmp_path / f"r{depth}.wat"
+        src.write_text(RECURSE_WAT.replace("DEPTH", str(depth)))
+        subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / f"r{depth}.wasm")],
+                       check=True)
+        deploy(c, f"r{depth}", (tmp_path / f"r{depth}.wasm").read_bytes(), pool=1)
+        wait_ready_here(n, f"r{depth}")
+    code, _, out = call(n, "/fn/r480")
+    assert (code, out) == (200, b"ok"), (code, out)
+    code, _, out = call(n, "/fn/r520")
+    assert code == 500 and error_of(out)["kind"] == "stack_exhausted", (code, out)
