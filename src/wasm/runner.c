@@ -1082,6 +1082,12 @@ static bool parse_off_loop(struct inv *inv, const struct jinn_wasm_result *res)
         return false;
     }
     inv->r->parsing++;
+    /* The run is over: the host's side ends now (its locks are released
+     * at once, and a runner stop meanwhile destroys the host). */
+    if (inv->hinv != NULL) {
+        jinn_wasm_inv_end(inv->hinv);
+        inv->hinv = NULL;
+    }
     return true;
 }
 
