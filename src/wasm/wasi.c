@@ -209,11 +209,11 @@ uint32_t jinn_wasi_fd_read(void *ctx, uint32_t fd, uint32_t iovs, uint32_t n, ui
     if (fd != 0) {
         return JINN_WASI_EBADF; /* stdout and stderr are not readable */
     }
-    if (n > FD_READ_IOVS_MAX) {
-        return JINN_WASI_EINVAL;
-    }
     if (guest_vec == NULL || jinn_rt_guest(out, 4) == NULL) {
         return JINN_WASI_EFAULT;
+    }
+    if (n > FD_READ_IOVS_MAX) {
+        return JINN_WASI_EINVAL;
     }
     /* A copy: a buffer may overlap the iovec array, and the copies below
      * must use the iovecs that were checked. */
