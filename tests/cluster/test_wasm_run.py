@@ -4,6 +4,7 @@ Guests: build/wasm/hello.wasm (tests/wasm/hello.c) and
 build/wasm/run/behave.wasm (tests/wasm/run/behave.c), whose behaviour the
 last segment of the request path picks (trap, loop, grow, notjson, ...).
 `make cluster` builds them (the `wasm` target)."""
+import hashlib
 import json
 import os
 import shutil
@@ -875,3 +876,27 @@ def test_the_wasm_call_depth_is_the_documented_500(cluster_factory, tmp_path):
     assert (code, out) == (200, b"ok"), (code, out)
     code, _, out = call(n, "/fn/r520")
     assert code == 500 and error_of(out)["kind"] == "stack_exhausted", (code, out)
+
+
+def test_a_redeploy_that_fails_to_compile_here_keeps_the_old_version_serving(
+        cluster_factory):
+    """rev2 M4: a new version that fails to compile on this node leaves the
+    previous one serving, and the status says so. The compile is made to
+    fail by a file where its cache directory would go."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    behave = module("run/behave")
+    v1 = deploy(c, "rf", behave, pool=1, env="VERSION=v1")
+    wait_ready_here(n, "rf")
+    broken = distinct(behave, 3)
+    with open(os.path.join(n.data_dir, "fn", hashlib.sha256(broken).hexdigest()), "w") as f:
+        f.write("not a directory")
+    v2 = deploy(c, "rf", broken, pool=1, env="VERSION=v2")
+    st = wait_for(lambda: (lambda s: s if s["state"] == "failed" else None)(
+        n.status()["functions"]["rf"]), 60, what="v2 failed to compile here")
+    assert st["version"] == v2["version"] and st["serving_version"] == v1["version"], st
+    for _ in range(3):
+        code, _, out = call(n, "/fn/rf/")
+        assert (code, out) == (200, b"hello v1"), (code, out)
