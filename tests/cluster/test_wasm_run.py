@@ -900,3 +900,32 @@ def test_a_redeploy_that_fails_to_compile_here_keeps_the_old_version_serving(
     for _ in range(3):
         code, _, out = call(n, "/fn/rf/")
         assert (code, out) == (200, b"hello v1"), (code, out)
+
+
+def test_a_toolchain_change_rebuilds_the_compile_cache(cluster_factory, tmp_path):
+    """rev2 m9: the cache key did not cover wasm-rt.h, wasm2c or cc: after
+    an upgrade, objects built against other struct layouts were loaded. A
+    changed header (test hook: JINN_TEST_WASM_RT_H names the file hashed)
+    rebuilds; the same one is a cache hit."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    deploy(c, "hello", module("hello"), pool=1)
+    wait_ready_here(n, "hello")
+    header = tmp_path / "wasm-rt.h"
+    with open("/usr/src/wasm2c/wasm-rt.h") as f:
+        header.write_text(f.read() + "\n/* upgraded */\n")
+    assert n.stop() == 0
+    n.env = {"JINN_TEST_WASM_RT_H": str(header)}
+    n.start()
+    c.wait_ready()
+    wait_ready_here(n, "hello")
+    assert n.status()["functions"]["hello"]["compile_ms"] > 0  # rebuilt
+    assert n.stop() == 0
+    n.start()
+    c.wait_ready()
+    wait_ready_here(n, "hello")
+    assert n.status()["functions"]["hello"]["compile_ms"] == 0  # the same tools: a hit
+    code, _, out = call(n, "/fn/hello")
+    assert code == 200 and out == b"hello"
