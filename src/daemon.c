@@ -32,6 +32,7 @@
 #include "loopmon.h"
 #include "node.h"
 #include "version.h"
+#include "wasm/host.h"
 #include "wasm/runner.h"
 
 struct daemon {
@@ -45,7 +46,14 @@ struct daemon {
     int pending_stops;
     uv_timer_t http_linger;  /* keeps HTTP up while waiters are withdrawn */
     uint64_t http_linger_until;
+    uv_timer_t unlock_wait; /* functions' lock releases before jinn_fetch stops */
+    uint64_t unlock_wait_until;
 };
+
+/* Locks held by invocations ended at shutdown are released by requests to
+ * this node's API (wasm/host.c); they get this long before outgoing
+ * requests stop (else they stay held for their TTL). */
+#define WASM_UNLOCK_WAIT_MS 2000
 
 static void stopped_one(void *data)
 {
@@ -62,7 +70,7 @@ static void stopped_one(void *data)
  * may run to their timeout, then a margin. */
 static uint64_t shutdown_deadline_ms(const struct jinn_config *cfg)
 {
-    return 4 * cfg->election_timeout_ms + cfg->request_timeout_ms + 5000;
+    return 4 * cfg->election_timeout_ms + cfg->request_timeout_ms + WASM_UNLOCK_WAIT_MS + 5000;
 }
 
 static void *watchdog(void *arg)
@@ -107,6 +115,27 @@ static void http_linger_check(uv_timer_t *t)
     }
 }
 
+/* The rest of the shutdown, once the functions' lock releases finished (or
+ * their wait ran out). */
+static void unlock_wait_check(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    if (jinn_wasm_host_releases_open() > 0 && uv_now(&d->loop) < d->unlock_wait_until) {
+        return;
+    }
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    jinn_api_stop(&d->api);
+    /* Waiting lock acquires leave their line by a command (api/lock.c) and
+     * are answered when it applies: HTTP stays up for that, at most
+     * request_timeout. */
+    d->http_linger_until = uv_now(&d->loop) + d->cfg.request_timeout_ms + 100;
+    uv_timer_init(&d->loop, &d->http_linger);
+    d->http_linger.data = d;
+    uv_timer_start(&d->http_linger, http_linger_check, 0, 10);
+    jinn_node_stop(d->node, stopped_one, d);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
@@ -119,20 +148,17 @@ static void on_signal(uv_signal_t *h, int signum)
     start_watchdog(shutdown_deadline_ms(&d->cfg));
     d->pending_stops = 2;
     jinn_node_set_announcer(d->node, NULL, NULL);
-    jinn_api_stop(&d->api);
     if (d->api.wasm != NULL) {
-        /* Sandboxes are killed and reaped before the loop may end. */
+        /* First: ending the invocations starts their lock releases, which
+         * need jinn_fetch, HTTP and the node. Sandboxes are killed and
+         * reaped before the loop may end. */
         d->pending_stops++;
         jinn_wasm_runner_stop(d->api.wasm, stopped_one, d);
     }
-    /* Waiting lock acquires leave their line by a command (api/lock.c) and
-     * are answered when it applies: HTTP stays up for that, at most
-     * request_timeout. */
-    d->http_linger_until = uv_now(&d->loop) + d->cfg.request_timeout_ms + 100;
-    uv_timer_init(&d->loop, &d->http_linger);
-    d->http_linger.data = d;
-    uv_timer_start(&d->http_linger, http_linger_check, 0, 10);
-    jinn_node_stop(d->node, stopped_one, d);
+    d->unlock_wait_until = uv_now(&d->loop) + WASM_UNLOCK_WAIT_MS;
+    uv_timer_init(&d->loop, &d->unlock_wait);
+    d->unlock_wait.data = d;
+    uv_timer_start(&d->unlock_wait, unlock_wait_check, 0, 10);
 }
 
 /* After every applied command: the API's waiters, then the functions

@@ -429,6 +429,40 @@ static int fsync_path(const char *path, int flags)
     return rv;
 }
 
+/* The toolchain's part of the build key: wasm-rt.h (the struct layouts
+ * this binary's rt.c shares with every module), wasm2c and cc, by their
+ * contents, so an upgrade of wabt or the compiler rebuilds the cache
+ * instead of loading objects built against other layouts. Computed once
+ * (compile thread). JINN_TEST_WASM_RT_H (tests only) names another header
+ * to hash. */
+#define WASM_RT_H "/usr/src/wasm2c/wasm-rt.h"
+static pthread_once_t build_key_once = PTHREAD_ONCE_INIT;
+static char build_key_text[sizeof BUILD_KEY + 64];
+
+static void build_key_init(void)
+{
+    const char *test = getenv("JINN_TEST_WASM_RT_H");
+    char path[COMPILE_PATH_MAX], hex[JINN_SHA256_HEX_LEN + 1];
+    uint8_t parts[3][JINN_SHA256_LEN], all[JINN_SHA256_LEN];
+    memset(parts, 0, sizeof parts); /* a missing tool: its build fails anyway */
+    jinn_sha256_file(test != NULL && *test != '\0' ? test : WASM_RT_H, parts[0]);
+    if (find_in_path("wasm2c", path, sizeof path)) {
+        jinn_sha256_file(path, parts[1]);
+    }
+    if (find_in_path("cc", path, sizeof path)) {
+        jinn_sha256_file(path, parts[2]);
+    }
+    jinn_sha256(parts, sizeof parts, all);
+    jinn_sha256_hex(all, hex);
+    snprintf(build_key_text, sizeof build_key_text, "%s; tools %.16s", BUILD_KEY, hex);
+}
+
+static const char *build_key(void)
+{
+    pthread_once(&build_key_once, build_key_init);
+    return build_key_text;
+}
+
 /* The cache entry's checksum file: the object's SHA-256 in hex, then the
  * build key, one per line. */
 static bool cache_valid(struct job *j, const char *so, const char *sum, bool quiet)
@@ -455,7 +489,7 @@ static bool cache_valid(struct job *j, const char *so, const char *sum, bool qui
                  have_so ? "module.so.sha256" : "module.so");
     } else {
         text[n] = '\0';
-        snprintf(want, sizeof want, "%.64s\n%s\n", text, BUILD_KEY);
+        snprintf(want, sizeof want, "%.64s\n%s\n", text, build_key());
         if (n < JINN_SHA256_HEX_LEN + 1 || strcmp(text, want) != 0) {
             snprintf(why, sizeof why, "was built by another jinn (build key differs)");
         } else if (jinn_sha256_file(so, actual) != 0) {
@@ -511,7 +545,7 @@ static void run_job(struct job *j)
         glue[COMPILE_PATH_MAX], so[COMPILE_PATH_MAX], sum[COMPILE_PATH_MAX],
         so_tmp[COMPILE_PATH_MAX], sum_tmp[COMPILE_PATH_MAX], fn_dir[COMPILE_PATH_MAX];
     char out[COMPILE_MESSAGE_MAX + 1], err[256], hex[JINN_SHA256_HEX_LEN + 1],
-        sumtext[JINN_SHA256_HEX_LEN + sizeof BUILD_KEY + 4];
+        sumtext[JINN_SHA256_HEX_LEN + sizeof build_key_text + 4];
     static struct jinn_wasm_info info; /* compile thread only */
     uint8_t sha[JINN_SHA256_LEN];
     struct jinn_wbuf g;
@@ -654,7 +688,7 @@ static void run_job(struct job *j)
         FAIL(rv, "cannot read module.so.tmp: %s", strerror(errno));
     }
     jinn_sha256_hex(sha, hex);
-    snprintf(sumtext, sizeof sumtext, "%s\n%s\n", hex, BUILD_KEY);
+    snprintf(sumtext, sizeof sumtext, "%s\n%s\n", hex, build_key());
     if (write_file(sum_tmp, sumtext, strlen(sumtext), true) != 0) {
         FAIL(JINN_EIO, "cannot write module.so.sha256.tmp: %s", strerror(errno));
     }
@@ -821,6 +855,20 @@ static void job_done(uv_async_t *a)
     uv_close((uv_handle_t *)&j->async, job_free);
 }
 
+/* COMPILE_QUEUE_MAX, or lower for tests: JINN_TEST_COMPILE_QUEUE_MAX (read
+ * once, loop thread) makes a full queue easy to reach. */
+static unsigned queue_max(void)
+{
+    static unsigned max;
+    if (max == 0) {
+        const char *e = getenv("JINN_TEST_COMPILE_QUEUE_MAX");
+        char *end;
+        unsigned long v = e != NULL && *e != '\0' ? strtoul(e, &end, 10) : 0;
+        max = v >= 1 && v < COMPILE_QUEUE_MAX && *end == '\0' ? (unsigned)v : COMPILE_QUEUE_MAX;
+    }
+    return max;
+}
+
 int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[32],
                       const void *module, size_t len, jinn_wasm_compile_cb cb, void *data)
 {
@@ -865,7 +913,7 @@ int jinn_wasm_compile(uv_loop_t *loop, const char *data_dir, const uint8_t sha[3
     pthread_mutex_lock(&C.mu);
     if (C.stop) {
         rv = JINN_ESHUTDOWN;
-    } else if (C.queued >= COMPILE_QUEUE_MAX || C.queued_bytes + len > COMPILE_QUEUE_BYTES) {
+    } else if (C.queued >= queue_max() || C.queued_bytes + len > COMPILE_QUEUE_BYTES) {
         rv = JINN_EBUSY;
     } else if (!C.running) {
         sigset_t all, old;

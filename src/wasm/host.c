@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+#include <sys/random.h>
 #include <uv.h>
 
 #include "alloc.h"
@@ -80,6 +82,9 @@ struct jinn_wasm_host {
     struct stats other; /* functions past HOST_STATS_MAX */
     uint64_t log_window_ms;
     unsigned log_in_window;
+    /* Random per start of the node: lock owners stay unique across
+     * restarts (invocation ids start again at 1). */
+    uint32_t boot;
     uint64_t log_dropped;
     jinn_wasm_host_log_fn log_fn;
     void *log_data;
@@ -447,8 +452,8 @@ struct jinn_wasm_inv *jinn_wasm_inv_begin(struct jinn_wasm_host *h, const char *
                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == ':';
         inv->trace[i] = ok ? ch : '?';
     }
-    snprintf(inv->owner, sizeof inv->owner, "fn/%s/%s/%" PRIu64, inv->fn,
-             h->api->cfg->server_name, invocation_id);
+    snprintf(inv->owner, sizeof inv->owner, "fn/%s/%s/%08" PRIx32 "-%" PRIu64, inv->fn,
+             h->api->cfg->server_name, h->boot, invocation_id);
     snprintf(inv->ns, sizeof inv->ns, "%s", settings->ns[0] ? settings->ns : "default");
     snprintf(inv->db, sizeof inv->db, "%s", settings->db);
     inv->timeout_ms = settings->timeout_ms;
@@ -472,6 +477,15 @@ struct jinn_wasm_inv *jinn_wasm_inv_begin(struct jinn_wasm_host *h, const char *
 
 /* ---- background releases ---- */
 
+/* Releases not finished, hosts destroyed or not: the daemon waits (briefly)
+ * for them at shutdown before it stops jinn_fetch. Loop thread only. */
+static unsigned releases_open;
+
+unsigned jinn_wasm_host_releases_open(void)
+{
+    return releases_open;
+}
+
 static void release_closed(uv_handle_t *hd)
 {
     jinn_free(hd->data);
@@ -480,6 +494,7 @@ static void release_closed(uv_handle_t *hd)
 static void release_free(struct release *r)
 {
     struct jinn_wasm_host *h = r->h;
+    releases_open--;
     if (h != NULL) {
         if (r->prev != NULL) {
             r->prev->next = r->next;
@@ -566,6 +581,7 @@ static void release_start(struct jinn_wasm_host *h, const char *fn, const char *
         stats_of(h, fn)->c.lock_release_failures++;
         return; /* the TTL frees it */
     }
+    releases_open++;
     r->h = h;
     r->token = token;
     snprintf(r->fn, sizeof r->fn, "%s", fn);
@@ -1667,6 +1683,9 @@ struct jinn_wasm_host *jinn_wasm_host_create(struct jinn_api *api)
     }
     h->api = api;
     h->loop = api->loop;
+    if (getrandom(&h->boot, sizeof h->boot, GRND_NONBLOCK) != (ssize_t)sizeof h->boot) {
+        h->boot = (uint32_t)(uv_hrtime() ^ ((uint64_t)getpid() << 16));
+    }
     /* Our own listener; a wildcard address is reached on loopback. */
     if (strncmp(listen, "0.0.0.0:", 8) == 0) {
         snprintf(h->url, sizeof h->url, "http://127.0.0.1:%s", listen + 8);

@@ -20,6 +20,9 @@ struct jinn_wasm_inv;
 struct jinn_wasm_host *jinn_wasm_host_create(struct jinn_api *api);
 /* Ends every invocation still open (their locks are released). */
 void jinn_wasm_host_destroy(struct jinn_wasm_host *h);
+/* Lock releases still in flight (of any host, destroyed ones too): the
+ * daemon's shutdown waits for them before it stops outgoing requests. */
+unsigned jinn_wasm_host_releases_open(void);
 
 /* settings are copied. */
 struct jinn_wasm_inv *jinn_wasm_inv_begin(struct jinn_wasm_host *h, const char *fn_name,

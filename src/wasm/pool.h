@@ -21,8 +21,11 @@
 
 /* Jobs waiting for a sandbox, per pool; one more is refused (503). */
 #define JINN_WASM_QUEUE_MAX 256
-/* The sandbox's call-depth limit (wasm2c's stack depth counter). */
-#define JINN_WASM_STACK_DEPTH 10000
+/* The sandbox's call-depth limit (wasm2c's stack depth counter). The
+ * sandbox can only lower the depth modules are compiled for, which is
+ * wasm-rt.h's WASM_RT_MAX_CALL_STACK_DEPTH default (500; compile.c does not
+ * raise it: deeper wasm recursion would need a larger native stack). */
+#define JINN_WASM_STACK_DEPTH 500
 
 enum jinn_wasm_outcome {
     JINN_WASM_EXITED = 0,    /* _start returned or proc_exit: detail = exit code */

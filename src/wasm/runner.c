@@ -36,6 +36,7 @@
 #define LOG_LINE_MAX 1024          /* bytes of one line (longer ones are cut) */
 #define LOG_RATE_PER_S 20          /* lines per function and second to the node's log */
 #define LOG_BURST 100
+#define LOG_LINES_PER_INV 2000u /* more lines of one invocation are counted, not kept */
 #define RECENT_MAX 1024 /* durations kept for quantiles */
 #define TRACE_MAX 128
 #define BAD_OUTPUT_LOGGED 200 /* first bytes of a bad output that are logged */
@@ -43,6 +44,13 @@
 #define NOT_READY_HEADER "X-Jinn-Fn-Not-Ready"
 #define CLUSTER_HEADER "X-Jinn-Cluster"
 #define RELAY_GRACE_MS 5000
+/* stdout above this is parsed on the thread pool, not on the loop; of such
+ * an output the reply keeps this many headers and values per header (the
+ * reply's header bytes are bounded anyway). */
+#define PARSE_ON_LOOP_MAX (64u << 10)
+#define OUTPUT_HEADERS_KEPT 256u
+#define OUTPUT_HEADER_VALUES_KEPT 16u
+#define COMPILE_RETRY_MS 250 /* a compile refused by a full queue is offered again */
 /* Request JSON held by invocations queued or running on this node, all
  * functions together (each is up to 16 MiB); beyond it calls get 503 busy. */
 #define INFLIGHT_BYTES_MAX (256u << 20)
@@ -98,6 +106,10 @@ struct fnstat {
     char name[JINN_FN_NAME_MAX + 1];
     unsigned refs;          /* versions that point here */
     struct version *active; /* NULL: none (deleted, or not seen yet) */
+    /* The previous version's warm pool, serving new calls while the active
+     * version has no pool here yet (compiling, or failed to compile): a
+     * redeploy is no outage. Drained once the active version's pool starts. */
+    struct version *fallback;
     uint64_t invocations, errors[KIND_COUNT];
     uint64_t buckets[NBOUNDS + 1], sum_us;
     uint32_t recent[RECENT_MAX]; /* durations, µs (saturating) */
@@ -156,6 +168,7 @@ struct jinn_wasm_runner {
     uint64_t inflight_bytes;   /* request JSON of invocations not finished */
     bool stopping;
     unsigned pools_stopping;
+    unsigned parsing; /* outputs being parsed on the thread pool */
     unsigned timers_open;
     void (*stopped)(void *data);
     void *stopped_data;
@@ -169,6 +182,7 @@ struct inv {
     struct jinn_wasm_job job;
     struct jinn_wbuf payload;
     struct jinn_wasm_inv *hinv;
+    unsigned log_lines; /* lines of this invocation, LOG_LINES_PER_INV at most */
     char trace[TRACE_MAX + 1];
 };
 
@@ -423,6 +437,9 @@ static void version_free(struct version *v)
     if (v->fs->active == v) {
         v->fs->active = NULL;
     }
+    if (v->fs->fallback == v) {
+        v->fs->fallback = NULL;
+    }
     settings_free(&v->settings);
     jinn_wbuf_free(&v->prefix);
     jinn_free(v);
@@ -514,6 +531,26 @@ static struct version *version_new(struct jinn_wasm_runner *r, struct fnstat *fs
     return v;
 }
 
+static void drain(struct version *v)
+{
+    if (v->fs->fallback == v) {
+        v->fs->fallback = NULL;
+    }
+    if (v->pool != NULL && !v->draining) {
+        v->draining = true;
+        jinn_wasm_pool_drain(v->pool, pool_gone, v);
+    }
+}
+
+/* A version no longer active keeps serving (as its function's fallback)
+ * while the new active version has no pool here. */
+static bool keep_as_fallback(const struct version *v)
+{
+    const struct fnstat *fs = v->fs;
+    return v->pool != NULL && !v->draining && fs->active != NULL && fs->active != v &&
+           fs->active->pool == NULL && (fs->fallback == NULL || fs->fallback == v);
+}
+
 static void start_pool(struct jinn_wasm_runner *r, struct version *v)
 {
     struct jinn_wasm_pool_config pc;
@@ -536,7 +573,8 @@ static void sync_now(struct jinn_wasm_runner *r)
     uint64_t now = uv_now(r->loop);
 
     if (r->stopping) {
-        if (!r->stop_done && r->pools_stopping == 0 && r->timers_open == 0) {
+        if (!r->stop_done && r->pools_stopping == 0 && r->timers_open == 0 &&
+            r->parsing == 0) {
             r->stop_done = true;
             if (r->stopped != NULL) {
                 r->stopped(r->stopped_data);
@@ -579,18 +617,24 @@ static void sync_now(struct jinn_wasm_runner *r)
             v->wanted = true;
             fs->active = v;
         }
+        for (struct version *v = r->versions; v != NULL; v = v->next) {
+            if (!v->wanted && v->fs->active == v) {
+                v->fs->active = NULL; /* deleted */
+            }
+        }
         for (struct version *v = r->versions, *next; v != NULL; v = next) {
             next = v->next;
             if (v->wanted) {
+                if (v->fs->fallback == v) {
+                    v->fs->fallback = NULL; /* a rollback to it */
+                }
                 continue;
             }
-            if (v->fs->active == v) {
-                v->fs->active = NULL;
+            if (keep_as_fallback(v)) {
+                v->fs->fallback = v;
+                continue;
             }
-            if (v->pool != NULL && !v->draining) {
-                v->draining = true;
-                jinn_wasm_pool_drain(v->pool, pool_gone, v);
-            }
+            drain(v);
             version_maybe_free(v);
         }
         /* Forget what the registry no longer has (bounded by it). */
@@ -637,6 +681,16 @@ static void sync_now(struct jinn_wasm_runner *r)
         compile_started = true;
         int rv = jinn_wasm_compile(r->loop, r->api->cfg->data_dir, c->sha, fn->active->module,
                                    fn->active->module_len, compiled_done, c);
+        if (rv == JINN_EBUSY) {
+            /* The compile queue is full (a deploy burst, a restart with no
+             * cache): not a failure; it stays compiling and is offered
+             * again later, when the queue has room. */
+            c->started = false;
+            c->in_flight = false;
+            c->start_at = now + COMPILE_RETRY_MS;
+            r->dirty = true;
+            break;
+        }
         if (rv != 0) {
             c->in_flight = false;
             c->state = JINN_FN_FAILED;
@@ -647,6 +701,9 @@ static void sync_now(struct jinn_wasm_runner *r)
         if (v->wanted && v->pool == NULL && v->c->state == JINN_FN_READY) {
             start_pool(r, v);
             r->dirty |= v->pool == NULL;
+            if (v->pool != NULL && v->fs->fallback != NULL) {
+                drain(v->fs->fallback); /* new calls go to this one now */
+            }
         }
     }
     /* Compiled modules no version uses any more. */
@@ -739,7 +796,7 @@ static bool header_allowed(const char *name, const char *value)
     static const char *const refused[] = {
         "connection", "keep-alive", "transfer-encoding", "content-length", "te",
         "trailer",    "upgrade",    "proxy-connection",  "host",           "content-type",
-        "date",       "server"};
+        "date",       "server",     "x-request-id"}; /* jinn sets the trace id */
     size_t n = strlen(name);
     if (n == 0 || n > 64 || strlen(value) > 1024) {
         return false;
@@ -781,21 +838,23 @@ static void log_bad_output(struct jinn_wasm_runner *r, struct fnstat *fs, const 
     fn_log(r, fs, trace, 3, msg, n);
 }
 
-/* Replies with the module's response JSON. Returns the error kind, or -1. */
-static int reply_output(struct inv *inv, const uint8_t *out, size_t len)
+/* Replies with the module's response JSON, parsed into obj (NULL: it did
+ * not parse, parse_error says why); obj is consumed. out/len: the raw
+ * output, for the log of a bad one. Returns the error kind, or -1. */
+static int reply_output(struct inv *inv, json_t *obj, const char *parse_error,
+                        const uint8_t *out, size_t len)
 {
     struct jinn_wasm_runner *r = inv->r;
     struct fnstat *fs = inv->v->fs;
     struct jinn_http_request *req = inv->req;
-    json_error_t jerr;
-    json_t *obj = json_loadb((const char *)out, len, 0, &jerr);
     json_t *st, *hd, *bd;
     const char *ctype = "text/plain; charset=utf-8";
     json_int_t status = 200;
     char why[200];
 
     if (obj == NULL || !json_is_object(obj)) {
-        snprintf(why, sizeof why, "%s", obj == NULL ? jerr.text : "not a JSON object");
+        snprintf(why, sizeof why, "%s",
+                 obj == NULL ? (parse_error != NULL ? parse_error : "?") : "not a JSON object");
         goto bad;
     }
     st = json_object_get(obj, "status");
@@ -895,6 +954,143 @@ static void inv_free(struct inv *inv)
     version_maybe_free(v);
 }
 
+/* The answer to an invocation that exited with code, its stdout parsed
+ * into obj (consumed; NULL: parse_error). */
+static int output_done(struct inv *inv, uint32_t code, json_t *obj, const char *parse_error,
+                       const uint8_t *out, size_t len)
+{
+    char msg[160];
+    if (code != 0 && !json_is_object(obj)) {
+        /* A module may exit non-zero after writing its response (Go's
+         * os.Exit); only without one is the exit code the answer. */
+        json_decref(obj);
+        snprintf(msg, sizeof msg, "the function exited with code %u and no response", code);
+        reply_error(inv->req, 500, "exit", msg, inv->trace,
+                    json_pack("{s:I}", "code", (json_int_t)code));
+        return K_EXIT;
+    }
+    return reply_output(inv, obj, parse_error, out, len);
+}
+
+/* A big output is parsed on the thread pool: a tree of millions of values
+ * takes seconds to build and to free (measured 2-4 s for 16 MiB), which
+ * must not stall the loop. The worker keeps only what the reply needs
+ * (status, body, a bounded part of headers) and frees the rest there. */
+struct parse_work {
+    uv_work_t work;
+    struct inv *inv;
+    uint32_t code;
+    uint64_t us;
+    uint8_t *out;
+    size_t len;
+    json_t *obj;
+    char error[160];
+};
+
+static json_t *output_essentials(json_t *obj)
+{
+    json_t *small = json_object(), *hd = json_object_get(obj, "headers");
+    const char *keys[] = {"status", "body"};
+    if (small == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        json_t *x = json_object_get(obj, keys[i]);
+        if (x != NULL) {
+            json_object_set(small, keys[i], x);
+        }
+    }
+    if (json_is_object(hd)) {
+        json_t *keep = json_object();
+        const char *name;
+        json_t *vals;
+        size_t n = 0;
+        json_object_foreach(hd, name, vals)
+        {
+            if (keep == NULL || n++ >= OUTPUT_HEADERS_KEPT) {
+                break;
+            }
+            if (json_is_array(vals) && json_array_size(vals) > OUTPUT_HEADER_VALUES_KEPT) {
+                json_t *a = json_array();
+                for (size_t i = 0; a != NULL && i < OUTPUT_HEADER_VALUES_KEPT; i++) {
+                    json_array_append(a, json_array_get(vals, i));
+                }
+                json_object_set_new(keep, name, a != NULL ? a : json_null());
+            } else {
+                json_object_set(keep, name, vals);
+            }
+        }
+        json_object_set_new(small, "headers", keep != NULL ? keep : json_null());
+    } else if (hd != NULL) {
+        json_object_set(small, "headers", hd);
+    }
+    return small;
+}
+
+static void parse_work(uv_work_t *w)
+{
+    struct parse_work *pw = w->data;
+    json_error_t jerr;
+    json_t *obj = json_loadb((const char *)pw->out, pw->len, 0, &jerr);
+    if (obj == NULL) {
+        snprintf(pw->error, sizeof pw->error, "%s", jerr.text);
+    } else if (json_is_object(obj)) {
+        pw->obj = output_essentials(obj);
+        if (pw->obj == NULL) {
+            snprintf(pw->error, sizeof pw->error, "out of memory");
+        }
+    } else {
+        snprintf(pw->error, sizeof pw->error, "not a JSON object");
+    }
+    json_decref(obj);
+}
+
+static void parse_done(uv_work_t *w, int status)
+{
+    struct parse_work *pw = w->data;
+    struct inv *inv = pw->inv;
+    struct jinn_wasm_runner *r = inv->r;
+    int kind;
+    (void)status; /* never cancelled */
+    kind = output_done(inv, pw->code, pw->obj, pw->error, pw->out, pw->len);
+    record(inv->v->fs, kind, pw->us);
+    inv_free(inv);
+    jinn_free(pw->out);
+    jinn_free(pw);
+    r->parsing--;
+    if (r->stopping) {
+        sync_now(r); /* the stop waits for these */
+    }
+}
+
+static bool parse_off_loop(struct inv *inv, const struct jinn_wasm_result *res)
+{
+    struct parse_work *pw = jinn_calloc(1, sizeof *pw);
+    if (pw == NULL || (pw->out = jinn_malloc(res->out_len)) == NULL) {
+        jinn_free(pw);
+        return false;
+    }
+    memcpy(pw->out, res->out, res->out_len); /* res->out lives for the callback only */
+    pw->len = res->out_len;
+    pw->inv = inv;
+    pw->code = res->detail;
+    pw->us = res->run_us + res->queued_us;
+    pw->work.data = pw;
+    if (uv_queue_work(inv->r->loop, &pw->work, parse_work, parse_done) != 0) {
+        jinn_free(pw->out);
+        jinn_free(pw);
+        return false;
+    }
+    inv->r->parsing++;
+    /* The run is over: the host's side ends now (its locks are released
+     * at once, and a runner stop meanwhile destroys the host). */
+    if (inv->hinv != NULL) {
+        jinn_wasm_inv_end(inv->hinv);
+        inv->hinv = NULL;
+    }
+    return true;
+}
+
 static void inv_done(void *data, const struct jinn_wasm_result *res)
 {
     struct inv *inv = data;
@@ -904,24 +1100,16 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
     char msg[160];
 
     switch (res->outcome) {
-    case JINN_WASM_EXITED:
-        if (res->detail != 0) {
-            /* A module may exit non-zero after writing its response (Go's
-             * os.Exit); only without one is the exit code the answer. */
-            json_t *probe = json_loadb((const char *)res->out, res->out_len, 0, NULL);
-            bool ok = json_is_object(probe);
-            json_decref(probe);
-            if (!ok) {
-                snprintf(msg, sizeof msg, "the function exited with code %u and no response",
-                         res->detail);
-                reply_error(req, 500, "exit", msg, inv->trace,
-                            json_pack("{s:I}", "code", (json_int_t)res->detail));
-                kind = K_EXIT;
-                break;
-            }
+    case JINN_WASM_EXITED: {
+        json_error_t jerr;
+        json_t *obj;
+        if (res->out_len > PARSE_ON_LOOP_MAX && parse_off_loop(inv, res)) {
+            return; /* answered and recorded when the parse is done */
         }
-        kind = reply_output(inv, res->out, res->out_len);
+        obj = json_loadb((const char *)res->out, res->out_len, 0, &jerr);
+        kind = output_done(inv, res->detail, obj, jerr.text, res->out, res->out_len);
         break;
+    }
     case JINN_WASM_TRAPPED: {
         unsigned t = res->detail < 10 ? res->detail : 9;
         snprintf(msg, sizeof msg, "the function trapped: %s", trap_names[t]);
@@ -1007,15 +1195,21 @@ static void inv_log(void *data, int level, const void *msg, size_t len)
     struct inv *inv = data;
     const uint8_t *p = msg, *end = p + len;
     if (level >= 0) {
-        fn_log(inv->r, inv->v->fs, inv->trace, level, msg, len);
+        if (inv->log_lines++ < LOG_LINES_PER_INV) {
+            fn_log(inv->r, inv->v->fs, inv->trace, level, msg, len);
+        } else {
+            inv->v->fs->log_suppressed++;
+        }
         return;
     }
     /* stderr: one log line per line written */
     while (p < end) {
         const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
         const uint8_t *stop = nl != NULL ? nl : end;
-        if (stop > p) {
+        if (stop > p && inv->log_lines++ < LOG_LINES_PER_INV) {
             fn_log(inv->r, inv->v->fs, inv->trace, -1, p, (size_t)(stop - p));
+        } else if (stop > p) {
+            inv->v->fs->log_suppressed++;
         }
         p = stop + (nl != NULL);
     }
@@ -1077,6 +1271,11 @@ static void trace_id(struct jinn_wasm_runner *r, const struct jinn_http_request 
 
 /* The request JSON of the original system's contract. Returns NULL after
  * replying (400/413/503). */
+static bool header_is(const struct jinn_http_header *h, const char *name)
+{
+    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
 static bool build_request(struct jinn_wasm_runner *r, struct inv *inv)
 {
     struct jinn_http_request *req = inv->req;
@@ -1093,8 +1292,10 @@ static bool build_request(struct jinn_wasm_runner *r, struct inv *inv)
     for (unsigned i = 0; i < req->msg.n_headers; i++) {
         const struct jinn_http_header *h = &req->msg.headers[i];
         json_t *vals, *val;
-        if (h->name_len >= sizeof key || strncasecmp(h->name, RELAY_HEADER, h->name_len) == 0 ||
-            strncasecmp(h->name, CLUSTER_HEADER, h->name_len) == 0) {
+        /* jinn's own relay headers only, by their exact names (a prefix
+         * test dropped "X", "X-Jinn", ...). Longer names are dropped too. */
+        if (h->name_len >= sizeof key || header_is(h, RELAY_HEADER) ||
+            header_is(h, CLUSTER_HEADER)) {
             continue;
         }
         canonical_key(key, h->name, h->name_len);
@@ -1218,7 +1419,8 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
 struct relay {
     struct jinn_wasm_runner *r;
     struct jinn_http_request *req;
-    struct fnstat *fs; /* may be NULL */
+    /* No fnstat pointer: a purge applied while the relay is in flight frees
+     * it; the stats are looked up by name when the relay ends. */
     char name[JINN_FN_NAME_MAX + 1];
     char urls[JINN_CONFIG_MAX_PEERS][320];
     unsigned n_urls, next;
@@ -1250,8 +1452,9 @@ static void relay_finish_not_ready(struct relay *rl)
     reply_error(rl->req, rl->local_status,
                 rl->local_status == 503 ? "function_not_ready" : "compile_failed",
                 rl->local_why, rl->trace, NULL);
-    if (rl->fs != NULL) {
-        record(rl->fs, K_NOT_READY, 0);
+    struct fnstat *fs = fnstat_find(rl->r, rl->name);
+    if (fs != NULL) {
+        record(fs, K_NOT_READY, 0);
     }
     jinn_free(rl->headers);
     jinn_free(rl);
@@ -1300,8 +1503,9 @@ static void relayed(void *data, int code, const struct jinn_http_msg *head, cons
         value[h->value_len] = '\0';
         jinn_http_add_header(req, name, value);
     }
-    if (rl->fs != NULL) {
-        rl->fs->relayed++;
+    struct fnstat *fs = fnstat_find(rl->r, rl->name);
+    if (fs != NULL) {
+        fs->relayed++;
     }
     jinn_http_reply(req, head->status, ctype, body, is_head(req) ? 0 : body_len);
     jinn_free(rl->headers);
@@ -1323,7 +1527,7 @@ static void relay_next(struct relay *rl)
 }
 
 static void relay(struct jinn_wasm_runner *r, struct jinn_http_request *req,
-                  const struct jinn_fn *fn, struct fnstat *fs, const char *trace, int status,
+                  const struct jinn_fn *fn, const char *trace, int status,
                   const char *why)
 {
     struct jinn_node_status st;
@@ -1337,7 +1541,6 @@ static void relay(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     }
     rl->r = r;
     rl->req = req;
-    rl->fs = fs;
     rl->local_status = status;
     snprintf(rl->name, sizeof rl->name, "%s", fn->name);
     snprintf(rl->trace, sizeof rl->trace, "%s", trace);
@@ -1404,18 +1607,23 @@ void jinn_wasm_runner_invoke(struct jinn_wasm_runner *r, struct jinn_http_reques
         run_here(r, req, v, trace);
         return;
     }
+    if (fs != NULL && fs->fallback != NULL && fs->fallback->pool != NULL &&
+        !fs->fallback->draining) {
+        run_here(r, req, fs->fallback, trace); /* the new version is not ready here yet */
+        return;
+    }
     if (v != NULL && v->c->state == JINN_FN_FAILED) {
         snprintf(why, sizeof why,
                  "compiling the module failed on this node and no other "
                  "node could run it: %.180s",
                  v->c->message != NULL ? v->c->message : "?");
-        relay(r, req, fn, fs, trace, 500, why);
+        relay(r, req, fn, trace, 500, why);
         return;
     }
     snprintf(why, sizeof why,
              "the function is still compiling on this node and no other "
              "node has it ready; retry shortly");
-    relay(r, req, fn, fs, trace, 503, why);
+    relay(r, req, fn, trace, 503, why);
 }
 
 /* ---- the rest of the interface -------------------------------------------------------- */
@@ -1618,6 +1826,10 @@ static json_t *local_json(const struct jinn_wasm_runner *r, const struct fnstat 
         (json_int_t)fs->invocations, "errors", errors != NULL ? errors : json_object(),
         "duration_ms", "p50", p50, "p99", p99, "relayed", (json_int_t)fs->relayed,
         "log_lines_suppressed", (json_int_t)fs->log_suppressed);
+    if (obj != NULL && fs->fallback != NULL) {
+        /* the active version is not ready (or failed) here: this one serves */
+        json_object_set_new(obj, "serving_version", json_integer((json_int_t)fs->fallback->version));
+    }
     return obj;
 }
 

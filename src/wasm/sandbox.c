@@ -58,6 +58,11 @@ static int init_failure; /* jump value of jinn_mod_init, 0 = fine */
 static int inst_failure; /* of the last instantiate, 0 = an instance is ready */
 static struct frame_buf invoke_buf, reply_buf;
 static size_t log_budget; /* stderr + host_log bytes left in this invocation */
+/* LOG and STDERR frames left in this invocation: each costs the node an
+ * allocation and a log line, so a flood of one-byte host_log calls is
+ * bounded by count as well as by bytes. */
+#define LOG_FRAMES_MAX 1000u
+static unsigned log_frames;
 static bool log_truncated;
 static char gojinn_ctx, wasi_ctx; /* the glue passes these back; unused */
 
@@ -171,11 +176,15 @@ static bool send_simple(uint8_t type, const void *p, size_t n, bool with_len)
 static void send_log_bytes(const uint8_t *p, size_t n, bool is_hostlog, uint32_t level)
 {
     static const char note[] = "[jinn: log output over the per-invocation limit dropped]\n";
+    if (log_frames == 0) {
+        log_budget = 0;
+    }
     if (n > log_budget) {
         n = log_budget;
     }
     if (n > 0) {
         log_budget -= n;
+        log_frames--;
         if (is_hostlog) {
             uint8_t hdr[4 + 1 + 1 + 4 + 4 + 4], empty[4] = {0};
             struct iovec iov[3];
@@ -299,18 +308,21 @@ uint32_t jinn_host_kv_get(void *ctx, uint32_t kptr, uint32_t klen, uint32_t outp
     return hostcall("host_kv_get", JINN_SBX_KV_GET, 0, kptr, klen, 0, 0, true, outptr, outmax);
 }
 
+/* The mutex calls answer 1 or 0, never anything else: a bad pointer or a
+ * key too large is 0 (FOLLOWER / not released), as docs/api.md promises,
+ * so a guest testing the result for non-zero stays safe. */
 uint32_t jinn_host_mutex_lock(void *ctx, uint32_t kptr, uint32_t klen, uint32_t ttl_s)
 {
     (void)ctx;
     return hostcall("host_mutex_lock", JINN_SBX_MUTEX_LOCK, ttl_s, kptr, klen, 0, 0, false, 0,
-                    0);
+                    0) == 1;
 }
 
 uint32_t jinn_host_mutex_unlock(void *ctx, uint32_t kptr, uint32_t klen)
 {
     (void)ctx;
     return hostcall("host_mutex_unlock", JINN_SBX_MUTEX_UNLOCK, 0, kptr, klen, 0, 0, false, 0,
-                    0);
+                    0) == 1;
 }
 
 uint32_t jinn_host_db_query(void *ctx, uint32_t qptr, uint32_t qlen, uint32_t outptr,
@@ -551,6 +563,7 @@ static bool invoke(const uint8_t *payload, size_t len, struct jinn_wbuf *out)
     out->len = 0;
     out->failed = false;
     log_budget = JINN_SBX_STDERR_MAX;
+    log_frames = LOG_FRAMES_MAX;
     log_truncated = false;
     jinn_wasi_begin(&wi);
 

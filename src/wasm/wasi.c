@@ -197,17 +197,27 @@ uint32_t jinn_wasi_clock_time_get(void *ctx, uint32_t id, uint64_t precision, ui
 
 /* ---- stdio ---- */
 
+/* iovecs of one fd_read (Linux's IOV_MAX): more is EINVAL. */
+#define FD_READ_IOVS_MAX 1024u
+
 uint32_t jinn_wasi_fd_read(void *ctx, uint32_t fd, uint32_t iovs, uint32_t n, uint32_t out)
 {
-    const uint8_t *vec = jinn_rt_guest(iovs, (uint64_t)n * 8);
+    const uint8_t *guest_vec = jinn_rt_guest(iovs, (uint64_t)n * 8);
+    uint8_t vec[FD_READ_IOVS_MAX * 8];
     uint64_t total = 0;
     (void)ctx;
     if (fd != 0) {
         return JINN_WASI_EBADF; /* stdout and stderr are not readable */
     }
-    if (vec == NULL || jinn_rt_guest(out, 4) == NULL) {
+    if (guest_vec == NULL || jinn_rt_guest(out, 4) == NULL) {
         return JINN_WASI_EFAULT;
     }
+    if (n > FD_READ_IOVS_MAX) {
+        return JINN_WASI_EINVAL;
+    }
+    /* A copy: a buffer may overlap the iovec array, and the copies below
+     * must use the iovecs that were checked. */
+    memcpy(vec, guest_vec, (size_t)n * 8);
     for (uint32_t i = 0; i < n; i++) {
         if (jinn_rt_guest(get_u32(vec + (size_t)i * 8), get_u32(vec + (size_t)i * 8 + 4)) ==
             NULL) {

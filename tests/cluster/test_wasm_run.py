@@ -4,8 +4,10 @@ Guests: build/wasm/hello.wasm (tests/wasm/hello.c) and
 build/wasm/run/behave.wasm (tests/wasm/run/behave.c), whose behaviour the
 last segment of the request path picks (trap, loop, grow, notjson, ...).
 `make cluster` builds them (the `wasm` target)."""
+import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -537,3 +539,393 @@ def test_invocations_and_failures_stay_within_the_loop_budget(one):
                  what="two new sandboxes")
         wait_ready_here(n, "behave")
         assert call(n, "/fn/behave/")[0] == 200
+
+
+def test_purge_while_a_relay_is_in_flight_leaves_the_relaying_node_sound(cluster_factory):
+    """rev2 C1: a relay kept a bare pointer to the function's stats, which a
+    purge applied meanwhile freed (heap use-after-free when the relay
+    answered). The relaying node must stay up and sanitizer-clean."""
+    c = cluster_factory(2)
+    slow = c.nodes[1]
+    slow.env = {"JINN_TEST_COMPILE_DELAY_MS": "600000"}
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    for n in c.nodes:
+        wait_for(lambda: all(m.get("api") for m in n.status()["members"]),
+                 what=f"{n.name} knows every API")
+    deploy(c, "sleepy", module("run/behave"), pool=1, timeout="20s")
+    wait_ready_here(c.nodes[0], "sleepy")
+    result = {}
+
+    def relayed_call():
+        try:
+            result["r"] = call(slow, "/fn/sleepy/sleep?ms=2000", timeout=30)
+        except Exception as e:
+            result["r"] = e
+
+    t = threading.Thread(target=relayed_call)
+    t.start()
+    wait_for(lambda: c.nodes[0].status()["functions"]["sleepy"]["pool"]["busy"] == 1,
+             what="the relayed call running on the ready node")
+    code, _, out = c.nodes[0].request("/v1/functions/sleepy?purge=1", "DELETE")
+    assert code in (200, 204), out
+    wait_for(lambda: slow.request("/v1/functions/sleepy")[0] == 404, 10,
+             what="the purge applied on the relaying node")
+    t.join(30)
+    assert not t.is_alive()
+    r = result["r"]
+    assert not isinstance(r, Exception), r  # the relaying node answered
+    assert slow.alive()
+    assert slow.request("/healthz")[0] == 200
+
+
+def distinct(wasm, i):
+    """wasm plus a custom section naming i: same behaviour, another sha256."""
+    payload = bytes([1]) + b"p" + i.to_bytes(4, "little")
+    return wasm + b"\x00" + bytes([len(payload)]) + payload
+
+
+def test_a_full_compile_queue_is_retried_not_failed(cluster_factory):
+    """rev2 M2: compiles refused by a full compile queue were marked failed
+    for good on that node. With the queue cut to one job (test hook), a
+    restart without the compile cache offers all of them at once."""
+    c = cluster_factory(1)
+    n = c.nodes[0]
+    n.env = {"JINN_TEST_COMPILE_QUEUE_MAX": "1"}
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    hello = module("hello")
+    names = [f"q{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        deploy(c, name, distinct(hello, i), pool=1)
+
+    def all_ready():
+        fns = n.status().get("functions", {})
+        states = [fns.get(name, {}).get("state") for name in names]
+        assert "failed" not in states, fns
+        return states == ["ready"] * len(names)
+
+    wait_for(all_ready, 120, interval=0.2, what="every function compiled")
+    assert n.stop() == 0
+    shutil.rmtree(os.path.join(n.data_dir, "fn"))
+    n.start()
+    c.wait_ready()
+    wait_for(all_ready, 120, interval=0.2, what="every function compiled again")
+    for name in names:
+        code, _, out = call(n, "/fn/" + name)
+        assert code == 200 and out == b"hello", (code, out)
+
+
+def test_redeploy_keeps_the_old_version_serving_until_the_new_one_is_ready(cluster_factory):
+    """rev2 M4: a redeploy with new module bytes answered 503
+    function_not_ready on every node for the compile time (the old warm pool
+    was drained at once). Compiles start 3 s late here (test hook)."""
+    c = cluster_factory(1)
+    n = c.nodes[0]
+    n.env = {"JINN_TEST_COMPILE_DELAY_MS": "3000"}
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    behave = module("run/behave")
+    v1 = deploy(c, "rd", behave, pool=1, env="VERSION=v1")
+    wait_ready_here(n, "rd")
+    v2 = deploy(c, "rd", distinct(behave, 2), pool=1, env="VERSION=v2")
+    code, _, out = call(n, "/fn/rd/")
+    assert (code, out) == (200, b"hello v1"), (code, out)
+    st = n.status()["functions"]["rd"]
+    assert st["state"] == "compiling" and st["version"] == v2["version"], st
+    assert st["serving_version"] == v1["version"], st
+    answers = []
+
+    def switched():
+        code, _, out = call(n, "/fn/rd/")
+        answers.append((code, out))
+        return out == b"hello v2"
+
+    wait_for(switched, 60, interval=0.05, what="v2 served")
+    assert answers[0] == (200, b"hello v1"), answers[:3]
+    assert set(answers) <= {(200, b"hello v1"), (200, b"hello v2")}, set(answers)
+    assert "serving_version" not in n.status()["functions"]["rd"]
+    wait_for(lambda: len(sandbox_pids(n)) == 1, 30, what="v1's pool drained")
+
+
+BIG_OUTPUT_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 80)
+  (data (i32.const 64) "PREFIX")
+  (func (export "_start")
+    (local $p i32)
+    (local.set $p (i32.const START))
+    (block $done (loop $fill
+      (br_if $done (i32.ge_u (local.get $p) (i32.const END)))
+      (i32.store16 (local.get $p) (i32.const 0x2c30)) ;; "0,"
+      (local.set $p (i32.add (local.get $p) (i32.const 2)))
+      (br $fill)))
+    (i32.store8 (i32.const END) (i32.const 0x30))
+    (i32.store8 (i32.const END1) (i32.const 0x5d))
+    (i32.store8 (i32.const END2) (i32.const 0x7d))
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const LEN))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $exit (i32.const CODE))))
+"""
+
+
+def big_output_module(tmp_path, size, code):
+    """A module writing {"status":200,"body":"ok","x":[0,0,...]} of about
+    size bytes (one JSON value per two bytes), then exiting with code."""
+    prefix = b'{"status":200,"body":"ok","x":['
+    pairs = (size - len(prefix) - 3) // 2
+    end = len(prefix) + 2 * pairs
+    wat = (BIG_OUTPUT_WAT.replace("PREFIX", prefix.decode().replace('"', '\\"'))
+           .replace("START", str(64 + len(prefix))).replace("END2", str(64 + end + 2))
+           .replace("END1", str(64 + end + 1)).replace("END", str(64 + end))
+           .replace("LEN", str(end + 3)).replace("CODE", str(code)))
+    src = tmp_path / f"big{code}.wat"
+    out = tmp_path / f"big{code}.wasm"
+    src.write_text(wat)
+    subprocess.run(["wat2wasm", str(src), "-o", str(out)], check=True)
+    return out.read_bytes()
+
+
+def test_a_big_output_is_parsed_off_the_loop(cluster_factory, tmp_path):
+    """rev2 M1: a module's stdout was parsed into a JSON tree on the loop
+    (twice when it exited non-zero): 4 MiB of small values held the loop for
+    seconds."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    deploy(c, "big", big_output_module(tmp_path, 4 << 20, 0), pool=1, timeout="60s")
+    deploy(c, "bigexit", big_output_module(tmp_path, 4 << 20, 3), pool=1, timeout="60s")
+    wait_ready_here(n, "big")
+    wait_ready_here(n, "bigexit")
+    with loop_budget(n, 100):
+        for name in ("big", "bigexit"):
+            code, h, out = call(n, "/fn/" + name, timeout=120)
+            assert (code, out) == (200, b"ok"), (name, code, out[:200])
+            assert h["X-Request-Id"]
+
+
+FD_READ_OVERLAP_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 300) "{\"status\":200,\"body\":\"ok\"}")
+  (func (export "_start")
+    ;; iov[0] = {0, 16} covers the iovec array itself, iov[1] = {100, 10}
+    (i32.store (i32.const 0) (i32.const 0))
+    (i32.store (i32.const 4) (i32.const 16))
+    (i32.store (i32.const 8) (i32.const 100))
+    (i32.store (i32.const 12) (i32.const 10))
+    (drop (call $r (i32.const 0) (i32.const 0) (i32.const 2) (i32.const 200)))
+    (i32.store (i32.const 16) (i32.const 300))
+    (i32.store (i32.const 20) (i32.const 26))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def test_fd_read_into_its_own_iovec_array_does_not_crash_the_sandbox(cluster_factory,
+                                                                     tmp_path):
+    """rev2 m1: fd_read re-read the iovec array while copying; a buffer
+    overlapping it rewrote the next iovec and the sandbox died (SIGSEGV)."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    src = tmp_path / "overlap.wat"
+    src.write_text(FD_READ_OVERLAP_WAT)
+    subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / "overlap.wasm")], check=True)
+    deploy(c, "overlap", (tmp_path / "overlap.wasm").read_bytes(), pool=1)
+    wait_ready_here(n, "overlap")
+    for _ in range(2):
+        code, _, out = call(n, "/fn/overlap", "POST", b"A" * 64)
+        assert (code, out) == (200, b"ok"), (code, out)
+    assert "crash" not in n.status()["functions"]["overlap"]["errors"]
+
+
+LOG_SPAM_WAT = r"""(module
+  (import "gojinn" "host_log" (func $log (param i32 i32 i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x")
+  (data (i32.const 100) "{\"status\":200,\"body\":\"ok\"}")
+  (func (export "_start")
+    (local $i i32)
+    (loop $l
+      (call $log (i32.const 1) (i32.const 0) (i32.const 1))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 70000))))
+    (i32.store (i32.const 16) (i32.const 100))
+    (i32.store (i32.const 20) (i32.const 26))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def test_a_flood_of_one_byte_log_calls_is_bounded_by_count(cluster_factory, tmp_path):
+    """rev2 m2: the per-invocation log budget was bytes only: 70000 one-byte
+    host_log calls were 65536 LOG frames, each a ring line on the loop."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    src = tmp_path / "spam.wat"
+    src.write_text(LOG_SPAM_WAT)
+    subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / "spam.wasm")], check=True)
+    deploy(c, "spam", (tmp_path / "spam.wasm").read_bytes(), pool=1, timeout="30s")
+    wait_ready_here(n, "spam")
+    before = n.status()["functions"]["spam"]["log_lines_suppressed"]
+    code, _, out = call(n, "/fn/spam")
+    assert (code, out) == (200, b"ok"), (code, out)
+    logs = json.loads(n.request("/v1/functions/spam/logs")[2])["lines"]
+    assert any("over the per-invocation limit" in e["line"] for e in logs), logs[-3:]
+    # 1000 LOG frames reach the node (the sandbox drops the rest), not 65536
+    st = n.status()["functions"]["spam"]
+    assert st["log_lines_suppressed"] - before < 1100, st
+
+
+FORGED_ID_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "{\"status\":200,\"headers\":{\"X-Request-Id\":[\"forged\"]},\"body\":\"ok\"}")
+  (func (export "_start")
+    (i32.store (i32.const 16) (i32.const 100))
+    (i32.store (i32.const 20) (i32.const 64))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def raw_get(node, path, extra=b""):
+    s = socket.create_connection(("127.0.0.1", node.http_port), timeout=10)
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+              extra + b"\r\n")
+    raw = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    s.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head.split(b"\r\n"), body
+
+
+def test_request_headers_named_like_a_prefix_of_ours_reach_the_module(one):
+    """rev2 m4: request headers were dropped when their name was a prefix of
+    X-Jinn-Fn-Relay or X-Jinn-Cluster ("X", "X-", "X-Jinn", ...)."""
+    n = one.nodes[0]
+    code, _, out = call(n, "/fn/behave/echo", "POST", b"{}",
+                        headers={"X": "1", "X-Jinn": "2", "X-Jinn-Fn": "3", "X-Other": "4"})
+    assert code == 201, out
+    headers = json.loads(out)["headers"]
+    for name, value in (("X", "1"), ("X-Jinn", "2"), ("X-Jinn-Fn", "3"), ("X-Other", "4")):
+        assert headers.get(name) == [value], (name, headers)
+
+
+def test_a_module_cannot_add_a_second_x_request_id(cluster_factory, tmp_path):
+    """rev2 m5: a module's X-Request-Id was sent besides jinn's own."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    src = tmp_path / "forged.wat"
+    src.write_text(FORGED_ID_WAT)
+    subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / "forged.wasm")], check=True)
+    deploy(c, "forged", (tmp_path / "forged.wasm").read_bytes(), pool=1)
+    wait_ready_here(n, "forged")
+    lines, body = raw_get(n, "/fn/forged", b"X-Request-Id: mine-1\r\n")
+    assert lines[0].startswith(b"HTTP/1.1 200") and body == b"ok", (lines, body)
+    ids = [l for l in lines if l.lower().startswith(b"x-request-id:")]
+    assert ids == [b"X-Request-Id: mine-1"], lines
+
+
+RECURSE_WAT = r"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "{\"status\":200,\"body\":\"ok\"}")
+  (func $f (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0))
+      (then (i32.const 0))
+      (else (i32.add (call $f (i32.sub (local.get 0) (i32.const 1))) (i32.const 1)))))
+  (func (export "_start")
+    (drop (call $f (i32.const DEPTH)))
+    (i32.store (i32.const 16) (i32.const 100))
+    (i32.store (i32.const 20) (i32.const 26))
+    (drop (call $w (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"""
+
+
+def test_the_wasm_call_depth_is_the_documented_500(cluster_factory, tmp_path):
+    """rev2 m3: pool.h said 10000 but modules are compiled with wasm2c's
+    default of 500, which the sandbox can only lower; the docs say 500."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    for depth in (480, 520):
+        src = tmp_path / f"r{depth}.wat"
+        src.write_text(RECURSE_WAT.replace("DEPTH", str(depth)))
+        subprocess.run(["wat2wasm", str(src), "-o", str(tmp_path / f"r{depth}.wasm")],
+                       check=True)
+        deploy(c, f"r{depth}", (tmp_path / f"r{depth}.wasm").read_bytes(), pool=1)
+        wait_ready_here(n, f"r{depth}")
+    code, _, out = call(n, "/fn/r480")
+    assert (code, out) == (200, b"ok"), (code, out)
+    code, _, out = call(n, "/fn/r520")
+    assert code == 500 and error_of(out)["kind"] == "stack_exhausted", (code, out)
+
+
+def test_a_redeploy_that_fails_to_compile_here_keeps_the_old_version_serving(
+        cluster_factory):
+    """rev2 M4: a new version that fails to compile on this node leaves the
+    previous one serving, and the status says so. The compile is made to
+    fail by a file where its cache directory would go."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    behave = module("run/behave")
+    v1 = deploy(c, "rf", behave, pool=1, env="VERSION=v1")
+    wait_ready_here(n, "rf")
+    broken = distinct(behave, 3)
+    with open(os.path.join(n.data_dir, "fn", hashlib.sha256(broken).hexdigest()), "w") as f:
+        f.write("not a directory")
+    v2 = deploy(c, "rf", broken, pool=1, env="VERSION=v2")
+    st = wait_for(lambda: (lambda s: s if s["state"] == "failed" else None)(
+        n.status()["functions"]["rf"]), 60, what="v2 failed to compile here")
+    assert st["version"] == v2["version"] and st["serving_version"] == v1["version"], st
+    for _ in range(3):
+        code, _, out = call(n, "/fn/rf/")
+        assert (code, out) == (200, b"hello v1"), (code, out)
+
+
+def test_a_toolchain_change_rebuilds_the_compile_cache(cluster_factory, tmp_path):
+    """rev2 m9: the cache key did not cover wasm-rt.h, wasm2c or cc: after
+    an upgrade, objects built against other struct layouts were loaded. A
+    changed header (test hook: JINN_TEST_WASM_RT_H names the file hashed)
+    rebuilds; the same one is a cache hit."""
+    c = cluster_factory(1).start()
+    c.wait_leader()
+    c.wait_ready()
+    n = c.nodes[0]
+    deploy(c, "hello", module("hello"), pool=1)
+    wait_ready_here(n, "hello")
+    header = tmp_path / "wasm-rt.h"
+    with open("/usr/src/wasm2c/wasm-rt.h") as f:
+        header.write_text(f.read() + "\n/* upgraded */\n")
+    assert n.stop() == 0
+    n.env = {"JINN_TEST_WASM_RT_H": str(header)}
+    n.start()
+    c.wait_ready()
+    wait_ready_here(n, "hello")
+    assert n.status()["functions"]["hello"]["compile_ms"] > 0  # rebuilt
+    assert n.stop() == 0
+    n.start()
+    c.wait_ready()
+    wait_ready_here(n, "hello")
+    assert n.status()["functions"]["hello"]["compile_ms"] == 0  # the same tools: a hit
+    code, _, out = call(n, "/fn/hello")
+    assert code == 200 and out == b"hello"
