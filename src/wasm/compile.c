@@ -793,7 +793,16 @@ static void *compile_thread(void *arg)
             }
             continue;
         }
+        /* The smallest module first (the oldest among equals): a tiny
+         * function deployed after a 1 MB one must not wait minutes behind
+         * it. A stream of small deploys can delay a big one, never drop it
+         * (the queue is bounded). */
         j = C.head;
+        for (struct job *q = C.head->next; q != NULL; q = q->next) {
+            if (q->len < j->len) {
+                j = q;
+            }
+        }
         queue_remove(j);
         if (j->cancelled) {
             uv_async_send(&j->async);

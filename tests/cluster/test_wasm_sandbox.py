@@ -454,6 +454,8 @@ def test_lock_down(sandbox, build, tmp_path):
         status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
     assert status["NoNewPrivs"].strip() == "1"
     assert status["Seccomp"].strip() == "2"  # a filter
+    with open(f"/proc/{s.proc.pid}/oom_score_adj") as f:
+        assert f.read().strip() == "1000"  # killed before the node when memory runs out
     assert sorted(int(fd) for fd in os.listdir(f"/proc/{s.proc.pid}/fd")) == [0, 1, 2, 3]
     with open(f"/proc/{s.proc.pid}/limits") as f:
         limits = f.read()

@@ -668,6 +668,53 @@ TEST(wasm_compile_cache_hits_pass_queued_builds)
     fixture_free(&y);
 }
 
+/* The smallest queued module is built first: a small function deployed
+ * behind a big one is ready without waiting for the big one's build (found
+ * by an attacker: one 16 MiB module held every other compile for minutes). */
+TEST(wasm_compile_smallest_first)
+{
+    static struct fixture big, bigger, small;
+    static struct result rb, rg, rs;
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    uv_loop_t loop;
+    char *tb = big_wat(3000), *tg = big_wat(2000);
+
+    CHECK(tb != NULL && tg != NULL);
+    CHECK_INT(fixture_init(&big, tb), 0);
+    CHECK_INT(fixture_init(&bigger, tg), 0);
+    CHECK_INT(fixture_init(&small, good_wat), 0);
+    jinn_free(tb);
+    jinn_free(tg);
+    CHECK_INT(uv_loop_init(&loop), 0);
+    memset(&rb, 0, sizeof rb);
+    memset(&rg, 0, sizeof rg);
+    memset(&rs, 0, sizeof rs);
+    CHECK_INT(jinn_wasm_compile(&loop, big.dir, big.sha, big.mod.data, big.mod.len, on_compiled,
+                                &rb),
+              0);
+    for (int i = 0; i < 12000 && !exists_in_dir(big.dir, big.sha, "glue.c"); i++) {
+        nanosleep(&pause, NULL);
+    }
+    CHECK(exists_in_dir(big.dir, big.sha, "glue.c"));
+    /* Queued while big builds: the bigger one first, then the small one. */
+    CHECK_INT(jinn_wasm_compile(&loop, big.dir, bigger.sha, bigger.mod.data, bigger.mod.len,
+                                on_compiled, &rg),
+              0);
+    CHECK_INT(jinn_wasm_compile(&loop, big.dir, small.sha, small.mod.data, small.mod.len,
+                                on_compiled, &rs),
+              0);
+    CHECK_INT(wait_result(&loop, &rs, 240000), 0);
+    CHECK_INT(rs.code, 0);
+    CHECK(rs.ms > 0);       /* really built, not a cache hit */
+    CHECK_INT(rg.calls, 0); /* the bigger one queued first is still to come */
+    CHECK_INT(wait_result(&loop, &rg, 240000), 0);
+    CHECK_INT(rg.code, 0);
+    CHECK_INT(finish_loop(&loop), 0);
+    fixture_free(&big);
+    fixture_free(&bigger);
+    fixture_free(&small);
+}
+
 /* A tool past its time limit is killed with its process group and the
  * compile fails saying so; one past its memory limit fails with the
  * compiler's own message. Neither touches the caller. */
