@@ -393,13 +393,13 @@ static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
     c.fn.settings.len = settings->len;
     c.fn.module.p = (const uint8_t *)req->body;
     c.fn.module.len = req->body_len;
+    api->fn_proposed++; /* counted out by deploy_committed */
     rv = jinn_node_propose(api->node, &c, api->cfg->request_timeout_ms, deploy_committed, p);
     if (rv != JINN_OK) {
+        api->fn_proposed--;
         jinn_free(p);
         jinn_http_reply_error(req, rv, NULL);
-        return;
     }
-    api->fn_proposed++;
 }
 
 static void validation_free(struct jinn_fn_validation *v)
