@@ -168,7 +168,6 @@ struct jinn_node {
      * the last one, the index it was asked at (0: none pending). */
     uint64_t deploy_bytes_base;
     uint64_t forced_snapshot;
-    uint64_t snapshots_forced;
     void (*apply_hook)(void *data, uint64_t index);
     void *apply_hook_data;
 
@@ -1312,7 +1311,6 @@ static void node_applied(void *data, uint64_t index)
                    (unsigned long long)index);
         node->deploy_bytes_base = bytes;
         node->forced_snapshot = index;
-        node->snapshots_forced++;
         raft_set_snapshot_threshold(&node->raft, 1);
         raft_set_snapshot_trailing(&node->raft, FORCED_SNAPSHOT_TRAILING);
     }
