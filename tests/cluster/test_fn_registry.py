@@ -481,13 +481,14 @@ def gated_wasm_validate(tmp_path):
     one: a deploy can be held in validation for as long as a test needs."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    gate = tmp_path / "go"
+    gate, started = tmp_path / "go", tmp_path / "started"
     tool = bindir / "wasm-validate"
     tool.write_text("#!/bin/sh\n"
+                    f"touch {started}\n"
                     f"while [ ! -e {gate} ]; do sleep 0.05; done\n"
                     'exec /usr/bin/wasm-validate "$@"\n')
     tool.chmod(0o755)
-    return {"PATH": f"{bindir}:/usr/bin:/bin"}, gate
+    return {"PATH": f"{bindir}:/usr/bin:/bin"}, gate, started
 
 
 def test_one_deploy_at_a_time(cluster_factory, tmp_path):
@@ -496,7 +497,7 @@ def test_one_deploy_at_a_time(cluster_factory, tmp_path):
     busy and Retry-After (before any byte reaches the log)."""
     import threading
     c = cluster_factory(1)
-    env, gate = gated_wasm_validate(tmp_path)
+    env, gate, started = gated_wasm_validate(tmp_path)
     c.nodes[0].env = env
     c.start()
     c.wait_leader()
@@ -507,10 +508,11 @@ def test_one_deploy_at_a_time(cluster_factory, tmp_path):
     t = threading.Thread(target=lambda: first.update(r=deploy(node, "a", hello)))
     t.start()
     try:
-        def second_refused():
-            code, headers, out = node.request("/v1/functions/b", "PUT", hello2, {})
-            return (code, headers, out) if code == 503 else None
-        code, headers, out = wait_for(second_refused, what="a second deploy refused")
+        # The first deploy is admitted and held in validation...
+        wait_for(started.exists, timeout=30, what="the first deploy in validation")
+        # ...so a second one is refused at once.
+        code, headers, out = node.request("/v1/functions/b", "PUT", hello2, {})
+        assert code == 503, (code, out)
         assert b"busy" in out and b"one at a time" in out, out
         assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1", headers
     finally:
