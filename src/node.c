@@ -74,6 +74,18 @@ struct proposal {
     uv_timer_t timer;
 };
 
+/* Module bytes of deploys applied since the last snapshot this node forced,
+ * beyond which it forces another at once (snapshot_threshold aside). Each
+ * FN_DEPLOY entry (up to 16 MiB) otherwise stays in libraft's in-memory log
+ * and its segments until snapshot_threshold + snapshot_trailing entries
+ * pass it: 40 deploys of 15 MiB grew every replica by ~1 GiB (rev1 M1). */
+#define DEPLOY_LOG_BYTES_MAX (64u << 20)
+/* Entries kept behind a forced snapshot. Not 0: raft_uv takes trailing 0
+ * for a snapshot being installed and would drop the log after it. */
+#define FORCED_SNAPSHOT_TRAILING 1
+
+static void node_applied(void *data, uint64_t index);
+
 struct read_waiter {
     jinn_read_cb cb;
     void *data;
@@ -151,6 +163,13 @@ struct jinn_node {
     uv_timer_t kick;
     uint64_t read_barriers, reads_linearized;
     bool time_tick_inflight; /* a NOOP proposed to advance cluster time */
+
+    /* Snapshots forced by deploy bytes (node_applied): the fns counter at
+     * the last one, the index it was asked at (0: none pending). */
+    uint64_t deploy_bytes_base;
+    uint64_t forced_snapshot;
+    void (*apply_hook)(void *data, uint64_t index);
+    void *apply_hook_data;
 
     bool stopping;
     unsigned inflight;  /* proposals raft has not answered yet */
@@ -360,6 +379,8 @@ int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn
         snprintf(node->api_url, sizeof node->api_url, "http://%s", cfg->http_listen);
     }
     jinn_fsm_init(&node->fsm);
+    node->fsm.on_apply = node_applied;
+    node->fsm.on_apply_data = node;
     *out = node;
     return 0;
 }
@@ -1261,8 +1282,41 @@ int jinn_node_linearize(struct jinn_node *node, jinn_read_cb cb, void *data)
 void jinn_node_set_apply_hook(struct jinn_node *node, void (*fn)(void *data, uint64_t index),
                               void *data)
 {
-    node->fsm.on_apply = fn;
-    node->fsm.on_apply_data = data;
+    node->apply_hook = fn;
+    node->apply_hook_data = data;
+}
+
+/* After every applied command, inside libraft's apply loop: libraft asks
+ * whether to snapshot once the batch is applied, so a threshold lowered
+ * here takes effect at once. Local only: when snapshots happen is not
+ * replicated state. */
+static void node_applied(void *data, uint64_t index)
+{
+    struct jinn_node *node = data;
+    uint64_t bytes = node->fsm.fns.deploy_bytes;
+
+    if (bytes < node->deploy_bytes_base) {
+        node->deploy_bytes_base = bytes; /* a restore or clear reset the counter */
+    }
+    if (node->forced_snapshot != 0 &&
+        node->raft.log.snapshot.last_index >= node->forced_snapshot) {
+        /* Taken (and the log behind it released): the usual cadence again. */
+        raft_set_snapshot_threshold(&node->raft, node->cfg->snapshot_threshold);
+        raft_set_snapshot_trailing(&node->raft, node->cfg->snapshot_trailing);
+        node->forced_snapshot = 0;
+    }
+    if (node->forced_snapshot == 0 && bytes - node->deploy_bytes_base >= DEPLOY_LOG_BYTES_MAX) {
+        jinn_debug("%llu bytes of deploys since the last forced snapshot: snapshot at %llu",
+                   (unsigned long long)(bytes - node->deploy_bytes_base),
+                   (unsigned long long)index);
+        node->deploy_bytes_base = bytes;
+        node->forced_snapshot = index;
+        raft_set_snapshot_threshold(&node->raft, 1);
+        raft_set_snapshot_trailing(&node->raft, FORCED_SNAPSHOT_TRAILING);
+    }
+    if (node->apply_hook != NULL) {
+        node->apply_hook(node->apply_hook_data, index);
+    }
 }
 
 /* ---- periodic duties ---------------------------------------------------- */

@@ -41,6 +41,7 @@ struct jinn_api {
     struct jinn_check *check; /* replica checks (api/check.c); NULL once stopped */
     const struct jinn_loopmon *loopmon; /* borrowed; NULL in tests without a daemon */
     struct jinn_fn_validation *fn_validations; /* deploys being checked (api/fn.c) */
+    unsigned fn_proposed; /* deploys proposed and not yet answered (api/fn.c) */
     struct jinn_wasm_runner *wasm; /* this node's functions; NULL until wired */
 };
 

@@ -13,7 +13,15 @@
  * as a child process off the loop with the module in a temporary file under
  * data_dir, bounded in time and output. Apply checks again, deterministically,
  * what does not need the tool. Module bodies may be larger than max_body:
- * this route alone takes up to JINN_FN_MODULE_MAX (jinn_api_body_limit). */
+ * this route alone takes up to JINN_FN_MODULE_MAX (jinn_api_body_limit).
+ *
+ * What apply checks against the state (route conflicts, the function and
+ * module-byte limits: jinn_fns_deploy_check) is checked here too, after a
+ * linearized read and again just before proposing, so that a deploy
+ * refused at apply (a 16 MiB entry on every replica for nothing) is only
+ * ever a race with a concurrent change. A deploy identical to the active
+ * version is answered "unchanged" after the linearized read, without a
+ * log entry: the state it compares with is then the committed one. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +42,11 @@
 
 #define VALIDATE_TIMEOUT_MS 10000
 #define VALIDATE_OUTPUT_MAX 2048 /* bytes of the tool's output kept for the reply */
-#define VALIDATIONS_MAX JINN_HTTP_BIG_BODIES_MAX
+/* Deploys a leader admits at once, from the body's arrival to the answer
+ * (validation, then the log): each is a log entry of up to 16 MiB on every
+ * replica, so they go one at a time; another meanwhile is refused with
+ * 503 busy and Retry-After. */
+#define DEPLOYS_IN_FLIGHT_MAX 1
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
 #define PREFIX "/v1/functions/"
@@ -54,6 +66,7 @@ struct jinn_fn_validation {
     int64_t exit_status;
     int term_signal;
     char name[JINN_FN_NAME_MAX + 1];
+    char route[JINN_FN_ROUTE_MAX + 1];
     struct jinn_wbuf settings; /* canonical JSON */
     struct jinn_wbuf output;   /* the tool's stdout and stderr, bounded */
     char path[4096];
@@ -300,10 +313,78 @@ static void deployed(struct jinn_api *api, struct jinn_http_request *req,
                                    (res->value & JINN_FN_UNCHANGED) != 0));
 }
 
+/* jinn_fns_deploy_check with a reply: true (and req answered) when the
+ * current state refuses the deploy. */
+static bool state_refuses(struct jinn_api *api, struct jinn_http_request *req, const char *name,
+                          const char *route, const uint8_t *sha, size_t module_len)
+{
+    const struct jinn_fns *fns = &jinn_node_fsm(api->node)->fns;
+    const struct jinn_fn *holder;
+    char msg[512];
+    int rv = jinn_fns_deploy_check(fns, name, strlen(name), route, sha, module_len);
+
+    if (rv == 0) {
+        return false;
+    }
+    if (rv == JINN_ECONFLICT) {
+        holder = jinn_fns_by_route(fns, route);
+        snprintf(msg, sizeof msg, "route %s is function %s's", route,
+                 holder != NULL ? holder->name : "another");
+    } else if (rv == JINN_EFULL && jinn_fns_get(fns, name) == NULL &&
+               jinn_fns_count(fns) >= JINN_FN_MAX) {
+        snprintf(msg, sizeof msg, "the registry holds %u functions already", JINN_FN_MAX);
+    } else if (rv == JINN_EFULL) {
+        snprintf(msg, sizeof msg,
+                 "the cluster keeps %llu bytes of modules; this one (%zu bytes) would pass "
+                 "the %u MiB limit: delete functions with ?purge=1 to free",
+                 (unsigned long long)jinn_fns_module_bytes(fns), module_len,
+                 JINN_FN_MODULES_TOTAL_MAX >> 20);
+    } else {
+        msg[0] = '\0';
+    }
+    jinn_http_reply_error(req, rv, msg[0] != '\0' ? msg : NULL);
+    return true;
+}
+
+struct deploy_proposal {
+    struct jinn_api *api;
+    struct jinn_http_request *req;
+};
+
+/* As api.c's commit callback, counting the deploy out. */
+static void deploy_committed(void *data, int code, const struct jinn_result *res)
+{
+    struct deploy_proposal *p = data;
+    p->api->fn_proposed--;
+    if (code != JINN_OK) {
+        jinn_http_reply_error(p->req, code == JINN_ETIMEOUT ? JINN_EUNKNOWN : code,
+                              code == JINN_ETIMEOUT
+                                  ? "not committed within the request timeout; the deploy "
+                                    "may still be applied"
+                                  : NULL);
+    } else {
+        char buf[24];
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)res->index);
+        jinn_http_add_header(p->req, "X-Jinn-Index", buf);
+        deployed(p->api, p->req, res);
+    }
+    jinn_free(p);
+}
+
 static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
                            const char *name, const struct jinn_wbuf *settings)
 {
+    struct deploy_proposal *p;
     struct jinn_cmd c;
+    int rv;
+
+    p = jinn_malloc(sizeof *p);
+    if (p == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    p->api = api;
+    p->req = req;
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_FN_DEPLOY;
     c.fn.name.p = (const uint8_t *)name;
@@ -312,7 +393,13 @@ static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
     c.fn.settings.len = settings->len;
     c.fn.module.p = (const uint8_t *)req->body;
     c.fn.module.len = req->body_len;
-    jinn_api_propose_or_reply(api, req, &c, deployed);
+    api->fn_proposed++; /* counted out by deploy_committed */
+    rv = jinn_node_propose(api->node, &c, api->cfg->request_timeout_ms, deploy_committed, p);
+    if (rv != JINN_OK) {
+        api->fn_proposed--;
+        jinn_free(p);
+        jinn_http_reply_error(req, rv, NULL);
+    }
 }
 
 static void validation_free(struct jinn_fn_validation *v)
@@ -392,7 +479,8 @@ static void validation_done(struct jinn_fn_validation *v)
     } else if (v->exit_status != 0) {
         tool_message(v, msg, sizeof msg);
         jinn_http_reply_error(req, JINN_EINVAL, msg);
-    } else {
+    } else if (!state_refuses(api, req, v->name, v->route, v->sha, req->body_len)) {
+        /* Checked again: the state may have changed while the tool ran. */
         propose_deploy(api, req, v->name, &v->settings);
     }
     validation_free(v);
@@ -565,12 +653,55 @@ static void hash_and_write(uv_work_t *w)
     }
 }
 
+static void validation_abort(struct jinn_fn_validation *v)
+{
+    validation_unlist(v);
+    validation_free(v);
+}
+
+/* After the linearized read: the local state holds everything committed
+ * before it, so "unchanged" and the state's refusals are answered from
+ * the committed state, not from a deposed leader's stale view. */
+static void linearized(void *data, int code)
+{
+    struct jinn_fn_validation *v = data;
+    struct jinn_api *api = v->api;
+    struct jinn_http_request *req = v->req;
+    const struct jinn_fns *fns;
+    const struct jinn_fn *f;
+
+    if (api->stopping || code != JINN_OK) {
+        jinn_http_reply_error(req, api->stopping ? JINN_ESHUTDOWN : code, NULL);
+        validation_abort(v);
+        return;
+    }
+    fns = &jinn_node_fsm(api->node)->fns;
+    if (jinn_fns_deploy_unchanged(fns, v->name, strlen(v->name), v->sha, v->settings.data,
+                                  v->settings.len)) {
+        /* Already what runs: no new version, nothing through the log. */
+        char shahex[65];
+        f = jinn_fns_get(fns, v->name);
+        hex(v->sha, shahex);
+        jinn_http_reply_json(req, 200,
+                             json_pack("{s:s, s:I, s:s, s:I, s:b}", "name", v->name, "version",
+                                       (json_int_t)f->active->version, "sha256", shahex,
+                                       "index", (json_int_t)f->active->index, "unchanged", 1));
+        validation_abort(v);
+        return;
+    }
+    if (state_refuses(api, req, v->name, v->route, v->sha, req->body_len)) {
+        validation_abort(v);
+        return;
+    }
+    spawn_validator(v);
+}
+
 static void hashed(uv_work_t *w, int status)
 {
     struct jinn_fn_validation *v = w->data;
     struct jinn_api *api = v->api;
     struct jinn_http_request *req = v->req;
-    const struct jinn_fn *f;
+    int rv;
 
     if (status != 0 || api->stopping || v->work_rv != 0) {
         if (v->work_rv == JINN_EIO) {
@@ -583,26 +714,14 @@ static void hashed(uv_work_t *w, int status)
                                                        : JINN_ENOMEM,
                               v->work_rv == JINN_EIO ? "cannot write the module to data_dir"
                                                      : NULL);
-        validation_unlist(v);
-        validation_free(v);
+        validation_abort(v);
         return;
     }
-    f = jinn_fns_get(&jinn_node_fsm(api->node)->fns, v->name);
-    if (f != NULL && f->active != NULL && memcmp(f->active->sha256, v->sha, 32) == 0 &&
-        strlen(f->active->settings_json) == v->settings.len &&
-        memcmp(f->active->settings_json, v->settings.data, v->settings.len) == 0) {
-        /* Already what runs: no new version, nothing through the log. */
-        char shahex[65];
-        hex(v->sha, shahex);
-        jinn_http_reply_json(req, 200,
-                             json_pack("{s:s, s:I, s:s, s:I, s:b}", "name", v->name, "version",
-                                       (json_int_t)f->active->version, "sha256", shahex,
-                                       "index", (json_int_t)f->active->index, "unchanged", 1));
-        validation_unlist(v);
-        validation_free(v);
-        return;
+    rv = jinn_node_linearize(api->node, linearized, v);
+    if (rv != JINN_OK) {
+        jinn_http_reply_error(req, rv, NULL);
+        validation_abort(v);
     }
-    spawn_validator(v);
 }
 
 /* Hashes the body and writes it to a temporary file (thread pool), then
@@ -613,8 +732,9 @@ static void validate_then_propose(struct jinn_api *api, struct jinn_http_request
     static uint64_t counter;
     struct jinn_fn_validation *v;
 
-    if (count_validations(api) >= VALIDATIONS_MAX) {
-        jinn_http_reply_error(req, JINN_EBUSY, "too many deploys being validated; retry");
+    if (count_validations(api) + api->fn_proposed >= DEPLOYS_IN_FLIGHT_MAX) {
+        jinn_http_reply_error(req, JINN_EBUSY,
+                              "another deploy is in progress (one at a time); retry");
         return;
     }
     v = jinn_calloc(1, sizeof *v);
@@ -625,6 +745,7 @@ static void validate_then_propose(struct jinn_api *api, struct jinn_http_request
     v->api = api;
     v->req = req;
     snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->route, sizeof v->route, "%s", s->route);
     snprintf(v->path, sizeof v->path, "%s/fn-validate-%d-%llu.wasm", api->cfg->data_dir,
              (int)getpid(), (unsigned long long)++counter);
     jinn_wbuf_init(&v->settings);
@@ -679,12 +800,10 @@ void jinn_api_fn_stop(struct jinn_api *api)
 void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args)
 {
-    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
     struct jinn_fn_settings s, parsed;
     struct jinn_wasm_info *info = NULL;
     struct jinn_wbuf json;
     char msg[512], name[JINN_FN_NAME_MAX + 1];
-    const struct jinn_fn *holder;
     int rv;
 
     (void)args;
@@ -729,15 +848,7 @@ void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
         jinn_http_reply_error(req, JINN_EINVAL, msg);
         goto out;
     }
-    holder = s.route[0] != '\0' ? jinn_fns_by_route(&fsm->fns, s.route) : NULL;
-    if (holder != NULL && strcmp(holder->name, name) != 0 && holder->active != NULL &&
-        strcmp(holder->active->settings.route, s.route) == 0) {
-        snprintf(msg, sizeof msg, "route %s is function %s's", s.route, holder->name);
-        jinn_http_reply_error(req, JINN_ECONFLICT, msg);
-        goto out;
-    }
-    if (jinn_fns_get(&fsm->fns, name) == NULL && jinn_fns_count(&fsm->fns) >= JINN_FN_MAX) {
-        jinn_http_reply_error(req, JINN_EFULL, "the registry holds 1024 functions already");
+    if (state_refuses(api, req, name, s.route, NULL, req->body_len)) {
         goto out;
     }
     validate_then_propose(api, req, name, &s);

@@ -675,6 +675,37 @@ static struct fn_entry *entry_new(struct jinn_fns *fns, const char *name, size_t
     return e;
 }
 
+int jinn_fns_deploy_check(const struct jinn_fns *fns, const char *name, size_t name_len,
+                          const char *route, const uint8_t *sha, size_t module_len)
+{
+    const struct fn_entry *e = find_entry(fns, name, name_len);
+    if (!route_free(fns, e, route)) {
+        return JINN_ECONFLICT;
+    }
+    if (e == NULL && fns->by_name.count >= JINN_FN_MAX) {
+        return JINN_EFULL;
+    }
+    if (sha != NULL && module_find(fns, sha) == NULL &&
+        fns->module_bytes + module_len > JINN_FN_MODULES_TOTAL_MAX) {
+        return JINN_EFULL;
+    }
+    return 0;
+}
+
+bool jinn_fns_deploy_unchanged(const struct jinn_fns *fns, const char *name, size_t name_len,
+                               const uint8_t sha[32], const void *settings,
+                               size_t settings_len)
+{
+    const struct fn_entry *e = find_entry(fns, name, name_len);
+    const struct jinn_fn_version *a;
+    if (e == NULL || e->active < 0) {
+        return false;
+    }
+    a = &e->versions[e->active];
+    return memcmp(a->sha256, sha, 32) == 0 && strlen(a->settings_json) == settings_len &&
+           memcmp(a->settings_json, settings, settings_len) == 0;
+}
+
 /* ---- apply ------------------------------------------------------------------ */
 
 static int apply_deploy(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
@@ -727,31 +758,21 @@ static int apply_deploy(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
         goto fail;
     }
     e = find_entry(fns, name, name_len);
-    if (e != NULL && e->active >= 0) {
-        const struct jinn_fn_version *a = &e->versions[e->active];
-        if (memcmp(a->sha256, v.sha256, 32) == 0 && strlen(a->settings_json) == c->fn.settings.len &&
-            memcmp(a->settings_json, c->fn.settings.p, c->fn.settings.len) == 0) {
-            *value = a->version | JINN_FN_UNCHANGED;
-            rv = 0;
-            goto fail; /* nothing to keep */
-        }
+    if (jinn_fns_deploy_unchanged(fns, name, name_len, v.sha256, c->fn.settings.p,
+                                  c->fn.settings.len)) {
+        *value = e->versions[e->active].version | JINN_FN_UNCHANGED;
+        rv = 0;
+        goto fail; /* nothing to keep */
     }
-    if (!route_free(fns, e, v.settings.route)) {
-        rv = JINN_ECONFLICT;
-        goto fail;
-    }
-    if (e == NULL && fns->by_name.count >= JINN_FN_MAX) {
-        rv = JINN_EFULL;
+    /* The oldest version a deploy drops may free bytes, but the module
+     * total is checked before it: simple, and the same on every replica. */
+    rv = jinn_fns_deploy_check(fns, name, name_len, v.settings.route, v.sha256,
+                               c->fn.module.len);
+    if (rv != 0) {
         goto fail;
     }
     m = module_find(fns, v.sha256);
     if (m == NULL) {
-        /* The oldest version a deploy drops may free bytes, but the limit
-         * is checked before it: simple, and the same on every replica. */
-        if (fns->module_bytes + c->fn.module.len > JINN_FN_MODULES_TOTAL_MAX) {
-            rv = JINN_EFULL;
-            goto fail;
-        }
         m = module_get(fns, v.sha256, c->fn.module.p, c->fn.module.len);
         if (m == NULL) {
             rv = JINN_ENOMEM;
@@ -846,6 +867,7 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
     *value = 0;
     switch (c->type) {
     case JINN_CMD_FN_DEPLOY:
+        fns->deploy_bytes += c->fn.module.len;
         rv = apply_deploy(fns, index, time_ms, c, value);
         break;
     case JINN_CMD_FN_DELETE:

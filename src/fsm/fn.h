@@ -86,6 +86,10 @@ struct jinn_fns {
     struct jinn_tree modules;  /* module bytes by sha256, refcounted */
     uint64_t module_bytes;     /* sum over modules */
     uint64_t generation;       /* not state: local change counter */
+    /* Not state: module bytes of every FN_DEPLOY applied here since start
+     * (refused ones too: each was a log entry that big). Restores and
+     * clears reset it; the node compares it to decide on a snapshot. */
+    uint64_t deploy_bytes;
 };
 
 /* Lookups for handlers on the loop thread; results are valid until the
@@ -99,6 +103,21 @@ const struct jinn_fn *jinn_fns_next(const struct jinn_fns *fns, const char *afte
 /* Changes with every applied FN_* command and every restore, so the node's
  * runner knows when to look again. */
 uint64_t jinn_fns_generation(const struct jinn_fns *fns);
+
+/* The checks a deploy of module sha (module_len bytes) with this route
+ * must pass against the current state, exactly as apply makes them: 0,
+ * JINN_ECONFLICT (the route is another active function's) or JINN_EFULL
+ * (JINN_FN_MAX functions, or a new module over JINN_FN_MODULES_TOTAL_MAX).
+ * sha may be NULL (not known yet): the module total is then not checked.
+ * The handler calls it so that a refusal at apply (a 16 MiB log entry
+ * spent for nothing) happens only when a concurrent change raced it. */
+int jinn_fns_deploy_check(const struct jinn_fns *fns, const char *name, size_t name_len,
+                          const char *route, const uint8_t *sha, size_t module_len);
+/* Whether fns's active version of name is exactly this module and these
+ * canonical settings (a deploy of them would change nothing). */
+bool jinn_fns_deploy_unchanged(const struct jinn_fns *fns, const char *name, size_t name_len,
+                               const uint8_t sha[32], const void *settings,
+                               size_t settings_len);
 
 /* ---- the state machine's side (fsm.c) ------------------------------------ */
 

@@ -438,3 +438,132 @@ def test_big_module_bodies_are_bounded_and_keep_the_loop_free(one, tmp_path):
         code, out = wait_for(lambda: (lambda r: r if r[0] != 503 else None)(
             deploy(node, "big", big)), timeout=20, what="deploy once the slots are free")
     assert code == 201, out
+
+
+def metric(node, name):
+    code, _, out = node.request("/metrics")
+    assert code == 200
+    for line in out.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_unchanged_redeploy_is_answered_after_a_linearized_read(three, tmp_path):
+    """rev1 M3: "200 unchanged" was answered from the local state at once; a
+    deposed leader (or a new one before its first commit) could report a
+    version as live that a committed DELETE had already taken down. It is
+    now answered after a raft barrier, and still costs no log entry."""
+    leader = three.leader()
+    hello = wat(tmp_path, HELLO, "hello")
+    code, out = deploy(leader, "f", hello, route="/f")
+    assert code == 201, out
+    before = metric(leader, "jinn_reads_linearized_total")
+    code, headers, out = leader.request("/v1/functions/f?route=/f", "PUT", hello, {})
+    out = json.loads(out)
+    assert code == 200 and out["unchanged"] is True and out["version"] == 1, out
+    assert metric(leader, "jinn_reads_linearized_total") >= before + 1
+    # Nothing through the log: a committed entry's reply carries its index.
+    assert "x-jinn-index" not in {k.lower() for k in headers}, headers
+    # The same through a follower (forwarded), and after a delete the same
+    # module is a new version, not "unchanged".
+    follower = next(n for n in three.nodes if n is not leader)
+    code, out = deploy(follower, "f", hello, route="/f")
+    assert code == 200 and out["unchanged"] is True, out
+    code, out = fn(leader, "DELETE", "/f")
+    assert code == 200, out
+    code, out = deploy(leader, "f", hello, route="/f")
+    assert code == 201 and out["version"] == 2 and out["unchanged"] is False, out
+
+
+def gated_wasm_validate(tmp_path):
+    """A wasm-validate that waits for tmp_path/go before running the real
+    one: a deploy can be held in validation for as long as a test needs."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    gate, started = tmp_path / "go", tmp_path / "started"
+    tool = bindir / "wasm-validate"
+    tool.write_text("#!/bin/sh\n"
+                    f"touch {started}\n"
+                    f"while [ ! -e {gate} ]; do sleep 0.05; done\n"
+                    'exec /usr/bin/wasm-validate "$@"\n')
+    tool.chmod(0o755)
+    return {"PATH": f"{bindir}:/usr/bin:/bin"}, gate, started
+
+
+def test_one_deploy_at_a_time(cluster_factory, tmp_path):
+    """rev1 M1: each deploy is a log entry of up to 16 MiB on every replica;
+    the leader admits one at a time, and refuses another meanwhile with 503
+    busy and Retry-After (before any byte reaches the log)."""
+    import threading
+    c = cluster_factory(1)
+    env, gate, started = gated_wasm_validate(tmp_path)
+    c.nodes[0].env = env
+    c.start()
+    c.wait_leader()
+    c.wait_ready()
+    node = c.nodes[0]
+    hello, hello2 = wat(tmp_path, HELLO, "hello"), wat(tmp_path, HELLO2, "hello2")
+    first = {}
+    t = threading.Thread(target=lambda: first.update(r=deploy(node, "a", hello)))
+    t.start()
+    try:
+        # The first deploy is admitted and held in validation...
+        wait_for(started.exists, timeout=30, what="the first deploy in validation")
+        # ...so a second one is refused at once.
+        code, headers, out = node.request("/v1/functions/b", "PUT", hello2, {})
+        assert code == 503, (code, out)
+        assert b"busy" in out and b"one at a time" in out, out
+        assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1", headers
+    finally:
+        gate.touch()
+        t.join(30)
+    assert first["r"][0] == 201, first
+    code, out = deploy(node, "b", hello2)
+    assert code == 201, out
+
+
+def snapshot_files(node):
+    return [f for f in os.listdir(node.data_dir) if f.startswith("snapshot-")]
+
+
+def segment_bytes(node):
+    total = 0
+    for f in os.listdir(node.data_dir):
+        parts = f.split("-")
+        if f.startswith("open-") or (len(parts) == 2 and all(p.isdigit() for p in parts)):
+            total += os.path.getsize(os.path.join(node.data_dir, f))
+    return total
+
+
+def test_module_total_refused_before_the_log_and_deploys_force_snapshots(one, tmp_path):
+    """rev1 M1: deploys piled up in every replica's in-memory log (and its
+    segments) until 8192 + 2048 entries passed. The handler now refuses what
+    apply would (here the 64 MiB module total) without a log entry, and a
+    node takes a raft snapshot after 64 MiB of deploys, which releases the
+    log behind it."""
+    node = one.nodes[0]
+    hello = wat(tmp_path, HELLO, "hello")
+    mods = [with_custom_section(hello + b"\0\x02\x01" + bytes([i]), 15 << 20)
+            for i in range(5)]  # a distinct empty custom section keeps them apart
+    assert len({m[:100] for m in mods}) == 5
+    for i in range(4):
+        code, out = fn(node, "PUT", f"/big{i}", mods[i], timeout=60)
+        assert code == 201, out
+    assert snapshot_files(node) == []  # 60 MiB deployed: under the trigger
+    code, headers, out = node.request("/v1/functions/big4", "PUT", mods[4], {}, timeout=60)
+    out = json.loads(out)
+    assert code == 507 and "would pass the 64 MiB limit" in out["message"], out
+    # Refused by the handler, not at apply: no log entry (a committed
+    # entry's reply carries its index).
+    assert "x-jinn-index" not in {k.lower() for k in headers}, headers
+    code, out = fn(node, "DELETE", "/big0?purge=1")
+    assert code == 200, out
+    code, out = fn(node, "PUT", "/big4", mods[4], timeout=60)
+    assert code == 201, out
+    # 75 MiB of deploys since start: a snapshot, and the log behind it goes.
+    wait_for(lambda: snapshot_files(node), timeout=60, what="a snapshot forced by deploy bytes")
+    wait_for(lambda: segment_bytes(node) < 40 << 20, timeout=60,
+             what="the segments holding the deploys released")
+    code, out = fn(node, "GET", "/big4")
+    assert code == 200 and out["version"] == 1, out

@@ -11,6 +11,9 @@
 #include "fsm_apply.h"
 #include "sha256.h"
 #include "unit.h"
+#include "wasm/abi.h"
+#include "wasm/module.h"
+#include "wat.h"
 
 /* (module (import "gojinn" "host_log" (func (param i32 i32 i32)))
  *         (memory (export "memory") 1) (func (export "_start"))) */
@@ -637,4 +640,192 @@ TEST(fn_route_survives_versions_moving)
     jinn_free(a);
     jinn_free(b);
     jinn_free(bb);
+}
+
+/* ---- what apply accepts may only grow ---------------------------------------
+ *
+ * Apply refuses a module whose imports are not all in abi.h's allow-list
+ * (jinn_wasm_inspect). A build whose list lost an entry would refuse, at
+ * apply, an FN_DEPLOY entry older builds accepted: replicas of different
+ * builds would then diverge on the same log (docs/design.md, "Upgrades").
+ * The list as of this writing is pinned here; entries may be added to
+ * abi.h (and then here), never removed or changed. */
+static const struct {
+    const char *module, *name, *params, *results;
+} pinned_imports[] = {
+    {"gojinn", "host_log", "iii", ""},
+    {"gojinn", "host_log", "iii", "i"},
+    {"gojinn", "host_kv_set", "iiii", ""},
+    {"gojinn", "host_kv_set", "iiii", "i"},
+    {"gojinn", "host_kv_get", "iiii", "i"},
+    {"gojinn", "host_kv_get", "iiii", "I"},
+    {"gojinn", "host_mutex_lock", "iii", "i"},
+    {"gojinn", "host_mutex_unlock", "ii", "i"},
+    {"gojinn", "host_db_query", "iiii", "i"},
+    {"gojinn", "host_enqueue", "iiii", "i"},
+    {"wasi_snapshot_preview1", "args_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "args_sizes_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "environ_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "environ_sizes_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "clock_res_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "clock_time_get", "iIi", "i"},
+    {"wasi_snapshot_preview1", "fd_advise", "iIIi", "i"},
+    {"wasi_snapshot_preview1", "fd_allocate", "iII", "i"},
+    {"wasi_snapshot_preview1", "fd_close", "i", "i"},
+    {"wasi_snapshot_preview1", "fd_datasync", "i", "i"},
+    {"wasi_snapshot_preview1", "fd_fdstat_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "fd_fdstat_set_flags", "ii", "i"},
+    {"wasi_snapshot_preview1", "fd_fdstat_set_rights", "iII", "i"},
+    {"wasi_snapshot_preview1", "fd_filestat_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "fd_filestat_set_size", "iI", "i"},
+    {"wasi_snapshot_preview1", "fd_filestat_set_times", "iIIi", "i"},
+    {"wasi_snapshot_preview1", "fd_pread", "iiiIi", "i"},
+    {"wasi_snapshot_preview1", "fd_prestat_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "fd_prestat_dir_name", "iii", "i"},
+    {"wasi_snapshot_preview1", "fd_pwrite", "iiiIi", "i"},
+    {"wasi_snapshot_preview1", "fd_read", "iiii", "i"},
+    {"wasi_snapshot_preview1", "fd_readdir", "iiiIi", "i"},
+    {"wasi_snapshot_preview1", "fd_renumber", "ii", "i"},
+    {"wasi_snapshot_preview1", "fd_seek", "iIii", "i"},
+    {"wasi_snapshot_preview1", "fd_sync", "i", "i"},
+    {"wasi_snapshot_preview1", "fd_tell", "ii", "i"},
+    {"wasi_snapshot_preview1", "fd_write", "iiii", "i"},
+    {"wasi_snapshot_preview1", "path_create_directory", "iii", "i"},
+    {"wasi_snapshot_preview1", "path_filestat_get", "iiiii", "i"},
+    {"wasi_snapshot_preview1", "path_filestat_set_times", "iiiiIIi", "i"},
+    {"wasi_snapshot_preview1", "path_link", "iiiiiii", "i"},
+    {"wasi_snapshot_preview1", "path_open", "iiiiiIIii", "i"},
+    {"wasi_snapshot_preview1", "path_readlink", "iiiiii", "i"},
+    {"wasi_snapshot_preview1", "path_remove_directory", "iii", "i"},
+    {"wasi_snapshot_preview1", "path_rename", "iiiiii", "i"},
+    {"wasi_snapshot_preview1", "path_symlink", "iiiii", "i"},
+    {"wasi_snapshot_preview1", "path_unlink_file", "iii", "i"},
+    {"wasi_snapshot_preview1", "poll_oneoff", "iiii", "i"},
+    {"wasi_snapshot_preview1", "proc_exit", "i", ""},
+    {"wasi_snapshot_preview1", "proc_raise", "i", "i"},
+    {"wasi_snapshot_preview1", "sched_yield", "", "i"},
+    {"wasi_snapshot_preview1", "random_get", "ii", "i"},
+    {"wasi_snapshot_preview1", "sock_accept", "iii", "i"},
+    {"wasi_snapshot_preview1", "sock_recv", "iiiiii", "i"},
+    {"wasi_snapshot_preview1", "sock_send", "iiiii", "i"},
+    {"wasi_snapshot_preview1", "sock_shutdown", "ii", "i"},
+};
+
+static void wat_types(char *out, size_t cap, const char *letters)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *p = letters; *p && o + 5 < cap; p++) {
+        o += (size_t)snprintf(out + o, cap - o, " %s", *p == 'I' ? "i64" : "i32");
+    }
+}
+
+#define COUNT_IMPORT(mod, nm, sym, p, r, hr) +1
+TEST(fn_abi_allow_list_only_grows)
+{
+    size_t n = sizeof pinned_imports / sizeof pinned_imports[0];
+    struct jinn_wbuf text, module;
+    struct jinn_fsm fsm;
+    char *s = settings("", NULL);
+    uint64_t value = 0;
+
+    CHECK_INT(n, 56); /* grow this with abi.h; never shrink it */
+    CHECK(0 JINN_WASM_IMPORTS(COUNT_IMPORT) >= (int)n);
+    /* A module may import a name once: module k imports the k-th pinned
+     * signature of every name (two modules cover abi.h today). Each goes
+     * through apply, as a replica sees it. */
+    jinn_fsm_init(&fsm);
+    for (unsigned pass = 0, covered = 0; covered < n; pass++) {
+        char line[512], params[128], results[32], name[16];
+        const char *head = "(module\n";
+        unsigned in_module = 0;
+        CHECK(pass < 8);
+        jinn_wbuf_init(&text);
+        jinn_wbuf_put_raw(&text, head, strlen(head));
+        for (size_t i = 0; i < n; i++) {
+            unsigned occurrence = 0;
+            for (size_t j = 0; j < i; j++) {
+                occurrence += strcmp(pinned_imports[j].module, pinned_imports[i].module) == 0 &&
+                              strcmp(pinned_imports[j].name, pinned_imports[i].name) == 0;
+            }
+            if (occurrence != pass) {
+                continue;
+            }
+            wat_types(params, sizeof params, pinned_imports[i].params);
+            wat_types(results, sizeof results, pinned_imports[i].results);
+            snprintf(line, sizeof line, "  (import \"%s\" \"%s\" (func (param%s) (result%s)))\n",
+                     pinned_imports[i].module, pinned_imports[i].name, params, results);
+            jinn_wbuf_put_raw(&text, line, strlen(line));
+            in_module++;
+        }
+        head = "  (memory (export \"memory\") 1)\n  (func (export \"_start\")))\n";
+        jinn_wbuf_put_raw(&text, head, strlen(head) + 1);
+        CHECK(!text.failed && in_module > 0);
+        CHECK_INT(wat((const char *)text.data, &module), 0);
+        {
+            static struct jinn_wasm_info info;
+            char err[256] = "";
+            if (jinn_wasm_inspect(module.data, module.len, &info, err, sizeof err) != 0) {
+                fprintf(stderr, "  pinned imports refused: %s\n", err);
+            }
+            CHECK_INT(info.n_imports, in_module);
+        }
+        snprintf(name, sizeof name, "imports-%u", pass);
+        CHECK_INT(deploy(&fsm, 1 + pass, name, module.data, module.len, s, &value), 0);
+        CHECK_INT(value, 1);
+        covered += in_module;
+        jinn_wbuf_free(&module);
+        jinn_wbuf_free(&text);
+    }
+    jinn_fsm_close(&fsm);
+    jinn_free(s);
+}
+#undef COUNT_IMPORT
+
+/* The handler's state checks are apply's (jinn_fns_deploy_check): what one
+ * refuses, the other does, so a refusal at apply is only ever a race. */
+TEST(fn_deploy_check_is_applys)
+{
+    struct jinn_fsm fsm;
+    char *a = settings("/a", NULL), *plain = settings("", NULL);
+    uint8_t sha[32], other[32];
+    size_t len;
+    uint8_t *m;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(deploy(&fsm, 1, "f", hello, sizeof hello, a, NULL), 0);
+    CHECK_INT(jinn_sha256(hello, sizeof hello, sha), 0);
+    /* Route conflicts: another function, not f itself. */
+    CHECK_INT(jinn_fns_deploy_check(&fsm.fns, "g", 1, "/a", NULL, sizeof hello), JINN_ECONFLICT);
+    CHECK_INT(deploy(&fsm, 2, "g", hello, sizeof hello, a, NULL), JINN_ECONFLICT);
+    CHECK_INT(jinn_fns_deploy_check(&fsm.fns, "f", 1, "/a", sha, sizeof hello), 0);
+    CHECK_INT(jinn_fns_deploy_check(&fsm.fns, "g", 1, "/b", sha, sizeof hello), 0);
+    /* Unchanged: same bytes, same settings. */
+    CHECK(jinn_fns_deploy_unchanged(&fsm.fns, "f", 1, sha, a, strlen(a)));
+    CHECK(!jinn_fns_deploy_unchanged(&fsm.fns, "f", 1, sha, plain, strlen(plain)));
+    CHECK(!jinn_fns_deploy_unchanged(&fsm.fns, "g", 1, sha, a, strlen(a)));
+    /* Module bytes: a new module over the total is refused; a kept one is
+     * free; an unknown sha (NULL) is not checked. */
+    for (int i = 0; i < 4; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "big%d", i);
+        m = padded((16u << 20) - 4096, (uint8_t)(10 + i), &len);
+        CHECK_INT(deploy(&fsm, 3 + (uint64_t)i, name, m, len, plain, NULL), 0);
+        if (i == 0) {
+            CHECK_INT(jinn_sha256(m, len, other), 0);
+        }
+        jinn_free(m);
+    }
+    other[0] ^= 1; /* a module not kept */
+    CHECK_INT(jinn_fns_deploy_check(&fsm.fns, "h", 1, "", other, 20000), JINN_EFULL);
+    CHECK_INT(jinn_fns_deploy_check(&fsm.fns, "h", 1, "", sha, 20000), 0);
+    CHECK_INT(jinn_fns_deploy_check(&fsm.fns, "h", 1, "", NULL, 20000), 0);
+    m = padded(20000, 9, &len);
+    CHECK_INT(deploy(&fsm, 10, "h", m, len, plain, NULL), JINN_EFULL);
+    jinn_free(m);
+    /* Every deploy's bytes are counted, refused ones too (the node's
+     * snapshot trigger reads it). */
+    CHECK(fsm.fns.deploy_bytes >= 2 * sizeof hello + 4 * ((16u << 20) - 4096) + 20000);
+    jinn_fsm_close(&fsm);
+    jinn_free(a);
+    jinn_free(plain);
 }
