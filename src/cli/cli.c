@@ -534,6 +534,17 @@ static bool leaderless(const char *resp, size_t len)
     return yes;
 }
 
+/* 503 busy: nothing was applied, the node had no room for it now (one
+ * function deploy at a time, say). */
+static bool busy(const char *resp, size_t len)
+{
+    json_t *e = json_loadb(resp, len, 0, NULL);
+    const char *code = json_string_value(json_object_get(e, "error"));
+    bool yes = code != NULL && strcmp(code, "busy") == 0;
+    json_decref(e);
+    return yes;
+}
+
 int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target,
                   const char *headers, const char *body, size_t body_len, char **resp,
                   size_t *resp_len, int *status)
@@ -543,7 +554,7 @@ int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target
                       strcmp(method, "DELETE") == 0;
     int64_t give_up = mono_ms() + JINN_CLI_LEADER_WAIT_MS;
     int64_t pause = 100;
-    bool said = false;
+    bool said = false, said_busy = false;
     jinn_wbuf_put_u8(target, 0);
     if (target->failed) {
         fprintf(stderr, "jinn: out of memory\n");
@@ -560,11 +571,17 @@ int jinn_cli_call(const char *addr, const char *method, struct jinn_wbuf *target
             fprintf(stderr, "jinn: %s\n", err);
             return 1;
         }
-        if (!idempotent || *status != 503 || mono_ms() + pause > give_up ||
-            !leaderless(*resp, *resp_len)) {
+        if (!idempotent || *status != 503 || mono_ms() + pause > give_up) {
             break;
         }
-        if (!said) {
+        if (busy(*resp, *resp_len)) {
+            if (!said_busy) {
+                fprintf(stderr, "jinn: the node is busy; retrying...\n");
+                said_busy = true;
+            }
+        } else if (!leaderless(*resp, *resp_len)) {
+            break;
+        } else if (!said) {
             fprintf(stderr, "jinn: waiting for a leader...\n");
             said = true;
         }

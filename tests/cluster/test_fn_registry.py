@@ -515,12 +515,24 @@ def test_one_deploy_at_a_time(cluster_factory, tmp_path):
         assert code == 503, (code, out)
         assert b"busy" in out and b"one at a time" in out, out
         assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1", headers
+        # The CLI retries a deploy refused as busy (a PUT: nothing applied)
+        # and says so; it succeeds once the first deploy is through.
+        mod_b = tmp_path / "b.wasm"
+        mod_b.write_bytes(hello2)
+        err_file = tmp_path / "cli.err"
+        with open(err_file, "w") as err_out:
+            cli = subprocess.Popen([JINN, "fn", "deploy", "b", str(mod_b), "--addr", node.url],
+                                   stdout=subprocess.PIPE, stderr=err_out, text=True)
+        wait_for(lambda: "busy; retrying" in err_file.read_text(), timeout=10,
+                 what="the CLI retrying a busy deploy")
     finally:
         gate.touch()
         t.join(30)
     assert first["r"][0] == 201, first
-    code, out = deploy(node, "b", hello2)
-    assert code == 201, out
+    out, _ = cli.communicate(timeout=30)
+    assert cli.returncode == 0, out + err_file.read_text()
+    code, out = fn(node, "GET", "/b")
+    assert code == 200 and out["version"] == 1, out
 
 
 def snapshot_files(node):
