@@ -50,7 +50,9 @@ struct jinn_watcher {
 
 static bool valid_ns(const char *ns, size_t len)
 {
-    if (len == 0 || len > JINN_KV_NS_MAX) {
+    /* "." and ".." are dot segments that URL clients normalise away. */
+    if (len == 0 || len > JINN_KV_NS_MAX || (len == 1 && ns[0] == '.') ||
+        (len == 2 && ns[0] == '.' && ns[1] == '.')) {
         return false;
     }
     for (size_t i = 0; i < len; i++) {

@@ -368,8 +368,11 @@ static int settings_parse(json_t *root, struct jinn_fn_settings *s, char *err, s
         snprintf(err, errlen, "settings: db must be empty or 1-64 of A-Z a-z 0-9 _ -");
         return JINN_EINVAL;
     }
-    if (!ident_valid(s->ns, strlen(s->ns), JINN_KV_NS_MAX, true)) {
-        snprintf(err, errlen, "settings: ns must be 1-64 of A-Z a-z 0-9 _ - .");
+    /* "." and ".." are refused: a client's /v1/kv/.. never reaches them
+     * (URL paths normalise dot segments), so their keys would be hidden. */
+    if (!ident_valid(s->ns, strlen(s->ns), JINN_KV_NS_MAX, true) || strcmp(s->ns, ".") == 0 ||
+        strcmp(s->ns, "..") == 0) {
+        snprintf(err, errlen, "settings: ns must be 1-64 of A-Z a-z 0-9 _ - . (not . or ..)");
         return JINN_EINVAL;
     }
     rv = parse_list(root, "env", LIST_ENV, &s->env, &s->n_env, err, errlen);

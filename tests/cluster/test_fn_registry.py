@@ -159,6 +159,7 @@ def test_hostile_deploys_are_refused_with_the_reason(one, tmp_path):
                          ({"route": "/a//b"}, "route"), ({"route": "/a/../b"}, "route"),
                          ({"env": "1X=y"}, "env"), ({"env": "novalue"}, "env"),
                          ({"db": "bad db"}, "db"), ({"ns": ""}, "ns"),
+                         ({"ns": ".."}, "ns"), ({"ns": "."}, "ns"),
                          ({"kv_read": ""}, "kv_read"), ({"colour": "blue"}, "colour"),
                          ({"route": ["/a", "/b"]}, "twice"),
                          ({"kv_read": b"\xff"}, "UTF-8")]:

@@ -87,6 +87,8 @@ def test_bad_input_gets_clear_4xx(cluster):
         (put(n, "pay", "k", "v", headers={"If-None-Match": "foo"}), 400, "If-None-Match"),
         (put(n, "pay", "k" * 1025, "v"), 400, "key"),
         (put(n, "bad ns!", "k", "v"), 400, "namespace"),
+        (put(n, "..", "k", "v"), 400, "namespace"),  # dot segments: unreachable by URL
+        (put(n, ".", "k", "v"), 400, "namespace"),
         (put(n, "pay", "k", "v", query="ttl=soon"), 400, "ttl"),
         (put(n, "pay", "k", "v", query="ttl=0s"), 400, "ttl"),
         (kv(n, "GET", "pay", "k", query="consistency=stale"), 400, "not allowed"),
