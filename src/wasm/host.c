@@ -300,20 +300,33 @@ static int step_call(enum step s)
 
 /* ---- counters ---- */
 
-static struct stats *stats_of(struct jinn_wasm_host *h, const char *fn)
+/* Where fn is, or would go, in the sorted stats array. */
+static unsigned stats_search(const struct jinn_wasm_host *h, const char *fn, bool *found)
 {
     unsigned lo = 0, hi = h->n_stats;
     while (lo < hi) {
         unsigned mid = (lo + hi) / 2;
         int c = strcmp(h->stats[mid].fn, fn);
         if (c == 0) {
-            return &h->stats[mid];
+            *found = true;
+            return mid;
         }
         if (c < 0) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
+    }
+    *found = false;
+    return lo;
+}
+
+static struct stats *stats_of(struct jinn_wasm_host *h, const char *fn)
+{
+    bool found;
+    unsigned lo = stats_search(h, fn, &found);
+    if (found) {
+        return &h->stats[lo];
     }
     if (h->n_stats == HOST_STATS_MAX) {
         return &h->other;
@@ -336,19 +349,9 @@ static struct stats *stats_of(struct jinn_wasm_host *h, const char *fn)
 
 static const struct stats *stats_find(const struct jinn_wasm_host *h, const char *fn)
 {
-    for (unsigned lo = 0, hi = h->n_stats; lo < hi;) {
-        unsigned mid = (lo + hi) / 2;
-        int c = strcmp(h->stats[mid].fn, fn);
-        if (c == 0) {
-            return &h->stats[mid];
-        }
-        if (c < 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return NULL;
+    bool found;
+    unsigned i = stats_search(h, fn, &found);
+    return found ? &h->stats[i] : NULL;
 }
 
 /* ---- logging ---- */
