@@ -771,9 +771,47 @@ static const char *check_conf(const uint8_t *b, size_t len)
 
 /* Checks a complete header; sets the payload length it declares. NULL when
  * libraft may decode it, else why not. */
+/* Terms and log indexes no real cluster reaches: at 2^64-1, libraft's next
+ * election wraps the term to 0 and no candidate can win again (the term is
+ * persisted, so restarts do not help). Anything >= 2^63 is refused. */
+#define PG_NUMBER_MAX (UINT64_C(1) << 63)
+
+/* Offsets of the terms and indexes in each fixed header (libraft 0.15's
+ * encoding); 0 ends a list after the first (the term, at 0). */
+static bool numbers_ok(uint64_t type, const uint8_t *h, size_t len)
+{
+    static const uint8_t ae[] = {8, 16, 24, 0};     /* prev index, prev term, commit */
+    static const uint8_t aer[] = {8, 16, 0};        /* rejected index, last log index */
+    static const uint8_t rv[] = {16, 24, 0};        /* last log index, last log term */
+    static const uint8_t is[] = {8, 16, 24, 0};     /* last index, last term, conf index */
+    static const uint8_t tn[] = {8, 16, 0};         /* last log index, last log term */
+    static const uint8_t none[] = {0};
+    const uint8_t *off = none;
+    if (len < 8 || get_u64(h) >= PG_NUMBER_MAX) {
+        return false;
+    }
+    switch (type) {
+    case RAFT_IO_APPEND_ENTRIES: off = ae; break;
+    case RAFT_IO_APPEND_ENTRIES_RESULT: off = aer; break;
+    case RAFT_IO_REQUEST_VOTE: off = rv; break;
+    case RAFT_IO_INSTALL_SNAPSHOT: off = is; break;
+    case RAFT_IO_TIMEOUT_NOW: off = tn; break;
+    default: break;
+    }
+    for (; *off != 0; off++) {
+        if ((size_t)*off + 8 > len || get_u64(h + *off) >= PG_NUMBER_MAX) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static const char *check_header(uint64_t type, const uint8_t *h, size_t len, uint64_t *payload)
 {
     *payload = 0;
+    if (!numbers_ok(type, h, len)) {
+        return "a term or log index of 2^63 or more";
+    }
     if (type == RAFT_IO_APPEND_ENTRIES) {
         uint64_t n = get_u64(h + 32);
         if (n != (len - AE_FIXED) / 16) {
@@ -782,6 +820,9 @@ static const char *check_header(uint64_t type, const uint8_t *h, size_t len, uin
         for (uint64_t i = 0; i < n; i++) {
             const uint8_t *e = h + 40 + 16 * i;
             uint32_t elen = get_u32(e + 12);
+            if (get_u64(e) >= PG_NUMBER_MAX) {
+                return "a term or log index of 2^63 or more";
+            }
             if (e[8] != RAFT_COMMAND && e[8] != RAFT_BARRIER && e[8] != RAFT_CHANGE) {
                 return "AppendEntries with an entry of unknown type";
             }

@@ -271,3 +271,25 @@ def test_idle_dials_do_not_take_the_places_of_peers(cluster_factory):
         t.join()
         for s in held:
             s.close()
+
+
+def test_a_term_of_2_64_minus_1_is_refused(cluster_factory):
+    """(atk3 C1, term_max.py) One RequestVote with term 2^64-1 and the
+    disrupt-leader flag, from a peer claiming a member's id (plaintext: the
+    cluster id is public), was taken and persisted: the next election's term
+    wrapped to 0 and the cluster never had a leader again. Terms and indexes
+    >= 2^63 are now refused."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = next(n for n in c.nodes if n is not leader)
+    other = next(n for n in c.nodes if n is not leader and n is not target)
+    other_id, cluster = probe(other)
+    term = target.status()["term"]
+    before = metric(target, "jinn_raft_connections_refused_total")
+    u64max = (1 << 64) - 1
+    hello = handshake(other_id, other.advertised.encode() + b"\0") + preamble(cluster, other_id)
+    send(target, hello + message(REQUEST_VOTE, struct.pack("<QQQQQ", u64max, other_id, u64max,
+                                                           u64max, 1)), linger=1)
+    assert_serving(c, target, term, before)
+    assert target.status()["term"] < 1 << 63
