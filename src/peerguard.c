@@ -1057,6 +1057,12 @@ static void inbound_hello(struct pg_conn *c)
         answer(c, their_cluster == 0 ? PG_NO_CLUSTER : PG_WRONG_CLUSTER, true);
         return;
     }
+    if (pg->member != NULL && !pg->member(pg->data, sender, c->address, true)) {
+        refuse_log(c, "node %llu at %s is not a member of the raft configuration",
+                   (unsigned long long)sender, c->ip);
+        conn_close(c, RAFT_NOCONNECTION);
+        return;
+    }
     if (!cert_matches(c)) {
         conn_close(c, RAFT_NOCONNECTION);
         return;
@@ -1564,7 +1570,12 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
                      const char *address, raft_uv_connect_cb cb)
 {
     struct jinn_peerguard *pg = t->impl;
-    struct pg_conn *c = conn_new(pg, pg->loop, K_OUT);
+    struct pg_conn *c;
+    if (pg->member != NULL && !pg->member(pg->data, id, address, false)) {
+        /* libraft keeps its client and retries on a timer: a tick, no dial. */
+        return RAFT_NOCONNECTION;
+    }
+    c = conn_new(pg, pg->loop, K_OUT);
     if (c == NULL) {
         return RAFT_NOMEM;
     }

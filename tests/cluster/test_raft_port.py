@@ -293,3 +293,54 @@ def test_a_term_of_2_64_minus_1_is_refused(cluster_factory):
                                                            u64max, 1)), linger=1)
     assert_serving(c, target, term, before)
     assert target.status()["term"] < 1 << 63
+
+
+def test_a_non_member_is_neither_admitted_nor_dialled(cluster_factory):
+    """(atk3 C2, reflect.py, client_flood.py) libraft 0.15 makes an outbound
+    client, never freed and redialling every 200 ms, for every server id it
+    hears from: one pre-vote RequestVote per made-up id grew fds, CPU and
+    loop stalls without bound, and made the node dial any address named in
+    the handshake. Only members of the configuration, at their configured
+    address, now reach raft, and raft dials nothing else."""
+    import threading
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = next(n for n in c.nodes if n is not leader)
+    other = next(n for n in c.nodes if n is not leader and n is not target)
+    other_id, cluster = probe(other)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    ours = b"127.0.0.1:%d\0" % srv.getsockname()[1]
+    hits = []
+
+    def accept():
+        while True:
+            try:
+                s, _ = srv.accept()
+            except OSError:
+                return
+            hits.append(s)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        before = metric(target, "jinn_raft_connections_refused_total")
+        for sid in (0x6666, 0x6667, other_id):  # made-up ids, a member's id at our address
+            got = send(target, handshake(sid, ours) + preamble(cluster, sid)
+                       + message(REQUEST_VOTE, struct.pack("<QQQQQ", 1, sid, 0, 0, 2)))
+            assert got == b"", f"id {sid:#x} was answered: {got[:24]!r}"
+        wait_for(lambda: metric(target, "jinn_raft_connections_refused_total") >= before + 3, 10,
+                 what="the three hellos counted as refused")
+        # libraft would redial every 200 ms: watch for 3 s
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not hits:
+            time.sleep(0.05)
+        assert hits == [], f"the node dialled us {len(hits)} times"
+        assert "not a member of the raft configuration" in target.log()
+        code, _, out = leader.request("/v1/kv/ns/after", "PUT", b"ok")
+        assert code == 200, out
+    finally:
+        srv.close()
+        for s in hits:
+            s.close()
