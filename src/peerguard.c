@@ -1010,6 +1010,31 @@ static bool cert_matches(struct pg_conn *c)
     return false;
 }
 
+/* A raft address as jinn writes one: host (letters, digits, '.', '-'),
+ * ':', a port 1..65535 in digits. Anything else (control bytes included:
+ * the address reaches the log and libraft dials it) is refused. */
+bool jinn_peerguard_address_ok(const char *a)
+{
+    const char *colon = strrchr(a, ':');
+    unsigned long port = 0;
+    size_t digits;
+    if (colon == NULL || colon == a || colon - a > 253) {
+        return false;
+    }
+    for (const char *p = a; p < colon; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '.' || *p == '-')) {
+            return false;
+        }
+    }
+    digits = strlen(colon + 1);
+    if (digits == 0 || digits > 5 || strspn(colon + 1, "0123456789") != digits) {
+        return false;
+    }
+    port = strtoul(colon + 1, NULL, 10);
+    return port >= 1 && port <= 65535;
+}
+
 static void inbound_hello(struct pg_conn *c)
 {
     struct jinn_peerguard *pg = c->pg;
@@ -1033,6 +1058,11 @@ static void inbound_hello(struct pg_conn *c)
     if ((pre[5] & PG_FLAG_PROBE) || pg->probe_only) {
         jinn_debug("probed by %s", c->ip);
         answer(c, PG_PROBED, true);
+        return;
+    }
+    if (!jinn_peerguard_address_ok(c->address)) {
+        refuse_log(c, "libraft handshake address is not host:port");
+        conn_close(c, RAFT_NOCONNECTION);
         return;
     }
     if (target != 0 && target != pg->self_id) {
@@ -1506,7 +1536,10 @@ static int parse_addr(const char *address, struct sockaddr_in *sa)
     }
     memcpy(host, address, hlen);
     host[hlen] = '\0';
-    return uv_ip4_addr(host, atoi(colon + 1), sa) != 0 ? -1 : 0;
+    if (!jinn_peerguard_address_ok(address)) {
+        return -1;
+    }
+    return uv_ip4_addr(host, (int)strtol(colon + 1, NULL, 10), sa) != 0 ? -1 : 0;
 }
 
 /* Starts dialling c; 0 or -1 (c is then closed, no callback made). */
@@ -1571,7 +1604,8 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
 {
     struct jinn_peerguard *pg = t->impl;
     struct pg_conn *c;
-    if (pg->member != NULL && !pg->member(pg->data, id, address, false)) {
+    if (!jinn_peerguard_address_ok(address) ||
+        (pg->member != NULL && !pg->member(pg->data, id, address, false))) {
         /* libraft keeps its client and retries on a timer: a tick, no dial. */
         return RAFT_NOCONNECTION;
     }

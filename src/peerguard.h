@@ -136,6 +136,11 @@ uint64_t jinn_peerguard_cluster_of(const struct jinn_peerguard *pg, uint64_t id)
 const char *jinn_peerguard_check(uint64_t type, const uint8_t *hdr, uint64_t len,
                                  uint64_t *payload);
 
+/* Whether a raft address is host:port (host of letters, digits, '.' and
+ * '-'; port 1..65535 in digits): what a handshake may give and libraft may
+ * dial (exposed for tests). */
+bool jinn_peerguard_address_ok(const char *address);
+
 /* Probe answer states. */
 enum jinn_probe_state {
     JINN_PROBE_UNREACHABLE, /* no answer (down, refused, not a jinn) */

@@ -344,3 +344,25 @@ def test_a_non_member_is_neither_admitted_nor_dialled(cluster_factory):
         srv.close()
         for s in hits:
             s.close()
+
+
+def test_a_handshake_address_with_control_bytes_is_refused(cluster_factory):
+    """(atk3 m1, log_inject.py) The handshake address is where libraft
+    answers, and it reached the log as it came: "127.0.0.1:PORT\\n<line>"
+    was dialled (atoi) and forged log lines. A node waiting to be added
+    (no configuration: it takes the ids that reach it) now refuses an
+    address that is not host:port before anything else."""
+    c = cluster_factory(1).start()
+    c.wait_leader(timeout=30)
+    n2 = c.add_node()
+    n2.start(bootstrap=False)
+    wait_for(lambda: n2.status()["role"] == "joining", 20, what="n2 waits to be added")
+    before = metric(n2, "jinn_raft_connections_refused_total")
+    forged = b"127.0.0.1:9\n2026-01-01T00:00:00.000Z n2 info  FORGED LINE\0"
+    got = send(n2, handshake(0x7777, forged) + preamble(0xBEEF, 0x7777)
+               + message(REQUEST_VOTE, struct.pack("<QQQQQ", 1, 0x7777, 0, 0, 2)), linger=1)
+    assert got == b"", f"admitted: {got[:24]!r}"
+    wait_for(lambda: metric(n2, "jinn_raft_connections_refused_total") > before, 10,
+             what="the hello counted as refused")
+    assert "not host:port" in n2.log()
+    assert not any(line.startswith("2026-01-01") for line in n2.log().splitlines())

@@ -182,3 +182,20 @@ TEST(peerguard_refuses_terms_and_indexes_past_2_63)
         }
     }
 }
+
+TEST(peerguard_address_is_host_and_port)
+{
+    /* (atk3 m1) "127.0.0.1:23997\n<forged line>" dialled fine (atoi) and
+     * reached the log unescaped. */
+    CHECK(jinn_peerguard_address_ok("127.0.0.1:7001"));
+    CHECK(jinn_peerguard_address_ok("node-1.example:65535"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:23997\n2026 info forged"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1\n:7001"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:7001x"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:0"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:65536"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:"));
+    CHECK(!jinn_peerguard_address_ok(":7001"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:+7001"));
+}
