@@ -780,23 +780,34 @@ static const char *check_conf(const uint8_t *b, size_t len)
  * encoding); 0 ends a list after the first (the term, at 0). */
 static bool numbers_ok(uint64_t type, const uint8_t *h, size_t len)
 {
-    static const uint8_t ae[] = {8, 16, 24, 0};     /* prev index, prev term, commit */
-    static const uint8_t aer[] = {8, 16, 0};        /* rejected index, last log index */
-    static const uint8_t rv[] = {16, 24, 0};        /* last log index, last log term */
-    static const uint8_t is[] = {8, 16, 24, 0};     /* last index, last term, conf index */
-    static const uint8_t tn[] = {8, 16, 0};         /* last log index, last log term */
+    static const uint8_t ae[] = {8, 16, 24, 0}; /* prev index, prev term, commit */
+    static const uint8_t aer[] = {8, 16, 0};    /* rejected index, last log index */
+    static const uint8_t rv[] = {16, 24, 0};    /* last log index, last log term */
+    static const uint8_t is[] = {8, 16, 24, 0}; /* last index, last term, conf index */
+    static const uint8_t tn[] = {8, 16, 0};     /* last log index, last log term */
     static const uint8_t none[] = {0};
     const uint8_t *off = none;
     if (len < 8 || get_u64(h) >= PG_NUMBER_MAX) {
         return false;
     }
     switch (type) {
-    case RAFT_IO_APPEND_ENTRIES: off = ae; break;
-    case RAFT_IO_APPEND_ENTRIES_RESULT: off = aer; break;
-    case RAFT_IO_REQUEST_VOTE: off = rv; break;
-    case RAFT_IO_INSTALL_SNAPSHOT: off = is; break;
-    case RAFT_IO_TIMEOUT_NOW: off = tn; break;
-    default: break;
+    case RAFT_IO_APPEND_ENTRIES:
+        off = ae;
+        break;
+    case RAFT_IO_APPEND_ENTRIES_RESULT:
+        off = aer;
+        break;
+    case RAFT_IO_REQUEST_VOTE:
+        off = rv;
+        break;
+    case RAFT_IO_INSTALL_SNAPSHOT:
+        off = is;
+        break;
+    case RAFT_IO_TIMEOUT_NOW:
+        off = tn;
+        break;
+    default:
+        break;
     }
     for (; *off != 0; off++) {
         if ((size_t)*off + 8 > len || get_u64(h + *off) >= PG_NUMBER_MAX) {

@@ -144,11 +144,16 @@ TEST(peerguard_refuses_terms_and_indexes_past_2_63)
         uint64_t type;
         size_t len, off;
     } cases[] = {
-        {RAFT_IO_REQUEST_VOTE, 40, 0},          {RAFT_IO_REQUEST_VOTE, 32, 16},
-        {RAFT_IO_REQUEST_VOTE, 40, 24},         {RAFT_IO_REQUEST_VOTE_RESULT, 24, 0},
-        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 0}, {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 8},
-        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 16}, {RAFT_IO_TIMEOUT_NOW, 24, 0},
-        {RAFT_IO_TIMEOUT_NOW, 24, 8},           {RAFT_IO_TIMEOUT_NOW, 24, 16},
+        {RAFT_IO_REQUEST_VOTE, 40, 0},
+        {RAFT_IO_REQUEST_VOTE, 32, 16},
+        {RAFT_IO_REQUEST_VOTE, 40, 24},
+        {RAFT_IO_REQUEST_VOTE_RESULT, 24, 0},
+        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 0},
+        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 8},
+        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 16},
+        {RAFT_IO_TIMEOUT_NOW, 24, 0},
+        {RAFT_IO_TIMEOUT_NOW, 24, 8},
+        {RAFT_IO_TIMEOUT_NOW, 24, 16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memset(h, 0, sizeof h);
