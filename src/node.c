@@ -92,6 +92,8 @@ struct read_waiter {
     struct read_waiter *next;
 };
 
+#define JOIN_IDS_MAX 8 /* peers a node without configuration talks with */
+
 struct jinn_node {
     uv_loop_t *loop;
     const struct jinn_config *cfg;
@@ -122,6 +124,8 @@ struct jinn_node {
     uint64_t cluster_id;  /* 0 while a new member has not been contacted */
     enum start_mode mode;
     struct jinn_peerguard pg; /* checks cluster identity on raft streams */
+    uint64_t join_ids[JOIN_IDS_MAX]; /* ids admitted before we had a configuration */
+    unsigned n_join_ids;
     struct member_op op;
     uint64_t auto_pause_until; /* loop ms: no automatic promotion before */
     struct raft_transfer op_transfer; /* jinn leader transfer */
@@ -815,6 +819,35 @@ static bool peer_name(void *data, uint64_t id, const char *address, char *out, s
     return false;
 }
 
+/* Who raft may talk with (peerguard.h, member): libraft 0.15 keeps a
+ * redialling client for every server id it hears from, forever. With a
+ * configuration, only its members at their configured addresses; a node
+ * waiting to be added has none yet and takes the first JOIN_IDS_MAX ids that
+ * reach it (its leader, and the one after a change of leader). */
+static bool peer_member(void *data, uint64_t id, const char *address, bool inbound)
+{
+    struct jinn_node *node = data;
+    const struct raft_configuration *conf = &node->raft.configuration;
+    if (conf->n > 0) {
+        for (unsigned i = 0; i < conf->n; i++) {
+            if (conf->servers[i].id == id) {
+                return strcmp(conf->servers[i].address, address) == 0;
+            }
+        }
+        return false;
+    }
+    for (unsigned i = 0; i < node->n_join_ids; i++) {
+        if (node->join_ids[i] == id) {
+            return true;
+        }
+    }
+    if (!inbound || node->n_join_ids == JOIN_IDS_MAX) {
+        return false;
+    }
+    node->join_ids[node->n_join_ids++] = id;
+    return true;
+}
+
 static void cluster_learned(void *data, uint64_t cluster_id)
 {
     struct jinn_node *node = data;
@@ -980,6 +1013,7 @@ int jinn_node_start(struct jinn_node *node)
     node->pg.probe_flags = probe_flags;
     node->pg.learned = cluster_learned;
     node->pg.name_of = peer_name;
+    node->pg.member = peer_member;
     {
         uint64_t in_memory = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing + 1024;
         if (in_memory > node->pg.max_entries) {

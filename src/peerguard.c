@@ -771,9 +771,58 @@ static const char *check_conf(const uint8_t *b, size_t len)
 
 /* Checks a complete header; sets the payload length it declares. NULL when
  * libraft may decode it, else why not. */
+/* Terms and log indexes no real cluster reaches: at 2^64-1, libraft's next
+ * election wraps the term to 0 and no candidate can win again (the term is
+ * persisted, so restarts do not help). Anything >= 2^63 is refused. */
+#define PG_NUMBER_MAX (UINT64_C(1) << 63)
+
+/* Offsets of the terms and indexes in each fixed header (libraft 0.15's
+ * encoding); 0 ends a list after the first (the term, at 0). */
+static bool numbers_ok(uint64_t type, const uint8_t *h, size_t len)
+{
+    static const uint8_t ae[] = {8, 16, 24, 0}; /* prev index, prev term, commit */
+    static const uint8_t aer[] = {8, 16, 0};    /* rejected index, last log index */
+    static const uint8_t rv[] = {16, 24, 0};    /* last log index, last log term */
+    static const uint8_t is[] = {8, 16, 24, 0}; /* last index, last term, conf index */
+    static const uint8_t tn[] = {8, 16, 0};     /* last log index, last log term */
+    static const uint8_t none[] = {0};
+    const uint8_t *off = none;
+    if (len < 8 || get_u64(h) >= PG_NUMBER_MAX) {
+        return false;
+    }
+    switch (type) {
+    case RAFT_IO_APPEND_ENTRIES:
+        off = ae;
+        break;
+    case RAFT_IO_APPEND_ENTRIES_RESULT:
+        off = aer;
+        break;
+    case RAFT_IO_REQUEST_VOTE:
+        off = rv;
+        break;
+    case RAFT_IO_INSTALL_SNAPSHOT:
+        off = is;
+        break;
+    case RAFT_IO_TIMEOUT_NOW:
+        off = tn;
+        break;
+    default:
+        break;
+    }
+    for (; *off != 0; off++) {
+        if ((size_t)*off + 8 > len || get_u64(h + *off) >= PG_NUMBER_MAX) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static const char *check_header(uint64_t type, const uint8_t *h, size_t len, uint64_t *payload)
 {
     *payload = 0;
+    if (!numbers_ok(type, h, len)) {
+        return "a term or log index of 2^63 or more";
+    }
     if (type == RAFT_IO_APPEND_ENTRIES) {
         uint64_t n = get_u64(h + 32);
         if (n != (len - AE_FIXED) / 16) {
@@ -782,6 +831,9 @@ static const char *check_header(uint64_t type, const uint8_t *h, size_t len, uin
         for (uint64_t i = 0; i < n; i++) {
             const uint8_t *e = h + 40 + 16 * i;
             uint32_t elen = get_u32(e + 12);
+            if (get_u64(e) >= PG_NUMBER_MAX) {
+                return "a term or log index of 2^63 or more";
+            }
             if (e[8] != RAFT_COMMAND && e[8] != RAFT_BARRIER && e[8] != RAFT_CHANGE) {
                 return "AppendEntries with an entry of unknown type";
             }
@@ -969,6 +1021,31 @@ static bool cert_matches(struct pg_conn *c)
     return false;
 }
 
+/* A raft address as jinn writes one: host (letters, digits, '.', '-'),
+ * ':', a port 1..65535 in digits. Anything else (control bytes included:
+ * the address reaches the log and libraft dials it) is refused. */
+bool jinn_peerguard_address_ok(const char *a)
+{
+    const char *colon = strrchr(a, ':');
+    unsigned long port = 0;
+    size_t digits;
+    if (colon == NULL || colon == a || colon - a > 253) {
+        return false;
+    }
+    for (const char *p = a; p < colon; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '.' || *p == '-')) {
+            return false;
+        }
+    }
+    digits = strlen(colon + 1);
+    if (digits == 0 || digits > 5 || strspn(colon + 1, "0123456789") != digits) {
+        return false;
+    }
+    port = strtoul(colon + 1, NULL, 10);
+    return port >= 1 && port <= 65535;
+}
+
 static void inbound_hello(struct pg_conn *c)
 {
     struct jinn_peerguard *pg = c->pg;
@@ -994,6 +1071,11 @@ static void inbound_hello(struct pg_conn *c)
         answer(c, PG_PROBED, true);
         return;
     }
+    if (!jinn_peerguard_address_ok(c->address)) {
+        refuse_log(c, "libraft handshake address is not host:port");
+        conn_close(c, RAFT_NOCONNECTION);
+        return;
+    }
     if (target != 0 && target != pg->self_id) {
         /* Dialled as a member we are not (our data_dir was wiped and we
          * got a new id): refused before anything is learned from it. */
@@ -1014,6 +1096,12 @@ static void inbound_hello(struct pg_conn *c)
                        (unsigned long long)sender, (unsigned long long)their_cluster);
         }
         answer(c, their_cluster == 0 ? PG_NO_CLUSTER : PG_WRONG_CLUSTER, true);
+        return;
+    }
+    if (pg->member != NULL && !pg->member(pg->data, sender, c->address, true)) {
+        refuse_log(c, "node %llu at %s is not a member of the raft configuration",
+                   (unsigned long long)sender, c->ip);
+        conn_close(c, RAFT_NOCONNECTION);
         return;
     }
     if (!cert_matches(c)) {
@@ -1459,7 +1547,10 @@ static int parse_addr(const char *address, struct sockaddr_in *sa)
     }
     memcpy(host, address, hlen);
     host[hlen] = '\0';
-    return uv_ip4_addr(host, atoi(colon + 1), sa) != 0 ? -1 : 0;
+    if (!jinn_peerguard_address_ok(address)) {
+        return -1;
+    }
+    return uv_ip4_addr(host, (int)strtol(colon + 1, NULL, 10), sa) != 0 ? -1 : 0;
 }
 
 /* Starts dialling c; 0 or -1 (c is then closed, no callback made). */
@@ -1523,7 +1614,13 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
                      const char *address, raft_uv_connect_cb cb)
 {
     struct jinn_peerguard *pg = t->impl;
-    struct pg_conn *c = conn_new(pg, pg->loop, K_OUT);
+    struct pg_conn *c;
+    if (!jinn_peerguard_address_ok(address) ||
+        (pg->member != NULL && !pg->member(pg->data, id, address, false))) {
+        /* libraft keeps its client and retries on a timer: a tick, no dial. */
+        return RAFT_NOCONNECTION;
+    }
+    c = conn_new(pg, pg->loop, K_OUT);
     if (c == NULL) {
         return RAFT_NOMEM;
     }

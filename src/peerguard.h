@@ -85,6 +85,13 @@ struct jinn_peerguard {
      * id is unknown, for address); false when neither is known (any
      * certificate from the CA is then accepted). */
     bool (*name_of)(void *data, uint64_t id, const char *address, char *out, size_t n);
+    /* Whether raft may talk with server id at address (inbound: the
+     * address its handshake gives, where libraft will answer; outbound:
+     * where libraft dials). libraft 0.15 makes a permanent, redialling
+     * client for every id it hears from, so only members of the current
+     * configuration are let through (a node waiting to be added: the few
+     * ids that reach it first). NULL: everyone. */
+    bool (*member)(void *data, uint64_t id, const char *address, bool inbound);
     void *data;
     struct pg_conn *conns;
     unsigned inbound; /* inbound connections open */
@@ -128,6 +135,11 @@ uint64_t jinn_peerguard_cluster_of(const struct jinn_peerguard *pg, uint64_t id)
  * bytes it declares), else why not. */
 const char *jinn_peerguard_check(uint64_t type, const uint8_t *hdr, uint64_t len,
                                  uint64_t *payload);
+
+/* Whether a raft address is host:port (host of letters, digits, '.' and
+ * '-'; port 1..65535 in digits): what a handshake may give and libraft may
+ * dial (exposed for tests). */
+bool jinn_peerguard_address_ok(const char *address);
 
 /* Probe answer states. */
 enum jinn_probe_state {

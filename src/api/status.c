@@ -45,6 +45,13 @@ static json_t *members_json(const struct jinn_node_status *st, int want_voter)
     return list;
 }
 
+/* A term as a JSON number: JSON integers are signed, and a term persisted
+ * before peerguard refused terms >= 2^63 would print as negative. */
+static json_t *u64_json(uint64_t v)
+{
+    return v <= (uint64_t)INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v);
+}
+
 static bool is_ready(const struct jinn_node_status *st)
 {
     if (st->role == JINN_ROLE_LEADER) {
@@ -66,10 +73,10 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
         leader = json_pack("{s:s, s:I, s:s?}", "name", st.leader_name, "id",
                            (json_int_t)st.leader_id, "api", st.leader_api);
     }
-    obj = json_pack("{s:s, s:I, s:s, s:s, s:I, s:o?, s:I, s:I, s:I, s:o, s:o, s:o, s:b, s:o,"
+    obj = json_pack("{s:s, s:I, s:s, s:s, s:o, s:o?, s:I, s:I, s:I, s:o, s:o, s:o, s:b, s:o,"
                     " s:I, s:b, s:s, s:s}",
                     "name", st.name, "id", (json_int_t)st.id, "cluster", api->cfg->cluster_name,
-                    "role", jinn_role_name(st.role), "term", (json_int_t)st.term, "leader",
+                    "role", jinn_role_name(st.role), "term", u64_json(st.term), "leader",
                     leader ? leader : json_null(), "commit_index", (json_int_t)st.commit_index,
                     "applied_index", (json_int_t)st.applied_index, "last_index",
                     (json_int_t)st.last_index, "voters", members_json(&st, 1), "standbys",

@@ -278,6 +278,17 @@ static int certs_add(const char *dir, const char *node, const char **ips, unsign
         }
         used += (size_t)snprintf(san + used, sizeof san - used, ",IP:%s", ips[i]);
     }
+    /* Both checked before a key is made: a write failing on the second
+     * left the first behind (a NODE.key with no certificate). */
+    for (int i = 0; i < 2; i++) {
+        if (path_in(path, dir, node, i == 0 ? ".key" : ".crt") != 0) {
+            return 1;
+        }
+        if (access(path, F_OK) == 0) {
+            fprintf(stderr, "jinn certs: %s: File exists; not replaced\n", path);
+            return 1;
+        }
+    }
     if (path_in(path, dir, "ca", ".crt") != 0 || (ca = load_cert(path)) == NULL ||
         path_in(path, dir, "ca", ".key") != 0 || (ca_key = load_key(path)) == NULL) {
         goto done;

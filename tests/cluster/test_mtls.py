@@ -265,6 +265,12 @@ def test_certs_cli_never_overwrites_and_checks_names(tmp_path):
     assert again.returncode == 1 and "not replaced" in again.stderr
     twice = subprocess.run([JINN, "certs", "add", d, "n1"], capture_output=True, text=True)
     assert twice.returncode == 1 and "File exists" in twice.stderr
+    # (atk3 m4) NODE.crt there, NODE.key not: the key used to be written
+    # before the certificate write failed, and was left behind
+    open(f"{d}/n3.crt", "w").close()
+    half = subprocess.run([JINN, "certs", "add", d, "n3"], capture_output=True, text=True)
+    assert half.returncode == 1 and "n3.crt: File exists" in half.stderr, half.stderr
+    assert not os.path.exists(f"{d}/n3.key")
     bad = subprocess.run([JINN, "certs", "add", d, "../n2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a node name" in bad.stderr
     badip = subprocess.run([JINN, "certs", "add", d, "n2", "--ip", "nope"],

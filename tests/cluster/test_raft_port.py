@@ -271,3 +271,98 @@ def test_idle_dials_do_not_take_the_places_of_peers(cluster_factory):
         t.join()
         for s in held:
             s.close()
+
+
+def test_a_term_of_2_64_minus_1_is_refused(cluster_factory):
+    """(atk3 C1, term_max.py) One RequestVote with term 2^64-1 and the
+    disrupt-leader flag, from a peer claiming a member's id (plaintext: the
+    cluster id is public), was taken and persisted: the next election's term
+    wrapped to 0 and the cluster never had a leader again. Terms and indexes
+    >= 2^63 are now refused."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = next(n for n in c.nodes if n is not leader)
+    other = next(n for n in c.nodes if n is not leader and n is not target)
+    other_id, cluster = probe(other)
+    term = target.status()["term"]
+    before = metric(target, "jinn_raft_connections_refused_total")
+    u64max = (1 << 64) - 1
+    hello = handshake(other_id, other.advertised.encode() + b"\0") + preamble(cluster, other_id)
+    send(target, hello + message(REQUEST_VOTE, struct.pack("<QQQQQ", u64max, other_id, u64max,
+                                                           u64max, 1)), linger=1)
+    assert_serving(c, target, term, before)
+    assert target.status()["term"] < 1 << 63
+
+
+def test_a_non_member_is_neither_admitted_nor_dialled(cluster_factory):
+    """(atk3 C2, reflect.py, client_flood.py) libraft 0.15 makes an outbound
+    client, never freed and redialling every 200 ms, for every server id it
+    hears from: one pre-vote RequestVote per made-up id grew fds, CPU and
+    loop stalls without bound, and made the node dial any address named in
+    the handshake. Only members of the configuration, at their configured
+    address, now reach raft, and raft dials nothing else."""
+    import threading
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = next(n for n in c.nodes if n is not leader)
+    other = next(n for n in c.nodes if n is not leader and n is not target)
+    other_id, cluster = probe(other)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    ours = b"127.0.0.1:%d\0" % srv.getsockname()[1]
+    hits = []
+
+    def accept():
+        while True:
+            try:
+                s, _ = srv.accept()
+            except OSError:
+                return
+            hits.append(s)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        before = metric(target, "jinn_raft_connections_refused_total")
+        for sid in (0x6666, 0x6667, other_id):  # made-up ids, a member's id at our address
+            got = send(target, handshake(sid, ours) + preamble(cluster, sid)
+                       + message(REQUEST_VOTE, struct.pack("<QQQQQ", 1, sid, 0, 0, 2)))
+            assert got == b"", f"id {sid:#x} was answered: {got[:24]!r}"
+        wait_for(lambda: metric(target, "jinn_raft_connections_refused_total") >= before + 3, 10,
+                 what="the three hellos counted as refused")
+        # libraft would redial every 200 ms: watch for 3 s
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not hits:
+            time.sleep(0.05)
+        assert hits == [], f"the node dialled us {len(hits)} times"
+        assert "not a member of the raft configuration" in target.log()
+        code, _, out = leader.request("/v1/kv/ns/after", "PUT", b"ok")
+        assert code == 200, out
+    finally:
+        srv.close()
+        for s in hits:
+            s.close()
+
+
+def test_a_handshake_address_with_control_bytes_is_refused(cluster_factory):
+    """(atk3 m1, log_inject.py) The handshake address is where libraft
+    answers, and it reached the log as it came: "127.0.0.1:PORT\\n<line>"
+    was dialled (atoi) and forged log lines. A node waiting to be added
+    (no configuration: it takes the ids that reach it) now refuses an
+    address that is not host:port before anything else."""
+    c = cluster_factory(1).start()
+    c.wait_leader(timeout=30)
+    n2 = c.add_node()
+    n2.start(bootstrap=False)
+    wait_for(lambda: n2.status()["role"] == "joining", 20, what="n2 waits to be added")
+    before = metric(n2, "jinn_raft_connections_refused_total")
+    forged = b"127.0.0.1:9\n2026-01-01T00:00:00.000Z n2 info  FORGED LINE\0"
+    got = send(n2, handshake(0x7777, forged) + preamble(0xBEEF, 0x7777)
+               + message(REQUEST_VOTE, struct.pack("<QQQQQ", 1, 0x7777, 0, 0, 2)), linger=1)
+    assert got == b"", f"admitted: {got[:24]!r}"
+    wait_for(lambda: metric(n2, "jinn_raft_connections_refused_total") > before, 10,
+             what="the hello counted as refused")
+    assert "not host:port" in n2.log()
+    assert not any(line.startswith("2026-01-01") for line in n2.log().splitlines())

@@ -132,3 +132,75 @@ TEST(peerguard_walks_the_snapshot_configuration)
                                install_snapshot(h, conf, 33, JINN_RAFT_MAX_MESSAGE + 1),
                                &payload) != NULL);
 }
+
+TEST(peerguard_refuses_terms_and_indexes_past_2_63)
+{
+    /* (atk3 C1) one RequestVote with term 2^64-1 left the cluster without a
+     * leader for good: libraft's next term wrapped to 0. */
+    uint8_t h[512];
+    uint64_t payload;
+    uint32_t lens[1] = {8};
+    static const struct {
+        uint64_t type;
+        size_t len, off;
+    } cases[] = {
+        {RAFT_IO_REQUEST_VOTE, 40, 0},
+        {RAFT_IO_REQUEST_VOTE, 32, 16},
+        {RAFT_IO_REQUEST_VOTE, 40, 24},
+        {RAFT_IO_REQUEST_VOTE_RESULT, 24, 0},
+        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 0},
+        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 8},
+        {RAFT_IO_APPEND_ENTRIES_RESULT, 24, 16},
+        {RAFT_IO_TIMEOUT_NOW, 24, 0},
+        {RAFT_IO_TIMEOUT_NOW, 24, 8},
+        {RAFT_IO_TIMEOUT_NOW, 24, 16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memset(h, 0, sizeof h);
+        put64(h + cases[i].off, UINT64_C(1) << 63);
+        CHECK(jinn_peerguard_check(cases[i].type, h, cases[i].len, &payload) != NULL);
+        put64(h + cases[i].off, (UINT64_C(1) << 63) - 1);
+        CHECK(jinn_peerguard_check(cases[i].type, h, cases[i].len, &payload) == NULL);
+    }
+    /* AppendEntries: term, prev index, prev term, commit, an entry's term */
+    for (size_t off = 0; off <= 40; off += 8) {
+        size_t len = append_entries(h, 1, lens, RAFT_COMMAND);
+        if (off == 32) {
+            continue; /* the entry count */
+        }
+        put64(h + off, UINT64_MAX);
+        CHECK(jinn_peerguard_check(RAFT_IO_APPEND_ENTRIES, h, len, &payload) != NULL);
+    }
+    /* InstallSnapshot: term, last index, last term, configuration index */
+    {
+        uint8_t conf[33];
+        conf[0] = 1;
+        put64(conf + 1, 1);
+        put64(conf + 9, 42);
+        memcpy(conf + 17, "127.0.0.1:7001", 15);
+        conf[32] = RAFT_VOTER;
+        for (size_t off = 0; off < 32; off += 8) {
+            size_t len = install_snapshot(h, conf, 33, 4096);
+            CHECK(jinn_peerguard_check(RAFT_IO_INSTALL_SNAPSHOT, h, len, &payload) == NULL);
+            put64(h + off, UINT64_MAX);
+            CHECK(jinn_peerguard_check(RAFT_IO_INSTALL_SNAPSHOT, h, len, &payload) != NULL);
+        }
+    }
+}
+
+TEST(peerguard_address_is_host_and_port)
+{
+    /* (atk3 m1) "127.0.0.1:23997\n<forged line>" dialled fine (atoi) and
+     * reached the log unescaped. */
+    CHECK(jinn_peerguard_address_ok("127.0.0.1:7001"));
+    CHECK(jinn_peerguard_address_ok("node-1.example:65535"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:23997\n2026 info forged"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1\n:7001"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:7001x"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:0"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:65536"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:"));
+    CHECK(!jinn_peerguard_address_ok(":7001"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1"));
+    CHECK(!jinn_peerguard_address_ok("127.0.0.1:+7001"));
+}
