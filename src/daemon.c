@@ -396,9 +396,11 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     }
     rv = jinn_http_start(&d->loop, &http_cfg, jinn_api_handle, &d->api, &d->api.http);
     if (rv != 0) {
-        /* Stop raft cleanly so the data dir is left consistent. */
+        /* Stop raft cleanly so the data dir is left consistent; the replica
+         * checker's timer closes (and frees it) in the same loop run. */
         d->pending_stops = 1;
         d->stopping = true;
+        jinn_api_check_stop(&d->api);
         jinn_node_stop(d->node, stopped_one, d);
         uv_signal_init(&d->loop, &d->sigterm);
         uv_signal_init(&d->loop, &d->sigint);

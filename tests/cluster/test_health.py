@@ -195,3 +195,25 @@ def test_port_in_use_is_refused_before_data_dir_is_touched(tmp_path, taken):
     finally:
         p.terminate()
         assert p.wait(timeout=20) == 0
+
+
+def test_http_port_taken_while_bootstrapping_stops_cleanly(cluster_factory):
+    """Seen in CI: a node founding a cluster waits for its peers before it
+    listens on HTTP; when another process took its HTTP port meanwhile, it
+    stopped as it should, but leaked the replica checker's state (a
+    LeakSanitizer report; the harness fails a test on any sanitizer report
+    in a node's log)."""
+    c = cluster_factory(3)
+    n1 = c.nodes[0]
+    with socket.socket() as s:
+        n1.start()
+        wait_for(lambda: "waiting for every peer" in n1.log(), timeout=20,
+                 what="n1 waiting for its peers")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", n1.http_port))
+        s.listen(1)
+        for n in c.nodes[1:]:
+            n.start()
+        assert n1.proc.wait(timeout=30) != 0
+    assert "address already in use" in n1.log()
+    assert "Sanitizer" not in n1.log(), n1.log()
