@@ -1191,7 +1191,12 @@ static void inbound_hello(struct pg_conn *c)
         answer(c, PG_BAD, true);
         return;
     }
-    if (their_cluster == 0 || (pg->cluster_id != 0 && their_cluster != pg->cluster_id)) {
+    if (their_cluster == 0 && pg->cluster_id != 0 && pg->member != NULL &&
+        pg->member(pg->data, sender, c->address, true)) {
+        /* A member of our configuration at its configured address that has
+         * no cluster id yet: a node being added, which takes ours once its
+         * configuration includes it (it must answer us to get there). */
+    } else if (their_cluster == 0 || (pg->cluster_id != 0 && their_cluster != pg->cluster_id)) {
         if (their_cluster == 0) {
             refuse_log(c, "node %llu belongs to no cluster yet", (unsigned long long)sender);
         } else {
