@@ -1589,6 +1589,13 @@ static void net_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void timer_fired(uv_timer_t *t)
 {
     struct pg_conn *c = t->data;
+    if (c->state == C_BRIDGE && c->kind == K_IN && c->net_paused) {
+        /* We stopped reading (libraft is behind): the peer is not late,
+         * and the time does not count against its message. */
+        c->msg_deadline += 1000;
+        uv_timer_start(&c->timer, timer_fired, 1000, 0);
+        return;
+    }
     if (c->state == C_BRIDGE && c->kind == K_IN && c->pre_got == 0 && c->payload_left == 0) {
         /* Not a refusal: libraft redials when it has something to send. */
         jinn_debug("raft connection from %s (node %llu): idle, closed", c->ip,
