@@ -616,9 +616,10 @@ static void bootstrap_probed(void *data, const struct jinn_probe_result *res)
         return; /* asked again next round */
     }
     if (res->other_cluster || (res->cluster_id != 0 && res->cluster_id != node->cluster_id)) {
+        /* (without TLS a probe learns no cluster id but its own: 0) */
         snprintf(node->refuse_msg, sizeof node->refuse_msg,
-                 "%s (%s) belongs to another cluster (%016llx): check cluster_name and "
-                 "cluster_peers",
+                 "%s (%s) belongs to another cluster (%016llx; 0: not told): check "
+                 "cluster_name and cluster_peers",
                  p->name, p->address, (unsigned long long)res->cluster_id);
     } else if (res->has_state || res->knows_sender) {
         /* A running cluster: this node may be one of its voters whose
@@ -1759,7 +1760,8 @@ static void add_probed(void *data, const struct jinn_probe_result *res)
     }
     if (res->other_cluster || (res->cluster_id != 0 && res->cluster_id != node->cluster_id)) {
         snprintf(msg, sizeof msg,
-                 "the jinn at %s belongs to another cluster (%016llx); ours is %016llx",
+                 "the jinn at %s belongs to another cluster (%016llx; 0: not told); ours is "
+                 "%016llx",
                  op->address, (unsigned long long)res->cluster_id,
                  (unsigned long long)node->cluster_id);
         op_finish(node, JINN_ECONFLICT, msg);

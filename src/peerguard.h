@@ -30,6 +30,13 @@
  *   - with cluster_tls, both sides present certificates signed by the
  *     configured CA, and the certificate must name (SAN DNS) the node the
  *     server id belongs to.
+ * Places and time are bounded so that no peer can hold them against
+ * another: 64 connections in their hello (16 per address; when full the
+ * oldest gives way), a first byte within 500 ms and the hello within 3 s;
+ * 64 admitted connections, 2 per server id (the newest kept), closed when
+ * idle (idle_ms); a message complete within 30 s plus its payload at
+ * JINN_RAFT_MIN_RATE; declared payloads within budgets for all and per
+ * server id, reclaimed from reservations below the minimum rate.
  * A probe (flag in the preamble) is answered with the node's id, whether
  * it belongs to the prober's cluster (its id only then, or through TLS)
  * and whether it holds raft state, then closed: `members add` and
