@@ -865,6 +865,32 @@ static bool peer_member(void *data, uint64_t id, const char *address, bool inbou
     return true;
 }
 
+/* The host part of a raft address equals ip (peerguard.h, peer_host). */
+static bool host_is(const char *address, const char *ip)
+{
+    const char *colon = strrchr(address, ':');
+    size_t n = strlen(ip);
+    return colon != NULL && (size_t)(colon - address) == n && strncmp(address, ip, n) == 0;
+}
+
+static bool peer_host(void *data, const char *ip)
+{
+    struct jinn_node *node = data;
+    const struct raft_configuration *conf = &node->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id != node->id && host_is(conf->servers[i].address, ip)) {
+            return true;
+        }
+    }
+    for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+        if (strcmp(node->cfg->peers[i].name, node->cfg->server_name) != 0 &&
+            host_is(node->cfg->peers[i].address, ip)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void cluster_learned(void *data, uint64_t cluster_id)
 {
     struct jinn_node *node = data;
@@ -1031,6 +1057,7 @@ int jinn_node_start(struct jinn_node *node)
     node->pg.learned = cluster_learned;
     node->pg.name_of = peer_name;
     node->pg.member = peer_member;
+    node->pg.peer_host = peer_host;
     node->pg.idle_ms = (uint64_t)cfg->election_timeout_ms * 10;
     {
         uint64_t in_memory = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing + 1024;

@@ -85,6 +85,7 @@ struct pg_conn {
     uint64_t last_active; /* inbound: loop ms of the last message */
     uint64_t born;        /* loop ms it was accepted or dialled */
     bool got_byte;        /* inbound: its hello has begun */
+    bool peer_host;       /* inbound: from the host of a configured peer */
     /* inbound: the message being received (0: none) and when it must be
      * complete: JINN_RAFT_STALL_MS, then JINN_RAFT_MIN_RATE for the
      * payload it declares. */
@@ -1657,8 +1658,12 @@ static void on_accept(uv_stream_t *server, int status)
          * in bridge_start). */
         unsigned pending = 0, same_ip = 0;
         struct pg_conn *oldest = NULL, *oldest_same = NULL;
+        /* Dials from the host of a configured peer have places of their
+         * own: a flood from elsewhere cannot evict them. */
+        c->peer_host = pg->peer_host != NULL && pg->peer_host(pg->data, c->ip);
         for (struct pg_conn *o = pg->conns; o != NULL; o = o->next) {
-            if (o != c && o->kind == K_IN && o->state != C_BRIDGE && o->state != C_DEAD) {
+            if (o != c && o->kind == K_IN && o->state != C_BRIDGE && o->state != C_DEAD &&
+                o->peer_host == c->peer_host) {
                 bool same = strcmp(o->ip, c->ip) == 0;
                 pending++;
                 same_ip += same;
@@ -1679,9 +1684,9 @@ static void on_accept(uv_stream_t *server, int status)
             struct pg_conn *victim =
                 same_ip >= JINN_RAFT_MAX_PENDING_PER_IP ? oldest_same : oldest;
             refuse_log(victim,
-                       "%u raft connections in their hello (%u from this address): the "
+                       "%u raft connections in their hello (%u from this address%s): the "
                        "oldest gives way",
-                       pending, same_ip);
+                       pending, same_ip, c->peer_host ? ", a peer's host" : "");
             conn_close(victim, RAFT_NOCONNECTION);
         }
     }

@@ -32,8 +32,8 @@
  *     server id belongs to.
  * Places and time are bounded so that no peer can hold them against
  * another: 64 connections in their hello (16 per address; when full the
- * oldest gives way), a first byte within 500 ms and the hello within 3 s;
- * 64 admitted connections, 2 per server id (the newest kept), closed when
+ * oldest gives way; 64 more for the hosts of configured peers), a first byte within 500 ms and
+ * the hello within 3 s; 64 admitted connections, 2 per server id (the newest kept), closed when
  * idle (idle_ms); a message complete within 30 s plus its payload at
  * JINN_RAFT_MIN_RATE; declared payloads within budgets for all and per
  * server id, reclaimed from reservations below the minimum rate.
@@ -106,6 +106,11 @@ struct jinn_peerguard {
      * configuration are let through (a node waiting to be added: the few
      * ids that reach it first). NULL: everyone. */
     bool (*member)(void *data, uint64_t id, const char *address, bool inbound);
+    /* Whether ip is the host of a configured peer (a raft configuration
+     * member or a cluster_peers entry, by the host part of its address):
+     * dials from there have JINN_RAFT_MAX_PENDING places in their hello of
+     * their own. NULL: no such places. */
+    bool (*peer_host)(void *data, const char *ip);
     void *data;
     struct pg_conn *conns;
     unsigned inbound; /* inbound connections open */

@@ -605,3 +605,31 @@ def test_made_up_ids_do_not_keep_a_joining_node_from_being_added(cluster_factory
     finally:
         for s in held:
             s.close()
+
+
+def test_a_peers_host_has_places_of_its_own(cluster_factory):
+    """(atk3 M1) Dials from the host of a configured peer have their own
+    places in the hello table: a flood from other addresses neither keeps
+    them out nor is evicted by them (127.0.0.1 is every peer's host here)."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    held = []
+    try:
+        for a in range(2, 6):
+            for _ in range(16):
+                s = socket.socket()
+                s.bind((f"127.0.0.{a}", 0))
+                s.settimeout(5)
+                s.connect(("127.0.0.1", leader.raft_port))
+                s.sendall(handshake(77)[:8])
+                held.append(s)
+        for _ in range(3):
+            node_id, _, _ = probe_answer(leader)  # from a peer's host
+            assert node_id == leader.status()["id"]
+        code, _, out = leader.request("/v1/kv/ns/after", "PUT", b"ok")
+        assert code == 200, out
+        assert "the oldest gives way" not in leader.log()
+    finally:
+        for s in held:
+            s.close()
