@@ -615,10 +615,11 @@ static void bootstrap_probed(void *data, const struct jinn_probe_result *res)
         jinn_free(bp);
         return; /* asked again next round */
     }
-    if (res->cluster_id != 0 && res->cluster_id != node->cluster_id) {
+    if (res->other_cluster || (res->cluster_id != 0 && res->cluster_id != node->cluster_id)) {
+        /* (without TLS a probe learns no cluster id but its own: 0) */
         snprintf(node->refuse_msg, sizeof node->refuse_msg,
-                 "%s (%s) belongs to another cluster (%016llx): check cluster_name and "
-                 "cluster_peers",
+                 "%s (%s) belongs to another cluster (%016llx; 0: not told): check "
+                 "cluster_name and cluster_peers",
                  p->name, p->address, (unsigned long long)res->cluster_id);
     } else if (res->has_state || res->knows_sender) {
         /* A running cluster: this node may be one of its voters whose
@@ -680,7 +681,7 @@ static int probe_before_bootstrap(struct jinn_node *node)
             bp->node = node;
             bp->peer = i;
             if (jinn_peerguard_probe(node->loop, cfg->peers[i].address, node->id,
-                                     BOOTSTRAP_PROBE_MS, bootstrap_probed, bp) != 0) {
+                                     node->cluster_id, BOOTSTRAP_PROBE_MS, bootstrap_probed, bp) != 0) {
                 jinn_free(bp);
                 continue;
             }
@@ -841,11 +842,53 @@ static bool peer_member(void *data, uint64_t id, const char *address, bool inbou
             return true;
         }
     }
-    if (!inbound || node->n_join_ids == JOIN_IDS_MAX) {
+    if (!inbound) {
         return false;
+    }
+    if (node->n_join_ids == JOIN_IDS_MAX) {
+        /* Full: the id heard from least recently gives way (its live
+         * connection stays), so ids made up by whoever reached us first
+         * cannot keep the real leader out. */
+        unsigned lru = 0;
+        uint64_t oldest = UINT64_MAX;
+        for (unsigned i = 0; i < node->n_join_ids; i++) {
+            uint64_t at = jinn_peerguard_last_active(&node->pg, node->join_ids[i]);
+            if (at < oldest) {
+                oldest = at;
+                lru = i;
+            }
+        }
+        node->join_ids[lru] = id;
+        return true;
     }
     node->join_ids[node->n_join_ids++] = id;
     return true;
+}
+
+/* The host part of a raft address equals ip (peerguard.h, peer_host). */
+static bool host_is(const char *address, const char *ip)
+{
+    const char *colon = strrchr(address, ':');
+    size_t n = strlen(ip);
+    return colon != NULL && (size_t)(colon - address) == n && strncmp(address, ip, n) == 0;
+}
+
+static bool peer_host(void *data, const char *ip)
+{
+    struct jinn_node *node = data;
+    const struct raft_configuration *conf = &node->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id != node->id && host_is(conf->servers[i].address, ip)) {
+            return true;
+        }
+    }
+    for (unsigned i = 0; i < node->cfg->n_peers; i++) {
+        if (strcmp(node->cfg->peers[i].name, node->cfg->server_name) != 0 &&
+            host_is(node->cfg->peers[i].address, ip)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static void cluster_learned(void *data, uint64_t cluster_id)
@@ -1014,6 +1057,8 @@ int jinn_node_start(struct jinn_node *node)
     node->pg.learned = cluster_learned;
     node->pg.name_of = peer_name;
     node->pg.member = peer_member;
+    node->pg.peer_host = peer_host;
+    node->pg.idle_ms = (uint64_t)cfg->election_timeout_ms * 10;
     {
         uint64_t in_memory = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing + 1024;
         if (in_memory > node->pg.max_entries) {
@@ -1744,9 +1789,10 @@ static void add_probed(void *data, const struct jinn_probe_result *res)
         op_finish(node, JINN_EINVAL, msg);
         return;
     }
-    if (res->cluster_id != 0 && res->cluster_id != node->cluster_id) {
+    if (res->other_cluster || (res->cluster_id != 0 && res->cluster_id != node->cluster_id)) {
         snprintf(msg, sizeof msg,
-                 "the jinn at %s belongs to another cluster (%016llx); ours is %016llx",
+                 "the jinn at %s belongs to another cluster (%016llx; 0: not told); ours is "
+                 "%016llx",
                  op->address, (unsigned long long)res->cluster_id,
                  (unsigned long long)node->cluster_id);
         op_finish(node, JINN_ECONFLICT, msg);
@@ -1794,8 +1840,8 @@ int jinn_node_member_add(struct jinn_node *node, const char *name, const char *a
         return rv;
     }
     node->op.standby = standby;
-    rv = jinn_peerguard_probe(node->loop, address, node->id, BOOTSTRAP_PROBE_MS * 2, add_probed,
-                              node);
+    rv = jinn_peerguard_probe(node->loop, address, node->id, node->cluster_id,
+                              BOOTSTRAP_PROBE_MS * 2, add_probed, node);
     if (rv != 0) {
         node->op.step = OP_NONE;
         return JINN_EINVAL;
@@ -2160,9 +2206,11 @@ static void tick_cb(uv_timer_t *timer)
     const char *leader_address;
 
     raft_leader(&node->raft, &leader_id, &leader_address);
-    if (node->cluster_id == 0 && leader_id != 0 && leader_id != node->id) {
-        /* Without TLS a new node takes the cluster id of the leader raft
-         * follows, never the first dialler's (peerguard.h). */
+    if (node->cluster_id == 0 && leader_id != 0 && leader_id != node->id &&
+        configuration_has(node, node->id)) {
+        /* A new node takes the cluster id of the leader raft follows once
+         * a configuration including it arrived, never the first
+         * dialler's (peerguard.h). */
         uint64_t cid = jinn_peerguard_cluster_of(&node->pg, leader_id);
         if (cid != 0) {
             node->pg.cluster_id = cid;

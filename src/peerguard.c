@@ -83,13 +83,20 @@ struct pg_conn {
     char address[JINN_RAFT_ADDRESS_MAX];
     uint64_t cluster;     /* inbound: what the dialler claimed */
     uint64_t last_active; /* inbound: loop ms of the last message */
+    uint64_t born;        /* loop ms it was accepted or dialled */
+    bool got_byte;        /* inbound: its hello has begun */
+    bool peer_host;       /* inbound: from the host of a configured peer */
+    /* inbound: the message being received (0: none) and when it must be
+     * complete: JINN_RAFT_STALL_MS, then JINN_RAFT_MIN_RATE for the
+     * payload it declares. */
+    uint64_t msg_start, msg_deadline, msg_declared;
     /* outbound */
     struct raft_uv_connect *req;
     raft_uv_connect_cb cb;
     /* probe */
     jinn_probe_cb probe_cb;
     void *probe_data;
-    uint64_t probe_self;
+    uint64_t probe_self, probe_cluster;
     struct jinn_probe_result res;
     /* hello: inbound handshake + preamble, or the answer */
     uint8_t hello[PG_HELLO_MAX];
@@ -369,6 +376,7 @@ static struct pg_conn *conn_new(struct jinn_peerguard *pg, uv_loop_t *loop, enum
     c->loop = loop;
     c->kind = kind;
     c->state = C_CONNECTING;
+    c->born = uv_now(loop);
     snprintf(c->ip, sizeof c->ip, "?");
     uv_tcp_init(loop, &c->net);
     uv_timer_init(loop, &c->timer);
@@ -390,6 +398,7 @@ static void net_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void local_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void any_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void timer_fired(uv_timer_t *t);
+static void arm_inbound(struct pg_conn *c);
 
 static void wr_done(uv_write_t *w, int status)
 {
@@ -550,10 +559,23 @@ static void answer(struct pg_conn *c, enum pg_status status, bool then_close)
 {
     struct jinn_peerguard *pg = c->pg;
     uint8_t out[JINN_PG_SIZE];
-    uint64_t sender = get_u64(c->hello + 24 + get_u64(c->hello + 16) + 16);
+    const uint8_t *pre = c->hello + 24 + get_u64(c->hello + 16);
+    uint64_t sender = get_u64(pre + 16), theirs = get_u64(pre + 8);
+    uint64_t cluster = 0;
     uint8_t flags = 0;
     if (!pg->probe_only && pg->probe_flags != NULL) {
         flags = pg->probe_flags(pg->data, sender);
+    }
+    /* Our cluster id goes only to who has it already (or, with TLS, to a
+     * peer the CA vouches for): a probe learns "yours" or "another one",
+     * and a refused dialler learns nothing. */
+    if (!pg->probe_only && pg->cluster_id != 0) {
+        if (status == PG_OK ||
+            (status == PG_PROBED && (c->ssl != NULL || theirs == pg->cluster_id))) {
+            cluster = pg->cluster_id;
+        } else if (status == PG_PROBED) {
+            flags |= JINN_PG_OTHER_CLUSTER;
+        }
     }
     memcpy(out, "JNPA", 4);
     out[4] = PG_VERSION;
@@ -561,7 +583,7 @@ static void answer(struct pg_conn *c, enum pg_status status, bool then_close)
     out[6] = flags;
     out[7] = 0;
     put_u64(out + 8, pg->self_id);
-    put_u64(out + 16, pg->probe_only ? 0 : pg->cluster_id);
+    put_u64(out + 16, cluster);
     if (send_net(c, out, sizeof out) != 0) {
         conn_close(c, RAFT_NOCONNECTION);
         return;
@@ -882,6 +904,64 @@ static void reject(struct pg_conn *c, const char *why, uint64_t a, uint64_t b)
     conn_close(c, RAFT_NOCONNECTION);
 }
 
+/* What the admitted connections of server id declared and have not
+ * delivered yet. */
+static uint64_t member_reserved(const struct jinn_peerguard *pg, uint64_t id)
+{
+    uint64_t sum = 0;
+    for (const struct pg_conn *o = pg->conns; o != NULL; o = o->next) {
+        if (o->kind == K_IN && o->state == C_BRIDGE && o->id == id) {
+            sum += o->payload_left;
+        }
+    }
+    return sum;
+}
+
+/* Whether c's payload in flight arrives slower than JINN_RAFT_MIN_RATE
+ * (after a second of grace): such a reservation is given up as soon as
+ * another message needs the budget. */
+static bool behind(const struct pg_conn *c, uint64_t now)
+{
+    uint64_t elapsed, got;
+    if (c->kind != K_IN || c->state != C_BRIDGE || c->payload_left == 0 || c->msg_start == 0 ||
+        now < c->msg_start + 1000) {
+        return false;
+    }
+    elapsed = now - c->msg_start - 1000;
+    got = c->msg_declared - c->payload_left;
+    return got < elapsed * (JINN_RAFT_MIN_RATE / 1000);
+}
+
+/* A header declaring payload does not fit a budget: closes the other
+ * connections whose reservations are behind the minimum rate, so one that
+ * declares much and trickles cannot hold the budget against real
+ * messages. */
+static void reclaim(struct jinn_peerguard *pg, struct pg_conn *c, uint64_t now)
+{
+    struct pg_conn *o = pg->conns, *next;
+    for (; o != NULL; o = next) {
+        next = o->next;
+        if (o != c && behind(o, now)) {
+            refuse_log(o,
+                       "node %llu: %llu of %llu declared payload bytes in %llu ms, below "
+                       "%llu bytes/s, and the reservation is needed",
+                       (unsigned long long)o->id,
+                       (unsigned long long)(o->msg_declared - o->payload_left),
+                       (unsigned long long)o->msg_declared,
+                       (unsigned long long)(now - o->msg_start),
+                       (unsigned long long)JINN_RAFT_MIN_RATE);
+            conn_close(o, RAFT_NOCONNECTION);
+        }
+    }
+}
+
+static bool budget_fits(const struct jinn_peerguard *pg, const struct pg_conn *c,
+                        uint64_t payload)
+{
+    return payload <= JINN_RAFT_RESERVE_MAX - pg->reserved &&
+           payload <= JINN_RAFT_RESERVE_MEMBER - member_reserved(pg, c->id);
+}
+
 /* Inbound bytes after the hello: whole preambles and headers are held and
  * checked; payload bytes pass as they come (their length was checked). */
 static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
@@ -899,10 +979,19 @@ static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
             pg->reserved -= take;
             p += take;
             n -= take;
+            if (c->payload_left == 0) {
+                c->msg_start = 0;
+            }
             continue;
         }
         if (c->pre_got < RAFT_PREAMBLE) {
             uint64_t type, hlen;
+            if (c->pre_got == 0) {
+                /* A message begins: the whole of it, header and payload,
+                 * has a deadline; bytes trickling in do not extend it. */
+                c->msg_start = uv_now(c->loop);
+                c->msg_deadline = c->msg_start + JINN_RAFT_STALL_MS;
+            }
             take = RAFT_PREAMBLE - c->pre_got;
             take = n < take ? n : take;
             memcpy(c->pre + c->pre_got, p, take);
@@ -951,9 +1040,16 @@ static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
                 reject(c, why, type, c->hdr_len);
                 return;
             }
-            if (payload > JINN_RAFT_RESERVE_MAX - pg->reserved) {
-                reject(c, "declares more than the reservation budget has left", payload,
-                       JINN_RAFT_RESERVE_MAX - pg->reserved);
+            if (!budget_fits(pg, c, payload)) {
+                reclaim(pg, c, uv_now(c->loop));
+            }
+            if (!budget_fits(pg, c, payload)) {
+                uint64_t mine = member_reserved(pg, c->id);
+                reject(c, "declares more than the reservation budget (all, its own) has left",
+                       payload,
+                       JINN_RAFT_RESERVE_MAX - pg->reserved < JINN_RAFT_RESERVE_MEMBER - mine
+                           ? JINN_RAFT_RESERVE_MAX - pg->reserved
+                           : JINN_RAFT_RESERVE_MEMBER - mine);
                 return;
             }
             if (stage(c, c->pre, RAFT_PREAMBLE) != 0 || stage(c, c->hdr, c->hdr_len) != 0) {
@@ -962,6 +1058,14 @@ static void parse(struct pg_conn *c, const uint8_t *p, size_t n)
             }
             pg->reserved += payload;
             c->payload_left = payload;
+            c->msg_declared = payload;
+            if (payload == 0) {
+                c->msg_start = 0;
+            } else {
+                c->msg_start = uv_now(c->loop);
+                c->msg_deadline =
+                    c->msg_start + JINN_RAFT_STALL_MS + payload / (JINN_RAFT_MIN_RATE / 1000);
+            }
             c->pre_got = 0;
             c->hdr_got = 0;
             c->hdr_len = 0;
@@ -1088,7 +1192,12 @@ static void inbound_hello(struct pg_conn *c)
         answer(c, PG_BAD, true);
         return;
     }
-    if (their_cluster == 0 || (pg->cluster_id != 0 && their_cluster != pg->cluster_id)) {
+    if (their_cluster == 0 && pg->cluster_id != 0 && pg->member != NULL &&
+        pg->member(pg->data, sender, c->address, true)) {
+        /* A member of our configuration at its configured address that has
+         * no cluster id yet: a node being added, which takes ours once its
+         * configuration includes it (it must answer us to get there). */
+    } else if (their_cluster == 0 || (pg->cluster_id != 0 && their_cluster != pg->cluster_id)) {
         if (their_cluster == 0) {
             refuse_log(c, "node %llu belongs to no cluster yet", (unsigned long long)sender);
         } else {
@@ -1109,14 +1218,44 @@ static void inbound_hello(struct pg_conn *c)
         return;
     }
     c->cluster = their_cluster;
-    if (pg->cluster_id == 0 && c->ssl != NULL) {
-        /* Only an authenticated peer may bind a new node to its cluster;
-         * without TLS the node takes its leader's (jinn_peerguard_cluster_of). */
-        pg->cluster_id = their_cluster;
-        jinn_info("joined cluster %016llx (first contact from node %llu at %s, authenticated)",
-                  (unsigned long long)their_cluster, (unsigned long long)sender, c->ip);
-        if (pg->learned != NULL) {
-            pg->learned(pg->data, their_cluster);
+    {
+        char want[JINN_RAFT_ADDRESS_MAX];
+        if (pg->cluster_id == 0 && c->ssl != NULL && expected_name(c, want, sizeof want)) {
+            /* Only a peer whose certificate names a node we know (a
+             * cluster_peers node at its address; cert_matches checked the
+             * name) binds a new node to its cluster at first contact: a
+             * CA may sign for more than one cluster. Otherwise the node
+             * takes its leader's once a configuration including it
+             * arrives (jinn_peerguard_cluster_of, from the tick). */
+            pg->cluster_id = their_cluster;
+            jinn_info("joined cluster %016llx (first contact from node %llu '%s' at %s, "
+                      "authenticated)",
+                      (unsigned long long)their_cluster, (unsigned long long)sender, want,
+                      c->ip);
+            if (pg->learned != NULL) {
+                pg->learned(pg->data, their_cluster);
+            }
+        }
+    }
+    {
+        /* At most JINN_RAFT_MAX_INBOUND_MEMBER per server id: the newest
+         * stays (a restarted peer's old connections may not be closed yet,
+         * and slots taken in its name must not keep it out). */
+        unsigned same = 0;
+        struct pg_conn *oldest = NULL;
+        for (struct pg_conn *o = pg->conns; o != NULL; o = o->next) {
+            if (o != c && o->kind == K_IN && o->counted && o->state == C_BRIDGE &&
+                o->id == c->id) {
+                same++;
+                if (oldest == NULL || o->born <= oldest->born) {
+                    oldest = o;
+                }
+            }
+        }
+        if (same >= JINN_RAFT_MAX_INBOUND_MEMBER && oldest != NULL) {
+            jinn_debug("raft connection from %s (node %llu): replaced by a newer one",
+                       oldest->ip, (unsigned long long)oldest->id);
+            conn_close(oldest, RAFT_NOCONNECTION);
         }
     }
     if (pg->inbound >= JINN_RAFT_MAX_INBOUND) {
@@ -1140,6 +1279,7 @@ static void inbound_hello(struct pg_conn *c)
         c->raft_end = NULL;
         pg->accept_cb(&pg->transport, c->id, c->address, (uv_stream_t *)r);
     }
+    arm_inbound(c);
 }
 
 static void outbound_answer(struct pg_conn *c)
@@ -1199,6 +1339,7 @@ static void probe_answer(struct pg_conn *c)
         c->res.state = JINN_PROBE_OK;
         c->res.has_state = (in[6] & JINN_PG_HAS_STATE) != 0;
         c->res.knows_sender = (in[6] & JINN_PG_KNOWS_SENDER) != 0;
+        c->res.other_cluster = (in[6] & JINN_PG_OTHER_CLUSTER) != 0;
         c->res.id = get_u64(in + 8);
         c->res.cluster_id = get_u64(in + 16);
     }
@@ -1223,7 +1364,7 @@ static void send_hello(struct pg_conn *c)
     memcpy(o, "JNPG", 4);
     o[4] = PG_VERSION;
     o[5] = c->kind == K_PROBE ? PG_FLAG_PROBE : 0;
-    put_u64(o + 8, c->kind == K_PROBE ? 0 : c->pg->cluster_id);
+    put_u64(o + 8, c->kind == K_PROBE ? c->probe_cluster : c->pg->cluster_id);
     put_u64(o + 16, c->kind == K_PROBE ? c->probe_self : c->pg->self_id);
     put_u64(o + 24, c->kind == K_PROBE ? 0 : c->id);
     c->state = C_HELLO;
@@ -1232,6 +1373,22 @@ static void send_hello(struct pg_conn *c)
     if (send_net(c, out, 24 + padded + JINN_PG_PREAMBLE) != 0) {
         conn_close(c, RAFT_NOCONNECTION);
     }
+}
+
+/* An admitted inbound connection's one timer: the deadline of the message
+ * being received, else the idle timeout. */
+static void arm_inbound(struct pg_conn *c)
+{
+    uint64_t now = uv_now(c->loop), ms;
+    if (c->state != C_BRIDGE) {
+        return;
+    }
+    if (c->pre_got > 0 || c->payload_left > 0) {
+        ms = c->msg_deadline > now ? c->msg_deadline - now : 1;
+    } else {
+        ms = c->pg->idle_ms != 0 ? c->pg->idle_ms : JINN_RAFT_IDLE_MS;
+    }
+    uv_timer_start(&c->timer, timer_fired, ms, 0);
 }
 
 /* Plaintext from the peer (after TLS, when on). */
@@ -1283,14 +1440,7 @@ static void on_plain(struct pg_conn *c, const uint8_t *p, size_t n)
         }
         if (c->state == C_BRIDGE && c->kind == K_IN) {
             parse(c, p, n);
-            if (c->state == C_BRIDGE) {
-                /* A message begun must go on arriving. */
-                if (c->pre_got > 0 || c->payload_left > 0) {
-                    uv_timer_start(&c->timer, timer_fired, JINN_RAFT_STALL_MS, 0);
-                } else {
-                    uv_timer_stop(&c->timer);
-                }
-            }
+            arm_inbound(c);
             return;
         }
         if (c->state == C_BRIDGE) {
@@ -1389,6 +1539,14 @@ static void net_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c, RAFT_NOCONNECTION);
         return;
     }
+    if (c->kind == K_IN && !c->got_byte && c->state != C_BRIDGE) {
+        /* It has begun (JINN_PG_FIRST_BYTE_MS): the hello as a whole has
+         * JINN_PG_HANDSHAKE_MS from the accept. */
+        uint64_t spent = uv_now(c->loop) - c->born;
+        c->got_byte = true;
+        uv_timer_start(&c->timer, timer_fired,
+                       spent < JINN_PG_HANDSHAKE_MS ? JINN_PG_HANDSHAKE_MS - spent : 1, 0);
+    }
     if (c->ssl == NULL) {
         on_plain(c, (const uint8_t *)buf->base, (size_t)nread);
         if (flush_stage(c) != 0) {
@@ -1432,10 +1590,31 @@ static void net_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void timer_fired(uv_timer_t *t)
 {
     struct pg_conn *c = t->data;
-    if (c->state == C_BRIDGE) {
-        refuse_log(c, "a message stopped halfway for %us", JINN_RAFT_STALL_MS / 1000);
+    if (c->state == C_BRIDGE && c->kind == K_IN && c->net_paused) {
+        /* We stopped reading (libraft is behind): the peer is not late,
+         * and the time does not count against its message. */
+        c->msg_deadline += 1000;
+        uv_timer_start(&c->timer, timer_fired, 1000, 0);
+        return;
+    }
+    if (c->state == C_BRIDGE && c->kind == K_IN && c->pre_got == 0 && c->payload_left == 0) {
+        /* Not a refusal: libraft redials when it has something to send. */
+        jinn_debug("raft connection from %s (node %llu): idle, closed", c->ip,
+                   (unsigned long long)c->id);
+    } else if (c->state == C_BRIDGE) {
+        refuse_log(c,
+                   "node %llu: a message not complete in %llu ms (%us, then %llu bytes/s for "
+                   "its %llu bytes of payload)",
+                   (unsigned long long)c->id,
+                   (unsigned long long)(uv_now(c->loop) - c->msg_start),
+                   JINN_RAFT_STALL_MS / 1000, (unsigned long long)JINN_RAFT_MIN_RATE,
+                   (unsigned long long)c->msg_declared);
     } else if (c->kind == K_IN && !(c->pg != NULL && c->pg->closing)) {
-        refuse_log(c, "hello not complete within %ums", JINN_PG_HANDSHAKE_MS);
+        if (c->got_byte) {
+            refuse_log(c, "hello not complete within %ums", JINN_PG_HANDSHAKE_MS);
+        } else {
+            refuse_log(c, "no byte within %ums", JINN_PG_FIRST_BYTE_MS);
+        }
     } else {
         jinn_debug("raft connection to %s: no answer within %ums", c->ip, JINN_PG_HANDSHAKE_MS);
     }
@@ -1478,20 +1657,40 @@ static void on_accept(uv_stream_t *server, int status)
          * cannot take the slots of peers (admitted ones are counted apart,
          * in bridge_start). */
         unsigned pending = 0, same_ip = 0;
-        for (const struct pg_conn *o = pg->conns; o != NULL; o = o->next) {
-            if (o != c && o->kind == K_IN && o->state != C_BRIDGE) {
+        struct pg_conn *oldest = NULL, *oldest_same = NULL;
+        /* Dials from the host of a configured peer have places of their
+         * own: a flood from elsewhere cannot evict them. */
+        c->peer_host = pg->peer_host != NULL && pg->peer_host(pg->data, c->ip);
+        for (struct pg_conn *o = pg->conns; o != NULL; o = o->next) {
+            if (o != c && o->kind == K_IN && o->state != C_BRIDGE && o->state != C_DEAD &&
+                o->peer_host == c->peer_host) {
+                bool same = strcmp(o->ip, c->ip) == 0;
                 pending++;
-                same_ip += strcmp(o->ip, c->ip) == 0;
+                same_ip += same;
+                if (oldest == NULL || o->born <= oldest->born) {
+                    oldest = o;
+                }
+                if (same && (oldest_same == NULL || o->born <= oldest_same->born)) {
+                    oldest_same = o;
+                }
             }
         }
-        if (pending >= JINN_RAFT_MAX_PENDING || same_ip >= JINN_RAFT_MAX_PENDING_PER_IP) {
-            refuse_log(c, "%u raft connections in their hello already (%u from this address)",
-                       pending, same_ip);
-            conn_close(c, RAFT_NOCONNECTION);
-            return;
+        /* Full: the oldest gives way (from this address when this address
+         * is at its cap), not the newcomer. A peer's hello takes a few ms;
+         * to keep one out, a flood has to open JINN_RAFT_MAX_PENDING
+         * connections within that time, and each lives at most
+         * JINN_PG_FIRST_BYTE_MS without a byte. */
+        if (same_ip >= JINN_RAFT_MAX_PENDING_PER_IP || pending >= JINN_RAFT_MAX_PENDING) {
+            struct pg_conn *victim =
+                same_ip >= JINN_RAFT_MAX_PENDING_PER_IP ? oldest_same : oldest;
+            refuse_log(victim,
+                       "%u raft connections in their hello (%u from this address%s): the "
+                       "oldest gives way",
+                       pending, same_ip, c->peer_host ? ", a peer's host" : "");
+            conn_close(victim, RAFT_NOCONNECTION);
         }
     }
-    uv_timer_start(&c->timer, timer_fired, JINN_PG_HANDSHAKE_MS, 0);
+    uv_timer_start(&c->timer, timer_fired, JINN_PG_FIRST_BYTE_MS, 0);
     if (g_tls != NULL) {
         if (tls_start(c) != 0) {
             conn_close(c, RAFT_NOCONNECTION);
@@ -1696,7 +1895,7 @@ uint64_t jinn_peerguard_cluster_of(const struct jinn_peerguard *pg, uint64_t id)
 /* ---- probes --------------------------------------------------------------- */
 
 int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
-                         uint64_t timeout_ms, jinn_probe_cb cb, void *data)
+                         uint64_t cluster_id, uint64_t timeout_ms, jinn_probe_cb cb, void *data)
 {
     struct sockaddr_in sa;
     struct pg_conn *c;
@@ -1710,6 +1909,7 @@ int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
     c->probe_cb = cb;
     c->probe_data = data;
     c->probe_self = self_id;
+    c->probe_cluster = cluster_id;
     c->res.state = JINN_PROBE_UNREACHABLE;
     snprintf(c->ip, sizeof c->ip, "%s", address);
     c->creq.data = c;
@@ -1744,4 +1944,15 @@ void jinn_probe_server_stop(struct jinn_probe_server *srv)
     while (srv->pg.open > 0) {
         uv_run(srv->pg.loop, UV_RUN_ONCE);
     }
+}
+
+uint64_t jinn_peerguard_last_active(const struct jinn_peerguard *pg, uint64_t id)
+{
+    uint64_t at = 0;
+    for (const struct pg_conn *c = pg->conns; c != NULL; c = c->next) {
+        if (c->kind == K_IN && c->state == C_BRIDGE && c->id == id && c->last_active > at) {
+            at = c->last_active;
+        }
+    }
+    return at;
 }

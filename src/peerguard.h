@@ -30,7 +30,15 @@
  *   - with cluster_tls, both sides present certificates signed by the
  *     configured CA, and the certificate must name (SAN DNS) the node the
  *     server id belongs to.
- * A probe (flag in the preamble) is answered with the node's id, cluster id
+ * Places and time are bounded so that no peer can hold them against
+ * another: 64 connections in their hello (16 per address; when full the
+ * oldest gives way; 64 more for the hosts of configured peers), a first byte within 500 ms and
+ * the hello within 3 s; 64 admitted connections, 2 per server id (the newest kept), closed when
+ * idle (idle_ms); a message complete within 30 s plus its payload at
+ * JINN_RAFT_MIN_RATE; declared payloads within budgets for all and per
+ * server id, reclaimed from reservations below the minimum rate.
+ * A probe (flag in the preamble) is answered with the node's id, whether
+ * it belongs to the prober's cluster (its id only then, or through TLS)
  * and whether it holds raft state, then closed: `members add` and
  * `--bootstrap` use it. */
 #ifndef JINN_PEERGUARD_H
@@ -48,18 +56,24 @@
 #define JINN_PG_HANDSHAKE_MS 3000u
 #define JINN_PG_HAS_STATE 1u
 #define JINN_PG_KNOWS_SENDER 2u
+#define JINN_PG_OTHER_CLUSTER 4u /* probe answer: we belong to a cluster, not the prober's */
 
 /* Bounds on what a peer may declare (libraft allocates declared lengths
  * before reading them). */
-#define JINN_RAFT_ADDRESS_MAX 256                 /* libraft handshake address */
-#define JINN_RAFT_MAX_ENTRIES (1u << 20)          /* entries in one AppendEntries */
-#define JINN_RAFT_MAX_MESSAGE (UINT64_C(2) << 30) /* payload of one message */
-#define JINN_RAFT_RESERVE_MAX (UINT64_C(2) << 30) /* declared, not yet sent */
-#define JINN_RAFT_MAX_SERVERS 64                  /* in a snapshot's configuration */
+#define JINN_RAFT_ADDRESS_MAX 256                    /* libraft handshake address */
+#define JINN_RAFT_MAX_ENTRIES (1u << 20)             /* entries in one AppendEntries */
+#define JINN_RAFT_MAX_MESSAGE (UINT64_C(2) << 30)    /* payload of one message */
+#define JINN_RAFT_RESERVE_MAX (UINT64_C(4) << 30)    /* declared, not yet sent (all) */
+#define JINN_RAFT_RESERVE_MEMBER (UINT64_C(2) << 30) /* of that, by one server id */
+#define JINN_RAFT_MIN_RATE (UINT64_C(1) << 20)       /* bytes/s a declared payload must keep */
+#define JINN_RAFT_MAX_SERVERS 64                     /* in a snapshot's configuration */
 #define JINN_RAFT_MAX_INBOUND 64        /* admitted (past the hello) inbound connections */
+#define JINN_RAFT_MAX_INBOUND_MEMBER 2  /* of those, from one server id (newest kept) */
 #define JINN_RAFT_MAX_PENDING 64        /* inbound connections still in their hello */
 #define JINN_RAFT_MAX_PENDING_PER_IP 16 /* of those, from one address */
-#define JINN_RAFT_STALL_MS 30000u       /* a message stopping halfway is closed after */
+#define JINN_RAFT_STALL_MS 30000u       /* grace for a message, before the minimum rate */
+#define JINN_PG_FIRST_BYTE_MS 500u      /* an inbound connection must start its hello */
+#define JINN_RAFT_IDLE_MS 10000u        /* admitted connection without a message (default) */
 
 struct pg_conn;
 
@@ -92,6 +106,11 @@ struct jinn_peerguard {
      * configuration are let through (a node waiting to be added: the few
      * ids that reach it first). NULL: everyone. */
     bool (*member)(void *data, uint64_t id, const char *address, bool inbound);
+    /* Whether ip is the host of a configured peer (a raft configuration
+     * member or a cluster_peers entry, by the host part of its address):
+     * dials from there have JINN_RAFT_MAX_PENDING places in their hello of
+     * their own. NULL: no such places. */
+    bool (*peer_host)(void *data, const char *ip);
     void *data;
     struct pg_conn *conns;
     unsigned inbound; /* inbound connections open */
@@ -100,6 +119,10 @@ struct jinn_peerguard {
      * libraft 0.15 sends a lagging follower everything it holds at once). */
     uint64_t max_entries;
     uint64_t reserved; /* payload bytes libraft was told of, not yet delivered */
+    /* An admitted inbound connection carrying no message for this long is
+     * closed (libraft redials when it has something to send):
+     * JINN_RAFT_IDLE_MS unless set (jinn: 10 election timeouts). */
+    uint64_t idle_ms;
     struct {
         char ip[64];
         uint64_t until;
@@ -153,6 +176,9 @@ struct jinn_probe_result {
     uint64_t cluster_id;
     bool has_state;    /* its log holds more than a bootstrap entry */
     bool knows_sender; /* our id is in its node directory */
+    /* It belongs to a cluster other than the one we named (cluster_id is
+     * then 0: without TLS a probe learns no cluster id but its own). */
+    bool other_cluster;
 };
 
 typedef void (*jinn_probe_cb)(void *data, const struct jinn_probe_result *res);
@@ -160,10 +186,17 @@ typedef void (*jinn_probe_cb)(void *data, const struct jinn_probe_result *res);
 /* Dials address ("ip:port") and probes the jinn there (through TLS when it
  * is loaded: the peer's certificate must chain to the CA). cb is called
  * exactly once, from the loop (never from inside this call). self_id is
- * sent in libraft's handshake. Returns 0, or an error code (cb never
- * called). */
+ * sent in libraft's handshake; cluster_id (ours, 0: none) is what the
+ * answer is compared with: the peer returns its cluster id only when it
+ * is the same (or through TLS), else says other_cluster. Returns 0, or an
+ * error code (cb never called). */
 int jinn_peerguard_probe(uv_loop_t *loop, const char *address, uint64_t self_id,
-                         uint64_t timeout_ms, jinn_probe_cb cb, void *data);
+                         uint64_t cluster_id, uint64_t timeout_ms, jinn_probe_cb cb,
+                         void *data);
+
+/* Loop ms of the last message from server id on a live admitted inbound
+ * connection, 0 when it has none. */
+uint64_t jinn_peerguard_last_active(const struct jinn_peerguard *pg, uint64_t id);
 
 /* While a --bootstrap node probes its peers, it answers their probes too
  * ("no cluster, no state yet") on its raft address, so nodes started

@@ -323,3 +323,38 @@ def test_a_pinned_fingerprint_stands_in_for_the_name(cluster_factory, tmp_path):
              what="the leader refuses n2's certificate: another one is pinned for n2")
     assert leader is not c["n2"]
     assert c["n2"].status()["applied_index"] < target
+
+
+def test_a_ca_signed_stranger_does_not_bind_a_joining_node_to_its_cluster(
+        cluster_factory, tmp_path):
+    """(atk3 M3) A node waiting to be added adopted the cluster id of any
+    dialler with a CA-signed certificate (a CA may sign for more than one
+    cluster). Now it adopts one at first contact only from a certificate
+    naming a cluster_peers node at its address, else once a configuration
+    including it arrives from the leader it follows."""
+    c = tls_cluster(cluster_factory, tmp_path).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    certs(c.pki, "stranger", ca=False)
+    n4 = c.add_node()
+    n4.start(bootstrap=False)
+    wait_for(lambda: n4.status()["role"] == "joining", 20, what="n4 waits to be added")
+    raw = socket.create_connection(("127.0.0.1", n4.raft_port), timeout=5)
+    with tls_client(c, "stranger").wrap_socket(raw) as s:
+        s.sendall(handshake(77) + preamble(0xDEAD, 77))
+        got = b""
+        while len(got) < 24:
+            chunk = s.recv(24 - len(got))
+            if not chunk:
+                break
+            got += chunk
+    assert n4.status()["cluster_id"] is None
+    out = subprocess.run([JINN, "members", "add", f"n4={n4.advertised}", "--addr", leader.url],
+                         capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr
+    code, _, body = leader.request("/v1/kv/ns/new", "PUT", b"x")
+    assert code == 200, body
+    wait_for(lambda: n4.status()["applied_index"] >= leader.status()["commit_index"], 30,
+             what="n4 catches up over TLS")
+    assert n4.status()["cluster_id"] == leader.status()["cluster_id"]
+    assert "000000000000dead" not in n4.log()

@@ -23,17 +23,31 @@ def preamble(cluster, sender, target=0, flags=0):
     return b"JNPG" + bytes([1, flags, 0, 0]) + struct.pack("<QQQ", cluster, sender, target)
 
 
-def probe(node):
-    """The node's id and cluster id, as anyone can ask them."""
-    with socket.create_connection(("127.0.0.1", node.raft_port), timeout=5) as s:
-        s.sendall(handshake(99, b"probe\0\0\0") + preamble(0, 99, 0, flags=1))
+def probe_answer(node, cluster=0, source="127.0.0.1"):
+    """A probe naming cluster: (the node's id, the cluster id it answers,
+    the answer's flags)."""
+    with socket.socket() as s:
+        s.bind((source, 0))
+        s.settimeout(5)
+        s.connect(("127.0.0.1", node.raft_port))
+        s.sendall(handshake(99, b"probe\0\0\0") + preamble(cluster, 99, 0, flags=1))
         data = b""
         while len(data) < 24:
             chunk = s.recv(24 - len(data))
             assert chunk, "no probe answer"
             data += chunk
     assert data[:4] == b"JNPA"
-    return struct.unpack("<QQ", data[8:24])
+    node_id, cluster_id = struct.unpack("<QQ", data[8:24])
+    return node_id, cluster_id, data[6]
+
+
+def probe(node):
+    """The node's id and cluster id, as anyone can learn them without TLS
+    (the id from a probe; the cluster id from its status: a probe answers
+    it only to who names it)."""
+    node_id, _, _ = probe_answer(node)
+    cid = node.status().get("cluster_id")
+    return node_id, int(cid, 16) if cid else 0
 
 
 def metric(node, name):
@@ -376,3 +390,246 @@ def test_a_handshake_address_with_control_bytes_is_refused(cluster_factory):
              what="the hello counted as refused")
     assert "not host:port" in n2.log()
     assert not any(line.startswith("2026-01-01") for line in n2.log().splitlines())
+
+
+# ---- atk3 M1-M4 and the probe answer (issue 15 continues) --------------------
+
+def closed(s):
+    """Whether the node closed socket s (without waiting)."""
+    s.setblocking(False)
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+
+
+def answer_of(s):
+    data = b""
+    while len(data) < 24:
+        chunk = s.recv(24 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_probe_or_a_refusal_does_not_reveal_the_cluster_id(cluster_factory):
+    """A probe answered anyone with the cluster id (and a hello naming a
+    wrong cluster was refused with ours in the answer). Now a probe learns
+    "yours" or "another one", and a refused dialler learns nothing."""
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    _, cluster = probe(n)
+    assert cluster != 0
+    for named in (0, 0x1234):
+        _, answered, flags = probe_answer(n, cluster=named)
+        assert answered == 0, f"a probe naming {named:#x} learned {answered:#x}"
+        assert flags & 4, "the answer says: another cluster"
+    _, answered, flags = probe_answer(n, cluster=cluster)
+    assert answered == cluster and not flags & 4
+    got = send(n, handshake(77) + preamble(0x1234, 77), linger=1)
+    assert got[:4] == b"JNPA" and got[5] == 1, got[:24]  # PG_WRONG_CLUSTER
+    assert struct.unpack("<Q", got[16:24])[0] == 0
+
+
+def test_a_dial_that_sends_nothing_is_closed_within_a_second(cluster_factory):
+    """(atk3 M1) An inbound connection has JINN_PG_FIRST_BYTE_MS (500 ms)
+    to begin its hello (it had the whole 3 s hello deadline)."""
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    before = metric(n, "jinn_raft_connections_refused_total")
+    with socket.create_connection(("127.0.0.1", n.raft_port), timeout=10) as s:
+        start = time.monotonic()
+        assert s.recv(10) == b""
+        took = time.monotonic() - start
+    assert took < 1.5, f"closed after {took:.2f} s"
+    wait_for(lambda: metric(n, "jinn_raft_connections_refused_total") > before, 10,
+             what="counted as refused")
+
+
+def test_a_full_hello_table_gives_way_to_a_new_dial(cluster_factory):
+    """(atk3 M1) 64 places for connections in their hello (16 per address)
+    were shared and first come, first kept: hellos begun and never finished
+    from 4 addresses held all of them, and every new dial (a peer's
+    reconnect, a probe) was refused until they timed out. Now the oldest
+    gives way to the newcomer."""
+    c = cluster_factory(1).start()
+    n = c.wait_leader(timeout=30)
+    held = []
+    try:
+        for a in range(2, 6):
+            for _ in range(16):
+                s = socket.socket()
+                s.bind((f"127.0.0.{a}", 0))
+                s.settimeout(5)
+                s.connect(("127.0.0.1", n.raft_port))
+                s.sendall(handshake(77)[:8])  # begun: 3 s before it times out
+                held.append(s)
+        for _ in range(3):
+            node_id, _, _ = probe_answer(n)
+            assert node_id == n.status()["id"]
+        # the first probe got in by evicting (not by a hello timing out)
+        wait_for(lambda: "the oldest gives way" in n.log(), 10, what="the eviction logged")
+        assert sum(closed(s) for s in held) >= 1  # the first probe took a place
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_connections_in_a_members_name_are_capped_per_member(cluster_factory):
+    """(atk3 M4) 64 admitted places were shared, first come, first kept,
+    without an idle timeout: connections claiming a member (plaintext: no
+    authentication) took every place, and a restarting peer stayed out.
+    Now at most two per server id are admitted, the newest kept."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = next(n for n in c.nodes if n is not leader)
+    other = next(n for n in c.nodes if n is not leader and n is not target)
+    hello = admitted_as(target, other)
+    held = []
+    try:
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", target.raft_port), timeout=5)
+            s.sendall(hello)
+            got = answer_of(s)
+            assert got[:4] == b"JNPA" and got[5] == 0, got
+            held.append(s)
+        wait_for(lambda: sum(closed(s) for s in held[:6]) == 6, 3,
+                 what="the six oldest replaced")
+        code, _, out = leader.request("/v1/kv/ns/after", "PUT", b"ok")
+        assert code == 200, out
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_an_idle_admitted_connection_is_closed(cluster_factory):
+    """(atk3 M4) An admitted connection carrying no message is closed after
+    10 election timeouts (it was kept for ever)."""
+    c = cluster_factory(3, extra_config=["election_timeout 300ms",
+                                         "heartbeat_timeout 100ms"]).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = next(n for n in c.nodes if n is not leader)
+    other = next(n for n in c.nodes if n is not leader and n is not target)
+    with socket.create_connection(("127.0.0.1", target.raft_port), timeout=15) as s:
+        s.sendall(admitted_as(target, other))
+        got = answer_of(s)
+        assert got[:4] == b"JNPA" and got[5] == 0, got
+        start = time.monotonic()
+        try:
+            assert s.recv(10) == b""
+        except socket.timeout:
+            raise AssertionError("still open after 15 s") from None
+        took = time.monotonic() - start
+    assert 2 < took < 10, f"closed after {took:.1f} s (10 election timeouts: 3 s)"
+    code, _, out = leader.request("/v1/kv/ns/after", "PUT", b"ok")
+    assert code == 200, out
+
+
+def test_a_trickled_huge_reservation_does_not_block_append_entries(cluster_factory):
+    """(atk3 M2) The reservation budget was shared and the stall timer
+    restarted on every byte: one connection in the leader's name declaring
+    2 GiB, then trickling, made the follower refuse every AppendEntries
+    carrying entries. Now a message has a deadline its bytes do not extend,
+    and a reservation arriving below JINN_RAFT_MIN_RATE gives way when
+    another message needs the budget."""
+    import threading
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    target = next(n for n in c.nodes if n is not leader)
+    stop = threading.Event()
+    s = socket.create_connection(("127.0.0.1", target.raft_port), timeout=5)
+    try:
+        s.sendall(admitted_as(target, leader))
+        got = answer_of(s)
+        assert got[:4] == b"JNPA" and got[5] == 0, got
+        s.sendall(message(APPEND_ENTRIES, struct.pack("<QQQQQ", 1, 0, 0, 0, 1)
+                          + struct.pack("<QB3xI", 1, 1, 1 << 31) + b"\0" * 8))
+
+        def trickle():
+            while not stop.wait(2):
+                try:
+                    s.sendall(b"\0")
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        for i in range(10):
+            code, _, out = leader.request(f"/v1/kv/ns/t{i}", "PUT", b"x")
+            assert code == 200, out
+        goal = leader.status()["commit_index"]
+        wait_for(lambda: target.status()["applied_index"] >= goal, 20,
+                 what="the follower keeps receiving entries")
+        wait_for(lambda: closed(s), 10, what="the slow reservation closed")
+    finally:
+        stop.set()
+        s.close()
+
+
+def test_made_up_ids_do_not_keep_a_joining_node_from_being_added(cluster_factory):
+    """A node waiting to be added admitted the first 8 server ids that
+    reached it, then only those: 8 made-up ids first kept it from ever
+    being added. Now the id heard from least recently gives way."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    n4 = c.add_node()
+    n4.start(bootstrap=False)
+    wait_for(lambda: n4.status()["role"] == "joining", 20, what="n4 waits to be added")
+    held = []
+    try:
+        for i in range(8):
+            s = socket.create_connection(("127.0.0.1", n4.raft_port), timeout=5)
+            s.sendall(handshake(0x7000 + i) + preamble(0xBEEF, 0x7000 + i))
+            got = answer_of(s)
+            assert got[:4] == b"JNPA" and got[5] == 0, got
+            held.append(s)
+        out = subprocess.run([JINN, "members", "add", f"n4={n4.advertised}", "--addr",
+                              leader.url], capture_output=True, text=True, timeout=150)
+        assert out.returncode == 0, out.stderr
+        code, _, body = leader.request("/v1/kv/ns/new", "PUT", b"x")
+        assert code == 200, body
+        wait_for(lambda: n4.status()["applied_index"] >= leader.status()["commit_index"], 30,
+                 what="n4 catches up")
+        assert n4.status()["cluster_id"] == leader.status()["cluster_id"]
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_peers_host_has_places_of_its_own(cluster_factory):
+    """(atk3 M1) Dials from the host of a configured peer have their own
+    places in the hello table: a flood from other addresses neither keeps
+    them out nor is evicted by them (127.0.0.1 is every peer's host here)."""
+    c = cluster_factory(3).start()
+    leader = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    held = []
+    try:
+        for a in range(2, 6):
+            for _ in range(16):
+                s = socket.socket()
+                s.bind((f"127.0.0.{a}", 0))
+                s.settimeout(5)
+                s.connect(("127.0.0.1", leader.raft_port))
+                s.sendall(handshake(77)[:8])
+                held.append(s)
+        for _ in range(3):
+            node_id, _, _ = probe_answer(leader)  # from a peer's host
+            assert node_id == leader.status()["id"]
+        code, _, out = leader.request("/v1/kv/ns/after", "PUT", b"ok")
+        assert code == 200, out
+        assert "the oldest gives way" not in leader.log()
+    finally:
+        for s in held:
+            s.close()
