@@ -69,6 +69,8 @@ static const struct jinn_route routes[] = {
     {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
     {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
     {"GET", "/v1/functions/{}/module", jinn_api_fn_module, 0},
+    {"GET", "/v1/functions-policy", jinn_api_fn_policy_get, 0},
+    {"PUT", "/v1/functions-policy", jinn_api_fn_policy_put, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -289,7 +291,8 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
 static const char *repeated_header(const struct jinn_http_msg *msg)
 {
     static const char *const single[] = {"x-jinn-fence", "if-match", "if-none-match",
-                                         "idempotency-key", "content-type", "x-jinn-min-index"};
+                                         "idempotency-key", "content-type", "x-jinn-min-index",
+                                         "x-jinn-signature", "x-jinn-key"};
     for (size_t k = 0; k < sizeof single / sizeof single[0]; k++) {
         size_t len = strlen(single[k]);
         unsigned seen = 0;

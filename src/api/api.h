@@ -216,6 +216,11 @@ void jinn_api_fn_show(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args);
 void jinn_api_fn_delete(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
+/* The module signing policy (api/fnpolicy.c). */
+void jinn_api_fn_policy_get(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args);
+void jinn_api_fn_policy_put(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args);
 void jinn_api_fn_module(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_fn_rollback(struct jinn_api *api, struct jinn_http_request *req,
