@@ -80,6 +80,8 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->read_timeout_ms = 10000;
     cfg->lock_max_ttl_ms = 3600000;
+    cfg->job_result_ttl_ms = 3600000;
+    cfg->job_results_max_bytes = 64u << 20;
     cfg->max_connections = 0; /* derived from the descriptor limit at start (daemon.c) */
     cfg->limit_conns_per_addr = 256;
     cfg->reserved_conns = 32;
@@ -1059,6 +1061,8 @@ static const struct directive directives[] = {
     {"idle_timeout", K_DURATION, FIELD(idle_timeout_ms), 1000, 3600000},
     {"read_timeout", K_DURATION, FIELD(read_timeout_ms), 100, 600000},
     {"lock_max_ttl", K_DURATION, FIELD(lock_max_ttl_ms), 1000, 604800000},
+    {"job_result_ttl", K_DURATION, FIELD(job_result_ttl_ms), 1000, 2592000000},
+    {"job_results_max_bytes", K_SIZE, FIELD(job_results_max_bytes), 0, UINT64_C(1) << 32},
     {"max_connections", K_UINT, FIELD(max_connections), 1, 100000},
     {"limit_rate", K_UINT, FIELD(limit_rate), 0, 10000000},
     {"limit_burst", K_UINT, FIELD(limit_burst), 0, 10000000},
@@ -1078,7 +1082,8 @@ static bool is_u64_field(size_t offset)
     return offset == FIELD(request_timeout_ms) || offset == FIELD(standby_promote_after_ms) ||
            offset == FIELD(max_body_bytes) || offset == FIELD(idle_timeout_ms) ||
            offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
-           offset == FIELD(min_free_space);
+           offset == FIELD(min_free_space) || offset == FIELD(job_result_ttl_ms) ||
+           offset == FIELD(job_results_max_bytes);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)
