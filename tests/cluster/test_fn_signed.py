@@ -197,15 +197,28 @@ def test_policy_survives_restart_and_snapshots(three, tmp_path):
     want = policy(leader)
     # Enough entries for every node to snapshot (threshold 16), so the
     # policy is read back from a snapshot at restart.
-    for i in range(40):
+    for i in range(60):
         code, _, _ = leader.request(f"/v1/kv/default/k{i}", "PUT", b"x")
         assert code == 200
     for n in three.nodes:
-        wait_for(lambda n=n: any(f.startswith("snapshot-") for f in
-                                 os.listdir(os.path.join(n.data_dir, "raft"))
-                                 if os.path.isdir(os.path.join(n.data_dir, "raft")))
-                 or any("snapshot" in f for f in os.listdir(n.data_dir)),
+        wait_for(lambda n=n: any(f.startswith("snapshot-") for f in os.listdir(n.data_dir)),
                  timeout=20, what=f"{n.name} took a snapshot")
+    # A wiped follower learns the policy from the leader's snapshot.
+    victim = next(n for n in three.nodes if n is not leader)
+    victim.stop()
+    victim.wipe()
+    victim.start()  # no --bootstrap: waits as a non-member
+    wait_for(lambda: victim.status().get("role") is not None, what="wiped node up")
+    code, _, body = leader.request(f"/v1/cluster/members/{victim.name}", "DELETE")
+    assert code == 200, body
+    code, _, body = leader.request("/v1/cluster/members", "POST",
+                                   json.dumps({"name": victim.name,
+                                               "address": victim.advertised}).encode())
+    assert code in (200, 201), body
+    wait_for(lambda: policy(victim) == want, timeout=30,
+             what="the wiped node learns the policy from a snapshot")
+    assert "snapshot restored" in victim.log()
+    # And every node reads it back from its own snapshot and log at restart.
     for n in three.nodes:
         n.stop()
     for n in three.nodes:
