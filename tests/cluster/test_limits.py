@@ -88,6 +88,8 @@ def test_one_address_over_its_connection_cap_is_refused_others_served(limited):
         assert line == b"HTTP/1.1 429 Too Many Requests", data
         assert b"\r\nRetry-After: 1\r\n" in data
         assert b'"error":"too_many_requests"' in data
+        _, _, metrics = request(leader, "/metrics", source=CLIENT_A)
+        assert b"jinn_limit_connections_refused_total 1\n" in metrics, metrics
         # Another address is served, and so is a write forwarded by a
         # follower (a peer, from 127.0.0.1) to the leader.
         st, _, _ = request(leader, "/v1/status", source=CLIENT_A)
