@@ -79,6 +79,10 @@ COMMANDS = {
     "fn_deploy": cmd(23, bs("hello") + bs(FN_SETTINGS) + bs(HELLO_WASM), version=2),
     "fn_delete": cmd(24, bs("hello") + u64(1), version=2),
     "fn_rollback": cmd(25, bs("hello") + u64(0), version=2),
+    "fn_deploy2_signed": cmd(28, bs("hello") + bs(FN_SETTINGS) + bs(HELLO_WASM) +
+                             bs(b"\x5a" * 64) + bs("ci"), version=2),
+    "fn_policy": cmd(31, u8(1) + u32(2) + bs("ci") + b"\x01" * 32 + bs("release") +
+                     b"\x02" * 32, version=2),
 }
 
 CONFIGS = {
