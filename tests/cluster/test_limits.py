@@ -223,3 +223,22 @@ def test_watches_count_toward_concurrency(concurrent):
     assert st == 200
     st, _, _ = request(leader, "/v1/status", source=CLIENT_A)
     assert st == 200
+
+
+def test_a_client_gone_mid_long_poll_gives_its_slot_back(concurrent):
+    leader = concurrent.wait_leader()
+    for i in range(2):
+        s = socket.create_connection(("127.0.0.1", leader.http_port), timeout=5,
+                                     source_address=(CLIENT_A, 0))
+        body = json.dumps({"worker": f"gone{i}", "wait": "2s"}).encode()
+        s.sendall(b"POST /v1/queues/gone/fetch HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+        s.close()
+    # Both slots come back once the abandoned polls end (answered to no one);
+    # the node keeps serving this token afterwards, again and again.
+    wait_for(lambda: request(leader, "/v1/status", source=CLIENT_A)[0] == 200,
+             timeout=10, what="the slots of abandoned long-polls come back")
+    for _ in range(5):
+        st, _, _ = request(leader, "/v1/status", source=CLIENT_A)
+        assert st == 200
