@@ -199,8 +199,10 @@ static uint64_t bucket_cap(const struct jinn_limit *l)
 static void refill(const struct jinn_limit *l, struct jinn_limit_token *t, uint64_t now_ms)
 {
     if (now_ms > t->last_ms) {
-        /* rate tokens/s = rate milli-tokens/ms */
-        uint64_t add = (now_ms - t->last_ms) * (uint64_t)l->cfg.rate;
+        /* rate tokens/s = rate milli-tokens/ms; a day refills any bucket
+         * and keeps the product far from overflowing */
+        uint64_t elapsed = now_ms - t->last_ms > 86400000u ? 86400000u : now_ms - t->last_ms;
+        uint64_t add = elapsed * (uint64_t)l->cfg.rate;
         t->milli = add >= bucket_cap(l) - t->milli ? bucket_cap(l) : t->milli + add;
         t->last_ms = now_ms;
     }
