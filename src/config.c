@@ -83,6 +83,8 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->job_result_ttl_ms = 3600000;
     cfg->job_results_max_bytes = 64u << 20;
     cfg->max_connections = 0; /* derived from the descriptor limit at start (daemon.c) */
+    cfg->limit_conns_per_addr = 256;
+    cfg->reserved_conns = 32;
     cfg->check_interval_ms = 600000;
     cfg->min_free_space = UINT64_C(64) << 20;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
@@ -1062,6 +1064,11 @@ static const struct directive directives[] = {
     {"job_result_ttl", K_DURATION, FIELD(job_result_ttl_ms), 1000, 2592000000},
     {"job_results_max_bytes", K_SIZE, FIELD(job_results_max_bytes), 0, UINT64_C(1) << 32},
     {"max_connections", K_UINT, FIELD(max_connections), 1, 100000},
+    {"limit_rate", K_UINT, FIELD(limit_rate), 0, 10000000},
+    {"limit_burst", K_UINT, FIELD(limit_burst), 0, 10000000},
+    {"limit_concurrent", K_UINT, FIELD(limit_concurrent), 0, 100000},
+    {"limit_conns_per_addr", K_UINT, FIELD(limit_conns_per_addr), 0, 100000},
+    {"reserved_conns", K_UINT, FIELD(reserved_conns), 0, 100000},
     {"debug", K_BOOL, FIELD(debug_log), 0, 0},
     {"check_interval", K_DURATION, FIELD(check_interval_ms), 0, 604800000},
     {"min_free_space", K_SIZE, FIELD(min_free_space), 0, UINT64_C(1) << 50},

@@ -78,6 +78,12 @@ struct jinn_config {
     uint64_t job_result_ttl_ms;
     uint64_t job_results_max_bytes;
     unsigned max_connections;
+    /* Limits (limit.h): per token, per client address, kept for peers. */
+    unsigned limit_rate;           /* requests/s per token; 0 = off */
+    unsigned limit_burst;          /* 0 = limit_rate */
+    unsigned limit_concurrent;     /* requests in flight per token; 0 = off */
+    unsigned limit_conns_per_addr; /* 0 = off */
+    unsigned reserved_conns;       /* of max_connections, for cluster members */
     unsigned check_interval_ms; /* leader proposes a replica check; 0 = never */
     uint64_t min_free_space;    /* bytes; below it writes answer 507 (0 = off) */
     bool debug_log;

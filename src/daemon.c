@@ -236,6 +236,31 @@ static int connection_budget(const struct jinn_config *cfg, unsigned *out)
     return 0;
 }
 
+/* The limits (limit.h) over the connection budget: reserved_conns must
+ * leave clients some room. */
+static int start_limits(struct daemon *d, unsigned max_connections)
+{
+    struct jinn_limit_config lc = {
+        .rate = d->cfg.limit_rate,
+        .burst = d->cfg.limit_burst,
+        .concurrent = d->cfg.limit_concurrent,
+        .conns_per_addr = d->cfg.limit_conns_per_addr,
+        .reserved_conns = d->cfg.reserved_conns,
+        .max_connections = max_connections,
+    };
+    if (lc.reserved_conns >= max_connections) {
+        lc.reserved_conns = max_connections / 4;
+        jinn_warn("reserved_conns %u clamped to %u: max_connections is %u", d->cfg.reserved_conns,
+                  lc.reserved_conns, max_connections);
+    }
+    d->api.limit = jinn_limit_create(&lc);
+    if (d->api.limit == NULL) {
+        return JINN_ENOMEM;
+    }
+    jinn_limit_set_peer_check(d->api.limit, jinn_api_is_peer_ip, &d->api);
+    return 0;
+}
+
 static int load_config(struct jinn_config *cfg, const char *path)
 {
     struct jinn_config_error err;
@@ -378,6 +403,11 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     }
     jinn_api_init(&d->api, &d->loop, &d->cfg, d->node);
     d->api.loopmon = &d->loopmon;
+    if (start_limits(d, http_cfg.max_connections) != 0) {
+        rv = JINN_ENOMEM;
+        goto out_close_loop;
+    }
+    http_cfg.limit = d->api.limit;
     jinn_node_set_announcer(d->node, jinn_api_announce, &d->api);
     jinn_node_set_apply_hook(d->node, applied, d);
     http_cfg.listen = d->cfg.http_listen;
@@ -429,6 +459,7 @@ out_close_loop:
         jinn_warn("event loop closed with handles still open");
     }
     jinn_wasm_runner_destroy(d->api.wasm);
+    jinn_limit_destroy(d->api.limit); /* after the loop: no request holds a ticket */
     jinn_node_destroy(d->node);
     jinn_config_free(&d->cfg);
     jinn_free(d);

@@ -49,7 +49,11 @@
     X(JINN_ESQLVERSION, "sql_version_mismatch", 503,                                \
       "this database was written by another SQLite version than this node's") \
     X(JINN_ENOSPACE, "no_space", 507,                                               \
-      "free space on the leader's data_dir is below min_free_space; nothing was applied")
+      "free space on the leader's data_dir is below min_free_space; nothing was applied") \
+    X(JINN_ETOOMANY, "too_many_requests", 429,                                      \
+      "over this client's request or connection limit; retry after Retry-After seconds") \
+    X(JINN_EUNSIGNED, "signature_required", 403,                                    \
+      "the cluster requires modules signed by a trusted key (jinn fn sign)")
 
 #define JINN_ERROR_ENUM(code, name, http, msg) code,
 enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };

@@ -12,6 +12,7 @@
  * READING) until the reply has been written. */
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -33,6 +34,10 @@
 enum conn_state { READING, HANDLING, WRITING, LINGERING, CLOSING };
 
 #define LINGER_MS 1000
+/* Connections refused by the limits that may linger to deliver their 429;
+ * more are closed without a reply (they do not count against
+ * max_connections, so a flood of them cannot take peers' room). */
+#define REFUSED_LINGER_MAX 64
 #define ACCEPT_RETRY_MS 100
 
 struct conn {
@@ -67,6 +72,9 @@ struct conn {
     void (*stream_cb)(void *data, int status);
     void *stream_data;
     size_t stream_piece;
+    uint32_t ip;                         /* the client's IPv4 address, 0 if none */
+    enum jinn_limit_conn_kind limit_kind; /* how the limits counted it */
+    bool refused;                        /* over the limits: answered, then closed */
 };
 
 struct jinn_http_server {
@@ -87,6 +95,7 @@ struct jinn_http_server {
     uint64_t last_accept_warn_ms;
     int unstarted_closed;
     unsigned big_bodies; /* connections reading or holding a body over max_body */
+    unsigned n_refused;  /* refused connections still delivering their 429 */
 };
 
 static void conn_close(struct conn *c);
@@ -160,6 +169,12 @@ static void conn_free_if_done(struct conn *c)
     }
     s->n_conns--;
     s->stats.connections_open = s->n_conns;
+    if (c->refused) {
+        s->n_refused--;
+    }
+    if (s->cfg.limit != NULL) {
+        jinn_limit_conn_close(s->cfg.limit, c->ip, c->limit_kind);
+    }
     big_release(c);
     jinn_free(c->owned_body);
     jinn_free(c->out.base);
@@ -186,6 +201,15 @@ static void conn_close(struct conn *c)
 }
 
 /* ---- replies ------------------------------------------------------------- */
+
+static void request_done(struct jinn_http_request *req)
+{
+    void (*done)(void *) = req->done;
+    if (done != NULL) {
+        req->done = NULL;
+        done(req->done_arg);
+    }
+}
 
 void jinn_http_add_header(struct jinn_http_request *req, const char *name, const char *value)
 {
@@ -247,6 +271,7 @@ static void written(uv_write_t *w, int status)
         linger(c);
         return;
     }
+    assert(!c->refused);
     /* Drop the finished request and go on with anything pipelined after it. */
     assert(c->request_size <= c->len);
     memmove(c->buf, c->buf + c->request_size, c->len - c->request_size);
@@ -282,6 +307,7 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
     int rv;
 
     assert(c->handler_pending);
+    request_done(req);
     c->handler_pending = false;
     if (c->state == CLOSING) {
         s->stats.responses[status / 100 <= 5 ? status / 100 : 5]++;
@@ -494,6 +520,7 @@ void jinn_http_stream_end(struct jinn_http_request *req, bool complete)
 {
     struct conn *c = conn_of(req);
     assert(c->handler_pending && c->stream_cb == NULL);
+    request_done(req);
     c->handler_pending = false;
     if (c->state == CLOSING) {
         conn_free_if_done(c);
@@ -607,6 +634,9 @@ static void dispatch(struct conn *c)
                            &req->query, &req->query_len);
     req->received_ms = uv_now(s->loop);
     req->user = NULL;
+    req->client_ip = c->ip;
+    req->done = NULL;
+    req->done_arg = NULL;
     s->stats.requests_total++;
     s->handler(s->data, req);
 }
@@ -726,6 +756,47 @@ static void process(struct conn *c)
 
 static void on_connection(uv_stream_t *listener, int status);
 
+static uint32_t peer_ip(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = (int)sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0 ||
+        ss.ss_family != AF_INET) {
+        return 0;
+    }
+    return ntohl(((const struct sockaddr_in *)(const void *)&ss)->sin_addr.s_addr);
+}
+
+/* Counts c against the per-address limits; over them it is answered (429
+ * per address, 503 over the non-reserved total) and closed. */
+static bool admit(struct conn *c)
+{
+    struct jinn_http_server *s = c->server;
+    int rv;
+
+    c->ip = peer_ip(c);
+    rv = jinn_limit_conn_open(s->cfg.limit, c->ip, &c->limit_kind);
+    if (rv == 0) {
+        return true;
+    }
+    if (s->n_refused >= REFUSED_LINGER_MAX) {
+        conn_close(c);
+        return false;
+    }
+    s->n_refused++;
+    c->refused = true;
+    c->keep_alive = false;
+    c->handler_pending = true;
+    c->state = HANDLING;
+    if (rv == JINN_ETOOMANY) {
+        jinn_http_add_header(&c->req, "Retry-After", "1");
+        jinn_http_reply_error(&c->req, rv, "too many connections from this address");
+    } else {
+        jinn_http_reply_error(&c->req, rv, "too many connections; try again shortly");
+    }
+    return false;
+}
+
 static void retry_accept(uv_timer_t *t)
 {
     struct jinn_http_server *s = t->data;
@@ -762,8 +833,12 @@ static void on_connection(uv_stream_t *listener, int status)
         }
         return;
     }
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->n_conns > s->cfg.max_connections) {
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
+        s->n_conns - s->n_refused > s->cfg.max_connections) {
         conn_close(c);
+        return;
+    }
+    if (s->cfg.limit != NULL && !admit(c)) {
         return;
     }
     conn_start(c);

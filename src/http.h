@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "httpmsg.h"
+#include "limit.h"
 
 #define JINN_HTTP_MAX_HEAD (16u * 1024)  /* request line + headers */
 #define JINN_HTTP_MAX_TARGET (8u * 1024) /* request target */
@@ -45,6 +46,11 @@ struct jinn_http_request {
     size_t body_len;
     uint64_t received_ms; /* loop time */
     void *user;           /* free for the handler */
+    uint32_t client_ip;   /* IPv4, host order; 0 when not an IP socket */
+    /* NULL, or called once when the reply is sent (or the request is
+     * dropped): request limits count a request until then. */
+    void (*done)(void *arg);
+    void *done_arg;
 };
 
 /* Requests whose route allows a body over max_body (function modules) that
@@ -65,6 +71,9 @@ struct jinn_http_config {
      * (JINN_TEST_OUTPUT_TOTAL_LIMIT), to test the refusal path without
      * queueing 256 MiB. */
     uint64_t test_output_total;
+    /* NULL, or the per-address connection limits (limit.h, borrowed): a
+     * connection over them is answered 429 (per address) or 503 and closed. */
+    struct jinn_limit *limit;
 };
 
 /* Called for every complete request. The handler must eventually answer

@@ -3,6 +3,7 @@
  * Adding an endpoint is one row in `routes` and one handler. */
 #include "api/api.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include "alloc.h"
 #include "error.h"
 #include "fetch.h"
+#include "fsm/fsm.h"
+#include "limit.h"
 #include "log.h"
 
 #define FORWARDED_HEADER "X-Jinn-Forwarded-By"
@@ -66,6 +69,8 @@ static const struct jinn_route routes[] = {
     {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
     {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
     {"GET", "/v1/functions/{}/module", jinn_api_fn_module, 0},
+    {"GET", "/v1/functions-policy", jinn_api_fn_policy_get, 0},
+    {"PUT", "/v1/functions-policy", jinn_api_fn_policy_put, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -286,7 +291,8 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
 static const char *repeated_header(const struct jinn_http_msg *msg)
 {
     static const char *const single[] = {"x-jinn-fence", "if-match", "if-none-match",
-                                         "idempotency-key", "content-type", "x-jinn-min-index"};
+                                         "idempotency-key", "content-type", "x-jinn-min-index",
+                                         "x-jinn-signature", "x-jinn-key"};
     for (size_t k = 0; k < sizeof single / sizeof single[0]; k++) {
         size_t len = strlen(single[k]);
         unsigned seen = 0;
@@ -298,6 +304,94 @@ static const char *repeated_header(const struct jinn_http_msg *msg)
         }
     }
     return NULL;
+}
+
+/* ---- limits (limit.h) ---------------------------------------------------- */
+
+/* The IPv4 address before ":port" (after "http://" when given), 0 if none. */
+static uint32_t host_ip(const char *text)
+{
+    char host[INET_ADDRSTRLEN];
+    const char *colon;
+    struct in_addr a;
+    size_t len;
+
+    if (strncmp(text, "http://", 7) == 0) {
+        text += 7;
+    }
+    colon = strchr(text, ':');
+    len = colon != NULL ? (size_t)(colon - text) : strlen(text);
+    if (len == 0 || len >= sizeof host) {
+        return 0;
+    }
+    memcpy(host, text, len);
+    host[len] = '\0';
+    return inet_pton(AF_INET, host, &a) == 1 ? ntohl(a.s_addr) : 0;
+}
+
+bool jinn_api_is_peer_ip(void *data, uint32_t ip)
+{
+    struct jinn_api *api = data;
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+
+    for (unsigned i = 0; i < api->cfg->n_peers; i++) {
+        if (host_ip(api->cfg->peers[i].address) == ip) {
+            return true;
+        }
+    }
+    if (fsm != NULL) {
+        for (unsigned i = 0; i < fsm->nodes.n; i++) {
+            if (host_ip(fsm->nodes.items[i].api) == ip) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static void limit_done(void *arg)
+{
+    jinn_limit_request_end(NULL, arg);
+}
+
+/* Counts req against its token's rate and concurrency; answers 429 with
+ * Retry-After beyond them. Peers (forwarded requests, announcements) are
+ * not limited: the node that took the client's request counted it. Health
+ * probes are not limited either. */
+static bool limits_or_reply(struct jinn_api *api, struct jinn_http_request *req)
+{
+    /* Until tokens exist (S2) every client is "anonymous". */
+    const char *token = "anonymous";
+    bool privileged = jinn_limit_is_peer(api->limit, req->client_ip);
+    struct jinn_limit_token *ticket;
+    unsigned retry_s;
+    int rv;
+
+    if (strcmp(req->msg.method, "GET") == 0 &&
+        ((req->path_len == 8 && memcmp(req->path, "/healthz", 8) == 0) ||
+         (req->path_len == 7 && memcmp(req->path, "/readyz", 7) == 0))) {
+        return true;
+    }
+    rv = jinn_limit_request_begin(api->limit, token, uv_now(api->loop), privileged, &ticket,
+                                  &retry_s);
+    if (rv == JINN_ETOOMANY) {
+        char value[16];
+        snprintf(value, sizeof value, "%u", retry_s);
+        jinn_http_add_header(req, "Retry-After", value);
+        jinn_http_reply_error(req, rv,
+                              "this token is over its request limit (limit_rate, "
+                              "limit_concurrent); retry after Retry-After seconds");
+        return false;
+    }
+    if (rv != 0) {
+        jinn_http_reply_error(req, rv, NULL);
+        return false;
+    }
+    if (ticket != NULL) {
+        req->done = limit_done;
+        req->done_arg = ticket;
+    }
+    return true;
 }
 
 void jinn_api_handle(void *data, struct jinn_http_request *req)
@@ -326,6 +420,10 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
                                   "forwarded from a node of another cluster (X-Jinn-Cluster)");
             return;
         }
+    }
+
+    if (api->limit != NULL && !limits_or_reply(api, req)) {
+        return;
     }
 
     /* Functions take any method, before the route table. */

@@ -43,6 +43,7 @@ struct jinn_api {
     struct jinn_fn_validation *fn_validations; /* deploys being checked (api/fn.c) */
     unsigned fn_proposed; /* deploys proposed and not yet answered (api/fn.c) */
     struct jinn_wasm_runner *wasm; /* this node's functions; NULL until wired */
+    struct jinn_limit *limit;      /* owned by the daemon; NULL: no limits (tests) */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -69,6 +70,10 @@ struct jinn_route {
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
                    struct jinn_node *node);
+
+/* True when ip (IPv4, host order) is a cluster member's address: a
+ * cluster_peers address or a node's announced API URL. data: the api. */
+bool jinn_api_is_peer_ip(void *data, uint32_t ip);
 
 /* The jinn_http_handler for the server; data is the struct jinn_api. */
 void jinn_api_handle(void *data, struct jinn_http_request *req);
@@ -211,6 +216,11 @@ void jinn_api_fn_show(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args);
 void jinn_api_fn_delete(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
+/* The module signing policy (api/fnpolicy.c). */
+void jinn_api_fn_policy_get(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args);
+void jinn_api_fn_policy_put(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args);
 void jinn_api_fn_module(struct jinn_api *api, struct jinn_http_request *req,
                         const struct jinn_route_args *args);
 void jinn_api_fn_rollback(struct jinn_api *api, struct jinn_http_request *req,

@@ -333,6 +333,80 @@ static void deployed(struct jinn_api *api, struct jinn_http_request *req,
                                    (res->value & JINN_FN_UNCHANGED) != 0));
 }
 
+/* A deploy's signature: X-Jinn-Signature (standard base64 of the 64-byte
+ * ed25519 signature, fsm/fnsig.h) and X-Jinn-Key (the trusted key's name),
+ * both or neither. *present says which; false (and a 400 sent) when they
+ * are malformed. */
+static bool signature_from_headers(struct jinn_http_request *req, uint8_t sig[JINN_FNSIG_SIZE],
+                                   char key[JINN_FNSIG_KEY_NAME_MAX + 1], bool *present)
+{
+    const struct jinn_http_header *hs = jinn_http_header_find(&req->msg, "x-jinn-signature");
+    const struct jinn_http_header *hk = jinn_http_header_find(&req->msg, "x-jinn-key");
+
+    *present = false;
+    if (hs == NULL && hk == NULL) {
+        return true;
+    }
+    if (hs == NULL || hk == NULL) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "X-Jinn-Signature and X-Jinn-Key go together (jinn fn sign)");
+        return false;
+    }
+    if (!jinn_fnsig_base64_decode(hs->value, hs->value_len, sig, JINN_FNSIG_SIZE)) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "X-Jinn-Signature must be the standard base64 of a 64-byte "
+                              "ed25519 signature (88 characters)");
+        return false;
+    }
+    if (!jinn_fnsig_key_name_valid(hk->value, hk->value_len)) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "X-Jinn-Key must be a key name: [a-z0-9][a-z0-9_.-]{0,63}");
+        return false;
+    }
+    memcpy(key, hk->value, hk->value_len);
+    key[hk->value_len] = '\0';
+    *present = true;
+    return true;
+}
+
+/* The signing policy with a reply (403 signature_required), before
+ * anything is proposed; apply decides the same way. sha NULL: not known
+ * yet, only a missing signature is refused. */
+static bool signature_refuses(struct jinn_api *api, struct jinn_http_request *req,
+                              const char *name, const uint8_t *sha)
+{
+    const struct jinn_fns *fns = &jinn_node_fsm(api->node)->fns;
+    uint8_t sig[JINN_FNSIG_SIZE];
+    char key[JINN_FNSIG_KEY_NAME_MAX + 1];
+    const char *why = NULL;
+    bool present;
+    int rv;
+
+    if (!signature_from_headers(req, sig, key, &present)) {
+        return true;
+    }
+    if (!fns->policy.require_signature) {
+        return false;
+    }
+    if (!present) {
+        jinn_http_reply_error(req, JINN_EUNSIGNED,
+                              "the cluster requires signed modules (require_signature): sign "
+                              "with `jinn fn sign MODULE --key K.key --name NAME` and deploy "
+                              "with --sig, or send X-Jinn-Signature and X-Jinn-Key");
+        return true;
+    }
+    if (sha == NULL) {
+        return false;
+    }
+    rv = jinn_fns_signature_check(fns, name, strlen(name), sha, sig, sizeof sig,
+                                  (const uint8_t *)key, strlen(key), &why);
+    if (rv != 0) {
+        jinn_http_reply_error(req, rv, why);
+        return true;
+    }
+    return false;
+}
+
 /* jinn_fns_deploy_check with a reply: true (and req answered) when the
  * current state refuses the deploy. */
 static bool state_refuses(struct jinn_api *api, struct jinn_http_request *req, const char *name,
@@ -341,8 +415,12 @@ static bool state_refuses(struct jinn_api *api, struct jinn_http_request *req, c
     const struct jinn_fns *fns = &jinn_node_fsm(api->node)->fns;
     const struct jinn_fn *holder;
     char msg[512];
-    int rv = jinn_fns_deploy_check(fns, name, strlen(name), route, sha, module_len);
+    int rv;
 
+    if (signature_refuses(api, req, name, sha)) {
+        return true;
+    }
+    rv = jinn_fns_deploy_check(fns, name, strlen(name), route, sha, module_len);
     if (rv == 0) {
         return false;
     }
@@ -396,8 +474,14 @@ static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
 {
     struct deploy_proposal *p;
     struct jinn_cmd c;
+    uint8_t sig[JINN_FNSIG_SIZE];
+    char key[JINN_FNSIG_KEY_NAME_MAX + 1];
+    bool signed_deploy;
     int rv;
 
+    if (!signature_from_headers(req, sig, key, &signed_deploy)) {
+        return; /* checked before: cannot happen */
+    }
     p = jinn_malloc(sizeof *p);
     if (p == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
@@ -415,6 +499,15 @@ static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
     c.fn.settings.len = settings->len;
     c.fn.module.p = (const uint8_t *)req->body;
     c.fn.module.len = req->body_len;
+    if (signed_deploy) {
+        /* Type 28 carries the signature; 23 stays for unsigned deploys so
+         * that they still apply on builds from before it. */
+        c.type = JINN_CMD_FN_DEPLOY2;
+        c.fn.signature.p = sig;
+        c.fn.signature.len = sizeof sig;
+        c.fn.key_id.p = (const uint8_t *)key;
+        c.fn.key_id.len = strlen(key);
+    }
     api->fn_proposed++; /* counted out by deploy_committed */
     rv = jinn_node_propose(api->node, &c, api->cfg->request_timeout_ms, deploy_committed, p);
     if (rv != JINN_OK) {

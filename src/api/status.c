@@ -241,6 +241,20 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
     COUNTER("jinn_http_accept_errors_total", "Failed accepts (EMFILE...); never fatal.",
             "%" PRIu64, hs.accept_errors);
     GAUGE("jinn_kv_watchers", "Watches waiting for changes.", "%u", api->n_watchers);
+    if (api->limit != NULL) {
+        struct jinn_limit_stats ls;
+        jinn_limit_stats(api->limit, &ls);
+        GAUGE("jinn_limit_client_connections", "Open connections from non-member addresses.",
+              "%" PRIu64, ls.conns_client);
+        GAUGE("jinn_limit_peer_connections", "Open connections from cluster members.",
+              "%" PRIu64, ls.conns_peer);
+        COUNTER("jinn_limit_connections_refused_total",
+                "Connections refused: over limit_conns_per_addr or the clients' share.",
+                "%" PRIu64, ls.conns_refused_addr + ls.conns_refused_total);
+        COUNTER("jinn_limit_requests_refused_total",
+                "Requests refused (429): over a token's limit_rate or limit_concurrent.",
+                "%" PRIu64, ls.requests_refused_rate + ls.requests_refused_concurrent);
+    }
     if (api->loopmon != NULL) {
         const struct jinn_loopmon *lm = api->loopmon;
         uint64_t cum = 0;

@@ -44,6 +44,12 @@ int jinn_cli_members(int argc, char **argv);
 int jinn_cli_leader(int argc, char **argv);
 /* jinn fn deploy|ls|show|rm|rollback|call|logs ... (cli/fn.c) */
 int jinn_cli_fn(int argc, char **argv);
+/* jinn fn keygen | sign | policy (cli/fnsig.c); argv after the verb. */
+int jinn_cli_fn_sig(const char *verb, int argc, char **argv);
+/* The X-Jinn-Signature / X-Jinn-Key header lines from a MODULE.sig for
+ * function fn, appended to headers. 0, or -1 with a message printed. */
+struct jinn_wbuf;
+int jinn_cli_fn_sig_headers(const char *sig_path, const char *fn, struct jinn_wbuf *headers);
 
 /* True when argv asks for help (--help or -h before any "--"): then the
  * usage text went to stdout and the command should exit 0. */

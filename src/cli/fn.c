@@ -9,6 +9,7 @@
  *   jinn fn rollback NAME [--version N]
  *   jinn fn call NAME [--data BODY|@file] [--method M] [--path /x]
  *   jinn fn logs NAME
+ *   jinn fn keygen | sign | policy ...   (cli/fnsig.c)
  *
  * Exit 0 on success, 1 when the node refuses or cannot be reached (for
  * call: when the function answers other than 2xx), 2 on bad usage. */
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "cli/cli.h"
@@ -33,6 +35,10 @@ static const char usage[] =
     "       jinn fn rollback NAME [--version N]     to N, else the version before the active\n"
     "       jinn fn call NAME [--data BODY|@FILE] [--method M] [--path /x]   (POST by default)\n"
     "       jinn fn logs NAME                       the function's last log lines on the node\n"
+    "       jinn fn keygen NAME                     an ed25519 key pair: NAME.key, NAME.pub\n"
+    "       jinn fn sign MODULE --key NAME.key [--name FN]   writes MODULE.sig\n"
+    "       jinn fn policy [--require-signature on|off] [--trust NAME=PUBKEY]... [--untrust NAME]...\n"
+    "       (deploy sends MODULE.sig when present, or --sig FILE)\n"
     "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
 
 /* Reads path (at most max bytes) into w. 0, or -1 with a message printed. */
@@ -196,9 +202,9 @@ int jinn_cli_fn(int argc, char **argv)
     const char *env = getenv("JINN_ADDR");
     const char *addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
     const char *pos[2] = {NULL, NULL}, *version = NULL, *data = NULL, *method = NULL,
-               *path = NULL, *verb;
+               *path = NULL, *verb, *sig = NULL;
     int n_pos = 0, json = 0, purge = 0, status, rv, want;
-    struct jinn_wbuf target, query, module;
+    struct jinn_wbuf target, query, module, headers;
     char *resp = NULL;
     size_t len;
     bool first = true;
@@ -209,6 +215,10 @@ int jinn_cli_fn(int argc, char **argv)
         return argc < 1 ? 2 : 0;
     }
     verb = argv[0];
+    if (strcmp(verb, "keygen") == 0 || strcmp(verb, "sign") == 0 ||
+        strcmp(verb, "policy") == 0) {
+        return jinn_cli_fn_sig(verb, argc - 1, argv + 1);
+    }
     jinn_wbuf_init(&query);
     for (int i = 1; i < argc; i++) {
         bool matched = false;
@@ -240,6 +250,8 @@ int jinn_cli_fn(int argc, char **argv)
             method = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--path") == 0) {
             path = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--sig") == 0) {
+            sig = argv[++i];
         } else if (argv[i][0] != '-' && n_pos < 2) {
             pos[n_pos++] = argv[i];
         } else {
@@ -270,20 +282,33 @@ int jinn_cli_fn(int argc, char **argv)
 
     jinn_wbuf_init(&target);
     jinn_wbuf_init(&module);
+    jinn_wbuf_init(&headers);
     jinn_wbuf_printf(&target, "/v1/functions");
     if (want > 0) {
         jinn_wbuf_put_u8(&target, '/');
         jinn_cli_escape(&target, pos[0], strlen(pos[0]));
     }
     if (strcmp(verb, "deploy") == 0) {
+        char auto_sig[4096];
         if (read_file(pos[1], &module, JINN_FN_MODULE_MAX) != 0) {
             rv = 1;
             goto out;
         }
+        /* MODULE.sig from `jinn fn sign`, unless --sig names another. */
+        snprintf(auto_sig, sizeof auto_sig, "%s.sig", pos[1]);
+        if (sig == NULL && access(auto_sig, R_OK) == 0) {
+            sig = auto_sig;
+        }
+        if (sig != NULL && jinn_cli_fn_sig_headers(sig, pos[0], &headers) != 0) {
+            rv = 1;
+            goto out;
+        }
+        jinn_wbuf_put_u8(&headers, 0);
         jinn_wbuf_put_raw(&target, query.data, query.len);
         jinn_cli_timeout_ms = 60000; /* validation and a 16 MiB upload */
-        rv = jinn_cli_call(addr, "PUT", &target, NULL, module.len ? (const char *)module.data : "",
-                           module.len, &resp, &len, &status);
+        rv = jinn_cli_call(addr, "PUT", &target, (const char *)headers.data,
+                           module.len ? (const char *)module.data : "", module.len, &resp, &len,
+                           &status);
     } else if (strcmp(verb, "rm") == 0) {
         jinn_cli_query(&target, &first, "purge", purge ? "1" : NULL);
         rv = jinn_cli_call(addr, "DELETE", &target, NULL, "", 0, &resp, &len, &status);
@@ -336,6 +361,7 @@ out:
     jinn_free(resp);
     jinn_wbuf_free(&target);
     jinn_wbuf_free(&module);
+    jinn_wbuf_free(&headers);
     jinn_wbuf_free(&query);
     return rv;
 }

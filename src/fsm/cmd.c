@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "fsm/fnsig.h"
 
 const char *jinn_cmd_type_name(int type)
 {
@@ -60,6 +61,8 @@ const char *jinn_cmd_type_name(int type)
         return "job_cron";
     case JINN_CMD_FN_DEPLOY2:
         return "fn_deploy2";
+    case JINN_CMD_FN_POLICY:
+        return "fn_policy";
     default:
         return "unknown";
     }
@@ -113,6 +116,31 @@ static bool deploy2_ok(const struct jinn_cmd *c)
 {
     return (c->fn.signature.len == 0 || c->fn.signature.len == JINN_CMD_FN_SIG_SIZE) &&
            c->fn.key_id.len <= JINN_CMD_FN_KEY_ID_MAX;
+}
+
+/* FN_POLICY's body is canonical: a flag, at most 16 keys, valid names in
+ * strictly ascending order (so one policy has one encoding). */
+static bool fn_policy_ok(const struct jinn_cmd *c)
+{
+    if (c->fn_policy.require_signature > 1 || c->fn_policy.n_keys > JINN_CMD_FN_TRUSTED_MAX) {
+        return false;
+    }
+    for (uint32_t i = 0; i < c->fn_policy.n_keys; i++) {
+        struct jinn_slice n = c->fn_policy.key_name[i];
+        if (!jinn_fnsig_key_name_valid((const char *)n.p, n.len) ||
+            c->fn_policy.key_pub[i] == NULL) {
+            return false;
+        }
+        if (i > 0) {
+            struct jinn_slice p = c->fn_policy.key_name[i - 1];
+            size_t m = p.len < n.len ? p.len : n.len;
+            int cmp = memcmp(p.p, n.p, m);
+            if (cmp > 0 || (cmp == 0 && p.len >= n.len)) {
+                return false;
+            }
+        }
+    }
+    return true;
 }
 
 static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
@@ -255,6 +283,17 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, c->fn.flags);
         } else {
             jinn_wbuf_put_u64(w, c->fn.version);
+        }
+        break;
+    case JINN_CMD_FN_POLICY:
+        if (!fn_policy_ok(c)) {
+            return JINN_EINVAL;
+        }
+        jinn_wbuf_put_u8(w, c->fn_policy.require_signature);
+        jinn_wbuf_put_u32(w, c->fn_policy.n_keys);
+        for (uint32_t i = 0; i < c->fn_policy.n_keys; i++) {
+            put_slice(w, c->fn_policy.key_name[i]);
+            jinn_wbuf_put_raw(w, c->fn_policy.key_pub[i], JINN_FNSIG_PUB_SIZE);
         }
         break;
     default:
@@ -455,6 +494,23 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             c->fn.version = jinn_rbuf_get_u64(&r);
         }
         if (r.failed || !fn_name_ok(c->fn.name)) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_FN_POLICY:
+        if (version < 2) {
+            return JINN_ECORRUPT;
+        }
+        c->fn_policy.require_signature = jinn_rbuf_get_u8(&r);
+        c->fn_policy.n_keys = jinn_rbuf_get_u32(&r);
+        if (r.failed || c->fn_policy.n_keys > JINN_CMD_FN_TRUSTED_MAX) {
+            return JINN_ECORRUPT;
+        }
+        for (uint32_t i = 0; i < c->fn_policy.n_keys; i++) {
+            c->fn_policy.key_name[i] = get_slice(&r, JINN_FNSIG_KEY_NAME_MAX);
+            c->fn_policy.key_pub[i] = jinn_rbuf_get_raw(&r, JINN_FNSIG_PUB_SIZE);
+        }
+        if (r.failed || !fn_policy_ok(c)) {
             return JINN_ECORRUPT;
         }
         break;

@@ -57,6 +57,7 @@
 #define JINN_CMD_FN_PURGE 0x1                /* = JINN_FN_PURGE */
 #define JINN_CMD_FN_SIG_SIZE 64   /* FN_DEPLOY2: an ed25519 signature, or none */
 #define JINN_CMD_FN_KEY_ID_MAX 64 /* FN_DEPLOY2: the signing key's id */
+#define JINN_CMD_FN_TRUSTED_MAX 16 /* FN_POLICY: trusted keys (= JINN_FNSIG_TRUSTED_MAX) */
 #define JINN_JOB_QUEUE_PREFIX "WORKERS_" /* a function's job queue: WORKERS_<fn> */
 #define JINN_JOB_RESULT_MAX (1u << 20)   /* response bytes kept per job */
 
@@ -97,6 +98,7 @@ enum jinn_cmd_type {
     JINN_CMD_JOB_ACK = 26,    /* ack a WORKERS_<fn> message + keep the job's result */
     JINN_CMD_JOB_CRON = 27,   /* fire a function's cron tick (one publish) */
     JINN_CMD_FN_DEPLOY2 = 28, /* FN_DEPLOY + signature; settings may hold workers, cron */
+    JINN_CMD_FN_POLICY = 31,  /* the signing policy: require_signature + trusted keys */
     JINN_CMD_TYPE_MAX
 };
 
@@ -168,6 +170,14 @@ struct jinn_cmd {
             struct jinn_slice signature; /* DEPLOY2: 0 or JINN_CMD_FN_SIG_SIZE bytes */
             struct jinn_slice key_id;    /* DEPLOY2: 0..JINN_CMD_FN_KEY_ID_MAX bytes */
         } fn;
+        /* FN_POLICY (fsm/fnsig.h): replaces the policy. Keys in strictly
+         * ascending name order, names [a-z0-9][a-z0-9_.-]{0,63}. */
+        struct {
+            uint8_t require_signature; /* 0 or 1 */
+            uint32_t n_keys;
+            struct jinn_slice key_name[JINN_CMD_FN_TRUSTED_MAX];
+            const uint8_t *key_pub[JINN_CMD_FN_TRUSTED_MAX]; /* 32 bytes each */
+        } fn_policy;
         /* JOB_ACK: Q_ACK's fields + the result to keep, with the leader's
          * retention policy (keep_ms after finishing, keep_bytes in total). */
         struct {

@@ -800,6 +800,23 @@ static int apply_deploy(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
     if (rv != 0) {
         goto fail;
     }
+    /* Under require_signature only a module signed by a trusted key is
+     * installed (type 23 carries no signature: refused then). */
+    if (fns->policy.require_signature) {
+        const char *why = NULL;
+        bool d2 = c->type == JINN_CMD_FN_DEPLOY2;
+        rv = jinn_fns_signature_check(fns, name, name_len, v.sha256,
+                                      d2 ? c->fn.signature.p : NULL,
+                                      d2 ? c->fn.signature.len : 0,
+                                      d2 ? c->fn.key_id.p : NULL, d2 ? c->fn.key_id.len : 0,
+                                      &why);
+        if (rv != 0) {
+            if (rv == JINN_EUNSIGNED) {
+                jinn_warn("fn deploy %.*s refused: %s", (int)name_len, name, why);
+            }
+            goto fail;
+        }
+    }
     e = find_entry(fns, name, name_len);
     if (jinn_fns_deploy_unchanged(fns, name, name_len, v.sha256, c->fn.settings.p,
                                   c->fn.settings.len)) {
@@ -903,6 +920,66 @@ static int apply_rollback(struct jinn_fns *fns, const struct jinn_cmd *c, uint64
     return 0;
 }
 
+/* ---- the signing policy (fnsig.h) ----------------------------------------- */
+
+int jinn_fns_signature_check(const struct jinn_fns *fns, const char *name, size_t name_len,
+                             const uint8_t sha[32], const uint8_t *sig, size_t sig_len,
+                             const uint8_t *key_id, size_t key_id_len, const char **why)
+{
+    const struct jinn_fn_trusted_key *key = NULL;
+    uint8_t msg[JINN_FNSIG_MESSAGE_MAX];
+    size_t msg_len;
+    int rv;
+
+    if (why != NULL) {
+        *why = NULL;
+    }
+    if (!fns->policy.require_signature) {
+        return 0;
+    }
+    if (sig_len == 0) {
+        if (why != NULL) {
+            *why = "the module is not signed (require_signature is on)";
+        }
+        return JINN_EUNSIGNED;
+    }
+    for (unsigned i = 0; i < fns->policy.n_keys; i++) {
+        const struct jinn_fn_trusted_key *k = &fns->policy.keys[i];
+        if (strlen(k->name) == key_id_len && memcmp(k->name, key_id, key_id_len) == 0) {
+            key = k;
+        }
+    }
+    if (key == NULL || sig_len != JINN_FNSIG_SIZE) {
+        if (why != NULL) {
+            *why = key == NULL ? "the signing key is not trusted by the cluster"
+                               : "the signature is not 64 bytes";
+        }
+        return JINN_EUNSIGNED;
+    }
+    msg_len = jinn_fnsig_message(name, name_len, sha, msg);
+    rv = jinn_fnsig_verify(key->pub, sig, msg, msg_len);
+    if (rv == JINN_EUNSIGNED && why != NULL) {
+        *why = "the signature does not verify with the named trusted key (another module, "
+               "another function name, or another key)";
+    }
+    return rv;
+}
+
+static int apply_policy(struct jinn_fns *fns, const struct jinn_cmd *c)
+{
+    struct jinn_fn_policy p;
+    /* cmd.c checked the body: at most 16 valid names, ascending. */
+    memset(&p, 0, sizeof p);
+    p.require_signature = c->fn_policy.require_signature != 0;
+    p.n_keys = c->fn_policy.n_keys;
+    for (unsigned i = 0; i < p.n_keys; i++) {
+        memcpy(p.keys[i].name, c->fn_policy.key_name[i].p, c->fn_policy.key_name[i].len);
+        memcpy(p.keys[i].pub, c->fn_policy.key_pub[i], JINN_FNSIG_PUB_SIZE);
+    }
+    fns->policy = p;
+    return 0;
+}
+
 int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
                    const struct jinn_cmd *c, uint64_t *value)
 {
@@ -919,6 +996,9 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
         break;
     case JINN_CMD_FN_ROLLBACK:
         rv = apply_rollback(fns, c, value);
+        break;
+    case JINN_CMD_FN_POLICY:
+        rv = apply_policy(fns, c);
         break;
     default:
         rv = JINN_EINVAL;
@@ -939,6 +1019,46 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
  *       u64 version, sha256[32], str settings_json, u64 deployed_ms, u64 index
  * The module bytes follow elsewhere (fsm.c puts them after the SQL images,
  * so they are copied off the loop): each module's bytes, in sha order. */
+
+/* Format 3 ends the section with the signing policy:
+ *   u8 require_signature, u32 keys, each in name order: str name, pub[32] */
+static void encode_policy(const struct jinn_fn_policy *p, struct jinn_wbuf *w)
+{
+    jinn_wbuf_put_u8(w, p->require_signature ? 1 : 0);
+    jinn_wbuf_put_u32(w, p->n_keys);
+    for (unsigned i = 0; i < p->n_keys; i++) {
+        jinn_wbuf_put_str(w, p->keys[i].name);
+        jinn_wbuf_put_raw(w, p->keys[i].pub, JINN_FNSIG_PUB_SIZE);
+    }
+}
+
+static int decode_policy(struct jinn_fn_policy *p, struct jinn_rbuf *r)
+{
+    uint8_t require = jinn_rbuf_get_u8(r);
+    uint32_t n = jinn_rbuf_get_u32(r);
+    memset(p, 0, sizeof *p);
+    if (r->failed || require > 1 || n > JINN_FNSIG_TRUSTED_MAX) {
+        return JINN_ECORRUPT;
+    }
+    p->require_signature = require == 1;
+    p->n_keys = n;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *name;
+        size_t len = jinn_rbuf_get_bytes(r, &name, JINN_FNSIG_KEY_NAME_MAX);
+        const uint8_t *pub = jinn_rbuf_get_raw(r, JINN_FNSIG_PUB_SIZE);
+        if (r->failed || !jinn_fnsig_key_name_valid((const char *)name, len)) {
+            memset(p, 0, sizeof *p);
+            return JINN_ECORRUPT;
+        }
+        memcpy(p->keys[i].name, name, len);
+        memcpy(p->keys[i].pub, pub, JINN_FNSIG_PUB_SIZE);
+        if (i > 0 && strcmp(p->keys[i - 1].name, p->keys[i].name) >= 0) {
+            memset(p, 0, sizeof *p);
+            return JINN_ECORRUPT; /* one order, no duplicates */
+        }
+    }
+    return 0;
+}
 
 void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w)
 {
@@ -967,6 +1087,7 @@ void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, v->index);
         }
     }
+    encode_policy(&fns->policy, w);
 }
 
 void jinn_fns_encode_modules(const struct jinn_fns *fns, struct jinn_wbuf *w)
@@ -1114,7 +1235,7 @@ static int decode_entry(struct jinn_fns *fns, struct jinn_rbuf *r, char *prev_na
     return 0;
 }
 
-int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r)
+int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r, uint32_t snapshot_version)
 {
     uint32_t n_modules = jinn_rbuf_get_u32(r), n;
     char prev_name[JINN_FN_NAME_MAX + 1] = "";
@@ -1148,6 +1269,9 @@ int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r)
     }
     for (uint32_t i = 0; i < n && rv == 0; i++) {
         rv = decode_entry(fns, r, prev_name);
+    }
+    if (rv == 0 && snapshot_version >= 3) {
+        rv = decode_policy(&fns->policy, r);
     }
     /* Every module is some version's. */
     if (rv == 0) {

@@ -17,6 +17,7 @@
 
 #include "codec.h"
 #include "cron.h"
+#include "fsm/fnsig.h"
 #include "tree.h"
 
 #define JINN_FN_NAME_MAX 64            /* [a-z0-9][a-z0-9_-]* */
@@ -86,6 +87,17 @@ struct jinn_fn {
     unsigned n_versions;
 };
 
+/* The cluster's signing policy (FN_POLICY; fsm/fnsig.h). */
+struct jinn_fn_trusted_key {
+    char name[JINN_FNSIG_KEY_NAME_MAX + 1];
+    uint8_t pub[JINN_FNSIG_PUB_SIZE];
+};
+struct jinn_fn_policy {
+    bool require_signature;
+    unsigned n_keys; /* in ascending name order */
+    struct jinn_fn_trusted_key keys[JINN_FNSIG_TRUSTED_MAX];
+};
+
 /* Lives inside struct jinn_fsm (fsm.h); the fields are fn.c's. */
 struct jinn_fns {
     struct jinn_tree by_name;  /* every function, deleted ones included */
@@ -97,6 +109,7 @@ struct jinn_fns {
      * (refused ones too: each was a log entry that big). Restores and
      * clears reset it; the node compares it to decide on a snapshot. */
     uint64_t deploy_bytes;
+    struct jinn_fn_policy policy; /* state: in the snapshot from format 3 */
 };
 
 /* Lookups for handlers on the loop thread; results are valid until the
@@ -120,6 +133,15 @@ uint64_t jinn_fns_generation(const struct jinn_fns *fns);
  * spent for nothing) happens only when a concurrent change raced it. */
 int jinn_fns_deploy_check(const struct jinn_fns *fns, const char *name, size_t name_len,
                           const char *route, const uint8_t *sha, size_t module_len);
+/* Whether a deploy of module sha as name with this signature (0 or 64
+ * bytes) by key key_id passes the signing policy, as apply decides: 0,
+ * JINN_EUNSIGNED (required and missing, unknown key, or not verifying; why
+ * in why when non-NULL) or JINN_ENOMEM. Without require_signature every
+ * deploy passes and a signature is not looked at. */
+int jinn_fns_signature_check(const struct jinn_fns *fns, const char *name, size_t name_len,
+                             const uint8_t sha[32], const uint8_t *sig, size_t sig_len,
+                             const uint8_t *key_id, size_t key_id_len, const char **why);
+
 /* Whether fns's active version of name is exactly this module and these
  * canonical settings (a deploy of them would change nothing). */
 bool jinn_fns_deploy_unchanged(const struct jinn_fns *fns, const char *name, size_t name_len,
@@ -159,7 +181,7 @@ void jinn_fns_pin_free(struct jinn_fns_pin *pin);
 /* Decodes the section into an empty fns (left empty on failure); the
  * modules' bytes are then read by jinn_fns_decode_modules from p[0..len),
  * which must be exactly jinn_fns_module_bytes(fns) long. */
-int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r);
+int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r, uint32_t snapshot_version);
 int jinn_fns_decode_modules(struct jinn_fns *fns, const uint8_t *p, size_t len);
 
 /* ---- shared by the handler, the CLI and apply ----------------------------- */

@@ -7,13 +7,14 @@
  *   kv section (kv.c)
  *   locks section (lock.c)
  *   queues section (queue.c; messages carry leased_ms from v3 on)
- *   functions section (fn.c): versions, settings, module hashes (v2 on)
+ *   functions section (fn.c): versions, settings, module hashes (v2 on),
+ *     then the signing policy (v3 on)
  *   jobs section (jobs.c): kept results, cron schedules (v3 on)
  *   sql section (sql.c): every database image
  *   module bytes (fn.c), in the functions section's order (v2 only)
  *   u32 crc32 of every byte before it
  *
- * Version 2 is version 3 without leased_ms and the jobs section; version 1
+ * Version 2 is version 3 without leased_ms, the signing policy and the jobs section; version 1
  * is version 2 without the functions section. Both are still read (as
  * never leased, no jobs, no functions).
  *
@@ -176,6 +177,9 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
                                  c.fn.name.len, fsm->time_ms);
         }
         break;
+    case JINN_CMD_FN_POLICY:
+        rv = jinn_fns_apply(&fsm->fns, index, fsm->time_ms, &c, &fsm->result.value);
+        break;
     case JINN_CMD_JOB_ACK:
         rv = jinn_jobs_ack(&fsm->jobs, &fsm->queues, index, fsm->time_ms, &c,
                            &fsm->result.value);
@@ -331,7 +335,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         rv = jinn_queues_decode(queues, &r, version);
     }
     if (rv == 0 && version >= 2) {
-        rv = jinn_fns_decode(fns, &r);
+        rv = jinn_fns_decode(fns, &r, version);
         /* The module bytes end the snapshot (after the SQL images): their
          * length is known now, so they are read before SQL rewrites files. */
         if (rv == 0 && jinn_fns_module_bytes(fns) > r.left) {

@@ -88,6 +88,8 @@ COMMANDS = {
                       bs(b"\x01" * 64) + bs("release-1"), version=2),
     "fn_deploy2_unsigned": cmd(28, bs("hello") + bs(FN_SETTINGS_JOBS) + bs(HELLO_WASM) +
                                bs(b"") + bs(""), version=2),
+    "fn_policy": cmd(31, u8(1) + u32(2) + bs("ci") + b"\x01" * 32 + bs("release") +
+                     b"\x02" * 32, version=2),
 }
 
 CRONS = {
