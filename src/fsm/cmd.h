@@ -56,6 +56,9 @@
 #define JINN_CMD_FN_MODULE_MAX (16u << 20)   /* = JINN_FN_MODULE_MAX */
 #define JINN_CMD_FN_PURGE 0x1                /* = JINN_FN_PURGE */
 
+/* TOKEN_PUT flags */
+#define JINN_CMD_TOKEN_BOOTSTRAP 0x1 /* only into an empty table (else conflict) */
+
 /* KV_PUT / KV_DEL flags */
 #define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
 #define JINN_KV_FENCED 0x2      /* apply only if fence lock is held with fence token */
@@ -89,6 +92,9 @@ enum jinn_cmd_type {
     JINN_CMD_FN_DEPLOY = 23,   /* a new version: module bytes + settings */
     JINN_CMD_FN_DELETE = 24,   /* no active version (kept for rollback), or purge */
     JINN_CMD_FN_ROLLBACK = 25, /* a kept version becomes active again */
+    /* 26-28 jobs (J1), 31 FN_POLICY (S3): numbers fixed in the contracts. */
+    JINN_CMD_TOKEN_PUT = 29,    /* a scoped token (fsm/auth.h): salted hash + rules */
+    JINN_CMD_TOKEN_REVOKE = 30, /* forget a token by name */
     JINN_CMD_TYPE_MAX
 };
 
@@ -158,6 +164,15 @@ struct jinn_cmd {
             uint64_t version;           /* ROLLBACK: 0 = the one before the active */
             uint64_t flags;             /* DELETE: JINN_FN_PURGE */
         } fn;
+        struct {
+            struct jinn_slice name;  /* [a-z0-9][a-z0-9_-]{0,63} */
+            struct jinn_slice salt;  /* PUT: 16 bytes */
+            struct jinn_slice hash;  /* PUT: 32 bytes, SHA-256(salt || secret) */
+            struct jinn_slice rules; /* PUT: canonical rule text (fsm/auth.h) */
+            struct jinn_slice key;   /* PUT: 0 or 32 bytes, the internal key */
+            uint64_t expires_ms;     /* PUT: cluster time; 0 = never */
+            uint64_t flags;          /* PUT: JINN_CMD_TOKEN_BOOTSTRAP */
+        } token;
     };
 };
 
@@ -170,6 +185,11 @@ static inline bool jinn_cmd_is_queue(int type)
 static inline bool jinn_cmd_is_fn(int type)
 {
     return type >= JINN_CMD_FN_DEPLOY && type <= JINN_CMD_FN_ROLLBACK;
+}
+
+static inline bool jinn_cmd_is_token(int type)
+{
+    return type == JINN_CMD_TOKEN_PUT || type == JINN_CMD_TOKEN_REVOKE;
 }
 
 /* Encodes c into out (appended; caller owns out). Returns 0, JINN_ENOMEM or

@@ -12,8 +12,9 @@
  *   module bytes (fn.c), in the functions section's order (v2 only)
  *   u32 crc32 of every byte before it
  *
- * Version 1 is version 2 without the functions section; it is still read
- * (as no functions).
+ * Version 3 adds, after the functions section, the auth section (auth.c:
+ * the internal key and the tokens). Versions 1 and 2 are still read (no
+ * functions, no tokens).
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
  * snapshot, checksum included, is valid. */
@@ -167,6 +168,10 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     case JINN_CMD_FN_ROLLBACK:
         rv = jinn_fns_apply(&fsm->fns, index, fsm->time_ms, &c, &fsm->result.value);
         break;
+    case JINN_CMD_TOKEN_PUT:
+    case JINN_CMD_TOKEN_REVOKE:
+        rv = jinn_auth_apply(&fsm->auth, &c);
+        break;
     case JINN_CMD_SQL_EXEC:
         if (c.sql.fence.len > 0 &&
             !jinn_locks_fence_ok(&fsm->locks, c.sql.fence.p, c.sql.fence.len,
@@ -230,6 +235,7 @@ static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
     jinn_fns_encode(&fsm->fns, w);
+    jinn_auth_encode(&fsm->auth, w);
 }
 
 static int encode_crc(struct jinn_wbuf *w, size_t start)
@@ -258,6 +264,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     struct jinn_locks locks;
     struct jinn_queues *queues;
     struct jinn_fns *fns;
+    struct jinn_auth auth;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -298,6 +305,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     jinn_nodes_init(nodes);
     jinn_kv_init(kv);
     jinn_locks_init(&locks);
+    jinn_auth_init(&auth);
     rv = jinn_nodes_decode(nodes, &r);
     if (rv == 0) {
         rv = jinn_kv_decode(kv, &r);
@@ -321,6 +329,9 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
             rv = jinn_fns_decode_modules(fns, r.p + r.left, n);
         }
     }
+    if (rv == 0 && version >= 3) {
+        rv = jinn_auth_decode(&auth, &r);
+    }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */
         rv = jinn_sql_decode(&fsm->sql, &r);
@@ -334,6 +345,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         jinn_locks_clear(&locks);
         jinn_queues_clear(queues);
         jinn_fns_clear(fns);
+        jinn_auth_clear(&auth);
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
@@ -349,6 +361,8 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         fsm->fns.generation = generation + 1;
         jinn_free(fns);
     }
+    jinn_auth_clear(&fsm->auth);
+    fsm->auth = auth; /* the array moves with it */
     jinn_locks_clear(&fsm->locks);
     fsm->locks = locks;
     jinn_queues_clear(&fsm->queues);
@@ -506,6 +520,7 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_queues_init(&fsm->queues);
     jinn_sql_init(&fsm->sql);
     jinn_fns_init(&fsm->fns);
+    jinn_auth_init(&fsm->auth);
 }
 
 void jinn_fsm_async_snapshots(struct jinn_fsm *fsm)
@@ -523,6 +538,7 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_queues_clear(&fsm->queues);
     jinn_sql_clear(&fsm->sql);
     jinn_fns_clear(&fsm->fns);
+    jinn_auth_clear(&fsm->auth);
 }
 
 /* ---- backups (api/backup.c): the same two steps, outside libraft ---------- */
