@@ -49,7 +49,10 @@
     X(JINN_ESQLVERSION, "sql_version_mismatch", 503,                                \
       "this database was written by another SQLite version than this node's") \
     X(JINN_ENOSPACE, "no_space", 507,                                               \
-      "free space on the leader's data_dir is below min_free_space; nothing was applied")
+      "free space on the leader's data_dir is below min_free_space; nothing was applied") \
+    X(JINN_EUNAUTHORIZED, "unauthorized", 401,                                      \
+      "a valid token is required (Authorization: Bearer TOKEN)")                    \
+    X(JINN_EFORBIDDEN, "forbidden", 403, "this token does not allow that")
 
 #define JINN_ERROR_ENUM(code, name, http, msg) code,
 enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };

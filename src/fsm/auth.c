@@ -278,14 +278,14 @@ bool jinn_auth_rules_allow(const struct jinn_auth_rules *rules, int kind, const 
         if (r->kind == JINN_AUTH_CLUSTER) {
             return true;
         }
-        if (kind == JINN_AUTH_NONE) {
-            continue; /* needs only a valid token: the caller checks that */
+        if (kind == JINN_AUTH_ANY || kind == JINN_AUTH_PUBLIC) {
+            return true; /* needs only a valid token: the caller checked it */
         }
         if (r->kind == kind && (r->actions & acts) != 0 && pattern_match(r, name, name_len)) {
             return true;
         }
     }
-    return kind == JINN_AUTH_NONE;
+    return false;
 }
 
 bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind,

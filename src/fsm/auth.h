@@ -45,13 +45,15 @@ struct jinn_cmd;
 #define JINN_AUTH_KEY_LEN 32
 
 enum jinn_auth_kind {
-    JINN_AUTH_NONE = 0, /* a route any valid token may use */
+    JINN_AUTH_NONE = 0, /* route table: not stated, so cluster:admin is needed */
     JINN_AUTH_KV,
     JINN_AUTH_LOCK,
     JINN_AUTH_QUEUE,
     JINN_AUTH_SQL,
     JINN_AUTH_FN,
     JINN_AUTH_CLUSTER,
+    JINN_AUTH_ANY,    /* any valid token (e.g. /v1/status) */
+    JINN_AUTH_PUBLIC, /* no token at all (/healthz, /readyz) */
 };
 
 /* Actions: one bit each; a route needs any one of the bits it names. */
