@@ -324,6 +324,13 @@ void jinn_api_token_create(struct jinn_api *api, struct jinn_http_request *req,
     if (body == NULL) {
         return;
     }
+    if (!table(api)->has_key && table(api)->n == 0 && api->auth_bootstrap != NULL) {
+        /* The bootstrap token goes first (a token created before it would
+         * turn the configured one off, bootstrap applying only into an
+         * empty table): this leader proposes it within 200 ms. */
+        jinn_http_reply_error(req, JINN_EBUSY, "the bootstrap token is being created; retry");
+        goto cleanup;
+    }
     {
         const char *k;
         json_object_foreach(body, k, v)
