@@ -309,3 +309,36 @@ def test_bootstrap_from_environment_and_revoked_bootstrap(cluster_factory):
     # All tokens revoked: auth stays on (it never silently turns off).
     assert n.request("/v1/tokens/admin2", "DELETE", None, bearer(admin2))[0] == 200
     assert n.request("/v1/kv/a/b", "PUT", b"v")[0] == 401
+
+
+def test_cli_token_create_ls_revoke(cluster_factory):
+    import subprocess
+    from harness import JINN
+    c, leader = start(cluster_factory, n=1)
+    n = c.nodes[0]
+    env = {**os.environ, "JINN_ADDR": n.url, "JINN_TOKEN": BOOT}
+
+    def cli(*args, token_env=True):
+        e = env if token_env else {k: v for k, v in env.items() if k != "JINN_TOKEN"}
+        return subprocess.run([JINN, *args], capture_output=True, text=True, env=e, timeout=30)
+
+    r = cli("token", "create", "shop", "--allow", "kv:shop/*:write,read", "--allow",
+            "queue:emails:publish", "--ttl", "7d")
+    assert r.returncode == 0, r.stderr
+    tok = r.stdout.strip()
+    assert tok.startswith("jinn.shop.") and "\n" not in tok
+    r = cli("token", "ls")
+    assert r.returncode == 0 and "shop\tkv:shop/*:read,write queue:emails:publish" in r.stdout
+    # every CLI command sends $JINN_TOKEN
+    r = subprocess.run([JINN, "kv", "put", "shop", "k", "v"], capture_output=True, text=True,
+                       env={**env, "JINN_TOKEN": tok}, timeout=30)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([JINN, "kv", "put", "other", "k", "v"], capture_output=True, text=True,
+                       env={**env, "JINN_TOKEN": tok}, timeout=30)
+    assert r.returncode != 0 and "forbidden" in (r.stderr + r.stdout)
+    assert cli("token", "ls", token_env=False).returncode == 1
+    assert cli("token", "create", "x", "--allow", "kv:a").returncode == 1  # 400 from the node
+    assert cli("token", "create", "x").returncode == 2
+    assert cli("token", "revoke", "shop").returncode == 0
+    assert cli("token", "revoke", "shop").returncode == 1
+    assert code_of(n, "/v1/kv/shop/k", token=tok) == 401
