@@ -49,6 +49,8 @@ struct jinn_api {
     const char *auth_bootstrap; /* borrowed (config or environment); NULL: none */
     bool auth_all;
     const struct jinn_auth_rules *auth_rules;
+    const char *auth_rules_text; /* canonical, of auth_rules */
+    const char *auth_name;       /* the token's name (a function's: its deployer's) */
     bool auth_bootstrapping;
     uv_timer_t auth_timer;
 };
@@ -306,6 +308,12 @@ bool jinn_api_auth_or_reply(struct jinn_api *api, struct jinn_http_request *req,
 /* "Authorization: Bearer jinn-node.KEY\r\n" for a node's own calls to
  * another node, or "" while auth was never enabled. Returns its length. */
 size_t jinn_api_auth_internal_header(struct jinn_api *api, char *buf, size_t cap);
+/* "Authorization: Bearer jinn-fn.NAME.MAC\r\n" for function fn's host
+ * calls (the scope its deployer gave it), or "" while auth was never on. */
+size_t jinn_api_auth_fn_header(struct jinn_api *api, const char *fn, char *buf, size_t cap);
+/* The router, on the leader, before a deploy's handler: records the
+ * deploying credential's rules as function fn's scope. */
+void jinn_api_auth_deploying(struct jinn_api *api, const char *fn, size_t len);
 void jinn_api_token_create(struct jinn_api *api, struct jinn_http_request *req,
                            const struct jinn_route_args *args);
 void jinn_api_token_list(struct jinn_api *api, struct jinn_http_request *req,

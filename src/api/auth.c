@@ -11,6 +11,9 @@
  *   jinn.NAME.SECRET   a token created by POST /v1/tokens (SECRET: 64 hex)
  *   jinn-node.KEY      a node's own calls (KEY: the cluster's internal key,
  *                      64 hex), allowed everything
+ *   jinn-fn.NAME.MAC   a function's host calls (MAC: hex SHA-256 of the key,
+ *                      "fn:" and NAME), allowed what its deployer's token
+ *                      allowed when it deployed it, while that token exists
  *   anything else      the configured bootstrap token, while the table has
  *                      never held a token; afterwards the "bootstrap" entry
  *
@@ -31,9 +34,11 @@
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
 #include "log.h"
+#include "sha256.h"
 
 #define TOKEN_PREFIX "jinn."
 #define NODE_PREFIX "jinn-node."
+#define FN_PREFIX "jinn-fn."
 #define CREDENTIAL_MAX 512
 #define SECRET_BYTES 32
 #define BOOTSTRAP_NAME "bootstrap"
@@ -76,15 +81,48 @@ static bool random_bytes(void *p, size_t n)
 
 size_t jinn_api_auth_internal_header(struct jinn_api *api, char *buf, size_t cap)
 {
-    const struct jinn_auth *a = table(api);
+    const struct jinn_auth *a = api->node != NULL ? table(api) : NULL;
     char k[2 * JINN_AUTH_KEY_LEN + 1];
     int n;
-    if (!a->has_key) {
+    if (a == NULL || !a->has_key) {
         buf[0] = '\0';
         return 0;
     }
     hex(a->key, JINN_AUTH_KEY_LEN, k);
     n = snprintf(buf, cap, "Authorization: Bearer " NODE_PREFIX "%s\r\n", k);
+    if (n < 0 || (size_t)n >= cap) {
+        buf[0] = '\0';
+        return 0;
+    }
+    return (size_t)n;
+}
+
+/* hex(SHA-256(key || "fn:" || name)) into out (65 bytes). False without a key. */
+static bool fn_mac(const struct jinn_auth *a, const char *fn, size_t len, char *out)
+{
+    uint8_t buf[JINN_AUTH_KEY_LEN + 3 + JINN_AUTH_NAME_MAX], mac[32];
+    if (!a->has_key || len > JINN_AUTH_NAME_MAX) {
+        return false;
+    }
+    memcpy(buf, a->key, JINN_AUTH_KEY_LEN);
+    memcpy(buf + JINN_AUTH_KEY_LEN, "fn:", 3);
+    memcpy(buf + JINN_AUTH_KEY_LEN + 3, fn, len);
+    if (jinn_sha256(buf, JINN_AUTH_KEY_LEN + 3 + len, mac) != 0) {
+        return false;
+    }
+    hex(mac, sizeof mac, out);
+    return true;
+}
+
+size_t jinn_api_auth_fn_header(struct jinn_api *api, const char *fn, char *buf, size_t cap)
+{
+    char mac[65];
+    int n;
+    buf[0] = '\0';
+    if (api->node == NULL || !fn_mac(table(api), fn, strlen(fn), mac)) { /* unit tests */
+        return 0;
+    }
+    n = snprintf(buf, cap, "Authorization: Bearer " FN_PREFIX "%s.%s\r\n", fn, mac);
     if (n < 0 || (size_t)n >= cap) {
         buf[0] = '\0';
         return 0;
@@ -98,7 +136,7 @@ enum who { WHO_NOBODY, WHO_ALL, WHO_TOKEN };
 
 /* Finds the credential; WHO_NOBODY when absent or not valid. */
 static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req,
-                             const struct jinn_token **tok)
+                             const struct jinn_token **tok, const struct jinn_fn_scope **scope)
 {
     const struct jinn_auth *a = table(api);
     const struct jinn_http_header *h = NULL;
@@ -107,6 +145,7 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
     unsigned seen = 0;
 
     *tok = NULL;
+    *scope = NULL;
     for (unsigned i = 0; i < req->msg.n_headers; i++) {
         if (req->msg.headers[i].name_len == 13 &&
             strncasecmp(req->msg.headers[i].name, "authorization", 13) == 0) {
@@ -136,6 +175,25 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
         return jinn_auth_ct_equal(k, v + strlen(NODE_PREFIX), 2 * JINN_AUTH_KEY_LEN)
                    ? WHO_ALL
                    : WHO_NOBODY;
+    }
+    if (len > strlen(FN_PREFIX) && memcmp(v, FN_PREFIX, strlen(FN_PREFIX)) == 0) {
+        const char *fn = v + strlen(FN_PREFIX);
+        const char *dot = memrchr(fn, '.', len - strlen(FN_PREFIX));
+        const struct jinn_fn_scope *sc;
+        char mac[65];
+        size_t fn_len = dot ? (size_t)(dot - fn) : 0;
+        if (dot == NULL || len - strlen(FN_PREFIX) - fn_len - 1 != 64 ||
+            !fn_mac(a, fn, fn_len, mac) || !jinn_auth_ct_equal(mac, dot + 1, 64)) {
+            return WHO_NOBODY;
+        }
+        sc = jinn_auth_fn_scope(a, fn, fn_len);
+        /* never more than its deployer: gone with the deploying token */
+        if (sc == NULL || (sc->deployer[0] != '\0' &&
+                           jinn_auth_find(a, sc->deployer, strlen(sc->deployer)) == NULL)) {
+            return WHO_NOBODY;
+        }
+        *scope = sc;
+        return WHO_TOKEN;
     }
     if (len > strlen(TOKEN_PREFIX) && memcmp(v, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) == 0) {
         const char *name = v + strlen(TOKEN_PREFIX);
@@ -167,23 +225,43 @@ static void reply_unauthorized(struct jinn_http_request *req)
     jinn_http_reply_error(req, JINN_EUNAUTHORIZED, NULL);
 }
 
+static void scope_done(void *data, int code, const struct jinn_result *res)
+{
+    (void)data;
+    if (code != JINN_OK || res->code != JINN_OK) {
+        jinn_warn("a function's scope was not recorded (%s)",
+                  jinn_error_name(code != JINN_OK ? code : res->code));
+    }
+}
+
 bool jinn_api_auth_begin(struct jinn_api *api, struct jinn_http_request *req, bool public_path)
 {
     const struct jinn_token *tok;
+    const struct jinn_fn_scope *scope;
     enum who who;
 
     api->auth_all = true;
     api->auth_rules = NULL;
+    api->auth_rules_text = NULL;
+    api->auth_name = NULL;
     if (!jinn_auth_enabled(api) || public_path) {
         return true;
     }
-    who = authenticate(api, req, &tok);
+    who = authenticate(api, req, &tok, &scope);
     if (who == WHO_NOBODY) {
         reply_unauthorized(req);
         return false;
     }
     api->auth_all = who == WHO_ALL;
-    api->auth_rules = who == WHO_TOKEN ? &tok->rules : NULL;
+    if (tok != NULL) {
+        api->auth_rules = &tok->rules;
+        api->auth_rules_text = tok->rules_text;
+        api->auth_name = tok->name;
+    } else if (scope != NULL) {
+        api->auth_rules = &scope->rules;
+        api->auth_rules_text = scope->rules_text;
+        api->auth_name = scope->deployer;
+    }
     return true;
 }
 
@@ -191,6 +269,42 @@ void jinn_api_auth_end(struct jinn_api *api)
 {
     api->auth_all = true;
     api->auth_rules = NULL;
+    api->auth_rules_text = NULL;
+    api->auth_name = NULL;
+}
+
+void jinn_api_auth_deploying(struct jinn_api *api, const char *fn, size_t len)
+{
+    const struct jinn_auth *a = table(api);
+    const char *rules = api->auth_all ? "cluster:admin" : api->auth_rules_text;
+    const char *deployer = api->auth_all || api->auth_name == NULL ? "" : api->auth_name;
+    const struct jinn_fn_scope *sc;
+    static const uint8_t zero[JINN_AUTH_HASH_LEN];
+    struct jinn_cmd c;
+
+    if (!jinn_auth_enabled(api) || rules == NULL || !jinn_auth_name_ok(fn, len)) {
+        return;
+    }
+    sc = jinn_auth_fn_scope(a, fn, len);
+    if (sc != NULL && strcmp(sc->deployer, deployer) == 0 && strcmp(sc->rules_text, rules) == 0) {
+        return; /* already recorded */
+    }
+    /* Proposed before the deploy handler proposes FN_DEPLOY (after its
+     * validation): one leader's proposals commit in order, so the scope is
+     * in place when the new version is. A failed proposal leaves the old
+     * scope (or none: host calls then get 401), never a wider one. */
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_TOKEN_PUT;
+    c.token.name = (struct jinn_slice){(const uint8_t *)fn, len};
+    c.token.salt = (struct jinn_slice){zero, JINN_AUTH_SALT_LEN};
+    c.token.hash = (struct jinn_slice){zero, JINN_AUTH_HASH_LEN};
+    c.token.rules = (struct jinn_slice){(const uint8_t *)rules, strlen(rules)};
+    c.token.flags = JINN_CMD_TOKEN_FNSCOPE;
+    c.token.deployer = (struct jinn_slice){(const uint8_t *)deployer, strlen(deployer)};
+    if (jinn_node_propose(api->node, &c, api->cfg->request_timeout_ms, scope_done, api) !=
+        JINN_OK) {
+        jinn_warn("function %.*s: its scope could not be proposed", (int)len, fn);
+    }
 }
 
 bool jinn_api_auth_allows(const struct jinn_api *api, int kind, const char *name, size_t len,

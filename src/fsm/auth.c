@@ -337,11 +337,21 @@ static void token_free(struct jinn_token *t)
     jinn_auth_rules_free(&t->rules);
 }
 
+static void scope_free(struct jinn_fn_scope *sc)
+{
+    jinn_free(sc->rules_text);
+    jinn_auth_rules_free(&sc->rules);
+}
+
 void jinn_auth_clear(struct jinn_auth *a)
 {
     for (unsigned i = 0; i < a->n; i++) {
         token_free(&a->tokens[i]);
     }
+    for (unsigned i = 0; i < a->n_scopes; i++) {
+        scope_free(&a->scopes[i]);
+    }
+    jinn_free(a->scopes);
     jinn_free(a->tokens);
     memset(a, 0, sizeof *a);
 }
@@ -369,6 +379,101 @@ static unsigned search(const struct jinn_auth *a, const char *name, size_t len, 
         }
     }
     return lo;
+}
+
+static int name_cmp(const char *a, const char *b, size_t len)
+{
+    size_t al = strlen(a);
+    int c = memcmp(a, b, al < len ? al : len);
+    if (c == 0) {
+        c = al < len ? -1 : al > len ? 1 : 0;
+    }
+    return c;
+}
+
+static unsigned scope_search(const struct jinn_auth *a, const char *fn, size_t len, bool *found)
+{
+    unsigned lo = 0, hi = a->n_scopes;
+    *found = false;
+    while (lo < hi) {
+        unsigned mid = lo + (hi - lo) / 2;
+        int c = name_cmp(a->scopes[mid].fn, fn, len);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+const struct jinn_fn_scope *jinn_auth_fn_scope(const struct jinn_auth *a, const char *fn,
+                                               size_t len)
+{
+    bool found;
+    unsigned i = scope_search(a, fn, len, &found);
+    return found ? &a->scopes[i] : NULL;
+}
+
+/* Sets (or replaces) function fn's scope; rules must be canonical. */
+static int scope_put(struct jinn_auth *a, struct jinn_slice fn, struct jinn_slice deployer,
+                     struct jinn_slice rules)
+{
+    struct jinn_fn_scope sc;
+    char *canon, err[160];
+    bool found;
+    unsigned at;
+    int rv;
+
+    if (!jinn_auth_name_ok((const char *)fn.p, fn.len) || deployer.len > JINN_AUTH_NAME_MAX) {
+        return JINN_EINVAL;
+    }
+    memset(&sc, 0, sizeof sc);
+    canon = jinn_malloc(JINN_AUTH_RULES_MAX + 1);
+    if (canon == NULL) {
+        return JINN_ENOMEM;
+    }
+    rv = jinn_auth_rules_parse((const char *)rules.p, rules.len, &sc.rules, canon,
+                               JINN_AUTH_RULES_MAX + 1, err, sizeof err);
+    if (rv == 0 && (strlen(canon) != rules.len || memcmp(canon, rules.p, rules.len) != 0)) {
+        jinn_auth_rules_free(&sc.rules);
+        rv = JINN_EINVAL;
+    }
+    if (rv != 0) {
+        jinn_free(canon);
+        return rv;
+    }
+    sc.rules_text = canon;
+    memcpy(sc.fn, fn.p, fn.len);
+    memcpy(sc.deployer, deployer.p, deployer.len);
+    at = scope_search(a, (const char *)fn.p, fn.len, &found);
+    if (found) {
+        scope_free(&a->scopes[at]);
+        a->scopes[at] = sc;
+        return 0;
+    }
+    if (a->n_scopes >= JINN_AUTH_SCOPES_MAX) {
+        scope_free(&sc);
+        return JINN_EFULL;
+    }
+    if (a->n_scopes == a->cap_scopes) {
+        unsigned cap = a->cap_scopes ? a->cap_scopes * 2 : 8;
+        struct jinn_fn_scope *v = jinn_realloc(a->scopes, cap * sizeof *v);
+        if (v == NULL) {
+            scope_free(&sc);
+            return JINN_ENOMEM;
+        }
+        a->scopes = v;
+        a->cap_scopes = cap;
+    }
+    memmove(&a->scopes[at + 1], &a->scopes[at], (a->n_scopes - at) * sizeof *a->scopes);
+    a->scopes[at] = sc;
+    a->n_scopes++;
+    return 0;
 }
 
 const struct jinn_token *jinn_auth_find(const struct jinn_auth *a, const char *name, size_t len)
@@ -439,6 +544,9 @@ static int insert(struct jinn_auth *a, struct jinn_slice name, const uint8_t *sa
 
 int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c)
 {
+    if (c->type == JINN_CMD_TOKEN_PUT && (c->token.flags & JINN_CMD_TOKEN_FNSCOPE)) {
+        return scope_put(a, c->token.name, c->token.deployer, c->token.rules);
+    }
     if (c->type == JINN_CMD_TOKEN_PUT) {
         int rv;
         if ((c->token.flags & JINN_CMD_TOKEN_BOOTSTRAP) && a->n > 0) {
@@ -529,6 +637,12 @@ void jinn_auth_encode(const struct jinn_auth *a, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, t->created_ms);
         jinn_wbuf_put_u64(w, t->expires_ms);
     }
+    jinn_wbuf_put_u32(w, a->n_scopes);
+    for (unsigned i = 0; i < a->n_scopes; i++) {
+        jinn_wbuf_put_str(w, a->scopes[i].fn);
+        jinn_wbuf_put_str(w, a->scopes[i].deployer);
+        jinn_wbuf_put_str(w, a->scopes[i].rules_text);
+    }
 }
 
 int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r)
@@ -575,6 +689,28 @@ int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r)
         if (rv != 0) {
             rv = rv == JINN_ENOMEM ? rv : JINN_ECORRUPT;
             break;
+        }
+    }
+    n = rv == 0 ? jinn_rbuf_get_u32(r) : 0;
+    if (rv == 0 && (r->failed || n > JINN_AUTH_SCOPES_MAX)) {
+        rv = JINN_ECORRUPT;
+    }
+    for (uint32_t i = 0; rv == 0 && i < n; i++) {
+        struct jinn_slice fn, deployer, rules;
+        bool found;
+        fn.len = jinn_rbuf_get_bytes(r, &fn.p, JINN_AUTH_NAME_MAX);
+        deployer.len = jinn_rbuf_get_bytes(r, &deployer.p, JINN_AUTH_NAME_MAX);
+        rules.len = jinn_rbuf_get_bytes(r, &rules.p, JINN_AUTH_RULES_MAX);
+        /* in order, each once (a repeat would replace silently) */
+        if (r->failed || (deployer.len > 0 && !jinn_auth_name_ok((const char *)deployer.p,
+                                                                 deployer.len)) ||
+            scope_search(a, (const char *)fn.p, fn.len, &found) != a->n_scopes || found) {
+            rv = JINN_ECORRUPT;
+            break;
+        }
+        rv = scope_put(a, fn, deployer, rules);
+        if (rv != 0) {
+            rv = rv == JINN_ENOMEM ? rv : JINN_ECORRUPT;
         }
     }
     if (rv != 0) {

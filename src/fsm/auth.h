@@ -40,6 +40,7 @@ struct jinn_cmd;
 #define JINN_AUTH_RULE_COUNT_MAX 64
 #define JINN_AUTH_PATTERN_MAX 1100 /* a KV "ns/key" fits */
 #define JINN_AUTH_TOKENS_MAX 4096
+#define JINN_AUTH_SCOPES_MAX 65536 /* function scopes */
 #define JINN_AUTH_SALT_LEN 16
 #define JINN_AUTH_HASH_LEN 32
 #define JINN_AUTH_KEY_LEN 32
@@ -111,9 +112,21 @@ struct jinn_token {
     uint64_t created_ms, expires_ms; /* cluster time; expires 0 = never */
 };
 
+/* Functions act with the scope their deployer gave them: the rules of the
+ * token that deployed it (cluster:admin when an admin credential did), and
+ * only while that token exists. */
+struct jinn_fn_scope {
+    char fn[JINN_AUTH_NAME_MAX + 1];
+    char deployer[JINN_AUTH_NAME_MAX + 1]; /* "": not a token (node key, config bootstrap) */
+    char *rules_text;                      /* canonical */
+    struct jinn_auth_rules rules;
+};
+
 struct jinn_auth {
     struct jinn_token *tokens; /* sorted by name */
     unsigned n, cap;
+    struct jinn_fn_scope *scopes; /* sorted by fn */
+    unsigned n_scopes, cap_scopes;
     bool has_key;
     uint8_t key[JINN_AUTH_KEY_LEN];
 };
@@ -129,6 +142,8 @@ int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c);
 
 const struct jinn_token *jinn_auth_find(const struct jinn_auth *a, const char *name,
                                         size_t len);
+const struct jinn_fn_scope *jinn_auth_fn_scope(const struct jinn_auth *a, const char *fn,
+                                               size_t len);
 
 /* Checks a presented secret: the token it names (see token format in
  * api/auth.c), not expired at now_ms, hash equal (constant time). */

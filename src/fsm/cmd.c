@@ -111,7 +111,11 @@ static bool token_ok(const struct jinn_cmd *c)
     }
     if (c->token.salt.len != JINN_AUTH_SALT_LEN || c->token.hash.len != JINN_AUTH_HASH_LEN ||
         (c->token.key.len != 0 && c->token.key.len != JINN_AUTH_KEY_LEN) ||
-        (c->token.flags & ~(uint64_t)JINN_CMD_TOKEN_BOOTSTRAP) != 0 ||
+        (c->token.flags & ~(uint64_t)(JINN_CMD_TOKEN_BOOTSTRAP | JINN_CMD_TOKEN_FNSCOPE)) != 0 ||
+        c->token.flags == (JINN_CMD_TOKEN_BOOTSTRAP | JINN_CMD_TOKEN_FNSCOPE) ||
+        (!(c->token.flags & JINN_CMD_TOKEN_FNSCOPE) && c->token.deployer.len != 0) ||
+        (c->token.deployer.len != 0 &&
+         !jinn_auth_name_ok((const char *)c->token.deployer.p, c->token.deployer.len)) ||
         c->token.rules.len == 0 || c->token.rules.len > JINN_AUTH_RULES_MAX) {
         return false;
     }
@@ -237,6 +241,9 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
             put_slice(w, c->token.key);
             jinn_wbuf_put_u64(w, c->token.expires_ms);
             jinn_wbuf_put_u64(w, c->token.flags);
+            if (c->token.flags & JINN_CMD_TOKEN_FNSCOPE) {
+                put_slice(w, c->token.deployer);
+            }
         }
         break;
     default:
@@ -416,6 +423,9 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             c->token.key = get_slice(&r, JINN_AUTH_KEY_LEN);
             c->token.expires_ms = jinn_rbuf_get_u64(&r);
             c->token.flags = jinn_rbuf_get_u64(&r);
+            if (c->token.flags & JINN_CMD_TOKEN_FNSCOPE) {
+                c->token.deployer = get_slice(&r, JINN_AUTH_NAME_MAX);
+            }
         }
         if (r.failed || !token_ok(c)) {
             return JINN_ECORRUPT;

@@ -58,6 +58,7 @@
 
 /* TOKEN_PUT flags */
 #define JINN_CMD_TOKEN_BOOTSTRAP 0x1 /* only into an empty table (else conflict) */
+#define JINN_CMD_TOKEN_FNSCOPE 0x2   /* name is a function: the scope its deployer gave */
 
 /* KV_PUT / KV_DEL flags */
 #define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
@@ -171,7 +172,8 @@ struct jinn_cmd {
             struct jinn_slice rules; /* PUT: canonical rule text (fsm/auth.h) */
             struct jinn_slice key;   /* PUT: 0 or 32 bytes, the internal key */
             uint64_t expires_ms;     /* PUT: cluster time; 0 = never */
-            uint64_t flags;          /* PUT: JINN_CMD_TOKEN_BOOTSTRAP */
+            uint64_t flags;          /* PUT: JINN_CMD_TOKEN_BOOTSTRAP | _FNSCOPE */
+            struct jinn_slice deployer; /* FNSCOPE: the deploying token ("" = admin) */
         } token;
     };
 };
