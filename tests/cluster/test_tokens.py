@@ -342,3 +342,47 @@ def test_cli_token_create_ls_revoke(cluster_factory):
     assert cli("token", "revoke", "shop").returncode == 0
     assert cli("token", "revoke", "shop").returncode == 1
     assert code_of(n, "/v1/kv/shop/k", token=tok) == 401
+
+
+def test_functions_act_with_their_deployers_scope(cluster_factory):
+    import urllib.parse
+    from test_wasm_host import module, wait_ready, FAIL
+    c, leader = start(cluster_factory, n=1)
+    n = c.nodes[0]
+    dep = create(n, "dep", ["fn:sc*:deploy,invoke", "kv:app/*:read,write"])
+    caller = create(n, "caller", ["fn:sc:invoke"])
+    wasm = module("hostfns")
+
+    def deploy(name, ns):
+        code, _, out = n.request(f"/v1/functions/{name}?ns={ns}&timeout=10s", "PUT", wasm,
+                                 {"Content-Type": "application/wasm", **bearer(dep)},
+                                 timeout=60)
+        assert code in (200, 201), out
+        wait_ready(n, name)
+
+    def run(name, *lines, token=caller):
+        body = "\n".join(lines).encode()
+        code, _, out = n.request(f"/fn/{name}", "POST", body, bearer(token), timeout=30)
+        assert code == 200, (code, out)
+        return [int(line.split(" ")[1]) for line in out.decode().splitlines()]
+
+    deploy("sc", "app")
+    deploy("sc2", "secret")
+    # The deployer may write app/*, so the function may; secret/* it may not.
+    assert run("sc", "set k v1") == [0]
+    assert code_of(n, "/v1/kv/app/k", token=dep) == 200
+    assert run("sc2", "set k v1", token=dep) == [FAIL]
+    assert code_of(n, "/v1/kv/secret/k", token=BOOT) == 404
+    # The caller's own token could not write app/k, the function can: it
+    # acts with its deployer's scope, not the caller's, and never more.
+    assert code_of(n, "/v1/kv/app/k", "PUT", b"x", token=caller) == 403
+    # The caller may not invoke sc2.
+    assert n.request("/fn/sc2", "POST", b"", bearer(caller))[0] == 403
+    # A forged function credential is refused.
+    forged = "jinn-fn.sc." + "0" * 64
+    assert code_of(n, "/v1/kv/app/k", token=forged) == 401
+    # Revoking the deployer takes the function's scope with it.
+    assert n.request("/v1/tokens/dep", "DELETE", None, ADMIN)[0] == 200
+    assert run("sc", "set k v2") == [FAIL]
+    code, _, body = n.request("/v1/kv/app/k", headers=ADMIN)
+    assert code == 200 and body == b"v1", body
