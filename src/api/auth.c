@@ -135,8 +135,29 @@ size_t jinn_api_auth_fn_header(struct jinn_api *api, const char *fn, char *buf, 
 enum who { WHO_NOBODY, WHO_ALL, WHO_TOKEN };
 
 /* Finds the credential; WHO_NOBODY when absent or not valid. */
+/* jinn.NAME.<64 hex>: the shape of a token POST /v1/tokens made. */
+static bool token_shaped(const char *v, size_t len)
+{
+    const char *name = v + strlen(TOKEN_PREFIX), *dot;
+    if (len <= strlen(TOKEN_PREFIX) + 1 + 2 * SECRET_BYTES ||
+        memcmp(v, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) != 0) {
+        return false;
+    }
+    dot = v + len - 2 * SECRET_BYTES - 1;
+    if (*dot != '.' || !jinn_auth_name_ok(name, (size_t)(dot - name))) {
+        return false;
+    }
+    for (const char *p = dot + 1; p < v + len; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req,
-                             const struct jinn_token **tok, const struct jinn_fn_scope **scope)
+                             const struct jinn_token **tok, const struct jinn_fn_scope **scope,
+                             bool *shaped)
 {
     const struct jinn_auth *a = table(api);
     const struct jinn_http_header *h = NULL;
@@ -146,6 +167,7 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
 
     *tok = NULL;
     *scope = NULL;
+    *shaped = false;
     for (unsigned i = 0; i < req->msg.n_headers; i++) {
         if (req->msg.headers[i].name_len == 13 &&
             strncasecmp(req->msg.headers[i].name, "authorization", 13) == 0) {
@@ -197,6 +219,7 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
     }
     if (len > strlen(TOKEN_PREFIX) && memcmp(v, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) == 0) {
         const char *name = v + strlen(TOKEN_PREFIX);
+        *shaped = token_shaped(v, len);
         const char *dot = memchr(name, '.', len - strlen(TOKEN_PREFIX));
         if (dot == NULL) {
             return WHO_NOBODY;
@@ -238,6 +261,7 @@ bool jinn_api_auth_begin(struct jinn_api *api, struct jinn_http_request *req, bo
 {
     const struct jinn_token *tok;
     const struct jinn_fn_scope *scope;
+    bool shaped;
     enum who who;
 
     api->auth_all = true;
@@ -247,7 +271,15 @@ bool jinn_api_auth_begin(struct jinn_api *api, struct jinn_http_request *req, bo
     if (!jinn_auth_enabled(api) || public_path) {
         return true;
     }
-    who = authenticate(api, req, &tok, &scope);
+    who = authenticate(api, req, &tok, &scope, &shaped);
+    if (who == WHO_NOBODY && shaped && !jinn_node_is_leader(api->node) &&
+        jinn_http_header_find(&req->msg, "X-Jinn-Forwarded-By") == NULL) {
+        /* A token this follower does not know (yet): it may have been
+         * created a moment ago and not be applied here. The leader's table
+         * decides (it answers 401 if it does not know it either). */
+        jinn_api_forward_or_reply(api, req);
+        return false;
+    }
     if (who == WHO_NOBODY) {
         reply_unauthorized(req);
         return false;

@@ -386,3 +386,43 @@ def test_functions_act_with_their_deployers_scope(cluster_factory):
     assert run("sc", "set k v2") == [FAIL]
     code, _, body = n.request("/v1/kv/app/k", headers=ADMIN)
     assert code == 200 and body == b"v1", body
+
+
+def test_replica_check_with_tokens_on(cluster_factory):
+    """The leader asks followers for digests with the node key (no client
+    token involved): with tokens on the check still agrees, relayed through
+    a follower, and a client token without cluster:admin cannot start one."""
+    import subprocess
+    from harness import JINN
+    c, leader = start(cluster_factory)
+    f = follower_of(c, leader)
+    kv = create(f, "kvonly", ["kv:app/*:read,write"])
+    assert code_of(f, "/v1/kv/app/a", "PUT", b"v", token=kv) == 200
+    target = leader.status()["commit_index"]
+    for n in c.nodes:
+        wait_for(lambda: n.status()["applied_index"] >= target, what=f"{n.name} caught up")
+    env = {**os.environ, "JINN_TOKEN": BOOT}
+    r = subprocess.run([JINN, "check", "--addr", f.url, "--json"], capture_output=True,
+                       text=True, env=env, timeout=90)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = json.loads(r.stdout)
+    assert out["state"] == "agreed" and {n["state"] for n in out["nodes"]} == {"ok"}
+    r = subprocess.run([JINN, "check", "--addr", f.url, "--json"], capture_output=True,
+                       text=True, env={**os.environ, "JINN_TOKEN": kv}, timeout=90)
+    assert r.returncode != 0 and "403" in (r.stderr + r.stdout)
+
+
+def test_a_new_token_works_at_once_on_a_lagging_follower(cluster_factory):
+    """The create answers after the leader applied it; a follower that has
+    not applied it yet forwards the request and the leader's table decides."""
+    c, leader = start(cluster_factory)
+    followers = [n for n in c.nodes if n is not leader]
+    for i in range(10):
+        t = create(followers[i % 2], f"fresh{i}", ["kv:app/*:read"])
+        for n in followers:
+            assert code_of(n, "/v1/kv/app/none", token=t) == 404, (i, n.name)
+    # A well-shaped token nobody knows: 401 from the leader, through a follower.
+    code, headers, body = followers[0].request("/v1/kv/app/none",
+                                               headers=bearer("jinn.nosuch." + "a" * 64))
+    assert code == 401 and json.loads(body)["error"] == "unauthorized"
+    assert headers.get("WWW-Authenticate", "").startswith("Bearer")
