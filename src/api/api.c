@@ -348,8 +348,23 @@ static bool route_allowed(struct jinn_api *api, struct jinn_http_request *req,
             len += n > 0 ? (size_t)n : 0;
         }
     }
-    return jinn_api_auth_or_reply(api, req, r->kind, name, len, r->actions,
-                                  (r->flags & JINN_ROUTE_LIST) != 0);
+    if (!jinn_api_auth_or_reply(api, req, r->kind, name, len, r->actions,
+                                (r->flags & JINN_ROUTE_LIST) != 0)) {
+        return false;
+    }
+    {
+        /* A fenced write reads the fence lock's state: the token must be
+         * allowed that lock too (or a 409 would tell about another's). */
+        const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "x-jinn-fence");
+        const char *colon = h != NULL && h->value_len ? memrchr(h->value, ':', h->value_len)
+                                                      : NULL;
+        if (colon != NULL &&
+            !jinn_api_auth_or_reply(api, req, JINN_AUTH_LOCK, h->value,
+                                    (size_t)(colon - h->value), JINN_AUTH_HOLD, false)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static void handle(struct jinn_api *api, struct jinn_http_request *req);

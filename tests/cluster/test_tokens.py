@@ -139,6 +139,9 @@ def test_401_403_and_every_rule_kind_through_a_follower(cluster_factory):
             # nothing about the resource asked for, nor others'
             assert path.split("/")[-1] not in doc["message"], doc
 
+    # A fenced write needs the fence lock too (its 409 would tell about it).
+    assert code_of(f, "/v1/kv/app/f", "PUT", b"v", token=kv,
+                   headers={"X-Jinn-Fence": "orders-1:1"}) == 403
     # The same through the leader directly (no forwarding).
     assert code_of(leader, "/v1/kv/app/y", "PUT", b"v", token=kv) == 200
     assert code_of(leader, "/v1/kv/other/y", "PUT", b"v", token=kv) == 403
