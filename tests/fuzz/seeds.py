@@ -79,6 +79,23 @@ COMMANDS = {
     "fn_deploy": cmd(23, bs("hello") + bs(FN_SETTINGS) + bs(HELLO_WASM), version=2),
     "fn_delete": cmd(24, bs("hello") + u64(1), version=2),
     "fn_rollback": cmd(25, bs("hello") + u64(0), version=2),
+    # S2: scoped tokens (fsm/auth.c)
+    "token_put": cmd(29, bs("shop") + bs(b"\1" * 16) + bs(b"\2" * 32) +
+                     bs("kv:shop/*:read,write lock:orders*") + bs(b"\3" * 32) + u64(0) + u64(0),
+                     version=2),
+    "token_bootstrap": cmd(29, bs("bootstrap") + bs(b"\1" * 16) + bs(b"\2" * 32) +
+                           bs("cluster:admin") + bs(b"\3" * 32) + u64(0) + u64(1), version=2),
+    "token_fnscope": cmd(29, bs("billing") + bs(b"\0" * 16) + bs(b"\0" * 32) +
+                         bs("fn:billing:invoke kv:billing/*:read,write") + bs("") + u64(0) +
+                         u64(2) + bs("shop"), version=2),
+    "token_revoke": cmd(30, bs("shop"), version=2),
+}
+
+RULES = {
+    "all": "kv:sessions/*:read,write lock:orders* queue:emails:publish,consume,admin "
+           "sql:shop:read fn:*:invoke fn:billing:deploy cluster:admin",
+    "kv": "kv:a/b:read",
+    "bad": "kv:a*b:read",
 }
 
 CONFIGS = {
@@ -134,6 +151,7 @@ def write(name, seeds):
 def main():
     write("cmd_decode", COMMANDS)
     write("config", CONFIGS)
+    write("auth_rules", RULES)
 
 
 if __name__ == "__main__":
