@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "api/api.h"
@@ -48,6 +49,19 @@
 static const struct jinn_auth *table(struct jinn_api *api)
 {
     return &jinn_node_fsm(api->node)->auth;
+}
+
+/* For expiry: the cluster time this node applied, or its own wall clock
+ * when that is later (an idle cluster's time moves only with entries; a
+ * token must not outlive its TTL meanwhile). A node whose clock runs
+ * ahead expires tokens early, never late. */
+static uint64_t auth_now(struct jinn_api *api)
+{
+    struct timespec ts;
+    uint64_t t = jinn_node_fsm(api->node)->time_ms, wall;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    wall = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return wall > t ? wall : t;
 }
 
 bool jinn_auth_enabled(struct jinn_api *api)
@@ -225,7 +239,7 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
             return WHO_NOBODY;
         }
         *tok = jinn_auth_check(a, name, (size_t)(dot - name), v, len,
-                               jinn_node_fsm(api->node)->time_ms);
+                               auth_now(api));
         return *tok != NULL ? WHO_TOKEN : WHO_NOBODY;
     }
     /* The bootstrap token: from this node's config until the first token
@@ -238,7 +252,7 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
         return WHO_NOBODY;
     }
     *tok = jinn_auth_check(a, BOOTSTRAP_NAME, strlen(BOOTSTRAP_NAME), v, len,
-                           jinn_node_fsm(api->node)->time_ms);
+                           auth_now(api));
     return *tok != NULL ? WHO_TOKEN : WHO_NOBODY;
 }
 
@@ -559,7 +573,7 @@ void jinn_api_token_create(struct jinn_api *api, struct jinn_http_request *req,
     c.token.rules = (struct jinn_slice){(const uint8_t *)canon, strlen(canon)};
     c.token.key = (struct jinn_slice){key, sizeof key};
     if (ttl != 0) {
-        c.token.expires_ms = jinn_node_fsm(api->node)->time_ms + ttl;
+        c.token.expires_ms = auth_now(api) + ttl;
     }
     req->user = tc;
     tc = NULL;
