@@ -33,7 +33,7 @@
 #include "fsm/sql.h"
 
 #define JINN_DIGEST_NAME_MAX (4 + JINN_SQL_DB_MAX + 1) /* "sql:" + db name + NUL */
-#define JINN_DIGEST_SECTIONS_MAX (6 + JINN_SQL_DBS_MAX)
+#define JINN_DIGEST_SECTIONS_MAX (7 + JINN_SQL_DBS_MAX)
 #define JINN_FNV_OFFSET UINT64_C(0xcbf29ce484222325)
 
 struct jinn_fsm;
@@ -56,7 +56,7 @@ uint64_t jinn_fnv1a64(uint64_t h, const void *p, size_t n);
 /* The in-memory state, encoded as a snapshot encodes it. Taking it is a
  * copy (fast, on the loop); hashing it (~5 ns a byte) can then run on any
  * thread while apply goes on. */
-#define JINN_DIGEST_CAPTURED 5 /* nodes, kv, locks, queues, functions */
+#define JINN_DIGEST_CAPTURED 6 /* nodes, kv, locks, queues, functions, auth */
 struct jinn_digest_capture {
     uint64_t time_ms;
     struct jinn_wbuf sections[JINN_DIGEST_CAPTURED];

@@ -5,7 +5,9 @@
 
 #include "error.h"
 #include "fsm/auth.h"
+#include "alloc.h"
 #include "fsm/cmd.h"
+#include "fsm/digest.h"
 #include "fsm/fsm.h"
 #include "fsm_apply.h"
 #include "unit.h"
@@ -284,4 +286,31 @@ TEST(auth_cmd_round_trip_and_refusals)
     w.data[12 + 4 + 2] = 17; /* the salt's length prefix (u32 after the name) */
     CHECK(jinn_cmd_decode(w.data, w.len, &d) == JINN_ECORRUPT);
     jinn_wbuf_free(&w);
+}
+
+/* Replica checks cover the token table, and only once it was used (a
+ * cluster without tokens digests as a build from before them). */
+TEST(auth_digest_section_only_once_used)
+{
+    struct jinn_fsm a, b;
+    struct jinn_digest *da = jinn_malloc(sizeof *da), *db = jinn_malloc(sizeof *db);
+    uint8_t salt[JINN_AUTH_SALT_LEN] = {1}, hash[JINN_AUTH_HASH_LEN] = {2}, other[32] = {3};
+    CHECK(da != NULL && db != NULL);
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    CHECK_INT(jinn_digest_memory(&a, 1, da), 0);
+    CHECK(jinn_digest_find(da, "auth") == NULL);
+    CHECK_INT(unit_apply(&a, 1, 100, put_cmd("t", "kv:a/*:read", salt, hash, 0))->code, 0);
+    CHECK_INT(unit_apply(&b, 1, 100, put_cmd("t", "kv:a/*:read", salt, other, 0))->code, 0);
+    CHECK_INT(jinn_digest_memory(&a, 1, da), 0);
+    CHECK_INT(jinn_digest_memory(&b, 1, db), 0);
+    CHECK(jinn_digest_find(da, "auth") != NULL);
+    CHECK(jinn_digest_find(da, "auth")->hash != jinn_digest_find(db, "auth")->hash);
+    jinn_digest_finish(da);
+    jinn_digest_finish(db);
+    CHECK(da->total != db->total);
+    jinn_free(da);
+    jinn_free(db);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
 }
