@@ -410,6 +410,7 @@ def test_replica_check_with_tokens_on(cluster_factory):
     assert r.returncode == 0, (r.stdout, r.stderr)
     out = json.loads(r.stdout)
     assert out["state"] == "agreed" and {n["state"] for n in out["nodes"]} == {"ok"}
+    assert "auth" in [s["name"] for s in out["nodes"][0]["sections"]]
     r = subprocess.run([JINN, "check", "--addr", f.url, "--json"], capture_output=True,
                        text=True, env={**os.environ, "JINN_TOKEN": kv}, timeout=90)
     assert r.returncode != 0 and "403" in (r.stderr + r.stdout)
