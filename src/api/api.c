@@ -59,7 +59,8 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/queues/{}/{}/progress", jinn_api_queue_progress, JINN_ROUTE_LEADER,
      NEED(QUEUE, CON_)},
     {"POST", "/v1/queues/{}/{}/term", jinn_api_queue_term, JINN_ROUTE_LEADER, NEED(QUEUE, CON_)},
-    {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0, NEED(SQL, W_)}, /* read-only check, then leader */
+    /* exec: a read-only check here, then the leader */
+    {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0, NEED(SQL, W_)},
     {"POST", "/v1/sql/{}/query", jinn_api_sql_query, 0, NEED(SQL, R_)},
     {"GET", "/v1/sql/{}", jinn_api_sql_info, 0, NEED(SQL, R_)},
     {"GET", "/v1/sql/{}/backup", jinn_api_sql_backup, 0, NEED(SQL, R_)}, /* api/backup.c */

@@ -238,8 +238,7 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
         if (dot == NULL) {
             return WHO_NOBODY;
         }
-        *tok = jinn_auth_check(a, name, (size_t)(dot - name), v, len,
-                               auth_now(api));
+        *tok = jinn_auth_check(a, name, (size_t)(dot - name), v, len, auth_now(api));
         return *tok != NULL ? WHO_TOKEN : WHO_NOBODY;
     }
     /* The bootstrap token: from this node's config until the first token
@@ -251,8 +250,7 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
         }
         return WHO_NOBODY;
     }
-    *tok = jinn_auth_check(a, BOOTSTRAP_NAME, strlen(BOOTSTRAP_NAME), v, len,
-                           auth_now(api));
+    *tok = jinn_auth_check(a, BOOTSTRAP_NAME, strlen(BOOTSTRAP_NAME), v, len, auth_now(api));
     return *tok != NULL ? WHO_TOKEN : WHO_NOBODY;
 }
 
@@ -332,7 +330,8 @@ void jinn_api_auth_deploying(struct jinn_api *api, const char *fn, size_t len)
         return;
     }
     sc = jinn_auth_fn_scope(a, fn, len);
-    if (sc != NULL && strcmp(sc->deployer, deployer) == 0 && strcmp(sc->rules_text, rules) == 0) {
+    if (sc != NULL && strcmp(sc->deployer, deployer) == 0 &&
+        strcmp(sc->rules_text, rules) == 0) {
         return; /* already recorded */
     }
     /* Proposed before the deploy handler proposes FN_DEPLOY (after its
@@ -425,8 +424,8 @@ static json_t *rules_json(const char *text)
 
 static json_t *token_json(const struct jinn_token *t)
 {
-    json_t *o = json_pack("{s:s, s:o, s:I}", "name", t->name, "allow", rules_json(t->rules_text),
-                          "created_ms", (json_int_t)t->created_ms);
+    json_t *o = json_pack("{s:s, s:o, s:I}", "name", t->name, "allow",
+                          rules_json(t->rules_text), "created_ms", (json_int_t)t->created_ms);
     if (o != NULL && t->expires_ms != 0) {
         json_object_set_new(o, "expires_ms", json_integer((json_int_t)t->expires_ms));
     }
@@ -472,8 +471,8 @@ void jinn_api_token_create(struct jinn_api *api, struct jinn_http_request *req,
     struct token_create *tc = NULL;
     uint8_t secret_raw[SECRET_BYTES], salt[JINN_AUTH_SALT_LEN], hash[JINN_AUTH_HASH_LEN];
     uint8_t key[JINN_AUTH_KEY_LEN];
-    char *canon = NULL, err[192], full[sizeof TOKEN_PREFIX + JINN_AUTH_NAME_MAX + 1 +
-                                       2 * SECRET_BYTES + 1];
+    char *canon = NULL, err[192],
+         full[sizeof TOKEN_PREFIX + JINN_AUTH_NAME_MAX + 1 + 2 * SECRET_BYTES + 1];
     uint64_t ttl = 0;
     struct jinn_cmd c;
     size_t i;

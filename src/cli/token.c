@@ -110,7 +110,8 @@ int jinn_cli_token(int argc, char **argv)
     if (strcmp(verb, "create") == 0) {
         json_t *doc, *rules = json_array();
         if (name == NULL || n_allow == 0) {
-            fprintf(stderr, "jinn: token create needs NAME and at least one --allow\n%s", usage);
+            fprintf(stderr, "jinn: token create needs NAME and at least one --allow\n%s",
+                    usage);
             json_decref(rules);
             rv = 2;
             goto cleanup;

@@ -30,8 +30,8 @@ static const struct {
     const char *name;
     unsigned bit;
 } actions[] = {
-    {"read", JINN_AUTH_READ},       {"write", JINN_AUTH_WRITE},   {"publish", JINN_AUTH_PUBLISH},
-    {"consume", JINN_AUTH_CONSUME}, {"admin", JINN_AUTH_ADMIN},   {"invoke", JINN_AUTH_INVOKE},
+    {"read", JINN_AUTH_READ},       {"write", JINN_AUTH_WRITE}, {"publish", JINN_AUTH_PUBLISH},
+    {"consume", JINN_AUTH_CONSUME}, {"admin", JINN_AUTH_ADMIN}, {"invoke", JINN_AUTH_INVOKE},
     {"deploy", JINN_AUTH_DEPLOY},
 };
 
@@ -288,8 +288,8 @@ bool jinn_auth_rules_allow(const struct jinn_auth_rules *rules, int kind, const 
     return false;
 }
 
-bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind,
-                              const char *prefix, size_t prefix_len, unsigned acts)
+bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind, const char *prefix,
+                              size_t prefix_len, unsigned acts)
 {
     for (unsigned i = 0; i < rules->n; i++) {
         const struct jinn_auth_rule *r = &rules->rule[i];
@@ -303,8 +303,7 @@ bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind,
         /* Some name starting with prefix can match: one is a prefix of the
          * other (within the pattern's literal part). */
         n = prefix_len < r->pattern_len ? prefix_len : r->pattern_len;
-        if (memcmp(prefix, r->pattern, n) == 0 &&
-            (r->prefix || prefix_len <= r->pattern_len)) {
+        if (memcmp(prefix, r->pattern, n) == 0 && (r->prefix || prefix_len <= r->pattern_len)) {
             return true;
         }
     }
@@ -329,7 +328,10 @@ bool jinn_auth_name_ok(const char *name, size_t len)
 
 /* ---- the table --------------------------------------------------------------- */
 
-void jinn_auth_init(struct jinn_auth *a) { memset(a, 0, sizeof *a); }
+void jinn_auth_init(struct jinn_auth *a)
+{
+    memset(a, 0, sizeof *a);
+}
 
 static void token_free(struct jinn_token *t)
 {
@@ -601,8 +603,8 @@ void jinn_auth_hash(const uint8_t salt[JINN_AUTH_SALT_LEN], const void *secret, 
 }
 
 const struct jinn_token *jinn_auth_check(const struct jinn_auth *a, const char *name,
-                                         size_t name_len, const char *secret,
-                                         size_t secret_len, uint64_t now_ms)
+                                         size_t name_len, const char *secret, size_t secret_len,
+                                         uint64_t now_ms)
 {
     const struct jinn_token *t = jinn_auth_find(a, name, name_len);
     uint8_t h[JINN_AUTH_HASH_LEN];
@@ -702,8 +704,8 @@ int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r)
         deployer.len = jinn_rbuf_get_bytes(r, &deployer.p, JINN_AUTH_NAME_MAX);
         rules.len = jinn_rbuf_get_bytes(r, &rules.p, JINN_AUTH_RULES_MAX);
         /* in order, each once (a repeat would replace silently) */
-        if (r->failed || (deployer.len > 0 && !jinn_auth_name_ok((const char *)deployer.p,
-                                                                 deployer.len)) ||
+        if (r->failed ||
+            (deployer.len > 0 && !jinn_auth_name_ok((const char *)deployer.p, deployer.len)) ||
             scope_search(a, (const char *)fn.p, fn.len, &found) != a->n_scopes || found) {
             rv = JINN_ECORRUPT;
             break;

@@ -35,8 +35,8 @@
 
 struct jinn_cmd;
 
-#define JINN_AUTH_NAME_MAX 64      /* [a-z0-9][a-z0-9_-]{0,63} */
-#define JINN_AUTH_RULES_MAX 8192   /* canonical rule text, bytes */
+#define JINN_AUTH_NAME_MAX 64    /* [a-z0-9][a-z0-9_-]{0,63} */
+#define JINN_AUTH_RULES_MAX 8192 /* canonical rule text, bytes */
 #define JINN_AUTH_RULE_COUNT_MAX 64
 #define JINN_AUTH_PATTERN_MAX 1100 /* a KV "ns/key" fits */
 #define JINN_AUTH_TOKENS_MAX 4096
@@ -98,8 +98,8 @@ bool jinn_auth_rules_allow(const struct jinn_auth_rules *rules, int kind, const 
                            size_t name_len, unsigned actions);
 /* True when some rule of this kind (or cluster:admin) could allow something
  * whose name starts with prefix (listings: which filter item by item). */
-bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind,
-                              const char *prefix, size_t prefix_len, unsigned actions);
+bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind, const char *prefix,
+                              size_t prefix_len, unsigned actions);
 
 bool jinn_auth_name_ok(const char *name, size_t len);
 
@@ -148,8 +148,8 @@ const struct jinn_fn_scope *jinn_auth_fn_scope(const struct jinn_auth *a, const 
 /* Checks a presented secret: the token it names (see token format in
  * api/auth.c), not expired at now_ms, hash equal (constant time). */
 const struct jinn_token *jinn_auth_check(const struct jinn_auth *a, const char *name,
-                                         size_t name_len, const char *secret,
-                                         size_t secret_len, uint64_t now_ms);
+                                         size_t name_len, const char *secret, size_t secret_len,
+                                         uint64_t now_ms);
 
 /* SHA-256(salt || secret). */
 void jinn_auth_hash(const uint8_t salt[JINN_AUTH_SALT_LEN], const void *secret, size_t len,

@@ -111,7 +111,8 @@ static bool token_ok(const struct jinn_cmd *c)
     }
     if (c->token.salt.len != JINN_AUTH_SALT_LEN || c->token.hash.len != JINN_AUTH_HASH_LEN ||
         (c->token.key.len != 0 && c->token.key.len != JINN_AUTH_KEY_LEN) ||
-        (c->token.flags & ~(uint64_t)(JINN_CMD_TOKEN_BOOTSTRAP | JINN_CMD_TOKEN_FNSCOPE)) != 0 ||
+        (c->token.flags & ~(uint64_t)(JINN_CMD_TOKEN_BOOTSTRAP | JINN_CMD_TOKEN_FNSCOPE)) !=
+            0 ||
         c->token.flags == (JINN_CMD_TOKEN_BOOTSTRAP | JINN_CMD_TOKEN_FNSCOPE) ||
         (!(c->token.flags & JINN_CMD_TOKEN_FNSCOPE) && c->token.deployer.len != 0) ||
         (c->token.deployer.len != 0 &&

@@ -69,8 +69,8 @@ const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d,
     return NULL;
 }
 
-static const char *const captured_names[JINN_DIGEST_CAPTURED] = {
-    "nodes", "kv", "locks", "queues", "functions", "auth"};
+static const char *const captured_names[JINN_DIGEST_CAPTURED] = {"nodes",  "kv",        "locks",
+                                                                 "queues", "functions", "auth"};
 
 int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *cap)
 {

@@ -651,9 +651,9 @@ static void call_send(struct call *c, const char *method, struct jinn_wbuf *targ
     jinn_wbuf_put_u8(&hdr, 0);
     rv = target->failed || hdr.failed
              ? JINN_ENOMEM
-             : jinn_fetch(c->h->loop, c->h->url, method, (const char *)target->data, target->len,
-                          (const char *)hdr.data, body, body_len, c->h->fetch_timeout_ms,
-                          on_response, c);
+             : jinn_fetch(c->h->loop, c->h->url, method, (const char *)target->data,
+                          target->len, (const char *)hdr.data, body, body_len,
+                          c->h->fetch_timeout_ms, on_response, c);
     jinn_wbuf_free(&hdr);
     jinn_wbuf_free(target);
     if (rv != 0) {

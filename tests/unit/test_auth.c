@@ -50,12 +50,39 @@ TEST(auth_rules_parse_accepts_and_canonicalizes)
 TEST(auth_rules_parse_refuses)
 {
     static const char *const bad[] = {
-        "", " ", "kv", "kv:", "kv:*", "kv::read", "kv:a:", "kv:a:read,", "kv:a:,read",
-        "kv:a:read,read", "kv:a:publish", "kv:a*b:read", "kv:**:read", "kv:a:b:read",
-        "kv:a%2f:read", "lock:a:hold", "lock:", "queue:q:read", "sql:d:invoke", "fn:f:read",
-        "cluster:*", "cluster:admin:x", "cluster:", "nosuch:a:read", "KV:a:read",
-        "kv:a:READ", "kv:a:read  lock:b", " kv:a:read", "kv:a:read ", "kv:\x01:read",
-        "kv:\xc3\xa9:read", "kv:a:read kv:a:write", "lock:a lock:a",
+        "",
+        " ",
+        "kv",
+        "kv:",
+        "kv:*",
+        "kv::read",
+        "kv:a:",
+        "kv:a:read,",
+        "kv:a:,read",
+        "kv:a:read,read",
+        "kv:a:publish",
+        "kv:a*b:read",
+        "kv:**:read",
+        "kv:a:b:read",
+        "kv:a%2f:read",
+        "lock:a:hold",
+        "lock:",
+        "queue:q:read",
+        "sql:d:invoke",
+        "fn:f:read",
+        "cluster:*",
+        "cluster:admin:x",
+        "cluster:",
+        "nosuch:a:read",
+        "KV:a:read",
+        "kv:a:READ",
+        "kv:a:read  lock:b",
+        " kv:a:read",
+        "kv:a:read ",
+        "kv:\x01:read",
+        "kv:\xc3\xa9:read",
+        "kv:a:read kv:a:write",
+        "lock:a lock:a",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct jinn_auth_rules r;
@@ -187,13 +214,17 @@ TEST(auth_table_apply_check_snapshot)
     jinn_fsm_init(&b);
     jinn_auth_hash(salt, secret, strlen(secret), hash);
     /* bootstrap into the empty table, then never again */
-    CHECK_INT(unit_apply(&a, 1, 100, put_cmd("bootstrap", "cluster:admin", salt, hash,
-                                             JINN_CMD_TOKEN_BOOTSTRAP))->code,
-              0);
+    CHECK_INT(
+        unit_apply(&a, 1, 100,
+                   put_cmd("bootstrap", "cluster:admin", salt, hash, JINN_CMD_TOKEN_BOOTSTRAP))
+            ->code,
+        0);
     CHECK(a.auth.has_key && a.auth.key[0] == 7);
-    CHECK_INT(unit_apply(&a, 2, 110, put_cmd("other", "cluster:admin", salt, hash,
-                                             JINN_CMD_TOKEN_BOOTSTRAP))->code,
-              JINN_ECONFLICT);
+    CHECK_INT(
+        unit_apply(&a, 2, 110,
+                   put_cmd("other", "cluster:admin", salt, hash, JINN_CMD_TOKEN_BOOTSTRAP))
+            ->code,
+        JINN_ECONFLICT);
     CHECK_INT(unit_apply(&a, 3, 120, put_cmd("t1", "kv:a/*:read", salt, hash, 0))->code, 0);
     CHECK_INT(unit_apply(&a, 4, 130, put_cmd("t1", "kv:a/*:read", salt, hash, 0))->code,
               JINN_ECONFLICT);
