@@ -32,7 +32,8 @@
 #define DEP_ JINN_AUTH_DEPLOY
 #define HOLD_ JINN_AUTH_HOLD
 static const struct jinn_route routes[] = {
-    {"GET", "/v1/status", jinn_api_status, 0, NEED(ANY, 0)},
+    /* status names every function and member: admins only */
+    {"GET", "/v1/status", jinn_api_status, 0, NEED(CLUSTER, ADM_)},
     {"GET", "/healthz", jinn_api_healthz, 0, NEED(PUBLIC, 0)},
     {"GET", "/readyz", jinn_api_readyz, 0, NEED(PUBLIC, 0)},
     {"GET", "/metrics", jinn_api_metrics, 0, NEED(CLUSTER, ADM_)},
