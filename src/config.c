@@ -96,12 +96,26 @@ int jinn_config_defaults(struct jinn_config *cfg)
     return 0;
 }
 
+bool jinn_config_token_ok(const char *t, size_t len)
+{
+    if (len < 16 || len > 256 || strncmp(t, "jinn.", 5) == 0 || strncmp(t, "jinn-", 5) == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
 void jinn_config_free(struct jinn_config *cfg)
 {
     jinn_free(cfg->server_name);
     jinn_free(cfg->data_dir);
     jinn_free(cfg->http_listen);
     jinn_free(cfg->http_advertise);
+    jinn_free(cfg->bootstrap_token);
     jinn_free(cfg->cluster_name);
     jinn_free(cfg->cluster_listen);
     jinn_free(cfg->cluster_tls_cert);
@@ -1075,6 +1089,7 @@ static const struct directive directives[] = {
     {"consensus", K_BLOCK, 0, 0, 0},
     {"queues", K_BLOCK, 0, 0, 0},
     {"cluster_tls", K_BLOCK, 0, 0, 0},
+    {"bootstrap_token", K_STR, FIELD(bootstrap_token), 0, 0},
 };
 
 static bool is_u64_field(size_t offset)
@@ -1164,6 +1179,11 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     case K_STR:
         if (a->text[0] == '\0') {
             rv = fail_at(p->err, a->line, a->column, "%s: empty value", d->text);
+        } else if (dir->offset == FIELD(bootstrap_token) &&
+                   !jinn_config_token_ok(a->text, strlen(a->text))) {
+            rv = fail_at(p->err, a->line, a->column,
+                         "bootstrap_token: 16 to 256 printable ASCII characters without "
+                         "spaces, not starting with 'jinn.' or 'jinn-'");
         }
         break;
     case K_DURATION:

@@ -52,6 +52,9 @@ struct jinn_config {
     char *data_dir;
     char *http_listen;    /* "ip:port" */
     char *http_advertise; /* URL other nodes use to reach our API */
+    /* Scoped tokens (api/auth.c): the first token, created by the leader
+     * when the table is empty; NULL: none (env JINN_BOOTSTRAP_TOKEN too). */
+    char *bootstrap_token;
     int http_advertise_line, http_advertise_column; /* where it was given (0: not) */
     char *cluster_name;
     char *cluster_listen; /* "ip:port" raft binds to */
@@ -149,5 +152,9 @@ int jinn_parse_duration(const char *s, uint64_t *ms);
 int jinn_parse_size(const char *s, uint64_t *bytes);
 /* Parses an "a.b.c.d:port" address. 0 on success. */
 int jinn_parse_hostport(const char *s);
+
+/* A bootstrap token's shape: 16-256 visible ASCII bytes, not in the
+ * namespace of generated tokens ("jinn.") or node credentials ("jinn-"). */
+bool jinn_config_token_ok(const char *t, size_t len);
 
 #endif

@@ -53,7 +53,10 @@
     X(JINN_ETOOMANY, "too_many_requests", 429,                                      \
       "over this client's request or connection limit; retry after Retry-After seconds") \
     X(JINN_EUNSIGNED, "signature_required", 403,                                    \
-      "the cluster requires modules signed by a trusted key (jinn fn sign)")
+      "the cluster requires modules signed by a trusted key (jinn fn sign)")     \
+    X(JINN_EUNAUTHORIZED, "unauthorized", 401,                                      \
+      "a valid token is required (Authorization: Bearer TOKEN)")                    \
+    X(JINN_EFORBIDDEN, "forbidden", 403, "this token does not allow that")
 
 #define JINN_ERROR_ENUM(code, name, http, msg) code,
 enum jinn_error { JINN_ERRORS(JINN_ERROR_ENUM) JINN_ERROR_COUNT };

@@ -31,6 +31,7 @@ static void usage(FILE *out)
             "  jinn sql exec|query DB SQL [P...] | jinn sql DB   replicated SQLite\n"
             "  jinn check [--addr URL] [--json]    do all replicas hold the same state?\n"
             "  jinn fn deploy|ls|show|rm|rollback|call|logs ...  WebAssembly functions\n"
+            "  jinn token create|ls|revoke ...     scoped access tokens\n"
             "\n"
             "--addr defaults to $JINN_ADDR, else %s\n",
             JINN_VERSION, JINN_CLI_DEFAULT_ADDR);
@@ -95,6 +96,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "lock") == 0) {
         return jinn_cli_lock(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "token") == 0) {
+        return jinn_cli_token(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "leader") == 0) {
         return jinn_cli_leader(argc - 2, argv + 2);

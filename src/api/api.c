@@ -14,6 +14,7 @@
 #include "fetch.h"
 #include "fsm/fsm.h"
 #include "limit.h"
+#include "fsm/auth.h"
 #include "log.h"
 
 #define FORWARDED_HEADER "X-Jinn-Forwarded-By"
@@ -22,55 +23,78 @@
 #define FORWARD_GRACE_MS 1000 /* beyond the leader's own request timeout */
 #define FORWARD_LONG_POLL_MS 300000
 
+/* Last two columns: what a token needs (api/auth.c, docs/api.md
+ * "Authentication"). A row without them needs cluster:admin. */
+#define NEED(kind, actions) JINN_AUTH_##kind, (actions)
+#define R_ JINN_AUTH_READ
+#define W_ JINN_AUTH_WRITE
+#define PUB_ JINN_AUTH_PUBLISH
+#define CON_ JINN_AUTH_CONSUME
+#define ADM_ JINN_AUTH_ADMIN
+#define INV_ JINN_AUTH_INVOKE
+#define DEP_ JINN_AUTH_DEPLOY
+#define HOLD_ JINN_AUTH_HOLD
 static const struct jinn_route routes[] = {
-    {"GET", "/v1/status", jinn_api_status, 0},
-    {"GET", "/healthz", jinn_api_healthz, 0},
-    {"GET", "/readyz", jinn_api_readyz, 0},
-    {"GET", "/metrics", jinn_api_metrics, 0},
-    {"POST", "/v1/internal/nodes", jinn_api_node_set, JINN_ROUTE_LEADER},
-    {"PUT", "/v1/kv/{}/{+}", jinn_api_kv_put, JINN_ROUTE_LEADER},
-    {"DELETE", "/v1/kv/{}/{+}", jinn_api_kv_delete, JINN_ROUTE_LEADER},
-    {"GET", "/v1/kv/{}/{+}", jinn_api_kv_get, 0},
-    {"GET", "/v1/kv/{}", jinn_api_kv_list, 0},
-    {"GET", "/v1/locks", jinn_api_lock_list, 0},
-    {"POST", "/v1/locks/{}/refresh", jinn_api_lock_refresh, JINN_ROUTE_LEADER},
-    {"POST", "/v1/locks/{}", jinn_api_lock_acquire, JINN_ROUTE_LEADER},
-    {"DELETE", "/v1/locks/{}", jinn_api_lock_release, JINN_ROUTE_LEADER},
-    {"GET", "/v1/locks/{}", jinn_api_lock_show, 0},
-    {"GET", "/v1/queues", jinn_api_queue_list, 0},
-    {"POST", "/v1/queues/{}", jinn_api_queue_publish, JINN_ROUTE_LEADER},
-    {"GET", "/v1/queues/{}", jinn_api_queue_stats, 0},
-    {"POST", "/v1/queues/{}/fetch", jinn_api_queue_fetch, JINN_ROUTE_LEADER},
-    {"GET", "/v1/queues/{}/dead", jinn_api_queue_dead, 0},
-    {"POST", "/v1/queues/{}/dead/{}/requeue", jinn_api_queue_requeue, JINN_ROUTE_LEADER},
-    {"DELETE", "/v1/queues/{}/dead/{}", jinn_api_queue_drop, JINN_ROUTE_LEADER},
-    {"POST", "/v1/queues/{}/{}/ack", jinn_api_queue_ack, JINN_ROUTE_LEADER},
-    {"POST", "/v1/queues/{}/{}/nak", jinn_api_queue_nak, JINN_ROUTE_LEADER},
-    {"POST", "/v1/queues/{}/{}/progress", jinn_api_queue_progress, JINN_ROUTE_LEADER},
-    {"POST", "/v1/queues/{}/{}/term", jinn_api_queue_term, JINN_ROUTE_LEADER},
-    {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0}, /* read-only check, then leader */
-    {"POST", "/v1/sql/{}/query", jinn_api_sql_query, 0},
-    {"GET", "/v1/sql/{}", jinn_api_sql_info, 0},
-    {"GET", "/v1/sql/{}/backup", jinn_api_sql_backup, 0}, /* api/backup.c */
-    {"GET", "/v1/snapshot", jinn_api_snapshot, 0},
-    {"POST", "/v1/cluster/check", jinn_api_check_start, JINN_ROUTE_LEADER},
-    {"GET", "/v1/cluster/check", jinn_api_check_show, JINN_ROUTE_LEADER},
-    {"GET", "/v1/internal/digest", jinn_api_check_digest, 0},
-    {"GET", "/v1/cluster/members", jinn_api_members_list, JINN_ROUTE_LEADER},
-    {"POST", "/v1/cluster/members", jinn_api_members_add, JINN_ROUTE_LEADER},
-    {"DELETE", "/v1/cluster/members/{}", jinn_api_members_remove, JINN_ROUTE_LEADER},
-    {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER},
-    {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER},
-    {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER},
-    {"GET", "/v1/functions/{}/logs", jinn_api_fn_logs, 0},
-    {"GET", "/v1/functions", jinn_api_fn_list, 0},
-    {"PUT", "/v1/functions/{}", jinn_api_fn_deploy, JINN_ROUTE_LEADER},
-    {"GET", "/v1/functions/{}", jinn_api_fn_show, 0},
-    {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
-    {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
-    {"GET", "/v1/functions/{}/module", jinn_api_fn_module, 0},
-    {"GET", "/v1/functions-policy", jinn_api_fn_policy_get, 0},
-    {"PUT", "/v1/functions-policy", jinn_api_fn_policy_put, JINN_ROUTE_LEADER},
+    /* status names every function and member: admins only */
+    {"GET", "/v1/status", jinn_api_status, 0, NEED(CLUSTER, ADM_)},
+    {"GET", "/healthz", jinn_api_healthz, 0, NEED(PUBLIC, 0)},
+    {"GET", "/readyz", jinn_api_readyz, 0, NEED(PUBLIC, 0)},
+    {"GET", "/metrics", jinn_api_metrics, 0, NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/internal/nodes", jinn_api_node_set, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"PUT", "/v1/kv/{}/{+}", jinn_api_kv_put, JINN_ROUTE_LEADER, NEED(KV, W_)},
+    {"DELETE", "/v1/kv/{}/{+}", jinn_api_kv_delete, JINN_ROUTE_LEADER, NEED(KV, W_)},
+    {"GET", "/v1/kv/{}/{+}", jinn_api_kv_get, 0, NEED(KV, R_)},
+    {"GET", "/v1/kv/{}", jinn_api_kv_list, JINN_ROUTE_LIST, NEED(KV, R_)},
+    {"GET", "/v1/locks", jinn_api_lock_list, JINN_ROUTE_LIST, NEED(LOCK, HOLD_)},
+    {"POST", "/v1/locks/{}/refresh", jinn_api_lock_refresh, JINN_ROUTE_LEADER, NEED(LOCK, HOLD_)},
+    {"POST", "/v1/locks/{}", jinn_api_lock_acquire, JINN_ROUTE_LEADER, NEED(LOCK, HOLD_)},
+    {"DELETE", "/v1/locks/{}", jinn_api_lock_release, JINN_ROUTE_LEADER, NEED(LOCK, HOLD_)},
+    {"GET", "/v1/locks/{}", jinn_api_lock_show, 0, NEED(LOCK, HOLD_)},
+    {"GET", "/v1/queues", jinn_api_queue_list, JINN_ROUTE_LIST, NEED(QUEUE, PUB_ | CON_ | ADM_)},
+    {"POST", "/v1/queues/{}", jinn_api_queue_publish, JINN_ROUTE_LEADER, NEED(QUEUE, PUB_)},
+    {"GET", "/v1/queues/{}", jinn_api_queue_stats, 0, NEED(QUEUE, PUB_ | CON_ | ADM_)},
+    {"POST", "/v1/queues/{}/fetch", jinn_api_queue_fetch, JINN_ROUTE_LEADER, NEED(QUEUE, CON_)},
+    {"GET", "/v1/queues/{}/dead", jinn_api_queue_dead, 0, NEED(QUEUE, ADM_)},
+    {"POST", "/v1/queues/{}/dead/{}/requeue", jinn_api_queue_requeue, JINN_ROUTE_LEADER,
+     NEED(QUEUE, ADM_)},
+    {"DELETE", "/v1/queues/{}/dead/{}", jinn_api_queue_drop, JINN_ROUTE_LEADER, NEED(QUEUE, ADM_)},
+    {"POST", "/v1/queues/{}/{}/ack", jinn_api_queue_ack, JINN_ROUTE_LEADER, NEED(QUEUE, CON_)},
+    {"POST", "/v1/queues/{}/{}/nak", jinn_api_queue_nak, JINN_ROUTE_LEADER, NEED(QUEUE, CON_)},
+    {"POST", "/v1/queues/{}/{}/progress", jinn_api_queue_progress, JINN_ROUTE_LEADER,
+     NEED(QUEUE, CON_)},
+    {"POST", "/v1/queues/{}/{}/term", jinn_api_queue_term, JINN_ROUTE_LEADER, NEED(QUEUE, CON_)},
+    /* exec: a read-only check here, then the leader */
+    {"POST", "/v1/sql/{}/exec", jinn_api_sql_exec, 0, NEED(SQL, W_)},
+    {"POST", "/v1/sql/{}/query", jinn_api_sql_query, 0, NEED(SQL, R_)},
+    {"GET", "/v1/sql/{}", jinn_api_sql_info, 0, NEED(SQL, R_)},
+    {"GET", "/v1/sql/{}/backup", jinn_api_sql_backup, 0, NEED(SQL, R_)}, /* api/backup.c */
+    {"GET", "/v1/snapshot", jinn_api_snapshot, 0, NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/cluster/check", jinn_api_check_start, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"GET", "/v1/cluster/check", jinn_api_check_show, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"GET", "/v1/internal/digest", jinn_api_check_digest, 0, NEED(CLUSTER, ADM_)},
+    {"GET", "/v1/cluster/members", jinn_api_members_list, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/cluster/members", jinn_api_members_add, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"DELETE", "/v1/cluster/members/{}", jinn_api_members_remove, JINN_ROUTE_LEADER,
+     NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/cluster/members/{}/promote", jinn_api_members_promote, JINN_ROUTE_LEADER,
+     NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/cluster/members/{}/demote", jinn_api_members_demote, JINN_ROUTE_LEADER,
+     NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/cluster/leader/transfer", jinn_api_leader_transfer, JINN_ROUTE_LEADER,
+     NEED(CLUSTER, ADM_)},
+    {"GET", "/v1/functions/{}/logs", jinn_api_fn_logs, 0, NEED(FN, DEP_)},
+    {"GET", "/v1/functions", jinn_api_fn_list, JINN_ROUTE_LIST, NEED(FN, INV_ | DEP_)},
+    {"PUT", "/v1/functions/{}", jinn_api_fn_deploy, JINN_ROUTE_LEADER, NEED(FN, DEP_)},
+    {"GET", "/v1/functions/{}", jinn_api_fn_show, 0, NEED(FN, INV_ | DEP_)},
+    {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER, NEED(FN, DEP_)},
+    {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER, NEED(FN, DEP_)},
+    {"GET", "/v1/functions/{}/module", jinn_api_fn_module, 0, NEED(FN, DEP_)},
+    {"POST", "/v1/tokens", jinn_api_token_create, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"GET", "/v1/tokens", jinn_api_token_list, 0, NEED(CLUSTER, ADM_)},
+    {"DELETE", "/v1/tokens/{}", jinn_api_token_revoke, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"GET", "/v1/functions-policy", jinn_api_fn_policy_get, 0, NEED(FN, DEP_)},
+    {"PUT", "/v1/functions-policy", jinn_api_fn_policy_put, JINN_ROUTE_LEADER,
+     NEED(CLUSTER, ADM_)},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -86,6 +110,7 @@ void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_conf
     jinn_api_fn_init(api);
     uv_timer_init(loop, &api->watch_kick);
     api->watch_kick.data = api;
+    jinn_api_auth_init(api);
 }
 
 /* Matches path against pattern, capturing {} segments into args. Returns 1
@@ -360,9 +385,12 @@ static void limit_done(void *arg)
  * probes are not limited either. */
 static bool limits_or_reply(struct jinn_api *api, struct jinn_http_request *req)
 {
-    /* Until tokens exist (S2) every client is "anonymous". */
-    const char *token = "anonymous";
-    bool privileged = jinn_limit_is_peer(api->limit, req->client_ip);
+    /* Counted by token name (a function's host calls: its deployer's);
+     * without a token (auth off) every client is "anonymous". Admin
+     * tokens and peers may use the capacity kept for them. */
+    bool auth_on = jinn_auth_enabled(api);
+    const char *token = api->auth_name != NULL ? api->auth_name : "anonymous";
+    bool privileged = jinn_limit_is_peer(api->limit, req->client_ip) || (auth_on && api->auth_all);
     struct jinn_limit_token *ticket;
     unsigned retry_s;
     int rv;
@@ -394,9 +422,66 @@ static bool limits_or_reply(struct jinn_api *api, struct jinn_http_request *req)
     return true;
 }
 
+/* The route's scope check: the resource name from the captured segments
+ * (kv: "NS/KEY"; a KV listing: "NS/" + its prefix). False when it has
+ * replied 403. */
+static bool route_allowed(struct jinn_api *api, struct jinn_http_request *req,
+                          const struct jinn_route *r, const struct jinn_route_args *args)
+{
+    char name[2 * JINN_ROUTE_ARG_MAX + 2];
+    size_t len = 0;
+    if (api->auth_all) {
+        return true;
+    }
+    if (args->n > 0) {
+        memcpy(name, args->arg[0], args->len[0]);
+        len = args->len[0];
+    }
+    if (r->kind == JINN_AUTH_KV && args->n > 0) {
+        name[len++] = '/';
+        if (args->n > 1) {
+            memcpy(name + len, args->arg[1], args->len[1]);
+            len += args->len[1];
+        } else {
+            long n = jinn_http_query_get(req->query, req->query_len, "prefix", name + len,
+                                         sizeof name - len);
+            len += n > 0 ? (size_t)n : 0;
+        }
+    }
+    if (!jinn_api_auth_or_reply(api, req, r->kind, name, len, r->actions,
+                                (r->flags & JINN_ROUTE_LIST) != 0)) {
+        return false;
+    }
+    {
+        /* A fenced write reads the fence lock's state: the token must be
+         * allowed that lock too (or a 409 would tell about another's). */
+        const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "x-jinn-fence");
+        const char *colon = h != NULL && h->value_len ? memrchr(h->value, ':', h->value_len)
+                                                      : NULL;
+        if (colon != NULL &&
+            !jinn_api_auth_or_reply(api, req, JINN_AUTH_LOCK, h->value,
+                                    (size_t)(colon - h->value), JINN_AUTH_HOLD, false)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void handle(struct jinn_api *api, struct jinn_http_request *req);
+
 void jinn_api_handle(void *data, struct jinn_http_request *req)
 {
     struct jinn_api *api = data;
+    bool public_path = (req->path_len == 8 && memcmp(req->path, "/healthz", 8) == 0) ||
+                       (req->path_len == 7 && memcmp(req->path, "/readyz", 7) == 0);
+    if (jinn_api_auth_begin(api, req, public_path)) {
+        handle(api, req);
+    }
+    jinn_api_auth_end(api);
+}
+
+static void handle(struct jinn_api *api, struct jinn_http_request *req)
+{
     struct jinn_route_args args;
     bool path_known = false;
     const struct jinn_http_header *cluster = jinn_http_header_find(&req->msg, CLUSTER_HEADER);
@@ -447,9 +532,15 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
         if (strcmp(r->method, req->msg.method) != 0) {
             continue;
         }
+        if (!route_allowed(api, req, r, &args)) {
+            return;
+        }
         if ((r->flags & JINN_ROUTE_LEADER) && !jinn_node_is_leader(api->node)) {
             jinn_api_forward_or_reply(api, req);
             return;
+        }
+        if (r->fn == jinn_api_fn_deploy) {
+            jinn_api_auth_deploying(api, args.arg[0], args.len[0]); /* api/auth.c */
         }
         r->fn(api, req, &args);
         return;
@@ -543,7 +634,7 @@ void jinn_api_announce(void *data, const char *leader_api)
 {
     struct jinn_api *api = data;
     struct jinn_node_status st;
-    char url[320], headers[128];
+    char url[320], headers[256], auth[160];
     char *body;
     json_t *obj;
     int rv;
@@ -563,9 +654,10 @@ void jinn_api_announce(void *data, const char *leader_api)
     if (body == NULL) {
         return;
     }
+    jinn_api_auth_internal_header(api, auth, sizeof auth);
     snprintf(headers, sizeof headers,
-             "Content-Type: application/json\r\n" CLUSTER_HEADER ": %016" PRIx64 "\r\n",
-             st.cluster_id);
+             "Content-Type: application/json\r\n" CLUSTER_HEADER ": %016" PRIx64 "\r\n%s",
+             st.cluster_id, auth);
     rv = jinn_fetch(api->loop, leader_api, "POST", "/v1/internal/nodes", 18, headers, body,
                     strlen(body),
                     api->cfg->request_timeout_ms, announced, api);

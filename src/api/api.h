@@ -44,6 +44,16 @@ struct jinn_api {
     unsigned fn_proposed; /* deploys proposed and not yet answered (api/fn.c) */
     struct jinn_wasm_runner *wasm; /* this node's functions; NULL until wired */
     struct jinn_limit *limit;      /* owned by the daemon; NULL: no limits (tests) */
+    /* Scoped tokens (api/auth.c). auth_all/auth_rules: the request being
+     * routed, valid only during jinn_api_handle (handlers that filter a
+     * listing read them synchronously). */
+    const char *auth_bootstrap; /* borrowed (config or environment); NULL: none */
+    bool auth_all;
+    const struct jinn_auth_rules *auth_rules;
+    const char *auth_rules_text; /* canonical, of auth_rules */
+    const char *auth_name;       /* the token's name (a function's: its deployer's) */
+    bool auth_bootstrapping;
+    uv_timer_t auth_timer;
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -59,6 +69,7 @@ typedef void (*jinn_route_fn)(struct jinn_api *api, struct jinn_http_request *re
 
 enum {
     JINN_ROUTE_LEADER = 1 << 0, /* runs on the leader; followers forward it */
+    JINN_ROUTE_LIST = 1 << 1,   /* a listing: the token needs a prefix rule covering it */
 };
 
 struct jinn_route {
@@ -66,6 +77,11 @@ struct jinn_route {
     const char *pattern; /* "/v1/x/{}/{+}": {} captures one segment, {+} the rest */
     jinn_route_fn fn;
     unsigned flags;
+    /* What a token needs (fsm/auth.h): kind and any one of the actions, on
+     * the name in the first captured segment (kv: "NS/KEY"). A row that
+     * states no kind needs cluster:admin. */
+    unsigned char kind;
+    unsigned short actions;
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,
@@ -283,5 +299,36 @@ typedef void (*jinn_api_commit_fn)(struct jinn_api *api, struct jinn_http_reques
                                    const struct jinn_result *res);
 void jinn_api_propose_or_reply(struct jinn_api *api, struct jinn_http_request *req,
                                struct jinn_cmd *c, jinn_api_commit_fn reply);
+
+/* Scoped tokens (api/auth.c). */
+struct jinn_auth_rules;
+void jinn_api_auth_init(struct jinn_api *api);
+/* True when requests need a token: a token was ever created, or a
+ * bootstrap token is configured (S1's protected mode asks). */
+bool jinn_auth_enabled(struct jinn_api *api);
+/* Authenticates req (once, in the router). False when it has replied 401. */
+bool jinn_api_auth_begin(struct jinn_api *api, struct jinn_http_request *req, bool public_path);
+void jinn_api_auth_end(struct jinn_api *api);
+/* During routing: does the request's token allow actions on name? */
+bool jinn_api_auth_allows(const struct jinn_api *api, int kind, const char *name, size_t len,
+                          unsigned actions);
+/* The same, replying 403 when not (listing: a prefix rule must cover name). */
+bool jinn_api_auth_or_reply(struct jinn_api *api, struct jinn_http_request *req, int kind,
+                            const char *name, size_t len, unsigned actions, bool listing);
+/* "Authorization: Bearer jinn-node.KEY\r\n" for a node's own calls to
+ * another node, or "" while auth was never enabled. Returns its length. */
+size_t jinn_api_auth_internal_header(struct jinn_api *api, char *buf, size_t cap);
+/* "Authorization: Bearer jinn-fn.NAME.MAC\r\n" for function fn's host
+ * calls (the scope its deployer gave it), or "" while auth was never on. */
+size_t jinn_api_auth_fn_header(struct jinn_api *api, const char *fn, char *buf, size_t cap);
+/* The router, on the leader, before a deploy's handler: records the
+ * deploying credential's rules as function fn's scope. */
+void jinn_api_auth_deploying(struct jinn_api *api, const char *fn, size_t len);
+void jinn_api_token_create(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
+void jinn_api_token_list(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_token_revoke(struct jinn_api *api, struct jinn_http_request *req,
+                           const struct jinn_route_args *args);
 
 #endif

@@ -565,7 +565,7 @@ static void ask_digest(struct jinn_check *ck, struct round *rd, unsigned i)
 {
     struct member *m = &rd->m[i];
     struct ask *a;
-    char target[64];
+    char target[64], auth[160];
     int n;
 
     if (m->api[0] == '\0') {
@@ -579,7 +579,9 @@ static void ask_digest(struct jinn_check *ck, struct round *rd, unsigned i)
     a->index = rd->index;
     a->member = i;
     n = snprintf(target, sizeof target, "/v1/internal/digest?index=%" PRIu64, rd->index);
-    if (jinn_fetch(ck->api->loop, m->api, "GET", target, (size_t)n, NULL, NULL, 0,
+    /* With tokens on, a node's own calls carry the cluster's internal key. */
+    jinn_api_auth_internal_header(ck->api, auth, sizeof auth);
+    if (jinn_fetch(ck->api->loop, m->api, "GET", target, (size_t)n, auth, NULL, 0,
                    CHECK_FETCH_MS, digest_answered, a) != 0) {
         jinn_free(a);
         m->ask_after = now_ms(ck) + CHECK_ASK_EVERY_MS;
@@ -718,6 +720,7 @@ static void verdict_tick(struct jinn_check *ck)
     struct report *r = ck->reports[CHECK_REPORTS - 1];
     uint64_t now = now_ms(ck);
     struct ask *a;
+    char auth[160];
 
     if (r == NULL || r->state != REPORT_READY || r->verdict_known || r->asking ||
         now < r->ask_after) {
@@ -738,7 +741,8 @@ static void verdict_tick(struct jinn_check *ck)
     a->check = ck;
     a->index = r->d.index;
     a->member = 0;
-    if (jinn_fetch(ck->api->loop, st.leader_api, "GET", "/v1/cluster/check", 17, NULL, NULL, 0,
+    jinn_api_auth_internal_header(ck->api, auth, sizeof auth);
+    if (jinn_fetch(ck->api->loop, st.leader_api, "GET", "/v1/cluster/check", 17, auth, NULL, 0,
                    CHECK_FETCH_MS, verdict_answered, a) != 0) {
         jinn_free(a);
         r->ask_after = now + CHECK_ASK_EVERY_MS;

@@ -7,6 +7,7 @@
 
 #include "api/api.h"
 #include "error.h"
+#include "fsm/auth.h"
 #include "fsm/fn.h"
 #include "wasm/proto.h"
 #include "wasm/runner.h"
@@ -60,6 +61,11 @@ bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req)
             n++;
         }
         name[n] = '\0';
+        /* Scope first: whether a function exists is not told to a token
+         * that may not invoke it. */
+        if (!jinn_api_auth_or_reply(api, req, JINN_AUTH_FN, name, n, JINN_AUTH_INVOKE, false)) {
+            return true;
+        }
         fn = n > 0 ? jinn_fns_get(fns, name) : NULL;
         if (fn == NULL || fn->active == NULL) {
             jinn_http_reply_error(req, JINN_ENOTFOUND, "no such function");
@@ -73,6 +79,10 @@ bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req)
         fn = jinn_fns_by_route(fns, path);
         if (fn == NULL || fn->active == NULL) {
             return false;
+        }
+        if (!jinn_api_auth_or_reply(api, req, JINN_AUTH_FN, fn->name, strlen(fn->name),
+                                    JINN_AUTH_INVOKE, false)) {
+            return true;
         }
     } else {
         return false;

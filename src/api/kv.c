@@ -698,6 +698,7 @@ void jinn_api_stop(struct jinn_api *api)
         watcher_finish_empty(w, w->after);
     }
     uv_close((uv_handle_t *)&api->watch_kick, NULL);
+    uv_close((uv_handle_t *)&api->auth_timer, NULL); /* api/auth.c */
 }
 
 static void watch(struct jinn_api *api, struct jinn_http_request *req,

@@ -168,6 +168,14 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
                      "Content-Length: %zu\r\n%s",
                      method, target, addr + 7, body_len, headers ? headers : "");
+    {
+        /* Scoped tokens: $JINN_TOKEN on every request that names none. */
+        const char *tok = getenv("JINN_TOKEN");
+        if (tok != NULL && *tok != '\0' && strpbrk(tok, "\r\n") == NULL &&
+            (headers == NULL || strcasestr(headers, "authorization:") == NULL)) {
+            jinn_wbuf_printf(&req, "Authorization: Bearer %s\r\n", tok);
+        }
+    }
     if (jinn_cli_min_index != 0) {
         jinn_wbuf_printf(&req, "X-Jinn-Min-Index: %llu\r\n",
                          (unsigned long long)jinn_cli_min_index);

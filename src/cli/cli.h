@@ -59,6 +59,8 @@ bool jinn_cli_help(int argc, char **argv, const char *usage);
  * retrying while the cluster has no leader (503 no_leader/not_leader/forward_failed: nothing
  * was applied), saying so on stderr. */
 #define JINN_CLI_LEADER_WAIT_MS 10000
+/* jinn token create|ls|revoke ... (cli/token.c) */
+int jinn_cli_token(int argc, char **argv);
 /* jinn certs init DIR | add DIR NODE [--ip IP]... (cli/certs.c) */
 int jinn_cli_certs(int argc, char **argv);
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "fsm/auth.h"
 #include "fsm/fnsig.h"
 
 const char *jinn_cmd_type_name(int type)
@@ -63,6 +64,10 @@ const char *jinn_cmd_type_name(int type)
         return "fn_deploy2";
     case JINN_CMD_FN_POLICY:
         return "fn_policy";
+    case JINN_CMD_TOKEN_PUT:
+        return "token_put";
+    case JINN_CMD_TOKEN_REVOKE:
+        return "token_revoke";
     default:
         return "unknown";
     }
@@ -148,6 +153,30 @@ static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
     struct jinn_slice s;
     s.len = jinn_rbuf_get_bytes(r, &s.p, max);
     return s;
+}
+
+/* TOKEN_PUT's fields: exact sizes and a valid name. Whether the rules are
+ * canonical is apply's check (fsm/auth.c), as deterministic. */
+static bool token_ok(const struct jinn_cmd *c)
+{
+    if (!jinn_auth_name_ok((const char *)c->token.name.p, c->token.name.len)) {
+        return false;
+    }
+    if (c->type == JINN_CMD_TOKEN_REVOKE) {
+        return true;
+    }
+    if (c->token.salt.len != JINN_AUTH_SALT_LEN || c->token.hash.len != JINN_AUTH_HASH_LEN ||
+        (c->token.key.len != 0 && c->token.key.len != JINN_AUTH_KEY_LEN) ||
+        (c->token.flags & ~(uint64_t)(JINN_CMD_TOKEN_BOOTSTRAP | JINN_CMD_TOKEN_FNSCOPE)) !=
+            0 ||
+        c->token.flags == (JINN_CMD_TOKEN_BOOTSTRAP | JINN_CMD_TOKEN_FNSCOPE) ||
+        (!(c->token.flags & JINN_CMD_TOKEN_FNSCOPE) && c->token.deployer.len != 0) ||
+        (c->token.deployer.len != 0 &&
+         !jinn_auth_name_ok((const char *)c->token.deployer.p, c->token.deployer.len)) ||
+        c->token.rules.len == 0 || c->token.rules.len > JINN_AUTH_RULES_MAX) {
+        return false;
+    }
+    return true;
 }
 
 int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
@@ -294,6 +323,24 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         for (uint32_t i = 0; i < c->fn_policy.n_keys; i++) {
             put_slice(w, c->fn_policy.key_name[i]);
             jinn_wbuf_put_raw(w, c->fn_policy.key_pub[i], JINN_FNSIG_PUB_SIZE);
+        }
+        break;
+    case JINN_CMD_TOKEN_PUT:
+    case JINN_CMD_TOKEN_REVOKE:
+        if (!token_ok(c)) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->token.name);
+        if (c->type == JINN_CMD_TOKEN_PUT) {
+            put_slice(w, c->token.salt);
+            put_slice(w, c->token.hash);
+            put_slice(w, c->token.rules);
+            put_slice(w, c->token.key);
+            jinn_wbuf_put_u64(w, c->token.expires_ms);
+            jinn_wbuf_put_u64(w, c->token.flags);
+            if (c->token.flags & JINN_CMD_TOKEN_FNSCOPE) {
+                put_slice(w, c->token.deployer);
+            }
         }
         break;
     default:
@@ -511,6 +558,27 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             c->fn_policy.key_pub[i] = jinn_rbuf_get_raw(&r, JINN_FNSIG_PUB_SIZE);
         }
         if (r.failed || !fn_policy_ok(c)) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_TOKEN_PUT:
+    case JINN_CMD_TOKEN_REVOKE:
+        if (version < 2) {
+            return JINN_ECORRUPT;
+        }
+        c->token.name = get_slice(&r, JINN_AUTH_NAME_MAX);
+        if (c->type == JINN_CMD_TOKEN_PUT) {
+            c->token.salt = get_slice(&r, JINN_AUTH_SALT_LEN);
+            c->token.hash = get_slice(&r, JINN_AUTH_HASH_LEN);
+            c->token.rules = get_slice(&r, JINN_AUTH_RULES_MAX);
+            c->token.key = get_slice(&r, JINN_AUTH_KEY_LEN);
+            c->token.expires_ms = jinn_rbuf_get_u64(&r);
+            c->token.flags = jinn_rbuf_get_u64(&r);
+            if (c->token.flags & JINN_CMD_TOKEN_FNSCOPE) {
+                c->token.deployer = get_slice(&r, JINN_AUTH_NAME_MAX);
+            }
+        }
+        if (r.failed || !token_ok(c)) {
             return JINN_ECORRUPT;
         }
         break;

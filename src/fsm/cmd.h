@@ -61,6 +61,10 @@
 #define JINN_JOB_QUEUE_PREFIX "WORKERS_" /* a function's job queue: WORKERS_<fn> */
 #define JINN_JOB_RESULT_MAX (1u << 20)   /* response bytes kept per job */
 
+/* TOKEN_PUT flags */
+#define JINN_CMD_TOKEN_BOOTSTRAP 0x1 /* only into an empty table (else conflict) */
+#define JINN_CMD_TOKEN_FNSCOPE 0x2   /* name is a function: the scope its deployer gave */
+
 /* KV_PUT / KV_DEL flags */
 #define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
 #define JINN_KV_FENCED 0x2      /* apply only if fence lock is held with fence token */
@@ -98,6 +102,8 @@ enum jinn_cmd_type {
     JINN_CMD_JOB_ACK = 26,    /* ack a WORKERS_<fn> message + keep the job's result */
     JINN_CMD_JOB_CRON = 27,   /* fire a function's cron tick (one publish) */
     JINN_CMD_FN_DEPLOY2 = 28, /* FN_DEPLOY + signature; settings may hold workers, cron */
+    JINN_CMD_TOKEN_PUT = 29,    /* a scoped token (fsm/auth.h): salted hash + rules */
+    JINN_CMD_TOKEN_REVOKE = 30, /* forget a token by name */
     JINN_CMD_FN_POLICY = 31,  /* the signing policy: require_signature + trusted keys */
     JINN_CMD_TYPE_MAX
 };
@@ -199,6 +205,16 @@ struct jinn_cmd {
             uint64_t max_bytes;   /* = Q_PUBLISH's bytes */
             uint64_t max_deliver; /* = Q_PUBLISH's max_deliver */
         } cron;
+        struct {
+            struct jinn_slice name;  /* [a-z0-9][a-z0-9_-]{0,63} */
+            struct jinn_slice salt;  /* PUT: 16 bytes */
+            struct jinn_slice hash;  /* PUT: 32 bytes, SHA-256(salt || secret) */
+            struct jinn_slice rules; /* PUT: canonical rule text (fsm/auth.h) */
+            struct jinn_slice key;   /* PUT: 0 or 32 bytes, the internal key */
+            uint64_t expires_ms;     /* PUT: cluster time; 0 = never */
+            uint64_t flags;          /* PUT: JINN_CMD_TOKEN_BOOTSTRAP | _FNSCOPE */
+            struct jinn_slice deployer; /* FNSCOPE: the deploying token ("" = admin) */
+        } token;
     };
 };
 
@@ -212,6 +228,11 @@ static inline bool jinn_cmd_is_fn(int type)
 {
     return (type >= JINN_CMD_FN_DEPLOY && type <= JINN_CMD_FN_ROLLBACK) ||
            type == JINN_CMD_FN_DEPLOY2;
+}
+
+static inline bool jinn_cmd_is_token(int type)
+{
+    return type == JINN_CMD_TOKEN_PUT || type == JINN_CMD_TOKEN_REVOKE;
 }
 
 /* Encodes c into out (appended; caller owns out). Returns 0, JINN_ENOMEM or

@@ -70,7 +70,7 @@ const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d,
 }
 
 static const char *const captured_names[JINN_DIGEST_CAPTURED] = {
-    "nodes", "kv", "locks", "queues", "functions", "jobs"};
+    "nodes", "kv", "locks", "queues", "functions", "jobs", "auth"};
 
 int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *cap)
 {
@@ -90,6 +90,12 @@ int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *
      * could not apply anyway). */
     if (fsm->jobs.results.count != 0 || fsm->jobs.crons.count != 0) {
         jinn_jobs_encode(&fsm->jobs, &cap->sections[5]);
+    }
+    /* Tokens and function scopes; left out (an empty capture, no section)
+     * while the table never held anything, so a cluster without tokens
+     * digests the same as on a build from before them (rolling upgrades). */
+    if (fsm->auth.has_key || fsm->auth.n > 0 || fsm->auth.n_scopes > 0) {
+        jinn_auth_encode(&fsm->auth, &cap->sections[6]);
     }
     for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
         if (cap->sections[i].failed) {
@@ -115,8 +121,8 @@ void jinn_digest_from_capture(const struct jinn_digest_capture *cap, uint64_t in
     jinn_digest_add(d, "meta", hash_u64(JINN_FNV_OFFSET, cap->time_ms));
     for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
         const struct jinn_wbuf *w = &cap->sections[i];
-        if (i == 5 && w->len == 0) {
-            continue; /* no jobs state (see jinn_digest_capture) */
+        if ((i == 5 || i == 6) && w->len == 0) {
+            continue; /* no jobs state, auth never used (see jinn_digest_capture) */
         }
         jinn_digest_add(d, captured_names[i], jinn_fnv1a64(JINN_FNV_OFFSET, w->data, w->len));
     }

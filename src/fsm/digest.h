@@ -57,7 +57,7 @@ uint64_t jinn_fnv1a64(uint64_t h, const void *p, size_t n);
 /* The in-memory state, encoded as a snapshot encodes it. Taking it is a
  * copy (fast, on the loop); hashing it (~5 ns a byte) can then run on any
  * thread while apply goes on. */
-#define JINN_DIGEST_CAPTURED 6 /* nodes, kv, locks, queues, functions, jobs */
+#define JINN_DIGEST_CAPTURED 7 /* nodes, kv, locks, queues, functions, jobs, auth */
 struct jinn_digest_capture {
     uint64_t time_ms;
     struct jinn_wbuf sections[JINN_DIGEST_CAPTURED];

@@ -10,13 +10,15 @@
  *   functions section (fn.c): versions, settings, module hashes (v2 on),
  *     then the signing policy (v3 on)
  *   jobs section (jobs.c): kept results, cron schedules (v3 on)
+ *   auth section (auth.c): the internal key, tokens, function scopes (v3 on)
  *   sql section (sql.c): every database image
  *   module bytes (fn.c), in the functions section's order (v2 only)
  *   u32 crc32 of every byte before it
  *
- * Version 2 is version 3 without leased_ms, the signing policy and the jobs section; version 1
- * is version 2 without the functions section. Both are still read (as
- * never leased, no jobs, no functions).
+ * Version 2 is version 3 without leased_ms, the signing policy, the jobs
+ * section and the auth section (auth.c: the internal key and the tokens);
+ * version 1 is version 2 without the functions section. Both are still
+ * read (as never leased, no policy, no jobs, no tokens, no functions).
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
  * snapshot, checksum included, is valid. */
@@ -188,6 +190,10 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         rv = jinn_jobs_cron(&fsm->jobs, &fsm->queues, index, fsm->time_ms, &c,
                             &fsm->result.value);
         break;
+    case JINN_CMD_TOKEN_PUT:
+    case JINN_CMD_TOKEN_REVOKE:
+        rv = jinn_auth_apply(&fsm->auth, &c);
+        break;
     case JINN_CMD_SQL_EXEC:
         if (c.sql.fence.len > 0 &&
             !jinn_locks_fence_ok(&fsm->locks, c.sql.fence.p, c.sql.fence.len,
@@ -252,6 +258,7 @@ static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_queues_encode(&fsm->queues, w);
     jinn_fns_encode(&fsm->fns, w);
     jinn_jobs_encode(&fsm->jobs, w);
+    jinn_auth_encode(&fsm->auth, w);
 }
 
 static int encode_crc(struct jinn_wbuf *w, size_t start)
@@ -281,6 +288,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     struct jinn_queues *queues;
     struct jinn_fns *fns;
     struct jinn_jobs *jobs;
+    struct jinn_auth auth;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -324,6 +332,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     jinn_nodes_init(nodes);
     jinn_kv_init(kv);
     jinn_locks_init(&locks);
+    jinn_auth_init(&auth);
     rv = jinn_nodes_decode(nodes, &r);
     if (rv == 0) {
         rv = jinn_kv_decode(kv, &r);
@@ -349,6 +358,9 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     }
     if (rv == 0 && version >= 3) {
         rv = jinn_jobs_decode(jobs, &r);
+        if (rv == 0) {
+            rv = jinn_auth_decode(&auth, &r);
+        }
     }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */
@@ -364,6 +376,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         jinn_queues_clear(queues);
         jinn_fns_clear(fns);
         jinn_jobs_clear(jobs);
+        jinn_auth_clear(&auth);
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
@@ -384,6 +397,8 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         fsm->fns.generation = generation + 1;
         jinn_free(fns);
     }
+    jinn_auth_clear(&fsm->auth);
+    fsm->auth = auth; /* the array moves with it */
     jinn_locks_clear(&fsm->locks);
     fsm->locks = locks;
     jinn_queues_clear(&fsm->queues);
@@ -542,6 +557,7 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_sql_init(&fsm->sql);
     jinn_fns_init(&fsm->fns);
     jinn_jobs_init(&fsm->jobs);
+    jinn_auth_init(&fsm->auth);
 }
 
 void jinn_fsm_async_snapshots(struct jinn_fsm *fsm)
@@ -560,6 +576,7 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_sql_clear(&fsm->sql);
     jinn_fns_clear(&fsm->fns);
     jinn_jobs_clear(&fsm->jobs);
+    jinn_auth_clear(&fsm->auth);
 }
 
 /* ---- backups (api/backup.c): the same two steps, outside libraft ---------- */

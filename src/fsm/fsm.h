@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "fsm/auth.h"
 #include "fsm/fn.h"
 #include "fsm/jobs.h"
 #include "fsm/kv.h"
@@ -27,7 +28,7 @@
 #include "fsm/nodes.h"
 
 #define JINN_SNAPSHOT_MAGIC "JINNSNAP"
-#define JINN_SNAPSHOT_VERSION 3     /* written: v2 + leased_ms + the jobs section */
+#define JINN_SNAPSHOT_VERSION 3     /* written: v2 + leased_ms, signing policy, jobs, auth */
 #define JINN_SNAPSHOT_VERSION_MIN 1 /* still read (no functions) */
 
 /* What applying one command produced. Lives inside the FSM and is valid
@@ -52,6 +53,7 @@ struct jinn_fsm {
     struct jinn_sql sql;
     struct jinn_fns fns;
     struct jinn_jobs jobs;
+    struct jinn_auth auth; /* scoped tokens (fsm/auth.h) */
     struct jinn_result result;
     struct jinn_snap_job *snap; /* a snapshot being taken (fsm.c); not state */
     /* Told after every applied command (watchers wake up here). Not state. */

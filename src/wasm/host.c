@@ -557,7 +557,9 @@ static void release_done(void *data, int code, const struct jinn_http_msg *head,
 static void release_send(struct release *r)
 {
     struct jinn_wbuf t;
+    char auth[256];
     int rv;
+    jinn_api_auth_fn_header(r->h->api, r->fn, auth, sizeof auth);
     jinn_wbuf_init(&t);
     jinn_wbuf_printf(&t, "/v1/locks/");
     put_escaped(&t, r->name, r->name_len);
@@ -566,7 +568,7 @@ static void release_send(struct release *r)
     /* Only called while the host exists (its destroy drops waiting ones). */
     rv = t.failed ? JINN_ENOMEM
                   : jinn_fetch(r->h->loop, r->h->url, "DELETE", (const char *)t.data, t.len,
-                               NULL, NULL, 0, r->h->fetch_timeout_ms, release_done, r);
+                               auth, NULL, 0, r->h->fetch_timeout_ms, release_done, r);
     jinn_wbuf_free(&t);
     if (rv != 0) {
         if (r->h != NULL) {
@@ -639,10 +641,20 @@ static void finish_error_row(struct call *c, const char *msg);
 static void call_send(struct call *c, const char *method, struct jinn_wbuf *target,
                       const char *headers, const void *body, size_t body_len)
 {
-    int rv = target->failed ? JINN_ENOMEM
-                            : jinn_fetch(c->h->loop, c->h->url, method,
-                                         (const char *)target->data, target->len, headers, body,
-                                         body_len, c->h->fetch_timeout_ms, on_response, c);
+    /* With tokens on, the function acts with its deployer's scope (api/auth.c). */
+    struct jinn_wbuf hdr;
+    char auth[256];
+    int rv;
+    jinn_wbuf_init(&hdr);
+    jinn_api_auth_fn_header(c->h->api, c->inv->fn, auth, sizeof auth);
+    jinn_wbuf_printf(&hdr, "%s%s", headers ? headers : "", auth);
+    jinn_wbuf_put_u8(&hdr, 0);
+    rv = target->failed || hdr.failed
+             ? JINN_ENOMEM
+             : jinn_fetch(c->h->loop, c->h->url, method, (const char *)target->data,
+                          target->len, (const char *)hdr.data, body, body_len,
+                          c->h->fetch_timeout_ms, on_response, c);
+    jinn_wbuf_free(&hdr);
     jinn_wbuf_free(target);
     if (rv != 0) {
         INV_LOG(c->inv, "%s: could not reach this node's API: %s",

@@ -286,7 +286,8 @@ class Node:
         self.paused = False
 
     def status(self, timeout=2.0):
-        code, _, body = http(self.url + "/v1/status", timeout=timeout)
+        code, _, body = http(self.url + "/v1/status", timeout=timeout,
+                             headers=self.cluster.auth_headers)
         assert code == 200, body
         return json.loads(body)
 
@@ -307,6 +308,7 @@ class Cluster:
         self.replicas = replicas or n
         self.extra_config = list(extra_config)
         self.node_config = None  # node -> extra config lines for it
+        self.auth_headers = {}  # sent by status() (tokens on: a Bearer token)
         self.opaque_raft = False  # raft is TLS: proxies relay without reading
         self.nodes = [Node(self, f"n{i + 1}", i) for i in range(n)]
         self.cuts = set()  # (from, to): traffic from `from` to `to` is dropped

@@ -90,6 +90,16 @@ COMMANDS = {
                                bs(b"") + bs(""), version=2),
     "fn_policy": cmd(31, u8(1) + u32(2) + bs("ci") + b"\x01" * 32 + bs("release") +
                      b"\x02" * 32, version=2),
+    # S2: scoped tokens (fsm/auth.c)
+    "token_put": cmd(29, bs("shop") + bs(b"\1" * 16) + bs(b"\2" * 32) +
+                     bs("kv:shop/*:read,write lock:orders*") + bs(b"\3" * 32) + u64(0) + u64(0),
+                     version=2),
+    "token_bootstrap": cmd(29, bs("bootstrap") + bs(b"\1" * 16) + bs(b"\2" * 32) +
+                           bs("cluster:admin") + bs(b"\3" * 32) + u64(0) + u64(1), version=2),
+    "token_fnscope": cmd(29, bs("billing") + bs(b"\0" * 16) + bs(b"\0" * 32) +
+                         bs("fn:billing:invoke kv:billing/*:read,write") + bs("") + u64(0) +
+                         u64(2) + bs("shop"), version=2),
+    "token_revoke": cmd(30, bs("shop"), version=2),
 }
 
 CRONS = {
@@ -105,6 +115,13 @@ CRONS = {
     # A NUL and a u64 time first: the tick after 2096-03-01 (2104-02-29).
     "leap_2100": b"\0" + u64(3981398400000) + b"0 0 29 2 *",
     "month_end": b"\0" + u64(1776211200000) + b"0 0 31 * *",
+}
+
+RULES = {
+    "all": "kv:sessions/*:read,write lock:orders* queue:emails:publish,consume,admin "
+           "sql:shop:read fn:*:invoke fn:billing:deploy cluster:admin",
+    "kv": "kv:a/b:read",
+    "bad": "kv:a*b:read",
 }
 
 CONFIGS = {
@@ -161,6 +178,7 @@ def main():
     write("cmd_decode", COMMANDS)
     write("config", CONFIGS)
     write("cron", CRONS)
+    write("auth_rules", RULES)
 
 
 if __name__ == "__main__":

@@ -518,6 +518,8 @@ TEST(fn_snapshot_round_trip_digest_and_v1)
     jinn_fns_encode(&a.fns, &pre);
     jinn_jobs_encode(&a.jobs, &pre); /* format 3's jobs section goes too */
     CHECK(memcmp(w.data + at, pre.data, pre.len) == 0);
+    /* Format 3's sections after it (auth: S2) go as well. */
+    jinn_auth_encode(&a.auth, &pre);
     memmove(w.data + at, w.data + at + pre.len, w.len - at - pre.len);
     w.len -= pre.len;
     /* ...and the module bytes before the CRC. */
