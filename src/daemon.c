@@ -174,7 +174,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **client,
                      char *err, size_t n)
 {
-    const char *trust[2];
+    const char *trust[3];
     size_t n_trust = 0;
     *server = NULL;
     *client = NULL;
@@ -190,6 +190,10 @@ static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **
      * certificate is trusted as it is, for its loopback calls. */
     if (cfg->cluster_tls_ca != NULL) {
         trust[n_trust++] = cfg->cluster_tls_ca;
+    } else if (cfg->http_tls_client_ca != NULL) {
+        /* Without a cluster CA, peers' HTTP certificates are checked
+         * against client_ca (and the system's CAs, below). */
+        trust[n_trust++] = cfg->http_tls_client_ca;
     }
     trust[n_trust++] = cfg->http_tls_cert;
     /* The client certificate: the node's cluster identity, else its HTTP
@@ -199,6 +203,9 @@ static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **
                                         n_trust, err, n)
                   : jinn_tls_client_ctx(cfg->http_tls_cert, cfg->http_tls_key, trust, n_trust,
                                         err, n);
+    if (*client != NULL && cfg->cluster_tls_ca == NULL) {
+        (void)SSL_CTX_set_default_verify_paths(*client);
+    }
     if (*client == NULL) {
         SSL_CTX_free(*server);
         *server = NULL;

@@ -72,6 +72,7 @@ struct conn {
     /* TLS (server cfg.tls): ciphertext is read into raw, decrypted into buf
      * by tls_pull. Until the handshake is done nothing reaches the parser. */
     bool tls_on;
+    bool tls_started; /* a first byte arrived */
     bool peer; /* the client certificate chains to the cluster CA */
     struct jinn_tls tls;
     char *raw;
@@ -690,10 +691,57 @@ static bool tls_pull(struct conn *c)
     }
 }
 
+static void plain_written(uv_write_t *w, int status)
+{
+    (void)status;
+    jinn_free(w);
+}
+
+/* Ends a connection whose TLS handshake cannot go on: sends what is
+ * queued (an alert), shuts down, drains briefly. */
+static void tls_refuse(struct conn *c)
+{
+    c->server->stats.tls_handshake_failures++;
+    c->keep_alive = false;
+    c->state = LINGERING;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shut_down) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+}
+
+/* A plain HTTP request on the TLS port (a TLS record starts with a byte
+ * below 0x20; a request with a method's capital letter): told, in plain
+ * HTTP, to use https, then closed. */
+static void refuse_plain(struct conn *c)
+{
+    static char reply[] =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+        "Content-Length: 76\r\nConnection: close\r\n\r\n"
+        "{\"error\":\"https_required\",\"message\":\"this port speaks HTTPS: use https://\"}\n";
+    uv_write_t *w = jinn_malloc(sizeof *w);
+    uv_buf_t b = uv_buf_init(reply, sizeof reply - 1);
+    if (w == NULL || uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, plain_written) != 0) {
+        jinn_free(w);
+        conn_close(c);
+        return;
+    }
+    tls_refuse(c);
+}
+
 static void tls_on_read(struct conn *c, ssize_t nread)
 {
     if (c->state == LINGERING) {
         return; /* drained input is discarded */
+    }
+    if (!c->tls_started) {
+        c->tls_started = true;
+        if (c->raw[0] >= 'A' && c->raw[0] <= 'Z') {
+            refuse_plain(c);
+            return;
+        }
     }
     if (jinn_tls_feed(&c->tls, c->raw, (size_t)nread) != 0) {
         conn_close(c);
@@ -709,16 +757,8 @@ static void tls_on_read(struct conn *c, ssize_t nread)
             /* Not TLS (plain HTTP on the TLS port), a bad or missing
              * certificate, or garbage: the alert is sent, then close. */
             char why[256];
-            c->server->stats.tls_handshake_failures++;
             jinn_debug("http tls handshake failed: %s", jinn_tls_error(why, sizeof why));
-            c->keep_alive = false;
-            c->state = LINGERING;
-            c->shutdown.data = c;
-            if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shut_down) != 0) {
-                conn_close(c);
-                return;
-            }
-            uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+            tls_refuse(c);
             return;
         }
         if (r == 0) {

@@ -23,6 +23,13 @@ extern uint64_t jinn_cli_min_index;
 /* The highest X-Jinn-Index / X-Jinn-Applied-Index any reply carried. */
 extern uint64_t jinn_cli_last_index;
 
+/* Takes the options every command shares out of argv (argv[0] is the
+ * program): --cacert FILE, --cert FILE, --key FILE (TLS to an https://
+ * address: the CA to trust, a client certificate) and --token TOKEN (sent
+ * as Authorization: Bearer), each also from JINN_CACERT, JINN_CERT,
+ * JINN_KEY, JINN_TOKEN. 0, or 2 after printing why. */
+int jinn_cli_global_opts(int *argc, char **argv);
+
 int jinn_cli_status(int argc, char **argv);
 int jinn_cli_version(int argc, char **argv);
 /* jinn kv put|get|create|cas|del|ls|watch ... (cli/kv.c) */
