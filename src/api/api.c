@@ -332,6 +332,17 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
         return;
     }
 
+    /* Internal endpoints and node-to-node markers: with http_tls and
+     * cluster_tls, only a client whose certificate the cluster CA signed
+     * (a member, or this node calling itself) gets past here. */
+    if (!peer_allowed(api, req)) {
+        jinn_http_reply_json(req, 403,
+                             json_pack("{s:s, s:s}", "error", "forbidden", "message",
+                                       "internal endpoint: only cluster members (a client "
+                                       "certificate signed by the cluster CA) may call it"));
+        return;
+    }
+
     /* A forward or announcement from a node of another cluster (or one that
      * does not say) never reaches a handler. */
     if (cluster != NULL || jinn_http_header_find(&req->msg, FORWARDED_HEADER) != NULL) {
@@ -343,17 +354,6 @@ void jinn_api_handle(void *data, struct jinn_http_request *req)
                                   "forwarded from a node of another cluster (X-Jinn-Cluster)");
             return;
         }
-    }
-
-    /* Internal endpoints and node-to-node markers: with http_tls and
-     * cluster_tls, only a client whose certificate the cluster CA signed
-     * (a member, or this node calling itself) gets past here. */
-    if (!peer_allowed(api, req)) {
-        jinn_http_reply_json(req, 403,
-                             json_pack("{s:s, s:s}", "error", "forbidden", "message",
-                                       "internal endpoint: only cluster members (a client "
-                                       "certificate signed by the cluster CA) may call it"));
-        return;
     }
 
     /* Functions take any method, before the route table. */
