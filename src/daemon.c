@@ -228,6 +228,10 @@ static void on_sighup(uv_signal_t *h, int signum)
     if (d->stopping) {
         return; /* the HTTP server may be gone */
     }
+    if (cfg->http_tls_cert == NULL && cfg->cluster_tls_ca == NULL) {
+        jinn_info("SIGHUP: no http_tls or cluster_tls configured: nothing to reload");
+        return;
+    }
     if (tls_build(cfg, &server, &client, err, sizeof err) != 0) {
         jinn_error("SIGHUP: http_tls not reloaded, the old certificates stay in use: %s", err);
         return;

@@ -302,3 +302,23 @@ def test_protected_mode_refuses_a_public_address_without_auth(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_functions_host_calls_reach_its_own_tls_node(cluster_factory, tmp_path):
+    """Host calls go through fetch.c to the node's own API: over https,
+    presenting the node's certificate (cluster_tls and http_tls here: the
+    secure setup, client_ca too so an unauthenticated loopback call would
+    be refused)."""
+    from test_wasm_host import cmd, deploy, module, run, wait_ready
+    c = secure_cluster(cluster_factory, tmp_path, n=1, client_ca=True)
+    c.https_context = https_context(c.pki, f"{c.pki}/n1")
+    c.start()
+    n1 = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    deploy(n1, "hf", module("hostfns"), ns="app", timeout="10s", pool=1)
+    wait_ready(n1, "hf")
+    r = run(n1, "hf", cmd("set", "k", "over tls"), cmd("get", "k"))
+    assert r[0] == ("set", 0, None), r
+    assert r[1] == ("get", 8, b"over tls"), r
+    code, _, out = n1.request("/v1/kv/app/k")
+    assert code == 200 and out == b"over tls"
