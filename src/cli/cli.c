@@ -49,16 +49,24 @@ int jinn_cli_global_opts(int *argc, char **argv)
     } opts[] = {{"--cacert", &opt_cacert}, {"--cert", &opt_cert}, {"--key", &opt_key},
                 {"--token", &opt_token}};
     int out = 1;
-    bool rest = false;
+    bool rest = false, after_cert = false;
+    /* `jinn token` reads --token itself (S2): it is seen here and left. */
+    bool keep_token = *argc > 1 && strcmp(argv[1], "token") == 0;
     opt_cacert = env_or_null("JINN_CACERT");
     opt_cert = env_or_null("JINN_CERT");
     opt_key = env_or_null("JINN_KEY");
     opt_token = env_or_null("JINN_TOKEN");
     for (int i = 1; i < *argc; i++) {
-        bool taken = false;
+        bool taken = false, was_cert = false;
+        int first = i;
         rest = rest || strcmp(argv[i], "--") == 0;
         for (size_t k = 0; !rest && !taken && k < sizeof opts / sizeof opts[0]; k++) {
             size_t n = strlen(opts[k].flag);
+            /* --key is the client key only right after --cert FILE: other
+             * commands have a --key of their own (queue pub, fn sign). */
+            if (opts[k].dst == &opt_key && !after_cert) {
+                continue;
+            }
             if (strcmp(argv[i], opts[k].flag) == 0) {
                 if (i + 1 >= *argc) {
                     fprintf(stderr, "jinn: %s needs a value\n", opts[k].flag);
@@ -70,7 +78,14 @@ int jinn_cli_global_opts(int *argc, char **argv)
                 *opts[k].dst = argv[i] + n + 1;
                 taken = true;
             }
+            was_cert = taken && opts[k].dst == &opt_cert;
+            if (taken && keep_token && opts[k].dst == &opt_token) {
+                for (int j = first; j <= i; j++) {
+                    argv[out++] = argv[j];
+                }
+            }
         }
+        after_cert = was_cert;
         if (!taken) {
             argv[out++] = argv[i];
         }
@@ -78,7 +93,8 @@ int jinn_cli_global_opts(int *argc, char **argv)
     argv[out] = NULL;
     *argc = out;
     if ((opt_cert == NULL) != (opt_key == NULL)) {
-        fprintf(stderr, "jinn: --cert and --key go together\n");
+        fprintf(stderr, "jinn: --cert FILE --key FILE go together, in that order "
+                        "(or JINN_CERT and JINN_KEY)\n");
         return 2;
     }
     if (opt_token != NULL) {
@@ -286,6 +302,11 @@ static void conn_end(struct conn *c)
 
 /* Sends or receives up to n bytes: > 0 done, 0 end of stream (receive),
  * -1 error (errno), -2 try again after waiting (handled inside). */
+const char *jinn_cli_token(void)
+{
+    return opt_token;
+}
+
 static ssize_t conn_io(struct conn *c, bool send_it, void *p, size_t n, int64_t deadline)
 {
     for (;;) {

@@ -27,8 +27,12 @@ extern uint64_t jinn_cli_last_index;
  * program): --cacert FILE, --cert FILE, --key FILE (TLS to an https://
  * address: the CA to trust, a client certificate) and --token TOKEN (sent
  * as Authorization: Bearer), each also from JINN_CACERT, JINN_CERT,
- * JINN_KEY, JINN_TOKEN. 0, or 2 after printing why. */
+ * JINN_KEY, JINN_TOKEN. --key counts only right after --cert FILE (queue
+ * pub and fn sign have a --key of their own). 0, or 2 after printing why. */
 int jinn_cli_global_opts(int *argc, char **argv);
+
+/* The bearer token (--token or JINN_TOKEN), or NULL. */
+const char *jinn_cli_token(void);
 
 int jinn_cli_status(int argc, char **argv);
 int jinn_cli_version(int argc, char **argv);

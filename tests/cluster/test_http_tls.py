@@ -322,3 +322,21 @@ def test_a_functions_host_calls_reach_its_own_tls_node(cluster_factory, tmp_path
     assert r[1] == ("get", 8, b"over tls"), r
     code, _, out = n1.request("/v1/kv/app/k")
     assert code == 200 and out == b"over tls"
+
+
+def test_cli_tls_options_leave_other_commands_own_flags_alone(cluster_factory):
+    """--key is the TLS client key only right after --cert FILE: `queue pub
+    --key` (an idempotency key) keeps working, twice the same key
+    publishing once."""
+    c = cluster_factory(1).start()
+    n1 = c.wait_leader(timeout=30)
+    c.wait_ready(timeout=30)
+    for _ in range(2):
+        r = subprocess.run([JINN, "queue", "pub", "jobs", "hello", "--key", "idem-1",
+                            "--addr", n1.url], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    code, _, out = n1.request("/v1/queues/jobs")
+    assert code == 200 and json.loads(out)["published"] == 1, out
+    r = subprocess.run([JINN, "status", "--addr", n1.url, "--cert", "/nonexistent.crt"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--cert FILE --key FILE" in r.stderr, r.stderr
