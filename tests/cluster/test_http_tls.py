@@ -11,6 +11,8 @@ import ssl
 import subprocess
 import time
 
+import pytest
+
 from harness import JINN, free_port, wait_for
 from test_mtls import certs, tls_cluster
 
@@ -304,13 +306,18 @@ def test_protected_mode_refuses_a_public_address_without_auth(tmp_path):
         proc.wait(timeout=30)
 
 
-def test_a_functions_host_calls_reach_its_own_tls_node(cluster_factory, tmp_path):
+@pytest.mark.parametrize("raft_tls", [True, False])
+def test_a_functions_host_calls_reach_its_own_tls_node(cluster_factory, tmp_path, raft_tls):
     """Host calls go through fetch.c to the node's own API: over https,
-    presenting the node's certificate (cluster_tls and http_tls here: the
-    secure setup, client_ca too so an unauthenticated loopback call would
-    be refused)."""
+    presenting the node's certificate (client_ca too, so an unauthenticated
+    loopback call would be refused). With cluster_tls the node's client
+    side trusts the cluster CA; without, its own http_tls certificate as
+    it is (no CA configured for that)."""
     from test_wasm_host import cmd, deploy, module, run, wait_ready
-    c = secure_cluster(cluster_factory, tmp_path, n=1, client_ca=True)
+    if raft_tls:
+        c = secure_cluster(cluster_factory, tmp_path, n=1, client_ca=True)
+    else:
+        c = one_tls_node(cluster_factory, tmp_path, client_ca=True)
     c.https_context = https_context(c.pki, f"{c.pki}/n1")
     c.start()
     n1 = c.wait_leader(timeout=30)
