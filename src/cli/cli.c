@@ -344,43 +344,41 @@ static ssize_t conn_io(struct conn *c, bool send_it, void *p, size_t n, int64_t 
     }
 }
 
-int jinn_cli_request(const char *addr, const char *method, const char *target,
-                     const char *headers, const char *body, size_t body_len, int *status,
-                     char **resp, size_t *resp_len, char *err, size_t err_len)
+/* Connects to addr (http://ip:port or https://ip:port: TLS with the
+ * --cacert/--cert options) before deadline; *plain gets "http://ip:port"
+ * (its host:port for the Host header). 0, or -1 with err filled. */
+static int conn_open(struct conn *c, const char *addr, int64_t deadline, char *plain,
+                     size_t plain_len, char *err, size_t err_len)
 {
     struct sockaddr_in sa;
-    struct conn conn = {-1, NULL, NULL};
     bool https = strncmp(addr, "https://", 8) == 0;
-    char plain[128], host[64];
-    struct jinn_wbuf req, in;
-    struct jinn_http_limits limits = {64u * 1024, 0, JINN_CLI_MAX_RESPONSE};
-    struct jinn_http_msg head;
-    int64_t deadline = mono_ms() + jinn_cli_timeout_ms;
-    int fd = -1, rv = -1;
-    size_t sent = 0;
+    char host[64];
+    int fd;
 
-    jinn_wbuf_init(&req);
-    jinn_wbuf_init(&in);
+    c->fd = -1;
+    c->ctx = NULL;
+    c->ssl = NULL;
     /* https://ip:port is parsed as its http:// twin. */
-    snprintf(plain, sizeof plain, "http://%s", https ? addr + 8 : addr + 7);
+    snprintf(plain, plain_len, "http://%s", https ? addr + 8 : addr + 7);
     if ((!https && strncmp(addr, "http://", 7) != 0) || jinn_fetch_parse_url(plain, &sa) != 0) {
         snprintf(err, err_len, "bad address '%s' (want http://ip:port or https://ip:port)",
                  addr);
-        goto out;
+        return -1;
     }
     snprintf(host, sizeof host, "%.*s", (int)strcspn(plain + 7, ":"), plain + 7);
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, err_len, "socket: %s", strerror(errno));
-        goto out;
+        return -1;
     }
+    c->fd = fd;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
         snprintf(err, err_len, "cannot reach %s: %s", addr, strerror(errno));
-        goto out;
+        return -1;
     }
     if (wait_fd(fd, POLLOUT, deadline) != 0) {
         snprintf(err, err_len, "cannot reach %s: timed out", addr);
-        goto out;
+        return -1;
     }
     {
         int soerr = 0;
@@ -388,12 +386,84 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
         if (soerr != 0) {
             snprintf(err, err_len, "cannot reach %s: %s", addr, strerror(soerr));
-            goto out;
+            return -1;
         }
     }
-    conn.fd = fd;
-    fd = -1;
-    if (https && tls_open(&conn, addr, host, deadline, err, err_len) != 0) {
+    if (https && tls_open(c, addr, host, deadline, err, err_len) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+struct jinn_cli_stream {
+    struct conn c;
+};
+
+struct jinn_cli_stream *jinn_cli_stream_open(const char *addr, int64_t timeout_ms,
+                                             char *hostport, size_t hostport_len, char *err,
+                                             size_t err_len)
+{
+    struct jinn_cli_stream *st = jinn_calloc(1, sizeof *st);
+    char plain[128];
+    if (st == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    if (conn_open(&st->c, addr, mono_ms() + timeout_ms, plain, sizeof plain, err, err_len) !=
+        0) {
+        conn_end(&st->c);
+        jinn_free(st);
+        return NULL;
+    }
+    snprintf(hostport, hostport_len, "%s", plain + 7);
+    return st;
+}
+
+int jinn_cli_stream_send(struct jinn_cli_stream *st, const void *p, size_t n,
+                         int64_t timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    const char *q = p;
+    while (n > 0) {
+        ssize_t k = conn_io(&st->c, true, (void *)(uintptr_t)q, n, deadline);
+        if (k <= 0) {
+            return -1;
+        }
+        q += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+ssize_t jinn_cli_stream_recv(struct jinn_cli_stream *st, void *p, size_t n, int64_t timeout_ms)
+{
+    return conn_io(&st->c, false, p, n, mono_ms() + timeout_ms);
+}
+
+void jinn_cli_stream_close(struct jinn_cli_stream *st)
+{
+    if (st != NULL) {
+        conn_end(&st->c);
+        jinn_free(st);
+    }
+}
+
+int jinn_cli_request(const char *addr, const char *method, const char *target,
+                     const char *headers, const char *body, size_t body_len, int *status,
+                     char **resp, size_t *resp_len, char *err, size_t err_len)
+{
+    struct conn conn = {-1, NULL, NULL};
+    char plain[128];
+    struct jinn_wbuf req, in;
+    struct jinn_http_limits limits = {64u * 1024, 0, JINN_CLI_MAX_RESPONSE};
+    struct jinn_http_msg head;
+    int64_t deadline = mono_ms() + jinn_cli_timeout_ms;
+    int rv = -1;
+    size_t sent = 0;
+
+    jinn_wbuf_init(&req);
+    jinn_wbuf_init(&in);
+    if (conn_open(&conn, addr, deadline, plain, sizeof plain, err, err_len) != 0) {
         goto out;
     }
     jinn_wbuf_printf(&req,
@@ -478,9 +548,6 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
     note_index(&head, "X-Jinn-Applied-Index");
     rv = 0;
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
     conn_end(&conn);
     jinn_wbuf_free(&req);
     jinn_wbuf_free(&in);

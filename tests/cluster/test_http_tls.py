@@ -170,6 +170,13 @@ def test_three_nodes_with_mtls_and_https_forward_to_the_leader(cluster_factory, 
             assert code == 200, out
     code, _, out = leader.request("/v1/kv/app?limit=100")
     assert code == 200 and len(json.loads(out)["keys"]) == 10, out
+    # A backup over https through a follower (the CLI finds the leader).
+    f = next(n for n in c.nodes if n is not leader)
+    backup = str(tmp_path / "backup.jinn")
+    r = subprocess.run([JINN, "snapshot", "save", backup, "--addr", f.url, "--cacert",
+                        f"{c.pki}/ca.crt"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert os.path.getsize(backup) > 0
 
 
 def test_internal_endpoints_refuse_clients_without_a_cluster_certificate(
