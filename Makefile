@@ -91,7 +91,8 @@ valgrind: build/vg/unit
 
 build/bench/load: bench/load.c build/rel/src/httpmsg.o build/rel/src/fetch.o \
                   build/rel/src/alloc.o build/rel/src/codec.o build/rel/src/error.o \
-                  build/rel/src/fsm/nodes.o build/rel/src/tree.o
+                  build/rel/src/fsm/nodes.o build/rel/src/tree.o build/rel/src/tls.o \
+                  build/rel/src/log.o
 	@mkdir -p build/bench
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 

@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -17,8 +18,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+HTTPS_CONTEXT = None  # set by Cluster(https_ca=...): the nodes serve https
+
+
 def get_json(url, timeout=2):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+    with urllib.request.urlopen(url, timeout=timeout, context=HTTPS_CONTEXT) as r:
         return json.loads(r.read())
 
 
@@ -33,8 +37,13 @@ def metrics(url):
 
 
 class Cluster:
-    def __init__(self, workdir, n=3, node_extra=None):
+    def __init__(self, workdir, n=3, node_extra=None, https_ca=None):
+        global HTTPS_CONTEXT
         self.dir = workdir
+        HTTPS_CONTEXT = None
+        if https_ca is not None:
+            HTTPS_CONTEXT = ssl.create_default_context(cafile=https_ca)
+            HTTPS_CONTEXT.check_hostname = False
         self.http = [free_port() for _ in range(n)]
         raft = [free_port() for _ in range(n)]
         peers = " ".join(f"n{i + 1}=127.0.0.1:{raft[i]}" for i in range(n))
@@ -56,7 +65,8 @@ class Cluster:
             # A fresh cluster: the first start founds it (--bootstrap).
             self.procs.append(subprocess.Popen([JINN, "run", "-c", conf, "--bootstrap"],
                                                stdout=log, stderr=subprocess.STDOUT))
-        self.urls = [f"http://127.0.0.1:{p}" for p in self.http]
+        scheme = "https" if https_ca is not None else "http"
+        self.urls = [f"{scheme}://127.0.0.1:{p}" for p in self.http]
 
     def leader(self, timeout=20):
         deadline = time.monotonic() + timeout

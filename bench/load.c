@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "codec.h"
 #include "fetch.h"
 #include "httpmsg.h"
@@ -58,8 +60,13 @@ struct options {
     double duration, warmup;
 };
 
+/* --cacert FILE [--cert FILE --key FILE]: https:// URLs are TLS (the
+ * sockets stay blocking; SSL_pending covers records read ahead). */
+static SSL_CTX *tls_ctx;
+
 struct conn {
     int fd;
+    SSL *ssl;
     int url;
     char out[2048 + 65536];
     size_t out_len, out_sent;
@@ -172,6 +179,11 @@ static int connect_to(const char *url)
 {
     struct sockaddr_in sa;
     int fd, one = 1;
+    char plain[128];
+    if (strncmp(url, "https://", 8) == 0) {
+        snprintf(plain, sizeof plain, "http://%s", url + 8);
+        url = plain;
+    }
     if (jinn_fetch_parse_url(url, &sa) != 0) {
         fprintf(stderr, "load: bad url %s\n", url);
         exit(2);
@@ -416,6 +428,32 @@ static int consume(struct worker *w, struct conn *c, double t)
     return 1;
 }
 
+static ssize_t c_read(struct conn *c, void *p, size_t n)
+{
+    return c->ssl != NULL ? SSL_read(c->ssl, p, (int)n) : read(c->fd, p, n);
+}
+
+static ssize_t c_write(struct conn *c, const void *p, size_t n)
+{
+    return c->ssl != NULL ? SSL_write(c->ssl, p, (int)n) : write(c->fd, p, n);
+}
+
+static void tls_connect(const struct options *o, struct conn *c)
+{
+    if (strncmp(o->urls[c->url], "https://", 8) != 0) {
+        return;
+    }
+    if (tls_ctx == NULL) {
+        fprintf(stderr, "load: https:// needs --cacert\n");
+        exit(2);
+    }
+    c->ssl = SSL_new(tls_ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_connect(c->ssl) != 1) {
+        fprintf(stderr, "load: TLS handshake with %s failed\n", o->urls[c->url]);
+        exit(1);
+    }
+}
+
 static void *run(void *arg)
 {
     struct worker *w = arg;
@@ -428,11 +466,12 @@ static void *run(void *arg)
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         c->url = (w->first + i) % o->n_urls;
         c->fd = connect_to(o->urls[c->url]);
+        tls_connect(o, c);
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
         build_request(o, c, w->first + i);
         c->started = now_s();
         c->pair_started = c->started;
-        if (write(c->fd, c->out, c->out_len) != (ssize_t)c->out_len) {
+        if (c_write(c, c->out, c->out_len) != (ssize_t)c->out_len) {
             fprintf(stderr, "load: short write\n");
             exit(1);
         }
@@ -446,24 +485,27 @@ static void *run(void *arg)
         n = epoll_wait(ep, events, 256, 100);
         for (int k = 0; k < n; k++) {
             struct conn *c = events[k].data.ptr;
-            ssize_t r = read(c->fd, c->in + c->in_len, BUF_SIZE - c->in_len);
-            if (r <= 0) {
-                fprintf(stderr, "load: connection closed by server\n");
-                exit(1);
-            }
-            c->in_len += (size_t)r;
-            t = now_s();
-            while (consume(w, c, t)) {
-                build_request(o, c, w->first + (int)(c - w->conns));
-                c->started = t;
-                if (write(c->fd, c->out, c->out_len) != (ssize_t)c->out_len) {
-                    fprintf(stderr, "load: short write\n");
+            do {
+                ssize_t r = c_read(c, c->in + c->in_len, BUF_SIZE - c->in_len);
+                if (r <= 0) {
+                    fprintf(stderr, "load: connection closed by server\n");
                     exit(1);
                 }
-            }
+                c->in_len += (size_t)r;
+                t = now_s();
+                while (consume(w, c, t)) {
+                    build_request(o, c, w->first + (int)(c - w->conns));
+                    c->started = t;
+                    if (c_write(c, c->out, c->out_len) != (ssize_t)c->out_len) {
+                        fprintf(stderr, "load: short write\n");
+                        exit(1);
+                    }
+                }
+            } while (c->ssl != NULL && SSL_pending(c->ssl) > 0);
         }
     }
     for (int i = 0; i < w->count; i++) {
+        SSL_free(w->conns[i].ssl);
         close(w->conns[i].fd);
     }
     close(ep);
@@ -516,6 +558,15 @@ int main(int argc, char **argv)
             o.duration = atof(v);
         } else if (strcmp(a, "--warmup") == 0) {
             o.warmup = atof(v);
+        } else if (strcmp(a, "--cacert") == 0) {
+            if (tls_ctx == NULL) {
+                tls_ctx = SSL_CTX_new(TLS_client_method());
+            }
+            if (tls_ctx == NULL || SSL_CTX_load_verify_locations(tls_ctx, v, NULL) != 1) {
+                fprintf(stderr, "load: cannot load %s\n", v);
+                return 2;
+            }
+            SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
         } else {
             fprintf(stderr, "load: unknown option %s\n", a);
             return 2;

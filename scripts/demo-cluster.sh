@@ -4,8 +4,9 @@
 #   scripts/demo-cluster.sh status           # which nodes run, and the cluster's health
 #   scripts/demo-cluster.sh stop [NODE]      # all nodes, or one (n1, n2 or n3)
 #   scripts/demo-cluster.sh restart [NODE]
-#   TLS=pki scripts/demo-cluster.sh start    # raft over mutual TLS with the
-#       certificates `jinn certs init pki; jinn certs add pki nN` made
+#   TLS=pki scripts/demo-cluster.sh start    # raft over mutual TLS and the API
+#       over https, with the certificates `jinn certs init pki; jinn certs add
+#       pki nN --ip 127.0.0.1` made
 # Every command is safe to run twice: start leaves running nodes (their
 # logs, pid files and configuration) alone and starts only the stopped
 # ones; stop signals only the processes its own pid files name, and only
@@ -21,6 +22,12 @@ HTTP_BASE=${HTTP_BASE:-8080}
 RAFT_BASE=${RAFT_BASE:-7000}
 NODES="n1 n2 n3"
 TLS=${TLS:-}
+SCHEME=http
+if [ -n "$TLS" ]; then
+    SCHEME=https
+    JINN_CACERT=${JINN_CACERT:-$TLS/ca.crt}
+    export JINN_CACERT
+fi
 
 usage() {
     echo "usage: $0 start|stop|restart [NODE]|status   (NODE: n1, n2 or n3)" >&2
@@ -60,6 +67,7 @@ write_conf() {
     cluster_peers   $peers
     cluster_replicas 3
 $(if [ -n "$TLS" ]; then printf '    cluster_tls {\n        cert %s/%s.crt\n        key  %s/%s.key\n        ca   %s/ca.crt\n    }' "$TLS" "$1" "$TLS" "$1" "$TLS"; fi)
+$(if [ -n "$TLS" ]; then printf '    http_tls {\n        cert %s/%s.crt\n        key  %s/%s.key\n    }' "$TLS" "$1" "$TLS" "$1"; fi)
     consensus {
         payments { mode cp  stale_reads false }
         sessions { mode ap  stale_reads true }
@@ -101,7 +109,7 @@ start_node() {
         if [ -n "$flag" ]; then
             [ $i -lt 5 ] || break
         else
-            "$JINN" status --addr "http://127.0.0.1:$((HTTP_BASE + ${1#n}))" >/dev/null 2>&1 ||
+            "$JINN" status --addr "$SCHEME://127.0.0.1:$((HTTP_BASE + ${1#n}))" >/dev/null 2>&1 ||
                 rc=$?
             if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
                 break
@@ -120,10 +128,10 @@ start_node() {
         fi
         sleep 0.1
     done
-    echo "$1 started (pid $pid, API http://127.0.0.1:$((HTTP_BASE + ${1#n})), log $DIR/$1.log)"
+    echo "$1 started (pid $pid, API $SCHEME://127.0.0.1:$((HTTP_BASE + ${1#n})), log $DIR/$1.log)"
     if [ -n "$fresh" ] && [ -z "$flag" ]; then
-        a=http://127.0.0.1:$((HTTP_BASE + 1))
-        [ "$1" != n1 ] || a=http://127.0.0.1:$((HTTP_BASE + 2))
+        a=$SCHEME://127.0.0.1:$((HTTP_BASE + 1))
+        [ "$1" != n1 ] || a=$SCHEME://127.0.0.1:$((HTTP_BASE + 2))
         echo "$1 has an empty data_dir: it joins as a new node once the old one is replaced:"
         echo "    $JINN members remove $1 --addr $a     # the old, dead voter"
         echo "    $JINN members add $1=127.0.0.1:$((RAFT_BASE + ${1#n})) --addr $a"
@@ -159,8 +167,8 @@ wait_leader() {
     while [ $i -lt 300 ]; do
         for n in $NODES; do
             if [ -n "$(node_pid "$n")" ] &&
-                "$JINN" status --addr "http://127.0.0.1:$((HTTP_BASE + ${n#n}))" >/dev/null 2>&1; then
-                echo "leader elected; try: $JINN status --addr http://127.0.0.1:$((HTTP_BASE + ${n#n}))"
+                "$JINN" status --addr "$SCHEME://127.0.0.1:$((HTTP_BASE + ${n#n}))" >/dev/null 2>&1; then
+                echo "leader elected; try: $JINN status --addr $SCHEME://127.0.0.1:$((HTTP_BASE + ${n#n}))"
                 return 0
             fi
         done
@@ -204,8 +212,8 @@ status)
     for n in $NODES; do
         pid=$(node_pid "$n")
         if [ -n "$pid" ]; then
-            echo "$n running (pid $pid) http://127.0.0.1:$((HTTP_BASE + ${n#n}))"
-            addr=${addr:-http://127.0.0.1:$((HTTP_BASE + ${n#n}))}
+            echo "$n running (pid $pid) $SCHEME://127.0.0.1:$((HTTP_BASE + ${n#n}))"
+            addr=${addr:-$SCHEME://127.0.0.1:$((HTTP_BASE + ${n#n}))}
         else
             echo "$n stopped"
         fi

@@ -121,6 +121,9 @@ void jinn_config_free(struct jinn_config *cfg)
     jinn_free(cfg->cluster_tls_cert);
     jinn_free(cfg->cluster_tls_key);
     jinn_free(cfg->cluster_tls_ca);
+    jinn_free(cfg->http_tls_cert);
+    jinn_free(cfg->http_tls_key);
+    jinn_free(cfg->http_tls_client_ca);
     for (unsigned i = 0; i < cfg->n_peers; i++) {
         jinn_free(cfg->peers[i].name);
         jinn_free(cfg->peers[i].address);
@@ -1040,6 +1043,50 @@ static int parse_cluster_tls(struct parser *p, struct jinn_config *cfg, const st
     return rv;
 }
 
+/* One line of http_tls { cert FILE  key FILE  [client_ca FILE] }. */
+static int parse_http_tls_entry(struct parser *p, struct jinn_config *cfg)
+{
+    const struct token *key = &p->tokens[p->pos];
+    char **field = NULL;
+    size_t n_args;
+    int rv;
+
+    if (strcmp(key->text, "cert") == 0) {
+        field = &cfg->http_tls_cert;
+    } else if (strcmp(key->text, "key") == 0) {
+        field = &cfg->http_tls_key;
+    } else if (strcmp(key->text, "client_ca") == 0) {
+        field = &cfg->http_tls_client_ca;
+    } else {
+        return fail_at(p->err, key->line, key->column,
+                       "http_tls: unknown setting '%s' (cert, key, client_ca)", key->text);
+    }
+    if (*field != NULL) {
+        return fail_at(p->err, key->line, key->column, "http_tls: '%s' given twice",
+                       key->text);
+    }
+    n_args = count_args(p, p->pos);
+    rv = want_args(p, key, n_args, 1);
+    if (rv != 0) {
+        return rv;
+    }
+    if (p->tokens[p->pos + 1].text[0] == '\0') {
+        return fail_at(p->err, key->line, key->column, "http_tls: empty %s", key->text);
+    }
+    rv = set_str(field, p->tokens[p->pos + 1].text);
+    p->pos += 2;
+    return rv;
+}
+
+static int parse_http_tls(struct parser *p, struct jinn_config *cfg, const struct token *d)
+{
+    int rv = parse_block(p, cfg, d, parse_http_tls_entry);
+    if (rv == 0 && (cfg->http_tls_cert == NULL || cfg->http_tls_key == NULL)) {
+        return fail_at(p->err, d->line, d->column, "http_tls: needs cert and key");
+    }
+    return rv;
+}
+
 static int parse_consensus(struct parser *p, struct jinn_config *cfg, const struct token *d)
 {
     return parse_block(p, cfg, d, parse_policy);
@@ -1090,6 +1137,8 @@ static const struct directive directives[] = {
     {"queues", K_BLOCK, 0, 0, 0},
     {"cluster_tls", K_BLOCK, 0, 0, 0},
     {"bootstrap_token", K_STR, FIELD(bootstrap_token), 0, 0},
+    {"http_tls", K_BLOCK, 0, 0, 0},
+    {"insecure", K_BOOL, FIELD(insecure), 0, 0},
 };
 
 static bool is_u64_field(size_t offset)
@@ -1140,6 +1189,9 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     if (dir->kind == K_BLOCK) {
         if (strcmp(dir->name, "cluster_tls") == 0) {
             return parse_cluster_tls(p, cfg, d);
+        }
+        if (strcmp(dir->name, "http_tls") == 0) {
+            return parse_http_tls(p, cfg, d);
         }
         return strcmp(dir->name, "queues") == 0 ? parse_block(p, cfg, d, parse_queue)
                                                 : parse_consensus(p, cfg, d);

@@ -102,6 +102,15 @@ struct jinn_config {
         uint8_t sha256[32];
     } cluster_tls_pins[JINN_CONFIG_MAX_PEERS];
     unsigned n_cluster_tls_pins;
+    /* http_tls { cert FILE key FILE [client_ca FILE] }: the HTTP API over
+     * TLS (and node-to-node calls to it); with client_ca, clients must
+     * present a certificate it (or the cluster CA) signed. */
+    char *http_tls_cert;
+    char *http_tls_key;
+    char *http_tls_client_ca;
+    /* `insecure`: serve HTTP on a non-loopback address without any
+     * authentication (protected mode off). */
+    bool insecure;
     /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
      * data_dir is empty (never from a config file: see docs/operations.md). */
     bool bootstrap;

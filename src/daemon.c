@@ -31,6 +31,8 @@
 #include "log.h"
 #include "loopmon.h"
 #include "node.h"
+#include "peerguard.h"
+#include "tls.h"
 #include "version.h"
 #include "wasm/host.h"
 #include "wasm/runner.h"
@@ -40,7 +42,8 @@ struct daemon {
     struct jinn_config cfg;
     struct jinn_node *node;
     struct jinn_api api;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
+    bool sighup_on;
     struct jinn_loopmon loopmon;
     bool stopping;
     int pending_stops;
@@ -62,6 +65,9 @@ static void stopped_one(void *data)
     if (d->pending_stops == 0) {
         uv_close((uv_handle_t *)&d->sigterm, NULL);
         uv_close((uv_handle_t *)&d->sigint, NULL);
+        if (d->sighup_on) {
+            uv_close((uv_handle_t *)&d->sighup, NULL);
+        }
         jinn_info("stopped");
     }
 }
@@ -159,6 +165,148 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_timer_init(&d->loop, &d->unlock_wait);
     d->unlock_wait.data = d;
     uv_timer_start(&d->unlock_wait, unlock_wait_check, 0, 10);
+}
+
+/* The TLS contexts of the HTTP server (NULL without http_tls) and of
+ * node-to-node calls (fetch.c; NULL without http_tls: peers speak plain
+ * HTTP), and the cluster CA that makes a client a peer. Returns 0, or -1
+ * with err filled and nothing changed. */
+static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **client,
+                     char *err, size_t n)
+{
+    const char *trust[3];
+    size_t n_trust = 0;
+    *server = NULL;
+    *client = NULL;
+    if (cfg->http_tls_cert == NULL) {
+        return 0;
+    }
+    *server = jinn_tls_server_ctx(cfg->http_tls_cert, cfg->http_tls_key, cfg->http_tls_client_ca,
+                                  cfg->cluster_tls_ca, err, n);
+    if (*server == NULL) {
+        return -1;
+    }
+    /* Peers are verified against the cluster CA; this node's own
+     * certificate is trusted as it is, for its loopback calls. */
+    if (cfg->cluster_tls_ca != NULL) {
+        trust[n_trust++] = cfg->cluster_tls_ca;
+    } else if (cfg->http_tls_client_ca != NULL) {
+        /* Without a cluster CA, peers' HTTP certificates are checked
+         * against client_ca (and the system's CAs, below). */
+        trust[n_trust++] = cfg->http_tls_client_ca;
+    }
+    trust[n_trust++] = cfg->http_tls_cert;
+    /* The client certificate: the node's cluster identity, else its HTTP
+     * one (a loopback call to a node requiring client certificates). */
+    *client = cfg->cluster_tls_cert != NULL
+                  ? jinn_tls_client_ctx(cfg->cluster_tls_cert, cfg->cluster_tls_key, trust,
+                                        n_trust, err, n)
+                  : jinn_tls_client_ctx(cfg->http_tls_cert, cfg->http_tls_key, trust, n_trust,
+                                        err, n);
+    if (*client != NULL && cfg->cluster_tls_ca == NULL) {
+        (void)SSL_CTX_set_default_verify_paths(*client);
+    }
+    if (*client == NULL) {
+        SSL_CTX_free(*server);
+        *server = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* SIGHUP: the certificate, key and CA files are read again. New
+ * connections use them; open ones keep theirs; a file that does not load
+ * keeps everything as it was (logged). Raft is not touched: the node keeps
+ * its role. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    const struct jinn_config *cfg = &d->cfg;
+    SSL_CTX *server = NULL, *client = NULL;
+    char err[512];
+    (void)signum;
+    if (d->stopping) {
+        return; /* the HTTP server may be gone */
+    }
+    if (cfg->http_tls_cert == NULL && cfg->cluster_tls_ca == NULL) {
+        jinn_info("SIGHUP: no http_tls or cluster_tls configured: nothing to reload");
+        return;
+    }
+    if (tls_build(cfg, &server, &client, err, sizeof err) != 0) {
+        jinn_error("SIGHUP: http_tls not reloaded, the old certificates stay in use: %s", err);
+        return;
+    }
+    if (cfg->cluster_tls_ca != NULL) {
+        if (jinn_tls_set_peer_ca(cfg->cluster_tls_ca, err, sizeof err) != 0 ||
+            jinn_peerguard_tls_load(cfg->cluster_tls_cert, cfg->cluster_tls_key,
+                                    cfg->cluster_tls_ca, err, sizeof err) != 0) {
+            jinn_error("SIGHUP: cluster_tls not reloaded, the old certificates stay in use: %s",
+                       err);
+        } else {
+            for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
+                (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
+                                             cfg->cluster_tls_pins[i].sha256);
+            }
+        }
+    }
+    if (server != NULL) {
+        jinn_http_set_tls(d->api.http, server);
+        jinn_fetch_set_tls(client);
+        jinn_fetch_close_idle(); /* later calls present the new certificate */
+        SSL_CTX_free(server);
+        SSL_CTX_free(client);
+    }
+    jinn_info("SIGHUP: certificates reloaded");
+}
+
+/* 127.0.0.0/8 in "ip:port" or "http://ip:port". */
+static bool loopback(const char *s)
+{
+    if (strncmp(s, "http://", 7) == 0) {
+        s += 7;
+    }
+    return strncmp(s, "127.", 4) == 0 || strncmp(s, "localhost:", 10) == 0;
+}
+
+/* Whether clients must authenticate on a network: https, and who may
+ * speak is proven (client certificates from client_ca, or bearer tokens,
+ * whose first comes from bootstrap_token). TLS alone lets anyone in; tokens
+ * alone cross the network in the clear. */
+static bool auth_configured(const struct jinn_config *cfg)
+{
+    const char *boot = getenv("JINN_BOOTSTRAP_TOKEN");
+    bool tokens = (boot != NULL && *boot != '\0') ||
+                  (cfg->bootstrap_token != NULL && *cfg->bootstrap_token != '\0');
+    return cfg->http_tls_cert != NULL && (cfg->http_tls_client_ca != NULL || tokens);
+}
+
+/* Protected mode: without authentication the API serves loopback only,
+ * unless the configuration says `insecure true`. */
+static int protected_mode(const struct jinn_config *cfg)
+{
+    const char *what = NULL, *addr = NULL;
+    if (cfg->insecure || auth_configured(cfg)) {
+        return 0;
+    }
+    if (!loopback(cfg->http_listen)) {
+        what = "http_listen";
+        addr = cfg->http_listen;
+    } else if (cfg->http_advertise != NULL && !loopback(cfg->http_advertise)) {
+        what = "http_advertise";
+        addr = cfg->http_advertise;
+    }
+    if (what == NULL) {
+        return 0;
+    }
+    fprintf(stderr,
+            "jinn: %s %s is not a loopback address, and no authentication is configured "
+            "(protected mode): anyone who can reach it could read and write everything.\n"
+            "  Fix: add `http_tls { cert FILE  key FILE  client_ca FILE }` (see `jinn certs`), "
+            "or http_tls and a bootstrap_token,\n"
+            "  or listen on 127.0.0.1, or (trusted network only) add `insecure true` to the "
+            "config.\n",
+            what, addr);
+    return 2;
 }
 
 /* After every applied command: the API's waiters, then the functions
@@ -375,9 +523,28 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     jinn_log_set_level(d->cfg.debug_log ? JINN_LOG_DEBUG : JINN_LOG_INFO);
     rv = resolve_advertise(&d->cfg, config_path);
     if (rv == 0) {
+        rv = protected_mode(&d->cfg);
+    }
+    if (rv == 0) {
+        char err[512];
+        SSL_CTX *client = NULL;
+        if (tls_build(&d->cfg, &http_cfg.tls, &client, err, sizeof err) != 0 ||
+            (d->cfg.cluster_tls_ca != NULL &&
+             jinn_tls_set_peer_ca(d->cfg.cluster_tls_ca, err, sizeof err) != 0)) {
+            fprintf(stderr, "jinn: http_tls: %s\n", err);
+            rv = 2;
+        } else {
+            jinn_fetch_set_tls(client);
+            SSL_CTX_free(client);
+        }
+    }
+    if (rv == 0) {
         rv = ports_free(&d->cfg);
     }
     if (rv != 0) {
+        SSL_CTX_free(http_cfg.tls);
+        jinn_fetch_set_tls(NULL);
+        jinn_tls_set_peer_ca(NULL, NULL, 0);
         jinn_config_free(&d->cfg);
         jinn_free(d);
         return rv;
@@ -447,8 +614,14 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     d->sigint.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
-    jinn_info("jinn %s (%s) serving http://%s, raft %s, data %s", JINN_VERSION, jinn_revision(),
-              d->cfg.http_listen, d->cfg.cluster_listen, d->cfg.data_dir);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sighup_on = true;
+    d->sighup.data = d;
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+    uv_unref((uv_handle_t *)&d->sighup); /* never what keeps the loop running */
+    jinn_info("jinn %s (%s) serving %s://%s, raft %s, data %s", JINN_VERSION, jinn_revision(),
+              http_cfg.tls != NULL ? "https" : "http", d->cfg.http_listen,
+              d->cfg.cluster_listen, d->cfg.data_dir);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     exit_code = 0;
 
@@ -461,6 +634,9 @@ out_close_loop:
     jinn_wasm_runner_destroy(d->api.wasm);
     jinn_limit_destroy(d->api.limit); /* after the loop: no request holds a ticket */
     jinn_node_destroy(d->node);
+    SSL_CTX_free(http_cfg.tls);
+    jinn_fetch_set_tls(NULL);
+    jinn_tls_set_peer_ca(NULL, NULL, 0);
     jinn_config_free(&d->cfg);
     jinn_free(d);
     if (rv == JINN_ECORRUPT) {

@@ -11,10 +11,13 @@
 #include "codec.h"
 #include "error.h"
 #include "fsm/nodes.h"
+#include "log.h"
+#include "tls.h"
 
 #define POOL_MAX 64
 #define METHOD_MAX 16
 #define POOL_IDLE_MS 20000 /* below the servers' idle timeout */
+#define TLS_READ_BUFFER (17u * 1024)
 
 struct fetch {
     char url[JINN_NODE_API_MAX + 1];
@@ -36,7 +39,28 @@ struct fetch {
     bool done;
     jinn_fetch_cb cb;
     void *data;
+    bool tls_on;
+    struct jinn_tls tls;
+    char *raw; /* ciphertext read (TLS) */
 };
+
+struct tls_write {
+    uv_write_t req;
+    struct fetch *f;
+    bool request; /* the request's bytes: on_written when done */
+    char *data;
+};
+
+static SSL_CTX *tls_ctx;
+
+void jinn_fetch_set_tls(SSL_CTX *ctx)
+{
+    if (ctx != NULL) {
+        SSL_CTX_up_ref(ctx);
+    }
+    SSL_CTX_free(tls_ctx);
+    tls_ctx = ctx;
+}
 
 static struct fetch *pool;
 static unsigned pool_len;
@@ -85,6 +109,8 @@ static void closed(uv_handle_t *h)
         }
         jinn_wbuf_free(&f->request);
         jinn_free(f->buf);
+        jinn_free(f->raw);
+        jinn_tls_close(&f->tls);
         jinn_free(f);
     }
 }
@@ -172,10 +198,27 @@ static bool try_complete(struct fetch *f, bool eof)
     return true;
 }
 
+static void grow(struct fetch *f)
+{
+    if (f->cap - f->len < 4096 && f->cap < JINN_FETCH_MAX_RESPONSE + 65536) {
+        size_t cap = f->cap ? f->cap * 2 : 16384;
+        char *grown = jinn_realloc(f->buf, cap);
+        if (grown != NULL) {
+            f->buf = grown;
+            f->cap = cap;
+        }
+    }
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct fetch *f = h->data;
     (void)suggested;
+    if (f->tls_on) {
+        buf->base = f->raw;
+        buf->len = TLS_READ_BUFFER;
+        return;
+    }
     if (f->cap - f->len < 4096 && f->cap < JINN_FETCH_MAX_RESPONSE + 65536) {
         size_t cap = f->cap ? f->cap * 2 : 16384;
         char *grown = jinn_realloc(f->buf, cap);
@@ -188,10 +231,65 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = f->cap - f->len;
 }
 
+static void send_request(struct fetch *f);
+static int tls_flush(struct fetch *f, bool request);
+
+/* Ciphertext arrived: advance the handshake (then send the request), and
+ * move the plaintext into buf. false when the exchange failed. */
+static bool tls_input(struct fetch *f, size_t n)
+{
+    if (jinn_tls_feed(&f->tls, f->raw, n) != 0) {
+        return false;
+    }
+    if (!f->tls.established) {
+        int r = jinn_tls_handshake(&f->tls);
+        if (tls_flush(f, false) != 0) {
+            return false;
+        }
+        if (r < 0) {
+            char why[256];
+            jinn_warn("TLS to %s failed: %s", f->url, jinn_tls_error(why, sizeof why));
+            return false;
+        }
+        if (r == 0) {
+            return true;
+        }
+        send_request(f);
+        if (f->done) {
+            return true;
+        }
+    }
+    for (;;) {
+        long k;
+        grow(f);
+        if (f->cap == f->len) {
+            return false; /* over the response limit */
+        }
+        k = jinn_tls_read(&f->tls, f->buf + f->len, f->cap - f->len);
+        if (k == 0) {
+            return true;
+        }
+        if (k < 0) {
+            return false;
+        }
+        f->len += (size_t)k;
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct fetch *f = s->data;
     (void)buf;
+    if (f->tls_on && nread > 0 && !f->idle && !f->done) {
+        if (!tls_input(f, (size_t)nread)) {
+            fail(f);
+            return;
+        }
+        if (!f->done && f->tls.established && f->sent) {
+            try_complete(f, false);
+        }
+        return;
+    }
     if (f->idle) {
         /* The server closed (or spoke on) a connection we were keeping. */
         unpool(f);
@@ -220,10 +318,68 @@ static void on_written(uv_write_t *w, int status)
     }
 }
 
+static void tls_written(uv_write_t *w, int status)
+{
+    struct tls_write *tw = w->data;
+    struct fetch *f = tw->f;
+    bool request = tw->request;
+    jinn_free(tw->data);
+    jinn_free(tw);
+    if (request) {
+        f->write_pending = false;
+        if (status != 0) {
+            fail(f);
+        }
+    }
+}
+
+/* Sends the ciphertext OpenSSL queued. 0 or a libuv error. */
+static int tls_flush(struct fetch *f, bool request)
+{
+    size_t len;
+    bool oom;
+    char *data = jinn_tls_take(&f->tls, &len, &oom);
+    struct tls_write *tw;
+    uv_buf_t b;
+    int rv;
+    if (oom) {
+        return UV_ENOMEM;
+    }
+    if (data == NULL && !request) {
+        return 0;
+    }
+    tw = jinn_malloc(sizeof *tw);
+    if (tw == NULL) {
+        jinn_free(data);
+        return UV_ENOMEM;
+    }
+    tw->req.data = tw;
+    tw->f = f;
+    tw->request = request;
+    tw->data = data;
+    b = uv_buf_init(data != NULL ? data : (char *)"", (unsigned)len);
+    rv = uv_write(&tw->req, (uv_stream_t *)&f->tcp, &b, 1, tls_written);
+    if (rv != 0) {
+        jinn_free(data);
+        jinn_free(tw);
+    }
+    return rv;
+}
+
 static void send_request(struct fetch *f)
 {
     uv_buf_t b = uv_buf_init((char *)f->request.data, (unsigned)f->request.len);
     f->write.data = f;
+    if (f->tls_on) {
+        if (jinn_tls_write(&f->tls, f->request.data, f->request.len) != 0 ||
+            tls_flush(f, true) != 0) {
+            fail(f);
+            return;
+        }
+        f->write_pending = true;
+        f->sent = true;
+        return;
+    }
     if (uv_write(&f->write, (uv_stream_t *)&f->tcp, &b, 1, on_written) != 0) {
         fail(f);
         return;
@@ -268,8 +424,23 @@ static void on_connect(uv_connect_t *req, int status)
         fail(f);
         return;
     }
+    if (tls_ctx != NULL) {
+        f->raw = jinn_malloc(TLS_READ_BUFFER);
+        if (f->raw == NULL || jinn_tls_open(&f->tls, tls_ctx, false) != 0) {
+            fail(f);
+            return;
+        }
+        f->tls_on = true;
+    }
     if (uv_read_start((uv_stream_t *)&f->tcp, alloc_cb, on_read) != 0) {
         fail(f);
+        return;
+    }
+    if (f->tls_on) {
+        /* The ClientHello; the request follows the handshake. */
+        if (jinn_tls_handshake(&f->tls) < 0 || tls_flush(f, false) != 0) {
+            fail(f);
+        }
         return;
     }
     send_request(f);

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "codec.h"
@@ -54,6 +55,13 @@ void jinn_fetch_stop_all(void);
 int jinn_fetch_build_request(struct jinn_wbuf *out, const char *base_url, const char *method,
                              const char *target, size_t target_len, const char *extra_headers,
                              const void *body, size_t body_len);
+
+/* NULL: plain HTTP. Else every later connection (to peers and to this
+ * node itself) is TLS with ctx: it presents the node's cluster
+ * certificate and verifies the server (a reference is taken; pooled
+ * connections made with the old context stay until they close). URLs keep
+ * their http:// form: a cluster is TLS on every node or on none. */
+void jinn_fetch_set_tls(SSL_CTX *ctx);
 
 /* Splits "http://ip:port[/...]" into a socket address. 0 on success. */
 int jinn_fetch_parse_url(const char *url, struct sockaddr_in *addr);

@@ -23,6 +23,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
+#include "tls.h"
 
 #define INITIAL_BUFFER 4096
 #define SHRINK_ABOVE (64u * 1024) /* a buffer this big is shrunk after its request */
@@ -38,6 +39,7 @@ enum conn_state { READING, HANDLING, WRITING, LINGERING, CLOSING };
  * more are closed without a reply (they do not count against
  * max_connections, so a flood of them cannot take peers' room). */
 #define REFUSED_LINGER_MAX 64
+#define TLS_READ_BUFFER (17u * 1024) /* one TLS record and change per socket read */
 #define ACCEPT_RETRY_MS 100
 
 struct conn {
@@ -75,6 +77,21 @@ struct conn {
     uint32_t ip;                         /* the client's IPv4 address, 0 if none */
     enum jinn_limit_conn_kind limit_kind; /* how the limits counted it */
     bool refused;                        /* over the limits: answered, then closed */
+    /* TLS (server cfg.tls): ciphertext is read into raw, decrypted into buf
+     * by tls_pull. Until the handshake is done nothing reaches the parser. */
+    bool tls_on;
+    bool tls_started; /* a first byte arrived */
+    bool peer; /* the client certificate chains to the cluster CA */
+    struct jinn_tls tls;
+    char *raw;
+};
+
+/* A write of ciphertext standing for a caller's uv_write. */
+struct tls_write {
+    uv_write_t req;
+    uv_write_t *orig; /* NULL: handshake or alert bytes */
+    uv_write_cb cb;
+    char *data;
 };
 
 struct jinn_http_server {
@@ -96,6 +113,7 @@ struct jinn_http_server {
     int unstarted_closed;
     unsigned big_bodies; /* connections reading or holding a body over max_body */
     unsigned n_refused;  /* refused connections still delivering their 429 */
+    SSL_CTX *tls;        /* for new connections (NULL: plain HTTP) */
 };
 
 static void conn_close(struct conn *c);
@@ -146,6 +164,7 @@ static void maybe_finish_stop(struct jinn_http_server *s)
     if (s->stopping && s->listener_closed && s->accept_retry_closed && s->n_conns == 0) {
         void (*cb)(void *) = s->stop_cb;
         void *data = s->stop_data;
+        SSL_CTX_free(s->tls);
         jinn_free(s);
         if (cb != NULL) {
             cb(data);
@@ -179,6 +198,8 @@ static void conn_free_if_done(struct conn *c)
     jinn_free(c->owned_body);
     jinn_free(c->out.base);
     jinn_free(c->buf);
+    jinn_free(c->raw);
+    jinn_tls_close(&c->tls);
     jinn_free(c);
     maybe_finish_stop(s);
 }
@@ -224,6 +245,65 @@ void jinn_http_add_header(struct jinn_http_request *req, const char *name, const
     c->reply_headers_len += (size_t)n;
 }
 
+static void tls_written(uv_write_t *w, int status)
+{
+    struct tls_write *tw = w->data;
+    jinn_free(tw->data);
+    if (tw->cb != NULL) {
+        tw->cb(tw->orig, status);
+    }
+    jinn_free(tw);
+}
+
+/* Sends what OpenSSL has queued; cb(orig) runs once it is written (the
+ * caller's uv_write_t is not submitted itself). 0 or a libuv error. */
+static int tls_flush(struct conn *c, uv_write_t *orig, uv_write_cb cb)
+{
+    size_t len;
+    bool oom;
+    char *data = jinn_tls_take(&c->tls, &len, &oom);
+    struct tls_write *tw;
+    uv_buf_t b;
+    int rv;
+    if (oom) {
+        return UV_ENOMEM;
+    }
+    if (data == NULL && cb == NULL) {
+        return 0;
+    }
+    tw = jinn_malloc(sizeof *tw);
+    if (tw == NULL) {
+        jinn_free(data);
+        return UV_ENOMEM;
+    }
+    tw->req.data = tw;
+    tw->orig = orig;
+    tw->cb = cb;
+    tw->data = data;
+    b = uv_buf_init(data != NULL ? data : (char *)"", (unsigned)len);
+    rv = uv_write(&tw->req, (uv_stream_t *)&c->tcp, &b, 1, tls_written);
+    if (rv != 0) {
+        jinn_free(data);
+        jinn_free(tw);
+    }
+    return rv;
+}
+
+/* uv_write through the connection's TLS session when it has one. */
+static int conn_write(struct conn *c, uv_write_t *w, const uv_buf_t *bufs, unsigned n,
+                      uv_write_cb cb)
+{
+    if (!c->tls_on) {
+        return uv_write(w, (uv_stream_t *)&c->tcp, bufs, n, cb);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (jinn_tls_write(&c->tls, bufs[i].base, bufs[i].len) != 0) {
+            return UV_EPROTO;
+        }
+    }
+    return tls_flush(c, w, cb);
+}
+
 static void shut_down(uv_shutdown_t *req, int status)
 {
     (void)req;
@@ -236,6 +316,10 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void linger(struct conn *c)
 {
     c->state = LINGERING;
+    if (c->tls_on) {
+        jinn_tls_shutdown(&c->tls);
+        (void)tls_flush(c, NULL, NULL);
+    }
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shut_down) != 0) {
         conn_close(c);
@@ -368,7 +452,7 @@ void jinn_http_reply(struct jinn_http_request *req, int status, const char *cont
     c->state = WRITING;
     c->write.data = c;
     out = c->out; /* libuv copies the buffer array */
-    rv = uv_write(&c->write, (uv_stream_t *)&c->tcp, &out, 1, written);
+    rv = conn_write(c, &c->write, &out, 1, written);
     if (rv != 0) {
         s->stats.output_queued_bytes -= c->out.len;
         jinn_free(c->out.base);
@@ -458,7 +542,7 @@ int jinn_http_stream_start(struct jinn_http_request *req, int status, const char
     c->state = WRITING;
     c->write.data = c;
     out = c->out;
-    if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &out, 1, stream_head_written) != 0) {
+    if (conn_write(c, &c->write, &out, 1, stream_head_written) != 0) {
         s->stats.output_queued_bytes -= c->out.len;
         jinn_free(c->out.base);
         c->out.base = NULL;
@@ -505,7 +589,7 @@ int jinn_http_stream_write(struct jinn_http_request *req, const uv_buf_t *bufs, 
     c->stream_piece = len;
     c->server->stats.output_queued_bytes += len;
     c->stream_write.data = c;
-    rv = uv_write(&c->stream_write, (uv_stream_t *)&c->tcp, bufs, n, stream_piece_written);
+    rv = conn_write(c, &c->stream_write, bufs, n, stream_piece_written);
     if (rv != 0) {
         c->server->stats.output_queued_bytes -= len;
         c->stream_piece = 0;
@@ -547,6 +631,11 @@ static void fail_request(struct conn *c, int code)
 static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
+    if (c->tls_on && !c->tls.established && c->state != LINGERING) {
+        c->server->stats.tls_handshake_failures++;
+        conn_close(c); /* no TLS session: nothing can be answered */
+        return;
+    }
     if (c->state == READING && c->len > 0) {
         fail_request(c, JINN_ETIMEOUT_IDLE);
         return;
@@ -562,6 +651,11 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct conn *c = h->data;
     size_t limit = buffer_limit(c);
     (void)suggested;
+    if (c->tls_on) {
+        buf->base = c->raw;
+        buf->len = TLS_READ_BUFFER;
+        return;
+    }
     if (c->state == LINGERING) {
         c->len = 0; /* drained input is discarded */
     }
@@ -582,10 +676,147 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = c->cap - c->len; /* 0 makes libuv report UV_ENOBUFS */
 }
 
+/* Grows the request buffer while a request is read (as alloc_cb does for
+ * plain connections). */
+static void grow(struct conn *c)
+{
+    size_t limit = buffer_limit(c);
+    if (c->state == READING && c->cap - c->len < 1024 && c->cap < limit) {
+        size_t cap = c->cap ? c->cap * 2 : INITIAL_BUFFER;
+        char *grown;
+        if (cap > limit) {
+            cap = limit;
+        }
+        grown = jinn_realloc(c->buf, cap);
+        if (grown != NULL) {
+            c->buf = grown;
+            c->cap = cap;
+        }
+    }
+}
+
+/* Moves decrypted bytes into buf while there is room. Returns false when
+ * the session ended or broke (the connection is closed). */
+static bool tls_pull(struct conn *c)
+{
+    for (;;) {
+        long k;
+        grow(c);
+        if (c->cap == c->len) {
+            return true; /* the rest waits in OpenSSL until buf has room */
+        }
+        k = jinn_tls_read(&c->tls, c->buf + c->len, c->cap - c->len);
+        if (k == 0) {
+            return true;
+        }
+        if (k < 0) {
+            (void)tls_flush(c, NULL, NULL); /* an alert, if any */
+            conn_close(c);
+            return false;
+        }
+        c->len += (size_t)k;
+    }
+}
+
+static void plain_written(uv_write_t *w, int status)
+{
+    (void)status;
+    jinn_free(w);
+}
+
+/* Ends a connection whose TLS handshake cannot go on: sends what is
+ * queued (an alert), shuts down, drains briefly. */
+static void tls_refuse(struct conn *c)
+{
+    c->server->stats.tls_handshake_failures++;
+    c->keep_alive = false;
+    c->state = LINGERING;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, shut_down) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+}
+
+/* A plain HTTP request on the TLS port (a TLS record starts with a byte
+ * below 0x20; a request with a method's capital letter): told, in plain
+ * HTTP, to use https, then closed. */
+static void refuse_plain(struct conn *c)
+{
+    static char reply[] =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+        "Content-Length: 76\r\nConnection: close\r\n\r\n"
+        "{\"error\":\"https_required\",\"message\":\"this port speaks HTTPS: use https://\"}\n";
+    uv_write_t *w = jinn_malloc(sizeof *w);
+    uv_buf_t b = uv_buf_init(reply, sizeof reply - 1);
+    if (w == NULL || uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, plain_written) != 0) {
+        jinn_free(w);
+        conn_close(c);
+        return;
+    }
+    tls_refuse(c);
+}
+
+static void tls_on_read(struct conn *c, ssize_t nread)
+{
+    if (c->state == LINGERING) {
+        return; /* drained input is discarded */
+    }
+    if (!c->tls_started) {
+        c->tls_started = true;
+        if (c->raw[0] >= 'A' && c->raw[0] <= 'Z') {
+            refuse_plain(c);
+            return;
+        }
+    }
+    if (jinn_tls_feed(&c->tls, c->raw, (size_t)nread) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (!c->tls.established) {
+        int r = jinn_tls_handshake(&c->tls);
+        if (tls_flush(c, NULL, NULL) != 0) {
+            conn_close(c);
+            return;
+        }
+        if (r < 0) {
+            /* Not TLS (plain HTTP on the TLS port), a bad or missing
+             * certificate, or garbage: the alert is sent, then close. */
+            char why[256];
+            jinn_debug("http tls handshake failed: %s", jinn_tls_error(why, sizeof why));
+            tls_refuse(c);
+            return;
+        }
+        if (r == 0) {
+            return;
+        }
+        c->peer = jinn_tls_is_peer(&c->tls);
+        uv_timer_stop(&c->timer);
+    }
+    if (!tls_pull(c)) {
+        return;
+    }
+    if (c->state == READING) {
+        process(c);
+    } else if (c->len == c->cap && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp); /* resumed when the request is done */
+        c->reading = false;
+    }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = stream->data;
     (void)buf;
+    if (c->tls_on) {
+        if (nread < 0) {
+            conn_close(c);
+        } else if (nread > 0 && c->state != CLOSING) {
+            tls_on_read(c, nread);
+        }
+        return;
+    }
     if (nread == UV_ENOBUFS && c->state != READING && c->state != CLOSING) {
         uv_read_stop(stream); /* resumed when the current request is done */
         c->reading = false;
@@ -673,6 +904,9 @@ static void process(struct conn *c)
         }
         c->reading = true;
     }
+    if (c->tls_on && !tls_pull(c)) {
+        return; /* plaintext OpenSSL held while buf was full */
+    }
     if (!c->head_parsed) {
         const struct jinn_http_header *expect;
         memset(req, 0, sizeof *req);
@@ -727,7 +961,7 @@ static void process(struct conn *c)
             /* Queued like any write, so it always precedes the reply. */
             c->cont_write.data = c;
             c->sent_continue =
-                uv_write(&c->cont_write, (uv_stream_t *)&c->tcp, &b, 1, continue_written) == 0;
+                conn_write(c, &c->cont_write, &b, 1, continue_written) == 0;
         }
         if (c->len == c->cap && c->cap == buffer_limit(c)) {
             fail_request(c, JINN_ETOOBIG);
@@ -886,9 +1120,46 @@ static struct conn *conn_new(struct jinn_http_server *s)
 
 static void conn_start(struct conn *c)
 {
+    struct jinn_http_server *s = c->server;
     uv_tcp_nodelay(&c->tcp, 1); /* fails harmlessly on an adopted non-TCP socket */
     c->state = READING;
+    if (s->tls != NULL) {
+        c->raw = jinn_malloc(TLS_READ_BUFFER);
+        if (c->raw == NULL || jinn_tls_open(&c->tls, s->tls, true) != 0) {
+            conn_close(c);
+            return;
+        }
+        c->tls_on = true;
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) != 0) {
+            conn_close(c);
+            return;
+        }
+        c->reading = true;
+        /* The handshake deadline: a client that opens a connection and
+         * sends half a ClientHello is cut off like a slow request. */
+        uv_timer_start(&c->timer, on_timer, s->cfg.read_timeout_ms, 0);
+        return;
+    }
     process(c);
+}
+
+void jinn_http_set_tls(struct jinn_http_server *s, SSL_CTX *ctx)
+{
+    if (ctx != NULL) {
+        SSL_CTX_up_ref(ctx);
+    }
+    SSL_CTX_free(s->tls);
+    s->tls = ctx;
+}
+
+bool jinn_http_from_peer(const struct jinn_http_request *req)
+{
+    return conn_of(req)->peer;
+}
+
+bool jinn_http_is_tls(const struct jinn_http_request *req)
+{
+    return conn_of(req)->tls_on;
 }
 
 /* Frees a server that never started, once its two handles are closed. */
@@ -896,6 +1167,7 @@ static void free_unstarted(uv_handle_t *h)
 {
     struct jinn_http_server *s = h->data;
     if (++s->unstarted_closed == 2) {
+        SSL_CTX_free(s->tls);
         jinn_free(s);
     }
 }
@@ -922,6 +1194,8 @@ int jinn_http_start(uv_loop_t *loop, const struct jinn_http_config *cfg,
     s->cfg = *cfg;
     s->handler = handler;
     s->data = data;
+    s->cfg.tls = NULL;
+    jinn_http_set_tls(s, cfg->tls);
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
     uv_timer_init(loop, &s->accept_retry);

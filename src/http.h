@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "httpmsg.h"
@@ -74,6 +75,11 @@ struct jinn_http_config {
     /* NULL, or the per-address connection limits (limit.h, borrowed): a
      * connection over them is answered 429 (per address) or 503 and closed. */
     struct jinn_limit *limit;
+    /* NULL: plain HTTP. Else every connection is TLS with this context
+     * (a reference is taken; jinn_http_set_tls swaps it for new
+     * connections). A connection must finish its handshake within
+     * read_timeout. */
+    SSL_CTX *tls;
 };
 
 /* Called for every complete request. The handler must eventually answer
@@ -123,6 +129,17 @@ int jinn_http_stream_write(struct jinn_http_request *req, const uv_buf_t *bufs, 
                            void (*cb)(void *data, int status), void *data);
 void jinn_http_stream_end(struct jinn_http_request *req, bool complete);
 
+/* Serves new connections with ctx (a reference is taken; the old one is
+ * released, connections using it keep it until they close). */
+void jinn_http_set_tls(struct jinn_http_server *server, SSL_CTX *ctx);
+
+/* Whether req came over TLS with a client certificate chaining to the
+ * cluster CA (jinn_tls_set_peer_ca): a cluster member sent it. */
+bool jinn_http_from_peer(const struct jinn_http_request *req);
+
+/* Whether req came over TLS. */
+bool jinn_http_is_tls(const struct jinn_http_request *req);
+
 /* True while the client that sent req is still connected. */
 bool jinn_http_client_alive(const struct jinn_http_request *req);
 
@@ -136,6 +153,7 @@ struct jinn_http_stats {
     uint64_t slow_readers_cut;    /* did not read a reply within idle_timeout */
     uint64_t accept_errors;       /* EMFILE and the like; never fatal */
     uint64_t connections_max;
+    uint64_t tls_handshake_failures; /* bad, foreign or too slow TLS clients */
 };
 void jinn_http_stats(const struct jinn_http_server *server, struct jinn_http_stats *out);
 

@@ -73,6 +73,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[1], "sandbox") != 0 && strcmp(argv[1], "run") != 0 &&
+        jinn_cli_global_opts(&argc, argv) != 0) {
+        return 2;
+    }
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
     if (strcmp(argv[1], "sandbox") == 0) { /* internal: started by a node (wasm/pool.c) */
         return jinn_sandbox_main(argc - 2, argv + 2);
     }

@@ -35,6 +35,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "tls.h"
 
 #define PG_VERSION 1
 #define PG_FLAG_PROBE 1u
@@ -1496,23 +1497,16 @@ static void tls_step(struct pg_conn *c)
     conn_close(c, RAFT_NOCONNECTION);
 }
 
+/* The session over memory BIOs is src/tls.c's, as for HTTP. */
 static int tls_start(struct pg_conn *c)
 {
-    c->ssl = SSL_new(g_tls);
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
-        BIO_free(c->rbio);
-        BIO_free(c->wbio);
-        c->rbio = c->wbio = NULL;
+    struct jinn_tls t;
+    if (jinn_tls_open(&t, g_tls, c->kind == K_IN) != 0) {
         return -1;
     }
-    SSL_set_bio(c->ssl, c->rbio, c->wbio);
-    if (c->kind == K_IN) {
-        SSL_set_accept_state(c->ssl);
-    } else {
-        SSL_set_connect_state(c->ssl);
-    }
+    c->ssl = t.ssl;
+    c->rbio = t.rbio;
+    c->wbio = t.wbio;
     c->state = C_TLS;
     return 0;
 }
@@ -1554,9 +1548,12 @@ static void net_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
-    if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
-        conn_close(c, RAFT_NOCONNECTION);
-        return;
+    {
+        struct jinn_tls t = {c->ssl, c->rbio, c->wbio, false};
+        if (jinn_tls_feed(&t, buf->base, (size_t)nread) != 0) {
+            conn_close(c, RAFT_NOCONNECTION);
+            return;
+        }
     }
     if (c->state == C_TLS) {
         tls_step(c);

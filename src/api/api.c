@@ -16,6 +16,7 @@
 #include "limit.h"
 #include "fsm/auth.h"
 #include "log.h"
+#include "tls.h"
 
 #define FORWARDED_HEADER "X-Jinn-Forwarded-By"
 /* Node-to-node requests name their cluster; another cluster's are refused. */
@@ -469,6 +470,22 @@ static bool route_allowed(struct jinn_api *api, struct jinn_http_request *req,
 
 static void handle(struct jinn_api *api, struct jinn_http_request *req);
 
+/* Whether req may use what only nodes use: /v1/internal/... and the
+ * forwarding headers. Enforced when peers can prove who they are (http_tls
+ * and cluster_tls both configured). */
+static bool peer_allowed(const struct jinn_api *api, const struct jinn_http_request *req)
+{
+    static const char internal[] = "/v1/internal/";
+    bool node_only = (req->path_len >= sizeof internal - 1 &&
+                      memcmp(req->path, internal, sizeof internal - 1) == 0) ||
+                     jinn_http_header_find(&req->msg, FORWARDED_HEADER) != NULL ||
+                     jinn_http_header_find(&req->msg, CLUSTER_HEADER) != NULL;
+    if (!node_only || api->cfg->http_tls_cert == NULL || !jinn_tls_peer_ca_set()) {
+        return true;
+    }
+    return jinn_http_from_peer(req);
+}
+
 void jinn_api_handle(void *data, struct jinn_http_request *req)
 {
     struct jinn_api *api = data;
@@ -491,6 +508,17 @@ static void handle(struct jinn_api *api, struct jinn_http_request *req)
         char msg[96];
         snprintf(msg, sizeof msg, "header '%s' given more than once", repeated);
         jinn_http_reply_error(req, JINN_EINVAL, msg);
+        return;
+    }
+
+    /* Internal endpoints and node-to-node markers: with http_tls and
+     * cluster_tls, only a client whose certificate the cluster CA signed
+     * (a member, or this node calling itself) gets past here. */
+    if (!peer_allowed(api, req)) {
+        jinn_http_reply_json(req, 403,
+                             json_pack("{s:s, s:s}", "error", "forbidden", "message",
+                                       "internal endpoint: only cluster members (a client "
+                                       "certificate signed by the cluster CA) may call it"));
         return;
     }
 

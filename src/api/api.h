@@ -304,7 +304,7 @@ void jinn_api_propose_or_reply(struct jinn_api *api, struct jinn_http_request *r
 struct jinn_auth_rules;
 void jinn_api_auth_init(struct jinn_api *api);
 /* True when requests need a token: a token was ever created, or a
- * bootstrap token is configured (S1's protected mode asks). */
+ * bootstrap token is configured. */
 bool jinn_auth_enabled(struct jinn_api *api);
 /* Authenticates req (once, in the router). False when it has replied 401. */
 bool jinn_api_auth_begin(struct jinn_api *api, struct jinn_http_request *req, bool public_path);

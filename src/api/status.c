@@ -240,6 +240,9 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
             "%" PRIu64, hs.slow_readers_cut);
     COUNTER("jinn_http_accept_errors_total", "Failed accepts (EMFILE...); never fatal.",
             "%" PRIu64, hs.accept_errors);
+    COUNTER("jinn_http_tls_handshake_failures_total",
+            "TLS clients refused: not TLS, bad certificate, or too slow.", "%" PRIu64,
+            hs.tls_handshake_failures);
     GAUGE("jinn_kv_watchers", "Watches waiting for changes.", "%u", api->n_watchers);
     if (api->limit != NULL) {
         struct jinn_limit_stats ls;

@@ -25,7 +25,88 @@
 #include "httpmsg.h"
 #include "version.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 int64_t jinn_cli_timeout_ms = JINN_CLI_TIMEOUT_MS;
+
+/* --cacert/--cert/--key/--token (or JINN_CACERT, JINN_CERT, JINN_KEY,
+ * JINN_TOKEN): TLS to an https:// address, and a bearer token. */
+static const char *opt_cacert, *opt_cert, *opt_key, *opt_token;
+
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && *v != '\0' ? v : NULL;
+}
+
+int jinn_cli_global_opts(int *argc, char **argv)
+{
+    static const struct {
+        const char *flag;
+        const char **dst;
+    } opts[] = {{"--cacert", &opt_cacert}, {"--cert", &opt_cert}, {"--key", &opt_key},
+                {"--token", &opt_token}};
+    int out = 1;
+    bool rest = false, after_cert = false;
+    /* `jinn token` reads --token itself: it is seen here and left. */
+    bool keep_token = *argc > 1 && strcmp(argv[1], "token") == 0;
+    opt_cacert = env_or_null("JINN_CACERT");
+    opt_cert = env_or_null("JINN_CERT");
+    opt_key = env_or_null("JINN_KEY");
+    opt_token = env_or_null("JINN_TOKEN");
+    for (int i = 1; i < *argc; i++) {
+        bool taken = false, was_cert = false;
+        int first = i;
+        rest = rest || strcmp(argv[i], "--") == 0;
+        for (size_t k = 0; !rest && !taken && k < sizeof opts / sizeof opts[0]; k++) {
+            size_t n = strlen(opts[k].flag);
+            /* --key is the client key only right after --cert FILE: other
+             * commands have a --key of their own (queue pub, fn sign). */
+            if (opts[k].dst == &opt_key && !after_cert) {
+                continue;
+            }
+            if (strcmp(argv[i], opts[k].flag) == 0) {
+                if (i + 1 >= *argc) {
+                    fprintf(stderr, "jinn: %s needs a value\n", opts[k].flag);
+                    return 2;
+                }
+                *opts[k].dst = argv[++i];
+                taken = true;
+            } else if (strncmp(argv[i], opts[k].flag, n) == 0 && argv[i][n] == '=') {
+                *opts[k].dst = argv[i] + n + 1;
+                taken = true;
+            }
+            was_cert = taken && opts[k].dst == &opt_cert;
+            if (taken && keep_token && opts[k].dst == &opt_token) {
+                for (int j = first; j <= i; j++) {
+                    argv[out++] = argv[j];
+                }
+            }
+        }
+        after_cert = was_cert;
+        if (!taken) {
+            argv[out++] = argv[i];
+        }
+    }
+    argv[out] = NULL;
+    *argc = out;
+    if ((opt_cert == NULL) != (opt_key == NULL)) {
+        fprintf(stderr, "jinn: --cert FILE --key FILE go together, in that order "
+                        "(or JINN_CERT and JINN_KEY)\n");
+        return 2;
+    }
+    if (opt_token != NULL) {
+        for (const char *c = opt_token; *c != '\0'; c++) {
+            if (*c <= 0x20 || *c == 0x7f) {
+                fprintf(stderr, "jinn: --token: no spaces or control characters\n");
+                return 2;
+            }
+        }
+    }
+    return 0;
+}
 uint64_t jinn_cli_min_index;
 uint64_t jinn_cli_last_index;
 
@@ -124,36 +205,180 @@ void jinn_cli_escape(struct jinn_wbuf *w, const char *s, size_t n)
     }
 }
 
-int jinn_cli_request(const char *addr, const char *method, const char *target,
-                     const char *headers, const char *body, size_t body_len, int *status,
-                     char **resp, size_t *resp_len, char *err, size_t err_len)
+/* One connection: a socket, and a TLS session over it for https://. */
+struct conn {
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+};
+
+static void tls_err(char *err, size_t err_len, const char *addr, const char *what)
+{
+    char buf[256];
+    unsigned long e = ERR_get_error();
+    snprintf(buf, sizeof buf, "unknown error");
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof buf);
+    }
+    ERR_clear_error();
+    snprintf(err, err_len, "%s: %s: %s", addr, what, buf);
+}
+
+/* Waits for what OpenSSL asked for. 0, or -1 on a timeout. */
+static int tls_wait(struct conn *c, int r, int64_t deadline)
+{
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        return wait_fd(c->fd, POLLIN, deadline);
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        return wait_fd(c->fd, POLLOUT, deadline);
+    }
+    return -2;
+}
+
+static int tls_open(struct conn *c, const char *addr, const char *host, int64_t deadline,
+                    char *err, size_t err_len)
+{
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (c->ctx == NULL) {
+        tls_err(err, err_len, addr, "TLS");
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    if (opt_cacert != NULL ? SSL_CTX_load_verify_locations(c->ctx, opt_cacert, NULL) != 1
+                           : SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
+        tls_err(err, err_len, opt_cacert ? opt_cacert : "system CA store", "cannot load");
+        return -1;
+    }
+    if (opt_cert != NULL && (SSL_CTX_use_certificate_chain_file(c->ctx, opt_cert) != 1 ||
+                             SSL_CTX_use_PrivateKey_file(c->ctx, opt_key, SSL_FILETYPE_PEM) != 1 ||
+                             SSL_CTX_check_private_key(c->ctx) != 1)) {
+        tls_err(err, err_len, opt_cert, "client certificate/key");
+        return -1;
+    }
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    c->ssl = SSL_new(c->ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1) {
+        tls_err(err, err_len, addr, "TLS");
+        return -1;
+    }
+    for (;;) {
+        int r = SSL_connect(c->ssl);
+        int w;
+        if (r == 1) {
+            return 0;
+        }
+        w = tls_wait(c, r, deadline);
+        if (w == -1) {
+            snprintf(err, err_len, "%s: TLS handshake timed out", addr);
+            return -1;
+        }
+        if (w != 0) {
+            long v = SSL_get_verify_result(c->ssl);
+            if (v != X509_V_OK) {
+                ERR_clear_error();
+                snprintf(err, err_len, "%s: server certificate not trusted: %s%s", addr,
+                         X509_verify_cert_error_string(v),
+                         opt_cacert == NULL ? " (give the CA with --cacert or JINN_CACERT)" : "");
+                return -1;
+            }
+            tls_err(err, err_len, addr, "TLS handshake failed");
+            return -1;
+        }
+    }
+}
+
+static void conn_end(struct conn *c)
+{
+    SSL_free(c->ssl);
+    SSL_CTX_free(c->ctx);
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+}
+
+/* Sends or receives up to n bytes: > 0 done, 0 end of stream (receive),
+ * -1 error (errno), -2 try again after waiting (handled inside). */
+const char *jinn_cli_token(void)
+{
+    return opt_token;
+}
+
+static ssize_t conn_io(struct conn *c, bool send_it, void *p, size_t n, int64_t deadline)
+{
+    for (;;) {
+        ssize_t k;
+        if (c->ssl != NULL) {
+            int r = send_it ? SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n)
+                            : SSL_read(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+            int w;
+            if (r > 0) {
+                return r;
+            }
+            if (!send_it && SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN) {
+                return 0;
+            }
+            w = tls_wait(c, r, deadline);
+            if (w == 0) {
+                continue;
+            }
+            ERR_clear_error();
+            errno = w == -1 ? ETIMEDOUT : EPROTO;
+            if (!send_it && w == -2 && SSL_get_error(c->ssl, r) == SSL_ERROR_SYSCALL) {
+                return 0; /* closed without close_notify: the parser judges */
+            }
+            return -1;
+        }
+        k = send_it ? send(c->fd, p, n, MSG_NOSIGNAL) : recv(c->fd, p, n, 0);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (wait_fd(c->fd, send_it ? POLLOUT : POLLIN, deadline) != 0) {
+                errno = ETIMEDOUT;
+                return -1;
+            }
+            continue;
+        }
+        return k;
+    }
+}
+
+/* Connects to addr (http://ip:port or https://ip:port: TLS with the
+ * --cacert/--cert options) before deadline; *plain gets "http://ip:port"
+ * (its host:port for the Host header). 0, or -1 with err filled. */
+static int conn_open(struct conn *c, const char *addr, int64_t deadline, char *plain,
+                     size_t plain_len, char *err, size_t err_len)
 {
     struct sockaddr_in sa;
-    struct jinn_wbuf req, in;
-    struct jinn_http_limits limits = {64u * 1024, 0, JINN_CLI_MAX_RESPONSE};
-    struct jinn_http_msg head;
-    int64_t deadline = mono_ms() + jinn_cli_timeout_ms;
-    int fd = -1, rv = -1;
-    size_t sent = 0;
+    bool https = strncmp(addr, "https://", 8) == 0;
+    char host[64];
+    int fd;
 
-    jinn_wbuf_init(&req);
-    jinn_wbuf_init(&in);
-    if (jinn_fetch_parse_url(addr, &sa) != 0) {
-        snprintf(err, err_len, "bad address '%s' (want http://ip:port)", addr);
-        goto out;
+    c->fd = -1;
+    c->ctx = NULL;
+    c->ssl = NULL;
+    /* https://ip:port is parsed as its http:// twin. */
+    snprintf(plain, plain_len, "http://%s", https ? addr + 8 : addr + 7);
+    if ((!https && strncmp(addr, "http://", 7) != 0) || jinn_fetch_parse_url(plain, &sa) != 0) {
+        snprintf(err, err_len, "bad address '%s' (want http://ip:port or https://ip:port)",
+                 addr);
+        return -1;
     }
+    snprintf(host, sizeof host, "%.*s", (int)strcspn(plain + 7, ":"), plain + 7);
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, err_len, "socket: %s", strerror(errno));
-        goto out;
+        return -1;
     }
+    c->fd = fd;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
         snprintf(err, err_len, "cannot reach %s: %s", addr, strerror(errno));
-        goto out;
+        return -1;
     }
     if (wait_fd(fd, POLLOUT, deadline) != 0) {
         snprintf(err, err_len, "cannot reach %s: timed out", addr);
-        goto out;
+        return -1;
     }
     {
         int soerr = 0;
@@ -161,20 +386,93 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
         if (soerr != 0) {
             snprintf(err, err_len, "cannot reach %s: %s", addr, strerror(soerr));
-            goto out;
+            return -1;
         }
+    }
+    if (https && tls_open(c, addr, host, deadline, err, err_len) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+struct jinn_cli_stream {
+    struct conn c;
+};
+
+struct jinn_cli_stream *jinn_cli_stream_open(const char *addr, int64_t timeout_ms,
+                                             char *hostport, size_t hostport_len, char *err,
+                                             size_t err_len)
+{
+    struct jinn_cli_stream *st = jinn_calloc(1, sizeof *st);
+    char plain[128];
+    if (st == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    if (conn_open(&st->c, addr, mono_ms() + timeout_ms, plain, sizeof plain, err, err_len) !=
+        0) {
+        conn_end(&st->c);
+        jinn_free(st);
+        return NULL;
+    }
+    snprintf(hostport, hostport_len, "%s", plain + 7);
+    return st;
+}
+
+int jinn_cli_stream_send(struct jinn_cli_stream *st, const void *p, size_t n,
+                         int64_t timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    const char *q = p;
+    while (n > 0) {
+        ssize_t k = conn_io(&st->c, true, (void *)(uintptr_t)q, n, deadline);
+        if (k <= 0) {
+            return -1;
+        }
+        q += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+ssize_t jinn_cli_stream_recv(struct jinn_cli_stream *st, void *p, size_t n, int64_t timeout_ms)
+{
+    return conn_io(&st->c, false, p, n, mono_ms() + timeout_ms);
+}
+
+void jinn_cli_stream_close(struct jinn_cli_stream *st)
+{
+    if (st != NULL) {
+        conn_end(&st->c);
+        jinn_free(st);
+    }
+}
+
+int jinn_cli_request(const char *addr, const char *method, const char *target,
+                     const char *headers, const char *body, size_t body_len, int *status,
+                     char **resp, size_t *resp_len, char *err, size_t err_len)
+{
+    struct conn conn = {-1, NULL, NULL};
+    char plain[128];
+    struct jinn_wbuf req, in;
+    struct jinn_http_limits limits = {64u * 1024, 0, JINN_CLI_MAX_RESPONSE};
+    struct jinn_http_msg head;
+    int64_t deadline = mono_ms() + jinn_cli_timeout_ms;
+    int rv = -1;
+    size_t sent = 0;
+
+    jinn_wbuf_init(&req);
+    jinn_wbuf_init(&in);
+    if (conn_open(&conn, addr, deadline, plain, sizeof plain, err, err_len) != 0) {
+        goto out;
     }
     jinn_wbuf_printf(&req,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
                      "Content-Length: %zu\r\n%s",
-                     method, target, addr + 7, body_len, headers ? headers : "");
-    {
-        /* Scoped tokens: $JINN_TOKEN on every request that names none. */
-        const char *tok = getenv("JINN_TOKEN");
-        if (tok != NULL && *tok != '\0' && strpbrk(tok, "\r\n") == NULL &&
-            (headers == NULL || strcasestr(headers, "authorization:") == NULL)) {
-            jinn_wbuf_printf(&req, "Authorization: Bearer %s\r\n", tok);
-        }
+                     method, target, plain + 7, body_len, headers ? headers : "");
+    /* Scoped tokens: --token or $JINN_TOKEN on every request that names none. */
+    if (opt_token != NULL && (headers == NULL || strcasestr(headers, "authorization:") == NULL)) {
+        jinn_wbuf_printf(&req, "Authorization: Bearer %s\r\n", opt_token);
     }
     if (jinn_cli_min_index != 0) {
         jinn_wbuf_printf(&req, "X-Jinn-Min-Index: %llu\r\n",
@@ -187,15 +485,12 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
         goto out;
     }
     while (sent < req.len) {
-        ssize_t n = send(fd, req.data + sent, req.len - sent, MSG_NOSIGNAL);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_fd(fd, POLLOUT, deadline) != 0) {
-                snprintf(err, err_len, "%s: timed out sending", addr);
-                goto out;
-            }
-            continue;
+        ssize_t n = conn_io(&conn, true, req.data + sent, req.len - sent, deadline);
+        if (n < 0 && errno == ETIMEDOUT) {
+            snprintf(err, err_len, "%s: timed out sending", addr);
+            goto out;
         }
-        if (n < 0) {
+        if (n <= 0) {
             snprintf(err, err_len, "%s: %s", addr, strerror(errno));
             goto out;
         }
@@ -207,13 +502,10 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
             snprintf(err, err_len, "out of memory");
             goto out;
         }
-        n = recv(fd, in.data + in.len, in.cap - in.len, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_fd(fd, POLLIN, deadline) != 0) {
-                snprintf(err, err_len, "%s: timed out waiting for a reply", addr);
-                goto out;
-            }
-            continue;
+        n = conn_io(&conn, false, in.data + in.len, in.cap - in.len, deadline);
+        if (n < 0 && errno == ETIMEDOUT) {
+            snprintf(err, err_len, "%s: timed out waiting for a reply", addr);
+            goto out;
         }
         if (n < 0) {
             snprintf(err, err_len, "%s: %s", addr, strerror(errno));
@@ -257,9 +549,7 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
     note_index(&head, "X-Jinn-Applied-Index");
     rv = 0;
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
+    conn_end(&conn);
     jinn_wbuf_free(&req);
     jinn_wbuf_free(&in);
     return rv;

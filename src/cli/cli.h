@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define JINN_CLI_DEFAULT_ADDR "http://127.0.0.1:8080"
 #define JINN_CLI_TIMEOUT_MS 5000
@@ -22,6 +23,30 @@ extern int64_t jinn_cli_timeout_ms;
 extern uint64_t jinn_cli_min_index;
 /* The highest X-Jinn-Index / X-Jinn-Applied-Index any reply carried. */
 extern uint64_t jinn_cli_last_index;
+
+/* Takes the options every command shares out of argv (argv[0] is the
+ * program): --cacert FILE, --cert FILE, --key FILE (TLS to an https://
+ * address: the CA to trust, a client certificate) and --token TOKEN (sent
+ * as Authorization: Bearer), each also from JINN_CACERT, JINN_CERT,
+ * JINN_KEY, JINN_TOKEN. --key counts only right after --cert FILE (queue
+ * pub and fn sign have a --key of their own). 0, or 2 after printing why. */
+int jinn_cli_global_opts(int *argc, char **argv);
+
+/* The bearer token (--token or JINN_TOKEN), or NULL. */
+const char *jinn_cli_token(void);
+
+/* A raw connection for streaming (snapshot save): http:// or https://
+ * (TLS with the options above). open fills hostport (for Host:); send
+ * sends all (0/-1); recv gives > 0 bytes, 0 at the end, -1 on error
+ * (errno ETIMEDOUT when nothing came within timeout_ms). */
+struct jinn_cli_stream;
+struct jinn_cli_stream *jinn_cli_stream_open(const char *addr, int64_t timeout_ms,
+                                             char *hostport, size_t hostport_len, char *err,
+                                             size_t err_len);
+int jinn_cli_stream_send(struct jinn_cli_stream *st, const void *p, size_t n,
+                         int64_t timeout_ms);
+ssize_t jinn_cli_stream_recv(struct jinn_cli_stream *st, void *p, size_t n, int64_t timeout_ms);
+void jinn_cli_stream_close(struct jinn_cli_stream *st);
 
 int jinn_cli_status(int argc, char **argv);
 int jinn_cli_version(int argc, char **argv);

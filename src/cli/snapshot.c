@@ -58,16 +58,6 @@ static const char *addr_default(void)
     return env && *env ? env : JINN_CLI_DEFAULT_ADDR;
 }
 
-static int wait_fd(int fd, short events, int ms)
-{
-    struct pollfd p = {fd, events, 0};
-    int rv;
-    do {
-        rv = poll(&p, 1, ms);
-    } while (rv < 0 && errno == EINTR);
-    return rv == 1 ? 0 : -1;
-}
-
 static void progress(uint64_t got, uint64_t total, int64_t started, bool done)
 {
     double secs = (double)(now_ms() - started) / 1000.0;
@@ -95,7 +85,13 @@ static void find_leader(const char *addr, char *out, size_t cap)
             json_string_value(json_object_get(json_object_get(st, "leader"), "api"));
         if (role != NULL && strcmp(role, "leader") != 0 && leader != NULL &&
             leader[0] != '\0') {
-            snprintf(out, cap, "%s", leader);
+            /* Directory URLs are http://; a cluster serving https (http_tls
+             * on every node) is reached the way addr was. */
+            if (strncmp(addr, "https://", 8) == 0 && strncmp(leader, "http://", 7) == 0) {
+                snprintf(out, cap, "https://%s", leader + 7);
+            } else {
+                snprintf(out, cap, "%s", leader);
+            }
             /* Trailing slash allowed in directory URLs. */
             if (strlen(out) > 0 && out[strlen(out) - 1] == '/') {
                 out[strlen(out) - 1] = '\0';
@@ -129,47 +125,43 @@ static int fsync_dir_of(const char *path)
 static int download(const char *addr, const char *target, int out_fd, const char *what,
                     uint64_t *got_out)
 {
-    struct sockaddr_in sa;
+    struct jinn_cli_stream *st = NULL;
     struct jinn_http_limits limits = {64u * 1024, 0, UINT64_MAX};
     struct jinn_http_msg head;
-    char req[1024], *buf = NULL;
+    char req[2048], hostport[128], err[512], *buf = NULL;
+    const char *token = jinn_cli_token();
     size_t len = 0, cap = 1 << 20;
     uint64_t got = 0, total = 0;
     int64_t started = now_ms(), last_progress = 0;
     bool tty = isatty(2), have_head = false;
-    int fd = -1, rv = 1, n;
+    int rv = 1, n;
 
-    if (jinn_fetch_parse_url(addr, &sa) != 0) {
-        fprintf(stderr, "jinn: bad address '%s' (want http://ip:port)\n", addr);
-        return 1;
-    }
     buf = jinn_malloc(cap);
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (buf == NULL || fd < 0) {
-        fprintf(stderr, "jinn: %s\n", strerror(errno));
+    if (buf == NULL) {
+        fprintf(stderr, "jinn: out of memory\n");
         goto out;
     }
-    if ((connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) ||
-        wait_fd(fd, POLLOUT, JINN_CLI_TIMEOUT_MS) != 0) {
-        fprintf(stderr, "jinn: cannot reach %s\n", addr);
+    /* http:// or https:// (the CLI's --cacert/--cert/--key options). */
+    st = jinn_cli_stream_open(addr, JINN_CLI_TIMEOUT_MS, hostport, sizeof hostport, err,
+                              sizeof err);
+    if (st == NULL) {
+        fprintf(stderr, "jinn: %s\n", err);
         goto out;
     }
-    n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                 target, addr + 7);
-    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+    n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s%s%s\r\n",
+                 target, hostport, token != NULL ? "Authorization: Bearer " : "",
+                 token != NULL ? token : "", token != NULL ? "\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof req ||
+        jinn_cli_stream_send(st, req, (size_t)n, JINN_CLI_TIMEOUT_MS) != 0) {
         fprintf(stderr, "jinn: cannot send to %s: %s\n", addr, strerror(errno));
         goto out;
     }
     for (;;) {
-        ssize_t r;
-        if (wait_fd(fd, POLLIN, SAVE_IDLE_MS) != 0) {
+        ssize_t r = jinn_cli_stream_recv(st, buf + len, cap - len, SAVE_IDLE_MS);
+        if (r < 0 && errno == ETIMEDOUT) {
             fprintf(stderr, "\njinn: %s: no data for %d s; giving up\n", addr,
                     SAVE_IDLE_MS / 1000);
             goto out;
-        }
-        r = recv(fd, buf + len, cap - len, 0);
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-            continue;
         }
         if (r < 0) {
             fprintf(stderr, "\njinn: %s: %s\n", addr, strerror(errno));
@@ -252,9 +244,7 @@ static int download(const char *addr, const char *target, int out_fd, const char
     *got_out = got;
     rv = 0;
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
+    jinn_cli_stream_close(st);
     jinn_free(buf);
     return rv;
 }

@@ -63,11 +63,12 @@ def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
                          + (f" (last error: {last_error})" if last_error else ""))
 
 
-def http(url, method="GET", body=None, headers=None, timeout=5.0):
-    """Returns (status, headers, body bytes); never raises on HTTP errors."""
+def http(url, method="GET", body=None, headers=None, timeout=5.0, context=None):
+    """Returns (status, headers, body bytes); never raises on HTTP errors.
+    context: an ssl.SSLContext for https:// URLs."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
@@ -202,7 +203,8 @@ class Node:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.cluster.https_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def advertised(self):
@@ -287,12 +289,13 @@ class Node:
 
     def status(self, timeout=2.0):
         code, _, body = http(self.url + "/v1/status", timeout=timeout,
-                             headers=self.cluster.auth_headers)
+                             headers=self.cluster.auth_headers,
+                             context=self.cluster.https_context)
         assert code == 200, body
         return json.loads(body)
 
     def request(self, path, method="GET", body=None, headers=None, timeout=10.0):
-        return http(self.url + path, method, body, headers, timeout)
+        return http(self.url + path, method, body, headers, timeout, self.cluster.https_context)
 
     def log(self):
         try:
@@ -310,6 +313,7 @@ class Cluster:
         self.node_config = None  # node -> extra config lines for it
         self.auth_headers = {}  # sent by status() (tokens on: a Bearer token)
         self.opaque_raft = False  # raft is TLS: proxies relay without reading
+        self.https_context = None  # an ssl.SSLContext: the nodes serve https (http_tls)
         self.nodes = [Node(self, f"n{i + 1}", i) for i in range(n)]
         self.cuts = set()  # (from, to): traffic from `from` to `to` is dropped
         self.cut_lock = threading.Lock()

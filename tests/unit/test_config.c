@@ -384,3 +384,30 @@ TEST(config_job_result_retention)
     CHECK(jinn_config_parse(&cfg, "t", bad, sizeof bad - 1, &err) != 0);
     jinn_config_free(&cfg);
 }
+
+TEST(config_http_tls_and_insecure)
+{
+    static const char text[] = "{\n  http_tls {\n    cert a.crt\n    key a.key\n"
+                               "    client_ca c.crt\n  }\n  insecure true\n}\n";
+    static const char partial[] = "{\n  http_tls {\n    key a.key\n  }\n}\n";
+    static const char unknown[] = "{\n  http_tls {\n    cert a.crt\n    ca x\n  }\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK(cfg.http_tls_cert == NULL && !cfg.insecure);
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, sizeof text - 1, &err), 0);
+    CHECK_STR(cfg.http_tls_cert, "a.crt");
+    CHECK_STR(cfg.http_tls_key, "a.key");
+    CHECK_STR(cfg.http_tls_client_ca, "c.crt");
+    CHECK(cfg.insecure);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", partial, sizeof partial - 1, &err), JINN_ECONFIG);
+    CHECK(strstr(err.message, "needs cert and key") != NULL);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", unknown, sizeof unknown - 1, &err), JINN_ECONFIG);
+    CHECK_INT(err.line, 4);
+    CHECK(strstr(err.message, "client_ca") != NULL);
+    jinn_config_free(&cfg);
+}
