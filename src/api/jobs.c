@@ -191,14 +191,13 @@ static bool path_names(struct jinn_http_request *req, char fn[JINN_FN_NAME_MAX +
     }
     if (id != NULL) {
         const char *q = slash + strlen("/jobs/");
-        size_t idlen = req->path_len - (size_t)(q - req->path);
         char text[24];
-        if (q > req->path + req->path_len || idlen == 0 || idlen >= sizeof text) {
+        if (q > req->path + req->path_len) {
             return false;
         }
-        memcpy(text, q, idlen);
-        text[idlen] = '\0';
-        return jinn_api_parse_uint(text, INT64_MAX, id);
+        n = jinn_http_unescape(q, req->path_len - (size_t)(q - req->path), text, sizeof text,
+                               false);
+        return n > 0 && strlen(text) == (size_t)n && jinn_api_parse_uint(text, INT64_MAX, id);
     }
     return true;
 }
@@ -417,6 +416,6 @@ void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
     c.job.keep_bytes = JOB_KEEP_BYTES;
     jinn_api_propose_or_reply(api, req, &c, acked);
 cleanup:
-    free(resp_text); /* jansson's allocator */
+    jinn_free(resp_text); /* jansson allocates through alloc.h (main.c) */
     json_decref(body);
 }
