@@ -28,6 +28,7 @@
 #include "log.h"
 #include "wasm/compile.h"
 #include "wasm/host.h"
+#include "wasm/jobs.h"
 #include "wasm/pool.h"
 #include "wasm/proto.h"
 
@@ -1998,6 +1999,9 @@ void jinn_wasm_runner_describe(const struct jinn_wasm_runner *r, const char *nam
         local = json_pack("{s:s}", "state", "unknown");
     } else {
         local = local_json(r, fs, true);
+    }
+    if (local != NULL && r != NULL) {
+        jinn_jobs_describe(r->api->jobs, name, local);
     }
     if (local != NULL) {
         json_object_set_new(obj, "local", local);
