@@ -38,6 +38,19 @@
 
 /* ---- inputs ----------------------------------------------------------- */
 
+/* WORKERS_<fn> into queue; false when it would be over a queue name's 64
+ * bytes (function names may have 64, their job queues leave 56). */
+static bool queue_of(const char *fn, char queue[JINN_QUEUE_NAME_MAX + 1])
+{
+    size_t p = strlen(WORKERS_PREFIX), n = strlen(fn);
+    if (p + n > JINN_QUEUE_NAME_MAX) {
+        return false;
+    }
+    memcpy(queue, WORKERS_PREFIX, p);
+    memcpy(queue + p, fn, n + 1);
+    return true;
+}
+
 /* The function's name, and its queue's: false when it has replied. */
 static bool names_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args,
                            char queue[JINN_QUEUE_NAME_MAX + 1])
@@ -47,13 +60,11 @@ static bool names_or_reply(struct jinn_http_request *req, const struct jinn_rout
                               "function name must be 1-64 of a-z 0-9 _ - (starting a-z 0-9)");
         return false;
     }
-    if (strlen(WORKERS_PREFIX) + args->len[0] > JINN_QUEUE_NAME_MAX) {
-        /* WORKERS_<name> must be a queue name (at most 64 bytes). */
+    if (!queue_of(args->arg[0], queue)) {
         jinn_http_reply_error(req, JINN_EINVAL,
                               "a function with jobs has a name of at most 56 bytes");
         return false;
     }
-    snprintf(queue, JINN_QUEUE_NAME_MAX + 1, "%s%s", WORKERS_PREFIX, args->arg[0]);
     return true;
 }
 
@@ -212,11 +223,10 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
     size_t budget = JINN_JOB_RESULT_MAX;
     uint64_t id;
 
-    if (!path_names(req, fn, &id)) {
+    if (!path_names(req, fn, &id) || !queue_of(fn, queue)) {
         jinn_http_reply_error(req, JINN_EINVAL, NULL);
         return;
     }
-    snprintf(queue, sizeof queue, "%s%s", WORKERS_PREFIX, fn);
     q = jinn_queues_get(&fsm->queues, queue, strlen(queue));
     if (q != NULL) {
         m = jinn_queue_msg(q, id);
@@ -299,14 +309,13 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
     size_t budget = JOB_LIST_RESPONSE_BYTES;
     json_t *list;
 
-    if (!path_names(req, fn, NULL)) {
+    if (!path_names(req, fn, NULL) || !queue_of(fn, queue)) {
         jinn_http_reply_error(req, JINN_EINVAL, NULL);
         return;
     }
     if (!jinn_api_uint_or_reply(req, NULL, "limit", JOB_LIST_DEFAULT, 1, JOB_LIST_MAX, &limit)) {
         return;
     }
-    snprintf(queue, sizeof queue, "%s%s", WORKERS_PREFIX, fn);
     q = jinn_queues_get(&fsm->queues, queue, strlen(queue));
     if (q != NULL) {
         n = newest_msgs(q, api->applied_seen, (unsigned)limit, ids);
