@@ -44,9 +44,14 @@ void jinn_cron_iso8601(uint64_t t_ms, char out[21])
     uint64_t s = t_ms / 1000, sod = s % 86400;
     int64_t y;
     unsigned m, d;
+    char buf[64];
     jinn_civil_from_days((int64_t)(s / 86400), &y, &m, &d);
-    snprintf(out, 21, "%04lld-%02u-%02uT%02u:%02u:%02uZ", (long long)(y % 10000), m, d,
+    /* Within 20 bytes for every value (year < 10000); the compiler cannot
+     * see that, hence the larger buffer. */
+    snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02u:%02u:%02uZ", (long long)(y % 10000), m, d,
              (unsigned)(sod / 3600), (unsigned)(sod / 60 % 60), (unsigned)(sod % 60));
+    memcpy(out, buf, 20);
+    out[20] = '\0';
 }
 
 /* ---- parsing --------------------------------------------------------------- */

@@ -33,6 +33,10 @@
 #include "fsm/queue.h"
 #include "tree.h"
 
+/* Functions with longer names have no jobs queue (WORKERS_ + name is a
+ * queue name, at most JINN_QUEUE_NAME_MAX bytes): no cron, no jobs. */
+#define JINN_JOB_FN_NAME_MAX (JINN_QUEUE_NAME_MAX - (sizeof JINN_JOB_QUEUE_PREFIX - 1))
+
 /* Bytes a kept result counts beyond its response (bounds their number). */
 #define JINN_JOB_RESULT_OVERHEAD 256u
 #define JINN_JOB_RESULTS_MAX_BYTES_LIMIT (1ull << 40) /* snapshot sanity bound */
