@@ -152,9 +152,11 @@ static void slot_maybe_free(struct slot *s)
 
 static void slot_finish(struct slot *s)
 {
+    struct jinn_jobs *j = s->fp->j;
     s->state = S_DONE;
     uv_timer_stop(&s->timer);
     slot_maybe_free(s);
+    maybe_stopped(j);
 }
 
 static int post(struct slot *s, struct sreq *rq, const char *target, const char *body,
@@ -667,9 +669,21 @@ void jinn_jobs_applied(struct jinn_jobs *j)
 
 /* ---- shutdown ------------------------------------------------------------------------ */
 
+/* Nothing left to wait for: every slot is gone, or was handed back and
+ * only its run is left (the runner's stop, next, ends that run; the slot
+ * is freed when its callback comes). */
 static bool all_idle(const struct jinn_jobs *j)
 {
-    return j->slots == 0;
+    for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+            const struct slot *s = fp->slots[i];
+            if (s != NULL && !(s->handed_back && s->state == S_DONE && !s->rq_fetch.busy &&
+                               !s->rq_progress.busy && !s->rq_settle.busy)) {
+                return false;
+            }
+        }
+    }
+    return true;
 }
 
 static void maybe_stopped(struct jinn_jobs *j)
