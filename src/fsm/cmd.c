@@ -54,6 +54,12 @@ const char *jinn_cmd_type_name(int type)
         return "fn_delete";
     case JINN_CMD_FN_ROLLBACK:
         return "fn_rollback";
+    case JINN_CMD_JOB_ACK:
+        return "job_ack";
+    case JINN_CMD_JOB_CRON:
+        return "job_cron";
+    case JINN_CMD_FN_DEPLOY2:
+        return "fn_deploy2";
     default:
         return "unknown";
     }
@@ -85,6 +91,28 @@ static bool fn_name_ok(struct jinn_slice s)
         }
     }
     return true;
+}
+
+/* WORKERS_<function name>: the only queues JOB_ACK acts on. */
+static bool job_queue_ok(struct jinn_slice q)
+{
+    size_t n = sizeof JINN_JOB_QUEUE_PREFIX - 1;
+    struct jinn_slice fn = {q.p + n, q.len - n};
+    return q.len > n && q.len <= JINN_QUEUE_NAME_MAX &&
+           memcmp(q.p, JINN_JOB_QUEUE_PREFIX, n) == 0 && fn_name_ok(fn);
+}
+
+static bool job_ack_ok(const struct jinn_cmd *c)
+{
+    return job_queue_ok(c->job.queue) && c->job.worker.len > 0 &&
+           c->job.worker.len <= JINN_QUEUE_WORKER_MAX && !has_nul(c->job.worker) &&
+           c->job.response.len <= JINN_JOB_RESULT_MAX;
+}
+
+static bool deploy2_ok(const struct jinn_cmd *c)
+{
+    return (c->fn.signature.len == 0 || c->fn.signature.len == JINN_CMD_FN_SIG_SIZE) &&
+           c->fn.key_id.len <= JINN_CMD_FN_KEY_ID_MAX;
 }
 
 static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
@@ -180,20 +208,49 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, c->sql.sqlite_version);
         }
         break;
+    case JINN_CMD_JOB_ACK:
+        if (!job_ack_ok(c)) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->job.queue);
+        put_slice(w, c->job.worker);
+        jinn_wbuf_put_u64(w, c->job.seq);
+        jinn_wbuf_put_u64(w, c->job.delivery);
+        jinn_wbuf_put_u32(w, c->job.status);
+        put_slice(w, c->job.response);
+        jinn_wbuf_put_u64(w, c->job.keep_ms);
+        jinn_wbuf_put_u64(w, c->job.keep_bytes);
+        break;
+    case JINN_CMD_JOB_CRON:
+        if (!fn_name_ok(c->cron.name)) {
+            return JINN_EINVAL;
+        }
+        put_slice(w, c->cron.name);
+        jinn_wbuf_put_u64(w, c->cron.tick_ms);
+        jinn_wbuf_put_u64(w, c->cron.max_length);
+        jinn_wbuf_put_u64(w, c->cron.max_bytes);
+        jinn_wbuf_put_u64(w, c->cron.max_deliver);
+        break;
     case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DEPLOY2:
     case JINN_CMD_FN_DELETE:
     case JINN_CMD_FN_ROLLBACK:
         if (!fn_name_ok(c->fn.name) ||
-            (c->type == JINN_CMD_FN_DEPLOY &&
+            (c->type == JINN_CMD_FN_DEPLOY2 && !deploy2_ok(c)) ||
+            ((c->type == JINN_CMD_FN_DEPLOY || c->type == JINN_CMD_FN_DEPLOY2) &&
              (c->fn.settings.len == 0 || c->fn.settings.len > JINN_CMD_FN_SETTINGS_MAX ||
               c->fn.module.len == 0 || c->fn.module.len > JINN_CMD_FN_MODULE_MAX)) ||
             (c->type == JINN_CMD_FN_DELETE && (c->fn.flags & ~(uint64_t)JINN_CMD_FN_PURGE))) {
             return JINN_EINVAL;
         }
         put_slice(w, c->fn.name);
-        if (c->type == JINN_CMD_FN_DEPLOY) {
+        if (c->type == JINN_CMD_FN_DEPLOY || c->type == JINN_CMD_FN_DEPLOY2) {
             put_slice(w, c->fn.settings);
             put_slice(w, c->fn.module);
+            if (c->type == JINN_CMD_FN_DEPLOY2) {
+                put_slice(w, c->fn.signature);
+                put_slice(w, c->fn.key_id);
+            }
         } else if (c->type == JINN_CMD_FN_DELETE) {
             jinn_wbuf_put_u64(w, c->fn.flags);
         } else {
@@ -339,16 +396,53 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             return JINN_ECORRUPT;
         }
         break;
+    case JINN_CMD_JOB_ACK:
+        if (version < 2) {
+            return JINN_ECORRUPT;
+        }
+        c->job.queue = get_slice(&r, JINN_QUEUE_NAME_MAX);
+        c->job.worker = get_slice(&r, JINN_QUEUE_WORKER_MAX);
+        c->job.seq = jinn_rbuf_get_u64(&r);
+        c->job.delivery = jinn_rbuf_get_u64(&r);
+        c->job.status = jinn_rbuf_get_u32(&r);
+        c->job.response = get_slice(&r, JINN_JOB_RESULT_MAX);
+        c->job.keep_ms = jinn_rbuf_get_u64(&r);
+        c->job.keep_bytes = jinn_rbuf_get_u64(&r);
+        if (r.failed || !job_ack_ok(c)) {
+            return JINN_ECORRUPT;
+        }
+        break;
+    case JINN_CMD_JOB_CRON:
+        if (version < 2) {
+            return JINN_ECORRUPT;
+        }
+        c->cron.name = get_slice(&r, JINN_CMD_FN_NAME_MAX);
+        c->cron.tick_ms = jinn_rbuf_get_u64(&r);
+        c->cron.max_length = jinn_rbuf_get_u64(&r);
+        c->cron.max_bytes = jinn_rbuf_get_u64(&r);
+        c->cron.max_deliver = jinn_rbuf_get_u64(&r);
+        if (r.failed || !fn_name_ok(c->cron.name)) {
+            return JINN_ECORRUPT;
+        }
+        break;
     case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DEPLOY2:
     case JINN_CMD_FN_DELETE:
     case JINN_CMD_FN_ROLLBACK:
         if (version < 2) {
             return JINN_ECORRUPT; /* format 1 never had them */
         }
         c->fn.name = get_slice(&r, JINN_CMD_FN_NAME_MAX);
-        if (c->type == JINN_CMD_FN_DEPLOY) {
+        if (c->type == JINN_CMD_FN_DEPLOY || c->type == JINN_CMD_FN_DEPLOY2) {
             c->fn.settings = get_slice(&r, JINN_CMD_FN_SETTINGS_MAX);
             c->fn.module = get_slice(&r, JINN_CMD_FN_MODULE_MAX);
+            if (c->type == JINN_CMD_FN_DEPLOY2) {
+                c->fn.signature = get_slice(&r, JINN_CMD_FN_SIG_SIZE);
+                c->fn.key_id = get_slice(&r, JINN_CMD_FN_KEY_ID_MAX);
+                if (!deploy2_ok(c)) {
+                    return JINN_ECORRUPT;
+                }
+            }
             if (c->fn.settings.len == 0 || c->fn.module.len == 0) {
                 return JINN_ECORRUPT;
             }

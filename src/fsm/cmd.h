@@ -11,9 +11,9 @@
  * Decoding never trusts a length: a truncated, oversized or trailing-garbage
  * command is rejected with JINN_ECORRUPT, identically on every replica.
  *
- * Types FN_DEPLOY, FN_DELETE, FN_ROLLBACK (23-25) came later within format 2:
- * a build that does not know them stops at them (JINN_EVERSION), as for
- * any unknown type.
+ * Types FN_DEPLOY, FN_DELETE, FN_ROLLBACK (23-25), and later JOB_ACK,
+ * JOB_CRON, FN_DEPLOY2 (26-28), came within format 2: a build that does not
+ * know them stops at them (JINN_EVERSION), as for any unknown type.
  *
  * Format 2 (this build writes it) added CHECK, NODE_DEL, LOCK_WITHDRAW and
  * LOCK_ORPHANS,
@@ -55,6 +55,10 @@
 #define JINN_CMD_FN_SETTINGS_MAX (64u << 10) /* = JINN_FN_SETTINGS_MAX */
 #define JINN_CMD_FN_MODULE_MAX (16u << 20)   /* = JINN_FN_MODULE_MAX */
 #define JINN_CMD_FN_PURGE 0x1                /* = JINN_FN_PURGE */
+#define JINN_CMD_FN_SIG_SIZE 64   /* FN_DEPLOY2: an ed25519 signature, or none */
+#define JINN_CMD_FN_KEY_ID_MAX 64 /* FN_DEPLOY2: the signing key's id */
+#define JINN_JOB_QUEUE_PREFIX "WORKERS_" /* a function's job queue: WORKERS_<fn> */
+#define JINN_JOB_RESULT_MAX (1u << 20)   /* response bytes kept per job */
 
 /* KV_PUT / KV_DEL flags */
 #define JINN_KV_CREATE_ONLY 0x1 /* If-None-Match: * (PUT only) */
@@ -89,6 +93,10 @@ enum jinn_cmd_type {
     JINN_CMD_FN_DEPLOY = 23,   /* a new version: module bytes + settings */
     JINN_CMD_FN_DELETE = 24,   /* no active version (kept for rollback), or purge */
     JINN_CMD_FN_ROLLBACK = 25, /* a kept version becomes active again */
+    /* Jobs (fsm/jobs.h) */
+    JINN_CMD_JOB_ACK = 26,    /* ack a WORKERS_<fn> message + keep the job's result */
+    JINN_CMD_JOB_CRON = 27,   /* fire a function's cron tick (one publish) */
+    JINN_CMD_FN_DEPLOY2 = 28, /* FN_DEPLOY + signature; settings may hold workers, cron */
     JINN_CMD_TYPE_MAX
 };
 
@@ -157,7 +165,30 @@ struct jinn_cmd {
             struct jinn_slice module;   /* DEPLOY: the WebAssembly binary */
             uint64_t version;           /* ROLLBACK: 0 = the one before the active */
             uint64_t flags;             /* DELETE: JINN_FN_PURGE */
+            struct jinn_slice signature; /* DEPLOY2: 0 or JINN_CMD_FN_SIG_SIZE bytes */
+            struct jinn_slice key_id;    /* DEPLOY2: 0..JINN_CMD_FN_KEY_ID_MAX bytes */
         } fn;
+        /* JOB_ACK: Q_ACK's fields + the result to keep, with the leader's
+         * retention policy (keep_ms after finishing, keep_bytes in total). */
+        struct {
+            struct jinn_slice queue;    /* WORKERS_<fn> */
+            struct jinn_slice worker;
+            uint64_t seq;
+            uint64_t delivery;          /* 0 = any */
+            uint32_t status;            /* the function's HTTP status */
+            struct jinn_slice response; /* <= JINN_JOB_RESULT_MAX bytes */
+            uint64_t keep_ms;
+            uint64_t keep_bytes;
+        } job;
+        /* JOB_CRON: the tick to fire, with Q_PUBLISH's policy values for the
+         * message it publishes to WORKERS_<name>. */
+        struct {
+            struct jinn_slice name; /* the function */
+            uint64_t tick_ms;
+            uint64_t max_length;  /* = Q_PUBLISH's count */
+            uint64_t max_bytes;   /* = Q_PUBLISH's bytes */
+            uint64_t max_deliver; /* = Q_PUBLISH's max_deliver */
+        } cron;
     };
 };
 
@@ -169,7 +200,8 @@ static inline bool jinn_cmd_is_queue(int type)
 
 static inline bool jinn_cmd_is_fn(int type)
 {
-    return type >= JINN_CMD_FN_DEPLOY && type <= JINN_CMD_FN_ROLLBACK;
+    return (type >= JINN_CMD_FN_DEPLOY && type <= JINN_CMD_FN_ROLLBACK) ||
+           type == JINN_CMD_FN_DEPLOY2;
 }
 
 /* Encodes c into out (appended; caller owns out). Returns 0, JINN_ENOMEM or

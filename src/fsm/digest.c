@@ -69,8 +69,8 @@ const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d,
     return NULL;
 }
 
-static const char *const captured_names[JINN_DIGEST_CAPTURED] = {"nodes", "kv", "locks",
-                                                                 "queues", "functions"};
+static const char *const captured_names[JINN_DIGEST_CAPTURED] = {
+    "nodes", "kv", "locks", "queues", "functions", "jobs"};
 
 int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *cap)
 {
@@ -85,6 +85,12 @@ int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *
     /* Module bytes by their sha256 (computed from the bytes at apply): a
      * check copies this on the loop, and modules would be the bulk of it. */
     jinn_fns_encode(&fsm->fns, &cap->sections[4]);
+    /* Left out while empty, so replicas of a build from before the jobs
+     * section agree with this one until jobs are used (which such a build
+     * could not apply anyway). */
+    if (fsm->jobs.results.count != 0 || fsm->jobs.crons.count != 0) {
+        jinn_jobs_encode(&fsm->jobs, &cap->sections[5]);
+    }
     for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
         if (cap->sections[i].failed) {
             return JINN_ENOMEM;
@@ -109,6 +115,9 @@ void jinn_digest_from_capture(const struct jinn_digest_capture *cap, uint64_t in
     jinn_digest_add(d, "meta", hash_u64(JINN_FNV_OFFSET, cap->time_ms));
     for (int i = 0; i < JINN_DIGEST_CAPTURED; i++) {
         const struct jinn_wbuf *w = &cap->sections[i];
+        if (i == 5 && w->len == 0) {
+            continue; /* no jobs state (see jinn_digest_capture) */
+        }
         jinn_digest_add(d, captured_names[i], jinn_fnv1a64(JINN_FNV_OFFSET, w->data, w->len));
     }
 }

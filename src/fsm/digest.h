@@ -10,6 +10,7 @@
  *   locks    locks and their lines   (jinn_locks_encode)
  *   queues   queues and messages     (jinn_queues_encode)
  *   functions the function registry  (jinn_fns_encode, modules by sha256)
+ *   jobs     kept job results, cron  (jinn_jobs_encode)
  *   sql:DB   one per SQL database, over its CONTENT, not its image
  *
  * The in-memory sections hash the snapshot encoding, which is canonical
@@ -33,7 +34,7 @@
 #include "fsm/sql.h"
 
 #define JINN_DIGEST_NAME_MAX (4 + JINN_SQL_DB_MAX + 1) /* "sql:" + db name + NUL */
-#define JINN_DIGEST_SECTIONS_MAX (6 + JINN_SQL_DBS_MAX)
+#define JINN_DIGEST_SECTIONS_MAX (7 + JINN_SQL_DBS_MAX)
 #define JINN_FNV_OFFSET UINT64_C(0xcbf29ce484222325)
 
 struct jinn_fsm;
@@ -56,7 +57,7 @@ uint64_t jinn_fnv1a64(uint64_t h, const void *p, size_t n);
 /* The in-memory state, encoded as a snapshot encodes it. Taking it is a
  * copy (fast, on the loop); hashing it (~5 ns a byte) can then run on any
  * thread while apply goes on. */
-#define JINN_DIGEST_CAPTURED 5 /* nodes, kv, locks, queues, functions */
+#define JINN_DIGEST_CAPTURED 6 /* nodes, kv, locks, queues, functions, jobs */
 struct jinn_digest_capture {
     uint64_t time_ms;
     struct jinn_wbuf sections[JINN_DIGEST_CAPTURED];
@@ -66,7 +67,7 @@ struct jinn_digest_capture {
 int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *cap);
 void jinn_digest_capture_free(struct jinn_digest_capture *cap);
 /* Resets d to the in-memory sections (meta, nodes, kv, locks, queues,
- * functions). */
+ * functions, jobs). */
 void jinn_digest_from_capture(const struct jinn_digest_capture *cap, uint64_t index,
                               struct jinn_digest *d);
 

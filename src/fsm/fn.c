@@ -194,7 +194,13 @@ void jinn_fn_settings_defaults(struct jinn_fn_settings *s)
     s->timeout_ms = JINN_FN_TIMEOUT_DEFAULT_MS;
     s->memory_limit = JINN_FN_MEMORY_DEFAULT;
     s->pool_size = JINN_FN_POOL_DEFAULT;
+    s->workers = JINN_FN_WORKERS_DEFAULT;
     snprintf(s->ns, sizeof s->ns, "default");
+}
+
+bool jinn_fn_settings_need_deploy2(const struct jinn_fn_settings *s)
+{
+    return s->workers != JINN_FN_WORKERS_DEFAULT || s->cron[0] != '\0';
 }
 
 static void free_list(char **list, unsigned n)
@@ -258,6 +264,13 @@ void jinn_fn_settings_canonical(const struct jinn_fn_settings *s, struct jinn_wb
     put_json_str(w, s->db);
     jinn_wbuf_printf(w, ",\"ns\":");
     put_json_str(w, s->ns);
+    if (s->workers != JINN_FN_WORKERS_DEFAULT) {
+        jinn_wbuf_printf(w, ",\"workers\":%u", s->workers);
+    }
+    if (s->cron[0] != '\0') {
+        jinn_wbuf_printf(w, ",\"cron\":");
+        put_json_str(w, s->cron);
+    }
     jinn_wbuf_put_u8(w, '}');
 }
 
@@ -335,13 +348,32 @@ static bool get_str(json_t *root, const char *key, char *buf, size_t cap, char *
 
 static int settings_parse(json_t *root, struct jinn_fn_settings *s, char *err, size_t errlen)
 {
-    uint64_t pool;
+    uint64_t pool, workers = JINN_FN_WORKERS_DEFAULT;
+    size_t keys = 10;
     int rv;
 
-    if (!json_is_object(root) || json_object_size(root) != 10) {
+    s->workers = JINN_FN_WORKERS_DEFAULT;
+    keys += json_object_get(root, "workers") != NULL;
+    keys += json_object_get(root, "cron") != NULL;
+    if (!json_is_object(root) || json_object_size(root) != keys) {
         snprintf(err, errlen, "settings: an object with exactly route, timeout_ms, "
-                              "memory_limit, pool_size, env, args, kv_read, kv_write, db, ns");
+                              "memory_limit, pool_size, env, args, kv_read, kv_write, db, ns "
+                              "(and optionally workers, cron)");
         return JINN_EINVAL;
+    }
+    if ((json_object_get(root, "workers") != NULL &&
+         !get_uint(root, "workers", 0, JINN_FN_WORKERS_MAX, &workers, err, errlen)) ||
+        (json_object_get(root, "cron") != NULL &&
+         !get_str(root, "cron", s->cron, sizeof s->cron, err, errlen))) {
+        return JINN_EINVAL;
+    }
+    s->workers = (uint32_t)workers;
+    if (s->cron[0] != '\0') {
+        struct jinn_cron cron;
+        rv = jinn_cron_parse(s->cron, strlen(s->cron), &cron, err, errlen);
+        if (rv != 0) {
+            return rv;
+        }
     }
     if (!get_str(root, "route", s->route, sizeof s->route, err, errlen) ||
         !get_uint(root, "timeout_ms", 1, JINN_FN_TIMEOUT_MAX_MS, &s->timeout_ms, err, errlen) ||
@@ -736,6 +768,14 @@ static int apply_deploy(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
         }
         return rv;
     }
+    /* A build from before workers/cron refuses them in type 23; so does
+     * this one, so that both agree on every entry of a rolling upgrade. */
+    if (c->type == JINN_CMD_FN_DEPLOY && jinn_fn_settings_need_deploy2(&v.settings)) {
+        jinn_warn("fn deploy %.*s refused: workers and cron need an fn_deploy2 entry",
+                  (int)name_len, name);
+        rv = JINN_EINVAL;
+        goto fail;
+    }
     info = jinn_malloc(sizeof *info);
     if (info == NULL) {
         rv = JINN_ENOMEM;
@@ -870,6 +910,7 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
     *value = 0;
     switch (c->type) {
     case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DEPLOY2:
         fns->deploy_bytes += c->fn.module.len;
         rv = apply_deploy(fns, index, time_ms, c, value);
         break;

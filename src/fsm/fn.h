@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "cron.h"
 #include "tree.h"
 
 #define JINN_FN_NAME_MAX 64            /* [a-z0-9][a-z0-9_-]* */
@@ -31,6 +32,8 @@
 #define JINN_FN_MEMORY_MAX (4ull << 30)
 #define JINN_FN_POOL_DEFAULT 2
 #define JINN_FN_POOL_MAX 64
+#define JINN_FN_WORKERS_DEFAULT 1
+#define JINN_FN_WORKERS_MAX 64
 /* Module bytes the whole cluster keeps (every kept version, each distinct
  * module counted once); beyond, a deploy is refused with store_full (507).
  * Every node holds them in memory and in every snapshot (written off the
@@ -59,6 +62,10 @@ struct jinn_fn_settings {
     unsigned n_kv_write;
     char db[65];           /* host_db_query's database; "" = none */
     char ns[65];           /* host_kv_*'s namespace; default "default" */
+    /* Jobs (fsm/jobs.h); in the canonical JSON only when not the default,
+     * so settings without them keep their bytes (and FN_DEPLOY). */
+    uint32_t workers;      /* job worker slots per node, 0..64; default 1 */
+    char cron[JINN_CRON_EXPR_MAX + 1]; /* "" or a cron.h schedule (UTC) */
 };
 
 struct jinn_fn_version {
@@ -170,6 +177,9 @@ bool jinn_fn_route_valid(const char *route, size_t len);
  * JINN_ENOMEM. A pure function of the bytes. */
 int jinn_fn_settings_parse(const void *json, size_t len, struct jinn_fn_settings *s, char *err,
                            size_t errlen);
+/* Whether s uses a key FN_DEPLOY (23) must refuse: workers or cron not at
+ * their defaults (only FN_DEPLOY2 carries them). */
+bool jinn_fn_settings_need_deploy2(const struct jinn_fn_settings *s);
 /* Writes the canonical JSON of s (no NUL). */
 void jinn_fn_settings_canonical(const struct jinn_fn_settings *s, struct jinn_wbuf *w);
 void jinn_fn_settings_defaults(struct jinn_fn_settings *s);

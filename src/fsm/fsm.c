@@ -1,19 +1,21 @@
 /* fsm.c - apply, snapshot and restore for the replicated state machine.
  *
- * Snapshot format, version 2 (all integers little-endian):
+ * Snapshot format, version 3 (all integers little-endian):
  *
  *   "JINNSNAP"  u32 version  u64 cluster_time_ms
  *   nodes section (nodes.c)
  *   kv section (kv.c)
  *   locks section (lock.c)
- *   queues section (queue.c)
- *   functions section (fn.c): versions, settings, module hashes (v2 only)
+ *   queues section (queue.c; messages carry leased_ms from v3 on)
+ *   functions section (fn.c): versions, settings, module hashes (v2 on)
+ *   jobs section (jobs.c): kept results, cron schedules (v3 on)
  *   sql section (sql.c): every database image
  *   module bytes (fn.c), in the functions section's order (v2 only)
  *   u32 crc32 of every byte before it
  *
- * Version 1 is version 2 without the functions section; it is still read
- * (as no functions).
+ * Version 2 is version 3 without leased_ms and the jobs section; version 1
+ * is version 2 without the functions section. Both are still read (as
+ * never leased, no jobs, no functions).
  *
  * A restore decodes into a fresh state and swaps it in only when the whole
  * snapshot, checksum included, is valid. */
@@ -124,6 +126,7 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
     jinn_kv_expire(&fsm->kv, index, fsm->time_ms);
     jinn_locks_expire(&fsm->locks, index, fsm->time_ms);
     jinn_queues_expire(&fsm->queues, fsm->time_ms);
+    jinn_jobs_expire(&fsm->jobs, fsm->time_ms);
     switch (c.type) {
     case JINN_CMD_NOOP:
     case JINN_CMD_LOCK_ORPHANS:
@@ -163,9 +166,23 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         rv = jinn_locks_withdraw(&fsm->locks, &c, &fsm->result.value);
         break;
     case JINN_CMD_FN_DEPLOY:
+    case JINN_CMD_FN_DEPLOY2:
     case JINN_CMD_FN_DELETE:
     case JINN_CMD_FN_ROLLBACK:
         rv = jinn_fns_apply(&fsm->fns, index, fsm->time_ms, &c, &fsm->result.value);
+        if (rv == JINN_OK) {
+            /* The cron schedule follows the active version. */
+            jinn_jobs_fn_changed(&fsm->jobs, &fsm->fns, (const char *)c.fn.name.p,
+                                 c.fn.name.len, fsm->time_ms);
+        }
+        break;
+    case JINN_CMD_JOB_ACK:
+        rv = jinn_jobs_ack(&fsm->jobs, &fsm->queues, index, fsm->time_ms, &c,
+                           &fsm->result.value);
+        break;
+    case JINN_CMD_JOB_CRON:
+        rv = jinn_jobs_cron(&fsm->jobs, &fsm->queues, index, fsm->time_ms, &c,
+                            &fsm->result.value);
         break;
     case JINN_CMD_SQL_EXEC:
         if (c.sql.fence.len > 0 &&
@@ -230,6 +247,7 @@ static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_locks_encode(&fsm->locks, w);
     jinn_queues_encode(&fsm->queues, w);
     jinn_fns_encode(&fsm->fns, w);
+    jinn_jobs_encode(&fsm->jobs, w);
 }
 
 static int encode_crc(struct jinn_wbuf *w, size_t start)
@@ -258,6 +276,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     struct jinn_locks locks;
     struct jinn_queues *queues;
     struct jinn_fns *fns;
+    struct jinn_jobs *jobs;
     uint32_t version, crc;
     uint64_t time_ms;
     int rv;
@@ -286,13 +305,16 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
     kv = jinn_malloc(sizeof *kv);
     queues = jinn_malloc(sizeof *queues);
     fns = jinn_malloc(sizeof *fns);
-    if (nodes == NULL || kv == NULL || queues == NULL || fns == NULL) {
+    jobs = jinn_malloc(sizeof *jobs);
+    if (nodes == NULL || kv == NULL || queues == NULL || fns == NULL || jobs == NULL) {
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
         jinn_free(fns);
+        jinn_free(jobs);
         return JINN_ENOMEM;
     }
+    jinn_jobs_init(jobs);
     jinn_fns_init(fns);
     jinn_queues_init(queues);
     jinn_nodes_init(nodes);
@@ -306,7 +328,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         rv = jinn_locks_decode(&locks, &r);
     }
     if (rv == 0) {
-        rv = jinn_queues_decode(queues, &r);
+        rv = jinn_queues_decode(queues, &r, version);
     }
     if (rv == 0 && version >= 2) {
         rv = jinn_fns_decode(fns, &r);
@@ -321,6 +343,9 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
             rv = jinn_fns_decode_modules(fns, r.p + r.left, n);
         }
     }
+    if (rv == 0 && version >= 3) {
+        rv = jinn_jobs_decode(jobs, &r);
+    }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */
         rv = jinn_sql_decode(&fsm->sql, &r);
@@ -334,12 +359,18 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         jinn_locks_clear(&locks);
         jinn_queues_clear(queues);
         jinn_fns_clear(fns);
+        jinn_jobs_clear(jobs);
         jinn_free(nodes);
         jinn_free(kv);
         jinn_free(queues);
         jinn_free(fns);
+        jinn_free(jobs);
         return rv;
     }
+    /* The trees point into their own entries only: moving is safe. */
+    jinn_jobs_clear(&fsm->jobs);
+    fsm->jobs = *jobs;
+    jinn_free(jobs);
     {
         /* The trees point into their own entries only: moving is safe. The
          * generation goes on from the old state's (the runner compares). */
@@ -506,6 +537,7 @@ void jinn_fsm_init(struct jinn_fsm *fsm)
     jinn_queues_init(&fsm->queues);
     jinn_sql_init(&fsm->sql);
     jinn_fns_init(&fsm->fns);
+    jinn_jobs_init(&fsm->jobs);
 }
 
 void jinn_fsm_async_snapshots(struct jinn_fsm *fsm)
@@ -523,6 +555,7 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
     jinn_queues_clear(&fsm->queues);
     jinn_sql_clear(&fsm->sql);
     jinn_fns_clear(&fsm->fns);
+    jinn_jobs_clear(&fsm->jobs);
 }
 
 /* ---- backups (api/backup.c): the same two steps, outside libraft ---------- */

@@ -19,6 +19,7 @@
 
 #include "codec.h"
 #include "fsm/fn.h"
+#include "fsm/jobs.h"
 #include "fsm/kv.h"
 #include "fsm/lock.h"
 #include "fsm/queue.h"
@@ -26,7 +27,7 @@
 #include "fsm/nodes.h"
 
 #define JINN_SNAPSHOT_MAGIC "JINNSNAP"
-#define JINN_SNAPSHOT_VERSION 2     /* written: v1 + the functions section */
+#define JINN_SNAPSHOT_VERSION 3     /* written: v2 + leased_ms + the jobs section */
 #define JINN_SNAPSHOT_VERSION_MIN 1 /* still read (no functions) */
 
 /* What applying one command produced. Lives inside the FSM and is valid
@@ -50,6 +51,7 @@ struct jinn_fsm {
     struct jinn_queues queues;
     struct jinn_sql sql;
     struct jinn_fns fns;
+    struct jinn_jobs jobs;
     struct jinn_result result;
     struct jinn_snap_job *snap; /* a snapshot being taken (fsm.c); not state */
     /* Told after every applied command (watchers wake up here). Not state. */

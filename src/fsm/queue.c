@@ -416,6 +416,7 @@ static int fetch(struct jinn_queues *qs, uint64_t now, const struct jinn_cmd *c,
     for (unsigned i = 0; i < qs->n_fetched; i++) {
         struct jinn_qmsg *m = find_msg(q, qs->fetched[i]);
         m->delivery++;
+        m->leased_ms = now;
         memcpy(m->worker, worker, c->q.worker.len + 1);
         move(q, m, JINN_QM_LEASED, jinn_fsm_deadline(now, c->q.ms));
         q->delivered++;
@@ -426,8 +427,8 @@ static int fetch(struct jinn_queues *qs, uint64_t now, const struct jinn_cmd *c,
 }
 
 /* The message c acts on, if the caller holds its lease. */
-static int leased_msg(struct jinn_queues *qs, const struct jinn_cmd *c, struct jinn_queue **qp,
-                      struct jinn_qmsg **mp)
+static int leased_msg(const struct jinn_queues *qs, const struct jinn_cmd *c,
+                      struct jinn_queue **qp, struct jinn_qmsg **mp)
 {
     struct jinn_queue *q = find(qs, (const char *)c->q.queue.p, c->q.queue.len);
     struct jinn_qmsg *m = q ? find_msg(q, c->q.seq) : NULL;
@@ -442,6 +443,13 @@ static int leased_msg(struct jinn_queues *qs, const struct jinn_cmd *c, struct j
     *qp = q;
     *mp = m;
     return JINN_OK;
+}
+
+int jinn_queues_lease_check(const struct jinn_queues *qs, const struct jinn_cmd *c)
+{
+    struct jinn_queue *q;
+    struct jinn_qmsg *m;
+    return leased_msg(qs, c, &q, &m);
 }
 
 int jinn_queues_apply(struct jinn_queues *qs, uint64_t index, uint64_t now,
@@ -507,7 +515,8 @@ int jinn_queues_apply(struct jinn_queues *qs, uint64_t index, uint64_t now,
 
 /* Snapshot section: u64 queue count; per queue in name order: name,
  * counters, recent fetchers, messages in seq order (seq, due, delivery,
- * max_deliver, state, worker, reason, payload), idempotency keys. */
+ * max_deliver, leased_ms (format 3 on), state, worker, reason, payload),
+ * idempotency keys. */
 void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w)
 {
     jinn_wbuf_put_u64(w, qs->by_name.count);
@@ -530,6 +539,7 @@ void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, m->due);
             jinn_wbuf_put_u64(w, m->delivery);
             jinn_wbuf_put_u64(w, m->max_deliver);
+            jinn_wbuf_put_u64(w, m->leased_ms);
             jinn_wbuf_put_u8(w, m->state);
             jinn_wbuf_put_str(w, m->worker);
             jinn_wbuf_put_str(w, m->reason ? m->reason : "");
@@ -546,7 +556,7 @@ void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w)
     }
 }
 
-static int decode_queue(struct jinn_queue *q, struct jinn_rbuf *r)
+static int decode_queue(struct jinn_queue *q, struct jinn_rbuf *r, uint32_t version)
 {
     uint64_t n_msgs, n_idem;
     q->published = jinn_rbuf_get_u64(r);
@@ -573,6 +583,7 @@ static int decode_queue(struct jinn_queue *q, struct jinn_rbuf *r)
     for (uint64_t i = 0; i < n_msgs; i++) {
         uint64_t seq = jinn_rbuf_get_u64(r), due = jinn_rbuf_get_u64(r);
         uint64_t delivery = jinn_rbuf_get_u64(r), max_deliver = jinn_rbuf_get_u64(r);
+        uint64_t leased_ms = version >= 3 ? jinn_rbuf_get_u64(r) : 0;
         uint8_t state = jinn_rbuf_get_u8(r);
         const uint8_t *worker, *reason, *payload;
         size_t worker_len = jinn_rbuf_get_bytes(r, &worker, JINN_QUEUE_WORKER_MAX);
@@ -590,6 +601,7 @@ static int decode_queue(struct jinn_queue *q, struct jinn_rbuf *r)
         m->seq = seq;
         m->delivery = delivery;
         m->max_deliver = max_deliver;
+        m->leased_ms = leased_ms;
         m->len = len;
         memcpy(m->payload, payload, len);
         memcpy(m->worker, worker, worker_len);
@@ -625,7 +637,7 @@ static int decode_queue(struct jinn_queue *q, struct jinn_rbuf *r)
     return 0;
 }
 
-int jinn_queues_decode(struct jinn_queues *qs, struct jinn_rbuf *r)
+int jinn_queues_decode(struct jinn_queues *qs, struct jinn_rbuf *r, uint32_t version)
 {
     uint64_t count = jinn_rbuf_get_u64(r);
     if (r->failed || count > JINN_QUEUES_MAX) {
@@ -645,7 +657,7 @@ int jinn_queues_decode(struct jinn_queues *qs, struct jinn_rbuf *r)
             jinn_queues_clear(qs);
             return JINN_ENOMEM;
         }
-        rv = decode_queue(q, r);
+        rv = decode_queue(q, r, version);
         if (rv == 0 && jinn_tree_insert(&qs->by_name, &q->by_name) != NULL) {
             rv = JINN_ECORRUPT;
         }

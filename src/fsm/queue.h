@@ -29,6 +29,7 @@ struct jinn_qmsg {
     uint64_t due; /* LEASED: lease deadline; DELAYED: when it is ready again */
     uint64_t delivery;
     uint64_t max_deliver;
+    uint64_t leased_ms; /* cluster time of the current (or last) lease; 0 = never */
     uint8_t state;
     char worker[JINN_QUEUE_WORKER_MAX + 1]; /* the current or last holder */
     char *reason;                           /* last failure, owned; may be NULL */
@@ -77,6 +78,10 @@ uint64_t jinn_queues_next_due(const struct jinn_queues *qs);
  * dead letter), JINN_ENOMEM. State changes only on JINN_OK. */
 int jinn_queues_apply(struct jinn_queues *qs, uint64_t index, uint64_t now,
                       const struct jinn_cmd *c, uint64_t *value);
+/* The check an ACK, NAK, PROGRESS or TERM c makes before it changes
+ * anything: 0 when c's worker holds the lease of c's message (with c's
+ * delivery, if not 0), else what jinn_queues_apply would return. */
+int jinn_queues_lease_check(const struct jinn_queues *qs, const struct jinn_cmd *c);
 
 const struct jinn_queue *jinn_queues_get(const struct jinn_queues *qs, const char *name,
                                          size_t len);
@@ -87,7 +92,8 @@ const struct jinn_qmsg *jinn_queue_msg(const struct jinn_queue *q, uint64_t seq)
 bool jinn_queue_has_ready_for(const struct jinn_queue *q, const char *worker, uint64_t now,
                               uint64_t ack_wait);
 
+/* The snapshot section; version is the snapshot's (leased_ms from 3 on). */
 void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w);
-int jinn_queues_decode(struct jinn_queues *qs, struct jinn_rbuf *r);
+int jinn_queues_decode(struct jinn_queues *qs, struct jinn_rbuf *r, uint32_t version);
 
 #endif

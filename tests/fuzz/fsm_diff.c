@@ -295,6 +295,7 @@ static void encode_core(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_queues_encode(&fsm->queues, w);
     jinn_fns_encode(&fsm->fns, w);
     jinn_fns_encode_modules(&fsm->fns, w);
+    jinn_jobs_encode(&fsm->jobs, w);
     FUZZ_CHECK(!w->failed);
 }
 
