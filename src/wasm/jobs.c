@@ -61,7 +61,7 @@ struct sreq {
 
 struct fnpool {
     struct fnpool *next;
-    struct jinn_jobs *j;
+    struct jinn_job_pools *j;
     char name[JINN_FN_NAME_MAX + 1];
     char queue[JINN_QUEUE_NAME_MAX + 1];
     unsigned want;                      /* slots this node keeps for it now */
@@ -87,7 +87,7 @@ struct slot {
     struct sreq rq_fetch, rq_progress, rq_settle;
 };
 
-struct jinn_jobs {
+struct jinn_job_pools {
     struct jinn_api *api;
     uv_loop_t *loop;
     char base_url[320];
@@ -106,9 +106,9 @@ struct jinn_jobs {
 };
 
 static void slot_next(struct slot *s);
-static void maybe_stopped(struct jinn_jobs *j);
+static void maybe_stopped(struct jinn_job_pools *j);
 
-static uint64_t rng_next(struct jinn_jobs *j)
+static uint64_t rng_next(struct jinn_job_pools *j)
 {
     j->rng ^= j->rng << 13;
     j->rng ^= j->rng >> 7;
@@ -116,7 +116,7 @@ static uint64_t rng_next(struct jinn_jobs *j)
     return j->rng;
 }
 
-static const struct jinn_fns *registry(const struct jinn_jobs *j)
+static const struct jinn_fns *registry(const struct jinn_job_pools *j)
 {
     return &jinn_node_fsm(j->api->node)->fns;
 }
@@ -129,7 +129,7 @@ static bool slot_idle(const struct slot *s)
 static void slot_timer_closed(uv_handle_t *h)
 {
     struct slot *s = h->data;
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     jinn_free(s);
     maybe_stopped(j);
 }
@@ -152,7 +152,7 @@ static void slot_maybe_free(struct slot *s)
 
 static void slot_finish(struct slot *s)
 {
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     s->state = S_DONE;
     uv_timer_stop(&s->timer);
     slot_maybe_free(s);
@@ -162,7 +162,7 @@ static void slot_finish(struct slot *s)
 static int post(struct slot *s, struct sreq *rq, const char *target, const char *body,
                 uint64_t timeout_ms, jinn_fetch_cb cb)
 {
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     int rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
                         strlen(body), timeout_ms, cb, rq);
     rq->busy = rv == 0;
@@ -191,7 +191,7 @@ static void backoff_done(uv_timer_t *t)
  * not come back together. */
 static void slot_backoff(struct slot *s)
 {
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     uint64_t ms = BACKOFF_MIN_MS;
     for (unsigned i = 0; i < s->fails && ms < BACKOFF_MAX_MS; i++) {
         ms *= 2;
@@ -236,7 +236,7 @@ static void settled(void *data, int code, const struct jinn_http_msg *head, cons
 {
     struct sreq *rq = data;
     struct slot *s = rq->s;
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     (void)body;
     (void)body_len;
     rq->busy = false;
@@ -437,7 +437,7 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
     struct sreq *rq = data;
     struct slot *s = rq->s;
     struct fnpool *fp = s->fp;
-    struct jinn_jobs *j = fp->j;
+    struct jinn_job_pools *j = fp->j;
     json_error_t jerr;
     json_t *list, *m, *payload;
     char trace[128];
@@ -498,7 +498,7 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
 
 static void slot_next(struct slot *s)
 {
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     char target[256], body[512];
     if (j->stopping || s->leaving) {
         slot_finish(s);
@@ -519,7 +519,7 @@ static void slot_next(struct slot *s)
 
 static struct slot *slot_new(struct fnpool *fp, unsigned idx)
 {
-    struct jinn_jobs *j = fp->j;
+    struct jinn_job_pools *j = fp->j;
     struct jinn_queue_policy pol = jinn_config_queue(j->api->cfg, fp->queue);
     struct slot *s = jinn_calloc(1, sizeof *s);
     if (s == NULL) {
@@ -540,7 +540,7 @@ static struct slot *slot_new(struct fnpool *fp, unsigned idx)
     return s;
 }
 
-static struct fnpool *pool_find(struct jinn_jobs *j, const char *name)
+static struct fnpool *pool_find(struct jinn_job_pools *j, const char *name)
 {
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         if (strcmp(fp->name, name) == 0) {
@@ -550,7 +550,7 @@ static struct fnpool *pool_find(struct jinn_jobs *j, const char *name)
     return NULL;
 }
 
-static unsigned wanted_workers(struct jinn_jobs *j, const struct jinn_fn *fn)
+static unsigned wanted_workers(struct jinn_job_pools *j, const struct jinn_fn *fn)
 {
     unsigned w;
     if (fn->active == NULL || strlen(fn->name) + strlen(QUEUE_PREFIX) > JINN_QUEUE_NAME_MAX) {
@@ -566,7 +566,7 @@ static unsigned wanted_workers(struct jinn_jobs *j, const struct jinn_fn *fn)
     return w;
 }
 
-static void sync_pools(struct jinn_jobs *j)
+static void sync_pools(struct jinn_job_pools *j)
 {
     unsigned budget = j->api->cfg->job_workers;
     const struct jinn_fns *fns = registry(j);
@@ -629,14 +629,14 @@ static void tick_cb(uv_timer_t *t)
 
 static void timer_closed(uv_handle_t *h)
 {
-    struct jinn_jobs *j = h->data;
+    struct jinn_job_pools *j = h->data;
     j->timers_open--;
     maybe_stopped(j);
 }
 
-struct jinn_jobs *jinn_jobs_create(struct jinn_api *api)
+struct jinn_job_pools *jinn_job_pools_create(struct jinn_api *api)
 {
-    struct jinn_jobs *j = jinn_calloc(1, sizeof *j);
+    struct jinn_job_pools *j = jinn_calloc(1, sizeof *j);
     if (j == NULL) {
         return NULL;
     }
@@ -660,7 +660,7 @@ struct jinn_jobs *jinn_jobs_create(struct jinn_api *api)
     return j;
 }
 
-void jinn_jobs_applied(struct jinn_jobs *j)
+void jinn_job_pools_applied(struct jinn_job_pools *j)
 {
     if (j != NULL && !j->stopping) {
         uv_timer_start(&j->soon, tick_cb, 0, 0);
@@ -672,7 +672,7 @@ void jinn_jobs_applied(struct jinn_jobs *j)
 /* Nothing left to wait for: every slot is gone, or was handed back and
  * only its run is left (the runner's stop, next, ends that run; the slot
  * is freed when its callback comes). */
-static bool all_idle(const struct jinn_jobs *j)
+static bool all_idle(const struct jinn_job_pools *j)
 {
     for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
@@ -686,7 +686,7 @@ static bool all_idle(const struct jinn_jobs *j)
     return true;
 }
 
-static void maybe_stopped(struct jinn_jobs *j)
+static void maybe_stopped(struct jinn_job_pools *j)
 {
     if (!j->stopping || j->stop_reported || !all_idle(j) || j->timers_open > 0) {
         return;
@@ -699,7 +699,7 @@ static void maybe_stopped(struct jinn_jobs *j)
 
 static void grace_closed(uv_handle_t *h)
 {
-    struct jinn_jobs *j = h->data;
+    struct jinn_job_pools *j = h->data;
     j->grace_open = false;
     j->timers_open--;
     maybe_stopped(j);
@@ -708,7 +708,7 @@ static void grace_closed(uv_handle_t *h)
 /* The grace is over: every job still running is handed back now. */
 static void grace_over(uv_timer_t *t)
 {
-    struct jinn_jobs *j = t->data;
+    struct jinn_job_pools *j = t->data;
     j->grace_over = true;
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
@@ -728,7 +728,7 @@ static void grace_over(uv_timer_t *t)
     uv_close((uv_handle_t *)&j->grace, grace_closed);
 }
 
-void jinn_jobs_stop(struct jinn_jobs *j, void (*cb)(void *data), void *data)
+void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void *data)
 {
     j->stopping = true;
     j->stopped = cb;
@@ -761,7 +761,7 @@ void jinn_jobs_stop(struct jinn_jobs *j, void (*cb)(void *data), void *data)
     }
 }
 
-void jinn_jobs_destroy(struct jinn_jobs *j)
+void jinn_job_pools_destroy(struct jinn_job_pools *j)
 {
     if (j == NULL) {
         return;
@@ -801,7 +801,7 @@ static json_t *pool_json(const struct fnpool *fp)
                      (json_int_t)fp->failed, "lost_leases", (json_int_t)fp->lost);
 }
 
-void jinn_jobs_status(const struct jinn_jobs *j, json_t *obj)
+void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
 {
     json_t *fns, *jobs;
     if (j == NULL) {
@@ -824,9 +824,9 @@ void jinn_jobs_status(const struct jinn_jobs *j, json_t *obj)
     }
 }
 
-void jinn_jobs_describe(const struct jinn_jobs *j, const char *name, json_t *obj)
+void jinn_job_pools_describe(const struct jinn_job_pools *j, const char *name, json_t *obj)
 {
-    const struct fnpool *fp = j != NULL ? pool_find((struct jinn_jobs *)j, name) : NULL;
+    const struct fnpool *fp = j != NULL ? pool_find((struct jinn_job_pools *)j, name) : NULL;
     json_t *p = fp != NULL ? pool_json(fp)
                            : json_pack("{s:i, s:i, s:i}", "slots", 0, "busy", 0, "idle", 0);
     if (p != NULL) {
@@ -834,7 +834,7 @@ void jinn_jobs_describe(const struct jinn_jobs *j, const char *name, json_t *obj
     }
 }
 
-void jinn_jobs_metrics(const struct jinn_jobs *j, struct jinn_wbuf *w)
+void jinn_job_pools_metrics(const struct jinn_job_pools *j, struct jinn_wbuf *w)
 {
     if (j == NULL) {
         return;
