@@ -25,6 +25,8 @@
 #include "fetch.h"
 #include "fsm/cmd.h"
 #include "fsm/fn.h"
+#include "fsm/fsm.h"
+#include "fsm/jobs.h"
 #include "log.h"
 #include "node.h"
 #include "wasm/runner.h"
@@ -103,9 +105,12 @@ struct jinn_job_pools {
     void *stopped_data;
     bool stop_reported;
     uint64_t fetch_errors, settle_errors, handed_back;
+    bool cron_proposing; /* a JOB_CRON of ours is in flight */
+    uint64_t cron_proposed, cron_fired;
 };
 
 static void slot_next(struct slot *s);
+static void tick_cb(uv_timer_t *t);
 static void maybe_stopped(struct jinn_job_pools *j);
 
 static uint64_t rng_next(struct jinn_job_pools *j)
@@ -622,9 +627,62 @@ static void sync_pools(struct jinn_job_pools *j)
     }
 }
 
+/* ---- cron (the leader) ---------------------------------------------------------------- */
+
+static void cron_done(void *data, int code, const struct jinn_result *res)
+{
+    struct jinn_job_pools *j = data;
+    (void)res;
+    j->cron_proposing = false;
+    if (code == JINN_OK) {
+        j->cron_fired++;
+    }
+    /* JINN_ECONFLICT is normal: another leader's JOB_CRON fired that tick
+     * first, or this one's stamp was still before it. The next look
+     * proposes the next due tick. */
+    if (!j->stopping) {
+        uv_timer_start(&j->soon, tick_cb, 0, 0);
+    }
+}
+
+/* The state machine decides which tick is due and fires it at most once;
+ * the leader only proposes the earliest due one (one at a time). */
+static void cron_check(struct jinn_job_pools *j)
+{
+    struct jinn_node *node = j->api->node;
+    const struct jinn_fsm *fsm = jinn_node_fsm(node);
+    char name[JINN_FN_NAME_MAX + 1], queue[sizeof JINN_JOB_QUEUE_PREFIX + JINN_FN_NAME_MAX];
+    struct jinn_queue_policy pol;
+    struct jinn_cmd c;
+    uint64_t tick;
+
+    if (j->stopping || j->cron_proposing || !jinn_node_is_leader(node)) {
+        return;
+    }
+    tick = jinn_jobs_cron_next(&fsm->jobs, name);
+    if (tick == 0 || tick > jinn_node_time_now(node)) {
+        return;
+    }
+    snprintf(queue, sizeof queue, JINN_JOB_QUEUE_PREFIX "%s", name);
+    pol = jinn_config_queue(j->api->cfg, queue);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_JOB_CRON;
+    c.cron.name.p = (const uint8_t *)name;
+    c.cron.name.len = strlen(name);
+    c.cron.tick_ms = tick;
+    c.cron.max_length = pol.max_length;
+    c.cron.max_bytes = pol.max_bytes;
+    c.cron.max_deliver = pol.max_deliver;
+    if (jinn_node_propose(node, &c, j->api->cfg->request_timeout_ms, cron_done, j) == 0) {
+        j->cron_proposing = true;
+        j->cron_proposed++;
+    }
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     sync_pools(t->data);
+    cron_check(t->data);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -814,11 +872,12 @@ void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
             json_object_set_new(fns, fp->name, p);
         }
     }
-    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:o}", "job_workers",
+    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o}", "job_workers",
                      (int)j->api->cfg->job_workers, "slots", (int)j->slots, "stopping",
                      j->stopping, "fetch_errors", (json_int_t)j->fetch_errors, "settle_errors",
                      (json_int_t)j->settle_errors, "handed_back", (json_int_t)j->handed_back,
-                     "functions", fns != NULL ? fns : json_object());
+                     "cron_proposed", (json_int_t)j->cron_proposed, "cron_fired",
+                     (json_int_t)j->cron_fired, "functions", fns != NULL ? fns : json_object());
     if (jobs != NULL) {
         json_object_set_new(obj, "jobs", jobs);
     }
@@ -847,8 +906,11 @@ void jinn_job_pools_metrics(const struct jinn_job_pools *j, struct jinn_wbuf *w)
                      "jinn_jobs_fetch_errors_total %" PRIu64 "\n"
                      "# HELP jinn_jobs_handed_back_total Running jobs naked at shutdown.\n"
                      "# TYPE jinn_jobs_handed_back_total counter\n"
-                     "jinn_jobs_handed_back_total %" PRIu64 "\n",
-                     j->slots, j->fetch_errors, j->handed_back);
+                     "jinn_jobs_handed_back_total %" PRIu64 "\n"
+                     "# HELP jinn_jobs_cron_fired_total Cron ticks this node proposed as "
+                     "leader that fired.\n# TYPE jinn_jobs_cron_fired_total counter\n"
+                     "jinn_jobs_cron_fired_total %" PRIu64 "\n",
+                     j->slots, j->fetch_errors, j->handed_back, j->cron_fired);
     jinn_wbuf_printf(w, "# HELP jinn_jobs_busy Job slots running or settling a job.\n"
                         "# TYPE jinn_jobs_busy gauge\n");
     for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
