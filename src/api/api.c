@@ -66,6 +66,10 @@ static const struct jinn_route routes[] = {
     {"DELETE", "/v1/functions/{}", jinn_api_fn_delete, JINN_ROUTE_LEADER},
     {"POST", "/v1/functions/{}/rollback", jinn_api_fn_rollback, JINN_ROUTE_LEADER},
     {"GET", "/v1/functions/{}/module", jinn_api_fn_module, 0},
+    {"POST", "/v1/functions/{}/jobs", jinn_api_job_submit, JINN_ROUTE_LEADER},
+    {"GET", "/v1/functions/{}/jobs", jinn_api_job_list, 0},
+    {"GET", "/v1/functions/{}/jobs/{}", jinn_api_job_show, 0},
+    {"POST", "/v1/functions/{}/jobs/{}/ack", jinn_api_job_ack, JINN_ROUTE_LEADER},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

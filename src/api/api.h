@@ -130,6 +130,15 @@ void jinn_api_queue_list(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
 void jinn_api_queue_dead(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
+/* Jobs (api/jobs.c): WORKERS_<fn> messages and their stored results. */
+void jinn_api_job_submit(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_job_show(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+void jinn_api_job_list(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
 void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
 void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
@@ -274,5 +283,13 @@ typedef void (*jinn_api_commit_fn)(struct jinn_api *api, struct jinn_http_reques
                                    const struct jinn_result *res);
 void jinn_api_propose_or_reply(struct jinn_api *api, struct jinn_http_request *req,
                                struct jinn_cmd *c, jinn_api_commit_fn reply);
+
+/* The publish path of POST /v1/queues/{q} (Idempotency-Key check, the
+ * queue's configured limits), answered by reply: job submission uses it
+ * too (api/queue.c). queue must be a valid queue name. */
+void jinn_api_queue_publish_to(struct jinn_api *api, struct jinn_http_request *req,
+                               const char *queue, size_t len, jinn_api_commit_fn reply);
+/* The error reply of a queue command's outcome (409 not your lease, ...). */
+void jinn_api_queue_reply_code(struct jinn_http_request *req, int code);
 
 #endif
