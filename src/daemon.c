@@ -171,7 +171,7 @@ static void on_signal(uv_signal_t *h, int signum)
     if (d->api.jobs != NULL) {
         /* No new leases; running jobs get job_grace, the rest are naked
          * at once so other nodes take them now. */
-        jinn_jobs_stop(d->api.jobs, shutdown_rest, d);
+        jinn_job_pools_stop(d->api.jobs, shutdown_rest, d);
         return;
     }
     shutdown_rest(d);
@@ -184,7 +184,7 @@ static void applied(void *data, uint64_t index)
     struct daemon *d = data;
     jinn_api_kv_applied(&d->api, index);
     jinn_wasm_runner_applied(d->api.wasm);
-    jinn_jobs_applied(d->api.jobs);
+    jinn_job_pools_applied(d->api.jobs);
 }
 
 static void close_any(uv_handle_t *h, void *arg)
@@ -427,7 +427,7 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     d->api.wasm = jinn_wasm_runner_create(&d->api);
     if (d->api.wasm == NULL) {
         jinn_warn("out of memory: functions are not served on this node");
-    } else if ((d->api.jobs = jinn_jobs_create(&d->api)) == NULL) {
+    } else if ((d->api.jobs = jinn_job_pools_create(&d->api)) == NULL) {
         jinn_warn("out of memory: this node runs no jobs");
     }
     uv_signal_init(&d->loop, &d->sigterm);
@@ -447,7 +447,7 @@ out_close_loop:
     if (uv_loop_close(&d->loop) != 0) {
         jinn_warn("event loop closed with handles still open");
     }
-    jinn_jobs_destroy(d->api.jobs);
+    jinn_job_pools_destroy(d->api.jobs);
     jinn_wasm_runner_destroy(d->api.wasm);
     jinn_node_destroy(d->node);
     jinn_config_free(&d->cfg);

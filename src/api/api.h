@@ -43,7 +43,7 @@ struct jinn_api {
     struct jinn_fn_validation *fn_validations; /* deploys being checked (api/fn.c) */
     unsigned fn_proposed; /* deploys proposed and not yet answered (api/fn.c) */
     struct jinn_wasm_runner *wasm; /* this node's functions; NULL until wired */
-    struct jinn_jobs *jobs;        /* this node's job worker pools (wasm/jobs.h) */
+    struct jinn_job_pools *jobs;        /* this node's job worker pools (wasm/jobs.h) */
 };
 
 #define JINN_API_FETCHERS_MAX 4096

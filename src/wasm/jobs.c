@@ -25,6 +25,8 @@
 #include "fetch.h"
 #include "fsm/cmd.h"
 #include "fsm/fn.h"
+#include "fsm/fsm.h"
+#include "fsm/jobs.h"
 #include "log.h"
 #include "node.h"
 #include "wasm/runner.h"
@@ -61,7 +63,7 @@ struct sreq {
 
 struct fnpool {
     struct fnpool *next;
-    struct jinn_jobs *j;
+    struct jinn_job_pools *j;
     char name[JINN_FN_NAME_MAX + 1];
     char queue[JINN_QUEUE_NAME_MAX + 1];
     unsigned want;                      /* slots this node keeps for it now */
@@ -87,7 +89,7 @@ struct slot {
     struct sreq rq_fetch, rq_progress, rq_settle;
 };
 
-struct jinn_jobs {
+struct jinn_job_pools {
     struct jinn_api *api;
     uv_loop_t *loop;
     char base_url[320];
@@ -103,12 +105,15 @@ struct jinn_jobs {
     void *stopped_data;
     bool stop_reported;
     uint64_t fetch_errors, settle_errors, handed_back;
+    bool cron_proposing; /* a JOB_CRON of ours is in flight */
+    uint64_t cron_proposed, cron_fired;
 };
 
 static void slot_next(struct slot *s);
-static void maybe_stopped(struct jinn_jobs *j);
+static void tick_cb(uv_timer_t *t);
+static void maybe_stopped(struct jinn_job_pools *j);
 
-static uint64_t rng_next(struct jinn_jobs *j)
+static uint64_t rng_next(struct jinn_job_pools *j)
 {
     j->rng ^= j->rng << 13;
     j->rng ^= j->rng >> 7;
@@ -116,7 +121,7 @@ static uint64_t rng_next(struct jinn_jobs *j)
     return j->rng;
 }
 
-static const struct jinn_fns *registry(const struct jinn_jobs *j)
+static const struct jinn_fns *registry(const struct jinn_job_pools *j)
 {
     return &jinn_node_fsm(j->api->node)->fns;
 }
@@ -129,7 +134,7 @@ static bool slot_idle(const struct slot *s)
 static void slot_timer_closed(uv_handle_t *h)
 {
     struct slot *s = h->data;
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     jinn_free(s);
     maybe_stopped(j);
 }
@@ -152,15 +157,17 @@ static void slot_maybe_free(struct slot *s)
 
 static void slot_finish(struct slot *s)
 {
+    struct jinn_job_pools *j = s->fp->j;
     s->state = S_DONE;
     uv_timer_stop(&s->timer);
     slot_maybe_free(s);
+    maybe_stopped(j);
 }
 
 static int post(struct slot *s, struct sreq *rq, const char *target, const char *body,
                 uint64_t timeout_ms, jinn_fetch_cb cb)
 {
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     int rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
                         strlen(body), timeout_ms, cb, rq);
     rq->busy = rv == 0;
@@ -189,7 +196,7 @@ static void backoff_done(uv_timer_t *t)
  * not come back together. */
 static void slot_backoff(struct slot *s)
 {
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     uint64_t ms = BACKOFF_MIN_MS;
     for (unsigned i = 0; i < s->fails && ms < BACKOFF_MAX_MS; i++) {
         ms *= 2;
@@ -234,7 +241,7 @@ static void settled(void *data, int code, const struct jinn_http_msg *head, cons
 {
     struct sreq *rq = data;
     struct slot *s = rq->s;
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     (void)body;
     (void)body_len;
     rq->busy = false;
@@ -435,7 +442,7 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
     struct sreq *rq = data;
     struct slot *s = rq->s;
     struct fnpool *fp = s->fp;
-    struct jinn_jobs *j = fp->j;
+    struct jinn_job_pools *j = fp->j;
     json_error_t jerr;
     json_t *list, *m, *payload;
     char trace[128];
@@ -496,7 +503,7 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
 
 static void slot_next(struct slot *s)
 {
-    struct jinn_jobs *j = s->fp->j;
+    struct jinn_job_pools *j = s->fp->j;
     char target[256], body[512];
     if (j->stopping || s->leaving) {
         slot_finish(s);
@@ -517,7 +524,7 @@ static void slot_next(struct slot *s)
 
 static struct slot *slot_new(struct fnpool *fp, unsigned idx)
 {
-    struct jinn_jobs *j = fp->j;
+    struct jinn_job_pools *j = fp->j;
     struct jinn_queue_policy pol = jinn_config_queue(j->api->cfg, fp->queue);
     struct slot *s = jinn_calloc(1, sizeof *s);
     if (s == NULL) {
@@ -538,7 +545,7 @@ static struct slot *slot_new(struct fnpool *fp, unsigned idx)
     return s;
 }
 
-static struct fnpool *pool_find(struct jinn_jobs *j, const char *name)
+static struct fnpool *pool_find(struct jinn_job_pools *j, const char *name)
 {
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         if (strcmp(fp->name, name) == 0) {
@@ -548,7 +555,7 @@ static struct fnpool *pool_find(struct jinn_jobs *j, const char *name)
     return NULL;
 }
 
-static unsigned wanted_workers(struct jinn_jobs *j, const struct jinn_fn *fn)
+static unsigned wanted_workers(struct jinn_job_pools *j, const struct jinn_fn *fn)
 {
     unsigned w;
     if (fn->active == NULL || strlen(fn->name) + strlen(QUEUE_PREFIX) > JINN_QUEUE_NAME_MAX) {
@@ -564,7 +571,7 @@ static unsigned wanted_workers(struct jinn_jobs *j, const struct jinn_fn *fn)
     return w;
 }
 
-static void sync_pools(struct jinn_jobs *j)
+static void sync_pools(struct jinn_job_pools *j)
 {
     unsigned budget = j->api->cfg->job_workers;
     const struct jinn_fns *fns = registry(j);
@@ -620,21 +627,74 @@ static void sync_pools(struct jinn_jobs *j)
     }
 }
 
+/* ---- cron (the leader) ---------------------------------------------------------------- */
+
+static void cron_done(void *data, int code, const struct jinn_result *res)
+{
+    struct jinn_job_pools *j = data;
+    (void)res;
+    j->cron_proposing = false;
+    if (code == JINN_OK) {
+        j->cron_fired++;
+    }
+    /* JINN_ECONFLICT is normal: another leader's JOB_CRON fired that tick
+     * first, or this one's stamp was still before it. The next look
+     * proposes the next due tick. */
+    if (!j->stopping) {
+        uv_timer_start(&j->soon, tick_cb, 0, 0);
+    }
+}
+
+/* The state machine decides which tick is due and fires it at most once;
+ * the leader only proposes the earliest due one (one at a time). */
+static void cron_check(struct jinn_job_pools *j)
+{
+    struct jinn_node *node = j->api->node;
+    const struct jinn_fsm *fsm = jinn_node_fsm(node);
+    char name[JINN_FN_NAME_MAX + 1], queue[sizeof JINN_JOB_QUEUE_PREFIX + JINN_FN_NAME_MAX];
+    struct jinn_queue_policy pol;
+    struct jinn_cmd c;
+    uint64_t tick;
+
+    if (j->stopping || j->cron_proposing || !jinn_node_is_leader(node)) {
+        return;
+    }
+    tick = jinn_jobs_cron_next(&fsm->jobs, name);
+    if (tick == 0 || tick > jinn_node_time_now(node)) {
+        return;
+    }
+    snprintf(queue, sizeof queue, JINN_JOB_QUEUE_PREFIX "%s", name);
+    pol = jinn_config_queue(j->api->cfg, queue);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_JOB_CRON;
+    c.cron.name.p = (const uint8_t *)name;
+    c.cron.name.len = strlen(name);
+    c.cron.tick_ms = tick;
+    c.cron.max_length = pol.max_length;
+    c.cron.max_bytes = pol.max_bytes;
+    c.cron.max_deliver = pol.max_deliver;
+    if (jinn_node_propose(node, &c, j->api->cfg->request_timeout_ms, cron_done, j) == 0) {
+        j->cron_proposing = true;
+        j->cron_proposed++;
+    }
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     sync_pools(t->data);
+    cron_check(t->data);
 }
 
 static void timer_closed(uv_handle_t *h)
 {
-    struct jinn_jobs *j = h->data;
+    struct jinn_job_pools *j = h->data;
     j->timers_open--;
     maybe_stopped(j);
 }
 
-struct jinn_jobs *jinn_jobs_create(struct jinn_api *api)
+struct jinn_job_pools *jinn_job_pools_create(struct jinn_api *api)
 {
-    struct jinn_jobs *j = jinn_calloc(1, sizeof *j);
+    struct jinn_job_pools *j = jinn_calloc(1, sizeof *j);
     if (j == NULL) {
         return NULL;
     }
@@ -658,7 +718,7 @@ struct jinn_jobs *jinn_jobs_create(struct jinn_api *api)
     return j;
 }
 
-void jinn_jobs_applied(struct jinn_jobs *j)
+void jinn_job_pools_applied(struct jinn_job_pools *j)
 {
     if (j != NULL && !j->stopping) {
         uv_timer_start(&j->soon, tick_cb, 0, 0);
@@ -667,12 +727,24 @@ void jinn_jobs_applied(struct jinn_jobs *j)
 
 /* ---- shutdown ------------------------------------------------------------------------ */
 
-static bool all_idle(const struct jinn_jobs *j)
+/* Nothing left to wait for: every slot is gone, or was handed back and
+ * only its run is left (the runner's stop, next, ends that run; the slot
+ * is freed when its callback comes). */
+static bool all_idle(const struct jinn_job_pools *j)
 {
-    return j->slots == 0;
+    for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+            const struct slot *s = fp->slots[i];
+            if (s != NULL && !(s->handed_back && s->state == S_DONE && !s->rq_fetch.busy &&
+                               !s->rq_progress.busy && !s->rq_settle.busy)) {
+                return false;
+            }
+        }
+    }
+    return true;
 }
 
-static void maybe_stopped(struct jinn_jobs *j)
+static void maybe_stopped(struct jinn_job_pools *j)
 {
     if (!j->stopping || j->stop_reported || !all_idle(j) || j->timers_open > 0) {
         return;
@@ -685,7 +757,7 @@ static void maybe_stopped(struct jinn_jobs *j)
 
 static void grace_closed(uv_handle_t *h)
 {
-    struct jinn_jobs *j = h->data;
+    struct jinn_job_pools *j = h->data;
     j->grace_open = false;
     j->timers_open--;
     maybe_stopped(j);
@@ -694,7 +766,7 @@ static void grace_closed(uv_handle_t *h)
 /* The grace is over: every job still running is handed back now. */
 static void grace_over(uv_timer_t *t)
 {
-    struct jinn_jobs *j = t->data;
+    struct jinn_job_pools *j = t->data;
     j->grace_over = true;
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
@@ -714,7 +786,7 @@ static void grace_over(uv_timer_t *t)
     uv_close((uv_handle_t *)&j->grace, grace_closed);
 }
 
-void jinn_jobs_stop(struct jinn_jobs *j, void (*cb)(void *data), void *data)
+void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void *data)
 {
     j->stopping = true;
     j->stopped = cb;
@@ -747,7 +819,7 @@ void jinn_jobs_stop(struct jinn_jobs *j, void (*cb)(void *data), void *data)
     }
 }
 
-void jinn_jobs_destroy(struct jinn_jobs *j)
+void jinn_job_pools_destroy(struct jinn_job_pools *j)
 {
     if (j == NULL) {
         return;
@@ -787,7 +859,7 @@ static json_t *pool_json(const struct fnpool *fp)
                      (json_int_t)fp->failed, "lost_leases", (json_int_t)fp->lost);
 }
 
-void jinn_jobs_status(const struct jinn_jobs *j, json_t *obj)
+void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
 {
     json_t *fns, *jobs;
     if (j == NULL) {
@@ -800,19 +872,20 @@ void jinn_jobs_status(const struct jinn_jobs *j, json_t *obj)
             json_object_set_new(fns, fp->name, p);
         }
     }
-    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:o}", "job_workers",
+    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o}", "job_workers",
                      (int)j->api->cfg->job_workers, "slots", (int)j->slots, "stopping",
                      j->stopping, "fetch_errors", (json_int_t)j->fetch_errors, "settle_errors",
                      (json_int_t)j->settle_errors, "handed_back", (json_int_t)j->handed_back,
-                     "functions", fns != NULL ? fns : json_object());
+                     "cron_proposed", (json_int_t)j->cron_proposed, "cron_fired",
+                     (json_int_t)j->cron_fired, "functions", fns != NULL ? fns : json_object());
     if (jobs != NULL) {
         json_object_set_new(obj, "jobs", jobs);
     }
 }
 
-void jinn_jobs_describe(const struct jinn_jobs *j, const char *name, json_t *obj)
+void jinn_job_pools_describe(const struct jinn_job_pools *j, const char *name, json_t *obj)
 {
-    const struct fnpool *fp = j != NULL ? pool_find((struct jinn_jobs *)j, name) : NULL;
+    const struct fnpool *fp = j != NULL ? pool_find((struct jinn_job_pools *)j, name) : NULL;
     json_t *p = fp != NULL ? pool_json(fp)
                            : json_pack("{s:i, s:i, s:i}", "slots", 0, "busy", 0, "idle", 0);
     if (p != NULL) {
@@ -820,7 +893,7 @@ void jinn_jobs_describe(const struct jinn_jobs *j, const char *name, json_t *obj
     }
 }
 
-void jinn_jobs_metrics(const struct jinn_jobs *j, struct jinn_wbuf *w)
+void jinn_job_pools_metrics(const struct jinn_job_pools *j, struct jinn_wbuf *w)
 {
     if (j == NULL) {
         return;
@@ -833,8 +906,11 @@ void jinn_jobs_metrics(const struct jinn_jobs *j, struct jinn_wbuf *w)
                      "jinn_jobs_fetch_errors_total %" PRIu64 "\n"
                      "# HELP jinn_jobs_handed_back_total Running jobs naked at shutdown.\n"
                      "# TYPE jinn_jobs_handed_back_total counter\n"
-                     "jinn_jobs_handed_back_total %" PRIu64 "\n",
-                     j->slots, j->fetch_errors, j->handed_back);
+                     "jinn_jobs_handed_back_total %" PRIu64 "\n"
+                     "# HELP jinn_jobs_cron_fired_total Cron ticks this node proposed as "
+                     "leader that fired.\n# TYPE jinn_jobs_cron_fired_total counter\n"
+                     "jinn_jobs_cron_fired_total %" PRIu64 "\n",
+                     j->slots, j->fetch_errors, j->handed_back, j->cron_fired);
     jinn_wbuf_printf(w, "# HELP jinn_jobs_busy Job slots running or settling a job.\n"
                         "# TYPE jinn_jobs_busy gauge\n");
     for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {

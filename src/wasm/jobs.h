@@ -21,29 +21,29 @@
 #include "codec.h"
 
 struct jinn_api;
-struct jinn_jobs;
+struct jinn_job_pools;
 
 /* NULL on ENOMEM. Slots start on the next loop turn. */
-struct jinn_jobs *jinn_jobs_create(struct jinn_api *api);
+struct jinn_job_pools *jinn_job_pools_create(struct jinn_api *api);
 
 /* The apply hook: the registry or the queues may have changed (cheap; the
  * pools are looked at on a later loop turn). */
-void jinn_jobs_applied(struct jinn_jobs *j);
+void jinn_job_pools_applied(struct jinn_job_pools *j);
 
 /* Shutdown, before the runner stops: no new leases; running jobs get
  * job_grace to finish and settle; the rest are naked at once (delay 0) so
  * other nodes take them without waiting for their lease to expire. cb(data)
  * runs once nothing is running or in flight (on a later loop turn). */
-void jinn_jobs_stop(struct jinn_jobs *j, void (*cb)(void *data), void *data);
+void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void *data);
 
 /* After the stop's callback (or without a stop, when the loop is gone). */
-void jinn_jobs_destroy(struct jinn_jobs *j);
+void jinn_job_pools_destroy(struct jinn_job_pools *j);
 
 /* /v1/status "jobs": per function slots busy/idle, done/failed counts. */
-void jinn_jobs_status(const struct jinn_jobs *j, json_t *obj);
+void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj);
 /* Adds "jobs" (this node's slots for function name) to obj. */
-void jinn_jobs_describe(const struct jinn_jobs *j, const char *name, json_t *obj);
+void jinn_job_pools_describe(const struct jinn_job_pools *j, const char *name, json_t *obj);
 /* Prometheus series jinn_jobs_*. */
-void jinn_jobs_metrics(const struct jinn_jobs *j, struct jinn_wbuf *out);
+void jinn_job_pools_metrics(const struct jinn_job_pools *j, struct jinn_wbuf *out);
 
 #endif

@@ -2001,7 +2001,7 @@ void jinn_wasm_runner_describe(const struct jinn_wasm_runner *r, const char *nam
         local = local_json(r, fs, true);
     }
     if (local != NULL && r != NULL) {
-        jinn_jobs_describe(r->api->jobs, name, local);
+        jinn_job_pools_describe(r->api->jobs, name, local);
     }
     if (local != NULL) {
         json_object_set_new(obj, "local", local);
