@@ -30,11 +30,6 @@
 /* Queue messages a list looks at, at most (the newest are found by
  * widening windows of seqs below the applied index). */
 #define JOB_LIST_SCAN_MAX 200000u
-/* Retention of succeeded jobs' results, carried in every JOB_ACK (the
- * leader's policy): an hour after finishing, and 64 MiB in total (the
- * oldest-finished go first). */
-#define JOB_KEEP_MS (60u * 60u * 1000u)
-#define JOB_KEEP_BYTES (64u << 20)
 
 /* ---- inputs ----------------------------------------------------------- */
 
@@ -421,8 +416,10 @@ void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
         c.job.response.p = (const uint8_t *)resp_text;
         c.job.response.len = strlen(resp_text);
     }
-    c.job.keep_ms = JOB_KEEP_MS;
-    c.job.keep_bytes = JOB_KEEP_BYTES;
+    /* Retention is the leader's policy (job_result_ttl,
+     * job_results_max_bytes), carried in the command. */
+    c.job.keep_ms = api->cfg->job_result_ttl_ms;
+    c.job.keep_bytes = api->cfg->job_results_max_bytes;
     jinn_api_propose_or_reply(api, req, &c, acked);
 cleanup:
     jinn_free(resp_text); /* jansson allocates through alloc.h (main.c) */
