@@ -80,6 +80,8 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->read_timeout_ms = 10000;
     cfg->lock_max_ttl_ms = 3600000;
+    cfg->job_result_ttl_ms = 3600000;
+    cfg->job_results_max_bytes = 64u << 20;
     cfg->max_connections = 0; /* derived from the descriptor limit at start (daemon.c) */
     cfg->check_interval_ms = 600000;
     cfg->min_free_space = UINT64_C(64) << 20;
@@ -1059,6 +1061,8 @@ static const struct directive directives[] = {
     {"idle_timeout", K_DURATION, FIELD(idle_timeout_ms), 1000, 3600000},
     {"read_timeout", K_DURATION, FIELD(read_timeout_ms), 100, 600000},
     {"lock_max_ttl", K_DURATION, FIELD(lock_max_ttl_ms), 1000, 604800000},
+    {"job_result_ttl", K_DURATION, FIELD(job_result_ttl_ms), 1000, 2592000000},
+    {"job_results_max_bytes", K_SIZE, FIELD(job_results_max_bytes), 0, UINT64_C(1) << 32},
     {"max_connections", K_UINT, FIELD(max_connections), 1, 100000},
     {"debug", K_BOOL, FIELD(debug_log), 0, 0},
     {"check_interval", K_DURATION, FIELD(check_interval_ms), 0, 604800000},
@@ -1075,7 +1079,8 @@ static bool is_u64_field(size_t offset)
     return offset == FIELD(request_timeout_ms) || offset == FIELD(standby_promote_after_ms) ||
            offset == FIELD(max_body_bytes) || offset == FIELD(idle_timeout_ms) ||
            offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
-           offset == FIELD(min_free_space) || offset == FIELD(job_grace_ms);
+           offset == FIELD(min_free_space) || offset == FIELD(job_result_ttl_ms) ||
+           offset == FIELD(job_results_max_bytes) || offset == FIELD(job_grace_ms);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)

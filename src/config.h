@@ -73,6 +73,10 @@ struct jinn_config {
     uint64_t idle_timeout_ms;
     uint64_t read_timeout_ms; /* a started request must be complete by then */
     uint64_t lock_max_ttl_ms;
+    /* Jobs (fsm/jobs.h): how long and how many bytes of succeeded jobs'
+     * results the cluster keeps (the leader's values go into each JOB_ACK). */
+    uint64_t job_result_ttl_ms;
+    uint64_t job_results_max_bytes;
     unsigned max_connections;
     unsigned check_interval_ms; /* leader proposes a replica check; 0 = never */
     uint64_t min_free_space;    /* bytes; below it writes answer 507 (0 = off) */

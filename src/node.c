@@ -1371,12 +1371,16 @@ static void advance_cluster_time(struct jinn_node *node)
     uint64_t due = jinn_kv_next_expiry(&node->fsm.kv);
     uint64_t lock_due = jinn_locks_next_expiry(&node->fsm.locks);
     uint64_t queue_due = jinn_queues_next_due(&node->fsm.queues);
+    uint64_t jobs_due = jinn_jobs_next_due(&node->fsm.jobs); /* results' expiry */
     struct jinn_cmd c;
     if (lock_due != 0 && (due == 0 || lock_due < due)) {
         due = lock_due;
     }
     if (queue_due != 0 && (due == 0 || queue_due < due)) {
         due = queue_due;
+    }
+    if (jobs_due != 0 && (due == 0 || jobs_due < due)) {
+        due = jobs_due;
     }
     if (due == 0 || node->time_tick_inflight || cluster_now(node, false) < due) {
         return;

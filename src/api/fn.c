@@ -35,6 +35,7 @@
 #include "config.h"
 #include "error.h"
 #include "fsm/fn.h"
+#include "fsm/jobs.h"
 #include "log.h"
 #include "sha256.h"
 #include "wasm/module.h"
@@ -68,6 +69,7 @@ struct jinn_fn_validation {
     char name[JINN_FN_NAME_MAX + 1];
     char route[JINN_FN_ROUTE_MAX + 1];
     struct jinn_wbuf settings; /* canonical JSON */
+    bool deploy2;              /* settings use workers/cron: FN_DEPLOY2 */
     struct jinn_wbuf output;   /* the tool's stdout and stderr, bounded */
     char path[4096];
 };
@@ -143,7 +145,8 @@ static int list_add(char ***list, unsigned *n, const char *value)
 static int settings_from_query(const char *q, size_t qlen, struct jinn_fn_settings *s,
                                char *msg, size_t msglen)
 {
-    static const char *const singles[] = {"route", "timeout", "memory", "pool", "db", "ns"};
+    static const char *const singles[] = {"route", "timeout", "memory", "pool",
+                                          "db",    "ns",      "workers", "cron"};
     unsigned seen = 0;
     size_t i = 0;
 
@@ -228,6 +231,23 @@ static int settings_from_query(const char *q, size_t qlen, struct jinn_fn_settin
             } else {
                 s->pool_size = (uint32_t)v;
             }
+        } else if (strcmp(key, "workers") == 0) {
+            uint64_t v;
+            if (!jinn_api_parse_uint(val, JINN_FN_WORKERS_MAX, &v)) {
+                snprintf(msg, msglen, "workers: an integer in [0, %u]", JINN_FN_WORKERS_MAX);
+                rv = JINN_EINVAL;
+            } else {
+                s->workers = (uint32_t)v;
+            }
+        } else if (strcmp(key, "cron") == 0) {
+            struct jinn_cron cron;
+            /* "" = no schedule; else the parser apply uses, with its message. */
+            if (val[0] != '\0' &&
+                jinn_cron_parse(val, strlen(val), &cron, msg, msglen) != 0) {
+                rv = JINN_EINVAL;
+            } else {
+                snprintf(s->cron, sizeof s->cron, "%s", val);
+            }
         } else if (strcmp(key, "db") == 0 || strcmp(key, "ns") == 0) {
             char *dst = key[0] == 'd' ? s->db : s->ns;
             if (strlen(val) >= sizeof s->db) {
@@ -253,7 +273,7 @@ static int settings_from_query(const char *q, size_t qlen, struct jinn_fn_settin
         } else {
             snprintf(msg, msglen,
                      "unknown query parameter %s (route, timeout, memory, pool, env, arg, "
-                     "kv_read, kv_write, db, ns)",
+                     "kv_read, kv_write, db, ns, workers, cron)",
                      key);
             rv = JINN_EINVAL;
         }
@@ -372,7 +392,7 @@ static void deploy_committed(void *data, int code, const struct jinn_result *res
 }
 
 static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
-                           const char *name, const struct jinn_wbuf *settings)
+                           const char *name, const struct jinn_wbuf *settings, bool deploy2)
 {
     struct deploy_proposal *p;
     struct jinn_cmd c;
@@ -386,7 +406,9 @@ static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
     p->api = api;
     p->req = req;
     memset(&c, 0, sizeof c);
-    c.type = JINN_CMD_FN_DEPLOY;
+    /* Type 23 whenever it can carry the settings: a cluster mid-upgrade
+     * applies it on every build; 28 only for what needs it. */
+    c.type = deploy2 ? JINN_CMD_FN_DEPLOY2 : JINN_CMD_FN_DEPLOY;
     c.fn.name.p = (const uint8_t *)name;
     c.fn.name.len = strlen(name);
     c.fn.settings.p = settings->data;
@@ -481,7 +503,7 @@ static void validation_done(struct jinn_fn_validation *v)
         jinn_http_reply_error(req, JINN_EINVAL, msg);
     } else if (!state_refuses(api, req, v->name, v->route, v->sha, req->body_len)) {
         /* Checked again: the state may have changed while the tool ran. */
-        propose_deploy(api, req, v->name, &v->settings);
+        propose_deploy(api, req, v->name, &v->settings, v->deploy2);
     }
     validation_free(v);
 }
@@ -751,6 +773,7 @@ static void validate_then_propose(struct jinn_api *api, struct jinn_http_request
     jinn_wbuf_init(&v->settings);
     jinn_wbuf_init(&v->output);
     jinn_fn_settings_canonical(s, &v->settings);
+    v->deploy2 = jinn_fn_settings_need_deploy2(s);
     if (v->settings.failed) {
         validation_free(v);
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
@@ -826,6 +849,12 @@ void jinn_api_fn_deploy(struct jinn_api *api, struct jinn_http_request *req,
         jinn_fn_settings_canonical(&s, &json);
         rv = json.failed ? JINN_ENOMEM
                          : jinn_fn_settings_parse(json.data, json.len, &parsed, msg, sizeof msg);
+    }
+    if (rv == 0 && jinn_fn_settings_need_deploy2(&s) && strlen(name) > JINN_JOB_FN_NAME_MAX) {
+        /* Its jobs queue WORKERS_<name> would be over the queue name limit. */
+        snprintf(msg, sizeof msg, "workers and cron need a function name of at most %zu bytes",
+                 (size_t)JINN_JOB_FN_NAME_MAX);
+        rv = JINN_EINVAL;
     }
     if (rv != 0) {
         jinn_http_reply_error(req, rv, rv == JINN_EINVAL ? msg : NULL);
@@ -930,12 +959,13 @@ static json_t *list_json(char *const *list, unsigned n)
 
 static json_t *settings_json(const struct jinn_fn_settings *s)
 {
-    return json_pack("{s:s, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:s, s:s}", "route", s->route,
-                     "timeout_ms", (json_int_t)s->timeout_ms, "memory_limit",
+    return json_pack("{s:s, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:s, s:s, s:I, s:s}", "route",
+                     s->route, "timeout_ms", (json_int_t)s->timeout_ms, "memory_limit",
                      (json_int_t)s->memory_limit, "pool_size", (json_int_t)s->pool_size, "env",
                      list_json(s->env, s->n_env), "args", list_json(s->args, s->n_args),
                      "kv_read", list_json(s->kv_read, s->n_kv_read), "kv_write",
-                     list_json(s->kv_write, s->n_kv_write), "db", s->db, "ns", s->ns);
+                     list_json(s->kv_write, s->n_kv_write), "db", s->db, "ns", s->ns,
+                     "workers", (json_int_t)s->workers, "cron", s->cron);
 }
 
 static json_t *version_json(const struct jinn_fn_version *v, bool active)
@@ -983,6 +1013,11 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
         json_array_append_new(versions, version_json(&f->versions[i], &f->versions[i] == f->active));
     }
     json_object_set_new(obj, "versions_kept", versions);
+    if (jinn_jobs_cron_of(&fsm->jobs, name) != 0) {
+        /* The pending cron tick (cluster time, UTC ms). */
+        json_object_set_new(obj, "cron_next_ms",
+                            json_integer((json_int_t)jinn_jobs_cron_of(&fsm->jobs, name)));
+    }
     if (api->wasm != NULL) {
         jinn_wasm_runner_describe(api->wasm, name, obj);
     }

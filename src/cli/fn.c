@@ -2,7 +2,7 @@
  *
  *   jinn fn deploy NAME module.wasm [--route /path] [--timeout 2s] [--memory 64MiB]
  *                  [--pool 4] [--env K=V]... [--arg A]... [--kv-read P]...
- *                  [--kv-write P]... [--db DB] [--ns NS]
+ *                  [--kv-write P]... [--db DB] [--ns NS] [--workers N] [--cron EXPR]
  *   jinn fn ls
  *   jinn fn show NAME
  *   jinn fn rm NAME [--purge]
@@ -32,6 +32,7 @@ static const char usage[] =
     "usage: jinn fn deploy NAME module.wasm [--route /path] [--timeout 2s] [--memory 64MiB]\n"
     "                      [--pool 4] [--env K=V]... [--arg A]... [--kv-read PREFIX]...\n"
     "                      [--kv-write PREFIX]... [--db DB] [--ns NAMESPACE]\n"
+    "                      [--workers N] [--cron 'EXPR' (UTC: '*/5 * * * *', '@every 30s')]\n"
     "       jinn fn ls                              functions and their active versions\n"
     "       jinn fn show NAME                       versions, settings, this node's state\n"
     "       jinn fn rm NAME [--purge]               deactivate (kept for rollback) or forget\n"
@@ -397,7 +398,7 @@ int jinn_cli_fn(int argc, char **argv)
     } settings[] = {{"--route", "route"},   {"--timeout", "timeout"}, {"--memory", "memory"},
                     {"--pool", "pool"},     {"--env", "env"},         {"--arg", "arg"},
                     {"--kv-read", "kv_read"}, {"--kv-write", "kv_write"}, {"--db", "db"},
-                    {"--ns", "ns"}};
+                    {"--ns", "ns"},         {"--workers", "workers"}, {"--cron", "cron"}};
     const char *env = getenv("JINN_ADDR");
     const char *addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
     const char *pos[2] = {NULL, NULL}, *version = NULL, *data = NULL, *method = NULL,

@@ -368,3 +368,19 @@ TEST(config_cluster_tls_pins)
     CHECK(strstr(err.message, "64 hex digits") != NULL);
     jinn_config_free(&cfg);
 }
+
+TEST(config_job_result_retention)
+{
+    static const char text[] = "{\n job_result_ttl 10m\n job_results_max_bytes 1MiB\n}\n";
+    static const char bad[] = "{\n job_result_ttl 100ms\n}\n";
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK(cfg.job_result_ttl_ms == 3600000 && cfg.job_results_max_bytes == (64u << 20));
+    CHECK_INT(jinn_config_parse(&cfg, "t", text, sizeof text - 1, &err), 0);
+    CHECK(cfg.job_result_ttl_ms == 600000 && cfg.job_results_max_bytes == (1u << 20));
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK(jinn_config_parse(&cfg, "t", bad, sizeof bad - 1, &err) != 0);
+    jinn_config_free(&cfg);
+}
