@@ -1079,8 +1079,8 @@ static bool is_u64_field(size_t offset)
     return offset == FIELD(request_timeout_ms) || offset == FIELD(standby_promote_after_ms) ||
            offset == FIELD(max_body_bytes) || offset == FIELD(idle_timeout_ms) ||
            offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
-           offset == FIELD(min_free_space) || offset == FIELD(job_grace_ms) ||
-           offset == FIELD(job_result_ttl_ms) || offset == FIELD(job_results_max_bytes);
+           offset == FIELD(min_free_space) || offset == FIELD(job_result_ttl_ms) ||
+           offset == FIELD(job_results_max_bytes) || offset == FIELD(job_grace_ms);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)

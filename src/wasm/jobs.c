@@ -259,6 +259,8 @@ static void settled(void *data, int code, const struct jinn_http_msg *head, cons
     if (code == JINN_OK && (head->status < 500 || head->status == 507)) {
         if (head->status == 409 || head->status == 404) {
             s->fp->lost++; /* the lease had expired: another worker has the job */
+        } else if (head->status >= 400) {
+            j->settle_errors++; /* refused: the lease expires, the job comes back */
         }
         settle_over(s);
         return;
@@ -382,7 +384,23 @@ static void ran(void *data, const struct jinn_wasm_run_result *res)
     if (res->error == NULL && res->status >= 200 && res->status <= 299) {
         char target[512];
         json_error_t jerr;
-        json_t *resp = res->response != NULL ? json_loads(res->response, 0, &jerr) : NULL;
+        /* The ack carries the response: it must fit the kept result
+         * (JINN_JOB_RESULT_MAX) and the API's body limit, or the ack would
+         * be refused and the job run again. A bigger one is acked with a
+         * note instead (the function's status is kept). */
+        uint64_t limit = fp->j->api->cfg->max_body_bytes > 1024
+                             ? fp->j->api->cfg->max_body_bytes - 1024
+                             : 0;
+        json_t *resp;
+        if (limit > JINN_JOB_RESULT_MAX) {
+            limit = JINN_JOB_RESULT_MAX;
+        }
+        if (res->response != NULL && res->response_len > limit) {
+            resp = json_pack("{s:i, s:b, s:I}", "status", res->status, "truncated", 1, "bytes",
+                             (json_int_t)res->response_len);
+        } else {
+            resp = res->response != NULL ? json_loads(res->response, 0, &jerr) : NULL;
+        }
         fp->done++;
         snprintf(target, sizeof target, "/v1/functions/%s/jobs/%" PRIu64 "/ack", fp->name,
                  s->seq);
