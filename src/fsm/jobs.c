@@ -409,9 +409,10 @@ static bool text_ok(const uint8_t *p, size_t len) { return memchr(p, '\0', len) 
 static int decode_results(struct jinn_jobs *jobs, struct jinn_rbuf *r)
 {
     uint64_t count = jinn_rbuf_get_u64(r);
-    /* Each result takes at least 60 bytes: a count beyond what is left is
-     * a lie, refused before anything is allocated for it. */
-    if (r->failed || count > r->left / 60) {
+    /* Each result takes at least 58 bytes (1-byte name and worker, empty
+     * response): a count beyond what is left is a lie, refused before
+     * anything is allocated for it. */
+    if (r->failed || count > r->left / 58) {
         return JINN_ECORRUPT;
     }
     for (uint64_t i = 0; i < count; i++) {

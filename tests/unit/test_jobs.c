@@ -649,3 +649,24 @@ TEST(jobs_reads_format2_snapshots)
     jinn_fsm_close(&a);
     jinn_fsm_close(&b);
 }
+
+/* Many results of the smallest encoding (58 bytes) still decode: the
+ * count's sanity bound must not refuse a real snapshot. */
+TEST(jobs_snapshot_of_many_minimal_results)
+{
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    for (uint64_t i = 0; i < 100; i++) {
+        CHECK_INT(run_job(&a, "f", 10 + 3 * i, "", 1 << 30, 1 << 30), 0);
+    }
+    CHECK(a.jobs.results.count == 100);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    CHECK_INT(jinn_fsm_decode(&b, w.data, w.len), 0);
+    CHECK(b.jobs.results.count == 100);
+    jinn_wbuf_free(&w);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
+}
