@@ -102,7 +102,8 @@ typedef void (*jinn_wasm_run_cb)(void *data, const struct jinn_wasm_run_result *
  * from inside this call) or JINN_ENOTFOUND (no ready active version here),
  * JINN_EBUSY, JINN_ETOOBIG, JINN_ENOMEM, JINN_ESHUTDOWN (cb never runs). */
 int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const void *request,
-                         size_t request_len, const char *trace, jinn_wasm_run_cb cb, void *data);
+                         size_t request_len, const char *trace, jinn_wasm_run_cb cb,
+                         void *data);
 
 /* Whether name's active version has a warm pool on this node. */
 bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name);
