@@ -1507,10 +1507,27 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     }
 }
 
+/* The version a job of function name runs on here: the active one when
+ * its pool is up, else the previous one's warm pool while the new one
+ * compiles (as for HTTP calls: a redeploy is no outage); NULL when none. */
+static struct version *job_version(struct jinn_wasm_runner *r, const char *name)
+{
+    struct fnstat *fs = fnstat_find(r, name);
+    if (fs == NULL || fs->active == NULL) {
+        return NULL; /* deleted */
+    }
+    if (fs->active->pool != NULL && !fs->active->draining) {
+        return fs->active;
+    }
+    if (fs->fallback != NULL && fs->fallback->pool != NULL && !fs->fallback->draining) {
+        return fs->fallback;
+    }
+    return NULL;
+}
+
 int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const void *request,
                          size_t request_len, const char *trace, jinn_wasm_run_cb cb, void *data)
 {
-    struct fnstat *fs;
     struct version *v;
     struct inv *inv;
     int rv;
@@ -1524,9 +1541,8 @@ int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const voi
     if (jinn_fns_generation(registry(r)) != r->generation) {
         sync_now(r);
     }
-    fs = fnstat_find(r, name);
-    v = fs != NULL ? fs->active : NULL;
-    if (v == NULL || v->pool == NULL || v->draining) {
+    v = job_version(r, name);
+    if (v == NULL) {
         return JINN_ENOTFOUND;
     }
     inv = jinn_calloc(1, sizeof *inv);
@@ -1560,16 +1576,13 @@ int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const voi
 
 bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name)
 {
-    struct fnstat *fs;
     if (r == NULL || r->stopping) {
         return false;
     }
     if (jinn_fns_generation(registry(r)) != r->generation) {
         sync_now(r);
     }
-    fs = fnstat_find(r, name);
-    return fs != NULL && fs->active != NULL && fs->active->pool != NULL &&
-           !fs->active->draining;
+    return job_version(r, name) != NULL;
 }
 
 /* ---- relays ------------------------------------------------------------------------- */
