@@ -31,15 +31,15 @@
 #include "node.h"
 #include "wasm/runner.h"
 
-#define TICK_MS 250                 /* looks at the registry (restores, warm pools) */
-#define FETCH_WAIT "20s"            /* long-poll of one fetch */
-#define FETCH_TIMEOUT_MS 25000      /* the fetch's whole exchange: the wait + margin */
-#define REQ_TIMEOUT_MS 5000         /* progress, ack, nak */
-#define BACKOFF_MIN_MS 100          /* after a failed fetch (no leader, no quorum) */
+#define TICK_MS 250            /* looks at the registry (restores, warm pools) */
+#define FETCH_WAIT "20s"       /* long-poll of one fetch */
+#define FETCH_TIMEOUT_MS 25000 /* the fetch's whole exchange: the wait + margin */
+#define REQ_TIMEOUT_MS 5000    /* progress, ack, nak */
+#define BACKOFF_MIN_MS 100     /* after a failed fetch (no leader, no quorum) */
 #define BACKOFF_MAX_MS 5000
-#define SETTLE_TRIES 8              /* an ack/nak that failed to reach the leader */
+#define SETTLE_TRIES 8 /* an ack/nak that failed to reach the leader */
 #define QUEUE_PREFIX "WORKERS_"
-#define SLOTS_PER_FN_MAX 64         /* the settings' workers cap */
+#define SLOTS_PER_FN_MAX 64 /* the settings' workers cap */
 #define HEADERS "Content-Type: application/json\r\n"
 
 /* The setting J1 adds to struct jinn_fn_settings (`workers`, default 1).
@@ -66,8 +66,8 @@ struct fnpool {
     struct jinn_job_pools *j;
     char name[JINN_FN_NAME_MAX + 1];
     char queue[JINN_QUEUE_NAME_MAX + 1];
-    unsigned want;                      /* slots this node keeps for it now */
-    struct slot *slots[SLOTS_PER_FN_MAX]; /* NULL: free index */
+    unsigned want;                             /* slots this node keeps for it now */
+    struct slot *slots[SLOTS_PER_FN_MAX];      /* NULL: free index */
     uint64_t done, failed, dead_settles, lost; /* counters since start */
 };
 
@@ -77,14 +77,14 @@ struct slot {
     enum slot_state state;
     char worker[JINN_QUEUE_WORKER_MAX + 1];
     uint64_t seq, delivery, ack_wait_ms, started_ms;
-    unsigned fails;         /* consecutive fetch failures (backoff) */
+    unsigned fails; /* consecutive fetch failures (backoff) */
     unsigned settle_tries;
-    bool running;           /* the runner holds it */
-    bool handed_back;       /* naked at shutdown: the run's outcome is dropped */
-    bool leaving;           /* stops after its current job */
-    char *settle_target;    /* the settle request, kept for retries */
+    bool running;        /* the runner holds it */
+    bool handed_back;    /* naked at shutdown: the run's outcome is dropped */
+    bool leaving;        /* stops after its current job */
+    char *settle_target; /* the settle request, kept for retries */
     char *settle_body;
-    uv_timer_t timer;       /* backoff; progress while running */
+    uv_timer_t timer; /* backoff; progress while running */
     bool timer_open;
     struct sreq rq_fetch, rq_progress, rq_settle;
 };
@@ -280,7 +280,8 @@ static void settled(void *data, int code, const struct jinn_http_msg *head, cons
 
 static void settle_send(struct slot *s)
 {
-    if (post(s, &s->rq_settle, s->settle_target, s->settle_body, REQ_TIMEOUT_MS, settled) != 0) {
+    if (post(s, &s->rq_settle, s->settle_target, s->settle_body, REQ_TIMEOUT_MS, settled) !=
+        0) {
         settle_over(s); /* refused by fetch.c: shutting down */
     }
 }
@@ -325,8 +326,8 @@ static void nak(struct slot *s, const char *reason, int64_t delay_ms)
 
 static void progress_due(uv_timer_t *t);
 
-static void progressed(void *data, int code, const struct jinn_http_msg *head,
-                       const char *body, size_t body_len)
+static void progressed(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                       size_t body_len)
 {
     struct sreq *rq = data;
     struct slot *s = rq->s;
@@ -388,9 +389,8 @@ static void ran(void *data, const struct jinn_wasm_run_result *res)
          * (JINN_JOB_RESULT_MAX) and the API's body limit, or the ack would
          * be refused and the job run again. A bigger one is acked with a
          * note instead (the function's status is kept). */
-        uint64_t limit = fp->j->api->cfg->max_body_bytes > 1024
-                             ? fp->j->api->cfg->max_body_bytes - 1024
-                             : 0;
+        uint64_t limit =
+            fp->j->api->cfg->max_body_bytes > 1024 ? fp->j->api->cfg->max_body_bytes - 1024 : 0;
         json_t *resp;
         if (limit > JINN_JOB_RESULT_MAX) {
             limit = JINN_JOB_RESULT_MAX;
@@ -494,9 +494,10 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
     s->started_ms = uv_now(j->loop);
     s->handed_back = false;
     payload = json_object_get(m, "payload");
-    request = job_request(s, json_is_string(payload)
-                                 ? json_string_value(payload)
-                                 : json_string_value(json_object_get(m, "payload_base64")),
+    request = job_request(s,
+                          json_is_string(payload)
+                              ? json_string_value(payload)
+                              : json_string_value(json_object_get(m, "payload_base64")),
                           !json_is_string(payload));
     json_decref(list);
     s->state = S_RUN;

@@ -797,8 +797,8 @@ static void reply_error(struct jinn_http_request *req, int status, const char *e
 
 /* The error answer of an invocation: to its client, or kept for the
  * job's callback (extra's "kind", a trap's kind, is kept). */
-static void inv_reply_error(struct inv *inv, int status, const char *error,
-                            const char *message, json_t *extra)
+static void inv_reply_error(struct inv *inv, int status, const char *error, const char *message,
+                            json_t *extra)
 {
     if (inv->req != NULL) {
         reply_error(inv->req, status, error, message, inv->trace, extra);
@@ -1165,8 +1165,7 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         unsigned t = res->detail < 10 ? res->detail : 9;
         snprintf(msg, sizeof msg, "the function trapped: %s", trap_names[t]);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
-        inv_reply_error(inv, 500, "trap", msg,
-                        json_pack("{s:s}", "kind", trap_names[t]));
+        inv_reply_error(inv, 500, "trap", msg, json_pack("{s:s}", "kind", trap_names[t]));
         kind = t == 9 || t == 0 ? K_TRAP_OTHER : K_UNREACHABLE + (int)t - 1;
         break;
     }
@@ -1195,23 +1194,23 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         break;
     case JINN_WASM_PROTOCOL:
         inv_reply_error(inv, 500, "crash",
-                    "the function's sandbox broke the protocol and was "
-                    "killed",
-                    NULL);
+                        "the function's sandbox broke the protocol and was "
+                        "killed",
+                        NULL);
         kind = K_PROTOCOL;
         break;
     case JINN_WASM_UNAVAILABLE:
         inv_reply_error(inv, 503, "unavailable",
-                    "no sandbox for this function could be started "
-                    "on this node (see the node's log)",
-                    NULL);
+                        "no sandbox for this function could be started "
+                        "on this node (see the node's log)",
+                        NULL);
         kind = K_UNAVAILABLE;
         break;
     case JINN_WASM_QUEUE_TIMEOUT:
         inv_reply_error(inv, 503, "busy",
-                    "every sandbox of this function stayed busy for its "
-                    "whole timeout",
-                    NULL);
+                        "every sandbox of this function stayed busy for its "
+                        "whole timeout",
+                        NULL);
         kind = K_BUSY;
         break;
     case JINN_WASM_STOPPED:
@@ -1494,7 +1493,8 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     if (rv != 0) {
         record(v->fs, K_BUSY, 0);
         reply_error(req, 503, "busy",
-                    rv == JINN_EBUSY && r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX
+                    rv == JINN_EBUSY &&
+                            r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX
                         ? "too many request bytes are waiting for functions on this node"
                     : rv == JINN_EBUSY ? "too many invocations of this function are waiting "
                                          "on this node"
@@ -1507,10 +1507,27 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
     }
 }
 
+/* The version a job of function name runs on here: the active one when
+ * its pool is up, else the previous one's warm pool while the new one
+ * compiles (as for HTTP calls: a redeploy is no outage); NULL when none. */
+static struct version *job_version(struct jinn_wasm_runner *r, const char *name)
+{
+    struct fnstat *fs = fnstat_find(r, name);
+    if (fs == NULL || fs->active == NULL) {
+        return NULL; /* deleted */
+    }
+    if (fs->active->pool != NULL && !fs->active->draining) {
+        return fs->active;
+    }
+    if (fs->fallback != NULL && fs->fallback->pool != NULL && !fs->fallback->draining) {
+        return fs->fallback;
+    }
+    return NULL;
+}
+
 int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const void *request,
                          size_t request_len, const char *trace, jinn_wasm_run_cb cb, void *data)
 {
-    struct fnstat *fs;
     struct version *v;
     struct inv *inv;
     int rv;
@@ -1524,9 +1541,8 @@ int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const voi
     if (jinn_fns_generation(registry(r)) != r->generation) {
         sync_now(r);
     }
-    fs = fnstat_find(r, name);
-    v = fs != NULL ? fs->active : NULL;
-    if (v == NULL || v->pool == NULL || v->draining) {
+    v = job_version(r, name);
+    if (v == NULL) {
         return JINN_ENOTFOUND;
     }
     inv = jinn_calloc(1, sizeof *inv);
@@ -1560,16 +1576,13 @@ int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const voi
 
 bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name)
 {
-    struct fnstat *fs;
     if (r == NULL || r->stopping) {
         return false;
     }
     if (jinn_fns_generation(registry(r)) != r->generation) {
         sync_now(r);
     }
-    fs = fnstat_find(r, name);
-    return fs != NULL && fs->active != NULL && fs->active->pool != NULL &&
-           !fs->active->draining;
+    return job_version(r, name) != NULL;
 }
 
 /* ---- relays ------------------------------------------------------------------------- */

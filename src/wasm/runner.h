@@ -98,13 +98,17 @@ typedef void (*jinn_wasm_run_cb)(void *data, const struct jinn_wasm_run_result *
 /* Runs function name's active version on this node with request (the
  * request JSON bytes, the shape the module reads on stdin), through the
  * same pools, limits, logs and counters as an HTTP invocation. trace
- * names it in the function's log. Returns 0 (cb runs exactly once, never
+ * names it in the function's log. While the active version compiles here,
+ * the previous version's warm pool runs it (as an HTTP call). Returns 0 (cb runs exactly once, never
  * from inside this call) or JINN_ENOTFOUND (no ready active version here),
  * JINN_EBUSY, JINN_ETOOBIG, JINN_ENOMEM, JINN_ESHUTDOWN (cb never runs). */
 int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const void *request,
-                         size_t request_len, const char *trace, jinn_wasm_run_cb cb, void *data);
+                         size_t request_len, const char *trace, jinn_wasm_run_cb cb,
+                         void *data);
 
-/* Whether name's active version has a warm pool on this node. */
+/* Whether a job of name can run here now: its active version has a warm
+ * pool on this node, or the previous version's pool still serves while the
+ * active one compiles. */
 bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name);
 
 #endif

@@ -253,3 +253,21 @@ def test_cron_fires_once_per_tick_while_a_node_is_killed_and_restarted(cluster_f
     assert len(order) >= span // 2000 + 1 - 3, (len(order), span, gaps)
     print(f"\ncron: {len(order)} ticks over {span / 1000:.0f}s, each fired once; "
           f"gaps {sorted(set(gaps))} ms")
+
+
+def test_failed_job_is_dead_after_max_deliver_with_status_and_stderr(cluster):
+    seq = submit(cluster, "fail")
+
+    def dead():
+        node = cluster.wait_leader()
+        code, _, out = node.request(f"/v1/queues/{QUEUE}/dead")
+        return code == 200 and any(d["seq"] == seq for d in json.loads(out)["dead"])
+    wait_for(dead, 60, interval=0.2, what="the failing job in the dead letters")
+    code, _, out = cluster.wait_leader().request(f"/v1/queues/{QUEUE}/dead")
+    letter = next(d for d in json.loads(out)["dead"] if d["seq"] == seq)
+    # max_deliver 8: the reason is the last run's status and stderr lines
+    assert letter["delivery"] == 8, letter
+    assert letter["reason"].startswith("status 500\n"), letter
+    assert letter["reason"].endswith(f"second line\nboom: job {seq} delivery 8"), letter
+    assert letter["worker"].split("/")[1:2] == [FN], letter
+    assert not any(k.startswith(f"fx/{seq}/") for k in effects(cluster.wait_leader()))

@@ -4,7 +4,8 @@
  * it sleep N ms first. Then it records its effect in KV, keyed so that a
  * second effect of the same job (or cron tick) shows: "fx/JOB/DELIVERY",
  * or for a cron tick (a body with "tick_ms":T) "cron/T/JOB". It answers
- * 200 "done JOB" only after that write committed (503 otherwise). */
+ * 200 "done JOB" only after that write committed (503 otherwise). A body
+ * "fail" writes three stderr lines and answers 500 (no effect). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,12 @@ int main(void)
         long ms = atol(body + 6);
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
+    }
+    if (strcmp(body, "fail") == 0) {
+        fprintf(stderr, "first line\nsecond line\nboom: job %llu delivery %llu\n", job,
+                delivery);
+        respond(500, "FAILED", 6);
+        return 0;
     }
     tick = strstr(body, "\"tick_ms\":");
     if (tick != NULL) {
