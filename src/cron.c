@@ -62,8 +62,8 @@ struct field {
 };
 
 static const struct field FIELDS[5] = {
-    {"minute", 0, 59}, {"hour", 0, 23}, {"day of month", 1, 31}, {"month", 1, 12},
-    {"day of week", 0, 7},
+    {"minute", 0, 59}, {"hour", 0, 23},       {"day of month", 1, 31},
+    {"month", 1, 12},  {"day of week", 0, 7},
 };
 
 /* A decimal number of 1-2 digits at *p; false if none. */
@@ -245,7 +245,8 @@ int jinn_cron_parse(const char *expr, size_t len, struct jinn_cron *out, char *e
         }
     }
     if (!possible) {
-        snprintf(err, errlen, "cron: no listed month has the listed day of month: it never runs");
+        snprintf(err, errlen,
+                 "cron: no listed month has the listed day of month: it never runs");
         return JINN_EINVAL;
     }
     return 0;
