@@ -256,6 +256,14 @@ static void wake_fetchers(struct jinn_api *api)
         if (f->proposing) {
             continue;
         }
+        if (!jinn_http_client_alive(f->req)) {
+            /* Its client left (a worker that stopped, a relay dropped by
+             * its follower): leasing for it would hold a job for nobody
+             * until ack_wait. */
+            jinn_http_reply_json(f->req, 200, json_array());
+            fetcher_unlink(f);
+            continue;
+        }
         q = jinn_queues_get(&fsm->queues, f->queue, strlen(f->queue));
         if (q == NULL || !jinn_queue_has_ready_for(q, f->worker, fsm->time_ms, f->cmd.q.ms)) {
             continue;
