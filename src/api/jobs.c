@@ -93,12 +93,13 @@ static void submitted(struct jinn_api *api, struct jinn_http_request *req,
     if (res->value != res->index) {
         /* A repeated Idempotency-Key: the first job's id, nothing added. */
         jinn_http_reply_json(req, 202,
-                             json_pack("{s:I, s:I, s:b}", "job", (json_int_t)res->value, "index",
-                                       (json_int_t)res->index, "duplicate", 1));
+                             json_pack("{s:I, s:I, s:b}", "job", (json_int_t)res->value,
+                                       "index", (json_int_t)res->index, "duplicate", 1));
         return;
     }
-    jinn_http_reply_json(req, 202, json_pack("{s:I, s:I}", "job", (json_int_t)res->value,
-                                             "index", (json_int_t)res->index));
+    jinn_http_reply_json(req, 202,
+                         json_pack("{s:I, s:I}", "job", (json_int_t)res->value, "index",
+                                   (json_int_t)res->index));
 }
 
 void jinn_api_job_submit(struct jinn_api *api, struct jinn_http_request *req,
@@ -124,9 +125,9 @@ void jinn_api_job_submit(struct jinn_api *api, struct jinn_http_request *req,
 static json_t *msg_json(const char *fn, const struct jinn_qmsg *m)
 {
     const char *state = "queued";
-    json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I}", "job", (json_int_t)m->seq, "function", fn,
-                          "state", "queued", "delivery", (json_int_t)m->delivery, "max_deliver",
-                          (json_int_t)m->max_deliver);
+    json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I}", "job", (json_int_t)m->seq, "function",
+                          fn, "state", "queued", "delivery", (json_int_t)m->delivery,
+                          "max_deliver", (json_int_t)m->max_deliver);
     if (o == NULL) {
         return NULL;
     }
@@ -135,7 +136,9 @@ static json_t *msg_json(const char *fn, const struct jinn_qmsg *m)
         /* Back in line after a lease expired or a nak with no delay. */
         state = m->delivery > 0 && m->reason != NULL ? "failed" : "queued";
         break;
-    case JINN_QM_DELAYED: state = "failed"; break; /* waiting out its backoff */
+    case JINN_QM_DELAYED:
+        state = "failed";
+        break; /* waiting out its backoff */
     case JINN_QM_LEASED: {
         const char *slash = strchr(m->worker, '/');
         size_t n = slash ? (size_t)(slash - m->worker) : strlen(m->worker);
@@ -145,8 +148,11 @@ static json_t *msg_json(const char *fn, const struct jinn_qmsg *m)
         json_object_set_new(o, "since_ms", json_integer((json_int_t)m->leased_ms));
         break;
     }
-    case JINN_QM_DEAD: state = "dead"; break;
-    default: break;
+    case JINN_QM_DEAD:
+        state = "dead";
+        break;
+    default:
+        break;
     }
     json_object_set_new(o, "state", json_string(state));
     if (m->reason != NULL && m->state != JINN_QM_LEASED && strcmp(state, "queued") != 0) {
@@ -159,9 +165,10 @@ static json_t *msg_json(const char *fn, const struct jinn_qmsg *m)
  * may still parse; past it the response is left out (said so). */
 static json_t *result_json(const char *fn, const struct jinn_job_result *r, size_t *budget)
 {
-    json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I, s:I}", "job", (json_int_t)r->seq, "function",
-                          fn, "state", "succeeded", "delivery", (json_int_t)r->delivery, "status",
-                          (json_int_t)r->status, "finished_ms", (json_int_t)r->finished_ms);
+    json_t *o =
+        json_pack("{s:I, s:s, s:s, s:I, s:I, s:I}", "job", (json_int_t)r->seq, "function", fn,
+                  "state", "succeeded", "delivery", (json_int_t)r->delivery, "status",
+                  (json_int_t)r->status, "finished_ms", (json_int_t)r->finished_ms);
     if (o == NULL) {
         return NULL;
     }
@@ -174,8 +181,7 @@ static json_t *result_json(const char *fn, const struct jinn_job_result *r, size
     /* The worker sent an object (the ack handler checks); anything else
      * stored is shown as text rather than dropped. */
     json_object_set_new(o, "response",
-                        resp ? resp
-                             : json_stringn((const char *)r->response, r->len));
+                        resp ? resp : json_stringn((const char *)r->response, r->len));
     return o;
 }
 
@@ -319,7 +325,8 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
         jinn_http_reply_error(req, JINN_EINVAL, NULL);
         return;
     }
-    if (!jinn_api_uint_or_reply(req, NULL, "limit", JOB_LIST_DEFAULT, 1, JOB_LIST_MAX, &limit)) {
+    if (!jinn_api_uint_or_reply(req, NULL, "limit", JOB_LIST_DEFAULT, 1, JOB_LIST_MAX,
+                                &limit)) {
         return;
     }
     q = jinn_queues_get(&fsm->queues, queue, strlen(queue));
@@ -368,8 +375,9 @@ static void acked(struct jinn_api *api, struct jinn_http_request *req,
         jinn_api_queue_reply_code(req, res->code);
         return;
     }
-    jinn_http_reply_json(req, 200, json_pack("{s:I, s:I}", "job", (json_int_t)res->value, "index",
-                                             (json_int_t)res->index));
+    jinn_http_reply_json(req, 200,
+                         json_pack("{s:I, s:I}", "job", (json_int_t)res->value, "index",
+                                   (json_int_t)res->index));
 }
 
 void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,

@@ -75,7 +75,10 @@ static void reply(int status, const char *body, size_t len)
     free(out);
 }
 
-static void reply_str(int status, const char *body) { reply(status, body, strlen(body)); }
+static void reply_str(int status, const char *body)
+{
+    reply(status, body, strlen(body));
+}
 
 /* The first value of header name ("X-Jinn-Job", ...) as a number; 0 when
  * absent or not a number. The runner writes the headers as above. */
