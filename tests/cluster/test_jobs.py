@@ -210,6 +210,35 @@ def test_trap_ends_dead_with_reason_and_requeue_works(c3):
     wait_state(n, "job_trap", jid, {"dead"})
 
 
+def test_cron_function_gets_its_ticks(c3):
+    """job_cron with `@every 2s` records cron/<tick_ms>/<job id>: the
+    original's payload (job_cron answers 400 to anything else), one job per
+    tick (a doubled tick would show two keys under one tick), on the 2 s
+    grid of cluster time."""
+    leader = c3.wait_leader()
+    deploy(c3, "job_cron", module("jobs/job_cron"), cron="@every 2s")
+    try:
+        def keys():
+            code, _, out = leader.request("/v1/kv/default?prefix=cron/&limit=1000")
+            assert code == 200, out
+            return [k["key"] for k in json.loads(out)["keys"]]
+        got = wait_for(lambda: len(keys()) >= 3 and keys(), 60, interval=0.2,
+                       what="three cron ticks")
+    finally:
+        code, _, out = c3.wait_leader().request("/v1/functions/job_cron", "DELETE")
+        assert code == 200, out
+    ticks = [int(k.split("/")[1]) for k in got]
+    assert len(set(ticks)) == len(ticks), got  # no tick ran twice
+    ticks.sort()
+    # On the 2 s grid (a tick proposed over 2 s late collapses with the
+    # next one: ticks never run twice, and a late one is not made up).
+    assert all(b > a and (b - a) % 2000 == 0 for a, b in zip(ticks, ticks[1:])), ticks
+    code, _, out = leader.request("/v1/functions/job_cron/jobs?limit=100")
+    jobs = json.loads(out)["jobs"]
+    assert all(j["state"] == "succeeded" for j in jobs if j["state"] != "running"), jobs
+    assert any(j.get("response", {}).get("body", "").startswith("cron/") for j in jobs), jobs
+
+
 # ---- the ack endpoint (workers) ---------------------------------------------------
 
 def lease_by_hand(node, fn, worker):
