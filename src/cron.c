@@ -62,8 +62,8 @@ struct field {
 };
 
 static const struct field FIELDS[5] = {
-    {"minute", 0, 59}, {"hour", 0, 23}, {"day of month", 1, 31}, {"month", 1, 12},
-    {"day of week", 0, 7},
+    {"minute", 0, 59}, {"hour", 0, 23},       {"day of month", 1, 31},
+    {"month", 1, 12},  {"day of week", 0, 7},
 };
 
 /* A decimal number of 1-2 digits at *p; false if none. */
@@ -169,9 +169,10 @@ int jinn_cron_parse(const char *expr, size_t len, struct jinn_cron *out, char *e
                     size_t errlen)
 {
     const char *p = expr, *end = expr + len;
-    uint64_t bits[5];
-    bool stars[5];
+    uint64_t bits[5] = {0};
+    bool stars[5] = {false};
     bool possible = false;
+    int fields = 0;
 
     memset(out, 0, sizeof *out);
     if (len == 0 || len > JINN_CRON_EXPR_MAX || memchr(expr, '\0', len) != NULL) {
@@ -207,6 +208,7 @@ int jinn_cron_parse(const char *expr, size_t len, struct jinn_cron *out, char *e
         if (rv != 0) {
             return rv;
         }
+        fields++;
         if (i < 4) {
             if (p == end) {
                 break;
@@ -214,7 +216,7 @@ int jinn_cron_parse(const char *expr, size_t len, struct jinn_cron *out, char *e
             p++;
         }
     }
-    if (p != end || bits[4] == 0) {
+    if (p != end || fields != 5) {
         snprintf(err, errlen,
                  "cron: five fields separated by single spaces: minute hour day-of-month "
                  "month day-of-week (UTC), or @every/@hourly/@daily");
@@ -243,7 +245,8 @@ int jinn_cron_parse(const char *expr, size_t len, struct jinn_cron *out, char *e
         }
     }
     if (!possible) {
-        snprintf(err, errlen, "cron: no listed month has the listed day of month: it never runs");
+        snprintf(err, errlen,
+                 "cron: no listed month has the listed day of month: it never runs");
         return JINN_EINVAL;
     }
     return 0;

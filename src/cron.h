@@ -27,12 +27,12 @@
 #define JINN_CRON_EXPR_MAX 128 /* bytes of one expression */
 
 struct jinn_cron {
-    uint64_t every_ms; /* @every: the period; 0 for a five-field schedule */
-    uint64_t minutes;  /* bit m: minute m matches */
-    uint32_t hours;    /* bit h */
-    uint32_t dom;      /* bit d (1-31) */
-    uint16_t months;   /* bit m (1-12) */
-    uint8_t dow;       /* bit d (0-6, Sunday 0) */
+    uint64_t every_ms;       /* @every: the period; 0 for a five-field schedule */
+    uint64_t minutes;        /* bit m: minute m matches */
+    uint32_t hours;          /* bit h */
+    uint32_t dom;            /* bit d (1-31) */
+    uint16_t months;         /* bit m (1-12) */
+    uint8_t dow;             /* bit d (0-6, Sunday 0) */
     bool dom_star, dow_star; /* the field started with `*` */
 };
 

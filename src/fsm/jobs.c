@@ -15,7 +15,10 @@
 #define RES(n, member) jinn_tree_entry(n, struct jinn_job_result, member)
 #define CRON(n, member) jinn_tree_entry(n, struct jinn_job_cron, member)
 
-static int u64_cmp(uint64_t a, uint64_t b) { return (a > b) - (a < b); }
+static int u64_cmp(uint64_t a, uint64_t b)
+{
+    return (a > b) - (a < b);
+}
 
 static int key_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
@@ -66,8 +69,14 @@ void jinn_jobs_init(struct jinn_jobs *jobs)
     jinn_tree_init(&jobs->cron_next, cron_next_cmp);
 }
 
-static void result_release(struct jinn_tree_node *n) { jinn_free(RES(n, by_key)); }
-static void cron_release(struct jinn_tree_node *n) { jinn_free(CRON(n, by_name)); }
+static void result_release(struct jinn_tree_node *n)
+{
+    jinn_free(RES(n, by_key));
+}
+static void cron_release(struct jinn_tree_node *n)
+{
+    jinn_free(CRON(n, by_name));
+}
 
 void jinn_jobs_clear(struct jinn_jobs *jobs)
 {
@@ -103,7 +112,8 @@ static void result_remove(struct jinn_jobs *jobs, struct jinn_job_result *r)
 void jinn_jobs_expire(struct jinn_jobs *jobs, uint64_t now)
 {
     struct jinn_tree_node *n;
-    while ((n = jinn_tree_first(&jobs->by_expiry)) != NULL && RES(n, by_expiry)->expires_ms <= now) {
+    while ((n = jinn_tree_first(&jobs->by_expiry)) != NULL &&
+           RES(n, by_expiry)->expires_ms <= now) {
         result_remove(jobs, RES(n, by_expiry));
     }
 }
@@ -200,8 +210,8 @@ int jinn_jobs_ack(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index
         memcpy(r->response, c->job.response.p, r->len);
     }
     {
-        const struct jinn_queue *q = jinn_queues_get(qs, (const char *)c->job.queue.p,
-                                                     c->job.queue.len);
+        const struct jinn_queue *q =
+            jinn_queues_get(qs, (const char *)c->job.queue.p, c->job.queue.len);
         r->delivery = jinn_queue_msg(q, c->job.seq)->delivery; /* checked leased above */
     }
     rv = jinn_queues_apply(qs, index, now, &ack, value);
@@ -404,14 +414,18 @@ void jinn_jobs_encode(const struct jinn_jobs *jobs, struct jinn_wbuf *w)
     }
 }
 
-static bool text_ok(const uint8_t *p, size_t len) { return memchr(p, '\0', len) == NULL; }
+static bool text_ok(const uint8_t *p, size_t len)
+{
+    return memchr(p, '\0', len) == NULL;
+}
 
 static int decode_results(struct jinn_jobs *jobs, struct jinn_rbuf *r)
 {
     uint64_t count = jinn_rbuf_get_u64(r);
-    /* Each result takes at least 60 bytes: a count beyond what is left is
-     * a lie, refused before anything is allocated for it. */
-    if (r->failed || count > r->left / 60) {
+    /* Each result takes at least 58 bytes (1-byte name and worker, empty
+     * response): a count beyond what is left is a lie, refused before
+     * anything is allocated for it. */
+    if (r->failed || count > r->left / 58) {
         return JINN_ECORRUPT;
     }
     for (uint64_t i = 0; i < count; i++) {

@@ -67,11 +67,11 @@ struct jinn_job_cron {
 };
 
 struct jinn_jobs {
-    struct jinn_tree results;   /* by_key */
+    struct jinn_tree results; /* by_key */
     struct jinn_tree by_fn;
     struct jinn_tree by_index;
     struct jinn_tree by_expiry;
-    uint64_t bytes; /* sum of len + JINN_JOB_RESULT_OVERHEAD */
+    uint64_t bytes;             /* sum of len + JINN_JOB_RESULT_OVERHEAD */
     struct jinn_tree crons;     /* by_name */
     struct jinn_tree cron_next; /* by_next */
 };

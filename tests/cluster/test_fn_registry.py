@@ -199,7 +199,8 @@ def test_versions_rollback_delete_purge(one, tmp_path):
     s = out["versions_kept"][0]["settings"]
     assert s == {"route": "/hello", "timeout_ms": 2000, "memory_limit": 64 << 20,
                  "pool_size": 4, "env": ["A=1", "B=two words"], "args": ["x", "y"],
-                 "kv_read": ["pub/"], "kv_write": ["greet/"], "db": "app", "ns": "fns"}, s
+                 "kv_read": ["pub/"], "kv_write": ["greet/"], "db": "app", "ns": "fns",
+                 "workers": 1, "cron": ""}, s
 
     code, out = deploy(node, "greet", hello2, route="/hello")
     assert code == 201 and out["version"] == 2, out

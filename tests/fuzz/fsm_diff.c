@@ -4,7 +4,8 @@
  * command (many locks with equal TTLs, waiters and refreshes, queue
  * publish/fetch/ack/nak/progress/term with leases, KV puts with TTLs and
  * fences, deletes, a little SQL, node announcements, function deploys,
- * deletes and rollbacks, malformed known commands) to two state machines at the same index. Between steps, the
+ * deletes and rollbacks, job acks with results, cron ticks and FN_DEPLOY2,
+ * malformed known commands) to two state machines at the same index. Between steps, the
  * second one may be snapshotted (jinn_fsm_encode) and restored into a
  * fresh state machine. After every step both must have given the same
  * result and hold the same state: the snapshot sections of nodes, KV, locks,
@@ -69,7 +70,7 @@ static const char *const keys[] = {"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7
 static const char *const values[] = {"", "v", "value", "\xff\x00 binary"};
 static const char *const lock_names[] = {"L0", "L1", "L2", "L3", "L4", "L5"};
 static const char *const owners[] = {"o0", "o1", "o2"};
-static const char *const queues[] = {"q0", "q1"};
+static const char *const queues[] = {"q0", "q1", "WORKERS_f0"}; /* f0's jobs */
 static const char *const workers[] = {"w0", "w1", "w2"};
 static const char *const idems[] = {"", "", "i0", "i1"};
 static const char *const dbs[] = {"d0", "d1"};
@@ -120,6 +121,15 @@ static const char *const fn_names[] = {"f0", "f1", "f2"};
 static const char *const fn_settings[] = {
     FN_SETTINGS("", ""), FN_SETTINGS("/r", ""), FN_SETTINGS("/r", "\"x\""),
     FN_SETTINGS("/s", ""), "{\"route\": \"\"}", FN_SETTINGS("/v1", "")};
+/* Settings with jobs keys: FN_DEPLOY2 takes them, FN_DEPLOY refuses them. */
+#define FN_SETTINGS_JOBS(extra)                                                            \
+    "{\"route\":\"\",\"timeout_ms\":5000,\"memory_limit\":67108864,"                        \
+    "\"pool_size\":2,\"env\":[],\"args\":[],\"kv_read\":[],\"kv_write\":[],"                \
+    "\"db\":\"\",\"ns\":\"default\"" extra "}"
+static const char *const fn_job_settings[] = {
+    FN_SETTINGS_JOBS(",\"cron\":\"@every 1s\""), FN_SETTINGS_JOBS(",\"workers\":0"),
+    FN_SETTINGS_JOBS(",\"workers\":3,\"cron\":\"* * * * *\""), FN_SETTINGS_JOBS(""),
+    FN_SETTINGS_JOBS(",\"cron\":\"0 0 30 2 *\"")};
 
 /* Recent tokens and seqs, so refresh/release/ack/nak often hit real ones. */
 struct memory {
@@ -256,6 +266,35 @@ static void make_cmd(struct prog *g, struct memory *mem, struct jinn_cmd *c, boo
         }
         break;
     default:
+        if (op % 40 == 19) { /* jobs: ack with a result, a cron tick, deploy2 */
+            uint8_t k = next(g);
+            if (k % 3 == 0) {
+                c->type = JINN_CMD_JOB_ACK;
+                c->job.queue = S(k % 2 ? "WORKERS_f0" : "WORKERS_f1");
+                c->job.worker = S(PICK(g, workers));
+                c->job.seq = recall(mem->seqs, mem->ns, g);
+                c->job.delivery = next(g) % 3;
+                c->job.status = 200;
+                c->job.response = S(PICK(g, values));
+                c->job.keep_ms = next(g) % 2 ? 500 : 100000;
+                c->job.keep_bytes = next(g) % 2 ? 300 : 1u << 20;
+            } else if (k % 3 == 1) {
+                c->type = JINN_CMD_JOB_CRON;
+                c->cron.name = S(PICK(g, fn_names));
+                /* Often the pending tick, sometimes a stale one. */
+                c->cron.tick_ms = next(g) % 4 == 0 ? (uint64_t)next(g) * 1000 : 0;
+                c->cron.max_length = next(g) % 2 ? 2 : 100;
+                c->cron.max_bytes = 1u << 20;
+                c->cron.max_deliver = 3;
+            } else {
+                c->type = JINN_CMD_FN_DEPLOY2;
+                c->fn.name = S(PICK(g, fn_names));
+                c->fn.settings = S(PICK(g, fn_job_settings));
+                c->fn.module.p = fn_hello;
+                c->fn.module.len = FN_HELLO_LEN;
+            }
+            break;
+        }
         if (op % 40 == 39) { /* functions: deploy, delete (or purge), rollback */
             uint8_t k = next(g);
             c->fn.name = S(PICK(g, fn_names));
@@ -428,6 +467,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         time += PICK(&g, steps_ms);
         make_cmd(&g, &mem, &c, &truncate);
         c.time_ms = time;
+        if (c.type == JINN_CMD_JOB_CRON && c.cron.tick_ms == 0) {
+            /* The pending tick, as a leader would propose it (due or not). */
+            char fn[8];
+            snprintf(fn, sizeof fn, "%.*s", (int)c.cron.name.len, (const char *)c.cron.name.p);
+            c.cron.tick_ms = jinn_jobs_cron_of(&a->jobs, fn);
+        }
         jinn_wbuf_init(&w);
         FUZZ_CHECK(jinn_cmd_encode(&c, &w) == 0);
         if (truncate) {
@@ -446,7 +491,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (code_a == JINN_OK || code_a == JINN_EQUEUED || code_a == JINN_ECONFLICT) {
             if (c.type == JINN_CMD_LOCK_ACQUIRE) {
                 mem.tokens[mem.nt++ % 8] = value_a;
-            } else if (c.type == JINN_CMD_Q_PUBLISH) {
+            } else if (c.type == JINN_CMD_Q_PUBLISH ||
+                       (c.type == JINN_CMD_JOB_CRON && code_a == JINN_OK)) {
                 mem.seqs[mem.ns++ % 8] = value_a;
             }
         }

@@ -47,6 +47,7 @@ HELLO_WASM = bytes.fromhex(
     "00030201010503010001071302066d656d6f72790200065f737461727400010a040102000b")
 FN_SETTINGS = ('{"route":"/hi","timeout_ms":5000,"memory_limit":67108864,"pool_size":2,'
                '"env":[],"args":[],"kv_read":[],"kv_write":[],"db":"","ns":"default"}')
+FN_SETTINGS_JOBS = FN_SETTINGS[:-1] + ',"workers":4,"cron":"*/5 * * * *"}'
 
 
 def q(t, queue="jobs", worker="", payload=b"", idem="", reason="", seq=0, delivery=0,
@@ -79,6 +80,29 @@ COMMANDS = {
     "fn_deploy": cmd(23, bs("hello") + bs(FN_SETTINGS) + bs(HELLO_WASM), version=2),
     "fn_delete": cmd(24, bs("hello") + u64(1), version=2),
     "fn_rollback": cmd(25, bs("hello") + u64(0), version=2),
+    "job_ack": cmd(26, bs("WORKERS_hello") + bs("n1/hello/0") + u64(1) + u64(1) + u32(200) +
+                   bs('{"ok":true}') + u64(3600000) + u64(64 << 20), version=2),
+    "job_cron": cmd(27, bs("hello") + u64(60000) + u64(1000) + u64(1 << 20) + u64(5),
+                    version=2),
+    "fn_deploy2": cmd(28, bs("hello") + bs(FN_SETTINGS_JOBS) + bs(HELLO_WASM) +
+                      bs(b"\x01" * 64) + bs("release-1"), version=2),
+    "fn_deploy2_unsigned": cmd(28, bs("hello") + bs(FN_SETTINGS_JOBS) + bs(HELLO_WASM) +
+                               bs(b"") + bs(""), version=2),
+}
+
+CRONS = {
+    "every_5": "*/5 * * * *",
+    "lists_ranges": "0,30 8-18/2 1-10,15 1-12/3 1-5",
+    "dom_dow_or": "0 0 29 2 1",
+    "sunday7": "59 23 * * 7",
+    "every_30s": "@every 30s",
+    "every_24h": "@every 24h",
+    "hourly": "@hourly",
+    "daily": "@daily",
+    "bad_feb30": "0 0 30 2 *",
+    # A NUL and a u64 time first: the tick after 2096-03-01 (2104-02-29).
+    "leap_2100": b"\0" + u64(3981398400000) + b"0 0 29 2 *",
+    "month_end": b"\0" + u64(1776211200000) + b"0 0 31 * *",
 }
 
 CONFIGS = {
@@ -134,6 +158,7 @@ def write(name, seeds):
 def main():
     write("cmd_decode", COMMANDS)
     write("config", CONFIGS)
+    write("cron", CRONS)
 
 
 if __name__ == "__main__":

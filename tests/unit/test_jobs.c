@@ -16,12 +16,12 @@
 /* (module (import "gojinn" "host_log" (func (param i32 i32 i32)))
  *         (memory (export "memory") 1) (func (export "_start"))) */
 static const uint8_t hello[] = {
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x03, 0x7f,
-    0x7f, 0x7f, 0x00, 0x60, 0x00, 0x00, 0x02, 0x13, 0x01, 0x06, 0x67, 0x6f, 0x6a, 0x69,
-    0x6e, 0x6e, 0x08, 0x68, 0x6f, 0x73, 0x74, 0x5f, 0x6c, 0x6f, 0x67, 0x00, 0x00, 0x03,
-    0x02, 0x01, 0x01, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x13, 0x02, 0x06, 0x6d, 0x65,
-    0x6d, 0x6f, 0x72, 0x79, 0x02, 0x00, 0x06, 0x5f, 0x73, 0x74, 0x61, 0x72, 0x74, 0x00,
-    0x01, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b};
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x03,
+    0x7f, 0x7f, 0x7f, 0x00, 0x60, 0x00, 0x00, 0x02, 0x13, 0x01, 0x06, 0x67, 0x6f,
+    0x6a, 0x69, 0x6e, 0x6e, 0x08, 0x68, 0x6f, 0x73, 0x74, 0x5f, 0x6c, 0x6f, 0x67,
+    0x00, 0x00, 0x03, 0x02, 0x01, 0x01, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x13,
+    0x02, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x00, 0x06, 0x5f, 0x73,
+    0x74, 0x61, 0x72, 0x74, 0x00, 0x01, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b};
 
 #define S(text) ((struct jinn_slice){(const uint8_t *)(text), strlen(text)})
 
@@ -33,12 +33,12 @@ TEST(cron_known_answers)
         const char *expr;
         uint64_t after, next;
     } cases[] = {
-        {"*/5 * * * *", 1795778550000ULL, 1795778700000ULL},    /* 11:22:30 -> 11:25 */
-        {"0 0 31 * *", 1776211200000ULL, 1780185600000ULL},     /* April has no 31st */
-        {"0 12 29 2 *", 1740787200000ULL, 1835438400000ULL},    /* 2025-03 -> 2028-02-29 */
-        {"0 0 29 2 1", 1740787200000ULL, 1769990400000ULL},     /* Feb 29 OR Monday */
-        {"0 0 * * 7", 1795737600000ULL, 1795910400000ULL},      /* 7 = Sunday */
-        {"59 23 31 12 *", 1798761540000ULL, 1830297540000ULL},  /* strictly after */
+        {"*/5 * * * *", 1795778550000ULL, 1795778700000ULL},   /* 11:22:30 -> 11:25 */
+        {"0 0 31 * *", 1776211200000ULL, 1780185600000ULL},    /* April has no 31st */
+        {"0 12 29 2 *", 1740787200000ULL, 1835438400000ULL},   /* 2025-03 -> 2028-02-29 */
+        {"0 0 29 2 1", 1740787200000ULL, 1769990400000ULL},    /* Feb 29 OR Monday */
+        {"0 0 * * 7", 1795737600000ULL, 1795910400000ULL},     /* 7 = Sunday */
+        {"59 23 31 12 *", 1798761540000ULL, 1830297540000ULL}, /* strictly after */
         {"@hourly", 1795777200000ULL, 1795780800000ULL},
         {"@daily", 1795777200000ULL, 1795824000000ULL},
         {"1-10/2 * * * *", 1795781340000ULL, 1795784460000ULL}, /* 12:09 -> 13:01 */
@@ -71,12 +71,38 @@ TEST(cron_known_answers)
 TEST(cron_refuses_what_it_does_not_know)
 {
     static const char *const bad[] = {
-        "", "* * * *", "* * * * * *", "60 * * * *", "* 24 * * *", "0 0 0 * *", "0 0 * 13 *",
-        "0 0 30 2 *", "0 0 31 4,6 *", "@every 0s", "@every 25h", "@every 86401s", "@every 5",
-        "@every s", "@every 1d", "@every 10s ", "@yearly", "@weekly", "*/0 * * * *",
-        "5-1 * * * *", "MON * * * *", "* * * * 8", "*  * * * *", "1,,2 * * * *",
-        "1, * * * *", "* * * * * ", " * * * * *", "100 * * * *", "-1 * * * *", "1-2-3 * * * *",
-        "*/5/2 * * * *", "* * * JAN *",
+        "",
+        "* * * *",
+        "* * * * * *",
+        "60 * * * *",
+        "* 24 * * *",
+        "0 0 0 * *",
+        "0 0 * 13 *",
+        "0 0 30 2 *",
+        "0 0 31 4,6 *",
+        "@every 0s",
+        "@every 25h",
+        "@every 86401s",
+        "@every 5",
+        "@every s",
+        "@every 1d",
+        "@every 10s ",
+        "@yearly",
+        "@weekly",
+        "*/0 * * * *",
+        "5-1 * * * *",
+        "MON * * * *",
+        "* * * * 8",
+        "*  * * * *",
+        "1,,2 * * * *",
+        "1, * * * *",
+        "* * * * * ",
+        " * * * * *",
+        "100 * * * *",
+        "-1 * * * *",
+        "1-2-3 * * * *",
+        "*/5/2 * * * *",
+        "* * * JAN *",
     };
     struct jinn_cron c;
     char err[160];
@@ -260,8 +286,8 @@ static int deploy(struct jinn_fsm *fsm, uint64_t index, uint64_t time, const cha
                   uint32_t workers, const char *cron)
 {
     char *json = settings_json(workers, cron);
-    const struct jinn_result *r = unit_apply(fsm, index, time,
-                                             deploy_cmd(JINN_CMD_FN_DEPLOY2, name, json));
+    const struct jinn_result *r =
+        unit_apply(fsm, index, time, deploy_cmd(JINN_CMD_FN_DEPLOY2, name, json));
     jinn_free(json);
     return r ? r->code : -1;
 }
@@ -341,12 +367,13 @@ TEST(jobs_ack_checks_the_lease_and_keeps_the_result)
     const struct jinn_queue *q;
     const struct jinn_job_result *r;
     jinn_fsm_init(&fsm);
-    CHECK_INT(unit_apply(&fsm, 10, 1000, qcmd(JINN_CMD_Q_PUBLISH, "WORKERS_f", "", 0))->code, 0);
+    CHECK_INT(unit_apply(&fsm, 10, 1000, qcmd(JINN_CMD_Q_PUBLISH, "WORKERS_f", "", 0))->code,
+              0);
     /* Not leased yet: conflict, as Q_ACK. */
     CHECK_INT(unit_apply(&fsm, 11, 1100, ack_cmd("f", "n1/f/0", 10, 0, "{}"))->code,
               JINN_ECONFLICT);
-    CHECK_INT(unit_apply(&fsm, 12, 1200, qcmd(JINN_CMD_Q_FETCH, "WORKERS_f", "n1/f/0", 1))->value,
-              1);
+    CHECK_INT(
+        unit_apply(&fsm, 12, 1200, qcmd(JINN_CMD_Q_FETCH, "WORKERS_f", "n1/f/0", 1))->value, 1);
     q = jinn_queues_get(&fsm.queues, "WORKERS_f", 9);
     CHECK(jinn_queue_msg(q, 10)->leased_ms == 1200);
     /* Another worker, another delivery, an unknown job: refused, nothing kept. */
@@ -490,10 +517,11 @@ TEST(jobs_cron_fires_each_tick_once)
                   ->code,
               0);
     CHECK(jinn_jobs_cron_of(&fsm.jobs, "tick") == 150000); /* back to @every 10s */
-    CHECK_INT(unit_apply(&fsm, 13, 148000,
-                         (struct jinn_cmd){.type = JINN_CMD_FN_DELETE, .fn = {.name = S("tick")}})
-                  ->code,
-              0);
+    CHECK_INT(
+        unit_apply(&fsm, 13, 148000,
+                   (struct jinn_cmd){.type = JINN_CMD_FN_DELETE, .fn = {.name = S("tick")}})
+            ->code,
+        0);
     CHECK(jinn_jobs_cron_of(&fsm.jobs, "tick") == 0);
     CHECK(jinn_jobs_cron_next(&fsm.jobs, name) == 0);
     CHECK_INT(unit_apply(&fsm, 14, 150000, cron_cmd("tick", 150000))->code, JINN_ECONFLICT);
@@ -645,6 +673,27 @@ TEST(jobs_reads_format2_snapshots)
     /* The holder can still ack it with JOB_ACK after the upgrade. */
     CHECK_INT(unit_apply(&b, 43, 1000, ack_cmd("f", "n1/f/0", 42, 1, "{}"))->code, 0);
     CHECK(jinn_jobs_result(&b.jobs, "f", 42) != NULL);
+    jinn_wbuf_free(&w);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
+}
+
+/* Many results of the smallest encoding (58 bytes) still decode: the
+ * count's sanity bound must not refuse a real snapshot. */
+TEST(jobs_snapshot_of_many_minimal_results)
+{
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    for (uint64_t i = 0; i < 100; i++) {
+        CHECK_INT(run_job(&a, "f", 10 + 3 * i, "", 1 << 30, 1 << 30), 0);
+    }
+    CHECK(a.jobs.results.count == 100);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    CHECK_INT(jinn_fsm_decode(&b, w.data, w.len), 0);
+    CHECK(b.jobs.results.count == 100);
     jinn_wbuf_free(&w);
     jinn_fsm_close(&a);
     jinn_fsm_close(&b);

@@ -1,0 +1,180 @@
+/* test_jobs_raft.c - a cron tick fires once across a leader change, on
+ * three replicas in libraft's fixture: the old leader's JOB_CRON and the new
+ * leader's for the same tick (it proposes from the same pending tick) give
+ * one message in WORKERS_<fn>, on every replica, whichever commits. */
+#include <raft.h>
+#include <raft/fixture.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "codec.h"
+#include "error.h"
+#include "fsm/cmd.h"
+#include "fsm/fsm.h"
+#include "unit.h"
+
+#define N 3
+
+static const uint8_t hello[] = {
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x03,
+    0x7f, 0x7f, 0x7f, 0x00, 0x60, 0x00, 0x00, 0x02, 0x13, 0x01, 0x06, 0x67, 0x6f,
+    0x6a, 0x69, 0x6e, 0x6e, 0x08, 0x68, 0x6f, 0x73, 0x74, 0x5f, 0x6c, 0x6f, 0x67,
+    0x00, 0x00, 0x03, 0x02, 0x01, 0x01, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x13,
+    0x02, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x00, 0x06, 0x5f, 0x73,
+    0x74, 0x61, 0x72, 0x74, 0x00, 0x01, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b};
+
+static void applied(struct raft_apply *req, int status, void *result)
+{
+    (void)status;
+    (void)result;
+    free(req);
+}
+
+static void propose(struct raft_fixture *f, unsigned leader, struct jinn_cmd *c)
+{
+    struct jinn_wbuf w;
+    struct raft_buffer buf;
+    struct raft_apply *req = calloc(1, sizeof *req);
+    jinn_wbuf_init(&w);
+    if (req == NULL || jinn_cmd_encode(c, &w) != 0) {
+        free(req);
+        jinn_wbuf_free(&w);
+        return;
+    }
+    buf.base = w.data;
+    buf.len = w.len;
+    if (raft_apply(raft_fixture_get(f, leader), req, &buf, 1, applied) != 0) {
+        jinn_wbuf_free(&w);
+        free(req);
+    }
+}
+
+static struct jinn_cmd tick_cmd(uint64_t now, uint64_t tick)
+{
+    struct jinn_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_JOB_CRON;
+    c.time_ms = now;
+    c.cron.name.p = (const uint8_t *)"tick";
+    c.cron.name.len = 4;
+    c.cron.tick_ms = tick;
+    c.cron.max_length = 100;
+    c.cron.max_bytes = 1 << 20;
+    c.cron.max_deliver = 3;
+    return c;
+}
+
+static bool all_applied(struct raft_fixture *f)
+{
+    raft_index target = 0;
+    for (unsigned i = 0; i < N; i++) {
+        raft_index last = raft_last_index(raft_fixture_get(f, i));
+        target = last > target ? last : target;
+    }
+    return raft_fixture_step_until_applied(f, N, target, 20000);
+}
+
+TEST(jobs_cron_tick_once_across_a_leader_change)
+{
+    static const char settings[] =
+        "{\"route\":\"\",\"timeout_ms\":5000,\"memory_limit\":67108864,\"pool_size\":2,"
+        "\"env\":[],\"args\":[],\"kv_read\":[],\"kv_write\":[],\"db\":\"\",\"ns\":\"default\","
+        "\"cron\":\"@every 10s\"}";
+    struct raft_fixture f;
+    struct raft_configuration conf;
+    struct jinn_fsm fsms[N];
+    struct jinn_cmd c;
+    unsigned old, now;
+    char name[65];
+
+    memset(&f, 0, sizeof f);
+    CHECK_INT(raft_fixture_initialize(&f), 0);
+    for (unsigned i = 0; i < N; i++) {
+        jinn_fsm_init(&fsms[i]);
+        CHECK_INT(raft_fixture_grow(&f, &fsms[i].iface), 0);
+        fsms[i].raft = raft_fixture_get(&f, i);
+    }
+    raft_fixture_configuration(&f, N, &conf);
+    raft_fixture_bootstrap(&f, &conf);
+    raft_fixture_start(&f);
+    raft_configuration_close(&conf);
+    CHECK(raft_fixture_step_until_has_leader(&f, 10000));
+    old = raft_fixture_leader_index(&f);
+
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_FN_DEPLOY2;
+    c.time_ms = 95000;
+    c.fn.name.p = (const uint8_t *)"tick";
+    c.fn.name.len = 4;
+    c.fn.settings.p = (const uint8_t *)settings;
+    c.fn.settings.len = sizeof settings - 1;
+    c.fn.module.p = hello;
+    c.fn.module.len = sizeof hello;
+    propose(&f, old, &c);
+    CHECK(all_applied(&f));
+    CHECK(jinn_jobs_cron_next(&fsms[old].jobs, name) == 100000);
+
+    /* The leader proposes the due tick and is cut off before it commits:
+     * the entry sits in its log only. */
+    for (unsigned k = 0; k < N; k++) {
+        if (k != old) {
+            raft_fixture_disconnect(&f, old, k);
+            raft_fixture_disconnect(&f, k, old);
+        }
+    }
+    c = tick_cmd(100100, 100000);
+    propose(&f, old, &c);
+    raft_fixture_step_until_elapsed(&f, 50);
+    /* Another leader, same pending tick, proposes it too. */
+    now = N;
+    for (int t = 0; t < 200 && now == N; t++) {
+        raft_fixture_step_until_elapsed(&f, 100);
+        for (unsigned k = 0; k < N; k++) {
+            if (k != old && raft_state(raft_fixture_get(&f, k)) == RAFT_LEADER) {
+                now = k;
+            }
+        }
+    }
+    CHECK(now != N);
+    if (now == N) {
+        goto out;
+    }
+    c = tick_cmd(100300, jinn_jobs_cron_next(&fsms[now].jobs, name));
+    CHECK(c.cron.tick_ms == 100000);
+    propose(&f, now, &c);
+    /* ...and proposes it again (a retry after a timeout). */
+    c.time_ms = 100400;
+    propose(&f, now, &c);
+    for (unsigned k = 0; k < N; k++) {
+        if (k != old) {
+            raft_fixture_reconnect(&f, old, k);
+            raft_fixture_reconnect(&f, k, old);
+        }
+    }
+    raft_fixture_step_until_elapsed(&f, 2000);
+    CHECK(raft_fixture_step_until_has_leader(&f, 20000));
+    CHECK(all_applied(&f));
+    for (unsigned i = 0; i < N; i++) {
+        const struct jinn_queue *q = jinn_queues_get(&fsms[i].queues, "WORKERS_tick", 12);
+        CHECK(q != NULL && q->all.count == 1 && q->published == 1);
+        CHECK(jinn_jobs_cron_of(&fsms[i].jobs, "tick") == 110000);
+    }
+    {
+        struct jinn_wbuf a, b;
+        jinn_wbuf_init(&a);
+        CHECK_INT(jinn_fsm_encode(&fsms[0], &a), 0);
+        for (unsigned i = 1; i < N; i++) {
+            jinn_wbuf_init(&b);
+            CHECK_INT(jinn_fsm_encode(&fsms[i], &b), 0);
+            CHECK(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+            jinn_wbuf_free(&b);
+        }
+        jinn_wbuf_free(&a);
+    }
+out:
+    raft_fixture_close(&f);
+    for (unsigned i = 0; i < N; i++) {
+        jinn_fsm_close(&fsms[i]);
+    }
+}
