@@ -27,14 +27,6 @@
 /* A list's responses, in total: past this the objects carry
  * "response_omitted" (parsing many large responses would hold the loop). */
 #define JOB_LIST_RESPONSE_BYTES (1u << 20)
-/* Queue messages a list looks at, at most (the newest are found by
- * widening windows of seqs below the applied index). */
-#define JOB_LIST_SCAN_MAX 200000u
-/* Retention of succeeded jobs' results, carried in every JOB_ACK (the
- * leader's policy): an hour after finishing, and 64 MiB in total (the
- * oldest-finished go first). */
-#define JOB_KEEP_MS (60u * 60u * 1000u)
-#define JOB_KEEP_BYTES (64u << 20)
 
 /* ---- inputs ----------------------------------------------------------- */
 
@@ -256,40 +248,54 @@ void jinn_api_job_show(struct jinn_api *api, struct jinn_http_request *req,
 
 /* ---- list --------------------------------------------------------------- */
 
-/* The newest (highest seq) messages of q, up to limit, into seqs (newest
- * first); returns how many. Seqs are raft indexes, so windows [lo, applied]
- * that widen from the applied index find them without walking the queue. */
-static unsigned newest_msgs(const struct jinn_queue *q, uint64_t applied, unsigned limit,
-                            uint64_t *seqs)
+/* How many messages of q have a seq >= lo, counting up to limit. */
+static unsigned count_from(const struct jinn_queue *q, uint64_t lo, unsigned limit)
 {
-    uint64_t window = (uint64_t)limit * 4 + 64;
-    unsigned visited = 0;
-    for (;;) {
-        uint64_t lo = applied > window ? applied - window : 0;
-        struct jinn_qmsg probe;
-        struct jinn_tree_iter it;
-        unsigned n = 0, head = 0;
-        memset(&probe, 0, sizeof probe);
-        probe.seq = lo;
-        /* A ring of the last `limit` seqs seen, in ascending order. */
-        for (struct jinn_tree_node *t = jinn_tree_seek(&q->all, &probe.by_seq, &it); t != NULL;
-             t = jinn_tree_next(&it)) {
-            seqs[head] = jinn_tree_entry(t, struct jinn_qmsg, by_seq)->seq;
-            head = (head + 1) % limit;
-            n += n < limit;
-            visited++;
-        }
-        if (n == limit || lo == 0 || visited > JOB_LIST_SCAN_MAX) {
-            /* Unroll the ring newest first. */
-            uint64_t tmp[JOB_LIST_MAX];
-            for (unsigned i = 0; i < n; i++) {
-                tmp[i] = seqs[(head + limit - 1 - i) % limit];
-            }
-            memcpy(seqs, tmp, n * sizeof *tmp);
-            return n;
-        }
-        window *= 8;
+    struct jinn_qmsg probe;
+    struct jinn_tree_iter it;
+    unsigned n = 0;
+    memset(&probe, 0, sizeof probe);
+    probe.seq = lo;
+    for (struct jinn_tree_node *t = jinn_tree_seek(&q->all, &probe.by_seq, &it);
+         t != NULL && n < limit; t = jinn_tree_next(&it)) {
+        n++;
     }
+    return n;
+}
+
+/* The newest (highest seq) messages of q, up to limit, into seqs (newest
+ * first); returns how many. The tree only walks upwards, so a bisection
+ * finds the highest lo with at least limit messages at or above it (64
+ * probes of at most limit steps), and the walk from there visits at most
+ * limit messages: a list costs the same in a queue of a million. */
+static unsigned newest_msgs(const struct jinn_queue *q, unsigned limit, uint64_t *seqs)
+{
+    uint64_t lo = 0, hi = UINT64_MAX; /* count_from(hi) < limit throughout */
+    struct jinn_qmsg probe;
+    struct jinn_tree_iter it;
+    unsigned n = 0;
+    if (count_from(q, 0, limit) == limit) {
+        while (hi - lo > 1) { /* invariant: count_from(lo) == limit */
+            uint64_t mid = lo + (hi - lo) / 2;
+            if (count_from(q, mid, limit) == limit) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    memset(&probe, 0, sizeof probe);
+    probe.seq = lo;
+    for (struct jinn_tree_node *t = jinn_tree_seek(&q->all, &probe.by_seq, &it);
+         t != NULL && n < limit; t = jinn_tree_next(&it)) {
+        seqs[n++] = jinn_tree_entry(t, struct jinn_qmsg, by_seq)->seq;
+    }
+    for (unsigned i = 0; i < n / 2; i++) { /* newest first */
+        uint64_t tmp = seqs[i];
+        seqs[i] = seqs[n - 1 - i];
+        seqs[n - 1 - i] = tmp;
+    }
+    return n;
 }
 
 static int by_id_desc(const void *a, const void *b)
@@ -318,7 +324,7 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
     }
     q = jinn_queues_get(&fsm->queues, queue, strlen(queue));
     if (q != NULL) {
-        n = newest_msgs(q, api->applied_seen, (unsigned)limit, ids);
+        n = newest_msgs(q, (unsigned)limit, ids);
     }
     /* The newest-finished results; a job is either a message or a result,
      * never both (JOB_ACK removes the one and keeps the other). */
@@ -421,8 +427,10 @@ void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
         c.job.response.p = (const uint8_t *)resp_text;
         c.job.response.len = strlen(resp_text);
     }
-    c.job.keep_ms = JOB_KEEP_MS;
-    c.job.keep_bytes = JOB_KEEP_BYTES;
+    /* Retention is the leader's policy (job_result_ttl,
+     * job_results_max_bytes), carried in the command. */
+    c.job.keep_ms = api->cfg->job_result_ttl_ms;
+    c.job.keep_bytes = api->cfg->job_results_max_bytes;
     jinn_api_propose_or_reply(api, req, &c, acked);
 cleanup:
     jinn_free(resp_text); /* jansson allocates through alloc.h (main.c) */

@@ -119,14 +119,16 @@ static unsigned long long json_num(const char *text, const char *key)
  * slow delivery still runs, so two copies may run at the same time: the
  * lock named after the key serialises them, and the write is fenced by it
  * (host_kv_set applies only while the lock is still held), so the second
- * copy finds the key and writes nothing. Returns 1 created, 0 already
- * there, -1 failed (the job should fail and be retried). */
+ * copy finds the key and writes nothing. The lock's TTL (5 s) bounds how
+ * long a copy that died holding it blocks the others; a copy that finds
+ * it held fails, and the queue's backoff retries it. Returns 1 created,
+ * 0 already there, -1 failed (the job should fail and be retried). */
 static int create_once(const char *key, const char *value)
 {
     char lock[160], old[256];
     int rv;
     put_str(put_str(lock, "effect:"), key);
-    if (host_mutex_lock(lock, (uint32_t)strlen(lock), 30) != 1) {
+    if (host_mutex_lock(lock, (uint32_t)strlen(lock), 5) != 1) {
         return -1;
     }
     if (host_kv_get(key, (uint32_t)strlen(key), old, sizeof old) != GOJINN_FAIL) {
