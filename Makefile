@@ -106,7 +106,8 @@ build/bench/compile_time: tests/wasmtool/compile_time.c $(filter-out build/rel/s
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 
 # jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare),
-# then functions (bench/fn: hello warm and cold, node:wasi as the peer, compile time).
+# then functions (bench/fn: hello warm and cold, node:wasi as the peer, compile time),
+# then jobs (bench/jobs: end-to-end jobs/s, `jinn worker --exec` baseline, failover).
 # A peer's tools that cannot be installed or built skip that peer (compare
 # says so); they never stop the run.
 bench: deps build/jinn build/bench/load
@@ -116,6 +117,8 @@ bench: deps build/jinn build/bench/load
 	bench/compare
 	$(MAKE) build/wasm/hello.wasm build/bench/compile_time
 	bench/fn
+	$(MAKE) build/wasm/jobs/job_slow.wasm
+	bench/jobs
 
 # WebAssembly guests for the function tests and the benchmark: every
 # tests/wasm/[DIR/]NAME.c, NAME.rs and NAME.wat becomes build/wasm/[DIR/]NAME.wasm

@@ -17,6 +17,7 @@
  *   publish   POST /v1/queues/NS (--value-size bytes)
  *   consume   fetch up to 8 jobs of queue NS, ack each; one op = one ack
  *   fn        GET --path (a function, e.g. /fn/hello) on keep-alive connections
+ *   post      POST --path with a --value-size body (e.g. /v1/functions/F/jobs)
  * Keys k0..k<keys-1> are chosen round-robin per connection.
  *
  * --target etcd speaks etcd's v3 HTTP/JSON gateway instead (put, get-lin,
@@ -230,6 +231,11 @@ static void build_request(const struct options *o, struct conn *c, int id)
                      o->ns, strcmp(w, "sql-insert") == 0 ? "exec" : "query?consistency=stale",
                      blen, body);
         c->out_len = (size_t)n;
+    } else if (strcmp(w, "post") == 0) {
+        n = snprintf(c->out, 2048, "POST %s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n",
+                     o->path, o->value_size);
+        memcpy(c->out + n, value, (size_t)o->value_size);
+        c->out_len = (size_t)n + (size_t)o->value_size;
     } else if (strcmp(w, "publish") == 0) {
         n = snprintf(c->out, 2048, "POST /v1/queues/%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n",
                      o->ns, o->value_size);
@@ -403,7 +409,7 @@ static int consume(struct worker *w, struct conn *c, double t)
         return 1;
     }
     if (t >= w->t_measure && t < w->t_end) {
-        if (m.status == 200 || m.status == 201 || m.status == 404) {
+        if (m.status == 200 || m.status == 201 || m.status == 202 || m.status == 404) {
             w->ok++;
             record(w, t - c->started);
         } else if (m.status == 412) {

@@ -87,6 +87,8 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->reserved_conns = 32;
     cfg->check_interval_ms = 600000;
     cfg->min_free_space = UINT64_C(64) << 20;
+    cfg->job_workers = 16;
+    cfg->job_grace_ms = 10000;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
         set_str(&cfg->http_listen, "127.0.0.1:8080") ||
         set_str(&cfg->cluster_name, "jinn") ||
@@ -1133,6 +1135,8 @@ static const struct directive directives[] = {
     {"debug", K_BOOL, FIELD(debug_log), 0, 0},
     {"check_interval", K_DURATION, FIELD(check_interval_ms), 0, 604800000},
     {"min_free_space", K_SIZE, FIELD(min_free_space), 0, UINT64_C(1) << 50},
+    {"job_workers", K_UINT, FIELD(job_workers), 0, 1024},
+    {"job_grace", K_DURATION, FIELD(job_grace_ms), 0, 3600000},
     {"consensus", K_BLOCK, 0, 0, 0},
     {"queues", K_BLOCK, 0, 0, 0},
     {"cluster_tls", K_BLOCK, 0, 0, 0},
@@ -1147,7 +1151,7 @@ static bool is_u64_field(size_t offset)
            offset == FIELD(max_body_bytes) || offset == FIELD(idle_timeout_ms) ||
            offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
            offset == FIELD(min_free_space) || offset == FIELD(job_result_ttl_ms) ||
-           offset == FIELD(job_results_max_bytes);
+           offset == FIELD(job_results_max_bytes) || offset == FIELD(job_grace_ms);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)

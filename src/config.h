@@ -114,6 +114,11 @@ struct jinn_config {
     /* `jinn run --bootstrap`: found a new cluster from cluster_peers if
      * data_dir is empty (never from a config file: see docs/operations.md). */
     bool bootstrap;
+    /* Job worker slots this node runs, all functions together (0: this
+     * node runs no jobs); and how long a shutdown waits for running jobs
+     * before it hands them back (wasm/jobs.h). */
+    unsigned job_workers;
+    uint64_t job_grace_ms;
 };
 
 struct jinn_config_error {

@@ -35,6 +35,7 @@
 #include "tls.h"
 #include "version.h"
 #include "wasm/host.h"
+#include "wasm/jobs.h"
 #include "wasm/runner.h"
 
 struct daemon {
@@ -76,7 +77,8 @@ static void stopped_one(void *data)
  * may run to their timeout, then a margin. */
 static uint64_t shutdown_deadline_ms(const struct jinn_config *cfg)
 {
-    return 4 * cfg->election_timeout_ms + cfg->request_timeout_ms + WASM_UNLOCK_WAIT_MS + 5000;
+    return 4 * cfg->election_timeout_ms + cfg->request_timeout_ms + WASM_UNLOCK_WAIT_MS + 5000 +
+           cfg->job_grace_ms;
 }
 
 static void *watchdog(void *arg)
@@ -142,16 +144,11 @@ static void unlock_wait_check(uv_timer_t *t)
     jinn_node_stop(d->node, stopped_one, d);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* The rest of the shutdown, once the jobs are handed over (they need the
+ * runner, HTTP and the node until then). */
+static void shutdown_rest(void *data)
 {
-    struct daemon *d = h->data;
-    if (d->stopping) {
-        jinn_warn("second signal: exiting now");
-        _exit(1);
-    }
-    d->stopping = true;
-    jinn_info("%s: shutting down", strsignal(signum));
-    start_watchdog(shutdown_deadline_ms(&d->cfg));
+    struct daemon *d = data;
     d->pending_stops = 2;
     jinn_node_set_announcer(d->node, NULL, NULL);
     if (d->api.wasm != NULL) {
@@ -309,6 +306,25 @@ static int protected_mode(const struct jinn_config *cfg)
     return 2;
 }
 
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    if (d->stopping) {
+        jinn_warn("second signal: exiting now");
+        _exit(1);
+    }
+    d->stopping = true;
+    jinn_info("%s: shutting down", strsignal(signum));
+    start_watchdog(shutdown_deadline_ms(&d->cfg));
+    if (d->api.jobs != NULL) {
+        /* No new leases; running jobs get job_grace, the rest are naked
+         * at once so other nodes take them now. */
+        jinn_job_pools_stop(d->api.jobs, shutdown_rest, d);
+        return;
+    }
+    shutdown_rest(d);
+}
+
 /* After every applied command: the API's waiters, then the functions
  * runner (a deploy, delete or rollback changes what this node runs). */
 static void applied(void *data, uint64_t index)
@@ -316,6 +332,7 @@ static void applied(void *data, uint64_t index)
     struct daemon *d = data;
     jinn_api_kv_applied(&d->api, index);
     jinn_wasm_runner_applied(d->api.wasm);
+    jinn_job_pools_applied(d->api.jobs);
 }
 
 static void close_any(uv_handle_t *h, void *arg)
@@ -607,6 +624,8 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     d->api.wasm = jinn_wasm_runner_create(&d->api);
     if (d->api.wasm == NULL) {
         jinn_warn("out of memory: functions are not served on this node");
+    } else if ((d->api.jobs = jinn_job_pools_create(&d->api)) == NULL) {
+        jinn_warn("out of memory: this node runs no jobs");
     }
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
@@ -631,6 +650,7 @@ out_close_loop:
     if (uv_loop_close(&d->loop) != 0) {
         jinn_warn("event loop closed with handles still open");
     }
+    jinn_job_pools_destroy(d->api.jobs);
     jinn_wasm_runner_destroy(d->api.wasm);
     jinn_limit_destroy(d->api.limit); /* after the loop: no request holds a ticket */
     jinn_node_destroy(d->node);

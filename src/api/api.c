@@ -96,6 +96,11 @@ static const struct jinn_route routes[] = {
     {"GET", "/v1/functions-policy", jinn_api_fn_policy_get, 0, NEED(FN, DEP_)},
     {"PUT", "/v1/functions-policy", jinn_api_fn_policy_put, JINN_ROUTE_LEADER,
      NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/functions/{}/jobs", jinn_api_job_submit, JINN_ROUTE_LEADER, NEED(FN, INV_)},
+    {"GET", "/v1/functions/{}/jobs", jinn_api_job_list, 0, NEED(FN, INV_ | DEP_)},
+    {"GET", "/v1/functions/{}/jobs/{}", jinn_api_job_show, 0, NEED(FN, INV_ | DEP_)},
+    /* a worker settles its job (nodes: the internal key) */
+    {"POST", "/v1/functions/{}/jobs/{}/ack", jinn_api_job_ack, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

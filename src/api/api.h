@@ -54,6 +54,7 @@ struct jinn_api {
     const char *auth_name;       /* the token's name (a function's: its deployer's) */
     bool auth_bootstrapping;
     uv_timer_t auth_timer;
+    struct jinn_job_pools *jobs;        /* this node's job worker pools (wasm/jobs.h) */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -150,6 +151,15 @@ void jinn_api_queue_list(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
 void jinn_api_queue_dead(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
+/* Jobs (api/jobs.c): WORKERS_<fn> messages and their stored results. */
+void jinn_api_job_submit(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args);
+void jinn_api_job_show(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+void jinn_api_job_list(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args);
+void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args);
 void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
 void jinn_api_sql_query(struct jinn_api *api, struct jinn_http_request *req,
@@ -330,5 +340,13 @@ void jinn_api_token_list(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args);
 void jinn_api_token_revoke(struct jinn_api *api, struct jinn_http_request *req,
                            const struct jinn_route_args *args);
+
+/* The publish path of POST /v1/queues/{q} (Idempotency-Key check, the
+ * queue's configured limits), answered by reply: job submission uses it
+ * too (api/queue.c). queue must be a valid queue name. */
+void jinn_api_queue_publish_to(struct jinn_api *api, struct jinn_http_request *req,
+                               const char *queue, size_t len, jinn_api_commit_fn reply);
+/* The error reply of a queue command's outcome (409 not your lease, ...). */
+void jinn_api_queue_reply_code(struct jinn_http_request *req, int code);
 
 #endif

@@ -132,25 +132,27 @@ static void published(struct jinn_api *api, struct jinn_http_request *req,
     jinn_http_reply_json(req, 201, json_pack("{s:I}", "seq", (json_int_t)res->value));
 }
 
-void jinn_api_queue_publish(struct jinn_api *api, struct jinn_http_request *req,
-                            const struct jinn_route_args *args)
+/* The one publish path: POST /v1/queues/{q} and job submission
+ * (POST /v1/functions/{name}/jobs, api/jobs.c) share the Idempotency-Key
+ * check, the queue's configured limits and the command; only the reply
+ * differs. queue (len bytes, already validated) is copied into the entry
+ * before this returns. */
+void jinn_api_queue_publish_to(struct jinn_api *api, struct jinn_http_request *req,
+                               const char *queue, size_t len, jinn_api_commit_fn reply)
 {
     const struct jinn_http_header *idem = jinn_http_header_find(&req->msg, "idempotency-key");
     struct jinn_queue_policy pol;
     struct jinn_cmd c;
 
-    if (!queue_name_or_reply(req, args)) {
-        return;
-    }
     if (idem != NULL && (idem->value_len == 0 || idem->value_len > JINN_QUEUE_IDEM_MAX)) {
         jinn_http_reply_error(req, JINN_EINVAL, "Idempotency-Key must be 1-256 bytes");
         return;
     }
-    pol = jinn_config_queue(api->cfg, args->arg[0]);
+    pol = jinn_config_queue(api->cfg, queue);
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_Q_PUBLISH;
-    c.q.queue.p = (const uint8_t *)args->arg[0];
-    c.q.queue.len = args->len[0];
+    c.q.queue.p = (const uint8_t *)queue;
+    c.q.queue.len = len;
     c.q.payload.p = (const uint8_t *)req->body;
     c.q.payload.len = req->body_len;
     if (idem != NULL) {
@@ -161,8 +163,19 @@ void jinn_api_queue_publish(struct jinn_api *api, struct jinn_http_request *req,
     c.q.bytes = pol.max_bytes;
     c.q.ms = pol.idempotency_window_ms;
     c.q.max_deliver = pol.max_deliver;
-    jinn_api_propose_or_reply(api, req, &c, published);
+    jinn_api_propose_or_reply(api, req, &c, reply);
 }
+
+void jinn_api_queue_publish(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args)
+{
+    if (queue_name_or_reply(req, args)) {
+        jinn_api_queue_publish_to(api, req, args->arg[0], args->len[0], published);
+    }
+}
+
+/* Error replies of queue commands (not-your-lease, no such message, full). */
+void jinn_api_queue_reply_code(struct jinn_http_request *req, int code) { reply_code(req, code); }
 
 /* ---- fetch ---------------------------------------------------------------- */
 
@@ -241,6 +254,14 @@ static void wake_fetchers(struct jinn_api *api)
         const struct jinn_queue *q;
         next = f->next;
         if (f->proposing) {
+            continue;
+        }
+        if (!jinn_http_client_alive(f->req)) {
+            /* Its client left (a worker that stopped, a relay dropped by
+             * its follower): leasing for it would hold a job for nobody
+             * until ack_wait. */
+            jinn_http_reply_json(f->req, 200, json_array());
+            fetcher_unlink(f);
             continue;
         }
         q = jinn_queues_get(&fsm->queues, f->queue, strlen(f->queue));

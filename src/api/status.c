@@ -11,6 +11,7 @@
 #include "loopmon.h"
 #include "fsm/snapfile.h"
 #include "version.h"
+#include "wasm/jobs.h"
 #include "wasm/runner.h"
 
 #define METRICS_QUEUES_MAX 256u /* queues with per-queue series in /metrics */
@@ -99,6 +100,7 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
     jinn_api_check_status(api, obj);
     if (api->wasm != NULL) {
         jinn_wasm_runner_status(api->wasm, obj);
+        jinn_job_pools_status(api->jobs, obj);
     }
     if (api->loopmon != NULL) {
         json_object_set_new(obj, "loop_stall_max_ms",
@@ -387,6 +389,7 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
     }
     jinn_api_check_metrics(api, &w);
     jinn_wasm_runner_metrics(api->wasm, &w);
+    jinn_job_pools_metrics(api->jobs, &w);
 #undef GAUGE
 #undef COUNTER
     if (w.failed) {

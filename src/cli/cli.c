@@ -302,7 +302,7 @@ static void conn_end(struct conn *c)
 
 /* Sends or receives up to n bytes: > 0 done, 0 end of stream (receive),
  * -1 error (errno), -2 try again after waiting (handled inside). */
-const char *jinn_cli_token(void)
+const char *jinn_cli_bearer(void)
 {
     return opt_token;
 }

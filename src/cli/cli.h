@@ -33,7 +33,7 @@ extern uint64_t jinn_cli_last_index;
 int jinn_cli_global_opts(int *argc, char **argv);
 
 /* The bearer token (--token or JINN_TOKEN), or NULL. */
-const char *jinn_cli_token(void);
+const char *jinn_cli_bearer(void);
 
 /* A raw connection for streaming (snapshot save): http:// or https://
  * (TLS with the options above). open fills hostport (for Host:); send

@@ -10,18 +10,24 @@
  *   jinn fn call NAME [--data BODY|@file] [--method M] [--path /x]
  *   jinn fn logs NAME
  *   jinn fn keygen | sign | policy ...   (cli/fnsig.c)
+ *   jinn fn enqueue NAME [--key IDEM] [DATA|-]
+ *   jinn fn job NAME ID [--wait SECS]
+ *   jinn fn jobs NAME [--limit N]
  *
  * Exit 0 on success, 1 when the node refuses or cannot be reached (for
  * call: when the function answers other than 2xx), 2 on bad usage. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
 #include "cli/cli.h"
 #include "codec.h"
+#include "fsm/cmd.h"
 #include "fsm/fn.h"
 
 static const char usage[] =
@@ -39,6 +45,9 @@ static const char usage[] =
     "       jinn fn sign MODULE --key NAME.key [--name FN]   writes MODULE.sig\n"
     "       jinn fn policy [--require-signature on|off] [--trust NAME=PUBKEY]... [--untrust NAME]...\n"
     "       (deploy sends MODULE.sig when present, or --sig FILE)\n"
+    "       jinn fn enqueue NAME [--key IDEM] [DATA|-]   run as a job (- reads stdin); prints its id\n"
+    "       jinn fn job NAME ID [--wait SECS]       a job's state; --wait polls until it finished\n"
+    "       jinn fn jobs NAME [--limit N]           recent jobs, newest first\n"
     "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
 
 /* Reads path (at most max bytes) into w. 0, or -1 with a message printed. */
@@ -191,6 +200,203 @@ static void print_logs(const char *resp, size_t len)
     json_decref(o);
 }
 
+/* ---- jobs: enqueue, job, jobs -------------------------------------------- */
+
+#define JOB_WAIT_MAX_S 86400
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One line for a job object: ID STATE deliveries, then what the state has. */
+static void print_job_line(json_t *j)
+{
+    const char *state = json_string_value(json_object_get(j, "state"));
+    printf("%" JSON_INTEGER_FORMAT "\t%s\tdelivery %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
+           json_integer_value(json_object_get(j, "job")), state ? state : "?",
+           json_integer_value(json_object_get(j, "delivery")),
+           json_integer_value(json_object_get(j, "max_deliver")));
+    if (json_is_string(json_object_get(j, "node"))) {
+        printf("\ton %s", json_string_value(json_object_get(j, "node")));
+    }
+    if (json_is_integer(json_object_get(j, "status"))) {
+        printf("\tstatus %" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(j, "status")));
+    }
+    if (json_is_string(json_object_get(j, "last_error"))) {
+        printf("\t%s", json_string_value(json_object_get(j, "last_error")));
+    }
+    putchar('\n');
+}
+
+static void jobs_target(struct jinn_wbuf *t, const char *name, const char *id)
+{
+    jinn_wbuf_printf(t, "/v1/functions/");
+    jinn_cli_escape(t, name, strlen(name));
+    jinn_wbuf_printf(t, "/jobs");
+    if (id != NULL) {
+        jinn_wbuf_put_u8(t, '/');
+        jinn_cli_escape(t, id, strlen(id));
+    }
+}
+
+static int jobs_cli(const char *verb, int argc, char **argv)
+{
+    const char *env = getenv("JINN_ADDR");
+    const char *addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
+    const char *pos[3] = {NULL, NULL, NULL}, *key = NULL, *limit = NULL, *wait = NULL;
+    int n_pos = 0, json = 0, rv = 0, status = 0, want;
+    struct jinn_wbuf target, body, headers;
+    char *resp = NULL;
+    size_t len = 0;
+    bool first = true;
+    json_t *o = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (i + 1 < argc && strcmp(argv[i], "--addr") == 0) {
+            addr = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--key") == 0 && strcmp(verb, "enqueue") == 0) {
+            key = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--wait") == 0 && strcmp(verb, "job") == 0) {
+            wait = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--limit") == 0 && strcmp(verb, "jobs") == 0) {
+            limit = argv[++i];
+        } else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && n_pos < 3) {
+            pos[n_pos++] = argv[i];
+        } else {
+            fprintf(stderr, "jinn: unexpected argument '%s'\n%s", argv[i], usage);
+            return 2;
+        }
+    }
+    want = strcmp(verb, "job") == 0 ? 2 : 1;
+    if (n_pos != want && !(strcmp(verb, "enqueue") == 0 && n_pos == 2)) {
+        fprintf(stderr, "jinn: fn %s: wrong arguments\n%s", verb, usage);
+        return 2;
+    }
+    jinn_wbuf_init(&target);
+    jinn_wbuf_init(&body);
+    jinn_wbuf_init(&headers);
+    if (strcmp(verb, "enqueue") == 0) {
+        if (pos[1] != NULL && strcmp(pos[1], "-") == 0) {
+            if (jinn_cli_read_stdin(&body, JINN_QUEUE_PAYLOAD_MAX) != 0) {
+                rv = 1;
+                goto out;
+            }
+        } else if (pos[1] != NULL) {
+            jinn_wbuf_put_raw(&body, pos[1], strlen(pos[1]));
+        }
+        if (key != NULL) {
+            if (strpbrk(key, "\r\n") != NULL) {
+                fprintf(stderr, "jinn: --key must be one line\n");
+                rv = 2;
+                goto out;
+            }
+            jinn_wbuf_printf(&headers, "Idempotency-Key: %s\r\n", key);
+            jinn_wbuf_put_u8(&headers, 0);
+        }
+        jobs_target(&target, pos[0], NULL);
+        rv = jinn_cli_call(addr, "POST", &target, key ? (const char *)headers.data : NULL,
+                           body.len ? (const char *)body.data : "", body.len, &resp, &len,
+                           &status);
+        if (rv == 0) {
+            o = json_loadb(resp, len, 0, NULL);
+            if (json || o == NULL) {
+                printf("%.*s\n", (int)len, resp);
+            } else {
+                printf("%" JSON_INTEGER_FORMAT "%s\n", json_integer_value(json_object_get(o, "job")),
+                       json_is_true(json_object_get(o, "duplicate")) ? " (duplicate)" : "");
+            }
+        }
+    } else if (strcmp(verb, "jobs") == 0) {
+        jobs_target(&target, pos[0], NULL);
+        jinn_cli_query(&target, &first, "limit", limit);
+        rv = jinn_cli_call(addr, "GET", &target, NULL, "", 0, &resp, &len, &status);
+        if (rv == 0) {
+            size_t i;
+            json_t *j;
+            o = json_loadb(resp, len, 0, NULL);
+            if (json || o == NULL) {
+                printf("%.*s\n", (int)len, resp);
+            } else {
+                json_array_foreach(json_object_get(o, "jobs"), i, j)
+                {
+                    print_job_line(j);
+                }
+            }
+        }
+    } else {
+        /* job: one read, or with --wait polls until succeeded or dead. */
+        uint64_t secs = 0;
+        int64_t deadline;
+        long pause = 50;
+        const char *state = NULL;
+        if (wait != NULL) {
+            char *end;
+            errno = 0;
+            secs = strtoull(wait, &end, 10);
+            if (wait[0] < '0' || wait[0] > '9' || *end != '\0' || errno != 0 ||
+                secs > JOB_WAIT_MAX_S) {
+                fprintf(stderr, "jinn: --wait takes whole seconds (0-%d)\n", JOB_WAIT_MAX_S);
+                rv = 2;
+                goto out;
+            }
+        }
+        deadline = now_ms() + (int64_t)secs * 1000;
+        for (;;) {
+            target.len = 0;
+            jobs_target(&target, pos[0], pos[1]);
+            rv = jinn_cli_call(addr, "GET", &target, NULL, "", 0, &resp, &len, &status);
+            if (rv != 0) {
+                goto out;
+            }
+            json_decref(o);
+            o = json_loadb(resp, len, 0, NULL);
+            state = json_string_value(json_object_get(o, "state"));
+            if (wait == NULL || state == NULL || strcmp(state, "succeeded") == 0 ||
+                strcmp(state, "dead") == 0 || now_ms() + pause > deadline) {
+                break;
+            }
+            jinn_free(resp);
+            resp = NULL;
+            sleep_ms(pause);
+            pause = pause * 2 > 500 ? 500 : pause * 2;
+        }
+        if (json || o == NULL) {
+            printf("%.*s\n", (int)len, resp);
+        } else {
+            char *s = json_dumps(o, JSON_INDENT(2));
+            printf("%s\n", s ? s : "");
+            jinn_free(s);
+        }
+        if (wait != NULL && (state == NULL || strcmp(state, "succeeded") != 0)) {
+            fprintf(stderr, "jinn: job %s is %s\n", pos[1],
+                    state == NULL                ? "unreadable"
+                    : strcmp(state, "dead") == 0 ? "dead"
+                                                 : "not finished (--wait ran out)");
+            rv = 1;
+        }
+    }
+
+out:
+    json_decref(o);
+    jinn_free(resp);
+    jinn_wbuf_free(&target);
+    jinn_wbuf_free(&body);
+    jinn_wbuf_free(&headers);
+    return rv;
+}
+
 int jinn_cli_fn(int argc, char **argv)
 {
     static const struct {
@@ -218,6 +424,15 @@ int jinn_cli_fn(int argc, char **argv)
     if (strcmp(verb, "keygen") == 0 || strcmp(verb, "sign") == 0 ||
         strcmp(verb, "policy") == 0) {
         return jinn_cli_fn_sig(verb, argc - 1, argv + 1);
+    }
+    if (strcmp(verb, "enqueue") == 0 || strcmp(verb, "job") == 0 || strcmp(verb, "jobs") == 0) {
+        for (int i = 1; i < argc; i++) {
+            if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+                fputs(usage, stdout);
+                return 0;
+            }
+        }
+        return jobs_cli(verb, argc, argv);
     }
     jinn_wbuf_init(&query);
     for (int i = 1; i < argc; i++) {

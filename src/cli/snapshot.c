@@ -129,7 +129,7 @@ static int download(const char *addr, const char *target, int out_fd, const char
     struct jinn_http_limits limits = {64u * 1024, 0, UINT64_MAX};
     struct jinn_http_msg head;
     char req[2048], hostport[128], err[512], *buf = NULL;
-    const char *token = jinn_cli_token();
+    const char *token = jinn_cli_bearer();
     size_t len = 0, cap = 1 << 20;
     uint64_t got = 0, total = 0;
     int64_t started = now_ms(), last_progress = 0;

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "wasm/compile.h"
 #include "wasm/host.h"
+#include "wasm/jobs.h"
 #include "wasm/pool.h"
 #include "wasm/proto.h"
 
@@ -184,6 +185,17 @@ struct inv {
     struct jinn_wasm_inv *hinv;
     unsigned log_lines; /* lines of this invocation, LOG_LINES_PER_INV at most */
     char trace[TRACE_MAX + 1];
+    /* A job (jinn_wasm_runner_run): no req; the answer that would have
+     * gone to the client is kept here and handed to cb when the
+     * invocation is freed. */
+    jinn_wasm_run_cb cb;
+    void *cb_data;
+    struct jinn_wasm_run_result res;
+    char *res_response; /* the response object's JSON (jansson-allocated) */
+    char res_kind[64];
+    char res_message[256];
+    char errtail[JINN_WASM_STDERR_TAIL]; /* the last stderr bytes, whole lines */
+    size_t errtail_len;
 };
 
 static void sync_now(struct jinn_wasm_runner *r);
@@ -783,6 +795,25 @@ static void reply_error(struct jinn_http_request *req, int status, const char *e
     jinn_http_reply_json(req, status, obj);
 }
 
+/* The error answer of an invocation: to its client, or kept for the
+ * job's callback (extra's "kind", a trap's kind, is kept). */
+static void inv_reply_error(struct inv *inv, int status, const char *error, const char *message,
+                            json_t *extra)
+{
+    if (inv->req != NULL) {
+        reply_error(inv->req, status, error, message, inv->trace, extra);
+        return;
+    }
+    inv->res.status = status;
+    inv->res.error = error; /* string literals */
+    snprintf(inv->res_message, sizeof inv->res_message, "%s", message);
+    if (json_is_string(json_object_get(extra, "kind"))) {
+        snprintf(inv->res_kind, sizeof inv->res_kind, "%s",
+                 json_string_value(json_object_get(extra, "kind")));
+    }
+    json_decref(extra);
+}
+
 static bool tchar(unsigned char c)
 {
     return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
@@ -877,6 +908,17 @@ static int reply_output(struct inv *inv, json_t *obj, const char *parse_error,
         snprintf(why, sizeof why, "headers must be an object");
         goto bad;
     }
+    if (req == NULL) {
+        /* A job: its outcome is the status and the response object. */
+        inv->res.status = (int)status;
+        inv->res_response = json_dumps(obj, JSON_COMPACT);
+        if (inv->res_response == NULL) {
+            inv->res.status = 503;
+            inv->res.error = "out_of_memory";
+        }
+        json_decref(obj);
+        return -1;
+    }
     if (json_is_object(hd)) {
         const char *name;
         json_t *vals;
@@ -934,10 +976,10 @@ static int reply_output(struct inv *inv, json_t *obj, const char *parse_error,
 bad:
     json_decref(obj);
     log_bad_output(r, fs, inv->trace, why, out, len);
-    reply_error(req, 502, "bad_output",
-                "the function's output is not a response JSON "
-                "({\"status\",\"headers\",\"body\"}); its first bytes are in its log",
-                inv->trace, NULL);
+    inv_reply_error(inv, 502, "bad_output",
+                    "the function's output is not a response JSON "
+                    "({\"status\",\"headers\",\"body\"}); its first bytes are in its log",
+                    NULL);
     return K_BAD_OUTPUT;
 }
 
@@ -947,6 +989,17 @@ static void inv_free(struct inv *inv)
     inv->r->inflight_bytes -= inv->payload.len;
     if (inv->hinv != NULL) {
         jinn_wasm_inv_end(inv->hinv);
+        inv->hinv = NULL;
+    }
+    if (inv->cb != NULL) {
+        inv->res.response = inv->res_response;
+        inv->res.response_len = inv->res_response != NULL ? strlen(inv->res_response) : 0;
+        inv->res.kind = inv->res_kind;
+        inv->res.message = inv->res_message;
+        inv->res.stderr_tail = inv->errtail;
+        inv->res.stderr_len = inv->errtail_len;
+        inv->cb(inv->cb_data, &inv->res);
+        free(inv->res_response); /* jansson's allocator is malloc */
     }
     jinn_wbuf_free(&inv->payload);
     jinn_free(inv);
@@ -965,8 +1018,7 @@ static int output_done(struct inv *inv, uint32_t code, json_t *obj, const char *
          * os.Exit); only without one is the exit code the answer. */
         json_decref(obj);
         snprintf(msg, sizeof msg, "the function exited with code %u and no response", code);
-        reply_error(inv->req, 500, "exit", msg, inv->trace,
-                    json_pack("{s:I}", "code", (json_int_t)code));
+        inv_reply_error(inv, 500, "exit", msg, json_pack("{s:I}", "code", (json_int_t)code));
         return K_EXIT;
     }
     return reply_output(inv, obj, parse_error, out, len);
@@ -1095,7 +1147,6 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
 {
     struct inv *inv = data;
     struct fnstat *fs = inv->v->fs;
-    struct jinn_http_request *req = inv->req;
     int kind = -1;
     char msg[160];
 
@@ -1114,8 +1165,7 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         unsigned t = res->detail < 10 ? res->detail : 9;
         snprintf(msg, sizeof msg, "the function trapped: %s", trap_names[t]);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
-        reply_error(req, 500, "trap", msg, inv->trace,
-                    json_pack("{s:s}", "kind", trap_names[t]));
+        inv_reply_error(inv, 500, "trap", msg, json_pack("{s:s}", "kind", trap_names[t]));
         kind = t == 9 || t == 0 ? K_TRAP_OTHER : K_UNREACHABLE + (int)t - 1;
         break;
     }
@@ -1123,7 +1173,7 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
         snprintf(msg, sizeof msg, "the function wrote more than %u bytes to stdout",
                  JINN_SBX_STDOUT_MAX);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
-        reply_error(req, 502, "output_too_large", msg, inv->trace, NULL);
+        inv_reply_error(inv, 502, "output_too_large", msg, NULL);
         kind = K_TOO_LARGE;
         break;
     case JINN_WASM_TIMEOUT:
@@ -1132,45 +1182,44 @@ static void inv_done(void *data, const struct jinn_wasm_result *res)
                  "was killed",
                  inv->v->settings.timeout_ms);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
-        reply_error(req, 504, "timeout", msg, inv->trace, NULL);
+        inv_reply_error(inv, 504, "timeout", msg, NULL);
         kind = K_TIMEOUT;
         break;
     case JINN_WASM_CRASH:
         snprintf(msg, sizeof msg, "the function's sandbox died (signal %u)", res->detail);
         fn_log(inv->r, fs, inv->trace, 3, msg, strlen(msg));
-        reply_error(req, 500, "crash", msg, inv->trace,
-                    json_pack("{s:I}", "signal", (json_int_t)res->detail));
+        inv_reply_error(inv, 500, "crash", msg,
+                        json_pack("{s:I}", "signal", (json_int_t)res->detail));
         kind = K_CRASH;
         break;
     case JINN_WASM_PROTOCOL:
-        reply_error(req, 500, "crash",
-                    "the function's sandbox broke the protocol and was "
-                    "killed",
-                    inv->trace, NULL);
+        inv_reply_error(inv, 500, "crash",
+                        "the function's sandbox broke the protocol and was "
+                        "killed",
+                        NULL);
         kind = K_PROTOCOL;
         break;
     case JINN_WASM_UNAVAILABLE:
-        reply_error(req, 503, "unavailable",
-                    "no sandbox for this function could be started "
-                    "on this node (see the node's log)",
-                    inv->trace, NULL);
+        inv_reply_error(inv, 503, "unavailable",
+                        "no sandbox for this function could be started "
+                        "on this node (see the node's log)",
+                        NULL);
         kind = K_UNAVAILABLE;
         break;
     case JINN_WASM_QUEUE_TIMEOUT:
-        reply_error(req, 503, "busy",
-                    "every sandbox of this function stayed busy for its "
-                    "whole timeout",
-                    inv->trace, NULL);
+        inv_reply_error(inv, 503, "busy",
+                        "every sandbox of this function stayed busy for its "
+                        "whole timeout",
+                        NULL);
         kind = K_BUSY;
         break;
     case JINN_WASM_STOPPED:
-        reply_error(req, 503, "shutting_down", jinn_error_message(JINN_ESHUTDOWN), inv->trace,
-                    NULL);
+        inv_reply_error(inv, 503, "shutting_down", jinn_error_message(JINN_ESHUTDOWN), NULL);
         kind = K_UNAVAILABLE;
         break;
     case JINN_WASM_ABANDONED:
-        reply_error(req, 503, "busy", "the client left while the call waited", inv->trace,
-                    NULL); /* dropped by http.c: the connection is gone */
+        /* dropped by http.c: the connection is gone */
+        inv_reply_error(inv, 503, "busy", "the client left while the call waited", NULL);
         kind = K_ABANDONED;
         break;
     }
@@ -1190,6 +1239,29 @@ static void inv_hostcall(void *data, int call, uint32_t a, uint32_t outmax, cons
     jinn_wasm_inv_call(inv->hinv, call, a, outmax, b1, n1, b2, n2, reply, rdata);
 }
 
+/* Keeps the last stderr lines of a job (its dead-letter reason): whole
+ * lines, "\n"-separated, the oldest dropped first. */
+static void errtail_add(struct inv *inv, const uint8_t *line, size_t len)
+{
+    size_t cap = sizeof inv->errtail - 1;
+    if (len > cap - 1) {
+        line += len - (cap - 1); /* the end of a long line */
+        len = cap - 1;
+    }
+    while (inv->errtail_len > 0 && inv->errtail_len + 1 + len > cap) {
+        char *nl = memchr(inv->errtail, '\n', inv->errtail_len);
+        size_t drop = nl != NULL ? (size_t)(nl - inv->errtail) + 1 : inv->errtail_len;
+        memmove(inv->errtail, inv->errtail + drop, inv->errtail_len - drop);
+        inv->errtail_len -= drop;
+    }
+    if (inv->errtail_len > 0) {
+        inv->errtail[inv->errtail_len++] = '\n';
+    }
+    memcpy(inv->errtail + inv->errtail_len, line, len);
+    inv->errtail_len += len;
+    inv->errtail[inv->errtail_len] = '\0';
+}
+
 static void inv_log(void *data, int level, const void *msg, size_t len)
 {
     struct inv *inv = data;
@@ -1206,6 +1278,9 @@ static void inv_log(void *data, int level, const void *msg, size_t len)
     while (p < end) {
         const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
         const uint8_t *stop = nl != NULL ? nl : end;
+        if (stop > p && inv->cb != NULL) {
+            errtail_add(inv, p, (size_t)(stop - p));
+        }
         if (stop > p && inv->log_lines++ < LOG_LINES_PER_INV) {
             fn_log(inv->r, inv->v->fs, inv->trace, -1, p, (size_t)(stop - p));
         } else if (stop > p) {
@@ -1218,7 +1293,7 @@ static void inv_log(void *data, int level, const void *msg, size_t len)
 static bool inv_wanted(void *data)
 {
     struct inv *inv = data;
-    return jinn_http_client_alive(inv->req);
+    return inv->req == NULL || jinn_http_client_alive(inv->req);
 }
 
 static const struct jinn_wasm_job_ops inv_ops = {inv_done, inv_hostcall, inv_log, inv_wanted};
@@ -1361,6 +1436,38 @@ nomem:
     return false;
 }
 
+/* Starts inv (its payload built) on version v: 0, JINN_EBUSY (the bytes
+ * waiting for functions, or the pool's queue, are full) or another error
+ * of jinn_wasm_pool_submit (the version is being replaced). On an error
+ * nothing is left running and inv is still the caller's. */
+static int inv_submit(struct jinn_wasm_runner *r, struct inv *inv)
+{
+    struct version *v = inv->v;
+    int rv;
+    if (r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX) {
+        return JINN_EBUSY;
+    }
+    r->inflight_bytes += inv->payload.len;
+    inv->job.ops = &inv_ops;
+    inv->job.data = inv;
+    inv->job.id = ++r->next_id;
+    inv->job.invoke = inv->payload.data;
+    inv->job.invoke_len = inv->payload.len;
+    if (r->host != NULL) {
+        inv->hinv =
+            jinn_wasm_inv_begin(r->host, v->fs->name, &v->settings, inv->job.id, inv->trace);
+    }
+    rv = jinn_wasm_pool_submit(v->pool, &inv->job);
+    if (rv != 0) {
+        if (inv->hinv != NULL) {
+            jinn_wasm_inv_end(inv->hinv);
+            inv->hinv = NULL;
+        }
+        r->inflight_bytes -= inv->payload.len;
+    }
+    return rv;
+}
+
 static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
                      struct version *v, const char *trace)
 {
@@ -1382,36 +1489,100 @@ static void run_here(struct jinn_wasm_runner *r, struct jinn_http_request *req,
         v->inflight--;
         return;
     }
-    if (r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX) {
-        record(v->fs, K_BUSY, 0);
-        reply_error(req, 503, "busy",
-                    "too many request bytes are waiting for functions on this node", inv->trace,
-                    NULL);
-        jinn_wbuf_free(&inv->payload);
-        jinn_free(inv);
-        v->inflight--;
-        return;
-    }
-    r->inflight_bytes += inv->payload.len;
-    inv->job.ops = &inv_ops;
-    inv->job.data = inv;
-    inv->job.id = ++r->next_id;
-    inv->job.invoke = inv->payload.data;
-    inv->job.invoke_len = inv->payload.len;
-    if (r->host != NULL) {
-        inv->hinv =
-            jinn_wasm_inv_begin(r->host, v->fs->name, &v->settings, inv->job.id, inv->trace);
-    }
-    rv = jinn_wasm_pool_submit(v->pool, &inv->job);
+    rv = inv_submit(r, inv);
     if (rv != 0) {
         record(v->fs, K_BUSY, 0);
         reply_error(req, 503, "busy",
-                    rv == JINN_EBUSY ? "too many invocations of this function are waiting "
-                                       "on this node"
-                                     : "this function version is being replaced; retry",
+                    rv == JINN_EBUSY &&
+                            r->inflight_bytes + inv->payload.len > INFLIGHT_BYTES_MAX
+                        ? "too many request bytes are waiting for functions on this node"
+                    : rv == JINN_EBUSY ? "too many invocations of this function are waiting "
+                                         "on this node"
+                                       : "this function version is being replaced; retry",
                     inv->trace, NULL);
-        inv_free(inv);
+        jinn_wbuf_free(&inv->payload);
+        jinn_free(inv);
+        v->inflight--;
+        version_maybe_free(v);
     }
+}
+
+/* The version a job of function name runs on here: the active one when
+ * its pool is up, else the previous one's warm pool while the new one
+ * compiles (as for HTTP calls: a redeploy is no outage); NULL when none. */
+static struct version *job_version(struct jinn_wasm_runner *r, const char *name)
+{
+    struct fnstat *fs = fnstat_find(r, name);
+    if (fs == NULL || fs->active == NULL) {
+        return NULL; /* deleted */
+    }
+    if (fs->active->pool != NULL && !fs->active->draining) {
+        return fs->active;
+    }
+    if (fs->fallback != NULL && fs->fallback->pool != NULL && !fs->fallback->draining) {
+        return fs->fallback;
+    }
+    return NULL;
+}
+
+int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const void *request,
+                         size_t request_len, const char *trace, jinn_wasm_run_cb cb, void *data)
+{
+    struct version *v;
+    struct inv *inv;
+    int rv;
+
+    if (r == NULL || r->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (request_len > JINN_SBX_STDIN_MAX || request_len > UINT32_MAX) {
+        return JINN_ETOOBIG;
+    }
+    if (jinn_fns_generation(registry(r)) != r->generation) {
+        sync_now(r);
+    }
+    v = job_version(r, name);
+    if (v == NULL) {
+        return JINN_ENOTFOUND;
+    }
+    inv = jinn_calloc(1, sizeof *inv);
+    if (inv == NULL) {
+        return JINN_ENOMEM;
+    }
+    inv->r = r;
+    inv->v = v;
+    inv->cb = cb;
+    inv->cb_data = data;
+    snprintf(inv->trace, sizeof inv->trace, "%s", trace != NULL ? trace : "");
+    jinn_wbuf_init(&inv->payload);
+    if (!jinn_wbuf_reserve(&inv->payload, v->prefix.len + 4 + request_len)) {
+        jinn_free(inv);
+        return JINN_ENOMEM;
+    }
+    jinn_wbuf_put_raw(&inv->payload, v->prefix.data, v->prefix.len);
+    jinn_wbuf_put_u32(&inv->payload, (uint32_t)request_len);
+    jinn_wbuf_put_raw(&inv->payload, request, request_len);
+    v->inflight++;
+    rv = inv_submit(r, inv);
+    if (rv != 0) {
+        jinn_wbuf_free(&inv->payload);
+        jinn_free(inv);
+        v->inflight--;
+        version_maybe_free(v);
+        return rv == JINN_EBUSY ? JINN_EBUSY : JINN_ENOTFOUND;
+    }
+    return 0;
+}
+
+bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name)
+{
+    if (r == NULL || r->stopping) {
+        return false;
+    }
+    if (jinn_fns_generation(registry(r)) != r->generation) {
+        sync_now(r);
+    }
+    return job_version(r, name) != NULL;
 }
 
 /* ---- relays ------------------------------------------------------------------------- */
@@ -1841,6 +2012,9 @@ void jinn_wasm_runner_describe(const struct jinn_wasm_runner *r, const char *nam
         local = json_pack("{s:s}", "state", "unknown");
     } else {
         local = local_json(r, fs, true);
+    }
+    if (local != NULL && r != NULL) {
+        jinn_job_pools_describe(r->api->jobs, name, local);
     }
     if (local != NULL) {
         json_object_set_new(obj, "local", local);

@@ -69,4 +69,46 @@ void jinn_wasm_runner_status(const struct jinn_wasm_runner *r, json_t *obj);
  * then frees the runner. */
 void jinn_wasm_runner_stop(struct jinn_wasm_runner *r, void (*cb)(void *data), void *data);
 
+/* ---- added by J2 (jobs: invocations without an HTTP request) ----------- */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define JINN_WASM_STDERR_TAIL 1024 /* stderr bytes a job's outcome keeps */
+
+/* The outcome of jinn_wasm_runner_run, valid during the callback only.
+ * status is what an HTTP call would have answered: the response's status
+ * when the module answered (response = its response object's JSON), else
+ * the runner's error status with error set ("trap", "timeout", "exit",
+ * "bad_output", "output_too_large", "crash", "busy", "unavailable",
+ * "shutting_down", ...) and kind the trap's kind ("unreachable", ...). */
+struct jinn_wasm_run_result {
+    int status;
+    const char *error;    /* NULL when the module answered */
+    const char *kind;     /* "" unless a trap */
+    const char *message;  /* "" when the module answered */
+    const char *response; /* NUL-terminated JSON, or NULL */
+    size_t response_len;
+    const char *stderr_tail; /* the last stderr lines, <= JINN_WASM_STDERR_TAIL */
+    size_t stderr_len;
+};
+
+typedef void (*jinn_wasm_run_cb)(void *data, const struct jinn_wasm_run_result *res);
+
+/* Runs function name's active version on this node with request (the
+ * request JSON bytes, the shape the module reads on stdin), through the
+ * same pools, limits, logs and counters as an HTTP invocation. trace
+ * names it in the function's log. While the active version compiles here,
+ * the previous version's warm pool runs it (as an HTTP call). Returns 0 (cb runs exactly once, never
+ * from inside this call) or JINN_ENOTFOUND (no ready active version here),
+ * JINN_EBUSY, JINN_ETOOBIG, JINN_ENOMEM, JINN_ESHUTDOWN (cb never runs). */
+int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const void *request,
+                         size_t request_len, const char *trace, jinn_wasm_run_cb cb,
+                         void *data);
+
+/* Whether a job of name can run here now: its active version has a warm
+ * pool on this node, or the previous version's pool still serves while the
+ * active one compiles. */
+bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name);
+
 #endif

@@ -49,8 +49,8 @@ def port_bases():
 
 def test_readme_blocks_are_marked():
     blocks = readme_blocks()
-    # start, members, kv, read-your-writes, locks, queues, sql, stop
-    assert len(blocks) >= 8, blocks
+    # start, members, kv, read-your-writes, locks, queues, sql, jobs, cron, stop
+    assert len(blocks) >= 10, blocks
     assert "demo-cluster.sh start" in blocks[0]
     assert "demo-cluster.sh stop" in blocks[-1]
     joined = "\n".join(blocks)
@@ -90,5 +90,7 @@ def test_readme_examples_run(tmp_path):
     assert (tmp_path / "sent.log").read_text().count("ada@example.com") == 1  # idempotent pub
     assert "widget" in out and "CREATE TABLE items(" in out  # .schema
     assert "jinn worker: " in run.stderr              # the worker said what it does
+    assert '"body": "thumbnail ready"' in out         # jinn fn job --wait: the response
+    assert out.count("\tsucceeded\t") >= 2           # jinn fn jobs: resize's job, a tick
     for n in ("n1", "n2", "n3"):
         assert not (tmp_path / "demo" / f"{n}.pid").exists()

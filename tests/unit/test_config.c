@@ -411,3 +411,30 @@ TEST(config_http_tls_and_insecure)
     CHECK(strstr(err.message, "client_ca") != NULL);
     jinn_config_free(&cfg);
 }
+
+/* The job worker pools' node settings (wasm/jobs.c): defaults, 0 allowed
+ * (a node that runs no jobs), bounds. */
+TEST(config_job_workers_and_grace)
+{
+    static const char ok[] = "{\n  job_workers 0\n  job_grace 2s\n}\n";
+    static const char *const bad[] = {"{\n  job_workers 1025\n}\n", "{\n  job_grace 2h\n}\n",
+                                      "{\n  job_workers -1\n}\n", "{\n  job_grace soon\n}\n"};
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", "", 0, &err), 0);
+    CHECK_INT(cfg.job_workers, 16);
+    CHECK_INT(cfg.job_grace_ms, 10000);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", ok, strlen(ok), &err), 0);
+    CHECK_INT(cfg.job_workers, 0);
+    CHECK_INT(cfg.job_grace_ms, 2000);
+    jinn_config_free(&cfg);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_INT(jinn_config_defaults(&cfg), 0);
+        CHECK_INT(jinn_config_parse(&cfg, "t", bad[i], strlen(bad[i]), &err), JINN_ECONFIG);
+        CHECK_INT(err.line, 2);
+        jinn_config_free(&cfg);
+    }
+}

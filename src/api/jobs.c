@@ -1,0 +1,446 @@
+/* jobs.c - functions as background jobs over HTTP (issue 14).
+ *
+ * A job of function F is a message of the replicated queue WORKERS_F (its
+ * id is the message's seq), so submission is a queue publish, and while the
+ * message exists its state is the job's state. A worker settles a success
+ * with JOB_ACK, which removes the message and stores the function's
+ * response in the state machine's job results (fsm/jobs.c), kept for a
+ * bounded time and size; status reads look there once the message is gone.
+ *
+ * Reads are linearizable, as GET /v1/queues/{q}: served by the leader after
+ * a barrier (followers relay them), so a 202 followed by a status read never
+ * answers 404 for the job it just created. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "api/api.h"
+#include "codec.h"
+#include "error.h"
+#include "fsm/jobs.h"
+
+#define WORKERS_PREFIX JINN_JOB_QUEUE_PREFIX
+#define JOB_LIST_DEFAULT 20
+#define JOB_LIST_MAX 100
+/* A list's responses, in total: past this the objects carry
+ * "response_omitted" (parsing many large responses would hold the loop). */
+#define JOB_LIST_RESPONSE_BYTES (1u << 20)
+
+/* ---- inputs ----------------------------------------------------------- */
+
+/* WORKERS_<fn> into queue; false when it would be over a queue name's 64
+ * bytes (function names may have 64, their job queues leave 56). */
+static bool queue_of(const char *fn, char queue[JINN_QUEUE_NAME_MAX + 1])
+{
+    size_t p = strlen(WORKERS_PREFIX), n = strlen(fn);
+    if (p + n > JINN_QUEUE_NAME_MAX) {
+        return false;
+    }
+    memcpy(queue, WORKERS_PREFIX, p);
+    memcpy(queue + p, fn, n + 1);
+    return true;
+}
+
+/* The function's name, and its queue's: false when it has replied. */
+static bool names_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args,
+                           char queue[JINN_QUEUE_NAME_MAX + 1])
+{
+    if (!jinn_fn_name_valid(args->arg[0], args->len[0])) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "function name must be 1-64 of a-z 0-9 _ - (starting a-z 0-9)");
+        return false;
+    }
+    if (!queue_of(args->arg[0], queue)) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "a function with jobs has a name of at most 56 bytes");
+        return false;
+    }
+    return true;
+}
+
+/* A job id: a decimal u64 (no sign, space or suffix), not 0. */
+static bool id_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args,
+                        uint64_t *id)
+{
+    if (!jinn_api_parse_uint(args->arg[1], INT64_MAX, id) || *id == 0 ||
+        strlen(args->arg[1]) != args->len[1]) {
+        jinn_http_reply_error(req, JINN_EINVAL, "the job id must be a positive decimal number");
+        return false;
+    }
+    return true;
+}
+
+/* The function as the state machine has it now: NULL when unknown or
+ * deleted (a deleted function takes no new jobs). */
+static const struct jinn_fn *active_fn(struct jinn_api *api, const char *name)
+{
+    const struct jinn_fn *f = jinn_fns_get(&jinn_node_fsm(api->node)->fns, name);
+    return f != NULL && f->active != NULL ? f : NULL;
+}
+
+/* ---- submission -------------------------------------------------------- */
+
+static void submitted(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_result *res)
+{
+    (void)api;
+    if (res->code != JINN_OK) {
+        jinn_api_queue_reply_code(req, res->code);
+        return;
+    }
+    if (res->value != res->index) {
+        /* A repeated Idempotency-Key: the first job's id, nothing added. */
+        jinn_http_reply_json(req, 202,
+                             json_pack("{s:I, s:I, s:b}", "job", (json_int_t)res->value,
+                                       "index", (json_int_t)res->index, "duplicate", 1));
+        return;
+    }
+    jinn_http_reply_json(req, 202,
+                         json_pack("{s:I, s:I}", "job", (json_int_t)res->value, "index",
+                                   (json_int_t)res->index));
+}
+
+void jinn_api_job_submit(struct jinn_api *api, struct jinn_http_request *req,
+                         const struct jinn_route_args *args)
+{
+    char queue[JINN_QUEUE_NAME_MAX + 1];
+    if (!names_or_reply(req, args, queue)) {
+        return;
+    }
+    /* Checked on the leader against its state: a function deleted after
+     * this check and before the publish applies leaves a job nobody runs
+     * (visible as queued; deleting a function does not drop its queue). */
+    if (active_fn(api, args->arg[0]) == NULL) {
+        jinn_http_reply_error(req, JINN_ENOTFOUND, "no such function (or it is deleted)");
+        return;
+    }
+    jinn_api_queue_publish_to(api, req, queue, strlen(queue), submitted);
+}
+
+/* ---- status ------------------------------------------------------------ */
+
+/* The job object of a message still in the queue. */
+static json_t *msg_json(const char *fn, const struct jinn_qmsg *m)
+{
+    const char *state = "queued";
+    json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I}", "job", (json_int_t)m->seq, "function",
+                          fn, "state", "queued", "delivery", (json_int_t)m->delivery,
+                          "max_deliver", (json_int_t)m->max_deliver);
+    if (o == NULL) {
+        return NULL;
+    }
+    switch (m->state) {
+    case JINN_QM_READY:
+        /* Back in line after a lease expired or a nak with no delay. */
+        state = m->delivery > 0 && m->reason != NULL ? "failed" : "queued";
+        break;
+    case JINN_QM_DELAYED:
+        state = "failed";
+        break; /* waiting out its backoff */
+    case JINN_QM_LEASED: {
+        const char *slash = strchr(m->worker, '/');
+        size_t n = slash ? (size_t)(slash - m->worker) : strlen(m->worker);
+        state = "running";
+        json_object_set_new(o, "node", json_stringn(m->worker, n));
+        json_object_set_new(o, "worker", json_string(m->worker));
+        json_object_set_new(o, "since_ms", json_integer((json_int_t)m->leased_ms));
+        break;
+    }
+    case JINN_QM_DEAD:
+        state = "dead";
+        break;
+    default:
+        break;
+    }
+    json_object_set_new(o, "state", json_string(state));
+    if (m->reason != NULL && m->state != JINN_QM_LEASED && strcmp(state, "queued") != 0) {
+        json_object_set_new(o, "last_error", json_string(m->reason));
+    }
+    return o;
+}
+
+/* The job object of a stored result. *budget: response bytes this reply
+ * may still parse; past it the response is left out (said so). */
+static json_t *result_json(const char *fn, const struct jinn_job_result *r, size_t *budget)
+{
+    json_t *o =
+        json_pack("{s:I, s:s, s:s, s:I, s:I, s:I}", "job", (json_int_t)r->seq, "function", fn,
+                  "state", "succeeded", "delivery", (json_int_t)r->delivery, "status",
+                  (json_int_t)r->status, "finished_ms", (json_int_t)r->finished_ms);
+    if (o == NULL) {
+        return NULL;
+    }
+    if (r->len > *budget) {
+        json_object_set_new(o, "response_omitted", json_true());
+        return o;
+    }
+    *budget -= r->len;
+    json_t *resp = json_loadb((const char *)r->response, r->len, 0, NULL);
+    /* The worker sent an object (the ack handler checks); anything else
+     * stored is shown as text rather than dropped. */
+    json_object_set_new(o, "response",
+                        resp ? resp : json_stringn((const char *)r->response, r->len));
+    return o;
+}
+
+static bool path_names(struct jinn_http_request *req, char fn[JINN_FN_NAME_MAX + 1],
+                       uint64_t *id)
+{
+    /* Re-read from the path: a linearizable read runs after a barrier, when
+     * the route's arguments are gone. /v1/functions/NAME/jobs[/ID] */
+    const char *p = req->path + strlen("/v1/functions/");
+    size_t left = req->path_len - strlen("/v1/functions/");
+    const char *slash = memchr(p, '/', left);
+    long n = jinn_http_unescape(p, slash ? (size_t)(slash - p) : left, fn, JINN_FN_NAME_MAX + 1,
+                                false);
+    if (n <= 0 || slash == NULL) {
+        return false;
+    }
+    if (id != NULL) {
+        const char *q = slash + strlen("/jobs/");
+        char text[24];
+        if (q > req->path + req->path_len) {
+            return false;
+        }
+        n = jinn_http_unescape(q, req->path_len - (size_t)(q - req->path), text, sizeof text,
+                               false);
+        return n > 0 && strlen(text) == (size_t)n && jinn_api_parse_uint(text, INT64_MAX, id);
+    }
+    return true;
+}
+
+static void show_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    char fn[JINN_FN_NAME_MAX + 1], queue[JINN_QUEUE_NAME_MAX + 1];
+    const struct jinn_queue *q;
+    const struct jinn_qmsg *m = NULL;
+    const struct jinn_job_result *r;
+    size_t budget = JINN_JOB_RESULT_MAX;
+    uint64_t id;
+
+    if (!path_names(req, fn, &id) || !queue_of(fn, queue)) {
+        jinn_http_reply_error(req, JINN_EINVAL, NULL);
+        return;
+    }
+    q = jinn_queues_get(&fsm->queues, queue, strlen(queue));
+    if (q != NULL) {
+        m = jinn_queue_msg(q, id);
+    }
+    if (m != NULL) {
+        jinn_http_reply_json(req, 200, msg_json(fn, m));
+        return;
+    }
+    r = jinn_jobs_result(&fsm->jobs, fn, id);
+    if (r != NULL) {
+        jinn_http_reply_json(req, 200, result_json(fn, r, &budget));
+        return;
+    }
+    jinn_http_reply_error(req, JINN_ENOTFOUND,
+                          "no such job (never submitted, or its result expired)");
+}
+
+void jinn_api_job_show(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args)
+{
+    char queue[JINN_QUEUE_NAME_MAX + 1];
+    uint64_t id;
+    if (names_or_reply(req, args, queue) && id_or_reply(req, args, &id)) {
+        jinn_api_read_or_reply(api, req, true, show_now);
+    }
+}
+
+/* ---- list --------------------------------------------------------------- */
+
+/* How many messages of q have a seq >= lo, counting up to limit. */
+static unsigned count_from(const struct jinn_queue *q, uint64_t lo, unsigned limit)
+{
+    struct jinn_qmsg probe;
+    struct jinn_tree_iter it;
+    unsigned n = 0;
+    memset(&probe, 0, sizeof probe);
+    probe.seq = lo;
+    for (struct jinn_tree_node *t = jinn_tree_seek(&q->all, &probe.by_seq, &it);
+         t != NULL && n < limit; t = jinn_tree_next(&it)) {
+        n++;
+    }
+    return n;
+}
+
+/* The newest (highest seq) messages of q, up to limit, into seqs (newest
+ * first); returns how many. The tree only walks upwards, so a bisection
+ * finds the highest lo with at least limit messages at or above it (64
+ * probes of at most limit steps), and the walk from there visits at most
+ * limit messages: a list costs the same in a queue of a million. */
+static unsigned newest_msgs(const struct jinn_queue *q, unsigned limit, uint64_t *seqs)
+{
+    uint64_t lo = 0, hi = UINT64_MAX; /* count_from(hi) < limit throughout */
+    struct jinn_qmsg probe;
+    struct jinn_tree_iter it;
+    unsigned n = 0;
+    if (count_from(q, 0, limit) == limit) {
+        while (hi - lo > 1) { /* invariant: count_from(lo) == limit */
+            uint64_t mid = lo + (hi - lo) / 2;
+            if (count_from(q, mid, limit) == limit) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    memset(&probe, 0, sizeof probe);
+    probe.seq = lo;
+    for (struct jinn_tree_node *t = jinn_tree_seek(&q->all, &probe.by_seq, &it);
+         t != NULL && n < limit; t = jinn_tree_next(&it)) {
+        seqs[n++] = jinn_tree_entry(t, struct jinn_qmsg, by_seq)->seq;
+    }
+    for (unsigned i = 0; i < n / 2; i++) { /* newest first */
+        uint64_t tmp = seqs[i];
+        seqs[i] = seqs[n - 1 - i];
+        seqs[n - 1 - i] = tmp;
+    }
+    return n;
+}
+
+static int by_id_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void list_now(struct jinn_api *api, struct jinn_http_request *req)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    char fn[JINN_FN_NAME_MAX + 1], queue[JINN_QUEUE_NAME_MAX + 1];
+    uint64_t limit, ids[2 * JOB_LIST_MAX];
+    unsigned n = 0;
+    const struct jinn_queue *q;
+    const struct jinn_job_result *r = NULL;
+    size_t budget = JOB_LIST_RESPONSE_BYTES;
+    json_t *list;
+
+    if (!path_names(req, fn, NULL) || !queue_of(fn, queue)) {
+        jinn_http_reply_error(req, JINN_EINVAL, NULL);
+        return;
+    }
+    if (!jinn_api_uint_or_reply(req, NULL, "limit", JOB_LIST_DEFAULT, 1, JOB_LIST_MAX,
+                                &limit)) {
+        return;
+    }
+    q = jinn_queues_get(&fsm->queues, queue, strlen(queue));
+    if (q != NULL) {
+        n = newest_msgs(q, (unsigned)limit, ids);
+    }
+    /* The newest-finished results; a job is either a message or a result,
+     * never both (JOB_ACK removes the one and keeps the other). */
+    for (unsigned k = 0; k < limit && (r = jinn_jobs_results_next(&fsm->jobs, fn, r)) != NULL;
+         k++) {
+        ids[n++] = r->seq;
+    }
+    qsort(ids, n, sizeof ids[0], by_id_desc);
+    list = json_array();
+    for (unsigned k = 0; k < n && list != NULL && json_array_size(list) < limit; k++) {
+        const struct jinn_qmsg *m = q ? jinn_queue_msg(q, ids[k]) : NULL;
+        json_t *o = NULL;
+        if (m != NULL) {
+            o = msg_json(fn, m);
+        } else if ((r = jinn_jobs_result(&fsm->jobs, fn, ids[k])) != NULL) {
+            o = result_json(fn, r, &budget);
+        }
+        if (o != NULL) {
+            json_array_append_new(list, o);
+        }
+    }
+    jinn_http_reply_json(req, 200, json_pack("{s:o}", "jobs", list));
+}
+
+void jinn_api_job_list(struct jinn_api *api, struct jinn_http_request *req,
+                       const struct jinn_route_args *args)
+{
+    char queue[JINN_QUEUE_NAME_MAX + 1];
+    if (names_or_reply(req, args, queue)) {
+        jinn_api_read_or_reply(api, req, true, list_now);
+    }
+}
+
+/* ---- ack (workers) ------------------------------------------------------ */
+
+static void acked(struct jinn_api *api, struct jinn_http_request *req,
+                  const struct jinn_result *res)
+{
+    (void)api;
+    if (res->code != JINN_OK) {
+        jinn_api_queue_reply_code(req, res->code);
+        return;
+    }
+    jinn_http_reply_json(req, 200,
+                         json_pack("{s:I, s:I}", "job", (json_int_t)res->value, "index",
+                                   (json_int_t)res->index));
+}
+
+void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
+                      const struct jinn_route_args *args)
+{
+    char queue[JINN_QUEUE_NAME_MAX + 1], worker[JINN_QUEUE_WORKER_MAX + 1];
+    uint64_t id, delivery, status;
+    bool present;
+    json_t *body, *resp;
+    char *resp_text = NULL;
+    struct jinn_cmd c;
+
+    if (!names_or_reply(req, args, queue) || !id_or_reply(req, args, &id)) {
+        return;
+    }
+    body = jinn_api_body_json_or_reply(req);
+    if (body == NULL) {
+        return;
+    }
+    if (!jinn_api_param_or_reply(req, body, "worker", worker, sizeof worker, &present)) {
+        goto cleanup;
+    }
+    if (!present || worker[0] == '\0' || !jinn_utf8_valid(worker, strlen(worker))) {
+        jinn_http_reply_error(req, JINN_EINVAL, "worker is required (1-128 bytes of UTF-8)");
+        goto cleanup;
+    }
+    if (!jinn_api_uint_or_reply(req, body, "delivery", 0, 0, UINT32_MAX, &delivery) ||
+        !jinn_api_uint_or_reply(req, body, "status", 200, 100, 599, &status)) {
+        goto cleanup;
+    }
+    resp = json_object_get(body, "response");
+    if (resp != NULL && !json_is_object(resp)) {
+        jinn_http_reply_error(req, JINN_EINVAL, "response must be a JSON object");
+        goto cleanup;
+    }
+    resp_text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+    if (resp != NULL && resp_text == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        goto cleanup;
+    }
+    if (resp_text != NULL && strlen(resp_text) > JINN_JOB_RESULT_MAX) {
+        jinn_http_reply_error(req, JINN_ETOOBIG, "response is over the job result limit");
+        goto cleanup;
+    }
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_JOB_ACK;
+    c.job.queue.p = (const uint8_t *)queue;
+    c.job.queue.len = strlen(queue);
+    c.job.worker.p = (const uint8_t *)worker;
+    c.job.worker.len = strlen(worker);
+    c.job.seq = id;
+    c.job.delivery = delivery;
+    c.job.status = (uint32_t)status;
+    if (resp_text != NULL) {
+        c.job.response.p = (const uint8_t *)resp_text;
+        c.job.response.len = strlen(resp_text);
+    }
+    /* Retention is the leader's policy (job_result_ttl,
+     * job_results_max_bytes), carried in the command. */
+    c.job.keep_ms = api->cfg->job_result_ttl_ms;
+    c.job.keep_bytes = api->cfg->job_results_max_bytes;
+    jinn_api_propose_or_reply(api, req, &c, acked);
+cleanup:
+    jinn_free(resp_text); /* jansson allocates through alloc.h (main.c) */
+    json_decref(body);
+}

@@ -1,0 +1,952 @@
+/* jobs.c - see jobs.h.
+ *
+ * A slot is a small state machine on the loop: FETCH (a long-poll in
+ * flight) -> RUN (the runner has the job; a progress timer keeps the lease)
+ * -> SETTLE (ack or nak in flight) -> FETCH again; on a failed fetch or
+ * settle it waits (BACKOFF) and tries again. Every request goes through
+ * fetch.c to this node's own API, which forwards what is the leader's to
+ * the leader: one code path for leader and followers, and the leader's
+ * own checks (lease holder, delivery count) decide. A slot whose function
+ * is gone (deleted, workers 0, module no longer warm here, or the node cap
+ * shrank) leaves after its current job. */
+#include "wasm/jobs.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "api/api.h"
+#include "config.h"
+#include "error.h"
+#include "fetch.h"
+#include "fsm/cmd.h"
+#include "fsm/fn.h"
+#include "fsm/fsm.h"
+#include "fsm/jobs.h"
+#include "log.h"
+#include "node.h"
+#include "wasm/runner.h"
+
+#define TICK_MS 250            /* looks at the registry (restores, warm pools) */
+#define FETCH_WAIT "20s"       /* long-poll of one fetch */
+#define FETCH_TIMEOUT_MS 25000 /* the fetch's whole exchange: the wait + margin */
+#define REQ_TIMEOUT_MS 5000    /* progress, ack, nak */
+#define BACKOFF_MIN_MS 100     /* after a failed fetch (no leader, no quorum) */
+#define BACKOFF_MAX_MS 5000
+#define SETTLE_TRIES 8 /* an ack/nak that failed to reach the leader */
+#define QUEUE_PREFIX "WORKERS_"
+#define SLOTS_PER_FN_MAX 64 /* the settings' workers cap */
+#define HEADERS "Content-Type: application/json\r\n"
+
+/* The setting J1 adds to struct jinn_fn_settings (`workers`, default 1).
+ * JOBS_FN_WORKERS is the one place that reads it. */
+#ifdef JINN_FN_WORKERS_DEFAULT
+#define JOBS_FN_WORKERS(s) ((s)->workers)
+#else
+#define JOBS_FN_WORKERS(s) ((void)(s), 1u)
+#endif
+
+enum slot_state { S_FETCH, S_RUN, S_SETTLE, S_BACKOFF, S_DONE };
+
+struct slot;
+
+/* One HTTP request of a slot in flight; its address is fetch.c's
+ * cancellation handle. */
+struct sreq {
+    struct slot *s;
+    bool busy;
+};
+
+struct fnpool {
+    struct fnpool *next;
+    struct jinn_job_pools *j;
+    char name[JINN_FN_NAME_MAX + 1];
+    char queue[JINN_QUEUE_NAME_MAX + 1];
+    unsigned want;                             /* slots this node keeps for it now */
+    struct slot *slots[SLOTS_PER_FN_MAX];      /* NULL: free index */
+    uint64_t done, failed, dead_settles, lost; /* counters since start */
+};
+
+struct slot {
+    struct fnpool *fp;
+    unsigned idx;
+    enum slot_state state;
+    char worker[JINN_QUEUE_WORKER_MAX + 1];
+    uint64_t seq, delivery, ack_wait_ms, started_ms;
+    unsigned fails; /* consecutive fetch failures (backoff) */
+    unsigned settle_tries;
+    bool running;        /* the runner holds it */
+    bool handed_back;    /* naked at shutdown: the run's outcome is dropped */
+    bool leaving;        /* stops after its current job */
+    char *settle_target; /* the settle request, kept for retries */
+    char *settle_body;
+    uv_timer_t timer; /* backoff; progress while running */
+    bool timer_open;
+    struct sreq rq_fetch, rq_progress, rq_settle;
+};
+
+struct jinn_job_pools {
+    struct jinn_api *api;
+    uv_loop_t *loop;
+    char base_url[320];
+    struct fnpool *pools;
+    unsigned slots; /* all functions together */
+    uv_timer_t tick, soon;
+    unsigned timers_open;
+    uint64_t rng;
+    bool stopping, grace_over;
+    uv_timer_t grace;
+    bool grace_open;
+    void (*stopped)(void *data);
+    void *stopped_data;
+    bool stop_reported;
+    uint64_t fetch_errors, settle_errors, handed_back;
+    bool cron_proposing; /* a JOB_CRON of ours is in flight */
+    uint64_t cron_proposed, cron_fired;
+};
+
+static void slot_next(struct slot *s);
+static void tick_cb(uv_timer_t *t);
+static void maybe_stopped(struct jinn_job_pools *j);
+
+static uint64_t rng_next(struct jinn_job_pools *j)
+{
+    j->rng ^= j->rng << 13;
+    j->rng ^= j->rng >> 7;
+    j->rng ^= j->rng << 17;
+    return j->rng;
+}
+
+static const struct jinn_fns *registry(const struct jinn_job_pools *j)
+{
+    return &jinn_node_fsm(j->api->node)->fns;
+}
+
+static bool slot_idle(const struct slot *s)
+{
+    return !s->running && !s->rq_fetch.busy && !s->rq_progress.busy && !s->rq_settle.busy;
+}
+
+static void slot_timer_closed(uv_handle_t *h)
+{
+    struct slot *s = h->data;
+    struct jinn_job_pools *j = s->fp->j;
+    jinn_free(s);
+    maybe_stopped(j);
+}
+
+/* Frees s once nothing of it is in flight. */
+static void slot_maybe_free(struct slot *s)
+{
+    struct fnpool *fp = s->fp;
+    if (s->state != S_DONE || !slot_idle(s) || !s->timer_open) {
+        return;
+    }
+    fp->slots[s->idx] = NULL;
+    fp->j->slots--;
+    jinn_free(s->settle_target);
+    jinn_free(s->settle_body);
+    s->settle_target = s->settle_body = NULL;
+    s->timer_open = false;
+    uv_close((uv_handle_t *)&s->timer, slot_timer_closed);
+}
+
+static void slot_finish(struct slot *s)
+{
+    struct jinn_job_pools *j = s->fp->j;
+    s->state = S_DONE;
+    uv_timer_stop(&s->timer);
+    slot_maybe_free(s);
+    maybe_stopped(j);
+}
+
+static int post(struct slot *s, struct sreq *rq, const char *target, const char *body,
+                uint64_t timeout_ms, jinn_fetch_cb cb)
+{
+    struct jinn_job_pools *j = s->fp->j;
+    int rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
+                        strlen(body), timeout_ms, cb, rq);
+    rq->busy = rv == 0;
+    return rv;
+}
+
+static char *target_for(const struct slot *s, const char *what)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "/v1/queues/%s/%" PRIu64 "/%s", s->fp->queue, s->seq, what);
+    return jinn_strdup(buf);
+}
+
+/* ---- backoff ------------------------------------------------------------------------- */
+
+static void backoff_done(uv_timer_t *t)
+{
+    struct slot *s = t->data;
+    if (s->state == S_BACKOFF) {
+        slot_next(s);
+    }
+}
+
+/* A fetch failed (no leader, no quorum, the leader refused): wait,
+ * doubling up to BACKOFF_MAX_MS, with jitter so the slots of every node do
+ * not come back together. */
+static void slot_backoff(struct slot *s)
+{
+    struct jinn_job_pools *j = s->fp->j;
+    uint64_t ms = BACKOFF_MIN_MS;
+    for (unsigned i = 0; i < s->fails && ms < BACKOFF_MAX_MS; i++) {
+        ms *= 2;
+    }
+    if (ms > BACKOFF_MAX_MS) {
+        ms = BACKOFF_MAX_MS;
+    }
+    ms = ms / 2 + rng_next(j) % (ms / 2 + 1);
+    s->fails++;
+    s->state = S_BACKOFF;
+    uv_timer_start(&s->timer, backoff_done, ms, 0);
+}
+
+/* ---- settle -------------------------------------------------------------------------- */
+
+static void settle_send(struct slot *s);
+
+static void settle_retry(uv_timer_t *t)
+{
+    struct slot *s = t->data;
+    if (s->state == S_SETTLE && !s->rq_settle.busy) {
+        settle_send(s);
+    }
+}
+
+static void settle_over(struct slot *s)
+{
+    jinn_free(s->settle_target);
+    jinn_free(s->settle_body);
+    s->settle_target = s->settle_body = NULL;
+    s->state = S_BACKOFF;
+    s->fails = 0;
+    if (s->fp->j->stopping || s->leaving) {
+        slot_finish(s);
+    } else {
+        slot_next(s);
+    }
+}
+
+static void settled(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                    size_t body_len)
+{
+    struct sreq *rq = data;
+    struct slot *s = rq->s;
+    struct jinn_job_pools *j = s->fp->j;
+    (void)body;
+    (void)body_len;
+    rq->busy = false;
+    if (code == JINN_OK && head->status == 404 && strstr(s->settle_target, "/jobs/") != NULL) {
+        /* The jobs ack endpoint is missing (a node of a build before it
+         * answered): the plain queue ack settles the lease all the same. */
+        char *t = target_for(s, "ack");
+        if (t != NULL) {
+            jinn_free(s->settle_target);
+            s->settle_target = t;
+            settle_send(s);
+            return;
+        }
+    }
+    if (code == JINN_OK && (head->status < 500 || head->status == 507)) {
+        if (head->status == 409 || head->status == 404) {
+            s->fp->lost++; /* the lease had expired: another worker has the job */
+        } else if (head->status >= 400) {
+            j->settle_errors++; /* refused: the lease expires, the job comes back */
+        }
+        settle_over(s);
+        return;
+    }
+    /* No answer, or 5xx (no leader, not committed in time): the lease is
+     * still ours until it expires, so try again a few times. A settle that
+     * may have been applied (JINN_EUNKNOWN) is retried too: the second ack
+     * or nak of the same delivery gets 409, which is fine. */
+    j->settle_errors++;
+    if (++s->settle_tries >= SETTLE_TRIES || j->grace_over) {
+        settle_over(s);
+        return;
+    }
+    uv_timer_start(&s->timer, settle_retry,
+                   BACKOFF_MIN_MS * s->settle_tries + rng_next(j) % BACKOFF_MIN_MS, 0);
+}
+
+static void settle_send(struct slot *s)
+{
+    if (post(s, &s->rq_settle, s->settle_target, s->settle_body, REQ_TIMEOUT_MS, settled) !=
+        0) {
+        settle_over(s); /* refused by fetch.c: shutting down */
+    }
+}
+
+static void settle(struct slot *s, char *target, json_t *body)
+{
+    s->state = S_SETTLE;
+    s->settle_tries = 0;
+    uv_timer_stop(&s->timer);
+    jinn_free(s->settle_target);
+    jinn_free(s->settle_body);
+    s->settle_target = target;
+    s->settle_body = NULL;
+    if (body != NULL) {
+        char *dumped = json_dumps(body, JSON_COMPACT);
+        s->settle_body = dumped != NULL ? jinn_strdup(dumped) : NULL;
+        free(dumped);
+    }
+    json_decref(body);
+    if (s->settle_target == NULL || s->settle_body == NULL) {
+        settle_over(s); /* out of memory: the lease expires and the job comes back */
+        return;
+    }
+    settle_send(s);
+}
+
+/* Nak: delay -1 is the queue's backoff by delivery count (the leader's
+ * policy), 0 at shutdown (others take it at once). */
+static void nak(struct slot *s, const char *reason, int64_t delay_ms)
+{
+    json_t *body = json_pack("{s:s, s:I, s:s}", "worker", s->worker, "delivery",
+                             (json_int_t)s->delivery, "reason", reason);
+    if (body != NULL && delay_ms >= 0) {
+        char d[32];
+        snprintf(d, sizeof d, "%" PRId64 "ms", delay_ms);
+        json_object_set_new(body, "delay", json_string(d));
+    }
+    settle(s, target_for(s, "nak"), body);
+}
+
+/* ---- progress ------------------------------------------------------------------------ */
+
+static void progress_due(uv_timer_t *t);
+
+static void progressed(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                       size_t body_len)
+{
+    struct sreq *rq = data;
+    struct slot *s = rq->s;
+    (void)code;
+    (void)head;
+    (void)body;
+    (void)body_len;
+    rq->busy = false;
+    /* A failed progress is tried again at the next period; a 409 means the
+     * lease is lost (the job runs on elsewhere): the run finishes and its
+     * settle gets 409 too. */
+    if (s->state == S_RUN && s->running) {
+        uv_timer_start(&s->timer, progress_due, s->ack_wait_ms / 3, 0);
+    }
+    slot_maybe_free(s);
+}
+
+static void progress_due(uv_timer_t *t)
+{
+    struct slot *s = t->data;
+    char *target;
+    json_t *body;
+    char *dumped;
+    if (s->state != S_RUN || s->rq_progress.busy) {
+        return;
+    }
+    target = target_for(s, "progress");
+    body = json_pack("{s:s, s:I}", "worker", s->worker, "delivery", (json_int_t)s->delivery);
+    dumped = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (target == NULL || dumped == NULL ||
+        post(s, &s->rq_progress, target, dumped, s->ack_wait_ms / 3, progressed) != 0) {
+        uv_timer_start(&s->timer, progress_due, s->ack_wait_ms / 3, 0);
+    }
+    jinn_free(target);
+    free(dumped);
+}
+
+/* ---- run ----------------------------------------------------------------------------- */
+
+static void ran(void *data, const struct jinn_wasm_run_result *res)
+{
+    struct slot *s = data;
+    struct fnpool *fp = s->fp;
+    char reason[JINN_QUEUE_REASON_MAX + 1];
+    size_t n;
+
+    s->running = false;
+    if (s->handed_back || s->state != S_RUN) {
+        slot_maybe_free(s); /* naked at shutdown already */
+        maybe_stopped(fp->j);
+        return;
+    }
+    uv_timer_stop(&s->timer);
+    if (res->error == NULL && res->status >= 200 && res->status <= 299) {
+        char target[512];
+        json_error_t jerr;
+        /* The ack carries the response: it must fit the kept result
+         * (JINN_JOB_RESULT_MAX) and the API's body limit, or the ack would
+         * be refused and the job run again. A bigger one is acked with a
+         * note instead (the function's status is kept). */
+        uint64_t limit =
+            fp->j->api->cfg->max_body_bytes > 1024 ? fp->j->api->cfg->max_body_bytes - 1024 : 0;
+        json_t *resp;
+        if (limit > JINN_JOB_RESULT_MAX) {
+            limit = JINN_JOB_RESULT_MAX;
+        }
+        if (res->response != NULL && res->response_len > limit) {
+            resp = json_pack("{s:i, s:b, s:I}", "status", res->status, "truncated", 1, "bytes",
+                             (json_int_t)res->response_len);
+        } else {
+            resp = res->response != NULL ? json_loads(res->response, 0, &jerr) : NULL;
+        }
+        fp->done++;
+        snprintf(target, sizeof target, "/v1/functions/%s/jobs/%" PRIu64 "/ack", fp->name,
+                 s->seq);
+        settle(s, jinn_strdup(target),
+               json_pack("{s:s, s:I, s:i, s:o}", "worker", s->worker, "delivery",
+                         (json_int_t)s->delivery, "status", res->status, "response",
+                         resp != NULL ? resp : json_object()));
+        return;
+    }
+    fp->failed++;
+    if (res->error == NULL) {
+        n = (size_t)snprintf(reason, sizeof reason, "status %d", res->status);
+    } else if (strcmp(res->error, "trap") == 0) {
+        n = (size_t)snprintf(reason, sizeof reason, "trap: %s", res->kind);
+    } else if (strcmp(res->error, "timeout") == 0) {
+        n = (size_t)snprintf(reason, sizeof reason, "timeout after %" PRIu64 "ms",
+                             (uint64_t)(uv_now(fp->j->loop) - s->started_ms));
+    } else {
+        n = (size_t)snprintf(reason, sizeof reason, "%s (status %d): %s", res->error,
+                             res->status, res->message);
+    }
+    if (n < sizeof reason - 2 && res->stderr_len > 0) {
+        /* The end of stderr: the last lines are what explains a failure. */
+        size_t room = sizeof reason - 1 - n - 2;
+        size_t take = res->stderr_len < room ? res->stderr_len : room;
+        snprintf(reason + n, sizeof reason - n, "\n%.*s", (int)take,
+                 res->stderr_tail + (res->stderr_len - take));
+    }
+    nak(s, reason, -1);
+}
+
+/* The request JSON of the original's async call. A payload that is not
+ * text (the queue gave it base64) reaches the function as its base64 text
+ * with X-Jinn-Payload-Encoding: base64. */
+static char *job_request(const struct slot *s, const char *payload, bool base64)
+{
+    char id[24], dl[24];
+    json_t *headers, *obj;
+    char *out;
+    snprintf(id, sizeof id, "%" PRIu64, s->seq);
+    snprintf(dl, sizeof dl, "%" PRIu64, s->delivery);
+    headers = json_pack("{s:[s], s:[s], s:[s]}", "X-Source", "internal", "X-Jinn-Job", id,
+                        "X-Jinn-Delivery", dl);
+    if (headers != NULL && base64) {
+        json_object_set_new(headers, "X-Jinn-Payload-Encoding", json_pack("[s]", "base64"));
+    }
+    obj = json_pack("{s:s, s:s, s:o, s:s}", "method", "ASYNC", "uri", "internal://async/job",
+                    "headers", headers != NULL ? headers : json_object(), "body", payload);
+    out = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    return out;
+}
+
+static void fetched(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                    size_t body_len)
+{
+    struct sreq *rq = data;
+    struct slot *s = rq->s;
+    struct fnpool *fp = s->fp;
+    struct jinn_job_pools *j = fp->j;
+    json_error_t jerr;
+    json_t *list, *m, *payload;
+    char trace[128];
+    char *request;
+    int rv;
+
+    rq->busy = false;
+    if (code != JINN_OK || head->status != 200) {
+        if (j->stopping || s->leaving) {
+            slot_finish(s);
+            return;
+        }
+        j->fetch_errors++;
+        slot_backoff(s);
+        return;
+    }
+    s->fails = 0;
+    list = json_loadb(body, body_len, 0, &jerr);
+    m = json_array_get(list, 0);
+    if (m == NULL) {
+        json_decref(list);
+        if (j->stopping || s->leaving) {
+            slot_finish(s);
+        } else {
+            slot_next(s); /* the long-poll ended empty */
+        }
+        return;
+    }
+    s->seq = (uint64_t)json_integer_value(json_object_get(m, "seq"));
+    s->delivery = (uint64_t)json_integer_value(json_object_get(m, "delivery"));
+    s->started_ms = uv_now(j->loop);
+    s->handed_back = false;
+    payload = json_object_get(m, "payload");
+    request = job_request(s,
+                          json_is_string(payload)
+                              ? json_string_value(payload)
+                              : json_string_value(json_object_get(m, "payload_base64")),
+                          !json_is_string(payload));
+    json_decref(list);
+    s->state = S_RUN;
+    if (request == NULL) {
+        nak(s, "out of memory on the worker's node", 0);
+        return;
+    }
+    snprintf(trace, sizeof trace, "job-%" PRIu64 "-%" PRIu64, s->seq, s->delivery);
+    rv = jinn_wasm_runner_run(j->api->wasm, fp->name, request, strlen(request), trace, ran, s);
+    free(request);
+    if (rv != 0) {
+        char reason[160];
+        snprintf(reason, sizeof reason, "%s on node %s: %s", jinn_error_name(rv),
+                 j->api->cfg->server_name, jinn_error_message(rv));
+        /* Not the job's fault and not this delivery's: back at once. */
+        nak(s, reason, 0);
+        return;
+    }
+    s->running = true;
+    uv_timer_start(&s->timer, progress_due, s->ack_wait_ms / 3, 0);
+}
+
+static void slot_next(struct slot *s)
+{
+    struct jinn_job_pools *j = s->fp->j;
+    char target[256], body[512];
+    if (j->stopping || s->leaving) {
+        slot_finish(s);
+        return;
+    }
+    snprintf(target, sizeof target, "/v1/queues/%s/fetch", s->fp->queue);
+    snprintf(body, sizeof body,
+             "{\"worker\":\"%s\",\"max\":1,\"wait\":\"" FETCH_WAIT "\",\"ack_wait\":\"%" PRIu64
+             "ms\"}",
+             s->worker, s->ack_wait_ms);
+    s->state = S_FETCH;
+    if (post(s, &s->rq_fetch, target, body, FETCH_TIMEOUT_MS, fetched) != 0) {
+        slot_finish(s);
+    }
+}
+
+/* ---- following the registry ------------------------------------------------------------ */
+
+static struct slot *slot_new(struct fnpool *fp, unsigned idx)
+{
+    struct jinn_job_pools *j = fp->j;
+    struct jinn_queue_policy pol = jinn_config_queue(j->api->cfg, fp->queue);
+    struct slot *s = jinn_calloc(1, sizeof *s);
+    if (s == NULL) {
+        return NULL;
+    }
+    s->fp = fp;
+    s->idx = idx;
+    s->rq_fetch.s = s->rq_progress.s = s->rq_settle.s = s;
+    /* Worker names are ASCII: the node name and function name are. */
+    snprintf(s->worker, sizeof s->worker, "%s/%s/%u", j->api->cfg->server_name, fp->name, idx);
+    s->ack_wait_ms = pol.ack_wait_ms >= 300 ? pol.ack_wait_ms : 300;
+    uv_timer_init(j->loop, &s->timer);
+    s->timer.data = s;
+    s->timer_open = true;
+    fp->slots[idx] = s;
+    j->slots++;
+    slot_next(s);
+    return s;
+}
+
+static struct fnpool *pool_find(struct jinn_job_pools *j, const char *name)
+{
+    for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        if (strcmp(fp->name, name) == 0) {
+            return fp;
+        }
+    }
+    return NULL;
+}
+
+static unsigned wanted_workers(struct jinn_job_pools *j, const struct jinn_fn *fn)
+{
+    unsigned w;
+    if (fn->active == NULL || strlen(fn->name) + strlen(QUEUE_PREFIX) > JINN_QUEUE_NAME_MAX) {
+        return 0; /* deleted, or its queue name would be too long */
+    }
+    w = JOBS_FN_WORKERS(&fn->active->settings);
+    if (w > SLOTS_PER_FN_MAX) {
+        w = SLOTS_PER_FN_MAX;
+    }
+    if (w > 0 && !jinn_wasm_runner_ready(j->api->wasm, fn->name)) {
+        return 0; /* not warm here (compiling, failed): other nodes run its jobs */
+    }
+    return w;
+}
+
+static void sync_pools(struct jinn_job_pools *j)
+{
+    unsigned budget = j->api->cfg->job_workers;
+    const struct jinn_fns *fns = registry(j);
+
+    if (j->stopping || j->api->wasm == NULL) {
+        return;
+    }
+    for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        fp->want = 0;
+    }
+    /* Name order: which functions get slots when the node cap is short is
+     * the same on every restart. */
+    for (const struct jinn_fn *fn = jinn_fns_next(fns, NULL); fn != NULL;
+         fn = jinn_fns_next(fns, fn->name)) {
+        unsigned w = wanted_workers(j, fn);
+        struct fnpool *fp = pool_find(j, fn->name);
+        if (w > budget) {
+            w = budget;
+        }
+        budget -= w;
+        if (w == 0 && fp == NULL) {
+            continue;
+        }
+        if (fp == NULL) {
+            fp = jinn_calloc(1, sizeof *fp);
+            if (fp == NULL) {
+                continue;
+            }
+            fp->j = j;
+            snprintf(fp->name, sizeof fp->name, "%s", fn->name);
+            snprintf(fp->queue, sizeof fp->queue, QUEUE_PREFIX "%s", fn->name);
+            fp->next = j->pools;
+            j->pools = fp;
+        }
+        fp->want = w;
+    }
+    for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+            struct slot *s = fp->slots[i];
+            if (i < fp->want && s == NULL) {
+                slot_new(fp, i);
+            } else if (i < fp->want && s->leaving && s->state != S_DONE) {
+                s->leaving = false; /* wanted again before it left */
+            } else if (i >= fp->want && s != NULL && !s->leaving) {
+                s->leaving = true;
+                if (s->state == S_FETCH) {
+                    jinn_fetch_cancel(&s->rq_fetch); /* -> fetched -> finish */
+                } else if (s->state == S_BACKOFF) {
+                    slot_finish(s);
+                }
+            }
+        }
+    }
+}
+
+/* ---- cron (the leader) ---------------------------------------------------------------- */
+
+static void cron_done(void *data, int code, const struct jinn_result *res)
+{
+    struct jinn_job_pools *j = data;
+    (void)res;
+    j->cron_proposing = false;
+    if (code == JINN_OK) {
+        j->cron_fired++;
+    }
+    /* JINN_ECONFLICT is normal: another leader's JOB_CRON fired that tick
+     * first, or this one's stamp was still before it. The next look
+     * proposes the next due tick. */
+    if (!j->stopping) {
+        uv_timer_start(&j->soon, tick_cb, 0, 0);
+    }
+}
+
+/* The state machine decides which tick is due and fires it at most once;
+ * the leader only proposes the earliest due one (one at a time). */
+static void cron_check(struct jinn_job_pools *j)
+{
+    struct jinn_node *node = j->api->node;
+    const struct jinn_fsm *fsm = jinn_node_fsm(node);
+    char name[JINN_FN_NAME_MAX + 1], queue[sizeof JINN_JOB_QUEUE_PREFIX + JINN_FN_NAME_MAX];
+    struct jinn_queue_policy pol;
+    struct jinn_cmd c;
+    uint64_t tick;
+
+    if (j->stopping || j->cron_proposing || !jinn_node_is_leader(node)) {
+        return;
+    }
+    tick = jinn_jobs_cron_next(&fsm->jobs, name);
+    if (tick == 0 || tick > jinn_node_time_now(node)) {
+        return;
+    }
+    snprintf(queue, sizeof queue, JINN_JOB_QUEUE_PREFIX "%s", name);
+    pol = jinn_config_queue(j->api->cfg, queue);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_JOB_CRON;
+    c.cron.name.p = (const uint8_t *)name;
+    c.cron.name.len = strlen(name);
+    c.cron.tick_ms = tick;
+    c.cron.max_length = pol.max_length;
+    c.cron.max_bytes = pol.max_bytes;
+    c.cron.max_deliver = pol.max_deliver;
+    if (jinn_node_propose(node, &c, j->api->cfg->request_timeout_ms, cron_done, j) == 0) {
+        j->cron_proposing = true;
+        j->cron_proposed++;
+    }
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    sync_pools(t->data);
+    cron_check(t->data);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    struct jinn_job_pools *j = h->data;
+    j->timers_open--;
+    maybe_stopped(j);
+}
+
+struct jinn_job_pools *jinn_job_pools_create(struct jinn_api *api)
+{
+    struct jinn_job_pools *j = jinn_calloc(1, sizeof *j);
+    if (j == NULL) {
+        return NULL;
+    }
+    j->api = api;
+    j->loop = api->loop;
+    if (api->cfg->http_advertise != NULL) {
+        snprintf(j->base_url, sizeof j->base_url, "%s", api->cfg->http_advertise);
+    } else {
+        snprintf(j->base_url, sizeof j->base_url, "http://%s", api->cfg->http_listen);
+    }
+    j->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x2545F4914F6CDD1DULL;
+    if (j->rng == 0) {
+        j->rng = 1;
+    }
+    uv_timer_init(j->loop, &j->tick);
+    uv_timer_init(j->loop, &j->soon);
+    j->tick.data = j->soon.data = j;
+    j->timers_open = 2;
+    uv_timer_start(&j->tick, tick_cb, TICK_MS, TICK_MS);
+    uv_timer_start(&j->soon, tick_cb, 0, 0);
+    return j;
+}
+
+void jinn_job_pools_applied(struct jinn_job_pools *j)
+{
+    if (j != NULL && !j->stopping) {
+        uv_timer_start(&j->soon, tick_cb, 0, 0);
+    }
+}
+
+/* ---- shutdown ------------------------------------------------------------------------ */
+
+/* Nothing left to wait for: every slot is gone, or was handed back and
+ * only its run is left (the runner's stop, next, ends that run; the slot
+ * is freed when its callback comes). */
+static bool all_idle(const struct jinn_job_pools *j)
+{
+    for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+            const struct slot *s = fp->slots[i];
+            if (s != NULL && !(s->handed_back && s->state == S_DONE && !s->rq_fetch.busy &&
+                               !s->rq_progress.busy && !s->rq_settle.busy)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static void maybe_stopped(struct jinn_job_pools *j)
+{
+    if (!j->stopping || j->stop_reported || !all_idle(j) || j->timers_open > 0) {
+        return;
+    }
+    j->stop_reported = true;
+    if (j->stopped != NULL) {
+        j->stopped(j->stopped_data);
+    }
+}
+
+static void grace_closed(uv_handle_t *h)
+{
+    struct jinn_job_pools *j = h->data;
+    j->grace_open = false;
+    j->timers_open--;
+    maybe_stopped(j);
+}
+
+/* The grace is over: every job still running is handed back now. */
+static void grace_over(uv_timer_t *t)
+{
+    struct jinn_job_pools *j = t->data;
+    j->grace_over = true;
+    for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+            struct slot *s = fp->slots[i];
+            if (s != NULL && s->state == S_RUN && !s->handed_back) {
+                char reason[200];
+                s->handed_back = true;
+                j->handed_back++;
+                uv_timer_stop(&s->timer);
+                snprintf(reason, sizeof reason,
+                         "node %s shut down while the job ran (job_grace %" PRIu64 "ms)",
+                         j->api->cfg->server_name, j->api->cfg->job_grace_ms);
+                nak(s, reason, 0);
+            }
+        }
+    }
+    uv_close((uv_handle_t *)&j->grace, grace_closed);
+}
+
+void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void *data)
+{
+    j->stopping = true;
+    j->stopped = cb;
+    j->stopped_data = data;
+    uv_timer_stop(&j->tick);
+    uv_timer_stop(&j->soon);
+    uv_close((uv_handle_t *)&j->tick, timer_closed);
+    uv_close((uv_handle_t *)&j->soon, timer_closed);
+    uv_timer_init(j->loop, &j->grace);
+    j->grace.data = j;
+    j->grace_open = true;
+    j->timers_open++;
+    for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+            struct slot *s = fp->slots[i];
+            if (s == NULL) {
+                continue;
+            }
+            if (s->state == S_FETCH) {
+                jinn_fetch_cancel(&s->rq_fetch); /* stop leasing */
+            } else if (s->state == S_BACKOFF) {
+                slot_finish(s);
+            }
+        }
+    }
+    uv_timer_start(&j->grace, grace_over, j->api->cfg->job_grace_ms, 0);
+    if (all_idle(j)) {
+        uv_timer_stop(&j->grace);
+        grace_over(&j->grace);
+    }
+}
+
+void jinn_job_pools_destroy(struct jinn_job_pools *j)
+{
+    if (j == NULL) {
+        return;
+    }
+    while (j->pools != NULL) {
+        struct fnpool *fp = j->pools;
+        j->pools = fp->next;
+        jinn_free(fp);
+    }
+    jinn_free(j);
+}
+
+/* ---- status and metrics ----------------------------------------------------------------- */
+
+static void count_slots(const struct fnpool *fp, unsigned *busy, unsigned *idle)
+{
+    *busy = *idle = 0;
+    for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+        const struct slot *s = fp->slots[i];
+        if (s == NULL) {
+            continue;
+        }
+        if (s->state == S_RUN || s->state == S_SETTLE) {
+            (*busy)++;
+        } else {
+            (*idle)++;
+        }
+    }
+}
+
+static json_t *pool_json(const struct fnpool *fp)
+{
+    unsigned busy, idle;
+    count_slots(fp, &busy, &idle);
+    return json_pack("{s:i, s:i, s:i, s:I, s:I, s:I}", "slots", (int)fp->want, "busy",
+                     (int)busy, "idle", (int)idle, "done", (json_int_t)fp->done, "failed",
+                     (json_int_t)fp->failed, "lost_leases", (json_int_t)fp->lost);
+}
+
+void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
+{
+    json_t *fns, *jobs;
+    if (j == NULL) {
+        return;
+    }
+    fns = json_object();
+    for (const struct fnpool *fp = j->pools; fp != NULL && fns != NULL; fp = fp->next) {
+        json_t *p = pool_json(fp);
+        if (p != NULL) {
+            json_object_set_new(fns, fp->name, p);
+        }
+    }
+    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o}", "job_workers",
+                     (int)j->api->cfg->job_workers, "slots", (int)j->slots, "stopping",
+                     j->stopping, "fetch_errors", (json_int_t)j->fetch_errors, "settle_errors",
+                     (json_int_t)j->settle_errors, "handed_back", (json_int_t)j->handed_back,
+                     "cron_proposed", (json_int_t)j->cron_proposed, "cron_fired",
+                     (json_int_t)j->cron_fired, "functions", fns != NULL ? fns : json_object());
+    if (jobs != NULL) {
+        json_object_set_new(obj, "jobs", jobs);
+    }
+}
+
+void jinn_job_pools_describe(const struct jinn_job_pools *j, const char *name, json_t *obj)
+{
+    const struct fnpool *fp = j != NULL ? pool_find((struct jinn_job_pools *)j, name) : NULL;
+    json_t *p = fp != NULL ? pool_json(fp)
+                           : json_pack("{s:i, s:i, s:i}", "slots", 0, "busy", 0, "idle", 0);
+    if (p != NULL) {
+        json_object_set_new(obj, "jobs", p);
+    }
+}
+
+void jinn_job_pools_metrics(const struct jinn_job_pools *j, struct jinn_wbuf *w)
+{
+    if (j == NULL) {
+        return;
+    }
+    jinn_wbuf_printf(w,
+                     "# HELP jinn_jobs_slots Job worker slots on this node.\n"
+                     "# TYPE jinn_jobs_slots gauge\njinn_jobs_slots %u\n"
+                     "# HELP jinn_jobs_fetch_errors_total Job fetches that failed (no "
+                     "leader, no quorum).\n# TYPE jinn_jobs_fetch_errors_total counter\n"
+                     "jinn_jobs_fetch_errors_total %" PRIu64 "\n"
+                     "# HELP jinn_jobs_handed_back_total Running jobs naked at shutdown.\n"
+                     "# TYPE jinn_jobs_handed_back_total counter\n"
+                     "jinn_jobs_handed_back_total %" PRIu64 "\n"
+                     "# HELP jinn_jobs_cron_fired_total Cron ticks this node proposed as "
+                     "leader that fired.\n# TYPE jinn_jobs_cron_fired_total counter\n"
+                     "jinn_jobs_cron_fired_total %" PRIu64 "\n",
+                     j->slots, j->fetch_errors, j->handed_back, j->cron_fired);
+    jinn_wbuf_printf(w, "# HELP jinn_jobs_busy Job slots running or settling a job.\n"
+                        "# TYPE jinn_jobs_busy gauge\n");
+    for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        unsigned busy, idle;
+        count_slots(fp, &busy, &idle);
+        jinn_wbuf_printf(w, "jinn_jobs_busy{function=\"%s\"} %u\n", fp->name, busy);
+    }
+    jinn_wbuf_printf(w, "# HELP jinn_jobs_done_total Jobs that succeeded on this node.\n"
+                        "# TYPE jinn_jobs_done_total counter\n");
+    for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        jinn_wbuf_printf(w, "jinn_jobs_done_total{function=\"%s\"} %" PRIu64 "\n", fp->name,
+                         fp->done);
+    }
+    jinn_wbuf_printf(w, "# HELP jinn_jobs_failed_total Job runs that failed on this node "
+                        "(naked).\n# TYPE jinn_jobs_failed_total counter\n");
+    for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        jinn_wbuf_printf(w, "jinn_jobs_failed_total{function=\"%s\"} %" PRIu64 "\n", fp->name,
+                         fp->failed);
+    }
+}
