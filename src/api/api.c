@@ -491,11 +491,40 @@ static bool peer_allowed(const struct jinn_api *api, const struct jinn_http_requ
     return jinn_http_from_peer(req);
 }
 
+static void reply_not_peer(struct jinn_http_request *req)
+{
+    jinn_http_reply_json(req, 403,
+                         json_pack("{s:s, s:s}", "error", "forbidden", "message",
+                                   "internal endpoint: only cluster members (a client "
+                                   "certificate signed by the cluster CA) may call it"));
+}
+
+bool jinn_api_limits_unknown_or_reply(struct jinn_api *api, struct jinn_http_request *req)
+{
+    bool ok;
+    if (api->limit == NULL) {
+        return true;
+    }
+    api->auth_name = "-unauthenticated"; /* not a token name: its own bucket */
+    api->auth_all = false;                /* nobody authenticated: not privileged */
+    ok = limits_or_reply(api, req);
+    api->auth_name = NULL;
+    api->auth_all = true;
+    return ok;
+}
+
 void jinn_api_handle(void *data, struct jinn_http_request *req)
 {
     struct jinn_api *api = data;
     bool public_path = (req->path_len == 8 && memcmp(req->path, "/healthz", 8) == 0) ||
                        (req->path_len == 7 && memcmp(req->path, "/readyz", 7) == 0);
+    /* Peer-only endpoints and headers first: a credential this node does
+     * not know yet is forwarded by auth_begin over this node's own
+     * (peer) connection, which must not launder a client into a peer. */
+    if (!peer_allowed(api, req)) {
+        reply_not_peer(req);
+        return;
+    }
     if (jinn_api_auth_begin(api, req, public_path)) {
         handle(api, req);
     }
@@ -520,10 +549,7 @@ static void handle(struct jinn_api *api, struct jinn_http_request *req)
      * cluster_tls, only a client whose certificate the cluster CA signed
      * (a member, or this node calling itself) gets past here. */
     if (!peer_allowed(api, req)) {
-        jinn_http_reply_json(req, 403,
-                             json_pack("{s:s, s:s}", "error", "forbidden", "message",
-                                       "internal endpoint: only cluster members (a client "
-                                       "certificate signed by the cluster CA) may call it"));
+        reply_not_peer(req);
         return;
     }
 

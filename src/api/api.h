@@ -318,6 +318,10 @@ void jinn_api_auth_init(struct jinn_api *api);
 bool jinn_auth_enabled(struct jinn_api *api);
 /* Authenticates req (once, in the router). False when it has replied 401. */
 bool jinn_api_auth_begin(struct jinn_api *api, struct jinn_http_request *req, bool public_path);
+/* Counts a request with a credential this node does not know against the
+ * limits (bucket "-unauthenticated") before it is forwarded; false when it
+ * replied 429. */
+bool jinn_api_limits_unknown_or_reply(struct jinn_api *api, struct jinn_http_request *req);
 void jinn_api_auth_end(struct jinn_api *api);
 /* During routing: does the request's token allow actions on name? */
 bool jinn_api_auth_allows(const struct jinn_api *api, int kind, const char *name, size_t len,

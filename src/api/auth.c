@@ -11,11 +11,13 @@
  *   jinn.NAME.SECRET   a token created by POST /v1/tokens (SECRET: 64 hex)
  *   jinn-node.KEY      a node's own calls (KEY: the cluster's internal key,
  *                      64 hex), allowed everything
- *   jinn-fn.NAME.MAC   a function's host calls (MAC: hex SHA-256 of the key,
- *                      "fn:" and NAME), allowed what its deployer's token
+ *   jinn-fn.NAME.MAC   a function's host calls (MAC: hex HMAC-SHA256 with
+ *                      the key of "fn:" and NAME), allowed what its deployer's token
  *                      allowed when it deployed it, while that token exists
  *   anything else      the configured bootstrap token, while the table has
- *                      never held a token; afterwards the "bootstrap" entry
+ *                      never held a token (and only on a leader that has
+ *                      applied its log; other nodes forward it to the
+ *                      leader); afterwards the "bootstrap" entry
  *
  * Auth is off (every request allowed, as before) while no token was ever
  * created and no bootstrap token is configured. Once the first token is
@@ -27,6 +29,9 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "alloc.h"
 #include "api/api.h"
@@ -45,6 +50,10 @@
 #define BOOTSTRAP_NAME "bootstrap"
 #define BOOTSTRAP_POLL_MS 200
 #define TTL_MAX_MS (UINT64_C(10) * 365 * 24 * 3600 * 1000)
+/* A follower relays a token-shaped credential it does not know to the
+ * leader (it may have been created a moment ago) only with a body up to
+ * this size: unauthenticated bytes must not ride the forwarding path. */
+#define UNKNOWN_FORWARD_BODY_MAX (64u * 1024)
 
 static const struct jinn_auth *table(struct jinn_api *api)
 {
@@ -111,17 +120,19 @@ size_t jinn_api_auth_internal_header(struct jinn_api *api, char *buf, size_t cap
     return (size_t)n;
 }
 
-/* hex(SHA-256(key || "fn:" || name)) into out (65 bytes). False without a key. */
+/* hex(HMAC-SHA256(key, "fn:" || name)) into out (65 bytes). False without
+ * a key. A real MAC, not SHA-256(key || ...): no length extension. */
 static bool fn_mac(const struct jinn_auth *a, const char *fn, size_t len, char *out)
 {
-    uint8_t buf[JINN_AUTH_KEY_LEN + 3 + JINN_AUTH_NAME_MAX], mac[32];
+    uint8_t buf[3 + JINN_AUTH_NAME_MAX], mac[32];
+    unsigned mac_len = 0;
     if (!a->has_key || len > JINN_AUTH_NAME_MAX) {
         return false;
     }
-    memcpy(buf, a->key, JINN_AUTH_KEY_LEN);
-    memcpy(buf + JINN_AUTH_KEY_LEN, "fn:", 3);
-    memcpy(buf + JINN_AUTH_KEY_LEN + 3, fn, len);
-    if (jinn_sha256(buf, JINN_AUTH_KEY_LEN + 3 + len, mac) != 0) {
+    memcpy(buf, "fn:", 3);
+    memcpy(buf + 3, fn, len);
+    if (HMAC(EVP_sha256(), a->key, JINN_AUTH_KEY_LEN, buf, 3 + len, mac, &mac_len) == NULL ||
+        mac_len != sizeof mac) {
         return false;
     }
     hex(mac, sizeof mac, out);
@@ -146,7 +157,20 @@ size_t jinn_api_auth_fn_header(struct jinn_api *api, const char *fn, char *buf, 
 
 /* ---- who is asking ----------------------------------------------------------- */
 
-enum who { WHO_NOBODY, WHO_ALL, WHO_TOKEN };
+/* WHO_BOOTSTRAP: the configured bootstrap secret while this node's applied
+ * table is empty; only a leader that has applied its whole log may take it
+ * (its empty table is then the cluster's), others ask the leader. */
+enum who { WHO_NOBODY, WHO_ALL, WHO_TOKEN, WHO_BOOTSTRAP };
+
+/* Compares two secrets of any lengths in time independent of both. */
+static bool secret_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    uint8_t ha[32], hb[32];
+    if (jinn_sha256(a, alen, ha) != 0 || jinn_sha256(b, blen, hb) != 0) {
+        return false;
+    }
+    return jinn_auth_ct_equal(ha, hb, sizeof ha);
+}
 
 /* Finds the credential; WHO_NOBODY when absent or not valid. */
 /* jinn.NAME.<64 hex>: the shape of a token POST /v1/tokens made. */
@@ -245,8 +269,8 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
      * exists (the leader is proposing it), then from the table. */
     if (!a->has_key && a->n == 0) {
         const char *b = api->auth_bootstrap;
-        if (b != NULL && strlen(b) == len && jinn_auth_ct_equal(b, v, len)) {
-            return WHO_ALL;
+        if (b != NULL && secret_equal(b, strlen(b), v, len)) {
+            return WHO_BOOTSTRAP;
         }
         return WHO_NOBODY;
     }
@@ -284,11 +308,36 @@ bool jinn_api_auth_begin(struct jinn_api *api, struct jinn_http_request *req, bo
         return true;
     }
     who = authenticate(api, req, &tok, &scope, &shaped);
+    if (who == WHO_BOOTSTRAP) {
+        /* An empty applied table on a node that is not a leader with its
+         * whole log applied says nothing (a restart before catch-up, a new
+         * member): the bootstrap token may have been revoked long ago. */
+        struct jinn_node_status st;
+        jinn_node_status(api->node, &st);
+        if (st.leader_ready) {
+            who = WHO_ALL;
+        } else if (!jinn_node_is_leader(api->node) &&
+                   jinn_http_header_find(&req->msg, "X-Jinn-Forwarded-By") == NULL) {
+            jinn_api_forward_or_reply(api, req); /* the leader's table decides */
+            return false;
+        } else {
+            jinn_http_reply_error(req, JINN_EBUSY,
+                                  "this node has not applied its log yet; retry");
+            return false;
+        }
+    }
     if (who == WHO_NOBODY && shaped && !jinn_node_is_leader(api->node) &&
-        jinn_http_header_find(&req->msg, "X-Jinn-Forwarded-By") == NULL) {
+        jinn_http_header_find(&req->msg, "X-Jinn-Forwarded-By") == NULL &&
+        req->body_len <= UNKNOWN_FORWARD_BODY_MAX &&
+        !(req->path_len >= 13 && memcmp(req->path, "/v1/internal/", 13) == 0)) {
         /* A token this follower does not know (yet): it may have been
          * created a moment ago and not be applied here. The leader's table
-         * decides (it answers 401 if it does not know it either). */
+         * decides (it answers 401 if it does not know it either). Counted
+         * against the limits as "unauthenticated" first; never for the
+         * nodes' internal endpoints. */
+        if (!jinn_api_limits_unknown_or_reply(api, req)) {
+            return false;
+        }
         jinn_api_forward_or_reply(api, req);
         return false;
     }
@@ -659,6 +708,15 @@ static void bootstrap_tick(uv_timer_t *t)
     }
     if (api->auth_bootstrapping || api->stopping || !jinn_node_is_leader(api->node)) {
         return;
+    }
+    {
+        /* Only a leader that has applied its log knows the table is empty
+         * (apply refuses it anyway once the cluster's key exists). */
+        struct jinn_node_status st;
+        jinn_node_status(api->node, &st);
+        if (!st.leader_ready) {
+            return;
+        }
     }
     if (!random_bytes(salt, sizeof salt) || !random_bytes(key, sizeof key)) {
         return;

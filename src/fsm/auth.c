@@ -253,6 +253,14 @@ int jinn_auth_rules_parse(const char *text, size_t len, struct jinn_auth_rules *
     }
     memcpy(canon, w.data, w.len);
     canon[w.len] = '\0';
+    {
+        /* Sized by content, not by the 64-rule maximum: every replica
+         * keeps one rule set per token and per function scope. */
+        struct jinn_auth_rule *fit = jinn_realloc(out->rule, out->n * sizeof *out->rule);
+        if (fit != NULL) {
+            out->rule = fit;
+        }
+    }
 
 cleanup:
     jinn_wbuf_free(&w);
@@ -343,6 +351,20 @@ static void scope_free(struct jinn_fn_scope *sc)
 {
     jinn_free(sc->rules_text);
     jinn_auth_rules_free(&sc->rules);
+}
+
+/* What a scope costs in memory, counted against JINN_AUTH_SCOPE_BYTES_MAX
+ * (a pure function of its content: every replica counts the same). */
+static size_t scope_cost(const struct jinn_fn_scope *sc)
+{
+    return sizeof *sc + sc->rules.n * sizeof *sc->rules.rule + strlen(sc->rules_text) + 1;
+}
+
+/* A parse buffer (JINN_AUTH_RULES_MAX + 1 bytes) cut to its text. */
+static char *shrink(char *canon)
+{
+    char *fit = jinn_realloc(canon, strlen(canon) + 1);
+    return fit != NULL ? fit : canon;
 }
 
 void jinn_auth_clear(struct jinn_auth *a)
@@ -449,13 +471,20 @@ static int scope_put(struct jinn_auth *a, struct jinn_slice fn, struct jinn_slic
         jinn_free(canon);
         return rv;
     }
-    sc.rules_text = canon;
+    sc.rules_text = shrink(canon);
     memcpy(sc.fn, fn.p, fn.len);
     memcpy(sc.deployer, deployer.p, deployer.len);
     at = scope_search(a, (const char *)fn.p, fn.len, &found);
+    if (a->scope_bytes - (found ? scope_cost(&a->scopes[at]) : 0) + scope_cost(&sc) >
+        JINN_AUTH_SCOPE_BYTES_MAX) {
+        scope_free(&sc);
+        return JINN_EFULL;
+    }
     if (found) {
+        a->scope_bytes -= scope_cost(&a->scopes[at]);
         scope_free(&a->scopes[at]);
         a->scopes[at] = sc;
+        a->scope_bytes += scope_cost(&sc);
         return 0;
     }
     if (a->n_scopes >= JINN_AUTH_SCOPES_MAX) {
@@ -475,7 +504,21 @@ static int scope_put(struct jinn_auth *a, struct jinn_slice fn, struct jinn_slic
     memmove(&a->scopes[at + 1], &a->scopes[at], (a->n_scopes - at) * sizeof *a->scopes);
     a->scopes[at] = sc;
     a->n_scopes++;
+    a->scope_bytes += scope_cost(&sc);
     return 0;
+}
+
+void jinn_auth_scope_drop(struct jinn_auth *a, const char *fn, size_t len)
+{
+    bool found;
+    unsigned at = scope_search(a, fn, len, &found);
+    if (!found) {
+        return;
+    }
+    a->scope_bytes -= scope_cost(&a->scopes[at]);
+    scope_free(&a->scopes[at]);
+    memmove(&a->scopes[at], &a->scopes[at + 1], (a->n_scopes - at - 1) * sizeof *a->scopes);
+    a->n_scopes--;
 }
 
 const struct jinn_token *jinn_auth_find(const struct jinn_auth *a, const char *name, size_t len)
@@ -521,7 +564,7 @@ static int insert(struct jinn_auth *a, struct jinn_slice name, const uint8_t *sa
         jinn_free(canon);
         return rv;
     }
-    t.rules_text = canon;
+    t.rules_text = shrink(canon);
     memcpy(t.name, name.p, name.len);
     t.name[name.len] = '\0';
     memcpy(t.salt, salt, JINN_AUTH_SALT_LEN);
@@ -551,8 +594,11 @@ int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c)
     }
     if (c->type == JINN_CMD_TOKEN_PUT) {
         int rv;
-        if ((c->token.flags & JINN_CMD_TOKEN_BOOTSTRAP) && a->n > 0) {
-            return JINN_ECONFLICT; /* bootstrap only into an empty table */
+        if ((c->token.flags & JINN_CMD_TOKEN_BOOTSTRAP) && (a->n > 0 || a->has_key)) {
+            /* bootstrap only into a table that never held a token: once
+             * the key exists, revoking every token never brings the
+             * configured bootstrap secret back */
+            return JINN_ECONFLICT;
         }
         rv = insert(a, c->token.name, c->token.salt.p, c->token.hash.p, c->token.rules,
                     c->time_ms, c->token.expires_ms);

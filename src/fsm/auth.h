@@ -41,6 +41,9 @@ struct jinn_cmd;
 #define JINN_AUTH_PATTERN_MAX 1100 /* a KV "ns/key" fits */
 #define JINN_AUTH_TOKENS_MAX 4096
 #define JINN_AUTH_SCOPES_MAX 65536 /* function scopes */
+/* Memory all function scopes may take on each replica (structures, rules,
+ * text); a scope beyond it is refused (JINN_EFULL), deterministically. */
+#define JINN_AUTH_SCOPE_BYTES_MAX (32u * 1024 * 1024)
 #define JINN_AUTH_SALT_LEN 16
 #define JINN_AUTH_HASH_LEN 32
 #define JINN_AUTH_KEY_LEN 32
@@ -127,6 +130,7 @@ struct jinn_auth {
     unsigned n, cap;
     struct jinn_fn_scope *scopes; /* sorted by fn */
     unsigned n_scopes, cap_scopes;
+    size_t scope_bytes; /* sum of the scopes' costs, <= JINN_AUTH_SCOPE_BYTES_MAX */
     bool has_key;
     uint8_t key[JINN_AUTH_KEY_LEN];
 };
@@ -139,6 +143,9 @@ void jinn_auth_clear(struct jinn_auth *a);
  * JINN_AUTH_TOKENS_MAX. REVOKE: JINN_ENOTFOUND when absent. Malformed
  * rules (refused by decode already) give JINN_EINVAL. */
 int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c);
+/* Forgets function fn's scope (the function was deleted or purged, or a
+ * new version was deployed: its deployer's scope follows in a TOKEN_PUT). */
+void jinn_auth_scope_drop(struct jinn_auth *a, const char *fn, size_t len);
 
 const struct jinn_token *jinn_auth_find(const struct jinn_auth *a, const char *name,
                                         size_t len);

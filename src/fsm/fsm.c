@@ -177,6 +177,10 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
             /* The cron schedule follows the active version. */
             jinn_jobs_fn_changed(&fsm->jobs, &fsm->fns, (const char *)c.fn.name.p,
                                  c.fn.name.len, fsm->time_ms);
+            if (c.type == JINN_CMD_FN_DELETE && (c.fn.flags & JINN_CMD_FN_PURGE)) {
+                /* A purged function's scope goes with it (replica memory). */
+                jinn_auth_scope_drop(&fsm->auth, (const char *)c.fn.name.p, c.fn.name.len);
+            }
         }
         break;
     case JINN_CMD_FN_POLICY:

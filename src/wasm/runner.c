@@ -1368,9 +1368,13 @@ static bool build_request(struct jinn_wasm_runner *r, struct inv *inv)
         const struct jinn_http_header *h = &req->msg.headers[i];
         json_t *vals, *val;
         /* jinn's own relay headers only, by their exact names (a prefix
-         * test dropped "X", "X-Jinn", ...). Longer names are dropped too. */
+         * test dropped "X", "X-Jinn", ...). Longer names are dropped too.
+         * The caller's credential never reaches the guest: a function acts
+         * with its deployer's scope, and its code must not be able to read
+         * (and replay) the bearer token of whoever invokes it. */
         if (h->name_len >= sizeof key || header_is(h, RELAY_HEADER) ||
-            header_is(h, CLUSTER_HEADER)) {
+            header_is(h, CLUSTER_HEADER) || header_is(h, "Authorization") ||
+            header_is(h, "X-Jinn-Forwarded-By")) {
             continue;
         }
         canonical_key(key, h->name, h->name_len);
