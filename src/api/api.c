@@ -598,9 +598,6 @@ static void handle(struct jinn_api *api, struct jinn_http_request *req)
             jinn_api_forward_or_reply(api, req);
             return;
         }
-        if (r->fn == jinn_api_fn_deploy) {
-            jinn_api_auth_deploying(api, args.arg[0], args.len[0]); /* api/auth.c */
-        }
         r->fn(api, req, &args);
         return;
     }

@@ -337,7 +337,18 @@ size_t jinn_api_auth_internal_header(struct jinn_api *api, char *buf, size_t cap
 size_t jinn_api_auth_fn_header(struct jinn_api *api, const char *fn, char *buf, size_t cap);
 /* The router, on the leader, before a deploy's handler: records the
  * deploying credential's rules as function fn's scope. */
-void jinn_api_auth_deploying(struct jinn_api *api, const char *fn, size_t len);
+/* The scope a deploy by the current request's credential gives its
+ * function: captured in the deploy handler (while the request's
+ * credential is known), proposed right after the deploy's FN_DEPLOY by
+ * jinn_api_auth_scope_propose (adjacent entries; apply takes it only
+ * when that deploy applied: see fsm.c). rules NULL: auth is off. */
+struct jinn_api_fn_scope {
+    char deployer[65]; /* JINN_AUTH_NAME_MAX + 1; "": an admin credential */
+    char *rules;       /* canonical rule text, owned */
+};
+void jinn_api_auth_scope_capture(struct jinn_api *api, struct jinn_api_fn_scope *out);
+void jinn_api_auth_scope_propose(struct jinn_api *api, const char *fn,
+                                 const struct jinn_api_fn_scope *s);
 void jinn_api_token_create(struct jinn_api *api, struct jinn_http_request *req,
                            const struct jinn_route_args *args);
 void jinn_api_token_list(struct jinn_api *api, struct jinn_http_request *req,

@@ -366,27 +366,38 @@ void jinn_api_auth_end(struct jinn_api *api)
     api->auth_name = NULL;
 }
 
-void jinn_api_auth_deploying(struct jinn_api *api, const char *fn, size_t len)
+void jinn_api_auth_scope_capture(struct jinn_api *api, struct jinn_api_fn_scope *out)
 {
-    const struct jinn_auth *a = table(api);
     const char *rules = api->auth_all ? "cluster:admin" : api->auth_rules_text;
     const char *deployer = api->auth_all || api->auth_name == NULL ? "" : api->auth_name;
-    const struct jinn_fn_scope *sc;
+    memset(out, 0, sizeof *out);
+    if (!jinn_auth_enabled(api) || rules == NULL || strlen(deployer) >= sizeof out->deployer) {
+        return;
+    }
+    out->rules = jinn_malloc(strlen(rules) + 1);
+    if (out->rules != NULL) {
+        memcpy(out->rules, rules, strlen(rules) + 1);
+        memcpy(out->deployer, deployer, strlen(deployer) + 1);
+    }
+}
+
+void jinn_api_auth_scope_propose(struct jinn_api *api, const char *fn,
+                                 const struct jinn_api_fn_scope *s)
+{
+    const char *rules = s->rules, *deployer = s->deployer;
+    size_t len = strlen(fn);
     static const uint8_t zero[JINN_AUTH_HASH_LEN];
     struct jinn_cmd c;
 
-    if (!jinn_auth_enabled(api) || rules == NULL || !jinn_auth_name_ok(fn, len)) {
+    if (rules == NULL || !jinn_auth_name_ok(fn, len)) {
         return;
     }
-    sc = jinn_auth_fn_scope(a, fn, len);
-    if (sc != NULL && strcmp(sc->deployer, deployer) == 0 &&
-        strcmp(sc->rules_text, rules) == 0) {
-        return; /* already recorded */
-    }
-    /* Proposed before the deploy handler proposes FN_DEPLOY (after its
-     * validation): one leader's proposals commit in order, so the scope is
-     * in place when the new version is. A failed proposal leaves the old
-     * scope (or none: host calls then get 401), never a wider one. */
+    /* Proposed right after the deploy's FN_DEPLOY, in the same loop turn:
+     * raft_apply appends at once, so the two entries are adjacent. Apply
+     * drops the function's scope when a deploy applies and takes this one
+     * only into a function that has an active version and no scope: a
+     * refused deploy leaves the old scope as it was. If this proposal
+     * fails, host calls get 401 (no scope), never a wider one. */
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_TOKEN_PUT;
     c.token.name = (struct jinn_slice){(const uint8_t *)fn, len};

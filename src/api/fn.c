@@ -70,6 +70,7 @@ struct jinn_fn_validation {
     char route[JINN_FN_ROUTE_MAX + 1];
     struct jinn_wbuf settings; /* canonical JSON */
     bool deploy2;              /* settings use workers/cron: FN_DEPLOY2 */
+    struct jinn_api_fn_scope scope; /* what the deployer's credential allows */
     struct jinn_wbuf output;   /* the tool's stdout and stderr, bounded */
     char path[4096];
 };
@@ -470,7 +471,8 @@ static void deploy_committed(void *data, int code, const struct jinn_result *res
 }
 
 static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
-                           const char *name, const struct jinn_wbuf *settings, bool deploy2)
+                           const char *name, const struct jinn_wbuf *settings, bool deploy2,
+                           const struct jinn_api_fn_scope *scope)
 {
     struct deploy_proposal *p;
     struct jinn_cmd c;
@@ -514,11 +516,14 @@ static void propose_deploy(struct jinn_api *api, struct jinn_http_request *req,
         api->fn_proposed--;
         jinn_free(p);
         jinn_http_reply_error(req, rv, NULL);
+        return;
     }
+    jinn_api_auth_scope_propose(api, name, scope); /* adjacent to the deploy */
 }
 
 static void validation_free(struct jinn_fn_validation *v)
 {
+    jinn_free(v->scope.rules);
     jinn_wbuf_free(&v->settings);
     jinn_wbuf_free(&v->output);
     jinn_free(v);
@@ -596,7 +601,7 @@ static void validation_done(struct jinn_fn_validation *v)
         jinn_http_reply_error(req, JINN_EINVAL, msg);
     } else if (!state_refuses(api, req, v->name, v->route, v->sha, req->body_len)) {
         /* Checked again: the state may have changed while the tool ran. */
-        propose_deploy(api, req, v->name, &v->settings, v->deploy2);
+        propose_deploy(api, req, v->name, &v->settings, v->deploy2, &v->scope);
     }
     validation_free(v);
 }
@@ -867,6 +872,7 @@ static void validate_then_propose(struct jinn_api *api, struct jinn_http_request
     jinn_wbuf_init(&v->output);
     jinn_fn_settings_canonical(s, &v->settings);
     v->deploy2 = jinn_fn_settings_need_deploy2(s);
+    jinn_api_auth_scope_capture(api, &v->scope); /* the request's credential, now */
     if (v->settings.failed) {
         validation_free(v);
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);

@@ -84,6 +84,25 @@ void jinn_fsm_unlink(struct jinn_tree *t, struct jinn_tree_node *n, const char *
 
 /* ---- apply ----------------------------------------------------------------- */
 
+/* A function scope (TOKEN_PUT, FNSCOPE) is proposed right after its
+ * deploy; it applies only when that deploy did: the deploy dropped the
+ * function's scope, so the function has an active version and no scope.
+ * A refused deploy leaves the old scope (or no function), and its scope is
+ * refused. A pure function of the state: every replica decides alike. */
+static bool scope_wanted(const struct jinn_fsm *fsm, const struct jinn_cmd *c)
+{
+    char name[JINN_CMD_FN_NAME_MAX + 1];
+    const struct jinn_fn *fn;
+    if (c->token.name.len == 0 || c->token.name.len > JINN_CMD_FN_NAME_MAX) {
+        return false;
+    }
+    memcpy(name, c->token.name.p, c->token.name.len);
+    name[c->token.name.len] = '\0';
+    fn = jinn_fns_get(&fsm->fns, name);
+    return fn != NULL && fn->active != NULL &&
+           jinn_auth_fn_scope(&fsm->auth, name, c->token.name.len) == NULL;
+}
+
 static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
                                           const void *buf, size_t len)
 {
@@ -177,8 +196,11 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
             /* The cron schedule follows the active version. */
             jinn_jobs_fn_changed(&fsm->jobs, &fsm->fns, (const char *)c.fn.name.p,
                                  c.fn.name.len, fsm->time_ms);
-            if (c.type == JINN_CMD_FN_DELETE && (c.fn.flags & JINN_CMD_FN_PURGE)) {
-                /* A purged function's scope goes with it (replica memory). */
+            if ((c.type == JINN_CMD_FN_DELETE && (c.fn.flags & JINN_CMD_FN_PURGE)) ||
+                c.type == JINN_CMD_FN_DEPLOY || c.type == JINN_CMD_FN_DEPLOY2) {
+                /* A purged function's scope goes with it; a new version's
+                 * scope is the TOKEN_PUT its deploy proposed right after
+                 * (api/auth.c): until it applies, host calls get 401. */
                 jinn_auth_scope_drop(&fsm->auth, (const char *)c.fn.name.p, c.fn.name.len);
             }
         }
@@ -196,6 +218,11 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
         break;
     case JINN_CMD_TOKEN_PUT:
     case JINN_CMD_TOKEN_REVOKE:
+        if (c.type == JINN_CMD_TOKEN_PUT && (c.token.flags & JINN_CMD_TOKEN_FNSCOPE) &&
+            !scope_wanted(fsm, &c)) {
+            rv = JINN_ECONFLICT; /* its deploy was refused: the old scope stays */
+            break;
+        }
         rv = jinn_auth_apply(&fsm->auth, &c);
         break;
     case JINN_CMD_SQL_EXEC:

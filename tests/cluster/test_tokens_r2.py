@@ -1,4 +1,4 @@
-"""Regression tests for reviewer R2's token findings (issue 15): M1, M3, M4, m1.
+"""Regression tests for reviewer R2's token findings (issue 15): M1, M3, M4, M5, M6, m1.
 Each failed on main at ed2c5d1."""
 import base64
 import json
@@ -176,3 +176,55 @@ def test_unauthenticated_requests_are_forwarded_to_the_leader_unlimited(cluster_
     assert codes == {401: 200}, codes
     # Bodies over the unknown-token forward cap (64 KiB) stay on the follower.
     assert after - before < 10, (before, after)
+
+
+def test_refused_deploy_rewrites_the_functions_scope(cluster_factory, tmp_path):
+    """An admin deploys fn x (scope cluster:admin). A token with only
+    fn:x:deploy sends a deploy that is refused (unsigned under the policy):
+    x's scope is rewritten to that token's rules anyway."""
+    c, leader = start(cluster_factory)
+    h1 = wat(tmp_path, HELLO, "hello").read_bytes()
+    code, _, out = put_fn(leader, "x", h1, ADMIN)
+    assert code in (200, 201), out
+    r = subprocess.run([JINN, "fn", "keygen", "ci"], cwd=tmp_path, capture_output=True, text=True)
+    pub = (tmp_path / "ci.pub").read_text().strip()
+    code, _, out = leader.request("/v1/functions-policy", "PUT",
+                                  json.dumps({"require_signature": True,
+                                              "keys": {"ci": pub}}).encode(),
+                                  {"Content-Type": "application/json", **ADMIN})
+    assert code == 200, out
+    t = create(leader, "mallory", ["fn:x:deploy"])
+    other = wat(tmp_path, OTHER, "other").read_bytes()
+    code, _, out = put_fn(leader, "x", other, bearer(t))
+    print("refused deploy:", code, out[:200])
+    assert code == 403
+    # A write that commits after the refused deploy's entries: the leader
+    # has applied them all when it answers.
+    code, _, out = leader.request("/v1/kv/a/barrier", "PUT", b"1", ADMIN)
+    assert code == 200, out
+    code, _, snap = leader.request("/v1/snapshot", headers=ADMIN, timeout=60)
+    assert code == 200
+    # auth section, function scopes: str fn, str deployer, str rules (u32 LE lengths)
+    entry = b"\x01\x00\x00\x00x\x07\x00\x00\x00mallory\x0b\x00\x00\x00fn:x:deploy"
+    before = b"\x01\x00\x00\x00x\x09\x00\x00\x00bootstrap\x0d\x00\x00\x00cluster:admin"
+    print("scope x = mallory's:", entry in snap, " scope x = admin's:", before in snap)
+    assert entry not in snap, "a refused deploy recorded the refused deployer's scope for x"
+    assert before in snap, "the admin's scope for x is gone"
+
+
+def test_purge_drops_the_functions_scope(cluster_factory, tmp_path):
+    """A purged function's scope is freed on every replica (R2 M6): the
+    snapshot's auth section no longer holds it."""
+    c, leader = start(cluster_factory)
+    h1 = wat(tmp_path, HELLO, "hello").read_bytes()
+    t = create(leader, "dev", ["fn:gone:deploy"])
+    code, _, out = put_fn(leader, "gone", h1, bearer(t))
+    assert code in (200, 201), out
+    entry = b"\x04\x00\x00\x00gone\x03\x00\x00\x00dev"
+    code, _, snap = leader.request("/v1/snapshot", headers=ADMIN, timeout=60)
+    assert code == 200 and entry in snap, "the deploy recorded no scope"
+    code, _, out = leader.request("/v1/functions/gone?purge=1", "DELETE", None, ADMIN)
+    assert code == 200, out
+    code, _, snap = leader.request("/v1/snapshot", headers=ADMIN, timeout=60)
+    assert code == 200
+    assert entry not in snap, "a purged function's scope stayed"
