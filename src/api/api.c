@@ -93,7 +93,9 @@ static const struct jinn_route routes[] = {
     {"POST", "/v1/tokens", jinn_api_token_create, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
     {"GET", "/v1/tokens", jinn_api_token_list, 0, NEED(CLUSTER, ADM_)},
     {"DELETE", "/v1/tokens/{}", jinn_api_token_revoke, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
-    {"GET", "/v1/functions-policy", jinn_api_fn_policy_get, 0, NEED(FN, DEP_)},
+    /* Any authenticated token: the policy is what a deployer must sign
+     * for, not a secret (PUBLIC past auth_begin = any valid credential). */
+    {"GET", "/v1/functions-policy", jinn_api_fn_policy_get, 0, NEED(PUBLIC, 0)},
     {"PUT", "/v1/functions-policy", jinn_api_fn_policy_put, JINN_ROUTE_LEADER,
      NEED(CLUSTER, ADM_)},
     {"POST", "/v1/functions/{}/jobs", jinn_api_job_submit, JINN_ROUTE_LEADER, NEED(FN, INV_)},

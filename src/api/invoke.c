@@ -80,8 +80,11 @@ bool jinn_api_invoke_maybe(struct jinn_api *api, struct jinn_http_request *req)
         if (fn == NULL || fn->active == NULL) {
             return false;
         }
-        if (!jinn_api_auth_or_reply(api, req, JINN_AUTH_FN, fn->name, strlen(fn->name),
-                                    JINN_AUTH_INVOKE, false)) {
+        if (!jinn_api_auth_allows(api, JINN_AUTH_FN, fn->name, strlen(fn->name),
+                                  JINN_AUTH_INVOKE)) {
+            /* The same answer as a path no function serves: a token that
+             * may not invoke it does not learn that a route exists. */
+            jinn_http_reply_error(req, JINN_ENOTFOUND, NULL);
             return true;
         }
     } else {

@@ -614,6 +614,13 @@ int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c)
         if (!found) {
             return JINN_ENOTFOUND;
         }
+        /* The scopes it gave functions go with it: a token created later
+         * under the same name must not bring them back. */
+        for (unsigned i = a->n_scopes; i-- > 0;) {
+            if (strcmp(a->scopes[i].deployer, a->tokens[at].name) == 0) {
+                jinn_auth_scope_drop(a, a->scopes[i].fn, strlen(a->scopes[i].fn));
+            }
+        }
         token_free(&a->tokens[at]);
         memmove(&a->tokens[at], &a->tokens[at + 1], (a->n - at - 1) * sizeof *a->tokens);
         a->n--;

@@ -228,3 +228,49 @@ def test_purge_drops_the_functions_scope(cluster_factory, tmp_path):
     code, _, snap = leader.request("/v1/snapshot", headers=ADMIN, timeout=60)
     assert code == 200
     assert entry not in snap, "a purged function's scope stayed"
+
+
+def test_recreated_token_name_does_not_bring_back_its_scope(cluster_factory, tmp_path):
+    """Revoking a deployer drops the scopes it gave; a new token with the
+    same name does not bring them back (R2 m3)."""
+    c, leader = start(cluster_factory)
+    h1 = wat(tmp_path, HELLO, "hello").read_bytes()
+    t = create(leader, "dev", ["fn:f:deploy"])
+    code, _, out = put_fn(leader, "f", h1, bearer(t))
+    assert code in (200, 201), out
+    entry = b"\x01\x00\x00\x00f\x03\x00\x00\x00dev"
+    code, _, snap = leader.request("/v1/snapshot", headers=ADMIN, timeout=60)
+    assert code == 200 and entry in snap, "the deploy recorded no scope"
+    code, _, out = leader.request("/v1/tokens/dev", "DELETE", None, ADMIN)
+    assert code == 200, out
+    create(leader, "dev", ["fn:f:deploy", "kv:*:read,write"])
+    code, _, snap = leader.request("/v1/snapshot", headers=ADMIN, timeout=60)
+    assert code == 200
+    assert entry not in snap, "the revoked deployer's scope came back with its name"
+
+
+def test_custom_route_answers_404_to_a_token_that_may_not_invoke(cluster_factory, tmp_path):
+    """A route served by a function the token may not invoke answers as a
+    path nothing serves (R2 m8): no existence leak."""
+    c, leader = start(cluster_factory)
+    h1 = wat(tmp_path, HELLO, "hello").read_bytes()
+    code, _, out = leader.request("/v1/functions/routed?route=/r2route", "PUT", h1,
+                                  {"Content-Type": "application/wasm", **ADMIN}, timeout=60)
+    assert code in (200, 201), out
+    t = create(leader, "other", ["fn:other:invoke"])
+    served = leader.request("/r2route", headers=bearer(t))
+    nothing = leader.request("/r2nothing", headers=bearer(t))
+    print(served[0], served[2], nothing[0], nothing[2])
+    assert served[0] == 404 and nothing[0] == 404
+    assert served[2] == nothing[2]
+
+
+def test_any_token_may_read_the_signing_policy(cluster_factory):
+    """GET /v1/functions-policy is not secret: any valid token reads it (R2
+    m9); without a token it is still 401."""
+    c, leader = start(cluster_factory)
+    t = create(leader, "reader", ["kv:a/*:read"])
+    code, _, out = leader.request("/v1/functions-policy", headers=bearer(t))
+    assert code == 200, out
+    code, _, out = leader.request("/v1/functions-policy", headers={})
+    assert code == 401, out
