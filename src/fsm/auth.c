@@ -473,7 +473,9 @@ static int scope_put(struct jinn_auth *a, struct jinn_slice fn, struct jinn_slic
     }
     sc.rules_text = shrink(canon);
     memcpy(sc.fn, fn.p, fn.len);
-    memcpy(sc.deployer, deployer.p, deployer.len);
+    if (deployer.len > 0) { /* an empty slice may have no pointer */
+        memcpy(sc.deployer, deployer.p, deployer.len);
+    }
     at = scope_search(a, (const char *)fn.p, fn.len, &found);
     if (a->scope_bytes - (found ? scope_cost(&a->scopes[at]) : 0) + scope_cost(&sc) >
         JINN_AUTH_SCOPE_BYTES_MAX) {

@@ -345,3 +345,92 @@ TEST(auth_digest_section_only_once_used)
     jinn_fsm_close(&a);
     jinn_fsm_close(&b);
 }
+
+/* R2 M3, M6, m3: bootstrap never recreated once the key exists; scopes are
+ * bounded in bytes, dropped with their deployer, and sized by content. */
+TEST(auth_bootstrap_once_and_scope_bounds)
+{
+    struct jinn_auth a;
+    uint8_t salt[JINN_AUTH_SALT_LEN] = {1}, hash[JINN_AUTH_HASH_LEN] = {2};
+    struct jinn_cmd c;
+    char fn[16];
+    unsigned n = 0;
+    int rv = 0;
+
+    jinn_auth_init(&a);
+    c = put_cmd("bootstrap", "cluster:admin", salt, hash, JINN_CMD_TOKEN_BOOTSTRAP);
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_TOKEN_REVOKE;
+    c.token.name = (struct jinn_slice){(const uint8_t *)"bootstrap", 9};
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    CHECK(a.n == 0 && a.has_key);
+    /* every token revoked: the configured bootstrap never comes back */
+    c = put_cmd("bootstrap", "cluster:admin", salt, hash, JINN_CMD_TOKEN_BOOTSTRAP);
+    CHECK_INT(jinn_auth_apply(&a, &c), JINN_ECONFLICT);
+    CHECK_INT(a.n, 0);
+
+    /* a one-rule set holds one rule, not 64 */
+    c = put_cmd("dev", "kv:a/*:read", salt, hash, 0);
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    CHECK_INT(a.tokens[0].rules.n, 1);
+    CHECK_INT((int)strlen(a.tokens[0].rules_text), 11);
+
+    /* scopes: the deployer's revocation drops them */
+    c = put_cmd("f1", "kv:a/*:read", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+    c.token.deployer = (struct jinn_slice){(const uint8_t *)"dev", 3};
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    c.token.name = (struct jinn_slice){(const uint8_t *)"f2", 2};
+    c.token.deployer = (struct jinn_slice){(const uint8_t *)"", 0};
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    CHECK_INT(a.n_scopes, 2);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_TOKEN_REVOKE;
+    c.token.name = (struct jinn_slice){(const uint8_t *)"dev", 3};
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    CHECK_INT(a.n_scopes, 1);
+    CHECK(jinn_auth_fn_scope(&a, "f1", 2) == NULL && jinn_auth_fn_scope(&a, "f2", 2) != NULL);
+    jinn_auth_scope_drop(&a, "f2", 2);
+    CHECK(a.n_scopes == 0 && a.scope_bytes == 0);
+
+    /* the bytes bound stops scopes before the count bound, deterministically */
+    while (n < JINN_AUTH_SCOPES_MAX) {
+        snprintf(fn, sizeof fn, "f%06u", n);
+        c = put_cmd(fn, "kv:a/*:read", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+        rv = jinn_auth_apply(&a, &c);
+        if (rv != 0) {
+            break;
+        }
+        n++;
+    }
+    CHECK_INT(rv, JINN_EFULL);
+    CHECK(n > 1000 && n < JINN_AUTH_SCOPES_MAX);
+    CHECK(a.scope_bytes <= JINN_AUTH_SCOPE_BYTES_MAX);
+    /* replacing one with the same size still fits; freeing one makes room */
+    snprintf(fn, sizeof fn, "f%06u", 0u);
+    c = put_cmd(fn, "kv:a/*:read", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    jinn_auth_scope_drop(&a, fn, strlen(fn));
+    snprintf(fn, sizeof fn, "f%06u", n);
+    c = put_cmd(fn, "kv:a/*:read", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+    CHECK_INT(jinn_auth_apply(&a, &c), 0);
+    jinn_auth_clear(&a);
+}
+
+/* R2 M5: a function scope applies only right after its deploy applied. */
+TEST(auth_fnscope_only_after_its_deploy)
+{
+    struct jinn_fsm f;
+    uint8_t salt[JINN_AUTH_SALT_LEN] = {1}, hash[JINN_AUTH_HASH_LEN] = {2};
+    struct jinn_cmd c;
+
+    jinn_fsm_init(&f);
+    c = put_cmd("dev", "fn:x:deploy", salt, hash, 0);
+    CHECK_INT(unit_apply(&f, 1, 100, c)->code, 0);
+    /* no function x: refused */
+    c = put_cmd("x", "fn:x:deploy", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+    c.token.deployer = (struct jinn_slice){(const uint8_t *)"dev", 3};
+    CHECK_INT(unit_apply(&f, 2, 110, c)->code, JINN_ECONFLICT);
+    CHECK(jinn_auth_fn_scope(&f.auth, "x", 1) == NULL);
+    jinn_fsm_close(&f);
+}
