@@ -99,6 +99,11 @@ static bool scope_wanted(const struct jinn_fsm *fsm, const struct jinn_cmd *c)
     memcpy(name, c->token.name.p, c->token.name.len);
     name[c->token.name.len] = '\0';
     fn = jinn_fns_get(&fsm->fns, name);
+    if (c->token.deployer.len > 0 &&
+        jinn_auth_find(&fsm->auth, (const char *)c->token.deployer.p, c->token.deployer.len) ==
+            NULL) {
+        return false; /* revoked meanwhile: a later token of that name gets nothing */
+    }
     return fn != NULL && fn->active != NULL &&
            jinn_auth_fn_scope(&fsm->auth, name, c->token.name.len) == NULL;
 }
