@@ -395,10 +395,17 @@ static bool limits_or_reply(struct jinn_api *api, struct jinn_http_request *req)
 {
     /* Counted by token name (a function's host calls: its deployer's);
      * without a token (auth off) every client is "anonymous". Admin
-     * tokens and peers may use the capacity kept for them. */
+     * tokens and proven peers may use the capacity kept for them. A peer
+     * is proven by its client certificate; only where nothing can be
+     * proven (no tokens, no https) does a member's address stand for it,
+     * so that with auth on a client on a member's host is limited like
+     * any other. */
     bool auth_on = jinn_auth_enabled(api);
     const char *token = api->auth_name != NULL ? api->auth_name : "anonymous";
-    bool privileged = jinn_limit_is_peer(api->limit, req->client_ip) || (auth_on && api->auth_all);
+    bool peer = jinn_http_from_peer(req) ||
+                (!auth_on && api->cfg->http_tls_cert == NULL &&
+                 jinn_limit_is_peer(api->limit, req->client_ip));
+    bool privileged = peer || (auth_on && api->auth_all);
     struct jinn_limit_token *ticket;
     unsigned retry_s;
     int rv;
