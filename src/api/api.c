@@ -405,7 +405,8 @@ static bool limits_or_reply(struct jinn_api *api, struct jinn_http_request *req)
     bool peer = jinn_http_from_peer(req) ||
                 (!auth_on && api->cfg->http_tls_cert == NULL &&
                  jinn_limit_is_peer(api->limit, req->client_ip));
-    bool privileged = peer || (auth_on && api->auth_all);
+    bool privileged =
+        peer || (auth_on && jinn_api_auth_allows(api, JINN_AUTH_CLUSTER, "", 0, JINN_AUTH_ADMIN));
     struct jinn_limit_token *ticket;
     unsigned retry_s;
     int rv;

@@ -242,3 +242,38 @@ def test_a_client_gone_mid_long_poll_gives_its_slot_back(concurrent):
     for _ in range(5):
         st, _, _ = request(leader, "/v1/status", source=CLIENT_A)
         assert st == 200
+
+
+def test_with_tokens_on_a_client_on_a_members_host_is_limited(cluster_factory):
+    """Attacker A2 (M5): every request from a member's address (127.0.0.1
+    here) skipped the limits, even with tokens on, when a client can prove
+    nothing about being a peer. Now only proof counts: an admin token is
+    privileged, a narrow token from 127.0.0.1 gets its 429 like anyone."""
+    boot = "boot-secret-0123456789abcdef"
+    admin = {"Authorization": "Bearer " + boot}
+    c = cluster_factory(1, extra_config=[f"bootstrap_token {boot}", "limit_rate 3"])
+    c.auth_headers = admin
+    c.start()
+    c.wait_ready()
+    leader = c.wait_leader()
+    wait_for(lambda: request(leader, "/v1/tokens", source="127.0.0.1", headers=admin)[0] == 200,
+             what="the bootstrap token applied")
+    made = []
+
+    def create():
+        # 503 busy until the leader has seen its bootstrap token applied
+        st, _, body = request(leader, "/v1/tokens", "POST",
+                              {"name": "narrow", "allow": ["kv:default/*:read"]},
+                              source="127.0.0.1", headers=admin)
+        assert st in (201, 503), body
+        made.append(body)
+        return st == 201
+    wait_for(create, what="token narrow created")
+    narrow = {"Authorization": "Bearer " + json.loads(made[-1])["token"]}
+    codes = [request(leader, "/v1/kv/default/k", source="127.0.0.1", headers=narrow)[0]
+             for _ in range(12)]
+    assert 429 in codes, codes
+    # The admin token may use the capacity kept for admins and peers.
+    codes = [request(leader, "/v1/kv/default/k", source="127.0.0.1", headers=admin)[0]
+             for _ in range(12)]
+    assert 429 not in codes, codes
