@@ -673,13 +673,20 @@ static void cron_check(struct jinn_job_pools *j)
     char name[JINN_FN_NAME_MAX + 1], queue[sizeof JINN_JOB_QUEUE_PREFIX + JINN_FN_NAME_MAX];
     struct jinn_queue_policy pol;
     struct jinn_cmd c;
-    uint64_t tick;
+    uint64_t tick, now;
 
     if (j->stopping || j->cron_proposing || !jinn_node_is_leader(node)) {
         return;
     }
+    /* Cron is UTC: the leader's wall clock decides a tick is due, and goes
+     * in the entry (apply takes the later of it and the entry's cluster
+     * time, which lags UTC after a full-cluster outage). */
+    now = jinn_node_wall_now(node);
+    if (jinn_node_time_now(node) > now) {
+        now = jinn_node_time_now(node);
+    }
     tick = jinn_jobs_cron_next(&fsm->jobs, name);
-    if (tick == 0 || tick > jinn_node_time_now(node)) {
+    if (tick == 0 || tick > now) {
         return;
     }
     snprintf(queue, sizeof queue, JINN_JOB_QUEUE_PREFIX "%s", name);
@@ -692,6 +699,7 @@ static void cron_check(struct jinn_job_pools *j)
     c.cron.max_length = pol.max_length;
     c.cron.max_bytes = pol.max_bytes;
     c.cron.max_deliver = pol.max_deliver;
+    c.cron.now_ms = now;
     if (jinn_node_propose(node, &c, j->api->cfg->request_timeout_ms, cron_done, j) == 0) {
         j->cron_proposing = true;
         j->cron_proposed++;
@@ -763,9 +771,22 @@ static bool all_idle(const struct jinn_job_pools *j)
     return true;
 }
 
+static void grace_over(uv_timer_t *t);
+
 static void maybe_stopped(struct jinn_job_pools *j)
 {
-    if (!j->stopping || j->stop_reported || !all_idle(j) || j->timers_open > 0) {
+    if (!j->stopping || j->stop_reported || !all_idle(j)) {
+        return;
+    }
+    /* The last running job settled within the grace: end the grace now
+     * rather than hold the shutdown for the rest of job_grace (nothing is
+     * left to hand back; grace_over closes the timer). */
+    if (j->grace_open && !j->grace_over && !uv_is_closing((uv_handle_t *)&j->grace)) {
+        uv_timer_stop(&j->grace);
+        grace_over(&j->grace);
+        return; /* grace_closed comes back here */
+    }
+    if (j->timers_open > 0) {
         return;
     }
     j->stop_reported = true;
@@ -816,7 +837,6 @@ void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void 
     uv_close((uv_handle_t *)&j->soon, timer_closed);
     uv_timer_init(j->loop, &j->grace);
     j->grace.data = j;
-    j->grace_open = true;
     j->timers_open++;
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
@@ -831,6 +851,9 @@ void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void 
             }
         }
     }
+    /* Open from here: maybe_stopped (called by the settles above) ends
+     * the grace early only once it runs. */
+    j->grace_open = true;
     uv_timer_start(&j->grace, grace_over, j->api->cfg->job_grace_ms, 0);
     if (all_idle(j)) {
         uv_timer_stop(&j->grace);
