@@ -106,12 +106,14 @@ struct jinn_job_pools {
     bool stop_reported;
     uint64_t fetch_errors, settle_errors, handed_back;
     bool cron_proposing; /* a JOB_CRON of ours is in flight */
+    uint64_t synced_generation; /* the registry's generation at the last sync */
     uint64_t cron_proposed, cron_fired;
 };
 
 static void slot_next(struct slot *s);
 static void tick_cb(uv_timer_t *t);
 static void maybe_stopped(struct jinn_job_pools *j);
+static void soon_cb(uv_timer_t *t);
 
 static uint64_t rng_next(struct jinn_job_pools *j)
 {
@@ -564,11 +566,13 @@ static struct slot *slot_new(struct fnpool *fp, unsigned idx)
     return s;
 }
 
+/* The pools are kept in name order (sync_pools inserts them so). */
 static struct fnpool *pool_find(struct jinn_job_pools *j, const char *name)
 {
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
-        if (strcmp(fp->name, name) == 0) {
-            return fp;
+        int c = strcmp(fp->name, name);
+        if (c >= 0) {
+            return c == 0 ? fp : NULL;
         }
     }
     return NULL;
@@ -595,18 +599,26 @@ static void sync_pools(struct jinn_job_pools *j)
     unsigned budget = j->api->cfg->job_workers;
     const struct jinn_fns *fns = registry(j);
 
+    struct fnpool **at = &j->pools;
+
     if (j->stopping || j->api->wasm == NULL) {
         return;
     }
+    j->synced_generation = jinn_fns_generation(fns);
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         fp->want = 0;
     }
     /* Name order: which functions get slots when the node cap is short is
-     * the same on every restart. */
+     * the same on every restart. The pools are in name order too, so one
+     * merge walk pairs them (O(functions + pools), not a search each). */
     for (const struct jinn_fn *fn = jinn_fns_next(fns, NULL); fn != NULL;
          fn = jinn_fns_next(fns, fn->name)) {
         unsigned w = wanted_workers(j, fn);
-        struct fnpool *fp = pool_find(j, fn->name);
+        struct fnpool *fp;
+        while (*at != NULL && strcmp((*at)->name, fn->name) < 0) {
+            at = &(*at)->next;
+        }
+        fp = *at != NULL && strcmp((*at)->name, fn->name) == 0 ? *at : NULL;
         if (w > budget) {
             w = budget;
         }
@@ -622,8 +634,8 @@ static void sync_pools(struct jinn_job_pools *j)
             fp->j = j;
             snprintf(fp->name, sizeof fp->name, "%s", fn->name);
             snprintf(fp->queue, sizeof fp->queue, QUEUE_PREFIX "%s", fn->name);
-            fp->next = j->pools;
-            j->pools = fp;
+            fp->next = *at; /* before the first greater name: order kept */
+            *at = fp;
         }
         fp->want = w;
     }
@@ -660,7 +672,7 @@ static void cron_done(void *data, int code, const struct jinn_result *res)
      * first, or this one's stamp was still before it. The next look
      * proposes the next due tick. */
     if (!j->stopping) {
-        uv_timer_start(&j->soon, tick_cb, 0, 0);
+        uv_timer_start(&j->soon, soon_cb, 0, 0);
     }
 }
 
@@ -712,6 +724,18 @@ static void tick_cb(uv_timer_t *t)
     cron_check(t->data);
 }
 
+/* After applies: the pools follow the registry at once when it changed;
+ * otherwise the periodic tick (which also sees functions become ready
+ * here) is enough, so a write load does not resync every loop turn. */
+static void soon_cb(uv_timer_t *t)
+{
+    struct jinn_job_pools *j = t->data;
+    if (j->api->wasm != NULL && jinn_fns_generation(registry(j)) != j->synced_generation) {
+        sync_pools(j);
+    }
+    cron_check(j);
+}
+
 static void timer_closed(uv_handle_t *h)
 {
     struct jinn_job_pools *j = h->data;
@@ -748,7 +772,7 @@ struct jinn_job_pools *jinn_job_pools_create(struct jinn_api *api)
 void jinn_job_pools_applied(struct jinn_job_pools *j)
 {
     if (j != NULL && !j->stopping) {
-        uv_timer_start(&j->soon, tick_cb, 0, 0);
+        uv_timer_start(&j->soon, soon_cb, 0, 0);
     }
 }
 
