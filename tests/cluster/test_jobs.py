@@ -162,7 +162,7 @@ def test_large_responses_are_sent_as_stored(c3):
     body looks like the splice marker."""
     n = c3.nodes[0]
     tricky = '"response":"\\u0001R0" \u0001R1 }{'
-    bodies = ["x" * 200000, tricky, "y" * 150000 + "\u00e9\n\"q\""]
+    bodies = ["x" * 200000, tricky, "y" * 150000 + "\t\n\"q\\\\"]
     ids = [submit(n, "job_echo", b.encode())["job"] for b in bodies]
     for jid, body in zip(ids, bodies):
         done = wait_state(n, "job_echo", jid, {"succeeded"})
