@@ -598,7 +598,6 @@ static void sync_pools(struct jinn_job_pools *j)
 {
     unsigned budget = j->api->cfg->job_workers;
     const struct jinn_fns *fns = registry(j);
-
     struct fnpool **at = &j->pools;
 
     if (j->stopping || j->api->wasm == NULL) {
