@@ -1,9 +1,12 @@
 /* jobs.c - see jobs.h.
  *
- * A slot is a small state machine on the loop: FETCH (a long-poll in
- * flight) -> RUN (the runner has the job; a progress timer keeps the lease)
+ * A slot is a small state machine on the loop: FETCH (waiting for the
+ * pool's fetch) -> RUN (the runner has the job; a progress timer keeps the lease)
  * -> SETTLE (ack or nak in flight) -> FETCH again; on a failed fetch or
- * settle it waits (BACKOFF) and tries again. Every request goes through
+ * settle it waits (BACKOFF) and tries again. The idle slots of a function
+ * share one long-poll, which leases as many jobs as there are idle slots
+ * (one Q_FETCH entry for many jobs), under one worker id per node and
+ * function. Every request goes through
  * fetch.c to this node's own API, which forwards what is the leader's to
  * the leader: one code path for leader and followers, and the leader's
  * own checks (lease holder, delivery count) decide. A slot whose function
@@ -40,6 +43,9 @@
 #define SETTLE_TRIES 8 /* an ack/nak that failed to reach the leader */
 #define QUEUE_PREFIX "WORKERS_"
 #define SLOTS_PER_FN_MAX 64 /* the settings' workers cap */
+/* A pool's fetch leases at most this many payload bytes (the API's body
+ * limit each), so its response stays under fetch.c's limit. */
+#define FETCH_BATCH_BYTES (64u << 20)
 #define HEADERS "Content-Type: application/json\r\n"
 
 /* The setting J1 adds to struct jinn_fn_settings (`workers`, default 1).
@@ -61,11 +67,22 @@ struct sreq {
     bool busy;
 };
 
+/* The pool's shared fetch in flight. */
+struct preq {
+    struct fnpool *fp;
+    bool busy;
+    unsigned max; /* jobs it asked for: at most the slots waiting for it */
+};
+
 struct fnpool {
     struct fnpool *next;
     struct jinn_job_pools *j;
     char name[JINN_FN_NAME_MAX + 1];
     char queue[JINN_QUEUE_NAME_MAX + 1];
+    char worker[JINN_QUEUE_WORKER_MAX + 1]; /* NODE/F: the lease holder of its jobs */
+    uint64_t ack_wait_ms;
+    unsigned fails; /* consecutive fetch failures (backoff) */
+    struct preq rq_fetch;
     unsigned want;                             /* slots this node keeps for it now */
     struct slot *slots[SLOTS_PER_FN_MAX];      /* NULL: free index */
     uint64_t done, failed, dead_settles, lost; /* counters since start */
@@ -77,7 +94,6 @@ struct slot {
     enum slot_state state;
     char worker[JINN_QUEUE_WORKER_MAX + 1];
     uint64_t seq, delivery, ack_wait_ms, started_ms;
-    unsigned fails; /* consecutive fetch failures (backoff) */
     unsigned settle_tries;
     bool running;        /* the runner holds it */
     bool handed_back;    /* naked at shutdown: the run's outcome is dropped */
@@ -86,7 +102,7 @@ struct slot {
     char *settle_body;
     uv_timer_t timer; /* backoff; progress while running */
     bool timer_open;
-    struct sreq rq_fetch, rq_progress, rq_settle;
+    struct sreq rq_progress, rq_settle;
 };
 
 struct jinn_job_pools {
@@ -110,6 +126,7 @@ struct jinn_job_pools {
 };
 
 static void slot_next(struct slot *s);
+static void pool_fetch(struct fnpool *fp);
 static void tick_cb(uv_timer_t *t);
 static void maybe_stopped(struct jinn_job_pools *j);
 
@@ -128,7 +145,7 @@ static const struct jinn_fns *registry(const struct jinn_job_pools *j)
 
 static bool slot_idle(const struct slot *s)
 {
-    return !s->running && !s->rq_fetch.busy && !s->rq_progress.busy && !s->rq_settle.busy;
+    return !s->running && !s->rq_progress.busy && !s->rq_settle.busy;
 }
 
 static void slot_timer_closed(uv_handle_t *h)
@@ -183,31 +200,54 @@ static char *target_for(const struct slot *s, const char *what)
 
 /* ---- backoff ------------------------------------------------------------------------- */
 
+/* The first slot back from a fetch backoff brings the others waiting with
+ * it, so the next fetch is one for all of them again. */
 static void backoff_done(uv_timer_t *t)
 {
     struct slot *s = t->data;
-    if (s->state == S_BACKOFF) {
-        slot_next(s);
+    struct fnpool *fp = s->fp;
+    if (s->state != S_BACKOFF) {
+        return;
     }
+    if (fp->j->stopping) {
+        slot_finish(s);
+        return;
+    }
+    for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+        struct slot *o = fp->slots[i];
+        if (o != NULL && o->state == S_BACKOFF) {
+            uv_timer_stop(&o->timer);
+            if (o->leaving) {
+                slot_finish(o);
+            } else {
+                o->state = S_FETCH;
+            }
+        }
+    }
+    pool_fetch(fp);
 }
 
-/* A fetch failed (no leader, no quorum, the leader refused): wait,
- * doubling up to BACKOFF_MAX_MS, with jitter so the slots of every node do
- * not come back together. */
-static void slot_backoff(struct slot *s)
+/* A fetch failed (no leader, no quorum, the leader refused): the slots
+ * that waited for it wait, doubling up to BACKOFF_MAX_MS, with jitter so
+ * the pools of every node do not come back together. */
+static void pool_backoff(struct fnpool *fp)
 {
-    struct jinn_job_pools *j = s->fp->j;
+    struct jinn_job_pools *j = fp->j;
     uint64_t ms = BACKOFF_MIN_MS;
-    for (unsigned i = 0; i < s->fails && ms < BACKOFF_MAX_MS; i++) {
+    for (unsigned i = 0; i < fp->fails && ms < BACKOFF_MAX_MS; i++) {
         ms *= 2;
     }
     if (ms > BACKOFF_MAX_MS) {
         ms = BACKOFF_MAX_MS;
     }
-    ms = ms / 2 + rng_next(j) % (ms / 2 + 1);
-    s->fails++;
-    s->state = S_BACKOFF;
-    uv_timer_start(&s->timer, backoff_done, ms, 0);
+    fp->fails++;
+    for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+        struct slot *s = fp->slots[i];
+        if (s != NULL && s->state == S_FETCH) {
+            s->state = S_BACKOFF;
+            uv_timer_start(&s->timer, backoff_done, ms / 2 + rng_next(j) % (ms / 2 + 1), 0);
+        }
+    }
 }
 
 /* ---- settle -------------------------------------------------------------------------- */
@@ -228,7 +268,6 @@ static void settle_over(struct slot *s)
     jinn_free(s->settle_body);
     s->settle_target = s->settle_body = NULL;
     s->state = S_BACKOFF;
-    s->fails = 0;
     if (s->fp->j->stopping || s->leaving) {
         slot_finish(s);
     } else {
@@ -454,41 +493,16 @@ static char *job_request(const struct slot *s, const char *payload, bool base64)
     return out;
 }
 
-static void fetched(void *data, int code, const struct jinn_http_msg *head, const char *body,
-                    size_t body_len)
+/* Hands one leased message to s and starts its run. */
+static void slot_start(struct slot *s, json_t *m)
 {
-    struct sreq *rq = data;
-    struct slot *s = rq->s;
     struct fnpool *fp = s->fp;
     struct jinn_job_pools *j = fp->j;
-    json_error_t jerr;
-    json_t *list, *m, *payload;
+    json_t *payload;
     char trace[128];
     char *request;
     int rv;
 
-    rq->busy = false;
-    if (code != JINN_OK || head->status != 200) {
-        if (j->stopping || s->leaving) {
-            slot_finish(s);
-            return;
-        }
-        j->fetch_errors++;
-        slot_backoff(s);
-        return;
-    }
-    s->fails = 0;
-    list = json_loadb(body, body_len, 0, &jerr);
-    m = json_array_get(list, 0);
-    if (m == NULL) {
-        json_decref(list);
-        if (j->stopping || s->leaving) {
-            slot_finish(s);
-        } else {
-            slot_next(s); /* the long-poll ended empty */
-        }
-        return;
-    }
     s->seq = (uint64_t)json_integer_value(json_object_get(m, "seq"));
     s->delivery = (uint64_t)json_integer_value(json_object_get(m, "delivery"));
     s->started_ms = uv_now(j->loop);
@@ -499,7 +513,6 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
                               ? json_string_value(payload)
                               : json_string_value(json_object_get(m, "payload_base64")),
                           !json_is_string(payload));
-    json_decref(list);
     s->state = S_RUN;
     if (request == NULL) {
         nak(s, "out of memory on the worker's node", 0);
@@ -520,23 +533,113 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
     uv_timer_start(&s->timer, progress_due, s->ack_wait_ms / 3, 0);
 }
 
+/* The pool's fetch is back: its jobs go to the slots waiting (there are
+ * at least as many as it asked for: a waiting slot leaves only once the
+ * fetch is back), and the slots still waiting fetch again. */
+static void fetched(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                    size_t body_len)
+{
+    struct preq *rq = data;
+    struct fnpool *fp = rq->fp;
+    struct jinn_job_pools *j = fp->j;
+    json_error_t jerr;
+    json_t *list;
+    size_t next = 0;
+
+    rq->busy = false;
+    if (code != JINN_OK || head->status != 200) {
+        if (!j->stopping) {
+            bool left = false;
+            for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+                struct slot *s = fp->slots[i];
+                if (s != NULL && s->state == S_FETCH && s->leaving) {
+                    slot_finish(s); /* sync_pools cancelled the fetch for it */
+                    left = true;
+                }
+            }
+            if (left) {
+                pool_fetch(fp);
+                return;
+            }
+            j->fetch_errors++;
+            pool_backoff(fp);
+            return;
+        }
+        list = NULL;
+    } else {
+        fp->fails = 0;
+        list = json_loadb(body, body_len, 0, &jerr);
+    }
+    for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+        struct slot *s = fp->slots[i];
+        json_t *m = json_array_get(list, next);
+        if (s == NULL || s->state != S_FETCH) {
+            continue;
+        }
+        if (m != NULL) {
+            next++;
+            slot_start(s, m); /* a leaving slot runs this one job, then leaves */
+        } else if (j->stopping || s->leaving) {
+            slot_finish(s);
+        }
+    }
+    if (json_array_get(list, next) != NULL) {
+        /* More jobs than slots waiting: cannot happen (see above); were it
+         * to, their leases expire and they come back. */
+        j->fetch_errors++;
+    }
+    json_decref(list);
+    pool_fetch(fp);
+}
+
+/* One long-poll for the slots waiting, if none is in flight. */
+static void pool_fetch(struct fnpool *fp)
+{
+    struct jinn_job_pools *j = fp->j;
+    char target[256], body[512];
+    unsigned waiting = 0, cap;
+    int rv;
+
+    if (fp->rq_fetch.busy || j->stopping) {
+        return;
+    }
+    for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+        waiting += fp->slots[i] != NULL && fp->slots[i]->state == S_FETCH;
+    }
+    if (waiting == 0) {
+        return;
+    }
+    cap = (unsigned)(FETCH_BATCH_BYTES / (j->api->cfg->max_body_bytes + 1));
+    cap = cap < 1 ? 1 : cap;
+    cap = cap < JINN_QUEUE_FETCH_MAX ? cap : JINN_QUEUE_FETCH_MAX;
+    fp->rq_fetch.max = waiting < cap ? waiting : cap;
+    snprintf(target, sizeof target, "/v1/queues/%s/fetch", fp->queue);
+    snprintf(body, sizeof body,
+             "{\"worker\":\"%s\",\"max\":%u,\"wait\":\"" FETCH_WAIT "\",\"ack_wait\":\"%" PRIu64
+             "ms\"}",
+             fp->worker, fp->rq_fetch.max, fp->ack_wait_ms);
+    rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
+                    strlen(body), FETCH_TIMEOUT_MS, fetched, &fp->rq_fetch);
+    fp->rq_fetch.busy = rv == 0;
+    if (rv != 0) {
+        /* Refused by fetch.c (shutting down): the waiting slots end. */
+        for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
+            if (fp->slots[i] != NULL && fp->slots[i]->state == S_FETCH) {
+                slot_finish(fp->slots[i]);
+            }
+        }
+    }
+}
+
 static void slot_next(struct slot *s)
 {
     struct jinn_job_pools *j = s->fp->j;
-    char target[256], body[512];
     if (j->stopping || s->leaving) {
         slot_finish(s);
         return;
     }
-    snprintf(target, sizeof target, "/v1/queues/%s/fetch", s->fp->queue);
-    snprintf(body, sizeof body,
-             "{\"worker\":\"%s\",\"max\":1,\"wait\":\"" FETCH_WAIT "\",\"ack_wait\":\"%" PRIu64
-             "ms\"}",
-             s->worker, s->ack_wait_ms);
     s->state = S_FETCH;
-    if (post(s, &s->rq_fetch, target, body, FETCH_TIMEOUT_MS, fetched) != 0) {
-        slot_finish(s);
-    }
+    pool_fetch(s->fp);
 }
 
 /* ---- following the registry ------------------------------------------------------------ */
@@ -544,17 +647,16 @@ static void slot_next(struct slot *s)
 static struct slot *slot_new(struct fnpool *fp, unsigned idx)
 {
     struct jinn_job_pools *j = fp->j;
-    struct jinn_queue_policy pol = jinn_config_queue(j->api->cfg, fp->queue);
     struct slot *s = jinn_calloc(1, sizeof *s);
     if (s == NULL) {
         return NULL;
     }
     s->fp = fp;
     s->idx = idx;
-    s->rq_fetch.s = s->rq_progress.s = s->rq_settle.s = s;
-    /* Worker names are ASCII: the node name and function name are. */
-    snprintf(s->worker, sizeof s->worker, "%s/%s/%u", j->api->cfg->server_name, fp->name, idx);
-    s->ack_wait_ms = pol.ack_wait_ms >= 300 ? pol.ack_wait_ms : 300;
+    s->rq_progress.s = s->rq_settle.s = s;
+    /* The pool's fetch leased its jobs: progress, ack and nak as its worker. */
+    snprintf(s->worker, sizeof s->worker, "%s", fp->worker);
+    s->ack_wait_ms = fp->ack_wait_ms;
     uv_timer_init(j->loop, &s->timer);
     s->timer.data = s;
     s->timer_open = true;
@@ -622,6 +724,16 @@ static void sync_pools(struct jinn_job_pools *j)
             fp->j = j;
             snprintf(fp->name, sizeof fp->name, "%s", fn->name);
             snprintf(fp->queue, sizeof fp->queue, QUEUE_PREFIX "%s", fn->name);
+            /* Worker names are ASCII: the node name and function name are.
+             * One per node and function: a job this node failed goes
+             * preferably to another node (fsm/queue.c, by worker id). */
+            snprintf(fp->worker, sizeof fp->worker, "%s/%s", j->api->cfg->server_name,
+                     fn->name);
+            {
+                struct jinn_queue_policy pol = jinn_config_queue(j->api->cfg, fp->queue);
+                fp->ack_wait_ms = pol.ack_wait_ms >= 300 ? pol.ack_wait_ms : 300;
+            }
+            fp->rq_fetch.fp = fp;
             fp->next = j->pools;
             j->pools = fp;
         }
@@ -636,9 +748,11 @@ static void sync_pools(struct jinn_job_pools *j)
                 s->leaving = false; /* wanted again before it left */
             } else if (i >= fp->want && s != NULL && !s->leaving) {
                 s->leaving = true;
-                if (s->state == S_FETCH) {
-                    jinn_fetch_cancel(&s->rq_fetch); /* -> fetched -> finish */
-                } else if (s->state == S_BACKOFF) {
+                if (s->state == S_FETCH && fp->rq_fetch.busy) {
+                    /* -> fetched: the leaving slots finish, the others
+                     * fetch again */
+                    jinn_fetch_cancel(&fp->rq_fetch);
+                } else if (s->state == S_FETCH || s->state == S_BACKOFF) {
                     slot_finish(s);
                 }
             }
@@ -754,7 +868,7 @@ static bool all_idle(const struct jinn_job_pools *j)
     for (const struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
             const struct slot *s = fp->slots[i];
-            if (s != NULL && !(s->handed_back && s->state == S_DONE && !s->rq_fetch.busy &&
+            if (s != NULL && !(s->handed_back && s->state == S_DONE &&
                                !s->rq_progress.busy && !s->rq_settle.busy)) {
                 return false;
             }
@@ -819,14 +933,10 @@ void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void 
     j->grace_open = true;
     j->timers_open++;
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        jinn_fetch_cancel(&fp->rq_fetch); /* stop leasing: its slots finish */
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
             struct slot *s = fp->slots[i];
-            if (s == NULL) {
-                continue;
-            }
-            if (s->state == S_FETCH) {
-                jinn_fetch_cancel(&s->rq_fetch); /* stop leasing */
-            } else if (s->state == S_BACKOFF) {
+            if (s != NULL && s->state == S_BACKOFF) {
                 slot_finish(s);
             }
         }
