@@ -101,6 +101,7 @@ static const struct jinn_route routes[] = {
     {"GET", "/v1/functions/{}/jobs/{}", jinn_api_job_show, 0, NEED(FN, INV_ | DEP_)},
     /* a worker settles its job (nodes: the internal key) */
     {"POST", "/v1/functions/{}/jobs/{}/ack", jinn_api_job_ack, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/functions/{}/jobs/ack", jinn_api_job_ack_batch, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

@@ -6,7 +6,8 @@
  * settle it waits (BACKOFF) and tries again. The idle slots of a function
  * share one long-poll, which leases as many jobs as there are idle slots
  * (one Q_FETCH entry for many jobs), under one worker id per node and
- * function. Every request goes through
+ * function, and the acks its slots finish in one loop turn go to the
+ * leader together (one JOB_ACK for many; naks stay one by one). Every request goes through
  * fetch.c to this node's own API, which forwards what is the leader's to
  * the leader: one code path for leader and followers, and the leader's
  * own checks (lease holder, delivery count) decide. A slot whose function
@@ -83,6 +84,10 @@ struct fnpool {
     uint64_t ack_wait_ms;
     unsigned fails; /* consecutive fetch failures (backoff) */
     struct preq rq_fetch;
+    struct slot *ackq[SLOTS_PER_FN_MAX]; /* acks waiting for the loop turn's batch */
+    unsigned n_ackq;
+    uint64_t ack_batches; /* batched ack requests sent */
+    uint64_t fetches;     /* fetch requests sent */
     unsigned want;                             /* slots this node keeps for it now */
     struct slot *slots[SLOTS_PER_FN_MAX];      /* NULL: free index */
     uint64_t done, failed, dead_settles, lost; /* counters since start */
@@ -111,7 +116,7 @@ struct jinn_job_pools {
     char base_url[320];
     struct fnpool *pools;
     unsigned slots; /* all functions together */
-    uv_timer_t tick, soon;
+    uv_timer_t tick, soon, flush; /* flush: the loop turn's acks */
     unsigned timers_open;
     uint64_t rng;
     bool stopping, grace_over;
@@ -347,6 +352,164 @@ static void settle(struct slot *s, char *target, json_t *body)
     settle_send(s);
 }
 
+/* ---- batched acks --------------------------------------------------------------------
+ *
+ * The acks of one function finished in one loop turn go in one request
+ * (POST /v1/functions/F/jobs/ack, one JOB_ACK): each is settled on its own
+ * there, and the answer says how each went. A batch that got no answer (or
+ * a node without the batch endpoint) falls back to the single acks, with
+ * their retries: a second ack of one already applied gets 409, which is
+ * fine. */
+
+struct abatch {
+    struct fnpool *fp;
+    unsigned n;
+    struct slot *slots[JINN_JOB_ACK_MAX];
+};
+
+static void batch_settled(void *data, int code, const struct jinn_http_msg *head,
+                          const char *body, size_t body_len)
+{
+    struct abatch *b = data;
+    struct fnpool *fp = b->fp;
+    struct jinn_job_pools *j = fp->j;
+    json_t *results = NULL, *doc = NULL;
+    json_error_t jerr;
+
+    for (unsigned i = 0; i < b->n; i++) {
+        b->slots[i]->rq_settle.busy = false;
+    }
+    if (code == JINN_OK && head->status == 200) {
+        doc = json_loadb(body, body_len, 0, &jerr);
+        results = json_object_get(doc, "results");
+    }
+    for (unsigned i = 0; i < b->n; i++) {
+        struct slot *s = b->slots[i];
+        json_t *r = json_array_get(results, i);
+        json_int_t st = json_integer_value(json_object_get(r, "status"));
+        if (r == NULL || (uint64_t)json_integer_value(json_object_get(r, "job")) != s->seq) {
+            settle_send(s); /* no (usable) answer: alone, with retries */
+            continue;
+        }
+        if (st == 409 || st == 404) {
+            fp->lost++; /* the lease had expired: another worker has the job */
+        } else if (st != 200) {
+            j->settle_errors++;
+        }
+        settle_over(s);
+    }
+    json_decref(doc);
+    jinn_free(b);
+}
+
+/* Sends the function's waiting acks: batches of up to JINN_JOB_ACK_MAX
+ * within the API's body limit; a lone one goes alone. */
+static void pool_flush(struct fnpool *fp)
+{
+    struct jinn_job_pools *j = fp->j;
+    uint64_t limit = j->api->cfg->max_body_bytes > 1024 ? j->api->cfg->max_body_bytes - 1024 : 0;
+    unsigned at = 0;
+    char target[256];
+
+    if (limit > JINN_JOB_ACK_BYTES_MAX) {
+        limit = JINN_JOB_ACK_BYTES_MAX;
+    }
+    snprintf(target, sizeof target, "/v1/functions/%s/jobs/ack", fp->name);
+    while (at < fp->n_ackq) {
+        struct abatch *b = NULL;
+        struct jinn_wbuf w;
+        size_t bytes = 0;
+        unsigned n = 0;
+        while (at + n < fp->n_ackq && n < JINN_JOB_ACK_MAX &&
+               (n == 0 || bytes + strlen(fp->ackq[at + n]->settle_body) + 32 <= limit)) {
+            bytes += strlen(fp->ackq[at + n]->settle_body) + 32;
+            n++;
+        }
+        if (n > 1) {
+            b = jinn_calloc(1, sizeof *b);
+        }
+        if (b == NULL) {
+            for (unsigned i = 0; i < n; i++) {
+                settle_send(fp->ackq[at + i]); /* alone (or out of memory: one by one) */
+            }
+            at += n;
+            continue;
+        }
+        b->fp = fp;
+        b->n = n;
+        jinn_wbuf_init(&w);
+        jinn_wbuf_printf(&w, "{\"acks\":[");
+        for (unsigned i = 0; i < n; i++) {
+            struct slot *s = fp->ackq[at + i];
+            b->slots[i] = s;
+            /* {"job":ID, + the single form's body after its '{' */
+            jinn_wbuf_printf(&w, "%s{\"job\":%" PRIu64 ",%s", i > 0 ? "," : "", s->seq,
+                             s->settle_body + 1);
+        }
+        jinn_wbuf_printf(&w, "]}");
+        at += n;
+        if (w.failed ||
+            jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS,
+                       (const char *)w.data, w.len, REQ_TIMEOUT_MS, batch_settled, b) != 0) {
+            for (unsigned i = 0; i < n; i++) {
+                settle_send(b->slots[i]);
+            }
+            jinn_free(b);
+        } else {
+            fp->ack_batches++;
+            for (unsigned i = 0; i < n; i++) {
+                b->slots[i]->rq_settle.busy = true;
+            }
+        }
+        jinn_wbuf_free(&w);
+    }
+    fp->n_ackq = 0;
+}
+
+static void flush_cb(uv_timer_t *t)
+{
+    struct jinn_job_pools *j = t->data;
+    for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        pool_flush(fp);
+    }
+}
+
+/* An ack waits for the rest of this loop turn's (a zero timer runs after
+ * the turn's completions). */
+static void ack_later(struct slot *s, char *target, json_t *body)
+{
+    struct fnpool *fp = s->fp;
+    struct jinn_job_pools *j = fp->j;
+    s->state = S_SETTLE;
+    s->settle_tries = 0;
+    uv_timer_stop(&s->timer);
+    jinn_free(s->settle_target);
+    jinn_free(s->settle_body);
+    s->settle_target = target;
+    s->settle_body = NULL;
+    if (body != NULL) {
+        char *dumped = json_dumps(body, JSON_COMPACT);
+        s->settle_body = dumped != NULL ? jinn_strdup(dumped) : NULL;
+        free(dumped);
+    }
+    json_decref(body);
+    if (s->settle_target == NULL || s->settle_body == NULL || s->settle_body[0] != '{' ||
+        fp->n_ackq >= SLOTS_PER_FN_MAX) {
+        if (s->settle_target == NULL || s->settle_body == NULL) {
+            settle_over(s); /* out of memory: the lease expires and the job comes back */
+        } else {
+            settle_send(s);
+        }
+        return;
+    }
+    fp->ackq[fp->n_ackq++] = s;
+    if (j->stopping) {
+        pool_flush(fp); /* the flush timer is closed */
+    } else if (!uv_is_active((uv_handle_t *)&j->flush)) {
+        uv_timer_start(&j->flush, flush_cb, 0, 0);
+    }
+}
+
 /* Nak: delay -1 is the queue's backoff by delivery count (the leader's
  * policy), 0 at shutdown (others take it at once). */
 static void nak(struct slot *s, const char *reason, int64_t delay_ms)
@@ -443,7 +606,7 @@ static void ran(void *data, const struct jinn_wasm_run_result *res)
         fp->done++;
         snprintf(target, sizeof target, "/v1/functions/%s/jobs/%" PRIu64 "/ack", fp->name,
                  s->seq);
-        settle(s, jinn_strdup(target),
+        ack_later(s, jinn_strdup(target),
                json_pack("{s:s, s:I, s:i, s:o}", "worker", s->worker, "delivery",
                          (json_int_t)s->delivery, "status", res->status, "response",
                          resp != NULL ? resp : json_object()));
@@ -621,6 +784,7 @@ static void pool_fetch(struct fnpool *fp)
     rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
                     strlen(body), FETCH_TIMEOUT_MS, fetched, &fp->rq_fetch);
     fp->rq_fetch.busy = rv == 0;
+    fp->fetches += rv == 0;
     if (rv != 0) {
         /* Refused by fetch.c (shutting down): the waiting slots end. */
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
@@ -844,8 +1008,9 @@ struct jinn_job_pools *jinn_job_pools_create(struct jinn_api *api)
     }
     uv_timer_init(j->loop, &j->tick);
     uv_timer_init(j->loop, &j->soon);
-    j->tick.data = j->soon.data = j;
-    j->timers_open = 2;
+    uv_timer_init(j->loop, &j->flush);
+    j->tick.data = j->soon.data = j->flush.data = j;
+    j->timers_open = 3;
     uv_timer_start(&j->tick, tick_cb, TICK_MS, TICK_MS);
     uv_timer_start(&j->soon, tick_cb, 0, 0);
     return j;
@@ -928,6 +1093,9 @@ void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void 
     uv_timer_stop(&j->soon);
     uv_close((uv_handle_t *)&j->tick, timer_closed);
     uv_close((uv_handle_t *)&j->soon, timer_closed);
+    flush_cb(&j->flush); /* the acks of this turn go now */
+    uv_timer_stop(&j->flush);
+    uv_close((uv_handle_t *)&j->flush, timer_closed);
     uv_timer_init(j->loop, &j->grace);
     j->grace.data = j;
     j->grace_open = true;
@@ -983,9 +1151,11 @@ static json_t *pool_json(const struct fnpool *fp)
 {
     unsigned busy, idle;
     count_slots(fp, &busy, &idle);
-    return json_pack("{s:i, s:i, s:i, s:I, s:I, s:I}", "slots", (int)fp->want, "busy",
-                     (int)busy, "idle", (int)idle, "done", (json_int_t)fp->done, "failed",
-                     (json_int_t)fp->failed, "lost_leases", (json_int_t)fp->lost);
+    return json_pack("{s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I}", "slots", (int)fp->want,
+                     "busy", (int)busy, "idle", (int)idle, "done", (json_int_t)fp->done,
+                     "failed", (json_int_t)fp->failed, "lost_leases", (json_int_t)fp->lost,
+                     "fetches", (json_int_t)fp->fetches, "ack_batches",
+                     (json_int_t)fp->ack_batches);
 }
 
 void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
