@@ -47,6 +47,9 @@
 /* A pool's fetch leases at most this many payload bytes (the API's body
  * limit each), so its response stays under fetch.c's limit. */
 #define FETCH_BATCH_BYTES (64u << 20)
+/* Ack requests of one function in flight at once: the acks that finish
+ * meanwhile wait and go together when one is back (group commit). */
+#define ACKS_IN_FLIGHT_MAX 2
 #define HEADERS "Content-Type: application/json\r\n"
 
 /* The setting J1 adds to struct jinn_fn_settings (`workers`, default 1).
@@ -86,8 +89,10 @@ struct fnpool {
     struct preq rq_fetch;
     struct slot *ackq[SLOTS_PER_FN_MAX]; /* acks waiting for the loop turn's batch */
     unsigned n_ackq;
+    unsigned acks_in_flight;
     uint64_t ack_batches; /* batched ack requests sent */
     uint64_t fetches;     /* fetch requests sent */
+    uint64_t acks_alone;  /* acks sent on their own (alone in their turn) */
     unsigned want;                             /* slots this node keeps for it now */
     struct slot *slots[SLOTS_PER_FN_MAX];      /* NULL: free index */
     uint64_t done, failed, dead_settles, lost; /* counters since start */
@@ -355,8 +360,10 @@ static void settle(struct slot *s, char *target, json_t *body)
 /* ---- batched acks --------------------------------------------------------------------
  *
  * The acks of one function finished in one loop turn go in one request
- * (POST /v1/functions/F/jobs/ack, one JOB_ACK): each is settled on its own
- * there, and the answer says how each went. A batch that got no answer (or
+ * (POST /v1/functions/F/jobs/ack, one JOB_ACK), and while ACKS_IN_FLIGHT_MAX
+ * such requests are in flight, the acks finished meanwhile wait for one to
+ * be back: the slower the commits, the bigger the batches. Each ack is
+ * settled on its own there, and the answer says how each went. A batch that got no answer (or
  * a node without the batch endpoint) falls back to the single acks, with
  * their retries: a second ack of one already applied gets 409, which is
  * fine. */
@@ -367,6 +374,8 @@ struct abatch {
     struct slot *slots[JINN_JOB_ACK_MAX];
 };
 
+static void pool_flush(struct fnpool *fp);
+
 static void batch_settled(void *data, int code, const struct jinn_http_msg *head,
                           const char *body, size_t body_len)
 {
@@ -376,6 +385,7 @@ static void batch_settled(void *data, int code, const struct jinn_http_msg *head
     json_t *results = NULL, *doc = NULL;
     json_error_t jerr;
 
+    fp->acks_in_flight--;
     for (unsigned i = 0; i < b->n; i++) {
         b->slots[i]->rq_settle.busy = false;
     }
@@ -400,6 +410,7 @@ static void batch_settled(void *data, int code, const struct jinn_http_msg *head
     }
     json_decref(doc);
     jinn_free(b);
+    pool_flush(fp); /* the acks that waited for this one */
 }
 
 /* Sends the function's waiting acks: batches of up to JINN_JOB_ACK_MAX
@@ -415,7 +426,7 @@ static void pool_flush(struct fnpool *fp)
         limit = JINN_JOB_ACK_BYTES_MAX;
     }
     snprintf(target, sizeof target, "/v1/functions/%s/jobs/ack", fp->name);
-    while (at < fp->n_ackq) {
+    while (at < fp->n_ackq && fp->acks_in_flight < ACKS_IN_FLIGHT_MAX) {
         struct abatch *b = NULL;
         struct jinn_wbuf w;
         size_t bytes = 0;
@@ -425,12 +436,11 @@ static void pool_flush(struct fnpool *fp)
             bytes += strlen(fp->ackq[at + n]->settle_body) + 32;
             n++;
         }
-        if (n > 1) {
-            b = jinn_calloc(1, sizeof *b);
-        }
+        fp->acks_alone += n == 1;
+        b = jinn_calloc(1, sizeof *b);
         if (b == NULL) {
             for (unsigned i = 0; i < n; i++) {
-                settle_send(fp->ackq[at + i]); /* alone (or out of memory: one by one) */
+                settle_send(fp->ackq[at + i]); /* out of memory: one by one */
             }
             at += n;
             continue;
@@ -456,14 +466,17 @@ static void pool_flush(struct fnpool *fp)
             }
             jinn_free(b);
         } else {
-            fp->ack_batches++;
+            fp->ack_batches += n > 1;
+            fp->acks_in_flight++;
             for (unsigned i = 0; i < n; i++) {
                 b->slots[i]->rq_settle.busy = true;
             }
         }
         jinn_wbuf_free(&w);
     }
-    fp->n_ackq = 0;
+    /* The rest waits for a request in flight to be back. */
+    memmove(fp->ackq, fp->ackq + at, (fp->n_ackq - at) * sizeof fp->ackq[0]);
+    fp->n_ackq -= at;
 }
 
 static void flush_cb(uv_timer_t *t)
@@ -1151,11 +1164,11 @@ static json_t *pool_json(const struct fnpool *fp)
 {
     unsigned busy, idle;
     count_slots(fp, &busy, &idle);
-    return json_pack("{s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I}", "slots", (int)fp->want,
+    return json_pack("{s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I}", "slots", (int)fp->want,
                      "busy", (int)busy, "idle", (int)idle, "done", (json_int_t)fp->done,
                      "failed", (json_int_t)fp->failed, "lost_leases", (json_int_t)fp->lost,
                      "fetches", (json_int_t)fp->fetches, "ack_batches",
-                     (json_int_t)fp->ack_batches);
+                     (json_int_t)fp->ack_batches, "acks_alone", (json_int_t)fp->acks_alone);
 }
 
 void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
