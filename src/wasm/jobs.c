@@ -168,7 +168,15 @@ static int post(struct slot *s, struct sreq *rq, const char *target, const char 
                 uint64_t timeout_ms, jinn_fetch_cb cb)
 {
     struct jinn_job_pools *j = s->fp->j;
-    int rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
+    char headers[sizeof HEADERS + 256];
+    /* With tokens on, the node's internal credential (read per request:
+     * the key arrives with the bootstrap entry, after the pools start;
+     * until then the calls get 401 and back off). With http_tls, fetch.c
+     * speaks TLS to every URL, this node's own included. */
+    memcpy(headers, HEADERS, sizeof HEADERS);
+    jinn_api_auth_internal_header(j->api, headers + sizeof HEADERS - 1,
+                                  sizeof headers - (sizeof HEADERS - 1));
+    int rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), headers, body,
                         strlen(body), timeout_ms, cb, rq);
     rq->busy = rv == 0;
     return rv;
