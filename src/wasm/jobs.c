@@ -205,12 +205,26 @@ static void slot_finish(struct slot *s)
     maybe_stopped(j);
 }
 
+/* Every request of the pools: a POST to this node's own API. */
+static int post_raw(struct jinn_job_pools *j, const char *target, const char *body,
+                    size_t body_len, uint64_t timeout_ms, jinn_fetch_cb cb, void *data)
+{
+    char headers[sizeof HEADERS + 256];
+    /* With tokens on, the node's internal credential (read per request:
+     * the key arrives with the bootstrap entry, after the pools start;
+     * until then the calls get 401 and back off). With http_tls, fetch.c
+     * speaks TLS to every URL, this node's own included. */
+    memcpy(headers, HEADERS, sizeof HEADERS);
+    jinn_api_auth_internal_header(j->api, headers + sizeof HEADERS - 1,
+                                  sizeof headers - (sizeof HEADERS - 1));
+    return jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), headers, body,
+                      body_len, timeout_ms, cb, data);
+}
+
 static int post(struct slot *s, struct sreq *rq, const char *target, const char *body,
                 uint64_t timeout_ms, jinn_fetch_cb cb)
 {
-    struct jinn_job_pools *j = s->fp->j;
-    int rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
-                        strlen(body), timeout_ms, cb, rq);
+    int rv = post_raw(s->fp->j, target, body, strlen(body), timeout_ms, cb, rq);
     rq->busy = rv == 0;
     return rv;
 }
@@ -473,8 +487,8 @@ static void pool_flush(struct fnpool *fp)
         jinn_wbuf_printf(&w, "]}");
         at += n;
         if (w.failed ||
-            jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS,
-                       (const char *)w.data, w.len, REQ_TIMEOUT_MS, batch_settled, b) != 0) {
+            post_raw(j, target, (const char *)w.data, w.len, REQ_TIMEOUT_MS, batch_settled,
+                     b) != 0) {
             for (unsigned i = 0; i < n; i++) {
                 settle_send(b->slots[i]);
             }
@@ -821,8 +835,7 @@ static void pool_fetch(struct fnpool *fp)
              "{\"worker\":\"%s\",\"max\":%u,\"wait\":\"" FETCH_WAIT "\",\"ack_wait\":\"%" PRIu64
              "ms\"}",
              fp->worker, rq->max, fp->ack_wait_ms);
-    rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), HEADERS, body,
-                    strlen(body), FETCH_TIMEOUT_MS, fetched, rq);
+    rv = post_raw(j, target, body, strlen(body), FETCH_TIMEOUT_MS, fetched, rq);
     rq->busy = rv == 0;
     fp->fetches += rv == 0;
     if (rv != 0) {
