@@ -40,7 +40,7 @@ static const struct jinn_route routes[] = {
     {"GET", "/v1/status", jinn_api_status, 0, NEED(CLUSTER, ADM_)},
     {"GET", "/healthz", jinn_api_healthz, 0, NEED(PUBLIC, 0)},
     {"GET", "/readyz", jinn_api_readyz, 0, NEED(PUBLIC, 0)},
-    {"GET", "/metrics", jinn_api_metrics, 0, NEED(CLUSTER, ADM_)},
+    {"GET", "/metrics", jinn_api_metrics, 0, NEED(CLUSTER, ADM_ | JINN_AUTH_METRICS)},
     {"POST", "/v1/internal/nodes", jinn_api_node_set, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
     {"PUT", "/v1/kv/{}/{+}", jinn_api_kv_put, JINN_ROUTE_LEADER, NEED(KV, W_)},
     {"DELETE", "/v1/kv/{}/{+}", jinn_api_kv_delete, JINN_ROUTE_LEADER, NEED(KV, W_)},
@@ -103,6 +103,7 @@ static const struct jinn_route routes[] = {
     {"GET", "/v1/functions/{}/jobs/{}", jinn_api_job_show, 0, NEED(FN, INV_ | DEP_)},
     /* a worker settles its job (nodes: the internal key) */
     {"POST", "/v1/functions/{}/jobs/{}/ack", jinn_api_job_ack, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"POST", "/v1/functions/{}/jobs/ack", jinn_api_job_ack_batch, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
 };
 
 void jinn_api_init(struct jinn_api *api, uv_loop_t *loop, const struct jinn_config *cfg,

@@ -158,6 +158,8 @@ void jinn_api_job_show(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
 void jinn_api_job_list(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
+void jinn_api_job_ack_batch(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args);
 void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args);
 void jinn_api_sql_exec(struct jinn_api *api, struct jinn_http_request *req,

@@ -435,7 +435,10 @@ static bool covers(const struct jinn_auth_rules *rules, int kind, const char *pr
     for (unsigned i = 0; i < rules->n; i++) {
         const struct jinn_auth_rule *r = &rules->rule[i];
         if (r->kind == JINN_AUTH_CLUSTER) {
-            return true;
+            if ((r->actions & JINN_AUTH_ADMIN) != 0) {
+                return true;
+            }
+            continue; /* cluster:metrics covers no listing */
         }
         if (r->kind == kind && r->prefix && (r->actions & actions) != 0 &&
             r->pattern_len <= len && memcmp(r->pattern, prefix, r->pattern_len) == 0) {

@@ -438,26 +438,113 @@ void jinn_api_job_list(struct jinn_api *api, struct jinn_http_request *req,
 
 /* ---- ack (workers) ------------------------------------------------------ */
 
+/* The single form's answer: its one ack's outcome. */
 static void acked(struct jinn_api *api, struct jinn_http_request *req,
                   const struct jinn_result *res)
 {
-    (void)api;
+    const struct jinn_jobs *jobs = &jinn_node_fsm(api->node)->jobs;
+    int code = res->code;
+    if (code == JINN_OK && jobs->n_acked >= 1) {
+        code = jobs->acked[0];
+    }
+    if (code != JINN_OK) {
+        jinn_api_queue_reply_code(req, code);
+        return;
+    }
+    jinn_http_reply_json(req, 200,
+                         json_pack("{s:I, s:I}", "job", (json_int_t)jobs->acked_seq[0], "index",
+                                   (json_int_t)res->index));
+}
+
+/* The batch's answer: every ack's outcome, in order. */
+static void acked_batch(struct jinn_api *api, struct jinn_http_request *req,
+                        const struct jinn_result *res)
+{
+    const struct jinn_jobs *jobs = &jinn_node_fsm(api->node)->jobs;
+    json_t *list;
     if (res->code != JINN_OK) {
         jinn_api_queue_reply_code(req, res->code);
         return;
     }
+    list = json_array();
+    for (uint32_t i = 0; i < jobs->n_acked && list != NULL; i++) {
+        int code = jobs->acked[i];
+        json_int_t job = (json_int_t)jobs->acked_seq[i];
+        json_array_append_new(list, code == JINN_OK
+                                        ? json_pack("{s:I, s:i}", "job", job, "status", 200)
+                                        : json_pack("{s:I, s:i, s:s}", "job", job, "status",
+                                                    jinn_error_http_status(code), "error",
+                                                    jinn_error_name(code)));
+    }
     jinn_http_reply_json(req, 200,
-                         json_pack("{s:I, s:I}", "job", (json_int_t)res->value, "index",
-                                   (json_int_t)res->index));
+                         json_pack("{s:I, s:I, s:o}", "acked", (json_int_t)res->value, "index",
+                                   (json_int_t)res->index, "results",
+                                   list != NULL ? list : json_array()));
+}
+
+/* One ack's fields from obj into it (worker and the response text are
+ * kept in the caller's buffers). */
+static bool ack_item_or_reply(struct jinn_http_request *req, json_t *obj,
+                              struct jinn_job_ack_item *it, char *worker, char **resp_text)
+{
+    uint64_t delivery, status;
+    bool present;
+    json_t *resp;
+    if (!jinn_api_param_or_reply(req, obj, "worker", worker, JINN_QUEUE_WORKER_MAX + 1,
+                                 &present)) {
+        return false;
+    }
+    if (!present || worker[0] == '\0' || !jinn_utf8_valid(worker, strlen(worker))) {
+        jinn_http_reply_error(req, JINN_EINVAL, "worker is required (1-128 bytes of UTF-8)");
+        return false;
+    }
+    if (!jinn_api_uint_or_reply(req, obj, "delivery", 0, 0, UINT32_MAX, &delivery) ||
+        !jinn_api_uint_or_reply(req, obj, "status", 200, 100, 599, &status)) {
+        return false;
+    }
+    resp = json_object_get(obj, "response");
+    if (resp != NULL && !json_is_object(resp)) {
+        jinn_http_reply_error(req, JINN_EINVAL, "response must be a JSON object");
+        return false;
+    }
+    *resp_text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+    if (resp != NULL && *resp_text == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return false;
+    }
+    if (*resp_text != NULL && strlen(*resp_text) > JINN_JOB_RESULT_MAX) {
+        jinn_http_reply_error(req, JINN_ETOOBIG, "response is over the job result limit");
+        return false;
+    }
+    it->worker.p = (const uint8_t *)worker;
+    it->worker.len = strlen(worker);
+    it->delivery = delivery;
+    it->status = (uint32_t)status;
+    if (*resp_text != NULL) {
+        it->response.p = (const uint8_t *)*resp_text;
+        it->response.len = strlen(*resp_text);
+    }
+    return true;
+}
+
+static void ack_cmd_init(struct jinn_api *api, struct jinn_cmd *c, const char *queue)
+{
+    memset(c, 0, sizeof *c);
+    c->type = JINN_CMD_JOB_ACK;
+    c->job.queue.p = (const uint8_t *)queue;
+    c->job.queue.len = strlen(queue);
+    /* Retention is the leader's policy (job_result_ttl,
+     * job_results_max_bytes), carried in the command. */
+    c->job.keep_ms = api->cfg->job_result_ttl_ms;
+    c->job.keep_bytes = api->cfg->job_results_max_bytes;
 }
 
 void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args)
 {
     char queue[JINN_QUEUE_NAME_MAX + 1], worker[JINN_QUEUE_WORKER_MAX + 1];
-    uint64_t id, delivery, status;
-    bool present;
-    json_t *body, *resp;
+    uint64_t id;
+    json_t *body;
     char *resp_text = NULL;
     struct jinn_cmd c;
 
@@ -468,50 +555,74 @@ void jinn_api_job_ack(struct jinn_api *api, struct jinn_http_request *req,
     if (body == NULL) {
         return;
     }
-    if (!jinn_api_param_or_reply(req, body, "worker", worker, sizeof worker, &present)) {
+    ack_cmd_init(api, &c, queue);
+    c.job.n = 1;
+    c.job.item[0].seq = id;
+    if (ack_item_or_reply(req, body, &c.job.item[0], worker, &resp_text)) {
+        jinn_api_propose_or_reply(api, req, &c, acked);
+    }
+    jinn_free(resp_text); /* jansson allocates through alloc.h (main.c) */
+    json_decref(body);
+}
+
+/* POST /v1/functions/F/jobs/ack {"acks": [{"job", "worker", "delivery",
+ * "status", "response"}, ...]}: 1..JINN_JOB_ACK_MAX acks in one JOB_ACK,
+ * each settled on its own. */
+void jinn_api_job_ack_batch(struct jinn_api *api, struct jinn_http_request *req,
+                            const struct jinn_route_args *args)
+{
+    char queue[JINN_QUEUE_NAME_MAX + 1];
+    char (*workers)[JINN_QUEUE_WORKER_MAX + 1] = NULL;
+    char *texts[JINN_JOB_ACK_MAX] = {0};
+    struct jinn_cmd *c = NULL;
+    json_t *body, *acks;
+    size_t n = 0, bytes = 0;
+
+    if (!names_or_reply(req, args, queue)) {
+        return;
+    }
+    body = jinn_api_body_json_or_reply(req);
+    if (body == NULL) {
+        return;
+    }
+    acks = json_object_get(body, "acks");
+    if (!json_is_array(acks) || json_array_size(acks) == 0 ||
+        json_array_size(acks) > JINN_JOB_ACK_MAX) {
+        jinn_http_reply_error(req, JINN_EINVAL, "acks must be an array of 1-64 acks");
         goto cleanup;
     }
-    if (!present || worker[0] == '\0' || !jinn_utf8_valid(worker, strlen(worker))) {
-        jinn_http_reply_error(req, JINN_EINVAL, "worker is required (1-128 bytes of UTF-8)");
-        goto cleanup;
-    }
-    if (!jinn_api_uint_or_reply(req, body, "delivery", 0, 0, UINT32_MAX, &delivery) ||
-        !jinn_api_uint_or_reply(req, body, "status", 200, 100, 599, &status)) {
-        goto cleanup;
-    }
-    resp = json_object_get(body, "response");
-    if (resp != NULL && !json_is_object(resp)) {
-        jinn_http_reply_error(req, JINN_EINVAL, "response must be a JSON object");
-        goto cleanup;
-    }
-    resp_text = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
-    if (resp != NULL && resp_text == NULL) {
+    c = jinn_malloc(sizeof *c);
+    workers = jinn_malloc(JINN_JOB_ACK_MAX * sizeof *workers);
+    if (c == NULL || workers == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         goto cleanup;
     }
-    if (resp_text != NULL && strlen(resp_text) > JINN_JOB_RESULT_MAX) {
-        jinn_http_reply_error(req, JINN_ETOOBIG, "response is over the job result limit");
+    ack_cmd_init(api, c, queue);
+    for (n = 0; n < json_array_size(acks); n++) {
+        json_t *o = json_array_get(acks, n);
+        json_t *job = json_object_get(o, "job");
+        if (!json_is_object(o) || !json_is_integer(job) || json_integer_value(job) < 1) {
+            jinn_http_reply_error(req, JINN_EINVAL, "each ack needs its job (a positive id)");
+            goto cleanup;
+        }
+        c->job.item[n].seq = (uint64_t)json_integer_value(job);
+        if (!ack_item_or_reply(req, o, &c->job.item[n], workers[n], &texts[n])) {
+            n++; /* its text, if any, is freed below */
+            goto cleanup;
+        }
+        bytes += c->job.item[n].response.len;
+    }
+    if (bytes > JINN_JOB_ACK_BYTES_MAX) {
+        jinn_http_reply_error(req, JINN_ETOOBIG, "the responses are over the batch limit");
         goto cleanup;
     }
-    memset(&c, 0, sizeof c);
-    c.type = JINN_CMD_JOB_ACK;
-    c.job.queue.p = (const uint8_t *)queue;
-    c.job.queue.len = strlen(queue);
-    c.job.worker.p = (const uint8_t *)worker;
-    c.job.worker.len = strlen(worker);
-    c.job.seq = id;
-    c.job.delivery = delivery;
-    c.job.status = (uint32_t)status;
-    if (resp_text != NULL) {
-        c.job.response.p = (const uint8_t *)resp_text;
-        c.job.response.len = strlen(resp_text);
-    }
-    /* Retention is the leader's policy (job_result_ttl,
-     * job_results_max_bytes), carried in the command. */
-    c.job.keep_ms = api->cfg->job_result_ttl_ms;
-    c.job.keep_bytes = api->cfg->job_results_max_bytes;
-    jinn_api_propose_or_reply(api, req, &c, acked);
+    c->job.n = (uint32_t)n;
+    jinn_api_propose_or_reply(api, req, c, acked_batch);
 cleanup:
-    jinn_free(resp_text); /* jansson allocates through alloc.h (main.c) */
+    for (size_t i = 0; i < n && i < JINN_JOB_ACK_MAX; i++) {
+        jinn_free(texts[i]);
+    }
+    jinn_free(workers);
+    jinn_free(c);
     json_decref(body);
 }

@@ -24,6 +24,7 @@ static const char usage[] =
     "       jinn token revoke NAME\n"
     "rules: kv:NS/PREFIX*:read,write  lock:NAME*  queue:NAME:publish,consume,admin\n"
     "       sql:DB:read,write  fn:NAME:invoke,deploy  cluster:admin\n"
+    "       cluster:metrics (GET /metrics only)\n"
     "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "),\n"
     "         --token T (default $JINN_TOKEN), --json; --ttl: 90s, 30m, 12h, 7d\n";
 

@@ -23,7 +23,7 @@ static const struct {
     {"queue", JINN_AUTH_QUEUE, JINN_AUTH_PUBLISH | JINN_AUTH_CONSUME | JINN_AUTH_ADMIN},
     {"sql", JINN_AUTH_SQL, JINN_AUTH_READ | JINN_AUTH_WRITE},
     {"fn", JINN_AUTH_FN, JINN_AUTH_INVOKE | JINN_AUTH_DEPLOY},
-    {"cluster", JINN_AUTH_CLUSTER, JINN_AUTH_ADMIN},
+    {"cluster", JINN_AUTH_CLUSTER, JINN_AUTH_ADMIN | JINN_AUTH_METRICS},
 };
 
 static const struct {
@@ -32,7 +32,7 @@ static const struct {
 } actions[] = {
     {"read", JINN_AUTH_READ},       {"write", JINN_AUTH_WRITE}, {"publish", JINN_AUTH_PUBLISH},
     {"consume", JINN_AUTH_CONSUME}, {"admin", JINN_AUTH_ADMIN}, {"invoke", JINN_AUTH_INVOKE},
-    {"deploy", JINN_AUTH_DEPLOY},
+    {"deploy", JINN_AUTH_DEPLOY},   {"metrics", JINN_AUTH_METRICS},
 };
 
 static const char *kind_name(int kind)
@@ -73,7 +73,8 @@ static int parse_rule(const char *p, size_t len, struct jinn_auth_rule *r, char 
 
     memset(r, 0, sizeof *r);
     if (c1 == NULL) {
-        snprintf(err, err_cap, "a rule is KIND:PATTERN[:ACTIONS] or cluster:admin");
+        snprintf(err, err_cap,
+                 "a rule is KIND:PATTERN[:ACTIONS], cluster:admin or cluster:metrics");
         return JINN_EINVAL;
     }
     klen = (size_t)(c1 - p);
@@ -89,11 +90,14 @@ static int parse_rule(const char *p, size_t len, struct jinn_auth_rule *r, char 
     r->kind = (uint8_t)kinds[k].kind;
     known = kinds[k].actions;
     if (r->kind == JINN_AUTH_CLUSTER) {
-        if (!span_is(c1 + 1, len - klen - 1, "admin")) {
-            snprintf(err, err_cap, "the cluster rule is cluster:admin");
+        if (span_is(c1 + 1, len - klen - 1, "admin")) {
+            r->actions = JINN_AUTH_ADMIN;
+        } else if (span_is(c1 + 1, len - klen - 1, "metrics")) {
+            r->actions = JINN_AUTH_METRICS;
+        } else {
+            snprintf(err, err_cap, "the cluster rules are cluster:admin and cluster:metrics");
             return JINN_EINVAL;
         }
-        r->actions = JINN_AUTH_ADMIN;
         return 0;
     }
     pat = c1 + 1;
@@ -164,7 +168,7 @@ static void put_canon(const struct jinn_auth_rule *r, struct jinn_wbuf *w)
 {
     jinn_wbuf_printf(w, "%s", kind_name(r->kind));
     if (r->kind == JINN_AUTH_CLUSTER) {
-        jinn_wbuf_printf(w, ":admin");
+        jinn_wbuf_printf(w, (r->actions & JINN_AUTH_ADMIN) ? ":admin" : ":metrics");
         return;
     }
     jinn_wbuf_printf(w, ":%.*s%s", (int)r->pattern_len, r->pattern, r->prefix ? "*" : "");
@@ -283,8 +287,17 @@ bool jinn_auth_rules_allow(const struct jinn_auth_rules *rules, int kind, const 
 {
     for (unsigned i = 0; i < rules->n; i++) {
         const struct jinn_auth_rule *r = &rules->rule[i];
-        if (r->kind == JINN_AUTH_CLUSTER) {
+        if (r->kind == JINN_AUTH_CLUSTER && (r->actions & JINN_AUTH_ADMIN) != 0) {
             return true;
+        }
+        if (r->kind == JINN_AUTH_CLUSTER) {
+            /* cluster:metrics: the routes that name it, and nothing else
+             * (a token with only it is still a valid token for ANY). */
+            if (kind == JINN_AUTH_ANY || kind == JINN_AUTH_PUBLIC ||
+                (kind == JINN_AUTH_CLUSTER && (r->actions & acts) != 0)) {
+                return true;
+            }
+            continue;
         }
         if (kind == JINN_AUTH_ANY || kind == JINN_AUTH_PUBLIC) {
             return true; /* needs only a valid token: the caller checked it */
@@ -303,7 +316,10 @@ bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind, con
         const struct jinn_auth_rule *r = &rules->rule[i];
         size_t n;
         if (r->kind == JINN_AUTH_CLUSTER) {
-            return true;
+            if ((r->actions & JINN_AUTH_ADMIN) != 0) {
+                return true;
+            }
+            continue; /* cluster:metrics lists nothing */
         }
         if (r->kind != kind || (r->actions & acts) == 0) {
             continue;

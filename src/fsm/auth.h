@@ -13,6 +13,7 @@
  *   sql:PATTERN:ACTIONS     read,write
  *   fn:PATTERN:ACTIONS      invoke,deploy
  *   cluster:admin           everything, token management included
+ *   cluster:metrics         GET /metrics, nothing else
  *
  * PATTERN is a literal, or a literal followed by one trailing '*' (prefix
  * match); "*" alone matches every name. Literals are printable ASCII
@@ -70,6 +71,7 @@ enum {
     JINN_AUTH_INVOKE = 1 << 5,  /* fn */
     JINN_AUTH_DEPLOY = 1 << 6,  /* fn */
     JINN_AUTH_HOLD = 1 << 7,    /* lock (implied: lock rules name no action) */
+    JINN_AUTH_METRICS = 1 << 8, /* cluster: GET /metrics only (a Prometheus scraper) */
 };
 
 struct jinn_auth_rule {

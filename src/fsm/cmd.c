@@ -112,9 +112,19 @@ static bool job_queue_ok(struct jinn_slice q)
 
 static bool job_ack_ok(const struct jinn_cmd *c)
 {
-    return job_queue_ok(c->job.queue) && c->job.worker.len > 0 &&
-           c->job.worker.len <= JINN_QUEUE_WORKER_MAX && !has_nul(c->job.worker) &&
-           c->job.response.len <= JINN_JOB_RESULT_MAX;
+    uint64_t bytes = 0;
+    if (!job_queue_ok(c->job.queue) || c->job.n == 0 || c->job.n > JINN_JOB_ACK_MAX) {
+        return false;
+    }
+    for (uint32_t i = 0; i < c->job.n; i++) {
+        const struct jinn_job_ack_item *it = &c->job.item[i];
+        if (it->worker.len == 0 || it->worker.len > JINN_QUEUE_WORKER_MAX ||
+            has_nul(it->worker) || it->response.len > JINN_JOB_RESULT_MAX) {
+            return false;
+        }
+        bytes += it->response.len;
+    }
+    return bytes <= JINN_JOB_ACK_BYTES_MAX;
 }
 
 static bool deploy2_ok(const struct jinn_cmd *c)
@@ -270,11 +280,14 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
             return JINN_EINVAL;
         }
         put_slice(w, c->job.queue);
-        put_slice(w, c->job.worker);
-        jinn_wbuf_put_u64(w, c->job.seq);
-        jinn_wbuf_put_u64(w, c->job.delivery);
-        jinn_wbuf_put_u32(w, c->job.status);
-        put_slice(w, c->job.response);
+        jinn_wbuf_put_u32(w, c->job.n);
+        for (uint32_t i = 0; i < c->job.n; i++) {
+            put_slice(w, c->job.item[i].worker);
+            jinn_wbuf_put_u64(w, c->job.item[i].seq);
+            jinn_wbuf_put_u64(w, c->job.item[i].delivery);
+            jinn_wbuf_put_u32(w, c->job.item[i].status);
+            put_slice(w, c->job.item[i].response);
+        }
         jinn_wbuf_put_u64(w, c->job.keep_ms);
         jinn_wbuf_put_u64(w, c->job.keep_bytes);
         break;
@@ -488,11 +501,17 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
             return JINN_ECORRUPT;
         }
         c->job.queue = get_slice(&r, JINN_QUEUE_NAME_MAX);
-        c->job.worker = get_slice(&r, JINN_QUEUE_WORKER_MAX);
-        c->job.seq = jinn_rbuf_get_u64(&r);
-        c->job.delivery = jinn_rbuf_get_u64(&r);
-        c->job.status = jinn_rbuf_get_u32(&r);
-        c->job.response = get_slice(&r, JINN_JOB_RESULT_MAX);
+        c->job.n = jinn_rbuf_get_u32(&r);
+        if (r.failed || c->job.n == 0 || c->job.n > JINN_JOB_ACK_MAX) {
+            return JINN_ECORRUPT;
+        }
+        for (uint32_t i = 0; i < c->job.n; i++) {
+            c->job.item[i].worker = get_slice(&r, JINN_QUEUE_WORKER_MAX);
+            c->job.item[i].seq = jinn_rbuf_get_u64(&r);
+            c->job.item[i].delivery = jinn_rbuf_get_u64(&r);
+            c->job.item[i].status = jinn_rbuf_get_u32(&r);
+            c->job.item[i].response = get_slice(&r, JINN_JOB_RESULT_MAX);
+        }
         c->job.keep_ms = jinn_rbuf_get_u64(&r);
         c->job.keep_bytes = jinn_rbuf_get_u64(&r);
         if (r.failed || !job_ack_ok(c)) {

@@ -60,6 +60,8 @@
 #define JINN_CMD_FN_TRUSTED_MAX 16 /* FN_POLICY: trusted keys (= JINN_FNSIG_TRUSTED_MAX) */
 #define JINN_JOB_QUEUE_PREFIX "WORKERS_" /* a function's job queue: WORKERS_<fn> */
 #define JINN_JOB_RESULT_MAX (1u << 20)   /* response bytes kept per job */
+#define JINN_JOB_ACK_MAX 64              /* jobs one JOB_ACK settles */
+#define JINN_JOB_ACK_BYTES_MAX (8u << 20) /* their responses together */
 
 /* TOKEN_PUT flags */
 #define JINN_CMD_TOKEN_BOOTSTRAP 0x1 /* only into an empty table (else conflict) */
@@ -184,15 +186,20 @@ struct jinn_cmd {
             struct jinn_slice key_name[JINN_CMD_FN_TRUSTED_MAX];
             const uint8_t *key_pub[JINN_CMD_FN_TRUSTED_MAX]; /* 32 bytes each */
         } fn_policy;
-        /* JOB_ACK: Q_ACK's fields + the result to keep, with the leader's
-         * retention policy (keep_ms after finishing, keep_bytes in total). */
+        /* JOB_ACK: 1..JINN_JOB_ACK_MAX acks of one WORKERS_<fn> queue, each
+         * Q_ACK's fields + the result to keep, with the leader's retention
+         * policy (keep_ms after finishing, keep_bytes in total). Each is
+         * applied on its own (fsm/jobs.h). */
         struct {
-            struct jinn_slice queue;    /* WORKERS_<fn> */
-            struct jinn_slice worker;
-            uint64_t seq;
-            uint64_t delivery;          /* 0 = any */
-            uint32_t status;            /* the function's HTTP status */
-            struct jinn_slice response; /* <= JINN_JOB_RESULT_MAX bytes */
+            struct jinn_slice queue; /* WORKERS_<fn> */
+            uint32_t n;
+            struct jinn_job_ack_item {
+                struct jinn_slice worker;
+                uint64_t seq;
+                uint64_t delivery;          /* 0 = any */
+                uint32_t status;            /* the function's HTTP status */
+                struct jinn_slice response; /* <= JINN_JOB_RESULT_MAX bytes */
+            } item[JINN_JOB_ACK_MAX];       /* responses <= JINN_JOB_ACK_BYTES_MAX */
             uint64_t keep_ms;
             uint64_t keep_bytes;
         } job;

@@ -1,7 +1,9 @@
 /* jobs.c - see jobs.h. A kept result sits in four trees: by (fn, seq) for
  * lookups, by (fn, ack index descending) for a function's newest-first
  * list, by ack index (cluster time never goes back, so this is
- * oldest-finished first) for the byte bound, and by expiry for the sweep. */
+ * oldest-finished first) for the byte bound, and by expiry for the sweep.
+ * The acks of one JOB_ACK share its index: the job id (seq, unique in the
+ * one queue a JOB_ACK acts on) tells them apart in every order. */
 #include "fsm/jobs.h"
 
 #include <stdio.h>
@@ -31,19 +33,23 @@ static int fn_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b
 {
     const struct jinn_job_result *x = RES(a, by_fn), *y = RES(b, by_fn);
     int c = strcmp(x->fn, y->fn);
-    return c ? c : u64_cmp(y->index, x->index); /* newest first */
+    c = c ? c : u64_cmp(y->index, x->index); /* newest first */
+    return c ? c : u64_cmp(y->seq, x->seq);
 }
 
 static int index_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
-    return u64_cmp(RES(a, by_index)->index, RES(b, by_index)->index);
+    const struct jinn_job_result *x = RES(a, by_index), *y = RES(b, by_index);
+    int c = u64_cmp(x->index, y->index);
+    return c ? c : u64_cmp(x->seq, y->seq);
 }
 
 static int expiry_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
 {
     const struct jinn_job_result *x = RES(a, by_expiry), *y = RES(b, by_expiry);
     int c = u64_cmp(x->expires_ms, y->expires_ms);
-    return c ? c : u64_cmp(x->index, y->index);
+    c = c ? c : u64_cmp(x->index, y->index);
+    return c ? c : u64_cmp(x->seq, y->seq);
 }
 
 static int cron_name_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
@@ -157,6 +163,7 @@ const struct jinn_job_result *jinn_jobs_results_next(const struct jinn_jobs *job
     memcpy(probe.fn, fn, strlen(fn) + 1);
     /* Newest first: seek to (fn, newest possible), or just past after. */
     probe.index = after != NULL ? after->index : UINT64_MAX;
+    probe.seq = after != NULL ? after->seq : UINT64_MAX;
     n = jinn_tree_seek(&jobs->by_fn, &probe.by_fn, &it);
     if (n != NULL && after != NULL && RES(n, by_fn) == after) {
         n = jinn_tree_next(&it);
@@ -169,16 +176,16 @@ const struct jinn_job_result *jinn_jobs_results_next(const struct jinn_jobs *job
 
 /* ---- JOB_ACK --------------------------------------------------------------- */
 
-int jinn_jobs_ack(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index, uint64_t now,
-                  const struct jinn_cmd *c, uint64_t *value)
+static int ack_one(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index, uint64_t now,
+                   const struct jinn_cmd *c, const struct jinn_job_ack_item *it)
 {
     size_t prefix = sizeof JINN_JOB_QUEUE_PREFIX - 1;
     struct jinn_cmd ack;
     struct jinn_job_result *r, *old;
     struct jinn_tree_node *n;
+    uint64_t value;
     int rv;
 
-    *value = 0;
     /* Exactly Q_ACK's checks and effect (the same code), so a job acked
      * either way is acked the same. */
     memset(&ack, 0, sizeof ack);
@@ -186,35 +193,35 @@ int jinn_jobs_ack(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index
     ack.version = c->version;
     ack.time_ms = c->time_ms;
     ack.q.queue = c->job.queue;
-    ack.q.worker = c->job.worker;
-    ack.q.seq = c->job.seq;
-    ack.q.delivery = c->job.delivery;
+    ack.q.worker = it->worker;
+    ack.q.seq = it->seq;
+    ack.q.delivery = it->delivery;
     rv = jinn_queues_lease_check(qs, &ack);
     if (rv != JINN_OK) {
         return rv;
     }
     /* cmd.c checked the queue is WORKERS_<valid fn name> and the sizes. */
-    r = jinn_calloc(1, sizeof *r + c->job.response.len);
+    r = jinn_calloc(1, sizeof *r + it->response.len);
     if (r == NULL) {
         return JINN_ENOMEM;
     }
     memcpy(r->fn, c->job.queue.p + prefix, c->job.queue.len - prefix);
-    r->seq = c->job.seq;
+    r->seq = it->seq;
     r->index = index;
     r->finished_ms = now;
     r->expires_ms = jinn_fsm_deadline(now, c->job.keep_ms);
-    r->status = c->job.status;
-    memcpy(r->worker, c->job.worker.p, c->job.worker.len);
-    r->len = c->job.response.len;
+    r->status = it->status;
+    memcpy(r->worker, it->worker.p, it->worker.len);
+    r->len = it->response.len;
     if (r->len > 0) {
-        memcpy(r->response, c->job.response.p, r->len);
+        memcpy(r->response, it->response.p, r->len);
     }
     {
         const struct jinn_queue *q =
             jinn_queues_get(qs, (const char *)c->job.queue.p, c->job.queue.len);
-        r->delivery = jinn_queue_msg(q, c->job.seq)->delivery; /* checked leased above */
+        r->delivery = jinn_queue_msg(q, it->seq)->delivery; /* checked leased above */
     }
-    rv = jinn_queues_apply(qs, index, now, &ack, value);
+    rv = jinn_queues_apply(qs, index, now, &ack, &value);
     if (rv != JINN_OK) {
         jinn_fsm_fatal("job ack: the queue refused an ack its check allowed (%s)",
                        jinn_error_name(rv));
@@ -230,7 +237,23 @@ int jinn_jobs_ack(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index
     while (jobs->bytes > c->job.keep_bytes && (n = jinn_tree_first(&jobs->by_index)) != NULL) {
         result_remove(jobs, RES(n, by_index));
     }
-    *value = c->job.seq;
+    return JINN_OK;
+}
+
+int jinn_jobs_ack(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index, uint64_t now,
+                  const struct jinn_cmd *c, uint64_t *value)
+{
+    *value = 0;
+    jobs->n_acked = c->job.n;
+    for (uint32_t i = 0; i < c->job.n; i++) {
+        int rv = ack_one(jobs, qs, index, now, c, &c->job.item[i]);
+        if (rv == JINN_ENOMEM) {
+            return rv;
+        }
+        jobs->acked[i] = rv;
+        jobs->acked_seq[i] = c->job.item[i].seq;
+        *value += rv == JINN_OK;
+    }
     return JINN_OK;
 }
 
@@ -466,7 +489,8 @@ static int decode_results(struct jinn_jobs *jobs, struct jinn_rbuf *r)
         if (len > 0) {
             memcpy(res->response, resp, len);
         }
-        /* Keys and ack indexes are unique: a duplicate is a corrupt file. */
+        /* Keys and (ack index, seq) are unique: a duplicate is a corrupt
+         * file. */
         if (jinn_tree_insert(&jobs->results, &res->by_key) != NULL) {
             jinn_free(res);
             return JINN_ECORRUPT;
@@ -476,8 +500,8 @@ static int decode_results(struct jinn_jobs *jobs, struct jinn_rbuf *r)
             jinn_free(res);
             return JINN_ECORRUPT;
         }
-        jinn_tree_insert(&jobs->by_fn, &res->by_fn);         /* (fn, index): unique */
-        jinn_tree_insert(&jobs->by_expiry, &res->by_expiry); /* (expiry, index): unique */
+        jinn_tree_insert(&jobs->by_fn, &res->by_fn);         /* (fn, index, seq): unique */
+        jinn_tree_insert(&jobs->by_expiry, &res->by_expiry); /* (expiry, index, seq) */
         jobs->bytes += result_cost(res);
     }
     return 0;

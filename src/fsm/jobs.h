@@ -43,9 +43,9 @@
 
 struct jinn_job_result {
     struct jinn_tree_node by_key;    /* (fn, seq) */
-    struct jinn_tree_node by_fn;     /* (fn, index descending): newest first */
-    struct jinn_tree_node by_index;  /* index: oldest finished first */
-    struct jinn_tree_node by_expiry; /* (expires_ms, index) */
+    struct jinn_tree_node by_fn;     /* (fn, index, seq descending): newest first */
+    struct jinn_tree_node by_index;  /* (index, seq): oldest finished first */
+    struct jinn_tree_node by_expiry; /* (expires_ms, index, seq) */
     char fn[JINN_FN_NAME_MAX + 1];
     uint64_t seq;         /* the job id: its WORKERS_<fn> message seq */
     uint64_t index;       /* raft index of the JOB_ACK */
@@ -74,6 +74,12 @@ struct jinn_jobs {
     uint64_t bytes;             /* sum of len + JINN_JOB_RESULT_OVERHEAD */
     struct jinn_tree crons;     /* by_name */
     struct jinn_tree cron_next; /* by_next */
+    /* Not state: the per-ack outcome of the JOB_ACK just applied (0,
+     * JINN_ENOTFOUND, JINN_ECONFLICT), read by its proposer's callback as
+     * queues.fetched is. */
+    uint32_t n_acked;
+    int acked[JINN_JOB_ACK_MAX];
+    uint64_t acked_seq[JINN_JOB_ACK_MAX];
 };
 
 void jinn_jobs_init(struct jinn_jobs *jobs);
@@ -85,9 +91,10 @@ void jinn_jobs_expire(struct jinn_jobs *jobs, uint64_t now);
  * are not in it: the leader proposes JOB_CRON for those. */
 uint64_t jinn_jobs_next_due(const struct jinn_jobs *jobs);
 
-/* JOB_ACK at index, cluster time now: 0 (*value = seq), JINN_ENOTFOUND (no
- * such message), JINN_ECONFLICT (not the caller's lease / delivery),
- * JINN_ENOMEM. Nothing changes unless 0. */
+/* JOB_ACK at index, cluster time now: 0 (*value = how many of its acks
+ * took effect) or JINN_ENOMEM. Each ack is applied on its own, in order:
+ * acked[i] = 0, JINN_ENOTFOUND (no such message) or JINN_ECONFLICT (not
+ * the caller's lease / delivery), and one refused ack changes nothing. */
 int jinn_jobs_ack(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index, uint64_t now,
                   const struct jinn_cmd *c, uint64_t *value);
 /* JOB_CRON: 0 (*value = the published seq, = index), JINN_ECONFLICT (not the

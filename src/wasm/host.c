@@ -1350,7 +1350,7 @@ static void on_response(void *data, int code, const struct jinn_http_msg *head,
         finish_error_row(c, err);
         return;
     case STEP_ENQUEUE:
-        if (status == 200 || status == 201) {
+        if (status == 200 || status == 201 || status == 202) {
             call_finish(c, 0, NULL, 0);
             return;
         }
@@ -1652,7 +1652,10 @@ void jinn_wasm_inv_call(struct jinn_wasm_inv *inv, int call, uint32_t a, uint32_
             return;
         }
         jinn_wbuf_init(&t);
-        jinn_wbuf_printf(&t, "/v1/queues/" HOST_QUEUE_PREFIX "%.*s", (int)n1, s1);
+        /* The jobs endpoint, not the queue's: it checks that the function
+         * exists, and enqueueing a job of F is invoking F, so with tokens
+         * on the scope needed is fn:F:invoke (not queue:WORKERS_F:publish). */
+        jinn_wbuf_printf(&t, "/v1/functions/%.*s/jobs", (int)n1, s1);
         call_send(c, "POST", &t, NULL, b2 ? b2 : "", n2);
         return;
     default:

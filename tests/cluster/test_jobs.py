@@ -321,6 +321,53 @@ def test_ack_settles_only_the_lease_holder(idle):
     assert code in (404, 409), out
 
 
+def test_ack_batch_settles_each_on_its_own(idle):
+    n = idle.nodes[2]
+    subs = [submit(n, "idle", f"batch {i}".encode())["job"] for i in range(3)]
+    leased = {}
+    deadline = time.monotonic() + 30
+    while not all(s in leased for s in subs):  # oldest first: earlier tests left idle jobs
+        assert time.monotonic() < deadline, leased
+        code, _, out = n.request("/v1/queues/WORKERS_idle/fetch", "POST",
+                                 json.dumps({"worker": "batcher", "max": 64,
+                                             "wait": "5s"}).encode())
+        assert code == 200, out
+        leased.update({m["seq"]: m["delivery"] for m in json.loads(out)})
+    a, b, c = subs
+    url = "/v1/functions/idle/jobs/ack"
+
+    def post(acks):
+        return n.request(url, "POST", json.dumps({"acks": acks}).encode())
+
+    def item(seq, **kw):
+        return dict({"job": seq, "worker": "batcher", "delivery": leased.get(seq, 0),
+                     "response": {"body": f"r{seq}"}}, **kw)
+    # Malformed batches: 400, nothing applied.
+    for bad in ([], [item(a)] * 65, [item(a), {"worker": "batcher"}],
+                [item(a), dict(item(b), job=0)], [item(a), dict(item(b), status=99)]):
+        code, _, out = post(bad)
+        assert code == 400, (bad[:2], code, out)
+    code, _, out = n.request(url, "POST", b'{"acks": 7}')
+    assert code == 400, out
+    assert job(n, "idle", a)["state"] == "running"
+    # One command, each ack on its own: a's and c's hold, b's is not the
+    # caller's lease, an unknown job, and a repeat of a.
+    code, _, out = post([item(a), item(b, worker="someone"), item(99999999), item(c, status=202),
+                         item(a)])
+    assert code == 200, out
+    got = json.loads(out)
+    assert got["acked"] == 2 and got["index"] > 0, got
+    assert [(r["job"], r["status"]) for r in got["results"]] == [
+        (a, 200), (b, 409), (99999999, 404), (c, 200), (a, 404)], got
+    assert job(n, "idle", a)["state"] == "succeeded"
+    assert job(n, "idle", a)["response"] == {"body": f"r{a}"}
+    assert job(n, "idle", c)["status"] == 202
+    assert job(n, "idle", b)["state"] == "running"
+    code, _, out = post([item(b)])
+    assert code == 200 and json.loads(out)["acked"] == 1, out
+    assert job(n, "idle", b)["state"] == "succeeded"
+
+
 # ---- hostile input --------------------------------------------------------------------
 
 def test_hostile_input(c3):

@@ -436,3 +436,29 @@ def test_a_new_token_works_at_once_on_a_lagging_follower(cluster_factory):
                                                headers=bearer("jinn.nosuch." + "a" * 64))
     assert code == 401 and json.loads(body)["error"] == "unauthorized"
     assert headers.get("WWW-Authenticate", "").startswith("Bearer")
+
+
+def test_cluster_metrics_rule_reads_metrics_and_nothing_else(cluster_factory):
+    """A Prometheus scraper's token: cluster:metrics reads /metrics on
+    every node and nothing else (before, /metrics needed cluster:admin)."""
+    c, leader = start(cluster_factory)
+    scraper = create(leader, "scraper", ["cluster:metrics"])
+    assert json.loads(leader.request("/v1/tokens", headers=ADMIN)[2])["tokens"][-1][
+        "allow"] == ["cluster:metrics"]
+    for n in c.nodes:
+        code, _, out = n.request("/metrics", headers=bearer(scraper))
+        assert code == 200 and b"jinn_" in out, (n.name, code, out[:200])
+        for method, path, body in (("GET", "/v1/status", None), ("GET", "/v1/tokens", None),
+                                   ("GET", "/v1/snapshot", None),
+                                   ("GET", "/v1/cluster/members", None),
+                                   ("GET", "/v1/kv/app/x", None), ("GET", "/v1/kv/app", None),
+                                   ("GET", "/v1/queues", None), ("GET", "/v1/functions", None),
+                                   ("POST", "/v1/internal/nodes", b"{}"),
+                                   ("POST", "/v1/tokens",
+                                    b'{"name":"x","allow":["cluster:admin"]}')):
+            assert code_of(n, path, method, body, token=scraper) == 403, (n.name, path)
+    assert code_of(leader, "/metrics") == 401
+    # The admin still reads it; a mistyped cluster rule is refused.
+    assert code_of(leader, "/metrics", token=BOOT) == 200
+    body = json.dumps({"name": "bad", "allow": ["cluster:metric"]}).encode()
+    assert leader.request("/v1/tokens", "POST", body, ADMIN)[0] == 400

@@ -303,9 +303,13 @@ def test_db_query_without_a_database(one):
 
 
 def test_enqueue_publishes_durably(one):
+    # host_enqueue goes through POST /v1/functions/{F}/jobs: F must exist
+    # (workers 0: no node runs its jobs, they stay in the queue).
+    deploy(one, "resize", module("hostfns"), workers=0)
     r = run(one, "hf", cmd("enqueue", "resize", "img-1"), cmd("enqueue", "resize", "img-2"),
-            cmd("enqueue", "Bad/Name", "x"), cmd("enqueue", "a" * 57, "x"))
-    assert [x[1] for x in r] == [0, 0, FAIL, FAIL]
+            cmd("enqueue", "Bad/Name", "x"), cmd("enqueue", "a" * 57, "x"),
+            cmd("enqueue", "nosuchfn", "x"))
+    assert [x[1] for x in r] == [0, 0, FAIL, FAIL, FAIL]
     code, _, out = one.request("/v1/queues/WORKERS_resize")
     assert code == 200 and json.loads(out)["ready"] == 2, out
     code, _, out = one.request("/v1/queues/WORKERS_resize/fetch?worker=t&max=2", "POST", b"")

@@ -271,11 +271,14 @@ static void make_cmd(struct prog *g, struct memory *mem, struct jinn_cmd *c, boo
             if (k % 3 == 0) {
                 c->type = JINN_CMD_JOB_ACK;
                 c->job.queue = S(k % 2 ? "WORKERS_f0" : "WORKERS_f1");
-                c->job.worker = S(PICK(g, workers));
-                c->job.seq = recall(mem->seqs, mem->ns, g);
-                c->job.delivery = next(g) % 3;
-                c->job.status = 200;
-                c->job.response = S(PICK(g, values));
+                c->job.n = 1 + next(g) % 3; /* a batch, sometimes with repeats */
+                for (uint32_t i = 0; i < c->job.n; i++) {
+                    c->job.item[i].worker = S(PICK(g, workers));
+                    c->job.item[i].seq = recall(mem->seqs, mem->ns, g);
+                    c->job.item[i].delivery = next(g) % 3;
+                    c->job.item[i].status = 200;
+                    c->job.item[i].response = S(PICK(g, values));
+                }
                 c->job.keep_ms = next(g) % 2 ? 500 : 100000;
                 c->job.keep_bytes = next(g) % 2 ? 300 : 1u << 20;
             } else if (k % 3 == 1) {

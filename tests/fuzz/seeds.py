@@ -80,8 +80,13 @@ COMMANDS = {
     "fn_deploy": cmd(23, bs("hello") + bs(FN_SETTINGS) + bs(HELLO_WASM), version=2),
     "fn_delete": cmd(24, bs("hello") + u64(1), version=2),
     "fn_rollback": cmd(25, bs("hello") + u64(0), version=2),
-    "job_ack": cmd(26, bs("WORKERS_hello") + bs("n1/hello/0") + u64(1) + u64(1) + u32(200) +
-                   bs('{"ok":true}') + u64(3600000) + u64(64 << 20), version=2),
+    "job_ack": cmd(26, bs("WORKERS_hello") + u32(1) + bs("n1/hello") + u64(1) + u64(1) +
+                   u32(200) + bs('{"ok":true}') + u64(3600000) + u64(64 << 20), version=2),
+    "job_ack_batch": cmd(26, bs("WORKERS_hello") + u32(3) +
+                         bs("n1/hello") + u64(1) + u64(1) + u32(200) + bs('{"ok":true}') +
+                         bs("n2/hello") + u64(2) + u64(0) + u32(201) + bs("") +
+                         bs("n1/hello") + u64(1) + u64(1) + u32(200) + bs("{}") +
+                         u64(3600000) + u64(64 << 20), version=2),
     "job_cron": cmd(27, bs("hello") + u64(60000) + u64(1000) + u64(1 << 20) + u64(5) +
                     u64(60500), version=2),
     "fn_deploy2": cmd(28, bs("hello") + bs(FN_SETTINGS_JOBS) + bs(HELLO_WASM) +

@@ -32,6 +32,7 @@ TEST(auth_rules_parse_accepts_and_canonicalizes)
         {"fn:*:invoke", "fn:*:invoke"},
         {"fn:billing:deploy,invoke", "fn:billing:invoke,deploy"},
         {"cluster:admin", "cluster:admin"},
+        {"cluster:metrics", "cluster:metrics"},
         {"kv:a/b:read lock:x queue:y:consume", "kv:a/b:read lock:x queue:y:consume"},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -72,6 +73,9 @@ TEST(auth_rules_parse_refuses)
         "fn:f:read",
         "cluster:*",
         "cluster:admin:x",
+        "cluster:metrics:x",
+        "cluster:admin,metrics",
+        "kv:a:metrics",
         "cluster:",
         "nosuch:a:read",
         "KV:a:read",
@@ -170,6 +174,14 @@ TEST(auth_rules_allow_table)
         {"cluster:admin", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN, true},
         {"kv:a/*:read", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN, false},
         {"kv:a/*:read", JINN_AUTH_ANY, "", 0, true},
+        /* cluster:metrics: GET /metrics (CLUSTER, admin or metrics), nothing else */
+        {"cluster:metrics", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN | JINN_AUTH_METRICS, true},
+        {"cluster:metrics", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN, false},
+        {"cluster:metrics", JINN_AUTH_KV, "a/b", JINN_AUTH_READ, false},
+        {"cluster:metrics", JINN_AUTH_FN, "f", JINN_AUTH_INVOKE, false},
+        {"cluster:metrics", JINN_AUTH_ANY, "", 0, true},
+        {"cluster:metrics kv:a/*:read", JINN_AUTH_KV, "a/b", JINN_AUTH_READ, true},
+        {"cluster:admin", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN | JINN_AUTH_METRICS, true},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         struct jinn_auth_rules r;
