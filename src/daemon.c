@@ -237,17 +237,25 @@ static void on_sighup(uv_signal_t *h, int signum)
         jinn_error("SIGHUP: http_tls not reloaded, the old certificates stay in use: %s", err);
         return;
     }
+    /* All or nothing: everything is loaded and checked before anything is
+     * installed; after the raft identity (which installs itself only when
+     * it loaded) nothing can fail. */
     if (cfg->cluster_tls_ca != NULL) {
-        if (jinn_tls_set_peer_ca(cfg->cluster_tls_ca, err, sizeof err) != 0 ||
-            jinn_peerguard_tls_load(cfg->cluster_tls_cert, cfg->cluster_tls_key,
-                                    cfg->cluster_tls_ca, err, sizeof err) != 0) {
-            jinn_error("SIGHUP: cluster_tls not reloaded, the old certificates stay in use: %s",
+        X509_STORE *peers = jinn_tls_peer_ca_load(cfg->cluster_tls_ca, err, sizeof err);
+        if (peers == NULL || jinn_peerguard_tls_load(cfg->cluster_tls_cert, cfg->cluster_tls_key,
+                                                     cfg->cluster_tls_ca, err, sizeof err) != 0) {
+            X509_STORE_free(peers);
+            SSL_CTX_free(server);
+            SSL_CTX_free(client);
+            jinn_error("SIGHUP: cluster_tls not reloaded (nor http_tls), the old certificates "
+                       "stay in use: %s",
                        err);
-        } else {
-            for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
-                (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
-                                             cfg->cluster_tls_pins[i].sha256);
-            }
+            return;
+        }
+        jinn_tls_peer_ca_install(peers);
+        for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
+            (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
+                                         cfg->cluster_tls_pins[i].sha256);
         }
     }
     if (server != NULL) {

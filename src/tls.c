@@ -205,22 +205,35 @@ fail:
     return NULL;
 }
 
+X509_STORE *jinn_tls_peer_ca_load(const char *file, char *err, size_t n)
+{
+    X509_STORE *store = X509_STORE_new();
+    if (store == NULL || X509_STORE_load_file(store, file) != 1) {
+        file_error(err, n, "cluster_tls ca", file);
+        X509_STORE_free(store);
+        return NULL;
+    }
+    return store;
+}
+
+void jinn_tls_peer_ca_install(X509_STORE *store)
+{
+    X509_STORE_free(g_peer_store);
+    g_peer_store = store;
+}
+
 int jinn_tls_set_peer_ca(const char *file, char *err, size_t n)
 {
     X509_STORE *store;
     if (file == NULL) {
-        X509_STORE_free(g_peer_store);
-        g_peer_store = NULL;
+        jinn_tls_peer_ca_install(NULL);
         return 0;
     }
-    store = X509_STORE_new();
-    if (store == NULL || X509_STORE_load_file(store, file) != 1) {
-        file_error(err, n, "cluster_tls ca", file);
-        X509_STORE_free(store);
+    store = jinn_tls_peer_ca_load(file, err, n);
+    if (store == NULL) {
         return -1;
     }
-    X509_STORE_free(g_peer_store);
-    g_peer_store = store;
+    jinn_tls_peer_ca_install(store);
     return 0;
 }
 

@@ -46,6 +46,11 @@ int jinn_tls_expect_ip(struct jinn_tls *t, const char *ip);
  * one kept). */
 int jinn_tls_set_peer_ca(const char *file, char *err, size_t n);
 bool jinn_tls_peer_ca_set(void);
+/* The same in two steps, for a reload that is all or nothing: load (NULL
+ * on error, err filled, nothing changed), then install (cannot fail; takes
+ * the store). */
+X509_STORE *jinn_tls_peer_ca_load(const char *file, char *err, size_t n);
+void jinn_tls_peer_ca_install(X509_STORE *store);
 
 struct jinn_tls {
     SSL *ssl;
