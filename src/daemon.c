@@ -171,7 +171,7 @@ static void shutdown_rest(void *data)
 static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **client,
                      char *err, size_t n)
 {
-    const char *trust[3];
+    const char *trust[1];
     size_t n_trust = 0;
     *server = NULL;
     *client = NULL;
@@ -183,16 +183,16 @@ static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **
     if (*server == NULL) {
         return -1;
     }
-    /* Peers are verified against the cluster CA; this node's own
-     * certificate is trusted as it is, for its loopback calls. */
+    /* Peers are verified against the cluster CA only (their address in
+     * the certificate's SAN); without one, against client_ca (an operator's
+     * private CA), never the system's CAs; with neither, only this node's
+     * own leaf (pinned below) is accepted, so no call - and no credential -
+     * leaves for another node over https. */
     if (cfg->cluster_tls_ca != NULL) {
         trust[n_trust++] = cfg->cluster_tls_ca;
     } else if (cfg->http_tls_client_ca != NULL) {
-        /* Without a cluster CA, peers' HTTP certificates are checked
-         * against client_ca (and the system's CAs, below). */
         trust[n_trust++] = cfg->http_tls_client_ca;
     }
-    trust[n_trust++] = cfg->http_tls_cert;
     /* The client certificate: the node's cluster identity, else its HTTP
      * one (a loopback call to a node requiring client certificates). */
     *client = cfg->cluster_tls_cert != NULL
@@ -200,8 +200,12 @@ static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **
                                         n_trust, err, n)
                   : jinn_tls_client_ctx(cfg->http_tls_cert, cfg->http_tls_key, trust, n_trust,
                                         err, n);
-    if (*client != NULL && cfg->cluster_tls_ca == NULL) {
-        (void)SSL_CTX_set_default_verify_paths(*client);
+    /* Calls to itself meet its own http_tls leaf: pinned by fingerprint,
+     * not by trusting the chain file (its intermediates would make every
+     * certificate they issued a peer). */
+    if (*client != NULL && jinn_tls_client_pin_leaf(*client, cfg->http_tls_cert, err, n) != 0) {
+        SSL_CTX_free(*client);
+        *client = NULL;
     }
     if (*client == NULL) {
         SSL_CTX_free(*server);
@@ -233,17 +237,25 @@ static void on_sighup(uv_signal_t *h, int signum)
         jinn_error("SIGHUP: http_tls not reloaded, the old certificates stay in use: %s", err);
         return;
     }
+    /* All or nothing: everything is loaded and checked before anything is
+     * installed; after the raft identity (which installs itself only when
+     * it loaded) nothing can fail. */
     if (cfg->cluster_tls_ca != NULL) {
-        if (jinn_tls_set_peer_ca(cfg->cluster_tls_ca, err, sizeof err) != 0 ||
-            jinn_peerguard_tls_load(cfg->cluster_tls_cert, cfg->cluster_tls_key,
-                                    cfg->cluster_tls_ca, err, sizeof err) != 0) {
-            jinn_error("SIGHUP: cluster_tls not reloaded, the old certificates stay in use: %s",
+        X509_STORE *peers = jinn_tls_peer_ca_load(cfg->cluster_tls_ca, err, sizeof err);
+        if (peers == NULL || jinn_peerguard_tls_load(cfg->cluster_tls_cert, cfg->cluster_tls_key,
+                                                     cfg->cluster_tls_ca, err, sizeof err) != 0) {
+            X509_STORE_free(peers);
+            SSL_CTX_free(server);
+            SSL_CTX_free(client);
+            jinn_error("SIGHUP: cluster_tls not reloaded (nor http_tls), the old certificates "
+                       "stay in use: %s",
                        err);
-        } else {
-            for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
-                (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
-                                             cfg->cluster_tls_pins[i].sha256);
-            }
+            return;
+        }
+        jinn_tls_peer_ca_install(peers);
+        for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
+            (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
+                                         cfg->cluster_tls_pins[i].sha256);
         }
     }
     if (server != NULL) {
@@ -282,7 +294,24 @@ static bool auth_configured(const struct jinn_config *cfg)
 static int protected_mode(const struct jinn_config *cfg)
 {
     const char *what = NULL, *addr = NULL;
-    if (cfg->insecure || auth_configured(cfg)) {
+    if (cfg->insecure) {
+        return 0;
+    }
+    /* The raft port: without cluster_tls anyone reaching it speaks raft
+     * (peerguard's preamble is no secret) and reads the log. */
+    if (cfg->cluster_tls_cert == NULL && cfg->cluster_listen != NULL &&
+        !loopback(cfg->cluster_listen)) {
+        fprintf(stderr,
+                "jinn: cluster_listen %s is not a loopback address, and cluster_tls is not "
+                "configured (protected mode): anyone who can reach it could join the raft "
+                "cluster and read or rewrite its log.\n"
+                "  Fix: add `cluster_tls { cert FILE  key FILE  ca FILE }` (see `jinn certs`), "
+                "or listen on 127.0.0.1, or (trusted network only) add `insecure true` to the "
+                "config.\n",
+                cfg->cluster_listen);
+        return 2;
+    }
+    if (auth_configured(cfg)) {
         return 0;
     }
     if (!loopback(cfg->http_listen)) {

@@ -40,6 +40,7 @@ struct fetch {
     jinn_fetch_cb cb;
     void *data;
     bool tls_on;
+    bool tls_closed; /* close_notify (or a broken session) read: never pooled */
     struct jinn_tls tls;
     char *raw; /* ciphertext read (TLS) */
 };
@@ -144,7 +145,7 @@ static void finish(struct fetch *f, int code, const struct jinn_http_msg *head,
     }
     f->done = true;
     f->cb(f->data, code, head, body, body_len);
-    if (reusable && !f->write_pending && pool_len < POOL_MAX) {
+    if (reusable && !f->tls_closed && !f->write_pending && pool_len < POOL_MAX) {
         uv_timer_stop(&f->timer);
         f->len = 0;
         f->idle = true;
@@ -270,7 +271,11 @@ static bool tls_input(struct fetch *f, size_t n)
             return true;
         }
         if (k < 0) {
-            return false;
+            /* The server ended the session (close_notify), possibly right
+             * after a complete response in the same read: the caller
+             * decides from what arrived. */
+            f->tls_closed = true;
+            return true;
         }
         f->len += (size_t)k;
     }
@@ -286,7 +291,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (!f->done && f->tls.established && f->sent) {
-            try_complete(f, false);
+            if (!try_complete(f, f->tls_closed) && f->tls_closed) {
+                fail(f);
+            }
+        } else if (!f->done && f->tls_closed) {
+            fail(f);
         }
         return;
     }
@@ -414,6 +423,17 @@ void jinn_fetch_close_idle(void)
     }
 }
 
+static int expect_url_ip(struct fetch *f)
+{
+    struct sockaddr_in addr;
+    char ip[INET_ADDRSTRLEN];
+    if (jinn_fetch_parse_url(f->url, &addr) != 0 ||
+        uv_ip4_name(&addr, ip, sizeof ip) != 0) {
+        return -1;
+    }
+    return jinn_tls_expect_ip(&f->tls, ip);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct fetch *f = req->data;
@@ -431,6 +451,12 @@ static void on_connect(uv_connect_t *req, int status)
             return;
         }
         f->tls_on = true;
+        /* The server must be the node at that address (its IP in the
+         * certificate), or this node itself (its pinned leaf). */
+        if (expect_url_ip(f) != 0) {
+            fail(f);
+            return;
+        }
     }
     if (uv_read_start((uv_stream_t *)&f->tcp, alloc_cb, on_read) != 0) {
         fail(f);

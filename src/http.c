@@ -1013,7 +1013,10 @@ static bool admit(struct conn *c)
     if (rv == 0) {
         return true;
     }
-    if (s->n_refused >= REFUSED_LINGER_MAX) {
+    /* On a TLS port a plaintext reply would reach a TLS client as a
+     * broken record, and a handshake only to refuse would spend the most
+     * expensive work on the connection being shed: closed unanswered. */
+    if (s->n_refused >= REFUSED_LINGER_MAX || s->tls != NULL) {
         conn_close(c);
         return false;
     }

@@ -2,6 +2,7 @@
 #include "tls.h"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #define WRITE_CHUNK (64 * 1024)
 
 static X509_STORE *g_peer_store; /* cluster CA: who counts as a member */
+static int g_pin_index = -1;      /* SSL_CTX ex_data: the pinned leaf's SHA-256 */
 
 const char *jinn_tls_error(char *buf, size_t n)
 {
@@ -95,6 +97,84 @@ fail:
     return NULL;
 }
 
+static void pin_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                     void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    jinn_free(ptr);
+}
+
+/* The server's certificate is accepted when it is exactly the pinned leaf
+ * (this node's own http_tls certificate: a call to itself), else when it
+ * chains to a trust[] anchor and matches the address expected
+ * (jinn_tls_expect_ip). */
+static int client_verify(X509_STORE_CTX *x, void *arg)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    X509 *leaf = X509_STORE_CTX_get0_cert(x);
+    const unsigned char *pin = NULL;
+    (void)arg;
+    if (ssl != NULL && g_pin_index >= 0) {
+        pin = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g_pin_index);
+    }
+    if (pin != NULL && leaf != NULL) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int len = 0;
+        if (X509_digest(leaf, EVP_sha256(), md, &len) == 1 && len == 32 &&
+            memcmp(md, pin, 32) == 0) {
+            X509_STORE_CTX_set_error(x, X509_V_OK);
+            return 1;
+        }
+    }
+    return X509_verify_cert(x);
+}
+
+int jinn_tls_client_pin_leaf(SSL_CTX *ctx, const char *cert_file, char *err, size_t n)
+{
+    FILE *f;
+    X509 *leaf;
+    unsigned char *pin;
+    unsigned int len = 0;
+    if (g_pin_index < 0) {
+        g_pin_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, pin_free);
+        if (g_pin_index < 0) {
+            snprintf(err, n, "cannot pin %s: no ex_data index", cert_file);
+            return -1;
+        }
+    }
+    f = fopen(cert_file, "r");
+    if (f == NULL) {
+        snprintf(err, n, "cannot read %s", cert_file);
+        return -1;
+    }
+    leaf = PEM_read_X509(f, NULL, NULL, NULL); /* the first one: the leaf */
+    fclose(f);
+    pin = jinn_malloc(EVP_MAX_MD_SIZE);
+    if (leaf == NULL || pin == NULL || X509_digest(leaf, EVP_sha256(), pin, &len) != 1 ||
+        len != 32 || SSL_CTX_set_ex_data(ctx, g_pin_index, pin) != 1) {
+        file_error(err, n, "cert", cert_file);
+        X509_free(leaf);
+        jinn_free(pin);
+        return -1;
+    }
+    X509_free(leaf);
+    return 0;
+}
+
+int jinn_tls_expect_ip(struct jinn_tls *t, const char *ip)
+{
+    X509_VERIFY_PARAM *p = SSL_get0_param(t->ssl);
+    if (p == NULL || X509_VERIFY_PARAM_set1_ip_asc(p, ip) != 1) {
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
 SSL_CTX *jinn_tls_client_ctx(const char *cert, const char *key, const char *const *trust,
                              size_t n_trust, char *err, size_t n)
 {
@@ -112,9 +192,12 @@ SSL_CTX *jinn_tls_client_ctx(const char *cert, const char *key, const char *cons
             goto fail;
         }
     }
-    /* A node's own (possibly not self-signed) http_tls certificate is a
-     * trust anchor for its loopback calls. */
-    X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx), X509_V_FLAG_PARTIAL_CHAIN);
+    /* No X509_V_FLAG_PARTIAL_CHAIN and no system CAs: a chain ends at a
+     * self-signed anchor from trust[]. The node's own leaf is recognised
+     * by its fingerprint (jinn_tls_client_pin_leaf), never by trusting the
+     * intermediates of its chain file (any certificate they issued would
+     * pass as a peer). */
+    SSL_CTX_set_cert_verify_callback(ctx, client_verify, NULL);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     return ctx;
 fail:
@@ -122,22 +205,35 @@ fail:
     return NULL;
 }
 
+X509_STORE *jinn_tls_peer_ca_load(const char *file, char *err, size_t n)
+{
+    X509_STORE *store = X509_STORE_new();
+    if (store == NULL || X509_STORE_load_file(store, file) != 1) {
+        file_error(err, n, "cluster_tls ca", file);
+        X509_STORE_free(store);
+        return NULL;
+    }
+    return store;
+}
+
+void jinn_tls_peer_ca_install(X509_STORE *store)
+{
+    X509_STORE_free(g_peer_store);
+    g_peer_store = store;
+}
+
 int jinn_tls_set_peer_ca(const char *file, char *err, size_t n)
 {
     X509_STORE *store;
     if (file == NULL) {
-        X509_STORE_free(g_peer_store);
-        g_peer_store = NULL;
+        jinn_tls_peer_ca_install(NULL);
         return 0;
     }
-    store = X509_STORE_new();
-    if (store == NULL || X509_STORE_load_file(store, file) != 1) {
-        file_error(err, n, "cluster_tls ca", file);
-        X509_STORE_free(store);
+    store = jinn_tls_peer_ca_load(file, err, n);
+    if (store == NULL) {
         return -1;
     }
-    X509_STORE_free(g_peer_store);
-    g_peer_store = store;
+    jinn_tls_peer_ca_install(store);
     return 0;
 }
 

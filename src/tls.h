@@ -25,18 +25,32 @@ SSL_CTX *jinn_tls_server_ctx(const char *cert, const char *key, const char *clie
                              const char *peer_ca, char *err, size_t n);
 
 /* A TLS 1.2+ client context presenting cert/key (both NULL: none) and
- * trusting the certificates in trust[] (CA files; a leaf certificate in
- * them is trusted as it is: a node trusts its own http_tls certificate for
- * its loopback calls). No host name check: every node the CA signed may
- * serve any node's address. */
+ * trusting the CA certificates in trust[] only: chains must end at one of
+ * them (no partial chains, no system CAs). A session's server must also
+ * carry the address it was called at (jinn_tls_expect_ip). */
 SSL_CTX *jinn_tls_client_ctx(const char *cert, const char *key, const char *const *trust,
                              size_t n_trust, char *err, size_t n);
+
+/* Accept exactly the leaf certificate of cert_file (its first one, by
+ * SHA-256) whatever its chain: a node's calls to itself meet its own
+ * http_tls certificate. 0 or -1 (err filled). */
+int jinn_tls_client_pin_leaf(SSL_CTX *ctx, const char *cert_file, char *err, size_t n);
+
+/* The server of this client session must have ip (a literal) in its
+ * certificate's subjectAltName, unless it is the pinned leaf. 0 or -1. */
+struct jinn_tls;
+int jinn_tls_expect_ip(struct jinn_tls *t, const char *ip);
 
 /* The CA whose certificates identify cluster members on HTTP connections
  * (cluster_tls's ca); NULL file clears it. 0 or -1 (err filled, the old
  * one kept). */
 int jinn_tls_set_peer_ca(const char *file, char *err, size_t n);
 bool jinn_tls_peer_ca_set(void);
+/* The same in two steps, for a reload that is all or nothing: load (NULL
+ * on error, err filled, nothing changed), then install (cannot fail; takes
+ * the store). */
+X509_STORE *jinn_tls_peer_ca_load(const char *file, char *err, size_t n);
+void jinn_tls_peer_ca_install(X509_STORE *store);
 
 struct jinn_tls {
     SSL *ssl;

@@ -857,6 +857,16 @@ static int apply_deploy(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
     v.version = e->last_version + 1;
     v.deployed_ms = time_ms;
     v.index = index;
+    /* Kept whatever the policy: a rollback to this version is checked
+     * against the policy of its own time. */
+    if (c->type == JINN_CMD_FN_DEPLOY2 && c->fn.signature.len == sizeof v.sig &&
+        c->fn.key_id.len > 0 && c->fn.key_id.len < sizeof v.key_id &&
+        jinn_fnsig_key_name_valid((const char *)c->fn.key_id.p, c->fn.key_id.len)) {
+        memcpy(v.sig, c->fn.signature.p, sizeof v.sig);
+        v.sig_len = sizeof v.sig;
+        memcpy(v.key_id, c->fn.key_id.p, c->fn.key_id.len);
+        v.key_id[c->fn.key_id.len] = '\0';
+    }
     entry_push(fns, e, &v);
     *value = e->last_version;
     jinn_free(info);
@@ -910,6 +920,23 @@ static int apply_rollback(struct jinn_fns *fns, const struct jinn_cmd *c, uint64
     }
     if (to < 0) {
         return JINN_ENOTFOUND;
+    }
+    /* require_signature covers rollbacks: the target's recorded
+     * signature must verify with a key trusted now (the same verdict on
+     * every replica: policy and signature are both replicated state). */
+    if (fns->policy.require_signature) {
+        const struct jinn_fn_version *v = &e->versions[to];
+        const char *why = NULL;
+        int rv = jinn_fns_signature_check(fns, e->name, strlen(e->name), v->sha256, v->sig,
+                                          v->sig_len, (const uint8_t *)v->key_id,
+                                          strlen(v->key_id), &why);
+        if (rv != 0) {
+            if (rv == JINN_EUNSIGNED) {
+                jinn_warn("fn rollback %s to version %llu refused: %s", e->name,
+                          (unsigned long long)v->version, why);
+            }
+            return rv;
+        }
     }
     if (!route_free(fns, e, e->versions[to].settings.route)) {
         return JINN_ECONFLICT;
@@ -1085,6 +1112,9 @@ static void encode_registry(const struct jinn_fns *fns, struct jinn_wbuf *w)
             jinn_wbuf_put_str(w, v->settings_json);
             jinn_wbuf_put_u64(w, v->deployed_ms);
             jinn_wbuf_put_u64(w, v->index);
+            /* Format 3: bytes sig (0 or 64), str key_id (empty iff unsigned). */
+            jinn_wbuf_put_bytes(w, v->sig, v->sig_len);
+            jinn_wbuf_put_str(w, v->key_id);
         }
     }
 }
@@ -1176,7 +1206,8 @@ int jinn_fns_decode_modules(struct jinn_fns *fns, const uint8_t *p, size_t len)
     return 0;
 }
 
-static int decode_entry(struct jinn_fns *fns, struct jinn_rbuf *r, char *prev_name)
+static int decode_entry(struct jinn_fns *fns, struct jinn_rbuf *r, char *prev_name,
+                        uint32_t snapshot_version)
 {
     const uint8_t *name;
     size_t name_len = jinn_rbuf_get_bytes(r, &name, JINN_FN_NAME_MAX);
@@ -1215,6 +1246,20 @@ static int decode_entry(struct jinn_fns *fns, struct jinn_rbuf *r, char *prev_na
         settings_len = jinn_rbuf_get_bytes(r, &settings, JINN_FN_SETTINGS_MAX);
         v->deployed_ms = jinn_rbuf_get_u64(r);
         v->index = jinn_rbuf_get_u64(r);
+        if (snapshot_version >= 3) {
+            const uint8_t *sig, *key;
+            size_t sig_len = jinn_rbuf_get_bytes(r, &sig, sizeof v->sig);
+            size_t key_len = jinn_rbuf_get_bytes(r, &key, sizeof v->key_id - 1);
+            if (r->failed || (sig_len != 0 && sig_len != sizeof v->sig) ||
+                (sig_len == 0) != (key_len == 0) ||
+                (key_len > 0 && !jinn_fnsig_key_name_valid((const char *)key, key_len))) {
+                return JINN_ECORRUPT;
+            }
+            memcpy(v->sig, sig, sig_len);
+            v->sig_len = sig_len;
+            memcpy(v->key_id, key, key_len);
+            v->key_id[key_len] = '\0';
+        }
         if (r->failed || v->version <= prev || v->version > last_version) {
             return JINN_ECORRUPT;
         }
@@ -1285,7 +1330,7 @@ int jinn_fns_decode(struct jinn_fns *fns, struct jinn_rbuf *r, uint32_t snapshot
         rv = JINN_ECORRUPT;
     }
     for (uint32_t i = 0; i < n && rv == 0; i++) {
-        rv = decode_entry(fns, r, prev_name);
+        rv = decode_entry(fns, r, prev_name, snapshot_version);
     }
     if (rv == 0 && snapshot_version >= 3) {
         rv = decode_policy(&fns->policy, r);

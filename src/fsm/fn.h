@@ -78,6 +78,12 @@ struct jinn_fn_version {
     const char *settings_json; /* canonical form, as deployed */
     uint64_t deployed_ms;      /* cluster time of the deploy */
     uint64_t index;            /* raft index of the deploy */
+    /* The deploy's signature and key name (sig_len 0: unsigned): a
+     * rollback under require_signature verifies them again against the
+     * keys trusted then. */
+    uint8_t sig[64];
+    size_t sig_len;
+    char key_id[64 + 1];
 };
 
 struct jinn_fn {

@@ -234,3 +234,42 @@ def test_policy_survives_restart_and_snapshots(three, tmp_path):
     assert r.returncode == 0, r.stderr  # --name defaults to the file's name: hello
     r = cli(leader, "fn", "deploy", "hello", str(hello))
     assert r.returncode == 0, r.stderr
+
+
+def test_rollback_under_require_signature(three, tmp_path):
+    """Review R2 M2: a rollback to an unsigned version, or to one signed by
+    a key no longer trusted, is refused (403 signature_required) and no
+    replica changes its active version."""
+    leader = three.wait_leader()
+    follower = next(n for n in three.nodes if n is not leader)
+    hello = wat(tmp_path, HELLO, "hello")
+    other = wat(tmp_path, OTHER, "other")
+    r = cli(leader, "fn", "deploy", "greet", str(hello))  # v1, unsigned, policy off
+    assert r.returncode == 0, r.stderr
+    assert cli(leader, "fn", "keygen", "ci", cwd=tmp_path).returncode == 0
+    assert cli(leader, "fn", "keygen", "next", cwd=tmp_path).returncode == 0
+    r = cli(leader, "fn", "policy", "--require-signature", "on", "--trust",
+            f"ci=@{tmp_path}/ci.pub")
+    assert r.returncode == 0, r.stderr
+    for name, mod in (("greet", other), ("fine", hello), ("fine", other)):
+        r = cli(leader, "fn", "sign", str(mod), "--key", str(tmp_path / "ci.key"), "--name", name)
+        assert r.returncode == 0, r.stderr
+        r = cli(follower, "fn", "deploy", name, str(mod))
+        assert r.returncode == 0, r.stderr + r.stdout
+
+    def active(n, name):
+        code, _, out = n.request(f"/v1/functions/{name}")
+        return json.loads(out)["version"] if code == 200 else None
+
+    code, _, out = follower.request("/v1/functions/greet/rollback?version=1", "POST")
+    assert code == 403 and json.loads(out)["error"] == "signature_required", out
+    code, _, out = leader.request("/v1/functions/fine/rollback?version=1", "POST")
+    assert code == 200, out
+    # Untrust ci (trust another key): its versions cannot come back.
+    r = cli(leader, "fn", "policy", "--untrust", "ci", "--trust", f"next=@{tmp_path}/next.pub")
+    assert r.returncode == 0, r.stderr
+    code, _, out = leader.request("/v1/functions/fine/rollback?version=2", "POST")
+    assert code == 403 and json.loads(out)["error"] == "signature_required", out
+    for n in three.nodes:
+        wait_for(lambda n=n: (active(n, "greet"), active(n, "fine")) == (2, 1),
+                 what=f"{n.name}: greet v2 and fine v1 stay active")

@@ -318,3 +318,82 @@ TEST(fnsig_signature_check_says_why)
     CHECK(strstr(why, "does not verify") != NULL);
     jinn_fns_clear(&fns);
 }
+
+static struct jinn_cmd rollback_cmd(const char *name, uint64_t version)
+{
+    struct jinn_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_FN_ROLLBACK;
+    c.fn.name.p = (const uint8_t *)name;
+    c.fn.name.len = strlen(name);
+    c.fn.version = version;
+    return c;
+}
+
+/* R2 M2: a rollback under require_signature re-verifies the target
+ * version's recorded signature with the keys trusted at the time. */
+TEST(fnsig_rollback_needs_a_trusted_signature)
+{
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    uint8_t seed[32], pubs[2][32], sig_a[64], sig_b[64], sig2_a[64], sig2_b[64];
+    uint8_t mod_b[sizeof mod_a + 8];
+    static const char *const ci[] = {"ci"};
+    static const char *const other[] = {"other"};
+    const struct jinn_result *r;
+
+    memcpy(mod_b, mod_a, sizeof mod_a);
+    memcpy(mod_b + sizeof mod_a, "\x00\x06\x01x12345", 8); /* a custom section */
+    CHECK_INT(jinn_fnsig_keygen(seed, pubs[0]), 0);
+    {
+        uint8_t seed_other[32];
+        CHECK_INT(jinn_fnsig_keygen(seed_other, pubs[1]), 0);
+    }
+    sign_for(seed, "greet", mod_b, sizeof mod_b, sig_b);
+    sign_for(seed, "greet", mod_a, sizeof mod_a, sig_a);
+    sign_for(seed, "fine", mod_a, sizeof mod_a, sig2_a);
+    sign_for(seed, "fine", mod_b, sizeof mod_b, sig2_b);
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    /* v1 unsigned (policy off), then the policy, then v2 signed. */
+    r = unit_apply(&a, 1, 1000, deploy2("greet", mod_a, sizeof mod_a, NULL, NULL));
+    CHECK_INT(r->code, 0);
+    r = unit_apply(&a, 2, 1000, policy_cmd(1, 1, ci, (const uint8_t(*)[32])pubs));
+    CHECK_INT(r->code, 0);
+    r = unit_apply(&a, 3, 1000, deploy2("greet", mod_b, sizeof mod_b, sig_b, "ci"));
+    CHECK_INT(r->code, 0);
+    CHECK_INT(r->value, 2);
+    r = unit_apply(&a, 4, 1000, rollback_cmd("greet", 1));
+    CHECK_INT(r->code, JINN_EUNSIGNED);
+    r = unit_apply(&a, 5, 1000, rollback_cmd("greet", 0)); /* "the one before" */
+    CHECK_INT(r->code, JINN_EUNSIGNED);
+    CHECK_INT(jinn_fns_get(&a.fns, "greet")->active->version, 2);
+    /* Both versions signed: the rollback goes through. */
+    r = unit_apply(&a, 6, 1000, deploy2("fine", mod_a, sizeof mod_a, sig2_a, "ci"));
+    CHECK_INT(r->code, 0);
+    r = unit_apply(&a, 7, 1000, deploy2("fine", mod_b, sizeof mod_b, sig2_b, "ci"));
+    CHECK_INT(r->code, 0);
+    r = unit_apply(&a, 8, 1000, rollback_cmd("fine", 1));
+    CHECK_INT(r->code, 0);
+    CHECK_INT(jinn_fns_get(&a.fns, "fine")->active->version, 1);
+    /* Signatures survive a snapshot; untrusting their key refuses the
+     * rollback on the restored replica too. */
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    CHECK_INT(jinn_fsm_decode(&b, w.data, w.len), 0);
+    r = unit_apply(&b, 9, 1000, rollback_cmd("fine", 2));
+    CHECK_INT(r->code, 0);
+    r = unit_apply(&b, 10, 1000, policy_cmd(1, 1, other, (const uint8_t(*)[32])&pubs[1]));
+    CHECK_INT(r->code, 0);
+    r = unit_apply(&b, 11, 1000, rollback_cmd("fine", 1));
+    CHECK_INT(r->code, JINN_EUNSIGNED);
+    CHECK_INT(jinn_fns_get(&b.fns, "fine")->active->version, 2);
+    /* Policy off: rollbacks are free again. */
+    r = unit_apply(&b, 12, 1000, policy_cmd(0, 0, NULL, NULL));
+    CHECK_INT(r->code, 0);
+    r = unit_apply(&b, 13, 1000, rollback_cmd("greet", 1));
+    CHECK_INT(r->code, 0);
+    jinn_wbuf_free(&w);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
+}
