@@ -169,6 +169,7 @@ static int post(struct slot *s, struct sreq *rq, const char *target, const char 
 {
     struct jinn_job_pools *j = s->fp->j;
     char headers[sizeof HEADERS + 256];
+    int rv;
     /* With tokens on, the node's internal credential (read per request:
      * the key arrives with the bootstrap entry, after the pools start;
      * until then the calls get 401 and back off). With http_tls, fetch.c
@@ -176,8 +177,8 @@ static int post(struct slot *s, struct sreq *rq, const char *target, const char 
     memcpy(headers, HEADERS, sizeof HEADERS);
     jinn_api_auth_internal_header(j->api, headers + sizeof HEADERS - 1,
                                   sizeof headers - (sizeof HEADERS - 1));
-    int rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), headers, body,
-                        strlen(body), timeout_ms, cb, rq);
+    rv = jinn_fetch(j->loop, j->base_url, "POST", target, strlen(target), headers, body,
+                    strlen(body), timeout_ms, cb, rq);
     rq->busy = rv == 0;
     return rv;
 }
