@@ -464,10 +464,15 @@ TEST(wasm_host_db_query_reads_answer_row_objects)
     CHECK_SAME(a.bytes, "[{}]");
     CHECK_INT(a.result, 4);
 
-    script(201, "{\"seq\":1}", "10");
+    /* host_enqueue submits a job through the jobs endpoint (202): it
+     * checks the function exists and needs fn:F:invoke. */
+    script(202, "{\"job\":10,\"index\":10}", "10");
     CHECK_INT(call(&e, inv, JINN_SBX_ENQUEUE, 0, 0, "job-1", 5, "payload", 7).result, 0);
-    CHECK_SAME(fake.seen[6].target, "/v1/queues/WORKERS_job-1");
+    CHECK_SAME(fake.seen[6].target, "/v1/functions/job-1/jobs");
     CHECK_SAME(fake.seen[6].body, "payload");
+    script(404, "{\"error\":\"not_found\"}", NULL);
+    CHECK_INT(call(&e, inv, JINN_SBX_ENQUEUE, 0, 0, "nosuch", 6, "p", 1).result, FAIL32);
+    CHECK_SAME(fake.seen[7].target, "/v1/functions/nosuch/jobs");
     jinn_wasm_inv_end(inv);
     env_stop(&e);
 }
