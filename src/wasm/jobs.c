@@ -38,6 +38,15 @@
 #define BACKOFF_MIN_MS 100     /* after a failed fetch (no leader, no quorum) */
 #define BACKOFF_MAX_MS 5000
 #define SETTLE_TRIES 8 /* an ack/nak that failed to reach the leader */
+/* The runner here cannot take the function's jobs now (its pool queue is
+ * full, the pool drains or is not warm): a slot waits before it leases
+ * (CAPACITY_WAIT_*), and a job it leased anyway is naked with a delay that
+ * grows with each such refusal (REFUSED_DELAY_*), never 0: each nak costs a
+ * delivery, so the job must not bounce back at once. */
+#define CAPACITY_WAIT_MIN_MS 50
+#define CAPACITY_WAIT_MAX_MS 1000
+#define REFUSED_DELAY_MIN_MS 500
+#define REFUSED_DELAY_MAX_MS 30000
 #define QUEUE_PREFIX "WORKERS_"
 #define SLOTS_PER_FN_MAX 64 /* the settings' workers cap */
 #define HEADERS "Content-Type: application/json\r\n"
@@ -78,6 +87,8 @@ struct slot {
     char worker[JINN_QUEUE_WORKER_MAX + 1];
     uint64_t seq, delivery, ack_wait_ms, started_ms;
     unsigned fails; /* consecutive fetch failures (backoff) */
+    unsigned waits;   /* consecutive capacity waits before a fetch */
+    unsigned refused; /* consecutive jobs the runner refused (nak delay) */
     unsigned settle_tries;
     bool running;        /* the runner holds it */
     bool handed_back;    /* naked at shutdown: the run's outcome is dropped */
@@ -189,6 +200,16 @@ static void backoff_done(uv_timer_t *t)
     if (s->state == S_BACKOFF) {
         slot_next(s);
     }
+}
+
+/* min doubled n times, at most max. */
+static uint64_t grow(uint64_t min, uint64_t max, unsigned n)
+{
+    uint64_t ms = min;
+    for (unsigned i = 0; i < n && ms < max; i++) {
+        ms *= 2;
+    }
+    return ms < max ? ms : max;
 }
 
 /* A fetch failed (no leader, no quorum, the leader refused): wait,
@@ -512,10 +533,11 @@ static void fetched(void *data, int code, const struct jinn_http_msg *head, cons
         char reason[160];
         snprintf(reason, sizeof reason, "%s on node %s: %s", jinn_error_name(rv),
                  j->api->cfg->server_name, jinn_error_message(rv));
-        /* Not the job's fault and not this delivery's: back at once. */
-        nak(s, reason, 0);
+        /* Not the job's fault: back, but not at once (a delivery is spent). */
+        nak(s, reason, grow(REFUSED_DELAY_MIN_MS, REFUSED_DELAY_MAX_MS, s->refused++));
         return;
     }
+    s->refused = 0;
     s->running = true;
     uv_timer_start(&s->timer, progress_due, s->ack_wait_ms / 3, 0);
 }
@@ -528,6 +550,14 @@ static void slot_next(struct slot *s)
         slot_finish(s);
         return;
     }
+    if (!jinn_wasm_runner_can_take(j->api->wasm, s->fp->name)) {
+        /* Lease only what can run now; poll the local pool meanwhile. */
+        s->state = S_BACKOFF;
+        uv_timer_start(&s->timer, backoff_done,
+                       grow(CAPACITY_WAIT_MIN_MS, CAPACITY_WAIT_MAX_MS, s->waits++), 0);
+        return;
+    }
+    s->waits = 0;
     snprintf(target, sizeof target, "/v1/queues/%s/fetch", s->fp->queue);
     snprintf(body, sizeof body,
              "{\"worker\":\"%s\",\"max\":1,\"wait\":\"" FETCH_WAIT "\",\"ack_wait\":\"%" PRIu64
