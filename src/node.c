@@ -2583,3 +2583,8 @@ int jinn_node_write_identity(const char *data_dir, uint64_t id, uint64_t cluster
     snprintf(ident.name, sizeof ident.name, "%s", name);
     return write_identity(data_dir, &ident);
 }
+
+uint64_t jinn_node_wall_now(const struct jinn_node *node)
+{
+    return wall_ms() + (uint64_t)node->test_clock_offset_ms; /* wraps as signed */
+}

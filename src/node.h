@@ -118,6 +118,9 @@ const struct jinn_fsm *jinn_node_fsm(const struct jinn_node *node);
  * entries: a lock granted for 60s read "60000 ms left" for a minute); never
  * for apply. */
 uint64_t jinn_node_time_now(const struct jinn_node *node);
+/* This node's wall clock (UTC ms; with the TEST ONLY offset): what a leader
+ * puts in JOB_CRON (cron is UTC). Never read during apply. */
+uint64_t jinn_node_wall_now(const struct jinn_node *node);
 
 /* The cluster id (0 while a new member has not been contacted yet). */
 uint64_t jinn_node_cluster_id(const struct jinn_node *node);

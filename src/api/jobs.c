@@ -161,9 +161,21 @@ static json_t *msg_json(const char *fn, const struct jinn_qmsg *m)
     return o;
 }
 
+/* Stored responses go into a reply as they are, not parsed and dumped
+ * again on the loop (up to 1 MiB each): the ack handler stored each as a
+ * compact JSON object. The object carries a marker string in its place,
+ * replaced in the dumped text (reply_spliced). */
+struct splice {
+    const struct jinn_job_result *r[JOB_LIST_MAX];
+    unsigned n;
+};
+
+#define SPLICE_MARK "\"response\":\"\\u0001R" /* how json_dumps writes the marker */
+
 /* The job object of a stored result. *budget: response bytes this reply
- * may still parse; past it the response is left out (said so). */
-static json_t *result_json(const char *fn, const struct jinn_job_result *r, size_t *budget)
+ * may still carry; past it the response is left out (said so). */
+static json_t *result_json(const char *fn, const struct jinn_job_result *r, size_t *budget,
+                           struct splice *sp)
 {
     json_t *o =
         json_pack("{s:I, s:s, s:s, s:I, s:I, s:I}", "job", (json_int_t)r->seq, "function", fn,
@@ -177,12 +189,69 @@ static json_t *result_json(const char *fn, const struct jinn_job_result *r, size
         return o;
     }
     *budget -= r->len;
-    json_t *resp = json_loadb((const char *)r->response, r->len, 0, NULL);
-    /* The worker sent an object (the ack handler checks); anything else
-     * stored is shown as text rather than dropped. */
-    json_object_set_new(o, "response",
-                        resp ? resp : json_stringn((const char *)r->response, r->len));
+    /* The worker sent an object (the ack handler checks and stores it
+     * compact); anything else stored is shown as text rather than dropped. */
+    if (r->len >= 2 && r->response[0] == '{' && r->response[r->len - 1] == '}' &&
+        sp->n < JOB_LIST_MAX) {
+        char mark[16];
+        snprintf(mark, sizeof mark, "\001R%u", sp->n);
+        sp->r[sp->n++] = r;
+        json_object_set_new(o, "response", json_string(mark));
+    } else {
+        json_object_set_new(o, "response", json_stringn((const char *)r->response, r->len));
+    }
     return o;
+}
+
+/* Sends obj (reference stolen) with each marker of sp replaced by its
+ * stored response. A marker can only be the value of a "response" key:
+ * inside a dumped string every quote is escaped. */
+static void reply_spliced(struct jinn_http_request *req, json_t *obj, const struct splice *sp)
+{
+    char *text, *out = NULL;
+    size_t len, need, at = 0;
+    const char *p, *hit;
+
+    if (sp->n == 0 || obj == NULL) {
+        jinn_http_reply_json(req, 200, obj);
+        return;
+    }
+    text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (text == NULL) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    len = strlen(text);
+    need = len;
+    for (unsigned i = 0; i < sp->n; i++) {
+        need += sp->r[i]->len;
+    }
+    out = jinn_malloc(need + 1);
+    if (out == NULL) {
+        jinn_free(text);
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        return;
+    }
+    for (p = text; (hit = strstr(p, SPLICE_MARK)) != NULL;) {
+        const char *num = hit + strlen(SPLICE_MARK);
+        char *end;
+        unsigned long i = strtoul(num, &end, 10);
+        size_t head = (size_t)(hit - p) + strlen("\"response\":");
+        if (end == num || *end != '"' || i >= sp->n) {
+            break; /* not ours: cannot happen (see above) */
+        }
+        memcpy(out + at, p, head);
+        at += head;
+        memcpy(out + at, sp->r[i]->response, sp->r[i]->len);
+        at += sp->r[i]->len;
+        p = end + 1;
+    }
+    memcpy(out + at, p, len - (size_t)(p - text));
+    at += len - (size_t)(p - text);
+    jinn_http_reply(req, 200, "application/json", out, at);
+    jinn_free(out);
+    jinn_free(text);
 }
 
 static bool path_names(struct jinn_http_request *req, char fn[JINN_FN_NAME_MAX + 1],
@@ -219,6 +288,7 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
     const struct jinn_qmsg *m = NULL;
     const struct jinn_job_result *r;
     size_t budget = JINN_JOB_RESULT_MAX;
+    struct splice sp = {.n = 0};
     uint64_t id;
 
     if (!path_names(req, fn, &id) || !queue_of(fn, queue)) {
@@ -235,7 +305,7 @@ static void show_now(struct jinn_api *api, struct jinn_http_request *req)
     }
     r = jinn_jobs_result(&fsm->jobs, fn, id);
     if (r != NULL) {
-        jinn_http_reply_json(req, 200, result_json(fn, r, &budget));
+        reply_spliced(req, result_json(fn, r, &budget, &sp), &sp);
         return;
     }
     jinn_http_reply_error(req, JINN_ENOTFOUND,
@@ -319,6 +389,7 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
     const struct jinn_queue *q;
     const struct jinn_job_result *r = NULL;
     size_t budget = JOB_LIST_RESPONSE_BYTES;
+    struct splice sp = {.n = 0};
     json_t *list;
 
     if (!path_names(req, fn, NULL) || !queue_of(fn, queue)) {
@@ -347,13 +418,13 @@ static void list_now(struct jinn_api *api, struct jinn_http_request *req)
         if (m != NULL) {
             o = msg_json(fn, m);
         } else if ((r = jinn_jobs_result(&fsm->jobs, fn, ids[k])) != NULL) {
-            o = result_json(fn, r, &budget);
+            o = result_json(fn, r, &budget, &sp);
         }
         if (o != NULL) {
             json_array_append_new(list, o);
         }
     }
-    jinn_http_reply_json(req, 200, json_pack("{s:o}", "jobs", list));
+    reply_spliced(req, json_pack("{s:o}", "jobs", list), &sp);
 }
 
 void jinn_api_job_list(struct jinn_api *api, struct jinn_http_request *req,

@@ -287,6 +287,7 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         jinn_wbuf_put_u64(w, c->cron.max_length);
         jinn_wbuf_put_u64(w, c->cron.max_bytes);
         jinn_wbuf_put_u64(w, c->cron.max_deliver);
+        jinn_wbuf_put_u64(w, c->cron.now_ms);
         break;
     case JINN_CMD_FN_DEPLOY:
     case JINN_CMD_FN_DEPLOY2:
@@ -507,6 +508,7 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         c->cron.max_length = jinn_rbuf_get_u64(&r);
         c->cron.max_bytes = jinn_rbuf_get_u64(&r);
         c->cron.max_deliver = jinn_rbuf_get_u64(&r);
+        c->cron.now_ms = jinn_rbuf_get_u64(&r);
         if (r.failed || !fn_name_ok(c->cron.name)) {
             return JINN_ECORRUPT;
         }

@@ -204,6 +204,10 @@ struct jinn_cmd {
             uint64_t max_length;  /* = Q_PUBLISH's count */
             uint64_t max_bytes;   /* = Q_PUBLISH's bytes */
             uint64_t max_deliver; /* = Q_PUBLISH's max_deliver */
+            /* The proposer's wall clock (UTC ms): cron is UTC, and cluster
+             * time lags UTC after a full-cluster outage (clock.h); apply
+             * takes max(entry time, now_ms) as "now" (fsm/jobs.c). */
+            uint64_t now_ms;
         } cron;
         struct {
             struct jinn_slice name;  /* [a-z0-9][a-z0-9_-]{0,63} */

@@ -81,10 +81,13 @@ int jinn_digest_capture(const struct jinn_fsm *fsm, struct jinn_digest_capture *
     jinn_nodes_encode(&fsm->nodes, &cap->sections[0]);
     jinn_kv_encode(&fsm->kv, &cap->sections[1]);
     jinn_locks_encode(&fsm->locks, &cap->sections[2]);
-    jinn_queues_encode(&fsm->queues, &cap->sections[3]);
+    /* Without leased_ms, the signing policy only when set: what every
+     * replica agrees on, and a cluster that uses neither jobs nor
+     * signing digests as a build from before them. */
+    jinn_queues_encode_digest(&fsm->queues, &cap->sections[3]);
     /* Module bytes by their sha256 (computed from the bytes at apply): a
      * check copies this on the loop, and modules would be the bulk of it. */
-    jinn_fns_encode(&fsm->fns, &cap->sections[4]);
+    jinn_fns_encode_digest(&fsm->fns, &cap->sections[4]);
     /* Left out while empty, so replicas of a build from before the jobs
      * section agree with this one until jobs are used (which such a build
      * could not apply anyway). */

@@ -1060,7 +1060,7 @@ static int decode_policy(struct jinn_fn_policy *p, struct jinn_rbuf *r)
     return 0;
 }
 
-void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w)
+static void encode_registry(const struct jinn_fns *fns, struct jinn_wbuf *w)
 {
     struct jinn_tree_iter it;
     jinn_wbuf_put_u32(w, (uint32_t)fns->modules.count);
@@ -1087,7 +1087,24 @@ void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, v->index);
         }
     }
+}
+
+void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w)
+{
+    encode_registry(fns, w);
     encode_policy(&fns->policy, w);
+}
+
+void jinn_fns_encode_digest(const struct jinn_fns *fns, struct jinn_wbuf *w)
+{
+    encode_registry(fns, w);
+    /* The default policy (nothing required, no keys) is left out, so a
+     * cluster that never set one digests exactly as a build from before
+     * signing policies: a replica check during a rolling upgrade agrees.
+     * A set policy is state every replica holds, so it is digested. */
+    if (fns->policy.require_signature || fns->policy.n_keys > 0) {
+        encode_policy(&fns->policy, w);
+    }
 }
 
 void jinn_fns_encode_modules(const struct jinn_fns *fns, struct jinn_wbuf *w)

@@ -168,6 +168,9 @@ int jinn_fns_apply(struct jinn_fns *fns, uint64_t index, uint64_t time_ms,
 /* The snapshot section: everything but the module bytes (each module's
  * sha256 and length stand for them). The digest hashes exactly this. */
 void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w);
+/* The functions section of the replica digest: jinn_fns_encode with the
+ * signing policy only when it is not the default (digest.c). */
+void jinn_fns_encode_digest(const struct jinn_fns *fns, struct jinn_wbuf *w);
 /* The module bytes, in the section's order (fsm.c writes them after the SQL
  * images). */
 void jinn_fns_encode_modules(const struct jinn_fns *fns, struct jinn_wbuf *w);

@@ -323,13 +323,20 @@ int jinn_jobs_cron(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t inde
     struct jinn_job_cron *e = find_cron(jobs, (const char *)c->cron.name.p, c->cron.name.len);
     char queue[JINN_QUEUE_NAME_MAX + JINN_FN_NAME_MAX + 1], iso[21], payload[192];
     struct jinn_cmd pub;
-    uint64_t next;
+    uint64_t next, at;
     int n, rv;
 
     *value = 0;
+    /* Cron is UTC: "now" is the later of the entry's cluster time and the
+     * proposer's wall clock carried in the entry (deterministic: every
+     * replica reads the same entry). Cluster time lags UTC by the outage
+     * after a full-cluster restart and only catches up at 1 % (clock.h);
+     * the leader's wall clock does not. A leader whose clock runs ahead
+     * moves ticks earlier, as any cron's host clock would. */
+    at = c->cron.now_ms > now ? c->cron.now_ms : now;
     /* Only the function's pending tick, once it is due: a stale or repeated
      * proposal (two leaders, a retry) changes nothing. */
-    if (e == NULL || c->cron.tick_ms != e->next_ms || e->next_ms > now) {
+    if (e == NULL || c->cron.tick_ms != e->next_ms || e->next_ms > at) {
         return JINN_ECONFLICT;
     }
     jinn_cron_iso8601(e->next_ms, iso);
@@ -354,9 +361,10 @@ int jinn_jobs_cron(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t inde
         return rv;
     }
     /* Fired or dropped (JINN_EFULL: the queue is full), the schedule moves
-     * on to the first tick after this entry: missed ticks run once, never
+     * on to the first tick after this entry's "now" (at, above): missed
+     * ticks run once, never
      * as a flood, and a full queue is not retried at every entry. */
-    next = jinn_cron_next(e->expr, now);
+    next = jinn_cron_next(e->expr, at);
     if (next == 0) {
         cron_remove(jobs, e);
     } else {

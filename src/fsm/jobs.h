@@ -93,7 +93,8 @@ int jinn_jobs_ack(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index
 /* JOB_CRON: 0 (*value = the published seq, = index), JINN_ECONFLICT (not the
  * function's next tick, or not due at now: nothing changes), JINN_EFULL
  * (the queue is full: the tick is dropped and the next one scheduled),
- * JINN_ENOMEM. */
+ * JINN_ENOMEM. Due-ness and the next tick use max(now, the entry's
+ * cron.now_ms), the proposer's wall clock. */
 int jinn_jobs_cron(struct jinn_jobs *jobs, struct jinn_queues *qs, uint64_t index, uint64_t now,
                    const struct jinn_cmd *c, uint64_t *value);
 /* After an FN_* command on name applied: the function's cron entry follows

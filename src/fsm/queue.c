@@ -528,7 +528,7 @@ int jinn_queues_apply(struct jinn_queues *qs, uint64_t index, uint64_t now,
  * counters, recent fetchers, messages in seq order (seq, due, delivery,
  * max_deliver, leased_ms (format 3 on), state, worker, reason, payload),
  * idempotency keys. */
-void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w)
+static void encode_queues(const struct jinn_queues *qs, struct jinn_wbuf *w, bool with_leased)
 {
     jinn_wbuf_put_u64(w, qs->by_name.count);
     for (const struct jinn_queue *q = jinn_queues_next(qs, NULL); q; q = jinn_queues_next(qs, q)) {
@@ -550,7 +550,9 @@ void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, m->due);
             jinn_wbuf_put_u64(w, m->delivery);
             jinn_wbuf_put_u64(w, m->max_deliver);
-            jinn_wbuf_put_u64(w, m->leased_ms);
+            if (with_leased) {
+                jinn_wbuf_put_u64(w, m->leased_ms);
+            }
             jinn_wbuf_put_u8(w, m->state);
             jinn_wbuf_put_str(w, m->worker);
             jinn_wbuf_put_str(w, m->reason ? m->reason : "");
@@ -565,6 +567,21 @@ void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, e->expires_at);
         }
     }
+}
+
+void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w)
+{
+    encode_queues(qs, w, true);
+}
+
+/* leased_ms is informational (a running job's "since"): a replica that
+ * restored a format-2 snapshot holds 0 where one that replayed the Q_FETCH
+ * holds the lease time, and no apply decision reads it. The digest covers
+ * only what every replica agrees on, so it is left out (this is also
+ * format 2's encoding, so an upgraded node digests as an old one). */
+void jinn_queues_encode_digest(const struct jinn_queues *qs, struct jinn_wbuf *w)
+{
+    encode_queues(qs, w, false);
 }
 
 static int decode_queue(struct jinn_queue *q, struct jinn_rbuf *r, uint32_t version)

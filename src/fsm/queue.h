@@ -94,6 +94,10 @@ bool jinn_queue_has_ready_for(const struct jinn_queue *q, const char *worker, ui
 
 /* The snapshot section; version is the snapshot's (leased_ms from 3 on). */
 void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w);
+/* The queues section of the replica digest: as jinn_queues_encode without
+ * the messages' leased_ms (informational, not agreed after a format-2
+ * restore; queue.c). */
+void jinn_queues_encode_digest(const struct jinn_queues *qs, struct jinn_wbuf *w);
 int jinn_queues_decode(struct jinn_queues *qs, struct jinn_rbuf *r, uint32_t version);
 
 #endif

@@ -117,12 +117,14 @@ struct jinn_job_pools {
     bool stop_reported;
     uint64_t fetch_errors, settle_errors, handed_back;
     bool cron_proposing; /* a JOB_CRON of ours is in flight */
+    uint64_t synced_generation; /* the registry's generation at the last sync */
     uint64_t cron_proposed, cron_fired;
 };
 
 static void slot_next(struct slot *s);
 static void tick_cb(uv_timer_t *t);
 static void maybe_stopped(struct jinn_job_pools *j);
+static void soon_cb(uv_timer_t *t);
 
 static uint64_t rng_next(struct jinn_job_pools *j)
 {
@@ -594,11 +596,13 @@ static struct slot *slot_new(struct fnpool *fp, unsigned idx)
     return s;
 }
 
+/* The pools are kept in name order (sync_pools inserts them so). */
 static struct fnpool *pool_find(struct jinn_job_pools *j, const char *name)
 {
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
-        if (strcmp(fp->name, name) == 0) {
-            return fp;
+        int c = strcmp(fp->name, name);
+        if (c >= 0) {
+            return c == 0 ? fp : NULL;
         }
     }
     return NULL;
@@ -624,19 +628,26 @@ static void sync_pools(struct jinn_job_pools *j)
 {
     unsigned budget = j->api->cfg->job_workers;
     const struct jinn_fns *fns = registry(j);
+    struct fnpool **at = &j->pools;
 
     if (j->stopping || j->api->wasm == NULL) {
         return;
     }
+    j->synced_generation = jinn_fns_generation(fns);
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         fp->want = 0;
     }
     /* Name order: which functions get slots when the node cap is short is
-     * the same on every restart. */
+     * the same on every restart. The pools are in name order too, so one
+     * merge walk pairs them (O(functions + pools), not a search each). */
     for (const struct jinn_fn *fn = jinn_fns_next(fns, NULL); fn != NULL;
          fn = jinn_fns_next(fns, fn->name)) {
         unsigned w = wanted_workers(j, fn);
-        struct fnpool *fp = pool_find(j, fn->name);
+        struct fnpool *fp;
+        while (*at != NULL && strcmp((*at)->name, fn->name) < 0) {
+            at = &(*at)->next;
+        }
+        fp = *at != NULL && strcmp((*at)->name, fn->name) == 0 ? *at : NULL;
         if (w > budget) {
             w = budget;
         }
@@ -652,8 +663,8 @@ static void sync_pools(struct jinn_job_pools *j)
             fp->j = j;
             snprintf(fp->name, sizeof fp->name, "%s", fn->name);
             snprintf(fp->queue, sizeof fp->queue, QUEUE_PREFIX "%s", fn->name);
-            fp->next = j->pools;
-            j->pools = fp;
+            fp->next = *at; /* before the first greater name: order kept */
+            *at = fp;
         }
         fp->want = w;
     }
@@ -690,7 +701,7 @@ static void cron_done(void *data, int code, const struct jinn_result *res)
      * first, or this one's stamp was still before it. The next look
      * proposes the next due tick. */
     if (!j->stopping) {
-        uv_timer_start(&j->soon, tick_cb, 0, 0);
+        uv_timer_start(&j->soon, soon_cb, 0, 0);
     }
 }
 
@@ -703,13 +714,20 @@ static void cron_check(struct jinn_job_pools *j)
     char name[JINN_FN_NAME_MAX + 1], queue[sizeof JINN_JOB_QUEUE_PREFIX + JINN_FN_NAME_MAX];
     struct jinn_queue_policy pol;
     struct jinn_cmd c;
-    uint64_t tick;
+    uint64_t tick, now;
 
     if (j->stopping || j->cron_proposing || !jinn_node_is_leader(node)) {
         return;
     }
+    /* Cron is UTC: the leader's wall clock decides a tick is due, and goes
+     * in the entry (apply takes the later of it and the entry's cluster
+     * time, which lags UTC after a full-cluster outage). */
+    now = jinn_node_wall_now(node);
+    if (jinn_node_time_now(node) > now) {
+        now = jinn_node_time_now(node);
+    }
     tick = jinn_jobs_cron_next(&fsm->jobs, name);
-    if (tick == 0 || tick > jinn_node_time_now(node)) {
+    if (tick == 0 || tick > now) {
         return;
     }
     snprintf(queue, sizeof queue, JINN_JOB_QUEUE_PREFIX "%s", name);
@@ -722,6 +740,7 @@ static void cron_check(struct jinn_job_pools *j)
     c.cron.max_length = pol.max_length;
     c.cron.max_bytes = pol.max_bytes;
     c.cron.max_deliver = pol.max_deliver;
+    c.cron.now_ms = now;
     if (jinn_node_propose(node, &c, j->api->cfg->request_timeout_ms, cron_done, j) == 0) {
         j->cron_proposing = true;
         j->cron_proposed++;
@@ -732,6 +751,18 @@ static void tick_cb(uv_timer_t *t)
 {
     sync_pools(t->data);
     cron_check(t->data);
+}
+
+/* After applies: the pools follow the registry at once when it changed;
+ * otherwise the periodic tick (which also sees functions become ready
+ * here) is enough, so a write load does not resync every loop turn. */
+static void soon_cb(uv_timer_t *t)
+{
+    struct jinn_job_pools *j = t->data;
+    if (j->api->wasm != NULL && jinn_fns_generation(registry(j)) != j->synced_generation) {
+        sync_pools(j);
+    }
+    cron_check(j);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -770,7 +801,7 @@ struct jinn_job_pools *jinn_job_pools_create(struct jinn_api *api)
 void jinn_job_pools_applied(struct jinn_job_pools *j)
 {
     if (j != NULL && !j->stopping) {
-        uv_timer_start(&j->soon, tick_cb, 0, 0);
+        uv_timer_start(&j->soon, soon_cb, 0, 0);
     }
 }
 
@@ -793,9 +824,22 @@ static bool all_idle(const struct jinn_job_pools *j)
     return true;
 }
 
+static void grace_over(uv_timer_t *t);
+
 static void maybe_stopped(struct jinn_job_pools *j)
 {
-    if (!j->stopping || j->stop_reported || !all_idle(j) || j->timers_open > 0) {
+    if (!j->stopping || j->stop_reported || !all_idle(j)) {
+        return;
+    }
+    /* The last running job settled within the grace: end the grace now
+     * rather than hold the shutdown for the rest of job_grace (nothing is
+     * left to hand back; grace_over closes the timer). */
+    if (j->grace_open && !j->grace_over && !uv_is_closing((uv_handle_t *)&j->grace)) {
+        uv_timer_stop(&j->grace);
+        grace_over(&j->grace);
+        return; /* grace_closed comes back here */
+    }
+    if (j->timers_open > 0) {
         return;
     }
     j->stop_reported = true;
@@ -846,7 +890,6 @@ void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void 
     uv_close((uv_handle_t *)&j->soon, timer_closed);
     uv_timer_init(j->loop, &j->grace);
     j->grace.data = j;
-    j->grace_open = true;
     j->timers_open++;
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
@@ -861,6 +904,9 @@ void jinn_job_pools_stop(struct jinn_job_pools *j, void (*cb)(void *data), void 
             }
         }
     }
+    /* Open from here: maybe_stopped (called by the settles above) ends
+     * the grace early only once it runs. */
+    j->grace_open = true;
     uv_timer_start(&j->grace, grace_over, j->api->cfg->job_grace_ms, 0);
     if (all_idle(j)) {
         uv_timer_stop(&j->grace);

@@ -26,6 +26,7 @@
 #include "fetch.h"
 #include "fsm/fn.h"
 #include "log.h"
+#include "tree.h"
 #include "wasm/compile.h"
 #include "wasm/host.h"
 #include "wasm/jobs.h"
@@ -102,8 +103,15 @@ struct logline {
     char line[]; /* NUL-terminated */
 };
 
+/* A name in the stats' index (the key of a lookup is one on the stack). */
+struct stat_key {
+    struct jinn_tree_node node;
+    const char *name;
+};
+
 struct fnstat {
     struct fnstat *next;
+    struct stat_key by_name; /* in r->stats_by_name: O(log n) lookups */
     char name[JINN_FN_NAME_MAX + 1];
     unsigned refs;          /* versions that point here */
     struct version *active; /* NULL: none (deleted, or not seen yet) */
@@ -156,6 +164,9 @@ struct jinn_wasm_runner {
     uv_loop_t *loop;
     struct jinn_wasm_host *host;
     struct fnstat *stats;
+    /* The same by name: the job pools ask for every function on every
+     * sync (jobs.c), a list search each would be O(functions^2). */
+    struct jinn_tree stats_by_name;
     struct compiled *compiled;
     struct version *versions;
     uv_timer_t tick, soon;
@@ -276,14 +287,19 @@ static int settings_copy(struct jinn_fn_settings *dst, const struct jinn_fn_sett
 
 /* ---- per-function state --------------------------------------------------------- */
 
+static int stat_cmp(const struct jinn_tree_node *a, const struct jinn_tree_node *b)
+{
+    return strcmp(jinn_tree_entry(a, struct stat_key, node)->name,
+                  jinn_tree_entry(b, struct stat_key, node)->name);
+}
+
 static struct fnstat *fnstat_find(const struct jinn_wasm_runner *r, const char *name)
 {
-    for (struct fnstat *fs = r->stats; fs != NULL; fs = fs->next) {
-        if (strcmp(fs->name, name) == 0) {
-            return fs;
-        }
-    }
-    return NULL;
+    struct stat_key key = {.name = name};
+    struct jinn_tree_node *n = jinn_tree_find(&r->stats_by_name, &key.node);
+    return n != NULL ? jinn_tree_entry(jinn_tree_entry(n, struct stat_key, node), struct fnstat,
+                                       by_name)
+                     : NULL;
 }
 
 static struct fnstat *fnstat_get(struct jinn_wasm_runner *r, const char *name)
@@ -299,6 +315,8 @@ static struct fnstat *fnstat_get(struct jinn_wasm_runner *r, const char *name)
     snprintf(fs->name, sizeof fs->name, "%s", name);
     fs->tokens = LOG_BURST;
     fs->tokens_ms = uv_now(r->loop);
+    fs->by_name.name = fs->name;
+    jinn_tree_insert(&r->stats_by_name, &fs->by_name.node); /* not present: found above */
     fs->next = r->stats;
     r->stats = fs;
     return fs;
@@ -654,6 +672,7 @@ static void sync_now(struct jinn_wasm_runner *r)
             struct fnstat *fs = *pp;
             if (fs->refs == 0 && jinn_fns_get(fns, fs->name) == NULL) {
                 *pp = fs->next;
+                jinn_tree_remove(&r->stats_by_name, &fs->by_name.node);
                 fnstat_free_log(fs);
                 jinn_free(fs);
             } else {
@@ -1833,6 +1852,7 @@ struct jinn_wasm_runner *jinn_wasm_runner_create(struct jinn_api *api)
     }
     r->api = api;
     r->loop = api->loop;
+    jinn_tree_init(&r->stats_by_name, stat_cmp);
     r->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
     if (r->rng == 0) {
         r->rng = 1;
@@ -1923,6 +1943,7 @@ void jinn_wasm_runner_destroy(struct jinn_wasm_runner *r)
     while (r->versions != NULL) {
         version_free(r->versions);
     }
+    jinn_tree_init(&r->stats_by_name, stat_cmp); /* its nodes are freed below */
     while (r->stats != NULL) {
         struct fnstat *fs = r->stats;
         r->stats = fs->next;

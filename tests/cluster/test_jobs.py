@@ -155,6 +155,26 @@ def test_list_is_newest_first_and_bounded(c3):
     assert code == 200
 
 
+def test_large_responses_are_sent_as_stored(c3):
+    """R1-F10: a status read splices the stored response bytes into the
+    reply (no parse on the loop): single and list replies are valid JSON
+    with each job's own response, also next to a job whose last_error or
+    body looks like the splice marker."""
+    n = c3.nodes[0]
+    tricky = '"response":"\\u0001R0" \u0001R1 }{'
+    bodies = ["x" * 200000, tricky, "y" * 150000 + "\t\n\"q\\\\"]
+    ids = [submit(n, "job_echo", b.encode())["job"] for b in bodies]
+    for jid, body in zip(ids, bodies):
+        done = wait_state(n, "job_echo", jid, {"succeeded"})
+        assert done["response"]["body"] == body, (jid, done["response"]["body"][:80])
+    code, _, out = n.request("/v1/functions/job_echo/jobs?limit=100")
+    assert code == 200
+    listed = {j["job"]: j for j in json.loads(out)["jobs"]}
+    for jid, body in zip(ids, bodies):
+        assert listed[jid]["response"]["body"] == body, jid
+        assert listed[jid]["state"] == "succeeded"
+
+
 def test_list_of_queued_jobs_is_newest_first(idle):
     """The list's queue side (jobs nobody runs: idle has workers 0)."""
     n = idle.nodes[0]

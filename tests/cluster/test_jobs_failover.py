@@ -305,3 +305,31 @@ def test_job_workers_0_node_runs_none_and_workers_0_stops_slots(cluster_factory)
     while time.monotonic() < deadline:
         st = queue_stats(leader)
         assert st["ready"] == 1 and st["leased"] == 0 and st["acked"] == len(seqs), st
+
+
+def test_shutdown_ends_the_grace_when_the_running_job_settles(cluster_factory):
+    """R1-F4: a SIGTERM while a short job runs waits for that job, not for
+    the whole job_grace: once no job runs the grace ends and the node
+    stops. The job finishes on the stopping node and is acked there."""
+    config = ["job_grace 30s"] + CONFIG[1:]
+    c = cluster_factory(3, extra_config=config).start()
+    c.wait_leader()
+    c.wait_ready()
+    for n in c.nodes:
+        wait_for(lambda: n.status()["leader"]["api"], what=f"{n.name} knows the leader's API")
+    deploy(c, FN, module("jobs/jobfx"), timeout="30s")
+    wait_slots(c.nodes)
+    job = submit(c, "sleep 1500")
+    runner = busy_node(c)
+    t0 = time.monotonic()
+    assert runner.stop(timeout=60) == 0
+    stop_s = time.monotonic() - t0
+    # The old code held the stop for the whole 30 s grace.
+    assert stop_s < 15, stop_s
+    leader = c.wait_leader(among=[n for n in c.nodes if n is not runner])
+    wait_for(lambda: queue_stats(leader)["acked"] >= 1, 30, interval=0.1,
+             what="the job acked")
+    st = queue_stats(leader)
+    assert st["acked"] == 1 and st["delivered"] == 1 and st["dead"] == 0, st
+    assert [k for k in effects(leader) if k.startswith(f"fx/{job}/")] == [f"fx/{job}/1"]
+    print(f"\nshutdown with a 1.5 s job running: stop took {stop_s:.2f}s (job_grace 30s)")

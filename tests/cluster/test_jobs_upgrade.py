@@ -65,6 +65,17 @@ def test_plain_deploy_reaches_old_builds_cron_deploy_stops_them(cluster_factory,
         wait_for(lambda n=n: fn(n, "GET", "/plain")[0] == 200, 30,
                  what=f"{n.name} (old build) applied the plain deploy")
         assert n.alive()
+    # R1-F1/F2: while mixed, the replica check agrees: the digest leaves out
+    # the default signing policy and the messages' leased_ms (an old build
+    # has neither), so the upgraded node is not called diverged. A message
+    # leased by hand gives every replica a lease to record.
+    code, _, out = new_node.request("/v1/queues/mixed", "POST", b"{}")
+    assert code == 201, out
+    code, _, out = new_node.request("/v1/queues/mixed/fetch?worker=w1", "POST")
+    assert code == 200, out
+    r = subprocess.run([JINN, "check", "--addr", new_node.url], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
 
     # A schedule: type 28; the old builds stop at it, saying why.
     code, out = deploy(new_node, "tick", module, cron="@every 1h")

@@ -286,6 +286,9 @@ static void make_cmd(struct prog *g, struct memory *mem, struct jinn_cmd *c, boo
                 c->cron.max_length = next(g) % 2 ? 2 : 100;
                 c->cron.max_bytes = 1u << 20;
                 c->cron.max_deliver = 3;
+                /* The proposer's wall clock: behind, at or ahead of the
+                 * entry's cluster time (apply takes the later). */
+                c->cron.now_ms = next(g) % 3 == 0 ? 0 : (uint64_t)next(g) * 1000;
             } else {
                 c->type = JINN_CMD_FN_DEPLOY2;
                 c->fn.name = S(PICK(g, fn_names));

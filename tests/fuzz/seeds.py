@@ -82,8 +82,8 @@ COMMANDS = {
     "fn_rollback": cmd(25, bs("hello") + u64(0), version=2),
     "job_ack": cmd(26, bs("WORKERS_hello") + bs("n1/hello/0") + u64(1) + u64(1) + u32(200) +
                    bs('{"ok":true}') + u64(3600000) + u64(64 << 20), version=2),
-    "job_cron": cmd(27, bs("hello") + u64(60000) + u64(1000) + u64(1 << 20) + u64(5),
-                    version=2),
+    "job_cron": cmd(27, bs("hello") + u64(60000) + u64(1000) + u64(1 << 20) + u64(5) +
+                    u64(60500), version=2),
     "fn_deploy2": cmd(28, bs("hello") + bs(FN_SETTINGS_JOBS) + bs(HELLO_WASM) +
                       bs(b"\x01" * 64) + bs("release-1"), version=2),
     "fn_deploy2_unsigned": cmd(28, bs("hello") + bs(FN_SETTINGS_JOBS) + bs(HELLO_WASM) +

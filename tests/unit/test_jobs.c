@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "cron.h"
 #include "error.h"
 #include "fsm/cmd.h"
@@ -464,6 +465,65 @@ TEST(jobs_results_expire_and_evict_oldest_first)
 }
 
 /* ---- JOB_CRON -------------------------------------------------------------------------- */
+
+/* R1-F3: cron is UTC, but cluster time resumes where the log left it after
+ * a full-cluster outage and catches up with the wall clock only at 1 %
+ * (clock.h). JOB_CRON carries the leader's wall clock, and apply takes the
+ * later of it and the entry's time: the tick due by UTC fires, the hour's
+ * missed ticks collapse into that one run, and the next tick is the next
+ * UTC hour. On the old code the tick waited for cluster time (an hour late,
+ * for days). */
+TEST(jobs_r1_cron_after_full_outage_tracks_utc)
+{
+    struct jinn_fsm fsm;
+    struct jinn_clock clk;
+    struct jinn_cmd c;
+    const uint64_t hour = 3600000;
+    const uint64_t t0 = 1795000000000ull / hour * hour + 1000; /* 1 s after an hour */
+    uint64_t wall = t0 + hour + 600000, mono0 = 5000000, stamp;
+    const struct jinn_queue *q;
+    jinn_fsm_init(&fsm);
+    CHECK_INT(deploy(&fsm, 1, t0, "hourly", 1, "0 * * * *"), 0);
+    CHECK(jinn_jobs_cron_of(&fsm.jobs, "hourly") == t0 - 1000 + hour);
+    /* The whole cluster was down for an hour; the first leader after it
+     * stamps from the last applied time (t0), 10 minutes of real time on. */
+    memset(&clk, 0, sizeof clk);
+    (void)jinn_clock_stamp(&clk, 7, mono0, t0 + hour, t0, 0, true);
+    stamp = jinn_clock_stamp(&clk, 7, mono0 + 600000, wall, t0, 0, true);
+    CHECK(wall - stamp > 3000000); /* cluster time still lags UTC by ~1 h */
+    CHECK(stamp < t0 - 1000 + hour); /* so by cluster time the tick is not due */
+    /* The leader's wall clock says it is due: it fires, once. */
+    c = cron_cmd("hourly", t0 - 1000 + hour);
+    c.cron.now_ms = wall;
+    {
+        /* The wall clock is in the entry (cmd.c). */
+        struct jinn_wbuf w;
+        struct jinn_cmd d;
+        jinn_wbuf_init(&w);
+        CHECK_INT(jinn_cmd_encode(&c, &w), 0);
+        CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), 0);
+        CHECK(d.cron.now_ms == wall && d.cron.tick_ms == c.cron.tick_ms);
+        jinn_wbuf_free(&w);
+    }
+    CHECK_INT(unit_apply(&fsm, 2, stamp, c)->code, 0);
+    q = jinn_queues_get(&fsm.queues, "WORKERS_hourly", 14);
+    CHECK(q != NULL && q->all.count == 1);
+    /* The next tick is the next UTC hour, not the next cluster-time hour. */
+    CHECK(jinn_jobs_cron_of(&fsm.jobs, "hourly") == t0 - 1000 + 2 * hour);
+    /* The same proposal again, or one whose wall clock and cluster time are
+     * both before the tick: refused, nothing runs twice or early. */
+    CHECK_INT(unit_apply(&fsm, 3, stamp + 1, c)->code, JINN_ECONFLICT);
+    c = cron_cmd("hourly", t0 - 1000 + 2 * hour);
+    c.cron.now_ms = wall + 1000;
+    CHECK_INT(unit_apply(&fsm, 4, stamp + 2, c)->code, JINN_ECONFLICT);
+    CHECK(q->all.count == 1);
+    /* Without a wall clock in the entry (0) cluster time still decides. */
+    c.cron.now_ms = 0;
+    CHECK_INT(unit_apply(&fsm, 5, t0 - 1000 + 2 * hour, c)->code, 0);
+    CHECK(q->all.count == 2);
+    CHECK(jinn_jobs_cron_of(&fsm.jobs, "hourly") == t0 - 1000 + 3 * hour);
+    jinn_fsm_close(&fsm);
+}
 
 TEST(jobs_cron_fires_each_tick_once)
 {
