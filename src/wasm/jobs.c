@@ -76,6 +76,8 @@ struct fnpool {
     char name[JINN_FN_NAME_MAX + 1];
     char queue[JINN_QUEUE_NAME_MAX + 1];
     unsigned want;                             /* slots this node keeps for it now */
+    unsigned wish;                             /* slots it asks for (workers, warm) */
+    bool starved;                              /* asks, but the node cap left it none */
     struct slot *slots[SLOTS_PER_FN_MAX];      /* NULL: free index */
     uint64_t done, failed, dead_settles, lost; /* counters since start */
 };
@@ -624,11 +626,46 @@ static unsigned wanted_workers(struct jinn_job_pools *j, const struct jinn_fn *f
     return w;
 }
 
+/* Hands the node cap out round-robin: one slot to every function that
+ * asks first, then a second to each, and so on (A1 M3: in name order, the
+ * last functions got none on any node). Each node starts the rotation at
+ * its own share of the list (its index among the configured peers), so
+ * when the cap is below the number of functions the nodes cover different
+ * ones: every function runs somewhere as long as cap x nodes >= functions. */
+static void share_budget(struct jinn_job_pools *j, unsigned n, unsigned budget)
+{
+    const struct jinn_config *cfg = j->api->cfg;
+    unsigned peers = cfg->n_peers > 0 ? cfg->n_peers : 1;
+    unsigned start = (unsigned)((uint64_t)jinn_config_self(cfg) * n / peers);
+    for (unsigned round = 0; budget > 0 && round < SLOTS_PER_FN_MAX; round++) {
+        bool gave = false;
+        for (int part = 0; part < 2 && budget > 0; part++) {
+            unsigned k = 0;
+            for (struct fnpool *fp = j->pools; fp != NULL && budget > 0; fp = fp->next) {
+                bool here;
+                if (fp->wish == 0) {
+                    continue;
+                }
+                here = part == 0 ? k >= start : k < start;
+                k++;
+                if (here && fp->wish > round) {
+                    fp->want++;
+                    budget--;
+                    gave = true;
+                }
+            }
+        }
+        if (!gave) {
+            break;
+        }
+    }
+}
+
 static void sync_pools(struct jinn_job_pools *j)
 {
-    unsigned budget = j->api->cfg->job_workers;
     const struct jinn_fns *fns = registry(j);
     struct fnpool **at = &j->pools;
+    unsigned asking = 0;
 
     if (j->stopping || j->api->wasm == NULL) {
         return;
@@ -636,10 +673,10 @@ static void sync_pools(struct jinn_job_pools *j)
     j->synced_generation = jinn_fns_generation(fns);
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         fp->want = 0;
+        fp->wish = 0;
     }
-    /* Name order: which functions get slots when the node cap is short is
-     * the same on every restart. The pools are in name order too, so one
-     * merge walk pairs them (O(functions + pools), not a search each). */
+    /* The pools are in name order like the functions, so one merge walk
+     * pairs them (O(functions + pools), not a search each). */
     for (const struct jinn_fn *fn = jinn_fns_next(fns, NULL); fn != NULL;
          fn = jinn_fns_next(fns, fn->name)) {
         unsigned w = wanted_workers(j, fn);
@@ -648,10 +685,6 @@ static void sync_pools(struct jinn_job_pools *j)
             at = &(*at)->next;
         }
         fp = *at != NULL && strcmp((*at)->name, fn->name) == 0 ? *at : NULL;
-        if (w > budget) {
-            w = budget;
-        }
-        budget -= w;
         if (w == 0 && fp == NULL) {
             continue;
         }
@@ -666,9 +699,18 @@ static void sync_pools(struct jinn_job_pools *j)
             fp->next = *at; /* before the first greater name: order kept */
             *at = fp;
         }
-        fp->want = w;
+        fp->wish = w;
+        asking += w > 0;
     }
+    share_budget(j, asking, j->api->cfg->job_workers);
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        bool starved = fp->wish > 0 && fp->want == 0;
+        if (starved && !fp->starved) {
+            jinn_warn("function %s asks for %u job workers but this node's job_workers cap "
+                      "(%u) is used by other functions: it runs none of its jobs here",
+                      fp->name, fp->wish, j->api->cfg->job_workers);
+        }
+        fp->starved = starved;
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
             struct slot *s = fp->slots[i];
             if (i < fp->want && s == NULL) {
@@ -956,7 +998,7 @@ static json_t *pool_json(const struct fnpool *fp)
 
 void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
 {
-    json_t *fns, *jobs;
+    json_t *fns, *jobs, *starved;
     if (j == NULL) {
         return;
     }
@@ -967,12 +1009,20 @@ void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
             json_object_set_new(fns, fp->name, p);
         }
     }
-    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o}", "job_workers",
+    /* Functions that ask for workers but got no slot here (the cap). */
+    starved = json_array();
+    for (const struct fnpool *fp = j->pools; fp != NULL && starved != NULL; fp = fp->next) {
+        if (fp->starved) {
+            json_array_append_new(starved, json_string(fp->name));
+        }
+    }
+    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "job_workers",
                      (int)j->api->cfg->job_workers, "slots", (int)j->slots, "stopping",
                      j->stopping, "fetch_errors", (json_int_t)j->fetch_errors, "settle_errors",
                      (json_int_t)j->settle_errors, "handed_back", (json_int_t)j->handed_back,
                      "cron_proposed", (json_int_t)j->cron_proposed, "cron_fired",
-                     (json_int_t)j->cron_fired, "functions", fns != NULL ? fns : json_object());
+                     (json_int_t)j->cron_fired, "functions", fns != NULL ? fns : json_object(),
+                     "no_slot", starved != NULL ? starved : json_array());
     if (jobs != NULL) {
         json_object_set_new(obj, "jobs", jobs);
     }
