@@ -393,7 +393,7 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         }
     }
     if (rv == 0 && version >= 3) {
-        rv = jinn_jobs_decode(jobs, &r);
+        rv = jinn_jobs_decode(jobs, fns, &r);
         if (rv == 0) {
             rv = jinn_auth_decode(&auth, &r);
         }

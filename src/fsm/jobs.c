@@ -507,7 +507,7 @@ static int decode_results(struct jinn_jobs *jobs, struct jinn_rbuf *r)
     return 0;
 }
 
-static int decode_crons(struct jinn_jobs *jobs, struct jinn_rbuf *r)
+static int decode_crons(struct jinn_jobs *jobs, const struct jinn_fns *fns, struct jinn_rbuf *r)
 {
     uint64_t count = jinn_rbuf_get_u64(r);
     if (r->failed || count > JINN_FN_MAX || count > r->left / 17) {
@@ -521,7 +521,14 @@ static int decode_crons(struct jinn_jobs *jobs, struct jinn_rbuf *r)
         struct jinn_cron parsed;
         struct jinn_job_cron *e;
         char err[160];
-        if (r->failed || !jinn_fn_name_valid((const char *)fn, fn_len) || next == 0 ||
+        const struct jinn_fn *f;
+        /* WORKERS_<fn> must fit a queue name (JOB_CRON builds it), the
+         * expression must round-trip (no NUL) and parse, and the entry must
+         * be the one jinn_jobs_fn_changed keeps: the function's active
+         * version with this very schedule. Anything else is a forged file. */
+        if (r->failed || fn_len > JINN_JOB_FN_NAME_MAX ||
+            !jinn_fn_name_valid((const char *)fn, fn_len) || next == 0 || expr_len == 0 ||
+            !text_ok(expr, expr_len) ||
             jinn_cron_parse((const char *)expr, expr_len, &parsed, err, sizeof err) != 0) {
             return JINN_ECORRUPT;
         }
@@ -532,6 +539,11 @@ static int decode_crons(struct jinn_jobs *jobs, struct jinn_rbuf *r)
         memcpy(e->fn, fn, fn_len);
         memcpy(e->expr, expr, expr_len);
         e->next_ms = next;
+        f = jinn_fns_get(fns, e->fn);
+        if (f == NULL || f->active == NULL || strcmp(f->active->settings.cron, e->expr) != 0) {
+            jinn_free(e);
+            return JINN_ECORRUPT;
+        }
         if (jinn_tree_insert(&jobs->crons, &e->by_name) != NULL) {
             jinn_free(e);
             return JINN_ECORRUPT;
@@ -541,11 +553,11 @@ static int decode_crons(struct jinn_jobs *jobs, struct jinn_rbuf *r)
     return 0;
 }
 
-int jinn_jobs_decode(struct jinn_jobs *jobs, struct jinn_rbuf *r)
+int jinn_jobs_decode(struct jinn_jobs *jobs, const struct jinn_fns *fns, struct jinn_rbuf *r)
 {
     int rv = decode_results(jobs, r);
     if (rv == 0) {
-        rv = decode_crons(jobs, r);
+        rv = decode_crons(jobs, fns, r);
     }
     if (rv != 0) {
         jinn_jobs_clear(jobs);

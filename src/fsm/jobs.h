@@ -125,6 +125,6 @@ const struct jinn_job_result *jinn_jobs_results_next(const struct jinn_jobs *job
 
 /* Snapshot section (format 3): results, then cron entries. */
 void jinn_jobs_encode(const struct jinn_jobs *jobs, struct jinn_wbuf *w);
-int jinn_jobs_decode(struct jinn_jobs *jobs, struct jinn_rbuf *r);
+int jinn_jobs_decode(struct jinn_jobs *jobs, const struct jinn_fns *fns, struct jinn_rbuf *r);
 
 #endif

@@ -74,7 +74,13 @@ void jinn_queues_init(struct jinn_queues *qs)
 
 static struct jinn_queue *queue_new(const char *name, size_t len)
 {
-    struct jinn_queue *q = jinn_calloc(1, sizeof *q);
+    struct jinn_queue *q;
+    /* Callers check the name; this keeps a missed check from writing past
+     * q->name (and from indexing a name without its NUL). */
+    if (len == 0 || len > JINN_QUEUE_NAME_MAX) {
+        return NULL;
+    }
+    q = jinn_calloc(1, sizeof *q);
     if (q == NULL) {
         return NULL;
     }
@@ -340,6 +346,11 @@ static int publish(struct jinn_queues *qs, uint64_t index, uint64_t now, const s
     struct idem_entry *e = NULL;
     bool created = false;
 
+    /* A name no queue can have is the command's result on every replica
+     * (JOB_CRON builds names itself: a safety net behind its checks). */
+    if (c->q.queue.len == 0 || c->q.queue.len > JINN_QUEUE_NAME_MAX) {
+        return JINN_EINVAL;
+    }
     if (q != NULL && c->q.idem.len > 0) {
         struct idem_entry *probe = jinn_malloc(sizeof *probe + c->q.idem.len);
         struct jinn_tree_node *n;

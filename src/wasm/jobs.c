@@ -42,6 +42,15 @@
 #define BACKOFF_MIN_MS 100     /* after a failed fetch (no leader, no quorum) */
 #define BACKOFF_MAX_MS 5000
 #define SETTLE_TRIES 8 /* an ack/nak that failed to reach the leader */
+/* The runner here cannot take the function's jobs now (its pool queue is
+ * full, the pool drains or is not warm): a slot waits before it leases
+ * (CAPACITY_WAIT_*), and a job it leased anyway is naked with a delay that
+ * grows with each such refusal (REFUSED_DELAY_*), never 0: each nak costs a
+ * delivery, so the job must not bounce back at once. */
+#define CAPACITY_WAIT_MIN_MS 50
+#define CAPACITY_WAIT_MAX_MS 1000
+#define REFUSED_DELAY_MIN_MS 500
+#define REFUSED_DELAY_MAX_MS 30000
 #define QUEUE_PREFIX "WORKERS_"
 #define SLOTS_PER_FN_MAX 64 /* the settings' workers cap */
 /* A pool's fetch leases at most this many payload bytes (the API's body
@@ -99,6 +108,8 @@ struct fnpool {
     uint64_t fetches;     /* fetch requests sent */
     uint64_t acks_alone;  /* acks sent on their own (alone in their turn) */
     unsigned want;                             /* slots this node keeps for it now */
+    unsigned wish;                             /* slots it asks for (workers, warm) */
+    bool starved;                              /* asks, but the node cap left it none */
     struct slot *slots[SLOTS_PER_FN_MAX];      /* NULL: free index */
     uint64_t done, failed, dead_settles, lost; /* counters since start */
 };
@@ -109,6 +120,8 @@ struct slot {
     enum slot_state state;
     char worker[JINN_QUEUE_WORKER_MAX + 1];
     uint64_t seq, delivery, ack_wait_ms, started_ms;
+    unsigned waits;   /* consecutive capacity waits before a fetch */
+    unsigned refused; /* consecutive jobs the runner refused (nak delay) */
     unsigned settle_tries;
     bool running;        /* the runner holds it */
     bool handed_back;    /* naked at shutdown: the run's outcome is dropped */
@@ -240,6 +253,16 @@ static char *target_for(const struct slot *s, const char *what)
 
 /* ---- backoff ------------------------------------------------------------------------- */
 
+/* min doubled n times, at most max. */
+static uint64_t grow(uint64_t min, uint64_t max, unsigned n)
+{
+    uint64_t ms = min;
+    for (unsigned i = 0; i < n && ms < max; i++) {
+        ms *= 2;
+    }
+    return ms < max ? ms : max;
+}
+
 /* The first slot back from a fetch backoff brings the others waiting with
  * it, so the next fetch is one for all of them again. */
 static void backoff_done(uv_timer_t *t)
@@ -253,6 +276,13 @@ static void backoff_done(uv_timer_t *t)
         slot_finish(s);
         return;
     }
+    if (!s->leaving && !jinn_wasm_runner_can_take(fp->j->api->wasm, fp->name)) {
+        /* The runner here cannot take the job now: wait, do not lease. */
+        uv_timer_start(&s->timer, backoff_done,
+                       grow(CAPACITY_WAIT_MIN_MS, CAPACITY_WAIT_MAX_MS, s->waits++), 0);
+        return;
+    }
+    s->waits = 0;
     for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
         struct slot *o = fp->slots[i];
         if (o != NULL && o->state == S_BACKOFF) {
@@ -731,10 +761,11 @@ static void slot_start(struct slot *s, json_t *m)
         char reason[160];
         snprintf(reason, sizeof reason, "%s on node %s: %s", jinn_error_name(rv),
                  j->api->cfg->server_name, jinn_error_message(rv));
-        /* Not the job's fault and not this delivery's: back at once. */
-        nak(s, reason, 0);
+        /* Not the job's fault: back, but not at once (a delivery is spent). */
+        nak(s, reason, grow(REFUSED_DELAY_MIN_MS, REFUSED_DELAY_MAX_MS, s->refused++));
         return;
     }
+    s->refused = 0;
     s->running = true;
     uv_timer_start(&s->timer, progress_due, s->ack_wait_ms / 3, 0);
 }
@@ -858,6 +889,14 @@ static void slot_next(struct slot *s)
         slot_finish(s);
         return;
     }
+    if (!jinn_wasm_runner_can_take(j->api->wasm, s->fp->name)) {
+        /* Lease only what can run now; poll the local pool meanwhile. */
+        s->state = S_BACKOFF;
+        uv_timer_start(&s->timer, backoff_done,
+                       grow(CAPACITY_WAIT_MIN_MS, CAPACITY_WAIT_MAX_MS, s->waits++), 0);
+        return;
+    }
+    s->waits = 0;
     s->state = S_FETCH;
     pool_fetch(s->fp);
 }
@@ -914,11 +953,46 @@ static unsigned wanted_workers(struct jinn_job_pools *j, const struct jinn_fn *f
     return w;
 }
 
+/* Hands the node cap out round-robin: one slot to every function that
+ * asks first, then a second to each, and so on (A1 M3: in name order, the
+ * last functions got none on any node). Each node starts the rotation at
+ * its own share of the list (its index among the configured peers), so
+ * when the cap is below the number of functions the nodes cover different
+ * ones: every function runs somewhere as long as cap x nodes >= functions. */
+static void share_budget(struct jinn_job_pools *j, unsigned n, unsigned budget)
+{
+    const struct jinn_config *cfg = j->api->cfg;
+    unsigned peers = cfg->n_peers > 0 ? cfg->n_peers : 1;
+    unsigned start = (unsigned)((uint64_t)jinn_config_self(cfg) * n / peers);
+    for (unsigned round = 0; budget > 0 && round < SLOTS_PER_FN_MAX; round++) {
+        bool gave = false;
+        for (int part = 0; part < 2 && budget > 0; part++) {
+            unsigned k = 0;
+            for (struct fnpool *fp = j->pools; fp != NULL && budget > 0; fp = fp->next) {
+                bool here;
+                if (fp->wish == 0) {
+                    continue;
+                }
+                here = part == 0 ? k >= start : k < start;
+                k++;
+                if (here && fp->wish > round) {
+                    fp->want++;
+                    budget--;
+                    gave = true;
+                }
+            }
+        }
+        if (!gave) {
+            break;
+        }
+    }
+}
+
 static void sync_pools(struct jinn_job_pools *j)
 {
-    unsigned budget = j->api->cfg->job_workers;
     const struct jinn_fns *fns = registry(j);
     struct fnpool **at = &j->pools;
+    unsigned asking = 0;
 
     if (j->stopping || j->api->wasm == NULL) {
         return;
@@ -926,10 +1000,10 @@ static void sync_pools(struct jinn_job_pools *j)
     j->synced_generation = jinn_fns_generation(fns);
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
         fp->want = 0;
+        fp->wish = 0;
     }
-    /* Name order: which functions get slots when the node cap is short is
-     * the same on every restart. The pools are in name order too, so one
-     * merge walk pairs them (O(functions + pools), not a search each). */
+    /* The pools are in name order like the functions, so one merge walk
+     * pairs them (O(functions + pools), not a search each). */
     for (const struct jinn_fn *fn = jinn_fns_next(fns, NULL); fn != NULL;
          fn = jinn_fns_next(fns, fn->name)) {
         unsigned w = wanted_workers(j, fn);
@@ -938,10 +1012,6 @@ static void sync_pools(struct jinn_job_pools *j)
             at = &(*at)->next;
         }
         fp = *at != NULL && strcmp((*at)->name, fn->name) == 0 ? *at : NULL;
-        if (w > budget) {
-            w = budget;
-        }
-        budget -= w;
         if (w == 0 && fp == NULL) {
             continue;
         }
@@ -968,9 +1038,18 @@ static void sync_pools(struct jinn_job_pools *j)
             fp->next = *at; /* before the first greater name: order kept */
             *at = fp;
         }
-        fp->want = w;
+        fp->wish = w;
+        asking += w > 0;
     }
+    share_budget(j, asking, j->api->cfg->job_workers);
     for (struct fnpool *fp = j->pools; fp != NULL; fp = fp->next) {
+        bool starved = fp->wish > 0 && fp->want == 0;
+        if (starved && !fp->starved) {
+            jinn_warn("function %s asks for %u job workers but this node's job_workers cap "
+                      "(%u) is used by other functions: it runs none of its jobs here",
+                      fp->name, fp->wish, j->api->cfg->job_workers);
+        }
+        fp->starved = starved;
         for (unsigned i = 0; i < SLOTS_PER_FN_MAX; i++) {
             struct slot *s = fp->slots[i];
             if (i < fp->want && s == NULL) {
@@ -1266,7 +1345,7 @@ static json_t *pool_json(const struct fnpool *fp)
 
 void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
 {
-    json_t *fns, *jobs;
+    json_t *fns, *jobs, *starved;
     if (j == NULL) {
         return;
     }
@@ -1277,12 +1356,20 @@ void jinn_job_pools_status(const struct jinn_job_pools *j, json_t *obj)
             json_object_set_new(fns, fp->name, p);
         }
     }
-    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o}", "job_workers",
+    /* Functions that ask for workers but got no slot here (the cap). */
+    starved = json_array();
+    for (const struct fnpool *fp = j->pools; fp != NULL && starved != NULL; fp = fp->next) {
+        if (fp->starved) {
+            json_array_append_new(starved, json_string(fp->name));
+        }
+    }
+    jobs = json_pack("{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "job_workers",
                      (int)j->api->cfg->job_workers, "slots", (int)j->slots, "stopping",
                      j->stopping, "fetch_errors", (json_int_t)j->fetch_errors, "settle_errors",
                      (json_int_t)j->settle_errors, "handed_back", (json_int_t)j->handed_back,
                      "cron_proposed", (json_int_t)j->cron_proposed, "cron_fired",
-                     (json_int_t)j->cron_fired, "functions", fns != NULL ? fns : json_object());
+                     (json_int_t)j->cron_fired, "functions", fns != NULL ? fns : json_object(),
+                     "no_slot", starved != NULL ? starved : json_array());
     if (jobs != NULL) {
         json_object_set_new(obj, "jobs", jobs);
     }

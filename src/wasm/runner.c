@@ -1608,6 +1608,20 @@ bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name)
     return job_version(r, name) != NULL;
 }
 
+bool jinn_wasm_runner_can_take(struct jinn_wasm_runner *r, const char *name)
+{
+    struct jinn_wasm_pool_stats st;
+    struct version *v;
+    if (!jinn_wasm_runner_ready(r, name)) {
+        return false;
+    }
+    v = job_version(r, name);
+    jinn_wasm_pool_stats(v->pool, &st);
+    /* Room for a job's request (at most JINN_SBX_STDIN_MAX bytes). */
+    return st.queued < JINN_WASM_QUEUE_MAX &&
+           r->inflight_bytes + JINN_SBX_STDIN_MAX <= INFLIGHT_BYTES_MAX;
+}
+
 /* ---- relays ------------------------------------------------------------------------- */
 
 struct relay {

@@ -111,4 +111,9 @@ int jinn_wasm_runner_run(struct jinn_wasm_runner *r, const char *name, const voi
  * active one compiles. */
 bool jinn_wasm_runner_ready(struct jinn_wasm_runner *r, const char *name);
 
+/* Whether jinn_wasm_runner_run(name) would be taken now: ready, and the
+ * pool's queue and the runner's in-flight bytes have room. A job worker
+ * asks before it leases a job, so local load does not burn deliveries. */
+bool jinn_wasm_runner_can_take(struct jinn_wasm_runner *r, const char *name);
+
 #endif

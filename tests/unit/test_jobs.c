@@ -759,12 +759,14 @@ TEST(jobs_decode_refuses_hostile_sections)
     struct jinn_jobs jobs;
     struct jinn_wbuf w;
     struct jinn_rbuf r;
+    struct jinn_fns fns;
     jinn_jobs_init(&jobs);
+    jinn_fns_init(&fns);
 
     jinn_wbuf_init(&w);
     jinn_wbuf_put_u64(&w, UINT64_MAX); /* results */
     jinn_rbuf_init(&r, w.data, w.len);
-    CHECK_INT(jinn_jobs_decode(&jobs, &r), JINN_ECORRUPT);
+    CHECK_INT(jinn_jobs_decode(&jobs, &fns, &r), JINN_ECORRUPT);
     jinn_wbuf_free(&w);
 
     /* dup 0: two functions' results under one (index, seq): one JOB_ACK
@@ -786,7 +788,7 @@ TEST(jobs_decode_refuses_hostile_sections)
         }
         jinn_wbuf_put_u64(&w, 0);
         jinn_rbuf_init(&r, w.data, w.len);
-        CHECK_INT(jinn_jobs_decode(&jobs, &r), JINN_ECORRUPT);
+        CHECK_INT(jinn_jobs_decode(&jobs, &fns, &r), JINN_ECORRUPT);
         CHECK(jobs.results.count == 0 && jobs.bytes == 0);
         jinn_wbuf_free(&w);
     }
@@ -798,9 +800,143 @@ TEST(jobs_decode_refuses_hostile_sections)
     jinn_wbuf_put_str(&w, "0 0 30 2 *"); /* never fires: refused */
     jinn_wbuf_put_u64(&w, 5);
     jinn_rbuf_init(&r, w.data, w.len);
-    CHECK_INT(jinn_jobs_decode(&jobs, &r), JINN_ECORRUPT);
+    CHECK_INT(jinn_jobs_decode(&jobs, &fns, &r), JINN_ECORRUPT);
     jinn_wbuf_free(&w);
     jinn_jobs_clear(&jobs);
+    jinn_fns_clear(&fns);
+}
+
+/* One cron entry (no results) with the given name, expression bytes and tick. */
+static int decode_one_cron(const struct jinn_fns *fns, const char *fn, const void *expr,
+                           size_t expr_len, uint64_t next)
+{
+    struct jinn_jobs jobs;
+    struct jinn_wbuf w;
+    struct jinn_rbuf r;
+    int rv;
+    jinn_jobs_init(&jobs);
+    jinn_wbuf_init(&w);
+    jinn_wbuf_put_u64(&w, 0);
+    jinn_wbuf_put_u64(&w, 1);
+    jinn_wbuf_put_str(&w, fn);
+    jinn_wbuf_put_bytes(&w, expr, expr_len);
+    jinn_wbuf_put_u64(&w, next);
+    jinn_rbuf_init(&r, w.data, w.len);
+    rv = jinn_jobs_decode(&jobs, fns, &r);
+    if (rv == 0 && (jobs.crons.count != 1 || r.left != 0)) {
+        rv = -1; /* accepted, but not as one entry */
+    }
+    jinn_wbuf_free(&w);
+    jinn_jobs_clear(&jobs);
+    return rv;
+}
+
+/* A1 M1/m3: a forged cron entry is refused at decode. A 57-64-byte name
+ * made JOB_CRON build a 72-byte queue name (overflowing the queue's name,
+ * then a fatal apply and an endless loop on replay); an entry for a function
+ * that is not deployed with that schedule would fire forever. */
+TEST(jobs_decode_refuses_forged_cron_entries)
+{
+    struct jinn_fsm fsm;
+    char c56[57], c57[58], z64[65];
+    memset(c56, 'c', 56);
+    c56[56] = '\0';
+    memset(c57, 'c', 57);
+    c57[57] = '\0';
+    memset(z64, 'z', 64);
+    z64[64] = '\0';
+    jinn_fsm_init(&fsm);
+    CHECK_INT(deploy(&fsm, 1, 95000, "tick", 1, "@every 10s"), 0);
+    CHECK_INT(deploy(&fsm, 2, 95000, c56, 1, "@every 1s"), 0);
+    CHECK_INT(deploy(&fsm, 3, 95000, "plain", 1, ""), 0);
+    /* The real entries decode. */
+    CHECK_INT(decode_one_cron(&fsm.fns, "tick", "@every 10s", 10, 100000), 0);
+    CHECK_INT(decode_one_cron(&fsm.fns, c56, "@every 1s", 9, 96000), 0);
+    /* Names whose queue name would not fit. */
+    CHECK_INT(decode_one_cron(&fsm.fns, c57, "@every 1s", 9, 96000), JINN_ECORRUPT);
+    CHECK_INT(decode_one_cron(&fsm.fns, z64, "@every 1s", 9, 96000), JINN_ECORRUPT);
+    /* No such function, no cron, another schedule. */
+    CHECK_INT(decode_one_cron(&fsm.fns, "ghost", "@every 10s", 10, 100000), JINN_ECORRUPT);
+    CHECK_INT(decode_one_cron(&fsm.fns, "plain", "@every 10s", 10, 100000), JINN_ECORRUPT);
+    CHECK_INT(decode_one_cron(&fsm.fns, "tick", "@every 1m", 9, 100000), JINN_ECORRUPT);
+    /* A NUL inside the expression (encode would write fewer bytes). */
+    CHECK_INT(decode_one_cron(&fsm.fns, "tick", "@every 10s\0x", 12, 100000), JINN_ECORRUPT);
+    jinn_fsm_close(&fsm);
+}
+
+/* The whole-snapshot form of A1's M1 (snap_cron_longname.py): a real
+ * snapshot whose cron entry is renamed to a 64-byte name, CRC fixed.
+ * The same bytes are in the snapshot_decode fuzz corpus. */
+TEST(jobs_snapshot_with_long_cron_name_is_refused)
+{
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w, forged;
+    char c56[57];
+    uint8_t pat[4 + 56 + 4 + 9];
+    size_t at = SIZE_MAX;
+    uint32_t crc;
+    memset(c56, 'c', 56);
+    c56[56] = '\0';
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    CHECK_INT(deploy(&a, 1, 95000, c56, 1, "@every 1s"), 0);
+    CHECK(jinn_jobs_cron_of(&a.jobs, c56) == 96000);
+    jinn_wbuf_init(&w);
+    jinn_wbuf_init(&forged);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    pat[0] = 56, pat[1] = pat[2] = pat[3] = 0;
+    memcpy(pat + 4, c56, 56);
+    pat[60] = 9, pat[61] = pat[62] = pat[63] = 0;
+    memcpy(pat + 64, "@every 1s", 9);
+    for (size_t i = 0; i + sizeof pat <= w.len; i++) {
+        if (memcmp(w.data + i, pat, sizeof pat) == 0) {
+            at = i;
+            break;
+        }
+    }
+    CHECK(at != SIZE_MAX);
+    if (at != SIZE_MAX) {
+        jinn_wbuf_put_raw(&forged, w.data, at);
+        jinn_wbuf_put_u32(&forged, 64);
+        jinn_wbuf_put_raw(&forged, "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", 64);
+        jinn_wbuf_put_raw(&forged, w.data + at + 60, w.len - 4 - (at + 60));
+        crc = jinn_crc32(0, forged.data, forged.len);
+        jinn_wbuf_put_u32(&forged, crc);
+        CHECK_INT(jinn_fsm_decode(&b, forged.data, forged.len), JINN_ECORRUPT);
+        CHECK(b.jobs.crons.count == 0);
+        /* The untouched snapshot still decodes. */
+        CHECK_INT(jinn_fsm_decode(&b, w.data, w.len), 0);
+        CHECK(jinn_jobs_cron_of(&b.jobs, c56) == 96000);
+    }
+    jinn_wbuf_free(&w);
+    jinn_wbuf_free(&forged);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
+}
+
+/* The safety net behind it: a publish to a name over the queue name limit
+ * is the command's result (JINN_EINVAL), not a write past the name. */
+TEST(queue_publish_refuses_overlong_names)
+{
+    struct jinn_queues qs;
+    struct jinn_cmd c;
+    char name[73];
+    uint64_t value = 7;
+    memset(name, 'q', 72);
+    name[72] = '\0';
+    jinn_queues_init(&qs);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_Q_PUBLISH;
+    c.q.queue = S(name);
+    c.q.payload = S("{}");
+    CHECK_INT(jinn_queues_apply(&qs, 1, 1000, &c, &value), JINN_EINVAL);
+    CHECK(qs.by_name.count == 0);
+    c.q.queue.len = 65;
+    CHECK_INT(jinn_queues_apply(&qs, 2, 1000, &c, &value), JINN_EINVAL);
+    c.q.queue.len = 64;
+    CHECK_INT(jinn_queues_apply(&qs, 3, 1000, &c, &value), 0);
+    CHECK(qs.by_name.count == 1);
+    jinn_queues_clear(&qs);
 }
 
 /* Format 2: queue messages without leased_ms, no jobs section. */
