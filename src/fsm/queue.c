@@ -274,32 +274,16 @@ uint64_t jinn_queues_next_due(const struct jinn_queues *qs)
     return due;
 }
 
-/* The host part of a worker id: before its first '/' (a node's job slots
- * are "NODE/FN/I"), or the whole id. */
-static size_t host_len(const char *worker)
-{
-    const char *slash = strchr(worker, '/');
-    return slash != NULL ? (size_t)(slash - worker) : strlen(worker);
-}
-
-static bool same_host(const char *a, const char *b)
-{
-    size_t n = host_len(a);
-    return host_len(b) == n && memcmp(a, b, n) == 0;
-}
-
 /* A message another worker failed goes preferably to someone else: skip it
- * for the host of its last holder (another slot of the node that failed
- * it too) while a worker of another host has fetched recently. Worker ids
- * without '/' (jinn worker's HOST-PID) are their own host. */
+ * for its last holder while another worker has fetched recently. */
 static bool skip_for(const struct jinn_queue *q, const struct jinn_qmsg *m, const char *worker,
                      uint64_t now, uint64_t window)
 {
-    if (m->delivery == 0 || !same_host(m->worker, worker)) {
+    if (m->delivery == 0 || strcmp(m->worker, worker) != 0) {
         return false;
     }
     for (unsigned i = 0; i < q->n_seen; i++) {
-        if (!same_host(q->seen[i].worker, worker) && q->seen[i].at + window >= now) {
+        if (strcmp(q->seen[i].worker, worker) != 0 && q->seen[i].at + window >= now) {
             return true;
         }
     }
