@@ -1087,7 +1087,10 @@ static int decode_policy(struct jinn_fn_policy *p, struct jinn_rbuf *r)
     return 0;
 }
 
-static void encode_registry(const struct jinn_fns *fns, struct jinn_wbuf *w)
+/* digest: a version's signature fields only when it is signed, so a
+ * registry without signatures digests as on a build from before them (a
+ * replica check during a rolling upgrade agrees). */
+static void encode_registry(const struct jinn_fns *fns, struct jinn_wbuf *w, bool digest)
 {
     struct jinn_tree_iter it;
     jinn_wbuf_put_u32(w, (uint32_t)fns->modules.count);
@@ -1113,21 +1116,23 @@ static void encode_registry(const struct jinn_fns *fns, struct jinn_wbuf *w)
             jinn_wbuf_put_u64(w, v->deployed_ms);
             jinn_wbuf_put_u64(w, v->index);
             /* Format 3: bytes sig (0 or 64), str key_id (empty iff unsigned). */
-            jinn_wbuf_put_bytes(w, v->sig, v->sig_len);
-            jinn_wbuf_put_str(w, v->key_id);
+            if (!digest || v->sig_len > 0) {
+                jinn_wbuf_put_bytes(w, v->sig, v->sig_len);
+                jinn_wbuf_put_str(w, v->key_id);
+            }
         }
     }
 }
 
 void jinn_fns_encode(const struct jinn_fns *fns, struct jinn_wbuf *w)
 {
-    encode_registry(fns, w);
+    encode_registry(fns, w, false);
     encode_policy(&fns->policy, w);
 }
 
 void jinn_fns_encode_digest(const struct jinn_fns *fns, struct jinn_wbuf *w)
 {
-    encode_registry(fns, w);
+    encode_registry(fns, w, true);
     /* The default policy (nothing required, no keys) is left out, so a
      * cluster that never set one digests exactly as a build from before
      * signing policies: a replica check during a rolling upgrade agrees.

@@ -317,6 +317,9 @@ def test_enqueue_publishes_durably(one):
 
 
 def test_rust_guest_written_for_the_original_sdk(one):
+    # host_enqueue("rustjob", ...) submits a job of function rustjob: it must
+    # exist (workers 0: its jobs stay queued).
+    deploy(one, "rustjob", module("sdk_rust"), workers=0)
     deploy(one, "rusty", module("sdk_rust"), ns="app", db="appdb")
     wait_ready(one, "rusty")
     code, _, out = one.request("/fn/rusty", "POST", b"hello-rust", {}, timeout=30)
