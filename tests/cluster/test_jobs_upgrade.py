@@ -12,7 +12,7 @@ import pytest
 
 from harness import JINN, wait_for
 from test_fn_registry import HELLO, deploy, fn, wat
-from test_upgrade import ROOT, caught_up, start, version_of
+from test_upgrade import ROOT, start, version_of, wait_caught_up
 
 PRE_JOBS_COMMIT = "99a21a1"  # main before jobs: functions (23-25), snapshot format 2
 
@@ -52,7 +52,7 @@ def test_plain_deploy_reaches_old_builds_cron_deploy_stops_them(cluster_factory,
     old_nodes = [n for n in c.nodes if n is not new_node]
     assert new_node.stop() == 0
     start(new_node, JINN, bootstrap=False)
-    wait_for(lambda: caught_up(c, new_node), 60, what="the upgraded node caught up")
+    wait_caught_up(c, new_node, "the upgraded node caught up")
     code, _, out = leader.request(f"/v1/cluster/leader/transfer?to={new_node.name}", "POST")
     assert code == 200, out
     wait_for(lambda: c.leader() is new_node, 30, what="the new build leads")

@@ -85,11 +85,25 @@ class Writer(threading.Thread):
                 self.failed += 1
 
 
-def caught_up(cluster, node):
-    leader = cluster.leader()
-    return leader is not None and node.status()["applied_index"] >= \
-        leader.status()["commit_index"] and \
-        node.request("/readyz", timeout=1.0)[0] == 200
+def wait_caught_up(cluster, node, what, timeout=60):
+    """Waits until node has applied everything the cluster had committed
+    when the wait began, and answers /readyz with 200.
+
+    The target is sampled once, not compared live: a follower learns a
+    commit index from the leader's next message, so while the Writer runs
+    (a new entry every millisecond or so) its applied_index trails the
+    leader's current commit_index by an entry or two at any instant. The
+    live comparison held only when the Writer happened to pause, and timed
+    out now and then on a node that was fully caught up (the same with the
+    old build on both sides)."""
+    def leader_commit():
+        leader = cluster.leader()
+        return leader.status()["commit_index"] if leader is not None else None
+
+    target = wait_for(leader_commit, timeout, what="a leader's commit index")
+    wait_for(lambda: node.status()["applied_index"] >= target and
+             node.request("/readyz", timeout=1.0)[0] == 200, timeout,
+             what=f"{what} (applied_index >= {target})")
 
 
 @pytest.fixture
@@ -142,7 +156,7 @@ def test_rolling_upgrade_from_previous_release_keeps_serving(old_cluster):
             before = len(writer.acked)
             assert n.stop() == 0
             start(n, JINN, bootstrap=False)
-            wait_for(lambda: caught_up(c, n), 60, what=f"{n.name} (new build) caught up")
+            wait_caught_up(c, n, f"{n.name} (new build) caught up")
             assert version_of(n) != f"old-{OLD_COMMIT}"
             assert n.status()["formats"]["command"] >= 2
             wait_for(lambda: len(writer.acked) >= before + 10, 60,
@@ -171,7 +185,7 @@ def test_old_node_stops_at_an_unknown_command_and_catches_up_once_upgraded(old_c
     old_nodes = [n for n in c.nodes if n is not new_node]
     assert new_node.stop() == 0
     start(new_node, JINN, bootstrap=False)
-    wait_for(lambda: caught_up(c, new_node), 60, what="the upgraded node caught up")
+    wait_caught_up(c, new_node, "the upgraded node caught up")
     # Leadership to the new build: its first command is type 22.
     code, _, out = leader.request(f"/v1/cluster/leader/transfer?to={new_node.name}", "POST")
     assert code == 200, out
