@@ -19,6 +19,12 @@
 #define ACK_WAIT_MAX_MS 43200000
 #define NAK_DELAY_MAX_MS 86400000
 #define DEAD_LIST_MAX 1000
+/* A fetch reply's bytes: the leader leases no more messages than fit (each
+ * counted as the reply encodes it), the first one always. Without it one
+ * fetch could lease 256 messages of max_body each, a reply the HTTP server
+ * refuses (over its per-reply limit) with all of them leased for nobody. */
+#define JINN_QUEUE_FETCH_REPLY_MAX (8u << 20)
+#define FETCH_MSG_OVERHEAD 96 /* {"seq":..,"delivery":..,"deadline_ms":..,"payload":""}, */
 
 struct jinn_fetcher {
     struct jinn_api *api;
@@ -29,6 +35,7 @@ struct jinn_fetcher {
     char queue[JINN_QUEUE_NAME_MAX + 1];
     char worker[JINN_QUEUE_WORKER_MAX + 1];
     bool proposing; /* a FETCH for it is in the log */
+    unsigned max;   /* messages the client asked for */
 };
 
 static bool queue_name_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args)
@@ -98,6 +105,21 @@ static void put_payload(json_t *obj, const uint8_t *p, size_t len)
                             json_stringn(w.data ? (const char *)w.data : "", w.len));
         jinn_wbuf_free(&w);
     }
+}
+
+/* The bytes put_payload writes for a payload, at most: text as a JSON
+ * string (a control character is 6 bytes as \u00XX, a quote or backslash
+ * 2), anything else base64. */
+static uint64_t payload_reply_bytes(const uint8_t *p, size_t len)
+{
+    uint64_t n = FETCH_MSG_OVERHEAD;
+    if (!jinn_utf8_valid(p, len) || memchr(p, '\0', len) != NULL) {
+        return n + (len + 2) / 3 * 4;
+    }
+    for (size_t i = 0; i < len; i++) {
+        n += p[i] < 0x20 ? 6 : p[i] == '"' || p[i] == '\\' ? 2 : 1;
+    }
+    return n;
 }
 
 static void reply_code(struct jinn_http_request *req, int code)
@@ -247,6 +269,23 @@ static void fetcher_committed(void *data, int code, const struct jinn_result *re
      * node is stopping (nothing would wake it again). */
 }
 
+/* Proposes f's FETCH for as many messages as fit in the reply (q holds one
+ * for f's worker). */
+static int propose_fetch(struct jinn_api *api, struct jinn_fetcher *f, const struct jinn_queue *q)
+{
+    const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
+    unsigned fit = jinn_queue_fetch_fit(q, f->worker, fsm->time_ms, f->cmd.q.ms, f->max,
+                                        JINN_QUEUE_FETCH_REPLY_MAX, payload_reply_bytes);
+    f->cmd.q.count = fit > 0 ? fit : 1;
+    f->proposing = true;
+    int rv = jinn_node_propose(api->node, &f->cmd, api->cfg->request_timeout_ms,
+                               fetcher_committed, f);
+    if (rv != 0) {
+        f->proposing = false;
+    }
+    return rv;
+}
+
 static void wake_fetchers(struct jinn_api *api)
 {
     const struct jinn_fsm *fsm = jinn_node_fsm(api->node);
@@ -268,11 +307,8 @@ static void wake_fetchers(struct jinn_api *api)
         if (q == NULL || !jinn_queue_has_ready_for(q, f->worker, fsm->time_ms, f->cmd.q.ms)) {
             continue;
         }
-        f->proposing = true;
-        int rv = jinn_node_propose(api->node, &f->cmd, api->cfg->request_timeout_ms,
-                                   fetcher_committed, f);
+        int rv = propose_fetch(api, f, q);
         if (rv != 0) {
-            f->proposing = false;
             /* no_space says why; anything else: not applied, ask again */
             jinn_http_reply_error(f->req, rv == JINN_ENOSPACE ? rv : JINN_ENOTLEADER, NULL);
             fetcher_unlink(f);
@@ -352,6 +388,7 @@ void jinn_api_queue_fetch(struct jinn_api *api, struct jinn_http_request *req,
     f->cmd.q.queue.len = strlen(f->queue);
     f->cmd.q.worker.p = (const uint8_t *)f->worker;
     f->cmd.q.worker.len = strlen(f->worker);
+    f->max = (unsigned)max;
     f->cmd.q.count = max;
     f->cmd.q.ms = ack_wait;
     uv_timer_init(api->loop, &f->timer);
@@ -364,11 +401,8 @@ void jinn_api_queue_fetch(struct jinn_api *api, struct jinn_http_request *req,
     api->n_fetchers++;
     q = jinn_queues_get(&fsm->queues, f->queue, strlen(f->queue));
     if (q != NULL && jinn_queue_has_ready_for(q, f->worker, fsm->time_ms, ack_wait)) {
-        f->proposing = true;
-        int rv = jinn_node_propose(api->node, &f->cmd, api->cfg->request_timeout_ms,
-                                   fetcher_committed, f);
+        int rv = propose_fetch(api, f, q);
         if (rv != 0) {
-            f->proposing = false;
             jinn_http_reply_error(req, rv == JINN_ENOSPACE ? rv : JINN_ENOTLEADER, NULL);
             fetcher_unlink(f);
         }

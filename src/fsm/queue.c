@@ -303,6 +303,31 @@ bool jinn_queue_has_ready_for(const struct jinn_queue *q, const char *worker, ui
     return false;
 }
 
+unsigned jinn_queue_fetch_fit(const struct jinn_queue *q, const char *worker, uint64_t now,
+                              uint64_t ack_wait, unsigned max, uint64_t limit,
+                              uint64_t (*cost)(const uint8_t *p, size_t len))
+{
+    struct jinn_tree_iter it;
+    uint64_t total = 0;
+    unsigned n = 0;
+    /* The same walk as fetch(): ready messages in order, skip_for aside. */
+    for (struct jinn_tree_node *t = jinn_tree_seek(&q->ready, NULL, &it); t && n < max;
+         t = jinn_tree_next(&it)) {
+        const struct jinn_qmsg *m = MSG(t, by_state);
+        uint64_t c;
+        if (skip_for(q, m, worker, now, ack_wait)) {
+            continue;
+        }
+        c = cost(m->payload, m->len);
+        if (n > 0 && (c > limit || total > limit - c)) {
+            break;
+        }
+        total += c;
+        n++;
+    }
+    return n;
+}
+
 static void saw(struct jinn_queue *q, const char *worker, uint64_t now)
 {
     unsigned oldest = 0;

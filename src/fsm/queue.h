@@ -91,6 +91,14 @@ const struct jinn_qmsg *jinn_queue_msg(const struct jinn_queue *q, uint64_t seq)
 /* Counts the messages that a fetch by worker could lease now. */
 bool jinn_queue_has_ready_for(const struct jinn_queue *q, const char *worker, uint64_t now,
                               uint64_t ack_wait);
+/* How many of the messages a FETCH of at most max by worker would lease now
+ * fit in limit bytes, each costing cost(payload) (the reply's encoding of
+ * it): counted in lease order, stopping before the first that would pass
+ * limit, but at least one when any is ready. The leader proposes that count,
+ * so every replica (of any build) leases the same messages. */
+unsigned jinn_queue_fetch_fit(const struct jinn_queue *q, const char *worker, uint64_t now,
+                              uint64_t ack_wait, unsigned max, uint64_t limit,
+                              uint64_t (*cost)(const uint8_t *p, size_t len));
 
 /* The snapshot section; version is the snapshot's (leased_ms from 3 on). */
 void jinn_queues_encode(const struct jinn_queues *qs, struct jinn_wbuf *w);

@@ -245,3 +245,30 @@ def test_sigterm_to_leader_with_parked_and_proposed_fetches_exits_cleanly(cluste
         wait_for(lambda: leader.status()["role"] in ("follower", "leader"), timeout=20,
                  what="the old leader to rejoin")
     # (the conftest fails the test on any sanitizer report in a log)
+
+
+def test_fetch_reply_stops_at_its_byte_limit(cluster):
+    """A fetch leases no more than fit in a reply of 8 MiB
+    (JINN_QUEUE_FETCH_REPLY_MAX, payloads counted as the reply encodes
+    them), the first message always; the rest stay ready for the next."""
+    leader = cluster.wait_leader()
+    text = b"a" * 1000000  # 1 000 096 bytes in the reply: 8 fit
+    for _ in range(10):
+        assert q(leader, "POST", "/big", text)[0] == 201
+    code, got = q(leader, "POST", "/big/fetch?worker=w&max=256", timeout=60)
+    assert code == 200 and len(got) == 8, (code, len(got))
+    assert all(m["payload"] == text.decode() for m in got)
+    code, got = q(leader, "POST", "/big/fetch?worker=w&max=256", timeout=60)
+    assert code == 200 and len(got) == 2, (code, len(got))
+    # Control characters are 6 bytes each as \u00XX: 200 000 of them cost
+    # 1 200 096, so 6 fit.
+    ctl = b"\x01" * 200000
+    for _ in range(8):
+        assert q(leader, "POST", "/ctl", ctl)[0] == 201
+    code, got = q(leader, "POST", "/ctl/fetch?worker=w&max=256", timeout=60)
+    assert code == 200 and len(got) == 6, (code, len(got))
+    assert got[0]["payload"] == ctl.decode()
+    code, got = q(leader, "POST", "/ctl/fetch?worker=w&max=256", timeout=60)
+    assert code == 200 and len(got) == 2, (code, len(got))
+    code, body = q(leader, "GET", "/big")
+    assert code == 200 and body["leased"] == 10 and body["ready"] == 0, body

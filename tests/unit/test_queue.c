@@ -274,3 +274,52 @@ TEST(queue_names_and_workers_with_nul_are_refused)
     CHECK_INT(d.version, 1);
     jinn_wbuf_free(&w);
 }
+
+static uint64_t len_cost(const uint8_t *p, size_t len)
+{
+    (void)p;
+    return 10 + len;
+}
+
+/* A fetch reply's byte cap (api/queue.c JINN_QUEUE_FETCH_REPLY_MAX): the
+ * leader proposes only as many messages as fit, counted in lease order with
+ * the worker preference applied, the first always; a FETCH of that count
+ * leases exactly those. */
+TEST(queue_fetch_fit_counts_messages_within_the_reply_limit)
+{
+    struct jinn_fsm fsm;
+    struct jinn_cmd c;
+    char big[301];
+    memset(big, 'x', 300);
+    big[300] = '\0';
+    jinn_fsm_init(&fsm);
+    c = pub("a", "");
+    c.q.count = 100;
+    c.q.bytes = 100000;
+    for (uint64_t i = 1; i <= 4; i++) {
+        c.q.payload.p = (const uint8_t *)(i == 3 ? big : "0123456789");
+        c.q.payload.len = i == 3 ? 300 : 10;
+        CHECK_INT(apply(&fsm, i, 1, c)->code, JINN_OK);
+    }
+    /* costs 20, 20, 310, 20 */
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 256, 1000, len_cost), 4);
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 3, 1000, len_cost), 3);
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 256, 350, len_cost), 3);
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 256, 349, len_cost), 2);
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 256, 40, len_cost), 2);
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 256, 39, len_cost), 1);
+    /* Stops at the first that does not fit: no smaller one after it. */
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 256, 300, len_cost), 2);
+    /* At least one, however large. */
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w1", 1, 1000, 256, 0, len_cost), 1);
+    CHECK_INT(apply(&fsm, 5, 1, fetch("w1", 2, 1000))->value, 2);
+    /* Now the big one leads: alone it is over the limit, and still goes. */
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w2", 1, 1000, 256, 100, len_cost), 1);
+    CHECK_INT(apply(&fsm, 6, 1, fetch("w2", 1, 1000))->value, 1);
+    CHECK_INT(fsm.queues.fetched[0], 3);
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w2", 1, 1000, 256, 100, len_cost), 1);
+    CHECK_INT(apply(&fsm, 7, 1, fetch("w2", 1, 1000))->value, 1);
+    /* Nothing ready: 0 (the API then parks the fetch). */
+    CHECK_INT(jinn_queue_fetch_fit(jobs(&fsm), "w2", 1, 1000, 256, 100, len_cost), 0);
+    jinn_fsm_close(&fsm);
+}
