@@ -18,6 +18,10 @@ LIBS        = $(shell pkg-config --libs $(PKGS)) -lpthread
 # modules whose wasm_rt_*/jinn_* symbols resolve against the jinn binary.
 BASE_CFLAGS += -I/usr/src/wasm2c
 LIBS        += -rdynamic -ldl
+# WebSocket framing (src/net/ws.c): Debian's libwslay-dev ships no .pc file
+# (pkg-config cannot find "libwslay"), so it is linked by name; deps checks
+# for its header.
+LIBS        += -lwslay
 
 REL_CFLAGS  = $(BASE_CFLAGS) -O2
 TEST_CFLAGS = $(BASE_CFLAGS) -O1 -Werror -fno-omit-frame-pointer \
@@ -39,7 +43,7 @@ VG_OBJ    := $(LIB_SRC:%.c=build/vg/%.o) $(UNIT_SRC:%.c=build/vg/%.o)
 all: build/jinn
 
 deps:
-	@pkg-config --exists $(PKGS) || scripts/install-deps.sh
+	@pkg-config --exists $(PKGS) && test -f /usr/include/wslay/wslay.h || scripts/install-deps.sh
 	@pkg-config --exists $(PKGS) || { echo "jinn: pkg-config still cannot find: $(PKGS)" >&2; exit 1; }
 
 build/jinn: $(REL_OBJ)

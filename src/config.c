@@ -98,6 +98,14 @@ int jinn_config_defaults(struct jinn_config *cfg)
     return 0;
 }
 
+int jinn_config_replica_defaults(struct jinn_config *cfg)
+{
+    int rv = jinn_config_defaults(cfg);
+    cfg->replica = true;
+    cfg->replica_stale_after_ms = JINN_DEFAULT_REPLICA_STALE_AFTER_MS;
+    return rv;
+}
+
 bool jinn_config_token_ok(const char *t, size_t len)
 {
     if (len < 16 || len > 256 || strncmp(t, "jinn.", 5) == 0 || strncmp(t, "jinn-", 5) == 0) {
@@ -126,6 +134,13 @@ void jinn_config_free(struct jinn_config *cfg)
     jinn_free(cfg->http_tls_cert);
     jinn_free(cfg->http_tls_key);
     jinn_free(cfg->http_tls_client_ca);
+    for (unsigned i = 0; i < cfg->n_replica_of; i++) {
+        jinn_free(cfg->replica_of[i]);
+    }
+    jinn_free(cfg->replica_token);
+    jinn_free(cfg->replica_ca);
+    jinn_free(cfg->replica_cert);
+    jinn_free(cfg->replica_key);
     for (unsigned i = 0; i < cfg->n_peers; i++) {
         jinn_free(cfg->peers[i].name);
         jinn_free(cfg->peers[i].address);

@@ -247,7 +247,7 @@ uint64_t jinn_node_id_for(const char *name)
 const char *jinn_role_name(enum jinn_role role)
 {
     static const char *const names[] = {"unavailable", "follower", "candidate", "leader",
-                                        "standby",     "joining"};
+                                        "standby",     "joining",  "replica"};
     return names[role];
 }
 
@@ -2587,4 +2587,83 @@ int jinn_node_write_identity(const char *data_dir, uint64_t id, uint64_t cluster
 uint64_t jinn_node_wall_now(const struct jinn_node *node)
 {
     return wall_ms() + (uint64_t)node->test_clock_offset_ms; /* wraps as signed */
+}
+
+/* ---- edge replicas (stubs: see node.h; the working code follows) -------- */
+
+int jinn_node_create_replica(uv_loop_t *loop, const struct jinn_config *cfg,
+                             struct jinn_node **out)
+{
+    (void)loop;
+    (void)cfg;
+    (void)out;
+    return JINN_EINTERNAL;
+}
+
+bool jinn_node_is_replica(const struct jinn_node *node)
+{
+    (void)node;
+    return false;
+}
+
+uint64_t jinn_node_replica_position(const struct jinn_node *node)
+{
+    (void)node;
+    return 0;
+}
+
+int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void *snap,
+                              size_t len)
+{
+    (void)node;
+    (void)index;
+    (void)snap;
+    (void)len;
+    return JINN_EINTERNAL;
+}
+
+int jinn_node_replica_apply(struct jinn_node *node, uint64_t index, uint64_t prev,
+                            const void *buf, size_t len)
+{
+    (void)node;
+    (void)index;
+    (void)prev;
+    (void)buf;
+    (void)len;
+    return JINN_EINTERNAL;
+}
+
+void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_replica_heartbeat *hb)
+{
+    (void)node;
+    (void)hb;
+}
+
+void jinn_node_replica_set_state(struct jinn_node *node, enum jinn_replica_state s,
+                                 const char *source)
+{
+    (void)node;
+    (void)s;
+    (void)source;
+}
+
+const char *jinn_replica_state_name(enum jinn_replica_state s)
+{
+    static const char *const names[] = {"connecting", "catching_up", "streaming", "read_only"};
+    return (unsigned)s < 4 ? names[s] : "?";
+}
+
+void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status *st)
+{
+    (void)node;
+    memset(st, 0, sizeof *st);
+    st->source = "";
+    st->lag_ms = -1;
+    st->last_heartbeat_ms = -1;
+}
+
+const char *jinn_node_replica_leader_api(const struct jinn_node *node)
+{
+    (void)node;
+    return NULL;
 }
