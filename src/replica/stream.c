@@ -794,6 +794,8 @@ static void plain_input(struct conn *c, const char *p, size_t n)
         if (c->phase == P_OPEN) {
             if (jinn_ws_feed(c->ws, (const uint8_t *)p, n) != 0) {
                 conn_close(c, "a WebSocket protocol error");
+            } else if (!c->closing) {
+                jinn_ws_flush(c->ws); /* pongs */
             }
             return;
         }
@@ -816,7 +818,10 @@ static void send_upgrade(struct conn *c)
     struct jinn_replica_stream *s = c->s;
     struct jinn_wbuf w;
     int rv;
-    jinn_ws_client_key(c->key);
+    if (jinn_ws_client_key(c->key) != 0) {
+        conn_close(c, "no random bytes for the WebSocket key");
+        return;
+    }
     jinn_wbuf_init(&w);
     rv = jinn_stream_build_request(&w, &s->parsed[c->url], jinn_node_replica_position(s->node),
                                    s->cluster, s->name, s->token, c->key);

@@ -33,7 +33,7 @@ struct jinn_node;
 #define JINN_STREAM_URL_MAX 512
 #define JINN_STREAM_HEAD_MAX (16u * 1024)     /* the 101 reply's head */
 #define JINN_STREAM_TEXT_MAX (64u * 1024)     /* a hello or heartbeat */
-#define JINN_STREAM_MAX_MESSAGE (2ull << 30) /* a snapshot, or one batch */
+#define JINN_STREAM_MAX_MESSAGE (1ull << 30) /* a snapshot, or one batch (ws.h's limit) */
 /* The server's heartbeat period (stream_heartbeat's default) and the
  * silence after which a connection is given up: two heartbeats and 1 s. */
 #define JINN_STREAM_HEARTBEAT_MS 200
