@@ -2989,6 +2989,13 @@ void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status
     st->leader_api = jinn_node_replica_leader_api(node);
 }
 
+bool jinn_node_replica_ready(struct jinn_node *node)
+{
+    struct jinn_replica_status rs;
+    jinn_node_replica_status(node, &rs);
+    return node->replica && rs.state == JINN_REPLICA_STREAMING;
+}
+
 const char *jinn_node_replica_leader_api(const struct jinn_node *node)
 {
     if (!node->replica || node->rep.read_only || node->rep.halted ||

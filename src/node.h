@@ -254,6 +254,9 @@ struct jinn_replica_status {
 };
 void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status *st);
 
+/* Whether the replica is STREAMING (its /readyz answers 200). */
+bool jinn_node_replica_ready(struct jinn_node *node);
+
 /* The leader API URL writes are relayed to: from the last primary
  * heartbeat, or NULL (then writes answer 503 read_only / no_leader). */
 const char *jinn_node_replica_leader_api(const struct jinn_node *node);
