@@ -177,10 +177,13 @@ int jinn_node_write_identity(const char *data_dir, uint64_t id, uint64_t cluster
  * are relayed to the leader named by the last primary heartbeat. All calls
  * on the loop thread. */
 
-/* Creates a replica node for cfg (a replica config: cfg->replica set). cfg
- * is borrowed and must outlive the node. jinn_node_start opens data_dir
- * (locks it, loads the state saved there) and starts the read-only timer;
- * jinn_node_stop / jinn_node_destroy as for a member. */
+/* Creates a replica node for cfg (a replica config: cfg->replica set, else
+ * JINN_ECONFIG). cfg is borrowed and must outlive the node. jinn_node_start
+ * locks data_dir, wipes data_dir/sql (a replica keeps no state across
+ * restarts: it starts at position 0 and asks for a snapshot) and starts the
+ * read-only timer; jinn_node_stop / jinn_node_destroy as for a member. The
+ * cluster id is learnt from the first heartbeat naming one
+ * (jinn_node_cluster_id). */
 int jinn_node_create_replica(uv_loop_t *loop, const struct jinn_config *cfg,
                              struct jinn_node **out);
 
@@ -193,8 +196,8 @@ uint64_t jinn_node_replica_position(const struct jinn_node *node);
 /* Replaces the whole state with a jinn snapshot (jinn_fsm_encode format)
  * standing for stream position index; SQL files are rewritten as a voter's
  * restore does. On any error the state is unchanged. 0 or an error
- * (JINN_ECORRUPT, JINN_EVERSION, JINN_ECONFLICT: another cluster's
- * snapshot, JINN_EIO, JINN_ENOMEM). */
+ * (JINN_ECORRUPT, JINN_EVERSION, JINN_EIO, JINN_ENOMEM; JINN_EDIVERGED once
+ * halted). The apply hook runs with index afterwards (waiters re-check). */
 int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void *snap,
                               size_t len);
 
@@ -231,6 +234,11 @@ void jinn_node_replica_set_state(struct jinn_node *node, enum jinn_replica_state
                                  const char *source);
 const char *jinn_replica_state_name(enum jinn_replica_state s);
 
+/* Stops applying for good (a digest check found this replica diverged):
+ * logged with why; later applies and restores answer JINN_EDIVERGED and
+ * writes 503 read_only. A restart rebuilds the state. */
+void jinn_node_replica_halt(struct jinn_node *node, const char *why);
+
 /* Replica status (for /v1/status and /readyz). Pointers borrowed until the
  * loop runs again. */
 struct jinn_replica_status {
@@ -245,6 +253,9 @@ struct jinn_replica_status {
     bool read_only;         /* writes answer 503 read_only */
 };
 void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status *st);
+
+/* Whether the replica is STREAMING (its /readyz answers 200). */
+bool jinn_node_replica_ready(struct jinn_node *node);
 
 /* The leader API URL writes are relayed to: from the last primary
  * heartbeat, or NULL (then writes answer 503 read_only / no_leader). */

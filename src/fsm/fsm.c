@@ -315,6 +315,25 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     return encode_crc(w, start);
 }
 
+/* Whether the SQL section's framing (count, then name and image per
+ * database) ends exactly where the snapshot does. Checked before
+ * jinn_sql_decode, which rewrites files: a snapshot refused after that
+ * would leave new databases under the old in-memory state. */
+static bool sql_section_ends(const struct jinn_rbuf *r)
+{
+    struct jinn_rbuf c = *r;
+    uint32_t count = jinn_rbuf_get_u32(&c);
+    if (c.failed || count > JINN_SQL_DBS_MAX) {
+        return false;
+    }
+    for (uint32_t i = 0; i < count && !c.failed; i++) {
+        const uint8_t *p;
+        (void)jinn_rbuf_get_bytes(&c, &p, JINN_SQL_DB_MAX);
+        (void)jinn_rbuf_get_bytes(&c, &p, UINT32_MAX);
+    }
+    return !c.failed && c.left == 0;
+}
+
 int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
 {
     struct jinn_rbuf r;
@@ -397,6 +416,9 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         if (rv == 0) {
             rv = jinn_auth_decode(&auth, &r);
         }
+    }
+    if (rv == 0 && (r.failed || !sql_section_ends(&r))) {
+        rv = JINN_ECORRUPT; /* nothing rewritten yet */
     }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */

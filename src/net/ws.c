@@ -49,6 +49,17 @@ struct jinn_ws {
     uint64_t sent;
     size_t flush_budget;
     bool write_failed;
+    /* the message being received, from frame headers: why wslay stopped */
+    uint64_t max_message;
+    uint64_t in_msg_len;
+    bool in_msg_text;
+    bool in_msg_too_big;
+    /* jinn_ws_close: the close frame is queued in wslay only once our
+     * FIFO is empty, since wslay sends control frames first */
+    bool close_wanted;
+    bool close_queued;
+    uint16_t want_code;
+    char want_reason[124];
 };
 
 struct jinn_ws_buf *jinn_ws_buf_new(size_t len)
@@ -99,6 +110,9 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     if (ws->flush_budget == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
+    }
+    if (len > ws->flush_budget) {
+        len = ws->flush_budget; /* a partial write: wslay keeps the rest */
     }
     if (ws->io.write(ws->io.data, data, len) != 0) {
         ws->write_failed = true;
@@ -152,6 +166,26 @@ static void fail(struct jinn_ws *ws, int code, const char *why)
     wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)why, rl > 120 ? 120 : rl);
     wslay_event_shutdown_read(ws->ctx);
     mark_closed(ws, code, why, true);
+}
+
+static void on_frame_start_cb(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    struct jinn_ws *ws = user;
+    (void)ctx;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+        ws->in_msg_text = arg->opcode == WSLAY_TEXT_FRAME;
+        ws->in_msg_len = 0;
+    }
+    if (arg->opcode < WSLAY_CONNECTION_CLOSE) {
+        ws->in_msg_len += arg->payload_length;
+        if (ws->in_msg_len > ws->max_message || arg->payload_length > ws->max_message) {
+            /* refused from the header, before any of its payload is
+             * buffered */
+            ws->in_msg_too_big = true;
+            fail(ws, JINN_WS_CLOSE_TOO_BIG, "message too big");
+        }
+    }
 }
 
 static void on_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -212,6 +246,15 @@ static ssize_t read_msg_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
     return (ssize_t)n;
 }
 
+static void queue_wanted_close(struct jinn_ws *ws)
+{
+    if (ws->close_wanted && !ws->close_queued) {
+        ws->close_queued = true;
+        wslay_event_queue_close(ws->ctx, ws->want_code, (const uint8_t *)ws->want_reason,
+                                strlen(ws->want_reason));
+    }
+}
+
 int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *io,
                    struct jinn_ws **out)
 {
@@ -229,6 +272,7 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
         .recv_callback = recv_cb,
         .send_callback = send_cb,
         .genmask_callback = genmask_cb,
+        .on_frame_recv_start_callback = on_frame_start_cb,
         .on_msg_recv_callback = on_msg_cb,
     };
     int rc = server ? wslay_event_context_server_init(&ws->ctx, &cb, ws)
@@ -237,7 +281,11 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
         jinn_free(ws);
         return JINN_ENOMEM;
     }
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message);
+    /* wslay's own limit refuses without saying why (its close code is
+     * unknown until sent): ours, checked from each frame header, comes
+     * first; wslay's stays as a backstop */
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message + 1);
+    ws->max_message = max_message;
     *out = ws;
     return 0;
 }
@@ -268,14 +316,18 @@ static void check_state(struct jinn_ws *ws)
     if (ws->write_failed) {
         mark_closed(ws, JINN_WS_CLOSE_ABNORMAL, "transport write failed", true);
     } else if (!wslay_event_get_read_enabled(ws->ctx)) {
-        int code = wslay_event_get_close_sent(ws->ctx) || wslay_event_want_write(ws->ctx)
-                       ? wslay_event_get_status_code_sent(ws->ctx)
-                       : JINN_WS_CLOSE_PROTOCOL;
-        if (code == WSLAY_CODE_ABNORMAL_CLOSURE) {
-            code = JINN_WS_CLOSE_PROTOCOL;
+        /* wslay queued a close frame whose code its API does not tell
+         * until sent: the frame headers seen say which check failed */
+        int code = JINN_WS_CLOSE_PROTOCOL;
+        const char *why = "protocol error";
+        if (ws->in_msg_too_big) {
+            code = JINN_WS_CLOSE_TOO_BIG;
+            why = "message too big";
+        } else if (ws->in_msg_text) {
+            code = JINN_WS_CLOSE_INVALID_DATA;
+            why = "invalid text message";
         }
-        mark_closed(ws, code,
-                    code == JINN_WS_CLOSE_TOO_BIG ? "message too big" : "protocol error", true);
+        mark_closed(ws, code, why, true);
     }
 }
 
@@ -369,10 +421,29 @@ int jinn_ws_close(struct jinn_ws *ws, int code, const char *reason)
         return JINN_ESHUTDOWN;
     }
     size_t rl = reason ? strlen(reason) : 0;
-    int rc = wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason,
-                                     rl > 120 ? 120 : rl);
+    if (rl > sizeof ws->want_reason - 1) {
+        rl = sizeof ws->want_reason - 1;
+    }
+    ws->close_wanted = true;
+    ws->want_code = (uint16_t)code;
+    if (rl > 0) {
+        memcpy(ws->want_reason, reason, rl);
+    }
+    ws->want_reason[rl] = '\0';
     mark_closed(ws, code, reason, false);
-    return rc == 0 ? 0 : JINN_ESHUTDOWN;
+    if (ws->head == NULL) {
+        queue_wanted_close(ws);
+    }
+    return 0;
+}
+
+int jinn_ws_abort(struct jinn_ws *ws, int code, const char *reason)
+{
+    int rc = jinn_ws_close(ws, code, reason);
+    if (rc == 0) {
+        queue_wanted_close(ws); /* jumps the queued data; they are never sent */
+    }
+    return rc;
 }
 
 uint64_t jinn_ws_queued_bytes(const struct jinn_ws *ws)
@@ -397,17 +468,27 @@ bool jinn_ws_close_sent(const struct jinn_ws *ws)
 
 void jinn_ws_flush(struct jinn_ws *ws)
 {
-    if (ws->in_callback || !wslay_event_want_write(ws->ctx)) {
+    if (ws->in_callback) {
         return;
     }
     ws->flush_budget = JINN_WS_FLUSH_CHUNK;
     ws->in_callback = true;
-    int rc = wslay_event_send(ws->ctx);
-    ws->in_callback = false;
-    if (rc != 0 && !ws->closed) {
-        mark_closed(ws, JINN_WS_CLOSE_ABNORMAL, "transport write failed", true);
+    int rc = 0;
+    for (int round = 0; round < 2 && rc == 0; round++) {
+        if (!wslay_event_want_write(ws->ctx)) {
+            break;
+        }
+        rc = wslay_event_send(ws->ctx);
+        /* our data went out: a close asked for after it goes now */
+        if (rc == 0 && ws->head == NULL && ws->close_wanted && !ws->close_queued &&
+            ws->flush_budget > 0) {
+            queue_wanted_close(ws);
+        } else {
+            break;
+        }
     }
-    if (ws->write_failed) {
+    ws->in_callback = false;
+    if ((rc != 0 || ws->write_failed) && !ws->closed) {
         mark_closed(ws, JINN_WS_CLOSE_ABNORMAL, "transport write failed", true);
     }
     fire_close(ws);

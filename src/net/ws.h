@@ -100,10 +100,14 @@ int jinn_ws_feed(struct jinn_ws *ws, const uint8_t *buf, size_t n);
 int jinn_ws_send(struct jinn_ws *ws, bool binary, struct jinn_ws_buf *msg);
 int jinn_ws_send_copy(struct jinn_ws *ws, bool binary, const void *p, size_t n);
 int jinn_ws_ping(struct jinn_ws *ws);
-/* Sends a close frame with code and reason (<= 123 bytes, cut beyond);
- * on_close is NOT called for our own close (the owner decided it). After
- * it, the endpoint only flushes what is queued. */
+/* Sends a close frame with code and reason (<= 123 bytes, cut beyond)
+ * after the messages already queued; on_close is NOT called for our own
+ * close (the owner decided it). After it, send fails and the endpoint
+ * only flushes what is queued. */
 int jinn_ws_close(struct jinn_ws *ws, int code, const char *reason);
+/* The same, but the close frame goes next and the queued messages are
+ * never sent (cutting off a peer too slow to take them). */
+int jinn_ws_abort(struct jinn_ws *ws, int code, const char *reason);
 
 /* Message bytes queued but not yet handed to io->write (frame headers not
  * counted). */
