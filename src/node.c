@@ -199,6 +199,14 @@ struct jinn_node {
     uint64_t forced_snapshot;
     void (*apply_hook)(void *data, uint64_t index);
     void *apply_hook_data;
+    /* The stream feed (jinn_node_set_stream_hooks): the last record's
+     * index, or the applied index where a restored snapshot left it. */
+    void (*record_hook)(void *data, uint64_t index, uint64_t prev, const void *buf,
+                        size_t len);
+    void (*restore_hook)(void *data, uint64_t index);
+    void *stream_hook_data;
+    uint64_t stream_pos;
+    bool restore_pending; /* restored; raft sets the index after the FSM's restore */
 
     bool stopping;
     unsigned inflight;  /* proposals raft has not answered yet */
@@ -391,6 +399,41 @@ static int make_dirs(const char *path)
     return 0;
 }
 
+/* ---- the stream feed's hooks (net/stream.c) -------------------------------- */
+
+/* libraft sets last_applied to a restored snapshot's index only after the
+ * FSM's restore returns: the position is taken on the next look. No
+ * command was applied in between, so the state there is the snapshot's. */
+static void resolve_restore(struct jinn_node *node)
+{
+    if (!node->restore_pending) {
+        return;
+    }
+    node->restore_pending = false;
+    node->stream_pos = raft_last_applied(&node->raft);
+    if (node->restore_hook != NULL) {
+        node->restore_hook(node->stream_hook_data, node->stream_pos);
+    }
+}
+
+static void node_restored(void *data)
+{
+    struct jinn_node *node = data;
+    node->restore_pending = true;
+}
+
+static void node_record(void *data, uint64_t index, const void *buf, size_t len)
+{
+    struct jinn_node *node = data;
+    uint64_t prev;
+    resolve_restore(node);
+    prev = node->stream_pos;
+    node->stream_pos = index;
+    if (node->record_hook != NULL) {
+        node->record_hook(node->stream_hook_data, index, prev, buf, len);
+    }
+}
+
 int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn_node **out)
 {
     struct jinn_node *node = jinn_calloc(1, sizeof *node);
@@ -414,6 +457,9 @@ int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn
     jinn_fsm_init(&node->fsm);
     node->fsm.on_apply = node_applied;
     node->fsm.on_apply_data = node;
+    node->fsm.on_record = node_record;
+    node->fsm.on_restore = node_restored;
+    node->fsm.on_record_data = node;
     *out = node;
     return 0;
 }
@@ -1163,6 +1209,7 @@ int jinn_node_start(struct jinn_node *node)
     if (rv != 0) {
         return start_failed(node, rv);
     }
+    resolve_restore(node); /* the snapshot raft_start loaded */
     uv_timer_init(node->loop, &node->tick);
     node->tick.data = node;
     uv_timer_start(&node->tick, tick_cb, TICK_MS, TICK_MS);
@@ -1397,6 +1444,23 @@ void jinn_node_set_apply_hook(struct jinn_node *node, void (*fn)(void *data, uin
 {
     node->apply_hook = fn;
     node->apply_hook_data = data;
+}
+
+void jinn_node_set_stream_hooks(struct jinn_node *node,
+                                void (*record)(void *data, uint64_t index, uint64_t prev,
+                                               const void *buf, size_t len),
+                                void (*restore)(void *data, uint64_t index), void *data)
+{
+    resolve_restore(node);
+    node->record_hook = record;
+    node->restore_hook = restore;
+    node->stream_hook_data = data;
+}
+
+uint64_t jinn_node_stream_position(struct jinn_node *node)
+{
+    resolve_restore(node);
+    return node->stream_pos;
 }
 
 /* After every applied command, inside libraft's apply loop: libraft asks
@@ -2242,6 +2306,7 @@ static void tick_cb(uv_timer_t *timer)
 {
     struct jinn_node *node = timer->data;
     uint64_t now = uv_now(node->loop);
+    resolve_restore(node);
     int state = raft_state(&node->raft);
     raft_id leader_id;
     const char *leader_address;

@@ -50,6 +50,20 @@ int jinn_node_linearize(struct jinn_node *node, jinn_read_cb cb, void *data);
 void jinn_node_set_apply_hook(struct jinn_node *node, void (*fn)(void *data, uint64_t index),
                               void *data);
 
+/* The stream feed (net/stream.c). record runs after every command raft
+ * applied, with its index, the previous record's index (or the index a
+ * restored snapshot left the node at) and the entry's bytes (borrowed for
+ * the call); restore runs once a snapshot was restored (installed from the
+ * leader, or loaded at start), with the index it stands for, before any
+ * record that follows it. Not part of replicated state. */
+void jinn_node_set_stream_hooks(struct jinn_node *node,
+                                void (*record)(void *data, uint64_t index, uint64_t prev,
+                                               const void *buf, size_t len),
+                                void (*restore)(void *data, uint64_t index), void *data);
+/* The last record's index (0: none since a fresh start), as record's prev
+ * for the next one. */
+uint64_t jinn_node_stream_position(struct jinn_node *node);
+
 /* Gracefully stops: hands leadership over if leader, closes raft. cb runs
  * once everything is closed; then jinn_node_destroy may be called. */
 void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data);

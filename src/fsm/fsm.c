@@ -275,6 +275,9 @@ static int fsm_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void
     /* libraft 0.15 advances last_applied only after apply returns. */
     uint64_t index = fsm->raft->last_applied + 1;
     *result = (void *)apply_at(fsm, index, buf->base, buf->len);
+    if (fsm->on_record != NULL) {
+        fsm->on_record(fsm->on_record_data, index, buf->base, buf->len);
+    }
     if (fsm->on_apply != NULL) {
         fsm->on_apply(fsm->on_apply_data, index);
     }
@@ -594,6 +597,9 @@ static int fsm_restore(struct raft_fsm *iface, struct raft_buffer *buf)
     }
     jinn_info("snapshot restored (%zu bytes, cluster time %llu)", buf->len,
               (unsigned long long)fsm->time_ms);
+    if (fsm->on_restore != NULL) {
+        fsm->on_restore(fsm->on_record_data);
+    }
     /* On success the FSM owns the buffer (libraft's contract). */
     raft_free(buf->base);
     return 0;
