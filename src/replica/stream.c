@@ -427,7 +427,9 @@ static void conn_close(struct conn *c, const char *why)
     } else {
         unsigned rounds;
         if (!s->stopping) {
-            jinn_info("replica: %s: %s", s->urls[c->url], why);
+            /* The first round of failures is worth a line; then quieter. */
+            jinn_log(s->failures < s->n_urls ? JINN_LOG_INFO : JINN_LOG_DEBUG, "replica: %s: %s",
+                     s->urls[c->url], why);
         }
         s->failures++;
         rounds = s->failures / s->n_urls;
@@ -729,7 +731,7 @@ static bool header_is(const struct jinn_http_msg *m, const char *name, const cha
 static bool upgrade_reply(struct conn *c)
 {
     struct jinn_replica_stream *s = c->s;
-    struct jinn_http_limits limits = {JINN_STREAM_HEAD_MAX, 0, 0};
+    struct jinn_http_limits limits = {JINN_STREAM_HEAD_MAX, 0, UINT64_MAX}; /* body: not read */
     struct jinn_http_msg m;
     const struct jinn_http_header *accept;
     char want[29];
