@@ -111,7 +111,8 @@ build/bench/compile_time: tests/wasmtool/compile_time.c $(filter-out build/rel/s
 
 # jinn alone (bench/run), then jinn against etcd and NATS JetStream (bench/compare),
 # then functions (bench/fn: hello warm and cold, node:wasi as the peer, compile time),
-# then jobs (bench/jobs: end-to-end jobs/s, `jinn worker --exec` baseline, failover).
+# then jobs (bench/jobs: end-to-end jobs/s, `jinn worker --exec` baseline, failover),
+# then edge replicas (bench/replica: lag at 5 000 writes/s, throughput with 0/4/16, reads).
 # A peer's tools that cannot be installed or built skip that peer (compare
 # says so); they never stop the run.
 bench: deps build/jinn build/bench/load
@@ -123,6 +124,7 @@ bench: deps build/jinn build/bench/load
 	bench/fn
 	$(MAKE) build/wasm/jobs/job_slow.wasm
 	bench/jobs
+	bench/replica
 
 # WebAssembly guests for the function tests and the benchmark: every
 # tests/wasm/[DIR/]NAME.c, NAME.rs and NAME.wat becomes build/wasm/[DIR/]NAME.wasm
