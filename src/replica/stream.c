@@ -794,6 +794,9 @@ static void plain_input(struct conn *c, const char *p, size_t n)
 {
     while (n > 0 && !c->closing) {
         if (c->phase == P_OPEN) {
+            /* Bytes are life too: a large snapshot holds the heartbeats
+             * queued behind it for as long as it takes to arrive. */
+            c->last_msg = uv_now(c->s->loop);
             if (jinn_ws_feed(c->ws, (const uint8_t *)p, n) != 0) {
                 conn_close(c, "a WebSocket protocol error");
             } else if (!c->closing) {
