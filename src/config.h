@@ -119,6 +119,13 @@ struct jinn_config {
      * before it hands them back (wasm/jobs.h). */
     unsigned job_workers;
     uint64_t job_grace_ms;
+    /* The stream feed of edge replicas (net/stream.h): heartbeat period,
+     * replicas at once (0: none served), bytes of recent records kept for
+     * resuming replicas, unsent bytes after which a replica is cut off. */
+    unsigned stream_heartbeat_ms;
+    unsigned stream_max_replicas;
+    uint64_t stream_buffer_bytes;
+    uint64_t stream_max_lag_bytes;
 };
 
 struct jinn_config_error {
