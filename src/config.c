@@ -89,6 +89,10 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->min_free_space = UINT64_C(64) << 20;
     cfg->job_workers = 16;
     cfg->job_grace_ms = 10000;
+    cfg->stream_heartbeat_ms = 200;
+    cfg->stream_max_replicas = 64;
+    cfg->stream_buffer_bytes = UINT64_C(64) << 20;
+    cfg->stream_max_lag_bytes = UINT64_C(32) << 20;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
         set_str(&cfg->http_listen, "127.0.0.1:8080") ||
         set_str(&cfg->cluster_name, "jinn") ||
@@ -1166,6 +1170,10 @@ static const struct directive directives[] = {
     {"replica_ca", K_STR, FIELD(replica_ca), 0, 0},
     {"replica_cert", K_STR, FIELD(replica_cert), 0, 0},
     {"replica_key", K_STR, FIELD(replica_key), 0, 0},
+    {"stream_heartbeat", K_DURATION, FIELD(stream_heartbeat_ms), 10, 60000},
+    {"stream_max_replicas", K_UINT, FIELD(stream_max_replicas), 0, 100000},
+    {"stream_buffer_bytes", K_SIZE, FIELD(stream_buffer_bytes), 1u << 20, UINT64_C(1) << 40},
+    {"stream_max_lag_bytes", K_SIZE, FIELD(stream_max_lag_bytes), 1u << 20, UINT64_C(1) << 40},
 };
 
 /* What a replica config may say: its own HTTP side, the namespaces' read
@@ -1289,7 +1297,8 @@ static bool is_u64_field(size_t offset)
            offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
            offset == FIELD(min_free_space) || offset == FIELD(job_result_ttl_ms) ||
            offset == FIELD(job_results_max_bytes) || offset == FIELD(job_grace_ms) ||
-           offset == FIELD(replica_stale_after_ms);
+           offset == FIELD(replica_stale_after_ms) ||
+           offset == FIELD(stream_buffer_bytes) || offset == FIELD(stream_max_lag_bytes);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)

@@ -134,6 +134,13 @@ struct jinn_config {
     char *replica_ca;                /* CA file for wss:// */
     char *replica_cert;              /* client certificate for mTLS (with key) */
     char *replica_key;
+    /* The stream feed of edge replicas (net/stream.h): heartbeat period,
+     * replicas at once (0: none served), bytes of recent records kept for
+     * resuming replicas, unsent bytes after which a replica is cut off. */
+    unsigned stream_heartbeat_ms;
+    unsigned stream_max_replicas;
+    uint64_t stream_buffer_bytes;
+    uint64_t stream_max_lag_bytes;
 };
 
 struct jinn_config_error {

@@ -48,6 +48,7 @@ struct jinn_ws {
     uint64_t queued; /* payload bytes of the FIFO not yet read out */
     uint64_t sent;
     size_t flush_budget;
+    struct jinn_wbuf out; /* this flush's bytes */
     bool write_failed;
     /* the message being received, from frame headers: why wslay stopped */
     uint64_t max_message;
@@ -74,6 +75,19 @@ struct jinn_ws_buf *jinn_ws_buf_new(size_t len)
     return b;
 }
 
+struct jinn_ws_buf *jinn_ws_buf_adopt(void *data, size_t len)
+{
+    struct jinn_ws_buf *b = jinn_malloc(sizeof *b);
+    if (b == NULL) {
+        jinn_free(data);
+        return NULL;
+    }
+    b->data = data;
+    b->len = len;
+    b->refs = 1;
+    return b;
+}
+
 void jinn_ws_buf_ref(struct jinn_ws_buf *b)
 {
     b->refs++;
@@ -82,6 +96,9 @@ void jinn_ws_buf_ref(struct jinn_ws_buf *b)
 void jinn_ws_buf_unref(struct jinn_ws_buf *b)
 {
     if (b != NULL && --b->refs == 0) {
+        if (b->data != (uint8_t *)(b + 1)) {
+            jinn_free(b->data); /* adopted */
+        }
         jinn_free(b);
     }
 }
@@ -114,7 +131,10 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     if (len > ws->flush_budget) {
         len = ws->flush_budget; /* a partial write: wslay keeps the rest */
     }
-    if (ws->io.write(ws->io.data, data, len) != 0) {
+    /* gathered, and handed to io->write once per flush: one transport
+     * write for many small frames */
+    jinn_wbuf_put_raw(&ws->out, data, len);
+    if (ws->out.failed) {
         ws->write_failed = true;
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
@@ -268,6 +288,7 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
     }
     ws->io = *io;
     ws->server = server;
+    jinn_wbuf_init(&ws->out);
     struct wslay_event_callbacks cb = {
         .recv_callback = recv_cb,
         .send_callback = send_cb,
@@ -296,6 +317,7 @@ void jinn_ws_destroy(struct jinn_ws *ws)
         return;
     }
     wslay_event_context_free(ws->ctx);
+    jinn_wbuf_free(&ws->out);
     struct ws_item *it = ws->head;
     while (it != NULL) {
         struct ws_item *next = it->next;
@@ -488,6 +510,15 @@ void jinn_ws_flush(struct jinn_ws *ws)
         }
     }
     ws->in_callback = false;
+    if (ws->out.len > 0 && !ws->write_failed) {
+        if (ws->io.write(ws->io.data, ws->out.data, ws->out.len) != 0) {
+            ws->write_failed = true;
+        }
+    }
+    ws->out.len = 0;
+    if (ws->out.cap > 2 * JINN_WS_FLUSH_CHUNK) {
+        jinn_wbuf_free(&ws->out); /* one big frame must not pin its buffer */
+    }
     if ((rc != 0 || ws->write_failed) && !ws->closed) {
         mark_closed(ws, JINN_WS_CLOSE_ABNORMAL, "transport write failed", true);
     }

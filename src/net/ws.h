@@ -77,6 +77,9 @@ struct jinn_ws_buf {
 };
 /* NULL on out-of-memory; refs = 1. len may be 0. */
 struct jinn_ws_buf *jinn_ws_buf_new(size_t len);
+/* Wraps data (from jinn_malloc; owned from now on, freed with the buffer,
+ * also when this fails) without copying it. NULL on out-of-memory. */
+struct jinn_ws_buf *jinn_ws_buf_adopt(void *data, size_t len);
 void jinn_ws_buf_ref(struct jinn_ws_buf *b);
 /* Frees at the last reference; NULL is ignored. */
 void jinn_ws_buf_unref(struct jinn_ws_buf *b);

@@ -310,3 +310,23 @@ TEST(ws_create_rejects_bad_args)
     io.write = NULL;
     CHECK_INT(jinn_ws_create(true, 10, &io, &ws), JINN_EINVAL);
 }
+
+TEST(ws_buf_adopt_shared)
+{
+    struct end s, c;
+    unsigned seed = 9;
+    CHECK_INT(end_init(&s, true, 100), 0);
+    CHECK_INT(end_init(&c, false, 100), 0);
+    char *p = jinn_malloc(5);
+    CHECK(p != NULL);
+    memcpy(p, "hello", 5);
+    struct jinn_ws_buf *b = jinn_ws_buf_adopt(p, 5);
+    CHECK(b != NULL);
+    CHECK_INT(jinn_ws_send(s.ws, false, b), 0);
+    jinn_ws_buf_unref(b); /* the endpoint's reference keeps it */
+    CHECK_INT(pump(&s, &c, 2, &seed), 0);
+    CHECK_INT(c.got.len, 5);
+    CHECK(memcmp(c.got.data, "hello", 5) == 0);
+    end_free(&s);
+    end_free(&c);
+}
