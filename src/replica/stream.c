@@ -50,8 +50,22 @@ int jinn_stream_parse_url(const char *url, struct jinn_stream_url *out)
     end = strchr(p, '/');
     if (end == NULL) {
         end = p + strlen(p);
-    } else if (strcmp(end, "/") != 0) {
-        return -1; /* the stream has one path: /v1/stream */
+    } else {
+        size_t n = strlen(end);
+        while (n > 0 && end[n - 1] == '/') {
+            n--; /* "/" alone, or a prefix's trailing slash */
+        }
+        if (n >= sizeof out->path) {
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)end[i];
+            if (ch <= 0x20 || ch >= 0x7f || ch == '?' || ch == '#' || ch == '%') {
+                return -1; /* nothing that would change the query or the line */
+            }
+        }
+        memcpy(out->path, end, n);
+        out->path[n] = '\0';
     }
     colon = memchr(p, ':', (size_t)(end - p));
     host_len = (size_t)((colon != NULL ? colon : end) - p);
@@ -270,7 +284,7 @@ int jinn_stream_build_request(struct jinn_wbuf *out, const struct jinn_stream_ur
             }
         }
     }
-    jinn_wbuf_printf(out, "GET /v1/stream?from=%" PRIu64, position);
+    jinn_wbuf_printf(out, "GET %s/v1/stream?from=%" PRIu64, url->path, position);
     if (cluster != 0) {
         jinn_wbuf_printf(out, "&cluster=%016" PRIx64, cluster);
     }
@@ -1119,6 +1133,8 @@ int jinn_replica_stream_start(uv_loop_t *loop, struct jinn_node *node,
     for (unsigned i = 0; i < cfg->n_urls; i++) {
         if (jinn_stream_parse_url(cfg->urls[i], &s->parsed[i]) != 0 ||
             (s->parsed[i].tls && cfg->tls == NULL)) {
+            jinn_error("replica: cannot stream from %s: %s", cfg->urls[i],
+                       s->parsed[i].tls ? "no TLS context" : "not ws[s]://HOST[:PORT][/PREFIX]");
             goto fail_inval;
         }
         s->urls[i] = jinn_strdup(cfg->urls[i]);

@@ -49,10 +49,12 @@ struct jinn_stream_url {
     char host[256];  /* as written (an IPv4 literal, or a name to resolve) */
     char hostport[262];
     int port;
+    char path[256]; /* a prefix before /v1/stream (a proxy's), "" for none */
 };
 
-/* Parses "ws://HOST[:PORT][/]" or "wss://HOST[:PORT][/]" (default ports 80
- * and 443). 0, or -1 when malformed. */
+/* Parses "ws://HOST[:PORT][/PREFIX]" or "wss://..." (default ports 80 and
+ * 443; a PREFIX, e.g. a reverse proxy's, goes before /v1/stream). 0, or -1
+ * when malformed. */
 int jinn_stream_parse_url(const char *url, struct jinn_stream_url *out);
 
 /* A heartbeat as received (strings copied, bounded). */

@@ -119,7 +119,7 @@ def test_join_empty_then_follow(cluster):
 
 def test_join_far_behind_installs_a_snapshot(cluster_factory):
     c = cluster_factory(3, extra_config=POLICIES + ["check_interval 0s",
-                                                   "stream_buffer_bytes 64KiB"]).start()
+                                                   "stream_buffer_bytes 1MiB"]).start()
     leader = c.wait_leader()
     c.wait_ready()
     put(leader, "seed", b"x")
@@ -129,14 +129,14 @@ def test_join_far_behind_installs_a_snapshot(cluster_factory):
     snapshots = r.log().count("installing a snapshot")
     assert r.stop() == 0
     # more than the nodes' rings hold, while the replica is away
-    for i in range(40):
-        put(leader, f"big{i}", os.urandom(4096).hex().encode())
+    for i in range(24):  # ~2.4 MB
+        put(leader, f"big{i}", os.urandom(50000).hex().encode())
     assert sql(leader, "app", "CREATE TABLE t(x)", "INSERT INTO t VALUES (42)")[0] == 200
     r.start()
     target = caught_up(r, c)
     assert r.log().count("installing a snapshot") > snapshots
     assert rows(r, "app", "SELECT x FROM t") == [[42]]
-    assert stale_get(r, "big39")[2] == stale_get(leader, "big39")[2]
+    assert stale_get(r, "big23")[2] == stale_get(leader, "big23")[2]
     r.wait_state("streaming")
     assert r.replica()["position"] >= target
 

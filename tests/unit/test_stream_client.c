@@ -27,7 +27,12 @@ TEST(stream_url_parse)
     /* refused: other schemes, paths, userinfo, bad ports, empty host,
      * anything that could break the Host header */
     CHECK_INT(jinn_stream_parse_url("http://127.0.0.1:8001", &u), -1);
-    CHECK_INT(jinn_stream_parse_url("ws://127.0.0.1:8001/v1/stream", &u), -1);
+    CHECK_INT(jinn_stream_parse_url("ws://127.0.0.1:8001/edge/", &u), 0);
+    CHECK_STR(u.path, "/edge"); /* a proxy's prefix */
+    CHECK_INT(jinn_stream_parse_url("ws://h/", &u), 0);
+    CHECK_STR(u.path, "");
+    CHECK_INT(jinn_stream_parse_url("ws://127.0.0.1:8001/a?b", &u), -1);
+    CHECK_INT(jinn_stream_parse_url("ws://127.0.0.1:8001/a b", &u), -1);
     CHECK_INT(jinn_stream_parse_url("ws://u@h:1", &u), -1);
     CHECK_INT(jinn_stream_parse_url("ws://h:0", &u), -1);
     CHECK_INT(jinn_stream_parse_url("ws://h:65536", &u), -1);
@@ -67,6 +72,14 @@ TEST(stream_request_is_the_contract)
     s = (char *)w.data;
     CHECK(strncmp(s, "GET /v1/stream?from=0&name=r1 HTTP/1.1\r\n", 40) == 0);
     CHECK(strstr(s, "Authorization") == NULL);
+    jinn_wbuf_free(&w);
+
+    CHECK_INT(jinn_stream_parse_url("wss://e.example/edge", &u), 0);
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_stream_build_request(&w, &u, 5, 0, "r1", NULL, key), 0);
+    jinn_wbuf_put_u8(&w, 0);
+    CHECK(strncmp((char *)w.data, "GET /edge/v1/stream?from=5&name=r1 HTTP/1.1\r\n", 45) == 0);
+    CHECK(strstr((char *)w.data, "\r\nHost: e.example:443\r\n") != NULL);
     jinn_wbuf_free(&w);
 
     /* a token that would split the header is never sent */
