@@ -30,6 +30,7 @@
 #include "http.h"
 #include "log.h"
 #include "loopmon.h"
+#include "net/stream.h"
 #include "node.h"
 #include "peerguard.h"
 #include "tls.h"
@@ -133,6 +134,8 @@ static void unlock_wait_check(uv_timer_t *t)
     }
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
+    jinn_stream_stop(d->api.stream); /* before raft goes: it holds the node's hooks */
+    d->api.stream = NULL;
     jinn_api_stop(&d->api);
     /* Waiting lock acquires leave their line by a command (api/lock.c) and
      * are answered when it applies: HTTP stays up for that, at most
@@ -649,6 +652,9 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
         uv_signal_init(&d->loop, &d->sigint);
         uv_run(&d->loop, UV_RUN_DEFAULT);
         goto out_close_loop;
+    }
+    if (jinn_stream_create(&d->loop, d->node, &d->cfg, &d->api.stream) != 0) {
+        jinn_warn("out of memory: no edge replicas are served by this node");
     }
     d->api.wasm = jinn_wasm_runner_create(&d->api);
     if (d->api.wasm == NULL) {
