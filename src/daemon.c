@@ -30,6 +30,7 @@
 #include "http.h"
 #include "log.h"
 #include "loopmon.h"
+#include "net/stream.h"
 #include "node.h"
 #include "peerguard.h"
 #include "replica/stream.h"
@@ -137,6 +138,8 @@ static void unlock_wait_check(uv_timer_t *t)
     }
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
+    jinn_stream_stop(d->api.stream); /* before raft goes: it holds the node's hooks */
+    d->api.stream = NULL;
     jinn_api_stop(&d->api);
     /* Waiting lock acquires leave their line by a command (api/lock.c) and
      * are answered when it applies: HTTP stays up for that, at most
@@ -749,6 +752,11 @@ static int daemon_run(const char *config_path, bool bootstrap, bool replica)
             uv_run(&d->loop, UV_RUN_DEFAULT);
             goto out_close_loop;
         }
+    } else if (jinn_stream_create(&d->loop, d->node, &d->cfg, &d->api.stream) != 0) {
+        jinn_warn("out of memory: no edge replicas are served by this node");
+    }
+    if (replica) {
+        /* no functions, no jobs */
     } else if ((d->api.wasm = jinn_wasm_runner_create(&d->api)) == NULL) {
         jinn_warn("out of memory: functions are not served on this node");
     } else if ((d->api.jobs = jinn_job_pools_create(&d->api)) == NULL) {

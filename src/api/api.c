@@ -41,6 +41,7 @@ static const struct jinn_route routes[] = {
     {"GET", "/healthz", jinn_api_healthz, 0, NEED(PUBLIC, 0)},
     {"GET", "/readyz", jinn_api_readyz, 0, NEED(PUBLIC, 0)},
     {"GET", "/metrics", jinn_api_metrics, 0, NEED(CLUSTER, ADM_ | JINN_AUTH_METRICS)},
+    {"GET", "/v1/stream", jinn_api_stream, 0, NEED(CLUSTER, ADM_ | JINN_AUTH_REPLICA)},
     {"POST", "/v1/internal/nodes", jinn_api_node_set, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
     {"PUT", "/v1/kv/{}/{+}", jinn_api_kv_put, JINN_ROUTE_LEADER, NEED(KV, W_)},
     {"DELETE", "/v1/kv/{}/{+}", jinn_api_kv_delete, JINN_ROUTE_LEADER, NEED(KV, W_)},

@@ -6,6 +6,7 @@
 
 #include "alloc.h"
 #include "api/api.h"
+#include "net/stream.h"
 #include "codec.h"
 #include "error.h"
 #include "loopmon.h"
@@ -121,6 +122,9 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
         json_t *rep = replica_json(api);
         json_object_set_new(obj, "replica", rep ? rep : json_null());
         json_object_set_new(obj, "ready", json_boolean(jinn_node_replica_ready(api->node)));
+    }
+    if (api->stream != NULL) {
+        json_object_set_new(obj, "stream", jinn_stream_status_json(api->stream));
     }
     if (api->wasm != NULL) {
         jinn_wasm_runner_status(api->wasm, obj);
@@ -429,6 +433,22 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
             jinn_wbuf_printf(&w, "jinn_raft_peer_reachable{peer=\"%s\",id=\"%" PRIu64 "\"} %d\n",
                              names[i], st.members[i].id, st.members[i].reachable);
         }
+    }
+    if (api->stream != NULL) {
+        struct jinn_stream_stats ss;
+        jinn_stream_stats(api->stream, &ss);
+        GAUGE("jinn_stream_replicas", "Edge replicas connected to this node's stream.",
+              "%u", ss.replicas);
+        COUNTER("jinn_stream_bytes_sent_total", "Message bytes sent to edge replicas.",
+                "%" PRIu64, ss.bytes_sent);
+        COUNTER("jinn_stream_cut_off_total", "Replicas cut off for falling behind.", "%" PRIu64,
+                ss.cut_off);
+        GAUGE("jinn_stream_buffer_bytes", "Bytes of recent records kept for replicas.",
+              "%" PRIu64, ss.buffer_bytes);
+        COUNTER("jinn_stream_snapshots_total", "Snapshots encoded for replicas.", "%" PRIu64,
+                ss.snapshots);
+        GAUGE("jinn_stream_position", "Index of the last record streamed.", "%" PRIu64,
+              ss.position);
     }
     jinn_api_check_metrics(api, &w);
     jinn_wasm_runner_metrics(api->wasm, &w);
