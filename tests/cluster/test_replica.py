@@ -15,7 +15,8 @@ import pytest
 
 from harness import JINN, wait_for
 
-POLICIES = ["consensus {", "    app { mode ap  stale_reads true  max_staleness 1h }", "}"]
+POLICIES = ["consensus {", "    app { mode ap  stale_reads true  max_staleness 1h }",
+            "    other { mode ap  stale_reads true  max_staleness 1h }", "}"]
 
 
 def jinn(*args, timeout=90):
@@ -164,7 +165,7 @@ def test_same_state_same_digest_and_check_entries_apply(cluster):
     for db, q in (("app", "SELECT * FROM t ORDER BY id"), ("other", "SELECT * FROM u")):
         assert rows(r, db, q) == rows(leader, db, q, "linearizable")
     code, _, body = r.request("/v1/queues/jobs")
-    assert code == 200 and json.loads(body)["messages"] == 1, body
+    assert code == 200 and json.loads(body)["ready"] == 1, body
     code, _, body = r.request("/v1/locks/l1")
     assert code == 200 and json.loads(body)["owner"] == "me", body
     # more writes after the check keep flowing
