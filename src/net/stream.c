@@ -67,6 +67,7 @@ struct replica {
     uint64_t next_seq; /* R_STREAMING: the next batch to queue */
     uint64_t snap_end; /* the snapshot is out once sent bytes reach this */
     uint64_t hb_end;   /* a heartbeat is queued until sent bytes reach this */
+    bool in_feed;      /* inside jinn_ws_feed: the endpoint cannot flush yet */
 };
 
 struct snap_job {
@@ -315,8 +316,10 @@ static void replica_end(struct replica *r)
         return;
     }
     r->state = R_CLOSING;
-    jinn_ws_flush(r->ws);
-    jinn_http_conn_close(r->conn);
+    if (!r->in_feed) { /* else conn_read does it once the endpoint can flush */
+        jinn_ws_flush(r->ws);
+        jinn_http_conn_close(r->conn);
+    }
 }
 
 static void cut_off(struct replica *r, int code, const char *why)
@@ -758,7 +761,13 @@ static void conn_read(void *data, const uint8_t *bytes, size_t n)
     if (r->state == R_CLOSING) {
         return;
     }
-    if (jinn_ws_feed(r->ws, bytes, n) == 0) {
+    r->in_feed = true;
+    (void)jinn_ws_feed(r->ws, bytes, n);
+    r->in_feed = false;
+    if (r->state == R_CLOSING) {
+        jinn_ws_flush(r->ws); /* the close frame */
+        jinn_http_conn_close(r->conn);
+    } else {
         flush(r); /* pongs */
     }
 }
