@@ -118,6 +118,16 @@ def test_join_empty_gets_snapshot_then_records(cluster_factory):
     assert s["bytes_sent"] >= rep["bytes_sent"] and s["buffer_bytes"] > 0
     metrics = leader.request("/metrics")[2].decode()
     assert "jinn_stream_replicas 1" in metrics
+    # a second replica joining while the records after that snapshot are
+    # still in the ring gets the same encoding (one snapshot taken in all)
+    ws2, status, _, _ = stream(leader, "from=0&name=edge-2")
+    assert status == 101
+    second = Feed(ws2)
+    second.until(lambda f: f.records and f.records[-1][0] == idx[-1])
+    assert second.snapshots == feed.snapshots
+    check_chain(second, snap_index)
+    assert leader.status()["stream"]["snapshots"] == 1
+    ws2.close()
     ws.close()
     wait_for(lambda: leader.status()["stream"]["replicas"] == [], what="the replica to leave")
 
@@ -157,8 +167,9 @@ def test_caught_up_resume_and_off_chain(cluster_factory):
     ws4, status, _, _ = stream(leader, "from=1&name=d")
     assert status == 101
     fourth = Feed(ws4)
-    fourth.until(lambda f: f.snapshots)
-    assert fourth.snapshots[0][0] == nxt
+    fourth.until(lambda f: f.snapshots and f.position == nxt)
+    assert fourth.order.count("S") == 1
+    check_chain(fourth, fourth.snapshots[0][0])
 
     # ahead of the node: heartbeats only, "waiting" in status
     ws5, status, _, _ = stream(leader, f"from={nxt + 1000000}&name=e")
