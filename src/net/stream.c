@@ -62,11 +62,12 @@ struct replica {
     enum rstate state;
     char name[JINN_STREAM_NAME_MAX + 1];
     char addr[16];
-    uint64_t want;     /* R_WAITING: the position it asked for */
+    uint64_t want;     /* the position it asked for (a snapshot must not be older) */
     uint64_t pos;      /* once everything queued arrived */
     uint64_t next_seq; /* R_STREAMING: the next batch to queue */
     uint64_t snap_end; /* the snapshot is out once sent bytes reach this */
     uint64_t hb_end;   /* a heartbeat is queued until sent bytes reach this */
+    bool in_feed;      /* inside jinn_ws_feed: the endpoint cannot flush yet */
 };
 
 struct snap_job {
@@ -106,6 +107,10 @@ struct jinn_stream {
     uint64_t epoch;    /* restores seen */
     struct snap_job *job;
     bool want_snapshot;
+    /* The last snapshot, reused for replicas asking while the records
+     * after it are still in the ring: however many join, one encoding. */
+    struct jinn_ws_buf *snap_frame;
+    uint64_t snap_index, snap_next_seq, snap_epoch;
     uint64_t bytes_sent_gone; /* by replicas that left */
     uint64_t cut_off;
     uint64_t snapshots;
@@ -193,6 +198,7 @@ static void ring_reset(struct jinn_stream *s)
     open_reset(s);
     for (struct replica *r = s->replicas; r != NULL; r = r->next) {
         if (r->state == R_STREAMING && r->pos != s->position) {
+            r->want = r->pos;
             request_snapshot(r);
         } else if (r->state == R_STREAMING) {
             r->next_seq = s->tail_seq;
@@ -315,8 +321,10 @@ static void replica_end(struct replica *r)
         return;
     }
     r->state = R_CLOSING;
-    jinn_ws_flush(r->ws);
-    jinn_http_conn_close(r->conn);
+    if (!r->in_feed) { /* else conn_read does it once the endpoint can flush */
+        jinn_ws_flush(r->ws);
+        jinn_http_conn_close(r->conn);
+    }
 }
 
 static void cut_off(struct replica *r, int code, const char *why)
@@ -427,6 +435,7 @@ static uint64_t lag_bytes(const struct replica *r)
 static void place(struct replica *r, uint64_t x)
 {
     struct jinn_stream *s = r->s;
+    r->want = x;
     if (x == 0) {
         request_snapshot(r);
         return;
@@ -520,6 +529,43 @@ static void job_run(uv_work_t *work)
 
 static void start_job(struct jinn_stream *s);
 
+/* Whether the cached snapshot can still start a replica: taken on this
+ * chain, and the records after it still in the ring. */
+static bool snap_usable(struct jinn_stream *s)
+{
+    if (s->snap_frame != NULL &&
+        (s->snap_epoch != s->epoch || s->snap_next_seq < s->head_seq)) {
+        jinn_ws_buf_unref(s->snap_frame);
+        s->snap_frame = NULL;
+    }
+    return s->snap_frame != NULL;
+}
+
+/* Queues the cached snapshot to every replica waiting for one. */
+static void deliver_snapshot(struct jinn_stream *s)
+{
+    for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
+        next = r->next;
+        if (r->state != R_SNAPSHOT) {
+            continue;
+        }
+        if (r->want > s->snap_index) {
+            /* older than what it has: replicas never go back */
+            s->want_snapshot = true;
+            continue;
+        }
+        if (jinn_ws_send(r->ws, true, s->snap_frame) != 0) {
+            cut_off(r, JINN_WS_CLOSE_INTERNAL, "cannot queue");
+            continue;
+        }
+        r->snap_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
+        r->pos = s->snap_index;
+        r->next_seq = s->snap_next_seq;
+        r->state = R_STREAMING;
+        pump(r);
+    }
+}
+
 static void job_done(uv_work_t *work, int status)
 {
     struct snap_job *job = work->data;
@@ -548,38 +594,29 @@ static void job_done(uv_work_t *work, int status)
         }
     }
     s->snapshots++;
-    for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
-        next = r->next;
-        if (r->state != R_SNAPSHOT) {
-            continue;
+    if (status != 0 || job->code != 0) {
+        for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
+            next = r->next;
+            if (r->state == R_SNAPSHOT) {
+                cut_off(r, JINN_WS_CLOSE_INTERNAL, "snapshot failed");
+            }
         }
-        if (status != 0 || job->code != 0) {
-            cut_off(r, JINN_WS_CLOSE_INTERNAL, "snapshot failed");
-            continue;
-        }
-        if (frame == NULL) {
-            s->want_snapshot = true; /* stale (a restore, or the ring moved on): again */
-            continue;
-        }
-        if (jinn_ws_send(r->ws, true, frame) != 0) {
-            cut_off(r, JINN_WS_CLOSE_INTERNAL, "cannot queue");
-            continue;
-        }
-        r->snap_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
-        r->pos = job->index;
-        r->next_seq = job->next_seq;
-        r->state = R_STREAMING;
-        pump(r);
+    } else if (frame != NULL) {
+        jinn_ws_buf_unref(s->snap_frame);
+        s->snap_frame = frame;
+        s->snap_index = job->index;
+        s->snap_next_seq = job->next_seq;
+        s->snap_epoch = job->epoch;
+        deliver_snapshot(s);
+    } else {
+        s->want_snapshot = true; /* stale (a restore, or the ring moved on): again */
     }
-    jinn_ws_buf_unref(frame);
     job_free(job);
     if (s->want_snapshot) {
         kick(s);
     }
 }
 
-/* Begun on the loop between two applies (the check handle, or a handler):
- * the state at the stream position; finished on the thread pool. */
 static void start_job(struct jinn_stream *s)
 {
     struct snap_job *job;
@@ -626,6 +663,11 @@ static void service(struct jinn_stream *s)
         if (r->state == R_WAITING && s->position >= r->want) {
             place(r, r->want);
         }
+        if (r->state == R_STREAMING && r->next_seq < s->head_seq) {
+            /* the ring dropped what it still needs (behind a snapshot, say) */
+            cut_off(r, JINN_WS_CLOSE_POLICY, "too slow");
+            continue;
+        }
         if (r->state == R_STREAMING) {
             pump(r);
         }
@@ -639,7 +681,11 @@ static void service(struct jinn_stream *s)
         for (struct replica *r = s->replicas; r != NULL; r = r->next) {
             any = any || r->state == R_SNAPSHOT;
         }
-        if (any) {
+        if (any && snap_usable(s)) {
+            s->want_snapshot = false;
+            deliver_snapshot(s); /* sets want_snapshot again for any it could not serve */
+        }
+        if (any && s->want_snapshot) {
             start_job(s);
         } else {
             s->want_snapshot = false;
@@ -758,7 +804,13 @@ static void conn_read(void *data, const uint8_t *bytes, size_t n)
     if (r->state == R_CLOSING) {
         return;
     }
-    if (jinn_ws_feed(r->ws, bytes, n) == 0) {
+    r->in_feed = true;
+    (void)jinn_ws_feed(r->ws, bytes, n);
+    r->in_feed = false;
+    if (r->state == R_CLOSING) {
+        jinn_ws_flush(r->ws); /* the close frame */
+        jinn_http_conn_close(r->conn);
+    } else {
         flush(r); /* pongs */
     }
 }
@@ -888,6 +940,7 @@ static void maybe_free(struct jinn_stream *s)
     }
     jinn_free(s->ring);
     open_reset(s);
+    jinn_ws_buf_unref(s->snap_frame);
     jinn_free(s);
 }
 
