@@ -771,7 +771,18 @@ TEST(replica_relays_writes_without_peer_headers_and_reads_its_own_write)
     CHECK_INT(leader_saw.requests, 1); /* served locally */
 
     jinn_node_set_apply_hook(r.node, hook, &r);
-    jinn_api_stop(&api);
+    /* jinn_api_stop without jinn_fetch_stop_all, which is for good (the
+     * process's other tests still fetch). */
+    api.stopping = true;
+    jinn_fetch_close_idle();
+    jinn_api_queue_stop(&api);
+    jinn_api_lock_stop(&api);
+    jinn_api_index_stop(&api);
+    jinn_api_sql_stop(&api);
+    jinn_api_check_stop(&api);
+    jinn_api_fn_stop(&api);
+    uv_close((uv_handle_t *)&api.watch_kick, NULL);
+    uv_close((uv_handle_t *)&api.auth_timer, NULL);
     jinn_http_stop(api.http, http_stopped, &r_stopped);
     jinn_http_stop(leader, http_stopped, &l_stopped);
     RUN_UNTIL(&r, r_stopped && l_stopped, 5000);
