@@ -168,6 +168,13 @@ struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char 
             return cfg->policies[i];
         }
     }
+    if (cfg->replica) {
+        /* An edge replica exists to answer reads locally: a namespace its
+         * config does not list reads stale (with its freshness headers and
+         * max_staleness); `mode cp` there relays its reads to the leader. */
+        cp.mode = JINN_MODE_AP;
+        cp.stale_reads = true;
+    }
     return cp;
 }
 

@@ -178,7 +178,8 @@ int jinn_config_resolve(struct jinn_config *cfg, struct jinn_config_error *err);
 
 void jinn_config_free(struct jinn_config *cfg);
 
-/* The policy for namespace ns: the configured one, or the CP default. */
+/* The policy for namespace ns: the configured one, or the CP default (on a
+ * replica: AP with stale reads, max_staleness 5 s). */
 struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char *ns);
 
 /* The settings for queue name: the configured ones, or the defaults. */

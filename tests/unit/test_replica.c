@@ -598,3 +598,193 @@ TEST(config_replica_token_from_environment)
     jinn_config_free(&cfg);
     unsetenv("JINN_REPLICA_TOKEN");
 }
+
+/* ---- relaying writes (api.c) --------------------------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "fetch.h"
+#include "http.h"
+
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+        port = ntohs(a.sin_port);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return port;
+}
+
+/* What the fake leader saw of the relayed request. */
+static struct {
+    unsigned requests;
+    char method[8], target[128], auth[128], body[64];
+    bool peer_headers;
+} leader_saw;
+
+static void fake_leader(void *data, struct jinn_http_request *req)
+{
+    const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "authorization");
+    (void)data;
+    leader_saw.requests++;
+    snprintf(leader_saw.method, sizeof leader_saw.method, "%s", req->msg.method);
+    snprintf(leader_saw.target, sizeof leader_saw.target, "%.*s", (int)req->msg.target_len,
+             req->msg.target);
+    snprintf(leader_saw.auth, sizeof leader_saw.auth, "%.*s", h ? (int)h->value_len : 0,
+             h ? h->value : "");
+    snprintf(leader_saw.body, sizeof leader_saw.body, "%.*s", (int)req->body_len, req->body);
+    leader_saw.peer_headers = jinn_http_header_find(&req->msg, "X-Jinn-Forwarded-By") != NULL ||
+                              jinn_http_header_find(&req->msg, "X-Jinn-Cluster") != NULL;
+    jinn_http_add_header(req, "X-Jinn-Index", "3");
+    jinn_http_reply_json(req, 200, json_pack("{s:I}", "revision", (json_int_t)3));
+}
+
+struct answer {
+    bool got;
+    int code, status;
+    char index[32], error[64], body[256];
+};
+
+static void answered(void *data, int code, const struct jinn_http_msg *head, const char *body,
+                     size_t len)
+{
+    struct answer *a = data;
+    const struct jinn_http_header *h = head ? jinn_http_header_find(head, "X-Jinn-Index") : NULL;
+    a->got = true;
+    a->code = code;
+    a->status = head ? head->status : 0;
+    snprintf(a->index, sizeof a->index, "%.*s", h ? (int)h->value_len : 0, h ? h->value : "");
+    snprintf(a->body, sizeof a->body, "%.*s", (int)len, body ? body : "");
+    {
+        json_t *o = json_loadb(body, len, 0, NULL);
+        const char *e = json_string_value(json_object_get(o, "error"));
+        snprintf(a->error, sizeof a->error, "%s", e ? e : "");
+        json_decref(o);
+    }
+}
+
+static void api_applied(void *data, uint64_t index) { jinn_api_kv_applied(data, index); }
+
+static void http_stopped(void *data) { *(bool *)data = true; }
+
+TEST(replica_relays_writes_without_peer_headers_and_reads_its_own_write)
+{
+    struct rig r;
+    struct jinn_api api;
+    struct jinn_http_server *leader = NULL;
+    struct jinn_http_config hc;
+    struct answer a;
+    struct jinn_replica_heartbeat hb;
+    char leader_url[64], replica_url[64], listen_l[32], listen_r[32];
+    bool l_stopped = false, r_stopped = false;
+    static const char auth[] =
+        "Authorization: Bearer jinn.edge.0123456789abcdef\r\nContent-Type: text/plain\r\n";
+
+    memset(&leader_saw, 0, sizeof leader_saw);
+    CHECK_INT(rig_start(&r, 2000), 0);
+    snprintf(listen_l, sizeof listen_l, "127.0.0.1:%d", free_port());
+    snprintf(listen_r, sizeof listen_r, "127.0.0.1:%d", free_port());
+    snprintf(leader_url, sizeof leader_url, "http://%s", listen_l);
+    snprintf(replica_url, sizeof replica_url, "http://%s", listen_r);
+    memset(&hc, 0, sizeof hc);
+    hc.max_body = 1 << 20;
+    hc.idle_timeout_ms = 10000;
+    hc.read_timeout_ms = 10000;
+    hc.max_connections = 64;
+    hc.listen = listen_l;
+    CHECK_INT(jinn_http_start(&r.loop, &hc, fake_leader, NULL, &leader), 0);
+    jinn_api_init(&api, &r.loop, &r.cfg, r.node);
+    hc.listen = listen_r;
+    CHECK_INT(jinn_http_start(&r.loop, &hc, jinn_api_handle, &api, &api.http), 0);
+    jinn_node_set_apply_hook(r.node, api_applied, &api);
+
+    /* No primary heartbeat yet: 503 read_only, nothing relayed. */
+    memset(&a, 0, sizeof a);
+    CHECK_INT(jinn_fetch(&r.loop, replica_url, "PUT", "/v1/kv/app/k", 12, auth, "v1", 2, 5000,
+                         answered, &a),
+              0);
+    RUN_UNTIL(&r, a.got, 5000);
+    CHECK_INT(a.status, 503);
+    CHECK_STR(a.error, "read_only");
+    CHECK_INT(leader_saw.requests, 0);
+
+    /* Streaming and caught up (fresh: the source had streamed up to 1). */
+    {
+        struct jinn_cmd c = kv_put("other", "x");
+        struct jinn_wbuf w;
+        CHECK_INT(encode(&c, 10, &w), 0);
+        CHECK_INT(jinn_node_replica_apply(r.node, 1, 0, w.data, w.len), 0);
+        jinn_wbuf_free(&w);
+    }
+    /* With a primary heartbeat: relayed as the client sent it, the index
+     * header back. */
+    hb = primary(3, 1, 1);
+    hb.leader_api = leader_url;
+    jinn_node_replica_heartbeat(r.node, &hb);
+    memset(&a, 0, sizeof a);
+    CHECK_INT(jinn_fetch(&r.loop, replica_url, "PUT", "/v1/kv/app/k", 12, auth, "v1", 2, 5000,
+                         answered, &a),
+              0);
+    RUN_UNTIL(&r, a.got, 5000);
+    CHECK_INT(a.status, 200);
+    CHECK_STR(a.index, "3");
+    CHECK_INT(leader_saw.requests, 1);
+    CHECK_STR(leader_saw.method, "PUT");
+    CHECK_STR(leader_saw.target, "/v1/kv/app/k");
+    CHECK_STR(leader_saw.auth, "Bearer jinn.edge.0123456789abcdef");
+    CHECK_STR(leader_saw.body, "v1");
+    CHECK(!leader_saw.peer_headers); /* a replica is not a peer */
+
+    /* Read-your-write: min_index=3 waits until the replica applied 3. */
+    memset(&a, 0, sizeof a);
+    CHECK_INT(jinn_fetch(&r.loop, replica_url, "GET", "/v1/kv/app/k?min_index=3", 24, NULL,
+                         NULL, 0, 5000, answered, &a),
+              0);
+    RUN_UNTIL(&r, a.got, 200); /* parked: nothing applied yet */
+    if (a.got) {
+        fprintf(stderr, "  early: %d %s\n", a.status, a.body);
+    }
+    CHECK(!a.got);
+    {
+        struct jinn_cmd c = kv_put("k", "v1");
+        struct jinn_wbuf w;
+        CHECK_INT(encode(&c, 11, &w), 0);
+        CHECK_INT(jinn_node_replica_apply(r.node, 3, 1, w.data, w.len), 0);
+        jinn_wbuf_free(&w);
+    }
+    RUN_UNTIL(&r, a.got, 5000);
+    CHECK_INT(a.status, 200);
+    CHECK(strstr(a.body, "v1") != NULL);
+    CHECK_INT(leader_saw.requests, 1); /* served locally */
+
+    jinn_node_set_apply_hook(r.node, hook, &r);
+    /* jinn_api_stop without jinn_fetch_stop_all, which is for good (the
+     * process's other tests still fetch). */
+    api.stopping = true;
+    jinn_fetch_close_idle();
+    jinn_api_queue_stop(&api);
+    jinn_api_lock_stop(&api);
+    jinn_api_index_stop(&api);
+    jinn_api_sql_stop(&api);
+    jinn_api_check_stop(&api);
+    jinn_api_fn_stop(&api);
+    uv_close((uv_handle_t *)&api.watch_kick, NULL);
+    uv_close((uv_handle_t *)&api.auth_timer, NULL);
+    jinn_http_stop(api.http, http_stopped, &r_stopped);
+    jinn_http_stop(leader, http_stopped, &l_stopped);
+    RUN_UNTIL(&r, r_stopped && l_stopped, 5000);
+    rig_done(&r);
+}
