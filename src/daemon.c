@@ -273,8 +273,10 @@ static void on_sighup(uv_signal_t *h, int signum)
     }
     if (server != NULL) {
         jinn_http_set_tls(d->api.http, server);
-        jinn_fetch_set_tls(client);
-        jinn_fetch_close_idle(); /* later calls present the new certificate */
+        if (!cfg->replica) { /* a replica's relays keep the replica_ca context */
+            jinn_fetch_set_tls(client);
+            jinn_fetch_close_idle(); /* later calls present the new certificate */
+        }
         SSL_CTX_free(server);
         SSL_CTX_free(client);
     }
@@ -666,6 +668,10 @@ static int daemon_run(const char *config_path, bool bootstrap, bool replica)
         bool ok;
         d->stream_tls = replica_tls(&d->cfg, &ok);
         rv = ok ? 0 : 2;
+        /* Writes are relayed to the leader's API, which is https exactly
+         * when the stream is wss (a cluster is TLS on every node or on
+         * none): the same trust (replica_ca) and client certificate. */
+        jinn_fetch_set_tls(d->stream_tls);
     }
     if (rv == 0) {
         rv = ports_free(&d->cfg);
