@@ -329,5 +329,9 @@ def test_local_sqlite_reader_does_not_stall_the_replica(cluster):
     cli = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     assert cli.execute("SELECT count(*) FROM t").fetchone()[0] == 60
     cli.close()
+    # the README's example: the sqlite3 shell, read-only
+    out = subprocess.run(["sqlite3", "-readonly", path, "SELECT count(*) FROM t"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "60", out
     assert r.alive()
     r.wait_state("streaming")

@@ -12,9 +12,11 @@ import struct
 import threading
 import time
 
+import subprocess
+
 import pytest
 
-from harness import free_port, wait_for
+from harness import JINN, free_port, wait_for
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLUSTER_A = "00000000000000aa"
@@ -235,3 +237,19 @@ def test_a_record_off_the_position_is_never_applied(cluster_factory, fakes):
     assert r.replica()["position"] == 0
     assert all("from=0" in line for line, _ in f.requests)  # resumes from where it is
     assert r.alive()
+
+
+def test_cli_usage(tmp_path):
+    out = subprocess.run([JINN, "replica"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "config file is required" in out.stderr
+    out = subprocess.run([JINN, "replica", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "usage: jinn replica -c FILE" in out.stdout
+    conf = tmp_path / "r.conf"
+    conf.write_text("{\n server_name r1\n data_dir %s\n replica_of ws://127.0.0.1:1\n"
+                    " cluster_peers n1=127.0.0.1:7001\n}\n" % (tmp_path / "d"))
+    out = subprocess.run([JINN, "replica", "-c", str(conf)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2 and "cluster_peers" in out.stderr, out.stderr
+    assert not (tmp_path / "d").exists()  # refused before anything was written
+    out = subprocess.run([JINN, "help"], capture_output=True, text=True, timeout=30)
+    assert "jinn replica -c FILE" in out.stdout
