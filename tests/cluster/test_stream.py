@@ -394,3 +394,30 @@ def test_node_installing_a_snapshot_resends_one(cluster_factory):
         p = index
     assert p == last and pos == feed.snapshots[-1][0]
     ws.close()
+
+
+def test_stream_over_tls(cluster_factory, tmp_path):
+    """wss://: the upgrade keeps the connection's TLS session."""
+    from test_http_tls import one_tls_node
+    c = one_tls_node(cluster_factory, tmp_path)
+    c.start()
+    c.wait_ready()
+    leader = c.wait_leader()
+    ws, status, _, body = wsclient.connect(leader.http_port, "/v1/stream?from=0&name=tls",
+                                           context=c.https_context)
+    assert status == 101, body
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots)
+    big = b"y" * 300000  # several TLS records and WebSocket frames
+    idx = put(leader, "k", big)
+    feed.until(lambda f: f.records and f.records[-1][0] == idx)
+    assert big in feed.records[-1][2]
+    check_chain(feed, feed.snapshots[0][0])
+    ws.send_frame(0x9, b"are you there")  # a ping through TLS is answered
+    deadline = time.monotonic() + 10
+    while True:
+        _, op, payload = ws.recv_frame(max(0.1, deadline - time.monotonic()))
+        if op == 0xA:
+            assert payload == b"are you there"
+            break
+    ws.close()
