@@ -356,3 +356,68 @@ def test_record_chain_across_leader_change(cluster_factory):
     assert feed.heartbeats[-1]["node"] == follower.name
     assert len(feed.snapshots) == 1
     ws.close()
+
+
+def test_node_installing_a_snapshot_resends_one(cluster_factory):
+    """A follower that falls behind the leader's log installs a snapshot;
+    the replica streaming from it gets a new snapshot at the index the
+    follower now stands at, and the records after it chain from there."""
+    c = cluster_factory(n=3, extra_config=["snapshot_threshold 16",
+                                           "snapshot_trailing 4"]).start()
+    c.wait_ready()
+    leader = c.wait_leader()
+    follower = next(n for n in c.nodes if n is not leader)
+    ws, status, _, _ = stream(follower, "from=0&name=r")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots)
+    c.isolate(follower.name)  # raft traffic to and from it dropped; HTTP still up
+    try:
+        for i in range(80):
+            put(leader, f"k{i}", b"v%d" % i)
+    finally:
+        c.heal()
+    wait_for(lambda: "snapshot restored" in follower.log(), timeout=30,
+             what="the follower installing the leader's snapshot")
+    last = put(leader, "after", b"x")
+    feed.until(lambda f: len(f.snapshots) >= 2 and f.position >= last, timeout=30,
+               what="a second snapshot and the records after it")
+    # each snapshot restarts the chain; records between them chain too
+    pos, snaps = None, iter(feed.snapshots)
+    for kind in feed.order:
+        if kind == "S":
+            pos = next(snaps)[0]
+    tail = [r for r in feed.records if r[0] > feed.snapshots[-1][0]]
+    p = feed.snapshots[-1][0]
+    for index, prev, _ in tail:
+        assert prev == p, (index, prev, p)
+        p = index
+    assert p == last and pos == feed.snapshots[-1][0]
+    ws.close()
+
+
+def test_stream_over_tls(cluster_factory, tmp_path):
+    """wss://: the upgrade keeps the connection's TLS session."""
+    from test_http_tls import one_tls_node
+    c = one_tls_node(cluster_factory, tmp_path)
+    c.start()
+    c.wait_ready()
+    leader = c.wait_leader()
+    ws, status, _, body = wsclient.connect(leader.http_port, "/v1/stream?from=0&name=tls",
+                                           context=c.https_context)
+    assert status == 101, body
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots)
+    big = b"y" * 300000  # several TLS records and WebSocket frames
+    idx = put(leader, "k", big)
+    feed.until(lambda f: f.records and f.records[-1][0] == idx)
+    assert big in feed.records[-1][2]
+    check_chain(feed, feed.snapshots[0][0])
+    ws.send_frame(0x9, b"are you there")  # a ping through TLS is answered
+    deadline = time.monotonic() + 10
+    while True:
+        _, op, payload = ws.recv_frame(max(0.1, deadline - time.monotonic()))
+        if op == 0xA:
+            assert payload == b"are you there"
+            break
+    ws.close()

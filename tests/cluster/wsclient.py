@@ -106,14 +106,18 @@ class WS:
         self.sock.close()
 
 
-def connect(port, target, headers=None, host="127.0.0.1", timeout=5.0, rcvbuf=None):
+def connect(port, target, headers=None, host="127.0.0.1", timeout=5.0, rcvbuf=None,
+            context=None):
     """Sends the upgrade request. Returns (ws or None, status, headers, body):
-    ws when the server answered 101, else the plain HTTP reply."""
+    ws when the server answered 101, else the plain HTTP reply. context: an
+    ssl.SSLContext for wss:// (a node with http_tls)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(timeout)
     sock.connect((host, port))
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname=host)
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
              "Connection: Upgrade", "Sec-WebSocket-Version: 13", f"Sec-WebSocket-Key: {key}"]
