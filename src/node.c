@@ -2998,7 +2998,7 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
     contact = (uint64_t)hb->leader_contact_ms;
     at = now > contact ? now - contact : 1;
     jinn_fresh_heard_leader(&node->fresh, at, hb->position);
-    if (node->rep.read_only) {
+    if (node->rep.read_only && !node->rep.halted) {
         node->rep.read_only = false;
         jinn_info("replica: primary heartbeat from leader %s (term %llu): writes are relayed "
                   "again",

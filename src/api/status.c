@@ -254,6 +254,25 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
           "(-1: never).",
           "%" PRId64, st.leader_contact_ms);
     GAUGE("jinn_cluster_voters", "Voting members.", "%u", voters);
+    if (st.role == JINN_ROLE_REPLICA) {
+        struct jinn_replica_status rs;
+        jinn_node_replica_status(api->node, &rs);
+        GAUGE("jinn_replica_position", "Edge replica: index of the last record applied.",
+              "%" PRIu64, rs.position);
+        GAUGE("jinn_replica_lag_entries",
+              "Edge replica: records its source has streamed that it has not applied.",
+              "%" PRIu64, rs.lag_entries);
+        GAUGE("jinn_replica_lag_ms",
+              "Edge replica: staleness in ms, from primary heartbeats (-1: never fresh).",
+              "%" PRId64, rs.lag_ms);
+        GAUGE("jinn_replica_last_heartbeat_ms",
+              "Edge replica: ms since the last primary heartbeat (-1: never).", "%" PRId64,
+              rs.last_heartbeat_ms);
+        GAUGE("jinn_replica_read_only", "Edge replica: 1 while writes answer 503 read_only.",
+              "%d", rs.read_only);
+        GAUGE("jinn_replica_streaming", "Edge replica: 1 while streaming (ready).", "%d",
+              rs.state == JINN_REPLICA_STREAMING);
+    }
     GAUGE("jinn_cluster_standbys", "Standby members.", "%u", st.n_members - voters);
     COUNTER("jinn_raft_connections_refused_total",
             "Raft connections refused: another cluster, a stray, a wiped node.", "%" PRIu64,

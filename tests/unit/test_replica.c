@@ -633,12 +633,24 @@ static struct {
     unsigned requests;
     char method[8], target[128], auth[128], body[64];
     bool peer_headers;
+    unsigned check_asks;
+    uint64_t check_index;
 } leader_saw;
 
 static void fake_leader(void *data, struct jinn_http_request *req)
 {
     const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "authorization");
     (void)data;
+    if (req->msg.target_len >= 17 && memcmp(req->msg.target, "/v1/cluster/check", 17) == 0) {
+        /* The leader's round for the replica's check: a majority digest
+         * the replica does not have. */
+        leader_saw.check_asks++;
+        jinn_http_reply_json(req, 200,
+                             json_pack("{s:I, s:s, s:b, s:s, s:[]}", "index",
+                                       (json_int_t)leader_saw.check_index, "state", "agreed",
+                                       "done", 1, "majority", "00000000000000ff", "nodes"));
+        return;
+    }
     leader_saw.requests++;
     snprintf(leader_saw.method, sizeof leader_saw.method, "%s", req->msg.method);
     snprintf(leader_saw.target, sizeof leader_saw.target, "%.*s", (int)req->msg.target_len,
@@ -786,5 +798,78 @@ TEST(replica_relays_writes_without_peer_headers_and_reads_its_own_write)
     jinn_http_stop(api.http, http_stopped, &r_stopped);
     jinn_http_stop(leader, http_stopped, &l_stopped);
     RUN_UNTIL(&r, r_stopped && l_stopped, 5000);
+    rig_done(&r);
+}
+
+TEST(replica_check_verdict_mismatch_stops_applying)
+{
+    struct rig r;
+    struct jinn_api api;
+    struct jinn_http_server *leader = NULL;
+    struct jinn_http_config hc;
+    struct jinn_replica_heartbeat hb;
+    struct jinn_replica_status rs;
+    struct jinn_cmd c;
+    struct jinn_wbuf w;
+    char leader_url[64], listen_l[32];
+    bool l_stopped = false;
+
+    memset(&leader_saw, 0, sizeof leader_saw);
+    leader_saw.check_index = 2;
+    CHECK_INT(rig_start(&r, 2000), 0);
+    snprintf(listen_l, sizeof listen_l, "127.0.0.1:%d", free_port());
+    snprintf(leader_url, sizeof leader_url, "http://%s", listen_l);
+    memset(&hc, 0, sizeof hc);
+    hc.max_body = 1 << 20;
+    hc.idle_timeout_ms = 10000;
+    hc.read_timeout_ms = 10000;
+    hc.max_connections = 64;
+    hc.listen = listen_l;
+    CHECK_INT(jinn_http_start(&r.loop, &hc, fake_leader, NULL, &leader), 0);
+    jinn_api_init(&api, &r.loop, &r.cfg, r.node);
+    jinn_node_set_apply_hook(r.node, api_applied, &api);
+    hb = primary(3, 2, 2);
+    hb.leader_api = leader_url;
+    jinn_node_replica_heartbeat(r.node, &hb);
+
+    /* A CHECK at 2: the replica digests its state, asks the leader for the
+     * round's verdict, finds the majority's digest is not its own. */
+    c = kv_put("k", "v");
+    CHECK_INT(encode(&c, 10, &w), 0);
+    CHECK_INT(jinn_node_replica_apply(r.node, 1, 0, w.data, w.len), 0);
+    jinn_wbuf_free(&w);
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_CHECK;
+    CHECK_INT(encode(&c, 11, &w), 0);
+    CHECK_INT(jinn_node_replica_apply(r.node, 2, 1, w.data, w.len), 0);
+    jinn_wbuf_free(&w);
+    RUN_UNTIL(&r, jinn_api_check_diverged(&api), 5000);
+    CHECK(jinn_api_check_diverged(&api));
+    CHECK(leader_saw.check_asks >= 1);
+
+    /* Stopped: nothing more applies, nothing is relayed, not ready. */
+    c = kv_put("k", "v2");
+    CHECK_INT(encode(&c, 12, &w), 0);
+    CHECK_INT(jinn_node_replica_apply(r.node, 3, 2, w.data, w.len), JINN_EDIVERGED);
+    jinn_wbuf_free(&w);
+    CHECK_INT(jinn_node_replica_position(r.node), 2);
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK(jinn_node_replica_leader_api(r.node) == NULL);
+    jinn_node_replica_status(r.node, &rs);
+    CHECK_INT(rs.state, JINN_REPLICA_READ_ONLY);
+
+    jinn_node_set_apply_hook(r.node, hook, &r);
+    api.stopping = true;
+    jinn_fetch_close_idle();
+    jinn_api_index_stop(&api);
+    jinn_api_sql_stop(&api);
+    jinn_api_check_stop(&api);
+    jinn_api_fn_stop(&api);
+    jinn_api_queue_stop(&api);
+    jinn_api_lock_stop(&api);
+    uv_close((uv_handle_t *)&api.watch_kick, NULL);
+    uv_close((uv_handle_t *)&api.auth_timer, NULL);
+    jinn_http_stop(leader, http_stopped, &l_stopped);
+    RUN_UNTIL(&r, l_stopped, 5000);
     rig_done(&r);
 }
