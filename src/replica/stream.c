@@ -28,6 +28,8 @@
 #include "tls.h"
 
 #define TICK_MS 50
+/* A stream that lasted this long worked: its end is not a failure. */
+#define STABLE_MS 1000
 #define READ_BUFFER (64u * 1024)
 
 /* ---- pure parts (unit tested) ----------------------------------------- */
@@ -434,13 +436,19 @@ static void conn_close(struct conn *c, const char *why)
     }
     if (c->hello) {
         s->disconnects++;
-        jinn_warn("replica: stream from %s (%s) ended at position %" PRIu64 ": %s", c->source,
-                  s->urls[c->url], jinn_node_replica_position(s->node), why);
+        jinn_log(s->stopping ? JINN_LOG_INFO : JINN_LOG_WARN,
+                 "replica: stream from %s (%s) ended at position %" PRIu64 ": %s", c->source,
+                 s->urls[c->url], jinn_node_replica_position(s->node), why);
+    }
+    if (c->hello && now - c->opened_at >= STABLE_MS) {
         s->failures = 0;
-        s->retry_at = now; /* the next URL, now */
+        s->retry_at = now; /* it worked: the next URL, now */
     } else {
+        /* Never got going, or ended at once (a node that refuses what the
+         * replica holds, over and over): a failure, so that a round of
+         * them backs off instead of reconnecting at every tick. */
         unsigned rounds;
-        if (!s->stopping) {
+        if (!s->stopping && !c->hello) {
             /* The first round of failures is worth a line; then quieter. */
             jinn_log(s->failures < s->n_urls ? JINN_LOG_INFO : JINN_LOG_DEBUG, "replica: %s: %s",
                      s->urls[c->url], why);
@@ -617,7 +625,6 @@ static void on_text(struct conn *c, const uint8_t *msg, size_t len)
         s->cluster = cluster;
         c->hello = true;
         s->connects++;
-        s->failures = 0;
         jinn_info("replica: streaming from %s (%s), cluster %016" PRIx64 ", from position %" PRIu64,
                   c->source, s->urls[c->url], cluster, jinn_node_replica_position(s->node));
         update_state(s);

@@ -55,6 +55,7 @@ class FakeNode:
         self.cluster = cluster
         self.port = free_port()
         self.requests = []  # (request line, headers dict)
+        self.times = []  # when each request arrived (monotonic)
         self.mode = "primary"  # primary | no_quorum | silent | refuse | bad_prev
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -96,6 +97,7 @@ class FakeNode:
                 k, v = line.split(":", 1)
                 headers[k.strip().lower()] = v.strip()
             self.requests.append((lines[0], headers))
+            self.times.append(time.monotonic())
             if self.mode == "refuse":
                 body = b'{"error":"conflict","message":"another cluster"}'
                 c.sendall(b"HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s"
@@ -237,6 +239,11 @@ def test_a_record_off_the_position_is_never_applied(cluster_factory, fakes):
     assert r.replica()["position"] == 0
     assert all("from=0" in line for line, _ in f.requests)  # resumes from where it is
     assert r.alive()
+    # a node that ends every stream at once is retried with a backoff, not
+    # at every tick (100 + 200 + 400 ms before the 4th request, +-20 %)
+    wait_for(lambda: len(f.requests) >= 5, timeout=15, what="more reconnects")
+    first = next(i for i, (line, _) in enumerate(f.requests) if i > 0)
+    assert f.times[first + 3] - f.times[first] >= 0.45, f.times
 
 
 def test_cli_usage(tmp_path):
