@@ -221,7 +221,15 @@ static void seal(struct jinn_stream *s)
     b->n = s->open_n;
     b->recs = s->open_recs;
     s->open_recs = NULL;
-    b->bytes = s->open.len + (uint64_t)b->n * sizeof *b->recs + sizeof *b + 64;
+    if (s->open.cap > s->open.len + s->open.len / 8) {
+        /* the ring counts what it holds: no growth slack kept */
+        uint8_t *fit = jinn_realloc(s->open.data, s->open.len);
+        if (fit != NULL) {
+            s->open.data = fit;
+            s->open.cap = s->open.len;
+        }
+    }
+    b->bytes = s->open.cap + (uint64_t)s->open_cap * sizeof *b->recs + sizeof *b + 64;
     b->frame = jinn_ws_buf_adopt(s->open.data, s->open.len);
     jinn_wbuf_init(&s->open);
     s->open_n = s->open_cap = 0;

@@ -2,13 +2,15 @@
  *
  * A thin wrapper around Debian's libwslay (framing, masking, control
  * frames, close handshake). It owns no socket: the owner feeds it the bytes
- * it read (jinn_ws_feed, any split) and gives it a write callback; the
- * endpoint hands frames to io->write as they are produced. The owner
- * queues what write gets (an HTTP connection, a TLS BIO) and calls
- * jinn_ws_flush when its transport can take more, so a slow peer's bytes
- * pile up here, counted by jinn_ws_queued_bytes, never inside the kernel or
- * the loop.
- *
+ * it read (jinn_ws_feed, any split) and gives it a write callback. Sending
+ * only queues; jinn_ws_flush hands the queued frames to io->write, at most
+ * JINN_WS_FLUSH_CHUNK bytes gathered into one write per call. The owner
+ * calls flush after sending and after feeding (pings are answered, close
+ * frames echoed, through the same queue), and again whenever its transport
+ * drained, and stops calling it while its own queue is above its
+ * watermark: a slow peer's bytes then pile up here, counted by
+ * jinn_ws_queued_bytes, not in the transport's queue or the kernel.
+
  * Messages to send are refcounted buffers (jinn_ws_buf): one encoded frame
  * body is shared by every endpoint that sends it (the stream feed sends one
  * batch to many replicas) and is freed when the last endpoint wrote it.
@@ -23,11 +25,12 @@
  * wants the close frame to arrive).
  *
  * Single-threaded: call everything from the thread that owns the transport
- * (the loop). Callbacks never run re-entrantly from inside another callback
- * of the same endpoint except on_close from within feed/send/flush; the
- * endpoint must not be destroyed from inside a callback (on_close included):
- * defer destruction to after the call returns (e.g. close the transport and
- * destroy in its close callback). */
+ * (the loop). on_message runs inside jinn_ws_feed; on_close runs once, at
+ * the end of jinn_ws_feed or jinn_ws_flush (never inside another
+ * callback). jinn_ws_flush called from inside a callback does nothing:
+ * flush after feed returns. The endpoint must not be destroyed from inside
+ * a callback (on_close included): close the transport and destroy the
+ * endpoint in the transport's close callback. */
 #ifndef JINN_NET_WS_H
 #define JINN_NET_WS_H
 

@@ -92,8 +92,10 @@ def test_join_empty_gets_snapshot_then_records(cluster_factory):
     assert status == 101, body
     feed = Feed(ws)
     feed.until(lambda f: f.snapshots, what="the snapshot")
-    # hello, a heartbeat right after it, then the snapshot
-    assert feed.order[:3] == ["hello", "heartbeat", "S"], feed.order
+    # hello, a heartbeat right after it, then the snapshot (more heartbeats
+    # while it is encoded on the thread pool)
+    assert feed.order[:2] == ["hello", "heartbeat"], feed.order
+    assert set(feed.order[2:-1]) <= {"heartbeat"} and feed.order[-1] == "S", feed.order
     st = leader.status()
     assert feed.hello == {"type": "hello", "v": 1, "cluster": st["cluster_id"], "node": "n1"}
     hb = feed.heartbeats[0]
