@@ -2991,13 +2991,14 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
     node->rep.last_primary = now;
     node->rep.forced_read_only = false;
     /* Freshness as a follower's (fresh.h): the streaming node heard the
-     * leader leader_contact_ms ago and had streamed up to `position` (its
-     * commit index may run ahead over entries that are no commands, such
-     * as a new leader's barrier, which no replica ever receives). Once we
-     * applied that far, we are fresh as of then. */
+     * leader leader_contact_ms ago, when everything up to `commit` was
+     * committed (the node sends its commit index as a stream position:
+     * its last record's index once it applied all of it, since entries
+     * that are no commands, such as a new leader's barrier, never reach a
+     * replica). Once we applied that far, we are fresh as of then. */
     contact = (uint64_t)hb->leader_contact_ms;
     at = now > contact ? now - contact : 1;
-    jinn_fresh_heard_leader(&node->fresh, at, hb->position);
+    jinn_fresh_heard_leader(&node->fresh, at, hb->commit);
     if (node->rep.read_only && !node->rep.halted) {
         node->rep.read_only = false;
         jinn_info("replica: primary heartbeat from leader %s (term %llu): writes are relayed "
@@ -3045,8 +3046,8 @@ void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status
     st->source = node->rep.source;
     st->position = node->rep.position;
     st->leader_commit = node->rep.leader_commit;
-    st->lag_entries = node->rep.source_position > node->rep.position
-                          ? node->rep.source_position - node->rep.position
+    st->lag_entries = node->rep.leader_commit > node->rep.position
+                          ? node->rep.leader_commit - node->rep.position
                           : 0;
     st->lag_ms = node->replica ? replica_staleness(node, now) : -1;
     st->last_heartbeat_ms =

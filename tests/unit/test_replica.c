@@ -459,8 +459,9 @@ TEST(replica_freshness_from_primary_heartbeats)
     CHECK_INT(rig_start(&r, 2000), 0);
     CHECK_INT(encode(&c, 10, &w), 0);
 
-    /* The source had streamed up to 2; we hold nothing: never fresh. */
-    hb = primary(3, 2, 2);
+    /* Commit 2 at the source, which had streamed up to 1 only (it had not
+     * applied 2 yet): fresh once we hold 2, not 1. */
+    hb = primary(3, 2, 1);
     jinn_node_replica_heartbeat(r.node, &hb);
     jinn_node_replica_status(r.node, &rs);
     CHECK_INT(rs.lag_ms, -1);
