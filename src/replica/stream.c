@@ -354,7 +354,7 @@ struct jinn_replica_stream {
     struct conn *conn; /* the current one; NULL while waiting to retry */
     unsigned live_conns; /* allocated, current or closing */
     unsigned next_url;
-    unsigned failures; /* attempts in a row that never got a hello */
+    unsigned failures; /* attempts in a row that never streamed for STABLE_MS */
     uint64_t retry_at;
     uint64_t started_at;
     bool have_primary;
