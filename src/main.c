@@ -81,7 +81,8 @@ static int cmd_replica(int argc, char **argv)
                    "  replica_stale_after. See docs/replica.md\n");
             return 0;
         } else {
-            fprintf(stderr, "jinn: replica: unexpected argument '%s'\nusage: jinn replica -c FILE\n",
+            fprintf(stderr,
+                    "jinn: replica: unexpected argument '%s'\nusage: jinn replica -c FILE\n",
                     argv[i]);
             return 2;
         }
@@ -104,8 +105,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[1], "sandbox") != 0 && strcmp(argv[1], "run") != 0 &&
-        strcmp(argv[1], "replica") != 0 &&
-        jinn_cli_global_opts(&argc, argv) != 0) {
+        strcmp(argv[1], "replica") != 0 && jinn_cli_global_opts(&argc, argv) != 0) {
         return 2;
     }
     if (argc < 2) {

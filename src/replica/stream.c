@@ -76,8 +76,8 @@ int jinn_stream_parse_url(const char *url, struct jinn_stream_url *out)
     }
     for (size_t i = 0; i < host_len; i++) {
         char ch = p[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '-')) {
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '-')) {
             return -1; /* no userinfo, no IPv6 literal, nothing for a header */
         }
     }
@@ -351,7 +351,7 @@ struct jinn_replica_stream {
     SSL_CTX *tls;
     uv_timer_t tick;
     bool tick_open;
-    struct conn *conn; /* the current one; NULL while waiting to retry */
+    struct conn *conn;   /* the current one; NULL while waiting to retry */
     unsigned live_conns; /* allocated, current or closing */
     unsigned next_url;
     unsigned failures; /* attempts in a row that never streamed for STABLE_MS */
@@ -412,7 +412,10 @@ static void conn_release(struct conn *c)
     maybe_stopped(s);
 }
 
-static void on_tcp_closed(uv_handle_t *h) { conn_release(h->data); }
+static void on_tcp_closed(uv_handle_t *h)
+{
+    conn_release(h->data);
+}
 
 static uint64_t jitter(struct jinn_replica_stream *s, uint64_t ms)
 {
@@ -450,8 +453,8 @@ static void conn_close(struct conn *c, const char *why)
         unsigned rounds;
         if (!s->stopping && !c->hello) {
             /* The first round of failures is worth a line; then quieter. */
-            jinn_log(s->failures < s->n_urls ? JINN_LOG_INFO : JINN_LOG_DEBUG, "replica: %s: %s",
-                     s->urls[c->url], why);
+            jinn_log(s->failures < s->n_urls ? JINN_LOG_INFO : JINN_LOG_DEBUG,
+                     "replica: %s: %s", s->urls[c->url], why);
         }
         s->failures++;
         rounds = s->failures / s->n_urls;
@@ -625,7 +628,8 @@ static void on_text(struct conn *c, const uint8_t *msg, size_t len)
         s->cluster = cluster;
         c->hello = true;
         s->connects++;
-        jinn_info("replica: streaming from %s (%s), cluster %016" PRIx64 ", from position %" PRIu64,
+        jinn_info("replica: streaming from %s (%s), cluster %016" PRIx64
+                  ", from position %" PRIu64,
                   c->source, s->urls[c->url], cluster, jinn_node_replica_position(s->node));
         update_state(s);
         return;
@@ -799,9 +803,8 @@ static bool upgrade_reply(struct conn *c)
     }
     c->phase = P_OPEN;
     c->last_msg = uv_now(s->loop);
-    if (c->head_len > m.head_len &&
-        jinn_ws_feed(c->ws, (const uint8_t *)c->head + m.head_len, c->head_len - m.head_len) !=
-            0) {
+    if (c->head_len > m.head_len && jinn_ws_feed(c->ws, (const uint8_t *)c->head + m.head_len,
+                                                 c->head_len - m.head_len) != 0) {
         conn_close(c, "a WebSocket protocol error");
     }
     jinn_free(c->head);
@@ -911,7 +914,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        conn_close(c, nread == UV_EOF ? "the node closed the connection" : uv_strerror((int)nread));
+        conn_close(c, nread == UV_EOF ? "the node closed the connection"
+                                      : uv_strerror((int)nread));
         return;
     }
     if (c->tls_on) {
@@ -1141,7 +1145,8 @@ int jinn_replica_stream_start(uv_loop_t *loop, struct jinn_node *node,
         if (jinn_stream_parse_url(cfg->urls[i], &s->parsed[i]) != 0 ||
             (s->parsed[i].tls && cfg->tls == NULL)) {
             jinn_error("replica: cannot stream from %s: %s", cfg->urls[i],
-                       s->parsed[i].tls ? "no TLS context" : "not ws[s]://HOST[:PORT][/PREFIX]");
+                       s->parsed[i].tls ? "no TLS context"
+                                        : "not ws[s]://HOST[:PORT][/PREFIX]");
             goto fail_inval;
         }
         s->urls[i] = jinn_strdup(cfg->urls[i]);

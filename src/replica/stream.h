@@ -31,8 +31,8 @@ struct jinn_node;
 
 #define JINN_STREAM_MAX_URLS 16
 #define JINN_STREAM_URL_MAX 512
-#define JINN_STREAM_HEAD_MAX (16u * 1024)     /* the 101 reply's head */
-#define JINN_STREAM_TEXT_MAX (64u * 1024)     /* a hello or heartbeat */
+#define JINN_STREAM_HEAD_MAX (16u * 1024)    /* the 101 reply's head */
+#define JINN_STREAM_TEXT_MAX (64u * 1024)    /* a hello or heartbeat */
 #define JINN_STREAM_MAX_MESSAGE (1ull << 30) /* a snapshot, or one batch (ws.h's limit) */
 /* The server's heartbeat period (stream_heartbeat's default) and the
  * silence after which a connection is given up: two heartbeats and 1 s. */
@@ -45,8 +45,8 @@ struct jinn_node;
 #define JINN_STREAM_BACKOFF_MAX_MS 2000
 
 struct jinn_stream_url {
-    bool tls;        /* wss:// */
-    char host[256];  /* as written (an IPv4 literal, or a name to resolve) */
+    bool tls;       /* wss:// */
+    char host[256]; /* as written (an IPv4 literal, or a name to resolve) */
     char hostport[262];
     int port;
     char path[256]; /* a prefix before /v1/stream (a proxy's), "" for none */
@@ -113,7 +113,8 @@ int jinn_replica_stream_start(uv_loop_t *loop, struct jinn_node *node,
 
 /* Closes the connection and the timers; cb runs once every handle is
  * closed, then the stream is freed. */
-void jinn_replica_stream_stop(struct jinn_replica_stream *s, void (*cb)(void *data), void *data);
+void jinn_replica_stream_stop(struct jinn_replica_stream *s, void (*cb)(void *data),
+                              void *data);
 
 /* Counters for status and tests. */
 struct jinn_replica_stream_stats {

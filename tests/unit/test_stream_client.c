@@ -51,11 +51,12 @@ TEST(stream_request_is_the_contract)
     const char key[25] = "dGhlIHNhbXBsZSBub25jZQ==";
     CHECK_INT(jinn_stream_parse_url("ws://127.0.0.1:8001", &u), 0);
     jinn_wbuf_init(&w);
-    CHECK_INT(jinn_stream_build_request(&w, &u, 42, UINT64_C(0xab), "edge 1", "tok.en-123", key),
-              0);
+    CHECK_INT(
+        jinn_stream_build_request(&w, &u, 42, UINT64_C(0xab), "edge 1", "tok.en-123", key), 0);
     jinn_wbuf_put_u8(&w, 0);
     s = (char *)w.data;
-    CHECK(strncmp(s, "GET /v1/stream?from=42&cluster=00000000000000ab&name=edge%201 HTTP/1.1\r\n",
+    CHECK(strncmp(s,
+                  "GET /v1/stream?from=42&cluster=00000000000000ab&name=edge%201 HTTP/1.1\r\n",
                   70) == 0);
     CHECK(strstr(s, "\r\nHost: 127.0.0.1:8001\r\n") != NULL);
     CHECK(strstr(s, "\r\nUpgrade: websocket\r\n") != NULL);
@@ -95,7 +96,8 @@ TEST(stream_hello_parse)
 {
     uint64_t cluster = 0;
     char node[65];
-    const char *ok = "{\"type\":\"hello\",\"v\":1,\"cluster\":\"0123456789abcdef\",\"node\":\"n2\"}";
+    const char *ok =
+        "{\"type\":\"hello\",\"v\":1,\"cluster\":\"0123456789abcdef\",\"node\":\"n2\"}";
     CHECK_INT(jinn_stream_parse_hello(ok, strlen(ok), &cluster, node), 0);
     CHECK(cluster == UINT64_C(0x0123456789abcdef));
     CHECK_STR(node, "n2");
@@ -156,15 +158,20 @@ TEST(stream_heartbeat_and_primary)
         /* a negative index, a contact below -1, a bad leader id, a missing
          * field, or a string where a number belongs: not a heartbeat */
         const char *bad[] = {
-            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":-1,\"commit\":1,"
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":-1,\"commit\":"
+            "1,"
             "\"position\":1,\"time_ms\":5,\"quorum\":false,\"leader_contact_ms\":-1}",
-            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":1,\"commit\":1,"
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":1,\"commit\":"
+            "1,"
             "\"position\":1,\"time_ms\":5,\"quorum\":false,\"leader_contact_ms\":-2}",
-            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":\"xyz\",\"term\":1,\"commit\":1,"
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":\"xyz\",\"term\":1,"
+            "\"commit\":1,"
             "\"position\":1,\"time_ms\":5,\"quorum\":true,\"leader_contact_ms\":0}",
-            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":1,\"commit\":1,"
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":1,\"commit\":"
+            "1,"
             "\"time_ms\":5,\"quorum\":false,\"leader_contact_ms\":0}",
-            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":1,\"commit\":\"1\","
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"term\":1,\"commit\":"
+            "\"1\","
             "\"position\":1,\"time_ms\":5,\"quorum\":false,\"leader_contact_ms\":0}",
             "{\"type\":\"heartbeat\",\"leader_id\":null,\"term\":1,\"commit\":1,"
             "\"position\":1,\"time_ms\":5,\"quorum\":false,\"leader_contact_ms\":0}",
