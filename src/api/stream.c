@@ -129,9 +129,10 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
     (void)args;
     if (!header_is(req, "upgrade", "websocket") || !connection_upgrade(req) ||
         !header_is(req, "sec-websocket-version", "13") || !key_ok(kh)) {
-        jinn_http_reply_error(req, JINN_EINVAL,
-                              "a WebSocket handshake is needed (Upgrade: websocket, Connection: "
-                              "Upgrade, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)");
+        jinn_http_reply_error(
+            req, JINN_EINVAL,
+            "a WebSocket handshake is needed (Upgrade: websocket, Connection: "
+            "Upgrade, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)");
         return;
     }
     if (!params_known(req->query, req->query_len)) {
@@ -140,7 +141,8 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     n = jinn_http_query_get(req->query, req->query_len, "from", from_s, sizeof from_s);
-    if (n > 0 && n <= 20 && from_s[0] >= '0' && from_s[0] <= '9' && (n == 1 || from_s[0] != '0')) {
+    if (n > 0 && n <= 20 && from_s[0] >= '0' && from_s[0] <= '9' &&
+        (n == 1 || from_s[0] != '0')) {
         errno = 0;
         from = strtoull(from_s, &end, 10);
         if (errno != 0 || *end != '\0') {
@@ -150,7 +152,8 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
         n = -2;
     }
     if (n < 0) {
-        jinn_http_reply_error(req, JINN_EINVAL, "from: the replica's position, a decimal index");
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "from: the replica's position, a decimal index");
         return;
     }
     n = jinn_http_query_get(req->query, req->query_len, "name", name, sizeof name);

@@ -342,8 +342,8 @@ static void cut_off(struct replica *r, int code, const char *why)
     }
     if (code == JINN_WS_CLOSE_POLICY) {
         r->s->cut_off++;
-        jinn_warn("stream: replica %s (%s) cut off at %" PRIu64 ": %s", r->name, r->addr, r->pos,
-                  why);
+        jinn_warn("stream: replica %s (%s) cut off at %" PRIu64 ": %s", r->name, r->addr,
+                  r->pos, why);
     }
     jinn_ws_abort(r->ws, code, why);
     replica_end(r);
@@ -1030,17 +1030,17 @@ json_t *jinn_stream_status_json(const struct jinn_stream *s)
             }
         }
         json_array_append_new(
-            list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "name", r->name, "addr",
-                            r->addr, "position", (json_int_t)r->pos, "lag_entries",
-                            (json_int_t)(r->pos < s->position ? s->position - r->pos : 0),
-                            "lag_ms", (json_int_t)lag_ms, "bytes_sent",
-                            (json_int_t)replica_sent(r), "state",
-                            r->state == R_SNAPSHOT ||
-                                    (r->state == R_STREAMING && replica_sent(r) < r->snap_end)
-                                ? "snapshot"
-                            : r->state == R_WAITING ? "waiting"
-                            : r->state == R_CLOSING ? "closing"
-                                                    : "streaming"));
+            list,
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "name", r->name, "addr", r->addr,
+                      "position", (json_int_t)r->pos, "lag_entries",
+                      (json_int_t)(r->pos < s->position ? s->position - r->pos : 0), "lag_ms",
+                      (json_int_t)lag_ms, "bytes_sent", (json_int_t)replica_sent(r), "state",
+                      r->state == R_SNAPSHOT ||
+                              (r->state == R_STREAMING && replica_sent(r) < r->snap_end)
+                          ? "snapshot"
+                      : r->state == R_WAITING ? "waiting"
+                      : r->state == R_CLOSING ? "closing"
+                                              : "streaming"));
     }
     jinn_stream_stats(s, &st);
     return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I}", "replicas", list, "bytes_sent",

@@ -208,8 +208,8 @@ static void on_frame_start_cb(wslay_event_context_ptr ctx,
     }
 }
 
-static void on_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                      void *user)
+static void on_msg_cb(wslay_event_context_ptr ctx,
+                      const struct wslay_event_on_msg_recv_arg *arg, void *user)
 {
     struct jinn_ws *ws = user;
     (void)ctx;
@@ -533,7 +533,8 @@ void jinn_ws_accept_key(const char *client_key, char out[29])
     unsigned int mdlen = 0;
     if (c == NULL || EVP_DigestInit_ex(c, EVP_sha1(), NULL) != 1 ||
         EVP_DigestUpdate(c, client_key, strlen(client_key)) != 1 ||
-        EVP_DigestUpdate(c, guid, sizeof guid - 1) != 1 || EVP_DigestFinal_ex(c, md, &mdlen) != 1) {
+        EVP_DigestUpdate(c, guid, sizeof guid - 1) != 1 ||
+        EVP_DigestFinal_ex(c, md, &mdlen) != 1) {
         /* only out-of-memory gets here: a key nobody can match */
         memset(md, 0, sizeof md);
     }

@@ -82,13 +82,13 @@ static void pump_client(int fd)
 }
 
 /* Runs the loop until cond or about 5 s. */
-#define SPIN(loop, fd, cond)                                                              \
-    do {                                                                                  \
-        for (int spin_ = 0; spin_ < 5000 && !(cond); spin_++) {                           \
-            uv_run((loop), UV_RUN_NOWAIT);                                                \
-            pump_client(fd);                                                              \
-            usleep(1000);                                                                 \
-        }                                                                                 \
+#define SPIN(loop, fd, cond)                                                                   \
+    do {                                                                                       \
+        for (int spin_ = 0; spin_ < 5000 && !(cond); spin_++) {                                \
+            uv_run((loop), UV_RUN_NOWAIT);                                                     \
+            pump_client(fd);                                                                   \
+            usleep(1000);                                                                      \
+        }                                                                                      \
     } while (0)
 
 static bool has(const struct jinn_wbuf *w, const char *s)
