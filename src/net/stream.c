@@ -62,12 +62,13 @@ struct replica {
     enum rstate state;
     char name[JINN_STREAM_NAME_MAX + 1];
     char addr[16];
-    uint64_t want;     /* the position it asked for (a snapshot must not be older) */
-    uint64_t pos;      /* once everything queued arrived */
-    uint64_t next_seq; /* R_STREAMING: the next batch to queue */
-    uint64_t snap_end; /* the snapshot is out once sent bytes reach this */
-    uint64_t hb_end;   /* a heartbeat is queued until sent bytes reach this */
-    bool in_feed;      /* inside jinn_ws_feed: the endpoint cannot flush yet */
+    uint64_t want;       /* the position it asked for (a snapshot must not be older) */
+    uint64_t pos;        /* once everything queued arrived */
+    uint64_t next_seq;   /* R_STREAMING: the next batch to queue */
+    uint64_t snap_end;   /* the snapshot is out once sent bytes reach this */
+    uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
+    bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
+    uint64_t drained_ms; /* the transport last took bytes (a write completed) */
 };
 
 struct snap_job {
@@ -766,6 +767,14 @@ static void send_heartbeat(struct replica *r, struct jinn_ws_buf *hb)
     flush(r);
 }
 
+/* How long a replica's transport may take nothing while bytes wait:
+ * 100 heartbeats (20 s by default), at least 1 s. */
+static uint64_t stall_ms(const struct jinn_stream *s)
+{
+    uint64_t ms = 100 * (uint64_t)s->cfg->stream_heartbeat_ms;
+    return ms < 1000 ? 1000 : ms;
+}
+
 static void timer_cb(uv_timer_t *t)
 {
     struct jinn_stream *s = t->data;
@@ -775,6 +784,13 @@ static void timer_cb(uv_timer_t *t)
     hb = s->n_replicas > 0 ? json_buf(heartbeat_json(s)) : NULL;
     for (struct replica *r = s->replicas, *next; r != NULL && hb != NULL; r = next) {
         next = r->next;
+        if (r->state != R_CLOSING && jinn_http_conn_queued(r->conn) > 0 &&
+            uv_now(s->loop) - r->drained_ms > stall_ms(s)) {
+            /* a quiet cluster sends too little to reach the lag bound: a
+             * peer that takes nothing for this long holds a slot for nothing */
+            cut_off(r, JINN_WS_CLOSE_POLICY, "not reading");
+            continue;
+        }
         send_heartbeat(r, hb);
     }
     jinn_ws_buf_unref(hb);
@@ -826,6 +842,7 @@ static void conn_read(void *data, const uint8_t *bytes, size_t n)
 static void conn_writable(void *data)
 {
     struct replica *r = data;
+    r->drained_ms = uv_now(r->s->loop);
     if (r->state == R_STREAMING) {
         pump(r);
     } else if (r->state != R_CLOSING) {
@@ -919,6 +936,7 @@ int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uin
     }
     jinn_ws_buf_unref(b);
     r->hb_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
+    r->drained_ms = uv_now(s->loop);
     seal(s);
     place(r, from);
     if (r->state == R_STREAMING) {

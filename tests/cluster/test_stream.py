@@ -464,3 +464,45 @@ def test_restart_replays_the_same_chain(cluster_factory):
         assert again.records[:2] == [r for r in before.records if r[0] > mid]
     ws.close()
     ws2.close()
+
+
+def test_replica_not_reading_is_cut_off_below_the_lag_bound(cluster_factory):
+    """With a lag bound too large to be reached, a replica whose transport
+    takes nothing for 100 heartbeats (here 1 s) while bytes wait for it is
+    cut off rather than holding its slot and its share of the ring
+    forever; one that reads stays."""
+    c, leader = one_node(cluster_factory, ["stream_heartbeat 10ms",
+                                           "stream_max_lag_bytes 1GiB",
+                                           "stream_buffer_bytes 1GiB"])
+    pos = leader.status()["stream"]["position"]
+    slow, status, _, _ = stream(leader, f"from={pos}&name=idle", rcvbuf=2048)
+    assert status == 101
+    ok_ws, status, _, _ = stream(leader, f"from={pos}&name=reader")
+    assert status == 101
+    ok = Feed(ok_ws)
+    stop = threading.Event()
+
+    def read_ok():
+        while not stop.is_set():
+            try:
+                ok.read_one(5)
+            except Exception:  # noqa: BLE001 (checked below through ok.records)
+                return
+
+    t = threading.Thread(target=read_ok, daemon=True)
+    t.start()
+    value = b"z" * 60000
+    last = 0
+    for i in range(150):  # ~9 MiB: more than the kernel buffers between them
+        last = put(leader, f"big{i % 8}", value)
+    wait_for(lambda: leader.status()["stream"]["cut_off"] >= 1, timeout=30,
+             what="the replica that reads nothing cut off")
+    assert "not reading" in leader.log()
+    wait_for(lambda: ok.records and ok.records[-1][0] == last, timeout=30,
+             what="the reader has everything")
+    stop.set()
+    check_chain(ok, pos)
+    wait_for(lambda: [r["name"] for r in leader.status()["stream"]["replicas"]] == ["reader"],
+             what="only the reader left")
+    slow.sock.close()
+    ok_ws.close()
