@@ -109,7 +109,7 @@ struct replica_state {
     uint64_t started;      /* loop ms of start */
     /* The last primary heartbeat: who leads, and what it had committed. */
     uint64_t last_primary; /* loop ms; 0: never */
-    uint64_t term, leader_id, leader_commit, source_position;
+    uint64_t term, leader_id, leader_commit;
     char leader_name[JINN_NAME_MAX + 1];
     char leader_api[REPLICA_URL_MAX];
     uint64_t heartbeats, primary_heartbeats, applied, restores;
@@ -2966,7 +2966,6 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
         jinn_info("replica: following cluster %016llx", (unsigned long long)hb->cluster_id);
     }
     node->rep.heartbeats++;
-    node->rep.source_position = hb->position;
     if (now < node->distrust_until) {
         return; /* may have waited in the socket during a stall */
     }
