@@ -7,7 +7,7 @@
 set -eu
 
 PACKAGES="build-essential pkg-config libraft-dev libuv1-dev libjansson-dev \
-libsqlite3-dev libssl-dev python3 python3-pytest clang-14 libfuzzer-14-dev
+libsqlite3-dev libssl-dev libwslay-dev python3 python3-pytest clang-14 libfuzzer-14-dev
 wabt wasi-libc lld-14 libclang-rt-14-dev-wasm32 libstd-rust-dev-wasm32 rustc nodejs"
 # --bench: what bench/compare runs jinn against.
 if [ "${1:-}" = "--bench" ]; then

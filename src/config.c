@@ -89,6 +89,10 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->min_free_space = UINT64_C(64) << 20;
     cfg->job_workers = 16;
     cfg->job_grace_ms = 10000;
+    cfg->stream_heartbeat_ms = 200;
+    cfg->stream_max_replicas = 64;
+    cfg->stream_buffer_bytes = UINT64_C(64) << 20;
+    cfg->stream_max_lag_bytes = UINT64_C(32) << 20;
     if (set_str(&cfg->server_name, "jinn") || set_str(&cfg->data_dir, "./jinn-data") ||
         set_str(&cfg->http_listen, "127.0.0.1:8080") ||
         set_str(&cfg->cluster_name, "jinn") ||
@@ -96,6 +100,14 @@ int jinn_config_defaults(struct jinn_config *cfg)
         return JINN_ENOMEM;
     }
     return 0;
+}
+
+int jinn_config_replica_defaults(struct jinn_config *cfg)
+{
+    int rv = jinn_config_defaults(cfg);
+    cfg->replica = true;
+    cfg->replica_stale_after_ms = JINN_DEFAULT_REPLICA_STALE_AFTER_MS;
+    return rv;
 }
 
 bool jinn_config_token_ok(const char *t, size_t len)
@@ -126,6 +138,13 @@ void jinn_config_free(struct jinn_config *cfg)
     jinn_free(cfg->http_tls_cert);
     jinn_free(cfg->http_tls_key);
     jinn_free(cfg->http_tls_client_ca);
+    for (unsigned i = 0; i < cfg->n_replica_of; i++) {
+        jinn_free(cfg->replica_of[i]);
+    }
+    jinn_free(cfg->replica_token);
+    jinn_free(cfg->replica_ca);
+    jinn_free(cfg->replica_cert);
+    jinn_free(cfg->replica_key);
     for (unsigned i = 0; i < cfg->n_peers; i++) {
         jinn_free(cfg->peers[i].name);
         jinn_free(cfg->peers[i].address);
@@ -148,6 +167,13 @@ struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char 
         if (strcmp(cfg->policies[i].ns, ns) == 0) {
             return cfg->policies[i];
         }
+    }
+    if (cfg->replica) {
+        /* An edge replica exists to answer reads locally: a namespace its
+         * config does not list reads stale (with its freshness headers and
+         * max_staleness); `mode cp` there relays its reads to the leader. */
+        cp.mode = JINN_MODE_AP;
+        cp.stale_reads = true;
     }
     return cp;
 }
@@ -1094,7 +1120,8 @@ static int parse_consensus(struct parser *p, struct jinn_config *cfg, const stru
     return parse_block(p, cfg, d, parse_policy);
 }
 
-enum kind { K_NAME, K_STR, K_HOSTPORT, K_URL, K_DURATION, K_UINT, K_SIZE, K_BOOL, K_PEERS, K_BLOCK };
+enum kind { K_NAME, K_STR, K_HOSTPORT, K_URL, K_DURATION, K_UINT, K_SIZE, K_BOOL, K_PEERS, K_BLOCK,
+            K_SOURCES };
 
 struct directive {
     const char *name;
@@ -1143,7 +1170,132 @@ static const struct directive directives[] = {
     {"bootstrap_token", K_STR, FIELD(bootstrap_token), 0, 0},
     {"http_tls", K_BLOCK, 0, 0, 0},
     {"insecure", K_BOOL, FIELD(insecure), 0, 0},
+    /* `jinn replica` only (config.h): */
+    {"replica_of", K_SOURCES, 0, 0, 0},
+    {"replica_token", K_STR, FIELD(replica_token), 0, 0},
+    {"replica_stale_after", K_DURATION, FIELD(replica_stale_after_ms), 100, 3600000},
+    {"replica_ca", K_STR, FIELD(replica_ca), 0, 0},
+    {"replica_cert", K_STR, FIELD(replica_cert), 0, 0},
+    {"replica_key", K_STR, FIELD(replica_key), 0, 0},
+    {"stream_heartbeat", K_DURATION, FIELD(stream_heartbeat_ms), 10, 60000},
+    {"stream_max_replicas", K_UINT, FIELD(stream_max_replicas), 0, 100000},
+    {"stream_buffer_bytes", K_SIZE, FIELD(stream_buffer_bytes), 1u << 20, UINT64_C(1) << 40},
+    {"stream_max_lag_bytes", K_SIZE, FIELD(stream_max_lag_bytes), 1u << 20, UINT64_C(1) << 40},
 };
+
+/* What a replica config may say: its own HTTP side, the namespaces' read
+ * policies and the replica_* keys. Everything about raft, membership,
+ * jobs or the cluster's own settings belongs to the members' configs, and
+ * is refused rather than silently ignored. */
+static const char *const replica_keys[] = {
+    "server_name",  "data_dir",        "http_listen",          "request_timeout",
+    "max_body",     "idle_timeout",    "read_timeout",         "max_connections",
+    "limit_rate",   "limit_burst",     "limit_concurrent",     "limit_conns_per_addr",
+    "reserved_conns", "debug",         "min_free_space",       "consensus",
+    "http_tls",     "insecure",        "replica_of",           "replica_token",
+    "replica_stale_after", "replica_ca", "replica_cert",       "replica_key",
+};
+
+static bool replica_key(const char *name)
+{
+    for (size_t i = 0; i < sizeof replica_keys / sizeof replica_keys[0]; i++) {
+        if (strcmp(replica_keys[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A replica_of URL: ws:// or wss://, a host of letters, digits, '.', '-'
+ * (or an IPv4 address), an optional :PORT (1-65535), an optional /path;
+ * printable ASCII without spaces, at most JINN_CONFIG_MAX_URL bytes. */
+static bool source_url_ok(const char *url)
+{
+    const char *h, *p;
+    size_t n = strlen(url);
+    if (n > JINN_CONFIG_MAX_URL) {
+        return false;
+    }
+    if (strncmp(url, "ws://", 5) == 0) {
+        h = url + 5;
+    } else if (strncmp(url, "wss://", 6) == 0) {
+        h = url + 6;
+    } else {
+        return false;
+    }
+    for (p = h; *p != '\0' && *p != ':' && *p != '/'; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-') {
+            return false;
+        }
+    }
+    if (p == h) {
+        return false;
+    }
+    if (*p == ':') {
+        unsigned long port = 0;
+        const char *d = ++p;
+        for (; *p >= '0' && *p <= '9' && p - d < 6; p++) {
+            port = port * 10 + (unsigned long)(*p - '0');
+        }
+        if (p == d || port == 0 || port > 65535) {
+            return false;
+        }
+    }
+    if (*p != '\0' && *p != '/') {
+        return false;
+    }
+    for (; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int parse_sources(struct parser *p, struct jinn_config *cfg, const struct token *d,
+                         size_t n_args)
+{
+    if (n_args == 0 || n_args > JINN_CONFIG_MAX_SOURCES) {
+        return fail_at(p->err, d->line, d->column, "%s: 1 to %d URLs (ws://HOST:PORT ...)",
+                       d->text, JINN_CONFIG_MAX_SOURCES);
+    }
+    for (size_t i = 0; i < n_args; i++) {
+        const struct token *a = d + 1 + i;
+        if (!source_url_ok(a->text)) {
+            return fail_at(p->err, a->line, a->column,
+                           "%s: expected ws://HOST:PORT or wss://HOST:PORT (a cluster node's "
+                           "HTTP address), got '%s'",
+                           d->text, a->text);
+        }
+        for (unsigned k = 0; k < cfg->n_replica_of; k++) {
+            if (strcmp(cfg->replica_of[k], a->text) == 0) {
+                return fail_at(p->err, a->line, a->column, "%s: '%s' listed twice", d->text,
+                               a->text);
+            }
+        }
+        cfg->replica_of[cfg->n_replica_of] = jinn_strdup(a->text);
+        if (cfg->replica_of[cfg->n_replica_of] == NULL) {
+            return JINN_ENOMEM;
+        }
+        cfg->n_replica_of++;
+    }
+    return 0;
+}
+
+/* A bearer token sent in a header: 16-1024 visible ASCII bytes. */
+static bool replica_token_ok(const char *t)
+{
+    size_t n = strlen(t);
+    if (n < 16 || n > 1024) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
 
 static bool is_u64_field(size_t offset)
 {
@@ -1151,7 +1303,9 @@ static bool is_u64_field(size_t offset)
            offset == FIELD(max_body_bytes) || offset == FIELD(idle_timeout_ms) ||
            offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
            offset == FIELD(min_free_space) || offset == FIELD(job_result_ttl_ms) ||
-           offset == FIELD(job_results_max_bytes) || offset == FIELD(job_grace_ms);
+           offset == FIELD(job_results_max_bytes) || offset == FIELD(job_grace_ms) ||
+           offset == FIELD(replica_stale_after_ms) ||
+           offset == FIELD(stream_buffer_bytes) || offset == FIELD(stream_max_lag_bytes);
 }
 
 static void store_number(struct jinn_config *cfg, size_t offset, uint64_t v)
@@ -1189,6 +1343,19 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     if (seen[idx]) {
         return fail_at(p->err, d->line, d->column, "directive '%s' given twice", d->text);
     }
+    if (cfg->replica && !replica_key(dir->name)) {
+        return fail_at(p->err, d->line, d->column,
+                       "'%s' is a cluster member's setting: a replica config (jinn replica) "
+                       "takes server_name, data_dir, http_listen, the HTTP limits, http_tls, "
+                       "consensus and the replica_* keys",
+                       d->text);
+    }
+    if (!cfg->replica && strncmp(dir->name, "replica_", 8) == 0) {
+        return fail_at(p->err, d->line, d->column,
+                       "'%s' belongs in a replica's config (jinn replica -c FILE), not a "
+                       "member's",
+                       d->text);
+    }
     seen[idx] = true;
     if (dir->kind == K_BLOCK) {
         if (strcmp(dir->name, "cluster_tls") == 0) {
@@ -1207,6 +1374,11 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     }
     if (dir->kind == K_PEERS) {
         rv = parse_peers(p, cfg, d, n_args);
+        p->pos += n_args + 1;
+        return rv;
+    }
+    if (dir->kind == K_SOURCES) {
+        rv = parse_sources(p, cfg, d, n_args);
         p->pos += n_args + 1;
         return rv;
     }
@@ -1240,6 +1412,10 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
             rv = fail_at(p->err, a->line, a->column,
                          "bootstrap_token: 16 to 256 printable ASCII characters without "
                          "spaces, not starting with 'jinn.' or 'jinn-'");
+        } else if (dir->offset == FIELD(replica_token) && !replica_token_ok(a->text)) {
+            rv = fail_at(p->err, a->line, a->column,
+                         "replica_token: 16 to 1024 printable ASCII characters without spaces "
+                         "(a token with the cluster:replica rule)");
         }
         break;
     case K_DURATION:
@@ -1264,6 +1440,7 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
         break;
     case K_PEERS:
     case K_BLOCK:
+    case K_SOURCES:
         assert(!"handled before the switch");
         rv = JINN_EINTERNAL;
         break;
@@ -1281,6 +1458,33 @@ static int parse_directive(struct parser *p, struct jinn_config *cfg, bool seen[
     return rv;
 }
 
+/* A replica config's cross-field checks. */
+static int finish_replica(struct parser *p, struct jinn_config *cfg)
+{
+    if (cfg->n_replica_of == 0) {
+        return fail_at(p->err, 0, 0,
+                       "a replica config needs replica_of: the cluster nodes to stream from "
+                       "(e.g. replica_of ws://10.0.0.1:8001 ws://10.0.0.2:8001)");
+    }
+    if ((cfg->replica_cert == NULL) != (cfg->replica_key == NULL)) {
+        return fail_at(p->err, 0, 0, "replica_cert and replica_key go together (mutual TLS)");
+    }
+    if (cfg->replica_token == NULL) {
+        const char *env = getenv("JINN_REPLICA_TOKEN");
+        if (env != NULL && *env != '\0') {
+            if (!replica_token_ok(env)) {
+                return fail_at(p->err, 0, 0,
+                               "JINN_REPLICA_TOKEN: 16 to 1024 printable ASCII characters "
+                               "without spaces");
+            }
+            if (set_str(&cfg->replica_token, env) != 0) {
+                return JINN_ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Cross-field checks once every directive is known. */
 static int finish(struct parser *p, struct jinn_config *cfg, const struct token *peers_tok,
                   const struct token *replicas_tok)
@@ -1289,6 +1493,9 @@ static int finish(struct parser *p, struct jinn_config *cfg, const struct token 
     int column = peers_tok ? peers_tok->column : 0;
     bool found = false;
 
+    if (cfg->replica) {
+        return finish_replica(p, cfg);
+    }
     if (cfg->n_peers == 0) {
         /* A single node: itself, at its raft listen address. */
         cfg->peers[0].name = jinn_strdup(cfg->server_name);

@@ -15,6 +15,9 @@
 #define JINN_CONFIG_MAX_PEERS 16
 #define JINN_CONFIG_MAX_POLICIES 256
 #define JINN_NAME_MAX 64 /* server, cluster and namespace names */
+#define JINN_CONFIG_MAX_SOURCES 16 /* replica_of URLs */
+#define JINN_CONFIG_MAX_URL 1024   /* bytes of one replica_of URL */
+#define JINN_DEFAULT_REPLICA_STALE_AFTER_MS 2000
 
 enum jinn_mode { JINN_MODE_CP, JINN_MODE_AP };
 
@@ -119,6 +122,25 @@ struct jinn_config {
      * before it hands them back (wasm/jobs.h). */
     unsigned job_workers;
     uint64_t job_grace_ms;
+    /* Edge replica (`jinn replica`, node.h): set by
+     * jinn_config_replica_defaults before parsing. A replica config takes
+     * the replica_* keys and refuses the cluster ones (cluster_peers,
+     * cluster_listen, ...); a member's config refuses replica_*. */
+    bool replica;
+    char *replica_of[JINN_CONFIG_MAX_SOURCES]; /* ws:// or wss:// URLs, in order */
+    unsigned n_replica_of;
+    char *replica_token;             /* Bearer token; env JINN_REPLICA_TOKEN too */
+    uint64_t replica_stale_after_ms; /* no primary heartbeat this long: read-only */
+    char *replica_ca;                /* CA file for wss:// */
+    char *replica_cert;              /* client certificate for mTLS (with key) */
+    char *replica_key;
+    /* The stream feed of edge replicas (net/stream.h): heartbeat period,
+     * replicas at once (0: none served), bytes of recent records kept for
+     * resuming replicas, unsent bytes after which a replica is cut off. */
+    unsigned stream_heartbeat_ms;
+    unsigned stream_max_replicas;
+    uint64_t stream_buffer_bytes;
+    uint64_t stream_max_lag_bytes;
 };
 
 struct jinn_config_error {
@@ -131,6 +153,11 @@ struct jinn_config_error {
 /* Fills cfg with the single-node defaults (strings owned by cfg). Returns
  * 0 or JINN_ENOMEM. */
 int jinn_config_defaults(struct jinn_config *cfg);
+
+/* The defaults of a replica config (`jinn replica`): jinn_config_defaults
+ * with replica set, so parsing takes replica keys and refuses cluster ones;
+ * the parse also reads JINN_REPLICA_TOKEN when no replica_token is given. */
+int jinn_config_replica_defaults(struct jinn_config *cfg);
 
 /* Parses text (len bytes, need not be NUL-terminated) over the defaults
  * already in cfg. file names the source in errors (copied). On error returns
@@ -151,7 +178,8 @@ int jinn_config_resolve(struct jinn_config *cfg, struct jinn_config_error *err);
 
 void jinn_config_free(struct jinn_config *cfg);
 
-/* The policy for namespace ns: the configured one, or the CP default. */
+/* The policy for namespace ns: the configured one, or the CP default (on a
+ * replica: AP with stale reads, max_staleness 5 s). */
 struct jinn_policy jinn_config_policy(const struct jinn_config *cfg, const char *ns);
 
 /* The settings for queue name: the configured ones, or the defaults. */

@@ -30,8 +30,10 @@
 #include "http.h"
 #include "log.h"
 #include "loopmon.h"
+#include "net/stream.h"
 #include "node.h"
 #include "peerguard.h"
+#include "replica/stream.h"
 #include "tls.h"
 #include "version.h"
 #include "wasm/host.h"
@@ -52,6 +54,9 @@ struct daemon {
     uint64_t http_linger_until;
     uv_timer_t unlock_wait; /* functions' lock releases before jinn_fetch stops */
     uint64_t unlock_wait_until;
+    /* `jinn replica`: the stream client (replica/stream.h); NULL on a member */
+    struct jinn_replica_stream *stream;
+    SSL_CTX *stream_tls; /* wss:// client context; NULL without wss URLs */
 };
 
 /* Locks held by invocations ended at shutdown are released by requests to
@@ -133,6 +138,8 @@ static void unlock_wait_check(uv_timer_t *t)
     }
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
+    jinn_stream_stop(d->api.stream); /* before raft goes: it holds the node's hooks */
+    d->api.stream = NULL;
     jinn_api_stop(&d->api);
     /* Waiting lock acquires leave their line by a command (api/lock.c) and
      * are answered when it applies: HTTP stays up for that, at most
@@ -151,6 +158,12 @@ static void shutdown_rest(void *data)
     struct daemon *d = data;
     d->pending_stops = 2;
     jinn_node_set_announcer(d->node, NULL, NULL);
+    if (d->stream != NULL) {
+        /* A replica: no more records while the node stops. */
+        d->pending_stops++;
+        jinn_replica_stream_stop(d->stream, stopped_one, d);
+        d->stream = NULL;
+    }
     if (d->api.wasm != NULL) {
         /* First: ending the invocations starts their lock releases, which
          * need jinn_fetch, HTTP and the node. Sandboxes are killed and
@@ -260,8 +273,10 @@ static void on_sighup(uv_signal_t *h, int signum)
     }
     if (server != NULL) {
         jinn_http_set_tls(d->api.http, server);
-        jinn_fetch_set_tls(client);
-        jinn_fetch_close_idle(); /* later calls present the new certificate */
+        if (!cfg->replica) { /* a replica's relays keep the replica_ca context */
+            jinn_fetch_set_tls(client);
+            jinn_fetch_close_idle(); /* later calls present the new certificate */
+        }
         SSL_CTX_free(server);
         SSL_CTX_free(client);
     }
@@ -299,7 +314,7 @@ static int protected_mode(const struct jinn_config *cfg)
     }
     /* The raft port: without cluster_tls anyone reaching it speaks raft
      * (peerguard's preamble is no secret) and reads the log. */
-    if (cfg->cluster_tls_cert == NULL && cfg->cluster_listen != NULL &&
+    if (!cfg->replica && cfg->cluster_tls_cert == NULL && cfg->cluster_listen != NULL &&
         !loopback(cfg->cluster_listen)) {
         fprintf(stderr,
                 "jinn: cluster_listen %s is not a loopback address, and cluster_tls is not "
@@ -455,10 +470,10 @@ static int start_limits(struct daemon *d, unsigned max_connections)
     return 0;
 }
 
-static int load_config(struct jinn_config *cfg, const char *path)
+static int load_config(struct jinn_config *cfg, const char *path, bool replica)
 {
     struct jinn_config_error err;
-    int rv = jinn_config_defaults(cfg);
+    int rv = replica ? jinn_config_replica_defaults(cfg) : jinn_config_defaults(cfg);
     if (rv != 0) {
         fprintf(stderr, "jinn: out of memory\n");
         return 1;
@@ -540,6 +555,9 @@ static int port_free(const char *directive, const char *hostport)
 static int ports_free(const struct jinn_config *cfg)
 {
     int rv = port_free("http_listen", cfg->http_listen);
+    if (cfg->replica) {
+        return rv; /* no raft port */
+    }
     if (rv == 0 && strcmp(cfg->cluster_listen, cfg->http_listen) == 0) {
         fprintf(stderr, "jinn: http_listen and cluster_listen are both %s\n", cfg->http_listen);
         return 2;
@@ -547,7 +565,69 @@ static int ports_free(const struct jinn_config *cfg)
     return rv != 0 ? rv : port_free("cluster_listen", cfg->cluster_listen);
 }
 
+/* `jinn replica`: the client context for wss:// replica_of URLs, trusting
+ * replica_ca (else the system's CAs) and presenting replica_cert/key when
+ * given. NULL with *ok when no URL is wss://. */
+static SSL_CTX *replica_tls(const struct jinn_config *cfg, bool *ok)
+{
+    const char *trust[1] = {cfg->replica_ca};
+    char err[512];
+    bool wss = false;
+    SSL_CTX *ctx;
+    *ok = true;
+    for (unsigned i = 0; i < cfg->n_replica_of; i++) {
+        wss = wss || strncmp(cfg->replica_of[i], "wss://", 6) == 0;
+    }
+    if (!wss) {
+        return NULL;
+    }
+    ctx = jinn_tls_client_ctx(cfg->replica_cert, cfg->replica_key, trust,
+                              cfg->replica_ca != NULL ? 1 : 0, err, sizeof err);
+    if (ctx != NULL && cfg->replica_ca == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        snprintf(err, sizeof err, "cannot load the system's CA certificates");
+        SSL_CTX_free(ctx);
+        ctx = NULL;
+    }
+    if (ctx == NULL) {
+        fprintf(stderr, "jinn: replica_ca / replica_cert: %s\n", err);
+        *ok = false;
+    }
+    return ctx;
+}
+
+/* Starts the stream client of a replica (after its HTTP server). */
+static int start_stream(struct daemon *d)
+{
+    const char *env = getenv("JINN_REPLICA_TOKEN");
+    struct jinn_replica_stream_config sc = {
+        .urls = (const char *const *)d->cfg.replica_of,
+        .n_urls = d->cfg.n_replica_of,
+        .name = d->cfg.server_name,
+        .token = d->cfg.replica_token != NULL ? d->cfg.replica_token
+                                              : (env != NULL && *env != '\0' ? env : NULL),
+        .stale_after_ms = d->cfg.replica_stale_after_ms,
+        .tls = d->stream_tls,
+    };
+    int rv = jinn_replica_stream_start(&d->loop, d->node, &sc, &d->stream);
+    if (rv != 0) {
+        jinn_error("replica: cannot start the stream client: %s", jinn_error_name(rv));
+    }
+    return rv;
+}
+
+static int daemon_run(const char *config_path, bool bootstrap, bool replica);
+
 int jinn_daemon_run(const char *config_path, bool bootstrap)
+{
+    return daemon_run(config_path, bootstrap, false);
+}
+
+int jinn_daemon_run_replica(const char *config_path)
+{
+    return daemon_run(config_path, false, true);
+}
+
+static int daemon_run(const char *config_path, bool bootstrap, bool replica)
 {
     struct daemon *d = jinn_calloc(1, sizeof *d);
     struct jinn_http_config http_cfg = {0};
@@ -558,7 +638,7 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
         fprintf(stderr, "jinn: out of memory\n");
         return 1;
     }
-    rv = load_config(&d->cfg, config_path);
+    rv = load_config(&d->cfg, config_path, replica);
     if (rv != 0) {
         jinn_config_free(&d->cfg);
         jinn_free(d);
@@ -584,10 +664,20 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
             SSL_CTX_free(client);
         }
     }
+    if (rv == 0 && replica) {
+        bool ok;
+        d->stream_tls = replica_tls(&d->cfg, &ok);
+        rv = ok ? 0 : 2;
+        /* Writes are relayed to the leader's API, which is https exactly
+         * when the stream is wss (a cluster is TLS on every node or on
+         * none): the same trust (replica_ca) and client certificate. */
+        jinn_fetch_set_tls(d->stream_tls);
+    }
     if (rv == 0) {
         rv = ports_free(&d->cfg);
     }
     if (rv != 0) {
+        SSL_CTX_free(d->stream_tls);
         SSL_CTX_free(http_cfg.tls);
         jinn_fetch_set_tls(NULL);
         jinn_tls_set_peer_ca(NULL, NULL, 0);
@@ -597,6 +687,7 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     }
     signal(SIGPIPE, SIG_IGN);
     if (connection_budget(&d->cfg, &http_cfg.max_connections) != 0) {
+        SSL_CTX_free(d->stream_tls);
         jinn_config_free(&d->cfg);
         jinn_free(d);
         return 1;
@@ -604,7 +695,8 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     uv_loop_init(&d->loop);
     jinn_loopmon_start(&d->loop, &d->loopmon);
 
-    rv = jinn_node_create(&d->loop, &d->cfg, &d->node);
+    rv = replica ? jinn_node_create_replica(&d->loop, &d->cfg, &d->node)
+                 : jinn_node_create(&d->loop, &d->cfg, &d->node);
     if (rv == 0) {
         rv = jinn_node_start(d->node);
     }
@@ -621,7 +713,9 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
         goto out_close_loop;
     }
     http_cfg.limit = d->api.limit;
-    jinn_node_set_announcer(d->node, jinn_api_announce, &d->api);
+    if (!replica) {
+        jinn_node_set_announcer(d->node, jinn_api_announce, &d->api);
+    }
     jinn_node_set_apply_hook(d->node, applied, d);
     http_cfg.listen = d->cfg.http_listen;
     http_cfg.max_body = d->cfg.max_body_bytes;
@@ -650,8 +744,26 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
         uv_run(&d->loop, UV_RUN_DEFAULT);
         goto out_close_loop;
     }
-    d->api.wasm = jinn_wasm_runner_create(&d->api);
-    if (d->api.wasm == NULL) {
+    if (replica) {
+        /* A replica runs no functions or jobs; it follows the cluster. */
+        if (start_stream(d) != 0) {
+            d->pending_stops = 2;
+            d->stopping = true;
+            jinn_api_stop(&d->api);
+            jinn_http_stop(d->api.http, stopped_one, d);
+            d->api.http = NULL;
+            jinn_node_stop(d->node, stopped_one, d);
+            uv_signal_init(&d->loop, &d->sigterm);
+            uv_signal_init(&d->loop, &d->sigint);
+            uv_run(&d->loop, UV_RUN_DEFAULT);
+            goto out_close_loop;
+        }
+    } else if (jinn_stream_create(&d->loop, d->node, &d->cfg, &d->api.stream) != 0) {
+        jinn_warn("out of memory: no edge replicas are served by this node");
+    }
+    if (replica) {
+        /* no functions, no jobs */
+    } else if ((d->api.wasm = jinn_wasm_runner_create(&d->api)) == NULL) {
         jinn_warn("out of memory: functions are not served on this node");
     } else if ((d->api.jobs = jinn_job_pools_create(&d->api)) == NULL) {
         jinn_warn("out of memory: this node runs no jobs");
@@ -667,9 +779,16 @@ int jinn_daemon_run(const char *config_path, bool bootstrap)
     d->sighup.data = d;
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     uv_unref((uv_handle_t *)&d->sighup); /* never what keeps the loop running */
-    jinn_info("jinn %s (%s) serving %s://%s, raft %s, data %s", JINN_VERSION, jinn_revision(),
-              http_cfg.tls != NULL ? "https" : "http", d->cfg.http_listen,
-              d->cfg.cluster_listen, d->cfg.data_dir);
+    if (replica) {
+        jinn_info("jinn %s (%s) replica serving %s://%s, following %s%s, data %s", JINN_VERSION,
+                  jinn_revision(), http_cfg.tls != NULL ? "https" : "http", d->cfg.http_listen,
+                  d->cfg.replica_of[0], d->cfg.n_replica_of > 1 ? " ..." : "",
+                  d->cfg.data_dir);
+    } else {
+        jinn_info("jinn %s (%s) serving %s://%s, raft %s, data %s", JINN_VERSION,
+                  jinn_revision(), http_cfg.tls != NULL ? "https" : "http",
+                  d->cfg.http_listen, d->cfg.cluster_listen, d->cfg.data_dir);
+    }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     exit_code = 0;
 
@@ -684,6 +803,7 @@ out_close_loop:
     jinn_limit_destroy(d->api.limit); /* after the loop: no request holds a ticket */
     jinn_node_destroy(d->node);
     SSL_CTX_free(http_cfg.tls);
+    SSL_CTX_free(d->stream_tls);
     jinn_fetch_set_tls(NULL);
     jinn_tls_set_peer_ca(NULL, NULL, 0);
     jinn_config_free(&d->cfg);

@@ -10,4 +10,9 @@
 
 int jinn_daemon_run(const char *config_path, bool bootstrap);
 
+/* `jinn replica -c FILE`: an edge replica (docs/replica.md) - a replica
+ * node (node.h), its HTTP API, and the stream client following the
+ * cluster (replica/stream.h). Exit codes as jinn_daemon_run. */
+int jinn_daemon_run_replica(const char *config_path);
+
 #endif

@@ -32,7 +32,8 @@
 /* LINGERING: the reply is sent and our side shut down; unread input is
  * drained for a moment so that closing does not reset the connection and
  * destroy the reply before the client reads it. */
-enum conn_state { READING, HANDLING, WRITING, LINGERING, CLOSING };
+/* UPGRADED: answered 101; the bytes belong to jinn_http_upgrade's owner. */
+enum conn_state { READING, HANDLING, WRITING, LINGERING, CLOSING, UPGRADED };
 
 #define LINGER_MS 1000
 /* Connections refused by the limits that may linger to deliver their 429;
@@ -84,6 +85,18 @@ struct conn {
     bool peer; /* the client certificate chains to the cluster CA */
     struct jinn_tls tls;
     char *raw;
+    /* upgraded connections (jinn_http_upgrade) */
+    bool upgraded; /* on_close owed to up */
+    struct jinn_http_upgrade_io up;
+    uint64_t up_queued;
+};
+
+/* One write of an upgraded connection (its own copy of the bytes). */
+struct up_write {
+    uv_write_t w;
+    struct conn *c;
+    size_t n;
+    char data[];
 };
 
 /* A write of ciphertext standing for a caller's uv_write. */
@@ -193,6 +206,10 @@ static void conn_free_if_done(struct conn *c)
     }
     if (s->cfg.limit != NULL) {
         jinn_limit_conn_close(s->cfg.limit, c->ip, c->limit_kind);
+    }
+    if (c->upgraded) {
+        c->upgraded = false;
+        c->up.on_close(c->up.data);
     }
     big_release(c);
     jinn_free(c->owned_body);
@@ -628,9 +645,20 @@ static void fail_request(struct conn *c, int code)
     jinn_http_reply_error(&c->req, code, NULL);
 }
 
+static void up_deliver(struct conn *c);
+static void up_tls_pull(struct conn *c);
+
 static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
+    if (c->state == UPGRADED) {
+        /* not a timeout: bytes that came with the request are delivered */
+        up_deliver(c);
+        if (c->tls_on) {
+            up_tls_pull(c);
+        }
+        return;
+    }
     if (c->tls_on && !c->tls.established && c->state != LINGERING) {
         c->server->stats.tls_handshake_failures++;
         conn_close(c); /* no TLS session: nothing can be answered */
@@ -794,6 +822,10 @@ static void tls_on_read(struct conn *c, ssize_t nread)
         c->peer = jinn_tls_is_peer(&c->tls);
         uv_timer_stop(&c->timer);
     }
+    if (c->state == UPGRADED) {
+        up_tls_pull(c);
+        return;
+    }
     if (!tls_pull(c)) {
         return;
     }
@@ -815,6 +847,17 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         } else if (nread > 0 && c->state != CLOSING) {
             tls_on_read(c, nread);
         }
+        return;
+    }
+    if (c->state == UPGRADED) {
+        if (nread < 0 && nread != UV_ENOBUFS) {
+            conn_close(c);
+            return;
+        }
+        if (nread > 0) {
+            c->len += (size_t)nread;
+        }
+        up_deliver(c);
         return;
     }
     if (nread == UV_ENOBUFS && c->state != READING && c->state != CLOSING) {
@@ -1144,6 +1187,170 @@ static void conn_start(struct conn *c)
         return;
     }
     process(c);
+}
+
+/* ---- upgraded connections ---------------------------------------------------- */
+
+/* Hands what was read to the owner; it borrows buf for the call. */
+static void up_deliver(struct conn *c)
+{
+    while (c->state == UPGRADED && c->len > 0) {
+        size_t n = c->len;
+        c->len = 0;
+        c->up.on_read(c->up.data, (const uint8_t *)c->buf, n);
+    }
+}
+
+/* Decrypts and delivers everything OpenSSL holds, a buffer at a time. */
+static void up_tls_pull(struct conn *c)
+{
+    while (c->state == UPGRADED) {
+        long k = jinn_tls_read(&c->tls, c->buf + c->len, c->cap - c->len);
+        if (k == 0) {
+            return;
+        }
+        if (k < 0) {
+            (void)tls_flush(c, NULL, NULL); /* an alert, if any */
+            conn_close(c);
+            return;
+        }
+        c->len += (size_t)k;
+        up_deliver(c);
+    }
+}
+
+static void up_written(uv_write_t *w, int status)
+{
+    struct up_write *uw = w->data;
+    struct conn *c = uw->c;
+    c->up_queued -= uw->n;
+    c->server->stats.output_queued_bytes -= uw->n;
+    jinn_free(uw);
+    if (c->state == CLOSING) {
+        return;
+    }
+    if (status != 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->state == UPGRADED && c->up.on_writable != NULL) {
+        c->up.on_writable(c->up.data);
+    }
+}
+
+static int up_write(struct conn *c, const void *bytes, size_t n)
+{
+    struct up_write *uw = jinn_malloc(sizeof *uw + (n ? n : 1));
+    uv_buf_t b;
+    if (uw == NULL) {
+        return JINN_ENOMEM;
+    }
+    uw->w.data = uw;
+    uw->c = c;
+    uw->n = n;
+    memcpy(uw->data, bytes, n);
+    b = uv_buf_init(uw->data, (unsigned)n);
+    c->up_queued += n;
+    c->server->stats.output_queued_bytes += n;
+    if (conn_write(c, &uw->w, &b, 1, up_written) != 0) {
+        c->up_queued -= n;
+        c->server->stats.output_queued_bytes -= n;
+        jinn_free(uw);
+        return JINN_EIO;
+    }
+    return 0;
+}
+
+int jinn_http_upgrade(struct jinn_http_request *req, const char *extra_headers,
+                      const struct jinn_http_upgrade_io *io, struct jinn_http_conn **out)
+{
+    struct conn *c = conn_of(req);
+    struct jinn_http_server *s = c->server;
+    char head[512 + 2 * JINN_HTTP_MAX_REPLY_HEADERS];
+    int head_len;
+
+    assert(c->handler_pending);
+    if (c->state != HANDLING || s->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    if (extra_headers == NULL) {
+        extra_headers = "";
+    }
+    if (strlen(extra_headers) > JINN_HTTP_MAX_REPLY_HEADERS) {
+        return JINN_EINVAL;
+    }
+    head_len = snprintf(head, sizeof head,
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\n%s%s\r\n",
+                        c->reply_headers, extra_headers);
+    assert(head_len > 0 && (size_t)head_len < sizeof head);
+    c->reply_headers_len = 0;
+    c->reply_headers[0] = '\0';
+    s->stats.responses[1]++;
+    request_done(req);
+    c->handler_pending = false;
+    c->keep_alive = false;
+    c->state = UPGRADED;
+    c->upgraded = true;
+    c->up = *io;
+    uv_timer_stop(&c->timer);
+    /* what the client sent after its request is the owner's */
+    memmove(c->buf, c->buf + c->request_size, c->len - c->request_size);
+    c->len -= c->request_size;
+    c->request_size = 0;
+    big_release(c);
+    jinn_free(c->owned_body);
+    c->owned_body = NULL;
+    *out = (struct jinn_http_conn *)(void *)c;
+    if (up_write(c, head, (size_t)head_len) != 0) {
+        conn_close(c); /* on_close follows from the loop */
+        return 0;
+    }
+    if (!c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) != 0) {
+            conn_close(c);
+            return 0;
+        }
+        c->reading = true;
+    }
+    if (c->len > 0 || c->tls_on) {
+        uv_timer_start(&c->timer, on_timer, 0, 0);
+    }
+    return 0;
+}
+
+int jinn_http_conn_write(struct jinn_http_conn *conn, const void *bytes, size_t n)
+{
+    struct conn *c = (struct conn *)(void *)conn;
+    if (c->state != UPGRADED) {
+        return JINN_ESHUTDOWN;
+    }
+    return up_write(c, bytes, n);
+}
+
+uint64_t jinn_http_conn_queued(const struct jinn_http_conn *conn)
+{
+    return ((const struct conn *)(const void *)conn)->up_queued;
+}
+
+void jinn_http_conn_close(struct jinn_http_conn *conn)
+{
+    struct conn *c = (struct conn *)(void *)conn;
+    if (c->state == UPGRADED) {
+        linger(c); /* shutdown after the queued writes; closed within LINGER_MS */
+    }
+}
+
+void jinn_http_conn_addr(const struct jinn_http_conn *conn, char out[16])
+{
+    struct conn *c = (struct conn *)(void *)conn;
+    uint32_t ip = c->ip != 0 ? c->ip : peer_ip(c);
+    struct in_addr a;
+    out[0] = '\0';
+    if (ip != 0) {
+        a.s_addr = htonl(ip);
+        inet_ntop(AF_INET, &a, out, 16);
+    }
 }
 
 void jinn_http_set_tls(struct jinn_http_server *s, SSL_CTX *ctx)

@@ -129,6 +129,39 @@ int jinn_http_stream_write(struct jinn_http_request *req, const uv_buf_t *bufs, 
                            void (*cb)(void *data, int status), void *data);
 void jinn_http_stream_end(struct jinn_http_request *req, bool complete);
 
+/* ---- connection upgrade (WebSocket) ----------------------------------------
+ * jinn_http_upgrade answers req with "101 Switching Protocols" (plus
+ * extra_headers, each "Name: value\r\n") and hands the connection, plain
+ * or TLS, to io: from then on the bytes the client sends go to on_read and
+ * the owner writes with jinn_http_conn_write. The connection leaves HTTP's
+ * idle and read timeouts (the owner runs its own heartbeats) and keeps
+ * counting toward max_connections. on_writable runs each time a write
+ * completed (the owner refills when its queue is low); on_close runs
+ * exactly once, from the loop, when the connection is gone (either side,
+ * jinn_http_conn_close included, server stop included): conn must not be
+ * used after it. Bytes the client sent right after its request arrive on
+ * the next loop turn, never inside jinn_http_upgrade. */
+struct jinn_http_upgrade_io {
+    void (*on_read)(void *data, const uint8_t *bytes, size_t n);
+    void (*on_writable)(void *data);
+    void (*on_close)(void *data);
+    void *data;
+};
+/* Returns 0 with *out set, or an error (the client left: nothing was sent,
+ * no callback runs, req is still to be answered with jinn_http_reply*;
+ * JINN_EINVAL when extra_headers is too long). */
+int jinn_http_upgrade(struct jinn_http_request *req, const char *extra_headers,
+                      const struct jinn_http_upgrade_io *io, struct jinn_http_conn **out);
+/* Queues n bytes (copied); 0, or JINN_ESHUTDOWN once closing, JINN_ENOMEM. */
+int jinn_http_conn_write(struct jinn_http_conn *conn, const void *bytes, size_t n);
+/* Bytes written but not yet taken by the kernel. */
+uint64_t jinn_http_conn_queued(const struct jinn_http_conn *conn);
+/* Ends the connection once the queued bytes are out (within LINGER, 1 s,
+ * however slowly the peer reads); on_close follows. */
+void jinn_http_conn_close(struct jinn_http_conn *conn);
+/* The peer's IPv4 address ("a.b.c.d"), "" when not an IP socket. */
+void jinn_http_conn_addr(const struct jinn_http_conn *conn, char out[16]);
+
 /* Serves new connections with ctx (a reference is taken; the old one is
  * released, connections using it keep it until they close). */
 void jinn_http_set_tls(struct jinn_http_server *server, SSL_CTX *ctx);

@@ -18,6 +18,8 @@ static void usage(FILE *out)
             "usage:\n"
             "  jinn run [-c FILE] [--bootstrap]    start a node (no file: one-node cluster;\n"
             "                                      --bootstrap: first start of a new cluster)\n"
+            "  jinn replica -c FILE                an edge replica: follows a cluster over\n"
+            "                                      WebSocket, serves reads locally\n"
             "  jinn members [list|add|remove|promote|demote] ...  cluster membership\n"
             "  jinn leader transfer [NAME]         hand leadership to another voter\n"
             "  jinn certs init DIR | add DIR NODE  a CA and node certificates (cluster_tls)\n"
@@ -64,6 +66,35 @@ static int cmd_run(int argc, char **argv)
     return jinn_daemon_run(config, bootstrap);
 }
 
+static int cmd_replica(int argc, char **argv)
+{
+    const char *config = NULL;
+    for (int i = 0; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: jinn replica -c FILE\n"
+                   "  starts an edge replica: a non-voting copy of a cluster's state with\n"
+                   "  its own data_dir and HTTP port, streamed from the nodes listed in\n"
+                   "  replica_of (ws:// or wss://); reads are local, writes are relayed\n"
+                   "  to the leader; read-only without a primary heartbeat for\n"
+                   "  replica_stale_after. See docs/replica.md\n");
+            return 0;
+        } else {
+            fprintf(stderr,
+                    "jinn: replica: unexpected argument '%s'\nusage: jinn replica -c FILE\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    if (config == NULL) {
+        fprintf(stderr, "jinn: replica: a config file is required (replica_of at least)\n"
+                        "usage: jinn replica -c FILE\n");
+        return 2;
+    }
+    return jinn_daemon_run_replica(config);
+}
+
 int main(int argc, char **argv)
 {
     json_set_alloc_funcs(jinn_malloc, jinn_free);
@@ -74,7 +105,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[1], "sandbox") != 0 && strcmp(argv[1], "run") != 0 &&
-        jinn_cli_global_opts(&argc, argv) != 0) {
+        strcmp(argv[1], "replica") != 0 && jinn_cli_global_opts(&argc, argv) != 0) {
         return 2;
     }
     if (argc < 2) {
@@ -86,6 +117,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "run") == 0) {
         return cmd_run(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "replica") == 0) {
+        return cmd_replica(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "status") == 0) {
         return jinn_cli_status(argc - 2, argv + 2);

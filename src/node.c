@@ -94,6 +94,31 @@ struct read_waiter {
 
 #define JOIN_IDS_MAX 8 /* peers a node without configuration talks with */
 
+/* How often a replica checks that its primary heartbeats still arrive. */
+#define REPLICA_TICK_MS 50u
+/* Bytes kept of a heartbeat's leader URL and names. */
+#define REPLICA_URL_MAX 300
+
+/* A replica's view of its stream and of the cluster (node.h). */
+struct replica_state {
+    uint64_t position;               /* last record applied or restored */
+    enum jinn_replica_state client;  /* what the stream client says it does */
+    char source[JINN_CONFIG_MAX_URL + 1];
+    bool forced_read_only; /* the client said READ_ONLY: until a primary heartbeat */
+    bool read_only;        /* writes answer 503 read_only */
+    uint64_t started;      /* loop ms of start */
+    /* The last primary heartbeat: who leads, and what it had committed. */
+    uint64_t last_primary; /* loop ms; 0: never */
+    uint64_t term, leader_id, leader_commit;
+    char leader_name[JINN_NAME_MAX + 1];
+    char leader_api[REPLICA_URL_MAX];
+    uint64_t heartbeats, primary_heartbeats, applied, restores;
+    uint64_t mismatch_logged; /* loop ms another cluster's heartbeat was logged */
+    bool halted;              /* a fatal condition: applies nothing more */
+    uv_timer_t timer;
+    bool timer_on;
+};
+
 struct jinn_node {
     uv_loop_t *loop;
     const struct jinn_config *cfg;
@@ -174,6 +199,14 @@ struct jinn_node {
     uint64_t forced_snapshot;
     void (*apply_hook)(void *data, uint64_t index);
     void *apply_hook_data;
+    /* The stream feed (jinn_node_set_stream_hooks): the last record's
+     * index, or the applied index where a restored snapshot left it. */
+    void (*record_hook)(void *data, uint64_t index, uint64_t prev, const void *buf,
+                        size_t len);
+    void (*restore_hook)(void *data, uint64_t index);
+    void *stream_hook_data;
+    uint64_t stream_pos;
+    bool restore_pending; /* restored; raft sets the index after the FSM's restore */
 
     bool stopping;
     unsigned inflight;  /* proposals raft has not answered yet */
@@ -188,6 +221,10 @@ struct jinn_node {
     bool disk_transfer_inflight;
     uint64_t disk_transfer_next; /* loop ms before which we do not try again */
     uint64_t io_error_next;      /* loop ms before which raft I/O errors are not logged */
+
+    /* Edge replica mode (jinn_node_create_replica): no raft at all. */
+    bool replica;
+    struct replica_state rep;
 };
 
 /* ---- allocation: raft allocates through jinn's wrapper too -------------- */
@@ -247,7 +284,7 @@ uint64_t jinn_node_id_for(const char *name)
 const char *jinn_role_name(enum jinn_role role)
 {
     static const char *const names[] = {"unavailable", "follower", "candidate", "leader",
-                                        "standby",     "joining"};
+                                        "standby",     "joining",  "replica"};
     return names[role];
 }
 
@@ -362,6 +399,41 @@ static int make_dirs(const char *path)
     return 0;
 }
 
+/* ---- the stream feed's hooks (net/stream.c) -------------------------------- */
+
+/* libraft sets last_applied to a restored snapshot's index only after the
+ * FSM's restore returns: the position is taken on the next look. No
+ * command was applied in between, so the state there is the snapshot's. */
+static void resolve_restore(struct jinn_node *node)
+{
+    if (!node->restore_pending) {
+        return;
+    }
+    node->restore_pending = false;
+    node->stream_pos = raft_last_applied(&node->raft);
+    if (node->restore_hook != NULL) {
+        node->restore_hook(node->stream_hook_data, node->stream_pos);
+    }
+}
+
+static void node_restored(void *data)
+{
+    struct jinn_node *node = data;
+    node->restore_pending = true;
+}
+
+static void node_record(void *data, uint64_t index, const void *buf, size_t len)
+{
+    struct jinn_node *node = data;
+    uint64_t prev;
+    resolve_restore(node);
+    prev = node->stream_pos;
+    node->stream_pos = index;
+    if (node->record_hook != NULL) {
+        node->record_hook(node->stream_hook_data, index, prev, buf, len);
+    }
+}
+
 int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn_node **out)
 {
     struct jinn_node *node = jinn_calloc(1, sizeof *node);
@@ -385,6 +457,9 @@ int jinn_node_create(uv_loop_t *loop, const struct jinn_config *cfg, struct jinn
     jinn_fsm_init(&node->fsm);
     node->fsm.on_apply = node_applied;
     node->fsm.on_apply_data = node;
+    node->fsm.on_record = node_record;
+    node->fsm.on_restore = node_restored;
+    node->fsm.on_record_data = node;
     *out = node;
     return 0;
 }
@@ -996,11 +1071,16 @@ static int64_t staleness(struct jinn_node *node, uint64_t now)
     return at == 0 ? -1 : (int64_t)(now - at);
 }
 
+static int replica_start(struct jinn_node *node);
+
 int jinn_node_start(struct jinn_node *node)
 {
     const struct jinn_config *cfg = node->cfg;
     int rv;
 
+    if (node->replica) {
+        return replica_start(node);
+    }
     if (make_dirs(cfg->data_dir) != 0) {
         jinn_error("cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
         return JINN_EIO;
@@ -1129,6 +1209,7 @@ int jinn_node_start(struct jinn_node *node)
     if (rv != 0) {
         return start_failed(node, rv);
     }
+    resolve_restore(node); /* the snapshot raft_start loaded */
     uv_timer_init(node->loop, &node->tick);
     node->tick.data = node;
     uv_timer_start(&node->tick, tick_cb, TICK_MS, TICK_MS);
@@ -1209,8 +1290,8 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     if (node->stopping) {
         return JINN_ESHUTDOWN;
     }
-    if (raft_state(&node->raft) != RAFT_LEADER) {
-        return JINN_ENOTLEADER;
+    if (node->replica || raft_state(&node->raft) != RAFT_LEADER) {
+        return JINN_ENOTLEADER; /* a replica relays writes (api.c) */
     }
     /* Below min_free_space nothing new enters the log: what is left is
      * raft's own reserve (barriers, snapshots, segments being closed). */
@@ -1340,7 +1421,7 @@ int jinn_node_linearize(struct jinn_node *node, jinn_read_cb cb, void *data)
     if (node->stopping) {
         return JINN_ESHUTDOWN;
     }
-    if (raft_state(&node->raft) != RAFT_LEADER) {
+    if (node->replica || raft_state(&node->raft) != RAFT_LEADER) {
         return JINN_ENOTLEADER;
     }
     w = jinn_malloc(sizeof *w);
@@ -1365,6 +1446,23 @@ void jinn_node_set_apply_hook(struct jinn_node *node, void (*fn)(void *data, uin
     node->apply_hook_data = data;
 }
 
+void jinn_node_set_stream_hooks(struct jinn_node *node,
+                                void (*record)(void *data, uint64_t index, uint64_t prev,
+                                               const void *buf, size_t len),
+                                void (*restore)(void *data, uint64_t index), void *data)
+{
+    resolve_restore(node);
+    node->record_hook = record;
+    node->restore_hook = restore;
+    node->stream_hook_data = data;
+}
+
+uint64_t jinn_node_stream_position(struct jinn_node *node)
+{
+    resolve_restore(node);
+    return node->stream_pos;
+}
+
 /* After every applied command, inside libraft's apply loop: libraft asks
  * whether to snapshot once the batch is applied, so a threshold lowered
  * here takes effect at once. Local only: when snapshots happen is not
@@ -1374,6 +1472,13 @@ static void node_applied(void *data, uint64_t index)
     struct jinn_node *node = data;
     uint64_t bytes = node->fsm.fns.deploy_bytes;
 
+    if (node->replica) {
+        /* No raft log to compact: only the hook. */
+        if (node->apply_hook != NULL) {
+            node->apply_hook(node->apply_hook_data, index);
+        }
+        return;
+    }
     if (bytes < node->deploy_bytes_base) {
         node->deploy_bytes_base = bytes; /* a restore or clear reset the counter */
     }
@@ -2201,6 +2306,7 @@ static void tick_cb(uv_timer_t *timer)
 {
     struct jinn_node *node = timer->data;
     uint64_t now = uv_now(node->loop);
+    resolve_restore(node);
     int state = raft_state(&node->raft);
     raft_id leader_id;
     const char *leader_address;
@@ -2293,15 +2399,23 @@ static uint64_t term_of(const struct raft *r, uint64_t index)
     return l->entries[(l->front + (index - l->offset - 1)) % l->size].term;
 }
 
+static void replica_node_status(struct jinn_node *node, struct jinn_node_status *st);
+
 void jinn_node_status(struct jinn_node *node, struct jinn_node_status *st)
 {
     uint64_t now = uv_now(node->loop);
-    const struct raft_server *me = self_server(node);
-    int state = raft_state(&node->raft);
+    const struct raft_server *me;
+    int state;
     raft_id leader_id;
     const char *leader_address;
     const struct jinn_node_info *info;
 
+    if (node->replica) {
+        replica_node_status(node, st);
+        return;
+    }
+    me = self_server(node);
+    state = raft_state(&node->raft);
     memset(st, 0, sizeof *st);
     st->name = node->cfg->server_name;
     st->id = node->id;
@@ -2428,7 +2542,7 @@ uint64_t jinn_node_cluster_id(const struct jinn_node *node) { return node->clust
 
 bool jinn_node_is_leader(struct jinn_node *node)
 {
-    return raft_state(&node->raft) == RAFT_LEADER;
+    return !node->replica && raft_state(&node->raft) == RAFT_LEADER;
 }
 
 /* ---- shutdown ---------------------------------------------------------- */
@@ -2514,10 +2628,18 @@ static void drain_check(uv_timer_t *t)
     }
 }
 
+static void replica_stop(struct jinn_node *node);
+
 void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
 {
     assert(!node->stopping);
     node->stopping = true;
+    if (node->replica) {
+        node->stop_cb = cb;
+        node->stop_data = data;
+        replica_stop(node);
+        return;
+    }
     if (node->op.step != OP_NONE) {
         op_finish(node, JINN_ESHUTDOWN, "the leader is shutting down");
     }
@@ -2587,4 +2709,408 @@ int jinn_node_write_identity(const char *data_dir, uint64_t id, uint64_t cluster
 uint64_t jinn_node_wall_now(const struct jinn_node *node)
 {
     return wall_ms() + (uint64_t)node->test_clock_offset_ms; /* wraps as signed */
+}
+
+/* ---- edge replicas ---------------------------------------------------------
+ *
+ * A replica node has the FSM and nothing of raft: the stream client
+ * (src/replica/) feeds it records and heartbeats. Its state lives in memory
+ * and in data_dir/sql (wiped at start: a restarted replica asks for a
+ * snapshot, as a new one does). It never proposes, never announces itself
+ * and runs no jobs: it is not a member. */
+
+const char *jinn_replica_state_name(enum jinn_replica_state s)
+{
+    static const char *const names[] = {"connecting", "catching_up", "streaming", "read_only"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}
+
+int jinn_node_create_replica(uv_loop_t *loop, const struct jinn_config *cfg,
+                             struct jinn_node **out)
+{
+    struct jinn_node *node;
+    if (!cfg->replica) {
+        return JINN_ECONFIG; /* a member's config: jinn_node_create */
+    }
+    node = jinn_calloc(1, sizeof *node);
+    if (node == NULL) {
+        return JINN_ENOMEM;
+    }
+    node->replica = true;
+    node->loop = loop;
+    node->cfg = cfg;
+    node->id = jinn_node_id_for(cfg->server_name); /* for logs and status only */
+    node->address = "";
+    node->lock_fd = -1;
+    node->queued_tail = &node->queued;
+    node->rep.client = JINN_REPLICA_CONNECTING;
+    node->rep.read_only = true; /* no leader known yet */
+    jinn_fresh_init(&node->fresh);
+    jinn_fsm_init(&node->fsm);
+    node->fsm.on_apply = node_applied;
+    node->fsm.on_apply_data = node;
+    *out = node;
+    return 0;
+}
+
+bool jinn_node_is_replica(const struct jinn_node *node) { return node->replica; }
+
+uint64_t jinn_node_replica_position(const struct jinn_node *node) { return node->rep.position; }
+
+static uint64_t stale_after(const struct jinn_node *node)
+{
+    return node->cfg->replica_stale_after_ms != 0 ? node->cfg->replica_stale_after_ms
+                                                  : JINN_DEFAULT_REPLICA_STALE_AFTER_MS;
+}
+
+/* The read-only switch: on when no primary heartbeat arrived for
+ * replica_stale_after (counted from start before the first one), or the
+ * stream client said so; off only through a primary heartbeat. */
+static void replica_check_stale(struct jinn_node *node, uint64_t now)
+{
+    uint64_t since = node->rep.last_primary != 0 ? node->rep.last_primary : node->rep.started;
+    bool stale = node->rep.last_primary == 0 || now - since > stale_after(node);
+    if (node->rep.read_only || !(stale || node->rep.forced_read_only)) {
+        return;
+    }
+    node->rep.read_only = true;
+    if (node->rep.forced_read_only) {
+        jinn_warn("replica: read-only (the stream from %s has no primary heartbeat)",
+                  node->rep.source[0] ? node->rep.source : "?");
+    } else {
+        jinn_warn("replica: no primary heartbeat for %llu ms (replica_stale_after %llu ms): "
+                  "read-only; writes answer 503 read_only until the leader is heard again",
+                  (unsigned long long)(now - since), (unsigned long long)stale_after(node));
+    }
+}
+
+static void replica_tick(uv_timer_t *t)
+{
+    struct jinn_node *node = t->data;
+    uint64_t now = uv_now(node->loop);
+    /* A stall says nothing about the stream (see tick_cb): the heartbeats
+     * queued meanwhile are read right after this. */
+    if (node->last_tick != 0 && now - node->last_tick > STALL_MS) {
+        node->distrust_until = now + STALL_DISTRUST_MS;
+    }
+    node->last_tick = now;
+    if (now >= node->distrust_until) {
+        replica_check_stale(node, now);
+    }
+}
+
+static int replica_start(struct jinn_node *node)
+{
+    const struct jinn_config *cfg = node->cfg;
+    int rv;
+
+    if (make_dirs(cfg->data_dir) != 0) {
+        jinn_error("cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
+        return JINN_EIO;
+    }
+    rv = lock_data_dir(node);
+    if (rv != 0) {
+        return rv;
+    }
+    /* The databases are rebuilt from the snapshot the stream sends first. */
+    rv = jinn_sql_set_dir(&node->fsm.sql, cfg->data_dir);
+    if (rv != 0) {
+        jinn_error("cannot prepare %s/sql for databases", cfg->data_dir);
+        return rv;
+    }
+    node->rep.started = uv_now(node->loop);
+    node->last_tick = node->rep.started;
+    uv_timer_init(node->loop, &node->rep.timer);
+    node->rep.timer.data = node;
+    uv_timer_start(&node->rep.timer, replica_tick, REPLICA_TICK_MS, REPLICA_TICK_MS);
+    node->rep.timer_on = true;
+    jinn_info("replica %s started: data %s, read-only until a primary heartbeat arrives",
+              cfg->server_name, cfg->data_dir);
+    return 0;
+}
+
+static void replica_timer_closed(uv_handle_t *h)
+{
+    struct jinn_node *node = h->data;
+    node->rep.timer_on = false;
+    if (node->stop_cb != NULL) {
+        node->stop_cb(node->stop_data);
+    }
+}
+
+static void replica_stop(struct jinn_node *node)
+{
+    if (node->rep.timer_on) {
+        uv_timer_stop(&node->rep.timer);
+        uv_close((uv_handle_t *)&node->rep.timer, replica_timer_closed);
+    } else if (node->stop_cb != NULL) {
+        node->stop_cb(node->stop_data);
+    }
+}
+
+/* After the state moved (an apply or a restore): cluster time seen now,
+ * then the hooks a voter runs (watches, min_index waits, checks). */
+static void replica_moved(struct jinn_node *node, uint64_t index)
+{
+    if (node->fsm.time_ms != node->seen_time) {
+        node->seen_time = node->fsm.time_ms;
+        node->seen_mono = uv_hrtime() / 1000000u;
+    }
+    if (node->fsm.on_apply != NULL) {
+        node->fsm.on_apply(node->fsm.on_apply_data, index);
+    }
+}
+
+int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void *snap,
+                              size_t len)
+{
+    int rv;
+    if (!node->replica || node->stopping) {
+        return node->replica ? JINN_ESHUTDOWN : JINN_EINVAL;
+    }
+    if (node->rep.halted) {
+        return JINN_EDIVERGED;
+    }
+    /* The voters' restore: decoded into a fresh state, swapped in whole
+     * (SQL images written beside the live files, then renamed over them),
+     * or nothing changes. */
+    rv = jinn_fsm_decode(&node->fsm, snap, len);
+    if (rv != 0) {
+        jinn_error("replica: snapshot at %llu (%zu bytes) refused: %s; the state stays at %llu",
+                   (unsigned long long)index, len, jinn_error_message(rv),
+                   (unsigned long long)node->rep.position);
+        return rv;
+    }
+    node->rep.position = index;
+    node->rep.restores++;
+    jinn_info("replica: snapshot restored at %llu (%zu bytes, cluster time %llu)",
+              (unsigned long long)index, len, (unsigned long long)node->fsm.time_ms);
+    replica_moved(node, index);
+    return 0;
+}
+
+int jinn_node_replica_apply(struct jinn_node *node, uint64_t index, uint64_t prev,
+                            const void *buf, size_t len)
+{
+    if (!node->replica || node->stopping) {
+        return node->replica ? JINN_ESHUTDOWN : JINN_EINVAL;
+    }
+    if (node->rep.halted) {
+        return JINN_EDIVERGED;
+    }
+    if (prev != node->rep.position || index <= prev) {
+        /* Not the next record of our chain: never skip, never twice. */
+        return JINN_ECONFLICT;
+    }
+    /* The voters' apply path (fsm.c apply_at): a record no build could
+     * apply, or a local failure, stops this process with a clear message
+     * exactly as it stops a voter. */
+    (void)jinn_fsm_apply_buf(&node->fsm, index, buf, len);
+    node->rep.position = index;
+    node->rep.applied++;
+    replica_moved(node, index);
+    return 0;
+}
+
+static void copy_bounded(char *dst, size_t cap, const char *src)
+{
+    size_t n = src != NULL ? strnlen(src, cap) : 0;
+    if (n >= cap) {
+        n = 0; /* too long to be what it claims: unknown */
+    }
+    memcpy(dst, src != NULL ? src : "", n);
+    dst[n] = '\0';
+}
+
+/* A leader URL fit to relay to: http(s)://, printable, no spaces. */
+static bool url_ok(const char *url)
+{
+    size_t n;
+    if (url == NULL || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
+        return false;
+    }
+    n = strnlen(url, REPLICA_URL_MAX);
+    if (n >= REPLICA_URL_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_replica_heartbeat *hb)
+{
+    uint64_t now = uv_now(node->loop);
+    uint64_t contact, at;
+    bool primary;
+
+    if (!node->replica || node->stopping) {
+        return;
+    }
+    if (hb->cluster_id != 0 && node->cluster_id != 0 && hb->cluster_id != node->cluster_id) {
+        /* The stream request names our cluster, so a node of another one
+         * refuses it; this is a safety net. */
+        if (node->rep.mismatch_logged == 0 || now - node->rep.mismatch_logged > 10000) {
+            jinn_error("replica: heartbeat from cluster %016llx ignored: this replica follows "
+                       "cluster %016llx",
+                       (unsigned long long)hb->cluster_id, (unsigned long long)node->cluster_id);
+            node->rep.mismatch_logged = now;
+        }
+        return;
+    }
+    if (hb->cluster_id != 0 && node->cluster_id == 0) {
+        node->cluster_id = hb->cluster_id;
+        jinn_info("replica: following cluster %016llx", (unsigned long long)hb->cluster_id);
+    }
+    node->rep.heartbeats++;
+    if (now < node->distrust_until) {
+        return; /* may have waited in the socket during a stall */
+    }
+    primary = hb->quorum && hb->leader_id != 0 && hb->leader_contact_ms >= 0 &&
+              (uint64_t)hb->leader_contact_ms <= stale_after(node);
+    /* A node still in contact with an older leader than one we heard of
+     * (partitioned with it) speaks for nobody. */
+    if (!primary || hb->term < node->rep.term || !url_ok(hb->leader_api)) {
+        return;
+    }
+    node->rep.primary_heartbeats++;
+    if (hb->term != node->rep.term || hb->leader_id != node->rep.leader_id) {
+        jinn_info("replica: primary heartbeat: leader %s (term %llu) through %s",
+                  hb->leader_name ? hb->leader_name : "?", (unsigned long long)hb->term,
+                  hb->node ? hb->node : "?");
+    }
+    node->rep.term = hb->term;
+    node->rep.leader_id = hb->leader_id;
+    copy_bounded(node->rep.leader_name, sizeof node->rep.leader_name, hb->leader_name);
+    copy_bounded(node->rep.leader_api, sizeof node->rep.leader_api, hb->leader_api);
+    node->rep.leader_commit = hb->commit;
+    node->rep.last_primary = now;
+    node->rep.forced_read_only = false;
+    /* Freshness as a follower's (fresh.h): the streaming node heard the
+     * leader leader_contact_ms ago, when everything up to `commit` was
+     * committed (the node sends its commit index as a stream position:
+     * its last record's index once it applied all of it, since entries
+     * that are no commands, such as a new leader's barrier, never reach a
+     * replica). Once we applied that far, we are fresh as of then. */
+    contact = (uint64_t)hb->leader_contact_ms;
+    at = now > contact ? now - contact : 1;
+    jinn_fresh_heard_leader(&node->fresh, at, hb->commit);
+    if (node->rep.read_only && !node->rep.halted) {
+        node->rep.read_only = false;
+        jinn_info("replica: primary heartbeat from leader %s (term %llu): writes are relayed "
+                  "again",
+                  node->rep.leader_name[0] ? node->rep.leader_name : "?",
+                  (unsigned long long)hb->term);
+    }
+}
+
+void jinn_node_replica_set_state(struct jinn_node *node, enum jinn_replica_state s,
+                                 const char *source)
+{
+    if (!node->replica || (unsigned)s > JINN_REPLICA_READ_ONLY) {
+        return;
+    }
+    if (source != NULL) {
+        copy_bounded(node->rep.source, sizeof node->rep.source, source);
+    }
+    if (s == JINN_REPLICA_READ_ONLY) {
+        node->rep.forced_read_only = true;
+        replica_check_stale(node, uv_now(node->loop));
+        return;
+    }
+    if (s != node->rep.client) {
+        jinn_debug("replica: %s (%s)", jinn_replica_state_name(s), node->rep.source);
+    }
+    node->rep.client = s;
+}
+
+static int64_t replica_staleness(struct jinn_node *node, uint64_t now)
+{
+    uint64_t at = jinn_fresh_follower(&node->fresh, node->rep.position);
+    return at == 0 ? -1 : (int64_t)(now - at);
+}
+
+void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status *st)
+{
+    uint64_t now = uv_now(node->loop);
+    memset(st, 0, sizeof *st);
+    if (node->replica && node->rep.timer_on && now >= node->distrust_until) {
+        replica_check_stale(node, now); /* not a tick late */
+    }
+    st->read_only = node->rep.read_only;
+    st->state = node->rep.halted || st->read_only ? JINN_REPLICA_READ_ONLY : node->rep.client;
+    st->source = node->rep.source;
+    st->position = node->rep.position;
+    st->leader_commit = node->rep.leader_commit;
+    st->lag_entries = node->rep.leader_commit > node->rep.position
+                          ? node->rep.leader_commit - node->rep.position
+                          : 0;
+    st->lag_ms = node->replica ? replica_staleness(node, now) : -1;
+    st->last_heartbeat_ms =
+        node->rep.last_primary != 0 ? (int64_t)(now - node->rep.last_primary) : -1;
+    st->leader_api = jinn_node_replica_leader_api(node);
+}
+
+bool jinn_node_replica_ready(struct jinn_node *node)
+{
+    struct jinn_replica_status rs;
+    jinn_node_replica_status(node, &rs);
+    return node->replica && rs.state == JINN_REPLICA_STREAMING;
+}
+
+const char *jinn_node_replica_leader_api(const struct jinn_node *node)
+{
+    if (!node->replica || node->rep.read_only || node->rep.halted ||
+        node->rep.leader_api[0] == '\0') {
+        return NULL;
+    }
+    return node->rep.leader_api;
+}
+
+void jinn_node_replica_halt(struct jinn_node *node, const char *why)
+{
+    if (!node->replica || node->rep.halted) {
+        return;
+    }
+    node->rep.halted = true;
+    node->rep.read_only = true;
+    jinn_error("replica: stopped applying at %llu: %s. Restart it: it then rebuilds its state "
+               "from a snapshot of the cluster",
+               (unsigned long long)node->rep.position, why);
+}
+
+static void replica_node_status(struct jinn_node *node, struct jinn_node_status *st)
+{
+    uint64_t now = uv_now(node->loop);
+    struct jinn_replica_status rs;
+
+    jinn_node_replica_status(node, &rs);
+    memset(st, 0, sizeof *st);
+    st->name = node->cfg->server_name;
+    st->id = node->id;
+    st->cluster_id = node->cluster_id;
+    st->role = JINN_ROLE_REPLICA;
+    st->term = node->rep.term;
+    if (node->rep.leader_id != 0) {
+        st->leader_id = node->rep.leader_id;
+        st->leader_name = node->rep.leader_name[0] ? node->rep.leader_name : "?";
+        st->leader_api = rs.leader_api;
+    }
+    st->commit_index = node->rep.leader_commit;
+    st->applied_index = node->rep.position;
+    st->last_index = node->rep.position;
+    st->cluster_time_ms = node->fsm.time_ms;
+    /* "A leader with a quorum is known": a primary heartbeat within
+     * replica_stale_after. SQL exec checks this before relaying. */
+    st->quorum = !rs.read_only;
+    st->commit_current = true;
+    st->leader_contact_ms = replica_staleness(node, now);
+    if (node->rep.halted) {
+        st->note = "stopped applying (see the log); restart this replica";
+    } else if (rs.read_only) {
+        st->note = "read-only: no primary heartbeat within replica_stale_after";
+    }
 }

@@ -50,6 +50,20 @@ int jinn_node_linearize(struct jinn_node *node, jinn_read_cb cb, void *data);
 void jinn_node_set_apply_hook(struct jinn_node *node, void (*fn)(void *data, uint64_t index),
                               void *data);
 
+/* The stream feed (net/stream.c). record runs after every command raft
+ * applied, with its index, the previous record's index (or the index a
+ * restored snapshot left the node at) and the entry's bytes (borrowed for
+ * the call); restore runs once a snapshot was restored (installed from the
+ * leader, or loaded at start), with the index it stands for, before any
+ * record that follows it. Not part of replicated state. */
+void jinn_node_set_stream_hooks(struct jinn_node *node,
+                                void (*record)(void *data, uint64_t index, uint64_t prev,
+                                               const void *buf, size_t len),
+                                void (*restore)(void *data, uint64_t index), void *data);
+/* The last record's index (0: none since a fresh start), as record's prev
+ * for the next one. */
+uint64_t jinn_node_stream_position(struct jinn_node *node);
+
 /* Gracefully stops: hands leadership over if leader, closes raft. cb runs
  * once everything is closed; then jinn_node_destroy may be called. */
 void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data);
@@ -61,7 +75,8 @@ enum jinn_role {
     JINN_ROLE_CANDIDATE,
     JINN_ROLE_LEADER,
     JINN_ROLE_STANDBY,
-    JINN_ROLE_JOINING /* not in the configuration: waiting for members add */
+    JINN_ROLE_JOINING, /* not in the configuration: waiting for members add */
+    JINN_ROLE_REPLICA  /* an edge replica (jinn replica): no raft, not a member */
 };
 
 struct jinn_member {
@@ -167,5 +182,97 @@ const char *jinn_node_member_name(const struct jinn_node *node, uint64_t id);
  * outside a running node (`jinn snapshot restore`). 0 or JINN_EIO. */
 int jinn_node_write_identity(const char *data_dir, uint64_t id, uint64_t cluster_id,
                              const char *name);
+
+/* ---- edge replicas (issue 17) ------------------------------------------
+ * A replica node has no raft and is not a member: no node directory entry,
+ * no jobs, pools or cron. It applies the records a cluster node streams
+ * (jinn_fsm_apply_buf, the voters' code path: same apply hooks, same CHECK
+ * digest verdicts) and serves reads locally; writes and linearizable reads
+ * are relayed to the leader named by the last primary heartbeat. All calls
+ * on the loop thread. */
+
+/* Creates a replica node for cfg (a replica config: cfg->replica set, else
+ * JINN_ECONFIG). cfg is borrowed and must outlive the node. jinn_node_start
+ * locks data_dir, wipes data_dir/sql (a replica keeps no state across
+ * restarts: it starts at position 0 and asks for a snapshot) and starts the
+ * read-only timer; jinn_node_stop / jinn_node_destroy as for a member. The
+ * cluster id is learnt from the first heartbeat naming one
+ * (jinn_node_cluster_id). */
+int jinn_node_create_replica(uv_loop_t *loop, const struct jinn_config *cfg,
+                             struct jinn_node **out);
+
+/* Whether node is a replica (created by jinn_node_create_replica). */
+bool jinn_node_is_replica(const struct jinn_node *node);
+
+/* The index of the last record applied or restored (0: new replica). */
+uint64_t jinn_node_replica_position(const struct jinn_node *node);
+
+/* Replaces the whole state with a jinn snapshot (jinn_fsm_encode format)
+ * standing for stream position index; SQL files are rewritten as a voter's
+ * restore does. On any error the state is unchanged. 0 or an error
+ * (JINN_ECORRUPT, JINN_EVERSION, JINN_EIO, JINN_ENOMEM; JINN_EDIVERGED once
+ * halted). The apply hook runs with index afterwards (waiters re-check). */
+int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void *snap,
+                              size_t len);
+
+/* Applies one record. Precondition prev == position (else JINN_ECONFLICT,
+ * nothing done) and index > prev. A record the FSM cannot apply (corrupt,
+ * or a CHECK digest mismatch) stops the node with a clear message, as on a
+ * voter; 0 otherwise. */
+int jinn_node_replica_apply(struct jinn_node *node, uint64_t index, uint64_t prev,
+                            const void *buf, size_t len);
+
+/* A stream heartbeat (contracts17 section 3). Strings borrowed for the
+ * call. A primary heartbeat (quorum, leader_id != 0, 0 <= leader_contact_ms
+ * <= replica_stale_after) feeds freshness and names the leader writes are
+ * relayed to; it ends READ_ONLY. cluster_id 0: not given. */
+struct jinn_replica_heartbeat {
+    uint64_t cluster_id, leader_id, term, commit, position, time_ms;
+    const char *leader_name, *leader_api, *node;
+    bool quorum;
+    int64_t leader_contact_ms;
+};
+void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_replica_heartbeat *hb);
+
+enum jinn_replica_state {
+    JINN_REPLICA_CONNECTING,
+    JINN_REPLICA_CATCHING_UP,
+    JINN_REPLICA_STREAMING,
+    JINN_REPLICA_READ_ONLY
+};
+/* The stream client's view: what it is doing and with which node (source:
+ * a URL or node name, copied; NULL keeps the current one). READ_ONLY is
+ * also entered by the node itself when no primary heartbeat arrived for
+ * replica_stale_after, and left only by a primary heartbeat. */
+void jinn_node_replica_set_state(struct jinn_node *node, enum jinn_replica_state s,
+                                 const char *source);
+const char *jinn_replica_state_name(enum jinn_replica_state s);
+
+/* Stops applying for good (a digest check found this replica diverged):
+ * logged with why; later applies and restores answer JINN_EDIVERGED and
+ * writes 503 read_only. A restart rebuilds the state. */
+void jinn_node_replica_halt(struct jinn_node *node, const char *why);
+
+/* Replica status (for /v1/status and /readyz). Pointers borrowed until the
+ * loop runs again. */
+struct jinn_replica_status {
+    enum jinn_replica_state state;
+    const char *source;     /* "" when never connected */
+    uint64_t position;      /* last applied record */
+    uint64_t leader_commit; /* from the last primary heartbeat; 0 none */
+    uint64_t lag_entries;   /* leader_commit - position (0 when ahead) */
+    int64_t lag_ms;         /* staleness (fresh.h); -1 never fresh */
+    int64_t last_heartbeat_ms; /* since the last primary heartbeat; -1 never */
+    const char *leader_api; /* where writes are relayed; NULL unknown */
+    bool read_only;         /* writes answer 503 read_only */
+};
+void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status *st);
+
+/* Whether the replica is STREAMING (its /readyz answers 200). */
+bool jinn_node_replica_ready(struct jinn_node *node);
+
+/* The leader API URL writes are relayed to: from the last primary
+ * heartbeat, or NULL (then writes answer 503 read_only / no_leader). */
+const char *jinn_node_replica_leader_api(const struct jinn_node *node);
 
 #endif

@@ -41,6 +41,7 @@ static const struct jinn_route routes[] = {
     {"GET", "/healthz", jinn_api_healthz, 0, NEED(PUBLIC, 0)},
     {"GET", "/readyz", jinn_api_readyz, 0, NEED(PUBLIC, 0)},
     {"GET", "/metrics", jinn_api_metrics, 0, NEED(CLUSTER, ADM_ | JINN_AUTH_METRICS)},
+    {"GET", "/v1/stream", jinn_api_stream, 0, NEED(CLUSTER, ADM_ | JINN_AUTH_REPLICA)},
     {"POST", "/v1/internal/nodes", jinn_api_node_set, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
     {"PUT", "/v1/kv/{}/{+}", jinn_api_kv_put, JINN_ROUTE_LEADER, NEED(KV, W_)},
     {"DELETE", "/v1/kv/{}/{+}", jinn_api_kv_delete, JINN_ROUTE_LEADER, NEED(KV, W_)},
@@ -243,11 +244,18 @@ static void long_forwarded(void *data, int code, const struct jinn_http_msg *hea
     forwarded(req, code, head, body, body_len);
 }
 
+static bool header_is(const struct jinn_http_header *h, const char *name)
+{
+    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
 void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *req)
 {
     struct long_relay *lr = NULL;
     struct jinn_node_status st;
     struct jinn_wbuf headers;
+    const char *leader_api;
+    bool replica = jinn_node_is_replica(api->node);
     uint64_t timeout;
     int rv;
 
@@ -257,24 +265,40 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
         return;
     }
     jinn_node_status(api->node, &st);
-    if (st.leader_id == 0 || !st.quorum) {
+    if (replica) {
+        /* An edge replica relays as a client would call the leader: the
+         * leader named by the last primary heartbeat, none while read-only. */
+        leader_api = jinn_node_replica_leader_api(api->node);
+        if (leader_api == NULL) {
+            jinn_http_reply_error(req, JINN_EREADONLY,
+                                  "this replica has had no primary heartbeat within "
+                                  "replica_stale_after: read-only until the leader is heard "
+                                  "again");
+            return;
+        }
+    } else if (st.leader_id == 0 || !st.quorum) {
         jinn_http_reply_error(req, JINN_ENOLEADER, NULL);
         return;
-    }
-    if (st.leader_api == NULL) {
+    } else if (st.leader_api == NULL) {
         jinn_http_reply_error(req, JINN_ENOLEADER, "the leader has not announced its API yet");
         return;
+    } else {
+        leader_api = st.leader_api;
     }
     jinn_wbuf_init(&headers);
     for (unsigned i = 0; i < req->msg.n_headers; i++) {
         const struct jinn_http_header *h = &req->msg.headers[i];
-        if (!hop_by_hop(h)) {
+        /* A replica is not a peer: no node-to-node marker leaves it. */
+        if (!hop_by_hop(h) &&
+            !(replica && (header_is(h, FORWARDED_HEADER) || header_is(h, CLUSTER_HEADER)))) {
             jinn_wbuf_printf(&headers, "%.*s: %.*s\r\n", (int)h->name_len, h->name,
                              (int)h->value_len, h->value);
         }
     }
-    jinn_wbuf_printf(&headers, "%s: %s\r\n%s: %016" PRIx64 "\r\n", FORWARDED_HEADER,
-                     api->cfg->server_name, CLUSTER_HEADER, st.cluster_id);
+    if (!replica) {
+        jinn_wbuf_printf(&headers, "%s: %s\r\n%s: %016" PRIx64 "\r\n", FORWARDED_HEADER,
+                         api->cfg->server_name, CLUSTER_HEADER, st.cluster_id);
+    }
     jinn_wbuf_put_u8(&headers, 0);
     if (headers.failed) {
         jinn_wbuf_free(&headers);
@@ -300,14 +324,14 @@ void jinn_api_forward_or_reply(struct jinn_api *api, struct jinn_http_request *r
         uv_timer_init(api->loop, &lr->timer);
         lr->timer.data = lr;
         uv_timer_start(&lr->timer, long_relay_tick, RELAY_POLL_MS, RELAY_POLL_MS);
-        rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
+        rv = jinn_fetch(api->loop, leader_api, req->msg.method, req->msg.target,
                         req->msg.target_len, (const char *)headers.data, req->body,
                         req->body_len, timeout, long_forwarded, lr);
         if (rv != 0) {
             uv_close((uv_handle_t *)&lr->timer, long_relay_closed);
         }
     } else {
-        rv = jinn_fetch(api->loop, st.leader_api, req->msg.method, req->msg.target,
+        rv = jinn_fetch(api->loop, leader_api, req->msg.method, req->msg.target,
                         req->msg.target_len, (const char *)headers.data, req->body,
                         req->body_len, timeout, forwarded, req);
     }

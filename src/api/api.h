@@ -18,6 +18,7 @@
 #define JINN_ROUTE_ARG_MAX 1100 /* a decoded path segment (keys: 1024 bytes) */
 
 struct jinn_loopmon;
+struct jinn_stream;
 
 struct jinn_api {
     uv_loop_t *loop;
@@ -55,6 +56,7 @@ struct jinn_api {
     bool auth_bootstrapping;
     uv_timer_t auth_timer;
     struct jinn_job_pools *jobs;        /* this node's job worker pools (wasm/jobs.h) */
+    struct jinn_stream *stream; /* edge replicas' feed (net/stream.h); NULL: none */
 };
 
 #define JINN_API_FETCHERS_MAX 4096
@@ -109,6 +111,10 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
                       const struct jinn_route_args *args);
 void jinn_api_node_set(struct jinn_api *api, struct jinn_http_request *req,
                        const struct jinn_route_args *args);
+
+/* GET /v1/stream (api/stream.c): an edge replica's WebSocket feed. */
+void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args);
 
 void jinn_api_kv_put(struct jinn_api *api, struct jinn_http_request *req,
                      const struct jinn_route_args *args);

@@ -690,6 +690,26 @@ static void verdict_answered(void *data, int code, const struct jinn_http_msg *h
         goto out;
     }
     r->verdict_known = true;
+    if (jinn_node_is_replica(ck->api->node)) {
+        /* An edge replica is no member of the round: it holds its digest
+         * against the majority's. A mismatch stops it applying, as a
+         * voter's divergence stops its reads. */
+        const char *majority = json_string_value(json_object_get(obj, "majority"));
+        char mine[17];
+        hex64(mine, r->d.total);
+        if (majority != NULL && strcmp(majority, mine) != 0) {
+            char why[160];
+            mark_diverged(ck, a->index, "the replica's digest differs from the majority's");
+            snprintf(why, sizeof why,
+                     "its digest at check %" PRIu64 " is %s, the cluster's majority has %s",
+                     a->index, mine, majority);
+            jinn_node_replica_halt(ck->api->node, why);
+        } else if (majority != NULL) {
+            jinn_info("check %" PRIu64 ": this replica agrees with the cluster (digest %s)",
+                      a->index, mine);
+        }
+        goto out;
+    }
     jinn_node_status(ck->api->node, &st);
     nodes = json_object_get(obj, "nodes");
     json_array_foreach(nodes, i, n)

@@ -6,6 +6,7 @@
 
 #include "alloc.h"
 #include "api/api.h"
+#include "net/stream.h"
 #include "codec.h"
 #include "error.h"
 #include "loopmon.h"
@@ -53,8 +54,27 @@ static json_t *u64_json(uint64_t v)
     return v <= (uint64_t)INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v);
 }
 
+/* The "replica" object of an edge replica's /v1/status. */
+static json_t *replica_json(struct jinn_api *api)
+{
+    struct jinn_replica_status rs;
+    jinn_node_replica_status(api->node, &rs);
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:o, s:s?, s:b}", "state",
+                     jinn_replica_state_name(rs.state), "source", rs.source, "position",
+                     (json_int_t)rs.position, "leader_commit", (json_int_t)rs.leader_commit,
+                     "lag_entries", (json_int_t)rs.lag_entries, "lag_ms",
+                     rs.lag_ms >= 0 ? json_integer(rs.lag_ms) : json_null(),
+                     "last_heartbeat_ms",
+                     rs.last_heartbeat_ms >= 0 ? json_integer(rs.last_heartbeat_ms)
+                                               : json_null(),
+                     "leader_api", rs.leader_api, "read_only", rs.read_only);
+}
+
 static bool is_ready(const struct jinn_node_status *st)
 {
+    if (st->role == JINN_ROLE_REPLICA) {
+        return false; /* jinn_api_readyz asks the replica's own state */
+    }
     if (st->role == JINN_ROLE_LEADER) {
         return st->leader_ready && st->applied_index >= st->commit_index;
     }
@@ -98,6 +118,14 @@ void jinn_api_status(struct jinn_api *api, struct jinn_http_request *req,
                                   JINN_SNAPSHOT_VERSION, "backup", JINN_BACKUP_VERSION));
     json_object_set_new(obj, "disk_free_bytes", json_integer((json_int_t)st.disk_free_bytes));
     jinn_api_check_status(api, obj);
+    if (st.role == JINN_ROLE_REPLICA) {
+        json_t *rep = replica_json(api);
+        json_object_set_new(obj, "replica", rep ? rep : json_null());
+        json_object_set_new(obj, "ready", json_boolean(jinn_node_replica_ready(api->node)));
+    }
+    if (api->stream != NULL) {
+        json_object_set_new(obj, "stream", jinn_stream_status_json(api->stream));
+    }
     if (api->wasm != NULL) {
         jinn_wasm_runner_status(api->wasm, obj);
         jinn_job_pools_status(api->jobs, obj);
@@ -130,6 +158,25 @@ void jinn_api_readyz(struct jinn_api *api, struct jinn_http_request *req,
 {
     struct jinn_node_status st;
     (void)args;
+    if (jinn_node_is_replica(api->node)) {
+        /* A replica is ready while it streams with a primary heartbeat. */
+        struct jinn_replica_status rs;
+        jinn_node_replica_status(api->node, &rs);
+        if (rs.state != JINN_REPLICA_STREAMING) {
+            jinn_http_reply_json(
+                req, 503,
+                json_pack("{s:s, s:s, s:s, s:s}", "status", "not_ready", "error",
+                          rs.state == JINN_REPLICA_READ_ONLY ? jinn_error_name(JINN_EREADONLY)
+                                                             : "catching_up",
+                          "state", jinn_replica_state_name(rs.state), "message",
+                          rs.state == JINN_REPLICA_READ_ONLY
+                              ? "no primary heartbeat within replica_stale_after"
+                              : "not streaming yet"));
+            return;
+        }
+        jinn_http_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
+        return;
+    }
     jinn_node_status(api->node, &st);
     if (!is_ready(&st)) {
         const char *why = st.leader_id == 0 || !st.quorum ? "no leader with a quorum is known"
@@ -207,6 +254,25 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
           "(-1: never).",
           "%" PRId64, st.leader_contact_ms);
     GAUGE("jinn_cluster_voters", "Voting members.", "%u", voters);
+    if (st.role == JINN_ROLE_REPLICA) {
+        struct jinn_replica_status rs;
+        jinn_node_replica_status(api->node, &rs);
+        GAUGE("jinn_replica_position", "Edge replica: index of the last record applied.",
+              "%" PRIu64, rs.position);
+        GAUGE("jinn_replica_lag_entries",
+              "Edge replica: records its source has streamed that it has not applied.",
+              "%" PRIu64, rs.lag_entries);
+        GAUGE("jinn_replica_lag_ms",
+              "Edge replica: staleness in ms, from primary heartbeats (-1: never fresh).",
+              "%" PRId64, rs.lag_ms);
+        GAUGE("jinn_replica_last_heartbeat_ms",
+              "Edge replica: ms since the last primary heartbeat (-1: never).", "%" PRId64,
+              rs.last_heartbeat_ms);
+        GAUGE("jinn_replica_read_only", "Edge replica: 1 while writes answer 503 read_only.",
+              "%d", rs.read_only);
+        GAUGE("jinn_replica_streaming", "Edge replica: 1 while streaming (ready).", "%d",
+              rs.state == JINN_REPLICA_STREAMING);
+    }
     GAUGE("jinn_cluster_standbys", "Standby members.", "%u", st.n_members - voters);
     COUNTER("jinn_raft_connections_refused_total",
             "Raft connections refused: another cluster, a stray, a wiped node.", "%" PRIu64,
@@ -386,6 +452,22 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
             jinn_wbuf_printf(&w, "jinn_raft_peer_reachable{peer=\"%s\",id=\"%" PRIu64 "\"} %d\n",
                              names[i], st.members[i].id, st.members[i].reachable);
         }
+    }
+    if (api->stream != NULL) {
+        struct jinn_stream_stats ss;
+        jinn_stream_stats(api->stream, &ss);
+        GAUGE("jinn_stream_replicas", "Edge replicas connected to this node's stream.",
+              "%u", ss.replicas);
+        COUNTER("jinn_stream_bytes_sent_total", "Message bytes sent to edge replicas.",
+                "%" PRIu64, ss.bytes_sent);
+        COUNTER("jinn_stream_cut_off_total", "Replicas cut off for falling behind.", "%" PRIu64,
+                ss.cut_off);
+        GAUGE("jinn_stream_buffer_bytes", "Bytes of recent records kept for replicas.",
+              "%" PRIu64, ss.buffer_bytes);
+        COUNTER("jinn_stream_snapshots_total", "Snapshots encoded for replicas.", "%" PRIu64,
+                ss.snapshots);
+        GAUGE("jinn_stream_position", "Index of the last record streamed.", "%" PRIu64,
+              ss.position);
     }
     jinn_api_check_metrics(api, &w);
     jinn_wasm_runner_metrics(api->wasm, &w);

@@ -23,7 +23,7 @@ static const struct {
     {"queue", JINN_AUTH_QUEUE, JINN_AUTH_PUBLISH | JINN_AUTH_CONSUME | JINN_AUTH_ADMIN},
     {"sql", JINN_AUTH_SQL, JINN_AUTH_READ | JINN_AUTH_WRITE},
     {"fn", JINN_AUTH_FN, JINN_AUTH_INVOKE | JINN_AUTH_DEPLOY},
-    {"cluster", JINN_AUTH_CLUSTER, JINN_AUTH_ADMIN | JINN_AUTH_METRICS},
+    {"cluster", JINN_AUTH_CLUSTER, JINN_AUTH_ADMIN | JINN_AUTH_METRICS | JINN_AUTH_REPLICA},
 };
 
 static const struct {
@@ -33,6 +33,7 @@ static const struct {
     {"read", JINN_AUTH_READ},       {"write", JINN_AUTH_WRITE}, {"publish", JINN_AUTH_PUBLISH},
     {"consume", JINN_AUTH_CONSUME}, {"admin", JINN_AUTH_ADMIN}, {"invoke", JINN_AUTH_INVOKE},
     {"deploy", JINN_AUTH_DEPLOY},   {"metrics", JINN_AUTH_METRICS},
+    {"replica", JINN_AUTH_REPLICA},
 };
 
 static const char *kind_name(int kind)
@@ -74,7 +75,8 @@ static int parse_rule(const char *p, size_t len, struct jinn_auth_rule *r, char 
     memset(r, 0, sizeof *r);
     if (c1 == NULL) {
         snprintf(err, err_cap,
-                 "a rule is KIND:PATTERN[:ACTIONS], cluster:admin or cluster:metrics");
+                 "a rule is KIND:PATTERN[:ACTIONS], cluster:admin, cluster:metrics or "
+                 "cluster:replica");
         return JINN_EINVAL;
     }
     klen = (size_t)(c1 - p);
@@ -94,8 +96,11 @@ static int parse_rule(const char *p, size_t len, struct jinn_auth_rule *r, char 
             r->actions = JINN_AUTH_ADMIN;
         } else if (span_is(c1 + 1, len - klen - 1, "metrics")) {
             r->actions = JINN_AUTH_METRICS;
+        } else if (span_is(c1 + 1, len - klen - 1, "replica")) {
+            r->actions = JINN_AUTH_REPLICA;
         } else {
-            snprintf(err, err_cap, "the cluster rules are cluster:admin and cluster:metrics");
+            snprintf(err, err_cap,
+                     "the cluster rules are cluster:admin, cluster:metrics and cluster:replica");
             return JINN_EINVAL;
         }
         return 0;
@@ -168,7 +173,9 @@ static void put_canon(const struct jinn_auth_rule *r, struct jinn_wbuf *w)
 {
     jinn_wbuf_printf(w, "%s", kind_name(r->kind));
     if (r->kind == JINN_AUTH_CLUSTER) {
-        jinn_wbuf_printf(w, (r->actions & JINN_AUTH_ADMIN) ? ":admin" : ":metrics");
+        jinn_wbuf_printf(w, (r->actions & JINN_AUTH_ADMIN)     ? ":admin"
+                            : (r->actions & JINN_AUTH_REPLICA) ? ":replica"
+                                                               : ":metrics");
         return;
     }
     jinn_wbuf_printf(w, ":%.*s%s", (int)r->pattern_len, r->pattern, r->prefix ? "*" : "");
@@ -291,7 +298,8 @@ bool jinn_auth_rules_allow(const struct jinn_auth_rules *rules, int kind, const 
             return true;
         }
         if (r->kind == JINN_AUTH_CLUSTER) {
-            /* cluster:metrics: the routes that name it, and nothing else
+            /* cluster:metrics, cluster:replica: the routes that name it,
+             * and nothing else
              * (a token with only it is still a valid token for ANY). */
             if (kind == JINN_AUTH_ANY || kind == JINN_AUTH_PUBLIC ||
                 (kind == JINN_AUTH_CLUSTER && (r->actions & acts) != 0)) {

@@ -14,6 +14,7 @@
  *   fn:PATTERN:ACTIONS      invoke,deploy
  *   cluster:admin           everything, token management included
  *   cluster:metrics         GET /metrics, nothing else
+ *   cluster:replica         GET /v1/stream (an edge replica's feed), nothing else
  *
  * PATTERN is a literal, or a literal followed by one trailing '*' (prefix
  * match); "*" alone matches every name. Literals are printable ASCII
@@ -72,6 +73,7 @@ enum {
     JINN_AUTH_DEPLOY = 1 << 6,  /* fn */
     JINN_AUTH_HOLD = 1 << 7,    /* lock (implied: lock rules name no action) */
     JINN_AUTH_METRICS = 1 << 8, /* cluster: GET /metrics only (a Prometheus scraper) */
+    JINN_AUTH_REPLICA = 1 << 9, /* cluster: GET /v1/stream only (an edge replica) */
 };
 
 struct jinn_auth_rule {

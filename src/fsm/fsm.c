@@ -275,6 +275,9 @@ static int fsm_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void
     /* libraft 0.15 advances last_applied only after apply returns. */
     uint64_t index = fsm->raft->last_applied + 1;
     *result = (void *)apply_at(fsm, index, buf->base, buf->len);
+    if (fsm->on_record != NULL) {
+        fsm->on_record(fsm->on_record_data, index, buf->base, buf->len);
+    }
     if (fsm->on_apply != NULL) {
         fsm->on_apply(fsm->on_apply_data, index);
     }
@@ -313,6 +316,25 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_sql_encode(&fsm->sql, w);
     jinn_fns_encode_modules(&fsm->fns, w);
     return encode_crc(w, start);
+}
+
+/* Whether the SQL section's framing (count, then name and image per
+ * database) ends exactly where the snapshot does. Checked before
+ * jinn_sql_decode, which rewrites files: a snapshot refused after that
+ * would leave new databases under the old in-memory state. */
+static bool sql_section_ends(const struct jinn_rbuf *r)
+{
+    struct jinn_rbuf c = *r;
+    uint32_t count = jinn_rbuf_get_u32(&c);
+    if (c.failed || count > JINN_SQL_DBS_MAX) {
+        return false;
+    }
+    for (uint32_t i = 0; i < count && !c.failed; i++) {
+        const uint8_t *p;
+        (void)jinn_rbuf_get_bytes(&c, &p, JINN_SQL_DB_MAX);
+        (void)jinn_rbuf_get_bytes(&c, &p, UINT32_MAX);
+    }
+    return !c.failed && c.left == 0;
 }
 
 int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
@@ -397,6 +419,9 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         if (rv == 0) {
             rv = jinn_auth_decode(&auth, &r);
         }
+    }
+    if (rv == 0 && (r.failed || !sql_section_ends(&r))) {
+        rv = JINN_ECORRUPT; /* nothing rewritten yet */
     }
     if (rv == 0) {
         /* Last, after every other section validated: it rewrites files. */
@@ -572,6 +597,9 @@ static int fsm_restore(struct raft_fsm *iface, struct raft_buffer *buf)
     }
     jinn_info("snapshot restored (%zu bytes, cluster time %llu)", buf->len,
               (unsigned long long)fsm->time_ms);
+    if (fsm->on_restore != NULL) {
+        fsm->on_restore(fsm->on_record_data);
+    }
     /* On success the FSM owns the buffer (libraft's contract). */
     raft_free(buf->base);
     return 0;

@@ -59,6 +59,12 @@ struct jinn_fsm {
     /* Told after every applied command (watchers wake up here). Not state. */
     void (*on_apply)(void *data, uint64_t index);
     void *on_apply_data;
+    /* The stream feed (net/stream.c), through the node: each command
+     * applied by raft, with its entry's bytes exactly as applied (borrowed
+     * for the call), and each snapshot restored. Not state. */
+    void (*on_record)(void *data, uint64_t index, const void *buf, size_t len);
+    void (*on_restore)(void *data);
+    void *on_record_data;
     /* Index of the last CHECK applied here, for the apply hook. Not state. */
     uint64_t check_index;
 };

@@ -26,7 +26,7 @@ def cluster_factory(tmp_path, request):
     crashed = []
     for c in made:
         c.close()
-        for node in c.nodes:
+        for node in c.nodes + getattr(c, "edge", []):  # edge: `jinn replica` processes
             log = node.log()
             # A node that crashed or tripped a sanitizer fails the test even
             # when the test's own checks passed.

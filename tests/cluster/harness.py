@@ -331,6 +331,14 @@ class Cluster:
         self.proxies[n.name] = FaultProxy(self, n.name, n.proxy_port, n.raft_port)
         return n
 
+    def add_replica(self, name=None, sources=None, extra_config=()):
+        """An edge replica (`jinn replica`) streaming from `sources` (nodes,
+        in order; default: every node). Not started."""
+        self.edge = getattr(self, "edge", [])
+        r = Replica(self, name or f"r{len(self.edge) + 1}", sources, extra_config)
+        self.edge.append(r)
+        return r
+
     def name_for_raft_address(self, address):
         for n in self.nodes:
             if n.advertised == address:
@@ -343,6 +351,8 @@ class Cluster:
         return self
 
     def close(self):
+        for r in getattr(self, "edge", []):
+            r.kill()
         for n in self.nodes:
             n.kill()
         for p in self.proxies.values():
@@ -450,3 +460,114 @@ class loop_budget:
                 f"{after - self.before} loop stalls over {self.max_ms} ms "
                 f"(max since start: {loop_stall_max_ms(self.node)} ms)")
         return False
+
+
+# ---- edge replicas (`jinn replica`, docs/replica.md) ------------------------
+
+class Replica:
+    """A `jinn replica -c FILE` process: its own data_dir and HTTP port,
+    streaming from cluster nodes over ws:// (wss:// when the cluster serves
+    https). Same process controls as Node."""
+
+    def __init__(self, cluster, name, sources=None, extra_config=()):
+        self.cluster = cluster
+        self.name = name
+        self.sources = list(sources) if sources is not None else None
+        self.extra_config = list(extra_config)
+        self.http_port = free_port()
+        self.data_dir = os.path.join(cluster.dir, name, "data")
+        self.config_path = os.path.join(cluster.dir, name, "jinn.conf")
+        self.log_path = os.path.join(cluster.dir, name, "jinn.log")
+        self.proc = None
+        self.paused = False
+        self.env = {}
+
+    @property
+    def url(self):
+        scheme = "https" if self.cluster.https_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    def stream_urls(self):
+        scheme = "wss" if self.cluster.https_context is not None else "ws"
+        nodes = self.sources if self.sources is not None else self.cluster.nodes
+        return [f"{scheme}://127.0.0.1:{n.http_port}" for n in nodes]
+
+    def write_config(self):
+        extra = "".join(f"    {line}\n" for line in self.extra_config)
+        os.makedirs(os.path.dirname(self.config_path), exist_ok=True)
+        with open(self.config_path, "w") as f:
+            f.write("{\n"
+                    f"    server_name  {self.name}\n"
+                    f"    data_dir     {self.data_dir}\n"
+                    f"    http_listen  127.0.0.1:{self.http_port}\n"
+                    f"    replica_of   {' '.join(self.stream_urls())}\n"
+                    f"{extra}"
+                    "}\n")
+
+    def start(self):
+        assert self.proc is None or self.proc.poll() is not None
+        self.write_config()
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([JINN, "replica", "-c", self.config_path], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env})
+        log.close()
+        self.paused = False
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.paused = False
+
+    def stop(self, timeout=20):
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        if self.paused:
+            self.resume()
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def status(self, timeout=2.0):
+        code, _, body = http(self.url + "/v1/status", timeout=timeout,
+                             headers=self.cluster.auth_headers,
+                             context=self.cluster.https_context)
+        assert code == 200, body
+        return json.loads(body)
+
+    def replica(self, timeout=2.0):
+        """The status's "replica" object: state, source, position, lag..."""
+        return self.status(timeout)["replica"]
+
+    def request(self, path, method="GET", body=None, headers=None, timeout=10.0):
+        return http(self.url + path, method, body, headers, timeout, self.cluster.https_context)
+
+    def wait_state(self, state, timeout=20.0):
+        return wait_for(lambda: self.replica(timeout=1.0)["state"] == state, timeout,
+                        what=f"{self.name} {state}")
+
+    def wait_position(self, index, timeout=20.0):
+        """Until the replica applied index (its position is at least it)."""
+        return wait_for(lambda: self.replica(timeout=1.0)["position"] >= index, timeout,
+                        what=f"{self.name} at position {index}")
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""

@@ -17,16 +17,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void parse_one(const uint8_t *data, size_t size, bool replica)
 {
     struct jinn_config cfg;
     struct jinn_config_error err;
     int rv;
 
     memset(&err, 0, sizeof err);
-    if (jinn_config_defaults(&cfg) != 0) {
+    if ((replica ? jinn_config_replica_defaults(&cfg) : jinn_config_defaults(&cfg)) != 0) {
         jinn_config_free(&cfg);
-        return 0;
+        return;
     }
     rv = jinn_config_parse(&cfg, "fuzz.conf", (const char *)data, size, &err);
     if (rv != 0) {
@@ -37,7 +37,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* The accessors the daemon calls on a parsed config. */
         (void)jinn_config_policy(&cfg, "default");
         (void)jinn_config_queue(&cfg, "jobs");
+        /* A replica config names 1-16 well-formed sources (config.h). */
+        FUZZ_CHECK(!replica || (cfg.n_replica_of >= 1 &&
+                                cfg.n_replica_of <= JINN_CONFIG_MAX_SOURCES));
+        FUZZ_CHECK(replica || cfg.n_replica_of == 0);
     }
     jinn_config_free(&cfg);
+}
+
+/* The same text as a member's config and as a replica's (jinn replica). */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    parse_one(data, size, false);
+    parse_one(data, size, true);
     return 0;
 }

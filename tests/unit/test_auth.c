@@ -33,6 +33,8 @@ TEST(auth_rules_parse_accepts_and_canonicalizes)
         {"fn:billing:deploy,invoke", "fn:billing:invoke,deploy"},
         {"cluster:admin", "cluster:admin"},
         {"cluster:metrics", "cluster:metrics"},
+        {"cluster:replica", "cluster:replica"},
+        {"cluster:replica kv:a/*:read", "cluster:replica kv:a/*:read"},
         {"kv:a/b:read lock:x queue:y:consume", "kv:a/b:read lock:x queue:y:consume"},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -74,6 +76,9 @@ TEST(auth_rules_parse_refuses)
         "cluster:*",
         "cluster:admin:x",
         "cluster:metrics:x",
+        "cluster:replica:x",
+        "cluster:replica,metrics",
+        "kv:a:replica",
         "cluster:admin,metrics",
         "kv:a:metrics",
         "cluster:",
@@ -182,6 +187,13 @@ TEST(auth_rules_allow_table)
         {"cluster:metrics", JINN_AUTH_ANY, "", 0, true},
         {"cluster:metrics kv:a/*:read", JINN_AUTH_KV, "a/b", JINN_AUTH_READ, true},
         {"cluster:admin", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN | JINN_AUTH_METRICS, true},
+        /* cluster:replica: GET /v1/stream (CLUSTER, admin or replica), nothing else */
+        {"cluster:replica", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN | JINN_AUTH_REPLICA, true},
+        {"cluster:replica", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN | JINN_AUTH_METRICS, false},
+        {"cluster:metrics", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN | JINN_AUTH_REPLICA, false},
+        {"cluster:replica", JINN_AUTH_KV, "a/b", JINN_AUTH_READ, false},
+        {"cluster:replica", JINN_AUTH_ANY, "", 0, true},
+        {"cluster:admin", JINN_AUTH_CLUSTER, "", JINN_AUTH_ADMIN | JINN_AUTH_REPLICA, true},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         struct jinn_auth_rules r;

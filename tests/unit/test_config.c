@@ -438,3 +438,36 @@ TEST(config_job_workers_and_grace)
         jinn_config_free(&cfg);
     }
 }
+
+/* The stream feed's keys (net/stream.h): defaults, values, bounds. */
+TEST(config_stream_keys)
+{
+    static const char ok[] = "{\n  stream_heartbeat 50ms\n  stream_max_replicas 0\n"
+                             "  stream_buffer_bytes 8MiB\n  stream_max_lag_bytes 2MiB\n}\n";
+    static const char *const bad[] = {
+        "{\n  stream_heartbeat 5ms\n}\n",       "{\n  stream_heartbeat 2m\n}\n",
+        "{\n  stream_max_replicas -1\n}\n",     "{\n  stream_buffer_bytes 1KiB\n}\n",
+        "{\n  stream_max_lag_bytes 100\n}\n",   "{\n  stream_max_replicas many\n}\n"};
+    struct jinn_config cfg;
+    struct jinn_config_error err;
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", "", 0, &err), 0);
+    CHECK_INT(cfg.stream_heartbeat_ms, 200);
+    CHECK_INT(cfg.stream_max_replicas, 64);
+    CHECK(cfg.stream_buffer_bytes == 64u << 20);
+    CHECK(cfg.stream_max_lag_bytes == 32u << 20);
+    jinn_config_free(&cfg);
+    CHECK_INT(jinn_config_defaults(&cfg), 0);
+    CHECK_INT(jinn_config_parse(&cfg, "t", ok, strlen(ok), &err), 0);
+    CHECK_INT(cfg.stream_heartbeat_ms, 50);
+    CHECK_INT(cfg.stream_max_replicas, 0);
+    CHECK(cfg.stream_buffer_bytes == 8u << 20);
+    CHECK(cfg.stream_max_lag_bytes == 2u << 20);
+    jinn_config_free(&cfg);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_INT(jinn_config_defaults(&cfg), 0);
+        CHECK_INT(jinn_config_parse(&cfg, "t", bad[i], strlen(bad[i]), &err), JINN_ECONFIG);
+        CHECK_INT(err.line, 2);
+        jinn_config_free(&cfg);
+    }
+}

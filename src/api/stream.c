@@ -1,0 +1,194 @@
+/* stream.c - GET /v1/stream: the WebSocket feed of edge replicas
+ * (protocol: docs/api.md, net/stream.h).
+ *
+ * Everything that can be refused is refused here, as a plain HTTP error,
+ * before the upgrade: a request that is not a WebSocket handshake (400),
+ * bad or unknown parameters (400), a node without a cluster id yet (503),
+ * a replica of another cluster (409), too many replicas (503). Tokens are
+ * checked by the route table (cluster:replica, or cluster:admin). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "error.h"
+#include "net/stream.h"
+#include "net/ws.h"
+
+static bool header_is(const struct jinn_http_request *req, const char *name, const char *value)
+{
+    const struct jinn_http_header *h = jinn_http_header_find(&req->msg, name);
+    size_t n = strlen(value);
+    return h != NULL && h->value_len == n && strncasecmp(h->value, value, n) == 0;
+}
+
+/* Connection is a list of tokens ("keep-alive, Upgrade"): one is upgrade. */
+static bool connection_upgrade(const struct jinn_http_request *req)
+{
+    const struct jinn_http_header *h = jinn_http_header_find(&req->msg, "connection");
+    size_t i = 0;
+    if (h == NULL) {
+        return false;
+    }
+    while (i < h->value_len) {
+        size_t start, end;
+        while (i < h->value_len && (h->value[i] == ' ' || h->value[i] == '\t')) {
+            i++;
+        }
+        start = i;
+        while (i < h->value_len && h->value[i] != ',') {
+            i++;
+        }
+        end = i;
+        while (end > start && (h->value[end - 1] == ' ' || h->value[end - 1] == '\t')) {
+            end--;
+        }
+        if (end - start == 7 && strncasecmp(h->value + start, "upgrade", 7) == 0) {
+            return true;
+        }
+        i++;
+    }
+    return false;
+}
+
+/* Sec-WebSocket-Key: the base64 of 16 bytes (24 characters, "==" last). */
+static bool key_ok(const struct jinn_http_header *h)
+{
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (h == NULL || h->value_len != 24 || h->value[22] != '=' || h->value[23] != '=') {
+        return false;
+    }
+    for (size_t i = 0; i < 22; i++) {
+        if (h->value[i] == '\0' || strchr(b64, h->value[i]) == NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > JINN_STREAM_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Only from, cluster and name, each at most once. */
+static bool params_known(const char *q, size_t len)
+{
+    static const char *const known[] = {"from", "cluster", "name"};
+    unsigned seen = 0;
+    size_t i = 0;
+    while (i < len) {
+        size_t start = i, klen;
+        unsigned k;
+        while (i < len && q[i] != '&') {
+            i++;
+        }
+        klen = 0;
+        while (start + klen < i && q[start + klen] != '=') {
+            klen++;
+        }
+        for (k = 0; k < 3; k++) {
+            if (klen == strlen(known[k]) && memcmp(q + start, known[k], klen) == 0) {
+                break;
+            }
+        }
+        if (k == 3 || (seen & (1u << k))) {
+            return false;
+        }
+        seen |= 1u << k;
+        i++;
+    }
+    return true;
+}
+
+void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
+                     const struct jinn_route_args *args)
+{
+    char from_s[24], cluster_s[24], name[JINN_STREAM_NAME_MAX + 2], ours[17], accept[29];
+    char key[25];
+    const struct jinn_http_header *kh = jinn_http_header_find(&req->msg, "sec-websocket-key");
+    long n;
+    uint64_t from = 0, cluster_id;
+    char *end;
+    int rv;
+
+    (void)args;
+    if (!header_is(req, "upgrade", "websocket") || !connection_upgrade(req) ||
+        !header_is(req, "sec-websocket-version", "13") || !key_ok(kh)) {
+        jinn_http_reply_error(
+            req, JINN_EINVAL,
+            "a WebSocket handshake is needed (Upgrade: websocket, Connection: "
+            "Upgrade, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)");
+        return;
+    }
+    if (!params_known(req->query, req->query_len)) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "parameters: from, cluster, name (each once), nothing else");
+        return;
+    }
+    n = jinn_http_query_get(req->query, req->query_len, "from", from_s, sizeof from_s);
+    if (n > 0 && n <= 20 && from_s[0] >= '0' && from_s[0] <= '9' &&
+        (n == 1 || from_s[0] != '0')) {
+        errno = 0;
+        from = strtoull(from_s, &end, 10);
+        if (errno != 0 || *end != '\0') {
+            n = -2;
+        }
+    } else {
+        n = -2;
+    }
+    if (n < 0) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "from: the replica's position, a decimal index");
+        return;
+    }
+    n = jinn_http_query_get(req->query, req->query_len, "name", name, sizeof name);
+    if (n < 0 || !name_ok(name, (size_t)n)) {
+        jinn_http_reply_error(req, JINN_EINVAL, "name: 1 to 64 bytes of [A-Za-z0-9._-]");
+        return;
+    }
+    cluster_id = jinn_node_cluster_id(api->node);
+    snprintf(ours, sizeof ours, "%016" PRIx64, cluster_id);
+    n = jinn_http_query_get(req->query, req->query_len, "cluster", cluster_s, sizeof cluster_s);
+    if (n == -2 || (n >= 0 && (n != 16 || strspn(cluster_s, "0123456789abcdef") != 16))) {
+        jinn_http_reply_error(req, JINN_EINVAL, "cluster: 16 lowercase hex digits");
+        return;
+    }
+    if (api->stream == NULL || cluster_id == 0) {
+        jinn_http_reply_error(req, JINN_ENOLEADER,
+                              api->stream == NULL ? "this node serves no replicas"
+                                                  : "this node has no cluster id yet; retry");
+        return;
+    }
+    if (n == 16 && memcmp(cluster_s, ours, 16) != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "this node belongs to cluster %s, not %s", ours, cluster_s);
+        jinn_http_reply_error(req, JINN_ECONFLICT, msg);
+        return;
+    }
+    if (!jinn_stream_has_room(api->stream)) {
+        jinn_http_reply_error(req, JINN_EBUSY, "too many replicas (stream_max_replicas)");
+        return;
+    }
+    memcpy(key, kh->value, 24);
+    key[24] = '\0';
+    jinn_ws_accept_key(key, accept);
+    rv = jinn_stream_attach(api->stream, req, from, name, accept);
+    if (rv != 0) {
+        jinn_http_reply_error(req, rv, NULL);
+    }
+}

@@ -1,0 +1,1068 @@
+/* stream.c - see stream.h.
+ *
+ * The ring: records arrive from the node's hook (inside libraft's apply
+ * loop) and are appended to the open batch, an 'E' frame being built; it is
+ * sealed at the end of the loop turn (a uv_check handle) or once it passes
+ * JINN_STREAM_BATCH_MAX, and becomes one refcounted message in the ring,
+ * numbered by a sequence number. The ring keeps at most
+ * stream_buffer_bytes of sealed batches (the oldest go first, the newest
+ * always stays).
+ *
+ * A replica is a position (what it will have once everything queued to it
+ * arrived) and the sequence number of the next batch to queue. Batches are
+ * queued (by reference) only while the WebSocket endpoint holds less than
+ * PUMP_WATERMARK, and the endpoint hands bytes to the HTTP connection only
+ * while that holds less than CONN_WATERMARK, so a replica that does not
+ * read costs the node its ring (shared) plus under 2 MiB; when the ring
+ * bytes it has not been sent pass stream_max_lag_bytes it is cut off.
+ *
+ * Nothing here runs a snapshot or writes to a socket inside the apply
+ * loop: the hooks only append to the open batch or reset the ring, and the
+ * check handle does the rest after the loop turn's callbacks. */
+#include "net/stream.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "codec.h"
+#include "error.h"
+#include "fsm/fsm.h"
+#include "log.h"
+
+#define PUMP_WATERMARK (1u << 20)   /* endpoint bytes below which batches are queued */
+#define CONN_WATERMARK (256u << 10) /* transport bytes below which the endpoint flushes */
+#define CLIENT_MESSAGE_MAX 4096     /* replicas send control frames only */
+#define E_HEAD 5                    /* 'E', u32 count */
+#define R_HEAD 20                   /* u64 index, u64 prev, u32 len */
+#define S_HEAD 9                    /* 'S', u64 index */
+
+struct rec {
+    uint64_t index, prev;
+    size_t off; /* of its header in the frame */
+};
+
+struct batch {
+    struct jinn_ws_buf *frame;
+    struct rec *recs;
+    uint32_t n;
+    uint64_t sealed_ms;
+    uint64_t end_total; /* frame bytes sealed up to and including this batch */
+    uint64_t bytes;     /* what it costs the ring */
+};
+
+enum rstate { R_SNAPSHOT, R_STREAMING, R_WAITING, R_CLOSING };
+
+struct replica {
+    struct replica *prev, *next;
+    struct jinn_stream *s;
+    struct jinn_http_conn *conn;
+    struct jinn_ws *ws;
+    enum rstate state;
+    char name[JINN_STREAM_NAME_MAX + 1];
+    char addr[16];
+    uint64_t want;       /* the position it asked for (a snapshot must not be older) */
+    uint64_t pos;        /* once everything queued arrived */
+    uint64_t next_seq;   /* R_STREAMING: the next batch to queue */
+    uint64_t snap_end;   /* the snapshot is out once sent bytes reach this */
+    uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
+    bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
+    uint64_t drained_ms; /* the transport last took bytes (a write completed) */
+};
+
+struct snap_job {
+    uv_work_t work;
+    struct jinn_stream *s; /* NULL once the feed stopped */
+    struct jinn_wbuf w;
+    struct jinn_sql_pin *pin;
+    struct jinn_fns_pin *fns_pin;
+    uint64_t index;
+    uint64_t next_seq;
+    uint64_t epoch;
+    int code;
+};
+
+struct jinn_stream {
+    uv_loop_t *loop;
+    struct jinn_node *node;
+    const struct jinn_config *cfg;
+    uv_timer_t timer;
+    uv_check_t check;
+    int open_handles;
+    bool stopping;
+    struct replica *replicas;
+    unsigned n_replicas;
+    /* sealed batches [head_seq, tail_seq), at ring[seq % ring_cap] */
+    struct batch **ring;
+    uint64_t ring_cap;
+    uint64_t head_seq, tail_seq;
+    uint64_t ring_bytes;
+    uint64_t sealed_total;
+    /* the open batch */
+    struct jinn_wbuf open;
+    struct rec *open_recs;
+    uint32_t open_n, open_cap;
+    uint64_t open_ms;
+    uint64_t position; /* the last record's index (or a restored snapshot's) */
+    uint64_t epoch;    /* restores seen */
+    struct snap_job *job;
+    bool want_snapshot;
+    /* The last snapshot, reused for replicas asking while the records
+     * after it are still in the ring: however many join, one encoding. */
+    struct jinn_ws_buf *snap_frame;
+    uint64_t snap_index, snap_next_seq, snap_epoch;
+    uint64_t bytes_sent_gone; /* by replicas that left */
+    uint64_t cut_off;
+    uint64_t snapshots;
+};
+
+static void put_u64le(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void put_u32le(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+/* ---- the ring --------------------------------------------------------------- */
+
+static struct batch *ring_at(const struct jinn_stream *s, uint64_t seq)
+{
+    return s->ring[seq % s->ring_cap];
+}
+
+static void batch_free(struct batch *b)
+{
+    jinn_ws_buf_unref(b->frame);
+    jinn_free(b->recs);
+    jinn_free(b);
+}
+
+static void open_reset(struct jinn_stream *s)
+{
+    jinn_wbuf_free(&s->open);
+    jinn_free(s->open_recs);
+    s->open_recs = NULL;
+    s->open_n = s->open_cap = 0;
+}
+
+static void ring_drop_head(struct jinn_stream *s)
+{
+    struct batch *b = ring_at(s, s->head_seq);
+    s->ring[s->head_seq % s->ring_cap] = NULL;
+    s->ring_bytes -= b->bytes;
+    s->head_seq++;
+    batch_free(b);
+}
+
+static bool ring_push(struct jinn_stream *s, struct batch *b)
+{
+    if (s->tail_seq - s->head_seq == s->ring_cap) {
+        uint64_t cap = s->ring_cap ? s->ring_cap * 2 : 64;
+        struct batch **r = jinn_calloc((size_t)cap, sizeof *r);
+        if (r == NULL) {
+            return false;
+        }
+        for (uint64_t q = s->head_seq; q < s->tail_seq; q++) {
+            r[q % cap] = s->ring[q % s->ring_cap];
+        }
+        jinn_free(s->ring);
+        s->ring = r;
+        s->ring_cap = cap;
+    }
+    s->ring[s->tail_seq % s->ring_cap] = b;
+    s->tail_seq++;
+    s->ring_bytes += b->bytes;
+    while (s->ring_bytes > s->cfg->stream_buffer_bytes && s->tail_seq - s->head_seq > 1) {
+        ring_drop_head(s);
+    }
+    return true;
+}
+
+static void request_snapshot(struct replica *r);
+static void kick(struct jinn_stream *s);
+
+/* Forgets every record (a restore, or out of memory): replicas streaming
+ * from the old chain get a snapshot. */
+static void ring_reset(struct jinn_stream *s)
+{
+    while (s->head_seq < s->tail_seq) {
+        ring_drop_head(s);
+    }
+    open_reset(s);
+    for (struct replica *r = s->replicas; r != NULL; r = r->next) {
+        if (r->state == R_STREAMING && r->pos != s->position) {
+            r->want = r->pos;
+            request_snapshot(r);
+        } else if (r->state == R_STREAMING) {
+            r->next_seq = s->tail_seq;
+        }
+    }
+}
+
+/* The open batch becomes a sealed one. */
+static void seal(struct jinn_stream *s)
+{
+    struct batch *b;
+    if (s->open_n == 0) {
+        return;
+    }
+    b = jinn_calloc(1, sizeof *b);
+    if (b == NULL) {
+        goto nomem;
+    }
+    jinn_wbuf_patch_u32(&s->open, 1, s->open_n);
+    b->n = s->open_n;
+    b->recs = s->open_recs;
+    s->open_recs = NULL;
+    if (s->open.cap > s->open.len + s->open.len / 8) {
+        /* the ring counts what it holds: no growth slack kept */
+        uint8_t *fit = jinn_realloc(s->open.data, s->open.len);
+        if (fit != NULL) {
+            s->open.data = fit;
+            s->open.cap = s->open.len;
+        }
+    }
+    b->bytes = s->open.cap + (uint64_t)s->open_cap * sizeof *b->recs + sizeof *b + 64;
+    b->frame = jinn_ws_buf_adopt(s->open.data, s->open.len);
+    jinn_wbuf_init(&s->open);
+    s->open_n = s->open_cap = 0;
+    if (b->frame == NULL) {
+        jinn_free(b->recs);
+        jinn_free(b);
+        goto nomem;
+    }
+    b->sealed_ms = uv_now(s->loop);
+    s->sealed_total += b->frame->len;
+    b->end_total = s->sealed_total;
+    if (!ring_push(s, b)) {
+        batch_free(b);
+        goto nomem;
+    }
+    return;
+nomem:
+    jinn_warn("stream: out of memory keeping records; replicas get a snapshot");
+    ring_reset(s);
+}
+
+static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf, size_t len)
+{
+    struct jinn_stream *s = data;
+    s->position = index;
+    if (len > UINT32_MAX - R_HEAD) {
+        jinn_warn("stream: entry %" PRIu64 " too large to stream; replicas get a snapshot",
+                  index);
+        ring_reset(s);
+        kick(s);
+        return;
+    }
+    if (s->open_n == s->open_cap) {
+        uint32_t cap = s->open_cap ? s->open_cap * 2 : 64;
+        struct rec *r = jinn_realloc(s->open_recs, cap * sizeof *r);
+        if (r == NULL) {
+            goto nomem;
+        }
+        s->open_recs = r;
+        s->open_cap = cap;
+    }
+    if (s->open_n == 0) {
+        jinn_wbuf_put_u8(&s->open, 'E');
+        jinn_wbuf_put_u32(&s->open, 0); /* the count, patched when sealed */
+        s->open_ms = uv_now(s->loop);
+    }
+    s->open_recs[s->open_n].index = index;
+    s->open_recs[s->open_n].prev = prev;
+    s->open_recs[s->open_n].off = s->open.len;
+    jinn_wbuf_put_u64(&s->open, index);
+    jinn_wbuf_put_u64(&s->open, prev);
+    jinn_wbuf_put_u32(&s->open, (uint32_t)len);
+    jinn_wbuf_put_raw(&s->open, buf, len);
+    if (s->open.failed) {
+        goto nomem;
+    }
+    s->open_n++;
+    if (s->open.len >= JINN_STREAM_BATCH_MAX) {
+        seal(s);
+    }
+    kick(s);
+    return;
+nomem:
+    jinn_warn("stream: out of memory at record %" PRIu64 "; replicas get a snapshot", index);
+    ring_reset(s);
+    kick(s);
+}
+
+static void on_restore(void *data, uint64_t index)
+{
+    struct jinn_stream *s = data;
+    s->position = index;
+    s->epoch++;
+    ring_reset(s);
+    kick(s);
+}
+
+/* ---- replicas ------------------------------------------------------------------ */
+
+static uint64_t replica_sent(const struct replica *r)
+{
+    return jinn_ws_sent_bytes(r->ws);
+}
+
+static void flush(struct replica *r)
+{
+    if (jinn_http_conn_queued(r->conn) < CONN_WATERMARK) {
+        jinn_ws_flush(r->ws);
+    }
+}
+
+/* Ends the connection after what is queued (the close frame included);
+ * the connection's close callback frees the replica. */
+static void replica_end(struct replica *r)
+{
+    if (r->state == R_CLOSING) {
+        return;
+    }
+    r->state = R_CLOSING;
+    if (!r->in_feed) { /* else conn_read does it once the endpoint can flush */
+        jinn_ws_flush(r->ws);
+        jinn_http_conn_close(r->conn);
+    }
+}
+
+static void cut_off(struct replica *r, int code, const char *why)
+{
+    if (r->state == R_CLOSING) {
+        return;
+    }
+    if (code == JINN_WS_CLOSE_POLICY) {
+        r->s->cut_off++;
+        jinn_warn("stream: replica %s (%s) cut off at %" PRIu64 ": %s", r->name, r->addr,
+                  r->pos, why);
+    }
+    jinn_ws_abort(r->ws, code, why);
+    replica_end(r);
+}
+
+static void request_snapshot(struct replica *r)
+{
+    r->state = R_SNAPSHOT;
+    r->s->want_snapshot = true;
+    kick(r->s);
+}
+
+/* Sends what batch b holds after the replica's position. false when the
+ * chain does not continue from it (then it gets a snapshot). */
+static bool send_batch(struct replica *r, const struct batch *b)
+{
+    uint32_t k = 0, lo, hi;
+    int rc;
+    if (b->recs[b->n - 1].index <= r->pos) {
+        return true; /* had it all */
+    }
+    lo = 0;
+    hi = b->n - 1;
+    while (lo < hi) { /* the first record past the position */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (b->recs[mid].index > r->pos) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    k = lo;
+    if (b->recs[k].prev != r->pos) {
+        return false;
+    }
+    if (k == 0) {
+        rc = jinn_ws_send(r->ws, true, b->frame);
+    } else {
+        /* resuming inside a batch: this replica's own tail of it */
+        size_t off = b->recs[k].off, n = b->frame->len - off;
+        struct jinn_ws_buf *part = jinn_ws_buf_new(E_HEAD + n);
+        if (part == NULL) {
+            cut_off(r, JINN_WS_CLOSE_INTERNAL, "out of memory");
+            return true;
+        }
+        part->data[0] = 'E';
+        put_u32le(part->data + 1, b->n - k);
+        memcpy(part->data + E_HEAD, b->frame->data + off, n);
+        rc = jinn_ws_send(r->ws, true, part);
+        jinn_ws_buf_unref(part);
+    }
+    if (rc != 0) {
+        cut_off(r, JINN_WS_CLOSE_INTERNAL, "cannot queue");
+        return true;
+    }
+    r->pos = b->recs[b->n - 1].index;
+    return true;
+}
+
+static void pump(struct replica *r)
+{
+    struct jinn_stream *s = r->s;
+    while (r->state == R_STREAMING && jinn_ws_queued_bytes(r->ws) < PUMP_WATERMARK &&
+           r->next_seq < s->tail_seq) {
+        if (r->next_seq < s->head_seq) {
+            cut_off(r, JINN_WS_CLOSE_POLICY, "too slow");
+            return;
+        }
+        if (!send_batch(r, ring_at(s, r->next_seq))) {
+            request_snapshot(r);
+            break;
+        }
+        r->next_seq++;
+    }
+    if (r->state != R_CLOSING) {
+        flush(r);
+    }
+}
+
+/* Bytes the replica has not been sent, a snapshot in flight not counted. */
+static uint64_t lag_bytes(const struct replica *r)
+{
+    const struct jinn_stream *s = r->s;
+    uint64_t lag = jinn_ws_queued_bytes(r->ws) + jinn_http_conn_queued(r->conn);
+    uint64_t sent = replica_sent(r);
+    uint64_t snap_left = r->snap_end > sent ? r->snap_end - sent : 0;
+    lag = lag > snap_left ? lag - snap_left : 0;
+    if (r->state == R_STREAMING && r->next_seq < s->tail_seq && r->next_seq >= s->head_seq) {
+        const struct batch *b = ring_at(s, r->next_seq);
+        lag += s->sealed_total - (b->end_total - b->frame->len);
+    }
+    return lag;
+}
+
+/* Where a replica at position x starts: streaming from the ring, waiting
+ * for the record after x, or a snapshot. */
+static void place(struct replica *r, uint64_t x)
+{
+    struct jinn_stream *s = r->s;
+    r->want = x;
+    if (x == 0) {
+        request_snapshot(r);
+        return;
+    }
+    if (x == s->position) {
+        r->pos = x;
+        r->next_seq = s->tail_seq; /* the open batch's records are skipped */
+        r->state = R_STREAMING;
+        return;
+    }
+    if (x > s->position) {
+        r->want = x;
+        r->state = R_WAITING; /* heartbeats only, until the node gets there */
+        return;
+    }
+    /* x < position: the batch holding the first record past x */
+    if (s->head_seq < s->tail_seq && ring_at(s, s->head_seq)->recs[0].prev <= x) {
+        uint64_t lo = s->head_seq, hi = s->tail_seq;
+        while (lo < hi) {
+            uint64_t mid = lo + (hi - lo) / 2;
+            const struct batch *b = ring_at(s, mid);
+            if (b->recs[b->n - 1].index > x) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if (lo < s->tail_seq) {
+            const struct batch *b = ring_at(s, lo);
+            for (uint32_t k = 0; k < b->n; k++) {
+                if (b->recs[k].index > x) {
+                    if (b->recs[k].prev == x) {
+                        r->pos = x;
+                        r->next_seq = lo;
+                        r->state = R_STREAMING;
+                        return;
+                    }
+                    break;
+                }
+            }
+        } else if (s->open_n > 0) {
+            /* past every sealed batch: in the open one */
+            for (uint32_t k = 0; k < s->open_n; k++) {
+                if (s->open_recs[k].index > x) {
+                    if (s->open_recs[k].prev == x) {
+                        r->pos = x;
+                        r->next_seq = s->tail_seq;
+                        r->state = R_STREAMING;
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+    } else if (s->head_seq == s->tail_seq && s->open_n > 0 && s->open_recs[0].prev <= x) {
+        for (uint32_t k = 0; k < s->open_n; k++) {
+            if (s->open_recs[k].index > x) {
+                if (s->open_recs[k].prev == x) {
+                    r->pos = x;
+                    r->next_seq = s->tail_seq;
+                    r->state = R_STREAMING;
+                    return;
+                }
+                break;
+            }
+        }
+    }
+    request_snapshot(r); /* older than the ring, or not on this node's chain */
+}
+
+/* ---- snapshots ------------------------------------------------------------------- */
+
+static void job_free(struct snap_job *job)
+{
+    jinn_sql_pin_free(job->pin);
+    jinn_fns_pin_free(job->fns_pin); /* on the loop: its counts are the loop's */
+    jinn_wbuf_free(&job->w);
+    jinn_free(job);
+}
+
+static void maybe_free(struct jinn_stream *s);
+
+/* On the thread pool: touches only the job. */
+static void job_run(uv_work_t *work)
+{
+    struct snap_job *job = work->data;
+    job->code = jinn_fsm_encode_finish(job->pin, job->fns_pin, &job->w);
+    jinn_sql_pin_free(job->pin);
+    job->pin = NULL;
+}
+
+static void start_job(struct jinn_stream *s);
+
+/* Whether the cached snapshot can still start a replica: taken on this
+ * chain, and the records after it still in the ring. */
+static bool snap_usable(struct jinn_stream *s)
+{
+    if (s->snap_frame != NULL &&
+        (s->snap_epoch != s->epoch || s->snap_next_seq < s->head_seq)) {
+        jinn_ws_buf_unref(s->snap_frame);
+        s->snap_frame = NULL;
+    }
+    return s->snap_frame != NULL;
+}
+
+/* Queues the cached snapshot to every replica waiting for one. */
+static void deliver_snapshot(struct jinn_stream *s)
+{
+    for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
+        next = r->next;
+        if (r->state != R_SNAPSHOT) {
+            continue;
+        }
+        if (r->want > s->snap_index) {
+            /* older than what it has: replicas never go back */
+            s->want_snapshot = true;
+            continue;
+        }
+        if (jinn_ws_send(r->ws, true, s->snap_frame) != 0) {
+            cut_off(r, JINN_WS_CLOSE_INTERNAL, "cannot queue");
+            continue;
+        }
+        r->snap_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
+        r->pos = s->snap_index;
+        r->next_seq = s->snap_next_seq;
+        r->state = R_STREAMING;
+        pump(r);
+    }
+}
+
+static void job_done(uv_work_t *work, int status)
+{
+    struct snap_job *job = work->data;
+    struct jinn_stream *s = job->s;
+    struct jinn_ws_buf *frame = NULL;
+
+    if (s == NULL) {
+        job_free(job);
+        return;
+    }
+    s->job = NULL;
+    if (s->stopping) {
+        job_free(job);
+        maybe_free(s);
+        return;
+    }
+    if (status != 0 || job->code != 0) {
+        jinn_error("stream: snapshot encoding failed: %s",
+                   jinn_error_message(job->code ? job->code : JINN_EINTERNAL));
+    } else if (job->epoch == s->epoch && job->next_seq >= s->head_seq) {
+        frame = jinn_ws_buf_new(S_HEAD + job->w.len);
+        if (frame != NULL) {
+            frame->data[0] = 'S';
+            put_u64le(frame->data + 1, job->index);
+            memcpy(frame->data + S_HEAD, job->w.data, job->w.len);
+        }
+    }
+    s->snapshots++;
+    if (status != 0 || job->code != 0) {
+        for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
+            next = r->next;
+            if (r->state == R_SNAPSHOT) {
+                cut_off(r, JINN_WS_CLOSE_INTERNAL, "snapshot failed");
+            }
+        }
+    } else if (frame != NULL) {
+        jinn_ws_buf_unref(s->snap_frame);
+        s->snap_frame = frame;
+        s->snap_index = job->index;
+        s->snap_next_seq = job->next_seq;
+        s->snap_epoch = job->epoch;
+        deliver_snapshot(s);
+    } else {
+        s->want_snapshot = true; /* stale (a restore, or the ring moved on): again */
+    }
+    job_free(job);
+    if (s->want_snapshot) {
+        kick(s);
+    }
+}
+
+static void start_job(struct jinn_stream *s)
+{
+    struct snap_job *job;
+    int rv;
+    s->want_snapshot = false;
+    job = jinn_calloc(1, sizeof *job);
+    if (job == NULL) {
+        rv = JINN_ENOMEM;
+        goto fail;
+    }
+    jinn_wbuf_init(&job->w);
+    (void)jinn_node_stream_position(s->node); /* a pending restore resolved first */
+    seal(s);
+    job->s = s;
+    job->index = s->position;
+    job->next_seq = s->tail_seq;
+    job->epoch = s->epoch;
+    job->work.data = job;
+    rv = jinn_fsm_encode_begin(jinn_node_fsm(s->node), &job->w, &job->pin, &job->fns_pin);
+    if (rv == 0 && uv_queue_work(s->loop, &job->work, job_run, job_done) != 0) {
+        rv = JINN_EINTERNAL;
+    }
+    if (rv != 0) {
+        job_free(job);
+        goto fail;
+    }
+    s->job = job;
+    return;
+fail:
+    jinn_error("stream: cannot take a snapshot: %s", jinn_error_message(rv));
+    for (struct replica *r = s->replicas; r != NULL; r = r->next) {
+        if (r->state == R_SNAPSHOT) {
+            cut_off(r, JINN_WS_CLOSE_INTERNAL, "snapshot failed");
+        }
+    }
+}
+
+/* ---- the loop: end of each turn, and the heartbeat ---------------------------------- */
+
+static void service(struct jinn_stream *s)
+{
+    for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
+        next = r->next;
+        if (r->state == R_WAITING && s->position >= r->want) {
+            place(r, r->want);
+        }
+        if (r->state == R_STREAMING && r->next_seq < s->head_seq) {
+            /* the ring dropped what it still needs (behind a snapshot, say) */
+            cut_off(r, JINN_WS_CLOSE_POLICY, "too slow");
+            continue;
+        }
+        if (r->state == R_STREAMING) {
+            pump(r);
+        }
+        if ((r->state == R_STREAMING || r->state == R_SNAPSHOT) &&
+            lag_bytes(r) > s->cfg->stream_max_lag_bytes) {
+            cut_off(r, JINN_WS_CLOSE_POLICY, "too slow");
+        }
+    }
+    if (s->want_snapshot && s->job == NULL && !s->stopping) {
+        bool any = false;
+        for (struct replica *r = s->replicas; r != NULL; r = r->next) {
+            any = any || r->state == R_SNAPSHOT;
+        }
+        if (any && snap_usable(s)) {
+            s->want_snapshot = false;
+            deliver_snapshot(s); /* sets want_snapshot again for any it could not serve */
+        }
+        if (any && s->want_snapshot) {
+            start_job(s);
+        } else {
+            s->want_snapshot = false;
+        }
+    }
+}
+
+static void check_cb(uv_check_t *h)
+{
+    struct jinn_stream *s = h->data;
+    uv_check_stop(h);
+    seal(s);
+    service(s);
+}
+
+/* Runs check_cb at the end of this loop turn. */
+static void kick(struct jinn_stream *s)
+{
+    if (!s->stopping) {
+        uv_check_start(&s->check, check_cb);
+    }
+}
+
+static json_t *heartbeat_json(struct jinn_stream *s)
+{
+    struct jinn_node_status st;
+    char leader_id[17];
+    const struct jinn_fsm *fsm = jinn_node_fsm(s->node);
+    uint64_t commit;
+    jinn_node_status(s->node, &st);
+    snprintf(leader_id, sizeof leader_id, "%016" PRIx64, st.leader_id);
+    /* The commit index as a stream position: once applied here, the last
+     * record at or below it (entries without a command, barriers, make
+     * the two differ; a caught-up replica's position is the record's). */
+    commit = st.applied_index >= st.commit_index ? s->position : st.commit_index;
+    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I}", "type",
+                     "heartbeat", "node", s->cfg->server_name, "leader_id",
+                     st.leader_id ? json_string(leader_id) : json_null(), "leader_name",
+                     st.leader_id && st.leader_name ? json_string(st.leader_name) : json_null(),
+                     "leader_api", st.leader_api ? json_string(st.leader_api) : json_null(),
+                     "term", (json_int_t)st.term, "commit", (json_int_t)commit, "position",
+                     (json_int_t)s->position, "time_ms", (json_int_t)fsm->time_ms, "quorum",
+                     st.quorum, "leader_contact_ms", (json_int_t)st.leader_contact_ms);
+}
+
+static struct jinn_ws_buf *json_buf(json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    struct jinn_ws_buf *b;
+    json_decref(obj);
+    if (text == NULL) {
+        return NULL;
+    }
+    b = jinn_ws_buf_adopt(text, strlen(text));
+    return b;
+}
+
+/* At most one heartbeat waits in a replica's queue: behind a backlog the
+ * data itself says the node is alive. */
+static void send_heartbeat(struct replica *r, struct jinn_ws_buf *hb)
+{
+    if (r->state == R_CLOSING || replica_sent(r) < r->hb_end) {
+        return;
+    }
+    if (jinn_ws_send(r->ws, false, hb) != 0) {
+        cut_off(r, JINN_WS_CLOSE_INTERNAL, "cannot queue");
+        return;
+    }
+    r->hb_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
+    flush(r);
+}
+
+/* How long a replica's transport may take nothing while bytes wait:
+ * 100 heartbeats (20 s by default), at least 1 s. */
+static uint64_t stall_ms(const struct jinn_stream *s)
+{
+    uint64_t ms = 100 * (uint64_t)s->cfg->stream_heartbeat_ms;
+    return ms < 1000 ? 1000 : ms;
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct jinn_stream *s = t->data;
+    struct jinn_ws_buf *hb;
+    (void)jinn_node_stream_position(s->node); /* a restore raft finished since */
+    seal(s);
+    hb = s->n_replicas > 0 ? json_buf(heartbeat_json(s)) : NULL;
+    for (struct replica *r = s->replicas, *next; r != NULL && hb != NULL; r = next) {
+        next = r->next;
+        if (r->state != R_CLOSING && jinn_http_conn_queued(r->conn) > 0 &&
+            uv_now(s->loop) - r->drained_ms > stall_ms(s)) {
+            /* a quiet cluster sends too little to reach the lag bound: a
+             * peer that takes nothing for this long holds a slot for nothing */
+            cut_off(r, JINN_WS_CLOSE_POLICY, "not reading");
+            continue;
+        }
+        send_heartbeat(r, hb);
+    }
+    jinn_ws_buf_unref(hb);
+    service(s);
+}
+
+/* ---- the replica's connection ---------------------------------------------------------- */
+
+static int ws_write(void *data, const void *buf, size_t n)
+{
+    struct replica *r = data;
+    return jinn_http_conn_write(r->conn, buf, n);
+}
+
+static void ws_message(void *data, bool binary, const uint8_t *msg, size_t len)
+{
+    struct replica *r = data;
+    (void)binary;
+    (void)msg;
+    (void)len;
+    /* the protocol has the node send and the replica listen */
+    cut_off(r, JINN_WS_CLOSE_UNSUPPORTED, "a replica sends no data messages");
+}
+
+static void ws_closed(void *data, int code, const char *why)
+{
+    struct replica *r = data;
+    jinn_debug("stream: replica %s (%s) closed: %d %s", r->name, r->addr, code, why);
+    replica_end(r);
+}
+
+static void conn_read(void *data, const uint8_t *bytes, size_t n)
+{
+    struct replica *r = data;
+    if (r->state == R_CLOSING) {
+        return;
+    }
+    r->in_feed = true;
+    (void)jinn_ws_feed(r->ws, bytes, n);
+    r->in_feed = false;
+    if (r->state == R_CLOSING) {
+        jinn_ws_flush(r->ws); /* the close frame */
+        jinn_http_conn_close(r->conn);
+    } else {
+        flush(r); /* pongs */
+    }
+}
+
+static void conn_writable(void *data)
+{
+    struct replica *r = data;
+    r->drained_ms = uv_now(r->s->loop);
+    if (r->state == R_STREAMING) {
+        pump(r);
+    } else if (r->state != R_CLOSING) {
+        flush(r);
+    }
+}
+
+static void conn_closed(void *data)
+{
+    struct replica *r = data;
+    struct jinn_stream *s = r->s;
+    if (r->prev != NULL) {
+        r->prev->next = r->next;
+    } else {
+        s->replicas = r->next;
+    }
+    if (r->next != NULL) {
+        r->next->prev = r->prev;
+    }
+    s->n_replicas--;
+    s->bytes_sent_gone += replica_sent(r);
+    jinn_info("stream: replica %s (%s) gone at position %" PRIu64, r->name, r->addr, r->pos);
+    jinn_ws_destroy(r->ws);
+    jinn_free(r);
+    maybe_free(s);
+}
+
+bool jinn_stream_has_room(const struct jinn_stream *s)
+{
+    return !s->stopping && s->n_replicas < s->cfg->stream_max_replicas;
+}
+
+int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
+                       const char *name, const char *accept_key)
+{
+    struct replica *r;
+    struct jinn_ws_io wio;
+    struct jinn_http_upgrade_io uio;
+    char extra[128];
+    char cluster[17];
+    struct jinn_ws_buf *b;
+    int rv;
+
+    if (!jinn_stream_has_room(s)) {
+        return JINN_EBUSY;
+    }
+    r = jinn_calloc(1, sizeof *r);
+    if (r == NULL) {
+        return JINN_ENOMEM;
+    }
+    r->s = s;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    wio = (struct jinn_ws_io){ws_write, ws_message, ws_closed, r};
+    rv = jinn_ws_create(true, CLIENT_MESSAGE_MAX, &wio, &r->ws);
+    if (rv != 0) {
+        jinn_free(r);
+        return rv;
+    }
+    snprintf(extra, sizeof extra, "Sec-WebSocket-Accept: %s\r\n", accept_key);
+    uio = (struct jinn_http_upgrade_io){conn_read, conn_writable, conn_closed, r};
+    rv = jinn_http_upgrade(req, extra, &uio, &r->conn);
+    if (rv != 0) {
+        jinn_ws_destroy(r->ws);
+        jinn_free(r);
+        return rv;
+    }
+    /* From here conn_closed frees r, whatever happens. */
+    jinn_http_conn_addr(r->conn, r->addr);
+    r->next = s->replicas;
+    if (s->replicas != NULL) {
+        s->replicas->prev = r;
+    }
+    s->replicas = r;
+    s->n_replicas++;
+    jinn_info("stream: replica %s (%s) connected at position %" PRIu64 " (node at %" PRIu64 ")",
+              r->name, r->addr, from, s->position);
+    snprintf(cluster, sizeof cluster, "%016" PRIx64, jinn_node_cluster_id(s->node));
+    b = json_buf(json_pack("{s:s, s:i, s:s, s:s}", "type", "hello", "v", JINN_STREAM_PROTOCOL,
+                           "cluster", cluster, "node", s->cfg->server_name));
+    if (b == NULL || jinn_ws_send(r->ws, false, b) != 0) {
+        jinn_ws_buf_unref(b);
+        cut_off(r, JINN_WS_CLOSE_INTERNAL, "out of memory");
+        return 0;
+    }
+    jinn_ws_buf_unref(b);
+    b = json_buf(heartbeat_json(s));
+    if (b == NULL || jinn_ws_send(r->ws, false, b) != 0) {
+        jinn_ws_buf_unref(b);
+        cut_off(r, JINN_WS_CLOSE_INTERNAL, "out of memory");
+        return 0;
+    }
+    jinn_ws_buf_unref(b);
+    r->hb_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
+    r->drained_ms = uv_now(s->loop);
+    seal(s);
+    place(r, from);
+    if (r->state == R_STREAMING) {
+        pump(r);
+    } else {
+        flush(r);
+    }
+    return 0;
+}
+
+/* ---- life ------------------------------------------------------------------------------- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct jinn_stream *s = h->data;
+    s->open_handles--;
+    maybe_free(s);
+}
+
+static void maybe_free(struct jinn_stream *s)
+{
+    if (!s->stopping || s->open_handles > 0 || s->n_replicas > 0 || s->job != NULL) {
+        return;
+    }
+    while (s->head_seq < s->tail_seq) {
+        ring_drop_head(s);
+    }
+    jinn_free(s->ring);
+    open_reset(s);
+    jinn_ws_buf_unref(s->snap_frame);
+    jinn_free(s);
+}
+
+int jinn_stream_create(uv_loop_t *loop, struct jinn_node *node, const struct jinn_config *cfg,
+                       struct jinn_stream **out)
+{
+    struct jinn_stream *s = jinn_calloc(1, sizeof *s);
+    if (s == NULL) {
+        return JINN_ENOMEM;
+    }
+    s->loop = loop;
+    s->node = node;
+    s->cfg = cfg;
+    jinn_wbuf_init(&s->open);
+    uv_timer_init(loop, &s->timer);
+    uv_check_init(loop, &s->check);
+    s->timer.data = s;
+    s->check.data = s;
+    s->open_handles = 2;
+    uv_timer_start(&s->timer, timer_cb, cfg->stream_heartbeat_ms, cfg->stream_heartbeat_ms);
+    s->position = jinn_node_stream_position(node);
+    jinn_node_set_stream_hooks(node, on_record, on_restore, s);
+    *out = s;
+    return 0;
+}
+
+void jinn_stream_stop(struct jinn_stream *s)
+{
+    if (s == NULL || s->stopping) {
+        return;
+    }
+    s->stopping = true;
+    jinn_node_set_stream_hooks(s->node, NULL, NULL, NULL);
+    if (s->job != NULL) {
+        s->job->s = NULL; /* freed by job_done */
+        s->job = NULL;
+    }
+    for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
+        next = r->next;
+        if (r->state != R_CLOSING) {
+            jinn_ws_abort(r->ws, JINN_WS_CLOSE_GOING_AWAY, "node shutting down");
+            replica_end(r);
+        }
+    }
+    uv_close((uv_handle_t *)&s->timer, handle_closed);
+    uv_close((uv_handle_t *)&s->check, handle_closed);
+}
+
+void jinn_stream_stats(const struct jinn_stream *s, struct jinn_stream_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->replicas = s->n_replicas;
+    out->bytes_sent = s->bytes_sent_gone;
+    for (const struct replica *r = s->replicas; r != NULL; r = r->next) {
+        out->bytes_sent += replica_sent(r);
+    }
+    out->cut_off = s->cut_off;
+    out->buffer_bytes = s->ring_bytes + s->open.len;
+    out->snapshots = s->snapshots;
+    out->position = s->position;
+}
+
+json_t *jinn_stream_status_json(const struct jinn_stream *s)
+{
+    struct jinn_stream_stats st;
+    json_t *list = json_array();
+    uint64_t now = uv_now(s->loop);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (const struct replica *r = s->replicas; r != NULL; r = r->next) {
+        uint64_t lag_ms = 0;
+        if (r->pos < s->position) {
+            if (r->state == R_STREAMING && r->next_seq >= s->head_seq &&
+                r->next_seq < s->tail_seq) {
+                lag_ms = now - ring_at(s, r->next_seq)->sealed_ms;
+            } else if (r->state == R_STREAMING && s->open_n > 0) {
+                lag_ms = now - s->open_ms;
+            }
+        }
+        json_array_append_new(
+            list,
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "name", r->name, "addr", r->addr,
+                      "position", (json_int_t)r->pos, "lag_entries",
+                      (json_int_t)(r->pos < s->position ? s->position - r->pos : 0), "lag_ms",
+                      (json_int_t)lag_ms, "bytes_sent", (json_int_t)replica_sent(r), "state",
+                      r->state == R_SNAPSHOT ||
+                              (r->state == R_STREAMING && replica_sent(r) < r->snap_end)
+                          ? "snapshot"
+                      : r->state == R_WAITING ? "waiting"
+                      : r->state == R_CLOSING ? "closing"
+                                              : "streaming"));
+    }
+    jinn_stream_stats(s, &st);
+    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I}", "replicas", list, "bytes_sent",
+                     (json_int_t)st.bytes_sent, "cut_off", (json_int_t)st.cut_off,
+                     "buffer_bytes", (json_int_t)st.buffer_bytes, "snapshots",
+                     (json_int_t)st.snapshots, "position", (json_int_t)st.position);
+}

@@ -1,0 +1,262 @@
+"""The replica's stream client against scripted stream servers (Python,
+contracts17 section 3): the upgrade request it sends, the read-only switch
+driven by primary heartbeats, a silent node given up for the next URL, a
+node of another cluster refused, and a record that does not follow the
+replica's position never applied (it reconnects from the same position)."""
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import threading
+import time
+
+import subprocess
+
+import pytest
+
+from harness import JINN, free_port, wait_for
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+CLUSTER_A = "00000000000000aa"
+CLUSTER_B = "00000000000000bb"
+
+
+def frame(payload, text=True):
+    """One unmasked (server) frame."""
+    op = 0x1 if text else 0x2
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | op, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | op, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | op, 127, n)
+    return head + payload
+
+
+def heartbeat(node="f1", primary=True, position=0, commit=0):
+    return json.dumps({
+        "type": "heartbeat", "node": node,
+        "leader_id": "0000000000000001" if primary else None,
+        "leader_name": "n1" if primary else None,
+        "leader_api": "http://127.0.0.1:1" if primary else None,
+        "term": 2, "commit": commit, "position": position, "time_ms": 1000,
+        "quorum": primary, "leader_contact_ms": 0 if primary else -1}).encode()
+
+
+class FakeNode:
+    """Accepts stream connections and follows a script: `mode` decides what
+    each connection gets (changeable while it runs)."""
+
+    def __init__(self, name, cluster=CLUSTER_A):
+        self.name = name
+        self.cluster = cluster
+        self.port = free_port()
+        self.requests = []  # (request line, headers dict)
+        self.times = []  # when each request arrived (monotonic)
+        self.mode = "primary"  # primary | no_quorum | silent | refuse | bad_prev
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.stopped = False
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            head = data.split(b"\r\n\r\n")[0].decode()
+            lines = head.split("\r\n")
+            headers = {}
+            for line in lines[1:]:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+            self.requests.append((lines[0], headers))
+            self.times.append(time.monotonic())
+            if self.mode == "refuse":
+                body = b'{"error":"conflict","message":"another cluster"}'
+                c.sendall(b"HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s"
+                          % (len(body), body))
+                return
+            accept = base64.b64encode(
+                hashlib.sha1(headers["sec-websocket-key"].encode() + GUID).digest())
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            c.sendall(frame(json.dumps({"type": "hello", "v": 1, "cluster": self.cluster,
+                                        "node": self.name}).encode()))
+            sent_bad = False
+            while not self.stopped:
+                mode = self.mode
+                if mode == "silent":
+                    time.sleep(0.05)
+                    continue
+                c.sendall(frame(heartbeat(self.name, primary=(mode != "no_quorum"))))
+                if mode == "bad_prev" and not sent_bad:
+                    # index 6 after prev 5: not the replica's position (0)
+                    rec = struct.pack("<QQI", 6, 5, 8) + b"J" + b"\0" * 7
+                    c.sendall(frame(b"E" + struct.pack("<I", 1) + rec, text=False))
+                    sent_bad = True
+                time.sleep(0.2)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stopped = True
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def fakes():
+    made = []
+
+    def make(*a, **kw):
+        f = FakeNode(*a, **kw)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def replica(cluster_factory, urls, extra=()):
+    c = cluster_factory(1)  # not started: only a directory for the replica
+    r = c.add_replica(name="r1", sources=[], extra_config=list(extra))
+    r.stream_urls = lambda: urls
+    return r
+
+
+def state(r):
+    return r.replica(timeout=2)["state"]
+
+
+def test_the_upgrade_request_and_streaming_state(cluster_factory, fakes):
+    f = fakes("f1")
+    r = replica(cluster_factory, [f.url], ["replica_token tok-0123456789abcdef"]).start()
+    r.wait_state("streaming")
+    line, headers = f.requests[0]
+    assert line == "GET /v1/stream?from=0&name=r1 HTTP/1.1", line
+    assert headers["upgrade"].lower() == "websocket"
+    assert "upgrade" in headers["connection"].lower()
+    assert headers["sec-websocket-version"] == "13"
+    assert len(base64.b64decode(headers["sec-websocket-key"])) == 16
+    assert headers["authorization"] == "Bearer tok-0123456789abcdef"
+    assert headers["host"] == f"127.0.0.1:{f.port}"
+    assert r.replica()["source"] == "f1"
+    assert r.stop() == 0
+
+
+def test_read_only_without_a_primary_heartbeat_and_back(cluster_factory, fakes):
+    f = fakes("f1")
+    r = replica(cluster_factory, [f.url], ["replica_stale_after 1s"]).start()
+    r.wait_state("streaming")
+    f.mode = "no_quorum"  # heartbeats keep coming, but no leader with a quorum
+    t0 = time.monotonic()
+    r.wait_state("read_only", timeout=10)
+    assert time.monotonic() - t0 >= 0.8
+    code, _, body = r.request("/v1/kv/app/k", "PUT", b"x")
+    assert code == 503 and json.loads(body)["error"] == "read_only"
+    f.mode = "primary"
+    r.wait_state("streaming", timeout=10)
+    assert len(f.requests) == 1  # all on one connection: nothing reconnected
+
+
+def test_a_silent_node_is_left_for_the_next(cluster_factory, fakes):
+    a, b = fakes("fa"), fakes("fb")
+    r = replica(cluster_factory, [a.url, b.url]).start()
+    wait_for(lambda: r.replica(timeout=1)["source"] == "fa", what="streams from fa")
+    a.mode = "silent"  # the TCP connection stays open: only the silence tells
+    t0 = time.monotonic()
+    wait_for(lambda: r.replica(timeout=1)["source"] == "fb", timeout=10, what="switched to fb")
+    assert time.monotonic() - t0 >= 1.2  # 2 heartbeats + 1 s of silence
+    assert "silent for" in r.log()
+    assert b.requests[0][0].startswith("GET /v1/stream?from=0&cluster=" + CLUSTER_A)
+    r.wait_state("streaming")
+
+
+def test_a_node_of_another_cluster_is_refused(cluster_factory, fakes):
+    a = fakes("fa", CLUSTER_A)
+    other = fakes("fx", CLUSTER_B)
+    r = replica(cluster_factory, [a.url, other.url]).start()
+    wait_for(lambda: r.replica(timeout=1)["source"] == "fa", what="streams from fa")
+    a.close()
+    wait_for(lambda: len(other.requests) >= 2, timeout=15, what="tries the other node")
+    assert "belongs to cluster " + CLUSTER_B in r.log()
+    # it says which cluster it follows, and never streams from the other
+    assert all(f"cluster={CLUSTER_A}" in line for line, _ in other.requests)
+    assert r.replica()["source"] != "fx"
+
+
+def test_a_refused_upgrade_is_logged_and_retried(cluster_factory, fakes):
+    f = fakes("f1")
+    f.mode = "refuse"
+    r = replica(cluster_factory, [f.url]).start()
+    wait_for(lambda: len(f.requests) >= 3, timeout=15, what="retries with backoff")
+    assert "the stream was refused: 409" in r.log()
+    f.mode = "primary"
+    r.wait_state("streaming", timeout=15)
+
+
+def test_a_record_off_the_position_is_never_applied(cluster_factory, fakes):
+    f = fakes("f1")
+    r = replica(cluster_factory, [f.url]).start()
+    r.wait_state("streaming")
+    f.mode = "bad_prev"
+    wait_for(lambda: len(f.requests) >= 2, timeout=15, what="a reconnect")
+    assert "does not follow position 0" in r.log()
+    assert r.replica()["position"] == 0
+    assert all("from=0" in line for line, _ in f.requests)  # resumes from where it is
+    assert r.alive()
+    # a node that ends every stream at once is retried with a backoff, not
+    # at every tick (100 + 200 + 400 ms before the 4th request, +-20 %)
+    wait_for(lambda: len(f.requests) >= 5, timeout=15, what="more reconnects")
+    first = next(i for i, (line, _) in enumerate(f.requests) if i > 0)
+    assert f.times[first + 3] - f.times[first] >= 0.45, f.times
+
+
+def test_cli_usage(tmp_path):
+    out = subprocess.run([JINN, "replica"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "config file is required" in out.stderr
+    out = subprocess.run([JINN, "replica", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "usage: jinn replica -c FILE" in out.stdout
+    conf = tmp_path / "r.conf"
+    conf.write_text("{\n server_name r1\n data_dir %s\n replica_of ws://127.0.0.1:1\n"
+                    " cluster_peers n1=127.0.0.1:7001\n}\n" % (tmp_path / "d"))
+    out = subprocess.run([JINN, "replica", "-c", str(conf)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2 and "cluster_peers" in out.stderr, out.stderr
+    assert not (tmp_path / "d").exists()  # refused before anything was written
+    out = subprocess.run([JINN, "help"], capture_output=True, text=True, timeout=30)
+    assert "jinn replica -c FILE" in out.stdout
