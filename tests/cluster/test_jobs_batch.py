@@ -4,12 +4,13 @@ Content-Type: application/x-ndjson, one JSON payload a line -> 202
 are appended together (jinn_node_propose_many). On a 3-node cluster with
 the job_echo guest (answers its payload)."""
 import json
+import subprocess
 import sys
 
 import pytest
 
 from conftest import SANITIZER_MARKS
-from harness import Cluster, wait_for
+from harness import JINN, Cluster, wait_for
 from test_wasm_run import deploy, module, wait_ready_here
 
 ND = {"Content-Type": "application/x-ndjson"}
@@ -160,3 +161,24 @@ def test_batch_into_a_full_queue_says_which_went_in(c3):
 def test_batch_for_an_unknown_function(c3):
     code, out = post(c3.nodes[2], "nosuchfn", b'1\n')
     assert code == 404, out
+
+
+def test_cli_enqueue_batch(c3, tmp_path):
+    n = c3.nodes[1]
+    f = tmp_path / "jobs.ndjson"
+    f.write_text('{"a":1}\n"b"\n')
+    out = subprocess.run([JINN, "fn", "enqueue", "bidle", "--batch", str(f), "--addr", n.url],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    ids = [int(x) for x in out.stdout.split()]
+    assert len(ids) == 2 and ids[0] < ids[1], out.stdout
+    for jid in ids:
+        assert job(n, "bidle", jid)["state"] == "queued"
+    # From stdin, with a key: the same batch again adds nothing.
+    args = [JINN, "fn", "enqueue", "bidle", "--batch", "-", "--key", "cli-b", "--addr", n.url]
+    first = subprocess.run(args, input='1\n2\n', capture_output=True, text=True, timeout=30)
+    again = subprocess.run(args, input='1\n2\n', capture_output=True, text=True, timeout=30)
+    assert first.returncode == 0 and first.stdout == again.stdout, (first, again)
+    bad = subprocess.run(args[:-4] + ["--addr", n.url], input='1\nnope\n', capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode != 0 and "line 2" in bad.stderr + bad.stdout, bad
