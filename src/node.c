@@ -77,8 +77,8 @@ struct proposal {
      * every entry's result (on the node's list while unanswered). */
     jinn_propose_many_cb many_cb; /* NULL once answered */
     unsigned n, got;
-    uint64_t term;        /* the leader's term when proposed */
-    bool raft_done;       /* libraft has called req's callback */
+    uint64_t term;  /* the leader's term when proposed */
+    bool raft_done; /* libraft has called req's callback */
     struct proposal *next_many;
     struct jinn_result *res; /* n of them */
 };

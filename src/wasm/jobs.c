@@ -270,13 +270,27 @@ static void put_json_string(struct jinn_wbuf *w, const char *s, size_t n)
         run = i + 1;
         esc[0] = '\\';
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';
@@ -724,13 +738,14 @@ static void ran(void *data, const struct jinn_wasm_run_result *res)
         jinn_wbuf_init(&w);
         jinn_wbuf_put_raw(&w, "{\"worker\":", 10);
         put_json_string(&w, s->worker, strlen(s->worker));
-        jinn_wbuf_printf(&w, ",\"delivery\":%" PRIu64 ",\"status\":%d,\"response\":", s->delivery,
+        jinn_wbuf_printf(&w,
+                         ",\"delivery\":%" PRIu64 ",\"status\":%d,\"response\":", s->delivery,
                          res->status);
         if (res->response != NULL && res->response_len > limit) {
             jinn_wbuf_printf(&w, "{\"status\":%d,\"truncated\":true,\"bytes\":%zu}",
                              res->status, res->response_len);
-        } else if (res->response != NULL && res->response_len >= 2 &&
-                   res->response[0] == '{' && res->response[res->response_len - 1] == '}') {
+        } else if (res->response != NULL && res->response_len >= 2 && res->response[0] == '{' &&
+                   res->response[res->response_len - 1] == '}') {
             jinn_wbuf_put_raw(&w, res->response, res->response_len);
         } else {
             jinn_wbuf_put_raw(&w, "{}", 2);
