@@ -17,7 +17,9 @@
  *   publish   POST /v1/queues/NS (--value-size bytes)
  *   consume   fetch up to 8 jobs of queue NS, ack each; one op = one ack
  *   fn        GET --path (a function, e.g. /fn/hello) on keep-alive connections
- *   post      POST --path with a --value-size body (e.g. /v1/functions/F/jobs)
+ *   post      POST --path with a --value-size body (e.g. /v1/functions/F/jobs);
+ *             with --batch N the body is N lines of application/x-ndjson, each
+ *             a JSON string of --value-size bytes (a batch of N jobs: one op)
  * Keys k0..k<keys-1> are chosen round-robin per connection.
  *
  * --target etcd speaks etcd's v3 HTTP/JSON gateway instead (put, get-lin,
@@ -58,6 +60,7 @@ struct options {
     const char *ns;
     const char *path; /* workload fn */
     int conns, threads, keys, value_size;
+    int batch; /* post: N ndjson lines a request (0: the raw body) */
     double duration, warmup;
 };
 
@@ -231,6 +234,21 @@ static void build_request(const struct options *o, struct conn *c, int id)
                      o->ns, strcmp(w, "sql-insert") == 0 ? "exec" : "query?consistency=stale",
                      blen, body);
         c->out_len = (size_t)n;
+    } else if (strcmp(w, "post") == 0 && o->batch > 0) {
+        /* N lines "vvv..." (value_size bytes each, quotes included) */
+        size_t vs = o->value_size < 3 ? 3 : (size_t)o->value_size, blen = (size_t)o->batch * (vs + 1);
+        n = snprintf(c->out, 2048,
+                     "POST %s HTTP/1.1\r\nHost: b\r\nContent-Type: application/x-ndjson\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     o->path, blen);
+        for (int i = 0; i < o->batch; i++) {
+            char *q = c->out + n + (size_t)i * (vs + 1);
+            q[0] = '"';
+            memcpy(q + 1, value, vs - 2);
+            q[vs - 1] = '"';
+            q[vs] = '\n';
+        }
+        c->out_len = (size_t)n + blen;
     } else if (strcmp(w, "post") == 0) {
         n = snprintf(c->out, 2048, "POST %s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n",
                      o->path, o->value_size);
@@ -558,6 +576,8 @@ int main(int argc, char **argv)
             o.threads = atoi(v);
         } else if (strcmp(a, "--keys") == 0) {
             o.keys = atoi(v);
+        } else if (strcmp(a, "--batch") == 0) {
+            o.batch = atoi(v);
         } else if (strcmp(a, "--value-size") == 0) {
             o.value_size = atoi(v);
         } else if (strcmp(a, "--duration") == 0) {
@@ -582,6 +602,11 @@ int main(int argc, char **argv)
     if (o.n_urls == 0 || o.conns < 1 || o.conns > MAX_CONNS || o.threads < 1 ||
         o.threads > 16 || o.keys < 1 || o.value_size < 0 || o.value_size > 65536) {
         fprintf(stderr, "load: need --url and sane limits\n");
+        return 2;
+    }
+    if (o.batch < 0 || o.batch > 4096 ||
+        (long)o.batch * (o.value_size < 3 ? 4 : o.value_size + 1) > 65536) {
+        fprintf(stderr, "load: --batch x (--value-size + 1) must fit 64 KiB\n");
         return 2;
     }
     t0 = now_s();

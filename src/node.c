@@ -72,6 +72,15 @@ struct proposal {
     jinn_propose_cb cb; /* NULL once the caller has been answered */
     void *data;
     uv_timer_t timer;
+    /* jinn_node_propose_many: n entries from req.index on, appended in one
+     * raft_apply. libraft answers req at the first; node_applied collects
+     * every entry's result (on the node's list while unanswered). */
+    jinn_propose_many_cb many_cb; /* NULL once answered */
+    unsigned n, got;
+    uint64_t term;  /* the leader's term when proposed */
+    bool raft_done; /* libraft has called req's callback */
+    struct proposal *next_many;
+    struct jinn_result *res; /* n of them */
 };
 
 /* Module bytes of deploys applied since the last snapshot this node forced,
@@ -210,6 +219,7 @@ struct jinn_node {
 
     bool stopping;
     unsigned inflight;  /* proposals raft has not answered yet */
+    struct proposal *many; /* propose_many proposals still collecting results */
     uint64_t drain_deadline;
     uv_timer_t drain;
     void (*stop_cb)(void *data);
@@ -1228,7 +1238,65 @@ int jinn_node_start(struct jinn_node *node)
 
 static void proposal_closed(uv_handle_t *h)
 {
-    jinn_free(h->data);
+    struct proposal *p = h->data;
+    jinn_free(p->res);
+    jinn_free(p);
+}
+
+/* ---- proposals of many entries (jinn_node_propose_many) ---------------- */
+
+static void many_unlink(struct proposal *p)
+{
+    for (struct proposal **pp = &p->node->many; *pp != NULL; pp = &(*pp)->next_many) {
+        if (*pp == p) {
+            *pp = p->next_many;
+            return;
+        }
+    }
+}
+
+/* Answers once; p goes once libraft is done with its request too. */
+static void many_answer(struct proposal *p, int code)
+{
+    jinn_propose_many_cb cb = p->many_cb;
+    if (cb != NULL) {
+        p->many_cb = NULL;
+        many_unlink(p);
+        if (code == JINN_OK) {
+            p->node->proposals_ok++;
+        } else {
+            p->node->proposals_failed++;
+        }
+        cb(p->data, code, code == JINN_OK ? p->res : NULL, p->n);
+    }
+    if (p->raft_done) {
+        uv_timer_stop(&p->timer);
+        uv_close((uv_handle_t *)&p->timer, proposal_closed);
+    }
+}
+
+/* From node_applied: index's result, if it is one of ours. An index in a
+ * proposal's range is its entry only while this node is still the leader
+ * of the term that appended it (a leader never overwrites its own log);
+ * otherwise another leader's entry may sit there: the outcome is unknown. */
+static void many_collect(struct jinn_node *node, uint64_t index)
+{
+    struct proposal *p = node->many, *next;
+    for (; p != NULL; p = next) {
+        next = p->next_many;
+        if (p->req.index == 0 || index < p->req.index || index >= p->req.index + p->n) {
+            continue;
+        }
+        if (raft_state(&node->raft) != RAFT_LEADER || node->raft.current_term != p->term) {
+            many_answer(p, JINN_EUNKNOWN);
+            continue;
+        }
+        p->res[index - p->req.index] = node->fsm.result;
+        p->got++;
+        if (p->got == p->n) {
+            many_answer(p, JINN_OK);
+        }
+    }
 }
 
 static void proposal_answer(struct proposal *p, int code, const struct jinn_result *res)
@@ -1249,6 +1317,10 @@ static void proposal_answer(struct proposal *p, int code, const struct jinn_resu
 static void proposal_timeout(uv_timer_t *t)
 {
     struct proposal *p = t->data;
+    if (p->n > 0) {
+        many_answer(p, JINN_ETIMEOUT);
+        return;
+    }
     proposal_answer(p, JINN_ETIMEOUT, NULL);
 }
 
@@ -1259,6 +1331,18 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
 
     assert(p->node->inflight > 0);
     p->node->inflight--;
+    if (p->n > 0) {
+        /* Many entries: the first is applied (node_applied has its result;
+         * the others follow), or the request failed. */
+        (void)result;
+        p->raft_done = true;
+        if (status != 0) {
+            many_answer(p, status == RAFT_SHUTDOWN ? JINN_ESHUTDOWN : JINN_EUNKNOWN);
+        } else if (p->many_cb == NULL) {
+            many_answer(p, JINN_OK); /* answered already: only closes */
+        }
+        return;
+    }
     uv_timer_stop(&p->timer);
     if (status == 0) {
         assert(res != NULL && res->index == req->index);
@@ -1278,6 +1362,8 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
     uv_close((uv_handle_t *)&p->timer, proposal_closed);
 }
 
+static int propose_checks(struct jinn_node *node, int type);
+
 int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeout_ms,
                       jinn_propose_cb cb, void *data)
 {
@@ -1287,29 +1373,9 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     uint64_t now;
     int rv;
 
-    if (node->stopping) {
-        return JINN_ESHUTDOWN;
-    }
-    if (node->replica || raft_state(&node->raft) != RAFT_LEADER) {
-        return JINN_ENOTLEADER; /* a replica relays writes (api.c) */
-    }
-    /* Below min_free_space nothing new enters the log: what is left is
-     * raft's own reserve (barriers, snapshots, segments being closed). */
-    if (node->disk.full) {
-        return JINN_ENOSPACE;
-    }
-    /* The first command of every term: waiters queued under earlier
-     * leaders have no client listening here (fsm/lock.h). First, so that
-     * no expiry sweep in this term can grant one of them a lock. */
-    if (node->orphans_term != node->raft.current_term && c->type != JINN_CMD_LOCK_ORPHANS) {
-        struct jinn_cmd orphans;
-        memset(&orphans, 0, sizeof orphans);
-        orphans.type = JINN_CMD_LOCK_ORPHANS;
-        rv = jinn_node_propose(node, &orphans, node->cfg->request_timeout_ms, NULL, NULL);
-        if (rv != 0) {
-            return rv;
-        }
-        node->orphans_term = node->raft.current_term;
+    rv = propose_checks(node, c->type);
+    if (rv != 0) {
+        return rv;
     }
     /* Monotonic from the log's last cluster time, steered by the wall clock
      * at most 1 %: a clock step on any node cannot end a TTL early. */
@@ -1346,6 +1412,112 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     uv_timer_init(node->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, proposal_timeout, timeout_ms, 0);
+    return JINN_OK;
+}
+
+int jinn_node_propose_many(struct jinn_node *node, struct jinn_cmd *cs, unsigned n,
+                           uint64_t timeout_ms, jinn_propose_many_cb cb, void *data)
+{
+    struct raft_buffer *bufs = NULL;
+    struct proposal *p = NULL;
+    uint64_t now;
+    unsigned built = 0;
+    int rv;
+
+    if (n == 0 || n > JINN_PROPOSE_MANY_MAX) {
+        return JINN_EINVAL;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        rv = propose_checks(node, cs[i].type);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    now = cluster_now(node, true);
+    if (now < node->last_stamp_ms) {
+        now = node->last_stamp_ms;
+    }
+    bufs = jinn_calloc(n, sizeof *bufs);
+    p = jinn_calloc(1, sizeof *p);
+    if (bufs == NULL || p == NULL || (p->res = jinn_calloc(n, sizeof *p->res)) == NULL) {
+        rv = JINN_ENOMEM;
+        goto fail;
+    }
+    for (; built < n; built++) {
+        struct jinn_wbuf w;
+        cs[built].time_ms = now; /* one append, one cluster time */
+        jinn_wbuf_init(&w);
+        rv = jinn_cmd_encode(&cs[built], &w);
+        if (rv != 0) {
+            jinn_wbuf_free(&w);
+            goto fail;
+        }
+        bufs[built].base = w.data; /* transferred to raft on success */
+        bufs[built].len = w.len;
+    }
+    p->node = node;
+    p->data = data;
+    p->many_cb = cb;
+    p->n = n;
+    p->term = node->raft.current_term;
+    p->req.data = p;
+    rv = raft_apply(&node->raft, &p->req, bufs, n, proposal_applied);
+    if (rv != 0) {
+        rv = rv == RAFT_NOTLEADER ? JINN_ENOTLEADER : JINN_ERAFT;
+        goto fail;
+    }
+    jinn_free(bufs);
+    node->last_stamp_ms = now;
+    node->inflight++;
+    p->next_many = node->many;
+    node->many = p;
+    uv_timer_init(node->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, proposal_timeout, timeout_ms, 0);
+    return JINN_OK;
+
+fail:
+    for (unsigned i = 0; i < built; i++) {
+        jinn_free(bufs[i].base);
+    }
+    jinn_free(bufs);
+    if (p != NULL) {
+        jinn_free(p->res);
+    }
+    jinn_free(p);
+    return rv;
+}
+
+/* What every proposal checks first (and the term's first command). */
+static int propose_checks(struct jinn_node *node, int type)
+{
+    int rv;
+
+    if (node->stopping) {
+        return JINN_ESHUTDOWN;
+    }
+    /* A replica relays writes (api.c). */
+    if (node->replica || raft_state(&node->raft) != RAFT_LEADER) {
+        return JINN_ENOTLEADER;
+    }
+    /* Below min_free_space nothing new enters the log: what is left is
+     * raft's own reserve (barriers, snapshots, segments being closed). */
+    if (node->disk.full) {
+        return JINN_ENOSPACE;
+    }
+    /* The first command of every term: waiters queued under earlier
+     * leaders have no client listening here (fsm/lock.h). First, so that
+     * no expiry sweep in this term can grant one of them a lock. */
+    if (node->orphans_term != node->raft.current_term && type != JINN_CMD_LOCK_ORPHANS) {
+        struct jinn_cmd orphans;
+        memset(&orphans, 0, sizeof orphans);
+        orphans.type = JINN_CMD_LOCK_ORPHANS;
+        rv = jinn_node_propose(node, &orphans, node->cfg->request_timeout_ms, NULL, NULL);
+        if (rv != 0) {
+            return rv;
+        }
+        node->orphans_term = node->raft.current_term;
+    }
     return JINN_OK;
 }
 
@@ -1497,6 +1669,9 @@ static void node_applied(void *data, uint64_t index)
         node->forced_snapshot = index;
         raft_set_snapshot_threshold(&node->raft, 1);
         raft_set_snapshot_trailing(&node->raft, FORCED_SNAPSHOT_TRAILING);
+    }
+    if (node->many != NULL) {
+        many_collect(node, index);
     }
     if (node->apply_hook != NULL) {
         node->apply_hook(node->apply_hook_data, index);

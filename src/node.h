@@ -38,6 +38,19 @@ int jinn_node_start(struct jinn_node *node);
 int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeout_ms,
                       jinn_propose_cb cb, void *data);
 
+/* Proposes cs[0..n-1] (1..JINN_PROPOSE_MANY_MAX) as n consecutive log
+ * entries in one append: one disk write and one message per follower for
+ * all of them, each applied on its own (its own index and result). cb is
+ * called exactly once: JINN_OK with res[0..n-1] when all n are applied
+ * (res valid only during the call), or an error as for jinn_node_propose
+ * (JINN_EUNKNOWN / JINN_ETIMEOUT: any of them may or may not be applied).
+ * Returns JINN_OK when queued, or an error with cb never called. */
+#define JINN_PROPOSE_MANY_MAX 256
+typedef void (*jinn_propose_many_cb)(void *data, int code, const struct jinn_result *res,
+                                     unsigned n);
+int jinn_node_propose_many(struct jinn_node *node, struct jinn_cmd *cs, unsigned n,
+                           uint64_t timeout_ms, jinn_propose_many_cb cb, void *data);
+
 /* Linearizable reads: calls cb(data, JINN_OK) once this node has proven it
  * is still the leader and has applied everything committed before the
  * call; then local state may be read. All reads waiting at one moment

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "api/api.h"
@@ -22,6 +23,10 @@
 #include "fsm/jobs.h"
 
 #define WORKERS_PREFIX JINN_JOB_QUEUE_PREFIX
+/* Jobs one batch submission carries (each its own log entry, all in one
+ * append), and the Idempotency-Key room left for "#POSITION". */
+#define JOB_BATCH_MAX JINN_PROPOSE_MANY_MAX
+#define JOB_BATCH_IDEM_MAX (JINN_QUEUE_IDEM_MAX - 6)
 #define JOB_LIST_DEFAULT 20
 #define JOB_LIST_MAX 100
 /* A list's responses, in total: past this the objects carry
@@ -102,6 +107,167 @@ static void submitted(struct jinn_api *api, struct jinn_http_request *req,
                                    (json_int_t)res->index));
 }
 
+/* ---- batch submission ---------------------------------------------------- */
+
+/* A batch (Content-Type: application/x-ndjson, one JSON payload a line)
+ * becomes one Q_PUBLISH per job, appended together in one raft_apply
+ * (jinn_node_propose_many): one disk write and one message per follower
+ * for the batch, while each job keeps its own entry, index and id, and the
+ * state machine applies exactly what a single submission applies (no new
+ * command, nothing new in the snapshot). */
+#define NDJSON "application/x-ndjson"
+
+struct batch_commit {
+    struct jinn_http_request *req;
+};
+
+static void batch_committed(void *data, int code, const struct jinn_result *res, unsigned n)
+{
+    struct batch_commit *bc = data;
+    struct jinn_http_request *req = bc->req;
+    json_t *ids, *obj;
+    int first_err = JINN_OK;
+    unsigned dup = 0;
+    char buf[24];
+
+    jinn_free(bc);
+    if (code != JINN_OK) {
+        jinn_http_reply_error(req, code == JINN_ETIMEOUT ? JINN_EUNKNOWN : code,
+                              code == JINN_ETIMEOUT || code == JINN_EUNKNOWN
+                                  ? "not committed within the request timeout (or the leader "
+                                    "changed); any of the batch's jobs may still be applied"
+                                  : NULL);
+        return;
+    }
+    ids = json_array();
+    for (unsigned i = 0; i < n; i++) {
+        if (res[i].code != JINN_OK) {
+            first_err = first_err == JINN_OK ? res[i].code : first_err;
+            json_array_append_new(ids, json_null());
+            continue;
+        }
+        dup += res[i].value != res[i].index; /* a repeated Idempotency-Key */
+        json_array_append_new(ids, json_integer((json_int_t)res[i].value));
+    }
+    snprintf(buf, sizeof buf, "%" PRIu64, res[n - 1].index);
+    jinn_http_add_header(req, "X-Jinn-Index", buf);
+    if (first_err != JINN_OK) {
+        /* Each job is its own entry: the ones before the failure (a full
+         * queue) are in; "jobs" says which (null: not submitted). */
+        obj = json_pack("{s:s, s:s, s:o}", "error", jinn_error_name(first_err), "message",
+                        first_err == JINN_EFULL ? "the queue is full (max_length / max_bytes); "
+                                                  "\"jobs\" lists the ones submitted"
+                                                : jinn_error_message(first_err),
+                        "jobs", ids);
+        jinn_http_reply_json(req, jinn_error_http_status(first_err), obj);
+        return;
+    }
+    obj = json_pack("{s:o, s:I}", "jobs", ids, "index", (json_int_t)res[n - 1].index);
+    if (obj != NULL && dup > 0) {
+        json_object_set_new(obj, "duplicates", json_integer((json_int_t)dup));
+    }
+    jinn_http_reply_json(req, 202, obj);
+}
+
+/* The content type without parameters, compared case-insensitively. */
+static bool is_ndjson(const struct jinn_http_request *req)
+{
+    const struct jinn_http_header *ct = jinn_http_header_find(&req->msg, "content-type");
+    size_t n = strlen(NDJSON);
+    return ct != NULL && ct->value_len >= n && strncasecmp(ct->value, NDJSON, n) == 0 &&
+           (ct->value_len == n || ct->value[n] == ';' || ct->value[n] == ' ');
+}
+
+static void submit_batch(struct jinn_api *api, struct jinn_http_request *req, const char *queue)
+{
+    const struct jinn_http_header *idem = jinn_http_header_find(&req->msg, "idempotency-key");
+    struct jinn_queue_policy pol = jinn_config_queue(api->cfg, queue);
+    char(*keys)[JINN_QUEUE_IDEM_MAX + 1] = NULL;
+    struct jinn_cmd *cs = NULL;
+    struct batch_commit *bc = NULL;
+    const char *p = req->body, *end = req->body + req->body_len;
+    unsigned n = 0;
+    char msg[256];
+    int rv;
+
+    /* key#1 .. key#N: one key a job, so a retried batch adds nothing and a
+     * single submission's key never collides with a batch's. */
+    if (idem != NULL && (idem->value_len == 0 || idem->value_len > JOB_BATCH_IDEM_MAX)) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "Idempotency-Key of a batch must be 1-250 bytes (each job's "
+                              "key is KEY#POSITION)");
+        return;
+    }
+    cs = jinn_calloc(JOB_BATCH_MAX, sizeof *cs);
+    keys = idem != NULL ? jinn_calloc(JOB_BATCH_MAX, sizeof *keys) : NULL;
+    bc = jinn_calloc(1, sizeof *bc);
+    if (cs == NULL || bc == NULL || (idem != NULL && keys == NULL)) {
+        jinn_http_reply_error(req, JINN_ENOMEM, NULL);
+        goto cleanup;
+    }
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl != NULL ? nl : end;
+        size_t len = (size_t)(le - p);
+        json_error_t jerr;
+        json_t *v;
+        if (len > 0 && p[len - 1] == '\r') {
+            len--;
+        }
+        if (n == JOB_BATCH_MAX) {
+            snprintf(msg, sizeof msg, "a batch carries at most %u jobs", JOB_BATCH_MAX);
+            jinn_http_reply_error(req, JINN_EINVAL, msg);
+            goto cleanup;
+        }
+        if (len == 0) {
+            snprintf(msg, sizeof msg, "line %u is empty (one JSON payload a line)", n + 1);
+            jinn_http_reply_error(req, JINN_EINVAL, msg);
+            goto cleanup;
+        }
+        v = json_loadb(p, len, JSON_DECODE_ANY, &jerr);
+        if (v == NULL) {
+            snprintf(msg, sizeof msg, "line %u is not JSON: %s (nothing was submitted)", n + 1,
+                     jerr.text);
+            jinn_http_reply_error(req, JINN_EINVAL, msg);
+            goto cleanup;
+        }
+        json_decref(v);
+        cs[n].type = JINN_CMD_Q_PUBLISH;
+        cs[n].q.queue.p = (const uint8_t *)queue;
+        cs[n].q.queue.len = strlen(queue);
+        cs[n].q.payload.p = (const uint8_t *)p;
+        cs[n].q.payload.len = len;
+        if (idem != NULL) {
+            int k = snprintf(keys[n], sizeof keys[n], "%.*s#%u", (int)idem->value_len,
+                             idem->value, n + 1);
+            cs[n].q.idem.p = (const uint8_t *)keys[n];
+            cs[n].q.idem.len = (size_t)k;
+        }
+        cs[n].q.count = pol.max_length;
+        cs[n].q.bytes = pol.max_bytes;
+        cs[n].q.ms = pol.idempotency_window_ms;
+        cs[n].q.max_deliver = pol.max_deliver;
+        n++;
+        p = nl != NULL ? nl + 1 : end;
+    }
+    if (n == 0) {
+        jinn_http_reply_error(req, JINN_EINVAL, "the batch is empty (one JSON payload a line)");
+        goto cleanup;
+    }
+    bc->req = req;
+    rv = jinn_node_propose_many(api->node, cs, n, api->cfg->request_timeout_ms, batch_committed,
+                                bc);
+    if (rv != JINN_OK) {
+        jinn_http_reply_error(req, rv, NULL);
+        goto cleanup;
+    }
+    bc = NULL; /* batch_committed frees it */
+cleanup:
+    jinn_free(bc);
+    jinn_free(keys);
+    jinn_free(cs);
+}
+
 void jinn_api_job_submit(struct jinn_api *api, struct jinn_http_request *req,
                          const struct jinn_route_args *args)
 {
@@ -114,6 +280,10 @@ void jinn_api_job_submit(struct jinn_api *api, struct jinn_http_request *req,
      * (visible as queued; deleting a function does not drop its queue). */
     if (active_fn(api, args->arg[0]) == NULL) {
         jinn_http_reply_error(req, JINN_ENOTFOUND, "no such function (or it is deleted)");
+        return;
+    }
+    if (is_ndjson(req)) {
+        submit_batch(api, req, queue);
         return;
     }
     jinn_api_queue_publish_to(api, req, queue, strlen(queue), submitted);

@@ -11,6 +11,7 @@
  *   jinn fn logs NAME
  *   jinn fn keygen | sign | policy ...   (cli/fnsig.c)
  *   jinn fn enqueue NAME [--key IDEM] [DATA|-]
+ *   jinn fn enqueue NAME --batch FILE|- [--key IDEM]
  *   jinn fn job NAME ID [--wait SECS]
  *   jinn fn jobs NAME [--limit N]
  *
@@ -46,6 +47,8 @@ static const char usage[] =
     "       jinn fn policy [--require-signature on|off] [--trust NAME=PUBKEY]... [--untrust NAME]...\n"
     "       (deploy sends MODULE.sig when present, or --sig FILE)\n"
     "       jinn fn enqueue NAME [--key IDEM] [DATA|-]   run as a job (- reads stdin); prints its id\n"
+    "       jinn fn enqueue NAME --batch FILE|- [--key IDEM]   one job per line (JSON each, at most\n"
+    "                                   256); prints the ids, one a line\n"
     "       jinn fn job NAME ID [--wait SECS]       a job's state; --wait polls until it finished\n"
     "       jinn fn jobs NAME [--limit N]           recent jobs, newest first\n"
     "options: --addr URL (default $JINN_ADDR or " JINN_CLI_DEFAULT_ADDR "), --json\n";
@@ -203,6 +206,7 @@ static void print_logs(const char *resp, size_t len)
 /* ---- jobs: enqueue, job, jobs -------------------------------------------- */
 
 #define JOB_WAIT_MAX_S 86400
+#define JOB_BATCH_FILE_MAX (64u << 20) /* --batch input read; the node's max_body decides */
 
 static void sleep_ms(long ms)
 {
@@ -254,6 +258,7 @@ static int jobs_cli(const char *verb, int argc, char **argv)
     const char *env = getenv("JINN_ADDR");
     const char *addr = env && *env ? env : JINN_CLI_DEFAULT_ADDR;
     const char *pos[3] = {NULL, NULL, NULL}, *key = NULL, *limit = NULL, *wait = NULL;
+    const char *batch = NULL;
     int n_pos = 0, json = 0, rv = 0, status = 0, want;
     struct jinn_wbuf target, body, headers;
     char *resp = NULL;
@@ -268,6 +273,9 @@ static int jobs_cli(const char *verb, int argc, char **argv)
             addr = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--key") == 0 && strcmp(verb, "enqueue") == 0) {
             key = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--batch") == 0 &&
+                   strcmp(verb, "enqueue") == 0) {
+            batch = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--wait") == 0 && strcmp(verb, "job") == 0) {
             wait = argv[++i];
         } else if (i + 1 < argc && strcmp(argv[i], "--limit") == 0 && strcmp(verb, "jobs") == 0) {
@@ -280,7 +288,7 @@ static int jobs_cli(const char *verb, int argc, char **argv)
         }
     }
     want = strcmp(verb, "job") == 0 ? 2 : 1;
-    if (n_pos != want && !(strcmp(verb, "enqueue") == 0 && n_pos == 2)) {
+    if ((n_pos != want && !(strcmp(verb, "enqueue") == 0 && n_pos == 2 && batch == NULL))) {
         fprintf(stderr, "jinn: fn %s: wrong arguments\n%s", verb, usage);
         return 2;
     }
@@ -288,7 +296,19 @@ static int jobs_cli(const char *verb, int argc, char **argv)
     jinn_wbuf_init(&body);
     jinn_wbuf_init(&headers);
     if (strcmp(verb, "enqueue") == 0) {
-        if (pos[1] != NULL && strcmp(pos[1], "-") == 0) {
+        if (batch != NULL) {
+            /* application/x-ndjson: the file as it is; the node checks it. */
+            if (strcmp(batch, "-") != 0 && freopen(batch, "rb", stdin) == NULL) {
+                fprintf(stderr, "jinn: cannot read %s: %s\n", batch, strerror(errno));
+                rv = 1;
+                goto out;
+            }
+            if (jinn_cli_read_stdin(&body, JOB_BATCH_FILE_MAX) != 0) {
+                rv = 1;
+                goto out;
+            }
+            jinn_wbuf_printf(&headers, "Content-Type: application/x-ndjson\r\n");
+        } else if (pos[1] != NULL && strcmp(pos[1], "-") == 0) {
             if (jinn_cli_read_stdin(&body, JINN_QUEUE_PAYLOAD_MAX) != 0) {
                 rv = 1;
                 goto out;
@@ -303,16 +323,23 @@ static int jobs_cli(const char *verb, int argc, char **argv)
                 goto out;
             }
             jinn_wbuf_printf(&headers, "Idempotency-Key: %s\r\n", key);
-            jinn_wbuf_put_u8(&headers, 0);
         }
+        jinn_wbuf_put_u8(&headers, 0);
         jobs_target(&target, pos[0], NULL);
-        rv = jinn_cli_call(addr, "POST", &target, key ? (const char *)headers.data : NULL,
+        rv = jinn_cli_call(addr, "POST", &target,
+                           key != NULL || batch != NULL ? (const char *)headers.data : NULL,
                            body.len ? (const char *)body.data : "", body.len, &resp, &len,
                            &status);
         if (rv == 0) {
             o = json_loadb(resp, len, 0, NULL);
             if (json || o == NULL) {
                 printf("%.*s\n", (int)len, resp);
+            } else if (batch != NULL) {
+                size_t i;
+                json_t *id;
+                json_array_foreach(json_object_get(o, "jobs"), i, id) {
+                    printf("%" JSON_INTEGER_FORMAT "\n", json_integer_value(id));
+                }
             } else {
                 printf("%" JSON_INTEGER_FORMAT "%s\n", json_integer_value(json_object_get(o, "job")),
                        json_is_true(json_object_get(o, "duplicate")) ? " (duplicate)" : "");

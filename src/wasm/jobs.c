@@ -251,6 +251,74 @@ static char *target_for(const struct slot *s, const char *what)
     return jinn_strdup(buf);
 }
 
+/* Appends s (n bytes of UTF-8) as a JSON string. Written here rather than
+ * through jansson: a job's request and ack are built per job on the loop,
+ * and json_dumps was a tenth of a node's CPU in bench/jobs. */
+static void put_json_string(struct jinn_wbuf *w, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0;
+    jinn_wbuf_put_raw(w, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6];
+        size_t elen = 2;
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        jinn_wbuf_put_raw(w, s + run, i - run);
+        run = i + 1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+            break;
+        }
+        jinn_wbuf_put_raw(w, esc, elen);
+    }
+    jinn_wbuf_put_raw(w, s + run, n - run);
+    jinn_wbuf_put_raw(w, "\"", 1);
+}
+
+/* The wbuf's bytes as a NUL-terminated string (jinn_free), or NULL. */
+static char *wbuf_string(struct jinn_wbuf *w)
+{
+    char *out = NULL;
+    jinn_wbuf_put_raw(w, "", 1);
+    if (!w->failed) {
+        out = (char *)w->data;
+        w->data = NULL;
+    }
+    jinn_wbuf_free(w);
+    return out;
+}
+
 /* ---- backoff ------------------------------------------------------------------------- */
 
 /* min doubled n times, at most max. */
@@ -548,8 +616,9 @@ static void flush_cb(uv_timer_t *t)
 }
 
 /* An ack waits for the rest of this loop turn's (a zero timer runs after
- * the turn's completions). */
-static void ack_later(struct slot *s, char *target, json_t *body)
+ * the turn's completions). body: the single form's JSON object (jinn_free),
+ * taken over like target. */
+static void ack_later(struct slot *s, char *target, char *body)
 {
     struct fnpool *fp = s->fp;
     struct jinn_job_pools *j = fp->j;
@@ -559,13 +628,7 @@ static void ack_later(struct slot *s, char *target, json_t *body)
     jinn_free(s->settle_target);
     jinn_free(s->settle_body);
     s->settle_target = target;
-    s->settle_body = NULL;
-    if (body != NULL) {
-        char *dumped = json_dumps(body, JSON_COMPACT);
-        s->settle_body = dumped != NULL ? jinn_strdup(dumped) : NULL;
-        free(dumped);
-    }
-    json_decref(body);
+    s->settle_body = body;
     if (s->settle_target == NULL || s->settle_body == NULL || s->settle_body[0] != '{' ||
         fp->n_ackq >= SLOTS_PER_FN_MAX) {
         if (s->settle_target == NULL || s->settle_body == NULL) {
@@ -659,30 +722,39 @@ static void ran(void *data, const struct jinn_wasm_run_result *res)
     uv_timer_stop(&s->timer);
     if (res->error == NULL && res->status >= 200 && res->status <= 299) {
         char target[512];
-        json_error_t jerr;
         /* The ack carries the response: it must fit the kept result
          * (JINN_JOB_RESULT_MAX) and the API's body limit, or the ack would
          * be refused and the job run again. A bigger one is acked with a
          * note instead (the function's status is kept). */
         uint64_t limit =
             fp->j->api->cfg->max_body_bytes > 1024 ? fp->j->api->cfg->max_body_bytes - 1024 : 0;
-        json_t *resp;
+        struct jinn_wbuf w;
         if (limit > JINN_JOB_RESULT_MAX) {
             limit = JINN_JOB_RESULT_MAX;
         }
+        /* {"worker":W,"delivery":D,"status":S,"response":R}: R is the
+         * runner's compact dump of the response object, embedded as it is
+         * (not parsed and dumped again per job). */
+        jinn_wbuf_init(&w);
+        jinn_wbuf_put_raw(&w, "{\"worker\":", 10);
+        put_json_string(&w, s->worker, strlen(s->worker));
+        jinn_wbuf_printf(&w,
+                         ",\"delivery\":%" PRIu64 ",\"status\":%d,\"response\":", s->delivery,
+                         res->status);
         if (res->response != NULL && res->response_len > limit) {
-            resp = json_pack("{s:i, s:b, s:I}", "status", res->status, "truncated", 1, "bytes",
-                             (json_int_t)res->response_len);
+            jinn_wbuf_printf(&w, "{\"status\":%d,\"truncated\":true,\"bytes\":%zu}",
+                             res->status, res->response_len);
+        } else if (res->response != NULL && res->response_len >= 2 && res->response[0] == '{' &&
+                   res->response[res->response_len - 1] == '}') {
+            jinn_wbuf_put_raw(&w, res->response, res->response_len);
         } else {
-            resp = res->response != NULL ? json_loads(res->response, 0, &jerr) : NULL;
+            jinn_wbuf_put_raw(&w, "{}", 2);
         }
+        jinn_wbuf_put_raw(&w, "}", 1);
         fp->done++;
         snprintf(target, sizeof target, "/v1/functions/%s/jobs/%" PRIu64 "/ack", fp->name,
                  s->seq);
-        ack_later(s, jinn_strdup(target),
-               json_pack("{s:s, s:I, s:i, s:o}", "worker", s->worker, "delivery",
-                         (json_int_t)s->delivery, "status", res->status, "response",
-                         resp != NULL ? resp : json_object()));
+        ack_later(s, jinn_strdup(target), wbuf_string(&w));
         return;
     }
     fp->failed++;
@@ -709,24 +781,22 @@ static void ran(void *data, const struct jinn_wasm_run_result *res)
 
 /* The request JSON of the original's async call. A payload that is not
  * text (the queue gave it base64) reaches the function as its base64 text
- * with X-Jinn-Payload-Encoding: base64. */
-static char *job_request(const struct slot *s, const char *payload, bool base64)
+ * with X-Jinn-Payload-Encoding: base64. payload is UTF-8 (a JSON string's
+ * value). Returns a string to jinn_free, or NULL. */
+static char *job_request(const struct slot *s, const char *payload, size_t payload_len,
+                         bool base64)
 {
-    char id[24], dl[24];
-    json_t *headers, *obj;
-    char *out;
-    snprintf(id, sizeof id, "%" PRIu64, s->seq);
-    snprintf(dl, sizeof dl, "%" PRIu64, s->delivery);
-    headers = json_pack("{s:[s], s:[s], s:[s]}", "X-Source", "internal", "X-Jinn-Job", id,
-                        "X-Jinn-Delivery", dl);
-    if (headers != NULL && base64) {
-        json_object_set_new(headers, "X-Jinn-Payload-Encoding", json_pack("[s]", "base64"));
-    }
-    obj = json_pack("{s:s, s:s, s:o, s:s}", "method", "ASYNC", "uri", "internal://async/job",
-                    "headers", headers != NULL ? headers : json_object(), "body", payload);
-    out = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
-    return out;
+    struct jinn_wbuf w;
+    jinn_wbuf_init(&w);
+    jinn_wbuf_printf(&w,
+                     "{\"method\":\"ASYNC\",\"uri\":\"internal://async/job\",\"headers\":{"
+                     "\"X-Source\":[\"internal\"],\"X-Jinn-Job\":[\"%" PRIu64
+                     "\"],\"X-Jinn-Delivery\":[\"%" PRIu64 "\"]%s},\"body\":",
+                     s->seq, s->delivery,
+                     base64 ? ",\"X-Jinn-Payload-Encoding\":[\"base64\"]" : "");
+    put_json_string(&w, payload, payload_len);
+    jinn_wbuf_put_raw(&w, "}", 1);
+    return wbuf_string(&w);
 }
 
 /* Hands one leased message to s and starts its run. */
@@ -737,6 +807,7 @@ static void slot_start(struct slot *s, json_t *m)
     json_t *payload;
     char trace[128];
     char *request;
+    bool base64 = false;
     int rv;
 
     s->seq = (uint64_t)json_integer_value(json_object_get(m, "seq"));
@@ -744,11 +815,13 @@ static void slot_start(struct slot *s, json_t *m)
     s->started_ms = uv_now(j->loop);
     s->handed_back = false;
     payload = json_object_get(m, "payload");
-    request = job_request(s,
-                          json_is_string(payload)
-                              ? json_string_value(payload)
-                              : json_string_value(json_object_get(m, "payload_base64")),
-                          !json_is_string(payload));
+    if (!json_is_string(payload)) {
+        payload = json_object_get(m, "payload_base64");
+        base64 = true;
+    }
+    request = json_is_string(payload) ? job_request(s, json_string_value(payload),
+                                                    json_string_length(payload), base64)
+                                      : NULL;
     s->state = S_RUN;
     if (request == NULL) {
         nak(s, "out of memory on the worker's node", 0);
@@ -756,7 +829,7 @@ static void slot_start(struct slot *s, json_t *m)
     }
     snprintf(trace, sizeof trace, "job-%" PRIu64 "-%" PRIu64, s->seq, s->delivery);
     rv = jinn_wasm_runner_run(j->api->wasm, fp->name, request, strlen(request), trace, ran, s);
-    free(request);
+    jinn_free(request);
     if (rv != 0) {
         char reason[160];
         snprintf(reason, sizeof reason, "%s on node %s: %s", jinn_error_name(rv),

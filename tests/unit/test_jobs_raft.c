@@ -178,3 +178,85 @@ out:
         jinn_fsm_close(&fsms[i]);
     }
 }
+
+/* jinn_node_propose_many (batch job submission) relies on libraft 0.15
+ * taking n buffers in one raft_apply as n consecutive entries, each
+ * applied on its own, with the request answered at the first: every job of
+ * a batch is a plain Q_PUBLISH whose id is its own index, the same on every
+ * replica. */
+static uint64_t many_first, many_value;
+static int many_calls;
+
+static void many_applied(struct raft_apply *req, int status, void *result)
+{
+    const struct jinn_result *res = result;
+    many_calls++;
+    many_first = status == 0 ? req->index : 0;
+    many_value = status == 0 && res != NULL ? res->value : 0;
+    free(req);
+}
+
+TEST(jobs_batch_entries_in_one_raft_apply)
+{
+    struct raft_fixture f;
+    struct raft_configuration conf;
+    struct jinn_fsm fsms[N];
+    struct raft_buffer bufs[3];
+    struct raft_apply *req;
+    unsigned leader;
+    static const char *payloads[3] = {"\"a\"", "{\"b\":1}", "3"};
+
+    memset(&f, 0, sizeof f);
+    CHECK_INT(raft_fixture_initialize(&f), 0);
+    for (unsigned i = 0; i < N; i++) {
+        jinn_fsm_init(&fsms[i]);
+        CHECK_INT(raft_fixture_grow(&f, &fsms[i].iface), 0);
+        fsms[i].raft = raft_fixture_get(&f, i);
+    }
+    raft_fixture_configuration(&f, N, &conf);
+    raft_fixture_bootstrap(&f, &conf);
+    raft_fixture_start(&f);
+    raft_configuration_close(&conf);
+    CHECK(raft_fixture_step_until_has_leader(&f, 10000));
+    leader = raft_fixture_leader_index(&f);
+
+    for (unsigned k = 0; k < 3; k++) {
+        struct jinn_cmd c;
+        struct jinn_wbuf w;
+        memset(&c, 0, sizeof c);
+        c.type = JINN_CMD_Q_PUBLISH;
+        c.time_ms = 1000;
+        c.q.queue.p = (const uint8_t *)"WORKERS_b";
+        c.q.queue.len = 9;
+        c.q.payload.p = (const uint8_t *)payloads[k];
+        c.q.payload.len = strlen(payloads[k]);
+        c.q.max_deliver = 3;
+        jinn_wbuf_init(&w);
+        CHECK_INT(jinn_cmd_encode(&c, &w), 0);
+        bufs[k].base = w.data;
+        bufs[k].len = w.len;
+    }
+    req = calloc(1, sizeof *req);
+    CHECK(req != NULL);
+    CHECK_INT(raft_apply(raft_fixture_get(&f, leader), req, bufs, 3, many_applied), 0);
+    CHECK(all_applied(&f));
+    CHECK_INT(many_calls, 1);
+    CHECK(many_first > 0 && many_value == many_first); /* answered at the first entry */
+    for (unsigned i = 0; i < N; i++) {
+        const struct jinn_queue *q = jinn_queues_get(&fsms[i].queues, "WORKERS_b", 9);
+        CHECK(q != NULL);
+        if (q == NULL) {
+            continue;
+        }
+        for (unsigned k = 0; k < 3; k++) {
+            const struct jinn_qmsg *m = jinn_queue_msg(q, many_first + k);
+            CHECK(m != NULL && m->len == strlen(payloads[k]) &&
+                  memcmp(m->payload, payloads[k], m->len) == 0);
+        }
+        CHECK(jinn_queue_msg(q, many_first + 3) == NULL);
+    }
+    raft_fixture_close(&f);
+    for (unsigned i = 0; i < N; i++) {
+        jinn_fsm_close(&fsms[i]);
+    }
+}
