@@ -235,8 +235,11 @@ static void report_ready(struct jinn_check *ck, struct report *r)
     char hex[17];
     r->state = REPORT_READY;
     jinn_digest_finish(&r->d);
-    r->redacted =
-        r->auth_present ? jinn_digest_total_with_auth(&r->d, r->auth_redacted) : r->d.total;
+    /* An edge replica's state is redacted already: its digest is its
+     * redacted digest (redacting R again would mean nothing). */
+    r->redacted = r->auth_present && !jinn_node_is_replica(ck->api->node)
+                      ? jinn_digest_total_with_auth(&r->d, r->auth_redacted)
+                      : r->d.total;
     hex64(hex, r->d.total);
     jinn_debug("check %" PRIu64 ": digest %s (%u sections)", r->d.index, hex, r->d.n);
     r->ask_after = now_ms(ck);
