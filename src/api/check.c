@@ -810,7 +810,11 @@ static void verdict_tick(struct jinn_check *ck)
         /* An edge replica has no internal key: its own token (the
          * cluster:replica rule allows this GET) */
         const char *t = ck->api->cfg->replica_token;
-        int n = t != NULL ? snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", t) : 0;
+        int n = 0;
+        auth[0] = '\0';
+        if (t != NULL) {
+            n = snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", t);
+        }
         if (n < 0 || (size_t)n >= sizeof auth) {
             auth[0] = '\0';
         }
