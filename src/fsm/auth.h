@@ -14,7 +14,8 @@
  *   fn:PATTERN:ACTIONS      invoke,deploy
  *   cluster:admin           everything, token management included
  *   cluster:metrics         GET /metrics, nothing else
- *   cluster:replica         GET /v1/stream (an edge replica's feed), nothing else
+ *   cluster:replica         GET /v1/stream (an edge replica's feed) and
+ *                           GET /v1/cluster/check (its check verdict), nothing else
  *
  * PATTERN is a literal, or a literal followed by one trailing '*' (prefix
  * match); "*" alone matches every name. Literals are printable ASCII
