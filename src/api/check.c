@@ -727,31 +727,34 @@ static void verdict_answered(void *data, int code, const struct jinn_http_msg *h
         /* An edge replica is no member of the round: it holds its digest
          * against the majority's. A mismatch stops it applying, as a
          * voter's divergence stops its reads. */
-        const char *majority = json_string_value(json_object_get(obj, "majority_redacted"));
+        const char *plain = json_string_value(json_object_get(obj, "majority"));
+        const char *redacted = json_string_value(json_object_get(obj, "majority_redacted"));
         char mine[17];
+        bool match, judged;
         /* Its auth section holds R where the voters hold the key: it is
-         * compared with the majority's redacted digest. A leader of a build
-         * before that publishes only the plain one, which equals the
-         * redacted one while no key exists; otherwise nothing to compare. */
+         * compared with the majority's redacted digest. Its state equal to
+         * the plain one is no divergence either (fed by a node of an older
+         * build, it holds the key itself). A leader of an older build
+         * publishes only the plain digest, which equals the redacted one
+         * while no key exists; with a key there is nothing to judge by. */
         hex64(mine, r->d.total);
-        if (majority == NULL && !r->has_key) {
-            majority = json_string_value(json_object_get(obj, "majority"));
-        } else if (majority == NULL &&
-                   json_string_value(json_object_get(obj, "majority")) != NULL) {
-            jinn_warn("check %" PRIu64 ": the leader publishes no redacted digest (an older "
-                      "build?); this replica cannot compare its state",
-                      a->index);
-        }
-        if (majority != NULL && strcmp(majority, mine) != 0) {
+        match = (plain != NULL && strcmp(plain, mine) == 0) ||
+                (redacted != NULL && strcmp(redacted, mine) == 0);
+        judged = redacted != NULL || (plain != NULL && !r->has_key);
+        if (!match && judged) {
             char why[160];
             mark_diverged(ck, a->index, "the replica's digest differs from the majority's");
             snprintf(why, sizeof why,
                      "its digest at check %" PRIu64 " is %s, the cluster's majority has %s",
-                     a->index, mine, majority);
+                     a->index, mine, redacted != NULL ? redacted : plain);
             jinn_node_replica_halt(ck->api->node, why);
-        } else if (majority != NULL) {
+        } else if (match) {
             jinn_info("check %" PRIu64 ": this replica agrees with the cluster (digest %s)",
                       a->index, mine);
+        } else if (plain != NULL) {
+            jinn_warn("check %" PRIu64 ": the leader publishes no redacted digest (an older "
+                      "build?); this replica cannot compare its state",
+                      a->index);
         }
         goto out;
     }
@@ -1059,11 +1062,11 @@ void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
     }
     hex64(hex, rd->majority);
     hex64(red, rd->majority_redacted);
-    obj = json_pack("{s:I, s:s, s:b, s:s?, s:s?, s:I, s:o}", "index", (json_int_t)rd->index,
-                    "state", rd->outcome, "done", rd->done, "majority",
-                    rd->has_majority ? hex : NULL, "majority_redacted",
-                    rd->has_majority_redacted ? red : NULL, "age_ms", (json_int_t)(uv_now(api->loop) - rd->started), "nodes",
-                    nodes ? nodes : json_array());
+    obj = json_pack(
+        "{s:I, s:s, s:b, s:s?, s:s?, s:I, s:o}", "index", (json_int_t)rd->index, "state",
+        rd->outcome, "done", rd->done, "majority", rd->has_majority ? hex : NULL,
+        "majority_redacted", rd->has_majority_redacted ? red : NULL, "age_ms",
+        (json_int_t)(uv_now(api->loop) - rd->started), "nodes", nodes ? nodes : json_array());
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;

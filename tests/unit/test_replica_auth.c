@@ -118,7 +118,8 @@ TEST(replica_auth_stream_redacts_snapshot_and_token_put)
     CHECK(voter.auth.has_key && memcmp(voter.auth.key, KEY, sizeof KEY) == 0);
     redact_entry(e1.data, e1.len);
     redact_entry(e2.data, e2.len);
-    CHECK(!contains(e1.data, e1.len, KEY, sizeof KEY) && contains(e1.data, e1.len, r, sizeof r));
+    CHECK(!contains(e1.data, e1.len, KEY, sizeof KEY) &&
+          contains(e1.data, e1.len, r, sizeof r));
     CHECK(jinn_fsm_apply_buf(&from_records, 1, e1.data, e1.len)->code == 0);
     CHECK(jinn_fsm_apply_buf(&from_records, 2, e2.data, e2.len)->code == 0);
     CHECK(from_records.auth.has_key && memcmp(from_records.auth.key, r, sizeof r) == 0);
@@ -256,16 +257,22 @@ static void answered(void *data, int code, const struct jinn_http_msg *head, con
     snprintf(a->body, sizeof a->body, "%.*s", (int)len, body ? body : "");
 }
 
-static void api_applied(void *data, uint64_t index) { jinn_api_kv_applied(data, index); }
+static void api_applied(void *data, uint64_t index)
+{
+    jinn_api_kv_applied(data, index);
+}
 
-static void stopped(void *data) { *(bool *)data = true; }
+static void stopped(void *data)
+{
+    *(bool *)data = true;
+}
 
-#define RUN_UNTIL(loop, cond, deadline_ms)                                                 \
-    do {                                                                                    \
-        uint64_t until_ = uv_now(loop) + (deadline_ms);                                     \
-        while (!(cond) && uv_now(loop) < until_) {                                          \
-            uv_run((loop), UV_RUN_ONCE);                                                    \
-        }                                                                                   \
+#define RUN_UNTIL(loop, cond, deadline_ms)                                                     \
+    do {                                                                                       \
+        uint64_t until_ = uv_now(loop) + (deadline_ms);                                        \
+        while (!(cond) && uv_now(loop) < until_) {                                             \
+            uv_run((loop), UV_RUN_ONCE);                                                       \
+        }                                                                                      \
     } while (0)
 
 static void hexs(const uint8_t *p, size_t n, char *out)
