@@ -1,10 +1,18 @@
 """An edge replica with tokens on: its replica_token needs cluster:replica;
 without a token (401) or with one lacking the rule (403) it is refused
-before the upgrade and never applies anything."""
+before the upgrade and never applies anything. And it never holds the
+cluster's internal key (R in its place), refuses node credentials and
+agrees with the cluster's checks."""
+import base64
+import hashlib
 import json
+import os
+import socket
+import struct
+import time
 
 from harness import wait_for
-from test_tokens import create, start
+from test_tokens import ADMIN, bearer, create, start
 
 POLICIES = ["consensus {", "    app { mode ap  stale_reads true  max_staleness 1h }", "}"]
 
@@ -40,15 +48,6 @@ def test_replica_token_needs_the_replica_rule(cluster_factory, monkeypatch):
 
 # ---- K1: an edge replica never holds the cluster's internal key ----------------
 
-import base64
-import hashlib
-import os
-import socket
-import struct
-import time
-
-from test_tokens import ADMIN, bearer
-
 # The first TOKEN_PUT (the bootstrap token, rules cluster:admin) carries the
 # key right after its rules (cmd.c: u32 length + bytes, little-endian).
 KEY_MARK = struct.pack("<I", 13) + b"cluster:admin" + struct.pack("<I", 32)
@@ -82,11 +81,11 @@ def holds(blob, key):
     return key in blob or key.hex().encode() in blob
 
 
-def capture_stream(node, token, seconds_after_data=1.0, deadline=15.0):
-    """A raw /v1/stream session from position 0: every message, in order."""
+def capture_stream(node, token, frm=0, seconds_after_data=1.0, deadline=15.0):
+    """A raw /v1/stream session from position frm: every message, in order."""
     s = socket.create_connection(("127.0.0.1", node.http_port), timeout=5)
     wskey = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /v1/stream?from=0&name=capture HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    s.sendall((f"GET /v1/stream?from={frm}&name=capture HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                f"Sec-WebSocket-Key: {wskey}\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
     buf = b""
@@ -139,6 +138,20 @@ def capture_stream(node, token, seconds_after_data=1.0, deadline=15.0):
     return messages
 
 
+def records(messages):
+    """(index, prev, bytes) of every record in the 'E' messages."""
+    out = []
+    for m in messages:
+        if m[:1] != b"E":
+            continue
+        count, off = struct.unpack("<I", m[1:5])[0], 5
+        for _ in range(count):
+            index, prev, n = struct.unpack("<QQI", m[off:off + 20])
+            out.append((index, prev, m[off + 20:off + 20 + n]))
+            off += 20 + n
+    return out
+
+
 def test_replica_never_holds_the_internal_key(cluster_factory, monkeypatch):
     monkeypatch.delenv("JINN_REPLICA_TOKEN", raising=False)
     c, leader = start(cluster_factory, extra=POLICIES)
@@ -154,6 +167,22 @@ def test_replica_never_holds_the_internal_key(cluster_factory, monkeypatch):
     blob = b"".join(data)
     assert not holds(blob, key), "the stream carried the internal key"
     assert r_key in blob, "the replica's substitute R is what it gets"
+    snaps = [m for m in data if m[:1] == b"S"]
+    assert snaps, "a new replica starts from a snapshot"
+    # the first TOKEN_PUT as a record: resume from just before it (the
+    # node's buffer holds its whole log here), R in place of the key
+    token_put = None
+    for frm in range(1, struct.unpack("<Q", snaps[0][1:9])[0]):
+        msgs = capture_stream(leader, tok, frm=frm)
+        recs = records(msgs)
+        for index, prev, entry in recs:
+            assert not holds(entry, key), f"record {index} carried the internal key"
+        token_put = next((e for _, _, e in recs if KEY_MARK in e), None)
+        if token_put is not None:
+            break
+    assert token_put is not None, "the stream sent the first TOKEN_PUT as a record"
+    at = token_put.index(KEY_MARK) + len(KEY_MARK)
+    assert token_put[at:at + 32] == r_key
 
     r = c.add_replica(name="r1", extra_config=POLICIES + [f"replica_token {tok}"]).start()
     r.wait_state("streaming")
