@@ -171,6 +171,7 @@ bool jinn_auth_ct_equal(const void *a, const void *b, size_t n);
 
 /* Snapshot section (format 3). */
 void jinn_auth_encode(const struct jinn_auth *a, struct jinn_wbuf *w);
+int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r);
 
 /* Edge replicas (docs/replica.md, security): what a replica receives holds,
  * in place of the internal key K, R = SHA-256("jinn-replica-key\0" || K),
@@ -186,10 +187,10 @@ int jinn_auth_encode_redacted(const struct jinn_auth *a, struct jinn_wbuf *w);
 /* Where the 32 key bytes sit in an encoded auth section whose first byte
  * (has_key) is 1. */
 #define JINN_AUTH_SECTION_KEY_OFFSET 1
-/* When the command entry buf (a raft entry, cmd.c format) carries the
- * internal key (the first TOKEN_PUT), true and *off = where its 32 bytes
- * are, so the stream can send the entry with R there. */
+/* When the command entry buf (a raft entry, cmd.c format) carries a key
+ * (every TOKEN_PUT a client's create proposed does: the first applied one's
+ * becomes the cluster's key, the others' are ignored), true and *off =
+ * where its 32 bytes are, so the stream sends the entry with R there. */
 bool jinn_auth_entry_key_offset(const void *buf, size_t len, size_t *off);
-int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r);
 
 #endif
