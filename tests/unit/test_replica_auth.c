@@ -224,7 +224,7 @@ static int free_port(void)
 static struct {
     unsigned check_asks;
     char auth[256];
-    char majority_redacted[17];
+    char majority[17], majority_redacted[17]; /* "" = left out of the answer */
 } leader_saw;
 
 static void fake_leader(void *data, struct jinn_http_request *req)
@@ -234,11 +234,15 @@ static void fake_leader(void *data, struct jinn_http_request *req)
     leader_saw.check_asks++;
     snprintf(leader_saw.auth, sizeof leader_saw.auth, "%.*s", h ? (int)h->value_len : 0,
              h ? h->value : "");
-    /* the voters' own digest is not the replica's; their redacted one is */
-    jinn_http_reply_json(req, 200,
-                         json_pack("{s:I, s:s, s:b, s:s, s:s, s:[]}", "index", (json_int_t)3,
-                                   "state", "agreed", "done", 1, "majority", "00000000000000ff",
-                                   "majority_redacted", leader_saw.majority_redacted, "nodes"));
+    json_t *o = json_pack("{s:I, s:s, s:b, s:[]}", "index", (json_int_t)3, "state", "agreed",
+                          "done", 1, "nodes");
+    if (leader_saw.majority[0] != '\0') {
+        json_object_set_new(o, "majority", json_string(leader_saw.majority));
+    }
+    if (leader_saw.majority_redacted[0] != '\0') {
+        json_object_set_new(o, "majority_redacted", json_string(leader_saw.majority_redacted));
+    }
+    jinn_http_reply_json(req, 200, o);
 }
 
 struct answer {
@@ -296,7 +300,24 @@ static int get(uv_loop_t *loop, const char *url, const char *target, const char 
     return a->status;
 }
 
-TEST(replica_auth_refuses_node_fn_credentials_and_asks_verdict_with_its_token)
+/* What the fake leader publishes for the round (check index 3). */
+enum published { PUB_NONE, PUB_PLAIN, PUB_REDACTED, PUB_OTHER };
+
+static void set_published(char out[17], enum published what, uint64_t plain, uint64_t redacted)
+{
+    uint64_t v = what == PUB_PLAIN ? plain : what == PUB_REDACTED ? redacted : 0xff;
+    if (what == PUB_NONE) {
+        out[0] = '\0';
+    } else {
+        snprintf(out, 17, "%016llx", (unsigned long long)v);
+    }
+}
+
+/* A replica node fed the records 1-3 (TOKEN_PUT, KV_PUT, CHECK), redacted
+ * as the stream sends them (or not: a node of an older build), whose check
+ * verdict says majority / majority_redacted. creds: also try credentials. */
+static void replica_case(bool redact, enum published majority, enum published redacted_pub,
+                         bool want_diverged, bool creds)
 {
     uv_loop_t loop;
     struct jinn_config cfg;
@@ -313,7 +334,7 @@ TEST(replica_auth_refuses_node_fn_credentials_and_asks_verdict_with_its_token)
     uint8_t hash[JINN_AUTH_HASH_LEN], r[JINN_AUTH_KEY_LEN], mac[32];
     unsigned mac_len = 0;
     bool l_stopped = false, r_stopped = false, n_stopped = false;
-    uint64_t redacted = 0;
+    uint64_t redacted = 0, plain = 0;
 
     memset(&leader_saw, 0, sizeof leader_saw);
     snprintf(dir, sizeof dir, "/tmp/jinn-k1-XXXXXX");
@@ -346,9 +367,10 @@ TEST(replica_auth_refuses_node_fn_credentials_and_asks_verdict_with_its_token)
         jinn_digest_capture_free(&cap);
         jinn_digest_finish(&d);
         redacted = jinn_digest_total_with_auth(&d, auth);
+        plain = d.total;
         jinn_fsm_close(&v);
-        snprintf(leader_saw.majority_redacted, sizeof leader_saw.majority_redacted, "%016llx",
-                 (unsigned long long)redacted);
+        set_published(leader_saw.majority, majority, plain, redacted);
+        set_published(leader_saw.majority_redacted, redacted_pub, plain, redacted);
     }
 
     snprintf(listen_l, sizeof listen_l, "127.0.0.1:%d", free_port());
@@ -383,43 +405,51 @@ TEST(replica_auth_refuses_node_fn_credentials_and_asks_verdict_with_its_token)
     /* the records as the stream sends them: R in the TOKEN_PUT */
     c = token_put(hash, true);
     CHECK_INT(encode(&c, 100, &w), 0);
-    redact_entry(w.data, w.len);
+    if (redact) {
+        redact_entry(w.data, w.len);
+    }
     CHECK_INT(jinn_node_replica_apply(node, 1, 0, w.data, w.len), 0);
     jinn_wbuf_free(&w);
     c = kv_put("k", "v");
     CHECK_INT(encode(&c, 110, &w), 0);
     CHECK_INT(jinn_node_replica_apply(node, 2, 1, w.data, w.len), 0);
     jinn_wbuf_free(&w);
-    CHECK(memcmp(jinn_node_fsm(node)->auth.key, r, sizeof r) == 0);
+    CHECK(memcmp(jinn_node_fsm(node)->auth.key, redact ? r : KEY, sizeof r) == 0);
     hb.commit = hb.position = 2; /* fresh: it applied what the leader committed */
     jinn_node_replica_heartbeat(node, &hb);
 
-    /* node credentials: neither the key nor R; function credentials: no */
-    hexs(KEY, sizeof KEY, hex);
-    snprintf(cred, sizeof cred, "jinn-node.%s", hex);
-    CHECK_INT(get(&loop, replica_url, "/v1/kv/app/k", cred, &a), 401);
-    hexs(r, sizeof r, hex);
-    snprintf(cred, sizeof cred, "jinn-node.%s", hex);
-    CHECK_INT(get(&loop, replica_url, "/v1/kv/app/k", cred, &a), 401);
-    CHECK(HMAC(EVP_sha256(), r, sizeof r, (const uint8_t *)"fn:f", 4, mac, &mac_len) != NULL);
-    hexs(mac, sizeof mac, mac_hex);
-    snprintf(cred, sizeof cred, "jinn-fn.f.%s", mac_hex);
-    CHECK_INT(get(&loop, replica_url, "/v1/kv/app/k", cred, &a), 401);
-    /* the token still works here */
-    get(&loop, replica_url, "/v1/kv/app/k", CRED, &a);
-    if (a.status != 200) {
-        fprintf(stderr, "  token read: %d %s\n", a.status, a.body);
+    if (creds) {
+        /* node credentials: neither the key nor R; function credentials: no */
+        hexs(KEY, sizeof KEY, hex);
+        snprintf(cred, sizeof cred, "jinn-node.%s", hex);
+        CHECK_INT(get(&loop, replica_url, "/v1/kv/app/k", cred, &a), 401);
+        hexs(r, sizeof r, hex);
+        snprintf(cred, sizeof cred, "jinn-node.%s", hex);
+        CHECK_INT(get(&loop, replica_url, "/v1/kv/app/k", cred, &a), 401);
+        CHECK(HMAC(EVP_sha256(), r, sizeof r, (const uint8_t *)"fn:f", 4, mac, &mac_len) !=
+              NULL);
+        hexs(mac, sizeof mac, mac_hex);
+        snprintf(cred, sizeof cred, "jinn-fn.f.%s", mac_hex);
+        CHECK_INT(get(&loop, replica_url, "/v1/kv/app/k", cred, &a), 401);
+        /* the token still works here */
+        get(&loop, replica_url, "/v1/kv/app/k", CRED, &a);
+        if (a.status != 200) {
+            fprintf(stderr, "  token read: %d %s\n", a.status, a.body);
+        }
+        CHECK_INT(a.status, 200);
     }
-    CHECK_INT(a.status, 200);
 
     /* a CHECK at 3: the replica asks the leader with its replica_token and
-     * agrees with the majority's redacted digest (not halted) */
+     * judges its digest against the published ones */
     memset(&c, 0, sizeof c);
     c.type = JINN_CMD_CHECK;
     CHECK_INT(encode(&c, 120, &w), 0);
     CHECK_INT(jinn_node_replica_apply(node, 3, 2, w.data, w.len), 0);
     jinn_wbuf_free(&w);
-    {
+    if (want_diverged) {
+        RUN_UNTIL(&loop, jinn_api_check_diverged(&api), 5000);
+        CHECK(jinn_api_check_diverged(&api));
+    } else {
         uint64_t until = uv_now(&loop) + 5000;
         bool checked = false;
         while (!checked && uv_now(&loop) < until) {
@@ -434,8 +464,12 @@ TEST(replica_auth_refuses_node_fn_credentials_and_asks_verdict_with_its_token)
     CHECK(leader_saw.check_asks >= 1);
     snprintf(cred, sizeof cred, "Bearer %s", CRED);
     CHECK(strcmp(leader_saw.auth, cred) == 0);
-    CHECK(!jinn_api_check_diverged(&api));
-    CHECK(strstr(a.body, leader_saw.majority_redacted) != NULL); /* its own digest */
+    CHECK(jinn_api_check_diverged(&api) == want_diverged);
+    if (!want_diverged && redact) {
+        char mine[17];
+        snprintf(mine, sizeof mine, "%016llx", (unsigned long long)redacted);
+        CHECK(strstr(a.body, mine) != NULL); /* its digest is the voters' redacted one */
+    }
 
     api.stopping = true;
     jinn_fetch_close_idle();
@@ -460,4 +494,22 @@ TEST(replica_auth_refuses_node_fn_credentials_and_asks_verdict_with_its_token)
     if (system(cred) != 0) {
         fprintf(stderr, "  could not remove %s\n", dir);
     }
+}
+
+TEST(replica_auth_refuses_node_fn_credentials_and_asks_verdict_with_its_token)
+{
+    /* the voters' own digest is not the replica's; their redacted one is */
+    replica_case(true, PUB_OTHER, PUB_REDACTED, false, true);
+}
+
+TEST(replica_auth_verdict_against_redacted_and_plain_digests)
+{
+    /* the usual answer: plain and redacted, the replica matches the latter */
+    replica_case(true, PUB_PLAIN, PUB_REDACTED, false, false);
+    /* fed by a node of an older build it holds the key: the plain one matches */
+    replica_case(false, PUB_PLAIN, PUB_REDACTED, false, false);
+    /* a leader of an older build (no redacted digest): nothing to judge by */
+    replica_case(true, PUB_PLAIN, PUB_NONE, false, false);
+    /* a redacted digest that is not the replica's: diverged, halted */
+    replica_case(true, PUB_PLAIN, PUB_OTHER, true, false);
 }
