@@ -7,12 +7,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 import socket
 import struct
+import subprocess
 import time
 
-from harness import wait_for
-from test_tokens import ADMIN, bearer, create, start
+from harness import JINN, wait_for
+from test_tokens import ADMIN, BOOT, bearer, create, start
 
 POLICIES = ["consensus {", "    app { mode ap  stale_reads true  max_staleness 1h }", "}"]
 
@@ -204,11 +206,15 @@ def test_replica_never_holds_the_internal_key(cluster_factory, monkeypatch):
     # while the voters still take the real one (their own calls use it)
     assert leader.request("/v1/kv/app/k", headers=bearer("jinn-node." + key.hex()))[0] == 200
 
-    # a check on the cluster: the replica compares with the redacted digest
-    # and agrees (not halted)
-    code, _, body = leader.request("/v1/cluster/check", "POST", b"", ADMIN)
-    assert code == 200, body
-    index = json.loads(body)["index"]
+    # `jinn check` on the cluster: the replica compares with the redacted
+    # digest and agrees (not halted)
+    out = subprocess.run([JINN, "check", "--addr", leader.url], capture_output=True, text=True,
+                         timeout=90, env={**os.environ, "JINN_TOKEN": BOOT})
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    m = re.search(r"check at index (\d+): agreed", out.stdout)
+    assert m, out.stdout
+    index = int(m.group(1))
+    assert re.search(r"edge replicas' digest [0-9a-f]{16}", out.stdout), out.stdout
     wait_for(lambda: f"check {index}: this replica agrees with the cluster" in r.log(),
              timeout=30, what="the replica agrees")
     code, _, body = leader.request("/v1/cluster/check", headers=ADMIN)
