@@ -72,7 +72,8 @@ static const struct jinn_route routes[] = {
     {"GET", "/v1/sql/{}/backup", jinn_api_sql_backup, 0, NEED(SQL, R_)}, /* api/backup.c */
     {"GET", "/v1/snapshot", jinn_api_snapshot, 0, NEED(CLUSTER, ADM_)},
     {"POST", "/v1/cluster/check", jinn_api_check_start, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
-    {"GET", "/v1/cluster/check", jinn_api_check_show, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
+    {"GET", "/v1/cluster/check", jinn_api_check_show, JINN_ROUTE_LEADER,
+     NEED(CLUSTER, ADM_ | JINN_AUTH_REPLICA)}, /* an edge replica's verdict */
     {"GET", "/v1/internal/digest", jinn_api_check_digest, 0, NEED(CLUSTER, ADM_)},
     {"GET", "/v1/cluster/members", jinn_api_members_list, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},
     {"POST", "/v1/cluster/members", jinn_api_members_add, JINN_ROUTE_LEADER, NEED(CLUSTER, ADM_)},

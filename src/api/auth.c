@@ -107,7 +107,8 @@ size_t jinn_api_auth_internal_header(struct jinn_api *api, char *buf, size_t cap
     const struct jinn_auth *a = api->node != NULL ? table(api) : NULL;
     char k[2 * JINN_AUTH_KEY_LEN + 1];
     int n;
-    if (a == NULL || !a->has_key) {
+    /* an edge replica holds R, not the key: it has no node credential */
+    if (a == NULL || !a->has_key || jinn_node_is_replica(api->node)) {
         buf[0] = '\0';
         return 0;
     }
@@ -144,7 +145,8 @@ size_t jinn_api_auth_fn_header(struct jinn_api *api, const char *fn, char *buf, 
     char mac[65];
     int n;
     buf[0] = '\0';
-    if (api->node == NULL || !fn_mac(table(api), fn, strlen(fn), mac)) { /* unit tests */
+    if (api->node == NULL || jinn_node_is_replica(api->node) || /* unit tests; no key */
+        !fn_mac(table(api), fn, strlen(fn), mac)) {
         return 0;
     }
     n = snprintf(buf, cap, "Authorization: Bearer " FN_PREFIX "%s.%s\r\n", fn, mac);
@@ -225,6 +227,14 @@ static enum who authenticate(struct jinn_api *api, struct jinn_http_request *req
         if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f) {
             return WHO_NOBODY;
         }
+    }
+    /* An edge replica holds R = SHA-256(label || key) where members hold
+     * the key (fsm/auth.h): node and function credentials, which the key
+     * makes, are never valid on it; without this, R itself would be one. */
+    if (jinn_node_is_replica(api->node) &&
+        ((len > strlen(NODE_PREFIX) && memcmp(v, NODE_PREFIX, strlen(NODE_PREFIX)) == 0) ||
+         (len > strlen(FN_PREFIX) && memcmp(v, FN_PREFIX, strlen(FN_PREFIX)) == 0))) {
+        return WHO_NOBODY;
     }
     if (len > strlen(NODE_PREFIX) && memcmp(v, NODE_PREFIX, strlen(NODE_PREFIX)) == 0) {
         char k[2 * JINN_AUTH_KEY_LEN + 1];

@@ -30,6 +30,7 @@
 #include "api/api.h"
 #include "error.h"
 #include "fetch.h"
+#include "fsm/auth.h"
 #include "fsm/digest.h"
 #include "log.h"
 
@@ -48,6 +49,12 @@ enum report_state { REPORT_PENDING, REPORT_READY, REPORT_FAILED };
 struct report {
     struct jinn_digest d;
     struct jinn_digest_capture cap; /* in-memory state at the index, hashed on the pool */
+    /* The redacted digest (digest.h): what an edge replica's state at the
+     * index digests as. Equal to d.total when the state holds no key. */
+    uint64_t redacted;
+    uint64_t auth_redacted; /* the auth section's redacted hash */
+    bool auth_present;
+    bool has_key; /* the state holds a key (R on an edge replica) */
     enum report_state state;
     char error[256];
     uint64_t loop_us, pool_us; /* time spent on the loop, on the pool */
@@ -86,6 +93,8 @@ struct member {
     bool asking;
     uint64_t ask_after;
     struct jinn_digest *d; /* owned, once reported */
+    bool has_redacted;     /* it published its redacted digest (newer builds) */
+    uint64_t redacted;
     char diff[CHECK_DIFF_MAX];
 };
 
@@ -97,6 +106,9 @@ struct round {
     const char *outcome; /* "running", "agreed", "diverged", "incomplete" */
     uint64_t majority;
     bool has_majority;
+    /* The majority's redacted digest, what edge replicas compare with. */
+    uint64_t majority_redacted;
+    bool has_majority_redacted;
     unsigned n;
     struct member m[JINN_CONFIG_MAX_PEERS];
 };
@@ -203,7 +215,12 @@ static void sql_work(uv_work_t *work)
     struct report *r = work->data;
     uint64_t start = uv_hrtime();
     jinn_digest_from_capture(&r->cap, r->d.index, &r->d);
-    for (unsigned i = 0; i < r->n_sql; i++) {
+    if (jinn_digest_capture_auth_redacted(&r->cap, &r->auth_present, &r->auth_redacted) != 0) {
+        snprintf(r->error, sizeof r->error, "auth: cannot compute the redacted digest");
+    }
+    r->has_key = r->cap.sections[6].len > JINN_AUTH_SECTION_KEY_OFFSET &&
+                 r->cap.sections[6].data[0] == 1;
+    for (unsigned i = 0; r->error[0] == '\0' && i < r->n_sql; i++) {
         char err[200];
         if (jinn_digest_sql(r->conns[i], &r->hashes[i], err, sizeof err) != 0) {
             snprintf(r->error, sizeof r->error, "sql:%s: %s", r->names[i], err);
@@ -218,6 +235,11 @@ static void report_ready(struct jinn_check *ck, struct report *r)
     char hex[17];
     r->state = REPORT_READY;
     jinn_digest_finish(&r->d);
+    /* An edge replica's state is redacted already: its digest is its
+     * redacted digest (redacting R again would mean nothing). */
+    r->redacted = r->auth_present && !jinn_node_is_replica(ck->api->node)
+                      ? jinn_digest_total_with_auth(&r->d, r->auth_redacted)
+                      : r->d.total;
     hex64(hex, r->d.total);
     jinn_debug("check %" PRIu64 ": digest %s (%u sections)", r->d.index, hex, r->d.n);
     r->ask_after = now_ms(ck);
@@ -441,6 +463,15 @@ static void finish_round(struct jinn_check *ck, struct round *rd)
     rd->has_majority = ready > 0 && best_count * 2 > rd->n;
     if (rd->has_majority) {
         rd->majority = rd->m[best].d->total;
+        /* The same state digests the same redacted: any one of the majority
+         * that published it speaks for all. */
+        for (unsigned i = 0; i < rd->n && !rd->has_majority_redacted; i++) {
+            if (rd->m[i].state == M_OK && rd->m[i].d->total == rd->majority &&
+                rd->m[i].has_redacted) {
+                rd->majority_redacted = rd->m[i].redacted;
+                rd->has_majority_redacted = true;
+            }
+        }
     }
     for (unsigned i = 0; i < rd->n; i++) {
         struct member *m = &rd->m[i];
@@ -549,6 +580,8 @@ static void digest_answered(void *data, int code, const struct jinn_http_msg *he
         if (m->d != NULL && digest_from_json(obj, m->d) == 0) {
             m->d->index = a->index;
             m->state = M_OK;
+            m->has_redacted = parse_hex64(
+                json_string_value(json_object_get(obj, "redacted_digest")), &m->redacted);
         } else {
             jinn_free(m->d);
             m->d = NULL;
@@ -694,19 +727,34 @@ static void verdict_answered(void *data, int code, const struct jinn_http_msg *h
         /* An edge replica is no member of the round: it holds its digest
          * against the majority's. A mismatch stops it applying, as a
          * voter's divergence stops its reads. */
-        const char *majority = json_string_value(json_object_get(obj, "majority"));
+        const char *plain = json_string_value(json_object_get(obj, "majority"));
+        const char *redacted = json_string_value(json_object_get(obj, "majority_redacted"));
         char mine[17];
+        bool match, judged;
+        /* Its auth section holds R where the voters hold the key: it is
+         * compared with the majority's redacted digest. Its state equal to
+         * the plain one is no divergence either (fed by a node of an older
+         * build, it holds the key itself). A leader of an older build
+         * publishes only the plain digest, which equals the redacted one
+         * while no key exists; with a key there is nothing to judge by. */
         hex64(mine, r->d.total);
-        if (majority != NULL && strcmp(majority, mine) != 0) {
+        match = (plain != NULL && strcmp(plain, mine) == 0) ||
+                (redacted != NULL && strcmp(redacted, mine) == 0);
+        judged = redacted != NULL || (plain != NULL && !r->has_key);
+        if (!match && judged) {
             char why[160];
             mark_diverged(ck, a->index, "the replica's digest differs from the majority's");
             snprintf(why, sizeof why,
                      "its digest at check %" PRIu64 " is %s, the cluster's majority has %s",
-                     a->index, mine, majority);
+                     a->index, mine, redacted != NULL ? redacted : plain);
             jinn_node_replica_halt(ck->api->node, why);
-        } else if (majority != NULL) {
+        } else if (match) {
             jinn_info("check %" PRIu64 ": this replica agrees with the cluster (digest %s)",
                       a->index, mine);
+        } else if (plain != NULL) {
+            jinn_warn("check %" PRIu64 ": the leader publishes no redacted digest (an older "
+                      "build?); this replica cannot compare its state",
+                      a->index);
         }
         goto out;
     }
@@ -740,7 +788,7 @@ static void verdict_tick(struct jinn_check *ck)
     struct report *r = ck->reports[CHECK_REPORTS - 1];
     uint64_t now = now_ms(ck);
     struct ask *a;
-    char auth[160];
+    char auth[1200]; /* a replica_token is at most 1024 bytes (config.c) */
 
     if (r == NULL || r->state != REPORT_READY || r->verdict_known || r->asking ||
         now < r->ask_after) {
@@ -761,7 +809,21 @@ static void verdict_tick(struct jinn_check *ck)
     a->check = ck;
     a->index = r->d.index;
     a->member = 0;
-    jinn_api_auth_internal_header(ck->api, auth, sizeof auth);
+    if (jinn_node_is_replica(ck->api->node)) {
+        /* An edge replica has no internal key: its own token (the
+         * cluster:replica rule allows this GET) */
+        const char *t = ck->api->cfg->replica_token;
+        int n = 0;
+        auth[0] = '\0';
+        if (t != NULL) {
+            n = snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", t);
+        }
+        if (n < 0 || (size_t)n >= sizeof auth) {
+            auth[0] = '\0';
+        }
+    } else {
+        jinn_api_auth_internal_header(ck->api, auth, sizeof auth);
+    }
     if (jinn_fetch(ck->api->loop, st.leader_api, "GET", "/v1/cluster/check", 17, auth, NULL, 0,
                    CHECK_FETCH_MS, verdict_answered, a) != 0) {
         jinn_free(a);
@@ -954,11 +1016,14 @@ void jinn_api_check_digest(struct jinn_api *api, struct jinn_http_request *req,
         obj = json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)index, "node", st.name,
                         "state", "failed", "error", r->error);
     } else {
+        char red[17];
         hex64(hex, r->d.total);
-        obj = json_pack("{s:I, s:s, s:s, s:s, s:o, s:I, s:I, s:b}", "index", (json_int_t)index,
-                        "node", st.name, "state", "ready", "digest", hex, "sections",
-                        digest_json(&r->d), "loop_us", (json_int_t)r->loop_us, "pool_us",
-                        (json_int_t)r->pool_us, "verdict_checked", r->verdict_known);
+        hex64(red, r->redacted);
+        obj = json_pack("{s:I, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:b}", "index",
+                        (json_int_t)index, "node", st.name, "state", "ready", "digest", hex,
+                        "redacted_digest", red, "sections", digest_json(&r->d), "loop_us",
+                        (json_int_t)r->loop_us, "pool_us", (json_int_t)r->pool_us,
+                        "verdict_checked", r->verdict_known);
     }
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
@@ -973,7 +1038,7 @@ void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
 {
     const struct round *rd = api->check ? api->check->round : NULL;
     json_t *obj, *nodes;
-    char hex[17];
+    char hex[17], red[17];
     (void)args;
 
     if (rd == NULL) {
@@ -996,10 +1061,12 @@ void jinn_api_check_show(struct jinn_api *api, struct jinn_http_request *req,
         json_array_append_new(nodes, n);
     }
     hex64(hex, rd->majority);
-    obj = json_pack("{s:I, s:s, s:b, s:s?, s:I, s:o}", "index", (json_int_t)rd->index, "state",
-                    rd->outcome, "done", rd->done, "majority", rd->has_majority ? hex : NULL,
-                    "age_ms", (json_int_t)(uv_now(api->loop) - rd->started), "nodes",
-                    nodes ? nodes : json_array());
+    hex64(red, rd->majority_redacted);
+    obj = json_pack(
+        "{s:I, s:s, s:b, s:s?, s:s?, s:I, s:o}", "index", (json_int_t)rd->index, "state",
+        rd->outcome, "done", rd->done, "majority", rd->has_majority ? hex : NULL,
+        "majority_redacted", rd->has_majority_redacted ? red : NULL, "age_ms",
+        (json_int_t)(uv_now(api->loop) - rd->started), "nodes", nodes ? nodes : json_array());
     if (obj == NULL) {
         jinn_http_reply_error(req, JINN_ENOMEM, NULL);
         return;

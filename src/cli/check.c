@@ -54,6 +54,7 @@ static void print_round(json_t *round)
 {
     json_t *nodes = json_object_get(round, "nodes"), *n;
     const char *majority = json_string_value(json_object_get(round, "majority"));
+    const char *redacted = json_string_value(json_object_get(round, "majority_redacted"));
     size_t i;
 
     printf("check at index %" JSON_INTEGER_FORMAT ": %s\n",
@@ -81,6 +82,11 @@ static void print_round(json_t *round)
     }
     if (majority != NULL) {
         printf("majority digest %s\n", majority);
+    }
+    /* what edge replicas compare with (their auth section holds R, not the
+     * key; docs/replica.md), when it differs */
+    if (redacted != NULL && (majority == NULL || strcmp(redacted, majority) != 0)) {
+        printf("edge replicas' digest %s\n", redacted);
     }
 }
 

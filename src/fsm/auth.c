@@ -702,12 +702,63 @@ const struct jinn_token *jinn_auth_check(const struct jinn_auth *a, const char *
 
 /* ---- snapshot ---------------------------------------------------------------- */
 
+int jinn_auth_replica_key(const uint8_t key[JINN_AUTH_KEY_LEN], uint8_t out[JINN_AUTH_KEY_LEN])
+{
+    static const char label[] = "jinn-replica-key"; /* its NUL is part of the input */
+    uint8_t buf[sizeof label + JINN_AUTH_KEY_LEN];
+    int rv;
+    memcpy(buf, label, sizeof label);
+    memcpy(buf + sizeof label, key, JINN_AUTH_KEY_LEN);
+    rv = jinn_sha256(buf, sizeof buf, out);
+    memset(buf, 0, sizeof buf);
+    if (rv != 0) {
+        memset(out, 0, JINN_AUTH_KEY_LEN);
+        return JINN_EINTERNAL;
+    }
+    return 0;
+}
+
+bool jinn_auth_entry_key_offset(const void *buf, size_t len, size_t *off)
+{
+    struct jinn_cmd c;
+    const uint8_t *b = buf;
+    /* the type byte first: most entries are not tokens, skip decoding them */
+    if (len < 3 || b[2] != JINN_CMD_TOKEN_PUT || jinn_cmd_decode(buf, len, &c) != 0 ||
+        c.type != JINN_CMD_TOKEN_PUT || c.token.key.len != JINN_AUTH_KEY_LEN) {
+        return false;
+    }
+    *off = (size_t)(c.token.key.p - b);
+    return true;
+}
+
+static void encode_rest(const struct jinn_auth *a, struct jinn_wbuf *w);
+
 void jinn_auth_encode(const struct jinn_auth *a, struct jinn_wbuf *w)
 {
     jinn_wbuf_put_u8(w, a->has_key ? 1 : 0);
     if (a->has_key) {
         jinn_wbuf_put_raw(w, a->key, JINN_AUTH_KEY_LEN);
     }
+    encode_rest(a, w);
+}
+
+int jinn_auth_encode_redacted(const struct jinn_auth *a, struct jinn_wbuf *w)
+{
+    jinn_wbuf_put_u8(w, a->has_key ? 1 : 0);
+    if (a->has_key) {
+        uint8_t r[JINN_AUTH_KEY_LEN];
+        if (jinn_auth_replica_key(a->key, r) != 0) {
+            return JINN_EINTERNAL;
+        }
+        jinn_wbuf_put_raw(w, r, JINN_AUTH_KEY_LEN);
+    }
+    encode_rest(a, w);
+    return 0;
+}
+
+/* Tokens and scopes: the same with or without the key redacted. */
+static void encode_rest(const struct jinn_auth *a, struct jinn_wbuf *w)
+{
     jinn_wbuf_put_u32(w, a->n);
     for (unsigned i = 0; i < a->n; i++) {
         const struct jinn_token *t = &a->tokens[i];

@@ -14,7 +14,8 @@
  *   fn:PATTERN:ACTIONS      invoke,deploy
  *   cluster:admin           everything, token management included
  *   cluster:metrics         GET /metrics, nothing else
- *   cluster:replica         GET /v1/stream (an edge replica's feed), nothing else
+ *   cluster:replica         GET /v1/stream (an edge replica's feed) and
+ *                           GET /v1/cluster/check (its check verdict), nothing else
  *
  * PATTERN is a literal, or a literal followed by one trailing '*' (prefix
  * match); "*" alone matches every name. Literals are printable ASCII
@@ -171,5 +172,25 @@ bool jinn_auth_ct_equal(const void *a, const void *b, size_t n);
 /* Snapshot section (format 3). */
 void jinn_auth_encode(const struct jinn_auth *a, struct jinn_wbuf *w);
 int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r);
+
+/* Edge replicas (docs/replica.md, security): what a replica receives holds,
+ * in place of the internal key K, R = SHA-256("jinn-replica-key\0" || K),
+ * 32 bytes like K, so the formats stay as they are. R opens nothing: a
+ * replica refuses node and function credentials, and voters compare their
+ * node credentials with K. 0, or JINN_EINTERNAL (then out is zeroed and
+ * must not be sent). */
+int jinn_auth_replica_key(const uint8_t key[JINN_AUTH_KEY_LEN], uint8_t out[JINN_AUTH_KEY_LEN]);
+/* jinn_auth_encode with R in place of the key (the stream to replicas only;
+ * raft snapshots and backups keep the key). JINN_EINTERNAL as above (w
+ * then holds nothing of the section's key). */
+int jinn_auth_encode_redacted(const struct jinn_auth *a, struct jinn_wbuf *w);
+/* Where the 32 key bytes sit in an encoded auth section whose first byte
+ * (has_key) is 1. */
+#define JINN_AUTH_SECTION_KEY_OFFSET 1
+/* When the command entry buf (a raft entry, cmd.c format) carries a key
+ * (every TOKEN_PUT a client's create proposed does: the first applied one's
+ * becomes the cluster's key, the others' are ignored), true and *off =
+ * where its 32 bytes are, so the stream sends the entry with R there. */
+bool jinn_auth_entry_key_offset(const void *buf, size_t len, size_t *off);
 
 #endif

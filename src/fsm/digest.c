@@ -7,6 +7,7 @@
 #include "alloc.h"
 #include "codec.h"
 #include "error.h"
+#include "fsm/auth.h"
 #include "fsm/fsm.h"
 
 #define FNV_PRIME UINT64_C(0x100000001b3)
@@ -48,14 +49,27 @@ int jinn_digest_add(struct jinn_digest *d, const char *name, uint64_t hash)
     return 0;
 }
 
+static uint64_t total_with(const struct jinn_digest *d, const char *name, uint64_t hash);
+
 void jinn_digest_finish(struct jinn_digest *d)
+{
+    d->total = total_with(d, NULL, 0);
+}
+
+static uint64_t total_with(const struct jinn_digest *d, const char *name, uint64_t hash)
 {
     uint64_t h = JINN_FNV_OFFSET;
     for (unsigned i = 0; i < d->n; i++) {
+        bool it = name != NULL && strcmp(d->sections[i].name, name) == 0;
         h = hash_bytes(h, d->sections[i].name, strlen(d->sections[i].name));
-        h = hash_u64(h, d->sections[i].hash);
+        h = hash_u64(h, it ? hash : d->sections[i].hash);
     }
-    d->total = h;
+    return h;
+}
+
+uint64_t jinn_digest_total_with_auth(const struct jinn_digest *d, uint64_t auth)
+{
+    return total_with(d, "auth", auth);
 }
 
 const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d,
@@ -129,6 +143,30 @@ void jinn_digest_from_capture(const struct jinn_digest_capture *cap, uint64_t in
         }
         jinn_digest_add(d, captured_names[i], jinn_fnv1a64(JINN_FNV_OFFSET, w->data, w->len));
     }
+}
+
+int jinn_digest_capture_auth_redacted(const struct jinn_digest_capture *cap, bool *present,
+                                      uint64_t *auth)
+{
+    const struct jinn_wbuf *w = &cap->sections[6];
+    const size_t k = JINN_AUTH_SECTION_KEY_OFFSET;
+    uint8_t r[JINN_AUTH_KEY_LEN];
+    uint64_t h;
+
+    *present = w->len != 0;
+    if (w->len < k + JINN_AUTH_KEY_LEN || w->data[0] != 1) {
+        *auth = jinn_fnv1a64(JINN_FNV_OFFSET, w->data, w->len);
+        return 0;
+    }
+    /* The same bytes as jinn_auth_encode_redacted would give, hashed in
+     * place: the capture is not copied. */
+    if (jinn_auth_replica_key(w->data + k, r) != 0) {
+        return JINN_EINTERNAL;
+    }
+    h = jinn_fnv1a64(JINN_FNV_OFFSET, w->data, k);
+    h = jinn_fnv1a64(h, r, sizeof r);
+    *auth = jinn_fnv1a64(h, w->data + k + sizeof r, w->len - k - sizeof r);
+    return 0;
 }
 
 int jinn_digest_memory(const struct jinn_fsm *fsm, uint64_t index, struct jinn_digest *d)

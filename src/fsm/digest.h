@@ -27,6 +27,7 @@
 #define JINN_DIGEST_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -84,6 +85,19 @@ int jinn_digest_add(struct jinn_digest *d, const char *name, uint64_t hash);
 
 /* Computes d->total from the sections, in order. */
 void jinn_digest_finish(struct jinn_digest *d);
+
+/* The redacted digest (an edge replica's view, fsm/auth.h): the "auth"
+ * section hashed with R in place of the internal key, every other section
+ * as it is. Voters digest their own state as before (mixed versions compare
+ * that) and publish this one besides, for edge replicas to compare with.
+ * From cap (any thread): the auth section's redacted hash into *auth (its
+ * plain hash when it holds no key; *present false when there is no auth
+ * section). 0 or JINN_EINTERNAL. */
+int jinn_digest_capture_auth_redacted(const struct jinn_digest_capture *cap, bool *present,
+                                      uint64_t *auth);
+/* d's total with the "auth" section's hash taken as auth (d unchanged;
+ * d->total when it has no auth section). */
+uint64_t jinn_digest_total_with_auth(const struct jinn_digest *d, uint64_t auth);
 
 /* The section named name, or NULL. */
 const struct jinn_digest_section *jinn_digest_find(const struct jinn_digest *d,

@@ -286,7 +286,7 @@ static int fsm_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void
 
 /* Everything in memory, in snapshot order; the SQL section and the CRC
  * follow. */
-static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
+static int encode_memory_as(const struct jinn_fsm *fsm, struct jinn_wbuf *w, bool redact)
 {
     jinn_wbuf_put_raw(w, JINN_SNAPSHOT_MAGIC, 8);
     jinn_wbuf_put_u32(w, JINN_SNAPSHOT_VERSION);
@@ -297,7 +297,16 @@ static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_queues_encode(&fsm->queues, w);
     jinn_fns_encode(&fsm->fns, w);
     jinn_jobs_encode(&fsm->jobs, w);
+    if (redact) {
+        return jinn_auth_encode_redacted(&fsm->auth, w);
+    }
     jinn_auth_encode(&fsm->auth, w);
+    return 0;
+}
+
+static void encode_memory(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
+{
+    (void)encode_memory_as(fsm, w, false);
 }
 
 static int encode_crc(struct jinn_wbuf *w, size_t start)
@@ -645,13 +654,16 @@ void jinn_fsm_close(struct jinn_fsm *fsm)
 
 /* ---- backups (api/backup.c): the same two steps, outside libraft ---------- */
 
-int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
-                          struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin)
+static int encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
+                        struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin, bool redact)
 {
     int rv;
     *pin = NULL;
     *fns_pin = NULL;
-    encode_memory(fsm, w);
+    rv = encode_memory_as(fsm, w, redact);
+    if (rv != 0) {
+        return rv;
+    }
     if (w->failed) {
         return JINN_ENOMEM;
     }
@@ -667,6 +679,18 @@ int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
         *pin = NULL;
     }
     return rv;
+}
+
+int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
+                          struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin)
+{
+    return encode_begin(fsm, w, pin, fns_pin, false);
+}
+
+int jinn_fsm_encode_begin_redacted(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
+                                   struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin)
+{
+    return encode_begin(fsm, w, pin, fns_pin, true);
 }
 
 int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, const struct jinn_fns_pin *fns_pin,

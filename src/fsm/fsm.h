@@ -98,6 +98,10 @@ const struct jinn_result *jinn_fsm_apply_buf(struct jinn_fsm *fsm, uint64_t inde
  * no pin. */
 int jinn_fsm_encode_begin(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
                           struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin);
+/* The same for an edge replica's stream: the auth section carries R in place
+ * of the internal key (jinn_auth_encode_redacted); nothing else differs. */
+int jinn_fsm_encode_begin_redacted(const struct jinn_fsm *fsm, struct jinn_wbuf *w,
+                                   struct jinn_sql_pin **pin, struct jinn_fns_pin **fns_pin);
 int jinn_fsm_encode_finish(struct jinn_sql_pin *pin, const struct jinn_fns_pin *fns_pin,
                            struct jinn_wbuf *w);
 

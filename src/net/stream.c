@@ -28,6 +28,7 @@
 #include "alloc.h"
 #include "codec.h"
 #include "error.h"
+#include "fsm/auth.h"
 #include "fsm/fsm.h"
 #include "log.h"
 
@@ -255,6 +256,7 @@ nomem:
 static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf, size_t len)
 {
     struct jinn_stream *s = data;
+    size_t key_off;
     s->position = index;
     if (len > UINT32_MAX - R_HEAD) {
         jinn_warn("stream: entry %" PRIu64 " too large to stream; replicas get a snapshot",
@@ -286,6 +288,16 @@ static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf
     jinn_wbuf_put_raw(&s->open, buf, len);
     if (s->open.failed) {
         goto nomem;
+    }
+    if (jinn_auth_entry_key_offset(buf, len, &key_off) &&
+        jinn_auth_replica_key(s->open.data + s->open.len - len + key_off,
+                              s->open.data + s->open.len - len + key_off) != 0) {
+        /* never the key itself: the replicas start again from a snapshot */
+        memset(s->open.data + s->open.len - len + key_off, 0, JINN_AUTH_KEY_LEN);
+        jinn_error("stream: cannot redact entry %" PRIu64 "; replicas get a snapshot", index);
+        ring_reset(s);
+        kick(s);
+        return;
     }
     s->open_n++;
     if (s->open.len >= JINN_STREAM_BATCH_MAX) {
@@ -644,7 +656,9 @@ static void start_job(struct jinn_stream *s)
     job->next_seq = s->tail_seq;
     job->epoch = s->epoch;
     job->work.data = job;
-    rv = jinn_fsm_encode_begin(jinn_node_fsm(s->node), &job->w, &job->pin, &job->fns_pin);
+    /* Replicas never get the internal key (fsm/auth.h: R in its place). */
+    rv = jinn_fsm_encode_begin_redacted(jinn_node_fsm(s->node), &job->w, &job->pin,
+                                        &job->fns_pin);
     if (rv == 0 && uv_queue_work(s->loop, &job->work, job_run, job_done) != 0) {
         rv = JINN_EINTERNAL;
     }
