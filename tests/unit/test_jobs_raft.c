@@ -280,7 +280,8 @@ static int batch_calls, batch_status;
 static int watch_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void **result)
 {
     raft_index index = watch_raft->last_applied + 1; /* as fsm.c: before it advances */
-    bool owned = raft_state(watch_raft) == RAFT_LEADER && watch_raft->current_term == watch_term;
+    bool owned =
+        raft_state(watch_raft) == RAFT_LEADER && watch_raft->current_term == watch_term;
     int rv = watch_orig(iface, buf, result);
     if (index >= watch_lo && index < watch_hi) {
         if (owned) {
@@ -430,8 +431,8 @@ TEST(jobs_batch_leader_change_mid_batch_is_unknown)
             const struct jinn_qmsg *m = jinn_queue_msg(q, s);
             for (unsigned k = 0; m != NULL && k < 3; k++) {
                 CHECK(!(m->len == strlen(mine[k]) && memcmp(m->payload, mine[k], m->len) == 0));
-                theirs_seen += m->len == strlen(theirs[k]) &&
-                               memcmp(m->payload, theirs[k], m->len) == 0;
+                theirs_seen +=
+                    m->len == strlen(theirs[k]) && memcmp(m->payload, theirs[k], m->len) == 0;
             }
         }
         CHECK_INT(theirs_seen, 3);
