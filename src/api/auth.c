@@ -409,7 +409,10 @@ void jinn_api_auth_scope_propose(struct jinn_api *api, const char *fn,
      * refused deploy leaves the old scope as it was. If this proposal
      * fails, host calls get 401 (no scope), never a wider one. */
     memset(&c, 0, sizeof c);
-    c.type = JINN_CMD_TOKEN_PUT;
+    /* TOKEN_PUT2 when the rules use what the release before refuses: a
+     * node of that release stops at it rather than diverge (fsm/auth.h). */
+    c.type = jinn_auth_rules_need_put2(rules, strlen(rules)) ? JINN_CMD_TOKEN_PUT2
+                                                             : JINN_CMD_TOKEN_PUT;
     c.token.name = (struct jinn_slice){(const uint8_t *)fn, len};
     c.token.salt = (struct jinn_slice){zero, JINN_AUTH_SALT_LEN};
     c.token.hash = (struct jinn_slice){zero, JINN_AUTH_HASH_LEN};
@@ -637,7 +640,8 @@ void jinn_api_token_create(struct jinn_api *api, struct jinn_http_request *req,
     snprintf(full, sizeof full, TOKEN_PREFIX "%s.%s", tc->name, tc->secret);
     jinn_auth_hash(salt, full, strlen(full), hash);
     memset(&c, 0, sizeof c);
-    c.type = JINN_CMD_TOKEN_PUT;
+    c.type = jinn_auth_rules_need_put2(canon, strlen(canon)) ? JINN_CMD_TOKEN_PUT2
+                                                             : JINN_CMD_TOKEN_PUT;
     c.time_ms = 0; /* stamped by the node */
     c.token.name = (struct jinn_slice){(const uint8_t *)tc->name, strlen(tc->name)};
     c.token.salt = (struct jinn_slice){salt, sizeof salt};
@@ -747,7 +751,8 @@ static void bootstrap_tick(uv_timer_t *t)
     }
     jinn_auth_hash(salt, b, strlen(b), hash);
     memset(&c, 0, sizeof c);
-    c.type = JINN_CMD_TOKEN_PUT;
+    c.type = jinn_auth_rules_need_put2(rules, strlen(rules)) ? JINN_CMD_TOKEN_PUT2
+                                                             : JINN_CMD_TOKEN_PUT;
     c.token.name = (struct jinn_slice){(const uint8_t *)BOOTSTRAP_NAME, strlen(BOOTSTRAP_NAME)};
     c.token.salt = (struct jinn_slice){salt, sizeof salt};
     c.token.hash = (struct jinn_slice){hash, sizeof hash};

@@ -342,6 +342,25 @@ bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind, con
     return false;
 }
 
+bool jinn_auth_rules_need_put2(const char *rules, size_t len)
+{
+    /* Canonical text is rules separated by one space and cluster rules are
+     * written whole, so looking for the word is exact; text that is not
+     * canonical is refused by apply anyway. */
+    static const char word[] = "cluster:replica";
+    for (size_t i = 0; i < len;) {
+        size_t n = 0;
+        while (i + n < len && rules[i + n] != ' ') {
+            n++;
+        }
+        if (n == sizeof word - 1 && memcmp(rules + i, word, n) == 0) {
+            return true;
+        }
+        i += n + 1;
+    }
+    return false;
+}
+
 bool jinn_auth_name_ok(const char *name, size_t len)
 {
     if (len == 0 || len > JINN_AUTH_NAME_MAX) {
@@ -467,9 +486,10 @@ const struct jinn_fn_scope *jinn_auth_fn_scope(const struct jinn_auth *a, const 
     return found ? &a->scopes[i] : NULL;
 }
 
-/* Sets (or replaces) function fn's scope; rules must be canonical. */
+/* Sets (or replaces) function fn's scope; rules must be canonical, and
+ * within what TOKEN_PUT may carry unless put2 (TOKEN_PUT2, a snapshot). */
 static int scope_put(struct jinn_auth *a, struct jinn_slice fn, struct jinn_slice deployer,
-                     struct jinn_slice rules)
+                     struct jinn_slice rules, bool put2)
 {
     struct jinn_fn_scope sc;
     char *canon, err[160];
@@ -487,7 +507,8 @@ static int scope_put(struct jinn_auth *a, struct jinn_slice fn, struct jinn_slic
     }
     rv = jinn_auth_rules_parse((const char *)rules.p, rules.len, &sc.rules, canon,
                                JINN_AUTH_RULES_MAX + 1, err, sizeof err);
-    if (rv == 0 && (strlen(canon) != rules.len || memcmp(canon, rules.p, rules.len) != 0)) {
+    if (rv == 0 && ((strlen(canon) != rules.len || memcmp(canon, rules.p, rules.len) != 0) ||
+                    (!put2 && jinn_auth_rules_need_put2(canon, rules.len)))) {
         jinn_auth_rules_free(&sc.rules);
         rv = JINN_EINVAL;
     }
@@ -554,10 +575,11 @@ const struct jinn_token *jinn_auth_find(const struct jinn_auth *a, const char *n
     return found ? &a->tokens[i] : NULL;
 }
 
-/* Inserts a token built from the fields; rules must be canonical. */
+/* Inserts a token built from the fields; rules must be canonical, and
+ * within what TOKEN_PUT may carry unless put2 (TOKEN_PUT2, a snapshot). */
 static int insert(struct jinn_auth *a, struct jinn_slice name, const uint8_t *salt,
                   const uint8_t *hash, struct jinn_slice rules, uint64_t created_ms,
-                  uint64_t expires_ms)
+                  uint64_t expires_ms, bool put2)
 {
     struct jinn_token t;
     char *canon = NULL, err[160];
@@ -582,7 +604,8 @@ static int insert(struct jinn_auth *a, struct jinn_slice name, const uint8_t *sa
     }
     rv = jinn_auth_rules_parse((const char *)rules.p, rules.len, &t.rules, canon,
                                JINN_AUTH_RULES_MAX + 1, err, sizeof err);
-    if (rv == 0 && (strlen(canon) != rules.len || memcmp(canon, rules.p, rules.len) != 0)) {
+    if (rv == 0 && ((strlen(canon) != rules.len || memcmp(canon, rules.p, rules.len) != 0) ||
+                    (!put2 && jinn_auth_rules_need_put2(canon, rules.len)))) {
         jinn_auth_rules_free(&t.rules);
         rv = JINN_EINVAL; /* the leader writes the canonical form only */
     }
@@ -615,10 +638,14 @@ static int insert(struct jinn_auth *a, struct jinn_slice name, const uint8_t *sa
 
 int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c)
 {
-    if (c->type == JINN_CMD_TOKEN_PUT && (c->token.flags & JINN_CMD_TOKEN_FNSCOPE)) {
-        return scope_put(a, c->token.name, c->token.deployer, c->token.rules);
+    /* TOKEN_PUT refuses what only TOKEN_PUT2 may carry, where and as the
+     * release before refuses it (invalid rules, once parsed): every
+     * replica, old or new, stores nothing and answers alike. */
+    bool put2 = c->type == JINN_CMD_TOKEN_PUT2;
+    if (jinn_cmd_is_token_put(c->type) && (c->token.flags & JINN_CMD_TOKEN_FNSCOPE)) {
+        return scope_put(a, c->token.name, c->token.deployer, c->token.rules, put2);
     }
-    if (c->type == JINN_CMD_TOKEN_PUT) {
+    if (jinn_cmd_is_token_put(c->type)) {
         int rv;
         if ((c->token.flags & JINN_CMD_TOKEN_BOOTSTRAP) && (a->n > 0 || a->has_key)) {
             /* bootstrap only into a table that never held a token: once
@@ -627,7 +654,7 @@ int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c)
             return JINN_ECONFLICT;
         }
         rv = insert(a, c->token.name, c->token.salt.p, c->token.hash.p, c->token.rules,
-                    c->time_ms, c->token.expires_ms);
+                    c->time_ms, c->token.expires_ms, put2);
         if (rv == 0 && !a->has_key && c->token.key.len == JINN_AUTH_KEY_LEN) {
             memcpy(a->key, c->token.key.p, JINN_AUTH_KEY_LEN);
             a->has_key = true;
@@ -817,7 +844,7 @@ int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r)
             rv = JINN_ECORRUPT;
             break;
         }
-        rv = insert(a, name, salt, hash, rules, created, expires);
+        rv = insert(a, name, salt, hash, rules, created, expires, true);
         if (rv != 0) {
             rv = rv == JINN_ENOMEM ? rv : JINN_ECORRUPT;
             break;
@@ -840,7 +867,7 @@ int jinn_auth_decode(struct jinn_auth *a, struct jinn_rbuf *r)
             rv = JINN_ECORRUPT;
             break;
         }
-        rv = scope_put(a, fn, deployer, rules);
+        rv = scope_put(a, fn, deployer, rules, true);
         if (rv != 0) {
             rv = rv == JINN_ENOMEM ? rv : JINN_ECORRUPT;
         }

@@ -111,6 +111,13 @@ bool jinn_auth_rules_may_list(const struct jinn_auth_rules *rules, int kind, con
 
 bool jinn_auth_name_ok(const char *name, size_t len);
 
+/* Whether canonical rules text uses a rule the release before it refuses
+ * (today: cluster:replica). The leader then writes TOKEN_PUT2 (32), which
+ * such a build cannot decode and stops at, and apply refuses the rule in a
+ * TOKEN_PUT (29): an old replica would store no token where a new one
+ * stores it, and the replicas would diverge during a rolling upgrade. */
+bool jinn_auth_rules_need_put2(const char *rules, size_t len);
+
 struct jinn_token {
     char name[JINN_AUTH_NAME_MAX + 1];
     uint8_t salt[JINN_AUTH_SALT_LEN];
@@ -143,10 +150,10 @@ struct jinn_auth {
 void jinn_auth_init(struct jinn_auth *a);
 void jinn_auth_clear(struct jinn_auth *a);
 
-/* TOKEN_PUT / TOKEN_REVOKE. PUT: JINN_ECONFLICT when the name exists, or
- * (bootstrap flag) when the table is not empty; JINN_EFULL over
- * JINN_AUTH_TOKENS_MAX. REVOKE: JINN_ENOTFOUND when absent. Malformed
- * rules (refused by decode already) give JINN_EINVAL. */
+/* TOKEN_PUT / TOKEN_PUT2 / TOKEN_REVOKE. PUT: JINN_ECONFLICT when the name
+ * exists, or (bootstrap flag) when the table is not empty; JINN_EFULL over
+ * JINN_AUTH_TOKENS_MAX. REVOKE: JINN_ENOTFOUND when absent. Rules that are
+ * not canonical, or that need TOKEN_PUT2 in a TOKEN_PUT, give JINN_EINVAL. */
 int jinn_auth_apply(struct jinn_auth *a, const struct jinn_cmd *c);
 /* Forgets function fn's scope (the function was deleted or purged, or a
  * new version was deployed: its deployer's scope follows in a TOKEN_PUT). */

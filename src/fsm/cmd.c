@@ -66,6 +66,8 @@ const char *jinn_cmd_type_name(int type)
         return "fn_policy";
     case JINN_CMD_TOKEN_PUT:
         return "token_put";
+    case JINN_CMD_TOKEN_PUT2:
+        return "token_put2";
     case JINN_CMD_TOKEN_REVOKE:
         return "token_revoke";
     default:
@@ -165,8 +167,9 @@ static struct jinn_slice get_slice(struct jinn_rbuf *r, size_t max)
     return s;
 }
 
-/* TOKEN_PUT's fields: exact sizes and a valid name. Whether the rules are
- * canonical is apply's check (fsm/auth.c), as deterministic. */
+/* TOKEN_PUT's (and TOKEN_PUT2's) fields: exact sizes and a valid name.
+ * Whether the rules are canonical, and whether TOKEN_PUT may carry them, is
+ * apply's check (fsm/auth.c), as deterministic. */
 static bool token_ok(const struct jinn_cmd *c)
 {
     if (!jinn_auth_name_ok((const char *)c->token.name.p, c->token.name.len)) {
@@ -340,12 +343,13 @@ int jinn_cmd_encode(const struct jinn_cmd *c, struct jinn_wbuf *w)
         }
         break;
     case JINN_CMD_TOKEN_PUT:
+    case JINN_CMD_TOKEN_PUT2:
     case JINN_CMD_TOKEN_REVOKE:
         if (!token_ok(c)) {
             return JINN_EINVAL;
         }
         put_slice(w, c->token.name);
-        if (c->type == JINN_CMD_TOKEN_PUT) {
+        if (jinn_cmd_is_token_put(c->type)) {
             put_slice(w, c->token.salt);
             put_slice(w, c->token.hash);
             put_slice(w, c->token.rules);
@@ -583,12 +587,13 @@ int jinn_cmd_decode(const void *buf, size_t len, struct jinn_cmd *c)
         }
         break;
     case JINN_CMD_TOKEN_PUT:
+    case JINN_CMD_TOKEN_PUT2:
     case JINN_CMD_TOKEN_REVOKE:
         if (version < 2) {
             return JINN_ECORRUPT;
         }
         c->token.name = get_slice(&r, JINN_AUTH_NAME_MAX);
-        if (c->type == JINN_CMD_TOKEN_PUT) {
+        if (jinn_cmd_is_token_put(c->type)) {
             c->token.salt = get_slice(&r, JINN_AUTH_SALT_LEN);
             c->token.hash = get_slice(&r, JINN_AUTH_HASH_LEN);
             c->token.rules = get_slice(&r, JINN_AUTH_RULES_MAX);

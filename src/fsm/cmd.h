@@ -12,8 +12,9 @@
  * command is rejected with JINN_ECORRUPT, identically on every replica.
  *
  * Types FN_DEPLOY, FN_DELETE, FN_ROLLBACK (23-25), and later JOB_ACK,
- * JOB_CRON, FN_DEPLOY2 (26-28), came within format 2: a build that does not
- * know them stops at them (JINN_EVERSION), as for any unknown type.
+ * JOB_CRON, FN_DEPLOY2 (26-28), TOKEN_PUT, TOKEN_REVOKE, FN_POLICY (29-31)
+ * and TOKEN_PUT2 (32) came within format 2: a build that does not know them
+ * stops at them (JINN_EVERSION), as for any unknown type.
  *
  * Format 2 (this build writes it) added CHECK, NODE_DEL, LOCK_WITHDRAW and
  * LOCK_ORPHANS,
@@ -107,6 +108,10 @@ enum jinn_cmd_type {
     JINN_CMD_TOKEN_PUT = 29,    /* a scoped token (fsm/auth.h): salted hash + rules */
     JINN_CMD_TOKEN_REVOKE = 30, /* forget a token by name */
     JINN_CMD_FN_POLICY = 31,  /* the signing policy: require_signature + trusted keys */
+    /* TOKEN_PUT whose rules use what the release before it refuses
+     * (cluster:replica): a build without it stops here instead of storing
+     * no token while newer replicas store it (same body as TOKEN_PUT). */
+    JINN_CMD_TOKEN_PUT2 = 32,
     JINN_CMD_TYPE_MAX
 };
 
@@ -243,7 +248,13 @@ static inline bool jinn_cmd_is_fn(int type)
 
 static inline bool jinn_cmd_is_token(int type)
 {
-    return type == JINN_CMD_TOKEN_PUT || type == JINN_CMD_TOKEN_REVOKE;
+    return type == JINN_CMD_TOKEN_PUT || type == JINN_CMD_TOKEN_REVOKE ||
+           type == JINN_CMD_TOKEN_PUT2;
+}
+
+static inline bool jinn_cmd_is_token_put(int type)
+{
+    return type == JINN_CMD_TOKEN_PUT || type == JINN_CMD_TOKEN_PUT2;
 }
 
 /* Encodes c into out (appended; caller owns out). Returns 0, JINN_ENOMEM or

@@ -222,8 +222,9 @@ static const struct jinn_result *apply_at(struct jinn_fsm *fsm, uint64_t index,
                             &fsm->result.value);
         break;
     case JINN_CMD_TOKEN_PUT:
+    case JINN_CMD_TOKEN_PUT2:
     case JINN_CMD_TOKEN_REVOKE:
-        if (c.type == JINN_CMD_TOKEN_PUT && (c.token.flags & JINN_CMD_TOKEN_FNSCOPE) &&
+        if (jinn_cmd_is_token_put(c.type) && (c.token.flags & JINN_CMD_TOKEN_FNSCOPE) &&
             !scope_wanted(fsm, &c)) {
             rv = JINN_ECONFLICT; /* its deploy was refused: the old scope stays */
             break;

@@ -5,14 +5,16 @@
  * publish/fetch/ack/nak/progress/term with leases, KV puts with TTLs and
  * fences, deletes, a little SQL, node announcements, function deploys,
  * deletes and rollbacks, job acks with results, cron ticks and FN_DEPLOY2,
- * malformed known commands) to two state machines at the same index. Between steps, the
+ * tokens (TOKEN_PUT, TOKEN_PUT2, revokes, function scopes), malformed known
+ * commands) to two state machines at the same index. Between steps, the
  * second one may be snapshotted (jinn_fsm_encode) and restored into a
  * fresh state machine. After every step both must have given the same
  * result and hold the same state: the snapshot sections of nodes, KV, locks,
- * queues and functions (module bytes included) byte for byte, the cluster time, and each SQL database's
- * schema and rows (SQL images are compared by content: their page layout
- * may legitimately differ after a restore). No crash, no leak, no fatal
- * apply (which exits and is reported as a crash). */
+ * queues, functions (module bytes included), jobs and tokens byte for byte,
+ * the cluster time, and each SQL database's schema and rows (SQL images
+ * are compared by content: their page layout may legitimately differ after
+ * a restore). No crash, no leak, no fatal apply (which exits and is
+ * reported as a crash). */
 #include <sqlite3.h>
 #include <string.h>
 
@@ -130,6 +132,38 @@ static const char *const fn_job_settings[] = {
     FN_SETTINGS_JOBS(",\"cron\":\"@every 1s\""), FN_SETTINGS_JOBS(",\"workers\":0"),
     FN_SETTINGS_JOBS(",\"workers\":3,\"cron\":\"* * * * *\""), FN_SETTINGS_JOBS(""),
     FN_SETTINGS_JOBS(",\"cron\":\"0 0 30 2 *\"")};
+
+/* Tokens (fsm/auth.h): TOKEN_PUT (29) and TOKEN_PUT2 (32) with rules the
+ * release before cluster:replica knows or not, canonical or not; scopes
+ * for the functions above; revokes. */
+static const char *const token_names[] = {"t0", "t1", "bootstrap"};
+static const char *const token_rules[] = {
+    "kv:a/*:read", "cluster:admin", "cluster:replica", "kv:a/*:read cluster:replica",
+    "cluster:metrics cluster:replica", "kv:a/*:write,read", "cluster:replicas"};
+static const uint8_t token_salt[16] = {1}, token_hash[32] = {2}, token_key[32] = {3};
+
+static void make_token(struct prog *g, struct jinn_cmd *c, uint8_t k)
+{
+    c->type = k % 4 == 2 ? JINN_CMD_TOKEN_REVOKE
+              : (k / 4) % 2 ? JINN_CMD_TOKEN_PUT2
+                            : JINN_CMD_TOKEN_PUT;
+    if (k % 4 == 3) { /* a function's scope, from a token or an admin */
+        c->token.name = S(PICK(g, fn_names));
+        c->token.flags = JINN_CMD_TOKEN_FNSCOPE;
+        c->token.deployer = S(next(g) % 2 ? "t0" : "");
+    } else {
+        c->token.name = S(PICK(g, token_names));
+        c->token.flags = k % 4 == 1 ? JINN_CMD_TOKEN_BOOTSTRAP : 0;
+        c->token.key.p = token_key;
+        c->token.key.len = next(g) % 2 ? sizeof token_key : 0;
+        c->token.expires_ms = next(g) % 2 ? 0 : (uint64_t)next(g) * 100;
+    }
+    c->token.rules = S(PICK(g, token_rules));
+    c->token.salt.p = token_salt;
+    c->token.salt.len = sizeof token_salt;
+    c->token.hash.p = token_hash;
+    c->token.hash.len = sizeof token_hash;
+}
 
 /* Recent tokens and seqs, so refresh/release/ack/nak often hit real ones. */
 struct memory {
@@ -268,6 +302,10 @@ static void make_cmd(struct prog *g, struct memory *mem, struct jinn_cmd *c, boo
     default:
         if (op % 40 == 19) { /* jobs: ack with a result, a cron tick, deploy2 */
             uint8_t k = next(g);
+            if (k >= 240) { /* tokens: 29, 32 (cluster:replica), revoke, scopes */
+                make_token(g, c, (uint8_t)(k - 240));
+                break;
+            }
             if (k % 3 == 0) {
                 c->type = JINN_CMD_JOB_ACK;
                 c->job.queue = S(k % 2 ? "WORKERS_f0" : "WORKERS_f1");
@@ -341,6 +379,7 @@ static void encode_core(const struct jinn_fsm *fsm, struct jinn_wbuf *w)
     jinn_fns_encode(&fsm->fns, w);
     jinn_fns_encode_modules(&fsm->fns, w);
     jinn_jobs_encode(&fsm->jobs, w);
+    jinn_auth_encode(&fsm->auth, w);
     FUZZ_CHECK(!w->failed);
 }
 
@@ -490,6 +529,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rb = jinn_fsm_apply_buf(b, index, w.data, w.len);
         FUZZ_CHECK(rb->code == code_a && rb->value == value_a);
         FUZZ_CHECK(!truncate || code_a == JINN_ECORRUPT);
+        /* What the release before cluster:replica refuses, a TOKEN_PUT
+         * never stores here either (else mixed replicas diverge). */
+        FUZZ_CHECK(c.type != JINN_CMD_TOKEN_PUT || code_a != JINN_OK ||
+                   !jinn_auth_rules_need_put2((const char *)c.token.rules.p,
+                                              c.token.rules.len));
         jinn_wbuf_free(&w);
         if (c.type == JINN_CMD_SQL_EXEC) {
             sql_used = true;

@@ -105,6 +105,40 @@ COMMANDS = {
                          bs("fn:billing:invoke kv:billing/*:read,write") + bs("") + u64(0) +
                          u64(2) + bs("shop"), version=2),
     "token_revoke": cmd(30, bs("shop"), version=2),
+    # F1: rules the release before refuses go in TOKEN_PUT2 (32), same body
+    "token_put2": cmd(32, bs("edge") + bs(b"\1" * 16) + bs(b"\2" * 32) +
+                      bs("kv:a/*:read cluster:replica") + bs(b"\3" * 32) + u64(0) + u64(0),
+                      version=2),
+    "token_put2_fnscope": cmd(32, bs("billing") + bs(b"\0" * 16) + bs(b"\0" * 32) +
+                              bs("cluster:replica") + bs("") + u64(0) + u64(2) + bs("edge"),
+                              version=2),
+    # decodes; apply refuses it (only 32 may carry cluster:replica)
+    "token_put_replica": cmd(29, bs("edge") + bs(b"\1" * 16) + bs(b"\2" * 32) +
+                             bs("cluster:replica") + bs(b"\3" * 32) + u64(0) + u64(0),
+                             version=2),
+}
+
+# fsm_diff programs (tests/fuzz/fsm_diff.c): per step a time step byte, an
+# op byte, its operand bytes, then the snapshot byte (0 = snapshot and
+# restore the second state machine). Op 19 with k >= 240 is a token command:
+# k - 240 = 4 * (1 = TOKEN_PUT2) + (0 put, 1 bootstrap, 2 revoke, 3 scope).
+def tok(k, *operands, snap=1):
+    return bytes([5, 19, 240 + k, *operands, snap])
+
+
+FSM_PROGRAMS = {
+    "tokens": (
+        tok(4, 0, 1, 1, 3, snap=0) +   # 32 t0 "kv:a/*:read cluster:replica", snapshot
+        tok(0, 1, 1, 1, 2) +           # 29 t1 "cluster:replica": refused
+        tok(5, 2, 1, 1, 1) +           # 32 bootstrap cluster:admin: conflict
+        tok(0, 1, 0, 0, 50, 0) +       # 29 t1 kv:a/*:read, expires: stored
+        tok(2, 0, 1, 1, 0, snap=0)),   # revoke t0, snapshot
+    "token_scopes": (
+        bytes([5, 39, 0, 0, 0, 1]) +   # FN_DEPLOY f0
+        tok(7, 0, 0, 2, snap=0) +      # 32 scope f0 "cluster:replica" (admin), snapshot
+        bytes([5, 39, 0, 0, 0, 1]) +   # FN_DEPLOY f0 again: drops the scope
+        tok(3, 0, 0, 2) +              # 29 scope f0 "cluster:replica": refused
+        tok(3, 0, 0, 0, snap=0)),      # 29 scope f0 kv:a/*:read: taken, snapshot
 }
 
 CRONS = {
@@ -181,6 +215,7 @@ def write(name, seeds):
 
 def main():
     write("cmd_decode", COMMANDS)
+    write("fsm_diff", FSM_PROGRAMS)
     write("config", CONFIGS)
     write("cron", CRONS)
     write("auth_rules", RULES)

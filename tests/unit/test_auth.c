@@ -458,3 +458,108 @@ TEST(auth_fnscope_only_after_its_deploy)
     CHECK(jinn_auth_fn_scope(&f.auth, "x", 1) == NULL);
     jinn_fsm_close(&f);
 }
+
+/* F1: cluster:replica came after the release fbe5ee0, whose apply refuses
+ * it: a TOKEN_PUT (29) carrying it would store nothing on old replicas and
+ * a token on new ones. The leader writes TOKEN_PUT2 (32) for it (an old
+ * build cannot decode 32 and stops), and 29 refuses it on new builds too. */
+TEST(auth_token_put2_for_cluster_replica)
+{
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    uint8_t salt[JINN_AUTH_SALT_LEN] = {1}, hash[JINN_AUTH_HASH_LEN] = {2};
+    struct jinn_cmd c, d;
+
+    CHECK(jinn_auth_rules_need_put2("cluster:replica", 15));
+    CHECK(jinn_auth_rules_need_put2("cluster:admin cluster:replica", 29));
+    CHECK(jinn_auth_rules_need_put2("cluster:replica kv:a:read", 25));
+    CHECK(!jinn_auth_rules_need_put2("cluster:admin cluster:metrics", 29));
+    CHECK(!jinn_auth_rules_need_put2("cluster:replicas", 16));
+    CHECK(!jinn_auth_rules_need_put2("kv:cluster:replica", 18));
+    CHECK(!jinn_auth_rules_need_put2("cluster:replica", 14)); /* a prefix of it */
+
+    jinn_fsm_init(&a);
+    jinn_fsm_init(&b);
+    /* 29: refused as invalid rules, nothing stored, on every replica */
+    CHECK_INT(unit_apply(&a, 1, 100, put_cmd("edge", "cluster:replica", salt, hash, 0))->code,
+              JINN_EINVAL);
+    CHECK_INT(
+        unit_apply(&a, 2, 110, put_cmd("edge", "kv:a/*:read cluster:replica", salt, hash, 0))
+            ->code,
+        JINN_EINVAL);
+    CHECK(a.auth.n == 0 && !a.auth.has_key);
+    c = put_cmd("f1", "cluster:replica", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+    CHECK_INT(jinn_auth_apply(&a.auth, &c), JINN_EINVAL);
+    CHECK_INT(a.auth.n_scopes, 0);
+    /* 32: the same body is taken */
+    c = put_cmd("edge", "kv:a/*:read cluster:replica", salt, hash, 0);
+    c.type = JINN_CMD_TOKEN_PUT2;
+    CHECK_INT(unit_apply(&a, 3, 120, c)->code, 0);
+    CHECK(a.auth.n == 1 && a.auth.has_key);
+    CHECK_STR(a.auth.tokens[0].rules_text, "kv:a/*:read cluster:replica");
+    CHECK_INT(a.auth.tokens[0].created_ms, 120);
+    /* and any rules the old release knows (the leader never writes that) */
+    c = put_cmd("plain", "kv:a/*:read", salt, hash, 0);
+    c.type = JINN_CMD_TOKEN_PUT2;
+    CHECK_INT(unit_apply(&a, 4, 130, c)->code, 0);
+    c = put_cmd("f1", "cluster:replica", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+    c.type = JINN_CMD_TOKEN_PUT2;
+    CHECK_INT(jinn_auth_apply(&a.auth, &c), 0);
+    CHECK(jinn_auth_fn_scope(&a.auth, "f1", 2) != NULL);
+    /* 32 keeps 29's other refusals: a name taken, non-canonical rules */
+    c = put_cmd("edge", "cluster:replica", salt, hash, 0);
+    c.type = JINN_CMD_TOKEN_PUT2;
+    CHECK_INT(unit_apply(&a, 5, 140, c)->code, JINN_ECONFLICT);
+    c = put_cmd("e2", "kv:a/*:write,read cluster:replica", salt, hash, 0);
+    c.type = JINN_CMD_TOKEN_PUT2;
+    CHECK_INT(unit_apply(&a, 6, 150, c)->code, JINN_EINVAL);
+    CHECK_INT(a.auth.n, 2);
+    /* a snapshot holds the token whichever command wrote it */
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+    CHECK_INT(jinn_fsm_decode(&b, w.data, w.len), 0);
+    CHECK_INT(b.auth.n, 2);
+    CHECK_STR(b.auth.tokens[0].rules_text, "kv:a/*:read cluster:replica");
+    CHECK(jinn_auth_fn_scope(&b.auth, "f1", 2) != NULL);
+    jinn_wbuf_free(&w);
+
+    /* the format: 32 round-trips with 29's body and its own type */
+    c = put_cmd("edge", "cluster:replica", salt, hash, JINN_CMD_TOKEN_FNSCOPE);
+    c.type = JINN_CMD_TOKEN_PUT2;
+    c.time_ms = 42;
+    c.token.expires_ms = 77;
+    c.token.deployer = (struct jinn_slice){(const uint8_t *)"dev", 3};
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_cmd_encode(&c, &w), 0);
+    CHECK_INT(w.data[2], JINN_CMD_TOKEN_PUT2);
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), 0);
+    CHECK_INT(d.type, JINN_CMD_TOKEN_PUT2);
+    CHECK(d.time_ms == 42 && d.token.expires_ms == 77);
+    CHECK(d.token.flags == JINN_CMD_TOKEN_FNSCOPE && d.token.deployer.len == 3 &&
+          memcmp(d.token.deployer.p, "dev", 3) == 0);
+    CHECK(d.token.rules.len == 15 && memcmp(d.token.rules.p, "cluster:replica", 15) == 0);
+    CHECK(d.token.salt.len == JINN_AUTH_SALT_LEN && d.token.hash.len == JINN_AUTH_HASH_LEN &&
+          d.token.key.len == JINN_AUTH_KEY_LEN);
+    /* the same bytes as a 29 but for the type byte */
+    {
+        struct jinn_wbuf w29;
+        c.type = JINN_CMD_TOKEN_PUT;
+        jinn_wbuf_init(&w29);
+        CHECK_INT(jinn_cmd_encode(&c, &w29), 0);
+        CHECK(w29.len == w.len && w29.data[2] == JINN_CMD_TOKEN_PUT);
+        w29.data[2] = JINN_CMD_TOKEN_PUT2;
+        CHECK(memcmp(w29.data, w.data, w.len) == 0);
+        jinn_wbuf_free(&w29);
+    }
+    /* decode refuses a malformed 32 like a malformed 29 */
+    CHECK_INT(jinn_cmd_decode(w.data, w.len - 8, &d), JINN_ECORRUPT);
+    CHECK_STR(jinn_cmd_type_name(JINN_CMD_TOKEN_PUT2), "token_put2");
+    CHECK(jinn_cmd_is_token(JINN_CMD_TOKEN_PUT2) && jinn_cmd_is_token_put(JINN_CMD_TOKEN_PUT2));
+    /* a build before it stops at 32 (the type after its last, 31): decode
+     * says "a type I do not know", which the FSM turns into a stop */
+    w.data[2] = JINN_CMD_TOKEN_PUT2 + 1;
+    CHECK_INT(jinn_cmd_decode(w.data, w.len, &d), JINN_EVERSION);
+    jinn_wbuf_free(&w);
+    jinn_fsm_close(&a);
+    jinn_fsm_close(&b);
+}

@@ -260,3 +260,189 @@ TEST(jobs_batch_entries_in_one_raft_apply)
         jinn_fsm_close(&fsms[i]);
     }
 }
+
+/* F1: jinn_node_propose_many when the leader changes in the middle of a
+ * batch. node.c (many_collect) takes an index of the batch's range as its
+ * entry only while the node is still the leader of the term that appended
+ * it, and answers JINN_EUNKNOWN otherwise (and when libraft fails the
+ * request). The node itself runs on raft_uv, so this drives libraft's
+ * fixture directly: the old leader appends a batch, is cut off, a new
+ * leader writes other entries at those indexes, and the old leader, back,
+ * applies them. The test watches the old leader's apply with node.c's rule
+ * and checks that the rule never claims an entry that is not the batch's. */
+static int (*watch_orig)(struct raft_fsm *, const struct raft_buffer *, void **);
+static struct raft *watch_raft;
+static raft_term watch_term;
+static raft_index watch_lo, watch_hi;
+static unsigned watch_owned, watch_foreign;
+static int batch_calls, batch_status;
+
+static int watch_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void **result)
+{
+    raft_index index = watch_raft->last_applied + 1; /* as fsm.c: before it advances */
+    bool owned =
+        raft_state(watch_raft) == RAFT_LEADER && watch_raft->current_term == watch_term;
+    int rv = watch_orig(iface, buf, result);
+    if (index >= watch_lo && index < watch_hi) {
+        if (owned) {
+            watch_owned++;
+        } else {
+            watch_foreign++;
+        }
+    }
+    return rv;
+}
+
+static void batch_applied(struct raft_apply *req, int status, void *result)
+{
+    (void)req;
+    (void)result;
+    batch_calls++;
+    batch_status = status;
+}
+
+static struct raft_buffer publish_buf(const char *payload)
+{
+    struct jinn_cmd c;
+    struct jinn_wbuf w;
+    struct raft_buffer b = {NULL, 0};
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_Q_PUBLISH;
+    c.time_ms = 2000;
+    c.q.queue.p = (const uint8_t *)"WORKERS_b";
+    c.q.queue.len = 9;
+    c.q.payload.p = (const uint8_t *)payload;
+    c.q.payload.len = strlen(payload);
+    c.q.max_deliver = 3;
+    jinn_wbuf_init(&w);
+    if (jinn_cmd_encode(&c, &w) == 0) {
+        b.base = w.data;
+        b.len = w.len;
+    } else {
+        jinn_wbuf_free(&w);
+    }
+    return b;
+}
+
+TEST(jobs_batch_leader_change_mid_batch_is_unknown)
+{
+    static const char *mine[3] = {"\"batch-a\"", "\"batch-b\"", "\"batch-c\""};
+    static const char *theirs[3] = {"\"new-x\"", "\"new-y\"", "\"new-z\""};
+    struct raft_fixture f;
+    struct raft_configuration conf;
+    struct jinn_fsm fsms[N];
+    struct raft_buffer bufs[3];
+    struct raft_apply *req = calloc(1, sizeof *req);
+    unsigned old, now;
+
+    CHECK(req != NULL);
+    if (req == NULL) {
+        return;
+    }
+    memset(&f, 0, sizeof f);
+    CHECK_INT(raft_fixture_initialize(&f), 0);
+    for (unsigned i = 0; i < N; i++) {
+        jinn_fsm_init(&fsms[i]);
+        CHECK_INT(raft_fixture_grow(&f, &fsms[i].iface), 0);
+        fsms[i].raft = raft_fixture_get(&f, i);
+    }
+    raft_fixture_configuration(&f, N, &conf);
+    raft_fixture_bootstrap(&f, &conf);
+    raft_fixture_start(&f);
+    raft_configuration_close(&conf);
+    CHECK(raft_fixture_step_until_has_leader(&f, 10000));
+    old = raft_fixture_leader_index(&f);
+    CHECK(all_applied(&f));
+
+    /* The leader is cut off, then appends the batch (as propose_many:
+     * one raft_apply of n buffers, its term noted). */
+    for (unsigned k = 0; k < N; k++) {
+        if (k != old) {
+            raft_fixture_disconnect(&f, old, k);
+            raft_fixture_disconnect(&f, k, old);
+        }
+    }
+    for (unsigned k = 0; k < 3; k++) {
+        bufs[k] = publish_buf(mine[k]);
+        CHECK(bufs[k].base != NULL);
+    }
+    watch_raft = raft_fixture_get(&f, old);
+    watch_term = watch_raft->current_term;
+    watch_orig = fsms[old].iface.apply;
+    fsms[old].iface.apply = watch_apply;
+    CHECK_INT(raft_apply(watch_raft, req, bufs, 3, batch_applied), 0);
+    watch_lo = req->index;
+    watch_hi = req->index + 3;
+    CHECK(watch_lo > 0);
+
+    /* Another leader writes its own entries over the batch's indexes. */
+    now = N;
+    for (int t = 0; t < 200 && now == N; t++) {
+        raft_fixture_step_until_elapsed(&f, 100);
+        for (unsigned k = 0; k < N; k++) {
+            if (k != old && raft_state(raft_fixture_get(&f, k)) == RAFT_LEADER) {
+                now = k;
+            }
+        }
+    }
+    CHECK(now != N);
+    if (now == N) {
+        goto out;
+    }
+    for (unsigned k = 0; k < 3; k++) {
+        struct jinn_cmd c;
+        memset(&c, 0, sizeof c);
+        c.type = JINN_CMD_Q_PUBLISH;
+        c.time_ms = 2100;
+        c.q.queue.p = (const uint8_t *)"WORKERS_b";
+        c.q.queue.len = 9;
+        c.q.payload.p = (const uint8_t *)theirs[k];
+        c.q.payload.len = strlen(theirs[k]);
+        c.q.max_deliver = 3;
+        propose(&f, now, &c);
+    }
+    for (unsigned k = 0; k < N; k++) {
+        if (k != old) {
+            raft_fixture_reconnect(&f, old, k);
+            raft_fixture_reconnect(&f, k, old);
+        }
+    }
+    raft_fixture_step_until_elapsed(&f, 2000);
+    CHECK(raft_fixture_step_until_has_leader(&f, 20000));
+    CHECK(all_applied(&f));
+
+    /* libraft failed the batch's request (node.c: JINN_EUNKNOWN), and the
+     * old leader applied every index of the batch's range as another
+     * leader's: node.c's rule claimed none of them. */
+    CHECK_INT(batch_calls, 1);
+    CHECK_INT(batch_status, RAFT_LEADERSHIPLOST);
+    CHECK_INT(watch_owned, 0);
+    CHECK_INT(watch_foreign, 3);
+    /* Right so: on every replica those indexes hold the new leader's
+     * entries, and no entry of the batch exists anywhere. */
+    for (unsigned i = 0; i < N; i++) {
+        const struct jinn_queue *q = jinn_queues_get(&fsms[i].queues, "WORKERS_b", 9);
+        unsigned theirs_seen = 0;
+        CHECK(q != NULL);
+        if (q == NULL) {
+            continue;
+        }
+        for (raft_index s = watch_lo; s < watch_hi + 3; s++) {
+            const struct jinn_qmsg *m = jinn_queue_msg(q, s);
+            for (unsigned k = 0; m != NULL && k < 3; k++) {
+                CHECK(!(m->len == strlen(mine[k]) && memcmp(m->payload, mine[k], m->len) == 0));
+                theirs_seen +=
+                    m->len == strlen(theirs[k]) && memcmp(m->payload, theirs[k], m->len) == 0;
+            }
+        }
+        CHECK_INT(theirs_seen, 3);
+        CHECK_INT(q->all.count, 3);
+    }
+out:
+    fsms[old].iface.apply = watch_orig;
+    raft_fixture_close(&f);
+    for (unsigned i = 0; i < N; i++) {
+        jinn_fsm_close(&fsms[i]);
+    }
+    free(req);
+}
