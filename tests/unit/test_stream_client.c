@@ -107,6 +107,8 @@ TEST(stream_hello_parse)
             "{\"type\":\"hello\",\"v\":1,\"cluster\":\"0123456789ABCDEF\",\"node\":\"n2\"}",
             "{\"type\":\"hello\",\"v\":1,\"cluster\":\"0123456789abcde\",\"node\":\"n2\"}",
             "{\"type\":\"hello\",\"v\":1,\"cluster\":\"0123456789abcdef\"}",
+            /* fuzzer (stream_client): an empty node name */
+            "{\"type\":\"hello\",\"v\":1,\"cluster\":\"0123456789abcdef\",\"node\":\"\"}",
             "{\"type\":\"heartbeat\",\"v\":1,\"cluster\":\"0123456789abcdef\",\"node\":\"n2\"}",
             "{\"type\":\"hello\",\"type\":\"hello\",\"v\":1,\"cluster\":\"0123456789abcdef\","
             "\"node\":\"n2\"}",
