@@ -1341,6 +1341,22 @@ void jinn_http_conn_close(struct jinn_http_conn *conn)
     }
 }
 
+void jinn_http_conn_pause(struct jinn_http_conn *conn, bool pause)
+{
+    struct conn *c = (struct conn *)(void *)conn;
+    if (c->state != UPGRADED || c->reading == !pause) {
+        return;
+    }
+    if (pause) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    } else if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) == 0) {
+        c->reading = true;
+    } else {
+        conn_close(c);
+    }
+}
+
 void jinn_http_conn_addr(const struct jinn_http_conn *conn, char out[16])
 {
     struct conn *c = (struct conn *)(void *)conn;

@@ -34,6 +34,13 @@
 #define PUMP_WATERMARK (1u << 20)   /* endpoint bytes below which batches are queued */
 #define CONN_WATERMARK (256u << 10) /* transport bytes below which the endpoint flushes */
 #define CLIENT_MESSAGE_MAX 4096     /* replicas send control frames only */
+/* A replica's connection is not read while its output (wslay's own queue,
+ * pongs, plus the transport's) is at least READ_PAUSE: what a client can
+ * make the node answer is bounded by what the node reads. One read (a
+ * buffer) of tiny pings can still queue more pongs than a replica ever
+ * needs: past CONTROL_MAX of them it is cut off. */
+#define READ_PAUSE CONN_WATERMARK
+#define CONTROL_MAX (64u << 10)
 #define E_HEAD 5                    /* 'E', u32 count */
 #define R_HEAD 20                   /* u64 index, u64 prev, u32 len */
 #define S_HEAD 9                    /* 'S', u64 index */
@@ -68,6 +75,9 @@ struct replica {
     uint64_t snap_end;   /* the snapshot is out once sent bytes reach this */
     uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
     bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
+    bool paused;         /* its connection is not read (READ_PAUSE) */
+    bool pinged;         /* it sent pings since its transport last drained */
+    uint64_t pings_seen;
     uint64_t drained_ms; /* the transport last took bytes (a write completed) */
 };
 
@@ -428,7 +438,8 @@ static void pump(struct replica *r)
 static uint64_t lag_bytes(const struct replica *r)
 {
     const struct jinn_stream *s = r->s;
-    uint64_t lag = jinn_ws_queued_bytes(r->ws) + jinn_http_conn_queued(r->conn);
+    uint64_t lag = jinn_ws_queued_bytes(r->ws) + jinn_ws_control_bytes(r->ws) +
+                   jinn_http_conn_queued(r->conn);
     uint64_t sent = replica_sent(r);
     uint64_t snap_left = r->snap_end > sent ? r->snap_end - sent : 0;
     lag = lag > snap_left ? lag - snap_left : 0;
@@ -775,6 +786,18 @@ static uint64_t stall_ms(const struct jinn_stream *s)
     return ms < 1000 ? 1000 : ms;
 }
 
+static void read_gate(struct replica *r);
+
+/* How long a client that pings may leave its output backed up (reads
+ * paused) while its transport takes nothing: 10 heartbeats, at least 1 s
+ * (jinn's replicas do not ping; a slow one that does not is left to the
+ * longer stall_ms bound). */
+static uint64_t pong_stuck_ms(const struct jinn_stream *s)
+{
+    uint64_t ms = 10 * (uint64_t)s->cfg->stream_heartbeat_ms;
+    return ms < 1000 ? 1000 : ms;
+}
+
 static void timer_cb(uv_timer_t *t)
 {
     struct jinn_stream *s = t->data;
@@ -789,6 +812,12 @@ static void timer_cb(uv_timer_t *t)
             /* a quiet cluster sends too little to reach the lag bound: a
              * peer that takes nothing for this long holds a slot for nothing */
             cut_off(r, JINN_WS_CLOSE_POLICY, "not reading");
+            continue;
+        }
+        read_gate(r);
+        if (r->state != R_CLOSING && r->paused && r->pinged &&
+            uv_now(s->loop) - r->drained_ms > pong_stuck_ms(s)) {
+            cut_off(r, JINN_WS_CLOSE_POLICY, "not reading (pings)");
             continue;
         }
         send_heartbeat(r, hb);
@@ -822,6 +851,29 @@ static void ws_closed(void *data, int code, const char *why)
     replica_end(r);
 }
 
+/* Bounds what the client makes the node queue (see READ_PAUSE). */
+static void read_gate(struct replica *r)
+{
+    uint64_t ctl = jinn_ws_control_bytes(r->ws);
+    bool over;
+    if (r->state == R_CLOSING) {
+        return;
+    }
+    if (ctl > CONTROL_MAX) {
+        cut_off(r, JINN_WS_CLOSE_POLICY, "not reading (control frames)");
+        return;
+    }
+    if (jinn_ws_pings_received(r->ws) != r->pings_seen) {
+        r->pings_seen = jinn_ws_pings_received(r->ws);
+        r->pinged = true;
+    }
+    over = ctl + jinn_http_conn_queued(r->conn) >= READ_PAUSE;
+    if (over != r->paused) {
+        r->paused = over;
+        jinn_http_conn_pause(r->conn, over);
+    }
+}
+
 static void conn_read(void *data, const uint8_t *bytes, size_t n)
 {
     struct replica *r = data;
@@ -836,6 +888,7 @@ static void conn_read(void *data, const uint8_t *bytes, size_t n)
         jinn_http_conn_close(r->conn);
     } else {
         flush(r); /* pongs */
+        read_gate(r);
     }
 }
 
@@ -843,11 +896,13 @@ static void conn_writable(void *data)
 {
     struct replica *r = data;
     r->drained_ms = uv_now(r->s->loop);
+    r->pinged = false;
     if (r->state == R_STREAMING) {
         pump(r);
     } else if (r->state != R_CLOSING) {
         flush(r);
     }
+    read_gate(r);
 }
 
 static void conn_closed(void *data)

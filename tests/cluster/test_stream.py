@@ -506,3 +506,58 @@ def test_replica_not_reading_is_cut_off_below_the_lag_bound(cluster_factory):
              what="only the reader left")
     slow.sock.close()
     ok_ws.close()
+
+
+def _rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_ping_flood_without_reading_is_bounded_and_cut_off(cluster_factory):
+    """R3 C1: a client that sends pings and never reads made the node queue
+    a pong per ping without limit (GBs in seconds). The node stops reading
+    a connection whose output is backed up and cuts off one whose pongs
+    cannot leave: memory stays bounded, the client is cut off within a
+    few seconds, the node keeps answering."""
+    c, leader = one_node(cluster_factory)
+    pid = leader.proc.pid
+    before = _rss_mb(pid)
+    ws, status, _, _ = stream(leader, "from=0&name=flood", rcvbuf=4096)
+    assert status == 101
+    frame = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125
+    chunk = frame * 2000
+    stop = threading.Event()
+    sent = [0]
+
+    def flood():
+        ws.sock.settimeout(None)
+        try:
+            while not stop.is_set():
+                ws.sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            return
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    peak = before
+    deadline = time.monotonic() + 6
+    cut = False
+    while time.monotonic() < deadline:
+        peak = max(peak, _rss_mb(pid))
+        if leader.status()["stream"]["cut_off"] >= 1:
+            cut = True
+            break
+        time.sleep(0.05)
+    stop.set()
+    assert cut, f"not cut off within 6 s; sent {sent[0] >> 20} MiB, RSS {peak:.0f} MB"
+    assert "not reading" in leader.log()
+    assert peak - before < 64, f"node RSS grew {peak - before:.0f} MB"
+    t0 = time.monotonic()
+    assert leader.request("/healthz")[0] == 200
+    assert time.monotonic() - t0 < 0.5
+    wait_for(lambda: leader.status()["stream"]["replicas"] == [], what="the flooder gone")
+    ws.sock.close()
