@@ -40,6 +40,11 @@
  * buffer) of tiny pings can still queue more pongs than a replica ever
  * needs: past CONTROL_MAX of them it is cut off. */
 #define READ_PAUSE CONN_WATERMARK
+/* A heartbeat means "as of now": it is queued only while less than this
+ * waits ahead of it (the endpoint's, the transport's and the kernel's
+ * queues), else it
+ * is skipped and one goes as soon as the backlog drains (R3 M1). */
+#define HB_AHEAD_MAX (64u << 10)
 #define CONTROL_MAX (64u << 10)
 #define E_HEAD 5                    /* 'E', u32 count */
 #define R_HEAD 20                   /* u64 index, u64 prev, u32 len */
@@ -74,6 +79,7 @@ struct replica {
     uint64_t next_seq;   /* R_STREAMING: the next batch to queue */
     uint64_t snap_end;   /* the snapshot is out once sent bytes reach this */
     uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
+    bool hb_due;         /* one was skipped behind a backlog: send once drained */
     bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
     bool paused;         /* its connection is not read (READ_PAUSE) */
     bool pinged;         /* it sent pings since its transport last drained */
@@ -763,13 +769,20 @@ static struct jinn_ws_buf *json_buf(json_t *obj)
     return b;
 }
 
-/* At most one heartbeat waits in a replica's queue: behind a backlog the
- * data itself says the node is alive. */
+/* At most one heartbeat waits in a replica's queue, and never behind
+ * more than HB_AHEAD_MAX: a replica dates a heartbeat from its receipt,
+ * so one that waited behind a backlog would claim a freshness the replica
+ * does not have. Behind a backlog it gets none (and ages truthfully). */
 static void send_heartbeat(struct replica *r, struct jinn_ws_buf *hb)
 {
     if (r->state == R_CLOSING || replica_sent(r) < r->hb_end) {
         return;
     }
+    if (jinn_ws_queued_bytes(r->ws) + jinn_http_conn_unsent(r->conn) >= HB_AHEAD_MAX) {
+        r->hb_due = true;
+        return;
+    }
+    r->hb_due = false;
     if (jinn_ws_send(r->ws, false, hb) != 0) {
         cut_off(r, JINN_WS_CLOSE_INTERNAL, "cannot queue");
         return;
@@ -897,6 +910,15 @@ static void conn_writable(void *data)
     struct replica *r = data;
     r->drained_ms = uv_now(r->s->loop);
     r->pinged = false;
+    if (r->hb_due && r->state != R_CLOSING &&
+        jinn_ws_queued_bytes(r->ws) + jinn_http_conn_unsent(r->conn) < HB_AHEAD_MAX) {
+        /* the backlog drained: a heartbeat before more data */
+        struct jinn_ws_buf *hb = json_buf(heartbeat_json(r->s));
+        if (hb != NULL) {
+            send_heartbeat(r, hb);
+            jinn_ws_buf_unref(hb);
+        }
+    }
     if (r->state == R_STREAMING) {
         pump(r);
     } else if (r->state != R_CLOSING) {

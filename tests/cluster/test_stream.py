@@ -561,3 +561,69 @@ def test_ping_flood_without_reading_is_bounded_and_cut_off(cluster_factory):
     assert time.monotonic() - t0 < 0.5
     wait_for(lambda: leader.status()["stream"]["replicas"] == [], what="the flooder gone")
     ws.sock.close()
+
+
+def test_heartbeat_never_waits_behind_a_backlog(cluster_factory):
+    """R3 M1: a heartbeat queued behind a backlog reached a slow replica
+    seconds late, which then dated it from its receipt and claimed to be
+    fresh. A heartbeat is only queued with little ahead of it: for every
+    heartbeat received, the first write acknowledged after the heartbeat's
+    position was acknowledged no long before the heartbeat arrived (the
+    heartbeat was made before that write applied). One still arrives once
+    the backlog drained."""
+    c, leader = one_node(cluster_factory, ["stream_heartbeat 50ms"])
+    pos = leader.status()["stream"]["position"]
+    ws, status, _, _ = stream(leader, f"from={pos}&name=slow", rcvbuf=4096)
+    assert status == 101
+    acks = {}  # index -> monotonic time acknowledged
+    stop = threading.Event()
+
+    def writer():
+        value = b"w" * 16384
+        i = 0
+        while not stop.is_set():
+            idx = put(leader, f"w{i % 16}", value)
+            acks[idx] = time.monotonic()
+            i += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    beats = []  # (received at, position)
+    last_record = pos
+    rate = 300e3  # bytes/s the replica reads
+    t_end = time.monotonic() + 6
+    while time.monotonic() < t_end:
+        kind, data = ws.recv(10)
+        assert kind != "close", data
+        if kind == "text":
+            doc = json.loads(data)
+            if doc["type"] == "heartbeat":
+                beats.append((time.monotonic(), doc["position"]))
+        else:
+            if data[:1] == b"E":
+                last_record = wsclient.parse_records(data)[-1][0]
+            time.sleep(len(data) / rate)
+    stop.set()
+    t.join(10)
+    final = max(acks)
+    # the rest, read at full speed: a heartbeat follows the drained backlog
+    deadline = time.monotonic() + 30
+    while not any(p >= final for _, p in beats) or last_record < final:
+        assert time.monotonic() < deadline, "no heartbeat after the backlog drained"
+        kind, data = ws.recv(10)
+        assert kind != "close", data
+        if kind == "text" and json.loads(data)["type"] == "heartbeat":
+            beats.append((time.monotonic(), json.loads(data)["position"]))
+        elif kind == "binary" and data[:1] == b"E":
+            last_record = wsclient.parse_records(data)[-1][0]
+    worst = 0.0
+    checked = 0
+    for at, p in beats:
+        later = [a for i, a in acks.items() if i > p]
+        if later:
+            checked += 1
+            worst = max(worst, at - min(later))
+    assert checked >= 1
+    assert worst < 1.0, f"a heartbeat arrived {worst:.1f} s after it was made"
+    ws.close()
