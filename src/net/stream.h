@@ -56,6 +56,7 @@ struct jinn_stream_stats {
     uint64_t buffer_bytes; /* the ring's bytes */
     uint64_t snapshots;    /* snapshot encodings made */
     uint64_t position;     /* the last record's index */
+    uint64_t snapshot_bytes; /* the cached snapshot frame (0: none) */
 };
 void jinn_stream_stats(const struct jinn_stream *s, struct jinn_stream_stats *out);
 /* The "stream" object of /v1/status (new reference; NULL on OOM). */

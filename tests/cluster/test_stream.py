@@ -627,3 +627,57 @@ def test_heartbeat_never_waits_behind_a_backlog(cluster_factory):
     assert checked >= 1
     assert worst < 1.0, f"a heartbeat arrived {worst:.1f} s after it was made"
     ws.close()
+
+
+def test_ring_kept_only_while_replicas_are_around(cluster_factory):
+    """R3 m1: every node kept up to stream_buffer_bytes of records though
+    no replica ever connected. Records are kept only while a replica is
+    connected and for a short time (50 heartbeats, at least 1 s) after the
+    last one left; a replica joining behind an empty ring gets a
+    snapshot."""
+    c, leader = one_node(cluster_factory, ["stream_heartbeat 20ms"])
+    for i in range(20):
+        put(leader, f"a{i}", b"x" * 4096)
+    assert leader.status()["stream"]["buffer_bytes"] == 0
+    pos = leader.status()["stream"]["position"]
+    ws, status, _, _ = stream(leader, f"from={pos}&name=r")
+    assert status == 101
+    feed = Feed(ws)
+    last = 0
+    for i in range(5):
+        last = put(leader, f"b{i}", b"y" * 4096)
+    feed.until(lambda f: f.records and f.records[-1][0] == last, what="the new records")
+    assert leader.status()["stream"]["buffer_bytes"] > 0
+    check_chain(feed, pos)
+    ws.close()
+    wait_for(lambda: leader.status()["stream"]["buffer_bytes"] == 0, timeout=15,
+             what="the ring let go once no replica is around")
+    put(leader, "c", b"z")
+    ws, status, _, _ = stream(leader, f"from={pos}&name=r2")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="a snapshot (the ring no longer has the records)")
+    assert feed.snapshots[0][0] >= last
+    ws.close()
+
+
+def test_cached_snapshot_counted_and_dropped(cluster_factory):
+    """R3 M5: the snapshot made for a joining replica stayed in memory
+    forever, counted nowhere. It is reported as stream.snapshot_bytes (and
+    jinn_stream_snapshot_bytes) and dropped a few seconds after no replica
+    needs it."""
+    c, leader = one_node(cluster_factory)
+    for i in range(10):
+        put(leader, f"s{i}", b"q" * 10000)
+    ws, status, _, _ = stream(leader, "from=0&name=r")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="the snapshot")
+    snap_len = len(feed.snapshots[0][1])
+    held = leader.status()["stream"]["snapshot_bytes"]
+    assert held >= snap_len > 100000
+    code, _, body = leader.request("/metrics")
+    assert code == 200 and b"jinn_stream_snapshot_bytes %d" % held in body
+    ws.close()
+    wait_for(lambda: leader.status()["stream"]["snapshot_bytes"] == 0, timeout=15,
+             what="the cached snapshot dropped")
