@@ -1348,7 +1348,7 @@ uint64_t jinn_http_conn_unsent(const struct jinn_http_conn *conn)
     const struct conn *c = (const struct conn *)(const void *)conn;
     uv_os_fd_t fd;
     int n = 0;
-    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0 || ioctl(fd, SIOCOUTQ, &n) != 0 ||
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0 || ioctl(fd, SIOCOUTQNSD, &n) != 0 ||
         n < 0) {
         n = 0;
     }
