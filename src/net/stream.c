@@ -1206,9 +1206,9 @@ json_t *jinn_stream_status_json(const struct jinn_stream *s)
                                               : "streaming"));
     }
     jinn_stream_stats(s, &st);
-    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "replicas", list, "bytes_sent",
+    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "replicas", list, "bytes_sent",
                      (json_int_t)st.bytes_sent, "cut_off", (json_int_t)st.cut_off,
                      "buffer_bytes", (json_int_t)st.buffer_bytes, "snapshots",
                      (json_int_t)st.snapshots, "position", (json_int_t)st.position,
-                     "snapshot_bytes", (json_int_t)st.snapshot_bytes);
+                     "snapshot_bytes", (json_int_t)st.snapshot_bytes, "recording", !s->idle);
 }

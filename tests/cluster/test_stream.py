@@ -681,3 +681,33 @@ def test_cached_snapshot_counted_and_dropped(cluster_factory):
     ws.close()
     wait_for(lambda: leader.status()["stream"]["snapshot_bytes"] == 0, timeout=15,
              what="the cached snapshot dropped")
+
+
+def test_ring_reset_invalidates_the_cached_snapshot(cluster_factory):
+    """R3 m2: a ring reset other than a restore (out of memory; here the
+    ring let go when no replica is around) kept the cached snapshot
+    usable although the records after it were gone, so a joining replica
+    was handed an outdated snapshot. Every reset invalidates it."""
+    c, leader = one_node(cluster_factory, ["stream_heartbeat 20ms"])
+    put(leader, "a", b"1")
+    ws, status, _, _ = stream(leader, "from=0&name=a")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="the first snapshot")
+    first = feed.snapshots[0][0]
+    assert leader.status()["stream"]["recording"] is True
+    ws.close()
+    # no write in between: the records after the snapshot are all still
+    # "in" the (empty) ring when it is let go
+    wait_for(lambda: leader.status()["stream"]["recording"] is False, timeout=15,
+             what="the ring let go (no replica)")
+    assert leader.status()["stream"]["snapshot_bytes"] > 0  # still cached
+    put(leader, "b", b"2")  # not kept: nothing continues the old snapshot
+    last = put(leader, "c", b"3")
+    assert last > first
+    ws, status, _, _ = stream(leader, "from=0&name=b")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="a snapshot")
+    assert feed.snapshots[0][0] >= last, (feed.snapshots[0][0], last)
+    ws.close()
