@@ -40,15 +40,15 @@
  * buffer) of tiny pings can still queue more pongs than a replica ever
  * needs: past CONTROL_MAX of them it is cut off. */
 #define READ_PAUSE CONN_WATERMARK
+#define CONTROL_MAX (64u << 10)
 /* A heartbeat means "as of now": it is queued only while less than this
  * waits ahead of it (the endpoint's, the transport's and the kernel's
- * queues), else it
- * is skipped and one goes as soon as the backlog drains (R3 M1). */
+ * unsent bytes), else it is skipped and one goes as soon as the backlog
+ * drains (R3 M1). */
 #define HB_AHEAD_MAX (64u << 10)
 /* The cached snapshot is dropped once no replica waits for one and none
  * was served one for this long (it is a full copy of the state). */
 #define SNAP_KEEP_MS 5000
-#define CONTROL_MAX (64u << 10)
 #define E_HEAD 5                    /* 'E', u32 count */
 #define R_HEAD 20                   /* u64 index, u64 prev, u32 len */
 #define S_HEAD 9                    /* 'S', u64 index */
