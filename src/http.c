@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -1338,6 +1340,34 @@ void jinn_http_conn_close(struct jinn_http_conn *conn)
     struct conn *c = (struct conn *)(void *)conn;
     if (c->state == UPGRADED) {
         linger(c); /* shutdown after the queued writes; closed within LINGER_MS */
+    }
+}
+
+uint64_t jinn_http_conn_unsent(const struct jinn_http_conn *conn)
+{
+    const struct conn *c = (const struct conn *)(const void *)conn;
+    uv_os_fd_t fd;
+    int n = 0;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0 || ioctl(fd, SIOCOUTQNSD, &n) != 0 ||
+        n < 0) {
+        n = 0;
+    }
+    return c->up_queued + (uint64_t)n;
+}
+
+void jinn_http_conn_pause(struct jinn_http_conn *conn, bool pause)
+{
+    struct conn *c = (struct conn *)(void *)conn;
+    if (c->state != UPGRADED || c->reading == !pause) {
+        return;
+    }
+    if (pause) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    } else if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) == 0) {
+        c->reading = true;
+    } else {
+        conn_close(c);
     }
 }
 

@@ -159,6 +159,15 @@ uint64_t jinn_http_conn_queued(const struct jinn_http_conn *conn);
 /* Ends the connection once the queued bytes are out (within LINGER, 1 s,
  * however slowly the peer reads); on_close follows. */
 void jinn_http_conn_close(struct jinn_http_conn *conn);
+/* jinn_http_conn_queued plus what the kernel holds and has not sent yet
+ * (SIOCOUTQNSD; bytes in flight not counted, they arrive within a round
+ * trip): what waits ahead of the next write. */
+uint64_t jinn_http_conn_unsent(const struct jinn_http_conn *conn);
+/* Stops (pause true) or resumes reading the connection: what the owner
+ * must answer (pongs) is bounded by what it reads, so it stops reading
+ * while its output is backed up. Bytes already read are still delivered.
+ * Does nothing once the connection is closing. */
+void jinn_http_conn_pause(struct jinn_http_conn *conn, bool pause);
 /* The peer's IPv4 address ("a.b.c.d"), "" when not an IP socket. */
 void jinn_http_conn_addr(const struct jinn_http_conn *conn, char out[16]);
 

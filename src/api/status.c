@@ -468,6 +468,8 @@ void jinn_api_metrics(struct jinn_api *api, struct jinn_http_request *req,
                 ss.snapshots);
         GAUGE("jinn_stream_position", "Index of the last record streamed.", "%" PRIu64,
               ss.position);
+        GAUGE("jinn_stream_snapshot_bytes", "Bytes of the snapshot kept for joining replicas.",
+              "%" PRIu64, ss.snapshot_bytes);
     }
     jinn_api_check_metrics(api, &w);
     jinn_wasm_runner_metrics(api->wasm, &w);

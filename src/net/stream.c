@@ -35,6 +35,21 @@
 #define PUMP_WATERMARK (1u << 20)   /* endpoint bytes below which batches are queued */
 #define CONN_WATERMARK (256u << 10) /* transport bytes below which the endpoint flushes */
 #define CLIENT_MESSAGE_MAX 4096     /* replicas send control frames only */
+/* A replica's connection is not read while its output (wslay's own queue,
+ * pongs, plus the transport's) is at least READ_PAUSE: what a client can
+ * make the node answer is bounded by what the node reads. One read (a
+ * buffer) of tiny pings can still queue more pongs than a replica ever
+ * needs: past CONTROL_MAX of them it is cut off. */
+#define READ_PAUSE CONN_WATERMARK
+#define CONTROL_MAX (64u << 10)
+/* A heartbeat means "as of now": it is queued only while less than this
+ * waits ahead of it (the endpoint's, the transport's and the kernel's
+ * unsent bytes), else it is skipped and one goes as soon as the backlog
+ * drains (R3 M1). */
+#define HB_AHEAD_MAX (64u << 10)
+/* The cached snapshot is dropped once no replica waits for one and none
+ * was served one for this long (it is a full copy of the state). */
+#define SNAP_KEEP_MS 5000
 #define E_HEAD 5                    /* 'E', u32 count */
 #define R_HEAD 20                   /* u64 index, u64 prev, u32 len */
 #define S_HEAD 9                    /* 'S', u64 index */
@@ -68,7 +83,11 @@ struct replica {
     uint64_t next_seq;   /* R_STREAMING: the next batch to queue */
     uint64_t snap_end;   /* the snapshot is out once sent bytes reach this */
     uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
+    bool hb_due;         /* one was skipped behind a backlog: send once drained */
     bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
+    bool paused;         /* its connection is not read (READ_PAUSE) */
+    bool pinged;         /* it sent pings since its transport last drained */
+    uint64_t pings_seen;
     uint64_t drained_ms; /* the transport last took bytes (a write completed) */
 };
 
@@ -113,6 +132,11 @@ struct jinn_stream {
      * after it are still in the ring: however many join, one encoding. */
     struct jinn_ws_buf *snap_frame;
     uint64_t snap_index, snap_next_seq, snap_epoch;
+    uint64_t snap_used_ms;
+    /* No replica for idle_ms: the ring is emptied and records are not
+     * kept (a replica joining then gets a snapshot). */
+    bool idle;
+    uint64_t last_replica_ms;
     uint64_t bytes_sent_gone; /* by replicas that left */
     uint64_t cut_off;
     uint64_t snapshots;
@@ -194,6 +218,7 @@ static void kick(struct jinn_stream *s);
  * from the old chain get a snapshot. */
 static void ring_reset(struct jinn_stream *s)
 {
+    s->epoch++; /* a chain break: the cached snapshot and a job under way are stale */
     while (s->head_seq < s->tail_seq) {
         ring_drop_head(s);
     }
@@ -258,6 +283,9 @@ static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf
     struct jinn_stream *s = data;
     size_t key_off;
     s->position = index;
+    if (s->idle) {
+        return; /* no replica to keep records for */
+    }
     if (len > UINT32_MAX - R_HEAD) {
         jinn_warn("stream: entry %" PRIu64 " too large to stream; replicas get a snapshot",
                   index);
@@ -426,6 +454,7 @@ static void pump(struct replica *r)
             return;
         }
         if (!send_batch(r, ring_at(s, r->next_seq))) {
+            r->want = r->pos; /* never older than what it has */
             request_snapshot(r);
             break;
         }
@@ -440,7 +469,8 @@ static void pump(struct replica *r)
 static uint64_t lag_bytes(const struct replica *r)
 {
     const struct jinn_stream *s = r->s;
-    uint64_t lag = jinn_ws_queued_bytes(r->ws) + jinn_http_conn_queued(r->conn);
+    uint64_t lag = jinn_ws_queued_bytes(r->ws) + jinn_ws_control_bytes(r->ws) +
+                   jinn_http_conn_queued(r->conn);
     uint64_t sent = replica_sent(r);
     uint64_t snap_left = r->snap_end > sent ? r->snap_end - sent : 0;
     lag = lag > snap_left ? lag - snap_left : 0;
@@ -546,6 +576,28 @@ static void job_run(uv_work_t *work)
     job->code = jinn_fsm_encode_finish(job->pin, job->fns_pin, &job->w);
     jinn_sql_pin_free(job->pin);
     job->pin = NULL;
+    if (job->code == 0) {
+        /* The 'S' head goes in front here, off the loop, so that the frame
+         * adopts this buffer (no copy of the state on the loop). */
+        uint8_t head[S_HEAD];
+        size_t n = job->w.len;
+        head[0] = 'S';
+        put_u64le(head + 1, job->index);
+        jinn_wbuf_put_raw(&job->w, head, S_HEAD);
+        if (job->w.failed) {
+            job->code = JINN_ENOMEM;
+            return;
+        }
+        memmove(job->w.data + S_HEAD, job->w.data, n);
+        memcpy(job->w.data, head, S_HEAD);
+        if (job->w.cap > job->w.len + job->w.len / 8) {
+            uint8_t *fit = jinn_realloc(job->w.data, job->w.len); /* kept: no slack */
+            if (fit != NULL) {
+                job->w.data = fit;
+                job->w.cap = job->w.len;
+            }
+        }
+    }
 }
 
 static void start_job(struct jinn_stream *s);
@@ -580,6 +632,7 @@ static void deliver_snapshot(struct jinn_stream *s)
             continue;
         }
         r->snap_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
+        s->snap_used_ms = uv_now(s->loop);
         r->pos = s->snap_index;
         r->next_seq = s->snap_next_seq;
         r->state = R_STREAMING;
@@ -607,12 +660,8 @@ static void job_done(uv_work_t *work, int status)
         jinn_error("stream: snapshot encoding failed: %s",
                    jinn_error_message(job->code ? job->code : JINN_EINTERNAL));
     } else if (job->epoch == s->epoch && job->next_seq >= s->head_seq) {
-        frame = jinn_ws_buf_new(S_HEAD + job->w.len);
-        if (frame != NULL) {
-            frame->data[0] = 'S';
-            put_u64le(frame->data + 1, job->index);
-            memcpy(frame->data + S_HEAD, job->w.data, job->w.len);
-        }
+        frame = jinn_ws_buf_adopt(job->w.data, job->w.len); /* 'S', index, snapshot */
+        jinn_wbuf_init(&job->w);
     }
     s->snapshots++;
     if (status != 0 || job->code != 0) {
@@ -628,6 +677,7 @@ static void job_done(uv_work_t *work, int status)
         s->snap_index = job->index;
         s->snap_next_seq = job->next_seq;
         s->snap_epoch = job->epoch;
+        s->snap_used_ms = uv_now(s->loop);
         deliver_snapshot(s);
     } else {
         s->want_snapshot = true; /* stale (a restore, or the ring moved on): again */
@@ -766,13 +816,20 @@ static struct jinn_ws_buf *json_buf(json_t *obj)
     return b;
 }
 
-/* At most one heartbeat waits in a replica's queue: behind a backlog the
- * data itself says the node is alive. */
+/* At most one heartbeat waits in a replica's queue, and never behind
+ * more than HB_AHEAD_MAX: a replica dates a heartbeat from its receipt,
+ * so one that waited behind a backlog would claim a freshness the replica
+ * does not have. Behind a backlog it gets none (and ages truthfully). */
 static void send_heartbeat(struct replica *r, struct jinn_ws_buf *hb)
 {
     if (r->state == R_CLOSING || replica_sent(r) < r->hb_end) {
         return;
     }
+    if (jinn_ws_queued_bytes(r->ws) + jinn_http_conn_unsent(r->conn) >= HB_AHEAD_MAX) {
+        r->hb_due = true;
+        return;
+    }
+    r->hb_due = false;
     if (jinn_ws_send(r->ws, false, hb) != 0) {
         cut_off(r, JINN_WS_CLOSE_INTERNAL, "cannot queue");
         return;
@@ -786,6 +843,48 @@ static void send_heartbeat(struct replica *r, struct jinn_ws_buf *hb)
 static uint64_t stall_ms(const struct jinn_stream *s)
 {
     uint64_t ms = 100 * (uint64_t)s->cfg->stream_heartbeat_ms;
+    return ms < 1000 ? 1000 : ms;
+}
+
+static void read_gate(struct replica *r);
+
+/* No replica for this long: the ring is let go (50 heartbeats, 10 s by
+ * default, at least 1 s: a replica reconnecting resumes within it). */
+static uint64_t idle_ms(const struct jinn_stream *s)
+{
+    uint64_t ms = 50 * (uint64_t)s->cfg->stream_heartbeat_ms;
+    return ms < 1000 ? 1000 : ms;
+}
+
+/* What nobody uses is not kept: the cached snapshot once no replica
+ * waits for it for SNAP_KEEP_MS (the replicas sending it hold their own
+ * references), the ring once no replica is connected for idle_ms. */
+static void idle_check(struct jinn_stream *s)
+{
+    uint64_t now = uv_now(s->loop);
+    bool waiting = false;
+    for (struct replica *r = s->replicas; r != NULL; r = r->next) {
+        waiting = waiting || r->state == R_SNAPSHOT;
+    }
+    if (s->snap_frame != NULL && !waiting && now - s->snap_used_ms > SNAP_KEEP_MS) {
+        jinn_ws_buf_unref(s->snap_frame);
+        s->snap_frame = NULL;
+    }
+    if (s->n_replicas > 0) {
+        s->last_replica_ms = now;
+    } else if (!s->idle && now - s->last_replica_ms > idle_ms(s)) {
+        s->idle = true;
+        ring_reset(s);
+    }
+}
+
+/* How long a client that pings may leave its output backed up (reads
+ * paused) while its transport takes nothing: 10 heartbeats, at least 1 s
+ * (jinn's replicas do not ping; a slow one that does not is left to the
+ * longer stall_ms bound). */
+static uint64_t pong_stuck_ms(const struct jinn_stream *s)
+{
+    uint64_t ms = 10 * (uint64_t)s->cfg->stream_heartbeat_ms;
     return ms < 1000 ? 1000 : ms;
 }
 
@@ -805,10 +904,17 @@ static void timer_cb(uv_timer_t *t)
             cut_off(r, JINN_WS_CLOSE_POLICY, "not reading");
             continue;
         }
+        read_gate(r);
+        if (r->state != R_CLOSING && r->paused && r->pinged &&
+            uv_now(s->loop) - r->drained_ms > pong_stuck_ms(s)) {
+            cut_off(r, JINN_WS_CLOSE_POLICY, "not reading (pings)");
+            continue;
+        }
         send_heartbeat(r, hb);
     }
     jinn_ws_buf_unref(hb);
     service(s);
+    idle_check(s);
 }
 
 /* ---- the replica's connection ---------------------------------------------------------- */
@@ -836,6 +942,29 @@ static void ws_closed(void *data, int code, const char *why)
     replica_end(r);
 }
 
+/* Bounds what the client makes the node queue (see READ_PAUSE). */
+static void read_gate(struct replica *r)
+{
+    uint64_t ctl = jinn_ws_control_bytes(r->ws);
+    bool over;
+    if (r->state == R_CLOSING) {
+        return;
+    }
+    if (ctl > CONTROL_MAX) {
+        cut_off(r, JINN_WS_CLOSE_POLICY, "not reading (control frames)");
+        return;
+    }
+    if (jinn_ws_pings_received(r->ws) != r->pings_seen) {
+        r->pings_seen = jinn_ws_pings_received(r->ws);
+        r->pinged = true;
+    }
+    over = ctl + jinn_http_conn_queued(r->conn) >= READ_PAUSE;
+    if (over != r->paused) {
+        r->paused = over;
+        jinn_http_conn_pause(r->conn, over);
+    }
+}
+
 static void conn_read(void *data, const uint8_t *bytes, size_t n)
 {
     struct replica *r = data;
@@ -850,6 +979,7 @@ static void conn_read(void *data, const uint8_t *bytes, size_t n)
         jinn_http_conn_close(r->conn);
     } else {
         flush(r); /* pongs */
+        read_gate(r);
     }
 }
 
@@ -857,11 +987,22 @@ static void conn_writable(void *data)
 {
     struct replica *r = data;
     r->drained_ms = uv_now(r->s->loop);
+    r->pinged = false;
+    if (r->hb_due && r->state != R_CLOSING &&
+        jinn_ws_queued_bytes(r->ws) + jinn_http_conn_unsent(r->conn) < HB_AHEAD_MAX) {
+        /* the backlog drained: a heartbeat before more data */
+        struct jinn_ws_buf *hb = json_buf(heartbeat_json(r->s));
+        if (hb != NULL) {
+            send_heartbeat(r, hb);
+            jinn_ws_buf_unref(hb);
+        }
+    }
     if (r->state == R_STREAMING) {
         pump(r);
     } else if (r->state != R_CLOSING) {
         flush(r);
     }
+    read_gate(r);
 }
 
 static void conn_closed(void *data)
@@ -925,6 +1066,8 @@ int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uin
     }
     /* From here conn_closed frees r, whatever happens. */
     jinn_http_conn_addr(r->conn, r->addr);
+    s->idle = false; /* records kept again from here */
+    s->last_replica_ms = uv_now(s->loop);
     r->next = s->replicas;
     if (s->replicas != NULL) {
         s->replicas->prev = r;
@@ -1002,6 +1145,7 @@ int jinn_stream_create(uv_loop_t *loop, struct jinn_node *node, const struct jin
     s->open_handles = 2;
     uv_timer_start(&s->timer, timer_cb, cfg->stream_heartbeat_ms, cfg->stream_heartbeat_ms);
     s->position = jinn_node_stream_position(node);
+    s->idle = true; /* until a replica connects */
     jinn_node_set_stream_hooks(node, on_record, on_restore, s);
     *out = s;
     return 0;
@@ -1039,6 +1183,7 @@ void jinn_stream_stats(const struct jinn_stream *s, struct jinn_stream_stats *ou
     }
     out->cut_off = s->cut_off;
     out->buffer_bytes = s->ring_bytes + s->open.len;
+    out->snapshot_bytes = s->snap_frame != NULL ? s->snap_frame->len : 0;
     out->snapshots = s->snapshots;
     out->position = s->position;
 }
@@ -1075,8 +1220,9 @@ json_t *jinn_stream_status_json(const struct jinn_stream *s)
                                               : "streaming"));
     }
     jinn_stream_stats(s, &st);
-    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I}", "replicas", list, "bytes_sent",
+    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "replicas", list, "bytes_sent",
                      (json_int_t)st.bytes_sent, "cut_off", (json_int_t)st.cut_off,
                      "buffer_bytes", (json_int_t)st.buffer_bytes, "snapshots",
-                     (json_int_t)st.snapshots, "position", (json_int_t)st.position);
+                     (json_int_t)st.snapshots, "position", (json_int_t)st.position,
+                     "snapshot_bytes", (json_int_t)st.snapshot_bytes, "recording", !s->idle);
 }

@@ -12,7 +12,12 @@
  * whose unsent bytes pass stream_max_lag_bytes (a snapshot in flight not
  * counted) is cut off with close 1008 "too slow"; nothing a replica does
  * makes the node queue more than that, or work on the loop for longer than
- * one batch (at most JINN_STREAM_BATCH_MAX bytes) at a time. */
+ * one batch (at most JINN_STREAM_BATCH_MAX bytes) at a time (a snapshot's
+ * memory sections excepted: jinn_fsm_encode_begin runs on the loop). Its
+ * connection is not read while its output is backed up (pings cannot grow
+ * the node's queues), heartbeats never wait behind more than 64 KiB, the
+ * ring is kept only while replicas are around and the cached snapshot
+ * only while one needs it. */
 #ifndef JINN_NET_STREAM_H
 #define JINN_NET_STREAM_H
 
@@ -56,6 +61,7 @@ struct jinn_stream_stats {
     uint64_t buffer_bytes; /* the ring's bytes */
     uint64_t snapshots;    /* snapshot encodings made */
     uint64_t position;     /* the last record's index */
+    uint64_t snapshot_bytes; /* the cached snapshot frame (0: none) */
 };
 void jinn_stream_stats(const struct jinn_stream *s, struct jinn_stream_stats *out);
 /* The "stream" object of /v1/status (new reference; NULL on OOM). */

@@ -46,6 +46,8 @@ struct jinn_ws {
     /* output FIFO of data messages */
     struct ws_item *head, *tail;
     uint64_t queued; /* payload bytes of the FIFO not yet read out */
+    uint64_t items;  /* FIFO items not yet read out */
+    uint64_t pings;  /* ping frames received */
     uint64_t sent;
     size_t flush_budget;
     struct jinn_wbuf out; /* this flush's bytes */
@@ -193,6 +195,9 @@ static void on_frame_start_cb(wslay_event_context_ptr ctx,
 {
     struct jinn_ws *ws = user;
     (void)ctx;
+    if (arg->opcode == WSLAY_PING) {
+        ws->pings++;
+    }
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         ws->in_msg_text = arg->opcode == WSLAY_TEXT_FRAME;
         ws->in_msg_len = 0;
@@ -260,6 +265,7 @@ static ssize_t read_msg_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
         if (ws->head == NULL) {
             ws->tail = NULL;
         }
+        ws->items--;
         jinn_ws_buf_unref(it->buf);
         jinn_free(it);
     }
@@ -410,6 +416,7 @@ int jinn_ws_send(struct jinn_ws *ws, bool binary, struct jinn_ws_buf *msg)
         ws->head = it;
     }
     ws->tail = it;
+    ws->items++;
     ws->queued += msg->len;
     return 0;
 }
@@ -471,6 +478,21 @@ int jinn_ws_abort(struct jinn_ws *ws, int code, const char *reason)
 uint64_t jinn_ws_queued_bytes(const struct jinn_ws *ws)
 {
     return ws->queued;
+}
+
+uint64_t jinn_ws_control_bytes(const struct jinn_ws *ws)
+{
+    /* wslay counts every queued message (our data ones too: a data
+     * message read out but not yet framed still counts, one overhead
+     * at most) but the length of its plain ones only */
+    uint64_t n = wslay_event_get_queued_msg_count(ws->ctx);
+    n = n > ws->items ? n - ws->items : 0;
+    return wslay_event_get_queued_msg_length(ws->ctx) + n * JINN_WS_CONTROL_OVERHEAD;
+}
+
+uint64_t jinn_ws_pings_received(const struct jinn_ws *ws)
+{
+    return ws->pings;
 }
 
 uint64_t jinn_ws_sent_bytes(const struct jinn_ws *ws)

@@ -118,6 +118,14 @@ int jinn_ws_abort(struct jinn_ws *ws, int code, const char *reason);
 /* Message bytes queued but not yet handed to io->write (frame headers not
  * counted). */
 uint64_t jinn_ws_queued_bytes(const struct jinn_ws *ws);
+/* Bytes wslay holds in its own queue (pongs it answers to pings, close
+ * frames, empty messages), plus JINN_WS_CONTROL_OVERHEAD per queued
+ * message of any kind (what wslay allocates for each): a peer that pings
+ * and never reads grows this, so the owner bounds it (stops reading). */
+uint64_t jinn_ws_control_bytes(const struct jinn_ws *ws);
+#define JINN_WS_CONTROL_OVERHEAD 64
+/* Ping frames received so far (each one asks for a pong). */
+uint64_t jinn_ws_pings_received(const struct jinn_ws *ws);
 /* Total message payload bytes handed to io->write so far. */
 uint64_t jinn_ws_sent_bytes(const struct jinn_ws *ws);
 /* True once closed (by either side or an error). */

@@ -506,3 +506,208 @@ def test_replica_not_reading_is_cut_off_below_the_lag_bound(cluster_factory):
              what="only the reader left")
     slow.sock.close()
     ok_ws.close()
+
+
+def _rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_ping_flood_without_reading_is_bounded_and_cut_off(cluster_factory):
+    """R3 C1: a client that sends pings and never reads made the node queue
+    a pong per ping without limit (GBs in seconds). The node stops reading
+    a connection whose output is backed up and cuts off one whose pongs
+    cannot leave: memory stays bounded, the client is cut off within a
+    few seconds, the node keeps answering."""
+    c, leader = one_node(cluster_factory)
+    pid = leader.proc.pid
+    before = _rss_mb(pid)
+    ws, status, _, _ = stream(leader, "from=0&name=flood", rcvbuf=4096)
+    assert status == 101
+    frame = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125
+    chunk = frame * 2000
+    stop = threading.Event()
+    sent = [0]
+
+    def flood():
+        ws.sock.settimeout(None)
+        try:
+            while not stop.is_set():
+                ws.sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            return
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    peak = before
+    deadline = time.monotonic() + 6
+    cut = False
+    while time.monotonic() < deadline:
+        peak = max(peak, _rss_mb(pid))
+        if leader.status()["stream"]["cut_off"] >= 1:
+            cut = True
+            break
+        time.sleep(0.05)
+    stop.set()
+    assert cut, f"not cut off within 6 s; sent {sent[0] >> 20} MiB, RSS {peak:.0f} MB"
+    assert "not reading" in leader.log()
+    assert peak - before < 64, f"node RSS grew {peak - before:.0f} MB"
+    t0 = time.monotonic()
+    assert leader.request("/healthz")[0] == 200
+    assert time.monotonic() - t0 < 0.5
+    wait_for(lambda: leader.status()["stream"]["replicas"] == [], what="the flooder gone")
+    ws.sock.close()
+
+
+def test_heartbeat_never_waits_behind_a_backlog(cluster_factory):
+    """R3 M1: a heartbeat queued behind a backlog reached a slow replica
+    seconds late, which then dated it from its receipt and claimed to be
+    fresh. A heartbeat is only queued with little ahead of it: for every
+    heartbeat received, the first write acknowledged after the heartbeat's
+    position was acknowledged no long before the heartbeat arrived (the
+    heartbeat was made before that write applied). One still arrives once
+    the backlog drained."""
+    c, leader = one_node(cluster_factory, ["stream_heartbeat 50ms"])
+    pos = leader.status()["stream"]["position"]
+    ws, status, _, _ = stream(leader, f"from={pos}&name=slow", rcvbuf=4096)
+    assert status == 101
+    acks = {}  # index -> monotonic time acknowledged
+    stop = threading.Event()
+
+    def writer():
+        value = b"w" * 16384
+        i = 0
+        while not stop.is_set():
+            idx = put(leader, f"w{i % 16}", value)
+            acks[idx] = time.monotonic()
+            i += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    beats = []  # (received at, position)
+    last_record = pos
+    rate = 300e3  # bytes/s the replica reads
+    t_end = time.monotonic() + 6
+    while time.monotonic() < t_end:
+        kind, data = ws.recv(10)
+        assert kind != "close", data
+        if kind == "text":
+            doc = json.loads(data)
+            if doc["type"] == "heartbeat":
+                beats.append((time.monotonic(), doc["position"]))
+        else:
+            if data[:1] == b"E":
+                last_record = wsclient.parse_records(data)[-1][0]
+            time.sleep(len(data) / rate)
+    stop.set()
+    t.join(10)
+    final = max(acks)
+    # the rest, read at full speed: a heartbeat follows the drained backlog
+    deadline = time.monotonic() + 30
+    while not any(p >= final for _, p in beats) or last_record < final:
+        assert time.monotonic() < deadline, "no heartbeat after the backlog drained"
+        kind, data = ws.recv(10)
+        assert kind != "close", data
+        if kind == "text" and json.loads(data)["type"] == "heartbeat":
+            beats.append((time.monotonic(), json.loads(data)["position"]))
+        elif kind == "binary" and data[:1] == b"E":
+            last_record = wsclient.parse_records(data)[-1][0]
+    worst = 0.0
+    checked = 0
+    for at, p in beats:
+        later = [a for i, a in acks.items() if i > p]
+        if later:
+            checked += 1
+            worst = max(worst, at - min(later))
+    assert checked >= 1
+    assert worst < 1.0, f"a heartbeat arrived {worst:.1f} s after it was made"
+    ws.close()
+
+
+def test_ring_kept_only_while_replicas_are_around(cluster_factory):
+    """R3 m1: every node kept up to stream_buffer_bytes of records though
+    no replica ever connected. Records are kept only while a replica is
+    connected and for a short time (50 heartbeats, at least 1 s) after the
+    last one left; a replica joining behind an empty ring gets a
+    snapshot."""
+    c, leader = one_node(cluster_factory, ["stream_heartbeat 20ms"])
+    for i in range(20):
+        put(leader, f"a{i}", b"x" * 4096)
+    assert leader.status()["stream"]["buffer_bytes"] == 0
+    pos = leader.status()["stream"]["position"]
+    ws, status, _, _ = stream(leader, f"from={pos}&name=r")
+    assert status == 101
+    feed = Feed(ws)
+    last = 0
+    for i in range(5):
+        last = put(leader, f"b{i}", b"y" * 4096)
+    feed.until(lambda f: f.records and f.records[-1][0] == last, what="the new records")
+    assert leader.status()["stream"]["buffer_bytes"] > 0
+    check_chain(feed, pos)
+    ws.close()
+    wait_for(lambda: leader.status()["stream"]["buffer_bytes"] == 0, timeout=15,
+             what="the ring let go once no replica is around")
+    put(leader, "c", b"z")
+    ws, status, _, _ = stream(leader, f"from={pos}&name=r2")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="a snapshot (the ring no longer has the records)")
+    assert feed.snapshots[0][0] >= last
+    ws.close()
+
+
+def test_cached_snapshot_counted_and_dropped(cluster_factory):
+    """R3 M5: the snapshot made for a joining replica stayed in memory
+    forever, counted nowhere. It is reported as stream.snapshot_bytes (and
+    jinn_stream_snapshot_bytes) and dropped a few seconds after no replica
+    needs it."""
+    c, leader = one_node(cluster_factory)
+    for i in range(10):
+        put(leader, f"s{i}", b"q" * 10000)
+    ws, status, _, _ = stream(leader, "from=0&name=r")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="the snapshot")
+    snap_len = len(feed.snapshots[0][1])
+    held = leader.status()["stream"]["snapshot_bytes"]
+    assert held >= snap_len > 100000
+    code, _, body = leader.request("/metrics")
+    assert code == 200 and b"jinn_stream_snapshot_bytes %d" % held in body
+    ws.close()
+    wait_for(lambda: leader.status()["stream"]["snapshot_bytes"] == 0, timeout=15,
+             what="the cached snapshot dropped")
+
+
+def test_ring_reset_invalidates_the_cached_snapshot(cluster_factory):
+    """R3 m2: a ring reset other than a restore (out of memory; here the
+    ring let go when no replica is around) kept the cached snapshot
+    usable although the records after it were gone, so a joining replica
+    was handed an outdated snapshot. Every reset invalidates it."""
+    c, leader = one_node(cluster_factory, ["stream_heartbeat 20ms"])
+    put(leader, "a", b"1")
+    ws, status, _, _ = stream(leader, "from=0&name=a")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="the first snapshot")
+    first = feed.snapshots[0][0]
+    assert leader.status()["stream"]["recording"] is True
+    ws.close()
+    # no write in between: the records after the snapshot are all still
+    # "in" the (empty) ring when it is let go
+    wait_for(lambda: leader.status()["stream"]["recording"] is False, timeout=15,
+             what="the ring let go (no replica)")
+    assert leader.status()["stream"]["snapshot_bytes"] > 0  # still cached
+    put(leader, "b", b"2")  # not kept: nothing continues the old snapshot
+    last = put(leader, "c", b"3")
+    assert last > first
+    ws, status, _, _ = stream(leader, "from=0&name=b")
+    assert status == 101
+    feed = Feed(ws)
+    feed.until(lambda f: f.snapshots, what="a snapshot")
+    assert feed.snapshots[0][0] >= last, (feed.snapshots[0][0], last)
+    ws.close()

@@ -330,3 +330,35 @@ TEST(ws_buf_adopt_shared)
     end_free(&s);
     end_free(&c);
 }
+
+/* R3 C1: each ping makes wslay queue a pong in its own queue, which the
+ * owner must see to bound it: jinn_ws_control_bytes counts those (with a
+ * per-frame overhead, so empty pongs count too) and not our data
+ * messages; jinn_ws_pings_received counts the pings. */
+TEST(ws_control_bytes_count_pongs)
+{
+    struct end s, c;
+    unsigned seed = 3;
+    char data[1000];
+    memset(data, 'x', sizeof data);
+    CHECK_INT(end_init(&s, true, 1024), 0);
+    CHECK_INT(end_init(&c, false, 1024), 0);
+    CHECK_INT(jinn_ws_control_bytes(s.ws), 0);
+    CHECK_INT(jinn_ws_send_copy(s.ws, true, data, sizeof data), 0);
+    CHECK_INT(jinn_ws_control_bytes(s.ws), 0); /* data messages are not control */
+    for (int i = 0; i < 100; i++) {
+        CHECK_INT(jinn_ws_ping(c.ws), 0);
+    }
+    jinn_ws_flush(c.ws);
+    /* fed, not flushed: the 100 pongs wait in the server's queue */
+    CHECK_INT(jinn_ws_feed(s.ws, c.out.data, c.out.len), 0);
+    c.out.len = 0;
+    CHECK_INT(jinn_ws_pings_received(s.ws), 100);
+    CHECK(jinn_ws_control_bytes(s.ws) >= 100 * JINN_WS_CONTROL_OVERHEAD);
+    CHECK_INT(pump(&s, &c, 0, &seed), 0);
+    CHECK_INT(jinn_ws_control_bytes(s.ws), 0);
+    CHECK_INT(c.n_msgs, 1);
+    CHECK_INT(s.n_closes + c.n_closes, 0);
+    end_free(&s);
+    end_free(&c);
+}
