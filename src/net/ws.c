@@ -55,6 +55,7 @@ struct jinn_ws {
     uint64_t in_msg_len;
     bool in_msg_text;
     bool in_msg_too_big;
+    bool closed_by_peer; /* the peer's close frame ended it */
     /* jinn_ws_close: the close frame is queued in wslay only once our
      * FIFO is empty, since wslay sends control frames first */
     bool close_wanted;
@@ -229,6 +230,7 @@ static void on_msg_cb(wslay_event_context_ptr ctx,
         return;
     case WSLAY_CONNECTION_CLOSE:
         /* wslay queued the answering close frame and stopped reading. */
+        ws->closed_by_peer = !ws->closed;
         mark_closed(ws, arg->status_code ? arg->status_code : JINN_WS_CLOSE_NO_STATUS,
                     "closed by the peer", true);
         return;
@@ -553,4 +555,11 @@ int jinn_ws_client_key(char out[25])
     EVP_EncodeBlock((unsigned char *)out, raw, sizeof raw);
     out[24] = '\0';
     return 0;
+}
+
+bool jinn_ws_closed_by_peer(const struct jinn_ws *ws) { return ws->closed_by_peer; }
+
+uint64_t jinn_ws_refused_length(const struct jinn_ws *ws)
+{
+    return ws->in_msg_too_big ? ws->in_msg_len : 0;
 }

@@ -33,7 +33,12 @@ struct jinn_node;
 #define JINN_STREAM_URL_MAX 512
 #define JINN_STREAM_HEAD_MAX (16u * 1024)    /* the 101 reply's head */
 #define JINN_STREAM_TEXT_MAX (64u * 1024)    /* a hello or heartbeat */
-#define JINN_STREAM_MAX_MESSAGE (1ull << 30) /* a snapshot, or one batch (ws.h's limit) */
+/* The largest message (a snapshot; batches are ~1 MiB) when the config
+ * says nothing: replica_max_snapshot's default, ws.h's hard limit. */
+#define JINN_STREAM_MAX_MESSAGE (4ull << 30)
+/* After a snapshot over the limit: the node would send the same one again,
+ * so wait this long (not the usual 100 ms..2 s) before the next attempt. */
+#define JINN_STREAM_TOO_BIG_BACKOFF_MS (5u * 60 * 1000)
 /* The server's heartbeat period (stream_heartbeat's default) and the
  * silence after which a connection is given up: two heartbeats and 1 s. */
 #define JINN_STREAM_HEARTBEAT_MS 200
@@ -102,6 +107,7 @@ struct jinn_replica_stream_config {
     const char *token; /* NULL: none (copied) */
     uint64_t stale_after_ms;
     SSL_CTX *tls; /* client context for wss:// (a reference is taken); NULL: refused */
+    uint64_t max_snapshot; /* replica_max_snapshot; 0: JINN_STREAM_MAX_MESSAGE */
 };
 
 struct jinn_replica_stream;
