@@ -55,6 +55,7 @@ struct jinn_ws {
     uint64_t in_msg_len;
     bool in_msg_text;
     bool in_msg_too_big;
+    bool in_msg_fin; /* the refused frame was the message's last */
     bool closed_by_peer; /* the peer's close frame ended it */
     /* jinn_ws_close: the close frame is queued in wslay only once our
      * FIFO is empty, since wslay sends control frames first */
@@ -204,6 +205,7 @@ static void on_frame_start_cb(wslay_event_context_ptr ctx,
             /* refused from the header, before any of its payload is
              * buffered */
             ws->in_msg_too_big = true;
+            ws->in_msg_fin = arg->fin != 0;
             fail(ws, JINN_WS_CLOSE_TOO_BIG, "message too big");
         }
     }
@@ -305,9 +307,12 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
         return JINN_ENOMEM;
     }
     /* wslay's own limit refuses without saying why (its close code is
-     * unknown until sent): ours, checked from each frame header, comes
-     * first; wslay's stays as a backstop */
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message + 1);
+     * unknown until sent), and wslay checks it before it calls
+     * on_frame_start_cb: any frame over it would be reported as a
+     * "protocol error" with no size. Ours, checked from each frame header
+     * before its payload is buffered, is the limit; wslay's is only a
+     * bound on its own arithmetic. */
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, (uint64_t)INT64_MAX);
     ws->max_message = max_message;
     *out = ws;
     return 0;
@@ -559,7 +564,8 @@ int jinn_ws_client_key(char out[25])
 
 bool jinn_ws_closed_by_peer(const struct jinn_ws *ws) { return ws->closed_by_peer; }
 
-uint64_t jinn_ws_refused_length(const struct jinn_ws *ws)
+uint64_t jinn_ws_refused_length(const struct jinn_ws *ws, bool *whole)
 {
+    *whole = ws->in_msg_too_big && ws->in_msg_fin;
     return ws->in_msg_too_big ? ws->in_msg_len : 0;
 }

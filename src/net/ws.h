@@ -142,9 +142,11 @@ int jinn_ws_client_key(char out[25]);
 
 /* After on_close: whether the peer's close frame ended it (else this
  * endpoint refused something, or the transport failed), and, for a message
- * refused as too big (1009), the length its frame headers announced (0
- * otherwise), so the owner can say what it refused. */
+ * refused as too big (1009), the length its frame headers announced up to
+ * the refusal (0 otherwise), so the owner can say what it refused; *whole
+ * tells whether that was the whole message (its final frame) or only the
+ * fragments seen (the message is longer). */
 bool jinn_ws_closed_by_peer(const struct jinn_ws *ws);
-uint64_t jinn_ws_refused_length(const struct jinn_ws *ws);
+uint64_t jinn_ws_refused_length(const struct jinn_ws *ws, bool *whole);
 
 #endif

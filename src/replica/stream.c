@@ -761,15 +761,20 @@ static void ws_closed(void *data, int code, const char *why)
 {
     struct conn *c = data;
     struct jinn_replica_stream *s = c->s;
-    uint64_t refused = jinn_ws_refused_length(c->ws);
+    bool whole = false;
+    uint64_t refused = jinn_ws_refused_length(c->ws, &whole);
     char msg[256];
     if (refused != 0) {
         /* The node would send the same snapshot again at once: say what
-         * to change, and wait long instead of fetching it every 2 s. */
+         * to change, and wait long instead of fetching it every 2 s. (A
+         * batch is ~1 MiB: anything this large is a snapshot.) The size
+         * is exact when it came in one frame; the node's fragments only
+         * say how much was announced when the limit was passed. */
         snprintf(msg, sizeof msg,
-                 "this replica refused a snapshot of %" PRIu64 " bytes over the limit %" PRIu64
-                 " (replica_max_snapshot); next attempt in %u s",
-                 refused, s->max_message, JINN_STREAM_TOO_BIG_BACKOFF_MS / 1000);
+                 "this replica refused a snapshot of %s%" PRIu64
+                 " bytes over the limit %" PRIu64 " (replica_max_snapshot); next attempt in %u s",
+                 whole ? "" : "more than ", whole ? refused : s->max_message, s->max_message,
+                 JINN_STREAM_TOO_BIG_BACKOFF_MS / 1000);
         jinn_error("replica: %s: %s", s->urls[c->url], msg);
         conn_close(c, msg);
         s->retry_at = uv_now(s->loop) + JINN_STREAM_TOO_BIG_BACKOFF_MS;
