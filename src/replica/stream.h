@@ -13,6 +13,11 @@
  *   connection and resumes from the position, on the next URL;
  * - no message for JINN_STREAM_SILENCE_MS on a connection: it is dead,
  *   the next URL is tried (a node that stopped, or was SIGSTOPped);
+ * - heartbeats, but no primary one on this connection for
+ *   replica_stale_after: the node lost the cluster (or lags); the next URL
+ *   is tried, a round of such nodes backs off like failed connects;
+ * - a message over replica_max_snapshot is refused from its frame headers
+ *   and the next attempt waits JINN_STREAM_TOO_BIG_BACKOFF_MS;
  * - no *primary* heartbeat (quorum, a leader, leader contact within
  *   replica_stale_after) for replica_stale_after, through any node: the
  *   replica is READ_ONLY until the next primary heartbeat arrives;
