@@ -122,7 +122,7 @@ struct replica_state {
     char leader_name[JINN_NAME_MAX + 1];
     char leader_api[REPLICA_URL_MAX];
     uint64_t heartbeats, primary_heartbeats, applied, restores;
-    uint64_t sql_generation; /* data_dir/sql/GENERATION: bumped at each restore */
+    uint64_t sql_generation;  /* data_dir/sql/GENERATION: bumped at each restore */
     uint64_t mismatch_logged; /* loop ms another cluster's heartbeat was logged */
     bool halted;              /* a fatal condition: applies nothing more */
     uv_timer_t timer;

@@ -55,7 +55,7 @@ struct jinn_ws {
     uint64_t in_msg_len;
     bool in_msg_text;
     bool in_msg_too_big;
-    bool in_msg_fin; /* the refused frame was the message's last */
+    bool in_msg_fin;     /* the refused frame was the message's last */
     bool closed_by_peer; /* the peer's close frame ended it */
     /* jinn_ws_close: the close frame is queued in wslay only once our
      * FIFO is empty, since wslay sends control frames first */
@@ -562,7 +562,10 @@ int jinn_ws_client_key(char out[25])
     return 0;
 }
 
-bool jinn_ws_closed_by_peer(const struct jinn_ws *ws) { return ws->closed_by_peer; }
+bool jinn_ws_closed_by_peer(const struct jinn_ws *ws)
+{
+    return ws->closed_by_peer;
+}
 
 uint64_t jinn_ws_refused_length(const struct jinn_ws *ws, bool *whole)
 {

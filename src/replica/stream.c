@@ -619,13 +619,14 @@ static void on_heartbeat(struct conn *c, const struct jinn_stream_heartbeat *hb)
          * holds them back for minutes is never cut short by this. */
         char why[200];
         if (!hb->quorum || !hb->has_leader) {
-            snprintf(why, sizeof why,
-                     "no primary heartbeat for %" PRIu64 " ms (%s has %s): trying the next node",
-                     now - c->primary_at, c->source, hb->has_leader ? "no quorum" : "no leader");
+            snprintf(
+                why, sizeof why,
+                "no primary heartbeat for %" PRIu64 " ms (%s has %s): trying the next node",
+                now - c->primary_at, c->source, hb->has_leader ? "no quorum" : "no leader");
         } else {
             snprintf(why, sizeof why,
-                     "no primary heartbeat for %" PRIu64
-                     " ms (%s heard its leader %" PRId64 " ms ago): trying the next node",
+                     "no primary heartbeat for %" PRIu64 " ms (%s heard its leader %" PRId64
+                     " ms ago): trying the next node",
                      now - c->primary_at, c->source, hb->leader_contact_ms);
         }
         c->left_no_primary = true;
@@ -772,7 +773,8 @@ static void ws_closed(void *data, int code, const char *why)
          * say how much was announced when the limit was passed. */
         snprintf(msg, sizeof msg,
                  "this replica refused a snapshot of %s%" PRIu64
-                 " bytes over the limit %" PRIu64 " (replica_max_snapshot); next attempt in %u s",
+                 " bytes over the limit %" PRIu64
+                 " (replica_max_snapshot); next attempt in %u s",
                  whole ? "" : "more than ", whole ? refused : s->max_message, s->max_message,
                  JINN_STREAM_TOO_BIG_BACKOFF_MS / 1000);
         jinn_error("replica: %s: %s", s->urls[c->url], msg);

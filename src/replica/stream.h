@@ -36,8 +36,8 @@ struct jinn_node;
 
 #define JINN_STREAM_MAX_URLS 16
 #define JINN_STREAM_URL_MAX 512
-#define JINN_STREAM_HEAD_MAX (16u * 1024)    /* the 101 reply's head */
-#define JINN_STREAM_TEXT_MAX (64u * 1024)    /* a hello or heartbeat */
+#define JINN_STREAM_HEAD_MAX (16u * 1024) /* the 101 reply's head */
+#define JINN_STREAM_TEXT_MAX (64u * 1024) /* a hello or heartbeat */
 /* The largest message (a snapshot; batches are ~1 MiB) when the config
  * says nothing: replica_max_snapshot's default, ws.h's hard limit. */
 #define JINN_STREAM_MAX_MESSAGE (4ull << 30)
@@ -111,7 +111,7 @@ struct jinn_replica_stream_config {
     const char *name;  /* this replica's server_name (copied) */
     const char *token; /* NULL: none (copied) */
     uint64_t stale_after_ms;
-    SSL_CTX *tls; /* client context for wss:// (a reference is taken); NULL: refused */
+    SSL_CTX *tls;          /* client context for wss:// (a reference is taken); NULL: refused */
     uint64_t max_snapshot; /* replica_max_snapshot; 0: JINN_STREAM_MAX_MESSAGE */
 };
 

@@ -552,9 +552,10 @@ TEST(config_replica_keys)
     jinn_config_free(&cfg);
 
     /* R3 M3: the snapshot limit is a replica key, 1 MiB .. 4 GiB */
-    CHECK_INT(parse_replica("{\n replica_of ws://127.0.0.1:8001\n replica_max_snapshot 2MiB\n}\n",
-                            &cfg, &err),
-              0);
+    CHECK_INT(
+        parse_replica("{\n replica_of ws://127.0.0.1:8001\n replica_max_snapshot 2MiB\n}\n",
+                      &cfg, &err),
+        0);
     CHECK(cfg.replica_max_snapshot == 2u << 20);
     jinn_config_free(&cfg);
     CHECK(parse_replica("{\n replica_of ws://127.0.0.1:8001\n replica_max_snapshot 5GiB\n}\n",
