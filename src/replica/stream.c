@@ -446,8 +446,13 @@ static void conn_close(struct conn *c, const char *why)
         s->conn = NULL;
     }
     if (c->hello) {
+        /* No leader anywhere: the first round of leaving nodes without
+         * one is worth a warning each, then debug lines. */
+        bool quiet = c->left_no_primary && !c->primary_seen && s->failures >= s->n_urls;
         s->disconnects++;
-        jinn_log(s->stopping ? JINN_LOG_INFO : JINN_LOG_WARN,
+        jinn_log(s->stopping ? JINN_LOG_INFO
+                 : quiet     ? JINN_LOG_DEBUG
+                             : JINN_LOG_WARN,
                  "replica: stream from %s (%s) ended at position %" PRIu64 ": %s", c->source,
                  s->urls[c->url], jinn_node_replica_position(s->node), why);
     }
