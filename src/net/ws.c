@@ -65,6 +65,8 @@ struct jinn_ws {
     char want_reason[124];
 };
 
+#define WS_SIZE_SLACK (64u * 1024)
+
 struct jinn_ws_buf *jinn_ws_buf_new(size_t len)
 {
     struct jinn_ws_buf *b = jinn_malloc(sizeof *b + (len ? len : 1));
@@ -306,13 +308,15 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
         jinn_free(ws);
         return JINN_ENOMEM;
     }
-    /* wslay's own limit refuses without saying why (its close code is
-     * unknown until sent), and wslay checks it before it calls
-     * on_frame_start_cb: any frame over it would be reported as a
-     * "protocol error" with no size. Ours, checked from each frame header
-     * before its payload is buffered, is the limit; wslay's is only a
-     * bound on its own arithmetic. */
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, (uint64_t)INT64_MAX);
+    /* Two limits. wslay's refuses without saying why (its close code is
+     * unknown until sent) and is checked before on_frame_start_cb, so a
+     * message it refuses is reported as a protocol error with no size;
+     * ours, from each frame header, names the size. wslay's stays above
+     * ours by WS_SIZE_SLACK so that ours sees a message growing past the
+     * limit in frames up to that size (jinn's nodes send ~4 KiB
+     * fragments); it must stay close to ours, because wslay still
+     * allocates the payload of the frame our callback refused. */
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message + WS_SIZE_SLACK);
     ws->max_message = max_message;
     *out = ws;
     return 0;

@@ -176,7 +176,7 @@ int jinn_stream_parse_hello(const char *json, size_t len, uint64_t *cluster, cha
     }
     if (get_u64(o, "v", &v) == 0 && v == 1 &&
         parse_hex16(json_string_value(json_object_get(o, "cluster")), cluster) == 0 &&
-        copy_str(o, "node", node, 65, true) == 0) {
+        copy_str(o, "node", node, 65, true) == 0 && node[0] != '\0') {
         rv = 0;
     }
     json_decref(o);
