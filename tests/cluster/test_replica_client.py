@@ -201,11 +201,11 @@ def test_read_only_without_a_primary_heartbeat_and_back(cluster_factory, fakes):
     assert time.monotonic() - t0 >= 0.8
     code, _, body = r.request("/v1/kv/app/k", "PUT", b"x")
     assert code == 503 and json.loads(body)["error"] == "read_only"
-    f.mode = "primary"
-    r.wait_state("streaming", timeout=10)
     # (R3 M2: with no primary heartbeat for replica_stale_after the replica
     # tries the next URL, here the same one again: it may be a balancer)
-    assert "trying the next node" in r.log()
+    wait_for(lambda: "trying the next node" in r.log(), timeout=10, what="the node left")
+    f.mode = "primary"
+    r.wait_state("streaming", timeout=10)
     assert all("from=0" in line for line, _ in f.requests)
 
 
