@@ -107,6 +107,7 @@ int jinn_config_replica_defaults(struct jinn_config *cfg)
     int rv = jinn_config_defaults(cfg);
     cfg->replica = true;
     cfg->replica_stale_after_ms = JINN_DEFAULT_REPLICA_STALE_AFTER_MS;
+    cfg->replica_max_snapshot = JINN_DEFAULT_REPLICA_MAX_SNAPSHOT;
     return rv;
 }
 
@@ -1177,6 +1178,7 @@ static const struct directive directives[] = {
     {"replica_ca", K_STR, FIELD(replica_ca), 0, 0},
     {"replica_cert", K_STR, FIELD(replica_cert), 0, 0},
     {"replica_key", K_STR, FIELD(replica_key), 0, 0},
+    {"replica_max_snapshot", K_SIZE, FIELD(replica_max_snapshot), 1u << 20, UINT64_C(4) << 30},
     {"stream_heartbeat", K_DURATION, FIELD(stream_heartbeat_ms), 10, 60000},
     {"stream_max_replicas", K_UINT, FIELD(stream_max_replicas), 0, 100000},
     {"stream_buffer_bytes", K_SIZE, FIELD(stream_buffer_bytes), 1u << 20, UINT64_C(1) << 40},
@@ -1194,6 +1196,7 @@ static const char *const replica_keys[] = {
     "reserved_conns", "debug",         "min_free_space",       "consensus",
     "http_tls",     "insecure",        "replica_of",           "replica_token",
     "replica_stale_after", "replica_ca", "replica_cert",       "replica_key",
+    "replica_max_snapshot",
 };
 
 static bool replica_key(const char *name)
@@ -1304,7 +1307,7 @@ static bool is_u64_field(size_t offset)
            offset == FIELD(read_timeout_ms) || offset == FIELD(lock_max_ttl_ms) ||
            offset == FIELD(min_free_space) || offset == FIELD(job_result_ttl_ms) ||
            offset == FIELD(job_results_max_bytes) || offset == FIELD(job_grace_ms) ||
-           offset == FIELD(replica_stale_after_ms) ||
+           offset == FIELD(replica_stale_after_ms) || offset == FIELD(replica_max_snapshot) ||
            offset == FIELD(stream_buffer_bytes) || offset == FIELD(stream_max_lag_bytes);
 }
 

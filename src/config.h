@@ -18,6 +18,8 @@
 #define JINN_CONFIG_MAX_SOURCES 16 /* replica_of URLs */
 #define JINN_CONFIG_MAX_URL 1024   /* bytes of one replica_of URL */
 #define JINN_DEFAULT_REPLICA_STALE_AFTER_MS 2000
+/* The largest snapshot a replica accepts (it is received whole, in memory). */
+#define JINN_DEFAULT_REPLICA_MAX_SNAPSHOT (UINT64_C(4) << 30)
 
 enum jinn_mode { JINN_MODE_CP, JINN_MODE_AP };
 
@@ -131,6 +133,7 @@ struct jinn_config {
     unsigned n_replica_of;
     char *replica_token;             /* Bearer token; env JINN_REPLICA_TOKEN too */
     uint64_t replica_stale_after_ms; /* no primary heartbeat this long: read-only */
+    uint64_t replica_max_snapshot;   /* bytes: a larger snapshot is refused */
     char *replica_ca;                /* CA file for wss:// */
     char *replica_cert;              /* client certificate for mTLS (with key) */
     char *replica_key;

@@ -607,6 +607,7 @@ static int start_stream(struct daemon *d)
                                               : (env != NULL && *env != '\0' ? env : NULL),
         .stale_after_ms = d->cfg.replica_stale_after_ms,
         .tls = d->stream_tls,
+        .max_snapshot = d->cfg.replica_max_snapshot,
     };
     int rv = jinn_replica_stream_start(&d->loop, d->node, &sc, &d->stream);
     if (rv != 0) {

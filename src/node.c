@@ -122,6 +122,7 @@ struct replica_state {
     char leader_name[JINN_NAME_MAX + 1];
     char leader_api[REPLICA_URL_MAX];
     uint64_t heartbeats, primary_heartbeats, applied, restores;
+    uint64_t sql_generation;  /* data_dir/sql/GENERATION: bumped at each restore */
     uint64_t mismatch_logged; /* loop ms another cluster's heartbeat was logged */
     bool halted;              /* a fatal condition: applies nothing more */
     uv_timer_t timer;
@@ -2974,6 +2975,63 @@ static void replica_tick(uv_timer_t *t)
     }
 }
 
+/* data_dir/sql/GENERATION: a decimal number rewritten (tmp, fsync,
+ * rename) after each snapshot restore. A restore renames new database
+ * files over the old ones, so a reader outside jinn that keeps a
+ * connection open would read the old files for ever: it reads this file
+ * before a transaction and reopens its connections when it changed. It
+ * survives restarts (the start wipes only *.db*), so it never goes back. */
+#define SQL_GENERATION_FILE "GENERATION"
+
+static uint64_t read_sql_generation(const char *data_dir)
+{
+    char path[4200], text[32];
+    unsigned long long v = 0;
+    ssize_t n;
+    int fd;
+    snprintf(path, sizeof path, "%s/sql/%s", data_dir, SQL_GENERATION_FILE);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    text[n] = '\0';
+    if (sscanf(text, "%llu", &v) != 1) {
+        return 0;
+    }
+    return (uint64_t)v;
+}
+
+static int write_sql_generation(const char *data_dir, uint64_t gen)
+{
+    char dir[4200], path[4220], tmp[4230], text[32];
+    int n, fd;
+    snprintf(dir, sizeof dir, "%s/sql", data_dir);
+    snprintf(path, sizeof path, "%s/%s", dir, SQL_GENERATION_FILE);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    n = snprintf(text, sizeof text, "%llu\n", (unsigned long long)gen);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        jinn_error("cannot write %s: %s", tmp, strerror(errno));
+        return JINN_EIO;
+    }
+    if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
+        jinn_error("cannot write %s: %s", tmp, strerror(errno));
+        close(fd);
+        return JINN_EIO;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0 || fsync_dir(dir) != 0) {
+        jinn_error("cannot write %s: %s", path, strerror(errno));
+        return JINN_EIO;
+    }
+    return 0;
+}
+
 static int replica_start(struct jinn_node *node)
 {
     const struct jinn_config *cfg = node->cfg;
@@ -2993,6 +3051,7 @@ static int replica_start(struct jinn_node *node)
         jinn_error("cannot prepare %s/sql for databases", cfg->data_dir);
         return rv;
     }
+    node->rep.sql_generation = read_sql_generation(cfg->data_dir);
     node->rep.started = uv_now(node->loop);
     node->last_tick = node->rep.started;
     uv_timer_init(node->loop, &node->rep.timer);
@@ -3046,6 +3105,12 @@ int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void
     if (node->rep.halted) {
         return JINN_EDIVERGED;
     }
+    if (index < node->rep.position) {
+        /* Never go back: what the replica served would un-happen. */
+        jinn_error("replica: snapshot at %llu refused: older than the position %llu",
+                   (unsigned long long)index, (unsigned long long)node->rep.position);
+        return JINN_ECONFLICT;
+    }
     /* The voters' restore: decoded into a fresh state, swapped in whole
      * (SQL images written beside the live files, then renamed over them),
      * or nothing changes. */
@@ -3058,6 +3123,10 @@ int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void
     }
     node->rep.position = index;
     node->rep.restores++;
+    /* Readers outside jinn hold the replaced files: tell them. A failure
+     * to write it is logged; the state itself is restored. */
+    node->rep.sql_generation++;
+    (void)write_sql_generation(node->cfg->data_dir, node->rep.sql_generation);
     jinn_info("replica: snapshot restored at %llu (%zu bytes, cluster time %llu)",
               (unsigned long long)index, len, (unsigned long long)node->fsm.time_ms);
     replica_moved(node, index);
@@ -3227,6 +3296,7 @@ void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status
     st->last_heartbeat_ms =
         node->rep.last_primary != 0 ? (int64_t)(now - node->rep.last_primary) : -1;
     st->leader_api = jinn_node_replica_leader_api(node);
+    st->sql_generation = node->rep.sql_generation;
 }
 
 bool jinn_node_replica_ready(struct jinn_node *node)

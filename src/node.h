@@ -278,6 +278,7 @@ struct jinn_replica_status {
     int64_t last_heartbeat_ms; /* since the last primary heartbeat; -1 never */
     const char *leader_api; /* where writes are relayed; NULL unknown */
     bool read_only;         /* writes answer 503 read_only */
+    uint64_t sql_generation; /* data_dir/sql/GENERATION: restores so far */
 };
 void jinn_node_replica_status(struct jinn_node *node, struct jinn_replica_status *st);
 

@@ -59,7 +59,7 @@ static json_t *replica_json(struct jinn_api *api)
 {
     struct jinn_replica_status rs;
     jinn_node_replica_status(api->node, &rs);
-    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:o, s:s?, s:b}", "state",
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:o, s:s?, s:b, s:I}", "state",
                      jinn_replica_state_name(rs.state), "source", rs.source, "position",
                      (json_int_t)rs.position, "leader_commit", (json_int_t)rs.leader_commit,
                      "lag_entries", (json_int_t)rs.lag_entries, "lag_ms",
@@ -67,7 +67,8 @@ static json_t *replica_json(struct jinn_api *api)
                      "last_heartbeat_ms",
                      rs.last_heartbeat_ms >= 0 ? json_integer(rs.last_heartbeat_ms)
                                                : json_null(),
-                     "leader_api", rs.leader_api, "read_only", rs.read_only);
+                     "leader_api", rs.leader_api, "read_only", rs.read_only, "sql_generation",
+                     (json_int_t)rs.sql_generation);
 }
 
 static bool is_ready(const struct jinn_node_status *st)

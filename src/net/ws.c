@@ -57,6 +57,8 @@ struct jinn_ws {
     uint64_t in_msg_len;
     bool in_msg_text;
     bool in_msg_too_big;
+    bool in_msg_fin;     /* the refused frame was the message's last */
+    bool closed_by_peer; /* the peer's close frame ended it */
     /* jinn_ws_close: the close frame is queued in wslay only once our
      * FIFO is empty, since wslay sends control frames first */
     bool close_wanted;
@@ -64,6 +66,8 @@ struct jinn_ws {
     uint16_t want_code;
     char want_reason[124];
 };
+
+#define WS_SIZE_SLACK (64u * 1024)
 
 struct jinn_ws_buf *jinn_ws_buf_new(size_t len)
 {
@@ -208,6 +212,7 @@ static void on_frame_start_cb(wslay_event_context_ptr ctx,
             /* refused from the header, before any of its payload is
              * buffered */
             ws->in_msg_too_big = true;
+            ws->in_msg_fin = arg->fin != 0;
             fail(ws, JINN_WS_CLOSE_TOO_BIG, "message too big");
         }
     }
@@ -234,6 +239,7 @@ static void on_msg_cb(wslay_event_context_ptr ctx,
         return;
     case WSLAY_CONNECTION_CLOSE:
         /* wslay queued the answering close frame and stopped reading. */
+        ws->closed_by_peer = !ws->closed;
         mark_closed(ws, arg->status_code ? arg->status_code : JINN_WS_CLOSE_NO_STATUS,
                     "closed by the peer", true);
         return;
@@ -308,10 +314,15 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
         jinn_free(ws);
         return JINN_ENOMEM;
     }
-    /* wslay's own limit refuses without saying why (its close code is
-     * unknown until sent): ours, checked from each frame header, comes
-     * first; wslay's stays as a backstop */
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message + 1);
+    /* Two limits. wslay's refuses without saying why (its close code is
+     * unknown until sent) and is checked before on_frame_start_cb, so a
+     * message it refuses is reported as a protocol error with no size;
+     * ours, from each frame header, names the size. wslay's stays above
+     * ours by WS_SIZE_SLACK so that ours sees a message growing past the
+     * limit in frames up to that size (jinn's nodes send ~4 KiB
+     * fragments); it must stay close to ours, because wslay still
+     * allocates the payload of the frame our callback refused. */
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message + WS_SIZE_SLACK);
     ws->max_message = max_message;
     *out = ws;
     return 0;
@@ -575,4 +586,15 @@ int jinn_ws_client_key(char out[25])
     EVP_EncodeBlock((unsigned char *)out, raw, sizeof raw);
     out[24] = '\0';
     return 0;
+}
+
+bool jinn_ws_closed_by_peer(const struct jinn_ws *ws)
+{
+    return ws->closed_by_peer;
+}
+
+uint64_t jinn_ws_refused_length(const struct jinn_ws *ws, bool *whole)
+{
+    *whole = ws->in_msg_too_big && ws->in_msg_fin;
+    return ws->in_msg_too_big ? ws->in_msg_len : 0;
 }

@@ -39,7 +39,7 @@
 #include <stdint.h>
 
 /* Hard upper bound on max_message (a single message is buffered whole). */
-#define JINN_WS_MAX_MESSAGE_LIMIT (1ull << 30)
+#define JINN_WS_MAX_MESSAGE_LIMIT (4ull << 30)
 
 /* Close codes used by jinn. */
 #define JINN_WS_CLOSE_NORMAL 1000
@@ -147,5 +147,14 @@ void jinn_ws_flush(struct jinn_ws *ws);
  * returns 0 or JINN_EINTERNAL when the RNG fails. */
 void jinn_ws_accept_key(const char *client_key, char out[29]);
 int jinn_ws_client_key(char out[25]);
+
+/* After on_close: whether the peer's close frame ended it (else this
+ * endpoint refused something, or the transport failed), and, for a message
+ * refused as too big (1009), the length its frame headers announced up to
+ * the refusal (0 otherwise), so the owner can say what it refused; *whole
+ * tells whether that was the whole message (its final frame) or only the
+ * fragments seen (the message is longer). */
+bool jinn_ws_closed_by_peer(const struct jinn_ws *ws);
+uint64_t jinn_ws_refused_length(const struct jinn_ws *ws, bool *whole);
 
 #endif

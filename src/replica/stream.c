@@ -338,6 +338,13 @@ struct conn {
     bool have_hb;
     uint64_t hb_position;
     uint64_t opened_at, last_msg;
+    /* Primary heartbeats on this connection: the last one's receipt (the
+     * hello's before any), and whether any came. A node that lost the
+     * cluster keeps sending heartbeats, only not primary ones: after
+     * replica_stale_after of those the replica tries the next URL. */
+    uint64_t primary_at;
+    bool primary_seen;
+    bool left_no_primary; /* closed for that reason */
 };
 
 struct jinn_replica_stream {
@@ -348,6 +355,7 @@ struct jinn_replica_stream {
     unsigned n_urls;
     char *name, *token;
     uint64_t stale_after_ms;
+    uint64_t max_message; /* replica_max_snapshot */
     SSL_CTX *tls;
     uv_timer_t tick;
     bool tick_open;
@@ -438,12 +446,18 @@ static void conn_close(struct conn *c, const char *why)
         s->conn = NULL;
     }
     if (c->hello) {
+        /* No leader anywhere: the first round of leaving nodes without
+         * one is worth a warning each, then debug lines. */
+        bool quiet = c->left_no_primary && !c->primary_seen && s->failures >= s->n_urls;
         s->disconnects++;
-        jinn_log(s->stopping ? JINN_LOG_INFO : JINN_LOG_WARN,
+        jinn_log(s->stopping ? JINN_LOG_INFO
+                 : quiet     ? JINN_LOG_DEBUG
+                             : JINN_LOG_WARN,
                  "replica: stream from %s (%s) ended at position %" PRIu64 ": %s", c->source,
                  s->urls[c->url], jinn_node_replica_position(s->node), why);
     }
-    if (c->hello && now - c->opened_at >= STABLE_MS) {
+    if (c->hello && now - c->opened_at >= STABLE_MS &&
+        !(c->left_no_primary && !c->primary_seen)) {
         s->failures = 0;
         s->retry_at = now; /* it worked: the next URL, now */
     } else {
@@ -593,13 +607,36 @@ static void on_heartbeat(struct conn *c, const struct jinn_stream_heartbeat *hb)
         .quorum = hb->quorum,
         .leader_contact_ms = hb->leader_contact_ms,
     };
+    uint64_t now = uv_now(s->loop);
     c->have_hb = true;
     c->hb_position = hb->position;
     if (jinn_stream_primary(hb, s->stale_after_ms)) {
         s->have_primary = true;
-        s->last_primary = uv_now(s->loop);
+        s->last_primary = now;
+        c->primary_at = now;
+        c->primary_seen = true;
     }
     jinn_node_replica_heartbeat(s->node, &h);
+    if (!c->closing && now - c->primary_at > s->stale_after_ms) {
+        /* The node streams, but says it has no leader with a quorum (or
+         * heard none lately: cut off, or lagging in apply): another listed
+         * node may have one. Judged on heartbeats only, so a snapshot that
+         * holds them back for minutes is never cut short by this. */
+        char why[200];
+        if (!hb->quorum || !hb->has_leader) {
+            snprintf(
+                why, sizeof why,
+                "no primary heartbeat for %" PRIu64 " ms (%s has %s): trying the next node",
+                now - c->primary_at, c->source, hb->has_leader ? "no quorum" : "no leader");
+        } else {
+            snprintf(why, sizeof why,
+                     "no primary heartbeat for %" PRIu64 " ms (%s heard its leader %" PRId64
+                     " ms ago): trying the next node",
+                     now - c->primary_at, c->source, hb->leader_contact_ms);
+        }
+        c->left_no_primary = true;
+        conn_close(c, why);
+    }
 }
 
 static void on_text(struct conn *c, const uint8_t *msg, size_t len)
@@ -627,6 +664,7 @@ static void on_text(struct conn *c, const uint8_t *msg, size_t len)
         }
         s->cluster = cluster;
         c->hello = true;
+        c->primary_at = uv_now(s->loop);
         s->connects++;
         jinn_info("replica: streaming from %s (%s), cluster %016" PRIx64
                   ", from position %" PRIu64,
@@ -728,8 +766,33 @@ static void ws_message(void *data, bool binary, const uint8_t *msg, size_t len)
 static void ws_closed(void *data, int code, const char *why)
 {
     struct conn *c = data;
-    char msg[160];
-    snprintf(msg, sizeof msg, "closed by the node (%d %s)", code, why != NULL ? why : "");
+    struct jinn_replica_stream *s = c->s;
+    bool whole = false;
+    uint64_t refused = jinn_ws_refused_length(c->ws, &whole);
+    char msg[256];
+    if (refused != 0) {
+        /* The node would send the same snapshot again at once: say what
+         * to change, and wait long instead of fetching it every 2 s. (A
+         * batch is ~1 MiB: anything this large is a snapshot.) The size
+         * is exact when it came in one frame; the node's fragments only
+         * say how much was announced when the limit was passed. */
+        snprintf(msg, sizeof msg,
+                 "this replica refused a snapshot of %s%" PRIu64
+                 " bytes over the limit %" PRIu64
+                 " (replica_max_snapshot); next attempt in %u s",
+                 whole ? "" : "more than ", whole ? refused : s->max_message, s->max_message,
+                 JINN_STREAM_TOO_BIG_BACKOFF_MS / 1000);
+        jinn_error("replica: %s: %s", s->urls[c->url], msg);
+        conn_close(c, msg);
+        s->retry_at = uv_now(s->loop) + JINN_STREAM_TOO_BIG_BACKOFF_MS;
+        return;
+    }
+    if (jinn_ws_closed_by_peer(c->ws)) {
+        snprintf(msg, sizeof msg, "closed by the node (%d)", code);
+    } else {
+        snprintf(msg, sizeof msg, "this replica closed the stream (%d %s)", code,
+                 why != NULL ? why : "");
+    }
     conn_close(c, msg);
 }
 
@@ -797,7 +860,7 @@ static bool upgrade_reply(struct conn *c)
         conn_close(c, "the 101 is not a WebSocket upgrade (Upgrade / Accept)");
         return false;
     }
-    if (jinn_ws_create(false, JINN_STREAM_MAX_MESSAGE, &io, &c->ws) != 0) {
+    if (jinn_ws_create(false, s->max_message, &io, &c->ws) != 0) {
         conn_close(c, "out of memory");
         return false;
     }
@@ -1161,6 +1224,9 @@ int jinn_replica_stream_start(uv_loop_t *loop, struct jinn_node *node,
         goto fail_nomem;
     }
     s->stale_after_ms = cfg->stale_after_ms;
+    s->max_message = cfg->max_snapshot != 0 && cfg->max_snapshot < JINN_STREAM_MAX_MESSAGE
+                         ? cfg->max_snapshot
+                         : JINN_STREAM_MAX_MESSAGE;
     if (cfg->tls != NULL) {
         SSL_CTX_up_ref(cfg->tls);
         s->tls = cfg->tls;

@@ -13,6 +13,11 @@
  *   connection and resumes from the position, on the next URL;
  * - no message for JINN_STREAM_SILENCE_MS on a connection: it is dead,
  *   the next URL is tried (a node that stopped, or was SIGSTOPped);
+ * - heartbeats, but no primary one on this connection for
+ *   replica_stale_after: the node lost the cluster (or lags); the next URL
+ *   is tried, a round of such nodes backs off like failed connects;
+ * - a message over replica_max_snapshot is refused from its frame headers
+ *   and the next attempt waits JINN_STREAM_TOO_BIG_BACKOFF_MS;
  * - no *primary* heartbeat (quorum, a leader, leader contact within
  *   replica_stale_after) for replica_stale_after, through any node: the
  *   replica is READ_ONLY until the next primary heartbeat arrives;
@@ -31,9 +36,14 @@ struct jinn_node;
 
 #define JINN_STREAM_MAX_URLS 16
 #define JINN_STREAM_URL_MAX 512
-#define JINN_STREAM_HEAD_MAX (16u * 1024)    /* the 101 reply's head */
-#define JINN_STREAM_TEXT_MAX (64u * 1024)    /* a hello or heartbeat */
-#define JINN_STREAM_MAX_MESSAGE (1ull << 30) /* a snapshot, or one batch (ws.h's limit) */
+#define JINN_STREAM_HEAD_MAX (16u * 1024) /* the 101 reply's head */
+#define JINN_STREAM_TEXT_MAX (64u * 1024) /* a hello or heartbeat */
+/* The largest message (a snapshot; batches are ~1 MiB) when the config
+ * says nothing: replica_max_snapshot's default, ws.h's hard limit. */
+#define JINN_STREAM_MAX_MESSAGE (4ull << 30)
+/* After a snapshot over the limit: the node would send the same one again,
+ * so wait this long (not the usual 100 ms..2 s) before the next attempt. */
+#define JINN_STREAM_TOO_BIG_BACKOFF_MS (5u * 60 * 1000)
 /* The server's heartbeat period (stream_heartbeat's default) and the
  * silence after which a connection is given up: two heartbeats and 1 s. */
 #define JINN_STREAM_HEARTBEAT_MS 200
@@ -101,7 +111,8 @@ struct jinn_replica_stream_config {
     const char *name;  /* this replica's server_name (copied) */
     const char *token; /* NULL: none (copied) */
     uint64_t stale_after_ms;
-    SSL_CTX *tls; /* client context for wss:// (a reference is taken); NULL: refused */
+    SSL_CTX *tls;          /* client context for wss:// (a reference is taken); NULL: refused */
+    uint64_t max_snapshot; /* replica_max_snapshot; 0: JINN_STREAM_MAX_MESSAGE */
 };
 
 struct jinn_replica_stream;

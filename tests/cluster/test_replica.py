@@ -335,3 +335,83 @@ def test_local_sqlite_reader_does_not_stall_the_replica(cluster):
     assert out.returncode == 0 and out.stdout.strip() == "60", out
     assert r.alive()
     r.wait_state("streaming")
+
+
+def test_source_cut_from_the_cluster_is_left_for_a_node_with_a_leader(cluster):
+    """R3 M2: the replica's source loses its raft links (its HTTP still
+    answers, its heartbeats stop being primary): the replica used to stay
+    on it, read-only, for as long as the partition lasted."""
+    leader, (fa, fb) = followers(cluster)
+    r = edge(cluster, sources=[fa, fb, leader], stale_after="1s").start()
+    wait_for(lambda: r.replica(timeout=1)["source"] == fa.name, what=f"streams from {fa.name}")
+    r.wait_state("streaming")
+    cluster.isolate(fa.name)
+    try:
+        wait_for(lambda: r.replica(timeout=1)["source"] in (fb.name, leader.name), timeout=30,
+                 what="moved to a node with a leader")
+        r.wait_state("streaming", timeout=30)
+        code, hdr, body = r.request("/v1/kv/app/m2", "PUT", b"moved")
+        assert code == 200, body  # relayed: not read-only
+        r.wait_position(int(hdr["X-Jinn-Index"]))
+        assert stale_get(r, "m2")[2] == b"moved"
+        assert "no primary heartbeat for" in r.log()
+    finally:
+        cluster.heal()
+
+
+class FollowingReader:
+    """The embedded reader of docs/replica.md: reopens its connection when
+    data_dir/sql/GENERATION changed (each snapshot install replaces the
+    database files under open connections)."""
+
+    def __init__(self, data_dir, db):
+        self.sql_dir = os.path.join(data_dir, "sql")
+        self.path = os.path.join(self.sql_dir, db + ".db")
+        self.gen, self.conn = None, None
+
+    def generation(self):
+        with open(os.path.join(self.sql_dir, "GENERATION")) as f:
+            return f.read().strip()
+
+    def query(self, q):
+        gen = self.generation()
+        if gen != self.gen:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            self.gen = gen
+        return self.conn.execute(q).fetchall()
+
+
+def test_snapshot_install_bumps_the_sql_generation_readers_watch(cluster):
+    """R3 M4: a snapshot install renames new database files in; a reader's
+    open connection keeps the old ones and reads frozen data with no error.
+    The replica now says so: sql_generation in its status and the file
+    data_dir/sql/GENERATION, bumped at every install."""
+    leader = cluster.wait_leader()
+    assert sql(leader, "app", "CREATE TABLE t(x)",
+               *[f"INSERT INTO t VALUES ({i})" for i in range(10)])[0] == 200
+    r = edge(cluster).start()
+    r.wait_state("streaming")
+    caught_up(r, cluster)
+    gen = r.replica()["sql_generation"]
+    assert gen >= 1  # a new replica starts from a snapshot
+    follower = FollowingReader(r.data_dir, "app")
+    assert follower.generation() == str(gen)
+    assert follower.query("SELECT count(*) FROM t") == [(10,)]
+    plain = sqlite3.connect(f"file:{follower.path}?mode=ro", uri=True)
+    assert plain.execute("SELECT count(*) FROM t").fetchone()[0] == 10
+    # a restarted replica installs a snapshot again (as after a cut-off)
+    assert r.stop() == 0
+    assert sql(leader, "app", *[f"INSERT INTO t VALUES ({i})" for i in range(16)])[0] == 200
+    r.start()
+    r.wait_state("streaming")
+    caught_up(r, cluster)
+    assert rows(r, "app", "SELECT count(*) FROM t") == [[26]]
+    assert r.replica()["sql_generation"] == gen + 1
+    assert follower.generation() == str(gen + 1)
+    # the connection that did not look still reads the replaced file...
+    assert plain.execute("SELECT count(*) FROM t").fetchone()[0] == 10
+    plain.close()
+    # ...the one that checks GENERATION reopens and reads the new state
+    assert follower.query("SELECT count(*) FROM t") == [(26,)]

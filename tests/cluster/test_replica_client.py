@@ -116,6 +116,19 @@ class FakeNode:
                     time.sleep(0.05)
                     continue
                 c.sendall(frame(heartbeat(self.name, primary=(mode != "no_quorum"))))
+                if mode in ("big_snapshot", "big_snapshot_fragments") and not sent_bad:
+                    # an 'S' of 2 MiB + 9 bytes: over a 1 MiB replica_max_snapshot,
+                    # in one frame, or in 4 KiB fragments as jinn's nodes send it
+                    snap = b"S" + struct.pack("<Q", 5) + b"\0" * (2 << 20)
+                    sent_bad = True
+                    if mode == "big_snapshot":
+                        c.sendall(frame(snap, text=False))
+                    else:
+                        for off in range(0, len(snap), 4096):
+                            op = 0x2 if off == 0 else 0x0
+                            fin = 0x80 if off + 4096 >= len(snap) else 0
+                            part = snap[off:off + 4096]
+                            c.sendall(struct.pack("!BBH", fin | op, 126, len(part)) + part)
                 if mode == "bad_prev" and not sent_bad:
                     # index 6 after prev 5: not the replica's position (0)
                     rec = struct.pack("<QQI", 6, 5, 8) + b"J" + b"\0" * 7
@@ -188,9 +201,12 @@ def test_read_only_without_a_primary_heartbeat_and_back(cluster_factory, fakes):
     assert time.monotonic() - t0 >= 0.8
     code, _, body = r.request("/v1/kv/app/k", "PUT", b"x")
     assert code == 503 and json.loads(body)["error"] == "read_only"
+    # (R3 M2: with no primary heartbeat for replica_stale_after the replica
+    # tries the next URL, here the same one again: it may be a balancer)
+    wait_for(lambda: "trying the next node" in r.log(), timeout=10, what="the node left")
     f.mode = "primary"
     r.wait_state("streaming", timeout=10)
-    assert len(f.requests) == 1  # all on one connection: nothing reconnected
+    assert all("from=0" in line for line, _ in f.requests)
 
 
 def test_a_silent_node_is_left_for_the_next(cluster_factory, fakes):
@@ -244,6 +260,75 @@ def test_a_record_off_the_position_is_never_applied(cluster_factory, fakes):
     wait_for(lambda: len(f.requests) >= 5, timeout=15, what="more reconnects")
     first = next(i for i, (line, _) in enumerate(f.requests) if i > 0)
     assert f.times[first + 3] - f.times[first] >= 0.45, f.times
+
+
+def test_a_node_without_a_primary_is_left_for_the_next(cluster_factory, fakes):
+    """R3 M2: a node that lost the cluster keeps sending heartbeats, only no
+    primary ones; the replica used to stay on it, read-only for ever, while
+    the next listed node had a leader."""
+    a, b = fakes("fa"), fakes("fb")
+    r = replica(cluster_factory, [a.url, b.url], ["replica_stale_after 1s"]).start()
+    wait_for(lambda: r.replica(timeout=1)["source"] == "fa", what="streams from fa")
+    r.wait_state("streaming")
+    a.mode = "no_quorum"  # the connection stays open and keeps sending heartbeats
+    t0 = time.monotonic()
+    wait_for(lambda: r.replica(timeout=1)["source"] == "fb", timeout=10, what="moved to fb")
+    assert time.monotonic() - t0 >= 0.8  # replica_stale_after without a primary one
+    r.wait_state("streaming", timeout=10)
+    log = r.log()
+    assert "no primary heartbeat for" in log and "(fa has no leader)" in log, log
+    assert "trying the next node" in log
+    # resumed from its position, on the cluster it follows
+    assert b.requests[0][0].startswith("GET /v1/stream?from=0&cluster=" + CLUSTER_A)
+
+
+def test_no_primary_anywhere_cycles_until_one_appears(cluster_factory, fakes):
+    """R3 M2: with no primary node at all it cycles through the list (with
+    the usual backoff), read-only, and streams again once a node has a
+    leader."""
+    a, b = fakes("fa"), fakes("fb")
+    a.mode = b.mode = "no_quorum"
+    r = replica(cluster_factory, [a.url, b.url], ["replica_stale_after 1s"]).start()
+    wait_for(lambda: len(a.requests) >= 2 and len(b.requests) >= 2, timeout=30,
+             what="both nodes tried twice")
+    assert state(r) == "read_only"
+    n = len(a.requests) + len(b.requests)
+    # each connection is given replica_stale_after: not a reconnect per tick
+    assert n <= 2 + 2 * (time.monotonic() - a.times[0]), (n, a.times, b.times)
+    b.mode = "primary"
+    wait_for(lambda: r.replica(timeout=1)["source"] == "fb", timeout=20, what="settles on fb")
+    r.wait_state("streaming", timeout=10)
+
+
+def test_a_snapshot_over_the_limit_is_refused_clearly_and_not_refetched(cluster_factory,
+                                                                       fakes):
+    """R3 M3 + m4: a snapshot over replica_max_snapshot used to be logged as
+    "closed by the node (1002 protocol error)" and fetched again every 2 s."""
+    f = fakes("f1")
+    f.mode = "big_snapshot_fragments"
+    r = replica(cluster_factory, [f.url], ["replica_max_snapshot 1MiB"]).start()
+    wait_for(lambda: "over the limit" in r.log(), timeout=15, what="the refusal logged")
+    log = r.log()
+    assert ("refused a snapshot of more than %d bytes over the limit %d (replica_max_snapshot)"
+            % (1 << 20, 1 << 20)) in log, log
+    assert "closed by the node" not in log
+    assert r.replica()["position"] == 0
+    # it waits long before fetching the same snapshot again: an absence over
+    # a window (the old code was back within 2 s)
+    time.sleep(5)
+    assert len(f.requests) == 1, f.times
+    assert r.alive()
+
+
+def test_a_snapshot_frame_over_the_limit_says_its_size(cluster_factory, fakes):
+    """R3 M3: one frame a little over the limit (what wslay lets through to
+    the frame-header check): its exact size is logged."""
+    f = fakes("f1")
+    f.mode = "big_snapshot"
+    r = replica(cluster_factory, [f.url], ["replica_max_snapshot 2MiB"]).start()
+    wait_for(lambda: "over the limit" in r.log(), timeout=15, what="the refusal logged")
+    assert ("refused a snapshot of %d bytes over the limit %d" % ((2 << 20) + 9, 2 << 20)
+            in r.log()), r.log()
 
 
 def test_cli_usage(tmp_path):

@@ -292,6 +292,32 @@ TEST(replica_restore_replaces_state_or_changes_nothing)
         jinn_wbuf_free(&w);
         CHECK(same_state(&voter, jinn_node_fsm(fresh.node)));
     }
+
+    /* R3 m2: a snapshot older than the position is refused: the replica
+     * never goes back. Only the accepted restore bumped the SQL
+     * generation readers watch (R3 M4), in status and in the file. */
+    CHECK_INT(jinn_node_replica_restore(fresh.node, 7, snap.data, snap.len), JINN_ECONFLICT);
+    CHECK_INT(jinn_node_replica_position(fresh.node), 8);
+    CHECK(same_state(&voter, jinn_node_fsm(fresh.node)));
+    {
+        struct jinn_replica_status rs;
+        char path[300], text[32] = {0};
+        FILE *f;
+        jinn_node_replica_status(fresh.node, &rs);
+        CHECK_INT(rs.sql_generation, 1);
+        snprintf(path, sizeof path, "%s/sql/GENERATION", fresh.dir);
+        f = fopen(path, "r");
+        CHECK(f != NULL);
+        if (f != NULL) {
+            CHECK(fgets(text, sizeof text, f) != NULL);
+            fclose(f);
+        }
+        CHECK_STR(text, "1\n");
+        /* a restore at the position itself is not going back */
+        CHECK_INT(jinn_node_replica_restore(fresh.node, 8, before.data, before.len), 0);
+        jinn_node_replica_status(fresh.node, &rs);
+        CHECK_INT(rs.sql_generation, 2);
+    }
     jinn_wbuf_free(&before);
     jinn_wbuf_free(&snap);
     unit_sql_fsm_done(&voter, d);
@@ -522,6 +548,18 @@ TEST(config_replica_keys)
     /* the default bound */
     CHECK_INT(parse_replica("{\n replica_of ws://127.0.0.1:8001\n}\n", &cfg, &err), 0);
     CHECK_INT(cfg.replica_stale_after_ms, JINN_DEFAULT_REPLICA_STALE_AFTER_MS);
+    CHECK(cfg.replica_max_snapshot == JINN_DEFAULT_REPLICA_MAX_SNAPSHOT);
+    jinn_config_free(&cfg);
+
+    /* R3 M3: the snapshot limit is a replica key, 1 MiB .. 4 GiB */
+    CHECK_INT(
+        parse_replica("{\n replica_of ws://127.0.0.1:8001\n replica_max_snapshot 2MiB\n}\n",
+                      &cfg, &err),
+        0);
+    CHECK(cfg.replica_max_snapshot == 2u << 20);
+    jinn_config_free(&cfg);
+    CHECK(parse_replica("{\n replica_of ws://127.0.0.1:8001\n replica_max_snapshot 5GiB\n}\n",
+                        &cfg, &err) != 0);
     jinn_config_free(&cfg);
 }
 

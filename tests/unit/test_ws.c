@@ -217,10 +217,55 @@ TEST(ws_oversized_message)
     CHECK_INT(s.n_msgs, 1);
     CHECK_INT(s.n_closes, 1);
     CHECK_INT(s.close_code, JINN_WS_CLOSE_TOO_BIG);
+    /* the refusing side knows the size it refused, and that it closed */
+    {
+        bool whole = false;
+        CHECK_INT(jinn_ws_refused_length(s.ws, &whole), 1001);
+        CHECK(whole);
+    }
+    CHECK(!jinn_ws_closed_by_peer(s.ws));
     /* the server's close frame tells the client why */
     pump(&s, &c, 0, &seed);
     CHECK_INT(c.n_closes, 1);
     CHECK_INT(c.close_code, JINN_WS_CLOSE_TOO_BIG);
+    CHECK(jinn_ws_closed_by_peer(c.ws));
+    {
+        bool whole = true;
+        CHECK_INT(jinn_ws_refused_length(c.ws, &whole), 0);
+        CHECK(!whole);
+    }
+    end_free(&s);
+    end_free(&c);
+}
+
+/* R3 M3: a message far over the limit (a snapshot over the replica's
+ * replica_max_snapshot) was refused by wslay's own check before ours, and
+ * reported as a protocol error (1002) or, after a text message, 1007,
+ * with no size. */
+TEST(ws_far_oversized_message_says_its_size)
+{
+    struct end s, c;
+    unsigned seed = 5;
+    static char big[64 * 1024];
+    CHECK_INT(end_init(&s, false, 1000), 0);
+    CHECK_INT(end_init(&c, true, 1u << 20), 0);
+    CHECK_INT(jinn_ws_send_copy(c.ws, false, "hello", 5), 0); /* a text message first */
+    CHECK_INT(pump(&c, &s, 0, &seed), 0);
+    CHECK_INT(s.n_msgs, 1);
+    memset(big, 'S', sizeof big);
+    CHECK_INT(jinn_ws_send_copy(c.ws, true, big, sizeof big), 0);
+    CHECK(pump(&c, &s, 5, &seed) != 0);
+    CHECK_INT(s.n_msgs, 1);
+    CHECK_INT(s.n_closes, 1);
+    CHECK_INT(s.close_code, JINN_WS_CLOSE_TOO_BIG);
+    {
+        /* sent in fragments: the refusal came at the first one over 1000 */
+        bool whole = true;
+        uint64_t n = jinn_ws_refused_length(s.ws, &whole);
+        CHECK(n > 1000 && n <= sizeof big);
+        CHECK(!whole);
+    }
+    CHECK(!jinn_ws_closed_by_peer(s.ws));
     end_free(&s);
     end_free(&c);
 }
