@@ -171,21 +171,6 @@ def test_replica_never_holds_the_internal_key(cluster_factory, monkeypatch):
     assert r_key in blob, "the replica's substitute R is what it gets"
     snaps = [m for m in data if m[:1] == b"S"]
     assert snaps, "a new replica starts from a snapshot"
-    # the first TOKEN_PUT as a record: resume from just before it (the
-    # node's buffer holds its whole log here), R in place of the key
-    token_put = None
-    for frm in range(1, struct.unpack("<Q", snaps[0][1:9])[0]):
-        msgs = capture_stream(leader, tok, frm=frm)
-        recs = records(msgs)
-        for index, prev, entry in recs:
-            assert not holds(entry, key), f"record {index} carried the internal key"
-        token_put = next((e for _, _, e in recs if KEY_MARK in e), None)
-        if token_put is not None:
-            break
-    assert token_put is not None, "the stream sent the first TOKEN_PUT as a record"
-    at = token_put.index(KEY_MARK) + len(KEY_MARK)
-    assert token_put[at:at + 32] == r_key
-
     r = c.add_replica(name="r1", extra_config=POLICIES + [f"replica_token {tok}"]).start()
     r.wait_state("streaming")
     code, hdr, body = leader.request("/v1/kv/app/k", "PUT", b"v", ADMIN)
@@ -230,3 +215,33 @@ def test_replica_never_holds_the_internal_key(cluster_factory, monkeypatch):
     r.stop()
     for path, content in files_under(r.data_dir):
         assert not holds(content, key), f"{path} holds the internal key"
+
+
+def test_first_token_put_streams_with_r_in_place_of_the_key(cluster_factory):
+    """The TOKEN_PUT that carries the key, streamed as a record: R in its
+    place. A replica is connected before the first token is created, so the
+    node keeps records (it keeps none while no replica is around)."""
+    import wsclient
+    c = cluster_factory(3).start()
+    c.wait_ready()
+    leader = c.wait_leader()
+    ws, status, _, body = wsclient.connect(leader.http_port, "/v1/stream?from=0&name=early")
+    assert status == 101, body
+    code, _, out = leader.request(
+        "/v1/tokens", "POST", json.dumps({"name": "first", "allow": ["cluster:admin"]}).encode())
+    assert code == 201, out  # auth is off until the first token exists
+    key = internal_key(leader)
+    assert key is not None and len(key) == 32, "the key is in the voter's raft log"
+    token_put, deadline = None, time.monotonic() + 20
+    while token_put is None and time.monotonic() < deadline:
+        kind, data = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        assert kind != "close", data
+        if kind == "binary":
+            assert not holds(data, key), "the stream carried the internal key"
+            if data[:1] == b"E":
+                token_put = next((e for _, _, e in wsclient.parse_records(data)
+                                  if KEY_MARK in e), None)
+    assert token_put is not None, "the stream sent the first TOKEN_PUT as a record"
+    at = token_put.index(KEY_MARK) + len(KEY_MARK)
+    assert token_put[at:at + 32] == replica_key(key)
+    ws.close()
