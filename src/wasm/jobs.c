@@ -254,6 +254,38 @@ static char *target_for(const struct slot *s, const char *what)
 /* Appends s (n bytes of UTF-8) as a JSON string. Written here rather than
  * through jansson: a job's request and ack are built per job on the loop,
  * and json_dumps was a tenth of a node's CPU in bench/jobs. */
+/* Nesting depth kept in an ack's response: the ack wraps the response one
+ * level deeper (two in a batch), and the API refuses JSON deeper than
+ * jansson's 2048 levels, so a deeper response would be refused at every
+ * delivery and the job run again until it is dead. */
+#define JOB_RESPONSE_DEPTH_MAX 2000
+
+/* The deepest nesting of the compact JSON text s (strings skipped). */
+static unsigned json_depth(const char *s, size_t n)
+{
+    unsigned depth = 0, deepest = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\') {
+                i++;
+            } else if (c == '"') {
+                in_string = false;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > deepest) {
+                deepest = depth;
+            }
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return deepest;
+}
+
 static void put_json_string(struct jinn_wbuf *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -741,7 +773,9 @@ static void ran(void *data, const struct jinn_wasm_run_result *res)
         jinn_wbuf_printf(&w,
                          ",\"delivery\":%" PRIu64 ",\"status\":%d,\"response\":", s->delivery,
                          res->status);
-        if (res->response != NULL && res->response_len > limit) {
+        if (res->response != NULL && (res->response_len > limit ||
+                                      json_depth(res->response, res->response_len) >
+                                          JOB_RESPONSE_DEPTH_MAX)) {
             jinn_wbuf_printf(&w, "{\"status\":%d,\"truncated\":true,\"bytes\":%zu}",
                              res->status, res->response_len);
         } else if (res->response != NULL && res->response_len >= 2 && res->response[0] == '{' &&

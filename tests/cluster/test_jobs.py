@@ -6,7 +6,7 @@ Guests (tests/wasm/jobs/, built by `make wasm`): job_echo answers its
 payload, job_flaky fails until its third delivery, job_trap writes a line to
 stderr and traps, job_slow sleeps PAYLOAD ms then creates jobs/<id> once,
 job_cron records its tick, job_fanout enqueues a job_echo job with
-host_enqueue."""
+host_enqueue, job_raw writes its payload as its whole response."""
 import json
 import os
 import subprocess
@@ -20,7 +20,7 @@ from conftest import SANITIZER_MARKS
 from harness import JINN, Cluster, wait_for
 from test_wasm_run import deploy, module, wait_ready_here
 
-GUESTS = ["job_echo", "job_flaky", "job_trap", "job_slow", "job_fanout"]
+GUESTS = ["job_echo", "job_flaky", "job_trap", "job_slow", "job_fanout", "job_raw"]
 
 # Short backoffs and leases so retries, dead letters and failover are quick.
 QUEUES = [
@@ -28,6 +28,7 @@ QUEUES = [
     "    WORKERS_job_flaky { backoff 500ms 500ms  max_deliver 5 }",
     "    WORKERS_job_trap { backoff 100ms  max_deliver 2 }",
     "    WORKERS_job_slow { ack_wait 2s  backoff 100ms }",
+    "    WORKERS_job_raw { ack_wait 2s  backoff 100ms  max_deliver 2 }",
     "    WORKERS_slowk { ack_wait 2s  backoff 100ms }",
     "}",
 ]
@@ -190,6 +191,19 @@ def test_large_responses_are_sent_as_stored(c3):
     for jid, body in zip(ids, bodies):
         assert listed[jid]["response"]["body"] == body, jid
         assert listed[jid]["state"] == "succeeded"
+
+
+def test_deeply_nested_response_is_acked_with_a_note(c3):
+    """R4: a response nested 2048 deep (jansson's limit) was parsed by the
+    runner but its ack, one level deeper, was refused at every delivery:
+    the job ran again until dead. It is acked with the truncated note."""
+    n = c3.nodes[0]
+    out = '{"status":200,"x":' + "[" * 2047 + "]" * 2047 + "}"
+    jid = submit(n, "job_raw", out.encode())["job"]
+    j = wait_state(n, "job_raw", jid, ("succeeded", "dead"))
+    assert j["state"] == "succeeded", j
+    assert j["delivery"] == 1, j
+    assert j["response"]["truncated"] is True and j["response"]["status"] == 200, j
 
 
 def test_list_of_queued_jobs_is_newest_first(idle):
