@@ -41,6 +41,7 @@
 
 struct rec {
     uint64_t index, prev;
+    uint64_t prev_time; /* the FSM's time_ms at prev (what a replica at prev has) */
     size_t off; /* of its header in the frame */
 };
 
@@ -70,6 +71,8 @@ struct replica {
     uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
     bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
     uint64_t drained_ms; /* the transport last took bytes (a write completed) */
+    bool has_at;         /* the request named its cluster time at its position */
+    uint64_t at;
 };
 
 struct snap_job {
@@ -106,6 +109,7 @@ struct jinn_stream {
     uint32_t open_n, open_cap;
     uint64_t open_ms;
     uint64_t position; /* the last record's index (or a restored snapshot's) */
+    uint64_t pos_time; /* the FSM's time_ms right after position was applied */
     uint64_t epoch;    /* restores seen */
     struct snap_job *job;
     bool want_snapshot;
@@ -257,7 +261,9 @@ static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf
 {
     struct jinn_stream *s = data;
     size_t key_off;
+    uint64_t prev_time = s->pos_time;
     s->position = index;
+    s->pos_time = jinn_node_fsm(s->node)->time_ms; /* the hook runs after the apply */
     if (len > UINT32_MAX - R_HEAD) {
         jinn_warn("stream: entry %" PRIu64 " too large to stream; replicas get a snapshot",
                   index);
@@ -281,6 +287,7 @@ static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf
     }
     s->open_recs[s->open_n].index = index;
     s->open_recs[s->open_n].prev = prev;
+    s->open_recs[s->open_n].prev_time = prev_time;
     s->open_recs[s->open_n].off = s->open.len;
     jinn_wbuf_put_u64(&s->open, index);
     jinn_wbuf_put_u64(&s->open, prev);
@@ -315,6 +322,7 @@ static void on_restore(void *data, uint64_t index)
 {
     struct jinn_stream *s = data;
     s->position = index;
+    s->pos_time = jinn_node_fsm(s->node)->time_ms; /* nothing applied since the restore */
     s->epoch++;
     ring_reset(s);
     kick(s);
@@ -451,6 +459,26 @@ static uint64_t lag_bytes(const struct replica *r)
     return lag;
 }
 
+/* Whether a replica's cluster time at its position (the request's `at`)
+ * is the one this node's chain has there: the same index on another chain
+ * (the cluster wiped and bootstrapped again: same id, new records) almost
+ * never has the same time. No `at` (an older replica): index only. */
+static bool same_time(const struct replica *r, uint64_t t)
+{
+    return !r->has_at || r->at == t;
+}
+
+/* A snapshot for a replica whose position is not on this node's chain (or
+ * behind the ring). With `at`, its position names a chain: one that is
+ * not ours is replaced by any snapshot, even an older one. */
+static void snapshot_anew(struct replica *r)
+{
+    if (r->has_at) {
+        r->want = 0;
+    }
+    request_snapshot(r);
+}
+
 /* Where a replica at position x starts: streaming from the ring, waiting
  * for the record after x, or a snapshot. */
 static void place(struct replica *r, uint64_t x)
@@ -459,6 +487,10 @@ static void place(struct replica *r, uint64_t x)
     r->want = x;
     if (x == 0) {
         request_snapshot(r);
+        return;
+    }
+    if (x == s->position && !same_time(r, s->pos_time)) {
+        snapshot_anew(r);
         return;
     }
     if (x == s->position) {
@@ -488,7 +520,7 @@ static void place(struct replica *r, uint64_t x)
             const struct batch *b = ring_at(s, lo);
             for (uint32_t k = 0; k < b->n; k++) {
                 if (b->recs[k].index > x) {
-                    if (b->recs[k].prev == x) {
+                    if (b->recs[k].prev == x && same_time(r, b->recs[k].prev_time)) {
                         r->pos = x;
                         r->next_seq = lo;
                         r->state = R_STREAMING;
@@ -501,7 +533,7 @@ static void place(struct replica *r, uint64_t x)
             /* past every sealed batch: in the open one */
             for (uint32_t k = 0; k < s->open_n; k++) {
                 if (s->open_recs[k].index > x) {
-                    if (s->open_recs[k].prev == x) {
+                    if (s->open_recs[k].prev == x && same_time(r, s->open_recs[k].prev_time)) {
                         r->pos = x;
                         r->next_seq = s->tail_seq;
                         r->state = R_STREAMING;
@@ -514,7 +546,7 @@ static void place(struct replica *r, uint64_t x)
     } else if (s->head_seq == s->tail_seq && s->open_n > 0 && s->open_recs[0].prev <= x) {
         for (uint32_t k = 0; k < s->open_n; k++) {
             if (s->open_recs[k].index > x) {
-                if (s->open_recs[k].prev == x) {
+                if (s->open_recs[k].prev == x && same_time(r, s->open_recs[k].prev_time)) {
                     r->pos = x;
                     r->next_seq = s->tail_seq;
                     r->state = R_STREAMING;
@@ -524,7 +556,7 @@ static void place(struct replica *r, uint64_t x)
             }
         }
     }
-    request_snapshot(r); /* older than the ring, or not on this node's chain */
+    snapshot_anew(r); /* older than the ring, or not on this node's chain */
 }
 
 /* ---- snapshots ------------------------------------------------------------------- */
@@ -732,26 +764,40 @@ static void kick(struct jinn_stream *s)
     }
 }
 
+/* "applied": this node's applied index, barriers included. A replica at
+ * `position` has everything the node had applied then (entries that are no
+ * commands never reach it), so it counts as applied that far: a client's
+ * min_index from a voter's barrier read is answered without a record. */
+static json_t *with_applied(uint64_t applied, json_t *hb)
+{
+    if (hb != NULL && json_object_set_new(hb, "applied", json_integer((json_int_t)applied)) != 0) {
+        json_decref(hb);
+        return NULL;
+    }
+    return hb;
+}
+
 static json_t *heartbeat_json(struct jinn_stream *s)
 {
     struct jinn_node_status st;
     char leader_id[17];
     const struct jinn_fsm *fsm = jinn_node_fsm(s->node);
     uint64_t commit;
+    (void)jinn_node_stream_position(s->node); /* a pending restore first: applied says it */
     jinn_node_status(s->node, &st);
     snprintf(leader_id, sizeof leader_id, "%016" PRIx64, st.leader_id);
     /* The commit index as a stream position: once applied here, the last
      * record at or below it (entries without a command, barriers, make
      * the two differ; a caught-up replica's position is the record's). */
     commit = st.applied_index >= st.commit_index ? s->position : st.commit_index;
-    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I}", "type",
+    return with_applied(st.applied_index, json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I}", "type",
                      "heartbeat", "node", s->cfg->server_name, "leader_id",
                      st.leader_id ? json_string(leader_id) : json_null(), "leader_name",
                      st.leader_id && st.leader_name ? json_string(st.leader_name) : json_null(),
                      "leader_api", st.leader_api ? json_string(st.leader_api) : json_null(),
                      "term", (json_int_t)st.term, "commit", (json_int_t)commit, "position",
                      (json_int_t)s->position, "time_ms", (json_int_t)fsm->time_ms, "quorum",
-                     st.quorum, "leader_contact_ms", (json_int_t)st.leader_contact_ms);
+                     st.quorum, "leader_contact_ms", (json_int_t)st.leader_contact_ms));
 }
 
 static struct jinn_ws_buf *json_buf(json_t *obj)
@@ -889,8 +935,8 @@ bool jinn_stream_has_room(const struct jinn_stream *s)
     return !s->stopping && s->n_replicas < s->cfg->stream_max_replicas;
 }
 
-int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
-                       const char *name, const char *accept_key)
+int jinn_stream_attach_at(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
+                          const uint64_t *at, const char *name, const char *accept_key)
 {
     struct replica *r;
     struct jinn_ws_io wio;
@@ -908,6 +954,8 @@ int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uin
         return JINN_ENOMEM;
     }
     r->s = s;
+    r->has_at = at != NULL;
+    r->at = at != NULL ? *at : 0;
     snprintf(r->name, sizeof r->name, "%s", name);
     wio = (struct jinn_ws_io){ws_write, ws_message, ws_closed, r};
     rv = jinn_ws_create(true, CLIENT_MESSAGE_MAX, &wio, &r->ws);
@@ -961,6 +1009,12 @@ int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uin
     return 0;
 }
 
+int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
+                       const char *name, const char *accept_key)
+{
+    return jinn_stream_attach_at(s, req, from, NULL, name, accept_key);
+}
+
 /* ---- life ------------------------------------------------------------------------------- */
 
 static void handle_closed(uv_handle_t *h)
@@ -1002,6 +1056,7 @@ int jinn_stream_create(uv_loop_t *loop, struct jinn_node *node, const struct jin
     s->open_handles = 2;
     uv_timer_start(&s->timer, timer_cb, cfg->stream_heartbeat_ms, cfg->stream_heartbeat_ms);
     s->position = jinn_node_stream_position(node);
+    s->pos_time = jinn_node_fsm(node)->time_ms;
     jinn_node_set_stream_hooks(node, on_record, on_restore, s);
     *out = s;
     return 0;
