@@ -3123,25 +3123,27 @@ static bool url_ok(const char *url)
     return true;
 }
 
-/* "scheme://host:port" of an http(s) or ws(s) URL, ws mapped to http and
- * wss to https, the default port made explicit, the host lowercased: what
- * the relay allow-list compares. false when it is no such URL. */
+/* "http://host:port" of an http(s) or ws(s) URL, the default port (80,
+ * 443 for https and wss) made explicit, the host lowercased: what the relay
+ * allow-list compares, and the URL relays go to (fetch.c speaks http://
+ * URLs only; TLS comes from the configuration, wss:// replica_of). false
+ * when it is no such URL. */
 static bool url_origin(const char *url, char *out, size_t cap)
 {
-    const char *scheme, *h, *e, *port;
+    const char *h, *e, *port;
+    bool tls;
     size_t hn, n = 0;
     if (url == NULL) {
         return false;
     }
     if (strncmp(url, "http://", 7) == 0 || strncmp(url, "ws://", 5) == 0) {
-        scheme = "http";
-        h = strstr(url, "://") + 3;
+        tls = false;
     } else if (strncmp(url, "https://", 8) == 0 || strncmp(url, "wss://", 6) == 0) {
-        scheme = "https";
-        h = strstr(url, "://") + 3;
+        tls = true;
     } else {
         return false;
     }
+    h = strstr(url, "://") + 3;
     for (e = h; *e != '\0' && *e != '/' && *e != '?' && *e != '#'; e++) {
         if ((unsigned char)*e <= 0x20 || (unsigned char)*e >= 0x7f || *e == '@') {
             return false; /* no credentials, nothing a header could not carry */
@@ -3149,10 +3151,10 @@ static bool url_origin(const char *url, char *out, size_t cap)
     }
     port = memchr(h, ':', (size_t)(e - h));
     hn = port != NULL ? (size_t)(port - h) : (size_t)(e - h);
-    if (hn == 0 || (port != NULL && port + 1 == e) || strlen(scheme) + hn + 16 > cap) {
+    if (hn == 0 || (port != NULL && port + 1 == e) || hn + 16 > cap) {
         return false;
     }
-    n = (size_t)snprintf(out, cap, "%s://", scheme);
+    n = (size_t)snprintf(out, cap, "http://");
     for (size_t i = 0; i < hn; i++) {
         out[n++] = (char)tolower((unsigned char)h[i]);
     }
@@ -3165,16 +3167,16 @@ static bool url_origin(const char *url, char *out, size_t cap)
         memcpy(out + n, port, pn);
         out[n + pn] = '\0';
     } else {
-        snprintf(out + n, cap - n, ":%s", scheme[4] == 's' ? "443" : "80");
+        snprintf(out + n, cap - n, ":%s", tls ? "443" : "80");
     }
     return true;
 }
 
 /* Where writes are relayed (m6: a heartbeat is not trusted with clients'
- * credentials): the heartbeat's leader_api when its scheme and host:port
- * are those of a replica_of URL (ws -> http, wss -> https), else the node
- * this heartbeat came through, which forwards to its leader as it does for
- * any client. false: neither is usable. */
+ * credentials): the heartbeat's leader_api when its host:port is that of a
+ * replica_of URL, else the node this heartbeat came through, which
+ * forwards to its leader as it does for any client. false: neither is
+ * usable. */
 static bool relay_target(const struct jinn_config *cfg, const char *leader_api,
                          const char *source_url, char *out, size_t cap)
 {

@@ -482,14 +482,20 @@ TEST(replica_relays_only_to_a_replica_of_host)
     jinn_node_replica_heartbeat(r.node, &hb);
     CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8002");
 
+    hb = primary(3, 0, 0); /* a wss:// source: http:// URL, TLS from the config */
+    hb.leader_api = "http://10.6.6.6:8001";
+    hb.source_url = "wss://N2.example:8443/edge";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://n2.example:8443");
+
     hb = primary(3, 0, 0); /* the right host, another port */
     hb.leader_api = "http://127.0.0.1:9001";
     hb.source_url = "ws://127.0.0.1:8003";
     jinn_node_replica_heartbeat(r.node, &hb);
     CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8003");
 
-    hb = primary(3, 0, 0); /* https while replica_of says ws: not that one */
-    hb.leader_api = "https://127.0.0.1:8001";
+    hb = primary(3, 0, 0); /* no port: 80, which no replica_of names */
+    hb.leader_api = "http://127.0.0.1";
     hb.source_url = "ws://127.0.0.1:8002";
     jinn_node_replica_heartbeat(r.node, &hb);
     CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8002");
@@ -500,7 +506,7 @@ TEST(replica_relays_only_to_a_replica_of_host)
     jinn_node_replica_heartbeat(r.node, &hb);
     CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8003");
 
-    hb = primary(3, 0, 0); /* the host compared without case, path kept */
+    hb = primary(3, 0, 0); /* a path after the host:port is kept */
     hb.leader_api = "http://127.0.0.1:8002/base";
     jinn_node_replica_heartbeat(r.node, &hb);
     CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8002/base");
