@@ -3183,8 +3183,7 @@ static bool relay_target(const struct jinn_config *cfg, const char *leader_api,
     char want[REPLICA_URL_MAX], have[REPLICA_URL_MAX];
     if (url_ok(leader_api) && url_origin(leader_api, want, sizeof want)) {
         for (unsigned i = 0; i < cfg->n_replica_of; i++) {
-            if (url_origin(cfg->replica_of[i], have, sizeof have) &&
-                strcmp(want, have) == 0) {
+            if (url_origin(cfg->replica_of[i], have, sizeof have) && strcmp(want, have) == 0) {
                 snprintf(out, cap, "%s", leader_api);
                 return true;
             }
@@ -3200,13 +3199,15 @@ static bool relay_target(const struct jinn_config *cfg, const char *leader_api,
  * at that position it has the state the node had at that index. */
 static uint64_t replica_applied(const struct jinn_node *node)
 {
-    if (node->rep.hb_position == node->rep.position && node->rep.hb_applied > node->rep.position) {
+    if (node->rep.hb_position == node->rep.position &&
+        node->rep.hb_applied > node->rep.position) {
         return node->rep.hb_applied;
     }
     return node->rep.position;
 }
 
-static void replica_heard_applied(struct jinn_node *node, const struct jinn_replica_heartbeat *hb)
+static void replica_heard_applied(struct jinn_node *node,
+                                  const struct jinn_replica_heartbeat *hb)
 {
     uint64_t applied;
     node->rep.hb_position = hb->position;

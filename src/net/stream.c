@@ -768,9 +768,12 @@ static void kick(struct jinn_stream *s)
  * `position` has everything the node had applied then (entries that are no
  * commands never reach it), so it counts as applied that far: a client's
  * min_index from a voter's barrier read is answered without a record. */
-static json_t *with_applied(uint64_t applied, json_t *hb)
+static json_t *with_applied(struct jinn_stream *s, json_t *hb)
 {
-    if (hb != NULL && json_object_set_new(hb, "applied", json_integer((json_int_t)applied)) != 0) {
+    struct jinn_node_status st;
+    jinn_node_status(s->node, &st);
+    if (hb != NULL &&
+        json_object_set_new(hb, "applied", json_integer((json_int_t)st.applied_index)) != 0) {
         json_decref(hb);
         return NULL;
     }
@@ -790,14 +793,14 @@ static json_t *heartbeat_json(struct jinn_stream *s)
      * record at or below it (entries without a command, barriers, make
      * the two differ; a caught-up replica's position is the record's). */
     commit = st.applied_index >= st.commit_index ? s->position : st.commit_index;
-    return with_applied(st.applied_index, json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I}", "type",
+    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I}", "type",
                      "heartbeat", "node", s->cfg->server_name, "leader_id",
                      st.leader_id ? json_string(leader_id) : json_null(), "leader_name",
                      st.leader_id && st.leader_name ? json_string(st.leader_name) : json_null(),
                      "leader_api", st.leader_api ? json_string(st.leader_api) : json_null(),
                      "term", (json_int_t)st.term, "commit", (json_int_t)commit, "position",
                      (json_int_t)s->position, "time_ms", (json_int_t)fsm->time_ms, "quorum",
-                     st.quorum, "leader_contact_ms", (json_int_t)st.leader_contact_ms));
+                     st.quorum, "leader_contact_ms", (json_int_t)st.leader_contact_ms);
 }
 
 static struct jinn_ws_buf *json_buf(json_t *obj)
@@ -841,7 +844,7 @@ static void timer_cb(uv_timer_t *t)
     struct jinn_ws_buf *hb;
     (void)jinn_node_stream_position(s->node); /* a restore raft finished since */
     seal(s);
-    hb = s->n_replicas > 0 ? json_buf(heartbeat_json(s)) : NULL;
+    hb = s->n_replicas > 0 ? json_buf(with_applied(s, heartbeat_json(s))) : NULL;
     for (struct replica *r = s->replicas, *next; r != NULL && hb != NULL; r = next) {
         next = r->next;
         if (r->state != R_CLOSING && jinn_http_conn_queued(r->conn) > 0 &&
@@ -990,7 +993,7 @@ int jinn_stream_attach_at(struct jinn_stream *s, struct jinn_http_request *req, 
         return 0;
     }
     jinn_ws_buf_unref(b);
-    b = json_buf(heartbeat_json(s));
+    b = json_buf(with_applied(s, heartbeat_json(s)));
     if (b == NULL || jinn_ws_send(r->ws, false, b) != 0) {
         jinn_ws_buf_unref(b);
         cut_off(r, JINN_WS_CLOSE_INTERNAL, "out of memory");

@@ -87,7 +87,8 @@ TEST(stream_request_is_the_contract)
     {
         uint64_t at = 1700000000123u;
         jinn_wbuf_init(&w);
-        CHECK_INT(jinn_stream_build_request_at(&w, &u, 5, &at, UINT64_C(0xab), "r1", NULL, key), 0);
+        CHECK_INT(jinn_stream_build_request_at(&w, &u, 5, &at, UINT64_C(0xab), "r1", NULL, key),
+                  0);
         jinn_wbuf_put_u8(&w, 0);
         CHECK(strncmp((char *)w.data,
                       "GET /edge/v1/stream?from=5&cluster=00000000000000ab&at=1700000000123"
