@@ -468,17 +468,6 @@ static bool same_time(const struct replica *r, uint64_t t)
     return !r->has_at || r->at == t;
 }
 
-/* A snapshot for a replica whose position is not on this node's chain (or
- * behind the ring). With `at`, its position names a chain: one that is
- * not ours is replaced by any snapshot, even an older one. */
-static void snapshot_anew(struct replica *r)
-{
-    if (r->has_at) {
-        r->want = 0;
-    }
-    request_snapshot(r);
-}
-
 /* Where a replica at position x starts: streaming from the ring, waiting
  * for the record after x, or a snapshot. */
 static void place(struct replica *r, uint64_t x)
@@ -490,7 +479,7 @@ static void place(struct replica *r, uint64_t x)
         return;
     }
     if (x == s->position && !same_time(r, s->pos_time)) {
-        snapshot_anew(r);
+        request_snapshot(r); /* at x == position: the snapshot is at x or later */
         return;
     }
     if (x == s->position) {
@@ -556,7 +545,7 @@ static void place(struct replica *r, uint64_t x)
             }
         }
     }
-    snapshot_anew(r); /* older than the ring, or not on this node's chain */
+    request_snapshot(r); /* older than the ring, or not on this node's chain */
 }
 
 /* ---- snapshots ------------------------------------------------------------------- */
