@@ -117,3 +117,50 @@ def test_min_index_from_a_voter_linearizable_read(cluster_factory):
     t0 = time.monotonic()
     code, _, body = r.request(f"/v1/kv/app/k?consistency=stale&min_index={seen}", timeout=10)
     assert code == 200 and time.monotonic() - t0 < 2.0, (seen, code, body)
+
+
+def test_stream_at_names_the_chain(cluster_factory):
+    """The protocol itself: `at` equal to the node's cluster time at the
+    position resumes (no snapshot); any other time gets a snapshot, at the
+    position or later; a malformed `at` is 400. Heartbeats carry
+    `applied`."""
+    from test_stream import Feed, one_node, put, stream
+    c, leader = one_node(cluster_factory)
+    ws, status, _, _ = stream(leader, "from=0&name=a")
+    assert status == 101
+    first = Feed(ws)
+    first.until(lambda f: f.snapshots)
+    idx = [put(leader, f"k{i}", b"v%d" % i) for i in range(6)]
+    first.until(lambda f: f.records and f.records[-1][0] == idx[-1])
+    pos = idx[-1]
+    first.until(lambda f: f.heartbeats and f.heartbeats[-1]["position"] == pos,
+                what="a heartbeat at the last position")
+    hb = first.heartbeats[-1]
+    assert hb["applied"] >= hb["position"], hb
+    at = hb["time_ms"]  # the cluster time at pos (no command since)
+
+    ws2, status, _, _ = stream(leader, f"from={pos}&name=b&at={at}")
+    assert status == 101
+    same = Feed(ws2)
+    same.until(lambda f: len(f.heartbeats) >= 2, what="two heartbeats")
+    assert "S" not in same.order and "E" not in same.order
+
+    ws3, status, _, _ = stream(leader, f"from={pos}&name=c&at={at + 1}")
+    assert status == 101
+    other = Feed(ws3)
+    other.until(lambda f: f.snapshots, what="a snapshot for another chain")
+    assert other.snapshots[0][0] >= pos
+
+    mid = first.records[2][0]
+    ws4, status, _, _ = stream(leader, f"from={mid}&name=d&at=1")
+    assert status == 101
+    old = Feed(ws4)
+    old.until(lambda f: f.snapshots, what="a snapshot for another chain")
+    assert old.snapshots[0][0] >= pos and "E" not in old.order[:old.order.index("S")]
+
+    for q in (f"from={pos}&name=e&at=x1", f"from={pos}&name=e&at=", f"from={pos}&name=e&at=01",
+              f"from={pos}&name=e&at=1&at=1"):
+        w, status, _, body = stream(leader, q)
+        assert status == 400, (q, status, body)
+    for w in (ws, ws2, ws3, ws4):
+        w.close()
