@@ -3256,7 +3256,7 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
               (uint64_t)hb->leader_contact_ms <= stale_after(node);
     /* A node still in contact with an older leader than one we heard of
      * (partitioned with it) speaks for nobody. */
-    if (!primary || hb->term < node->rep.term ||
+    if (!primary || hb->term < node->rep.term || !url_ok(hb->leader_api) ||
         !relay_target(node->cfg, hb->leader_api, hb->source_url, relay, sizeof relay)) {
         return;
     }
