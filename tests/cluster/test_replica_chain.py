@@ -3,6 +3,8 @@ only an index; a replica at its source's position has applied what the
 source had applied (barriers included)."""
 import time
 
+import pytest
+
 from harness import wait_for
 
 POLICIES = ["consensus {", "    app { mode ap  stale_reads true  max_staleness 1h }", "}"]
@@ -164,3 +166,28 @@ def test_stream_at_names_the_chain(cluster_factory):
         assert status == 400, (q, status, body)
     for w in (ws, ws2, ws3, ws4):
         w.close()
+
+
+# the scripted node answers the relayed PUT by failing its upgrade (no key)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_writes_relayed_only_to_a_replica_of_host(cluster_factory):
+    """m6: a heartbeat names leader_api http://127.0.0.1:1, a host no
+    replica_of URL names: a client's write (and its Authorization) goes to
+    the node the replica streams from instead, never there."""
+    from test_replica_client import FakeNode, replica
+    f = FakeNode("f1")
+    try:
+        r = replica(cluster_factory, [f.url]).start()
+        r.wait_state("streaming")
+        r.request("/v1/kv/app/k", "PUT", b"x",
+                  headers={"Authorization": "Bearer client-secret-0123456789"})
+
+        def relayed():
+            return [(line, h) for line, h in f.requests if line.startswith("PUT ")]
+        wait_for(relayed, timeout=10, what="the write relayed to the source node")
+        line, headers = relayed()[0]
+        assert line.startswith("PUT /v1/kv/app/k "), line
+        assert headers.get("authorization") == "Bearer client-secret-0123456789"
+        assert headers.get("host") == f"127.0.0.1:{f.port}"
+    finally:
+        f.close()
