@@ -3064,6 +3064,9 @@ int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void
     }
     node->rep.position = index;
     node->rep.hb_applied = 0; /* it spoke of the state replaced */
+    /* The term heard belongs to the chain replaced (a cluster bootstrapped
+     * again starts at a lower one): relearned from the next heartbeat. */
+    node->rep.term = 0;
     node->rep.restores++;
     jinn_info("replica: snapshot restored at %llu (%zu bytes, cluster time %llu)",
               (unsigned long long)index, len, (unsigned long long)node->fsm.time_ms);

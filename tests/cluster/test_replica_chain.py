@@ -28,10 +28,15 @@ def test_rebootstrapped_cluster_replaces_the_replica_state(cluster_factory):
     old_id = leader.status()["cluster_id"]
     r = c.add_replica(extra_config=POLICIES + ["replica_stale_after 1s"]).start()
     r.wait_state("streaming")
+    for _ in range(2):  # a term the new cluster starts below
+        leader.kill()
+        leader.start(bootstrap=False)
+        leader = c.wait_leader()
     last = 0
     for i in range(20):
         last = put(leader, f"old{i}", b"old")
     r.wait_position(last)
+    old_term = leader.status()["term"]
     assert r.request("/v1/kv/app/old0?consistency=stale")[0] == 200
     for n in c.nodes:
         n.kill()
@@ -58,6 +63,12 @@ def test_rebootstrapped_cluster_replaces_the_replica_state(cluster_factory):
     code, _, body = r.request("/v1/kv/app/new0?consistency=stale")
     assert code == 200 and body == b"new", (code, body)
     assert "installing a snapshot" in r.log()
+    # the old cluster's higher term does not make it ignore the new leader
+    new_term = leader.status()["term"]
+    assert new_term < old_term  # what the scenario is about
+    wait_for(lambda: r.status()["term"] == leader.status()["term"], timeout=20,
+             what="the replica following the new cluster's leader")
+    r.wait_state("streaming", timeout=20)
 
 
 def test_replica_resumes_on_the_same_chain_without_a_snapshot(cluster_factory):
