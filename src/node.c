@@ -5,6 +5,7 @@
 #include "node.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <raft/uv.h>
@@ -125,6 +126,10 @@ struct replica_state {
     uint64_t sql_generation;  /* data_dir/sql/GENERATION: bumped at each restore */
     uint64_t mismatch_logged; /* loop ms another cluster's heartbeat was logged */
     bool halted;              /* a fatal condition: applies nothing more */
+    /* The last heartbeat's position and applied index (0: none sent): at
+     * that position we have all the node had applied (see replica_applied),
+     * and the largest such index announced to the apply hook. */
+    uint64_t hb_position, hb_applied, announced;
     uv_timer_t timer;
     bool timer_on;
 };
@@ -3086,6 +3091,7 @@ static void replica_stop(struct jinn_node *node)
  * then the hooks a voter runs (watches, min_index waits, checks). */
 static void replica_moved(struct jinn_node *node, uint64_t index)
 {
+    node->rep.announced = index;
     if (node->fsm.time_ms != node->seen_time) {
         node->seen_time = node->fsm.time_ms;
         node->seen_mono = uv_hrtime() / 1000000u;
@@ -3122,6 +3128,10 @@ int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void
         return rv;
     }
     node->rep.position = index;
+    node->rep.hb_applied = 0; /* it spoke of the state replaced */
+    /* The term heard belongs to the chain replaced (a cluster bootstrapped
+     * again starts at a lower one): relearned from the next heartbeat. */
+    node->rep.term = 0;
     node->rep.restores++;
     /* Readers outside jinn hold the replaced files: tell them. A failure
      * to write it is logged; the state itself is restored. */
@@ -3185,11 +3195,111 @@ static bool url_ok(const char *url)
     return true;
 }
 
+/* "http://host:port" of an http(s) or ws(s) URL, the default port (80,
+ * 443 for https and wss) made explicit, the host lowercased: what the relay
+ * allow-list compares, and the URL relays go to (fetch.c speaks http://
+ * URLs only; TLS comes from the configuration, wss:// replica_of). false
+ * when it is no such URL. */
+static bool url_origin(const char *url, char *out, size_t cap)
+{
+    const char *h, *e, *port;
+    bool tls;
+    size_t hn, n = 0;
+    if (url == NULL) {
+        return false;
+    }
+    if (strncmp(url, "http://", 7) == 0 || strncmp(url, "ws://", 5) == 0) {
+        tls = false;
+    } else if (strncmp(url, "https://", 8) == 0 || strncmp(url, "wss://", 6) == 0) {
+        tls = true;
+    } else {
+        return false;
+    }
+    h = strstr(url, "://") + 3;
+    for (e = h; *e != '\0' && *e != '/' && *e != '?' && *e != '#'; e++) {
+        if ((unsigned char)*e <= 0x20 || (unsigned char)*e >= 0x7f || *e == '@') {
+            return false; /* no credentials, nothing a header could not carry */
+        }
+    }
+    port = memchr(h, ':', (size_t)(e - h));
+    hn = port != NULL ? (size_t)(port - h) : (size_t)(e - h);
+    if (hn == 0 || (port != NULL && port + 1 == e) || hn + 16 > cap) {
+        return false;
+    }
+    n = (size_t)snprintf(out, cap, "http://");
+    for (size_t i = 0; i < hn; i++) {
+        out[n++] = (char)tolower((unsigned char)h[i]);
+    }
+    out[n] = '\0';
+    if (port != NULL) {
+        size_t pn = (size_t)(e - port);
+        if (n + pn + 1 > cap) {
+            return false;
+        }
+        memcpy(out + n, port, pn);
+        out[n + pn] = '\0';
+    } else {
+        snprintf(out + n, cap - n, ":%s", tls ? "443" : "80");
+    }
+    return true;
+}
+
+/* Where writes are relayed (m6: a heartbeat is not trusted with clients'
+ * credentials): the heartbeat's leader_api when its host:port is that of a
+ * replica_of URL, else the node this heartbeat came through, which
+ * forwards to its leader as it does for any client. false: neither is
+ * usable. */
+static bool relay_target(const struct jinn_config *cfg, const char *leader_api,
+                         const char *source_url, char *out, size_t cap)
+{
+    char want[REPLICA_URL_MAX], have[REPLICA_URL_MAX];
+    if (url_ok(leader_api) && url_origin(leader_api, want, sizeof want)) {
+        for (unsigned i = 0; i < cfg->n_replica_of; i++) {
+            if (url_origin(cfg->replica_of[i], have, sizeof have) && strcmp(want, have) == 0) {
+                snprintf(out, cap, "%s", leader_api);
+                return true;
+            }
+        }
+    }
+    return url_origin(source_url, out, cap) && url_ok(out);
+}
+
+/* The applied index a replica answers with (X-Jinn-Applied-Index, min_index
+ * waits): its position, or the streaming node's applied index of the last
+ * heartbeat if that was sent at our position. Entries that are no commands
+ * (a new leader's barrier, a linearizable read's) never reach a replica, so
+ * at that position it has the state the node had at that index. */
+static uint64_t replica_applied(const struct jinn_node *node)
+{
+    if (node->rep.hb_position == node->rep.position &&
+        node->rep.hb_applied > node->rep.position) {
+        return node->rep.hb_applied;
+    }
+    return node->rep.position;
+}
+
+static void replica_heard_applied(struct jinn_node *node,
+                                  const struct jinn_replica_heartbeat *hb)
+{
+    uint64_t applied;
+    node->rep.hb_position = hb->position;
+    node->rep.hb_applied = hb->applied >= hb->position ? hb->applied : 0;
+    applied = replica_applied(node);
+    if (applied > node->rep.announced && !node->rep.halted) {
+        node->rep.announced = applied;
+        /* min_index reads parked for a barrier's index are served now */
+        if (node->apply_hook != NULL) {
+            node->apply_hook(node->apply_hook_data, applied);
+        }
+    }
+}
+
 void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_replica_heartbeat *hb)
 {
     uint64_t now = uv_now(node->loop);
     uint64_t contact, at;
     bool primary;
+    char relay[REPLICA_URL_MAX];
 
     if (!node->replica || node->stopping) {
         return;
@@ -3210,6 +3320,7 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
         jinn_info("replica: following cluster %016llx", (unsigned long long)hb->cluster_id);
     }
     node->rep.heartbeats++;
+    replica_heard_applied(node, hb);
     if (now < node->distrust_until) {
         return; /* may have waited in the socket during a stall */
     }
@@ -3217,7 +3328,8 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
               (uint64_t)hb->leader_contact_ms <= stale_after(node);
     /* A node still in contact with an older leader than one we heard of
      * (partitioned with it) speaks for nobody. */
-    if (!primary || hb->term < node->rep.term || !url_ok(hb->leader_api)) {
+    if (!primary || hb->term < node->rep.term || !url_ok(hb->leader_api) ||
+        !relay_target(node->cfg, hb->leader_api, hb->source_url, relay, sizeof relay)) {
         return;
     }
     node->rep.primary_heartbeats++;
@@ -3229,7 +3341,7 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
     node->rep.term = hb->term;
     node->rep.leader_id = hb->leader_id;
     copy_bounded(node->rep.leader_name, sizeof node->rep.leader_name, hb->leader_name);
-    copy_bounded(node->rep.leader_api, sizeof node->rep.leader_api, hb->leader_api);
+    copy_bounded(node->rep.leader_api, sizeof node->rep.leader_api, relay);
     node->rep.leader_commit = hb->commit;
     node->rep.last_primary = now;
     node->rep.forced_read_only = false;
@@ -3345,7 +3457,7 @@ static void replica_node_status(struct jinn_node *node, struct jinn_node_status 
         st->leader_api = rs.leader_api;
     }
     st->commit_index = node->rep.leader_commit;
-    st->applied_index = node->rep.position;
+    st->applied_index = replica_applied(node);
     st->last_index = node->rep.position;
     st->cluster_time_ms = node->fsm.time_ms;
     /* "A leader with a quorum is known": a primary heartbeat within

@@ -244,6 +244,12 @@ struct jinn_replica_heartbeat {
     const char *leader_name, *leader_api, *node;
     bool quorum;
     int64_t leader_contact_ms;
+    /* The streaming node's applied index (barriers included) when it sent
+     * it; 0: not sent (an older node). */
+    uint64_t applied;
+    /* The replica_of URL of the connection it came on (ws:// or wss://):
+     * writes are relayed there when leader_api is not a replica_of host. */
+    const char *source_url;
 };
 void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_replica_heartbeat *hb);
 

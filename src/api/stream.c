@@ -85,10 +85,10 @@ static bool name_ok(const char *s, size_t n)
     return true;
 }
 
-/* Only from, cluster and name, each at most once. */
+/* Only from, cluster, name and at, each at most once. */
 static bool params_known(const char *q, size_t len)
 {
-    static const char *const known[] = {"from", "cluster", "name"};
+    static const char *const known[] = {"from", "cluster", "name", "at"};
     unsigned seen = 0;
     size_t i = 0;
     while (i < len) {
@@ -101,17 +101,39 @@ static bool params_known(const char *q, size_t len)
         while (start + klen < i && q[start + klen] != '=') {
             klen++;
         }
-        for (k = 0; k < 3; k++) {
+        for (k = 0; k < 4; k++) {
             if (klen == strlen(known[k]) && memcmp(q + start, known[k], klen) == 0) {
                 break;
             }
         }
-        if (k == 3 || (seen & (1u << k))) {
+        if (k == 4 || (seen & (1u << k))) {
             return false;
         }
         seen |= 1u << k;
         i++;
     }
+    return true;
+}
+
+/* `at` (optional): the replica's cluster time at its position, which names
+ * the chain it is on (a cluster bootstrapped again has the same id and
+ * indexes). true unless present and not a decimal u64. */
+static bool parse_at(struct jinn_http_request *req, uint64_t *at, bool *has_at)
+{
+    char s[24], *end;
+    long n = jinn_http_query_get(req->query, req->query_len, "at", s, sizeof s);
+    if (n == -1) {
+        return true; /* absent: an older replica, index only */
+    }
+    if (n <= 0 || n > 20 || s[0] < '0' || s[0] > '9' || (n > 1 && s[0] == '0')) {
+        return false;
+    }
+    errno = 0;
+    *at = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return false;
+    }
+    *has_at = true;
     return true;
 }
 
@@ -122,7 +144,8 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
     char key[25];
     const struct jinn_http_header *kh = jinn_http_header_find(&req->msg, "sec-websocket-key");
     long n;
-    uint64_t from = 0, cluster_id;
+    uint64_t from = 0, cluster_id, at = 0;
+    bool has_at = false;
     char *end;
     int rv;
 
@@ -137,7 +160,7 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
     }
     if (!params_known(req->query, req->query_len)) {
         jinn_http_reply_error(req, JINN_EINVAL,
-                              "parameters: from, cluster, name (each once), nothing else");
+                              "parameters: from, cluster, name, at (each once), nothing else");
         return;
     }
     n = jinn_http_query_get(req->query, req->query_len, "from", from_s, sizeof from_s);
@@ -187,7 +210,12 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
     memcpy(key, kh->value, 24);
     key[24] = '\0';
     jinn_ws_accept_key(key, accept);
-    rv = jinn_stream_attach(api->stream, req, from, name, accept);
+    if (!parse_at(req, &at, &has_at)) {
+        jinn_http_reply_error(req, JINN_EINVAL,
+                              "at: the replica's cluster time (ms) at its position, decimal");
+        return;
+    }
+    rv = jinn_stream_attach_at(api->stream, req, from, has_at ? &at : NULL, name, accept);
     if (rv != 0) {
         jinn_http_reply_error(req, rv, NULL);
     }

@@ -56,6 +56,7 @@
 
 struct rec {
     uint64_t index, prev;
+    uint64_t prev_time; /* the FSM's time_ms at prev (what a replica at prev has) */
     size_t off; /* of its header in the frame */
 };
 
@@ -89,6 +90,8 @@ struct replica {
     bool pinged;         /* it sent pings since its transport last drained */
     uint64_t pings_seen;
     uint64_t drained_ms; /* the transport last took bytes (a write completed) */
+    bool has_at;         /* the request named its cluster time at its position */
+    uint64_t at;
 };
 
 struct snap_job {
@@ -125,6 +128,7 @@ struct jinn_stream {
     uint32_t open_n, open_cap;
     uint64_t open_ms;
     uint64_t position; /* the last record's index (or a restored snapshot's) */
+    uint64_t pos_time; /* the FSM's time_ms right after position was applied */
     uint64_t epoch;    /* restores seen */
     struct snap_job *job;
     bool want_snapshot;
@@ -282,7 +286,9 @@ static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf
 {
     struct jinn_stream *s = data;
     size_t key_off;
+    uint64_t prev_time = s->pos_time;
     s->position = index;
+    s->pos_time = jinn_node_fsm(s->node)->time_ms; /* the hook runs after the apply */
     if (s->idle) {
         return; /* no replica to keep records for */
     }
@@ -309,6 +315,7 @@ static void on_record(void *data, uint64_t index, uint64_t prev, const void *buf
     }
     s->open_recs[s->open_n].index = index;
     s->open_recs[s->open_n].prev = prev;
+    s->open_recs[s->open_n].prev_time = prev_time;
     s->open_recs[s->open_n].off = s->open.len;
     jinn_wbuf_put_u64(&s->open, index);
     jinn_wbuf_put_u64(&s->open, prev);
@@ -343,6 +350,7 @@ static void on_restore(void *data, uint64_t index)
 {
     struct jinn_stream *s = data;
     s->position = index;
+    s->pos_time = jinn_node_fsm(s->node)->time_ms; /* nothing applied since the restore */
     s->epoch++;
     ring_reset(s);
     kick(s);
@@ -481,6 +489,15 @@ static uint64_t lag_bytes(const struct replica *r)
     return lag;
 }
 
+/* Whether a replica's cluster time at its position (the request's `at`)
+ * is the one this node's chain has there: the same index on another chain
+ * (the cluster wiped and bootstrapped again: same id, new records) almost
+ * never has the same time. No `at` (an older replica): index only. */
+static bool same_time(const struct replica *r, uint64_t t)
+{
+    return !r->has_at || r->at == t;
+}
+
 /* Where a replica at position x starts: streaming from the ring, waiting
  * for the record after x, or a snapshot. */
 static void place(struct replica *r, uint64_t x)
@@ -489,6 +506,10 @@ static void place(struct replica *r, uint64_t x)
     r->want = x;
     if (x == 0) {
         request_snapshot(r);
+        return;
+    }
+    if (x == s->position && !same_time(r, s->pos_time)) {
+        request_snapshot(r); /* at x == position: the snapshot is at x or later */
         return;
     }
     if (x == s->position) {
@@ -518,7 +539,7 @@ static void place(struct replica *r, uint64_t x)
             const struct batch *b = ring_at(s, lo);
             for (uint32_t k = 0; k < b->n; k++) {
                 if (b->recs[k].index > x) {
-                    if (b->recs[k].prev == x) {
+                    if (b->recs[k].prev == x && same_time(r, b->recs[k].prev_time)) {
                         r->pos = x;
                         r->next_seq = lo;
                         r->state = R_STREAMING;
@@ -531,7 +552,7 @@ static void place(struct replica *r, uint64_t x)
             /* past every sealed batch: in the open one */
             for (uint32_t k = 0; k < s->open_n; k++) {
                 if (s->open_recs[k].index > x) {
-                    if (s->open_recs[k].prev == x) {
+                    if (s->open_recs[k].prev == x && same_time(r, s->open_recs[k].prev_time)) {
                         r->pos = x;
                         r->next_seq = s->tail_seq;
                         r->state = R_STREAMING;
@@ -544,7 +565,7 @@ static void place(struct replica *r, uint64_t x)
     } else if (s->head_seq == s->tail_seq && s->open_n > 0 && s->open_recs[0].prev <= x) {
         for (uint32_t k = 0; k < s->open_n; k++) {
             if (s->open_recs[k].index > x) {
-                if (s->open_recs[k].prev == x) {
+                if (s->open_recs[k].prev == x && same_time(r, s->open_recs[k].prev_time)) {
                     r->pos = x;
                     r->next_seq = s->tail_seq;
                     r->state = R_STREAMING;
@@ -782,12 +803,29 @@ static void kick(struct jinn_stream *s)
     }
 }
 
+/* "applied": this node's applied index, barriers included. A replica at
+ * `position` has everything the node had applied then (entries that are no
+ * commands never reach it), so it counts as applied that far: a client's
+ * min_index from a voter's barrier read is answered without a record. */
+static json_t *with_applied(struct jinn_stream *s, json_t *hb)
+{
+    struct jinn_node_status st;
+    jinn_node_status(s->node, &st);
+    if (hb != NULL &&
+        json_object_set_new(hb, "applied", json_integer((json_int_t)st.applied_index)) != 0) {
+        json_decref(hb);
+        return NULL;
+    }
+    return hb;
+}
+
 static json_t *heartbeat_json(struct jinn_stream *s)
 {
     struct jinn_node_status st;
     char leader_id[17];
     const struct jinn_fsm *fsm = jinn_node_fsm(s->node);
     uint64_t commit;
+    (void)jinn_node_stream_position(s->node); /* a pending restore first: applied says it */
     jinn_node_status(s->node, &st);
     snprintf(leader_id, sizeof leader_id, "%016" PRIx64, st.leader_id);
     /* The commit index as a stream position: once applied here, the last
@@ -894,7 +932,7 @@ static void timer_cb(uv_timer_t *t)
     struct jinn_ws_buf *hb;
     (void)jinn_node_stream_position(s->node); /* a restore raft finished since */
     seal(s);
-    hb = s->n_replicas > 0 ? json_buf(heartbeat_json(s)) : NULL;
+    hb = s->n_replicas > 0 ? json_buf(with_applied(s, heartbeat_json(s))) : NULL;
     for (struct replica *r = s->replicas, *next; r != NULL && hb != NULL; r = next) {
         next = r->next;
         if (r->state != R_CLOSING && jinn_http_conn_queued(r->conn) > 0 &&
@@ -1030,8 +1068,8 @@ bool jinn_stream_has_room(const struct jinn_stream *s)
     return !s->stopping && s->n_replicas < s->cfg->stream_max_replicas;
 }
 
-int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
-                       const char *name, const char *accept_key)
+int jinn_stream_attach_at(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
+                          const uint64_t *at, const char *name, const char *accept_key)
 {
     struct replica *r;
     struct jinn_ws_io wio;
@@ -1049,6 +1087,8 @@ int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uin
         return JINN_ENOMEM;
     }
     r->s = s;
+    r->has_at = at != NULL;
+    r->at = at != NULL ? *at : 0;
     snprintf(r->name, sizeof r->name, "%s", name);
     wio = (struct jinn_ws_io){ws_write, ws_message, ws_closed, r};
     rv = jinn_ws_create(true, CLIENT_MESSAGE_MAX, &wio, &r->ws);
@@ -1085,7 +1125,7 @@ int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uin
         return 0;
     }
     jinn_ws_buf_unref(b);
-    b = json_buf(heartbeat_json(s));
+    b = json_buf(with_applied(s, heartbeat_json(s)));
     if (b == NULL || jinn_ws_send(r->ws, false, b) != 0) {
         jinn_ws_buf_unref(b);
         cut_off(r, JINN_WS_CLOSE_INTERNAL, "out of memory");
@@ -1102,6 +1142,12 @@ int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uin
         flush(r);
     }
     return 0;
+}
+
+int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
+                       const char *name, const char *accept_key)
+{
+    return jinn_stream_attach_at(s, req, from, NULL, name, accept_key);
 }
 
 /* ---- life ------------------------------------------------------------------------------- */
@@ -1146,6 +1192,7 @@ int jinn_stream_create(uv_loop_t *loop, struct jinn_node *node, const struct jin
     uv_timer_start(&s->timer, timer_cb, cfg->stream_heartbeat_ms, cfg->stream_heartbeat_ms);
     s->position = jinn_node_stream_position(node);
     s->idle = true; /* until a replica connects */
+    s->pos_time = jinn_node_fsm(node)->time_ms;
     jinn_node_set_stream_hooks(node, on_record, on_restore, s);
     *out = s;
     return 0;

@@ -53,6 +53,11 @@ bool jinn_stream_has_room(const struct jinn_stream *s);
  * Returns 0 (req was answered) or an error (req not answered). */
 int jinn_stream_attach(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
                        const char *name, const char *accept_key);
+/* The same with the replica's cluster time at `from` (the request's `at`,
+ * NULL when absent): the node resumes it at `from` only if its own chain
+ * had that time there, else it sends a snapshot (never older than from). */
+int jinn_stream_attach_at(struct jinn_stream *s, struct jinn_http_request *req, uint64_t from,
+                          const uint64_t *at, const char *name, const char *accept_key);
 
 struct jinn_stream_stats {
     unsigned replicas;

@@ -212,6 +212,9 @@ int jinn_stream_parse_heartbeat(const char *json, size_t len, struct jinn_stream
     }
     hb->quorum = json_is_true(q);
     hb->leader_contact_ms = (int64_t)json_integer_value(lc);
+    if (json_object_get(o, "applied") != NULL && get_u64(o, "applied", &hb->applied) != 0) {
+        goto out; /* optional (older nodes), but a number when present */
+    }
     rv = 0;
 out:
     json_decref(o);
@@ -272,6 +275,13 @@ int jinn_stream_build_request(struct jinn_wbuf *out, const struct jinn_stream_ur
                               uint64_t position, uint64_t cluster, const char *name,
                               const char *token, const char key[25])
 {
+    return jinn_stream_build_request_at(out, url, position, NULL, cluster, name, token, key);
+}
+
+int jinn_stream_build_request_at(struct jinn_wbuf *out, const struct jinn_stream_url *url,
+                                 uint64_t position, const uint64_t *at, uint64_t cluster,
+                                 const char *name, const char *token, const char key[25])
+{
     size_t name_len = name != NULL ? strlen(name) : 0;
     if (name_len == 0 || name_len > 64) {
         return JINN_EINVAL;
@@ -289,6 +299,9 @@ int jinn_stream_build_request(struct jinn_wbuf *out, const struct jinn_stream_ur
     jinn_wbuf_printf(out, "GET %s/v1/stream?from=%" PRIu64, url->path, position);
     if (cluster != 0) {
         jinn_wbuf_printf(out, "&cluster=%016" PRIx64, cluster);
+    }
+    if (at != NULL) {
+        jinn_wbuf_printf(out, "&at=%" PRIu64, *at);
     }
     jinn_wbuf_printf(out, "&name=");
     for (size_t i = 0; i < name_len; i++) {
@@ -606,6 +619,8 @@ static void on_heartbeat(struct conn *c, const struct jinn_stream_heartbeat *hb)
         .node = hb->node,
         .quorum = hb->quorum,
         .leader_contact_ms = hb->leader_contact_ms,
+        .applied = hb->applied,
+        .source_url = s->urls[c->url],
     };
     uint64_t now = uv_now(s->loop);
     c->have_hb = true;
@@ -915,8 +930,13 @@ static void send_upgrade(struct conn *c)
         return;
     }
     jinn_wbuf_init(&w);
-    rv = jinn_stream_build_request(&w, &s->parsed[c->url], jinn_node_replica_position(s->node),
-                                   s->cluster, s->name, s->token, c->key);
+    {
+        /* The cluster time at our position names the chain we are on. */
+        uint64_t pos = jinn_node_replica_position(s->node);
+        uint64_t at = jinn_node_fsm(s->node)->time_ms;
+        rv = jinn_stream_build_request_at(&w, &s->parsed[c->url], pos, pos != 0 ? &at : NULL,
+                                          s->cluster, s->name, s->token, c->key);
+    }
     if (rv == 0) {
         rv = send_bytes(c, w.data, w.len);
     }

@@ -77,6 +77,7 @@ struct jinn_stream_heartbeat {
     uint64_t term, commit, position, time_ms;
     bool quorum;
     int64_t leader_contact_ms; /* -1: never */
+    uint64_t applied;          /* optional "applied"; 0: absent */
 };
 
 /* The text messages. hello: 0 with *cluster and node (65 bytes) filled;
@@ -104,6 +105,11 @@ struct jinn_wbuf;
 int jinn_stream_build_request(struct jinn_wbuf *out, const struct jinn_stream_url *url,
                               uint64_t position, uint64_t cluster, const char *name,
                               const char *token, const char key[25]);
+/* The same with `&at=` (the replica's cluster time at position, which names
+ * its chain) when at is not NULL. */
+int jinn_stream_build_request_at(struct jinn_wbuf *out, const struct jinn_stream_url *url,
+                                 uint64_t position, const uint64_t *at, uint64_t cluster,
+                                 const char *name, const char *token, const char key[25]);
 
 struct jinn_replica_stream_config {
     const char *const *urls; /* replica_of, in order; copied */

@@ -36,6 +36,14 @@ static void hook(void *data, uint64_t index)
     r->hook_calls++;
 }
 
+/* listen ("HOST:PORT") becomes a replica_of URL: writes may be relayed there. */
+static void allow_source(struct jinn_config *cfg, const char *listen)
+{
+    char u[64];
+    snprintf(u, sizeof u, "ws://%s", listen);
+    cfg->replica_of[cfg->n_replica_of++] = jinn_strdup(u);
+}
+
 static int rig_start(struct rig *r, uint64_t stale_after_ms)
 {
     memset(r, 0, sizeof *r);
@@ -47,6 +55,12 @@ static int rig_start(struct rig *r, uint64_t stale_after_ms)
     jinn_free(r->cfg.data_dir);
     r->cfg.data_dir = jinn_strdup(r->dir);
     r->cfg.replica_stale_after_ms = stale_after_ms;
+    /* the cluster the heartbeats below name as leaders (relay allow-list) */
+    for (int i = 1; i <= 3; i++) {
+        char u[32];
+        snprintf(u, sizeof u, "ws://127.0.0.1:800%d", i);
+        r->cfg.replica_of[r->cfg.n_replica_of++] = jinn_strdup(u);
+    }
     if (jinn_node_create_replica(&r->loop, &r->cfg, &r->node) != 0) {
         return -1;
     }
@@ -474,6 +488,102 @@ TEST(replica_read_only_until_a_primary_heartbeat_and_after_it_stops)
     rig_done(&r);
 }
 
+/* m6: a heartbeat names where clients' writes (with their Authorization)
+ * are relayed; only a replica_of host is trusted with them, else the node
+ * the heartbeat came through. */
+TEST(replica_relays_only_to_a_replica_of_host)
+{
+    struct rig r;
+    struct jinn_replica_heartbeat hb;
+    CHECK_INT(rig_start(&r, 2000), 0);
+
+    hb = primary(3, 0, 0); /* http://127.0.0.1:8001, a replica_of host */
+    hb.source_url = "ws://127.0.0.1:8002";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8001");
+
+    hb = primary(3, 0, 0); /* a host no replica_of names: the source instead */
+    hb.leader_api = "http://10.6.6.6:8001";
+    hb.source_url = "ws://127.0.0.1:8002/";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8002");
+
+    hb = primary(3, 0, 0); /* a wss:// source: http:// URL, TLS from the config */
+    hb.leader_api = "http://10.6.6.6:8001";
+    hb.source_url = "wss://N2.example:8443/edge";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://n2.example:8443");
+
+    hb = primary(3, 0, 0); /* the right host, another port */
+    hb.leader_api = "http://127.0.0.1:9001";
+    hb.source_url = "ws://127.0.0.1:8003";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8003");
+
+    hb = primary(3, 0, 0); /* no port: 80, which no replica_of names */
+    hb.leader_api = "http://127.0.0.1";
+    hb.source_url = "ws://127.0.0.1:8002";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8002");
+
+    hb = primary(3, 0, 0); /* user info is no host of ours */
+    hb.leader_api = "http://127.0.0.1:8001@10.6.6.6:80";
+    hb.source_url = "ws://127.0.0.1:8003";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8003");
+
+    hb = primary(3, 0, 0); /* a path after the host:port is kept */
+    hb.leader_api = "http://127.0.0.1:8002/base";
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8002/base");
+    rig_done(&r);
+}
+
+/* M3: a voter's X-Jinn-Applied-Index may be a barrier's, never a record: a
+ * replica at the position its source streamed has all the source had
+ * applied, and says so (min_index reads parked for it are served). */
+TEST(replica_applied_index_from_the_heartbeat_at_its_position)
+{
+    struct rig r;
+    struct jinn_replica_heartbeat hb;
+    struct jinn_node_status st;
+    struct jinn_cmd c = kv_put("k", "v");
+    struct jinn_wbuf w;
+    CHECK_INT(rig_start(&r, 2000), 0);
+    CHECK_INT(encode(&c, 10, &w), 0);
+    CHECK_INT(jinn_node_replica_apply(r.node, 1, 0, w.data, w.len), 0);
+    CHECK_INT(r.hook_index, 1);
+
+    hb = primary(3, 4, 2); /* streamed up to 2, applied 4: we are not at 2 */
+    hb.applied = 4;
+    jinn_node_replica_heartbeat(r.node, &hb);
+    jinn_node_status(r.node, &st);
+    CHECK_INT(st.applied_index, 1);
+    CHECK_INT(r.hook_index, 1);
+
+    CHECK_INT(jinn_node_replica_apply(r.node, 2, 1, w.data, w.len), 0);
+    jinn_node_status(r.node, &st);
+    CHECK_INT(st.applied_index, 4); /* 3 and 4: no commands (barriers) */
+    hb = primary(3, 5, 2);
+    hb.applied = 5;
+    jinn_node_replica_heartbeat(r.node, &hb);
+    jinn_node_status(r.node, &st);
+    CHECK_INT(st.applied_index, 5);
+    CHECK_INT(r.hook_index, 5); /* parked min_index reads wake */
+
+    hb = primary(3, 5, 2); /* an older node: no "applied" */
+    jinn_node_replica_heartbeat(r.node, &hb);
+    jinn_node_status(r.node, &st);
+    CHECK_INT(st.applied_index, 2);
+    hb = primary(3, 5, 2); /* applied below position: nonsense, ignored */
+    hb.applied = 1;
+    jinn_node_replica_heartbeat(r.node, &hb);
+    jinn_node_status(r.node, &st);
+    CHECK_INT(st.applied_index, 2);
+    jinn_wbuf_free(&w);
+    rig_done(&r);
+}
+
 TEST(replica_freshness_from_primary_heartbeats)
 {
     struct rig r;
@@ -750,6 +860,7 @@ TEST(replica_relays_writes_without_peer_headers_and_reads_its_own_write)
     snprintf(listen_r, sizeof listen_r, "127.0.0.1:%d", free_port());
     snprintf(leader_url, sizeof leader_url, "http://%s", listen_l);
     snprintf(replica_url, sizeof replica_url, "http://%s", listen_r);
+    allow_source(&r.cfg, listen_l);
     memset(&hc, 0, sizeof hc);
     hc.max_body = 1 << 20;
     hc.idle_timeout_ms = 10000;
@@ -858,6 +969,7 @@ TEST(replica_check_verdict_mismatch_stops_applying)
     CHECK_INT(rig_start(&r, 2000), 0);
     snprintf(listen_l, sizeof listen_l, "127.0.0.1:%d", free_port());
     snprintf(leader_url, sizeof leader_url, "http://%s", listen_l);
+    allow_source(&r.cfg, listen_l);
     memset(&hc, 0, sizeof hc);
     hc.max_body = 1 << 20;
     hc.idle_timeout_ms = 10000;

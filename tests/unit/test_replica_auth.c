@@ -377,6 +377,11 @@ static void replica_case(bool redact, enum published majority, enum published re
     snprintf(listen_r, sizeof listen_r, "127.0.0.1:%d", free_port());
     snprintf(leader_url, sizeof leader_url, "http://%s", listen_l);
     snprintf(replica_url, sizeof replica_url, "http://%s", listen_r);
+    {
+        char u[64]; /* the leader is a replica_of host: writes may be relayed to it */
+        snprintf(u, sizeof u, "ws://%s", listen_l);
+        cfg.replica_of[cfg.n_replica_of++] = jinn_strdup(u);
+    }
     memset(&hc, 0, sizeof hc);
     hc.max_body = 1 << 20;
     hc.idle_timeout_ms = 10000;

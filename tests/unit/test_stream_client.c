@@ -83,6 +83,20 @@ TEST(stream_request_is_the_contract)
     CHECK(strstr((char *)w.data, "\r\nHost: e.example:443\r\n") != NULL);
     jinn_wbuf_free(&w);
 
+    /* with the cluster time at the position (M2: it names the chain) */
+    {
+        uint64_t at = 1700000000123u;
+        jinn_wbuf_init(&w);
+        CHECK_INT(jinn_stream_build_request_at(&w, &u, 5, &at, UINT64_C(0xab), "r1", NULL, key),
+                  0);
+        jinn_wbuf_put_u8(&w, 0);
+        CHECK(strncmp((char *)w.data,
+                      "GET /edge/v1/stream?from=5&cluster=00000000000000ab&at=1700000000123"
+                      "&name=r1 HTTP/1.1\r\n",
+                      87) == 0);
+        jinn_wbuf_free(&w);
+    }
+
     /* a token that would split the header is never sent */
     jinn_wbuf_init(&w);
     CHECK_INT(jinn_stream_build_request(&w, &u, 0, 0, "r1", "abc\r\nX-Evil: 1", key),
@@ -152,6 +166,20 @@ TEST(stream_heartbeat_and_primary)
     hb.leader_contact_ms = -1;
     CHECK(!jinn_stream_primary(&hb, 2000));
 
+    CHECK_INT(hb.applied, 0); /* an older node: no "applied" */
+    {
+        const char *with_applied =
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"leader_name\":null,"
+            "\"leader_api\":null,\"term\":3,\"commit\":120,\"position\":118,\"time_ms\":5,"
+            "\"quorum\":false,\"leader_contact_ms\":-1,\"applied\":121}";
+        const char *bad_applied =
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"leader_name\":null,"
+            "\"leader_api\":null,\"term\":3,\"commit\":120,\"position\":118,\"time_ms\":5,"
+            "\"quorum\":false,\"leader_contact_ms\":-1,\"applied\":\"121\"}";
+        CHECK_INT(jinn_stream_parse_heartbeat(with_applied, strlen(with_applied), &hb), 0);
+        CHECK_INT(hb.applied, 121);
+        CHECK_INT(jinn_stream_parse_heartbeat(bad_applied, strlen(bad_applied), &hb), -1);
+    }
     CHECK_INT(jinn_stream_parse_heartbeat(no_leader, strlen(no_leader), &hb), 0);
     CHECK(!hb.has_leader);
     CHECK_INT(hb.leader_contact_ms, -1);
