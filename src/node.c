@@ -551,28 +551,20 @@ static int fsync_dir(const char *dir)
     return rv;
 }
 
-static int write_identity(const char *dir, const struct identity *ident)
+/* Writes dir/name with text atomically and durably: a temporary file,
+ * fsynced, renamed over name, then the directory fsynced. */
+static int write_file_atomic(const char *dir, const char *name, const char *text, size_t n)
 {
-    char path[4200], tmp[4210], text[ID_FILE_MAX];
-    int n, fd;
-    uint32_t crc;
-
-    n = snprintf(text, sizeof text, "jinn-identity %d\nnode_id %llu\ncluster_id %016llx\nname %s\n",
-                 ID_FILE_VERSION, (unsigned long long)ident->id,
-                 (unsigned long long)ident->cluster_id, ident->name);
-    if (n < 0 || (size_t)n + 32 > sizeof text) {
-        return JINN_EINVAL;
-    }
-    crc = jinn_crc32(0, text, (size_t)n);
-    n += snprintf(text + n, sizeof text - (size_t)n, "crc32 %08x\n", crc);
-    snprintf(path, sizeof path, "%s/%s", dir, ID_FILE);
+    char path[4200], tmp[4210];
+    int fd;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         jinn_error("cannot write %s: %s", tmp, strerror(errno));
         return JINN_EIO;
     }
-    if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
+    if (write(fd, text, n) != (ssize_t)n || fsync(fd) != 0) {
         jinn_error("cannot write %s: %s", tmp, strerror(errno));
         close(fd);
         return JINN_EIO;
@@ -583,6 +575,23 @@ static int write_identity(const char *dir, const struct identity *ident)
         return JINN_EIO;
     }
     return 0;
+}
+
+static int write_identity(const char *dir, const struct identity *ident)
+{
+    char text[ID_FILE_MAX];
+    int n;
+    uint32_t crc;
+
+    n = snprintf(text, sizeof text, "jinn-identity %d\nnode_id %llu\ncluster_id %016llx\nname %s\n",
+                 ID_FILE_VERSION, (unsigned long long)ident->id,
+                 (unsigned long long)ident->cluster_id, ident->name);
+    if (n < 0 || (size_t)n + 32 > sizeof text) {
+        return JINN_EINVAL;
+    }
+    crc = jinn_crc32(0, text, (size_t)n);
+    n += snprintf(text + n, sizeof text - (size_t)n, "crc32 %08x\n", crc);
+    return write_file_atomic(dir, ID_FILE, text, (size_t)n);
 }
 
 /* 0: read; JINN_ENOTFOUND: no file; JINN_EIO: unreadable or corrupt
@@ -3013,28 +3022,11 @@ static uint64_t read_sql_generation(const char *data_dir)
 
 static int write_sql_generation(const char *data_dir, uint64_t gen)
 {
-    char dir[4200], path[4220], tmp[4230], text[32];
-    int n, fd;
+    char dir[4200], text[32];
+    int n;
     snprintf(dir, sizeof dir, "%s/sql", data_dir);
-    snprintf(path, sizeof path, "%s/%s", dir, SQL_GENERATION_FILE);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     n = snprintf(text, sizeof text, "%llu\n", (unsigned long long)gen);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        jinn_error("cannot write %s: %s", tmp, strerror(errno));
-        return JINN_EIO;
-    }
-    if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
-        jinn_error("cannot write %s: %s", tmp, strerror(errno));
-        close(fd);
-        return JINN_EIO;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0 || fsync_dir(dir) != 0) {
-        jinn_error("cannot write %s: %s", path, strerror(errno));
-        return JINN_EIO;
-    }
-    return 0;
+    return write_file_atomic(dir, SQL_GENERATION_FILE, text, (size_t)n);
 }
 
 static int replica_start(struct jinn_node *node)

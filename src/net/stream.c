@@ -498,6 +498,26 @@ static bool same_time(const struct replica *r, uint64_t t)
     return !r->has_at || r->at == t;
 }
 
+/* Starts r at x if the first of recs[0..n) past x follows x on the same
+ * chain (its prev is x, at the replica's time); the records come from
+ * batch seq. False: x is not on this stretch of the chain. */
+static bool start_at(struct replica *r, const struct rec *recs, uint32_t n, uint64_t x,
+                     uint64_t seq)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        if (recs[k].index > x) {
+            if (recs[k].prev != x || !same_time(r, recs[k].prev_time)) {
+                return false;
+            }
+            r->pos = x;
+            r->next_seq = seq;
+            r->state = R_STREAMING;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Where a replica at position x starts: streaming from the ring, waiting
  * for the record after x, or a snapshot. */
 static void place(struct replica *r, uint64_t x)
@@ -537,42 +557,18 @@ static void place(struct replica *r, uint64_t x)
         }
         if (lo < s->tail_seq) {
             const struct batch *b = ring_at(s, lo);
-            for (uint32_t k = 0; k < b->n; k++) {
-                if (b->recs[k].index > x) {
-                    if (b->recs[k].prev == x && same_time(r, b->recs[k].prev_time)) {
-                        r->pos = x;
-                        r->next_seq = lo;
-                        r->state = R_STREAMING;
-                        return;
-                    }
-                    break;
-                }
+            if (start_at(r, b->recs, b->n, x, lo)) {
+                return;
             }
         } else if (s->open_n > 0) {
             /* past every sealed batch: in the open one */
-            for (uint32_t k = 0; k < s->open_n; k++) {
-                if (s->open_recs[k].index > x) {
-                    if (s->open_recs[k].prev == x && same_time(r, s->open_recs[k].prev_time)) {
-                        r->pos = x;
-                        r->next_seq = s->tail_seq;
-                        r->state = R_STREAMING;
-                        return;
-                    }
-                    break;
-                }
+            if (start_at(r, s->open_recs, s->open_n, x, s->tail_seq)) {
+                return;
             }
         }
     } else if (s->head_seq == s->tail_seq && s->open_n > 0 && s->open_recs[0].prev <= x) {
-        for (uint32_t k = 0; k < s->open_n; k++) {
-            if (s->open_recs[k].index > x) {
-                if (s->open_recs[k].prev == x && same_time(r, s->open_recs[k].prev_time)) {
-                    r->pos = x;
-                    r->next_seq = s->tail_seq;
-                    r->state = R_STREAMING;
-                    return;
-                }
-                break;
-            }
+        if (start_at(r, s->open_recs, s->open_n, x, s->tail_seq)) {
+            return;
         }
     }
     request_snapshot(r); /* older than the ring, or not on this node's chain */
