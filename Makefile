@@ -100,6 +100,10 @@ build/bench/load: bench/load.c build/rel/src/httpmsg.o build/rel/src/fetch.o \
 	@mkdir -p build/bench
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 
+build/bench/sink: bench/sink.c
+	@mkdir -p build/bench
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $<
+
 build/bench/nats_load: bench/nats_load.c
 	@mkdir -p build/bench
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $< $(shell pkg-config --cflags --libs libnats) -lpthread
