@@ -119,7 +119,7 @@ build/bench/compile_time: tests/wasmtool/compile_time.c $(filter-out build/rel/s
 # then edge replicas (bench/replica: lag at 5 000 writes/s, throughput with 0/4/16, reads).
 # A peer's tools that cannot be installed or built skip that peer (compare
 # says so); they never stop the run.
-bench: deps build/jinn build/bench/load
+bench: deps build/jinn build/bench/load build/bench/sink
 	-@scripts/install-deps.sh --bench
 	-$(MAKE) build/bench/nats_load
 	bench/run

@@ -7,7 +7,7 @@
  * prev must equal the stream's position (a snapshot 'S' sets it). Pings are
  * answered. Prints one JSON line: records and bytes received, messages,
  * chain breaks (must be 0), streams closed by the node (cut off), and the
- * streams still open at the end.
+ * streams still open at the end. SIGTERM ends it early (with the same line).
  *
  * A real replica also applies every record; on one 2-core machine sixteen of
  * them take the CPU the nodes would be idle in, which is not the nodes'
@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +51,14 @@ struct stream {
 struct totals {
     uint64_t records, bytes, messages, breaks, closed, snapshots;
 };
+
+static volatile sig_atomic_t stop;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
 
 static double now_s(void)
 {
@@ -281,8 +290,10 @@ int main(int argc, char **argv)
         ss[i].fd = connect_stream(urls[i % n_urls], i);
         ss[i].open = true;
     }
+    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: poll returns */
+    sigaction(SIGTERM, &sa, NULL);
     double end = now_s() + duration;
-    while (now_s() < end) {
+    while (!stop && now_s() < end) {
         int open = 0;
         for (int i = 0; i < n; i++) {
             pf[i].fd = ss[i].open ? ss[i].fd : -1;
@@ -294,6 +305,9 @@ int main(int argc, char **argv)
         }
         int ms = (int)((end - now_s()) * 1000) + 1;
         if (poll(pf, (nfds_t)n, ms) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
             perror("sink: poll");
             return 1;
         }
