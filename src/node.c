@@ -315,7 +315,9 @@ static uint64_t wall_ms(void)
 /* TEST ONLY hooks, read once at start and logged loudly when set:
  * JINN_TEST_CLOCK_OFFSET_MS (signed) shifts this node's wall clock, to test
  * clock steps and skewed leaders; JINN_TEST_APPEND_DELAY_MS makes its log
- * writes report completion that much later (a slow disk). */
+ * writes report completion that much later (a slow disk);
+ * JINN_TEST_APPEND_FAULT_FILE makes them fail at once while that file
+ * exists (a failing disk). */
 static long long test_env_ms(const char *name, long long min, long long max, const char *what)
 {
     const char *v = getenv(name);
@@ -1191,6 +1193,14 @@ int jinn_node_start(struct jinn_node *node)
     node->guard.loop = node->loop;
     node->guard.append_delay_ms =
         (unsigned)test_env_ms("JINN_TEST_APPEND_DELAY_MS", 0, 60000, "log writes reported late");
+    node->guard.append_fault_file = getenv("JINN_TEST_APPEND_FAULT_FILE");
+    if (node->guard.append_fault_file != NULL && node->guard.append_fault_file[0] == '\0') {
+        node->guard.append_fault_file = NULL;
+    }
+    if (node->guard.append_fault_file != NULL) {
+        jinn_warn("TEST ONLY: log writes fail while %s exists (JINN_TEST_APPEND_FAULT_FILE)",
+                  node->guard.append_fault_file);
+    }
     node->test_clock_offset_ms = (int64_t)test_env_ms(
         "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
     if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
