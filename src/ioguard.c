@@ -4,7 +4,9 @@
  * inner io's data points back at the guard. */
 #include "ioguard.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 
@@ -186,6 +188,11 @@ static int g_append(struct raft_io *io, struct raft_io_append *req,
     struct jinn_ioguard *g = (struct jinn_ioguard *)io;
     struct jinn_slow_append *s = NULL;
     int rv;
+    if (g->append_fault_file != NULL && access(g->append_fault_file, F_OK) == 0) {
+        snprintf(g->io.errmsg, sizeof g->io.errmsg, "test fault: %s exists",
+                 g->append_fault_file);
+        return RAFT_IOERR;
+    }
     if (g->append_delay_ms > 0 && g->loop != NULL) {
         s = jinn_calloc(1, sizeof *s);
     }

@@ -34,6 +34,10 @@ struct jinn_ioguard {
     uv_loop_t *loop;
     unsigned append_delay_ms;
     struct jinn_slow_append *slow; /* completions waiting to be reported */
+    /* TEST ONLY (JINN_TEST_APPEND_FAULT_FILE): while this file exists, log
+     * writes fail at once with RAFT_IOERR, as a failing disk's can. NULL =
+     * off. */
+    const char *append_fault_file;
 };
 
 /* Wraps inner. inner must stay alive as long as the guard. */

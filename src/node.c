@@ -24,6 +24,7 @@
 #include "error.h"
 #include "clock.h"
 #include "fresh.h"
+#include "fsm/fatal.h"
 #include "ioguard.h"
 #include "log.h"
 #include "peerguard.h"
@@ -314,7 +315,9 @@ static uint64_t wall_ms(void)
 /* TEST ONLY hooks, read once at start and logged loudly when set:
  * JINN_TEST_CLOCK_OFFSET_MS (signed) shifts this node's wall clock, to test
  * clock steps and skewed leaders; JINN_TEST_APPEND_DELAY_MS makes its log
- * writes report completion that much later (a slow disk). */
+ * writes report completion that much later (a slow disk);
+ * JINN_TEST_APPEND_FAULT_FILE makes them fail at once while that file
+ * exists (a failing disk). */
 static long long test_env_ms(const char *name, long long min, long long max, const char *what)
 {
     const char *v = getenv(name);
@@ -1190,6 +1193,14 @@ int jinn_node_start(struct jinn_node *node)
     node->guard.loop = node->loop;
     node->guard.append_delay_ms =
         (unsigned)test_env_ms("JINN_TEST_APPEND_DELAY_MS", 0, 60000, "log writes reported late");
+    node->guard.append_fault_file = getenv("JINN_TEST_APPEND_FAULT_FILE");
+    if (node->guard.append_fault_file != NULL && node->guard.append_fault_file[0] == '\0') {
+        node->guard.append_fault_file = NULL;
+    }
+    if (node->guard.append_fault_file != NULL) {
+        jinn_warn("TEST ONLY: log writes fail while %s exists (JINN_TEST_APPEND_FAULT_FILE)",
+                  node->guard.append_fault_file);
+    }
     node->test_clock_offset_ms = (int64_t)test_env_ms(
         "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
     if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
@@ -1379,6 +1390,79 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
 
 static int propose_checks(struct jinn_node *node, int type);
 
+/* Who owns bufs after a failed raft_apply, from libraft 0.15.0 (client.c,
+ * log.c): the state check (RAFT_NOTLEADER) takes nothing; a failure after
+ * the append (replicationTrigger: the io's append failing at once, or out
+ * of memory) removes the entries again with logDiscard, which does not free
+ * them, and dequeues req: the caller still owns all n. Only
+ * logAppendCommands failing at entry i > 0 (out of memory) leaves entries
+ * 0..i-1 in the log, raft's from then on, with req not queued. The log's
+ * last index tells these apart whatever the code: raft kept what it grew
+ * by. Should that ever not add up, nothing is freed: a leak on a path that
+ * cannot happen beats a double free of a buffer raft may still write. */
+int jinn_raft_apply(struct raft *raft, struct raft_apply *req, struct raft_buffer bufs[],
+                    unsigned n, raft_apply_cb cb, unsigned *kept)
+{
+    raft_index last = raft_last_index(raft);
+    raft_index grown;
+    int rv;
+
+    *kept = 0;
+    rv = raft_apply(raft, req, bufs, n, cb);
+    if (rv == 0) {
+        *kept = n;
+        return 0;
+    }
+    grown = raft_last_index(raft) - last;
+    if (raft_last_index(raft) < last || grown > n) {
+        *kept = n; /* cannot happen (see above): free nothing */
+        return rv;
+    }
+    *kept = (unsigned)grown;
+    for (unsigned i = *kept; i < n; i++) {
+        jinn_free(bufs[i].base);
+        bufs[i].base = NULL;
+    }
+    return rv;
+}
+
+/* raft_apply for both propose paths. On failure no callback comes for
+ * p->req (libraft never queued it) and bufs are settled: freed, or kept by
+ * raft. Returns a jinn code. */
+static int propose_apply(struct jinn_node *node, struct proposal *p, struct raft_buffer bufs[],
+                         unsigned n)
+{
+    uint64_t now;
+    unsigned kept;
+    int rv;
+
+    rv = jinn_raft_apply(&node->raft, &p->req, bufs, n, proposal_applied, &kept);
+    if (rv == 0) {
+        return JINN_OK;
+    }
+    if (rv == RAFT_NOTLEADER) {
+        return JINN_ENOTLEADER;
+    }
+    if (kept > 0) {
+        /* libraft 0.15 keeps these entries in memory and never writes them
+         * (its next append starts after them): its disk log would no longer
+         * match its memory. A restart reloads the log from disk. */
+        jinn_error("raft kept %u of %u entries after a failed append (%s: %s); stopping "
+                   "this node (a restart reloads the log from disk)",
+                   kept, n, raft_strerror(rv), raft_errmsg(&node->raft));
+        fflush(NULL);
+        _exit(JINN_EXIT_FATAL_APPLY); /* the same class: stop, write nothing */
+    }
+    now = uv_now(node->loop);
+    if (now >= node->io_error_next) {
+        /* A disk fault fails every proposal: at most one line a second. */
+        jinn_error("raft could not append a proposal: %s (%s)", raft_strerror(rv),
+                   raft_errmsg(&node->raft));
+        node->io_error_next = now + 1000;
+    }
+    return JINN_ERAFT;
+}
+
 int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeout_ms,
                       jinn_propose_cb cb, void *data)
 {
@@ -1416,11 +1500,10 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     p->req.data = p;
     buf.base = w.data; /* transferred to raft on success */
     buf.len = w.len;
-    rv = raft_apply(&node->raft, &p->req, &buf, 1, proposal_applied);
-    if (rv != 0) {
-        jinn_wbuf_free(&w);
-        jinn_free(p);
-        return rv == RAFT_NOTLEADER ? JINN_ENOTLEADER : JINN_ERAFT;
+    rv = propose_apply(node, p, &buf, 1);
+    if (rv != JINN_OK) {
+        jinn_free(p); /* buf: settled by propose_apply */
+        return rv;
     }
     node->last_stamp_ms = now;
     node->inflight++;
@@ -1476,9 +1559,9 @@ int jinn_node_propose_many(struct jinn_node *node, struct jinn_cmd *cs, unsigned
     p->n = n;
     p->term = node->raft.current_term;
     p->req.data = p;
-    rv = raft_apply(&node->raft, &p->req, bufs, n, proposal_applied);
-    if (rv != 0) {
-        rv = rv == RAFT_NOTLEADER ? JINN_ENOTLEADER : JINN_ERAFT;
+    rv = propose_apply(node, p, bufs, n);
+    if (rv != JINN_OK) {
+        built = 0; /* bufs: settled by propose_apply */
         goto fail;
     }
     jinn_free(bufs);

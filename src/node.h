@@ -51,6 +51,14 @@ typedef void (*jinn_propose_many_cb)(void *data, int code, const struct jinn_res
 int jinn_node_propose_many(struct jinn_node *node, struct jinn_cmd *cs, unsigned n,
                            uint64_t timeout_ms, jinn_propose_many_cb cb, void *data);
 
+/* raft_apply(raft, req, bufs, n, cb) with the ownership of bufs settled:
+ * on 0 raft owns all n; on an error (raft's code) *kept of them (the first
+ * ones) stay in raft's log and are raft's, the rest have been freed here
+ * (jinn_free) and set to NULL, and cb will never be called for req. The
+ * two propose paths use it; exported for the unit test. */
+int jinn_raft_apply(struct raft *raft, struct raft_apply *req, struct raft_buffer bufs[],
+                    unsigned n, raft_apply_cb cb, unsigned *kept);
+
 /* Linearizable reads: calls cb(data, JINN_OK) once this node has proven it
  * is still the leader and has applied everything committed before the
  * call; then local state may be read. All reads waiting at one moment
