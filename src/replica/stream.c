@@ -31,6 +31,11 @@
 /* A stream that lasted this long worked: its end is not a failure. */
 #define STABLE_MS 1000
 #define READ_BUFFER (64u * 1024)
+/* What this replica may have waiting to go to its node (libuv's write
+ * queue, past the kernel's buffer, plus the pongs wslay holds). It sends
+ * only pongs and a close, so more means a node that pings and never reads
+ * (A3 m4): without this the pongs piled up without limit. */
+#define OUT_MAX (64u * 1024)
 
 /* ---- pure parts (unit tested) ----------------------------------------- */
 
@@ -903,6 +908,14 @@ static void plain_input(struct conn *c, const char *p, size_t n)
                 conn_close(c, "a WebSocket protocol error");
             } else if (!c->closing) {
                 jinn_ws_flush(c->ws); /* pongs */
+            }
+            if (!c->closing &&
+                c->tcp.write_queue_size + jinn_ws_control_bytes(c->ws) > OUT_MAX) {
+                char why[128];
+                snprintf(why, sizeof why,
+                         "the node does not read what this replica sends (%zu bytes waiting)",
+                         c->tcp.write_queue_size + (size_t)jinn_ws_control_bytes(c->ws));
+                conn_close(c, why);
             }
             return;
         }

@@ -129,6 +129,15 @@ class FakeNode:
                             fin = 0x80 if off + 4096 >= len(snap) else 0
                             part = snap[off:off + 4096]
                             c.sendall(struct.pack("!BBH", fin | op, 126, len(part)) + part)
+                if mode == "ping_flood":
+                    # pings as fast as it can, never reading the pongs
+                    # (heartbeats between them: the stream looks alive)
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    ping = struct.pack("!BB", 0x89, 125) + b"p" * 125
+                    t0 = time.monotonic()
+                    while self.mode == "ping_flood" and time.monotonic() - t0 < 0.2:
+                        c.sendall(ping * 500)
+                    continue
                 if mode == "huge_term" and not sent_bad:
                     # one primary heartbeat with a lying term, then the true ones
                     c.sendall(frame(heartbeat(self.name, term=2**62)))
@@ -356,6 +365,31 @@ def test_one_heartbeat_with_a_huge_term_does_not_lock_the_replica_out(cluster_fa
         st = r.status()
         assert st["term"] == 2 and st["replica"]["state"] == "streaming", st
         time.sleep(0.1)
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS"))
+
+
+def test_a_node_that_pings_and_never_reads_is_left(cluster_factory, fakes):
+    """A3 m4: the replica answered every ping at once and queued the pongs
+    in libuv without a bound (RSS grew with the sender's rate); now more
+    than 64 KiB waiting to go out ends the stream, and it reconnects."""
+    f = fakes("f1")
+    r = replica(cluster_factory, [f.url]).start()
+    r.wait_state("streaming")
+    before = _rss_kb(r.proc.pid)
+    f.mode = "ping_flood"
+    wait_for(lambda: "the node does not read what this replica sends" in r.log(), timeout=30,
+             what="the stream left")
+    peak = _rss_kb(r.proc.pid)
+    f.mode = "primary"
+    wait_for(lambda: len(f.requests) >= 2, timeout=15, what="a reconnect")
+    r.wait_state("streaming", timeout=15)
+    assert r.alive()
+    print("replica RSS (kB) before the flood, when it left:", before, peak)
+    assert peak - before < 64 * 1024, (before, peak)  # kB: the kernel's buffers, not more
 
 
 def test_cli_usage(tmp_path):
