@@ -1223,6 +1223,17 @@ static void on_tick(uv_timer_t *t)
     update_state(s);
 }
 
+void jinn_replica_stream_set_tls(struct jinn_replica_stream *s, SSL_CTX *tls)
+{
+    /* An open connection's SSL holds its own reference to the old one. */
+    if (s == NULL || tls == NULL) {
+        return;
+    }
+    SSL_CTX_up_ref(tls);
+    SSL_CTX_free(s->tls);
+    s->tls = tls;
+}
+
 int jinn_replica_stream_start(uv_loop_t *loop, struct jinn_node *node,
                               const struct jinn_replica_stream_config *cfg,
                               struct jinn_replica_stream **out)
