@@ -228,25 +228,55 @@ static int tls_build(const struct jinn_config *cfg, SSL_CTX **server, SSL_CTX **
     return 0;
 }
 
-/* SIGHUP: the certificate, key and CA files are read again. New
- * connections use them; open ones keep theirs; a file that does not load
- * keeps everything as it was (logged). Raft is not touched: the node keeps
- * its role. */
+static SSL_CTX *replica_tls_build(const struct jinn_config *cfg, bool *ok, char *err,
+                                  size_t errlen);
+
+/* A replica's wss:// context, read again: its next connections and its
+ * relays (same trust, same client certificate) use it. */
+static void replica_tls_install(struct daemon *d, SSL_CTX *ctx)
+{
+    jinn_replica_stream_set_tls(d->stream, ctx);
+    jinn_fetch_set_tls(ctx);
+    jinn_fetch_close_idle();
+    SSL_CTX_free(d->stream_tls);
+    d->stream_tls = ctx;
+}
+
+/* SIGHUP: the certificate, key and CA files are read again (a replica's
+ * replica_ca / replica_cert / replica_key too). New connections use them;
+ * open ones keep theirs; a file that does not load keeps everything as it
+ * was (logged). Raft is not touched: the node keeps its role. */
 static void on_sighup(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
     const struct jinn_config *cfg = &d->cfg;
-    SSL_CTX *server = NULL, *client = NULL;
+    SSL_CTX *server = NULL, *client = NULL, *rtls = NULL;
     char err[512];
+    bool ok = true;
     (void)signum;
     if (d->stopping) {
         return; /* the HTTP server may be gone */
     }
+    if (cfg->replica && d->stream_tls != NULL) {
+        rtls = replica_tls_build(cfg, &ok, err, sizeof err);
+        if (!ok) {
+            jinn_error("SIGHUP: replica_ca / replica_cert not reloaded (nor http_tls), the old "
+                       "ones stay in use: %s",
+                       err);
+            return;
+        }
+    }
     if (cfg->http_tls_cert == NULL && cfg->cluster_tls_ca == NULL) {
+        if (rtls != NULL) {
+            replica_tls_install(d, rtls);
+            jinn_info("SIGHUP: replica_ca / replica_cert reloaded");
+            return;
+        }
         jinn_info("SIGHUP: no http_tls or cluster_tls configured: nothing to reload");
         return;
     }
     if (tls_build(cfg, &server, &client, err, sizeof err) != 0) {
+        SSL_CTX_free(rtls);
         jinn_error("SIGHUP: http_tls not reloaded, the old certificates stay in use: %s", err);
         return;
     }
@@ -260,6 +290,7 @@ static void on_sighup(uv_signal_t *h, int signum)
             X509_STORE_free(peers);
             SSL_CTX_free(server);
             SSL_CTX_free(client);
+            SSL_CTX_free(rtls);
             jinn_error("SIGHUP: cluster_tls not reloaded (nor http_tls), the old certificates "
                        "stay in use: %s",
                        err);
@@ -279,6 +310,9 @@ static void on_sighup(uv_signal_t *h, int signum)
         }
         SSL_CTX_free(server);
         SSL_CTX_free(client);
+    }
+    if (rtls != NULL) {
+        replica_tls_install(d, rtls); /* after http_tls's client: relays use this one */
     }
     jinn_info("SIGHUP: certificates reloaded");
 }
@@ -568,10 +602,10 @@ static int ports_free(const struct jinn_config *cfg)
 /* `jinn replica`: the client context for wss:// replica_of URLs, trusting
  * replica_ca (else the system's CAs) and presenting replica_cert/key when
  * given. NULL with *ok when no URL is wss://. */
-static SSL_CTX *replica_tls(const struct jinn_config *cfg, bool *ok)
+static SSL_CTX *replica_tls_build(const struct jinn_config *cfg, bool *ok, char *err,
+                                  size_t errlen)
 {
     const char *trust[1] = {cfg->replica_ca};
-    char err[512];
     bool wss = false;
     SSL_CTX *ctx;
     *ok = true;
@@ -582,15 +616,22 @@ static SSL_CTX *replica_tls(const struct jinn_config *cfg, bool *ok)
         return NULL;
     }
     ctx = jinn_tls_client_ctx(cfg->replica_cert, cfg->replica_key, trust,
-                              cfg->replica_ca != NULL ? 1 : 0, err, sizeof err);
+                              cfg->replica_ca != NULL ? 1 : 0, err, errlen);
     if (ctx != NULL && cfg->replica_ca == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        snprintf(err, sizeof err, "cannot load the system's CA certificates");
+        snprintf(err, errlen, "cannot load the system's CA certificates");
         SSL_CTX_free(ctx);
         ctx = NULL;
     }
-    if (ctx == NULL) {
+    *ok = ctx != NULL;
+    return ctx;
+}
+
+static SSL_CTX *replica_tls(const struct jinn_config *cfg, bool *ok)
+{
+    char err[512];
+    SSL_CTX *ctx = replica_tls_build(cfg, ok, err, sizeof err);
+    if (!*ok) {
         fprintf(stderr, "jinn: replica_ca / replica_cert: %s\n", err);
-        *ok = false;
     }
     return ctx;
 }

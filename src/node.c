@@ -3373,7 +3373,7 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
 {
     uint64_t now = uv_now(node->loop);
     uint64_t contact, at;
-    bool primary;
+    bool primary, term_heard;
     char relay[REPLICA_URL_MAX];
 
     if (!node->replica || node->stopping) {
@@ -3402,8 +3402,21 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
     primary = hb->quorum && hb->leader_id != 0 && hb->leader_contact_ms >= 0 &&
               (uint64_t)hb->leader_contact_ms <= stale_after(node);
     /* A node still in contact with an older leader than one we heard of
-     * (partitioned with it) speaks for nobody. */
-    if (!primary || hb->term < node->rep.term || !url_ok(hb->leader_api) ||
+     * (partitioned with it) speaks for nobody - but only while that newer
+     * term is still being heard: the term remembered expires with the
+     * read-only switch (no primary heartbeat at it for replica_stale_after).
+     * Kept for good, one heartbeat with a huge term (a hostile or MITM
+     * ws:// source, a corrupted one, a cluster bootstrapped again) made the
+     * replica ignore every true heartbeat after it: read-only until
+     * restarted (A3 m1). Expiring it costs nothing real: an old leader cut
+     * off from its quorum steps down within an election timeout, well
+     * before replica_stale_after, and its followers' leader_contact_ms then
+     * grows past it, so by the time the term expires no node speaks for the
+     * old leader as primary. A source that lies keeps lying whatever is
+     * remembered; this only stops one lie from outliving it. */
+    term_heard =
+        node->rep.last_primary != 0 && now - node->rep.last_primary <= stale_after(node);
+    if (!primary || (hb->term < node->rep.term && term_heard) || !url_ok(hb->leader_api) ||
         !relay_target(node->cfg, hb->leader_api, hb->source_url, relay, sizeof relay)) {
         return;
     }

@@ -137,6 +137,18 @@ static bool parse_at(struct jinn_http_request *req, uint64_t *at, bool *has_at)
     return true;
 }
 
+/* Whether a replica can be at `from`: on the leader, whose log holds
+ * every committed entry, not past its last index (a replica applies only
+ * committed records). A follower cannot tell (it may lag the replica's
+ * last source): there a replica ahead waits, and is cut off after a while
+ * (net/stream.c, "ahead of this node"). */
+static bool from_possible(struct jinn_api *api, uint64_t from)
+{
+    struct jinn_node_status st;
+    jinn_node_status(api->node, &st);
+    return st.role != JINN_ROLE_LEADER || from <= st.last_index;
+}
+
 void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
                      const struct jinn_route_args *args)
 {
@@ -200,6 +212,15 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
     if (n == 16 && memcmp(cluster_s, ours, 16) != 0) {
         char msg[128];
         snprintf(msg, sizeof msg, "this node belongs to cluster %s, not %s", ours, cluster_s);
+        jinn_http_reply_error(req, JINN_ECONFLICT, msg);
+        return;
+    }
+    if (!from_possible(api, from)) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "from %" PRIu64 " is past the end of this cluster's log: this replica "
+                 "followed another chain (a cluster restored or bootstrapped again?)",
+                 from);
         jinn_http_reply_error(req, JINN_ECONFLICT, msg);
         return;
     }

@@ -90,6 +90,7 @@ struct replica {
     bool pinged;         /* it sent pings since its transport last drained */
     uint64_t pings_seen;
     uint64_t drained_ms; /* the transport last took bytes (a write completed) */
+    uint64_t waiting_ms; /* R_WAITING since (loop ms) */
     bool has_at;         /* the request named its cluster time at its position */
     uint64_t at;
 };
@@ -546,6 +547,7 @@ static void place(struct replica *r, uint64_t x)
     if (x > s->position) {
         r->want = x;
         r->state = R_WAITING; /* heartbeats only, until the node gets there */
+        r->waiting_ms = uv_now(s->loop);
         return;
     }
     /* x < position: the batch holding the first record past x */
@@ -917,6 +919,32 @@ static void idle_check(struct jinn_stream *s)
     }
 }
 
+/* How long a replica may wait ahead of this node's log: 25 heartbeats
+ * (5 s by default), at least 1 s. A true replica is ahead only of a node
+ * that lags (it came from one that had more), by a little, for a little
+ * while; past this it is better served by another node, and a client
+ * asking a position this node does not reach (from=2^64-1) would hold a
+ * stream_max_replicas slot for ever on heartbeats alone (A3 m3). */
+static uint64_t ahead_ms(const struct jinn_stream *s)
+{
+    uint64_t ms = 25 * (uint64_t)s->cfg->stream_heartbeat_ms;
+    return ms < 1000 ? 1000 : ms;
+}
+
+/* This node's last log index (read once per tick, into *cache). A
+ * replica ahead of the records but not of the log waits for this node's
+ * apply, or sits at a barrier's index (a node's raft snapshot there) in a
+ * quiet cluster: both are served here, in time. */
+static uint64_t log_end(const struct jinn_stream *s, uint64_t *cache)
+{
+    if (*cache == 0) {
+        struct jinn_node_status st;
+        jinn_node_status(s->node, &st);
+        *cache = st.last_index > s->position ? st.last_index : s->position;
+    }
+    return *cache;
+}
+
 /* How long a client that pings may leave its output backed up (reads
  * paused) while its transport takes nothing: 10 heartbeats, at least 1 s
  * (jinn's replicas do not ping; a slow one that does not is left to the
@@ -931,6 +959,7 @@ static void timer_cb(uv_timer_t *t)
 {
     struct jinn_stream *s = t->data;
     struct jinn_ws_buf *hb;
+    uint64_t last_index = 0;
     (void)jinn_node_stream_position(s->node); /* a restore raft finished since */
     seal(s);
     hb = s->n_replicas > 0 ? json_buf(with_applied(s, heartbeat_json(s))) : NULL;
@@ -941,6 +970,15 @@ static void timer_cb(uv_timer_t *t)
             /* a quiet cluster sends too little to reach the lag bound: a
              * peer that takes nothing for this long holds a slot for nothing */
             cut_off(r, JINN_WS_CLOSE_POLICY, "not reading");
+            continue;
+        }
+        if (r->state == R_WAITING && uv_now(s->loop) - r->waiting_ms > ahead_ms(s) &&
+            r->want > log_end(s, &last_index)) {
+            /* 1008: the replica moves on to its next listed node */
+            jinn_info("stream: replica %s (%s) asked for %" PRIu64
+                      ", still ahead of this node (at %" PRIu64 ")",
+                      r->name, r->addr, r->want, s->position);
+            cut_off(r, JINN_WS_CLOSE_POLICY, "ahead of this node");
             continue;
         }
         read_gate(r);

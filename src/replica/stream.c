@@ -31,6 +31,11 @@
 /* A stream that lasted this long worked: its end is not a failure. */
 #define STABLE_MS 1000
 #define READ_BUFFER (64u * 1024)
+/* What this replica may have waiting to go to its node (libuv's write
+ * queue, past the kernel's buffer, plus the pongs wslay holds). It sends
+ * only pongs and a close, so more means a node that pings and never reads
+ * (A3 m4): without this the pongs piled up without limit. */
+#define OUT_MAX (64u * 1024)
 
 /* ---- pure parts (unit tested) ----------------------------------------- */
 
@@ -904,6 +909,14 @@ static void plain_input(struct conn *c, const char *p, size_t n)
             } else if (!c->closing) {
                 jinn_ws_flush(c->ws); /* pongs */
             }
+            if (!c->closing &&
+                c->tcp.write_queue_size + jinn_ws_control_bytes(c->ws) > OUT_MAX) {
+                char why[128];
+                snprintf(why, sizeof why,
+                         "the node does not read what this replica sends (%zu bytes waiting)",
+                         c->tcp.write_queue_size + (size_t)jinn_ws_control_bytes(c->ws));
+                conn_close(c, why);
+            }
             return;
         }
         {
@@ -1208,6 +1221,17 @@ static void on_tick(uv_timer_t *t)
         attempt(s);
     }
     update_state(s);
+}
+
+void jinn_replica_stream_set_tls(struct jinn_replica_stream *s, SSL_CTX *tls)
+{
+    /* An open connection's SSL holds its own reference to the old one. */
+    if (s == NULL || tls == NULL) {
+        return;
+    }
+    SSL_CTX_up_ref(tls);
+    SSL_CTX_free(s->tls);
+    s->tls = tls;
 }
 
 int jinn_replica_stream_start(uv_loop_t *loop, struct jinn_node *node,

@@ -128,6 +128,10 @@ int jinn_replica_stream_start(uv_loop_t *loop, struct jinn_node *node,
                               const struct jinn_replica_stream_config *cfg,
                               struct jinn_replica_stream **out);
 
+/* Connections from now on use tls (SIGHUP: replica_ca / replica_cert
+ * read again); an open one keeps its own. Takes a reference. */
+void jinn_replica_stream_set_tls(struct jinn_replica_stream *s, SSL_CTX *tls);
+
 /* Closes the connection and the timers; cb runs once every handle is
  * closed, then the stream is freed. */
 void jinn_replica_stream_stop(struct jinn_replica_stream *s, void (*cb)(void *data),

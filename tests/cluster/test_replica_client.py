@@ -36,13 +36,13 @@ def frame(payload, text=True):
     return head + payload
 
 
-def heartbeat(node="f1", primary=True, position=0, commit=0):
+def heartbeat(node="f1", primary=True, position=0, commit=0, term=2):
     return json.dumps({
         "type": "heartbeat", "node": node,
         "leader_id": "0000000000000001" if primary else None,
         "leader_name": "n1" if primary else None,
         "leader_api": "http://127.0.0.1:1" if primary else None,
-        "term": 2, "commit": commit, "position": position, "time_ms": 1000,
+        "term": term, "commit": commit, "position": position, "time_ms": 1000,
         "quorum": primary, "leader_contact_ms": 0 if primary else -1}).encode()
 
 
@@ -56,7 +56,7 @@ class FakeNode:
         self.port = free_port()
         self.requests = []  # (request line, headers dict)
         self.times = []  # when each request arrived (monotonic)
-        self.mode = "primary"  # primary | no_quorum | silent | refuse | bad_prev
+        self.mode = "primary"  # primary | no_quorum | silent | refuse | bad_prev | huge_term
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", self.port))
@@ -129,6 +129,19 @@ class FakeNode:
                             fin = 0x80 if off + 4096 >= len(snap) else 0
                             part = snap[off:off + 4096]
                             c.sendall(struct.pack("!BBH", fin | op, 126, len(part)) + part)
+                if mode == "ping_flood":
+                    # pings as fast as it can, never reading the pongs
+                    # (heartbeats between them: the stream looks alive)
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    ping = struct.pack("!BB", 0x89, 125) + b"p" * 125
+                    t0 = time.monotonic()
+                    while self.mode == "ping_flood" and time.monotonic() - t0 < 0.2:
+                        c.sendall(ping * 500)
+                    continue
+                if mode == "huge_term" and not sent_bad:
+                    # one primary heartbeat with a lying term, then the true ones
+                    c.sendall(frame(heartbeat(self.name, term=2**62)))
+                    sent_bad = True
                 if mode == "bad_prev" and not sent_bad:
                     # index 6 after prev 5: not the replica's position (0)
                     rec = struct.pack("<QQI", 6, 5, 8) + b"J" + b"\0" * 7
@@ -329,6 +342,54 @@ def test_a_snapshot_frame_over_the_limit_says_its_size(cluster_factory, fakes):
     wait_for(lambda: "over the limit" in r.log(), timeout=15, what="the refusal logged")
     assert ("refused a snapshot of %d bytes over the limit %d" % ((2 << 20) + 9, 2 << 20)
             in r.log()), r.log()
+
+
+def test_one_heartbeat_with_a_huge_term_does_not_lock_the_replica_out(cluster_factory, fakes):
+    """A3 m1: one heartbeat with term 2**62 (a hostile or MITM ws:// source)
+    made the replica ignore every true heartbeat after it (term 2 < 2**62):
+    read-only for good. The term remembered now expires with the read-only
+    switch, so the true heartbeats count again within replica_stale_after."""
+    f = fakes("f1")
+    r = replica(cluster_factory, [f.url], ["replica_stale_after 1s"]).start()
+    r.wait_state("streaming")
+    assert r.status()["term"] == 2
+    f.mode = "huge_term"
+    wait_for(lambda: f"(term {2**62})" in r.log(), timeout=10, what="the lying term taken")
+    t0 = time.monotonic()
+    wait_for(lambda: r.status()["term"] == 2 and state(r) == "streaming", timeout=10,
+             what="the true term heard again")
+    assert time.monotonic() - t0 < 5  # replica_stale_after (1 s) + a heartbeat, with room
+    # and it stays so: every true heartbeat counts again
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        st = r.status()
+        assert st["term"] == 2 and st["replica"]["state"] == "streaming", st
+        time.sleep(0.1)
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS"))
+
+
+def test_a_node_that_pings_and_never_reads_is_left(cluster_factory, fakes):
+    """A3 m4: the replica answered every ping at once and queued the pongs
+    in libuv without a bound (RSS grew with the sender's rate); now more
+    than 64 KiB waiting to go out ends the stream, and it reconnects."""
+    f = fakes("f1")
+    r = replica(cluster_factory, [f.url]).start()
+    r.wait_state("streaming")
+    before = _rss_kb(r.proc.pid)
+    f.mode = "ping_flood"
+    wait_for(lambda: "the node does not read what this replica sends" in r.log(), timeout=30,
+             what="the stream left")
+    peak = _rss_kb(r.proc.pid)
+    f.mode = "primary"
+    wait_for(lambda: len(f.requests) >= 2, timeout=15, what="a reconnect")
+    r.wait_state("streaming", timeout=15)
+    assert r.alive()
+    print("replica RSS (kB) before the flood, when it left:", before, peak)
+    assert peak - before < 64 * 1024, (before, peak)  # kB: the kernel's buffers, not more
 
 
 def test_cli_usage(tmp_path):

@@ -173,9 +173,17 @@ def test_caught_up_resume_and_off_chain(cluster_factory):
     assert fourth.order.count("S") == 1
     check_chain(fourth, fourth.snapshots[0][0])
 
-    # ahead of the node: heartbeats only, "waiting" in status
-    ws5, status, _, _ = stream(leader, f"from={nxt + 1000000}&name=e")
-    assert status == 101
+    # past the leader's log: no replica can be there (A3 m3), refused
+    _, status, _, body = stream(leader, f"from={nxt + 1000000}&name=e")
+    assert status == 409 and b"past the end of this cluster's log" in body, body
+    # ahead of the records, not of the log (a linearizable read's barrier):
+    # heartbeats only, "waiting" in status
+    code, hdrs, _ = leader.request("/v1/kv/ns/next")
+    assert code == 200
+    barrier = int(hdrs.get("X-Jinn-Applied-Index") or hdrs.get("x-jinn-applied-index"))
+    assert barrier > nxt
+    ws5, status, _, body = stream(leader, f"from={barrier}&name=e")
+    assert status == 101, body
     fifth = Feed(ws5)
     fifth.until(lambda f: len(f.heartbeats) >= 3, what="three heartbeats")
     assert "S" not in fifth.order and "E" not in fifth.order
@@ -715,3 +723,51 @@ def test_ring_reset_invalidates_the_cached_snapshot(cluster_factory):
     feed.until(lambda f: f.snapshots, what="a snapshot")
     assert feed.snapshots[0][0] >= last, (feed.snapshots[0][0], last)
     ws.close()
+
+
+def test_a_position_ahead_of_the_node_holds_no_slot(cluster_factory):
+    """A3 m3: from=2^64-1 (or any position no node reaches) was accepted and
+    waited for ever on heartbeats alone, so a few clients that read their
+    heartbeats held every stream_max_replicas slot. The leader (whose log
+    holds every committed entry) refuses a position past its log at the
+    handshake; a follower, which may lag a true replica, lets it wait 25
+    heartbeats, then closes 1008 "ahead of this node" so the replica moves
+    to another node."""
+    c = cluster_factory(n=3, extra_config=["stream_max_replicas 2",
+                                           "stream_heartbeat 40ms"]).start()
+    c.wait_ready()
+    leader = c.wait_leader()
+    put(leader, "k", b"v")
+    # the leader: refused before the upgrade, no slot taken
+    for i in range(3):
+        _, status, _, body = stream(leader, f"from=18446744073709551615&name=s{i}")
+        assert status == 409 and b"past the end of this cluster's log" in body, body
+    ws, status, _, _ = stream(leader, "from=0&name=real")
+    assert status == 101
+    ws.close()
+    # a follower: both slots taken by clients ahead of it, which read
+    # their heartbeats (so no other bound cuts them off)
+    f = next(n for n in c.nodes if n is not leader)
+    last = f.status()["last_index"]
+    feeds = []
+    t0 = time.monotonic()
+    for i, frm in enumerate([18446744073709551615, last + 1000]):
+        w, status, _, body = stream(f, f"from={frm}&name=s{i}")
+        assert status == 101, body
+        feeds.append(Feed(w))
+    _, status, _, body = stream(f, "from=0&name=real")
+    assert status == 503 and b"too many replicas" in body, body
+    for feed in feeds:
+        deadline = time.monotonic() + 15
+        kind, data = feed.ws.recv(10)
+        while kind != "close":
+            assert time.monotonic() < deadline, "not cut off"
+            kind, data = feed.ws.recv(10)
+        assert data == (1008, "ahead of this node"), data
+    waited = time.monotonic() - t0
+    assert waited >= 0.9, waited  # 25 heartbeats of 40 ms, at least 1 s
+    wait_for(lambda: f.status()["stream"]["replicas"] == [], what="the slots freed")
+    ws, status, _, body = stream(f, "from=0&name=real")
+    assert status == 101, body
+    ws.close()
+    assert "ahead of this node" in f.log()
