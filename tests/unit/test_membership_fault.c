@@ -50,8 +50,7 @@ static int mf_start(struct raft_fixture *f, struct jinn_fsm fsms[MF_SERVERS])
     if (rv != 0) {
         return rv;
     }
-    return raft_fixture_step_until_has_leader(f, 10000) &&
-                   raft_fixture_leader_index(f) == 0
+    return raft_fixture_step_until_has_leader(f, 10000) && raft_fixture_leader_index(f) == 0
                ? 0
                : -1;
 }
@@ -95,10 +94,12 @@ TEST(membership_refusals_leave_raft_as_it_was)
               RAFT_DUPLICATEADDRESS);
     CHECK_INT(jinn_raft_change_check(r, raft_remove(r, &req, 99, mf_change_cb), "t"),
               RAFT_BADID);
-    CHECK_INT(jinn_raft_change_check(r, raft_assign(r, &req, 99, RAFT_SPARE, mf_change_cb), "t"),
-              RAFT_NOTFOUND);
-    CHECK_INT(jinn_raft_change_check(r, raft_assign(r, &req, 2, RAFT_STANDBY, mf_change_cb), "t"),
-              RAFT_BADROLE);
+    CHECK_INT(
+        jinn_raft_change_check(r, raft_assign(r, &req, 99, RAFT_SPARE, mf_change_cb), "t"),
+        RAFT_NOTFOUND);
+    CHECK_INT(
+        jinn_raft_change_check(r, raft_assign(r, &req, 2, RAFT_STANDBY, mf_change_cb), "t"),
+        RAFT_BADROLE);
     CHECK_INT(jinn_raft_change_check(r, raft_assign(r, &req, 2, 42, mf_change_cb), "t"),
               RAFT_BADROLE);
     CHECK_INT(jinn_raft_change_check(
