@@ -520,6 +520,15 @@ int jinn_cli_request(const char *addr, const char *method, const char *target,
             goto out;
         }
     }
+    if (in.len == 0) {
+        /* The node went away mid-request (it stopped, or crashed): a write
+         * may or may not have taken effect. */
+        snprintf(err, err_len,
+                 "%s: the connection closed without an answer; the request may or may not "
+                 "have taken effect",
+                 addr);
+        goto out;
+    }
     if (jinn_http_parse_head((const char *)in.data, in.len, true, &limits, &head) != 0) {
         snprintf(err, err_len, "%s: malformed reply", addr);
         goto out;
