@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "codec.h"
@@ -40,4 +41,22 @@ const struct jinn_result *unit_apply(struct jinn_fsm *fsm, uint64_t index, uint6
     res = jinn_fsm_apply_buf(fsm, index, w.data, w.len);
     jinn_wbuf_free(&w);
     return res;
+}
+
+void unit_encode_publish(const char *queue, const char *payload, uint64_t time,
+                         struct jinn_wbuf *w)
+{
+    struct jinn_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = JINN_CMD_Q_PUBLISH;
+    c.time_ms = time;
+    c.q.queue.p = (const uint8_t *)queue;
+    c.q.queue.len = strlen(queue);
+    c.q.payload.p = (const uint8_t *)payload;
+    c.q.payload.len = strlen(payload);
+    c.q.max_deliver = 3;
+    jinn_wbuf_init(w);
+    if (jinn_cmd_encode(&c, w) != 0) {
+        jinn_wbuf_free(w);
+    }
 }

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "codec.h"
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
 
@@ -12,6 +13,11 @@
  * apply). */
 const struct jinn_result *unit_apply(struct jinn_fsm *fsm, uint64_t index, uint64_t time,
                                      struct jinn_cmd c);
+
+/* A Q_PUBLISH of payload to queue stamped with time, encoded as the log
+ * holds it (max_deliver 3), in *w (initialised here; data NULL on failure). */
+void unit_encode_publish(const char *queue, const char *payload, uint64_t time,
+                         struct jinn_wbuf *w);
 
 /* An FSM whose SQL databases live in a fresh directory made from the
  * mkdtemp template dir (modified in place). 0 on success. */

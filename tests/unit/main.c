@@ -1,6 +1,8 @@
 /* main.c - runs every registered unit test. */
 #include <jansson.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -30,6 +32,39 @@ void unit_fail(const char *file, int line, const char *what)
 {
     fprintf(stderr, "  %s:%d: CHECK failed: %s\n", file, line, what);
     current_failed = 1;
+}
+
+int unit_run_child(void (*fn)(void *), void *arg, char *out, size_t cap)
+{
+    int fds[2], status = 0;
+    size_t got = 0;
+    ssize_t n;
+    pid_t pid;
+    if (pipe(fds) != 0) {
+        return -1;
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        jinn_log_set_level(JINN_LOG_ERROR);
+        fn(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    while (got + 1 < cap && (n = read(fds[0], out + got, cap - 1 - got)) > 0) {
+        got += (size_t)n;
+    }
+    out[got] = '\0';
+    close(fds[0]);
+    waitpid(pid, &status, 0);
+    return status;
 }
 
 int main(int argc, char **argv)

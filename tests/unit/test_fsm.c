@@ -79,40 +79,19 @@ TEST(fsm_bad_command_changes_nothing)
     jinn_fsm_close(&fsm);
 }
 
-/* Runs fn(fsm) in a child with logging on and stderr captured into out;
- * returns the child's wait status. The fatal-apply path exits the process,
- * so it can only be observed from outside. */
+static void in_fresh_fsm(void *arg)
+{
+    void (*fn)(struct jinn_fsm *) = *(void (**)(struct jinn_fsm *))arg;
+    struct jinn_fsm fsm;
+    jinn_fsm_init(&fsm);
+    fn(&fsm);
+}
+
+/* Runs fn on a fresh FSM in a child (unit_run_child): the fatal-apply
+ * path exits the process, so it can only be observed from outside. */
 static int run_child(void (*fn)(struct jinn_fsm *), char *out, size_t cap)
 {
-    int fds[2], status = 0;
-    size_t got = 0;
-    ssize_t n;
-    pid_t pid;
-    if (pipe(fds) != 0) {
-        return -1;
-    }
-    fflush(NULL);
-    pid = fork();
-    if (pid < 0) {
-        return -1;
-    }
-    if (pid == 0) {
-        struct jinn_fsm fsm;
-        close(fds[0]);
-        dup2(fds[1], 2);
-        jinn_log_set_level(JINN_LOG_ERROR);
-        jinn_fsm_init(&fsm);
-        fn(&fsm);
-        _exit(0); /* fn returned: the node would have carried on */
-    }
-    close(fds[1]);
-    while (got + 1 < cap && (n = read(fds[0], out + got, cap - 1 - got)) > 0) {
-        got += (size_t)n;
-    }
-    out[got] = '\0';
-    close(fds[0]);
-    waitpid(pid, &status, 0);
-    return status;
+    return unit_run_child(in_fresh_fsm, &fn, out, cap);
 }
 
 static void apply_raw(struct jinn_fsm *fsm, uint64_t index, uint8_t version, uint8_t type,

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
+#include "fsm_apply.h"
 #include "unit.h"
 
 #define N 3
@@ -303,25 +304,9 @@ static void batch_applied(struct raft_apply *req, int status, void *result)
 
 static struct raft_buffer publish_buf(const char *payload)
 {
-    struct jinn_cmd c;
     struct jinn_wbuf w;
-    struct raft_buffer b = {NULL, 0};
-    memset(&c, 0, sizeof c);
-    c.type = JINN_CMD_Q_PUBLISH;
-    c.time_ms = 2000;
-    c.q.queue.p = (const uint8_t *)"WORKERS_b";
-    c.q.queue.len = 9;
-    c.q.payload.p = (const uint8_t *)payload;
-    c.q.payload.len = strlen(payload);
-    c.q.max_deliver = 3;
-    jinn_wbuf_init(&w);
-    if (jinn_cmd_encode(&c, &w) == 0) {
-        b.base = w.data;
-        b.len = w.len;
-    } else {
-        jinn_wbuf_free(&w);
-    }
-    return b;
+    unit_encode_publish("WORKERS_b", payload, 2000, &w);
+    return (struct raft_buffer){w.data, w.data != NULL ? w.len : 0};
 }
 
 TEST(jobs_batch_leader_change_mid_batch_is_unknown)

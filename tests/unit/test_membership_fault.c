@@ -167,35 +167,9 @@ static void mf_fault_child(enum mf_op op)
     _exit(0); /* returned: the node would have gone on */
 }
 
-static int mf_run_child(enum mf_op op, char *out, size_t cap)
+static void mf_child(void *arg)
 {
-    int fds[2], status = 0;
-    size_t got = 0;
-    ssize_t n;
-    pid_t pid;
-    if (pipe(fds) != 0) {
-        return -1;
-    }
-    fflush(NULL);
-    pid = fork();
-    if (pid < 0) {
-        return -1;
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        jinn_log_set_level(JINN_LOG_ERROR);
-        mf_fault_child(op);
-        _exit(0);
-    }
-    close(fds[1]);
-    while (got + 1 < cap && (n = read(fds[0], out + got, cap - 1 - got)) > 0) {
-        got += (size_t)n;
-    }
-    out[got] = '\0';
-    close(fds[0]);
-    waitpid(pid, &status, 0);
-    return status;
+    mf_fault_child(*(enum mf_op *)arg);
 }
 
 TEST(membership_append_fault_stops_the_node)
@@ -203,7 +177,8 @@ TEST(membership_append_fault_stops_the_node)
     static const enum mf_op ops[] = {MF_ADD, MF_REMOVE, MF_ASSIGN};
     char out[4096];
     for (unsigned i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        int status = mf_run_child(ops[i], out, sizeof out);
+        enum mf_op op = ops[i];
+        int status = unit_run_child(mf_child, &op, out, sizeof out);
         CHECK(WIFEXITED(status));
         CHECK_INT(WEXITSTATUS(status), JINN_EXIT_FATAL_APPLY);
         CHECK(strstr(out, "raft could not log a membership change (test change)") != NULL);

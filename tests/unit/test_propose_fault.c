@@ -16,6 +16,7 @@
 #include "fsm/cmd.h"
 #include "fsm/fsm.h"
 #include "node.h"
+#include "fsm_apply.h"
 #include "unit.h"
 
 #define FAULT_BATCH 40 /* enough entries for the log's array to grow inside one append */
@@ -23,26 +24,10 @@
 static struct raft_buffer fault_buf(unsigned k)
 {
     char payload[16];
-    struct jinn_cmd c;
     struct jinn_wbuf w;
-    struct raft_buffer b = {NULL, 0};
     snprintf(payload, sizeof payload, "%u", k);
-    memset(&c, 0, sizeof c);
-    c.type = JINN_CMD_Q_PUBLISH;
-    c.time_ms = 1000;
-    c.q.queue.p = (const uint8_t *)"WORKERS_f";
-    c.q.queue.len = 9;
-    c.q.payload.p = (const uint8_t *)payload;
-    c.q.payload.len = strlen(payload);
-    c.q.max_deliver = 3;
-    jinn_wbuf_init(&w);
-    if (jinn_cmd_encode(&c, &w) == 0) {
-        b.base = w.data;
-        b.len = w.len;
-    } else {
-        jinn_wbuf_free(&w);
-    }
-    return b;
+    unit_encode_publish("WORKERS_f", payload, 1000, &w);
+    return (struct raft_buffer){w.data, w.data != NULL ? w.len : 0};
 }
 
 static int fault_calls;

@@ -12,6 +12,13 @@
 void unit_register(const char *name, void (*fn)(void));
 void unit_fail(const char *file, int line, const char *what);
 
+/* Runs fn(arg) in a forked child with logging at error level and stderr
+ * captured into out (NUL-terminated); returns the child's wait status, -1
+ * if it could not start. For paths that stop the process (a fatal apply,
+ * an untrusted raft state), which can only be observed from outside. fn
+ * returning means the node would have carried on: the child exits 0. */
+int unit_run_child(void (*fn)(void *), void *arg, char *out, size_t cap);
+
 #define TEST(name)                                                                        \
     static void name(void);                                                                \
     __attribute__((constructor)) static void register_##name(void)                        \
