@@ -13,6 +13,7 @@ their error came back were added again). Here each client retries its own
 batch at once, bounded, and moves on only after a 202."""
 import json
 import random
+import signal
 import sys
 import threading
 import time
@@ -29,8 +30,12 @@ PROGRESS = 20  # batches answered 202 between two kills
 
 
 def post(node, body, key):
+    return post_to(node, "cchaos", body, key)
+
+
+def post_to(node, fn, body, key):
     try:
-        code, _, out = node.request("/v1/functions/cchaos/jobs", "POST", body,
+        code, _, out = node.request(f"/v1/functions/{fn}/jobs", "POST", body,
                                     {**ND, "Idempotency-Key": key}, timeout=10)
     except Exception as e:  # a node down: refused, reset or no answer
         return -1, {"exc": repr(e)}
@@ -129,4 +134,53 @@ def test_batches_across_leader_kills(tmp_path):
         bad = [n.name for n in c.nodes if any(s in n.log() for s in SANITIZER_MARKS)]
         for n in bad:
             sys.stderr.write(f"--- {n}\n" + c[n].log()[-5000:])
+        assert not bad, bad
+
+
+def test_batch_in_flight_at_sigterm_is_answered(tmp_path):
+    """A leader stopped by SIGTERM drains its proposals before raft closes,
+    but it used to close every client connection at once (HTTP stayed up
+    only for waiting lock acquires): a batch whose entries were appended
+    and then committed during the drain was never answered, the client
+    saw a dropped connection. HTTP now stays up (at most request_timeout)
+    until every proposal this node made is answered."""
+    c = Cluster(tmp_path / "term", n=3, extra_config=["election_timeout 2s"]).start()
+    try:
+        c.wait_leader()
+        c.wait_ready()
+        deploy(c, "cterm", module("jobs/job_echo"), workers=0)
+        ld = c.wait_leader()
+        followers = [n for n in c.nodes if n is not ld]
+        body = b"".join(json.dumps({"i": j}).encode() + b"\n" for j in range(50))
+        answer = []
+        st = ld.status()
+        assert st["last_index"] == st["commit_index"], st
+        for n in followers:
+            n.pause()  # nothing commits: the batch stays in flight
+        try:
+            th = threading.Thread(target=lambda: answer.append(
+                post_to(ld, "cterm", body, "term-1")), daemon=True)
+            th.start()
+            wait_for(lambda: ld.status()["last_index"] >= st["last_index"] + 50, 10,
+                     what="the batch appended on the leader")
+            ld.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "shutting down" in ld.log(), 10, what="the leader stopping")
+        finally:
+            for n in followers:
+                n.resume()
+        th.join(30)
+        assert answer, "no answer within 30 s"
+        code, out = answer[0]
+        # Committed during the drain: a 202 with the ids (not a dropped
+        # connection, -1, as before).
+        assert code == 202, (code, out)
+        assert len(out["jobs"]) == 50, out
+        assert ld.proc.wait(timeout=30) == 0
+        nl = c.wait_leader(among=followers, timeout=20)
+        code, again = post_to(nl, "cterm", body, "term-1")
+        assert code == 202 and again["jobs"] == out["jobs"], (code, again)
+        assert again.get("duplicates") == 50, again
+    finally:
+        c.close()
+        bad = [n.name for n in c.nodes if any(s in n.log() for s in SANITIZER_MARKS)]
         assert not bad, bad
