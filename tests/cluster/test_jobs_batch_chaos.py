@@ -4,12 +4,15 @@ retry each batch with its Idempotency-Key until a 202, as a client should.
 Checked: every batch ends in a 202 within its deadline, the ids handed out are
 distinct, and every replica's job queue holds exactly those ids.
 
-The reviewer's first version of this test (R4) retried the failed batches
-one by one after the chaos, 0.3 s apart, and its clients moved on to a new
-key at once after a failure, so a down node (connection refused in
-microseconds) minted hundreds of keys a second: ~1 100 failed keys, 6 min
-to retry, past the 2 min idempotency window (so batches committed before
-their error came back were added again). Here each client retries its own
+The reviewer's first version of this test (R4) "hung": its clients moved on
+to a new key at once after a failure, so a down node (connection refused in
+microseconds) or a 503 no_leader minted hundreds of keys a second, and it
+retried the failed keys one by one after the chaos, 0.3 s apart. Measured:
+1 147 failed keys, 373 s (the cluster answering in ms all along), and a
+queue 342 jobs over the ids handed out, because retries past the 2 min
+idempotency window add a batch that committed before its error came back
+again; with the window at 1 h the same test passed (1 742 failed keys,
+594 s, published == distinct ids). Here each client retries its own
 batch at once, bounded, and moves on only after a 202."""
 import json
 import random
