@@ -147,7 +147,7 @@ def test_batch_in_flight_at_sigterm_is_answered(tmp_path):
     and then committed during the drain was never answered, the client
     saw a dropped connection. HTTP now stays up (at most request_timeout)
     until every proposal this node made is answered."""
-    c = Cluster(tmp_path / "term", n=3, extra_config=["election_timeout 2s"]).start()
+    c = Cluster(tmp_path / "term", n=3, extra_config=["election_timeout 3s"]).start()
     try:
         c.wait_leader()
         c.wait_ready()
