@@ -115,7 +115,11 @@ static void start_watchdog(uint64_t ms)
 static void http_linger_check(uv_timer_t *t)
 {
     struct daemon *d = t->data;
-    if (d->api.n_lock_waits > 0 && uv_now(&d->loop) < d->http_linger_until) {
+    /* Writes this node proposed before the signal are still answered: the
+     * node drains them (their entries usually commit), and a client cut
+     * off would not know whether they did. */
+    if ((d->api.n_lock_waits > 0 || jinn_node_unanswered(d->node) > 0) &&
+        uv_now(&d->loop) < d->http_linger_until) {
         return;
     }
     uv_timer_stop(t);

@@ -227,6 +227,7 @@ struct jinn_node {
 
     bool stopping;
     unsigned inflight;  /* proposals raft has not answered yet */
+    unsigned unanswered; /* proposals whose caller has not been answered yet */
     struct proposal *many; /* propose_many proposals still collecting results */
     uint64_t drain_deadline;
     uv_timer_t drain;
@@ -1288,6 +1289,7 @@ static void many_answer(struct proposal *p, int code)
     jinn_propose_many_cb cb = p->many_cb;
     if (cb != NULL) {
         p->many_cb = NULL;
+        p->node->unanswered--;
         many_unlink(p);
         if (code == JINN_OK) {
             p->node->proposals_ok++;
@@ -1333,6 +1335,7 @@ static void proposal_answer(struct proposal *p, int code, const struct jinn_resu
         return;
     }
     p->cb = NULL;
+    p->node->unanswered--;
     if (code == JINN_OK) {
         p->node->proposals_ok++;
     } else {
@@ -1527,6 +1530,7 @@ int jinn_node_propose(struct jinn_node *node, struct jinn_cmd *c, uint64_t timeo
     }
     node->last_stamp_ms = now;
     node->inflight++;
+    node->unanswered += cb != NULL;
     uv_timer_init(node->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, proposal_timeout, timeout_ms, 0);
@@ -1587,6 +1591,7 @@ int jinn_node_propose_many(struct jinn_node *node, struct jinn_cmd *cs, unsigned
     jinn_free(bufs);
     node->last_stamp_ms = now;
     node->inflight++;
+    node->unanswered += cb != NULL;
     p->next_many = node->many;
     node->many = p;
     uv_timer_init(node->loop, &p->timer);
@@ -2889,6 +2894,8 @@ bool jinn_node_is_leader(struct jinn_node *node)
 {
     return !node->replica && raft_state(&node->raft) == RAFT_LEADER;
 }
+
+unsigned jinn_node_unanswered(const struct jinn_node *node) { return node->unanswered; }
 
 /* ---- shutdown ---------------------------------------------------------- */
 
