@@ -83,6 +83,7 @@ struct proposal {
     uint64_t term;  /* the leader's term when proposed */
     bool raft_done; /* libraft has called req's callback */
     struct proposal *next_many;
+    bool listed; /* on node->many */
     struct jinn_result *res; /* n of them */
 };
 
@@ -228,7 +229,10 @@ struct jinn_node {
     bool stopping;
     unsigned inflight;  /* proposals raft has not answered yet */
     unsigned unanswered; /* proposals whose caller has not been answered yet */
-    struct proposal *many; /* propose_many proposals still collecting results */
+    /* propose_many proposals still collecting results, oldest first: all of
+     * one term (a proposal in a new term first answers the older ones), so
+     * in the order of their log indexes */
+    struct proposal *many, *many_tail;
     uint64_t drain_deadline;
     uv_timer_t drain;
     void (*stop_cb)(void *data);
@@ -1275,22 +1279,54 @@ static void proposal_closed(uv_handle_t *h)
 
 static void many_unlink(struct proposal *p)
 {
+    struct proposal *prev = NULL;
+    if (!p->listed) {
+        return;
+    }
+    p->listed = false;
+    /* answered in order, mostly: p is found near the head */
     for (struct proposal **pp = &p->node->many; *pp != NULL; pp = &(*pp)->next_many) {
         if (*pp == p) {
             *pp = p->next_many;
+            if (p->node->many_tail == p) {
+                p->node->many_tail = prev;
+            }
             return;
         }
+        prev = *pp;
     }
+}
+
+static void many_answer(struct proposal *p, int code);
+
+/* Appends p (just proposed) to the list. A leader appends in index order
+ * within its term, but a later term may reuse the indexes of an earlier
+ * one's proposals: those are answered "unknown" first (their entries may
+ * or may not survive; many_collect would say the same when their indexes
+ * apply), so the list stays in index order. */
+static void many_append(struct jinn_node *node, struct proposal *p)
+{
+    while (node->many != NULL && node->many->term != p->term) {
+        many_answer(node->many, JINN_EUNKNOWN); /* unlinks it */
+    }
+    p->next_many = NULL;
+    p->listed = true;
+    if (node->many_tail != NULL && node->many != NULL) {
+        node->many_tail->next_many = p;
+    } else {
+        node->many = p;
+    }
+    node->many_tail = p;
 }
 
 /* Answers once; p goes once libraft is done with its request too. */
 static void many_answer(struct proposal *p, int code)
 {
     jinn_propose_many_cb cb = p->many_cb;
+    many_unlink(p);
     if (cb != NULL) {
         p->many_cb = NULL;
         p->node->unanswered--;
-        many_unlink(p);
         if (code == JINN_OK) {
             p->node->proposals_ok++;
         } else {
@@ -1313,7 +1349,10 @@ static void many_collect(struct jinn_node *node, uint64_t index)
     struct proposal *p = node->many, *next;
     for (; p != NULL; p = next) {
         next = p->next_many;
-        if (p->req.index == 0 || index < p->req.index || index >= p->req.index + p->n) {
+        if (index < p->req.index) {
+            break; /* in index order: the rest start later (one walk, not N per entry) */
+        }
+        if (index >= p->req.index + p->n) {
             continue;
         }
         if (raft_state(&node->raft) != RAFT_LEADER || node->raft.current_term != p->term) {
@@ -1592,8 +1631,7 @@ int jinn_node_propose_many(struct jinn_node *node, struct jinn_cmd *cs, unsigned
     node->last_stamp_ms = now;
     node->inflight++;
     node->unanswered += cb != NULL;
-    p->next_many = node->many;
-    node->many = p;
+    many_append(node, p);
     uv_timer_init(node->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, proposal_timeout, timeout_ms, 0);
