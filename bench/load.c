@@ -21,6 +21,10 @@
  *             with --batch N the body is N lines of application/x-ndjson, each
  *             a JSON string of --value-size bytes (a batch of N jobs: one op)
  * Keys k0..k<keys-1> are chosen round-robin per connection.
+ * --rate R paces the whole run to R requests/s (each connection sends its
+ * next request on its own schedule, start + i * conns / R, or at once when
+ * behind it), so a target rate can be held while something else is measured
+ * (bench/replica's lag); ops_per_s says the rate reached.
  *
  * --target etcd speaks etcd's v3 HTTP/JSON gateway instead (put, get-lin,
  * get-stale, cas, lock: the lock service with one lease per connection),
@@ -62,6 +66,7 @@ struct options {
     int conns, threads, keys, value_size;
     int batch; /* post: N ndjson lines a request (0: the raw body) */
     double duration, warmup;
+    double rate; /* --rate: requests/s in all (paced, open loop); 0: as fast as answered */
 };
 
 /* --cacert FILE [--cert FILE --key FILE]: https:// URLs are TLS (the
@@ -77,6 +82,7 @@ struct conn {
     char in[BUF_SIZE];
     size_t in_len;
     double started;
+    double due; /* --rate: when the next request goes (0: waiting for none) */
     unsigned seq;
     unsigned long long revision; /* for cas: the last revision seen */
     unsigned long long token;    /* for lock: held token, 0 = acquiring */
@@ -478,6 +484,19 @@ static void tls_connect(const struct options *o, struct conn *c)
     }
 }
 
+/* Sends c's next request; `slot` is when it was due (paced: its latency
+ * counts from there, so a late answer neither hides nor slows the
+ * schedule) or now. */
+static void send_next(struct worker *w, struct conn *c, double slot)
+{
+    build_request(w->o, c, w->first + (int)(c - w->conns));
+    c->started = slot;
+    if (c_write(c, c->out, c->out_len) != (ssize_t)c->out_len) {
+        fprintf(stderr, "load: short write\n");
+        exit(1);
+    }
+}
+
 static void *run(void *arg)
 {
     struct worker *w = arg;
@@ -502,11 +521,23 @@ static void *run(void *arg)
     }
     for (;;) {
         double t = now_s();
-        int n;
+        int n, timeout = 100;
         if (t >= w->t_end) {
             break;
         }
-        n = epoll_wait(ep, events, 256, 100);
+        if (o->rate > 0) { /* paced connections whose time has come send now */
+            for (int i = 0; i < w->count; i++) {
+                struct conn *c = &w->conns[i];
+                if (c->due > 0 && c->due <= t) {
+                    double slot = c->due;
+                    c->due = 0;
+                    send_next(w, c, slot);
+                } else if (c->due > 0 && (int)((c->due - t) * 1000) < timeout) {
+                    timeout = (int)((c->due - t) * 1000);
+                }
+            }
+        }
+        n = epoll_wait(ep, events, 256, timeout);
         for (int k = 0; k < n; k++) {
             struct conn *c = events[k].data.ptr;
             do {
@@ -518,12 +549,16 @@ static void *run(void *arg)
                 c->in_len += (size_t)r;
                 t = now_s();
                 while (consume(w, c, t)) {
-                    build_request(o, c, w->first + (int)(c - w->conns));
-                    c->started = t;
-                    if (c_write(c, c->out, c->out_len) != (ssize_t)c->out_len) {
-                        fprintf(stderr, "load: short write\n");
-                        exit(1);
+                    double slot = t;
+                    if (o->rate > 0) {
+                        /* its next slot; one behind schedule goes at once */
+                        slot = c->started + o->conns / o->rate;
+                        if (slot > t) {
+                            c->due = slot;
+                            break;
+                        }
                     }
+                    send_next(w, c, slot);
                 }
             } while (c->ssl != NULL && SSL_pending(c->ssl) > 0);
         }
@@ -584,6 +619,8 @@ int main(int argc, char **argv)
             o.duration = atof(v);
         } else if (strcmp(a, "--warmup") == 0) {
             o.warmup = atof(v);
+        } else if (strcmp(a, "--rate") == 0) {
+            o.rate = atof(v);
         } else if (strcmp(a, "--cacert") == 0) {
             if (tls_ctx == NULL) {
                 tls_ctx = SSL_CTX_new(TLS_client_method());
@@ -600,7 +637,8 @@ int main(int argc, char **argv)
         i++;
     }
     if (o.n_urls == 0 || o.conns < 1 || o.conns > MAX_CONNS || o.threads < 1 ||
-        o.threads > 16 || o.keys < 1 || o.value_size < 0 || o.value_size > 65536) {
+        o.threads > 16 || o.keys < 1 || o.value_size < 0 || o.value_size > 65536 ||
+        o.rate < 0) {
         fprintf(stderr, "load: need --url and sane limits\n");
         return 2;
     }
