@@ -373,6 +373,7 @@ struct conn {
     char *held;
     size_t held_len;
     size_t held_bytes; /* messages and plaintext */
+    const uint8_t *ws_msg; /* the message ws.c is delivering (may be taken) */
 };
 
 /* One message read after a snapshot being installed. */
@@ -393,7 +394,8 @@ struct install {
     struct conn *c; /* holds a reference (c->pending) until after_install */
     const struct jinn_fsm *fsm;
     uint64_t index;
-    uint8_t *snap; /* a copy of the message's snapshot; freed on the worker */
+    uint8_t *msg; /* the whole 'S' message, taken from ws.c; freed on the worker */
+    const uint8_t *snap; /* its snapshot */
     size_t len;
     struct jinn_fsm_restore *rs;
     int rv;
@@ -770,7 +772,8 @@ static void install_work(uv_work_t *req)
     struct install *in = req->data;
     uint64_t t0 = uv_hrtime();
     in->rv = jinn_fsm_restore_prepare(in->fsm, in->snap, in->len, &in->rs);
-    jinn_free(in->snap);
+    jinn_free(in->msg);
+    in->msg = NULL;
     in->snap = NULL;
     in->decode_ms = (uv_hrtime() - t0) / 1000000u;
 }
@@ -870,8 +873,9 @@ static void install_done(uv_work_t *req, int status)
     conn_release(c);
 }
 
-static int install_start(struct conn *c, uint64_t index, const uint8_t *snap, size_t len)
+static int install_start(struct conn *c, uint64_t index, const uint8_t *msg, size_t msg_len)
 {
+    size_t len = msg_len - 9; /* 'S', u64 index, the snapshot */
     struct jinn_replica_stream *s = c->s;
     struct install *in;
     int rv = jinn_node_replica_restore_check(s->node, index);
@@ -883,12 +887,25 @@ static int install_start(struct conn *c, uint64_t index, const uint8_t *snap, si
         return JINN_ENOMEM;
     }
     uint64_t t0 = uv_hrtime();
-    in->snap = jinn_malloc(len > 0 ? len : 1);
-    if (in->snap == NULL) {
-        jinn_free(in);
-        return JINN_ENOMEM;
+    if (msg == c->ws_msg) {
+        /* Taken from ws.c, which joined it as it arrived: no copy. */
+        size_t n = 0;
+        in->msg = jinn_ws_take_message(c->ws, &n);
+        if (in->msg != msg || n != msg_len) {
+            jinn_free(in->msg); /* cannot happen: ws.c delivers its buffer */
+            jinn_free(in);
+            return JINN_EINVAL;
+        }
+    } else {
+        /* One that waited behind another install (held: at most HELD_MAX). */
+        in->msg = jinn_malloc(msg_len);
+        if (in->msg == NULL) {
+            jinn_free(in);
+            return JINN_ENOMEM;
+        }
+        memcpy(in->msg, msg, msg_len);
     }
-    memcpy(in->snap, snap, len);
+    in->snap = in->msg + 9;
     in->copy_ms = (uv_hrtime() - t0) / 1000000u;
     in->len = len;
     in->index = index;
@@ -896,7 +913,7 @@ static int install_start(struct conn *c, uint64_t index, const uint8_t *snap, si
     in->fsm = jinn_node_fsm(s->node);
     in->req.data = in;
     if (uv_queue_work(s->loop, &in->req, install_work, install_done) != 0) {
-        jinn_free(in->snap);
+        jinn_free(in->msg);
         jinn_free(in);
         return JINN_EIO;
     }
@@ -978,7 +995,7 @@ static void on_binary(struct conn *c, const uint8_t *msg, size_t len)
         }
         jinn_info("replica: installing a snapshot at %" PRIu64 " from %s (%zu bytes)", index,
                   c->source, len - 9);
-        rv = install_start(c, index, msg + 9, len - 9);
+        rv = install_start(c, index, msg, len);
         if (rv != 0) {
             char why[128];
             snprintf(why, sizeof why, "the snapshot at %" PRIu64 " was refused: %s", index,
@@ -1024,11 +1041,13 @@ static void ws_message(void *data, bool binary, const uint8_t *msg, size_t len)
         hold_msg(c, binary, msg, len); /* after the snapshot, in order */
         return;
     }
+    c->ws_msg = msg;
     if (binary) {
         on_binary(c, msg, len);
     } else {
         on_text(c, msg, len);
     }
+    c->ws_msg = NULL;
 }
 
 static void ws_closed(void *data, int code, const char *why)
