@@ -376,8 +376,8 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
      * ours, from each frame header, names the size. wslay's stays above
      * ours by WS_SIZE_SLACK so that ours sees a message growing past the
      * limit in frames up to that size (jinn's nodes send ~4 KiB
-     * fragments); it must stay close to ours, because wslay still
-     * allocates the payload of the frame our callback refused. */
+     * fragments). Data frames are not buffered by wslay (on_chunk_cb
+     * joins them, and skips a refused one); control frames still are. */
     wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message + WS_SIZE_SLACK);
     wslay_event_config_set_no_buffering(ws->ctx, 1); /* data joined in on_chunk_cb */
     ws->max_message = max_message;
