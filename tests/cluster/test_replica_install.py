@@ -78,9 +78,14 @@ def test_large_snapshot_install_does_not_stall_the_replica_api(cluster_factory):
     out = json.loads(res.stdout)
     assert res.returncode == 0, (out, res.stderr)
     r.wait_position(out["index"])
-    code, _, body = r.request(f"/v1/internal/digest?index={out['index']}")
-    assert code == 200, body
-    mine = json.loads(body)
+    mine = {}
+
+    def digest_done():
+        code, _, body = r.request(f"/v1/internal/digest?index={out['index']}")
+        assert code == 200, body
+        mine.update(json.loads(body))
+        return mine["state"] != "pending"  # 64 MB of SQL is checksummed on a thread
+    wait_for(digest_done, timeout=60, what="the replica's digest at the CHECK index")
     assert mine["state"] == "ready" and mine["digest"] == out["nodes"][0]["digest"], mine
     assert r.request(f"/v1/kv/ns/k{KV_MB - 1}?consistency=stale")[2] == \
         bytes([65 + (KV_MB - 1) % 26]) * MB
