@@ -54,6 +54,18 @@ def test_large_snapshot_install_does_not_stall_the_replica_api(cluster_factory):
             answered[0] += 1
             time.sleep(0.005)
 
+    writes = [0]
+
+    def write():
+        # records that arrive while the snapshot is decoded: held, then
+        # applied after the swap (never to the old state, never skipped)
+        while not stop.is_set() and writes[0] < 200:
+            code, _, _ = n.request(f"/v1/kv/ns/w{writes[0]}", "PUT", b"w", timeout=30)
+            assert code == 200
+            writes[0] += 1
+            time.sleep(0.01)
+
+    wr = None
     r.start()
     th = threading.Thread(target=poll, daemon=True)
     th.start()
@@ -61,11 +73,19 @@ def test_large_snapshot_install_does_not_stall_the_replica_api(cluster_factory):
     try:
         wait_for(lambda: r.log().count("installing a snapshot") >= 1, timeout=60,
                  what="the replica starts installing")
+        wr = threading.Thread(target=write, daemon=True)
+        wr.start()
         r.wait_position(target, 60)
         took = time.monotonic() - t0
+        wait_for(lambda: "decoded in" in r.log(), timeout=60, what="the install's end")
+        at = writes[0]
+        wait_for(lambda: writes[0] >= min(at + 5, 200), timeout=30, what="writes after the swap")
     finally:
         stop.set()
         th.join(timeout=35)
+        if wr is not None:
+            wr.join(timeout=35)
+    assert writes[0] > 0
     print(f"install+catch-up {took:.1f}s; worst /healthz {worst[0] * 1000:.0f} ms "
           f"over {answered[0]} answers")
     assert answered[0] > 10
