@@ -77,7 +77,7 @@ def test_large_snapshot_install_does_not_stall_the_replica_api(cluster_factory):
         wr.start()
         r.wait_position(target, 60)
         took = time.monotonic() - t0
-        wait_for(lambda: "decoded in" in r.log(), timeout=60, what="the install's end")
+        wait_for(lambda: "snapshot restored at" in r.log(), timeout=60, what="the install's end")
         at = writes[0]
         wait_for(lambda: writes[0] >= min(at + 5, 200), timeout=30, what="writes after the swap")
     finally:
