@@ -474,11 +474,11 @@ int jinn_fsm_restore_prepare(const struct jinn_fsm *fsm, const void *buf, size_t
  * so moving the struct is safe, and each move is O(1). The replaced
  * sections go into rs, to be freed where the caller likes (a replica
  * frees them off the loop). */
-#define SWAP_SECTION(a, b)                                                                      \
-    do {                                                                                        \
-        __typeof__(a) tmp_ = (a);                                                               \
-        (a) = (b);                                                                              \
-        (b) = tmp_;                                                                             \
+#define SWAP_SECTION(a, b)                                                                     \
+    do {                                                                                       \
+        __typeof__(a) tmp_ = (a);                                                              \
+        (a) = (b);                                                                             \
+        (b) = tmp_;                                                                            \
     } while (0)
 
 void jinn_fsm_restore_commit(struct jinn_fsm *fsm, struct jinn_fsm_restore *rs)

@@ -1955,7 +1955,8 @@ int jinn_sql_restore_write(const struct jinn_sql *s, struct jinn_rbuf *r,
         size_t name_len = jinn_rbuf_get_bytes(&check, &name, JINN_SQL_DB_MAX);
         size_t len = jinn_rbuf_get_bytes(&check, &image, UINT32_MAX);
         if (check.failed || name_len == 0 || memchr(name, '/', name_len) ||
-            memchr(name, '\0', name_len) || len < 100 || memcmp(image, "SQLite format 3", 16) != 0) {
+            memchr(name, '\0', name_len) || len < 100 ||
+            memcmp(image, "SQLite format 3", 16) != 0) {
             return JINN_ECORRUPT;
         }
         /* Names in strictly increasing order, as jinn_sql_encode writes
@@ -1991,7 +1992,8 @@ int jinn_sql_restore_write(const struct jinn_sql *s, struct jinn_rbuf *r,
         path_of(&rs->dir, name, ".restore", path, sizeof path);
         remove_db_files(&rs->dir, name, ".restore");
         if (write_file(path, image, len) != 0) {
-            jinn_error("sql: cannot write %s: %s; the old databases stay", path, strerror(errno));
+            jinn_error("sql: cannot write %s: %s; the old databases stay", path,
+                       strerror(errno));
             rv = JINN_EIO;
             written++; /* its partial file is removed too */
             break;

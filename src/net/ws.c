@@ -57,7 +57,7 @@ struct jinn_ws {
     uint64_t in_msg_len;
     bool in_msg_text;
     bool in_msg_too_big;
-    bool in_msg_fin;     /* the refused frame was the message's last */
+    bool in_msg_fin; /* the refused frame was the message's last */
     /* The data message being received, joined here rather than in wslay
      * (no buffering): wslay would join its chunks into a new buffer on the
      * loop at the last frame (a 200 MB snapshot: ~140 ms of copying and
@@ -66,7 +66,7 @@ struct jinn_ws {
      * take it (jinn_ws_take_message). */
     uint8_t *in_buf;
     size_t in_len, in_cap;
-    bool in_ctrl; /* the frame being received is a control frame */
+    bool in_ctrl;        /* the frame being received is a control frame */
     bool closed_by_peer; /* the peer's close frame ended it */
     /* jinn_ws_close: the close frame is queued in wslay only once our
      * FIFO is empty, since wslay sends control frames first */

@@ -372,7 +372,7 @@ struct conn {
     struct held_msg *held_msgs, **held_tail;
     char *held;
     size_t held_len;
-    size_t held_bytes; /* messages and plaintext */
+    size_t held_bytes;     /* messages and plaintext */
     const uint8_t *ws_msg; /* the message ws.c is delivering (may be taken) */
 };
 
@@ -394,7 +394,7 @@ struct install {
     struct conn *c; /* holds a reference (c->pending) until after_install */
     const struct jinn_fsm *fsm;
     uint64_t index;
-    uint8_t *msg; /* the whole 'S' message, taken from ws.c; freed on the worker */
+    uint8_t *msg;        /* the whole 'S' message, taken from ws.c; freed on the worker */
     const uint8_t *snap; /* its snapshot */
     size_t len;
     struct jinn_fsm_restore *rs;
