@@ -391,7 +391,7 @@ struct held_msg {
 /* A snapshot being decoded off the loop (see on_binary). */
 struct install {
     uv_work_t req;
-    struct conn *c; /* holds a reference (c->pending) until after_install */
+    struct conn *c; /* holds a reference (c->pending) until install_done */
     const struct jinn_fsm *fsm;
     uint64_t index;
     uint8_t *msg;        /* the whole 'S' message, taken from ws.c; freed on the worker */
@@ -752,9 +752,9 @@ static void on_text(struct conn *c, const uint8_t *msg, size_t len)
  *
  * Decoding a large snapshot (CRC, every section, SQL images written to
  * disk) takes seconds; on the loop it stalled the replica's API. The
- * message's snapshot is copied (wslay frees its buffer after the callback;
- * a memcpy, the one part proportional to the size left on the loop, bounded
- * by replica_max_snapshot), reads stop, and a worker decodes it into a
+ * message is taken from ws.c, which joined it as its frames arrived (no
+ * copy; one held behind another install, at most HELD_MAX, is copied),
+ * reads stop, and a worker decodes it into a
  * fresh state while the loop serves the old one: reads answer from the old
  * position, with its freshness. The swap (jinn_node_replica_restore_commit)
  * is back on the loop: struct moves and renames. The replaced state is
@@ -1004,7 +1004,7 @@ static void on_binary(struct conn *c, const uint8_t *msg, size_t len)
             conn_close(c, why);
             return;
         }
-        return; /* after_install goes on */
+        return; /* install_done goes on */
     } else {
         conn_close(c, "an unknown binary message");
         return;
