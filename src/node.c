@@ -3293,10 +3293,8 @@ static void replica_moved(struct jinn_node *node, uint64_t index)
     }
 }
 
-int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void *snap,
-                              size_t len)
+int jinn_node_replica_restore_check(const struct jinn_node *node, uint64_t index)
 {
-    int rv;
     if (!node->replica || node->stopping) {
         return node->replica ? JINN_ESHUTDOWN : JINN_EINVAL;
     }
@@ -3309,16 +3307,19 @@ int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void
                    (unsigned long long)index, (unsigned long long)node->rep.position);
         return JINN_ECONFLICT;
     }
-    /* The voters' restore: decoded into a fresh state, swapped in whole
-     * (SQL images written beside the live files, then renamed over them),
-     * or nothing changes. */
-    rv = jinn_fsm_decode(&node->fsm, snap, len);
+    return 0;
+}
+
+int jinn_node_replica_restore_commit(struct jinn_node *node, uint64_t index,
+                                     struct jinn_fsm_restore *rs, size_t len)
+{
+    /* Checked again: the node may have stopped or halted, or moved,
+     * while the snapshot was decoded. */
+    int rv = jinn_node_replica_restore_check(node, index);
     if (rv != 0) {
-        jinn_error("replica: snapshot at %llu (%zu bytes) refused: %s; the state stays at %llu",
-                   (unsigned long long)index, len, jinn_error_message(rv),
-                   (unsigned long long)node->rep.position);
         return rv;
     }
+    jinn_fsm_restore_commit(&node->fsm, rs);
     node->rep.position = index;
     node->rep.hb_applied = 0; /* it spoke of the state replaced */
     /* The term heard belongs to the chain replaced (a cluster bootstrapped
@@ -3333,6 +3334,29 @@ int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void
               (unsigned long long)index, len, (unsigned long long)node->fsm.time_ms);
     replica_moved(node, index);
     return 0;
+}
+
+int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void *snap,
+                              size_t len)
+{
+    struct jinn_fsm_restore *rs = NULL;
+    int rv = jinn_node_replica_restore_check(node, index);
+    if (rv != 0) {
+        return rv;
+    }
+    /* The voters' restore: decoded into a fresh state, swapped in whole
+     * (SQL images written beside the live files, then renamed over them),
+     * or nothing changes. */
+    rv = jinn_fsm_restore_prepare(&node->fsm, snap, len, &rs);
+    if (rv != 0) {
+        jinn_error("replica: snapshot at %llu (%zu bytes) refused: %s; the state stays at %llu",
+                   (unsigned long long)index, len, jinn_error_message(rv),
+                   (unsigned long long)node->rep.position);
+        return rv;
+    }
+    rv = jinn_node_replica_restore_commit(node, index, rs, len);
+    jinn_fsm_restore_free(rs);
+    return rv;
 }
 
 int jinn_node_replica_apply(struct jinn_node *node, uint64_t index, uint64_t prev,

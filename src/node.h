@@ -246,6 +246,17 @@ uint64_t jinn_node_replica_position(const struct jinn_node *node);
  * halted). The apply hook runs with index afterwards (waiters re-check). */
 int jinn_node_replica_restore(struct jinn_node *node, uint64_t index, const void *snap,
                               size_t len);
+/* The same in steps, so that the decode runs off the loop (A3 m5; the
+ * stream does this): restore_check (loop) refuses what restore would
+ * refuse before decoding; jinn_fsm_restore_prepare (any thread, on
+ * jinn_node_fsm's state) decodes; restore_commit (loop, nothing applied
+ * in between) checks again and swaps rs in, then frees nothing: the caller
+ * frees rs (jinn_fsm_restore_free; after a commit it holds the replaced
+ * state). */
+struct jinn_fsm_restore;
+int jinn_node_replica_restore_check(const struct jinn_node *node, uint64_t index);
+int jinn_node_replica_restore_commit(struct jinn_node *node, uint64_t index,
+                                     struct jinn_fsm_restore *rs, size_t len);
 
 /* Applies one record. Precondition prev == position (else JINN_ECONFLICT,
  * nothing done) and index > prev. A record the FSM cannot apply (corrupt,

@@ -347,20 +347,50 @@ static bool sql_section_ends(const struct jinn_rbuf *r)
     return !c.failed && c.left == 0;
 }
 
-int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
+/* A decoded snapshot waiting to be swapped in (jinn_fsm_restore_prepare),
+ * and after the swap the state it replaced, freed with it. */
+struct jinn_fsm_restore {
+    uint64_t time_ms;
+    bool swapped;
+    struct jinn_nodes nodes;
+    struct jinn_kv kv;
+    struct jinn_locks locks;
+    struct jinn_queues queues;
+    struct jinn_fns fns;
+    struct jinn_jobs jobs;
+    struct jinn_auth auth;
+    struct jinn_sql_restore *sql;
+};
+
+void jinn_fsm_restore_free(struct jinn_fsm_restore *rs)
+{
+    if (rs == NULL) {
+        return;
+    }
+    /* Before the swap: the decoded state; after it: the replaced one,
+     * except its functions (cleared on the loop, see commit). */
+    jinn_nodes_clear(&rs->nodes);
+    jinn_kv_clear(&rs->kv);
+    jinn_locks_clear(&rs->locks);
+    jinn_queues_clear(&rs->queues);
+    if (!rs->swapped) {
+        jinn_fns_clear(&rs->fns);
+    }
+    jinn_jobs_clear(&rs->jobs);
+    jinn_auth_clear(&rs->auth);
+    jinn_sql_restore_free(rs->sql);
+    jinn_free(rs);
+}
+
+int jinn_fsm_restore_prepare(const struct jinn_fsm *fsm, const void *buf, size_t len,
+                             struct jinn_fsm_restore **out)
 {
     struct jinn_rbuf r;
-    struct jinn_nodes *nodes;
-    struct jinn_kv *kv;
-    struct jinn_locks locks;
-    struct jinn_queues *queues;
-    struct jinn_fns *fns;
-    struct jinn_jobs *jobs;
-    struct jinn_auth auth;
+    struct jinn_fsm_restore *rs;
     uint32_t version, crc;
-    uint64_t time_ms;
     int rv;
 
+    *out = NULL;
     if (len < 8 + 4 + 8 + 4 || memcmp(buf, JINN_SNAPSHOT_MAGIC, 8) != 0) {
         return JINN_ECORRUPT;
     }
@@ -380,110 +410,107 @@ int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
         return JINN_ECORRUPT;
     }
     jinn_rbuf_init(&r, (const uint8_t *)buf + 12, len - 8 - 4 - 4);
-    time_ms = jinn_rbuf_get_u64(&r);
-    nodes = jinn_malloc(sizeof *nodes);
-    kv = jinn_malloc(sizeof *kv);
-    queues = jinn_malloc(sizeof *queues);
-    fns = jinn_malloc(sizeof *fns);
-    jobs = jinn_malloc(sizeof *jobs);
-    if (nodes == NULL || kv == NULL || queues == NULL || fns == NULL || jobs == NULL) {
-        jinn_free(nodes);
-        jinn_free(kv);
-        jinn_free(queues);
-        jinn_free(fns);
-        jinn_free(jobs);
+    rs = jinn_calloc(1, sizeof *rs);
+    if (rs == NULL) {
         return JINN_ENOMEM;
     }
-    jinn_jobs_init(jobs);
-    jinn_fns_init(fns);
-    jinn_queues_init(queues);
-    jinn_nodes_init(nodes);
-    jinn_kv_init(kv);
-    jinn_locks_init(&locks);
-    jinn_auth_init(&auth);
-    rv = jinn_nodes_decode(nodes, &r);
+    rs->time_ms = jinn_rbuf_get_u64(&r);
+    jinn_jobs_init(&rs->jobs);
+    jinn_fns_init(&rs->fns);
+    jinn_queues_init(&rs->queues);
+    jinn_nodes_init(&rs->nodes);
+    jinn_kv_init(&rs->kv);
+    jinn_locks_init(&rs->locks);
+    jinn_auth_init(&rs->auth);
+    rv = jinn_nodes_decode(&rs->nodes, &r);
     if (rv == 0) {
-        rv = jinn_kv_decode(kv, &r);
+        rv = jinn_kv_decode(&rs->kv, &r);
     }
     if (rv == 0) {
-        rv = jinn_locks_decode(&locks, &r);
+        rv = jinn_locks_decode(&rs->locks, &r);
     }
     if (rv == 0) {
-        rv = jinn_queues_decode(queues, &r, version);
+        rv = jinn_queues_decode(&rs->queues, &r, version);
     }
     if (rv == 0 && version >= 2) {
-        rv = jinn_fns_decode(fns, &r, version);
+        rv = jinn_fns_decode(&rs->fns, &r, version);
         /* The module bytes end the snapshot (after the SQL images): their
-         * length is known now, so they are read before SQL rewrites files. */
-        if (rv == 0 && jinn_fns_module_bytes(fns) > r.left) {
+         * length is known now, so they are read before SQL writes files. */
+        if (rv == 0 && jinn_fns_module_bytes(&rs->fns) > r.left) {
             rv = JINN_ECORRUPT;
         }
         if (rv == 0) {
-            size_t n = (size_t)jinn_fns_module_bytes(fns);
+            size_t n = (size_t)jinn_fns_module_bytes(&rs->fns);
             r.left -= n;
-            rv = jinn_fns_decode_modules(fns, r.p + r.left, n);
+            rv = jinn_fns_decode_modules(&rs->fns, r.p + r.left, n);
         }
     }
     if (rv == 0 && version >= 3) {
-        rv = jinn_jobs_decode(jobs, fns, &r);
+        rv = jinn_jobs_decode(&rs->jobs, &rs->fns, &r);
         if (rv == 0) {
-            rv = jinn_auth_decode(&auth, &r);
+            rv = jinn_auth_decode(&rs->auth, &r);
         }
     }
     if (rv == 0 && (r.failed || !sql_section_ends(&r))) {
-        rv = JINN_ECORRUPT; /* nothing rewritten yet */
+        rv = JINN_ECORRUPT; /* nothing written yet */
     }
     if (rv == 0) {
-        /* Last, after every other section validated: it rewrites files. */
-        rv = jinn_sql_decode(&fsm->sql, &r);
+        /* Last, after every other section validated: it writes files
+         * (beside the live ones; swapped in by commit). */
+        rv = jinn_sql_restore_write(&fsm->sql, &r, &rs->sql);
     }
     if (rv == 0 && (r.failed || r.left != 0)) {
         rv = JINN_ECORRUPT;
     }
     if (rv != 0) {
-        jinn_nodes_clear(nodes);
-        jinn_kv_clear(kv);
-        jinn_locks_clear(&locks);
-        jinn_queues_clear(queues);
-        jinn_fns_clear(fns);
-        jinn_jobs_clear(jobs);
-        jinn_auth_clear(&auth);
-        jinn_free(nodes);
-        jinn_free(kv);
-        jinn_free(queues);
-        jinn_free(fns);
-        jinn_free(jobs);
+        jinn_fsm_restore_free(rs);
         return rv;
     }
-    /* The trees point into their own entries only: moving is safe. */
-    jinn_jobs_clear(&fsm->jobs);
-    fsm->jobs = *jobs;
-    jinn_free(jobs);
-    {
-        /* The trees point into their own entries only: moving is safe. The
-         * generation goes on from the old state's (the runner compares). */
-        uint64_t generation = fsm->fns.generation;
-        jinn_fns_clear(&fsm->fns);
-        *&fsm->fns = *fns;
-        fsm->fns.generation = generation + 1;
-        jinn_free(fns);
+    *out = rs;
+    return 0;
+}
+
+/* Swaps by moving structs: every tree points into its own entries only,
+ * so moving the struct is safe, and each move is O(1). The replaced
+ * sections go into rs, to be freed where the caller likes (a replica
+ * frees them off the loop). */
+#define SWAP_SECTION(a, b)                                                                     \
+    do {                                                                                       \
+        __typeof__(a) tmp_ = (a);                                                              \
+        (a) = (b);                                                                             \
+        (b) = tmp_;                                                                            \
+    } while (0)
+
+void jinn_fsm_restore_commit(struct jinn_fsm *fsm, struct jinn_fsm_restore *rs)
+{
+    uint64_t generation = fsm->fns.generation;
+    /* Functions: the old ones are cleared here, on the loop (pins and
+     * runners count on the loop; their number is bounded by
+     * JINN_FN_MAX). The generation goes on from the old state's (the
+     * runner compares). */
+    jinn_fns_clear(&fsm->fns);
+    fsm->fns = rs->fns;
+    fsm->fns.generation = generation + 1;
+    SWAP_SECTION(fsm->jobs, rs->jobs);
+    SWAP_SECTION(fsm->auth, rs->auth);
+    SWAP_SECTION(fsm->locks, rs->locks);
+    SWAP_SECTION(fsm->queues, rs->queues);
+    SWAP_SECTION(fsm->nodes, rs->nodes);
+    SWAP_SECTION(fsm->kv, rs->kv);
+    fsm->time_ms = rs->time_ms;
+    rs->swapped = true;
+    jinn_sql_restore_swap(&fsm->sql, rs->sql);
+}
+
+int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len)
+{
+    struct jinn_fsm_restore *rs;
+    int rv = jinn_fsm_restore_prepare(fsm, buf, len, &rs);
+    if (rv != 0) {
+        return rv;
     }
-    jinn_auth_clear(&fsm->auth);
-    fsm->auth = auth; /* the array moves with it */
-    jinn_locks_clear(&fsm->locks);
-    fsm->locks = locks;
-    jinn_queues_clear(&fsm->queues);
-    fsm->queues = *queues;
-    jinn_free(queues);
-    jinn_nodes_clear(&fsm->nodes);
-    fsm->nodes = *nodes;
-    jinn_kv_clear(&fsm->kv);
-    /* The trees hold pointers into their own nodes only; moving the
-     * struct is safe. */
-    fsm->kv = *kv;
-    jinn_free(nodes);
-    jinn_free(kv);
-    fsm->time_ms = time_ms;
+    jinn_fsm_restore_commit(fsm, rs);
+    jinn_fsm_restore_free(rs);
     return 0;
 }
 

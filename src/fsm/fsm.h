@@ -84,6 +84,23 @@ int jinn_fsm_encode(const struct jinn_fsm *fsm, struct jinn_wbuf *w);
  * exactly as it was. buf is borrowed. */
 int jinn_fsm_decode(struct jinn_fsm *fsm, const void *buf, size_t len);
 
+/* jinn_fsm_decode in two steps, so that a replica decodes off its loop
+ * (A3 m5). prepare checks and decodes the whole snapshot into a fresh
+ * state and writes its SQL images beside the live files; it reads only
+ * fsm->sql's directory, so it may run on a worker thread while the loop
+ * keeps serving (and nothing applies to) fsm. On error nothing changed,
+ * nothing is left on disk and *out is NULL. commit (the loop, nothing
+ * applied since prepare) swaps the decoded state in: struct moves, the old
+ * functions cleared, the SQL images renamed over the live files (a
+ * failure there stops the process, as in jinn_fsm_decode). free (any
+ * thread, after commit or instead of it) frees the replaced state, or the
+ * unused decoded one and its image files. */
+struct jinn_fsm_restore;
+int jinn_fsm_restore_prepare(const struct jinn_fsm *fsm, const void *buf, size_t len,
+                             struct jinn_fsm_restore **out);
+void jinn_fsm_restore_commit(struct jinn_fsm *fsm, struct jinn_fsm_restore *rs);
+void jinn_fsm_restore_free(struct jinn_fsm_restore *rs);
+
 /* Applies one encoded command outside raft (tests, tools). */
 const struct jinn_result *jinn_fsm_apply_buf(struct jinn_fsm *fsm, uint64_t index,
                                              const void *buf, size_t len);

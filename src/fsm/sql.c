@@ -1919,17 +1919,31 @@ static bool image_readable(const struct jinn_sql *s, const char *name)
     return ok;
 }
 
+/* A restore prepared by jinn_sql_restore_write: the images on disk beside
+ * the live files, by name. */
+struct jinn_sql_restore {
+    struct jinn_sql dir; /* only .dir is set (a copy): path_of */
+    uint32_t count;
+    bool swapped; /* renamed over the live files: nothing left to remove */
+    char names[][JINN_SQL_DB_MAX + 1];
+};
+
 /* The restore writes every image beside the live files first
  * (NAME.db.restore); only when all are on disk does it close the live
- * databases and rename the new images over them. A failure before that
- * leaves the old state as it was. */
-int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
+ * databases and rename the new images over them (jinn_sql_restore_swap).
+ * A failure before that leaves the old state as it was. This step reads
+ * only s->dir (set once at start): it runs on a worker thread for a
+ * replica (A3 m5), while the loop goes on serving the live databases. */
+int jinn_sql_restore_write(const struct jinn_sql *s, struct jinn_rbuf *r,
+                           struct jinn_sql_restore **out)
 {
     struct jinn_rbuf check = *r;
     uint32_t count = jinn_rbuf_get_u32(&check);
     uint32_t written = 0;
+    struct jinn_sql_restore *rs;
     int rv = 0;
 
+    *out = NULL;
     /* Validate everything before touching a file. */
     if (check.failed || count > JINN_SQL_DBS_MAX) {
         return JINN_ECORRUPT;
@@ -1941,7 +1955,8 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
         size_t name_len = jinn_rbuf_get_bytes(&check, &name, JINN_SQL_DB_MAX);
         size_t len = jinn_rbuf_get_bytes(&check, &image, UINT32_MAX);
         if (check.failed || name_len == 0 || memchr(name, '/', name_len) ||
-            memchr(name, '\0', name_len) || len < 100 || memcmp(image, "SQLite format 3", 16) != 0) {
+            memchr(name, '\0', name_len) || len < 100 ||
+            memcmp(image, "SQLite format 3", 16) != 0) {
             return JINN_ECORRUPT;
         }
         /* Names in strictly increasing order, as jinn_sql_encode writes
@@ -1954,67 +1969,73 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
         }
         memcpy(prev, cur, name_len + 1);
     }
-    if (s->dir == NULL) {
-        return count == 0 ? (*r = check, 0) : JINN_EIO;
+    if (s->dir == NULL && count != 0) {
+        return JINN_EIO;
     }
+    rs = jinn_calloc(1, sizeof *rs + (size_t)count * sizeof rs->names[0]);
+    if (rs == NULL) {
+        return JINN_ENOMEM;
+    }
+    if (s->dir != NULL && (rs->dir.dir = jinn_strdup(s->dir)) == NULL) {
+        jinn_free(rs);
+        return JINN_ENOMEM;
+    }
+    rs->count = count;
     jinn_rbuf_get_u32(r);
-    {
-        struct jinn_rbuf w = *r;
-        for (; written < count; written++) {
-            const uint8_t *name_p, *image;
-            char name[JINN_SQL_DB_MAX + 1], path[4400];
-            size_t name_len = jinn_rbuf_get_bytes(&w, &name_p, JINN_SQL_DB_MAX);
-            size_t len = jinn_rbuf_get_bytes(&w, &image, UINT32_MAX);
-            memcpy(name, name_p, name_len);
-            name[name_len] = '\0';
-            path_of(s, name, ".restore", path, sizeof path);
-            remove_db_files(s, name, ".restore");
-            if (write_file(path, image, len) != 0) {
-                jinn_error("sql: cannot write %s: %s; the old databases stay", path,
-                           strerror(errno));
-                rv = JINN_EIO;
-                break;
-            }
-            if (!image_readable(s, name)) {
-                /* Checked before the swap, so the old databases stay. */
-                jinn_error("sql: the snapshot's image of %s is not a readable database; "
-                           "the old databases stay",
-                           name);
-                rv = JINN_ECORRUPT;
-                break;
-            }
+    for (; written < count; written++) {
+        const uint8_t *name_p, *image;
+        char *name = rs->names[written], path[4400];
+        size_t name_len = jinn_rbuf_get_bytes(r, &name_p, JINN_SQL_DB_MAX);
+        size_t len = jinn_rbuf_get_bytes(r, &image, UINT32_MAX);
+        memcpy(name, name_p, name_len);
+        name[name_len] = '\0';
+        path_of(&rs->dir, name, ".restore", path, sizeof path);
+        remove_db_files(&rs->dir, name, ".restore");
+        if (write_file(path, image, len) != 0) {
+            jinn_error("sql: cannot write %s: %s; the old databases stay", path,
+                       strerror(errno));
+            rv = JINN_EIO;
+            written++; /* its partial file is removed too */
+            break;
+        }
+        if (!image_readable(&rs->dir, name)) {
+            /* Checked before the swap, so the old databases stay. */
+            jinn_error("sql: the snapshot's image of %s is not a readable database; "
+                       "the old databases stay",
+                       name);
+            rv = JINN_ECORRUPT;
+            written++;
+            break;
         }
     }
     if (rv != 0) {
-        struct jinn_rbuf w = *r;
-        for (uint32_t i = 0; i <= written && i < count; i++) {
-            const uint8_t *name_p, *image;
-            char name[JINN_SQL_DB_MAX + 1];
-            size_t name_len = jinn_rbuf_get_bytes(&w, &name_p, JINN_SQL_DB_MAX);
-            jinn_rbuf_get_bytes(&w, &image, UINT32_MAX);
-            memcpy(name, name_p, name_len);
-            name[name_len] = '\0';
-            remove_db_files(s, name, ".restore");
-        }
+        rs->count = written;
+        jinn_sql_restore_free(rs);
         return rv;
     }
+    *out = rs;
+    return 0;
+}
+
+void jinn_sql_restore_swap(struct jinn_sql *s, struct jinn_sql_restore *rs)
+{
     /* Point of no return: swap. */
     /* From here a failure would leave the FSM's old in-memory state over
      * half-swapped files (and the next exec on a missing database would
      * create it empty): stop instead; a restart rebuilds from the
      * snapshot and log. */
+    if (s->dir == NULL) {
+        rs->swapped = true;
+        return; /* no databases (checked when written) */
+    }
     close_all(s);
     s->generation++;
     if (wipe_dir(s, true) != 0) {
         jinn_fsm_fatal("sql: cannot clear %s to restore a snapshot", s->dir);
     }
-    for (uint32_t i = 0; i < count; i++) {
-        const uint8_t *name_p, *image;
-        char name[JINN_SQL_DB_MAX + 1], from[4400], to[4400];
-        size_t name_len = jinn_rbuf_get_bytes(r, &name_p, JINN_SQL_DB_MAX);
-        jinn_rbuf_get_bytes(r, &image, UINT32_MAX);
-        memcpy(name, name_p, name_len);
-        name[name_len] = '\0';
+    for (uint32_t i = 0; i < rs->count; i++) {
+        const char *name = rs->names[i];
+        char from[4400], to[4400];
         path_of(s, name, ".restore", from, sizeof from);
         path_of(s, name, "", to, sizeof to);
         if (rename(from, to) != 0 || open_db(s, name) == NULL) {
@@ -2022,5 +2043,28 @@ int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
                            name, strerror(errno));
         }
     }
-    return 0;
+    rs->swapped = true;
+}
+
+void jinn_sql_restore_free(struct jinn_sql_restore *rs)
+{
+    if (rs == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; !rs->swapped && i < rs->count; i++) {
+        remove_db_files(&rs->dir, rs->names[i], ".restore");
+    }
+    jinn_free(rs->dir.dir);
+    jinn_free(rs);
+}
+
+int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r)
+{
+    struct jinn_sql_restore *rs;
+    int rv = jinn_sql_restore_write(s, r, &rs);
+    if (rv == 0) {
+        jinn_sql_restore_swap(s, rs);
+        jinn_sql_restore_free(rs);
+    }
+    return rv;
 }

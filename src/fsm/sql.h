@@ -119,6 +119,18 @@ int jinn_sql_pin(const struct jinn_sql *s, struct jinn_sql_pin **out);
 void jinn_sql_pin_encode(struct jinn_sql_pin *p, struct jinn_wbuf *w);
 void jinn_sql_pin_free(struct jinn_sql_pin *p);
 int jinn_sql_decode(struct jinn_sql *s, struct jinn_rbuf *r);
+/* jinn_sql_decode in two steps. restore_write validates the section and
+ * writes every image beside the live files (NAME.db.restore), reading only
+ * s->dir: any thread, while the loop serves the live databases. On error
+ * nothing is left behind and *out is NULL. restore_swap (the loop) closes
+ * the live databases and renames the images over them; a failure there
+ * stops the process (jinn_fsm_fatal), as jinn_sql_decode does.
+ * restore_free (any thread) removes images never swapped in. */
+struct jinn_sql_restore;
+int jinn_sql_restore_write(const struct jinn_sql *s, struct jinn_rbuf *r,
+                           struct jinn_sql_restore **out);
+void jinn_sql_restore_swap(struct jinn_sql *s, struct jinn_sql_restore *rs);
+void jinn_sql_restore_free(struct jinn_sql_restore *rs);
 
 /* Binds JSON params (array: positional; object: named) to stmt. Returns 0
  * or writes a message into err. Shared with the query path. */

@@ -57,7 +57,16 @@ struct jinn_ws {
     uint64_t in_msg_len;
     bool in_msg_text;
     bool in_msg_too_big;
-    bool in_msg_fin;     /* the refused frame was the message's last */
+    bool in_msg_fin; /* the refused frame was the message's last */
+    /* The data message being received, joined here rather than in wslay
+     * (no buffering): wslay would join its chunks into a new buffer on the
+     * loop at the last frame (a 200 MB snapshot: ~140 ms of copying and
+     * page faults), and the owner could not keep it. Here it grows as the
+     * bytes arrive (realloc: mremap for large blocks) and the owner may
+     * take it (jinn_ws_take_message). */
+    uint8_t *in_buf;
+    size_t in_len, in_cap;
+    bool in_ctrl;        /* the frame being received is a control frame */
     bool closed_by_peer; /* the peer's close frame ended it */
     /* jinn_ws_close: the close frame is queued in wslay only once our
      * FIFO is empty, since wslay sends control frames first */
@@ -202,9 +211,11 @@ static void on_frame_start_cb(wslay_event_context_ptr ctx,
     if (arg->opcode == WSLAY_PING) {
         ws->pings++;
     }
+    ws->in_ctrl = arg->opcode >= WSLAY_CONNECTION_CLOSE;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         ws->in_msg_text = arg->opcode == WSLAY_TEXT_FRAME;
         ws->in_msg_len = 0;
+        ws->in_len = 0;
     }
     if (arg->opcode < WSLAY_CONNECTION_CLOSE) {
         ws->in_msg_len += arg->payload_length;
@@ -218,6 +229,41 @@ static void on_frame_start_cb(wslay_event_context_ptr ctx,
     }
 }
 
+/* A piece of a frame's payload. Data frames are joined in in_buf (their
+ * total checked against max_message from the headers, before any of it
+ * arrives); control frames are wslay's. */
+static void on_chunk_cb(wslay_event_context_ptr ctx,
+                        const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
+{
+    struct jinn_ws *ws = user;
+    (void)ctx;
+    if (ws->closed || ws->in_ctrl || ws->in_msg_too_big || arg->data_length == 0) {
+        return;
+    }
+    if (ws->in_len + arg->data_length > ws->in_cap) {
+        size_t cap = ws->in_cap < 4096 ? 4096 : ws->in_cap;
+        uint8_t *p;
+        while (cap < ws->in_len + arg->data_length) {
+            cap *= 2;
+        }
+        if (cap > ws->max_message) {
+            cap = (size_t)ws->max_message; /* the total was checked against it */
+        }
+        p = jinn_realloc(ws->in_buf, cap);
+        if (p == NULL) {
+            fail(ws, JINN_WS_CLOSE_INTERNAL, "out of memory");
+            return;
+        }
+        ws->in_buf = p;
+        ws->in_cap = cap;
+    }
+    memcpy(ws->in_buf + ws->in_len, arg->data, arg->data_length);
+    ws->in_len += arg->data_length;
+}
+
+/* Big buffers are not kept between messages. */
+#define WS_IN_KEEP (64u * 1024)
+
 static void on_msg_cb(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg, void *user)
 {
@@ -228,15 +274,24 @@ static void on_msg_cb(wslay_event_context_ptr ctx,
     }
     switch (arg->opcode) {
     case WSLAY_TEXT_FRAME:
-        if (!jinn_utf8_valid(arg->msg, arg->msg_length)) {
+    case WSLAY_BINARY_FRAME: {
+        static const uint8_t empty[1];
+        bool text = arg->opcode == WSLAY_TEXT_FRAME;
+        const uint8_t *msg = ws->in_buf != NULL ? ws->in_buf : empty;
+        size_t len = ws->in_len;
+        if (text && !jinn_utf8_valid(msg, len)) {
             fail(ws, JINN_WS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
             return;
         }
-        ws->io.on_message(ws->io.data, false, arg->msg, arg->msg_length);
+        ws->io.on_message(ws->io.data, !text, msg, len);
+        ws->in_len = 0;
+        if (ws->in_cap > WS_IN_KEEP) {
+            jinn_free(ws->in_buf);
+            ws->in_buf = NULL;
+            ws->in_cap = 0;
+        }
         return;
-    case WSLAY_BINARY_FRAME:
-        ws->io.on_message(ws->io.data, true, arg->msg, arg->msg_length);
-        return;
+    }
     case WSLAY_CONNECTION_CLOSE:
         /* wslay queued the answering close frame and stopped reading. */
         ws->closed_by_peer = !ws->closed;
@@ -306,6 +361,7 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
         .send_callback = send_cb,
         .genmask_callback = genmask_cb,
         .on_frame_recv_start_callback = on_frame_start_cb,
+        .on_frame_recv_chunk_callback = on_chunk_cb,
         .on_msg_recv_callback = on_msg_cb,
     };
     int rc = server ? wslay_event_context_server_init(&ws->ctx, &cb, ws)
@@ -320,9 +376,10 @@ int jinn_ws_create(bool server, uint64_t max_message, const struct jinn_ws_io *i
      * ours, from each frame header, names the size. wslay's stays above
      * ours by WS_SIZE_SLACK so that ours sees a message growing past the
      * limit in frames up to that size (jinn's nodes send ~4 KiB
-     * fragments); it must stay close to ours, because wslay still
-     * allocates the payload of the frame our callback refused. */
+     * fragments). Data frames are not buffered by wslay (on_chunk_cb
+     * joins them, and skips a refused one); control frames still are. */
     wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message + WS_SIZE_SLACK);
+    wslay_event_config_set_no_buffering(ws->ctx, 1); /* data joined in on_chunk_cb */
     ws->max_message = max_message;
     *out = ws;
     return 0;
@@ -334,6 +391,7 @@ void jinn_ws_destroy(struct jinn_ws *ws)
         return;
     }
     wslay_event_context_free(ws->ctx);
+    jinn_free(ws->in_buf);
     jinn_wbuf_free(&ws->out);
     struct ws_item *it = ws->head;
     while (it != NULL) {
@@ -597,4 +655,13 @@ uint64_t jinn_ws_refused_length(const struct jinn_ws *ws, bool *whole)
 {
     *whole = ws->in_msg_too_big && ws->in_msg_fin;
     return ws->in_msg_too_big ? ws->in_msg_len : 0;
+}
+
+uint8_t *jinn_ws_take_message(struct jinn_ws *ws, size_t *len)
+{
+    uint8_t *p = ws->in_buf;
+    *len = ws->in_len;
+    ws->in_buf = NULL;
+    ws->in_len = ws->in_cap = 0;
+    return p;
 }

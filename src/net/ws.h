@@ -156,5 +156,9 @@ int jinn_ws_client_key(char out[25]);
  * fragments seen (the message is longer). */
 bool jinn_ws_closed_by_peer(const struct jinn_ws *ws);
 uint64_t jinn_ws_refused_length(const struct jinn_ws *ws, bool *whole);
+/* Inside on_message only: takes the message's bytes (msg, jinn_malloc'd;
+ * the caller frees them with jinn_free, on any thread) instead of copying
+ * them. NULL for an empty message. */
+uint8_t *jinn_ws_take_message(struct jinn_ws *ws, size_t *len);
 
 #endif

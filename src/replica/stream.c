@@ -363,6 +363,43 @@ struct conn {
     uint64_t primary_at;
     bool primary_seen;
     bool left_no_primary; /* closed for that reason */
+    /* A snapshot decoding on a worker thread (A3 m5): reads are stopped,
+     * and what had already been read after it waits here, in order, until
+     * it is swapped in (or refused): whole messages (held_msgs), then
+     * plaintext not yet fed to ws.c (held). Bounded by what one read can
+     * bring (HELD_MAX). */
+    bool installing;
+    struct held_msg *held_msgs, **held_tail;
+    char *held;
+    size_t held_len;
+    size_t held_bytes;     /* messages and plaintext */
+    const uint8_t *ws_msg; /* the message ws.c is delivering (may be taken) */
+};
+
+/* One message read after a snapshot being installed. */
+struct held_msg {
+    struct held_msg *next;
+    bool binary;
+    size_t len;
+    uint8_t data[];
+};
+
+/* What may wait behind an install: the rest of one socket read (a
+ * READ_BUFFER of ciphertext or plaintext), twice over for framing. */
+#define HELD_MAX (4u * READ_BUFFER)
+
+/* A snapshot being decoded off the loop (see on_binary). */
+struct install {
+    uv_work_t req;
+    struct conn *c; /* holds a reference (c->pending) until install_done */
+    const struct jinn_fsm *fsm;
+    uint64_t index;
+    uint8_t *msg;        /* the whole 'S' message, taken from ws.c; freed on the worker */
+    const uint8_t *snap; /* its snapshot */
+    size_t len;
+    struct jinn_fsm_restore *rs;
+    int rv;
+    uint64_t copy_ms, decode_ms;
 };
 
 struct jinn_replica_stream {
@@ -430,6 +467,12 @@ static void conn_release(struct conn *c)
     if (c->tls_on) {
         jinn_tls_close(&c->tls);
     }
+    while (c->held_msgs != NULL) {
+        struct held_msg *m = c->held_msgs;
+        c->held_msgs = m->next;
+        jinn_free(m);
+    }
+    jinn_free(c->held);
     jinn_free(c->rbuf);
     jinn_free(c->plain);
     jinn_free(c->head);
@@ -705,6 +748,215 @@ static void on_text(struct conn *c, const uint8_t *msg, size_t len)
     }
 }
 
+/* ---- snapshot installs, off the loop (A3 m5) ------------------------------
+ *
+ * Decoding a large snapshot (CRC, every section, SQL images written to
+ * disk) takes seconds; on the loop it stalled the replica's API. The
+ * message is taken from ws.c, which joined it as its frames arrived (no
+ * copy; one held behind another install, at most HELD_MAX, is copied),
+ * reads stop, and a worker decodes it into a
+ * fresh state while the loop serves the old one: reads answer from the old
+ * position, with its freshness. The swap (jinn_node_replica_restore_commit)
+ * is back on the loop: struct moves and renames. The replaced state is
+ * freed on a worker again. Nothing read after the snapshot is applied
+ * before it: such messages wait in the connection (held_msgs, held) and
+ * are handled after the swap, in order, then reads start again. */
+
+static void dispatch(struct conn *c, bool binary, const uint8_t *msg, size_t len);
+static void plain_input(struct conn *c, const char *p, size_t n);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void install_work(uv_work_t *req)
+{
+    struct install *in = req->data;
+    uint64_t t0 = uv_hrtime();
+    in->rv = jinn_fsm_restore_prepare(in->fsm, in->snap, in->len, &in->rs);
+    jinn_free(in->msg);
+    in->msg = NULL;
+    in->snap = NULL;
+    in->decode_ms = (uv_hrtime() - t0) / 1000000u;
+}
+
+static void free_work(uv_work_t *req)
+{
+    struct install *in = req->data;
+    jinn_fsm_restore_free(in->rs);
+}
+
+static void free_done(uv_work_t *req, int status)
+{
+    (void)status;
+    jinn_free(req->data);
+}
+
+/* Frees in->rs (the replaced state, or a decoded one not used) on a
+ * worker, then in. */
+static void install_free(uv_loop_t *loop, struct install *in)
+{
+    if (in->rs != NULL && uv_queue_work(loop, &in->req, free_work, free_done) == 0) {
+        return;
+    }
+    jinn_fsm_restore_free(in->rs); /* could not queue: here, once */
+    jinn_free(in);
+}
+
+/* Handles what waited behind an install, in order, until everything is
+ * handled or another snapshot starts installing; then reads again. */
+static void install_resume(struct conn *c)
+{
+    while (!c->closing && !c->installing) {
+        if (c->held_msgs != NULL) {
+            struct held_msg *m = c->held_msgs;
+            c->held_msgs = m->next;
+            if (c->held_msgs == NULL) {
+                c->held_tail = &c->held_msgs;
+            }
+            c->held_bytes -= m->len;
+            dispatch(c, m->binary, m->data, m->len);
+            jinn_free(m);
+        } else if (c->held_len > 0) {
+            /* Fed whole; messages after a new snapshot in it are held. */
+            char *p = c->held;
+            size_t n = c->held_len;
+            c->held = NULL;
+            c->held_len = 0;
+            c->held_bytes -= n;
+            plain_input(c, p, n);
+            jinn_free(p);
+        } else {
+            break;
+        }
+    }
+    if (!c->closing && !c->installing &&
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) != 0) {
+        conn_close(c, "read_start failed");
+    }
+}
+
+static void install_done(uv_work_t *req, int status)
+{
+    struct install *in = req->data;
+    struct conn *c = in->c;
+    struct jinn_replica_stream *s = c->s;
+    uint64_t t0 = uv_hrtime();
+    int rv = status != 0 ? JINN_ESHUTDOWN : in->rv;
+    if (rv != 0) {
+        jinn_error("replica: snapshot at %" PRIu64 " (%zu bytes) refused: %s; the state stays "
+                   "at %" PRIu64,
+                   in->index, in->len, jinn_error_message(rv),
+                   jinn_node_replica_position(s->node));
+    } else {
+        rv = jinn_node_replica_restore_commit(s->node, in->index, in->rs, in->len);
+        if (rv == 0) {
+            s->snapshots++;
+            jinn_info("replica: snapshot at %" PRIu64 " copied in %" PRIu64
+                      " ms, decoded in %" PRIu64 " ms off the loop, swapped in in %" PRIu64
+                      " ms",
+                      in->index, in->copy_ms, in->decode_ms, (uv_hrtime() - t0) / 1000000u);
+        }
+    }
+    c->installing = false;
+    if (!c->closing) {
+        if (rv != 0) {
+            char why[128];
+            snprintf(why, sizeof why, "the snapshot at %" PRIu64 " was refused: %s", in->index,
+                     jinn_error_name(rv));
+            conn_close(c, why);
+        } else {
+            c->last_msg = uv_now(s->loop);
+            update_state(s);
+            install_resume(c);
+        }
+    }
+    install_free(s->loop, in);
+    conn_release(c);
+}
+
+static int install_start(struct conn *c, uint64_t index, const uint8_t *msg, size_t msg_len)
+{
+    size_t len = msg_len - 9; /* 'S', u64 index, the snapshot */
+    struct jinn_replica_stream *s = c->s;
+    struct install *in;
+    int rv = jinn_node_replica_restore_check(s->node, index);
+    if (rv != 0) {
+        return rv;
+    }
+    in = jinn_calloc(1, sizeof *in);
+    if (in == NULL) {
+        return JINN_ENOMEM;
+    }
+    uint64_t t0 = uv_hrtime();
+    if (msg == c->ws_msg) {
+        /* Taken from ws.c, which joined it as it arrived: no copy. */
+        size_t n = 0;
+        in->msg = jinn_ws_take_message(c->ws, &n);
+        if (in->msg != msg || n != msg_len) {
+            jinn_free(in->msg); /* cannot happen: ws.c delivers its buffer */
+            jinn_free(in);
+            return JINN_EINVAL;
+        }
+    } else {
+        /* One that waited behind another install (held: at most HELD_MAX). */
+        in->msg = jinn_malloc(msg_len);
+        if (in->msg == NULL) {
+            jinn_free(in);
+            return JINN_ENOMEM;
+        }
+        memcpy(in->msg, msg, msg_len);
+    }
+    in->snap = in->msg + 9;
+    in->copy_ms = (uv_hrtime() - t0) / 1000000u;
+    in->len = len;
+    in->index = index;
+    in->c = c;
+    in->fsm = jinn_node_fsm(s->node);
+    in->req.data = in;
+    if (uv_queue_work(s->loop, &in->req, install_work, install_done) != 0) {
+        jinn_free(in->msg);
+        jinn_free(in);
+        return JINN_EIO;
+    }
+    c->pending++; /* released by install_done */
+    c->installing = true;
+    if (c->held_msgs == NULL) {
+        c->held_tail = &c->held_msgs; /* else behind those still held */
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    return 0;
+}
+
+/* A message or plaintext that arrived behind an install (copied). */
+static void hold_msg(struct conn *c, bool binary, const uint8_t *msg, size_t len)
+{
+    struct held_msg *m;
+    if (c->held_bytes + len > HELD_MAX || (m = jinn_malloc(sizeof *m + len)) == NULL) {
+        conn_close(c, "too much read behind a snapshot being installed");
+        return;
+    }
+    m->next = NULL;
+    m->binary = binary;
+    m->len = len;
+    memcpy(m->data, msg, len);
+    *c->held_tail = m;
+    c->held_tail = &m->next;
+    c->held_bytes += len;
+}
+
+static void hold_plain(struct conn *c, const char *p, size_t n)
+{
+    char *grown;
+    if (c->held_bytes + n > HELD_MAX ||
+        (grown = jinn_realloc(c->held, c->held_len + n)) == NULL) {
+        conn_close(c, "too much read behind a snapshot being installed");
+        return;
+    }
+    memcpy(grown + c->held_len, p, n);
+    c->held = grown;
+    c->held_len += n;
+    c->held_bytes += n;
+}
+
 static void on_binary(struct conn *c, const uint8_t *msg, size_t len)
 {
     struct jinn_replica_stream *s = c->s;
@@ -743,7 +995,7 @@ static void on_binary(struct conn *c, const uint8_t *msg, size_t len)
         }
         jinn_info("replica: installing a snapshot at %" PRIu64 " from %s (%zu bytes)", index,
                   c->source, len - 9);
-        rv = jinn_node_replica_restore(s->node, index, msg + 9, len - 9);
+        rv = install_start(c, index, msg, len);
         if (rv != 0) {
             char why[128];
             snprintf(why, sizeof why, "the snapshot at %" PRIu64 " was refused: %s", index,
@@ -752,7 +1004,7 @@ static void on_binary(struct conn *c, const uint8_t *msg, size_t len)
             conn_close(c, why);
             return;
         }
-        s->snapshots++;
+        return; /* install_done goes on */
     } else {
         conn_close(c, "an unknown binary message");
         return;
@@ -768,6 +1020,15 @@ static int ws_write(void *data, const void *buf, size_t n)
     return send_bytes(c, buf, n);
 }
 
+static void dispatch(struct conn *c, bool binary, const uint8_t *msg, size_t len)
+{
+    if (binary) {
+        on_binary(c, msg, len);
+    } else {
+        on_text(c, msg, len);
+    }
+}
+
 static void ws_message(void *data, bool binary, const uint8_t *msg, size_t len)
 {
     struct conn *c = data;
@@ -776,11 +1037,17 @@ static void ws_message(void *data, bool binary, const uint8_t *msg, size_t len)
     }
     c->last_msg = uv_now(c->s->loop);
     c->s->bytes_received += len;
+    if (c->installing) {
+        hold_msg(c, binary, msg, len); /* after the snapshot, in order */
+        return;
+    }
+    c->ws_msg = msg;
     if (binary) {
         on_binary(c, msg, len);
     } else {
         on_text(c, msg, len);
     }
+    c->ws_msg = NULL;
 }
 
 static void ws_closed(void *data, int code, const char *why)
@@ -900,6 +1167,10 @@ static bool upgrade_reply(struct conn *c)
 static void plain_input(struct conn *c, const char *p, size_t n)
 {
     while (n > 0 && !c->closing) {
+        if (c->installing) {
+            hold_plain(c, p, n); /* the rest of a read that came with it */
+            return;
+        }
         if (c->phase == P_OPEN) {
             /* Bytes are life too: a large snapshot holds the heartbeats
              * queued behind it for as long as it takes to arrive. */
@@ -1211,7 +1482,9 @@ static void on_tick(uv_timer_t *t)
     if (c != NULL && !c->closing) {
         if (c->phase != P_OPEN && now - c->opened_at > JINN_STREAM_CONNECT_MS) {
             conn_close(c, "no upgrade within 3 s");
-        } else if (c->phase == P_OPEN && now - c->last_msg > JINN_STREAM_SILENCE_MS) {
+        } else if (c->phase == P_OPEN && !c->installing &&
+                   now - c->last_msg > JINN_STREAM_SILENCE_MS) {
+            /* Not while installing: reads are stopped, not the node. */
             char why[96];
             snprintf(why, sizeof why, "silent for %" PRIu64 " ms", now - c->last_msg);
             conn_close(c, why);

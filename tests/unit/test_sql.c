@@ -1,7 +1,9 @@
 /* test_sql.c - replicated SQLite: replicas stay byte-identical through
  * nondeterministic SQL, failed transactions change nothing, snapshots carry
  * whole databases. */
+#include <dirent.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1059,6 +1061,110 @@ TEST(sql_restore_refuses_a_database_named_twice)
     CHECK_INT(checksum(&b), before); /* the old database stays */
     jinn_wbuf_free(&one);
     jinn_wbuf_free(&two);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
+}
+
+/* A3 m5: a replica decodes a snapshot on a worker thread
+ * (jinn_fsm_restore_prepare) while its loop serves the old state, then
+ * swaps on the loop. Until the commit the old state is whole (databases
+ * and memory); a prepared restore dropped instead leaves no file behind;
+ * a refused one changes nothing. */
+struct prepare_job {
+    const struct jinn_fsm *fsm;
+    const struct jinn_wbuf *w;
+    struct jinn_fsm_restore *rs;
+    int rv;
+};
+
+static void *prepare_thread(void *arg)
+{
+    struct prepare_job *j = arg;
+    j->rv = jinn_fsm_restore_prepare(j->fsm, j->w->data, j->w->len, &j->rs);
+    return NULL;
+}
+
+static int restore_files(const char *dir)
+{
+    char path[160];
+    int n = 0;
+    DIR *d;
+    struct dirent *e;
+    snprintf(path, sizeof path, "%s/sql", dir);
+    d = opendir(path);
+    if (d == NULL) {
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += strstr(e->d_name, ".restore") != NULL;
+    }
+    closedir(d);
+    return n;
+}
+
+TEST(sql_restore_prepared_on_a_thread_swaps_only_at_commit)
+{
+    char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
+    struct jinn_fsm a, b;
+    struct jinn_wbuf w;
+    struct prepare_job j;
+    pthread_t t;
+    uint32_t before;
+    uint64_t time_before;
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
+    CHECK_INT(exec1(&a, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&a, 2, "INSERT INTO t VALUES('new'), ('newer')"), JINN_OK);
+    CHECK_INT(exec1(&b, 1, "CREATE TABLE t(a)"), JINN_OK);
+    CHECK_INT(exec1(&b, 2, "INSERT INTO t VALUES('old')"), JINN_OK);
+    before = checksum(&b);
+    time_before = b.time_ms;
+    jinn_wbuf_init(&w);
+    CHECK_INT(jinn_fsm_encode(&a, &w), 0);
+
+    /* Prepared on another thread: nothing of b changed, images wait. */
+    memset(&j, 0, sizeof j);
+    j.fsm = &b;
+    j.w = &w;
+    CHECK_INT(pthread_create(&t, NULL, prepare_thread, &j), 0);
+    CHECK_INT(pthread_join(t, NULL), 0);
+    CHECK_INT(j.rv, 0);
+    CHECK(j.rs != NULL);
+    CHECK_INT(checksum(&b), before);
+    CHECK_INT(count_rows(&b), 1);
+    CHECK(b.time_ms == time_before);
+    CHECK_INT(restore_files(d2), 1);
+    /* Dropped instead of committed: the old state, no image left. */
+    jinn_fsm_restore_free(j.rs);
+    CHECK_INT(restore_files(d2), 0);
+    CHECK_INT(checksum(&b), before);
+    CHECK_INT(exec1(&b, 3, "INSERT INTO t VALUES('still works')"), JINN_OK);
+    before = checksum(&b);
+
+    /* Refused (corrupt): nothing written, nothing changed. */
+    w.data[w.len - 40] ^= 0xff;
+    j.rs = (struct jinn_fsm_restore *)&j; /* must be reset */
+    CHECK(jinn_fsm_restore_prepare(&b, w.data, w.len, &j.rs) != 0);
+    CHECK(j.rs == NULL);
+    CHECK_INT(restore_files(d2), 0);
+    CHECK_INT(checksum(&b), before);
+    w.data[w.len - 40] ^= 0xff;
+
+    /* Prepared, then committed: a's state; the replaced one freed after. */
+    CHECK_INT(pthread_create(&t, NULL, prepare_thread, &j), 0);
+    CHECK_INT(pthread_join(t, NULL), 0);
+    CHECK_INT(j.rv, 0);
+    jinn_fsm_restore_commit(&b, j.rs);
+    jinn_fsm_restore_free(j.rs);
+    CHECK_INT(restore_files(d2), 0);
+    CHECK_INT(checksum(&b), checksum(&a));
+    CHECK(b.time_ms == a.time_ms);
+    CHECK_INT(count_rows(&b), 2);
+    /* Both go on identically. */
+    CHECK_INT(exec1(&a, 4, "INSERT INTO t VALUES('after')"), JINN_OK);
+    CHECK_INT(exec1(&b, 4, "INSERT INTO t VALUES('after')"), JINN_OK);
+    CHECK_INT(checksum(&b), checksum(&a));
+    jinn_wbuf_free(&w);
     unit_sql_fsm_done(&a, d1);
     unit_sql_fsm_done(&b, d2);
 }

@@ -407,3 +407,60 @@ TEST(ws_control_bytes_count_pongs)
     end_free(&s);
     end_free(&c);
 }
+
+/* A3 m5: a data message is joined by ws.c (wslay does not buffer it) and
+ * its owner may take the bytes instead of copying them: a replica hands a
+ * snapshot to a worker thread this way. A ping between the fragments is
+ * answered and not mixed into the message; the next message starts anew. */
+struct taker {
+    struct end e;
+    uint8_t *taken;
+    size_t taken_len;
+    bool same;
+};
+
+static void take_msg(void *data, bool binary, const uint8_t *msg, size_t len)
+{
+    struct taker *t = data;
+    if (t->taken == NULL) {
+        t->taken = jinn_ws_take_message(t->e.ws, &t->taken_len);
+        t->same = t->taken == msg && t->taken_len == len;
+    }
+    end_msg(&t->e, binary, msg, len);
+}
+
+TEST(ws_message_taken_by_its_owner)
+{
+    struct end s;
+    struct taker t;
+    unsigned seed = 5;
+    const size_t n = 70000;
+    uint8_t *pat = jinn_malloc(n);
+    CHECK(pat != NULL);
+    for (size_t i = 0; i < n; i++) {
+        pat[i] = (uint8_t)(i * 13 + 1);
+    }
+    CHECK_INT(end_init(&s, true, 1u << 20), 0);
+    memset(&t, 0, sizeof t);
+    jinn_wbuf_init(&t.e.out);
+    jinn_wbuf_init(&t.e.got);
+    struct jinn_ws_io io = {end_write, take_msg, end_close, &t};
+    CHECK_INT(jinn_ws_create(false, 1u << 20, &io, &t.e.ws), 0);
+    CHECK_INT(jinn_ws_send_copy(s.ws, true, pat, n), 0);
+    CHECK_INT(jinn_ws_ping(s.ws), 0);
+    CHECK_INT(jinn_ws_send_copy(s.ws, true, pat, n / 2), 0);
+    CHECK_INT(pump(&s, &t.e, 4096, &seed), 0);
+    CHECK_INT(t.e.n_msgs, 2);
+    CHECK(t.same);
+    CHECK_INT(t.taken_len, n);
+    CHECK(memcmp(t.taken, pat, n) == 0);
+    /* the second, delivered after the first was taken, is whole too */
+    CHECK_INT(t.e.got.len, n + n / 2);
+    CHECK(memcmp(t.e.got.data + n, pat, n / 2) == 0);
+    CHECK_INT(jinn_ws_pings_received(t.e.ws), 1);
+    CHECK_INT(t.e.n_closes, 0);
+    jinn_free(t.taken);
+    jinn_free(pat);
+    end_free(&s);
+    end_free(&t.e);
+}
