@@ -14,7 +14,8 @@
 
 static bool same(const struct jinn_wbuf *a, const struct jinn_wbuf *b)
 {
-    return !a->failed && !b->failed && a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+    return !a->failed && !b->failed && a->len == b->len &&
+           memcmp(a->data, b->data, a->len) == 0;
 }
 
 TEST(snapenc_kv_section_is_byte_identical)
@@ -65,11 +66,11 @@ static void put_msg(struct jinn_wbuf *w, uint64_t seq, uint8_t state, const char
                     const char *reason, const char *payload, size_t len, bool leased)
 {
     jinn_wbuf_put_u64(w, seq);
-    jinn_wbuf_put_u64(w, seq * 1000);     /* due */
-    jinn_wbuf_put_u64(w, seq % 3);        /* delivery */
-    jinn_wbuf_put_u64(w, 5);              /* max_deliver */
+    jinn_wbuf_put_u64(w, seq * 1000); /* due */
+    jinn_wbuf_put_u64(w, seq % 3);    /* delivery */
+    jinn_wbuf_put_u64(w, 5);          /* max_deliver */
     if (leased) {
-        jinn_wbuf_put_u64(w, seq * 7);    /* leased_ms */
+        jinn_wbuf_put_u64(w, seq * 7); /* leased_ms */
     }
     jinn_wbuf_put_u8(w, state);
     jinn_wbuf_put_str(w, worker);
