@@ -197,7 +197,13 @@ char *jinn_rbuf_get_str(struct jinn_rbuf *r, size_t max)
     return jinn_strndup((const char *)p, n);
 }
 
-static uint32_t crc_table[256];
+/* Slicing-by-8 (crc_table[k][b]: the CRC of byte b followed by k zero
+ * bytes): eight table lookups per 8 input bytes instead of eight dependent
+ * steps; ~5x the bytewise speed. Snapshot restores check the CRC of the
+ * whole snapshot on the event loop, and the worker thread closes every
+ * snapshot and backup with it. Same values as the bytewise loop
+ * (codec_crc32_sliced_matches_bytewise). */
+static uint32_t crc_table[8][256];
 static pthread_once_t crc_table_once = PTHREAD_ONCE_INIT;
 
 static void crc_table_fill(void)
@@ -207,19 +213,33 @@ static void crc_table_fill(void)
         for (int k = 0; k < 8; k++) {
             c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
         }
-        crc_table[i] = c;
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++) {
+        for (int k = 1; k < 8; k++) {
+            uint32_t c = crc_table[k - 1][i];
+            crc_table[k][i] = crc_table[0][c & 0xFF] ^ (c >> 8);
+        }
     }
 }
 
 uint32_t jinn_crc32(uint32_t crc, const void *data, size_t len)
 {
     const uint8_t *p = data;
-    const uint32_t *table = crc_table;
 
     pthread_once(&crc_table_once, crc_table_fill);
     crc = ~crc;
+    while (len >= 8) {
+        uint32_t a = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                            (uint32_t)p[3] << 24);
+        crc = crc_table[7][a & 0xFF] ^ crc_table[6][(a >> 8) & 0xFF] ^
+              crc_table[5][(a >> 16) & 0xFF] ^ crc_table[4][a >> 24] ^ crc_table[3][p[4]] ^
+              crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+        p += 8;
+        len -= 8;
+    }
     while (len--) {
-        crc = table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+        crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     }
     return ~crc;
 }

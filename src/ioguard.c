@@ -291,5 +291,15 @@ void jinn_ioguard_init(struct jinn_ioguard *g, struct raft_io *inner)
     g->io.snapshot_get = g_snapshot_get;
     g->io.time = g_time;
     g->io.random = g_random;
-    g->io.async_work = inner->version >= 2 && inner->async_work ? g_async_work : NULL;
+    /* Debian's libraft 0.15 raft_uv_init sets async_work (uv_queue_work on
+     * libuv's pool) but leaves io->version at 1, and raft_init refuses a
+     * version-3 fsm unless io->version > 1. async_work is the only field
+     * version 2 adds, so the guard, which has it whenever the inner io
+     * does, says version 2. Gating on the inner version turned async
+     * snapshots off: every snapshot, SQL images and CRC included, ran on
+     * the loop (650 ms for 140k queued messages and 150 MB of KV). */
+    g->io.async_work = inner->async_work ? g_async_work : NULL;
+    if (g->io.async_work != NULL && g->io.version < 2) {
+        g->io.version = 2;
+    }
 }

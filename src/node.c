@@ -1209,7 +1209,7 @@ int jinn_node_start(struct jinn_node *node)
     }
     node->test_clock_offset_ms = (int64_t)test_env_ms(
         "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
-    if (node->guard.io.version >= 2 && node->guard.io.async_work != NULL) {
+    if (node->guard.io.async_work != NULL) { /* not io.version: see ioguard.c */
         jinn_fsm_async_snapshots(&node->fsm); /* SQL images off the loop */
     }
     rv = raft_init(&node->raft, &node->guard.io, &node->fsm.iface, node->id, node->address);

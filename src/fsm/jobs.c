@@ -12,6 +12,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "fsm/fatal.h"
+#include "fsm/snapenc.h"
 #include "log.h"
 
 #define RES(n, member) jinn_tree_entry(n, struct jinn_job_result, member)
@@ -425,15 +426,24 @@ void jinn_jobs_encode(const struct jinn_jobs *jobs, struct jinn_wbuf *w)
     for (struct jinn_tree_node *n = jinn_tree_seek(&jobs->results, NULL, &it); n;
          n = jinn_tree_next(&it)) {
         const struct jinn_job_result *r = RES(n, by_key);
-        jinn_wbuf_put_str(w, r->fn);
-        jinn_wbuf_put_u64(w, r->seq);
-        jinn_wbuf_put_u64(w, r->index);
-        jinn_wbuf_put_u64(w, r->finished_ms);
-        jinn_wbuf_put_u64(w, r->expires_ms);
-        jinn_wbuf_put_u64(w, r->delivery);
-        jinn_wbuf_put_u32(w, r->status);
-        jinn_wbuf_put_str(w, r->worker);
-        jinn_wbuf_put_bytes(w, r->response, r->len);
+        size_t fn_len = strlen(r->fn), worker_len = strlen(r->worker);
+        /* One reserve per result, fields written in place (codec.h). */
+        size_t size = 4 + fn_len + 40 + 4 + 4 + worker_len + 4 + r->len;
+        uint8_t *p;
+        if (!jinn_wbuf_reserve(w, size)) {
+            return;
+        }
+        p = w->data + w->len;
+        p = jinn_enc_bytes(p, r->fn, fn_len);
+        p = jinn_enc_u64(p, r->seq);
+        p = jinn_enc_u64(p, r->index);
+        p = jinn_enc_u64(p, r->finished_ms);
+        p = jinn_enc_u64(p, r->expires_ms);
+        p = jinn_enc_u64(p, r->delivery);
+        p = jinn_enc_u32(p, r->status);
+        p = jinn_enc_bytes(p, r->worker, worker_len);
+        (void)jinn_enc_bytes(p, r->response, r->len);
+        w->len += size;
     }
     jinn_wbuf_put_u64(w, jobs->crons.count);
     for (struct jinn_tree_node *n = jinn_tree_seek(&jobs->crons, NULL, &it); n;

@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "fsm/fatal.h"
+#include "fsm/snapenc.h"
 
 static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
@@ -397,12 +398,20 @@ void jinn_kv_encode(const struct jinn_kv *kv, struct jinn_wbuf *w)
     for (struct jinn_tree_node *n = jinn_tree_seek(&kv->by_key, NULL, &it); n;
          n = jinn_tree_next(&it)) {
         const struct jinn_kv_entry *e = jinn_tree_entry(n, struct jinn_kv_entry, by_key);
-        jinn_wbuf_put_bytes(w, e->ns, e->ns_len);
-        jinn_wbuf_put_bytes(w, e->key, e->key_len);
-        jinn_wbuf_put_bytes(w, e->value, e->value_len);
-        jinn_wbuf_put_u64(w, e->revision);
-        jinn_wbuf_put_u64(w, e->create_revision);
-        jinn_wbuf_put_u64(w, e->expires_at);
+        /* One reserve per entry, fields written in place (codec.h). */
+        size_t size = 12 + e->ns_len + e->key_len + e->value_len + 24;
+        uint8_t *p;
+        if (!jinn_wbuf_reserve(w, size)) {
+            return;
+        }
+        p = w->data + w->len;
+        p = jinn_enc_bytes(p, e->ns, e->ns_len);
+        p = jinn_enc_bytes(p, e->key, e->key_len);
+        p = jinn_enc_bytes(p, e->value, e->value_len);
+        p = jinn_enc_u64(p, e->revision);
+        p = jinn_enc_u64(p, e->create_revision);
+        (void)jinn_enc_u64(p, e->expires_at);
+        w->len += size;
     }
 }
 

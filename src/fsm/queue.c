@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "fsm/fatal.h"
+#include "fsm/snapenc.h"
 
 struct idem_entry {
     struct jinn_tree_node by_key;
@@ -571,17 +572,27 @@ static void encode_queues(const struct jinn_queues *qs, struct jinn_wbuf *w, boo
         for (struct jinn_tree_node *n = jinn_tree_seek(&q->all, NULL, &it); n;
              n = jinn_tree_next(&it)) {
             const struct jinn_qmsg *m = MSG(n, by_seq);
-            jinn_wbuf_put_u64(w, m->seq);
-            jinn_wbuf_put_u64(w, m->due);
-            jinn_wbuf_put_u64(w, m->delivery);
-            jinn_wbuf_put_u64(w, m->max_deliver);
-            if (with_leased) {
-                jinn_wbuf_put_u64(w, m->leased_ms);
+            const char *reason = m->reason ? m->reason : "";
+            size_t worker_len = strlen(m->worker), reason_len = strlen(reason);
+            /* One reserve per message, fields written in place (codec.h). */
+            size_t size = (with_leased ? 40 : 32) + 1 + 12 + worker_len + reason_len + m->len;
+            uint8_t *p;
+            if (!jinn_wbuf_reserve(w, size)) {
+                return;
             }
-            jinn_wbuf_put_u8(w, m->state);
-            jinn_wbuf_put_str(w, m->worker);
-            jinn_wbuf_put_str(w, m->reason ? m->reason : "");
-            jinn_wbuf_put_bytes(w, m->payload, m->len);
+            p = w->data + w->len;
+            p = jinn_enc_u64(p, m->seq);
+            p = jinn_enc_u64(p, m->due);
+            p = jinn_enc_u64(p, m->delivery);
+            p = jinn_enc_u64(p, m->max_deliver);
+            if (with_leased) {
+                p = jinn_enc_u64(p, m->leased_ms);
+            }
+            *p++ = m->state;
+            p = jinn_enc_bytes(p, m->worker, worker_len);
+            p = jinn_enc_bytes(p, reason, reason_len);
+            (void)jinn_enc_bytes(p, m->payload, m->len);
+            w->len += size;
         }
         jinn_wbuf_put_u64(w, q->idem.count);
         for (struct jinn_tree_node *n = jinn_tree_seek(&q->idem, NULL, &it); n;
