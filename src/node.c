@@ -2699,6 +2699,20 @@ static void tick_cb(uv_timer_t *timer)
     raft_id leader_id;
     const char *leader_address;
 
+    if (state == RAFT_UNAVAILABLE && !node->stopping) {
+        /* libraft 0.15 turns a started raft RAFT_UNAVAILABLE when handling a
+         * message or its tick fails (recvCb, tickCb: e.g. a follower's log
+         * append failing at once on a disk error, which its uv io does for
+         * every append once one write failed) and never leaves that state
+         * (only raft_start converts it to follower): the node would stay out
+         * of the cluster, silent, with /healthz 200. A restart reloads the
+         * log from disk and rejoins. */
+        raft_untrusted("raft stopped taking part in the cluster (libraft went unavailable in "
+                       "term %llu, last log index %llu: handling a message or its tick failed, "
+                       "usually a failed write to the raft log)",
+                       (unsigned long long)node->raft.current_term,
+                       (unsigned long long)raft_last_index(&node->raft));
+    }
     raft_leader(&node->raft, &leader_id, &leader_address);
     if (node->cluster_id == 0 && leader_id != 0 && leader_id != node->id &&
         configuration_has(node, node->id)) {
@@ -2933,7 +2947,12 @@ bool jinn_node_is_leader(struct jinn_node *node)
     return !node->replica && raft_state(&node->raft) == RAFT_LEADER;
 }
 
-unsigned jinn_node_unanswered(const struct jinn_node *node) { return node->unanswered; }
+unsigned jinn_node_unanswered(const struct jinn_node *node)
+{
+    /* A read barrier in flight (or its readers' answers, due on the next
+     * loop turn) counts as one: its readers are answered when it ends. */
+    return node->unanswered + (node->reading != NULL || node->finished != NULL);
+}
 
 /* ---- shutdown ---------------------------------------------------------- */
 
@@ -3037,6 +3056,15 @@ void jinn_node_stop(struct jinn_node *node, void (*cb)(void *data), void *data)
         jinn_member_cb answer = node->transfer_cb;
         node->transfer_cb = NULL;
         answer(node->transfer_data, JINN_ESHUTDOWN, "the leader is shutting down");
+    }
+    {
+        /* Reads not yet behind a barrier are answered now, while HTTP is up
+         * (no new barrier starts once stopping); the daemon keeps HTTP up
+         * for the barrier in flight (jinn_node_unanswered). */
+        struct read_waiter *w = node->queued;
+        node->queued = NULL;
+        node->queued_tail = &node->queued;
+        fail_waiters(w, JINN_ESHUTDOWN);
     }
     node->stop_cb = cb;
     node->stop_data = data;

@@ -172,7 +172,8 @@ uint64_t jinn_node_cluster_id(const struct jinn_node *node);
 bool jinn_node_is_leader(struct jinn_node *node);
 
 /* Proposals (jinn_node_propose, jinn_node_propose_many) whose callback has
- * not run yet: at shutdown HTTP stays up until they are answered. */
+ * not run yet, plus one while a linearizable read barrier is in flight: at
+ * shutdown HTTP stays up until they are answered. */
 unsigned jinn_node_unanswered(const struct jinn_node *node);
 
 /* Fires after the loop's periodic tick when this node (not the leader)
