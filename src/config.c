@@ -1145,7 +1145,9 @@ static const struct directive directives[] = {
     {"install_snapshot_timeout", K_DURATION, FIELD(install_snapshot_timeout_ms), 100, 600000},
     {"heartbeat_timeout", K_DURATION, FIELD(heartbeat_timeout_ms), 10, 10000},
     {"snapshot_threshold", K_UINT, FIELD(snapshot_threshold), 16, 100000000},
-    {"snapshot_trailing", K_UINT, FIELD(snapshot_trailing), 0, 100000000},
+    /* not 0: raft_uv reads trailing 0 as "a snapshot being installed" and
+     * would drop the log after the snapshot (design.md) */
+    {"snapshot_trailing", K_UINT, FIELD(snapshot_trailing), 1, 100000000},
     {"request_timeout", K_DURATION, FIELD(request_timeout_ms), 100, 600000},
     {"standby_promote_after", K_DURATION, FIELD(standby_promote_after_ms), 1000, 86400000},
     {"max_body", K_SIZE, FIELD(max_body_bytes), 1024, 1u << 30},

@@ -58,7 +58,7 @@ def deploy_raw(node, name, module, headers=None):
 
 @pytest.fixture
 def three(cluster_factory):
-    c = cluster_factory(3, extra_config=["snapshot_threshold 16", "snapshot_trailing 0"])
+    c = cluster_factory(3, extra_config=["snapshot_threshold 16", "snapshot_trailing 1"])
     c.start()
     c.wait_leader()
     c.wait_ready()
