@@ -1299,16 +1299,22 @@ static void many_unlink(struct proposal *p)
 
 static void many_answer(struct proposal *p, int code);
 
-/* Appends p (just proposed) to the list. A leader appends in index order
- * within its term, but a later term may reuse the indexes of an earlier
- * one's proposals: those are answered "unknown" first (their entries may
- * or may not survive; many_collect would say the same when their indexes
- * apply), so the list stays in index order. */
-static void many_append(struct jinn_node *node, struct proposal *p)
+/* Answers the batches of an earlier term than this node's current one
+ * "unknown": a later term may reuse their indexes (their entries may or may
+ * not survive; many_collect would say the same when those indexes apply).
+ * Called before a new batch is appended, and before its raft_apply, so
+ * that what their callbacks propose comes first in the log and in the
+ * list: the list stays in index order. */
+static void many_sweep(struct jinn_node *node)
 {
-    while (node->many != NULL && node->many->term != p->term) {
+    while (node->many != NULL && node->many->term != node->raft.current_term) {
         many_answer(node->many, JINN_EUNKNOWN); /* unlinks it */
     }
+}
+
+/* Appends p (just appended to the log in the current term) to the list. */
+static void many_append(struct jinn_node *node, struct proposal *p)
+{
     p->next_many = NULL;
     p->listed = true;
     if (node->many_tail != NULL && node->many != NULL) {
@@ -1594,6 +1600,7 @@ int jinn_node_propose_many(struct jinn_node *node, struct jinn_cmd *cs, unsigned
             return rv;
         }
     }
+    many_sweep(node);
     now = cluster_now(node, true);
     if (now < node->last_stamp_ms) {
         now = node->last_stamp_ms;
