@@ -1134,8 +1134,14 @@ static bool upgrade_reply(struct conn *c)
         }
         text[k] = '\0';
         snprintf(why, sizeof why, "the stream was refused: %d %s", m.status, text);
-        if (m.status == 401 || m.status == 403 || m.status == 409) {
+        if (m.status == 401 || m.status == 403) {
             jinn_error("replica: %s: %s", s->urls[c->url], why);
+        } else if (m.status == 409) {
+            /* Another cluster, another chain, or a leader deposed without
+             * knowing it yet (a replica ahead of it): the other nodes
+             * decide which; only when every node refuses is it the first
+             * two. */
+            jinn_warn("replica: %s: %s; trying the next node", s->urls[c->url], why);
         }
         conn_close(c, why);
         return false;
