@@ -220,6 +220,14 @@ int jinn_stream_parse_heartbeat(const char *json, size_t len, struct jinn_stream
     if (json_object_get(o, "applied") != NULL && get_u64(o, "applied", &hb->applied) != 0) {
         goto out; /* optional (older nodes), but a number when present */
     }
+    if (json_object_get(o, "election_timeout_ms") != NULL &&
+        get_u64(o, "election_timeout_ms", &hb->election_timeout_ms) != 0) {
+        goto out; /* the same */
+    }
+    if (hb->election_timeout_ms > JINN_STREAM_ELECTION_TIMEOUT_MAX) {
+        /* a lie would keep a (lying) term for that long: clamped */
+        hb->election_timeout_ms = JINN_STREAM_ELECTION_TIMEOUT_MAX;
+    }
     rv = 0;
 out:
     json_decref(o);
@@ -668,6 +676,7 @@ static void on_heartbeat(struct conn *c, const struct jinn_stream_heartbeat *hb)
         .quorum = hb->quorum,
         .leader_contact_ms = hb->leader_contact_ms,
         .applied = hb->applied,
+        .election_timeout_ms = hb->election_timeout_ms,
         .source_url = s->urls[c->url],
     };
     uint64_t now = uv_now(s->loop);
