@@ -57,7 +57,7 @@ struct daemon {
     uint64_t unlock_wait_until;
     /* `jinn replica`: the stream client (replica/stream.h); NULL on a member */
     struct jinn_replica_stream *stream;
-    SSL_CTX *stream_tls; /* wss:// client context; NULL without wss URLs */
+    SSL_CTX *stream_tls;   /* wss:// client context; NULL without wss URLs */
     struct reload *reload; /* a SIGHUP reload on a worker, or NULL */
     bool reload_again;     /* a SIGHUP arrived meanwhile: reload once more after it */
 };
@@ -265,11 +265,15 @@ static int tls_files_check(const struct jinn_config *cfg, char *err, size_t n)
     const struct {
         const char *what, *file;
     } f[] = {
-        {"http_tls cert", cfg->http_tls_cert},    {"http_tls key", cfg->http_tls_key},
+        {"http_tls cert", cfg->http_tls_cert},
+        {"http_tls key", cfg->http_tls_key},
         {"http_tls client_ca", cfg->http_tls_client_ca},
-        {"cluster_tls cert", cfg->cluster_tls_cert}, {"cluster_tls key", cfg->cluster_tls_key},
-        {"cluster_tls ca", cfg->cluster_tls_ca},  {"replica_ca", cfg->replica_ca},
-        {"replica_cert", cfg->replica_cert},      {"replica_key", cfg->replica_key},
+        {"cluster_tls cert", cfg->cluster_tls_cert},
+        {"cluster_tls key", cfg->cluster_tls_key},
+        {"cluster_tls ca", cfg->cluster_tls_ca},
+        {"replica_ca", cfg->replica_ca},
+        {"replica_cert", cfg->replica_cert},
+        {"replica_key", cfg->replica_key},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         struct stat st;

@@ -3575,7 +3575,8 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
      * 60 s) let the old leader's heartbeats count again (A4 m3). A source
      * that lies keeps lying whatever is remembered; this only stops one
      * lie from outliving it (by at most replica_stale_after + 120 s). */
-    term_heard = node->rep.last_primary != 0 && now - node->rep.last_primary <= term_kept_ms(node);
+    term_heard =
+        node->rep.last_primary != 0 && now - node->rep.last_primary <= term_kept_ms(node);
     if (!primary || (hb->term < node->rep.term && term_heard) || !url_ok(hb->leader_api) ||
         !relay_target(node->cfg, hb->leader_api, hb->source_url, relay, sizeof relay)) {
         return;
