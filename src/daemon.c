@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "alloc.h"
@@ -56,7 +57,9 @@ struct daemon {
     uint64_t unlock_wait_until;
     /* `jinn replica`: the stream client (replica/stream.h); NULL on a member */
     struct jinn_replica_stream *stream;
-    SSL_CTX *stream_tls; /* wss:// client context; NULL without wss URLs */
+    SSL_CTX *stream_tls;   /* wss:// client context; NULL without wss URLs */
+    struct reload *reload; /* a SIGHUP reload on a worker, or NULL */
+    bool reload_again;     /* a SIGHUP arrived meanwhile: reload once more after it */
 };
 
 /* Locks held by invocations ended at shutdown are released by requests to
@@ -246,79 +249,199 @@ static void replica_tls_install(struct daemon *d, SSL_CTX *ctx)
     d->stream_tls = ctx;
 }
 
-/* SIGHUP: the certificate, key and CA files are read again (a replica's
- * replica_ca / replica_cert / replica_key too). New connections use them;
- * open ones keep theirs; a file that does not load keeps everything as it
- * was (logged). Raft is not touched: the node keeps its role. */
-static void on_sighup(uv_signal_t *h, int signum)
+/* A TLS file (certificate chain, key, CA bundle) is at most this large:
+ * Debian's whole CA bundle is ~220 KB. OpenSSL's load of many certificates
+ * is quadratic (its duplicate check): a larger file would only cost
+ * seconds of CPU, and memory. */
+#define TLS_FILE_MAX (1024 * 1024)
+
+/* Every TLS file of the configuration is a regular file of at most
+ * TLS_FILE_MAX bytes, checked before OpenSSL opens it (a FIFO there would
+ * block the open until someone writes to it). A file that cannot be
+ * stat'ed is left to OpenSSL, whose message names the file. Runs on a
+ * worker on SIGHUP. 0, or -1 with err filled. */
+static int tls_files_check(const struct jinn_config *cfg, char *err, size_t n)
 {
-    struct daemon *d = h->data;
-    const struct jinn_config *cfg = &d->cfg;
-    SSL_CTX *server = NULL, *client = NULL, *rtls = NULL;
-    char err[512];
-    bool ok = true;
-    (void)signum;
-    if (d->stopping) {
-        return; /* the HTTP server may be gone */
+    const struct {
+        const char *what, *file;
+    } f[] = {
+        {"http_tls cert", cfg->http_tls_cert},
+        {"http_tls key", cfg->http_tls_key},
+        {"http_tls client_ca", cfg->http_tls_client_ca},
+        {"cluster_tls cert", cfg->cluster_tls_cert},
+        {"cluster_tls key", cfg->cluster_tls_key},
+        {"cluster_tls ca", cfg->cluster_tls_ca},
+        {"replica_ca", cfg->replica_ca},
+        {"replica_cert", cfg->replica_cert},
+        {"replica_key", cfg->replica_key},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        struct stat st;
+        if (f[i].file == NULL || stat(f[i].file, &st) != 0) {
+            continue;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            snprintf(err, n, "%s %s: not a regular file", f[i].what, f[i].file);
+            return -1;
+        }
+        if (st.st_size > TLS_FILE_MAX) {
+            snprintf(err, n, "%s %s: %lld bytes, over the limit of %d for a TLS file",
+                     f[i].what, f[i].file, (long long)st.st_size, TLS_FILE_MAX);
+            return -1;
+        }
     }
-    if (cfg->replica && d->stream_tls != NULL) {
-        rtls = replica_tls_build(cfg, &ok, err, sizeof err);
+    return 0;
+}
+
+/* One SIGHUP reload: everything is read and checked on a worker (libuv's
+ * pool), then installed on the loop, all or nothing. */
+struct reload {
+    uv_work_t work;
+    struct daemon *d;
+    bool replica;     /* a wss:// replica: replica_ca / replica_cert too */
+    const char *what; /* NULL, or what was not reloaded (err says why) */
+    char err[512];
+    SSL_CTX *server, *client, *rtls, *raft;
+    X509_STORE *peers;
+    uint64_t started;
+};
+
+static void reload_work(uv_work_t *w)
+{
+    struct reload *r = w->data;
+    const struct jinn_config *cfg = &r->d->cfg;
+    bool ok = true;
+    if (tls_files_check(cfg, r->err, sizeof r->err) != 0) {
+        r->what = "certificates not reloaded";
+        return;
+    }
+    if (r->replica) {
+        r->rtls = replica_tls_build(cfg, &ok, r->err, sizeof r->err);
         if (!ok) {
-            jinn_error("SIGHUP: replica_ca / replica_cert not reloaded (nor http_tls), the old "
-                       "ones stay in use: %s",
-                       err);
+            r->what = "replica_ca / replica_cert not reloaded (nor http_tls)";
             return;
         }
     }
     if (cfg->http_tls_cert == NULL && cfg->cluster_tls_ca == NULL) {
-        if (rtls != NULL) {
-            replica_tls_install(d, rtls);
-            jinn_info("SIGHUP: replica_ca / replica_cert reloaded");
-            return;
-        }
-        jinn_info("SIGHUP: no http_tls or cluster_tls configured: nothing to reload");
         return;
     }
-    if (tls_build(cfg, &server, &client, err, sizeof err) != 0) {
-        SSL_CTX_free(rtls);
-        jinn_error("SIGHUP: http_tls not reloaded, the old certificates stay in use: %s", err);
+    if (tls_build(cfg, &r->server, &r->client, r->err, sizeof r->err) != 0) {
+        r->what = "http_tls not reloaded";
         return;
     }
-    /* All or nothing: everything is loaded and checked before anything is
-     * installed; after the raft identity (which installs itself only when
-     * it loaded) nothing can fail. */
     if (cfg->cluster_tls_ca != NULL) {
-        X509_STORE *peers = jinn_tls_peer_ca_load(cfg->cluster_tls_ca, err, sizeof err);
-        if (peers == NULL || jinn_peerguard_tls_load(cfg->cluster_tls_cert, cfg->cluster_tls_key,
-                                                     cfg->cluster_tls_ca, err, sizeof err) != 0) {
-            X509_STORE_free(peers);
-            SSL_CTX_free(server);
-            SSL_CTX_free(client);
-            SSL_CTX_free(rtls);
-            jinn_error("SIGHUP: cluster_tls not reloaded (nor http_tls), the old certificates "
-                       "stay in use: %s",
-                       err);
-            return;
+        r->peers = jinn_tls_peer_ca_load(cfg->cluster_tls_ca, r->err, sizeof r->err);
+        if (r->peers != NULL) {
+            r->raft = jinn_peerguard_tls_build(cfg->cluster_tls_cert, cfg->cluster_tls_key,
+                                               cfg->cluster_tls_ca, r->err, sizeof r->err);
         }
-        jinn_tls_peer_ca_install(peers);
+        if (r->raft == NULL) {
+            r->what = "cluster_tls not reloaded (nor http_tls)";
+        }
+    }
+}
+
+static void reload_start(struct daemon *d);
+
+static void reload_done(uv_work_t *w, int status)
+{
+    struct reload *r = w->data;
+    struct daemon *d = r->d;
+    const struct jinn_config *cfg = &d->cfg;
+    unsigned long long ms = (unsigned long long)((uv_hrtime() - r->started) / 1000000);
+    d->reload = NULL;
+    if (status != 0 || r->what != NULL || d->stopping) {
+        if (r->what != NULL && !d->stopping) {
+            jinn_error("SIGHUP: %s, the old certificates stay in use: %s", r->what, r->err);
+        }
+        SSL_CTX_free(r->server);
+        SSL_CTX_free(r->client);
+        SSL_CTX_free(r->rtls);
+        SSL_CTX_free(r->raft);
+        X509_STORE_free(r->peers);
+        goto next;
+    }
+    /* Nothing below can fail. */
+    if (r->peers != NULL) {
+        jinn_tls_peer_ca_install(r->peers);
+        jinn_peerguard_tls_install(r->raft); /* drops the pins: set again */
         for (unsigned i = 0; i < cfg->n_cluster_tls_pins; i++) {
             (void)jinn_peerguard_tls_pin(cfg->cluster_tls_pins[i].name,
                                          cfg->cluster_tls_pins[i].sha256);
         }
     }
-    if (server != NULL) {
-        jinn_http_set_tls(d->api.http, server);
+    if (r->server != NULL) {
+        jinn_http_set_tls(d->api.http, r->server);
         if (!cfg->replica) { /* a replica's relays keep the replica_ca context */
-            jinn_fetch_set_tls(client);
+            jinn_fetch_set_tls(r->client);
             jinn_fetch_close_idle(); /* later calls present the new certificate */
         }
-        SSL_CTX_free(server);
-        SSL_CTX_free(client);
+        SSL_CTX_free(r->server);
+        SSL_CTX_free(r->client);
     }
-    if (rtls != NULL) {
-        replica_tls_install(d, rtls); /* after http_tls's client: relays use this one */
+    if (r->rtls != NULL) {
+        replica_tls_install(d, r->rtls); /* after http_tls's client: relays use this one */
     }
-    jinn_info("SIGHUP: certificates reloaded");
+    if (r->server == NULL && r->peers == NULL) {
+        jinn_info("SIGHUP: replica_ca / replica_cert reloaded (read in %llu ms off the loop)",
+                  ms);
+    } else {
+        jinn_info("SIGHUP: certificates reloaded (read in %llu ms off the loop)", ms);
+    }
+next:
+    jinn_free(r);
+    if (d->reload_again && !d->stopping) {
+        d->reload_again = false;
+        reload_start(d);
+    }
+}
+
+static void reload_start(struct daemon *d)
+{
+    struct reload *r = jinn_calloc(1, sizeof *r);
+    int rv;
+    if (r == NULL) {
+        jinn_error("SIGHUP: out of memory: nothing reloaded");
+        return;
+    }
+    r->d = d;
+    r->replica = d->cfg.replica && d->stream_tls != NULL;
+    r->started = uv_hrtime();
+    r->work.data = r;
+    rv = uv_queue_work(&d->loop, &r->work, reload_work, reload_done);
+    if (rv != 0) {
+        jinn_error("SIGHUP: nothing reloaded: %s", uv_strerror(rv));
+        jinn_free(r);
+        return;
+    }
+    d->reload = r;
+}
+
+/* SIGHUP: the certificate, key and CA files are read again (a replica's
+ * replica_ca / replica_cert / replica_key too), on a worker: a large or
+ * slow file must not hold the loop. New connections use them; open ones
+ * keep theirs; a file that does not load keeps everything as it was
+ * (logged). A SIGHUP while a reload runs is coalesced into one more reload
+ * after it (the files may have changed since it read them). Raft is not
+ * touched: the node keeps its role. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    const struct jinn_config *cfg = &d->cfg;
+    (void)signum;
+    if (d->stopping) {
+        return; /* the HTTP server may be gone */
+    }
+    if (d->reload != NULL) {
+        d->reload_again = true;
+        return;
+    }
+    if (cfg->http_tls_cert == NULL && cfg->cluster_tls_ca == NULL &&
+        !(cfg->replica && d->stream_tls != NULL)) {
+        jinn_info("SIGHUP: no http_tls or cluster_tls configured: nothing to reload");
+        return;
+    }
+    reload_start(d);
 }
 
 /* 127.0.0.0/8 in "ip:port" or "http://ip:port". */
@@ -696,6 +819,13 @@ static int daemon_run(const char *config_path, bool bootstrap, bool replica)
     rv = resolve_advertise(&d->cfg, config_path);
     if (rv == 0) {
         rv = protected_mode(&d->cfg);
+    }
+    if (rv == 0) {
+        char err[512];
+        if (tls_files_check(&d->cfg, err, sizeof err) != 0) {
+            fprintf(stderr, "jinn: %s\n", err);
+            rv = 2;
+        }
     }
     if (rv == 0) {
         char err[512];

@@ -123,6 +123,7 @@ struct replica_state {
     /* The last primary heartbeat: who leads, and what it had committed. */
     uint64_t last_primary; /* loop ms; 0: never */
     uint64_t term, leader_id, leader_commit;
+    uint64_t election_timeout_ms; /* the cluster's, as last heard; 0: never said */
     char leader_name[JINN_NAME_MAX + 1];
     char leader_api[REPLICA_URL_MAX];
     uint64_t heartbeats, primary_heartbeats, applied, restores;
@@ -3188,6 +3189,19 @@ static uint64_t stale_after(const struct jinn_node *node)
                                                   : JINN_DEFAULT_REPLICA_STALE_AFTER_MS;
 }
 
+/* A node too old to send its election_timeout: assume the default. */
+#define REPLICA_ASSUMED_ELECTION_TIMEOUT_MS 500
+
+/* How long the term of the last primary heartbeat is kept (see
+ * jinn_node_replica_heartbeat): replica_stale_after plus two election
+ * timeouts. */
+static uint64_t term_kept_ms(const struct jinn_node *node)
+{
+    uint64_t et = node->rep.election_timeout_ms != 0 ? node->rep.election_timeout_ms
+                                                     : REPLICA_ASSUMED_ELECTION_TIMEOUT_MS;
+    return stale_after(node) + 2 * et;
+}
+
 /* The read-only switch: on when no primary heartbeat arrived for
  * replica_stale_after (counted from start before the first one), or the
  * stream client said so; off only through a primary heartbeat. */
@@ -3579,19 +3593,25 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
               (uint64_t)hb->leader_contact_ms <= stale_after(node);
     /* A node still in contact with an older leader than one we heard of
      * (partitioned with it) speaks for nobody - but only while that newer
-     * term is still being heard: the term remembered expires with the
-     * read-only switch (no primary heartbeat at it for replica_stale_after).
-     * Kept for good, one heartbeat with a huge term (a hostile or MITM
-     * ws:// source, a corrupted one, a cluster bootstrapped again) made the
-     * replica ignore every true heartbeat after it: read-only until
-     * restarted (A3 m1). Expiring it costs nothing real: an old leader cut
-     * off from its quorum steps down within an election timeout, well
-     * before replica_stale_after, and its followers' leader_contact_ms then
-     * grows past it, so by the time the term expires no node speaks for the
-     * old leader as primary. A source that lies keeps lying whatever is
-     * remembered; this only stops one lie from outliving it. */
+     * term is still being heard: the term remembered expires some time
+     * after the last primary heartbeat at it (term_kept_ms). Kept for good,
+     * one heartbeat with a huge term (a hostile or MITM ws:// source, a
+     * corrupted one, a cluster bootstrapped again) made the replica ignore
+     * every true heartbeat after it: read-only until restarted (A3 m1).
+     * Expiring it must cost nothing real: the old leader cut off from its
+     * quorum keeps believing it leads until its check of the quorum's
+     * contact, up to two election timeouts after it lost it (libraft
+     * checks once per election timeout), and a follower still in contact
+     * with it counts as primary until its leader_contact_ms passes
+     * replica_stale_after after that. So the term is kept for
+     * replica_stale_after + 2 election timeouts, with the cluster's
+     * election timeout from its heartbeats: replica_stale_after alone (as
+     * low as 100 ms, the election timeout 500 ms by default and up to
+     * 60 s) let the old leader's heartbeats count again (A4 m3). A source
+     * that lies keeps lying whatever is remembered; this only stops one
+     * lie from outliving it (by at most replica_stale_after + 120 s). */
     term_heard =
-        node->rep.last_primary != 0 && now - node->rep.last_primary <= stale_after(node);
+        node->rep.last_primary != 0 && now - node->rep.last_primary <= term_kept_ms(node);
     if (!primary || (hb->term < node->rep.term && term_heard) || !url_ok(hb->leader_api) ||
         !relay_target(node->cfg, hb->leader_api, hb->source_url, relay, sizeof relay)) {
         return;
@@ -3603,6 +3623,9 @@ void jinn_node_replica_heartbeat(struct jinn_node *node, const struct jinn_repli
                   hb->node ? hb->node : "?");
     }
     node->rep.term = hb->term;
+    if (hb->election_timeout_ms != 0) {
+        node->rep.election_timeout_ms = hb->election_timeout_ms;
+    }
     node->rep.leader_id = hb->leader_id;
     copy_bounded(node->rep.leader_name, sizeof node->rep.leader_name, hb->leader_name);
     copy_bounded(node->rep.leader_api, sizeof node->rep.leader_api, relay);

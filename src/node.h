@@ -278,6 +278,8 @@ struct jinn_replica_heartbeat {
     /* The streaming node's applied index (barriers included) when it sent
      * it; 0: not sent (an older node). */
     uint64_t applied;
+    /* The streaming node's election_timeout; 0: not sent (an older node). */
+    uint64_t election_timeout_ms;
     /* The replica_of URL of the connection it came on (ws:// or wss://):
      * writes are relayed there when leader_api is not a replica_of host. */
     const char *source_url;

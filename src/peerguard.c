@@ -179,10 +179,27 @@ static void tls_error(char *err, size_t n, const char *what, const char *file)
 int jinn_peerguard_tls_load(const char *cert, const char *key, const char *ca, char *err,
                             size_t n)
 {
+    SSL_CTX *ctx = jinn_peerguard_tls_build(cert, key, ca, err, n);
+    if (ctx == NULL) {
+        return -1;
+    }
+    jinn_peerguard_tls_install(ctx);
+    return 0;
+}
+
+void jinn_peerguard_tls_install(SSL_CTX *ctx)
+{
+    jinn_peerguard_tls_free();
+    g_tls = ctx;
+}
+
+SSL_CTX *jinn_peerguard_tls_build(const char *cert, const char *key, const char *ca, char *err,
+                                  size_t n)
+{
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     if (ctx == NULL) {
         snprintf(err, n, "cluster_tls: cannot create a TLS context");
-        return -1;
+        return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
@@ -207,12 +224,10 @@ int jinn_peerguard_tls_load(const char *cert, const char *key, const char *ca, c
         tls_error(err, n, "ca", ca);
         goto fail;
     }
-    jinn_peerguard_tls_free();
-    g_tls = ctx;
-    return 0;
+    return ctx;
 fail:
     SSL_CTX_free(ctx);
-    return -1;
+    return NULL;
 }
 
 int jinn_peerguard_tls_pin(const char *name, const uint8_t sha256[32])

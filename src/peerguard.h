@@ -44,6 +44,7 @@
 #ifndef JINN_PEERGUARD_H
 #define JINN_PEERGUARD_H
 
+#include <openssl/ssl.h>
 #include <raft.h>
 #include <raft/uv.h>
 #include <stdbool.h>
@@ -136,6 +137,12 @@ struct jinn_peerguard {
  * chain to. Call once before starting; errors are written to err. */
 int jinn_peerguard_tls_load(const char *cert, const char *key, const char *ca, char *err,
                             size_t n);
+/* The same in two steps, for a reload that is all or nothing: build (any
+ * thread; NULL with err filled, nothing changed), then install on the loop
+ * (cannot fail; takes ctx, drops the pins: set them again after). */
+SSL_CTX *jinn_peerguard_tls_build(const char *cert, const char *key, const char *ca, char *err,
+                                  size_t n);
+void jinn_peerguard_tls_install(SSL_CTX *ctx);
 /* Pins node name to the certificate with this SHA-256 fingerprint: that
  * node is then checked by fingerprint, not by the name in its certificate
  * (which must still chain to the CA). 0, or -1 when the table is full. */

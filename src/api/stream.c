@@ -216,11 +216,15 @@ void jinn_api_stream(struct jinn_api *api, struct jinn_http_request *req,
         return;
     }
     if (!from_possible(api, from)) {
+        /* Two causes, told apart only by the other nodes: this leader was
+         * deposed and does not know it yet (the replica followed its
+         * successor), or the replica holds another chain. */
         char msg[200];
-        snprintf(msg, sizeof msg,
-                 "from %" PRIu64 " is past the end of this cluster's log: this replica "
-                 "followed another chain (a cluster restored or bootstrapped again?)",
-                 from);
+        snprintf(
+            msg, sizeof msg,
+            "from %" PRIu64 " is past the end of this leader's log: it was deposed and "
+            "does not know yet, or the replica followed another chain (a restored cluster)",
+            from);
         jinn_http_reply_error(req, JINN_ECONFLICT, msg);
         return;
     }

@@ -835,14 +835,18 @@ static json_t *heartbeat_json(struct jinn_stream *s)
      * record at or below it (entries without a command, barriers, make
      * the two differ; a caught-up replica's position is the record's). */
     commit = st.applied_index >= st.commit_index ? s->position : st.commit_index;
-    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I}", "type",
+    /* election_timeout_ms: how long an old leader may still believe it
+     * leads; a replica keeps the newer term it heard at least twice that
+     * (node.c, jinn_node_replica_heartbeat). Older replicas ignore it. */
+    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:I, s:I}", "type",
                      "heartbeat", "node", s->cfg->server_name, "leader_id",
                      st.leader_id ? json_string(leader_id) : json_null(), "leader_name",
                      st.leader_id && st.leader_name ? json_string(st.leader_name) : json_null(),
                      "leader_api", st.leader_api ? json_string(st.leader_api) : json_null(),
                      "term", (json_int_t)st.term, "commit", (json_int_t)commit, "position",
                      (json_int_t)s->position, "time_ms", (json_int_t)fsm->time_ms, "quorum",
-                     st.quorum, "leader_contact_ms", (json_int_t)st.leader_contact_ms);
+                     st.quorum, "leader_contact_ms", (json_int_t)st.leader_contact_ms,
+                     "election_timeout_ms", (json_int_t)s->cfg->election_timeout_ms);
 }
 
 static struct jinn_ws_buf *json_buf(json_t *obj)

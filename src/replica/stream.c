@@ -220,6 +220,14 @@ int jinn_stream_parse_heartbeat(const char *json, size_t len, struct jinn_stream
     if (json_object_get(o, "applied") != NULL && get_u64(o, "applied", &hb->applied) != 0) {
         goto out; /* optional (older nodes), but a number when present */
     }
+    if (json_object_get(o, "election_timeout_ms") != NULL &&
+        get_u64(o, "election_timeout_ms", &hb->election_timeout_ms) != 0) {
+        goto out; /* the same */
+    }
+    if (hb->election_timeout_ms > JINN_STREAM_ELECTION_TIMEOUT_MAX) {
+        /* a lie would keep a (lying) term for that long: clamped */
+        hb->election_timeout_ms = JINN_STREAM_ELECTION_TIMEOUT_MAX;
+    }
     rv = 0;
 out:
     json_decref(o);
@@ -668,6 +676,7 @@ static void on_heartbeat(struct conn *c, const struct jinn_stream_heartbeat *hb)
         .quorum = hb->quorum,
         .leader_contact_ms = hb->leader_contact_ms,
         .applied = hb->applied,
+        .election_timeout_ms = hb->election_timeout_ms,
         .source_url = s->urls[c->url],
     };
     uint64_t now = uv_now(s->loop);
@@ -1134,8 +1143,14 @@ static bool upgrade_reply(struct conn *c)
         }
         text[k] = '\0';
         snprintf(why, sizeof why, "the stream was refused: %d %s", m.status, text);
-        if (m.status == 401 || m.status == 403 || m.status == 409) {
+        if (m.status == 401 || m.status == 403) {
             jinn_error("replica: %s: %s", s->urls[c->url], why);
+        } else if (m.status == 409) {
+            /* Another cluster, another chain, or a leader deposed without
+             * knowing it yet (a replica ahead of it): the other nodes
+             * decide which; only when every node refuses is it the first
+             * two. */
+            jinn_warn("replica: %s: %s; trying the next node", s->urls[c->url], why);
         }
         conn_close(c, why);
         return false;

@@ -78,7 +78,12 @@ struct jinn_stream_heartbeat {
     bool quorum;
     int64_t leader_contact_ms; /* -1: never */
     uint64_t applied;          /* optional "applied"; 0: absent */
+    /* optional "election_timeout_ms" (the node's), at most
+     * JINN_STREAM_ELECTION_TIMEOUT_MAX; 0: absent (an older node) */
+    uint64_t election_timeout_ms;
 };
+/* The largest election timeout a node may be configured with (config.c). */
+#define JINN_STREAM_ELECTION_TIMEOUT_MAX 60000
 
 /* The text messages. hello: 0 with *cluster and node (65 bytes) filled;
  * heartbeat: 0 with hb filled; -1 when the JSON is not such a message. */

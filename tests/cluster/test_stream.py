@@ -175,7 +175,7 @@ def test_caught_up_resume_and_off_chain(cluster_factory):
 
     # past the leader's log: no replica can be there (A3 m3), refused
     _, status, _, body = stream(leader, f"from={nxt + 1000000}&name=e")
-    assert status == 409 and b"past the end of this cluster's log" in body, body
+    assert status == 409 and b"past the end of this leader's log" in body, body
     # ahead of the records, not of the log (a linearizable read's barrier):
     # heartbeats only, "waiting" in status
     code, hdrs, _ = leader.request("/v1/kv/ns/next")
@@ -741,7 +741,7 @@ def test_a_position_ahead_of_the_node_holds_no_slot(cluster_factory):
     # the leader: refused before the upgrade, no slot taken
     for i in range(3):
         _, status, _, body = stream(leader, f"from=18446744073709551615&name=s{i}")
-        assert status == 409 and b"past the end of this cluster's log" in body, body
+        assert status == 409 and b"past the end of this leader's log" in body, body
     ws, status, _, _ = stream(leader, "from=0&name=real")
     assert status == 101
     ws.close()

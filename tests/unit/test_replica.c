@@ -488,6 +488,47 @@ TEST(replica_read_only_until_a_primary_heartbeat_and_after_it_stops)
     rig_done(&r);
 }
 
+/* A4 m3: the term heard is kept replica_stale_after + 2 election timeouts
+ * (the cluster's, from its heartbeats), not replica_stale_after alone: an
+ * old leader cut off from its quorum believes it leads for up to two
+ * election timeouts, and its heartbeats (term below the one heard) must not
+ * count as primary meanwhile, though the replica is read-only. */
+TEST(replica_keeps_the_term_heard_for_two_election_timeouts)
+{
+    struct rig r;
+    struct jinn_replica_heartbeat hb;
+    uint64_t t0;
+    CHECK_INT(rig_start(&r, 100), 0);
+    hb = primary(5, 0, 0); /* the new leader, n1 */
+    hb.election_timeout_ms = 300;
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8001");
+    t0 = uv_now(&r.loop);
+
+    /* Its heartbeats stop: read-only after replica_stale_after (100 ms). */
+    RUN_UNTIL(&r, jinn_node_replica_leader_api(r.node) == NULL, 2000);
+    CHECK(jinn_node_replica_leader_api(r.node) == NULL);
+
+    /* The deposed leader n3 (term 4), not stepped down yet: ignored while
+     * the term 5 is kept (before: accepted after 100 ms). */
+    hb = primary(4, 0, 0);
+    hb.leader_id = 9;
+    hb.leader_name = "n3";
+    hb.leader_api = "http://127.0.0.1:8003";
+    hb.election_timeout_ms = 300;
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK(jinn_node_replica_leader_api(r.node) == NULL);
+    RUN_UNTIL(&r, uv_now(&r.loop) - t0 >= 350, 2000); /* of 100 + 2 x 300 ms */
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK(jinn_node_replica_leader_api(r.node) == NULL);
+
+    /* Then it expires: a lie (one huge term) does not outlive it. */
+    RUN_UNTIL(&r, uv_now(&r.loop) - t0 > 720, 2000);
+    jinn_node_replica_heartbeat(r.node, &hb);
+    CHECK_STR(jinn_node_replica_leader_api(r.node), "http://127.0.0.1:8003");
+    rig_done(&r);
+}
+
 /* m6: a heartbeat names where clients' writes (with their Authorization)
  * are relayed; only a replica_of host is trusted with them, else the node
  * the heartbeat came through. */

@@ -180,6 +180,27 @@ TEST(stream_heartbeat_and_primary)
         CHECK_INT(hb.applied, 121);
         CHECK_INT(jinn_stream_parse_heartbeat(bad_applied, strlen(bad_applied), &hb), -1);
     }
+    CHECK_INT(hb.election_timeout_ms, 0); /* an older node: none */
+    {
+        /* A4 m3: the node's election timeout, optional; a lie is clamped */
+        const char *with_et =
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"leader_name\":null,"
+            "\"leader_api\":null,\"term\":3,\"commit\":120,\"position\":118,\"time_ms\":5,"
+            "\"quorum\":false,\"leader_contact_ms\":-1,\"election_timeout_ms\":500}";
+        const char *huge_et =
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"leader_name\":null,"
+            "\"leader_api\":null,\"term\":3,\"commit\":120,\"position\":118,\"time_ms\":5,"
+            "\"quorum\":false,\"leader_contact_ms\":-1,\"election_timeout_ms\":99999999999}";
+        const char *bad_et =
+            "{\"type\":\"heartbeat\",\"node\":\"n2\",\"leader_id\":null,\"leader_name\":null,"
+            "\"leader_api\":null,\"term\":3,\"commit\":120,\"position\":118,\"time_ms\":5,"
+            "\"quorum\":false,\"leader_contact_ms\":-1,\"election_timeout_ms\":-5}";
+        CHECK_INT(jinn_stream_parse_heartbeat(with_et, strlen(with_et), &hb), 0);
+        CHECK_INT(hb.election_timeout_ms, 500);
+        CHECK_INT(jinn_stream_parse_heartbeat(huge_et, strlen(huge_et), &hb), 0);
+        CHECK_INT(hb.election_timeout_ms, JINN_STREAM_ELECTION_TIMEOUT_MAX);
+        CHECK_INT(jinn_stream_parse_heartbeat(bad_et, strlen(bad_et), &hb), -1);
+    }
     CHECK_INT(jinn_stream_parse_heartbeat(no_leader, strlen(no_leader), &hb), 0);
     CHECK(!hb.has_leader);
     CHECK_INT(hb.leader_contact_ms, -1);
