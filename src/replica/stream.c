@@ -399,6 +399,7 @@ struct held_msg {
 /* A snapshot being decoded off the loop (see on_binary). */
 struct install {
     uv_work_t req;
+    struct jinn_replica_stream *s; /* counted in s->installs until freed */
     struct conn *c; /* holds a reference (c->pending) until install_done */
     const struct jinn_fsm *fsm;
     uint64_t index;
@@ -426,6 +427,13 @@ struct jinn_replica_stream {
     unsigned live_conns; /* allocated, current or closing */
     unsigned next_url;
     unsigned failures; /* attempts in a row that never streamed for STABLE_MS */
+    /* Installs started and not yet freed (0 or 1): the stream, not the
+     * connection, owns an install. No new connection while one is pending
+     * (R5 M1): a connection closed during a decode would reconnect, get
+     * a snapshot again and decode it in parallel over the same
+     * NAME.db.restore images; and a decoded state not used is freed (its
+     * images removed) before the next install can write any. */
+    unsigned installs;
     uint64_t retry_at;
     uint64_t started_at;
     bool have_primary;
@@ -446,7 +454,7 @@ static void update_state(struct jinn_replica_stream *s);
 
 static void maybe_stopped(struct jinn_replica_stream *s)
 {
-    if (!s->stopping || s->tick_open || s->live_conns > 0) {
+    if (!s->stopping || s->tick_open || s->live_conns > 0 || s->installs > 0) {
         return;
     }
     void (*cb)(void *) = s->stop_cb;
@@ -793,10 +801,18 @@ static void free_work(uv_work_t *req)
     jinn_fsm_restore_free(in->rs);
 }
 
+static void install_freed(struct install *in)
+{
+    struct jinn_replica_stream *s = in->s;
+    jinn_free(in);
+    s->installs--;
+    maybe_stopped(s);
+}
+
 static void free_done(uv_work_t *req, int status)
 {
     (void)status;
-    jinn_free(req->data);
+    install_freed(req->data);
 }
 
 /* Frees in->rs (the replaced state, or a decoded one not used) on a
@@ -807,7 +823,7 @@ static void install_free(uv_loop_t *loop, struct install *in)
         return;
     }
     jinn_fsm_restore_free(in->rs); /* could not queue: here, once */
-    jinn_free(in);
+    install_freed(in);
 }
 
 /* Handles what waited behind an install, in order, until everything is
@@ -918,6 +934,7 @@ static int install_start(struct conn *c, uint64_t index, const uint8_t *msg, siz
     in->copy_ms = (uv_hrtime() - t0) / 1000000u;
     in->len = len;
     in->index = index;
+    in->s = s;
     in->c = c;
     in->fsm = jinn_node_fsm(s->node);
     in->req.data = in;
@@ -927,6 +944,7 @@ static int install_start(struct conn *c, uint64_t index, const uint8_t *msg, siz
         return JINN_EIO;
     }
     c->pending++; /* released by install_done */
+    s->installs++; /* released when in is freed */
     c->installing = true;
     if (c->held_msgs == NULL) {
         c->held_tail = &c->held_msgs; /* else behind those still held */
@@ -1505,7 +1523,7 @@ static void on_tick(uv_timer_t *t)
             conn_close(c, why);
         }
     }
-    if (s->conn == NULL && now >= s->retry_at) {
+    if (s->conn == NULL && s->installs == 0 && now >= s->retry_at) {
         attempt(s);
     }
     update_state(s);

@@ -1065,6 +1065,51 @@ TEST(sql_restore_refuses_a_database_named_twice)
     unit_sql_fsm_done(&b, d2);
 }
 
+/* R5 m2: the decoder took any name without '/' or NUL, so a hostile
+ * source could name a database x.db.restore (or ".." parts). Names must be
+ * the API's (1-64 of A-Z a-z 0-9 _ -): no snapshot can hold another. */
+TEST(sql_restore_refuses_a_name_the_api_refuses)
+{
+    char d1[] = "/tmp/jinn-sql-XXXXXX", d2[] = "/tmp/jinn-sql-XXXXXX";
+    char long_name[JINN_SQL_DB_MAX + 2];
+    const char *bad[] = {"x.db.restore", "a.b", "a b", "..", "caf\xc3\xa9", long_name};
+    struct jinn_fsm a, b;
+    struct jinn_wbuf one;
+    uint32_t before;
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    CHECK_INT(unit_sql_fsm(&a, d1), 0);
+    CHECK_INT(unit_sql_fsm(&b, d2), 0);
+    CHECK_INT(exec1(&a, 1, "CREATE TABLE t(x)"), JINN_OK);
+    CHECK_INT(exec1(&b, 1, "CREATE TABLE u(y)"), JINN_OK);
+    before = checksum(&b);
+    jinn_wbuf_init(&one);
+    jinn_sql_encode(&a.sql, &one); /* u32 1, then bytes "app" and its image */
+    CHECK(!one.failed && one.len > 4 + 4 + 3);
+    for (size_t i = 0; i <= sizeof bad / sizeof bad[0]; i++) {
+        /* the last round: an allowed name, restored */
+        const char *name = i < sizeof bad / sizeof bad[0] ? bad[i] : "ok-Name_9";
+        struct jinn_wbuf w;
+        struct jinn_rbuf r;
+        jinn_wbuf_init(&w);
+        jinn_wbuf_put_u32(&w, 1);
+        jinn_wbuf_put_bytes(&w, name, strlen(name));
+        jinn_wbuf_put_raw(&w, one.data + 4 + 4 + 3, one.len - 4 - 4 - 3);
+        CHECK(!w.failed);
+        jinn_rbuf_init(&r, w.data, w.len);
+        if (i < sizeof bad / sizeof bad[0]) {
+            CHECK_INT(jinn_sql_decode(&b.sql, &r), JINN_ECORRUPT);
+            CHECK_INT(checksum(&b), before); /* the old database stays */
+        } else {
+            CHECK_INT(jinn_sql_decode(&b.sql, &r), 0);
+        }
+        jinn_wbuf_free(&w);
+    }
+    jinn_wbuf_free(&one);
+    unit_sql_fsm_done(&a, d1);
+    unit_sql_fsm_done(&b, d2);
+}
+
 /* A3 m5: a replica decodes a snapshot on a worker thread
  * (jinn_fsm_restore_prepare) while its loop serves the old state, then
  * swaps on the loop. Until the commit the old state is whole (databases
