@@ -27,12 +27,7 @@
 
 static bool db_name_or_reply(struct jinn_http_request *req, const struct jinn_route_args *args)
 {
-    bool ok = args->len[0] > 0 && args->len[0] <= JINN_SQL_DB_MAX;
-    for (size_t i = 0; ok && i < args->len[0]; i++) {
-        char c = args->arg[0][i];
-        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '_' || c == '-';
-    }
+    bool ok = jinn_sql_name_allowed(args->arg[0], args->len[0]);
     if (!ok) {
         jinn_http_reply_error(req, JINN_EINVAL, "database name must be 1-64 of A-Z a-z 0-9 _ -");
     }

@@ -1919,12 +1919,12 @@ static bool image_readable(const struct jinn_sql *s, const char *name)
     return ok;
 }
 
-/* The API's allow-list for database names (api/sql.c): 1 to
- * JINN_SQL_DB_MAX of A-Z a-z 0-9 _ -. A snapshot can hold no other (every
- * version's API checked it), so a name outside it, such as x.db.restore or
- * one with '.', is a hostile or broken snapshot: refused (R5 m2). */
-static bool db_name_allowed(const uint8_t *name, size_t len)
+/* A snapshot can hold no name outside the API's allow-list (every
+ * version's API checked it), so one such as x.db.restore or with '.' is a
+ * hostile or broken snapshot: refused (R5 m2). */
+bool jinn_sql_name_allowed(const void *p, size_t len)
 {
+    const uint8_t *name = p;
     bool ok = len > 0 && len <= JINN_SQL_DB_MAX;
     for (size_t i = 0; ok && i < len; i++) {
         uint8_t c = name[i];
@@ -1969,7 +1969,7 @@ int jinn_sql_restore_write(const struct jinn_sql *s, struct jinn_rbuf *r,
         char cur[JINN_SQL_DB_MAX + 1];
         size_t name_len = jinn_rbuf_get_bytes(&check, &name, JINN_SQL_DB_MAX);
         size_t len = jinn_rbuf_get_bytes(&check, &image, UINT32_MAX);
-        if (check.failed || !db_name_allowed(name, name_len) || len < 100 ||
+        if (check.failed || !jinn_sql_name_allowed(name, name_len) || len < 100 ||
             memcmp(image, "SQLite format 3", 16) != 0) {
             return JINN_ECORRUPT;
         }

@@ -139,4 +139,9 @@ int jinn_sql_bind(sqlite3_stmt *stmt, struct json_t *params, char *err, size_t e
 /* The JSON form of column i of the current row (blobs as {"base64": ...}). */
 struct json_t *jinn_sql_column_json(sqlite3_stmt *stmt, int i);
 
+/* A database name the API and snapshots accept: 1 to JINN_SQL_DB_MAX of
+ * A-Z a-z 0-9 _ - (so never a path, and never one of the files beside a
+ * database: NAME.db-wal, NAME.db.restore). */
+bool jinn_sql_name_allowed(const void *name, size_t len);
+
 #endif
