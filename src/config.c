@@ -90,6 +90,7 @@ int jinn_config_defaults(struct jinn_config *cfg)
     cfg->job_workers = 16;
     cfg->job_grace_ms = 10000;
     cfg->stream_heartbeat_ms = 200;
+    cfg->stream_coalesce_ms = 3;
     cfg->stream_max_replicas = 64;
     cfg->stream_buffer_bytes = UINT64_C(64) << 20;
     cfg->stream_max_lag_bytes = UINT64_C(32) << 20;
@@ -1182,6 +1183,7 @@ static const struct directive directives[] = {
     {"replica_key", K_STR, FIELD(replica_key), 0, 0},
     {"replica_max_snapshot", K_SIZE, FIELD(replica_max_snapshot), 1u << 20, UINT64_C(4) << 30},
     {"stream_heartbeat", K_DURATION, FIELD(stream_heartbeat_ms), 10, 60000},
+    {"stream_coalesce", K_DURATION, FIELD(stream_coalesce_ms), 0, 100},
     {"stream_max_replicas", K_UINT, FIELD(stream_max_replicas), 0, 100000},
     {"stream_buffer_bytes", K_SIZE, FIELD(stream_buffer_bytes), 1u << 20, UINT64_C(1) << 40},
     {"stream_max_lag_bytes", K_SIZE, FIELD(stream_max_lag_bytes), 1u << 20, UINT64_C(1) << 40},

@@ -138,9 +138,11 @@ struct jinn_config {
     char *replica_cert;              /* client certificate for mTLS (with key) */
     char *replica_key;
     /* The stream feed of edge replicas (net/stream.h): heartbeat period,
+     * the least time between two feeds of new records (0: every loop turn),
      * replicas at once (0: none served), bytes of recent records kept for
      * resuming replicas, unsent bytes after which a replica is cut off. */
     unsigned stream_heartbeat_ms;
+    unsigned stream_coalesce_ms;
     unsigned stream_max_replicas;
     uint64_t stream_buffer_bytes;
     uint64_t stream_max_lag_bytes;

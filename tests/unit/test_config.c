@@ -129,6 +129,7 @@ static const struct bad_case bad_cases[] = {
     {"{\n  cluster_replicas three\n}\n", 2, 20, "bad number"},
     {"{\n  cluster_replicas 0\n}\n", 2, 20, "out of range"},
     {"{\n  snapshot_trailing 0\n}\n", 2, 21, "out of range"},
+    {"{\n  stream_coalesce 101ms\n}\n", 2, 19, "out of range"},
     {"{\n  election_timeout 5sec\n}\n", 2, 20, "bad duration"},
     {"{\n  election_timeout 5 s\n}\n", 2, 22, "unexpected argument 's'"},
     {"{\n  election_timeout 10ms\n}\n", 2, 20, "out of range"},
