@@ -89,6 +89,13 @@ def test_replica_resumes_on_the_same_chain_without_a_snapshot(cluster_factory):
     node.kill()
     if node is leader:
         leader = c.wait_leader(among=[n for n in c.nodes if n is not node])
+    # Resumed at its position on another node first: a node keeps records
+    # only while a replica streams from it, so a write before the replica
+    # got there would (rightly) reach it as a snapshot.
+    wait_for(lambda: r.replica()["source"] not in (None, src) and
+             r.replica()["state"] == "streaming", timeout=30,
+             what="the replica streams from another node")
+    assert r.log().count("installing a snapshot") == snaps, r.log()[-3000:]
     last = put(leader, "b", b"2")
     r.wait_position(last, timeout=30)
     assert r.log().count("installing a snapshot") == snaps, r.log()[-3000:]

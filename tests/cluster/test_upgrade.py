@@ -189,6 +189,14 @@ def test_old_node_stops_at_an_unknown_command_and_catches_up_once_upgraded(old_c
     # Leadership to the new build: its first command is type 22.
     code, _, out = leader.request(f"/v1/cluster/leader/transfer?to={new_node.name}", "POST")
     assert code == 200, out
+    # Its first command goes with the first proposal of its term: a write
+    # (else only a timer's due work would make one, whenever that comes).
+    # The old nodes stop on it, so the write itself may find no quorum.
+    wait_for(lambda: new_node.status()["role"] == "leader", 30, what="the new build leads")
+    try:
+        new_node.request("/v1/kv/up/first", "PUT", b"x", timeout=5)
+    except Exception:
+        pass
     # The old nodes stop at that entry, saying why, exit code 3; they do not skip it.
     for n in old_nodes:
         wait_for(lambda: not n.alive(), 30, what=f"{n.name} (old build) stopped")
