@@ -127,6 +127,9 @@ static void http_linger_check(uv_timer_t *t)
     }
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
+    /* Out of time: reads whose barrier could not end (a leader cut off
+     * from its quorum) get their answer before HTTP closes, not a reset. */
+    jinn_node_fail_reads(d->node);
     if (d->api.http != NULL) {
         jinn_http_stop(d->api.http, stopped_one, d);
         d->api.http = NULL;

@@ -2962,6 +2962,21 @@ unsigned jinn_node_unanswered(const struct jinn_node *node)
     return node->unanswered + (node->reading != NULL || node->finished != NULL);
 }
 
+void jinn_node_fail_reads(struct jinn_node *node)
+{
+    /* Stopping: a read has no effect, so answering "shutting down" before
+     * its barrier ends is true; the barrier's end then finds no readers. */
+    struct read_waiter *w = node->reading, *f = node->finished;
+    node->reading = NULL;
+    node->finished = NULL;
+    fail_waiters(w, JINN_ESHUTDOWN);
+    fail_waiters(f, JINN_ESHUTDOWN);
+    w = node->queued;
+    node->queued = NULL;
+    node->queued_tail = &node->queued;
+    fail_waiters(w, JINN_ESHUTDOWN);
+}
+
 /* ---- shutdown ---------------------------------------------------------- */
 
 static void kick_closed(uv_handle_t *h)

@@ -175,6 +175,9 @@ bool jinn_node_is_leader(struct jinn_node *node);
  * not run yet, plus one while a linearizable read barrier is in flight: at
  * shutdown HTTP stays up until they are answered. */
 unsigned jinn_node_unanswered(const struct jinn_node *node);
+/* At shutdown, once HTTP can wait no longer: answers every linearizable
+ * read still waiting (its barrier's too) with JINN_ESHUTDOWN. */
+void jinn_node_fail_reads(struct jinn_node *node);
 
 /* Fires after the loop's periodic tick when this node (not the leader)
  * must announce itself to the leader: implemented by the API layer, which
