@@ -18,51 +18,11 @@ def metric(node, name):
     raise AssertionError(f"no {name} in /metrics")
 
 
-def dropped(results, sig):
-    """Requests sent before the signal that got no HTTP answer (a refused
-    connect is a request sent after HTTP stopped: fine)."""
-    return [r for r in results if r[1] == -1 and r[0] < sig
-            and "Refused" not in r[2]]
-
-
-def test_sigterm_answers_linearizable_reads_under_load(cluster_factory):
-    c = cluster_factory(3)
-    c.start()
-    leader = c.wait_leader()
-    c.wait_ready()
-    assert leader.request("/v1/kv/default/x", "PUT", b"v")[0] == 200
-    results = []
-    sig = [None]
-
-    def loop():
-        while True:
-            t = time.time()
-            try:
-                code, _, out = leader.request("/v1/kv/default/x?read=linearizable", timeout=30)
-                out = out.decode(errors="replace")
-            except Exception as e:
-                code, out = -1, repr(e)
-            results.append((t, code, out[:100]))
-            if sig[0] is not None and t > sig[0]:
-                return
-
-    ts = [threading.Thread(target=loop) for _ in range(12)]
-    for t in ts:
-        t.start()
-    base = metric(leader, "jinn_reads_linearized_total")
-    wait_for(lambda: metric(leader, "jinn_reads_linearized_total") >= base + 100, timeout=20,
-             what="100 linearizable reads served")
-    sig[0] = time.time()
-    rc = leader.stop(timeout=60)
-    took = time.time() - sig[0]
-    for t in ts:
-        t.join(60)
-    lost = dropped(results, sig[0])
-    codes = sorted({r[1] for r in results})
-    print(f"\nexit {rc} after {took:.2f}s; {len(results)} reads, codes {codes}, dropped {len(lost)}")
-    assert rc == 0 and took < 12, (rc, took)
-    assert not lost, lost[:5]
-    assert {r[1] for r in results if r[0] < sig[0] and r[1] != -1} <= {200, 503}, codes
+# (A test that every read *sent* before SIGTERM under load is answered was
+# dropped: a request still in the client's or the kernel's buffer when HTTP
+# closes is reset whatever the node does, 2 in 470 CI runs. What the node
+# promises is that reads it has received are answered: the test below
+# checks that with reads it has counted as received.)
 
 
 def test_sigterm_answers_reads_parked_on_an_isolated_leader(cluster_factory):
