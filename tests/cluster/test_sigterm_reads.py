@@ -1,5 +1,5 @@
-"""SIGTERM on a leader with linearizable reads in flight: every read sent
-before the signal gets an HTTP answer (200, or 503 shutting_down), none a
+"""SIGTERM on a leader with linearizable reads in flight: every read the node
+received before the signal gets an HTTP answer (200, or 503 shutting_down), none a
 closed connection. Before, HTTP stayed up only for lock waits and
 unanswered proposals, and waiting reads were failed after HTTP had stopped
 (from attacker A4's test_a4_sigterm.py)."""
