@@ -1474,18 +1474,6 @@ static _Noreturn void raft_untrusted(const char *fmt, ...)
     _exit(JINN_EXIT_FATAL_APPLY); /* the same class as a failed apply: stop, write nothing */
 }
 
-/* A log write failed after it was accepted (the disk's answer, not
- * raft_apply's). libraft 0.15's leader (replication.c, appendLeaderCb)
- * then answers only the request whose entries start the failed write,
- * drops from its log in memory every entry from there on (other requests'
- * entries too, which followers may already hold with the same term) and
- * stays leader: the next entries reuse those indexes, and a request still
- * queued for one of them is answered with a newer entry's result (a reply
- * that is not the client's, a 2xx for a write that never committed); a
- * follower's log (appendFollowerCb) keeps in memory what is not on disk.
- * Reported by the guard before libraft sees it, whatever the role and
- * whichever request (command, barrier, membership change) owns the
- * entries; the proposal callbacks check the same statuses too. */
 static const char *role_name(int state)
 {
     switch (state) {
@@ -1500,6 +1488,18 @@ static const char *role_name(int state)
     }
 }
 
+/* A log write failed after it was accepted (the disk's answer, not
+ * raft_apply's). libraft 0.15's leader (replication.c, appendLeaderCb)
+ * then answers only the request whose entries start the failed write,
+ * drops from its log in memory every entry from there on (other requests'
+ * entries too, which followers may already hold with the same term) and
+ * stays leader: the next entries reuse those indexes, and a request still
+ * queued for one of them is answered with a newer entry's result (a reply
+ * that is not the client's, a 2xx for a write that never committed); a
+ * follower's log (appendFollowerCb) keeps in memory what is not on disk.
+ * Reported by the guard before libraft sees it, whatever the role and
+ * whichever request (command, barrier, membership change) owns the
+ * entries; the proposal callbacks check the same statuses too. */
 static _Noreturn void append_untrusted(struct jinn_node *node, int status, const char *errmsg)
 {
     raft_untrusted("raft could not write its log as %s in term %llu (last log index %llu): "

@@ -175,7 +175,7 @@ static int fake_append(struct raft_io *io, struct raft_io_append *req,
     return 0;
 }
 
-static int events;                      /* in order: report, then libraft's callback */
+static int events; /* in order: report, then libraft's callback */
 static int reported_status, reported_at;
 static int raft_status, raft_at;
 static struct raft_io_append *raft_req;
