@@ -135,3 +135,43 @@ def test_a_leader_whose_log_write_fails_later_stops_and_no_reply_is_another_comm
     last_index = json.loads(out)["index"]
     wait_for(lambda: leader.status()["applied_index"] >= last_index, timeout=20,
              what=f"{leader.name} to apply the last write")
+
+
+def test_a_follower_whose_log_write_fails_later_stops_and_rejoins(cluster_factory, tmp_path):
+    """The same on a follower: libraft 0.15 (appendFollowerCb) only rejects
+    the append and keeps the entries in its log in memory, not on its disk;
+    the node stops at once (before: it went on, its log in memory ahead of
+    its disk). The other follower keeps the quorum."""
+    c = cluster_factory(3, extra_config=POLICIES)
+    for node in c.nodes:
+        node.env["JINN_TEST_APPEND_FAIL_ONCE_FILE"] = str(tmp_path / f"fail-once-{node.name}")
+    c.start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    f = next(n for n in c.nodes if n is not leader)
+    open(f.env["JINN_TEST_APPEND_FAIL_ONCE_FILE"], "w").close()
+    acked = {}
+    i = 0
+    while f.alive() and i < 200:
+        code, _, out = put(leader, f"k{i}", f"v{i}")
+        assert code == 200, out
+        acked[f"k{i}"] = (f"v{i}", json.loads(out)["revision"])
+        i += 1
+    wait_for(lambda: not f.alive(), timeout=15, what=f"{f.name} to stop by itself")
+    assert f.proc.returncode == 3, f.proc.returncode
+    lines = [x for x in f.log().splitlines() if "raft could not write its log as follower" in x]
+    assert len(lines) == 1 and " error " in lines[0] and "test fault" in lines[0], lines
+    code, _, out = put(leader, "after", "a")
+    assert code == 200, out
+    last = json.loads(out)["index"]
+
+    f.start()
+    c.wait_ready(nodes=[f], timeout=30)
+    wait_for(lambda: f.status()["applied_index"] >= last, timeout=20,
+             what=f"{f.name} to apply index {last}")
+    assert f.status()["role"] == "follower"
+    for key, (value, rev) in sorted(acked.items()):
+        code, headers, out = read_local(f, key)
+        etag = {k.lower(): v for k, v in headers.items()}.get("etag")
+        assert code == 200 and out == value.encode() and etag == f'"{rev}"', \
+            (key, code, out, etag, rev)
