@@ -182,17 +182,61 @@ static void slow_written(struct raft_io_append *req, int status)
     uv_timer_start(&s->timer, slow_fire, g->append_delay_ms, 0);
 }
 
+/* A log write as the inner io sees it: its completion passes through
+ * written() first, which sees the status before libraft does. */
+struct jinn_append {
+    struct raft_io_append req; /* handed to the inner io */
+    struct jinn_ioguard *g;
+    struct raft_io_append *outer; /* libraft's */
+    raft_io_append_cb cb;         /* libraft's */
+    int fail;                     /* TEST ONLY: report RAFT_IOERR */
+};
+
+static void written(struct raft_io_append *req, int status)
+{
+    struct jinn_append *a = (struct jinn_append *)req; /* req is the first member */
+    struct jinn_ioguard *g = a->g;
+    struct raft_io_append *outer = a->outer;
+    raft_io_append_cb cb = a->cb;
+    if (a->fail && status == 0) {
+        snprintf(g->io.errmsg, sizeof g->io.errmsg, "test fault: %s existed",
+                 g->append_fail_once_file);
+        status = RAFT_IOERR;
+    } else if (status != 0) {
+        memcpy(g->io.errmsg, g->inner->errmsg, sizeof g->io.errmsg);
+    }
+    jinn_free(a);
+    if (status != 0 && status != RAFT_CANCELED && g->on_append_failed != NULL) {
+        g->on_append_failed(g->on_append_failed_data, status, g->io.errmsg);
+    }
+    cb(outer, status);
+}
+
 static int g_append(struct raft_io *io, struct raft_io_append *req,
                     const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
 {
     struct jinn_ioguard *g = (struct jinn_ioguard *)io;
     struct jinn_slow_append *s = NULL;
+    struct jinn_append *a;
     int rv;
     if (g->append_fault_file != NULL && access(g->append_fault_file, F_OK) == 0) {
         snprintf(g->io.errmsg, sizeof g->io.errmsg, "test fault: %s exists",
                  g->append_fault_file);
         return RAFT_IOERR;
     }
+    a = jinn_calloc(1, sizeof *a);
+    if (a == NULL) {
+        snprintf(g->io.errmsg, sizeof g->io.errmsg, "out of memory for a log write");
+        return RAFT_NOMEM;
+    }
+    a->g = g;
+    a->outer = req;
+    a->cb = cb;
+    if (g->append_fail_once_file != NULL && unlink(g->append_fail_once_file) == 0) {
+        a->fail = 1;
+    }
+    req = &a->req;
+    cb = written;
     if (g->append_delay_ms > 0 && g->loop != NULL) {
         s = jinn_calloc(1, sizeof *s);
     }
@@ -216,6 +260,8 @@ static int g_append(struct raft_io *io, struct raft_io_append *req,
     if (rv == 0) {
         g->appends++;
         g->entries_appended += n;
+    } else {
+        jinn_free(a); /* failed at once: the inner io keeps no reference */
     }
     copy_errmsg(g, rv);
     return rv;

@@ -38,6 +38,17 @@ struct jinn_ioguard {
      * writes fail at once with RAFT_IOERR, as a failing disk's can. NULL =
      * off. */
     const char *append_fault_file;
+    /* Told about every log write that completes with an error (not
+     * RAFT_CANCELED), before libraft is: libraft 0.15's leader then drops
+     * the entries from its log in memory and stays leader (appendLeaderCb),
+     * so the owner must not let it go on. */
+    void (*on_append_failed)(void *data, int status, const char *errmsg);
+    void *on_append_failed_data;
+    /* TEST ONLY (JINN_TEST_APPEND_FAIL_ONCE_FILE): when this file exists,
+     * the next log write goes to disk as usual but its completion reports
+     * RAFT_IOERR (as a failed fsync does), and the file is removed. NULL =
+     * off. */
+    const char *append_fail_once_file;
 };
 
 /* Wraps inner. inner must stay alive as long as the guard. */

@@ -1107,6 +1107,8 @@ static int64_t staleness(struct jinn_node *node, uint64_t now)
 }
 
 static int replica_start(struct jinn_node *node);
+static void append_failed(void *data, int status, const char *errmsg);
+static _Noreturn void append_untrusted(struct jinn_node *node, int status, const char *errmsg);
 
 int jinn_node_start(struct jinn_node *node)
 {
@@ -1207,6 +1209,18 @@ int jinn_node_start(struct jinn_node *node)
     if (node->guard.append_fault_file != NULL) {
         jinn_warn("TEST ONLY: log writes fail while %s exists (JINN_TEST_APPEND_FAULT_FILE)",
                   node->guard.append_fault_file);
+    }
+    node->guard.on_append_failed = append_failed;
+    node->guard.on_append_failed_data = node;
+    node->guard.append_fail_once_file = getenv("JINN_TEST_APPEND_FAIL_ONCE_FILE");
+    if (node->guard.append_fail_once_file != NULL &&
+        node->guard.append_fail_once_file[0] == '\0') {
+        node->guard.append_fail_once_file = NULL;
+    }
+    if (node->guard.append_fail_once_file != NULL) {
+        jinn_warn("TEST ONLY: the next log write is reported failed when %s exists "
+                  "(JINN_TEST_APPEND_FAIL_ONCE_FILE)",
+                  node->guard.append_fail_once_file);
     }
     node->test_clock_offset_ms = (int64_t)test_env_ms(
         "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
@@ -1412,6 +1426,9 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
          * the others follow), or the request failed. */
         (void)result;
         p->raft_done = true;
+        if (status == RAFT_IOERR || status == RAFT_NOSPACE || status == RAFT_CORRUPT) {
+            append_untrusted(p->node, status, raft_errmsg(&p->node->raft));
+        }
         if (status != 0) {
             many_answer(p, status == RAFT_SHUTDOWN ? JINN_ESHUTDOWN : JINN_EUNKNOWN);
         } else if (p->many_cb == NULL) {
@@ -1424,13 +1441,8 @@ static void proposal_applied(struct raft_apply *req, int status, void *result)
         assert(res != NULL && res->index == req->index);
         proposal_answer(p, JINN_OK, res);
     } else {
-        uint64_t now = uv_now(p->node->loop);
-        if ((status == RAFT_IOERR || status == RAFT_NOSPACE || status == RAFT_CORRUPT) &&
-            now >= p->node->io_error_next) {
-            /* libraft says nothing itself; at most one line a second. */
-            jinn_error("raft could not store a log entry: %s (%s)", raft_strerror(status),
-                       raft_errmsg(&p->node->raft));
-            p->node->io_error_next = now + 1000;
+        if (status == RAFT_IOERR || status == RAFT_NOSPACE || status == RAFT_CORRUPT) {
+            append_untrusted(p->node, status, raft_errmsg(&p->node->raft));
         }
         /* Leadership lost or shutting down: the entry may still commit. */
         proposal_answer(p, status == RAFT_SHUTDOWN ? JINN_ESHUTDOWN : JINN_EUNKNOWN, NULL);
@@ -1460,6 +1472,47 @@ static _Noreturn void raft_untrusted(const char *fmt, ...)
                why);
     fflush(NULL);
     _exit(JINN_EXIT_FATAL_APPLY); /* the same class as a failed apply: stop, write nothing */
+}
+
+static const char *role_name(int state)
+{
+    switch (state) {
+    case RAFT_LEADER:
+        return "leader";
+    case RAFT_FOLLOWER:
+        return "follower";
+    case RAFT_CANDIDATE:
+        return "candidate";
+    default:
+        return "unavailable";
+    }
+}
+
+/* A log write failed after it was accepted (the disk's answer, not
+ * raft_apply's). libraft 0.15's leader (replication.c, appendLeaderCb)
+ * then answers only the request whose entries start the failed write,
+ * drops from its log in memory every entry from there on (other requests'
+ * entries too, which followers may already hold with the same term) and
+ * stays leader: the next entries reuse those indexes, and a request still
+ * queued for one of them is answered with a newer entry's result (a reply
+ * that is not the client's, a 2xx for a write that never committed); a
+ * follower's log (appendFollowerCb) keeps in memory what is not on disk.
+ * Reported by the guard before libraft sees it, whatever the role and
+ * whichever request (command, barrier, membership change) owns the
+ * entries; the proposal callbacks check the same statuses too. */
+static _Noreturn void append_untrusted(struct jinn_node *node, int status, const char *errmsg)
+{
+    raft_untrusted("raft could not write its log as %s in term %llu (last log index %llu): "
+                   "%s (%s); its log in memory no longer matches its disk",
+                   role_name(raft_state(&node->raft)),
+                   (unsigned long long)node->raft.current_term,
+                   (unsigned long long)raft_last_index(&node->raft), raft_strerror(status),
+                   errmsg);
+}
+
+static void append_failed(void *data, int status, const char *errmsg)
+{
+    append_untrusted(data, status, errmsg);
 }
 
 /* Who owns bufs after a failed raft_apply, from libraft 0.15.0 (client.c,

@@ -152,3 +152,119 @@ TEST(ioguard_lets_raft_init_take_async_snapshots_over_raft_uv)
     jinn_fsm_close(&fsm);
     rmdir(dir);
 }
+
+/* ---- failed log writes are reported before libraft sees them ------------- */
+
+struct fake_disk {
+    struct raft_io io;
+    struct raft_io_append *req; /* the last append taken */
+    int fail_at_once;
+};
+
+static int fake_append(struct raft_io *io, struct raft_io_append *req,
+                       const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
+{
+    struct fake_disk *d = (struct fake_disk *)io;
+    (void)entries;
+    (void)n;
+    if (d->fail_at_once) {
+        return RAFT_IOERR;
+    }
+    req->cb = cb; /* as raft_uv and the fixture keep it */
+    d->req = req;
+    return 0;
+}
+
+static int events; /* in order: report, then libraft's callback */
+static int reported_status, reported_at;
+static int raft_status, raft_at;
+static struct raft_io_append *raft_req;
+
+static void on_failed(void *data, int status, const char *errmsg)
+{
+    (void)data;
+    (void)errmsg;
+    reported_status = status;
+    reported_at = ++events;
+}
+
+static void raft_written(struct raft_io_append *req, int status)
+{
+    raft_req = req;
+    raft_status = status;
+    raft_at = ++events;
+}
+
+static void disk_reset(void)
+{
+    events = reported_status = reported_at = raft_status = raft_at = 0;
+    raft_req = NULL;
+}
+
+/* libraft 0.15's leader, told that a write failed, answers one request,
+ * drops the entries from its log in memory and stays leader (node.c,
+ * append_untrusted): the guard must tell the node first, whatever request
+ * owns the write; success and cancellation pass untouched. */
+TEST(ioguard_reports_a_failed_log_write_before_libraft)
+{
+    struct fake_disk d;
+    struct jinn_ioguard g;
+    struct raft_io_append req;
+    struct raft_entry e;
+    char path[] = "/tmp/jinn-unit-failonce-XXXXXX";
+    int fd;
+
+    memset(&d, 0, sizeof d);
+    memset(&e, 0, sizeof e);
+    d.io.version = 1;
+    d.io.append = fake_append;
+    jinn_ioguard_init(&g, &d.io);
+    g.on_append_failed = on_failed;
+
+    disk_reset(); /* written: passes through, nothing reported */
+    CHECK_INT(g.io.append(&g.io, &req, &e, 1, raft_written), 0);
+    CHECK(d.req != NULL && d.req != &req);
+    d.req->cb(d.req, 0);
+    CHECK(raft_req == &req);
+    CHECK_INT(raft_status, 0);
+    CHECK_INT(reported_at, 0);
+
+    disk_reset(); /* the disk's write fails later: reported, then libraft told */
+    CHECK_INT(g.io.append(&g.io, &req, &e, 1, raft_written), 0);
+    d.req->cb(d.req, RAFT_IOERR);
+    CHECK_INT(reported_status, RAFT_IOERR);
+    CHECK_INT(reported_at, 1);
+    CHECK(raft_req == &req);
+    CHECK_INT(raft_status, RAFT_IOERR);
+    CHECK_INT(raft_at, 2);
+
+    disk_reset(); /* closing: canceled writes are not a disk failure */
+    CHECK_INT(g.io.append(&g.io, &req, &e, 1, raft_written), 0);
+    d.req->cb(d.req, RAFT_CANCELED);
+    CHECK_INT(reported_at, 0);
+    CHECK_INT(raft_status, RAFT_CANCELED);
+
+    disk_reset(); /* failing at once: raft_apply's error, libraft undoes it */
+    d.fail_at_once = 1;
+    CHECK_INT(g.io.append(&g.io, &req, &e, 1, raft_written), RAFT_IOERR);
+    CHECK_INT(events, 0); /* and the wrapper is freed (LeakSanitizer) */
+    d.fail_at_once = 0;
+
+    /* TEST ONLY hook: the next write is reported failed, once. */
+    fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    g.append_fail_once_file = path;
+    disk_reset();
+    CHECK_INT(g.io.append(&g.io, &req, &e, 1, raft_written), 0);
+    CHECK(access(path, F_OK) != 0); /* taken */
+    d.req->cb(d.req, 0);
+    CHECK_INT(reported_status, RAFT_IOERR);
+    CHECK_INT(raft_status, RAFT_IOERR);
+    CHECK(strstr(g.io.errmsg, "test fault") != NULL);
+    disk_reset();
+    CHECK_INT(g.io.append(&g.io, &req, &e, 1, raft_written), 0);
+    d.req->cb(d.req, 0);
+    CHECK_INT(reported_at, 0);
+    CHECK_INT(raft_status, 0);
+}
