@@ -13,6 +13,14 @@
  * them take the CPU the nodes would be idle in, which is not the nodes'
  * cost of feeding them (bench/README.md, "Edge replicas").
  *
+ * --pace MS: after each round of reads, sleep MS milliseconds. The nodes'
+ * sends then find no reader waiting on the socket and wake nobody: what the
+ * node pays for a send is its own part (on another machine a replica's
+ * wake-up costs that machine), and the sink's own CPU and wake-ups, which
+ * here take turns with the nodes on the same two cores, fall to a few per
+ * cent of one core's time. Records wait in the socket buffers meanwhile
+ * (at most MS ms of the feed; the kernel's buffers hold far more).
+ *
  *   build/bench/sink --url http://127.0.0.1:8081 --streams 16 --duration 5
  */
 #include <arpa/inet.h>
@@ -264,7 +272,7 @@ static void frames(struct stream *s, struct totals *t)
 int main(int argc, char **argv)
 {
     const char *urls[MAX_URLS];
-    int n_urls = 0, n = 16;
+    int n_urls = 0, n = 16, pace_ms = 0;
     double duration = 5;
     static struct stream ss[MAX_STREAMS];
     static struct pollfd pf[MAX_STREAMS];
@@ -276,12 +284,15 @@ int main(int argc, char **argv)
             n = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--duration") == 0) {
             duration = atof(argv[i + 1]);
+        } else if (strcmp(argv[i], "--pace") == 0) {
+            pace_ms = atoi(argv[i + 1]);
         } else {
-            fprintf(stderr, "usage: sink --url URL [--url URL...] --streams N --duration S\n");
+            fprintf(stderr, "usage: sink --url URL [--url URL...] --streams N --duration S "
+                            "[--pace MS]\n");
             return 2;
         }
     }
-    if (n_urls == 0 || n < 1 || n > MAX_STREAMS) {
+    if (n_urls == 0 || n < 1 || n > MAX_STREAMS || pace_ms < 0 || pace_ms > 1000) {
         fprintf(stderr, "usage: sink --url URL [--url URL...] --streams N (1..%d) --duration S\n",
                 MAX_STREAMS);
         return 2;
@@ -326,6 +337,11 @@ int main(int argc, char **argv)
             s->in_len += (size_t)r;
             t.bytes += (uint64_t)r;
             frames(s, &t);
+        }
+        if (pace_ms > 0) {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)pace_ms * 1000000L};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !stop) {
+            }
         }
     }
     int open = 0;
