@@ -13,15 +13,18 @@ from harness import wait_for
 
 STOP_LINE = "raft stopped taking part in the cluster"
 
+# AP with stale reads: each node is read locally (what it holds, not the leader's)
+POLICIES = ["consensus {", "    app { mode ap  stale_reads true  max_staleness 24h }", "}"]
+
 
 def put(node, key, value):
-    code, _, out = node.request(f"/v1/kv/default/{key}", "PUT", value.encode())
+    code, _, out = node.request(f"/v1/kv/app/{key}", "PUT", value.encode())
     return code, out
 
 
 def test_a_follower_whose_append_fails_stops_and_rejoins_after_a_restart(cluster_factory,
                                                                           tmp_path):
-    c = cluster_factory(3)
+    c = cluster_factory(3, extra_config=POLICIES)
     for node in c.nodes:
         node.env["JINN_TEST_APPEND_FAULT_FILE"] = str(tmp_path / f"fault-{node.name}")
     c.start()
@@ -62,12 +65,12 @@ def test_a_follower_whose_append_fails_stops_and_rejoins_after_a_restart(cluster
     assert f.status()["role"] == "follower"
     for node in c.nodes:
         for k, v in acked.items():
-            code, _, out = node.request(f"/v1/kv/default/{k}?read=stale")
+            code, _, out = node.request(f"/v1/kv/app/{k}?consistency=stale")
             assert code == 200 and out == v.encode(), (node.name, k, code, out)
     # And it takes part again: a write needs it once the other follower is gone.
     other = next(n for n in c.nodes if n is not leader and n is not f)
     other.stop()
     code, out = put(leader, "last", "l")
     assert code == 200, out
-    wait_for(lambda: f.request("/v1/kv/default/last?read=stale")[2] == b"l", timeout=10,
+    wait_for(lambda: f.request("/v1/kv/app/last?consistency=stale")[2] == b"l", timeout=10,
              what=f"{f.name} to have the last write")
