@@ -13,6 +13,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime e
 @pytest.fixture
 def cluster_factory(tmp_path, request):
     made = []
+    request.node.jinn_clusters = made  # for the report of a failure
 
     def make(n=3, **kw):
         c = Cluster(tmp_path / f"c{len(made)}", n=n, **kw)
@@ -20,7 +21,6 @@ def cluster_factory(tmp_path, request):
         return c
 
     yield make
-    # A failure in setup (a node that never became ready) shows the logs too.
     failed = any(getattr(request.node, "rep_" + when).failed
                  for when in ("setup", "call") if hasattr(request.node, "rep_" + when))
     crashed = []
@@ -32,7 +32,7 @@ def cluster_factory(tmp_path, request):
             # when the test's own checks passed.
             if any(s in log for s in SANITIZER_MARKS):
                 crashed.append(node.name)
-            if failed or crashed:
+            if crashed and not failed:  # a failed test's report has the logs already
                 sys.stderr.write(f"\n----- {node.name} log -----\n{log[-6000:]}")
     assert not crashed, f"sanitizer report in the log of {crashed}"
 
@@ -42,3 +42,13 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+    if rep.failed and rep.when in ("setup", "call"):
+        # The nodes' logs go with the failure's report (pytest shows its
+        # sections; a failure in a fixture's setup included, whose teardown
+        # output pytest does not show), with each node's exit code: a node
+        # that died shows why.
+        for c in getattr(item, "jinn_clusters", []):
+            for node in c.nodes + getattr(c, "edge", []):
+                proc = getattr(node, "proc", None)
+                rc = proc.poll() if proc is not None else None
+                rep.sections.append((f"{node.name} log (exit code {rc})", node.log()[-6000:]))
