@@ -1109,6 +1109,8 @@ static int64_t staleness(struct jinn_node *node, uint64_t now)
 static int replica_start(struct jinn_node *node);
 static void append_failed(void *data, int status, const char *errmsg);
 static _Noreturn void append_untrusted(struct jinn_node *node, int status, const char *errmsg);
+static void snapshot_failed(void *data, unsigned trailing, raft_index index, int status,
+                            const char *errmsg);
 
 int jinn_node_start(struct jinn_node *node)
 {
@@ -1221,6 +1223,19 @@ int jinn_node_start(struct jinn_node *node)
         jinn_warn("TEST ONLY: the next log write is reported failed when %s exists "
                   "(JINN_TEST_APPEND_FAIL_ONCE_FILE)",
                   node->guard.append_fail_once_file);
+    }
+    node->guard.on_snapshot_failed = snapshot_failed;
+    node->guard.on_snapshot_failed_data = node;
+    node->guard.snapshot_install_fail_once_file =
+        getenv("JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE");
+    if (node->guard.snapshot_install_fail_once_file != NULL &&
+        node->guard.snapshot_install_fail_once_file[0] == '\0') {
+        node->guard.snapshot_install_fail_once_file = NULL;
+    }
+    if (node->guard.snapshot_install_fail_once_file != NULL) {
+        jinn_warn("TEST ONLY: the next snapshot installed from the leader is reported failed "
+                  "when %s exists (JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE)",
+                  node->guard.snapshot_install_fail_once_file);
     }
     node->test_clock_offset_ms = (int64_t)test_env_ms(
         "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
@@ -1488,6 +1503,27 @@ static const char *role_name(int state)
     }
 }
 
+/* raft_strerror for a status of raft's storage. libraft 0.15's table
+ * stops at RAFT_IOERR: RAFT_NOTFOUND .. RAFT_TOOMANY, NOSPACE among them
+ * (a follower whose disk fills past its reserve), read "unknown error". */
+static const char *raft_status_text(int status)
+{
+    switch (status) {
+    case RAFT_NOTFOUND:
+        return "not found";
+    case RAFT_INVALID:
+        return "invalid argument";
+    case RAFT_UNAUTHORIZED:
+        return "permission denied";
+    case RAFT_NOSPACE:
+        return "no space left on device";
+    case RAFT_TOOMANY:
+        return "a system or raft limit was hit";
+    default:
+        return raft_strerror(status);
+    }
+}
+
 /* A log write failed after it was accepted (the disk's answer, not
  * raft_apply's). libraft 0.15's leader (replication.c, appendLeaderCb)
  * then answers only the request whose entries start the failed write,
@@ -1506,13 +1542,37 @@ static _Noreturn void append_untrusted(struct jinn_node *node, int status, const
                    "%s (%s); its log in memory no longer matches its disk",
                    role_name(raft_state(&node->raft)),
                    (unsigned long long)node->raft.current_term,
-                   (unsigned long long)raft_last_index(&node->raft), raft_strerror(status),
+                   (unsigned long long)raft_last_index(&node->raft), raft_status_text(status),
                    errmsg);
 }
 
 static void append_failed(void *data, int status, const char *errmsg)
 {
     append_untrusted(data, status, errmsg);
+}
+
+/* A snapshot write failed after it was accepted. Installing the leader's
+ * snapshot (trailing 0), libraft 0.15 (replicationInstallSnapshot) has
+ * already reset its log in memory to the snapshot before writing it; on
+ * the failure it only rejects the snapshot: its log in memory no longer
+ * matches its disk, its state machine is never restored (applied index
+ * stuck, every read too stale), and a restart may find the disk log
+ * inconsistent. A snapshot this node took (trailing > 0) is dropped by
+ * libraft with its log untouched: one line, and the next one is tried at
+ * the next threshold. */
+static void snapshot_failed(void *data, unsigned trailing, raft_index index, int status,
+                            const char *errmsg)
+{
+    struct jinn_node *node = data;
+    if (trailing == 0) {
+        raft_untrusted("raft could not store a snapshot sent by the leader (index %llu) in term "
+                       "%llu: %s (%s); its log in memory no longer matches its disk",
+                       (unsigned long long)index, (unsigned long long)node->raft.current_term,
+                       raft_status_text(status), errmsg);
+    }
+    jinn_error("raft could not store the snapshot it took at index %llu: %s (%s); its log is "
+               "kept and the next snapshot is tried later",
+               (unsigned long long)index, raft_status_text(status), errmsg);
 }
 
 /* Who owns bufs after a failed raft_apply, from libraft 0.15.0 (client.c,
