@@ -381,6 +381,24 @@ static int g_async_work(struct raft_io *io, struct raft_io_async_work *req,
     return rv;
 }
 
+const char *jinn_raft_strerror(int status)
+{
+    switch (status) {
+    case RAFT_NOTFOUND:
+        return "not found";
+    case RAFT_INVALID:
+        return "invalid argument";
+    case RAFT_UNAUTHORIZED:
+        return "permission denied";
+    case RAFT_NOSPACE:
+        return "no space left on device";
+    case RAFT_TOOMANY:
+        return "a system or raft limit was hit";
+    default:
+        return raft_strerror(status);
+    }
+}
+
 void jinn_ioguard_init(struct jinn_ioguard *g, struct raft_io *inner)
 {
     memset(g, 0, sizeof *g);

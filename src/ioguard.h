@@ -69,4 +69,9 @@ struct jinn_ioguard {
 /* Wraps inner. inner must stay alive as long as the guard. */
 void jinn_ioguard_init(struct jinn_ioguard *g, struct raft_io *inner);
 
+/* raft_strerror for a status of raft's storage. libraft 0.15's table stops
+ * at RAFT_IOERR: RAFT_NOTFOUND .. RAFT_TOOMANY read "unknown error", NOSPACE
+ * among them (a follower whose disk fills past its reserve). */
+const char *jinn_raft_strerror(int status);
+
 #endif

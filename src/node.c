@@ -1042,12 +1042,12 @@ static int start_failed(struct jinn_node *node, int rv)
         jinn_disk_newest_snapshot(node->cfg->data_dir, snap, sizeof snap);
         jinn_error("data_dir %s: a raft log or snapshot file is damaged: %s (%s)%s%s; the node "
                    "will not start on it; see \"Full and failing disks\" in docs/operations.md",
-                   node->cfg->data_dir, msg, raft_strerror(rv),
+                   node->cfg->data_dir, msg, jinn_raft_strerror(rv),
                    strstr(msg, "segment") == NULL && snap[0] ? "; newest snapshot: " : "",
                    strstr(msg, "segment") == NULL && snap[0] ? snap : "");
         code = JINN_ECORRUPT;
     } else {
-        jinn_error("raft start: %s (%s)", raft_strerror(rv), msg);
+        jinn_error("raft start: %s (%s)", jinn_raft_strerror(rv), msg);
     }
     node->raft.data = node;
     raft_close(&node->raft, start_failed_closed);
@@ -1503,27 +1503,6 @@ static const char *role_name(int state)
     }
 }
 
-/* raft_strerror for a status of raft's storage. libraft 0.15's table
- * stops at RAFT_IOERR: RAFT_NOTFOUND .. RAFT_TOOMANY, NOSPACE among them
- * (a follower whose disk fills past its reserve), read "unknown error". */
-static const char *raft_status_text(int status)
-{
-    switch (status) {
-    case RAFT_NOTFOUND:
-        return "not found";
-    case RAFT_INVALID:
-        return "invalid argument";
-    case RAFT_UNAUTHORIZED:
-        return "permission denied";
-    case RAFT_NOSPACE:
-        return "no space left on device";
-    case RAFT_TOOMANY:
-        return "a system or raft limit was hit";
-    default:
-        return raft_strerror(status);
-    }
-}
-
 /* A log write failed after it was accepted (the disk's answer, not
  * raft_apply's). libraft 0.15's leader (replication.c, appendLeaderCb)
  * then answers only the request whose entries start the failed write,
@@ -1542,7 +1521,7 @@ static _Noreturn void append_untrusted(struct jinn_node *node, int status, const
                    "%s (%s); its log in memory no longer matches its disk",
                    role_name(raft_state(&node->raft)),
                    (unsigned long long)node->raft.current_term,
-                   (unsigned long long)raft_last_index(&node->raft), raft_status_text(status),
+                   (unsigned long long)raft_last_index(&node->raft), jinn_raft_strerror(status),
                    errmsg);
 }
 
@@ -1568,11 +1547,11 @@ static void snapshot_failed(void *data, unsigned trailing, raft_index index, int
         raft_untrusted("raft could not store a snapshot sent by the leader (index %llu) in term "
                        "%llu: %s (%s); its log in memory no longer matches its disk",
                        (unsigned long long)index, (unsigned long long)node->raft.current_term,
-                       raft_status_text(status), errmsg);
+                       jinn_raft_strerror(status), errmsg);
     }
     jinn_error("raft could not store the snapshot it took at index %llu: %s (%s); its log is "
                "kept and the next snapshot is tried later",
-               (unsigned long long)index, raft_status_text(status), errmsg);
+               (unsigned long long)index, jinn_raft_strerror(status), errmsg);
 }
 
 /* Who owns bufs after a failed raft_apply, from libraft 0.15.0 (client.c,
@@ -1633,12 +1612,12 @@ static int propose_apply(struct jinn_node *node, struct proposal *p, struct raft
          * (its next append starts after them): its disk log would no longer
          * match its memory. A restart reloads the log from disk. */
         raft_untrusted("raft kept %u of %u entries after a failed append (%s: %s)", kept, n,
-                       raft_strerror(rv), raft_errmsg(&node->raft));
+                       jinn_raft_strerror(rv), raft_errmsg(&node->raft));
     }
     now = uv_now(node->loop);
     if (now >= node->io_error_next) {
         /* A disk fault fails every proposal: at most one line a second. */
-        jinn_error("raft could not append a proposal: %s (%s)", raft_strerror(rv),
+        jinn_error("raft could not append a proposal: %s (%s)", jinn_raft_strerror(rv),
                    raft_errmsg(&node->raft));
         node->io_error_next = now + 1000;
     }
@@ -2160,7 +2139,7 @@ int jinn_raft_change_check(struct raft *raft, int rv, const char *what)
     }
     raft_untrusted("raft could not log a membership change (%s): %s (%s); its configuration "
                    "in memory no longer matches its log",
-                   what, raft_strerror(rv), raft_errmsg(raft));
+                   what, jinn_raft_strerror(rv), raft_errmsg(raft));
 }
 
 static void assign(struct jinn_node *node, const struct raft_server *s, int role)

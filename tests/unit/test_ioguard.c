@@ -401,3 +401,15 @@ TEST(ioguard_reports_a_failed_snapshot_write_before_libraft)
     CHECK_INT(snap_reported_at, 0);
     CHECK_INT(snap_raft_status, 0);
 }
+
+/* libraft 0.15's raft_strerror has no text past RAFT_IOERR: a follower
+ * whose disk filled stopped with "unknown error (create segment ...)". */
+TEST(ioguard_names_the_storage_statuses_libraft_does_not)
+{
+    CHECK(strcmp(jinn_raft_strerror(RAFT_NOSPACE), "no space left on device") == 0);
+    CHECK(strcmp(jinn_raft_strerror(RAFT_IOERR), raft_strerror(RAFT_IOERR)) == 0);
+    CHECK(strcmp(jinn_raft_strerror(RAFT_CORRUPT), raft_strerror(RAFT_CORRUPT)) == 0);
+    for (int s = RAFT_NOMEM; s <= RAFT_TOOMANY; s++) {
+        CHECK(strstr(jinn_raft_strerror(s), "unknown") == NULL);
+    }
+}
