@@ -293,6 +293,7 @@ struct jinn_put {
     struct raft_io_snapshot_put *outer; /* libraft's */
     raft_io_snapshot_put_cb cb;         /* libraft's */
     unsigned trailing;                  /* 0: installed from the leader */
+    raft_term term;
     raft_index index;
     int fail; /* TEST ONLY: report RAFT_IOERR */
 };
@@ -310,7 +311,12 @@ static void put_done(struct raft_io_snapshot_put *req, int status)
                  g->snapshot_install_fail_once_file);
         status = RAFT_IOERR;
     } else if (status != 0) {
-        memcpy(g->io.errmsg, g->inner->errmsg, sizeof g->io.errmsg);
+        /* raft_uv 0.15 keeps a failed snapshot write's detail in its own
+         * request (uvSnapshotPut's errmsg) and never copies it to
+         * io->errmsg, which may hold an older, unrelated message. */
+        snprintf(g->io.errmsg, sizeof g->io.errmsg,
+                 "writing snapshot-%llu-%llu-* in data_dir failed; raft_uv gives no detail",
+                 (unsigned long long)p->term, (unsigned long long)p->index);
     }
     jinn_free(p);
     if (status != 0 && status != RAFT_CANCELED && g->on_snapshot_failed != NULL) {
@@ -335,6 +341,7 @@ static int g_snapshot_put(struct raft_io *io, unsigned trailing,
     p->outer = req;
     p->cb = cb;
     p->trailing = trailing;
+    p->term = snapshot->term;
     p->index = snapshot->index;
     if (trailing == 0 && g->snapshot_install_fail_once_file != NULL &&
         unlink(g->snapshot_install_fail_once_file) == 0) {

@@ -336,6 +336,7 @@ TEST(ioguard_reports_a_failed_snapshot_write_before_libraft)
 
     memset(&d, 0, sizeof d);
     memset(&snap, 0, sizeof snap);
+    snap.term = 2;
     snap.index = 131;
     d.io.version = 1;
     d.io.snapshot_put = fake_snapshot_put;
@@ -352,8 +353,11 @@ TEST(ioguard_reports_a_failed_snapshot_write_before_libraft)
     CHECK_INT(snap_reported_at, 0);
 
     snap_reset(); /* an install fails later: reported, then libraft told */
+    strcpy(d.io.errmsg, "an older message"); /* raft_uv leaves io->errmsg as it was */
     CHECK_INT(g.io.snapshot_put(&g.io, 0, &req, &snap, raft_put_done), 0);
     d.req->cb(d.req, RAFT_IOERR);
+    CHECK(strstr(g.io.errmsg, "older") == NULL);
+    CHECK(strstr(g.io.errmsg, "snapshot-2-131-") != NULL);
     CHECK_INT(snap_status, RAFT_IOERR);
     CHECK_INT(snap_trailing, 0);
     CHECK_INT(snap_index, 131);
