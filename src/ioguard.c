@@ -261,7 +261,17 @@ static int g_append(struct raft_io *io, struct raft_io_append *req,
         g->appends++;
         g->entries_appended += n;
     } else {
-        jinn_free(a); /* failed at once: the inner io keeps no reference */
+        /* Failed at once: libraft's raft_apply fails and libraft frees
+         * its own request (appendLeader) or drops the entries (follower).
+         * raft_uv 0.15's UvAppend keeps no reference when it fails before
+         * queuing (allocation, encoding, a closing io); it can also fail
+         * after queuing the request (uvAppendMaybeStart cannot start
+         * preparing a segment), and such a write may still complete and
+         * call back later: libraft's own request is freed on that path as
+         * well, so that callback would find freed memory in libraft
+         * whatever the guard keeps. Not seen in practice; docs/operations.md
+         * ("Full and failing disks") says what is and is not promised. */
+        jinn_free(a);
     }
     copy_errmsg(g, rv);
     return rv;
@@ -275,12 +285,75 @@ static int g_truncate(struct raft_io *io, raft_index index)
     return rv;
 }
 
+/* A snapshot write as the inner io sees it: its completion passes through
+ * put_done() first, which sees the status before libraft does. */
+struct jinn_put {
+    struct raft_io_snapshot_put req; /* handed to the inner io */
+    struct jinn_ioguard *g;
+    struct raft_io_snapshot_put *outer; /* libraft's */
+    raft_io_snapshot_put_cb cb;         /* libraft's */
+    unsigned trailing;                  /* 0: installed from the leader */
+    raft_term term;
+    raft_index index;
+    int fail; /* TEST ONLY: report RAFT_IOERR */
+};
+
+static void put_done(struct raft_io_snapshot_put *req, int status)
+{
+    struct jinn_put *p = (struct jinn_put *)req; /* req is the first member */
+    struct jinn_ioguard *g = p->g;
+    struct raft_io_snapshot_put *outer = p->outer;
+    raft_io_snapshot_put_cb cb = p->cb;
+    unsigned trailing = p->trailing;
+    raft_index index = p->index;
+    if (p->fail && status == 0) {
+        snprintf(g->io.errmsg, sizeof g->io.errmsg, "test fault: %s existed",
+                 g->snapshot_install_fail_once_file);
+        status = RAFT_IOERR;
+    } else if (status != 0) {
+        /* raft_uv 0.15 keeps a failed snapshot write's detail in its own
+         * request (uvSnapshotPut's errmsg) and never copies it to
+         * io->errmsg, which may hold an older, unrelated message. */
+        snprintf(g->io.errmsg, sizeof g->io.errmsg,
+                 "writing snapshot-%llu-%llu-* in data_dir failed; raft_uv gives no detail",
+                 (unsigned long long)p->term, (unsigned long long)p->index);
+    }
+    jinn_free(p);
+    if (status != 0 && status != RAFT_CANCELED && g->on_snapshot_failed != NULL) {
+        g->on_snapshot_failed(g->on_snapshot_failed_data, trailing, index, status,
+                              g->io.errmsg);
+    }
+    cb(outer, status);
+}
+
 static int g_snapshot_put(struct raft_io *io, unsigned trailing,
                           struct raft_io_snapshot_put *req, const struct raft_snapshot *snapshot,
                           raft_io_snapshot_put_cb cb)
 {
     struct jinn_ioguard *g = (struct jinn_ioguard *)io;
-    int rv = g->inner->snapshot_put(g->inner, trailing, req, snapshot, cb);
+    struct jinn_put *p = jinn_calloc(1, sizeof *p);
+    int rv;
+    if (p == NULL) {
+        snprintf(g->io.errmsg, sizeof g->io.errmsg, "out of memory for a snapshot write");
+        return RAFT_NOMEM;
+    }
+    p->g = g;
+    p->outer = req;
+    p->cb = cb;
+    p->trailing = trailing;
+    p->term = snapshot->term;
+    p->index = snapshot->index;
+    if (trailing == 0 && g->snapshot_install_fail_once_file != NULL &&
+        unlink(g->snapshot_install_fail_once_file) == 0) {
+        p->fail = 1;
+    }
+    rv = g->inner->snapshot_put(g->inner, trailing, &p->req, snapshot, put_done);
+    if (rv != 0) {
+        /* raft_uv 0.15's UvSnapshotPut only fails before it queues the
+         * request (allocation, encoding, a barrier it could not take): no
+         * callback will come. */
+        jinn_free(p);
+    }
     copy_errmsg(g, rv);
     return rv;
 }
@@ -313,6 +386,24 @@ static int g_async_work(struct raft_io *io, struct raft_io_async_work *req,
     int rv = g->inner->async_work(g->inner, req, cb);
     copy_errmsg(g, rv);
     return rv;
+}
+
+const char *jinn_raft_strerror(int status)
+{
+    switch (status) {
+    case RAFT_NOTFOUND:
+        return "not found";
+    case RAFT_INVALID:
+        return "invalid argument";
+    case RAFT_UNAUTHORIZED:
+        return "permission denied";
+    case RAFT_NOSPACE:
+        return "no space left on device";
+    case RAFT_TOOMANY:
+        return "a system or raft limit was hit";
+    default:
+        return raft_strerror(status);
+    }
 }
 
 void jinn_ioguard_init(struct jinn_ioguard *g, struct raft_io *inner)

@@ -49,9 +49,29 @@ struct jinn_ioguard {
      * RAFT_IOERR (as a failed fsync does), and the file is removed. NULL =
      * off. */
     const char *append_fail_once_file;
+    /* Told about every snapshot write (snapshot_put) that completes with
+     * an error (not RAFT_CANCELED), before libraft is. trailing == 0 is a
+     * snapshot installed from the leader: libraft 0.15
+     * (replicationInstallSnapshot) has already reset its log in memory to
+     * the snapshot, and on a failure only rejects it, so its log in memory
+     * no longer matches its disk. trailing > 0 is a snapshot this node
+     * took: libraft drops it and its log is untouched. */
+    void (*on_snapshot_failed)(void *data, unsigned trailing, raft_index index, int status,
+                               const char *errmsg);
+    void *on_snapshot_failed_data;
+    /* TEST ONLY (JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE): when this file
+     * exists, the next installed snapshot (trailing == 0) is written as
+     * usual but its completion reports RAFT_IOERR, and the file is
+     * removed. NULL = off. */
+    const char *snapshot_install_fail_once_file;
 };
 
 /* Wraps inner. inner must stay alive as long as the guard. */
 void jinn_ioguard_init(struct jinn_ioguard *g, struct raft_io *inner);
+
+/* raft_strerror for a status of raft's storage. libraft 0.15's table stops
+ * at RAFT_IOERR: RAFT_NOTFOUND .. RAFT_TOOMANY read "unknown error", NOSPACE
+ * among them (a follower whose disk fills past its reserve). */
+const char *jinn_raft_strerror(int status);
 
 #endif

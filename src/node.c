@@ -1042,12 +1042,12 @@ static int start_failed(struct jinn_node *node, int rv)
         jinn_disk_newest_snapshot(node->cfg->data_dir, snap, sizeof snap);
         jinn_error("data_dir %s: a raft log or snapshot file is damaged: %s (%s)%s%s; the node "
                    "will not start on it; see \"Full and failing disks\" in docs/operations.md",
-                   node->cfg->data_dir, msg, raft_strerror(rv),
+                   node->cfg->data_dir, msg, jinn_raft_strerror(rv),
                    strstr(msg, "segment") == NULL && snap[0] ? "; newest snapshot: " : "",
                    strstr(msg, "segment") == NULL && snap[0] ? snap : "");
         code = JINN_ECORRUPT;
     } else {
-        jinn_error("raft start: %s (%s)", raft_strerror(rv), msg);
+        jinn_error("raft start: %s (%s)", jinn_raft_strerror(rv), msg);
     }
     node->raft.data = node;
     raft_close(&node->raft, start_failed_closed);
@@ -1109,6 +1109,8 @@ static int64_t staleness(struct jinn_node *node, uint64_t now)
 static int replica_start(struct jinn_node *node);
 static void append_failed(void *data, int status, const char *errmsg);
 static _Noreturn void append_untrusted(struct jinn_node *node, int status, const char *errmsg);
+static void snapshot_failed(void *data, unsigned trailing, raft_index index, int status,
+                            const char *errmsg);
 
 int jinn_node_start(struct jinn_node *node)
 {
@@ -1221,6 +1223,19 @@ int jinn_node_start(struct jinn_node *node)
         jinn_warn("TEST ONLY: the next log write is reported failed when %s exists "
                   "(JINN_TEST_APPEND_FAIL_ONCE_FILE)",
                   node->guard.append_fail_once_file);
+    }
+    node->guard.on_snapshot_failed = snapshot_failed;
+    node->guard.on_snapshot_failed_data = node;
+    node->guard.snapshot_install_fail_once_file =
+        getenv("JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE");
+    if (node->guard.snapshot_install_fail_once_file != NULL &&
+        node->guard.snapshot_install_fail_once_file[0] == '\0') {
+        node->guard.snapshot_install_fail_once_file = NULL;
+    }
+    if (node->guard.snapshot_install_fail_once_file != NULL) {
+        jinn_warn("TEST ONLY: the next snapshot installed from the leader is reported failed "
+                  "when %s exists (JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE)",
+                  node->guard.snapshot_install_fail_once_file);
     }
     node->test_clock_offset_ms = (int64_t)test_env_ms(
         "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
@@ -1506,13 +1521,37 @@ static _Noreturn void append_untrusted(struct jinn_node *node, int status, const
                    "%s (%s); its log in memory no longer matches its disk",
                    role_name(raft_state(&node->raft)),
                    (unsigned long long)node->raft.current_term,
-                   (unsigned long long)raft_last_index(&node->raft), raft_strerror(status),
+                   (unsigned long long)raft_last_index(&node->raft), jinn_raft_strerror(status),
                    errmsg);
 }
 
 static void append_failed(void *data, int status, const char *errmsg)
 {
     append_untrusted(data, status, errmsg);
+}
+
+/* A snapshot write failed after it was accepted. Installing the leader's
+ * snapshot (trailing 0), libraft 0.15 (replicationInstallSnapshot) has
+ * already reset its log in memory to the snapshot before writing it; on
+ * the failure it only rejects the snapshot: its log in memory no longer
+ * matches its disk, its state machine is never restored (applied index
+ * stuck, every read too stale), and a restart may find the disk log
+ * inconsistent. A snapshot this node took (trailing > 0) is dropped by
+ * libraft with its log untouched: one line, and the next one is tried at
+ * the next threshold. */
+static void snapshot_failed(void *data, unsigned trailing, raft_index index, int status,
+                            const char *errmsg)
+{
+    struct jinn_node *node = data;
+    if (trailing == 0) {
+        raft_untrusted("raft could not store a snapshot sent by the leader (index %llu) in term "
+                       "%llu: %s (%s); its log in memory no longer matches its disk",
+                       (unsigned long long)index, (unsigned long long)node->raft.current_term,
+                       jinn_raft_strerror(status), errmsg);
+    }
+    jinn_error("raft could not store the snapshot it took at index %llu: %s (%s); its log is "
+               "kept and the next snapshot is tried later",
+               (unsigned long long)index, jinn_raft_strerror(status), errmsg);
 }
 
 /* Who owns bufs after a failed raft_apply, from libraft 0.15.0 (client.c,
@@ -1573,12 +1612,12 @@ static int propose_apply(struct jinn_node *node, struct proposal *p, struct raft
          * (its next append starts after them): its disk log would no longer
          * match its memory. A restart reloads the log from disk. */
         raft_untrusted("raft kept %u of %u entries after a failed append (%s: %s)", kept, n,
-                       raft_strerror(rv), raft_errmsg(&node->raft));
+                       jinn_raft_strerror(rv), raft_errmsg(&node->raft));
     }
     now = uv_now(node->loop);
     if (now >= node->io_error_next) {
         /* A disk fault fails every proposal: at most one line a second. */
-        jinn_error("raft could not append a proposal: %s (%s)", raft_strerror(rv),
+        jinn_error("raft could not append a proposal: %s (%s)", jinn_raft_strerror(rv),
                    raft_errmsg(&node->raft));
         node->io_error_next = now + 1000;
     }
@@ -2100,7 +2139,7 @@ int jinn_raft_change_check(struct raft *raft, int rv, const char *what)
     }
     raft_untrusted("raft could not log a membership change (%s): %s (%s); its configuration "
                    "in memory no longer matches its log",
-                   what, raft_strerror(rv), raft_errmsg(raft));
+                   what, jinn_raft_strerror(rv), raft_errmsg(raft));
 }
 
 static void assign(struct jinn_node *node, const struct raft_server *s, int role)

@@ -175,3 +175,44 @@ def test_a_follower_whose_log_write_fails_later_stops_and_rejoins(cluster_factor
         etag = {k.lower(): v for k, v in headers.items()}.get("etag")
         assert code == 200 and out == value.encode() and etag == f'"{rev}"', \
             (key, code, out, etag, rev)
+
+
+def test_a_leader_whose_failed_log_write_is_a_read_barrier_stops(cluster_factory, tmp_path):
+    """The write that fails is a linearizable read's raft barrier (a
+    RAFT_BARRIER entry, no command): libraft 0.15's appendLeaderCb answers
+    only commands, so proposal_applied's check never sees it; without the
+    guard's report the leader crashed inside libraft (SIGSEGV from the
+    append callback, R7's p9). Now it stops at once, exit code 3, and the
+    reader sees its connection close (outcome: a read, nothing to retry
+    but the read)."""
+    c = cluster_factory(3)
+    for node in c.nodes:
+        node.env["JINN_TEST_APPEND_FAIL_ONCE_FILE"] = str(tmp_path / f"fail-once-{node.name}")
+    c.start()
+    leader = c.wait_leader()
+    c.wait_ready()
+    code, _, out = put(leader, "k", "v")  # default namespace policy: CP
+    assert code == 200, out
+    last = json.loads(out)["index"]
+    wait_for(lambda: leader.status()["applied_index"] >= last, timeout=10,
+             what="the write applied on the leader")
+    open(leader.env["JINN_TEST_APPEND_FAIL_ONCE_FILE"], "w").close()
+    raised = None
+    try:
+        code, _, out = leader.request("/v1/kv/app/k?consistency=linearizable", timeout=15)
+    except Exception as e:  # the leader stopped with the read in flight
+        raised = e
+    assert raised is not None, ("the read was answered", code, out)
+    # The leader took the read (not refused: it stopped while the read waited).
+    assert not isinstance(raised, ConnectionRefusedError), repr(raised)
+    wait_for(lambda: not leader.alive(), timeout=15, what=f"{leader.name} to stop by itself")
+    assert leader.proc.returncode == 3, leader.proc.returncode  # not -11 (SIGSEGV)
+    lines = [x for x in leader.log().splitlines() if STOP_LINE in x]
+    assert len(lines) == 1 and "test fault" in lines[0], lines
+    assert "AddressSanitizer" not in leader.log()
+
+    survivors = [n for n in c.nodes if n is not leader]
+    new_leader = c.wait_leader(among=survivors, timeout=20)
+    c.wait_ready(nodes=survivors)
+    code, _, out = new_leader.request("/v1/kv/app/k?consistency=linearizable")
+    assert code == 200 and out == b"v", (code, out)

@@ -268,3 +268,152 @@ TEST(ioguard_reports_a_failed_log_write_before_libraft)
     CHECK_INT(reported_at, 0);
     CHECK_INT(raft_status, 0);
 }
+
+/* ---- failed snapshot writes: an install stops the node, a take does not -- */
+
+struct fake_snap {
+    struct raft_io io;
+    struct raft_io_snapshot_put *req; /* the last put taken */
+    unsigned trailing;
+};
+
+static int fake_snapshot_put(struct raft_io *io, unsigned trailing,
+                             struct raft_io_snapshot_put *req,
+                             const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
+{
+    struct fake_snap *d = (struct fake_snap *)io;
+    (void)snapshot;
+    req->cb = cb; /* as raft_uv keeps it */
+    d->req = req;
+    d->trailing = trailing;
+    return 0;
+}
+
+static unsigned snap_trailing;
+static raft_index snap_index;
+static int snap_status, snap_reported_at, snap_raft_status, snap_raft_at;
+static struct raft_io_snapshot_put *snap_raft_req;
+
+static void on_snap_failed(void *data, unsigned trailing, raft_index index, int status,
+                           const char *errmsg)
+{
+    (void)data;
+    (void)errmsg;
+    snap_trailing = trailing;
+    snap_index = index;
+    snap_status = status;
+    snap_reported_at = ++events;
+}
+
+static void raft_put_done(struct raft_io_snapshot_put *req, int status)
+{
+    snap_raft_req = req;
+    snap_raft_status = status;
+    snap_raft_at = ++events;
+}
+
+static void snap_reset(void)
+{
+    events = snap_status = snap_reported_at = snap_raft_status = snap_raft_at = 0;
+    snap_trailing = 99;
+    snap_index = 0;
+    snap_raft_req = NULL;
+}
+
+/* libraft 0.15 resets its log in memory to an installed snapshot before
+ * writing it and, told the write failed, only rejects it (node.c,
+ * snapshot_failed): the guard must tell the node first, with trailing and
+ * index so it can tell an install (stop) from a snapshot it took (log);
+ * success and cancellation pass untouched. */
+TEST(ioguard_reports_a_failed_snapshot_write_before_libraft)
+{
+    struct fake_snap d;
+    struct jinn_ioguard g;
+    struct raft_io_snapshot_put req;
+    struct raft_snapshot snap;
+    char path[] = "/tmp/jinn-unit-snapfail-XXXXXX";
+    int fd;
+
+    memset(&d, 0, sizeof d);
+    memset(&snap, 0, sizeof snap);
+    snap.term = 2;
+    snap.index = 131;
+    d.io.version = 1;
+    d.io.snapshot_put = fake_snapshot_put;
+    jinn_ioguard_init(&g, &d.io);
+    g.on_snapshot_failed = on_snap_failed;
+
+    snap_reset(); /* an install written: passes through, nothing reported */
+    CHECK_INT(g.io.snapshot_put(&g.io, 0, &req, &snap, raft_put_done), 0);
+    CHECK(d.req != NULL && d.req != &req);
+    CHECK_INT(d.trailing, 0);
+    d.req->cb(d.req, 0);
+    CHECK(snap_raft_req == &req);
+    CHECK_INT(snap_raft_status, 0);
+    CHECK_INT(snap_reported_at, 0);
+
+    snap_reset(); /* an install fails later: reported, then libraft told */
+    strcpy(d.io.errmsg, "an older message"); /* raft_uv leaves io->errmsg as it was */
+    CHECK_INT(g.io.snapshot_put(&g.io, 0, &req, &snap, raft_put_done), 0);
+    d.req->cb(d.req, RAFT_IOERR);
+    CHECK(strstr(g.io.errmsg, "older") == NULL);
+    CHECK(strstr(g.io.errmsg, "snapshot-2-131-") != NULL);
+    CHECK_INT(snap_status, RAFT_IOERR);
+    CHECK_INT(snap_trailing, 0);
+    CHECK_INT(snap_index, 131);
+    CHECK_INT(snap_reported_at, 1);
+    CHECK(snap_raft_req == &req);
+    CHECK_INT(snap_raft_status, RAFT_IOERR);
+    CHECK_INT(snap_raft_at, 2);
+
+    snap_reset(); /* a snapshot taken (trailing 8) fails: reported as such */
+    CHECK_INT(g.io.snapshot_put(&g.io, 8, &req, &snap, raft_put_done), 0);
+    d.req->cb(d.req, RAFT_NOSPACE);
+    CHECK_INT(snap_status, RAFT_NOSPACE);
+    CHECK_INT(snap_trailing, 8);
+    CHECK_INT(snap_raft_status, RAFT_NOSPACE);
+
+    snap_reset(); /* closing: a canceled install is not a disk failure */
+    CHECK_INT(g.io.snapshot_put(&g.io, 0, &req, &snap, raft_put_done), 0);
+    d.req->cb(d.req, RAFT_CANCELED);
+    CHECK_INT(snap_reported_at, 0);
+    CHECK_INT(snap_raft_status, RAFT_CANCELED);
+
+    /* TEST ONLY hook: the next install is reported failed, once; a
+     * snapshot taken meanwhile neither takes the file nor fails. */
+    fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    g.snapshot_install_fail_once_file = path;
+    snap_reset();
+    CHECK_INT(g.io.snapshot_put(&g.io, 8, &req, &snap, raft_put_done), 0);
+    d.req->cb(d.req, 0);
+    CHECK(access(path, F_OK) == 0);
+    CHECK_INT(snap_reported_at, 0);
+    CHECK_INT(snap_raft_status, 0);
+    snap_reset();
+    CHECK_INT(g.io.snapshot_put(&g.io, 0, &req, &snap, raft_put_done), 0);
+    CHECK(access(path, F_OK) != 0); /* taken */
+    d.req->cb(d.req, 0);
+    CHECK_INT(snap_status, RAFT_IOERR);
+    CHECK_INT(snap_trailing, 0);
+    CHECK_INT(snap_raft_status, RAFT_IOERR);
+    CHECK(strstr(g.io.errmsg, "test fault") != NULL);
+    snap_reset();
+    CHECK_INT(g.io.snapshot_put(&g.io, 0, &req, &snap, raft_put_done), 0);
+    d.req->cb(d.req, 0);
+    CHECK_INT(snap_reported_at, 0);
+    CHECK_INT(snap_raft_status, 0);
+}
+
+/* libraft 0.15's raft_strerror has no text past RAFT_IOERR: a follower
+ * whose disk filled stopped with "unknown error (create segment ...)". */
+TEST(ioguard_names_the_storage_statuses_libraft_does_not)
+{
+    CHECK(strcmp(jinn_raft_strerror(RAFT_NOSPACE), "no space left on device") == 0);
+    CHECK(strcmp(jinn_raft_strerror(RAFT_IOERR), raft_strerror(RAFT_IOERR)) == 0);
+    CHECK(strcmp(jinn_raft_strerror(RAFT_CORRUPT), raft_strerror(RAFT_CORRUPT)) == 0);
+    for (int s = RAFT_NOMEM; s <= RAFT_TOOMANY; s++) {
+        CHECK(strstr(jinn_raft_strerror(s), "unknown") == NULL);
+    }
+}
