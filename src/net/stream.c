@@ -808,9 +808,10 @@ static void feed_timer_cb(uv_timer_t *t)
 /* The end of a loop turn that had something for the replicas. Records are
  * fed at most every stream_coalesce (3 ms): under a high write rate a
  * batch per loop turn means a write and a wake-up per replica per commit
- * round, which with 16 replicas cost the nodes 13-17 % of their write
- * throughput; one every 3 ms halves that (bench/README.md). A write after
- * a quiet spell goes at once: the delay only exists while records flow. */
+ * round (with 16 replicas 13-19 % of the nodes' write throughput in an
+ * earlier measure); one every 3 ms took 4-5 points off (bench/README.md).
+ * A write after a quiet spell goes at once: the delay only exists while
+ * records flow. */
 static void check_cb(uv_check_t *h)
 {
     struct jinn_stream *s = h->data;
