@@ -342,6 +342,19 @@ static long long test_env_ms(const char *name, long long min, long long max, con
     return ms;
 }
 
+/* The same for the hooks that name a file (JINN_TEST_APPEND_FAULT_FILE,
+ * JINN_TEST_APPEND_FAIL_ONCE_FILE, JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE):
+ * NULL when unset or empty. */
+static const char *test_env_file(const char *name, const char *what)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        return NULL;
+    }
+    jinn_warn("TEST ONLY: %s %s exists (%s)", what, v, name);
+    return v;
+}
+
 static uint64_t term_of(const struct raft *r, uint64_t index);
 
 /* True when no leader before this one committed anything: every entry past
@@ -1204,39 +1217,17 @@ int jinn_node_start(struct jinn_node *node)
     node->guard.loop = node->loop;
     node->guard.append_delay_ms =
         (unsigned)test_env_ms("JINN_TEST_APPEND_DELAY_MS", 0, 60000, "log writes reported late");
-    node->guard.append_fault_file = getenv("JINN_TEST_APPEND_FAULT_FILE");
-    if (node->guard.append_fault_file != NULL && node->guard.append_fault_file[0] == '\0') {
-        node->guard.append_fault_file = NULL;
-    }
-    if (node->guard.append_fault_file != NULL) {
-        jinn_warn("TEST ONLY: log writes fail while %s exists (JINN_TEST_APPEND_FAULT_FILE)",
-                  node->guard.append_fault_file);
-    }
+    node->guard.append_fault_file =
+        test_env_file("JINN_TEST_APPEND_FAULT_FILE", "log writes fail at once while");
     node->guard.on_append_failed = append_failed;
     node->guard.on_append_failed_data = node;
-    node->guard.append_fail_once_file = getenv("JINN_TEST_APPEND_FAIL_ONCE_FILE");
-    if (node->guard.append_fail_once_file != NULL &&
-        node->guard.append_fail_once_file[0] == '\0') {
-        node->guard.append_fail_once_file = NULL;
-    }
-    if (node->guard.append_fail_once_file != NULL) {
-        jinn_warn("TEST ONLY: the next log write is reported failed when %s exists "
-                  "(JINN_TEST_APPEND_FAIL_ONCE_FILE)",
-                  node->guard.append_fail_once_file);
-    }
+    node->guard.append_fail_once_file = test_env_file(
+        "JINN_TEST_APPEND_FAIL_ONCE_FILE", "the next log write is reported failed when");
     node->guard.on_snapshot_failed = snapshot_failed;
     node->guard.on_snapshot_failed_data = node;
     node->guard.snapshot_install_fail_once_file =
-        getenv("JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE");
-    if (node->guard.snapshot_install_fail_once_file != NULL &&
-        node->guard.snapshot_install_fail_once_file[0] == '\0') {
-        node->guard.snapshot_install_fail_once_file = NULL;
-    }
-    if (node->guard.snapshot_install_fail_once_file != NULL) {
-        jinn_warn("TEST ONLY: the next snapshot installed from the leader is reported failed "
-                  "when %s exists (JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE)",
-                  node->guard.snapshot_install_fail_once_file);
-    }
+        test_env_file("JINN_TEST_SNAPSHOT_INSTALL_FAIL_ONCE_FILE",
+                      "the next snapshot installed from the leader is reported failed when");
     node->test_clock_offset_ms = (int64_t)test_env_ms(
         "JINN_TEST_CLOCK_OFFSET_MS", -100000000000LL, 100000000000LL, "wall clock shifted");
     if (node->guard.io.async_work != NULL) { /* not io.version: see ioguard.c */

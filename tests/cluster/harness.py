@@ -28,13 +28,20 @@ _used_ports = set()
 _port_lock = threading.Lock()
 
 
+# Ports the harness gives nodes: [lo, lo + span). JINN_TEST_PORTS=LO-HI gives
+# a second run on the same machine its own range (two runs drawing from one
+# range can each find a port free and both take it).
+_PORTS = tuple(int(x) for x in os.environ.get("JINN_TEST_PORTS", "20000-32000").split("-"))
+_PORT_LO, _PORT_SPAN = _PORTS[0], _PORTS[1] - _PORTS[0]
+
+
 def free_port():
     """A free port below Linux's ephemeral range (32768+), so that outgoing
     connections can never take a port a node is about to listen on."""
     with _port_lock:
-        base = 20000 + (os.getpid() * 7919) % 10000
-        for i in range(12000):
-            port = 20000 + (base - 20000 + i * 13) % 12000
+        base = _PORT_LO + (os.getpid() * 7919) % _PORT_SPAN
+        for i in range(_PORT_SPAN):
+            port = _PORT_LO + (base - _PORT_LO + i * 13) % _PORT_SPAN
             if port in _used_ports:
                 continue
             with socket.socket() as s:

@@ -51,7 +51,7 @@ def test_a_failing_log_write_frees_once_and_the_leader_goes_on(cluster_factory, 
         assert code == 500 and json.loads(out)["error"] == "raft_error", (code, out)
     assert n.proc.poll() is None
     assert 1 <= n.log().count("raft could not append a proposal") <= 3  # once a second at most
-    assert "TEST ONLY: log writes fail while" in n.log()
+    assert "TEST ONLY: log writes fail at once while" in n.log()
 
     os.unlink(fault)
     code, _, out = put(n, "k", "v2")
