@@ -51,6 +51,19 @@
 /* The cached snapshot is dropped once no replica waits for one and none
  * was served one for this long (it is a full copy of the state). */
 #define SNAP_KEEP_MS 5000
+/* Each snapshot is a full copy of the state, held until every replica it
+ * was queued to has been sent all of it. A client can make the node encode
+ * a new one (a `from` this node cannot stream from, newer than the cached
+ * snapshot) and then read slowly or not at all: so at most this many
+ * snapshots other than the cached one may be on their way out; a replica
+ * that needs a newer one waits (heartbeats go on) until one is sent or its
+ * replica gone (A5 C1: 14 such clients held 14 copies of a 200 MB state). */
+#define SNAPSHOTS_IN_FLIGHT 2
+/* Encoding a snapshot's in-memory sections holds the loop (jinn_fsm_encode_
+ * begin; 100-250 ms for 300 MB): the next one waits SNAP_LOOP_SHARE times
+ * as long, so snapshots take at most about a tenth of the loop whoever
+ * asks for them. */
+#define SNAP_LOOP_SHARE 9
 #define E_HEAD 5                    /* 'E', u32 count */
 #define R_HEAD 20                   /* u64 index, u64 prev, u32 len */
 #define S_HEAD 9                    /* 'S', u64 index */
@@ -84,6 +97,7 @@ struct replica {
     uint64_t pos;        /* once everything queued arrived */
     uint64_t next_seq;   /* R_STREAMING: the next batch to queue */
     uint64_t snap_end;   /* the snapshot is out once sent bytes reach this */
+    struct jinn_ws_buf *snap_buf; /* that snapshot (a reference) until it is out */
     uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
     bool hb_due;         /* one was skipped behind a backlog: send once drained */
     bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
@@ -142,6 +156,7 @@ struct jinn_stream {
     struct jinn_ws_buf *snap_frame;
     uint64_t snap_index, snap_next_seq, snap_epoch;
     uint64_t snap_used_ms;
+    uint64_t snap_next_ms; /* no new encoding before this (loop ms; SNAP_LOOP_SHARE) */
     /* No replica for idle_ms: the ring is emptied and records are not
      * kept (a replica joining then gets a snapshot). */
     bool idle;
@@ -641,6 +656,37 @@ static bool snap_usable(struct jinn_stream *s)
     return s->snap_frame != NULL;
 }
 
+/* Drops the replica's reference to its snapshot once all of it was sent. */
+static void snap_release(struct replica *r)
+{
+    if (r->snap_buf != NULL && replica_sent(r) >= r->snap_end) {
+        jinn_ws_buf_unref(r->snap_buf);
+        r->snap_buf = NULL;
+        if (r->s->want_snapshot) {
+            kick(r->s); /* one may have waited for this (SNAPSHOTS_IN_FLIGHT) */
+        }
+    }
+}
+
+/* Snapshots other than the cached one still on their way to a replica
+ * (each counted once however many replicas it goes to). */
+static unsigned snaps_in_flight(struct jinn_stream *s)
+{
+    unsigned n = 0;
+    for (struct replica *r = s->replicas; r != NULL; r = r->next) {
+        bool seen = false;
+        snap_release(r);
+        if (r->snap_buf == NULL || r->snap_buf == s->snap_frame) {
+            continue;
+        }
+        for (struct replica *q = s->replicas; q != r && !seen; q = q->next) {
+            seen = q->snap_buf == r->snap_buf;
+        }
+        n += !seen;
+    }
+    return n;
+}
+
 /* Queues the cached snapshot to every replica waiting for one. */
 static void deliver_snapshot(struct jinn_stream *s)
 {
@@ -659,6 +705,9 @@ static void deliver_snapshot(struct jinn_stream *s)
             continue;
         }
         r->snap_end = replica_sent(r) + jinn_ws_queued_bytes(r->ws);
+        jinn_ws_buf_unref(r->snap_buf);
+        jinn_ws_buf_ref(s->snap_frame);
+        r->snap_buf = s->snap_frame;
         s->snap_used_ms = uv_now(s->loop);
         r->pos = s->snap_index;
         r->next_seq = s->snap_next_seq;
@@ -718,6 +767,7 @@ static void job_done(uv_work_t *work, int status)
 static void start_job(struct jinn_stream *s)
 {
     struct snap_job *job;
+    uint64_t t0;
     int rv;
     s->want_snapshot = false;
     job = jinn_calloc(1, sizeof *job);
@@ -734,8 +784,10 @@ static void start_job(struct jinn_stream *s)
     job->epoch = s->epoch;
     job->work.data = job;
     /* Replicas never get the internal key (fsm/auth.h: R in its place). */
+    t0 = uv_hrtime();
     rv = jinn_fsm_encode_begin_redacted(jinn_node_fsm(s->node), &job->w, &job->pin,
                                         &job->fns_pin);
+    s->snap_next_ms = uv_now(s->loop) + (uv_hrtime() - t0) / 1000000 * SNAP_LOOP_SHARE;
     if (rv == 0 && uv_queue_work(s->loop, &job->work, job_run, job_done) != 0) {
         rv = JINN_EINTERNAL;
     }
@@ -786,7 +838,11 @@ static void service(struct jinn_stream *s)
             deliver_snapshot(s); /* sets want_snapshot again for any it could not serve */
         }
         if (any && s->want_snapshot) {
-            start_job(s);
+            /* else it stays wanted: the heartbeat timer, a snapshot sent
+             * out or a replica gone tries again */
+            if (snaps_in_flight(s) < SNAPSHOTS_IN_FLIGHT && uv_now(s->loop) >= s->snap_next_ms) {
+                start_job(s);
+            }
         } else {
             s->want_snapshot = false;
         }
@@ -1098,6 +1154,7 @@ static void conn_writable(void *data)
     struct replica *r = data;
     r->drained_ms = uv_now(r->s->loop);
     r->pinged = false;
+    snap_release(r);
     if (r->hb_due && r->state != R_CLOSING &&
         jinn_ws_queued_bytes(r->ws) + jinn_http_conn_unsent(r->conn) < HB_AHEAD_MAX) {
         /* the backlog drained: a heartbeat before more data */
@@ -1130,6 +1187,10 @@ static void conn_closed(void *data)
     s->n_replicas--;
     s->bytes_sent_gone += replica_sent(r);
     jinn_info("stream: replica %s (%s) gone at position %" PRIu64, r->name, r->addr, r->pos);
+    jinn_ws_buf_unref(r->snap_buf);
+    if (s->want_snapshot) {
+        kick(s); /* one may have waited for this (SNAPSHOTS_IN_FLIGHT) */
+    }
     jinn_ws_destroy(r->ws);
     jinn_free(r);
     maybe_free(s);

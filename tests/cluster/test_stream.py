@@ -771,3 +771,59 @@ def test_a_position_ahead_of_the_node_holds_no_slot(cluster_factory):
     assert status == 101, body
     ws.close()
     assert "ahead of this node" in f.log()
+
+
+def test_clients_that_force_snapshots_and_never_read_hold_a_bounded_number(cluster_factory):
+    """A5 C1: a `from` at the node's position with a wrong `at` (or any
+    position the ring cannot serve, newer than the cached snapshot) makes
+    the node encode a new snapshot for that client; one that then never
+    reads held its own full copy of the state until the 'not reading' cut
+    (14 clients: +2.8 GB with a 200 MB state). Now at most two snapshots
+    besides the cached one are on their way out: the other clients wait
+    (heartbeats go on), and once the holders are gone the next is encoded."""
+    c, n = one_node(cluster_factory, ["max_body 2MiB"])
+    val = b"v" * (1 << 20)
+    for i in range(12):  # 12 MiB of state: far more than the socket buffers hold
+        put(n, f"big{i}", val)
+    holders = []
+    for i in range(6):
+        put(n, "tick", str(i).encode())
+        st = n.status()["stream"]
+        pos, before = st["position"], st["snapshots"]
+        ws, code, _, _ = stream(n, f"from={pos}&at=1&name=h{i}", rcvbuf=4096)
+        assert code == 101
+        holders.append(ws)
+        if i < 3:
+            # an encoding of its own (newer than the cached one): cached +
+            # two on their way out
+            wait_for(lambda: n.status()["stream"]["snapshots"] > before, timeout=20,
+                     what=f"client {i}'s encoding")
+        else:
+            wait_for(lambda: len(n.status()["stream"].get("replicas", [])) == i + 1,
+                     what=f"client {i} attached")
+    # no more while the three are held, over several heartbeats
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        assert n.status()["stream"]["snapshots"] == 3, n.status()["stream"]
+        time.sleep(0.1)
+    # three hold a snapshot they do not read (megabytes sent into their
+    # buffers), three were sent heartbeats only
+    sent = sorted(r["bytes_sent"] for r in n.status()["stream"]["replicas"])
+    assert all(b < 64 << 10 for b in sent[:3]) and all(b > 200 << 10 for b in sent[3:]), sent
+    for ws in holders[:3]:
+        ws.sock.close()
+    # the holders gone, the waiting clients get the next encoding
+    wait_for(lambda: n.status()["stream"]["snapshots"] >= 4, timeout=20,
+             what="an encoding once the holders left")
+    for ws in holders[3:]:
+        ws.sock.close()
+    # a replica that reads gets its snapshot and the records after it
+    put(n, "tick", b"last")
+    ws, st, _, _ = stream(n, "from=0&name=reader")
+    assert st == 101
+    kinds = []
+    while "S" not in kinds:
+        kind, msg = ws.recv(timeout=20)
+        if kind == "binary":
+            kinds.append(chr(msg[0]))
+    ws.close()
