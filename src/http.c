@@ -236,11 +236,6 @@ static void conn_close(struct conn *c)
         return;
     }
     c->state = CLOSING;
-    if (c->server->cfg.limit != NULL) {
-        /* gone: its address's allowance is free now, even while a handler
-         * still holds its request (a parked long-poll) */
-        jinn_limit_conn_left(c->server->cfg.limit, c->ip, &c->limit_kind);
-    }
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->tcp, handle_closed);
 }

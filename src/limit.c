@@ -162,10 +162,20 @@ int jinn_limit_conn_open(struct jinn_limit *l, uint32_t ip, enum jinn_limit_conn
     return 0;
 }
 
-static void addr_leave(struct jinn_limit *l, uint32_t ip)
+void jinn_limit_conn_close(struct jinn_limit *l, uint32_t ip, enum jinn_limit_conn_kind kind)
 {
     struct addr_entry **pa;
-    size_t b = addr_bucket(l, ip);
+    size_t b;
+
+    if (kind == JINN_LIMIT_CONN_PEER) {
+        l->stats.conns_peer--;
+        return;
+    }
+    if (kind != JINN_LIMIT_CONN_CLIENT) {
+        return;
+    }
+    l->stats.conns_client--;
+    b = addr_bucket(l, ip);
     for (pa = &l->addrs[b]; *pa != NULL && (*pa)->ip != ip; pa = &(*pa)->next) {
     }
     if (*pa == NULL) {
@@ -176,32 +186,6 @@ static void addr_leave(struct jinn_limit *l, uint32_t ip)
         *pa = dead->next;
         jinn_free(dead);
         l->stats.addrs--;
-    }
-}
-
-void jinn_limit_conn_close(struct jinn_limit *l, uint32_t ip, enum jinn_limit_conn_kind kind)
-{
-    switch (kind) {
-    case JINN_LIMIT_CONN_PEER:
-        l->stats.conns_peer--;
-        break;
-    case JINN_LIMIT_CONN_CLIENT:
-        l->stats.conns_client--;
-        addr_leave(l, ip);
-        break;
-    case JINN_LIMIT_CONN_LEFT:
-        l->stats.conns_client--;
-        break;
-    case JINN_LIMIT_CONN_NONE:
-        break;
-    }
-}
-
-void jinn_limit_conn_left(struct jinn_limit *l, uint32_t ip, enum jinn_limit_conn_kind *kind)
-{
-    if (*kind == JINN_LIMIT_CONN_CLIENT) {
-        addr_leave(l, ip);
-        *kind = JINN_LIMIT_CONN_LEFT;
     }
 }
 

@@ -36,15 +36,8 @@ struct jinn_limit_config {
     unsigned max_connections;
 };
 
-/* How a connection was counted (give it back to jinn_limit_conn_close).
- * LEFT: a client connection whose address count went back already
- * (jinn_limit_conn_left); only the total remains. */
-enum jinn_limit_conn_kind {
-    JINN_LIMIT_CONN_NONE = 0,
-    JINN_LIMIT_CONN_CLIENT,
-    JINN_LIMIT_CONN_PEER,
-    JINN_LIMIT_CONN_LEFT
-};
+/* How a connection was counted (give it back to jinn_limit_conn_close). */
+enum jinn_limit_conn_kind { JINN_LIMIT_CONN_NONE = 0, JINN_LIMIT_CONN_CLIENT, JINN_LIMIT_CONN_PEER };
 
 struct jinn_limit;
 struct jinn_limit_token; /* a token's entry; the ticket of a request */
@@ -63,13 +56,6 @@ bool jinn_limit_is_peer(const struct jinn_limit *l, uint32_t ip);
  * connections are all taken. */
 int jinn_limit_conn_open(struct jinn_limit *l, uint32_t ip, enum jinn_limit_conn_kind *kind);
 void jinn_limit_conn_close(struct jinn_limit *l, uint32_t ip, enum jinn_limit_conn_kind kind);
-/* The client closed its connection, but a handler still holds its request
- * (a parked long-poll answers when its wait ends): the address's count goes
- * back now, so a client that left holds none of its address's allowance
- * (A5 M1: abandoned queue fetches kept an edge replica's relays at 429 for
- * their whole wait); the total is given back by jinn_limit_conn_close,
- * when the connection's memory is. *kind becomes LEFT. */
-void jinn_limit_conn_left(struct jinn_limit *l, uint32_t ip, enum jinn_limit_conn_kind *kind);
 
 /* A request by token (a name, "anonymous" without one) starts at now_ms
  * (loop time). privileged requests pass without being counted (*ticket

@@ -277,39 +277,3 @@ def test_with_tokens_on_a_client_on_a_members_host_is_limited(cluster_factory):
     codes = [request(leader, "/v1/kv/default/k", source="127.0.0.1", headers=admin)[0]
              for _ in range(12)]
     assert 429 not in codes, codes
-
-
-def test_a_client_that_left_its_parked_long_poll_frees_its_address_room(cluster_factory):
-    """A5 M1: a client's parked queue fetch (wait 60 s) kept its address's
-    connection room until the wait ended, after the client had closed the
-    connection: long-polls abandoned through an edge replica kept every
-    other relay of that replica at 429 for minutes. The room now goes back
-    when the connection closes; the handler still answers into nothing."""
-    # one quiet node: nothing applied wakes the parked fetches (a wake
-    # answers the ones whose client left)
-    c = cluster_factory(1, extra_config=["limit_conns_per_addr 4"]).start()
-    leader = c.wait_leader()
-    c.wait_ready()
-    st, _, body = request(leader, "/v1/queues/q", "POST", b"m")
-    assert st in (200, 201, 202), body
-    st, _, body = request(leader, "/v1/queues/q/fetch?worker=w0", "POST")
-    assert st == 200 and b'"seq"' in body, body  # leased: nothing is ready now
-    polls = []
-    for i in range(4):
-        s = socket.create_connection(("127.0.0.1", leader.http_port), timeout=5,
-                                     source_address=(FLOOD, 0))
-        s.sendall(b"POST /v1/queues/q/fetch?worker=p%d&wait=60s HTTP/1.1\r\nHost: x\r\n"
-                  b"Content-Length: 0\r\n\r\n" % i)
-        polls.append(s)
-    # parked, all four: the address is at its cap
-    wait_for(lambda: request(leader, "/v1/status", source=FLOOD)[0] == 429,
-             what="the address at its cap with four parked polls")
-    for s in polls:
-        s.close()
-    # the clients left: their address is served again long before the
-    # polls' 60 s are over
-    wait_for(lambda: request(leader, "/v1/status", source=FLOOD)[0] == 200, timeout=10,
-             what="the address served once its polls' clients left")
-    # and the node still answers and counts what is open
-    st, _, body = request(leader, "/v1/queues/q/fetch?worker=w1", "POST")
-    assert st == 200, body

@@ -59,41 +59,6 @@ TEST(limit_conns_per_addr_and_reserve)
     jinn_limit_destroy(l);
 }
 
-/* A5 M1: a client that left a parked long-poll held its address's room
- * until the handler answered (its wait: minutes). */
-TEST(limit_client_that_left_frees_its_address_room_before_the_total)
-{
-    struct jinn_limit_config cfg = {.conns_per_addr = 2, .max_connections = 3};
-    struct jinn_limit *l = jinn_limit_create(&cfg);
-    struct jinn_limit_stats st;
-    enum jinn_limit_conn_kind k[4];
-    CHECK(l != NULL);
-    CHECK_INT(jinn_limit_conn_open(l, 0x7f000003u, &k[0]), 0);
-    CHECK_INT(jinn_limit_conn_open(l, 0x7f000003u, &k[1]), 0);
-    CHECK_INT(jinn_limit_conn_open(l, 0x7f000003u, &k[2]), JINN_ETOOMANY);
-    /* k[0]'s client left; its handler still runs */
-    jinn_limit_conn_left(l, 0x7f000003u, &k[0]);
-    CHECK_INT(k[0], JINN_LIMIT_CONN_LEFT);
-    jinn_limit_conn_left(l, 0x7f000003u, &k[0]); /* twice: nothing more */
-    CHECK_INT(jinn_limit_conn_open(l, 0x7f000003u, &k[2]), 0);
-    jinn_limit_stats(l, &st);
-    CHECK_INT(st.conns_client, 3); /* the total still counts it... */
-    CHECK_INT(jinn_limit_conn_open(l, 0x7f000004u, &k[3]), JINN_EBUSY);
-    jinn_limit_conn_close(l, 0x7f000003u, k[0]); /* ...until its memory goes */
-    CHECK_INT(jinn_limit_conn_open(l, 0x7f000004u, &k[3]), 0);
-    /* a peer's or a refused connection has no address room to give back */
-    enum jinn_limit_conn_kind none = JINN_LIMIT_CONN_NONE;
-    jinn_limit_conn_left(l, 0x7f000004u, &none);
-    CHECK_INT(none, JINN_LIMIT_CONN_NONE);
-    jinn_limit_conn_close(l, 0x7f000003u, k[1]);
-    jinn_limit_conn_close(l, 0x7f000003u, k[2]);
-    jinn_limit_conn_close(l, 0x7f000004u, k[3]);
-    jinn_limit_stats(l, &st);
-    CHECK_INT(st.conns_client, 0);
-    CHECK_INT(st.addrs, 0);
-    jinn_limit_destroy(l);
-}
-
 TEST(limit_token_rate_refills_and_is_per_token)
 {
     struct jinn_limit_config cfg = {.rate = 2, .max_connections = 10};
