@@ -59,6 +59,10 @@
  * that needs a newer one waits (heartbeats go on) until one is sent or its
  * replica gone (A5 C1: 14 such clients held 14 copies of a 200 MB state). */
 #define SNAPSHOTS_IN_FLIGHT 2
+/* A replica kept waiting for a slot that long (in heartbeats; clients that
+ * read slowly enough to escape the "not reading" cut can hold both for
+ * hours, R8) is closed 1008 and goes to its next listed node. */
+#define SNAP_SLOT_WAIT_HEARTBEATS 150
 /* Encoding a snapshot's in-memory sections holds the loop (jinn_fsm_encode_
  * begin; 100-250 ms for 300 MB): the next one waits SNAP_LOOP_SHARE times
  * as long, so snapshots take at most about a tenth of the loop whoever
@@ -98,6 +102,7 @@ struct replica {
     uint64_t next_seq;   /* R_STREAMING: the next batch to queue */
     uint64_t snap_end;   /* the snapshot is out once sent bytes reach this */
     struct jinn_ws_buf *snap_buf; /* that snapshot (a reference) until it is out */
+    uint64_t slot_wait_ms;        /* R_SNAPSHOT, kept waiting for a slot since (0: not) */
     uint64_t hb_end;     /* a heartbeat is queued until sent bytes reach this */
     bool hb_due;         /* one was skipped behind a backlog: send once drained */
     bool in_feed;        /* inside jinn_ws_feed: the endpoint cannot flush yet */
@@ -425,6 +430,7 @@ static void cut_off(struct replica *r, int code, const char *why)
 static void request_snapshot(struct replica *r)
 {
     r->state = R_SNAPSHOT;
+    r->slot_wait_ms = 0;
     r->s->want_snapshot = true;
     kick(r->s);
 }
@@ -687,6 +693,25 @@ static unsigned snaps_in_flight(struct jinn_stream *s)
     return n;
 }
 
+/* The snapshot slots are taken: replicas waiting for one past
+ * SNAP_SLOT_WAIT_HEARTBEATS try another node. */
+static void slot_wait(struct jinn_stream *s)
+{
+    uint64_t now = uv_now(s->loop);
+    uint64_t limit = SNAP_SLOT_WAIT_HEARTBEATS * (uint64_t)s->cfg->stream_heartbeat_ms;
+    for (struct replica *r = s->replicas, *next; r != NULL; r = next) {
+        next = r->next;
+        if (r->state != R_SNAPSHOT) {
+            continue;
+        }
+        if (r->slot_wait_ms == 0) {
+            r->slot_wait_ms = now;
+        } else if (now - r->slot_wait_ms > limit) {
+            cut_off(r, JINN_WS_CLOSE_POLICY, "no snapshot slot: others are downloading");
+        }
+    }
+}
+
 /* Queues the cached snapshot to every replica waiting for one. */
 static void deliver_snapshot(struct jinn_stream *s)
 {
@@ -770,6 +795,9 @@ static void start_job(struct jinn_stream *s)
     uint64_t t0;
     int rv;
     s->want_snapshot = false;
+    for (struct replica *r = s->replicas; r != NULL; r = r->next) {
+        r->slot_wait_ms = 0; /* waiting for this encoding, not for a slot */
+    }
     job = jinn_calloc(1, sizeof *job);
     if (job == NULL) {
         rv = JINN_ENOMEM;
@@ -787,6 +815,7 @@ static void start_job(struct jinn_stream *s)
     t0 = uv_hrtime();
     rv = jinn_fsm_encode_begin_redacted(jinn_node_fsm(s->node), &job->w, &job->pin,
                                         &job->fns_pin);
+    uv_update_time(s->loop); /* the gate counts from the encoding's end */
     s->snap_next_ms = uv_now(s->loop) + (uv_hrtime() - t0) / 1000000 * SNAP_LOOP_SHARE;
     if (rv == 0 && uv_queue_work(s->loop, &job->work, job_run, job_done) != 0) {
         rv = JINN_EINTERNAL;
@@ -840,7 +869,9 @@ static void service(struct jinn_stream *s)
         if (any && s->want_snapshot) {
             /* else it stays wanted: the heartbeat timer, a snapshot sent
              * out or a replica gone tries again */
-            if (snaps_in_flight(s) < SNAPSHOTS_IN_FLIGHT && uv_now(s->loop) >= s->snap_next_ms) {
+            if (snaps_in_flight(s) >= SNAPSHOTS_IN_FLIGHT) {
+                slot_wait(s);
+            } else if (uv_now(s->loop) >= s->snap_next_ms) {
                 start_job(s);
             }
         } else {

@@ -827,3 +827,61 @@ def test_clients_that_force_snapshots_and_never_read_hold_a_bounded_number(clust
         if kind == "binary":
             kinds.append(chr(msg[0]))
     ws.close()
+
+
+def test_a_replica_kept_waiting_for_a_snapshot_slot_goes_elsewhere(cluster_factory):
+    """R8: clients that force fresh snapshots and read just fast enough to
+    escape the 'not reading' cut can hold both snapshot slots for as long
+    as their downloads take (hours at a trickle); a replica needing a new
+    snapshot meanwhile waited, with heartbeats, so it never moved to
+    another node. Past 150 heartbeats of waiting for a slot it is closed
+    1008 and goes to its next listed node."""
+    c, n = one_node(cluster_factory, ["max_body 2MiB", "stream_heartbeat 20ms"])
+    val = b"v" * (1 << 20)
+    for i in range(24):  # downloads of 10 s or more at the holders' pace
+        put(n, f"big{i}", val)
+    stop = threading.Event()
+
+    def trickle(ws):  # about 2 MB/s: writes complete well within the 2 s cut
+        ws.sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                if not ws.sock.recv(65536):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.03)
+
+    holders, threads = [], []
+    try:
+        for i in range(3):
+            put(n, "tick", str(i).encode())
+            st = n.status()["stream"]
+            pos, before = st["position"], st["snapshots"]
+            ws, code, _, _ = stream(n, f"from={pos}&at=1&name=h{i}", rcvbuf=65536)
+            assert code == 101
+            holders.append(ws)
+            t = threading.Thread(target=trickle, args=(ws,), daemon=True)
+            t.start()
+            threads.append(t)
+            wait_for(lambda: n.status()["stream"]["snapshots"] > before, timeout=20,
+                     what=f"client {i}'s encoding")
+        put(n, "tick", b"w")
+        pos = n.status()["stream"]["position"]
+        ws, code, _, _ = stream(n, f"from={pos}&at=1&name=waiter")
+        assert code == 101
+        t0 = time.monotonic()
+        while True:  # heartbeats only, then the close
+            kind, msg = ws.recv(timeout=15)
+            assert kind != "binary", "a snapshot while both slots are held"
+            if kind == "close":
+                break
+        assert msg == (1008, "no snapshot slot: others are downloading"), msg
+        assert time.monotonic() - t0 >= 2.5  # 150 heartbeats of 20 ms
+        assert n.status()["stream"]["snapshots"] == 3
+    finally:
+        stop.set()
+        for ws in holders:
+            ws.sock.close()
+        for t in threads:
+            t.join(timeout=5)
