@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -35,6 +36,12 @@ def cluster_factory(tmp_path, request):
             if crashed and not failed:  # a failed test's report has the logs already
                 sys.stderr.write(f"\n----- {node.name} log -----\n{log[-6000:]}")
     assert not crashed, f"sanitizer report in the log of {crashed}"
+    if not failed:
+        # A passing test's data dirs go now: libraft preallocates 24 MiB of
+        # log segments per node, and pytest keeps three runs' directories
+        # (a whole run left 18 GB; a later run then found the disk full).
+        for c in made:
+            shutil.rmtree(c.dir, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
